@@ -1,0 +1,10 @@
+import { Command } from "@effect/cli"
+import { version } from "./Version.js"
+
+export const ferry = Command.make("ferry").pipe(
+  Command.withDescription(
+    "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
+  ),
+)
+
+export const run = Command.run(ferry, { name: "ferry", version })

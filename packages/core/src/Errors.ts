@@ -1,0 +1,45 @@
+import { Schema } from "effect"
+import { OperationOutcome, summary } from "./OperationOutcome.js"
+
+/**
+ * Anything that went wrong talking to a FHIR server.
+ * - Transport: no HTTP answer (refused, reset, DNS, TLS, timeout)
+ * - Status: a non-2xx answer (outcome kept when the body was an OperationOutcome)
+ * - Throttled: 429 / 503 after retries were exhausted
+ * - Decode: a 2xx answer whose body is not what the FHIR spec says it should be
+ */
+export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirError")("FhirError", {
+  reason: Schema.Literal("Transport", "Status", "Throttled", "Decode"),
+  method: Schema.String,
+  url: Schema.String,
+  status: Schema.optional(Schema.Number),
+  outcome: Schema.optional(OperationOutcome),
+  detail: Schema.optional(Schema.String),
+  cause: Schema.optional(Schema.Defect),
+}) {
+  override get message(): string {
+    const what =
+      this.reason === "Transport"
+        ? `could not reach the server${this.detail ? ` (${this.detail})` : ""}; check the URL and that the server is running`
+        : this.reason === "Throttled"
+          ? `the server kept answering ${this.status ?? 429} (throttled) after every retry; try again later or lower --parallel`
+          : this.reason === "Decode"
+            ? `the answer could not be read${this.detail ? `: ${this.detail}` : ""}`
+            : `the server answered ${this.status ?? "an error"}${this.outcome ? `: ${summary(this.outcome)}` : this.detail ? `: ${this.detail}` : ""}`
+    return `${this.method} ${this.url}: ${what}`
+  }
+}
+
+/**
+ * Authorization failures: discovery, key loading, token requests, refused tokens.
+ */
+export class AuthError extends Schema.TaggedError<AuthError>("@ferry/core/AuthError")("AuthError", {
+  reason: Schema.Literal("Discovery", "KeyInvalid", "TokenRequest", "Unauthorized", "Config"),
+  url: Schema.optional(Schema.String),
+  detail: Schema.String,
+  cause: Schema.optional(Schema.Defect),
+}) {
+  override get message(): string {
+    return `${this.url ? `${this.url}: ` : ""}${this.detail}`
+  }
+}

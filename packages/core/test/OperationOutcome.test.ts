@@ -1,0 +1,40 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { FhirError } from "../src/Errors.js"
+import * as OperationOutcome from "../src/OperationOutcome.js"
+
+describe("OperationOutcome", () => {
+  it.effect("decodes a server outcome and keeps unnamed fields", () =>
+    Effect.gen(function* () {
+      const oo = yield* Schema.decodeUnknown(OperationOutcome.OperationOutcome)({
+        resourceType: "OperationOutcome",
+        id: "x",
+        issue: [{ severity: "error", code: "transient", diagnostics: "busy", extra: 1 }],
+      })
+      expect(oo.id).toBe("x")
+      expect(OperationOutcome.isTransient(oo)).toBe(true)
+      expect(OperationOutcome.summary(oo)).toBe("error transient: busy")
+    }))
+
+  it("is not transient when any issue is a hard failure", () => {
+    const oo: OperationOutcome.OperationOutcome = {
+      resourceType: "OperationOutcome",
+      issue: [
+        { severity: "error", code: "transient" },
+        { severity: "error", code: "processing" },
+      ],
+    }
+    expect(OperationOutcome.isTransient(oo)).toBe(false)
+  })
+
+  it("FhirError message names the method, URL and the server's words", () => {
+    const e = new FhirError({
+      reason: "Status",
+      method: "GET",
+      url: "http://127.0.0.1:1/fhir/Patient/1",
+      status: 404,
+      outcome: OperationOutcome.make("error", "not-found", "Patient/1 is not known"),
+    })
+    expect(e.message).toBe("GET http://127.0.0.1:1/fhir/Patient/1: the server answered 404: error not-found: Patient/1 is not known")
+  })
+})
