@@ -11,9 +11,10 @@ const packages = lock.packages
 
 const platformOf = (name) => {
   const s = name.slice(name.indexOf("/") + 1)
-  const os = ["android", "darwin", "freebsd", "linux", "openbsd", "openharmony", "netbsd", "sunos", "aix"].find(
-    (o) => s.includes(o),
-  ) ?? (s.includes("win32") || s.includes("windows") ? "win32" : undefined)
+  const os =
+    ["android", "darwin", "freebsd", "linux", "openbsd", "openharmony", "netbsd", "sunos", "aix"].find((o) =>
+      s.includes(o),
+    ) ?? (s.includes("win32") || s.includes("windows") ? "win32" : undefined)
   const cpus = ["arm64", "x64", "ia32", "arm", "loong64", "ppc64", "riscv64", "s390x", "mips64el"]
   let cpu = cpus.find((c) => new RegExp(`(^|-)${c}(-|$)`).test(s))
   if (!cpu && /(^|-)64$/.test(s)) cpu = "x64"
@@ -44,6 +45,8 @@ for (const [key, pkg] of Object.entries(packages)) {
     added++
   }
 }
-lock.packages = Object.fromEntries(Object.entries(packages).sort(([a], [b]) => (a === "" ? -1 : b === "" ? 1 : a < b ? -1 : a > b ? 1 : 0)))
+lock.packages = Object.fromEntries(
+  Object.entries(packages).sort(([a], [b]) => (a === "" ? -1 : b === "" ? 1 : a < b ? -1 : a > b ? 1 : 0)),
+)
 writeFileSync(path, `${JSON.stringify(lock, null, 2)}\n`)
 console.log(`lockfile-platforms: added ${added} optional platform entries`)
