@@ -14,7 +14,8 @@ describe("OperationOutcome", () => {
       expect(oo.id).toBe("x")
       expect(OperationOutcome.isTransient(oo)).toBe(true)
       expect(OperationOutcome.summary(oo)).toBe("error transient: busy")
-    }))
+    }),
+  )
 
   it("is not transient when any issue is a hard failure", () => {
     const oo: OperationOutcome.OperationOutcome = {
@@ -35,6 +36,8 @@ describe("OperationOutcome", () => {
       status: 404,
       outcome: OperationOutcome.make("error", "not-found", "Patient/1 is not known"),
     })
-    expect(e.message).toBe("GET http://127.0.0.1:1/fhir/Patient/1: the server answered 404: error not-found: Patient/1 is not known")
+    expect(e.message).toBe(
+      "GET http://127.0.0.1:1/fhir/Patient/1: the server answered 404: error not-found: Patient/1 is not known",
+    )
   })
 })
