@@ -1,0 +1,159 @@
+/**
+ * How Ferry authorizes requests to a FHIR server. An `Authenticator` plugs into `FhirClient.make`:
+ * `authorize` adds `Authorization`, `invalidate` is called on a 401 (the next `authorize` fetches a new
+ * token), `describe` names the method for humans and never holds secrets.
+ *
+ * Ferry talks to two servers, so there is no single Authenticator tag: build one per server
+ * (`fromSettings(settings, baseUrl)`) and hand it to that server's client.
+ */
+import type { FileSystem, HttpClient, HttpClientRequest } from "@effect/platform"
+import { AuthError } from "@ferry/core/Errors"
+import { Config, Effect, Option, type Redacted, type Scope } from "effect"
+import * as ClientSecret from "./Authenticator/ClientSecret.js"
+import * as None from "./Authenticator/None.js"
+import * as SmartBackend from "./Authenticator/SmartBackend.js"
+import * as StaticBearer from "./Authenticator/StaticBearer.js"
+import * as Keys from "./Keys.js"
+
+export interface Authenticator {
+  readonly authorize: (
+    req: HttpClientRequest.HttpClientRequest,
+  ) => Effect.Effect<HttpClientRequest.HttpClientRequest, AuthError>
+  /** Called on a 401: the next `authorize` fetches a new token (once, however many callers saw the 401). */
+  readonly invalidate: Effect.Effect<void>
+  /** e.g. "SMART Backend Services (ES384, kid …, client ferry-demo)"; never secrets. */
+  readonly describe: string
+}
+
+/**
+ * Whether `url` (absolute, or relative to `baseUrl`) is on the same origin (scheme, host, port) as
+ * `baseUrl`. Callers attach `Authorization` only when it is; unparsable input is never same-origin.
+ */
+export const sameOrigin = (baseUrl: string, url: string): boolean => {
+  try {
+    const base = new URL(baseUrl)
+    return new URL(url, base).origin === base.origin && base.origin !== "null"
+  } catch {
+    return false
+  }
+}
+
+/** An authenticator that leaves requests to other origins than `baseUrl` untouched. */
+export const restrictToOrigin = (auth: Authenticator, baseUrl: string): Authenticator => ({
+  ...auth,
+  authorize: (req) => (sameOrigin(baseUrl, req.url) ? auth.authorize(req) : Effect.succeed(req)),
+})
+
+export const AuthKind = ["smart", "client-secret", "bearer", "none"] as const
+export type AuthKind = (typeof AuthKind)[number]
+
+/**
+ * Auth settings of one server. Nest it under the server's name: `Config.nested(AuthConfig, "auth")`
+ * inside `source` reads FERRY_SOURCE_AUTH_KIND, FERRY_SOURCE_AUTH_CLIENT_ID, … (constant case), or
+ * `source.auth.clientId` from a config file.
+ */
+export const AuthConfig = Config.all({
+  kind: Config.literal(...AuthKind)("kind").pipe(Config.withDefault<AuthKind>("none")),
+  clientId: Config.option(Config.string("clientId")),
+  keyFile: Config.option(Config.string("keyFile")),
+  alg: Config.option(Config.literal("ES384", "RS384")("alg")),
+  kid: Config.option(Config.string("kid")),
+  scope: Config.option(Config.string("scope")),
+  scopeVersion: Config.literal("v2", "v1")("scopeVersion").pipe(Config.withDefault<"v1" | "v2">("v2")),
+  tokenUrl: Config.option(Config.string("tokenUrl")),
+  bearerEnv: Config.option(Config.string("bearerEnv")),
+  bearerFile: Config.option(Config.string("bearerFile")),
+  clientSecret: Config.option(Config.redacted("clientSecret")),
+  secretMethod: Config.literal(
+    "basic",
+    "post",
+  )("secretMethod").pipe(Config.withDefault<"basic" | "post">("basic")),
+})
+export type AuthSettings = Config.Config.Success<typeof AuthConfig>
+
+/** Settings with only `kind` given and everything else absent/default; spread your values over it. */
+export const emptySettings = (kind: AuthKind): AuthSettings => ({
+  kind,
+  clientId: Option.none(),
+  keyFile: Option.none(),
+  alg: Option.none(),
+  kid: Option.none(),
+  scope: Option.none(),
+  scopeVersion: "v2",
+  tokenUrl: Option.none(),
+  bearerEnv: Option.none(),
+  bearerFile: Option.none(),
+  clientSecret: Option.none(),
+  secretMethod: "basic",
+})
+
+const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Effect.Effect<A, AuthError> =>
+  Option.match(value, {
+    onSome: Effect.succeed,
+    onNone: () =>
+      Effect.fail(
+        new AuthError({
+          reason: "Config",
+          detail: `Auth kind "${kind}" needs auth.${name}; set it in the config file or environment`,
+        }),
+      ),
+  })
+
+/** Build the authenticator the settings describe for the FHIR server at `baseUrl`. */
+export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
+  settings: AuthSettings,
+  baseUrl: string,
+) {
+  const optional = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
+  switch (settings.kind) {
+    case "none":
+      return None.make()
+    case "bearer": {
+      const env = optional(settings.bearerEnv)
+      const file = optional(settings.bearerFile)
+      if ((env === undefined) === (file === undefined)) {
+        return yield* new AuthError({
+          reason: "Config",
+          detail:
+            'Auth kind "bearer" needs exactly one of auth.bearerEnv (an environment variable name) or auth.bearerFile (a file holding the token)',
+        })
+      }
+      return yield* StaticBearer.make(env !== undefined ? { env } : { file: file! })
+    }
+    case "client-secret": {
+      const clientId = yield* required(settings.clientId, "clientId", settings.kind)
+      const clientSecret: Redacted.Redacted<string> = yield* required(
+        settings.clientSecret,
+        "clientSecret",
+        settings.kind,
+      )
+      return yield* ClientSecret.make({
+        baseUrl,
+        clientId,
+        clientSecret,
+        method: settings.secretMethod,
+        scope: optional(settings.scope),
+        tokenUrl: optional(settings.tokenUrl),
+      })
+    }
+    case "smart": {
+      const clientId = yield* required(settings.clientId, "clientId", settings.kind)
+      const keyFile = yield* required(settings.keyFile, "keyFile", settings.kind)
+      const key = yield* Keys.loadPrivateKey(keyFile, {
+        kid: optional(settings.kid),
+        alg: optional(settings.alg),
+      })
+      return yield* SmartBackend.make({
+        baseUrl,
+        clientId,
+        key,
+        scope: optional(settings.scope),
+        scopeVersion: settings.scopeVersion,
+        tokenUrl: optional(settings.tokenUrl),
+      })
+    }
+  }
+}) satisfies (
+  settings: AuthSettings,
+  baseUrl: string,
+) => Effect.Effect<Authenticator, AuthError, HttpClient.HttpClient | FileSystem.FileSystem | Scope.Scope>

@@ -1,0 +1,88 @@
+/**
+ * A bearer token obtained elsewhere, read from an environment variable or a file (never a literal on the
+ * command line). It is read once, trimmed, and read again after `invalidate` (a rotated token file is
+ * picked up on the next 401).
+ */
+import { FileSystem, HttpClientRequest } from "@effect/platform"
+import { AuthError } from "@ferry/core/Errors"
+import { Config, ConfigProvider, Effect, Option, Redacted } from "effect"
+import type { Authenticator } from "../Authenticator.js"
+import * as TokenCache from "../TokenCache.js"
+
+export type StaticBearerSource =
+  | { readonly env: string; readonly file?: undefined }
+  | { readonly file: string; readonly env?: undefined }
+
+export interface StaticBearerOptions {
+  /** Where environment variables come from; default the process environment. */
+  readonly environment?: ConfigProvider.ConfigProvider | undefined
+}
+
+export const make = Effect.fn("StaticBearer.make")(function* (
+  source: StaticBearerSource,
+  options: StaticBearerOptions = {},
+) {
+  const fs = yield* FileSystem.FileSystem
+  const environment = options.environment ?? ConfigProvider.fromEnv()
+
+  const read: Effect.Effect<TokenCache.AccessToken, AuthError> =
+    source.env !== undefined
+      ? Config.redacted(source.env).pipe(
+          Config.option,
+          Effect.withConfigProvider(environment),
+          Effect.mapError(
+            () =>
+              new AuthError({
+                reason: "Config",
+                detail: `The environment variable ${source.env} could not be read as a bearer token`,
+              }),
+          ),
+          Effect.map(Option.map((r) => Redacted.value(r).trim())),
+          Effect.flatMap((value) =>
+            Option.isSome(value) && value.value.length > 0
+              ? Effect.succeed(value.value)
+              : Effect.fail(
+                  new AuthError({
+                    reason: "Config",
+                    detail: `The environment variable ${source.env} is not set or empty; export it with the access token, or use a token file instead`,
+                  }),
+                ),
+          ),
+          Effect.map(token),
+        )
+      : fs.readFileString(source.file).pipe(
+          Effect.mapError(
+            (error) =>
+              new AuthError({
+                reason: "Config",
+                detail: `The bearer token file ${source.file} could not be read (${error._tag === "SystemError" && error.reason === "NotFound" ? "it does not exist" : error.message}); check the path`,
+              }),
+          ),
+          Effect.map((text) => text.trim()),
+          Effect.flatMap((value) =>
+            value.length > 0
+              ? Effect.succeed(token(value))
+              : Effect.fail(
+                  new AuthError({
+                    reason: "Config",
+                    detail: `The bearer token file ${source.file} is empty; write the access token into it`,
+                  }),
+                ),
+          ),
+        )
+
+  // Fail early on a missing token, then serve it from the cache.
+  const cache = yield* TokenCache.make(read)
+  yield* cache.get
+  return {
+    authorize: (req) => Effect.map(cache.get, (t) => HttpClientRequest.bearerToken(req, t)),
+    invalidate: cache.invalidate,
+    describe: `static bearer token (from ${source.env !== undefined ? `environment variable ${source.env}` : `file ${source.file}`})`,
+  } satisfies Authenticator
+})
+
+const token = (value: string): TokenCache.AccessToken => ({
+  token: Redacted.make(value),
+  expiresIn: Option.none(),
+  scope: Option.none(),
+})

@@ -1,0 +1,180 @@
+/**
+ * Finding a FHIR server's OAuth token endpoint: `.well-known/smart-configuration` first, then the
+ * (deprecated, SMART v1) `oauth-uris` extension in the CapabilityStatement's security section.
+ */
+import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import { AuthError } from "@ferry/core/Errors"
+import { Effect, Option, Schema } from "effect"
+
+export const SmartConfiguration = Schema.Struct({
+  token_endpoint: Schema.optional(Schema.String),
+  token_endpoint_auth_methods_supported: Schema.optional(Schema.Array(Schema.String)),
+  token_endpoint_auth_signing_alg_values_supported: Schema.optional(Schema.Array(Schema.String)),
+  grant_types_supported: Schema.optional(Schema.Array(Schema.String)),
+  scopes_supported: Schema.optional(Schema.Array(Schema.String)),
+  capabilities: Schema.optional(Schema.Array(Schema.String)),
+})
+export type SmartConfiguration = typeof SmartConfiguration.Type
+
+const Extension = Schema.Struct({
+  url: Schema.String,
+  valueUri: Schema.optional(Schema.String),
+  extension: Schema.optional(
+    Schema.Array(Schema.Struct({ url: Schema.String, valueUri: Schema.optional(Schema.String) })),
+  ),
+})
+
+/** Only the part of a CapabilityStatement discovery reads. */
+export const CapabilitySecurity = Schema.Struct({
+  resourceType: Schema.Literal("CapabilityStatement"),
+  rest: Schema.optional(
+    Schema.Array(
+      Schema.Struct({
+        security: Schema.optional(Schema.Struct({ extension: Schema.optional(Schema.Array(Extension)) })),
+      }),
+    ),
+  ),
+})
+
+export const OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+export interface TokenEndpoint {
+  readonly tokenUrl: string
+  readonly source: "smart-configuration" | "capability-statement" | "configured"
+  /** From smart-configuration, when it said. */
+  readonly authMethods: Option.Option<ReadonlyArray<string>>
+  readonly signingAlgs: Option.Option<ReadonlyArray<string>>
+}
+
+const trimSlash = (base: string) => base.replace(/\/+$/, "")
+
+/** Resolve a possibly relative URL (legacy servers) against the FHIR base. */
+const absolute = (url: string, baseUrl: string): Option.Option<string> => {
+  try {
+    return Option.some(new URL(url, `${trimSlash(baseUrl)}/`).toString())
+  } catch {
+    return Option.none()
+  }
+}
+
+const getJson = <A, I>(
+  http: HttpClient.HttpClient,
+  url: string,
+  accept: string,
+  schema: Schema.Schema<A, I>,
+): Effect.Effect<A, string> =>
+  http.execute(HttpClientRequest.get(url, { acceptJson: false }).pipe(HttpClientRequest.accept(accept))).pipe(
+    Effect.mapError((e) => `could not be fetched (${e.message})`),
+    Effect.flatMap((response) =>
+      response.status >= 200 && response.status < 300
+        ? HttpClientResponse.schemaBodyJson(schema)(response).pipe(
+            Effect.mapError(() => "answered with JSON Ferry could not read"),
+          )
+        : Effect.fail(`answered HTTP ${response.status}`),
+    ),
+    Effect.scoped,
+  )
+
+/** `[base]/.well-known/smart-configuration` → token endpoint (resolved against the base if relative). */
+export const fromSmartConfiguration = (
+  http: HttpClient.HttpClient,
+  baseUrl: string,
+): Effect.Effect<TokenEndpoint, string> =>
+  getJson(
+    http,
+    `${trimSlash(baseUrl)}/.well-known/smart-configuration`,
+    "application/json",
+    SmartConfiguration,
+  ).pipe(
+    Effect.flatMap((config) =>
+      Option.fromNullable(config.token_endpoint).pipe(
+        Option.flatMap((url) => absolute(url, baseUrl)),
+        Option.match({
+          onNone: () => Effect.fail("has no usable token_endpoint"),
+          onSome: (tokenUrl) =>
+            Effect.succeed<TokenEndpoint>({
+              tokenUrl,
+              source: "smart-configuration",
+              authMethods: Option.fromNullable(config.token_endpoint_auth_methods_supported),
+              signingAlgs: Option.fromNullable(config.token_endpoint_auth_signing_alg_values_supported),
+            }),
+        }),
+      ),
+    ),
+  )
+
+/** `[base]/metadata` → rest[].security.extension[oauth-uris].extension[token].valueUri. */
+export const fromCapabilityStatement = (
+  http: HttpClient.HttpClient,
+  baseUrl: string,
+): Effect.Effect<TokenEndpoint, string> =>
+  getJson(http, `${trimSlash(baseUrl)}/metadata`, "application/fhir+json", CapabilitySecurity).pipe(
+    Effect.flatMap((cs) => {
+      const token = (cs.rest ?? [])
+        .flatMap((rest) => rest.security?.extension ?? [])
+        .filter((ext) => ext.url === OAUTH_URIS)
+        .flatMap((ext) => ext.extension ?? [])
+        .find((ext) => ext.url === "token" && ext.valueUri !== undefined)?.valueUri
+      return Option.fromNullable(token).pipe(
+        Option.flatMap((url) => absolute(url, baseUrl)),
+        Option.match({
+          onNone: () => Effect.fail("has no oauth-uris token extension"),
+          onSome: (tokenUrl) =>
+            Effect.succeed<TokenEndpoint>({
+              tokenUrl,
+              source: "capability-statement",
+              authMethods: Option.none(),
+              signingAlgs: Option.none(),
+            }),
+        }),
+      )
+    }),
+  )
+
+/**
+ * The token endpoint for a FHIR server. A configured `tokenUrl` wins (no network);
+ * otherwise `.well-known/smart-configuration`, then the CapabilityStatement.
+ */
+export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
+  baseUrl: string,
+  tokenUrl?: string | undefined,
+) {
+  if (tokenUrl !== undefined) {
+    return yield* Option.match(absolute(tokenUrl, baseUrl), {
+      onNone: () =>
+        Effect.fail(
+          new AuthError({
+            reason: "Config",
+            url: tokenUrl,
+            detail: "the configured token URL is not a valid URL",
+          }),
+        ),
+      onSome: (url) =>
+        Effect.succeed<TokenEndpoint>({
+          tokenUrl: url,
+          source: "configured",
+          authMethods: Option.none(),
+          signingAlgs: Option.none(),
+        }),
+    })
+  }
+  const http = yield* HttpClient.HttpClient
+  const found = yield* fromSmartConfiguration(http, baseUrl).pipe(
+    Effect.catchAll((wellKnown) =>
+      fromCapabilityStatement(http, baseUrl).pipe(
+        Effect.mapError(
+          (metadata) =>
+            new AuthError({
+              reason: "Discovery",
+              url: baseUrl,
+              detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
+            }),
+        ),
+      ),
+    ),
+  )
+  yield* Effect.logDebug("token endpoint discovered").pipe(
+    Effect.annotateLogs({ tokenUrl: found.tokenUrl, from: found.source }),
+  )
+  return found
+})

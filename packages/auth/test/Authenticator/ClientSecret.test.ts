@@ -1,0 +1,112 @@
+import { HttpClientRequest } from "@effect/platform"
+import { NodeHttpClient } from "@effect/platform-node"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { AuthError } from "@ferry/core/Errors"
+import { Effect, Redacted } from "effect"
+import type { Authenticator } from "../../src/Authenticator.js"
+import * as ClientSecret from "../../src/Authenticator/ClientSecret.js"
+import * as TokenServer from "../helpers/TokenServer.js"
+
+const CLIENT = "ferry client"
+// Characters RFC 6749 §2.3.1 makes us form-encode before base64 (":" must not split the pair).
+const SECRET = "s3cr:t+/ é%"
+
+const header = (auth: Authenticator, url: string) =>
+  auth.authorize(HttpClientRequest.get(url)).pipe(Effect.map((r) => r.headers.authorization))
+
+describe("ClientSecret", () => {
+  it.scopedLive(
+    "client_secret_basic sends form-encoded id:secret in HTTP Basic and no secret in the body",
+    () =>
+      Effect.gen(function* () {
+        const srv = yield* TokenServer.make({ clientId: CLIENT, secret: SECRET })
+        const auth = yield* ClientSecret.make({
+          baseUrl: srv.baseUrl,
+          clientId: CLIENT,
+          clientSecret: Redacted.make(SECRET),
+          scope: "system/*.rs",
+        })
+        expect(yield* header(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+        const request = srv.tokenRequests[0]!
+        expect(request.answer).toBe(200)
+        const expected = Buffer.from(
+          `${encodeURIComponent(CLIENT).replace(/%20/g, "+")}:${new URLSearchParams({ s: SECRET }).toString().slice(2)}`,
+        ).toString("base64")
+        expect(request.headers.authorization).toBe(`Basic ${expected}`)
+        expect(Object.fromEntries(request.form)).toEqual({
+          grant_type: "client_credentials",
+          scope: "system/*.rs",
+        })
+        expect(auth.describe).toBe(`OAuth client credentials (client_secret_basic, client ${CLIENT})`)
+        expect(auth.describe).not.toContain(SECRET)
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("client_secret_post sends client_id and client_secret as form fields, no Authorization", () =>
+    Effect.gen(function* () {
+      const srv = yield* TokenServer.make({ clientId: CLIENT, secret: SECRET, wellKnown: false })
+      const auth = yield* ClientSecret.make({
+        baseUrl: srv.baseUrl,
+        clientId: CLIENT,
+        clientSecret: Redacted.make(SECRET),
+        method: "post",
+        tokenUrl: srv.tokenUrl,
+      })
+      expect(yield* header(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+      yield* header(auth, `${srv.baseUrl}/Patient`)
+      expect(srv.tokenRequests).toHaveLength(1)
+      const request = srv.tokenRequests[0]!
+      expect(request.headers.authorization).toBeUndefined()
+      expect(request.headers["content-type"]).toBe("application/x-www-form-urlencoded")
+      // No scope configured: none sent (opaque scopes such as Entra's {fhirUrl}/.default are sent as given).
+      expect(Object.fromEntries(request.form)).toEqual({
+        grant_type: "client_credentials",
+        client_id: CLIENT,
+        client_secret: SECRET,
+      })
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive(
+    "a wrong secret is a TokenRequest error with the server's description and without the secret",
+    () =>
+      Effect.gen(function* () {
+        const srv = yield* TokenServer.make({ clientId: CLIENT, secret: "the-right-one" })
+        for (const method of ["basic", "post"] as const) {
+          const auth = yield* ClientSecret.make({
+            baseUrl: srv.baseUrl,
+            clientId: CLIENT,
+            clientSecret: Redacted.make(SECRET),
+            method,
+          })
+          const error = yield* Effect.flip(header(auth, `${srv.baseUrl}/Patient`))
+          assert.instanceOf(error, AuthError)
+          expect(error.reason).toBe("TokenRequest")
+          expect(error.message).toContain(
+            `HTTP 401 invalid_client (bad ${method === "basic" ? "basic" : "client_secret_post"} credentials)`,
+          )
+          expect(error.message).not.toContain(SECRET)
+        }
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("a server that echoes the secret in error_description has it scrubbed from the message", () =>
+    Effect.gen(function* () {
+      const srv = yield* TokenServer.make({
+        clientId: CLIENT,
+        secret: SECRET,
+        failWith: { status: 400, error: "invalid_client", description: `secret ${SECRET} is revoked` },
+      })
+      const auth = yield* ClientSecret.make({
+        baseUrl: srv.baseUrl,
+        clientId: CLIENT,
+        clientSecret: Redacted.make(SECRET),
+        method: "post",
+      })
+      const error = yield* Effect.flip(header(auth, `${srv.baseUrl}/Patient`))
+      expect(error.message).toContain("invalid_client (secret [redacted] is revoked)")
+      expect(error.message).not.toContain(SECRET)
+      expect(JSON.stringify(error)).not.toContain(SECRET)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+})

@@ -1,0 +1,247 @@
+import { HttpClientRequest } from "@effect/platform"
+import { NodeHttpClient } from "@effect/platform-node"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { AuthError } from "@ferry/core/Errors"
+import { Effect, Fiber, Schedule, TestClock } from "effect"
+import type { Authenticator } from "../../src/Authenticator.js"
+import * as SmartBackend from "../../src/Authenticator/SmartBackend.js"
+import * as Keys from "../../src/Keys.js"
+import * as TokenServer from "../helpers/TokenServer.js"
+
+const CLIENT = "ferry-demo"
+
+/** A generated key pair: the loaded signing key and the JWKS the server trusts. */
+const keyPair = (alg: Keys.SigningAlg) =>
+  Effect.gen(function* () {
+    const { privateJwk, publicJwks } = yield* Keys.generate(alg)
+    const key = yield* Keys.parsePrivateKey(JSON.stringify(privateJwk), "test.jwk")
+    return { key, jwks: { keys: [...publicJwks.keys] } }
+  })
+
+const authHeader = (auth: Authenticator, url: string) =>
+  auth.authorize(HttpClientRequest.get(url)).pipe(Effect.map((req) => req.headers.authorization))
+
+/** A token server trusting a fresh key, and a SMART authenticator for it. */
+const setup = (
+  server: Omit<TokenServer.TokenServerOptions, "clientId" | "jwks"> = {},
+  options: (srv: TokenServer.TokenServer) => Partial<SmartBackend.SmartBackendOptions> = () => ({}),
+  alg: Keys.SigningAlg = "ES384",
+) =>
+  Effect.gen(function* () {
+    const { key, jwks } = yield* keyPair(alg)
+    const srv = yield* TokenServer.make({ clientId: CLIENT, jwks, ...server })
+    const auth = yield* SmartBackend.make({ baseUrl: srv.baseUrl, clientId: CLIENT, key, ...options(srv) })
+    return { srv, auth, key }
+  })
+
+const allSuspended = (fibers: ReadonlyArray<Fiber.RuntimeFiber<unknown, unknown>>) =>
+  Effect.forEach(fibers, (f) => Fiber.status(f)).pipe(
+    Effect.map((statuses) => statuses.every((s) => s._tag === "Suspended")),
+    Effect.repeat({ until: (done) => done, schedule: Schedule.spaced("5 millis") }),
+  )
+
+describe("SmartBackend", () => {
+  for (const alg of ["ES384", "RS384"] as const) {
+    it.scopedLive(
+      `${alg}: discovers the token endpoint from .well-known and sends a verified assertion`,
+      () =>
+        Effect.gen(function* () {
+          const { srv, auth, key } = yield* setup({}, () => ({}), alg)
+          expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+          expect(srv.paths).toContain("/fhir/.well-known/smart-configuration")
+          expect(srv.paths).not.toContain("/fhir/metadata")
+          expect(srv.tokenRequests).toHaveLength(1)
+          const request = srv.tokenRequests[0]!
+          expect(request.answer).toBe(200)
+          expect(request.headers["content-type"]).toBe("application/x-www-form-urlencoded")
+          expect(request.headers.authorization).toBeUndefined()
+          expect(Object.fromEntries(request.form)).toMatchObject({
+            grant_type: "client_credentials",
+            scope: "system/*.rs",
+            client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+          })
+          expect(request.assertion!.header).toEqual({ alg, kid: key.kid, typ: "JWT" })
+          expect(request.assertion!.claims).toMatchObject({ iss: CLIENT, sub: CLIENT, aud: srv.tokenUrl })
+          expect(auth.describe).toBe(`SMART Backend Services (${alg}, kid ${key.kid}, client ${CLIENT})`)
+        }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+    )
+  }
+
+  it.scopedLive("falls back to the CapabilityStatement oauth-uris extension", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({ wellKnown: false, capabilityStatement: true })
+      expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+      expect(srv.paths.slice(0, 2)).toEqual(["/fhir/.well-known/smart-configuration", "/fhir/metadata"])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("fails discovery with both reasons and a hint when nothing advertises a token endpoint", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({ wellKnown: false })
+      const error = yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
+      assert.instanceOf(error, AuthError)
+      expect(error.reason).toBe("Discovery")
+      expect(error.message).toContain(".well-known/smart-configuration answered HTTP 404")
+      expect(error.message).toContain("/metadata answered HTTP 404")
+      expect(error.message).toContain("token URL")
+      expect(srv.tokenRequests).toHaveLength(0)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("uses an explicit token URL, without discovery", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({ wellKnown: false }, (s) => ({ tokenUrl: s.tokenUrl }))
+      expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+      expect(srv.paths).toEqual(["/auth/token"])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("caches the token: two authorize calls make one token request", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup()
+      const a = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      const b = yield* authHeader(auth, `${srv.baseUrl}/Observation`)
+      expect(a).toBe(b)
+      expect(srv.tokenRequests).toHaveLength(1)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("20 concurrent authorize calls during a refresh make exactly one token request", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup()
+      yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      yield* auth.invalidate
+      const release = srv.hold()
+      const fibers = yield* Effect.forEach(Array.from({ length: 20 }), () =>
+        Effect.fork(authHeader(auth, `${srv.baseUrl}/Patient`)),
+      )
+      yield* Effect.promise(() => srv.received(2))
+      yield* allSuspended(fibers)
+      release()
+      const headers = yield* Fiber.joinAll(fibers)
+      expect(srv.tokenRequests).toHaveLength(2)
+      expect(new Set(headers)).toEqual(new Set([`Bearer ${srv.issued[1]}`]))
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scoped("refreshes the token before it expires (TestClock)", () =>
+    Effect.gen(function* () {
+      // Real time, so the server's jose check of exp agrees; then TestClock moves forward.
+      yield* TestClock.setTime(Date.now())
+      // 20 s tokens: refreshed 2 s (10 %) before expiry.
+      const { srv, auth } = yield* setup({ expiresIn: 20 })
+      const first = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      yield* TestClock.adjust("17 seconds")
+      expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(first)
+      expect(srv.tokenRequests).toHaveLength(1)
+      yield* TestClock.adjust("1500 millis")
+      const second = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      expect(second).toBe(`Bearer ${srv.issued[1]}`)
+      expect(srv.tokenRequests).toHaveLength(2)
+      // Each request carried its own assertion (jti unique, checked by the server).
+      expect(srv.tokenRequests[0]!.assertion!.claims.jti).not.toBe(
+        srv.tokenRequests[1]!.assertion!.claims.jti,
+      )
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("invalidate makes the next authorize fetch one new token", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup()
+      const first = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      yield* auth.invalidate
+      const second = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      const third = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      expect(first).toBe(`Bearer ${srv.issued[0]}`)
+      expect(second).toBe(`Bearer ${srv.issued[1]}`)
+      expect(third).toBe(second)
+      expect(srv.tokenRequests).toHaveLength(2)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("retries with v1 scopes when the server answers invalid_scope to v2, and stays on v1", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({ acceptScope: (s) => !s.includes(".rs") }, () => ({
+        scope: "system/*.rs system/Group.rs",
+      }))
+      expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+      yield* auth.invalidate
+      yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      expect(srv.tokenRequests.map((r) => [r.form.get("scope"), r.answer])).toEqual([
+        ["system/*.rs system/Group.rs", 400],
+        ["system/*.read system/Group.read", 200],
+        ["system/*.read system/Group.read", 200],
+      ])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("scopeVersion v1 sends v1 scopes from the start", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({}, () => ({ scopeVersion: "v1" }))
+      yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      expect(srv.tokenRequests.map((r) => r.form.get("scope"))).toEqual(["system/*.read"])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("resolves a relative token_endpoint from a legacy .well-known against the FHIR base", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({ advertisedTokenEndpoint: "../auth/token" })
+      expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+      expect(srv.tokenRequests[0]!.assertion!.claims.aud).toBe(srv.tokenUrl)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("invalid_scope for v1 too fails with the server's words", () =>
+    Effect.gen(function* () {
+      const { srv, auth } = yield* setup({ acceptScope: () => false })
+      const error = yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
+      assert.instanceOf(error, AuthError)
+      expect(error.reason).toBe("TokenRequest")
+      expect(error.message).toContain("invalid_scope (scope system/*.read is not allowed)")
+      expect(srv.tokenRequests).toHaveLength(2)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive(
+    "a rejected assertion (invalid_client) is a TokenRequest error with the server's description",
+    () =>
+      Effect.gen(function* () {
+        const { srv } = yield* setup()
+        // A key the server never registered.
+        const { key } = yield* keyPair("RS384")
+        const auth = yield* SmartBackend.make({ baseUrl: srv.baseUrl, clientId: CLIENT, key })
+        const error = yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
+        assert.instanceOf(error, AuthError)
+        expect(error.reason).toBe("TokenRequest")
+        expect(error.url).toBe(srv.tokenUrl)
+        expect(error.message).toContain("HTTP 401 invalid_client (assertion rejected:")
+        expect(error.message).toContain("check the client id")
+        expect(error.message).not.toContain(srv.tokenRequests[0]!.form.get("client_assertion")!)
+        // Failures are not cached: the next authorize asks again.
+        yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
+        expect(srv.tokenRequests).toHaveLength(2)
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("refuses a non-bearer token_type but accepts any casing of bearer", () =>
+    Effect.gen(function* () {
+      const lower = yield* setup({ tokenType: "bearer" })
+      expect(yield* authHeader(lower.auth, lower.srv.baseUrl)).toBe(`Bearer ${lower.srv.issued[0]}`)
+      const mac = yield* setup({ tokenType: "MAC" })
+      const error = yield* Effect.flip(authHeader(mac.auth, mac.srv.baseUrl))
+      expect(error.message).toContain('"MAC" token')
+      expect(error.message).not.toContain(mac.srv.issued[0]!)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it("converts SMART v2 scopes to v1", () => {
+    expect(SmartBackend.toV1Scopes("system/*.rs system/Group.rs")).toBe("system/*.read system/Group.read")
+    expect(SmartBackend.toV1Scopes("system/*.cud system/*.cruds patient/Observation.r")).toBe(
+      "system/*.write system/*.* patient/Observation.read",
+    )
+    // Already v1, filtered or foreign scopes are kept as they are.
+    expect(
+      SmartBackend.toV1Scopes("system/*.read system/Observation.rs?category=lab https://x/.default"),
+    ).toBe("system/*.read system/Observation.rs?category=lab https://x/.default")
+  })
+})

@@ -1,0 +1,80 @@
+import { FileSystem, HttpClientRequest, Path } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { AuthError } from "@ferry/core/Errors"
+import { ConfigProvider, Effect } from "effect"
+import type { Authenticator } from "../../src/Authenticator.js"
+import * as StaticBearer from "../../src/Authenticator/StaticBearer.js"
+
+const header = (auth: Authenticator) =>
+  auth
+    .authorize(HttpClientRequest.get("https://fhir.example.org/Patient"))
+    .pipe(Effect.map((r) => r.headers.authorization))
+
+const configError = (error: unknown, ...words: Array<string>) => {
+  assert.instanceOf(error, AuthError)
+  expect(error.reason).toBe("Config")
+  for (const w of words) expect(error.message).toContain(w)
+}
+
+describe("StaticBearer", () => {
+  it.scoped("reads a trimmed token from an environment variable (process environment by default)", () =>
+    Effect.gen(function* () {
+      const name = `FERRY_TEST_BEARER_${process.pid}`
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          process.env[name] = "  env-token-1 \n"
+        }),
+        () =>
+          Effect.sync(() => {
+            delete process.env[name]
+          }),
+      )
+      const auth = yield* StaticBearer.make({ env: name })
+      expect(yield* header(auth)).toBe("Bearer env-token-1")
+      expect(auth.describe).toBe(`static bearer token (from environment variable ${name})`)
+      const fromMap = yield* StaticBearer.make(
+        { env: "MY_TOKEN" },
+        { environment: ConfigProvider.fromMap(new Map([["MY_TOKEN", "map-token"]])) },
+      )
+      expect(yield* header(fromMap)).toBe("Bearer map-token")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.scoped("reads a trimmed token from a file and re-reads it after invalidate", () =>
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
+      const file = path.join(dir, "token")
+      yield* fs.writeFileString(file, "file-token-1\n", { mode: 0o600 })
+      const auth = yield* StaticBearer.make({ file })
+      expect(yield* header(auth)).toBe("Bearer file-token-1")
+      yield* fs.writeFileString(file, "file-token-2\n")
+      expect(yield* header(auth)).toBe("Bearer file-token-1")
+      yield* auth.invalidate
+      expect(yield* header(auth)).toBe("Bearer file-token-2")
+      expect(auth.describe).toBe(`static bearer token (from file ${file})`)
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.scoped("a missing or empty token is a Config error with a clear sentence", () =>
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      const empty = ConfigProvider.fromMap(new Map([["EMPTY", "   "]]))
+      configError(
+        yield* Effect.flip(StaticBearer.make({ env: "FERRY_NO_SUCH_VARIABLE" }, { environment: empty })),
+        "The environment variable FERRY_NO_SUCH_VARIABLE is not set or empty",
+      )
+      configError(yield* Effect.flip(StaticBearer.make({ env: "EMPTY" }, { environment: empty })), "EMPTY")
+
+      const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
+      const missing = path.join(dir, "missing")
+      configError(yield* Effect.flip(StaticBearer.make({ file: missing })), missing, "does not exist")
+      const blank = path.join(dir, "blank")
+      yield* fs.writeFileString(blank, "\n\n")
+      configError(yield* Effect.flip(StaticBearer.make({ file: blank })), blank, "is empty")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+})

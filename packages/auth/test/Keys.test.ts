@@ -1,0 +1,160 @@
+import * as Crypto from "node:crypto"
+import { FileSystem, Path } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { AuthError } from "@ferry/core/Errors"
+import { Effect, type Scope } from "effect"
+import * as jose from "jose"
+import * as Keys from "../src/Keys.js"
+
+const run = <A, E>(effect: Effect.Effect<A, E, FileSystem.FileSystem | Path.Path | Scope.Scope>) =>
+  effect.pipe(Effect.provide(NodeContext.layer))
+
+/** Write `text` into a fresh temp dir; returns the path. */
+const writeTemp = (name: string, text: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-auth-keys-" })
+    const file = path.join(dir, name)
+    yield* fs.writeFileString(file, text, { mode: 0o600 })
+    return file
+  })
+
+const keyInvalid = (error: unknown, file: string) => {
+  assert.instanceOf(error, AuthError)
+  expect(error.reason).toBe("KeyInvalid")
+  expect(error.message).toContain(file)
+}
+
+describe("Keys", () => {
+  for (const alg of ["ES384", "RS384"] as const) {
+    it.scoped(`generates an ${alg} key pair with a thumbprint kid and loads the private JWK back`, () =>
+      run(
+        Effect.gen(function* () {
+          const { privateJwk, publicJwks } = yield* Keys.generate(alg)
+          expect(privateJwk.kid).toBe(yield* Effect.promise(() => jose.calculateJwkThumbprint(privateJwk)))
+          expect(privateJwk).toMatchObject({ alg, use: "sig", key_ops: ["sign"] })
+          expect(typeof privateJwk.d).toBe("string")
+          expect(publicJwks.keys).toHaveLength(1)
+          const pub = publicJwks.keys[0]!
+          expect(pub).toMatchObject({ kid: privateJwk.kid, alg, kty: alg === "ES384" ? "EC" : "RSA" })
+          for (const secret of ["d", "p", "q", "dp", "dq", "qi"]) expect(pub).not.toHaveProperty(secret)
+
+          const file = yield* writeTemp("key.jwk", JSON.stringify(privateJwk))
+          const key = yield* Keys.loadPrivateKey(file)
+          expect(key).toMatchObject({ alg, kid: privateJwk.kid, source: file })
+          expect(key.key.extractable).toBe(false)
+          expect(key.key.type).toBe("private")
+        }),
+      ),
+    )
+  }
+
+  it.scoped("picks a key from a JWKS by kid, or the only signing key", () =>
+    run(
+      Effect.gen(function* () {
+        const a = yield* Keys.generate("ES384")
+        const b = yield* Keys.generate("RS384")
+        const both = yield* writeTemp("both.jwks", JSON.stringify({ keys: [a.privateJwk, b.privateJwk] }))
+        const picked = yield* Keys.loadPrivateKey(both, { kid: b.privateJwk.kid })
+        expect(picked).toMatchObject({ alg: "RS384", kid: b.privateJwk.kid })
+
+        const ambiguous = yield* Effect.flip(Keys.loadPrivateKey(both))
+        keyInvalid(ambiguous, both)
+        expect(ambiguous.message).toContain(a.privateJwk.kid!)
+        expect(ambiguous.message).toContain("choose one with kid")
+
+        const unknown = yield* Effect.flip(Keys.loadPrivateKey(both, { kid: "nope" }))
+        keyInvalid(unknown, both)
+        expect(unknown.message).toContain("no key with kid nope")
+
+        // A JWKS with one private key and public keys next to it: the private one is the signing key.
+        const mixed = yield* writeTemp(
+          "mixed.jwks",
+          JSON.stringify({ keys: [...b.publicJwks.keys, a.privateJwk] }),
+        )
+        expect(yield* Keys.loadPrivateKey(mixed)).toMatchObject({ alg: "ES384", kid: a.privateJwk.kid })
+      }),
+    ),
+  )
+
+  it.scoped("loads PKCS#8 PEM (EC and RSA) and PKCS#1 RSA PEM, inferring or checking alg", () =>
+    run(
+      Effect.gen(function* () {
+        const ec = Crypto.generateKeyPairSync("ec", { namedCurve: "P-384" })
+        const rsa = Crypto.generateKeyPairSync("rsa", { modulusLength: 2048 })
+        const ecPem = yield* writeTemp(
+          "ec.pem",
+          ec.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+        )
+        const rsaPem = yield* writeTemp(
+          "rsa.pem",
+          rsa.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+        )
+        const rsaPkcs1 = yield* writeTemp(
+          "rsa1.pem",
+          rsa.privateKey.export({ format: "pem", type: "pkcs1" }).toString(),
+        )
+        const ecKey = yield* Keys.loadPrivateKey(ecPem, { alg: "ES384", kid: "my-ec" })
+        expect(ecKey).toMatchObject({ alg: "ES384", kid: "my-ec" })
+        const rsaKey = yield* Keys.loadPrivateKey(rsaPem)
+        const thumb = yield* Effect.promise(() =>
+          jose.calculateJwkThumbprint(rsa.publicKey.export({ format: "jwk" }) as jose.JWK),
+        )
+        expect(rsaKey).toMatchObject({ alg: "RS384", kid: thumb })
+        expect(yield* Keys.loadPrivateKey(rsaPkcs1)).toMatchObject({ alg: "RS384", kid: thumb })
+
+        const mismatch = yield* Effect.flip(Keys.loadPrivateKey(ecPem, { alg: "RS384" }))
+        keyInvalid(mismatch, ecPem)
+        expect(mismatch.message).toContain("ES384")
+      }),
+    ),
+  )
+
+  it.scoped(
+    "rejects garbage, public-only, wrong-curve and missing key files with KeyInvalid naming the file",
+    () =>
+      run(
+        Effect.gen(function* () {
+          const garbage = yield* writeTemp("garbage.jwk", "this is not a key {")
+          keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(garbage)), garbage)
+
+          const badPem = yield* writeTemp(
+            "bad.pem",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+          )
+          keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(badPem)), badPem)
+
+          const { publicJwks } = yield* Keys.generate("ES384")
+          const pubOnly = yield* writeTemp("public.jwk", JSON.stringify(publicJwks.keys[0]))
+          const pubError = yield* Effect.flip(Keys.loadPrivateKey(pubOnly))
+          keyInvalid(pubError, pubOnly)
+          expect(pubError.message).toContain("public key only")
+          const pubSet = yield* writeTemp("public.jwks", JSON.stringify(publicJwks))
+          keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(pubSet)), pubSet)
+
+          const p256 = Crypto.generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({
+            format: "jwk",
+          })
+          const wrongCurve = yield* writeTemp("p256.jwk", JSON.stringify(p256))
+          const curveError = yield* Effect.flip(Keys.loadPrivateKey(wrongCurve))
+          keyInvalid(curveError, wrongCurve)
+          expect(curveError.message).toContain("P-256")
+
+          const missing = `${garbage}.missing`
+          keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(missing)), missing)
+        }),
+      ),
+  )
+
+  it.effect("error messages never quote the file's contents", () =>
+    Effect.gen(function* () {
+      const { privateJwk } = yield* Keys.generate("ES384")
+      const broken = `${JSON.stringify(privateJwk)}trailing`
+      const error = yield* Effect.flip(Keys.parsePrivateKey(broken, "k.jwk"))
+      expect(error.message).not.toContain(privateJwk.d!)
+      expect(error.message).toContain("k.jwk")
+    }),
+  )
+})
