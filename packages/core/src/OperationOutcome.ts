@@ -27,16 +27,26 @@ export const OperationOutcome = Schema.Struct(
 )
 export type OperationOutcome = typeof OperationOutcome.Type
 
-/** Issue codes that mean "try again" (Bulk Data: a transient issue while polling is not a failure). */
+/**
+ * Issue codes that mean "try again": `transient` and its children (Bulk Data: a transient issue while
+ * polling means the status request failed, not the job).
+ */
 export const transientCodes: ReadonlySet<string> = new Set([
   "transient",
-  "throttled",
-  "timeout",
   "lock-error",
+  "no-store",
+  "exception",
+  "timeout",
+  "incomplete",
+  "throttled",
 ])
 
-export const isTransient = (outcome: OperationOutcome): boolean =>
-  outcome.issue.length > 0 && outcome.issue.every((i) => transientCodes.has(i.code))
+/** True when every error/fatal issue (or, with none, every issue; at least one) carries a transient code. */
+export const isTransient = (outcome: OperationOutcome): boolean => {
+  const hard = outcome.issue.filter((i) => i.severity === "error" || i.severity === "fatal")
+  const issues = hard.length > 0 ? hard : outcome.issue
+  return issues.length > 0 && issues.every((i) => transientCodes.has(i.code))
+}
 
 /** A one-line human summary of the issues (diagnostics, else details.text, else code). */
 export const summary = (outcome: OperationOutcome): string =>

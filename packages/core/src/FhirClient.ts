@@ -1,0 +1,515 @@
+import {
+  FetchHttpClient,
+  Headers,
+  HttpClient,
+  type HttpClientError,
+  HttpClientRequest,
+  type HttpClientResponse,
+  type UrlParams,
+} from "@effect/platform"
+import { Chunk, Context, Duration, Effect, Layer, Option, type ParseResult, Schema, Stream } from "effect"
+import * as Bundle from "./Bundle.js"
+import { CapabilityStatement } from "./CapabilityStatement.js"
+import { AuthError, FhirError } from "./Errors.js"
+import {
+  describeBody,
+  describeParseError,
+  fhirJson,
+  isAbsolute,
+  isRedirect,
+  readTextPrefix,
+  redactUrl,
+  resolveUrl,
+  sameOrigin,
+} from "./Http.js"
+import { FhirResource, type Resource } from "./Ids.js"
+import { summary } from "./OperationOutcome.js"
+import { Attempt, fhirRetry, isThrottleStatus, type RetryOptions } from "./Retry.js"
+
+export interface FhirClientOptions {
+  /** The server's FHIR base, e.g. `https://fhir.example.org/r4`. */
+  readonly baseUrl: string
+  /** Adds credentials to a request; called for every attempt, and only for requests to the base's origin. */
+  readonly authorize?: (
+    request: HttpClientRequest.HttpClientRequest,
+  ) => Effect.Effect<HttpClientRequest.HttpClientRequest, AuthError>
+  /** Run once after a 401 (e.g. drop the cached token); the request is then tried once more. */
+  readonly onUnauthorized?: Effect.Effect<void, AuthError>
+  readonly retry?: Partial<RetryOptions>
+  readonly userAgent?: string
+  /** Per attempt, until the response headers arrive (default 5 minutes; `Duration.infinity`: none). */
+  readonly timeout?: Duration.DurationInput
+  /** Redirects followed per attempt (default 5). */
+  readonly maxRedirects?: number
+}
+
+export interface RequestOptions {
+  /** `false`: send no Authorization at all (e.g. manifest `requiresAccessToken: false`). Default true. */
+  readonly auth?: boolean
+  /** `false`: one attempt only, no retry schedule. Default true. */
+  readonly retry?: boolean
+}
+
+export interface WriteResult {
+  readonly status: number
+  /** `Location` (create) or `Content-Location`, e.g. `https://h/fhir/Patient/1/_history/1`. */
+  readonly location: Option.Option<string>
+  readonly etag: Option.Option<string>
+  readonly lastModified: Option.Option<string>
+  /** The resource the server sent back, if it sent one. */
+  readonly resource: Option.Option<Resource>
+}
+
+export interface OperationOptions {
+  readonly method: "GET" | "POST" | "PUT" | "DELETE" | "PATCH"
+  /** JSON body (a Parameters resource, or plain JSON for the SMART `$import` draft). */
+  readonly body?: unknown
+  /** Default `application/fhir+json`. */
+  readonly contentType?: string
+  readonly headers?: Readonly<Record<string, string>>
+  readonly urlParams?: UrlParams.Input
+}
+
+export interface StreamOptions extends RequestOptions {
+  readonly headers?: Readonly<Record<string, string>>
+}
+
+export type SearchParams = UrlParams.Input
+
+/** A FHIR REST client bound to one server. Every method has R = never. */
+export interface FhirClient {
+  readonly baseUrl: string
+  /**
+   * Sends a request (relative URLs are resolved against the base) with auth, retry and redirects applied.
+   * Non-2xx answers fail with FhirError (Status, or Throttled once 429/503 retries ran out); a 401 that
+   * survives `onUnauthorized` fails with AuthError (Unauthorized).
+   */
+  readonly request: (
+    request: HttpClientRequest.HttpClientRequest,
+    options?: RequestOptions,
+  ) => Effect.Effect<HttpClientResponse.HttpClientResponse, FhirError | AuthError>
+  readonly read: (type: string, id: string) => Effect.Effect<Resource, FhirError | AuthError>
+  readonly search: (
+    type: string,
+    params?: SearchParams,
+  ) => Effect.Effect<Bundle.Bundle, FhirError | AuthError>
+  /** Every resource of a search, page by page along `next` links (one page in memory at a time). */
+  readonly searchAll: (type: string, params?: SearchParams) => Stream.Stream<Resource, FhirError | AuthError>
+  readonly capabilities: () => Effect.Effect<CapabilityStatement, FhirError | AuthError>
+  readonly transaction: (bundle: Bundle.Bundle) => Effect.Effect<Bundle.Bundle, FhirError | AuthError>
+  readonly batch: (bundle: Bundle.Bundle) => Effect.Effect<Bundle.Bundle, FhirError | AuthError>
+  readonly create: (
+    resource: Resource,
+    options?: { readonly ifNoneExist?: string; readonly prefer?: string },
+  ) => Effect.Effect<WriteResult, FhirError | AuthError>
+  readonly update: (
+    resource: Resource & { readonly id: string },
+    options?: { readonly ifMatch?: string; readonly prefer?: string },
+  ) => Effect.Effect<WriteResult, FhirError | AuthError>
+  readonly delete: (type: string, id: string) => Effect.Effect<void, FhirError | AuthError>
+  /** An operation such as `$export`, `Group/1/$export` or `$import`; the raw answer (e.g. 202 + Content-Location). */
+  readonly operation: (
+    path: string,
+    options: OperationOptions,
+  ) => Effect.Effect<HttpClientResponse.HttpClientResponse, FhirError | AuthError>
+  /**
+   * The bytes of a (possibly absolute) URL, for NDJSON files and attachments. Authorization goes only to the
+   * base's origin, never to other hosts nor across a redirect to one. Retries cover getting the response,
+   * not a stream that breaks mid-way.
+   */
+  readonly stream: (url: string, options?: StreamOptions) => Stream.Stream<Uint8Array, FhirError | AuthError>
+}
+
+const errorBodyLimit = 256 * 1024
+
+const urlOf = (request: HttpClientRequest.HttpClientRequest): string =>
+  Option.match(HttpClientRequest.toUrl(request), { onNone: () => request.url, onSome: (u) => u.toString() })
+
+const fhirErrorFromTransport = (
+  request: HttpClientRequest.HttpClientRequest,
+  error: HttpClientError.HttpClientError,
+): Attempt =>
+  new Attempt({
+    error: new FhirError({
+      reason: "Transport",
+      method: request.method,
+      url: redactUrl(urlOf(request)),
+      detail: error.reason === "Transport" ? transportDetail(error.cause) : `${error.reason} error`,
+      cause: error.cause,
+    }),
+    retryAfter: undefined,
+    // A malformed URL or an unencodable body will not get better by trying again.
+    permanent: error.reason !== "Transport",
+  })
+
+const transportDetail = (cause: unknown): string => {
+  const inner =
+    typeof cause === "object" && cause !== null && "cause" in cause
+      ? (cause as { cause: unknown }).cause
+      : cause
+  const code =
+    typeof inner === "object" && inner !== null && "code" in inner
+      ? String((inner as { code: unknown }).code)
+      : ""
+  return code !== "" ? code : "connection failed"
+}
+
+const finalError = (attempt: Attempt, sentCredentials: boolean, retried: boolean): FhirError | AuthError => {
+  const e = attempt.error
+  if (e.reason === "Status" && e.status === 401) {
+    const said = e.outcome ? `: ${summary(e.outcome)}` : e.detail ? `: ${e.detail}` : ""
+    return new AuthError({
+      reason: "Unauthorized",
+      url: e.url,
+      detail: sentCredentials
+        ? `the server refused the credentials (401)${said}; check the client id, key and scopes`
+        : `the server requires authorization (401)${said}; configure authentication for this server`,
+    })
+  }
+  if (retried && e.reason === "Status" && isThrottleStatus(e.status)) {
+    return new FhirError({
+      reason: "Throttled",
+      method: e.method,
+      url: e.url,
+      status: e.status,
+      outcome: e.outcome,
+      detail: e.detail,
+    })
+  }
+  return e
+}
+
+/** Builds a client for one server from the ambient `HttpClient`. */
+export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientOptions) {
+  const http = yield* HttpClient.HttpClient
+  const baseUrl = options.baseUrl.replace(/\/+$/, "")
+  if (!isAbsolute(baseUrl) || Option.isNone(Option.liftThrowable(() => new URL(baseUrl))())) {
+    return yield* Effect.die(new Error(`FhirClient.make: baseUrl must be an absolute URL, got "${baseUrl}"`))
+  }
+  const schedule = fhirRetry(options.retry)
+  const timeout = Duration.decode(options.timeout ?? Duration.minutes(5))
+  const maxRedirects = options.maxRedirects ?? 5
+  const userAgent = options.userAgent ?? "ferry"
+
+  const withTimeout =
+    (sent: HttpClientRequest.HttpClientRequest) =>
+    <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | Attempt> =>
+      Duration.isFinite(timeout)
+        ? Effect.timeoutFail(effect, {
+            duration: timeout,
+            onTimeout: () =>
+              new Attempt({
+                error: new FhirError({
+                  reason: "Transport",
+                  method: sent.method,
+                  url: redactUrl(urlOf(sent)),
+                  detail: `no answer within ${Duration.format(timeout)}`,
+                }),
+                retryAfter: undefined,
+              }),
+          })
+        : effect
+
+  /** One attempt: auth per hop (own origin only), send, follow redirects, then check the status. */
+  const attempt = (
+    initial: HttpClientRequest.HttpClientRequest,
+    auth: boolean,
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, Attempt | AuthError> =>
+    Effect.gen(function* () {
+      let request = initial
+      for (let hop = 0; ; hop++) {
+        const own = sameOrigin(request.url, baseUrl)
+        // Authorization is only ever sent to the base's own origin, and never when auth is off.
+        let toSend = own && auth ? request : stripAuthorization(request)
+        if (own && auth && options.authorize) toSend = yield* options.authorize(toSend)
+        const response = yield* http.execute(toSend).pipe(
+          // fetch would follow redirects itself, carrying Authorization along; Ferry follows them here.
+          manualRedirects,
+          Effect.mapError((e) => fhirErrorFromTransport(toSend, e)),
+          withTimeout(toSend),
+        )
+        const location = response.headers.location
+        const target =
+          isRedirect(response.status) && location !== undefined && hop < maxRedirects
+            ? Option.liftThrowable(() => new URL(location, urlOf(request)))()
+            : Option.none()
+        if (Option.isSome(target)) {
+          yield* readTextPrefix(response, errorBodyLimit) // free the connection
+          const next = target.value
+          const toGet =
+            response.status === 303 ||
+            ((response.status === 301 || response.status === 302) && request.method === "POST")
+          request = HttpClientRequest.setUrl(request, next)
+          if (toGet && request.method !== "GET" && request.method !== "HEAD") {
+            request = HttpClientRequest.get(next, {
+              headers: Headers.remove(request.headers, ["content-type", "content-length"]),
+            })
+          }
+          continue
+        }
+        if (response.status >= 200 && response.status < 300) return response
+        const text = yield* readTextPrefix(response, errorBodyLimit)
+        const described = describeBody(text, response.headers["content-type"])
+        return yield* new Attempt({
+          error: new FhirError({
+            reason: "Status",
+            method: toSend.method,
+            url: redactUrl(urlOf(toSend)),
+            status: response.status,
+            ...described,
+          }),
+          retryAfter: response.headers["retry-after"],
+        })
+      }
+    }).pipe(
+      Effect.tapError((e) =>
+        e instanceof Attempt
+          ? Effect.logDebug("FHIR request failed").pipe(
+              Effect.annotateLogs({ method: e.error.method, status: e.error.status ?? e.error.reason }),
+            )
+          : Effect.void,
+      ),
+    )
+
+  const prepare = (request: HttpClientRequest.HttpClientRequest) => {
+    let r = HttpClientRequest.setUrl(request, resolveUrl(baseUrl, request.url))
+    if (r.headers.accept === undefined) r = HttpClientRequest.setHeader(r, "accept", fhirJson)
+    if (r.headers["user-agent"] === undefined) r = HttpClientRequest.setHeader(r, "user-agent", userAgent)
+    return r
+  }
+
+  const request: FhirClient["request"] = (req, requestOptions) => {
+    const prepared = prepare(req)
+    const auth = requestOptions?.auth ?? true
+    const once = attempt(prepared, auth)
+    const tries = requestOptions?.retry === false ? once : Effect.retry(once, schedule)
+    const onUnauthorized = options.onUnauthorized
+    // A 401 refreshes the credentials once, then the request (with its retries) runs once more.
+    const refreshed =
+      onUnauthorized === undefined || !auth
+        ? tries
+        : Effect.catchIf(
+            tries,
+            (e): e is Attempt => e instanceof Attempt && e.error.status === 401,
+            () => Effect.zipRight(onUnauthorized, tries),
+          )
+    const sentCredentials = auth && options.authorize !== undefined
+    return Effect.mapError(refreshed, (e) =>
+      e instanceof Attempt ? finalError(e, sentCredentials, requestOptions?.retry !== false) : e,
+    )
+  }
+
+  const decode =
+    <A, I>(schema: Schema.Schema<A, I>, what: string) =>
+    (response: HttpClientResponse.HttpClientResponse): Effect.Effect<A, FhirError> =>
+      response.json.pipe(
+        Effect.flatMap(Schema.decodeUnknown(schema)),
+        Effect.mapError(
+          (e: HttpClientError.ResponseError | ParseResult.ParseError) =>
+            new FhirError({
+              reason: "Decode",
+              method: response.request.method,
+              url: redactUrl(urlOf(response.request)),
+              status: response.status,
+              detail: e._tag === "ParseError" ? describeParseError(what, e) : `the body is not JSON`,
+            }),
+        ),
+      )
+
+  const getJson = <A, I>(url: string, schema: Schema.Schema<A, I>, what: string, params?: SearchParams) =>
+    request(HttpClientRequest.get(url, params === undefined ? {} : { urlParams: params })).pipe(
+      Effect.flatMap(decode(schema, what)),
+    )
+
+  const bodyOf = (body: unknown, contentType = fhirJson) =>
+    HttpClientRequest.bodyUint8Array(new TextEncoder().encode(JSON.stringify(body)), contentType)
+
+  const readOptional = (
+    response: HttpClientResponse.HttpClientResponse,
+  ): Effect.Effect<WriteResult, FhirError> =>
+    Effect.gen(function* () {
+      const text = yield* response.text.pipe(
+        Effect.mapError(
+          () =>
+            new FhirError({
+              reason: "Transport",
+              method: response.request.method,
+              url: redactUrl(urlOf(response.request)),
+              detail: "the answer broke off",
+            }),
+        ),
+      )
+      let resource = Option.none<Resource>()
+      if (text.trim() !== "") {
+        resource = Option.some(
+          yield* Schema.decodeUnknown(Schema.parseJson(FhirResource))(text).pipe(
+            Effect.mapError(
+              (e) =>
+                new FhirError({
+                  reason: "Decode",
+                  method: response.request.method,
+                  url: redactUrl(urlOf(response.request)),
+                  status: response.status,
+                  detail: describeParseError("a FHIR resource", e),
+                }),
+            ),
+          ),
+        )
+      }
+      const h = response.headers
+      return {
+        status: response.status,
+        location: Option.fromNullable(h.location ?? h["content-location"]),
+        etag: Option.fromNullable(h.etag),
+        lastModified: Option.fromNullable(h["last-modified"]),
+        resource,
+      }
+    })
+
+  const postBundle = (bundle: Bundle.Bundle, type: "transaction" | "batch") =>
+    request(HttpClientRequest.post("").pipe(bodyOf({ ...bundle, type }))).pipe(
+      Effect.flatMap(decode(Bundle.Bundle, `a ${type}-response Bundle`)),
+    )
+
+  const withHeaders = (
+    req: HttpClientRequest.HttpClientRequest,
+    headers: Record<string, string | undefined>,
+  ) =>
+    Object.entries(headers).reduce(
+      (r, [k, v]) => (v === undefined ? r : HttpClientRequest.setHeader(r, k, v)),
+      req,
+    )
+
+  const client: FhirClient = {
+    baseUrl,
+    request,
+    read: (type, id) =>
+      getJson(`${type}/${encodeURIComponent(id)}`, FhirResource, `a ${type} resource`).pipe(
+        Effect.filterOrFail(
+          (r): r is FhirResource => r.resourceType === type,
+          (r) =>
+            new FhirError({
+              reason: "Decode",
+              method: "GET",
+              url: redactUrl(resolveUrl(baseUrl, `${type}/${encodeURIComponent(id)}`)),
+              detail: `expected a ${type} resource, got a ${r.resourceType}`,
+            }),
+        ),
+      ),
+    search: (type, params) => getJson(type, Bundle.Bundle, "a searchset Bundle", params),
+    searchAll: (type, params) =>
+      Stream.paginateChunkEffect(
+        HttpClientRequest.get(type, params === undefined ? {} : { urlParams: params }),
+        (req) =>
+          request(req).pipe(
+            Effect.flatMap(decode(Bundle.Bundle, "a searchset Bundle")),
+            Effect.flatMap((bundle) => {
+              const next = Bundle.nextLink(bundle)
+              const current = urlOf(prepare(req))
+              // A server answering with a link to the page just read would loop forever.
+              return Option.isSome(next) && resolveUrl(baseUrl, next.value) === current
+                ? Effect.fail(
+                    new FhirError({
+                      reason: "Decode",
+                      method: "GET",
+                      url: redactUrl(current),
+                      detail: "the next link points back to the same page",
+                    }),
+                  )
+                : Effect.succeed([
+                    Chunk.fromIterable(Bundle.resources(bundle)),
+                    Option.map(next, (url) => HttpClientRequest.get(url)),
+                  ] as const)
+            }),
+          ),
+      ),
+    capabilities: () => getJson("metadata", CapabilityStatement, "a CapabilityStatement"),
+    transaction: (bundle) => postBundle(bundle, "transaction"),
+    batch: (bundle) => postBundle(bundle, "batch"),
+    create: (resource, o) =>
+      request(
+        withHeaders(HttpClientRequest.post(resource.resourceType).pipe(bodyOf(resource)), {
+          "if-none-exist": o?.ifNoneExist,
+          prefer: o?.prefer,
+        }),
+      ).pipe(Effect.flatMap(readOptional)),
+    update: (resource, o) =>
+      request(
+        withHeaders(
+          HttpClientRequest.put(`${resource.resourceType}/${encodeURIComponent(resource.id)}`).pipe(
+            bodyOf(resource),
+          ),
+          { "if-match": o?.ifMatch, prefer: o?.prefer },
+        ),
+      ).pipe(Effect.flatMap(readOptional)),
+    delete: (type, id) =>
+      request(HttpClientRequest.del(`${type}/${encodeURIComponent(id)}`)).pipe(
+        Effect.flatMap((r) => readTextPrefix(r, errorBodyLimit)),
+        Effect.asVoid,
+      ),
+    operation: (path, o) => {
+      let req = HttpClientRequest.make(o.method)(
+        path,
+        o.urlParams === undefined ? {} : { urlParams: o.urlParams },
+      )
+      if (o.body !== undefined) req = bodyOf(o.body, o.contentType)(req)
+      return request(withHeaders(req, { ...o.headers }))
+    },
+    stream: (url, o) =>
+      Stream.unwrap(
+        request(withHeaders(HttpClientRequest.get(url), { accept: "*/*", ...o?.headers }), o).pipe(
+          Effect.map((response) =>
+            response.stream.pipe(
+              Stream.mapError(
+                (e) =>
+                  new FhirError({
+                    reason: "Transport",
+                    method: "GET",
+                    url: redactUrl(urlOf(response.request)),
+                    detail: "the download broke off",
+                    cause: e,
+                  }),
+              ),
+            ),
+          ),
+        ),
+      ),
+  }
+  return client
+})
+
+/**
+ * fetch would follow redirects itself (carrying headers along); Ferry follows them in `attempt` so that it
+ * decides per hop whether Authorization may go. Other HttpClient implementations ignore this setting.
+ */
+const manualRedirects = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.serviceOption(FetchHttpClient.RequestInit), (init) =>
+    Effect.provideService(effect, FetchHttpClient.RequestInit, {
+      ...Option.getOrElse(init, () => ({})),
+      redirect: "manual",
+    }),
+  )
+
+const stripAuthorization = (
+  request: HttpClientRequest.HttpClientRequest,
+): HttpClientRequest.HttpClientRequest => {
+  if (request.headers.authorization === undefined) return request
+  // setHeaders merges, so the request is rebuilt without the header.
+  const rebuilt = HttpClientRequest.get(request.url, {
+    headers: Headers.remove(request.headers, "authorization"),
+    urlParams: request.urlParams,
+  }).pipe(HttpClientRequest.setMethod(request.method), HttpClientRequest.setBody(request.body))
+  return Option.isSome(request.hash) ? HttpClientRequest.setHash(rebuilt, request.hash.value) : rebuilt
+}
+
+/** The server Ferry reads from. */
+export class SourceFhir extends Context.Tag("@ferry/core/SourceFhir")<SourceFhir, FhirClient>() {}
+
+/** The server Ferry writes to. */
+export class TargetFhir extends Context.Tag("@ferry/core/TargetFhir")<TargetFhir, FhirClient>() {}
+
+/** A layer for one of the two tags: `FhirClient.layer(SourceFhir, { baseUrl, authorize })`. */
+export const layer = <I>(
+  tag: Context.Tag<I, FhirClient>,
+  options: FhirClientOptions,
+): Layer.Layer<I, never, HttpClient.HttpClient> => Layer.effect(tag, make(options))

@@ -1,0 +1,136 @@
+import type { HttpClientResponse } from "@effect/platform"
+import { Chunk, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
+import { OperationOutcome } from "./OperationOutcome.js"
+
+export const fhirJson = "application/fhir+json"
+export const fhirNdjson = "application/fhir+ndjson"
+
+const hasScheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:/
+
+/** Whether `url` is absolute (has a scheme). */
+export const isAbsolute = (url: string): boolean => hasScheme.test(url)
+
+/**
+ * Resolves `url` against a FHIR base: absolute URLs are kept, relative ones are appended to the base path
+ * (`Patient/1` on `https://h/fhir` → `https://h/fhir/Patient/1`; `""` → the base itself).
+ */
+export const resolveUrl = (baseUrl: string, url: string): string => {
+  if (isAbsolute(url)) return url
+  const base = baseUrl.replace(/\/+$/, "")
+  const rel = url.replace(/^\/+/, "")
+  if (rel === "") return base
+  return rel.startsWith("?") ? `${base}${rel}` : `${base}/${rel}`
+}
+
+/** The origin (`scheme://host:port`) of an absolute URL, or none when it does not parse. */
+export const originOf = (url: string): Option.Option<string> => {
+  try {
+    return Option.some(new URL(url).origin)
+  } catch {
+    return Option.none()
+  }
+}
+
+/** True when both URLs parse and have the same origin (scheme, host and port). */
+export const sameOrigin = (a: string, b: string): boolean => {
+  const oa = originOf(a)
+  const ob = originOf(b)
+  return Option.isSome(oa) && Option.isSome(ob) && oa.value === ob.value
+}
+
+export const isRedirect = (status: number): boolean =>
+  status === 301 || status === 302 || status === 303 || status === 307 || status === 308
+
+const secretParam =
+  /sig|signature|token|key|credential|secret|password|pass|auth|code|^x-amz-|^se$|^sp$|^sv$/i
+
+/**
+ * A URL safe to put in errors and logs: query values whose names look like credentials (pre-signed and SAS
+ * URLs, tokens, codes) are replaced with `REDACTED`; user info is dropped.
+ */
+export const redactUrl = (url: string): string => {
+  try {
+    const u = new URL(url)
+    u.username = ""
+    u.password = ""
+    for (const name of [...new Set(u.searchParams.keys())]) {
+      if (secretParam.test(name)) u.searchParams.set(name, "REDACTED")
+    }
+    return u.toString()
+  } catch {
+    return url.replace(/\?.*$/, "")
+  }
+}
+
+/**
+ * Reads at most `limit` bytes of a response body as text (the rest is not read). A body that cannot be read
+ * gives `undefined`: the caller is already reporting a failed status and only wants its explanation.
+ */
+export const readTextPrefix = (
+  response: HttpClientResponse.HttpClientResponse,
+  limit: number,
+): Effect.Effect<string | undefined> =>
+  response.stream.pipe(
+    Stream.runFoldWhile(
+      Chunk.empty<Uint8Array>(),
+      (acc) => Chunk.reduce(acc, 0, (n, c) => n + c.length) < limit,
+      (acc, chunk) => Chunk.append(acc, chunk),
+    ),
+    Effect.map((chunks) => {
+      const all = new Uint8Array(Chunk.reduce(chunks, 0, (n, c) => n + c.length))
+      let offset = 0
+      for (const c of chunks) {
+        all.set(c, offset)
+        offset += c.length
+      }
+      return new TextDecoder().decode(all.subarray(0, limit))
+    }),
+    Effect.orElseSucceed(() => undefined),
+  )
+
+const decodeOutcome = Schema.decodeUnknownEither(OperationOutcome)
+
+/**
+ * What a failed answer's body says, without ever carrying a resource: the OperationOutcome when the body is
+ * one, else a short description (the kind of JSON, or the first 200 characters of a text/HTML error page).
+ */
+export const describeBody = (
+  text: string | undefined,
+  contentType: string | undefined,
+): { readonly outcome?: OperationOutcome; readonly detail?: string } => {
+  if (text === undefined) return { detail: "the body could not be read" }
+  const trimmed = text.trim()
+  if (trimmed === "") return {}
+  if (trimmed.startsWith("{")) {
+    let json: unknown
+    try {
+      json = JSON.parse(trimmed)
+    } catch {
+      return { detail: "the body was malformed or truncated JSON" }
+    }
+    const outcome = decodeOutcome(json)
+    if (Either.isRight(outcome)) return { outcome: outcome.right }
+    const rt = (json as { resourceType?: unknown }).resourceType
+    return {
+      detail: typeof rt === "string" ? `the body was a ${rt} resource` : "the body was a JSON document",
+    }
+  }
+  const type = (contentType ?? "").toLowerCase()
+  if (type.includes("json") || trimmed.startsWith("[")) return { detail: "the body was a JSON document" }
+  const plain = trimmed
+    .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
+    .replace(/<[^>]*>/g, " ")
+    .replace(/\s+/g, " ")
+    .trim()
+  return plain === "" ? {} : { detail: plain.length > 200 ? `${plain.slice(0, 200)}…` : plain }
+}
+
+/** A decode failure as a short sentence naming only paths, never values (they may be patient data). */
+export const describeParseError = (what: string, error: ParseResult.ParseError): string => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const paths = [...new Set(issues.map((i) => (i.path.length === 0 ? "(root)" : i.path.join("."))))].slice(
+    0,
+    3,
+  )
+  return `expected ${what}; invalid at ${paths.join(", ")}`
+}

@@ -1,0 +1,144 @@
+import { HttpClientError } from "@effect/platform"
+import { Clock, Data, Duration, Effect, Option, Predicate, Schedule } from "effect"
+import { AuthError, FhirError } from "./Errors.js"
+
+/**
+ * Issue codes that mean "the request failed, try it again later": `transient` and its children in the
+ * FHIR issue-type hierarchy (Bulk Data IG, status polling).
+ */
+/** Re-exported from OperationOutcome (the one definition of a transient outcome). */
+import {
+  isTransient as isTransientOutcome,
+  transientCodes as transientIssueCodes,
+} from "./OperationOutcome.js"
+
+export { isTransientOutcome, transientIssueCodes }
+
+/** Statuses retried whatever the body says. 500 is retried only with a transient OperationOutcome. */
+export const retryableStatuses: ReadonlySet<number> = new Set([408, 429, 502, 503, 504])
+
+/**
+ * One failed attempt as the retry schedule sees it: the FhirError it becomes once retrying stops, plus
+ * the response's raw `Retry-After` header (FhirError has no field for it).
+ */
+export class Attempt extends Data.TaggedError("@ferry/core/Retry/Attempt")<{
+  readonly error: FhirError
+  readonly retryAfter: string | undefined
+  /** Set for failures that must not be retried whatever their reason (e.g. an unusable URL). */
+  readonly permanent?: boolean
+}> {}
+
+const epochSecondsThreshold = 1e9
+const epochMillisThreshold = 1e12
+
+/**
+ * Reads a `Retry-After` value: delta seconds (`"120"`), an HTTP-date, or (server quirk) an absolute epoch
+ * timestamp in seconds (> 10^9) or milliseconds (> 10^12). A time in the past or a negative delay gives zero;
+ * the result is capped at `max` (default 120 s). `now` is epoch milliseconds from `Clock`.
+ */
+export const retryAfter = (
+  headerValue: string | undefined,
+  now: number,
+  max: Duration.DurationInput = Duration.seconds(120),
+): Option.Option<Duration.Duration> => {
+  if (headerValue === undefined) return Option.none()
+  const value = headerValue.trim()
+  if (value === "") return Option.none()
+  let millis: number
+  if (/^[+-]?\d+(\.\d+)?$/.test(value)) {
+    const n = Number(value)
+    millis =
+      n > epochMillisThreshold ? n - now : n > epochSecondsThreshold ? n * 1000 - now : Math.round(n * 1000)
+  } else {
+    const at = Date.parse(value)
+    if (Number.isNaN(at)) return Option.none()
+    millis = at - now
+  }
+  return Option.some(Duration.min(Duration.millis(Math.max(0, millis)), Duration.decode(max)))
+}
+
+/**
+ * Whether a failure is worth another try: transport errors, 408/429/502/503/504, a 500 whose
+ * OperationOutcome is transient, and a FhirError already marked Throttled. Never other 4xx, never an
+ * AuthError, never a decode failure. Accepts FhirError, the schedule's `Attempt`, and platform
+ * HttpClientErrors (so the schedule also works with `HttpClient.retry`).
+ */
+export const isRetryable = (error: unknown): boolean => {
+  if (error instanceof AuthError) return false
+  if (error instanceof Attempt && error.permanent === true) return false
+  const fhir = error instanceof Attempt ? error.error : error instanceof FhirError ? error : undefined
+  if (fhir !== undefined) {
+    switch (fhir.reason) {
+      case "Transport":
+      case "Throttled":
+        return true
+      case "Decode":
+        return false
+      case "Status": {
+        const status = fhir.status ?? 0
+        if (retryableStatuses.has(status)) return true
+        return status === 500 && fhir.outcome !== undefined && isTransientOutcome(fhir.outcome)
+      }
+    }
+  }
+  if (HttpClientError.isHttpClientError(error)) {
+    if (error._tag === "RequestError") return error.reason === "Transport"
+    return error.reason === "StatusCode" && retryableStatuses.has(error.response.status)
+  }
+  return false
+}
+
+const retryAfterHeaderOf = (error: unknown): string | undefined => {
+  if (error instanceof Attempt) return error.retryAfter
+  if (HttpClientError.isHttpClientError(error) && error._tag === "ResponseError") {
+    return error.response.headers["retry-after"]
+  }
+  return undefined
+}
+
+export interface RetryOptions {
+  /** Retries after the first attempt (default 5). */
+  readonly times: number
+  /** First backoff delay, doubled each retry (default 500 ms). */
+  readonly base: Duration.DurationInput
+  /** Ceiling for one computed backoff delay (default 30 s). */
+  readonly cap: Duration.DurationInput
+  /** Ceiling for a server's Retry-After (default 120 s). */
+  readonly maxRetryAfter: Duration.DurationInput
+}
+
+export const defaultRetryOptions: RetryOptions = {
+  times: 5,
+  base: Duration.millis(500),
+  cap: Duration.seconds(30),
+  maxRetryAfter: Duration.seconds(120),
+}
+
+/**
+ * The retry policy for FHIR calls, for `Effect.retry` / `HttpClient.retry`: exponential backoff with jitter,
+ * each delay capped, at most `times` retries, only while `isRetryable(error)`. When the failing answer
+ * carried `Retry-After`, that delay (capped at `maxRetryAfter`, not jittered) replaces the backoff.
+ * Time comes from `Clock` only, so it runs on TestClock.
+ */
+export const fhirRetry = (options: Partial<RetryOptions> = {}): Schedule.Schedule<unknown, unknown> => {
+  const o = { ...defaultRetryOptions, ...options }
+  const cap = Duration.decode(o.cap)
+  return Schedule.exponential(o.base, 2).pipe(
+    Schedule.jittered,
+    Schedule.modifyDelay((_, d) => Duration.min(d, cap)),
+    Schedule.intersect(Schedule.recurs(Math.max(0, o.times))),
+    Schedule.intersect(Schedule.identity<unknown>()),
+    Schedule.modifyDelayEffect(([, error], delay) =>
+      Effect.map(Clock.currentTimeMillis, (now) =>
+        Option.getOrElse(retryAfter(retryAfterHeaderOf(error), now, o.maxRetryAfter), () => delay),
+      ),
+    ),
+    Schedule.whileInput(isRetryable),
+  )
+}
+
+/** True for statuses that end as `Throttled` once retries run out. */
+export const isThrottleStatus = (status: number | undefined): boolean => status === 429 || status === 503
+
+export const isAttempt: (u: unknown) => u is Attempt = (u): u is Attempt =>
+  Predicate.isTagged(u, "@ferry/core/Retry/Attempt")

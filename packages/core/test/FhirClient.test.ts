@@ -1,0 +1,552 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
+import {
+  FetchHttpClient,
+  HttpClient,
+  HttpClientError,
+  HttpClientRequest,
+  HttpClientResponse,
+} from "@effect/platform"
+import { assert, describe, it } from "@effect/vitest"
+import { Chunk, Duration, Effect, Exit, Fiber, Option, Ref, Stream, TestClock, TestServices } from "effect"
+import * as FhirClient from "../src/FhirClient.js"
+import { AuthError, FhirError } from "../src/Errors.js"
+import type { RetryOptions } from "../src/Retry.js"
+
+/** One scripted answer of the fake server, or a connection reset. */
+type Answer =
+  | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
+  | "reset"
+
+const patient = { resourceType: "Patient", id: "1", name: [{ family: "Doe", given: ["Jane"] }] }
+const ok: Answer = { status: 200, body: patient }
+const outcome = (code: string) => ({
+  resourceType: "OperationOutcome",
+  issue: [{ severity: "error", code, diagnostics: `issue ${code}` }],
+})
+
+/**
+ * A pure fake: HttpClient.make answering from a Ref'd script and recording every request it saw.
+ * The per-attempt timeout is off so that only the retry schedule sleeps on the TestClock.
+ */
+const fake = (
+  script: ReadonlyArray<Answer>,
+  options: {
+    readonly retry?: Partial<RetryOptions>
+    readonly onUnauthorized?: Effect.Effect<void, AuthError>
+    readonly token?: Ref.Ref<string>
+  } = {},
+) =>
+  Effect.gen(function* () {
+    const answers = yield* Ref.make(script)
+    const seen = yield* Ref.make<ReadonlyArray<HttpClientRequest.HttpClientRequest>>([])
+    const http = HttpClient.make((request) =>
+      Effect.gen(function* () {
+        yield* Ref.update(seen, (s) => [...s, request])
+        const next = yield* Ref.modify(answers, (a) => [a[0], a.slice(1)] as const)
+        if (next === undefined)
+          return yield* Effect.dieMessage(`unscripted request ${request.method} ${request.url}`)
+        if (next === "reset") {
+          return yield* new HttpClientError.RequestError({
+            request,
+            reason: "Transport",
+            cause: "ECONNRESET",
+          })
+        }
+        const body =
+          next.body === undefined
+            ? null
+            : typeof next.body === "string"
+              ? next.body
+              : JSON.stringify(next.body)
+        return HttpClientResponse.fromWeb(
+          request,
+          new Response(body, { status: next.status, headers: next.headers }),
+        )
+      }),
+    )
+    const token = options.token
+    const client = yield* FhirClient.make({
+      baseUrl: "https://fhir.example.org/r4",
+      timeout: Duration.infinity,
+      retry: { times: 3, ...options.retry },
+      ...(options.onUnauthorized ? { onUnauthorized: options.onUnauthorized } : {}),
+      ...(token
+        ? {
+            authorize: (req: HttpClientRequest.HttpClientRequest) =>
+              Effect.map(Ref.get(token), (t) => HttpClientRequest.bearerToken(req, t)),
+          }
+        : {}),
+    }).pipe(Effect.provideService(HttpClient.HttpClient, http))
+    return { client, requests: Effect.map(Ref.get(seen), (s) => s.length), seen }
+  })
+
+/** Lets the forked call run (real time) until it sleeps on the TestClock having made `n` requests. */
+const untilWaiting = (requests: Effect.Effect<number>, n: number) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 500; i++) {
+      const sleeping = (yield* TestClock.sleeps()).length > 0
+      if (sleeping && (yield* requests) === n) return
+      yield* TestServices.provideLive(Effect.sleep("2 millis"))
+    }
+    assert.fail(`the call never waited after ${n} request(s)`)
+  })
+
+/** Joins a fiber, failing the test (in real time) instead of hanging when it is still waiting. */
+const joinSoon = <A, E>(fiber: Fiber.Fiber<A, E>) =>
+  Fiber.await(fiber).pipe(
+    Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "the call did not finish" as const }),
+    TestServices.provideLive,
+    Effect.orDie,
+  )
+
+/** The failure of a call that must fail without waiting on the clock (a retry would time out here). */
+const failsAtOnce = <A, E>(call: Effect.Effect<A, E>) =>
+  Effect.gen(function* () {
+    const exit = yield* joinSoon(yield* Effect.fork(call))
+    if (Exit.isSuccess(exit)) return assert.fail("the call succeeded")
+    if (exit.cause._tag !== "Fail") return assert.fail(`unexpected cause ${exit.cause._tag}`)
+    return exit.cause.error
+  })
+
+/** Forks a call, checks it is still waiting after `before`, and done right after `exactly`. */
+const waitsExactly = <A, E>(
+  call: Effect.Effect<A, E>,
+  requests: Effect.Effect<number>,
+  exactly: Duration.DurationInput,
+) =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.fork(call)
+    yield* untilWaiting(requests, 1)
+    yield* TestClock.adjust(Duration.subtract(Duration.decode(exactly), Duration.millis(1)))
+    assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)), "finished before the wait was over")
+    assert.strictEqual(yield* requests, 1, "retried before the wait was over")
+    yield* TestClock.adjust(Duration.millis(1))
+    const exit = yield* joinSoon(fiber)
+    assert.strictEqual(yield* requests, 2)
+    return exit
+  })
+
+describe("FhirClient requests (fake server)", () => {
+  it.effect("kicks off an operation and hands back the raw 202 with its Content-Location", () =>
+    Effect.gen(function* () {
+      const { client, seen } = yield* fake([
+        {
+          status: 202,
+          headers: { "content-location": "https://fhir.example.org/r4/$export-poll-status?_jobId=1" },
+        },
+      ])
+      const response = yield* client.operation("Patient/$export", {
+        method: "GET",
+        urlParams: { _type: "Patient,Observation" },
+        headers: { prefer: "respond-async" },
+      })
+      assert.strictEqual(response.status, 202)
+      assert.strictEqual(
+        response.headers["content-location"],
+        "https://fhir.example.org/r4/$export-poll-status?_jobId=1",
+      )
+      const [req] = yield* Ref.get(seen)
+      assert.strictEqual(req?.headers.prefer, "respond-async")
+      assert.strictEqual(req?.headers.accept, "application/fhir+json")
+      assert.strictEqual(
+        Option.map(HttpClientRequest.toUrl(req!), (u) => u.toString()).pipe(Option.getOrNull),
+        "https://fhir.example.org/r4/Patient/$export?_type=Patient%2CObservation",
+      )
+    }),
+  )
+
+  it.effect("stops a search whose next link points back to the same page", () =>
+    Effect.gen(function* () {
+      const page = {
+        resourceType: "Bundle",
+        type: "searchset",
+        link: [{ relation: "next", url: "https://fhir.example.org/r4/Patient?_count=1" }],
+        entry: [{ resource: patient }],
+      }
+      const { client, requests } = yield* fake([{ status: 200, body: page }])
+      const error = yield* Effect.flip(Stream.runCollect(client.searchAll("Patient", { _count: "1" })))
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual((error as FhirError).reason, "Decode")
+      assert.strictEqual(yield* requests, 1)
+    }),
+  )
+
+  it.effect("gives up on a server that never answers after the per-attempt timeout", () =>
+    Effect.gen(function* () {
+      const http = HttpClient.make(() => Effect.never)
+      const client = yield* FhirClient.make({
+        baseUrl: "https://fhir.example.org/r4",
+        timeout: "10 seconds",
+        retry: { times: 0 },
+      }).pipe(Effect.provideService(HttpClient.HttpClient, http))
+      const fiber = yield* Effect.fork(client.capabilities())
+      yield* untilWaiting(Effect.succeed(1), 1)
+      yield* TestClock.adjust("10 seconds")
+      const exit = yield* joinSoon(fiber)
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual((error as FhirError).reason, "Transport")
+      assert.include((error as FhirError).message, "10s")
+    }),
+  )
+})
+
+describe("FhirClient retry schedule (fake server, TestClock)", () => {
+  it.effect("honours Retry-After as delta seconds", () =>
+    Effect.gen(function* () {
+      const { client, requests } = yield* fake([{ status: 429, headers: { "retry-after": "45" } }, ok])
+      const exit = yield* waitsExactly(client.read("Patient", "1"), requests, "45 seconds")
+      assert.isTrue(Exit.isSuccess(exit))
+    }),
+  )
+
+  it.effect("honours Retry-After as an HTTP-date", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(Date.parse("2026-10-21T07:26:30Z"))
+      const { client, requests } = yield* fake([
+        { status: 503, headers: { "retry-after": "Wed, 21 Oct 2026 07:28:00 GMT" } },
+        ok,
+      ])
+      const exit = yield* waitsExactly(client.read("Patient", "1"), requests, "90 seconds")
+      assert.isTrue(Exit.isSuccess(exit))
+    }),
+  )
+
+  it.effect("honours Retry-After as an absolute epoch timestamp", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(1_793_000_000_000 - 75_000)
+      const { client, requests } = yield* fake([
+        { status: 429, headers: { "retry-after": "1793000000" } },
+        ok,
+      ])
+      const exit = yield* waitsExactly(client.read("Patient", "1"), requests, "75 seconds")
+      assert.isTrue(Exit.isSuccess(exit))
+    }),
+  )
+
+  it.effect("caps Retry-After at maxRetryAfter", () =>
+    Effect.gen(function* () {
+      const { client, requests } = yield* fake([{ status: 429, headers: { "retry-after": "86400" } }, ok], {
+        retry: { maxRetryAfter: "20 seconds" },
+      })
+      const exit = yield* waitsExactly(client.read("Patient", "1"), requests, "20 seconds")
+      assert.isTrue(Exit.isSuccess(exit))
+    }),
+  )
+
+  it.effect("gives up after `times` retries with a Throttled error", () =>
+    Effect.gen(function* () {
+      const busy: Answer = { status: 429, headers: { "retry-after": "10" } }
+      const { client, requests } = yield* fake([busy, busy, busy, busy, ok], { retry: { times: 3 } })
+      const fiber = yield* Effect.fork(client.read("Patient", "1"))
+      for (let n = 1; n <= 3; n++) {
+        yield* untilWaiting(requests, n)
+        yield* TestClock.adjust("10 seconds")
+      }
+      const exit = yield* joinSoon(fiber)
+      assert.strictEqual(yield* requests, 4)
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) {
+        const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+        assert.instanceOf(error, FhirError)
+        assert.strictEqual((error as FhirError).reason, "Throttled")
+        assert.strictEqual((error as FhirError).status, 429)
+      }
+    }),
+  )
+
+  it.effect("backs off exponentially (within jitter) when there is no Retry-After", () =>
+    Effect.gen(function* () {
+      const { client, requests } = yield* fake([{ status: 502 }, "reset", ok], {
+        retry: { base: "10 seconds" },
+      })
+      const fiber = yield* Effect.fork(client.read("Patient", "1"))
+      yield* untilWaiting(requests, 1)
+      yield* TestClock.adjust("7 seconds") // jitter keeps the first delay within [8 s, 12 s]
+      assert.strictEqual(yield* requests, 1)
+      yield* TestClock.adjust("5 seconds")
+      yield* untilWaiting(requests, 2) // a connection reset is retried too
+      yield* TestClock.adjust("15 seconds") // second delay: 20 s ± 20 %
+      assert.strictEqual(yield* requests, 2)
+      yield* TestClock.adjust("10 seconds")
+      const exit = yield* joinSoon(fiber)
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.strictEqual(yield* requests, 3)
+    }),
+  )
+
+  for (const status of [400, 404, 422]) {
+    it.effect(`fails at once on ${status}, with one request`, () =>
+      Effect.gen(function* () {
+        const { client, requests } = yield* fake([{ status, body: outcome("invalid") }, ok])
+        const error = yield* failsAtOnce(client.read("Patient", "1"))
+        assert.instanceOf(error, FhirError)
+        assert.strictEqual((error as FhirError).reason, "Status")
+        assert.strictEqual((error as FhirError).status, status)
+        assert.strictEqual((error as FhirError).outcome?.issue[0]?.code, "invalid")
+        assert.include(error.message, "issue invalid")
+        assert.strictEqual(yield* requests, 1)
+      }),
+    )
+  }
+
+  it.effect("retries a 500 whose OperationOutcome is transient", () =>
+    Effect.gen(function* () {
+      const { client, requests } = yield* fake([{ status: 500, body: outcome("transient") }, ok])
+      const fiber = yield* Effect.fork(client.read("Patient", "1"))
+      yield* untilWaiting(requests, 1)
+      yield* TestClock.adjust("1 second")
+      const exit = yield* joinSoon(fiber)
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.strictEqual(yield* requests, 2)
+    }),
+  )
+
+  it.effect("does not retry a 500 whose OperationOutcome is not transient", () =>
+    Effect.gen(function* () {
+      const { client, requests } = yield* fake([{ status: 500, body: outcome("processing") }, ok])
+      const error = yield* failsAtOnce(client.read("Patient", "1"))
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual((error as FhirError).status, 500)
+      assert.strictEqual(yield* requests, 1)
+    }),
+  )
+
+  it.effect("never puts a resource body or an HTML page whole into the error", () =>
+    Effect.gen(function* () {
+      const html = `<html><body><h1>Bad gateway</h1>${"x".repeat(5000)}</body></html>`
+      const { client } = yield* fake([
+        { status: 409, body: patient },
+        { status: 403, body: html, headers: { "content-type": "text/html" } },
+      ])
+      const conflict = yield* Effect.flip(client.read("Patient", "1"))
+      assert.notInclude(conflict.message, "Doe")
+      assert.include(conflict.message, "Patient resource")
+      const forbidden = yield* Effect.flip(client.read("Patient", "1"))
+      assert.isBelow(forbidden.message.length, 400)
+      assert.include(forbidden.message, "Bad gateway")
+    }),
+  )
+
+  it.effect("on 401 calls onUnauthorized once and retries with the new credentials", () =>
+    Effect.gen(function* () {
+      const token = yield* Ref.make("old-token")
+      const refreshes = yield* Ref.make(0)
+      const onUnauthorized = Ref.update(refreshes, (n) => n + 1).pipe(
+        Effect.zipRight(Ref.set(token, "new-token")),
+      )
+      const { client, seen } = yield* fake([{ status: 401 }, ok], { token, onUnauthorized })
+      const resource = yield* client.read("Patient", "1")
+      assert.strictEqual(resource.id, "1")
+      assert.strictEqual(yield* Ref.get(refreshes), 1)
+      const auth = (yield* Ref.get(seen)).map((r) => r.headers.authorization)
+      assert.deepStrictEqual(auth, ["Bearer old-token", "Bearer new-token"])
+    }),
+  )
+
+  it.effect("a second 401 after the refresh is an AuthError, without a second refresh", () =>
+    Effect.gen(function* () {
+      const token = yield* Ref.make("t")
+      const refreshes = yield* Ref.make(0)
+      const { client, requests } = yield* fake([{ status: 401 }, { status: 401 }, ok], {
+        token,
+        onUnauthorized: Ref.update(refreshes, (n) => n + 1),
+      })
+      const error = yield* failsAtOnce(client.read("Patient", "1"))
+      assert.instanceOf(error, AuthError)
+      assert.strictEqual((error as AuthError).reason, "Unauthorized")
+      assert.strictEqual(yield* Ref.get(refreshes), 1)
+      assert.strictEqual(yield* requests, 2)
+    }),
+  )
+
+  it.effect("a body that is not what was asked for is a Decode error naming paths, not values", () =>
+    Effect.gen(function* () {
+      const { client } = yield* fake([
+        { status: 200, body: { resourceType: "Bundle", type: 7, secret: "Doe" } },
+      ])
+      const error = yield* Effect.flip(client.search("Patient", { name: "Doe" }))
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual((error as FhirError).reason, "Decode")
+      assert.include(error.message, "type")
+      assert.notInclude(error.message.replace(/name=Doe/, ""), "Doe")
+    }),
+  )
+
+  it.effect("create and update send FHIR JSON to the right URL and report Location and ETag", () =>
+    Effect.gen(function* () {
+      const { client, seen } = yield* fake([
+        {
+          status: 201,
+          headers: { location: "https://fhir.example.org/r4/Patient/9/_history/1", etag: 'W/"1"' },
+        },
+        { status: 200, body: { ...patient, meta: { versionId: "2" } }, headers: { etag: 'W/"2"' } },
+      ])
+      const created = yield* client.create({ resourceType: "Patient" }, { ifNoneExist: "identifier=a|b" })
+      assert.strictEqual(created.status, 201)
+      assert.deepStrictEqual(
+        created.location,
+        Option.some("https://fhir.example.org/r4/Patient/9/_history/1"),
+      )
+      assert.isTrue(Option.isNone(created.resource))
+      const updated = yield* client.update({ ...patient, id: "1" }, { ifMatch: 'W/"1"' })
+      assert.deepStrictEqual(updated.etag, Option.some('W/"2"'))
+      assert.isTrue(Option.isSome(updated.resource))
+      const [post, put] = yield* Ref.get(seen)
+      assert.strictEqual(post?.method, "POST")
+      assert.strictEqual(post?.url, "https://fhir.example.org/r4/Patient")
+      assert.strictEqual(post?.headers["content-type"], "application/fhir+json")
+      assert.strictEqual(post?.headers["if-none-exist"], "identifier=a|b")
+      assert.strictEqual(put?.method, "PUT")
+      assert.strictEqual(put?.url, "https://fhir.example.org/r4/Patient/1")
+      assert.strictEqual(put?.headers["if-match"], 'W/"1"')
+    }),
+  )
+
+  it.effect("transaction posts a transaction Bundle to the base and decodes the response", () =>
+    Effect.gen(function* () {
+      const { client, seen } = yield* fake([
+        {
+          status: 200,
+          body: {
+            resourceType: "Bundle",
+            type: "transaction-response",
+            entry: [{ response: { status: "201 Created", location: "Patient/9/_history/1" } }],
+          },
+        },
+      ])
+      const response = yield* client.transaction({
+        resourceType: "Bundle",
+        type: "transaction",
+        entry: [
+          {
+            fullUrl: "urn:uuid:1",
+            resource: { resourceType: "Patient" },
+            request: { method: "POST", url: "Patient" },
+          },
+        ],
+      })
+      assert.strictEqual(response.type, "transaction-response")
+      const [req] = yield* Ref.get(seen)
+      assert.strictEqual(req?.url, "https://fhir.example.org/r4")
+      assert.strictEqual(req?.method, "POST")
+    }),
+  )
+})
+
+/** A tiny node:http server on 127.0.0.1, port 0, closed with the scope. Records each request's auth header. */
+const loopback = (handler: (req: IncomingMessage, res: ServerResponse, origin: string) => void) =>
+  Effect.gen(function* () {
+    const seen: Array<{ readonly url: string; readonly authorization: string | undefined }> = []
+    const server = yield* Effect.acquireRelease(
+      Effect.async<Server>((resume) => {
+        const s = createServer((req, res) => {
+          seen.push({ url: req.url ?? "", authorization: req.headers.authorization })
+          handler(req, res, `http://127.0.0.1:${(s.address() as AddressInfo).port}`)
+        })
+        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+      }),
+      (s) =>
+        Effect.async<void>((resume) => {
+          s.closeAllConnections()
+          s.close(() => resume(Effect.void))
+        }),
+    )
+    return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
+  })
+
+const json = (res: ServerResponse, status: number, body: unknown) => {
+  res.writeHead(status, { "content-type": "application/fhir+json" })
+  res.end(JSON.stringify(body))
+}
+
+const collectText = <E>(stream: Stream.Stream<Uint8Array, E>) =>
+  Stream.decodeText(stream).pipe(Stream.mkString)
+
+describe("FhirClient against loopback servers", () => {
+  it.scopedLive("follows next links, and sends Authorization only to its own origin", () =>
+    Effect.gen(function* () {
+      const other = yield* loopback((req, res) => {
+        res.writeHead(200, { "content-type": "application/fhir+ndjson" })
+        res.end(`bytes from ${req.url}`)
+      })
+      const own = yield* loopback((req, res, origin) => {
+        const url = new URL(req.url ?? "/", origin)
+        const page = (n: number, next?: string) =>
+          json(res, 200, {
+            resourceType: "Bundle",
+            type: "searchset",
+            total: 6,
+            link: [{ relation: "self", url: url.href }, ...(next ? [{ relation: "next", url: next }] : [])],
+            entry: [1, 2].map((i) => ({
+              fullUrl: `${origin}/fhir/Patient/p${n}-${i}`,
+              resource: { resourceType: "Patient", id: `p${n}-${i}`, extra: { kept: true } },
+              search: { mode: "match" },
+            })),
+          })
+        if (url.pathname === "/fhir/Patient" && url.searchParams.get("_count") === "2") {
+          return page(1, `${origin}/fhir?_getpages=abc&_getpagesoffset=2`)
+        }
+        if (url.pathname === "/fhir" && url.searchParams.get("_getpagesoffset") === "2") {
+          return page(2, `${origin}/fhir?_getpages=abc&_getpagesoffset=4`)
+        }
+        if (url.pathname === "/fhir" && url.searchParams.get("_getpagesoffset") === "4") return page(3)
+        if (url.pathname === "/fhir/Binary/1") {
+          res.writeHead(200, { "content-type": "application/fhir+ndjson" })
+          return res.end("own bytes")
+        }
+        if (url.pathname === "/fhir/out") {
+          res.writeHead(302, { location: `${other.origin}/files/redirected?X-Amz-Signature=s3cr3t` })
+          return res.end()
+        }
+        json(res, 404, {
+          resourceType: "OperationOutcome",
+          issue: [{ severity: "error", code: "not-found" }],
+        })
+      })
+      const client = yield* FhirClient.make({
+        baseUrl: `${own.origin}/fhir/`,
+        authorize: (req) => Effect.succeed(HttpClientRequest.bearerToken(req, "secret-token")),
+      })
+
+      const patients = yield* Stream.runCollect(client.searchAll("Patient", { _count: "2" }))
+      assert.deepStrictEqual(
+        Chunk.toReadonlyArray(patients).map((p) => p.id),
+        ["p1-1", "p1-2", "p2-1", "p2-2", "p3-1", "p3-2"],
+      )
+      assert.deepStrictEqual(patients.pipe(Chunk.unsafeGet(0)).extra, { kept: true })
+      assert.deepStrictEqual(
+        own.seen.map((r) => r.authorization),
+        ["Bearer secret-token", "Bearer secret-token", "Bearer secret-token"],
+      )
+
+      assert.strictEqual(yield* collectText(client.stream("Binary/1")), "own bytes")
+      assert.strictEqual(own.seen.at(-1)?.authorization, "Bearer secret-token")
+      assert.strictEqual(
+        yield* collectText(client.stream(`${own.origin}/fhir/Binary/1`, { auth: false })),
+        "own bytes",
+      )
+      assert.strictEqual(own.seen.at(-1)?.authorization, undefined)
+
+      assert.strictEqual(
+        yield* collectText(client.stream(`${other.origin}/files/direct`)),
+        "bytes from /files/direct",
+      )
+      assert.deepStrictEqual(other.seen.at(-1), { url: "/files/direct", authorization: undefined })
+
+      const redirected = yield* collectText(client.stream("out"))
+      assert.strictEqual(redirected, "bytes from /files/redirected?X-Amz-Signature=s3cr3t")
+      assert.strictEqual(own.seen.at(-1)?.authorization, "Bearer secret-token")
+      assert.deepStrictEqual(other.seen.at(-1), {
+        url: "/files/redirected?X-Amz-Signature=s3cr3t",
+        authorization: undefined,
+      })
+
+      const missing = yield* Effect.flip(client.read("Patient", "nope"))
+      assert.instanceOf(missing, FhirError)
+      assert.strictEqual((missing as FhirError).status, 404)
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+})

@@ -1,0 +1,64 @@
+import { assert, describe, it } from "@effect/vitest"
+import { type ParseResult, Schema } from "effect"
+import { describeBody, describeParseError, redactUrl, resolveUrl, sameOrigin } from "../src/Http.js"
+
+describe("Http", () => {
+  it("resolves relative URLs against the FHIR base and keeps absolute ones", () => {
+    assert.strictEqual(resolveUrl("https://h/fhir/", "Patient/1"), "https://h/fhir/Patient/1")
+    assert.strictEqual(resolveUrl("https://h/fhir", "/metadata"), "https://h/fhir/metadata")
+    assert.strictEqual(resolveUrl("https://h/fhir", ""), "https://h/fhir")
+    assert.strictEqual(resolveUrl("https://h/fhir", "?_getpages=1"), "https://h/fhir?_getpages=1")
+    assert.strictEqual(resolveUrl("https://h/fhir", "https://other/x"), "https://other/x")
+  })
+
+  it("compares origins by scheme, host and port", () => {
+    assert.isTrue(sameOrigin("https://h/fhir/Patient", "https://h:443/other"))
+    assert.isFalse(sameOrigin("https://h/fhir", "http://h/fhir"))
+    assert.isFalse(sameOrigin("http://127.0.0.1:1/a", "http://127.0.0.1:2/a"))
+    assert.isFalse(sameOrigin("https://h.evil/fhir", "https://h/fhir"))
+    assert.isFalse(sameOrigin("not a url", "https://h/fhir"))
+  })
+
+  it("redacts credentials in URLs meant for errors", () => {
+    const url = redactUrl("https://user:pw@s3/b/f.ndjson?X-Amz-Signature=abc&X-Amz-Credential=k&part=1")
+    assert.notInclude(url, "abc")
+    assert.notInclude(url, "pw")
+    assert.include(url, "part=1")
+    assert.include(redactUrl("https://blob/x?sv=2020&sig=zzz&se=2030"), "sig=REDACTED")
+  })
+
+  it("describes failed bodies without carrying resources", () => {
+    const oo = describeBody(
+      JSON.stringify({ resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invalid" }] }),
+      "application/fhir+json",
+    )
+    assert.strictEqual(oo.outcome?.issue[0]?.code, "invalid")
+    assert.deepStrictEqual(
+      describeBody(JSON.stringify({ resourceType: "Patient", name: "Doe" }), undefined),
+      {
+        detail: "the body was a Patient resource",
+      },
+    )
+    assert.deepStrictEqual(describeBody('{"resourceType":"Pat', "application/json"), {
+      detail: "the body was malformed or truncated JSON",
+    })
+    assert.deepStrictEqual(
+      describeBody("<html><style>p{}</style><h1>502 Bad Gateway</h1></html>", "text/html"),
+      {
+        detail: "502 Bad Gateway",
+      },
+    )
+    assert.deepStrictEqual(describeBody("", undefined), {})
+    assert.isTrue((describeBody("x".repeat(1000), "text/plain").detail?.length ?? 0) <= 201)
+  })
+
+  it("names paths, not values, in decode failures", () => {
+    const result = Schema.decodeUnknownEither(Schema.Struct({ name: Schema.Number }))({ name: "Jane Doe" })
+    assert.isTrue(result._tag === "Left")
+    if (result._tag === "Left") {
+      const text = describeParseError("a thing", result.left as ParseResult.ParseError)
+      assert.include(text, "name")
+      assert.notInclude(text, "Jane")
+    }
+  })
+})
