@@ -85,8 +85,10 @@ const fake = (
 const untilWaiting = (requests: Effect.Effect<number>, n: number) =>
   Effect.gen(function* () {
     for (let i = 0; i < 500; i++) {
-      const sleeping = (yield* TestClock.sleeps()).length > 0
-      if (sleeping && (yield* requests) === n) return
+      // The per-attempt timeout also sleeps on the TestClock (minutes ahead): wait for a retry delay.
+      const now = yield* TestClock.currentTimeMillis
+      const retrying = Chunk.some(yield* TestClock.sleeps(), (wake) => wake - now < 4 * 60_000)
+      if (retrying && (yield* requests) === n) return
       yield* TestServices.provideLive(Effect.sleep("2 millis"))
     }
     assert.fail(`the call never waited after ${n} request(s)`)
