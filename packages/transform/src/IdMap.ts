@@ -1,0 +1,238 @@
+/**
+ * The id map: source `Type/id` → target `Type/id`, plus the index of exported source resources that
+ * resolves `urn:uuid:<id>` leftovers.
+ *
+ * - `register(key)` declares that the source export holds `key` (it may not have a target yet);
+ *   `set(source, target)` records where it went (and registers it).
+ * - `resolveUrn(uuid)` finds the registered source resource whose id is `uuid` — real exports carry
+ *   thousands of `urn:uuid:` references left over from the transaction Bundles the data was loaded with.
+ *   It resolves only when exactly one registered resource (of any type) has that id.
+ * - Identity mode (`IdMap.identity()`, keep-ids / PUT strategy): `get(k)` is `k` for every well-formed
+ *   key unless an explicit mapping says otherwise.
+ * - Persistence: one NDJSON line per mapping, `{"s":"Patient/1","t":"Patient/abc"}` (`toNdjson`,
+ *   `fromNdjson`); later lines win, so an append-only journal replays correctly.
+ *
+ * Encapsulated and mutable (it grows by millions of entries during an import; an immutable structure
+ * would copy). Memory: about 150–200 bytes per mapped resource (two strings and a Map entry) plus about
+ * 60 bytes per registered resource (its id string and a Map entry; type names are interned).
+ */
+import { Either } from "effect"
+import { isId } from "@ferry/core/Reference"
+import { TransformError } from "./TransformError.js"
+
+export type UrnLookup =
+  | { readonly _tag: "Found"; readonly key: string }
+  | { readonly _tag: "NotFound" }
+  | { readonly _tag: "Ambiguous"; readonly keys: ReadonlyArray<string> }
+
+/** A type name as Ferry accepts it in keys: an upper-case ASCII letter then ASCII letters. */
+const isTypeName = (s: string): boolean => {
+  const n = s.length
+  if (n < 2 || n > 64) return false
+  const c0 = s.charCodeAt(0)
+  if (c0 < 65 || c0 > 90) return false
+  for (let i = 1; i < n; i++) {
+    const c = s.charCodeAt(i)
+    if (!((c >= 65 && c <= 90) || (c >= 97 && c <= 122))) return false
+  }
+  return true
+}
+
+/** Split a `Type/id` key; `undefined` when it is not one. */
+export const parseKey = (key: string): { readonly type: string; readonly id: string } | undefined => {
+  const slash = key.indexOf("/")
+  if (slash <= 0) return undefined
+  const type = key.slice(0, slash)
+  const id = key.slice(slash + 1)
+  return isTypeName(type) && isId(id) ? { type, id } : undefined
+}
+
+/** Is `key` a well-formed `Type/id`? */
+export const isKey = (key: string): boolean => parseKey(key) !== undefined
+
+const interned = new Map<string, string>()
+const intern = (type: string): string => {
+  const hit = interned.get(type)
+  if (hit !== undefined) return hit
+  interned.set(type, type)
+  return type
+}
+
+export class IdMap {
+  private readonly targets = new Map<string, string>()
+  /** id → type (or types, when several registered resources share the id). */
+  private readonly types = new Map<string, string | Array<string>>()
+  private registered = 0
+
+  private constructor(readonly isIdentity: boolean) {}
+
+  /** An empty map (new-ids strategy: targets come from `response.location`). */
+  static empty(): IdMap {
+    return new IdMap(false)
+  }
+
+  /** Keep-ids strategy: every well-formed key maps to itself unless `set` says otherwise. */
+  static identity(): IdMap {
+    return new IdMap(true)
+  }
+
+  /** A map holding these (source, target) pairs. */
+  static fromEntries(entries: Iterable<readonly [string, string]>): IdMap {
+    const map = new IdMap(false)
+    for (const [s, t] of entries) map.set(s, t)
+    return map
+  }
+
+  /** The NDJSON line (without newline) that persists one mapping. */
+  static line(source: string, target: string): string {
+    return JSON.stringify({ s: source, t: target })
+  }
+
+  /** Read one persisted line; `lineNumber` (1-based) goes into the error. */
+  static parseLine(line: string, lineNumber = 0): Either.Either<readonly [string, string], TransformError> {
+    let value: unknown
+    try {
+      value = JSON.parse(line)
+    } catch (cause) {
+      return Either.left(
+        new TransformError({ reason: "IdMapLine", detail: "not JSON", position: lineNumber, cause }),
+      )
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      return Either.left(
+        new TransformError({ reason: "IdMapLine", detail: "not an object", position: lineNumber }),
+      )
+    }
+    const { s, t } = value as { s?: unknown; t?: unknown }
+    if (typeof s !== "string" || !isKey(s)) {
+      return Either.left(
+        new TransformError({ reason: "IdMapLine", detail: "`s` is not a Type/id", position: lineNumber }),
+      )
+    }
+    if (typeof t !== "string" || !isKey(t)) {
+      return Either.left(
+        new TransformError({
+          reason: "IdMapLine",
+          detail: "`t` is not a Type/id",
+          position: lineNumber,
+          source: s,
+        }),
+      )
+    }
+    return Either.right([s, t] as const)
+  }
+
+  /** A map from persisted lines (blank lines skipped; later lines win). */
+  static fromNdjson(lines: Iterable<string>): Either.Either<IdMap, TransformError> {
+    const map = new IdMap(false)
+    return Either.map(map.load(lines), () => map)
+  }
+
+  /** Add persisted lines to this map (blank lines skipped; later lines win). Stops at the first bad line. */
+  load(lines: Iterable<string>): Either.Either<number, TransformError> {
+    let n = 0
+    let added = 0
+    for (const line of lines) {
+      n++
+      if (line.trim().length === 0) continue
+      const parsed = IdMap.parseLine(line, n)
+      if (Either.isLeft(parsed)) return Either.left(parsed.left)
+      this.set(parsed.right[0], parsed.right[1])
+      added++
+    }
+    return Either.right(added)
+  }
+
+  /** The persisted form, one line per explicit mapping, in insertion order. */
+  *toNdjson(): Generator<string> {
+    for (const [s, t] of this.targets) yield IdMap.line(s, t)
+  }
+
+  /** Declare that the source export holds `key`. Returns false when it was known already or malformed. */
+  register(key: string): boolean {
+    const k = parseKey(key)
+    if (k === undefined) return false
+    const type = intern(k.type)
+    const cur = this.types.get(k.id)
+    if (cur === undefined) {
+      this.types.set(k.id, type)
+    } else if (typeof cur === "string") {
+      if (cur === type) return false
+      this.types.set(k.id, [cur, type])
+    } else {
+      if (cur.includes(type)) return false
+      cur.push(type)
+    }
+    this.registered++
+    return true
+  }
+
+  /** Record that source `source` is `target` on the target server (registers `source`). */
+  set(source: string, target: string): this {
+    this.register(source)
+    this.targets.set(source, target)
+    return this
+  }
+
+  /** The target `Type/id` of a source `Type/id`, if known (in identity mode: the key itself). */
+  get(source: string): string | undefined {
+    const t = this.targets.get(source)
+    if (t !== undefined) return t
+    return this.isIdentity && isKey(source) ? source : undefined
+  }
+
+  has(source: string): boolean {
+    return this.get(source) !== undefined
+  }
+
+  /** Number of explicit mappings (what `toNdjson` writes). */
+  get size(): number {
+    return this.targets.size
+  }
+
+  /** Number of registered source resources. */
+  get known(): number {
+    return this.registered
+  }
+
+  /** Was `key` registered as a resource of the source export? */
+  isKnown(key: string): boolean {
+    const k = parseKey(key)
+    if (k === undefined) return false
+    const cur = this.types.get(k.id)
+    return cur === undefined ? false : typeof cur === "string" ? cur === k.type : cur.includes(k.type)
+  }
+
+  /** The registered resource whose id is `uuid` (exact id first, then lower-cased: UUIDs ignore case). */
+  resolveUrn(uuid: string): UrnLookup {
+    let cur = this.types.get(uuid)
+    let id = uuid
+    if (cur === undefined) {
+      const lower = uuid.toLowerCase()
+      if (lower !== uuid) {
+        cur = this.types.get(lower)
+        id = lower
+      }
+    }
+    if (cur === undefined) return { _tag: "NotFound" }
+    if (typeof cur === "string") return { _tag: "Found", key: `${cur}/${id}` }
+    return { _tag: "Ambiguous", keys: cur.map((t) => `${t}/${id}`) }
+  }
+
+  /**
+   * The target of a reference string that names an exported resource directly: `Type/id` or
+   * `urn:uuid:<id>` (resolved through `resolveUrn`). Other forms: use `Rewrite`.
+   */
+  lookup(reference: string): string | undefined {
+    if (reference.length > 9 && reference.slice(0, 9).toLowerCase() === "urn:uuid:") {
+      const hit = this.resolveUrn(reference.slice(9))
+      return hit._tag === "Found" ? this.get(hit.key) : undefined
+    }
+    return this.get(reference)
+  }
+
+  /** The explicit mappings, in insertion order. */
+  entries(): IterableIterator<[string, string]> {
+    return this.targets.entries()
+  }
+}

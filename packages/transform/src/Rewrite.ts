@@ -1,0 +1,269 @@
+/**
+ * Rewrite one source resource for the target: every reference site the core walker finds, every
+ * Attachment URL, and `meta`.
+ *
+ * References (source-side resolution in `Resolve.ts`, then `pending` → id map):
+ * - relative `Type/id` → mapped `Type/newid`
+ * - absolute on a source base → relative, mapped
+ * - version-specific → the current version, relative, mapped (noted `VersionDropped`: that version does
+ *   not exist on the target)
+ * - `urn:uuid:X` leftovers → mapped `Type/id` of the unique exported resource with id X
+ * - conditional `Type?identifier=s|v` → resolved through the IdentifierIndex and mapped (`conditionals:
+ *   "resolve"`, default), left as is (`"leave"`: the target resolves it in a transaction), or resolved
+ *   when possible and otherwise left (`"resolveOrLeave"`, noted `ConditionalLeft`)
+ * - logical `{identifier}` → kept (or resolved with `resolveLogical`)
+ * - contained `#id`, canonicals, external absolute URLs → never touched (external ones noted `External`)
+ * A reference that cannot be taken to the target is left exactly as it was and listed in `unresolved`
+ * with its reason; nothing is guessed.
+ *
+ * Attachments: `url` found in `attachmentUrls` (exported URL → target URL, e.g. a bulk file-server URL
+ * or `./attachments/…` path → `Binary/<newid>`) or designating a source resource (`Binary/id`, absolute
+ * source URL, `urn:uuid:`) → the target `Binary/<newid>`; inline `data` is never touched.
+ *
+ * Meta: `versionId` and `lastUpdated` are always dropped (the target assigns them; a stale versionId
+ * makes PUTs fail); `source`, `tag` and `security` are kept unless told; `provenanceTag` adds
+ * `{system: "urn:ferry:source", code: "<Type>/<source id>"}` to `meta.tag` (replacing an older one).
+ *
+ * The input is never mutated; untouched subtrees are shared with it (copy-on-write, see core Walker).
+ * `changes` counts rewritten reference and attachment sites (meta edits are not counted).
+ */
+import type { Resource } from "@ferry/core/Ids"
+import { format, parse, type ParseOptions, type ParsedReference } from "@ferry/core/Reference"
+import { type Attachment, type AttachmentSite, type ReferenceSite, rewrite } from "@ferry/core/Walker"
+import { type Resolution, type ResolveContext, resolve, type UnresolvedReason } from "./Resolve.js"
+
+/** The `meta.tag` system of Ferry's provenance tag; the code is the source `Type/id`. */
+export const provenanceSystem = "urn:ferry:source"
+
+export interface MetaOptions {
+  /** `meta.source` (default "keep"). */
+  readonly source?: "keep" | "drop"
+  /** `meta.tag` (default "keep"); Ferry's provenance tag is added afterwards when asked. */
+  readonly tag?: "keep" | "drop"
+  /** `meta.security` (default "keep"). */
+  readonly security?: "keep" | "drop"
+  /** Add `{system: "urn:ferry:source", code: "<Type>/<id>"}` to `meta.tag` (default false). */
+  readonly provenanceTag?: boolean
+}
+
+export interface RewriteContext extends ResolveContext {
+  /** Base(s) of the source server (FHIR base, proxies): absolute URLs under them are same-server. */
+  readonly sourceBase?: ParseOptions["sourceBase"]
+  /** What to do with conditional references (default "resolve"). */
+  readonly conditionals?: "resolve" | "leave" | "resolveOrLeave"
+  /** Exported attachment URL → target URL (e.g. `Binary/<newid>`), looked up before anything else. */
+  readonly attachmentUrls?: ReadonlyMap<string, string>
+  readonly meta?: MetaOptions
+  /**
+   * Placeholders for resources written in the same Bundle: source `Type/id` → `urn:uuid:…`.
+   * Consulted before the id map (used by `Chunk.toTransaction` in post mode).
+   */
+  readonly pending?: ReadonlyMap<string, string>
+}
+
+export interface Unresolved {
+  /** JSON path of the Reference or Attachment element (see core Walker). */
+  readonly path: string
+  /** The reference string or attachment URL, as found (and left). */
+  readonly reference: string
+  readonly reason: UnresolvedReason
+  /** The source `Type/id` it designates, when known. */
+  readonly key?: string
+  /** The site is an `Attachment.url`. */
+  readonly attachment?: true
+}
+
+export type NoteKind =
+  /** A version-specific reference now points at the current version. */
+  | "VersionDropped"
+  /** An absolute URL on another server, left as is. */
+  | "External"
+  /** A conditional reference left for the target to resolve. */
+  | "ConditionalLeft"
+  /** Keep-ids mode: the reference was kept but its resource is not in the export (dangling?). */
+  | "NotInExport"
+
+export interface Note {
+  readonly path: string
+  readonly kind: NoteKind
+  readonly reference: string
+  readonly target?: string
+}
+
+export interface RewriteResult<A> {
+  readonly resource: A
+  readonly changes: number
+  readonly unresolved: ReadonlyArray<Unresolved>
+  readonly notes: ReadonlyArray<Note>
+}
+
+const NONE: ReadonlyArray<never> = []
+
+/** A conditional left for the target: relative (a source-base prefix would send it to the source). */
+const leaveConditional = (parsed: ParsedReference): string | undefined =>
+  parsed._tag === "Conditional" && parsed.base !== undefined
+    ? format({ ...parsed, base: undefined })
+    : undefined
+
+type Json = Record<string, unknown>
+const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** The source `Type/id` of a resource, when it has an id. */
+export const sourceKeyOf = (resource: Resource): string | undefined =>
+  typeof resource.id === "string" ? `${resource.resourceType}/${resource.id}` : undefined
+
+/**
+ * Rewrite `resource` for the target (see module doc). Never mutates `resource`.
+ */
+export const rewriteResource = <A extends Resource>(resource: A, ctx: RewriteContext): RewriteResult<A> => {
+  let unresolved: Array<Unresolved> | undefined
+  let notes: Array<Note> | undefined
+  const idMap = ctx.idMap
+  const pending = ctx.pending
+  const conditionals = ctx.conditionals ?? "resolve"
+
+  const fail = (path: string, reference: string, reason: UnresolvedReason, key?: string, att?: true) => {
+    const u: Unresolved = {
+      path,
+      reference,
+      reason,
+      ...(key !== undefined ? { key } : {}),
+      ...(att ? { attachment: att } : {}),
+    }
+    if (unresolved === undefined) unresolved = [u]
+    else unresolved.push(u)
+  }
+  const note = (path: string, kind: NoteKind, reference: string, target?: string) => {
+    const n: Note = { path, kind, reference, ...(target !== undefined ? { target } : {}) }
+    if (notes === undefined) notes = [n]
+    else notes.push(n)
+  }
+
+  /** The new string for a site (or undefined to leave it), recording unresolved/notes. */
+  const target = (
+    parsed: ParsedReference,
+    raw: string,
+    site: { readonly path: string },
+    att: true | undefined,
+  ): string | undefined => {
+    if (parsed._tag === "Conditional" && conditionals === "leave") return leaveConditional(parsed)
+    const r: Resolution = resolve(parsed, ctx)
+    switch (r._tag) {
+      case "Keep":
+        if (parsed._tag === "Absolute" || parsed._tag === "Versioned") note(site.path, "External", raw)
+        return undefined
+      case "Unresolved":
+        if (parsed._tag === "Conditional" && conditionals === "resolveOrLeave") {
+          note(site.path, "ConditionalLeft", raw)
+          return leaveConditional(parsed)
+        }
+        fail(site.path, raw, r.reason, undefined, att)
+        return undefined
+      case "Key": {
+        const key = r.key
+        const placeholder = pending?.get(key)
+        const to = placeholder ?? idMap.get(key)
+        if (to === undefined) {
+          fail(site.path, raw, idMap.isKnown(key) ? "NotMapped" : "NotInExport", key, att)
+          return undefined
+        }
+        if (r.via === "Versioned" && parsed._tag === "Versioned") note(site.path, "VersionDropped", raw, to)
+        if (placeholder === undefined && idMap.isIdentity && !idMap.isKnown(key)) {
+          note(site.path, "NotInExport", raw, to)
+        }
+        return to
+      }
+    }
+  }
+
+  const onReference = (site: ReferenceSite): string | undefined => {
+    if (site.canonical) return undefined
+    const raw = site.raw
+    const parsed = site.parsed
+    if (raw === undefined) {
+      // logical reference: only with resolveLogical (and then `reference` is added next to `identifier`)
+      if (ctx.resolveLogical !== true) return undefined
+      const r = resolve(parsed, ctx)
+      if (r._tag !== "Key") return undefined
+      return pending?.get(r.key) ?? idMap.get(r.key)
+    }
+    const c0 = raw.charCodeAt(0)
+    if (c0 === 35 /* # */) return undefined // contained: local to the resource
+    return target(parsed, raw, site, undefined)
+  }
+
+  const attachmentUrls = ctx.attachmentUrls
+  const parseOptions: ParseOptions | undefined =
+    ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : undefined
+  const onAttachment = (site: AttachmentSite): Attachment | undefined => {
+    const att = site.attachment
+    const url = att.url
+    if (typeof url !== "string") return undefined // inline data (or nothing): untouched
+    const mapped = attachmentUrls?.get(url)
+    if (mapped !== undefined) return mapped === url ? undefined : { ...att, url: mapped }
+    const to = target(parse(url, parseOptions), url, site, true)
+    return to === undefined ? undefined : { ...att, url: to }
+  }
+
+  const walked = rewrite(resource, {
+    ...(ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : {}),
+    reference: onReference,
+    attachment: onAttachment,
+  })
+  const out = applyMeta(walked.resource, ctx.meta)
+  return {
+    resource: out,
+    changes: walked.changed,
+    unresolved: unresolved ?? NONE,
+    notes: notes ?? NONE,
+  }
+}
+
+/** Meta handling only (see module doc); returns `resource` itself when nothing changes. */
+export const applyMeta = <A extends Resource>(resource: A, options: MetaOptions | undefined): A => {
+  const meta = resource.meta
+  const provenance = options?.provenanceTag === true ? sourceKeyOf(resource) : undefined
+  if (!isObject(meta) && provenance === undefined) return resource
+  const dropSource = options?.source === "drop"
+  const dropTag = options?.tag === "drop"
+  const dropSecurity = options?.security === "drop"
+  const next: Json = {}
+  let changed = false
+  let fields = 0
+  if (isObject(meta)) {
+    for (const k in meta) {
+      if (
+        k === "versionId" ||
+        k === "lastUpdated" ||
+        k === "_versionId" ||
+        k === "_lastUpdated" ||
+        (dropSource && (k === "source" || k === "_source")) ||
+        (dropTag && k === "tag") ||
+        (dropSecurity && k === "security")
+      ) {
+        changed = true
+        continue
+      }
+      next[k] = meta[k]
+      fields++
+    }
+  }
+  if (provenance !== undefined) {
+    const tags = Array.isArray(next.tag) ? next.tag : []
+    const kept = tags.filter((t) => !(isObject(t) && t.system === provenanceSystem))
+    const already =
+      kept.length === tags.length - 1 &&
+      tags.some((t) => isObject(t) && t.system === provenanceSystem && t.code === provenance)
+    if (!already) {
+      kept.push({ system: provenanceSystem, code: provenance })
+      if (next.tag === undefined) fields++
+      next.tag = kept
+      changed = true
+    }
+  }
+  if (!changed) return resource
+  const out: Json = { ...resource }
+  if (fields === 0) delete out.meta
+  else out.meta = next
+  return out as A
+}

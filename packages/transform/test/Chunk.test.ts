@@ -1,0 +1,306 @@
+import { assert, describe, expect, it } from "@effect/vitest"
+import type { Bundle, BundleEntry } from "@ferry/core/Bundle"
+import type { Resource } from "@ferry/core/Ids"
+import { references } from "@ferry/core/Walker"
+import { Either } from "effect"
+import { type Chunk, ifNoneExistFor, mapFromResponse, plan, toTransaction } from "../src/Chunk.js"
+import { components, fromResources } from "../src/Graph.js"
+import { IdMap } from "../src/IdMap.js"
+import { provenanceSystem } from "../src/Rewrite.js"
+import { cycleResources, frozen, syntheaPatientSet } from "./data.js"
+
+const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
+const registered = (rs: ReadonlyArray<Resource>): IdMap => {
+  const map = IdMap.empty()
+  for (const r of rs) map.register(keyOf(r))
+  return map
+}
+const size = (r: Resource) => Buffer.byteLength(JSON.stringify(r))
+
+const planOf = (rs: ReadonlyArray<Resource>, maxEntries: number, maxBytes: number, byLevel = true) => {
+  const graph = fromResources(rs, { idMap: registered(rs) })
+  const comps = components(graph)
+  return { graph, comps, chunks: Array.from(plan(graph, comps, { maxEntries, maxBytes, byLevel })) }
+}
+
+/** A fake transaction-response: every entry created with a new id. */
+const respond = (bundle: Bundle, next: () => string, status = "201 Created"): Bundle => ({
+  resourceType: "Bundle",
+  type: "transaction-response",
+  entry: (bundle.entry ?? []).map(
+    (e): BundleEntry => ({
+      response: { status, location: `${e.request!.url.split("/")[0]}/${next()}/_history/1` },
+    }),
+  ),
+})
+
+describe("plan", () => {
+  for (const byLevel of [true, false]) {
+    it(`respects entry and byte limits and dependency order on a Synthea patient (byLevel ${byLevel})`, () => {
+      const resources = syntheaPatientSet()
+      const maxEntries = 25
+      const maxBytes = 60_000
+      const { graph, chunks } = planOf(resources, maxEntries, maxBytes, byLevel)
+      const sizes = new Map(resources.map((r) => [keyOf(r), size(r)]))
+      const chunkOf = new Map<string, number>()
+      for (const c of chunks) for (const k of c.keys) chunkOf.set(k, c.index)
+      // every resource exactly once
+      expect(chunks.reduce((n, c) => n + c.keys.length, 0)).toBe(resources.length)
+      expect(chunkOf.size).toBe(resources.length)
+      const oversizeExpected = resources.filter((r) => size(r) + 160 > maxBytes).length
+      expect(chunks.filter((c) => c.oversize).length).toBe(oversizeExpected)
+      for (const c of chunks) {
+        const bytes = c.keys.reduce((n, k) => n + sizes.get(k)! + 160, 0)
+        expect(c.bytes).toBe(bytes)
+        if (!c.oversize) {
+          expect(c.keys.length).toBeLessThanOrEqual(maxEntries)
+          expect(bytes).toBeLessThanOrEqual(maxBytes)
+        }
+        const deps = new Set<number>()
+        for (const k of c.keys) {
+          const v = graph.nodeOf(k)!
+          for (const d of graph.dependencies(v)) {
+            const dc = chunkOf.get(graph.keys[d]!)!
+            expect(dc).toBeLessThanOrEqual(c.index)
+            if (dc !== c.index) deps.add(dc)
+          }
+        }
+        expect(c.dependsOn).toEqual([...deps].sort((a, b) => a - b))
+        for (const d of c.dependsOn) expect(chunks[d]!.level).toBeLessThan(c.level)
+      }
+      expect(chunks.length).toBeGreaterThan(resources.length / maxEntries)
+    })
+  }
+
+  it("keeps a cycle in one chunk, and flags a component larger than the limits", () => {
+    const fits = planOf(cycleResources, 2, 1_000_000).chunks
+    expect(fits.map((c) => [...c.keys].sort())).toEqual([
+      ["Patient/p"],
+      ["Condition/c", "Encounter/e"],
+      ["Observation/o"],
+    ])
+    expect(fits.map((c) => [c.cyclic, c.oversize, c.level])).toEqual([
+      [false, false, 0],
+      [true, false, 1],
+      [false, false, 2],
+    ])
+    const tooMany = planOf(cycleResources, 1, 1_000_000).chunks
+    expect(tooMany.length).toBe(3)
+    expect([...tooMany[1]!.keys].sort()).toEqual(["Condition/c", "Encounter/e"])
+    expect(tooMany[1]!.oversize).toBe(true)
+    expect(tooMany[1]!.cyclic).toBe(true)
+    const tooBig = planOf(cycleResources, 100, 400).chunks
+    expect(tooBig.find((c) => c.cyclic)!.oversize).toBe(true)
+  })
+
+  it("packs independent components together up to the limits", () => {
+    const rs: ReadonlyArray<Resource> = Array.from({ length: 10 }, (_, i) => ({
+      resourceType: "Organization",
+      id: `o${i}`,
+    }))
+    const chunks: ReadonlyArray<Chunk> = planOf(rs, 4, 1_000_000).chunks
+    expect(chunks.map((c) => c.keys.length)).toEqual([4, 4, 2])
+    expect(chunks.every((c) => c.level === 0 && c.dependsOn.length === 0)).toBe(true)
+  })
+})
+
+describe("toTransaction", () => {
+  const chunkResources = frozen(
+    cycleResources.filter((r) => r.resourceType !== "Patient" && r.resourceType !== "Observation"),
+  )
+  const idMap = registered(cycleResources)
+  idMap.set("Patient/p", "Patient/900")
+
+  it("post mode: conditional creates on the provenance tag and urn:uuid references inside the Bundle", () => {
+    let n = 0
+    const tx = toTransaction(
+      chunkResources,
+      "post",
+      { idMap },
+      { uuid: () => `00000000-0000-4000-8000-00000000000${n++}` },
+    )
+    expect(tx.bundle.type).toBe("transaction")
+    expect(tx.sources).toEqual(["Encounter/e", "Condition/c"])
+    expect(tx.reports).toEqual([])
+    const [enc, cond] = tx.bundle.entry!
+    expect(enc!.fullUrl).toBe("urn:uuid:00000000-0000-4000-8000-000000000000")
+    expect(cond!.fullUrl).toBe("urn:uuid:00000000-0000-4000-8000-000000000001")
+    expect(enc!.request).toEqual({
+      method: "POST",
+      url: "Encounter",
+      ifNoneExist: "_tag=urn:ferry:source|Encounter/e",
+    })
+    expect(cond!.request!.ifNoneExist).toBe(ifNoneExistFor("Condition/c"))
+    expect(enc!.resource!.id).toBeUndefined()
+    expect(enc!.resource!.meta).toEqual({ tag: [{ system: provenanceSystem, code: "Encounter/e" }] })
+    expect(enc!.resource!.diagnosis).toEqual([{ condition: { reference: cond!.fullUrl } }])
+    expect(cond!.resource!.encounter).toEqual({ reference: enc!.fullUrl })
+    expect(cond!.resource!.subject).toEqual({ reference: "Patient/900" })
+  })
+
+  it("post mode reports references to resources neither mapped nor in the Bundle", () => {
+    const tx = toTransaction([chunkResources[1]!], "post", { idMap })
+    expect(tx.reports).toEqual([
+      {
+        position: 0,
+        source: "Condition/c",
+        unresolved: [
+          { path: "encounter", reference: "Encounter/e", reason: "NotMapped", key: "Encounter/e" },
+        ],
+        notes: [],
+      },
+    ])
+  })
+
+  it("put mode: PUT Type/id with the source id, or the id map's renamed id", () => {
+    const ids = IdMap.identity()
+    ids.set("Encounter/e", "Encounter/src-e")
+    const tx = toTransaction(
+      chunkResources,
+      "put",
+      { idMap: ids, meta: { provenanceTag: true } },
+      {
+        fullUrlBase: "https://target.example/fhir/",
+      },
+    )
+    const [enc, cond] = tx.bundle.entry!
+    expect(enc!.request).toEqual({ method: "PUT", url: "Encounter/src-e" })
+    expect(enc!.fullUrl).toBe("https://target.example/fhir/Encounter/src-e")
+    expect(enc!.resource!.id).toBe("src-e")
+    expect(cond!.request).toEqual({ method: "PUT", url: "Condition/c" })
+    expect(cond!.resource!.id).toBe("c")
+    expect(cond!.resource!.encounter).toEqual({ reference: "Encounter/src-e" })
+    expect(cond!.resource!.meta).toEqual({ tag: [{ system: provenanceSystem, code: "Condition/c" }] })
+    expect(toTransaction(chunkResources, "put", { idMap: ids }, { type: "batch" }).bundle.type).toBe("batch")
+  })
+})
+
+describe("mapFromResponse", () => {
+  const rs = frozen(cycleResources)
+  const tx = toTransaction(rs, "post", { idMap: registered(rs) })
+
+  it("reads response.location by position", () => {
+    const response: Bundle = {
+      resourceType: "Bundle",
+      type: "transaction-response",
+      entry: [
+        { response: { status: "201 Created", location: "Observation/10/_history/1" } },
+        { response: { status: "201", location: "https://t.example/fhir/Encounter/11/_history/1" } },
+        { response: { status: "200 OK", location: "Condition/12" } },
+        { response: { status: "201 Created", location: "Patient/13/_history/1" } },
+      ],
+    }
+    const r = mapFromResponse(tx, response)
+    assert(Either.isRight(r))
+    expect(r.right.mapped).toEqual([
+      { source: "Observation/o", target: "Observation/10", status: 201 },
+      { source: "Encounter/e", target: "Encounter/11", status: 201 },
+      { source: "Condition/c", target: "Condition/12", status: 200 },
+      { source: "Patient/p", target: "Patient/13", status: 201 },
+    ])
+    expect(r.right.failed).toEqual([])
+  })
+
+  it("fails on a response that does not match the request", () => {
+    const short = mapFromResponse(tx, { resourceType: "Bundle", type: "transaction-response", entry: [] })
+    assert(Either.isLeft(short))
+    expect(short.left.reason).toBe("ResponseMismatch")
+    expect(short.left.message).toContain("4 entries sent, 0 answered")
+    const wrongType = mapFromResponse(tx, { resourceType: "Bundle", type: "searchset" })
+    assert(Either.isLeft(wrongType))
+    expect(wrongType.left.reason).toBe("ResponseMismatch")
+    const swapped = mapFromResponse(
+      tx,
+      respond(tx.bundle, () => "1"),
+    )
+    assert(Either.isRight(swapped))
+    const misplaced: Bundle = {
+      ...respond(tx.bundle, () => "1"),
+      entry: [...respond(tx.bundle, () => "1").entry!].reverse(),
+    }
+    const bad = mapFromResponse(tx, misplaced)
+    assert(Either.isLeft(bad))
+    expect(bad.left.reason).toBe("ResponseEntry")
+    expect(bad.left.position).toBe(0)
+    expect(bad.left.source).toBe("Observation/o")
+    const noLocation = mapFromResponse(tx, {
+      resourceType: "Bundle",
+      type: "transaction-response",
+      entry: tx.bundle.entry!.map(() => ({ response: { status: "201 Created" } })),
+    })
+    assert(Either.isLeft(noLocation))
+    expect(noLocation.left.reason).toBe("ResponseEntry")
+  })
+
+  it("lists refused batch entries and maps PUTs answered without a location", () => {
+    const put = toTransaction(rs.slice(0, 2), "put", { idMap: IdMap.identity() }, { type: "batch" })
+    const r = mapFromResponse(put, {
+      resourceType: "Bundle",
+      type: "batch-response",
+      entry: [
+        { response: { status: "200 OK" } },
+        {
+          response: {
+            status: "422 Unprocessable Entity",
+            outcome: { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invalid" }] },
+          },
+        },
+      ],
+    })
+    assert(Either.isRight(r))
+    expect(r.right.mapped).toEqual([{ source: "Observation/o", target: "Observation/o", status: 200 }])
+    expect(r.right.failed).toEqual([
+      {
+        position: 1,
+        source: "Encounter/e",
+        status: 422,
+        outcome: { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invalid" }] },
+      },
+    ])
+  })
+})
+
+describe("a simulated post-mode load of a full Synthea patient", () => {
+  it.each([true, false])(
+    "writes every chunk with references inside the Bundle or already mapped (byLevel %s)",
+    (byLevel) => {
+      const resources = syntheaPatientSet().map(frozen)
+      const byKey = new Map(resources.map((r) => [keyOf(r), r]))
+      const { chunks } = planOf(resources, 40, 500_000, byLevel)
+      const idMap = registered(resources)
+      const targets = new Set<string>()
+      let counter = 0
+      let intraBundle = 0
+      for (const chunk of chunks) {
+        const tx = toTransaction(
+          chunk.keys.map((k) => byKey.get(k)!),
+          "post",
+          { idMap },
+        )
+        expect(tx.reports).toEqual([])
+        const fullUrls = new Set(tx.bundle.entry!.map((e) => e.fullUrl))
+        for (const site of references(tx.bundle)) {
+          if (site.canonical || site.raw === undefined || site.raw.startsWith("#")) continue
+          if (site.raw.startsWith("urn:uuid:")) {
+            expect(fullUrls.has(site.raw)).toBe(true)
+            intraBundle++
+          } else expect(targets.has(site.raw)).toBe(true)
+        }
+        const mapped = mapFromResponse(
+          tx,
+          respond(tx.bundle, () => `n${counter++}`),
+        )
+        assert(Either.isRight(mapped))
+        for (const m of mapped.right.mapped) {
+          idMap.set(m.source, m.target)
+          targets.add(m.target)
+        }
+      }
+      expect(idMap.size).toBe(resources.length)
+      // level-packed chunks hold no dependencies inside one Bundle (no cycles in Synthea); plain
+      // topological packing puts a resource and its dependencies together, linked by urn:uuid
+      if (byLevel) expect(intraBundle).toBe(0)
+      else expect(intraBundle).toBeGreaterThan(100)
+    },
+  )
+})

@@ -1,0 +1,130 @@
+import { describe, expect, it } from "@effect/vitest"
+import type { Resource } from "@ferry/core/Ids"
+import { components, dependenciesOf, fromResources, GraphBuilder, isCyclic, members } from "../src/Graph.js"
+import { IdentifierIndex } from "../src/IdentifierIndex.js"
+import { IdMap } from "../src/IdMap.js"
+import { cycleResources, syntheaPatientSet } from "./data.js"
+
+const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
+const registered = (rs: ReadonlyArray<Resource>): IdMap => {
+  const map = IdMap.empty()
+  for (const r of rs) map.register(keyOf(r))
+  return map
+}
+
+describe("Graph", () => {
+  it("puts an Encounter ↔ Condition cycle in one component, after its dependencies", () => {
+    const graph = fromResources(cycleResources, { idMap: registered(cycleResources) })
+    expect(graph.size).toBe(4)
+    expect(graph.edgeCount).toBe(6)
+    expect(graph.droppedEdges).toBe(1) // Organization/outside is not in the load set
+    const comps = components(graph)
+    expect(comps.count).toBe(3)
+    const keysOf = (c: number) => Array.from(members(comps, c), (v) => graph.keys[v]).sort()
+    expect(keysOf(0)).toEqual(["Patient/p"])
+    expect(keysOf(1)).toEqual(["Condition/c", "Encounter/e"])
+    expect(keysOf(2)).toEqual(["Observation/o"])
+    expect(isCyclic(comps, 1)).toBe(true)
+    expect(isCyclic(comps, 0)).toBe(false)
+    expect(Array.from(comps.level)).toEqual([0, 1, 2])
+  })
+
+  it("finds Patient.link cycles and ignores self-references and duplicate edges", () => {
+    const b = new GraphBuilder()
+    for (const k of ["Patient/a", "Patient/b", "Patient/c", "Patient/d"]) b.addNode(k, 10)
+    expect(b.addNode("Patient/a", 20)).toBe(0)
+    b.addEdges("Patient/a", ["Patient/b", "Patient/b", "Patient/a"])
+    b.addEdges("Patient/b", ["Patient/c"])
+    b.addEdges("Patient/c", ["Patient/a", "Patient/zzz"])
+    b.addEdges("Patient/d", ["Patient/c"])
+    b.addEdges("Patient/unknown", ["Patient/a"])
+    const g = b.build()
+    expect(g.edgeCount).toBe(4)
+    expect(g.droppedEdges).toBe(2)
+    expect(Array.from(g.bytes)).toEqual([20, 10, 10, 10])
+    expect(Array.from(g.dependencies(0))).toEqual([1])
+    const comps = components(g)
+    expect(comps.count).toBe(2)
+    expect(comps.componentOf[0]).toBe(comps.componentOf[1])
+    expect(comps.componentOf[1]).toBe(comps.componentOf[2])
+    expect(comps.componentOf[3]).toBe(1)
+    expect(Array.from(comps.level)).toEqual([0, 1])
+  })
+
+  it("handles a 200k-long dependency chain without recursion", () => {
+    const n = 200_000
+    const b = new GraphBuilder()
+    for (let i = 0; i < n; i++) b.addNode(`Observation/o${i}`)
+    for (let i = 0; i < n - 1; i++) b.addEdge(i, i + 1)
+    const comps = components(b.build())
+    expect(comps.count).toBe(n)
+    expect(comps.componentOf[n - 1]).toBe(0)
+    expect(comps.componentOf[0]).toBe(n - 1)
+    expect(comps.level[n - 1]).toBe(n - 1)
+  })
+
+  it("orders a full Synthea patient so every referenced resource comes first or in the same component", () => {
+    const resources = syntheaPatientSet()
+    const ctx = { idMap: registered(resources) }
+    const graph = fromResources(resources, ctx)
+    expect(graph.size).toBe(resources.length)
+    // the hospital and practitioner Bundles complete the set: nothing points outside it
+    expect(graph.droppedEdges).toBe(0)
+    let expectedEdges = 0
+    for (const r of resources) expectedEdges += dependenciesOf(r, ctx).length
+    expect(graph.edgeCount).toBe(expectedEdges)
+    expect(expectedEdges).toBeGreaterThan(300)
+
+    const comps = components(graph)
+    const position = new Int32Array(graph.size)
+    let pos = 0
+    for (let c = 0; c < comps.count; c++) for (const v of members(comps, c)) position[v] = pos++
+    expect(pos).toBe(graph.size)
+    let checked = 0
+    for (let v = 0; v < graph.size; v++) {
+      for (const d of graph.dependencies(v)) {
+        const same = comps.componentOf[d] === comps.componentOf[v]
+        expect(same || position[d]! < position[v]!).toBe(true)
+        if (!same)
+          expect(comps.level[comps.componentOf[d]!]!).toBeLessThan(comps.level[comps.componentOf[v]!]!)
+        checked++
+      }
+    }
+    expect(checked).toBe(expectedEdges)
+    const patient = graph.nodeOf("Patient/4026988c-ab06-4635-8c53-86cbad7b1c56")!
+    const levelOf = (v: number) => comps.level[comps.componentOf[v]!]!
+    const encounters = graph.keys.flatMap((k, v) => (k.startsWith("Encounter/") ? [v] : []))
+    expect(encounters.length).toBe(9)
+    for (const e of encounters) expect(levelOf(e)).toBeGreaterThan(levelOf(patient))
+    // Synthea writes no reference cycles: every component is a single resource
+    expect(comps.count).toBe(graph.size)
+  })
+
+  it("collects dependencies from every reference form and from Binary attachment URLs", () => {
+    const idMap = IdMap.empty()
+    for (const k of ["Patient/p", "Binary/b", "Binary/b2", "Practitioner/x", "Encounter/1234"])
+      idMap.register(k)
+    const identifiers = IdentifierIndex.build([
+      { resourceType: "Practitioner", id: "x", identifier: [{ system: "urn:npi", value: "1" }] },
+    ])
+    const doc: Resource = {
+      resourceType: "DocumentReference",
+      id: "d",
+      subject: { reference: "https://src.example/fhir/Patient/p" },
+      author: [{ reference: "Practitioner?identifier=urn:npi|1" }, { reference: "#c" }],
+      context: {
+        encounter: [{ reference: "urn:uuid:1234" }],
+        related: [{ reference: "DocumentReference/d" }],
+      },
+      relatesTo: [{ target: { reference: "https://other.example/DocumentReference/9" } }],
+      content: [
+        { attachment: { contentType: "application/pdf", url: "Binary/b" } },
+        { attachment: { contentType: "application/pdf", url: "https://src.example/fhir/Binary/b2" } },
+      ],
+      meta: { profile: ["http://hl7.org/fhir/StructureDefinition/DocumentReference"] },
+    }
+    expect(
+      [...dependenciesOf(doc, { idMap, identifiers, sourceBase: "https://src.example/fhir" })].sort(),
+    ).toEqual(["Binary/b", "Binary/b2", "Encounter/1234", "Patient/p", "Practitioner/x"])
+  })
+})
