@@ -1,10 +1,13 @@
 import { Command } from "@effect/cli"
+import { keys } from "./commands/keys.js"
+import { sandbox } from "./commands/sandbox.js"
 import { version } from "./Version.js"
 
 export const ferry = Command.make("ferry").pipe(
   Command.withDescription(
     "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
   ),
+  Command.withSubcommands([keys, sandbox]),
 )
 
 export const run = Command.run(ferry, { name: "ferry", version })

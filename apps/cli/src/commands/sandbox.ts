@@ -1,0 +1,99 @@
+/**
+ * `ferry sandbox [--port 0] [--host 127.0.0.1] [--db file|:memory:] [--seed path]… [--generate N] [--config f.json]`
+ *
+ * Runs the sandbox FHIR R4 server (REST, transactions, Binary, bulk $export/$import, SMART, faults).
+ * Prints its FHIR base URL as the first line on stdout once data is loaded, then serves until
+ * SIGINT/SIGTERM (the scope closes the server and the database). Flags override the config file.
+ */
+import { Command, Options } from "@effect/cli"
+import { FileSystem } from "@effect/platform"
+import type { SandboxConfigInput } from "@ferry/sandbox/Config"
+import { SandboxError, start } from "@ferry/sandbox/Sandbox"
+import { Console, Effect, Option } from "effect"
+
+export interface SandboxFlags {
+  readonly port: Option.Option<number>
+  readonly host: Option.Option<string>
+  readonly db: Option.Option<string>
+  readonly seed: ReadonlyArray<string>
+  readonly generate: Option.Option<number>
+  readonly config: Option.Option<string>
+}
+
+const readConfigFile = (path: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs
+      .readFileString(path)
+      .pipe(Effect.mapError((e) => new SandboxError({ reason: "Config", detail: `${path}: ${e.message}` })))
+    return yield* Effect.try({
+      try: () => JSON.parse(text) as SandboxConfigInput,
+      catch: (cause) =>
+        new SandboxError({ reason: "Config", detail: `${path} is not valid JSON: ${String(cause)}`, cause }),
+    })
+  })
+
+/** Merges the config file (if any) with the flags (flags win; seeds add up). */
+export const sandboxConfig = Effect.fn("sandbox.config")(function* (flags: SandboxFlags) {
+  const file = Option.isSome(flags.config) ? yield* readConfigFile(flags.config.value) : {}
+  const merged: SandboxConfigInput = {
+    ...file,
+    ...(Option.isSome(flags.port) ? { port: flags.port.value } : {}),
+    ...(Option.isSome(flags.host) ? { host: flags.host.value } : {}),
+    ...(Option.isSome(flags.db) ? { db: flags.db.value } : {}),
+    ...(Option.isSome(flags.generate) ? { generate: flags.generate.value } : {}),
+    seed: [...(file.seed ?? []), ...flags.seed],
+  }
+  return merged
+})
+
+export const runSandbox = Effect.fn("sandbox.run")(function* (flags: SandboxFlags) {
+  const config = yield* sandboxConfig(flags)
+  const sandbox = yield* start(config)
+  yield* Console.log(sandbox.baseUrl)
+  const loaded = sandbox.loaded
+  for (const s of loaded.seeded)
+    yield* Console.error(`Seeded ${s.resources} resources from ${s.files} ${s.kind} file(s) in ${s.path}`)
+  if (loaded.generated)
+    yield* Console.error(
+      `Generated ${loaded.generated.resources} resources for ${loaded.generated.patients} patients`,
+    )
+  return yield* Effect.never
+}, Effect.scoped)
+
+export const sandbox = Command.make(
+  "sandbox",
+  {
+    port: Options.integer("port").pipe(
+      Options.withDescription("Port to listen on (0: the OS picks one; default 0)."),
+      Options.optional,
+    ),
+    host: Options.text("host").pipe(
+      Options.withDescription("Interface to bind (default 127.0.0.1)."),
+      Options.optional,
+    ),
+    db: Options.text("db").pipe(
+      Options.withDescription("SQLite database file, or :memory: (default :memory:)."),
+      Options.optional,
+    ),
+    seed: Options.text("seed").pipe(
+      Options.withDescription(
+        "Load data: a folder/file of transaction Bundles, an NDJSON folder, or a folder of binary files (repeatable).",
+      ),
+      Options.repeated,
+    ),
+    generate: Options.integer("generate").pipe(
+      Options.withDescription("Generate N synthetic patients (about 23 resources each, deterministic)."),
+      Options.optional,
+    ),
+    config: Options.file("config").pipe(
+      Options.withDescription("JSON config file (SandboxConfig: limits, reject rules, faults, auth, bulk)."),
+      Options.optional,
+    ),
+  },
+  runSandbox,
+).pipe(
+  Command.withDescription(
+    "Run the sandbox FHIR R4 server; prints its base URL (…/fhir) on the first stdout line and serves until Ctrl-C.",
+  ),
+)

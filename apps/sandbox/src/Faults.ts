@@ -1,0 +1,283 @@
+/**
+ * Deterministic fault switches for the sandbox, driven by the `faults` section of the sandbox config
+ * (or replaced at run time with `PUT [base]/_sandbox/faults`, which also resets every counter).
+ *
+ * Nothing here is random: each rule counts the requests of one *route kind* and fires on a fixed
+ * window of them. Route kinds:
+ *   - "kickoff"  — `$export` (any level) and `$import` kick-off requests
+ *   - "status"   — export / import status polls (`[base]/bulk/status/…`, `[base]/bulk/import-status/…`)
+ *   - "download" — bulk file downloads (`[base]/bulk/files/…`, `[base]/bulk/import-files/…`)
+ *   - "token"    — `POST [base]/auth/token`
+ *   - "fhir"     — every other request under the FHIR base (`/fhir`)
+ *
+ * Config JSON (every field optional):
+ * ```json
+ * {
+ *   "throttle":  [{ "route": "status", "first": 2, "skip": 0, "retryAfter": "seconds" | "http-date" | "epoch", "seconds": 1 }],
+ *   "transient": [{ "route": "download", "first": 1, "skip": 0, "status": 500 | 503, "retryAfterSeconds": 1 }],
+ *   "delay":     [{ "route": "status", "ms": 200 }],
+ *   "resetDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
+ *   "shortFile":      { "type": "Observation", "missing": 1 },
+ *   "expireFiles":    { "afterSeconds": 60 } | { "firstAttempt": true, "type": "Patient" },
+ *   "outputsToError": { "types": ["Observation"] },
+ *   "tokenExpiresAfterSeconds": 2
+ * }
+ * ```
+ * - throttle: requests skip+1 … skip+first of that kind get 429 with `Retry-After` written as delta
+ *   seconds ("seconds"), an HTTP-date ("http-date") or absolute epoch seconds ("epoch", a non-standard
+ *   form some gateways send).
+ * - transient: requests skip+1 … skip+first get `status` with an OperationOutcome whose issue code is
+ *   `transient` (and `Retry-After` when retryAfterSeconds is given).
+ * - delay: every request of the kind waits `ms` before being handled.
+ * - resetDownload: the first `attempts` downloads of each matching file (every file, or files of
+ *   `type`) send the headers and `afterBytes` bytes of the body, then the TCP connection is reset.
+ * - shortFile: the first export output file of `type` (or the first file) holds `missing` fewer lines
+ *   than the `count` its manifest entry announces.
+ * - expireFiles: downloads answer 410 Gone once `afterSeconds` have passed since the job completed,
+ *   or (firstAttempt) on the first download attempt of each matching file only.
+ * - outputsToError: the export's output files of these types are left out of `output[]` and an
+ *   OperationOutcome per dropped file is written to `error[]` instead.
+ * - tokenExpiresAfterSeconds: SMART access tokens stop working after this many seconds, whatever
+ *   `expires_in` said (needs the `auth` section).
+ */
+import { Either, Schema } from "effect"
+import { type Ctx, type Router, sendOutcome } from "./Http.js"
+
+export const RouteKind = Schema.Literal("kickoff", "status", "download", "token", "fhir")
+export type RouteKind = typeof RouteKind.Type
+
+const Count = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
+
+const Throttle = Schema.Struct({
+  route: RouteKind,
+  first: Schema.optionalWith(Count, { default: () => 1 }),
+  skip: Schema.optionalWith(Count, { default: () => 0 }),
+  retryAfter: Schema.optionalWith(Schema.Literal("seconds", "http-date", "epoch"), {
+    default: () => "seconds" as const,
+  }),
+  seconds: Schema.optionalWith(Schema.Number.pipe(Schema.nonNegative()), { default: () => 1 }),
+})
+
+const Transient = Schema.Struct({
+  route: RouteKind,
+  first: Schema.optionalWith(Count, { default: () => 1 }),
+  skip: Schema.optionalWith(Count, { default: () => 0 }),
+  status: Schema.optionalWith(Schema.Literal(500, 503), { default: () => 503 as const }),
+  retryAfterSeconds: Schema.optional(Schema.Number.pipe(Schema.nonNegative())),
+})
+
+export const FaultsConfig = Schema.Struct({
+  throttle: Schema.optionalWith(Schema.Array(Throttle), { default: () => [] }),
+  transient: Schema.optionalWith(Schema.Array(Transient), { default: () => [] }),
+  delay: Schema.optionalWith(Schema.Array(Schema.Struct({ route: RouteKind, ms: Count })), {
+    default: () => [],
+  }),
+  resetDownload: Schema.optional(
+    Schema.Struct({
+      afterBytes: Count,
+      attempts: Schema.optionalWith(Count, { default: () => 1 }),
+      type: Schema.optional(Schema.String),
+    }),
+  ),
+  shortFile: Schema.optional(
+    Schema.Struct({
+      type: Schema.optional(Schema.String),
+      missing: Schema.optionalWith(Count, { default: () => 1 }),
+    }),
+  ),
+  expireFiles: Schema.optional(
+    Schema.Struct({
+      afterSeconds: Schema.optional(Schema.Number.pipe(Schema.nonNegative())),
+      firstAttempt: Schema.optional(Schema.Boolean),
+      type: Schema.optional(Schema.String),
+    }),
+  ),
+  outputsToError: Schema.optional(Schema.Struct({ types: Schema.Array(Schema.String) })),
+  tokenExpiresAfterSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())),
+})
+export type FaultsConfig = typeof FaultsConfig.Type
+export type FaultsConfigInput = typeof FaultsConfig.Encoded
+
+/** Decodes the `faults` config section (undefined → no faults). Throws a readable Error when invalid. */
+export const decodeFaultsConfig = (input: unknown): FaultsConfig => {
+  const decoded = Schema.decodeUnknownEither(FaultsConfig)(input ?? {}, { onExcessProperty: "error" })
+  if (Either.isLeft(decoded)) {
+    throw new Error(`sandbox config "faults" is invalid: ${decoded.left.message}`)
+  }
+  return decoded.right
+}
+
+/** Which route kind a request belongs to; `path` is below the FHIR base (undefined: no faults). */
+export const routeKind = (method: string, path: string): RouteKind | undefined => {
+  if (path === "/auth/token") return "token"
+  if (path.startsWith("/bulk/status/") || path.startsWith("/bulk/import-status/")) return "status"
+  if (path.startsWith("/bulk/files/") || path.startsWith("/bulk/import-files/")) return "download"
+  if (path.endsWith("/$export") || (path === "/$import" && method === "POST")) return "kickoff"
+  if (path.startsWith("/_sandbox/")) return undefined
+  return "fhir"
+}
+
+/** What the download handler must do for one attempt at one file. */
+export interface DownloadFault {
+  /** Answer 410 Gone instead of the file. */
+  readonly gone: boolean
+  /** Reset the connection after this many body bytes. */
+  readonly resetAfterBytes: number | undefined
+}
+
+const retryAfterValue = (format: "seconds" | "http-date" | "epoch", seconds: number): string => {
+  switch (format) {
+    case "seconds":
+      return String(Math.ceil(seconds))
+    case "http-date":
+      return new Date(Date.now() + Math.ceil(seconds) * 1000).toUTCString()
+    case "epoch":
+      return String(Math.floor(Date.now() / 1000) + Math.ceil(seconds))
+  }
+}
+
+/** The live fault state of one sandbox: config plus deterministic counters. */
+export class Faults {
+  private config: FaultsConfig
+  private readonly counters = new Map<RouteKind, number>()
+  private readonly downloadAttempts = new Map<string, number>()
+  private shortFileUsed = false
+
+  constructor(config: FaultsConfig) {
+    this.config = config
+  }
+
+  /** Replaces the config and resets every counter. */
+  reset(config: FaultsConfig): void {
+    this.config = config
+    this.counters.clear()
+    this.downloadAttempts.clear()
+    this.shortFileUsed = false
+  }
+
+  get current(): FaultsConfig {
+    return this.config
+  }
+
+  /** Counts one request of `kind`; returns its 1-based ordinal. */
+  private count(kind: RouteKind): number {
+    const n = (this.counters.get(kind) ?? 0) + 1
+    this.counters.set(kind, n)
+    return n
+  }
+
+  /** The Router middleware: delay, then 429 / transient 5xx by counter, else the route. */
+  readonly middleware = async (ctx: Ctx, next: () => Promise<void>): Promise<void> => {
+    const kind = routeKind(ctx.req.method ?? "GET", ctx.path)
+    if (kind === undefined) return next()
+    const n = this.count(kind)
+    const delay = this.config.delay.filter((d) => d.route === kind).reduce((a, d) => a + d.ms, 0)
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+    for (const rule of this.config.throttle) {
+      if (rule.route === kind && n > rule.skip && n <= rule.skip + rule.first) {
+        ctx.res.setHeader("Retry-After", retryAfterValue(rule.retryAfter, rule.seconds))
+        return sendOutcome(
+          ctx,
+          429,
+          "error",
+          "throttled",
+          `Too many requests (sandbox fault: ${kind} #${n}).`,
+        )
+      }
+    }
+    for (const rule of this.config.transient) {
+      if (rule.route === kind && n > rule.skip && n <= rule.skip + rule.first) {
+        if (rule.retryAfterSeconds !== undefined) {
+          ctx.res.setHeader("Retry-After", retryAfterValue("seconds", rule.retryAfterSeconds))
+        }
+        return sendOutcome(
+          ctx,
+          rule.status,
+          "error",
+          "transient",
+          `Temporary failure, try again (sandbox fault: ${kind} #${n}).`,
+        )
+      }
+    }
+    return next()
+  }
+
+  /** Called by the download handlers once per attempt at a file. */
+  download(file: {
+    readonly key: string
+    readonly type: string
+    readonly completedAt: number
+  }): DownloadFault {
+    const attempt = (this.downloadAttempts.get(file.key) ?? 0) + 1
+    this.downloadAttempts.set(file.key, attempt)
+    const expire = this.config.expireFiles
+    let gone = false
+    if (expire !== undefined && (expire.type === undefined || expire.type === file.type)) {
+      if (expire.firstAttempt === true && attempt === 1) gone = true
+      if (expire.afterSeconds !== undefined && Date.now() - file.completedAt >= expire.afterSeconds * 1000) {
+        gone = true
+      }
+    }
+    const reset = this.config.resetDownload
+    const resetAfterBytes =
+      !gone &&
+      reset !== undefined &&
+      (reset.type === undefined || reset.type === file.type) &&
+      attempt <= reset.attempts
+        ? reset.afterBytes
+        : undefined
+    return { gone, resetAfterBytes }
+  }
+
+  /** How many lines to leave out of the next export file of `type` (0 for all but one file). */
+  shortFileMissing(type: string): number {
+    const rule = this.config.shortFile
+    if (rule === undefined || this.shortFileUsed) return 0
+    if (rule.type !== undefined && rule.type !== type) return 0
+    this.shortFileUsed = true
+    return rule.missing
+  }
+
+  /** Should the output files of `type` be reported in `error[]` instead of `output[]`? */
+  outputToError(type: string): boolean {
+    return this.config.outputsToError?.types.includes(type) ?? false
+  }
+
+  /** Access tokens stop working after this many seconds (undefined: their advertised lifetime). */
+  get tokenExpiresAfterSeconds(): number | undefined {
+    return this.config.tokenExpiresAfterSeconds
+  }
+}
+
+const registry = new WeakMap<object, Faults>()
+
+/** The Faults of a router (created empty when the router has none yet). */
+export const faultsOf = (router: Router): Faults => {
+  let faults = registry.get(router)
+  if (faults === undefined) {
+    faults = new Faults(decodeFaultsConfig(undefined))
+    registry.set(router, faults)
+  }
+  return faults
+}
+
+/**
+ * Installs the fault middleware and `PUT /_sandbox/faults`. Call it before Smart.register so faults
+ * fire before authorization (as a gateway in front of a server would).
+ */
+export const register = (router: Router, _store: unknown, config: { readonly faults?: unknown }): Faults => {
+  const faults = faultsOf(router)
+  faults.reset(decodeFaultsConfig(config.faults))
+  router.use(faults.middleware)
+  router.on("PUT", "/_sandbox/faults", async (ctx) => {
+    const body = await ctx.json()
+    const decoded = Schema.decodeUnknownEither(FaultsConfig)(body ?? {}, { onExcessProperty: "error" })
+    if (Either.isLeft(decoded)) {
+      return sendOutcome(ctx, 400, "error", "invalid", `Invalid faults config: ${decoded.left.message}`)
+    }
+    faults.reset(decoded.right)
+    ctx.res.writeHead(204)
+    ctx.res.end()
+  })
+  return faults
+}

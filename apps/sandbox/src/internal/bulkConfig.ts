@@ -1,0 +1,36 @@
+import { Either, Schema } from "effect"
+
+/**
+ * Options of the sandbox's bulk operations (`$export`, `$import`): the `bulk` config section, or the
+ * last argument of BulkExport.register / BulkImport.register.
+ */
+export const BulkConfig = Schema.Struct({
+  /** Export files are split after this many resources (`Patient.000.ndjson`, `Patient.001.ndjson`, …). */
+  resourcesPerFile: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {
+    default: () => 10_000,
+  }),
+  /** Status polls answered 202 (with X-Progress) before a finished job's 200, per job. */
+  pollsBeforeDone: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), {
+    default: () => 1,
+  }),
+  /** `Retry-After` (seconds) on 202 status answers. */
+  retryAfterSeconds: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), {
+    default: () => 1,
+  }),
+  /** `Expires` on manifests: files stay downloadable this long (they stay until DELETE or close anyway). */
+  fileLifetimeSeconds: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {
+    default: () => 3600,
+  }),
+  /** Where job directories go (default: the OS temp dir). */
+  tempDir: Schema.optional(Schema.String),
+  /** `$import`: bearer token sent when fetching input files (unless the request's storageDetail gives one). */
+  importFetchToken: Schema.optional(Schema.String),
+})
+export type BulkConfig = typeof BulkConfig.Type
+export type BulkConfigInput = typeof BulkConfig.Encoded
+
+export const decodeBulkConfig = (input: unknown): BulkConfig => {
+  const decoded = Schema.decodeUnknownEither(BulkConfig)(input ?? {}, { onExcessProperty: "error" })
+  if (Either.isLeft(decoded)) throw new Error(`sandbox config "bulk" is invalid: ${decoded.left.message}`)
+  return decoded.right
+}

@@ -1,0 +1,351 @@
+import { assert, describe, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { Sandbox } from "../src/Sandbox.js"
+import { at, call, fhirJson, str } from "./http.js"
+
+const patient = (family: string, extra: Record<string, unknown> = {}) => ({
+  resourceType: "Patient",
+  name: [{ family }],
+  ...extra,
+})
+
+layer(Sandbox.layer({ pageSize: 3 }, { plugins: [] }))("REST", (it) => {
+  it.effect("GET /metadata lists types, interactions and transaction/batch", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      yield* call(`${baseUrl}/Patient`, fhirJson("POST", patient("Meta")))
+      const r = yield* call(`${baseUrl}/metadata`)
+      assert.strictEqual(r.status, 200)
+      assert.match(r.headers.get("content-type") ?? "", /application\/fhir\+json/)
+      assert.strictEqual(at(r.body, "resourceType"), "CapabilityStatement")
+      assert.strictEqual(at(r.body, "fhirVersion"), "4.0.1")
+      const resources = at(r.body, "rest.0.resource") as Array<{ type: string; updateCreate: boolean }>
+      const types = resources.map((x) => x.type)
+      assert.include(types, "Patient")
+      assert.include(types, "Binary")
+      assert.include(types, "ExplanationOfBenefit", "types not stored yet are listed too")
+      assert.isTrue(resources[0]!.updateCreate)
+      const codes = (at(r.body, "rest.0.interaction") as Array<{ code: string }>).map((i) => i.code)
+      assert.deepStrictEqual(codes, ["transaction", "batch"])
+    }),
+  )
+
+  it.effect("create, read, update, vread, delete", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const created = yield* call(
+        `${baseUrl}/Patient`,
+        fhirJson("POST", { ...patient("Crud"), id: "ignored", meta: { versionId: "9" } }),
+      )
+      assert.strictEqual(created.status, 201)
+      const id = str(created.body, "id")
+      assert.notStrictEqual(id, "ignored")
+      assert.strictEqual(created.headers.get("location"), `${baseUrl}/Patient/${id}/_history/1`)
+      assert.strictEqual(created.headers.get("etag"), 'W/"1"')
+      assert.strictEqual(at(created.body, "meta.versionId"), "1")
+
+      const read = yield* call(`${baseUrl}/Patient/${id}`)
+      assert.strictEqual(read.status, 200)
+      assert.strictEqual(at(read.body, "name.0.family"), "Crud")
+
+      const updated = yield* call(`${baseUrl}/Patient/${id}`, fhirJson("PUT", { ...patient("Crud2"), id }))
+      assert.strictEqual(updated.status, 200)
+      assert.strictEqual(at(updated.body, "meta.versionId"), "2")
+      assert.isTrue(str(updated.body, "meta.lastUpdated") > str(created.body, "meta.lastUpdated"))
+
+      const conflict = yield* call(
+        `${baseUrl}/Patient/${id}`,
+        fhirJson("PUT", { ...patient("Crud3"), id }, { "If-Match": 'W/"1"' }),
+      )
+      assert.strictEqual(conflict.status, 412)
+
+      const vread = yield* call(`${baseUrl}/Patient/${id}/_history/2`)
+      assert.strictEqual(vread.status, 200)
+      assert.strictEqual((yield* call(`${baseUrl}/Patient/${id}/_history/1`)).status, 404)
+
+      const del = yield* call(`${baseUrl}/Patient/${id}`, { method: "DELETE" })
+      assert.strictEqual(del.status, 204)
+      const gone = yield* call(`${baseUrl}/Patient/${id}`)
+      assert.strictEqual(gone.status, 410)
+      assert.strictEqual(at(gone.body, "resourceType"), "OperationOutcome")
+      assert.strictEqual((yield* call(`${baseUrl}/Patient/never-there`)).status, 404)
+    }),
+  )
+
+  it.effect("update-as-create answers 201; a mismatched id or type is a 400", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const r = yield* call(
+        `${baseUrl}/Patient/client-1`,
+        fhirJson("PUT", { ...patient("Client"), id: "client-1" }),
+      )
+      assert.strictEqual(r.status, 201)
+      assert.strictEqual(r.headers.get("location"), `${baseUrl}/Patient/client-1/_history/1`)
+      const wrongId = yield* call(
+        `${baseUrl}/Patient/client-2`,
+        fhirJson("PUT", { ...patient("X"), id: "other" }),
+      )
+      assert.strictEqual(wrongId.status, 400)
+      const wrongType = yield* call(`${baseUrl}/Observation`, fhirJson("POST", patient("X")))
+      assert.strictEqual(wrongType.status, 400)
+      const badJson = yield* call(`${baseUrl}/Patient`, {
+        method: "POST",
+        headers: { "Content-Type": "application/fhir+json" },
+        body: "{nope",
+      })
+      assert.strictEqual(badJson.status, 400)
+      assert.strictEqual(at(badJson.body, "issue.0.code"), "structure")
+    }),
+  )
+
+  it.effect("If-None-Exist: conditional create returns the existing match", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const body = patient("Cond", { identifier: [{ system: "urn:test:cc", value: "cc-1" }] })
+      const first = yield* call(
+        `${baseUrl}/Patient`,
+        fhirJson("POST", body, { "If-None-Exist": "identifier=urn:test:cc|cc-1" }),
+      )
+      assert.strictEqual(first.status, 201)
+      const second = yield* call(
+        `${baseUrl}/Patient`,
+        fhirJson("POST", body, { "If-None-Exist": "identifier=urn:test:cc|cc-1" }),
+      )
+      assert.strictEqual(second.status, 200)
+      assert.strictEqual(str(second.body, "id"), str(first.body, "id"))
+    }),
+  )
+
+  it.effect("search: _id, identifier, patient, subject, _summary=count", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const p = yield* call(
+        `${baseUrl}/Patient`,
+        fhirJson("POST", patient("Search", { identifier: [{ system: "urn:test:s", value: "s-1" }] })),
+      )
+      const pid = str(p.body, "id")
+      const other = str((yield* call(`${baseUrl}/Patient`, fhirJson("POST", patient("Other")))).body, "id")
+      for (const [i, subject] of [pid, pid, other].entries()) {
+        yield* call(
+          `${baseUrl}/Observation`,
+          fhirJson("POST", {
+            resourceType: "Observation",
+            status: "final",
+            code: { text: `o${i}` },
+            subject: { reference: `Patient/${subject}` },
+          }),
+        )
+      }
+      yield* call(
+        `${baseUrl}/AllergyIntolerance`,
+        fhirJson("POST", {
+          resourceType: "AllergyIntolerance",
+          patient: { reference: `${baseUrl}/Patient/${pid}` },
+        }),
+      )
+
+      const byId = yield* call(`${baseUrl}/Patient?_id=${pid},nope`)
+      assert.strictEqual(at(byId.body, "type"), "searchset")
+      assert.strictEqual(at(byId.body, "total"), 1)
+      assert.strictEqual(at(byId.body, "entry.0.resource.id"), pid)
+      assert.strictEqual(at(byId.body, "entry.0.fullUrl"), `${baseUrl}/Patient/${pid}`)
+
+      const ident = yield* call(`${baseUrl}/Patient?identifier=${encodeURIComponent("urn:test:s|s-1")}`)
+      assert.strictEqual(at(ident.body, "total"), 1)
+      const identValue = yield* call(`${baseUrl}/Patient?identifier=s-1`)
+      assert.strictEqual(at(identValue.body, "total"), 1)
+      const identWrongSystem = yield* call(
+        `${baseUrl}/Patient?identifier=${encodeURIComponent("urn:other|s-1")}`,
+      )
+      assert.strictEqual(at(identWrongSystem.body, "total"), 0)
+
+      const byPatient = yield* call(`${baseUrl}/Observation?patient=${pid}`)
+      assert.strictEqual(at(byPatient.body, "total"), 2)
+      const bySubject = yield* call(`${baseUrl}/Observation?subject=Patient/${pid}`)
+      assert.strictEqual(at(bySubject.body, "total"), 2)
+      const allergy = yield* call(`${baseUrl}/AllergyIntolerance?patient=Patient/${pid}`)
+      assert.strictEqual(at(allergy.body, "total"), 1, "absolute references under the base are indexed")
+
+      const count = yield* call(`${baseUrl}/Observation?patient=${pid}&_summary=count`)
+      assert.strictEqual(at(count.body, "total"), 2)
+      assert.isUndefined(at(count.body, "entry"))
+
+      const unknown = yield* call(`${baseUrl}/Observation?code=123`)
+      assert.strictEqual(unknown.status, 400)
+    }),
+  )
+
+  it.effect("search: _lastUpdated prefixes", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const ids: string[] = []
+      const times: string[] = []
+      for (const f of ["T1", "T2", "T3"]) {
+        const r = yield* call(
+          `${baseUrl}/Flag`,
+          fhirJson("POST", { resourceType: "Flag", status: "active", code: { text: f } }),
+        )
+        ids.push(str(r.body, "id"))
+        times.push(str(r.body, "meta.lastUpdated"))
+      }
+      const q = (expr: string) =>
+        call(`${baseUrl}/Flag?_lastUpdated=${encodeURIComponent(expr)}&_count=100`).pipe(
+          Effect.map((r) =>
+            ((at(r.body, "entry") ?? []) as Array<{ resource: { id: string } }>).map((e) => e.resource.id),
+          ),
+        )
+      assert.deepStrictEqual(yield* q(`gt${times[0]}`), [ids[1], ids[2]])
+      assert.deepStrictEqual(yield* q(`ge${times[1]}`), [ids[1], ids[2]])
+      assert.deepStrictEqual(yield* q(`lt${times[1]}`), [ids[0]])
+      assert.deepStrictEqual(yield* q(`le${times[1]}`), [ids[0], ids[1]])
+      assert.deepStrictEqual(yield* q(`eq${times[2]}`), [ids[2]])
+      assert.deepStrictEqual(yield* q(`${times[2]}`), [ids[2]])
+      assert.deepStrictEqual(yield* q(`ge${times[0]!.slice(0, 10)}`), ids)
+      assert.deepStrictEqual(yield* q("lt2000-01-01"), [])
+      assert.strictEqual((yield* call(`${baseUrl}/Flag?_lastUpdated=gtbanana`)).status, 400)
+    }),
+  )
+
+  it.effect("search paging follows next links through every match exactly once", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const created = new Set<string>()
+      for (let i = 0; i < 8; i++) {
+        const r = yield* call(
+          `${baseUrl}/Device`,
+          fhirJson("POST", { resourceType: "Device", serialNumber: `d${i}` }),
+        )
+        created.add(str(r.body, "id"))
+      }
+      const seen: string[] = []
+      let url: string | undefined = `${baseUrl}/Device`
+      let pages = 0
+      while (url !== undefined) {
+        const page = yield* call(url)
+        assert.strictEqual(page.status, 200)
+        pages++
+        const entries = (at(page.body, "entry") ?? []) as Array<{ resource: { id: string } }>
+        assert.isAtMost(entries.length, 3)
+        seen.push(...entries.map((e) => e.resource.id))
+        const links = at(page.body, "link") as Array<{ relation: string; url: string }>
+        url = links.find((l) => l.relation === "next")?.url
+      }
+      assert.strictEqual(pages, 3)
+      assert.strictEqual(seen.length, 8)
+      assert.deepStrictEqual(new Set(seen), created)
+      const explicit = yield* call(`${baseUrl}/Device?_count=5`)
+      assert.strictEqual((at(explicit.body, "entry") as unknown[]).length, 5)
+    }),
+  )
+
+  it.effect("Binary: raw POST, raw GET with its content type, JSON GET with base64 data, JSON POST", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const bytes = Buffer.from([0, 1, 2, 250, 251, 252, 10, 13])
+      const posted = yield* call(`${baseUrl}/Binary`, {
+        method: "POST",
+        headers: { "Content-Type": "image/x-test", "X-Security-Context": "Patient/sec-1" },
+        body: bytes,
+      })
+      assert.strictEqual(posted.status, 201)
+      const id = str(posted.body, "id")
+      const raw = yield* call(`${baseUrl}/Binary/${id}`)
+      assert.strictEqual(raw.status, 200)
+      assert.strictEqual(raw.headers.get("content-type"), "image/x-test")
+      assert.isTrue(raw.bytes.equals(bytes))
+      const json = yield* call(`${baseUrl}/Binary/${id}`, { headers: { Accept: "application/fhir+json" } })
+      assert.strictEqual(at(json.body, "resourceType"), "Binary")
+      assert.strictEqual(at(json.body, "contentType"), "image/x-test")
+      assert.strictEqual(at(json.body, "data"), bytes.toString("base64"))
+      assert.strictEqual(at(json.body, "securityContext.reference"), "Patient/sec-1")
+
+      const put = yield* call(
+        `${baseUrl}/Binary/bin-json`,
+        fhirJson("PUT", {
+          resourceType: "Binary",
+          id: "bin-json",
+          contentType: "text/plain",
+          data: Buffer.from("hello").toString("base64"),
+        }),
+      )
+      assert.strictEqual(put.status, 201)
+      const raw2 = yield* call(`${baseUrl}/Binary/bin-json`, { headers: { Accept: "*/*" } })
+      assert.strictEqual(raw2.text, "hello")
+      assert.match(raw2.headers.get("content-type") ?? "", /^text\/plain/)
+      const putRaw = yield* call(`${baseUrl}/Binary/bin-json`, {
+        method: "PUT",
+        headers: { "Content-Type": "text/plain" },
+        body: "bye",
+      })
+      assert.strictEqual(putRaw.status, 200)
+      assert.strictEqual((yield* call(`${baseUrl}/Binary/bin-json`)).text, "bye")
+    }),
+  )
+
+  it.effect("unknown routes, types and paths outside the base", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      assert.strictEqual((yield* call(`${baseUrl}/patient`)).status, 404)
+      assert.strictEqual((yield* call(`${baseUrl}/Foo/1`)).status, 404, "only R4 resource types")
+      assert.strictEqual((yield* call(`${baseUrl}/Patient/a/b/c/d`)).status, 404)
+      assert.strictEqual((yield* call(baseUrl.replace(/\/fhir$/, "/other"))).status, 404)
+      assert.strictEqual((yield* call(`${baseUrl}/metadata`, { method: "DELETE" })).status, 405)
+    }),
+  )
+})
+
+describe("REST switches", () => {
+  layer(
+    Sandbox.layer(
+      {
+        refuseClientIds: true,
+        rejectRule: [
+          { type: "Observation", missing: "status" },
+          { path: "gender", equals: "unknown" },
+        ],
+      },
+      { plugins: [] },
+    ),
+  )("refuseClientIds and rejectRule", (it) => {
+    it.effect("PUT of a new id is refused with 405; updating an existing one works", () =>
+      Effect.gen(function* () {
+        const { baseUrl } = yield* Sandbox
+        const refused = yield* call(
+          `${baseUrl}/Patient/client-x`,
+          fhirJson("PUT", { ...patient("X"), id: "client-x" }),
+        )
+        assert.strictEqual(refused.status, 405)
+        assert.strictEqual(at(refused.body, "resourceType"), "OperationOutcome")
+        const created = yield* call(`${baseUrl}/Patient`, fhirJson("POST", patient("Y")))
+        const id = str(created.body, "id")
+        const ok = yield* call(`${baseUrl}/Patient/${id}`, fhirJson("PUT", { ...patient("Y2"), id }))
+        assert.strictEqual(ok.status, 200)
+        const meta = yield* call(`${baseUrl}/metadata`)
+        const resources = at(meta.body, "rest.0.resource") as Array<{ updateCreate: boolean }>
+        assert.isFalse(resources[0]!.updateCreate)
+      }),
+    )
+
+    it.effect("resources matching a reject rule get 422", () =>
+      Effect.gen(function* () {
+        const { baseUrl } = yield* Sandbox
+        const missing = yield* call(
+          `${baseUrl}/Observation`,
+          fhirJson("POST", { resourceType: "Observation", code: { text: "x" } }),
+        )
+        assert.strictEqual(missing.status, 422)
+        assert.strictEqual(at(missing.body, "issue.0.code"), "business-rule")
+        const fine = yield* call(
+          `${baseUrl}/Observation`,
+          fhirJson("POST", { resourceType: "Observation", status: "final", code: { text: "x" } }),
+        )
+        assert.strictEqual(fine.status, 201)
+        const equals = yield* call(
+          `${baseUrl}/Patient`,
+          fhirJson("POST", patient("Z", { gender: "unknown" })),
+        )
+        assert.strictEqual(equals.status, 422)
+      }),
+    )
+  })
+})
