@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Effect, Exit } from "effect"
 import { run } from "./Cli.js"
+import * as Render from "./Render.js"
 
-run(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+// Failures become one line on stderr and a documented exit code (Render.ts); never a stack trace.
+run(process.argv).pipe(Effect.tapErrorCause(Render.report), Effect.provide(NodeContext.layer), (main) =>
+  NodeRuntime.runMain(main, {
+    disableErrorReporting: true,
+    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : Render.exitCode(exit.cause)),
+  }),
+)

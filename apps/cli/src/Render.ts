@@ -1,0 +1,84 @@
+/**
+ * Failures as one line on stderr and a process exit code.
+ *
+ * | code | meaning |
+ * |---|---|
+ * | 0 | success |
+ * | 1 | unexpected failure (a defect: a bug in Ferry) |
+ * | 2 | usage or configuration error (bad flags, contradictory options, missing settings) |
+ * | 3 | authentication / authorization failure (token request refused, 401, bad key) |
+ * | 4 | the FHIR server failed or refused (HTTP errors after retries, failed/expired export jobs, bad files) |
+ * | 5 | the archive on disk could not be written or read (permissions, space, lock, corrupt journal) |
+ * | 6 | verification found differences between source and target |
+ * | 130 | interrupted (Ctrl-C / SIGTERM); rerun the same command to resume |
+ *
+ * Errors are recognised by `_tag` (and `reason`) so this module does not depend on every package.
+ */
+import { ValidationError } from "@effect/cli"
+import { Cause, Console, Effect, Option } from "effect"
+
+interface Tagged {
+  readonly _tag: string
+  readonly reason?: unknown
+  readonly message?: unknown
+}
+
+const isTagged = (u: unknown): u is Tagged =>
+  typeof u === "object" && u !== null && typeof (u as { _tag?: unknown })._tag === "string"
+
+/** The exit code for one typed failure. */
+export const codeOf = (error: unknown): number => {
+  if (ValidationError.isValidationError(error)) return ValidationError.isHelpRequested(error) ? 0 : 2
+  if (!isTagged(error)) return 1
+  switch (error._tag) {
+    case "AuthError":
+      return error.reason === "Config" ? 2 : 3
+    case "FhirError":
+      return 4
+    case "ExportError":
+    case "ImportError":
+      return error.reason === "Config" ? 2 : error.reason === "Archive" ? 5 : error.reason === "Auth" ? 3 : 4
+    case "ArchiveError":
+    case "NdjsonError":
+    case "TransformError":
+      return 5
+    case "VerifyError":
+      return error.reason === "Config" ? 2 : error.reason === "Diff" || error.reason === "Mismatch" ? 6 : 4
+    case "SandboxError":
+      return error.reason === "Config" ? 2 : 1
+    default:
+      return 1
+  }
+}
+
+/** The exit code for a whole failure cause (the first typed failure decides; interruption is 130). */
+export const exitCode = (cause: Cause.Cause<unknown>): number => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) return codeOf(failure.value)
+  if (Cause.isInterruptedOnly(cause)) return 130
+  return 1
+}
+
+/** One line (no stack) describing a failure. */
+export const line = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) {
+    const e = failure.value
+    const message = isTagged(e) && typeof e.message === "string" ? e.message : String(e)
+    return `ferry: ${message.replace(/\s*\n\s*/g, " ")}`
+  }
+  if (Cause.isInterruptedOnly(cause)) return "ferry: interrupted; run the same command again to resume"
+  const defect = Cause.dieOption(cause)
+  const text = Option.match(defect, {
+    onNone: () => "unknown failure",
+    onSome: (d) => (d instanceof Error ? d.message : String(d)),
+  })
+  return `ferry: unexpected failure (a bug in ferry, please report it): ${text.split("\n")[0]}`
+}
+
+/** Prints the failure's line on stderr (ValidationErrors are already printed by @effect/cli). */
+export const report = (cause: Cause.Cause<unknown>): Effect.Effect<void> => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
+  return Console.error(line(cause))
+}

@@ -1,0 +1,64 @@
+/**
+ * `ferry sandbox` as a real process: prints its base URL, serves seeded data, stops cleanly on
+ * SIGTERM/SIGINT, and a file database survives a restart (the cold-environment restore scenario).
+ */
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import { sharedData, startSandboxProcess } from "./helpers/ferry.js"
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-sandbox-e2e-"))
+afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
+
+const json = async (
+  url: string,
+  init?: RequestInit,
+): Promise<{ status: number; body: Record<string, unknown> }> => {
+  const res = await fetch(url, init)
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
+}
+
+describe("ferry sandbox (process)", () => {
+  it("serves seeded data, keeps it in a file database across a restart, and stops cleanly (exit 130, interrupted) on SIGTERM and SIGINT", async () => {
+    const db = Path.join(tmp, "sandbox.db")
+    const first = await startSandboxProcess(["--db", db, "--seed", sharedData("sample-bulk-10-patients")])
+    try {
+      expect(first.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/fhir$/)
+      const meta = await json(`${first.baseUrl}/metadata`)
+      expect(meta.body.resourceType).toBe("CapabilityStatement")
+      const patients = await json(`${first.baseUrl}/Patient?_summary=count`)
+      expect(patients.body.total).toBe(13)
+      const created = await json(`${first.baseUrl}/Patient`, {
+        method: "POST",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({ resourceType: "Patient", name: [{ family: "Restart" }] }),
+      })
+      expect(created.status).toBe(201)
+      const id = created.body.id as string
+      expect(await first.stop("SIGTERM")).toBe(130)
+
+      // Same database, new process, new port: the data is still there.
+      const second = await startSandboxProcess(["--db", db])
+      try {
+        expect(second.baseUrl).not.toBe(first.baseUrl)
+        const again = await json(`${second.baseUrl}/Patient/${id}`)
+        expect(again.status).toBe(200)
+        expect((again.body.name as Array<{ family: string }>)[0]?.family).toBe("Restart")
+        expect((await json(`${second.baseUrl}/Patient?_summary=count`)).body.total).toBe(14)
+      } finally {
+        expect(await second.stop("SIGINT")).toBe(130)
+      }
+    } finally {
+      await first.stop()
+    }
+  })
+
+  it("refuses a config file that is not JSON with one clear sentence and a non-zero exit", async () => {
+    const bad = Path.join(tmp, "bad.json")
+    NFS.writeFileSync(bad, "{ port: ")
+    await expect(startSandboxProcess(["--config", bad])).rejects.toThrow(
+      /exited \(2\).*ferry: .*bad\.json is not valid JSON/,
+    )
+  })
+})
