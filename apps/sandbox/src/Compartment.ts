@@ -6,6 +6,8 @@
  * Source: CompartmentDefinition `patient` (R4 4.0.1) and the R4 search parameter expressions.
  */
 
+import { r4ResourceTypes as storedResourceTypes } from "./internal/ResourceTypes.js"
+
 export interface CompartmentParam {
   /** The search parameter name, e.g. "performer". */
   readonly param: string
@@ -133,30 +135,5 @@ export const inCompartment = (
   )
 }
 
-/** Every R4 (4.0.1) resource type name. */
-export const r4ResourceTypes: ReadonlySet<string> = new Set(
-  (
-    "Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment AppointmentResponse AuditEvent Basic " +
-    "Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement CarePlan CareTeam CatalogEntry " +
-    "ChargeItem ChargeItemDefinition Claim ClaimResponse ClinicalImpression CodeSystem Communication " +
-    "CommunicationRequest CompartmentDefinition Composition ConceptMap Condition Consent Contract Coverage " +
-    "CoverageEligibilityRequest CoverageEligibilityResponse DetectedIssue Device DeviceDefinition DeviceMetric " +
-    "DeviceRequest DeviceUseStatement DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis " +
-    "Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition Evidence " +
-    "EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal GraphDefinition Group " +
-    "GuidanceResponse HealthcareService ImagingStudy Immunization ImmunizationEvaluation ImmunizationRecommendation " +
-    "ImplementationGuide InsurancePlan Invoice Library Linkage List Location Measure MeasureReport Media Medication " +
-    "MedicationAdministration MedicationDispense MedicationKnowledge MedicationRequest MedicationStatement " +
-    "MedicinalProduct MedicinalProductAuthorization MedicinalProductContraindication MedicinalProductIndication " +
-    "MedicinalProductIngredient MedicinalProductInteraction MedicinalProductManufactured MedicinalProductPackaged " +
-    "MedicinalProductPharmaceutical MedicinalProductUndesirableEffect MessageDefinition MessageHeader " +
-    "MolecularSequence NamingSystem NutritionOrder Observation ObservationDefinition OperationDefinition " +
-    "OperationOutcome Organization OrganizationAffiliation Parameters Patient PaymentNotice PaymentReconciliation " +
-    "Person PlanDefinition Practitioner PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse " +
-    "RelatedPerson RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy ResearchSubject " +
-    "RiskAssessment RiskEvidenceSynthesis Schedule SearchParameter ServiceRequest Slot Specimen SpecimenDefinition " +
-    "StructureDefinition StructureMap Subscription Substance SubstanceNucleicAcid SubstancePolymer SubstanceProtein " +
-    "SubstanceReferenceInformation SubstanceSourceMaterial SubstanceSpecification SupplyDelivery SupplyRequest Task " +
-    "TerminologyCapabilities TestReport TestScript ValueSet VerificationResult VisionPrescription"
-  ).split(" "),
-)
+/** Every R4 (4.0.1) resource type the sandbox stores (one list, from @ferry/core/Reference). */
+export const r4ResourceTypes: ReadonlySet<string> = new Set(storedResourceTypes)
