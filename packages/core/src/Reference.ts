@@ -307,7 +307,7 @@ export const isId = (s: string): boolean => {
 }
 
 /** Looks like a resource type: an upper-case ASCII letter then letters (custom or later-version types pass). */
-const isTypeLike = (s: string): boolean => {
+export const isTypeLike = (s: string): boolean => {
   const n = s.length
   if (n < 2 || n > 64) return false
   const c0 = s.charCodeAt(0)

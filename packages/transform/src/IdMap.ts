@@ -17,7 +17,7 @@
  * 60 bytes per registered resource (its id string and a Map entry; type names are interned).
  */
 import { Either } from "effect"
-import { isId } from "@ferry/core/Reference"
+import { isId, isTypeLike } from "@ferry/core/Reference"
 import { TransformError } from "./TransformError.js"
 
 export type UrnLookup =
@@ -26,17 +26,7 @@ export type UrnLookup =
   | { readonly _tag: "Ambiguous"; readonly keys: ReadonlyArray<string> }
 
 /** A type name as Ferry accepts it in keys: an upper-case ASCII letter then ASCII letters. */
-const isTypeName = (s: string): boolean => {
-  const n = s.length
-  if (n < 2 || n > 64) return false
-  const c0 = s.charCodeAt(0)
-  if (c0 < 65 || c0 > 90) return false
-  for (let i = 1; i < n; i++) {
-    const c = s.charCodeAt(i)
-    if (!((c >= 65 && c <= 90) || (c >= 97 && c <= 122))) return false
-  }
-  return true
-}
+const isTypeName = isTypeLike
 
 /** Split a `Type/id` key; `undefined` when it is not one. */
 export const parseKey = (key: string): { readonly type: string; readonly id: string } | undefined => {
