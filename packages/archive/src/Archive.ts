@@ -1,0 +1,477 @@
+/**
+ * The on-disk archive (`ferry-archive/1`, see docs/archive-format.md): manifest, NDJSON data files,
+ * checksums and the advisory lock. Plain functions over a directory; the Journal and attachments have
+ * their own modules.
+ */
+import * as OS from "node:os"
+import * as Path from "node:path"
+import * as Ndjson from "@ferry/core/Ndjson"
+import type { Resource } from "@ferry/core/Ids"
+import { Chunk, Clock, Effect, Either, ParseResult, Schema, Stream } from "effect"
+import type { Scope } from "effect"
+import { ArchiveError, errorText } from "./ArchiveError.js"
+import * as Fs from "./internal/fs.js"
+import { FORMAT, FileEntry, Manifest, type Compression, type Init, type Section } from "./Manifest.js"
+
+/** Names inside an archive directory. */
+export const layout = {
+  manifest: "manifest.json",
+  data: "data",
+  deleted: "deleted",
+  errors: "errors",
+  attachments: "attachments",
+  attachmentIndex: "attachments/index.ndjson",
+  journal: "journal.ndjson",
+  events: "events.ndjson",
+  checksums: "checksums.sha256",
+  lock: ".lock",
+} as const
+
+const sectionDir: Record<Section, string> = {
+  files: layout.data,
+  deleted: layout.deleted,
+  errors: layout.errors,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Manifest
+
+const encodeManifest = Schema.encodeSync(Manifest)
+const decodeManifest = Schema.decodeUnknownEither(Manifest)
+
+/** Read and validate `manifest.json`. */
+export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError> =>
+  Effect.gen(function* () {
+    const path = Path.join(dir, layout.manifest)
+    const text = yield* Fs.readTextIfExists(path)
+    if (text === undefined) {
+      return yield* new ArchiveError({ reason: "NotAnArchive", path: dir, detail: "no manifest.json" })
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch (e) {
+      return yield* new ArchiveError({ reason: "Corrupt", path, detail: `not valid JSON (${errorText(e)})` })
+    }
+    const format = typeof json === "object" && json !== null && "format" in json ? json.format : undefined
+    if (format !== FORMAT) {
+      return yield* new ArchiveError({
+        reason: "NotAnArchive",
+        path,
+        detail: `format is ${JSON.stringify(format)}, this ferry reads ${FORMAT}`,
+      })
+    }
+    const decoded = decodeManifest(json)
+    if (Either.isLeft(decoded)) {
+      return yield* new ArchiveError({
+        reason: "Corrupt",
+        path,
+        detail: `not a valid manifest: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`,
+      })
+    }
+    return decoded.right
+  })
+
+/** Replace `manifest.json` atomically (tmp + fsync + rename + fsync dir). Call it at checkpoints only. */
+export const writeManifest = (dir: string, manifest: Manifest): Effect.Effect<void, ArchiveError> =>
+  Fs.writeAtomic(Path.join(dir, layout.manifest), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`)
+
+/** Read, change and write the manifest (callers serialise their own checkpoints). */
+export const updateManifest = (
+  dir: string,
+  f: (m: Manifest) => Manifest,
+): Effect.Effect<Manifest, ArchiveError> =>
+  Effect.gen(function* () {
+    const next = f(yield* readManifest(dir))
+    yield* writeManifest(dir, next)
+    return next
+  })
+
+// ---------------------------------------------------------------------------------------------------------
+// Create / open
+
+/**
+ * Create a new archive in `dir` (created 0700 if missing; it must be empty) with an empty, incomplete
+ * manifest. Take the lock first (`lock`) when other processes might race.
+ */
+export const create = (dir: string, init: Init): Effect.Effect<Manifest, ArchiveError> =>
+  Effect.gen(function* () {
+    if (yield* Fs.exists(Path.join(dir, layout.manifest))) {
+      return yield* new ArchiveError({ reason: "Exists", path: dir, detail: "already holds an archive" })
+    }
+    const present = (yield* Fs.readDir(dir)).filter((n) => n !== layout.lock)
+    if (present.length > 0) {
+      return yield* new ArchiveError({
+        reason: "Exists",
+        path: dir,
+        detail: `is not empty (${present.slice(0, 3).join(", ")}${present.length > 3 ? ", …" : ""})`,
+      })
+    }
+    yield* Fs.makeDir(dir)
+    for (const sub of [layout.data, layout.deleted, layout.errors, layout.attachments]) {
+      yield* Fs.makeDir(Path.join(dir, sub))
+    }
+    const now = yield* Clock.currentTimeMillis
+    const manifest: Manifest = {
+      format: FORMAT,
+      createdAt: new Date(now).toISOString(),
+      tool: init.tool,
+      source: init.source,
+      request: init.request,
+      ...(init.transactionTime !== undefined ? { transactionTime: init.transactionTime } : {}),
+      complete: false,
+      files: [],
+      deleted: [],
+      errors: [],
+      attachments: { count: 0, bytes: 0 },
+      ...(init.previous !== undefined ? { previous: init.previous } : {}),
+    }
+    yield* writeManifest(dir, manifest)
+    return manifest
+  })
+
+/** Open an existing archive: validates the format and returns the manifest. */
+export const open = (dir: string): Effect.Effect<Manifest, ArchiveError> => readManifest(dir)
+
+// ---------------------------------------------------------------------------------------------------------
+// Lock
+
+interface LockInfo {
+  readonly pid: number
+  readonly host: string
+  readonly startedAt: string
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return Fs.isNodeError(e, "EPERM")
+  }
+}
+
+const parseLock = (text: string): LockInfo | undefined => {
+  try {
+    const u: unknown = JSON.parse(text)
+    if (
+      typeof u === "object" &&
+      u !== null &&
+      "pid" in u &&
+      typeof u.pid === "number" &&
+      "host" in u &&
+      typeof u.host === "string"
+    ) {
+      return { pid: u.pid, host: u.host, startedAt: "startedAt" in u ? String(u.startedAt) : "?" }
+    }
+    return undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Take the archive's advisory lock (`.lock`, O_EXCL, holding pid/host) for the scope's lifetime. A lock left
+ * by a dead process on this host is taken over. Once held, leftovers of a crashed writer (`*.part`, `*.tmp`)
+ * are removed. Every process that writes to an archive must hold it.
+ */
+export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope> => {
+  const path = Path.join(dir, layout.lock)
+  const acquire = Effect.gen(function* () {
+    yield* Fs.makeDir(dir)
+    const now = yield* Clock.currentTimeMillis
+    const mine = JSON.stringify({
+      pid: process.pid,
+      host: OS.hostname(),
+      startedAt: new Date(now).toISOString(),
+    })
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (yield* Fs.createExclusive(path, mine)) return mine
+      const text = yield* Fs.readTextIfExists(path)
+      if (text === undefined) continue // released meanwhile
+      const held = parseLock(text)
+      if (held === undefined) {
+        return yield* new ArchiveError({
+          reason: "Locked",
+          path,
+          detail:
+            "the lock file is unreadable (another process may be creating it); delete it if no ferry is running",
+        })
+      }
+      if (held.host === OS.hostname() && held.pid !== process.pid && !isAlive(held.pid)) {
+        yield* Effect.logWarning(`taking over the stale lock of dead process ${held.pid}`).pipe(
+          Effect.annotateLogs({ archive: dir }),
+        )
+        yield* Fs.remove(path)
+        continue
+      }
+      return yield* new ArchiveError({
+        reason: "Locked",
+        path,
+        detail: `locked by pid ${held.pid} on ${held.host} since ${held.startedAt}`,
+      })
+    }
+    return yield* new ArchiveError({
+      reason: "Locked",
+      path,
+      detail: "could not take the lock after 3 attempts",
+    })
+  })
+  const release = (mine: string) =>
+    Fs.readTextIfExists(path).pipe(
+      Effect.flatMap((text) => (text === mine ? Fs.remove(path) : Effect.void)),
+      Effect.catchAll((e) => Effect.logWarning(`could not release the archive lock: ${e.message}`)),
+    )
+  return Effect.acquireRelease(acquire, release).pipe(Effect.zipLeft(removeLeftovers(dir)), Effect.asVoid)
+}
+
+/** Delete `*.part` and `*.tmp` files left by a crashed writer. Only the lock holder may call it. */
+export const removeLeftovers = (dir: string): Effect.Effect<void, ArchiveError> =>
+  Effect.gen(function* () {
+    const dirs = [
+      dir,
+      ...[layout.data, layout.deleted, layout.errors, layout.attachments].map((d) => Path.join(dir, d)),
+    ]
+    for (const d of dirs) {
+      for (const name of yield* Fs.readDir(d)) {
+        if (name.endsWith(".part") || name.endsWith(".tmp")) yield* Fs.remove(Path.join(d, name))
+      }
+    }
+  })
+
+// ---------------------------------------------------------------------------------------------------------
+// NDJSON files
+
+const TYPE_NAME = /^[A-Z][A-Za-z]{1,63}$/
+
+const fromNdjson = (e: Ndjson.NdjsonError): ArchiveError =>
+  new ArchiveError({
+    reason: e.reason === "Io" ? "Io" : "Corrupt",
+    path: e.file,
+    ...(e.line > 0 ? { line: e.line } : {}),
+    detail: e.reason === "Io" ? e.detail : e.message.slice(e.message.indexOf(": ") + 2),
+    cause: e,
+  })
+
+export interface FileSpec {
+  /** Which part of the archive: data (`files`), `deleted` or `errors`. */
+  readonly section: Section
+  /** The resource type the file holds (`Bundle` for deleted, `OperationOutcome` for errors). */
+  readonly type: string
+  readonly compression?: Compression
+}
+
+/**
+ * Stream resources (or pre-serialised lines) into the next free `<section>/<Type>.<n>.ndjson[.gz]`:
+ * written to a `.part` file (0600), fsynced, renamed into place. Returns the manifest entry; adding it to the
+ * manifest is the caller's checkpoint (`Manifest.addFiles` + `writeManifest`).
+ */
+export const writeFile = <E, R>(
+  dir: string,
+  spec: FileSpec,
+  values: Stream.Stream<Resource | string, E, R>,
+): Effect.Effect<FileEntry, ArchiveError | E, R> =>
+  Effect.gen(function* () {
+    if (!TYPE_NAME.test(spec.type)) {
+      return yield* new ArchiveError({
+        reason: "Corrupt",
+        path: dir,
+        detail: `${JSON.stringify(spec.type)} is not a resource type name, refusing to use it as a file name`,
+      })
+    }
+    const compression = spec.compression ?? "none"
+    const sub = sectionDir[spec.section]
+    yield* Fs.makeDir(Path.join(dir, sub))
+    const rel = yield* reserve(dir, sub, spec.type, compression === "gzip" ? ".ndjson.gz" : ".ndjson")
+    const final = Path.join(dir, rel)
+    const part = `${final}.part`
+    const result = yield* Ndjson.writeFile(part, values, { gzip: compression === "gzip", label: rel }).pipe(
+      Effect.mapError((e) => (e instanceof Ndjson.NdjsonError ? fromNdjson(e) : e)),
+      Effect.tapError(() =>
+        Fs.remove(part).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`could not remove ${part}: ${e.message}`)),
+        ),
+      ),
+    )
+    yield* Fs.rename(part, final)
+    yield* Fs.syncDir(Path.dirname(final))
+    return {
+      type: spec.type,
+      path: rel,
+      count: result.count,
+      bytes: result.bytes,
+      sha256: result.sha256,
+      compression,
+    }
+  })
+
+/** Claim the next free index for a type by creating its `.part` file with O_EXCL. */
+const reserve = (dir: string, sub: string, type: string, ext: string): Effect.Effect<string, ArchiveError> =>
+  Effect.gen(function* () {
+    const re = new RegExp(`^${type}\\.(\\d{3,})\\.ndjson(?:\\.gz)?(?:\\.part)?$`)
+    let n = 0
+    for (const name of yield* Fs.readDir(Path.join(dir, sub))) {
+      const m = re.exec(name)
+      if (m) n = Math.max(n, Number(m[1]) + 1)
+    }
+    for (;;) {
+      const rel = `${sub}/${type}.${String(n).padStart(3, "0")}${ext}`
+      const taken =
+        (yield* Fs.exists(Path.join(dir, sub, `${type}.${String(n).padStart(3, "0")}.ndjson`))) ||
+        (yield* Fs.exists(Path.join(dir, sub, `${type}.${String(n).padStart(3, "0")}.ndjson.gz`)))
+      if (!taken && (yield* Fs.createExclusive(Path.join(dir, `${rel}.part`), ""))) return rel
+      n++
+    }
+  })
+
+/** One resource read back from the archive, with where it came from. */
+export interface Located {
+  readonly file: string
+  readonly line: number
+  readonly value: Resource
+}
+
+/**
+ * Stream the resources of one file entry (gunzipped as needed). Each line must be a resource of the entry's
+ * type, and at the end the number of resources must equal `entry.count` (a truncated or padded file is
+ * Corrupt even before checksums are verified).
+ */
+export const resources = (
+  dir: string,
+  entry: FileEntry,
+  options: { readonly maxLineBytes?: number } = {},
+): Stream.Stream<Located, ArchiveError> =>
+  Stream.suspend(() => {
+    let seen = 0
+    const check = Effect.suspend(() =>
+      seen === entry.count
+        ? Effect.void
+        : Effect.fail(
+            new ArchiveError({
+              reason: "Corrupt",
+              path: entry.path,
+              detail: `holds ${seen} resources but the manifest says ${entry.count}`,
+            }),
+          ),
+    )
+    return Ndjson.readFile(Path.join(dir, entry.path), {
+      gzip: entry.compression === "gzip",
+      label: entry.path,
+      resourceType: entry.type,
+      ...(options.maxLineBytes !== undefined ? { maxLineBytes: options.maxLineBytes } : {}),
+    }).pipe(
+      Stream.mapChunks((items) => {
+        seen += items.length
+        return Chunk.map(items, (i): Located => ({ file: entry.path, line: i.line, value: i.value }))
+      }),
+      Stream.mapError(fromNdjson),
+      Stream.concat(Stream.drain(Stream.fromEffect(check))),
+    )
+  })
+
+// ---------------------------------------------------------------------------------------------------------
+// Checksums
+
+/** Every checksummed file: manifest entries (data, deleted, errors) and attachment blobs. */
+const listed = (
+  dir: string,
+  manifest: Manifest,
+): Effect.Effect<ReadonlyArray<[string, string]>, ArchiveError> =>
+  Effect.gen(function* () {
+    const out: Array<[string, string]> = []
+    for (const e of [...manifest.files, ...manifest.deleted, ...manifest.errors]) out.push([e.sha256, e.path])
+    const att = Path.join(dir, layout.attachments)
+    for (const aa of yield* Fs.readDir(att)) {
+      if (!/^[0-9a-f]{2}$/.test(aa)) continue
+      for (const name of yield* Fs.readDir(Path.join(att, aa))) {
+        if (/^[0-9a-f]{64}$/.test(name)) out.push([name, `${layout.attachments}/${aa}/${name}`])
+      }
+    }
+    return out.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+  })
+
+/**
+ * Write `checksums.sha256` (atomically) from the manifest entries and the attachment blobs, in the format
+ * `sha256sum -c` reads: `<hex>  <path relative to the archive>`. Nothing is re-hashed: entries carry the hash
+ * computed while writing, and a blob's name is its hash.
+ */
+export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<number, ArchiveError> =>
+  Effect.gen(function* () {
+    const rows = yield* listed(dir, manifest)
+    yield* Fs.writeAtomic(Path.join(dir, layout.checksums), rows.map(([h, p]) => `${h}  ${p}\n`).join(""))
+    return rows.length
+  })
+
+export interface Mismatch {
+  readonly path: string
+  /** Missing: listed but not on disk. Changed: bytes differ from the recorded hash. Unlisted: in the manifest
+   * or attachments but not in checksums.sha256 (or listed with another hash). */
+  readonly problem: "Missing" | "Changed" | "Unlisted"
+  readonly expected?: string
+  readonly actual?: string
+}
+
+/**
+ * Re-hash every file listed in `checksums.sha256` and compare; also report manifest entries and attachment
+ * blobs the checksum file does not cover. An empty result means the archive is intact.
+ */
+export const verifyChecksums = (
+  dir: string,
+  options: { readonly concurrency?: number } = {},
+): Effect.Effect<ReadonlyArray<Mismatch>, ArchiveError> =>
+  Effect.gen(function* () {
+    const manifest = yield* readManifest(dir)
+    const path = Path.join(dir, layout.checksums)
+    const text = yield* Fs.readTextIfExists(path)
+    if (text === undefined) {
+      return yield* new ArchiveError({ reason: "Corrupt", path, detail: "checksums.sha256 is missing" })
+    }
+    const rows: Array<[string, string]> = []
+    const lines = text.split("\n")
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i]!
+      if (l.length === 0) continue
+      const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l)
+      if (!m)
+        return yield* new ArchiveError({
+          reason: "Corrupt",
+          path,
+          line: i + 1,
+          detail: "not `<sha256>  <path>`",
+        })
+      const rel = m[2]!
+      if (Path.isAbsolute(rel) || rel.split("/").includes("..")) {
+        return yield* new ArchiveError({
+          reason: "Corrupt",
+          path,
+          line: i + 1,
+          detail: `path ${rel} leaves the archive`,
+        })
+      }
+      rows.push([m[1]!, rel])
+    }
+    const out: Array<Mismatch> = []
+    const results = yield* Effect.forEach(
+      rows,
+      ([expected, rel]) =>
+        Effect.gen(function* () {
+          const file = Path.join(dir, rel)
+          if (!(yield* Fs.exists(file))) return { path: rel, problem: "Missing", expected } satisfies Mismatch
+          const { sha256 } = yield* Fs.hashFile(file)
+          return sha256 === expected
+            ? undefined
+            : ({ path: rel, problem: "Changed", expected, actual: sha256 } satisfies Mismatch)
+        }),
+      { concurrency: options.concurrency ?? 2 },
+    )
+    for (const r of results) if (r !== undefined) out.push(r)
+    const byPath = new Map(rows.map(([h, p]) => [p, h]))
+    for (const [h, p] of yield* listed(dir, manifest)) {
+      const have = byPath.get(p)
+      if (have !== h)
+        out.push({ path: p, problem: "Unlisted", expected: h, ...(have ? { actual: have } : {}) })
+    }
+    return out
+  })
+
+export { ArchiveError, FileEntry, Manifest }

@@ -1,0 +1,43 @@
+import { Schema } from "effect"
+
+/**
+ * Anything wrong with an on-disk archive.
+ * - Io: a file or directory could not be read or written
+ * - Corrupt: a file exists but its content is not what the format says (bad JSON, bad manifest, bad line)
+ * - Checksum: a file's bytes no longer match the recorded SHA-256
+ * - NotAnArchive: the directory has no (or a foreign) manifest.json
+ * - Exists: `create` was pointed at a directory that already holds an archive or other files
+ * - Locked: another ferry process holds the archive's lock
+ */
+export class ArchiveError extends Schema.TaggedError<ArchiveError>("@ferry/archive/ArchiveError")(
+  "ArchiveError",
+  {
+    reason: Schema.Literal("Io", "Corrupt", "Checksum", "NotAnArchive", "Exists", "Locked"),
+    path: Schema.String,
+    line: Schema.optional(Schema.Number),
+    detail: Schema.String,
+    cause: Schema.optional(Schema.Defect),
+  },
+) {
+  override get message(): string {
+    const where = this.line !== undefined ? `${this.path}:${this.line}` : this.path
+    const what: Record<ArchiveError["reason"], string> = {
+      Io: "check the path, permissions and free disk space",
+      Corrupt: "the archive is damaged, restore that file or export again",
+      Checksum: "the file changed after it was written, restore it or export again",
+      NotAnArchive: "point ferry at a directory created by `ferry export`",
+      Exists: "choose an empty or new directory, or resume the existing archive",
+      Locked: "wait for that process to finish, or stop it",
+    }
+    return `${where}: ${this.detail}; ${what[this.reason]}`
+  }
+}
+
+export const errorText = (u: unknown): string =>
+  u instanceof Error ? u.message : typeof u === "string" ? u : JSON.stringify(u)
+
+/** Map a thrown Node error to ArchiveError Io naming the path. */
+export const ioError =
+  (path: string) =>
+  (cause: unknown): ArchiveError =>
+    new ArchiveError({ reason: "Io", path, detail: errorText(cause), cause })

@@ -1,0 +1,180 @@
+/**
+ * Attachment blobs, content-addressed: `attachments/<aa>/<sha256>` (aa = first two hex characters), plus
+ * `attachments/index.ndjson` describing them (sha256, sha1 as FHIR `Attachment.hash` writes it, size,
+ * contentType, sourceUrls).
+ *
+ * The index is append-only: a line is added when a blob is new, or when a known blob arrives from another
+ * URL. Readers merge lines by sha256 (`readIndex`). A torn last line (crash mid-append) is ignored.
+ */
+import { createHash, randomUUID } from "node:crypto"
+import * as Path from "node:path"
+import * as Ndjson from "@ferry/core/Ndjson"
+import { Effect, Schema, Stream } from "effect"
+import { ArchiveError } from "./ArchiveError.js"
+import * as Fs from "./internal/fs.js"
+
+export const IndexLine = Schema.Struct({
+  sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
+  /** base64 SHA-1 of the bytes: what FHIR `Attachment.hash` holds. */
+  sha1: Schema.String,
+  size: Schema.Number,
+  contentType: Schema.optional(Schema.String),
+  sourceUrls: Schema.Array(Schema.String),
+})
+export type IndexLine = typeof IndexLine.Type
+
+export interface Meta {
+  readonly contentType?: string
+  /** Where the bytes were fetched from (recorded in the index). */
+  readonly sourceUrl?: string
+}
+
+export interface Stored {
+  readonly sha256: string
+  readonly sha1: string
+  readonly size: number
+  /** False when an identical blob was already in the archive (nothing new was written). */
+  readonly created: boolean
+}
+
+const SHA256 = /^[0-9a-f]{64}$/
+
+/** Relative path of a blob inside the archive. */
+export const relativePath = (sha256: string): string => `attachments/${sha256.slice(0, 2)}/${sha256}`
+
+const checkHash = (dir: string, sha256: string): Effect.Effect<void, ArchiveError> =>
+  SHA256.test(sha256)
+    ? Effect.void
+    : Effect.fail(
+        new ArchiveError({
+          reason: "Corrupt",
+          path: dir,
+          detail: `${JSON.stringify(sha256)} is not a sha256`,
+        }),
+      )
+
+const indexPath = (dir: string) => Path.join(dir, "attachments", "index.ndjson")
+
+/**
+ * Store a blob: streamed to a temp file (0600) while hashing (SHA-256, SHA-1) and counting, fsynced, then
+ * renamed to its content address. Idempotent: if the blob exists, the temp file is dropped. Appends an index
+ * line when the blob is new or `meta.sourceUrl` is given.
+ */
+export const put = <E, R>(
+  dir: string,
+  bytes: Stream.Stream<Uint8Array, E, R>,
+  meta: Meta = {},
+): Effect.Effect<Stored, ArchiveError | E, R> =>
+  Effect.gen(function* () {
+    const base = Path.join(dir, "attachments")
+    yield* Fs.makeDir(base)
+    const tmp = Path.join(base, `${randomUUID()}.part`)
+    const s256 = createHash("sha256")
+    const s1 = createHash("sha1")
+    let size = 0
+    yield* Fs.writeStream(
+      tmp,
+      bytes.pipe(
+        Stream.tap((b) =>
+          Effect.sync(() => {
+            s256.update(b)
+            s1.update(b)
+            size += b.length
+          }),
+        ),
+      ),
+    ).pipe(
+      Effect.tapError(() =>
+        Fs.remove(tmp).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`could not remove ${tmp}: ${e.message}`)),
+        ),
+      ),
+    )
+    const sha256 = s256.digest("hex")
+    const sha1 = s1.digest("base64")
+    const final = Path.join(dir, relativePath(sha256))
+    const created = !(yield* Fs.exists(final))
+    if (created) {
+      yield* Fs.makeDir(Path.dirname(final))
+      yield* Fs.rename(tmp, final)
+      yield* Fs.syncDir(Path.dirname(final))
+    } else {
+      yield* Fs.remove(tmp)
+    }
+    if (created || meta.sourceUrl !== undefined) {
+      const line: IndexLine = {
+        sha256,
+        sha1,
+        size,
+        ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
+        sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
+      }
+      yield* Fs.appendSync(indexPath(dir), `${JSON.stringify(line)}\n`)
+    }
+    return { sha256, sha1, size, created }
+  })
+
+/** Is this blob in the archive? */
+export const has = (dir: string, sha256: string): Effect.Effect<boolean, ArchiveError> =>
+  Effect.zipRight(checkHash(dir, sha256), Fs.exists(Path.join(dir, relativePath(sha256))))
+
+/** Stream a blob's bytes. */
+export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, ArchiveError> =>
+  Stream.unwrap(
+    Effect.map(checkHash(dir, sha256), () =>
+      Ndjson.fileBytes(Path.join(dir, relativePath(sha256)), {
+        gzip: false,
+        label: relativePath(sha256),
+      }).pipe(
+        Stream.mapError((e) => new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e })),
+      ),
+    ),
+  )
+
+const decodeLine = Schema.decodeUnknownEither(Schema.parseJson(IndexLine))
+
+/** The index, merged by sha256 (sourceUrls unioned, the last contentType wins). Missing index → empty. */
+export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexLine>, ArchiveError> =>
+  Effect.gen(function* () {
+    const path = indexPath(dir)
+    const out = new Map<string, IndexLine>()
+    if (!(yield* Fs.exists(path))) return out
+    yield* Ndjson.readFileSplit(path, { label: "attachments/index.ndjson" }).pipe(
+      Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
+      Stream.runForEach((l) => {
+        const d = decodeLine(l.text)
+        if (d._tag === "Left") {
+          if (!l.terminated) return Effect.void // torn tail of a crashed append
+          return Effect.fail(
+            new ArchiveError({
+              reason: "Corrupt",
+              path,
+              line: l.line,
+              detail: "not a valid attachment index line",
+            }),
+          )
+        }
+        const prev = out.get(d.right.sha256)
+        out.set(
+          d.right.sha256,
+          prev === undefined
+            ? d.right
+            : {
+                ...prev,
+                ...(d.right.contentType !== undefined ? { contentType: d.right.contentType } : {}),
+                sourceUrls: [...new Set([...prev.sourceUrls, ...d.right.sourceUrls])],
+              },
+        )
+        return Effect.void
+      }),
+    )
+    return out
+  })
+
+/** Totals over the index, for the manifest's `attachments` field. */
+export const totals = (dir: string): Effect.Effect<{ count: number; bytes: number }, ArchiveError> =>
+  Effect.map(readIndex(dir), (index) => {
+    let bytes = 0
+    for (const l of index.values()) bytes += l.size
+    return { count: index.size, bytes }
+  })

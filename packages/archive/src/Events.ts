@@ -1,0 +1,32 @@
+/**
+ * `events.ndjson`: a human-oriented event log, one `{ at, level, event, ...fields }` object per line. Never
+ * write tokens or resource bodies into it; as a safety net, fields whose name looks like a secret are
+ * replaced by "[redacted]". Not fsynced: nothing resumes from it.
+ */
+import * as Path from "node:path"
+import { Clock, Effect } from "effect"
+import type { ArchiveError } from "./ArchiveError.js"
+import * as Fs from "./internal/fs.js"
+
+export type Level = "debug" | "info" | "warning" | "error"
+
+const SECRET = /token|authori[sz]ation|secret|password|private|assertion|cookie/i
+
+const redact = (fields: Readonly<Record<string, unknown>>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(fields)) out[k] = SECRET.test(k) ? "[redacted]" : v
+  return out
+}
+
+/** Append one event to `<dir>/events.ndjson`. */
+export const append = (
+  dir: string,
+  event: string,
+  fields: Readonly<Record<string, unknown>> = {},
+  level: Level = "info",
+): Effect.Effect<void, ArchiveError> =>
+  Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const line = JSON.stringify({ ...redact(fields), at: new Date(now).toISOString(), level, event })
+    yield* Fs.append(Path.join(dir, "events.ndjson"), `${line}\n`)
+  })

@@ -1,0 +1,194 @@
+/** node:fs wrapped once: every call is an Effect failing with ArchiveError Io naming the path. */
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import { Effect, Stream } from "effect"
+import { ArchiveError, ioError } from "../ArchiveError.js"
+
+export const DIR_MODE = 0o700
+export const FILE_MODE = 0o600
+
+const P = NFS.promises
+
+const wrap = <A>(path: string, f: () => Promise<A>): Effect.Effect<A, ArchiveError> =>
+  Effect.tryPromise({ try: f, catch: ioError(path) })
+
+const code = (u: unknown): string | undefined =>
+  typeof u === "object" && u !== null && "code" in u && typeof u.code === "string" ? u.code : undefined
+
+/** mkdir -p, then chmod 0700 on the leaf (explicitly: umask is not trusted). */
+export const makeDir = (path: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, async () => {
+    await P.mkdir(path, { recursive: true, mode: DIR_MODE })
+    await P.chmod(path, DIR_MODE)
+  })
+
+export const exists = (path: string): Effect.Effect<boolean, ArchiveError> =>
+  wrap(path, () =>
+    P.stat(path).then(
+      () => true,
+      (e: unknown) => {
+        if (code(e) === "ENOENT") return false
+        throw e
+      },
+    ),
+  )
+
+export const readText = (path: string): Effect.Effect<string, ArchiveError> =>
+  wrap(path, () => P.readFile(path, "utf8"))
+
+/** The file's text, or undefined when it does not exist. */
+export const readTextIfExists = (path: string): Effect.Effect<string | undefined, ArchiveError> =>
+  wrap(path, () =>
+    P.readFile(path, "utf8").then(
+      (s) => s as string | undefined,
+      (e: unknown) => {
+        if (code(e) === "ENOENT") return undefined
+        throw e
+      },
+    ),
+  )
+
+export const readDir = (path: string): Effect.Effect<ReadonlyArray<string>, ArchiveError> =>
+  wrap(path, () =>
+    P.readdir(path).catch((e: unknown) => {
+      if (code(e) === "ENOENT") return []
+      throw e
+    }),
+  )
+
+export const remove = (path: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, () => P.rm(path, { force: true }))
+
+export const rename = (from: string, to: string): Effect.Effect<void, ArchiveError> =>
+  wrap(to, () => P.rename(from, to))
+
+export const size = (path: string): Effect.Effect<number, ArchiveError> =>
+  wrap(path, async () => (await P.stat(path)).size)
+
+export const truncate = (path: string, length: number): Effect.Effect<void, ArchiveError> =>
+  wrap(path, () => P.truncate(path, length))
+
+/** fsync a directory so a rename inside it survives a crash. */
+export const syncDir = (path: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, async () => {
+    const h = await P.open(path, "r")
+    try {
+      await h.sync()
+    } finally {
+      await h.close()
+    }
+  })
+
+/** Write a whole file atomically: `<path>.tmp` (0600) + fsync + rename + fsync of the directory. */
+export const writeAtomic = (path: string, data: string | Uint8Array): Effect.Effect<void, ArchiveError> =>
+  wrap(path, async () => {
+    const tmp = `${path}.tmp`
+    const h = await P.open(tmp, "w", FILE_MODE)
+    try {
+      await h.chmod(FILE_MODE)
+      await h.writeFile(data)
+      await h.sync()
+    } finally {
+      await h.close()
+    }
+    await P.rename(tmp, path)
+    const d = await P.open(Path.dirname(path), "r")
+    try {
+      await d.sync()
+    } finally {
+      await d.close()
+    }
+  })
+
+/** Create a file that must not exist yet (O_EXCL), mode 0600. Returns false when it already exists. */
+export const createExclusive = (path: string, data: string): Effect.Effect<boolean, ArchiveError> =>
+  wrap(path, async () => {
+    let h: NFS.promises.FileHandle
+    try {
+      h = await P.open(path, "wx", FILE_MODE)
+    } catch (e) {
+      if (code(e) === "EEXIST") return false
+      throw e
+    }
+    try {
+      await h.chmod(FILE_MODE)
+      await h.writeFile(data)
+      await h.sync()
+    } finally {
+      await h.close()
+    }
+    return true
+  })
+
+/** Append whole lines to a file (created 0600) and fsync. One write call, O_APPEND. */
+export const appendSync = (path: string, data: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, async () => {
+    const h = await P.open(path, "a", FILE_MODE)
+    try {
+      await h.chmod(FILE_MODE)
+      await h.write(data)
+      await h.sync()
+    } finally {
+      await h.close()
+    }
+  })
+
+export const isNodeError = (u: unknown, c: string): boolean => code(u) === c
+
+export { ArchiveError }
+
+/** SHA-256 (hex) and size of a file, streamed. */
+export const hashFile = (path: string): Effect.Effect<{ sha256: string; bytes: number }, ArchiveError> =>
+  wrap(path, async () => {
+    const hash = createHash("sha256")
+    let bytes = 0
+    for await (const chunk of NFS.createReadStream(path, { highWaterMark: 256 * 1024 })) {
+      const b = chunk as Buffer
+      hash.update(b)
+      bytes += b.length
+    }
+    return { sha256: hash.digest("hex"), bytes }
+  })
+
+/** Write a byte stream to a new file (0600, explicit chmod), fsync, close. */
+export const writeStream = <E, R>(
+  path: string,
+  bytes: Stream.Stream<Uint8Array, E, R>,
+): Effect.Effect<number, ArchiveError | E, R> =>
+  Effect.acquireUseRelease(
+    wrap(path, async () => {
+      const h = await P.open(path, "w", FILE_MODE)
+      await h.chmod(FILE_MODE)
+      return h
+    }),
+    (h) =>
+      Effect.gen(function* () {
+        let n = 0
+        yield* Stream.runForEach(bytes, (b) =>
+          wrap(path, async () => {
+            let off = 0
+            while (off < b.length) {
+              const { bytesWritten } = await h.write(b, off, b.length - off)
+              off += bytesWritten
+            }
+            n += b.length
+          }),
+        )
+        yield* wrap(path, () => h.sync())
+        return n
+      }),
+    (h) => Effect.promise(() => h.close().catch(() => undefined)),
+  )
+
+/** Append to a file (created 0600) without fsync: for logs that are not needed to resume. */
+export const append = (path: string, data: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, async () => {
+    const h = await P.open(path, "a", FILE_MODE)
+    try {
+      await h.chmod(FILE_MODE)
+      await h.write(data)
+    } finally {
+      await h.close()
+    }
+  })

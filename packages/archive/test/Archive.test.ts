@@ -1,0 +1,254 @@
+import * as ChildProcess from "node:child_process"
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import * as Zlib from "node:zlib"
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Exit, Scope, Stream } from "effect"
+import * as Archive from "../src/Archive.js"
+import * as Attachments from "../src/Attachments.js"
+import * as Manifest from "../src/Manifest.js"
+import { mode, tempDir } from "./helpers.js"
+
+const init: Manifest.Init = {
+  tool: { name: "ferry", version: "0.1.0" },
+  source: { baseUrl: "http://127.0.0.1:1/fhir", fhirVersion: "4.0.1" },
+  request: { level: "system", url: "http://127.0.0.1:1/fhir/$export", parameters: { _type: ["Patient"] } },
+}
+
+const patients = (n: number) =>
+  Stream.fromIterable(
+    Array.from({ length: n }, (_, i) => ({ resourceType: "Patient", id: `p${i}`, name: [{ text: "Zoé" }] })),
+  )
+
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex")
+
+const newArchive = Effect.gen(function* () {
+  const dir = Path.join(yield* tempDir, "archive")
+  yield* Archive.create(dir, init)
+  return dir
+})
+
+describe("Archive", () => {
+  it.scoped("create lays out 0700 directories and a 0600 manifest that open() validates", () =>
+    Effect.gen(function* () {
+      const dir = yield* newArchive
+      for (const d of ["", "data", "deleted", "errors", "attachments"])
+        expect(mode(Path.join(dir, d))).toBe(0o700)
+      expect(mode(Path.join(dir, "manifest.json"))).toBe(0o600)
+      const m = yield* Archive.open(dir)
+      expect(m).toMatchObject({
+        format: "ferry-archive/1",
+        complete: false,
+        files: [],
+        attachments: { count: 0, bytes: 0 },
+      })
+      expect(m.request.parameters).toEqual({ _type: ["Patient"] })
+      const again = yield* Effect.flip(Archive.create(dir, init))
+      expect(again.reason).toBe("Exists")
+    }),
+  )
+
+  it.scoped("lock first, then create: the lock may precede the archive in a new directory", () =>
+    Effect.gen(function* () {
+      const dir = Path.join(yield* tempDir, "new", "archive")
+      yield* Archive.lock(dir)
+      expect(mode(dir)).toBe(0o700)
+      const m = yield* Archive.create(dir, init)
+      expect(m.complete).toBe(false)
+    }),
+  )
+
+  it.scoped("open refuses a directory without a manifest, a foreign format and a broken manifest", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      expect((yield* Effect.flip(Archive.open(dir))).reason).toBe("NotAnArchive")
+      NFS.writeFileSync(Path.join(dir, "manifest.json"), JSON.stringify({ format: "other/2" }))
+      const foreign = yield* Effect.flip(Archive.open(dir))
+      expect(foreign.reason).toBe("NotAnArchive")
+      expect(foreign.message).toContain('format is "other/2"')
+      NFS.writeFileSync(
+        Path.join(dir, "manifest.json"),
+        JSON.stringify({ format: "ferry-archive/1", complete: "yes" }),
+      )
+      expect((yield* Effect.flip(Archive.open(dir))).reason).toBe("Corrupt")
+      NFS.writeFileSync(Path.join(dir, "manifest.json"), "{")
+      expect((yield* Effect.flip(Archive.open(dir))).reason).toBe("Corrupt")
+    }),
+  )
+
+  it.scoped(
+    "writeManifest replaces the file atomically; a crashed tmp write leaves the old manifest readable",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const m = yield* Archive.readManifest(dir)
+        // a crash while writing the next version leaves only a torn .tmp behind
+        NFS.writeFileSync(Path.join(dir, "manifest.json.tmp"), '{"format":"ferry-archive/1","compl')
+        expect(yield* Archive.readManifest(dir)).toEqual(m)
+        const next = yield* Archive.updateManifest(dir, (x) => ({
+          ...x,
+          complete: true,
+          transactionTime: "2026-01-01T00:00:00Z",
+        }))
+        expect(yield* Archive.readManifest(dir)).toEqual(next)
+        expect(NFS.existsSync(Path.join(dir, "manifest.json.tmp"))).toBe(false)
+        expect(mode(Path.join(dir, "manifest.json"))).toBe(0o600)
+      }),
+  )
+
+  it.scoped("writeFile numbers files per type and its count/bytes/sha256 match a recomputation", () =>
+    Effect.gen(function* () {
+      const dir = yield* newArchive
+      const a = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(1500))
+      const b = yield* Archive.writeFile(
+        dir,
+        { section: "files", type: "Patient", compression: "gzip" },
+        patients(3),
+      )
+      const c = yield* Archive.writeFile(
+        dir,
+        { section: "errors", type: "OperationOutcome" },
+        Stream.make('{"resourceType":"OperationOutcome","issue":[]}'),
+      )
+      expect([a.path, b.path, c.path]).toEqual([
+        "data/Patient.000.ndjson",
+        "data/Patient.001.ndjson.gz",
+        "errors/OperationOutcome.000.ndjson",
+      ])
+      for (const e of [a, b, c]) {
+        const disk = NFS.readFileSync(Path.join(dir, e.path))
+        expect(e.bytes).toBe(disk.length)
+        expect(e.sha256).toBe(sha256(disk))
+        expect(mode(Path.join(dir, e.path))).toBe(0o600)
+      }
+      expect([a.count, b.count, c.count]).toEqual([1500, 3, 1])
+      expect(
+        Zlib.gunzipSync(NFS.readFileSync(Path.join(dir, b.path)))
+          .toString()
+          .split("\n"),
+      ).toHaveLength(4)
+      expect(NFS.readdirSync(Path.join(dir, "data")).filter((n) => n.endsWith(".part"))).toEqual([])
+
+      const back = Chunk.toReadonlyArray(yield* Stream.runCollect(Archive.resources(dir, b)))
+      expect(back.map((r) => [r.file, r.line, r.value.id])).toEqual([
+        ["data/Patient.001.ndjson.gz", 1, "p0"],
+        ["data/Patient.001.ndjson.gz", 2, "p1"],
+        ["data/Patient.001.ndjson.gz", 3, "p2"],
+      ])
+      const m = yield* Archive.updateManifest(dir, (x) =>
+        Manifest.addFiles(Manifest.addFiles(x, "files", [a, b]), "errors", [c]),
+      )
+      expect(Manifest.counts(m).get("Patient")).toBe(1503)
+    }),
+  )
+
+  it.scoped("concurrent writers of one type get distinct files", () =>
+    Effect.gen(function* () {
+      const dir = yield* newArchive
+      const entries = yield* Effect.forEach(
+        [1, 2, 3, 4, 5, 6],
+        (n) =>
+          Archive.writeFile(
+            dir,
+            { section: "files", type: "Observation" },
+            patients(n).pipe(Stream.map((p) => ({ ...p, resourceType: "Observation" }))),
+          ),
+        { concurrency: 6 },
+      )
+      expect(new Set(entries.map((e) => e.path)).size).toBe(6)
+      expect(entries.map((e) => e.count).sort()).toEqual([1, 2, 3, 4, 5, 6])
+    }),
+  )
+
+  it.scoped("a bad line read back is an ArchiveError with file:line; a bad type name is refused", () =>
+    Effect.gen(function* () {
+      const dir = yield* newArchive
+      const e = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(2))
+      const short = yield* Effect.flip(Stream.runDrain(Archive.resources(dir, { ...e, count: 3 })))
+      expect(short.message).toContain("data/Patient.000.ndjson: holds 2 resources but the manifest says 3")
+      NFS.appendFileSync(Path.join(dir, e.path), '{"resourceType":"Observation"}\n')
+      const err = yield* Effect.flip(Stream.runDrain(Archive.resources(dir, { ...e, count: 3 })))
+      expect([err.reason, err.path, err.line]).toEqual(["Corrupt", "data/Patient.000.ndjson", 3])
+      expect(err.message).toContain("data/Patient.000.ndjson:3: expected Patient, found Observation")
+      const bad = yield* Effect.flip(Archive.writeFile(dir, { section: "files", type: "../x" }, patients(1)))
+      expect(bad.reason).toBe("Corrupt")
+    }),
+  )
+
+  it.scoped(
+    "checksums.sha256 is sha256sum-compatible and verifyChecksums finds changed, missing and unlisted files",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const a = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(10))
+        const b = yield* Archive.writeFile(
+          dir,
+          { section: "deleted", type: "Bundle" },
+          Stream.make({ resourceType: "Bundle", type: "transaction", entry: [] }),
+        )
+        const blob = yield* Attachments.put(dir, Stream.make(new TextEncoder().encode("%PDF-1.4 hello")), {
+          contentType: "application/pdf",
+        })
+        const m = yield* Archive.updateManifest(dir, (x) =>
+          Manifest.addFiles(Manifest.addFiles(x, "files", [a]), "deleted", [b]),
+        )
+        expect(yield* Archive.writeChecksums(dir, m)).toBe(3)
+        expect(mode(Path.join(dir, "checksums.sha256"))).toBe(0o600)
+        expect(yield* Archive.verifyChecksums(dir)).toEqual([])
+        const sum = ChildProcess.spawnSync("sha256sum", ["-c", "checksums.sha256"], {
+          cwd: dir,
+          encoding: "utf8",
+        })
+        if (sum.error === undefined) {
+          expect(sum.status).toBe(0)
+          expect(sum.stdout).toContain(`${Attachments.relativePath(blob.sha256)}: OK`)
+        }
+
+        NFS.appendFileSync(Path.join(dir, a.path), "\n")
+        NFS.rmSync(Path.join(dir, b.path))
+        const c = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(1))
+        yield* Archive.updateManifest(dir, (x) => Manifest.addFiles(x, "files", [c]))
+        const problems = yield* Archive.verifyChecksums(dir)
+        expect(problems.map((p) => [p.path, p.problem])).toEqual([
+          ["data/Patient.000.ndjson", "Changed"],
+          ["deleted/Bundle.000.ndjson", "Missing"],
+          ["data/Patient.001.ndjson", "Unlisted"],
+        ])
+      }),
+  )
+
+  it.scoped(
+    "the lock keeps a second writer out, is released with the scope, and a dead holder's lock is taken over",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const lockPath = Path.join(dir, ".lock")
+        const scope = yield* Scope.make()
+        yield* Archive.lock(dir).pipe(Scope.extend(scope))
+        expect(mode(lockPath)).toBe(0o600)
+        expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
+        const second = yield* Effect.flip(Effect.scoped(Archive.lock(dir)))
+        expect(second.reason).toBe("Locked")
+        expect(second.message).toContain(`locked by pid ${process.pid}`)
+        yield* Scope.close(scope, Exit.void)
+        expect(NFS.existsSync(lockPath)).toBe(false)
+
+        // a lock left by a process that has exited, plus the .part it was writing
+        const dead = ChildProcess.spawnSync(process.execPath, ["-e", "0"]).pid
+        NFS.writeFileSync(lockPath, JSON.stringify({ pid: dead, host: OS.hostname(), startedAt: "then" }))
+        NFS.writeFileSync(Path.join(dir, "data", "Patient.000.ndjson.part"), "half")
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* Archive.lock(dir)
+            expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
+            expect(NFS.existsSync(Path.join(dir, "data", "Patient.000.ndjson.part"))).toBe(false)
+          }),
+        )
+        // a live process on another host can't be checked: stay out
+        NFS.writeFileSync(lockPath, JSON.stringify({ pid: 1, host: "elsewhere", startedAt: "then" }))
+        expect((yield* Effect.flip(Effect.scoped(Archive.lock(dir)))).reason).toBe("Locked")
+      }),
+  )
+})

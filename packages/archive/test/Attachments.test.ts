@@ -1,0 +1,93 @@
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Stream } from "effect"
+import * as Attachments from "../src/Attachments.js"
+import { mode, tempDir } from "./helpers.js"
+
+const enc = new TextEncoder()
+const data = new URL("../../../../shared/data/attachments/", import.meta.url)
+
+describe("Attachments", () => {
+  it.scoped("stores by sha256 (0600 in 0700 dirs), with FHIR's base64 sha1, and dedupes by hash", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const bytes = enc.encode("hello attachment")
+      const first = yield* Attachments.put(dir, Stream.make(bytes.slice(0, 5), bytes.slice(5)), {
+        contentType: "text/plain",
+        sourceUrl: "http://src/Binary/1",
+      })
+      expect(first.sha256).toBe(createHash("sha256").update(bytes).digest("hex"))
+      expect(first.sha1).toBe(createHash("sha1").update(bytes).digest("base64"))
+      expect(first.sha1).toHaveLength(28)
+      expect(first).toMatchObject({ size: bytes.length, created: true })
+      const path = Path.join(dir, Attachments.relativePath(first.sha256))
+      expect(mode(path)).toBe(0o600)
+      expect(mode(Path.dirname(path))).toBe(0o700)
+      expect(mode(Path.join(dir, "attachments", "index.ndjson"))).toBe(0o600)
+
+      const second = yield* Attachments.put(dir, Stream.make(bytes), {
+        contentType: "text/plain",
+        sourceUrl: "http://src/Binary/2",
+      })
+      expect(second).toMatchObject({ sha256: first.sha256, created: false })
+      const third = yield* Attachments.put(dir, Stream.make(bytes))
+      expect(third.created).toBe(false)
+      expect(NFS.readdirSync(Path.dirname(path))).toEqual([first.sha256])
+      expect(NFS.readdirSync(Path.join(dir, "attachments")).filter((n) => n.endsWith(".part"))).toEqual([])
+
+      const index = yield* Attachments.readIndex(dir)
+      expect(index.size).toBe(1)
+      expect(index.get(first.sha256)).toEqual({
+        sha256: first.sha256,
+        sha1: first.sha1,
+        size: bytes.length,
+        contentType: "text/plain",
+        sourceUrls: ["http://src/Binary/1", "http://src/Binary/2"],
+      })
+      expect(yield* Attachments.totals(dir)).toEqual({ count: 1, bytes: bytes.length })
+      expect(yield* Attachments.has(dir, first.sha256)).toBe(true)
+      expect(yield* Attachments.has(dir, "0".repeat(64))).toBe(false)
+      const back = Chunk.toReadonlyArray(yield* Stream.runCollect(Attachments.read(dir, first.sha256)))
+      expect(Buffer.concat(back).toString()).toBe("hello attachment")
+    }),
+  )
+
+  it.scoped("stores a real attachment from the shared data byte for byte", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const files = NFS.readdirSync(data).filter((n) => NFS.statSync(new URL(n, data)).isFile())
+      expect(files.length).toBeGreaterThan(0)
+      const file = new URL(files[0]!, data)
+      const original = NFS.readFileSync(file)
+      const stored = yield* Attachments.put(
+        dir,
+        Stream.fromIterable(
+          Array.from({ length: Math.ceil(original.length / 4096) }, (_, i) =>
+            original.subarray(i * 4096, (i + 1) * 4096),
+          ),
+        ),
+      )
+      expect(stored.size).toBe(original.length)
+      expect(NFS.readFileSync(Path.join(dir, Attachments.relativePath(stored.sha256))).equals(original)).toBe(
+        true,
+      )
+    }),
+  )
+
+  it.scoped("a failing source leaves no temp file and no blob; a torn index tail is ignored", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const e = yield* Effect.flip(
+        Attachments.put(dir, Stream.concat(Stream.make(enc.encode("part")), Stream.fail("network" as const))),
+      )
+      expect(e).toBe("network")
+      expect(NFS.readdirSync(Path.join(dir, "attachments"))).toEqual([])
+      const ok = yield* Attachments.put(dir, Stream.make(enc.encode("x")), { sourceUrl: "u" })
+      NFS.appendFileSync(Path.join(dir, "attachments", "index.ndjson"), '{"sha256":"ab')
+      expect([...(yield* Attachments.readIndex(dir)).keys()]).toEqual([ok.sha256])
+      expect((yield* Effect.flip(Attachments.has(dir, "../../etc"))).reason).toBe("Corrupt")
+    }),
+  )
+})

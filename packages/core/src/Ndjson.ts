@@ -1,0 +1,621 @@
+/**
+ * Streaming NDJSON (one JSON value per line), the format of every Bulk Data file Ferry moves.
+ *
+ * Reading works on byte chunks: lines are split on byte 0x0A with `Buffer.indexOf` (0x0A never occurs
+ * inside a multi-byte UTF-8 sequence, so a character split across chunks is reassembled before it is
+ * decoded), CR before LF is dropped, blank lines are skipped, a last line without a newline is kept,
+ * and a line longer than `maxLineBytes` fails instead of growing memory. Each line is parsed with
+ * `JSON.parse` and checked with a cheap guard (STYLE.md §5): an object with a string `resourceType`.
+ *
+ * Writing serialises values (or takes pre-serialised lines) into a file created 0600, optionally
+ * gzip-compressed, hashing the bytes that reach the disk.
+ */
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import { once } from "node:events"
+import { PassThrough, pipeline as pipelineCb, Transform } from "node:stream"
+import { pipeline } from "node:stream/promises"
+import { promisify } from "node:util"
+import * as Zlib from "node:zlib"
+import { type Cause, Channel, Chunk, Effect, Option, Schema, Sink, Stream } from "effect"
+import type { Scope } from "effect"
+import { isResource, type Resource } from "./Ids.js"
+
+// ---------------------------------------------------------------------------------------------------------
+// Errors
+
+/**
+ * A problem with an NDJSON file.
+ * - InvalidJson: a line is not valid JSON
+ * - NotAResource: a line is JSON but not an object with a string `resourceType`
+ * - UnexpectedType: a line's `resourceType` is not the type the file is supposed to hold
+ * - LineTooLong: a line exceeds the configured maximum length
+ * - InvalidLine: a pre-serialised line handed to the writer contains a newline
+ * - Io: the file could not be read or written
+ */
+export class NdjsonError extends Schema.TaggedError<NdjsonError>("@ferry/core/NdjsonError")("NdjsonError", {
+  reason: Schema.Literal("InvalidJson", "NotAResource", "UnexpectedType", "LineTooLong", "InvalidLine", "Io"),
+  file: Schema.String,
+  line: Schema.Number,
+  detail: Schema.String,
+  cause: Schema.optional(Schema.Defect),
+}) {
+  override get message(): string {
+    const where = this.line > 0 ? `${this.file}:${this.line}` : this.file
+    const what: Record<NdjsonError["reason"], string> = {
+      InvalidJson: `not valid JSON (${this.detail}); fix or remove that line`,
+      NotAResource: `not a FHIR resource (${this.detail}); every line must be a JSON object with a "resourceType"`,
+      UnexpectedType: `${this.detail}; each NDJSON file holds one resource type, move the line to the right file`,
+      LineTooLong: `line longer than ${this.detail}; raise the maximum line length or check that the file really is NDJSON`,
+      InvalidLine: `${this.detail}; a pre-serialised line must not contain a newline`,
+      Io: `${this.detail}; check the path, permissions and free disk space`,
+    }
+    return `${where}: ${what[this.reason]}`
+  }
+}
+
+const errorText = (u: unknown): string =>
+  u instanceof Error ? u.message : typeof u === "string" ? u : JSON.stringify(u)
+
+const ioError =
+  (file: string, line = 0) =>
+  (cause: unknown) =>
+    new NdjsonError({ reason: "Io", file, line, detail: errorText(cause), cause })
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading
+
+/** Default maximum line length: 64 MiB. */
+export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
+
+export interface ReadOptions {
+  /** How the source is named in errors: a path, an archive-relative path or a URL. */
+  readonly file: string
+  /** Fail when a line is longer than this many bytes (default 64 MiB). */
+  readonly maxLineBytes?: number
+  /** When set, every line's `resourceType` must equal this. */
+  readonly resourceType?: string
+}
+
+/** One line of a file, undecoded. */
+export interface Line {
+  /** 1-based line number in the file (blank lines count). */
+  readonly line: number
+  /** The line without its terminator (LF or CRLF). */
+  readonly text: string
+  /** Bytes the line occupies in the file, terminator included. */
+  readonly bytes: number
+  /** False only for a last line that has no trailing newline. */
+  readonly terminated: boolean
+}
+
+/** One parsed line. */
+export interface Item<A = Resource> {
+  readonly line: number
+  readonly value: A
+  readonly bytes: number
+}
+
+const openP = promisify(NFS.open)
+const fchmodP = promisify(NFS.fchmod)
+const fsyncP = promisify(NFS.fsync)
+
+const asBuffer = (u: Uint8Array): Buffer =>
+  Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
+
+/** Decode window: strings up to this size stay out of V8's large-object space. */
+const WINDOW = 64 * 1024
+
+const isBlank = (s: string): boolean => s.length === 0 || (s.charCodeAt(0) <= 32 && s.trim().length === 0)
+
+/**
+ * The line splitter as a Channel. `map` turns each line into zero or one output; it may throw an
+ * NdjsonError (thrown, not returned, to keep the hot loop free of allocation), which fails the stream.
+ */
+const splitChannel = <A, IE, Done>(
+  options: ReadOptions & { readonly keepBlank?: boolean },
+  map: (line: number, text: string, bytes: number, terminated: boolean) => A | undefined,
+): Channel.Channel<Chunk.Chunk<A>, Chunk.Chunk<Uint8Array>, IE | NdjsonError, IE, unknown, Done> =>
+  Channel.suspend(() => {
+    const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
+    const keepBlank = options.keepBlank === true
+    let pending: Array<Buffer> = []
+    let pendingBytes = 0
+    let lineNo = 0
+
+    const tooLong = (line: number) =>
+      new NdjsonError({ reason: "LineTooLong", file: options.file, line, detail: `${max} bytes` })
+
+    /** One line held in a Buffer (a line that crossed chunks, or the last one). */
+    const emitBuffer = (out: Array<A>, raw: Buffer, terminated: boolean) => {
+      lineNo++
+      let stop = raw.length
+      if (stop > 0 && raw[stop - 1] === 13) stop--
+      if (stop > max) throw tooLong(lineNo)
+      const text = raw.toString("utf8", 0, stop)
+      if (!keepBlank && isBlank(text)) return
+      const mapped = map(lineNo, text, raw.length + (terminated ? 1 : 0), terminated)
+      if (mapped !== undefined) out.push(mapped)
+    }
+
+    const emitWindow = (out: Array<A>, buf: Buffer, start: number, end: number) => {
+      const text = buf.toString("utf8", start, end)
+      const ascii = text.length === end - start
+      let pos = 0
+      while (pos < text.length) {
+        const nl = text.indexOf("\n", pos)
+        lineNo++
+        let stop = nl
+        if (stop > pos && text.charCodeAt(stop - 1) === 13) stop--
+        const line = text.slice(pos, stop)
+        const bytes = ascii ? nl - pos + 1 : Buffer.byteLength(line) + (nl - stop) + 1
+        if (bytes - 1 - (nl - stop) > max) throw tooLong(lineNo)
+        pos = nl + 1
+        if (!keepBlank && isBlank(line)) continue
+        const mapped = map(lineNo, line, bytes, true)
+        if (mapped !== undefined) out.push(mapped)
+      }
+    }
+
+    const keep = (buf: Buffer, from: number) => {
+      const rest = buf.length - from
+      if (rest === 0) return
+      // +1 leaves room for a CR that may still be followed by LF
+      if (pendingBytes + rest > max + 1) throw tooLong(lineNo + 1)
+      // copied: the caller may reuse `buf` for the next read, and a small copy doesn't pin a big buffer
+      pending.push(Buffer.from(buf.subarray(from)))
+      pendingBytes += rest
+    }
+
+    // The input chunk being worked through. Its lines are emitted one window (~64 KiB of text) at a time, so
+    // only a window's worth of parsed values is alive at once however big the read was.
+    let bufs: Array<Buffer> = []
+    let bi = 0
+    let pos = 0
+    let last = -1
+    let fresh = true
+
+    /** The next batch of outputs from the current input, or undefined when it is used up. */
+    const nextBatch = (): Array<A> | undefined => {
+      while (bi < bufs.length) {
+        const buf = bufs[bi]!
+        if (fresh) {
+          fresh = false
+          pos = 0
+          const first = buf.indexOf(10)
+          if (first === -1) {
+            keep(buf, 0)
+            bi++
+            fresh = true
+            continue
+          }
+          last = buf.lastIndexOf(10)
+          if (pendingBytes > 0) {
+            pending.push(buf.subarray(0, first))
+            const joined = Buffer.concat(pending, pendingBytes + first)
+            pending = []
+            pendingBytes = 0
+            pos = first + 1
+            const out: Array<A> = []
+            emitBuffer(out, joined, true)
+            if (out.length > 0) return out
+          }
+        }
+        if (pos <= last) {
+          let stop = last + 1
+          if (stop - pos > WINDOW) {
+            const nl = buf.lastIndexOf(10, pos + WINDOW - 1)
+            stop = nl >= pos ? nl + 1 : buf.indexOf(10, pos + WINDOW) + 1
+          }
+          const out: Array<A> = []
+          emitWindow(out, buf, pos, stop)
+          pos = stop
+          if (out.length > 0) return out
+          continue
+        }
+        keep(buf, last + 1)
+        bi++
+        fresh = true
+      }
+      bufs = []
+      return undefined
+    }
+
+    const run = <X>(f: () => X): Effect.Effect<X, NdjsonError> =>
+      Effect.suspend(() => {
+        try {
+          return Effect.succeed(f())
+        } catch (e) {
+          if (e instanceof NdjsonError) return Effect.fail(e)
+          throw e
+        }
+      })
+
+    const drain: Channel.Channel<
+      Chunk.Chunk<A>,
+      Chunk.Chunk<Uint8Array>,
+      IE | NdjsonError,
+      IE,
+      unknown,
+      Done
+    > = Channel.suspend(() =>
+      Channel.flatMap(Channel.fromEffect(run(nextBatch)), (out) =>
+        out === undefined ? loop : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(out)), drain),
+      ),
+    )
+    const loop: Channel.Channel<
+      Chunk.Chunk<A>,
+      Chunk.Chunk<Uint8Array>,
+      IE | NdjsonError,
+      IE,
+      unknown,
+      Done
+    > = Channel.readWithCause({
+      onInput: (input: Chunk.Chunk<Uint8Array>) => {
+        bufs = Chunk.toReadonlyArray(input).map(asBuffer)
+        bi = 0
+        fresh = true
+        return drain
+      },
+      onFailure: (cause: Cause.Cause<IE>) => Channel.failCause(cause),
+      onDone: () =>
+        Channel.flatMap(
+          Channel.fromEffect(
+            run(() => {
+              const out: Array<A> = []
+              if (pendingBytes > 0) {
+                const joined = Buffer.concat(pending, pendingBytes)
+                pending = []
+                pendingBytes = 0
+                emitBuffer(out, joined, false)
+              }
+              return out
+            }),
+          ),
+          (out) => (out.length === 0 ? Channel.void : Channel.write(Chunk.unsafeFromArray(out))),
+        ),
+    })
+    return loop
+  })
+
+/**
+ * Bytes → numbered lines (blank lines skipped unless `keepBlank`). The line after the last newline, if
+ * any, is emitted with `terminated: false` (a journal uses this to detect a torn tail).
+ */
+export const splitLines =
+  (options: ReadOptions & { readonly keepBlank?: boolean }) =>
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Line, E | NdjsonError, R> =>
+    Stream.pipeThroughChannel(
+      self,
+      splitChannel<Line, E, unknown>(options, (line, text, bytes, terminated) => ({
+        line,
+        text,
+        bytes,
+        terminated,
+      })),
+    )
+
+/** Bytes → raw line strings (blank lines skipped), for counting or hashing without parsing. */
+export const lines =
+  (options: ReadOptions) =>
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<string, E | NdjsonError, R> =>
+    Stream.pipeThroughChannel(
+      self,
+      splitChannel<string, E, unknown>(options, (_line, text) => text),
+    )
+
+const shorten = (s: string): string => (s.length > 80 ? `${s.slice(0, 77)}...` : s)
+
+/**
+ * V8's JSON.parse messages quote the input (`Unexpected token 'o', "{"name": oops}" is not valid JSON`);
+ * lines may hold patient data, which must not reach logs, so the quote is cut off.
+ */
+const jsonErrorText = (e: unknown): string => errorText(e).replace(/, (?:\.\.\.)?".*$/s, "")
+
+const kindOf = (u: unknown): string =>
+  Array.isArray(u)
+    ? "an array"
+    : u === null
+      ? "null"
+      : typeof u === "object"
+        ? `an object without a string "resourceType"`
+        : `a ${typeof u}`
+
+/** Parse one line with `JSON.parse` and the cheap resource guard; throws NdjsonError. */
+const parseText = (options: ReadOptions, line: number, text: string, bytes: number): Item => {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (e) {
+    throw new NdjsonError({ reason: "InvalidJson", file: options.file, line, detail: jsonErrorText(e) })
+  }
+  if (!isResource(value)) {
+    throw new NdjsonError({
+      reason: "NotAResource",
+      file: options.file,
+      line,
+      detail: `found ${kindOf(value)}`,
+    })
+  }
+  if (options.resourceType !== undefined && value.resourceType !== options.resourceType) {
+    throw new NdjsonError({
+      reason: "UnexpectedType",
+      file: options.file,
+      line,
+      detail: `expected ${options.resourceType}, found ${shorten(value.resourceType)}`,
+    })
+  }
+  return { line, value, bytes }
+}
+
+/**
+ * Parse one line (as `splitLines` gives it) with `JSON.parse` and the cheap guard. Fails with NdjsonError
+ * naming `file:line`.
+ */
+export const parseLine = (options: ReadOptions, line: Line): Effect.Effect<Item, NdjsonError> =>
+  Effect.try({
+    try: () => parseText(options, line.line, line.text, line.bytes),
+    catch: (e) =>
+      e instanceof NdjsonError
+        ? e
+        : new NdjsonError({
+            reason: "InvalidJson",
+            file: options.file,
+            line: line.line,
+            detail: jsonErrorText(e),
+          }),
+  })
+
+/** Bytes → parsed resources, each with its 1-based line number and byte size. */
+export const parse =
+  (options: ReadOptions) =>
+  <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Item, E | NdjsonError, R> =>
+    Stream.pipeThroughChannel(
+      self,
+      splitChannel<Item, E, unknown>(options, (line, text, bytes) => parseText(options, line, text, bytes)),
+    )
+
+export interface FileOptions {
+  /** Gunzip while reading. Default: true when the path ends in `.gz`. */
+  readonly gzip?: boolean
+  /** Read size; default 1 MiB for plain files (one reused buffer), 64 KiB for gzip. */
+  readonly chunkSize?: number
+  /** Label used in errors instead of the path. */
+  readonly label?: string
+}
+
+/** The (decompressed) bytes of a file as a Stream. */
+export const fileBytes = (
+  path: string,
+  options: FileOptions = {},
+): Stream.Stream<Uint8Array, NdjsonError> => {
+  const label = options.label ?? path
+  const gzip = options.gzip ?? path.endsWith(".gz")
+  return Stream.fromAsyncIterable<Uint8Array, NdjsonError>(
+    {
+      [Symbol.asyncIterator]: () => {
+        const source = NFS.createReadStream(path, { highWaterMark: options.chunkSize ?? 64 * 1024 })
+        if (!gzip) return source[Symbol.asyncIterator]()
+        const gunzip = Zlib.createGunzip({ chunkSize: 64 * 1024 })
+        // pipeline destroys both streams on error, so the iterator below sees the source's error too
+        pipelineCb(source, gunzip, () => {})
+        return gunzip[Symbol.asyncIterator]()
+      },
+    },
+    ioError(label),
+  )
+}
+
+/**
+ * An uncompressed file read into one reused buffer. Only safe for a consumer that is done with a chunk
+ * before pulling the next one (the line splitter is: it decodes or copies every byte it keeps). Reusing the
+ * buffer keeps external memory flat; fresh read buffers pile up until V8 decides to collect them.
+ */
+const reusedBufferBytes = (
+  path: string,
+  label: string,
+  size: number,
+): Stream.Stream<Uint8Array, NdjsonError> =>
+  Stream.unwrapScoped(
+    Effect.gen(function* () {
+      const fd = yield* Effect.acquireRelease(
+        Effect.tryPromise({ try: () => openP(path, "r"), catch: ioError(label) }),
+        (fd) => Effect.async<void>((resume) => NFS.close(fd, () => resume(Effect.void))),
+      )
+      const buf = Buffer.allocUnsafeSlow(size)
+      return Stream.repeatEffectOption(
+        Effect.async<Uint8Array, Option.Option<NdjsonError>>((resume) =>
+          NFS.read(fd, buf, 0, size, null, (err, n) =>
+            resume(
+              err
+                ? Effect.fail(Option.some(ioError(label)(err)))
+                : n === 0
+                  ? Effect.fail(Option.none())
+                  : Effect.succeed(buf.subarray(0, n)),
+            ),
+          ),
+        ),
+      )
+    }),
+  )
+
+const sourceFor = (path: string, options: FileOptions): Stream.Stream<Uint8Array, NdjsonError> =>
+  (options.gzip ?? path.endsWith(".gz"))
+    ? fileBytes(path, options)
+    : reusedBufferBytes(path, options.label ?? path, options.chunkSize ?? 1024 * 1024)
+
+/** Read and parse an NDJSON file (gzip if it ends in `.gz`). */
+export const readFile = (
+  path: string,
+  options: FileOptions & Partial<ReadOptions> = {},
+): Stream.Stream<Item, NdjsonError> =>
+  sourceFor(path, options).pipe(parse({ ...options, file: options.label ?? options.file ?? path }))
+
+/** Read an NDJSON file as raw line strings. */
+export const readFileLines = (
+  path: string,
+  options: FileOptions & Partial<ReadOptions> = {},
+): Stream.Stream<string, NdjsonError> =>
+  sourceFor(path, options).pipe(lines({ ...options, file: options.label ?? options.file ?? path }))
+
+/** Read an NDJSON file as numbered lines (see `splitLines`). */
+export const readFileSplit = (
+  path: string,
+  options: FileOptions & Partial<ReadOptions> & { readonly keepBlank?: boolean } = {},
+): Stream.Stream<Line, NdjsonError> =>
+  sourceFor(path, options).pipe(splitLines({ ...options, file: options.label ?? options.file ?? path }))
+
+// ---------------------------------------------------------------------------------------------------------
+// Writing
+
+export interface WriteOptions {
+  /** gzip-compress what is written. Default false. */
+  readonly gzip?: boolean
+  /** fsync the file before returning. Default true. */
+  readonly sync?: boolean
+  /** Open flag: "w" (create or truncate, default) or "wx" (fail if it exists). */
+  readonly flag?: "w" | "wx"
+  /** Label used in errors instead of the path. */
+  readonly label?: string
+}
+
+/** What reached the disk. */
+export interface WriteResult {
+  /** Lines (values) written. */
+  readonly count: number
+  /** Bytes in the file (compressed size when gzip). */
+  readonly bytes: number
+  /** Lowercase hex SHA-256 of the file's bytes, as `sha256sum` prints it. */
+  readonly sha256: string
+}
+
+/** A line-oriented writer on one open file. Every method is serial: don't call them concurrently. */
+export interface Writer {
+  readonly write: (values: Iterable<unknown>) => Effect.Effect<void, NdjsonError>
+  /** Flush, fsync (unless disabled) and report; the file stays open until the scope closes. */
+  readonly finish: Effect.Effect<WriteResult, NdjsonError>
+}
+
+/**
+ * Serialise values into one string of NDJSON. A string value is taken as a pre-serialised line
+ * (it must not contain a newline).
+ */
+const serialise = (label: string, firstLine: number, values: Iterable<unknown>): [string, number] => {
+  let s = ""
+  let n = 0
+  for (const v of values) {
+    if (typeof v === "string") {
+      if (v.indexOf("\n") !== -1) {
+        throw new NdjsonError({
+          reason: "InvalidLine",
+          file: label,
+          line: firstLine + n,
+          detail: "the line contains a newline",
+        })
+      }
+      s += v
+    } else {
+      s += JSON.stringify(v)
+    }
+    s += "\n"
+    n++
+  }
+  return [s, n]
+}
+
+/** Open a file for NDJSON writing (mode 0600, set explicitly). The scope closes the file. */
+export const writer = (
+  path: string,
+  options: WriteOptions = {},
+): Effect.Effect<Writer, NdjsonError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const label = options.label ?? path
+    const fd = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const fd = await openP(path, options.flag ?? "w", 0o600)
+          await fchmodP(fd, 0o600)
+          return fd
+        },
+        catch: ioError(label),
+      }),
+      (fd) => Effect.async<void>((resume) => NFS.close(fd, () => resume(Effect.void))),
+    )
+    const hash = createHash("sha256")
+    let bytes = 0
+    let count = 0
+    let finished = false
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk)
+        bytes += chunk.length
+        cb(null, chunk)
+      },
+    })
+    const head: Transform = options.gzip === true ? Zlib.createGzip({ level: 6 }) : new PassThrough()
+    const out = NFS.createWriteStream("", { fd, autoClose: false, highWaterMark: 1024 * 1024 })
+    const done = pipeline(head, meter, out)
+    // the failure is read through `done` by write/finish; this only keeps Node from reporting it as unhandled
+    done.catch(() => undefined)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (!finished) head.destroy()
+      }),
+    )
+
+    const write = (values: Iterable<unknown>): Effect.Effect<void, NdjsonError> =>
+      Effect.suspend(() => {
+        let text: string
+        let n: number
+        try {
+          ;[text, n] = serialise(label, count + 1, values)
+        } catch (e) {
+          if (e instanceof NdjsonError) return Effect.fail(e)
+          throw e
+        }
+        if (n === 0) return Effect.void
+        count += n
+        if (head.write(text)) return Effect.void
+        return Effect.tryPromise({
+          try: () => Promise.race([once(head, "drain"), done]),
+          catch: ioError(label, count),
+        }).pipe(Effect.asVoid)
+      })
+
+    const finish = Effect.tryPromise({
+      try: async () => {
+        finished = true
+        head.end()
+        await done
+        if (options.sync !== false) await fsyncP(fd)
+        return { count, bytes, sha256: hash.digest("hex") } satisfies WriteResult
+      },
+      catch: ioError(label),
+    })
+    return { write, finish } satisfies Writer
+  })
+
+/** Write a stream of values (strings = pre-serialised lines) as NDJSON to `path`. */
+export const writeFile = <E, R>(
+  path: string,
+  values: Stream.Stream<unknown, E, R>,
+  options: WriteOptions = {},
+): Effect.Effect<WriteResult, E | NdjsonError, R> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const w = yield* writer(path, options)
+      yield* Stream.runForEachChunk(values, (chunk) => w.write(chunk))
+      return yield* w.finish
+    }),
+  )
+
+/** The writer as a Sink: values (strings = pre-serialised lines) in, the file's count/bytes/sha256 out. */
+export const sink = (
+  path: string,
+  options: WriteOptions = {},
+): Sink.Sink<WriteResult, unknown, never, NdjsonError> =>
+  Sink.unwrapScoped(
+    Effect.map(writer(path, options), (w) =>
+      Sink.forEachChunk((chunk: Chunk.Chunk<unknown>) => w.write(chunk)).pipe(Sink.mapEffect(() => w.finish)),
+    ),
+  )

@@ -1,0 +1,285 @@
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import * as Zlib from "node:zlib"
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Either, Stream } from "effect"
+import * as Ndjson from "../src/Ndjson.js"
+
+const enc = new TextEncoder()
+const bytes = (...parts: Array<string | Uint8Array>): Stream.Stream<Uint8Array> =>
+  Stream.fromIterable(parts.map((p) => (typeof p === "string" ? enc.encode(p) : p)))
+
+const collect = <A, E>(s: Stream.Stream<A, E>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-ndjson-"))),
+  (dir) => Effect.sync(() => NFS.rmSync(dir, { recursive: true, force: true })),
+)
+
+const opts = { file: "data/Patient.000.ndjson" }
+
+describe("Ndjson reader", () => {
+  it.effect("splits lines, handles CRLF, blank lines and a last line without newline", () =>
+    Effect.gen(function* () {
+      const items = yield* collect(
+        bytes(
+          '{"resourceType":"Patient","id":"a"}\r\n',
+          "\n   \r\n",
+          '{"resourceType":"Pat',
+          'ient","id":"b"}\n{"resourceType":"Patient","id":"c"}',
+        ).pipe(Ndjson.parse(opts)),
+      )
+      expect(items.map((i) => [i.line, i.value.id])).toEqual([
+        [1, "a"],
+        [4, "b"],
+        [5, "c"],
+      ])
+      expect(items[0]!.bytes).toBe(37)
+      expect(items[2]!.bytes).toBe(35)
+    }),
+  )
+
+  it.effect("reassembles a UTF-8 character split byte by byte across chunks", () =>
+    Effect.gen(function* () {
+      const line = enc.encode('{"resourceType":"Patient","name":"Zoé 😀"}\n')
+      const parts = Array.from(line, (b) => new Uint8Array([b]))
+      const items = yield* collect(bytes(...parts).pipe(Ndjson.parse(opts)))
+      expect(items).toHaveLength(1)
+      expect(items[0]!.value.name).toBe("Zoé 😀")
+      const raw = yield* collect(bytes(...parts).pipe(Ndjson.lines(opts)))
+      expect(raw).toEqual(['{"resourceType":"Patient","name":"Zoé 😀"}'])
+    }),
+  )
+
+  it.effect("a bad line fails with file:line and a fix hint", () =>
+    Effect.gen(function* () {
+      const e = yield* Effect.flip(
+        collect(
+          bytes('{"resourceType":"Patient"}\n\n{"resourceType":"Patient"}\n{"resourceType": oops}\n').pipe(
+            Ndjson.parse(opts),
+          ),
+        ),
+      )
+      expect(e._tag).toBe("NdjsonError")
+      expect(e.reason).toBe("InvalidJson")
+      expect(e.line).toBe(4)
+      expect(e.message).toMatch(
+        /^data\/Patient\.000\.ndjson:4: not valid JSON \(.+\); fix or remove that line$/,
+      )
+      // the line's content (possibly patient data) is not quoted into the message
+      expect(e.message).not.toContain("oops")
+    }),
+  )
+
+  it.effect("guards resourceType, and the expected type when asked", () =>
+    Effect.gen(function* () {
+      const notResource = yield* Effect.flip(
+        collect(bytes('{"resourceType":"Patient"}\n[1,2]\n').pipe(Ndjson.parse(opts))),
+      )
+      expect([notResource.reason, notResource.line]).toEqual(["NotAResource", 2])
+      expect(notResource.message).toContain("data/Patient.000.ndjson:2: not a FHIR resource (found an array)")
+      const noType = yield* Effect.flip(collect(bytes('{"id":"x"}\n').pipe(Ndjson.parse(opts))))
+      expect(noType.reason).toBe("NotAResource")
+      const wrong = yield* Effect.flip(
+        collect(
+          bytes('{"resourceType":"Patient"}\n{"resourceType":"Observation"}\n').pipe(
+            Ndjson.parse({ ...opts, resourceType: "Patient" }),
+          ),
+        ),
+      )
+      expect([wrong.reason, wrong.line]).toEqual(["UnexpectedType", 2])
+      expect(wrong.message).toContain("expected Patient, found Observation")
+    }),
+  )
+
+  it.effect("fails on a line longer than the maximum, without waiting for its end", () =>
+    Effect.gen(function* () {
+      const ok = yield* collect(
+        bytes('{"resourceType":"Patient"}\n{"resourceType":"Patient"}').pipe(
+          Ndjson.parse({ ...opts, maxLineBytes: 26 }),
+        ),
+      )
+      expect(ok).toHaveLength(2)
+      // an endless line: the stream never ends, so only the length check can stop it
+      const endless = Stream.concat(
+        bytes('{"resourceType":"Patient"}\n'),
+        Stream.repeatValue(enc.encode("x".repeat(1000))),
+      )
+      const e = yield* Effect.flip(collect(endless.pipe(Ndjson.lines({ ...opts, maxLineBytes: 100_000 }))))
+      expect([e.reason, e.line]).toEqual(["LineTooLong", 2])
+      expect(e.message).toContain("data/Patient.000.ndjson:2: line longer than 100000 bytes")
+      const complete = yield* Effect.flip(
+        collect(
+          bytes('{"resourceType":"Patient","x":"0123456789"}\n').pipe(
+            Ndjson.parse({ ...opts, maxLineBytes: 20 }),
+          ),
+        ),
+      )
+      expect([complete.reason, complete.line]).toEqual(["LineTooLong", 1])
+    }),
+  )
+
+  it.effect("splitLines reports a torn (unterminated) last line and keeps blank lines on request", () =>
+    Effect.gen(function* () {
+      const ls = yield* collect(bytes("a\n\nb\r\nc").pipe(Ndjson.splitLines({ ...opts, keepBlank: true })))
+      expect(ls).toEqual([
+        { line: 1, text: "a", bytes: 2, terminated: true },
+        { line: 2, text: "", bytes: 1, terminated: true },
+        { line: 3, text: "b", bytes: 3, terminated: true },
+        { line: 4, text: "c", bytes: 1, terminated: false },
+      ])
+    }),
+  )
+
+  it.effect("agrees with a naive split for long lines, multi-byte text and any chunking", () =>
+    Effect.gen(function* () {
+      let seed = 7
+      const rnd = (n: number) => {
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n
+      }
+      const lines = Array.from({ length: 400 }, (_, i) =>
+        i % 50 === 3
+          ? ""
+          : `{"resourceType":"Patient","id":"p${i}","t":"${(i % 3 === 0 ? "é😀" : "ab").repeat(rnd(i % 97 === 0 ? 60_000 : 300))}"}`,
+      )
+      const text = lines.map((l, i) => (i % 7 === 0 ? `${l}\r\n` : `${l}\n`)).join("")
+      const all = Buffer.from(text)
+      const expected = lines.flatMap((l, i) =>
+        l === ""
+          ? []
+          : [{ line: i + 1, text: l, bytes: Buffer.byteLength(l) + (i % 7 === 0 ? 2 : 1), terminated: true }],
+      )
+      for (const size of [1, 3, 4096, 65_537, 1024 * 1024, all.length]) {
+        // size 1 stands for random small pieces (1–9 bytes), splitting multi-byte characters everywhere
+        const chunks: Array<Uint8Array> = []
+        for (let off = 0; off < all.length; ) {
+          const n = size === 1 ? 1 + rnd(9) : size
+          chunks.push(all.subarray(off, off + n))
+          off += n
+        }
+        const got = yield* collect(Stream.fromIterable(chunks).pipe(Ndjson.splitLines(opts)))
+        expect(got).toEqual(expected)
+      }
+      const parsed = yield* collect(Stream.make(new Uint8Array(all)).pipe(Ndjson.parse(opts)))
+      expect(parsed.map((p) => p.line)).toEqual(expected.map((e) => e.line))
+    }),
+  )
+
+  it.effect("reads the shared bulk sample: every line a resource of the file's type", () =>
+    Effect.gen(function* () {
+      const dir = new URL("../../../../shared/data/sample-bulk-10-patients/", import.meta.url)
+      for (const name of ["Patient.000.ndjson", "DocumentReference.000.ndjson"]) {
+        const path = new URL(name, dir).pathname
+        const expected = NFS.readFileSync(path, "utf8")
+          .split("\n")
+          .filter((l) => l.trim().length > 0).length
+        const type = name.split(".")[0]!
+        const items = yield* collect(Ndjson.readFile(path, { resourceType: type }))
+        expect(items.length).toBe(expected)
+        expect(items.every((i) => i.value.resourceType === type && typeof i.value.id === "string")).toBe(true)
+      }
+    }),
+  )
+
+  it.effect("upstream errors pass through untouched", () =>
+    Effect.gen(function* () {
+      const e = yield* Effect.flip(
+        collect(
+          Stream.concat(bytes('{"resourceType":"Patient"}\n'), Stream.fail("boom" as const)).pipe(
+            Ndjson.parse(opts),
+          ),
+        ),
+      )
+      expect(e).toBe("boom")
+    }),
+  )
+})
+
+describe("Ndjson writer", () => {
+  it.scoped("writes values and pre-serialised lines, 0600, with count/bytes/sha256 of the file", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "Patient.000.ndjson")
+      const result = yield* Ndjson.writeFile(
+        path,
+        Stream.make({ resourceType: "Patient", id: "a" }, '{"resourceType":"Patient","id":"b"}'),
+      )
+      const disk = NFS.readFileSync(path)
+      expect(disk.toString()).toBe(
+        '{"resourceType":"Patient","id":"a"}\n{"resourceType":"Patient","id":"b"}\n',
+      )
+      expect(result).toEqual({
+        count: 2,
+        bytes: disk.length,
+        sha256: createHash("sha256").update(disk).digest("hex"),
+      })
+      expect(NFS.statSync(path).mode & 0o777).toBe(0o600)
+      const back = yield* collect(Ndjson.readFile(path))
+      expect(back.map((i) => i.value.id)).toEqual(["a", "b"])
+    }),
+  )
+
+  it.scoped("an upstream failure mid-write fails the write with that error", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const many = Stream.range(1, 20_000).pipe(Stream.map((i) => ({ resourceType: "Patient", id: `p${i}` })))
+      const e = yield* Effect.flip(
+        Ndjson.writeFile(
+          Path.join(dir, "x.ndjson.gz"),
+          Stream.concat(many, Stream.fail("source gone" as const)),
+          {
+            gzip: true,
+          },
+        ),
+      )
+      expect(e).toBe("source gone")
+    }),
+  )
+
+  it.scoped("a pre-serialised line with a newline is refused", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const e = yield* Effect.flip(Ndjson.writeFile(Path.join(dir, "x.ndjson"), Stream.make("{}", "{}\n{}")))
+      expect([e.reason, e.line]).toEqual(["InvalidLine", 2])
+    }),
+  )
+
+  it.scoped("gzip round-trip; sha256 and bytes describe the compressed file", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const path = Path.join(dir, "Observation.000.ndjson.gz")
+      const values = Array.from({ length: 5000 }, (_, i) => ({
+        resourceType: "Observation",
+        id: `o${i}`,
+        note: "é",
+      }))
+      const result = yield* Stream.fromIterable(values).pipe(
+        Stream.rechunk(333),
+        Stream.run(Ndjson.sink(path, { gzip: true })),
+      )
+      const disk = NFS.readFileSync(path)
+      expect(result.count).toBe(5000)
+      expect(result.bytes).toBe(disk.length)
+      expect(result.sha256).toBe(createHash("sha256").update(disk).digest("hex"))
+      expect(Zlib.gunzipSync(disk).toString().split("\n")).toHaveLength(5001)
+      const back = yield* collect(Ndjson.readFile(path, { resourceType: "Observation" }))
+      expect(back).toHaveLength(5000)
+      expect(back[4999]).toMatchObject({ line: 5000, value: { id: "o4999", note: "é" } })
+    }),
+  )
+
+  it.scoped("a missing file is a typed Io error naming the path", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const missing = Path.join(dir, "nope.ndjson")
+      const e = yield* Effect.flip(collect(Ndjson.readFile(missing)))
+      expect(e.reason).toBe("Io")
+      expect(e.message).toContain(missing)
+      const w = yield* Effect.either(Ndjson.writeFile(Path.join(dir, "no", "dir.ndjson"), Stream.make({})))
+      expect(Either.isLeft(w) && w.left.reason).toBe("Io")
+    }),
+  )
+})
