@@ -1,4 +1,6 @@
 import { Command } from "@effect/cli"
+import { demo } from "./commands/demo.js"
+import { exportCommand } from "./commands/export.js"
 import { keys } from "./commands/keys.js"
 import { sandbox } from "./commands/sandbox.js"
 import { version } from "./Version.js"
@@ -7,7 +9,7 @@ export const ferry = Command.make("ferry").pipe(
   Command.withDescription(
     "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
   ),
-  Command.withSubcommands([keys, sandbox]),
+  Command.withSubcommands([demo, exportCommand, keys, sandbox]),
 )
 
 export const run = Command.run(ferry, { name: "ferry", version })

@@ -1,0 +1,318 @@
+/**
+ * `ferry export <base-url> --out <dir> [...]`
+ *
+ * Bulk `$export` (system, Patient or Group level; a search crawl when the server has none) into a
+ * checksummed, resumable archive. Progress goes to stderr as plain lines, `--json` prints a summary on
+ * stdout, and every step is logged to `<out>/events.ndjson`. Running the same command again on the same
+ * `--out` resumes an interrupted export.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { FetchHttpClient } from "@effect/platform"
+import * as Authenticator from "@ferry/auth/Authenticator"
+import { AuthError } from "@ferry/core/Errors"
+import * as FhirClient from "@ferry/core/FhirClient"
+import { ExportError } from "@ferry/export/ExportError"
+import * as Export from "@ferry/export/Export"
+import { Clock, Console, Duration, Effect, Option, Redacted } from "effect"
+import { version } from "../Version.js"
+
+const list = (values: ReadonlyArray<string>): Array<string> =>
+  values
+    .flatMap((v) => v.split(","))
+    .map((v) => v.trim())
+    .filter((v) => v !== "")
+
+/** `90`, `90s`, `15m`, `2h`, `1d` → Duration. */
+export const parseTimeout = (text: string): Option.Option<Duration.Duration> => {
+  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$/.exec(text.trim())
+  if (m === null) return Option.none()
+  const n = Number(m[1])
+  const unit = m[2] ?? "s"
+  return Option.some(
+    unit === "s"
+      ? Duration.seconds(n)
+      : unit === "m"
+        ? Duration.minutes(n)
+        : unit === "h"
+          ? Duration.hours(n)
+          : Duration.days(n),
+  )
+}
+
+const usage = (detail: string) => new ExportError({ reason: "Config", detail })
+
+const formatBytes = (n: number): string =>
+  n >= 1e9
+    ? `${(n / 1e9).toFixed(2)} GB`
+    : n >= 1e6
+      ? `${(n / 1e6).toFixed(1)} MB`
+      : n >= 1e3
+        ? `${(n / 1e3).toFixed(1)} kB`
+        : `${n} B`
+
+const flags = {
+  baseUrl: Args.text({ name: "base-url" }).pipe(Args.withDescription("The source FHIR server's base URL.")),
+  out: Options.directory("out").pipe(
+    Options.withDescription("The archive directory (created; rerun to resume)."),
+  ),
+  level: Options.choice("level", ["system", "patient", "group"]).pipe(
+    Options.withDefault("system" as const),
+    Options.withDescription(
+      "Export level: system ($export), patient (Patient/$export) or group (Group/<id>/$export).",
+    ),
+  ),
+  group: Options.text("group").pipe(
+    Options.optional,
+    Options.withDescription("The Group id (--level group)."),
+  ),
+  type: Options.text("type").pipe(
+    Options.repeated,
+    Options.withDescription("Resource types (_type); repeat or comma-separate."),
+  ),
+  since: Options.text("since").pipe(
+    Options.optional,
+    Options.withDescription(
+      "Only resources changed after this instant (_since), or 'auto': the transactionTime of the newest finished archive next to --out.",
+    ),
+  ),
+  until: Options.text("until").pipe(
+    Options.optional,
+    Options.withDescription("Only resources changed up to this instant (_until)."),
+  ),
+  typeFilter: Options.text("type-filter").pipe(
+    Options.repeated,
+    Options.withDescription("A _typeFilter query, e.g. 'Observation?status=final'; repeatable."),
+  ),
+  patient: Options.text("patient").pipe(
+    Options.repeated,
+    Options.withDescription("Limit to these patients (POST kick-off); repeat or comma-separate."),
+  ),
+  elements: Options.text("elements").pipe(
+    Options.repeated,
+    Options.withDescription(
+      "_elements: subsetted resources. NEVER import such an archive: partial resources overwrite complete ones.",
+    ),
+  ),
+  includeAssociatedData: Options.text("include-associated-data").pipe(
+    Options.repeated,
+    Options.withDescription("includeAssociatedData values."),
+  ),
+  organizeOutputBy: Options.text("organize-output-by").pipe(
+    Options.optional,
+    Options.withDescription("[STU3] organizeOutputBy (e.g. Patient)."),
+  ),
+  allowPartialManifests: Options.boolean("allow-partial-manifests").pipe(
+    Options.withDescription("[STU3] allowPartialManifests=true."),
+  ),
+  param: Options.text("param").pipe(
+    Options.repeated,
+    Options.withDescription("A server-specific kick-off parameter k=v, passed through; repeatable."),
+  ),
+  post: Options.boolean("post").pipe(
+    Options.withDescription("Kick off with POST and a Parameters body (implied by --patient)."),
+  ),
+  parallel: Options.integer("parallel").pipe(
+    Options.withDefault(4),
+    Options.withDescription("Parallel downloads."),
+  ),
+  mode: Options.choice("mode", ["auto", "bulk", "crawl"]).pipe(
+    Options.withDefault("auto" as const),
+    Options.withDescription("bulk: $export only; crawl: page through search; auto: $export, else crawl."),
+  ),
+  auth: Options.choice("auth", ["none", "smart", "client-secret", "bearer"]).pipe(
+    Options.withDefault("none" as const),
+  ),
+  clientId: Options.text("client-id").pipe(Options.optional),
+  key: Options.file("key").pipe(
+    Options.optional,
+    Options.withDescription("Private JWK/PEM for --auth smart."),
+  ),
+  alg: Options.choice("alg", ["ES384", "RS384"]).pipe(Options.optional),
+  scope: Options.text("scope").pipe(Options.optional),
+  tokenUrl: Options.text("token-url").pipe(Options.optional),
+  bearerEnv: Options.text("bearer-env").pipe(
+    Options.optional,
+    Options.withDescription("Environment variable holding a bearer token."),
+  ),
+  bearerFile: Options.file("bearer-file").pipe(
+    Options.optional,
+    Options.withDescription("File holding a bearer token."),
+  ),
+  clientSecretEnv: Options.text("client-secret-env").pipe(
+    Options.withDefault("FERRY_CLIENT_SECRET"),
+    Options.withDescription("Environment variable holding the client secret (--auth client-secret)."),
+  ),
+  timeout: Options.text("timeout").pipe(
+    Options.optional,
+    Options.withDescription("Give up waiting for the job after this long: 90s, 30m, 6h, 1d (default 24h)."),
+  ),
+  keepJob: Options.boolean("keep-job").pipe(
+    Options.withDescription("Do not DELETE the job on the server after success."),
+  ),
+  gzip: Options.boolean("gzip").pipe(
+    Options.withDescription("Store data files gzip-compressed (.ndjson.gz)."),
+  ),
+  noAttachments: Options.boolean("no-attachments").pipe(Options.withDescription("Do not fetch attachments.")),
+  json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
+}
+
+type Flags = {
+  readonly [K in keyof typeof flags]: (typeof flags)[K] extends Options.Options<infer A>
+    ? A
+    : (typeof flags)[K] extends Args.Args<infer B>
+      ? B
+      : never
+}
+
+/** Reads a secret from an environment variable (only the name is on the command line). */
+const envSecret = (name: string) =>
+  Effect.sync(() => process.env[name]).pipe(
+    Effect.flatMap((v) =>
+      v === undefined || v === ""
+        ? Effect.fail(
+            new AuthError({
+              reason: "Config",
+              detail: `--auth client-secret reads the secret from $${name}, which is not set; export it or name another variable with --client-secret-env`,
+            }),
+          )
+        : Effect.succeed(Redacted.make(v)),
+    ),
+  )
+
+const authSettings = (f: Flags) =>
+  Effect.gen(function* () {
+    const clientSecret =
+      f.auth === "client-secret" ? Option.some(yield* envSecret(f.clientSecretEnv)) : Option.none()
+    return {
+      ...Authenticator.emptySettings(f.auth),
+      clientId: f.clientId,
+      keyFile: f.key,
+      alg: f.alg,
+      scope: f.scope,
+      tokenUrl: f.tokenUrl,
+      bearerEnv: f.bearerEnv,
+      bearerFile: f.bearerFile,
+      clientSecret,
+    } satisfies Authenticator.AuthSettings
+  })
+
+/** Prints one progress line per interesting event on stderr. */
+const progress = (started: number) => {
+  let resources = 0
+  let bytes = 0
+  let lastProgress: string | undefined
+  return (e: Export.ExportEvent): Effect.Effect<void> =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const secs = Math.max(0.001, (now - started) / 1000)
+      switch (e.event) {
+        case "file": {
+          resources += Number(e.count ?? 0)
+          bytes += Number(e.bytes ?? 0)
+          return yield* Console.error(
+            `ferry export: ${String(e.path)}: ${String(e.count)} ${String(e.type ?? "")} resources, ${formatBytes(Number(e.bytes ?? 0))} (total ${resources} resources, ${formatBytes(bytes)}, ${formatBytes(bytes / secs)}/s)`,
+          )
+        }
+        case "progress": {
+          // One line per change of the server's X-Progress text, not one per poll.
+          const text = e.progress ? String(e.progress) : ""
+          if (text === lastProgress) return
+          lastProgress = text
+          return yield* Console.error(`ferry export: job running${text ? `: ${text}` : ""}`)
+        }
+        case "attachment":
+          return yield* Console.error(
+            `ferry export: attachment ${String(e.sha256).slice(0, 12)} (${formatBytes(Number(e.size ?? 0))})`,
+          )
+        case "done":
+          return yield* Console.error(
+            `ferry export: done: ${String(e.resources)} resources in ${String(e.files)} files, ${formatBytes(Number(e.bytes ?? 0))}, ${String(e.attachments)} attachments, ${secs.toFixed(1)} s`,
+          )
+        case "warning":
+          return yield* Console.error(`ferry export: WARNING: ${String(e.detail)}`)
+        default: {
+          const { event, ...rest } = e
+          return yield* Console.error(`ferry export: ${event} ${JSON.stringify(rest)}`)
+        }
+      }
+    })
+}
+
+export const runExport = (f: Flags) =>
+  Effect.gen(function* () {
+    const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
+    if (Option.isSome(f.timeout) && Option.isNone(timeout)) {
+      return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)
+    }
+    const custom: Array<readonly [string, string]> = []
+    for (const p of f.param) {
+      const i = p.indexOf("=")
+      if (i <= 0) return yield* usage(`--param ${p} is not of the form name=value`)
+      custom.push([p.slice(0, i), p.slice(i + 1)])
+    }
+    let baseUrl: string
+    try {
+      baseUrl = new URL(f.baseUrl).toString().replace(/\/+$/, "")
+    } catch {
+      return yield* usage(
+        `${f.baseUrl} is not an absolute URL; pass the server's FHIR base, e.g. https://fhir.example.org/r4`,
+      )
+    }
+    if (!/^https?:$/.test(new URL(baseUrl).protocol)) {
+      return yield* usage(`${f.baseUrl} is not an http(s) URL; pass the server's FHIR base`)
+    }
+    const settings = yield* authSettings(f)
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    const client = yield* FhirClient.make({
+      baseUrl,
+      authorize: authenticator.authorize,
+      onUnauthorized: authenticator.invalidate,
+      retry: { times: 8 },
+    })
+    const started = yield* Clock.currentTimeMillis
+    const print = progress(started)
+    yield* Console.error(`ferry export: ${baseUrl} → ${f.out} (${authenticator.describe})`)
+    const summary = yield* Export.run({
+      client,
+      out: f.out,
+      params: {
+        level: f.level,
+        ...(Option.isSome(f.group) ? { groupId: f.group.value } : {}),
+        types: list(f.type),
+        ...(Option.isSome(f.since) ? { since: f.since.value } : {}),
+        ...(Option.isSome(f.until) ? { until: f.until.value } : {}),
+        typeFilters: f.typeFilter,
+        elements: list(f.elements),
+        patients: list(f.patient),
+        includeAssociatedData: list(f.includeAssociatedData),
+        ...(Option.isSome(f.organizeOutputBy) ? { organizeOutputBy: f.organizeOutputBy.value } : {}),
+        ...(f.allowPartialManifests ? { allowPartialManifests: true } : {}),
+        custom,
+        post: f.post,
+      },
+      mode: f.mode,
+      parallel: f.parallel,
+      ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
+      keepJob: f.keepJob,
+      attachments: !f.noAttachments,
+      gzip: f.gzip,
+      tool: { name: "ferry", version },
+      onEvent: print,
+    })
+    if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(FetchHttpClient.layer),
+    // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see.
+    Effect.onInterrupt(() =>
+      Console.error(
+        "ferry: export interrupted; run the same command again to resume (the server's job is kept)",
+      ),
+    ),
+  )
+
+export const exportCommand = Command.make("export", flags, runExport).pipe(
+  Command.withDescription(
+    "Bulk-export a FHIR server (or crawl it) into a checksummed, resumable archive with its attachments.",
+  ),
+)

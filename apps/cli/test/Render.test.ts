@@ -1,0 +1,34 @@
+import { ValidationError } from "@effect/cli"
+import { HelpDoc } from "@effect/cli"
+import { ArchiveError } from "@ferry/archive/ArchiveError"
+import { AuthError, FhirError } from "@ferry/core/Errors"
+import { ExportError } from "@ferry/export/ExportError"
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, FiberId } from "effect"
+import * as Render from "../src/Render.js"
+
+describe("Render", () => {
+  it("maps failure families to the documented exit codes", () => {
+    const code = (e: unknown) => Render.exitCode(Cause.fail(e))
+    assert.strictEqual(code(new ExportError({ reason: "Config", detail: "x" })), 2)
+    assert.strictEqual(code(new AuthError({ reason: "Config", detail: "x" })), 2)
+    assert.strictEqual(code(ValidationError.missingValue(HelpDoc.p("x"))), 2)
+    assert.strictEqual(code(new AuthError({ reason: "TokenRequest", detail: "x" })), 3)
+    assert.strictEqual(code(new FhirError({ reason: "Status", method: "GET", url: "u", status: 500 })), 4)
+    assert.strictEqual(code(new ExportError({ reason: "CountMismatch", detail: "x" })), 4)
+    assert.strictEqual(code(new ExportError({ reason: "Archive", detail: "x" })), 5)
+    assert.strictEqual(code(new ArchiveError({ reason: "Locked", path: "/a", detail: "x" })), 5)
+    assert.strictEqual(Render.exitCode(Cause.die(new Error("bug"))), 1)
+    assert.strictEqual(Render.exitCode(Cause.interrupt(FiberId.none)), 130)
+  })
+
+  it("one line per failure, no stack", () => {
+    const line = Render.line(
+      Cause.fail(
+        new ExportError({ reason: "Timeout", url: "https://h/s", detail: "did not finish\nin time" }),
+      ),
+    )
+    assert.strictEqual(line, "ferry: https://h/s: did not finish in time")
+    assert.match(Render.line(Cause.die(new Error("boom\n  at x"))), /^ferry: unexpected failure .*: boom$/)
+  })
+})

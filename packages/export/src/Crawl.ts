@@ -1,0 +1,166 @@
+/**
+ * Search crawl for sources without `$export`: pages through `[type]?_count=n` (following `next` links)
+ * for every searchable type of the CapabilityStatement, or, at Patient/Group level, through the patient
+ * compartment (`[type]?<param>=Patient/<id>` for each member type and linking parameter, de-duplicated by
+ * id). Writes the same archive files as a bulk export (`data/<Type>.<n>.ndjson`); finished types are
+ * journaled and skipped on a rerun.
+ */
+import * as NFS from "node:fs"
+import { HttpClientRequest } from "@effect/platform"
+import * as Archive from "@ferry/archive/Archive"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
+import type { AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import type { Resource } from "@ferry/core/Ids"
+import { Clock, Effect, Stream } from "effect"
+import type { ExportError } from "./ExportError.js"
+import type { ExportParams } from "./Kickoff.js"
+import { type ArchiveDir, type ArchiveFile, fsTry } from "./internal/ArchiveDir.js"
+import { isMember, patientCompartment } from "./internal/compartment.js"
+
+export type CrawledFile = ArchiveFile & { readonly kind: "output" }
+
+export interface CrawlOptions {
+  readonly concurrency: number
+  /** `_count` per page (default 500). */
+  readonly pageSize?: number
+  readonly onFile?: (file: CrawledFile) => Effect.Effect<void, ExportError>
+  /** gzip the data files. */
+  readonly gzip?: boolean
+}
+
+export interface CrawlResult {
+  readonly transactionTime: string
+  readonly files: ReadonlyArray<CrawledFile>
+}
+
+const patientId = (ref: string): string | undefined => {
+  const m = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/.exec(ref)
+  return m?.[1]
+}
+
+/** The server's clock (Date header of a metadata read), so `--since auto` chains use server time. */
+const serverTime = (client: FhirClient) =>
+  client.request(HttpClientRequest.get("metadata")).pipe(
+    Effect.tap((r) => Effect.ignore(r.text)),
+    Effect.flatMap((r) => {
+      const date = r.headers.date === undefined ? Number.NaN : Date.parse(r.headers.date)
+      return Number.isNaN(date) ? Clock.currentTimeMillis : Effect.succeed(date)
+    }),
+    Effect.map((ms) => new Date(ms).toISOString()),
+  )
+
+const sinceParams = (p: ExportParams): Record<string, string> => ({
+  ...(p.since !== undefined ? { _lastUpdated: `gt${p.since}` } : {}),
+})
+
+/** Patient ids of the export: every Patient (patient level), the Group's members, or `patients`. */
+const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
+  Effect.gen(function* () {
+    if (p.patients.length > 0) {
+      return p.patients.flatMap((r) => {
+        const id = patientId(r.includes("/") ? r : `Patient/${r}`)
+        return id === undefined ? [] : [id]
+      })
+    }
+    if (p.level === "group") {
+      const group = yield* client.read("Group", p.groupId ?? "")
+      const members = Array.isArray(group.member) ? (group.member as ReadonlyArray<unknown>) : []
+      return members.flatMap((m) => {
+        const ref = (m as { entity?: { reference?: unknown } }).entity?.reference
+        const id = typeof ref === "string" ? patientId(ref) : undefined
+        return id === undefined ? [] : [id]
+      })
+    }
+    const ids: Array<string> = []
+    yield* client
+      .searchAll("Patient", { _count: String(pageSize) })
+      .pipe(Stream.runForEach((r) => Effect.sync(() => r.id !== undefined && ids.push(r.id))))
+    return ids
+  })
+
+/** Writes one type's resources to the next `data/<Type>.<n>.ndjson` (empty types leave no file). */
+const writeType = (
+  archive: ArchiveDir,
+  gzip: boolean,
+  type: string,
+  resources: Stream.Stream<Resource, FhirError | AuthError>,
+): Effect.Effect<CrawledFile | undefined, ArchiveError | ExportError | FhirError | AuthError> =>
+  Effect.gen(function* () {
+    const entry = yield* Archive.writeFile(
+      archive.root,
+      { section: "files", type, compression: gzip ? "gzip" : "none" },
+      resources,
+    )
+    if (entry.count === 0) {
+      yield* fsTry(entry.path, "remove", () => NFS.promises.rm(archive.path(entry.path), { force: true }))
+      return undefined
+    }
+    return { ...entry, kind: "output" } satisfies CrawledFile
+  })
+
+export const crawl = Effect.fn("Crawl.crawl")(function* (
+  client: FhirClient,
+  archive: ArchiveDir,
+  p: ExportParams,
+  options: CrawlOptions,
+) {
+  const pageSize = options.pageSize ?? 500
+  const transactionTime = yield* serverTime(client)
+  const cs = yield* client.capabilities()
+  const searchable = CapabilityStatement.types(cs).filter((t) =>
+    CapabilityStatement.supportsInteraction(cs, "search-type", t),
+  )
+  const wanted = p.types.length > 0 ? p.types.filter((t) => searchable.includes(t)) : searchable
+  const compartment = p.level !== "system"
+  const types = compartment ? wanted.filter(isMember) : wanted
+  const ids = compartment ? yield* patientIds(client, p, pageSize) : []
+  const base = { _count: String(pageSize), ...sinceParams(p) }
+
+  const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
+    if (!compartment) return client.searchAll(type, base)
+    if (type === "Patient") {
+      return Stream.fromIterable(ids).pipe(
+        Stream.flatMap((id) => client.searchAll("Patient", { ...base, _id: id }), { concurrency: 1 }),
+      )
+    }
+    const seen = new Set<string>()
+    return Stream.fromIterable(ids).pipe(
+      Stream.flatMap(
+        (id) =>
+          Stream.fromIterable(patientCompartment[type] ?? []).pipe(
+            Stream.flatMap((param) => client.searchAll(type, { ...base, [param]: `Patient/${id}` }), {
+              concurrency: 1,
+            }),
+          ),
+        { concurrency: 1 },
+      ),
+      Stream.filter((r) => {
+        const key = r.id ?? ""
+        if (seen.has(key)) return false
+        seen.add(key)
+        return true
+      }),
+    )
+  }
+
+  const files = yield* Effect.forEach(
+    types,
+    (type) => {
+      const key = `file:output:${type}:0`
+      const done = archive.journal.result(key)
+      if (done._tag === "Some") return Effect.succeed(done.value as CrawledFile | null)
+      return writeType(archive, options.gzip === true, type, source(type)).pipe(
+        Effect.map((file) => file ?? null),
+        Effect.tap((file) => archive.journal.append(key, file)),
+        Effect.tap((file) => (file !== null && options.onFile ? options.onFile(file) : Effect.void)),
+      )
+    },
+    { concurrency: options.concurrency },
+  )
+  return {
+    transactionTime,
+    files: files.filter((f): f is CrawledFile => f !== null),
+  } satisfies CrawlResult
+})

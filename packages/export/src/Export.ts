@@ -1,0 +1,607 @@
+/**
+ * `ferry export` as a function: kick-off (or re-attach to the job a killed run started), poll, download
+ * every file in parallel with resume, fetch attachments, write the archive manifest, release the job.
+ * Falls back to a search crawl when the source has no `$export`. Every step is journaled, so running the
+ * same export again on the same archive continues where it stopped.
+ */
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import * as Archive from "@ferry/archive/Archive"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import * as ArchiveAttachments from "@ferry/archive/Attachments"
+import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
+import type { ExportManifest, OutputFile } from "@ferry/core/BulkManifest"
+import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
+import { type AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import { redactUrl } from "@ferry/core/Http"
+import { Duration, Effect, Exit, Option } from "effect"
+import * as Attachments from "./Attachments.js"
+import * as Crawl from "./Crawl.js"
+import * as Download from "./Download.js"
+import { ExportError } from "./ExportError.js"
+import * as Kickoff from "./Kickoff.js"
+import * as ArchiveDir from "./internal/ArchiveDir.js"
+import type { ArchiveFile } from "./internal/ArchiveDir.js"
+import * as Poll from "./Poll.js"
+
+export type Mode = "auto" | "bulk" | "crawl"
+
+/** One progress event (also appended to `events.ndjson`); never holds tokens or resource bodies. */
+export interface ExportEvent {
+  readonly event: string
+  readonly [field: string]: unknown
+}
+
+export interface ExportOptions {
+  readonly client: FhirClient
+  /** The archive directory. */
+  readonly out: string
+  /** What to export. `since: "auto"` takes the `transactionTime` of the newest finished sibling archive. */
+  readonly params: Kickoff.ExportParamsInput
+  readonly mode?: Mode
+  /** Parallel downloads (default 4). */
+  readonly parallel?: number
+  /** Overall limit for waiting on the job (default 24 h). */
+  readonly timeout?: Duration.DurationInput
+  /** Leave the job on the server after success (no DELETE). */
+  readonly keepJob?: boolean
+  /** gzip the data files (`.ndjson.gz`; default false). */
+  readonly gzip?: boolean
+  /** Fetch attachments (default true). */
+  readonly attachments?: boolean
+  /** First status-poll interval without Retry-After (default 1 s). */
+  readonly pollInterval?: Duration.DurationInput
+  /** Called for every event (the CLI prints them). */
+  readonly onEvent?: (event: ExportEvent) => Effect.Effect<void>
+  /** Recorded in the archive manifest (default `{ name: "ferry", version: "dev" }`). */
+  readonly tool?: { readonly name: string; readonly version: string }
+}
+
+export interface TypeSummary {
+  readonly resources: number
+  readonly files: number
+  readonly bytes: number
+}
+
+export type { ArchiveFile }
+
+export interface ExportSummary {
+  readonly out: string
+  readonly source: string
+  readonly mode: "bulk" | "crawl"
+  readonly level: Kickoff.Level
+  readonly transactionTime: string
+  readonly since: string | undefined
+  readonly resources: number
+  readonly bytes: number
+  readonly types: Readonly<Record<string, TypeSummary>>
+  readonly deleted: number
+  readonly errors: number
+  readonly attachments: { readonly fetched: number; readonly skipped: number; readonly bytes: number }
+  /** The run continued an earlier, interrupted one. */
+  readonly resumed: boolean
+  /** Re-kick-offs after expired files. */
+  readonly rekickoffs: number
+  readonly released: boolean
+  /** `_elements` was used: the data is partial and must not be imported. */
+  readonly subsetted: boolean
+  readonly files: ReadonlyArray<ArchiveFile>
+}
+
+/** The journal record of a kick-off. */
+interface JobRecord {
+  readonly statusUrl: string
+}
+
+interface PlannedFile {
+  readonly key: string
+  readonly kind: "output" | "deleted" | "error"
+  readonly type: string | undefined
+  readonly url: string
+  readonly count: number | undefined
+  /** Archive-relative path. */
+  readonly path: string
+}
+
+const pad = (n: number): string => String(n).padStart(3, "0")
+
+/** Archive paths and journal keys for every file of a manifest (stable across re-kick-offs). */
+export const planFiles = (manifest: ExportManifest, gzip = false): ReadonlyArray<PlannedFile> => {
+  const counters = new Map<string, number>()
+  const next = (k: string) => {
+    const n = counters.get(k) ?? 0
+    counters.set(k, n + 1)
+    return n
+  }
+  const item =
+    (kind: PlannedFile["kind"], dir: string, fallbackType: string | undefined) => (f: OutputFile) => {
+      const type = f.type ?? fallbackType
+      const stem = type ?? "output"
+      const n = next(`${kind}:${stem}`)
+      return {
+        key: `file:${kind}:${stem}:${n}`,
+        kind,
+        type: kind === "output" ? f.type : fallbackType,
+        url: f.url,
+        count: f.count,
+        path: `${dir}/${stem}.${pad(n)}.ndjson${gzip ? ".gz" : ""}`,
+      } satisfies PlannedFile
+    }
+  return [
+    ...manifest.output.map(item("output", "data", undefined)),
+    ...manifest.deleted.map(item("deleted", "deleted", "Bundle")),
+    ...manifest.error.map(item("error", "errors", "OperationOutcome")),
+  ]
+}
+
+const isExpired = (e: unknown): e is FhirError =>
+  e instanceof FhirError && e.reason === "Status" && (e.status === 410 || e.status === 403)
+
+/** The newest `transactionTime` among finished archives next to `out` (for `--since auto`). */
+export const previousTransactionTime = (out: string): Effect.Effect<Option.Option<string>, ExportError> =>
+  Effect.gen(function* () {
+    const abs = Path.resolve(out)
+    const parent = Path.dirname(abs)
+    const entries = yield* ArchiveDir.fsTry(parent, "list", async () => {
+      try {
+        return await NFS.promises.readdir(parent, { withFileTypes: true })
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return []
+        throw e
+      }
+    })
+    let best: string | undefined
+    for (const entry of entries) {
+      if (!entry.isDirectory()) continue
+      const dir = Path.join(parent, entry.name)
+      if (dir === abs) continue
+      const manifest = yield* ArchiveDir.finishedManifest(dir)
+      if (Option.isNone(manifest)) continue
+      const t = manifest.value.transactionTime
+      if (typeof t === "string" && (best === undefined || Date.parse(t) > Date.parse(best))) best = t
+    }
+    return Option.fromNullable(best)
+  })
+
+/** The kick-off parameters as the archive manifest records them. */
+const requestParameters = (p: Kickoff.ExportParams): Record<string, string | ReadonlyArray<string>> => {
+  const out: Record<string, Array<string>> = {}
+  for (const [k, v] of Kickoff.query(p)) out[k] = [...(out[k] ?? []), v]
+  if (p.patients.length > 0) out.patient = [...p.patients]
+  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.length === 1 ? v[0]! : v]))
+}
+
+/** The summary of a finished archive. */
+const summaryOf = (
+  root: string,
+  manifest: Manifest,
+  run: { resumed: boolean; rekickoffs: number; released: boolean; mode: "bulk" | "crawl" },
+): ExportSummary => {
+  const files: Array<ArchiveFile> = [
+    ...manifest.files.map((f) => ({ ...f, kind: "output" as const })),
+    ...manifest.deleted.map((f) => ({ ...f, kind: "deleted" as const })),
+    ...manifest.errors.map((f) => ({ ...f, kind: "error" as const })),
+  ]
+  const types: Record<string, { resources: number; files: number; bytes: number }> = {}
+  let resources = 0
+  for (const f of manifest.files) {
+    resources += f.count
+    const t = types[f.type] ?? { resources: 0, files: 0, bytes: 0 }
+    types[f.type] = t
+    t.resources += f.count
+    t.files += 1
+    t.bytes += f.bytes
+  }
+  const elements = manifest.request.parameters._elements
+  return {
+    out: root,
+    source: manifest.source.baseUrl,
+    mode: run.mode,
+    level: manifest.request.level,
+    transactionTime: manifest.transactionTime ?? "",
+    since: manifest.previous?.transactionTime,
+    resources,
+    bytes: files.reduce((n, f) => n + f.bytes, 0),
+    types,
+    deleted: manifest.deleted.reduce((n, f) => n + f.count, 0),
+    errors: manifest.errors.reduce((n, f) => n + f.count, 0),
+    attachments: { fetched: manifest.attachments.count, skipped: 0, bytes: manifest.attachments.bytes },
+    resumed: run.resumed,
+    rekickoffs: run.rekickoffs,
+    released: run.released,
+    subsetted: elements !== undefined && elements.length > 0,
+    files,
+  }
+}
+
+const levelTarget = (level: Kickoff.Level): string =>
+  level === "system" ? "system" : level === "patient" ? "Patient" : "Group"
+
+/** Runs (or resumes) an export into `options.out`. */
+export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
+  const client = options.client
+  const parallel = Math.max(1, options.parallel ?? 4)
+  // `--since auto` is resolved before the archive is opened; a resumed run keeps what its first run chose.
+  let since = options.params.since
+  if (since === "auto") since = Option.getOrUndefined(yield* previousTransactionTime(options.out))
+  const requested = JSON.stringify(options.params)
+  const tentative = yield* Kickoff.validate(Kickoff.params({ ...options.params, since }))
+  const archive = yield* ArchiveDir.open(options.out, {
+    tool: options.tool ?? { name: "ferry", version: "dev" },
+    source: { baseUrl: redactUrl(client.baseUrl) },
+    request: {
+      level: tentative.level,
+      ...(tentative.groupId !== undefined ? { groupId: tentative.groupId } : {}),
+      url: `${client.baseUrl}/${Kickoff.path(tentative)}`,
+      parameters: requestParameters(tentative),
+    },
+    ...(since !== undefined ? { previous: { transactionTime: since } } : {}),
+  })
+  const journal = archive.journal
+  const emit = (event: string, fields: Record<string, unknown> = {}) =>
+    archive
+      .event(event, fields)
+      .pipe(Effect.zipRight(options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void))
+
+  // What was asked; a rerun on the same archive must ask the same thing.
+  // Until a job was started (or a crawl begun), a failed first attempt may be retried with other options.
+  const started = journal.isDone("job") || journal.isDone("mode") || archive.manifest.complete
+  const recorded = journal.result("request")
+  const previousRequest = started ? recorded : Option.none()
+  if (
+    (Option.isSome(previousRequest) && (previousRequest.value as { raw?: unknown }).raw !== requested) ||
+    (started && Option.isNone(previousRequest))
+  ) {
+    return yield* new ExportError({
+      reason: "Config",
+      detail: `${archive.root} already holds a different export; use another --out directory, or repeat the original options to resume it`,
+    })
+  }
+  if (archive.manifest.complete) {
+    yield* emit("already-complete", {})
+    return summaryOf(archive.root, archive.manifest, {
+      resumed: true,
+      rekickoffs: 0,
+      released: false,
+      mode: journal.result("mode").pipe(Option.getOrElse(() => "bulk")) === "crawl" ? "crawl" : "bulk",
+    })
+  }
+  const resumed = Option.isSome(previousRequest)
+  if (Option.isSome(previousRequest)) {
+    since = (previousRequest.value as { since?: string }).since
+  } else {
+    if (options.params.since === "auto") {
+      yield* emit("since", {
+        since: since ?? null,
+        detail:
+          since === undefined
+            ? "no finished archive next to --out: full export"
+            : "from the previous archive",
+      })
+    }
+    yield* journal.append("request", { raw: requested, since })
+    if (Option.isSome(recorded)) {
+      // An earlier attempt failed before starting anything: the archive now records this request.
+      yield* Archive.updateManifest(archive.root, (m) => ({
+        ...m,
+        request: {
+          level: tentative.level,
+          ...(tentative.groupId !== undefined ? { groupId: tentative.groupId } : {}),
+          url: `${client.baseUrl}/${Kickoff.path(tentative)}`,
+          parameters: requestParameters(tentative),
+        },
+      }))
+    }
+  }
+  const params = yield* Kickoff.validate(Kickoff.params({ ...options.params, since }))
+  yield* Effect.addFinalizer((exit) =>
+    Exit.isInterrupted(exit)
+      ? archive.event("interrupted", { detail: "run the same command again to resume" }).pipe(Effect.ignore)
+      : Effect.void,
+  )
+  if (params.elements.length > 0) {
+    yield* emit("warning", {
+      detail:
+        "_elements asks for SUBSETTED resources: this archive holds partial data and must never be imported into a server",
+    })
+  }
+  yield* emit("start", { source: redactUrl(client.baseUrl), level: params.level, resumed })
+
+  // Bulk or crawl?
+  const mode0 = options.mode ?? "auto"
+  let mode: "bulk" | "crawl" = mode0 === "crawl" ? "crawl" : "bulk"
+  if (journal.isDone("mode")) {
+    mode = (journal.result("mode").pipe(Option.getOrElse(() => "bulk")) as "bulk" | "crawl") ?? mode
+  } else if (mode0 === "auto") {
+    const cs = yield* client.capabilities().pipe(
+      Effect.tapError((e) =>
+        emit("warning", { detail: `could not read the CapabilityStatement (${e.message}); trying $export` }),
+      ),
+      Effect.option,
+    )
+    if (
+      Option.isSome(cs) &&
+      !CapabilityStatement.supportsOperation(cs.value, "export", levelTarget(params.level))
+    ) {
+      yield* emit("fallback", {
+        detail: "the CapabilityStatement declares no $export at this level: crawling",
+      })
+      mode = "crawl"
+    }
+  }
+
+  const files: Array<ArchiveFile> = []
+  let transactionTime = ""
+  let rekickoffs = 0
+  let released = false
+  let statusUrl: string | undefined
+
+  const doKickoff = Effect.gen(function* () {
+    const url = yield* Kickoff.kickoff(client, params)
+    yield* journal.append("job", { statusUrl: url } satisfies JobRecord)
+    yield* emit("kickoff", { statusUrl: redactUrl(url), post: Kickoff.usesPost(params) })
+    return url
+  })
+
+  const pollOptions: Poll.PollOptions = {
+    ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
+    ...(options.pollInterval !== undefined ? { interval: options.pollInterval } : {}),
+    onProgress: (progress) => emit("progress", { progress: progress ?? null }).pipe(Effect.orDie),
+    onRetry: (e, wait) =>
+      emit("poll-retry", { status: e.status ?? e.reason, waitMs: Duration.toMillis(wait) }).pipe(
+        Effect.orDie,
+      ),
+  }
+
+  /** Waits for the manifest of the current job; a job that vanished (404) is started again once. */
+  const awaitManifest = (url: string) =>
+    Poll.waitForManifest(client, url, pollOptions).pipe(
+      Effect.catchIf(
+        (e) => Poll.isJobGone(e),
+        () =>
+          Effect.gen(function* () {
+            yield* emit("job-gone", { statusUrl: redactUrl(url) })
+            statusUrl = yield* doKickoff
+            return yield* Poll.waitForManifest(client, statusUrl, pollOptions)
+          }),
+      ),
+    )
+
+  const downloadOne = (manifest: ExportManifest) => (f: PlannedFile) =>
+    Effect.gen(function* () {
+      const done = journal.result(f.key)
+      if (Option.isSome(done)) return done.value as ArchiveFile
+      const target: Download.DownloadTarget = {
+        url: f.url,
+        type: f.type,
+        count: f.count,
+        path: archive.path(f.path),
+        label: f.path,
+        auth: manifest.requiresAccessToken,
+        gzip: options.gzip === true,
+      }
+      const downloadOptions: Download.DownloadOptions = {
+        onResume: (offset, reason) => emit("resume", { file: f.path, offset, reason }).pipe(Effect.orDie),
+      }
+      const result = yield* Download.download(client, target, downloadOptions).pipe(
+        Effect.catchIf(
+          (e): e is ExportError => e instanceof ExportError && e.reason === "CountMismatch",
+          (e) =>
+            Effect.gen(function* () {
+              yield* emit("count-mismatch", { file: f.path, detail: e.detail })
+              yield* Download.discard(target)
+              return yield* Download.download(client, target, downloadOptions).pipe(
+                Effect.mapError((again) =>
+                  again instanceof ExportError && again.reason === "CountMismatch"
+                    ? new ExportError({
+                        ...again,
+                        detail: `${again.detail}, also after downloading it again; the server's export is inconsistent, report it to the server's operators`,
+                      })
+                    : again,
+                ),
+              )
+            }),
+        ),
+      )
+      const file: ArchiveFile = {
+        kind: f.kind,
+        type: f.type ?? manifest.outputOrganizedBy ?? "Resource",
+        path: f.path,
+        count: result.count,
+        bytes: result.bytes,
+        sha256: result.sha256,
+        compression: options.gzip === true ? "gzip" : "none",
+      }
+      yield* journal.append(f.key, file)
+      yield* emit("file", {
+        kind: f.kind,
+        type: f.type ?? null,
+        path: f.path,
+        count: file.count,
+        bytes: file.bytes,
+      })
+      return file
+    })
+
+  if (mode === "bulk") {
+    const job = journal.result("job")
+    const manifestRecord = journal.result("manifest")
+    let manifest: ExportManifest
+    if (Option.isSome(manifestRecord)) {
+      manifest = manifestRecord.value as ExportManifest
+      statusUrl = Option.isSome(job) ? (job.value as JobRecord).statusUrl : undefined
+      yield* emit("reattach", { detail: "manifest already received; downloading what is missing" })
+    } else {
+      if (Option.isSome(job)) {
+        statusUrl = (job.value as JobRecord).statusUrl
+        yield* emit("reattach", { statusUrl: redactUrl(statusUrl) })
+      } else {
+        const started = yield* doKickoff.pipe(
+          Effect.map(Option.some),
+          Effect.catchIf(
+            (e): e is ExportError =>
+              mode0 === "auto" && e instanceof ExportError && e.reason === "NotSupported",
+            (e) => emit("fallback", { detail: e.message }).pipe(Effect.as(Option.none<string>())),
+          ),
+        )
+        if (Option.isNone(started)) mode = "crawl"
+        else statusUrl = started.value
+      }
+      if (mode === "bulk" && statusUrl !== undefined) {
+        const reattached = Option.isSome(job)
+        manifest = yield* awaitManifest(statusUrl).pipe(
+          // A job that an earlier run started and that has failed since: this run starts a new one.
+          Effect.catchIf(
+            (e): e is ExportError => reattached && e instanceof ExportError && e.reason === "JobFailed",
+            (e) =>
+              Effect.gen(function* () {
+                yield* emit("warning", { detail: `the earlier job failed (${e.detail}); starting a new one` })
+                statusUrl = yield* doKickoff
+                return yield* awaitManifest(statusUrl)
+              }),
+          ),
+        )
+        yield* journal.append("manifest", manifest)
+        const known = manifest.transactionTime
+        yield* Archive.updateManifest(archive.root, (m) => ({ ...m, transactionTime: known }))
+        yield* emit("manifest", {
+          transactionTime: manifest.transactionTime,
+          output: manifest.output.length,
+          deleted: manifest.deleted.length,
+          error: manifest.error.length,
+        })
+      } else {
+        manifest = { transactionTime: "", requiresAccessToken: false, output: [], deleted: [], error: [] }
+      }
+    }
+    if (mode === "bulk") {
+      yield* journal.append("mode", "bulk")
+      // After a re-kick-off, files of the first job are older: the earliest transactionTime is the safe `_since`.
+      const first = journal.result("transactionTime")
+      if (Option.isNone(first)) yield* journal.append("transactionTime", manifest.transactionTime)
+      transactionTime = Option.isSome(first) ? String(first.value) : manifest.transactionTime
+      for (;;) {
+        const planned = planFiles(manifest, options.gzip === true)
+        const attempt = yield* Effect.forEach(planned, downloadOne(manifest), { concurrency: parallel }).pipe(
+          Effect.map(Option.some),
+          Effect.catchIf(isExpired, (e) =>
+            emit("expired", { status: e.status ?? null, url: e.url }).pipe(Effect.as(Option.none())),
+          ),
+        )
+        if (Option.isSome(attempt)) {
+          files.push(...attempt.value)
+          break
+        }
+        if (rekickoffs >= 3) {
+          return yield* new ExportError({
+            reason: "Expired",
+            url: statusUrl === undefined ? undefined : redactUrl(statusUrl),
+            detail: `the output files kept expiring (410/403) after ${rekickoffs} new kick-offs; download faster (raise --parallel) or ask the server's operators for a longer file lifetime`,
+          })
+        }
+        rekickoffs++
+        // Files not finished yet came from the old job: start them afresh from the new one.
+        for (const f of planned) {
+          if (!journal.isDone(f.key)) {
+            yield* Download.discard({
+              url: f.url,
+              type: f.type,
+              count: f.count,
+              path: archive.path(f.path),
+              label: f.path,
+              auth: false,
+            })
+          }
+        }
+        statusUrl = yield* doKickoff
+        manifest = yield* awaitManifest(statusUrl)
+        yield* journal.append("manifest", manifest)
+        yield* emit("manifest", {
+          transactionTime: manifest.transactionTime,
+          output: manifest.output.length,
+          rekickoff: rekickoffs,
+        })
+      }
+    }
+  }
+  if (mode === "crawl") {
+    yield* journal.append("mode", "crawl")
+    const crawled = yield* Crawl.crawl(client, archive, params, {
+      concurrency: parallel,
+      gzip: options.gzip === true,
+      onFile: (f) =>
+        emit("file", { kind: "output", type: f.type, path: f.path, count: f.count, bytes: f.bytes }),
+    })
+    transactionTime = crawled.transactionTime
+    files.push(...crawled.files)
+  }
+
+  // Attachments of every exported resource.
+  const attachmentSummary =
+    options.attachments === false
+      ? { fetched: 0, skipped: 0, bytes: 0, failed: [] }
+      : yield* Attachments.fetchAll(
+          client,
+          archive,
+          files
+            .filter((f) => f.kind === "output")
+            .map((f) => ({ path: archive.path(f.path), label: f.path })),
+          {
+            concurrency: parallel,
+            onStored: (s) => emit("attachment", { url: redactUrl(s.url), sha256: s.sha256, size: s.size }),
+            onFailed: (f) =>
+              emit("attachment-failed", { url: f.url, resource: f.resource, path: f.path, detail: f.detail }),
+          },
+        )
+  if (attachmentSummary.failed.length > 0) {
+    const first = attachmentSummary.failed[0]!
+    return yield* new ExportError({
+      reason: "Attachment",
+      url: first.url,
+      detail: `${attachmentSummary.failed.length} attachment(s) could not be fetched or verified (first: ${first.resource} ${first.path}: ${first.detail}); see events.ndjson, fix the cause and run the same command again (the job is kept for that)`,
+    })
+  }
+
+  // The archive is complete: manifest (atomically), checksums, journal; then the job is released.
+  const index = yield* ArchiveAttachments.readIndex(archive.root)
+  const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
+  const final = yield* Archive.updateManifest(archive.root, (m) => ({
+    ...m,
+    transactionTime,
+    complete: true,
+    files: files.filter((f) => f.kind === "output").map(entry),
+    deleted: files.filter((f) => f.kind === "deleted").map(entry),
+    errors: files.filter((f) => f.kind === "error").map(entry),
+    attachments: { count: index.size, bytes: [...index.values()].reduce((n, l) => n + l.size, 0) },
+  }))
+  yield* Archive.writeChecksums(archive.root, final)
+  yield* journal.append("complete", true)
+
+  if (mode === "bulk" && statusUrl !== undefined && options.keepJob !== true) {
+    const result = yield* Poll.release(client, statusUrl).pipe(Effect.either)
+    if (result._tag === "Right") {
+      released = true
+      yield* emit("released", { statusUrl: redactUrl(statusUrl) })
+    } else {
+      yield* emit("warning", { detail: `could not release the job: ${result.left.message}` })
+    }
+  }
+  const summary = summaryOf(archive.root, final, { resumed, rekickoffs, released, mode })
+  yield* emit("done", {
+    resources: summary.resources,
+    bytes: summary.bytes,
+    files: summary.files.length,
+    attachments: attachmentSummary.fetched,
+  })
+  return {
+    ...summary,
+    attachments: {
+      fetched: attachmentSummary.fetched,
+      skipped: attachmentSummary.skipped,
+      bytes: attachmentSummary.bytes,
+    },
+  }
+}, Effect.scoped) satisfies (
+  options: ExportOptions,
+) => Effect.Effect<ExportSummary, ExportError | ArchiveError | FhirError | AuthError>

@@ -1,0 +1,160 @@
+/**
+ * Status polling: 202 (wait, honouring Retry-After, logging X-Progress), 200 (the manifest), transient
+ * failures and 429 storms (wait and ask again), everything else fails the export. Partial manifests
+ * (`link` next) are followed and merged. All waiting goes through `Clock` (TestClock-able).
+ */
+import { HttpClientRequest } from "@effect/platform"
+import { ExportManifest, nextManifest } from "@ferry/core/BulkManifest"
+import { type AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import { describeParseError, redactUrl } from "@ferry/core/Http"
+import { summary } from "@ferry/core/OperationOutcome"
+import { isRetryable, isTransientOutcome, retryAfter } from "@ferry/core/Retry"
+import { Clock, Duration, Effect, Option, Schema } from "effect"
+import { ExportError } from "./ExportError.js"
+
+export interface PollOptions {
+  /** Give up (ExportError Timeout) after this long. Default 24 hours. */
+  readonly timeout?: Duration.DurationInput
+  /** First wait when the server gives no Retry-After (default 1 s); grows ×1.5 up to `maxInterval`. */
+  readonly interval?: Duration.DurationInput
+  /** Longest wait between two polls when the server gives no Retry-After (default 60 s). */
+  readonly maxInterval?: Duration.DurationInput
+  /** Called with each `X-Progress` text (and on every 202). */
+  readonly onProgress?: (progress: string | undefined) => Effect.Effect<void>
+  /** Called before waiting after a failed poll that will be retried. */
+  readonly onRetry?: (error: FhirError, wait: Duration.Duration) => Effect.Effect<void>
+}
+
+/** A 404 (or 410) on the status URL: the job is gone (deleted, expired or never existed). */
+export const isJobGone = (e: unknown): boolean =>
+  e instanceof FhirError && e.reason === "Status" && (e.status === 404 || e.status === 410)
+
+/** Whether a failed status request should simply be asked again later. */
+export const isTransientPollFailure = (e: FhirError): boolean =>
+  isRetryable(e) || (e.reason === "Status" && e.outcome !== undefined && isTransientOutcome(e.outcome))
+
+const decodeManifest = Schema.decodeUnknown(ExportManifest)
+
+/** Polls one URL until it answers 200 with a manifest. */
+const pollOnce = (client: FhirClient, url: string, options: PollOptions) =>
+  Effect.gen(function* () {
+    const maxInterval = Duration.decode(options.maxInterval ?? Duration.seconds(60))
+    let interval = Duration.decode(options.interval ?? Duration.seconds(1))
+    const grow = () => {
+      interval = Duration.min(Duration.times(interval, 1.5), maxInterval)
+    }
+    for (;;) {
+      const result = yield* client
+        .request(HttpClientRequest.get(url).pipe(HttpClientRequest.setHeader("accept", "application/json")))
+        .pipe(Effect.either)
+      if (result._tag === "Left") {
+        const e = result.left
+        if (e instanceof FhirError && !isJobGone(e) && isTransientPollFailure(e)) {
+          const wait = interval
+          grow()
+          if (options.onRetry) yield* options.onRetry(e, wait)
+          yield* Effect.sleep(wait)
+          continue
+        }
+        if (e instanceof FhirError && e.reason === "Status" && !isJobGone(e)) {
+          return yield* new ExportError({
+            reason: "JobFailed",
+            url: redactUrl(url),
+            detail: `the export job failed (${e.status})${e.outcome ? `: ${summary(e.outcome)}` : e.detail ? `: ${e.detail}` : ""}; check the server's logs, then run the export again`,
+            cause: e,
+          })
+        }
+        return yield* Effect.fail(e)
+      }
+      const response = result.right
+      if (response.status === 200) {
+        const json = yield* response.json.pipe(
+          Effect.mapError(
+            (cause) =>
+              new ExportError({
+                reason: "Manifest",
+                url: redactUrl(url),
+                detail: "the completion manifest is not JSON; the server's $export answer is broken",
+                cause,
+              }),
+          ),
+        )
+        return yield* decodeManifest(json).pipe(
+          Effect.mapError(
+            (e) =>
+              new ExportError({
+                reason: "Manifest",
+                url: redactUrl(url),
+                detail: `${describeParseError("a Bulk Data manifest", e)}; the server's $export answer is not a valid manifest`,
+              }),
+          ),
+        )
+      }
+      // 202 (or another 2xx): still running.
+      yield* Effect.ignore(response.text)
+      const progress = response.headers["x-progress"]
+      if (options.onProgress) yield* options.onProgress(progress)
+      const now = yield* Clock.currentTimeMillis
+      const wait = Option.match(retryAfter(response.headers["retry-after"], now, Duration.minutes(10)), {
+        onNone: () => {
+          const w = interval
+          grow()
+          return w
+        },
+        // A zero Retry-After would make us spin: never poll faster than every 100 ms.
+        onSome: (d) => Duration.max(d, Duration.millis(100)),
+      })
+      yield* Effect.sleep(wait)
+    }
+  })
+
+/**
+ * Polls the status URL until the job completes and returns its manifest; `link` next parts are fetched
+ * (each polled the same way) and their `output`, `deleted` and `error` appended.
+ */
+export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
+  client: FhirClient,
+  statusUrl: string,
+  options: PollOptions = {},
+) {
+  const timeout = Duration.decode(options.timeout ?? Duration.hours(24))
+  const all = Effect.gen(function* () {
+    let manifest = yield* pollOnce(client, statusUrl, options)
+    let next = nextManifest(manifest)
+    const seen = new Set<string>([statusUrl])
+    while (Option.isSome(next) && !seen.has(next.value)) {
+      const url = new URL(next.value, statusUrl).toString()
+      seen.add(next.value)
+      const part = yield* pollOnce(client, url, options)
+      manifest = {
+        ...manifest,
+        output: [...manifest.output, ...part.output],
+        deleted: [...manifest.deleted, ...part.deleted],
+        error: [...manifest.error, ...part.error],
+      }
+      next = nextManifest(part)
+    }
+    const { link: _link, ...rest } = manifest
+    return rest as ExportManifest
+  })
+  return yield* all.pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () =>
+        new ExportError({
+          reason: "Timeout",
+          url: redactUrl(statusUrl),
+          detail: `the export job did not finish within ${Duration.format(timeout)}; run the same command again to keep waiting for it, or raise --timeout`,
+        }),
+    }),
+  )
+}) satisfies (
+  client: FhirClient,
+  statusUrl: string,
+  options?: PollOptions,
+) => Effect.Effect<ExportManifest, ExportError | FhirError | AuthError>
+
+/** Releases the job on the server (DELETE status URL). Failures are returned, not swallowed. */
+export const release = (client: FhirClient, statusUrl: string): Effect.Effect<void, FhirError | AuthError> =>
+  client.request(HttpClientRequest.del(statusUrl)).pipe(Effect.flatMap((r) => Effect.ignore(r.text)))

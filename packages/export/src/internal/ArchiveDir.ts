@@ -1,0 +1,130 @@
+/**
+ * The archive as the export writes it, on top of `@ferry/archive` (layout, manifest, lock, journal,
+ * attachment blobs): this module adds the export's view of the journal (a synchronous mirror of the
+ * finished steps, keyed as below) and the event log (`events.ndjson`, no tokens, no resource bodies).
+ *
+ * Journal keys (kind `export.<first segment>`): `request`, `mode`, `job`, `manifest`,
+ * `file:<kind>:<Type>:<n>`, `attachment:<url>`, `complete`.
+ */
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import * as Archive from "@ferry/archive/Archive"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import { Journal as ArchiveJournal } from "@ferry/archive/Journal"
+import type { FileEntry, Init, Manifest } from "@ferry/archive/Manifest"
+import { Clock, Effect, Option, type Scope } from "effect"
+import { ExportError } from "../ExportError.js"
+
+export const ioError = (path: string, what: string) => (cause: unknown) =>
+  new ExportError({
+    reason: "Archive",
+    detail: `${path}: could not ${what} (${cause instanceof Error ? cause.message : String(cause)}); check the path, its permissions and free disk space`,
+    cause,
+  })
+
+export const fsTry = <A>(path: string, what: string, f: () => Promise<A>): Effect.Effect<A, ExportError> =>
+  Effect.tryPromise({ try: f, catch: ioError(path, what) })
+
+/** The finished steps, readable without an effect. */
+export interface Journal {
+  readonly append: (key: string, result: unknown) => Effect.Effect<void, ArchiveError>
+  readonly isDone: (key: string) => boolean
+  readonly result: (key: string) => Option.Option<unknown>
+}
+
+export interface ArchiveDir {
+  readonly root: string
+  readonly path: (...parts: ReadonlyArray<string>) => string
+  readonly journal: Journal
+  /** The manifest as found (or created) when the archive was opened. */
+  readonly manifest: Manifest
+  readonly event: (name: string, fields?: Record<string, unknown>) => Effect.Effect<void, ExportError>
+}
+
+/** A finished archive file and the manifest list it came from. */
+export type ArchiveFile = FileEntry & { readonly kind: "output" | "deleted" | "error" }
+
+/** Events logged at level "warn" (everything else is "info"). */
+const warnings: ReadonlySet<string> = new Set([
+  "warning",
+  "expired",
+  "count-mismatch",
+  "attachment-failed",
+  "poll-retry",
+  "fallback",
+  "job-gone",
+  "interrupted",
+])
+
+const kindOf = (key: string): string => `export.${key.split(":")[0]}`
+
+/** A file opened for appending whole lines (0600). */
+const appender = (file: string) =>
+  Effect.gen(function* () {
+    const handle = yield* Effect.acquireRelease(
+      fsTry(file, "open", async () => {
+        const h = await NFS.promises.open(file, "a", 0o600)
+        await h.chmod(0o600)
+        return h
+      }),
+      (h) => Effect.promise(() => h.close().catch(() => undefined)),
+    )
+    const lock = yield* Effect.makeSemaphore(1)
+    return (line: string): Effect.Effect<void, ExportError> =>
+      lock.withPermits(1)(fsTry(file, "append to", () => handle.write(`${line}\n`).then(() => undefined)))
+  })
+
+/**
+ * Takes the archive's lock, creates the archive (empty manifest, `complete: false`) unless it exists, and
+ * opens its journal and event log.
+ */
+export const open = (
+  root: string,
+  init: Init,
+): Effect.Effect<ArchiveDir, ArchiveError | ExportError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const abs = Path.resolve(root)
+    yield* Archive.lock(abs)
+    const exists = yield* fsTry(abs, "read", () =>
+      NFS.promises.access(Path.join(abs, Archive.layout.manifest)).then(
+        () => true,
+        () => false,
+      ),
+    )
+    const manifest = exists ? yield* Archive.readManifest(abs) : yield* Archive.create(abs, init)
+    const journal = yield* ArchiveJournal.make(Path.join(abs, Archive.layout.journal))
+    const mirror = new Map<string, unknown>()
+    for (const e of yield* journal.entries("export.")) mirror.set(e.key, e.data)
+    const appendEvent = yield* appender(Path.join(abs, Archive.layout.events))
+    return {
+      root: abs,
+      path: (...parts) => Path.join(abs, ...parts),
+      manifest,
+      journal: {
+        append: (key, result) =>
+          journal
+            .append(kindOf(key), key, result)
+            .pipe(Effect.zipRight(Effect.sync(() => mirror.set(key, result)))),
+        isDone: (key) => mirror.has(key),
+        result: (key) => (mirror.has(key) ? Option.some(mirror.get(key)) : Option.none()),
+      },
+      event: (name, fields = {}) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          appendEvent(
+            JSON.stringify({
+              at: new Date(now).toISOString(),
+              level: warnings.has(name) ? "warn" : "info",
+              event: name,
+              ...fields,
+            }),
+          ),
+        ),
+    } satisfies ArchiveDir
+  })
+
+/** The manifest of a finished archive in `dir`, if there is one. */
+export const finishedManifest = (dir: string): Effect.Effect<Option.Option<Manifest>> =>
+  Archive.readManifest(dir).pipe(
+    Effect.map((m) => (m.complete ? Option.some(m) : Option.none())),
+    Effect.orElseSucceed(() => Option.none()),
+  )

@@ -1,0 +1,149 @@
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import { assert, describe, it, layer } from "@effect/vitest"
+import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { Cause, Effect, Exit, Option } from "effect"
+import * as Archive from "@ferry/archive/Archive"
+import * as ArchiveAttachments from "@ferry/archive/Attachments"
+import * as Attachments from "../src/Attachments.js"
+import * as Export from "../src/Export.js"
+import { ExportError } from "../src/ExportError.js"
+import { attachmentsDir, clientFor, sample10, tempDir } from "./helpers/sandbox.js"
+
+const fast = { pollInterval: "50 millis" } as const
+const seedFiles = ["DICOM.jpg", "document.pdf", "portrait-1.jpg"]
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex")
+const seeded = seedFiles.map((f) => NFS.readFileSync(Path.join(attachmentsDir, f)))
+
+const put = (baseUrl: string, resource: { resourceType: string; id: string }) =>
+  Effect.promise(async () => {
+    const r = await fetch(`${baseUrl}/${resource.resourceType}/${resource.id}`, {
+      method: "PUT",
+      headers: { "content-type": "application/fhir+json" },
+      body: JSON.stringify(resource),
+    })
+    if (r.status >= 300) throw new Error(`PUT failed: ${r.status} ${await r.text()}`)
+  })
+
+describe("Attachments.refsOf / isSourceBinary", () => {
+  it("finds url attachments anywhere, leaves inline data and urn: alone", () => {
+    const refs = Attachments.refsOf({
+      resourceType: "DiagnosticReport",
+      id: "r1",
+      presentedForm: [
+        { contentType: "application/pdf", url: "Binary/abc", size: 3, hash: "x" },
+        { contentType: "text/plain", data: "aGk=" },
+        { contentType: "text/plain", url: "urn:uuid:1" },
+      ],
+      extension: [
+        {
+          url: "http://x",
+          valueAttachment: { contentType: "image/png", url: "https://cdn.example.org/p.png" },
+        },
+      ],
+    })
+    assert.deepStrictEqual(
+      refs.map((r) => [r.url, r.resource]),
+      [
+        ["Binary/abc", "DiagnosticReport/r1"],
+        ["https://cdn.example.org/p.png", "DiagnosticReport/r1"],
+      ],
+    )
+    assert.isTrue(Attachments.isSourceBinary("https://h/fhir", "Binary/abc"))
+    assert.isTrue(Attachments.isSourceBinary("https://h/fhir", "https://h/fhir/Binary/abc"))
+    assert.isFalse(Attachments.isSourceBinary("https://h/fhir", "https://other/fhir/Binary/abc"))
+    assert.isFalse(Attachments.isSourceBinary("https://h/fhir", "https://h/files/a.pdf"))
+  })
+})
+
+layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAfterSeconds: 0 } } as never), {
+  timeout: 60_000,
+  excludeTestServices: true,
+})("Attachments (sandbox seeded with attachments)", (it) => {
+  it.scoped(
+    "every attachment is fetched, stored by sha256, verified and indexed; a bad hash is reported",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const out = Path.join(dir, "a")
+        const summary = yield* Export.run({
+          client,
+          out,
+          params: { level: "system", types: ["DocumentReference"] },
+          ...fast,
+        })
+        assert.strictEqual(summary.attachments.fetched, 3)
+        const index = yield* ArchiveAttachments.readIndex(out)
+        assert.strictEqual(index.size, 3)
+        assert.deepStrictEqual([...index.keys()].sort(), seeded.map(sha256).sort())
+        for (const [sha, line] of index) {
+          const blob = NFS.readFileSync(Path.join(out, ArchiveAttachments.relativePath(sha)))
+          assert.strictEqual(sha256(blob), sha)
+          assert.strictEqual(blob.length, line.size)
+          assert.strictEqual(createHash("sha1").update(blob).digest("base64"), line.sha1)
+          assert.strictEqual(line.sourceUrls.length, 1)
+          assert.match(line.sourceUrls[0] ?? "", /\/Binary\//)
+        }
+        assert.include(
+          [...index.values()].map((i) => i.contentType),
+          "application/pdf",
+        )
+        const manifest = yield* Archive.readManifest(out)
+        assert.deepStrictEqual(manifest.attachments, {
+          count: 3,
+          bytes: seeded.reduce((n, b) => n + b.length, 0),
+        })
+        assert.deepStrictEqual(yield* Archive.verifyChecksums(out), [])
+
+        // A relative Binary URL, and one whose hash does not match.
+        const pdf = seeded[1]!
+        yield* put(sandbox.baseUrl, {
+          resourceType: "DocumentReference",
+          id: "relative-url",
+          status: "current",
+          content: [
+            { attachment: { contentType: "application/pdf", url: "Binary/document.pdf", size: pdf.length } },
+          ],
+        } as never)
+        yield* put(sandbox.baseUrl, {
+          resourceType: "DocumentReference",
+          id: "bad-hash",
+          status: "current",
+          content: [
+            {
+              attachment: {
+                contentType: "image/jpeg",
+                url: `${sandbox.baseUrl}/Binary/DICOM.jpg?copy=1`,
+                hash: createHash("sha1").update("something else").digest("base64"),
+              },
+            },
+          ],
+        } as never)
+        const out2 = Path.join(dir, "b")
+        const exit = yield* Export.run({
+          client,
+          out: out2,
+          params: { level: "system", types: ["DocumentReference"] },
+          ...fast,
+        }).pipe(Effect.exit)
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Exit.isFailure(exit)
+          ? Option.getOrUndefined(Cause.failureOption(exit.cause))
+          : undefined
+        assert.instanceOf(error, ExportError)
+        assert.strictEqual((error as ExportError).reason, "Attachment")
+        assert.include((error as ExportError).message, "DocumentReference/bad-hash")
+        const index2 = yield* ArchiveAttachments.readIndex(out2)
+        const pdfLine = index2.get(sha256(pdf))
+        assert.includeMembers([...(pdfLine?.sourceUrls ?? [])], ["Binary/document.pdf"])
+        assert.strictEqual(pdfLine?.sourceUrls.length, 2)
+        // The PDF is stored once although two URLs lead to it.
+        const blobs = NFS.readdirSync(Path.join(out2, "attachments")).filter((d) => d.length === 2)
+        assert.strictEqual(blobs.length, 3)
+        assert.isFalse((yield* Archive.readManifest(out2)).complete)
+      }),
+  )
+})

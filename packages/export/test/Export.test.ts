@@ -1,0 +1,351 @@
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import { assert, layer } from "@effect/vitest"
+import * as Archive from "@ferry/archive/Archive"
+import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
+import { ExportError } from "../src/ExportError.js"
+import * as Export from "../src/Export.js"
+import {
+  clientFor,
+  dataKeys,
+  dataLines,
+  events,
+  readNdjson,
+  sample10,
+  setFaults,
+  sha256File,
+  storeCounts,
+  synthea,
+  tempDir,
+  typeCounts,
+} from "./helpers/sandbox.js"
+
+const fast = { pollInterval: "50 millis" } as const
+
+layer(
+  Sandbox.Sandbox.layer({ seed: [synthea], bulk: { resourcesPerFile: 5000, retryAfterSeconds: 0 } } as never),
+  {
+    timeout: 120_000,
+    excludeTestServices: true,
+  },
+)("Export.run on the seeded Synthea data", (it) => {
+  it.scoped(
+    "system level: every resource lands, counts per type equal the sandbox's, sha256 match the files",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const out = Path.join(yield* tempDir, "a")
+        const client = yield* clientFor(sandbox.baseUrl)
+        const summary = yield* Export.run({ client, out, params: { level: "system" }, ...fast })
+        const expected = storeCounts(sandbox.store)
+        assert.strictEqual(
+          Object.values(expected).reduce((a, b) => a + b, 0),
+          38_473,
+        )
+        assert.strictEqual(summary.resources, 38_473)
+        assert.deepStrictEqual(typeCounts(summary), expected)
+        assert.strictEqual(dataKeys(out).size, 38_473)
+        const manifest = JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")) as {
+          files: Array<{ path: string; sha256: string }>
+          transactionTime: string
+        }
+        assert.isAbove(manifest.files.length, 17)
+        for (const f of manifest.files)
+          assert.strictEqual(sha256File(Path.join(out, f.path)), f.sha256, f.path)
+        assert.isTrue(summary.released)
+        assert.strictEqual(manifest.transactionTime, summary.transactionTime)
+        assert.deepStrictEqual(yield* Archive.verifyChecksums(out), [])
+        const read = yield* Archive.readManifest(out)
+        assert.isTrue(read.complete)
+        assert.strictEqual(read.request.level, "system")
+        assert.strictEqual((NFS.statSync(Path.join(out, "manifest.json")).mode & 0o777).toString(8), "600")
+        assert.strictEqual((NFS.statSync(Path.join(out, "data")).mode & 0o777).toString(8), "700")
+        assert.strictEqual(
+          (NFS.statSync(Path.join(out, "data", "Patient.000.ndjson")).mode & 0o777).toString(8),
+          "600",
+        )
+        // A rerun on a finished archive does nothing more.
+        const again = yield* Export.run({ client, out, params: { level: "system" }, ...fast })
+        assert.strictEqual(again.resources, 38_473)
+        assert.strictEqual(events(out).filter((e) => e.event === "kickoff").length, 1)
+      }),
+    120_000,
+  )
+
+  it.scoped(
+    "patient level: the compartment of every patient (100 patients), POST with patient= limits it",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const all = yield* Export.run({
+          client,
+          out: Path.join(dir, "all"),
+          params: { level: "patient", types: ["Patient", "Encounter"] },
+          ...fast,
+        })
+        assert.deepStrictEqual(typeCounts(all), { Patient: 100, Encounter: sandbox.store.count("Encounter") })
+        const patient = [...dataKeys(Path.join(dir, "all")).keys()].find((k) => k.startsWith("Patient/"))!
+        const one = yield* Export.run({
+          client,
+          out: Path.join(dir, "one"),
+          params: { level: "patient", types: ["Patient", "Encounter"], patients: [patient] },
+          ...fast,
+        })
+        assert.strictEqual(one.types.Patient?.resources, 1)
+        assert.isAbove(one.types.Encounter?.resources ?? 0, 0)
+        assert.isBelow(one.types.Encounter?.resources ?? 0, all.types.Encounter!.resources)
+        const encounters = NFS.readFileSync(Path.join(dir, "one", "data", "Encounter.000.ndjson"), "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+          .map((l) => JSON.parse(l) as { subject?: { reference?: string } })
+        for (const e of encounters)
+          assert.include(e.subject?.reference ?? "", patient.slice("Patient/".length))
+        assert.isTrue(events(Path.join(dir, "one")).some((e) => e.event === "kickoff" && e.post === true))
+      }),
+    120_000,
+  )
+
+  it.scoped(
+    "group level: the Group's members",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const summary = yield* Export.run({
+          client,
+          out: Path.join(dir, "g"),
+          params: {
+            level: "group",
+            groupId: "d9f31445-f448-48c0-af57-295c005e07df",
+            types: ["Patient", "Immunization"],
+          },
+          ...fast,
+        })
+        assert.deepStrictEqual(typeCounts(summary), {
+          Patient: 100,
+          Immunization: sandbox.store.count("Immunization"),
+        })
+        const missing = yield* Export.run({
+          client,
+          out: Path.join(dir, "x"),
+          params: { level: "group", types: ["Patient"] },
+          ...fast,
+        }).pipe(Effect.exit)
+        assert.isTrue(Exit.isFailure(missing))
+      }),
+    120_000,
+  )
+
+  it.scoped(
+    "crawl: the same resources as the bulk export, through search",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const types = ["Patient", "Encounter", "Organization", "Group"]
+        const crawled = yield* Export.run({
+          client,
+          out: Path.join(dir, "c"),
+          params: { level: "system", types },
+          mode: "crawl",
+        })
+        assert.strictEqual(crawled.mode, "crawl")
+        const expected = Object.fromEntries(types.map((t) => [t, sandbox.store.count(t)]))
+        assert.deepStrictEqual(typeCounts(crawled), expected)
+        assert.deepStrictEqual(
+          dataLines(Path.join(dir, "c")).length,
+          types.reduce((n, t) => n + sandbox.store.count(t), 0),
+        )
+        const patient = yield* Export.run({
+          client,
+          out: Path.join(dir, "p"),
+          params: { level: "patient", types: ["Patient", "Immunization"] },
+          mode: "crawl",
+        })
+        assert.deepStrictEqual(typeCounts(patient), {
+          Patient: 100,
+          Immunization: sandbox.store.count("Immunization"),
+        })
+      }),
+    120_000,
+  )
+})
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E | undefined =>
+  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+
+layer(
+  Sandbox.Sandbox.layer({ seed: [sample10], bulk: { retryAfterSeconds: 0, pollsBeforeDone: 4 } } as never),
+  {
+    timeout: 60_000,
+    excludeTestServices: true,
+  },
+)("Export.run: resume and incremental (10-patient sandbox)", (it) => {
+  const types = ["Patient", "Condition", "Encounter", "Procedure"]
+
+  it.scoped("interrupted while the job runs: the rerun re-attaches to the same job (one kick-off)", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const out = Path.join(yield* tempDir, "a")
+      const client = yield* clientFor(sandbox.baseUrl)
+      const kicked = yield* Deferred.make<void>()
+      const options = { client, out, params: { level: "system" as const, types }, ...fast }
+      const fiber = yield* Effect.fork(
+        Export.run({
+          ...options,
+          onEvent: (e) => (e.event === "kickoff" ? Deferred.succeed(kicked, undefined) : Effect.void),
+        }),
+      )
+      yield* Deferred.await(kicked)
+      yield* Fiber.interrupt(fiber)
+      assert.isFalse((yield* Archive.readManifest(out)).complete)
+      const summary = yield* Export.run(options)
+      assert.isTrue(summary.resumed)
+      const log = events(out)
+      assert.strictEqual(log.filter((e) => e.event === "kickoff").length, 1)
+      assert.isTrue(log.some((e) => e.event === "reattach" && typeof e.statusUrl === "string"))
+      assert.deepStrictEqual(
+        typeCounts(summary),
+        Object.fromEntries(types.map((t) => [t, sandbox.store.count(t)])),
+      )
+    }),
+  )
+
+  it.scoped("interrupted during downloads: the rerun fetches only the missing files", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const out = Path.join(dir, "b")
+      const client = yield* clientFor(sandbox.baseUrl)
+      const first = yield* Deferred.make<void>()
+      const options = { client, out, params: { level: "system" as const, types }, parallel: 1, ...fast }
+      // Slow downloads, so that the interruption lands while files remain.
+      yield* setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+      const fiber = yield* Effect.fork(
+        Export.run({
+          ...options,
+          onEvent: (e) => (e.event === "file" ? Deferred.succeed(first, undefined) : Effect.void),
+        }),
+      )
+      yield* Deferred.await(first)
+      yield* Fiber.interrupt(fiber)
+      yield* setFaults(sandbox.baseUrl, {})
+      const before = events(out).filter((e) => e.event === "file").length
+      assert.isAtLeast(before, 1)
+      assert.isBelow(before, types.length)
+      const summary = yield* Export.run(options)
+      const log = events(out)
+      assert.strictEqual(log.filter((e) => e.event === "file").length, types.length)
+      assert.strictEqual(log.filter((e) => e.event === "kickoff").length, 1)
+      const clean = yield* Export.run({ ...options, out: Path.join(dir, "clean") })
+      assert.deepStrictEqual(dataLines(out), dataLines(Path.join(dir, "clean")))
+      assert.deepStrictEqual(typeCounts(summary), typeCounts(clean))
+    }),
+  )
+
+  it.scoped("gzip: data files are stored as .ndjson.gz, checksummed and readable through the archive", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const out = Path.join(yield* tempDir, "gz")
+      const client = yield* clientFor(sandbox.baseUrl)
+      const summary = yield* Export.run({
+        client,
+        out,
+        params: { level: "system", types },
+        gzip: true,
+        ...fast,
+      })
+      const manifest = yield* Archive.readManifest(out)
+      assert.isTrue(manifest.files.every((f) => f.compression === "gzip" && f.path.endsWith(".ndjson.gz")))
+      assert.deepStrictEqual(yield* Archive.verifyChecksums(out), [])
+      let read = 0
+      for (const f of manifest.files) read += yield* Stream.runCount(Archive.resources(out, f))
+      assert.strictEqual(read, summary.resources)
+      assert.deepStrictEqual(
+        typeCounts(summary),
+        Object.fromEntries(types.map((t) => [t, sandbox.store.count(t)])),
+      )
+    }),
+  )
+
+  it.scoped("--since auto takes the previous archive's transactionTime and gets only what changed", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const client = yield* clientFor(sandbox.baseUrl)
+      const full = yield* Export.run({
+        client,
+        out: Path.join(dir, "run1"),
+        params: { level: "system", types: ["Patient"], since: "auto" },
+        ...fast,
+      })
+      assert.strictEqual(full.since, undefined)
+      assert.strictEqual(full.resources, sandbox.store.count("Patient"))
+      const patient = readNdjson(Path.join(dir, "run1", "data", "Patient.000.ndjson"))[0]!
+      yield* Effect.promise(() =>
+        fetch(`${sandbox.baseUrl}/Patient/${patient.id}`, {
+          method: "PUT",
+          headers: { "content-type": "application/fhir+json" },
+          body: JSON.stringify({ ...patient, gender: patient.gender === "male" ? "female" : "male" }),
+        }),
+      )
+      const next = yield* Export.run({
+        client,
+        out: Path.join(dir, "run2"),
+        params: { level: "system", types: ["Patient"], since: "auto" },
+        ...fast,
+      })
+      assert.strictEqual(next.since, full.transactionTime)
+      assert.strictEqual(next.resources, 1)
+      assert.strictEqual(readNdjson(Path.join(dir, "run2", "data", "Patient.000.ndjson"))[0]!.id, patient.id)
+      // The same --out with other options is refused rather than mixed.
+      const other = yield* Export.run({
+        client,
+        out: Path.join(dir, "run2"),
+        params: { level: "system", types: ["Condition"] },
+        ...fast,
+      }).pipe(Effect.exit)
+      const error = failureOf(other)
+      assert.instanceOf(error, ExportError)
+      assert.strictEqual((error as ExportError).reason, "Config")
+    }),
+  )
+})
+
+layer(Sandbox.Sandbox.layer({ seed: [sample10] } as never, { plugins: [] }), {
+  timeout: 60_000,
+  excludeTestServices: true,
+})("Export.run against a server without $export", (it) => {
+  it.scoped("mode auto falls back to a crawl; mode bulk fails with NotSupported", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const client = yield* clientFor(sandbox.baseUrl)
+      const types = ["Patient", "Condition"]
+      const summary = yield* Export.run({
+        client,
+        out: Path.join(dir, "auto"),
+        params: { level: "system", types },
+      })
+      assert.strictEqual(summary.mode, "crawl")
+      assert.deepStrictEqual(
+        typeCounts(summary),
+        Object.fromEntries(types.map((t) => [t, sandbox.store.count(t)])),
+      )
+      const bulk = yield* Export.run({
+        client,
+        out: Path.join(dir, "bulk"),
+        params: { level: "system", types },
+        mode: "bulk",
+      }).pipe(Effect.exit)
+      const error = failureOf(bulk)
+      assert.instanceOf(error, ExportError)
+      assert.strictEqual((error as ExportError).reason, "NotSupported")
+    }),
+  )
+})

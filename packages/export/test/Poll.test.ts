@@ -1,0 +1,174 @@
+import { HttpClient, type HttpClientRequest, HttpClientResponse } from "@effect/platform"
+import * as FhirClient from "@ferry/core/FhirClient"
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
+import { ExportError } from "../src/ExportError.js"
+import * as Poll from "../src/Poll.js"
+
+type Answer = { readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
+
+const manifest = {
+  transactionTime: "2026-01-01T00:00:00Z",
+  request: "https://fhir.example.org/r4/$export",
+  requiresAccessToken: true,
+  output: [{ type: "Patient", url: "https://files.example.org/p1.ndjson", count: 2 }],
+  error: [],
+}
+const status = "https://fhir.example.org/r4/bulk/status/1"
+
+/** A scripted fake server; records the URL of every request. */
+const fake = (script: ReadonlyArray<Answer>) =>
+  Effect.gen(function* () {
+    const answers = yield* Ref.make(script)
+    const seen = yield* Ref.make<ReadonlyArray<string>>([])
+    const http = HttpClient.make((request: HttpClientRequest.HttpClientRequest) =>
+      Effect.gen(function* () {
+        yield* Ref.update(seen, (s) => [...s, request.url])
+        const next = yield* Ref.modify(answers, (a) => [a[0], a.slice(1)] as const)
+        if (next === undefined) return yield* Effect.dieMessage(`unscripted request ${request.url}`)
+        const body = next.body === undefined ? null : JSON.stringify(next.body)
+        return HttpClientResponse.fromWeb(
+          request,
+          new Response(body, { status: next.status, headers: next.headers }),
+        )
+      }),
+    )
+    const client = yield* FhirClient.make({
+      baseUrl: "https://fhir.example.org/r4",
+      timeout: Duration.infinity,
+      retry: { times: 2 },
+    }).pipe(Effect.provideService(HttpClient.HttpClient, http))
+    return { client, seen }
+  })
+
+const outcome = (code: string) => ({ resourceType: "OperationOutcome", issue: [{ severity: "error", code }] })
+
+describe("Poll.waitForManifest", () => {
+  it.effect("waits exactly the Retry-After of a 202 before polling again", () =>
+    Effect.gen(function* () {
+      const { client, seen } = yield* fake([
+        { status: 202, headers: { "retry-after": "120", "x-progress": "10%" } },
+        { status: 200, body: manifest },
+      ])
+      const progress: Array<string | undefined> = []
+      const fiber = yield* Effect.fork(
+        Poll.waitForManifest(client, status, { onProgress: (p) => Effect.sync(() => void progress.push(p)) }),
+      )
+      yield* TestClock.adjust("119 seconds")
+      assert.strictEqual((yield* Ref.get(seen)).length, 1)
+      yield* TestClock.adjust("1 second")
+      const result = yield* Fiber.join(fiber)
+      assert.strictEqual(result.transactionTime, manifest.transactionTime)
+      assert.strictEqual(result.output.length, 1)
+      assert.deepStrictEqual(progress, ["10%"])
+      assert.strictEqual((yield* Ref.get(seen)).length, 2)
+    }),
+  )
+
+  it.effect(
+    "429 storms: never polls before the server's Retry-After, keeps going past the client's retries",
+    () =>
+      Effect.gen(function* () {
+        const throttled: Answer = {
+          status: 429,
+          headers: { "retry-after": "30" },
+          body: outcome("throttled"),
+        }
+        const { client, seen } = yield* fake([
+          throttled,
+          throttled,
+          throttled,
+          throttled,
+          { status: 200, body: manifest },
+        ])
+        const fiber = yield* Effect.fork(Poll.waitForManifest(client, status, { interval: "5 seconds" }))
+        yield* TestClock.adjust("29 seconds")
+        assert.strictEqual((yield* Ref.get(seen)).length, 1)
+        yield* TestClock.adjust("1 second")
+        assert.strictEqual((yield* Ref.get(seen)).length, 2)
+        yield* TestClock.adjust("30 seconds")
+        // The client's 2 retries are used up: the poll loop waits its own interval (5 s) and asks again.
+        assert.strictEqual((yield* Ref.get(seen)).length, 3)
+        yield* TestClock.adjust("5 seconds")
+        assert.strictEqual((yield* Ref.get(seen)).length, 4)
+        yield* TestClock.adjust("30 seconds")
+        const result = yield* Fiber.join(fiber)
+        assert.strictEqual(result.output.length, 1)
+      }),
+  )
+
+  it.effect("a transient OperationOutcome on a 4xx is retried; a hard failure fails the export", () =>
+    Effect.gen(function* () {
+      const { client } = yield* fake([
+        { status: 400, body: outcome("transient") },
+        {
+          status: 500,
+          body: {
+            resourceType: "OperationOutcome",
+            issue: [{ severity: "error", code: "processing", diagnostics: "disk full" }],
+          },
+        },
+      ])
+      const fiber = yield* Effect.fork(Poll.waitForManifest(client, status, { interval: "1 second" }))
+      yield* TestClock.adjust("1 second")
+      const exit = yield* Fiber.await(fiber)
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
+      assert.instanceOf(error, ExportError)
+      assert.strictEqual((error as ExportError).reason, "JobFailed")
+      assert.include((error as ExportError).message, "disk full")
+    }),
+  )
+
+  it.effect("gives up after the overall timeout", () =>
+    Effect.gen(function* () {
+      const running: Answer = { status: 202, headers: { "retry-after": "60" } }
+      const { client } = yield* fake(Array.from({ length: 10 }, () => running))
+      const fiber = yield* Effect.fork(Poll.waitForManifest(client, status, { timeout: "5 minutes" }))
+      yield* TestClock.adjust("5 minutes")
+      const exit = yield* Fiber.await(fiber)
+      assert.isTrue(Exit.isFailure(exit))
+      const failure = Exit.isFailure(exit) ? exit.cause : undefined
+      assert.include(String(failure), "did not finish within 5m")
+    }),
+  )
+
+  it.effect("follows partial manifests (link next) and merges their files", () =>
+    Effect.gen(function* () {
+      const second = {
+        ...manifest,
+        output: [{ type: "Observation", url: "https://files.example.org/o1.ndjson" }],
+        error: [{ type: "OperationOutcome", url: "https://files.example.org/e1.ndjson" }],
+      }
+      const { client, seen } = yield* fake([
+        {
+          status: 200,
+          body: {
+            ...manifest,
+            link: [{ relation: "next", url: "https://fhir.example.org/r4/bulk/status/1/part/2" }],
+          },
+        },
+        { status: 200, body: second },
+      ])
+      const result = yield* Poll.waitForManifest(client, status)
+      assert.deepStrictEqual(
+        result.output.map((o) => o.type),
+        ["Patient", "Observation"],
+      )
+      assert.strictEqual(result.error.length, 1)
+      assert.strictEqual((yield* Ref.get(seen))[1], "https://fhir.example.org/r4/bulk/status/1/part/2")
+      assert.isTrue(Option.isNone(Option.fromNullable((result as { link?: unknown }).link)))
+    }),
+  )
+
+  it.effect("a 404 on the status URL is reported as a vanished job", () =>
+    Effect.gen(function* () {
+      const { client } = yield* fake([{ status: 404, body: outcome("not-found") }])
+      const exit = yield* Poll.waitForManifest(client, status).pipe(Effect.exit)
+      assert.isTrue(Exit.isFailure(exit))
+      assert.isTrue(
+        Exit.isFailure(exit) && Poll.isJobGone(exit.cause._tag === "Fail" ? exit.cause.error : undefined),
+      )
+    }),
+  )
+})

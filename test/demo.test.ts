@@ -1,0 +1,50 @@
+/**
+ * `ferry demo` (what `npm run demo` runs) as a process: it must finish with exit 0 and report an
+ * archive whose checksums and per-type counts match the seeded source.
+ */
+import { execFile } from "node:child_process"
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { promisify } from "node:util"
+import { afterAll, describe, expect, it } from "vitest"
+import { ferryBin, sharedData } from "./helpers/ferry.js"
+
+const run = promisify(execFile)
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-demo-e2e-"))
+afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
+
+describe("ferry demo (process)", () => {
+  it("exports the seeded sandbox into an archive that matches the source", async () => {
+    const out = Path.join(tmp, "demo")
+    const { stdout } = await run(
+      process.execPath,
+      [ferryBin, "demo", "--data", sharedData(""), "--out", out],
+      {
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    )
+    expect(stdout).toContain("38479 resources in 20 types, 3 attachments")
+    expect(stdout).toContain("checksums: all match")
+    expect(stdout).toContain("per-type counts against the source: all equal")
+    const manifest = JSON.parse(NFS.readFileSync(Path.join(out, "archive", "manifest.json"), "utf8"))
+    expect(manifest.complete).toBe(true)
+    expect((NFS.statSync(Path.join(out, "archive")).mode & 0o777).toString(8)).toBe("700")
+  }, 180_000)
+
+  it("says what to do when the shared data is missing, with exit code 2", async () => {
+    const failure = await run(process.execPath, [
+      ferryBin,
+      "demo",
+      "--data",
+      tmp,
+      "--out",
+      Path.join(tmp, "x"),
+    ]).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    )
+    expect(failure?.code).toBe(2)
+    expect(failure?.stderr).toMatch(/^ferry: .*does not hold synthea-bundles\/ and attachments\/; .*--data/m)
+  })
+})

@@ -1,0 +1,348 @@
+/**
+ * `ferry export` end to end: the bundled CLI as a process against sandboxes started in this process.
+ * Needs `npm run build` first.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { createHash, generateKeyPairSync, randomUUID, sign } from "node:crypto"
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { Effect, Exit, Scope } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ferryBin } from "./helpers/ferry.js"
+
+const data = (name: string) => fileURLToPath(new URL(`../../shared/data/${name}`, import.meta.url))
+
+interface Run {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs the CLI; `onStderr` may kill it (returns the child). */
+const ferry = (
+  args: ReadonlyArray<string>,
+  onStderr?: (text: string, child: ChildProcess) => void,
+  env: Record<string, string> = {},
+): Promise<Run> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [ferryBin, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env },
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString()
+    })
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString()
+      onStderr?.(stderr, child)
+    })
+    child.on("error", reject)
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+
+const scopes: Array<Scope.CloseableScope> = []
+const start = async (config: unknown, plugins?: ReadonlyArray<Sandbox.Plugin>) => {
+  const scope = await Effect.runPromise(Scope.make())
+  scopes.push(scope)
+  return Effect.runPromise(
+    Sandbox.start(config as never, plugins ? { plugins } : {}).pipe(Scope.extend(scope)),
+  )
+}
+afterAll(async () => {
+  for (const s of scopes) await Effect.runPromise(Scope.close(s, Exit.void))
+})
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-export-e2e-"))
+afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
+
+const dataLines = (out: string): Array<string> =>
+  NFS.readdirSync(Path.join(out, "data"))
+    .filter((f) => f.endsWith(".ndjson"))
+    .flatMap((f) => NFS.readFileSync(Path.join(out, "data", f), "utf8").split("\n"))
+    .filter((l) => l !== "")
+    .sort()
+
+const eventsOf = (out: string): Array<{ event: string; [k: string]: unknown }> =>
+  NFS.readFileSync(Path.join(out, "events.ndjson"), "utf8")
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as { event: string })
+
+const setFaults = async (baseUrl: string, faults: unknown) => {
+  const r = await fetch(`${baseUrl}/_sandbox/faults`, { method: "PUT", body: JSON.stringify(faults) })
+  expect(r.status).toBe(204)
+}
+
+describe("ferry export (Synthea + attachments, no auth)", () => {
+  let sandbox: Sandbox.SandboxHandle
+  const full = Path.join(tmp, "full")
+  beforeAll(async () => {
+    sandbox = await start({
+      seed: [data("synthea-bundles"), data("attachments")],
+      bulk: { resourcesPerFile: 5000 },
+    })
+  }, 120_000)
+
+  it("system level: every resource, counts per type equal the sandbox's, sha256 match, attachments verified", async () => {
+    const run = await ferry(["export", sandbox.baseUrl, "--out", full, "--json"])
+    expect(run.stderr).toContain("done:")
+    expect(run.code).toBe(0)
+    const summary = JSON.parse(run.stdout) as {
+      resources: number
+      types: Record<string, { resources: number }>
+      attachments: { fetched: number }
+      files: Array<{ path: string; sha256: string }>
+    }
+    const expected: Record<string, number> = {}
+    for (const t of sandbox.store.types())
+      if (sandbox.store.count(t) > 0) expected[t] = sandbox.store.count(t)
+    expect(Object.fromEntries(Object.entries(summary.types).map(([t, s]) => [t, s.resources]))).toEqual(
+      expected,
+    )
+    // 38,473 Synthea resources + 3 Binary and 3 DocumentReference for the attachments.
+    expect(summary.resources).toBe(38_479)
+    expect(dataLines(full)).toHaveLength(38_479)
+    for (const f of summary.files) {
+      expect(
+        createHash("sha256")
+          .update(NFS.readFileSync(Path.join(full, f.path)))
+          .digest("hex"),
+      ).toBe(f.sha256)
+    }
+    expect(summary.attachments.fetched).toBe(3)
+    for (const name of ["DICOM.jpg", "document.pdf", "portrait-1.jpg"]) {
+      const sha = createHash("sha256")
+        .update(NFS.readFileSync(Path.join(data("attachments"), name)))
+        .digest("hex")
+      expect(NFS.existsSync(Path.join(full, "attachments", sha.slice(0, 2), sha))).toBe(true)
+    }
+    // Plain progress lines on stderr (not a TTY), a JSON summary on stdout.
+    expect(run.stderr).toMatch(/data\/Observation\.000\.ndjson: 5000 Observation resources/)
+  }, 120_000)
+
+  it("patient and group levels", async () => {
+    const patient = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "pat"),
+      "--level",
+      "patient",
+      "--type",
+      "Patient,Immunization",
+      "--json",
+    ])
+    expect(patient.code).toBe(0)
+    const p = JSON.parse(patient.stdout) as { types: Record<string, { resources: number }> }
+    expect(p.types.Patient?.resources).toBe(100)
+    expect(p.types.Immunization?.resources).toBe(sandbox.store.count("Immunization"))
+    const group = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "grp"),
+      "--level",
+      "group",
+      "--group",
+      "d9f31445-f448-48c0-af57-295c005e07df",
+      "--type",
+      "Patient",
+      "--json",
+    ])
+    expect(group.code).toBe(0)
+    expect((JSON.parse(group.stdout) as { resources: number }).resources).toBe(100)
+  }, 120_000)
+
+  it("usage errors: one line and exit code 2", async () => {
+    const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "usage"), "--level", "group"])
+    expect(run.code).toBe(2)
+    expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*--group/)
+    const bad = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "usage2"),
+      "--timeout",
+      "soon",
+    ])
+    expect(bad.code).toBe(2)
+  })
+
+  it("kill -9 during downloads, then a rerun: same data as an uninterrupted export, no second kick-off", async () => {
+    const out = Path.join(tmp, "killed")
+    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+    const killed = await ferry(
+      ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"],
+      (text, child) => {
+        if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+      },
+    )
+    expect(killed.signal).toBe("SIGKILL")
+    expect(JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")).complete).toBe(false)
+    await setFaults(sandbox.baseUrl, {})
+    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out])
+    expect(rerun.code).toBe(0)
+    expect(dataLines(out)).toEqual(dataLines(full))
+    const events = eventsOf(out)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
+    expect(events.some((e) => e.event === "reattach")).toBe(true)
+    expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
+  }, 120_000)
+
+  it("Ctrl-C (SIGINT): exit code 130, the job is kept, and the rerun finishes it", async () => {
+    const out = Path.join(tmp, "sigint")
+    const types = ["Patient", "Encounter", "Condition", "Procedure"]
+    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 500 }] })
+    let sent = false
+    const interrupted = await ferry(
+      ["export", sandbox.baseUrl, "--out", out, "--type", types.join(","), "--parallel", "1"],
+      (text, child) => {
+        if (!sent && /\.ndjson: \d+/.test(text)) {
+          sent = true
+          child.kill("SIGINT")
+        }
+      },
+    )
+    await setFaults(sandbox.baseUrl, {})
+    expect(interrupted.code).toBe(130)
+    expect(interrupted.stderr.trim().split("\n").at(-1)).toMatch(
+      /^ferry: export interrupted; run the same command again/,
+    )
+    expect(eventsOf(out).some((e) => e.event === "interrupted")).toBe(true)
+    expect(eventsOf(out).some((e) => e.event === "released")).toBe(false)
+    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out, "--type", types.join(","), "--json"])
+    expect(rerun.code).toBe(0)
+    const summary = JSON.parse(rerun.stdout) as {
+      types: Record<string, { resources: number }>
+      released: boolean
+    }
+    for (const t of types) expect(summary.types[t]?.resources).toBe(sandbox.store.count(t))
+    expect(summary.released).toBe(true)
+    expect(eventsOf(out).filter((e) => e.event === "kickoff")).toHaveLength(1)
+  }, 120_000)
+})
+
+describe("ferry export with SMART Backend Services", () => {
+  let sandbox: Sandbox.SandboxHandle
+  const seen = new Set<string>()
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-384" })
+  const kid = "e2e-key-1"
+  const privateJwk = { ...privateKey.export({ format: "jwk" }), kid, alg: "ES384", use: "sig" }
+  const publicJwk = { ...publicKey.export({ format: "jwk" }), kid, alg: "ES384", use: "sig" }
+  const keyFile = Path.join(tmp, "key.jwk")
+
+  beforeAll(async () => {
+    NFS.writeFileSync(keyFile, JSON.stringify(privateJwk), { mode: 0o600 })
+    const { defaultPlugins } = await import("@ferry/sandbox/Sandbox")
+    // Records every Authorization header the server receives (to search the outputs for the tokens).
+    const spy: Sandbox.Plugin = (router) =>
+      router.use(async (ctx, next) => {
+        const h = ctx.req.headers.authorization
+        if (typeof h === "string") seen.add(h.replace(/^Bearer\s+/i, ""))
+        await next()
+      })
+    sandbox = await start(
+      {
+        seed: [data("sample-bulk-10-patients"), data("attachments")],
+        auth: { clients: [{ clientId: "ferry-e2e", jwks: { keys: [publicJwk] }, scopes: ["system/*.rs"] }] },
+      },
+      [spy, ...defaultPlugins],
+    )
+  }, 120_000)
+
+  it("exports with a token; no token and no private key in stdout, stderr, events or journal", async () => {
+    const out = Path.join(tmp, "smart")
+    const run = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      out,
+      "--auth",
+      "smart",
+      "--client-id",
+      "ferry-e2e",
+      "--key",
+      keyFile,
+      "--json",
+    ])
+    expect(run.stderr).toContain("SMART Backend Services")
+    expect(run.code).toBe(0)
+    const summary = JSON.parse(run.stdout) as { resources: number; attachments: { fetched: number } }
+    expect(summary.resources).toBe(7166)
+    expect(summary.attachments.fetched).toBe(3)
+    expect(seen.size).toBeGreaterThan(0)
+    const texts = [
+      run.stdout,
+      run.stderr,
+      ...[
+        "events.ndjson",
+        "journal.ndjson",
+        "manifest.json",
+        "attachments/index.ndjson",
+        "checksums.sha256",
+      ].map((f) => NFS.readFileSync(Path.join(out, f), "utf8")),
+    ]
+    const secrets = [...seen, String(privateJwk.d)]
+    for (const text of texts) for (const secret of secrets) expect(text.includes(secret)).toBe(false)
+    expect(secrets.every((s) => s.length >= 20)).toBe(true)
+  }, 120_000)
+
+  it("--auth bearer with a token from the environment; the token never reaches the outputs", async () => {
+    // A token obtained elsewhere: sign a client assertion (ES384, JWS by hand) and ask the token endpoint.
+    const b64 = (u: unknown) => Buffer.from(JSON.stringify(u)).toString("base64url")
+    const tokenUrl = `${sandbox.baseUrl}/auth/token`
+    const now = Math.floor(Date.now() / 1000)
+    const input = `${b64({ alg: "ES384", kid, typ: "JWT" })}.${b64({ iss: "ferry-e2e", sub: "ferry-e2e", aud: tokenUrl, exp: now + 240, jti: randomUUID() })}`
+    const signature = sign("sha384", Buffer.from(input), { key: privateKey, dsaEncoding: "ieee-p1363" })
+    const response = await fetch(tokenUrl, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "client_credentials",
+        scope: "system/*.rs",
+        client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion: `${input}.${signature.toString("base64url")}`,
+      }),
+    })
+    const token = ((await response.json()) as { access_token: string }).access_token
+    expect(token.length).toBeGreaterThan(20)
+    const out = Path.join(tmp, "bearer")
+    const run = await ferry(
+      [
+        "export",
+        sandbox.baseUrl,
+        "--out",
+        out,
+        "--auth",
+        "bearer",
+        "--bearer-env",
+        "FERRY_E2E_TOKEN",
+        "--type",
+        "Patient",
+      ],
+      undefined,
+      { FERRY_E2E_TOKEN: token },
+    )
+    expect(run.code).toBe(0)
+    for (const text of [
+      run.stdout,
+      run.stderr,
+      NFS.readFileSync(Path.join(out, "events.ndjson"), "utf8"),
+      NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8"),
+    ]) {
+      expect(text.includes(token)).toBe(false)
+    }
+  }, 60_000)
+
+  it("without credentials: one line and exit code 3", async () => {
+    const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "noauth"), "--mode", "bulk"])
+    expect(run.code).toBe(3)
+    expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: /)
+  }, 60_000)
+})
