@@ -54,6 +54,30 @@ describe("ferry sandbox (process)", () => {
     }
   })
 
+  it("--refuse-client-ids answers 405 to update-as-create and --max-bundle-entries 413 to a larger Bundle", async () => {
+    const sb = await startSandboxProcess(["--refuse-client-ids", "--max-bundle-entries", "2"])
+    try {
+      const put = await fetch(`${sb.baseUrl}/Patient/client-id-1`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({ resourceType: "Patient", id: "client-id-1" }),
+      })
+      expect(put.status).toBe(405)
+      expect(((await put.json()) as { resourceType: string }).resourceType).toBe("OperationOutcome")
+      const entry = { resource: { resourceType: "Patient" }, request: { method: "POST", url: "Patient" } }
+      const bundle = (n: number) =>
+        fetch(sb.baseUrl, {
+          method: "POST",
+          headers: { "content-type": "application/fhir+json" },
+          body: JSON.stringify({ resourceType: "Bundle", type: "transaction", entry: Array(n).fill(entry) }),
+        })
+      expect((await bundle(3)).status).toBe(413)
+      expect((await bundle(2)).status).toBe(200)
+    } finally {
+      await sb.stop()
+    }
+  })
+
   it("refuses a config file that is not JSON with one clear sentence and a non-zero exit", async () => {
     const bad = Path.join(tmp, "bad.json")
     NFS.writeFileSync(bad, "{ port: ")

@@ -18,6 +18,8 @@ export interface SandboxFlags {
   readonly seed: ReadonlyArray<string>
   readonly generate: Option.Option<number>
   readonly config: Option.Option<string>
+  readonly refuseClientIds: boolean
+  readonly maxBundleEntries: Option.Option<number>
 }
 
 const readConfigFile = (path: string) =>
@@ -42,6 +44,8 @@ export const sandboxConfig = Effect.fn("sandbox.config")(function* (flags: Sandb
     ...(Option.isSome(flags.host) ? { host: flags.host.value } : {}),
     ...(Option.isSome(flags.db) ? { db: flags.db.value } : {}),
     ...(Option.isSome(flags.generate) ? { generate: flags.generate.value } : {}),
+    ...(flags.refuseClientIds ? { refuseClientIds: true } : {}),
+    ...(Option.isSome(flags.maxBundleEntries) ? { maxBundleEntries: flags.maxBundleEntries.value } : {}),
     seed: [...(file.seed ?? []), ...flags.seed],
   }
   return merged
@@ -84,6 +88,15 @@ export const sandbox = Command.make(
     ),
     generate: Options.integer("generate").pipe(
       Options.withDescription("Generate N synthetic patients (about 23 resources each, deterministic)."),
+      Options.optional,
+    ),
+    refuseClientIds: Options.boolean("refuse-client-ids").pipe(
+      Options.withDescription(
+        "Refuse client-assigned ids (update-as-create answers 405), as many production servers do.",
+      ),
+    ),
+    maxBundleEntries: Options.integer("max-bundle-entries").pipe(
+      Options.withDescription("Largest batch/transaction Bundle accepted; larger ones get 413."),
       Options.optional,
     ),
     config: Options.file("config").pipe(
