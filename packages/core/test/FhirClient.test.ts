@@ -95,6 +95,16 @@ const untilWaiting = (requests: Effect.Effect<number>, n: number) =>
     assert.fail(`the call never waited after ${n} request(s)`)
   })
 
+/** Milliseconds until the pending retry sleep wakes (the per-attempt timeout, minutes ahead, is not one). */
+const pendingRetryDelay = Effect.gen(function* () {
+  const now = yield* TestClock.currentTimeMillis
+  const delays = Chunk.toReadonlyArray(yield* TestClock.sleeps())
+    .map((wake) => wake - now)
+    .filter((d) => d < 4 * 60_000)
+  assert.strictEqual(delays.length, 1, "exactly one retry sleep is pending")
+  return delays[0]!
+})
+
 /** Joins a fiber, failing the test (in real time) instead of hanging when it is still waiting. */
 const joinSoon = <A, E>(fiber: Fiber.Fiber<A, E>) =>
   Fiber.await(fiber).pipe(
@@ -267,13 +277,17 @@ describe("FhirClient retry schedule (fake server, TestClock)", () => {
       })
       const fiber = yield* Effect.fork(client.read("Patient", "1"))
       yield* untilWaiting(requests, 1)
-      yield* TestClock.adjust("7 seconds") // jitter keeps the first delay within [8 s, 12 s]
+      const first = yield* pendingRetryDelay
+      assert.isTrue(first >= 8_000 && first <= 12_000, `first delay ${first} ms is 10 s ± 20 %`)
+      yield* TestClock.adjust(first - 1)
       assert.strictEqual(yield* requests, 1)
-      yield* TestClock.adjust("5 seconds")
+      yield* TestClock.adjust(1)
       yield* untilWaiting(requests, 2) // a connection reset is retried too
-      yield* TestClock.adjust("15 seconds") // second delay: 20 s ± 20 %
+      const second = yield* pendingRetryDelay
+      assert.isTrue(second >= 16_000 && second <= 24_000, `second delay ${second} ms is 20 s ± 20 %`)
+      yield* TestClock.adjust(second - 1)
       assert.strictEqual(yield* requests, 2)
-      yield* TestClock.adjust("10 seconds")
+      yield* TestClock.adjust(1)
       const exit = yield* joinSoon(fiber)
       assert.isTrue(Exit.isSuccess(exit))
       assert.strictEqual(yield* requests, 3)
