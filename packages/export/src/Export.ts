@@ -15,7 +15,7 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
-import { Duration, Effect, Exit, Option } from "effect"
+import { Clock, Duration, Effect, Exit, Option } from "effect"
 import * as Attachments from "./Attachments.js"
 import * as Crawl from "./Crawl.js"
 import * as Download from "./Download.js"
@@ -27,7 +27,16 @@ import * as Poll from "./Poll.js"
 
 export type Mode = "auto" | "bulk" | "crawl"
 
-/** One progress event (also appended to `events.ndjson`); never holds tokens or resource bodies. */
+/**
+ * One progress event (also appended to `events.ndjson`); never holds tokens or resource bodies.
+ * A few events only go to `onEvent` (they are for a live display, not the journal):
+ * - `file-progress` `{ kind, type, path, received }`: network bytes received so far for a file being
+ *   downloaded, at most every 250 ms per file;
+ * - `file-resumed` `{ kind, type, path, count, bytes }`: a file an earlier run already finished;
+ * - `attachments-start` `{ files }`: the attachment pass begins over that many data files.
+ * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
+ * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
+ */
 export interface ExportEvent {
   readonly event: string
   readonly [field: string]: unknown
@@ -52,7 +61,7 @@ export interface ExportOptions {
   readonly attachments?: boolean
   /** First status-poll interval without Retry-After (default 1 s). */
   readonly pollInterval?: Duration.DurationInput
-  /** Called for every event (the CLI prints them). */
+  /** Called for every event (the CLI prints them), including the display-only ones above. */
   readonly onEvent?: (event: ExportEvent) => Effect.Effect<void>
   /** Recorded in the archive manifest (default `{ name: "ferry", version: "dev" }`). */
   readonly tool?: { readonly name: string; readonly version: string }
@@ -134,6 +143,25 @@ export const planFiles = (manifest: ExportManifest, gzip = false): ReadonlyArray
     ...manifest.error.map(item("error", "errors", "OperationOutcome")),
   ]
 }
+
+/** Per-type totals of the output files a manifest announces (for a progress display). */
+export const manifestTypes = (
+  manifest: ExportManifest,
+): Record<string, { files: number; resources: number | null }> => {
+  const types: Record<string, { files: number; resources: number | null }> = {}
+  for (const f of manifest.output) {
+    const type = f.type ?? "Resource"
+    const t = types[type] ?? { files: 0, resources: 0 }
+    types[type] = {
+      files: t.files + 1,
+      resources: t.resources === null || f.count === undefined ? null : t.resources + f.count,
+    }
+  }
+  return types
+}
+
+/** At most one `file-progress` event per file per this many milliseconds. */
+const FILE_PROGRESS_EVERY_MS = 250
 
 const isExpired = (e: unknown): e is FhirError =>
   e instanceof FhirError && e.reason === "Status" && (e.status === 410 || e.status === 403)
@@ -243,6 +271,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     archive
       .event(event, fields)
       .pipe(Effect.zipRight(options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void))
+  /** A display-only event: to `onEvent`, not to `events.ndjson`. */
+  const notify = (event: string, fields: Record<string, unknown>): Effect.Effect<void> =>
+    options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void
 
   // What was asked; a rerun on the same archive must ask the same thing.
   // Until a job was started (or a crawl begun), a failed first attempt may be retried with other options.
@@ -371,7 +402,17 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const downloadOne = (manifest: ExportManifest) => (f: PlannedFile) =>
     Effect.gen(function* () {
       const done = journal.result(f.key)
-      if (Option.isSome(done)) return done.value as ArchiveFile
+      if (Option.isSome(done)) {
+        const earlier = done.value as ArchiveFile
+        yield* notify("file-resumed", {
+          kind: f.kind,
+          type: f.type ?? null,
+          path: f.path,
+          count: earlier.count,
+          bytes: earlier.bytes,
+        })
+        return earlier
+      }
       const target: Download.DownloadTarget = {
         url: f.url,
         type: f.type,
@@ -381,8 +422,27 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         auth: manifest.requiresAccessToken,
         gzip: options.gzip === true,
       }
+      // Network bytes of this file so far, reported at most every FILE_PROGRESS_EVERY_MS.
+      let received = 0
+      let reportedAt = yield* Clock.currentTimeMillis
       const downloadOptions: Download.DownloadOptions = {
         onResume: (offset, reason) => emit("resume", { file: f.path, offset, reason }).pipe(Effect.orDie),
+        ...(options.onEvent !== undefined
+          ? {
+              onBytes: (n: number) =>
+                Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                  received += n
+                  if (now - reportedAt < FILE_PROGRESS_EVERY_MS) return Effect.void
+                  reportedAt = now
+                  return notify("file-progress", {
+                    kind: f.kind,
+                    type: f.type ?? null,
+                    path: f.path,
+                    received,
+                  })
+                }),
+            }
+          : {}),
       }
       const result = yield* Download.download(client, target, downloadOptions).pipe(
         Effect.catchIf(
@@ -421,6 +481,12 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         count: file.count,
         bytes: file.bytes,
       })
+      if (f.kind === "error" && file.count > 0) {
+        // A finished job may still have lost data: the spec's "a 200 does not mean complete".
+        yield* emit("warning", {
+          detail: `the server reported ${file.count} problem(s) in the manifest's error[] file ${redactUrl(f.url)} (kept as ${f.path}); read it before relying on this archive, some data may be missing`,
+        })
+      }
       return file
     })
 
@@ -431,7 +497,13 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     if (Option.isSome(manifestRecord)) {
       manifest = manifestRecord.value as ExportManifest
       statusUrl = Option.isSome(job) ? (job.value as JobRecord).statusUrl : undefined
-      yield* emit("reattach", { detail: "manifest already received; downloading what is missing" })
+      yield* emit("reattach", {
+        detail: "manifest already received; downloading what is missing",
+        output: manifest.output.length,
+        deleted: manifest.deleted.length,
+        error: manifest.error.length,
+        types: manifestTypes(manifest),
+      })
     } else {
       if (Option.isSome(job)) {
         statusUrl = (job.value as JobRecord).statusUrl
@@ -470,6 +542,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           output: manifest.output.length,
           deleted: manifest.deleted.length,
           error: manifest.error.length,
+          types: manifestTypes(manifest),
         })
       } else {
         manifest = { transactionTime: "", requiresAccessToken: false, output: [], deleted: [], error: [] }
@@ -520,6 +593,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         yield* emit("manifest", {
           transactionTime: manifest.transactionTime,
           output: manifest.output.length,
+          deleted: manifest.deleted.length,
+          error: manifest.error.length,
+          types: manifestTypes(manifest),
           rekickoff: rekickoffs,
         })
       }
@@ -538,6 +614,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   }
 
   // Attachments of every exported resource.
+  if (options.attachments !== false) {
+    yield* notify("attachments-start", { files: files.filter((f) => f.kind === "output").length })
+  }
   const attachmentSummary =
     options.attachments === false
       ? { fetched: 0, skipped: 0, bytes: 0, failed: [] }

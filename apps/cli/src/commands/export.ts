@@ -2,8 +2,8 @@
  * `ferry export <base-url> --out <dir> [...]`
  *
  * Bulk `$export` (system, Patient or Group level; a search crawl when the server has none) into a
- * checksummed, resumable archive. Progress goes to stderr as plain lines, `--json` prints a summary on
- * stdout, and every step is logged to `<out>/events.ndjson`. Running the same command again on the same
+ * checksummed, resumable archive. Progress goes to stderr: a live display on a TTY (Progress.ts), plain
+ * lines otherwise or with `--json`, which prints a summary on stdout; and every step is logged to `<out>/events.ndjson`. Running the same command again on the same
  * `--out` resumes an interrupted export.
  */
 import { Args, Command, Options } from "@effect/cli"
@@ -13,7 +13,8 @@ import { AuthError } from "@ferry/core/Errors"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { ExportError } from "@ferry/export/ExportError"
 import * as Export from "@ferry/export/Export"
-import { Clock, Console, Duration, Effect, Option, Redacted } from "effect"
+import { Clock, Console, Duration, Effect, Option, Redacted, Schedule } from "effect"
+import * as Progress from "../Progress.js"
 import { version } from "../Version.js"
 
 const list = (values: ReadonlyArray<string>): Array<string> =>
@@ -41,14 +42,7 @@ export const parseTimeout = (text: string): Option.Option<Duration.Duration> => 
 
 const usage = (detail: string) => new ExportError({ reason: "Config", detail })
 
-const formatBytes = (n: number): string =>
-  n >= 1e9
-    ? `${(n / 1e9).toFixed(2)} GB`
-    : n >= 1e6
-      ? `${(n / 1e6).toFixed(1)} MB`
-      : n >= 1e3
-        ? `${(n / 1e3).toFixed(1)} kB`
-        : `${n} B`
+const formatBytes = Progress.formatBytes
 
 const flags = {
   baseUrl: Args.text({ name: "base-url" }).pipe(Args.withDescription("The source FHIR server's base URL.")),
@@ -196,8 +190,8 @@ const authSettings = (f: Flags) =>
     } satisfies Authenticator.AuthSettings
   })
 
-/** Prints one progress line per interesting event on stderr. */
-const progress = (started: number) => {
+/** Prints one progress line per interesting event on stderr (not a TTY, or `--json`). */
+const plainLines = (started: number) => {
   let resources = 0
   let bytes = 0
   let lastProgress: string | undefined
@@ -225,18 +219,88 @@ const progress = (started: number) => {
             `ferry export: attachment ${String(e.sha256).slice(0, 12)} (${formatBytes(Number(e.size ?? 0))})`,
           )
         case "done":
-          return yield* Console.error(
-            `ferry export: done: ${String(e.resources)} resources in ${String(e.files)} files, ${formatBytes(Number(e.bytes ?? 0))}, ${String(e.attachments)} attachments, ${secs.toFixed(1)} s`,
-          )
+          return yield* Console.error(doneLine(e, secs))
         case "warning":
           return yield* Console.error(`ferry export: WARNING: ${String(e.detail)}`)
+        // Display-only events (no journal line) are for the live display.
+        case "file-progress":
+        case "file-resumed":
+        case "attachments-start":
+          return
         default: {
-          const { event, ...rest } = e
+          // `types` (per-type totals of a manifest) is for the live display; the line stays short.
+          const { event, types: _types, ...rest } = e
           return yield* Console.error(`ferry export: ${event} ${JSON.stringify(rest)}`)
         }
       }
     })
 }
+
+/** The summary line printed when the export is done. */
+const doneLine = (e: Export.ExportEvent, secs: number): string =>
+  `ferry export: done: ${String(e.resources)} resources in ${String(e.files)} files, ${formatBytes(Number(e.bytes ?? 0))}, ${String(e.attachments)} attachments, ${secs.toFixed(1)} s`
+
+/** At most one redraw per this many milliseconds. */
+const REDRAW_MS = 250
+
+/**
+ * The live display on a TTY: a frame of `Progress.render` lines on stderr, redrawn in place (cursor up
+ * N lines, clear each line) at most every 250 ms; notices (warnings, fallbacks, …) are printed above it.
+ * `stop` draws the final frame and leaves it on screen; nothing is drawn after it.
+ */
+const liveDisplay = (started: number, color: boolean) =>
+  Effect.gen(function* () {
+    let state = Progress.initial
+    let drawn = 0
+    let lastDraw = Number.NEGATIVE_INFINITY
+    let stopped = false
+    const write = (text: string) =>
+      Effect.sync(() => {
+        process.stderr.write(text)
+      })
+    const frame = (now: number): string => {
+      const width = Math.max(20, (process.stderr.columns ?? 80) - 1)
+      const rows = process.stderr.rows
+      const maxTypes = rows === undefined || rows <= 0 ? 12 : Math.max(3, Math.min(40, rows - 8))
+      const lines = Progress.render(state, now, { width, color, maxTypes })
+      const out = Progress.paint(drawn, lines)
+      drawn = lines.length
+      lastDraw = now
+      return out
+    }
+    // The ticker skips a redraw when an event drew one just before.
+    const draw = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      stopped || now - lastDraw < REDRAW_MS - 20 ? Effect.void : write(frame(now)),
+    )
+    const stop = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.suspend(() => {
+        if (stopped) return Effect.void
+        stopped = true
+        return write(frame(now))
+      }),
+    )
+    // Time passes while no event comes (waiting for the server, a slow file): redraw anyway.
+    yield* Effect.forkScoped(Effect.repeat(draw, Schedule.spaced(Duration.millis(REDRAW_MS))))
+    const onEvent = (e: Export.ExportEvent): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const before = state.phase
+        state = Progress.reduce(state, e, now)
+        if (stopped) return
+        if (e.event === "done") {
+          yield* stop
+          return yield* Console.error(doneLine(e, Math.max(0.001, (now - started) / 1000)))
+        }
+        const notice = Progress.notice(e)
+        if (notice !== undefined) {
+          const text = Progress.above(drawn, notice)
+          drawn = 0
+          return yield* write(text + frame(now))
+        }
+        if (state.phase !== before || now - lastDraw >= REDRAW_MS) yield* write(frame(now))
+      })
+    return { onEvent, stop }
+  })
 
 export const runExport = (f: Flags) =>
   Effect.gen(function* () {
@@ -270,8 +334,12 @@ export const runExport = (f: Flags) =>
       retry: { times: 8 },
     })
     const started = yield* Clock.currentTimeMillis
-    const print = progress(started)
     yield* Console.error(`ferry export: ${baseUrl} → ${f.out} (${authenticator.describe})`)
+    const live = process.stderr.isTTY === true && !f.json
+    const noColor = process.env.NO_COLOR
+    const display = live
+      ? yield* liveDisplay(started, noColor === undefined || noColor === "")
+      : { onEvent: plainLines(started), stop: Effect.void }
     const summary = yield* Export.run({
       client,
       out: f.out,
@@ -297,8 +365,11 @@ export const runExport = (f: Flags) =>
       attachments: !f.noAttachments,
       gzip: f.gzip,
       tool: { name: "ferry", version },
-      onEvent: print,
-    })
+      onEvent: display.onEvent,
+    }).pipe(
+      // The last frame stays on screen, above the error or interruption line.
+      Effect.ensuring(display.stop),
+    )
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
   }).pipe(
     Effect.scoped,

@@ -1,0 +1,335 @@
+/**
+ * `ferry export` end to end (the bundled CLI as a process) against in-process sandboxes, one sandbox per
+ * export-side fault switch (apps/sandbox/src/Faults.ts). Recoverable faults must end in exit 0 with an
+ * archive whose per-type counts equal the server's and whose files match `manifest.json`, plus evidence
+ * that the fault fired; unrecoverable ones in exit 4 and one stderr line naming the URL.
+ * Needs `npm run build` first.
+ */
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import type { SandboxConfigInput } from "@ferry/sandbox/Config"
+import type { FaultsConfigInput } from "@ferry/sandbox/Faults"
+import { defaultPlugins } from "@ferry/sandbox/Sandbox"
+import { afterAll, describe, type ExpectStatic, it } from "vitest"
+import {
+  archiveCounts,
+  archiveManifest,
+  archiveMismatches,
+  exportEvents,
+  type FerryRun,
+  type InProcessSandbox,
+  lastLine,
+  type RecordedRequest,
+  requestRecorder,
+  routeOf,
+  runFerry,
+  type SmartTestClient,
+  serverCounts,
+  setSandboxFaults,
+  sharedData,
+  smartTestClient,
+  startSandbox,
+} from "./helpers/ferry.js"
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-export-faults-"))
+const sandboxes: Array<InProcessSandbox> = []
+afterAll(async () => {
+  for (const s of sandboxes) await s.close()
+  NFS.rmSync(tmp, { recursive: true, force: true })
+})
+
+/** 756 resources of the 10-patient sample (only these are seeded); at 100 per file: 11 files. */
+const TYPES = ["Patient", "Condition", "Immunization", "AllergyIntolerance", "Device"]
+const PER_FILE = 100
+
+interface Exported {
+  readonly run: FerryRun
+  readonly out: string
+  readonly baseUrl: string
+  readonly requests: ReadonlyArray<RecordedRequest>
+  /** Headers for reading the sandbox's REST API (a token when auth is on). */
+  readonly headers: Record<string, string>
+}
+
+/** Starts a seeded sandbox with `faults` (and SMART auth for `client`), then runs `ferry export` on it. */
+const exportWith = async (
+  name: string,
+  faults: FaultsConfigInput,
+  options: {
+    readonly client?: SmartTestClient
+    readonly args?: ReadonlyArray<string>
+    /** Called with stderr so far and the sandbox's base URL. */
+    readonly onStderr?: (text: string, baseUrl: string) => void
+  } = {},
+): Promise<Exported> => {
+  const recorder = requestRecorder()
+  const config: SandboxConfigInput = {
+    seed: TYPES.map((t) => sharedData(`sample-bulk-10-patients/${t}.000.ndjson`)),
+    // No extra 202 before the manifest: status faults still hit the first polls, and runs stay short.
+    bulk: { resourcesPerFile: PER_FILE, pollsBeforeDone: 0 },
+    faults,
+    ...(options.client ? { auth: { clients: [options.client.registration] } } : {}),
+  }
+  const sandbox = await startSandbox(config, [recorder.plugin, ...defaultPlugins])
+  sandboxes.push(sandbox)
+  const baseUrl = sandbox.handle.baseUrl
+  const out = Path.join(tmp, name)
+  const onStderr = options.onStderr
+  const run = await runFerry(
+    [
+      "export",
+      baseUrl,
+      "--out",
+      out,
+      "--type",
+      TYPES.join(","),
+      "--json",
+      ...(options.client?.args ?? []),
+      ...(options.args ?? []),
+    ],
+    onStderr ? { onStderr: (text) => onStderr(text, baseUrl) } : {},
+  )
+  const headers: Record<string, string> = options.client
+    ? { authorization: `Bearer ${await options.client.token(baseUrl)}` }
+    : {}
+  return { run, out, baseUrl, requests: recorder.requests, headers }
+}
+
+/** What a user needs after a recovered fault: exit 0, every resource, files matching the manifest. */
+const expectComplete = async (expect: ExpectStatic, x: Exported) => {
+  expect(x.run.code, x.run.stderr).toBe(0)
+  expect(x.run.stderr).toContain("ferry export: done:")
+  const manifest = archiveManifest(x.out)
+  expect(manifest.complete).toBe(true)
+  expect(manifest.errors).toEqual([])
+  expect(archiveCounts(x.out)).toEqual(await serverCounts(x.baseUrl, TYPES, x.headers))
+  expect(archiveMismatches(x.out)).toEqual([])
+  // Several files per type, so faults hit a multi-file download.
+  expect(manifest.files.length).toBeGreaterThanOrEqual(10)
+  const summary = JSON.parse(x.run.stdout) as { resources: number; errors: number }
+  expect(summary.resources).toBe(756)
+  expect(summary.errors).toBe(0)
+}
+
+/** The requests of one route kind (as the fault switches count them), in arrival order. */
+const ofRoute = (x: Exported, route: string) => x.requests.filter((r) => routeOf(r) === route)
+
+/**
+ * For every answer with `status` on `route`: the wait until the same URL was asked again (ms), or
+ * undefined when it never was.
+ */
+const retriesAfter = (x: Exported, route: string, status: number): Array<number | undefined> => {
+  const rs = ofRoute(x, route)
+  return rs
+    .filter((r) => r.status === status)
+    .map((r) => {
+      const next = rs.find((n) => n.at > r.at && n.method === r.method && n.path === r.path)
+      return next === undefined || r.doneAt === undefined ? undefined : next.at - r.doneAt
+    })
+}
+
+/** Timer slack between the server's clock readings and the client's sleep. */
+const SLACK_MS = 25
+
+const routes = ["kickoff", "status", "download"] as const
+
+describe.concurrent("ferry export recovers from export-side faults", () => {
+  // Retry-After is written with 1 s resolution: an HTTP-date or epoch of now+2 s is at least 1 s away.
+  it.for([
+    { format: "seconds" as const, seconds: 1, atLeastMs: 1000 },
+    { format: "http-date" as const, seconds: 2, atLeastMs: 1000 },
+    { format: "epoch" as const, seconds: 2, atLeastMs: 1000 },
+  ])(
+    "429 with Retry-After as $format on kick-off, status and download: each waits at least Retry-After, then completes",
+    async ({ format, seconds, atLeastMs }, { expect }) => {
+      const x = await exportWith(`throttle-${format}`, {
+        throttle: routes.map((route) => ({ route, first: 1, retryAfter: format, seconds })),
+      })
+      await expectComplete(expect, x)
+      for (const route of routes) {
+        const waits = retriesAfter(x, route, 429)
+        expect(waits, route).toHaveLength(1)
+        expect(waits[0], route).toBeGreaterThanOrEqual(atLeastMs - SLACK_MS)
+      }
+    },
+  )
+
+  it.for([
+    { status: 500 as const, retryAfterSeconds: undefined },
+    { status: 503 as const, retryAfterSeconds: 1 },
+  ])(
+    "transient $status (OperationOutcome code transient) twice on kick-off, status and download: retried, then completes",
+    async ({ status, retryAfterSeconds }, { expect }) => {
+      const x = await exportWith(`transient-${status}`, {
+        transient: routes.map((route) => ({
+          route,
+          first: 2,
+          status,
+          ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
+        })),
+      })
+      await expectComplete(expect, x)
+      for (const route of routes) {
+        const waits = retriesAfter(x, route, status)
+        expect(waits, route).toHaveLength(2)
+        for (const w of waits) {
+          expect(w, route).toBeDefined()
+          if (retryAfterSeconds !== undefined) {
+            expect(w, route).toBeGreaterThanOrEqual(retryAfterSeconds * 1000 - SLACK_MS)
+          }
+        }
+      }
+      // A transient failure of the kick-off or of a status request is not a failed job: one job only.
+      expect(exportEvents(x.out).filter((e) => e.event === "kickoff")).toHaveLength(1)
+    },
+  )
+
+  it("connection reset after 1000 bytes of every file (twice): resumed with Range, then completes", async ({
+    expect,
+  }) => {
+    const x = await exportWith("reset", { resetDownload: { afterBytes: 1000, attempts: 2 } })
+    await expectComplete(expect, x)
+    const resumes = exportEvents(x.out).filter((e) => e.event === "resume")
+    expect(resumes.some((e) => e.reason === "range" && Number(e.offset) > 0)).toBe(true)
+    const downloads = ofRoute(x, "download")
+    // Every file was asked for at least three times, the later attempts with a Range.
+    const files = archiveManifest(x.out).files.length
+    expect(downloads.length).toBeGreaterThanOrEqual(3 * files)
+    expect(
+      downloads.filter((r) => r.range !== undefined && /^bytes=\d+-$/.test(r.range)).length,
+    ).toBeGreaterThan(0)
+  })
+
+  it("410 on a file of the first job: a new kick-off, finished files kept, then completes", async ({
+    expect,
+  }) => {
+    let cleared: Promise<void> | undefined
+    const x = await exportWith(
+      "expired",
+      // The delayed kick-off gives the PUT below time to land before the new job's files are asked for.
+      { expireFiles: { firstAttempt: true, type: "Patient" }, delay: [{ route: "kickoff", ms: 300 }] },
+      {
+        // The sandbox expires the first attempt of every job's files: only the first job's do here.
+        onStderr: (text, baseUrl) => {
+          if (cleared === undefined && text.includes("ferry export: expired ")) {
+            cleared = setSandboxFaults(baseUrl, {})
+          }
+        },
+      },
+    )
+    await cleared
+    await expectComplete(expect, x)
+    const gone = ofRoute(x, "download").filter((r) => r.status === 410)
+    expect(gone.length).toBeGreaterThanOrEqual(1)
+    expect(gone.every((r) => /\/Patient\.000\.ndjson$/.test(r.path))).toBe(true)
+    const events = exportEvents(x.out)
+    expect(events.filter((e) => e.event === "expired")).toHaveLength(1)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
+    expect((JSON.parse(x.run.stdout) as { rekickoffs: number }).rekickoffs).toBe(1)
+    // Files finished from the first job were not fetched again: one "file" event per file.
+    expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
+  })
+
+  it("slow kick-off, status and downloads (400 ms each): completes without retries", async ({ expect }) => {
+    const x = await exportWith("slow", {
+      delay: [
+        { route: "kickoff", ms: 400 },
+        { route: "status", ms: 400 },
+        { route: "download", ms: 400 },
+      ],
+    })
+    await expectComplete(expect, x)
+    const downloads = ofRoute(x, "download")
+    expect(
+      downloads.every((r) => r.status === 200 && r.doneAt !== undefined && r.doneAt - r.at >= 400 - SLACK_MS),
+    ).toBe(true)
+    // Nothing was retried: one request per file.
+    expect(new Set(downloads.map((r) => r.path)).size).toBe(downloads.length)
+    expect(ofRoute(x, "kickoff")).toHaveLength(1)
+  })
+})
+
+// Alone (not concurrent): a token's short life must not be eaten by other tests' load.
+describe("ferry export with SMART auth on", () => {
+  it("tokens that stop working after 2 s: refreshed on 401, then completes", async ({ expect }) => {
+    const client = smartTestClient(tmp, "ferry-expiring")
+    const x = await exportWith(
+      "token-expiry",
+      { tokenExpiresAfterSeconds: 2, delay: [{ route: "download", ms: 500 }] },
+      { client, args: ["--parallel", "1"] },
+    )
+    await expectComplete(expect, x)
+    expect(x.run.stderr).toContain("SMART Backend Services")
+    // The 401 fired and a new token was asked for.
+    expect(x.requests.some((r) => r.status === 401)).toBe(true)
+    expect(ofRoute(x, "token").filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(2)
+    const tokens = new Set(x.requests.flatMap((r) => (r.authorization ? [r.authorization] : [])))
+    expect(tokens.size).toBeGreaterThanOrEqual(2)
+    const texts = [x.run.stdout, x.run.stderr, NFS.readFileSync(Path.join(x.out, "events.ndjson"), "utf8")]
+    for (const text of texts) {
+      for (const t of tokens) expect(text.includes(t.replace(/^Bearer\s+/i, ""))).toBe(false)
+      expect(text.includes(client.secret)).toBe(false)
+    }
+  })
+})
+
+describe.concurrent("ferry export stops on faults it cannot recover from", () => {
+  it("a permanently short file: exit 4 and one line naming the file's URL; the archive stays incomplete", async ({
+    expect,
+  }) => {
+    const x = await exportWith("short", { shortFile: { type: "Condition", missing: 2 } })
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/Condition\.000\.ndjson: data\/Condition\.000\.ndjson holds 98 resources but the manifest announced 100, also after downloading it again; [^\n]+$/,
+    )
+    expect(exportEvents(x.out).filter((e) => e.event === "count-mismatch")).toHaveLength(1)
+    // Downloaded twice, then given up: never a silently short archive.
+    const condition000 = ofRoute(x, "download").filter((r) => r.path.endsWith("/Condition.000.ndjson"))
+    expect(condition000).toHaveLength(2)
+    const manifest = archiveManifest(x.out)
+    expect(manifest.complete).toBe(false)
+    expect(manifest.files.some((f) => f.path === "data/Condition.000.ndjson")).toBe(false)
+  })
+
+  it("files that expire on every job: exit 4 after 3 new kick-offs, one line naming the status URL", async ({
+    expect,
+  }) => {
+    const x = await exportWith("expired-always", { expireFiles: { firstAttempt: true, type: "Patient" } })
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/status\/\S+: the output files kept expiring \(410\/403\) after 3 new kick-offs; [^\n]+$/,
+    )
+    const events = exportEvents(x.out)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(4)
+    expect(events.filter((e) => e.event === "expired")).toHaveLength(4)
+    expect(archiveManifest(x.out).complete).toBe(false)
+  })
+
+  it("outputs moved to error[]: the error file is archived, exit 0 with a WARNING naming its URL, summary.errors set", async ({
+    expect,
+  }) => {
+    const x = await exportWith("to-error", { outputsToError: { types: ["Condition"] } })
+    // The job finished (200) and the archive holds everything the server delivered, error file included.
+    expect(x.run.code, x.run.stderr).toBe(0)
+    const manifest = archiveManifest(x.out)
+    expect(manifest.complete).toBe(true)
+    expect(archiveMismatches(x.out)).toEqual([])
+    // One OperationOutcome per dropped Condition file (6 files of 100), kept in errors/.
+    expect(manifest.errors.map((f) => [f.path, f.type, f.count])).toEqual([
+      ["errors/OperationOutcome.000.ndjson", "OperationOutcome", 6],
+    ])
+    const outcomes = NFS.readFileSync(Path.join(x.out, "errors", "OperationOutcome.000.ndjson"), "utf8")
+    expect(outcomes).toMatch(/Condition\.000\.ndjson/)
+    const { Condition: _dropped, ...rest } = await serverCounts(x.baseUrl, TYPES)
+    expect(archiveCounts(x.out)).toEqual(rest)
+    // Not hidden: one stderr line names the error file's URL, and the JSON summary counts its entries.
+    const warnings = x.run.stderr.split("\n").filter((l) => l.startsWith("ferry export: WARNING: "))
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toMatch(
+      /error\[\] file http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/OperationOutcome\.000\.ndjson \(kept as errors\/OperationOutcome\.000\.ndjson\)/,
+    )
+    expect(exportEvents(x.out).filter((e) => e.event === "warning")).toHaveLength(1)
+    expect((JSON.parse(x.run.stdout) as { errors: number }).errors).toBe(6)
+  })
+})
