@@ -1,0 +1,50 @@
+/**
+ * Where one import of an archive into one target keeps its state, inside the archive:
+ *
+ * ```
+ * imports/<target>/              0700, one folder per target server (an archive may be replayed into several)
+ *   journal.ndjson               the import's crash-safe journal (chunk intents and results)
+ *   idmap.ndjson                 source Type/id → target Type/id, append-only ({"s":"Patient/1","t":"Patient/abc"})
+ *   binaries.ndjson              attachment sha256 → target Binary id, append-only
+ *   quarantine/<Type>.ndjson     resources the target refused, each with its OperationOutcome and source file:line
+ *   events.ndjson                the import's event log (no tokens, no resource bodies)
+ * ```
+ *
+ * `verify` reads `idmap.ndjson` to compare a source resource with its target counterpart.
+ */
+import * as Path from "node:path"
+
+export const layout = {
+  root: "imports",
+  journal: "journal.ndjson",
+  idMap: "idmap.ndjson",
+  binaries: "binaries.ndjson",
+  quarantine: "quarantine",
+  events: "events.ndjson",
+} as const
+
+/**
+ * A stable folder name for a target base URL: scheme dropped, anything outside `[A-Za-z0-9.-]` → `_`.
+ * `http://127.0.0.1:8080/fhir` → `127.0.0.1_8080_fhir`.
+ */
+export const targetSlug = (targetBaseUrl: string): string =>
+  targetBaseUrl
+    .replace(/^[a-z][a-z0-9+.-]*:\/\//i, "")
+    .replace(/\/+$/, "")
+    .replace(/[^A-Za-z0-9.-]/g, "_")
+
+/** The folder of the import of `archiveDir` into `targetBaseUrl`. */
+export const dir = (archiveDir: string, targetBaseUrl: string): string =>
+  Path.join(archiveDir, layout.root, targetSlug(targetBaseUrl))
+
+export const idMapPath = (archiveDir: string, targetBaseUrl: string): string =>
+  Path.join(dir(archiveDir, targetBaseUrl), layout.idMap)
+
+export const journalPath = (archiveDir: string, targetBaseUrl: string): string =>
+  Path.join(dir(archiveDir, targetBaseUrl), layout.journal)
+
+export const binariesPath = (archiveDir: string, targetBaseUrl: string): string =>
+  Path.join(dir(archiveDir, targetBaseUrl), layout.binaries)
+
+export const quarantineDir = (archiveDir: string, targetBaseUrl: string): string =>
+  Path.join(dir(archiveDir, targetBaseUrl), layout.quarantine)
