@@ -290,6 +290,8 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     const manifest = archiveManifest(x.out)
     expect(manifest.complete).toBe(false)
     expect(manifest.files.some((f) => f.path === "data/Condition.000.ndjson")).toBe(false)
+    // …and the short file does not stay on disk under its final name.
+    expect(NFS.existsSync(Path.join(x.out, "data", "Condition.000.ndjson"))).toBe(false)
   })
 
   it("files that expire on every job: exit 4 after 3 new kick-offs, one line naming the status URL", async ({

@@ -286,6 +286,8 @@ export const download = Effect.fn("Download.download")(function* (
   )
   const result = yield* finish(target, part)
   if (target.count !== undefined && result.count !== target.count) {
+    // A file that does not hold what the manifest announced never stays in the archive under its final name.
+    yield* discard(target)
     return yield* new ExportError({
       reason: "CountMismatch",
       url: redactUrl(target.url),
