@@ -3,13 +3,14 @@ import { demo } from "./commands/demo.js"
 import { exportCommand } from "./commands/export.js"
 import { keys } from "./commands/keys.js"
 import { sandbox } from "./commands/sandbox.js"
+import { verifyCommand } from "./commands/verify.js"
 import { version } from "./Version.js"
 
 export const ferry = Command.make("ferry").pipe(
   Command.withDescription(
     "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
   ),
-  Command.withSubcommands([demo, exportCommand, keys, sandbox]),
+  Command.withSubcommands([demo, exportCommand, keys, sandbox, verifyCommand]),
 )
 
 export const run = Command.run(ferry, { name: "ferry", version })

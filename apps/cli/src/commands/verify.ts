@@ -1,0 +1,160 @@
+/**
+ * `ferry verify --target <url> (--source <url> | --archive <dir>) [--report <dir>] [--sample 5%] [--diff-limit 20]`
+ *
+ * Compares a source (server or archive) with a target server: per-type counts, every resource's
+ * canonical content (through the archive's id map when the import changed ids), attachment payloads by
+ * sha256. Writes `verify.json` and `verify.html` to `--report` (default: the archive, else the current
+ * directory), prints a short summary, and exits 0 only when clean (6 on differences).
+ *
+ * Auth: the target takes the shared `--auth …` flags (AuthFlags.ts: none, smart, client-secret, bearer); a
+ * source server takes a minimal `--source-auth none|bearer` with `--source-bearer-env` (the variable name).
+ */
+import { Command, Options } from "@effect/cli"
+import { FetchHttpClient } from "@effect/platform"
+import * as Authenticator from "@ferry/auth/Authenticator"
+import * as FhirClient from "@ferry/core/FhirClient"
+import * as Report from "@ferry/verify/Report"
+import * as Verify from "@ferry/verify/Verify"
+import { VerifyError } from "@ferry/verify/VerifyError"
+import { Console, Effect, Option } from "effect"
+import { authFlags, authSettings } from "../AuthFlags.js"
+
+const flags = {
+  target: Options.text("target").pipe(Options.withDescription("The target FHIR server's base URL.")),
+  source: Options.text("source").pipe(
+    Options.optional,
+    Options.withDescription("The source FHIR server's base URL (or use --archive)."),
+  ),
+  archive: Options.directory("archive", { exists: "yes" }).pipe(
+    Options.optional,
+    Options.withDescription("A Ferry archive as the source (its manifest, data files and attachments)."),
+  ),
+  report: Options.directory("report").pipe(
+    Options.optional,
+    Options.withDescription("Where to write verify.json and verify.html (default: the archive, else .)."),
+  ),
+  type: Options.text("type").pipe(
+    Options.repeated,
+    Options.withDescription("Only these resource types; repeat or comma-separate."),
+  ),
+  sample: Options.text("sample").pipe(
+    Options.optional,
+    Options.withDescription("Compare a deterministic sample, e.g. 5% (default: everything)."),
+  ),
+  diffLimit: Options.integer("diff-limit").pipe(
+    Options.withDefault(20),
+    Options.withDescription("Field-level diffs for at most this many differing resources."),
+  ),
+  idMap: Options.file("id-map", { exists: "yes" }).pipe(
+    Options.optional,
+    Options.withDescription("An id map file (default: <archive>/imports/<target>/idmap.ndjson if present)."),
+  ),
+  parallel: Options.integer("parallel").pipe(
+    Options.withDefault(4),
+    Options.withDescription("Parallel attachment downloads."),
+  ),
+  sourceAuth: Options.choice("source-auth", ["none", "bearer"]).pipe(Options.withDefault("none" as const)),
+  sourceBearerEnv: Options.text("source-bearer-env").pipe(
+    Options.optional,
+    Options.withDescription("Environment variable holding the source's bearer token."),
+  ),
+  ...authFlags,
+}
+
+type Flags = {
+  readonly [K in keyof typeof flags]: (typeof flags)[K] extends Options.Options<infer A> ? A : never
+}
+
+const usage = (detail: string) => new VerifyError({ reason: "Config", detail })
+
+/** `5%`, `5`, `0.5%` → 5, 5, 0.5. */
+export const parsePercent = (text: string): Option.Option<number> => {
+  const m = /^(\d+(?:\.\d+)?)\s*%?$/.exec(text.trim())
+  if (m === null) return Option.none()
+  const n = Number(m[1])
+  return n > 0 && n <= 100 ? Option.some(n) : Option.none()
+}
+
+const checkUrl = (flag: string, url: string) =>
+  Option.match(Option.liftThrowable(() => new URL(url))(), {
+    onNone: () => Effect.fail(usage(`--${flag} ${url} is not a URL; pass the server's FHIR base`)),
+    onSome: (u) =>
+      /^https?:$/.test(u.protocol)
+        ? Effect.succeed(url.replace(/\/+$/, ""))
+        : Effect.fail(usage(`--${flag} ${url} is not an http(s) URL`)),
+  })
+
+const clientFor = (flag: string, url: string, settings: Authenticator.AuthSettings) =>
+  Effect.gen(function* () {
+    const baseUrl = yield* checkUrl(flag, url)
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    return yield* FhirClient.make({
+      baseUrl,
+      authorize: authenticator.authorize,
+      onUnauthorized: authenticator.invalidate,
+      retry: { times: 8 },
+    })
+  })
+
+const runVerify = (f: Flags) =>
+  Effect.gen(function* () {
+    if (Option.isSome(f.source) === Option.isSome(f.archive)) {
+      return yield* usage("give exactly one of --source <url> or --archive <dir>")
+    }
+    const sampleText = Option.getOrUndefined(f.sample)
+    const samplePercent =
+      sampleText === undefined
+        ? undefined
+        : yield* Option.match(parsePercent(sampleText), {
+            onNone: () =>
+              Effect.fail(usage(`--sample ${sampleText}: expected a percentage in (0, 100], e.g. 5%`)),
+            onSome: Effect.succeed,
+          })
+    if (f.diffLimit < 0) return yield* usage("--diff-limit must be 0 or more")
+    if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const target = yield* clientFor("target", f.target, yield* authSettings(f))
+    const source: Verify.Source = Option.isSome(f.archive)
+      ? { _tag: "Archive", dir: f.archive.value }
+      : {
+          _tag: "Server",
+          client: yield* clientFor(
+            "source",
+            Option.getOrElse(f.source, () => ""),
+            { ...Authenticator.emptySettings(f.sourceAuth), bearerEnv: f.sourceBearerEnv },
+          ),
+        }
+    const types = f.type
+      .flatMap((t) => t.split(","))
+      .map((t) => t.trim())
+      .filter((t) => t !== "")
+    yield* Console.error(
+      `ferry verify: ${source._tag === "Archive" ? source.dir : source.client.baseUrl} ⇄ ${target.baseUrl}${samplePercent !== undefined && samplePercent < 100 ? ` (sample ${samplePercent}%)` : ""}`,
+    )
+    const report = yield* Verify.run({
+      source,
+      target,
+      diffLimit: f.diffLimit,
+      concurrency: f.parallel,
+      ...(types.length > 0 ? { types } : {}),
+      ...(samplePercent !== undefined ? { samplePercent } : {}),
+      ...(Option.isSome(f.idMap) ? { idMapPath: f.idMap.value } : {}),
+    })
+    const dir = Option.getOrElse(f.report, () => Option.getOrElse(f.archive, () => process.cwd()))
+    const paths = yield* Report.write(dir, report)
+    for (const line of Report.summary(report)) yield* Console.log(line)
+    yield* Console.log(`verify: report ${paths.json}`)
+    yield* Console.log(`verify: report ${paths.html}`)
+    if (report.verdict !== "clean") {
+      const t = report.totals
+      return yield* new VerifyError({
+        reason: "Diff",
+        detail: `source and target differ (${t.differing} differing, ${t.missing} missing, ${t.extra} extra, ${t.countMismatches} count mismatches, ${t.attachmentMismatches} attachment mismatches); see ${paths.html}`,
+      })
+    }
+  }).pipe(Effect.provide(FetchHttpClient.layer))
+
+export const verifyCommand = Command.make("verify", flags, (f) => Effect.scoped(runVerify(f))).pipe(
+  Command.withDescription(
+    "Compare a source (server or archive) with a target server: counts, every resource's content, attachment payloads. Exit 0 when clean, 6 on differences.",
+  ),
+)

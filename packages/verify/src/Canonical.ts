@@ -1,0 +1,132 @@
+/**
+ * The canonical form of a resource for comparison (pure, no I/O):
+ * - keys sorted at every level (`stringify`);
+ * - `meta.versionId`, `meta.lastUpdated`, `meta.source` (and their `_` extensions) removed, Ferry's
+ *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped;
+ * - the resource's own `id` and its references normalised: same-server absolute → relative, version dropped, `urn:uuid:` resolved when the
+ *   context can, then mapped through `mapKey` (the source side maps source `Type/id` → target `Type/id`);
+ * - Attachment `url`s replaced by a placeholder and returned in `attachments` (path + url) so the caller
+ *   compares their payloads by sha256 separately; inline `data` stays part of the content.
+ */
+import { createHash } from "node:crypto"
+import type { Resource } from "@ferry/core/Ids"
+import { rewrite } from "@ferry/core/Walker"
+
+/** The `meta.tag` system of Ferry's provenance tag (the same value as `@ferry/transform/Rewrite`). */
+export const provenanceSystem = "urn:ferry:source"
+
+/** What an attachment `url` becomes in the canonical form. */
+export const attachmentPlaceholder = "ferry:attachment"
+
+export interface CanonicalContext {
+  /** The base URL(s) of the server the resource was read from (absolute URLs under it are same-server). */
+  readonly base?: string | ReadonlyArray<string>
+  /** Source `Type/id` → the `Type/id` to compare with (identity on the target side). */
+  readonly mapKey?: (key: string) => string
+  /** `urn:uuid:<uuid>` → the `Type/id` it designates, when known. */
+  readonly resolveUrn?: (uuid: string) => string | undefined
+}
+
+export interface AttachmentRef {
+  /** JSON path of the Attachment inside the resource. */
+  readonly path: string
+  readonly url: string
+}
+
+export interface Canonical {
+  readonly value: unknown
+  readonly attachments: ReadonlyArray<AttachmentRef>
+}
+
+type Json = Record<string, unknown>
+const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
+
+const stripMeta = (resource: Json): Json => {
+  const meta = resource.meta
+  if (!isObject(meta)) return resource
+  const next: Json = {}
+  for (const k of Object.keys(meta)) {
+    if (
+      k === "versionId" ||
+      k === "lastUpdated" ||
+      k === "source" ||
+      k === "_versionId" ||
+      k === "_lastUpdated" ||
+      k === "_source"
+    )
+      continue
+    if (k === "tag" && Array.isArray(meta.tag)) {
+      const tags = meta.tag.filter((t) => !(isObject(t) && t.system === provenanceSystem))
+      if (tags.length > 0) next.tag = tags
+      continue
+    }
+    next[k] = meta[k]
+  }
+  const out: Json = { ...resource }
+  if (Object.keys(next).length === 0) delete out.meta
+  else out.meta = next
+  return out
+}
+
+/** The canonical form of one resource. */
+export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Canonical => {
+  const attachments: Array<AttachmentRef> = []
+  const map = ctx.mapKey ?? ((k: string) => k)
+  const walked = rewrite(resource as unknown, {
+    ...(ctx.base !== undefined ? { sourceBase: ctx.base } : {}),
+    reference: (site) => {
+      if (site.canonical) return undefined
+      const p = site.parsed
+      switch (p._tag) {
+        case "Relative":
+          return map(`${p.type}/${p.id}`)
+        case "Versioned":
+          return p.base === undefined || p.sameServer ? map(`${p.type}/${p.id}`) : undefined
+        case "Absolute":
+          return p.sameServer && p.type !== undefined && p.id !== undefined
+            ? map(`${p.type}/${p.id}`)
+            : undefined
+        case "UrnUuid": {
+          const key = ctx.resolveUrn?.(p.uuid)
+          return key === undefined ? undefined : map(key)
+        }
+        default:
+          return undefined
+      }
+    },
+    attachment: (site) => {
+      const url = site.attachment.url
+      if (typeof url !== "string" || url === "" || site.attachment.data !== undefined) return undefined
+      attachments.push({ path: site.path, url })
+      return { ...site.attachment, url: attachmentPlaceholder }
+    },
+  }).resource
+  const value = isObject(walked) ? { ...stripMeta(walked) } : walked
+  // The resource's own id is compared as its counterpart's id.
+  if (isObject(value) && typeof resource.id === "string" && ctx.mapKey !== undefined) {
+    const mapped = ctx.mapKey(`${resource.resourceType}/${resource.id}`)
+    value.id = mapped.slice(mapped.indexOf("/") + 1)
+  }
+  return { value, attachments }
+}
+
+/** JSON with object keys sorted at every level (arrays keep their order). */
+export const stringify = (value: unknown): string => JSON.stringify(sortKeys(value))
+
+const sortKeys = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(sortKeys)
+  if (!isObject(value)) return value
+  const out: Json = {}
+  for (const k of Object.keys(value).sort()) out[k] = sortKeys(value[k])
+  return out
+}
+
+/** sha256 (hex) of the canonical JSON. */
+export const hash = (value: unknown): string => createHash("sha256").update(stringify(value)).digest("hex")
+
+/** Is `key` in a deterministic sample of `percent` % (by the sha256 of the key)? */
+export const inSample = (key: string, percent: number): boolean => {
+  if (percent >= 100) return true
+  const h = createHash("sha256").update(key).digest()
+  return (h.readUInt32BE(0) / 0x1_0000_0000) * 100 < percent
+}

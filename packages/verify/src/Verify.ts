@@ -1,0 +1,466 @@
+/**
+ * `verify`: compare a source (a FHIR server, or an archive) with a target FHIR server.
+ *
+ * Per type: counts on both sides (`_summary=count`, else the crawl's count; an archive's manifest counts),
+ * then a streamed content comparison. The source side is read first and reduced to a map
+ * `target Type/id → (source Type/id, sha256 of the canonical form)` (about 200 bytes per resource, one
+ * type at a time); the target side is then streamed and each resource checked off against it. Nothing
+ * holds a whole dataset. Differing resources get a field-level diff for the first `diffLimit` (the source
+ * resource is read a second time for those only). Attachment `url`s are compared by the sha256 of the
+ * bytes they designate (archive: the attachment index; servers: the Binary is fetched and hashed).
+ *
+ * With an id map (`imports/<target>/idmap.ndjson` of the archive, or `idMapPath`) source ids are
+ * translated; without one, ids are expected to be kept. `samplePercent` compares a deterministic sample
+ * chosen by the sha256 of the source `Type/id`.
+ */
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as Archive from "@ferry/archive/Archive"
+import * as Attachments from "@ferry/archive/Attachments"
+import * as Imports from "@ferry/archive/Imports"
+import * as Manifest from "@ferry/archive/Manifest"
+import * as Capabilities from "@ferry/core/CapabilityStatement"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import type { Resource } from "@ferry/core/Ids"
+import * as Ndjson from "@ferry/core/Ndjson"
+import { DateTime, Effect, Either, Option, Stream } from "effect"
+import { type CanonicalContext, canonicalize, hash, inSample } from "./Canonical.js"
+import { diff, type FieldDiff } from "./Diff.js"
+import { VerifyError } from "./VerifyError.js"
+
+export type Source =
+  | { readonly _tag: "Server"; readonly client: FhirClient }
+  | { readonly _tag: "Archive"; readonly dir: string }
+
+export interface Options {
+  readonly source: Source
+  readonly target: FhirClient
+  /** Types to compare (default: the archive's types, or the source server's CapabilityStatement types). */
+  readonly types?: ReadonlyArray<string>
+  /** Compare only this percentage of resources (0 < p ≤ 100); default: all. */
+  readonly samplePercent?: number
+  /** Field-level diffs for at most this many differing resources (default 20). */
+  readonly diffLimit?: number
+  /** An id map file (`{"s","t"}` lines); default: the archive's `imports/<target>/idmap.ndjson` if present. */
+  readonly idMapPath?: string
+  /** Parallel attachment downloads (default 4). */
+  readonly concurrency?: number
+}
+
+export interface TypeRow {
+  readonly type: string
+  readonly sourceCount: number | null
+  readonly targetCount: number | null
+  readonly compared: number
+  readonly matching: number
+  readonly differing: number
+  readonly missing: number
+  readonly extra: number
+  readonly attachments: number
+  readonly attachmentMismatches: number
+}
+
+export interface Difference {
+  readonly kind: "differing" | "missing" | "extra"
+  readonly type: string
+  readonly source?: string
+  readonly target?: string
+  readonly fields?: ReadonlyArray<FieldDiff>
+}
+
+export interface AttachmentMismatch {
+  /** The target `Type/id` holding the attachment. */
+  readonly resource: string
+  readonly path: string
+  readonly sourceSha256?: string
+  readonly targetSha256?: string
+  readonly detail: string
+}
+
+export interface Totals {
+  readonly sourceCount: number
+  readonly targetCount: number
+  readonly compared: number
+  readonly matching: number
+  readonly differing: number
+  readonly missing: number
+  readonly extra: number
+  readonly countMismatches: number
+  readonly attachments: number
+  readonly attachmentMismatches: number
+}
+
+export interface Report {
+  readonly format: "ferry-verify/1"
+  readonly verdict: "clean" | "differences"
+  readonly startedAt: string
+  readonly finishedAt: string
+  readonly source: { readonly kind: "server" | "archive"; readonly location: string }
+  readonly target: { readonly url: string }
+  readonly sample: { readonly percent: number } | null
+  readonly idMap: { readonly path: string; readonly entries: number } | null
+  readonly diffLimit: number
+  readonly types: ReadonlyArray<TypeRow>
+  readonly totals: Totals
+  readonly differences: ReadonlyArray<Difference>
+  readonly attachments: ReadonlyArray<AttachmentMismatch>
+  readonly notes: ReadonlyArray<string>
+}
+
+interface SourceEntry {
+  readonly s: string
+  readonly h: string
+}
+
+type AttHash = Either.Either<string, string> // right: sha256, left: why it could not be hashed
+
+/** Hash the bytes behind an attachment URL on a server (streamed). */
+const fetchHash = (client: FhirClient, url: string): Effect.Effect<AttHash> =>
+  client.stream(url).pipe(
+    Stream.runFold(createHash("sha256"), (h, chunk) => h.update(chunk)),
+    Effect.map((h) => Either.right(h.digest("hex"))),
+    Effect.catchAll((e) => Effect.succeed(Either.left(`could not fetch the attachment: ${e.message}`))),
+  )
+
+const readIdMap = (path: string) =>
+  Effect.gen(function* () {
+    const forward = new Map<string, string>()
+    yield* Ndjson.readFileSplit(path, { label: path }).pipe(
+      Stream.mapError(
+        (e) => new VerifyError({ reason: "Config", detail: `cannot read the id map ${path}: ${e.detail}` }),
+      ),
+      Stream.runForEach((l) => {
+        if (l.text.trim() === "") return Effect.void
+        const parsed = Either.try(() => JSON.parse(l.text) as unknown)
+        const v = Either.getOrUndefined(parsed)
+        if (typeof v === "object" && v !== null && "s" in v && "t" in v) {
+          const { s, t } = v as { s: unknown; t: unknown }
+          if (typeof s === "string" && typeof t === "string") {
+            forward.set(s, t)
+            return Effect.void
+          }
+        }
+        if (!l.terminated) return Effect.void // torn tail of an append
+        return Effect.fail(
+          new VerifyError({ reason: "Config", detail: `${path}:${l.line}: not an id map line {"s","t"}` }),
+        )
+      }),
+    )
+    return forward
+  })
+
+const sourceError = (e: { readonly message: string }) =>
+  new VerifyError({ reason: "Source", detail: e.message, cause: e })
+const targetError = (e: { readonly message: string }) =>
+  new VerifyError({ reason: "Target", detail: e.message, cause: e })
+
+/** `_summary=count`; none when the server gives no total or refuses the parameter (the crawl counts then). */
+const countOf = (client: FhirClient, type: string) =>
+  client.search(type, { _summary: "count" }).pipe(
+    Effect.map((b) => Option.fromNullable(b.total)),
+    Effect.catchIf(
+      (e) => e._tag === "FhirError" && e.reason === "Status" && (e.status === 400 || e.status === 422),
+      () => Effect.succeed(Option.none<number>()),
+    ),
+  )
+
+const hasId = (r: Resource): r is Resource & { readonly id: string } => typeof r.id === "string"
+
+/** Run the comparison and build the report (the caller writes it and decides the exit). */
+export const run = Effect.fn("Verify.run")(function* (options: Options) {
+  const startedAt = DateTime.formatIso(yield* DateTime.now)
+  const diffLimit = options.diffLimit ?? 20
+  const percent = options.samplePercent
+  if (percent !== undefined && !(percent > 0 && percent <= 100)) {
+    return yield* new VerifyError({
+      reason: "Config",
+      detail: `--sample must be in (0, 100]%, got ${percent}`,
+    })
+  }
+  const sampled = (key: string) => percent === undefined || inSample(key, percent)
+  const concurrency = options.concurrency ?? 4
+  const target = options.target
+  const source = options.source
+  const notes: Array<string> = []
+
+  // --- the source side's description, types and counts
+  let manifest: Manifest.Manifest | undefined
+  let index: ReadonlyMap<string, string> = new Map() // attachment URL → sha256 (archive)
+  if (source._tag === "Archive") {
+    manifest = yield* Archive.readManifest(source.dir).pipe(
+      Effect.mapError(
+        (e) => new VerifyError({ reason: "Config", detail: `--archive: ${e.message}`, cause: e }),
+      ),
+    )
+    if (!manifest.complete) notes.push("the archive is not complete (complete: false): counts may be short")
+    const idx = yield* Attachments.readIndex(source.dir).pipe(Effect.mapError(sourceError))
+    const byUrl = new Map<string, string>()
+    for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)
+    index = byUrl
+  }
+  const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
+
+  // --- id map
+  const idMapPath =
+    options.idMapPath ??
+    (source._tag === "Archive" && NFS.existsSync(Imports.idMapPath(source.dir, target.baseUrl))
+      ? Imports.idMapPath(source.dir, target.baseUrl)
+      : undefined)
+  const forward = idMapPath === undefined ? new Map<string, string>() : yield* readIdMap(idMapPath)
+  const reverse = new Map<string, string>()
+  const byId = new Map<string, string | null>() // source id → source key (null: ambiguous), for urn:uuid
+  for (const [s, t] of forward) {
+    reverse.set(t, s)
+    const id = s.slice(s.indexOf("/") + 1)
+    byId.set(id, byId.has(id) ? null : s)
+  }
+  const mapKey = (k: string) => forward.get(k) ?? k
+  const sourceCtx: CanonicalContext = {
+    ...(sourceBase !== undefined ? { base: sourceBase } : {}),
+    mapKey,
+    resolveUrn: (uuid) => byId.get(uuid) ?? byId.get(uuid.toLowerCase()) ?? undefined,
+  }
+  const targetCtx: CanonicalContext = { base: target.baseUrl }
+
+  let types: ReadonlyArray<string>
+  const manifestCounts = manifest ? Manifest.counts(manifest) : new Map<string, number>()
+  if (options.types !== undefined && options.types.length > 0) types = options.types
+  else if (source._tag === "Archive") types = [...manifestCounts.keys()].sort()
+  else {
+    const cs = yield* source.client.capabilities().pipe(Effect.mapError(sourceError))
+    types = Capabilities.types(cs)
+      .filter((t) => t !== "Binary")
+      .sort()
+    notes.push("Binary resources are compared through the attachments that point at them, not one by one")
+  }
+
+  // --- attachment hashing (cached per URL and side)
+  const sourceHashes = new Map<string, AttHash>()
+  const targetHashes = new Map<string, AttHash>()
+  const sourceAttHash = (url: string): Effect.Effect<AttHash> => {
+    const hit = sourceHashes.get(url)
+    if (hit !== undefined) return Effect.succeed(hit)
+    if (source._tag === "Archive") {
+      const abs = sourceBase !== undefined && !/^[a-z][a-z0-9+.-]*:/i.test(url) ? `${sourceBase}/${url}` : url
+      const sha = index.get(url) ?? index.get(abs)
+      const r: AttHash =
+        sha !== undefined
+          ? Either.right(sha)
+          : Either.left("the archive holds no blob for this attachment URL")
+      sourceHashes.set(url, r)
+      return Effect.succeed(r)
+    }
+    return Effect.tap(fetchHash(source.client, url), (r) => Effect.sync(() => sourceHashes.set(url, r)))
+  }
+  const targetAttHash = (url: string): Effect.Effect<AttHash> => {
+    const hit = targetHashes.get(url)
+    if (hit !== undefined) return Effect.succeed(hit)
+    return Effect.tap(fetchHash(target, url), (r) => Effect.sync(() => targetHashes.set(url, r)))
+  }
+
+  const sourceStream = (type: string): Stream.Stream<Resource, VerifyError> =>
+    source._tag === "Archive"
+      ? Stream.fromIterable(manifest?.files.filter((f) => f.type === type) ?? []).pipe(
+          Stream.flatMap((entry) => Archive.resources(source.dir, entry).pipe(Stream.map((l) => l.value))),
+          Stream.mapError(sourceError),
+        )
+      : source.client.searchAll(type).pipe(Stream.mapError(sourceError))
+
+  const rows: Array<TypeRow> = []
+  const differences: Array<Difference> = []
+  const mismatches: Array<AttachmentMismatch> = []
+  let detailed = 0
+
+  for (const type of types) {
+    // counts
+    let sourceCount: number | null = null
+    if (source._tag === "Archive") sourceCount = manifestCounts.get(type) ?? 0
+    else
+      sourceCount = Option.getOrNull(yield* countOf(source.client, type).pipe(Effect.mapError(sourceError)))
+    let targetCount: number | null = Option.getOrNull(
+      yield* countOf(target, type).pipe(Effect.mapError(targetError)),
+    )
+    if (source._tag === "Server" && options.types === undefined && sourceCount === 0 && targetCount === 0)
+      continue
+
+    // source pass
+    const entries = new Map<string, SourceEntry>()
+    const sourceAtts = new Map<string, string>() // "<target key> <path>" → url
+    let crawledSource = 0
+    yield* sourceStream(type).pipe(
+      Stream.runForEach((r) =>
+        Effect.sync(() => {
+          crawledSource++
+          if (!hasId(r)) return
+          const sk = `${type}/${r.id}`
+          if (!sampled(sk)) return
+          const tk = mapKey(sk)
+          const c = canonicalize(r, sourceCtx)
+          entries.set(tk, { s: sk, h: hash(c.value) })
+          for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
+        }),
+      ),
+    )
+    if (sourceCount === null) sourceCount = crawledSource
+
+    // target pass
+    let compared = 0
+    let matching = 0
+    let differing = 0
+    let extra = 0
+    let crawledTarget = 0
+    const targetAtts = new Map<string, string>()
+    const toDetail = new Map<string, { readonly source: string; readonly target: unknown }>() // source key →
+    yield* target.searchAll(type).pipe(
+      Stream.mapError(targetError),
+      Stream.runForEach((r) =>
+        Effect.sync(() => {
+          crawledTarget++
+          if (!hasId(r)) return
+          const tk = `${type}/${r.id}`
+          const entry = entries.get(tk)
+          if (entry === undefined) {
+            if (!sampled(reverse.get(tk) ?? tk)) return
+            extra++
+            differences.push({ kind: "extra", type, target: tk })
+            return
+          }
+          entries.delete(tk)
+          compared++
+          const c = canonicalize(r, targetCtx)
+          for (const a of c.attachments) targetAtts.set(`${tk} ${a.path}`, a.url)
+          if (hash(c.value) === entry.h) {
+            matching++
+            return
+          }
+          differing++
+          if (detailed < diffLimit) {
+            detailed++
+            toDetail.set(entry.s, { source: entry.s, target: c.value })
+          }
+          differences.push({ kind: "differing", type, source: entry.s, target: tk })
+        }),
+      ),
+    )
+    if (targetCount === null) targetCount = crawledTarget
+    const missing = entries.size
+    for (const [tk, e] of entries) {
+      differences.push({ kind: "missing", type, source: e.s, ...(tk !== e.s ? { target: tk } : {}) })
+    }
+    entries.clear()
+
+    // field-level diffs: read the few differing source resources again
+    if (toDetail.size > 0) {
+      const found = new Map<string, unknown>()
+      if (source._tag === "Server") {
+        yield* Effect.forEach(
+          [...toDetail.keys()],
+          (sk) =>
+            source.client.read(type, sk.slice(type.length + 1)).pipe(
+              Effect.mapError(sourceError),
+              Effect.map((r) => found.set(sk, canonicalize(r, sourceCtx).value)),
+            ),
+          { concurrency },
+        )
+      } else {
+        yield* sourceStream(type).pipe(
+          Stream.runForEach((r) =>
+            Effect.sync(() => {
+              const sk = `${type}/${r.id ?? ""}`
+              if (toDetail.has(sk)) found.set(sk, canonicalize(r, sourceCtx).value)
+            }),
+          ),
+        )
+      }
+      for (let i = 0; i < differences.length; i++) {
+        const d = differences[i]
+        if (d === undefined || d.kind !== "differing" || d.source === undefined) continue
+        const t = toDetail.get(d.source)
+        if (t === undefined || !found.has(d.source)) continue
+        differences[i] = { ...d, fields: diff(found.get(d.source), t.target) }
+      }
+    }
+
+    // attachments present on both sides: compare the payload hashes
+    const pairs = [...sourceAtts].filter(([k]) => targetAtts.has(k))
+    let attMismatches = 0
+    yield* Effect.forEach(
+      pairs,
+      ([k, sourceUrl]) =>
+        Effect.gen(function* () {
+          const targetUrl = targetAtts.get(k) ?? ""
+          const [s, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])
+          if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) return
+          attMismatches++
+          const space = k.indexOf(" ")
+          mismatches.push({
+            resource: k.slice(0, space),
+            path: k.slice(space + 1),
+            ...(Either.isRight(s) ? { sourceSha256: s.right } : {}),
+            ...(Either.isRight(t) ? { targetSha256: t.right } : {}),
+            detail: Either.isLeft(s)
+              ? `source: ${s.left}`
+              : Either.isLeft(t)
+                ? `target: ${t.left}`
+                : "the payloads differ (sha256)",
+          })
+        }),
+      { concurrency },
+    )
+
+    rows.push({
+      type,
+      sourceCount,
+      targetCount,
+      compared,
+      matching,
+      differing,
+      missing,
+      extra,
+      attachments: pairs.length,
+      attachmentMismatches: attMismatches,
+    })
+    yield* Effect.logDebug("verify type done").pipe(
+      Effect.annotateLogs({ type, compared, differing, missing, extra }),
+    )
+  }
+
+  const sum = (f: (r: TypeRow) => number) => rows.reduce((a, r) => a + f(r), 0)
+  const countMismatches = rows.filter((r) => r.sourceCount !== r.targetCount).length
+  const totals: Totals = {
+    sourceCount: sum((r) => r.sourceCount ?? 0),
+    targetCount: sum((r) => r.targetCount ?? 0),
+    compared: sum((r) => r.compared),
+    matching: sum((r) => r.matching),
+    differing: sum((r) => r.differing),
+    missing: sum((r) => r.missing),
+    extra: sum((r) => r.extra),
+    countMismatches,
+    attachments: sum((r) => r.attachments),
+    attachmentMismatches: sum((r) => r.attachmentMismatches),
+  }
+  if (percent !== undefined && percent < 100)
+    notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)
+  const clean =
+    totals.differing + totals.missing + totals.extra + totals.attachmentMismatches + countMismatches === 0
+  const report: Report = {
+    format: "ferry-verify/1",
+    verdict: clean ? "clean" : "differences",
+    startedAt,
+    finishedAt: DateTime.formatIso(yield* DateTime.now),
+    source:
+      source._tag === "Archive"
+        ? { kind: "archive", location: source.dir }
+        : { kind: "server", location: source.client.baseUrl },
+    target: { url: target.baseUrl },
+    sample: percent !== undefined && percent < 100 ? { percent } : null,
+    idMap: idMapPath !== undefined ? { path: idMapPath, entries: forward.size } : null,
+    diffLimit,
+    types: rows,
+    totals,
+    differences,
+    attachments: mismatches,
+    notes,
+  }
+  return report
+})

@@ -1,0 +1,23 @@
+import { Schema } from "effect"
+
+/**
+ * Verification failures. `Diff`: the comparison ran and found differences (exit 6, reports written);
+ * `Config`: bad flags or inputs (exit 2); `Source` / `Target` / `Report`: a side could not be read or the
+ * report not written (exit 4).
+ */
+export class VerifyError extends Schema.TaggedError<VerifyError>("@ferry/verify/VerifyError")("VerifyError", {
+  reason: Schema.Literal("Config", "Diff", "Source", "Target", "Report"),
+  detail: Schema.String,
+  cause: Schema.optional(Schema.Defect),
+}) {
+  override get message(): string {
+    switch (this.reason) {
+      case "Diff":
+        return `verify: ${this.detail}`
+      case "Config":
+        return `verify: ${this.detail}; check the flags`
+      default:
+        return `verify: ${this.reason.toLowerCase()}: ${this.detail}`
+    }
+  }
+}

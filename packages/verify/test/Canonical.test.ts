@@ -1,0 +1,166 @@
+import { assert, describe, it } from "@effect/vitest"
+import {
+  attachmentPlaceholder,
+  canonicalize,
+  hash,
+  inSample,
+  provenanceSystem,
+  stringify,
+} from "../src/Canonical.js"
+import { diff, preview } from "../src/Diff.js"
+
+describe("Canonical", () => {
+  it("sorts keys at every level, keeps array order", () => {
+    assert.strictEqual(stringify({ b: 1, a: { d: [2, 1], c: 0 } }), '{"a":{"c":0,"d":[2,1]},"b":1}')
+    assert.strictEqual(
+      hash({ resourceType: "Patient", id: "1", name: [{ given: ["A"], family: "B" }] }),
+      hash({ name: [{ family: "B", given: ["A"] }], id: "1", resourceType: "Patient" }),
+    )
+    assert.notStrictEqual(hash({ a: [1, 2] }), hash({ a: [2, 1] }))
+  })
+
+  it("strips versionId, lastUpdated, source and Ferry's provenance tag; drops an empty meta", () => {
+    const c = canonicalize({
+      resourceType: "Patient",
+      id: "1",
+      meta: {
+        versionId: "3",
+        lastUpdated: "2024-01-01T00:00:00Z",
+        source: "#abc",
+        tag: [{ system: provenanceSystem, code: "Patient/1" }],
+      },
+    })
+    assert.deepStrictEqual(c.value, { resourceType: "Patient", id: "1" })
+  })
+
+  it("keeps other meta fields and other tags", () => {
+    const c = canonicalize({
+      resourceType: "Patient",
+      id: "1",
+      meta: {
+        versionId: "3",
+        profile: ["http://x/p"],
+        tag: [
+          { system: provenanceSystem, code: "Patient/1" },
+          { system: "http://t", code: "keep" },
+        ],
+      },
+    })
+    assert.deepStrictEqual(c.value, {
+      resourceType: "Patient",
+      id: "1",
+      meta: { profile: ["http://x/p"], tag: [{ system: "http://t", code: "keep" }] },
+    })
+  })
+
+  it("normalises references: same-server absolute → relative, version dropped, mapped, urn:uuid resolved", () => {
+    const map = new Map([
+      ["Patient/1", "Patient/a"],
+      ["Practitioner/9", "Practitioner/z"],
+    ])
+    const ctx = {
+      base: "http://src.example/fhir",
+      mapKey: (k: string) => map.get(k) ?? k,
+      resolveUrn: (u: string) => (u === "9" ? "Practitioner/9" : undefined),
+    }
+    const c = canonicalize(
+      {
+        resourceType: "Observation",
+        id: "o",
+        subject: { reference: "http://src.example/fhir/Patient/1" },
+        performer: [
+          { reference: "urn:uuid:9" },
+          { reference: "Patient/1/_history/2" },
+          { reference: "http://other.example/fhir/Patient/1" },
+          { reference: "#c1" },
+        ],
+        encounter: { reference: "Encounter/7" },
+      },
+      ctx,
+    )
+    const v = c.value as {
+      subject: { reference: string }
+      performer: Array<{ reference: string }>
+      encounter: { reference: string }
+    }
+    assert.strictEqual(v.subject.reference, "Patient/a")
+    assert.deepStrictEqual(
+      v.performer.map((p) => p.reference),
+      ["Practitioner/z", "Patient/a", "http://other.example/fhir/Patient/1", "#c1"],
+    )
+    assert.strictEqual(v.encounter.reference, "Encounter/7")
+    // The target side, relative and absolute on its own base, gives the same hash.
+    const t = canonicalize(
+      {
+        resourceType: "Observation",
+        id: "o",
+        subject: { reference: "Patient/a" },
+        performer: [
+          { reference: "http://tgt.example/fhir/Practitioner/z" },
+          { reference: "Patient/a" },
+          { reference: "http://other.example/fhir/Patient/1" },
+          { reference: "#c1" },
+        ],
+        encounter: { reference: "Encounter/7" },
+      },
+      { base: "http://tgt.example/fhir" },
+    )
+    assert.strictEqual(hash(t.value), hash(c.value))
+  })
+
+  it("maps the resource's own id without touching the input", () => {
+    const input = { resourceType: "Patient", id: "1" }
+    const c = canonicalize(input, { mapKey: (k) => (k === "Patient/1" ? "Patient/abc" : k) })
+    assert.deepStrictEqual(c.value, { resourceType: "Patient", id: "abc" })
+    assert.strictEqual(input.id, "1")
+  })
+
+  it("replaces attachment urls by a placeholder and reports them; inline data stays content", () => {
+    const c = canonicalize({
+      resourceType: "DocumentReference",
+      id: "d",
+      content: [
+        { attachment: { contentType: "application/pdf", url: "http://src/fhir/Binary/b1", size: 3 } },
+        { attachment: { contentType: "text/plain", data: "aGk=" } },
+      ],
+    })
+    const v = c.value as { content: Array<{ attachment: { url?: string; data?: string } }> }
+    assert.strictEqual(v.content[0]?.attachment.url, attachmentPlaceholder)
+    assert.strictEqual(v.content[1]?.attachment.data, "aGk=")
+    assert.deepStrictEqual(
+      c.attachments.map((a) => a.url),
+      ["http://src/fhir/Binary/b1"],
+    )
+    assert.match(c.attachments[0]?.path ?? "", /content/)
+  })
+
+  it("samples deterministically", () => {
+    const keys = Array.from({ length: 2000 }, (_, i) => `Patient/${i}`)
+    const a = keys.filter((k) => inSample(k, 10))
+    assert.deepStrictEqual(
+      a,
+      keys.filter((k) => inSample(k, 10)),
+    )
+    assert.isAbove(a.length, 120)
+    assert.isBelow(a.length, 280)
+    assert.strictEqual(keys.filter((k) => inSample(k, 100)).length, 2000)
+  })
+})
+
+describe("Diff", () => {
+  it("lists leaf paths with both values, truncated", () => {
+    const d = diff(
+      { name: [{ family: "Old", given: ["A"] }], gender: "female", x: "y".repeat(300) },
+      { name: [{ family: "New", given: ["A", "B"] }], gender: "female", x: "z".repeat(300) },
+    )
+    assert.deepStrictEqual(
+      d.map((f) => f.path),
+      ["name[0].family", "name[0].given[1]", "x"],
+    )
+    assert.strictEqual(d[0]?.source, '"Old"')
+    assert.strictEqual(d[0]?.target, '"New"')
+    assert.isUndefined(d[1]?.source)
+    assert.isAtMost(d[2]?.source?.length ?? 0, 120)
+    assert.strictEqual(preview("abc"), '"abc"')
+  })
+})

@@ -1,0 +1,53 @@
+import { assert, describe, it } from "@effect/vitest"
+import { escapeHtml, html, htmlListLimit, summary } from "../src/Report.js"
+import type { Report } from "../src/Verify.js"
+
+const base: Report = {
+  format: "ferry-verify/1",
+  verdict: "differences",
+  startedAt: "2026-01-01T00:00:00.000Z",
+  finishedAt: "2026-01-01T00:00:01.000Z",
+  source: { kind: "server", location: "http://s/fhir" },
+  target: { url: "http://t/fhir?<b>" },
+  sample: null,
+  idMap: null,
+  diffLimit: 20,
+  types: [],
+  totals: {
+    sourceCount: 0,
+    targetCount: 0,
+    compared: 0,
+    matching: 0,
+    differing: 0,
+    missing: htmlListLimit + 5,
+    extra: 0,
+    countMismatches: 0,
+    attachments: 0,
+    attachmentMismatches: 0,
+  },
+  differences: Array.from({ length: htmlListLimit + 5 }, (_, i) => ({
+    kind: "missing" as const,
+    type: "Patient",
+    source: `Patient/p${i}`,
+  })),
+  attachments: [],
+  notes: ["a <note> & more"],
+}
+
+describe("Report", () => {
+  it("escapes everything it prints", () => {
+    assert.strictEqual(escapeHtml(`<a href="x">'&`), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;")
+    const page = html(base)
+    assert.include(page, "http://t/fhir?&lt;b&gt;")
+    assert.include(page, "a &lt;note&gt; &amp; more")
+    assert.notInclude(page, "<note>")
+  })
+
+  it("caps the listed differences on the page and points at verify.json", () => {
+    const page = html(base)
+    assert.include(page, `Patient/p${htmlListLimit - 1}<`)
+    assert.notInclude(page, `Patient/p${htmlListLimit}<`)
+    assert.include(page, "and 5 more: see verify.json")
+    assert.match(summary(base)[0] ?? "", /^verify: DIFFERENCES/)
+  })
+})

@@ -1,0 +1,145 @@
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import { FetchHttpClient } from "@effect/platform"
+import { assert, describe, it } from "@effect/vitest"
+import * as FhirClient from "@ferry/core/FhirClient"
+import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { Effect } from "effect"
+import * as Report from "../src/Report.js"
+import * as Verify from "../src/Verify.js"
+
+const data = (name: string) => fileURLToPath(new URL(`../../../../shared/data/${name}`, import.meta.url))
+const seed = [data("sample-bulk-10-patients"), data("attachments")]
+const types = ["Condition", "DocumentReference", "Encounter", "Patient", "Procedure"]
+
+const clientFor = (baseUrl: string) =>
+  FhirClient.make({ baseUrl, retry: { base: "10 millis", times: 2 } }).pipe(
+    Effect.provide(FetchHttpClient.layer),
+  )
+
+/** Two sandboxes seeded from the same folders (identical content), and clients on them. */
+const pair = Effect.gen(function* () {
+  const a = yield* Sandbox.start({ seed } as never, { plugins: [] })
+  const b = yield* Sandbox.start({ seed } as never, { plugins: [] })
+  return { a, b, source: yield* clientFor(a.baseUrl), target: yield* clientFor(b.baseUrl) }
+})
+
+const firstId = (store: Sandbox.SandboxHandle["store"], type: string): string => {
+  for (const r of store.iterate(type, { limit: 1 })) return r.id
+  throw new Error(`no ${type}`)
+}
+
+describe("Verify.run against sandboxes", () => {
+  it.scoped(
+    "identical source and target: clean, every resource compared, attachments compared by payload",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, a } = yield* pair
+        const r = yield* Verify.run({ source: { _tag: "Server", client: source }, target, types })
+        assert.strictEqual(r.verdict, "clean")
+        const total = types.reduce((n, t) => n + a.store.count(t), 0)
+        assert.strictEqual(r.totals.compared, total)
+        assert.strictEqual(r.totals.matching, total)
+        assert.strictEqual(r.totals.attachments, 3)
+        assert.strictEqual(r.totals.attachmentMismatches, 0)
+        assert.isNull(r.sample)
+        assert.deepStrictEqual(r.differences, [])
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "a corrupted target: 1 differing (with a field diff), 1 missing, 1 attachment mismatch, reported in HTML",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, b } = yield* pair
+        const patient = firstId(b.store, "Patient")
+        const stored = b.store.read("Patient", patient)
+        assert.isDefined(stored)
+        const body = JSON.parse(stored?.json ?? "{}") as Record<string, unknown>
+        b.store.update({ ...body, id: patient, gender: "other<script>" })
+        const condition = firstId(b.store, "Condition")
+        b.store.delete("Condition", condition)
+        const binary = firstId(b.store, "Binary")
+        const bin = b.store.getBinary(binary)
+        b.store.putBinary(binary, bin?.contentType ?? "application/octet-stream", Buffer.from("other bytes"))
+
+        const r = yield* Verify.run({ source: { _tag: "Server", client: source }, target, types })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.differing, 1)
+        assert.strictEqual(r.totals.missing, 1)
+        assert.strictEqual(r.totals.extra, 0)
+        assert.strictEqual(r.totals.attachmentMismatches, 1)
+        const differing = r.differences.find((d) => d.kind === "differing")
+        assert.strictEqual(differing?.source, `Patient/${patient}`)
+        assert.deepStrictEqual(
+          differing?.fields?.map((f) => [f.path, f.target]),
+          [["gender", '"other<script>"']],
+        )
+        assert.strictEqual(r.differences.find((d) => d.kind === "missing")?.source, `Condition/${condition}`)
+        assert.strictEqual(r.attachments[0]?.detail, "the payloads differ (sha256)")
+        const condRow = r.types.find((t) => t.type === "Condition")
+        assert.strictEqual((condRow?.sourceCount ?? 0) - (condRow?.targetCount ?? 0), 1)
+
+        const dir = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-verify-"))
+        const paths = yield* Report.write(dir, r)
+        const html = NFS.readFileSync(paths.html, "utf8")
+        assert.include(html, `Patient/${patient}`)
+        assert.include(html, `Condition/${condition}`)
+        assert.include(html, "the payloads differ")
+        assert.include(html, "&quot;other&lt;script&gt;&quot;")
+        assert.notInclude(html, "<script")
+        assert.notMatch(html, /(src|href)=["']?https?:/)
+        assert.strictEqual((NFS.statSync(paths.json).mode & 0o777).toString(8), "600")
+        assert.strictEqual((NFS.statSync(paths.html).mode & 0o777).toString(8), "600")
+        const json = JSON.parse(NFS.readFileSync(paths.json, "utf8")) as Verify.Report
+        assert.strictEqual(json.totals.missing, 1)
+        NFS.rmSync(dir, { recursive: true, force: true })
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "an extra resource on the target is reported as extra",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, b } = yield* pair
+        b.store.update({ resourceType: "Patient", id: "only-on-target", gender: "unknown" })
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: source },
+          target,
+          types: ["Patient"],
+        })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.extra, 1)
+        assert.strictEqual(r.totals.missing, 0)
+        assert.strictEqual(r.totals.differing, 0)
+        assert.deepStrictEqual(r.differences, [
+          { kind: "extra", type: "Patient", target: "Patient/only-on-target" },
+        ])
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "--sample compares a deterministic subset and says so",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, a } = yield* pair
+        const opts = { source: { _tag: "Server", client: source }, target, types, samplePercent: 30 } as const
+        const r = yield* Verify.run(opts)
+        const again = yield* Verify.run(opts)
+        const total = types.reduce((n, t) => n + a.store.count(t), 0)
+        assert.strictEqual(r.verdict, "clean")
+        assert.deepStrictEqual(r.sample, { percent: 30 })
+        assert.isAbove(r.totals.compared, 0)
+        assert.isBelow(r.totals.compared, total)
+        assert.strictEqual(again.totals.compared, r.totals.compared)
+        assert.isTrue(r.notes.some((n) => n.startsWith("sampled: 30%")))
+        assert.include(Report.html(r), "Sampled: 30%")
+      }),
+    60_000,
+  )
+})

@@ -1,0 +1,281 @@
+/**
+ * `ferry verify` end to end: the bundled CLI as a process against sandboxes started in this process.
+ * Needs `npm run build` first. Sources: a server (`--source`) or an archive made by `ferry export`.
+ */
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { type InProcessSandbox, lastLine, runFerry, sharedData, startSandbox } from "./helpers/ferry.js"
+
+const seed = [sharedData("sample-bulk-10-patients"), sharedData("attachments")]
+const types = "Condition,DocumentReference,Encounter,Patient,Procedure"
+
+interface Report {
+  readonly verdict: string
+  readonly sample: { readonly percent: number } | null
+  readonly idMap: { readonly entries: number } | null
+  readonly totals: Record<string, number>
+  readonly differences: ReadonlyArray<{ kind: string; source?: string; target?: string }>
+  readonly attachments: ReadonlyArray<{ resource: string }>
+}
+const readReport = (dir: string): Report =>
+  JSON.parse(NFS.readFileSync(Path.join(dir, "verify.json"), "utf8")) as Report
+const mode = (p: string) => (NFS.statSync(p).mode & 0o777).toString(8)
+
+const sandboxes: Array<InProcessSandbox> = []
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-verify-e2e-"))
+let source: InProcessSandbox
+let archive: string
+
+beforeAll(async () => {
+  source = await startSandbox({ seed })
+  sandboxes.push(source)
+  archive = Path.join(tmp, "archive")
+  const exported = await runFerry(["export", source.handle.baseUrl, "--out", archive])
+  expect(exported.code, exported.stderr).toBe(0)
+}, 120_000)
+
+afterAll(async () => {
+  for (const s of sandboxes) await s.close()
+  NFS.rmSync(tmp, { recursive: true, force: true })
+})
+
+const target = async (withSeed = true) => {
+  const s = await startSandbox(withSeed ? { seed } : {})
+  sandboxes.push(s)
+  return s
+}
+
+describe("ferry verify", () => {
+  it("identical source and target: exit 0, clean, both reports written 0600", async () => {
+    const t = await target()
+    const report = Path.join(tmp, "r-clean")
+    const run = await runFerry([
+      "verify",
+      "--source",
+      source.handle.baseUrl,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      types,
+      "--report",
+      report,
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout).toContain("verify: CLEAN")
+    expect(run.stdout).toContain(Path.join(report, "verify.html"))
+    expect(readReport(report).verdict).toBe("clean")
+    expect(readReport(report).totals.attachments).toBe(3)
+    expect(mode(Path.join(report, "verify.json"))).toBe("600")
+    expect(mode(Path.join(report, "verify.html"))).toBe("600")
+    expect(NFS.readFileSync(Path.join(report, "verify.html"), "utf8")).toContain("clean")
+  }, 60_000)
+
+  it("archive vs a corrupted target: 1 differing, 1 missing, 1 attachment mismatch, exit 6, in the HTML", async () => {
+    const t = await target()
+    const store = t.handle.store
+    const first = (type: string) => {
+      for (const r of store.iterate(type, { limit: 1 })) return r
+      throw new Error(type)
+    }
+    const patient = first("Patient")
+    store.update({ ...(JSON.parse(patient.json) as object), id: patient.id, birthDate: "1900-01-01" })
+    const condition = first("Condition").id
+    store.delete("Condition", condition)
+    const binary = first("Binary").id
+    store.putBinary(binary, "application/pdf", Buffer.from("not the original bytes"))
+
+    const run = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      types,
+    ])
+    expect(run.code, run.stderr).toBe(6)
+    expect(lastLine(run.stderr)).toContain("1 differing, 1 missing, 0 extra")
+    // Reports default to the archive directory.
+    const r = readReport(archive)
+    expect(r.verdict).toBe("differences")
+    expect(r.totals.differing).toBe(1)
+    expect(r.totals.missing).toBe(1)
+    expect(r.totals.extra).toBe(0)
+    expect(r.totals.attachmentMismatches).toBe(1)
+    const html = NFS.readFileSync(Path.join(archive, "verify.html"), "utf8")
+    expect(html).toContain(`Patient/${patient.id}`)
+    expect(html).toContain("birthDate")
+    expect(html).toContain(`Condition/${condition}`)
+    expect(html).toContain(r.attachments[0]?.resource ?? "none")
+    expect(html).toContain("the payloads differ")
+  }, 60_000)
+
+  it("an extra resource on the target: 1 extra, exit 6", async () => {
+    const t = await target()
+    t.handle.store.update({ resourceType: "Patient", id: "extra-one", gender: "unknown" })
+    const report = Path.join(tmp, "r-extra")
+    const run = await runFerry([
+      "verify",
+      "--source",
+      source.handle.baseUrl,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      "Patient",
+      "--report",
+      report,
+    ])
+    expect(run.code, run.stderr).toBe(6)
+    const r = readReport(report)
+    expect(r.totals.extra).toBe(1)
+    expect(r.totals.missing + r.totals.differing).toBe(0)
+    expect(r.differences).toEqual([{ kind: "extra", type: "Patient", target: "Patient/extra-one" }])
+  }, 60_000)
+
+  it("a target with other ids and an idmap.ndjson in the archive: clean through the id map", async () => {
+    const t = await target(false)
+    const store = t.handle.store
+    const newId = (id: string) => `m-${id}`.slice(0, 64)
+    const lines: Array<string> = []
+    const manifest = JSON.parse(NFS.readFileSync(Path.join(archive, "manifest.json"), "utf8")) as {
+      files: Array<{ type: string; path: string }>
+    }
+    const keys = new Set<string>()
+    const resources: Array<Record<string, unknown>> = []
+    for (const f of manifest.files) {
+      for (const line of NFS.readFileSync(Path.join(archive, f.path), "utf8").split("\n")) {
+        if (line.trim() === "") continue
+        const r = JSON.parse(line) as Record<string, unknown>
+        keys.add(`${String(r.resourceType)}/${String(r.id)}`)
+        resources.push(r)
+      }
+    }
+    // Blobs by the URL they were exported from.
+    const index = new Map<string, string>()
+    for (const line of NFS.readFileSync(Path.join(archive, "attachments", "index.ndjson"), "utf8").split(
+      "\n",
+    )) {
+      if (line.trim() === "") continue
+      const l = JSON.parse(line) as { sha256: string; sourceUrls: Array<string> }
+      for (const u of l.sourceUrls) index.set(u, l.sha256)
+    }
+    const rewrite = (node: unknown): unknown => {
+      if (Array.isArray(node)) return node.map(rewrite)
+      if (typeof node !== "object" || node === null) return node
+      const out: Record<string, unknown> = {}
+      for (const [k, v] of Object.entries(node)) {
+        if (k === "reference" && typeof v === "string" && keys.has(v)) {
+          const [type, id] = v.split("/") as [string, string]
+          out[k] = `${type}/${newId(id)}`
+        } else if (k === "url" && typeof v === "string" && index.has(v)) {
+          const sha = index.get(v) ?? ""
+          const binaryId = newId(v.slice(v.lastIndexOf("/") + 1))
+          const bytes = NFS.readFileSync(Path.join(archive, "attachments", sha.slice(0, 2), sha))
+          store.putBinary(binaryId, "application/octet-stream", bytes)
+          out[k] = `${t.handle.baseUrl}/Binary/${binaryId}`
+        } else out[k] = rewrite(v)
+      }
+      return out
+    }
+    for (const r of resources) {
+      if (r.resourceType === "Binary") continue
+      const id = newId(String(r.id))
+      store.update({ ...(rewrite(r) as Record<string, unknown>), id })
+      lines.push(
+        JSON.stringify({
+          s: `${String(r.resourceType)}/${String(r.id)}`,
+          t: `${String(r.resourceType)}/${id}`,
+        }),
+      )
+    }
+    const slug = t.handle.baseUrl.replace(/^https?:\/\//, "").replace(/[^A-Za-z0-9.-]/g, "_")
+    NFS.mkdirSync(Path.join(archive, "imports", slug), { recursive: true })
+    NFS.writeFileSync(Path.join(archive, "imports", slug, "idmap.ndjson"), `${lines.join("\n")}\n`)
+
+    const report = Path.join(tmp, "r-idmap")
+    const run = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      types,
+      "--report",
+      report,
+    ])
+    const r = readReport(report)
+    expect(run.code, JSON.stringify(r.differences.slice(0, 2))).toBe(0)
+    expect(r.verdict).toBe("clean")
+    expect(r.idMap?.entries).toBe(lines.length)
+    expect(r.totals.compared).toBeGreaterThan(100)
+    expect(r.totals.attachments).toBe(3)
+
+    // Without the id map, nothing matches.
+    NFS.rmSync(Path.join(archive, "imports"), { recursive: true, force: true })
+    const bare = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      "Patient",
+      "--report",
+      report,
+    ])
+    expect(bare.code).toBe(6)
+    const bareReport = readReport(report)
+    expect(bareReport.totals.sourceCount).toBeGreaterThan(0)
+    expect(bareReport.totals.missing).toBe(bareReport.totals.sourceCount)
+    expect(bareReport.totals.extra).toBe(bareReport.totals.sourceCount)
+  }, 90_000)
+
+  it("--sample says so in the reports and on stdout", async () => {
+    const t = await target()
+    const report = Path.join(tmp, "r-sample")
+    const run = await runFerry([
+      "verify",
+      "--source",
+      source.handle.baseUrl,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      types,
+      "--sample",
+      "40%",
+      "--report",
+      report,
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout).toContain("sampled 40%")
+    expect(readReport(report).sample).toEqual({ percent: 40 })
+    expect(NFS.readFileSync(Path.join(report, "verify.html"), "utf8")).toContain("Sampled: 40%")
+  }, 60_000)
+
+  it("usage errors exit 2", async () => {
+    const both = await runFerry([
+      "verify",
+      "--source",
+      "http://127.0.0.1:1/fhir",
+      "--archive",
+      archive,
+      "--target",
+      "http://127.0.0.1:1/fhir",
+    ])
+    expect(both.code).toBe(2)
+    expect(lastLine(both.stderr)).toContain("exactly one of --source")
+    const badSample = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      "http://127.0.0.1:1/fhir",
+      "--sample",
+      "250%",
+    ])
+    expect(badSample.code).toBe(2)
+  }, 30_000)
+})
