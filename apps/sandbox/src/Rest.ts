@@ -303,6 +303,15 @@ const decodeCursor = (raw: string): { lastUpdated: string; id: string } => {
   return { lastUpdated: raw.slice(0, i), id: raw.slice(i + 1) }
 }
 
+/** A search result's JSON: a Binary carries its `data`, as its JSON read and the bulk export give it. */
+const searchJson = (ctx: Ctx, r: StoredResource): string => {
+  if (r.type !== "Binary") return r.json
+  const bin = ctx.store.getBinary(r.id)
+  if (bin === undefined) return r.json
+  const json = JSON.parse(r.json) as Record<string, unknown>
+  return JSON.stringify({ ...json, contentType: bin.contentType, data: bin.bytes.toString("base64") })
+}
+
 const search = (ctx: Ctx, config: SandboxConfig, type: string): void => {
   const params = ctx.url.searchParams
   const opts = searchOptions(type, params, ctx.baseUrl)
@@ -340,7 +349,7 @@ const search = (ctx: Ctx, config: SandboxConfig, type: string): void => {
   const total = after === undefined ? `"total":${ctx.store.count(type, opts)},` : ""
   const entries = rows.map(
     (r) =>
-      `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/${r.type}/${r.id}`)},"resource":${r.json},"search":{"mode":"match"}}`,
+      `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/${r.type}/${r.id}`)},"resource":${searchJson(ctx, r)},"search":{"mode":"match"}}`,
   )
   sendJson(
     ctx,

@@ -279,6 +279,13 @@ layer(Sandbox.layer({ pageSize: 3 }, { plugins: [] }))("REST", (it) => {
       })
       assert.strictEqual(putRaw.status, 200)
       assert.strictEqual((yield* call(`${baseUrl}/Binary/bin-json`)).text, "bye")
+
+      // A search gives a Binary in the same JSON form as its read: with contentType and data.
+      const found = yield* call(`${baseUrl}/Binary?_id=bin-json`, {
+        headers: { Accept: "application/fhir+json" },
+      })
+      assert.strictEqual(at(found.body, "entry.0.resource.data"), Buffer.from("bye").toString("base64"))
+      assert.strictEqual(at(found.body, "entry.0.resource.contentType"), "text/plain")
     }),
   )
 
