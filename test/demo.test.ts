@@ -1,6 +1,6 @@
 /**
- * `ferry demo` (what `npm run demo` runs) as a process: it must finish with exit 0 and report an
- * archive whose checksums and per-type counts match the seeded source.
+ * `ferry demo` (what `npm run demo` runs) as a process: export, import and verify must finish with
+ * exit 0, the archive must match the seeded source, and the verify report must say clean.
  */
 import { execFile } from "node:child_process"
 import * as NFS from "node:fs"
@@ -15,7 +15,7 @@ const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-demo-e2e-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
 
 describe("ferry demo (process)", () => {
-  it("exports the seeded sandbox into an archive that matches the source", async () => {
+  it("exports the seeded sandbox, imports it into the empty one, and verifies it clean", async () => {
     const out = Path.join(tmp, "demo")
     const { stdout } = await run(
       process.execPath,
@@ -27,6 +27,13 @@ describe("ferry demo (process)", () => {
     expect(stdout).toContain("38479 resources in 20 types, 3 attachments")
     expect(stdout).toContain("checksums: all match")
     expect(stdout).toContain("per-type counts against the source: all equal")
+    expect(stdout).toContain("Import: 38479 resources into")
+    expect(stdout).toMatch(
+      /verify: CLEAN: 38479 compared over 20 types, 38479 matching, 0 differing, 0 missing, 0 extra/,
+    )
+    const report = JSON.parse(NFS.readFileSync(Path.join(out, "verify.json"), "utf8"))
+    expect(report.verdict).toBe("clean")
+    expect(NFS.readFileSync(Path.join(out, "verify.html"), "utf8")).toContain("<html")
     const manifest = JSON.parse(NFS.readFileSync(Path.join(out, "archive", "manifest.json"), "utf8"))
     expect(manifest.complete).toBe(true)
     expect((NFS.statSync(Path.join(out, "archive")).mode & 0o777).toString(8)).toBe("700")

@@ -1,6 +1,7 @@
 import { Command } from "@effect/cli"
 import { demo } from "./commands/demo.js"
 import { exportCommand } from "./commands/export.js"
+import { importCommand } from "./commands/import.js"
 import { keys } from "./commands/keys.js"
 import { sandbox } from "./commands/sandbox.js"
 import { verifyCommand } from "./commands/verify.js"
@@ -10,7 +11,7 @@ export const ferry = Command.make("ferry").pipe(
   Command.withDescription(
     "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
   ),
-  Command.withSubcommands([demo, exportCommand, keys, sandbox, verifyCommand]),
+  Command.withSubcommands([demo, exportCommand, importCommand, keys, sandbox, verifyCommand]),
 )
 
 export const run = Command.run(ferry, { name: "ferry", version })

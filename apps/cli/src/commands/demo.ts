@@ -2,9 +2,10 @@
  * `ferry demo [--data ../shared/data] [--out .ferry-demo]`
  *
  * The embedded default: a sandbox source seeded with the Synthea Bundles and the three attachments,
- * an empty sandbox target, both on 127.0.0.1; then as much of the main job as Ferry has today:
- * export the source into an archive, check the archive's checksums and compare its per-type counts
- * with the source. Import into the target and verify arrive with later issues; the demo says so.
+ * an empty sandbox target, both on 127.0.0.1; then the main job: export the source into an archive
+ * (checksums and per-type counts checked against the source), import the archive into the target,
+ * and verify the target against the archive (verify.json and verify.html next to the archive).
+ * `migrate` (export and import in one journal) and `plan` arrive with a later issue.
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"
@@ -15,6 +16,10 @@ import * as Bundle from "@ferry/core/Bundle"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Export from "@ferry/export/Export"
 import { ExportError } from "@ferry/export/ExportError"
+import * as Import from "@ferry/import/Import"
+import * as Report from "@ferry/verify/Report"
+import * as Verify from "@ferry/verify/Verify"
+import { VerifyError } from "@ferry/verify/VerifyError"
 import { start } from "@ferry/sandbox/Sandbox"
 import { Console, Effect, Option } from "effect"
 import { version } from "../Version.js"
@@ -83,6 +88,21 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
       `  ${type.padEnd(24)} ${String(t.resources).padStart(7)} exported, source has ${expected}${expected === t.resources ? "" : "  ✗"}`,
     )
   }
+  if (mismatches.length > 0 || differing > 0) {
+    return yield* new ExportError({
+      reason: "Archive",
+      detail: `the demo archive ${archiveDir} does not match the source (${mismatches.length} checksum mismatches, ${differing} types with other counts)`,
+    })
+  }
+
+  yield* Console.error("ferry demo: importing the archive into the target…")
+  const targetClient = yield* FhirClient.make({ baseUrl: target.baseUrl })
+  const imported = yield* Import.run({ client: targetClient, archive: archiveDir })
+  yield* Console.error(`  ${imported.total} resources written with strategy ${imported.strategy}`)
+
+  yield* Console.error("ferry demo: verifying the target against the archive…")
+  const report = yield* Verify.run({ source: { _tag: "Archive", dir: archiveDir }, target: targetClient })
+  const paths = yield* Report.write(out, report)
   yield* Console.log(
     [
       "",
@@ -90,15 +110,16 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
       `  ${summary.resources} resources in ${Object.keys(summary.types).length} types, ${summary.attachments.fetched} attachments, ${summary.files.length} files`,
       `  checksums: ${mismatches.length === 0 ? "all match" : `${mismatches.length} mismatched`}`,
       `  per-type counts against the source: ${differing === 0 ? "all equal" : `${differing} differ`}`,
-      "",
-      "Not built yet (later issues): import into the target, verify, the HTML report.",
-      "This demo therefore stops after the export; the target sandbox stays empty.",
+      `Import: ${imported.total} resources into ${target.baseUrl} (${imported.strategy})`,
+      ...Report.summary(report),
+      `Reports: ${paths.json}`,
+      `         ${paths.html}`,
     ].join("\n"),
   )
-  if (mismatches.length > 0 || differing > 0) {
-    return yield* new ExportError({
-      reason: "Archive",
-      detail: `the demo archive ${archiveDir} does not match the source (${mismatches.length} checksum mismatches, ${differing} types with other counts)`,
+  if (report.verdict !== "clean") {
+    return yield* new VerifyError({
+      reason: "Diff",
+      detail: `the demo target differs from its archive; see ${paths.html}`,
     })
   }
 }, Effect.scoped)

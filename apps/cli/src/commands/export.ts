@@ -9,11 +9,11 @@
 import { Args, Command, Options } from "@effect/cli"
 import { FetchHttpClient } from "@effect/platform"
 import * as Authenticator from "@ferry/auth/Authenticator"
-import { AuthError } from "@ferry/core/Errors"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { ExportError } from "@ferry/export/ExportError"
 import * as Export from "@ferry/export/Export"
-import { Clock, Console, Duration, Effect, Option, Redacted, Schedule } from "effect"
+import { Clock, Console, Duration, Effect, Option, Schedule } from "effect"
+import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import { version } from "../Version.js"
 
@@ -113,29 +113,6 @@ const flags = {
     Options.withDefault("auto" as const),
     Options.withDescription("bulk: $export only; crawl: page through search; auto: $export, else crawl."),
   ),
-  auth: Options.choice("auth", ["none", "smart", "client-secret", "bearer"]).pipe(
-    Options.withDefault("none" as const),
-  ),
-  clientId: Options.text("client-id").pipe(Options.optional),
-  key: Options.file("key").pipe(
-    Options.optional,
-    Options.withDescription("Private JWK/PEM for --auth smart."),
-  ),
-  alg: Options.choice("alg", ["ES384", "RS384"]).pipe(Options.optional),
-  scope: Options.text("scope").pipe(Options.optional),
-  tokenUrl: Options.text("token-url").pipe(Options.optional),
-  bearerEnv: Options.text("bearer-env").pipe(
-    Options.optional,
-    Options.withDescription("Environment variable holding a bearer token."),
-  ),
-  bearerFile: Options.file("bearer-file").pipe(
-    Options.optional,
-    Options.withDescription("File holding a bearer token."),
-  ),
-  clientSecretEnv: Options.text("client-secret-env").pipe(
-    Options.withDefault("FERRY_CLIENT_SECRET"),
-    Options.withDescription("Environment variable holding the client secret (--auth client-secret)."),
-  ),
   timeout: Options.text("timeout").pipe(
     Options.optional,
     Options.withDescription("Give up waiting for the job after this long: 90s, 30m, 6h, 1d (default 24h)."),
@@ -148,6 +125,7 @@ const flags = {
   ),
   noAttachments: Options.boolean("no-attachments").pipe(Options.withDescription("Do not fetch attachments.")),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
+  ...authFlags,
 }
 
 type Flags = {
@@ -157,38 +135,6 @@ type Flags = {
       ? B
       : never
 }
-
-/** Reads a secret from an environment variable (only the name is on the command line). */
-const envSecret = (name: string) =>
-  Effect.sync(() => process.env[name]).pipe(
-    Effect.flatMap((v) =>
-      v === undefined || v === ""
-        ? Effect.fail(
-            new AuthError({
-              reason: "Config",
-              detail: `--auth client-secret reads the secret from $${name}, which is not set; export it or name another variable with --client-secret-env`,
-            }),
-          )
-        : Effect.succeed(Redacted.make(v)),
-    ),
-  )
-
-const authSettings = (f: Flags) =>
-  Effect.gen(function* () {
-    const clientSecret =
-      f.auth === "client-secret" ? Option.some(yield* envSecret(f.clientSecretEnv)) : Option.none()
-    return {
-      ...Authenticator.emptySettings(f.auth),
-      clientId: f.clientId,
-      keyFile: f.key,
-      alg: f.alg,
-      scope: f.scope,
-      tokenUrl: f.tokenUrl,
-      bearerEnv: f.bearerEnv,
-      bearerFile: f.bearerFile,
-      clientSecret,
-    } satisfies Authenticator.AuthSettings
-  })
 
 /** Prints one progress line per interesting event on stderr (not a TTY, or `--json`). */
 const plainLines = (started: number) => {

@@ -1,0 +1,156 @@
+/**
+ * `ferry import <archive> --to <base-url> [...]`
+ *
+ * Replays a complete archive into a target server: binaries first, then resources in dependency order in
+ * transaction Bundles (`put` keeps the source ids, `post` lets the target assign them and keeps an id map),
+ * then the archive's deletes. State lives in `<archive>/imports/<target>/`; running the same command
+ * again resumes. Progress lines go to stderr; `--json` prints a summary on stdout.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { FetchHttpClient } from "@effect/platform"
+import * as Authenticator from "@ferry/auth/Authenticator"
+import * as FhirClient from "@ferry/core/FhirClient"
+import * as Import from "@ferry/import/Import"
+import { ImportError } from "@ferry/import/ImportError"
+import { Clock, Console, Effect, Option } from "effect"
+import { authFlags, authSettings } from "../AuthFlags.js"
+
+const flags = {
+  archive: Args.directory({ name: "archive", exists: "yes" }).pipe(
+    Args.withDescription("The archive directory written by `ferry export`."),
+  ),
+  to: Options.text("to").pipe(Options.withDescription("The target FHIR server's base URL.")),
+  strategy: Options.choice("strategy", ["auto", "put", "post", "import"]).pipe(
+    Options.withDefault("auto" as const),
+    Options.withDescription(
+      "put: PUT Type/id keeping source ids; post: new ids, conditional create on Ferry's provenance tag; import: $import; auto: from the target's CapabilityStatement and a probe.",
+    ),
+  ),
+  bundleSize: Options.integer("bundle-size").pipe(
+    Options.withDefault(500),
+    Options.withDescription("Entries per transaction Bundle."),
+  ),
+  maxBundleBytes: Options.integer("max-bundle-bytes").pipe(
+    Options.withDefault(10 * 1024 * 1024),
+    Options.withDescription("Estimated bytes per transaction Bundle."),
+  ),
+  parallel: Options.integer("parallel").pipe(
+    Options.withDefault(4),
+    Options.withDescription("Bundles in flight at most (halved while the target throttles)."),
+  ),
+  retryQuarantine: Options.boolean("retry-quarantine").pipe(
+    Options.withDescription(
+      "Also replay the resources quarantined by earlier runs (after fixing the cause).",
+    ),
+  ),
+  json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
+  ...authFlags,
+}
+
+type Flags = {
+  readonly [K in keyof typeof flags]: (typeof flags)[K] extends Options.Options<infer A>
+    ? A
+    : (typeof flags)[K] extends Args.Args<infer B>
+      ? B
+      : never
+}
+
+const usage = (detail: string) => new ImportError({ reason: "Config", detail })
+
+/** One stderr line per interesting event. */
+const lines =
+  (started: number) =>
+  (e: Import.ImportEvent): Effect.Effect<void> =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const secs = Math.max(0.001, (now - started) / 1000)
+      switch (e.event) {
+        case "strategy":
+          return yield* Console.error(`ferry import: strategy ${String(e.strategy)}`)
+        case "binaries":
+          return yield* Console.error(
+            `ferry import: ${String(e.count)} attachments as Binary (${String(e.uploaded)} uploaded now)`,
+          )
+        case "graph":
+          return yield* Console.error(
+            `ferry import: ${String(e.resources)} resources, ${String(e.edges)} references, ${String(e.components)} components`,
+          )
+        case "chunk": {
+          const types = Object.entries((e.types ?? {}) as Record<string, number>)
+            .map(([t, n]) => `${n} ${t}`)
+            .join(", ")
+          const total = Number(e.total ?? 0)
+          return yield* Console.error(
+            `ferry import: chunk ${String(e.index)} (level ${String(e.level)}): ${types} (total ${total}, ${(total / secs).toFixed(0)}/s, parallel ${String(e.parallel)})`,
+          )
+        }
+        case "split":
+          return yield* Console.error(
+            `ferry import: the target refused ${String(e.entries)} entries as too large; splitting`,
+          )
+        case "throttled":
+          return yield* Console.error(
+            `ferry import: the target is throttling; parallel ${String(e.parallel)}`,
+          )
+        case "quarantined":
+          return yield* Console.error(
+            `ferry import: quarantined ${String(e.key)} (${String(e.source)}): ${String(e.reason)}`,
+          )
+        case "done":
+          return yield* Console.error(
+            `ferry import: done: ${String(e.total)} resources, ${String(e.binaries)} binaries, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted, ${secs.toFixed(1)} s`,
+          )
+        default:
+          return
+      }
+    })
+
+export const runImport = (f: Flags) =>
+  Effect.gen(function* () {
+    let baseUrl: string
+    try {
+      baseUrl = new URL(f.to).toString().replace(/\/+$/, "")
+    } catch {
+      return yield* usage(
+        `--to ${f.to} is not an absolute URL; pass the target's FHIR base, e.g. https://fhir.example.org/r4`,
+      )
+    }
+    if (!/^https?:$/.test(new URL(baseUrl).protocol))
+      return yield* usage(`--to ${f.to} is not an http(s) URL; pass the target's FHIR base`)
+    if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
+    if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const settings = yield* authSettings(f)
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    const client = yield* FhirClient.make({
+      baseUrl,
+      authorize: authenticator.authorize,
+      onUnauthorized: authenticator.invalidate,
+      retry: { times: 8 },
+    })
+    const started = yield* Clock.currentTimeMillis
+    yield* Console.error(`ferry import: ${f.archive} → ${baseUrl} (${authenticator.describe})`)
+    const summary = yield* Import.run({
+      client,
+      archive: f.archive,
+      ...(f.strategy !== "auto" ? { strategy: f.strategy } : {}),
+      bundleSize: f.bundleSize,
+      maxBundleBytes: f.maxBundleBytes,
+      parallel: f.parallel,
+      retryQuarantine: f.retryQuarantine,
+      onEvent: lines(started),
+    })
+    if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+    return Option.none()
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(FetchHttpClient.layer),
+    Effect.onInterrupt(() =>
+      Console.error("ferry: import interrupted; run the same command again to resume"),
+    ),
+  )
+
+export const importCommand = Command.make("import", flags, runImport).pipe(
+  Command.withDescription(
+    "Load an archive into a target FHIR server: binaries, then resources in dependency order, then deletes; resumable.",
+  ),
+)

@@ -1,0 +1,817 @@
+/**
+ * Replay an archive into a target FHIR server with dependency-ordered transaction Bundles.
+ *
+ * Order of work:
+ * 1. Strategy: `put` (PUT `Type/id`, source ids kept, idempotent) when the target's CapabilityStatement
+ *    says `updateCreate` for the archive's types and a throwaway probe PUT (`Basic/ferry-probe-…`, deleted
+ *    again) is accepted; `post` (POST + `ifNoneExist` on Ferry's provenance tag, new ids read from
+ *    `response.location`) when client ids are refused. `import` ($import, only when asked for with
+ *    `strategy: "import"`) is delegated to BulkImport.ts. The chosen strategy is journaled, so a rerun keeps it.
+ * 2. Binaries: every attachment blob is POSTed raw (with its content type) to `Binary`, recorded in
+ *    `binaries.ndjson` (`{sha256, id}`) and every exported `Attachment.url` is re-pointed to `Binary/<id>`.
+ * 3. Resources in dependency order: pass 1 over the data files builds the graph nodes, the identifier index
+ *    and a node → file index; pass 2 adds the edges; Tarjan components and the chunk planner
+ *    (`--bundle-size`, `--max-bundle-bytes`) give chunks by level. Chunks are loaded in groups of at most
+ *    `4 × parallel` chunks of one level: the files holding their resources are re-read and only those bodies
+ *    are kept (memory: the graph ≈ 130 B/resource + 8 B/edge, the identifier index, the id map, plus the
+ *    bodies of one group of chunks; never the whole archive).
+ * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
+ *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
+ *    `urn:uuid` links cannot be cut); a refused transaction (4xx) is replayed as a batch (put) or as single-entry transactions
+ *    (post, whose entries refer to each other by `urn:uuid`) to find the failing entries, which go to
+ *    `quarantine/<Type>.ndjson` as `{resource, outcome, source: "file:line"}`; 429/503 that outlived the
+ *    client's retries and transport errors halve the concurrency and retry the chunk after a pause; 20
+ *    successes in a row give one slot back.
+ * 5. Journal: the id map lines are appended (fsynced) before the chunk's `import.chunk` line, so a killed
+ *    import resumes without gaps; PUT is idempotent and POST is a conditional create, so no duplicates.
+ * 6. `deleted/` Bundles become DELETEs on the target through the id map.
+ */
+import * as NFS from "node:fs"
+import { createHash } from "node:crypto"
+import * as Path from "node:path"
+import { HttpClientRequest } from "@effect/platform"
+import * as Archive from "@ferry/archive/Archive"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import * as Attachments from "@ferry/archive/Attachments"
+import * as Events from "@ferry/archive/Events"
+import * as Imports from "@ferry/archive/Imports"
+import { Journal } from "@ferry/archive/Journal"
+import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
+import type { AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import { isResource, type Resource } from "@ferry/core/Ids"
+import * as Chunk from "@ferry/transform/Chunk"
+import { components, dependenciesOf, GraphBuilder } from "@ferry/transform/Graph"
+import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
+import { IdMap } from "@ferry/transform/IdMap"
+import type { RewriteContext } from "@ferry/transform/Rewrite"
+import { Clock, Duration, Effect, Either, Option, Schema, Stream } from "effect"
+import * as BulkImport from "./BulkImport.js"
+import { ImportError } from "./ImportError.js"
+
+export type Strategy = "put" | "post" | "import"
+
+/** One progress event (also written to the import's `events.ndjson`). */
+export interface ImportEvent {
+  readonly event: string
+  readonly [field: string]: unknown
+}
+
+export type ImportFailure = ImportError | FhirError | AuthError | ArchiveError
+
+export interface ImportOptions {
+  readonly client: FhirClient
+  /** The archive directory (a complete export). */
+  readonly archive: string
+  /** Forced strategy; otherwise chosen from the CapabilityStatement and a probe. */
+  readonly strategy?: Strategy
+  /** Entries per Bundle (default 500). */
+  readonly bundleSize?: number
+  /** Bytes per Bundle, estimated (default 10 MB). */
+  readonly maxBundleBytes?: number
+  /** Concurrent Bundles at most (default 4); adaptive below that. */
+  readonly parallel?: number
+  /** Replay `quarantine/*.ndjson` instead of the archive's data (after fixing the cause). */
+  readonly retryQuarantine?: boolean
+  readonly onEvent?: (event: ImportEvent) => Effect.Effect<void>
+}
+
+export interface ImportSummary {
+  readonly target: string
+  readonly strategy: Strategy
+  /** Resources written (or matched by the conditional create) per type, this run. */
+  readonly resources: Readonly<Record<string, number>>
+  readonly total: number
+  readonly chunks: number
+  /** Chunks found done in the journal and skipped. */
+  readonly resumedChunks: number
+  readonly binaries: number
+  readonly quarantined: number
+  readonly deleted: number
+}
+
+const SUCCESSES_TO_GROW = 20
+const THROTTLE_RETRIES = 8
+
+const io = (path: string) => (cause: unknown) =>
+  new ImportError({
+    reason: "Archive",
+    url: path,
+    detail: `could not write the import state (${cause instanceof Error ? cause.message : String(cause)}); check the archive directory is writable`,
+    cause,
+  })
+
+/** Append text to a file (0600) and fsync it before returning. */
+const appendDurable = (path: string, text: string): Effect.Effect<void, ImportError> =>
+  Effect.tryPromise({
+    try: async () => {
+      await NFS.promises.mkdir(Path.dirname(path), { recursive: true, mode: 0o700 })
+      const h = await NFS.promises.open(path, "a", 0o600)
+      try {
+        await h.write(text)
+        await h.sync()
+      } finally {
+        await h.close()
+      }
+    },
+    catch: io(path),
+  })
+
+const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportError> =>
+  Effect.try({
+    try: () =>
+      NFS.existsSync(path)
+        ? NFS.readFileSync(path, "utf8")
+            .split("\n")
+            .filter((l) => l.trim() !== "")
+        : [],
+    catch: io(path),
+  })
+
+const BinaryLine = Schema.Struct({ sha256: Schema.String, id: Schema.String })
+const QuarantineLine = Schema.Struct({
+  resource: Schema.NullOr(Schema.Unknown),
+  source: Schema.optional(Schema.String),
+})
+
+const decodeLine = <A, I>(schema: Schema.Schema<A, I>, path: string, line: number, text: string) =>
+  Schema.decodeUnknown(Schema.parseJson(schema))(text).pipe(
+    Effect.mapError(
+      (cause) =>
+        new ImportError({
+          reason: "Archive",
+          url: `${path}:${line}`,
+          detail: "this import-state line is not valid; fix or delete it and rerun",
+          cause,
+        }),
+    ),
+  )
+
+const chunkKey = (keys: ReadonlyArray<string>): string =>
+  createHash("sha256").update(keys.join("\n")).digest("hex").slice(0, 32)
+
+const typeOf = (key: string): string => key.slice(0, key.indexOf("/"))
+
+const isThrottle = (e: ImportFailure): boolean =>
+  e._tag === "FhirError" &&
+  (e.reason === "Throttled" ||
+    e.reason === "Transport" ||
+    (e.reason === "Status" && (e.status === 429 || e.status === 503 || e.status === 504)))
+
+const isEntryRefusal = (e: ImportFailure): e is FhirError =>
+  e._tag === "FhirError" &&
+  e.reason === "Status" &&
+  e.status !== undefined &&
+  e.status >= 400 &&
+  e.status < 500 &&
+  ![401, 403, 405, 413, 429].includes(e.status)
+
+const isTooLarge = (e: ImportFailure): boolean =>
+  e._tag === "FhirError" && e.reason === "Status" && e.status === 413
+
+/** Choose `put` or `post` from the CapabilityStatement and a probe PUT. */
+const chooseStrategy = (
+  client: FhirClient,
+  cs: CapabilityStatement.CapabilityStatement,
+  types: ReadonlyArray<string>,
+): Effect.Effect<Strategy, FhirError | AuthError> =>
+  Effect.gen(function* () {
+    if (!types.every((t) => CapabilityStatement.updateCreate(cs, t))) return "post"
+    const id = `ferry-probe-${globalThis.crypto.randomUUID()}`
+    const probe = yield* client
+      .update({ resourceType: "Basic", id, code: { text: "ferry client-id probe" } })
+      .pipe(Effect.either)
+    if (Either.isLeft(probe)) {
+      const e = probe.left
+      if (
+        e._tag === "FhirError" &&
+        e.reason === "Status" &&
+        (e.status === 405 || e.status === 400 || e.status === 422)
+      )
+        return "post"
+      if (e._tag === "AuthError") return yield* e
+      // a type the server does not know (404): trust the CapabilityStatement
+      return "put"
+    }
+    yield* client.delete("Basic", id).pipe(Effect.ignore)
+    return "put"
+  })
+
+/**
+ * Can the target search `_tag` on every type (needed by the post strategy's conditional create)? A type
+ * that lists no search parameters is given the benefit of the doubt.
+ */
+const searchesTag = (cs: CapabilityStatement.CapabilityStatement, types: ReadonlyArray<string>): boolean =>
+  types.every((t) =>
+    Option.match(CapabilityStatement.resource(cs, t), {
+      onNone: () => true,
+      onSome: (r) => {
+        const params: unknown = r.searchParam
+        return (
+          !Array.isArray(params) ||
+          params.some((p: unknown) => typeof p === "object" && p !== null && "name" in p && p.name === "_tag")
+        )
+      },
+    }),
+  )
+
+/** A refusal that no entry caused (the server lacks something the Bundle needs). */
+const isSystemic = (e: FhirError): boolean => (e.outcome?.issue ?? []).some((i) => i.code === "not-supported")
+
+/** An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. */
+const makeLimiter = (max: number) =>
+  Effect.gen(function* () {
+    const sem = yield* Effect.makeSemaphore(max)
+    let limit = max
+    let held = 0
+    let successes = 0
+    return {
+      run: <A, E>(eff: Effect.Effect<A, E>) => sem.withPermits(1)(eff),
+      throttled: Effect.suspend(() => {
+        successes = 0
+        const next = Math.max(1, Math.floor(limit / 2))
+        const drop = limit - next
+        if (drop === 0) return Effect.void
+        limit = next
+        held += drop
+        return Effect.asVoid(Effect.forkDaemon(sem.take(drop)))
+      }),
+      succeeded: Effect.suspend(() => {
+        successes++
+        if (successes < SUCCESSES_TO_GROW || held === 0) return Effect.void
+        successes = 0
+        held--
+        limit++
+        return Effect.asVoid(sem.release(1))
+      }),
+      current: () => limit,
+    }
+  })
+
+interface Located {
+  readonly file: string
+  readonly line: number
+  readonly value: Resource
+}
+
+export const run = (options: ImportOptions): Effect.Effect<ImportSummary, ImportFailure> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const { client, archive } = options
+      const emitRaw = options.onEvent ?? (() => Effect.void)
+      const manifest = yield* Archive.readManifest(archive)
+      if (!manifest.complete) {
+        return yield* new ImportError({
+          reason: "Archive",
+          url: archive,
+          detail:
+            "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
+        })
+      }
+      const importDir = Imports.dir(archive, client.baseUrl)
+      const emit = (e: ImportEvent) =>
+        Effect.zipRight(Events.append(importDir, e.event, { ...e }).pipe(Effect.orDie), emitRaw(e))
+      yield* Effect.try({
+        try: () => NFS.mkdirSync(importDir, { recursive: true, mode: 0o700 }),
+        catch: io(importDir),
+      })
+      const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
+      const types = Array.from(new Set(manifest.files.map((f) => f.type)))
+
+      // 1. strategy (a rerun keeps the journaled one)
+      const cs = yield* client.capabilities()
+      const previous = yield* journal.result("import.strategy")
+      let strategy: Strategy
+      if (options.strategy !== undefined) strategy = options.strategy
+      else if (Option.isSome(previous) && (previous.value === "put" || previous.value === "post"))
+        strategy = previous.value
+      else strategy = yield* chooseStrategy(client, cs, types)
+      yield* emit({ event: "strategy", strategy, target: client.baseUrl })
+
+      if (strategy === "import") {
+        // THE $import HOOK: BulkImport.ts serves the archive's files and runs the target's $import job
+        if (!CapabilityStatement.supportsOperation(cs, "import")) {
+          return yield* new ImportError({
+            reason: "NotSupported",
+            url: client.baseUrl,
+            detail: "the target's CapabilityStatement declares no $import; use --strategy put or post",
+          })
+        }
+        let rejected = 0
+        const result = yield* BulkImport.run({
+          client,
+          archiveDir: archive,
+          files: manifest.files,
+          capabilities: cs,
+          onEvent: (e) => emit({ ...e }),
+          onRejected: (r) =>
+            appendDurable(
+              Path.join(Imports.quarantineDir(archive, client.baseUrl), `${r.type}.ndjson`),
+              `${JSON.stringify({ resource: null, outcome: r.outcome, reason: "rejected by $import", source: r.source })}\n`,
+            ).pipe(Effect.tap(() => Effect.sync(() => rejected++))),
+        })
+        if (result.idMap.length > 0)
+          yield* appendDurable(
+            Imports.idMapPath(archive, client.baseUrl),
+            result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""),
+          )
+        const total = Object.values(result.loaded).reduce((a, b) => a + b, 0)
+        const summary: ImportSummary = {
+          target: client.baseUrl,
+          strategy,
+          resources: result.loaded,
+          total,
+          chunks: 0,
+          resumedChunks: 0,
+          binaries: 0,
+          quarantined: rejected,
+          deleted: 0,
+        }
+        yield* emit({ event: "done", ...summary })
+        return summary
+      }
+      yield* journal.append("import.strategy", "import.strategy", strategy)
+      const mode: Chunk.Mode = strategy
+      // post without `_tag` search: no conditional create; resources already in the id map are not sent
+      // again, so only a crash between a commit and its id-map append can duplicate (that one chunk)
+      const conditionalCreate = mode === "post" && searchesTag(cs, types)
+      if (mode === "post" && !conditionalCreate)
+        yield* emit({
+          event: "warning",
+          detail:
+            "the target cannot search _tag, so creates are not conditional: a crash right after a commit may duplicate that chunk on rerun",
+        })
+
+      // the id map: identity for put (explicit lines win), from idmap.ndjson for post
+      const idMapPath = Imports.idMapPath(archive, client.baseUrl)
+      const idMap = mode === "put" ? IdMap.identity() : IdMap.empty()
+      const loaded = idMap.load(yield* readLines(idMapPath))
+      if (Either.isLeft(loaded)) {
+        return yield* new ImportError({
+          reason: "Archive",
+          url: idMapPath,
+          detail: `${loaded.left.message}; fix or remove that line`,
+        })
+      }
+
+      // 3. graph
+      const sourceBase = manifest.source.baseUrl
+      const identifiers = new IdentifierIndex()
+      const builder = new GraphBuilder()
+      const fileOf: Array<number> = []
+      const dataFiles = manifest.files
+      const files = (f: ReadonlyArray<number> | undefined) =>
+        Stream.fromIterable((f ?? dataFiles.map((_, i) => i)).map((i) => [i, dataFiles[i]!] as const)).pipe(
+          Stream.flatMap(([i, entry]) =>
+            Stream.map(Archive.resources(archive, entry), (l) => [i, l] as const),
+          ),
+        )
+      yield* Stream.runForEach(files(undefined), ([i, l]) =>
+        Effect.sync(() => {
+          const r = l.value
+          if (typeof r.id !== "string") return
+          const key = `${r.resourceType}/${r.id}`
+          const node = builder.addNode(key, Buffer.byteLength(JSON.stringify(r)))
+          fileOf[node] = i
+          idMap.register(key)
+          identifiers.add(r)
+        }),
+      )
+      // 2. binaries
+      const binariesPath = Imports.binariesPath(archive, client.baseUrl)
+      const attachmentUrls = new Map<string, string>()
+      const uploaded = new Map<string, string>()
+      const binaryLines = yield* readLines(binariesPath)
+      for (let i = 0; i < binaryLines.length; i++) {
+        const j = yield* decodeLine(BinaryLine, binariesPath, i + 1, binaryLines[i]!)
+        uploaded.set(j.sha256, j.id)
+      }
+      const index = yield* Attachments.readIndex(archive)
+      let binaries = 0
+      const limiter = yield* makeLimiter(Math.max(1, options.parallel ?? 4))
+      yield* Effect.forEach(
+        index.values(),
+        (blob) =>
+          Effect.gen(function* () {
+            // a blob fetched from a source `Binary/<id>` that the archive also holds as a resource: that
+            // Binary is loaded with the resources, and references to it follow the id map
+            const ownBinary = blob.sourceUrls.every((u) => {
+              const m = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(u)
+              return (
+                m !== null &&
+                (u.startsWith("Binary/") || u.startsWith(`${sourceBase.replace(/\/+$/, "")}/`)) &&
+                idMap.isKnown(`Binary/${m[1]}`)
+              )
+            })
+            if (ownBinary && blob.sourceUrls.length > 0) return
+            let id = uploaded.get(blob.sha256)
+            if (id === undefined) {
+              const bytes = yield* Stream.runFold(
+                Attachments.read(archive, blob.sha256),
+                Buffer.alloc(0),
+                (acc, b: Uint8Array) => Buffer.concat([acc, b]),
+              )
+              const contentType = blob.contentType ?? "application/octet-stream"
+              const res = yield* client.request(
+                HttpClientRequest.post("Binary").pipe(
+                  HttpClientRequest.bodyUint8Array(bytes, contentType),
+                  HttpClientRequest.setHeader("accept", "application/fhir+json"),
+                ),
+              )
+              const location = res.headers.location ?? res.headers["content-location"]
+              const parsed = location !== undefined ? /Binary\/([A-Za-z0-9\-.]{1,64})/.exec(location) : null
+              if (parsed === null) {
+                return yield* new ImportError({
+                  reason: "Target",
+                  url: `${client.baseUrl}/Binary`,
+                  detail:
+                    "the target created a Binary without a Location header; Ferry cannot re-point attachments to it",
+                })
+              }
+              id = parsed[1]!
+              yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
+              binaries++
+            }
+            for (const u of blob.sourceUrls) attachmentUrls.set(u, `Binary/${id}`)
+            attachmentUrls.set(Attachments.relativePath(blob.sha256), `Binary/${id}`)
+          }).pipe(limiter.run),
+        { concurrency: "unbounded", discard: true },
+      )
+      if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
+
+      const depCtx = { idMap, identifiers, sourceBase }
+      yield* Stream.runForEach(files(undefined), ([, l]) =>
+        Effect.sync(() => {
+          const r = l.value
+          if (typeof r.id === "string")
+            builder.addEdges(`${r.resourceType}/${r.id}`, dependenciesOf(r, depCtx))
+        }),
+      )
+      const graph = builder.build()
+      const comps = components(graph)
+      yield* emit({ event: "graph", resources: graph.size, edges: graph.edgeCount, components: comps.count })
+
+      const rctx = (): RewriteContext => ({
+        idMap,
+        identifiers,
+        sourceBase,
+        attachmentUrls,
+        conditionals: "resolveOrLeave",
+        meta: { provenanceTag: true },
+      })
+
+      const counts: Record<string, number> = {}
+      let quarantined = 0
+      let chunksDone = 0
+      let resumed = 0
+      const writeLock = yield* Effect.makeSemaphore(1)
+      const quarantineDir = Imports.quarantineDir(archive, client.baseUrl)
+
+      const quarantine = (items: ReadonlyArray<{ loc: Located; outcome: unknown; reason: string }>) =>
+        writeLock.withPermits(1)(
+          Effect.forEach(
+            items,
+            ({ loc, outcome, reason }) =>
+              appendDurable(
+                Path.join(quarantineDir, `${loc.value.resourceType}.ndjson`),
+                `${JSON.stringify({ resource: loc.value, outcome: outcome ?? null, reason, source: `${loc.file}:${loc.line}` })}\n`,
+              ).pipe(
+                Effect.tap(() => {
+                  quarantined++
+                  return emit({
+                    event: "quarantined",
+                    source: `${loc.file}:${loc.line}`,
+                    key: `${loc.value.resourceType}/${loc.value.id ?? ""}`,
+                    reason,
+                  })
+                }),
+              ),
+            { discard: true },
+          ),
+        )
+
+      const record = (mapped: ReadonlyArray<Chunk.Mapped>) =>
+        writeLock.withPermits(1)(
+          Effect.gen(function* () {
+            if (mapped.length === 0) return
+            yield* appendDurable(idMapPath, mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
+            for (const m of mapped) {
+              idMap.set(m.source, m.target)
+              const t = typeOf(m.source)
+              counts[t] = (counts[t] ?? 0) + 1
+            }
+          }),
+        )
+
+      const decodeResponse = (
+        tx: Chunk.Transaction,
+        response: Parameters<typeof Chunk.mapFromResponse>[1],
+      ) => {
+        const m = Chunk.mapFromResponse(tx, response)
+        return Either.isLeft(m)
+          ? Effect.fail(
+              new ImportError({
+                reason: "Target",
+                url: client.baseUrl,
+                detail: `${m.left.message}; the target's transaction response cannot be matched to the request`,
+                cause: m.left,
+              }),
+            )
+          : Effect.succeed(m.right)
+      }
+
+      const withoutConditional = (tx: Chunk.Transaction): Chunk.Transaction =>
+        mode !== "post" || conditionalCreate
+          ? tx
+          : {
+              ...tx,
+              bundle: {
+                ...tx.bundle,
+                entry: (tx.bundle.entry ?? []).map((e) => {
+                  if (e.request === undefined) return e
+                  const { ifNoneExist: _drop, ...request } = e.request
+                  return { ...e, request }
+                }),
+              },
+            }
+
+      /** Send one transaction; retries throttling with a halved concurrency. */
+      const send = (bundle: Chunk.Transaction["bundle"], batch: boolean) => {
+        const once = batch ? client.batch(bundle) : client.transaction(bundle)
+        const loop = (attempt: number): Effect.Effect<Chunk.Transaction["bundle"], FhirError | AuthError> =>
+          once.pipe(
+            Effect.tap(() => limiter.succeeded),
+            Effect.catchIf(
+              (e) => isThrottle(e) && attempt < THROTTLE_RETRIES,
+              () =>
+                Effect.zipRight(
+                  limiter.throttled,
+                  Effect.zipRight(
+                    emit({ event: "throttled", parallel: limiter.current() }),
+                    Effect.zipRight(
+                      Effect.sleep(Duration.millis(Math.min(30_000, 500 * 2 ** attempt))),
+                      loop(attempt + 1),
+                    ),
+                  ),
+                ),
+            ),
+          )
+        return loop(0)
+      }
+
+      /** Land these resources (dependency order); splits, batches and quarantines as needed. */
+      /** `cycle`: the resources are one reference cycle (an oversize component of the plan). */
+      const land = (all: ReadonlyArray<Located>, cycle = false): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
+          const locs =
+            mode === "post"
+              ? all.filter(
+                  (l) =>
+                    typeof l.value.id !== "string" || !idMap.has(`${l.value.resourceType}/${l.value.id}`),
+                )
+              : all
+          if (locs.length === 0) return
+          const tx = withoutConditional(
+            Chunk.toTransaction(
+              locs.map((l) => l.value),
+              mode,
+              rctx(),
+            ),
+          )
+          const result = yield* Effect.either(send(tx.bundle, false))
+          if (Either.isRight(result)) {
+            const m = yield* decodeResponse(tx, result.right)
+            return yield* record(m.mapped)
+          }
+          const e = result.left
+          if (isTooLarge(e)) {
+            if (locs.length === 1)
+              return yield* quarantine([
+                {
+                  loc: locs[0]!,
+                  outcome: e._tag === "FhirError" ? e.outcome : undefined,
+                  reason: "too large for the target even alone (413)",
+                },
+              ])
+            if (cycle && mode === "post") {
+              // its entries refer to each other by urn:uuid: halves would leave references dangling
+              const outcome = e._tag === "FhirError" ? e.outcome : undefined
+              return yield* quarantine(
+                locs.map((loc) => ({
+                  loc,
+                  outcome,
+                  reason: `part of a reference cycle of ${locs.length} resources that is too large for one Bundle of the target (413) and cannot be split with new ids; raise the target's limit or import with --strategy put`,
+                })),
+              )
+            }
+            yield* emit({ event: "split", entries: locs.length })
+            const half = Math.ceil(locs.length / 2)
+            yield* land(locs.slice(0, half))
+            return yield* land(locs.slice(half))
+          }
+          if (e._tag === "FhirError" && e.reason === "Status" && e.status === 405 && mode === "put") {
+            return yield* new ImportError({
+              reason: "Refused",
+              url: client.baseUrl,
+              detail: "the target refuses client-defined ids (405 on PUT); rerun with --strategy post",
+              cause: e,
+            })
+          }
+          if (!isEntryRefusal(e)) return yield* e
+          if (isSystemic(e)) {
+            return yield* new ImportError({
+              reason: "NotSupported",
+              url: client.baseUrl,
+              detail: `the target refused a whole Bundle for a reason no entry caused (${e.message}); check the target supports what the ${mode} strategy needs, or try the other --strategy`,
+              cause: e,
+            })
+          }
+          if (locs.length === 1)
+            return yield* quarantine([{ loc: locs[0]!, outcome: e.outcome, reason: e.message }])
+          if (mode === "post") {
+            // entries refer to each other by urn:uuid: one transaction per resource, in dependency order
+            for (const l of locs) yield* land([l])
+            return
+          }
+          const btx = withoutConditional(
+            Chunk.toTransaction(
+              locs.map((l) => l.value),
+              mode,
+              rctx(),
+              { type: "batch" },
+            ),
+          )
+          const response = yield* send(btx.bundle, true)
+          const m = yield* decodeResponse(btx, response)
+          yield* record(m.mapped)
+          yield* quarantine(
+            m.failed.map((f) => ({
+              loc: locs[f.position]!,
+              outcome: f.outcome,
+              reason: `refused by the target (${f.status ?? "no status"})`,
+            })),
+          )
+        })
+
+      const loadBodies = (keys: ReadonlySet<string>, fileIdx: ReadonlyArray<number>) =>
+        Effect.gen(function* () {
+          const out = new Map<string, Located>()
+          yield* Stream.runForEach(files(fileIdx), ([, l]) =>
+            Effect.sync(() => {
+              const k = `${l.value.resourceType}/${l.value.id ?? ""}`
+              if (keys.has(k)) out.set(k, l)
+            }),
+          )
+          return out
+        })
+
+      const runGroup = (group: ReadonlyArray<Chunk.Chunk>) =>
+        Effect.gen(function* () {
+          const pending: Array<Chunk.Chunk> = []
+          for (const c of group) {
+            if (yield* journal.isDone(`import.chunk:${chunkKey(c.keys)}`)) resumed++
+            else pending.push(c)
+          }
+          if (pending.length === 0) return
+          const keys = new Set<string>()
+          const fileSet = new Set<number>()
+          for (const c of pending)
+            for (const k of c.keys) {
+              keys.add(k)
+              const n = graph.nodeOf(k)
+              if (n !== undefined && fileOf[n] !== undefined) fileSet.add(fileOf[n]!)
+            }
+          const bodies = yield* loadBodies(
+            keys,
+            Array.from(fileSet).sort((a, b) => a - b),
+          )
+          yield* Effect.forEach(
+            pending,
+            (c) =>
+              Effect.gen(function* () {
+                const locs = c.keys.flatMap((k) => {
+                  const l = bodies.get(k)
+                  return l === undefined ? [] : [l]
+                })
+                yield* land(locs, c.oversize && c.cyclic)
+                yield* journal.append("import.chunk", `import.chunk:${chunkKey(c.keys)}`, {
+                  index: c.index,
+                  entries: c.keys.length,
+                  mode,
+                })
+                chunksDone++
+                const byType: Record<string, number> = {}
+                for (const k of c.keys) byType[typeOf(k)] = (byType[typeOf(k)] ?? 0) + 1
+                yield* emit({
+                  event: "chunk",
+                  index: c.index,
+                  level: c.level,
+                  entries: c.keys.length,
+                  types: byType,
+                  total: Object.values(counts).reduce((a, b) => a + b, 0),
+                  quarantined,
+                  parallel: limiter.current(),
+                })
+              }).pipe(limiter.run),
+            { concurrency: "unbounded", discard: true },
+          )
+        })
+
+      const groupSize = Math.max(1, (options.parallel ?? 4) * 4)
+      let group: Array<Chunk.Chunk> = []
+      let planned = 0
+      for (const c of Chunk.plan(graph, comps, {
+        maxEntries: Math.max(1, options.bundleSize ?? 500),
+        maxBytes: Math.max(1024, options.maxBundleBytes ?? 10 * 1024 * 1024),
+      })) {
+        planned++
+        if (group.length > 0 && (group[0]!.level !== c.level || group.length >= groupSize)) {
+          yield* runGroup(group)
+          group = []
+        }
+        group.push(c)
+      }
+      if (group.length > 0) yield* runGroup(group)
+
+      // quarantined resources, replayed after a fix (the files are renamed first: what fails again is
+      // quarantined anew)
+      if (options.retryQuarantine === true) {
+        const names = yield* Effect.try({
+          try: () => (NFS.existsSync(quarantineDir) ? NFS.readdirSync(quarantineDir) : []),
+          catch: io(quarantineDir),
+        })
+        for (const name of names.filter((n) => n.endsWith(".ndjson"))) {
+          const from = Path.join(quarantineDir, name)
+          const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}`
+          yield* Effect.try({ try: () => NFS.renameSync(from, aside), catch: io(from) })
+          const locs: Array<Located> = []
+          const qLines = yield* readLines(aside)
+          for (let i = 0; i < qLines.length; i++) {
+            const q = yield* decodeLine(QuarantineLine, aside, i + 1, qLines[i]!)
+            if (q.resource === null || !isResource(q.resource)) {
+              // $import rejections carry no body: replay those with --strategy import
+              yield* appendDurable(from, `${qLines[i]!}\n`)
+              continue
+            }
+            const at = q.source?.lastIndexOf(":") ?? -1
+            locs.push({
+              file: at > 0 ? q.source!.slice(0, at) : name,
+              line: at > 0 ? Number(q.source!.slice(at + 1)) : 0,
+              value: q.resource,
+            })
+          }
+          yield* emit({ event: "retry-quarantine", file: name, resources: locs.length })
+          const size = Math.max(1, options.bundleSize ?? 500)
+          for (let i = 0; i < locs.length; i += size) yield* land(locs.slice(i, i + size))
+        }
+      }
+
+      // 5. deletes
+      let deleted = 0
+      for (const entry of manifest.deleted) {
+        const key = `import.deleted:${entry.path}`
+        if (yield* journal.isDone(key)) continue
+        yield* Stream.runForEach(Archive.resources(archive, entry), (l) =>
+          Effect.forEach(
+            (l.value.entry as ReadonlyArray<{ request?: { method?: string; url?: string } }> | undefined) ??
+              [],
+            (e) =>
+              Effect.gen(function* () {
+                if (e.request?.method !== "DELETE" || e.request.url === undefined) return
+                const source = e.request.url.replace(/^.*?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/, "$1")
+                const target = idMap.get(source)
+                if (target === undefined) return
+                const slash = target.indexOf("/")
+                yield* client.delete(target.slice(0, slash), target.slice(slash + 1)).pipe(
+                  Effect.catchIf(
+                    (x) =>
+                      x._tag === "FhirError" &&
+                      x.reason === "Status" &&
+                      (x.status === 404 || x.status === 410),
+                    () => Effect.void,
+                  ),
+                )
+                deleted++
+              }),
+            { discard: true },
+          ),
+        )
+        yield* journal.append("import.deleted", key, { path: entry.path })
+      }
+
+      const total = Object.values(counts).reduce((a, b) => a + b, 0)
+      const summary: ImportSummary = {
+        target: client.baseUrl,
+        strategy,
+        resources: counts,
+        total,
+        chunks: planned,
+        resumedChunks: resumed,
+        binaries,
+        quarantined,
+        deleted,
+      }
+      yield* emit({ event: "done", ...summary, chunksDone })
+      return summary
+    }),
+  )
