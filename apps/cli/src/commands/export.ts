@@ -16,6 +16,7 @@ import { Clock, Console, Duration, Effect, Option, Schedule } from "effect"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import { version } from "../Version.js"
+import type { FlagValues } from "../Flags.js"
 
 const list = (values: ReadonlyArray<string>): Array<string> =>
   values
@@ -128,13 +129,7 @@ const flags = {
   ...authFlags,
 }
 
-type Flags = {
-  readonly [K in keyof typeof flags]: (typeof flags)[K] extends Options.Options<infer A>
-    ? A
-    : (typeof flags)[K] extends Args.Args<infer B>
-      ? B
-      : never
-}
+type Flags = FlagValues<typeof flags>
 
 /** Prints one progress line per interesting event on stderr (not a TTY, or `--json`). */
 const plainLines = (started: number) => {

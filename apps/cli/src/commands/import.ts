@@ -14,6 +14,7 @@ import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
 import { authFlags, authSettings } from "../AuthFlags.js"
+import type { FlagValues } from "../Flags.js"
 
 const flags = {
   archive: Args.directory({ name: "archive", exists: "yes" }).pipe(
@@ -47,13 +48,7 @@ const flags = {
   ...authFlags,
 }
 
-type Flags = {
-  readonly [K in keyof typeof flags]: (typeof flags)[K] extends Options.Options<infer A>
-    ? A
-    : (typeof flags)[K] extends Args.Args<infer B>
-      ? B
-      : never
-}
+type Flags = FlagValues<typeof flags>
 
 const usage = (detail: string) => new ImportError({ reason: "Config", detail })
 

@@ -18,6 +18,7 @@ import * as Verify from "@ferry/verify/Verify"
 import { VerifyError } from "@ferry/verify/VerifyError"
 import { Console, Effect, Option } from "effect"
 import { authFlags, authSettings } from "../AuthFlags.js"
+import type { FlagValues } from "../Flags.js"
 
 const flags = {
   target: Options.text("target").pipe(Options.withDescription("The target FHIR server's base URL.")),
@@ -61,9 +62,7 @@ const flags = {
   ...authFlags,
 }
 
-type Flags = {
-  readonly [K in keyof typeof flags]: (typeof flags)[K] extends Options.Options<infer A> ? A : never
-}
+type Flags = FlagValues<typeof flags>
 
 const usage = (detail: string) => new VerifyError({ reason: "Config", detail })
 
