@@ -202,29 +202,12 @@ const runTransaction = (store: Store, config: SandboxConfig, baseUrl: string, en
   const posts: Array<{ e: Entry; type: string; id: string; resource: Record<string, unknown> }> = []
   for (const { e, u } of byMethod("POST")) {
     at(e, () => {
-      if (u.id !== undefined || u.query !== undefined)
-        throw new FhirHttpError(400, "invalid", `POST request.url must be a type, got ${e.url}`)
-      const resource = validate(config, e.resource, u.type)
-      if (e.ifNoneExist !== undefined) {
-        const matches = conditionalMatches(store, u.type, e.ifNoneExist, baseUrl)
-        if (matches.length > 1)
-          throw new FhirHttpError(
-            412,
-            "duplicate",
-            `ifNoneExist ${e.ifNoneExist} matched more than one ${u.type}`,
-          )
-        if (matches.length === 1) {
-          const id = matches[0]!
-          claim(e, `${u.type}/${id}`)
-          if (e.fullUrl !== undefined) map.set(e.fullUrl, `${u.type}/${id}`)
-          results[e.index] = { status: status(200), stored: store.read(u.type, id)! }
-          return
-        }
-      }
-      const id = randomUUID()
+      const { resource, existing } = checkPost(store, config, baseUrl, e, u)
+      const id = existing ?? randomUUID()
       claim(e, `${u.type}/${id}`)
       if (e.fullUrl !== undefined) map.set(e.fullUrl, `${u.type}/${id}`)
-      posts.push({ e, type: u.type, id, resource })
+      if (existing !== undefined) results[e.index] = { status: status(200), stored: store.read(u.type, id)! }
+      else posts.push({ e, type: u.type, id, resource })
     })
   }
   const puts: Array<{ e: Entry; type: string; id: string; resource: Record<string, unknown> }> = []
@@ -315,6 +298,27 @@ const readEntry = (
   }
 }
 
+/**
+ * A POST entry's checks, shared by transaction and batch processing: the URL names a type, the resource
+ * passes validation, and `ifNoneExist` matches at most one resource (`existing`: its id).
+ */
+const checkPost = (
+  store: Store,
+  config: SandboxConfig,
+  baseUrl: string,
+  e: Entry,
+  u: ReturnType<typeof parseUrl>,
+): { resource: Record<string, unknown>; existing: string | undefined } => {
+  if (u.id !== undefined || u.query !== undefined)
+    throw new FhirHttpError(400, "invalid", `POST request.url must be a type, got ${e.url}`)
+  const resource = validate(config, e.resource, u.type)
+  if (e.ifNoneExist === undefined) return { resource, existing: undefined }
+  const matches = conditionalMatches(store, u.type, e.ifNoneExist, baseUrl)
+  if (matches.length > 1)
+    throw new FhirHttpError(412, "duplicate", `ifNoneExist ${e.ifNoneExist} matched more than one ${u.type}`)
+  return { resource, existing: matches[0] }
+}
+
 /** One batch entry, as its own REST call. */
 const runBatchEntry = (store: Store, config: SandboxConfig, baseUrl: string, e: Entry): Result => {
   const u = parseUrl(e.url, baseUrl)
@@ -328,19 +332,8 @@ const runBatchEntry = (store: Store, config: SandboxConfig, baseUrl: string, e: 
       store.delete(u.type, u.id)
       return { status: status(204) }
     case "POST": {
-      if (u.id !== undefined || u.query !== undefined)
-        throw new FhirHttpError(400, "invalid", `POST request.url must be a type, got ${e.url}`)
-      const resource = validate(config, e.resource, u.type)
-      if (e.ifNoneExist !== undefined) {
-        const matches = conditionalMatches(store, u.type, e.ifNoneExist, baseUrl)
-        if (matches.length > 1)
-          throw new FhirHttpError(
-            412,
-            "duplicate",
-            `ifNoneExist ${e.ifNoneExist} matched more than one ${u.type}`,
-          )
-        if (matches.length === 1) return { status: status(200), stored: store.read(u.type, matches[0]!)! }
-      }
+      const { resource, existing } = checkPost(store, config, baseUrl, e, u)
+      if (existing !== undefined) return { status: status(200), stored: store.read(u.type, existing)! }
       return written(store.create(resource), true)
     }
     case "PUT": {
