@@ -47,21 +47,26 @@ const target = async (withSeed = true) => {
   return s
 }
 
+/** `ferry verify` with the seeded source server against `t`, reports into `report`. */
+const verifyServers = (t: { handle: { baseUrl: string } }, report: string, ...extra: Array<string>) =>
+  runFerry([
+    "verify",
+    "--source",
+    source.handle.baseUrl,
+    "--target",
+    t.handle.baseUrl,
+    "--type",
+    types,
+    ...extra,
+    "--report",
+    report,
+  ])
+
 describe("ferry verify", () => {
   it("identical source and target: exit 0, clean, both reports written 0600", async () => {
     const t = await target()
     const report = Path.join(tmp, "r-clean")
-    const run = await runFerry([
-      "verify",
-      "--source",
-      source.handle.baseUrl,
-      "--target",
-      t.handle.baseUrl,
-      "--type",
-      types,
-      "--report",
-      report,
-    ])
+    const run = await verifyServers(t, report)
     expect(run.code, run.stderr).toBe(0)
     expect(run.stdout).toContain("verify: CLEAN")
     expect(run.stdout).toContain(Path.join(report, "verify.html"))
@@ -236,19 +241,7 @@ describe("ferry verify", () => {
   it("--sample says so in the reports and on stdout", async () => {
     const t = await target()
     const report = Path.join(tmp, "r-sample")
-    const run = await runFerry([
-      "verify",
-      "--source",
-      source.handle.baseUrl,
-      "--target",
-      t.handle.baseUrl,
-      "--type",
-      types,
-      "--sample",
-      "40%",
-      "--report",
-      report,
-    ])
+    const run = await verifyServers(t, report, "--sample", "40%")
     expect(run.code, run.stderr).toBe(0)
     expect(run.stdout).toContain("sampled 40%")
     expect(readReport(report).sample).toEqual({ percent: 40 })
