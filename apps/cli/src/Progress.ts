@@ -9,15 +9,7 @@
  */
 
 /** What the export is doing. */
-export type Phase =
-  | "starting"
-  | "kick-off"
-  | "waiting"
-  | "downloading"
-  | "crawling"
-  | "attachments"
-  | "finishing"
-  | "done"
+export type Phase = "starting" | "kick-off" | "waiting" | "downloading" | "crawling" | "finishing" | "done"
 
 /** One event of `Export.run` (the shape of `ExportEvent`, without depending on the export package). */
 export interface Event {
@@ -278,23 +270,18 @@ const applyEvent = (state: State, e: Event, now: number): State => {
       return withPhase(applyFile(state, e, true), filePhase(state), now)
     case "file-resumed":
       return applyFile(state, e, false)
-    case "attachments-start":
-      return withPhase({ ...state, inFlight: {} }, "attachments", now)
     case "attachment": {
+      // fetched while the files download (each file's attachments right after it): no phase of their own
       const size = num(e.size)
-      return withPhase(
-        {
-          ...state,
-          attachments: {
-            ...state.attachments,
-            count: state.attachments.count + 1,
-            bytes: state.attachments.bytes + size,
-          },
-          transferred: state.transferred + size,
+      return {
+        ...state,
+        attachments: {
+          ...state.attachments,
+          count: state.attachments.count + 1,
+          bytes: state.attachments.bytes + size,
         },
-        "attachments",
-        now,
-      )
+        transferred: state.transferred + size,
+      }
     }
     case "attachment-failed":
       return { ...state, attachments: { ...state.attachments, failed: state.attachments.failed + 1 } }
@@ -320,7 +307,7 @@ const applyEvent = (state: State, e: Event, now: number): State => {
 const resourcesDone = (state: State): number =>
   state.order.reduce((n, t) => n + (state.types[t]?.resources ?? 0), 0)
 
-const transferring: ReadonlySet<Phase> = new Set(["downloading", "crawling", "attachments"])
+const transferring: ReadonlySet<Phase> = new Set(["downloading", "crawling"])
 
 /** Folds one event (observed at `now`, epoch ms) into the state. */
 export const reduce = (state: State, event: Event, now: number): State => {
@@ -472,8 +459,6 @@ const phaseText = (state: State, now: number): string => {
       return "downloading"
     case "crawling":
       return "crawling (search pages)"
-    case "attachments":
-      return "attachments"
     case "finishing":
       return "finishing"
     case "done":
@@ -597,7 +582,7 @@ export const render = (state: State, now: number, options: RenderOptions): Array
     { text: header, style: bold },
     ...cells.map((text, i) => ({ text, ...(all[i]!.finished ? { style: dim } : {}) })),
   ]
-  if (state.attachments.count > 0 || state.phase === "attachments") {
+  if (state.attachments.count > 0 || state.attachments.failed > 0) {
     const failed = state.attachments.failed > 0 ? ` · ${state.attachments.failed} failed` : ""
     lines.push({
       text: `  attachments  ${formatCount(state.attachments.count)} fetched · ${formatBytes(state.attachments.bytes)}${failed}`,

@@ -269,7 +269,6 @@ describe("Progress", () => {
   it("follows attachments and finishes with the elapsed time", () => {
     const state = play(
       [
-        [6500, { event: "attachments-start", files: 2 }],
         [
           7000,
           {
@@ -293,7 +292,7 @@ describe("Progress", () => {
       bulk(),
     )
     let text = squash(frame(state, 7200))
-    assert.include(text, "ferry export · 7s · attachments")
+    assert.include(text, "ferry export · 7s · downloading")
     assert.include(text, "attachments 1 fetched · 1.5 kB · 1 failed")
     const done = play(
       [

@@ -56,9 +56,124 @@ const checkHash = (dir: string, sha256: string): Effect.Effect<void, ArchiveErro
 const indexPath = (dir: string) => Path.join(dir, "attachments", "index.ndjson")
 
 /**
- * Store a blob: streamed to a temp file (0600) while hashing (SHA-256, SHA-1) and counting, fsynced, then
- * renamed to its content address. Idempotent: if the blob exists, the temp file is dropped. Appends an index
- * line when the blob is new or `meta.sourceUrl` is given.
+ * A blob store for many blobs at once (the export fetches thousands of small attachments):
+ * - `store` streams a blob to a temp file (0600) while hashing (SHA-256, SHA-1) and counting, then renames it
+ *   to its content address (an identical blob already there: the temp file is dropped). No fsync yet.
+ * - `commit` makes every blob stored since the last commit durable, fsyncing the blobs in parallel and then
+ *   their directories, and only then appends their index lines in one fsynced write. A blob is in the index
+ *   only once it is durable, so the index is the record of finished blobs a resumed run can trust.
+ * An index line is written when the blob is new or `meta.sourceUrl` is given.
+ */
+export interface Store {
+  readonly store: <E, R>(
+    bytes: Stream.Stream<Uint8Array, E, R>,
+    meta?: Meta,
+  ) => Effect.Effect<Stored, ArchiveError | E, R>
+  /** Make the stored blobs durable and index them; returns how many index lines were written. */
+  readonly commit: Effect.Effect<number, ArchiveError>
+  /** Blobs stored and not yet committed. */
+  readonly pending: Effect.Effect<number>
+}
+
+/** Parallel fsyncs per commit. */
+const SYNC_CONCURRENCY = 16
+
+export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
+  Effect.gen(function* () {
+    const base = Path.join(dir, "attachments")
+    yield* Fs.makeDir(base)
+    const dirs = new Set<string>()
+    let blobs: Array<string> = []
+    let lines: Array<IndexLine> = []
+    const lock = yield* Effect.makeSemaphore(1)
+
+    const ensureDir = (path: string) =>
+      dirs.has(path) ? Effect.void : Effect.tap(Fs.makeDir(path), () => Effect.sync(() => dirs.add(path)))
+
+    const storeOne = <E, R>(
+      bytes: Stream.Stream<Uint8Array, E, R>,
+      meta: Meta = {},
+    ): Effect.Effect<Stored, ArchiveError | E, R> =>
+      Effect.gen(function* () {
+        const tmp = Path.join(base, `${randomUUID()}.part`)
+        const s256 = createHash("sha256")
+        const s1 = createHash("sha1")
+        let size = 0
+        yield* Fs.writeStream(
+          tmp,
+          bytes.pipe(
+            Stream.tap((b) =>
+              Effect.sync(() => {
+                s256.update(b)
+                s1.update(b)
+                size += b.length
+              }),
+            ),
+          ),
+          { sync: false },
+        ).pipe(
+          Effect.tapError(() =>
+            Fs.remove(tmp).pipe(
+              Effect.catchAll((e) => Effect.logWarning(`could not remove ${tmp}: ${e.message}`)),
+            ),
+          ),
+        )
+        const sha256 = s256.digest("hex")
+        const sha1 = s1.digest("base64")
+        const final = Path.join(dir, relativePath(sha256))
+        const created = !(yield* Fs.exists(final))
+        if (created) {
+          yield* ensureDir(Path.dirname(final))
+          yield* Fs.rename(tmp, final)
+        } else {
+          yield* Fs.remove(tmp)
+        }
+        if (created || meta.sourceUrl !== undefined) {
+          const line: IndexLine = {
+            sha256,
+            sha1,
+            size,
+            ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
+            sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
+          }
+          yield* Effect.sync(() => {
+            // also an existing blob: it may have been written by a run that died before its commit
+            blobs.push(final)
+            lines.push(line)
+          })
+        }
+        return { sha256, sha1, size, created }
+      })
+
+    const commit = lock.withPermits(1)(
+      Effect.gen(function* () {
+        const toSync = blobs
+        const toIndex = lines
+        blobs = []
+        lines = []
+        if (toIndex.length === 0) return 0
+        yield* Effect.forEach(new Set(toSync), Fs.syncFile, {
+          concurrency: SYNC_CONCURRENCY,
+          discard: true,
+        })
+        yield* Effect.forEach(new Set(toSync.map((b) => Path.dirname(b))), Fs.syncDir, {
+          concurrency: SYNC_CONCURRENCY,
+          discard: true,
+        })
+        yield* Fs.appendSync(indexPath(dir), toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
+        return toIndex.length
+      }),
+    )
+
+    return {
+      store: storeOne,
+      commit,
+      pending: Effect.sync(() => lines.length),
+    } satisfies Store
+  })
+
+/**
+ * Store one blob durably (see `Store`): stored, fsynced, indexed before this returns.
  */
 export const put = <E, R>(
   dir: string,
@@ -66,52 +181,10 @@ export const put = <E, R>(
   meta: Meta = {},
 ): Effect.Effect<Stored, ArchiveError | E, R> =>
   Effect.gen(function* () {
-    const base = Path.join(dir, "attachments")
-    yield* Fs.makeDir(base)
-    const tmp = Path.join(base, `${randomUUID()}.part`)
-    const s256 = createHash("sha256")
-    const s1 = createHash("sha1")
-    let size = 0
-    yield* Fs.writeStream(
-      tmp,
-      bytes.pipe(
-        Stream.tap((b) =>
-          Effect.sync(() => {
-            s256.update(b)
-            s1.update(b)
-            size += b.length
-          }),
-        ),
-      ),
-    ).pipe(
-      Effect.tapError(() =>
-        Fs.remove(tmp).pipe(
-          Effect.catchAll((e) => Effect.logWarning(`could not remove ${tmp}: ${e.message}`)),
-        ),
-      ),
-    )
-    const sha256 = s256.digest("hex")
-    const sha1 = s1.digest("base64")
-    const final = Path.join(dir, relativePath(sha256))
-    const created = !(yield* Fs.exists(final))
-    if (created) {
-      yield* Fs.makeDir(Path.dirname(final))
-      yield* Fs.rename(tmp, final)
-      yield* Fs.syncDir(Path.dirname(final))
-    } else {
-      yield* Fs.remove(tmp)
-    }
-    if (created || meta.sourceUrl !== undefined) {
-      const line: IndexLine = {
-        sha256,
-        sha1,
-        size,
-        ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
-        sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
-      }
-      yield* Fs.appendSync(indexPath(dir), `${JSON.stringify(line)}\n`)
-    }
-    return { sha256, sha1, size, created }
+    const s = yield* store(dir)
+    const stored = yield* s.store(bytes, meta)
+    yield* s.commit
+    return stored
   })
 
 /** Is this blob in the archive? */

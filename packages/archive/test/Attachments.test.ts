@@ -54,6 +54,49 @@ describe("Attachments", () => {
     }),
   )
 
+  it.scoped(
+    "a Store indexes its blobs only on commit, once for many, and an uncommitted blob is re-indexed by a later run",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const store = yield* Attachments.store(dir)
+        const stored = yield* Effect.forEach(
+          Array.from({ length: 40 }, (_, i) => i),
+          (i) =>
+            store.store(Stream.make(enc.encode(`blob ${i % 30}`)), { sourceUrl: `http://src/Binary/${i}` }),
+          { concurrency: 8 },
+        )
+        expect(stored.filter((s) => s.created)).toHaveLength(30)
+        expect(yield* store.pending).toBe(40)
+        expect((yield* Attachments.readIndex(dir)).size).toBe(0)
+        expect(yield* store.commit).toBe(40)
+        expect(yield* store.pending).toBe(0)
+        expect(yield* store.commit).toBe(0)
+        const index = yield* Attachments.readIndex(dir)
+        expect(index.size).toBe(30)
+        expect(index.get(stored[0]!.sha256)?.sourceUrls).toEqual([
+          "http://src/Binary/0",
+          "http://src/Binary/30",
+        ])
+
+        // a run that stored a blob and died before its commit: the blob is on disk, not in the index
+        const dead = yield* Attachments.store(dir)
+        const orphan = yield* dead.store(Stream.make(enc.encode("orphan")), {
+          sourceUrl: "http://src/Binary/o",
+        })
+        expect(yield* Attachments.has(dir, orphan.sha256)).toBe(true)
+        const again = yield* Attachments.store(dir)
+        const second = yield* again.store(Stream.make(enc.encode("orphan")), {
+          sourceUrl: "http://src/Binary/o",
+        })
+        expect(second.created).toBe(false)
+        yield* again.commit
+        expect((yield* Attachments.readIndex(dir)).get(orphan.sha256)?.sourceUrls).toEqual([
+          "http://src/Binary/o",
+        ])
+      }),
+  )
+
   it.scoped("stores a real attachment from the shared data byte for byte", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir

@@ -4,7 +4,12 @@
  * (base64 SHA-1) where present, and recorded in `attachments/index.ndjson` (`sourceUrls`: the URL exactly as
  * the resource holds it → the blob).
  * Relative URLs resolve against the source base; `Binary/[id]` is read raw (`Accept` any type). Inline
- * `data` is left alone. Work already recorded in the journal is skipped.
+ * `data` is left alone.
+ *
+ * The export fetches a file's attachments as soon as the file is downloaded (`Fetcher.forRefs`), with one
+ * bound on requests in flight across files. Blobs are committed in batches (`@ferry/archive/Attachments`
+ * `Store`: parallel fsyncs, then one fsynced index append), so the index is the record of finished
+ * attachments: a URL found in it is not fetched again by a resumed run.
  */
 import { HttpClientRequest } from "@effect/platform"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
@@ -15,7 +20,7 @@ import { isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as Walker from "@ferry/core/Walker"
-import { Effect, Stream } from "effect"
+import { Deferred, Effect, FiberId, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 import type { ArchiveDir } from "./internal/ArchiveDir.js"
 
@@ -62,8 +67,6 @@ export interface AttachmentOptions {
   readonly onFailed?: (failure: AttachmentFailure) => Effect.Effect<void, ExportError>
 }
 
-export const journalKey = (url: string): string => `attachment:${url}`
-
 const binaryPath = /(?:^|\/)Binary\/[A-Za-z0-9\-.]{1,64}$/
 
 /** Whether the URL names a Binary on the source server (read raw, `Accept` any type). */
@@ -93,10 +96,10 @@ export const refsOf = (resource: Resource): ReadonlyArray<AttachmentRef> =>
 const isFhirJson = (contentType: string | undefined): boolean =>
   contentType !== undefined && /application\/(fhir\+json|json\+fhir|json)/i.test(contentType)
 
-/** Fetches one attachment into the archive's blob store (`@ferry/archive/Attachments.put`). */
+/** Fetches one attachment into the archive's blob store (not yet committed: see `Fetcher`). */
 export const fetchOne = (
   client: FhirClient,
-  archive: ArchiveDir,
+  store: ArchiveAttachments.Store,
   ref: AttachmentRef,
 ): Effect.Effect<StoredAttachment, ExportError | ArchiveError | FhirError | AuthError> =>
   Effect.gen(function* () {
@@ -140,7 +143,7 @@ export const fetchOne = (
         ),
       )
     }
-    const stored = yield* ArchiveAttachments.put(archive.root, bytes, {
+    const stored = yield* store.store(bytes, {
       ...(contentType !== undefined ? { contentType } : {}),
       sourceUrl: ref.url,
     })
@@ -168,72 +171,165 @@ export const fetchOne = (
     } satisfies StoredAttachment
   })
 
-/**
- * Walks the given NDJSON files, fetches every attachment not yet in the journal (bounded concurrency)
- * and records each in the index and the journal. Failures are collected, not thrown: the caller reports
- * them after everything else was fetched.
- */
-export const fetchAll = Effect.fn("Attachments.fetchAll")(function* (
+/** Collects the attachment references of resources as they stream by, once per URL. */
+export const collector = (): {
+  readonly onResource: (resource: Resource) => void
+  readonly refs: () => ReadonlyArray<AttachmentRef>
+} => {
+  const byUrl = new Map<string, AttachmentRef>()
+  return {
+    onResource: (resource) => {
+      for (const ref of refsOf(resource)) if (!byUrl.has(ref.url)) byUrl.set(ref.url, ref)
+    },
+    refs: () => [...byUrl.values()],
+  }
+}
+
+/** The attachment references of an archive data file (a file an earlier run downloaded). */
+export const refsOfFile = (
+  path: string,
+  label: string,
+): Effect.Effect<ReadonlyArray<AttachmentRef>, ExportError> =>
+  Effect.suspend(() => {
+    const c = collector()
+    return Ndjson.readFile(path, { label }).pipe(
+      Stream.runForEach((item) => Effect.sync(() => c.onResource(item.value))),
+      Effect.mapError(
+        (e) =>
+          new ExportError({
+            reason: "Archive",
+            detail: `${e.message}; the archive file changed while reading it`,
+            cause: e,
+          }),
+      ),
+      Effect.map(() => c.refs()),
+    )
+  })
+
+/** What one `forRefs` call did. */
+export interface BatchResult {
+  readonly fetched: number
+  /** Already in the archive (an earlier run, or another file of this run). */
+  readonly skipped: number
+  readonly bytes: number
+  readonly failed: number
+}
+
+export interface Fetcher {
+  /**
+   * Fetches the attachments not yet in the archive (bounded concurrency, shared by all calls) and commits
+   * them. Failures are collected (see `summary`), not thrown: only archive I/O errors fail. A URL another
+   * call is fetching at the same time is waited for, not fetched twice.
+   */
+  readonly forRefs: (
+    refs: ReadonlyArray<AttachmentRef>,
+  ) => Effect.Effect<BatchResult, ExportError | ArchiveError>
+  /** Totals over every call so far, with the failures. */
+  readonly summary: Effect.Effect<AttachmentSummary>
+}
+
+/** Blobs per commit inside one `forRefs` call (each call also commits at its end). */
+const COMMIT_EVERY = 256
+
+export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   client: FhirClient,
   archive: ArchiveDir,
-  files: ReadonlyArray<{ readonly path: string; readonly label: string }>,
   options: AttachmentOptions,
 ) {
-  const seen = new Set<string>()
+  const store = yield* ArchiveAttachments.store(archive.root)
+  const index = yield* ArchiveAttachments.readIndex(archive.root)
+  /** URL → whether it ended in the archive; in the index = done by an earlier run. */
+  const settled = new Map<string, Deferred.Deferred<boolean>>()
+  for (const line of index.values()) {
+    for (const url of line.sourceUrls) settled.set(url, Deferred.unsafeMake<boolean>(FiberId.none))
+  }
+  yield* Effect.forEach(settled.values(), (d) => Deferred.succeed(d, true), { discard: true })
+  const permits = yield* Effect.makeSemaphore(Math.max(1, options.concurrency))
   let fetched = 0
   let skipped = 0
   let bytes = 0
   const failed: Array<AttachmentFailure> = []
-  yield* Stream.fromIterable(files).pipe(
-    Stream.flatMap((f) => Ndjson.readFile(f.path, { label: f.label }), { concurrency: 1 }),
-    Stream.mapError(
-      (e) =>
-        new ExportError({
-          reason: "Archive",
-          detail: `${e.message}; the archive file changed while reading it`,
-          cause: e,
-        }),
-    ),
-    Stream.mapConcat((item) => refsOf(item.value)),
-    Stream.filter((ref) => {
-      if (seen.has(ref.url)) return false
-      seen.add(ref.url)
-      if (archive.journal.isDone(journalKey(ref.url))) {
-        skipped++
-        return false
-      }
-      return true
-    }),
-    Stream.mapEffect(
-      (ref) =>
-        fetchOne(client, archive, ref).pipe(
-          Effect.flatMap((stored) =>
-            archive.journal.append(journalKey(ref.url), stored).pipe(
-              Effect.zipRight(options.onStored ? options.onStored(stored) : Effect.void),
-              Effect.zipRight(
-                Effect.sync(() => {
-                  fetched++
-                  bytes += stored.size
-                }),
-              ),
-            ),
-          ),
-          Effect.catchAll((e) => {
-            if (e._tag === "ArchiveError" || (e._tag === "ExportError" && e.reason === "Archive"))
-              return Effect.fail(e)
-            const failure: AttachmentFailure = {
-              url: redactUrl(resolveUrl(client.baseUrl, ref.url)),
-              resource: ref.resource,
-              path: ref.path,
-              detail: e.message,
-            }
-            failed.push(failure)
-            return options.onFailed ? options.onFailed(failure) : Effect.void
+
+  const commitIfFull = Effect.flatMap(store.pending, (n) =>
+    n >= COMMIT_EVERY ? Effect.asVoid(store.commit) : Effect.void,
+  )
+
+  /** Fetches one attachment; its size, or undefined when it failed (the failure is recorded). */
+  const fetchRef = (
+    ref: AttachmentRef,
+    mine: Deferred.Deferred<boolean>,
+  ): Effect.Effect<number | undefined, ExportError | ArchiveError> =>
+    permits
+      .withPermits(1)(fetchOne(client, store, ref))
+      .pipe(
+        Effect.tap((stored) =>
+          Effect.sync(() => {
+            fetched++
+            bytes += stored.size
           }),
         ),
-      { concurrency: options.concurrency, unordered: true },
+        Effect.tap((stored) => (options.onStored ? options.onStored(stored) : Effect.void)),
+        Effect.map((stored): number | undefined => stored.size),
+        Effect.catchAll((e) => {
+          if (e._tag === "ArchiveError" || (e._tag === "ExportError" && e.reason === "Archive"))
+            return Effect.fail(e)
+          const failure: AttachmentFailure = {
+            url: redactUrl(resolveUrl(client.baseUrl, ref.url)),
+            resource: ref.resource,
+            path: ref.path,
+            detail: e.message,
+          }
+          failed.push(failure)
+          return (options.onFailed ? options.onFailed(failure) : Effect.void).pipe(Effect.as(undefined))
+        }),
+        Effect.tap((size) => Deferred.succeed(mine, size !== undefined)),
+        Effect.tap(() => commitIfFull),
+        Effect.onInterrupt(() => Deferred.interrupt(mine)),
+      )
+
+  const forRefs = (refs: ReadonlyArray<AttachmentRef>) =>
+    Effect.gen(function* () {
+      let mineFetched = 0
+      let mineSkipped = 0
+      let mineBytes = 0
+      let mineFailed = 0
+      yield* Effect.forEach(
+        refs,
+        (ref) => {
+          const earlier = settled.get(ref.url)
+          if (earlier !== undefined) {
+            return Effect.flatMap(Deferred.await(earlier), (ok) =>
+              Effect.sync(() => (ok ? mineSkipped++ : mineFailed++)),
+            )
+          }
+          const mine = Deferred.unsafeMake<boolean>(FiberId.none)
+          settled.set(ref.url, mine)
+          return Effect.flatMap(fetchRef(ref, mine), (size) =>
+            Effect.sync(() => {
+              if (size === undefined) mineFailed++
+              else {
+                mineFetched++
+                mineBytes += size
+              }
+            }),
+          )
+        },
+        { concurrency: Math.max(1, options.concurrency), discard: true },
+      )
+      yield* store.commit
+      skipped += mineSkipped
+      return {
+        fetched: mineFetched,
+        skipped: mineSkipped,
+        bytes: mineBytes,
+        failed: mineFailed,
+      } satisfies BatchResult
+    })
+
+  return {
+    forRefs,
+    summary: Effect.sync(
+      () => ({ fetched, skipped, bytes, failed: [...failed] }) satisfies AttachmentSummary,
     ),
-    Stream.runDrain,
-  )
-  return { fetched, skipped, bytes, failed } satisfies AttachmentSummary
+  } satisfies Fetcher
 })

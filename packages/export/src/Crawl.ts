@@ -25,7 +25,12 @@ export interface CrawlOptions {
   readonly concurrency: number
   /** `_count` per page (default 500). */
   readonly pageSize?: number
-  readonly onFile?: (file: CrawledFile) => Effect.Effect<void, ExportError>
+  /** The types about to be crawled (one file each, unless empty). */
+  readonly onPlan?: (types: ReadonlyArray<string>) => Effect.Effect<void, ExportError | ArchiveError>
+  /** A type's file is written (not called for files an earlier run wrote). */
+  readonly onFile?: (file: CrawledFile) => Effect.Effect<void, ExportError | ArchiveError>
+  /** A type had no resources: no file. */
+  readonly onEmpty?: (type: string) => Effect.Effect<void, ExportError | ArchiveError>
   /** gzip the data files. */
   readonly gzip?: boolean
 }
@@ -100,6 +105,9 @@ const writeType = (
     return { ...entry, kind: "output" } satisfies CrawledFile
   })
 
+/** The journal key of a crawled type's file. */
+export const fileKey = (type: string): string => `file:output:${type}:0`
+
 export const crawl = Effect.fn("Crawl.crawl")(function* (
   client: FhirClient,
   archive: ArchiveDir,
@@ -145,16 +153,25 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     )
   }
 
+  if (options.onPlan) yield* options.onPlan(types)
   const files = yield* Effect.forEach(
     types,
     (type) => {
-      const key = `file:output:${type}:0`
+      const key = fileKey(type)
       const done = archive.journal.result(key)
       if (done._tag === "Some") return Effect.succeed(done.value as CrawledFile | null)
       return writeType(archive, options.gzip === true, type, source(type)).pipe(
         Effect.map((file) => file ?? null),
         Effect.tap((file) => archive.journal.append(key, file)),
-        Effect.tap((file) => (file !== null && options.onFile ? options.onFile(file) : Effect.void)),
+        Effect.tap((file) =>
+          file !== null
+            ? options.onFile
+              ? options.onFile(file)
+              : Effect.void
+            : options.onEmpty
+              ? options.onEmpty(type)
+              : Effect.void,
+        ),
       )
     },
     { concurrency: options.concurrency },

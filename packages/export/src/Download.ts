@@ -5,8 +5,9 @@
  * - after a crash or a connection reset, the `.partial` file is cut back to its last complete line and the
  *   rest is asked for with `Range: bytes=N-` (a 200 instead of 206 restarts from zero, a 416 means the
  *   part is already complete);
- * - once complete, every line is checked to be a resource of the announced type, counted (against the
- *   manifest `count`) and hashed (sha256), then the file is renamed (or gzip-written) to its final name.
+ * - in the same pass as the bytes arrive, every line is checked to be a resource of the announced type,
+ *   counted (against the manifest `count`) and hashed (sha256); a resumed transfer first scans the part it
+ *   keeps. Once complete the file is renamed (or gzip-written, a second pass) to its final name.
  * Content-Encoding gzip/deflate/br is decoded by the HTTP client.
  */
 import { createHash } from "node:crypto"
@@ -15,8 +16,9 @@ import { HttpClientRequest } from "@effect/platform"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
+import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
-import { type Chunk, Duration, Effect, Schedule, Stream } from "effect"
+import { Duration, Effect, Schedule, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 
 export interface DownloadTarget {
@@ -33,6 +35,11 @@ export interface DownloadTarget {
   readonly gzip?: boolean
   /** Send the access token (manifest `requiresAccessToken`). */
   readonly auth: boolean
+  /**
+   * Called with every resource of the file as it is checked (a resumed or retried transfer calls it again for
+   * the part it keeps: callers dedupe).
+   */
+  readonly onResource?: (resource: Resource) => void
 }
 
 export interface DownloadResult {
@@ -99,8 +106,52 @@ const truncateToLastLine = async (path: string, size: number): Promise<number> =
   }
 }
 
-/** The outcome of one transfer attempt. */
-type Transfer = { readonly _tag: "Complete"; readonly resumedFrom: number }
+/** The outcome of one transfer attempt: the part file is complete and was checked on the way. */
+interface Transfer {
+  readonly count: number
+  readonly bytes: number
+  readonly sha256: string
+  readonly resumedFrom: number
+}
+
+/** Hash, size and resource count of the bytes of a file, computed as they pass by. */
+class Scan {
+  readonly hash = createHash("sha256")
+  bytes = 0
+  count = 0
+  lastByte = 10
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk)
+    this.bytes += chunk.length
+    if (chunk.length > 0) this.lastByte = chunk[chunk.length - 1]!
+  }
+}
+
+const readOptionsOf = (target: DownloadTarget): Ndjson.ReadOptions => ({
+  file: target.label,
+  ...(target.type !== undefined ? { resourceType: target.type } : {}),
+})
+
+/** Passes the bytes through the scan and the line checker (type), counting resources. */
+const scanned = <E>(
+  target: DownloadTarget,
+  scan: Scan,
+  bytes: Stream.Stream<Uint8Array, E>,
+): Effect.Effect<void, E | Ndjson.NdjsonError> =>
+  bytes.pipe(
+    Stream.tap((chunk) => Effect.sync(() => scan.update(chunk))),
+    Ndjson.parse(readOptionsOf(target)),
+    Stream.runForEach((item) =>
+      Effect.sync(() => {
+        scan.count++
+        target.onResource?.(item.value)
+      }),
+    ),
+  )
+
+/** Scans the part file a resumed transfer keeps. */
+const scanPart = (target: DownloadTarget, part: string, scan: Scan) =>
+  scanned(target, scan, Ndjson.fileBytes(part, { gzip: false, label: target.label }))
 
 const broken = (url: string, cause: unknown) =>
   new FhirError({
@@ -138,9 +189,11 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
         () => Effect.succeed({ response: undefined, unsatisfiable: true as const }),
       ),
     )
+    const scan = new Scan()
     if (answer.unsatisfiable || answer.response === undefined) {
       // Everything up to the end was already received.
-      return { _tag: "Complete", resumedFrom: offset } satisfies Transfer
+      yield* scanPart(target, part, scan)
+      return yield* complete(target, part, scan, offset)
     }
     const response = answer.response
     const append =
@@ -157,6 +210,7 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     if (offset > 0 && options.onResume) {
       yield* options.onResume(append ? offset : 0, append ? "range" : "server ignored Range, restarting")
     }
+    if (append) yield* scanPart(target, part, scan)
     const handle = yield* Effect.acquireRelease(
       fsTry(target.label, "open the partial download", async () => {
         const h = await NFS.promises.open(part, append ? "a" : "w", 0o600)
@@ -165,98 +219,79 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
       }),
       (h) => Effect.promise(() => h.close().catch(() => undefined)),
     )
-    yield* response.stream.pipe(
-      Stream.mapError((cause) => broken(target.url, cause)),
-      Stream.runForEach((chunk) =>
-        fsTry(target.label, "write the download", () => handle.write(chunk)).pipe(
-          Effect.zipRight(options.onBytes ? options.onBytes(chunk.length) : Effect.void),
+    yield* scanned(
+      target,
+      scan,
+      response.stream.pipe(
+        Stream.mapError((cause) => broken(target.url, cause)),
+        Stream.tap((chunk) =>
+          fsTry(target.label, "write the download", () => handle.write(chunk)).pipe(
+            Effect.zipRight(options.onBytes ? options.onBytes(chunk.length) : Effect.void),
+          ),
         ),
       ),
     )
+    if (scan.lastByte !== 10) {
+      // a server may leave the last newline out: the archive's files always end with one
+      const nl = Buffer.from("\n")
+      yield* fsTry(target.label, "finish the download", () => handle.write(nl))
+      scan.update(nl)
+    }
     yield* fsTry(target.label, "flush the download", () => handle.sync())
-    return { _tag: "Complete", resumedFrom: append ? offset : 0 } satisfies Transfer
-  }).pipe(Effect.scoped)
+    return yield* complete(target, part, scan, append ? offset : 0)
+  }).pipe(Effect.scoped, Effect.catchTag("NdjsonError", invalid(target)))
+
+/** The transfer's result; a part file scanned after a 416 may still lack its last newline. */
+const complete = (target: DownloadTarget, part: string, scan: Scan, resumedFrom: number) =>
+  Effect.gen(function* () {
+    if (scan.lastByte !== 10) {
+      yield* fsTry(target.label, "finish the download", () => NFS.promises.appendFile(part, "\n"))
+      scan.update(Buffer.from("\n"))
+    }
+    return {
+      count: scan.count,
+      bytes: scan.bytes,
+      sha256: scan.hash.digest("hex"),
+      resumedFrom,
+    } satisfies Transfer
+  })
+
+/** A line that is not a resource of the announced type: the file is not what the manifest promised. */
+const invalid = (target: DownloadTarget) => (e: Ndjson.NdjsonError) =>
+  e.reason === "Io"
+    ? Effect.fail(ioError(target.label, "read the download")(e))
+    : Effect.fail(
+        new ExportError({
+          reason: "InvalidFile",
+          url: redactUrl(target.url),
+          detail: `${e.message.replace(/;.*$/, "")}; the server sent a file that is not NDJSON of ${target.type ?? "FHIR resources"}`,
+          cause: e,
+        }),
+      )
 
 const contentRangeStart = (header: string | undefined): number | undefined => {
   const m = header === undefined ? null : /^bytes\s+(\d+)-/.exec(header.trim())
   return m === null ? undefined : Number(m[1])
 }
 
-/** Makes sure the part file ends with a newline (a server may leave the last one out). */
-const terminate = async (path: string): Promise<void> => {
-  const size = await sizeOf(path)
-  if (size <= 0) return
-  const handle = await NFS.promises.open(path, "r+")
-  try {
-    const last = Buffer.alloc(1)
-    await handle.read(last, 0, 1, size - 1)
-    if (last[0] !== 10) await handle.write("\n", size)
-  } finally {
-    await handle.close()
-  }
-}
-
-/** Parses every line of a chunk with the cheap resource guard (type checked); a bad line fails. */
-const checkLines =
-  (options: Ndjson.ReadOptions) =>
-  (lines: Chunk.Chunk<Ndjson.Line>): Effect.Effect<Chunk.Chunk<Ndjson.Line>, Ndjson.NdjsonError> =>
-    Effect.as(
-      Effect.forEach(lines, (line) => Ndjson.parseLine(options, line), { discard: true }),
-      lines,
-    )
-
-/** Checks every line (type), counts them and hashes the bytes; then moves the part to its final name. */
-const finish = (target: DownloadTarget, part: string) =>
+/** Moves the checked part file to its final name; with `gzip`, writes it compressed (a second pass). */
+const finish = (target: DownloadTarget, part: string, checked: Transfer) =>
   Effect.gen(function* () {
-    yield* fsTry(target.label, "finish the download", () => terminate(part))
-    const readOptions = {
-      file: target.label,
-      ...(target.type !== undefined ? { resourceType: target.type } : {}),
+    if (target.gzip !== true) {
+      yield* fsTry(target.label, "rename the finished file", () => NFS.promises.rename(part, target.path))
+      return { count: checked.count, bytes: checked.bytes, sha256: checked.sha256 }
     }
-    const checked = Ndjson.fileBytes(part, { gzip: false, label: target.label }).pipe(
-      Ndjson.splitLines(readOptions),
-      Stream.mapChunksEffect(checkLines(readOptions)),
-    )
-    if (target.gzip === true) {
-      const written = yield* Ndjson.writeFile(`${target.path}.tmp`, checked.pipe(Stream.map((l) => l.text)), {
-        gzip: true,
-        label: target.label,
-      })
-      yield* fsTry(target.label, "rename the finished file", async () => {
-        await NFS.promises.rename(`${target.path}.tmp`, target.path)
-        await NFS.promises.rm(part, { force: true })
-      })
-      return { count: written.count, bytes: written.bytes, sha256: written.sha256 }
-    }
-    const hash = createHash("sha256")
-    let bytes = 0
-    const count = yield* Ndjson.fileBytes(part, { gzip: false, label: target.label }).pipe(
-      Stream.tap((chunk) =>
-        Effect.sync(() => {
-          hash.update(chunk)
-          bytes += chunk.length
-        }),
-      ),
-      Ndjson.splitLines(readOptions),
-      Stream.mapChunksEffect(checkLines(readOptions)),
-      Stream.runCount,
-    )
-    yield* fsTry(target.label, "rename the finished file", () => NFS.promises.rename(part, target.path))
-    return { count, bytes, sha256: hash.digest("hex") }
-  }).pipe(
-    Effect.catchTag("NdjsonError", (e) =>
-      e.reason === "Io"
-        ? Effect.fail(ioError(target.label, "read the download")(e))
-        : Effect.fail(
-            new ExportError({
-              reason: "InvalidFile",
-              url: redactUrl(target.url),
-              detail: `${e.message.replace(/;.*$/, "")}; the server sent a file that is not NDJSON of ${target.type ?? "FHIR resources"}`,
-              cause: e,
-            }),
-          ),
-    ),
-  )
+    const written = yield* Ndjson.writeFile(
+      `${target.path}.tmp`,
+      Ndjson.readFileLines(part, { gzip: false, label: target.label }),
+      { gzip: true, label: target.label },
+    ).pipe(Effect.catchTag("NdjsonError", invalid(target)))
+    yield* fsTry(target.label, "rename the finished file", async () => {
+      await NFS.promises.rename(`${target.path}.tmp`, target.path)
+      await NFS.promises.rm(part, { force: true })
+    })
+    return { count: written.count, bytes: written.bytes, sha256: written.sha256 }
+  })
 
 const isBroken = (e: unknown): boolean => e instanceof FhirError && e.reason === "Transport"
 
@@ -284,7 +319,7 @@ export const download = Effect.fn("Download.download")(function* (
       while: isBroken,
     }),
   )
-  const result = yield* finish(target, part)
+  const result = yield* finish(target, part, done)
   if (target.count !== undefined && result.count !== target.count) {
     // A file that does not hold what the manifest announced never stays in the archive under its final name.
     yield* discard(target)

@@ -33,7 +33,13 @@ export type Mode = "auto" | "bulk" | "crawl"
  * - `file-progress` `{ kind, type, path, received }`: network bytes received so far for a file being
  *   downloaded, at most every 250 ms per file;
  * - `file-resumed` `{ kind, type, path, count, bytes }`: a file an earlier run already finished;
- * - `attachments-start` `{ files }`: the attachment pass begins over that many data files.
+ * - `attachment` `{ url, sha256, size }`: one attachment stored (the log gets one `attachments` line per file).
+ * For a pipeline (`ferry migrate`), two events say what is coming and what can be used:
+ * - `files-planned` `{ mode, files: [{ kind, type, path, count }] }` once the manifest is known (again after a
+ *   re-kick-off); in crawl mode `{ mode: "crawl", types }`: one file per non-empty type, paths not yet known;
+ * - `file-ready` `{ kind, type, path, count, bytes, sha256, compression }`: the file AND every attachment
+ *   its resources point to are in the archive (also for files an earlier run finished); a crawled type
+ *   that turned out empty gives `file-empty` `{ type }` instead.
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
@@ -399,6 +405,43 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       ),
     )
 
+  // Attachments are fetched file by file, as soon as a file is in the archive.
+  const fetcher =
+    options.attachments === false
+      ? undefined
+      : yield* Attachments.fetcher(client, archive, {
+          concurrency: parallel,
+          onStored: (s) => notify("attachment", { url: redactUrl(s.url), sha256: s.sha256, size: s.size }),
+          onFailed: (f) =>
+            emit("attachment-failed", { url: f.url, resource: f.resource, path: f.path, detail: f.detail }),
+        })
+  const ready = new Set<string>()
+
+  /**
+   * A file is in the archive: fetch its attachments (from `refs` collected while downloading, or by reading
+   * the file) unless the journal says an earlier run did, then announce it ready. A file with a failed
+   * attachment is not ready (the run fails at the end, naming the first failure).
+   */
+  const finishFile = (
+    key: string,
+    file: ArchiveFile,
+    refs: ReadonlyArray<Attachments.AttachmentRef> | undefined,
+  ) =>
+    Effect.gen(function* () {
+      if (ready.has(key)) return
+      const attachmentsKey = `attachments:${key}`
+      if (file.kind === "output" && fetcher !== undefined && !journal.isDone(attachmentsKey)) {
+        const found = refs ?? (yield* Attachments.refsOfFile(archive.path(file.path), file.path))
+        const result = yield* fetcher.forRefs(found)
+        if (result.failed > 0) return
+        yield* journal.append(attachmentsKey, result)
+        if (found.length > 0) yield* emit("attachments", { path: file.path, ...result })
+      }
+      ready.add(key)
+      const { kind, type, path, count, bytes, sha256, compression } = file
+      yield* emit("file-ready", { kind, type, path, count, bytes, sha256, compression })
+    })
+
   const downloadOne = (manifest: ExportManifest) => (f: PlannedFile) =>
     Effect.gen(function* () {
       const done = journal.result(f.key)
@@ -411,8 +454,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           count: earlier.count,
           bytes: earlier.bytes,
         })
+        yield* finishFile(f.key, earlier, undefined)
         return earlier
       }
+      const collected = f.kind === "output" && fetcher !== undefined ? Attachments.collector() : undefined
       const target: Download.DownloadTarget = {
         url: f.url,
         type: f.type,
@@ -421,6 +466,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         label: f.path,
         auth: manifest.requiresAccessToken,
         gzip: options.gzip === true,
+        ...(collected !== undefined ? { onResource: collected.onResource } : {}),
       }
       // Network bytes of this file so far, reported at most every FILE_PROGRESS_EVERY_MS.
       let received = 0
@@ -487,6 +533,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           detail: `the server reported ${file.count} problem(s) in the manifest's error[] file ${redactUrl(f.url)} (kept as ${f.path}); read it before relying on this archive, some data may be missing`,
         })
       }
+      yield* finishFile(f.key, file, collected?.refs())
       return file
     })
 
@@ -556,6 +603,15 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       transactionTime = Option.isSome(first) ? String(first.value) : manifest.transactionTime
       for (;;) {
         const planned = planFiles(manifest, options.gzip === true)
+        yield* emit("files-planned", {
+          mode: "bulk",
+          files: planned.map((p) => ({
+            kind: p.kind,
+            type: p.type ?? null,
+            path: p.path,
+            count: p.count ?? null,
+          })),
+        })
         const attempt = yield* Effect.forEach(planned, downloadOne(manifest), { concurrency: parallel }).pipe(
           Effect.map(Option.some),
           Effect.catchIf(isExpired, (e) =>
@@ -606,33 +662,23 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     const crawled = yield* Crawl.crawl(client, archive, params, {
       concurrency: parallel,
       gzip: options.gzip === true,
+      onPlan: (types) => emit("files-planned", { mode: "crawl", types }),
       onFile: (f) =>
-        emit("file", { kind: "output", type: f.type, path: f.path, count: f.count, bytes: f.bytes }),
+        emit("file", { kind: "output", type: f.type, path: f.path, count: f.count, bytes: f.bytes }).pipe(
+          Effect.zipRight(finishFile(Crawl.fileKey(f.type), f, undefined)),
+        ),
+      onEmpty: (type) => emit("file-empty", { type }),
     })
     transactionTime = crawled.transactionTime
     files.push(...crawled.files)
+    // files an earlier run crawled (finishFile skips what is already ready)
+    yield* Effect.forEach(crawled.files, (f) => finishFile(Crawl.fileKey(f.type), f, undefined), {
+      discard: true,
+    })
   }
 
-  // Attachments of every exported resource.
-  if (options.attachments !== false) {
-    yield* notify("attachments-start", { files: files.filter((f) => f.kind === "output").length })
-  }
   const attachmentSummary =
-    options.attachments === false
-      ? { fetched: 0, skipped: 0, bytes: 0, failed: [] }
-      : yield* Attachments.fetchAll(
-          client,
-          archive,
-          files
-            .filter((f) => f.kind === "output")
-            .map((f) => ({ path: archive.path(f.path), label: f.path })),
-          {
-            concurrency: parallel,
-            onStored: (s) => emit("attachment", { url: redactUrl(s.url), sha256: s.sha256, size: s.size }),
-            onFailed: (f) =>
-              emit("attachment-failed", { url: f.url, resource: f.resource, path: f.path, detail: f.detail }),
-          },
-        )
+    fetcher === undefined ? { fetched: 0, skipped: 0, bytes: 0, failed: [] } : yield* fetcher.summary
   if (attachmentSummary.failed.length > 0) {
     const first = attachmentSummary.failed[0]!
     return yield* new ExportError({

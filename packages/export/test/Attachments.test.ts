@@ -62,6 +62,68 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAft
   excludeTestServices: true,
 })("Attachments (sandbox seeded with attachments)", (it) => {
   it.scoped(
+    "files-planned comes first; file-ready comes once per file, only when its attachments are indexed, and again on a resumed run",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const out = Path.join(dir, "ready")
+        const seen: Array<{ event: string; path?: unknown; indexed?: number }> = []
+        const onEvent = (e: Export.ExportEvent) =>
+          Effect.gen(function* () {
+            if (e.event !== "files-planned" && e.event !== "file-ready") return
+            const indexed = (yield* ArchiveAttachments.readIndex(out).pipe(Effect.orDie)).size
+            seen.push({ event: e.event, path: e.path, indexed })
+          })
+        const summary = yield* Export.run({
+          client,
+          out,
+          params: { level: "system", types: ["Patient", "DocumentReference"] },
+          onEvent,
+          ...fast,
+        })
+        assert.strictEqual(seen[0]?.event, "files-planned")
+        const ready = seen.filter((e) => e.event === "file-ready")
+        assert.deepStrictEqual(ready.map((e) => e.path).sort(), summary.files.map((f) => f.path).sort())
+        const docs = ready.find((e) => String(e.path).startsWith("data/DocumentReference"))
+        assert.strictEqual(
+          docs?.indexed,
+          3,
+          "the DocumentReference file is ready only with its 3 attachments",
+        )
+        // a rerun of a finished archive reports nothing new; an unfinished one re-announces its files
+        yield* Archive.updateManifest(out, (m) => ({ ...m, complete: false }))
+        const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8").split("\n")
+        NFS.writeFileSync(
+          Path.join(out, "journal.ndjson"),
+          journal.filter((l) => !l.includes('"key":"complete"')).join("\n"),
+        )
+        seen.length = 0
+        const again = yield* Export.run({
+          client,
+          out,
+          params: { level: "system", types: ["Patient", "DocumentReference"] },
+          onEvent,
+          ...fast,
+        }).pipe(Effect.exit)
+        // as if killed just before the end: every file is done in the journal, nothing is fetched again
+        if (Exit.isSuccess(again)) {
+          assert.deepStrictEqual(
+            seen
+              .filter((e) => e.event === "file-ready")
+              .map((e) => e.path)
+              .sort(),
+            summary.files.map((f) => f.path).sort(),
+          )
+          assert.strictEqual(again.value.attachments.fetched, 0)
+        } else {
+          assert.fail(`the resumed run failed: ${Cause.pretty(again.cause)}`)
+        }
+      }),
+  )
+
+  it.scoped(
     "every attachment is fetched, stored by sha256, verified and indexed; a bad hash is reported",
     () =>
       Effect.gen(function* () {

@@ -155,9 +155,15 @@ const plainLines = (started: number) => {
           lastProgress = text
           return yield* Console.error(`ferry export: job running${text ? `: ${text}` : ""}`)
         }
-        case "attachment":
+        case "attachments":
           return yield* Console.error(
-            `ferry export: attachment ${String(e.sha256).slice(0, 12)} (${formatBytes(Number(e.size ?? 0))})`,
+            `ferry export: ${String(e.path)}: ${String(e.fetched)} attachments fetched, ${formatBytes(Number(e.bytes ?? 0))}${Number(e.skipped) > 0 ? `, ${String(e.skipped)} already in the archive` : ""}`,
+          )
+        case "files-planned":
+          return yield* Console.error(
+            Array.isArray(e.files)
+              ? `ferry export: ${e.files.length} files to download`
+              : `ferry export: crawling ${Array.isArray(e.types) ? e.types.length : 0} resource types`,
           )
         case "done":
           return yield* Console.error(doneLine(e, secs))
@@ -166,7 +172,8 @@ const plainLines = (started: number) => {
         // Display-only events (no journal line) are for the live display.
         case "file-progress":
         case "file-resumed":
-        case "attachments-start":
+        case "attachment":
+        case "file-ready":
           return
         default: {
           // `types` (per-type totals of a manifest) is for the live display; the line stays short.

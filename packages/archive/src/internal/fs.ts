@@ -69,8 +69,8 @@ export const size = (path: string): Effect.Effect<number, ArchiveError> =>
 export const truncate = (path: string, length: number): Effect.Effect<void, ArchiveError> =>
   wrap(path, () => P.truncate(path, length))
 
-/** fsync a directory so a rename inside it survives a crash. */
-export const syncDir = (path: string): Effect.Effect<void, ArchiveError> =>
+/** fsync a file that was written and closed earlier. */
+export const syncFile = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, async () => {
     const h = await P.open(path, "r")
     try {
@@ -79,6 +79,9 @@ export const syncDir = (path: string): Effect.Effect<void, ArchiveError> =>
       await h.close()
     }
   })
+
+/** fsync a directory so a rename inside it survives a crash (a directory opens read-only like a file). */
+export const syncDir: (path: string) => Effect.Effect<void, ArchiveError> = syncFile
 
 /** Write a whole file atomically: `<path>.tmp` (0600) + fsync + rename + fsync of the directory. */
 export const writeAtomic = (path: string, data: string | Uint8Array): Effect.Effect<void, ArchiveError> =>
@@ -151,17 +154,17 @@ export const hashFile = (path: string): Effect.Effect<{ sha256: string; bytes: n
     return { sha256: hash.digest("hex"), bytes }
   })
 
-/** Write a byte stream to a new file (0600, explicit chmod), fsync, close. */
+/**
+ * Write a byte stream to a new file (0600), fsync (unless `sync: false`: the caller fsyncs later with
+ * `syncFile`), close. A new file is created 0600 through `open`'s mode, which umask can only narrow.
+ */
 export const writeStream = <E, R>(
   path: string,
   bytes: Stream.Stream<Uint8Array, E, R>,
+  options: { readonly sync?: boolean } = {},
 ): Effect.Effect<number, ArchiveError | E, R> =>
   Effect.acquireUseRelease(
-    wrap(path, async () => {
-      const h = await P.open(path, "w", FILE_MODE)
-      await h.chmod(FILE_MODE)
-      return h
-    }),
+    wrap(path, () => P.open(path, "wx", FILE_MODE)),
     (h) =>
       Effect.gen(function* () {
         let n = 0
@@ -175,7 +178,7 @@ export const writeStream = <E, R>(
             n += b.length
           }),
         )
-        yield* wrap(path, () => h.sync())
+        if (options.sync !== false) yield* wrap(path, () => h.sync())
         return n
       }),
     (h) => Effect.promise(() => h.close().catch(() => undefined)),

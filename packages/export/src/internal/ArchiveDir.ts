@@ -4,7 +4,7 @@
  * finished steps, keyed as below) and the event log (`events.ndjson`, no tokens, no resource bodies).
  *
  * Journal keys (kind `export.<first segment>`): `request`, `mode`, `job`, `manifest`,
- * `file:<kind>:<Type>:<n>`, `attachment:<url>`, `complete`.
+ * `file:<kind>:<Type>:<n>`, `attachments:<file key>` (that file's attachments are in the archive), `complete`.
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"
