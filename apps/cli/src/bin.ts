@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: V8 heap sizing must be set before the rest of the CLI is loaded.
+import "./internal/Heap.js"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect, Exit } from "effect"
 import { run } from "./Cli.js"

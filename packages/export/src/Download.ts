@@ -8,17 +8,20 @@
  * - in the same pass as the bytes arrive, every line is checked to be a resource of the announced type,
  *   counted (against the manifest `count`) and hashed (sha256); a resumed transfer first scans the part it
  *   keeps. Once complete the file is renamed (or gzip-written, a second pass) to its final name.
- * Content-Encoding gzip/deflate/br is decoded by the HTTP client.
+ * Content-Encoding gzip/deflate/br is decoded here (the HTTP client hands over the bytes as sent).
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
+import { pipeline, Readable } from "node:stream"
+import type { ReadableStream as NodeReadableStream } from "node:stream/web"
+import * as Zlib from "node:zlib"
 import { HttpClientRequest } from "@effect/platform"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
-import { Duration, Effect, Schedule, Stream } from "effect"
+import { Duration, Effect, Option, Schedule, Sink, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 
 export interface DownloadTarget {
@@ -222,8 +225,11 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     yield* scanned(
       target,
       scan,
-      response.stream.pipe(
-        Stream.mapError((cause) => broken(target.url, cause)),
+      decoded(
+        target,
+        response.headers["content-encoding"],
+        response.stream.pipe(Stream.mapError((cause) => broken(target.url, cause))),
+      ).pipe(
         Stream.tap((chunk) =>
           fsTry(target.label, "write the download", () => handle.write(chunk)).pipe(
             Effect.zipRight(options.onBytes ? options.onBytes(chunk.length) : Effect.void),
@@ -268,6 +274,51 @@ const invalid = (target: DownloadTarget) => (e: Ndjson.NdjsonError) =>
           cause: e,
         }),
       )
+
+const decoders: Readonly<Record<string, () => NodeJS.ReadWriteStream>> = {
+  gzip: () => Zlib.createGunzip(),
+  "x-gzip": () => Zlib.createGunzip(),
+  deflate: () => Zlib.createInflate(),
+  br: () => Zlib.createBrotliDecompress(),
+}
+
+/** The body with its Content-Encoding undone; an encoding Ferry did not ask for fails the transfer. */
+const decoded = (
+  target: DownloadTarget,
+  encoding: string | undefined,
+  body: Stream.Stream<Uint8Array, FhirError>,
+): Stream.Stream<Uint8Array, FhirError | ExportError> => {
+  const name = (encoding ?? "").trim().toLowerCase()
+  if (name === "" || name === "identity") return body
+  const make = decoders[name]
+  if (make === undefined) {
+    return Stream.fail(
+      new ExportError({
+        reason: "InvalidFile",
+        url: redactUrl(target.url),
+        detail: `${target.label}: the server sent Content-Encoding ${JSON.stringify(encoding)}, which Ferry did not ask for (it accepts gzip, deflate, br); report it to the server's operators`,
+      }),
+    )
+  }
+  return Stream.unwrapScoped(
+    Effect.gen(function* () {
+      const [head, rest] = yield* Stream.peel(body, Sink.head<Uint8Array>())
+      const whole = Stream.concat(Stream.fromIterable(Option.toArray(head)), rest)
+      // An HTTP client that decodes by itself (fetch) keeps the header: NDJSON text starts with `{` or
+      // white space, which no gzip, deflate or brotli stream Ferry asks for does.
+      const first = Option.isSome(head) ? head.value[0] : undefined
+      if (first === undefined || first === 0x7b || first === 0x20 || first === 0x0a || first === 0x0d)
+        return whole
+      const web = yield* Stream.toReadableStreamEffect(whole)
+      const decoder = make()
+      // pipeline destroys both sides on an error, so the iterator sees a broken connection too
+      pipeline(Readable.fromWeb(web as NodeReadableStream<Uint8Array>), decoder, () => {})
+      return Stream.fromAsyncIterable(decoder as AsyncIterable<Uint8Array>, (e) =>
+        e instanceof FhirError ? e : broken(target.url, e),
+      )
+    }),
+  )
+}
 
 const contentRangeStart = (header: string | undefined): number | undefined => {
   const m = header === undefined ? null : /^bytes\s+(\d+)-/.exec(header.trim())

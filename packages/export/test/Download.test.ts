@@ -3,7 +3,9 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Zlib from "node:zlib"
 import * as Path from "node:path"
+import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it, layer } from "@effect/vitest"
+import * as FhirClient from "@ferry/core/FhirClient"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Cause, Effect, Exit, Option } from "effect"
 import * as Download from "../src/Download.js"
@@ -174,6 +176,8 @@ describe("Download content encodings", () => {
     gzip: (b) => Zlib.gzipSync(b),
     deflate: (b) => Zlib.deflateSync(b),
     br: (b) => Zlib.brotliCompressSync(b),
+    // an encoding Ferry never asks for (LZW `compress` magic, then garbage)
+    compress: (b) => Buffer.concat([Buffer.from([0x1f, 0x9d]), b]),
   }
   const server = Effect.acquireRelease(
     Effect.async<Http.Server>((resume) => {
@@ -197,29 +201,56 @@ describe("Download content encodings", () => {
     (s) => Effect.async<void>((resume) => void s.close(() => resume(Effect.void))),
   )
 
-  it.scoped("gzip, deflate and br answers are decoded; a missing last newline is added", () =>
+  it.scopedLive(
+    "gzip, deflate and br answers are decoded, through fetch (which decodes) and undici (which does not); a missing last newline is added",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* server
+        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const dir = yield* tempDir
+        const hashes = new Set<string>()
+        const clients = {
+          fetch: yield* clientFor(`${base}/fhir`),
+          undici: yield* FhirClient.make({ baseUrl: `${base}/fhir` }),
+        }
+        for (const [name, client] of Object.entries(clients))
+          for (const encoding of ["identity", "gzip", "deflate", "br"]) {
+            const path = Path.join(dir, `${name}-${encoding}.ndjson`)
+            const result = yield* Download.download(client, {
+              url: `${base}/${encoding}`,
+              type: "Patient",
+              count: 50,
+              path,
+              label: encoding,
+              auth: false,
+            })
+            assert.strictEqual(result.count, 50)
+            assert.strictEqual(NFS.readFileSync(path, "utf8"), `${body}\n`)
+            hashes.add(result.sha256)
+          }
+        assert.strictEqual(hashes.size, 1)
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("an encoding Ferry did not ask for fails with InvalidFile naming it", () =>
     Effect.gen(function* () {
       const s = yield* server
       const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
-      const client = yield* clientFor(`${base}/fhir`)
+      const client = yield* FhirClient.make({ baseUrl: `${base}/fhir` })
       const dir = yield* tempDir
-      const hashes = new Set<string>()
-      for (const encoding of ["identity", "gzip", "deflate", "br"]) {
-        const path = Path.join(dir, `${encoding}.ndjson`)
-        const result = yield* Download.download(client, {
-          url: `${base}/${encoding}`,
-          type: "Patient",
-          count: 50,
-          path,
-          label: encoding,
-          auth: false,
-        })
-        assert.strictEqual(result.count, 50)
-        assert.strictEqual(NFS.readFileSync(path, "utf8"), `${body}\n`)
-        hashes.add(result.sha256)
-      }
-      assert.strictEqual(hashes.size, 1)
-    }),
+      const exit = yield* Download.download(client, {
+        url: `${base}/compress`,
+        type: "Patient",
+        count: undefined,
+        path: Path.join(dir, "c.ndjson"),
+        label: "data/Patient.000.ndjson",
+        auth: false,
+      }).pipe(Effect.exit)
+      const error = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+      assert.instanceOf(error, ExportError)
+      assert.strictEqual((error as ExportError).reason, "InvalidFile")
+      assert.include((error as ExportError).message, 'Content-Encoding "compress"')
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
   it.scoped("a line of another type fails with InvalidFile naming file:line", () =>

@@ -10,7 +10,7 @@
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { Command, Options } from "@effect/cli"
-import { FetchHttpClient } from "@effect/platform"
+import * as HttpLayer from "../HttpLayer.js"
 import * as Archive from "@ferry/archive/Archive"
 import * as Bundle from "@ferry/core/Bundle"
 import * as FhirClient from "@ferry/core/FhirClient"
@@ -125,7 +125,7 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
 }, Effect.scoped)
 
 export const demo = Command.make("demo", flags, (input) =>
-  runDemo(input).pipe(Effect.provide(FetchHttpClient.layer)),
+  runDemo(input).pipe(Effect.provide(HttpLayer.layer)),
 ).pipe(
   Command.withDescription(
     "Run the main job on the embedded default: a seeded sandbox source and an empty sandbox target.",

@@ -7,7 +7,7 @@
  * `--out` resumes an interrupted export.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { FetchHttpClient } from "@effect/platform"
+import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { ExportError } from "@ferry/export/ExportError"
@@ -321,7 +321,7 @@ export const runExport = (f: Flags) =>
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
   }).pipe(
     Effect.scoped,
-    Effect.provide(FetchHttpClient.layer),
+    Effect.provide(HttpLayer.layer),
     // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see.
     Effect.onInterrupt(() =>
       Console.error(

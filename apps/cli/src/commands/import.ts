@@ -7,7 +7,7 @@
  * again resumes. Progress lines go to stderr; `--json` prints a summary on stdout.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { FetchHttpClient } from "@effect/platform"
+import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Import from "@ferry/import/Import"
@@ -138,7 +138,7 @@ export const runImport = (f: Flags) =>
     return Option.none()
   }).pipe(
     Effect.scoped,
-    Effect.provide(FetchHttpClient.layer),
+    Effect.provide(HttpLayer.layer),
     Effect.onInterrupt(() =>
       Console.error("ferry: import interrupted; run the same command again to resume"),
     ),

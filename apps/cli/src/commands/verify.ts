@@ -10,7 +10,7 @@
  * source server takes a minimal `--source-auth none|bearer` with `--source-bearer-env` (the variable name).
  */
 import { Command, Options } from "@effect/cli"
-import { FetchHttpClient } from "@effect/platform"
+import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Report from "@ferry/verify/Report"
@@ -150,7 +150,7 @@ const runVerify = (f: Flags) =>
         detail: `source and target differ (${t.differing} differing, ${t.missing} missing, ${t.extra} extra, ${t.countMismatches} count mismatches, ${t.attachmentMismatches} attachment mismatches); see ${paths.html}`,
       })
     }
-  }).pipe(Effect.provide(FetchHttpClient.layer))
+  }).pipe(Effect.provide(HttpLayer.layer))
 
 export const verifyCommand = Command.make("verify", flags, (f) => Effect.scoped(runVerify(f))).pipe(
   Command.withDescription(
