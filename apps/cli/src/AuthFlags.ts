@@ -1,6 +1,13 @@
 /**
- * The authentication flags shared by the commands that talk to one server (`export`, `import`):
- * `--auth none|smart|client-secret|bearer` and what each needs, turned into `Authenticator.AuthSettings`.
+ * The authentication flags of a command that talks to FHIR servers, turned into
+ * `Authenticator.AuthSettings`. One definition (`definitions`) gives
+ * - the unprefixed set for the one-server commands (`export`, `import`, `verify`): `authFlags`, with
+ *   `--auth` defaulting to `none` and `--client-secret-env` to `FERRY_CLIENT_SECRET`;
+ * - a prefixed set per server for the two-server commands (`migrate`, `plan`): `authFlagsFor("source")`
+ *   gives `--source-auth`, `--source-client-id`, … under the keys `sourceAuth`, `sourceClientId`, …
+ *   Every prefixed flag is `Options.optional`: its default is applied after the `FERRY_*` environment and
+ *   the config file had their say (Config.ts), because an option with a default cannot tell "given" from
+ *   "default".
  * Secrets are never flag values: only the name of an environment variable or a file is.
  */
 import { Options } from "@effect/cli"
@@ -8,37 +15,138 @@ import * as Authenticator from "@ferry/auth/Authenticator"
 import { AuthError } from "@ferry/core/Errors"
 import { Effect, Option, Redacted } from "effect"
 
-export const authFlags = {
-  auth: Options.choice("auth", ["none", "smart", "client-secret", "bearer"]).pipe(
-    Options.withDefault("none" as const),
+export const authKinds = ["none", "smart", "client-secret", "bearer"] as const
+export type AuthKind = (typeof authKinds)[number]
+export const algs = ["ES384", "RS384"] as const
+export type Alg = (typeof algs)[number]
+
+/** The default environment variable holding a client secret (`--auth client-secret`). */
+export const defaultClientSecretEnv = "FERRY_CLIENT_SECRET"
+
+/** The one definition of the auth flags; `flag` names them (adds a prefix), `server` is for help texts. */
+const definitions = (flag: (name: string) => string, server: string) => ({
+  auth: Options.choice(flag("auth"), authKinds).pipe(
+    Options.withDescription(
+      `How to authenticate${server}: none, smart (SMART Backend Services, --${flag("client-id")} + --${flag("key")}), client-secret (--${flag("client-id")} + a secret in the environment) or bearer (a static token). Default none.`,
+    ),
   ),
-  clientId: Options.text("client-id").pipe(Options.optional),
-  key: Options.file("key").pipe(
-    Options.optional,
-    Options.withDescription("Private JWK/PEM for --auth smart."),
+  clientId: Options.text(flag("client-id")).pipe(
+    Options.withDescription(`The OAuth client id${server} (--${flag("auth")} smart or client-secret).`),
   ),
-  alg: Options.choice("alg", ["ES384", "RS384"]).pipe(Options.optional),
-  scope: Options.text("scope").pipe(Options.optional),
-  tokenUrl: Options.text("token-url").pipe(Options.optional),
-  bearerEnv: Options.text("bearer-env").pipe(
-    Options.optional,
-    Options.withDescription("Environment variable holding a bearer token."),
+  key: Options.file(flag("key")).pipe(
+    Options.withDescription(`Private JWK/PEM file${server} for --${flag("auth")} smart.`),
   ),
-  bearerFile: Options.file("bearer-file").pipe(
-    Options.optional,
-    Options.withDescription("File holding a bearer token."),
+  alg: Options.choice(flag("alg"), algs).pipe(
+    Options.withDescription(`Signing algorithm${server} when the key does not say (ES384 or RS384).`),
   ),
-  clientSecretEnv: Options.text("client-secret-env").pipe(
-    Options.withDefault("FERRY_CLIENT_SECRET"),
-    Options.withDescription("Environment variable holding the client secret (--auth client-secret)."),
+  scope: Options.text(flag("scope")).pipe(Options.withDescription(`Scopes to request${server}.`)),
+  tokenUrl: Options.text(flag("token-url")).pipe(
+    Options.withDescription(
+      `Token endpoint${server} (default: discovered from .well-known/smart-configuration).`,
+    ),
   ),
+  bearerEnv: Options.text(flag("bearer-env")).pipe(
+    Options.withDescription(
+      `Environment variable holding a bearer token${server} (--${flag("auth")} bearer).`,
+    ),
+  ),
+  bearerFile: Options.file(flag("bearer-file")).pipe(
+    Options.withDescription(`File holding a bearer token${server} (--${flag("auth")} bearer).`),
+  ),
+  clientSecretEnv: Options.text(flag("client-secret-env")).pipe(
+    Options.withDescription(
+      `Environment variable holding the client secret${server} (--${flag("auth")} client-secret; default ${defaultClientSecretEnv}).`,
+    ),
+  ),
+})
+
+type Definitions = ReturnType<typeof definitions>
+type Value<O> = O extends Options.Options<infer A> ? A : never
+
+/** Every flag of the definition, optional. */
+export type OptionalAuthFlags = {
+  readonly [K in keyof Definitions]: Options.Options<Option.Option<Value<Definitions[K]>>>
 }
 
+/** The parsed values of `OptionalAuthFlags` (each `Option.none()` when the flag was not given). */
+export type OptionalAuthValues = { readonly [K in keyof Definitions]: Option.Option<Value<Definitions[K]>> }
+
+const optionalAll = (defs: Definitions): OptionalAuthFlags => ({
+  auth: Options.optional(defs.auth),
+  clientId: Options.optional(defs.clientId),
+  key: Options.optional(defs.key),
+  alg: Options.optional(defs.alg),
+  scope: Options.optional(defs.scope),
+  tokenUrl: Options.optional(defs.tokenUrl),
+  bearerEnv: Options.optional(defs.bearerEnv),
+  bearerFile: Options.optional(defs.bearerFile),
+  clientSecretEnv: Options.optional(defs.clientSecretEnv),
+})
+
+const unprefixed = definitions((name) => name, "")
+
+/** `--auth …`, `--client-id …`, …: the flags of the one-server commands, with their defaults. */
+export const authFlags = {
+  ...optionalAll(unprefixed),
+  auth: unprefixed.auth.pipe(Options.withDefault("none" as const)),
+  clientSecretEnv: unprefixed.clientSecretEnv.pipe(Options.withDefault(defaultClientSecretEnv)),
+}
+
+export type Server = "source" | "target"
+
+const capitalize = <S extends string>(s: S): Capitalize<S> =>
+  (s.charAt(0).toUpperCase() + s.slice(1)) as Capitalize<S>
+
+/** `sourceAuth`, `sourceClientId`, … */
+export type PrefixedKey<P extends Server, K extends string> = `${P}${Capitalize<K>}`
+
+/** The prefixed flags of one server: `{ sourceAuth: --source-auth, sourceClientId: --source-client-id, … }`. */
+export type PrefixedAuthFlags<P extends Server> = {
+  readonly [K in keyof OptionalAuthFlags as PrefixedKey<P, K>]: OptionalAuthFlags[K]
+}
+
+/** Their parsed values. */
+export type PrefixedAuthValues<P extends Server> = {
+  readonly [K in keyof OptionalAuthValues as PrefixedKey<P, K>]: OptionalAuthValues[K]
+}
+
+const authKeys: ReadonlyArray<keyof OptionalAuthFlags> = [
+  "auth",
+  "clientId",
+  "key",
+  "alg",
+  "scope",
+  "tokenUrl",
+  "bearerEnv",
+  "bearerFile",
+  "clientSecretEnv",
+]
+
+/**
+ * `--source-auth`, `--source-client-id`, … (every one optional; defaults come from Config.ts after the
+ * environment and the config file), keyed `sourceAuth`, `sourceClientId`, …
+ */
+export const authFlagsFor = <P extends Server>(prefix: P): PrefixedAuthFlags<P> => {
+  const defs = optionalAll(definitions((name) => `${prefix}-${name}`, ` for the ${prefix} server`))
+  return Object.fromEntries(
+    authKeys.map((k) => [`${prefix}${capitalize(k)}`, defs[k]]),
+  ) as PrefixedAuthFlags<P>
+}
+
+/** Takes one server's prefixed values out of a command's parsed flags, under the unprefixed keys. */
+export const unprefix = <P extends Server>(prefix: P, values: PrefixedAuthValues<P>): OptionalAuthValues => {
+  const record: Record<string, unknown> = values
+  return Object.fromEntries(
+    authKeys.map((k) => [k, record[`${prefix}${capitalize(k)}`] ?? Option.none()]),
+  ) as OptionalAuthValues
+}
+
+/** The values of `authFlags` (defaults applied). */
 export interface AuthFlagValues {
-  readonly auth: "none" | "smart" | "client-secret" | "bearer"
+  readonly auth: AuthKind
   readonly clientId: Option.Option<string>
   readonly key: Option.Option<string>
-  readonly alg: Option.Option<"ES384" | "RS384">
+  readonly alg: Option.Option<Alg>
   readonly scope: Option.Option<string>
   readonly tokenUrl: Option.Option<string>
   readonly bearerEnv: Option.Option<string>
@@ -46,25 +154,32 @@ export interface AuthFlagValues {
   readonly clientSecretEnv: string
 }
 
-/** Reads a secret from an environment variable (only the name is on the command line). */
-const envSecret = (name: string) =>
+/** Reads a secret from an environment variable (only the name is on the command line or in a file). */
+const envSecret = (name: string, kindFlag: string, envFlag: string) =>
   Effect.sync(() => process.env[name]).pipe(
     Effect.flatMap((v) =>
       v === undefined || v === ""
         ? Effect.fail(
             new AuthError({
               reason: "Config",
-              detail: `--auth client-secret reads the secret from $${name}, which is not set; export it or name another variable with --client-secret-env`,
+              detail: `${kindFlag} client-secret reads the secret from $${name}, which is not set; export it or name another variable with ${envFlag}`,
             }),
           )
         : Effect.succeed(Redacted.make(v)),
     ),
   )
 
-export const authSettings = (f: AuthFlagValues) =>
+/**
+ * The `Authenticator.AuthSettings` the values describe; the client secret is read from its environment
+ * variable here (and stays `Redacted`). `prefix` only changes the flag names in error messages.
+ */
+export const authSettings = (f: AuthFlagValues, prefix?: Server) =>
   Effect.gen(function* () {
+    const flag = (name: string) => (prefix === undefined ? `--${name}` : `--${prefix}-${name}`)
     const clientSecret =
-      f.auth === "client-secret" ? Option.some(yield* envSecret(f.clientSecretEnv)) : Option.none()
+      f.auth === "client-secret"
+        ? Option.some(yield* envSecret(f.clientSecretEnv, flag("auth"), flag("client-secret-env")))
+        : Option.none()
     return {
       ...Authenticator.emptySettings(f.auth),
       clientId: f.clientId,

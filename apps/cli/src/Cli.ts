@@ -3,6 +3,7 @@ import { demo } from "./commands/demo.js"
 import { exportCommand } from "./commands/export.js"
 import { importCommand } from "./commands/import.js"
 import { keys } from "./commands/keys.js"
+import { planCommand } from "./commands/plan.js"
 import { sandbox } from "./commands/sandbox.js"
 import { verifyCommand } from "./commands/verify.js"
 import { version } from "./Version.js"
@@ -11,7 +12,15 @@ export const ferry = Command.make("ferry").pipe(
   Command.withDescription(
     "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
   ),
-  Command.withSubcommands([demo, exportCommand, importCommand, keys, sandbox, verifyCommand]),
+  Command.withSubcommands([
+    demo,
+    exportCommand,
+    importCommand,
+    keys,
+    planCommand,
+    sandbox,
+    verifyCommand,
+  ]),
 )
 
 export const run = Command.run(ferry, { name: "ferry", version })

@@ -46,6 +46,8 @@ export const codeOf = (error: unknown): number => {
       return error.reason === "Config" ? 2 : error.reason === "Diff" || error.reason === "Mismatch" ? 6 : 4
     case "SandboxError":
       return error.reason === "Config" ? 2 : 1
+    case "ConfigError":
+      return 2
     default:
       return 1
   }

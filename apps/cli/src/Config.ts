@@ -1,0 +1,649 @@
+/**
+ * Settings of the two-server commands (`migrate`, `plan`) from four places, per field:
+ * **flag > `FERRY_*` environment > config file (`--config ferry.yaml|.yml|.json`) > default**.
+ *
+ * The file (every field optional; unknown fields are refused, so typos do not pass silently):
+ * ```yaml
+ * source:
+ *   url: https://ehr.example.org/fhir
+ *   auth: { kind: smart, clientId: ferry, key: ./keys/source.jwk, scope: "system/*.rs" }
+ * target:
+ *   url: https://fhir.example.org/r4
+ *   auth: { kind: client-secret, clientId: ferry, clientSecretEnv: TARGET_SECRET }   # or `auth: none`
+ * archive: ./archive
+ * parallel: 4          # bundleSize, maxBundleBytes, strategy, mode, level, group
+ * ```
+ * - Auth fields mirror the flags: `kind` (`--source-auth`), `clientId`, `key`, `alg`, `scope`, `tokenUrl`,
+ *   `bearerEnv`, `bearerFile`, `clientSecretEnv`. Secrets are never values here either: a `clientSecret`,
+ *   `token`, `password`, … field is refused with a message naming the field to use instead.
+ * - Relative paths in the file (`key`, `bearerFile`, `archive`) are relative to the file's directory.
+ * - Environment: `FERRY_FROM`, `FERRY_TO`, `FERRY_ARCHIVE`, `FERRY_PARALLEL`, `FERRY_BUNDLE_SIZE`,
+ *   `FERRY_MAX_BUNDLE_BYTES`, `FERRY_STRATEGY`, `FERRY_MODE`, `FERRY_LEVEL`, `FERRY_GROUP`, and per server
+ *   `FERRY_SOURCE_AUTH`, `FERRY_SOURCE_CLIENT_ID`, `FERRY_SOURCE_KEY`, `FERRY_SOURCE_ALG`,
+ *   `FERRY_SOURCE_SCOPE`, `FERRY_SOURCE_TOKEN_URL`, `FERRY_SOURCE_BEARER_ENV`, `FERRY_SOURCE_BEARER_FILE`,
+ *   `FERRY_SOURCE_CLIENT_SECRET_ENV` (and `FERRY_TARGET_…`). Read through Effect's `Config` (the ambient
+ *   ConfigProvider), so tests swap it with `ConfigProvider.fromMap`.
+ * - Every layer (flags, environment, file) is decoded with the same Schema; a bad value fails with a
+ *   `ConfigError` naming where it came from (`ferry.yaml:7`, `FERRY_PARALLEL`, `--parallel`).
+ */
+import * as Path from "node:path"
+import { Options } from "@effect/cli"
+import { FileSystem } from "@effect/platform"
+import { Config, Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as YAML from "yaml"
+import {
+  type AuthFlagValues,
+  algs,
+  authFlagsFor,
+  authKinds,
+  authSettings,
+  defaultClientSecretEnv,
+  type OptionalAuthValues,
+  type Server,
+} from "./AuthFlags.js"
+
+// ---------------------------------------------------------------------------------------------------
+// Errors
+
+/**
+ * A configuration problem: the file cannot be read (`Read`) or parsed (`Syntax`), a value is wrong
+ * (`Invalid`), a secret is written where only its name may be (`Secret`), or a required setting is
+ * missing everywhere (`Missing`). Exit code 2 (usage/configuration).
+ */
+export class ConfigError extends Schema.TaggedError<ConfigError>("@ferry/cli/ConfigError")("ConfigError", {
+  reason: Schema.Literal("Read", "Syntax", "Invalid", "Secret", "Missing"),
+  /** The config file, environment variable or flag the problem is in. */
+  where: Schema.optional(Schema.String),
+  /** 1-based line in the config file. */
+  line: Schema.optional(Schema.Number),
+  detail: Schema.String,
+  cause: Schema.optional(Schema.Defect),
+}) {
+  override get message(): string {
+    const where =
+      this.where === undefined ? "" : `${this.where}${this.line === undefined ? "" : `:${this.line}`}: `
+    return `${where}${this.detail}`
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The schema (of the file, and of every other layer)
+
+const Count = Schema.Number.pipe(Schema.int(), Schema.greaterThanOrEqualTo(1))
+const NonEmpty = Schema.String.pipe(Schema.minLength(1))
+
+export const AuthKind = Schema.Literal(...authKinds)
+
+export const AuthSection = Schema.Struct({
+  kind: Schema.optional(AuthKind),
+  clientId: Schema.optional(NonEmpty),
+  /** A private JWK/PEM file (SMART). */
+  key: Schema.optional(NonEmpty),
+  alg: Schema.optional(Schema.Literal(...algs)),
+  scope: Schema.optional(NonEmpty),
+  tokenUrl: Schema.optional(NonEmpty),
+  /** The name of the environment variable holding a bearer token. */
+  bearerEnv: Schema.optional(NonEmpty),
+  /** A file holding a bearer token. */
+  bearerFile: Schema.optional(NonEmpty),
+  /** The name of the environment variable holding the client secret. */
+  clientSecretEnv: Schema.optional(NonEmpty),
+})
+export type AuthSection = typeof AuthSection.Type
+
+export const ServerSection = Schema.Struct({
+  url: Schema.optional(NonEmpty),
+  /** The auth settings (a file may give just the kind, `auth: none`, which reads as `{ kind: none }`). */
+  auth: Schema.optional(AuthSection),
+})
+
+/** The config file; every field optional. Flags and `FERRY_*` variables fill the same shape. */
+export const ConfigFile = Schema.Struct({
+  source: Schema.optional(ServerSection),
+  target: Schema.optional(ServerSection),
+  archive: Schema.optional(NonEmpty),
+  parallel: Schema.optional(Count),
+  bundleSize: Schema.optional(Count),
+  maxBundleBytes: Schema.optional(Count),
+  strategy: Schema.optional(Schema.Literal("auto", "put", "post", "import")),
+  mode: Schema.optional(Schema.Literal("auto", "bulk", "crawl")),
+  level: Schema.optional(Schema.Literal("system", "patient", "group")),
+  group: Schema.optional(NonEmpty),
+})
+export type ConfigFile = typeof ConfigFile.Type
+/** What a flag, environment or file layer may give (decoded, before merging). */
+export type Layer = ConfigFile
+
+// ---------------------------------------------------------------------------------------------------
+// Names: the same setting as a flag, an environment variable and a file path
+
+type Leaf = readonly [string] | readonly [Server, "url"] | readonly [Server, "auth", keyof AuthSection]
+
+const topLeaves = [
+  "archive",
+  "parallel",
+  "bundleSize",
+  "maxBundleBytes",
+  "strategy",
+  "mode",
+  "level",
+  "group",
+] as const
+const intLeaves = new Set<string>(["parallel", "bundleSize", "maxBundleBytes"])
+const authLeaves = Object.keys(AuthSection.fields) as ReadonlyArray<keyof AuthSection>
+
+const leaves: ReadonlyArray<Leaf> = [
+  ...(["source", "target"] as const).flatMap(
+    (s): Array<Leaf> => [[s, "url"], ...authLeaves.map((k): Leaf => [s, "auth", k])],
+  ),
+  ...topLeaves.map((k): Leaf => [k]),
+]
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+const constant = (s: string) => kebab(s).replace(/-/g, "_").toUpperCase()
+/** The auth key as the flags spell it (`kind` is `--source-auth`). */
+const authName = (k: string) => (k === "kind" ? "auth" : k)
+
+/** `--from`, `--source-client-id`, `--bundle-size`, … */
+export const flagName = (path: ReadonlyArray<PropertyKey>): string => {
+  const [a, b, c] = path.map(String)
+  if ((a === "source" || a === "target") && b === "url") return a === "source" ? "--from" : "--to"
+  if ((a === "source" || a === "target") && b === "auth" && c !== undefined)
+    return `--${a}-${kebab(authName(c))}`
+  return `--${kebab(path.map(String).join("-"))}`
+}
+
+/** `FERRY_FROM`, `FERRY_SOURCE_CLIENT_ID`, `FERRY_BUNDLE_SIZE`, … */
+export const envName = (path: ReadonlyArray<PropertyKey>): string => {
+  const [a, b, c] = path.map(String)
+  if ((a === "source" || a === "target") && b === "url") return a === "source" ? "FERRY_FROM" : "FERRY_TO"
+  if ((a === "source" || a === "target") && b === "auth" && c !== undefined)
+    return `FERRY_${a.toUpperCase()}_${constant(authName(c))}`
+  return `FERRY_${path.map((p) => constant(String(p))).join("_")}`
+}
+
+const dotted = (path: ReadonlyArray<PropertyKey>) => path.map(String).join(".")
+
+const setIn = (target: Record<string, unknown>, path: ReadonlyArray<string>, value: unknown) => {
+  let node = target
+  for (const key of path.slice(0, -1)) {
+    const next = node[key]
+    if (typeof next === "object" && next !== null) node = next as Record<string, unknown>
+    else {
+      const fresh: Record<string, unknown> = {}
+      node[key] = fresh
+      node = fresh
+    }
+  }
+  node[path[path.length - 1]!] = value
+}
+
+/**
+ * The first schema issue of a layer as `{ path, message }`; the members of a union of literals, reported
+ * one by one, are put back together (`Expected "none" | "smart", actual "x"`).
+ */
+const firstIssue = (error: ParseResult.ParseError) => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const issue = issues[0]
+  if (issue === undefined) return { path: [], message: error.message }
+  const key = dotted(issue.path)
+  const expected = /^Expected (.+), actual (.+)$/
+  const same = issues
+    .filter((i) => dotted(i.path) === key)
+    .map((i) => expected.exec(i.message))
+    // `undefined` is the optional field's own alternative, not a value to suggest
+    .filter((m) => m === null || m[1] !== "undefined")
+  if (same.length > 1 && same.every((m) => m !== null && m[2] === same[0]![2]))
+    return {
+      path: issue.path,
+      message: `Expected ${same.map((m) => m![1]).join(" | ")}, actual ${same[0]![2]}`,
+    }
+  return { path: issue.path, message: issue.message }
+}
+
+const decodeStrict = Schema.decodeUnknownEither(ConfigFile, { onExcessProperty: "error", errors: "all" })
+
+/** `auth: smart` is short for `auth: { kind: smart }`. */
+const expandAuth = (raw: unknown): unknown => {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return raw
+  const out: Record<string, unknown> = { ...raw }
+  for (const server of ["source", "target"]) {
+    const s = out[server]
+    if (typeof s === "object" && s !== null && !Array.isArray(s) && "auth" in s && typeof s.auth === "string")
+      out[server] = { ...s, auth: { kind: s.auth } }
+  }
+  return out
+}
+
+const decodeLayer = (raw: unknown) => decodeStrict(expandAuth(raw))
+
+// ---------------------------------------------------------------------------------------------------
+// Layers
+
+/** Flag values of a two-server command (absent fields: the command has no such flag). */
+export interface FlagInput {
+  readonly from?: Option.Option<string>
+  readonly to?: Option.Option<string>
+  readonly archive?: Option.Option<string>
+  readonly parallel?: Option.Option<number>
+  readonly bundleSize?: Option.Option<number>
+  readonly maxBundleBytes?: Option.Option<number>
+  readonly strategy?: Option.Option<string>
+  readonly mode?: Option.Option<string>
+  readonly level?: Option.Option<string>
+  readonly group?: Option.Option<string>
+  readonly source?: OptionalAuthValues
+  readonly target?: OptionalAuthValues
+}
+
+const authFromFlags = (v: OptionalAuthValues | undefined): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  if (v === undefined) return out
+  const put = (key: keyof AuthSection, o: Option.Option<string>) => {
+    if (Option.isSome(o)) out[key] = o.value
+  }
+  put("kind", v.auth)
+  put("clientId", v.clientId)
+  put("key", v.key)
+  put("alg", v.alg)
+  put("scope", v.scope)
+  put("tokenUrl", v.tokenUrl)
+  put("bearerEnv", v.bearerEnv)
+  put("bearerFile", v.bearerFile)
+  put("clientSecretEnv", v.clientSecretEnv)
+  return out
+}
+
+/** The flag layer (flags not given are absent). */
+export const fromFlags = (f: FlagInput): Effect.Effect<Layer, ConfigError> => {
+  const raw: Record<string, unknown> = {}
+  const some = (path: ReadonlyArray<string>, o: Option.Option<unknown> | undefined) => {
+    if (o !== undefined && Option.isSome(o)) setIn(raw, path, o.value)
+  }
+  some(["source", "url"], f.from)
+  some(["target", "url"], f.to)
+  for (const k of topLeaves) some([k], f[k])
+  const source = authFromFlags(f.source)
+  const target = authFromFlags(f.target)
+  if (Object.keys(source).length > 0) setIn(raw, ["source", "auth"], source)
+  if (Object.keys(target).length > 0) setIn(raw, ["target", "auth"], target)
+  return Either.match(decodeLayer(raw), {
+    onRight: Effect.succeed,
+    onLeft: (e) => {
+      const { path, message } = firstIssue(e)
+      return Effect.fail(
+        new ConfigError({ reason: "Invalid", where: flagName(path), detail: `${message}; fix the flag` }),
+      )
+    },
+  })
+}
+
+/** The `FERRY_*` layer, read through the ambient ConfigProvider. */
+export const fromEnv: Effect.Effect<Layer, ConfigError> = Effect.gen(function* () {
+  const raw: Record<string, unknown> = {}
+  for (const leaf of leaves) {
+    const name = envName(leaf)
+    const value = yield* Config.option(Config.string(name)).pipe(Effect.orElseSucceed(() => Option.none()))
+    if (Option.isNone(value) || value.value.trim() === "") continue
+    const text = value.value.trim()
+    const last = leaf[leaf.length - 1]!
+    if (leaf.length === 1 && intLeaves.has(last)) {
+      if (!/^\d+$/.test(text))
+        return yield* new ConfigError({
+          reason: "Invalid",
+          where: name,
+          detail: `${JSON.stringify(text)} is not a whole number; fix or unset ${name}`,
+        })
+      setIn(raw, leaf, Number(text))
+    } else setIn(raw, leaf, text)
+  }
+  return yield* Either.match(decodeLayer(raw), {
+    onRight: Effect.succeed,
+    onLeft: (e) => {
+      const { path, message } = firstIssue(e)
+      const name = envName(path)
+      return Effect.fail(
+        new ConfigError({ reason: "Invalid", where: name, detail: `${message}; fix or unset ${name}` }),
+      )
+    },
+  })
+})
+
+/** Field names that would hold a secret, and what to write instead. */
+const secretField = (key: string): string | undefined => {
+  const k = key.toLowerCase().replace(/[-_]/g, "")
+  if (k === "clientsecret" || k === "secret")
+    return "put the secret in an environment variable and name the variable with clientSecretEnv"
+  if (k === "token" || k === "accesstoken" || k === "bearer" || k === "bearertoken")
+    return "put the token in an environment variable or a file and name it with bearerEnv or bearerFile"
+  if (k === "privatekey" || k === "password" || k === "jwk" || k === "pem")
+    return "keep private material out of the config file: name the key file with key (or a variable holding a secret with clientSecretEnv)"
+  return undefined
+}
+
+const findSecret = (
+  node: unknown,
+  path: ReadonlyArray<string> = [],
+): { readonly path: ReadonlyArray<string>; readonly advice: string } | undefined => {
+  if (typeof node !== "object" || node === null || Array.isArray(node)) return undefined
+  for (const [key, value] of Object.entries(node)) {
+    const advice = secretField(key)
+    if (advice !== undefined) return { path: [...path, key], advice }
+    const inner = findSecret(value, [...path, key])
+    if (inner !== undefined) return inner
+  }
+  return undefined
+}
+
+/** Resolves the file's relative paths against its directory. */
+const resolvePaths = (layer: Layer, dir: string): Layer => {
+  const abs = (p: string | undefined) => (p === undefined ? undefined : Path.resolve(dir, p))
+  const server = (s: Layer["source"]): Layer["source"] =>
+    s === undefined || s.auth === undefined
+      ? s
+      : {
+          ...s,
+          auth: {
+            ...s.auth,
+            ...(s.auth.key !== undefined ? { key: abs(s.auth.key)! } : {}),
+            ...(s.auth.bearerFile !== undefined ? { bearerFile: abs(s.auth.bearerFile)! } : {}),
+          },
+        }
+  return {
+    ...layer,
+    ...(layer.source !== undefined ? { source: server(layer.source) } : {}),
+    ...(layer.target !== undefined ? { target: server(layer.target) } : {}),
+    ...(layer.archive !== undefined ? { archive: abs(layer.archive)! } : {}),
+  }
+}
+
+/**
+ * Decodes a config file's text (`path` only names it in errors and picks the format by extension;
+ * relative paths inside are resolved against its directory).
+ */
+export const parseFile = (path: string, text: string): Effect.Effect<Layer, ConfigError> =>
+  Effect.gen(function* () {
+    const ext = Path.extname(path).toLowerCase()
+    const isJson = ext === ".json"
+    if (!isJson && ext !== ".yaml" && ext !== ".yml")
+      return yield* new ConfigError({
+        reason: "Read",
+        where: path,
+        detail: "a config file must be .yaml, .yml or .json; rename it or convert it",
+      })
+    // Line numbers come from the YAML parser (JSON is YAML), also for a .json file.
+    const lineCounter = new YAML.LineCounter()
+    const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: false })
+    let raw: unknown
+    if (isJson) {
+      const parsed = Either.try(() => JSON.parse(text) as unknown)
+      if (Either.isLeft(parsed)) {
+        const msg = parsed.left instanceof Error ? parsed.left.message : String(parsed.left)
+        // V8 gives a position for most errors, none for an unexpected token, and "end of input" at the end.
+        const pos = /position (\d+)/.exec(msg)
+        const offset =
+          pos !== null
+            ? Number(pos[1])
+            : /end of JSON input/.test(msg)
+              ? Math.max(0, text.trimEnd().length - 1)
+              : doc.errors[0]?.pos[0]
+        const line = offset === undefined ? undefined : lineCounter.linePos(offset).line || undefined
+        return yield* new ConfigError({
+          reason: "Syntax",
+          where: path,
+          ...(line !== undefined ? { line } : {}),
+          detail: `this is not valid JSON (${msg.replace(/\s*\n[\s\S]*$/, "")}); fix the syntax`,
+          cause: parsed.left,
+        })
+      }
+      raw = parsed.right
+    } else {
+      const error = doc.errors[0]
+      if (error !== undefined) {
+        const line = lineCounter.linePos(error.pos[0]).line || undefined
+        return yield* new ConfigError({
+          reason: "Syntax",
+          where: path,
+          ...(line !== undefined ? { line } : {}),
+          detail: `this is not valid YAML (${error.message.split("\n")[0]}); fix the syntax`,
+          cause: error,
+        })
+      }
+      raw = doc.toJS()
+    }
+    if (raw === null || raw === undefined) raw = {}
+    if (typeof raw !== "object" || Array.isArray(raw))
+      return yield* new ConfigError({
+        reason: "Invalid",
+        where: path,
+        detail:
+          "the config file must hold a mapping (source:, target:, archive:, …); see `ferry plan --help`",
+      })
+    const lineOf = (p: ReadonlyArray<PropertyKey>): number | undefined => {
+      for (let n = p.length; n > 0; n--) {
+        const node: unknown = doc.getIn(p.slice(0, n), true)
+        if (YAML.isNode(node) && node.range) {
+          const line = lineCounter.linePos(node.range[0]).line
+          return line > 0 ? line : undefined
+        }
+      }
+      return undefined
+    }
+    const secret = findSecret(raw)
+    if (secret !== undefined) {
+      const line = lineOf(secret.path)
+      return yield* new ConfigError({
+        reason: "Secret",
+        where: path,
+        ...(line !== undefined ? { line } : {}),
+        detail: `${dotted(secret.path)}: secrets are never written in the config file; ${secret.advice}`,
+      })
+    }
+    const decoded = decodeLayer(raw)
+    if (Either.isLeft(decoded)) {
+      const issue = firstIssue(decoded.left)
+      const line = lineOf(issue.path)
+      return yield* new ConfigError({
+        reason: "Invalid",
+        where: path,
+        ...(line !== undefined ? { line } : {}),
+        detail: `${issue.path.length > 0 ? `${dotted(issue.path)}: ` : ""}${issue.message}; fix the config file`,
+      })
+    }
+    return resolvePaths(decoded.right, Path.dirname(Path.resolve(path)))
+  })
+
+/** Reads and decodes a config file. */
+export const readFile = (path: string): Effect.Effect<Layer, ConfigError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(path).pipe(
+      Effect.mapError(
+        (cause) =>
+          new ConfigError({
+            reason: "Read",
+            where: path,
+            detail: `the config file could not be read (${cause.message}); check the path given to --config`,
+            cause,
+          }),
+      ),
+    )
+    return yield* parseFile(path, text)
+  })
+
+// ---------------------------------------------------------------------------------------------------
+// Merging
+
+export interface ServerSettings {
+  readonly url: Option.Option<string>
+  /** Defaults applied: `auth` none, `clientSecretEnv` FERRY_CLIENT_SECRET. */
+  readonly auth: AuthFlagValues
+}
+
+export interface Settings {
+  /** The config file read, if any. */
+  readonly configFile: Option.Option<string>
+  readonly source: ServerSettings
+  readonly target: ServerSettings
+  readonly archive: Option.Option<string>
+  /** Default 4. */
+  readonly parallel: number
+  /** Default 500. */
+  readonly bundleSize: number
+  /** Default 10 MiB. */
+  readonly maxBundleBytes: number
+  readonly strategy: "auto" | "put" | "post" | "import"
+  readonly mode: "auto" | "bulk" | "crawl"
+  readonly level: "system" | "patient" | "group"
+  readonly group: Option.Option<string>
+}
+
+export const defaults = {
+  parallel: 4,
+  bundleSize: 500,
+  maxBundleBytes: 10 * 1024 * 1024,
+  strategy: "auto",
+  mode: "auto",
+  level: "system",
+} as const
+
+const authOf = (layer: Layer, server: Server): AuthSection | undefined => layer[server]?.auth
+
+/** Merges layers, first wins per field (flags, environment, file), then applies the defaults. */
+export const merge = (
+  layers: ReadonlyArray<Layer>,
+  configFile: Option.Option<string> = Option.none(),
+): Settings => {
+  const pick = <A>(get: (l: Layer) => A | undefined): Option.Option<A> => {
+    for (const l of layers) {
+      const v = get(l)
+      if (v !== undefined) return Option.some(v)
+    }
+    return Option.none()
+  }
+  const server = (s: Server): ServerSettings => {
+    const a = (l: Layer) => authOf(l, s)
+    return {
+      url: pick((l) => l[s]?.url),
+      auth: {
+        auth: Option.getOrElse(
+          pick((l) => a(l)?.kind),
+          () => "none" as const,
+        ),
+        clientId: pick((l) => a(l)?.clientId),
+        key: pick((l) => a(l)?.key),
+        alg: pick((l) => a(l)?.alg),
+        scope: pick((l) => a(l)?.scope),
+        tokenUrl: pick((l) => a(l)?.tokenUrl),
+        bearerEnv: pick((l) => a(l)?.bearerEnv),
+        bearerFile: pick((l) => a(l)?.bearerFile),
+        clientSecretEnv: Option.getOrElse(
+          pick((l) => a(l)?.clientSecretEnv),
+          () => defaultClientSecretEnv,
+        ),
+      },
+    }
+  }
+  return {
+    configFile,
+    source: server("source"),
+    target: server("target"),
+    archive: pick((l) => l.archive),
+    parallel: Option.getOrElse(
+      pick((l) => l.parallel),
+      () => defaults.parallel,
+    ),
+    bundleSize: Option.getOrElse(
+      pick((l) => l.bundleSize),
+      () => defaults.bundleSize,
+    ),
+    maxBundleBytes: Option.getOrElse(
+      pick((l) => l.maxBundleBytes),
+      () => defaults.maxBundleBytes,
+    ),
+    strategy: Option.getOrElse(
+      pick((l) => l.strategy),
+      () => defaults.strategy,
+    ),
+    mode: Option.getOrElse(
+      pick((l) => l.mode),
+      () => defaults.mode,
+    ),
+    level: Option.getOrElse(
+      pick((l) => l.level),
+      () => defaults.level,
+    ),
+    group: pick((l) => l.group),
+  }
+}
+
+/**
+ * The settings of a two-server command: flag > `FERRY_*` environment > config file > default. A config
+ * file comes from `configFile` (the `--config` flag) or else `FERRY_CONFIG`.
+ */
+export const resolve = (
+  configFile: Option.Option<string>,
+  flags: FlagInput,
+): Effect.Effect<Settings, ConfigError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const flagLayer = yield* fromFlags(flags)
+    const envLayer = yield* fromEnv
+    const fromEnvFile = yield* Config.option(Config.string("FERRY_CONFIG")).pipe(
+      Effect.orElseSucceed(() => Option.none()),
+    )
+    const file = Option.orElse(configFile, () => Option.filter(fromEnvFile, (f) => f.trim() !== ""))
+    const fileLayer = Option.isSome(file) ? yield* readFile(file.value) : {}
+    return merge([flagLayer, envLayer, fileLayer], file)
+  })
+
+/** The base URL of a server, or a ConfigError saying the three ways to give it. */
+export const requireUrl = (settings: Settings, server: Server): Effect.Effect<string, ConfigError> =>
+  Option.match(settings[server].url, {
+    onSome: (url) =>
+      Option.match(Option.liftThrowable(() => new URL(url))(), {
+        onNone: () =>
+          Effect.fail(
+            new ConfigError({
+              reason: "Invalid",
+              where: flagName([server, "url"]),
+              detail: `${url} is not an absolute URL; give the ${server} server's FHIR base, e.g. https://fhir.example.org/r4`,
+            }),
+          ),
+        onSome: (u) =>
+          /^https?:$/.test(u.protocol)
+            ? Effect.succeed(u.toString().replace(/\/+$/, ""))
+            : Effect.fail(
+                new ConfigError({
+                  reason: "Invalid",
+                  where: flagName([server, "url"]),
+                  detail: `${url} is not an http(s) URL; give the ${server} server's FHIR base`,
+                }),
+              ),
+      }),
+    onNone: () =>
+      Effect.fail(
+        new ConfigError({
+          reason: "Missing",
+          detail: `no ${server} server given; pass ${flagName([server, "url"])} <url>, set ${envName([server, "url"])} or ${server}.url in the config file`,
+        }),
+      ),
+  })
+
+/** `Authenticator.AuthSettings` of one server (reads the client secret from its variable). */
+export const serverAuthSettings = (settings: Settings, server: Server) =>
+  authSettings(settings[server].auth, server)
+
+// ---------------------------------------------------------------------------------------------------
+// Flags shared by the two-server commands
+
+/** `--config` plus the prefixed auth flags of both servers. */
+export const configFlags = {
+  config: Options.file("config", { exists: "yes" }).pipe(
+    Options.optional,
+    Options.withDescription(
+      "A ferry.yaml / .yml / .json config file (precedence: flag > FERRY_* environment > file > default).",
+    ),
+  ),
+  ...authFlagsFor("source"),
+  ...authFlagsFor("target"),
+}

@@ -1,0 +1,297 @@
+/**
+ * `ferry plan --from <url> --to <url> [--config ferry.yaml] [--source-auth …] [--target-auth …] [--json]`
+ *
+ * A preflight that changes nothing on either server: reachability, auth (a token when configured), FHIR
+ * version, `$export` levels, `$import` flavours, client-id acceptance (`updateCreate`; migrate confirms
+ * with a probe PUT), Bundle limits where known, counts per type on both servers, an estimate of archive
+ * size and export duration from a timed sample, and the strategy `ferry migrate` would choose, and why.
+ * Plain text on stdout (`--json`: one JSON object). Exit 0 when a migration looks possible; 3 when a
+ * server refused the credentials, 4 when one is unreachable or failed, 2 for configuration errors.
+ */
+import { Command, Options } from "@effect/cli"
+import * as HttpLayer from "../HttpLayer.js"
+import * as Authenticator from "@ferry/auth/Authenticator"
+import * as FhirClient from "@ferry/core/FhirClient"
+import { Console, Effect, Either, Option } from "effect"
+import { unprefix } from "../AuthFlags.js"
+import * as Config from "../Config.js"
+import type { FlagValues } from "../Flags.js"
+import * as Plan from "../Plan.js"
+import { formatBytes, formatCount, formatDuration } from "../Progress.js"
+
+const flags = {
+  from: Options.text("from").pipe(
+    Options.optional,
+    Options.withDescription("The source FHIR server's base URL (or FERRY_FROM, or source.url in --config)."),
+  ),
+  to: Options.text("to").pipe(
+    Options.optional,
+    Options.withDescription("The target FHIR server's base URL (or FERRY_TO, or target.url in --config)."),
+  ),
+  mode: Options.choice("mode", ["auto", "bulk", "crawl"]).pipe(
+    Options.optional,
+    Options.withDescription(
+      "Export mode migrate would use (default auto: $export when declared, else crawl).",
+    ),
+  ),
+  level: Options.choice("level", ["system", "patient", "group"]).pipe(
+    Options.optional,
+    Options.withDescription("Export level migrate would use (default system)."),
+  ),
+  group: Options.text("group").pipe(
+    Options.optional,
+    Options.withDescription("The Group id (--level group)."),
+  ),
+  strategy: Options.choice("strategy", ["auto", "put", "post", "import"]).pipe(
+    Options.optional,
+    Options.withDescription(
+      "Import strategy migrate would use (default auto: put when client ids are accepted, else post).",
+    ),
+  ),
+  bundleSize: Options.integer("bundle-size").pipe(
+    Options.optional,
+    Options.withDescription("Entries per transaction Bundle migrate would start with (default 500)."),
+  ),
+  parallel: Options.integer("parallel").pipe(
+    Options.optional,
+    Options.withDescription("Concurrent count requests per server (default 4)."),
+  ),
+  json: Options.boolean("json").pipe(Options.withDescription("Print the plan as one JSON object on stdout.")),
+  ...Config.configFlags,
+}
+
+type Flags = FlagValues<typeof flags>
+
+/** Resources sampled per type, and how many of the largest types are sampled. */
+const SAMPLE_SIZE = 50
+const SAMPLE_TYPES = 3
+
+export interface PlanReport {
+  readonly source: Plan.ServerReport
+  readonly target: Plan.ServerReport
+  readonly estimate: Plan.Estimate | null
+  readonly strategy: { readonly export: Plan.ExportChoice; readonly import: Plan.ImportChoice } | null
+  readonly warnings: ReadonlyArray<string>
+  /** True when both servers were reached and authorised: a migration looks possible. */
+  readonly ok: boolean
+  readonly changedNothing: true
+}
+
+const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
+  Effect.gen(function* () {
+    const auth = yield* Config.serverAuthSettings(settings, role)
+    const authenticator = yield* Authenticator.fromSettings(auth, url)
+    const client = yield* FhirClient.make({
+      baseUrl: url,
+      authorize: authenticator.authorize,
+      onUnauthorized: authenticator.invalidate,
+      // A preflight answers quickly: few retries, a short timeout.
+      retry: { times: 2, cap: "5 seconds", maxRetryAfter: "10 seconds" },
+      timeout: "30 seconds",
+    })
+    return { client, authenticator, kind: auth.kind }
+  })
+
+/**
+ * The `--json` form: the report with each server's type lists summarised (`declaredTypes` is every type
+ * the server declares, ~145 on a full R4 server): `clientIds` says how many declare `updateCreate` and
+ * which of the source's types do not.
+ */
+const toJson = (r: PlanReport, sourceTypes: ReadonlyArray<string>) => {
+  const server = ({ declaredTypes, updateCreateTypes, ...rest }: Plan.ServerReport) => ({
+    ...rest,
+    typesDeclared: declaredTypes.length,
+    clientIds: {
+      updateCreateTypes: updateCreateTypes.length,
+      sourceTypesWithout: sourceTypes.filter((t) => !updateCreateTypes.includes(t)),
+    },
+  })
+  return { ...r, source: server(r.source), target: server(r.target) }
+}
+
+const pad = (label: string) => `  ${label.padEnd(14)}`
+
+const yesNo = (b: boolean) => (b ? "yes" : "no")
+
+const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
+  const lines = [`${s.role === "source" ? "Source" : "Target"}  ${s.url}`]
+  if (!s.reachable) {
+    lines.push(`${pad("reachable")}NO: ${s.problem ?? "unknown failure"}`)
+    return lines
+  }
+  lines.push(
+    `${pad("reachable")}yes: FHIR ${s.fhirVersion ?? "version not declared"}${s.software ? `, ${s.software}` : ""}`,
+  )
+  lines.push(
+    `${pad("auth")}${s.auth}${s.token === true ? ": token obtained" : s.token === false ? ": NO token" : ""}${!s.authorized && s.problem ? `; NOT authorised: ${s.problem}` : ""}`,
+  )
+  if (s.role === "source") {
+    const levels = [
+      s.export.system && "system",
+      s.export.patient && "Patient",
+      s.export.group && "Group",
+    ].filter((l): l is string => typeof l === "string")
+    lines.push(`${pad("$export")}${levels.length > 0 ? levels.join(", ") : "not declared (migrate crawls)"}`)
+  } else {
+    lines.push(
+      `${pad("$import")}${s.import.operation === null ? "not declared" : `${s.import.operation === "import" ? "$import" : "$bulk-submit"} declared${s.import.flavour ? ` (${s.import.flavour} flavour)` : " (flavour not recognised)"}`}`,
+    )
+    lines.push(
+      `${pad("client ids")}${s.updateCreateTypes.length === 0 ? "refused (no type declares updateCreate)" : s.updateCreateTypes.length === s.declaredTypes.length ? "accepted (updateCreate on every type); migrate confirms with a probe PUT" : `accepted for ${s.updateCreateTypes.length} of ${s.declaredTypes.length} types (updateCreate); migrate confirms with a probe PUT`}`,
+    )
+    lines.push(`${pad("transaction")}${yesNo(s.transaction)} (batch ${yesNo(s.batch)})`)
+    lines.push(`${pad("bundle limit")}${s.bundleLimit.note}`)
+  }
+  if (counts && s.authorized && s.counts.typesCounted === 0 && s.counts.scope === "the source's types") {
+    lines.push(`${pad("resources")}not counted (the source holds no resources)`)
+  } else if (counts && s.authorized) {
+    const entries = Object.entries(s.counts.byType).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    lines.push(
+      `${pad("resources")}${s.counts.total === 0 && s.counts.unknown.length === 0 ? "0 (empty)" : `${formatCount(s.counts.total)} in ${entries.length} types`} (${s.counts.method === "none" ? "no counts" : `counted with ${s.counts.method}`} over ${s.counts.scope === "declared types" ? `${s.counts.typesCounted} declared types` : `the source's ${s.counts.typesCounted} types`})${s.counts.unknown.length > 0 ? `; ${s.counts.unknown.length} types without a count` : ""}`,
+    )
+    for (const [type, n] of entries)
+      lines.push(`${pad("")}  ${type.padEnd(28)}${formatCount(n).padStart(10)}`)
+  }
+  return lines
+}
+
+/** The plain-text layout. */
+export const render = (r: PlanReport): ReadonlyArray<string> => {
+  const lines = [
+    `ferry plan: ${r.source.url} → ${r.target.url} (read only: nothing was changed on either server)`,
+    "",
+  ]
+  lines.push(...serverLines(r.source, true), "", ...serverLines(r.target, true), "")
+  if (r.estimate !== null) {
+    const e = r.estimate
+    lines.push("Estimate")
+    if (e.archiveBytes !== null && e.bytesPerResource !== null)
+      lines.push(
+        `${pad("archive")}≈ ${formatBytes(e.archiveBytes)} (≈ ${formatBytes(e.bytesPerResource)} per resource)`,
+      )
+    if (e.exportSeconds !== null && e.resourcesPerSecond !== null)
+      lines.push(
+        `${pad("export")}≈ ${formatDuration(e.exportSeconds * 1000)} at ≈ ${formatCount(e.resourcesPerSecond)} resources/s`,
+      )
+    lines.push(`${pad("")}${e.note}`, "")
+  }
+  if (r.strategy !== null) {
+    const x = r.strategy.export
+    const i = r.strategy.import
+    lines.push("Strategy migrate would choose")
+    lines.push(
+      `${pad("export")}${x.mode === "bulk" ? `bulk $export, ${x.level} level` : "search crawl"}: ${x.why}`,
+    )
+    lines.push(
+      `${pad("import")}${i.strategy === "put" ? "put (source ids kept)" : i.strategy === "post" ? "post (new ids, id map)" : "$import"}: ${i.why}${i.confirm ? `; ${i.confirm}` : ""}`,
+    )
+    lines.push("")
+  }
+  if (r.warnings.length > 0) {
+    lines.push("Warnings")
+    for (const w of r.warnings) lines.push(`  - ${w}`)
+    lines.push("")
+  }
+  lines.push(
+    r.ok
+      ? "Verdict: a migration looks possible."
+      : `Verdict: not possible as configured: ${[r.source.problem, r.target.problem].filter((p) => p !== null).join("; ")}`,
+  )
+  return lines
+}
+
+export const runPlan = (f: Flags) =>
+  Effect.gen(function* () {
+    const settings = yield* Config.resolve(f.config, {
+      from: f.from,
+      to: f.to,
+      mode: f.mode,
+      level: f.level,
+      group: f.group,
+      strategy: f.strategy,
+      bundleSize: f.bundleSize,
+      parallel: f.parallel,
+      source: unprefix("source", f),
+      target: unprefix("target", f),
+    })
+    const sourceUrl = yield* Config.requireUrl(settings, "source")
+    const targetUrl = yield* Config.requireUrl(settings, "target")
+    const source = yield* clientFor(settings, "source", sourceUrl)
+    const target = yield* clientFor(settings, "target", targetUrl)
+    if (!f.json) yield* Console.error(`ferry plan: probing ${sourceUrl} and ${targetUrl} (read only)…`)
+    // The target is counted over the types the source holds (when the source gave every count): one
+    // request per type the migration touches instead of one per type the target declares.
+    const src = yield* Plan.probe({ role: "source", ...source, concurrency: settings.parallel })
+    const sourceKnown = Option.isNone(src.failure) && src.report.counts.unknown.length === 0
+    const tgt = yield* Plan.probe({
+      role: "target",
+      ...target,
+      concurrency: settings.parallel,
+      ...(sourceKnown ? { only: Object.keys(src.report.counts.byType) } : {}),
+    })
+    const ok = Option.isNone(src.failure) && Option.isNone(tgt.failure)
+
+    let samples: ReadonlyArray<Plan.Sample> = []
+    let estimate: Plan.Estimate | null = null
+    if (Option.isNone(src.failure)) {
+      const largest = Object.entries(src.report.counts.byType)
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, SAMPLE_TYPES)
+        .map(([t]) => t)
+      const sampled = yield* Effect.either(
+        Effect.forEach(largest, (t) => Plan.sampleType(source.client, t, SAMPLE_SIZE)),
+      )
+      if (Either.isRight(sampled)) {
+        samples = sampled.right
+        estimate = Plan.estimate(src.report.counts, samples)
+      } else
+        estimate = {
+          ...Plan.estimate(src.report.counts, []),
+          note: `no estimate: the sample fetch failed (${sampled.left.message})`,
+        }
+    }
+
+    // The types migrate would load: those with resources, plus those whose count is unknown.
+    const sourceTypes = [...Object.keys(src.report.counts.byType), ...src.report.counts.unknown]
+    const strategy =
+      src.report.reachable && tgt.report.reachable
+        ? {
+            export: Plan.chooseExport(src.report, settings.mode, settings.level),
+            import: Plan.chooseImport(tgt.report, sourceTypes, settings.strategy),
+          }
+        : null
+    const extra: Array<string> = []
+    if (settings.level === "group" && Option.isNone(settings.group))
+      extra.push("--level group needs the Group id: pass --group <id> (or group: in the config file)")
+    if (
+      strategy !== null &&
+      strategy.import.strategy === "put" &&
+      settings.bundleSize > (tgt.report.bundleLimit.entries ?? Infinity)
+    )
+      extra.push(
+        `--bundle-size ${settings.bundleSize} is above the target's limit of ${tgt.report.bundleLimit.entries} entries; use --bundle-size ${tgt.report.bundleLimit.entries}`,
+      )
+    const report: PlanReport = {
+      source: src.report,
+      target: tgt.report,
+      estimate,
+      strategy,
+      warnings: [
+        ...(strategy !== null ? Plan.warnings(src.report, tgt.report, strategy.import, samples) : []),
+        ...extra,
+      ],
+      ok,
+      changedNothing: true,
+    }
+    if (f.json) yield* Console.log(JSON.stringify(toJson(report, sourceTypes), null, 2))
+    else for (const line of render(report)) yield* Console.log(line)
+    // The first failure decides the exit code (Render.ts): 3 not authorised, 4 unreachable or failed.
+    const failure = Option.orElse(src.failure, () => tgt.failure)
+    if (Option.isSome(failure)) return yield* failure.value
+  }).pipe(Effect.scoped, Effect.provide(HttpLayer.layer))
+
+export const planCommand = Command.make("plan", flags, runPlan).pipe(
+  Command.withDescription(
+    "Preflight a migration without changing anything: probe both servers (reachability, auth, FHIR version, $export, $import, client ids, counts), estimate size and time, and show the strategy migrate would choose.",
+  ),
+)

@@ -1,0 +1,124 @@
+import { Command } from "@effect/cli"
+import { NodeContext } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Either, Option, Ref } from "effect"
+import * as AuthFlags from "../src/AuthFlags.js"
+
+/** Parses `args` with a command made of `flags` and returns the parsed values. */
+const parse = <F extends Command.Command.Config>(flags: F, args: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const seen = yield* Ref.make<unknown>(undefined)
+    const command = Command.make("t", flags, (values) => Ref.set(seen, values))
+    yield* Command.run(command, { name: "t", version: "0" })(["node", "t", ...args])
+    return yield* Ref.get(seen)
+  }).pipe(Effect.provide(NodeContext.layer))
+
+describe("AuthFlags", () => {
+  it("one definition gives the prefixed sets under prefixed keys", () => {
+    const keys = (p: "source" | "target") => Object.keys(AuthFlags.authFlagsFor(p)).sort()
+    assert.deepStrictEqual(keys("source"), [
+      "sourceAlg",
+      "sourceAuth",
+      "sourceBearerEnv",
+      "sourceBearerFile",
+      "sourceClientId",
+      "sourceClientSecretEnv",
+      "sourceKey",
+      "sourceScope",
+      "sourceTokenUrl",
+    ])
+    assert.deepStrictEqual(
+      keys("target"),
+      keys("source").map((k) => k.replace(/^source/, "target")),
+    )
+    assert.deepStrictEqual(Object.keys(AuthFlags.authFlags).sort(), [
+      "alg",
+      "auth",
+      "bearerEnv",
+      "bearerFile",
+      "clientId",
+      "clientSecretEnv",
+      "key",
+      "scope",
+      "tokenUrl",
+    ])
+  })
+
+  it.effect("parses source and target flags side by side; absent ones are none (no defaults)", () =>
+    Effect.gen(function* () {
+      const flags = { ...AuthFlags.authFlagsFor("source"), ...AuthFlags.authFlagsFor("target") }
+      const values = (yield* parse(flags, [
+        "--source-auth",
+        "smart",
+        "--source-client-id",
+        "src-client",
+        "--source-key",
+        "/keys/src.jwk",
+        "--source-alg",
+        "RS384",
+        "--target-auth",
+        "bearer",
+        "--target-bearer-env",
+        "TARGET_TOKEN",
+      ])) as AuthFlags.PrefixedAuthValues<"source"> & AuthFlags.PrefixedAuthValues<"target">
+      const source = AuthFlags.unprefix("source", values)
+      const target = AuthFlags.unprefix("target", values)
+      assert.deepStrictEqual(source.auth, Option.some("smart"))
+      assert.deepStrictEqual(source.clientId, Option.some("src-client"))
+      assert.deepStrictEqual(source.key, Option.some("/keys/src.jwk"))
+      assert.deepStrictEqual(source.alg, Option.some("RS384"))
+      assert.deepStrictEqual(source.bearerEnv, Option.none())
+      assert.deepStrictEqual(source.clientSecretEnv, Option.none())
+      assert.deepStrictEqual(target.auth, Option.some("bearer"))
+      assert.deepStrictEqual(target.bearerEnv, Option.some("TARGET_TOKEN"))
+      assert.deepStrictEqual(target.clientId, Option.none())
+    }),
+  )
+
+  it.effect("the unprefixed set keeps its defaults (export/import/verify unchanged)", () =>
+    Effect.gen(function* () {
+      const values = (yield* parse(AuthFlags.authFlags, [])) as AuthFlags.AuthFlagValues
+      assert.strictEqual(values.auth, "none")
+      assert.strictEqual(values.clientSecretEnv, "FERRY_CLIENT_SECRET")
+      assert.deepStrictEqual(values.clientId, Option.none())
+      const given = (yield* parse(AuthFlags.authFlags, [
+        "--auth",
+        "client-secret",
+        "--client-id",
+        "c",
+        "--client-secret-env",
+        "MY_SECRET",
+      ])) as AuthFlags.AuthFlagValues
+      assert.strictEqual(given.auth, "client-secret")
+      assert.strictEqual(given.clientSecretEnv, "MY_SECRET")
+    }),
+  )
+
+  it.effect("a missing client secret names the prefixed flag to fix", () =>
+    Effect.gen(function* () {
+      const name = "FERRY_TEST_SECRET_THAT_IS_NOT_SET"
+      delete process.env[name]
+      const values: AuthFlags.AuthFlagValues = {
+        auth: "client-secret",
+        clientId: Option.some("c"),
+        key: Option.none(),
+        alg: Option.none(),
+        scope: Option.none(),
+        tokenUrl: Option.none(),
+        bearerEnv: Option.none(),
+        bearerFile: Option.none(),
+        clientSecretEnv: name,
+      }
+      const result = yield* Effect.either(AuthFlags.authSettings(values, "target"))
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) {
+        assert.strictEqual(result.left.reason, "Config")
+        assert.include(result.left.message, `$${name}`)
+        assert.include(result.left.message, "--target-client-secret-env")
+      }
+      const unprefixed = yield* Effect.either(AuthFlags.authSettings(values))
+      if (Either.isLeft(unprefixed)) assert.include(unprefixed.left.message, "--client-secret-env")
+      else assert.fail("expected a failure")
+    }),
+  )
+})

@@ -1,0 +1,250 @@
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { NodeContext } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Either, Option } from "effect"
+import type { OptionalAuthValues } from "../src/AuthFlags.js"
+import * as Config from "../src/Config.js"
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-config-test-"))
+const write = (name: string, text: string): string => {
+  const path = Path.join(tmp, name)
+  NFS.writeFileSync(path, text)
+  return path
+}
+
+/** Runs with exactly these environment variables (none of the machine's). */
+const withEnv =
+  (env: Record<string, string>) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.withConfigProvider(effect, ConfigProvider.fromMap(new Map(Object.entries(env))))
+
+const noAuthFlags: OptionalAuthValues = {
+  auth: Option.none(),
+  clientId: Option.none(),
+  key: Option.none(),
+  alg: Option.none(),
+  scope: Option.none(),
+  tokenUrl: Option.none(),
+  bearerEnv: Option.none(),
+  bearerFile: Option.none(),
+  clientSecretEnv: Option.none(),
+}
+
+const yamlFile = `# a complete config
+source:
+  url: https://source.example.org/fhir
+  auth:
+    kind: smart
+    clientId: file-client
+    key: keys/source.jwk
+    scope: system/*.rs
+target:
+  url: https://target.example.org/r4
+  auth: none
+archive: ./archive
+parallel: 3
+bundleSize: 200
+`
+
+const failure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.either(effect), (r) =>
+    Either.isLeft(r) ? Effect.succeed(r.left) : Effect.dieMessage("expected a failure"),
+  )
+
+describe("Config", () => {
+  it.effect("YAML and JSON files give the same settings; relative paths resolve against the file", () =>
+    Effect.gen(function* () {
+      const fromYaml = yield* Config.parseFile(Path.join(tmp, "ferry.yaml"), yamlFile)
+      const json = {
+        source: {
+          url: "https://source.example.org/fhir",
+          auth: { kind: "smart", clientId: "file-client", key: "keys/source.jwk", scope: "system/*.rs" },
+        },
+        target: { url: "https://target.example.org/r4", auth: "none" },
+        archive: "./archive",
+        parallel: 3,
+        bundleSize: 200,
+      }
+      const fromJson = yield* Config.parseFile(Path.join(tmp, "ferry.json"), JSON.stringify(json, null, 2))
+      assert.deepStrictEqual(fromYaml, fromJson)
+      const s = Config.merge([fromYaml])
+      assert.deepStrictEqual(s.source.url, Option.some("https://source.example.org/fhir"))
+      assert.strictEqual(s.source.auth.auth, "smart")
+      assert.deepStrictEqual(s.source.auth.key, Option.some(Path.join(tmp, "keys/source.jwk")))
+      assert.deepStrictEqual(s.archive, Option.some(Path.join(tmp, "archive")))
+      assert.strictEqual(s.target.auth.auth, "none")
+      assert.strictEqual(s.parallel, 3)
+      assert.strictEqual(s.bundleSize, 200)
+      // defaults for what nothing gave
+      assert.strictEqual(s.maxBundleBytes, 10 * 1024 * 1024)
+      assert.strictEqual(s.strategy, "auto")
+      assert.strictEqual(s.target.auth.clientSecretEnv, "FERRY_CLIENT_SECRET")
+    }),
+  )
+
+  it.effect("precedence: flag > FERRY_* environment > file > default, field by field", () =>
+    Effect.gen(function* () {
+      const file = write("precedence.yaml", yamlFile)
+      const flags: Config.FlagInput = {
+        from: Option.none(),
+        to: Option.some("http://flag-target/fhir"),
+        parallel: Option.some(9),
+        bundleSize: Option.none(),
+        source: { ...noAuthFlags, clientId: Option.some("flag-client") },
+        target: noAuthFlags,
+      }
+      const s = yield* Config.resolve(Option.some(file), flags).pipe(
+        withEnv({
+          FERRY_FROM: "http://env-source/fhir",
+          FERRY_TO: "http://env-target/fhir",
+          FERRY_PARALLEL: "7",
+          FERRY_SOURCE_CLIENT_ID: "env-client",
+          FERRY_SOURCE_SCOPE: "system/Patient.rs",
+          FERRY_TARGET_AUTH: "bearer",
+          FERRY_TARGET_BEARER_ENV: "TARGET_TOKEN",
+        }),
+      )
+      assert.deepStrictEqual(s.configFile, Option.some(file))
+      assert.deepStrictEqual(s.target.url, Option.some("http://flag-target/fhir")) // flag over env and file
+      assert.deepStrictEqual(s.source.url, Option.some("http://env-source/fhir")) // env over file
+      assert.strictEqual(s.parallel, 9) // flag
+      assert.strictEqual(s.bundleSize, 200) // file
+      assert.strictEqual(s.maxBundleBytes, Config.defaults.maxBundleBytes) // default
+      assert.deepStrictEqual(s.source.auth.clientId, Option.some("flag-client"))
+      assert.deepStrictEqual(s.source.auth.scope, Option.some("system/Patient.rs"))
+      assert.strictEqual(s.source.auth.auth, "smart") // file
+      assert.strictEqual(s.target.auth.auth, "bearer") // env over the file's `auth: none`
+      assert.deepStrictEqual(s.target.auth.bearerEnv, Option.some("TARGET_TOKEN"))
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.effect("no file, no environment: the defaults; FERRY_CONFIG names a file", () =>
+    Effect.gen(function* () {
+      const none = yield* Config.resolve(Option.none(), {}).pipe(withEnv({}))
+      assert.deepStrictEqual(none.source.url, Option.none())
+      assert.strictEqual(none.source.auth.auth, "none")
+      assert.strictEqual(none.parallel, 4)
+      assert.strictEqual(none.level, "system")
+      const file = write("via-env.yml", "parallel: 2\n")
+      const viaEnv = yield* Config.resolve(Option.none(), {}).pipe(withEnv({ FERRY_CONFIG: file }))
+      assert.strictEqual(viaEnv.parallel, 2)
+      const missing = yield* failure(Config.requireUrl(none, "source"))
+      assert.strictEqual(missing.reason, "Missing")
+      assert.include(missing.message, "--from")
+      assert.include(missing.message, "FERRY_FROM")
+      assert.include(missing.message, "source.url")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.effect("a YAML syntax error names the file and line", () =>
+    Effect.gen(function* () {
+      const e = yield* failure(
+        Config.parseFile("ferry.yaml", "source:\n  url: http://a\n  auth: [smart\nparallel: 2\n"),
+      )
+      assert.strictEqual(e._tag, "ConfigError")
+      assert.strictEqual(e.reason, "Syntax")
+      assert.isDefined(e.line)
+      assert.match(e.message, /^ferry\.yaml:\d+: this is not valid YAML \(.+\); fix the syntax$/)
+    }),
+  )
+
+  it.effect("a JSON syntax error names the file and line", () =>
+    Effect.gen(function* () {
+      const e = yield* failure(Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive": "a",\n}\n'))
+      assert.strictEqual(e.reason, "Syntax")
+      assert.strictEqual(e.line, 4)
+      assert.match(e.message, /^ferry\.json:4: this is not valid JSON \(.+\); fix the syntax$/)
+      const cut = yield* failure(Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive":'))
+      assert.strictEqual(cut.line, 3)
+    }),
+  )
+
+  it.effect("a wrong value names file, line, field and what is expected", () =>
+    Effect.gen(function* () {
+      const e = yield* failure(
+        Config.parseFile("ferry.yaml", "source:\n  url: http://a\n  auth:\n    kind: smrt\n"),
+      )
+      assert.strictEqual(e.reason, "Invalid")
+      assert.strictEqual(e.line, 4)
+      assert.include(e.message, "ferry.yaml:4: source.auth.kind")
+      assert.include(e.message, 'Expected "none" | "smart" | "client-secret" | "bearer", actual "smrt"')
+      assert.include(e.message, "fix the config file")
+      const zero = yield* failure(Config.parseFile("ferry.yaml", "archive: a\nparallel: 0\n"))
+      assert.strictEqual(zero.line, 2)
+      assert.include(zero.message, "parallel")
+    }),
+  )
+
+  it.effect("an unknown field (a typo) is refused, with its line", () =>
+    Effect.gen(function* () {
+      const e = yield* failure(Config.parseFile("ferry.yml", "target:\n  url: http://a\n  utl: http://b\n"))
+      assert.strictEqual(e.reason, "Invalid")
+      assert.strictEqual(e.line, 3)
+      assert.include(e.message, "target.utl")
+    }),
+  )
+
+  it.effect("a secret written in the file is refused with what to do instead", () =>
+    Effect.gen(function* () {
+      const secret = yield* failure(
+        Config.parseFile(
+          "ferry.yaml",
+          "target:\n  url: http://a\n  auth:\n    kind: client-secret\n    clientId: c\n    clientSecret: hunter2hunter2\n",
+        ),
+      )
+      assert.strictEqual(secret.reason, "Secret")
+      assert.strictEqual(secret.line, 6)
+      assert.include(secret.message, "target.auth.clientSecret")
+      assert.include(secret.message, "clientSecretEnv")
+      assert.notInclude(secret.message, "hunter2")
+      const token = yield* failure(
+        Config.parseFile(
+          "ferry.json",
+          JSON.stringify({ source: { auth: { kind: "bearer", token: "abc" } } }),
+        ),
+      )
+      assert.strictEqual(token.reason, "Secret")
+      assert.include(token.message, "bearerEnv")
+    }),
+  )
+
+  it.effect("bad environment values name the variable", () =>
+    Effect.gen(function* () {
+      const notNumber = yield* failure(Config.fromEnv.pipe(withEnv({ FERRY_PARALLEL: "many" })))
+      assert.strictEqual(notNumber.where, "FERRY_PARALLEL")
+      assert.include(notNumber.message, "FERRY_PARALLEL")
+      const badKind = yield* failure(Config.fromEnv.pipe(withEnv({ FERRY_TARGET_AUTH: "oauth" })))
+      assert.strictEqual(badKind.where, "FERRY_TARGET_AUTH")
+      assert.include(badKind.message, "fix or unset FERRY_TARGET_AUTH")
+    }),
+  )
+
+  it.effect("a bad flag value names the flag", () =>
+    Effect.gen(function* () {
+      const e = yield* failure(Config.fromFlags({ bundleSize: Option.some(0) }))
+      assert.strictEqual(e.where, "--bundle-size")
+    }),
+  )
+
+  it.effect("the file must be .yaml, .yml or .json, and readable", () =>
+    Effect.gen(function* () {
+      const ext = yield* failure(Config.parseFile("ferry.toml", "parallel = 2"))
+      assert.strictEqual(ext.reason, "Read")
+      const missing = yield* failure(Config.readFile(Path.join(tmp, "nope.yaml")))
+      assert.strictEqual(missing.reason, "Read")
+      assert.include(missing.message, "nope.yaml")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it("names: flags and environment variables", () => {
+    assert.strictEqual(Config.flagName(["source", "url"]), "--from")
+    assert.strictEqual(Config.flagName(["target", "auth", "clientSecretEnv"]), "--target-client-secret-env")
+    assert.strictEqual(Config.flagName(["source", "auth", "kind"]), "--source-auth")
+    assert.strictEqual(Config.envName(["target", "url"]), "FERRY_TO")
+    assert.strictEqual(Config.envName(["source", "auth", "clientId"]), "FERRY_SOURCE_CLIENT_ID")
+    assert.strictEqual(Config.envName(["source", "auth", "kind"]), "FERRY_SOURCE_AUTH")
+    assert.strictEqual(Config.envName(["maxBundleBytes"]), "FERRY_MAX_BUNDLE_BYTES")
+  })
+})

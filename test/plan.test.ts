@@ -1,0 +1,308 @@
+/**
+ * `ferry plan` end to end: the bundled CLI as a process against sandboxes (needs `npm run build` first).
+ * Proves the counts, the strategy choices (put / post, bulk / crawl), the failures (unreachable,
+ * unauthorised, bad config) and that plan writes nothing on either server.
+ */
+import * as NFS from "node:fs"
+import * as Net from "node:net"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import {
+  type InProcessSandbox,
+  lastLine,
+  type RecordedRequest,
+  type RunningSandbox,
+  requestRecorder,
+  runFerry,
+  sharedData,
+  smartTestClient,
+  startSandbox,
+  startSandboxProcess,
+} from "./helpers/ferry.js"
+
+interface PlanJson {
+  readonly ok: boolean
+  readonly changedNothing: boolean
+  readonly source: ServerJson
+  readonly target: ServerJson
+  readonly estimate: {
+    readonly archiveBytes: number | null
+    readonly exportSeconds: number | null
+    readonly note: string
+  } | null
+  readonly strategy: {
+    readonly export: { readonly mode: string; readonly level: string; readonly why: string }
+    readonly import: { readonly strategy: string; readonly why: string; readonly confirm: string | null }
+  } | null
+  readonly warnings: ReadonlyArray<string>
+}
+interface ServerJson {
+  readonly reachable: boolean
+  readonly authorized: boolean
+  readonly token: boolean | null
+  readonly problem: string | null
+  readonly fhirVersion: string | null
+  readonly export: { readonly system: boolean; readonly patient: boolean; readonly group: boolean }
+  readonly import: { readonly operation: string | null; readonly flavour: string | null }
+  readonly counts: {
+    readonly byType: Record<string, number>
+    readonly total: number
+    readonly method: string
+  }
+  readonly clientIds: {
+    readonly updateCreateTypes: number
+    readonly sourceTypesWithout: ReadonlyArray<string>
+  }
+}
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-plan-e2e-"))
+const started: Array<InProcessSandbox> = []
+const processes: Array<RunningSandbox> = []
+afterAll(async () => {
+  for (const p of processes) await p.stop()
+  for (const s of started) await s.close()
+  NFS.rmSync(tmp, { recursive: true, force: true })
+})
+
+const start = async (config: Parameters<typeof startSandbox>[0], plugins?: ReadonlyArray<Sandbox.Plugin>) => {
+  const s = await startSandbox(config, plugins)
+  started.push(s)
+  return s
+}
+
+/** Resources per type in a sandbox's store (types with none left out). */
+const storeCounts = (s: InProcessSandbox): Record<string, number> => {
+  const counts: Record<string, number> = {}
+  for (const t of s.handle.store.types()) {
+    const n = s.handle.store.count(t)
+    if (n > 0) counts[t] = n
+  }
+  return counts
+}
+
+const writes = (requests: ReadonlyArray<RecordedRequest>) => requests.filter((r) => r.method !== "GET")
+
+const plan = async (args: ReadonlyArray<string>, env?: Record<string, string>) => {
+  const run = await runFerry(["plan", ...args], env ? { env } : {})
+  return { ...run, json: (): PlanJson => JSON.parse(run.stdout) as PlanJson }
+}
+
+/** A port nothing listens on. */
+const closedPort = async (): Promise<number> => {
+  const server = Net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const address = server.address()
+  const port = typeof address === "object" && address !== null ? address.port : 0
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+describe("ferry plan", () => {
+  const sourceRecorder = requestRecorder()
+  const targetRecorder = requestRecorder()
+  let source: InProcessSandbox
+  let target: InProcessSandbox
+  let refusing: RunningSandbox
+
+  beforeAll(async () => {
+    ;[refusing, source, target] = await Promise.all([
+      startSandboxProcess(["--refuse-client-ids"]).then((p) => {
+        processes.push(p)
+        return p
+      }),
+      start({ seed: [sharedData("synthea-bundles")] }, [sourceRecorder.plugin, ...Sandbox.defaultPlugins]),
+      start({}, [targetRecorder.plugin, ...Sandbox.defaultPlugins]),
+    ])
+  }, 120_000)
+
+  it("seeded source → empty target: counts per type, bulk + put, an estimate, and nothing written", async () => {
+    const sourceBefore = source.handle.store.countAll()
+    const run = await plan(["--from", source.handle.baseUrl, "--to", target.handle.baseUrl, "--json"])
+    expect(run.stderr).toBe("")
+    expect(run.code).toBe(0)
+    const p = run.json()
+    expect(p.ok).toBe(true)
+    expect(p.source.counts.total).toBe(38_473)
+    expect(p.source.counts.byType).toEqual(storeCounts(source))
+    expect(p.source.counts.method).toBe("_summary=count")
+    expect(p.source.fhirVersion).toBe("4.0.1")
+    expect(p.source.export).toEqual({ system: true, patient: true, group: true })
+    expect(p.target.counts.total).toBe(0)
+    expect(p.target.import).toEqual({ operation: "import", flavour: "smart" })
+    expect(p.strategy?.export.mode).toBe("bulk")
+    expect(p.strategy?.export.level).toBe("system")
+    expect(p.strategy?.import.strategy).toBe("put")
+    expect(p.strategy?.import.confirm).toContain("probe PUT")
+    expect(p.target.clientIds.sourceTypesWithout).toEqual([])
+    expect(p.estimate?.archiveBytes).toBeGreaterThan(1_000_000)
+    expect(p.estimate?.exportSeconds).not.toBeNull()
+    expect(p.estimate?.note).toContain("estimate")
+    expect(p.warnings.some((w) => w.includes("not empty"))).toBe(false)
+    // read only: every request was a GET, and both stores are as they were
+    expect(sourceRecorder.requests.length).toBeGreaterThan(0)
+    expect(targetRecorder.requests.length).toBeGreaterThan(0)
+    expect(writes(sourceRecorder.requests)).toEqual([])
+    expect(writes(targetRecorder.requests)).toEqual([])
+    expect(source.handle.store.countAll()).toBe(sourceBefore)
+    expect(target.handle.store.countAll()).toBe(0)
+  }, 60_000)
+
+  it("plain text: both servers, the strategy and why, the read-only promise", async () => {
+    const run = await plan(["--from", source.handle.baseUrl, "--to", target.handle.baseUrl])
+    expect(run.code).toBe(0)
+    expect(run.stdout).toContain("nothing was changed on either server")
+    expect(run.stdout).toMatch(/resources\s+38,473 in 18 types/)
+    expect(run.stdout).toMatch(/Observation\s+16,315/)
+    expect(run.stdout).toContain("bulk $export, system level")
+    expect(run.stdout).toContain("put (source ids kept)")
+    expect(run.stdout).toContain("migrate confirms with a probe PUT")
+    expect(run.stdout).toContain("Verdict: a migration looks possible.")
+  }, 60_000)
+
+  it("a target refusing client ids → post; a non-empty target is warned about", async () => {
+    const run = await plan(["--from", source.handle.baseUrl, "--to", refusing.baseUrl, "--json"])
+    expect(run.code).toBe(0)
+    const p = run.json()
+    expect(p.strategy?.import.strategy).toBe("post")
+    expect(p.strategy?.import.why).toContain("does not accept client ids")
+    expect(p.target.clientIds.updateCreateTypes).toBe(0)
+    expect(p.target.clientIds.sourceTypesWithout).toHaveLength(18)
+    // the source as the target: not empty
+    const self = (
+      await plan(["--from", source.handle.baseUrl, "--to", source.handle.baseUrl, "--json"])
+    ).json()
+    expect(self.target.counts.total).toBe(38_473)
+    expect(self.warnings.some((w) => w.includes("the target is not empty: it holds 38473 resources"))).toBe(
+      true,
+    )
+    expect(writes(sourceRecorder.requests)).toEqual([])
+  }, 90_000)
+
+  it("a source without $export → crawl", async () => {
+    const [faultsAndAuth, , bulkImport] = Sandbox.defaultPlugins
+    const noExport = await start({ seed: [sharedData("sample-bulk-10-patients")] }, [
+      faultsAndAuth!,
+      bulkImport!,
+    ])
+    const run = await plan(["--from", noExport.handle.baseUrl, "--to", target.handle.baseUrl, "--json"])
+    expect(run.code).toBe(0)
+    const p = run.json()
+    expect(p.source.export).toEqual({ system: false, patient: false, group: false })
+    expect(p.strategy?.export.mode).toBe("crawl")
+    expect(p.strategy?.export.why).toContain("no $export")
+    expect(p.source.counts.byType).toEqual(storeCounts(noExport))
+  }, 60_000)
+
+  it("an unreachable target: a clear sentence and exit 4, after reporting the source", async () => {
+    const url = `http://127.0.0.1:${await closedPort()}/fhir`
+    const run = await plan(["--from", source.handle.baseUrl, "--to", url])
+    expect(run.code).toBe(4)
+    expect(lastLine(run.stderr)).toMatch(
+      /^ferry: GET http:\/\/127\.0\.0\.1:\d+\/fhir\/metadata: could not reach the server/,
+    )
+    expect(lastLine(run.stderr)).toContain("check the URL and that the server is running")
+    expect(run.stdout).toContain(`target ${url}: unreachable`)
+    expect(run.stdout).toMatch(/resources\s+38,473/)
+  }, 60_000)
+
+  it("a config file gives both servers; flags win over it", async () => {
+    const file = Path.join(tmp, "ferry.yaml")
+    NFS.writeFileSync(
+      file,
+      `source:\n  url: ${source.handle.baseUrl}\ntarget:\n  url: http://127.0.0.1:1/unused\n  auth: none\nstrategy: post\n`,
+    )
+    const run = await plan(["--config", file, "--to", target.handle.baseUrl, "--json"])
+    expect(run.code).toBe(0)
+    const p = run.json()
+    expect(p.source.counts.total).toBe(38_473)
+    expect(p.target.counts.total).toBe(0)
+    expect(p.strategy?.import.strategy).toBe("post") // from the file
+    // FERRY_STRATEGY beats the file
+    const env = (
+      await plan(["--config", file, "--to", target.handle.baseUrl, "--json"], { FERRY_STRATEGY: "put" })
+    ).json()
+    expect(env.strategy?.import.strategy).toBe("put")
+  }, 60_000)
+
+  it("a bad config file: one sentence with the path, line and what to do; nothing probed", async () => {
+    const file = Path.join(tmp, "bad.yaml")
+    NFS.writeFileSync(file, `source:\n  url: ${source.handle.baseUrl}\n  auth:\n    kind: smrt\n`)
+    const before = sourceRecorder.requests.length
+    const run = await plan(["--config", file, "--to", target.handle.baseUrl])
+    expect(run.code).toBe(2)
+    expect(lastLine(run.stderr)).toBe(
+      `ferry: ${file}:4: source.auth.kind: Expected "none" | "smart" | "client-secret" | "bearer", actual "smrt"; fix the config file`,
+    )
+    expect(sourceRecorder.requests.length).toBe(before)
+    const secret = Path.join(tmp, "secret.yaml")
+    NFS.writeFileSync(secret, "target:\n  auth:\n    kind: client-secret\n    clientSecret: s3cr3t-value\n")
+    const refused = await plan(["--config", secret, "--from", source.handle.baseUrl])
+    expect(refused.code).toBe(2)
+    expect(lastLine(refused.stderr)).toContain(
+      `${secret}:4: target.auth.clientSecret: secrets are never written`,
+    )
+    expect(refused.stderr).not.toContain("s3cr3t-value")
+  }, 60_000)
+})
+
+describe("ferry plan against a SMART-protected source", () => {
+  const client = smartTestClient(tmp, "ferry-plan")
+  const recorder = requestRecorder()
+  let smart: InProcessSandbox
+  let target: InProcessSandbox
+
+  beforeAll(async () => {
+    smart = await start(
+      { seed: [sharedData("sample-bulk-10-patients")], auth: { clients: [client.registration] } },
+      [recorder.plugin, ...Sandbox.defaultPlugins],
+    )
+    target = await start({})
+  }, 120_000)
+
+  it("with --source-auth smart: a token, the counts, no secret in the output", async () => {
+    const run = await plan([
+      "--from",
+      smart.handle.baseUrl,
+      "--to",
+      target.handle.baseUrl,
+      "--source-auth",
+      "smart",
+      "--source-client-id",
+      client.clientId,
+      "--source-key",
+      client.keyFile,
+      "--json",
+    ])
+    expect(run.code).toBe(0)
+    const p = run.json()
+    expect(p.source.token).toBe(true)
+    expect(p.source.authorized).toBe(true)
+    expect(p.source.counts.byType).toEqual(storeCounts(smart))
+    expect(run.stdout + run.stderr).not.toContain(client.secret)
+    // the only non-GET request is the token request
+    expect(writes(recorder.requests).map((r) => `${r.method} ${r.path}`)).toEqual(["POST /auth/token"])
+  }, 60_000)
+
+  it("the same from FERRY_SOURCE_* variables", async () => {
+    const run = await plan(["--to", target.handle.baseUrl, "--json"], {
+      FERRY_FROM: smart.handle.baseUrl,
+      FERRY_SOURCE_AUTH: "smart",
+      FERRY_SOURCE_CLIENT_ID: client.clientId,
+      FERRY_SOURCE_KEY: client.keyFile,
+    })
+    expect(run.code).toBe(0)
+    expect(run.json().source.token).toBe(true)
+  }, 60_000)
+
+  it("without credentials: not authorised, exit 3", async () => {
+    const run = await plan(["--from", smart.handle.baseUrl, "--to", target.handle.baseUrl])
+    expect(run.code).toBe(3)
+    expect(lastLine(run.stderr)).toContain(
+      "the source server requires authorization (401); configure it with --source-auth smart|client-secret|bearer",
+    )
+    expect(run.stdout).toContain("NOT authorised")
+    expect(run.stdout).toContain("Verdict: not possible as configured")
+  }, 60_000)
+})
