@@ -12,9 +12,9 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
-import { pipeline, Readable } from "node:stream"
-import type { ReadableStream as NodeReadableStream } from "node:stream/web"
+import type { Duplex } from "node:stream"
 import * as Zlib from "node:zlib"
+import * as NodeStream from "@effect/platform-node/NodeStream"
 import { HttpClientRequest } from "@effect/platform"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
@@ -275,7 +275,7 @@ const invalid = (target: DownloadTarget) => (e: Ndjson.NdjsonError) =>
         }),
       )
 
-const decoders: Readonly<Record<string, () => NodeJS.ReadWriteStream>> = {
+const decoders: Readonly<Record<string, () => Duplex>> = {
   gzip: () => Zlib.createGunzip(),
   "x-gzip": () => Zlib.createGunzip(),
   deflate: () => Zlib.createInflate(),
@@ -309,13 +309,8 @@ const decoded = (
       const first = Option.isSome(head) ? head.value[0] : undefined
       if (first === undefined || first === 0x7b || first === 0x20 || first === 0x0a || first === 0x0d)
         return whole
-      const web = yield* Stream.toReadableStreamEffect(whole)
-      const decoder = make()
-      // pipeline destroys both sides on an error, so the iterator sees a broken connection too
-      pipeline(Readable.fromWeb(web as NodeReadableStream<Uint8Array>), decoder, () => {})
-      return Stream.fromAsyncIterable(decoder as AsyncIterable<Uint8Array>, (e) =>
-        e instanceof FhirError ? e : broken(target.url, e),
-      )
+      // upstream failures (a broken connection) pass through the decoder unchanged
+      return NodeStream.pipeThroughDuplex(whole, make, (e) => broken(target.url, e))
     }),
   )
 }
