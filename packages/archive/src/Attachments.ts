@@ -57,11 +57,12 @@ const indexPath = (dir: string) => Path.join(dir, "attachments", "index.ndjson")
 
 /**
  * A blob store for many blobs at once (the export fetches thousands of small attachments):
- * - `store` streams a blob to a temp file (0600) while hashing (SHA-256, SHA-1) and counting, then renames it
- *   to its content address (an identical blob already there: the temp file is dropped). No fsync yet.
- * - `commit` makes every blob stored since the last commit durable, fsyncing the blobs in parallel and then
- *   their directories, and only then appends their index lines in one fsynced write. A blob is in the index
- *   only once it is durable, so the index is the record of finished blobs a resumed run can trust.
+ * - `store` reads a blob while hashing (SHA-256, SHA-1) and counting: up to 1 MiB in memory, a bigger one
+ *   spilling to a temp file. A blob the archive already has (by sha256) is not written again; a new one is
+ *   written to a temp file (0600), fsynced, and renamed to its content address.
+ * - `commit` fsyncs the directories of the blobs stored since the last commit, then appends their index
+ *   lines in one fsynced write. A blob is in the index only once it is durable, so the index is the record
+ *   of finished blobs a resumed run can trust.
  * An index line is written when the blob is new or `meta.sourceUrl` is given.
  */
 export interface Store {
@@ -73,17 +74,23 @@ export interface Store {
   readonly commit: Effect.Effect<number, ArchiveError>
   /** Blobs stored and not yet committed. */
   readonly pending: Effect.Effect<number>
+  /** The index as it was when the store was opened. */
+  readonly index: ReadonlyMap<string, IndexLine>
 }
 
-/** Parallel fsyncs per commit. */
+/** Parallel directory fsyncs per commit. */
 const SYNC_CONCURRENCY = 16
+/** Blobs up to this size are held in memory while they arrive (one write instead of a stream of them). */
+const IN_MEMORY = 1024 * 1024
 
 export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
   Effect.gen(function* () {
     const base = Path.join(dir, "attachments")
     yield* Fs.makeDir(base)
+    const index = yield* readIndex(dir)
+    const known = new Set(index.keys())
     const dirs = new Set<string>()
-    let blobs: Array<string> = []
+    let touched = new Set<string>()
     let lines: Array<IndexLine> = []
     const lock = yield* Effect.makeSemaphore(1)
 
@@ -99,34 +106,26 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
         const s256 = createHash("sha256")
         const s1 = createHash("sha1")
         let size = 0
-        yield* Fs.writeStream(
-          tmp,
-          bytes.pipe(
-            Stream.tap((b) =>
-              Effect.sync(() => {
-                s256.update(b)
-                s1.update(b)
-                size += b.length
-              }),
-            ),
-          ),
-          { sync: false },
-        ).pipe(
-          Effect.tapError(() =>
-            Fs.remove(tmp).pipe(
-              Effect.catchAll((e) => Effect.logWarning(`could not remove ${tmp}: ${e.message}`)),
-            ),
-          ),
-        )
+        const spill = yield* Fs.spillFile(tmp, IN_MEMORY)
+        yield* Stream.runForEach(bytes, (b) =>
+          Effect.suspend(() => {
+            s256.update(b)
+            s1.update(b)
+            size += b.length
+            return spill.write(b)
+          }),
+        ).pipe(Effect.tapError(() => spill.discard))
         const sha256 = s256.digest("hex")
         const sha1 = s1.digest("base64")
         const final = Path.join(dir, relativePath(sha256))
-        const created = !(yield* Fs.exists(final))
+        const created = !known.has(sha256)
         if (created) {
+          yield* spill.finish
           yield* ensureDir(Path.dirname(final))
           yield* Fs.rename(tmp, final)
+          known.add(sha256)
         } else {
-          yield* Fs.remove(tmp)
+          yield* spill.discard
         }
         if (created || meta.sourceUrl !== undefined) {
           const line: IndexLine = {
@@ -137,8 +136,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
             sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
           }
           yield* Effect.sync(() => {
-            // also an existing blob: it may have been written by a run that died before its commit
-            blobs.push(final)
+            if (created) touched.add(Path.dirname(final))
             lines.push(line)
           })
         }
@@ -147,19 +145,12 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
 
     const commit = lock.withPermits(1)(
       Effect.gen(function* () {
-        const toSync = blobs
+        const toSync = touched
         const toIndex = lines
-        blobs = []
+        touched = new Set()
         lines = []
         if (toIndex.length === 0) return 0
-        yield* Effect.forEach(new Set(toSync), Fs.syncFile, {
-          concurrency: SYNC_CONCURRENCY,
-          discard: true,
-        })
-        yield* Effect.forEach(new Set(toSync.map((b) => Path.dirname(b))), Fs.syncDir, {
-          concurrency: SYNC_CONCURRENCY,
-          discard: true,
-        })
+        yield* Effect.forEach(toSync, Fs.syncDir, { concurrency: SYNC_CONCURRENCY, discard: true })
         yield* Fs.appendSync(indexPath(dir), toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
         return toIndex.length
       }),
@@ -169,6 +160,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
       store: storeOne,
       commit,
       pending: Effect.sync(() => lines.length),
+      index,
     } satisfies Store
   })
 

@@ -89,7 +89,15 @@ describe("Attachments", () => {
         const second = yield* again.store(Stream.make(enc.encode("orphan")), {
           sourceUrl: "http://src/Binary/o",
         })
-        expect(second.created).toBe(false)
+        // the next run stores it again (atomically over the old file) and indexes it
+        expect(second.created).toBe(true)
+        // a blob bigger than what is held in memory spills to a file and ends the same
+        const big = new Uint8Array(3 * 1024 * 1024 + 7).map((_, i) => i % 251)
+        const spilled = yield* again.store(Stream.make(big.subarray(0, 1_000_000), big.subarray(1_000_000)))
+        expect(spilled.size).toBe(big.length)
+        const spilledPath = Path.join(dir, Attachments.relativePath(spilled.sha256))
+        expect(NFS.readFileSync(spilledPath).equals(Buffer.from(big))).toBe(true)
+        expect(mode(spilledPath)).toBe(0o600)
         yield* again.commit
         expect((yield* Attachments.readIndex(dir)).get(orphan.sha256)?.sourceUrls).toEqual([
           "http://src/Binary/o",

@@ -237,7 +237,7 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   options: AttachmentOptions,
 ) {
   const store = yield* ArchiveAttachments.store(archive.root)
-  const index = yield* ArchiveAttachments.readIndex(archive.root)
+  const index = store.index
   /** URL → whether it ended in the archive; in the index = done by an earlier run. */
   const settled = new Map<string, Deferred.Deferred<boolean>>()
   for (const line of index.values()) {

@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
-import { Effect, Stream } from "effect"
+import { Effect } from "effect"
 import { ArchiveError, ioError } from "../ArchiveError.js"
 
 export const DIR_MODE = 0o700
@@ -155,34 +155,64 @@ export const hashFile = (path: string): Effect.Effect<{ sha256: string; bytes: n
   })
 
 /**
- * Write a byte stream to a new file (0600), fsync (unless `sync: false`: the caller fsyncs later with
- * `syncFile`), close. A new file is created 0600 through `open`'s mode, which umask can only narrow.
+ * A file written in pieces that stays in memory until it outgrows `limit`, then spills to `path` (created
+ * 0600, must not exist). `finish` writes what is in memory (or the rest), fsyncs and closes: the file is
+ * then complete and durable. `discard` drops it. One of the two must be called.
  */
-export const writeStream = <E, R>(
-  path: string,
-  bytes: Stream.Stream<Uint8Array, E, R>,
-  options: { readonly sync?: boolean } = {},
-): Effect.Effect<number, ArchiveError | E, R> =>
-  Effect.acquireUseRelease(
-    wrap(path, () => P.open(path, "wx", FILE_MODE)),
-    (h) =>
-      Effect.gen(function* () {
-        let n = 0
-        yield* Stream.runForEach(bytes, (b) =>
-          wrap(path, async () => {
-            let off = 0
-            while (off < b.length) {
-              const { bytesWritten } = await h.write(b, off, b.length - off)
-              off += bytesWritten
-            }
-            n += b.length
-          }),
-        )
-        if (options.sync !== false) yield* wrap(path, () => h.sync())
-        return n
+export interface Spill {
+  readonly write: (chunk: Uint8Array) => Effect.Effect<void, ArchiveError>
+  readonly finish: Effect.Effect<void, ArchiveError>
+  readonly discard: Effect.Effect<void>
+}
+
+export const spillFile = (path: string, limit: number): Effect.Effect<Spill> =>
+  Effect.sync(() => {
+    let held: Array<Uint8Array> | undefined = []
+    let heldBytes = 0
+    let handle: NFS.promises.FileHandle | undefined
+    const writeAll = async (h: NFS.promises.FileHandle, b: Uint8Array) => {
+      let off = 0
+      while (off < b.length) off += (await h.write(b, off, b.length - off)).bytesWritten
+    }
+    return {
+      write: (chunk) => {
+        if (held !== undefined && heldBytes + chunk.length <= limit) {
+          held.push(chunk)
+          heldBytes += chunk.length
+          return Effect.void
+        }
+        return wrap(path, async () => {
+          if (handle === undefined) {
+            handle = await P.open(path, "wx", FILE_MODE)
+            for (const b of held ?? []) await writeAll(handle, b)
+            held = undefined
+          }
+          await writeAll(handle, chunk)
+        })
+      },
+      finish: wrap(path, async () => {
+        if (handle === undefined) {
+          await P.writeFile(path, Buffer.concat(held ?? []), { flag: "wx", mode: FILE_MODE, flush: true })
+          held = undefined
+          return
+        }
+        const h = handle
+        handle = undefined
+        try {
+          await h.sync()
+        } finally {
+          await h.close()
+        }
       }),
-    (h) => Effect.promise(() => h.close().catch(() => undefined)),
-  )
+      discard: Effect.promise(async () => {
+        held = undefined
+        const h = handle
+        handle = undefined
+        if (h !== undefined) await h.close().catch(() => undefined)
+        await P.rm(path, { force: true }).catch(() => undefined)
+      }),
+    } satisfies Spill
+  })
 
 /** Append to a file (created 0600) without fsync: for logs that are not needed to resume. */
 export const append = (path: string, data: string): Effect.Effect<void, ArchiveError> =>
