@@ -238,6 +238,31 @@ describe("ferry verify", () => {
     expect(bareReport.totals.extra).toBe(bareReport.totals.sourceCount)
   }, 90_000)
 
+  it("the 10-patient sample imported by Ferry (put, and post into a target refusing client ids) verifies clean: conditional references resolved on the archive side", async () => {
+    for (const refuseClientIds of [false, true]) {
+      const t = await startSandbox({ refuseClientIds })
+      sandboxes.push(t)
+      const imported = await runFerry(["import", archive, "--to", t.handle.baseUrl, "--json"])
+      expect(imported.code, imported.stderr).toBe(0)
+      expect((JSON.parse(imported.stdout) as { strategy: string }).strategy).toBe(
+        refuseClientIds ? "post" : "put",
+      )
+      const report = Path.join(tmp, `r-imported-${refuseClientIds}`)
+      const run = await runFerry([
+        "verify",
+        "--archive",
+        archive,
+        "--target",
+        t.handle.baseUrl,
+        "--report",
+        report,
+      ])
+      const r = readReport(report)
+      expect(run.code, `${run.stderr}\n${JSON.stringify(r.differences.slice(0, 3))}`).toBe(0)
+      expect(r.verdict).toBe("clean")
+    }
+  }, 180_000)
+
   it("--sample says so in the reports and on stdout", async () => {
     const t = await target()
     const report = Path.join(tmp, "r-sample")

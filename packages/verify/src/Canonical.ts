@@ -4,7 +4,9 @@
  * - `meta.versionId`, `meta.lastUpdated`, `meta.source` (and their `_` extensions) removed, Ferry's
  *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped;
  * - the resource's own `id` and its references normalised: same-server absolute → relative, version dropped, `urn:uuid:` resolved when the
- *   context can, then mapped through `mapKey` (the source side maps source `Type/id` → target `Type/id`);
+ *   context can, conditional references (`Practitioner?identifier=sys|val`, as bulk exports hold them)
+ *   resolved to the resource carrying the identifier when the context can, then mapped through `mapKey`
+ *   (the source side maps source `Type/id` → target `Type/id`);
  * - Attachment `url`s replaced by a placeholder and returned in `attachments` (path + url) so the caller
  *   compares their payloads by sha256 separately; inline `data` stays part of the content.
  */
@@ -25,6 +27,15 @@ export interface CanonicalContext {
   readonly mapKey?: (key: string) => string
   /** `urn:uuid:<uuid>` → the `Type/id` it designates, when known. */
   readonly resolveUrn?: (uuid: string) => string | undefined
+  /**
+   * A conditional reference's `Type` and `identifier` (system undefined = any system) → the `Type/id` of
+   * the one resource carrying it, when known.
+   */
+  readonly resolveConditional?: (
+    type: string,
+    system: string | undefined,
+    value: string,
+  ) => string | undefined
 }
 
 export interface AttachmentRef {
@@ -88,6 +99,13 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
             : undefined
         case "UrnUuid": {
           const key = ctx.resolveUrn?.(p.uuid)
+          return key === undefined ? undefined : map(key)
+        }
+        case "Conditional": {
+          const key =
+            p.identifier === undefined
+              ? undefined
+              : ctx.resolveConditional?.(p.type, p.identifier.system, p.identifier.value)
           return key === undefined ? undefined : map(key)
         }
         default:

@@ -23,6 +23,7 @@ import * as Capabilities from "@ferry/core/CapabilityStatement"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
 import { type CanonicalContext, canonicalize, hash, inSample } from "./Canonical.js"
 import { diff, type FieldDiff } from "./Diff.js"
@@ -122,6 +123,37 @@ const fetchHash = (client: FhirClient, url: string): Effect.Effect<AttHash> =>
     Effect.catchAll((e) => Effect.succeed(Either.left(`could not fetch the attachment: ${e.message}`))),
   )
 
+/** `"reference": "Type?` in a line of NDJSON: a conditional reference to a resource of `Type`. */
+const conditionalPattern = /"reference"\s*:\s*"([A-Z][A-Za-z]+)\?/g
+
+/**
+ * When the archive's data holds conditional references, an index of the identifiers of the resources of
+ * the types they point at (two passes: raw lines to find the types, then those types' files parsed);
+ * undefined when there are none.
+ */
+const conditionalIndex = (dir: string, manifest: Manifest.Manifest) =>
+  Effect.gen(function* () {
+    const types = new Set<string>()
+    yield* Stream.fromIterable(manifest.files).pipe(
+      Stream.flatMap((f) => Ndjson.readFileLines(`${dir}/${f.path}`, { label: f.path })),
+      Stream.runForEach((line) =>
+        Effect.sync(() => {
+          if (!line.includes("?")) return
+          for (const m of line.matchAll(conditionalPattern)) types.add(m[1]!)
+        }),
+      ),
+      Effect.mapError(sourceError),
+    )
+    if (types.size === 0) return undefined
+    const index = new IdentifierIndex({ types })
+    yield* Stream.fromIterable(manifest.files.filter((f) => types.has(f.type))).pipe(
+      Stream.flatMap((entry) => Archive.resources(dir, entry)),
+      Stream.runForEach((l) => Effect.sync(() => index.add(l.value))),
+      Effect.mapError(sourceError),
+    )
+    return index
+  })
+
 const readIdMap = (path: string) =>
   Effect.gen(function* () {
     const forward = new Map<string, string>()
@@ -215,10 +247,30 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     byId.set(id, byId.has(id) ? null : s)
   }
   const mapKey = (k: string) => forward.get(k) ?? k
+  // Conditional references in the archive (`Practitioner?identifier=…`): when Ferry imported this archive
+  // into this target, the target holds the literal references the import resolved them to
+  const importedHere =
+    source._tag === "Archive" && NFS.existsSync(Imports.journalPath(source.dir, target.baseUrl))
+  const identifiers =
+    source._tag === "Archive" && manifest !== undefined && importedHere
+      ? yield* conditionalIndex(source.dir, manifest)
+      : undefined
+  if (identifiers !== undefined)
+    notes.push(
+      `conditional references resolved through the archive's identifiers (${identifiers.size} indexed)`,
+    )
   const sourceCtx: CanonicalContext = {
     ...(sourceBase !== undefined ? { base: sourceBase } : {}),
     mapKey,
     resolveUrn: (uuid) => byId.get(uuid) ?? byId.get(uuid.toLowerCase()) ?? undefined,
+    ...(identifiers !== undefined
+      ? {
+          resolveConditional: (type: string, system: string | undefined, value: string) => {
+            const found = identifiers.resolve(type, system, value)
+            return found._tag === "Found" ? found.key : undefined
+          },
+        }
+      : {}),
   }
   const targetCtx: CanonicalContext = { base: target.baseUrl }
 

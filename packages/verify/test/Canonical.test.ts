@@ -53,6 +53,30 @@ describe("Canonical", () => {
     })
   })
 
+  it("resolves a conditional reference through the context, then maps it; unknown ones stay as they are", () => {
+    const encounter = {
+      resourceType: "Encounter",
+      id: "e1",
+      participant: [
+        { individual: { reference: "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|999" } },
+        { individual: { reference: "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|000" } },
+      ],
+    }
+    const c = canonicalize(encounter, {
+      mapKey: (k) => (k === "Practitioner/p1" ? "Practitioner/t1" : k),
+      resolveConditional: (type, system, value) =>
+        type === "Practitioner" && system === "http://hl7.org/fhir/sid/us-npi" && value === "999"
+          ? "Practitioner/p1"
+          : undefined,
+    })
+    const v = c.value as { participant: Array<{ individual: { reference: string } }> }
+    assert.strictEqual(v.participant[0]!.individual.reference, "Practitioner/t1")
+    assert.strictEqual(
+      v.participant[1]!.individual.reference,
+      "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|000",
+    )
+  })
+
   it("normalises references: same-server absolute → relative, version dropped, mapped, urn:uuid resolved", () => {
     const map = new Map([
       ["Patient/1", "Patient/a"],
