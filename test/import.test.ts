@@ -5,12 +5,19 @@
  * store back: per-type counts, and every relative reference and `Binary/…` attachment URL resolving.
  * Needs `npm run build` first.
  */
+import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import { FetchHttpClient } from "@effect/platform"
+import * as Archive from "@ferry/archive/Archive"
+import type { FileEntry } from "@ferry/archive/Manifest"
+import * as FhirClient from "@ferry/core/FhirClient"
 import { attachments, references } from "@ferry/core/Walker"
+import * as Import from "@ferry/import/Import"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
+import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   archiveCounts,
@@ -277,8 +284,6 @@ describe("ferry import", () => {
     expect(target.store.countAll()).toBe(0)
   })
 
-  // put only: the sandbox cannot search `_tag`, which the post strategy's conditional create needs to be
-  // duplicate-free across a kill (see the import report)
   it("kill -9 mid-import (put) then rerun: no duplicates, no gaps", async () => {
     const archive = copy(sample, "kill")
     const target = await start({})
@@ -299,13 +304,261 @@ describe("ferry import", () => {
   })
 })
 
+/**
+ * The archive's data files in `n` waves ordered by dependency: a file's rank is the longest chain of
+ * type-level references below its type (self references ignored), so a wave refers only to itself and to
+ * earlier waves.
+ */
+const dependencyWaves = async (archive: string, n: number): Promise<Array<Array<FileEntry>>> => {
+  const manifest = await archiveManifestOf(archive)
+  const deps = new Map<string, Set<string>>()
+  for (const f of manifest.files) {
+    const set = deps.get(f.type) ?? new Set<string>()
+    deps.set(f.type, set)
+    for (const line of NFS.readFileSync(Path.join(archive, f.path), "utf8").split("\n")) {
+      if (line.trim() === "") continue
+      for (const site of references(JSON.parse(line) as unknown))
+        if (site.parsed._tag === "Relative" && site.parsed.type !== f.type) set.add(site.parsed.type)
+    }
+  }
+  const rank = new Map<string, number>()
+  const rankOf = (t: string, seen: ReadonlySet<string>): number => {
+    const known = rank.get(t)
+    if (known !== undefined) return known
+    let r = 0
+    for (const d of deps.get(t) ?? [])
+      if (!seen.has(d) && deps.has(d)) r = Math.max(r, 1 + rankOf(d, new Set([...seen, t])))
+    rank.set(t, r)
+    return r
+  }
+  const top = Math.max(...manifest.files.map((f) => rankOf(f.type, new Set())))
+  const waves: Array<Array<FileEntry>> = Array.from({ length: n }, () => [])
+  for (const f of manifest.files) waves[Math.floor((rankOf(f.type, new Set()) * n) / (top + 1))]!.push(f)
+  return waves
+}
+
+const archiveManifestOf = (archive: string) => Effect.runPromise(Archive.readManifest(archive))
+
+/** `Import.run` in this process (the CLI has no `files` flag: `ferry migrate` calls it). */
+const importFiles = (archive: string, target: Target, options: Partial<Import.ImportOptions> = {}) =>
+  Effect.runPromise(
+    Effect.gen(function* () {
+      const client = yield* FhirClient.make({
+        baseUrl: target.baseUrl,
+        retry: { base: "10 millis", times: 8 },
+      })
+      return yield* Import.run({ client, archive, ...options })
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+/** Mark the archive's manifest incomplete, as it is while its export still runs. */
+const markIncomplete = async (archive: string) =>
+  Effect.runPromise(
+    Archive.writeManifest(archive, { ...(await archiveManifestOf(archive)), complete: false }),
+  )
+
+const sum = (counts: Record<string, number>): number => Object.values(counts).reduce((a, b) => a + b, 0)
+
+describe("ferry import, post strategy across a kill", () => {
+  it("kill -9 mid-import (post, client ids refused) then rerun: conditional creates on urn:ferry:source match, exact counts, every reference resolves", async () => {
+    const archive = copy(sample, "kill-post")
+    const target = await start({ refuseClientIds: true })
+    const expected = archiveCounts(archive)
+    const first = await runFerry(["import", "--to", target.baseUrl, "--bundle-size", "50", archive], {
+      onStderr: (text, child) => {
+        if ((text.match(/ferry import: chunk /g) ?? []).length >= 8) child.kill("SIGKILL")
+      },
+    })
+    expect(first.signal).toBe("SIGKILL")
+    const partial = sum(targetCounts(target))
+    expect(partial).toBeGreaterThan(0)
+    expect(partial).toBeLessThan(sum(expected))
+    // what the killed run committed carries Ferry's provenance tag, which the conditional create matches on
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    const idMapFile = Path.join(archive, "imports", slug, "idmap.ndjson")
+    const mappedBefore = NFS.existsSync(idMapFile)
+      ? NFS.readFileSync(idMapFile, "utf8").trim().split("\n").length
+      : 0
+    const tagged = await fetch(
+      `${target.baseUrl}/Patient?_tag=${encodeURIComponent("urn:ferry:source|")}&_summary=count`,
+    )
+    expect(((await tagged.json()) as { total: number }).total).toBe(target.store.count("Patient"))
+    // the commits the id map does not know yet (the chunk in flight when the process died) are matched, not
+    // created again
+    const second = await importInto(archive, target, ["--bundle-size", "50"])
+    expect(second.code, second.stderr).toBe(0)
+    const summary = JSON.parse(second.stdout) as {
+      strategy: string
+      resumedChunks: number
+      quarantined: number
+    }
+    expect(summary.strategy).toBe("post")
+    expect(summary.resumedChunks).toBeGreaterThan(0)
+    expect(summary.quarantined).toBe(0)
+    expect(targetCounts(target)).toEqual(expected)
+    const sources = NFS.readFileSync(idMapFile, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { s: string }).s)
+    expect(sources.length).toBeGreaterThan(mappedBefore)
+    expect(new Set(sources).size).toBe(sum(expected))
+    const check = danglingIn(target)
+    expect(check.dangling).toEqual([])
+    expect(check.checked).toBeGreaterThan(10_000)
+  })
+
+  it("a commit the id map never heard of (simulated crash between commit and id-map append) is matched on rerun, not duplicated", async () => {
+    const archive = copy(sample, "lost-idmap-post")
+    const target = await start({ refuseClientIds: true })
+    const expected = archiveCounts(archive)
+    const first = await importInto(archive, target)
+    expect(first.code, first.stderr).toBe(0)
+    expect(targetCounts(target)).toEqual(expected)
+    // forget every Patient mapping and the chunks holding Patients: a rerun must send them again
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    const dir = Path.join(archive, "imports", slug)
+    const idMapFile = Path.join(dir, "idmap.ndjson")
+    const kept = NFS.readFileSync(idMapFile, "utf8")
+      .split("\n")
+      .filter((l) => l !== "" && !l.includes('"s":"Patient/'))
+    NFS.writeFileSync(idMapFile, kept.map((l) => `${l}\n`).join(""))
+    NFS.rmSync(Path.join(dir, "journal.ndjson"))
+    const second = await importInto(archive, target)
+    expect(second.code, second.stderr).toBe(0)
+    expect((JSON.parse(second.stdout) as { resources: Record<string, number> }).resources.Patient).toBe(
+      expected.Patient,
+    )
+    expect(targetCounts(target)).toEqual(expected)
+    expect(danglingIn(target).dangling).toEqual([])
+  })
+})
+
+describe("ferry import, attachment binaries", () => {
+  for (const strategy of ["put", "post"] as const) {
+    it(`${strategy}: an upload whose binaries.ndjson line was lost (crash right after the upload) is not duplicated on rerun`, async () => {
+      const archive = copy(sample, `binaries-${strategy}`)
+      // without its Binary resources the archive's attachment blobs have no Binary to follow: each is uploaded
+      const manifest = await archiveManifestOf(archive)
+      await Effect.runPromise(
+        Archive.writeManifest(archive, {
+          ...manifest,
+          files: manifest.files.filter((f) => f.type !== "Binary"),
+        }),
+      )
+      const target = await start({ refuseClientIds: strategy === "post" })
+      const first = await importInto(archive, target, ["--strategy", strategy])
+      expect(first.code, first.stderr).toBe(0)
+      const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+      const record = Path.join(archive, "imports", slug, "binaries.ndjson")
+      const uploaded = NFS.readFileSync(record, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { sha256: string; id: string })
+      expect(uploaded.length).toBeGreaterThan(0)
+      const binaries = target.store.count("Binary")
+      // every uploaded Binary holds the blob's bytes
+      for (const u of uploaded) {
+        const stored = target.store.getBinary(u.id)
+        expect(stored, u.id).toBeDefined()
+        expect(createHash("sha256").update(stored!.bytes).digest("hex")).toBe(u.sha256)
+      }
+      // lose the record of all uploads but the first: the rerun uploads those blobs again
+      NFS.writeFileSync(record, `${JSON.stringify(uploaded[0])}\n`)
+      const second = await importInto(archive, target)
+      expect(second.code, second.stderr).toBe(0)
+      expect((JSON.parse(second.stdout) as { binaries: number }).binaries).toBe(uploaded.length - 1)
+      expect(target.store.count("Binary")).toBe(binaries)
+      const again = NFS.readFileSync(record, "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { sha256: string; id: string })
+      expect(new Map(again.map((u) => [u.sha256, u.id]))).toEqual(
+        new Map(uploaded.map((u) => [u.sha256, u.id])),
+      )
+      expect(targetCounts(target)).toEqual({ ...archiveCounts(archive), Binary: uploaded.length })
+      expect(danglingIn(target).dangling).toEqual([])
+    })
+  }
+})
+
 describe("ferry import (Synthea)", () => {
+  let synthea = ""
+  beforeAll(async () => {
+    synthea = await exportArchive("synthea", [sharedData("synthea-bundles"), sharedData("attachments")])
+  }, 120_000)
+
   it("38k Synthea resources with urn:uuid references across files, put: counts equal, every reference resolves", async () => {
-    const archive = await exportArchive("synthea", [sharedData("synthea-bundles"), sharedData("attachments")])
+    const archive = copy(synthea, "synthea-put")
     const target = await start({})
     const run = await importInto(archive, target)
     expect(run.code, run.stderr).toBe(0)
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
+    const check = danglingIn(target)
+    expect(check.dangling).toEqual([])
+    expect(check.checked).toBeGreaterThan(100_000)
+  }, 300_000)
+})
+
+describe("Import.run with files subsets (ferry migrate waves)", () => {
+  let synthea = ""
+  beforeAll(async () => {
+    synthea = await exportArchive("synthea-subsets", [
+      sharedData("synthea-bundles"),
+      sharedData("attachments"),
+    ])
+  }, 120_000)
+
+  it("put: three subsets of an incomplete archive, out of dependency order, then a repeat: counts equal, every reference resolves", async () => {
+    const archive = copy(synthea, "subsets-put")
+    const expected = archiveCounts(archive)
+    const all = (await archiveManifestOf(archive)).files
+    const waves = await dependencyWaves(archive, 3)
+    expect(waves.every((w) => w.length > 0)).toBe(true)
+    await markIncomplete(archive)
+    const target = await start({})
+    let written = 0
+    for (const wave of [waves[2]!, waves[0]!, waves[1]!]) {
+      const summary = await importFiles(archive, target, { files: wave, deletes: false })
+      expect(summary.strategy).toBe("put")
+      expect(summary.quarantined).toBe(0)
+      written += summary.total
+    }
+    expect(written).toBe(sum(expected))
+    expect(targetCounts(target)).toEqual(expected)
+    // the attachment blobs went up once (the archive's own Binary resources are not copied again)
+    expect(target.store.count("Binary")).toBe(expected.Binary)
+    const check = danglingIn(target)
+    expect(check.dangling).toEqual([])
+    expect(check.checked).toBeGreaterThan(100_000)
+    // all files at once over the same journal: every chunk is a different one (other graph), PUT again
+    const again = await importFiles(archive, target, { files: all })
+    expect(again.quarantined).toBe(0)
+    expect(targetCounts(target)).toEqual(expected)
+  }, 300_000)
+
+  it("post (client ids refused): subsets in dependency order, one repeated and one overlapping: no duplicates, references follow the id map", async () => {
+    const archive = copy(synthea, "subsets-post")
+    const expected = archiveCounts(archive)
+    const waves = await dependencyWaves(archive, 3)
+    await markIncomplete(archive)
+    const target = await start({ refuseClientIds: true })
+    const first = await importFiles(archive, target, { files: waves[0]!, deletes: false })
+    expect(first.strategy).toBe("post")
+    // the same subset again: its chunks are done in the shared journal
+    const repeat = await importFiles(archive, target, { files: waves[0]!, deletes: false })
+    expect(repeat.total).toBe(0)
+    expect(repeat.resumedChunks).toBe(repeat.chunks)
+    await importFiles(archive, target, { files: waves[1]!, deletes: false })
+    // overlapping: wave 2 again together with wave 3 (other chunks; wave 2's resources are in the id map)
+    const last = await importFiles(archive, target, { files: [...waves[1]!, ...waves[2]!] })
+    expect(last.quarantined).toBe(0)
+    expect(targetCounts(target)).toEqual(expected)
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    const sources = NFS.readFileSync(Path.join(archive, "imports", slug, "idmap.ndjson"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { s: string }).s)
+    expect(new Set(sources).size).toBe(sum(expected))
     const check = danglingIn(target)
     expect(check.dangling).toEqual([])
     expect(check.checked).toBeGreaterThan(100_000)

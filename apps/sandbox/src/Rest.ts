@@ -1,7 +1,16 @@
 /**
  * FHIR R4 REST on the sandbox: capabilities, read/vread, create, update (update-as-create unless
- * `refuseClientIds`), delete, search (`_id`, `_lastUpdated`, `patient`, `subject`, `identifier`,
- * `_count`, `_summary=count`, keyset `next` links) and Binary (raw or JSON).
+ * `refuseClientIds`), delete, search (`_id`, `_lastUpdated`, `_tag`, `patient`, `subject`, `identifier`,
+ * `_count`, `_summary=count`, keyset `next` links), conditional create (`If-None-Exist`, Binary included)
+ * and Binary (raw or JSON).
+ *
+ * `_tag` (token: `system|code`, `code`, `system|`, `|code`; comma = or, repeated = and): the store has no
+ * tag index, so this module keeps one per store and type in memory (`TagIndex`), brought up to date
+ * lazily on each `_tag` search by scanning only the rows written since the last scan (the store's
+ * `(type, lastUpdated, id)` order: a row updated or re-created gets a newer `lastUpdated` and is
+ * re-indexed). Deleted resources stay in the index and are dropped by the store's `deleted = 0` filter.
+ * Transaction.ts calls `searchOptions` without a store: the store is then found by the request's base URL
+ * (recorded by a middleware for every request).
  *
  * The write helpers (`createResource`, `updateResource`, `deleteResource`, `searchOptions`) are shared
  * with Transaction.ts so a Bundle entry behaves exactly like the REST call it stands for.
@@ -50,6 +59,7 @@ export const contributeCapability = (router: Router, fn: CapabilityContributor):
 const searchParams = [
   { name: "_id", type: "token" },
   { name: "_lastUpdated", type: "date" },
+  { name: "_tag", type: "token" },
   { name: "identifier", type: "token" },
   { name: "patient", type: "reference" },
   { name: "subject", type: "reference" },
@@ -225,8 +235,122 @@ const referenceTarget = (value: string, defaultType: string, baseUrl: string): s
 
 const ignored = new Set(["_format", "_pretty", "_cursor", "_count", "_summary", "_total"])
 
-/** Translates search parameters (for `type`) into store filters; unknown parameters are a 400. */
-export const searchOptions = (type: string, params: URLSearchParams, baseUrl: string): IterateOptions => {
+// ---------------------------------------------------------------------------------------------------
+// `_tag`
+
+interface TypeTags {
+  /** The newest `lastUpdated` scanned ("" before the first scan). */
+  mark: string
+  /** Ids scanned whose `lastUpdated` is `mark`. */
+  atMark: Set<string>
+  /** Index key (`f:system|code`, `c:code`, `s:system`) → ids. */
+  readonly byKey: Map<string, Set<string>>
+  /** id → its index keys (to re-index an updated resource). */
+  readonly keysOf: Map<string, ReadonlyArray<string>>
+}
+
+const tagIndexes = new WeakMap<Store, Map<string, TypeTags>>()
+const storesByBase = new Map<string, Store>()
+
+/** The index keys of a resource's `meta.tag` codings. */
+export const tagKeys = (resource: unknown): Array<string> => {
+  const meta =
+    typeof resource === "object" && resource !== null ? (resource as { meta?: unknown }).meta : undefined
+  const tags = typeof meta === "object" && meta !== null ? (meta as { tag?: unknown }).tag : undefined
+  const out = new Set<string>()
+  for (const t of Array.isArray(tags) ? tags : []) {
+    if (typeof t !== "object" || t === null) continue
+    const { system, code } = t as { system?: unknown; code?: unknown }
+    const sys = typeof system === "string" ? system : ""
+    if (sys !== "") out.add(`s:${sys}`)
+    if (typeof code === "string") {
+      out.add(`f:${sys}|${code}`)
+      out.add(`c:${code}`)
+    }
+  }
+  return Array.from(out)
+}
+
+/** The index key one `_tag` value asks for (`system|code`, `code`, `system|`, `|code`). */
+export const tagQueryKey = (value: string): string => {
+  const bar = value.indexOf("|")
+  if (bar < 0) return `c:${value}`
+  const system = value.slice(0, bar)
+  const code = value.slice(bar + 1)
+  if (code === "") {
+    if (system === "") throw new FhirHttpError(400, "value", "_tag=| names neither a system nor a code")
+    return `s:${system}`
+  }
+  return `f:${system}|${code}`
+}
+
+/** Bring the tag index of `type` up to date with the store (see the module doc). */
+const refreshTags = (store: Store, type: string): TypeTags => {
+  let byType = tagIndexes.get(store)
+  if (byType === undefined) {
+    byType = new Map()
+    tagIndexes.set(store, byType)
+  }
+  let t = byType.get(type)
+  if (t === undefined) {
+    t = { mark: "", atMark: new Set(), byKey: new Map(), keysOf: new Map() }
+    byType.set(type, t)
+  }
+  // Fresh when nothing is newer than the last scan. A row written later at exactly `mark` would need a scan
+  // in the middle of a store transaction followed by more writes in it: Transaction.ts looks up its
+  // conditional creates before writing and answers its GETs after the last write, and a REST write is its
+  // own transaction, so that does not happen here. (Counting the rows at `mark` too cost a scan of the
+  // previous Bundle's rows per conditional create.)
+  if (t.mark !== "" && store.count(type, { lastUpdated: [{ op: "gt", value: t.mark }] }) === 0) return t
+  let mark = t.mark
+  let atMark = t.atMark
+  const opts: IterateOptions = t.mark === "" ? {} : { lastUpdated: [{ op: "ge", value: t.mark }] }
+  for (const row of store.iterate(type, opts)) {
+    if (row.lastUpdated === t.mark && t.atMark.has(row.id)) continue
+    for (const k of t.keysOf.get(row.id) ?? []) t.byKey.get(k)?.delete(row.id)
+    const keys = tagKeys(JSON.parse(row.json) as unknown)
+    if (keys.length > 0) t.keysOf.set(row.id, keys)
+    else t.keysOf.delete(row.id)
+    for (const k of keys) {
+      let set = t.byKey.get(k)
+      if (set === undefined) {
+        set = new Set()
+        t.byKey.set(k, set)
+      }
+      set.add(row.id)
+    }
+    if (row.lastUpdated !== mark) {
+      mark = row.lastUpdated
+      atMark = new Set()
+    }
+    atMark.add(row.id)
+  }
+  t.mark = mark
+  t.atMark = atMark
+  return t
+}
+
+/** Ids of `type` carrying a tag that one of `values` (comma-separated, or) names. */
+const idsTagged = (store: Store, type: string, values: string): string[] => {
+  const t = refreshTags(store, type)
+  const out = new Set<string>()
+  for (const v of values.split(",")) {
+    if (v === "") continue
+    for (const id of t.byKey.get(tagQueryKey(v)) ?? []) out.add(id)
+  }
+  return Array.from(out)
+}
+
+/**
+ * Translates search parameters (for `type`) into store filters; unknown parameters are a 400. `store` is
+ * needed for `_tag` only (by default the store serving `baseUrl`).
+ */
+export const searchOptions = (
+  type: string,
+  params: URLSearchParams,
+  baseUrl: string,
+  store?: Store,
+): IterateOptions => {
   let ids: string[] | undefined
   const lastUpdated: Array<{ op: LastUpdatedOp; value: string }> = []
   let targets: string[] | undefined
@@ -244,6 +368,14 @@ export const searchOptions = (type: string, params: URLSearchParams, baseUrl: st
       case "_lastUpdated":
         lastUpdated.push(...lastUpdatedBounds(value))
         break
+      case "_tag": {
+        const from = store ?? storesByBase.get(baseUrl)
+        if (from === undefined)
+          throw new FhirHttpError(500, "exception", `No store is known for ${baseUrl} to search _tag`)
+        const list = idsTagged(from, type, value)
+        ids = ids === undefined ? list : ids.filter((i) => list.includes(i))
+        break
+      }
       case "patient":
       case "subject": {
         if (targets !== undefined)
@@ -288,7 +420,7 @@ export const conditionalMatches = (
   baseUrl: string,
   limit = 2,
 ): string[] => {
-  const opts = searchOptions(type, new URLSearchParams(query), baseUrl)
+  const opts = searchOptions(type, new URLSearchParams(query), baseUrl, store)
   if (Object.keys(opts).length === 0)
     throw new FhirHttpError(400, "invalid", `Conditional search ${type}?${query} has no criteria`)
   const out: string[] = []
@@ -314,7 +446,7 @@ const searchJson = (ctx: Ctx, r: StoredResource): string => {
 
 const search = (ctx: Ctx, config: SandboxConfig, type: string): void => {
   const params = ctx.url.searchParams
-  const opts = searchOptions(type, params, ctx.baseUrl)
+  const opts = searchOptions(type, params, ctx.baseUrl, ctx.store)
   const selfUrl = `${ctx.baseUrl}/${type}${ctx.url.search}`
   if (params.get("_summary") === "count") {
     sendJson(ctx, 200, {
@@ -434,9 +566,24 @@ const binaryBody = async (
   }
 }
 
+/** The resource an `If-None-Exist` header matches (undefined: none, or no header); 412 when several do. */
+const conditionalMatch = (ctx: Ctx, type: string): StoredResource | undefined => {
+  const ifNoneExist = ctx.req.headers["if-none-exist"]
+  if (typeof ifNoneExist !== "string" || ifNoneExist === "") return undefined
+  const matches = conditionalMatches(ctx.store, type, ifNoneExist, ctx.baseUrl)
+  if (matches.length > 1)
+    throw new FhirHttpError(412, "duplicate", `If-None-Exist ${ifNoneExist} matched more than one ${type}`)
+  return matches.length === 1 ? ctx.store.read(type, matches[0]!) : undefined
+}
+
 /** Registers the REST routes and `POST /` (batch/transaction) on `router`. */
 export const register = (router: Router, _store: Store, config: SandboxConfig): void => {
   const opts = (ctx: Ctx): WriteOptions => ({ config, store: ctx.store })
+  // the store serving each base URL, for `_tag` searches that Transaction.ts runs without one
+  router.use((ctx, next) => {
+    storesByBase.set(ctx.baseUrl, ctx.store)
+    return next()
+  })
 
   router.on("GET", "/metadata", (ctx) => {
     sendJson(ctx, 200, capabilityStatement(router, config, ctx.baseUrl, ctx.store))
@@ -452,8 +599,11 @@ export const register = (router: Router, _store: Store, config: SandboxConfig): 
   router.on("POST", "/:type", async (ctx) => {
     const type = ctx.params.type!
     checkType(type)
+    // the body is read (and validated) first: a matched conditional create answers 200, nothing written
     if (type === "Binary") {
       const b = await binaryBody(ctx, config)
+      const existing = conditionalMatch(ctx, type)
+      if (existing !== undefined) return sendWritten(ctx, 200, existing)
       const stored =
         "json" in b
           ? ctx.store.create(b.json)
@@ -461,20 +611,8 @@ export const register = (router: Router, _store: Store, config: SandboxConfig): 
       return sendWritten(ctx, 201, stored)
     }
     const body = await ctx.json()
-    const ifNoneExist = ctx.req.headers["if-none-exist"]
-    if (typeof ifNoneExist === "string" && ifNoneExist !== "") {
-      const matches = conditionalMatches(ctx.store, type, ifNoneExist, ctx.baseUrl)
-      if (matches.length > 1)
-        throw new FhirHttpError(
-          412,
-          "duplicate",
-          `If-None-Exist ${ifNoneExist} matched more than one ${type}`,
-        )
-      if (matches.length === 1) {
-        const existing = ctx.store.read(type, matches[0]!)!
-        return sendWritten(ctx, 200, existing)
-      }
-    }
+    const existing = conditionalMatch(ctx, type)
+    if (existing !== undefined) return sendWritten(ctx, 200, existing)
     sendWritten(ctx, 201, createResource(opts(ctx), type, body))
   })
 

@@ -289,6 +289,139 @@ layer(Sandbox.layer({ pageSize: 3 }, { plugins: [] }))("REST", (it) => {
     }),
   )
 
+  it.effect("search: _tag as system|code, code, system|, |code; comma is or, repeated is and", () =>
+    Effect.gen(function* () {
+      const { baseUrl } = yield* Sandbox
+      const device = (tag: ReadonlyArray<Record<string, string>>) =>
+        call(`${baseUrl}/Device`, fhirJson("POST", { resourceType: "Device", meta: { tag } }))
+      const a = str((yield* device([{ system: "urn:t:1", code: "a" }])).body, "id")
+      const b = str(
+        (yield* device([
+          { system: "urn:t:1", code: "b" },
+          { system: "urn:t:2", code: "a" },
+        ])).body,
+        "id",
+      )
+      const c = str((yield* device([{ code: "a" }])).body, "id")
+      yield* device([])
+      const ids = (query: string) =>
+        call(`${baseUrl}/Device?${query}&_count=50`).pipe(
+          Effect.map((r) => {
+            assert.strictEqual(r.status, 200, query)
+            return ((at(r.body, "entry") ?? []) as Array<{ resource: { id: string } }>)
+              .map((e) => e.resource.id)
+              .sort()
+          }),
+        )
+      const q = (v: string) => `_tag=${encodeURIComponent(v)}`
+      assert.deepStrictEqual(yield* ids(q("urn:t:1|a")), [a])
+      assert.deepStrictEqual(yield* ids(q("a")), [a, b, c].sort())
+      assert.deepStrictEqual(yield* ids(q("urn:t:1|")), [a, b].sort())
+      assert.deepStrictEqual(yield* ids(q("|a")), [c])
+      assert.deepStrictEqual(yield* ids(q("urn:t:1|a,urn:t:2|a")), [a, b].sort())
+      assert.deepStrictEqual(yield* ids(`${q("urn:t:1|")}&${q("urn:t:2|a")}`), [b])
+      assert.deepStrictEqual(yield* ids(`${q("a")}&_id=${b}`), [b])
+      assert.deepStrictEqual(yield* ids(q("urn:t:1|zzz")), [])
+      const count = yield* call(`${baseUrl}/Device?${q("a")}&_summary=count`)
+      assert.strictEqual(at(count.body, "total"), 3)
+      // an update that changes the tags is re-indexed; a deleted resource no longer matches
+      yield* call(
+        `${baseUrl}/Device/${a}`,
+        fhirJson("PUT", { resourceType: "Device", id: a, meta: { tag: [{ system: "urn:t:3", code: "x" }] } }),
+      )
+      assert.deepStrictEqual(yield* ids(q("urn:t:1|a")), [])
+      assert.deepStrictEqual(yield* ids(q("urn:t:3|x")), [a])
+      yield* call(`${baseUrl}/Device/${c}`, { method: "DELETE" })
+      assert.deepStrictEqual(yield* ids(q("a")), [b])
+      assert.strictEqual((yield* call(`${baseUrl}/Device?_tag=%7C`)).status, 400)
+      const meta = yield* call(`${baseUrl}/metadata`)
+      const params = at(meta.body, "rest.0.resource.0.searchParam") as Array<{ name: string }>
+      assert.isTrue(params.some((p) => p.name === "_tag"))
+    }),
+  )
+
+  it.effect(
+    "If-None-Exist on _tag: REST create, transaction ifNoneExist and Binary (JSON and raw) match once",
+    () =>
+      Effect.gen(function* () {
+        const { baseUrl } = yield* Sandbox
+        const tag = { system: "urn:ferry:source", code: "Procedure/src-1" }
+        const body = {
+          resourceType: "Procedure",
+          status: "completed",
+          subject: { reference: "Patient/p" },
+          meta: { tag: [tag] },
+        }
+        const header = { "If-None-Exist": "_tag=urn:ferry:source|Procedure/src-1" }
+        const first = yield* call(`${baseUrl}/Procedure`, fhirJson("POST", body, header))
+        assert.strictEqual(first.status, 201)
+        const second = yield* call(`${baseUrl}/Procedure`, fhirJson("POST", body, header))
+        assert.strictEqual(second.status, 200)
+        assert.strictEqual(str(second.body, "id"), str(first.body, "id"))
+
+        // a transaction's conditional creates go through the same search: the rerun matches every entry
+        const bundle = {
+          resourceType: "Bundle",
+          type: "transaction",
+          entry: ["src-1", "src-2", "src-3"].map((k) => ({
+            fullUrl: `urn:uuid:00000000-0000-4000-8000-00000000000${k.slice(-1)}`,
+            resource: { ...body, meta: { tag: [{ ...tag, code: `Procedure/${k}` }] } },
+            request: {
+              method: "POST",
+              url: "Procedure",
+              ifNoneExist: `_tag=urn:ferry:source|Procedure/${k}`,
+            },
+          })),
+        }
+        const tx1 = yield* call(baseUrl, fhirJson("POST", bundle))
+        assert.strictEqual(tx1.status, 200)
+        const statuses = (r: typeof tx1) =>
+          (at(r.body, "entry") as Array<{ response: { status: string; location: string } }>).map((e) => [
+            e.response.status.slice(0, 3),
+            e.response.location.split("/")[1],
+          ])
+        const s1 = statuses(tx1)
+        assert.deepStrictEqual(
+          s1.map(([st]) => st),
+          ["200", "201", "201"],
+        )
+        assert.strictEqual(s1[0]![1], str(first.body, "id"))
+        const tx2 = yield* call(baseUrl, fhirJson("POST", bundle))
+        const s2 = statuses(tx2)
+        assert.deepStrictEqual(
+          s2.map(([st]) => st),
+          ["200", "200", "200"],
+        )
+        assert.deepStrictEqual(
+          s2.map(([, id]) => id),
+          s1.map(([, id]) => id),
+        )
+        const total = yield* call(`${baseUrl}/Procedure?_tag=urn%3Aferry%3Asource%7C&_summary=count`)
+        assert.strictEqual(at(total.body, "total"), 3)
+
+        const hash = { "If-None-Exist": "_tag=urn:ferry:sha256|abc" }
+        const binary = {
+          resourceType: "Binary",
+          contentType: "text/plain",
+          data: Buffer.from("once").toString("base64"),
+          meta: { tag: [{ system: "urn:ferry:sha256", code: "abc" }] },
+        }
+        const b1 = yield* call(`${baseUrl}/Binary`, fhirJson("POST", binary, hash))
+        assert.strictEqual(b1.status, 201)
+        const b2 = yield* call(`${baseUrl}/Binary`, fhirJson("POST", binary, hash))
+        assert.strictEqual(b2.status, 200)
+        assert.strictEqual(str(b2.body, "id"), str(b1.body, "id"))
+        const raw = yield* call(`${baseUrl}/Binary`, {
+          method: "POST",
+          headers: { "Content-Type": "text/plain", ...hash },
+          body: "once",
+        })
+        assert.strictEqual(raw.status, 200)
+        assert.strictEqual(str(raw.body, "id"), str(b1.body, "id"))
+        assert.strictEqual((yield* call(`${baseUrl}/Binary/${str(b1.body, "id")}`)).text, "once")
+      }),
+  )
+
   it.effect("unknown routes, types and paths outside the base", () =>
     Effect.gen(function* () {
       const { baseUrl } = yield* Sandbox

@@ -7,31 +7,46 @@
  *    again) is accepted; `post` (POST + `ifNoneExist` on Ferry's provenance tag, new ids read from
  *    `response.location`) when client ids are refused. `import` ($import, only when asked for with
  *    `strategy: "import"`) is delegated to BulkImport.ts. The chosen strategy is journaled, so a rerun keeps it.
- * 2. Binaries: every attachment blob is POSTed raw (with its content type) to `Binary`, recorded in
- *    `binaries.ndjson` (`{sha256, id}`) and every exported `Attachment.url` is re-pointed to `Binary/<id>`.
- * 3. Resources in dependency order: pass 1 over the data files builds the graph nodes, the identifier index
- *    and a node → file index; pass 2 adds the edges; Tarjan components and the chunk planner
- *    (`--bundle-size`, `--max-bundle-bytes`) give chunks by level. Chunks are loaded in groups of at most
- *    `4 × parallel` chunks of one level: the files holding their resources are re-read and only those bodies
- *    are kept (memory: the graph ≈ 130 B/resource + 8 B/edge, the identifier index, the id map, plus the
+ * 2. Binaries: every attachment blob goes to the target as a `Binary`, recorded in `binaries.ndjson`
+ *    (`{sha256, id}`), and every exported `Attachment.url` is re-pointed to `Binary/<id>`. The upload is
+ *    idempotent, so a crash between the upload and its `binaries.ndjson` line never makes a second copy:
+ *    put: raw bytes PUT to the deterministic `Binary/ferry-<first 58 hex of the sha256>` (no search needed,
+ *    the bytes travel unencoded); post: a JSON Binary tagged `urn:ferry:sha256|<sha256>` POSTed with
+ *    `If-None-Exist: _tag=urn:ferry:sha256|<sha256>` (when the target can search `_tag` on Binary;
+ *    otherwise a plain POST, as for resources).
+ * 3. Resources in dependency order: pass 1 over the data files builds the graph nodes (sized by their
+ *    NDJSON line), the identifier index and a node → file index; pass 2 adds the edges; Tarjan components
+ *    and the chunk planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level. Chunks are loaded
+ *    in groups of at most `4 × parallel` chunks of one level: the files holding their resources are re-read,
+ *    only the lines naming a wanted id are parsed (`mayHold`), and only those bodies are kept (memory: the graph ≈ 130 B/resource + 8 B/edge, the identifier index, the id map, plus the
  *    bodies of one group of chunks; never the whole archive).
  * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
  *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
  *    `urn:uuid` links cannot be cut); a refused transaction (4xx) is replayed as a batch (put) or as single-entry transactions
  *    (post, whose entries refer to each other by `urn:uuid`) to find the failing entries, which go to
- *    `quarantine/<Type>.ndjson` as `{resource, outcome, source: "file:line"}`; 429/503 that outlived the
+ *    `quarantine/<Type>.ndjson` as `{resource, outcome, reason, source: "file:line"}`; 429/503 that outlived the
  *    client's retries and transport errors halve the concurrency and retry the chunk after a pause; 20
  *    successes in a row give one slot back.
  * 5. Journal: the id map lines are appended (fsynced) before the chunk's `import.chunk` line, so a killed
  *    import resumes without gaps; PUT is idempotent and POST is a conditional create, so no duplicates.
- * 6. `deleted/` Bundles become DELETEs on the target through the id map.
+ * 6. `deleted/` Bundles become DELETEs on the target through the id map (skipped with `deletes: false`).
+ *
+ * Subsets (`files`, used by `ferry migrate` to import an export wave by wave while it still runs): only the
+ * given data files are read, so the graph, the identifier index and the chunks cover them alone and the
+ * manifest may be incomplete. References to resources outside the subset are left as they are (put: the
+ * same `Type/id` lands later or already did) or follow the persisted id map (post: `idmap.ndjson` holds every
+ * earlier run's mappings; later lines win). The journal, id map and `binaries.ndjson` live in the same
+ * `imports/<target>/` directory for every subset: chunk journal keys are a hash of the chunk's resource keys
+ * (the same resources give the same key whatever the subset), binaries are recorded by sha256, PUT is
+ * idempotent and POST is a conditional create on the `urn:ferry:source` tag, so repeated or overlapping
+ * subset runs never duplicate. Every blob of the attachment index not uploaded yet is uploaded before the
+ * subset's resources (an incomplete archive's index holds at least the blobs its finished files point to).
  */
 import * as NFS from "node:fs"
-import { createHash } from "node:crypto"
 import * as Path from "node:path"
 import { HttpClientRequest } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
-import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import type { FileEntry } from "@ferry/archive/Manifest"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
@@ -40,6 +55,7 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
+import * as Ndjson from "@ferry/core/Ndjson"
 import * as Chunk from "@ferry/transform/Chunk"
 import { components, dependenciesOf, GraphBuilder } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
@@ -48,8 +64,22 @@ import type { RewriteContext } from "@ferry/transform/Rewrite"
 import { Clock, Duration, Effect, Either, Option, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
+import {
+  chooseStrategy,
+  chunkKey,
+  isEntryRefusal,
+  isSystemic,
+  isThrottle,
+  isTooLarge,
+  makeLimiter,
+  mayHold,
+  quarantineLine,
+  searchesTag,
+  typeOf,
+} from "./internal/policy.js"
+import type * as Policy from "./internal/policy.js"
 
-export type Strategy = "put" | "post" | "import"
+export type Strategy = Policy.Strategy
 
 /** One progress event (also written to the import's `events.ndjson`). */
 export interface ImportEvent {
@@ -57,12 +87,22 @@ export interface ImportEvent {
   readonly [field: string]: unknown
 }
 
-export type ImportFailure = ImportError | FhirError | AuthError | ArchiveError
+export type ImportFailure = Policy.ImportFailure
 
 export interface ImportOptions {
   readonly client: FhirClient
-  /** The archive directory (a complete export). */
+  /** The archive directory (a complete export, unless `files` is given). */
   readonly archive: string
+  /**
+   * Import only these data files (archive-relative paths, as in the manifest) instead of `manifest.files`;
+   * the archive may then be incomplete (its export still running). Repeated runs with different subsets
+   * share the journal, id map and binaries record of `imports/<target>/`.
+   */
+  readonly files?: ReadonlyArray<FileEntry>
+  /** Process the archive's `deleted/` files in this run (default true). */
+  readonly deletes?: boolean
+  /** The `deleted/` files to process instead of `manifest.deleted` (when the manifest is incomplete). */
+  readonly deletedFiles?: ReadonlyArray<FileEntry>
   /** Forced strategy; otherwise chosen from the CapabilityStatement and a probe. */
   readonly strategy?: Strategy
   /** Entries per Bundle (default 500). */
@@ -90,7 +130,6 @@ export interface ImportSummary {
   readonly deleted: number
 }
 
-const SUCCESSES_TO_GROW = 20
 const THROTTLE_RETRIES = 8
 
 const io = (path: string) => (cause: unknown) =>
@@ -147,106 +186,22 @@ const decodeLine = <A, I>(schema: Schema.Schema<A, I>, path: string, line: numbe
     ),
   )
 
-const chunkKey = (keys: ReadonlyArray<string>): string =>
-  createHash("sha256").update(keys.join("\n")).digest("hex").slice(0, 32)
+/** The tag system marking a Binary Ferry uploaded with the sha256 of its bytes (post strategy). */
+export const sha256TagSystem = "urn:ferry:sha256"
 
-const typeOf = (key: string): string => key.slice(0, key.indexOf("/"))
+/** The deterministic target id of an attachment blob in put mode (64 characters, never purely numeric). */
+export const binaryIdFor = (sha256: string): string => `ferry-${sha256.slice(0, 58)}`
 
-const isThrottle = (e: ImportFailure): boolean =>
-  e._tag === "FhirError" &&
-  (e.reason === "Throttled" ||
-    e.reason === "Transport" ||
-    (e.reason === "Status" && (e.status === 429 || e.status === 503 || e.status === 504)))
+/** The JSON Binary POSTed for a blob in post mode, tagged with its sha256. */
+export const binaryResource = (sha256: string, contentType: string, bytes: Uint8Array): Resource => ({
+  resourceType: "Binary",
+  meta: { tag: [{ system: sha256TagSystem, code: sha256 }] },
+  contentType,
+  data: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64"),
+})
 
-const isEntryRefusal = (e: ImportFailure): e is FhirError =>
-  e._tag === "FhirError" &&
-  e.reason === "Status" &&
-  e.status !== undefined &&
-  e.status >= 400 &&
-  e.status < 500 &&
-  ![401, 403, 405, 413, 429].includes(e.status)
-
-const isTooLarge = (e: ImportFailure): boolean =>
-  e._tag === "FhirError" && e.reason === "Status" && e.status === 413
-
-/** Choose `put` or `post` from the CapabilityStatement and a probe PUT. */
-const chooseStrategy = (
-  client: FhirClient,
-  cs: CapabilityStatement.CapabilityStatement,
-  types: ReadonlyArray<string>,
-): Effect.Effect<Strategy, FhirError | AuthError> =>
-  Effect.gen(function* () {
-    if (!types.every((t) => CapabilityStatement.updateCreate(cs, t))) return "post"
-    const id = `ferry-probe-${globalThis.crypto.randomUUID()}`
-    const probe = yield* client
-      .update({ resourceType: "Basic", id, code: { text: "ferry client-id probe" } })
-      .pipe(Effect.either)
-    if (Either.isLeft(probe)) {
-      const e = probe.left
-      if (
-        e._tag === "FhirError" &&
-        e.reason === "Status" &&
-        (e.status === 405 || e.status === 400 || e.status === 422)
-      )
-        return "post"
-      if (e._tag === "AuthError") return yield* e
-      // a type the server does not know (404): trust the CapabilityStatement
-      return "put"
-    }
-    yield* client.delete("Basic", id).pipe(Effect.ignore)
-    return "put"
-  })
-
-/**
- * Can the target search `_tag` on every type (needed by the post strategy's conditional create)? A type
- * that lists no search parameters is given the benefit of the doubt.
- */
-const searchesTag = (cs: CapabilityStatement.CapabilityStatement, types: ReadonlyArray<string>): boolean =>
-  types.every((t) =>
-    Option.match(CapabilityStatement.resource(cs, t), {
-      onNone: () => true,
-      onSome: (r) => {
-        const params: unknown = r.searchParam
-        return (
-          !Array.isArray(params) ||
-          params.some((p: unknown) => typeof p === "object" && p !== null && "name" in p && p.name === "_tag")
-        )
-      },
-    }),
-  )
-
-/** A refusal that no entry caused (the server lacks something the Bundle needs). */
-const isSystemic = (e: FhirError): boolean => (e.outcome?.issue ?? []).some((i) => i.code === "not-supported")
-
-/** An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. */
-const makeLimiter = (max: number) =>
-  Effect.gen(function* () {
-    const sem = yield* Effect.makeSemaphore(max)
-    let limit = max
-    let held = 0
-    let successes = 0
-    return {
-      run: <A, E>(eff: Effect.Effect<A, E>) => sem.withPermits(1)(eff),
-      throttled: Effect.suspend(() => {
-        successes = 0
-        const next = Math.max(1, Math.floor(limit / 2))
-        const drop = limit - next
-        if (drop === 0) return Effect.void
-        limit = next
-        held += drop
-        return Effect.asVoid(Effect.forkDaemon(sem.take(drop)))
-      }),
-      succeeded: Effect.suspend(() => {
-        successes++
-        if (successes < SUCCESSES_TO_GROW || held === 0) return Effect.void
-        successes = 0
-        held--
-        limit++
-        return Effect.asVoid(sem.release(1))
-      }),
-      current: () => limit,
-    }
-  })
+/** The conditional-create criteria matching a blob's Binary on the target. */
+export const binaryIfNoneExist = (sha256: string): string => `_tag=${sha256TagSystem}|${sha256}`
 
 interface Located {
   readonly file: string
@@ -260,7 +215,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const { client, archive } = options
       const emitRaw = options.onEvent ?? (() => Effect.void)
       const manifest = yield* Archive.readManifest(archive)
-      if (!manifest.complete) {
+      if (!manifest.complete && options.files === undefined) {
         return yield* new ImportError({
           reason: "Archive",
           url: archive,
@@ -276,7 +231,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         catch: io(importDir),
       })
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
-      const types = Array.from(new Set(manifest.files.map((f) => f.type)))
+      const dataFiles: ReadonlyArray<FileEntry> = options.files ?? manifest.files
+      const deletedFiles: ReadonlyArray<FileEntry> =
+        options.deletes === false ? [] : (options.deletedFiles ?? manifest.deleted)
+      const types = Array.from(new Set(dataFiles.map((f) => f.type)))
 
       // 1. strategy (a rerun keeps the journaled one)
       const cs = yield* client.capabilities()
@@ -301,13 +259,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         const result = yield* BulkImport.run({
           client,
           archiveDir: archive,
-          files: manifest.files,
+          files: dataFiles,
           capabilities: cs,
           onEvent: (e) => emit({ ...e }),
           onRejected: (r) =>
             appendDurable(
               Path.join(Imports.quarantineDir(archive, client.baseUrl), `${r.type}.ndjson`),
-              `${JSON.stringify({ resource: null, outcome: r.outcome, reason: "rejected by $import", source: r.source })}\n`,
+              `${quarantineLine(null, r.outcome, "rejected by $import", r.source)}\n`,
             ).pipe(Effect.tap(() => Effect.sync(() => rejected++))),
         })
         if (result.idMap.length > 0)
@@ -359,19 +317,59 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const identifiers = new IdentifierIndex()
       const builder = new GraphBuilder()
       const fileOf: Array<number> = []
-      const dataFiles = manifest.files
       const files = (f: ReadonlyArray<number> | undefined) =>
         Stream.fromIterable((f ?? dataFiles.map((_, i) => i)).map((i) => [i, dataFiles[i]!] as const)).pipe(
           Stream.flatMap(([i, entry]) =>
             Stream.map(Archive.resources(archive, entry), (l) => [i, l] as const),
           ),
         )
-      yield* Stream.runForEach(files(undefined), ([i, l]) =>
+      // pass 1 reads the lines with their byte sizes (the chunk planner's estimate; no re-serialising) and
+      // counts each file against the manifest, as Archive.resources does
+      const withSizes = Stream.fromIterable(dataFiles.map((entry, i) => [i, entry] as const)).pipe(
+        Stream.flatMap(([i, entry]) =>
+          Stream.suspend(() => {
+            let seen = 0
+            const corrupt = (detail: string, cause?: unknown) =>
+              new ImportError({ reason: "Archive", url: entry.path, detail, cause })
+            return Ndjson.readFile(Path.join(archive, entry.path), {
+              file: entry.path,
+              resourceType: entry.type,
+              gzip: entry.compression === "gzip",
+              label: entry.path,
+            }).pipe(
+              Stream.mapError((e) =>
+                corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
+              ),
+              Stream.mapChunks((items) => {
+                seen += items.length
+                return items
+              }),
+              Stream.map((item) => [i, item] as const),
+              Stream.concat(
+                Stream.drain(
+                  Stream.fromEffect(
+                    Effect.suspend(() =>
+                      seen === entry.count
+                        ? Effect.void
+                        : Effect.fail(
+                            corrupt(
+                              `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
+                            ),
+                          ),
+                    ),
+                  ),
+                ),
+              ),
+            )
+          }),
+        ),
+      )
+      yield* Stream.runForEach(withSizes, ([i, item]) =>
         Effect.sync(() => {
-          const r = l.value
+          const r = item.value
           if (typeof r.id !== "string") return
           const key = `${r.resourceType}/${r.id}`
-          const node = builder.addNode(key, Buffer.byteLength(JSON.stringify(r)))
+          const node = builder.addNode(key, item.bytes)
           fileOf[node] = i
           idMap.register(key)
           identifiers.add(r)
@@ -387,6 +385,54 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         uploaded.set(j.sha256, j.id)
       }
       const index = yield* Attachments.readIndex(archive)
+      const binaryConditional = mode === "post" && searchesTag(cs, ["Binary"])
+      /** One blob to the target, idempotently (see the module doc); its target Binary id. */
+      const uploadBinary = (sha256: string, contentType: string, bytes: Uint8Array) =>
+        Effect.gen(function* () {
+          if (mode === "put") {
+            const id = binaryIdFor(sha256)
+            yield* client.request(
+              HttpClientRequest.put(`Binary/${id}`).pipe(
+                HttpClientRequest.bodyUint8Array(bytes, contentType),
+                HttpClientRequest.setHeader("accept", "application/fhir+json"),
+              ),
+            )
+            return id
+          }
+          const written = yield* client.create(binaryResource(sha256, contentType, bytes), {
+            ...(binaryConditional ? { ifNoneExist: binaryIfNoneExist(sha256) } : {}),
+          })
+          const fromLocation = Option.flatMap(written.location, (l) =>
+            Option.fromNullable(/Binary\/([A-Za-z0-9\-.]{1,64})/.exec(l)?.[1]),
+          )
+          const fromBody = Option.flatMap(written.resource, (r) =>
+            r.resourceType === "Binary" && typeof r.id === "string" ? Option.some(r.id) : Option.none(),
+          )
+          const id = Option.orElse(fromLocation, () => fromBody)
+          if (Option.isNone(id)) {
+            return yield* new ImportError({
+              reason: "Target",
+              url: `${client.baseUrl}/Binary`,
+              detail:
+                "the target created a Binary without a Location header or body; Ferry cannot re-point attachments to it",
+            })
+          }
+          return id.value
+        })
+      // a subset run: Binary resources of the archive's other data files (loaded in another run) count as
+      // the archive's own Binaries too, so their blobs are not uploaded as extra copies
+      const otherBinaries = new Set<string>()
+      if (options.files !== undefined && index.size > 0) {
+        const mine = new Set(dataFiles.map((f) => f.path))
+        for (const entry of manifest.files) {
+          if (entry.type !== "Binary" || mine.has(entry.path)) continue
+          yield* Stream.runForEach(Archive.resources(archive, entry), (l) =>
+            Effect.sync(() => {
+              if (typeof l.value.id === "string") otherBinaries.add(`Binary/${l.value.id}`)
+            }),
+          )
+        }
+      }
       let binaries = 0
       const limiter = yield* makeLimiter(Math.max(1, options.parallel ?? 4))
       yield* Effect.forEach(
@@ -400,7 +446,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               return (
                 m !== null &&
                 (u.startsWith("Binary/") || u.startsWith(`${sourceBase.replace(/\/+$/, "")}/`)) &&
-                idMap.isKnown(`Binary/${m[1]}`)
+                (idMap.isKnown(`Binary/${m[1]}`) || otherBinaries.has(`Binary/${m[1]}`))
               )
             })
             if (ownBinary && blob.sourceUrls.length > 0) return
@@ -411,24 +457,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 Buffer.alloc(0),
                 (acc, b: Uint8Array) => Buffer.concat([acc, b]),
               )
-              const contentType = blob.contentType ?? "application/octet-stream"
-              const res = yield* client.request(
-                HttpClientRequest.post("Binary").pipe(
-                  HttpClientRequest.bodyUint8Array(bytes, contentType),
-                  HttpClientRequest.setHeader("accept", "application/fhir+json"),
-                ),
-              )
-              const location = res.headers.location ?? res.headers["content-location"]
-              const parsed = location !== undefined ? /Binary\/([A-Za-z0-9\-.]{1,64})/.exec(location) : null
-              if (parsed === null) {
-                return yield* new ImportError({
-                  reason: "Target",
-                  url: `${client.baseUrl}/Binary`,
-                  detail:
-                    "the target created a Binary without a Location header; Ferry cannot re-point attachments to it",
-                })
-              }
-              id = parsed[1]!
+              id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
               yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
               binaries++
             }
@@ -474,7 +503,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             ({ loc, outcome, reason }) =>
               appendDurable(
                 Path.join(quarantineDir, `${loc.value.resourceType}.ndjson`),
-                `${JSON.stringify({ resource: loc.value, outcome: outcome ?? null, reason, source: `${loc.file}:${loc.line}` })}\n`,
+                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`)}\n`,
               ).pipe(
                 Effect.tap(() => {
                   quarantined++
@@ -653,26 +682,55 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
+      /**
+       * The bodies of `keys` from these files. Only lines that may hold one of them are parsed (`mayHold`):
+       * a group's files are mostly other resources (a level's chunks share the big files), and parsing
+       * was the import's largest cost. The files were read whole (and counted) by the graph passes.
+       */
       const loadBodies = (keys: ReadonlySet<string>, fileIdx: ReadonlyArray<number>) =>
         Effect.gen(function* () {
           const out = new Map<string, Located>()
-          yield* Stream.runForEach(files(fileIdx), ([, l]) =>
-            Effect.sync(() => {
-              const k = `${l.value.resourceType}/${l.value.id ?? ""}`
-              if (keys.has(k)) out.set(k, l)
-            }),
-          )
+          for (const i of fileIdx) {
+            const entry = dataFiles[i]!
+            const read = { file: entry.path, resourceType: entry.type }
+            yield* Stream.runForEach(
+              Ndjson.readFileSplit(Path.join(archive, entry.path), {
+                ...read,
+                gzip: entry.compression === "gzip",
+                label: entry.path,
+              }).pipe(
+                Stream.filter((l) => mayHold(l.text, entry.type, keys)),
+                Stream.mapEffect((l) => Ndjson.parseLine(read, l)),
+              ),
+              (item) =>
+                Effect.sync(() => {
+                  const k = `${item.value.resourceType}/${item.value.id ?? ""}`
+                  if (keys.has(k)) out.set(k, { file: entry.path, line: item.line, value: item.value })
+                }),
+            ).pipe(
+              Effect.mapError(
+                (cause) =>
+                  new ImportError({
+                    reason: "Archive",
+                    url: `${entry.path}:${cause.line}`,
+                    detail: `could not read the archive (${cause.message}); check the archive with ferry verify`,
+                    cause,
+                  }),
+              ),
+            )
+          }
           return out
         })
 
-      const runGroup = (group: ReadonlyArray<Chunk.Chunk>) =>
+      /** A group's chunks not done yet, with their bodies read from the archive. */
+      const prepareGroup = (group: ReadonlyArray<Chunk.Chunk>) =>
         Effect.gen(function* () {
           const pending: Array<Chunk.Chunk> = []
           for (const c of group) {
             if (yield* journal.isDone(`import.chunk:${chunkKey(c.keys)}`)) resumed++
             else pending.push(c)
           }
-          if (pending.length === 0) return
+          if (pending.length === 0) return { pending, bodies: new Map<string, Located>() }
           const keys = new Set<string>()
           const fileSet = new Set<number>()
           for (const c of pending)
@@ -685,6 +743,17 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             keys,
             Array.from(fileSet).sort((a, b) => a - b),
           )
+          return { pending, bodies }
+        })
+
+      const runGroup = ({
+        pending,
+        bodies,
+      }: {
+        readonly pending: ReadonlyArray<Chunk.Chunk>
+        readonly bodies: ReadonlyMap<string, Located>
+      }) =>
+        Effect.gen(function* () {
           yield* Effect.forEach(
             pending,
             (c) =>
@@ -717,21 +786,24 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
+      // groups of chunks, one level at a time (reading a group's bodies while the previous group is sent
+      // was tried: no measurable gain on the shared 2-core machine, one more group of bodies in memory)
       const groupSize = Math.max(1, (options.parallel ?? 4) * 4)
       let group: Array<Chunk.Chunk> = []
       let planned = 0
+      const next = (g: ReadonlyArray<Chunk.Chunk>) => Effect.flatMap(prepareGroup(g), runGroup)
       for (const c of Chunk.plan(graph, comps, {
         maxEntries: Math.max(1, options.bundleSize ?? 500),
         maxBytes: Math.max(1024, options.maxBundleBytes ?? 10 * 1024 * 1024),
       })) {
         planned++
         if (group.length > 0 && (group[0]!.level !== c.level || group.length >= groupSize)) {
-          yield* runGroup(group)
+          yield* next(group)
           group = []
         }
         group.push(c)
       }
-      if (group.length > 0) yield* runGroup(group)
+      if (group.length > 0) yield* next(group)
 
       // quarantined resources, replayed after a fix (the files are renamed first: what fails again is
       // quarantined anew)
@@ -768,7 +840,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       // 5. deletes
       let deleted = 0
-      for (const entry of manifest.deleted) {
+      for (const entry of deletedFiles) {
         const key = `import.deleted:${entry.path}`
         if (yield* journal.isDone(key)) continue
         yield* Stream.runForEach(Archive.resources(archive, entry), (l) =>

@@ -1,0 +1,252 @@
+/**
+ * Import throughput: `ferry import` (dependency-ordered transaction Bundles) against a naive loop that PUTs
+ * one resource per request, same archive, a fresh target sandbox for each, in one run.
+ *
+ *   npm run build && npx vite-node bench/import.ts                 # ≈ 1 minute on 2 cores
+ *   npx vite-node bench/import.ts -- --naive 5000                  # resources for the naive side (default 3000)
+ *   npx vite-node bench/import.ts -- --strategy post               # Ferry with POST + conditional create
+ *
+ * Every sandbox is `ferry sandbox --port 0` in its own process (as in bench/export.ts), so the servers' CPU
+ * is not the bench's, and both sides meet an identical, empty server.
+ * 1. A source sandbox seeded with `../shared/data/synthea-bundles` and `attachments` (38,479 resources,
+ *    3 attachments), exported once with `ferry export <base> --out <tmp>` into the archive both sides read.
+ * 2. Ferry: a fresh, empty target sandbox; `ferry import --to <target> --json <archive>` as its own process
+ *    (default strategy put; Bundles of 500, 4 in flight), timed from spawn to exit (CLI start-up,
+ *    CapabilityStatement and probe, graph building and attachment upload included). Checked afterwards:
+ *    per-type counts on the target (`_summary=count`) equal the archive's.
+ * 3. Naive: another fresh target; the archive's data files read in manifest order in this process, one
+ *    `PUT [base]/Type/id` per resource with `fetch` (keep-alive), sequential, for the first `--naive`
+ *    resources; the rate is scaled to resources/s.
+ * `--rtt <ms>` puts a proxy in this process in front of each target that holds every request `ms` before
+ * forwarding it (a network round trip; loopback has none), for both sides alike.
+ * Goals: Ferry ≥ 10× the naive rate and ≥ 5,000 resources/s.
+ */
+import { spawn } from "node:child_process"
+import { createServer, request } from "node:http"
+import type { AddressInfo } from "node:net"
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
+import { createGunzip } from "node:zlib"
+
+const BIN = fileURLToPath(new URL("../apps/cli/dist/bin.js", import.meta.url))
+const DATA = (name: string) => fileURLToPath(new URL(`../../shared/data/${name}`, import.meta.url))
+
+const option = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1] : undefined
+}
+const NAIVE = Number(option("naive") ?? "3000")
+const STRATEGY = option("strategy") ?? "put"
+/** `--rtt <ms>`: both sides talk to their target through a proxy that holds every request this long. */
+const RTT = Number(option("rtt") ?? "0")
+
+const now = () => process.hrtime.bigint()
+const secs = (t0: bigint, t1 = now()) => Number(t1 - t0) / 1e9
+const fmt = (n: number, digits = 0) =>
+  n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
+
+interface RunningSandbox {
+  readonly baseUrl: string
+  readonly close: () => Promise<void>
+}
+
+/** `ferry sandbox --port 0 …` as its own process; resolves once it printed its base URL. */
+const startSandbox = (args: ReadonlyArray<string>): Promise<RunningSandbox> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, "sandbox", "--port", "0", ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    })
+    let stderr = ""
+    child.stderr.on("data", (c: Buffer) => {
+      stderr = (stderr + c.toString()).slice(-4000)
+    })
+    const exited = new Promise<void>((r) => child.on("exit", () => r()))
+    const onEarlyExit = (code: number | null) =>
+      reject(new Error(`the sandbox exited (${code}) before printing its URL: ${stderr}`))
+    child.on("exit", onEarlyExit)
+    createInterface({ input: child.stdout }).once("line", (line) => {
+      child.off("exit", onEarlyExit)
+      resolve({
+        baseUrl: line.trim(),
+        close: () => {
+          child.kill("SIGTERM")
+          return exited
+        },
+      })
+    })
+  })
+
+const TIME = "/usr/bin/time"
+const TIMED = existsSync(TIME)
+
+/** The CLI as its own process (under `/usr/bin/time` when there is one, for its CPU seconds). */
+const ferry = (args: ReadonlyArray<string>) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = TIMED
+      ? spawn(TIME, ["-f", "FERRY_CPU %U %S %M", process.execPath, BIN, ...args], {
+          stdio: ["ignore", "pipe", "pipe"],
+        })
+      : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString()
+    })
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString()
+    })
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  })
+
+interface ManifestFile {
+  readonly type: string
+  readonly path: string
+  readonly count: number
+  readonly compression: "none" | "gzip"
+}
+
+const manifestOf = (archive: string): { files: ReadonlyArray<ManifestFile> } =>
+  JSON.parse(readFileSync(join(archive, "manifest.json"), "utf8")) as { files: ReadonlyArray<ManifestFile> }
+
+/** The archive's resources (raw lines), file by file in manifest order. */
+async function* lines(archive: string): AsyncGenerator<string> {
+  for (const f of manifestOf(archive).files) {
+    const raw = createReadStream(join(archive, f.path))
+    const input = f.compression === "gzip" ? raw.pipe(createGunzip()) : raw
+    for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY }))
+      if (line.trim() !== "") yield line
+  }
+}
+
+/** With `--rtt`: a proxy holding each request `RTT` ms before forwarding it to `baseUrl`; its base URL. */
+const delayed = (baseUrl: string): Promise<{ baseUrl: string; close: () => Promise<void> }> => {
+  if (RTT <= 0) return Promise.resolve({ baseUrl, close: () => Promise.resolve() })
+  const upstream = new URL(baseUrl)
+  const server = createServer((req, res) => {
+    setTimeout(() => {
+      const out = request(
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          path: req.url,
+          method: req.method,
+          headers: { ...req.headers, host: upstream.host },
+        },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers)
+          up.pipe(res)
+        },
+      )
+      out.on("error", () => res.destroy())
+      req.pipe(out)
+    }, RTT)
+  })
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as AddressInfo).port
+      resolve({
+        baseUrl: `http://127.0.0.1:${port}${upstream.pathname}`,
+        close: () => new Promise<void>((r) => server.close(() => r())),
+      })
+    }),
+  )
+}
+
+/** Per-type counts on a server, for the archive's types. */
+const counts = async (baseUrl: string, types: ReadonlyArray<string>): Promise<Record<string, number>> => {
+  const out: Record<string, number> = {}
+  for (const t of types) {
+    const res = await fetch(`${baseUrl}/${t}?_summary=count`, {
+      headers: { accept: "application/fhir+json" },
+    })
+    out[t] = ((await res.json()) as { total: number }).total
+  }
+  return out
+}
+
+const main = async () => {
+  const tmp = mkdtempSync(join(tmpdir(), "ferry-bench-import-"))
+  const open: Array<{ close: () => Promise<void> }> = []
+  try {
+    // 1. the archive
+    const source = await startSandbox(["--seed", DATA("synthea-bundles"), "--seed", DATA("attachments")])
+    open.push(source)
+    const archive = join(tmp, "archive")
+    const exported = await ferry(["export", source.baseUrl, "--out", archive])
+    if (exported.code !== 0) throw new Error(`ferry export failed: ${exported.stderr}`)
+    const files = manifestOf(archive).files
+    const total = files.reduce((a, f) => a + f.count, 0)
+    const expected: Record<string, number> = {}
+    for (const f of files) expected[f.type] = (expected[f.type] ?? 0) + f.count
+    console.log(
+      `archive: ${fmt(total)} resources in ${files.length} files (Synthea, exported from the sandbox)`,
+    )
+    await source.close()
+    open.pop()
+    if (RTT > 0) console.log(`every request held ${RTT} ms by a proxy (--rtt), both sides`)
+
+    // 2. Ferry
+    const target = await startSandbox([])
+    const targetVia = await delayed(target.baseUrl)
+    open.push(targetVia)
+    open.push(target)
+    const t0 = now()
+    const run = await ferry(["import", "--to", targetVia.baseUrl, "--strategy", STRATEGY, "--json", archive])
+    const ferrySecs = secs(t0)
+    if (run.code !== 0) throw new Error(`ferry import failed: ${run.stderr}`)
+    const summary = JSON.parse(run.stdout) as { total: number; chunks: number; binaries: number }
+    const got = await counts(target.baseUrl, Object.keys(expected))
+    const landed = Object.entries(expected).every(([t, n]) => (got[t] ?? 0) === n)
+    const ferryRate = total / ferrySecs
+    const cpu = /FERRY_CPU ([\d.]+) ([\d.]+) (\d+)/.exec(run.stderr)
+    if (cpu !== null)
+      console.log(
+        `ferry import process: ${cpu[1]} s user + ${cpu[2]} s sys CPU (${fmt(((Number(cpu[1]) + Number(cpu[2])) * 1e6) / total)} µs per resource), peak RSS ${fmt(Number(cpu[3]) / 1024)} MB`,
+      )
+    console.log(
+      `ferry import (${STRATEGY}, Bundles of 500, 4 in flight): ${fmt(total)} resources in ${fmt(ferrySecs, 1)} s = ${fmt(ferryRate)} resources/s (${summary.chunks} Bundles, ${summary.binaries} attachment uploads; target counts ${landed ? "equal the archive's" : "DIFFER from the archive's"})`,
+    )
+    await targetVia.close()
+    await target.close()
+    open.splice(open.indexOf(target), 2)
+
+    // 3. naive: one PUT per resource, sequential
+    const naive = await startSandbox([])
+    const naiveVia = await delayed(naive.baseUrl)
+    open.push(naiveVia)
+    open.push(naive)
+    let sent = 0
+    const n0 = now()
+    for await (const line of lines(archive)) {
+      if (sent >= NAIVE) break
+      const r = JSON.parse(line) as { resourceType: string; id: string; meta?: unknown }
+      const { meta: _meta, ...body } = r
+      const res = await fetch(`${naiveVia.baseUrl}/${r.resourceType}/${r.id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json", accept: "application/fhir+json" },
+        body: JSON.stringify(body),
+      })
+      await res.arrayBuffer()
+      if (res.status >= 300) throw new Error(`naive PUT ${r.resourceType}/${r.id}: ${res.status}`)
+      sent++
+    }
+    const naiveSecs = secs(n0)
+    const naiveRate = sent / naiveSecs
+    console.log(
+      `naive loop (one PUT per resource, sequential): ${fmt(sent)} resources in ${fmt(naiveSecs, 1)} s = ${fmt(naiveRate)} resources/s (whole archive ≈ ${fmt(total / naiveRate)} s)`,
+    )
+    const ratio = ferryRate / naiveRate
+    console.log(
+      `ratio: ${fmt(ratio, 1)}× (goal ≥ 10× ${ratio >= 10 ? "met" : "NOT met"}); ferry ${fmt(ferryRate)} resources/s (goal ≥ 5,000 ${ferryRate >= 5000 ? "met" : "NOT met"})`,
+    )
+  } finally {
+    for (const o of open.reverse()) await o.close()
+    rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+await main()

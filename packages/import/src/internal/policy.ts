@@ -1,0 +1,149 @@
+/**
+ * The import's pure decisions, kept apart from Import.ts so they can be tested alone: the strategy choice,
+ * error classification, chunk journal keys, the quarantine record and the adaptive concurrency limit.
+ */
+import { createHash } from "node:crypto"
+import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
+import type { AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import type { Resource } from "@ferry/core/Ids"
+import { Effect, Either, Option } from "effect"
+import type { ImportError } from "../ImportError.js"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
+
+export type Strategy = "put" | "post" | "import"
+
+export type ImportFailure = ImportError | FhirError | AuthError | ArchiveError
+
+/** Successes in a row that give the limiter one slot back. */
+export const SUCCESSES_TO_GROW = 20
+
+/** A chunk's journal key: a hash of its resource keys (the same resources give the same key, whatever the subset). */
+export const chunkKey = (keys: ReadonlyArray<string>): string =>
+  createHash("sha256").update(keys.join("\n")).digest("hex").slice(0, 32)
+
+export const typeOf = (key: string): string => key.slice(0, key.indexOf("/"))
+
+export const isThrottle = (e: ImportFailure): boolean =>
+  e._tag === "FhirError" &&
+  (e.reason === "Throttled" ||
+    e.reason === "Transport" ||
+    (e.reason === "Status" && (e.status === 429 || e.status === 503 || e.status === 504)))
+
+export const isEntryRefusal = (e: ImportFailure): e is FhirError =>
+  e._tag === "FhirError" &&
+  e.reason === "Status" &&
+  e.status !== undefined &&
+  e.status >= 400 &&
+  e.status < 500 &&
+  ![401, 403, 405, 413, 429].includes(e.status)
+
+export const isTooLarge = (e: ImportFailure): boolean =>
+  e._tag === "FhirError" && e.reason === "Status" && e.status === 413
+
+/** Choose `put` or `post` from the CapabilityStatement and a probe PUT. */
+export const chooseStrategy = (
+  client: FhirClient,
+  cs: CapabilityStatement.CapabilityStatement,
+  types: ReadonlyArray<string>,
+): Effect.Effect<Strategy, FhirError | AuthError> =>
+  Effect.gen(function* () {
+    if (!types.every((t) => CapabilityStatement.updateCreate(cs, t))) return "post"
+    const id = `ferry-probe-${globalThis.crypto.randomUUID()}`
+    const probe = yield* client
+      .update({ resourceType: "Basic", id, code: { text: "ferry client-id probe" } })
+      .pipe(Effect.either)
+    if (Either.isLeft(probe)) {
+      const e = probe.left
+      if (
+        e._tag === "FhirError" &&
+        e.reason === "Status" &&
+        (e.status === 405 || e.status === 400 || e.status === 422)
+      )
+        return "post"
+      if (e._tag === "AuthError") return yield* e
+      // a type the server does not know (404): trust the CapabilityStatement
+      return "put"
+    }
+    yield* client.delete("Basic", id).pipe(Effect.ignore)
+    return "put"
+  })
+
+/**
+ * Can the target search `_tag` on every type (needed by the post strategy's conditional create)? A type
+ * that lists no search parameters is given the benefit of the doubt.
+ */
+export const searchesTag = (
+  cs: CapabilityStatement.CapabilityStatement,
+  types: ReadonlyArray<string>,
+): boolean =>
+  types.every((t) =>
+    Option.match(CapabilityStatement.resource(cs, t), {
+      onNone: () => true,
+      onSome: (r) => {
+        const params: unknown = r.searchParam
+        return (
+          !Array.isArray(params) ||
+          params.some((p: unknown) => typeof p === "object" && p !== null && "name" in p && p.name === "_tag")
+        )
+      },
+    }),
+  )
+
+/** A refusal that no entry caused (the server lacks something the Bundle needs). */
+export const isSystemic = (e: FhirError): boolean =>
+  (e.outcome?.issue ?? []).some((i) => i.code === "not-supported")
+
+/** An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. */
+export const makeLimiter = (max: number) =>
+  Effect.gen(function* () {
+    const sem = yield* Effect.makeSemaphore(max)
+    let limit = max
+    let held = 0
+    let successes = 0
+    return {
+      run: <A, E>(eff: Effect.Effect<A, E>) => sem.withPermits(1)(eff),
+      throttled: Effect.suspend(() => {
+        successes = 0
+        const next = Math.max(1, Math.floor(limit / 2))
+        const drop = limit - next
+        if (drop === 0) return Effect.void
+        limit = next
+        held += drop
+        return Effect.asVoid(Effect.forkDaemon(sem.take(drop)))
+      }),
+      succeeded: Effect.suspend(() => {
+        successes++
+        if (successes < SUCCESSES_TO_GROW || held === 0) return Effect.void
+        successes = 0
+        held--
+        limit++
+        return Effect.asVoid(sem.release(1))
+      }),
+      current: () => limit,
+    }
+  })
+
+/** One `quarantine/<Type>.ndjson` line (without newline): the resource, the target's outcome, why, and where it came from. */
+export const quarantineLine = (
+  resource: Resource | null,
+  outcome: unknown,
+  reason: string,
+  source: string,
+): string => JSON.stringify({ resource, outcome: outcome ?? null, reason, source })
+
+/** `"id": "<id>"` anywhere in a line (top level, contained resources, elements). */
+const idInLine = /"id"\s*:\s*"([^"\\]*)"/g
+
+/**
+ * Can this NDJSON line (of a file of `type`) be one of `keys`? False only when the line names ids and none
+ * of them, as `type/id`, is wanted; a line naming no id at all is parsed to be sure.
+ */
+export const mayHold = (text: string, type: string, keys: ReadonlySet<string>): boolean => {
+  let any = false
+  for (const m of text.matchAll(idInLine)) {
+    any = true
+    if (keys.has(`${type}/${m[1]}`)) return true
+  }
+  return !any
+}

@@ -1,0 +1,261 @@
+/**
+ * Import.run against in-process sandboxes (port 0), with archives written by @ferry/archive from the
+ * 10-patient bulk sample in ../shared/data (never copied into the repository).
+ */
+import { createHash } from "node:crypto"
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import { FetchHttpClient } from "@effect/platform"
+import * as Archive from "@ferry/archive/Archive"
+import * as Attachments from "@ferry/archive/Attachments"
+import * as Imports from "@ferry/archive/Imports"
+import * as Manifest from "@ferry/archive/Manifest"
+import * as FhirClient from "@ferry/core/FhirClient"
+import * as Ndjson from "@ferry/core/Ndjson"
+import type { SandboxConfigInput } from "@ferry/sandbox/Config"
+import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Option, Stream } from "effect"
+import * as Import from "../src/Import.js"
+
+const sample10 = fileURLToPath(new URL("../../../../shared/data/sample-bulk-10-patients", import.meta.url))
+const source = "https://source.example/fhir"
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-import-test-"))),
+  (dir) => Effect.sync(() => NFS.rmSync(dir, { recursive: true, force: true })),
+)
+
+/** The 10-patient sample as an archive (`complete` as asked). */
+const sampleArchive = (complete = true) =>
+  Effect.gen(function* () {
+    const dir = Path.join(yield* tempDir, "archive")
+    const init = yield* Archive.create(dir, {
+      tool: { name: "ferry-test", version: "0" },
+      source: { baseUrl: source },
+      request: { level: "system", url: `${source}/$export`, parameters: {} },
+    })
+    const entries: Array<Manifest.FileEntry> = []
+    for (const name of NFS.readdirSync(sample10).filter((n) => n.endsWith(".ndjson")))
+      entries.push(
+        yield* Archive.writeFile(
+          dir,
+          { section: "files", type: name.split(".")[0]!, compression: "none" },
+          Ndjson.readFileLines(Path.join(sample10, name)),
+        ),
+      )
+    const manifest = Manifest.addFiles({ ...init, complete }, "files", entries)
+    yield* Archive.writeManifest(dir, manifest)
+    return {
+      dir,
+      manifest,
+      expected: Object.fromEntries(Manifest.counts(manifest)) as Record<string, number>,
+    }
+  })
+
+const target = (config: SandboxConfigInput = {}) => Sandbox.start(config)
+
+const clientFor = (baseUrl: string) =>
+  FhirClient.make({ baseUrl, retry: { base: "10 millis", times: 8 } }).pipe(
+    Effect.provide(FetchHttpClient.layer),
+  )
+
+const countsOf = (s: Sandbox.SandboxHandle): Record<string, number> => {
+  const out: Record<string, number> = {}
+  for (const t of s.store.types()) out[t] = s.store.count(t)
+  return out
+}
+
+const sum = (r: Readonly<Record<string, number>>) => Object.values(r).reduce((a, b) => a + b, 0)
+
+const failure = <A, E>(exit: Exit.Exit<A, E>): Option.Option<E> =>
+  Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+
+describe("Import.run", () => {
+  it.scopedLive(
+    "put: everything lands with its ids; a rerun finds every chunk in the journal and sends nothing",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const events: Array<Import.ImportEvent> = []
+        const summary = yield* Import.run({
+          client,
+          archive: dir,
+          bundleSize: 100,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        assert.strictEqual(summary.strategy, "put")
+        assert.deepStrictEqual(summary.resources, expected)
+        assert.strictEqual(summary.total, sum(expected))
+        assert.strictEqual(summary.quarantined, 0)
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        assert.isTrue(events.some((e) => e.event === "graph"))
+        assert.strictEqual(events.filter((e) => e.event === "chunk").length, summary.chunks)
+        // the import state lives next to the archive, one directory per target
+        assert.isTrue(NFS.existsSync(Imports.journalPath(dir, sandbox.baseUrl)))
+        const again = yield* Import.run({ client, archive: dir, bundleSize: 100 })
+        assert.strictEqual(again.total, 0)
+        assert.strictEqual(again.resumedChunks, again.chunks)
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+      }),
+  )
+
+  it.scopedLive("an incomplete archive is refused, unless files are given (a migrate wave)", () =>
+    Effect.gen(function* () {
+      const { dir, manifest, expected } = yield* sampleArchive(false)
+      const sandbox = yield* target()
+      const client = yield* clientFor(sandbox.baseUrl)
+      const refused = failure(yield* Effect.exit(Import.run({ client, archive: dir })))
+      assert.isTrue(Option.isSome(refused))
+      assert.strictEqual(refused.pipe(Option.getOrThrow)._tag, "ImportError")
+      assert.match(refused.pipe(Option.getOrThrow).message, /incomplete/)
+      assert.strictEqual(sandbox.store.countAll(), 0)
+      const patients = manifest.files.filter((f) => f.type === "Patient")
+      const first = yield* Import.run({ client, archive: dir, files: patients, deletes: false })
+      assert.deepStrictEqual(first.resources, { Patient: expected.Patient })
+      assert.deepStrictEqual(countsOf(sandbox), { Patient: expected.Patient })
+      const rest = manifest.files.filter((f) => f.type !== "Patient")
+      const second = yield* Import.run({ client, archive: dir, files: rest, deletes: false })
+      assert.strictEqual(second.total, sum(expected) - expected.Patient!)
+      assert.deepStrictEqual(countsOf(sandbox), expected)
+    }),
+  )
+
+  it.scopedLive(
+    "post (client ids refused): new ids, one id-map line per resource, references follow the map",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ refuseClientIds: true })
+        const client = yield* clientFor(sandbox.baseUrl)
+        const summary = yield* Import.run({ client, archive: dir })
+        assert.strictEqual(summary.strategy, "post")
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        const map = new Map(
+          NFS.readFileSync(Imports.idMapPath(dir, sandbox.baseUrl), "utf8")
+            .trim()
+            .split("\n")
+            .map((l) => JSON.parse(l) as { s: string; t: string })
+            .map((m) => [m.s, m.t]),
+        )
+        assert.strictEqual(map.size, sum(expected))
+        // every target Encounter's subject is a Patient that exists on the target
+        for (const stored of sandbox.store.iterate("Encounter")) {
+          const e = JSON.parse(stored.json) as {
+            subject?: { reference?: string }
+            meta?: { tag?: ReadonlyArray<{ system?: string }> }
+          }
+          const ref = e.subject?.reference ?? ""
+          assert.match(ref, /^Patient\//)
+          assert.isDefined(sandbox.store.read("Patient", ref.slice("Patient/".length)), ref)
+          assert.isTrue(e.meta?.tag?.some((t) => t.system === "urn:ferry:source") ?? false)
+        }
+      }),
+  )
+
+  it.scopedLive(
+    "entry refusals are quarantined as {resource, outcome, reason, source: file:line}; the rest lands",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ rejectRule: { type: "Device", message: "no devices" } })
+        const client = yield* clientFor(sandbox.baseUrl)
+        const summary = yield* Import.run({ client, archive: dir })
+        assert.strictEqual(summary.quarantined, expected.Device)
+        const lines = NFS.readFileSync(
+          Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Device.ndjson"),
+          "utf8",
+        )
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+        assert.strictEqual(lines.length, expected.Device)
+        for (const q of lines) {
+          assert.deepStrictEqual(Object.keys(q).sort(), ["outcome", "reason", "resource", "source"])
+          assert.strictEqual((q.resource as { resourceType: string }).resourceType, "Device")
+          assert.match(q.source as string, /^data\/Device\.000\.ndjson:\d+$/)
+          assert.include(JSON.stringify(q.outcome), "no devices")
+        }
+        const { Device: _d, ...rest } = expected
+        assert.deepStrictEqual(countsOf(sandbox), rest)
+      }),
+  )
+
+  it.scopedLive(
+    "a data file holding fewer resources than its manifest entry says: ImportError (Archive), nothing sent",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* sampleArchive()
+        yield* Archive.writeManifest(dir, {
+          ...manifest,
+          files: manifest.files.map((f) => (f.type === "Encounter" ? { ...f, count: f.count + 1 } : f)),
+        })
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const e = failure(yield* Effect.exit(Import.run({ client, archive: dir }))).pipe(Option.getOrThrow)
+        assert.strictEqual(e._tag, "ImportError")
+        assert.match(e.message, /Encounter\.000\.ndjson/)
+        assert.match(e.message, /manifest says/)
+        assert.strictEqual(sandbox.store.countAll(), 0)
+      }),
+  )
+
+  it.scopedLive("413 on a 60-entry limit: chunks of 200 are split in halves until they fit", () =>
+    Effect.gen(function* () {
+      const { dir, expected } = yield* sampleArchive()
+      const sandbox = yield* target({ maxBundleEntries: 60 })
+      const client = yield* clientFor(sandbox.baseUrl)
+      const events: Array<Import.ImportEvent> = []
+      const summary = yield* Import.run({
+        client,
+        archive: dir,
+        bundleSize: 200,
+        onEvent: (e) => Effect.sync(() => void events.push(e)),
+      })
+      assert.strictEqual(summary.quarantined, 0)
+      assert.isTrue(events.some((e) => e.event === "split"))
+      assert.deepStrictEqual(countsOf(sandbox), expected)
+    }),
+  )
+
+  it.scopedLive(
+    "attachment blobs: put uploads to the deterministic Binary/ferry-<sha256>, post a tagged JSON Binary",
+    () =>
+      Effect.gen(function* () {
+        // an archive of one DocumentReference whose attachment blob is in the archive
+        const { dir } = yield* sampleArchive()
+        const bytes = Buffer.from("ferry attachment bytes")
+        const sha = createHash("sha256").update(bytes).digest("hex")
+        yield* Attachments.put(dir, Stream.make(new Uint8Array(bytes)), {
+          contentType: "text/plain",
+          sourceUrl: "https://files.example/doc.txt",
+        })
+        for (const refuseClientIds of [false, true]) {
+          const sandbox = yield* target({ refuseClientIds })
+          const client = yield* clientFor(sandbox.baseUrl)
+          const summary = yield* Import.run({ client, archive: dir })
+          assert.strictEqual(summary.binaries, 1)
+          const line = JSON.parse(
+            NFS.readFileSync(Imports.binariesPath(dir, sandbox.baseUrl), "utf8").trim(),
+          ) as { sha256: string; id: string }
+          assert.strictEqual(line.sha256, sha)
+          if (!refuseClientIds) assert.strictEqual(line.id, Import.binaryIdFor(sha))
+          else {
+            const stored = JSON.parse(sandbox.store.read("Binary", line.id)!.json) as {
+              meta: { tag: ReadonlyArray<{ system: string; code: string }> }
+            }
+            assert.deepStrictEqual(stored.meta.tag, [{ system: "urn:ferry:sha256", code: sha }])
+          }
+          assert.isTrue(sandbox.store.getBinary(line.id)!.bytes.equals(bytes))
+          // the record lost: the rerun uploads again and still finds one Binary
+          NFS.rmSync(Imports.binariesPath(dir, sandbox.baseUrl))
+          yield* Import.run({ client, archive: dir })
+          assert.strictEqual(sandbox.store.count("Binary"), 1)
+        }
+      }),
+  )
+})

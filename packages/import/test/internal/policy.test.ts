@@ -1,0 +1,283 @@
+import type { CapabilityStatement } from "@ferry/core/CapabilityStatement"
+import { AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Option, Ref } from "effect"
+import { ImportError } from "../../src/ImportError.js"
+import {
+  chooseStrategy,
+  chunkKey,
+  isEntryRefusal,
+  isSystemic,
+  isThrottle,
+  isTooLarge,
+  makeLimiter,
+  mayHold,
+  quarantineLine,
+  SUCCESSES_TO_GROW,
+  searchesTag,
+  typeOf,
+} from "../../src/internal/policy.js"
+
+const cs = (
+  resources: ReadonlyArray<{
+    type: string
+    updateCreate?: boolean
+    searchParam?: ReadonlyArray<{ name: string }>
+  }>,
+): CapabilityStatement => ({
+  resourceType: "CapabilityStatement",
+  rest: [{ mode: "server", resource: resources }],
+})
+
+const status = (s: number, outcome?: FhirError["outcome"]) =>
+  new FhirError({ reason: "Status", method: "POST", url: "http://t/fhir", status: s, outcome })
+
+/** A client whose `update` (the probe PUT) answers `probe`; records updates and deletes. */
+const fakeClient = (probe: Effect.Effect<void, FhirError | AuthError>) =>
+  Effect.gen(function* () {
+    const calls = yield* Ref.make<ReadonlyArray<string>>([])
+    const record = (c: string) => Ref.update(calls, (a) => [...a, c])
+    const die = () => Effect.die("not used by chooseStrategy")
+    const client: FhirClient = {
+      baseUrl: "http://t/fhir",
+      request: die,
+      read: die,
+      search: die,
+      searchAll: () => {
+        throw new Error("not used")
+      },
+      capabilities: die,
+      transaction: die,
+      batch: die,
+      create: die,
+      update: (r) =>
+        Effect.zipRight(
+          record(`PUT ${r.resourceType}/${r.id}`),
+          Effect.as(probe, {
+            status: 201,
+            location: Option.none(),
+            etag: Option.none(),
+            lastModified: Option.none(),
+            resource: Option.none(),
+          }),
+        ),
+      delete: (type, id) => record(`DELETE ${type}/${id}`),
+      operation: die,
+      stream: () => {
+        throw new Error("not used")
+      },
+    }
+    return { client, calls }
+  })
+
+describe("chooseStrategy", () => {
+  const all = cs([
+    { type: "Patient", updateCreate: true },
+    { type: "Observation", updateCreate: true },
+  ])
+
+  it.effect("updateCreate on every type and an accepted probe: put, and the probe is deleted again", () =>
+    Effect.gen(function* () {
+      const { client, calls } = yield* fakeClient(Effect.void)
+      assert.strictEqual(yield* chooseStrategy(client, all, ["Patient", "Observation"]), "put")
+      const c = yield* Ref.get(calls)
+      assert.strictEqual(c.length, 2)
+      assert.match(c[0]!, /^PUT Basic\/ferry-probe-/)
+      assert.strictEqual(c[1], c[0]!.replace("PUT", "DELETE"))
+    }),
+  )
+
+  it.effect("a type without updateCreate: post, no probe sent", () =>
+    Effect.gen(function* () {
+      const { client, calls } = yield* fakeClient(Effect.void)
+      const partial = cs([{ type: "Patient", updateCreate: true }, { type: "Observation" }])
+      assert.strictEqual(yield* chooseStrategy(client, partial, ["Patient", "Observation"]), "post")
+      assert.deepStrictEqual(yield* Ref.get(calls), [])
+    }),
+  )
+
+  it.effect("a probe refused with 405, 400 or 422: post; 404 (Basic unknown): put; an AuthError fails", () =>
+    Effect.gen(function* () {
+      for (const s of [405, 400, 422]) {
+        const { client } = yield* fakeClient(Effect.fail(status(s)))
+        assert.strictEqual(yield* chooseStrategy(client, all, ["Patient"]), "post", String(s))
+      }
+      const { client } = yield* fakeClient(Effect.fail(status(404)))
+      assert.strictEqual(yield* chooseStrategy(client, all, ["Patient"]), "put")
+      const auth = yield* fakeClient(Effect.fail(new AuthError({ reason: "Unauthorized", detail: "no" })))
+      const exit = yield* Effect.exit(chooseStrategy(auth.client, all, ["Patient"]))
+      assert.isTrue(Exit.isFailure(exit))
+    }),
+  )
+})
+
+describe("searchesTag", () => {
+  it("true when every type lists _tag, or lists no search parameters at all; false when one lists others only", () => {
+    assert.isTrue(
+      searchesTag(cs([{ type: "Patient", searchParam: [{ name: "_tag" }, { name: "_id" }] }]), ["Patient"]),
+    )
+    assert.isTrue(searchesTag(cs([{ type: "Patient" }]), ["Patient"]))
+    assert.isTrue(searchesTag(cs([]), ["Patient"]), "a type the statement does not list")
+    assert.isFalse(
+      searchesTag(
+        cs([
+          { type: "Patient", searchParam: [{ name: "_tag" }] },
+          { type: "Binary", searchParam: [{ name: "_id" }] },
+        ]),
+        ["Patient", "Binary"],
+      ),
+    )
+  })
+})
+
+describe("error classification", () => {
+  it("throttling: 429/503/504, Throttled and Transport; not 500 or 400", () => {
+    for (const s of [429, 503, 504]) assert.isTrue(isThrottle(status(s)), String(s))
+    assert.isTrue(isThrottle(new FhirError({ reason: "Throttled", method: "POST", url: "u", status: 429 })))
+    assert.isTrue(isThrottle(new FhirError({ reason: "Transport", method: "POST", url: "u" })))
+    assert.isFalse(isThrottle(status(500)))
+    assert.isFalse(isThrottle(status(400)))
+    assert.isFalse(isThrottle(new ImportError({ reason: "Target", url: "u", detail: "x" })))
+  })
+
+  it("an entry refusal is a 4xx other than auth, 405, 413 and 429; 413 is too large", () => {
+    for (const s of [400, 404, 409, 412, 422]) assert.isTrue(isEntryRefusal(status(s)), String(s))
+    for (const s of [401, 403, 405, 413, 429, 500, 503]) assert.isFalse(isEntryRefusal(status(s)), String(s))
+    assert.isTrue(isTooLarge(status(413)))
+    assert.isFalse(isTooLarge(status(400)))
+  })
+
+  it("a systemic refusal carries a not-supported issue", () => {
+    assert.isTrue(
+      isSystemic(
+        status(400, {
+          resourceType: "OperationOutcome",
+          issue: [{ severity: "error", code: "not-supported", diagnostics: "no conditional create" }],
+        }),
+      ),
+    )
+    assert.isFalse(
+      isSystemic(
+        status(422, { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invariant" }] }),
+      ),
+    )
+    assert.isFalse(isSystemic(status(400)))
+  })
+})
+
+describe("chunk keys and records", () => {
+  it("chunkKey depends on the chunk's resource keys only: same keys same key, any change another", () => {
+    const a = chunkKey(["Patient/1", "Observation/2"])
+    assert.strictEqual(a, chunkKey(["Patient/1", "Observation/2"]))
+    assert.match(a, /^[0-9a-f]{32}$/)
+    assert.notStrictEqual(a, chunkKey(["Patient/1"]))
+    assert.notStrictEqual(a, chunkKey(["Patient/1", "Observation/3"]))
+    // no ambiguity between one key holding a newline-like join and two keys
+    assert.notStrictEqual(chunkKey(["Patient/1", "Patient/2"]), chunkKey(["Patient/12"]))
+    assert.strictEqual(typeOf("Observation/2"), "Observation")
+  })
+
+  it("a quarantine line holds the resource, the outcome (null when none), the reason and file:line", () => {
+    const resource = { resourceType: "Immunization", id: "i1" }
+    const outcome = { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invalid" }] }
+    assert.deepStrictEqual(
+      JSON.parse(quarantineLine(resource, outcome, "refused (422)", "data/Immunization.000.ndjson:7")),
+      {
+        resource,
+        outcome,
+        reason: "refused (422)",
+        source: "data/Immunization.000.ndjson:7",
+      },
+    )
+    const bare = JSON.parse(
+      quarantineLine(null, undefined, "rejected by $import", "Immunization.ndjson:3"),
+    ) as {
+      resource: unknown
+      outcome: unknown
+    }
+    assert.isNull(bare.resource)
+    assert.isNull(bare.outcome)
+    assert.notInclude(quarantineLine(resource, undefined, "x", "f:1"), "\n")
+  })
+})
+
+describe("mayHold (which NDJSON lines loading a group's bodies must parse)", () => {
+  it("parses a line whose id (spaced or not, top level or contained) is wanted; skips one naming only other ids", () => {
+    const keys = new Set(["Observation/o-1", "Observation/o.2"])
+    assert.isTrue(mayHold('{"resourceType":"Observation","id":"o-1","status":"final"}', "Observation", keys))
+    assert.isTrue(mayHold('{"resourceType": "Observation", "id" : "o.2"}', "Observation", keys))
+    assert.isTrue(
+      mayHold('{"resourceType":"Observation","contained":[{"id":"x"}],"id":"o-1"}', "Observation", keys),
+      "the top-level id after a contained one",
+    )
+    assert.isFalse(mayHold('{"resourceType":"Observation","id":"o-3"}', "Observation", keys))
+    assert.isFalse(
+      mayHold('{"resourceType":"Observation","id":"o-10"}', "Observation", keys),
+      "no prefix match",
+    )
+    assert.isFalse(
+      mayHold('{"resourceType":"Patient","id":"o-1"}', "Patient", keys),
+      "the key is the file's type with the id",
+    )
+    assert.isTrue(
+      mayHold('{"resourceType":"Observation","status":"final"}', "Observation", keys),
+      "no id: parse",
+    )
+  })
+})
+
+describe("makeLimiter", () => {
+  /** How many of `n` tasks run at once under the limiter (each waits until released). */
+  const concurrentUnder = (limiter: Effect.Effect.Success<ReturnType<typeof makeLimiter>>, n: number) =>
+    Effect.gen(function* () {
+      const running = yield* Ref.make(0)
+      const gate = yield* Deferred.make<void>()
+      const fibers = yield* Effect.forEach(Array.from({ length: n }), () =>
+        Effect.fork(
+          limiter.run(
+            Effect.zipRight(
+              Ref.update(running, (x) => x + 1),
+              Deferred.await(gate),
+            ),
+          ),
+        ),
+      )
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      const seen = yield* Ref.get(running)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+      return seen
+    })
+
+  it.effect("halves on throttling down to 1, gives one slot back per 20 successes, never above the max", () =>
+    Effect.gen(function* () {
+      const limiter = yield* makeLimiter(4)
+      assert.strictEqual(limiter.current(), 4)
+      assert.strictEqual(yield* concurrentUnder(limiter, 6), 4)
+      yield* limiter.throttled
+      assert.strictEqual(limiter.current(), 2)
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      assert.strictEqual(yield* concurrentUnder(limiter, 6), 2)
+      yield* limiter.throttled
+      yield* limiter.throttled
+      assert.strictEqual(limiter.current(), 1)
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      assert.strictEqual(yield* concurrentUnder(limiter, 3), 1)
+      for (let i = 0; i < SUCCESSES_TO_GROW - 1; i++) yield* limiter.succeeded
+      assert.strictEqual(limiter.current(), 1)
+      yield* limiter.succeeded
+      assert.strictEqual(limiter.current(), 2)
+      assert.strictEqual(yield* concurrentUnder(limiter, 6), 2)
+      // a throttle resets the run of successes
+      for (let i = 0; i < SUCCESSES_TO_GROW - 1; i++) yield* limiter.succeeded
+      yield* limiter.throttled
+      yield* limiter.succeeded
+      assert.strictEqual(limiter.current(), 1)
+      for (let i = 0; i < 3 * SUCCESSES_TO_GROW * 4; i++) yield* limiter.succeeded
+      assert.strictEqual(limiter.current(), 4)
+      for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+      assert.strictEqual(yield* concurrentUnder(limiter, 8), 4)
+    }),
+  )
+})
