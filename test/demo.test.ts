@@ -1,6 +1,6 @@
 /**
- * `ferry demo` (what `npm run demo` runs) as a process: export, import and verify must finish with
- * exit 0, the archive must match the seeded source, and the verify report must say clean.
+ * `ferry demo` (what `npm run demo` runs) as a process: plan, migrate and verify must finish with exit 0,
+ * the archive must match the seeded source, and the verify report must say clean.
  */
 import { execFile } from "node:child_process"
 import * as NFS from "node:fs"
@@ -15,9 +15,9 @@ const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-demo-e2e-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
 
 describe("ferry demo (process)", () => {
-  it("exports the seeded sandbox, imports it into the empty one, and verifies it clean", async () => {
+  it("plans, migrates the seeded sandbox into the empty one, and verifies it clean", async () => {
     const out = Path.join(tmp, "demo")
-    const { stdout } = await run(
+    const { stdout, stderr } = await run(
       process.execPath,
       [ferryBin, "demo", "--data", sharedData(""), "--out", out],
       {
@@ -27,7 +27,9 @@ describe("ferry demo (process)", () => {
     expect(stdout).toContain("38479 resources in 20 types, 3 attachments")
     expect(stdout).toContain("checksums: all match")
     expect(stdout).toContain("per-type counts against the source: all equal")
-    expect(stdout).toContain("Import: 38479 resources into")
+    expect(stdout).toContain("Verdict: a migration looks possible.")
+    expect(stdout).toMatch(/resources +38,479 in 20 types/)
+    expect(stderr).toMatch(/ferry migrate: done: 38,479 resources exported, 38,479 written in \d+ waves/)
     expect(stdout).toMatch(
       /verify: CLEAN: 38479 compared over 20 types, 38479 matching, 0 differing, 0 missing, 0 extra/,
     )

@@ -3,6 +3,7 @@ import { demo } from "./commands/demo.js"
 import { exportCommand } from "./commands/export.js"
 import { importCommand } from "./commands/import.js"
 import { keys } from "./commands/keys.js"
+import { migrateCommand } from "./commands/migrate.js"
 import { planCommand } from "./commands/plan.js"
 import { sandbox } from "./commands/sandbox.js"
 import { verifyCommand } from "./commands/verify.js"
@@ -17,6 +18,7 @@ export const ferry = Command.make("ferry").pipe(
     exportCommand,
     importCommand,
     keys,
+    migrateCommand,
     planCommand,
     sandbox,
     verifyCommand,

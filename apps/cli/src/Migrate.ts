@@ -1,0 +1,716 @@
+/**
+ * `ferry migrate` as a function: export a source into an archive and import it into a target in one job.
+ *
+ * The export runs as usual (`Export.run`, its own journal); the import starts on finished data files
+ * while others still download. The scheduler:
+ * - learns the planned files from the export's `files-planned` event, and each finished file (data file
+ *   plus its attachments) from `file-ready` (without those events, e.g. an older export, everything is
+ *   imported in the final wave from the export's summary);
+ * - scans each finished data file once for the resource types it references (`@ferry/core/Walker`);
+ * - imports, in waves (one `Import.run` at a time, concurrent with the export), the largest set of
+ *   finished files whose referenced types are all imported or in the same wave: the greatest fixed point
+ *   of "every planned file of every type I reference is imported or in the wave", so files in a cycle of
+ *   type dependencies go together once all of them have landed;
+ * - files with conditional (`Type?identifier=…`) or `urn:uuid` references wait for the final wave, which
+ *   imports the rest, re-reads the (unpruned) files of the conditionally referenced types as context so
+ *   their identifiers resolve, and processes the archive's deletes.
+ *
+ * State: the export's journal, the import's `imports/<target>/` folder (journal, id map, binaries), and a
+ * wave ledger `imports/<target>/migrate.ndjson` (`migrate.wave` lines naming the files each finished wave
+ * imported, `migrate.pruned`, `migrate.done`), all inside the archive. A killed migration resumes with the
+ * same options: finished files are not downloaded again, imported waves are not sent again, and a wave cut
+ * short is repeated (put is idempotent, post skips what the id map already holds).
+ *
+ * Disk: `maxStaged` holds back the export's download fibers (their `file-ready` callback waits) while the
+ * bytes of finished-but-not-imported data files exceed it and a wave is under way; files already being
+ * downloaded still finish, so the bound is `maxStaged` + the files in flight. `pruneStaged` deletes the
+ * bodies of imported data files (not `Binary` files, which later subset imports read); the manifest and
+ * checksums keep describing them, so verify such a migration against the source server, not the archive.
+ *
+ * Incremental cutover: `since: "auto"` exports the changes since the newest finished sibling archive;
+ * before the first wave, that archive's id map and binaries record for this target are copied in, so
+ * updates and deletes follow the ids the full migration gave.
+ */
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import * as Archive from "@ferry/archive/Archive"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import * as Events from "@ferry/archive/Events"
+import * as Imports from "@ferry/archive/Imports"
+import { Journal } from "@ferry/archive/Journal"
+import type { FileEntry } from "@ferry/archive/Manifest"
+import type { AuthError, FhirError } from "@ferry/core/Errors"
+import type { FhirClient } from "@ferry/core/FhirClient"
+import { redactUrl } from "@ferry/core/Http"
+import { attachments, references } from "@ferry/core/Walker"
+import * as Export from "@ferry/export/Export"
+import type { ExportError } from "@ferry/export/ExportError"
+import type * as Kickoff from "@ferry/export/Kickoff"
+import * as Import from "@ferry/import/Import"
+import { ImportError } from "@ferry/import/ImportError"
+import { Clock, type Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
+
+export interface MigrateOptions {
+  readonly source: FhirClient
+  readonly target: FhirClient
+  /** The archive directory of this migration (created; rerun with the same options to resume). */
+  readonly archive: string
+  /** What to export; `since: "auto"` continues from the newest finished sibling archive (cutover). */
+  readonly params: Kickoff.ExportParamsInput
+  readonly mode?: Export.Mode
+  /** Parallel downloads (default 4). */
+  readonly parallel?: number
+  readonly timeout?: Duration.DurationInput
+  readonly pollInterval?: Duration.DurationInput
+  readonly keepJob?: boolean
+  readonly gzip?: boolean
+  readonly attachments?: boolean
+  /** Import strategy (default: chosen by the import from the target). */
+  readonly strategy?: Import.Strategy
+  readonly bundleSize?: number
+  readonly maxBundleBytes?: number
+  /** Bundles in flight at most (default 4). */
+  readonly importParallel?: number
+  /** Hold back downloads while finished-but-not-imported data files exceed this many bytes. */
+  readonly maxStaged?: number
+  /** Delete imported data files' bodies (not Binary files). */
+  readonly pruneStaged?: boolean
+  readonly tool?: { readonly name: string; readonly version: string }
+  /** Every event: the export's and the import's (tagged `from`), and the scheduler's own. */
+  readonly onEvent?: (event: MigrateEvent) => Effect.Effect<void>
+}
+
+/** An event of the export (`from: "export"`), of an import wave (`"import"`) or of the scheduler (`"migrate"`). */
+export interface MigrateEvent {
+  readonly from: "export" | "import" | "migrate"
+  readonly event: string
+  readonly [field: string]: unknown
+}
+
+export interface MigrateImportSummary {
+  readonly strategy: Import.Strategy | undefined
+  /** Resources written per type, this run (all waves). */
+  readonly resources: Readonly<Record<string, number>>
+  readonly total: number
+  readonly binaries: number
+  readonly quarantined: number
+  readonly deleted: number
+  readonly chunks: number
+  readonly resumedChunks: number
+}
+
+export interface MigrateSummary {
+  readonly archive: string
+  readonly source: string
+  readonly target: string
+  readonly transactionTime: string
+  /** The `_since` of this migration (an incremental one), if any. */
+  readonly since: string | undefined
+  readonly export: Omit<Export.ExportSummary, "files"> & { readonly files: number }
+  readonly import: MigrateImportSummary
+  /** Import waves run by this process (the last one after the export finished). */
+  readonly waves: number
+  /** Data files whose import wave started while the export was still running. */
+  readonly overlapped: number
+  /** Data files imported in total (earlier runs included). */
+  readonly importedFiles: number
+  /** The largest number of bytes of finished-but-not-imported data files seen. */
+  readonly peakStagedBytes: number
+  readonly pruned: { readonly files: number; readonly bytes: number }
+  /** The id map and binaries record were copied from this earlier archive (an incremental migration). */
+  readonly continues: string | undefined
+  /** An earlier run had already finished this migration; nothing was sent. */
+  readonly alreadyComplete: boolean
+  readonly timings: { readonly exportMs: number; readonly totalMs: number }
+}
+
+export type MigrateFailure = ExportError | ImportError | ArchiveError | FhirError | AuthError
+
+/** Types a data file depends on. */
+interface Deps {
+  /** Types of its relative / same-server references (and `Binary` for attachments on the source). */
+  readonly types: Set<string>
+  /** Types of conditional references (resolved through identifiers: the final wave, with context). */
+  readonly conditional: Set<string>
+  /** A reference whose type cannot be known (`urn:uuid`): the final wave. */
+  any: boolean
+}
+
+interface Landed {
+  readonly entry: FileEntry
+  deps: Deps | undefined
+}
+
+const BINARY_URL = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/
+
+/** Adds the types one resource references to `deps`. */
+export const addDependencies = (resource: unknown, sourceBase: string, deps: Deps): void => {
+  for (const site of references(resource, { sourceBase })) {
+    if (site.canonical) continue
+    const p = site.parsed
+    switch (p._tag) {
+      case "Relative":
+        deps.types.add(p.type)
+        break
+      case "Versioned":
+        if (p.sameServer) deps.types.add(p.type)
+        break
+      case "Absolute":
+        if (p.sameServer && p.type !== undefined) deps.types.add(p.type)
+        break
+      case "Conditional":
+        deps.conditional.add(p.type)
+        break
+      case "UrnUuid":
+        deps.any = true
+        break
+      default:
+        break
+    }
+  }
+  const base = sourceBase.replace(/\/+$/, "")
+  for (const a of attachments(resource)) {
+    const url = a.attachment.url
+    if (
+      typeof url === "string" &&
+      BINARY_URL.test(url) &&
+      (url.startsWith("Binary/") || url.startsWith(`${base}/`))
+    )
+      deps.types.add("Binary")
+  }
+}
+
+const emptyDeps = (): Deps => ({ types: new Set(), conditional: new Set(), any: false })
+
+/**
+ * The files that can be imported now: the largest subset of `candidates` in which every file's referenced
+ * types have all their planned files imported or in the subset. Files needing the final wave are left out.
+ */
+export const importable = (
+  candidates: ReadonlyArray<{ readonly path: string; readonly deps: Deps }>,
+  plannedByType: ReadonlyMap<string, ReadonlyArray<string>>,
+  imported: ReadonlySet<string>,
+): Array<string> => {
+  const wave = new Map(
+    candidates.filter((c) => !c.deps.any && c.deps.conditional.size === 0).map((c) => [c.path, c]),
+  )
+  let changed = true
+  while (changed) {
+    changed = false
+    for (const [path, c] of wave) {
+      const blocked = Array.from(c.deps.types).some((t) =>
+        (plannedByType.get(t) ?? []).some((p) => !imported.has(p) && !wave.has(p)),
+      )
+      if (blocked) {
+        wave.delete(path)
+        changed = true
+      }
+    }
+  }
+  return Array.from(wave.keys())
+}
+
+const io = (path: string) => (cause: unknown) =>
+  new ImportError({
+    reason: "Archive",
+    url: path,
+    detail: `could not write the migration state (${cause instanceof Error ? cause.message : String(cause)}); check the archive directory is writable`,
+    cause,
+  })
+
+const LEDGER = "migrate.ndjson"
+
+/** The planned path of a crawled type's file until it is ready. */
+const crawlPlaceholder = (type: string) => `crawl:${type}`
+
+const ledgerPath = (archive: string, target: string) => Path.join(Imports.dir(archive, target), LEDGER)
+
+interface WaveRecord {
+  readonly files: ReadonlyArray<string>
+  readonly final: boolean
+}
+
+/** Copies `from` to `to` (via a temp file and rename) unless `to` exists. */
+const copyIfAbsent = (from: string, to: string) =>
+  Effect.try({
+    try: () => {
+      if (!NFS.existsSync(from) || NFS.existsSync(to)) return false
+      NFS.mkdirSync(Path.dirname(to), { recursive: true, mode: 0o700 })
+      const tmp = `${to}.tmp`
+      NFS.copyFileSync(from, tmp)
+      NFS.chmodSync(tmp, 0o600)
+      NFS.renameSync(tmp, to)
+      return true
+    },
+    catch: io(to),
+  })
+
+/**
+ * The finished sibling archive an incremental export continues (same parent directory, `transactionTime`
+ * equal to this archive's `previous.transactionTime`), if any.
+ */
+const previousArchive = (archive: string, since: string) =>
+  Effect.gen(function* () {
+    const abs = Path.resolve(archive)
+    const parent = Path.dirname(abs)
+    const names = yield* Effect.try({ try: () => NFS.readdirSync(parent), catch: io(parent) })
+    for (const name of names.sort().reverse()) {
+      const dir = Path.join(parent, name)
+      if (dir === abs || !NFS.existsSync(Path.join(dir, "manifest.json"))) continue
+      const m = yield* Archive.readManifest(dir).pipe(Effect.option)
+      if (Option.isSome(m) && m.value.complete && m.value.transactionTime === since) return Option.some(dir)
+    }
+    return Option.none<string>()
+  })
+
+/** Whether the migration ledger in `dir` (for `target`) says it finished; none when there is no ledger. */
+const ledgerDone = (dir: string, target: string): Option.Option<boolean> => {
+  const path = ledgerPath(dir, target)
+  if (!NFS.existsSync(path)) return Option.none()
+  return Option.some(readLedger(NFS.readFileSync(path, "utf8")).done)
+}
+
+/** What a ledger's lines say (a torn last line, which the Journal cuts off on open, is skipped). */
+const readLedger = (text: string) => {
+  const imported = new Set<string>()
+  const pruned = new Map<string, number>()
+  let waves = 0
+  let done = false
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue
+    let parsed: { kind?: unknown; data?: unknown }
+    try {
+      parsed = JSON.parse(line) as { kind?: unknown; data?: unknown }
+    } catch {
+      continue
+    }
+    const data = (typeof parsed.data === "object" && parsed.data !== null ? parsed.data : {}) as {
+      files?: unknown
+      path?: unknown
+      bytes?: unknown
+    }
+    if (parsed.kind === "migrate.wave") {
+      waves++
+      if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.add(f)
+    } else if (parsed.kind === "migrate.pruned" && typeof data.path === "string") {
+      pruned.set(data.path, typeof data.bytes === "number" ? data.bytes : 0)
+    } else if (parsed.kind === "migrate.done") done = true
+  }
+  return { imported, pruned, waves, done }
+}
+
+/** Fails when the earlier archive an incremental migration continues holds an unfinished migration. */
+const unfinishedCheck = (archive: string, since: string, target: string) =>
+  Effect.gen(function* () {
+    const prev = yield* previousArchive(archive, since)
+    if (Option.isNone(prev)) return
+    const done = ledgerDone(prev.value, target)
+    if (Option.isSome(done) && !done.value) {
+      return yield* new ImportError({
+        reason: "Config",
+        url: prev.value,
+        detail:
+          "the earlier migration this one continues did not finish its import; rerun that migration first, then this one",
+      })
+    }
+  })
+
+const sum = (xs: Iterable<number>) => {
+  let n = 0
+  for (const x of xs) n += x
+  return n
+}
+
+/** Runs (or resumes) a migration. */
+export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, MigrateFailure> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const { source, target } = options
+      const archive = Path.resolve(options.archive)
+      const sourceBase = source.baseUrl
+      const started = yield* Clock.currentTimeMillis
+      if ((options.params.elements ?? []).length > 0) {
+        return yield* new ImportError({
+          reason: "Config",
+          detail:
+            "_elements exports partial resources, which must never be imported into a server; drop --elements for a migration",
+        })
+      }
+      const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
+      /** A scheduler event: to `onEvent`, and to `imports/<target>/events.ndjson` once the archive exists. */
+      const say = (event: string, fields: Record<string, unknown> = {}) =>
+        Effect.zipRight(
+          NFS.existsSync(Path.join(archive, "manifest.json"))
+            ? Events.append(Imports.dir(archive, target.baseUrl), `migrate.${event}`, fields).pipe(
+                Effect.orDie,
+              )
+            : Effect.void,
+          notify({ from: "migrate", event, ...fields }),
+        )
+
+      // --- state (one JS thread: fibers interleave only at yields) -------------------------------------
+      /** Planned output files by type (from `files-planned`). */
+      const plannedByType = new Map<string, Array<string>>()
+      let plannedKnown = false
+      const landed = new Map<string, Landed>()
+      const deletedLanded = new Map<string, FileEntry>()
+      const imported = new Set<string>()
+      const pruned = new Set<string>()
+      let exportDone = false
+      /** The scheduler is scanning or importing. */
+      let runnerBusy = false
+      /** A file landed that the scheduler has not looked at yet. */
+      let pending = false
+      let peakStaged = 0
+      let prunedBytes = 0
+      let prunedFiles = 0
+      let overlapped = 0
+      let waves = 0
+      let pausedNoticed = false
+      /** Download fibers held back by `maxStaged` right now. */
+      let waiting = 0
+      let continues: string | undefined
+      const totals = {
+        strategy: undefined as Import.Strategy | undefined,
+        resources: {} as Record<string, number>,
+        total: 0,
+        binaries: 0,
+        quarantined: 0,
+        deleted: 0,
+        chunks: 0,
+        resumedChunks: 0,
+      }
+      const staged = () =>
+        sum(Array.from(landed.values(), (l) => (imported.has(l.entry.path) ? 0 : l.entry.bytes)))
+
+      // `--since auto` on a fresh archive: the migration it continues must have finished its import.
+      if (options.params.since === "auto" && !NFS.existsSync(Path.join(archive, "manifest.json"))) {
+        const since = yield* Export.previousTransactionTime(archive)
+        if (Option.isSome(since)) yield* unfinishedCheck(archive, since.value, target.baseUrl)
+      }
+
+      // Earlier runs of this migration.
+      const ledgerFile = ledgerPath(archive, target.baseUrl)
+      const earlier = yield* Effect.try({
+        try: () => readLedger(NFS.existsSync(ledgerFile) ? NFS.readFileSync(ledgerFile, "utf8") : ""),
+        catch: io(ledgerFile),
+      })
+      const previousWaves = earlier.waves
+      const alreadyDone = earlier.done
+      for (const f of earlier.imported) imported.add(f)
+      for (const [p, bytes] of earlier.pruned) {
+        pruned.add(p)
+        prunedBytes += bytes
+      }
+      if (imported.size > 0 || alreadyDone)
+        yield* say("resume", { importedFiles: imported.size, waves: previousWaves, done: alreadyDone })
+
+      // The ledger is opened once the archive exists (the export creates it in an empty directory).
+      const ledger = yield* Effect.cached(Journal.make(ledgerFile))
+
+      const wake = yield* Queue.sliding<void>(1)
+      const signal = Effect.suspend(() => {
+        pending = true
+        return Queue.offer(wake, undefined)
+      }).pipe(Effect.asVoid)
+
+      // --- export side ---------------------------------------------------------------------------------
+      const onExportEvent = (e: Export.ExportEvent): Effect.Effect<void> =>
+        Effect.gen(function* () {
+          yield* notify({ ...e, from: "export" })
+          if (e.event === "files-planned") {
+            plannedByType.clear()
+            const add = (type: string, path: string) => {
+              plannedByType.set(type, [...(plannedByType.get(type) ?? []), path])
+            }
+            if (Array.isArray(e.files)) {
+              for (const f of e.files as ReadonlyArray<{ kind?: unknown; type?: unknown; path?: unknown }>) {
+                if (f.kind === "output" && typeof f.path === "string")
+                  add(typeof f.type === "string" ? f.type : "Resource", f.path)
+              }
+            } else if (Array.isArray(e.types)) {
+              // a crawl: one file per non-empty type, its path known once it is ready
+              for (const t of e.types) if (typeof t === "string") add(t, crawlPlaceholder(t))
+            }
+            plannedKnown = true
+            return yield* signal
+          }
+          if (e.event === "file-empty" && typeof e.type === "string") {
+            const t = e.type
+            plannedByType.set(
+              t,
+              (plannedByType.get(t) ?? []).filter((p) => p !== crawlPlaceholder(t)),
+            )
+            return yield* signal
+          }
+          if (e.event !== "file-ready") return
+          const path = String(e.path)
+          const entry: FileEntry = {
+            type: String(e.type ?? "Resource"),
+            path,
+            count: Number(e.count ?? 0),
+            bytes: Number(e.bytes ?? 0),
+            sha256: String(e.sha256 ?? ""),
+            compression: e.compression === "gzip" ? "gzip" : "none",
+          }
+          if (e.kind === "deleted") {
+            deletedLanded.set(path, entry)
+            return
+          }
+          if (e.kind !== "output") return
+          const placeholder = crawlPlaceholder(entry.type)
+          const paths = plannedByType.get(entry.type)
+          if (paths?.includes(placeholder)) {
+            plannedByType.set(
+              entry.type,
+              paths.map((p) => (p === placeholder ? path : p)),
+            )
+          }
+          if (!landed.has(path)) landed.set(path, { entry, deps: undefined })
+          if (imported.has(path)) return
+          peakStaged = Math.max(peakStaged, staged())
+          yield* signal
+          // --max-staged: this download fiber waits while a wave is under way and the staged bytes are over
+          const max = options.maxStaged
+          if (max === undefined || staged() <= max) return
+          if (waiting++ === 0) yield* say("paused", { staged: staged(), maxStaged: max })
+          yield* Effect.repeat(
+            Effect.sync(() => staged() > max && (runnerBusy || pending)),
+            { schedule: Schedule.spaced("100 millis"), while: (wait) => wait },
+          )
+          if (staged() > max && !pausedNoticed) {
+            pausedNoticed = true
+            yield* say("warning", {
+              detail: `${staged()} bytes are staged (over --max-staged ${max}) but nothing can be imported until files they depend on arrive; downloading on`,
+            })
+          }
+          if (--waiting === 0) yield* say("unpaused", { staged: staged() })
+        })
+
+      // --- import side ---------------------------------------------------------------------------------
+      const scan = (l: Landed) =>
+        Effect.gen(function* () {
+          if (l.deps !== undefined) return
+          const deps = emptyDeps()
+          yield* Stream.runForEach(Archive.resources(archive, l.entry), (line) =>
+            Effect.sync(() => addDependencies(line.value, sourceBase, deps)),
+          )
+          l.deps = deps
+        })
+
+      const seedIds = Effect.gen(function* () {
+        const manifest = yield* Archive.readManifest(archive)
+        const since = manifest.previous?.transactionTime
+        if (since === undefined) return
+        const prev = yield* previousArchive(archive, since)
+        if (Option.isNone(prev)) {
+          yield* say("warning", {
+            detail: `no finished archive next to ${archive} has transactionTime ${since}: this incremental migration has no id map from the earlier one (fine when the target keeps the source ids)`,
+          })
+          return
+        }
+        yield* unfinishedCheck(archive, since, target.baseUrl)
+        continues = prev.value
+        let copied = 0
+        for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {
+          const from = Path.join(Imports.dir(prev.value, target.baseUrl), name)
+          const to = Path.join(Imports.dir(archive, target.baseUrl), name)
+          if (yield* copyIfAbsent(from, to)) copied++
+        }
+        yield* say("continues", { archive: prev.value, copied })
+      })
+      const seedOnce = yield* Effect.cached(seedIds)
+
+      const runWave = (files: ReadonlyArray<FileEntry>, final: boolean, context: ReadonlyArray<FileEntry>) =>
+        Effect.gen(function* () {
+          yield* seedOnce
+          const journal = yield* ledger
+          waves++
+          const wave = previousWaves + waves
+          const deletedFiles = Array.from(deletedLanded.values())
+          const duringExport = !exportDone
+          yield* say("wave", {
+            wave,
+            final,
+            files: files.length,
+            resources: sum(files.map((f) => f.count)),
+            context: context.length,
+            deleted: final ? deletedFiles.length : 0,
+            staged: staged(),
+          })
+          const summary = yield* Import.run({
+            client: target,
+            archive,
+            files: [...files, ...context],
+            deletes: final,
+            ...(final ? { deletedFiles } : {}),
+            ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
+            ...(options.bundleSize !== undefined ? { bundleSize: options.bundleSize } : {}),
+            ...(options.maxBundleBytes !== undefined ? { maxBundleBytes: options.maxBundleBytes } : {}),
+            ...(options.importParallel !== undefined ? { parallel: options.importParallel } : {}),
+            onEvent: (e) => notify({ ...e, from: "import" }),
+          })
+          totals.strategy = summary.strategy
+          for (const [t, n] of Object.entries(summary.resources))
+            totals.resources[t] = (totals.resources[t] ?? 0) + n
+          totals.total += summary.total
+          totals.binaries += summary.binaries
+          totals.quarantined += summary.quarantined
+          totals.deleted += summary.deleted
+          totals.chunks += summary.chunks
+          totals.resumedChunks += summary.resumedChunks
+          const paths = files.map((f) => f.path)
+          yield* journal.append("migrate.wave", `migrate.wave:${wave}`, {
+            files: paths,
+            final,
+          } satisfies WaveRecord)
+          for (const p of paths) imported.add(p)
+          if (duringExport) overlapped += paths.length
+          yield* say("wave-done", {
+            wave,
+            final,
+            total: summary.total,
+            quarantined: summary.quarantined,
+            deleted: summary.deleted,
+            importedFiles: imported.size,
+            staged: staged(),
+          })
+          if (options.pruneStaged === true) {
+            const before = prunedFiles
+            for (const f of files) {
+              if (f.type === "Binary" || pruned.has(f.path)) continue
+              const abs = Path.join(archive, f.path)
+              yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
+              yield* journal.append("migrate.pruned", `migrate.pruned:${f.path}`, {
+                path: f.path,
+                bytes: f.bytes,
+              })
+              pruned.add(f.path)
+              prunedFiles++
+              prunedBytes += f.bytes
+            }
+            if (prunedFiles > before) yield* say("pruned", { files: pruned.size, bytes: prunedBytes })
+          }
+        })
+
+      /** One pass of the scheduler while the export runs: scan what landed, import what can be. */
+      const step = Effect.gen(function* () {
+        runnerBusy = true
+        pending = false
+        for (const l of landed.values()) if (!imported.has(l.entry.path)) yield* scan(l)
+        if (!plannedKnown) return
+        const candidates = Array.from(landed.values()).flatMap((l) =>
+          imported.has(l.entry.path) || l.deps === undefined ? [] : [{ path: l.entry.path, deps: l.deps }],
+        )
+        const now = importable(candidates, plannedByType, imported)
+        if (now.length === 0) return
+        yield* runWave(
+          now.map((p) => landed.get(p)!.entry),
+          false,
+          [],
+        )
+      }).pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            runnerBusy = false
+          }),
+        ),
+      )
+
+      const runner = Effect.gen(function* () {
+        for (;;) {
+          yield* Queue.take(wake)
+          if (exportDone) return
+          yield* step
+        }
+      })
+
+      const exportSide = Effect.gen(function* () {
+        const summary = yield* Export.run({
+          client: source,
+          out: archive,
+          params: options.params,
+          ...(options.mode !== undefined ? { mode: options.mode } : {}),
+          ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
+          ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
+          ...(options.pollInterval !== undefined ? { pollInterval: options.pollInterval } : {}),
+          ...(options.keepJob !== undefined ? { keepJob: options.keepJob } : {}),
+          ...(options.gzip !== undefined ? { gzip: options.gzip } : {}),
+          ...(options.attachments !== undefined ? { attachments: options.attachments } : {}),
+          ...(options.tool !== undefined ? { tool: options.tool } : {}),
+          onEvent: onExportEvent,
+        })
+        exportDone = true
+        yield* signal
+        return summary
+      })
+
+      // The runner stops at the first wake-up after the export finished (or with it, on failure).
+      const [exported] = yield* Effect.all([exportSide, runner], { concurrency: 2 })
+      const exportMs = (yield* Clock.currentTimeMillis) - started
+
+      // --- final wave: everything else, context for conditional references, deletes ----------------------
+      const outputs = exported.files.filter((f) => f.kind === "output")
+      const entry = ({ kind: _k, ...e }: Export.ArchiveFile): FileEntry => e
+      for (const f of exported.files) if (f.kind === "deleted") deletedLanded.set(f.path, entry(f))
+      if (!alreadyDone) {
+        const rest = outputs.filter((f) => !imported.has(f.path)).map(entry)
+        for (const f of rest) if (!landed.has(f.path)) landed.set(f.path, { entry: f, deps: undefined })
+        const contextTypes = new Set<string>()
+        for (const f of rest) {
+          const l = landed.get(f.path)!
+          yield* scan(l)
+          for (const t of l.deps?.conditional ?? []) contextTypes.add(t)
+        }
+        const context = outputs
+          .filter((f) => imported.has(f.path) && contextTypes.has(f.type) && !pruned.has(f.path))
+          .map(entry)
+        if (outputs.some((f) => imported.has(f.path) && contextTypes.has(f.type) && pruned.has(f.path))) {
+          yield* say("warning", {
+            detail:
+              "some files that conditional references point into were pruned; those references stay unresolved (do not use --prune-staged with conditional references)",
+          })
+        }
+        peakStaged = Math.max(peakStaged, staged())
+        // the last wave: the rest and the deletes (nothing to send when the waves took every file)
+        if (rest.length > 0 || deletedLanded.size > 0) yield* runWave(rest, true, context)
+        const journal = yield* ledger
+        yield* journal.append("migrate.done", "migrate.done", {
+          transactionTime: exported.transactionTime,
+          importedFiles: imported.size,
+        })
+      } else {
+        yield* say("already-complete", {})
+      }
+      const totalMs = (yield* Clock.currentTimeMillis) - started
+      const { files: exportFiles, ...exportRest } = exported
+      const summary: MigrateSummary = {
+        archive,
+        source: redactUrl(source.baseUrl),
+        target: redactUrl(target.baseUrl),
+        transactionTime: exported.transactionTime,
+        since: exported.since,
+        export: { ...exportRest, files: exportFiles.length },
+        import: totals,
+        waves,
+        overlapped,
+        importedFiles: imported.size,
+        peakStagedBytes: peakStaged,
+        pruned: { files: pruned.size, bytes: prunedBytes },
+        continues,
+        alreadyComplete: alreadyDone,
+        timings: { exportMs, totalMs },
+      }
+      yield* say("done", {
+        total: totals.total,
+        quarantined: totals.quarantined,
+        deleted: totals.deleted,
+        waves,
+        overlapped,
+        importedFiles: imported.size,
+        totalMs,
+        exportMs,
+      })
+      return summary
+    }),
+  )

@@ -1,0 +1,443 @@
+/**
+ * `ferry migrate --from <url> --to <url> [--archive <dir>] [--since auto] [--max-staged 2GB] [--prune-staged] …`
+ *
+ * Export and import in one job (Migrate.ts): the import starts on finished files while others still
+ * download; rerunning the same command resumes. Settings come from flags, `FERRY_*` variables and a config
+ * file (`--config`, Config.ts), in that order; each server has its own `--source-…` / `--target-…` auth.
+ * Without `--archive` the archive goes to `.ferry-migrate/<source>--<target>/full` (an incremental run with
+ * `--since`: `…/since-<instant>`), so the same command finds its archive again and `--since auto` finds the
+ * earlier ones. Progress on stderr (a live display on a TTY, plain lines otherwise or with `--json`, which
+ * prints a summary on stdout). After the migration nothing else runs: check it with `ferry verify`.
+ */
+import * as Path from "node:path"
+import { Command, Options } from "@effect/cli"
+import * as Authenticator from "@ferry/auth/Authenticator"
+import * as Imports from "@ferry/archive/Imports"
+import * as FhirClient from "@ferry/core/FhirClient"
+import * as Export from "@ferry/export/Export"
+import { ImportError } from "@ferry/import/ImportError"
+import { Clock, Console, Duration, Effect, Option, Schedule } from "effect"
+import { unprefix } from "../AuthFlags.js"
+import * as Config from "../Config.js"
+import type { FlagValues } from "../Flags.js"
+import * as HttpLayer from "../HttpLayer.js"
+import * as Migrate from "../Migrate.js"
+import * as Progress from "../Progress.js"
+import { version } from "../Version.js"
+import { parseTimeout } from "./export.js"
+
+const list = (values: ReadonlyArray<string>): Array<string> =>
+  values
+    .flatMap((v) => v.split(","))
+    .map((v) => v.trim())
+    .filter((v) => v !== "")
+
+/** `2GB`, `500 MB`, `512MiB`, `1048576` → bytes. */
+export const parseBytes = (text: string): Option.Option<number> => {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?$/i.exec(text.trim())
+  if (m === null) return Option.none()
+  const unit = (m[2] ?? "b").toLowerCase()
+  const factor: Record<string, number> = {
+    b: 1,
+    kb: 1e3,
+    mb: 1e6,
+    gb: 1e9,
+    tb: 1e12,
+    kib: 1024,
+    mib: 1024 ** 2,
+    gib: 1024 ** 3,
+    tib: 1024 ** 4,
+  }
+  return Option.some(Math.floor(Number(m[1]) * factor[unit]!))
+}
+
+const flags = {
+  from: Options.text("from").pipe(
+    Options.optional,
+    Options.withDescription("The source FHIR server's base URL (or FERRY_FROM, or source.url in --config)."),
+  ),
+  to: Options.text("to").pipe(
+    Options.optional,
+    Options.withDescription("The target FHIR server's base URL (or FERRY_TO, or target.url in --config)."),
+  ),
+  archive: Options.text("archive").pipe(
+    Options.optional,
+    Options.withDescription(
+      "The archive directory of this migration (default .ferry-migrate/<source>--<target>/full, or …/since-<instant>); rerun to resume.",
+    ),
+  ),
+  since: Options.text("since").pipe(
+    Options.optional,
+    Options.withDescription(
+      "Incremental: only changes (and deletes) after this instant, or 'auto': after the transactionTime of the newest finished archive next to this one (cutover).",
+    ),
+  ),
+  level: Options.choice("level", ["system", "patient", "group"]).pipe(
+    Options.optional,
+    Options.withDescription("Export level (default system)."),
+  ),
+  group: Options.text("group").pipe(
+    Options.optional,
+    Options.withDescription("The Group id (--level group)."),
+  ),
+  type: Options.text("type").pipe(
+    Options.repeated,
+    Options.withDescription("Resource types (_type); repeat or comma-separate."),
+  ),
+  typeFilter: Options.text("type-filter").pipe(
+    Options.repeated,
+    Options.withDescription("A _typeFilter query, e.g. 'Observation?status=final'; repeatable."),
+  ),
+  mode: Options.choice("mode", ["auto", "bulk", "crawl"]).pipe(
+    Options.optional,
+    Options.withDescription(
+      "bulk: $export only; crawl: page through search; auto (default): $export, else crawl.",
+    ),
+  ),
+  parallel: Options.integer("parallel").pipe(
+    Options.optional,
+    Options.withDescription("Parallel downloads and Bundles in flight (default 4)."),
+  ),
+  strategy: Options.choice("strategy", ["auto", "put", "post", "import"]).pipe(
+    Options.optional,
+    Options.withDescription("Import strategy (see `ferry import --help`; default auto)."),
+  ),
+  bundleSize: Options.integer("bundle-size").pipe(
+    Options.optional,
+    Options.withDescription("Entries per transaction Bundle (default 500)."),
+  ),
+  maxBundleBytes: Options.integer("max-bundle-bytes").pipe(
+    Options.optional,
+    Options.withDescription("Estimated bytes per transaction Bundle (default 10 MiB)."),
+  ),
+  maxStaged: Options.text("max-staged").pipe(
+    Options.optional,
+    Options.withDescription(
+      "Hold back downloads while downloaded-but-not-imported data files exceed this size (e.g. 2GB, 500MiB).",
+    ),
+  ),
+  pruneStaged: Options.boolean("prune-staged").pipe(
+    Options.withDescription(
+      "Delete imported data files from the archive (the manifest still lists them; verify against --source then).",
+    ),
+  ),
+  timeout: Options.text("timeout").pipe(
+    Options.optional,
+    Options.withDescription(
+      "Give up waiting for the export job after this long: 90s, 30m, 6h, 1d (default 24h).",
+    ),
+  ),
+  keepJob: Options.boolean("keep-job").pipe(
+    Options.withDescription("Do not DELETE the export job on the source after success."),
+  ),
+  gzip: Options.boolean("gzip").pipe(Options.withDescription("Store data files gzip-compressed.")),
+  noAttachments: Options.boolean("no-attachments").pipe(Options.withDescription("Do not carry attachments.")),
+  json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
+  ...Config.configFlags,
+}
+
+type Flags = FlagValues<typeof flags>
+
+const usage = (detail: string) => new ImportError({ reason: "Config", detail })
+
+const slug = (url: string) => Imports.targetSlug(url)
+
+/** The default archive of a migration (see the module doc). */
+export const defaultArchive = (from: string, to: string, since: string | undefined): string => {
+  const root = Path.join(".ferry-migrate", `${slug(from)}--${slug(to)}`)
+  return since === undefined
+    ? Path.join(root, "full")
+    : Path.join(root, `since-${since.replace(/[^A-Za-z0-9.-]/g, "_")}`)
+}
+
+const client = (baseUrl: string, settings: Authenticator.AuthSettings, retries: number) =>
+  Effect.gen(function* () {
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    const c = yield* FhirClient.make({
+      baseUrl,
+      authorize: authenticator.authorize,
+      onUnauthorized: authenticator.invalidate,
+      retry: { times: retries },
+    })
+    return { client: c, describe: authenticator.describe }
+  })
+
+/** Reads the CapabilityStatement once (few retries) so an unreachable server fails in one sentence. */
+const preflight = (role: "source" | "target", flag: string, c: FhirClient.FhirClient) =>
+  c.capabilities().pipe(
+    Effect.asVoid,
+    Effect.catchIf(
+      (e) => e._tag === "FhirError" && e.reason === "Transport",
+      (e) =>
+        Effect.fail(
+          new ImportError({
+            reason: "Target",
+            url: c.baseUrl,
+            detail: `the ${role} server is unreachable (${e._tag === "FhirError" ? (e.detail ?? "no answer") : ""}); check ${flag} and that the server is running`,
+          }),
+        ),
+    ),
+  )
+
+const fmtBytes = Progress.formatBytes
+const fmtCount = Progress.formatCount
+
+/** A line for the events worth a line (plain output), or undefined; `strategy` only once. */
+const lines = () => {
+  let strategy: unknown
+  return (e: Migrate.MigrateEvent): string | undefined => {
+    if (e.from === "import" && e.event === "strategy") {
+      if (e.strategy === strategy) return undefined
+      strategy = e.strategy
+    }
+    return lineOf(e)
+  }
+}
+
+const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
+  const p = "ferry migrate:"
+  if (e.event === "warning") return `${p} WARNING: ${String(e.detail)}`
+  if (e.from === "export") {
+    switch (e.event) {
+      case "since":
+        return `${p} since ${String(e.since ?? "(none)")}: ${String(e.detail)}`
+      case "kickoff":
+        return `${p} export job started`
+      case "fallback":
+        return `${p} no bulk $export: ${String(e.detail)}`
+      case "manifest":
+        return `${p} export manifest: ${String(e.output)} files (transactionTime ${String(e.transactionTime)})`
+      case "file":
+        return `${p} downloaded ${String(e.path)}: ${fmtCount(Number(e.count ?? 0))} ${String(e.type ?? "")} (${fmtBytes(Number(e.bytes ?? 0))})`
+      case "already-complete":
+        return `${p} the export is already complete`
+      case "done":
+        return `${p} export done: ${fmtCount(Number(e.resources ?? 0))} resources, ${String(e.files)} files, ${String(e.attachments)} attachments`
+      default:
+        return undefined
+    }
+  }
+  if (e.from === "import") {
+    switch (e.event) {
+      case "strategy":
+        return `${p} import strategy ${String(e.strategy)}`
+      case "quarantined":
+        return `${p} quarantined ${String(e.key)} (${String(e.source)}): ${String(e.reason)}`
+      case "throttled":
+        return `${p} the target is throttling; parallel ${String(e.parallel)}`
+      default:
+        return undefined
+    }
+  }
+  switch (e.event) {
+    case "resume":
+      return `${p} resuming: ${String(e.importedFiles)} files imported by earlier runs${e.done === true ? " (the migration had finished)" : ""}`
+    case "continues":
+      return `${p} continues ${String(e.archive)} (its id map carried over)`
+    case "wave":
+      return `${p} import wave ${String(e.wave)}${e.final === true ? " (final)" : ""}: ${String(e.files)} files, ${fmtCount(Number(e.resources ?? 0))} resources${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} delete files` : ""} (staged ${fmtBytes(Number(e.staged ?? 0))})`
+    case "wave-done":
+      return `${p} wave ${String(e.wave)} done: ${fmtCount(Number(e.total ?? 0))} written, ${String(e.quarantined)} quarantined${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} deleted` : ""}`
+    case "paused":
+      return `${p} downloads held back: ${fmtBytes(Number(e.staged ?? 0))} staged > --max-staged ${fmtBytes(Number(e.maxStaged ?? 0))}`
+    case "unpaused":
+      return `${p} downloads go on (staged ${fmtBytes(Number(e.staged ?? 0))})`
+    case "pruned":
+      return `${p} pruned imported data files: ${String(e.files)} so far (${fmtBytes(Number(e.bytes ?? 0))})`
+    case "already-complete":
+      return `${p} this migration had already finished; nothing to do`
+    default:
+      return undefined
+  }
+}
+
+const doneLine = (s: Migrate.MigrateSummary): string =>
+  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written in ${s.waves} waves (${s.overlapped} files while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
+
+const REDRAW_MS = 250
+
+/** The live display on a TTY: the export's frame (Progress.ts) plus one line for the import. */
+const liveDisplay = (color: boolean) =>
+  Effect.gen(function* () {
+    let state = Progress.initial
+    let drawn = 0
+    let lastDraw = Number.NEGATIVE_INFINITY
+    let stopped = false
+    let importLine = "  import: waiting for the first finished files"
+    const write = (text: string) =>
+      Effect.sync(() => {
+        process.stderr.write(text)
+      })
+    const frame = (now: number): string => {
+      const width = Math.max(20, (process.stderr.columns ?? 80) - 1)
+      const rows = process.stderr.rows
+      const maxTypes = rows === undefined || rows <= 0 ? 12 : Math.max(3, Math.min(40, rows - 9))
+      const lines = [
+        ...Progress.render(state, now, { width, color, maxTypes }),
+        Progress.truncate(importLine, width),
+      ]
+      const out = Progress.paint(drawn, lines)
+      drawn = lines.length
+      lastDraw = now
+      return out
+    }
+    const draw = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      stopped || now - lastDraw < REDRAW_MS - 20 ? Effect.void : write(frame(now)),
+    )
+    const stop = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.suspend(() => {
+        if (stopped) return Effect.void
+        stopped = true
+        return write(frame(now))
+      }),
+    )
+    yield* Effect.forkScoped(Effect.repeat(draw, Schedule.spaced(Duration.millis(REDRAW_MS))))
+    let written = 0
+    const onEvent = (e: Migrate.MigrateEvent): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        if (e.from === "export") state = Progress.reduce(state, e, now)
+        if (e.from === "import" && e.event === "chunk") written = Math.max(written, Number(e.total ?? 0))
+        if (e.from === "migrate" && e.event === "wave") {
+          written = 0
+          importLine = `  import: wave ${String(e.wave)}${e.final === true ? " (final)" : ""} · ${String(e.files)} files · ${fmtCount(Number(e.resources ?? 0))} resources · staged ${fmtBytes(Number(e.staged ?? 0))}`
+        }
+        if (e.from === "migrate" && e.event === "wave-done")
+          importLine = `  import: wave ${String(e.wave)} done · ${String(e.importedFiles)} files imported · staged ${fmtBytes(Number(e.staged ?? 0))}`
+        if (stopped) return
+        const notice =
+          e.from === "export"
+            ? Progress.notice(e)
+            : e.event === "warning" ||
+                e.event === "quarantined" ||
+                e.event === "paused" ||
+                e.event === "continues"
+              ? lineOf(e)
+              : undefined
+        if (notice !== undefined) {
+          const text = Progress.above(drawn, notice)
+          drawn = 0
+          return yield* write(text + frame(now))
+        }
+        if (e.from === "import" && e.event === "chunk")
+          importLine = `${importLine.replace(/ · \d[\d,]* written$/, "")} · ${fmtCount(written)} written`
+        if (now - lastDraw >= REDRAW_MS) yield* write(frame(now))
+      })
+    return { onEvent, stop }
+  })
+
+export const runMigrate = (f: Flags) =>
+  Effect.gen(function* () {
+    const settings = yield* Config.resolve(f.config, {
+      from: f.from,
+      to: f.to,
+      archive: f.archive,
+      parallel: f.parallel,
+      bundleSize: f.bundleSize,
+      maxBundleBytes: f.maxBundleBytes,
+      strategy: f.strategy,
+      mode: f.mode,
+      level: f.level,
+      group: f.group,
+      source: unprefix("source", f),
+      target: unprefix("target", f),
+    })
+    const from = yield* Config.requireUrl(settings, "source")
+    const to = yield* Config.requireUrl(settings, "target")
+    if (from === to)
+      return yield* usage(`--from and --to are the same server (${from}); migrate between two servers`)
+    const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
+    if (Option.isSome(f.timeout) && Option.isNone(timeout))
+      return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)
+    const maxStaged = Option.isSome(f.maxStaged) ? parseBytes(f.maxStaged.value) : Option.none()
+    if (Option.isSome(f.maxStaged) && Option.isNone(maxStaged))
+      return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
+    if (settings.parallel < 1) return yield* usage("--parallel must be at least 1")
+    if (settings.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
+    const since = Option.getOrUndefined(f.since)
+    let archive: string
+    if (Option.isSome(settings.archive)) archive = settings.archive.value
+    else if (since === "auto") {
+      // the newest finished sibling decides the delta's directory: a rerun after a kill finds it again
+      const root = Path.dirname(defaultArchive(from, to, undefined))
+      const previous = yield* Export.previousTransactionTime(Path.join(root, "next"))
+      archive = defaultArchive(
+        from,
+        to,
+        Option.getOrElse(previous, () => undefined),
+      )
+    } else archive = defaultArchive(from, to, since)
+
+    const sourceAuth = yield* Config.serverAuthSettings(settings, "source")
+    const targetAuth = yield* Config.serverAuthSettings(settings, "target")
+    const source = yield* client(from, sourceAuth, 8)
+    const target = yield* client(to, targetAuth, 8)
+    yield* Console.error(
+      `ferry migrate: ${from} (${source.describe}) → ${to} (${target.describe}), archive ${archive}`,
+    )
+    yield* Effect.all(
+      [
+        client(from, sourceAuth, 1).pipe(Effect.flatMap((c) => preflight("source", "--from", c.client))),
+        client(to, targetAuth, 1).pipe(Effect.flatMap((c) => preflight("target", "--to", c.client))),
+      ],
+      { concurrency: 2 },
+    )
+
+    const live = process.stderr.isTTY === true && !f.json
+    const plain = lines()
+    const noColor = process.env.NO_COLOR
+    const display = live
+      ? yield* liveDisplay(noColor === undefined || noColor === "")
+      : {
+          onEvent: (e: Migrate.MigrateEvent) => {
+            const line = plain(e)
+            return line === undefined ? Effect.void : Console.error(line)
+          },
+          stop: Effect.void,
+        }
+    const summary = yield* Migrate.run({
+      source: source.client,
+      target: target.client,
+      archive,
+      params: {
+        level: settings.level,
+        ...(Option.isSome(settings.group) ? { groupId: settings.group.value } : {}),
+        types: list(f.type),
+        ...(since !== undefined ? { since } : {}),
+        typeFilters: f.typeFilter,
+      },
+      mode: settings.mode,
+      parallel: settings.parallel,
+      importParallel: settings.parallel,
+      bundleSize: settings.bundleSize,
+      maxBundleBytes: settings.maxBundleBytes,
+      ...(settings.strategy !== "auto" ? { strategy: settings.strategy } : {}),
+      ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
+      ...(Option.isSome(maxStaged) ? { maxStaged: maxStaged.value } : {}),
+      pruneStaged: f.pruneStaged,
+      keepJob: f.keepJob,
+      gzip: f.gzip,
+      attachments: !f.noAttachments,
+      tool: { name: "ferry", version },
+      onEvent: display.onEvent,
+    }).pipe(Effect.ensuring(display.stop))
+    yield* Console.error(doneLine(summary))
+    yield* Console.error(
+      summary.pruned.files > 0
+        ? `ferry migrate: check it with: ferry verify --source ${from} --target ${to} (data files were pruned from the archive)`
+        : `ferry migrate: check it with: ferry verify --archive ${archive} --target ${to}`,
+    )
+    if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(HttpLayer.layer),
+    Effect.onInterrupt(() =>
+      Console.error("ferry: migrate interrupted; run the same command again to resume"),
+    ),
+  )
+
+export const migrateCommand = Command.make("migrate", flags, runMigrate).pipe(
+  Command.withDescription(
+    "Export a source and import it into a target in one resumable job; the import starts while the export still runs. --since auto for a cutover delta.",
+  ),
+)

@@ -1,0 +1,287 @@
+/**
+ * `ferry migrate` end to end: the bundled CLI as a process against in-process sandboxes (a seeded source,
+ * an empty target), each migration then checked with `ferry verify` (exit 0 = clean). Needs
+ * `npm run build` first. The scheduler's pure parts are tested in apps/cli/test/Migrate.test.ts.
+ */
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import {
+  archiveCounts,
+  archiveManifest,
+  type InProcessSandbox,
+  lastLine,
+  runFerry,
+  sharedData,
+  startSandbox,
+} from "./helpers/ferry.js"
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-migrate-"))
+const sandboxes: Array<InProcessSandbox> = []
+afterAll(async () => {
+  for (const s of sandboxes) await s.close()
+  NFS.rmSync(tmp, { recursive: true, force: true })
+})
+
+const start = async (config: Parameters<typeof startSandbox>[0]) => {
+  const s = await startSandbox(config)
+  sandboxes.push(s)
+  return s.handle
+}
+type Server = Awaited<ReturnType<typeof start>>
+
+/**
+ * 50 generated patients (1,150 resources: Encounter ↔ Condition reference cycles, a Binary per patient
+ * behind a DocumentReference attachment). Not the 10-patient bulk sample: its conditional references are
+ * resolved on import, and verify compares them literally.
+ */
+const generated = { generate: 50 } as const
+
+const counts = (t: Server): Record<string, number> => {
+  const out: Record<string, number> = {}
+  for (const type of t.store.types()) {
+    const n = t.store.count(type)
+    if (n > 0) out[type] = n
+  }
+  return out
+}
+
+interface Summary {
+  readonly waves: number
+  readonly overlapped: number
+  readonly since: string | undefined
+  readonly continues: string | undefined
+  readonly alreadyComplete: boolean
+  readonly pruned: { readonly files: number; readonly bytes: number }
+  readonly export: { readonly resources: number; readonly deleted: number }
+  readonly import: {
+    readonly strategy: string
+    readonly total: number
+    readonly deleted: number
+    readonly quarantined: number
+  }
+}
+
+const migrate = (source: Server, target: Server, archive: string, ...extra: Array<string>) =>
+  runFerry([
+    "migrate",
+    "--from",
+    source.baseUrl,
+    "--to",
+    target.baseUrl,
+    "--archive",
+    archive,
+    "--json",
+    ...extra,
+  ])
+
+const summaryOf = (stdout: string): Summary => JSON.parse(stdout) as Summary
+
+/** `ferry verify` of the target against the archive (through its id map) or the source server. */
+const verify = async (target: Server, against: { archive: string } | { source: Server }) => {
+  const report = Path.join(tmp, `report-${Math.random().toString(36).slice(2)}`)
+  const run = await runFerry([
+    "verify",
+    "--target",
+    target.baseUrl,
+    ...("archive" in against ? ["--archive", against.archive] : ["--source", against.source.baseUrl]),
+    "--report",
+    report,
+  ])
+  const json = JSON.parse(NFS.readFileSync(Path.join(report, "verify.json"), "utf8")) as {
+    verdict: string
+    totals: { compared: number; differing: number; missing: number; extra: number }
+    differences: ReadonlyArray<unknown>
+  }
+  return { run, report: json }
+}
+
+describe("ferry migrate", () => {
+  it("Synthea (38k resources, attachments) into an empty target: counts equal, verify clean", async () => {
+    const source = await start({ seed: [sharedData("synthea-bundles"), sharedData("attachments")] })
+    const target = await start({})
+    const archive = Path.join(tmp, "synthea")
+    const run = await migrate(source, target, archive)
+    expect(run.code, run.stderr).toBe(0)
+    const s = summaryOf(run.stdout)
+    expect(s.import.total).toBe(s.export.resources)
+    expect(s.import.quarantined).toBe(0)
+    // pipelined: at least one wave began while the export was still downloading
+    expect(s.overlapped).toBeGreaterThan(0)
+    expect(s.waves).toBeGreaterThan(1)
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    expect(run.stderr).toContain("ferry migrate: done:")
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    expect(v.report.verdict).toBe("clean")
+    expect(v.report.totals.compared).toBe(s.export.resources)
+  }, 150_000)
+
+  it("a target that refuses client ids: post strategy, verify clean through the id map", async () => {
+    const source = await start(generated)
+    const target = await start({ refuseClientIds: true })
+    const archive = Path.join(tmp, "refused")
+    const run = await migrate(source, target, archive)
+    expect(run.code, run.stderr).toBe(0)
+    const s = summaryOf(run.stdout)
+    expect(s.import.strategy).toBe("post")
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    expect(v.report.totals.compared).toBeGreaterThan(1000)
+  }, 60_000)
+
+  it("incremental cutover: change 10, delete 3 on the source, migrate --since auto, verify clean", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const runs = Path.join(tmp, "cutover")
+    const full = await migrate(source, target, Path.join(runs, "full"))
+    expect(full.code, full.stderr).toBe(0)
+
+    const changed = Array.from(source.store.iterate("Observation", { limit: 10 }))
+    expect(changed).toHaveLength(10)
+    for (const r of changed) {
+      const body = { ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status: "amended" }
+      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify(body),
+      })
+      expect(res.status).toBeLessThan(300)
+    }
+    const gone = Array.from(source.store.iterate("MedicationRequest", { limit: 3 })).map((r) => r.id)
+    for (const id of gone) {
+      const res = await fetch(`${source.baseUrl}/MedicationRequest/${id}`, { method: "DELETE" })
+      expect(res.status).toBeLessThan(300)
+    }
+    const before = await verify(target, { source })
+    expect(before.run.code).toBe(6)
+
+    const delta = await migrate(source, target, Path.join(runs, "delta"), "--since", "auto")
+    expect(delta.code, delta.stderr).toBe(0)
+    const s = summaryOf(delta.stdout)
+    expect(s.since).toBeDefined()
+    expect(s.continues).toBe(Path.join(runs, "full"))
+    expect(s.import.deleted).toBe(3)
+    expect(s.import.total).toBeGreaterThanOrEqual(10)
+    expect(s.import.total).toBeLessThan(100)
+    for (const id of gone) expect(target.store.read("MedicationRequest", id)).toBeUndefined()
+    expect(JSON.parse(target.store.read("Observation", changed[0]!.id)!.json).status).toBe("amended")
+    const after = await verify(target, { source })
+    expect(after.run.code, JSON.stringify(after.report.differences.slice(0, 2))).toBe(0)
+  }, 90_000)
+
+  it("kill -9 mid-migrate, then the same command: finishes, nothing lost or duplicated, verify clean", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const archive = Path.join(tmp, "killed")
+    const args = ["--bundle-size", "20", "--parallel", "1"]
+    let seen = 0
+    let poll: NodeJS.Timeout | undefined
+    const first = await runFerry(
+      ["migrate", "--from", source.baseUrl, "--to", target.baseUrl, "--archive", archive, ...args],
+      {
+        onStderr: (_text, child) => {
+          // once the target holds some resources, kill the process (the export may still be running)
+          poll ??= setInterval(() => {
+            seen = target.store.countAll()
+            if (seen >= 200 && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+          }, 20)
+        },
+      },
+    )
+    clearInterval(poll)
+    expect(first.signal, first.stderr).toBe("SIGKILL")
+    const partial = target.store.countAll()
+    expect(partial).toBeGreaterThanOrEqual(200)
+    const second = await migrate(source, target, archive, ...args)
+    expect(second.code, second.stderr).toBe(0)
+    const expected = archiveCounts(archive)
+    expect(partial).toBeLessThan(Object.values(expected).reduce((a, b) => a + b, 0))
+    expect(counts(target)).toEqual(expected)
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    // a third run finds the migration finished and sends nothing
+    const third = await migrate(source, target, archive, ...args)
+    expect(third.code, third.stderr).toBe(0)
+    expect(summaryOf(third.stdout).alreadyComplete).toBe(true)
+  }, 90_000)
+
+  it("--max-staged and --prune-staged: imported data files are removed, verify against the source is clean", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const archive = Path.join(tmp, "pruned")
+    const run = await migrate(source, target, archive, "--max-staged", "200kB", "--prune-staged")
+    expect(run.code, run.stderr).toBe(0)
+    const s = summaryOf(run.stdout)
+    const manifest = archiveManifest(archive)
+    const kept = manifest.files.filter((f) => NFS.existsSync(Path.join(archive, f.path)))
+    expect(kept.every((f) => f.type === "Binary")).toBe(true)
+    expect(s.pruned.files).toBe(manifest.files.length - kept.length)
+    expect(s.pruned.files).toBeGreaterThan(5)
+    const v = await verify(target, { source })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 60_000)
+
+  it("--mode crawl (a source searched page by page): the same migration, waves from the crawled files", async () => {
+    const source = await start({ generate: 20 })
+    const target = await start({})
+    const archive = Path.join(tmp, "crawled")
+    const run = await migrate(source, target, archive, "--mode", "crawl")
+    expect(run.code, run.stderr).toBe(0)
+    const s = summaryOf(run.stdout)
+    expect(s.import.total).toBe(s.export.resources)
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 60_000)
+
+  it("settings from a YAML config file, FERRY_TO overriding it: the migration lands where the environment says", async () => {
+    const source = await start({ generate: 10 })
+    const target = await start({})
+    const archive = Path.join(tmp, "configured")
+    const config = Path.join(tmp, "ferry.yaml")
+    NFS.writeFileSync(
+      config,
+      [
+        "source:",
+        `  url: ${source.baseUrl}`,
+        "  auth: none",
+        "target:",
+        "  url: http://127.0.0.1:1/fhir",
+        `archive: ${archive}`,
+        "bundleSize: 50",
+        "",
+      ].join("\n"),
+    )
+    const run = await runFerry(["migrate", "--config", config, "--json"], {
+      env: { FERRY_TO: target.baseUrl },
+    })
+    expect(run.code, run.stderr).toBe(0)
+    expect(summaryOf(run.stdout).import.total).toBe(
+      Object.values(archiveCounts(archive)).reduce((a, b) => a + b, 0),
+    )
+    expect(counts(target)).toEqual(archiveCounts(archive))
+  }, 60_000)
+
+  it("an unreachable target: one clear sentence, non-zero exit, nothing exported", async () => {
+    const source = await start(generated)
+    const archive = Path.join(tmp, "unreachable")
+    const run = await runFerry([
+      "migrate",
+      "--from",
+      source.baseUrl,
+      "--to",
+      "http://127.0.0.1:1/fhir",
+      "--archive",
+      archive,
+    ])
+    expect(run.code).toBe(4)
+    const line = lastLine(run.stderr)
+    expect(line).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:1\/fhir: the target server is unreachable .*; check --to and that the server is running$/,
+    )
+    expect(NFS.existsSync(archive)).toBe(false)
+  }, 60_000)
+})
