@@ -28,9 +28,9 @@ const SEP = "|"
 
 export class IdentifierIndex {
   /** `Type|system|value` (system "" when absent) → key(s). */
-  private readonly exact = new Map<string, string | Array<string>>()
+  private readonly exact = new Map<string, string | Set<string>>()
   /** `Type||value` ignoring the system → key(s). */
-  private readonly anySystem = new Map<string, string | Array<string>>()
+  private readonly anySystem = new Map<string, string | Set<string>>()
   private readonly only: ReadonlySet<string> | undefined
   private count = 0
 
@@ -80,14 +80,15 @@ export class IdentifierIndex {
         : this.exact.get(type + SEP + system + SEP + value)
     if (hit === undefined) return { _tag: "NotFound" }
     if (typeof hit === "string") return { _tag: "Found", key: hit }
-    return { _tag: "Ambiguous", keys: hit }
+    return { _tag: "Ambiguous", keys: [...hit] }
   }
 }
 
-const push = (map: Map<string, string | Array<string>>, k: string, key: string): void => {
+/** One key, or a set of them once an identifier is shared (thousands of resources may share one). */
+const push = (map: Map<string, string | Set<string>>, k: string, key: string): void => {
   const cur = map.get(k)
   if (cur === undefined) map.set(k, key)
   else if (typeof cur === "string") {
-    if (cur !== key) map.set(k, [cur, key])
-  } else if (!cur.includes(key)) cur.push(key)
+    if (cur !== key) map.set(k, new Set([cur, key]))
+  } else cur.add(key)
 }
