@@ -4,6 +4,7 @@
  * `npm run build` first. The scheduler's pure parts are tested in apps/cli/test/Migrate.test.ts.
  */
 import * as NFS from "node:fs"
+import * as Imports from "@ferry/archive/Imports"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
@@ -79,13 +80,19 @@ const migrate = (source: Server, target: Server, archive: string, ...extra: Arra
 const summaryOf = (stdout: string): Summary => JSON.parse(stdout) as Summary
 
 /** `ferry verify` of the target against the archive (through its id map) or the source server. */
-const verify = async (target: Server, against: { archive: string } | { source: Server }) => {
+const verify = async (target: Server, against: { archive: string } | { source: Server; idMap?: string }) => {
   const report = Path.join(tmp, `report-${Math.random().toString(36).slice(2)}`)
   const run = await runFerry([
     "verify",
     "--target",
     target.baseUrl,
-    ...("archive" in against ? ["--archive", against.archive] : ["--source", against.source.baseUrl]),
+    ...("archive" in against
+      ? ["--archive", against.archive]
+      : [
+          "--source",
+          against.source.baseUrl,
+          ...(against.idMap !== undefined ? ["--id-map", against.idMap] : []),
+        ]),
     "--report",
     report,
   ])
@@ -132,45 +139,65 @@ describe("ferry migrate", () => {
     expect(v.report.totals.compared).toBeGreaterThan(1000)
   }, 60_000)
 
-  it("incremental cutover: change 10, delete 3 on the source, migrate --since auto, verify clean", async () => {
-    const source = await start(generated)
-    const target = await start({})
-    const runs = Path.join(tmp, "cutover")
-    const full = await migrate(source, target, Path.join(runs, "full"))
-    expect(full.code, full.stderr).toBe(0)
+  it.each([
+    ["put", false],
+    ["post (target refuses client ids)", true],
+  ])(
+    "incremental cutover, %s: change 10, delete 3 on the source, migrate --since auto, verify clean",
+    async (_name, refuseClientIds) => {
+      const source = await start(generated)
+      const target = await start({ refuseClientIds })
+      const runs = Path.join(tmp, `cutover-${refuseClientIds}`)
+      const full = await migrate(source, target, Path.join(runs, "full"))
+      expect(full.code, full.stderr).toBe(0)
 
-    const changed = Array.from(source.store.iterate("Observation", { limit: 10 }))
-    expect(changed).toHaveLength(10)
-    for (const r of changed) {
-      const body = { ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status: "amended" }
-      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
-        method: "PUT",
-        headers: { "content-type": "application/fhir+json" },
-        body: JSON.stringify(body),
-      })
-      expect(res.status).toBeLessThan(300)
-    }
-    const gone = Array.from(source.store.iterate("MedicationRequest", { limit: 3 })).map((r) => r.id)
-    for (const id of gone) {
-      const res = await fetch(`${source.baseUrl}/MedicationRequest/${id}`, { method: "DELETE" })
-      expect(res.status).toBeLessThan(300)
-    }
-    const before = await verify(target, { source })
-    expect(before.run.code).toBe(6)
+      const changed = Array.from(source.store.iterate("Observation", { limit: 10 }))
+      expect(changed).toHaveLength(10)
+      for (const r of changed) {
+        const body = { ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status: "amended" }
+        const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
+          method: "PUT",
+          headers: { "content-type": "application/fhir+json" },
+          body: JSON.stringify(body),
+        })
+        expect(res.status).toBeLessThan(300)
+      }
+      const gone = Array.from(source.store.iterate("MedicationRequest", { limit: 3 })).map((r) => r.id)
+      for (const id of gone) {
+        const res = await fetch(`${source.baseUrl}/MedicationRequest/${id}`, { method: "DELETE" })
+        expect(res.status).toBeLessThan(300)
+      }
+      const before = await verify(target, { source })
+      expect(before.run.code).toBe(6)
 
-    const delta = await migrate(source, target, Path.join(runs, "delta"), "--since", "auto")
-    expect(delta.code, delta.stderr).toBe(0)
-    const s = summaryOf(delta.stdout)
-    expect(s.since).toBeDefined()
-    expect(s.continues).toBe(Path.join(runs, "full"))
-    expect(s.import.deleted).toBe(3)
-    expect(s.import.total).toBeGreaterThanOrEqual(10)
-    expect(s.import.total).toBeLessThan(100)
-    for (const id of gone) expect(target.store.read("MedicationRequest", id)).toBeUndefined()
-    expect(JSON.parse(target.store.read("Observation", changed[0]!.id)!.json).status).toBe("amended")
-    const after = await verify(target, { source })
-    expect(after.run.code, JSON.stringify(after.report.differences.slice(0, 2))).toBe(0)
-  }, 90_000)
+      const delta = await migrate(source, target, Path.join(runs, "delta"), "--since", "auto")
+      expect(delta.code, delta.stderr).toBe(0)
+      const s = summaryOf(delta.stdout)
+      expect(s.since).toBeDefined()
+      expect(s.continues).toBe(Path.join(runs, "full"))
+      expect(s.import.deleted).toBe(3)
+      expect(s.import.total).toBeGreaterThanOrEqual(10)
+      expect(s.import.total).toBeLessThan(100)
+      const idMap = Imports.idMapPath(Path.join(runs, "delta"), target.baseUrl)
+      const targetId = (key: string) => {
+        if (!refuseClientIds) return key.slice(key.indexOf("/") + 1)
+        for (const line of NFS.readFileSync(idMap, "utf8").split("\n")) {
+          if (line === "") continue
+          const m = JSON.parse(line) as { s: string; t: string }
+          if (m.s === key) return m.t.slice(m.t.indexOf("/") + 1)
+        }
+        throw new Error(`${key} is not in the id map`)
+      }
+      for (const id of gone)
+        expect(target.store.read("MedicationRequest", targetId(`MedicationRequest/${id}`))).toBeUndefined()
+      const first = target.store.read("Observation", targetId(`Observation/${changed[0]!.id}`))
+      expect(JSON.parse(first!.json).status).toBe("amended")
+      expect(counts(target)).toEqual(counts(source))
+      const after = await verify(target, refuseClientIds ? { source, idMap } : { source })
+      expect(after.run.code, JSON.stringify(after.report.differences.slice(0, 2))).toBe(0)
+    },
+    90_000,
+  )
 
   it("kill -9 mid-migrate, then the same command: finishes, nothing lost or duplicated, verify clean", async () => {
     const source = await start(generated)

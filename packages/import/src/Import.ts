@@ -592,13 +592,44 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       /** `cycle`: the resources are one reference cycle (an oversize component of the plan). */
       const land = (all: ReadonlyArray<Located>, cycle = false): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
-          const locs =
-            mode === "post"
-              ? all.filter(
-                  (l) =>
-                    typeof l.value.id !== "string" || !idMap.has(`${l.value.resourceType}/${l.value.id}`),
-                )
-              : all
+          const mapped = (l: Located) =>
+            typeof l.value.id === "string" && idMap.has(`${l.value.resourceType}/${l.value.id}`)
+          // decided before anything is sent: what landNew creates is in the id map afterwards
+          const known = mode === "post" ? all.filter(mapped) : []
+          const locs = mode === "post" ? all.filter((l) => !mapped(l)) : all
+          yield* landNew(locs, cycle)
+          yield* update(known)
+        })
+
+      /**
+       * Post mode: resources the id map already holds (an incremental archive's changed resources, or ones an
+       * earlier run or wave created) are updated in place with `PUT Type/<target id>`, in one batch (the
+       * entries are independent); refused ones are quarantined.
+       */
+      const update = (known: ReadonlyArray<Located>): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
+          if (known.length === 0) return
+          const tx = Chunk.toTransaction(
+            known.map((l) => l.value),
+            "put",
+            rctx(),
+            { type: "batch" },
+          )
+          const response = yield* send(tx.bundle, true)
+          const m = yield* decodeResponse(tx, response)
+          yield* record(m.mapped)
+          yield* quarantine(
+            m.failed.map((f) => ({
+              loc: known[f.position]!,
+              outcome: f.outcome,
+              reason: `refused by the target (${f.status ?? "no status"})`,
+            })),
+          )
+        })
+
+      /** Create these resources (dependency order); splits, batches and quarantines as needed. */
+      const landNew = (locs: ReadonlyArray<Located>, cycle: boolean): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
           if (locs.length === 0) return
           const tx = withoutConditional(
             Chunk.toTransaction(
