@@ -12,9 +12,10 @@ import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { ExportError } from "@ferry/export/ExportError"
 import * as Export from "@ferry/export/Export"
-import { Clock, Console, Duration, Effect, Option, Schedule } from "effect"
+import { Clock, Console, Duration, Effect, Option } from "effect"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
+import * as Screen from "../Screen.js"
 import { version } from "../Version.js"
 import type { FlagValues } from "../Flags.js"
 
@@ -188,66 +189,28 @@ const plainLines = (started: number) => {
 const doneLine = (e: Export.ExportEvent, secs: number): string =>
   `ferry export: done: ${String(e.resources)} resources in ${String(e.files)} files, ${formatBytes(Number(e.bytes ?? 0))}, ${String(e.attachments)} attachments, ${secs.toFixed(1)} s`
 
-/** At most one redraw per this many milliseconds. */
-const REDRAW_MS = 250
-
-/**
- * The live display on a TTY: a frame of `Progress.render` lines on stderr, redrawn in place (cursor up
- * N lines, clear each line) at most every 250 ms; notices (warnings, fallbacks, …) are printed above it.
- * `stop` draws the final frame and leaves it on screen; nothing is drawn after it.
- */
+/** The live display on a TTY (Screen.ts): the frame of `Progress.render`; notices above it. */
 const liveDisplay = (started: number, color: boolean) =>
   Effect.gen(function* () {
     let state = Progress.initial
-    let drawn = 0
-    let lastDraw = Number.NEGATIVE_INFINITY
-    let stopped = false
-    const write = (text: string) =>
-      Effect.sync(() => {
-        process.stderr.write(text)
-      })
-    const frame = (now: number): string => {
-      const width = Math.max(20, (process.stderr.columns ?? 80) - 1)
-      const rows = process.stderr.rows
-      const maxTypes = rows === undefined || rows <= 0 ? 12 : Math.max(3, Math.min(40, rows - 8))
-      const lines = Progress.render(state, now, { width, color, maxTypes })
-      const out = Progress.paint(drawn, lines)
-      drawn = lines.length
-      lastDraw = now
-      return out
-    }
-    // The ticker skips a redraw when an event drew one just before.
-    const draw = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      stopped || now - lastDraw < REDRAW_MS - 20 ? Effect.void : write(frame(now)),
+    const screen = yield* Screen.make((now, size) =>
+      Progress.render(state, now, { width: size.width, color, maxTypes: Screen.maxTypes(size, 8) }),
     )
-    const stop = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.suspend(() => {
-        if (stopped) return Effect.void
-        stopped = true
-        return write(frame(now))
-      }),
-    )
-    // Time passes while no event comes (waiting for the server, a slow file): redraw anyway.
-    yield* Effect.forkScoped(Effect.repeat(draw, Schedule.spaced(Duration.millis(REDRAW_MS))))
     const onEvent = (e: Export.ExportEvent): Effect.Effect<void> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const before = state.phase
         state = Progress.reduce(state, e, now)
-        if (stopped) return
+        if (screen.stopped()) return
         if (e.event === "done") {
-          yield* stop
+          yield* screen.stop
           return yield* Console.error(doneLine(e, Math.max(0.001, (now - started) / 1000)))
         }
         const notice = Progress.notice(e)
-        if (notice !== undefined) {
-          const text = Progress.above(drawn, notice)
-          drawn = 0
-          return yield* write(text + frame(now))
-        }
-        if (state.phase !== before || now - lastDraw >= REDRAW_MS) yield* write(frame(now))
+        if (notice !== undefined) return yield* screen.notice(notice, now)
+        yield* screen.draw(now, state.phase !== before)
       })
-    return { onEvent, stop }
+    return { onEvent, stop: screen.stop }
   })
 
 export const runExport = (f: Flags) =>

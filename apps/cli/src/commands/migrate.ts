@@ -16,13 +16,14 @@ import * as Imports from "@ferry/archive/Imports"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Export from "@ferry/export/Export"
 import { ImportError } from "@ferry/import/ImportError"
-import { Clock, Console, Duration, Effect, Option, Schedule } from "effect"
+import { Clock, Console, Effect, Option } from "effect"
 import { unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import type { FlagValues } from "../Flags.js"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Migrate from "../Migrate.js"
 import * as Progress from "../Progress.js"
+import * as Screen from "../Screen.js"
 import { version } from "../Version.js"
 import { parseTimeout } from "./export.js"
 
@@ -254,44 +255,15 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
 const doneLine = (s: Migrate.MigrateSummary): string =>
   `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written in ${s.waves} waves (${s.overlapped} files while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
 
-const REDRAW_MS = 250
-
-/** The live display on a TTY: the export's frame (Progress.ts) plus one line for the import. */
+/** The live display on a TTY (Screen.ts): the export's frame (Progress.ts) plus one line for the import. */
 const liveDisplay = (color: boolean) =>
   Effect.gen(function* () {
     let state = Progress.initial
-    let drawn = 0
-    let lastDraw = Number.NEGATIVE_INFINITY
-    let stopped = false
     let importLine = "  import: waiting for the first finished files"
-    const write = (text: string) =>
-      Effect.sync(() => {
-        process.stderr.write(text)
-      })
-    const frame = (now: number): string => {
-      const width = Math.max(20, (process.stderr.columns ?? 80) - 1)
-      const rows = process.stderr.rows
-      const maxTypes = rows === undefined || rows <= 0 ? 12 : Math.max(3, Math.min(40, rows - 9))
-      const lines = [
-        ...Progress.render(state, now, { width, color, maxTypes }),
-        Progress.truncate(importLine, width),
-      ]
-      const out = Progress.paint(drawn, lines)
-      drawn = lines.length
-      lastDraw = now
-      return out
-    }
-    const draw = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      stopped || now - lastDraw < REDRAW_MS - 20 ? Effect.void : write(frame(now)),
-    )
-    const stop = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.suspend(() => {
-        if (stopped) return Effect.void
-        stopped = true
-        return write(frame(now))
-      }),
-    )
-    yield* Effect.forkScoped(Effect.repeat(draw, Schedule.spaced(Duration.millis(REDRAW_MS))))
+    const screen = yield* Screen.make((now, size) => [
+      ...Progress.render(state, now, { width: size.width, color, maxTypes: Screen.maxTypes(size, 9) }),
+      Progress.truncate(importLine, size.width),
+    ])
     let written = 0
     const onEvent = (e: Migrate.MigrateEvent): Effect.Effect<void> =>
       Effect.gen(function* () {
@@ -304,7 +276,7 @@ const liveDisplay = (color: boolean) =>
         }
         if (e.from === "migrate" && e.event === "wave-done")
           importLine = `  import: wave ${String(e.wave)} done · ${String(e.importedFiles)} files imported · staged ${fmtBytes(Number(e.staged ?? 0))}`
-        if (stopped) return
+        if (screen.stopped()) return
         const notice =
           e.from === "export"
             ? Progress.notice(e)
@@ -314,16 +286,12 @@ const liveDisplay = (color: boolean) =>
                 e.event === "continues"
               ? lineOf(e)
               : undefined
-        if (notice !== undefined) {
-          const text = Progress.above(drawn, notice)
-          drawn = 0
-          return yield* write(text + frame(now))
-        }
+        if (notice !== undefined) return yield* screen.notice(notice, now)
         if (e.from === "import" && e.event === "chunk")
           importLine = `${importLine.replace(/ · \d[\d,]* written$/, "")} · ${fmtCount(written)} written`
-        if (now - lastDraw >= REDRAW_MS) yield* write(frame(now))
+        yield* screen.draw(now)
       })
-    return { onEvent, stop }
+    return { onEvent, stop: screen.stop }
   })
 
 export const runMigrate = (f: Flags) =>
