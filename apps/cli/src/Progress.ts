@@ -473,6 +473,8 @@ export interface RenderOptions {
   readonly color?: boolean
   /** At most this many type rows (the rest are summed up in one line; default 12). */
   readonly maxTypes?: number
+  /** The command named in the header (default "ferry export"). */
+  readonly title?: string
 }
 
 const bold = (s: string) => `\x1b[1m${s}\x1b[22m`
@@ -500,7 +502,7 @@ export const render = (state: State, now: number, options: RenderOptions): Array
   const color = options.color === true
   const maxTypes = Math.max(1, options.maxTypes ?? 12)
   const elapsed = state.startedAt === undefined ? "" : ` · ${formatDuration(now - state.startedAt)}`
-  const header = `ferry export${elapsed} · ${phaseText(state, now)}`
+  const header = `${options.title ?? "ferry export"}${elapsed} · ${phaseText(state, now)}`
 
   type Row = { readonly cells: ReadonlyArray<string>; readonly finished: boolean }
   const cellsOf = (label: string, t: TypeProgress, bytes: number): ReadonlyArray<string> => [

@@ -266,6 +266,14 @@ describe("Progress", () => {
     assert.include(text, "total 1/2 files")
   })
 
+  it("names the command given in the header", () => {
+    const text = squash(frame(bulk(), 100))
+    assert.include(text, "ferry export")
+    const migrate = Progress.render(bulk(), t0 + 100, { width: 120, title: "ferry migrate" }).join("\n")
+    assert.include(migrate, "ferry migrate")
+    assert.notInclude(migrate, "ferry export")
+  })
+
   it("follows attachments and finishes with the elapsed time", () => {
     const state = play(
       [

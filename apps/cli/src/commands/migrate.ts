@@ -261,7 +261,12 @@ const liveDisplay = (color: boolean) =>
     let state = Progress.initial
     let importLine = "  import: waiting for the first finished files"
     const screen = yield* Screen.make((now, size) => [
-      ...Progress.render(state, now, { width: size.width, color, maxTypes: Screen.maxTypes(size, 9) }),
+      ...Progress.render(state, now, {
+        width: size.width,
+        color,
+        maxTypes: Screen.maxTypes(size, 9),
+        title: "ferry migrate",
+      }),
       Progress.truncate(importLine, size.width),
     ])
     let written = 0
