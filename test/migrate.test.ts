@@ -55,6 +55,7 @@ interface Summary {
   readonly continues: string | undefined
   readonly alreadyComplete: boolean
   readonly pruned: { readonly files: number; readonly bytes: number }
+  readonly peakStagedBytes: number
   readonly export: { readonly resources: number; readonly deleted: number }
   readonly import: {
     readonly strategy: string
@@ -243,6 +244,11 @@ describe("ferry migrate", () => {
     expect(run.code, run.stderr).toBe(0)
     const s = summaryOf(run.stdout)
     const manifest = archiveManifest(archive)
+    // Observation alone (≈ 400 kB) is over the limit: downloads are held back, then go on again
+    const held = run.stderr.indexOf("downloads held back")
+    expect(held, run.stderr).toBeGreaterThan(-1)
+    expect(run.stderr.indexOf("downloads go on", held), run.stderr).toBeGreaterThan(held)
+    expect(s.peakStagedBytes).toBeGreaterThan(200_000)
     const kept = manifest.files.filter((f) => NFS.existsSync(Path.join(archive, f.path)))
     expect(kept.every((f) => f.type === "Binary")).toBe(true)
     expect(s.pruned.files).toBe(manifest.files.length - kept.length)
