@@ -9,8 +9,6 @@
  * lazily on each `_tag` search by scanning only the rows written since the last scan (the store's
  * `(type, lastUpdated, id)` order: a row updated or re-created gets a newer `lastUpdated` and is
  * re-indexed). Deleted resources stay in the index and are dropped by the store's `deleted = 0` filter.
- * Transaction.ts calls `searchOptions` without a store: the store is then found by the request's base URL
- * (recorded by a middleware for every request).
  *
  * The write helpers (`createResource`, `updateResource`, `deleteResource`, `searchOptions`) are shared
  * with Transaction.ts so a Bundle entry behaves exactly like the REST call it stands for.
@@ -250,7 +248,6 @@ interface TypeTags {
 }
 
 const tagIndexes = new WeakMap<Store, Map<string, TypeTags>>()
-const storesByBase = new Map<string, Store>()
 
 /** The index keys of a resource's `meta.tag` codings. */
 export const tagKeys = (resource: unknown): Array<string> => {
@@ -343,13 +340,13 @@ const idsTagged = (store: Store, type: string, values: string): string[] => {
 
 /**
  * Translates search parameters (for `type`) into store filters; unknown parameters are a 400. `store` is
- * needed for `_tag` only (by default the store serving `baseUrl`).
+ * read for `_tag` (its in-memory tag index).
  */
 export const searchOptions = (
   type: string,
   params: URLSearchParams,
   baseUrl: string,
-  store?: Store,
+  store: Store,
 ): IterateOptions => {
   let ids: string[] | undefined
   const lastUpdated: Array<{ op: LastUpdatedOp; value: string }> = []
@@ -369,10 +366,7 @@ export const searchOptions = (
         lastUpdated.push(...lastUpdatedBounds(value))
         break
       case "_tag": {
-        const from = store ?? storesByBase.get(baseUrl)
-        if (from === undefined)
-          throw new FhirHttpError(500, "exception", `No store is known for ${baseUrl} to search _tag`)
-        const list = idsTagged(from, type, value)
+        const list = idsTagged(store, type, value)
         ids = ids === undefined ? list : ids.filter((i) => list.includes(i))
         break
       }
@@ -579,12 +573,6 @@ const conditionalMatch = (ctx: Ctx, type: string): StoredResource | undefined =>
 /** Registers the REST routes and `POST /` (batch/transaction) on `router`. */
 export const register = (router: Router, _store: Store, config: SandboxConfig): void => {
   const opts = (ctx: Ctx): WriteOptions => ({ config, store: ctx.store })
-  // the store serving each base URL, for `_tag` searches that Transaction.ts runs without one
-  router.use((ctx, next) => {
-    storesByBase.set(ctx.baseUrl, ctx.store)
-    return next()
-  })
-
   router.on("GET", "/metadata", (ctx) => {
     sendJson(ctx, 200, capabilityStatement(router, config, ctx.baseUrl, ctx.store))
   })

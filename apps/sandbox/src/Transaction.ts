@@ -231,7 +231,7 @@ const runTransaction = (store: Store, config: SandboxConfig, baseUrl: string, en
       const type = m[1]!
       const query = m[2]!
       const found = new Set(conditionalMatches(store, type, query, baseUrl).map((id) => `${type}/${id}`))
-      const opts = searchOptions(type, new URLSearchParams(query), baseUrl)
+      const opts = searchOptions(type, new URLSearchParams(query), baseUrl, store)
       for (const p of pending) {
         if (p.type !== type) continue
         const idOk = opts.ids === undefined || opts.ids.includes(p.id)
@@ -288,7 +288,7 @@ const readEntry = (
     if (!s) throw new FhirHttpError(404, "not-found", `${u.type}/${u.id} is not known`)
     return { status: status(200), stored: s, resourceJson: s.json }
   }
-  const opts = searchOptions(u.type, new URLSearchParams(u.query ?? ""), baseUrl)
+  const opts = searchOptions(u.type, new URLSearchParams(u.query ?? ""), baseUrl, store)
   const entries: string[] = []
   for (const r of store.iterate(u.type, { ...opts, limit: config.maxPageSize }))
     entries.push(`{"fullUrl":${JSON.stringify(`${baseUrl}/${r.type}/${r.id}`)},"resource":${r.json}}`)
