@@ -145,6 +145,19 @@ export const distribute = (input: DistributeInput): Effect.Effect<Distributed, E
           writers.set(type, entry)
           return entry
         })
+      // a failed distribution leaves no `.part` behind (the archive lock would remove it on the next run anyway)
+      yield* Effect.addFinalizer((exit) =>
+        exit._tag === "Success"
+          ? Effect.void
+          : Effect.forEach(
+              [...writers.values()],
+              (w) =>
+                Effect.promise(() =>
+                  NFS.promises.rm(Path.join(input.root, `${w.path}.part`), { force: true }),
+                ),
+              { discard: true },
+            ),
+      )
       yield* Ndjson.readFileLines(input.staged, { gzip: false, label: input.label }).pipe(
         Stream.mapError(archiveError(input.label, "read the staged file")),
         Stream.runForEachChunk((chunk) =>
