@@ -38,9 +38,13 @@ export type Mode = "auto" | "bulk" | "crawl"
  * For a pipeline (`ferry migrate`), two events say what is coming and what can be used:
  * - `files-planned` `{ mode, files: [{ kind, type, path, count }] }` once the manifest is known (again after a
  *   re-kick-off); in crawl mode `{ mode: "crawl", types }`: one file per non-empty type, paths not yet known;
+ *   for organizeOutputBy output only once every file is split by type (its data files are not known before);
  * - `file-ready` `{ kind, type, path, count, bytes, sha256, compression }`: the file AND every attachment
  *   its resources point to are in the archive (also for files an earlier run finished); a crawled type
  *   that turned out empty gives `file-empty` `{ type }` instead.
+ * organizeOutputBy output (Organized.ts) adds `organized-file` `{ path, count, bytes }` (a file of blocks is
+ * staged and checked) and `distributed` `{ path, files, headers, duplicates }` (it was split by type; `file`
+ * follows for each data file it gave).
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
