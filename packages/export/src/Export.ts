@@ -11,6 +11,7 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
 import type { ExportManifest, OutputFile } from "@ferry/core/BulkManifest"
+import type { Resource } from "@ferry/core/Ids"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
@@ -601,6 +602,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         const key = splitKey(p)
         const done = journal.result(key)
         let entries: ReadonlyArray<FileEntry>
+        // attachment references by type, collected while splitting (a resumed split's files are read again)
+        const collectors = new Map<string, ReturnType<typeof Attachments.collector>>()
         if (Option.isSome(done)) {
           entries = done.value as ReadonlyArray<FileEntry>
         } else {
@@ -613,6 +616,18 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             gzip: options.gzip === true,
             organizer,
             seen,
+            ...(fetcher !== undefined
+              ? {
+                  onResource: (type: string, resource: Resource) => {
+                    let c = collectors.get(type)
+                    if (c === undefined) {
+                      c = Attachments.collector()
+                      collectors.set(type, c)
+                    }
+                    c.onResource(resource)
+                  },
+                }
+              : {}),
           })
           entries = result.files
           yield* journal.append(key, entries)
@@ -637,7 +652,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         )
         for (const e of entries) {
           const file: ArchiveFile = { ...e, kind: "output" }
-          yield* finishFile(`${key}:${e.type}`, file, undefined)
+          yield* finishFile(
+            `${key}:${e.type}`,
+            file,
+            Option.isSome(done) ? undefined : (collectors.get(e.type)?.refs() ?? []),
+          )
           out.push(file)
         }
       }

@@ -32,6 +32,7 @@ import * as NFS from "node:fs"
 import * as Path from "node:path"
 import type { FileEntry } from "@ferry/archive/Manifest"
 import type { ExportManifest, OutputFile } from "@ferry/core/BulkManifest"
+import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Effect, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
@@ -91,6 +92,8 @@ export interface DistributeInput {
   readonly organizer: string
   /** Keys (`Type/id`) of repeatable resources already in the archive; updated. */
   readonly seen: Set<string>
+  /** Called with every resource kept (e.g. to collect attachment references without reading the files again). */
+  readonly onResource?: (type: string, resource: Resource) => void
 }
 
 export interface Distributed {
@@ -190,6 +193,7 @@ export const distribute = (input: DistributeInput): Effect.Effect<Distributed, E
                 }
                 input.seen.add(key)
               }
+              input.onResource?.(type, value as Resource)
               const list = byType.get(type)
               if (list === undefined) byType.set(type, [text])
               else list.push(text)
