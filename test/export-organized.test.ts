@@ -99,7 +99,11 @@ describe("ferry export --organize-output-by Patient", () => {
     expect(mixedFiles(organized)).toEqual([])
     expect(archiveMismatches(organized)).toEqual([])
     expect(NFS.existsSync(Path.join(organized, "staging"))).toBe(false)
-    const summary = JSON.parse(run.stdout) as { types: Record<string, { resources: number }> }
+    const summary = JSON.parse(run.stdout) as {
+      types: Record<string, { resources: number }>
+      attachments: { fetched: number }
+    }
+    expect(summary.attachments.fetched).toBe(3)
     expect(Object.fromEntries(Object.entries(summary.types).map(([t, s]) => [t, s.resources]))).toEqual(
       archiveCounts(plain),
     )
