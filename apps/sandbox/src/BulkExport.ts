@@ -22,6 +22,13 @@
  * `member[].entity`, narrowed by `patient=`), plus every Provenance whose `target` is an exported
  * resource. Supporting non-member resources (Organization, Practitioner, Medication, …) are not added,
  * and `deleted` is only filled at system level (a tombstone no longer says whose compartment it was in).
+ *
+ * [STU3] `organizeOutputBy=Patient` (any level; other types answer 400): the manifest carries
+ * `outputOrganizedBy`, its output items have no `type`, and each file (`output.000.ndjson`, …) holds
+ * resource blocks (internal/bulkOrganized.ts): a `Parameters` header pointing at the Patient, the Patient,
+ * its compartment, the Provenance of the block. `count` is the file's line count, headers included.
+ * A block split at `resourcesPerFile` repeats its header in the next file and the item names that file in
+ * `continuesInFile`. Resources in no Patient's compartment are left out (a warning in `error` says so).
  */
 import { closeSync, openSync, rmSync, writeSync } from "node:fs"
 import { join } from "node:path"
@@ -32,6 +39,7 @@ import { addOperations } from "./internal/bulkCapability.js"
 import { normalizeReference } from "./internal/References.js"
 import { type BulkConfig, type BulkConfigInput, decodeBulkConfig } from "./internal/bulkConfig.js"
 import { JobDirs, serveFile } from "./internal/bulkFiles.js"
+import { OrganizedWriter } from "./internal/bulkOrganized.js"
 import {
   type Elements,
   elementsFor,
@@ -54,15 +62,20 @@ import type { Store, StoredResource } from "./Store.js"
 export type ExportLevel = "system" | "patient" | "group"
 
 export interface ManifestItem {
-  readonly type: string
+  /** Absent in `organizeOutputBy` output (files of resource blocks, not of one type). */
+  readonly type?: string
   readonly url: string
   readonly count?: number
+  /** `organizeOutputBy` output: the file where this file's last block goes on. */
+  readonly continuesInFile?: string
 }
 
 export interface Manifest {
   readonly transactionTime: string
   readonly request: string
   readonly requiresAccessToken: boolean
+  /** [STU3] The `organizeOutputBy` type, when it was used. */
+  readonly outputOrganizedBy?: string
   readonly output: ReadonlyArray<ManifestItem>
   readonly deleted?: ReadonlyArray<ManifestItem>
   readonly error: ReadonlyArray<ManifestItem>
@@ -86,6 +99,8 @@ export interface ExportPlan {
   readonly elements: Elements | undefined
   /** OperationOutcome warnings for skipped parameters (lenient handling). */
   readonly warnings: ReadonlyArray<string>
+  /** [STU3] `organizeOutputBy` (only `Patient` is supported). */
+  readonly organizeBy: "Patient" | undefined
 }
 
 interface FileEntry {
@@ -100,6 +115,7 @@ interface Job {
   readonly transactionTime: string
   readonly since: string | undefined
   readonly requiresAccessToken: boolean
+  readonly organizeBy: string | undefined
   state: "running" | "done" | "failed"
   cancelled: boolean
   polls: number
@@ -186,9 +202,15 @@ export const planExport = (options: {
   if (format !== undefined && !OUTPUT_FORMATS.has(format)) {
     throw bad(`_outputFormat ${format} is not supported; use application/fhir+ndjson.`)
   }
-  if (raw.has("organizeOutputBy")) {
-    throw new FhirHttpError(400, "not-supported", "organizeOutputBy is not supported by this server.")
+  const organizeRaw = single(raw, "organizeOutputBy")
+  if (organizeRaw !== undefined && organizeRaw !== "Patient") {
+    throw new FhirHttpError(
+      400,
+      "not-supported",
+      `organizeOutputBy ${organizeRaw} is not supported by this server; use organizeOutputBy=Patient or leave it out.`,
+    )
   }
+  const organizeBy = organizeRaw === undefined ? undefined : ("Patient" as const)
   for (const v of list(raw, "includeAssociatedData") ?? []) {
     if (!ASSOCIATED.has(v))
       skip(`includeAssociatedData ${v} is not supported (LatestProvenanceResources is).`)
@@ -275,6 +297,7 @@ export const planExport = (options: {
     patients,
     elements,
     warnings,
+    organizeBy,
   }
 }
 
@@ -430,7 +453,119 @@ export const register = (
       job.total += store.count(type, range)
     }
     const errors: Array<string> = plan.warnings.map((w) => OO("warning", "not-supported", w))
-    for (const type of plan.types) {
+
+    /**
+     * organizeOutputBy=Patient: one block per patient (all patients, or the Group's / `patient=` ones):
+     * header, the Patient, the rest of its compartment (the same filters as a plain export), then the
+     * Provenance whose target is in the block. A resource in two patients' compartments is in both blocks.
+     * Resources in no Patient's compartment are left out (the IG allows it); a system-level export says so
+     * in its error file.
+     */
+    const organized = async (): Promise<boolean> => {
+      const writer = new OrganizedWriter(
+        job.dir,
+        Math.max(3, settings.resourcesPerFile),
+        settings.organizedRepeatOwner,
+      )
+      const patientIds =
+        plan.patients !== undefined
+          ? [...plan.patients]
+          : Array.from(store.iterate("Patient", { until: plan.until }), (r) => r.id)
+      const blockTypes = plan.types.filter((t) => t !== "Patient" && t !== "Provenance" && isMember(t))
+      /** The resource as exported, or undefined when a filter leaves it out. */
+      const exported = (
+        type: string,
+        stored: StoredResource,
+        patient: string,
+      ): { line: string; resource: Record<string, unknown> } | undefined => {
+        const resource = JSON.parse(stored.json) as Record<string, unknown>
+        if (type !== "Provenance" && !inCompartment(resource as { resourceType: string }, new Set([patient])))
+          return undefined
+        const filters = plan.filters.get(type)
+        if (filters !== undefined && !filters.some((f) => f.test(resource, stored))) return undefined
+        const keep = plan.elements === undefined ? undefined : elementsFor(plan.elements, type)
+        return { line: JSON.stringify(keep === undefined ? resource : subset(resource, keep)), resource }
+      }
+      for (const patient of patientIds) {
+        const owner = `Patient/${patient}`
+        writer.startBlock(owner)
+        const inBlock = new Set<string>()
+        if (plan.types.includes("Patient")) {
+          // the owner first, then the patients that link to it (its compartment)
+          const linked = Array.from(
+            store.iterate("Patient", {
+              until: plan.until,
+              referencing: { targets: [owner], paths: ["link"] },
+            }),
+            (r) => r.id,
+          ).filter((id) => id !== patient)
+          for (const stored of store.iterate("Patient", { ...range, ids: [patient, ...linked] })) {
+            job.written++
+            if (await pause()) return false
+            const out = exported("Patient", stored, patient)
+            if (out === undefined) continue
+            inBlock.add(`Patient/${stored.id}`)
+            writer.add(out.line, stored.id === patient)
+          }
+        }
+        for (const type of blockTypes) {
+          for (const stored of store.iterate(type, {
+            ...range,
+            referencing: { targets: [owner], paths: [...topLevelPaths(type)] },
+          })) {
+            job.written++
+            if (await pause()) return false
+            const out = exported(type, stored, patient)
+            if (out === undefined) continue
+            inBlock.add(`${type}/${stored.id}`)
+            writer.add(out.line)
+          }
+        }
+        if (plan.types.includes("Provenance")) {
+          for (const stored of store.iterate("Provenance", {
+            ...range,
+            referencing: { targets: [owner, ...inBlock], paths: ["target"] },
+          })) {
+            job.written++
+            if (await pause()) return false
+            const out = exported("Provenance", stored, patient)
+            if (out !== undefined) writer.add(out.line)
+          }
+        }
+      }
+      writer.finish()
+      const files = writer.done
+      files.forEach((f, i) => {
+        job.files.set(f.name, { path: f.path, type: "Parameters" })
+        const next = f.continues ? files[i + 1] : undefined
+        job.output.push({
+          url: fileUrl(f.name),
+          count: f.count,
+          ...(next !== undefined ? { continuesInFile: fileUrl(next.name) } : {}),
+        })
+      })
+      const outside = plan.types
+        .filter((t) => !isMember(t))
+        .map((t) => [t, store.count(t, range)] as const)
+        .filter(([, n]) => n > 0)
+      if (outside.length > 0) {
+        errors.push(
+          OO(
+            "warning",
+            "not-supported",
+            `organizeOutputBy=Patient: resources in no Patient's compartment are not exported (${outside
+              .map(([t, n]) => `${t}: ${n}`)
+              .join(
+                ", ",
+              )}, and compartment resources that reference no Patient); export without organizeOutputBy to get them.`,
+          ),
+        )
+      }
+      return true
+    }
+
+    if (plan.organizeBy !== undefined && !(await organized())) return
+    for (const type of plan.organizeBy === undefined ? plan.types : []) {
       const filters = plan.filters.get(type)
       const keep = plan.elements === undefined ? undefined : elementsFor(plan.elements, type)
       const parse =
@@ -550,6 +685,7 @@ export const register = (
       transactionTime,
       since: plan.since,
       requiresAccessToken: smartOf(router) !== undefined,
+      organizeBy: plan.organizeBy,
       state: "running",
       cancelled: false,
       polls: 0,
@@ -621,6 +757,7 @@ export const register = (
       transactionTime: job.transactionTime,
       request: job.request,
       requiresAccessToken: job.requiresAccessToken,
+      ...(job.organizeBy !== undefined ? { outputOrganizedBy: job.organizeBy } : {}),
       output: job.output,
       ...(job.since !== undefined ? { deleted: job.deleted } : {}),
       error: job.error,

@@ -67,7 +67,7 @@ describe("BulkExport", () => {
       const cases: Array<[string, Record<string, string>]> = [
         ["/$export", { accept: "application/fhir+json" }], // no Prefer: respond-async
         ["/$export?_outputFormat=text/csv", ASYNC],
-        ["/$export?organizeOutputBy=Patient", ASYNC],
+        ["/$export?organizeOutputBy=Encounter", ASYNC],
         ["/Patient/$export?patient=Patient/gen-pat-0", ASYNC], // patient only in POST
         ["/$export?_since=yesterday", ASYNC],
         ["/$export?_typeFilter=Patient%3F_include%3DPatient:organization", ASYNC],

@@ -11,6 +11,7 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
 import type { ExportManifest, OutputFile } from "@ferry/core/BulkManifest"
+import type { Resource } from "@ferry/core/Ids"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
@@ -21,6 +22,7 @@ import * as Crawl from "./Crawl.js"
 import * as Download from "./Download.js"
 import { ExportError } from "./ExportError.js"
 import * as Kickoff from "./Kickoff.js"
+import * as Organized from "./Organized.js"
 import * as ArchiveDir from "./internal/ArchiveDir.js"
 import type { ArchiveFile } from "./internal/ArchiveDir.js"
 import * as Poll from "./Poll.js"
@@ -37,9 +39,13 @@ export type Mode = "auto" | "bulk" | "crawl"
  * For a pipeline (`ferry migrate`), two events say what is coming and what can be used:
  * - `files-planned` `{ mode, files: [{ kind, type, path, count }] }` once the manifest is known (again after a
  *   re-kick-off); in crawl mode `{ mode: "crawl", types }`: one file per non-empty type, paths not yet known;
+ *   for organizeOutputBy output only once every file is split by type (its data files are not known before);
  * - `file-ready` `{ kind, type, path, count, bytes, sha256, compression }`: the file AND every attachment
  *   its resources point to are in the archive (also for files an earlier run finished); a crawled type
  *   that turned out empty gives `file-empty` `{ type }` instead.
+ * organizeOutputBy output (Organized.ts) adds `organized-file` `{ path, count, bytes }` (a file of blocks is
+ * staged and checked) and `distributed` `{ path, files, headers, duplicates }` (it was split by type; `file`
+ * follows for each data file it gave).
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
@@ -117,6 +123,11 @@ interface PlannedFile {
   readonly count: number | undefined
   /** Archive-relative path. */
   readonly path: string
+  /**
+   * [STU3] An `organizeOutputBy` file: `path` is its staging place, and `organized` its index among the
+   * manifest's organized files (Organized.ts distributes it into per-type data files).
+   */
+  readonly organized?: number
 }
 
 const pad = (n: number): string => String(n).padStart(3, "0")
@@ -143,8 +154,23 @@ export const planFiles = (manifest: ExportManifest, gzip = false): ReadonlyArray
         path: `${dir}/${stem}.${pad(n)}.ndjson${gzip ? ".gz" : ""}`,
       } satisfies PlannedFile
     }
+  let organized = 0
+  const output = (f: OutputFile): PlannedFile => {
+    if (!Organized.isOrganized(manifest, f)) return item("output", "data", undefined)(f)
+    const n = organized++
+    // keyed by the URL too: a re-kick-off's files are other files, whatever their index
+    return {
+      key: `organized:${n}:${Organized.urlTag(f.url)}`,
+      kind: "output",
+      type: undefined,
+      url: f.url,
+      count: f.count,
+      path: `${Organized.STAGING}/organized.${pad(n)}.ndjson`,
+      organized: n,
+    }
+  }
   return [
-    ...manifest.output.map(item("output", "data", undefined)),
+    ...manifest.output.map(output),
     ...manifest.deleted.map(item("deleted", "deleted", "Bundle")),
     ...manifest.error.map(item("error", "errors", "OperationOutcome")),
   ]
@@ -445,6 +471,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const downloadOne = (manifest: ExportManifest) => (f: PlannedFile) =>
     Effect.gen(function* () {
       const done = journal.result(f.key)
+      if (Option.isSome(done) && f.organized !== undefined) return undefined // distributed later
       if (Option.isSome(done)) {
         const earlier = done.value as ArchiveFile
         yield* notify("file-resumed", {
@@ -457,7 +484,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         yield* finishFile(f.key, earlier, undefined)
         return earlier
       }
-      const collected = f.kind === "output" && fetcher !== undefined ? Attachments.collector() : undefined
+      const collected =
+        f.kind === "output" && f.organized === undefined && fetcher !== undefined
+          ? Attachments.collector()
+          : undefined
       const target: Download.DownloadTarget = {
         url: f.url,
         type: f.type,
@@ -510,9 +540,15 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             }),
         ),
       )
+      if (f.organized !== undefined) {
+        // staged, checked against the manifest count (headers included); distributed once all are here
+        yield* journal.append(f.key, { count: result.count, bytes: result.bytes, sha256: result.sha256 })
+        yield* emit("organized-file", { path: f.path, count: result.count, bytes: result.bytes })
+        return undefined
+      }
       const file: ArchiveFile = {
         kind: f.kind,
-        type: f.type ?? manifest.outputOrganizedBy ?? "Resource",
+        type: f.type ?? "Resource",
         path: f.path,
         count: result.count,
         bytes: result.bytes,
@@ -535,6 +571,97 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       }
       yield* finishFile(f.key, file, collected?.refs())
       return file
+    })
+
+  /**
+   * Distributes the staged organized files, in manifest order, into per-type data files (Organized.ts);
+   * each one is journaled (`split:<n>:<url tag>` → its data files), then its staged file is deleted and its
+   * data files go through `finishFile` (attachments, `file-ready`). A resumed run first remembers what the
+   * files distributed earlier hold, so a resource repeated in a later block is still dropped.
+   */
+  const distributeAll = (manifest: ExportManifest, planned: ReadonlyArray<PlannedFile>) =>
+    Effect.gen(function* () {
+      const organizer = manifest.outputOrganizedBy ?? "Patient"
+      const offsets = new Map<string, number>()
+      for (const p of planned) {
+        if (p.kind === "output" && p.organized === undefined && p.type !== undefined)
+          offsets.set(p.type, (offsets.get(p.type) ?? 0) + 1)
+      }
+      const items = planned.filter((p) => p.organized !== undefined)
+      const splitKey = (p: PlannedFile) => `split:${p.organized}:${Organized.urlTag(p.url)}`
+      const seen = new Set<string>()
+      const out: Array<ArchiveFile> = []
+      if (items.some((p) => !journal.isDone(splitKey(p)))) {
+        for (const p of items) {
+          const done = journal.result(splitKey(p))
+          if (Option.isSome(done))
+            yield* Organized.remember(archive.root, done.value as ReadonlyArray<FileEntry>, organizer, seen)
+        }
+      }
+      for (const p of items) {
+        const key = splitKey(p)
+        const done = journal.result(key)
+        let entries: ReadonlyArray<FileEntry>
+        // attachment references by type, collected while splitting (a resumed split's files are read again)
+        const collectors = new Map<string, ReturnType<typeof Attachments.collector>>()
+        if (Option.isSome(done)) {
+          entries = done.value as ReadonlyArray<FileEntry>
+        } else {
+          const result = yield* Organized.distribute({
+            staged: archive.path(p.path),
+            label: p.path,
+            index: p.organized!,
+            offsets,
+            root: archive.root,
+            gzip: options.gzip === true,
+            organizer,
+            seen,
+            ...(fetcher !== undefined
+              ? {
+                  onResource: (type: string, resource: Resource) => {
+                    let c = collectors.get(type)
+                    if (c === undefined) {
+                      c = Attachments.collector()
+                      collectors.set(type, c)
+                    }
+                    c.onResource(resource)
+                  },
+                }
+              : {}),
+          })
+          entries = result.files
+          yield* journal.append(key, entries)
+          yield* emit("distributed", {
+            path: p.path,
+            files: entries.length,
+            headers: result.headers,
+            duplicates: result.duplicates,
+          })
+          for (const e of entries) {
+            yield* emit("file", {
+              kind: "output",
+              type: e.type,
+              path: e.path,
+              count: e.count,
+              bytes: e.bytes,
+            })
+          }
+        }
+        yield* ArchiveDir.fsTry(p.path, "remove the distributed staged file", () =>
+          NFS.promises.rm(archive.path(p.path), { force: true }),
+        )
+        for (const e of entries) {
+          const file: ArchiveFile = { ...e, kind: "output" }
+          yield* finishFile(
+            `${key}:${e.type}`,
+            file,
+            Option.isSome(done) ? undefined : (collectors.get(e.type)?.refs() ?? []),
+          )
+          out.push(file)
+        }
+      }
+      yield* Organized.removeStaging(archive.root)
+      return out
     })
 
   if (mode === "bulk") {
@@ -603,15 +730,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       transactionTime = Option.isSome(first) ? String(first.value) : manifest.transactionTime
       for (;;) {
         const planned = planFiles(manifest, options.gzip === true)
-        yield* emit("files-planned", {
-          mode: "bulk",
-          files: planned.map((p) => ({
-            kind: p.kind,
-            type: p.type ?? null,
-            path: p.path,
-            count: p.count ?? null,
-          })),
-        })
+        const organizing = planned.some((p) => p.organized !== undefined)
+        if (!organizing) {
+          yield* emit("files-planned", {
+            mode: "bulk",
+            files: planned.map((p) => ({
+              kind: p.kind,
+              type: p.type ?? null,
+              path: p.path,
+              count: p.count ?? null,
+            })),
+          })
+        } else {
+          // the data files are known only once distributed: `files-planned` comes after that
+          yield* Organized.makeStaging(archive.root)
+        }
         const attempt = yield* Effect.forEach(planned, downloadOne(manifest), { concurrency: parallel }).pipe(
           Effect.map(Option.some),
           Effect.catchIf(isExpired, (e) =>
@@ -619,7 +752,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           ),
         )
         if (Option.isSome(attempt)) {
-          files.push(...attempt.value)
+          files.push(...attempt.value.filter((f): f is ArchiveFile => f !== undefined))
+          if (organizing) {
+            files.push(...(yield* distributeAll(manifest, planned)))
+            yield* emit("files-planned", {
+              mode: "bulk",
+              files: files.map((p) => ({ kind: p.kind, type: p.type, path: p.path, count: p.count })),
+            })
+          }
           break
         }
         if (rekickoffs >= 3) {

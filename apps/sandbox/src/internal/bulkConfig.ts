@@ -21,6 +21,11 @@ export const BulkConfig = Schema.Struct({
   fileLifetimeSeconds: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {
     default: () => 3600,
   }),
+  /**
+   * `organizeOutputBy` exports: after a block's header is repeated at the top of the next file, repeat the
+   * owner resource too (some servers do; a client must not count or import it twice). Default false.
+   */
+  organizedRepeatOwner: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** Where job directories go (default: the OS temp dir). */
   tempDir: Schema.optional(Schema.String),
   /** `$import`: bearer token sent when fetching input files (unless the request's storageDetail gives one). */

@@ -4,7 +4,9 @@
  * finished steps, keyed as below) and the event log (`events.ndjson`, no tokens, no resource bodies).
  *
  * Journal keys (kind `export.<first segment>`): `request`, `mode`, `job`, `manifest`,
- * `file:<kind>:<Type>:<n>`, `attachments:<file key>` (that file's attachments are in the archive), `complete`.
+ * `file:<kind>:<Type>:<n>`, `attachments:<file key>` (that file's attachments are in the archive), `complete`;
+ * for organizeOutputBy output (Organized.ts) `organized:<n>:<url tag>` (the staged file is downloaded and
+ * checked) and `split:<n>:<url tag>` (its per-type data files, `FileEntry[]`).
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"

@@ -1,0 +1,167 @@
+/**
+ * `ferry export --organize-output-by Patient` end to end: the bundled CLI as a process against sandboxes
+ * started in this process (the source answers with blocks of a Parameters header, the Patient and its
+ * compartment, split every 500 lines, the owner repeated after a repeated header). The archive must hold the
+ * same per-type data files' resources as a plain export, import into an empty sandbox and verify clean,
+ * also after a kill -9 during the downloads or during the distribution into per-type files.
+ * Needs `npm run build` first.
+ */
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import {
+  archiveCounts,
+  archiveManifest,
+  archiveMismatches,
+  exportEvents,
+  type InProcessSandbox,
+  runFerry,
+  setSandboxFaults,
+  sharedData,
+  startSandbox,
+} from "./helpers/ferry.js"
+
+const sandboxes: Array<InProcessSandbox> = []
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-organized-e2e-"))
+let source: InProcessSandbox
+let plain: string
+let organized: string
+
+afterAll(async () => {
+  for (const s of sandboxes) await s.close()
+  NFS.rmSync(tmp, { recursive: true, force: true })
+})
+
+/** Every line of the archive's data files, sorted. */
+const dataLines = (out: string): Array<string> =>
+  NFS.readdirSync(Path.join(out, "data"))
+    .flatMap((f) => NFS.readFileSync(Path.join(out, "data", f), "utf8").split("\n"))
+    .filter((l) => l !== "")
+    .sort()
+
+/** Data files whose lines are not all of the file's manifest type (empty: one type per file). */
+const mixedFiles = (out: string): Array<string> =>
+  archiveManifest(out).files.flatMap((f) =>
+    NFS.readFileSync(Path.join(out, f.path), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .some((l) => (JSON.parse(l) as { resourceType: string }).resourceType !== f.type)
+      ? [f.path]
+      : [],
+  )
+
+const organizedArgs = (out: string) => [
+  "export",
+  source.handle.baseUrl,
+  "--out",
+  out,
+  "--level",
+  "patient",
+  "--organize-output-by",
+  "Patient",
+  "--parallel",
+  "2",
+]
+
+beforeAll(async () => {
+  // attachments first: their patients' blocks (with the attachment DocumentReferences) open the first file
+  source = await startSandbox({
+    seed: [sharedData("attachments"), sharedData("sample-bulk-10-patients")],
+    bulk: { resourcesPerFile: 500, organizedRepeatOwner: true },
+  })
+  sandboxes.push(source)
+  plain = Path.join(tmp, "plain")
+  const run = await runFerry(["export", source.handle.baseUrl, "--out", plain, "--level", "patient"])
+  expect(run.code, run.stderr).toBe(0)
+}, 120_000)
+
+describe("ferry export --organize-output-by Patient", () => {
+  it("per-type data files with the same resources as a plain export; import and verify clean", async () => {
+    organized = Path.join(tmp, "organized")
+    const run = await runFerry([...organizedArgs(organized), "--json"])
+    expect(run.code, run.stderr).toBe(0)
+    const events = exportEvents(organized)
+    const staged = events.filter((e) => e.event === "organized-file")
+    expect(staged.length).toBeGreaterThan(5) // the source split its output into many block files
+    const distributed = events.filter((e) => e.event === "distributed")
+    expect(distributed).toHaveLength(staged.length)
+    // every header was dropped, and every owner repeated after a continued header
+    expect(distributed.reduce((n, e) => n + Number(e.headers), 0)).toBeGreaterThan(10)
+    expect(distributed.reduce((n, e) => n + Number(e.duplicates), 0)).toBeGreaterThan(0)
+    // the count check ran on the organized files as the server counted them (headers included)
+    expect(staged.reduce((n, e) => n + Number(e.count), 0)).toBe(
+      dataLines(organized).length +
+        distributed.reduce((n, e) => n + Number(e.headers) + Number(e.duplicates), 0),
+    )
+
+    expect(dataLines(organized)).toEqual(dataLines(plain))
+    expect(mixedFiles(organized)).toEqual([])
+    expect(archiveMismatches(organized)).toEqual([])
+    expect(NFS.existsSync(Path.join(organized, "staging"))).toBe(false)
+    const summary = JSON.parse(run.stdout) as {
+      types: Record<string, { resources: number }>
+      attachments: { fetched: number }
+    }
+    expect(summary.attachments.fetched).toBe(3)
+    expect(Object.fromEntries(Object.entries(summary.types).map(([t, s]) => [t, s.resources]))).toEqual(
+      archiveCounts(plain),
+    )
+
+    const target = await startSandbox({})
+    sandboxes.push(target)
+    const imported = await runFerry(["import", organized, "--to", target.handle.baseUrl, "--json"])
+    expect(imported.code, imported.stderr).toBe(0)
+    expect((JSON.parse(imported.stdout) as { quarantined: number }).quarantined).toBe(0)
+    const verified = await runFerry(["verify", "--archive", organized, "--target", target.handle.baseUrl])
+    expect(verified.code, verified.stderr).toBe(0)
+    expect(verified.stdout).toContain("verify: CLEAN")
+  }, 180_000)
+
+  it("kill -9 during the downloads, then a rerun: the same archive, one kick-off", async () => {
+    const out = Path.join(tmp, "killed-download")
+    await setSandboxFaults(source.handle.baseUrl, { delay: [{ route: "download", ms: 400 }] })
+    const killed = await runFerry(organizedArgs(out), {
+      onStderr: (text, child) => {
+        if (/organized-file/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+      },
+    })
+    await setSandboxFaults(source.handle.baseUrl, {})
+    expect(killed.signal).toBe("SIGKILL")
+    expect(archiveManifest(out).complete).toBe(false)
+    expect(exportEvents(out).some((e) => e.event === "distributed")).toBe(false)
+    const rerun = await runFerry(organizedArgs(out))
+    expect(rerun.code, rerun.stderr).toBe(0)
+    expect(dataLines(out)).toEqual(dataLines(plain))
+    expect(archiveMismatches(out)).toEqual([])
+    expect(exportEvents(out).filter((e) => e.event === "kickoff")).toHaveLength(1)
+  }, 120_000)
+
+  it("kill -9 during the distribution, then a rerun: no resource lost or doubled", async () => {
+    const out = Path.join(tmp, "killed-distribution")
+    // attachment fetches (plain FHIR reads) are slow: the run stays inside the first distributed file's
+    // attachments while the kill arrives
+    await setSandboxFaults(source.handle.baseUrl, { delay: [{ route: "fhir", ms: 3000 }] })
+    const killed = await runFerry(organizedArgs(out), {
+      onStderr: (text, child) => {
+        if (/ferry export: distributed/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+      },
+    })
+    await setSandboxFaults(source.handle.baseUrl, {})
+    expect(killed.signal).toBe("SIGKILL")
+    expect(archiveManifest(out).complete).toBe(false)
+    const before = exportEvents(out).filter((e) => e.event === "distributed").length
+    expect(before).toBeGreaterThan(0)
+    const rerun = await runFerry(organizedArgs(out))
+    expect(rerun.code, rerun.stderr).toBe(0)
+    const events = exportEvents(out)
+    // the rerun distributed only the rest, remembering what the first run's files hold
+    expect(events.filter((e) => e.event === "distributed")).toHaveLength(
+      events.filter((e) => e.event === "organized-file").length,
+    )
+    expect(dataLines(out)).toEqual(dataLines(plain))
+    expect(mixedFiles(out)).toEqual([])
+    expect(archiveMismatches(out)).toEqual([])
+    expect(NFS.existsSync(Path.join(out, "staging"))).toBe(false)
+  }, 120_000)
+})
