@@ -48,6 +48,7 @@ import type { ExportError } from "@ferry/export/ExportError"
 import type * as Kickoff from "@ferry/export/Kickoff"
 import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
+import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, type Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
 
 export interface MigrateOptions {
@@ -638,6 +639,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           ...(options.gzip !== undefined ? { gzip: options.gzip } : {}),
           ...(options.attachments !== undefined ? { attachments: options.attachments } : {}),
           ...(options.tool !== undefined ? { tool: options.tool } : {}),
+          // referenced types first, so that waves can import while the rest downloads
+          downloadRank: TypeOrder.rank,
           onEvent: onExportEvent,
         })
         exportDone = true

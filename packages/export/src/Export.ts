@@ -77,6 +77,12 @@ export interface ExportOptions {
   readonly onEvent?: (event: ExportEvent) => Effect.Effect<void>
   /** Recorded in the archive manifest (default `{ name: "ferry", version: "dev" }`). */
   readonly tool?: { readonly name: string; readonly version: string }
+  /**
+   * Download order of the manifest's files by resource type: lower ranks first, manifest order within a rank
+   * (default: manifest order). `ferry migrate` asks for referenced types first so import waves start early.
+   * The archive lists its files in manifest order either way.
+   */
+  readonly downloadRank?: (type: string) => number
 }
 
 export interface TypeSummary {
@@ -745,8 +751,16 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           // the data files are known only once distributed: `files-planned` comes after that
           yield* Organized.makeStaging(archive.root)
         }
-        const attempt = yield* Effect.forEach(planned, downloadOne(manifest), { concurrency: parallel }).pipe(
-          Effect.map(Option.some),
+        const rank = options.downloadRank
+        const queue = planned.map((p, i) => ({ p, i, r: rank === undefined ? 0 : rank(p.type ?? "") }))
+        queue.sort((a, b) => a.r - b.r || a.i - b.i)
+        const attempt = yield* Effect.forEach(
+          queue,
+          ({ p, i }) => Effect.map(downloadOne(manifest)(p), (result) => ({ i, result })),
+          { concurrency: parallel },
+        ).pipe(
+          // back to manifest order
+          Effect.map((done) => Option.some(done.sort((a, b) => a.i - b.i).map((d) => d.result))),
           Effect.catchIf(isExpired, (e) =>
             emit("expired", { status: e.status ?? null, url: e.url }).pipe(Effect.as(Option.none())),
           ),

@@ -188,6 +188,43 @@ layer(
 )("Export.run: resume and incremental (10-patient sandbox)", (it) => {
   const types = ["Patient", "Condition", "Encounter", "Procedure"]
 
+  it.scoped("downloadRank: ranked types download first; the archive lists files in manifest order", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const client = yield* clientFor(sandbox.baseUrl)
+      const params = { level: "system", types: ["Patient", "Encounter", "Observation"] } as const
+      const plain = Path.join(dir, "plain")
+      const ranked = Path.join(dir, "ranked")
+      yield* Export.run({ client, out: plain, params, parallel: 1, attachments: false, ...fast })
+      const rank = (t: string) => (t === "Observation" ? 0 : t === "Patient" ? 2 : 1)
+      yield* Export.run({
+        client,
+        out: ranked,
+        params,
+        parallel: 1,
+        attachments: false,
+        downloadRank: rank,
+        ...fast,
+      })
+      const fileTypes = (out: string) =>
+        events(out).flatMap((e) => (e.event === "file" && e.kind === "output" ? [String(e.type)] : []))
+      const order = fileTypes(ranked)
+      assert.deepStrictEqual(
+        order,
+        [...order].sort((a, b) => rank(a) - rank(b)),
+      )
+      assert.notDeepEqual(fileTypes(plain), order)
+      const paths = (out: string) =>
+        (
+          JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")) as {
+            files: Array<{ path: string }>
+          }
+        ).files.map((f) => f.path)
+      assert.deepStrictEqual(paths(ranked), paths(plain))
+    }),
+  )
+
   it.scoped("interrupted while the job runs: the rerun re-attaches to the same job (one kick-off)", () =>
     Effect.gen(function* () {
       const sandbox = yield* Sandbox.Sandbox
