@@ -387,7 +387,13 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         const text = yield* RawHttp.readTextPrefix(response.body, errorBodyLimit)
         const described = describeBody(text, responseHeaders["content-type"])
         return yield* new Attempt({
-          error: new FhirError({ reason: "Status", method: "GET", url: redactUrl(url), status, ...described }),
+          error: new FhirError({
+            reason: "Status",
+            method: "GET",
+            url: redactUrl(url),
+            status,
+            ...described,
+          }),
           retryAfter: responseHeaders["retry-after"],
         })
       }

@@ -11,12 +11,11 @@
  * `Store`: parallel fsyncs, then one fsynced index append), so the index is the record of finished
  * attachments: a URL found in it is not fetched again by a resumed run.
  */
-import { HttpClientRequest } from "@effect/platform"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
+import { discardBody, isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as Walker from "@ferry/core/Walker"
@@ -96,6 +95,9 @@ export const refsOf = (resource: Resource): ReadonlyArray<AttachmentRef> =>
 const isFhirJson = (contentType: string | undefined): boolean =>
   contentType !== undefined && /application\/(fhir\+json|json\+fhir|json)/i.test(contentType)
 
+/** Bodies up to this size (by Content-Length) are read whole and stored in one step (`Store.storeBytes`). */
+const WHOLE = 1024 * 1024
+
 /** Fetches one attachment into the archive's blob store (not yet committed: see `Fetcher`). */
 export const fetchOne = (
   client: FhirClient,
@@ -106,47 +108,45 @@ export const fetchOne = (
     const resolved = resolveUrl(client.baseUrl, ref.url)
     const binary = isSourceBinary(client.baseUrl, ref.url)
     const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
-    const response = yield* client.request(
-      HttpClientRequest.get(resolved).pipe(HttpClientRequest.setHeader("accept", accept)),
-    )
+    const response = yield* client.get(resolved, { headers: { accept } })
+    const broke = (detail: string) => (cause: unknown) =>
+      new ExportError({ reason: "Attachment", url: redactUrl(resolved), detail, cause })
     const responseType = response.headers["content-type"]
     let contentType =
       binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
-    let bytes: Stream.Stream<Uint8Array, ExportError>
+    let stored: ArchiveAttachments.Stored
+    const length = Number(response.headers["content-length"] ?? Number.NaN)
     if (binary && isFhirJson(responseType)) {
       // The server ignored Accept and sent the Binary resource: its content is in `data` (base64).
-      const json = yield* response.json.pipe(
-        Effect.mapError(
-          (cause) =>
-            new ExportError({
-              reason: "Attachment",
-              url: redactUrl(resolved),
-              detail: "the Binary answer is not readable JSON",
-              cause,
-            }),
-        ),
-      )
+      const json = yield* Effect.tryPromise({
+        try: () => response.body.json(),
+        catch: broke("the Binary answer is not readable JSON"),
+      })
       const data = (json as { data?: unknown }).data
       const ct = (json as { contentType?: unknown }).contentType
       if (typeof ct === "string") contentType = ct
-      bytes = Stream.succeed(typeof data === "string" ? Buffer.from(data, "base64") : new Uint8Array())
-    } else {
-      bytes = response.stream.pipe(
-        Stream.mapError(
-          (cause) =>
-            new ExportError({
-              reason: "Attachment",
-              url: redactUrl(resolved),
-              detail: "the download broke off",
-              cause,
-            }),
-        ),
+      stored = yield* store.storeBytes(
+        typeof data === "string" ? Buffer.from(data, "base64") : new Uint8Array(),
+        { ...(contentType !== undefined ? { contentType } : {}), sourceUrl: ref.url },
       )
+    } else if (length >= 0 && length <= WHOLE) {
+      const bytes = yield* Effect.tryPromise({
+        try: () => response.body.arrayBuffer(),
+        catch: broke("the download broke off"),
+      })
+      stored = yield* store.storeBytes(new Uint8Array(bytes), {
+        ...(contentType !== undefined ? { contentType } : {}),
+        sourceUrl: ref.url,
+      })
+    } else {
+      const body = response.body
+      stored = yield* store
+        .store(Stream.fromAsyncIterable(body as AsyncIterable<Uint8Array>, broke("the download broke off")), {
+          ...(contentType !== undefined ? { contentType } : {}),
+          sourceUrl: ref.url,
+        })
+        .pipe(Effect.ensuring(Effect.sync(() => discardBody(body))))
     }
-    const stored = yield* store.store(bytes, {
-      ...(contentType !== undefined ? { contentType } : {}),
-      sourceUrl: ref.url,
-    })
     const mismatch =
       ref.size !== undefined && ref.size !== stored.size
         ? `its size is ${stored.size} bytes but the Attachment says ${ref.size}`

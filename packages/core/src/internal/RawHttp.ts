@@ -4,6 +4,7 @@
  */
 import { Data, Effect } from "effect"
 import { type Dispatcher, request } from "undici"
+import { discardBody } from "../Http.js"
 
 /** No HTTP answer: connection refused or reset, DNS, TLS, an unusable URL. */
 export class SendError extends Data.TaggedError("@ferry/core/RawHttp/SendError")<{
@@ -46,7 +47,11 @@ export const send = (
     try {
       parsed = new URL(url)
     } catch (cause) {
-      resume(Effect.fail(new SendError({ detail: "the URL does not parse", permanent: true, timedOut: false, cause })))
+      resume(
+        Effect.fail(
+          new SendError({ detail: "the URL does not parse", permanent: true, timedOut: false, cause }),
+        ),
+      )
       return
     }
     const abort = new AbortController()
@@ -81,7 +86,7 @@ export const send = (
     pending.then(
       (response) => {
         settle()
-        if (interrupted.aborted) response.body.destroy()
+        if (interrupted.aborted) discardBody(response.body)
         else resume(Effect.succeed(response))
       },
       (cause: unknown) => {
@@ -133,7 +138,7 @@ export const readTextPrefix = (
     } catch {
       return undefined
     } finally {
-      if (!body.destroyed) body.destroy()
+      discardBody(body)
     }
     return Buffer.concat(chunks, size).subarray(0, limit).toString("utf8")
   })
