@@ -276,12 +276,14 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
 ) {
   const store = yield* ArchiveAttachments.store(archive.root)
   const index = store.index
-  /** URL → whether it ended in the archive; in the index = done by an earlier run. */
-  const settled = new Map<string, Deferred.Deferred<boolean>>()
+  /**
+   * URL → whether it ended in the archive (in the index = done by an earlier run), or the Deferred of the
+   * fetch in flight. A settled URL keeps only its boolean (one per attachment for the whole run).
+   */
+  const settled = new Map<string, boolean | Deferred.Deferred<boolean>>()
   for (const line of index.values()) {
-    for (const url of line.sourceUrls) settled.set(url, Deferred.unsafeMake<boolean>(FiberId.none))
+    for (const url of line.sourceUrls) settled.set(url, true)
   }
-  yield* Effect.forEach(settled.values(), (d) => Deferred.succeed(d, true), { discard: true })
   const gates: Gates = {
     http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)),
     write: yield* Effect.makeSemaphore(WRITES_IN_FLIGHT),
@@ -321,7 +323,12 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
         failed.push(failure)
         return (options.onFailed ? options.onFailed(failure) : Effect.void).pipe(Effect.as(undefined))
       }),
-      Effect.tap((size) => Deferred.succeed(mine, size !== undefined)),
+      Effect.tap((size) =>
+        Effect.suspend(() => {
+          settled.set(ref.url, size !== undefined)
+          return Deferred.succeed(mine, size !== undefined)
+        }),
+      ),
       Effect.tap(() => commitIfFull),
       Effect.onInterrupt(() => Deferred.interrupt(mine)),
     )
@@ -336,6 +343,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
         refs,
         (ref) => {
           const earlier = settled.get(ref.url)
+          if (typeof earlier === "boolean") {
+            return Effect.sync(() => (earlier ? mineSkipped++ : mineFailed++))
+          }
           if (earlier !== undefined) {
             return Effect.flatMap(Deferred.await(earlier), (ok) =>
               Effect.sync(() => (ok ? mineSkipped++ : mineFailed++)),
