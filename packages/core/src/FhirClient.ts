@@ -220,8 +220,8 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const maxRedirects = options.maxRedirects ?? 5
   const userAgent = options.userAgent ?? "ferry"
 
-  const withTimeoutOf =
-    (method: string, url: string) =>
+  const withTimeout =
+    (sent: HttpClientRequest.HttpClientRequest) =>
     <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | Attempt> =>
       Duration.isFinite(timeout)
         ? Effect.timeoutFail(effect, {
@@ -230,16 +230,14 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
               new Attempt({
                 error: new FhirError({
                   reason: "Transport",
-                  method,
-                  url: redactUrl(url),
+                  method: sent.method,
+                  url: redactUrl(urlOf(sent)),
                   detail: `no answer within ${Duration.format(timeout)}`,
                 }),
                 retryAfter: undefined,
               }),
           })
         : effect
-
-  const withTimeout = (sent: HttpClientRequest.HttpClientRequest) => withTimeoutOf(sent.method, urlOf(sent))
 
   /** One attempt: auth per hop (own origin only), send, follow redirects, then check the status. */
   const attempt = (
@@ -397,7 +395,15 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           retryAfter: responseHeaders["retry-after"],
         })
       }
-    })
+    }).pipe(
+      Effect.tapError((e) =>
+        e instanceof Attempt
+          ? Effect.logDebug("FHIR request failed").pipe(
+              Effect.annotateLogs({ method: "GET", status: e.error.status ?? e.error.reason }),
+            )
+          : Effect.void,
+      ),
+    )
 
   const get: FhirClient["get"] = (url, getOptions) => {
     const headers: Record<string, string> = { accept: "*/*", "user-agent": userAgent }

@@ -219,7 +219,8 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
       (h) => Effect.promise(() => h.close().catch(() => undefined)),
     )
     // The hot loop: one Effect step per chunk (≈ 64 KiB), the lines of each chunk checked by a plain parser
-    // (measured: the Effect Stream pipeline per chunk and per line cost most of the files phase's CPU).
+    // instead of an Effect Stream pipeline per chunk and per line (with FhirClient.get, the files phase of
+    // bench/export at 100k went from 3–5 s to 1.3–3.6 s on a loaded machine).
     const chunks = decoded(target, response.headers["content-encoding"], response.body)
     const lines = Ndjson.parser(readOptionsOf(target), (item) => {
       scan.count++
