@@ -38,6 +38,18 @@ export const sameOrigin = (a: string, b: string): boolean => {
   return Option.isSome(oa) && Option.isSome(ob) && oa.value === ob.value
 }
 
+/**
+ * Drops a response body that is no longer wanted (a failed or abandoned transfer), closing its connection.
+ * The abort this causes is the only error it can then emit, so it is not reported.
+ */
+export const discardBody = (
+  body: NodeJS.ReadableStream & { readonly destroyed: boolean; destroy(): void },
+) => {
+  if (body.destroyed) return
+  body.on("error", () => undefined)
+  body.destroy()
+}
+
 export const isRedirect = (status: number): boolean =>
   status === 301 || status === 302 || status === 303 || status === 307 || status === 308
 

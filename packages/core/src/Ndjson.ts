@@ -108,6 +108,148 @@ const WINDOW = 64 * 1024
 
 const isBlank = (s: string): boolean => s.length === 0 || (s.charCodeAt(0) <= 32 && s.trim().length === 0)
 
+/** The line splitter's state machine, shared by the Channel (`splitChannel`) and the plain `parser`. */
+interface SplitState<A> {
+  /** Takes the next input chunks (the previous ones must be used up: `nextBatch` gave undefined). */
+  readonly input: (chunks: ReadonlyArray<Uint8Array>) => void
+  /** The next batch of outputs from the current input (about a window's worth), or undefined when used up. */
+  readonly nextBatch: () => Array<A> | undefined
+  /** The outputs of a last line without a newline, at the end of the input. */
+  readonly end: () => Array<A>
+}
+
+/**
+ * `map` turns each line into zero or one output; it may throw an NdjsonError (thrown, not returned, to keep
+ * the hot loop free of allocation).
+ */
+const splitState = <A>(
+  options: ReadOptions & { readonly keepBlank?: boolean },
+  map: (line: number, text: string, bytes: number, terminated: boolean) => A | undefined,
+): SplitState<A> => {
+  const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
+  const keepBlank = options.keepBlank === true
+  let pending: Array<Buffer> = []
+  let pendingBytes = 0
+  let lineNo = 0
+
+  const tooLong = (line: number) =>
+    new NdjsonError({ reason: "LineTooLong", file: options.file, line, detail: `${max} bytes` })
+
+  /** One line held in a Buffer (a line that crossed chunks, or the last one). */
+  const emitBuffer = (out: Array<A>, raw: Buffer, terminated: boolean) => {
+    lineNo++
+    let stop = raw.length
+    if (stop > 0 && raw[stop - 1] === 13) stop--
+    if (stop > max) throw tooLong(lineNo)
+    const text = raw.toString("utf8", 0, stop)
+    if (!keepBlank && isBlank(text)) return
+    const mapped = map(lineNo, text, raw.length + (terminated ? 1 : 0), terminated)
+    if (mapped !== undefined) out.push(mapped)
+  }
+
+  const emitWindow = (out: Array<A>, buf: Buffer, start: number, end: number) => {
+    const text = buf.toString("utf8", start, end)
+    const ascii = text.length === end - start
+    let pos = 0
+    while (pos < text.length) {
+      const nl = text.indexOf("\n", pos)
+      lineNo++
+      let stop = nl
+      if (stop > pos && text.charCodeAt(stop - 1) === 13) stop--
+      const line = text.slice(pos, stop)
+      const bytes = ascii ? nl - pos + 1 : Buffer.byteLength(line) + (nl - stop) + 1
+      if (bytes - 1 - (nl - stop) > max) throw tooLong(lineNo)
+      pos = nl + 1
+      if (!keepBlank && isBlank(line)) continue
+      const mapped = map(lineNo, line, bytes, true)
+      if (mapped !== undefined) out.push(mapped)
+    }
+  }
+
+  const keep = (buf: Buffer, from: number) => {
+    const rest = buf.length - from
+    if (rest === 0) return
+    // +1 leaves room for a CR that may still be followed by LF
+    if (pendingBytes + rest > max + 1) throw tooLong(lineNo + 1)
+    // copied: the caller may reuse `buf` for the next read, and a small copy doesn't pin a big buffer
+    pending.push(Buffer.from(buf.subarray(from)))
+    pendingBytes += rest
+  }
+
+  // The input chunk being worked through. Its lines are emitted one window (~64 KiB of text) at a time, so
+  // only a window's worth of parsed values is alive at once however big the read was.
+  let bufs: Array<Buffer> = []
+  let bi = 0
+  let pos = 0
+  let last = -1
+  let fresh = true
+
+  /** The next batch of outputs from the current input, or undefined when it is used up. */
+  const nextBatch = (): Array<A> | undefined => {
+    while (bi < bufs.length) {
+      const buf = bufs[bi]!
+      if (fresh) {
+        fresh = false
+        pos = 0
+        const first = buf.indexOf(10)
+        if (first === -1) {
+          keep(buf, 0)
+          bi++
+          fresh = true
+          continue
+        }
+        last = buf.lastIndexOf(10)
+        if (pendingBytes > 0) {
+          pending.push(buf.subarray(0, first))
+          const joined = Buffer.concat(pending, pendingBytes + first)
+          pending = []
+          pendingBytes = 0
+          pos = first + 1
+          const out: Array<A> = []
+          emitBuffer(out, joined, true)
+          if (out.length > 0) return out
+        }
+      }
+      if (pos <= last) {
+        let stop = last + 1
+        if (stop - pos > WINDOW) {
+          const nl = buf.lastIndexOf(10, pos + WINDOW - 1)
+          stop = nl >= pos ? nl + 1 : buf.indexOf(10, pos + WINDOW) + 1
+        }
+        const out: Array<A> = []
+        emitWindow(out, buf, pos, stop)
+        pos = stop
+        if (out.length > 0) return out
+        continue
+      }
+      keep(buf, last + 1)
+      bi++
+      fresh = true
+    }
+    bufs = []
+    return undefined
+  }
+
+  return {
+    input: (chunks) => {
+      bufs = chunks.map(asBuffer)
+      bi = 0
+      fresh = true
+    },
+    nextBatch,
+    end: () => {
+      const out: Array<A> = []
+      if (pendingBytes > 0) {
+        const joined = Buffer.concat(pending, pendingBytes)
+        pending = []
+        pendingBytes = 0
+        emitBuffer(out, joined, false)
+      }
+      return out
+    },
+  }
+}
+
 /**
  * The line splitter as a Channel. `map` turns each line into zero or one output; it may throw an
  * NdjsonError (thrown, not returned, to keep the hot loop free of allocation), which fails the stream.
@@ -117,110 +259,7 @@ const splitChannel = <A, IE, Done>(
   map: (line: number, text: string, bytes: number, terminated: boolean) => A | undefined,
 ): Channel.Channel<Chunk.Chunk<A>, Chunk.Chunk<Uint8Array>, IE | NdjsonError, IE, unknown, Done> =>
   Channel.suspend(() => {
-    const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
-    const keepBlank = options.keepBlank === true
-    let pending: Array<Buffer> = []
-    let pendingBytes = 0
-    let lineNo = 0
-
-    const tooLong = (line: number) =>
-      new NdjsonError({ reason: "LineTooLong", file: options.file, line, detail: `${max} bytes` })
-
-    /** One line held in a Buffer (a line that crossed chunks, or the last one). */
-    const emitBuffer = (out: Array<A>, raw: Buffer, terminated: boolean) => {
-      lineNo++
-      let stop = raw.length
-      if (stop > 0 && raw[stop - 1] === 13) stop--
-      if (stop > max) throw tooLong(lineNo)
-      const text = raw.toString("utf8", 0, stop)
-      if (!keepBlank && isBlank(text)) return
-      const mapped = map(lineNo, text, raw.length + (terminated ? 1 : 0), terminated)
-      if (mapped !== undefined) out.push(mapped)
-    }
-
-    const emitWindow = (out: Array<A>, buf: Buffer, start: number, end: number) => {
-      const text = buf.toString("utf8", start, end)
-      const ascii = text.length === end - start
-      let pos = 0
-      while (pos < text.length) {
-        const nl = text.indexOf("\n", pos)
-        lineNo++
-        let stop = nl
-        if (stop > pos && text.charCodeAt(stop - 1) === 13) stop--
-        const line = text.slice(pos, stop)
-        const bytes = ascii ? nl - pos + 1 : Buffer.byteLength(line) + (nl - stop) + 1
-        if (bytes - 1 - (nl - stop) > max) throw tooLong(lineNo)
-        pos = nl + 1
-        if (!keepBlank && isBlank(line)) continue
-        const mapped = map(lineNo, line, bytes, true)
-        if (mapped !== undefined) out.push(mapped)
-      }
-    }
-
-    const keep = (buf: Buffer, from: number) => {
-      const rest = buf.length - from
-      if (rest === 0) return
-      // +1 leaves room for a CR that may still be followed by LF
-      if (pendingBytes + rest > max + 1) throw tooLong(lineNo + 1)
-      // copied: the caller may reuse `buf` for the next read, and a small copy doesn't pin a big buffer
-      pending.push(Buffer.from(buf.subarray(from)))
-      pendingBytes += rest
-    }
-
-    // The input chunk being worked through. Its lines are emitted one window (~64 KiB of text) at a time, so
-    // only a window's worth of parsed values is alive at once however big the read was.
-    let bufs: Array<Buffer> = []
-    let bi = 0
-    let pos = 0
-    let last = -1
-    let fresh = true
-
-    /** The next batch of outputs from the current input, or undefined when it is used up. */
-    const nextBatch = (): Array<A> | undefined => {
-      while (bi < bufs.length) {
-        const buf = bufs[bi]!
-        if (fresh) {
-          fresh = false
-          pos = 0
-          const first = buf.indexOf(10)
-          if (first === -1) {
-            keep(buf, 0)
-            bi++
-            fresh = true
-            continue
-          }
-          last = buf.lastIndexOf(10)
-          if (pendingBytes > 0) {
-            pending.push(buf.subarray(0, first))
-            const joined = Buffer.concat(pending, pendingBytes + first)
-            pending = []
-            pendingBytes = 0
-            pos = first + 1
-            const out: Array<A> = []
-            emitBuffer(out, joined, true)
-            if (out.length > 0) return out
-          }
-        }
-        if (pos <= last) {
-          let stop = last + 1
-          if (stop - pos > WINDOW) {
-            const nl = buf.lastIndexOf(10, pos + WINDOW - 1)
-            stop = nl >= pos ? nl + 1 : buf.indexOf(10, pos + WINDOW) + 1
-          }
-          const out: Array<A> = []
-          emitWindow(out, buf, pos, stop)
-          pos = stop
-          if (out.length > 0) return out
-          continue
-        }
-        keep(buf, last + 1)
-        bi++
-        fresh = true
-      }
-      bufs = []
-      return undefined
-    }
-
+    const state = splitState(options, map)
     const run = <X>(f: () => X): Effect.Effect<X, NdjsonError> =>
       Effect.suspend(() => {
         try {
@@ -239,7 +278,7 @@ const splitChannel = <A, IE, Done>(
       unknown,
       Done
     > = Channel.suspend(() =>
-      Channel.flatMap(Channel.fromEffect(run(nextBatch)), (out) =>
+      Channel.flatMap(Channel.fromEffect(run(state.nextBatch)), (out) =>
         out === undefined ? loop : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(out)), drain),
       ),
     )
@@ -252,27 +291,13 @@ const splitChannel = <A, IE, Done>(
       Done
     > = Channel.readWithCause({
       onInput: (input: Chunk.Chunk<Uint8Array>) => {
-        bufs = Chunk.toReadonlyArray(input).map(asBuffer)
-        bi = 0
-        fresh = true
+        state.input(Chunk.toReadonlyArray(input))
         return drain
       },
       onFailure: (cause: Cause.Cause<IE>) => Channel.failCause(cause),
       onDone: () =>
-        Channel.flatMap(
-          Channel.fromEffect(
-            run(() => {
-              const out: Array<A> = []
-              if (pendingBytes > 0) {
-                const joined = Buffer.concat(pending, pendingBytes)
-                pending = []
-                pendingBytes = 0
-                emitBuffer(out, joined, false)
-              }
-              return out
-            }),
-          ),
-          (out) => (out.length === 0 ? Channel.void : Channel.write(Chunk.unsafeFromArray(out))),
+        Channel.flatMap(Channel.fromEffect(run(state.end)), (out) =>
+          out.length === 0 ? Channel.void : Channel.write(Chunk.unsafeFromArray(out)),
         ),
     })
     return loop
@@ -374,6 +399,30 @@ export const parse =
       self,
       splitChannel<Item, E, unknown>(options, (line, text, bytes) => parseText(options, line, text, bytes)),
     )
+
+/**
+ * The parser of `parse` without a Stream, for hot loops that already hold the bytes (the export checks every
+ * line of a download as it arrives): `push` a chunk and every resource in it is handed to `onItem`; `end`
+ * once the input is complete (a last line without a newline). Both throw NdjsonError on a bad line.
+ */
+export interface Parser {
+  readonly push: (chunk: Uint8Array) => void
+  readonly end: () => void
+}
+
+export const parser = (options: ReadOptions, onItem: (item: Item) => void): Parser => {
+  const state = splitState<Item>(options, (line, text, bytes) => parseText(options, line, text, bytes))
+  const drain = (out: Array<Item>) => {
+    for (let i = 0; i < out.length; i++) onItem(out[i]!)
+  }
+  return {
+    push: (chunk) => {
+      state.input([chunk])
+      for (let out = state.nextBatch(); out !== undefined; out = state.nextBatch()) drain(out)
+    },
+    end: () => drain(state.end()),
+  }
+}
 
 export interface FileOptions {
   /** Gunzip while reading. Default: true when the path ends in `.gz`. */

@@ -11,12 +11,11 @@
  * `Store`: parallel fsyncs, then one fsynced index append), so the index is the record of finished
  * attachments: a URL found in it is not fetched again by a resumed run.
  */
-import { HttpClientRequest } from "@effect/platform"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
+import { discardBody, isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as Walker from "@ferry/core/Walker"
@@ -96,57 +95,38 @@ export const refsOf = (resource: Resource): ReadonlyArray<AttachmentRef> =>
 const isFhirJson = (contentType: string | undefined): boolean =>
   contentType !== undefined && /application\/(fhir\+json|json\+fhir|json)/i.test(contentType)
 
+/** Bodies up to this size (by Content-Length) are read whole and stored in one step (`Store.storeBytes`). */
+const WHOLE = 1024 * 1024
+
+/**
+ * Bounds for `fetchOne`: `http` is held while the request is made and the body read (the `--parallel` bound on
+ * the server), `write` while a body read whole is stored. Storing costs an fsync'd file per attachment and
+ * rarely the server, so more stores than requests are in flight: the requests do not wait on the disk.
+ */
+export interface Gates {
+  readonly http: Effect.Semaphore
+  readonly write: Effect.Semaphore
+}
+
 /** Fetches one attachment into the archive's blob store (not yet committed: see `Fetcher`). */
 export const fetchOne = (
   client: FhirClient,
   store: ArchiveAttachments.Store,
   ref: AttachmentRef,
+  gates?: Gates,
 ): Effect.Effect<StoredAttachment, ExportError | ArchiveError | FhirError | AuthError> =>
   Effect.gen(function* () {
     const resolved = resolveUrl(client.baseUrl, ref.url)
-    const binary = isSourceBinary(client.baseUrl, ref.url)
-    const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
-    const response = yield* client.request(
-      HttpClientRequest.get(resolved).pipe(HttpClientRequest.setHeader("accept", accept)),
-    )
-    const responseType = response.headers["content-type"]
-    let contentType =
-      binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
-    let bytes: Stream.Stream<Uint8Array, ExportError>
-    if (binary && isFhirJson(responseType)) {
-      // The server ignored Accept and sent the Binary resource: its content is in `data` (base64).
-      const json = yield* response.json.pipe(
-        Effect.mapError(
-          (cause) =>
-            new ExportError({
-              reason: "Attachment",
-              url: redactUrl(resolved),
-              detail: "the Binary answer is not readable JSON",
-              cause,
-            }),
-        ),
-      )
-      const data = (json as { data?: unknown }).data
-      const ct = (json as { contentType?: unknown }).contentType
-      if (typeof ct === "string") contentType = ct
-      bytes = Stream.succeed(typeof data === "string" ? Buffer.from(data, "base64") : new Uint8Array())
-    } else {
-      bytes = response.stream.pipe(
-        Stream.mapError(
-          (cause) =>
-            new ExportError({
-              reason: "Attachment",
-              url: redactUrl(resolved),
-              detail: "the download broke off",
-              cause,
-            }),
-        ),
-      )
-    }
-    const stored = yield* store.store(bytes, {
-      ...(contentType !== undefined ? { contentType } : {}),
-      sourceUrl: ref.url,
-    })
+    const fetched = yield* gates === undefined
+      ? fetchBody(client, store, ref, resolved)
+      : gates.http.withPermits(1)(fetchBody(client, store, ref, resolved))
+    const stored =
+      fetched.kind === "stored"
+        ? fetched.stored
+        : yield* gates === undefined
+            ? store.storeBytes(fetched.bytes, fetched.meta)
+            : gates.write.withPermits(1)(store.storeBytes(fetched.bytes, fetched.meta))
+    const contentType = fetched.meta.contentType
     const mismatch =
       ref.size !== undefined && ref.size !== stored.size
         ? `its size is ${stored.size} bytes but the Attachment says ${ref.size}`
@@ -169,6 +149,61 @@ export const fetchOne = (
       resource: ref.resource,
       path: ref.path,
     } satisfies StoredAttachment
+  })
+
+/** A small body read whole (to be stored), or a big one already streamed into the store. */
+type Fetched =
+  | { readonly kind: "bytes"; readonly bytes: Uint8Array; readonly meta: ArchiveAttachments.Meta }
+  | {
+      readonly kind: "stored"
+      readonly stored: ArchiveAttachments.Stored
+      readonly meta: ArchiveAttachments.Meta
+    }
+
+const fetchBody = (
+  client: FhirClient,
+  store: ArchiveAttachments.Store,
+  ref: AttachmentRef,
+  resolved: string,
+): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> =>
+  Effect.gen(function* () {
+    const binary = isSourceBinary(client.baseUrl, ref.url)
+    const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
+    const response = yield* client.get(resolved, { headers: { accept } })
+    const broke = (detail: string) => (cause: unknown) =>
+      new ExportError({ reason: "Attachment", url: redactUrl(resolved), detail, cause })
+    const responseType = response.headers["content-type"]
+    let contentType =
+      binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
+    const meta = () => ({ ...(contentType !== undefined ? { contentType } : {}), sourceUrl: ref.url })
+    const length = Number(response.headers["content-length"] ?? Number.NaN)
+    if (binary && isFhirJson(responseType)) {
+      // The server ignored Accept and sent the Binary resource: its content is in `data` (base64).
+      const json = yield* Effect.tryPromise({
+        try: () => response.body.json(),
+        catch: broke("the Binary answer is not readable JSON"),
+      })
+      const data = (json as { data?: unknown }).data
+      const ct = (json as { contentType?: unknown }).contentType
+      if (typeof ct === "string") contentType = ct
+      const bytes = typeof data === "string" ? Buffer.from(data, "base64") : new Uint8Array()
+      return { kind: "bytes", bytes, meta: meta() } satisfies Fetched
+    }
+    if (length >= 0 && length <= WHOLE) {
+      const bytes = yield* Effect.tryPromise({
+        try: () => response.body.arrayBuffer(),
+        catch: broke("the download broke off"),
+      })
+      return { kind: "bytes", bytes: new Uint8Array(bytes), meta: meta() } satisfies Fetched
+    }
+    const body = response.body
+    const stored = yield* store
+      .store(
+        Stream.fromAsyncIterable(body as AsyncIterable<Uint8Array>, broke("the download broke off")),
+        meta(),
+      )
+      .pipe(Effect.ensuring(Effect.sync(() => discardBody(body))))
+    return { kind: "stored", stored, meta: meta() } satisfies Fetched
   })
 
 /** Collects the attachment references of resources as they stream by, once per URL. */
@@ -228,6 +263,9 @@ export interface Fetcher {
   readonly summary: Effect.Effect<AttachmentSummary>
 }
 
+/** Attachments being stored at once (see `Gates`). */
+const WRITES_IN_FLIGHT = 16
+
 /** Blobs per commit inside one `forRefs` call (each call also commits at its end). */
 const COMMIT_EVERY = 256
 
@@ -238,13 +276,18 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
 ) {
   const store = yield* ArchiveAttachments.store(archive.root)
   const index = store.index
-  /** URL → whether it ended in the archive; in the index = done by an earlier run. */
-  const settled = new Map<string, Deferred.Deferred<boolean>>()
+  /**
+   * URL → whether it ended in the archive (in the index = done by an earlier run), or the Deferred of the
+   * fetch in flight. A settled URL keeps only its boolean (one per attachment for the whole run).
+   */
+  const settled = new Map<string, boolean | Deferred.Deferred<boolean>>()
   for (const line of index.values()) {
-    for (const url of line.sourceUrls) settled.set(url, Deferred.unsafeMake<boolean>(FiberId.none))
+    for (const url of line.sourceUrls) settled.set(url, true)
   }
-  yield* Effect.forEach(settled.values(), (d) => Deferred.succeed(d, true), { discard: true })
-  const permits = yield* Effect.makeSemaphore(Math.max(1, options.concurrency))
+  const gates: Gates = {
+    http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)),
+    write: yield* Effect.makeSemaphore(WRITES_IN_FLIGHT),
+  }
   let fetched = 0
   let skipped = 0
   let bytes = 0
@@ -259,33 +302,36 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     ref: AttachmentRef,
     mine: Deferred.Deferred<boolean>,
   ): Effect.Effect<number | undefined, ExportError | ArchiveError> =>
-    permits
-      .withPermits(1)(fetchOne(client, store, ref))
-      .pipe(
-        Effect.tap((stored) =>
-          Effect.sync(() => {
-            fetched++
-            bytes += stored.size
-          }),
-        ),
-        Effect.tap((stored) => (options.onStored ? options.onStored(stored) : Effect.void)),
-        Effect.map((stored): number | undefined => stored.size),
-        Effect.catchAll((e) => {
-          if (e._tag === "ArchiveError" || (e._tag === "ExportError" && e.reason === "Archive"))
-            return Effect.fail(e)
-          const failure: AttachmentFailure = {
-            url: redactUrl(resolveUrl(client.baseUrl, ref.url)),
-            resource: ref.resource,
-            path: ref.path,
-            detail: e.message,
-          }
-          failed.push(failure)
-          return (options.onFailed ? options.onFailed(failure) : Effect.void).pipe(Effect.as(undefined))
+    fetchOne(client, store, ref, gates).pipe(
+      Effect.tap((stored) =>
+        Effect.sync(() => {
+          fetched++
+          bytes += stored.size
         }),
-        Effect.tap((size) => Deferred.succeed(mine, size !== undefined)),
-        Effect.tap(() => commitIfFull),
-        Effect.onInterrupt(() => Deferred.interrupt(mine)),
-      )
+      ),
+      Effect.tap((stored) => (options.onStored ? options.onStored(stored) : Effect.void)),
+      Effect.map((stored): number | undefined => stored.size),
+      Effect.catchAll((e) => {
+        if (e._tag === "ArchiveError" || (e._tag === "ExportError" && e.reason === "Archive"))
+          return Effect.fail(e)
+        const failure: AttachmentFailure = {
+          url: redactUrl(resolveUrl(client.baseUrl, ref.url)),
+          resource: ref.resource,
+          path: ref.path,
+          detail: e.message,
+        }
+        failed.push(failure)
+        return (options.onFailed ? options.onFailed(failure) : Effect.void).pipe(Effect.as(undefined))
+      }),
+      Effect.tap((size) =>
+        Effect.suspend(() => {
+          settled.set(ref.url, size !== undefined)
+          return Deferred.succeed(mine, size !== undefined)
+        }),
+      ),
+      Effect.tap(() => commitIfFull),
+      Effect.onInterrupt(() => Deferred.interrupt(mine)),
+    )
 
   const forRefs = (refs: ReadonlyArray<AttachmentRef>) =>
     Effect.gen(function* () {
@@ -297,6 +343,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
         refs,
         (ref) => {
           const earlier = settled.get(ref.url)
+          if (typeof earlier === "boolean") {
+            return Effect.sync(() => (earlier ? mineSkipped++ : mineFailed++))
+          }
           if (earlier !== undefined) {
             return Effect.flatMap(Deferred.await(earlier), (ok) =>
               Effect.sync(() => (ok ? mineSkipped++ : mineFailed++)),
@@ -314,7 +363,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
             }),
           )
         },
-        { concurrency: Math.max(1, options.concurrency), discard: true },
+        // enough fibers that every request permit stays busy while earlier bodies are being stored
+        { concurrency: Math.max(1, options.concurrency) + WRITES_IN_FLIGHT, discard: true },
       )
       yield* store.commit
       skipped += mineSkipped

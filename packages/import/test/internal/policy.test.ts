@@ -42,6 +42,7 @@ const fakeClient = (probe: Effect.Effect<void, FhirError | AuthError>) =>
     const client: FhirClient = {
       baseUrl: "http://t/fhir",
       request: die,
+      get: die,
       read: die,
       search: die,
       searchAll: () => {

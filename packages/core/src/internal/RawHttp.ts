@@ -1,0 +1,144 @@
+/**
+ * One GET on undici's `request` API, for `FhirClient.get` (the policy — auth, redirects, retries, timeout,
+ * errors — lives in FhirClient; this is only the transport). Redirects are never followed here.
+ */
+import { Data, Effect } from "effect"
+import { type Dispatcher, request } from "undici"
+import { discardBody } from "../Http.js"
+
+/** No HTTP answer: connection refused or reset, DNS, TLS, an unusable URL. */
+export class SendError extends Data.TaggedError("@ferry/core/RawHttp/SendError")<{
+  /** The error's code (e.g. `ECONNREFUSED`, `UND_ERR_SOCKET`), else a short description. */
+  readonly detail: string
+  /** Trying again cannot help (the URL or a header is unusable). */
+  readonly permanent: boolean
+  /** No headers within the time limit. */
+  readonly timedOut: boolean
+  readonly cause: unknown
+}> {}
+
+const codeOf = (u: unknown): string | undefined =>
+  typeof u === "object" && u !== null && "code" in u && typeof u.code === "string" ? u.code : undefined
+
+const sendError = (cause: unknown): SendError => {
+  const inner = typeof cause === "object" && cause !== null && "cause" in cause ? cause.cause : undefined
+  const code = codeOf(cause) ?? codeOf(inner)
+  return new SendError({
+    detail: code ?? "connection failed",
+    permanent: code === "UND_ERR_INVALID_ARG" || code === "ERR_INVALID_URL",
+    timedOut: false,
+    cause,
+  })
+}
+
+/**
+ * Sends a GET and hands back the answer once its headers arrived (any status). Interrupting the effect
+ * aborts the request. `timeoutMs` (finite, > 0) bounds the wait for the headers, connecting included, with a
+ * plain timer (an `Effect.timeout` per request costs a fiber and measurably more CPU in the hot loops); no
+ * limit while the body streams (as the platform's undici client).
+ */
+export const send = (
+  url: string,
+  headers: Readonly<Record<string, string>>,
+  timeoutMs: number,
+): Effect.Effect<Dispatcher.ResponseData, SendError> =>
+  Effect.async<Dispatcher.ResponseData, SendError>((resume, interrupted) => {
+    let parsed: URL
+    try {
+      parsed = new URL(url)
+    } catch (cause) {
+      resume(
+        Effect.fail(
+          new SendError({ detail: "the URL does not parse", permanent: true, timedOut: false, cause }),
+        ),
+      )
+      return
+    }
+    const abort = new AbortController()
+    let timedOut = false
+    const timer =
+      Number.isFinite(timeoutMs) && timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true
+            abort.abort()
+          }, timeoutMs)
+        : undefined
+    const onInterrupt = () => abort.abort()
+    interrupted.addEventListener("abort", onInterrupt, { once: true })
+    const settle = () => {
+      if (timer !== undefined) clearTimeout(timer)
+      interrupted.removeEventListener("abort", onInterrupt)
+    }
+    let pending: Promise<Dispatcher.ResponseData>
+    try {
+      pending = request(parsed, {
+        method: "GET",
+        headers,
+        signal: abort.signal,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      })
+    } catch (cause) {
+      settle()
+      resume(Effect.fail(sendError(cause)))
+      return
+    }
+    pending.then(
+      (response) => {
+        settle()
+        if (interrupted.aborted) discardBody(response.body)
+        else resume(Effect.succeed(response))
+      },
+      (cause: unknown) => {
+        settle()
+        if (interrupted.aborted) return
+        resume(
+          Effect.fail(
+            timedOut
+              ? new SendError({ detail: "no answer in time", permanent: false, timedOut: true, cause })
+              : sendError(cause),
+          ),
+        )
+      },
+    )
+  })
+
+/** undici's headers with repeated values joined (`set-cookie` is of no use to Ferry). */
+export const flatHeaders = (
+  headers: Dispatcher.ResponseData["headers"],
+): Record<string, string | undefined> => {
+  const out: Record<string, string | undefined> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    out[name] = Array.isArray(value) ? value.join(", ") : value
+  }
+  return out
+}
+
+/** Reads and drops a (redirect's) body so the connection can be reused; a failure only loses the connection. */
+export const dump = (body: Dispatcher.ResponseData["body"]): Effect.Effect<void> =>
+  Effect.promise(() => body.dump().catch(() => undefined))
+
+/**
+ * Reads at most `limit` bytes of a body as text and drops the rest. A body that cannot be read gives
+ * `undefined`: the caller is reporting a failed status and only wants its explanation.
+ */
+export const readTextPrefix = (
+  body: Dispatcher.ResponseData["body"],
+  limit: number,
+): Effect.Effect<string | undefined> =>
+  Effect.promise(async () => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        chunks.push(chunk)
+        size += chunk.length
+        if (size >= limit) break
+      }
+    } catch {
+      return undefined
+    } finally {
+      discardBody(body)
+    }
+    return Buffer.concat(chunks, size).subarray(0, limit).toString("utf8")
+  })

@@ -1,0 +1,232 @@
+/**
+ * `FhirClient.get` (the lean GET on undici the export's hot loops use) against real loopback servers: the same
+ * rules as `request` — auth only to the base's origin, never across a redirect to another host, one refresh
+ * after a 401, the retry schedule with Retry-After, the per-attempt timeout, redacted URLs.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
+import { FetchHttpClient, HttpClientRequest } from "@effect/platform"
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect } from "effect"
+import { AuthError, FhirError } from "../src/Errors.js"
+import * as FhirClient from "../src/FhirClient.js"
+
+interface Seen {
+  readonly url: string
+  readonly authorization: string | undefined
+  readonly accept: string | undefined
+}
+
+/** A node:http server on 127.0.0.1, port 0, closed with the scope; records what each request carried. */
+const loopback = (handler: (req: IncomingMessage, res: ServerResponse, origin: string) => void) =>
+  Effect.gen(function* () {
+    const seen: Array<Seen> = []
+    const server = yield* Effect.acquireRelease(
+      Effect.async<Server>((resume) => {
+        const s = createServer((req, res) => {
+          seen.push({
+            url: req.url ?? "",
+            authorization: req.headers.authorization,
+            accept: req.headers.accept,
+          })
+          handler(req, res, `http://127.0.0.1:${(s.address() as AddressInfo).port}`)
+        })
+        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+      }),
+      (s) =>
+        Effect.async<void>((resume) => {
+          s.closeAllConnections()
+          s.close(() => resume(Effect.void))
+        }),
+    )
+    return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
+  })
+
+const text = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
+  res.writeHead(status, { "content-type": "text/plain", ...headers })
+  res.end(body)
+}
+
+const bodyOf = (response: FhirClient.RawResponse) => Effect.promise(() => response.body.text())
+
+/** A client whose token is `token-<n>`, n counting the refreshes (onUnauthorized). */
+const clientFor = (baseUrl: string, options: Partial<FhirClient.FhirClientOptions> = {}) =>
+  Effect.gen(function* () {
+    let refreshes = 0
+    const client = yield* FhirClient.make({
+      baseUrl,
+      authorize: (req) => Effect.succeed(HttpClientRequest.bearerToken(req, `token-${refreshes}`)),
+      onUnauthorized: Effect.sync(() => {
+        refreshes++
+      }),
+      retry: { times: 3, base: Duration.millis(10) },
+      ...options,
+    })
+    return { client, refreshes: () => refreshes }
+  })
+
+describe("FhirClient.get against loopback servers", () => {
+  it.scopedLive("sends Authorization only to its own origin, and none with auth: false", () =>
+    Effect.gen(function* () {
+      const other = yield* loopback((req, res) => text(res, 200, `other ${req.url}`))
+      const own = yield* loopback((req, res) => text(res, 200, `own ${req.url}`))
+      const { client } = yield* clientFor(`${own.origin}/fhir`)
+
+      const relative = yield* client.get("Binary/1")
+      assert.strictEqual(relative.status, 200)
+      assert.strictEqual(yield* bodyOf(relative), "own /fhir/Binary/1")
+      assert.deepStrictEqual(own.seen.at(-1), {
+        url: "/fhir/Binary/1",
+        authorization: "Bearer token-0",
+        accept: "*/*",
+      })
+
+      yield* Effect.flatMap(client.get(`${own.origin}/fhir/Binary/2`, { auth: false }), bodyOf)
+      assert.strictEqual(own.seen.at(-1)?.authorization, undefined)
+
+      // an Authorization header passed by the caller is never sent: `auth` alone decides
+      const direct = yield* client.get(`${other.origin}/files/a.ndjson`, {
+        headers: { Authorization: "Bearer smuggled", accept: "application/fhir+ndjson" },
+      })
+      assert.strictEqual(yield* bodyOf(direct), "other /files/a.ndjson")
+      assert.deepStrictEqual(other.seen.at(-1), {
+        url: "/files/a.ndjson",
+        authorization: undefined,
+        accept: "application/fhir+ndjson",
+      })
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive(
+    "follows redirects itself: no Authorization across a redirect to another host, at most 5",
+    () =>
+      Effect.gen(function* () {
+        const other = yield* loopback((req, res) => text(res, 200, `other ${req.url}`))
+        const own = yield* loopback((req, res, origin) => {
+          if (req.url === "/fhir/out") {
+            res.writeHead(302, { location: `${other.origin}/files/f.ndjson?X-Amz-Signature=s3cr3t` })
+            return res.end()
+          }
+          if (req.url === "/fhir/here") {
+            res.writeHead(307, { location: `${origin}/fhir/there` })
+            return res.end()
+          }
+          const loop = /^\/fhir\/loop\/(\d+)$/.exec(req.url ?? "")
+          if (loop) {
+            res.writeHead(302, { location: `/fhir/loop/${Number(loop[1]) + 1}` })
+            return res.end()
+          }
+          text(res, 200, `own ${req.url}`)
+        })
+        const { client } = yield* clientFor(`${own.origin}/fhir`)
+
+        const away = yield* client.get("out")
+        assert.strictEqual(yield* bodyOf(away), "other /files/f.ndjson?X-Amz-Signature=s3cr3t")
+        assert.strictEqual(away.url, `${other.origin}/files/f.ndjson?X-Amz-Signature=s3cr3t`)
+        assert.strictEqual(own.seen.at(-1)?.authorization, "Bearer token-0")
+        assert.deepStrictEqual(other.seen, [
+          { url: "/files/f.ndjson?X-Amz-Signature=s3cr3t", authorization: undefined, accept: "*/*" },
+        ])
+
+        // a redirect within the own origin keeps the credentials
+        assert.strictEqual(yield* Effect.flatMap(client.get("here"), bodyOf), "own /fhir/there")
+        assert.deepStrictEqual(
+          own.seen.slice(-2).map((s) => [s.url, s.authorization]),
+          [
+            ["/fhir/here", "Bearer token-0"],
+            ["/fhir/there", "Bearer token-0"],
+          ],
+        )
+
+        // the 6th redirect is not followed: it is the answer, and not a 2xx
+        const before = own.seen.length
+        const looped = yield* Effect.flip(client.get("loop/0"))
+        assert.instanceOf(looped, FhirError)
+        assert.strictEqual((looped as FhirError).status, 302)
+        assert.strictEqual(own.seen.length - before, 6)
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive("a 401 refreshes the credentials once and tries again; a second 401 is an AuthError", () =>
+    Effect.gen(function* () {
+      const own = yield* loopback((req, res) => {
+        if (req.url === "/fhir/always") return text(res, 401, "no")
+        if (req.headers.authorization !== "Bearer token-1") return text(res, 401, "expired")
+        text(res, 200, "fresh")
+      })
+      const { client, refreshes } = yield* clientFor(`${own.origin}/fhir`)
+      assert.strictEqual(yield* Effect.flatMap(client.get("Binary/1"), bodyOf), "fresh")
+      assert.strictEqual(refreshes(), 1)
+      assert.deepStrictEqual(
+        own.seen.map((s) => s.authorization),
+        ["Bearer token-0", "Bearer token-1"],
+      )
+
+      const refused = yield* Effect.flip(client.get("always"))
+      assert.instanceOf(refused, AuthError)
+      assert.strictEqual((refused as AuthError).reason, "Unauthorized")
+      assert.strictEqual(refreshes(), 2, "one refresh for this request, not one per attempt")
+      assert.strictEqual(own.seen.length, 4)
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive("retries 503 after the Retry-After delay; gives up as Throttled with a redacted URL", () =>
+    Effect.gen(function* () {
+      let busy = 1
+      const own = yield* loopback((req, res) => {
+        if (req.url?.startsWith("/fhir/busy")) return text(res, 503, "busy", { "retry-after": "0" })
+        if (req.url === "/fhir/missing") return text(res, 404, "not here")
+        if (busy-- > 0) return text(res, 503, "busy", { "retry-after": "1" })
+        text(res, 200, "done")
+      })
+      const { client } = yield* clientFor(`${own.origin}/fhir`)
+      const started = Date.now()
+      assert.strictEqual(yield* Effect.flatMap(client.get("Binary/1"), bodyOf), "done")
+      const waited = Date.now() - started
+      // the backoff alone would be ≈ 10 ms: the server's Retry-After of one second was honoured
+      assert.isAtLeast(waited, 950)
+      assert.strictEqual(own.seen.length, 2)
+
+      const before = own.seen.length
+      const throttled = yield* Effect.flip(client.get("busy?token=s3cr3t"))
+      assert.instanceOf(throttled, FhirError)
+      assert.strictEqual((throttled as FhirError).reason, "Throttled")
+      assert.strictEqual((throttled as FhirError).status, 503)
+      assert.strictEqual(own.seen.length - before, 4, "the first try and 3 retries")
+      assert.notInclude((throttled as FhirError).message, "s3cr3t")
+
+      // not retried: a 404
+      const beforeMissing = own.seen.length
+      const missing = yield* Effect.flip(client.get("missing"))
+      assert.instanceOf(missing, FhirError)
+      assert.strictEqual((missing as FhirError).status, 404)
+      assert.include((missing as FhirError).message, "not here")
+      assert.strictEqual(own.seen.length - beforeMissing, 1)
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive(
+    "retries a refused connection, then fails as Transport; times out a server that never answers",
+    () =>
+      Effect.gen(function* () {
+        const gone = yield* loopback(() => undefined)
+        const { client } = yield* clientFor(`${gone.origin}/fhir`, {
+          timeout: Duration.millis(300),
+          retry: { times: 1, base: Duration.millis(10) },
+        })
+        const silent = yield* Effect.flip(client.get("Binary/1"))
+        assert.instanceOf(silent, FhirError)
+        assert.strictEqual((silent as FhirError).reason, "Transport")
+        assert.include((silent as FhirError).message, "no answer within")
+        assert.strictEqual(gone.seen.length, 2, "the timed-out attempt is tried once more")
+
+        const { client: refusedClient } = yield* clientFor("http://127.0.0.1:9/fhir", {
+          retry: { times: 2, base: Duration.millis(10) },
+        })
+        const refused = yield* Effect.flip(refusedClient.get("Binary/1"))
+        assert.instanceOf(refused, FhirError)
+        assert.strictEqual((refused as FhirError).reason, "Transport")
+        assert.include((refused as FhirError).message, "ECONNREFUSED")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+})
