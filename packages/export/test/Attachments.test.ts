@@ -55,6 +55,27 @@ describe("Attachments.refsOf / isSourceBinary", () => {
     assert.isFalse(Attachments.isSourceBinary("https://h/fhir", "https://other/fhir/Binary/abc"))
     assert.isFalse(Attachments.isSourceBinary("https://h/fhir", "https://h/files/a.pdf"))
   })
+
+  it("collector: once per URL, every field kept, handed over once and then forgotten", () => {
+    const c = Attachments.collector()
+    const doc = (id: string, url: string) => ({
+      resourceType: "DocumentReference",
+      id,
+      content: [{ attachment: { contentType: "text/plain", url, size: 2, hash: `h-${id}` } }],
+    })
+    c.onResource(doc("d1", "Binary/a"))
+    c.onResource(doc("d2", "Binary/b"))
+    c.onResource(doc("d3", "Binary/a"))
+    const refs = c.refs()
+    assert.deepStrictEqual(
+      refs.map((r) => [r.url, r.resource, r.path, r.contentType, r.size, r.hash]),
+      [
+        ["Binary/a", "DocumentReference/d1", "content[0].attachment", "text/plain", 2, "h-d1"],
+        ["Binary/b", "DocumentReference/d2", "content[0].attachment", "text/plain", 2, "h-d2"],
+      ],
+    )
+    assert.deepStrictEqual(c.refs(), [])
+  })
 })
 
 layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAfterSeconds: 0 } } as never), {
