@@ -57,13 +57,14 @@ import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as Chunk from "@ferry/transform/Chunk"
-import { components, dependenciesOf, GraphBuilder } from "@ferry/transform/Graph"
+import { components, DeferredEdges, GraphBuilder, referenceCandidates } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import type { RewriteContext } from "@ferry/transform/Rewrite"
 import { Clock, Duration, Effect, Either, Option, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
+import { lineText, Locations, type Span, spans } from "./internal/bodies.js"
 import {
   chooseStrategy,
   chunkKey,
@@ -72,7 +73,6 @@ import {
   isThrottle,
   isTooLarge,
   makeLimiter,
-  mayHold,
   quarantineLine,
   searchesTag,
   typeOf,
@@ -316,15 +316,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const sourceBase = manifest.source.baseUrl
       const identifiers = new IdentifierIndex()
       const builder = new GraphBuilder()
-      const fileOf: Array<number> = []
-      const files = (f: ReadonlyArray<number> | undefined) =>
-        Stream.fromIterable((f ?? dataFiles.map((_, i) => i)).map((i) => [i, dataFiles[i]!] as const)).pipe(
-          Stream.flatMap(([i, entry]) =>
-            Stream.map(Archive.resources(archive, entry), (l) => [i, l] as const),
-          ),
-        )
-      // pass 1 reads the lines with their byte sizes (the chunk planner's estimate; no re-serialising) and
-      // counts each file against the manifest, as Archive.resources does
+      const deferred = new DeferredEdges()
+      const locations = new Locations()
+      // one pass over the data: the nodes with their byte sizes (the chunk planner's estimate; no
+      // re-serialising) and lines' positions (to read the bodies back), the id registry, the identifier index,
+      // and each resource's reference strings (resolved once the pass is done: see DeferredEdges). Each file
+      // is counted against the manifest, as Archive.resources does.
       const withSizes = Stream.fromIterable(dataFiles.map((entry, i) => [i, entry] as const)).pipe(
         Stream.flatMap(([i, entry]) =>
           Stream.suspend(() => {
@@ -370,9 +367,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           if (typeof r.id !== "string") return
           const key = `${r.resourceType}/${r.id}`
           const node = builder.addNode(key, item.bytes)
-          fileOf[node] = i
+          locations.set(node, i, item.line, item.offset, item.bytes)
           idMap.register(key)
           identifiers.add(r)
+          referenceCandidates(r, (raw) => deferred.add(node, raw))
         }),
       )
       // 2. binaries
@@ -468,14 +466,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       )
       if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
 
-      const depCtx = { idMap, identifiers, sourceBase }
-      yield* Stream.runForEach(files(undefined), ([, l]) =>
-        Effect.sync(() => {
-          const r = l.value
-          if (typeof r.id === "string")
-            builder.addEdges(`${r.resourceType}/${r.id}`, dependenciesOf(r, depCtx))
-        }),
-      )
+      deferred.addTo(builder, { idMap, identifiers, sourceBase })
       const graph = builder.build()
       const comps = components(graph)
       yield* emit({ event: "graph", resources: graph.size, edges: graph.edgeCount, components: comps.count })
@@ -713,47 +704,168 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
+      const corruptAt = (entry: FileEntry, line: number, detail: string) =>
+        new ImportError({
+          reason: "Archive",
+          url: `${entry.path}:${line}`,
+          detail: `${detail}; check the archive with ferry verify and rerun`,
+        })
+
+      /** A body read back (see `readBodies`): parsed, guarded, and still the resource the graph pass saw. */
+      const parseBody = (
+        entry: FileEntry,
+        line: number,
+        text: string,
+        key: string,
+      ): Resource | ImportError => {
+        let value: unknown
+        try {
+          value = JSON.parse(text)
+        } catch {
+          // the parser's message quotes the line (patient data): not passed on
+          return corruptAt(
+            entry,
+            line,
+            "this line is not valid JSON any more (the archive changed during the import?)",
+          )
+        }
+        if (!isResource(value) || `${value.resourceType}/${value.id ?? ""}` !== key)
+          return corruptAt(
+            entry,
+            line,
+            `this line no longer holds ${key} (the archive changed during the import?)`,
+          )
+        return value
+      }
+
+      // uncompressed data files stay open for positioned reads until the import ends
+      const fds = new Map<number, number>()
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          for (const fd of fds.values()) NFS.closeSync(fd)
+          fds.clear()
+        }),
+      )
+      const readSpan = (span: Span): Effect.Effect<Buffer, ImportError> => {
+        const path = Path.join(archive, dataFiles[span.file]!.path)
+        return Effect.flatMap(
+          Effect.try({
+            try: () => {
+              const hit = fds.get(span.file)
+              if (hit !== undefined) return hit
+              const fd = NFS.openSync(path, "r")
+              fds.set(span.file, fd)
+              return fd
+            },
+            catch: io(path),
+          }),
+          (fd) =>
+            Effect.async<Buffer, ImportError>((resume) => {
+              const length = span.end - span.start
+              const buf = Buffer.allocUnsafe(length)
+              NFS.read(fd, buf, 0, length, span.start, (err, n) =>
+                resume(
+                  err !== null
+                    ? Effect.fail(io(path)(err))
+                    : n < length
+                      ? Effect.fail(
+                          corruptAt(
+                            dataFiles[span.file]!,
+                            0,
+                            "the file is shorter than when the import read it",
+                          ),
+                        )
+                      : Effect.succeed(buf),
+                ),
+              )
+            }),
+        )
+      }
+
       /**
-       * The bodies of `keys` from these files. Only lines that may hold one of them are parsed (`mayHold`):
-       * a group's files are mostly other resources (a level's chunks share the big files), and parsing
-       * was the import's largest cost. The files were read whole (and counted) by the graph passes.
+       * The bodies of these graph nodes: from `preloaded` (gzip files, see `preload`), else read back from
+       * their uncompressed files with a few positioned reads (the graph pass recorded each line's offset).
        */
-      const loadBodies = (keys: ReadonlySet<string>, fileIdx: ReadonlyArray<number>) =>
+      const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
         Effect.gen(function* () {
-          const out = new Map<string, Located>()
-          for (const i of fileIdx) {
-            const entry = dataFiles[i]!
-            const read = { file: entry.path, resourceType: entry.type }
+          const out = new Map<number, Located>()
+          const toRead: Array<number> = []
+          for (const n of nodes) {
+            const p = preloaded.get(n)
+            if (p !== undefined) out.set(n, p)
+            else if (locations.file(n) >= 0) toRead.push(n)
+          }
+          for (const span of spans(toRead, locations)) {
+            const entry = dataFiles[span.file]!
+            const buf = yield* readSpan(span)
+            for (const n of span.nodes) {
+              const line = locations.line(n)
+              const text = lineText(buf, locations.offset(n) - span.start, locations.bytes(n))
+              const value = parseBody(entry, line, text, graph.keys[n]!)
+              if (value instanceof ImportError) return yield* value
+              out.set(n, { file: entry.path, line, value })
+            }
+          }
+          return out
+        })
+
+      /**
+       * The bodies of these nodes that sit in gzip files (which cannot be read at an offset): each such file
+       * is decompressed once and only the wanted lines (by number) are parsed.
+       */
+      const preload = (nodes: ReadonlyArray<number>) =>
+        Effect.gen(function* () {
+          const out = new Map<number, Located>()
+          const byFile = new Map<number, Map<number, number>>()
+          for (const n of nodes) {
+            const f = locations.file(n)
+            if (f < 0 || dataFiles[f]!.compression !== "gzip") continue
+            const wanted = byFile.get(f) ?? new Map<number, number>()
+            byFile.set(f, wanted)
+            wanted.set(locations.line(n), n)
+          }
+          for (const f of Array.from(byFile.keys()).sort((a, b) => a - b)) {
+            const entry = dataFiles[f]!
+            const wanted = byFile.get(f)!
             yield* Stream.runForEach(
               Ndjson.readFileSplit(Path.join(archive, entry.path), {
-                ...read,
-                gzip: entry.compression === "gzip",
+                file: entry.path,
+                gzip: true,
                 label: entry.path,
               }).pipe(
-                Stream.filter((l) => mayHold(l.text, entry.type, keys)),
-                Stream.mapEffect((l) => Ndjson.parseLine(read, l)),
+                Stream.mapError(
+                  (cause) =>
+                    new ImportError({
+                      reason: "Archive",
+                      url: `${entry.path}:${cause.line}`,
+                      detail: `could not read the archive (${cause.message}); check the archive with ferry verify`,
+                      cause,
+                    }),
+                ),
+                Stream.filter((l) => wanted.has(l.line)),
               ),
-              (item) =>
-                Effect.sync(() => {
-                  const k = `${item.value.resourceType}/${item.value.id ?? ""}`
-                  if (keys.has(k)) out.set(k, { file: entry.path, line: item.line, value: item.value })
-                }),
-            ).pipe(
-              Effect.mapError(
-                (cause) =>
-                  new ImportError({
-                    reason: "Archive",
-                    url: `${entry.path}:${cause.line}`,
-                    detail: `could not read the archive (${cause.message}); check the archive with ferry verify`,
-                    cause,
-                  }),
-              ),
+              (l) => {
+                const n = wanted.get(l.line)!
+                const value = parseBody(entry, l.line, l.text, graph.keys[n]!)
+                if (value instanceof ImportError) return Effect.fail(value)
+                out.set(n, { file: entry.path, line: l.line, value })
+                return Effect.void
+              },
             )
           }
           return out
         })
 
-      /** A group's chunks not done yet, with their bodies read from the archive. */
+      const nodesOf = (keys: ReadonlyArray<string>): Array<number> => {
+        const out: Array<number> = []
+        for (const k of keys) {
+          const n = graph.nodeOf(k)
+          if (n !== undefined) out.push(n)
+        }
+        return out
+      }
+
+      /** A group's chunks not done yet, with the bodies that come from gzip files. */
       const prepareGroup = (group: ReadonlyArray<Chunk.Chunk>) =>
         Effect.gen(function* () {
           const pending: Array<Chunk.Chunk> = []
@@ -761,36 +873,28 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (yield* journal.isDone(`import.chunk:${chunkKey(c.keys)}`)) resumed++
             else pending.push(c)
           }
-          if (pending.length === 0) return { pending, bodies: new Map<string, Located>() }
-          const keys = new Set<string>()
-          const fileSet = new Set<number>()
-          for (const c of pending)
-            for (const k of c.keys) {
-              keys.add(k)
-              const n = graph.nodeOf(k)
-              if (n !== undefined && fileOf[n] !== undefined) fileSet.add(fileOf[n]!)
-            }
-          const bodies = yield* loadBodies(
-            keys,
-            Array.from(fileSet).sort((a, b) => a - b),
-          )
-          return { pending, bodies }
+          const preloaded = anyGzip
+            ? yield* preload(pending.flatMap((c) => nodesOf(c.keys)))
+            : new Map<number, Located>()
+          return { pending, preloaded }
         })
 
       const runGroup = ({
         pending,
-        bodies,
+        preloaded,
       }: {
         readonly pending: ReadonlyArray<Chunk.Chunk>
-        readonly bodies: ReadonlyMap<string, Located>
+        readonly preloaded: ReadonlyMap<number, Located>
       }) =>
         Effect.gen(function* () {
           yield* Effect.forEach(
             pending,
             (c) =>
               Effect.gen(function* () {
-                const locs = c.keys.flatMap((k) => {
-                  const l = bodies.get(k)
+                const nodes = nodesOf(c.keys)
+                const bodies = yield* readBodies(nodes, preloaded)
+                const locs = nodes.flatMap((n) => {
+                  const l = bodies.get(n)
                   return l === undefined ? [] : [l]
                 })
                 yield* land(locs, c.oversize && c.cyclic)
@@ -817,9 +921,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
-      // groups of chunks, one level at a time (reading a group's bodies while the previous group is sent
-      // was tried: no measurable gain on the shared 2-core machine, one more group of bodies in memory)
-      const groupSize = Math.max(1, (options.parallel ?? 4) * 4)
+      // Chunks go level by level. A chunk reads its own bodies just before it is sent (positioned reads),
+      // so with uncompressed files a whole level is one group: the target always has the next Bundles
+      // queued and only the chunks in flight hold bodies. Gzip files cannot be read at an offset: their
+      // bodies are decompressed once per group of `4 × parallel` chunks instead.
+      const anyGzip = dataFiles.some((f) => f.compression === "gzip")
+      const groupSize = anyGzip ? Math.max(1, (options.parallel ?? 4) * 4) : Number.POSITIVE_INFINITY
       let group: Array<Chunk.Chunk> = []
       let planned = 0
       const next = (g: ReadonlyArray<Chunk.Chunk>) => Effect.flatMap(prepareGroup(g), runGroup)

@@ -89,6 +89,11 @@ export class GraphBuilder {
     return added
   }
 
+  /** Count an edge whose target is not in the load set (it is not added). */
+  dropEdge(): void {
+    this.dropped++
+  }
+
   /** Freeze into a compact graph (CSR adjacency, duplicate edges removed). The builder can be dropped. */
   build(): Graph {
     const n = this.keys.length
@@ -292,6 +297,94 @@ export const dependenciesOf = (resource: Resource, ctx: DependencyOptions): Read
   })
   if (typeof resource.id === "string") out.delete(`${resource.resourceType}/${resource.id}`)
   return Array.from(out)
+}
+
+/**
+ * The strings in `resource` that may designate a source resource, as found (not parsed, not deduplicated):
+ * every `Reference.reference` that is neither a canonical nor a contained `#id`, and every string
+ * `Attachment.url`. Resolving each one (`parse` with the source base, then `resolve`) gives exactly the
+ * keys `dependenciesOf` returns without `resolveLogical`. Cheaper than `dependenciesOf` when the same
+ * strings recur across resources (a patient's id in all its resources): parse and resolve once per
+ * distinct string, after every resource is known (see `DeferredEdges`).
+ */
+export const referenceCandidates = (resource: Resource, onCandidate: (raw: string) => void): void => {
+  rewrite(resource, {
+    reference: (site) => {
+      const raw = site.raw
+      if (site.canonical || raw === undefined || raw.charCodeAt(0) === 35) return undefined
+      onCandidate(raw)
+      return undefined
+    },
+    attachment: (site) => {
+      const url = site.attachment.url
+      if (typeof url === "string") onCandidate(url)
+      return undefined
+    },
+  })
+}
+
+/**
+ * Dependency edges collected in the same pass that adds the nodes, resolved afterwards. A reference can only
+ * be resolved once every resource is known (`urn:uuid:` needs the id registry, a conditional reference the
+ * identifier index), so this keeps each distinct candidate string once (a Map entry and the string) and
+ * 8 bytes per (resource, candidate) pair; `addTo` parses and resolves every distinct string once and adds
+ * the edges. Same edges as `addEdges(key, dependenciesOf(resource, ctx))` for every resource (logical
+ * references, which only `resolveLogical` turns into dependencies, are not collected).
+ */
+export class DeferredEdges {
+  private readonly ids = new Map<string, number>()
+  private readonly strings: Array<string> = []
+  private from = new Int32Array(4096)
+  private ref = new Int32Array(4096)
+  private count = 0
+
+  /** Node `from` holds the reference string `raw`. */
+  add(from: number, raw: string): void {
+    let id = this.ids.get(raw)
+    if (id === undefined) {
+      id = this.strings.length
+      this.strings.push(raw)
+      this.ids.set(raw, id)
+    }
+    const i = this.count
+    this.from = grow(this.from, i + 1)
+    this.ref = grow(this.ref, i + 1)
+    this.from[i] = from
+    this.ref[i] = id
+    this.count = i + 1
+  }
+
+  /** Distinct candidate strings collected. */
+  get distinct(): number {
+    return this.strings.length
+  }
+
+  /**
+   * Resolve every candidate (once per distinct string) against the complete `ctx` and add the edges to
+   * `builder`; candidates resolving to a key that is not a node count as dropped edges. Returns the edges added.
+   */
+  addTo(builder: GraphBuilder, ctx: DependencyOptions): number {
+    const parseOptions: ParseOptions | undefined =
+      ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : undefined
+    // node of each distinct string: >= 0 a node, -1 no dependency, -2 a key outside the load set
+    const target = new Int32Array(this.strings.length)
+    for (let i = 0; i < this.strings.length; i++) {
+      const r = resolve(parse(this.strings[i]!, parseOptions), ctx)
+      if (r._tag !== "Key") target[i] = -1
+      else target[i] = builder.nodeOf(r.key) ?? -2
+    }
+    let added = 0
+    for (let e = 0; e < this.count; e++) {
+      const to = target[this.ref[e]!]!
+      if (to === -1) continue
+      if (to === -2) builder.dropEdge()
+      else if (to !== this.from[e]) {
+        builder.addEdge(this.from[e]!, to)
+        added++
+      }
+    }
+    return added
+  }
 }
 
 /**

@@ -1,6 +1,15 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Resource } from "@ferry/core/Ids"
-import { components, dependenciesOf, fromResources, GraphBuilder, isCyclic, members } from "../src/Graph.js"
+import {
+  components,
+  DeferredEdges,
+  dependenciesOf,
+  fromResources,
+  GraphBuilder,
+  isCyclic,
+  members,
+  referenceCandidates,
+} from "../src/Graph.js"
 import { IdentifierIndex } from "../src/IdentifierIndex.js"
 import { IdMap } from "../src/IdMap.js"
 import { cycleResources, syntheaPatientSet } from "./data.js"
@@ -126,5 +135,44 @@ describe("Graph", () => {
     expect(
       [...dependenciesOf(doc, { idMap, identifiers, sourceBase: "https://src.example/fhir" })].sort(),
     ).toEqual(["Binary/b", "Binary/b2", "Encounter/1234", "Patient/p", "Practitioner/x"])
+    // the candidates: every literal reference but contained and canonicals, and the attachment URLs
+    const candidates: Array<string> = []
+    referenceCandidates(doc, (raw) => candidates.push(raw))
+    expect(candidates.sort()).toEqual(
+      [
+        "Binary/b",
+        "DocumentReference/d",
+        "Practitioner?identifier=urn:npi|1",
+        "https://other.example/DocumentReference/9",
+        "https://src.example/fhir/Binary/b2",
+        "https://src.example/fhir/Patient/p",
+        "urn:uuid:1234",
+      ].sort(),
+    )
+  })
+
+  it("DeferredEdges, resolved after the nodes, gives the graph of dependenciesOf", () => {
+    const resources = [...syntheaPatientSet(), ...cycleResources]
+    const ctx = { idMap: registered(resources) }
+    const expected = fromResources(resources, ctx, () => 1)
+    // one pass: nodes and candidate strings together, resolution afterwards
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of resources) {
+      const node = b.addNode(keyOf(r), 1)
+      referenceCandidates(r, (raw) => deferred.add(node, raw))
+    }
+    expect(deferred.distinct).toBeLessThan(expected.edgeCount)
+    deferred.addTo(b, ctx)
+    const got = b.build()
+    expect(got.keys).toEqual(expected.keys)
+    expect(Array.from(got.offsets)).toEqual(Array.from(expected.offsets))
+    const sorted = (g: typeof got) =>
+      g.keys.map((_, v) => Array.from(g.dependencies(v)).sort((x, y) => x - y))
+    expect(sorted(got)).toEqual(sorted(expected))
+    expect(got.edgeCount).toBeGreaterThan(300)
+    // Organization/outside (Encounter/e's serviceProvider) is outside the load set
+    expect(got.droppedEdges).toBe(1)
+    expect(components(got).count).toBe(components(expected).count)
   })
 })

@@ -131,19 +131,3 @@ export const quarantineLine = (
   reason: string,
   source: string,
 ): string => JSON.stringify({ resource, outcome: outcome ?? null, reason, source })
-
-/** `"id": "<id>"` anywhere in a line (top level, contained resources, elements). */
-const idInLine = /"id"\s*:\s*"([^"\\]*)"/g
-
-/**
- * Can this NDJSON line (of a file of `type`) be one of `keys`? False only when the line names ids and none
- * of them, as `type/id`, is wanted; a line naming no id at all is parsed to be sure.
- */
-export const mayHold = (text: string, type: string, keys: ReadonlySet<string>): boolean => {
-  let any = false
-  for (const m of text.matchAll(idInLine)) {
-    any = true
-    if (keys.has(`${type}/${m[1]}`)) return true
-  }
-  return !any
-}
