@@ -52,7 +52,7 @@ import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
 import { Journal } from "@ferry/archive/Journal"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
-import type { AuthError, FhirError } from "@ferry/core/Errors"
+import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -370,7 +370,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           locations.set(node, i, item.line, item.offset, item.bytes)
           idMap.register(key)
           identifiers.add(r)
-          referenceCandidates(r, (raw) => deferred.add(node, raw))
+          referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
         }),
       )
       // 2. binaries
@@ -523,10 +523,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           }),
         )
 
-      const decodeResponse = (
-        tx: Chunk.Transaction,
-        response: Parameters<typeof Chunk.mapFromResponse>[1],
-      ) => {
+      const decodeResponse = (tx: Chunk.Sent, response: Chunk.ResponseBundle) => {
         const m = Chunk.mapFromResponse(tx, response)
         return Either.isLeft(m)
           ? Effect.fail(
@@ -540,25 +537,75 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           : Effect.succeed(m.right)
       }
 
-      const withoutConditional = (tx: Chunk.Transaction): Chunk.Transaction =>
-        mode !== "post" || conditionalCreate
-          ? tx
-          : {
-              ...tx,
-              bundle: {
-                ...tx.bundle,
-                entry: (tx.bundle.entry ?? []).map((e) => {
-                  if (e.request === undefined) return e
-                  const { ifNoneExist: _drop, ...request } = e.request
-                  return { ...e, request }
-                }),
-              },
-            }
+      /** How this import's Bundles are built (see Chunk.TransactionOptions). */
+      const txOptions: Chunk.TransactionOptions = {
+        conditionalCreate,
+        // put mode, nothing renamed: a resource whose references are all plain `Type/id` (the graph pass
+        // found them) only needs its meta changed. The rewrite context sets no `resolveLogical`, so
+        // identifier-only references are left alone either way.
+        verbatim: (key) => {
+          if (mode !== "put" || idMap.renamed > 0) return false
+          const n = graph.nodeOf(key)
+          return n !== undefined && deferred.verbatim(n)
+        },
+      }
 
-      /** Send one transaction; retries throttling with a halved concurrency. */
-      const send = (bundle: Chunk.Transaction["bundle"], batch: boolean) => {
-        const once = batch ? client.batch(bundle) : client.transaction(bundle)
-        const loop = (attempt: number): Effect.Effect<Chunk.Transaction["bundle"], FhirError | AuthError> =>
+      /**
+       * POST one Bundle (JSON text) to the base; retries throttling with a halved concurrency. The answer is
+       * checked only for what `mapFromResponse` reads (`Chunk.readResponse`), not decoded whole, and
+       * `Prefer: return=minimal` asks the target not to echo the resources.
+       */
+      const send = (body: string) => {
+        const once = client
+          .request(
+            HttpClientRequest.post("").pipe(
+              HttpClientRequest.bodyText(body, "application/fhir+json"),
+              HttpClientRequest.setHeader("prefer", "return=minimal"),
+            ),
+          )
+          .pipe(
+            Effect.flatMap((response) =>
+              Effect.mapError(
+                response.text,
+                (cause) =>
+                  new FhirError({
+                    reason: "Transport",
+                    method: "POST",
+                    url: client.baseUrl,
+                    detail: "the answer to a Bundle broke off",
+                    cause,
+                  }),
+              ),
+            ),
+            Effect.flatMap((text) => {
+              let json: unknown
+              try {
+                json = JSON.parse(text)
+              } catch {
+                return Effect.fail(
+                  new FhirError({
+                    reason: "Decode",
+                    method: "POST",
+                    url: client.baseUrl,
+                    detail: "the answer to a Bundle is not JSON",
+                  }),
+                )
+              }
+              return Either.match(Chunk.readResponse(json), {
+                onLeft: (e) =>
+                  Effect.fail(
+                    new FhirError({
+                      reason: "Decode",
+                      method: "POST",
+                      url: client.baseUrl,
+                      detail: e.detail,
+                    }),
+                  ),
+                onRight: Effect.succeed,
+              })
+            }),
+          )
+        const loop = (attempt: number): Effect.Effect<Chunk.ResponseBundle, FhirError | AuthError> =>
           once.pipe(
             Effect.tap(() => limiter.succeeded),
             Effect.catchIf(
@@ -606,7 +653,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             rctx(),
             { type: "batch" },
           )
-          const response = yield* send(tx.bundle, true)
+          const response = yield* send(JSON.stringify(tx.bundle))
           const m = yield* decodeResponse(tx, response)
           yield* record(m.mapped)
           yield* quarantine(
@@ -622,19 +669,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const landNew = (locs: ReadonlyArray<Located>, cycle: boolean): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
           if (locs.length === 0) return
-          const tx = withoutConditional(
-            Chunk.toTransaction(
-              locs.map((l) => l.value),
-              mode,
-              rctx(),
-            ),
+          const tx = Chunk.toTransaction(
+            locs.map((l) => l.value),
+            mode,
+            rctx(),
+            txOptions,
           )
-          const result = yield* Effect.either(send(tx.bundle, false))
+          const result = yield* Effect.either(send(JSON.stringify(tx.bundle)))
           if (Either.isRight(result)) {
             const m = yield* decodeResponse(tx, result.right)
             return yield* record(m.mapped)
           }
-          const e = result.left
+          return yield* recover(locs, cycle, result.left)
+        })
+
+      /** The transaction of `locs` failed with `e`: split (413), batch or quarantine, or give up. */
+      const recover = (
+        locs: ReadonlyArray<Located>,
+        cycle: boolean,
+        e: FhirError | AuthError,
+      ): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
           if (isTooLarge(e)) {
             if (locs.length === 1)
               return yield* quarantine([
@@ -684,15 +739,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             for (const l of locs) yield* land([l])
             return
           }
-          const btx = withoutConditional(
-            Chunk.toTransaction(
-              locs.map((l) => l.value),
-              mode,
-              rctx(),
-              { type: "batch" },
-            ),
+          const btx = Chunk.toTransaction(
+            locs.map((l) => l.value),
+            mode,
+            rctx(),
+            { ...txOptions, type: "batch" },
           )
-          const response = yield* send(btx.bundle, true)
+          const response = yield* send(JSON.stringify(btx.bundle))
           const m = yield* decodeResponse(btx, response)
           yield* record(m.mapped)
           yield* quarantine(
@@ -783,30 +836,79 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
 
       /**
-       * The bodies of these graph nodes: from `preloaded` (gzip files, see `preload`), else read back from
-       * their uncompressed files with a few positioned reads (the graph pass recorded each line's offset).
+       * The lines of these graph nodes (in uncompressed files), read back with a few positioned reads (the
+       * graph pass recorded each line's offset and size).
        */
-      const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
+      const readTexts = (nodes: ReadonlyArray<number>) =>
         Effect.gen(function* () {
-          const out = new Map<number, Located>()
-          const toRead: Array<number> = []
-          for (const n of nodes) {
-            const p = preloaded.get(n)
-            if (p !== undefined) out.set(n, p)
-            else if (locations.file(n) >= 0) toRead.push(n)
-          }
-          for (const span of spans(toRead, locations)) {
-            const entry = dataFiles[span.file]!
+          const out = new Map<number, string>()
+          for (const span of spans(nodes, locations)) {
             const buf = yield* readSpan(span)
-            for (const n of span.nodes) {
-              const line = locations.line(n)
-              const text = lineText(buf, locations.offset(n) - span.start, locations.bytes(n))
-              const value = parseBody(entry, line, text, graph.keys[n]!)
-              if (value instanceof ImportError) return yield* value
-              out.set(n, { file: entry.path, line, value })
-            }
+            for (const n of span.nodes)
+              out.set(n, lineText(buf, locations.offset(n) - span.start, locations.bytes(n)))
           }
           return out
+        })
+
+      /** The body of node `n` from its line's text. */
+      const bodyAt = (n: number, text: string): Resource | ImportError =>
+        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, graph.keys[n]!)
+
+      /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
+      const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
+        Effect.gen(function* () {
+          const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const out: Array<Located> = []
+          for (const n of nodes) {
+            const pre = preloaded.get(n)
+            if (pre !== undefined) {
+              out.push(pre)
+              continue
+            }
+            const text = texts.get(n)
+            if (text === undefined) continue
+            const value = bodyAt(n, text)
+            if (value instanceof ImportError) return yield* value
+            out.push({ file: dataFiles[locations.file(n)]!.path, line: locations.line(n), value })
+          }
+          return out
+        })
+
+      /**
+       * The usual way a chunk lands: each body is parsed, rewritten and serialised into the Bundle text one
+       * at a time (`Chunk.TransactionWriter`), so no parsed resource outlives its entry; the chunk's lines
+       * are read back again only if the target refuses the Bundle (then `recover` needs the resources).
+       * Not for post-mode chunks holding resources the id map knows (those are updated in place: `land`).
+       */
+      const landChunk = (
+        c: Chunk.Chunk,
+        nodes: ReadonlyArray<number>,
+        preloaded: ReadonlyMap<number, Located>,
+      ): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
+          const cycle = c.oversize && c.cyclic
+          if (mode === "post" && c.keys.some((k) => idMap.has(k)))
+            return yield* land(yield* readBodies(nodes, preloaded), cycle)
+          const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const writer = new Chunk.TransactionWriter(
+            nodes.map((n) => graph.keys[n]!),
+            mode,
+            rctx(),
+            txOptions,
+          )
+          for (const n of nodes) {
+            const value = preloaded.get(n)?.value ?? bodyAt(n, texts.get(n) ?? "")
+            if (value instanceof ImportError) return yield* value
+            const added = writer.add(value)
+            if (Either.isLeft(added)) return yield* Effect.die(added.left)
+          }
+          const tx = writer.finish()
+          const result = yield* Effect.either(send(tx.body))
+          if (Either.isRight(result)) {
+            const m = yield* decodeResponse(tx, result.right)
+            return yield* record(m.mapped)
+          }
+          return yield* recover(yield* readBodies(nodes, preloaded), cycle, result.left)
         })
 
       /**
@@ -891,13 +993,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             pending,
             (c) =>
               Effect.gen(function* () {
-                const nodes = nodesOf(c.keys)
-                const bodies = yield* readBodies(nodes, preloaded)
-                const locs = nodes.flatMap((n) => {
-                  const l = bodies.get(n)
-                  return l === undefined ? [] : [l]
-                })
-                yield* land(locs, c.oversize && c.cyclic)
+                yield* landChunk(c, nodesOf(c.keys), preloaded)
                 yield* journal.append("import.chunk", `import.chunk:${chunkKey(c.keys)}`, {
                   index: c.index,
                   entries: c.keys.length,

@@ -60,6 +60,11 @@ export class GraphBuilder {
     return this.index.get(key)
   }
 
+  /** Nodes added so far. */
+  get size(): number {
+    return this.keys.length
+  }
+
   /** `from` depends on `to` (both node numbers). Self-references are ignored. */
   addEdge(from: number, to: number): void {
     if (from === to) return
@@ -307,17 +312,20 @@ export const dependenciesOf = (resource: Resource, ctx: DependencyOptions): Read
  * strings recur across resources (a patient's id in all its resources): parse and resolve once per
  * distinct string, after every resource is known (see `DeferredEdges`).
  */
-export const referenceCandidates = (resource: Resource, onCandidate: (raw: string) => void): void => {
+export const referenceCandidates = (
+  resource: Resource,
+  onCandidate: (raw: string, attachment: boolean) => void,
+): void => {
   rewrite(resource, {
     reference: (site) => {
       const raw = site.raw
       if (site.canonical || raw === undefined || raw.charCodeAt(0) === 35) return undefined
-      onCandidate(raw)
+      onCandidate(raw, false)
       return undefined
     },
     attachment: (site) => {
       const url = site.attachment.url
-      if (typeof url === "string") onCandidate(url)
+      if (typeof url === "string") onCandidate(url, true)
       return undefined
     },
   })
@@ -330,6 +338,10 @@ export const referenceCandidates = (resource: Resource, onCandidate: (raw: strin
  * 8 bytes per (resource, candidate) pair; `addTo` parses and resolves every distinct string once and adds
  * the edges. Same edges as `addEdges(key, dependenciesOf(resource, ctx))` for every resource (logical
  * references, which only `resolveLogical` turns into dependencies, are not collected).
+ *
+ * It also tells which nodes are `verbatim`: every candidate is a reference string that is exactly the
+ * `Type/id` it designates (a relative reference) and none is an Attachment URL. Rewriting such a resource
+ * with an id map that maps every key to itself (put mode, no renames) changes nothing but `meta`.
  */
 export class DeferredEdges {
   private readonly ids = new Map<string, number>()
@@ -337,9 +349,11 @@ export class DeferredEdges {
   private from = new Int32Array(4096)
   private ref = new Int32Array(4096)
   private count = 0
+  /** Nodes holding a candidate that is not a plain `Type/id` reference (1), set by `addTo`. */
+  private rewritten = new Uint8Array(0)
 
-  /** Node `from` holds the reference string `raw`. */
-  add(from: number, raw: string): void {
+  /** Node `from` holds the reference string (or, with `attachment`, the Attachment URL) `raw`. */
+  add(from: number, raw: string, attachment = false): void {
     let id = this.ids.get(raw)
     if (id === undefined) {
       id = this.strings.length
@@ -350,8 +364,17 @@ export class DeferredEdges {
     this.from = grow(this.from, i + 1)
     this.ref = grow(this.ref, i + 1)
     this.from[i] = from
-    this.ref[i] = id
+    // an Attachment URL is stored as ~id (negative): same string, other role
+    this.ref[i] = attachment ? ~id : id
     this.count = i + 1
+  }
+
+  /**
+   * After `addTo`: does node `v` hold only reference strings that are exactly their own `Type/id` key, and
+   * no Attachment URL (see class doc)? A node without candidates is verbatim.
+   */
+  verbatim(v: number): boolean {
+    return v >= this.rewritten.length || this.rewritten[v] === 0
   }
 
   /** Distinct candidate strings collected. */
@@ -368,14 +391,25 @@ export class DeferredEdges {
       ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : undefined
     // node of each distinct string: >= 0 a node, -1 no dependency, -2 a key outside the load set
     const target = new Int32Array(this.strings.length)
+    // 1 when the string is exactly the relative `Type/id` it resolves to
+    const exact = new Uint8Array(this.strings.length)
     for (let i = 0; i < this.strings.length; i++) {
-      const r = resolve(parse(this.strings[i]!, parseOptions), ctx)
+      const raw = this.strings[i]!
+      const parsed = parse(raw, parseOptions)
+      const r = resolve(parsed, ctx)
       if (r._tag !== "Key") target[i] = -1
-      else target[i] = builder.nodeOf(r.key) ?? -2
+      else {
+        target[i] = builder.nodeOf(r.key) ?? -2
+        if (parsed._tag === "Relative" && r.key === raw) exact[i] = 1
+      }
     }
+    this.rewritten = new Uint8Array(builder.size)
     let added = 0
     for (let e = 0; e < this.count; e++) {
-      const to = target[this.ref[e]!]!
+      const ref = this.ref[e]!
+      const id = ref < 0 ? ~ref : ref
+      if (ref < 0 || exact[id] === 0) this.rewritten[this.from[e]!] = 1
+      const to = target[id]!
       if (to === -1) continue
       if (to === -2) builder.dropEdge()
       else if (to !== this.from[e]) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Resource } from "@ferry/core/Ids"
+import { references } from "@ferry/core/Walker"
 import {
   components,
   DeferredEdges,
@@ -12,6 +13,7 @@ import {
 } from "../src/Graph.js"
 import { IdentifierIndex } from "../src/IdentifierIndex.js"
 import { IdMap } from "../src/IdMap.js"
+import { applyMeta, rewriteResource } from "../src/Rewrite.js"
 import { cycleResources, syntheaPatientSet } from "./data.js"
 
 const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
@@ -149,6 +151,64 @@ describe("Graph", () => {
         "urn:uuid:1234",
       ].sort(),
     )
+  })
+
+  it("DeferredEdges.verbatim: only nodes whose references are all their own plain Type/id, and no attachment URL", () => {
+    const resources: ReadonlyArray<Resource> = [
+      { resourceType: "Patient", id: "p" },
+      { resourceType: "Encounter", id: "e", subject: { reference: "Patient/p" } },
+      { resourceType: "Condition", id: "c", subject: { reference: "urn:uuid:p" } },
+      { resourceType: "Observation", id: "o", subject: { reference: "https://src.example/fhir/Patient/p" } },
+      { resourceType: "Media", id: "m", content: { contentType: "image/png", url: "Binary/b" } },
+      { resourceType: "Binary", id: "b" },
+      { resourceType: "Procedure", id: "x", subject: { reference: "Patient/p/_history/2" } },
+      { resourceType: "Basic", id: "q", subject: { reference: "Patient?identifier=urn:s|1" } },
+      { resourceType: "Basic", id: "d", subject: { reference: "Patient/outside" }, contained: [] },
+      { resourceType: "Goal", id: "g", subject: { reference: "#c1" }, meta: { profile: ["http://x/y"] } },
+    ]
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of resources) {
+      const node = b.addNode(keyOf(r))
+      referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
+    }
+    deferred.addTo(b, { idMap: registered(resources), sourceBase: "https://src.example/fhir" })
+    const verbatim = resources.filter((r) => deferred.verbatim(b.nodeOf(keyOf(r))!)).map(keyOf)
+    expect(verbatim).toEqual(["Patient/p", "Encounter/e", "Binary/b", "Basic/d", "Goal/g"])
+  })
+
+  it("a verbatim resource, rewritten with an identity id map, changes only in meta", () => {
+    // the patient set with every reference made relative (as an export of a server gives them)
+    const raw = syntheaPatientSet()
+    const idMap = IdMap.identity()
+    for (const r of raw) idMap.register(keyOf(r))
+    const meta = { provenanceTag: true }
+    const resources = raw.map((r) => rewriteResource(r, { idMap }).resource)
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of [...raw, ...resources]) {
+      const node = b.addNode(keyOf(r))
+      referenceCandidates(r, (s, attachment) => deferred.add(node, s, attachment))
+    }
+    deferred.addTo(b, { idMap })
+    // the original Synthea Bundles' urn:uuid references are not verbatim
+    expect(raw.some((r) => references(r).some((s) => s.raw?.startsWith("urn:uuid:")))).toBe(true)
+    const fresh = new GraphBuilder()
+    const clean = new DeferredEdges()
+    for (const r of resources) {
+      const node = fresh.addNode(keyOf(r))
+      referenceCandidates(r, (s, attachment) => clean.add(node, s, attachment))
+    }
+    clean.addTo(fresh, { idMap })
+    let checked = 0
+    for (const r of resources) {
+      if (!clean.verbatim(fresh.nodeOf(keyOf(r))!)) continue
+      expect(rewriteResource(r, { idMap, meta }).resource).toEqual(applyMeta(r, meta))
+      checked++
+    }
+    expect(checked).toBeGreaterThan(resources.length / 2)
+    const withUrns = raw.filter((r) => references(r).some((s) => s.raw?.startsWith("urn:uuid:")))
+    for (const r of withUrns) expect(deferred.verbatim(b.nodeOf(keyOf(r))!)).toBe(false)
   })
 
   it("DeferredEdges, resolved after the nodes, gives the graph of dependenciesOf", () => {
