@@ -322,57 +322,44 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // re-serialising) and lines' positions (to read the bodies back), the id registry, the identifier index,
       // and each resource's reference strings (resolved once the pass is done: see DeferredEdges). Each file
       // is counted against the manifest, as Archive.resources does.
-      const withSizes = Stream.fromIterable(dataFiles.map((entry, i) => [i, entry] as const)).pipe(
-        Stream.flatMap(([i, entry]) =>
-          Stream.suspend(() => {
-            let seen = 0
-            const corrupt = (detail: string, cause?: unknown) =>
-              new ImportError({ reason: "Archive", url: entry.path, detail, cause })
-            return Ndjson.readFile(Path.join(archive, entry.path), {
-              file: entry.path,
-              resourceType: entry.type,
-              gzip: entry.compression === "gzip",
-              label: entry.path,
-            }).pipe(
-              Stream.mapError((e) =>
-                corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
-              ),
-              Stream.mapChunks((items) => {
-                seen += items.length
-                return items
-              }),
-              Stream.map((item) => [i, item] as const),
-              Stream.concat(
-                Stream.drain(
-                  Stream.fromEffect(
-                    Effect.suspend(() =>
-                      seen === entry.count
-                        ? Effect.void
-                        : Effect.fail(
-                            corrupt(
-                              `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
-                            ),
-                          ),
-                    ),
-                  ),
-                ),
-              ),
-            )
-          }),
-        ),
-      )
-      yield* Stream.runForEach(withSizes, ([i, item]) =>
-        Effect.sync(() => {
-          const r = item.value
-          if (typeof r.id !== "string") return
-          const key = `${r.resourceType}/${r.id}`
-          const node = builder.addNode(key, item.bytes)
-          locations.set(node, i, item.line, item.offset, item.bytes)
-          idMap.register(key)
-          identifiers.add(r)
-          referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
-        }),
-      )
+      // file by file, a chunk of lines at a time (one Effect per chunk, not per resource: this pass reads
+      // every resource and the target idles meanwhile)
+      for (let i = 0; i < dataFiles.length; i++) {
+        const entry = dataFiles[i]!
+        const corrupt = (detail: string, cause?: unknown) =>
+          new ImportError({ reason: "Archive", url: entry.path, detail, cause })
+        let seen = 0
+        yield* Stream.runForEachChunk(
+          Ndjson.readFile(Path.join(archive, entry.path), {
+            file: entry.path,
+            resourceType: entry.type,
+            gzip: entry.compression === "gzip",
+            label: entry.path,
+          }).pipe(
+            Stream.mapError((e) =>
+              corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
+            ),
+          ),
+          (items) =>
+            Effect.sync(() => {
+              seen += items.length
+              for (const item of items) {
+                const r = item.value
+                if (typeof r.id !== "string") continue
+                const key = `${r.resourceType}/${r.id}`
+                const node = builder.addNode(key, item.bytes)
+                locations.set(node, i, item.line, item.offset, item.bytes)
+                idMap.register(key)
+                identifiers.add(r)
+                referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
+              }
+            }),
+        )
+        if (seen !== entry.count)
+          return yield* corrupt(
+            `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
+          )
+      }
       // 2. binaries
       const binariesPath = Imports.binariesPath(archive, client.baseUrl)
       const attachmentUrls = new Map<string, string>()
@@ -897,7 +884,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             txOptions,
           )
           for (const n of nodes) {
-            const value = preloaded.get(n)?.value ?? bodyAt(n, texts.get(n) ?? "")
+            const pre = preloaded.get(n)
+            const text = texts.get(n) ?? ""
+            // a verbatim resource goes in as its text, only its meta patched (put mode)
+            if (pre === undefined && writer.addText(text)) continue
+            const value = pre?.value ?? bodyAt(n, text)
             if (value instanceof ImportError) return yield* value
             const added = writer.add(value)
             if (Either.isLeft(added)) return yield* Effect.die(added.left)

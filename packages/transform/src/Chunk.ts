@@ -30,6 +30,7 @@ import { type Components, type Graph, isCyclic } from "./Graph.js"
 import { parseKey } from "./IdMap.js"
 import {
   applyMeta,
+  applyMetaText,
   type Note,
   provenanceSystem,
   type RewriteContext,
@@ -237,6 +238,8 @@ const entries = (
     const rctx: RewriteContext = { ...ctx, pending, meta: { ...ctx.meta, provenanceTag: true } }
     return {
       reports,
+      text: (_text: string, _key: string): { entry: string; request: BundleEntryRequest } | undefined =>
+        undefined,
       entry: (r: Resource, i: number, source: string): BundleEntry => {
         const out = rewriteResource(r, rctx)
         report(reports, i, source, out.unresolved, out.notes)
@@ -258,6 +261,15 @@ const entries = (
   const verbatim = options?.verbatim
   return {
     reports,
+    /** The entry of a verbatim resource from its JSON text (meta patched in the text), when possible. */
+    text: (text: string, key: string): { entry: string; request: BundleEntryRequest } | undefined => {
+      if (verbatim?.(key) !== true || ctx.idMap.get(key) !== key) return undefined
+      const body = applyMetaText(text, key, ctx.meta)
+      if (body === undefined) return undefined
+      const request: BundleEntryRequest = { method: "PUT", url: key }
+      const fullUrl = base !== undefined ? `"fullUrl":${JSON.stringify(`${base}/${key}`)},` : ""
+      return { entry: `{${fullUrl}"resource":${body},"request":${JSON.stringify(request)}}`, request }
+    },
     entry: (r: Resource, i: number, source: string): BundleEntry => {
       const key = sourceKeyOf(r)
       let resource: Resource
@@ -337,6 +349,23 @@ export class TransactionWriter {
     this.sources.push(source)
     this.requests.push(entry.request!)
     return Either.void
+  }
+
+  /**
+   * Add the next resource as its JSON text, unparsed, when that is enough: put mode, `verbatim` vouches for
+   * its key, the id map keeps the key, and its meta can be patched in the text (`applyMetaText`). Returns
+   * false, having added nothing, otherwise (or when the text is not the resource the keys name here): parse
+   * it and `add` it. The entry then holds the resource's text as given, not re-serialised.
+   */
+  addText(text: string): boolean {
+    const key = this.keys[this.sources.length]
+    if (key === undefined) return false
+    const out = this.build.text(text, key)
+    if (out === undefined) return false
+    this.parts.push(out.entry)
+    this.sources.push(key)
+    this.requests.push(out.request)
+    return true
   }
 
   /** The Bundle text and what the response is matched against. */

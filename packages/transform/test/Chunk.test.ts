@@ -206,6 +206,50 @@ describe("TransactionWriter", () => {
     })
   }
 
+  it("put mode: verbatim resources go in as their text (meta patched), the others are parsed; same Bundle", () => {
+    const plain = frozen(cycleResources)
+    const ctx = { idMap: IdMap.identity(), meta: { provenanceTag: true } }
+    const verbatim = (k: string) => k !== "Encounter/e"
+    const options = { verbatim, fullUrlBase: "https://t.example/fhir" }
+    const tx = toTransaction(plain, "put", ctx, options)
+    const writer = new TransactionWriter(plain.map(keyOf), "put", ctx, options)
+    const taken: Array<boolean> = []
+    for (const r of plain) {
+      // a number written 1.50 stays 1.50: the text is not re-serialised
+      const text = JSON.stringify(r).replace(/}$/, ',"valueDecimal":1.50}')
+      const t = writer.addText(text)
+      taken.push(t)
+      if (!t) assert(Either.isRight(writer.add({ ...r, valueDecimal: 1.5 })))
+    }
+    expect(taken).toEqual([true, false, true, true])
+    const text = writer.finish()
+    expect(text.body).toContain('"valueDecimal":1.50')
+    const withDecimal = toTransaction(
+      plain.map((r) => ({ ...r, valueDecimal: 1.5 })),
+      "put",
+      ctx,
+      options,
+    )
+    expect(JSON.parse(text.body)).toEqual(withDecimal.bundle)
+    expect(text.requests).toEqual(tx.requests)
+    // not for post mode, a renamed key, text of another resource, or without the verbatim option
+    const renamed = IdMap.identity()
+    renamed.set("Observation/o", "Observation/o2")
+    expect(
+      new TransactionWriter(["Observation/o"], "put", { idMap: renamed }, options).addText(
+        JSON.stringify(plain[0]),
+      ),
+    ).toBe(false)
+    expect(
+      new TransactionWriter(["Observation/o"], "post", ctx, options).addText(JSON.stringify(plain[0])),
+    ).toBe(false)
+    expect(
+      new TransactionWriter(["Observation/o"], "put", ctx, options).addText(JSON.stringify(plain[3])),
+    ).toBe(false)
+    expect(new TransactionWriter(["Observation/o"], "put", ctx).addText(JSON.stringify(plain[0]))).toBe(false)
+    expect(new TransactionWriter([], "put", ctx, options).addText(JSON.stringify(plain[0]))).toBe(false)
+  })
+
   it("refuses a resource out of the order of its keys", () => {
     const writer = new TransactionWriter(["Patient/p", "Encounter/e"], "put", { idMap: IdMap.identity() })
     const wrong = writer.add(cycleResources[1]!)
