@@ -57,11 +57,18 @@ import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as Chunk from "@ferry/transform/Chunk"
-import { components, DeferredEdges, GraphBuilder, referenceCandidates } from "@ferry/transform/Graph"
+import {
+  type Components,
+  components,
+  DeferredEdges,
+  type Graph,
+  GraphBuilder,
+  referenceCandidates,
+} from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import type { RewriteContext } from "@ferry/transform/Rewrite"
-import { Clock, Duration, Effect, Either, Option, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
 import { lineText, Locations, type Span, spans } from "./internal/bodies.js"
@@ -74,6 +81,7 @@ import {
   isTooLarge,
   makeLimiter,
   quarantineLine,
+  readingOrder,
   searchesTag,
   typeOf,
 } from "./internal/policy.js"
@@ -312,54 +320,128 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         })
       }
 
-      // 3. graph
+      // 3. graph, in segments. One pass over the data: the nodes with their byte sizes (the chunk planner's
+      // estimate; no re-serialising) and lines' positions (to read the bodies back), the id registry, the
+      // identifier index, and each resource's reference strings (resolved once per distinct string: see
+      // DeferredEdges). Files are read by type, the usual dependencies first (`readingOrder`); whenever the
+      // files read since the last segment only refer to types whose every file is read (`closedOver`) and
+      // hold enough resources, they become a segment: its own graph, planned and sent while the next
+      // files are read, so the target does not idle through the whole pass. Nothing read later can be a
+      // dependency of a segment, reference cycles stay within one, and segments go to the target in order.
+      // Each file is counted against the manifest, as Archive.resources does.
       const sourceBase = manifest.source.baseUrl
       const identifiers = new IdentifierIndex()
-      const builder = new GraphBuilder()
-      const deferred = new DeferredEdges()
       const locations = new Locations()
-      // one pass over the data: the nodes with their byte sizes (the chunk planner's estimate; no
-      // re-serialising) and lines' positions (to read the bodies back), the id registry, the identifier index,
-      // and each resource's reference strings (resolved once the pass is done: see DeferredEdges). Each file
-      // is counted against the manifest, as Archive.resources does.
-      // file by file, a chunk of lines at a time (one Effect per chunk, not per resource: this pass reads
-      // every resource and the target idles meanwhile)
-      for (let i = 0; i < dataFiles.length; i++) {
-        const entry = dataFiles[i]!
-        const corrupt = (detail: string, cause?: unknown) =>
-          new ImportError({ reason: "Archive", url: entry.path, detail, cause })
-        let seen = 0
-        yield* Stream.runForEachChunk(
-          Ndjson.readFile(Path.join(archive, entry.path), {
-            file: entry.path,
-            resourceType: entry.type,
-            gzip: entry.compression === "gzip",
-            label: entry.path,
-          }).pipe(
-            Stream.mapError((e) =>
-              corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
-            ),
-          ),
-          (items) =>
-            Effect.sync(() => {
-              seen += items.length
-              for (const item of items) {
-                const r = item.value
-                if (typeof r.id !== "string") continue
-                const key = `${r.resourceType}/${r.id}`
-                const node = builder.addNode(key, item.bytes)
-                locations.set(node, i, item.line, item.offset, item.bytes)
-                idMap.register(key)
-                identifiers.add(r)
-                referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
-              }
-            }),
-        )
-        if (seen !== entry.count)
-          return yield* corrupt(
-            `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
-          )
+      /** Source key → node, over every segment (the node numbers `locations` uses). */
+      const nodeIndex = new Map<string, number>()
+      const nodeKeys: Array<string> = []
+      const nodeOf = (key: string): number | undefined => nodeIndex.get(key)
+      interface Segment {
+        readonly builder: GraphBuilder
+        readonly deferred: DeferredEdges
+        /** Segment node → node. */
+        readonly nodes: Array<number>
       }
+      const newSegment = (): Segment => ({
+        builder: new GraphBuilder(),
+        deferred: new DeferredEdges(),
+        nodes: [],
+      })
+      let reading = newSegment()
+      const order = dataFiles
+        .map((_, i) => i)
+        .sort((a, b) => readingOrder(dataFiles[a]!.type) - readingOrder(dataFiles[b]!.type) || a - b)
+      const filesLeft = new Map<string, number>()
+      for (const f of dataFiles) filesLeft.set(f.type, (filesLeft.get(f.type) ?? 0) + 1)
+      const complete = (type: string) => (filesLeft.get(type) ?? 0) === 0
+      const segmentSize = Math.max(1, options.bundleSize ?? 500) * Math.max(1, options.parallel ?? 4) * 2
+
+      /** Read one data file into the segment being read. */
+      const readDataFile = (i: number) =>
+        Effect.gen(function* () {
+          const entry = dataFiles[i]!
+          const corrupt = (detail: string, cause?: unknown) =>
+            new ImportError({ reason: "Archive", url: entry.path, detail, cause })
+          let seen = 0
+          // a chunk of lines at a time: one Effect per chunk, not per resource
+          yield* Stream.runForEachChunk(
+            Ndjson.readFile(Path.join(archive, entry.path), {
+              file: entry.path,
+              resourceType: entry.type,
+              gzip: entry.compression === "gzip",
+              label: entry.path,
+              // reads of 256 KiB: the sending fibers get their turn between them
+              chunkSize: 256 * 1024,
+            }).pipe(
+              Stream.mapError((e) =>
+                corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
+              ),
+            ),
+            (items) =>
+              Effect.sync(() => {
+                seen += items.length
+                const seg = reading
+                for (const item of items) {
+                  const r = item.value
+                  if (typeof r.id !== "string") continue
+                  const key = `${r.resourceType}/${r.id}`
+                  let node = nodeIndex.get(key)
+                  if (node === undefined) {
+                    node = nodeKeys.length
+                    nodeKeys.push(key)
+                    nodeIndex.set(key, node)
+                  }
+                  const local = seg.builder.addNode(key, item.bytes)
+                  seg.nodes[local] = node
+                  locations.set(node, i, item.line, item.offset, item.bytes)
+                  idMap.register(key)
+                  identifiers.add(r)
+                  referenceCandidates(r, (raw, attachment) => seg.deferred.add(local, raw, attachment))
+                }
+              }),
+          )
+          if (seen !== entry.count)
+            return yield* corrupt(
+              `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
+            )
+          filesLeft.set(entry.type, filesLeft.get(entry.type)! - 1)
+        })
+
+      interface Planned {
+        readonly graph: Graph
+        readonly comps: Components
+        readonly deferred: DeferredEdges
+        readonly nodes: ReadonlyArray<number>
+      }
+      /** The segment read so far, resolved and frozen; a fresh one is started. */
+      const closeSegment = (): Planned => {
+        const seg = reading
+        reading = newSegment()
+        seg.deferred.addTo(seg.builder, { idMap, identifiers, sourceBase })
+        const graph = seg.builder.build()
+        return { graph, comps: components(graph), deferred: seg.deferred, nodes: seg.nodes }
+      }
+      // the Binary files first (the attachment step needs them all), then the rest, handing over segments
+      const firstOthers = order.findIndex((i) => dataFiles[i]!.type !== "Binary")
+      const binaryFiles = firstOthers === -1 ? order : order.slice(0, firstOthers)
+      const otherFiles = firstOthers === -1 ? [] : order.slice(firstOthers)
+      for (const i of binaryFiles) yield* readDataFile(i)
+      const segments = yield* Queue.unbounded<Either.Either<Planned | null, ImportFailure>>()
+      const reader = Effect.gen(function* () {
+        for (let k = 0; k < otherFiles.length; k++) {
+          yield* readDataFile(otherFiles[k]!)
+          const size = reading.builder.size
+          if (
+            k < otherFiles.length - 1 &&
+            (size < segmentSize || !reading.deferred.closedOver(complete, sourceBase))
+          )
+            continue
+          yield* Queue.offer(segments, Either.right(closeSegment()))
+        }
+        if (reading.builder.size > 0) yield* Queue.offer(segments, Either.right(closeSegment()))
+        yield* Queue.offer(segments, Either.right(null))
+      }).pipe(Effect.catchAll((e) => Queue.offer(segments, Either.left(e))))
+
       // 2. binaries
       const binariesPath = Imports.binariesPath(archive, client.baseUrl)
       const attachmentUrls = new Map<string, string>()
@@ -453,10 +535,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       )
       if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
 
-      deferred.addTo(builder, { idMap, identifiers, sourceBase })
-      const graph = builder.build()
-      const comps = components(graph)
-      yield* emit({ event: "graph", resources: graph.size, edges: graph.edgeCount, components: comps.count })
+      // the rest of the archive is read from here on, alongside the sending
+      yield* Effect.forkScoped(reader)
+      /** The segment being sent. */
+      let sending: Planned | undefined
 
       const rctx = (): RewriteContext => ({
         idMap,
@@ -531,9 +613,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         // found them) only needs its meta changed. The rewrite context sets no `resolveLogical`, so
         // identifier-only references are left alone either way.
         verbatim: (key) => {
-          if (mode !== "put" || idMap.renamed > 0) return false
-          const n = graph.nodeOf(key)
-          return n !== undefined && deferred.verbatim(n)
+          if (mode !== "put" || idMap.renamed > 0 || sending === undefined) return false
+          const n = sending.graph.nodeOf(key)
+          return n !== undefined && sending.deferred.verbatim(n)
         },
       }
 
@@ -839,7 +921,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       /** The body of node `n` from its line's text. */
       const bodyAt = (n: number, text: string): Resource | ImportError =>
-        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, graph.keys[n]!)
+        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, nodeKeys[n]!)
 
       /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
       const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
@@ -878,7 +960,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
           const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
           const writer = new Chunk.TransactionWriter(
-            nodes.map((n) => graph.keys[n]!),
+            nodes.map((n) => nodeKeys[n]!),
             mode,
             rctx(),
             txOptions,
@@ -939,7 +1021,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               ),
               (l) => {
                 const n = wanted.get(l.line)!
-                const value = parseBody(entry, l.line, l.text, graph.keys[n]!)
+                const value = parseBody(entry, l.line, l.text, nodeKeys[n]!)
                 if (value instanceof ImportError) return Effect.fail(value)
                 out.set(n, { file: entry.path, line: l.line, value })
                 return Effect.void
@@ -952,7 +1034,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const nodesOf = (keys: ReadonlyArray<string>): Array<number> => {
         const out: Array<number> = []
         for (const k of keys) {
-          const n = graph.nodeOf(k)
+          const n = nodeOf(k)
           if (n !== undefined) out.push(n)
         }
         return out
@@ -1014,21 +1096,39 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // bodies are decompressed once per group of `4 × parallel` chunks instead.
       const anyGzip = dataFiles.some((f) => f.compression === "gzip")
       const groupSize = anyGzip ? Math.max(1, (options.parallel ?? 4) * 4) : Number.POSITIVE_INFINITY
-      let group: Array<Chunk.Chunk> = []
       let planned = 0
       const next = (g: ReadonlyArray<Chunk.Chunk>) => Effect.flatMap(prepareGroup(g), runGroup)
-      for (const c of Chunk.plan(graph, comps, {
-        maxEntries: Math.max(1, options.bundleSize ?? 500),
-        maxBytes: Math.max(1024, options.maxBundleBytes ?? 10 * 1024 * 1024),
-      })) {
-        planned++
-        if (group.length > 0 && (group[0]!.level !== c.level || group.length >= groupSize)) {
-          yield* next(group)
-          group = []
+      for (let segment = 0; ; segment++) {
+        const taken = yield* Queue.take(segments)
+        if (Either.isLeft(taken)) return yield* taken.left
+        if (taken.right === null) break
+        const seg = taken.right
+        sending = seg
+        yield* emit({
+          event: "graph",
+          segment,
+          resources: seg.graph.size,
+          edges: seg.graph.edgeCount,
+          components: seg.comps.count,
+        })
+        // chunk numbers run on across segments
+        const offset = planned
+        let group: Array<Chunk.Chunk> = []
+        for (const c of Chunk.plan(seg.graph, seg.comps, {
+          maxEntries: Math.max(1, options.bundleSize ?? 500),
+          maxBytes: Math.max(1024, options.maxBundleBytes ?? 10 * 1024 * 1024),
+        })) {
+          planned++
+          const chunk = { ...c, index: c.index + offset }
+          if (group.length > 0 && (group[0]!.level !== chunk.level || group.length >= groupSize)) {
+            yield* next(group)
+            group = []
+          }
+          group.push(chunk)
         }
-        group.push(c)
+        if (group.length > 0) yield* next(group)
       }
-      if (group.length > 0) yield* next(group)
+      sending = undefined
 
       // quarantined resources, replayed after a fix (the files are renamed first: what fails again is
       // quarantined anew)

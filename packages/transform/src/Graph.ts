@@ -377,6 +377,38 @@ export class DeferredEdges {
     return v >= this.rewritten.length || this.rewritten[v] === 0
   }
 
+  /**
+   * Can these candidates be resolved now, with only the resources of the `complete` types known? True when
+   * every candidate either designates a resource by its type (relative, same-server absolute or versioned,
+   * conditional: the type is in the string) of a complete type, or designates no source resource at all
+   * (external, unparseable). A `urn:uuid:` needs every resource known (its type is not in the string), so
+   * it makes the answer false. An importer reading its files a type at a time can plan and send what it
+   * read so far when this holds: nothing read later can be a dependency of it.
+   */
+  closedOver(complete: (type: string) => boolean, sourceBase?: ParseOptions["sourceBase"]): boolean {
+    const parseOptions: ParseOptions | undefined = sourceBase !== undefined ? { sourceBase } : undefined
+    for (const raw of this.strings) {
+      const p = parse(raw, parseOptions)
+      switch (p._tag) {
+        case "Relative":
+        case "Conditional":
+          if (!complete(p.type)) return false
+          break
+        case "Versioned":
+          if (p.sameServer && !complete(p.type)) return false
+          break
+        case "Absolute":
+          if (p.sameServer && p.type !== undefined && !complete(p.type)) return false
+          break
+        case "UrnUuid":
+          return false
+        default:
+          break
+      }
+    }
+    return true
+  }
+
   /** Distinct candidate strings collected. */
   get distinct(): number {
     return this.strings.length

@@ -211,6 +211,36 @@ describe("Graph", () => {
     for (const r of withUrns) expect(deferred.verbatim(b.nodeOf(keyOf(r))!)).toBe(false)
   })
 
+  it("DeferredEdges.closedOver: resolvable once the types named in the references are complete", () => {
+    const of = (...raws: ReadonlyArray<string>) => {
+      const d = new DeferredEdges()
+      for (const r of raws) d.add(0, r)
+      return d
+    }
+    const base = "https://src.example/fhir"
+    const done =
+      (...types: ReadonlyArray<string>) =>
+      (t: string) =>
+        types.includes(t)
+    expect(of().closedOver(done())).toBe(true)
+    expect(of("Patient/p", "Practitioner?identifier=s|1").closedOver(done("Patient", "Practitioner"))).toBe(
+      true,
+    )
+    expect(of("Patient/p", "Practitioner?identifier=s|1").closedOver(done("Patient"))).toBe(false)
+    expect(of(`${base}/Patient/p`).closedOver(done(), base)).toBe(false)
+    expect(of(`${base}/Patient/p/_history/1`).closedOver(done(), base)).toBe(false)
+    expect(of(`${base}/Patient/p`).closedOver(done("Patient"), base)).toBe(true)
+    // other servers, canonicals-looking and unparseable strings designate no source resource
+    expect(
+      of("https://other.example/fhir/Patient/p", "./attachments/x.bin", "urn:oid:1.2").closedOver(
+        done(),
+        base,
+      ),
+    ).toBe(true)
+    // urn:uuid names no type: only when everything is known
+    expect(of("urn:uuid:0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f").closedOver(() => true)).toBe(false)
+  })
+
   it("DeferredEdges, resolved after the nodes, gives the graph of dependenciesOf", () => {
     const resources = [...syntheaPatientSet(), ...cycleResources]
     const ctx = { idMap: registered(resources) }

@@ -131,3 +131,51 @@ export const quarantineLine = (
   reason: string,
   source: string,
 ): string => JSON.stringify({ resource, outcome: outcome ?? null, reason, source })
+
+/**
+ * Types in the order the graph pass reads their files: those others usually refer to first, so that what
+ * was read so far often refers only to complete types and can be sent while the rest is read (see
+ * Import.ts). Only the speed depends on it; unknown types come after these, in manifest order.
+ */
+const readFirst: ReadonlyArray<string> = [
+  "Binary",
+  "Organization",
+  "Location",
+  "Practitioner",
+  "PractitionerRole",
+  "HealthcareService",
+  "Endpoint",
+  "Medication",
+  "Substance",
+  "Patient",
+  "RelatedPerson",
+  "Person",
+  "Device",
+  "Group",
+  "Coverage",
+  "EpisodeOfCare",
+  "Encounter",
+  "Condition",
+  "AllergyIntolerance",
+  "Procedure",
+  "Observation",
+  "DiagnosticReport",
+  "ImagingStudy",
+  "Immunization",
+  "MedicationRequest",
+  "MedicationAdministration",
+  "MedicationDispense",
+  "MedicationStatement",
+  "CareTeam",
+  "CarePlan",
+  "Goal",
+  "ServiceRequest",
+  "DocumentReference",
+  "Media",
+  "Claim",
+  "ExplanationOfBenefit",
+]
+const readRank = new Map(readFirst.map((t, i) => [t, i]))
+
+/** The graph pass's reading rank of a type (lower first; see `readFirst`). */
+export const readingOrder = (type: string): number => readRank.get(type) ?? readFirst.length
