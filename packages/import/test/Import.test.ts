@@ -14,6 +14,7 @@ import * as Imports from "@ferry/archive/Imports"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { references } from "@ferry/core/Walker"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { assert, describe, it } from "@effect/vitest"
@@ -199,6 +200,42 @@ describe("Import.run", () => {
           assert.match(ref, /^Patient\//)
           assert.isDefined(c.store.read("Patient", ref.slice("Patient/".length)), ref)
         }
+      }),
+  )
+
+  it.scopedLive(
+    "small Bundles, post: the archive goes in several segments, each sent after everything it refers to",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ refuseClientIds: true })
+        const events: Array<Import.ImportEvent> = []
+        const summary = yield* Import.run({
+          client: yield* clientFor(sandbox.baseUrl),
+          archive: dir,
+          bundleSize: 20,
+          parallel: 2,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        assert.strictEqual(summary.strategy, "post")
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        const graphs = events.filter((e) => e.event === "graph")
+        assert.isAbove(graphs.length, 2)
+        assert.strictEqual(
+          graphs.reduce((n, e) => n + Number(e.resources), 0),
+          sum(expected),
+        )
+        // new ids everywhere: a reference written before its target landed would still name the source id
+        let checked = 0
+        for (const t of sandbox.store.types())
+          for (const r of sandbox.store.iterate(t))
+            for (const site of references(JSON.parse(r.json))) {
+              const m = /^([A-Z][A-Za-z]+)\/([^/]+)$/.exec(site.raw ?? "")
+              if (site.canonical || m === null) continue
+              assert.isDefined(sandbox.store.read(m[1]!, m[2]!), `${t}/${r.id} → ${site.raw}`)
+              checked++
+            }
+        assert.isAbove(checked, 1000)
       }),
   )
 

@@ -13,6 +13,7 @@ import {
   isTooLarge,
   makeLimiter,
   quarantineLine,
+  readingOrder,
   SUCCESSES_TO_GROW,
   searchesTag,
   typeOf,
@@ -199,6 +200,22 @@ describe("chunk keys and records", () => {
     assert.isNull(bare.resource)
     assert.isNull(bare.outcome)
     assert.notInclude(quarantineLine(resource, undefined, "x", "f:1"), "\n")
+  })
+})
+
+describe("readingOrder (the graph pass's file order)", () => {
+  it("reads usual dependencies first, unknown types last", () => {
+    const types = ["ExplanationOfBenefit", "Zzz", "Encounter", "Patient", "Claim", "Organization", "Binary"]
+    const sorted = [...types].sort((a, b) => readingOrder(a) - readingOrder(b))
+    assert.deepStrictEqual(sorted, [
+      "Binary",
+      "Organization",
+      "Patient",
+      "Encounter",
+      "Claim",
+      "ExplanationOfBenefit",
+      "Zzz",
+    ])
   })
 })
 
