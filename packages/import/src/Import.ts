@@ -14,12 +14,27 @@
  *    the bytes travel unencoded); post: a JSON Binary tagged `urn:ferry:sha256|<sha256>` POSTed with
  *    `If-None-Exist: _tag=urn:ferry:sha256|<sha256>` (when the target can search `_tag` on Binary;
  *    otherwise a plain POST, as for resources).
- * 3. Resources in dependency order: pass 1 over the data files builds the graph nodes (sized by their
- *    NDJSON line), the identifier index and a node → file index; pass 2 adds the edges; Tarjan components
- *    and the chunk planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level. Chunks are loaded
- *    in groups of at most `4 × parallel` chunks of one level: the files holding their resources are re-read,
- *    only the lines naming a wanted id are parsed (`mayHold`), and only those bodies are kept (memory: the graph ≈ 130 B/resource + 8 B/edge, the identifier index, the id map, plus the
- *    bodies of one group of chunks; never the whole archive).
+ * 3. Resources in dependency order, from one pass over the data files. Each resource is parsed once: its
+ *    node (sized by its NDJSON line), the line's byte offset, the id registry, the identifier index and its
+ *    reference strings (`Graph.referenceCandidates`; each distinct string is parsed and resolved once, when
+ *    the types it names are complete: `Graph.DeferredEdges`). Files are read by type, the usual dependencies
+ *    first (`policy.readingOrder`); whenever the files read since the last segment refer only to types whose
+ *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference waits for the end) and hold at
+ *    least `2 × bundle size × parallel` resources, they become a segment: its Tarjan components and the chunk
+ *    planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level, sent while the next files are
+ *    read. Nothing read later can be a dependency of a segment (cycles never span two), and segments go to
+ *    the target one after the other. A chunk's bodies are read back just before it is sent, with a few
+ *    positioned reads of the recorded offsets (gzip files, which cannot be read at an offset, are
+ *    decompressed once per group of `4 × parallel` chunks and only the wanted lines parsed), and its Bundle
+ *    is written entry by entry (`Chunk.TransactionWriter`): a put-mode resource whose references are all
+ *    plain `Type/id` (`DeferredEdges.verbatim`) goes in as its line with only `meta` patched
+ *    (`Rewrite.applyMetaText`), the others are parsed and rewritten one at a time. The answer is checked only
+ *    for what the id map needs (`Chunk.readResponse`). Hot loops are plain TypeScript inside one Effect per
+ *    chunk of lines or per Bundle (profiled: an Effect per resource cost about as much as parsing it).
+ *    Memory: per resource a key → node entry (≈ 100 B) and its line position (20 B), the id registry and
+ *    identifier index; the graph of the segment being sent (≈ 130 B per resource, 8 B per reference) and
+ *    the text of each distinct reference string of the segment being read; the bodies of the chunks in
+ *    flight (as text); never the whole archive.
  * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
  *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
  *    `urn:uuid` links cannot be cut); a refused transaction (4xx) is replayed as a batch (put) or as single-entry transactions
@@ -148,12 +163,16 @@ const io = (path: string) => (cause: unknown) =>
     cause,
   })
 
-/** Append text to a file (0600) and fsync it before returning. */
+/** Append text to a file (0600) and fsync it before returning (its directory is made when missing). */
 const appendDurable = (path: string, text: string): Effect.Effect<void, ImportError> =>
   Effect.tryPromise({
     try: async () => {
-      await NFS.promises.mkdir(Path.dirname(path), { recursive: true, mode: 0o700 })
-      const h = await NFS.promises.open(path, "a", 0o600)
+      const open = () => NFS.promises.open(path, "a", 0o600)
+      const h = await open().catch(async (e: unknown) => {
+        if (!(e instanceof Error && "code" in e && e.code === "ENOENT")) throw e
+        await NFS.promises.mkdir(Path.dirname(path), { recursive: true, mode: 0o700 })
+        return open()
+      })
       try {
         await h.write(text)
         await h.sync()
@@ -585,7 +604,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (mapped.length === 0) return
             yield* appendDurable(idMapPath, mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
             for (const m of mapped) {
-              idMap.set(m.source, m.target)
+              // put mode: a resource that kept its id is mapped already (identity), no entry needed
+              if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)
               const t = typeOf(m.source)
               counts[t] = (counts[t] ?? 0) + 1
             }
