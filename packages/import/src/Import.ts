@@ -20,7 +20,8 @@
  *    the types it names are complete: `Graph.DeferredEdges`). Files are read by type, the usual dependencies
  *    first (`policy.readingOrder`); whenever the files read since the last segment refer only to types whose
  *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference waits for the end) and hold at
- *    least `2 × bundle size × parallel` resources, they become a segment: its Tarjan components and the chunk
+ *    least `2 × bundle size × parallel` resources and as many as all earlier segments together, they become
+ *    a segment: its Tarjan components and the chunk
  *    planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level, sent while the next files are
  *    read. Nothing read later can be a dependency of a segment (cycles never span two), and segments go to
  *    the target one after the other. A chunk's bodies are read back just before it is sent, with a few
@@ -447,14 +448,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       for (const i of binaryFiles) yield* readDataFile(i)
       const segments = yield* Queue.unbounded<Either.Either<Planned | null, ImportFailure>>()
       const reader = Effect.gen(function* () {
+        // each segment at least as large as all before it: the first goes out early, and there are only
+        // about log2(archive / first) of them (every segment ends with a wait for its last Bundle)
+        let before = 0
         for (let k = 0; k < otherFiles.length; k++) {
           yield* readDataFile(otherFiles[k]!)
           const size = reading.builder.size
           if (
             k < otherFiles.length - 1 &&
-            (size < segmentSize || !reading.deferred.closedOver(complete, sourceBase))
+            (size < Math.max(segmentSize, before) || !reading.deferred.closedOver(complete, sourceBase))
           )
             continue
+          before += size
           yield* Queue.offer(segments, Either.right(closeSegment()))
         }
         if (reading.builder.size > 0) yield* Queue.offer(segments, Either.right(closeSegment()))
