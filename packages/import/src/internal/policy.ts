@@ -10,6 +10,7 @@ import type { Resource } from "@ferry/core/Ids"
 import { Effect, Either, Option } from "effect"
 import type { ImportError } from "../ImportError.js"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import * as TypeOrder from "@ferry/transform/TypeOrder"
 
 export type Strategy = "put" | "post" | "import"
 
@@ -133,49 +134,9 @@ export const quarantineLine = (
 ): string => JSON.stringify({ resource, outcome: outcome ?? null, reason, source })
 
 /**
- * Types in the order the graph pass reads their files: those others usually refer to first, so that what
- * was read so far often refers only to complete types and can be sent while the rest is read (see
- * Import.ts). Only the speed depends on it; unknown types come after these, in manifest order.
+ * The graph pass's reading rank of a type (lower first): Binary first (the attachment step needs every
+ * Binary of the archive), then the usual dependencies first (`TypeOrder.rank`), so that what was read so
+ * far often refers only to complete types and can be sent while the rest is read (see Import.ts). Only the
+ * speed depends on it.
  */
-const readFirst: ReadonlyArray<string> = [
-  "Binary",
-  "Organization",
-  "Location",
-  "Practitioner",
-  "PractitionerRole",
-  "HealthcareService",
-  "Endpoint",
-  "Medication",
-  "Substance",
-  "Patient",
-  "RelatedPerson",
-  "Person",
-  "Device",
-  "Group",
-  "Coverage",
-  "EpisodeOfCare",
-  "Encounter",
-  "Condition",
-  "AllergyIntolerance",
-  "Procedure",
-  "Observation",
-  "DiagnosticReport",
-  "ImagingStudy",
-  "Immunization",
-  "MedicationRequest",
-  "MedicationAdministration",
-  "MedicationDispense",
-  "MedicationStatement",
-  "CareTeam",
-  "CarePlan",
-  "Goal",
-  "ServiceRequest",
-  "DocumentReference",
-  "Media",
-  "Claim",
-  "ExplanationOfBenefit",
-]
-const readRank = new Map(readFirst.map((t, i) => [t, i]))
-
-/** The graph pass's reading rank of a type (lower first; see `readFirst`). */
-export const readingOrder = (type: string): number => readRank.get(type) ?? readFirst.length
+export const readingOrder = (type: string): number => (type === "Binary" ? -1 : TypeOrder.rank(type))

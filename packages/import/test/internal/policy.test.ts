@@ -204,7 +204,7 @@ describe("chunk keys and records", () => {
 })
 
 describe("readingOrder (the graph pass's file order)", () => {
-  it("reads usual dependencies first, unknown types last", () => {
+  it("reads Binary first, then the usual dependencies first (TypeOrder), unknown types with the clinical ones", () => {
     const types = ["ExplanationOfBenefit", "Zzz", "Encounter", "Patient", "Claim", "Organization", "Binary"]
     const sorted = [...types].sort((a, b) => readingOrder(a) - readingOrder(b))
     assert.deepStrictEqual(sorted, [
@@ -212,9 +212,9 @@ describe("readingOrder (the graph pass's file order)", () => {
       "Organization",
       "Patient",
       "Encounter",
+      "Zzz",
       "Claim",
       "ExplanationOfBenefit",
-      "Zzz",
     ])
   })
 })
