@@ -85,6 +85,8 @@ export interface Line {
   readonly text: string
   /** Bytes the line occupies in the file, terminator included. */
   readonly bytes: number
+  /** Byte offset of the line's first byte in the (decompressed) input: read `bytes` bytes there to get it again. */
+  readonly offset: number
   /** False only for a last line that has no trailing newline. */
   readonly terminated: boolean
 }
@@ -94,6 +96,8 @@ export interface Item<A = Resource> {
   readonly line: number
   readonly value: A
   readonly bytes: number
+  /** Byte offset of the line in the (decompressed) input (see `Line.offset`). */
+  readonly offset: number
 }
 
 const openP = promisify(NFS.open)
@@ -124,13 +128,15 @@ interface SplitState<A> {
  */
 const splitState = <A>(
   options: ReadOptions & { readonly keepBlank?: boolean },
-  map: (line: number, text: string, bytes: number, terminated: boolean) => A | undefined,
+  map: (line: number, text: string, bytes: number, terminated: boolean, offset: number) => A | undefined,
 ): SplitState<A> => {
   const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
   const keepBlank = options.keepBlank === true
   let pending: Array<Buffer> = []
   let pendingBytes = 0
   let lineNo = 0
+  /** Bytes of the input before the next line (blank lines included). */
+  let offset = 0
 
   const tooLong = (line: number) =>
     new NdjsonError({ reason: "LineTooLong", file: options.file, line, detail: `${max} bytes` })
@@ -142,8 +148,11 @@ const splitState = <A>(
     if (stop > 0 && raw[stop - 1] === 13) stop--
     if (stop > max) throw tooLong(lineNo)
     const text = raw.toString("utf8", 0, stop)
+    const at = offset
+    const bytes = raw.length + (terminated ? 1 : 0)
+    offset += bytes
     if (!keepBlank && isBlank(text)) return
-    const mapped = map(lineNo, text, raw.length + (terminated ? 1 : 0), terminated)
+    const mapped = map(lineNo, text, bytes, terminated, at)
     if (mapped !== undefined) out.push(mapped)
   }
 
@@ -160,8 +169,10 @@ const splitState = <A>(
       const bytes = ascii ? nl - pos + 1 : Buffer.byteLength(line) + (nl - stop) + 1
       if (bytes - 1 - (nl - stop) > max) throw tooLong(lineNo)
       pos = nl + 1
+      const at = offset
+      offset += bytes
       if (!keepBlank && isBlank(line)) continue
-      const mapped = map(lineNo, line, bytes, true)
+      const mapped = map(lineNo, line, bytes, true, at)
       if (mapped !== undefined) out.push(mapped)
     }
   }
@@ -256,7 +267,7 @@ const splitState = <A>(
  */
 const splitChannel = <A, IE, Done>(
   options: ReadOptions & { readonly keepBlank?: boolean },
-  map: (line: number, text: string, bytes: number, terminated: boolean) => A | undefined,
+  map: (line: number, text: string, bytes: number, terminated: boolean, offset: number) => A | undefined,
 ): Channel.Channel<Chunk.Chunk<A>, Chunk.Chunk<Uint8Array>, IE | NdjsonError, IE, unknown, Done> =>
   Channel.suspend(() => {
     const state = splitState(options, map)
@@ -312,10 +323,11 @@ export const splitLines =
   <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Line, E | NdjsonError, R> =>
     Stream.pipeThroughChannel(
       self,
-      splitChannel<Line, E, unknown>(options, (line, text, bytes, terminated) => ({
+      splitChannel<Line, E, unknown>(options, (line, text, bytes, terminated, offset) => ({
         line,
         text,
         bytes,
+        offset,
         terminated,
       })),
     )
@@ -347,7 +359,7 @@ const kindOf = (u: unknown): string =>
         : `a ${typeof u}`
 
 /** Parse one line with `JSON.parse` and the cheap resource guard; throws NdjsonError. */
-const parseText = (options: ReadOptions, line: number, text: string, bytes: number): Item => {
+const parseText = (options: ReadOptions, line: number, text: string, bytes: number, offset: number): Item => {
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -370,7 +382,7 @@ const parseText = (options: ReadOptions, line: number, text: string, bytes: numb
       detail: `expected ${options.resourceType}, found ${shorten(value.resourceType)}`,
     })
   }
-  return { line, value, bytes }
+  return { line, value, bytes, offset }
 }
 
 /**
@@ -379,7 +391,7 @@ const parseText = (options: ReadOptions, line: number, text: string, bytes: numb
  */
 export const parseLine = (options: ReadOptions, line: Line): Effect.Effect<Item, NdjsonError> =>
   Effect.try({
-    try: () => parseText(options, line.line, line.text, line.bytes),
+    try: () => parseText(options, line.line, line.text, line.bytes, line.offset),
     catch: (e) =>
       e instanceof NdjsonError
         ? e
@@ -397,7 +409,9 @@ export const parse =
   <E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Item, E | NdjsonError, R> =>
     Stream.pipeThroughChannel(
       self,
-      splitChannel<Item, E, unknown>(options, (line, text, bytes) => parseText(options, line, text, bytes)),
+      splitChannel<Item, E, unknown>(options, (line, text, bytes, _terminated, offset) =>
+        parseText(options, line, text, bytes, offset),
+      ),
     )
 
 /**
@@ -411,7 +425,9 @@ export interface Parser {
 }
 
 export const parser = (options: ReadOptions, onItem: (item: Item) => void): Parser => {
-  const state = splitState<Item>(options, (line, text, bytes) => parseText(options, line, text, bytes))
+  const state = splitState<Item>(options, (line, text, bytes, _terminated, offset) =>
+    parseText(options, line, text, bytes, offset),
+  )
   const drain = (out: Array<Item>) => {
     for (let i = 0; i < out.length; i++) onItem(out[i]!)
   }

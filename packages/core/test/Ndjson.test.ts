@@ -125,10 +125,10 @@ describe("Ndjson reader", () => {
     Effect.gen(function* () {
       const ls = yield* collect(bytes("a\n\nb\r\nc").pipe(Ndjson.splitLines({ ...opts, keepBlank: true })))
       expect(ls).toEqual([
-        { line: 1, text: "a", bytes: 2, terminated: true },
-        { line: 2, text: "", bytes: 1, terminated: true },
-        { line: 3, text: "b", bytes: 3, terminated: true },
-        { line: 4, text: "c", bytes: 1, terminated: false },
+        { line: 1, text: "a", bytes: 2, offset: 0, terminated: true },
+        { line: 2, text: "", bytes: 1, offset: 2, terminated: true },
+        { line: 3, text: "b", bytes: 3, offset: 3, terminated: true },
+        { line: 4, text: "c", bytes: 1, offset: 6, terminated: false },
       ])
     }),
   )
@@ -147,10 +147,23 @@ describe("Ndjson reader", () => {
       )
       const text = lines.map((l, i) => (i % 7 === 0 ? `${l}\r\n` : `${l}\n`)).join("")
       const all = Buffer.from(text)
+      const starts: Array<number> = []
+      for (let i = 0, at = 0; i < lines.length; i++) {
+        starts.push(at)
+        at += Buffer.byteLength(lines[i]!) + (i % 7 === 0 ? 2 : 1)
+      }
       const expected = lines.flatMap((l, i) =>
         l === ""
           ? []
-          : [{ line: i + 1, text: l, bytes: Buffer.byteLength(l) + (i % 7 === 0 ? 2 : 1), terminated: true }],
+          : [
+              {
+                line: i + 1,
+                text: l,
+                bytes: Buffer.byteLength(l) + (i % 7 === 0 ? 2 : 1),
+                offset: starts[i]!,
+                terminated: true,
+              },
+            ],
       )
       for (const size of [1, 3, 4096, 65_537, 1024 * 1024, all.length]) {
         // size 1 stands for random small pieces (1–9 bytes), splitting multi-byte characters everywhere
@@ -165,6 +178,11 @@ describe("Ndjson reader", () => {
       }
       const parsed = yield* collect(Stream.make(new Uint8Array(all)).pipe(Ndjson.parse(opts)))
       expect(parsed.map((p) => p.line)).toEqual(expected.map((e) => e.line))
+      // the offset and size give the line back from the bytes
+      for (const p of parsed) {
+        const again = all.toString("utf8", p.offset, p.offset + p.bytes).replace(/\r?\n$/, "")
+        expect(JSON.parse(again)).toEqual(p.value)
+      }
     }),
   )
 

@@ -14,12 +14,28 @@
  *    the bytes travel unencoded); post: a JSON Binary tagged `urn:ferry:sha256|<sha256>` POSTed with
  *    `If-None-Exist: _tag=urn:ferry:sha256|<sha256>` (when the target can search `_tag` on Binary;
  *    otherwise a plain POST, as for resources).
- * 3. Resources in dependency order: pass 1 over the data files builds the graph nodes (sized by their
- *    NDJSON line), the identifier index and a node → file index; pass 2 adds the edges; Tarjan components
- *    and the chunk planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level. Chunks are loaded
- *    in groups of at most `4 × parallel` chunks of one level: the files holding their resources are re-read,
- *    only the lines naming a wanted id are parsed (`mayHold`), and only those bodies are kept (memory: the graph ≈ 130 B/resource + 8 B/edge, the identifier index, the id map, plus the
- *    bodies of one group of chunks; never the whole archive).
+ * 3. Resources in dependency order, from one pass over the data files. Each resource is parsed once: its
+ *    node (sized by its NDJSON line), the line's byte offset, the id registry, the identifier index and its
+ *    reference strings (`Graph.referenceCandidates`; each distinct string is parsed and resolved once, when
+ *    the types it names are complete: `Graph.DeferredEdges`). Files are read by type, the usual dependencies
+ *    first (`policy.readingOrder`); whenever the files read since the last segment refer only to types whose
+ *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference waits for the end) and hold at
+ *    least `2 × bundle size × parallel` resources and as many as all earlier segments together, they become
+ *    a segment: its Tarjan components and the chunk
+ *    planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level, sent while the next files are
+ *    read. Nothing read later can be a dependency of a segment (cycles never span two), and segments go to
+ *    the target one after the other. A chunk's bodies are read back just before it is sent, with a few
+ *    positioned reads of the recorded offsets (gzip files, which cannot be read at an offset, are
+ *    decompressed once per group of `4 × parallel` chunks and only the wanted lines parsed), and its Bundle
+ *    is written entry by entry (`Chunk.TransactionWriter`): a put-mode resource whose references are all
+ *    plain `Type/id` (`DeferredEdges.verbatim`) goes in as its line with only `meta` patched
+ *    (`Rewrite.applyMetaText`), the others are parsed and rewritten one at a time. The answer is checked only
+ *    for what the id map needs (`Chunk.readResponse`). Hot loops are plain TypeScript inside one Effect per
+ *    chunk of lines or per Bundle (profiled: an Effect per resource cost about as much as parsing it).
+ *    Memory: per resource a key → node entry (≈ 100 B) and its line position (20 B), the id registry and
+ *    identifier index; the graph of the segment being sent (≈ 130 B per resource, 8 B per reference) and
+ *    the text of each distinct reference string of the segment being read; the bodies of the chunks in
+ *    flight (as text); never the whole archive.
  * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
  *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
  *    `urn:uuid` links cannot be cut); a refused transaction (4xx) is replayed as a batch (put) or as single-entry transactions
@@ -52,18 +68,26 @@ import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
 import { Journal } from "@ferry/archive/Journal"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
-import type { AuthError, FhirError } from "@ferry/core/Errors"
+import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as Chunk from "@ferry/transform/Chunk"
-import { components, dependenciesOf, GraphBuilder } from "@ferry/transform/Graph"
+import {
+  type Components,
+  components,
+  DeferredEdges,
+  type Graph,
+  GraphBuilder,
+  referenceCandidates,
+} from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import type { RewriteContext } from "@ferry/transform/Rewrite"
-import { Clock, Duration, Effect, Either, Option, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
+import { lineText, Locations, type Span, spans } from "./internal/bodies.js"
 import {
   chooseStrategy,
   chunkKey,
@@ -72,8 +96,8 @@ import {
   isThrottle,
   isTooLarge,
   makeLimiter,
-  mayHold,
   quarantineLine,
+  readingOrder,
   searchesTag,
   typeOf,
 } from "./internal/policy.js"
@@ -140,12 +164,16 @@ const io = (path: string) => (cause: unknown) =>
     cause,
   })
 
-/** Append text to a file (0600) and fsync it before returning. */
+/** Append text to a file (0600) and fsync it before returning (its directory is made when missing). */
 const appendDurable = (path: string, text: string): Effect.Effect<void, ImportError> =>
   Effect.tryPromise({
     try: async () => {
-      await NFS.promises.mkdir(Path.dirname(path), { recursive: true, mode: 0o700 })
-      const h = await NFS.promises.open(path, "a", 0o600)
+      const open = () => NFS.promises.open(path, "a", 0o600)
+      const h = await open().catch(async (e: unknown) => {
+        if (!(e instanceof Error && "code" in e && e.code === "ENOENT")) throw e
+        await NFS.promises.mkdir(Path.dirname(path), { recursive: true, mode: 0o700 })
+        return open()
+      })
       try {
         await h.write(text)
         await h.sync()
@@ -312,69 +340,132 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         })
       }
 
-      // 3. graph
+      // 3. graph, in segments. One pass over the data: the nodes with their byte sizes (the chunk planner's
+      // estimate; no re-serialising) and lines' positions (to read the bodies back), the id registry, the
+      // identifier index, and each resource's reference strings (resolved once per distinct string: see
+      // DeferredEdges). Files are read by type, the usual dependencies first (`readingOrder`); whenever the
+      // files read since the last segment only refer to types whose every file is read (`closedOver`) and
+      // hold enough resources, they become a segment: its own graph, planned and sent while the next
+      // files are read, so the target does not idle through the whole pass. Nothing read later can be a
+      // dependency of a segment, reference cycles stay within one, and segments go to the target in order.
+      // Each file is counted against the manifest, as Archive.resources does.
       const sourceBase = manifest.source.baseUrl
       const identifiers = new IdentifierIndex()
-      const builder = new GraphBuilder()
-      const fileOf: Array<number> = []
-      const files = (f: ReadonlyArray<number> | undefined) =>
-        Stream.fromIterable((f ?? dataFiles.map((_, i) => i)).map((i) => [i, dataFiles[i]!] as const)).pipe(
-          Stream.flatMap(([i, entry]) =>
-            Stream.map(Archive.resources(archive, entry), (l) => [i, l] as const),
-          ),
-        )
-      // pass 1 reads the lines with their byte sizes (the chunk planner's estimate; no re-serialising) and
-      // counts each file against the manifest, as Archive.resources does
-      const withSizes = Stream.fromIterable(dataFiles.map((entry, i) => [i, entry] as const)).pipe(
-        Stream.flatMap(([i, entry]) =>
-          Stream.suspend(() => {
-            let seen = 0
-            const corrupt = (detail: string, cause?: unknown) =>
-              new ImportError({ reason: "Archive", url: entry.path, detail, cause })
-            return Ndjson.readFile(Path.join(archive, entry.path), {
+      const locations = new Locations()
+      /** Source key → node, over every segment (the node numbers `locations` uses). */
+      const nodeIndex = new Map<string, number>()
+      const nodeKeys: Array<string> = []
+      const nodeOf = (key: string): number | undefined => nodeIndex.get(key)
+      interface Segment {
+        readonly builder: GraphBuilder
+        readonly deferred: DeferredEdges
+        /** Segment node → node. */
+        readonly nodes: Array<number>
+      }
+      const newSegment = (): Segment => ({
+        builder: new GraphBuilder(),
+        deferred: new DeferredEdges(),
+        nodes: [],
+      })
+      let reading = newSegment()
+      const order = dataFiles
+        .map((_, i) => i)
+        .sort((a, b) => readingOrder(dataFiles[a]!.type) - readingOrder(dataFiles[b]!.type) || a - b)
+      const filesLeft = new Map<string, number>()
+      for (const f of dataFiles) filesLeft.set(f.type, (filesLeft.get(f.type) ?? 0) + 1)
+      const complete = (type: string) => (filesLeft.get(type) ?? 0) === 0
+      const segmentSize = Math.max(1, options.bundleSize ?? 500) * Math.max(1, options.parallel ?? 4) * 2
+
+      /** Read one data file into the segment being read. */
+      const readDataFile = (i: number) =>
+        Effect.gen(function* () {
+          const entry = dataFiles[i]!
+          const corrupt = (detail: string, cause?: unknown) =>
+            new ImportError({ reason: "Archive", url: entry.path, detail, cause })
+          let seen = 0
+          // a chunk of lines at a time: one Effect per chunk, not per resource
+          yield* Stream.runForEachChunk(
+            Ndjson.readFile(Path.join(archive, entry.path), {
               file: entry.path,
               resourceType: entry.type,
               gzip: entry.compression === "gzip",
               label: entry.path,
+              // reads of 256 KiB: the sending fibers get their turn between them
+              chunkSize: 256 * 1024,
             }).pipe(
               Stream.mapError((e) =>
                 corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
               ),
-              Stream.mapChunks((items) => {
+            ),
+            (items) =>
+              Effect.sync(() => {
                 seen += items.length
-                return items
+                const seg = reading
+                for (const item of items) {
+                  const r = item.value
+                  if (typeof r.id !== "string") continue
+                  const key = `${r.resourceType}/${r.id}`
+                  let node = nodeIndex.get(key)
+                  if (node === undefined) {
+                    node = nodeKeys.length
+                    nodeKeys.push(key)
+                    nodeIndex.set(key, node)
+                  }
+                  const local = seg.builder.addNode(key, item.bytes)
+                  seg.nodes[local] = node
+                  locations.set(node, i, item.line, item.offset, item.bytes)
+                  idMap.register(key)
+                  identifiers.add(r)
+                  referenceCandidates(r, (raw, attachment) => seg.deferred.add(local, raw, attachment))
+                }
               }),
-              Stream.map((item) => [i, item] as const),
-              Stream.concat(
-                Stream.drain(
-                  Stream.fromEffect(
-                    Effect.suspend(() =>
-                      seen === entry.count
-                        ? Effect.void
-                        : Effect.fail(
-                            corrupt(
-                              `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
-                            ),
-                          ),
-                    ),
-                  ),
-                ),
-              ),
+          )
+          if (seen !== entry.count)
+            return yield* corrupt(
+              `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
             )
-          }),
-        ),
-      )
-      yield* Stream.runForEach(withSizes, ([i, item]) =>
-        Effect.sync(() => {
-          const r = item.value
-          if (typeof r.id !== "string") return
-          const key = `${r.resourceType}/${r.id}`
-          const node = builder.addNode(key, item.bytes)
-          fileOf[node] = i
-          idMap.register(key)
-          identifiers.add(r)
-        }),
-      )
+          filesLeft.set(entry.type, filesLeft.get(entry.type)! - 1)
+        })
+
+      interface Planned {
+        readonly graph: Graph
+        readonly comps: Components
+        readonly deferred: DeferredEdges
+        readonly nodes: ReadonlyArray<number>
+      }
+      /** The segment read so far, resolved and frozen; a fresh one is started. */
+      const closeSegment = (): Planned => {
+        const seg = reading
+        reading = newSegment()
+        seg.deferred.addTo(seg.builder, { idMap, identifiers, sourceBase })
+        const graph = seg.builder.build()
+        return { graph, comps: components(graph), deferred: seg.deferred, nodes: seg.nodes }
+      }
+      // the Binary files first (the attachment step needs them all), then the rest, handing over segments
+      const firstOthers = order.findIndex((i) => dataFiles[i]!.type !== "Binary")
+      const binaryFiles = firstOthers === -1 ? order : order.slice(0, firstOthers)
+      const otherFiles = firstOthers === -1 ? [] : order.slice(firstOthers)
+      for (const i of binaryFiles) yield* readDataFile(i)
+      const segments = yield* Queue.unbounded<Either.Either<Planned | null, ImportFailure>>()
+      const reader = Effect.gen(function* () {
+        // each segment at least as large as all before it: the first goes out early, and there are only
+        // about log2(archive / first) of them (every segment ends with a wait for its last Bundle)
+        let before = 0
+        for (let k = 0; k < otherFiles.length; k++) {
+          yield* readDataFile(otherFiles[k]!)
+          const size = reading.builder.size
+          if (
+            k < otherFiles.length - 1 &&
+            (size < Math.max(segmentSize, before) || !reading.deferred.closedOver(complete, sourceBase))
+          )
+            continue
+          before += size
+          yield* Queue.offer(segments, Either.right(closeSegment()))
+        }
+        if (reading.builder.size > 0) yield* Queue.offer(segments, Either.right(closeSegment()))
+        yield* Queue.offer(segments, Either.right(null))
+      }).pipe(Effect.catchAll((e) => Queue.offer(segments, Either.left(e))))
+
       // 2. binaries
       const binariesPath = Imports.binariesPath(archive, client.baseUrl)
       const attachmentUrls = new Map<string, string>()
@@ -468,17 +559,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       )
       if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
 
-      const depCtx = { idMap, identifiers, sourceBase }
-      yield* Stream.runForEach(files(undefined), ([, l]) =>
-        Effect.sync(() => {
-          const r = l.value
-          if (typeof r.id === "string")
-            builder.addEdges(`${r.resourceType}/${r.id}`, dependenciesOf(r, depCtx))
-        }),
-      )
-      const graph = builder.build()
-      const comps = components(graph)
-      yield* emit({ event: "graph", resources: graph.size, edges: graph.edgeCount, components: comps.count })
+      // the rest of the archive is read from here on, alongside the sending
+      yield* Effect.forkScoped(reader)
+      /** The segment being sent. */
+      let sending: Planned | undefined
 
       const rctx = (): RewriteContext => ({
         idMap,
@@ -525,17 +609,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (mapped.length === 0) return
             yield* appendDurable(idMapPath, mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
             for (const m of mapped) {
-              idMap.set(m.source, m.target)
+              // put mode: a resource that kept its id is mapped already (identity), no entry needed
+              if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)
               const t = typeOf(m.source)
               counts[t] = (counts[t] ?? 0) + 1
             }
           }),
         )
 
-      const decodeResponse = (
-        tx: Chunk.Transaction,
-        response: Parameters<typeof Chunk.mapFromResponse>[1],
-      ) => {
+      const decodeResponse = (tx: Chunk.Sent, response: Chunk.ResponseBundle) => {
         const m = Chunk.mapFromResponse(tx, response)
         return Either.isLeft(m)
           ? Effect.fail(
@@ -549,25 +631,75 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           : Effect.succeed(m.right)
       }
 
-      const withoutConditional = (tx: Chunk.Transaction): Chunk.Transaction =>
-        mode !== "post" || conditionalCreate
-          ? tx
-          : {
-              ...tx,
-              bundle: {
-                ...tx.bundle,
-                entry: (tx.bundle.entry ?? []).map((e) => {
-                  if (e.request === undefined) return e
-                  const { ifNoneExist: _drop, ...request } = e.request
-                  return { ...e, request }
-                }),
-              },
-            }
+      /** How this import's Bundles are built (see Chunk.TransactionOptions). */
+      const txOptions: Chunk.TransactionOptions = {
+        conditionalCreate,
+        // put mode, nothing renamed: a resource whose references are all plain `Type/id` (the graph pass
+        // found them) only needs its meta changed. The rewrite context sets no `resolveLogical`, so
+        // identifier-only references are left alone either way.
+        verbatim: (key) => {
+          if (mode !== "put" || idMap.renamed > 0 || sending === undefined) return false
+          const n = sending.graph.nodeOf(key)
+          return n !== undefined && sending.deferred.verbatim(n)
+        },
+      }
 
-      /** Send one transaction; retries throttling with a halved concurrency. */
-      const send = (bundle: Chunk.Transaction["bundle"], batch: boolean) => {
-        const once = batch ? client.batch(bundle) : client.transaction(bundle)
-        const loop = (attempt: number): Effect.Effect<Chunk.Transaction["bundle"], FhirError | AuthError> =>
+      /**
+       * POST one Bundle (JSON text) to the base; retries throttling with a halved concurrency. The answer is
+       * checked only for what `mapFromResponse` reads (`Chunk.readResponse`), not decoded whole, and
+       * `Prefer: return=minimal` asks the target not to echo the resources.
+       */
+      const send = (body: string) => {
+        const once = client
+          .request(
+            HttpClientRequest.post("").pipe(
+              HttpClientRequest.bodyText(body, "application/fhir+json"),
+              HttpClientRequest.setHeader("prefer", "return=minimal"),
+            ),
+          )
+          .pipe(
+            Effect.flatMap((response) =>
+              Effect.mapError(
+                response.text,
+                (cause) =>
+                  new FhirError({
+                    reason: "Transport",
+                    method: "POST",
+                    url: client.baseUrl,
+                    detail: "the answer to a Bundle broke off",
+                    cause,
+                  }),
+              ),
+            ),
+            Effect.flatMap((text) => {
+              let json: unknown
+              try {
+                json = JSON.parse(text)
+              } catch {
+                return Effect.fail(
+                  new FhirError({
+                    reason: "Decode",
+                    method: "POST",
+                    url: client.baseUrl,
+                    detail: "the answer to a Bundle is not JSON",
+                  }),
+                )
+              }
+              return Either.match(Chunk.readResponse(json), {
+                onLeft: (e) =>
+                  Effect.fail(
+                    new FhirError({
+                      reason: "Decode",
+                      method: "POST",
+                      url: client.baseUrl,
+                      detail: e.detail,
+                    }),
+                  ),
+                onRight: Effect.succeed,
+              })
+            }),
+          )
+        const loop = (attempt: number): Effect.Effect<Chunk.ResponseBundle, FhirError | AuthError> =>
           once.pipe(
             Effect.tap(() => limiter.succeeded),
             Effect.catchIf(
@@ -615,7 +747,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             rctx(),
             { type: "batch" },
           )
-          const response = yield* send(tx.bundle, true)
+          const response = yield* send(JSON.stringify(tx.bundle))
           const m = yield* decodeResponse(tx, response)
           yield* record(m.mapped)
           yield* quarantine(
@@ -631,19 +763,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const landNew = (locs: ReadonlyArray<Located>, cycle: boolean): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
           if (locs.length === 0) return
-          const tx = withoutConditional(
-            Chunk.toTransaction(
-              locs.map((l) => l.value),
-              mode,
-              rctx(),
-            ),
+          const tx = Chunk.toTransaction(
+            locs.map((l) => l.value),
+            mode,
+            rctx(),
+            txOptions,
           )
-          const result = yield* Effect.either(send(tx.bundle, false))
+          const result = yield* Effect.either(send(JSON.stringify(tx.bundle)))
           if (Either.isRight(result)) {
             const m = yield* decodeResponse(tx, result.right)
             return yield* record(m.mapped)
           }
-          const e = result.left
+          return yield* recover(locs, cycle, result.left)
+        })
+
+      /** The transaction of `locs` failed with `e`: split (413), batch or quarantine, or give up. */
+      const recover = (
+        locs: ReadonlyArray<Located>,
+        cycle: boolean,
+        e: FhirError | AuthError,
+      ): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
           if (isTooLarge(e)) {
             if (locs.length === 1)
               return yield* quarantine([
@@ -693,15 +833,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             for (const l of locs) yield* land([l])
             return
           }
-          const btx = withoutConditional(
-            Chunk.toTransaction(
-              locs.map((l) => l.value),
-              mode,
-              rctx(),
-              { type: "batch" },
-            ),
+          const btx = Chunk.toTransaction(
+            locs.map((l) => l.value),
+            mode,
+            rctx(),
+            { ...txOptions, type: "batch" },
           )
-          const response = yield* send(btx.bundle, true)
+          const response = yield* send(JSON.stringify(btx.bundle))
           const m = yield* decodeResponse(btx, response)
           yield* record(m.mapped)
           yield* quarantine(
@@ -713,47 +851,221 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
+      const corruptAt = (entry: FileEntry, line: number, detail: string) =>
+        new ImportError({
+          reason: "Archive",
+          url: `${entry.path}:${line}`,
+          detail: `${detail}; check the archive with ferry verify and rerun`,
+        })
+
+      /** A body read back (see `readBodies`): parsed, guarded, and still the resource the graph pass saw. */
+      const parseBody = (
+        entry: FileEntry,
+        line: number,
+        text: string,
+        key: string,
+      ): Resource | ImportError => {
+        let value: unknown
+        try {
+          value = JSON.parse(text)
+        } catch {
+          // the parser's message quotes the line (patient data): not passed on
+          return corruptAt(
+            entry,
+            line,
+            "this line is not valid JSON any more (the archive changed during the import?)",
+          )
+        }
+        if (!isResource(value) || `${value.resourceType}/${value.id ?? ""}` !== key)
+          return corruptAt(
+            entry,
+            line,
+            `this line no longer holds ${key} (the archive changed during the import?)`,
+          )
+        return value
+      }
+
+      // uncompressed data files stay open for positioned reads until the import ends
+      const fds = new Map<number, number>()
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          for (const fd of fds.values()) NFS.closeSync(fd)
+          fds.clear()
+        }),
+      )
+      const readSpan = (span: Span): Effect.Effect<Buffer, ImportError> => {
+        const path = Path.join(archive, dataFiles[span.file]!.path)
+        return Effect.flatMap(
+          Effect.try({
+            try: () => {
+              const hit = fds.get(span.file)
+              if (hit !== undefined) return hit
+              const fd = NFS.openSync(path, "r")
+              fds.set(span.file, fd)
+              return fd
+            },
+            catch: io(path),
+          }),
+          (fd) =>
+            Effect.async<Buffer, ImportError>((resume) => {
+              const length = span.end - span.start
+              const buf = Buffer.allocUnsafe(length)
+              NFS.read(fd, buf, 0, length, span.start, (err, n) =>
+                resume(
+                  err !== null
+                    ? Effect.fail(io(path)(err))
+                    : n < length
+                      ? Effect.fail(
+                          corruptAt(
+                            dataFiles[span.file]!,
+                            0,
+                            "the file is shorter than when the import read it",
+                          ),
+                        )
+                      : Effect.succeed(buf),
+                ),
+              )
+            }),
+        )
+      }
+
       /**
-       * The bodies of `keys` from these files. Only lines that may hold one of them are parsed (`mayHold`):
-       * a group's files are mostly other resources (a level's chunks share the big files), and parsing
-       * was the import's largest cost. The files were read whole (and counted) by the graph passes.
+       * The lines of these graph nodes (in uncompressed files), read back with a few positioned reads (the
+       * graph pass recorded each line's offset and size).
        */
-      const loadBodies = (keys: ReadonlySet<string>, fileIdx: ReadonlyArray<number>) =>
+      const readTexts = (nodes: ReadonlyArray<number>) =>
         Effect.gen(function* () {
-          const out = new Map<string, Located>()
-          for (const i of fileIdx) {
-            const entry = dataFiles[i]!
-            const read = { file: entry.path, resourceType: entry.type }
+          const out = new Map<number, string>()
+          for (const span of spans(nodes, locations)) {
+            const buf = yield* readSpan(span)
+            for (const n of span.nodes)
+              out.set(n, lineText(buf, locations.offset(n) - span.start, locations.bytes(n)))
+          }
+          return out
+        })
+
+      /** The body of node `n` from its line's text. */
+      const bodyAt = (n: number, text: string): Resource | ImportError =>
+        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, nodeKeys[n]!)
+
+      /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
+      const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
+        Effect.gen(function* () {
+          const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const out: Array<Located> = []
+          for (const n of nodes) {
+            const pre = preloaded.get(n)
+            if (pre !== undefined) {
+              out.push(pre)
+              continue
+            }
+            const text = texts.get(n)
+            if (text === undefined) continue
+            const value = bodyAt(n, text)
+            if (value instanceof ImportError) return yield* value
+            out.push({ file: dataFiles[locations.file(n)]!.path, line: locations.line(n), value })
+          }
+          return out
+        })
+
+      /**
+       * The usual way a chunk lands: each body is parsed, rewritten and serialised into the Bundle text one
+       * at a time (`Chunk.TransactionWriter`), so no parsed resource outlives its entry; the chunk's lines
+       * are read back again only if the target refuses the Bundle (then `recover` needs the resources).
+       * Not for post-mode chunks holding resources the id map knows (those are updated in place: `land`).
+       */
+      const landChunk = (
+        c: Chunk.Chunk,
+        nodes: ReadonlyArray<number>,
+        preloaded: ReadonlyMap<number, Located>,
+      ): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
+          const cycle = c.oversize && c.cyclic
+          if (mode === "post" && c.keys.some((k) => idMap.has(k)))
+            return yield* land(yield* readBodies(nodes, preloaded), cycle)
+          const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const writer = new Chunk.TransactionWriter(
+            nodes.map((n) => nodeKeys[n]!),
+            mode,
+            rctx(),
+            txOptions,
+          )
+          for (const n of nodes) {
+            const pre = preloaded.get(n)
+            const text = texts.get(n) ?? ""
+            // a verbatim resource goes in as its text, only its meta patched (put mode)
+            if (pre === undefined && writer.addText(text)) continue
+            const value = pre?.value ?? bodyAt(n, text)
+            if (value instanceof ImportError) return yield* value
+            const added = writer.add(value)
+            if (Either.isLeft(added)) return yield* Effect.die(added.left)
+          }
+          const tx = writer.finish()
+          const result = yield* Effect.either(send(tx.body))
+          if (Either.isRight(result)) {
+            const m = yield* decodeResponse(tx, result.right)
+            return yield* record(m.mapped)
+          }
+          return yield* recover(yield* readBodies(nodes, preloaded), cycle, result.left)
+        })
+
+      /**
+       * The bodies of these nodes that sit in gzip files (which cannot be read at an offset): each such file
+       * is decompressed once and only the wanted lines (by number) are parsed.
+       */
+      const preload = (nodes: ReadonlyArray<number>) =>
+        Effect.gen(function* () {
+          const out = new Map<number, Located>()
+          const byFile = new Map<number, Map<number, number>>()
+          for (const n of nodes) {
+            const f = locations.file(n)
+            if (f < 0 || dataFiles[f]!.compression !== "gzip") continue
+            const wanted = byFile.get(f) ?? new Map<number, number>()
+            byFile.set(f, wanted)
+            wanted.set(locations.line(n), n)
+          }
+          for (const f of Array.from(byFile.keys()).sort((a, b) => a - b)) {
+            const entry = dataFiles[f]!
+            const wanted = byFile.get(f)!
             yield* Stream.runForEach(
               Ndjson.readFileSplit(Path.join(archive, entry.path), {
-                ...read,
-                gzip: entry.compression === "gzip",
+                file: entry.path,
+                gzip: true,
                 label: entry.path,
               }).pipe(
-                Stream.filter((l) => mayHold(l.text, entry.type, keys)),
-                Stream.mapEffect((l) => Ndjson.parseLine(read, l)),
+                Stream.mapError(
+                  (cause) =>
+                    new ImportError({
+                      reason: "Archive",
+                      url: `${entry.path}:${cause.line}`,
+                      detail: `could not read the archive (${cause.message}); check the archive with ferry verify`,
+                      cause,
+                    }),
+                ),
+                Stream.filter((l) => wanted.has(l.line)),
               ),
-              (item) =>
-                Effect.sync(() => {
-                  const k = `${item.value.resourceType}/${item.value.id ?? ""}`
-                  if (keys.has(k)) out.set(k, { file: entry.path, line: item.line, value: item.value })
-                }),
-            ).pipe(
-              Effect.mapError(
-                (cause) =>
-                  new ImportError({
-                    reason: "Archive",
-                    url: `${entry.path}:${cause.line}`,
-                    detail: `could not read the archive (${cause.message}); check the archive with ferry verify`,
-                    cause,
-                  }),
-              ),
+              (l) => {
+                const n = wanted.get(l.line)!
+                const value = parseBody(entry, l.line, l.text, nodeKeys[n]!)
+                if (value instanceof ImportError) return Effect.fail(value)
+                out.set(n, { file: entry.path, line: l.line, value })
+                return Effect.void
+              },
             )
           }
           return out
         })
 
-      /** A group's chunks not done yet, with their bodies read from the archive. */
+      const nodesOf = (keys: ReadonlyArray<string>): Array<number> => {
+        const out: Array<number> = []
+        for (const k of keys) {
+          const n = nodeOf(k)
+          if (n !== undefined) out.push(n)
+        }
+        return out
+      }
+
+      /** A group's chunks not done yet, with the bodies that come from gzip files. */
       const prepareGroup = (group: ReadonlyArray<Chunk.Chunk>) =>
         Effect.gen(function* () {
           const pending: Array<Chunk.Chunk> = []
@@ -761,39 +1073,25 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (yield* journal.isDone(`import.chunk:${chunkKey(c.keys)}`)) resumed++
             else pending.push(c)
           }
-          if (pending.length === 0) return { pending, bodies: new Map<string, Located>() }
-          const keys = new Set<string>()
-          const fileSet = new Set<number>()
-          for (const c of pending)
-            for (const k of c.keys) {
-              keys.add(k)
-              const n = graph.nodeOf(k)
-              if (n !== undefined && fileOf[n] !== undefined) fileSet.add(fileOf[n]!)
-            }
-          const bodies = yield* loadBodies(
-            keys,
-            Array.from(fileSet).sort((a, b) => a - b),
-          )
-          return { pending, bodies }
+          const preloaded = anyGzip
+            ? yield* preload(pending.flatMap((c) => nodesOf(c.keys)))
+            : new Map<number, Located>()
+          return { pending, preloaded }
         })
 
       const runGroup = ({
         pending,
-        bodies,
+        preloaded,
       }: {
         readonly pending: ReadonlyArray<Chunk.Chunk>
-        readonly bodies: ReadonlyMap<string, Located>
+        readonly preloaded: ReadonlyMap<number, Located>
       }) =>
         Effect.gen(function* () {
           yield* Effect.forEach(
             pending,
             (c) =>
               Effect.gen(function* () {
-                const locs = c.keys.flatMap((k) => {
-                  const l = bodies.get(k)
-                  return l === undefined ? [] : [l]
-                })
-                yield* land(locs, c.oversize && c.cyclic)
+                yield* landChunk(c, nodesOf(c.keys), preloaded)
                 yield* journal.append("import.chunk", `import.chunk:${chunkKey(c.keys)}`, {
                   index: c.index,
                   entries: c.keys.length,
@@ -817,24 +1115,45 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
-      // groups of chunks, one level at a time (reading a group's bodies while the previous group is sent
-      // was tried: no measurable gain on the shared 2-core machine, one more group of bodies in memory)
-      const groupSize = Math.max(1, (options.parallel ?? 4) * 4)
-      let group: Array<Chunk.Chunk> = []
+      // Chunks go level by level. A chunk reads its own bodies just before it is sent (positioned reads),
+      // so with uncompressed files a whole level is one group: the target always has the next Bundles
+      // queued and only the chunks in flight hold bodies. Gzip files cannot be read at an offset: their
+      // bodies are decompressed once per group of `4 × parallel` chunks instead.
+      const anyGzip = dataFiles.some((f) => f.compression === "gzip")
+      const groupSize = anyGzip ? Math.max(1, (options.parallel ?? 4) * 4) : Number.POSITIVE_INFINITY
       let planned = 0
       const next = (g: ReadonlyArray<Chunk.Chunk>) => Effect.flatMap(prepareGroup(g), runGroup)
-      for (const c of Chunk.plan(graph, comps, {
-        maxEntries: Math.max(1, options.bundleSize ?? 500),
-        maxBytes: Math.max(1024, options.maxBundleBytes ?? 10 * 1024 * 1024),
-      })) {
-        planned++
-        if (group.length > 0 && (group[0]!.level !== c.level || group.length >= groupSize)) {
-          yield* next(group)
-          group = []
+      for (let segment = 0; ; segment++) {
+        const taken = yield* Queue.take(segments)
+        if (Either.isLeft(taken)) return yield* taken.left
+        if (taken.right === null) break
+        const seg = taken.right
+        sending = seg
+        yield* emit({
+          event: "graph",
+          segment,
+          resources: seg.graph.size,
+          edges: seg.graph.edgeCount,
+          components: seg.comps.count,
+        })
+        // chunk numbers run on across segments
+        const offset = planned
+        let group: Array<Chunk.Chunk> = []
+        for (const c of Chunk.plan(seg.graph, seg.comps, {
+          maxEntries: Math.max(1, options.bundleSize ?? 500),
+          maxBytes: Math.max(1024, options.maxBundleBytes ?? 10 * 1024 * 1024),
+        })) {
+          planned++
+          const chunk = { ...c, index: c.index + offset }
+          if (group.length > 0 && (group[0]!.level !== chunk.level || group.length >= groupSize)) {
+            yield* next(group)
+            group = []
+          }
+          group.push(chunk)
         }
-        group.push(c)
+        if (group.length > 0) yield* next(group)
       }
-      if (group.length > 0) yield* next(group)
+      sending = undefined
 
       // quarantined resources, replayed after a fix (the files are renamed first: what fails again is
       // quarantined anew)

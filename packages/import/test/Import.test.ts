@@ -14,6 +14,7 @@ import * as Imports from "@ferry/archive/Imports"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { references } from "@ferry/core/Walker"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { assert, describe, it } from "@effect/vitest"
@@ -28,8 +29,8 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.sync(() => NFS.rmSync(dir, { recursive: true, force: true })),
 )
 
-/** The 10-patient sample as an archive (`complete` as asked). */
-const sampleArchive = (complete = true) =>
+/** The 10-patient sample as an archive (`complete` as asked; the files `gzip` picks are compressed). */
+const sampleArchive = (complete = true, gzip: (name: string) => boolean = () => false) =>
   Effect.gen(function* () {
     const dir = Path.join(yield* tempDir, "archive")
     const init = yield* Archive.create(dir, {
@@ -42,7 +43,7 @@ const sampleArchive = (complete = true) =>
       entries.push(
         yield* Archive.writeFile(
           dir,
-          { section: "files", type: name.split(".")[0]!, compression: "none" },
+          { section: "files", type: name.split(".")[0]!, compression: gzip(name) ? "gzip" : "none" },
           Ndjson.readFileLines(Path.join(sample10, name)),
         ),
       )
@@ -154,6 +155,87 @@ describe("Import.run", () => {
           assert.isDefined(sandbox.store.read("Patient", ref.slice("Patient/".length)), ref)
           assert.isTrue(e.meta?.tag?.some((t) => t.system === "urn:ferry:source") ?? false)
         }
+      }),
+  )
+
+  it.scopedLive(
+    "an archive with gzip files (bodies decompressed per group, the others read at their offsets) lands as the plain one, put and post",
+    () =>
+      Effect.gen(function* () {
+        const plain = yield* sampleArchive()
+        const mixed = yield* sampleArchive(true, (name) => !name.startsWith("Patient"))
+        assert.isTrue(mixed.manifest.files.some((f) => f.compression === "gzip"))
+        assert.isTrue(mixed.manifest.files.some((f) => f.compression === "none"))
+        const stored = (s: Sandbox.SandboxHandle) => {
+          const out = new Map<string, unknown>()
+          for (const t of s.store.types())
+            for (const r of s.store.iterate(t)) {
+              const { meta, ...rest } = JSON.parse(r.json) as { id: string; meta?: Record<string, unknown> }
+              const { versionId: _v, lastUpdated: _l, ...kept } = meta ?? {}
+              out.set(`${t}/${rest.id}`, { ...rest, meta: kept })
+            }
+          return out
+        }
+        // put: small Bundles, so the gzip bodies are read for several groups of chunks
+        const a = yield* target()
+        const b = yield* target()
+        yield* Import.run({ client: yield* clientFor(a.baseUrl), archive: plain.dir, bundleSize: 20 })
+        const summary = yield* Import.run({
+          client: yield* clientFor(b.baseUrl),
+          archive: mixed.dir,
+          bundleSize: 20,
+        })
+        assert.isAbove(summary.chunks, 4 * 4 * 2)
+        assert.deepStrictEqual(countsOf(b), mixed.expected)
+        const want = stored(a)
+        const got = stored(b)
+        assert.strictEqual(got.size, sum(mixed.expected))
+        for (const [k, v] of got) assert.deepStrictEqual(v, want.get(k), k)
+        // post: every Encounter's subject is a Patient on the target
+        const c = yield* target({ refuseClientIds: true })
+        yield* Import.run({ client: yield* clientFor(c.baseUrl), archive: mixed.dir, bundleSize: 20 })
+        assert.deepStrictEqual(countsOf(c), mixed.expected)
+        for (const r of c.store.iterate("Encounter")) {
+          const ref = (JSON.parse(r.json) as { subject?: { reference?: string } }).subject?.reference ?? ""
+          assert.match(ref, /^Patient\//)
+          assert.isDefined(c.store.read("Patient", ref.slice("Patient/".length)), ref)
+        }
+      }),
+  )
+
+  it.scopedLive(
+    "small Bundles, post: the archive goes in several segments, each sent after everything it refers to",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ refuseClientIds: true })
+        const events: Array<Import.ImportEvent> = []
+        const summary = yield* Import.run({
+          client: yield* clientFor(sandbox.baseUrl),
+          archive: dir,
+          bundleSize: 20,
+          parallel: 2,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        assert.strictEqual(summary.strategy, "post")
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        const graphs = events.filter((e) => e.event === "graph")
+        assert.isAbove(graphs.length, 2)
+        assert.strictEqual(
+          graphs.reduce((n, e) => n + Number(e.resources), 0),
+          sum(expected),
+        )
+        // new ids everywhere: a reference written before its target landed would still name the source id
+        let checked = 0
+        for (const t of sandbox.store.types())
+          for (const r of sandbox.store.iterate(t))
+            for (const site of references(JSON.parse(r.json))) {
+              const m = /^([A-Z][A-Za-z]+)\/([^/]+)$/.exec(site.raw ?? "")
+              if (site.canonical || m === null) continue
+              assert.isDefined(sandbox.store.read(m[1]!, m[2]!), `${t}/${r.id} → ${site.raw}`)
+              checked++
+            }
+        assert.isAbove(checked, 1000)
       }),
   )
 

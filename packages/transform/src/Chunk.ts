@@ -22,13 +22,15 @@
  *
  * `mapFromResponse` reads `response.location` by position into (source, target) pairs for the id map.
  */
-import type { Bundle, BundleEntry } from "@ferry/core/Bundle"
+import type { Bundle, BundleEntry, BundleEntryRequest } from "@ferry/core/Bundle"
 import * as CoreBundle from "@ferry/core/Bundle"
-import type { Resource } from "@ferry/core/Ids"
+import { isResource, type Resource } from "@ferry/core/Ids"
 import { Either, Option } from "effect"
 import { type Components, type Graph, isCyclic } from "./Graph.js"
 import { parseKey } from "./IdMap.js"
 import {
+  applyMeta,
+  applyMetaText,
   type Note,
   provenanceSystem,
   type RewriteContext,
@@ -164,6 +166,17 @@ export interface TransactionOptions {
   readonly uuid?: () => string
   /** Put mode: `fullUrl` is `<fullUrlBase>/Type/id` (omitted when not given). */
   readonly fullUrlBase?: string
+  /**
+   * Post mode: give each create its `ifNoneExist` on the provenance tag (default true). False for a target
+   * that cannot search `_tag`.
+   */
+  readonly conditionalCreate?: boolean
+  /**
+   * Put mode: source keys whose resource has nothing to rewrite but `meta` (the caller vouches: every
+   * reference is already the target's `Type/id`, no Attachment URL, see `Graph.DeferredEdges.verbatim`):
+   * only `applyMeta` runs, not the walk. Ignored in post mode (every reference gets a new id there).
+   */
+  readonly verbatim?: (sourceKey: string) => boolean
 }
 
 export interface EntryReport {
@@ -174,12 +187,26 @@ export interface EntryReport {
   readonly notes: ReadonlyArray<Note>
 }
 
-export interface Transaction {
-  readonly mode: Mode
-  readonly bundle: Bundle
+/** What a response is matched against: each entry's source key and request, by position. */
+export interface Sent {
   /** The source `Type/id` of each entry, by position (what `mapFromResponse` maps). */
   readonly sources: ReadonlyArray<string>
+  /** The request of each entry, by position. */
+  readonly requests: ReadonlyArray<BundleEntryRequest>
+}
+
+export interface Transaction extends Sent {
+  readonly mode: Mode
+  readonly bundle: Bundle
   /** Entries with unresolved references or notes (the others are clean). */
+  readonly reports: ReadonlyArray<EntryReport>
+}
+
+/** A transaction (or batch) Bundle already serialised (see `TransactionWriter`). */
+export interface TransactionText extends Sent {
+  readonly mode: Mode
+  /** The Bundle as JSON text. */
+  readonly body: string
   readonly reports: ReadonlyArray<EntryReport>
 }
 
@@ -188,6 +215,83 @@ const defaultUuid = (): string => globalThis.crypto.randomUUID()
 /** `_tag=urn:ferry:source|<Type/id>`: the conditional-create criterion for a source resource. */
 export const ifNoneExistFor = (sourceKey: string): string => `_tag=${provenanceSystem}|${sourceKey}`
 
+/**
+ * The entries of one Bundle, one resource at a time (see module doc). `keys` are the source keys of all
+ * the Bundle's resources, in order (post mode gives each its `urn:uuid` up front, so entries can refer to
+ * later ones); `entry(resource, i)` must then be called for the i-th of them.
+ */
+const entries = (
+  keys: ReadonlyArray<string | undefined>,
+  mode: Mode,
+  ctx: RewriteContext,
+  options: TransactionOptions | undefined,
+) => {
+  const reports: Array<EntryReport> = []
+  if (mode === "post") {
+    const uuid = options?.uuid ?? defaultUuid
+    const conditional = options?.conditionalCreate !== false
+    const fullUrls = keys.map(() => `urn:uuid:${uuid()}`)
+    const pending = new Map<string, string>(ctx.pending)
+    keys.forEach((k, i) => {
+      if (k !== undefined) pending.set(k, fullUrls[i]!)
+    })
+    const rctx: RewriteContext = { ...ctx, pending, meta: { ...ctx.meta, provenanceTag: true } }
+    return {
+      reports,
+      text: (_text: string, _key: string): { entry: string; request: BundleEntryRequest } | undefined =>
+        undefined,
+      entry: (r: Resource, i: number, source: string): BundleEntry => {
+        const out = rewriteResource(r, rctx)
+        report(reports, i, source, out.unresolved, out.notes)
+        const { id: _id, ...body } = out.resource
+        const key = sourceKeyOf(r)
+        return {
+          fullUrl: fullUrls[i]!,
+          resource: body,
+          request: {
+            method: "POST",
+            url: r.resourceType,
+            ...(key !== undefined && conditional ? { ifNoneExist: ifNoneExistFor(key) } : {}),
+          },
+        }
+      },
+    }
+  }
+  const base = options?.fullUrlBase?.replace(/\/+$/, "")
+  const verbatim = options?.verbatim
+  return {
+    reports,
+    /** The entry of a verbatim resource from its JSON text (meta patched in the text), when possible. */
+    text: (text: string, key: string): { entry: string; request: BundleEntryRequest } | undefined => {
+      if (verbatim?.(key) !== true || ctx.idMap.get(key) !== key) return undefined
+      const body = applyMetaText(text, key, ctx.meta)
+      if (body === undefined) return undefined
+      const request: BundleEntryRequest = { method: "PUT", url: key }
+      const fullUrl = base !== undefined ? `"fullUrl":${JSON.stringify(`${base}/${key}`)},` : ""
+      return { entry: `{${fullUrl}"resource":${body},"request":${JSON.stringify(request)}}`, request }
+    },
+    entry: (r: Resource, i: number, source: string): BundleEntry => {
+      const key = sourceKeyOf(r)
+      let resource: Resource
+      if (key !== undefined && verbatim?.(key) === true) resource = applyMeta(r, ctx.meta)
+      else {
+        const out = rewriteResource(r, ctx)
+        report(reports, i, source, out.unresolved, out.notes)
+        resource = out.resource
+      }
+      // nothing to PUT to: create it
+      if (key === undefined) return { resource, request: { method: "POST", url: r.resourceType } }
+      const target = parseKey(ctx.idMap.get(key) ?? key) ?? { type: r.resourceType, id: r.id! }
+      const url = `${target.type}/${target.id}`
+      return {
+        ...(base !== undefined ? { fullUrl: `${base}/${url}` } : {}),
+        resource: target.id === r.id ? resource : { ...resource, id: target.id },
+        request: { method: "PUT", url },
+      }
+    },
+  }
+}
+
 /** A transaction (or batch) Bundle for the resources of one chunk (source form; see module doc). */
 export const toTransaction = (
   resources: ReadonlyArray<Resource>,
@@ -195,57 +299,86 @@ export const toTransaction = (
   ctx: RewriteContext,
   options?: TransactionOptions,
 ): Transaction => {
-  const uuid = options?.uuid ?? defaultUuid
-  const sources = resources.map((r) => sourceKeyOf(r) ?? r.resourceType)
-  const reports: Array<EntryReport> = []
-  const entries: Array<BundleEntry> = []
+  const keys = resources.map(sourceKeyOf)
+  const sources = resources.map((r, i) => keys[i] ?? r.resourceType)
+  const build = entries(keys, mode, ctx, options)
+  const out = resources.map((r, i) => build.entry(r, i, sources[i]!))
+  const bundle = options?.type === "batch" ? CoreBundle.batch(out) : CoreBundle.transaction(out)
+  return { mode, bundle, sources, requests: out.map((e) => e.request!), reports: build.reports }
+}
 
-  if (mode === "post") {
-    const fullUrls = resources.map(() => `urn:uuid:${uuid()}`)
-    const pending = new Map<string, string>(ctx.pending)
-    resources.forEach((r, i) => {
-      const k = sourceKeyOf(r)
-      if (k !== undefined) pending.set(k, fullUrls[i]!)
-    })
-    const rctx: RewriteContext = { ...ctx, pending, meta: { ...ctx.meta, provenanceTag: true } }
-    resources.forEach((r, i) => {
-      const out = rewriteResource(r, rctx)
-      report(reports, i, sources[i]!, out.unresolved, out.notes)
-      const { id: _id, ...body } = out.resource
-      const key = sourceKeyOf(r)
-      entries.push({
-        fullUrl: fullUrls[i]!,
-        resource: body,
-        request: {
-          method: "POST",
-          url: r.resourceType,
-          ...(key !== undefined ? { ifNoneExist: ifNoneExistFor(key) } : {}),
-        },
-      })
-    })
-  } else {
-    const base = options?.fullUrlBase?.replace(/\/+$/, "")
-    resources.forEach((r, i) => {
-      const out = rewriteResource(r, ctx)
-      report(reports, i, sources[i]!, out.unresolved, out.notes)
-      const key = sourceKeyOf(r)
-      if (key === undefined) {
-        // nothing to PUT to: create it
-        entries.push({ resource: out.resource, request: { method: "POST", url: r.resourceType } })
-        return
-      }
-      const target = parseKey(ctx.idMap.get(key) ?? key) ?? { type: r.resourceType, id: r.id! }
-      const resource = target.id === r.id ? out.resource : { ...out.resource, id: target.id }
-      const url = `${target.type}/${target.id}`
-      entries.push({
-        ...(base !== undefined ? { fullUrl: `${base}/${url}` } : {}),
-        resource,
-        request: { method: "PUT", url },
-      })
-    })
+/**
+ * `toTransaction` serialised as it goes: each resource is rewritten and its entry turned into JSON text when
+ * it is added, so the parsed resources need not outlive the call (a chunk of 500 resources is parsed,
+ * rewritten and serialised one resource at a time). Same entries, same order, same JSON as
+ * `JSON.stringify(toTransaction(...).bundle)` for the same keys and uuids.
+ */
+export class TransactionWriter {
+  private readonly build: ReturnType<typeof entries>
+  private readonly parts: Array<string> = []
+  private readonly sources: Array<string> = []
+  private readonly requests: Array<BundleEntryRequest> = []
+
+  /** `keys`: the source keys of the resources to come, in the order they will be added. */
+  constructor(
+    private readonly keys: ReadonlyArray<string>,
+    private readonly mode: Mode,
+    ctx: RewriteContext,
+    private readonly options?: TransactionOptions,
+  ) {
+    this.build = entries(keys, mode, ctx, options)
   }
-  const bundle = options?.type === "batch" ? CoreBundle.batch(entries) : CoreBundle.transaction(entries)
-  return { mode, bundle, sources, reports }
+
+  /** Add the next resource; it must be the one `keys` names at this position. */
+  add(resource: Resource): Either.Either<void, TransformError> {
+    const i = this.sources.length
+    const expected = this.keys[i]
+    const source = sourceKeyOf(resource) ?? resource.resourceType
+    if (expected !== source) {
+      return Either.left(
+        new TransformError({
+          reason: "EntryOrder",
+          detail: `got ${source}, expected ${expected ?? "no more entries"}`,
+          position: i,
+          source,
+        }),
+      )
+    }
+    const entry = this.build.entry(resource, i, source)
+    this.parts.push(JSON.stringify(entry))
+    this.sources.push(source)
+    this.requests.push(entry.request!)
+    return Either.void
+  }
+
+  /**
+   * Add the next resource as its JSON text, unparsed, when that is enough: put mode, `verbatim` vouches for
+   * its key, the id map keeps the key, and its meta can be patched in the text (`applyMetaText`). Returns
+   * false, having added nothing, otherwise (or when the text is not the resource the keys name here): parse
+   * it and `add` it. The entry then holds the resource's text as given, not re-serialised.
+   */
+  addText(text: string): boolean {
+    const key = this.keys[this.sources.length]
+    if (key === undefined) return false
+    const out = this.build.text(text, key)
+    if (out === undefined) return false
+    this.parts.push(out.entry)
+    this.sources.push(key)
+    this.requests.push(out.request)
+    return true
+  }
+
+  /** The Bundle text and what the response is matched against. */
+  finish(): TransactionText {
+    const type = this.options?.type ?? "transaction"
+    return {
+      mode: this.mode,
+      body: `{"resourceType":"Bundle","type":"${type}","entry":[${this.parts.join(",")}]}`,
+      sources: this.sources,
+      requests: this.requests,
+      reports: this.build.reports,
+    }
+  }
 }
 
 const report = (
@@ -283,14 +416,82 @@ export interface ResponseMapping {
   readonly failed: ReadonlyArray<Failed>
 }
 
+/** What `mapFromResponse` reads of one response entry. */
+export interface ResponseEntry {
+  readonly status: string
+  readonly location?: string
+  readonly outcome?: Resource
+}
+
+/** What `mapFromResponse` reads of a transaction/batch response (a core `Bundle` is one). */
+export interface ResponseBundle {
+  readonly resourceType?: "Bundle"
+  readonly type: string
+  readonly entry?: ReadonlyArray<{ readonly response?: ResponseEntry }>
+}
+
+const isObject = (u: unknown): u is Readonly<Record<string, unknown>> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+/**
+ * Check a parsed response body against what `mapFromResponse` reads (a Bundle with a string `type`, and
+ * entries whose `response` has a string `status`, an optional string `location` and an optional resource
+ * `outcome`); nothing else is looked at. Much cheaper than decoding the whole Bundle schema.
+ */
+export const readResponse = (u: unknown): Either.Either<ResponseBundle, TransformError> => {
+  const mismatch = (detail: string, position?: number) =>
+    Either.left(
+      new TransformError({
+        reason: "ResponseMismatch",
+        detail,
+        ...(position !== undefined ? { position } : {}),
+      }),
+    )
+  if (!isObject(u) || u.resourceType !== "Bundle" || typeof u.type !== "string")
+    return mismatch("the answer is not a Bundle")
+  const raw = u.entry
+  if (raw === undefined) return Either.right({ resourceType: "Bundle", type: u.type })
+  if (!Array.isArray(raw)) return mismatch("the Bundle's entry is not an array")
+  const entry: Array<{ readonly response?: ResponseEntry }> = []
+  for (let i = 0; i < raw.length; i++) {
+    const e: unknown = raw[i]
+    if (!isObject(e)) return mismatch(`entry ${i} is not an object`, i)
+    const r = e.response
+    if (r === undefined) {
+      entry.push({})
+      continue
+    }
+    if (
+      !isObject(r) ||
+      typeof r.status !== "string" ||
+      (r.location !== undefined && typeof r.location !== "string") ||
+      (r.outcome !== undefined && !isResource(r.outcome))
+    )
+      return mismatch(`entry ${i}'s response has no string status, or a malformed location or outcome`, i)
+    entry.push({
+      response: {
+        status: r.status,
+        ...(typeof r.location === "string" ? { location: r.location } : {}),
+        ...(r.outcome !== undefined && isResource(r.outcome) ? { outcome: r.outcome } : {}),
+      },
+    })
+  }
+  return Either.right({ resourceType: "Bundle", type: u.type, entry })
+}
+
+const statusOf = (status: string): number | undefined => {
+  const m = /^\s*(\d{3})/.exec(status)
+  return m ? Number(m[1]) : undefined
+}
+
 /**
  * Match a `transaction-response`/`batch-response` to the request by position and read each
  * `response.location` (`Type/id[/_history/v]`, relative or absolute) into (source, target) pairs.
  * A PUT entry answered without `location` maps to its request URL.
  */
 export const mapFromResponse = (
-  transaction: Transaction,
-  response: Bundle,
+  transaction: Sent,
+  response: ResponseBundle,
 ): Either.Either<ResponseMapping, TransformError> => {
   if (response.type !== "transaction-response" && response.type !== "batch-response") {
     return Either.left(
@@ -301,7 +502,7 @@ export const mapFromResponse = (
     )
   }
   const got = response.entry ?? []
-  const sent = transaction.bundle.entry ?? []
+  const sent = transaction.requests
   if (got.length !== sent.length) {
     return Either.left(
       new TransformError({
@@ -320,7 +521,7 @@ export const mapFromResponse = (
         new TransformError({ reason: "ResponseEntry", detail: "no `response`", position: i, source }),
       )
     }
-    const status = Option.getOrUndefined(CoreBundle.statusCode(res))
+    const status = statusOf(res.status)
     if (status === undefined || status < 200 || status > 299) {
       failed.push({
         position: i,
@@ -330,8 +531,8 @@ export const mapFromResponse = (
       })
       continue
     }
-    const request = sent[i]!.request
-    const location = res.location ?? (request?.method === "PUT" ? request.url : undefined)
+    const request = sent[i]!
+    const location = res.location ?? (request.method === "PUT" ? request.url : undefined)
     if (location === undefined) {
       return Either.left(
         new TransformError({ reason: "ResponseEntry", detail: "no `location`", position: i, source }),

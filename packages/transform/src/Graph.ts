@@ -60,6 +60,11 @@ export class GraphBuilder {
     return this.index.get(key)
   }
 
+  /** Nodes added so far. */
+  get size(): number {
+    return this.keys.length
+  }
+
   /** `from` depends on `to` (both node numbers). Self-references are ignored. */
   addEdge(from: number, to: number): void {
     if (from === to) return
@@ -87,6 +92,11 @@ export class GraphBuilder {
       }
     }
     return added
+  }
+
+  /** Count an edge whose target is not in the load set (it is not added). */
+  dropEdge(): void {
+    this.dropped++
   }
 
   /** Freeze into a compact graph (CSR adjacency, duplicate edges removed). The builder can be dropped. */
@@ -292,6 +302,155 @@ export const dependenciesOf = (resource: Resource, ctx: DependencyOptions): Read
   })
   if (typeof resource.id === "string") out.delete(`${resource.resourceType}/${resource.id}`)
   return Array.from(out)
+}
+
+/**
+ * The strings in `resource` that may designate a source resource, as found (not parsed, not deduplicated):
+ * every `Reference.reference` that is neither a canonical nor a contained `#id`, and every string
+ * `Attachment.url`. Resolving each one (`parse` with the source base, then `resolve`) gives exactly the
+ * keys `dependenciesOf` returns without `resolveLogical`. Cheaper than `dependenciesOf` when the same
+ * strings recur across resources (a patient's id in all its resources): parse and resolve once per
+ * distinct string, after every resource is known (see `DeferredEdges`).
+ */
+export const referenceCandidates = (
+  resource: Resource,
+  onCandidate: (raw: string, attachment: boolean) => void,
+): void => {
+  rewrite(resource, {
+    reference: (site) => {
+      const raw = site.raw
+      if (site.canonical || raw === undefined || raw.charCodeAt(0) === 35) return undefined
+      onCandidate(raw, false)
+      return undefined
+    },
+    attachment: (site) => {
+      const url = site.attachment.url
+      if (typeof url === "string") onCandidate(url, true)
+      return undefined
+    },
+  })
+}
+
+/**
+ * Dependency edges collected in the same pass that adds the nodes, resolved afterwards. A reference can only
+ * be resolved once every resource is known (`urn:uuid:` needs the id registry, a conditional reference the
+ * identifier index), so this keeps each distinct candidate string once (a Map entry and the string) and
+ * 8 bytes per (resource, candidate) pair; `addTo` parses and resolves every distinct string once and adds
+ * the edges. Same edges as `addEdges(key, dependenciesOf(resource, ctx))` for every resource (logical
+ * references, which only `resolveLogical` turns into dependencies, are not collected).
+ *
+ * It also tells which nodes are `verbatim`: every candidate is a reference string that is exactly the
+ * `Type/id` it designates (a relative reference) and none is an Attachment URL. Rewriting such a resource
+ * with an id map that maps every key to itself (put mode, no renames) changes nothing but `meta`.
+ */
+export class DeferredEdges {
+  private readonly ids = new Map<string, number>()
+  private readonly strings: Array<string> = []
+  private from = new Int32Array(4096)
+  private ref = new Int32Array(4096)
+  private count = 0
+  /** Nodes holding a candidate that is not a plain `Type/id` reference (1), set by `addTo`. */
+  private rewritten = new Uint8Array(0)
+
+  /** Node `from` holds the reference string (or, with `attachment`, the Attachment URL) `raw`. */
+  add(from: number, raw: string, attachment = false): void {
+    let id = this.ids.get(raw)
+    if (id === undefined) {
+      id = this.strings.length
+      this.strings.push(raw)
+      this.ids.set(raw, id)
+    }
+    const i = this.count
+    this.from = grow(this.from, i + 1)
+    this.ref = grow(this.ref, i + 1)
+    this.from[i] = from
+    // an Attachment URL is stored as ~id (negative): same string, other role
+    this.ref[i] = attachment ? ~id : id
+    this.count = i + 1
+  }
+
+  /**
+   * After `addTo`: does node `v` hold only reference strings that are exactly their own `Type/id` key, and
+   * no Attachment URL (see class doc)? A node without candidates is verbatim.
+   */
+  verbatim(v: number): boolean {
+    return v >= this.rewritten.length || this.rewritten[v] === 0
+  }
+
+  /**
+   * Can these candidates be resolved now, with only the resources of the `complete` types known? True when
+   * every candidate either designates a resource by its type (relative, same-server absolute or versioned,
+   * conditional: the type is in the string) of a complete type, or designates no source resource at all
+   * (external, unparseable). A `urn:uuid:` needs every resource known (its type is not in the string), so
+   * it makes the answer false. An importer reading its files a type at a time can plan and send what it
+   * read so far when this holds: nothing read later can be a dependency of it.
+   */
+  closedOver(complete: (type: string) => boolean, sourceBase?: ParseOptions["sourceBase"]): boolean {
+    const parseOptions: ParseOptions | undefined = sourceBase !== undefined ? { sourceBase } : undefined
+    for (const raw of this.strings) {
+      const p = parse(raw, parseOptions)
+      switch (p._tag) {
+        case "Relative":
+        case "Conditional":
+          if (!complete(p.type)) return false
+          break
+        case "Versioned":
+          if (p.sameServer && !complete(p.type)) return false
+          break
+        case "Absolute":
+          if (p.sameServer && p.type !== undefined && !complete(p.type)) return false
+          break
+        case "UrnUuid":
+          return false
+        default:
+          break
+      }
+    }
+    return true
+  }
+
+  /** Distinct candidate strings collected. */
+  get distinct(): number {
+    return this.strings.length
+  }
+
+  /**
+   * Resolve every candidate (once per distinct string) against the complete `ctx` and add the edges to
+   * `builder`; candidates resolving to a key that is not a node count as dropped edges. Returns the edges added.
+   */
+  addTo(builder: GraphBuilder, ctx: DependencyOptions): number {
+    const parseOptions: ParseOptions | undefined =
+      ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : undefined
+    // node of each distinct string: >= 0 a node, -1 no dependency, -2 a key outside the load set
+    const target = new Int32Array(this.strings.length)
+    // 1 when the string is exactly the relative `Type/id` it resolves to
+    const exact = new Uint8Array(this.strings.length)
+    for (let i = 0; i < this.strings.length; i++) {
+      const raw = this.strings[i]!
+      const parsed = parse(raw, parseOptions)
+      const r = resolve(parsed, ctx)
+      if (r._tag !== "Key") target[i] = -1
+      else {
+        target[i] = builder.nodeOf(r.key) ?? -2
+        if (parsed._tag === "Relative" && r.key === raw) exact[i] = 1
+      }
+    }
+    this.rewritten = new Uint8Array(builder.size)
+    let added = 0
+    for (let e = 0; e < this.count; e++) {
+      const ref = this.ref[e]!
+      const id = ref < 0 ? ~ref : ref
+      if (ref < 0 || exact[id] === 0) this.rewritten[this.from[e]!] = 1
+      const to = target[id]!
+      if (to === -1) continue
+      if (to === -2) builder.dropEdge()
+      else if (to !== this.from[e]) {
+        builder.addEdge(this.from[e]!, to)
+        added++
+      }
+    }
+    return added
+  }
 }
 
 /**

@@ -53,6 +53,7 @@ export class IdMap {
   /** id → type (or types, when several registered resources share the id). */
   private readonly types = new Map<string, string | Array<string>>()
   private registered = 0
+  private renames = 0
 
   private constructor(readonly isIdentity: boolean) {}
 
@@ -160,6 +161,9 @@ export class IdMap {
   /** Record that source `source` is `target` on the target server (registers `source`). */
   set(source: string, target: string): this {
     this.register(source)
+    const before = this.targets.get(source)
+    if (before !== undefined && before !== source) this.renames--
+    if (target !== source) this.renames++
     this.targets.set(source, target)
     return this
   }
@@ -178,6 +182,14 @@ export class IdMap {
   /** Number of explicit mappings (what `toNdjson` writes). */
   get size(): number {
     return this.targets.size
+  }
+
+  /**
+   * Number of explicit mappings whose target differs from their source. An identity map with none maps
+   * every well-formed key to itself.
+   */
+  get renamed(): number {
+    return this.renames
   }
 
   /** Number of registered source resources. */

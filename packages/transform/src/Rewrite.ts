@@ -267,3 +267,174 @@ export const applyMeta = <A extends Resource>(resource: A, options: MetaOptions 
   else out.meta = next
   return out as A
 }
+
+// ---------------------------------------------------------------------------------------------------
+// meta on JSON text
+
+const isSpace = (c: number): boolean => c === 32 || c === 10 || c === 13 || c === 9
+
+/** Index just past the string whose opening quote is at `i`, or -1. */
+const stringEnd = (text: string, i: number): number => {
+  let j = i
+  for (;;) {
+    j = text.indexOf('"', j + 1)
+    if (j === -1) return -1
+    let backslashes = 0
+    for (let k = j - 1; text.charCodeAt(k) === 92; k--) backslashes++
+    if (backslashes % 2 === 0) return j + 1
+  }
+}
+
+/** Index just past the JSON value starting at `i` (strings and nesting skipped, not validated), or -1. */
+const valueEnd = (text: string, i: number): number => {
+  const c = text.charCodeAt(i)
+  if (c === 34) return stringEnd(text, i)
+  if (c === 123 || c === 91) {
+    let depth = 0
+    for (let k = i; k < text.length; k++) {
+      const d = text.charCodeAt(k)
+      if (d === 34) {
+        k = stringEnd(text, k)
+        if (k === -1) return -1
+        k--
+      } else if (d === 123 || d === 91) depth++
+      else if (d === 125 || d === 93) {
+        depth--
+        if (depth === 0) return k + 1
+      }
+    }
+    return -1
+  }
+  let k = i
+  while (k < text.length) {
+    const d = text.charCodeAt(k)
+    if (d === 44 || d === 125 || d === 93 || isSpace(d)) break
+    k++
+  }
+  return k > i ? k : -1
+}
+
+const parseJson = (text: string): { readonly ok: true; readonly value: unknown } | { readonly ok: false } => {
+  try {
+    return { ok: true, value: JSON.parse(text) }
+  } catch {
+    return { ok: false }
+  }
+}
+
+/**
+ * `applyMeta` on a resource's JSON text, without parsing the resource: the top-level members are scanned
+ * (strings and nested values skipped over), only `resourceType`, `id` and `meta` are parsed, and the new
+ * `meta` is spliced into the text (in its place; appended when there was none; removed when it ends up
+ * empty). Everything else stays byte for byte as it was. For a resource with nothing else to rewrite
+ * (see `Graph.DeferredEdges.verbatim`) this replaces parsing and re-serialising it.
+ *
+ * `undefined` when the text is not one JSON object whose `resourceType` and `id` make `key` (`Type/id`), or
+ * when `resourceType`, `id` or `meta` occurs twice: the caller then parses the resource. The text is not
+ * validated beyond that structure (it is expected to be a line the caller parsed before). For text that
+ * `JSON.parse` reads, `JSON.parse(applyMetaText(text, key, o))` deep-equals `applyMeta(JSON.parse(text), o)`.
+ */
+export const applyMetaText = (
+  text: string,
+  key: string,
+  options: MetaOptions | undefined,
+): string | undefined => {
+  let i = 0
+  const n = text.length
+  const skipSpace = () => {
+    while (i < n && isSpace(text.charCodeAt(i))) i++
+  }
+  skipSpace()
+  if (text.charCodeAt(i) !== 123) return undefined
+  const open = i
+  i++
+  let type: [number, number] | undefined
+  let id: [number, number] | undefined
+  /** `meta`: from the start of its member (its key) to the end of its value, and the value's span. */
+  let meta: { member: number; start: number; end: number } | undefined
+  let members = 0
+  let lastEnd = open + 1
+  skipSpace()
+  if (text.charCodeAt(i) === 125) i++
+  else
+    for (;;) {
+      skipSpace()
+      if (text.charCodeAt(i) !== 34) return undefined
+      const keyStart = i
+      const keyEnd = stringEnd(text, i)
+      if (keyEnd === -1) return undefined
+      // member names Ferry looks for have no escapes; an escaped name is compared decoded
+      let name = text.slice(keyStart + 1, keyEnd - 1)
+      if (name.indexOf("\\") !== -1) {
+        const decoded = parseJson(text.slice(keyStart, keyEnd))
+        if (!decoded.ok || typeof decoded.value !== "string") return undefined
+        name = decoded.value
+      }
+      i = keyEnd
+      skipSpace()
+      if (text.charCodeAt(i) !== 58) return undefined
+      i++
+      skipSpace()
+      const valueStart = i
+      const end = valueEnd(text, i)
+      if (end === -1) return undefined
+      if (name === "resourceType") {
+        if (type !== undefined) return undefined
+        type = [valueStart, end]
+      } else if (name === "id") {
+        if (id !== undefined) return undefined
+        id = [valueStart, end]
+      } else if (name === "meta") {
+        if (meta !== undefined) return undefined
+        meta = { member: keyStart, start: valueStart, end }
+      }
+      members++
+      i = end
+      lastEnd = end
+      skipSpace()
+      const c = text.charCodeAt(i)
+      i++
+      if (c === 125) break
+      if (c !== 44) return undefined
+    }
+  skipSpace()
+  if (i !== n || type === undefined || id === undefined) return undefined
+  const typeValue = parseJson(text.slice(type[0], type[1]))
+  const idValue = parseJson(text.slice(id[0], id[1]))
+  if (
+    !typeValue.ok ||
+    !idValue.ok ||
+    typeof typeValue.value !== "string" ||
+    typeof idValue.value !== "string"
+  )
+    return undefined
+  if (`${typeValue.value}/${idValue.value}` !== key) return undefined
+  const metaValue = meta === undefined ? undefined : parseJson(text.slice(meta.start, meta.end))
+  if (metaValue !== undefined && !metaValue.ok) return undefined
+  const stub: Resource = {
+    resourceType: typeValue.value,
+    id: idValue.value,
+    ...(metaValue !== undefined ? { meta: metaValue.value } : {}),
+  }
+  const out = applyMeta(stub, options)
+  if (out === stub) return text
+  const next = out.meta
+  if (meta === undefined) {
+    if (next === undefined) return text
+    const member = `"meta":${JSON.stringify(next)}`
+    return `${text.slice(0, lastEnd)}${members > 0 ? "," : ""}${member}${text.slice(lastEnd)}`
+  }
+  if (next !== undefined) return `${text.slice(0, meta.start)}${JSON.stringify(next)}${text.slice(meta.end)}`
+  // the member goes, with one comma: the one after it, or else the one before it
+  let from = meta.member
+  let to = meta.end
+  let k = to
+  while (k < n && isSpace(text.charCodeAt(k))) k++
+  if (text.charCodeAt(k) === 44) to = k + 1
+  else {
+    let b = from - 1
+    while (b > open && isSpace(text.charCodeAt(b))) b--
+    if (text.charCodeAt(b) === 44) from = b
+  }
+  return `${text.slice(0, from)}${text.slice(to)}`
+}

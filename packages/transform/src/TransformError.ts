@@ -7,11 +7,12 @@ import { Schema } from "effect"
  * - ResponseMismatch: a transaction/batch response Bundle does not match the request Bundle
  *   (wrong type, wrong number of entries)
  * - ResponseEntry: one response entry cannot be read (no `location`, a location of another type)
+ * - EntryOrder: a resource given to a `TransactionWriter` is not the one its keys name at that position
  */
 export class TransformError extends Schema.TaggedError<TransformError>("@ferry/transform/TransformError")(
   "TransformError",
   {
-    reason: Schema.Literal("IdMapLine", "ResponseMismatch", "ResponseEntry"),
+    reason: Schema.Literal("IdMapLine", "ResponseMismatch", "ResponseEntry", "EntryOrder"),
     detail: Schema.String,
     /** 1-based line number (IdMapLine) or 0-based entry position (ResponseEntry). */
     position: Schema.optional(Schema.Number),
@@ -26,13 +27,17 @@ export class TransformError extends Schema.TaggedError<TransformError>("@ferry/t
         ? `id map line ${this.position ?? "?"}`
         : this.reason === "ResponseMismatch"
           ? "transaction response"
-          : `transaction response entry ${this.position ?? "?"}${this.source ? ` (${this.source})` : ""}`
+          : this.reason === "EntryOrder"
+            ? `transaction entry ${this.position ?? "?"}`
+            : `transaction response entry ${this.position ?? "?"}${this.source ? ` (${this.source})` : ""}`
     const todo =
       this.reason === "IdMapLine"
         ? "the id map file is damaged, restore it from the journal or re-run the import"
         : this.reason === "ResponseMismatch"
           ? "the target did not answer the Bundle that was sent, check the target server"
-          : "check the target server's answer for that entry"
+          : this.reason === "EntryOrder"
+            ? "add the chunk's resources in the order of its keys (a bug in the caller)"
+            : "check the target server's answer for that entry"
     return `${where}: ${this.detail}; ${todo}`
   }
 }

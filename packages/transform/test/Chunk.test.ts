@@ -3,7 +3,15 @@ import type { Bundle, BundleEntry } from "@ferry/core/Bundle"
 import type { Resource } from "@ferry/core/Ids"
 import { references } from "@ferry/core/Walker"
 import { Either } from "effect"
-import { type Chunk, ifNoneExistFor, mapFromResponse, plan, toTransaction } from "../src/Chunk.js"
+import {
+  type Chunk,
+  ifNoneExistFor,
+  mapFromResponse,
+  plan,
+  readResponse,
+  TransactionWriter,
+  toTransaction,
+} from "../src/Chunk.js"
 import { components, fromResources } from "../src/Graph.js"
 import { IdMap } from "../src/IdMap.js"
 import { provenanceSystem } from "../src/Rewrite.js"
@@ -172,6 +180,165 @@ describe("toTransaction", () => {
     expect(cond!.resource!.encounter).toEqual({ reference: "Encounter/src-e" })
     expect(cond!.resource!.meta).toEqual({ tag: [{ system: provenanceSystem, code: "Condition/c" }] })
     expect(toTransaction(chunkResources, "put", { idMap: ids }, { type: "batch" }).bundle.type).toBe("batch")
+  })
+})
+
+describe("TransactionWriter", () => {
+  const resources = syntheaPatientSet().map(frozen)
+  const idMap = registered(resources)
+
+  for (const mode of ["put", "post"] as const) {
+    it(`${mode} mode: the same JSON as toTransaction's Bundle, entry by entry`, () => {
+      let a = 0
+      let b = 0
+      const uuidA = () => `00000000-0000-4000-8000-${String(a++).padStart(12, "0")}`
+      const uuidB = () => `00000000-0000-4000-8000-${String(b++).padStart(12, "0")}`
+      const ctx = { idMap: mode === "put" ? IdMap.identity() : idMap, meta: { provenanceTag: true } }
+      const slice = resources.slice(0, 60)
+      const tx = toTransaction(slice, mode, ctx, { uuid: uuidA })
+      const writer = new TransactionWriter(slice.map(keyOf), mode, ctx, { uuid: uuidB })
+      for (const r of slice) assert(Either.isRight(writer.add(r)))
+      const text = writer.finish()
+      expect(text.body).toBe(JSON.stringify(tx.bundle))
+      expect(text.sources).toEqual(tx.sources)
+      expect(text.requests).toEqual(tx.requests)
+      expect(text.reports).toEqual(tx.reports)
+    })
+  }
+
+  it("put mode: verbatim resources go in as their text (meta patched), the others are parsed; same Bundle", () => {
+    const plain = frozen(cycleResources)
+    const ctx = { idMap: IdMap.identity(), meta: { provenanceTag: true } }
+    const verbatim = (k: string) => k !== "Encounter/e"
+    const options = { verbatim, fullUrlBase: "https://t.example/fhir" }
+    const tx = toTransaction(plain, "put", ctx, options)
+    const writer = new TransactionWriter(plain.map(keyOf), "put", ctx, options)
+    const taken: Array<boolean> = []
+    for (const r of plain) {
+      // a number written 1.50 stays 1.50: the text is not re-serialised
+      const text = JSON.stringify(r).replace(/}$/, ',"valueDecimal":1.50}')
+      const t = writer.addText(text)
+      taken.push(t)
+      if (!t) assert(Either.isRight(writer.add({ ...r, valueDecimal: 1.5 })))
+    }
+    expect(taken).toEqual([true, false, true, true])
+    const text = writer.finish()
+    expect(text.body).toContain('"valueDecimal":1.50')
+    const withDecimal = toTransaction(
+      plain.map((r) => ({ ...r, valueDecimal: 1.5 })),
+      "put",
+      ctx,
+      options,
+    )
+    expect(JSON.parse(text.body)).toEqual(withDecimal.bundle)
+    expect(text.requests).toEqual(tx.requests)
+    // not for post mode, a renamed key, text of another resource, or without the verbatim option
+    const renamed = IdMap.identity()
+    renamed.set("Observation/o", "Observation/o2")
+    expect(
+      new TransactionWriter(["Observation/o"], "put", { idMap: renamed }, options).addText(
+        JSON.stringify(plain[0]),
+      ),
+    ).toBe(false)
+    expect(
+      new TransactionWriter(["Observation/o"], "post", ctx, options).addText(JSON.stringify(plain[0])),
+    ).toBe(false)
+    expect(
+      new TransactionWriter(["Observation/o"], "put", ctx, options).addText(JSON.stringify(plain[3])),
+    ).toBe(false)
+    expect(new TransactionWriter(["Observation/o"], "put", ctx).addText(JSON.stringify(plain[0]))).toBe(false)
+    expect(new TransactionWriter([], "put", ctx, options).addText(JSON.stringify(plain[0]))).toBe(false)
+  })
+
+  it("refuses a resource out of the order of its keys", () => {
+    const writer = new TransactionWriter(["Patient/p", "Encounter/e"], "put", { idMap: IdMap.identity() })
+    const wrong = writer.add(cycleResources[1]!)
+    assert(Either.isLeft(wrong))
+    expect(wrong.left.reason).toBe("EntryOrder")
+    expect(wrong.left.message).toContain("got Encounter/e, expected Patient/p")
+  })
+
+  it("post mode without conditional creates: no ifNoneExist", () => {
+    const writer = new TransactionWriter(["Patient/p"], "post", { idMap }, { conditionalCreate: false })
+    assert(Either.isRight(writer.add(cycleResources[3]!)))
+    const text = writer.finish()
+    expect(text.requests).toEqual([{ method: "POST", url: "Patient" }])
+    expect(text.body).not.toContain("ifNoneExist")
+    const tx = toTransaction([cycleResources[3]!], "post", { idMap }, { conditionalCreate: false })
+    expect(tx.bundle.entry![0]!.request).toEqual({ method: "POST", url: "Patient" })
+  })
+
+  it("put mode: a verbatim resource skips the walk and gives the same entry", () => {
+    const plain = frozen(cycleResources)
+    const ctx = { idMap: IdMap.identity(), meta: { provenanceTag: true } }
+    let asked = 0
+    const verbatim = (k: string) => {
+      asked++
+      return k !== "Encounter/e"
+    }
+    const fast = toTransaction(plain, "put", ctx, { verbatim })
+    expect(asked).toBe(plain.length)
+    expect(fast.bundle).toEqual(toTransaction(plain, "put", ctx).bundle)
+    // and it is only a promise the caller makes: an Encounter renamed in the id map is still rewritten
+    const renamed = IdMap.identity()
+    renamed.set("Encounter/e", "Encounter/e2")
+    const tx = toTransaction(plain, "put", { idMap: renamed }, { verbatim: (k) => k === "Encounter/e" })
+    expect(tx.bundle.entry![1]!.request).toEqual({ method: "PUT", url: "Encounter/e2" })
+    expect(tx.bundle.entry![2]!.resource!.encounter).toEqual({ reference: "Encounter/e2" })
+    // post mode ignores it: the Patient in the Bundle is referred to by its urn:uuid
+    const post = toTransaction(plain, "post", { idMap }, { verbatim: () => true }).bundle.entry!
+    expect(post[0]!.resource!.subject).toEqual({ reference: post[3]!.fullUrl })
+  })
+})
+
+describe("readResponse", () => {
+  it("keeps what mapFromResponse reads and refuses what it cannot read", () => {
+    const ok = readResponse({
+      resourceType: "Bundle",
+      type: "transaction-response",
+      entry: [
+        {
+          response: { status: "201 Created", location: "Patient/1/_history/1", etag: 'W/"1"' },
+          resource: {},
+        },
+        { response: { status: "400", outcome: { resourceType: "OperationOutcome", issue: [] } } },
+        {},
+      ],
+    })
+    assert(Either.isRight(ok))
+    expect(ok.right).toEqual({
+      resourceType: "Bundle",
+      type: "transaction-response",
+      entry: [
+        { response: { status: "201 Created", location: "Patient/1/_history/1" } },
+        { response: { status: "400", outcome: { resourceType: "OperationOutcome", issue: [] } } },
+        {},
+      ],
+    })
+    expect(Either.isRight(readResponse({ resourceType: "Bundle", type: "batch-response" }))).toBe(true)
+    for (const bad of [
+      null,
+      [],
+      { resourceType: "OperationOutcome", type: "x" },
+      { resourceType: "Bundle" },
+      { resourceType: "Bundle", type: "transaction-response", entry: {} },
+      { resourceType: "Bundle", type: "transaction-response", entry: [3] },
+      { resourceType: "Bundle", type: "transaction-response", entry: [{ response: { status: 201 } }] },
+      {
+        resourceType: "Bundle",
+        type: "transaction-response",
+        entry: [{ response: { status: "201", location: 1 } }],
+      },
+      {
+        resourceType: "Bundle",
+        type: "transaction-response",
+        entry: [{ response: { status: "4", outcome: "x" } }],
+      },
+    ]) {
+      const r = readResponse(bad)
+      assert(Either.isLeft(r), JSON.stringify(bad))
+      expect(r.left.reason).toBe("ResponseMismatch")
+    }
   })
 })
 

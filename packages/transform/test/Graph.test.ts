@@ -1,8 +1,19 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Resource } from "@ferry/core/Ids"
-import { components, dependenciesOf, fromResources, GraphBuilder, isCyclic, members } from "../src/Graph.js"
+import { references } from "@ferry/core/Walker"
+import {
+  components,
+  DeferredEdges,
+  dependenciesOf,
+  fromResources,
+  GraphBuilder,
+  isCyclic,
+  members,
+  referenceCandidates,
+} from "../src/Graph.js"
 import { IdentifierIndex } from "../src/IdentifierIndex.js"
 import { IdMap } from "../src/IdMap.js"
+import { applyMeta, rewriteResource } from "../src/Rewrite.js"
 import { cycleResources, syntheaPatientSet } from "./data.js"
 
 const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
@@ -126,5 +137,132 @@ describe("Graph", () => {
     expect(
       [...dependenciesOf(doc, { idMap, identifiers, sourceBase: "https://src.example/fhir" })].sort(),
     ).toEqual(["Binary/b", "Binary/b2", "Encounter/1234", "Patient/p", "Practitioner/x"])
+    // the candidates: every literal reference but contained and canonicals, and the attachment URLs
+    const candidates: Array<string> = []
+    referenceCandidates(doc, (raw) => candidates.push(raw))
+    expect(candidates.sort()).toEqual(
+      [
+        "Binary/b",
+        "DocumentReference/d",
+        "Practitioner?identifier=urn:npi|1",
+        "https://other.example/DocumentReference/9",
+        "https://src.example/fhir/Binary/b2",
+        "https://src.example/fhir/Patient/p",
+        "urn:uuid:1234",
+      ].sort(),
+    )
+  })
+
+  it("DeferredEdges.verbatim: only nodes whose references are all their own plain Type/id, and no attachment URL", () => {
+    const resources: ReadonlyArray<Resource> = [
+      { resourceType: "Patient", id: "p" },
+      { resourceType: "Encounter", id: "e", subject: { reference: "Patient/p" } },
+      { resourceType: "Condition", id: "c", subject: { reference: "urn:uuid:p" } },
+      { resourceType: "Observation", id: "o", subject: { reference: "https://src.example/fhir/Patient/p" } },
+      { resourceType: "Media", id: "m", content: { contentType: "image/png", url: "Binary/b" } },
+      { resourceType: "Binary", id: "b" },
+      { resourceType: "Procedure", id: "x", subject: { reference: "Patient/p/_history/2" } },
+      { resourceType: "Basic", id: "q", subject: { reference: "Patient?identifier=urn:s|1" } },
+      { resourceType: "Basic", id: "d", subject: { reference: "Patient/outside" }, contained: [] },
+      { resourceType: "Goal", id: "g", subject: { reference: "#c1" }, meta: { profile: ["http://x/y"] } },
+    ]
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of resources) {
+      const node = b.addNode(keyOf(r))
+      referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
+    }
+    deferred.addTo(b, { idMap: registered(resources), sourceBase: "https://src.example/fhir" })
+    const verbatim = resources.filter((r) => deferred.verbatim(b.nodeOf(keyOf(r))!)).map(keyOf)
+    expect(verbatim).toEqual(["Patient/p", "Encounter/e", "Binary/b", "Basic/d", "Goal/g"])
+  })
+
+  it("a verbatim resource, rewritten with an identity id map, changes only in meta", () => {
+    // the patient set with every reference made relative (as an export of a server gives them)
+    const raw = syntheaPatientSet()
+    const idMap = IdMap.identity()
+    for (const r of raw) idMap.register(keyOf(r))
+    const meta = { provenanceTag: true }
+    const resources = raw.map((r) => rewriteResource(r, { idMap }).resource)
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of [...raw, ...resources]) {
+      const node = b.addNode(keyOf(r))
+      referenceCandidates(r, (s, attachment) => deferred.add(node, s, attachment))
+    }
+    deferred.addTo(b, { idMap })
+    // the original Synthea Bundles' urn:uuid references are not verbatim
+    expect(raw.some((r) => references(r).some((s) => s.raw?.startsWith("urn:uuid:")))).toBe(true)
+    const fresh = new GraphBuilder()
+    const clean = new DeferredEdges()
+    for (const r of resources) {
+      const node = fresh.addNode(keyOf(r))
+      referenceCandidates(r, (s, attachment) => clean.add(node, s, attachment))
+    }
+    clean.addTo(fresh, { idMap })
+    let checked = 0
+    for (const r of resources) {
+      if (!clean.verbatim(fresh.nodeOf(keyOf(r))!)) continue
+      expect(rewriteResource(r, { idMap, meta }).resource).toEqual(applyMeta(r, meta))
+      checked++
+    }
+    expect(checked).toBeGreaterThan(resources.length / 2)
+    const withUrns = raw.filter((r) => references(r).some((s) => s.raw?.startsWith("urn:uuid:")))
+    for (const r of withUrns) expect(deferred.verbatim(b.nodeOf(keyOf(r))!)).toBe(false)
+  })
+
+  it("DeferredEdges.closedOver: resolvable once the types named in the references are complete", () => {
+    const of = (...raws: ReadonlyArray<string>) => {
+      const d = new DeferredEdges()
+      for (const r of raws) d.add(0, r)
+      return d
+    }
+    const base = "https://src.example/fhir"
+    const done =
+      (...types: ReadonlyArray<string>) =>
+      (t: string) =>
+        types.includes(t)
+    expect(of().closedOver(done())).toBe(true)
+    expect(of("Patient/p", "Practitioner?identifier=s|1").closedOver(done("Patient", "Practitioner"))).toBe(
+      true,
+    )
+    expect(of("Patient/p", "Practitioner?identifier=s|1").closedOver(done("Patient"))).toBe(false)
+    expect(of(`${base}/Patient/p`).closedOver(done(), base)).toBe(false)
+    expect(of(`${base}/Patient/p/_history/1`).closedOver(done(), base)).toBe(false)
+    expect(of(`${base}/Patient/p`).closedOver(done("Patient"), base)).toBe(true)
+    // other servers, canonicals-looking and unparseable strings designate no source resource
+    expect(
+      of("https://other.example/fhir/Patient/p", "./attachments/x.bin", "urn:oid:1.2").closedOver(
+        done(),
+        base,
+      ),
+    ).toBe(true)
+    // urn:uuid names no type: only when everything is known
+    expect(of("urn:uuid:0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f").closedOver(() => true)).toBe(false)
+  })
+
+  it("DeferredEdges, resolved after the nodes, gives the graph of dependenciesOf", () => {
+    const resources = [...syntheaPatientSet(), ...cycleResources]
+    const ctx = { idMap: registered(resources) }
+    const expected = fromResources(resources, ctx, () => 1)
+    // one pass: nodes and candidate strings together, resolution afterwards
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of resources) {
+      const node = b.addNode(keyOf(r), 1)
+      referenceCandidates(r, (raw) => deferred.add(node, raw))
+    }
+    expect(deferred.distinct).toBeLessThan(expected.edgeCount)
+    deferred.addTo(b, ctx)
+    const got = b.build()
+    expect(got.keys).toEqual(expected.keys)
+    expect(Array.from(got.offsets)).toEqual(Array.from(expected.offsets))
+    const sorted = (g: typeof got) =>
+      g.keys.map((_, v) => Array.from(g.dependencies(v)).sort((x, y) => x - y))
+    expect(sorted(got)).toEqual(sorted(expected))
+    expect(got.edgeCount).toBeGreaterThan(300)
+    // Organization/outside (Encounter/e's serviceProvider) is outside the load set
+    expect(got.droppedEdges).toBe(1)
+    expect(components(got).count).toBe(components(expected).count)
   })
 })

@@ -31,6 +31,22 @@ describe("IdMap", () => {
     expect(map.isKnown("Patient/1")).toBe(false)
   })
 
+  it("counts the explicit mappings that rename (target differs from source), as they change", () => {
+    const map = IdMap.identity()
+    expect(map.renamed).toBe(0)
+    map.set("Patient/1", "Patient/1")
+    expect(map.renamed).toBe(0)
+    map.set("Patient/2", "Patient/x")
+    expect(map.renamed).toBe(1)
+    map.set("Patient/2", "Patient/y")
+    expect(map.renamed).toBe(1)
+    map.set("Patient/2", "Patient/2")
+    expect(map.renamed).toBe(0)
+    map.set("Patient/1", "Patient/z")
+    expect(map.renamed).toBe(1)
+    expect(map.size).toBe(2)
+  })
+
   it.effect("round-trips through NDJSON lines; later lines win", () =>
     Effect.gen(function* () {
       const map = IdMap.fromEntries([

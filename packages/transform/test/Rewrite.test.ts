@@ -3,8 +3,14 @@ import type { Resource } from "@ferry/core/Ids"
 import { references } from "@ferry/core/Walker"
 import { IdentifierIndex } from "../src/IdentifierIndex.js"
 import { IdMap } from "../src/IdMap.js"
-import { applyMeta, provenanceSystem, rewriteResource } from "../src/Rewrite.js"
-import { frozen, ndjson, sampleTypes, syntheaPatientSet } from "./data.js"
+import {
+  applyMeta,
+  applyMetaText,
+  type MetaOptions,
+  provenanceSystem,
+  rewriteResource,
+} from "../src/Rewrite.js"
+import { frozen, ndjson, sampleText, sampleTypes, syntheaPatientSet } from "./data.js"
 
 const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
 
@@ -306,5 +312,103 @@ describe("rewriteResource, site by site", () => {
       identifier: { system: "urn:npi", value: "123" },
       type: "Practitioner",
     })
+  })
+})
+
+describe("applyMetaText (applyMeta on the JSON text)", () => {
+  const options: ReadonlyArray<MetaOptions | undefined> = [
+    { provenanceTag: true },
+    undefined,
+    { source: "drop", tag: "drop", security: "drop" },
+    { tag: "drop", provenanceTag: true },
+  ]
+  const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
+  const check = (text: string, key: string, o: MetaOptions | undefined) => {
+    const out = applyMetaText(text, key, o)
+    expect(out, text).toBeDefined()
+    const expected = applyMeta(JSON.parse(text) as Resource, o)
+    expect(JSON.parse(out!)).toEqual(expected)
+    // key order too: meta stays where it was, or comes last
+    expect(Object.keys(JSON.parse(out!) as object)).toEqual(Object.keys(expected))
+    return out!
+  }
+
+  it("gives what applyMeta gives, for every line of the bulk sample and a Synthea patient, whatever the options", () => {
+    let n = 0
+    for (const type of sampleTypes())
+      for (const line of sampleText(type)
+        .split("\n")
+        .filter((l) => l.trim() !== "")) {
+        const key = keyOf(JSON.parse(line) as Resource)
+        for (const o of options) check(line, key, o)
+        n++
+      }
+    for (const r of syntheaPatientSet()) {
+      const versioned = {
+        ...r,
+        meta: { versionId: "3", lastUpdated: "2024-01-01T00:00:00Z", ...(r.meta as object | undefined) },
+      }
+      for (const o of options) {
+        check(JSON.stringify(r), keyOf(r), o)
+        check(JSON.stringify(versioned), keyOf(r), o)
+        check(JSON.stringify(versioned, null, 2), keyOf(r), o)
+      }
+      n++
+    }
+    expect(n).toBeGreaterThan(1000)
+  })
+
+  it("keeps the rest of the text byte for byte, puts meta in its place, appends or removes it", () => {
+    const tag = { system: provenanceSystem, code: "Observation/o" }
+    expect(
+      applyMetaText(
+        '{"resourceType":"Observation","id":"o","meta":{"versionId":"2","source":"s"},"valueQuantity":{"value":1.50}}',
+        "Observation/o",
+        { provenanceTag: true },
+      ),
+    ).toBe(
+      `{"resourceType":"Observation","id":"o","meta":{"source":"s","tag":[${JSON.stringify(tag)}]},"valueQuantity":{"value":1.50}}`,
+    )
+    expect(
+      applyMetaText('{"resourceType":"Observation","id":"o"}', "Observation/o", { provenanceTag: true }),
+    ).toBe(`{"resourceType":"Observation","id":"o","meta":{"tag":[${JSON.stringify(tag)}]}}`)
+    // an existing provenance tag for this resource: nothing to do
+    const tagged = `{"resourceType":"Observation","id":"o","meta":{"tag":[${JSON.stringify(tag)}]}}`
+    expect(applyMetaText(tagged, "Observation/o", { provenanceTag: true })).toBe(tagged)
+    // meta emptied: the member goes with one comma, wherever it is
+    expect(
+      applyMetaText('{"resourceType":"Basic","meta":{"versionId":"1"},"id":"b"}', "Basic/b", undefined),
+    ).toBe('{"resourceType":"Basic","id":"b"}')
+    expect(
+      applyMetaText('{"resourceType":"Basic","id":"b", "meta" : {"lastUpdated":"x"} }', "Basic/b", {}),
+    ).toBe('{"resourceType":"Basic","id":"b" }')
+    expect(applyMetaText('{"meta":{"versionId":"1"},"resourceType":"Basic","id":"b"}', "Basic/b", {})).toBe(
+      '{"resourceType":"Basic","id":"b"}',
+    )
+    // strings holding quotes, braces and backslashes do not confuse the scan
+    const tricky = String.raw`{"resourceType":"Basic","id":"b","x":"a\\\"}{[","y":[{"z":"\\"},{}],"meta":{"versionId":"1"}}`
+    expect(JSON.parse(tricky).x).toBe('a\\"}{[')
+    check(tricky, "Basic/b", { provenanceTag: true })
+    // escaped member names are read decoded
+    check(String.raw`{"resourceType":"Basic","id":"b","\u006deta":{"versionId":"1"}}`, "Basic/b", undefined)
+  })
+
+  it("gives up (undefined) on text it cannot vouch for: the caller parses instead", () => {
+    const k = "Basic/b"
+    for (const text of [
+      '{"resourceType":"Basic","id":"other"}',
+      '{"resourceType":"Patient","id":"b"}',
+      '{"id":"b"}',
+      '{"resourceType":"Basic","id":1}',
+      '{"resourceType":"Basic","id":"b","meta":{},"meta":{"versionId":"1"}}',
+      '{"resourceType":"Basic","resourceType":"Basic","id":"b"}',
+      '["resourceType","Basic"]',
+      '{"resourceType":"Basic","id":"b"} {}',
+      '{"resourceType":"Basic","id":"b","x":"unterminated}',
+      '{"resourceType":"Basic","id":"b","meta":{"tag":[}',
+      '{"resourceType":"Basic","id":"b",}',
+      "",
+    ])
+      expect(applyMetaText(text, k, { provenanceTag: true }), text).toBeUndefined()
   })
 })

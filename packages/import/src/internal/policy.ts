@@ -10,6 +10,7 @@ import type { Resource } from "@ferry/core/Ids"
 import { Effect, Either, Option } from "effect"
 import type { ImportError } from "../ImportError.js"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import * as TypeOrder from "@ferry/transform/TypeOrder"
 
 export type Strategy = "put" | "post" | "import"
 
@@ -132,18 +133,10 @@ export const quarantineLine = (
   source: string,
 ): string => JSON.stringify({ resource, outcome: outcome ?? null, reason, source })
 
-/** `"id": "<id>"` anywhere in a line (top level, contained resources, elements). */
-const idInLine = /"id"\s*:\s*"([^"\\]*)"/g
-
 /**
- * Can this NDJSON line (of a file of `type`) be one of `keys`? False only when the line names ids and none
- * of them, as `type/id`, is wanted; a line naming no id at all is parsed to be sure.
+ * The graph pass's reading rank of a type (lower first): Binary first (the attachment step needs every
+ * Binary of the archive), then the usual dependencies first (`TypeOrder.rank`), so that what was read so
+ * far often refers only to complete types and can be sent while the rest is read (see Import.ts). Only the
+ * speed depends on it.
  */
-export const mayHold = (text: string, type: string, keys: ReadonlySet<string>): boolean => {
-  let any = false
-  for (const m of text.matchAll(idInLine)) {
-    any = true
-    if (keys.has(`${type}/${m[1]}`)) return true
-  }
-  return !any
-}
+export const readingOrder = (type: string): number => (type === "Binary" ? -1 : TypeOrder.rank(type))

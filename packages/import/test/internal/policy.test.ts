@@ -12,8 +12,8 @@ import {
   isThrottle,
   isTooLarge,
   makeLimiter,
-  mayHold,
   quarantineLine,
+  readingOrder,
   SUCCESSES_TO_GROW,
   searchesTag,
   typeOf,
@@ -203,28 +203,19 @@ describe("chunk keys and records", () => {
   })
 })
 
-describe("mayHold (which NDJSON lines loading a group's bodies must parse)", () => {
-  it("parses a line whose id (spaced or not, top level or contained) is wanted; skips one naming only other ids", () => {
-    const keys = new Set(["Observation/o-1", "Observation/o.2"])
-    assert.isTrue(mayHold('{"resourceType":"Observation","id":"o-1","status":"final"}', "Observation", keys))
-    assert.isTrue(mayHold('{"resourceType": "Observation", "id" : "o.2"}', "Observation", keys))
-    assert.isTrue(
-      mayHold('{"resourceType":"Observation","contained":[{"id":"x"}],"id":"o-1"}', "Observation", keys),
-      "the top-level id after a contained one",
-    )
-    assert.isFalse(mayHold('{"resourceType":"Observation","id":"o-3"}', "Observation", keys))
-    assert.isFalse(
-      mayHold('{"resourceType":"Observation","id":"o-10"}', "Observation", keys),
-      "no prefix match",
-    )
-    assert.isFalse(
-      mayHold('{"resourceType":"Patient","id":"o-1"}', "Patient", keys),
-      "the key is the file's type with the id",
-    )
-    assert.isTrue(
-      mayHold('{"resourceType":"Observation","status":"final"}', "Observation", keys),
-      "no id: parse",
-    )
+describe("readingOrder (the graph pass's file order)", () => {
+  it("reads Binary first, then the usual dependencies first (TypeOrder), unknown types with the clinical ones", () => {
+    const types = ["ExplanationOfBenefit", "Zzz", "Encounter", "Patient", "Claim", "Organization", "Binary"]
+    const sorted = [...types].sort((a, b) => readingOrder(a) - readingOrder(b))
+    assert.deepStrictEqual(sorted, [
+      "Binary",
+      "Organization",
+      "Patient",
+      "Encounter",
+      "Zzz",
+      "Claim",
+      "ExplanationOfBenefit",
+    ])
   })
 })
 
