@@ -339,11 +339,23 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       }
       const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
       /** A scheduler event: to `onEvent`, and to `imports/<target>/events.ndjson` once the archive exists. */
+      const eventsDir = Imports.dir(archive, target.baseUrl)
+      let eventsDirMade = false
       const say = (event: string, fields: Record<string, unknown> = {}) =>
         Effect.zipRight(
           NFS.existsSync(Path.join(archive, "manifest.json"))
-            ? Events.append(Imports.dir(archive, target.baseUrl), `migrate.${event}`, fields).pipe(
-                Effect.orDie,
+            ? Effect.zipRight(
+                // the first wave's import makes this directory too: do not race it
+                eventsDirMade
+                  ? Effect.void
+                  : Effect.try({
+                      try: () => {
+                        NFS.mkdirSync(eventsDir, { recursive: true, mode: 0o700 })
+                        eventsDirMade = true
+                      },
+                      catch: io(eventsDir),
+                    }),
+                Events.append(eventsDir, `migrate.${event}`, fields),
               )
             : Effect.void,
           notify({ from: "migrate", event, ...fields }),
@@ -416,6 +428,19 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       }).pipe(Effect.asVoid)
 
       // --- export side ---------------------------------------------------------------------------------
+      /**
+       * `say` from inside the export's event callback, which cannot fail: the first failure to write the event
+       * log is kept and fails the migration once the export returns.
+       */
+      let eventLogFailure: ImportError | ArchiveError | undefined
+      const sayDuringExport = (event: string, fields: Record<string, unknown> = {}) =>
+        say(event, fields).pipe(
+          Effect.catchAll((e) =>
+            Effect.sync(() => {
+              eventLogFailure ??= e
+            }),
+          ),
+        )
       const onExportEvent = (e: Export.ExportEvent): Effect.Effect<void> =>
         Effect.gen(function* () {
           yield* notify({ ...e, from: "export" })
@@ -474,18 +499,18 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           // --max-staged: this download fiber waits while a wave is under way and the staged bytes are over
           const max = options.maxStaged
           if (max === undefined || staged() <= max) return
-          if (waiting++ === 0) yield* say("paused", { staged: staged(), maxStaged: max })
+          if (waiting++ === 0) yield* sayDuringExport("paused", { staged: staged(), maxStaged: max })
           yield* Effect.repeat(
             Effect.sync(() => staged() > max && (runnerBusy || pending)),
             { schedule: Schedule.spaced("100 millis"), while: (wait) => wait },
           )
           if (staged() > max && !pausedNoticed) {
             pausedNoticed = true
-            yield* say("warning", {
+            yield* sayDuringExport("warning", {
               detail: `${staged()} bytes are staged (over --max-staged ${max}) but nothing can be imported until files they depend on arrive; downloading on`,
             })
           }
-          if (--waiting === 0) yield* say("unpaused", { staged: staged() })
+          if (--waiting === 0) yield* sayDuringExport("unpaused", { staged: staged() })
         })
 
       // --- import side ---------------------------------------------------------------------------------
@@ -650,6 +675,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
 
       // The runner stops at the first wake-up after the export finished (or with it, on failure).
       const [exported] = yield* Effect.all([exportSide, runner], { concurrency: 2 })
+      if (eventLogFailure !== undefined) return yield* Effect.fail(eventLogFailure)
       const exportMs = (yield* Clock.currentTimeMillis) - started
 
       // --- final wave: everything else, context for conditional references, deletes ----------------------
