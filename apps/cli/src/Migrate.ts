@@ -567,7 +567,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           const summary = yield* Import.run({
             client: target,
             archive,
-            files: [...files, ...context],
+            files,
+            contextFiles: context,
             deletes: final,
             ...(final ? { deletedFiles } : {}),
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),

@@ -123,6 +123,12 @@ export interface ImportOptions {
    * share the journal, id map and binaries record of `imports/<target>/`.
    */
   readonly files?: ReadonlyArray<FileEntry>
+  /**
+   * Data files an earlier run into this target already loaded: read only so that the conditional
+   * (`Type?identifier=…`) and `urn:uuid:` references of `files` resolve to their resources; nothing of them
+   * is sent again (`ferry migrate`'s final wave).
+   */
+  readonly contextFiles?: ReadonlyArray<FileEntry>
   /** Process the archive's `deleted/` files in this run (default true). */
   readonly deletes?: boolean
   /** The `deleted/` files to process instead of `manifest.deleted` (when the manifest is incomplete). */
@@ -427,6 +433,37 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           filesLeft.set(entry.type, filesLeft.get(entry.type)! - 1)
         })
 
+      /** Read a context file (see `contextFiles`): its identifiers and ids only. */
+      const readContextFile = (entry: FileEntry) =>
+        Stream.runForEachChunk(
+          Ndjson.readFile(Path.join(archive, entry.path), {
+            file: entry.path,
+            resourceType: entry.type,
+            gzip: entry.compression === "gzip",
+            label: entry.path,
+            chunkSize: 256 * 1024,
+          }).pipe(
+            Stream.mapError(
+              (e) =>
+                new ImportError({
+                  reason: "Archive",
+                  url: entry.path,
+                  detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
+                  cause: e,
+                }),
+            ),
+          ),
+          (items) =>
+            Effect.sync(() => {
+              for (const item of items) {
+                const r = item.value
+                if (typeof r.id !== "string") continue
+                idMap.register(`${r.resourceType}/${r.id}`)
+                identifiers.add(r)
+              }
+            }),
+        )
+
       interface Planned {
         readonly graph: Graph
         readonly comps: Components
@@ -445,6 +482,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const firstOthers = order.findIndex((i) => dataFiles[i]!.type !== "Binary")
       const binaryFiles = firstOthers === -1 ? order : order.slice(0, firstOthers)
       const otherFiles = firstOthers === -1 ? [] : order.slice(firstOthers)
+      for (const f of options.contextFiles ?? []) yield* readContextFile(f)
       for (const i of binaryFiles) yield* readDataFile(i)
       const segments = yield* Queue.unbounded<Either.Either<Planned | null, ImportFailure>>()
       const reader = Effect.gen(function* () {
