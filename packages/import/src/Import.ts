@@ -382,6 +382,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const complete = (type: string) => (filesLeft.get(type) ?? 0) === 0
       const segmentSize = Math.max(1, options.bundleSize ?? 500) * Math.max(1, options.parallel ?? 4) * 2
 
+      /** The resources of an archive data file, a chunk of lines at a time. */
+      const archiveItems = (entry: FileEntry) =>
+        Ndjson.readFile(Path.join(archive, entry.path), {
+          file: entry.path,
+          resourceType: entry.type,
+          gzip: entry.compression === "gzip",
+          label: entry.path,
+          // reads of 256 KiB: the sending fibers get their turn between them
+          chunkSize: 256 * 1024,
+        }).pipe(
+          Stream.mapError(
+            (e) =>
+              new ImportError({
+                reason: "Archive",
+                url: entry.path,
+                detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
+                cause: e,
+              }),
+          ),
+        )
+
       /** Read one data file into the segment being read. */
       const readDataFile = (i: number) =>
         Effect.gen(function* () {
@@ -390,41 +411,28 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             new ImportError({ reason: "Archive", url: entry.path, detail, cause })
           let seen = 0
           // a chunk of lines at a time: one Effect per chunk, not per resource
-          yield* Stream.runForEachChunk(
-            Ndjson.readFile(Path.join(archive, entry.path), {
-              file: entry.path,
-              resourceType: entry.type,
-              gzip: entry.compression === "gzip",
-              label: entry.path,
-              // reads of 256 KiB: the sending fibers get their turn between them
-              chunkSize: 256 * 1024,
-            }).pipe(
-              Stream.mapError((e) =>
-                corrupt(`could not read the archive (${e.message}); check the archive with ferry verify`, e),
-              ),
-            ),
-            (items) =>
-              Effect.sync(() => {
-                seen += items.length
-                const seg = reading
-                for (const item of items) {
-                  const r = item.value
-                  if (typeof r.id !== "string") continue
-                  const key = `${r.resourceType}/${r.id}`
-                  let node = nodeIndex.get(key)
-                  if (node === undefined) {
-                    node = nodeKeys.length
-                    nodeKeys.push(key)
-                    nodeIndex.set(key, node)
-                  }
-                  const local = seg.builder.addNode(key, item.bytes)
-                  seg.nodes[local] = node
-                  locations.set(node, i, item.line, item.offset, item.bytes)
-                  idMap.register(key)
-                  identifiers.add(r)
-                  referenceCandidates(r, (raw, attachment) => seg.deferred.add(local, raw, attachment))
+          yield* Stream.runForEachChunk(archiveItems(entry), (items) =>
+            Effect.sync(() => {
+              seen += items.length
+              const seg = reading
+              for (const item of items) {
+                const r = item.value
+                if (typeof r.id !== "string") continue
+                const key = `${r.resourceType}/${r.id}`
+                let node = nodeIndex.get(key)
+                if (node === undefined) {
+                  node = nodeKeys.length
+                  nodeKeys.push(key)
+                  nodeIndex.set(key, node)
                 }
-              }),
+                const local = seg.builder.addNode(key, item.bytes)
+                seg.nodes[local] = node
+                locations.set(node, i, item.line, item.offset, item.bytes)
+                idMap.register(key)
+                identifiers.add(r)
+                referenceCandidates(r, (raw, attachment) => seg.deferred.add(local, raw, attachment))
+              }
+            }),
           )
           if (seen !== entry.count)
             return yield* corrupt(
@@ -435,33 +443,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       /** Read a context file (see `contextFiles`): its identifiers and ids only. */
       const readContextFile = (entry: FileEntry) =>
-        Stream.runForEachChunk(
-          Ndjson.readFile(Path.join(archive, entry.path), {
-            file: entry.path,
-            resourceType: entry.type,
-            gzip: entry.compression === "gzip",
-            label: entry.path,
-            chunkSize: 256 * 1024,
-          }).pipe(
-            Stream.mapError(
-              (e) =>
-                new ImportError({
-                  reason: "Archive",
-                  url: entry.path,
-                  detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
-                  cause: e,
-                }),
-            ),
-          ),
-          (items) =>
-            Effect.sync(() => {
-              for (const item of items) {
-                const r = item.value
-                if (typeof r.id !== "string") continue
-                idMap.register(`${r.resourceType}/${r.id}`)
-                identifiers.add(r)
-              }
-            }),
+        Stream.runForEachChunk(archiveItems(entry), (items) =>
+          Effect.sync(() => {
+            for (const item of items) {
+              const r = item.value
+              if (typeof r.id !== "string") continue
+              idMap.register(`${r.resourceType}/${r.id}`)
+              identifiers.add(r)
+            }
+          }),
         )
 
       interface Planned {
