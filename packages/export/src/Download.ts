@@ -222,10 +222,7 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     // instead of an Effect Stream pipeline per chunk and per line (with FhirClient.get, the files phase of
     // bench/export at 100k went from 3–5 s to 1.3–3.6 s on a loaded machine).
     const chunks = decoded(target, response.headers["content-encoding"], response.body)
-    const lines = Ndjson.parser(readOptionsOf(target), (item) => {
-      scan.count++
-      target.onResource?.(item.value)
-    })
+    const lines = lineChecker(target, scan)
     const nextChunk = Effect.tryPromise({
       try: () => chunks.next(),
       catch: (e) => (e instanceof ExportError ? e : broken(target.url, e)),
@@ -253,6 +250,27 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     yield* fsTry(target.label, "flush the download", () => handle.sync())
     return yield* complete(target, part, scan, append ? offset : 0)
   }).pipe(Effect.scoped, Effect.catchTag("NdjsonError", invalid(target)))
+
+/**
+ * The line checker of a download: every line counted and checked to be a resource of the file's type. Only the
+ * lines that can hold an attachment URL (`"url"` in them, or a `\u` escape that could spell it) are parsed for
+ * `onResource`; the others are checked without building them (`Ndjson.checker`: at 1M resources, parsing every
+ * line made garbage collection ≈ 30 % of the export's CPU; docs/benchmarks.md).
+ */
+const lineChecker = (target: DownloadTarget, scan: Scan): Ndjson.Parser => {
+  const onResource = target.onResource
+  if (target.type === undefined)
+    return Ndjson.parser(readOptionsOf(target), (item) => {
+      scan.count++
+      onResource?.(item.value)
+    })
+  const wanted =
+    onResource === undefined ? () => false : (text: string) => text.includes('"url"') || text.includes("\\u")
+  return Ndjson.checker({ file: target.label, resourceType: target.type }, wanted, (item) => {
+    scan.count++
+    if (item !== undefined) onResource?.(item.value)
+  })
+}
 
 /** Runs the (synchronous, throwing) line parser on one chunk. */
 const parseChunk = (target: DownloadTarget, f: () => void): Effect.Effect<void, ExportError> =>
