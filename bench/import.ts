@@ -42,6 +42,8 @@ const NAIVE = Number(option("naive") ?? "3000")
 const STRATEGY = option("strategy") ?? "put"
 /** `--rtt <ms>`: both sides talk to their target through a proxy that holds every request this long. */
 const RTT = Number(option("rtt") ?? "0")
+/** `--cpu-prof DIR`: a CPU profile of the `ferry import` process (not of the export that builds the archive). */
+const CPU_PROF = option("cpu-prof")
 
 const now = () => process.hrtime.bigint()
 const secs = (t0: bigint, t1 = now()) => Number(t1 - t0) / 1e9
@@ -83,13 +85,13 @@ const TIME = "/usr/bin/time"
 const TIMED = existsSync(TIME)
 
 /** The CLI as its own process (under `/usr/bin/time` when there is one, for its CPU seconds). */
-const ferry = (args: ReadonlyArray<string>) =>
+const ferry = (args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = []) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
     const child = TIMED
-      ? spawn(TIME, ["-f", "FERRY_CPU %U %S %M", process.execPath, BIN, ...args], {
+      ? spawn(TIME, ["-f", "FERRY_CPU %U %S %M", process.execPath, ...nodeFlags, BIN, ...args], {
           stdio: ["ignore", "pipe", "pipe"],
         })
-      : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      : spawn(process.execPath, [...nodeFlags, BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d: Buffer) => {
@@ -195,7 +197,10 @@ const main = async () => {
     open.push(targetVia)
     open.push(target)
     const t0 = now()
-    const run = await ferry(["import", "--to", targetVia.baseUrl, "--strategy", STRATEGY, "--json", archive])
+    const run = await ferry(
+      ["import", "--to", targetVia.baseUrl, "--strategy", STRATEGY, "--json", archive],
+      CPU_PROF !== undefined ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : [],
+    )
     const ferrySecs = secs(t0)
     if (run.code !== 0) throw new Error(`ferry import failed: ${run.stderr}`)
     const summary = JSON.parse(run.stdout) as { total: number; chunks: number; binaries: number }
