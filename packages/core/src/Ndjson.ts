@@ -424,12 +424,10 @@ export interface Parser {
   readonly end: () => void
 }
 
-export const parser = (options: ReadOptions, onItem: (item: Item) => void): Parser => {
-  const state = splitState<Item>(options, (line, text, bytes, _terminated, offset) =>
-    parseText(options, line, text, bytes, offset),
-  )
-  const drain = (out: Array<Item>) => {
-    for (let i = 0; i < out.length; i++) onItem(out[i]!)
+/** A `Parser` over a splitter state: every output goes to `onOut`. */
+const pushParser = <A>(state: SplitState<A>, onOut: (a: A) => void): Parser => {
+  const drain = (out: Array<A>) => {
+    for (let i = 0; i < out.length; i++) onOut(out[i]!)
   }
   return {
     push: (chunk) => {
@@ -439,6 +437,14 @@ export const parser = (options: ReadOptions, onItem: (item: Item) => void): Pars
     end: () => drain(state.end()),
   }
 }
+
+export const parser = (options: ReadOptions, onItem: (item: Item) => void): Parser =>
+  pushParser(
+    splitState<Item>(options, (line, text, bytes, _terminated, offset) =>
+      parseText(options, line, text, bytes, offset),
+    ),
+    onItem,
+  )
 
 /**
  * Whether `text` is one JSON object whose top-level `"resourceType"` is the string `type`, checked without
@@ -597,19 +603,12 @@ export const checker = (
   onLine: (item: Item | undefined) => void,
 ): Parser => {
   const type = options.resourceType
-  const state = splitState<Item | null>(options, (line, text, bytes, _terminated, offset) =>
-    !wanted(text) && isResourceOfType(text, type) ? null : parseText(options, line, text, bytes, offset),
+  return pushParser(
+    splitState<Item | null>(options, (line, text, bytes, _terminated, offset) =>
+      !wanted(text) && isResourceOfType(text, type) ? null : parseText(options, line, text, bytes, offset),
+    ),
+    (item) => onLine(item ?? undefined),
   )
-  const drain = (out: Array<Item | null>) => {
-    for (let i = 0; i < out.length; i++) onLine(out[i] ?? undefined)
-  }
-  return {
-    push: (chunk) => {
-      state.input([chunk])
-      for (let out = state.nextBatch(); out !== undefined; out = state.nextBatch()) drain(out)
-    },
-    end: () => drain(state.end()),
-  }
 }
 
 export interface FileOptions {
