@@ -118,6 +118,36 @@ describe("ferry export --organize-output-by Patient", () => {
     expect(verified.stdout).toContain("verify: CLEAN")
   }, 180_000)
 
+  it("a server whose manifest count leaves the headers out: the count check accepts it, same data", async () => {
+    const other = await startSandbox({
+      seed: [sharedData("attachments"), sharedData("sample-bulk-10-patients")],
+      bulk: { resourcesPerFile: 500, organizedCountHeaders: false },
+    })
+    sandboxes.push(other)
+    const out = Path.join(tmp, "count-without-headers")
+    const run = await runFerry([
+      "export",
+      other.handle.baseUrl,
+      "--out",
+      out,
+      "--level",
+      "patient",
+      "--organize-output-by",
+      "Patient",
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).not.toContain("count-mismatch")
+    const staged = exportEvents(out).filter((e) => e.event === "organized-file")
+    const headers = exportEvents(out)
+      .filter((e) => e.event === "distributed")
+      .reduce((n, e) => n + Number(e.headers), 0)
+    expect(headers).toBeGreaterThan(10)
+    expect(staged.reduce((n, e) => n + Number(e.count), 0)).toBe(dataLines(out).length + headers)
+    // another sandbox: attachment URLs name its port, so the same resources but not the same lines
+    expect(archiveCounts(out)).toEqual(archiveCounts(plain))
+    expect(archiveMismatches(out)).toEqual([])
+  }, 120_000)
+
   it("kill -9 during the downloads, then a rerun: the same archive, one kick-off", async () => {
     const out = Path.join(tmp, "killed-download")
     await setSandboxFaults(source.handle.baseUrl, { delay: [{ route: "download", ms: 400 }] })

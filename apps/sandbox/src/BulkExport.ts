@@ -466,6 +466,7 @@ export const register = (
         job.dir,
         Math.max(3, settings.resourcesPerFile),
         settings.organizedRepeatOwner,
+        settings.organizedCountHeaders,
       )
       const patientIds =
         plan.patients !== undefined

@@ -41,6 +41,11 @@ export interface DownloadTarget {
    * the part it keeps: callers dedupe).
    */
   readonly onResource?: (resource: Resource) => void
+  /**
+   * Lines the manifest's `count` may leave out (the header `Parameters` of organizeOutputBy output, which
+   * servers count differently): the count check accepts the file's lines with or without them.
+   */
+  readonly uncounted?: (resource: Resource) => boolean
 }
 
 export interface DownloadResult {
@@ -110,6 +115,8 @@ const truncateToLastLine = async (path: string, size: number): Promise<number> =
 /** The outcome of one transfer attempt: the part file is complete and was checked on the way. */
 interface Transfer {
   readonly count: number
+  /** Of `count`, the lines `DownloadTarget.uncounted` names. */
+  readonly uncounted: number
   readonly bytes: number
   readonly sha256: string
   readonly resumedFrom: number
@@ -120,6 +127,7 @@ class Scan {
   readonly hash = createHash("sha256")
   bytes = 0
   count = 0
+  uncounted = 0
   lastByte = 10
   update(chunk: Uint8Array): void {
     this.hash.update(chunk)
@@ -145,6 +153,7 @@ const scanned = <E>(
     Stream.runForEach((item) =>
       Effect.sync(() => {
         scan.count++
+        if (target.uncounted?.(item.value) === true) scan.uncounted++
         target.onResource?.(item.value)
       }),
     ),
@@ -259,9 +268,10 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
  */
 const lineChecker = (target: DownloadTarget, scan: Scan): Ndjson.Parser => {
   const onResource = target.onResource
-  if (target.type === undefined)
+  if (target.type === undefined || target.uncounted !== undefined)
     return Ndjson.parser(readOptionsOf(target), (item) => {
       scan.count++
+      if (target.uncounted?.(item.value) === true) scan.uncounted++
       onResource?.(item.value)
     })
   const wanted =
@@ -293,6 +303,7 @@ const complete = (target: DownloadTarget, part: string, scan: Scan, resumedFrom:
     }
     return {
       count: scan.count,
+      uncounted: scan.uncounted,
       bytes: scan.bytes,
       sha256: scan.hash.digest("hex"),
       resumedFrom,
@@ -440,7 +451,9 @@ export const download = Effect.fn("Download.download")(function* (
     }),
   )
   const result = yield* finish(target, part, done)
-  if (target.count !== undefined && result.count !== target.count) {
+  const counted =
+    result.count === target.count || (done.uncounted > 0 && result.count - done.uncounted === target.count)
+  if (target.count !== undefined && !counted) {
     // A file that does not hold what the manifest announced never stays in the archive under its final name.
     yield* discard(target)
     return yield* new ExportError({

@@ -503,6 +503,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         auth: manifest.requiresAccessToken,
         gzip: options.gzip === true,
         ...(collected !== undefined ? { onResource: collected.onResource } : {}),
+        // organizeOutputBy: servers differ on whether `count` includes the block headers
+        ...(f.organized !== undefined ? { uncounted: Organized.isHeader } : {}),
       }
       // Network bytes of this file so far, reported at most every FILE_PROGRESS_EVERY_MS.
       let received = 0

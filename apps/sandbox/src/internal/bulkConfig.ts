@@ -26,6 +26,11 @@ export const BulkConfig = Schema.Struct({
    * owner resource too (some servers do; a client must not count or import it twice). Default false.
    */
   organizedRepeatOwner: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /**
+   * `organizeOutputBy` exports: whether a file's manifest `count` includes the header `Parameters` lines (the
+   * IG does not say; servers differ). Default true.
+   */
+  organizedCountHeaders: Schema.optionalWith(Schema.Boolean, { default: () => true }),
   /** Where job directories go (default: the OS temp dir). */
   tempDir: Schema.optional(Schema.String),
   /** `$import`: bearer token sent when fetching input files (unless the request's storageDetail gives one). */

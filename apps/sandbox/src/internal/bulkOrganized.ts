@@ -24,7 +24,7 @@ export const headerLine = (ownerReference: string): string =>
 export interface OrganizedFile {
   readonly name: string
   readonly path: string
-  /** Lines, headers included. */
+  /** Lines, headers included unless the writer was told not to count them. */
   readonly count: number
   /** The last block goes on in the next file. */
   readonly continues: boolean
@@ -34,6 +34,7 @@ export class OrganizedWriter {
   private fd: number | undefined
   private index = 0
   private inFile = 0
+  private headersInFile = 0
   private buffer: Array<string> = []
   private bytes = 0
   private current: { name: string; path: string } | undefined
@@ -46,6 +47,7 @@ export class OrganizedWriter {
     private readonly dir: string,
     private readonly perFile: number,
     private readonly repeatOwner: boolean,
+    private readonly countHeaders = true,
   ) {}
 
   /** Starts a block; its header is written with its first resource (an empty block leaves no trace). */
@@ -61,15 +63,20 @@ export class OrganizedWriter {
     if (!this.headerWritten) {
       // header and at least one resource must fit, else the block starts in a new file
       if (this.fd !== undefined && this.inFile + 2 > this.perFile) this.closeFile(false)
-      this.write(this.header)
+      this.writeHeader(this.header)
       this.headerWritten = true
     } else if (this.inFile >= this.perFile) {
       this.closeFile(true)
-      this.write(this.header)
+      this.writeHeader(this.header)
       if (this.repeatOwner && this.owner !== undefined) this.write(this.owner)
     }
     this.write(line)
     if (isOwner) this.owner = line
+  }
+
+  private writeHeader(line: string): void {
+    this.write(line)
+    this.headersInFile++
   }
 
   private write(line: string): void {
@@ -86,6 +93,7 @@ export class OrganizedWriter {
     this.fd = openSync(path, "w", 0o600)
     this.current = { name, path }
     this.inFile = 0
+    this.headersInFile = 0
   }
 
   private flush(): void {
@@ -97,7 +105,11 @@ export class OrganizedWriter {
   private closeFile(continues: boolean): void {
     this.flush()
     if (this.fd !== undefined) closeSync(this.fd)
-    this.done.push({ ...this.current!, count: this.inFile, continues })
+    this.done.push({
+      ...this.current!,
+      count: this.countHeaders ? this.inFile : this.inFile - this.headersInFile,
+      continues,
+    })
     this.fd = undefined
     this.index++
   }
