@@ -3,44 +3,13 @@
  * rules as `request` — auth only to the base's origin, never across a redirect to another host, one refresh
  * after a 401, the retry schedule with Retry-After, the per-attempt timeout, redacted URLs.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
-import type { AddressInfo } from "node:net"
+import type { ServerResponse } from "node:http"
 import { FetchHttpClient, HttpClientRequest } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect } from "effect"
 import { AuthError, FhirError } from "../src/Errors.js"
 import * as FhirClient from "../src/FhirClient.js"
-
-interface Seen {
-  readonly url: string
-  readonly authorization: string | undefined
-  readonly accept: string | undefined
-}
-
-/** A node:http server on 127.0.0.1, port 0, closed with the scope; records what each request carried. */
-const loopback = (handler: (req: IncomingMessage, res: ServerResponse, origin: string) => void) =>
-  Effect.gen(function* () {
-    const seen: Array<Seen> = []
-    const server = yield* Effect.acquireRelease(
-      Effect.async<Server>((resume) => {
-        const s = createServer((req, res) => {
-          seen.push({
-            url: req.url ?? "",
-            authorization: req.headers.authorization,
-            accept: req.headers.accept,
-          })
-          handler(req, res, `http://127.0.0.1:${(s.address() as AddressInfo).port}`)
-        })
-        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-      }),
-      (s) =>
-        Effect.async<void>((resume) => {
-          s.closeAllConnections()
-          s.close(() => resume(Effect.void))
-        }),
-    )
-    return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
-  })
+import { loopback } from "./helpers/loopback.js"
 
 const text = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
   res.writeHead(status, { "content-type": "text/plain", ...headers })

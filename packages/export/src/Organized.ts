@@ -6,7 +6,7 @@
  * resources that reference it; a block split across files repeats its header (and some servers repeat the
  * owner too). The archive is one resource type per data file, so each such file is downloaded into
  * `staging/organized.<n>.ndjson` (checksum, manifest `count` = every line, with or without the headers as
- * servers differ, resume: as any file), then distributed here into `data/<Type>.<k>.ndjson[.gz]`, headers dropped, in manifest order.
+ * servers differ; resumed like every other download), then distributed here into `data/<Type>.<k>.ndjson[.gz]`, headers dropped, in manifest order.
  * The staged file is deleted once its data files are journaled: the archive format has no place for
  * mixed-type files (import and verify read `files[]` as one type per file), and keeping them would only
  * double the archive's size with data the per-type files already hold.

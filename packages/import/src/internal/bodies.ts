@@ -7,23 +7,21 @@
  * Memory: 20 bytes per resource (four typed arrays, grown by doubling).
  */
 
-const growI32 = (a: Int32Array<ArrayBuffer>, need: number): Int32Array<ArrayBuffer> => {
+/** `a`, or a copy of it in an array twice as long (or more) when it is shorter than `need`. */
+const grow = <A extends Int32Array<ArrayBuffer> | Float64Array<ArrayBuffer>>(
+  a: A,
+  need: number,
+  make: (length: number) => A,
+): A => {
   if (need <= a.length) return a
   let n = a.length * 2
   while (n < need) n *= 2
-  const b = new Int32Array(n)
+  const b = make(n)
   b.set(a)
   return b
 }
-
-const growF64 = (a: Float64Array<ArrayBuffer>, need: number): Float64Array<ArrayBuffer> => {
-  if (need <= a.length) return a
-  let n = a.length * 2
-  while (n < need) n *= 2
-  const b = new Float64Array(n)
-  b.set(a)
-  return b
-}
+const growI32 = (a: Int32Array<ArrayBuffer>, need: number) => grow(a, need, (n) => new Int32Array(n))
+const growF64 = (a: Float64Array<ArrayBuffer>, need: number) => grow(a, need, (n) => new Float64Array(n))
 
 /** Node → the line holding its resource (the last one given, when a key occurs twice). */
 export class Locations {
