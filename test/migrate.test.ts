@@ -148,6 +148,32 @@ describe("ferry migrate", () => {
     60_000,
   )
 
+  it.each([
+    ["put", {}],
+    ["post", { refuseClientIds: true }],
+  ] as const)(
+    "%s: attachments whose Binary file lands last are not uploaded as second copies by the earlier waves",
+    async (strategy, targetConfig) => {
+      // the Binary file downloads 1.5 s late, so waves run while the DocumentReferences' attachment blobs are
+      // in the archive and the Binary resources that own them are not
+      const source = await start({ ...generated, faults: { slowDownload: { type: "Binary", ms: 1500 } } })
+      const target = await start(targetConfig)
+      const archive = Path.join(tmp, `binary-last-${strategy}`)
+      const run = await migrate(source, target, archive)
+      expect(run.code, run.stderr).toBe(0)
+      const s = summaryOf(run.stdout)
+      expect(s.import.strategy).toBe(strategy)
+      expect(s.overlapped).toBeGreaterThan(0)
+      const waves = run.stderr.split("\n").filter((l) => l.includes("import wave"))
+      expect(waves.length, run.stderr).toBeGreaterThan(1)
+      expect(counts(target)).toEqual(archiveCounts(archive))
+      expect(counts(target).Binary).toBe(50)
+      const v = await verify(target, { archive })
+      expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    },
+    60_000,
+  )
+
   it("a target that refuses client ids: post strategy, verify clean through the id map", async () => {
     const source = await start(generated)
     const target = await start({ refuseClientIds: true })

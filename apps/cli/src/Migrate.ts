@@ -569,6 +569,17 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             archive,
             files,
             contextFiles: context,
+            // The archive's Binary resources own their blobs (never uploaded as second copies): while the
+            // export runs, the Binary files landed so far say which, and blobs whose Binary file is still
+            // downloading wait for it (the final wave reads the then complete manifest).
+            ...(final
+              ? {}
+              : {
+                  otherBinaryFiles: Array.from(landed.values()).flatMap((l) =>
+                    l.entry.type === "Binary" ? [l.entry] : [],
+                  ),
+                  binariesPending: (plannedByType.get("Binary") ?? []).some((p) => !landed.has(p)),
+                }),
             deletes: final,
             ...(final ? { deletedFiles } : {}),
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),

@@ -17,6 +17,7 @@
  *   "transient": [{ "route": "download", "first": 1, "skip": 0, "status": 500 | 503, "retryAfterSeconds": 1 }],
  *   "delay":     [{ "route": "status", "ms": 200 }],
  *   "resetDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
+ *   "slowDownload":   { "type": "Binary", "ms": 2000 },
  *   "shortFile":      { "type": "Observation", "missing": 1 },
  *   "expireFiles":    { "afterSeconds": 60 } | { "firstAttempt": true, "type": "Patient" },
  *   "outputsToError": { "types": ["Observation"] },
@@ -31,6 +32,8 @@
  * - delay: every request of the kind waits `ms` before being handled.
  * - resetDownload: the first `attempts` downloads of each matching file (every file, or files of
  *   `type`) send the headers and `afterBytes` bytes of the body, then the TCP connection is reset.
+ * - slowDownload: every download of a file of `type` (every file without it) waits `ms` before its
+ *   answer, so that its other files land first.
  * - shortFile: the first export output file of `type` (or the first file) holds `missing` fewer lines
  *   than the `count` its manifest entry announces.
  * - expireFiles: downloads answer 410 Gone once `afterSeconds` have passed since the job completed,
@@ -79,6 +82,7 @@ export const FaultsConfig = Schema.Struct({
       type: Schema.optional(Schema.String),
     }),
   ),
+  slowDownload: Schema.optional(Schema.Struct({ type: Schema.optional(Schema.String), ms: Count })),
   shortFile: Schema.optional(
     Schema.Struct({
       type: Schema.optional(Schema.String),
@@ -123,6 +127,8 @@ export interface DownloadFault {
   readonly gone: boolean
   /** Reset the connection after this many body bytes. */
   readonly resetAfterBytes: number | undefined
+  /** Wait this long before answering. */
+  readonly delayMs: number
 }
 
 const retryAfterValue = (format: "seconds" | "http-date" | "epoch", seconds: number): string => {
@@ -226,7 +232,9 @@ export class Faults {
       attempt <= reset.attempts
         ? reset.afterBytes
         : undefined
-    return { gone, resetAfterBytes }
+    const slow = this.config.slowDownload
+    const delayMs = slow !== undefined && (slow.type === undefined || slow.type === file.type) ? slow.ms : 0
+    return { gone, resetAfterBytes, delayMs }
   }
 
   /** How many lines to leave out of the next export file of `type` (0 for all but one file). */

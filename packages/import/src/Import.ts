@@ -129,6 +129,20 @@ export interface ImportOptions {
    * is sent again (`ferry migrate`'s final wave).
    */
   readonly contextFiles?: ReadonlyArray<FileEntry>
+  /**
+   * More of the archive's `Binary` data files are still to come (a `ferry migrate` wave while the export
+   * runs). A blob fetched from a source `Binary/<id>` that no Binary file read so far holds is then left
+   * for a later run, which finds that Binary among the resources, instead of being uploaded now as a second
+   * copy (`Binary/ferry-…`) of a Binary that lands later. The resources pointing at such a blob are not in
+   * this run: the migrate scheduler holds them until every Binary file is imported.
+   */
+  readonly binariesPending?: boolean
+  /**
+   * With `files`: the archive's other `Binary` data files whose resources count as its own Binaries (their
+   * blobs are not uploaded again). Default: those of the manifest, which lists no file while an export still
+   * runs; `ferry migrate` passes the Binary files landed so far.
+   */
+  readonly otherBinaryFiles?: ReadonlyArray<FileEntry>
   /** Process the archive's `deleted/` files in this run (default true). */
   readonly deletes?: boolean
   /** The `deleted/` files to process instead of `manifest.deleted` (when the manifest is incomplete). */
@@ -543,7 +557,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const otherBinaries = new Set<string>()
       if (options.files !== undefined && index.size > 0) {
         const mine = new Set(dataFiles.map((f) => f.path))
-        for (const entry of manifest.files) {
+        for (const entry of options.otherBinaryFiles ?? manifest.files) {
           if (entry.type !== "Binary" || mine.has(entry.path)) continue
           yield* Stream.runForEach(Archive.resources(archive, entry), (l) =>
             Effect.sync(() => {
@@ -552,6 +566,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         }
       }
+      /** The id of a source `Binary/<id>` URL (relative, or absolute under the source base). */
+      const sourceBinaryId = (u: string): string | undefined => {
+        const m = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(u)
+        return m !== null && (u.startsWith("Binary/") || u.startsWith(`${sourceBase.replace(/\/+$/, "")}/`))
+          ? m[1]
+          : undefined
+      }
+      const isSourceBinary = (u: string) => sourceBinaryId(u) !== undefined
       let binaries = 0
       const limiter = yield* makeLimiter(Math.max(1, options.parallel ?? 4))
       yield* Effect.forEach(
@@ -561,14 +583,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             // a blob fetched from a source `Binary/<id>` that the archive also holds as a resource: that
             // Binary is loaded with the resources, and references to it follow the id map
             const ownBinary = blob.sourceUrls.every((u) => {
-              const m = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(u)
-              return (
-                m !== null &&
-                (u.startsWith("Binary/") || u.startsWith(`${sourceBase.replace(/\/+$/, "")}/`)) &&
-                (idMap.isKnown(`Binary/${m[1]}`) || otherBinaries.has(`Binary/${m[1]}`))
-              )
+              const id = sourceBinaryId(u)
+              return id !== undefined && (idMap.isKnown(`Binary/${id}`) || otherBinaries.has(`Binary/${id}`))
             })
             if (ownBinary && blob.sourceUrls.length > 0) return
+            if (options.binariesPending === true && blob.sourceUrls.length > 0 && blob.sourceUrls.every(isSourceBinary))
+              return
             let id = uploaded.get(blob.sha256)
             if (id === undefined) {
               const bytes = yield* Stream.runFold(

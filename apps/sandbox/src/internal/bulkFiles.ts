@@ -79,7 +79,8 @@ export const serveFile = async (
   file: { readonly key: string; readonly type: string; readonly completedAt: number },
   faults: Faults | undefined,
 ): Promise<void> => {
-  const fault = faults?.download(file) ?? { gone: false, resetAfterBytes: undefined }
+  const fault = faults?.download(file) ?? { gone: false, resetAfterBytes: undefined, delayMs: 0 }
+  if (fault.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, fault.delayMs))
   if (fault.gone) {
     return sendOutcome(
       ctx,
