@@ -142,6 +142,12 @@ describe("ferry import", () => {
       NFS.readFileSync(Path.join(archive, "data", "Patient.000.ndjson"), "utf8").split("\n")[0]!,
     ) as { id: string }
     expect(target.store.read("Patient", patient.id)).toBeDefined()
+    // every id kept: the id map names no resource (an absent entry is the same id), and verify is clean
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    expect(NFS.existsSync(Path.join(archive, "imports", slug, "idmap.ndjson"))).toBe(false)
+    const report = Path.join(tmp, "put-verify")
+    const verified = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl, "--report", report])
+    expect(verified.code, verified.stderr).toBe(0)
   })
 
   it("client ids refused: post strategy, id map written, references point at the new ids", async () => {
