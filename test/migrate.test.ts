@@ -144,6 +144,11 @@ describe("ferry migrate", () => {
       expect(counts(target)).toEqual(archiveCounts(archive))
       const v = await verify(target, { archive })
       expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+      // against the source server too: its conditional references are resolved by searching the source
+      const idMap = Imports.idMapPath(archive, target.baseUrl)
+      const vs = await verify(target, strategy === "post" ? { source, idMap } : { source })
+      expect(vs.run.code, JSON.stringify(vs.report.differences.slice(0, 2))).toBe(0)
+      expect(vs.report.totals.compared).toBe(s.export.resources)
     },
     60_000,
   )

@@ -23,6 +23,7 @@ import * as Capabilities from "@ferry/core/CapabilityStatement"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { references } from "@ferry/core/Walker"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
 import { type CanonicalContext, canonicalize, hash, inSample } from "./Canonical.js"
@@ -259,6 +260,42 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     notes.push(
       `conditional references resolved through the archive's identifiers (${identifiers.size} indexed)`,
     )
+  // Conditional references on a server source (`Practitioner?identifier=…`, as bulk exports hold them): the
+  // import resolved them, so the target holds literal references; each distinct one is resolved once by a
+  // search on the source (exactly one match → that resource, else compared as written)
+  const sourceConditionals = new Map<string, string | undefined>()
+  const conditionalKey = (type: string, system: string | undefined, value: string) =>
+    system === undefined ? `${type}?identifier=${value}` : `${type}?identifier=${system}|${value}`
+  const resolveSourceConditionals = (r: Resource): Effect.Effect<void, VerifyError> => {
+    if (source._tag === "Archive") return Effect.void
+    const client = source.client
+    const wanted: Array<{ readonly key: string; readonly type: string; readonly identifier: string }> = []
+    for (const site of references(r)) {
+      const p = site.parsed
+      if (site.canonical || p._tag !== "Conditional" || p.identifier === undefined) continue
+      const key = conditionalKey(p.type, p.identifier.system, p.identifier.value)
+      if (sourceConditionals.has(key) || wanted.some((w) => w.key === key)) continue
+      const identifier =
+        p.identifier.system === undefined ? p.identifier.value : `${p.identifier.system}|${p.identifier.value}`
+      wanted.push({ key, type: p.type, identifier })
+    }
+    if (wanted.length === 0) return Effect.void
+    return Effect.forEach(
+      wanted,
+      (w) =>
+        client.searchAll(w.type, { identifier: w.identifier, _count: "2" }).pipe(
+          Stream.take(2),
+          Stream.runCollect,
+          Effect.mapError(sourceError),
+          Effect.map((found) => {
+            const hits = Array.from(found)
+            const only = hits.length === 1 ? hits[0] : undefined
+            sourceConditionals.set(w.key, only !== undefined && hasId(only) ? `${w.type}/${only.id}` : undefined)
+          }),
+        ),
+      { discard: true },
+    )
+  }
   const sourceCtx: CanonicalContext = {
     ...(sourceBase !== undefined ? { base: sourceBase } : {}),
     mapKey,
@@ -270,7 +307,12 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             return found._tag === "Found" ? found.key : undefined
           },
         }
-      : {}),
+      : source._tag !== "Archive"
+        ? {
+            resolveConditional: (type: string, system: string | undefined, value: string) =>
+              sourceConditionals.get(conditionalKey(type, system, value)),
+          }
+        : {}),
   }
   const targetCtx: CanonicalContext = { base: target.baseUrl }
 
@@ -341,12 +383,13 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     let crawledSource = 0
     yield* sourceStream(type).pipe(
       Stream.runForEach((r) =>
-        Effect.sync(() => {
+        Effect.gen(function* () {
           crawledSource++
           if (!hasId(r)) return
           const sk = `${type}/${r.id}`
           if (!sampled(sk)) return
           const tk = mapKey(sk)
+          yield* resolveSourceConditionals(r)
           const c = canonicalize(r, sourceCtx)
           entries.set(tk, { s: sk, h: hash(c.value) })
           for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
@@ -490,6 +533,12 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     countMismatches,
     attachments: sum((r) => r.attachments),
     attachmentMismatches: sum((r) => r.attachmentMismatches),
+  }
+  if (sourceConditionals.size > 0) {
+    const resolved = Array.from(sourceConditionals.values()).filter((k) => k !== undefined).length
+    notes.push(
+      `conditional references resolved by searching the source: ${resolved} of ${sourceConditionals.size} distinct (the others compared as written)`,
+    )
   }
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)
