@@ -146,7 +146,15 @@ describe("ferry import", () => {
     const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
     expect(NFS.existsSync(Path.join(archive, "imports", slug, "idmap.ndjson"))).toBe(false)
     const report = Path.join(tmp, "put-verify")
-    const verified = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl, "--report", report])
+    const verified = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      target.baseUrl,
+      "--report",
+      report,
+    ])
     expect(verified.code, verified.stderr).toBe(0)
   })
 

@@ -22,9 +22,15 @@ await build({
   logLevel: "warning",
 })
 
-const hash = createHash("sha256").update(readFileSync(new URL("ferry.cjs", dist))).digest("hex").slice(0, 16)
+const hash = createHash("sha256")
+  .update(readFileSync(new URL("ferry.cjs", dist)))
+  .digest("hex")
+  .slice(0, 16)
 for (const name of readdirSync(dist)) if (/^ferry\.[0-9a-f]+\.cache$/.test(name)) rmSync(new URL(name, dist))
-const launcher = readFileSync(new URL("./launcher.mjs", import.meta.url), "utf8").replace("__FERRY_BUNDLE_HASH__", hash)
+const launcher = readFileSync(new URL("./launcher.mjs", import.meta.url), "utf8").replace(
+  "__FERRY_BUNDLE_HASH__",
+  hash,
+)
 writeFileSync(new URL("bin.js", dist), `#!/usr/bin/env node\n${launcher}`, { mode: 0o755 })
 // one run of the CLI gives V8's code cache for the bundle
 execFileSync(process.execPath, [new URL("bin.js", dist).pathname, "--version"], {

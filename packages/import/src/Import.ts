@@ -587,7 +587,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               return id !== undefined && (idMap.isKnown(`Binary/${id}`) || otherBinaries.has(`Binary/${id}`))
             })
             if (ownBinary && blob.sourceUrls.length > 0) return
-            if (options.binariesPending === true && blob.sourceUrls.length > 0 && blob.sourceUrls.every(isSourceBinary))
+            if (
+              options.binariesPending === true &&
+              blob.sourceUrls.length > 0 &&
+              blob.sourceUrls.every(isSourceBinary)
+            )
               return
             let id = uploaded.get(blob.sha256)
             if (id === undefined) {
@@ -659,7 +663,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             // persisted (38k identity lines per Synthea import, and an fsync per chunk, were all it wrote)
             const lines = idMap.isIdentity ? mapped.filter((m) => m.target !== m.source) : mapped
             if (lines.length > 0)
-              yield* appendDurable(idMapPath, lines.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
+              yield* appendDurable(
+                idMapPath,
+                lines.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""),
+              )
             for (const m of mapped) {
               // put mode: a resource that kept its id is mapped already (identity), no entry needed
               if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)

@@ -276,7 +276,9 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       const key = conditionalKey(p.type, p.identifier.system, p.identifier.value)
       if (sourceConditionals.has(key) || wanted.some((w) => w.key === key)) continue
       const identifier =
-        p.identifier.system === undefined ? p.identifier.value : `${p.identifier.system}|${p.identifier.value}`
+        p.identifier.system === undefined
+          ? p.identifier.value
+          : `${p.identifier.system}|${p.identifier.value}`
       wanted.push({ key, type: p.type, identifier })
     }
     if (wanted.length === 0) return Effect.void
@@ -287,11 +289,16 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           Stream.take(2),
           Stream.runCollect,
           Effect.mapError(sourceError),
-          Effect.map((found) => {
-            const hits = Array.from(found)
-            const only = hits.length === 1 ? hits[0] : undefined
-            sourceConditionals.set(w.key, only !== undefined && hasId(only) ? `${w.type}/${only.id}` : undefined)
-          }),
+          Effect.flatMap((found) =>
+            Effect.sync(() => {
+              const hits = Array.from(found)
+              const only = hits.length === 1 ? hits[0] : undefined
+              sourceConditionals.set(
+                w.key,
+                only !== undefined && hasId(only) ? `${w.type}/${only.id}` : undefined,
+              )
+            }),
+          ),
         ),
       { discard: true },
     )
