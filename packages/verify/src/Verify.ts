@@ -10,8 +10,11 @@
  * bytes they designate (archive: the attachment index; servers: the Binary is fetched and hashed).
  *
  * With an id map (`imports/<target>/idmap.ndjson` of the archive, or `idMapPath`) source ids are
- * translated; without one, ids are expected to be kept. `samplePercent` compares a deterministic sample
- * chosen by the sha256 of the source `Type/id`.
+ * translated; without one, ids are expected to be kept. Conditional references (`Type?identifier=…`, as bulk
+ * exports hold them and as an import resolves them) are compared as the resource they designate: an archive's
+ * through the identifiers of its resources of that type, a server's by one `identifier` search per distinct
+ * reference on that server (exactly one match; otherwise, or when the server cannot search it, as written).
+ * `samplePercent` compares a deterministic sample chosen by the sha256 of the source `Type/id`.
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
@@ -25,7 +28,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { references } from "@ferry/core/Walker"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
-import { DateTime, Effect, Either, Option, Stream } from "effect"
+import { Chunk, DateTime, Effect, Either, Option, Stream } from "effect"
 import { type CanonicalContext, canonicalize, hash, inSample } from "./Canonical.js"
 import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
@@ -199,6 +202,66 @@ const countOf = (client: FhirClient, type: string) =>
 
 const hasId = (r: Resource): r is Resource & { readonly id: string } => typeof r.id === "string"
 
+/**
+ * The conditional references (`Type?identifier=[system|]value`) of one server's resources, each distinct one
+ * resolved once by a search on that server: `prefetch` before canonicalising a resource, then `resolve`
+ * (synchronous, for `CanonicalContext`) answers the resource's `Type/id` when exactly one matched.
+ */
+const serverConditionals = (
+  client: FhirClient,
+  onError: (e: { readonly message: string }) => VerifyError,
+) => {
+  const cache = new Map<string, string | undefined>()
+  const keyOf = (type: string, system: string | undefined, value: string) =>
+    system === undefined ? `${type}?identifier=${value}` : `${type}?identifier=${system}|${value}`
+  const prefetch = (r: Resource): Effect.Effect<void, VerifyError> => {
+    const wanted: Array<{ readonly key: string; readonly type: string; readonly identifier: string }> = []
+    for (const site of references(r)) {
+      const p = site.parsed
+      if (site.canonical || p._tag !== "Conditional" || p.identifier === undefined) continue
+      const key = keyOf(p.type, p.identifier.system, p.identifier.value)
+      if (cache.has(key) || wanted.some((w) => w.key === key)) continue
+      const { system, value } = p.identifier
+      wanted.push({ key, type: p.type, identifier: system === undefined ? value : `${system}|${value}` })
+    }
+    if (wanted.length === 0) return Effect.void
+    return Effect.forEach(
+      wanted,
+      (w) =>
+        client.searchAll(w.type, { identifier: w.identifier, _count: "2" }).pipe(
+          Stream.take(2),
+          Stream.runCollect,
+          // a server that cannot search this identifier: the reference is compared as written (the report's
+          // notes say how many were resolved)
+          Effect.catchIf(
+            (e) =>
+              e._tag === "FhirError" &&
+              e.reason === "Status" &&
+              (e.status ?? 0) >= 400 &&
+              (e.status ?? 0) < 500,
+            () => Effect.succeed(Chunk.empty<Resource>()),
+          ),
+          Effect.mapError(onError),
+          Effect.flatMap((found) =>
+            Effect.sync(() => {
+              const hits = Array.from(found)
+              const only = hits.length === 1 ? hits[0] : undefined
+              cache.set(w.key, only !== undefined && hasId(only) ? `${w.type}/${only.id}` : undefined)
+            }),
+          ),
+        ),
+      { discard: true },
+    )
+  }
+  return {
+    prefetch,
+    resolve: (type: string, system: string | undefined, value: string) =>
+      cache.get(keyOf(type, system, value)),
+    distinct: () => cache.size,
+    resolved: () => Array.from(cache.values()).filter((k) => k !== undefined).length,
+  }
+}
+
 /** Run the comparison and build the report (the caller writes it and decides the exit). */
 export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const startedAt = DateTime.formatIso(yield* DateTime.now)
@@ -248,61 +311,23 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     byId.set(id, byId.has(id) ? null : s)
   }
   const mapKey = (k: string) => forward.get(k) ?? k
-  // Conditional references in the archive (`Practitioner?identifier=…`): when Ferry imported this archive
-  // into this target, the target holds the literal references the import resolved them to
-  const importedHere =
-    source._tag === "Archive" && NFS.existsSync(Imports.journalPath(source.dir, target.baseUrl))
+  // Conditional references (`Practitioner?identifier=…`) are compared as the resource they designate, on
+  // each side where it can be found: in the archive through its identifiers, on a server by a search there
   const identifiers =
-    source._tag === "Archive" && manifest !== undefined && importedHere
+    source._tag === "Archive" && manifest !== undefined
       ? yield* conditionalIndex(source.dir, manifest)
       : undefined
   if (identifiers !== undefined)
     notes.push(
       `conditional references resolved through the archive's identifiers (${identifiers.size} indexed)`,
     )
-  // Conditional references on a server source (`Practitioner?identifier=…`, as bulk exports hold them): the
-  // import resolved them, so the target holds literal references; each distinct one is resolved once by a
-  // search on the source (exactly one match → that resource, else compared as written)
-  const sourceConditionals = new Map<string, string | undefined>()
-  const conditionalKey = (type: string, system: string | undefined, value: string) =>
-    system === undefined ? `${type}?identifier=${value}` : `${type}?identifier=${system}|${value}`
-  const resolveSourceConditionals = (r: Resource): Effect.Effect<void, VerifyError> => {
-    if (source._tag === "Archive") return Effect.void
-    const client = source.client
-    const wanted: Array<{ readonly key: string; readonly type: string; readonly identifier: string }> = []
-    for (const site of references(r)) {
-      const p = site.parsed
-      if (site.canonical || p._tag !== "Conditional" || p.identifier === undefined) continue
-      const key = conditionalKey(p.type, p.identifier.system, p.identifier.value)
-      if (sourceConditionals.has(key) || wanted.some((w) => w.key === key)) continue
-      const identifier =
-        p.identifier.system === undefined
-          ? p.identifier.value
-          : `${p.identifier.system}|${p.identifier.value}`
-      wanted.push({ key, type: p.type, identifier })
-    }
-    if (wanted.length === 0) return Effect.void
-    return Effect.forEach(
-      wanted,
-      (w) =>
-        client.searchAll(w.type, { identifier: w.identifier, _count: "2" }).pipe(
-          Stream.take(2),
-          Stream.runCollect,
-          Effect.mapError(sourceError),
-          Effect.flatMap((found) =>
-            Effect.sync(() => {
-              const hits = Array.from(found)
-              const only = hits.length === 1 ? hits[0] : undefined
-              sourceConditionals.set(
-                w.key,
-                only !== undefined && hasId(only) ? `${w.type}/${only.id}` : undefined,
-              )
-            }),
-          ),
-        ),
-      { discard: true },
-    )
-  }
+  // Conditional references (`Practitioner?identifier=…`, as bulk exports hold them) on a server: each
+  // distinct one is resolved once by a search on that server (exactly one match → that resource, else it is
+  // compared as written). On the source side they are what the import resolved to literal references; on the
+  // target side, references a loader left conditional.
+  const sourceConditionals =
+    source._tag === "Server" ? serverConditionals(source.client, sourceError) : undefined
+  const targetConditionals = serverConditionals(target, targetError)
   const sourceCtx: CanonicalContext = {
     ...(sourceBase !== undefined ? { base: sourceBase } : {}),
     mapKey,
@@ -314,14 +339,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             return found._tag === "Found" ? found.key : undefined
           },
         }
-      : source._tag !== "Archive"
-        ? {
-            resolveConditional: (type: string, system: string | undefined, value: string) =>
-              sourceConditionals.get(conditionalKey(type, system, value)),
-          }
+      : sourceConditionals !== undefined
+        ? { resolveConditional: sourceConditionals.resolve }
         : {}),
   }
-  const targetCtx: CanonicalContext = { base: target.baseUrl }
+  const targetCtx: CanonicalContext = { base: target.baseUrl, resolveConditional: targetConditionals.resolve }
 
   let types: ReadonlyArray<string>
   const manifestCounts = manifest ? Manifest.counts(manifest) : new Map<string, number>()
@@ -396,7 +418,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const sk = `${type}/${r.id}`
           if (!sampled(sk)) return
           const tk = mapKey(sk)
-          yield* resolveSourceConditionals(r)
+          if (sourceConditionals !== undefined) yield* sourceConditionals.prefetch(r)
           const c = canonicalize(r, sourceCtx)
           entries.set(tk, { s: sk, h: hash(c.value) })
           for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
@@ -416,7 +438,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     yield* target.searchAll(type).pipe(
       Stream.mapError(targetError),
       Stream.runForEach((r) =>
-        Effect.sync(() => {
+        Effect.gen(function* () {
           crawledTarget++
           if (!hasId(r)) return
           const tk = `${type}/${r.id}`
@@ -429,6 +451,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           entries.delete(tk)
           compared++
+          yield* targetConditionals.prefetch(r)
           const c = canonicalize(r, targetCtx)
           for (const a of c.attachments) targetAtts.set(`${tk} ${a.path}`, a.url)
           if (hash(c.value) === entry.h) {
@@ -541,10 +564,13 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     attachments: sum((r) => r.attachments),
     attachmentMismatches: sum((r) => r.attachmentMismatches),
   }
-  if (sourceConditionals.size > 0) {
-    const resolved = Array.from(sourceConditionals.values()).filter((k) => k !== undefined).length
+  for (const [side, c] of [
+    ["source", sourceConditionals],
+    ["target", targetConditionals],
+  ] as const) {
+    if (c === undefined || c.distinct() === 0) continue
     notes.push(
-      `conditional references resolved by searching the source: ${resolved} of ${sourceConditionals.size} distinct (the others compared as written)`,
+      `conditional references resolved by searching the ${side}: ${c.resolved()} of ${c.distinct()} distinct (the others compared as written)`,
     )
   }
   if (percent !== undefined && percent < 100)
