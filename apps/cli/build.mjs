@@ -16,6 +16,11 @@ await build({
   target: "node20",
   format: "cjs",
   sourcemap: true,
+  // no comments or indentation, and only ASCII: the source V8 keeps for the running CLI is a one-byte
+  // string (a comment with a non-ASCII character made all 4 MB of it two bytes per character)
+  minifyWhitespace: true,
+  charset: "ascii",
+  legalComments: "external",
   // Native and heavy runtime packages stay in node_modules.
   external: ["better-sqlite3"],
   define: { FERRY_VERSION: JSON.stringify(pkg.version) },

@@ -293,7 +293,7 @@ const liveDisplay = (color: boolean) =>
               : undefined
         if (notice !== undefined) return yield* screen.notice(notice, now)
         if (e.from === "import" && e.event === "chunk")
-          importLine = `${importLine.replace(/ · \d[\d,]* written$/, "")} · ${fmtCount(written)} written`
+          importLine = `${importLine.replace(/ \u00b7 \d[\d,]* written$/, "")} · ${fmtCount(written)} written`
         yield* screen.draw(now)
       })
     return { onEvent, stop: screen.stop }
