@@ -231,6 +231,24 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
   })
 
+  it("one type's files answered 1.5 s late (slowDownload): the other types' files land first, then completes", async ({
+    expect,
+  }) => {
+    const x = await exportWith("slow-type", { slowDownload: { type: "Patient", ms: 1500 } })
+    await expectComplete(expect, x)
+    const downloads = ofRoute(x, "download")
+    const late = downloads.filter((r) => r.path.includes("Patient"))
+    expect(late.length).toBeGreaterThan(0)
+    expect(
+      late.every((r) => r.status === 200 && r.doneAt !== undefined && r.doneAt - r.at >= 1500 - SLACK_MS),
+    ).toBe(true)
+    // with --parallel above the slow files' count, every other file is ready before the first Patient file
+    const ready = exportEvents(x.out).filter((e) => e.event === "file-ready" && e.kind === "output")
+    const firstPatient = ready.findIndex((e) => e.type === "Patient")
+    expect(firstPatient).toBeGreaterThan(0)
+    expect(ready.slice(firstPatient).every((e) => e.type === "Patient")).toBe(true)
+  })
+
   it("slow kick-off, status and downloads (400 ms each): completes without retries", async ({ expect }) => {
     const x = await exportWith("slow", {
       delay: [
