@@ -179,6 +179,35 @@ describe("ferry migrate", () => {
     60_000,
   )
 
+  it("put: a urn:uuid reference to a resource an earlier wave imported is resolved in the final wave; verify clean", async () => {
+    // the referenced Patient lands (and is imported) long before the Observation that names it by urn:uuid
+    const seed = Path.join(tmp, "urn-seed")
+    NFS.mkdirSync(seed, { recursive: true })
+    const pid = "6c5d9ca9-54d7-42f5-bfae-a7c19cd217f2"
+    NFS.writeFileSync(
+      Path.join(seed, "Patient.ndjson"),
+      `${JSON.stringify({ resourceType: "Patient", id: pid, name: [{ family: "A" }] })}\n`,
+    )
+    NFS.writeFileSync(
+      Path.join(seed, "Observation.ndjson"),
+      `${JSON.stringify({ resourceType: "Observation", id: "obs1", status: "final", code: { text: "x" }, subject: { reference: `urn:uuid:${pid}` } })}\n`,
+    )
+    const source = await start({ seed: [seed], faults: { slowDownload: { type: "Observation", ms: 1500 } } })
+    const target = await start({})
+    const archive = Path.join(tmp, "urn-put")
+    const run = await migrate(source, target, archive)
+    expect(run.code, run.stderr).toBe(0)
+    const s = summaryOf(run.stdout)
+    expect(s.import.strategy).toBe("put")
+    expect(s.waves, run.stderr).toBeGreaterThan(1)
+    const obs = JSON.parse(target.store.read("Observation", "obs1")!.json) as {
+      subject: { reference: string }
+    }
+    expect(obs.subject.reference).toBe(`Patient/${pid}`)
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 60_000)
+
   it("a target that refuses client ids: post strategy, verify clean through the id map", async () => {
     const source = await start(generated)
     const target = await start({ refuseClientIds: true })

@@ -659,14 +659,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         writeLock.withPermits(1)(
           Effect.gen(function* () {
             if (mapped.length === 0) return
-            // put mode maps every resource that kept its id to itself without a line: only renames are
-            // persisted (38k identity lines per Synthea import, and an fsync per chunk, were all it wrote)
-            const lines = idMap.isIdentity ? mapped.filter((m) => m.target !== m.source) : mapped
-            if (lines.length > 0)
-              yield* appendDurable(
-                idMapPath,
-                lines.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""),
-              )
+            // every mapping, identities included: a later run (a migrate wave, a `--since auto` delta) learns
+            // from these lines which resources earlier runs loaded (urn:uuid resolution, Binaries the archive
+            // owns), and verify resolves the archive's urn:uuid references through them
+            yield* appendDurable(idMapPath, mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
             for (const m of mapped) {
               // put mode: a resource that kept its id is mapped already (identity), no entry needed
               if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)
