@@ -242,11 +242,9 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(
       late.every((r) => r.status === 200 && r.doneAt !== undefined && r.doneAt - r.at >= 1500 - SLACK_MS),
     ).toBe(true)
-    // with --parallel above the slow files' count, every other file is ready before the first Patient file
+    // the other download slots went on meanwhile: other types' files were ready before the Patient file
     const ready = exportEvents(x.out).filter((e) => e.event === "file-ready" && e.kind === "output")
-    const firstPatient = ready.findIndex((e) => e.type === "Patient")
-    expect(firstPatient).toBeGreaterThan(0)
-    expect(ready.slice(firstPatient).every((e) => e.type === "Patient")).toBe(true)
+    expect(ready.findIndex((e) => e.type === "Patient")).toBeGreaterThan(0)
   })
 
   it("slow kick-off, status and downloads (400 ms each): completes without retries", async ({ expect }) => {

@@ -4,6 +4,7 @@ import { build } from "esbuild"
 import { execFileSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 
 const pkg = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8"))
 const dist = new URL("./dist/", import.meta.url)
@@ -38,7 +39,7 @@ const launcher = readFileSync(new URL("./launcher.mjs", import.meta.url), "utf8"
 )
 writeFileSync(new URL("bin.js", dist), `#!/usr/bin/env node\n${launcher}`, { mode: 0o755 })
 // one run of the CLI gives V8's code cache for the bundle
-execFileSync(process.execPath, [new URL("bin.js", dist).pathname, "--version"], {
+execFileSync(process.execPath, [fileURLToPath(new URL("bin.js", dist)), "--version"], {
   env: { ...process.env, FERRY_WRITE_CODE_CACHE: "1" },
-  stdio: "ignore",
+  stdio: ["ignore", "ignore", "inherit"],
 })

@@ -7,6 +7,7 @@
 // the sha256 of the bundle it was made from, so a rebuilt bundle never meets an old cache. A missing,
 // unreadable or rejected cache (another Node version, other V8 flags) only costs that compile time: the
 // bundle is then compiled from source as usual.
+import { createHash } from "node:crypto"
 import { readFileSync, writeFileSync } from "node:fs"
 import Module, { createRequire } from "node:module"
 import { dirname, join } from "node:path"
@@ -27,12 +28,29 @@ const readCache = () => {
   }
 }
 
+const readBundle = () => {
+  try {
+    return readFileSync(bundle)
+  } catch {
+    process.stderr.write(
+      "ferry: the CLI is not built yet (missing apps/cli/dist/ferry.cjs); run `npm run build` at the repository root.\n",
+    )
+    process.exit(2)
+  }
+}
+const bytes = readBundle()
+// V8 checks a cache against the source's length only: a bundle changed without build.mjs must not meet the
+// cache of another one (hashing the 3 MB costs ≈ 3 ms)
+const sameBuild = createHash("sha256").update(bytes).digest("hex").startsWith(BUNDLE_HASH)
 // the bundle starts with a shebang line, which a function body cannot hold
-const source = readFileSync(bundle, "utf8").replace(/^#!.*/, "")
+const source = bytes.toString("utf8").replace(/^#!.*/, "")
 const script = new vm.Script(Module.wrap(source), {
   filename: bundle,
-  cachedData: process.env.FERRY_WRITE_CODE_CACHE === "1" ? undefined : readCache(),
-  importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  cachedData: process.env.FERRY_WRITE_CODE_CACHE !== "1" && sameBuild ? readCache() : undefined,
+  // Node ≥ 20.12: `import()` inside the bundle (there is none today) resolves as in a module
+  ...(vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER !== undefined
+    ? { importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER }
+    : {}),
 })
 if (process.env.FERRY_WRITE_CODE_CACHE === "1") {
   // build.mjs: keep what V8 compiled by the end of this run (the bundle's top level and start-up path)

@@ -570,13 +570,14 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             files,
             contextFiles: context,
             // The archive's Binary resources own their blobs (never uploaded as second copies): while the
-            // export runs, the Binary files landed so far say which, and blobs whose Binary file is still
-            // downloading wait for it (the final wave reads the then complete manifest).
+            // export runs, those of earlier waves are in the id map, the landed Binary files not imported yet
+            // are read for their ids, and blobs whose Binary file is still downloading wait for it (the final
+            // wave reads the then complete manifest).
             ...(final
               ? {}
               : {
                   otherBinaryFiles: Array.from(landed.values()).flatMap((l) =>
-                    l.entry.type === "Binary" ? [l.entry] : [],
+                    l.entry.type === "Binary" && !imported.has(l.entry.path) ? [l.entry] : [],
                   ),
                   binariesPending: (plannedByType.get("Binary") ?? []).some((p) => !landed.has(p)),
                 }),

@@ -202,6 +202,9 @@ const countOf = (client: FhirClient, type: string) =>
 
 const hasId = (r: Resource): r is Resource & { readonly id: string } => typeof r.id === "string"
 
+/** Statuses of a search a server does not support (as opposed to one it refuses). */
+const CANNOT_SEARCH: ReadonlySet<number> = new Set([400, 404, 405, 422, 501])
+
 /**
  * The conditional references (`Type?identifier=[system|]value`) of one server's resources, each distinct one
  * resolved once by a search on that server: `prefetch` before canonicalising a resource, then `resolve`
@@ -231,14 +234,10 @@ const serverConditionals = (
         client.searchAll(w.type, { identifier: w.identifier, _count: "2" }).pipe(
           Stream.take(2),
           Stream.runCollect,
-          // a server that cannot search this identifier: the reference is compared as written (the report's
-          // notes say how many were resolved)
+          // a server that cannot search this identifier (400, 404, 405, 422, 501): the reference is compared
+          // as written (the report's notes say how many were resolved); a refusal (401, 403) is an error
           Effect.catchIf(
-            (e) =>
-              e._tag === "FhirError" &&
-              e.reason === "Status" &&
-              (e.status ?? 0) >= 400 &&
-              (e.status ?? 0) < 500,
+            (e) => e._tag === "FhirError" && e.reason === "Status" && CANNOT_SEARCH.has(e.status ?? 0),
             () => Effect.succeed(Chunk.empty<Resource>()),
           ),
           Effect.mapError(onError),
