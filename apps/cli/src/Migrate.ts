@@ -48,6 +48,7 @@ import type { ExportError } from "@ferry/export/ExportError"
 import type * as Kickoff from "@ferry/export/Kickoff"
 import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
+import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, type Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
 
@@ -142,8 +143,6 @@ interface Landed {
   deps: Deps | undefined
 }
 
-const BINARY_URL = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/
-
 /** Adds the types one resource references to `deps`. */
 export const addDependencies = (resource: unknown, sourceBase: string, deps: Deps): void => {
   for (const site of references(resource, { sourceBase })) {
@@ -169,15 +168,9 @@ export const addDependencies = (resource: unknown, sourceBase: string, deps: Dep
         break
     }
   }
-  const base = sourceBase.replace(/\/+$/, "")
   for (const a of attachments(resource)) {
     const url = a.attachment.url
-    if (
-      typeof url === "string" &&
-      BINARY_URL.test(url) &&
-      (url.startsWith("Binary/") || url.startsWith(`${base}/`))
-    )
-      deps.types.add("Binary")
+    if (typeof url === "string" && sourceBinaryId(url, sourceBase) !== undefined) deps.types.add("Binary")
   }
 }
 

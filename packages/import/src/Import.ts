@@ -84,6 +84,7 @@ import {
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import type { RewriteContext } from "@ferry/transform/Rewrite"
+import { sourceBinaryId } from "@ferry/transform/Resolve"
 import { Clock, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
@@ -566,14 +567,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         }
       }
-      /** The id of a source `Binary/<id>` URL (relative, or absolute under the source base). */
-      const sourceBinaryId = (u: string): string | undefined => {
-        const m = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(u)
-        return m !== null && (u.startsWith("Binary/") || u.startsWith(`${sourceBase.replace(/\/+$/, "")}/`))
-          ? m[1]
-          : undefined
-      }
-      const isSourceBinary = (u: string) => sourceBinaryId(u) !== undefined
+      const isSourceBinary = (u: string) => sourceBinaryId(u, sourceBase) !== undefined
       let binaries = 0
       const limiter = yield* makeLimiter(Math.max(1, options.parallel ?? 4))
       yield* Effect.forEach(
@@ -583,7 +577,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             // a blob fetched from a source `Binary/<id>` that the archive also holds as a resource: that
             // Binary is loaded with the resources, and references to it follow the id map
             const ownBinary = blob.sourceUrls.every((u) => {
-              const id = sourceBinaryId(u)
+              const id = sourceBinaryId(u, sourceBase)
               return id !== undefined && (idMap.isKnown(`Binary/${id}`) || otherBinaries.has(`Binary/${id}`))
             })
             if (ownBinary && blob.sourceUrls.length > 0) return

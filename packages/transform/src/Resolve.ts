@@ -104,3 +104,17 @@ export const resolve = (ref: ParsedReference, ctx: ResolveContext): Resolution =
       return unresolved("Unparseable")
   }
 }
+
+const BINARY_URL = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/
+
+/**
+ * The id of the source's own `Binary` an `Attachment.url` designates: `Binary/<id>` (relative, or absolute under
+ * `sourceBase`, version-specific allowed); undefined for any other URL. The export fetched such a URL as an
+ * attachment blob, and the archive may hold the same Binary as a resource.
+ */
+export const sourceBinaryId = (url: string, sourceBase: string): string | undefined => {
+  const m = BINARY_URL.exec(url)
+  return m !== null && (url.startsWith("Binary/") || url.startsWith(`${sourceBase.replace(/\/+$/, "")}/`))
+    ? m[1]
+    : undefined
+}
