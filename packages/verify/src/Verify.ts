@@ -26,7 +26,6 @@ import * as Capabilities from "@ferry/core/CapabilityStatement"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
-import { references } from "@ferry/core/Walker"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { Chunk, DateTime, Effect, Either, Option, Stream } from "effect"
 import { type CanonicalContext, canonicalize, hash, inSample } from "./Canonical.js"
@@ -207,55 +206,57 @@ const CANNOT_SEARCH: ReadonlySet<number> = new Set([400, 404, 405, 422, 501])
 
 /**
  * The conditional references (`Type?identifier=[system|]value`) of one server's resources, each distinct one
- * resolved once by a search on that server: `prefetch` before canonicalising a resource, then `resolve`
- * (synchronous, for `CanonicalContext`) answers the resource's `Type/id` when exactly one matched.
+ * resolved once by a search on that server. `resolve` (synchronous, for `CanonicalContext`) answers the
+ * resource's `Type/id` when exactly one matched and notes the references it has not looked up yet;
+ * `canonical` canonicalises a resource and, only when it met such references, searches for them and
+ * canonicalises it again (a resource without conditional references is walked once).
  */
 const serverConditionals = (
   client: FhirClient,
   onError: (e: { readonly message: string }) => VerifyError,
 ) => {
   const cache = new Map<string, string | undefined>()
+  const missing = new Map<string, { readonly type: string; readonly identifier: string }>()
   const keyOf = (type: string, system: string | undefined, value: string) =>
     system === undefined ? `${type}?identifier=${value}` : `${type}?identifier=${system}|${value}`
-  const prefetch = (r: Resource): Effect.Effect<void, VerifyError> => {
-    const wanted: Array<{ readonly key: string; readonly type: string; readonly identifier: string }> = []
-    for (const site of references(r)) {
-      const p = site.parsed
-      if (site.canonical || p._tag !== "Conditional" || p.identifier === undefined) continue
-      const key = keyOf(p.type, p.identifier.system, p.identifier.value)
-      if (cache.has(key) || wanted.some((w) => w.key === key)) continue
-      const { system, value } = p.identifier
-      wanted.push({ key, type: p.type, identifier: system === undefined ? value : `${system}|${value}` })
-    }
-    if (wanted.length === 0) return Effect.void
-    return Effect.forEach(
-      wanted,
-      (w) =>
-        client.searchAll(w.type, { identifier: w.identifier, _count: "2" }).pipe(
-          Stream.take(2),
-          Stream.runCollect,
-          // a server that cannot search this identifier (400, 404, 405, 422, 501): the reference is compared
-          // as written (the report's notes say how many were resolved); a refusal (401, 403) is an error
-          Effect.catchIf(
-            (e) => e._tag === "FhirError" && e.reason === "Status" && CANNOT_SEARCH.has(e.status ?? 0),
-            () => Effect.succeed(Chunk.empty<Resource>()),
-          ),
-          Effect.mapError(onError),
-          Effect.flatMap((found) =>
-            Effect.sync(() => {
-              const hits = Array.from(found)
-              const only = hits.length === 1 ? hits[0] : undefined
-              cache.set(w.key, only !== undefined && hasId(only) ? `${w.type}/${only.id}` : undefined)
-            }),
-          ),
-        ),
-      { discard: true },
-    )
+  const resolve = (type: string, system: string | undefined, value: string): string | undefined => {
+    const key = keyOf(type, system, value)
+    if (cache.has(key)) return cache.get(key)
+    missing.set(key, { type, identifier: system === undefined ? value : `${system}|${value}` })
+    return undefined
   }
+  const search = (key: string, type: string, identifier: string) =>
+    client.searchAll(type, { identifier, _count: "2" }).pipe(
+      Stream.take(2),
+      Stream.runCollect,
+      // a server that cannot search this identifier (400, 404, 405, 422, 501): the reference is compared
+      // as written (the report's notes say how many were resolved); a refusal (401, 403) is an error
+      Effect.catchIf(
+        (e) => e._tag === "FhirError" && e.reason === "Status" && CANNOT_SEARCH.has(e.status ?? 0),
+        () => Effect.succeed(Chunk.empty<Resource>()),
+      ),
+      Effect.mapError(onError),
+      Effect.flatMap((found) =>
+        Effect.sync(() => {
+          const hits = Array.from(found)
+          const only = hits.length === 1 ? hits[0] : undefined
+          cache.set(key, only !== undefined && hasId(only) ? `${type}/${only.id}` : undefined)
+        }),
+      ),
+    )
+  const canonical = (r: Resource, ctx: CanonicalContext) =>
+    Effect.suspend(() => {
+      const first = canonicalize(r, ctx)
+      if (missing.size === 0) return Effect.succeed(first)
+      const wanted = Array.from(missing)
+      missing.clear()
+      return Effect.forEach(wanted, ([key, w]) => search(key, w.type, w.identifier), { discard: true }).pipe(
+        Effect.map(() => canonicalize(r, ctx)),
+      )
+    })
   return {
-    prefetch,
-    resolve: (type: string, system: string | undefined, value: string) =>
-      cache.get(keyOf(type, system, value)),
+    resolve,
+    canonical,
     distinct: () => cache.size,
     resolved: () => Array.from(cache.values()).filter((k) => k !== undefined).length,
   }
@@ -417,8 +418,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const sk = `${type}/${r.id}`
           if (!sampled(sk)) return
           const tk = mapKey(sk)
-          if (sourceConditionals !== undefined) yield* sourceConditionals.prefetch(r)
-          const c = canonicalize(r, sourceCtx)
+          const c =
+            sourceConditionals !== undefined
+              ? yield* sourceConditionals.canonical(r, sourceCtx)
+              : canonicalize(r, sourceCtx)
           entries.set(tk, { s: sk, h: hash(c.value) })
           for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
         }),
@@ -450,8 +453,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           entries.delete(tk)
           compared++
-          yield* targetConditionals.prefetch(r)
-          const c = canonicalize(r, targetCtx)
+          const c = yield* targetConditionals.canonical(r, targetCtx)
           for (const a of c.attachments) targetAtts.set(`${tk} ${a.path}`, a.url)
           if (hash(c.value) === entry.h) {
             matching++
