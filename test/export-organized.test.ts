@@ -51,9 +51,9 @@ const mixedFiles = (out: string): Array<string> =>
       : [],
   )
 
-const organizedArgs = (out: string) => [
+const organizedArgs = (out: string, baseUrl: string = source.handle.baseUrl) => [
   "export",
-  source.handle.baseUrl,
+  baseUrl,
   "--out",
   out,
   "--level",
@@ -125,16 +125,7 @@ describe("ferry export --organize-output-by Patient", () => {
     })
     sandboxes.push(other)
     const out = Path.join(tmp, "count-without-headers")
-    const run = await runFerry([
-      "export",
-      other.handle.baseUrl,
-      "--out",
-      out,
-      "--level",
-      "patient",
-      "--organize-output-by",
-      "Patient",
-    ])
+    const run = await runFerry(organizedArgs(out, other.handle.baseUrl))
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).not.toContain("count-mismatch")
     const staged = exportEvents(out).filter((e) => e.event === "organized-file")
