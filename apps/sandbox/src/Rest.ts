@@ -167,7 +167,8 @@ export const updateResource = (
       "not-supported",
       `${type}/${id} does not exist and this server does not accept client-assigned ids (update-as-create is refused); use POST`,
     )
-  return o.store.update({ ...r, id })
+  // write() copies the resource anyway; the URL id is added here only when the body has none.
+  return o.store.update(r.id === id ? (r as Record<string, unknown> & { id: string }) : { ...r, id }, current)
 }
 
 // ---------------------------------------------------------------------------------------------------

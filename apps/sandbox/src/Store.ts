@@ -88,6 +88,7 @@ export class Store {
   private base: string | undefined = undefined
 
   private readonly sGet: Database.Statement<[string, string], Row & { deleted: number }>
+  private readonly sVersion: Database.Statement<[string, string], { version: number; deleted: number }>
   private readonly sUpsert: Database.Statement
   private readonly sDelRefs: Database.Statement
   private readonly sAddRef: Database.Statement
@@ -105,6 +106,7 @@ export class Store {
     this.sGet = db.prepare(
       "SELECT type, id, version, last_updated, deleted, json FROM resources WHERE type = ? AND id = ?",
     )
+    this.sVersion = db.prepare("SELECT version, deleted FROM resources WHERE type = ? AND id = ?")
     this.sUpsert = db.prepare(
       `INSERT INTO resources (type, id, version, last_updated, deleted, json) VALUES (?, ?, ?, ?, 0, ?)
        ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
@@ -181,7 +183,7 @@ export class Store {
 
   /** Current version number, including deleted ones (0 when never seen). */
   version(type: string, id: string): { versionId: number; deleted: boolean } | undefined {
-    const row = this.sGet.get(type, id)
+    const row = this.sVersion.get(type, id)
     return row ? { versionId: row.version, deleted: row.deleted === 1 } : undefined
   }
 
@@ -190,20 +192,28 @@ export class Store {
     return this.write(resource as Record<string, unknown>, serverId ?? randomUUID(), 1, false)
   }
 
-  update(resource: { readonly id: string; readonly [key: string]: unknown }): {
+  /**
+   * Creates or replaces `resource.id`. `current` is what `version(type, id)` gave, when the caller has
+   * already looked (saves a second lookup); left out, the store looks itself.
+   */
+  update(
+    resource: { readonly id: string; readonly [key: string]: unknown },
+    current: { versionId: number; deleted: boolean } | undefined = this.version(
+      resourceTypeOf(resource as Record<string, unknown>),
+      resource.id,
+    ),
+  ): {
     stored: StoredResource
     created: boolean
   } {
     const r = resource as Record<string, unknown>
-    const type = resourceTypeOf(r)
-    const existing = this.sGet.get(type, resource.id)
-    const created = existing === undefined || existing.deleted === 1
-    const stored = this.write(r, resource.id, existing ? existing.version + 1 : 1, existing !== undefined)
+    const created = current === undefined || current.deleted
+    const stored = this.write(r, resource.id, current ? current.versionId + 1 : 1, current !== undefined)
     return { stored, created }
   }
 
   delete(type: string, id: string): boolean {
-    const existing = this.sGet.get(type, id)
+    const existing = this.sVersion.get(type, id)
     if (!existing || existing.deleted === 1) return false
     this.sTombstone.run(this.writeTime(), type, id)
     this.sDelRefs.run(type, id)
@@ -214,18 +224,19 @@ export class Store {
   private write(r: Record<string, unknown>, id: string, version: number, existed: boolean): StoredResource {
     const type = resourceTypeOf(r)
     const lastUpdated = this.writeTime()
-    const { resourceType: _rt, id: _id, meta, ...rest } = r
-    if (type === "Binary" && typeof rest.data === "string") {
-      const contentType = typeof rest.contentType === "string" ? rest.contentType : "application/octet-stream"
-      this.sPutBytes.run(id, contentType, Buffer.from(rest.data, "base64"))
-      delete rest.data
-    }
+    const meta = r.meta
     const metaObj = typeof meta === "object" && meta !== null ? (meta as Record<string, unknown>) : {}
-    const body = {
+    // One copy, keys in the order served: resourceType, id, meta, then the resource's own.
+    const body: Record<string, unknown> = {
       resourceType: type,
       id,
       meta: { ...metaObj, versionId: String(version), lastUpdated },
-      ...rest,
+    }
+    for (const key in r) if (key !== "resourceType" && key !== "id" && key !== "meta") body[key] = r[key]
+    if (type === "Binary" && typeof body.data === "string") {
+      const contentType = typeof body.contentType === "string" ? body.contentType : "application/octet-stream"
+      this.sPutBytes.run(id, contentType, Buffer.from(body.data, "base64"))
+      delete body.data
     }
     const json = JSON.stringify(body)
     this.sUpsert.run(type, id, version, lastUpdated, json)

@@ -115,14 +115,15 @@ export const rewrite = (
   node: unknown,
   map: ReadonlyMap<string, string>,
   resolveRef?: (s: string) => string | undefined,
+  minLength: number = shortestKey(map),
 ): void => {
   if (Array.isArray(node)) {
     for (let i = 0; i < node.length; i++) {
       const v = node[i]
       if (typeof v === "string") {
-        const m = map.get(v)
+        const m = v.length >= minLength ? map.get(v) : undefined
         if (m !== undefined) node[i] = m
-      } else if (typeof v === "object" && v !== null) rewrite(v, map, resolveRef)
+      } else if (typeof v === "object" && v !== null) rewrite(v, map, resolveRef, minLength)
     }
     return
   }
@@ -131,15 +132,23 @@ export const rewrite = (
   for (const key in o) {
     const v = o[key]
     if (typeof v === "string") {
-      const m = map.get(v)
+      // Strings shorter than every fullUrl (codes, dates, relative references) skip the map lookup.
+      const m = v.length >= minLength ? map.get(v) : undefined
       if (m !== undefined) o[key] = m
       else if (key === "reference" && resolveRef !== undefined) {
         const r = resolveRef(v)
         if (r !== undefined) o[key] = r
       } else if (key === "div" && v.includes("urn:uuid:"))
         o[key] = v.replace(urnInText, (s) => map.get(s) ?? s)
-    } else if (typeof v === "object" && v !== null) rewrite(v, map, resolveRef)
+    } else if (typeof v === "object" && v !== null) rewrite(v, map, resolveRef, minLength)
   }
+}
+
+/** The length of the shortest key (Infinity for an empty map): no shorter string can be a key. */
+export const shortestKey = (map: ReadonlyMap<string, string>): number => {
+  let min = Number.POSITIVE_INFINITY
+  for (const k of map.keys()) if (k.length < min) min = k.length
+  return min
 }
 
 const hasIdentifier = (r: Record<string, unknown>, system: string | undefined, value: string): boolean => {
@@ -253,9 +262,10 @@ const runTransaction = (store: Store, config: SandboxConfig, baseUrl: string, en
         )
       return [...found][0]!
     }
+  const minLength = shortestKey(map)
   for (const p of pending) {
     const resolve = resolveConditional(p.e)
-    at(p.e, () => rewrite(p.resource, map, resolve))
+    at(p.e, () => rewrite(p.resource, map, resolve, minLength))
   }
   for (const p of posts) {
     at(p.e, () => {

@@ -27,31 +27,38 @@ export const extractReferences = (
   baseUrl: string | undefined,
 ): Array<readonly [path: string, target: string]> => {
   const out: Array<readonly [string, string]> = []
-  const seen = new Set<string>()
+  // Duplicates (same top-level element and target) are rare; a linear look-back over this element's
+  // own finds is cheaper than a Set of joined keys for every resource.
+  let from = 0
+  const add = (top: string, target: string): void => {
+    for (let i = from; i < out.length; i++) if (out[i]![1] === target) return
+    out.push([top, target])
+  }
   const walk = (node: unknown, top: string): void => {
     if (Array.isArray(node)) {
-      for (const item of node) walk(item, top)
+      for (let i = 0; i < node.length; i++) {
+        const item = node[i]
+        if (typeof item === "object" && item !== null) walk(item, top)
+      }
       return
     }
-    if (typeof node !== "object" || node === null) return
-    for (const [key, value] of Object.entries(node)) {
-      if (key === "reference" && typeof value === "string") {
+    const o = node as Record<string, unknown>
+    for (const key in o) {
+      const value = o[key]
+      if (typeof value === "object" && value !== null) walk(value, top)
+      else if (key === "reference" && typeof value === "string") {
         const target = normalizeReference(value, baseUrl)
-        if (target !== undefined) {
-          const k = `${top}\u0000${target}`
-          if (!seen.has(k)) {
-            seen.add(k)
-            out.push([top, target])
-          }
-        }
-      } else if (typeof value === "object" && value !== null) {
-        walk(value, top)
+        if (target !== undefined) add(top, target)
       }
     }
   }
-  for (const [key, value] of Object.entries(resource)) {
+  for (const key in resource) {
     if (key === "contained" || key === "text" || key === "meta") continue
-    if (typeof value === "object" && value !== null) walk(value, key)
+    const value = resource[key]
+    if (typeof value === "object" && value !== null) {
+      from = out.length
+      walk(value, key)
+    }
   }
   return out
 }
