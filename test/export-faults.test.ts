@@ -231,6 +231,28 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
   })
 
+  it("410 on a file whose manifest, fetched again, holds new URLs (re-signed links): the same job completes, no new kick-off", async ({
+    expect,
+  }) => {
+    const x = await exportWith("renewed", {
+      expireFiles: { firstAttempt: true, type: "Patient", renewable: true },
+    })
+    await expectComplete(expect, x)
+    const events = exportEvents(x.out)
+    expect(events.filter((e) => e.event === "expired")).toHaveLength(1)
+    expect(events.filter((e) => e.event === "manifest-renewed")).toHaveLength(1)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
+    expect((JSON.parse(x.run.stdout) as { rekickoffs: number }).rekickoffs).toBe(0)
+    // The Patient file: refused under the first manifest's URL, then fetched under the second's.
+    const patient = ofRoute(x, "download").filter((r) => r.path.endsWith("/Patient.000.ndjson"))
+    expect(patient.map((r) => [r.status, r.search])).toEqual([
+      [410, "?gen=1"],
+      [200, "?gen=2"],
+    ])
+    // Files finished under the first URLs were not fetched again: one "file" event per file.
+    expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
+  })
+
   it("one type's files answered 1.5 s late (slowDownload): the other types' files land first, then completes", async ({
     expect,
   }) => {

@@ -119,6 +119,8 @@ export const startSandbox = async (
 export interface RecordedRequest {
   readonly method: string
   readonly path: string
+  /** The query string, with its `?` ("" when none). */
+  readonly search: string
   readonly authorization: string | undefined
   readonly range: string | undefined
   /** Epoch ms when the request arrived. */
@@ -146,6 +148,7 @@ export const requestRecorder = (): {
       const entry: RecordedRequest = {
         method: ctx.req.method ?? "GET",
         path: ctx.path,
+        search: ctx.url.search,
         authorization: header("authorization"),
         range: header("range"),
         at: Date.now(),

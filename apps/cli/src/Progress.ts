@@ -249,6 +249,9 @@ const applyEvent = (state: State, e: Event, now: number): State => {
         : withPhase(state, "waiting", now)
     case "manifest":
       return withPhase(applyManifest(state, e), "downloading", now)
+    case "manifest-renewed":
+      // the same job's files under new URLs: the totals stand, the download goes on
+      return withPhase(state, "downloading", now)
     case "file-progress": {
       const path = typeof e.path === "string" ? e.path : ""
       const received = num(e.received)
@@ -641,7 +644,9 @@ export const notice = (e: Event): string | undefined => {
     case "job-gone":
       return "ferry export: the server lost the job (404); starting a new one"
     case "expired":
-      return "ferry export: the output files expired (410/403); starting a new job"
+      return "ferry export: the output files expired (410/403); asking the server for the manifest again"
+    case "manifest-renewed":
+      return "ferry export: the same job's files have new URLs; downloading the rest"
     case "count-mismatch":
       return `ferry export: ${detail ?? "count mismatch"}; downloading the file again`
     case "resume":

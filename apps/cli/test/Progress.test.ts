@@ -430,7 +430,8 @@ describe("Progress", () => {
       Progress.notice({ event: "warning", detail: "could not release\x1b[2J the job" }),
       "ferry export: WARNING: could not release [2J the job",
     )
-    assert.include(Progress.notice({ event: "expired", status: 410, url: "u" }) ?? "", "starting a new job")
+    assert.include(Progress.notice({ event: "expired", status: 410, url: "u" }) ?? "", "manifest again")
+    assert.include(Progress.notice({ event: "manifest-renewed", renewal: 1 }) ?? "", "new URLs")
     assert.include(
       Progress.notice({ event: "resume", file: "data/P.000.ndjson", offset: 2048, reason: "range" }) ?? "",
       "2,048",

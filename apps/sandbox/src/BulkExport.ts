@@ -122,6 +122,8 @@ interface Job {
   written: number
   total: number
   completedAt: number
+  /** Renewable URLs (fault switch): when each manifest generation was sent (`?gen=N` is entry N - 1). */
+  readonly issued: Array<number>
   failure: string | undefined
   readonly output: Array<ManifestItem>
   readonly deleted: Array<ManifestItem>
@@ -693,6 +695,7 @@ export const register = (
       written: 0,
       total: 0,
       completedAt: 0,
+      issued: [],
       failure: undefined,
       output: [],
       deleted: [],
@@ -754,14 +757,20 @@ export const register = (
       ctx.res.end()
       return
     }
+    // Renewable URLs (fault switch): this manifest's links are new ones, valid from now.
+    const renew = faults?.renewableUrls() === true
+    if (renew) job.issued.push(Date.now())
+    const gen = job.issued.length
+    const link = <T extends { readonly url: string }>(items: ReadonlyArray<T>): ReadonlyArray<T> =>
+      renew ? items.map((i) => ({ ...i, url: `${i.url}?gen=${gen}` })) : items
     const manifest: Manifest = {
       transactionTime: job.transactionTime,
       request: job.request,
       requiresAccessToken: job.requiresAccessToken,
       ...(job.organizeBy !== undefined ? { outputOrganizedBy: job.organizeBy } : {}),
-      output: job.output,
-      ...(job.since !== undefined ? { deleted: job.deleted } : {}),
-      error: job.error,
+      output: link(job.output),
+      ...(job.since !== undefined ? { deleted: link(job.deleted) } : {}),
+      error: link(job.error),
     }
     sendJson(ctx, 200, manifest, {
       "Content-Type": "application/json",
@@ -781,10 +790,15 @@ export const register = (
     const file = job.state === "done" ? job.files.get(ctx.params.name ?? "") : undefined
     if (file === undefined)
       throw new FhirHttpError(404, "not-found", `No file ${ctx.params.name} in job ${job.id}.`)
+    // `?gen=N`: a renewable URL of the N-th manifest, expiring from when that manifest was sent
+    const gen = ctx.url.searchParams.get("gen")
+    const issued = gen === null ? job.completedAt : job.issued[Number(gen) - 1]
+    if (issued === undefined)
+      throw new FhirHttpError(404, "not-found", `No link generation ${gen} for job ${job.id}.`)
     await serveFile(
       ctx,
       file.path,
-      { key: `${job.id}/${ctx.params.name}`, type: file.type, completedAt: job.completedAt },
+      { key: `${job.id}/${ctx.params.name}`, type: file.type, completedAt: issued },
       faults,
     )
   })

@@ -19,7 +19,7 @@
  *   "resetDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
  *   "slowDownload":   { "type": "Binary", "ms": 2000 },
  *   "shortFile":      { "type": "Observation", "missing": 1 },
- *   "expireFiles":    { "afterSeconds": 60 } | { "firstAttempt": true, "type": "Patient" },
+ *   "expireFiles":    { "afterSeconds": 60 } | { "firstAttempt": true, "type": "Patient" }, (+ "renewable": true)
  *   "outputsToError": { "types": ["Observation"] },
  *   "tokenExpiresAfterSeconds": 2
  * }
@@ -37,7 +37,10 @@
  * - shortFile: the first export output file of `type` (or the first file) holds `missing` fewer lines
  *   than the `count` its manifest entry announces.
  * - expireFiles: downloads answer 410 Gone once `afterSeconds` have passed since the job completed,
- *   or (firstAttempt) on the first download attempt of each matching file only.
+ *   or (firstAttempt) on the first download attempt of each matching file only. `renewable`: the URLs
+ *   work like signed links: every status request of a finished job hands out the files under new URLs
+ *   (`?gen=N`), and `afterSeconds` counts from when that URL was handed out; without it a manifest fetched
+ *   again holds the same URLs.
  * - outputsToError: the export's output files of these types are left out of `output[]` and an
  *   OperationOutcome per dropped file is written to `error[]` instead.
  * - tokenExpiresAfterSeconds: SMART access tokens stop working after this many seconds, whatever
@@ -94,6 +97,7 @@ export const FaultsConfig = Schema.Struct({
       afterSeconds: Schema.optional(Schema.Number.pipe(Schema.nonNegative())),
       firstAttempt: Schema.optional(Schema.Boolean),
       type: Schema.optional(Schema.String),
+      renewable: Schema.optional(Schema.Boolean),
     }),
   ),
   outputsToError: Schema.optional(Schema.Struct({ types: Schema.Array(Schema.String) })),
@@ -208,7 +212,15 @@ export class Faults {
     return next()
   }
 
-  /** Called by the download handlers once per attempt at a file. */
+  /** `expireFiles.renewable`: each manifest of a finished job hands out its files under new URLs. */
+  renewableUrls(): boolean {
+    return this.config.expireFiles?.renewable === true
+  }
+
+  /**
+   * Called by the download handlers once per attempt at a file. `completedAt`: when the job completed, or
+   * (renewable URLs) when the URL asked for was handed out.
+   */
   download(file: {
     readonly key: string
     readonly type: string

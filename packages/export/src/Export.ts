@@ -182,6 +182,32 @@ export const planFiles = (manifest: ExportManifest, gzip = false): ReadonlyArray
   ]
 }
 
+/** New URLs from one status URL at most this often per run before Ferry starts a new job instead. */
+const MAX_RENEWALS = 3
+
+/**
+ * Whether `again` (the manifest fetched again from the same status URL) is the same job's output under new
+ * URLs: the same transactionTime and the same files (kind, type, count, in order), and a new URL for at least
+ * one of the files still to download (`unfinished`, planned from `before`).
+ */
+export const renewsUrls = (
+  before: ExportManifest,
+  again: ExportManifest,
+  unfinished: ReadonlyArray<PlannedFile>,
+  gzip = false,
+): boolean => {
+  if (again.transactionTime !== before.transactionTime) return false
+  const a = planFiles(before, gzip)
+  const b = planFiles(again, gzip)
+  if (a.length !== b.length) return false
+  const byKey = new Map(b.map((f) => [f.key, f]))
+  for (const f of a) {
+    const g = byKey.get(f.key)
+    if (g === undefined || g.type !== f.type || g.count !== f.count || g.path !== f.path) return false
+  }
+  return unfinished.some((f) => byKey.get(f.key)?.url !== f.url)
+}
+
 /** Per-type totals of the output files a manifest announces (for a progress display). */
 export const manifestTypes = (
   manifest: ExportManifest,
@@ -403,6 +429,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const files: Array<ArchiveFile> = []
   let transactionTime = ""
   let rekickoffs = 0
+  let renewals = 0
   let released = false
   let statusUrl: string | undefined
 
@@ -777,6 +804,20 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             })
           }
           break
+        }
+        // The manifest fetched again may carry new URLs for the same job's files (re-signed links: the
+        // spec's STU3 advice). Then finished files stay, partial ones resume with Range, and no new job is
+        // started; the same URLs again mean the files are gone for good: a new kick-off.
+        if (!organizing && statusUrl !== undefined && renewals < MAX_RENEWALS) {
+          const again = yield* Poll.waitForManifest(client, statusUrl, pollOptions).pipe(Effect.option)
+          const unfinished = planned.filter((f) => !journal.isDone(f.key))
+          if (Option.isSome(again) && renewsUrls(manifest, again.value, unfinished, options.gzip === true)) {
+            renewals++
+            manifest = again.value
+            yield* journal.append("manifest", manifest)
+            yield* emit("manifest-renewed", { statusUrl: redactUrl(statusUrl), renewal: renewals })
+            continue
+          }
         }
         if (rekickoffs >= 3) {
           return yield* new ExportError({

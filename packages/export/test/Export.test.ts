@@ -1,6 +1,6 @@
 import * as NFS from "node:fs"
 import * as Path from "node:path"
-import { assert, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import * as Archive from "@ferry/archive/Archive"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
@@ -385,4 +385,36 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10] } as never, { plugins: [] }), {
       assert.strictEqual((error as ExportError).reason, "NotSupported")
     }),
   )
+})
+
+describe("renewsUrls", () => {
+  const manifest = (tag: string, extra: Partial<{ transactionTime: string; count: number }> = {}) => ({
+    transactionTime: extra.transactionTime ?? "2026-01-01T00:00:00Z",
+    requiresAccessToken: false,
+    output: [
+      { type: "Patient", url: `http://s/f/Patient.0${tag}`, count: 10 },
+      { type: "Observation", url: `http://s/f/Observation.0${tag}`, count: extra.count ?? 20 },
+    ],
+    deleted: [],
+    error: [],
+  })
+  const before = manifest("?gen=1")
+  const planned = Export.planFiles(before)
+  const observation = planned.filter((f) => f.type === "Observation")
+
+  it("is true for the same files under new URLs, when a file still to download got one", () => {
+    assert.isTrue(Export.renewsUrls(before, manifest("?gen=2"), observation))
+  })
+  it("is false when the URLs are the same (the files are gone: a new kick-off)", () => {
+    assert.isFalse(Export.renewsUrls(before, manifest("?gen=1"), observation))
+    assert.isFalse(Export.renewsUrls(before, manifest("?gen=2"), []))
+  })
+  it("is false for another job's files: other transactionTime, other counts, other files", () => {
+    assert.isFalse(
+      Export.renewsUrls(before, manifest("?gen=2", { transactionTime: "2026-01-02T00:00:00Z" }), observation),
+    )
+    assert.isFalse(Export.renewsUrls(before, manifest("?gen=2", { count: 21 }), observation))
+    const fewer = { ...manifest("?gen=2"), output: manifest("?gen=2").output.slice(0, 1) }
+    assert.isFalse(Export.renewsUrls(before, fewer, observation))
+  })
 })
