@@ -172,6 +172,19 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       "soon",
     ])
     expect(bad.code).toBe(2)
+    // A password in a base URL would be printed and stored: refused, and not echoed.
+    const withPassword = sandbox.baseUrl.replace("http://", "http://alice:S3cretPw@")
+    for (const args of [
+      ["export", withPassword, "--out", Path.join(tmp, "usage3")],
+      ["import", tmp, "--to", withPassword],
+      ["verify", "--target", withPassword, "--archive", tmp],
+    ]) {
+      const refused = await ferry(args)
+      expect(refused.code, refused.stderr).toBe(2)
+      expect(refused.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*holds a user name or password/)
+      expect(refused.stderr + refused.stdout).not.toContain("S3cretPw")
+    }
+    expect(NFS.existsSync(Path.join(tmp, "usage3"))).toBe(false)
   })
 
   it("kill -9 during downloads, then a rerun: same data as an uninterrupted export, no second kick-off", async () => {

@@ -30,6 +30,7 @@ import * as Path from "node:path"
 import { Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
 import { Config, Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as BaseUrl from "./BaseUrl.js"
 import * as YAML from "yaml"
 import {
   type AuthFlagValues,
@@ -600,25 +601,16 @@ export const resolve = (
 export const requireUrl = (settings: Settings, server: Server): Effect.Effect<string, ConfigError> =>
   Option.match(settings[server].url, {
     onSome: (url) =>
-      Option.match(Option.liftThrowable(() => new URL(url))(), {
-        onNone: () =>
+      Either.match(BaseUrl.parse(url, `the ${server} server's`), {
+        onLeft: (problem) =>
           Effect.fail(
             new ConfigError({
               reason: "Invalid",
               where: flagName([server, "url"]),
-              detail: `${url} is not an absolute URL; give the ${server} server's FHIR base, e.g. https://fhir.example.org/r4`,
+              detail: `${BaseUrl.shown(url)} ${problem}`,
             }),
           ),
-        onSome: (u) =>
-          /^https?:$/.test(u.protocol)
-            ? Effect.succeed(u.toString().replace(/\/+$/, ""))
-            : Effect.fail(
-                new ConfigError({
-                  reason: "Invalid",
-                  where: flagName([server, "url"]),
-                  detail: `${url} is not an http(s) URL; give the ${server} server's FHIR base`,
-                }),
-              ),
+        onRight: (base) => Effect.succeed(base),
       }),
     onNone: () =>
       Effect.fail(

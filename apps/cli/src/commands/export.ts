@@ -12,7 +12,8 @@ import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { ExportError } from "@ferry/export/ExportError"
 import * as Export from "@ferry/export/Export"
-import { Clock, Console, Duration, Effect, Option } from "effect"
+import { Clock, Console, Duration, Effect, Either, Option } from "effect"
+import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
@@ -225,17 +226,9 @@ export const runExport = (f: Flags) =>
       if (i <= 0) return yield* usage(`--param ${p} is not of the form name=value`)
       custom.push([p.slice(0, i), p.slice(i + 1)])
     }
-    let baseUrl: string
-    try {
-      baseUrl = new URL(f.baseUrl).toString().replace(/\/+$/, "")
-    } catch {
-      return yield* usage(
-        `${f.baseUrl} is not an absolute URL; pass the server's FHIR base, e.g. https://fhir.example.org/r4`,
-      )
-    }
-    if (!/^https?:$/.test(new URL(baseUrl).protocol)) {
-      return yield* usage(`${f.baseUrl} is not an http(s) URL; pass the server's FHIR base`)
-    }
+    const parsed = BaseUrl.parse(f.baseUrl)
+    if (Either.isLeft(parsed)) return yield* usage(`${BaseUrl.shown(f.baseUrl)} ${parsed.left}`)
+    const baseUrl = parsed.right
     const settings = yield* authSettings(f)
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
     const client = yield* FhirClient.make({

@@ -12,7 +12,8 @@ import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
-import { Clock, Console, Effect, Option } from "effect"
+import { Clock, Console, Effect, Either, Option } from "effect"
+import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
 
@@ -102,16 +103,9 @@ const lines =
 
 export const runImport = (f: Flags) =>
   Effect.gen(function* () {
-    let baseUrl: string
-    try {
-      baseUrl = new URL(f.to).toString().replace(/\/+$/, "")
-    } catch {
-      return yield* usage(
-        `--to ${f.to} is not an absolute URL; pass the target's FHIR base, e.g. https://fhir.example.org/r4`,
-      )
-    }
-    if (!/^https?:$/.test(new URL(baseUrl).protocol))
-      return yield* usage(`--to ${f.to} is not an http(s) URL; pass the target's FHIR base`)
+    const parsed = BaseUrl.parse(f.to, "the target's")
+    if (Either.isLeft(parsed)) return yield* usage(`--to ${BaseUrl.shown(f.to)} ${parsed.left}`)
+    const baseUrl = parsed.right
     if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
     if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
     const settings = yield* authSettings(f)

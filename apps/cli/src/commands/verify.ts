@@ -16,7 +16,8 @@ import * as FhirClient from "@ferry/core/FhirClient"
 import * as Report from "@ferry/verify/Report"
 import * as Verify from "@ferry/verify/Verify"
 import { VerifyError } from "@ferry/verify/VerifyError"
-import { Console, Effect, Option } from "effect"
+import { Console, Effect, Either, Option } from "effect"
+import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
 
@@ -75,12 +76,9 @@ export const parsePercent = (text: string): Option.Option<number> => {
 }
 
 const checkUrl = (flag: string, url: string) =>
-  Option.match(Option.liftThrowable(() => new URL(url))(), {
-    onNone: () => Effect.fail(usage(`--${flag} ${url} is not a URL; pass the server's FHIR base`)),
-    onSome: (u) =>
-      /^https?:$/.test(u.protocol)
-        ? Effect.succeed(url.replace(/\/+$/, ""))
-        : Effect.fail(usage(`--${flag} ${url} is not an http(s) URL`)),
+  Either.match(BaseUrl.parse(url), {
+    onLeft: (problem) => Effect.fail(usage(`--${flag} ${BaseUrl.shown(url)} ${problem}`)),
+    onRight: (base) => Effect.succeed(base),
   })
 
 const clientFor = (flag: string, url: string, settings: Authenticator.AuthSettings) =>
