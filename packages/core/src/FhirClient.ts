@@ -14,6 +14,7 @@ import { CapabilityStatement } from "./CapabilityStatement.js"
 import { AuthError, FhirError } from "./Errors.js"
 import {
   describeBody,
+  withoutCredential,
   describeParseError,
   fhirJson,
   isAbsolute,
@@ -268,6 +269,22 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           const toGet =
             response.status === 303 ||
             ((response.status === 301 || response.status === 302) && request.method === "POST")
+          const carriesBody = !toGet && request.method !== "GET" && request.method !== "HEAD"
+          if (carriesBody && !sameOrigin(next.href, urlOf(request))) {
+            // A request body (a Bundle of patient data, an $import kick-off naming the file server's token)
+            // goes only where it was addressed: never re-sent to another origin.
+            return yield* new Attempt({
+              error: new FhirError({
+                reason: "Status",
+                method: request.method,
+                url: redactUrl(urlOf(request)),
+                status: response.status,
+                detail: `the server redirected this ${request.method} to another origin (${redactUrl(next.href)}); Ferry does not send request bodies across origins: use the server's final URL`,
+              }),
+              retryAfter: undefined,
+              permanent: true,
+            })
+          }
           request = HttpClientRequest.setUrl(request, next)
           if (toGet && request.method !== "GET" && request.method !== "HEAD") {
             request = HttpClientRequest.get(next, {
@@ -278,7 +295,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         }
         if (response.status >= 200 && response.status < 300) return response
         const text = yield* readTextPrefix(response, errorBodyLimit)
-        const described = describeBody(text, response.headers["content-type"])
+        const described = describeBody(
+          withoutCredential(text, toSend.headers.authorization),
+          response.headers["content-type"],
+        )
         return yield* new Attempt({
           error: new FhirError({
             reason: "Status",
@@ -383,7 +403,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           return { status, headers: responseHeaders, url, body: response.body } satisfies RawResponse
         }
         const text = yield* RawHttp.readTextPrefix(response.body, errorBodyLimit)
-        const described = describeBody(text, responseHeaders["content-type"])
+        const described = describeBody(
+          withoutCredential(text, toSend.authorization),
+          responseHeaders["content-type"],
+        )
         return yield* new Attempt({
           error: new FhirError({
             reason: "Status",

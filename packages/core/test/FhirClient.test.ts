@@ -553,4 +553,84 @@ describe("FhirClient against loopback servers", () => {
       assert.strictEqual((missing as FhirError).status, 404)
     }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
+
+  it.scopedLive(
+    "follows a redirect of a request with a body within its origin only, never to another one",
+    () =>
+      Effect.gen(function* () {
+        const other = yield* loopback((_req, res) =>
+          json(res, 200, { resourceType: "Bundle", type: "transaction-response" }),
+        )
+        const own = yield* loopback((req, res) => {
+          if (req.url === "/fhir") {
+            res.writeHead(307, { location: "/moved" })
+            return res.end()
+          }
+          if (req.url === "/moved") {
+            let body = ""
+            req.on("data", (c: Buffer) => {
+              body += c.toString()
+            })
+            return req.on("end", () => {
+              if (body.includes('"type":"transaction"')) {
+                res.writeHead(307, { location: `${other.origin}/evil` })
+                return res.end()
+              }
+              json(res, 400, {
+                resourceType: "OperationOutcome",
+                issue: [{ severity: "error", code: "invalid" }],
+              })
+            })
+          }
+          json(res, 404, {
+            resourceType: "OperationOutcome",
+            issue: [{ severity: "error", code: "not-found" }],
+          })
+        })
+        const client = yield* FhirClient.make({ baseUrl: `${own.origin}/fhir`, retry: { times: 3 } })
+        const error = yield* Effect.flip(
+          client.transaction({ resourceType: "Bundle", type: "transaction", entry: [] }),
+        )
+        assert.instanceOf(error, FhirError)
+        assert.strictEqual((error as FhirError).status, 307)
+        assert.match((error as FhirError).message, /redirected this POST to another origin/)
+        // the body went to /fhir and, within the origin, to /moved (once each: no retry), never elsewhere
+        assert.deepStrictEqual(
+          own.seen.map((r) => r.url),
+          ["/fhir", "/moved"],
+        )
+        assert.deepStrictEqual(other.seen, [])
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive("an error answer that echoes the access token has it removed from the error", () =>
+    Effect.gen(function* () {
+      const own = yield* loopback((req, res) => {
+        if (req.url === "/fhir/Patient/1") {
+          return json(res, 403, {
+            resourceType: "OperationOutcome",
+            issue: [
+              {
+                severity: "error",
+                code: "forbidden",
+                diagnostics: `token ${req.headers.authorization} lacks scope`,
+              },
+            ],
+          })
+        }
+        res.writeHead(403, { "content-type": "text/plain" })
+        res.end(`denied for ${req.headers.authorization}`)
+      })
+      const client = yield* FhirClient.make({
+        baseUrl: `${own.origin}/fhir`,
+        authorize: (req) => Effect.succeed(HttpClientRequest.bearerToken(req, "secret-token-123")),
+      })
+      const read = yield* Effect.flip(client.read("Patient", "1"))
+      const raw = yield* Effect.flip(client.get("Binary/2"))
+      for (const e of [read, raw]) {
+        assert.notInclude(JSON.stringify(e), "secret-token-123")
+        assert.include(e.message, "[redacted]")
+      }
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
 })
