@@ -54,7 +54,7 @@ export const isRedirect = (status: number): boolean =>
   status === 301 || status === 302 || status === 303 || status === 307 || status === 308
 
 const secretParam =
-  /sig|signature|token|key|credential|secret|password|pass|auth|code|^x-amz-|^se$|^sp$|^sv$/i
+  /sig|signature|token|key|credential|secret|password|pass|auth|code|jwt|session|hmac|policy|^sid$|^x-amz-|^x-goog-|^se$|^sp$|^sv$/i
 
 /**
  * A URL safe to put in errors and logs: query values whose names look like credentials (pre-signed and SAS
@@ -106,6 +106,20 @@ const decodeOutcome = Schema.decodeUnknownEither(OperationOutcome)
  * What a failed answer's body says, without ever carrying a resource: the OperationOutcome when the body is
  * one, else a short description (the kind of JSON, or the first 200 characters of a text/HTML error page).
  */
+/**
+ * `text` (an error answer) without the credential of `authorization` (the header as sent), should the
+ * server have echoed it.
+ */
+export const withoutCredential = <T extends string | undefined>(
+  text: T,
+  authorization: string | undefined,
+): T => {
+  const credential = authorization?.replace(/^\S+\s+/, "").trim()
+  return text !== undefined && credential !== undefined && credential.length >= 8
+    ? (text.split(credential).join("[redacted]") as T)
+    : text
+}
+
 export const describeBody = (
   text: string | undefined,
   contentType: string | undefined,

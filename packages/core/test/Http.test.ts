@@ -25,6 +25,12 @@ describe("Http", () => {
     assert.notInclude(url, "pw")
     assert.include(url, "part=1")
     assert.include(redactUrl("https://blob/x?sv=2020&sig=zzz&se=2030"), "sig=REDACTED")
+    const more = redactUrl(
+      "https://f/x?jwt=a1&session_id=a2&sid=a3&hmac=a4&Policy=a5&X-Goog-Signature=a6&_count=10&type=Patient",
+    )
+    for (const secret of ["a1", "a2", "a3", "a4", "a5", "a6"]) assert.notInclude(more, secret)
+    assert.include(more, "_count=10")
+    assert.include(more, "type=Patient")
   })
 
   it("describes failed bodies without carrying resources", () => {
