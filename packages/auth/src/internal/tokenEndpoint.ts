@@ -38,13 +38,28 @@ export interface TokenRequest {
 /** application/x-www-form-urlencoded encoding of one value, as RFC 6749 §2.3.1 asks for Basic credentials. */
 export const formEncode = (value: string): string => new URLSearchParams([["", value]]).toString().slice(1)
 
-const scrubber = (request: TokenRequest) => {
-  const secrets = [
+/** `Authorization: Basic …` credentials for client_secret_basic. */
+const basicCredentials = (basic: NonNullable<TokenRequest["basic"]>): string =>
+  Buffer.from(`${formEncode(basic.clientId)}:${formEncode(Redacted.value(basic.secret))}`).toString("base64")
+
+/**
+ * Removes the secrets from text a server sent back: each as written, as sent in the form body (form- and
+ * percent-encoded: `~` → `%7E`, `+` → `%2B`), and the Basic credentials as sent (base64).
+ */
+export const scrubber = (request: TokenRequest) => {
+  const raw = [
     ...Object.values(request.form).filter((v): v is Redacted.Redacted<string> => Redacted.isRedacted(v)),
     ...(request.basic ? [request.basic.secret] : []),
+  ].map((r) => Redacted.value(r))
+  const secrets = [
+    ...new Set([
+      ...raw.flatMap((s) => [s, formEncode(s), encodeURIComponent(s)]),
+      ...(request.basic ? [basicCredentials(request.basic)] : []),
+    ]),
   ]
-    .map((r) => Redacted.value(r))
     .filter((s) => s.length >= 4)
+    // longest first: an encoded form that contains the raw secret goes whole
+    .sort((a, b) => b.length - a.length)
   return (text: string): string => secrets.reduce((acc, s) => acc.split(s).join("[redacted]"), text)
 }
 
@@ -70,12 +85,7 @@ export const request = (
     HttpClientRequest.bodyUrlParams(params),
   )
   if (request.basic) {
-    const credentials = `${formEncode(request.basic.clientId)}:${formEncode(Redacted.value(request.basic.secret))}`
-    req = HttpClientRequest.setHeader(
-      req,
-      "authorization",
-      `Basic ${Buffer.from(credentials).toString("base64")}`,
-    )
+    req = HttpClientRequest.setHeader(req, "authorization", `Basic ${basicCredentials(request.basic)}`)
   }
   return http.execute(req).pipe(
     // The request (and its secret-bearing body) is not kept as a cause.

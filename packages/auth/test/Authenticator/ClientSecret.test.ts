@@ -5,6 +5,7 @@ import { AuthError } from "@ferry/core/Errors"
 import { Effect, Redacted } from "effect"
 import type { Authenticator } from "../../src/Authenticator.js"
 import * as ClientSecret from "../../src/Authenticator/ClientSecret.js"
+import * as TokenEndpoint from "../../src/internal/tokenEndpoint.js"
 import * as TokenServer from "../helpers/TokenServer.js"
 
 const CLIENT = "ferry client"
@@ -109,4 +110,22 @@ describe("ClientSecret", () => {
       expect(JSON.stringify(error)).not.toContain(SECRET)
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
+
+  it("scrubs the secret as sent too: form-encoded, percent-encoded and inside the Basic credentials", () => {
+    const secret = "Abc~Def.Ghi_Jkl+Mno"
+    const scrub = TokenEndpoint.scrubber({
+      tokenUrl: "http://t.example/token",
+      form: { client_secret: Redacted.make(secret) },
+      basic: { clientId: "myclient", secret: Redacted.make(secret) },
+    })
+    const basic = Buffer.from(`myclient:${TokenEndpoint.formEncode(secret)}`).toString("base64")
+    const echoed = `got myclient:${TokenEndpoint.formEncode(secret)} (header Basic ${basic}), body client_secret=${encodeURIComponent(secret)}, raw ${secret}`
+    const out = scrub(echoed)
+    for (const leak of [secret, TokenEndpoint.formEncode(secret), encodeURIComponent(secret), basic])
+      assert.notInclude(out, leak)
+    assert.strictEqual(
+      out,
+      "got myclient:[redacted] (header Basic [redacted]), body client_secret=[redacted], raw [redacted]",
+    )
+  })
 })
