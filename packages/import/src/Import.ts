@@ -196,6 +196,8 @@ const appendDurable = (path: string, text: string): Effect.Effect<void, ImportEr
         return open()
       })
       try {
+        // a file an older run (or a copy) left with a wider mode is narrowed too
+        await h.chmod(0o600)
         await h.write(text)
         await h.sync()
       } finally {

@@ -2,6 +2,7 @@
  * The verification reports: `verify.json` (the `Report` as is) and `verify.html` (a self-contained page:
  * inline CSS, no scripts, no external assets; every value escaped). Both written 0600, atomically.
  */
+import { randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { Effect } from "effect"
@@ -91,10 +92,16 @@ ${r.attachments.length === 0 ? "<p>None.</p>" : `<table><tr><th>resource</th><th
 const writeAtomic = (path: string, text: string) =>
   Effect.try({
     try: () => {
-      const tmp = `${path}.tmp`
-      NFS.writeFileSync(tmp, text, { mode: 0o600 })
-      NFS.chmodSync(tmp, 0o600)
-      NFS.renameSync(tmp, path)
+      // a fresh name, created exclusively: never a file (or symlink) someone else put there
+      const tmp = `${path}.${randomUUID()}.tmp`
+      NFS.writeFileSync(tmp, text, { mode: 0o600, flag: "wx" })
+      try {
+        NFS.chmodSync(tmp, 0o600)
+        NFS.renameSync(tmp, path)
+      } catch (e) {
+        NFS.rmSync(tmp, { force: true })
+        throw e
+      }
     },
     catch: (cause) =>
       new VerifyError({
