@@ -90,6 +90,8 @@ export const ImportManifest = Schema.Struct(
   {
     transactionTime: Schema.optional(Schema.String),
     request: Schema.optional(Schema.String),
+    /** As in an export manifest: `false` means the outcome files are fetched without the access token. */
+    requiresAccessToken: Schema.optional(Schema.Boolean),
     output: importFiles,
     error: importFiles,
     extension: Schema.optional(Extension),

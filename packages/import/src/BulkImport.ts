@@ -443,7 +443,7 @@ const collect = (
           if (f !== undefined && item.count !== undefined) f.loaded = (f.loaded ?? 0) + item.count
         }
         if (item.url !== undefined) {
-          yield* outcomes(client, item.url, scrub).pipe(
+          yield* outcomes(client, item.url, scrub, manifest.requiresAccessToken !== false).pipe(
             Stream.runForEach((o) =>
               Effect.sync(() => {
                 for (const issue of o.issue) {
@@ -463,7 +463,7 @@ const collect = (
           if (f !== undefined) f.rejected += item.count ?? 0
           continue
         }
-        yield* outcomes(client, item.url, scrub).pipe(
+        yield* outcomes(client, item.url, scrub, manifest.requiresAccessToken !== false).pipe(
           Stream.runForEach((outcome) =>
             Effect.sync(() => {
               const line = lineOf(outcome)
@@ -646,8 +646,9 @@ const outcomes = (
   client: FhirClient,
   url: string,
   scrub: (s: string) => string,
+  auth: boolean,
 ): Stream.Stream<OperationOutcome, ImportError> =>
-  client.stream(url, { headers: { accept: fhirNdjson } }).pipe(
+  client.stream(url, { headers: { accept: fhirNdjson }, auth }).pipe(
     Ndjson.parse({ file: redactUrl(url), resourceType: "OperationOutcome" }),
     Stream.mapError((e) =>
       e instanceof Ndjson.NdjsonError
