@@ -12,7 +12,8 @@ export type Level = "debug" | "info" | "warning" | "error"
 
 const SECRET = /token|authori[sz]ation|secret|password|private|assertion|cookie/i
 
-const redact = (fields: Readonly<Record<string, unknown>>): Record<string, unknown> => {
+/** The fields with every value whose name looks like a secret replaced by "[redacted]". */
+export const redact = (fields: Readonly<Record<string, unknown>>): Record<string, unknown> => {
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(fields)) out[k] = SECRET.test(k) ? "[redacted]" : v
   return out

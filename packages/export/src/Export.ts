@@ -401,7 +401,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         "_elements asks for SUBSETTED resources: this archive holds partial data and must never be imported into a server",
     })
   }
-  yield* emit("start", { source: redactUrl(client.baseUrl), level: params.level, resumed })
+  yield* emit("start", { source: redactUrl(client.baseUrl), exportLevel: params.level, resumed })
 
   // Bulk or crawl?
   const mode0 = options.mode ?? "auto"

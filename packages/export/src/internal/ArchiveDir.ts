@@ -13,6 +13,7 @@ import * as Path from "node:path"
 import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { Journal as ArchiveJournal } from "@ferry/archive/Journal"
+import * as Events from "@ferry/archive/Events"
 import type { FileEntry, Init, Manifest } from "@ferry/archive/Manifest"
 import { Clock, Effect, Option, type Scope } from "effect"
 import { ExportError } from "../ExportError.js"
@@ -113,11 +114,12 @@ export const open = (
       event: (name, fields = {}) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           appendEvent(
+            // the safety net of Events.append; the line's own at/level/event cannot be overwritten by a field
             JSON.stringify({
+              ...Events.redact(fields),
               at: new Date(now).toISOString(),
               level: warnings.has(name) ? "warn" : "info",
               event: name,
-              ...fields,
             }),
           ),
         ),
