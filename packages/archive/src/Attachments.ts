@@ -62,9 +62,12 @@ const indexPath = (dir: string) => Path.join(dir, "attachments", "index.ndjson")
  * - `store` reads a blob while hashing (SHA-256, SHA-1) and counting: up to 1 MiB in memory, a bigger one
  *   spilling to a temp file. A blob the archive already has (by sha256) is not written again; a new one is
  *   written to a temp file (0600), fsynced, and renamed to its content address.
- * - `commit` fsyncs the directories of the blobs stored since the last commit, then appends their index
- *   lines in one fsynced write. A blob is in the index only once it is durable, so the index is the record
- *   of finished blobs a resumed run can trust.
+ * - `storeBytes` (a blob already in memory) writes it to a temp file and renames it into place at once, and
+ *   leaves the fsync to the next `commit` (the file stays open until then).
+ * - `commit` fsyncs the blobs `storeBytes` wrote since the last commit and the directories of every blob
+ *   stored since then, then appends their index lines in one fsynced write. A blob is in the index only once
+ *   it is durable, so the index is the record of finished blobs a resumed run can trust; a blob file not in
+ *   the index (a crash before its commit) is written again by the next run that meets it.
  * An index line is written when the blob is new or `meta.sourceUrl` is given.
  */
 export interface Store {
@@ -73,9 +76,10 @@ export interface Store {
     meta?: Meta,
   ) => Effect.Effect<Stored, ArchiveError | E, R>
   /**
-   * `store` for bytes already in memory (a small attachment read whole): the same result and the same
-   * durability, in one step of plain Node calls instead of a stream and an Effect per write (the export stores
-   * tens of thousands of these; measured per-attachment CPU in docs/benchmarks.md).
+   * `store` for bytes already in memory (a small attachment read whole): the same result, durable at the next
+   * `commit`, written with synchronous calls (a few tens of µs for a small blob) instead of a stream, an
+   * Effect per write and a round trip through the thread pool per file operation (the export stores tens of
+   * thousands of these; measured per-attachment CPU in docs/benchmarks.md).
    */
   readonly storeBytes: (bytes: Uint8Array, meta?: Meta) => Effect.Effect<Stored, ArchiveError>
   /** Make the stored blobs durable and index them; returns how many index lines were written. */
@@ -86,15 +90,9 @@ export interface Store {
   readonly index: ReadonlyMap<string, IndexLine>
 }
 
-const openP = promisify(NFS.open)
-const writeP = (fd: number, b: Uint8Array, off: number, len: number) =>
-  new Promise<number>((resolve, reject) =>
-    NFS.write(fd, b, off, len, null, (e, n) => (e ? reject(e) : resolve(n))),
-  )
-/** Create exclusively, write-only, every write durable (data and size) when it returns. */
-const SYNC_CREATE =
-  NFS.constants.O_WRONLY | NFS.constants.O_CREAT | NFS.constants.O_EXCL | NFS.constants.O_DSYNC
-const closeP = promisify(NFS.close)
+/** Create exclusively, write-only (made durable by `commit`: fsync of the open descriptor). */
+const CREATE = NFS.constants.O_WRONLY | NFS.constants.O_CREAT | NFS.constants.O_EXCL
+const fsyncP = promisify(NFS.fsync)
 
 /** Parallel directory fsyncs per commit. */
 const SYNC_CONCURRENCY = 16
@@ -161,56 +159,42 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
         return { sha256, sha1, size, created }
       })
 
-    /** Blobs being written by `storeBytes`, by sha256: an identical blob arriving meanwhile waits for it. */
-    const writing = new Map<string, Promise<void>>()
+    /** Blob files `storeBytes` wrote since the last commit, still open for `commit`'s fsync. */
+    let unsynced: Array<number> = []
 
-    const writeBlob = async (sha256: string, bytes: Uint8Array): Promise<void> => {
+    /** Writes a new blob to a temp file and renames it to its content address; durable at the next commit. */
+    const writeBlob = (sha256: string, bytes: Uint8Array): void => {
       const final = Path.join(dir, relativePath(sha256))
       const parent = Path.dirname(final)
       if (!dirs.has(parent)) {
-        await NFS.promises.mkdir(parent, { recursive: true, mode: Fs.DIR_MODE })
-        await NFS.promises.chmod(parent, Fs.DIR_MODE)
+        NFS.mkdirSync(parent, { recursive: true, mode: Fs.DIR_MODE })
+        NFS.chmodSync(parent, Fs.DIR_MODE)
         dirs.add(parent)
       }
       const tmp = Path.join(base, `${randomUUID()}.part`)
-      // O_DSYNC: each write returns once the bytes (and the size) are durable, as an fsync would make them,
-      // without a separate fsync call through the thread pool
-      const fd = await openP(tmp, SYNC_CREATE, Fs.FILE_MODE)
+      const fd = NFS.openSync(tmp, CREATE, Fs.FILE_MODE)
       try {
         let off = 0
-        while (off < bytes.length) off += await writeP(fd, bytes, off, bytes.length - off)
+        while (off < bytes.length) off += NFS.writeSync(fd, bytes, off, bytes.length - off)
+        NFS.renameSync(tmp, final)
       } catch (e) {
-        await closeP(fd).catch(() => undefined)
-        await NFS.promises.rm(tmp, { force: true }).catch(() => undefined)
+        NFS.closeSync(fd)
+        NFS.rmSync(tmp, { force: true })
         throw e
       }
-      await closeP(fd)
-      await NFS.promises.rename(tmp, final)
+      unsynced.push(fd)
       touched.add(parent)
     }
 
     const storeBytes = (bytes: Uint8Array, meta: Meta = {}): Effect.Effect<Stored, ArchiveError> =>
-      Effect.tryPromise({
-        try: async (): Promise<Stored> => {
+      Effect.try({
+        try: (): Stored => {
           const sha256 = createHash("sha256").update(bytes).digest("hex")
           const sha1 = createHash("sha1").update(bytes).digest("base64")
           const created = !known.has(sha256)
           if (created) {
+            writeBlob(sha256, bytes)
             known.add(sha256)
-            const written = writeBlob(sha256, bytes)
-            writing.set(sha256, written)
-            try {
-              await written
-            } catch (e) {
-              known.delete(sha256)
-              throw e
-            } finally {
-              writing.delete(sha256)
-            }
-          } else {
-            // the same bytes from another URL, perhaps still being written: index it once they are on disk
-            const pending = writing.get(sha256)
-            if (pending !== undefined) await pending
           }
           if (created || meta.sourceUrl !== undefined) {
             lines.push({
@@ -226,12 +210,36 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
         catch: ioError(base),
       })
 
+    /** fsyncs (SYNC_CONCURRENCY at a time) and closes the blob files `storeBytes` left open. */
+    const syncBlobs = (fds: ReadonlyArray<number>) =>
+      Effect.tryPromise({
+        try: async () => {
+          let next = 0
+          let failure: { readonly error: unknown } | undefined
+          const worker = async () => {
+            while (failure === undefined && next < fds.length) {
+              await fsyncP(fds[next++]!).catch((error: unknown) => {
+                failure ??= { error }
+              })
+            }
+          }
+          // every fsync has returned before any descriptor is closed (a closed number may be reused at once)
+          await Promise.all(Array.from({ length: Math.min(SYNC_CONCURRENCY, fds.length) }, worker))
+          for (const fd of fds) NFS.closeSync(fd)
+          if (failure !== undefined) throw failure.error
+        },
+        catch: ioError(base),
+      })
+
     const commit = lock.withPermits(1)(
       Effect.gen(function* () {
         const toSync = touched
         const toIndex = lines
+        const blobs = unsynced
         touched = new Set()
         lines = []
+        unsynced = []
+        if (blobs.length > 0) yield* syncBlobs(blobs)
         if (toIndex.length === 0) return 0
         yield* Effect.forEach(toSync, Fs.syncDir, { concurrency: SYNC_CONCURRENCY, discard: true })
         yield* Fs.appendSync(indexPath(dir), toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
