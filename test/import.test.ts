@@ -190,7 +190,11 @@ describe("ferry import", () => {
     const archive = copy(sample, "reject")
     const target = await start({ rejectRule: { type: "Immunization", message: "no immunizations here" } })
     const run = await importInto(archive, target)
-    expect(run.code, run.stderr).toBe(0)
+    // finished, with resources set aside: exit 7 and one line saying where they are and what to do
+    expect(run.code, run.stderr).toBe(7)
+    expect(lastLine(run.stderr)).toMatch(
+      /^ferry: .*quarantine: the target refused \d+ resources, set aside here .*; fix the cause, then run the same command with --retry-quarantine$/,
+    )
     const expected = archiveCounts(archive)
     const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
     const q = NFS.readFileSync(
@@ -233,7 +237,7 @@ describe("ferry import", () => {
     const refusing = await startSandbox({ port, db, rejectRule: { type: "Immunization" } })
     const first = await importInto(archive, refusing.handle)
     await refusing.close()
-    expect(first.code, first.stderr).toBe(0)
+    expect(first.code, first.stderr).toBe(7)
     const expected = archiveCounts(archive)
     expect((JSON.parse(first.stdout) as { quarantined: number }).quarantined).toBe(expected.Immunization)
     const fixed = await start({ port, db })
@@ -292,6 +296,21 @@ describe("ferry import", () => {
     expect(run.code).toBe(4)
     expect(lastLine(run.stderr)).toContain(
       "refuses client-defined ids (405 on PUT); rerun with --strategy post",
+    )
+    expect(target.store.countAll()).toBe(0)
+  })
+
+  it("a changed archive (a data line edited, still valid JSON) is not imported: exit 5, one line naming the file, nothing sent", async () => {
+    const archive = copy(sample, "changed")
+    const file = Path.join(archive, "data", "Patient.000.ndjson")
+    const text = NFS.readFileSync(file, "utf8")
+    expect(text).toMatch(/"gender":"(male|female)"/)
+    NFS.writeFileSync(file, text.replace(/"gender":"(male|female)"/, '"gender":"other"'))
+    const target = await start({})
+    const run = await importInto(archive, target)
+    expect(run.code, run.stderr).toBe(5)
+    expect(lastLine(run.stderr)).toMatch(
+      /^ferry: .*data\/Patient\.000\.ndjson: the archive was changed or damaged: data\/Patient\.000\.ndjson does not hold the bytes the export recorded .*; restore the archive from a copy, or export again$/,
     )
     expect(target.store.countAll()).toBe(0)
   })

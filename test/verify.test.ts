@@ -273,6 +273,54 @@ describe("ferry verify", () => {
     expect(NFS.readFileSync(Path.join(report, "verify.html"), "utf8")).toContain("Sampled: 40%")
   }, 60_000)
 
+  it("a changed archive or an unfinished one proves nothing: exit 4, one line saying so, no CLEAN", async () => {
+    const t = await target()
+    const changed = Path.join(tmp, "changed-archive")
+    NFS.cpSync(archive, changed, { recursive: true })
+    const data = NFS.readdirSync(Path.join(changed, "data")).find((f) => f.startsWith("Patient."))!
+    const file = Path.join(changed, "data", data)
+    NFS.writeFileSync(
+      file,
+      NFS.readFileSync(file, "utf8").replace(/"gender":"(male|female)"/, '"gender":"other"'),
+    )
+    const run = await runFerry([
+      "verify",
+      "--archive",
+      changed,
+      "--target",
+      t.handle.baseUrl,
+      "--report",
+      Path.join(tmp, "r-changed"),
+    ])
+    expect(run.code, run.stderr).toBe(4)
+    expect(run.stdout).not.toContain("CLEAN")
+    expect(lastLine(run.stderr)).toMatch(
+      new RegExp(
+        `the archive was changed or damaged: data/${data.replace(/\./g, "\\.")} does not hold the bytes the export recorded`,
+      ),
+    )
+
+    const unfinished = Path.join(tmp, "unfinished-archive")
+    NFS.cpSync(archive, unfinished, { recursive: true })
+    const manifestPath = Path.join(unfinished, "manifest.json")
+    NFS.writeFileSync(
+      manifestPath,
+      JSON.stringify({ ...JSON.parse(NFS.readFileSync(manifestPath, "utf8")), complete: false }),
+    )
+    const run2 = await runFerry([
+      "verify",
+      "--archive",
+      unfinished,
+      "--target",
+      t.handle.baseUrl,
+      "--report",
+      Path.join(tmp, "r-unfinished"),
+    ])
+    expect(run2.code, run2.stderr).toBe(4)
+    expect(run2.stdout).not.toContain("CLEAN")
+    expect(lastLine(run2.stderr)).toContain("is not a complete archive (its export did not finish)")
+  }, 60_000)
+
   it("usage errors exit 2", async () => {
     const both = await runFerry([
       "verify",

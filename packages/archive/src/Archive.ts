@@ -402,6 +402,43 @@ export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<n
     return rows.length
   })
 
+/**
+ * Re-hash the data, deleted and error files a manifest lists (not the attachment blobs) and compare with the
+ * sha256 the export recorded for each: what an import checks before it sends anything. Empty = intact.
+ */
+export const verifyDataFiles = (
+  dir: string,
+  manifest: Manifest,
+  options: { readonly concurrency?: number } = {},
+): Effect.Effect<ReadonlyArray<Mismatch>, ArchiveError> =>
+  Effect.forEach(
+    [...manifest.files, ...manifest.deleted, ...manifest.errors],
+    (e) =>
+      Effect.gen(function* () {
+        const file = Path.join(dir, e.path)
+        if (!(yield* Fs.exists(file)))
+          return { path: e.path, problem: "Missing", expected: e.sha256 } satisfies Mismatch as Mismatch
+        const { sha256 } = yield* Fs.hashFile(file)
+        return sha256 === e.sha256
+          ? undefined
+          : ({ path: e.path, problem: "Changed", expected: e.sha256, actual: sha256 } satisfies Mismatch as Mismatch)
+      }),
+    { concurrency: options.concurrency ?? 2 },
+  ).pipe(Effect.map((rs) => rs.filter((r): r is Mismatch => r !== undefined)))
+
+/** One sentence for the first of `mismatches` (and how many more), saying what to do. */
+export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string => {
+  const first = mismatches[0]!
+  const what =
+    first.problem === "Missing"
+      ? `${first.path} is missing`
+      : first.problem === "Changed"
+        ? `${first.path} does not hold the bytes the export recorded (sha256 ${first.actual?.slice(0, 12)}…, expected ${first.expected?.slice(0, 12)}…)`
+        : `${first.path} is not covered by checksums.sha256`
+  const more = mismatches.length > 1 ? ` (and ${mismatches.length - 1} more)` : ""
+  return `the archive was changed or damaged: ${what}${more}; restore the archive from a copy, or export again`
+}
+
 export interface Mismatch {
   readonly path: string
   /** Missing: listed but not on disk. Changed: bytes differ from the recorded hash. Unlisted: in the manifest

@@ -58,6 +58,7 @@
  * subset runs never duplicate. Every blob of the attachment index not uploaded yet is uploaded before the
  * subset's resources (an incomplete archive's index holds at least the blobs its finished files point to).
  */
+import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { HttpClientRequest } from "@effect/platform"
@@ -273,6 +274,21 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           detail:
             "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
         })
+      }
+      // A changed or damaged archive is not imported: every file is checked against the sha256 the export
+      // recorded (a migrate's waves import files its own run wrote and checked: `files` given).
+      if (options.files === undefined) {
+        const mismatches = yield* Archive.verifyDataFiles(archive, manifest).pipe(
+          Effect.mapError(
+            (e) => new ImportError({ reason: "Archive", url: archive, detail: e.message, cause: e }),
+          ),
+        )
+        if (mismatches.length > 0)
+          return yield* new ImportError({
+            reason: "Archive",
+            url: Path.join(archive, mismatches[0]!.path),
+            detail: Archive.describeMismatches(mismatches),
+          })
       }
       const importDir = Imports.dir(archive, client.baseUrl)
       const emit = (e: ImportEvent) =>
@@ -596,6 +612,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 Buffer.alloc(0),
                 (acc, b: Uint8Array) => Buffer.concat([acc, b]),
               )
+              if (createHash("sha256").update(bytes).digest("hex") !== blob.sha256)
+                return yield* new ImportError({
+                  reason: "Archive",
+                  url: Path.join(archive, Attachments.relativePath(blob.sha256)),
+                  detail: Archive.describeMismatches([
+                    {
+                      path: Attachments.relativePath(blob.sha256),
+                      problem: "Changed",
+                      expected: blob.sha256,
+                    },
+                  ]),
+                })
               id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
               yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
               binaries++

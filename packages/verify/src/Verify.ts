@@ -288,7 +288,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         (e) => new VerifyError({ reason: "Config", detail: `--archive: ${e.message}`, cause: e }),
       ),
     )
-    if (!manifest.complete) notes.push("the archive is not complete (complete: false): counts may be short")
+    if (!manifest.complete)
+      return yield* new VerifyError({
+        reason: "Source",
+        detail: `${source.dir} is not a complete archive (its export did not finish); run the same ferry export again to finish it, then verify`,
+      })
+    // An archive that does not hold what its export recorded proves nothing: every file and blob is re-hashed.
+    const mismatches = yield* Archive.verifyChecksums(source.dir).pipe(Effect.mapError(sourceError))
+    if (mismatches.length > 0)
+      return yield* new VerifyError({ reason: "Source", detail: `${source.dir}: ${Archive.describeMismatches(mismatches)}` })
     const idx = yield* Attachments.readIndex(source.dir).pipe(Effect.mapError(sourceError))
     const byUrl = new Map<string, string>()
     for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)
