@@ -35,8 +35,10 @@ export const codeOf = (error: unknown): number => {
       return error.reason === "Config" ? 2 : 3
     case "FhirError":
       return 4
-    case "ExportError":
     case "ImportError":
+      if (error.reason === "Quarantined") return 7
+      return error.reason === "Config" ? 2 : error.reason === "Archive" ? 5 : error.reason === "Auth" ? 3 : 4
+    case "ExportError":
       return error.reason === "Config" ? 2 : error.reason === "Archive" ? 5 : error.reason === "Auth" ? 3 : 4
     case "ArchiveError":
     case "NdjsonError":

@@ -10,9 +10,19 @@ import { Schema } from "effect"
  * - Auth: the target refused the credentials
  * - Timeout: the target did not finish (an `$import` job) within `--timeout`
  * - NotSupported: the target lacks what the chosen strategy needs (`$import`, transactions, client ids)
+ * - Quarantined: the import finished, but the target refused some resources (set aside in `quarantine/`)
  */
 export class ImportError extends Schema.TaggedError<ImportError>("@ferry/import/ImportError")("ImportError", {
-  reason: Schema.Literal("Config", "Target", "Refused", "Archive", "Auth", "Timeout", "NotSupported"),
+  reason: Schema.Literal(
+    "Config",
+    "Target",
+    "Refused",
+    "Archive",
+    "Auth",
+    "Timeout",
+    "NotSupported",
+    "Quarantined",
+  ),
   url: Schema.optional(Schema.String),
   detail: Schema.String,
   cause: Schema.optional(Schema.Defect),
@@ -21,3 +31,14 @@ export class ImportError extends Schema.TaggedError<ImportError>("@ferry/import/
     return `${this.url ? `${this.url}: ` : ""}${this.detail}`
   }
 }
+
+/**
+ * The failure that ends a finished import (or migration) whose target refused `count` resources: they are in
+ * `quarantineDir`, everything else landed.
+ */
+export const quarantined = (count: number, quarantineDir: string, retry: string): ImportError =>
+  new ImportError({
+    reason: "Quarantined",
+    url: quarantineDir,
+    detail: `the target refused ${count} resource${count === 1 ? "" : "s"}, set aside here with each one's file:line and the target's answer (everything else landed); fix the cause, then run ${retry}`,
+  })

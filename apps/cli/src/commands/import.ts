@@ -11,7 +11,8 @@ import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Import from "@ferry/import/Import"
-import { ImportError } from "@ferry/import/ImportError"
+import { ImportError, quarantined } from "@ferry/import/ImportError"
+import * as Imports from "@ferry/archive/Imports"
 import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
@@ -129,6 +130,12 @@ export const runImport = (f: Flags) =>
       onEvent: lines(started),
     })
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+    if (summary.quarantined > 0)
+      return yield* quarantined(
+        summary.quarantined,
+        Imports.quarantineDir(f.archive, baseUrl),
+        "the same command with --retry-quarantine",
+      )
     return Option.none()
   }).pipe(
     Effect.scoped,

@@ -15,7 +15,7 @@ import * as Authenticator from "@ferry/auth/Authenticator"
 import * as Imports from "@ferry/archive/Imports"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Export from "@ferry/export/Export"
-import { ImportError } from "@ferry/import/ImportError"
+import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
 import { unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
@@ -401,6 +401,12 @@ export const runMigrate = (f: Flags) =>
         : `ferry migrate: check it with: ferry verify --archive ${archive} --target ${to}`,
     )
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+    if (summary.import.quarantined > 0)
+      return yield* quarantined(
+        summary.import.quarantined,
+        Imports.quarantineDir(archive, to),
+        `ferry import ${archive} --to ${to} --retry-quarantine`,
+      )
   }).pipe(
     Effect.scoped,
     Effect.provide(HttpLayer.layer),
