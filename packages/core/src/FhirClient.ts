@@ -171,6 +171,12 @@ const fhirErrorFromTransport = (
     permanent: error.reason !== "Transport",
   })
 
+/**
+ * Connection failures that mean nothing answers at that address (a wrong host or port) rather than a hiccup:
+ * before the server has answered once, they end the request at once instead of after minutes of retries.
+ */
+const NOTHING_THERE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"])
+
 const transportDetail = (cause: unknown): string => {
   const inner =
     typeof cause === "object" && cause !== null && "cause" in cause
@@ -220,6 +226,15 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const timeoutMs = Duration.isFinite(timeout) ? Duration.toMillis(timeout) : Number.POSITIVE_INFINITY
   const maxRedirects = options.maxRedirects ?? 5
   const userAgent = options.userAgent ?? "ferry"
+  /** Whether the server has answered anything yet (see NOTHING_THERE). */
+  let answered = false
+  const unlessNeverAnswered = (a: Attempt): Attempt =>
+    !answered &&
+    a.permanent !== true &&
+    a.error.reason === "Transport" &&
+    NOTHING_THERE.has(a.error.detail ?? "")
+      ? new Attempt({ error: a.error, retryAfter: a.retryAfter, permanent: true })
+      : a
 
   const withTimeout =
     (sent: HttpClientRequest.HttpClientRequest) =>
@@ -255,9 +270,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         const response = yield* http.execute(toSend).pipe(
           // fetch would follow redirects itself, carrying Authorization along; Ferry follows them here.
           manualRedirects,
-          Effect.mapError((e) => fhirErrorFromTransport(toSend, e)),
+          Effect.mapError((e) => unlessNeverAnswered(fhirErrorFromTransport(toSend, e))),
           withTimeout(toSend),
         )
+        answered = true
         const location = response.headers.location
         const target =
           isRedirect(response.status) && location !== undefined && hop < maxRedirects
@@ -372,8 +388,8 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           toSend = { ...headers, ...authorized.headers }
         }
         const response = yield* RawHttp.send(url, toSend, timeoutMs).pipe(
-          Effect.mapError(
-            (e) =>
+          Effect.mapError((e) =>
+            unlessNeverAnswered(
               new Attempt({
                 error: new FhirError({
                   reason: "Transport",
@@ -385,8 +401,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                 retryAfter: undefined,
                 permanent: e.permanent,
               }),
+            ),
           ),
         )
+        answered = true
         const status = response.statusCode
         const responseHeaders = RawHttp.flatHeaders(response.headers)
         const location = responseHeaders.location

@@ -3,7 +3,8 @@
  * rules as `request` — auth only to the base's origin, never across a redirect to another host, one refresh
  * after a 401, the retry schedule with Retry-After, the per-attempt timeout, redacted URLs.
  */
-import type { ServerResponse } from "node:http"
+import { createServer, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
 import { FetchHttpClient, HttpClientRequest } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect } from "effect"
@@ -196,6 +197,40 @@ describe("FhirClient.get against loopback servers", () => {
         assert.instanceOf(refused, FhirError)
         assert.strictEqual((refused as FhirError).reason, "Transport")
         assert.include((refused as FhirError).message, "ECONNREFUSED")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive(
+    "a refused connection before the server ever answered fails at once (a wrong URL); after an answer it is retried (a restart)",
+    () =>
+      Effect.gen(function* () {
+        const retry = { times: 3, base: Duration.millis(200) }
+        const { client: wrong } = yield* clientFor("http://127.0.0.1:9/fhir", { retry })
+        const t0 = Date.now()
+        const refused = yield* Effect.flip(wrong.get("Binary/1"))
+        assert.include((refused as FhirError).message, "ECONNREFUSED")
+        assert.isBelow(Date.now() - t0, 150, "no retry schedule before any answer")
+
+        const server = createServer((_req, res) => {
+          res.writeHead(200, { "content-type": "application/octet-stream" })
+          res.end("ok")
+        })
+        yield* Effect.async<void>((resume) => server.listen(0, "127.0.0.1", () => resume(Effect.void)))
+        const { client } = yield* clientFor(
+          `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`,
+          {
+            retry,
+          },
+        )
+        assert.strictEqual(yield* Effect.flatMap(client.get("Binary/1"), bodyOf), "ok")
+        yield* Effect.async<void>((resume) => {
+          server.closeAllConnections()
+          server.close(() => resume(Effect.void))
+        })
+        const t1 = Date.now()
+        const later = yield* Effect.flip(client.get("Binary/1"))
+        assert.include((later as FhirError).message, "ECONNREFUSED")
+        assert.isAtLeast(Date.now() - t1, 200, "retried once the server had answered")
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 })
