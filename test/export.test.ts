@@ -172,6 +172,24 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       "soon",
     ])
     expect(bad.code).toBe(2)
+    // Parameters the server would only have answered with an empty archive or a 400: refused before kick-off.
+    for (const [flag, value, said] of [
+      ["--type", "Patient,Patinet", "--type Patinet is not an R4 resource type (did you mean Patient?)"],
+      ["--since", "yesterday", "--since yesterday is not a FHIR instant"],
+      ["--until", "2020-13-45T00:00:00Z", "--until 2020-13-45T00:00:00Z is not a FHIR instant"],
+    ] as const) {
+      const refused = await ferry([
+        "export",
+        sandbox.baseUrl,
+        "--out",
+        Path.join(tmp, "usage-params"),
+        flag,
+        value,
+      ])
+      expect(refused.code, refused.stderr).toBe(2)
+      expect(refused.stderr.trim().split("\n").at(-1)).toContain(said)
+    }
+    expect(NFS.existsSync(Path.join(tmp, "usage-params"))).toBe(false)
     // A password in a base URL would be printed and stored: refused, and not echoed.
     const withPassword = sandbox.baseUrl.replace("http://", "http://alice:S3cretPw@")
     for (const args of [

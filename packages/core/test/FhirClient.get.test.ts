@@ -215,7 +215,9 @@ describe("FhirClient.get against loopback servers", () => {
           res.writeHead(200, { "content-type": "application/octet-stream" })
           res.end("ok")
         })
-        yield* Effect.async<void>((resume) => server.listen(0, "127.0.0.1", () => resume(Effect.void)))
+        yield* Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        })
         const { client } = yield* clientFor(
           `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`,
           {

@@ -14,17 +14,13 @@ import { ExportError } from "@ferry/export/ExportError"
 import * as Export from "@ferry/export/Export"
 import { Clock, Console, Duration, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
+import * as Params from "../Params.js"
+import { list } from "../Params.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
 import { version } from "../Version.js"
 import type { FlagValues } from "../Flags.js"
-
-const list = (values: ReadonlyArray<string>): Array<string> =>
-  values
-    .flatMap((v) => v.split(","))
-    .map((v) => v.trim())
-    .filter((v) => v !== "")
 
 /** `90`, `90s`, `15m`, `2h`, `1d` → Duration. */
 export const parseTimeout = (text: string): Option.Option<Duration.Duration> => {
@@ -229,6 +225,13 @@ export const runExport = (f: Flags) =>
     const parsed = BaseUrl.parse(f.baseUrl)
     if (Either.isLeft(parsed)) return yield* usage(`${BaseUrl.shown(f.baseUrl)} ${parsed.left}`)
     const baseUrl = parsed.right
+    const problem =
+      Params.typesProblem("--type", list(f.type)) ??
+      (Option.isSome(f.since) && f.since.value !== "auto"
+        ? Params.instantProblem("--since", f.since.value)
+        : undefined) ??
+      (Option.isSome(f.until) ? Params.instantProblem("--until", f.until.value) : undefined)
+    if (problem !== undefined) return yield* usage(problem)
     const settings = yield* authSettings(f)
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
     const client = yield* FhirClient.make({

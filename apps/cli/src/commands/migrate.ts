@@ -26,12 +26,8 @@ import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
 import { version } from "../Version.js"
 import { parseTimeout } from "./export.js"
-
-const list = (values: ReadonlyArray<string>): Array<string> =>
-  values
-    .flatMap((v) => v.split(","))
-    .map((v) => v.trim())
-    .filter((v) => v !== "")
+import * as Params from "../Params.js"
+import { list } from "../Params.js"
 
 /** `2GB`, `500 MB`, `512MiB`, `1048576` → bytes. */
 export const parseBytes = (text: string): Option.Option<number> => {
@@ -328,6 +324,10 @@ export const runMigrate = (f: Flags) =>
     if (settings.parallel < 1) return yield* usage("--parallel must be at least 1")
     if (settings.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
     const since = Option.getOrUndefined(f.since)
+    const problem =
+      Params.typesProblem("--type", list(f.type)) ??
+      (since !== undefined && since !== "auto" ? Params.instantProblem("--since", since) : undefined)
+    if (problem !== undefined) return yield* usage(problem)
     let archive: string
     if (Option.isSome(settings.archive)) archive = settings.archive.value
     else if (since === "auto") {

@@ -18,6 +18,7 @@ import * as Verify from "@ferry/verify/Verify"
 import { VerifyError } from "@ferry/verify/VerifyError"
 import { Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
+import * as Params from "../Params.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
 
@@ -120,10 +121,9 @@ const runVerify = (f: Flags) =>
             { ...Authenticator.emptySettings(f.sourceAuth), bearerEnv: f.sourceBearerEnv },
           ),
         }
-    const types = f.type
-      .flatMap((t) => t.split(","))
-      .map((t) => t.trim())
-      .filter((t) => t !== "")
+    const types = Params.list(f.type)
+    const badType = Params.typesProblem("--type", types)
+    if (badType !== undefined) return yield* usage(badType)
     yield* Console.error(
       `ferry verify: ${source._tag === "Archive" ? source.dir : source.client.baseUrl} ⇄ ${target.baseUrl}${samplePercent !== undefined && samplePercent < 100 ? ` (sample ${samplePercent}%)` : ""}`,
     )

@@ -1,0 +1,62 @@
+/**
+ * Checks of the Bulk Data parameters a command passes on (`--type`, `--since`, `--until`), made before
+ * anything is sent: a typo gave an empty archive with exit 0, and a bad instant was explained (or not) by
+ * the server, with the exit code of a server failure.
+ */
+import { isResourceType, resourceTypes } from "@ferry/core/Reference"
+
+/** Comma-separated flag values (repeatable flags) as one list, blanks dropped. */
+export const list = (values: ReadonlyArray<string>): Array<string> =>
+  values
+    .flatMap((v) => v.split(","))
+    .map((v) => v.trim())
+    .filter((v) => v !== "")
+
+const distance = (a: string, b: string): number => {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const here = row[j]!
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = here
+    }
+  }
+  return row[b.length]!
+}
+
+/** The R4 type closest to `name` (case-insensitively, at most 2 edits away), if any. */
+const nearest = (name: string): string | undefined => {
+  let best: { type: string; d: number } | undefined
+  for (const type of resourceTypes) {
+    const d = distance(name.toLowerCase(), type.toLowerCase())
+    if (d <= 2 && (best === undefined || d < best.d)) best = { type, d }
+  }
+  return best?.type
+}
+
+/** What is wrong with the first name in `types` that is not an R4 resource type (undefined: all fine). */
+export const typesProblem = (flag: string, types: ReadonlyArray<string>): string | undefined => {
+  const bad = types.find((t) => !isResourceType(t))
+  if (bad === undefined) return undefined
+  const hint = nearest(bad)
+  return `${flag} ${bad} is not an R4 resource type${hint !== undefined ? ` (did you mean ${hint}?)` : ""}; give type names as FHIR writes them, e.g. Patient,Observation`
+}
+
+/** A FHIR instant: date, time to the second (fraction optional) and a zone. */
+const INSTANT =
+  /^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)$/
+
+/** What is wrong with `value` as a FHIR instant (undefined: fine). */
+export const instantProblem = (flag: string, value: string): string | undefined => {
+  const m = INSTANT.exec(value)
+  const valid =
+    m !== null &&
+    !Number.isNaN(Date.parse(value)) &&
+    // 2021-02-30 parses (as March 2); the day must exist in that month
+    Number(m[3]) <= new Date(Date.UTC(Number(m[1]), Number(m[2]), 0)).getUTCDate()
+  return valid
+    ? undefined
+    : `${flag} ${value} is not a FHIR instant; write the date, time and zone, e.g. 2024-01-31T00:00:00Z`
+}

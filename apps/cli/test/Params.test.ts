@@ -1,0 +1,33 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Params from "../src/Params.js"
+
+describe("Params", () => {
+  it("lists comma-separated, repeated values", () => {
+    assert.deepStrictEqual(Params.list(["Patient, Observation", "", "Encounter"]), [
+      "Patient",
+      "Observation",
+      "Encounter",
+    ])
+  })
+  it("names the first type that is not an R4 resource type, with the nearest one", () => {
+    assert.isUndefined(Params.typesProblem("--type", ["Patient", "Observation"]))
+    assert.strictEqual(
+      Params.typesProblem("--type", ["Patient", "Patinet"]),
+      "--type Patinet is not an R4 resource type (did you mean Patient?); give type names as FHIR writes them, e.g. Patient,Observation",
+    )
+    assert.include(Params.typesProblem("--type", ["observation"]) ?? "", "did you mean Observation?")
+    assert.notInclude(Params.typesProblem("--type", ["Zebra"]) ?? "", "did you mean")
+  })
+  it("accepts FHIR instants only, with a day that exists", () => {
+    for (const ok of ["2024-01-31T00:00:00Z", "2024-02-29T23:59:59.123+05:30", "2020-12-31T10:00:00-14:00"])
+      assert.isUndefined(Params.instantProblem("--since", ok), ok)
+    for (const bad of [
+      "yesterday",
+      "2024-01-31",
+      "2024-01-31T00:00:00",
+      "2020-13-45T00:00:00Z",
+      "2023-02-29T00:00:00Z",
+    ])
+      assert.include(Params.instantProblem("--since", bad) ?? "", "is not a FHIR instant", bad)
+  })
+})
