@@ -232,7 +232,27 @@ const referenceTarget = (value: string, defaultType: string, baseUrl: string): s
   return t
 }
 
-const ignored = new Set(["_format", "_pretty", "_cursor", "_count", "_summary", "_total"])
+const ignored = new Set(["_format", "_pretty", "_cursor", "_count", "_summary", "_total", "_elements"])
+
+/**
+ * `_elements`: only the listed top-level elements (plus resourceType, id and meta), tagged SUBSETTED as
+ * the FHIR search spec asks.
+ */
+const subsetted = (json: string, elements: ReadonlyArray<string>): string => {
+  const r = JSON.parse(json) as Record<string, unknown>
+  const out: Record<string, unknown> = { resourceType: r.resourceType, id: r.id }
+  const meta = (typeof r.meta === "object" && r.meta !== null ? r.meta : {}) as { tag?: unknown }
+  const tags = Array.isArray(meta.tag) ? meta.tag : []
+  out.meta = {
+    ...meta,
+    tag: [
+      ...tags,
+      { system: "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", code: "SUBSETTED" },
+    ],
+  }
+  for (const e of elements) if (e in r && !(e in out)) out[e] = r[e]
+  return JSON.stringify(out)
+}
 
 // ---------------------------------------------------------------------------------------------------
 // `_tag`
@@ -474,9 +494,11 @@ const search = (ctx: Ctx, config: SandboxConfig, type: string): void => {
     links.push(`{"relation":"next","url":${JSON.stringify(`${ctx.baseUrl}/${type}?${next.toString()}`)}}`)
   }
   const total = after === undefined ? `"total":${ctx.store.count(type, opts)},` : ""
+  const elementsRaw = params.get("_elements")
+  const elements = elementsRaw === null ? undefined : elementsRaw.split(",").map((e) => e.trim())
   const entries = rows.map(
     (r) =>
-      `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/${r.type}/${r.id}`)},"resource":${searchJson(ctx, r)},"search":{"mode":"match"}}`,
+      `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/${r.type}/${r.id}`)},"resource":${elements === undefined ? searchJson(ctx, r) : subsetted(searchJson(ctx, r), elements)},"search":{"mode":"match"}}`,
   )
   sendJson(
     ctx,

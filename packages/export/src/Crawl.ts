@@ -14,7 +14,7 @@ import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import type { Resource } from "@ferry/core/Ids"
 import { Clock, Effect, Stream } from "effect"
-import type { ExportError } from "./ExportError.js"
+import { ExportError } from "./ExportError.js"
 import type { ExportParams } from "./Kickoff.js"
 import { type ArchiveDir, type ArchiveFile, fsTry } from "./internal/ArchiveDir.js"
 import { isMember, patientCompartment } from "./internal/compartment.js"
@@ -56,9 +56,48 @@ const serverTime = (client: FhirClient) =>
     Effect.map((ms) => new Date(ms).toISOString()),
   )
 
-const sinceParams = (p: ExportParams): Record<string, string> => ({
-  ...(p.since !== undefined ? { _lastUpdated: `gt${p.since}` } : {}),
-})
+/** `_since` / `_until` as search bounds on `_lastUpdated` (after, and at or before). */
+const timeParams = (p: ExportParams): Record<string, ReadonlyArray<string>> => {
+  const bounds = [
+    ...(p.since !== undefined ? [`gt${p.since}`] : []),
+    ...(p.until !== undefined ? [`le${p.until}`] : []),
+  ]
+  return bounds.length > 0 ? { _lastUpdated: bounds } : {}
+}
+
+/**
+ * The search parameters of one type's crawl that carry the export's `_typeFilter` (its one query for that
+ * type, if any) and `_elements` (the names without a type, and `Type.name` of this type). Undefined when
+ * this type has `_typeFilter` queries a single search cannot express (several are OR-ed together).
+ */
+export const typeParams = (
+  p: ExportParams,
+  type: string,
+): Record<string, ReadonlyArray<string>> | undefined => {
+  const out: Record<string, Array<string>> = {}
+  const filters = p.typeFilters.filter((f) => f.startsWith(`${type}?`))
+  if (filters.length > 1) return undefined
+  for (const [k, v] of new URLSearchParams(filters[0]?.slice(type.length + 1) ?? "")) (out[k] ??= []).push(v)
+  const elements = p.elements.flatMap((e) =>
+    !e.includes(".") ? [e] : e.startsWith(`${type}.`) ? [e.slice(type.length + 1)] : [],
+  )
+  if (elements.length > 0) out._elements = [elements.join(",")]
+  return out
+}
+
+/**
+ * What a crawl cannot do of what was asked (undefined: it can do all of it): the files of a crawl are one
+ * per type, its searches are the server's own, and `$export`-only parameters mean nothing there.
+ */
+export const unsupported = (p: ExportParams): string | undefined => {
+  if (p.organizeOutputBy !== undefined) return "--organize-output-by (a crawl writes one file per type)"
+  if (p.includeAssociatedData.length > 0) return "--include-associated-data (an $export parameter)"
+  if (p.custom.length > 0) return `--param ${p.custom[0]![0]} (an $export parameter)`
+  const multi = p.types.length > 0 ? p.types : [...new Set(p.typeFilters.map((f) => f.split("?")[0]!))]
+  const many = multi.find((t) => typeParams(p, t) === undefined)
+  if (many !== undefined) return `more than one --type-filter for ${many} (a crawl runs one search per type)`
+  return undefined
+}
 
 /** Patient ids of the export: every Patient (patient level), the Group's members, or `patients`. */
 const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
@@ -115,6 +154,13 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   options: CrawlOptions,
 ) {
   const pageSize = options.pageSize ?? 500
+  const cannot = unsupported(p)
+  if (cannot !== undefined) {
+    return yield* new ExportError({
+      reason: "Config",
+      detail: `a search crawl (the source has no $export, or --mode crawl) cannot honour ${cannot}; leave it out, or export from a source with $export`,
+    })
+  }
   const transactionTime = yield* serverTime(client)
   const cs = yield* client.capabilities()
   const searchable = CapabilityStatement.types(cs).filter((t) =>
@@ -124,9 +170,8 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   const compartment = p.level !== "system"
   const types = compartment ? wanted.filter(isMember) : wanted
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []
-  const base = { _count: String(pageSize), ...sinceParams(p) }
-
   const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
+    const base = { _count: String(pageSize), ...timeParams(p), ...typeParams(p, type) }
     if (!compartment) return client.searchAll(type, base)
     if (type === "Patient") {
       return Stream.fromIterable(ids).pipe(

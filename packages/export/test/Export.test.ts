@@ -5,6 +5,7 @@ import * as Archive from "@ferry/archive/Archive"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
 import { ExportError } from "../src/ExportError.js"
+import * as Crawl from "../src/Crawl.js"
 import * as Export from "../src/Export.js"
 import {
   clientFor,
@@ -171,9 +172,77 @@ layer(
           Patient: 100,
           Immunization: sandbox.store.count("Immunization"),
         })
+        // _until and _elements are the crawl's searches too: before the epoch nothing; ids and genders only
+        const none = yield* Export.run({
+          client,
+          out: Path.join(dir, "u"),
+          params: { level: "system", types: ["Patient"], until: "1970-01-01T00:00:00Z" },
+          mode: "crawl",
+        })
+        assert.strictEqual(none.resources, 0)
+        yield* Export.run({
+          client,
+          out: Path.join(dir, "e"),
+          params: { level: "system", types: ["Patient"], elements: ["Patient.gender"] },
+          mode: "crawl",
+        })
+        const subset = dataLines(Path.join(dir, "e")).map((l) => JSON.parse(l) as Record<string, unknown>)
+        assert.strictEqual(subset.length, 100)
+        for (const r of subset)
+          assert.deepStrictEqual(Object.keys(r).sort(), ["gender", "id", "meta", "resourceType"])
+        const refused = yield* Effect.exit(
+          Export.run({
+            client,
+            out: Path.join(dir, "o"),
+            params: { level: "patient", types: ["Patient"], organizeOutputBy: "Patient" },
+            mode: "crawl",
+          }),
+        )
+        assert.include(String(failureOf(refused)), "cannot honour --organize-output-by")
       }),
     120_000,
   )
+})
+
+describe("crawl parameters", () => {
+  const p = (extra: Partial<Parameters<typeof Crawl.typeParams>[0]>) =>
+    ({
+      level: "system",
+      types: [],
+      typeFilters: [],
+      elements: [],
+      patients: [],
+      includeAssociatedData: [],
+      custom: [],
+      ...extra,
+    }) as Parameters<typeof Crawl.typeParams>[0]
+
+  it("carries one _typeFilter query and the type's _elements into the type's search", () => {
+    const params = p({
+      typeFilters: ["Observation?status=final&category=laboratory", "Condition?clinical-status=active"],
+      elements: ["id", "Observation.code", "Condition.onset"],
+    })
+    assert.deepStrictEqual(Crawl.typeParams(params, "Observation"), {
+      status: ["final"],
+      category: ["laboratory"],
+      _elements: ["id,code"],
+    })
+    assert.deepStrictEqual(Crawl.typeParams(params, "Patient"), { _elements: ["id"] })
+    assert.isUndefined(Crawl.unsupported(params))
+  })
+
+  it("names what a crawl cannot honour", () => {
+    assert.include(Crawl.unsupported(p({ organizeOutputBy: "Patient" })) ?? "", "--organize-output-by")
+    assert.include(
+      Crawl.unsupported(p({ includeAssociatedData: ["LatestProvenanceResources"] })) ?? "",
+      "--include-associated-data",
+    )
+    assert.include(Crawl.unsupported(p({ custom: [["_mine", "1"]] })) ?? "", "--param _mine")
+    assert.include(
+      Crawl.unsupported(p({ typeFilters: ["Observation?status=final", "Observation?status=amended"] })) ?? "",
+      "more than one --type-filter for Observation",
+    )
+  })
 })
 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): E | undefined =>
