@@ -87,6 +87,13 @@ export const emptySettings = (kind: AuthKind): AuthSettings => ({
   secretMethod: "basic",
 })
 
+/** How a user gives each setting on the command line (`--source-…`/`--target-…` where there are two servers). */
+const flagOf: Readonly<Record<string, string>> = {
+  clientId: "client-id",
+  keyFile: "key",
+  clientSecret: "client-secret-env",
+}
+
 const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Effect.Effect<A, AuthError> =>
   Option.match(value, {
     onSome: Effect.succeed,
@@ -94,7 +101,7 @@ const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Eff
       Effect.fail(
         new AuthError({
           reason: "Config",
-          detail: `Auth kind "${kind}" needs auth.${name}; set it in the config file or environment`,
+          detail: `--auth ${kind} needs --${flagOf[name] ?? name} (--source-${flagOf[name] ?? name} / --target-${flagOf[name] ?? name} where a command talks to two servers), or auth.${name} in a config file`,
         }),
       ),
   })

@@ -84,7 +84,7 @@ describe("Authenticator", () => {
       const smart = yield* Effect.flip(Authenticator.fromSettings(Authenticator.emptySettings("smart"), base))
       assert.instanceOf(smart, AuthError)
       expect(smart.reason).toBe("Config")
-      expect(smart.message).toContain('Auth kind "smart" needs auth.clientId')
+      expect(smart.message).toContain("--auth smart needs --client-id")
       const bearer = yield* Effect.flip(
         Authenticator.fromSettings(Authenticator.emptySettings("bearer"), base),
       )
@@ -95,7 +95,7 @@ describe("Authenticator", () => {
           base,
         ),
       )
-      expect(secret.message).toContain("needs auth.clientSecret")
+      expect(secret.message).toContain("or auth.clientSecret in a config file")
       const none = yield* Authenticator.fromSettings(Authenticator.emptySettings("none"), base)
       expect(none.describe).toBe("no authentication")
       expect(yield* header(none, base)).toBeUndefined()
