@@ -283,15 +283,9 @@ describe("ferry verify", () => {
       file,
       NFS.readFileSync(file, "utf8").replace(/"gender":"(male|female)"/, '"gender":"other"'),
     )
-    const run = await runFerry([
-      "verify",
-      "--archive",
-      changed,
-      "--target",
-      t.handle.baseUrl,
-      "--report",
-      Path.join(tmp, "r-changed"),
-    ])
+    const verifyArchive = (dir: string, report: string) =>
+      runFerry(["verify", "--archive", dir, "--target", t.handle.baseUrl, "--report", Path.join(tmp, report)])
+    const run = await verifyArchive(changed, "r-changed")
     expect(run.code, run.stderr).toBe(4)
     expect(run.stdout).not.toContain("CLEAN")
     expect(lastLine(run.stderr)).toMatch(
@@ -307,15 +301,7 @@ describe("ferry verify", () => {
       manifestPath,
       JSON.stringify({ ...JSON.parse(NFS.readFileSync(manifestPath, "utf8")), complete: false }),
     )
-    const run2 = await runFerry([
-      "verify",
-      "--archive",
-      unfinished,
-      "--target",
-      t.handle.baseUrl,
-      "--report",
-      Path.join(tmp, "r-unfinished"),
-    ])
+    const run2 = await verifyArchive(unfinished, "r-unfinished")
     expect(run2.code, run2.stderr).toBe(4)
     expect(run2.stdout).not.toContain("CLEAN")
     expect(lastLine(run2.stderr)).toContain("is not a complete archive (its export did not finish)")
