@@ -256,6 +256,12 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     for (const t of types) expect(summary.types[t]?.resources).toBe(sandbox.store.count(t))
     expect(summary.released).toBe(true)
     expect(eventsOf(out).filter((e) => e.event === "kickoff")).toHaveLength(1)
+    // A complete archive without its checksums (an older Ferry killed between the two): the next run writes them.
+    const checksums = NFS.readFileSync(Path.join(out, "checksums.sha256"), "utf8")
+    NFS.rmSync(Path.join(out, "checksums.sha256"))
+    const again = await ferry(["export", sandbox.baseUrl, "--out", out, "--type", types.join(",")])
+    expect(again.code, again.stderr).toBe(0)
+    expect(NFS.readFileSync(Path.join(out, "checksums.sha256"), "utf8")).toBe(checksums)
   }, 120_000)
 })
 

@@ -92,8 +92,18 @@ export const AuthSection = Schema.Struct({
 })
 export type AuthSection = typeof AuthSection.Type
 
+/** A server's FHIR base, checked where it is given (flag, `FERRY_*`, file:line) with `BaseUrl.parse`. */
+const ServerUrl = NonEmpty.pipe(
+  Schema.filter((s) =>
+    Either.match(BaseUrl.parse(s), {
+      onLeft: (problem) => `${BaseUrl.shown(s)} ${problem}`,
+      onRight: () => true,
+    }),
+  ),
+)
+
 export const ServerSection = Schema.Struct({
-  url: Schema.optional(NonEmpty),
+  url: Schema.optional(ServerUrl),
   /** The auth settings (a file may give just the kind, `auth: none`, which reads as `{ kind: none }`). */
   auth: Schema.optional(AuthSection),
 })

@@ -421,7 +421,12 @@ export const verifyDataFiles = (
         const { sha256 } = yield* Fs.hashFile(file)
         return sha256 === e.sha256
           ? undefined
-          : ({ path: e.path, problem: "Changed", expected: e.sha256, actual: sha256 } satisfies Mismatch as Mismatch)
+          : ({
+              path: e.path,
+              problem: "Changed",
+              expected: e.sha256,
+              actual: sha256,
+            } satisfies Mismatch as Mismatch)
       }),
     { concurrency: options.concurrency ?? 2 },
   ).pipe(Effect.map((rs) => rs.filter((r): r is Mismatch => r !== undefined)))

@@ -77,7 +77,11 @@ export const typeParams = (
   const out: Record<string, Array<string>> = {}
   const filters = p.typeFilters.filter((f) => f.startsWith(`${type}?`))
   if (filters.length > 1) return undefined
-  for (const [k, v] of new URLSearchParams(filters[0]?.slice(type.length + 1) ?? "")) (out[k] ??= []).push(v)
+  for (const [k, v] of new URLSearchParams(filters[0]?.slice(type.length + 1) ?? "")) {
+    const values = out[k] ?? []
+    values.push(v)
+    out[k] = values
+  }
   const elements = p.elements.flatMap((e) =>
     !e.includes(".") ? [e] : e.startsWith(`${type}.`) ? [e.slice(type.length + 1)] : [],
   )

@@ -354,6 +354,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     })
   }
   if (archive.manifest.complete) {
+    // An archive an older Ferry completed and was killed before it wrote the checksums: write them now.
+    if (!NFS.existsSync(Path.join(archive.root, Archive.layout.checksums)))
+      yield* Archive.writeChecksums(archive.root, archive.manifest)
     yield* emit("already-complete", {})
     return summaryOf(archive.root, archive.manifest, {
       resumed: true,
@@ -885,19 +888,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     })
   }
 
-  // The archive is complete: manifest (atomically), checksums, journal; then the job is released.
+  // The archive is complete: the manifest's file lists, then the checksums, then `complete: true` (each written
+  // atomically), then the journal; then the job is released. A kill between any two steps leaves an archive
+  // that is not complete yet, which the next run finishes: never a complete one without its checksums.
   const index = yield* ArchiveAttachments.readIndex(archive.root)
   const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
-  const final = yield* Archive.updateManifest(archive.root, (m) => ({
+  const listed = yield* Archive.updateManifest(archive.root, (m) => ({
     ...m,
     transactionTime,
-    complete: true,
     files: files.filter((f) => f.kind === "output").map(entry),
     deleted: files.filter((f) => f.kind === "deleted").map(entry),
     errors: files.filter((f) => f.kind === "error").map(entry),
     attachments: { count: index.size, bytes: [...index.values()].reduce((n, l) => n + l.size, 0) },
   }))
-  yield* Archive.writeChecksums(archive.root, final)
+  yield* Archive.writeChecksums(archive.root, listed)
+  const final = yield* Archive.updateManifest(archive.root, (m) => ({ ...m, complete: true }))
   yield* journal.append("complete", true)
 
   if (mode === "bulk" && statusUrl !== undefined && options.keepJob !== true) {

@@ -296,7 +296,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     // An archive that does not hold what its export recorded proves nothing: every file and blob is re-hashed.
     const mismatches = yield* Archive.verifyChecksums(source.dir).pipe(Effect.mapError(sourceError))
     if (mismatches.length > 0)
-      return yield* new VerifyError({ reason: "Source", detail: `${source.dir}: ${Archive.describeMismatches(mismatches)}` })
+      return yield* new VerifyError({
+        reason: "Source",
+        detail: `${source.dir}: ${Archive.describeMismatches(mismatches)}`,
+      })
     const idx = yield* Attachments.readIndex(source.dir).pipe(Effect.mapError(sourceError))
     const byUrl = new Map<string, string>()
     for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)
