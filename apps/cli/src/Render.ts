@@ -80,9 +80,36 @@ export const line = (cause: Cause.Cause<unknown>): string => {
   return `ferry: unexpected failure (a bug in ferry, please report it): ${text.split("\n")[0]}`
 }
 
-/** Prints the failure's line on stderr (ValidationErrors are already printed by @effect/cli). */
-export const report = (cause: Cause.Cause<unknown>): Effect.Effect<void> => {
+/** A server that kept failing (throttling, 5xx, no answer in time) after the retries: worth trying again later. */
+const gaveUpOnServer = (e: unknown): boolean => {
+  if (!isTagged(e) || e._tag !== "FhirError") return false
+  const f = e as Tagged & { reason?: unknown; status?: unknown; detail?: unknown }
+  return (
+    f.reason === "Throttled" ||
+    (f.reason === "Status" && typeof f.status === "number" && f.status >= 500) ||
+    (f.reason === "Transport" && typeof f.detail === "string" && f.detail.startsWith("no answer within"))
+  )
+}
+
+/** Commands whose journal keeps what a failed run did, so that the same command picks it up again. */
+const resumable = new Set(["export", "import", "migrate"])
+
+/**
+ * Prints the failure's line on stderr (ValidationErrors are already printed by @effect/cli). When a resumable
+ * `command` gave up on a server (exit 4), the line says that nothing done so far is lost.
+ */
+export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Effect<void> => {
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
-  return Console.error(line(cause))
+  return Console.error(lineFor(cause, command))
+}
+
+/** `line`, plus what a rerun of a resumable `command` does when it gave up on a server. */
+export const lineFor = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
+  const failure = Cause.failureOption(cause)
+  const resume =
+    command !== undefined && resumable.has(command) && Option.isSome(failure) && gaveUpOnServer(failure.value)
+      ? " (what was done so far is kept: run the same command again to go on)"
+      : ""
+  return `${line(cause)}${resume}`
 }

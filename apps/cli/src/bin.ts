@@ -7,9 +7,12 @@ import { run } from "./Cli.js"
 import * as Render from "./Render.js"
 
 // Failures become one line on stderr and a documented exit code (Render.ts); never a stack trace.
-run(process.argv).pipe(Effect.tapErrorCause(Render.report), Effect.provide(NodeContext.layer), (main) =>
-  NodeRuntime.runMain(main, {
-    disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : Render.exitCode(exit.cause)),
-  }),
+run(process.argv).pipe(
+  Effect.tapErrorCause((cause) => Render.report(cause, process.argv[2])),
+  Effect.provide(NodeContext.layer),
+  (main) =>
+    NodeRuntime.runMain(main, {
+      disableErrorReporting: true,
+      teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : Render.exitCode(exit.cause)),
+    }),
 )

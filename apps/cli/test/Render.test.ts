@@ -31,4 +31,15 @@ describe("Render", () => {
     assert.strictEqual(line, "ferry: https://h/s: did not finish in time")
     assert.match(Render.line(Cause.die(new Error("boom\n  at x"))), /^ferry: unexpected failure .*: boom$/)
   })
+
+  it("a resumable command that gave up on a failing server says the rerun goes on; other failures do not", () => {
+    const busy = Cause.fail(new FhirError({ reason: "Status", method: "POST", url: "u", status: 500 }))
+    const wrong = Cause.fail(
+      new FhirError({ reason: "Transport", method: "GET", url: "u", detail: "ECONNREFUSED" }),
+    )
+    assert.match(Render.lineFor(busy, "import"), /run the same command again to go on\)$/)
+    assert.match(Render.lineFor(busy, "migrate"), /run the same command again to go on\)$/)
+    assert.notMatch(Render.lineFor(busy, "verify"), /run the same command again/)
+    assert.notMatch(Render.lineFor(wrong, "export"), /run the same command again/)
+  })
 })
