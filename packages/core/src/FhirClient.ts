@@ -581,7 +581,21 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             }),
           ),
       ),
-    capabilities: () => getJson("metadata", CapabilityStatement, "a CapabilityStatement"),
+    capabilities: () =>
+      getJson("metadata", CapabilityStatement, "a CapabilityStatement").pipe(
+        // A web server's own 404 page says nothing useful: the base URL is the likely mistake.
+        Effect.mapError((e) =>
+          e instanceof FhirError && e.reason === "Status" && e.status === 404
+            ? new FhirError({
+                reason: "Status",
+                method: e.method,
+                url: e.url,
+                status: 404,
+                detail: `no CapabilityStatement there; is ${redactUrl(baseUrl).replace(/\/+$/, "")} the server's FHIR base URL (often ending in /fhir or /r4)? check it`,
+              })
+            : e,
+        ),
+      ),
     transaction: (bundle) => postBundle(bundle, "transaction"),
     batch: (bundle) => postBundle(bundle, "batch"),
     create: (resource, o) =>

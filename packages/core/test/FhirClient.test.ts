@@ -633,4 +633,19 @@ describe("FhirClient against loopback servers", () => {
       }
     }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
+
+  it.scopedLive("a 404 for the CapabilityStatement asks whether the base URL is right", () =>
+    Effect.gen(function* () {
+      const web = yield* loopback((_req, res) => {
+        res.writeHead(404, { "content-type": "text/html" })
+        res.end("<html><body><h1>Error response</h1><p>File not found</p></body></html>")
+      })
+      const client = yield* FhirClient.make({ baseUrl: `${web.origin}/` })
+      const error = yield* Effect.flip(client.capabilities())
+      assert.strictEqual(
+        error.message,
+        `GET ${web.origin}/metadata: the server answered 404: no CapabilityStatement there; is ${web.origin} the server's FHIR base URL (often ending in /fhir or /r4)? check it`,
+      )
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
 })
