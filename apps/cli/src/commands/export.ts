@@ -284,7 +284,7 @@ export const runExport = (f: Flags) =>
     // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see.
     Effect.onInterrupt(() =>
       Console.error(
-        "ferry: export interrupted; run the same command again to resume (the server's job is kept)",
+        "ferry: export interrupted; run the same command again to resume (an export job already started on the server is kept for that)",
       ),
     ),
   )
