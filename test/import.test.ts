@@ -213,6 +213,9 @@ describe("ferry import", () => {
     const { Immunization: _gone, ...rest } = expected
     expect(targetCounts(target)).toEqual(rest)
     expect((JSON.parse(run.stdout) as { quarantined: number }).quarantined).toBe(expected.Immunization)
+    // a plain rerun sends nothing new, and the quarantined resources still wait: still exit 7
+    const again = await importInto(archive, target)
+    expect(again.code, again.stderr).toBe(7)
   })
 
   it("429 and 503 storms on the target: finishes with everything landed", async () => {

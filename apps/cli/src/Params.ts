@@ -60,3 +60,31 @@ export const instantProblem = (flag: string, value: string): string | undefined 
     ? undefined
     : `${flag} ${value} is not a FHIR instant; write the date, time and zone, e.g. 2024-01-31T00:00:00Z`
 }
+
+/**
+ * `--type-filter` values as `Type?query`: a value written URL-encoded, as the Bulk Data spec prints them
+ * (`Observation%3Fstatus%3Dfinal`), is decoded first (it is encoded once when sent). Left: what is wrong.
+ */
+export const typeFilters = (
+  values: ReadonlyArray<string>,
+): { filters: Array<string> } | { problem: string } => {
+  const filters: Array<string> = []
+  for (const raw of values) {
+    let value = raw.trim()
+    if (/^[A-Za-z]+%3F/i.test(value)) {
+      try {
+        value = decodeURIComponent(value)
+      } catch {
+        // not valid percent-encoding: checked as written below
+      }
+    }
+    const q = value.indexOf("?")
+    const type = q > 0 ? value.slice(0, q) : value
+    if (q <= 0 || q === value.length - 1 || !isResourceType(type))
+      return {
+        problem: `--type-filter ${raw} is not a search of an R4 resource type; write it as Type?query, e.g. Observation?status=final`,
+      }
+    filters.push(value)
+  }
+  return { filters }
+}

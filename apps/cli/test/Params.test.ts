@@ -30,4 +30,18 @@ describe("Params", () => {
     ])
       assert.include(Params.instantProblem("--since", bad) ?? "", "is not a FHIR instant", bad)
   })
+  it("takes --type-filter values as Type?query, decoding the URL-encoded form once", () => {
+    assert.deepStrictEqual(
+      Params.typeFilters(["Observation?status=final", "Condition%3Fclinical-status%3Dactive"]),
+      {
+        filters: ["Observation?status=final", "Condition?clinical-status=active"],
+      },
+    )
+    for (const bad of ["status=final", "Observation", "Observation?", "observation?status=final", "Obs?x=1"])
+      assert.include(
+        (Params.typeFilters([bad]) as { problem: string }).problem,
+        "is not a search of an R4 resource type",
+        bad,
+      )
+  })
 })

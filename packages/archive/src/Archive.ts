@@ -9,6 +9,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import type { Resource } from "@ferry/core/Ids"
 import { Chunk, Clock, Effect, Either, ParseResult, Schema, Stream } from "effect"
 import type { Scope } from "effect"
+import * as Attachments from "./Attachments.js"
 import { ArchiveError, errorText } from "./ArchiveError.js"
 import * as Fs from "./internal/fs.js"
 import { FORMAT, FileEntry, Manifest, type Compression, type Init, type Section } from "./Manifest.js"
@@ -372,7 +373,10 @@ export const resources = (
 // ---------------------------------------------------------------------------------------------------------
 // Checksums
 
-/** Every checksummed file: manifest entries (data, deleted, errors) and attachment blobs. */
+/**
+ * Every checksummed file: manifest entries (data, deleted, errors) and the attachment blobs the index names
+ * (a blob is in the index only once it is durable; a file a crash left torn beside them is not the archive's).
+ */
 const listed = (
   dir: string,
   manifest: Manifest,
@@ -380,13 +384,8 @@ const listed = (
   Effect.gen(function* () {
     const out: Array<[string, string]> = []
     for (const e of [...manifest.files, ...manifest.deleted, ...manifest.errors]) out.push([e.sha256, e.path])
-    const att = Path.join(dir, layout.attachments)
-    for (const aa of yield* Fs.readDir(att)) {
-      if (!/^[0-9a-f]{2}$/.test(aa)) continue
-      for (const name of yield* Fs.readDir(Path.join(att, aa))) {
-        if (/^[0-9a-f]{64}$/.test(name)) out.push([name, `${layout.attachments}/${aa}/${name}`])
-      }
-    }
+    for (const sha256 of (yield* Attachments.readIndex(dir)).keys())
+      out.push([sha256, Attachments.relativePath(sha256)])
     return out.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
   })
 

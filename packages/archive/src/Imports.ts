@@ -12,6 +12,7 @@
  *
  * `verify` reads `idmap.ndjson` to compare a source resource with its target counterpart.
  */
+import * as NFS from "node:fs"
 import * as Path from "node:path"
 
 export const layout = {
@@ -48,3 +49,18 @@ export const binariesPath = (archiveDir: string, targetBaseUrl: string): string 
 
 export const quarantineDir = (archiveDir: string, targetBaseUrl: string): string =>
   Path.join(dir(archiveDir, targetBaseUrl), layout.quarantine)
+
+/**
+ * Resources still waiting in `quarantine/` (lines of its `<Type>.ndjson` files; a `--retry-quarantine` run
+ * sets the files it replays aside and quarantines anew only what fails again). 0 when there is no folder.
+ */
+export const pendingQuarantine = (archiveDir: string, targetBaseUrl: string): number => {
+  const q = quarantineDir(archiveDir, targetBaseUrl)
+  if (!NFS.existsSync(q)) return 0
+  let n = 0
+  for (const name of NFS.readdirSync(q)) {
+    if (!name.endsWith(".ndjson")) continue
+    for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n")) if (line.trim() !== "") n++
+  }
+  return n
+}

@@ -44,6 +44,11 @@ export interface FhirClientOptions {
   readonly timeout?: Duration.DurationInput
   /** Redirects followed per attempt (default 5). */
   readonly maxRedirects?: number
+  /**
+   * How long a refused connection (or an unknown host) is retried before the server has ever answered
+   * (default 3 s: a server still starting); after that it ends the request at once (a wrong URL or port).
+   */
+  readonly unreachableGrace?: Duration.DurationInput
 }
 
 export interface RequestOptions {
@@ -228,13 +233,18 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const userAgent = options.userAgent ?? "ferry"
   /** Whether the server has answered anything yet (see NOTHING_THERE). */
   let answered = false
-  const unlessNeverAnswered = (a: Attempt): Attempt =>
-    !answered &&
-    a.permanent !== true &&
-    a.error.reason === "Transport" &&
-    NOTHING_THERE.has(a.error.detail ?? "")
+  const graceMs = Duration.toMillis(Duration.decode(options.unreachableGrace ?? Duration.seconds(3)))
+  /** When the first refused connection was seen, while the server had not answered yet. */
+  let refusedSince: number | undefined
+  const unlessNeverAnswered = (a: Attempt): Attempt => {
+    if (answered || a.permanent === true || a.error.reason !== "Transport") return a
+    if (!NOTHING_THERE.has(a.error.detail ?? "")) return a
+    const now = Date.now()
+    refusedSince ??= now
+    return now - refusedSince >= graceMs
       ? new Attempt({ error: a.error, retryAfter: a.retryAfter, permanent: true })
       : a
+  }
 
   const withTimeout =
     (sent: HttpClientRequest.HttpClientRequest) =>

@@ -206,11 +206,20 @@ describe("FhirClient.get against loopback servers", () => {
       Effect.gen(function* () {
         // a first retry a whole second later: far apart from "at once" even on a loaded machine
         const retry = { times: 1, base: Duration.millis(1000) }
-        const { client: wrong } = yield* clientFor("http://127.0.0.1:9/fhir", { retry })
+        const { client: wrong } = yield* clientFor("http://127.0.0.1:9/fhir", { retry, unreachableGrace: 0 })
         const t0 = Date.now()
         const refused = yield* Effect.flip(wrong.get("Binary/1"))
         assert.include((refused as FhirError).message, "ECONNREFUSED")
         assert.isBelow(Date.now() - t0, 500, "no retry schedule before any answer")
+        // a server still starting gets the grace period, not the whole schedule (8 retries would take > 12 s)
+        const { client: starting } = yield* clientFor("http://127.0.0.1:9/fhir", {
+          retry: { times: 8, base: Duration.millis(50) },
+          unreachableGrace: Duration.millis(400),
+        })
+        const t2 = Date.now()
+        yield* Effect.flip(starting.get("Binary/1"))
+        assert.isAtLeast(Date.now() - t2, 400)
+        assert.isBelow(Date.now() - t2, 3000)
 
         const server = createServer((_req, res) => {
           res.writeHead(200, { "content-type": "application/octet-stream" })

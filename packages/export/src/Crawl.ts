@@ -65,6 +65,15 @@ const timeParams = (p: ExportParams): Record<string, ReadonlyArray<string>> => {
   return bounds.length > 0 ? { _lastUpdated: bounds } : {}
 }
 
+type Params = Readonly<Record<string, ReadonlyArray<string>>>
+
+/** Search parameters put together, values of the same name kept side by side. */
+const merged = (...all: ReadonlyArray<Params>): Params => {
+  const out: Record<string, Array<string>> = {}
+  for (const p of all) for (const [k, v] of Object.entries(p)) out[k] = [...(out[k] ?? []), ...v]
+  return out
+}
+
 /**
  * The search parameters of one type's crawl that carry the export's `_typeFilter` (its one query for that
  * type, if any) and `_elements` (the names without a type, and `Type.name` of this type). Undefined when
@@ -165,7 +174,13 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       detail: `a search crawl (the source has no $export, or --mode crawl) cannot honour ${cannot}; leave it out, or export from a source with $export`,
     })
   }
-  const transactionTime = yield* serverTime(client)
+  // The archive holds changes up to here: the server's clock, or `_until` when that is earlier (a later
+  // `--since auto` must start where this data ends, not at the time of the crawl).
+  const now = yield* serverTime(client)
+  const transactionTime =
+    p.until !== undefined && Date.parse(p.until) < Date.parse(now)
+      ? new Date(Date.parse(p.until)).toISOString()
+      : now
   const cs = yield* client.capabilities()
   const searchable = CapabilityStatement.types(cs).filter((t) =>
     CapabilityStatement.supportsInteraction(cs, "search-type", t),
@@ -175,11 +190,13 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   const types = compartment ? wanted.filter(isMember) : wanted
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []
   const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
-    const base = { _count: String(pageSize), ...timeParams(p), ...typeParams(p, type) }
+    // Repeated names are kept side by side (searches AND them): the time bounds, a filter's own values and
+    // the compartment's patient never replace one another.
+    const base = merged({ _count: [String(pageSize)] }, timeParams(p), typeParams(p, type) ?? {})
     if (!compartment) return client.searchAll(type, base)
     if (type === "Patient") {
       return Stream.fromIterable(ids).pipe(
-        Stream.flatMap((id) => client.searchAll("Patient", { ...base, _id: id }), { concurrency: 1 }),
+        Stream.flatMap((id) => client.searchAll("Patient", merged(base, { _id: [id] })), { concurrency: 1 }),
       )
     }
     const seen = new Set<string>()
@@ -187,7 +204,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       Stream.flatMap(
         (id) =>
           Stream.fromIterable(patientCompartment[type] ?? []).pipe(
-            Stream.flatMap((param) => client.searchAll(type, { ...base, [param]: `Patient/${id}` }), {
+            Stream.flatMap((param) => client.searchAll(type, merged(base, { [param]: [`Patient/${id}`] })), {
               concurrency: 1,
             }),
           ),

@@ -187,8 +187,8 @@ const MAX_RENEWALS = 3
 
 /**
  * Whether `again` (the manifest fetched again from the same status URL) is the same job's output under new
- * URLs: the same transactionTime and the same files (kind, type, count, in order), and a new URL for at least
- * one of the files still to download (`unfinished`, planned from `before`).
+ * URLs: the same transactionTime and the same files (kind, type, count, in order, at the same address up to
+ * the query string), and a new URL for at least one of the files still to download (`unfinished`).
  */
 export const renewsUrls = (
   before: ExportManifest,
@@ -201,9 +201,13 @@ export const renewsUrls = (
   const b = planFiles(again, gzip)
   if (a.length !== b.length) return false
   const byKey = new Map(b.map((f) => [f.key, f]))
+  // the same file: same place in the manifest, type and count, and the same address up to the query (where
+  // signed links carry their signature)
+  const address = (url: string) => url.replace(/[?#].*$/, "")
   for (const f of a) {
     const g = byKey.get(f.key)
     if (g === undefined || g.type !== f.type || g.count !== f.count || g.path !== f.path) return false
+    if (address(g.url) !== address(f.url)) return false
   }
   return unfinished.some((f) => byKey.get(f.key)?.url !== f.url)
 }

@@ -180,6 +180,8 @@ layer(
           mode: "crawl",
         })
         assert.strictEqual(none.resources, 0)
+        // the archive's data ends at _until: a later --since auto starts there, not at the time of the crawl
+        assert.strictEqual(none.transactionTime, "1970-01-01T00:00:00.000Z")
         yield* Export.run({
           client,
           out: Path.join(dir, "e"),
@@ -473,6 +475,13 @@ describe("renewsUrls", () => {
 
   it("is true for the same files under new URLs, when a file still to download got one", () => {
     assert.isTrue(Export.renewsUrls(before, manifest("?gen=2"), observation))
+  })
+  it("is false when a file moved to another address (not just a new query string)", () => {
+    const moved = {
+      ...manifest("?gen=2"),
+      output: manifest("?gen=2").output.map((o) => ({ ...o, url: o.url.replace("/f/", "/g/") })),
+    }
+    assert.isFalse(Export.renewsUrls(before, moved, observation))
   })
   it("is false when the URLs are the same (the files are gone: a new kick-off)", () => {
     assert.isFalse(Export.renewsUrls(before, manifest("?gen=1"), observation))

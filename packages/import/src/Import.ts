@@ -612,7 +612,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 Buffer.alloc(0),
                 (acc, b: Uint8Array) => Buffer.concat([acc, b]),
               )
-              if (createHash("sha256").update(bytes).digest("hex") !== blob.sha256)
+              const actual = createHash("sha256").update(bytes).digest("hex")
+              if (actual !== blob.sha256)
                 return yield* new ImportError({
                   reason: "Archive",
                   url: Path.join(archive, Attachments.relativePath(blob.sha256)),
@@ -621,6 +622,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                       path: Attachments.relativePath(blob.sha256),
                       problem: "Changed",
                       expected: blob.sha256,
+                      actual,
                     },
                   ]),
                 })

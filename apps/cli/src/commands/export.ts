@@ -232,6 +232,8 @@ export const runExport = (f: Flags) =>
         : undefined) ??
       (Option.isSome(f.until) ? Params.instantProblem("--until", f.until.value) : undefined)
     if (problem !== undefined) return yield* usage(problem)
+    const filters = Params.typeFilters(f.typeFilter)
+    if ("problem" in filters) return yield* usage(filters.problem)
     const settings = yield* authSettings(f)
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
     const client = yield* FhirClient.make({
@@ -256,7 +258,7 @@ export const runExport = (f: Flags) =>
         types: list(f.type),
         ...(Option.isSome(f.since) ? { since: f.since.value } : {}),
         ...(Option.isSome(f.until) ? { until: f.until.value } : {}),
-        typeFilters: f.typeFilter,
+        typeFilters: filters.filters,
         elements: list(f.elements),
         patients: list(f.patient),
         includeAssociatedData: list(f.includeAssociatedData),

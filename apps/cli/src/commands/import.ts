@@ -130,9 +130,11 @@ export const runImport = (f: Flags) =>
       onEvent: lines(started),
     })
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
-    if (summary.quarantined > 0)
+    // what waits in quarantine/, from this run or an earlier one, keeps the import unfinished
+    const pending = Imports.pendingQuarantine(f.archive, baseUrl)
+    if (pending > 0)
       return yield* quarantined(
-        summary.quarantined,
+        pending,
         Imports.quarantineDir(f.archive, baseUrl),
         "the same command with --retry-quarantine",
       )

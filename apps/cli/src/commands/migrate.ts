@@ -328,6 +328,8 @@ export const runMigrate = (f: Flags) =>
       Params.typesProblem("--type", list(f.type)) ??
       (since !== undefined && since !== "auto" ? Params.instantProblem("--since", since) : undefined)
     if (problem !== undefined) return yield* usage(problem)
+    const filters = Params.typeFilters(f.typeFilter)
+    if ("problem" in filters) return yield* usage(filters.problem)
     let archive: string
     if (Option.isSome(settings.archive)) archive = settings.archive.value
     else if (since === "auto") {
@@ -377,7 +379,7 @@ export const runMigrate = (f: Flags) =>
         ...(Option.isSome(settings.group) ? { groupId: settings.group.value } : {}),
         types: list(f.type),
         ...(since !== undefined ? { since } : {}),
-        typeFilters: f.typeFilter,
+        typeFilters: filters.filters,
       },
       mode: settings.mode,
       parallel: settings.parallel,
@@ -401,11 +403,14 @@ export const runMigrate = (f: Flags) =>
         : `ferry migrate: check it with: ferry verify --archive ${archive} --target ${to}`,
     )
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
-    if (summary.import.quarantined > 0)
+    const pending = Imports.pendingQuarantine(archive, to)
+    if (pending > 0)
       return yield* quarantined(
-        summary.import.quarantined,
+        pending,
         Imports.quarantineDir(archive, to),
-        `ferry import ${archive} --to ${to} --retry-quarantine`,
+        summary.pruned.files > 0
+          ? "a new migration (another --archive) into the same target: data files were pruned from this archive, so ferry import --retry-quarantine cannot replay them, and resources already there are matched, not duplicated"
+          : `ferry import ${archive} --to ${to} --retry-quarantine`,
       )
   }).pipe(
     Effect.scoped,
