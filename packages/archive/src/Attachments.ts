@@ -225,7 +225,14 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
           }
           // every fsync has returned before any descriptor is closed (a closed number may be reused at once)
           await Promise.all(Array.from({ length: Math.min(SYNC_CONCURRENCY, fds.length) }, worker))
-          for (const fd of fds) NFS.closeSync(fd)
+          for (const fd of fds) {
+            try {
+              NFS.closeSync(fd)
+            } catch (error) {
+              // every descriptor is closed whatever one of them says; the first failure is reported
+              failure ??= { error }
+            }
+          }
           if (failure !== undefined) throw failure.error
         },
         catch: ioError(base),
