@@ -177,6 +177,8 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       ["--type", "Patient,Patinet", "--type Patinet is not an R4 resource type (did you mean Patient?)"],
       ["--since", "yesterday", "--since yesterday is not a FHIR instant"],
       ["--until", "2020-13-45T00:00:00Z", "--until 2020-13-45T00:00:00Z is not a FHIR instant"],
+      ["--type-filter", "status=final", "--type-filter status=final is not a search of an R4 resource type"],
+      ["--group", "g1", "--group is for --level group (this is --level system)"],
     ] as const) {
       const refused = await ferry([
         "export",

@@ -176,6 +176,20 @@ const envSecret = (name: string, kindFlag: string, envFlag: string) =>
 export const authSettings = (f: AuthFlagValues, prefix?: Server) =>
   Effect.gen(function* () {
     const flag = (name: string) => (prefix === undefined ? `--${name}` : `--${prefix}-${name}`)
+    // a credential flag the chosen kind does not read would be silently ignored: say so instead
+    const stray = (
+      [
+        ["key", f.key, ["smart"]],
+        ["client-id", f.clientId, ["smart", "client-secret"]],
+        ["bearer-env", f.bearerEnv, ["bearer"]],
+        ["bearer-file", f.bearerFile, ["bearer"]],
+      ] as const
+    ).find(([, value, kinds]) => Option.isSome(value) && !(kinds as ReadonlyArray<string>).includes(f.auth))
+    if (stray !== undefined)
+      return yield* new AuthError({
+        reason: "Config",
+        detail: `${flag(stray[0])} is not used with ${flag("auth")} ${f.auth}; pass ${flag("auth")} ${stray[2][0]}, or drop ${flag(stray[0])}`,
+      })
     const clientSecret =
       f.auth === "client-secret"
         ? Option.some(yield* envSecret(f.clientSecretEnv, flag("auth"), flag("client-secret-env")))

@@ -121,4 +121,31 @@ describe("AuthFlags", () => {
       else assert.fail("expected a failure")
     }),
   )
+
+  it.effect("a credential flag the chosen --auth does not read is refused, not ignored", () =>
+    Effect.gen(function* () {
+      const values: AuthFlags.AuthFlagValues = {
+        auth: "none",
+        clientId: Option.none(),
+        key: Option.some("key.jwk"),
+        alg: Option.none(),
+        scope: Option.none(),
+        tokenUrl: Option.none(),
+        bearerEnv: Option.none(),
+        bearerFile: Option.none(),
+        clientSecretEnv: "FERRY_CLIENT_SECRET",
+      }
+      const none = yield* Effect.flip(AuthFlags.authSettings(values))
+      assert.strictEqual(none.message, "--key is not used with --auth none; pass --auth smart, or drop --key")
+      const bearer = yield* Effect.flip(
+        AuthFlags.authSettings(
+          { ...values, auth: "bearer", key: Option.none(), clientId: Option.some("c") },
+          "source",
+        ),
+      )
+      assert.include(bearer.message, "--source-client-id is not used with --source-auth bearer")
+      const smart = yield* AuthFlags.authSettings({ ...values, auth: "smart", clientId: Option.some("c") })
+      assert.isTrue(Option.isSome(smart.keyFile))
+    }),
+  )
 })

@@ -234,6 +234,10 @@ export const runExport = (f: Flags) =>
     if (problem !== undefined) return yield* usage(problem)
     const filters = Params.typeFilters(f.typeFilter)
     if ("problem" in filters) return yield* usage(filters.problem)
+    if (Option.isSome(f.group) && f.level !== "group")
+      return yield* usage(
+        `--group is for --level group (this is --level ${f.level}); add --level group, or drop --group`,
+      )
     const settings = yield* authSettings(f)
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
     const client = yield* FhirClient.make({
