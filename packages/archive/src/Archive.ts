@@ -384,7 +384,7 @@ const listed = (
   Effect.gen(function* () {
     const out: Array<[string, string]> = []
     for (const e of [...manifest.files, ...manifest.deleted, ...manifest.errors]) out.push([e.sha256, e.path])
-    for (const sha256 of (yield* Attachments.readIndex(dir)).keys())
+    for (const sha256 of (yield* Attachments.sizes(dir)).keys())
       out.push([sha256, Attachments.relativePath(sha256)])
     return out.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
   })

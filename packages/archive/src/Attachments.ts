@@ -335,10 +335,49 @@ export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexL
     return out
   })
 
+/**
+ * The blobs the index names, with their sizes (sha256 → bytes): what the end of an export needs (totals,
+ * checksums), without the whole index in memory. `readIndex` builds an object per blob with its source
+ * URLs and contentType, checked by a schema: at 43k attachments, tens of MB at the moment the 1M export peaked.
+ */
+export const sizes = (dir: string): Effect.Effect<ReadonlyMap<string, number>, ArchiveError> =>
+  Effect.gen(function* () {
+    const path = indexPath(dir)
+    const out = new Map<string, number>()
+    if (!(yield* Fs.exists(path))) return out
+    yield* Ndjson.readFileSplit(path, { label: "attachments/index.ndjson" }).pipe(
+      Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
+      Stream.runForEach((l) => {
+        let line: { sha256?: unknown; size?: unknown } | undefined
+        try {
+          line = JSON.parse(l.text) as { sha256?: unknown; size?: unknown }
+        } catch {
+          line = undefined
+        }
+        const sha256 = line?.sha256
+        const size = line?.size
+        if (typeof sha256 !== "string" || !SHA256.test(sha256) || typeof size !== "number") {
+          if (!l.terminated) return Effect.void // torn tail of a crashed append
+          return Effect.fail(
+            new ArchiveError({
+              reason: "Corrupt",
+              path,
+              line: l.line,
+              detail: "not a valid attachment index line",
+            }),
+          )
+        }
+        out.set(sha256, size)
+        return Effect.void
+      }),
+    )
+    return out
+  })
+
 /** Totals over the index, for the manifest's `attachments` field. */
 export const totals = (dir: string): Effect.Effect<{ count: number; bytes: number }, ArchiveError> =>
-  Effect.map(readIndex(dir), (index) => {
+  Effect.map(sizes(dir), (index) => {
     let bytes = 0
-    for (const l of index.values()) bytes += l.size
+    for (const size of index.values()) bytes += size
     return { count: index.size, bytes }
   })

@@ -895,7 +895,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   // The archive is complete: the manifest's file lists, then the checksums, then `complete: true` (each written
   // atomically), then the journal; then the job is released. A kill between any two steps leaves an archive
   // that is not complete yet, which the next run finishes: never a complete one without its checksums.
-  const index = yield* ArchiveAttachments.readIndex(archive.root)
+  const attachmentTotals = yield* ArchiveAttachments.totals(archive.root)
   const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
   const listed = yield* Archive.updateManifest(archive.root, (m) => ({
     ...m,
@@ -903,7 +903,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     files: files.filter((f) => f.kind === "output").map(entry),
     deleted: files.filter((f) => f.kind === "deleted").map(entry),
     errors: files.filter((f) => f.kind === "error").map(entry),
-    attachments: { count: index.size, bytes: [...index.values()].reduce((n, l) => n + l.size, 0) },
+    attachments: attachmentTotals,
   }))
   yield* Archive.writeChecksums(archive.root, listed)
   const final = yield* Archive.updateManifest(archive.root, (m) => ({ ...m, complete: true }))
