@@ -48,8 +48,14 @@ export const typesProblem = (flag: string, types: ReadonlyArray<string>): string
 const INSTANT =
   /^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)$/
 
-/** What is wrong with `value` as a FHIR instant (undefined: fine). */
-export const instantProblem = (flag: string, value: string): string | undefined => {
+const DAY = /^\d{4}-\d{2}-\d{2}$/
+
+/** A date alone (`2024-01-31`) stands for the start of that day, UTC; anything else is left as written. */
+export const instant = (value: string): string => (DAY.test(value) ? `${value}T00:00:00Z` : value)
+
+/** What is wrong with `value` as a FHIR instant, or a date (undefined: fine). */
+export const instantProblem = (flag: string, given: string): string | undefined => {
+  const value = instant(given)
   const m = INSTANT.exec(value)
   const valid =
     m !== null &&
@@ -58,7 +64,7 @@ export const instantProblem = (flag: string, value: string): string | undefined 
     Number(m[3]) <= new Date(Date.UTC(Number(m[1]), Number(m[2]), 0)).getUTCDate()
   return valid
     ? undefined
-    : `${flag} ${value} is not a FHIR instant; write the date, time and zone, e.g. 2024-01-31T00:00:00Z`
+    : `${flag} ${given} is not a FHIR instant; write the date, time and zone, e.g. 2024-01-31T00:00:00Z (a date alone means 00:00 UTC)`
 }
 
 /**

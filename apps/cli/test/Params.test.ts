@@ -18,12 +18,19 @@ describe("Params", () => {
     assert.include(Params.typesProblem("--type", ["observation"]) ?? "", "did you mean Observation?")
     assert.notInclude(Params.typesProblem("--type", ["Zebra"]) ?? "", "did you mean")
   })
-  it("accepts FHIR instants only, with a day that exists", () => {
-    for (const ok of ["2024-01-31T00:00:00Z", "2024-02-29T23:59:59.123+05:30", "2020-12-31T10:00:00-14:00"])
+  it("accepts FHIR instants (or a date alone: 00:00 UTC), with a day that exists", () => {
+    for (const ok of [
+      "2024-01-31T00:00:00Z",
+      "2024-02-29T23:59:59.123+05:30",
+      "2020-12-31T10:00:00-14:00",
+      "2024-01-31",
+    ])
       assert.isUndefined(Params.instantProblem("--since", ok), ok)
+    assert.strictEqual(Params.instant("2024-01-31"), "2024-01-31T00:00:00Z")
+    assert.strictEqual(Params.instant("2024-01-31T10:00:00+01:00"), "2024-01-31T10:00:00+01:00")
     for (const bad of [
       "yesterday",
-      "2024-01-31",
+      "2024-02-30",
       "2024-01-31T00:00:00",
       "2020-13-45T00:00:00Z",
       "2023-02-29T00:00:00Z",

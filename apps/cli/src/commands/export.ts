@@ -65,12 +65,12 @@ const flags = {
   since: Options.text("since").pipe(
     Options.optional,
     Options.withDescription(
-      "Only resources changed after this instant (_since), or 'auto': the transactionTime of the newest finished archive next to --out.",
+      "Only resources changed after this instant (_since; a date alone: 00:00 UTC), or 'auto': the transactionTime of the newest finished archive next to --out.",
     ),
   ),
   until: Options.text("until").pipe(
     Options.optional,
-    Options.withDescription("Only resources changed up to this instant (_until)."),
+    Options.withDescription("Only resources changed up to this instant (_until; a date alone: 00:00 UTC)."),
   ),
   typeFilter: Options.text("type-filter").pipe(
     Options.repeated,
@@ -260,8 +260,10 @@ export const runExport = (f: Flags) =>
         level: f.level,
         ...(Option.isSome(f.group) ? { groupId: f.group.value } : {}),
         types: list(f.type),
-        ...(Option.isSome(f.since) ? { since: f.since.value } : {}),
-        ...(Option.isSome(f.until) ? { until: f.until.value } : {}),
+        ...(Option.isSome(f.since)
+          ? { since: f.since.value === "auto" ? "auto" : Params.instant(f.since.value) }
+          : {}),
+        ...(Option.isSome(f.until) ? { until: Params.instant(f.until.value) } : {}),
         typeFilters: filters.filters,
         elements: list(f.elements),
         patients: list(f.patient),

@@ -66,7 +66,7 @@ const flags = {
   since: Options.text("since").pipe(
     Options.optional,
     Options.withDescription(
-      "Incremental: only changes (and deletes) after this instant, or 'auto': after the transactionTime of the newest finished archive next to this one (cutover).",
+      "Incremental: only changes (and deletes) after this instant (a date alone: 00:00 UTC), or 'auto': after the transactionTime of the newest finished archive next to this one (cutover).",
     ),
   ),
   level: Options.choice("level", ["system", "patient", "group"]).pipe(
@@ -323,7 +323,7 @@ export const runMigrate = (f: Flags) =>
       return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
     if (settings.parallel < 1) return yield* usage("--parallel must be at least 1")
     if (settings.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
-    const since = Option.getOrUndefined(f.since)
+    const since = Option.getOrUndefined(Option.map(f.since, (v) => (v === "auto" ? v : Params.instant(v))))
     const problem =
       Params.typesProblem("--type", list(f.type)) ??
       (since !== undefined && since !== "auto" ? Params.instantProblem("--since", since) : undefined)
