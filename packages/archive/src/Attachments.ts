@@ -297,42 +297,63 @@ export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, Arc
 
 const decodeLine = Schema.decodeUnknownEither(Schema.parseJson(IndexLine))
 
-/** The index, merged by sha256 (sourceUrls unioned, the last contentType wins). Missing index → empty. */
-export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexLine>, ArchiveError> =>
+/**
+ * Every line of the index, as `decode` reads it (undefined: not a valid line), to `onLine`. A torn last line
+ * (a crashed append) is skipped; any other invalid line fails the read. A missing index has no lines.
+ */
+const forEachIndexLine = <A>(
+  dir: string,
+  decode: (text: string) => A | undefined,
+  onLine: (a: A) => void,
+): Effect.Effect<void, ArchiveError> =>
   Effect.gen(function* () {
     const path = indexPath(dir)
-    const out = new Map<string, IndexLine>()
-    if (!(yield* Fs.exists(path))) return out
+    if (!(yield* Fs.exists(path))) return
     yield* Ndjson.readFileSplit(path, { label: "attachments/index.ndjson" }).pipe(
       Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
       Stream.runForEach((l) => {
-        const d = decodeLine(l.text)
-        if (d._tag === "Left") {
-          if (!l.terminated) return Effect.void // torn tail of a crashed append
-          return Effect.fail(
-            new ArchiveError({
-              reason: "Corrupt",
-              path,
-              line: l.line,
-              detail: "not a valid attachment index line",
-            }),
-          )
+        const a = decode(l.text)
+        if (a !== undefined) {
+          onLine(a)
+          return Effect.void
         }
-        const prev = out.get(d.right.sha256)
-        out.set(
-          d.right.sha256,
-          prev === undefined
-            ? d.right
-            : {
-                ...prev,
-                ...(d.right.contentType !== undefined ? { contentType: d.right.contentType } : {}),
-                sourceUrls: [...new Set([...prev.sourceUrls, ...d.right.sourceUrls])],
-              },
+        if (!l.terminated) return Effect.void // torn tail of a crashed append
+        return Effect.fail(
+          new ArchiveError({
+            reason: "Corrupt",
+            path,
+            line: l.line,
+            detail: "not a valid attachment index line",
+          }),
         )
-        return Effect.void
       }),
     )
-    return out
+  })
+
+/** The index, merged by sha256 (sourceUrls unioned, the last contentType wins). Missing index → empty. */
+export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexLine>, ArchiveError> =>
+  Effect.suspend(() => {
+    const out = new Map<string, IndexLine>()
+    return forEachIndexLine(
+      dir,
+      (text) => {
+        const d = decodeLine(text)
+        return d._tag === "Right" ? d.right : undefined
+      },
+      (line) => {
+        const prev = out.get(line.sha256)
+        out.set(
+          line.sha256,
+          prev === undefined
+            ? line
+            : {
+                ...prev,
+                ...(line.contentType !== undefined ? { contentType: line.contentType } : {}),
+                sourceUrls: [...new Set([...prev.sourceUrls, ...line.sourceUrls])],
+              },
+        )
+      },
+    ).pipe(Effect.as(out as ReadonlyMap<string, IndexLine>))
   })
 
 /**
@@ -341,37 +362,24 @@ export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexL
  * URLs and contentType, checked by a schema: at 43k attachments, tens of MB at the moment the 1M export peaked.
  */
 export const sizes = (dir: string): Effect.Effect<ReadonlyMap<string, number>, ArchiveError> =>
-  Effect.gen(function* () {
-    const path = indexPath(dir)
+  Effect.suspend(() => {
     const out = new Map<string, number>()
-    if (!(yield* Fs.exists(path))) return out
-    yield* Ndjson.readFileSplit(path, { label: "attachments/index.ndjson" }).pipe(
-      Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
-      Stream.runForEach((l) => {
-        let line: { sha256?: unknown; size?: unknown } | undefined
+    return forEachIndexLine(
+      dir,
+      (text) => {
+        let line: { sha256?: unknown; size?: unknown }
         try {
-          line = JSON.parse(l.text) as { sha256?: unknown; size?: unknown }
+          line = JSON.parse(text) as { sha256?: unknown; size?: unknown }
         } catch {
-          line = undefined
+          return undefined
         }
-        const sha256 = line?.sha256
-        const size = line?.size
-        if (typeof sha256 !== "string" || !SHA256.test(sha256) || typeof size !== "number") {
-          if (!l.terminated) return Effect.void // torn tail of a crashed append
-          return Effect.fail(
-            new ArchiveError({
-              reason: "Corrupt",
-              path,
-              line: l.line,
-              detail: "not a valid attachment index line",
-            }),
-          )
-        }
-        out.set(sha256, size)
-        return Effect.void
-      }),
-    )
-    return out
+        const { sha256, size } = line ?? {}
+        return typeof sha256 === "string" && SHA256.test(sha256) && typeof size === "number"
+          ? { sha256, size }
+          : undefined
+      },
+      (l) => out.set(l.sha256, l.size),
+    ).pipe(Effect.as(out as ReadonlyMap<string, number>))
   })
 
 /** Totals over the index, for the manifest's `attachments` field. */
