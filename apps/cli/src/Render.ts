@@ -100,8 +100,19 @@ const resumable = new Set(["export", "import", "migrate"])
  */
 export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Effect<void> => {
   const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
+  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) {
+    // @effect/cli has printed what it could not parse; say where the flags are described
+    return ValidationError.isHelpRequested(failure.value) ? Effect.void : Console.error(usageHint(command))
+  }
   return Console.error(lineFor(cause, command))
+}
+
+const commands = new Set(["demo", "export", "import", "keys", "migrate", "plan", "sandbox", "verify"])
+
+/** The line after @effect/cli's own parse message (which names no command and no fix). */
+export const usageHint = (command: string | undefined): string => {
+  const known = command !== undefined && commands.has(command) ? `ferry ${command} --help` : "ferry --help"
+  return `ferry: the command line could not be read (above); ${known} lists the flags and the values they take`
 }
 
 /** `line`, plus what a rerun of a resumable `command` does when it gave up on a server. */

@@ -42,4 +42,13 @@ describe("Render", () => {
     assert.notMatch(Render.lineFor(busy, "verify"), /run the same command again/)
     assert.notMatch(Render.lineFor(wrong, "export"), /run the same command again/)
   })
+
+  it("after a command line @effect/cli could not read, points at the command's --help", () => {
+    assert.strictEqual(
+      Render.usageHint("import"),
+      "ferry: the command line could not be read (above); ferry import --help lists the flags and the values they take",
+    )
+    assert.include(Render.usageHint("nosuch"), "; ferry --help lists")
+    assert.include(Render.usageHint(undefined), "; ferry --help lists")
+  })
 })
