@@ -209,6 +209,22 @@ const firstIssue = (error: ParseResult.ParseError) => {
       path: issue.path,
       message: `Expected ${same.map((m) => m![1]).join(" | ")}, actual ${same[0]![2]}`,
     }
+  // a whole section of the wrong kind: the schema's type text (every field of the section) helps nobody
+  const section = /^Expected \{ .*\}, actual (.+)$/s.exec(issue.message)
+  if (section !== null) {
+    // the section's own keys: the names at the first level of braces, not those of the sections inside it
+    const fields: Array<string> = []
+    let depth = 0
+    for (const m of issue.message.matchAll(/[{}]|readonly (\w+)\??:/g)) {
+      if (m[0] === "{") depth++
+      else if (m[0] === "}") depth--
+      else if (depth === 1 && m[1] !== undefined) fields.push(m[1])
+    }
+    return {
+      path: issue.path,
+      message: `expected a section (keys: ${fields.join(", ")}), got ${section[1]}`,
+    }
+  }
   return { path: issue.path, message: issue.message }
 }
 

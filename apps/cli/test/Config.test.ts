@@ -174,6 +174,12 @@ describe("Config", () => {
       const zero = yield* failure(Config.parseFile("ferry.yaml", "archive: a\nparallel: 0\n"))
       assert.strictEqual(zero.line, 2)
       assert.include(zero.message, "parallel")
+      // a section written as a value: its keys, not the schema's type text
+      const flat = yield* failure(Config.parseFile("ferry.yaml", "target: http://t.example/fhir\n"))
+      assert.strictEqual(
+        flat.message,
+        'ferry.yaml:1: target: expected a section (keys: url, auth), got "http://t.example/fhir"; fix the config file',
+      )
     }),
   )
 
