@@ -410,24 +410,30 @@ export const verifyDataFiles = (
   manifest: Manifest,
   options: { readonly concurrency?: number } = {},
 ): Effect.Effect<ReadonlyArray<Mismatch>, ArchiveError> =>
+  checkAll(
+    dir,
+    [...manifest.files, ...manifest.deleted, ...manifest.errors].map((e) => [e.sha256, e.path] as const),
+    options.concurrency,
+  )
+
+/** Re-hash each `[sha256, path]` under `dir`: the missing and the changed ones. */
+const checkAll = (
+  dir: string,
+  rows: ReadonlyArray<readonly [string, string]>,
+  concurrency = 2,
+): Effect.Effect<Array<Mismatch>, ArchiveError> =>
   Effect.forEach(
-    [...manifest.files, ...manifest.deleted, ...manifest.errors],
-    (e) =>
+    rows,
+    ([expected, rel]) =>
       Effect.gen(function* () {
-        const file = Path.join(dir, e.path)
-        if (!(yield* Fs.exists(file)))
-          return { path: e.path, problem: "Missing", expected: e.sha256 } satisfies Mismatch as Mismatch
+        const file = Path.join(dir, rel)
+        const missing: Mismatch = { path: rel, problem: "Missing", expected }
+        if (!(yield* Fs.exists(file))) return missing
         const { sha256 } = yield* Fs.hashFile(file)
-        return sha256 === e.sha256
-          ? undefined
-          : ({
-              path: e.path,
-              problem: "Changed",
-              expected: e.sha256,
-              actual: sha256,
-            } satisfies Mismatch as Mismatch)
+        const changed: Mismatch = { path: rel, problem: "Changed", expected, actual: sha256 }
+        return sha256 === expected ? undefined : changed
       }),
-    { concurrency: options.concurrency ?? 2 },
+    { concurrency },
   ).pipe(Effect.map((rs) => rs.filter((r): r is Mismatch => r !== undefined)))
 
 /** One sentence for the first of `mismatches` (and how many more), saying what to do. */
@@ -491,21 +497,7 @@ export const verifyChecksums = (
       }
       rows.push([m[1]!, rel])
     }
-    const out: Array<Mismatch> = []
-    const results = yield* Effect.forEach(
-      rows,
-      ([expected, rel]) =>
-        Effect.gen(function* () {
-          const file = Path.join(dir, rel)
-          if (!(yield* Fs.exists(file))) return { path: rel, problem: "Missing", expected } satisfies Mismatch
-          const { sha256 } = yield* Fs.hashFile(file)
-          return sha256 === expected
-            ? undefined
-            : ({ path: rel, problem: "Changed", expected, actual: sha256 } satisfies Mismatch)
-        }),
-      { concurrency: options.concurrency ?? 2 },
-    )
-    for (const r of results) if (r !== undefined) out.push(r)
+    const out = yield* checkAll(dir, rows, options.concurrency)
     const byPath = new Map(rows.map(([h, p]) => [p, h]))
     for (const [h, p] of yield* listed(dir, manifest)) {
       const have = byPath.get(p)

@@ -282,17 +282,31 @@ export const put = <E, R>(
 export const has = (dir: string, sha256: string): Effect.Effect<boolean, ArchiveError> =>
   Effect.zipRight(checkHash(dir, sha256), Fs.exists(Path.join(dir, relativePath(sha256))))
 
-/** Stream a blob's bytes. */
+/** Stream a blob's bytes, checked against its sha256. */
 export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, ArchiveError> =>
   Stream.unwrap(
-    Effect.map(checkHash(dir, sha256), () =>
-      Ndjson.fileBytes(Path.join(dir, relativePath(sha256)), {
-        gzip: false,
-        label: relativePath(sha256),
-      }).pipe(
+    Effect.map(checkHash(dir, sha256), () => {
+      // the bytes are the blob's name: a file that does not hash to it fails the read at its end
+      const hash = createHash("sha256")
+      const rel = relativePath(sha256)
+      const check = Effect.suspend(() => {
+        const actual = hash.digest("hex")
+        return actual === sha256
+          ? Effect.void
+          : Effect.fail(
+              new ArchiveError({
+                reason: "Corrupt",
+                path: Path.join(dir, rel),
+                detail: `the blob does not hold the bytes its name says (sha256 ${actual.slice(0, 12)}…): the archive was changed or damaged; restore the archive from a copy, or export again`,
+              }),
+            )
+      })
+      return Ndjson.fileBytes(Path.join(dir, rel), { gzip: false, label: rel }).pipe(
         Stream.mapError((e) => new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e })),
-      ),
-    ),
+        Stream.tap((b) => Effect.sync(() => hash.update(b))),
+        Stream.concat(Stream.drain(Stream.fromEffect(check))),
+      )
+    }),
   )
 
 const decodeLine = Schema.decodeUnknownEither(Schema.parseJson(IndexLine))

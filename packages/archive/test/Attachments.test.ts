@@ -51,6 +51,11 @@ describe("Attachments", () => {
       expect(yield* Attachments.has(dir, "0".repeat(64))).toBe(false)
       const back = Chunk.toReadonlyArray(yield* Stream.runCollect(Attachments.read(dir, first.sha256)))
       expect(Buffer.concat(back).toString()).toBe("hello attachment")
+      // a blob whose bytes no longer hash to its name fails the read
+      NFS.writeFileSync(path, "changed attachment")
+      const changed = yield* Effect.flip(Stream.runDrain(Attachments.read(dir, first.sha256)))
+      expect(changed.reason).toBe("Corrupt")
+      expect(changed.message).toContain("the blob does not hold the bytes its name says")
     }),
   )
 

@@ -97,13 +97,15 @@ const flagOf: Readonly<Record<string, string>> = {
 const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Effect.Effect<A, AuthError> =>
   Option.match(value, {
     onSome: Effect.succeed,
-    onNone: () =>
-      Effect.fail(
+    onNone: () => {
+      const flag = flagOf[name] ?? name
+      return Effect.fail(
         new AuthError({
           reason: "Config",
-          detail: `--auth ${kind} needs --${flagOf[name] ?? name} (--source-${flagOf[name] ?? name} / --target-${flagOf[name] ?? name} where a command talks to two servers), or auth.${name} in a config file`,
+          detail: `--auth ${kind} needs --${flag} (--source-${flag} / --target-${flag} where a command talks to two servers), or auth.${name} in a config file`,
         }),
-      ),
+      )
+    },
   })
 
 /** Build the authenticator the settings describe for the FHIR server at `baseUrl`. */

@@ -79,23 +79,17 @@ const merged = (...all: ReadonlyArray<Params>): Params => {
  * type, if any) and `_elements` (the names without a type, and `Type.name` of this type). Undefined when
  * this type has `_typeFilter` queries a single search cannot express (several are OR-ed together).
  */
-export const typeParams = (
-  p: ExportParams,
-  type: string,
-): Record<string, ReadonlyArray<string>> | undefined => {
-  const out: Record<string, Array<string>> = {}
+export const typeParams = (p: ExportParams, type: string): Params | undefined => {
   const filters = p.typeFilters.filter((f) => f.startsWith(`${type}?`))
   if (filters.length > 1) return undefined
-  for (const [k, v] of new URLSearchParams(filters[0]?.slice(type.length + 1) ?? "")) {
-    const values = out[k] ?? []
-    values.push(v)
-    out[k] = values
-  }
+  const query = [...new URLSearchParams(filters[0]?.slice(type.length + 1) ?? "")]
   const elements = p.elements.flatMap((e) =>
     !e.includes(".") ? [e] : e.startsWith(`${type}.`) ? [e.slice(type.length + 1)] : [],
   )
-  if (elements.length > 0) out._elements = [elements.join(",")]
-  return out
+  return merged(
+    ...query.map(([k, v]) => ({ [k]: [v] })),
+    elements.length > 0 ? { _elements: [elements.join(",")] } : {},
+  )
 }
 
 /**

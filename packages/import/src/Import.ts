@@ -58,7 +58,6 @@
  * subset runs never duplicate. Every blob of the attachment index not uploaded yet is uploaded before the
  * subset's resources (an incomplete archive's index holds at least the blobs its finished files point to).
  */
-import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { HttpClientRequest } from "@effect/platform"
@@ -612,20 +611,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 Buffer.alloc(0),
                 (acc, b: Uint8Array) => Buffer.concat([acc, b]),
               )
-              const actual = createHash("sha256").update(bytes).digest("hex")
-              if (actual !== blob.sha256)
-                return yield* new ImportError({
-                  reason: "Archive",
-                  url: Path.join(archive, Attachments.relativePath(blob.sha256)),
-                  detail: Archive.describeMismatches([
-                    {
-                      path: Attachments.relativePath(blob.sha256),
-                      problem: "Changed",
-                      expected: blob.sha256,
-                      actual,
-                    },
-                  ]),
-                })
               id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
               yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
               binaries++
