@@ -377,16 +377,26 @@ export const resources = (
  * Every checksummed file: manifest entries (data, deleted, errors) and the attachment blobs the index names
  * (a blob is in the index only once it is durable; a file a crash left torn beside them is not the archive's).
  */
-const listed = (
-  dir: string,
-  manifest: Manifest,
-): Effect.Effect<ReadonlyArray<[string, string]>, ArchiveError> =>
-  Effect.gen(function* () {
-    const out: Array<[string, string]> = []
-    for (const e of [...manifest.files, ...manifest.deleted, ...manifest.errors]) out.push([e.sha256, e.path])
-    for (const sha256 of (yield* Attachments.sizes(dir)).keys())
-      out.push([sha256, Attachments.relativePath(sha256)])
-    return out.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+const listed = (dir: string, manifest: Manifest): Effect.Effect<Iterable<[string, string]>, ArchiveError> =>
+  Effect.map(Attachments.blobTable(dir), (blobs) => {
+    const byPath = (a: [string, string], b: [string, string]) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
+    const files = [...manifest.files, ...manifest.deleted, ...manifest.errors]
+      .map((e): [string, string] => [e.sha256, e.path])
+      .sort(byPath)
+    // the blobs come in sha256 order, which is their path order (`attachments/<aa>/<sha256>`): merged with
+    // the manifest's files one row at a time, so the rows are never all in memory
+    return {
+      *[Symbol.iterator]() {
+        let f = 0
+        for (let b = 0; b < blobs.count; b++) {
+          const sha256 = blobs.sha256At(b)
+          const blob: [string, string] = [sha256, Attachments.relativePath(sha256)]
+          while (f < files.length && byPath(files[f]!, blob) < 0) yield files[f++]!
+          yield blob
+        }
+        while (f < files.length) yield files[f++]!
+      },
+    }
   })
 
 /**
@@ -397,8 +407,22 @@ const listed = (
 export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<number, ArchiveError> =>
   Effect.gen(function* () {
     const rows = yield* listed(dir, manifest)
-    yield* Fs.writeAtomic(Path.join(dir, layout.checksums), rows.map(([h, p]) => `${h}  ${p}\n`).join(""))
-    return rows.length
+    let count = 0
+    // written in pieces of ≈ 64 KiB (a 1M export lists 43k blobs)
+    function* pieces() {
+      let piece = ""
+      for (const [h, p] of rows) {
+        piece += `${h}  ${p}\n`
+        count++
+        if (piece.length >= 64 * 1024) {
+          yield piece
+          piece = ""
+        }
+      }
+      if (piece.length > 0) yield piece
+    }
+    yield* Fs.writeAtomicChunks(Path.join(dir, layout.checksums), pieces())
+    return count
   })
 
 /**

@@ -10,6 +10,7 @@ import { createHash, randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { promisify } from "node:util"
+import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Effect, Schema, Stream } from "effect"
 import { ArchiveError, ioError } from "./ArchiveError.js"
@@ -86,8 +87,12 @@ export interface Store {
   readonly commit: Effect.Effect<number, ArchiveError>
   /** Blobs stored and not yet committed. */
   readonly pending: Effect.Effect<number>
-  /** The index as it was when the store was opened. */
-  readonly index: ReadonlyMap<string, IndexLine>
+  /**
+   * The source URLs of the blobs in the store (`digest16` of each): those the index held when the store was
+   * opened and every `meta.sourceUrl` stored since. A set outside the JS heap: the store lives as long as the
+   * export, and an export meets tens of thousands of attachments.
+   */
+  readonly storedUrls: DigestSet
 }
 
 /** Create exclusively, write-only (made durable by `commit`: fsync of the open descriptor). */
@@ -103,8 +108,14 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
   Effect.gen(function* () {
     const base = Path.join(dir, "attachments")
     yield* Fs.makeDir(base)
-    const index = yield* readIndex(dir)
-    const known = new Set(index.keys())
+    // what a resumed run already has: blobs by sha256, and the URLs they came from (digest sets, not the
+    // index's objects: the store lives as long as the export)
+    const known = new DigestSet(32)
+    const storedUrls = new DigestSet(16)
+    yield* forEachIndexLine(dir, leanLine, (line) => {
+      known.addHex(line.sha256)
+      for (const url of line.sourceUrls) storedUrls.add(digest16(url))
+    })
     const dirs = new Set<string>()
     let touched = new Set<string>()
     let lines: Array<IndexLine> = []
@@ -134,12 +145,12 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
         const sha256 = s256.digest("hex")
         const sha1 = s1.digest("base64")
         const final = Path.join(dir, relativePath(sha256))
-        const created = !known.has(sha256)
+        const created = !known.hasHex(sha256)
         if (created) {
           yield* spill.finish
           yield* ensureDir(Path.dirname(final))
           yield* Fs.rename(tmp, final)
-          known.add(sha256)
+          known.addHex(sha256)
         } else {
           yield* spill.discard
         }
@@ -154,6 +165,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
           yield* Effect.sync(() => {
             if (created) touched.add(Path.dirname(final))
             lines.push(line)
+            if (meta.sourceUrl !== undefined) storedUrls.add(digest16(meta.sourceUrl))
           })
         }
         return { sha256, sha1, size, created }
@@ -191,10 +203,10 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
         try: (): Stored => {
           const sha256 = createHash("sha256").update(bytes).digest("hex")
           const sha1 = createHash("sha1").update(bytes).digest("base64")
-          const created = !known.has(sha256)
+          const created = !known.hasHex(sha256)
           if (created) {
             writeBlob(sha256, bytes)
-            known.add(sha256)
+            known.addHex(sha256)
           }
           if (created || meta.sourceUrl !== undefined) {
             lines.push({
@@ -204,6 +216,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
               ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
               sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
             })
+            if (meta.sourceUrl !== undefined) storedUrls.add(digest16(meta.sourceUrl))
           }
           return { sha256, sha1, size: bytes.length, created }
         },
@@ -259,7 +272,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
       storeBytes,
       commit,
       pending: Effect.sync(() => lines.length),
-      index,
+      storedUrls,
     } satisfies Store
   })
 
@@ -371,35 +384,82 @@ export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexL
   })
 
 /**
- * The blobs the index names, with their sizes (sha256 → bytes): what the end of an export needs (totals,
- * checksums), without the whole index in memory. `readIndex` builds an object per blob with its source
- * URLs and contentType, checked by a schema: at 43k attachments, tens of MB at the moment the 1M export peaked.
+ * An index line checked field by field with `JSON.parse` (undefined: not a valid line): the schema's checks
+ * without building its objects, for the readers that need only some fields of every line.
  */
-export const sizes = (dir: string): Effect.Effect<ReadonlyMap<string, number>, ArchiveError> =>
+const leanLine = (text: string): IndexLine | undefined => {
+  let v: Partial<Record<keyof IndexLine, unknown>> | null
+  try {
+    v = JSON.parse(text) as typeof v
+  } catch {
+    return undefined
+  }
+  if (typeof v !== "object" || v === null) return undefined
+  const { sha256, sha1, size, contentType, sourceUrls } = v
+  return typeof sha256 === "string" &&
+    SHA256.test(sha256) &&
+    typeof sha1 === "string" &&
+    typeof size === "number" &&
+    (contentType === undefined || typeof contentType === "string") &&
+    Array.isArray(sourceUrls) &&
+    sourceUrls.every((u) => typeof u === "string")
+    ? (v as IndexLine)
+    : undefined
+}
+
+/** The distinct blobs the index names, in sha256 order, with their total size. */
+export interface BlobTable {
+  readonly count: number
+  readonly bytes: number
+  /** The sha256 (hex) of the `i`-th blob in sha256 order. */
+  readonly sha256At: (i: number) => string
+}
+
+/**
+ * The blobs the index names (`BlobTable`): what the end of an export needs (totals, checksums) and what a
+ * check of the checksums compares with, without the index in memory. The digests sit in one typed array
+ * (32 bytes each) sorted through an index array: as a Map of hex strings, or `readIndex`'s objects, the table
+ * of a 1M export (43k blobs) was the peak of its resident memory, in its last second.
+ */
+export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =>
   Effect.suspend(() => {
-    const out = new Map<string, number>()
-    return forEachIndexLine(
-      dir,
-      (text) => {
-        let line: { sha256?: unknown; size?: unknown }
-        try {
-          line = JSON.parse(text) as { sha256?: unknown; size?: unknown }
-        } catch {
-          return undefined
+    const seen = new DigestSet(32)
+    let digests = Buffer.alloc(32 * 1024)
+    let count = 0
+    let bytes = 0
+    return forEachIndexLine(dir, leanLine, (l) => {
+      if (!seen.addHex(l.sha256)) return
+      if ((count + 1) * 32 > digests.length) {
+        const grown = Buffer.alloc(digests.length * 2)
+        digests.copy(grown)
+        digests = grown
+      }
+      digests.write(l.sha256, count * 32, 32, "hex")
+      count++
+      bytes += l.size
+    }).pipe(
+      Effect.map((): BlobTable => {
+        const d = digests
+        const order = new Int32Array(count)
+        for (let i = 0; i < count; i++) order[i] = i
+        order.sort((a, b) => {
+          const x = a * 32
+          const y = b * 32
+          for (let k = 0; k < 32; k++) {
+            const diff = d[x + k]! - d[y + k]!
+            if (diff !== 0) return diff
+          }
+          return 0
+        })
+        return {
+          count,
+          bytes,
+          sha256At: (i) => d.toString("hex", order[i]! * 32, order[i]! * 32 + 32),
         }
-        const { sha256, size } = line ?? {}
-        return typeof sha256 === "string" && SHA256.test(sha256) && typeof size === "number"
-          ? { sha256, size }
-          : undefined
-      },
-      (l) => out.set(l.sha256, l.size),
-    ).pipe(Effect.as(out as ReadonlyMap<string, number>))
+      }),
+    )
   })
 
 /** Totals over the index, for the manifest's `attachments` field. */
 export const totals = (dir: string): Effect.Effect<{ count: number; bytes: number }, ArchiveError> =>
-  Effect.map(sizes(dir), (index) => {
-    let bytes = 0
-    for (const size of index.values()) bytes += size
-    return { count: index.size, bytes }
-  })
+  Effect.map(blobTable(dir), (t) => ({ count: t.count, bytes: t.bytes }))

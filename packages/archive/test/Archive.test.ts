@@ -220,6 +220,34 @@ describe("Archive", () => {
   )
 
   it.scoped(
+    "checksums.sha256 lists every data file and each distinct blob once, in path order, written in pieces",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const a = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(3))
+        const store = yield* Attachments.store(dir)
+        const expected = new Map<string, string>([[a.path, a.sha256]])
+        let bytes = 0
+        for (let i = 0; i < 3000; i++) {
+          // every 10th blob repeats an earlier one (same bytes, another URL): listed once
+          const body = Buffer.from(`blob ${i % 10 === 9 ? i - 1 : i}`)
+          const stored = yield* store.storeBytes(body, { sourceUrl: `http://src/Binary/${i}` })
+          if (stored.created) bytes += body.length
+          expected.set(Attachments.relativePath(stored.sha256), stored.sha256)
+        }
+        yield* store.commit
+        expect(yield* Attachments.totals(dir)).toEqual({ count: 2700, bytes })
+        const m = yield* Archive.updateManifest(dir, (x) => Manifest.addFiles(x, "files", [a]))
+        expect(yield* Archive.writeChecksums(dir, m)).toBe(2701)
+        const lines = NFS.readFileSync(Path.join(dir, "checksums.sha256"), "utf8").trimEnd().split("\n")
+        const rows = lines.map((l) => l.split("  ") as [string, string])
+        expect(rows.map(([, path]) => path)).toEqual([...expected.keys()].sort())
+        for (const [sha256, path] of rows) expect(expected.get(path)).toBe(sha256)
+        expect(yield* Archive.verifyChecksums(dir)).toEqual([])
+      }),
+  )
+
+  it.scoped(
     "the lock keeps a second writer out, is released with the scope, and a dead holder's lock is taken over",
     () =>
       Effect.gen(function* () {

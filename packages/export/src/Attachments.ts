@@ -6,13 +6,15 @@
  * Relative URLs resolve against the source base; `Binary/[id]` is read raw (`Accept` any type). Inline
  * `data` is left alone.
  *
- * The export fetches a file's attachments as soon as the file is downloaded (`Fetcher.forRefs`), with one
- * bound on requests in flight across files. Blobs are committed in batches (`@ferry/archive/Attachments`
+ * The export fetches a file's attachments while the file downloads, a batch whenever enough references are
+ * found, and the rest once it is complete (`Fetcher.forRefs`), with one bound on requests in flight across
+ * files. Blobs are committed in batches (`@ferry/archive/Attachments`
  * `Store`: parallel fsyncs, then one fsynced index append), so the index is the record of finished
  * attachments: a URL found in it is not fetched again by a resumed run.
  */
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { discardBody, isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
@@ -218,9 +220,14 @@ const fetchBody = (
  */
 export const collector = (): {
   readonly onResource: (resource: Resource) => void
+  /** The references found since the last call (each URL once per collector), handed over and forgotten. */
   readonly refs: () => ReadonlyArray<AttachmentRef>
+  /** How many references `refs` would hand over now. */
+  readonly pending: () => number
 } => {
-  let byUrl = new Map<string, AttachmentRef>()
+  let found: Array<AttachmentRef> = []
+  // every URL this collector has met, also those handed over (a file's references go out in batches)
+  const seen = new DigestSet(16, 64)
   const shared = new Map<string, string>()
   const intern = (s: string): string => {
     const known = shared.get(s)
@@ -232,8 +239,8 @@ export const collector = (): {
   return {
     onResource: (resource) => {
       for (const ref of refsOf(resource)) {
-        if (byUrl.has(ref.url)) continue
-        byUrl.set(ref.url, {
+        if (!seen.add(digest16(ref.url))) continue
+        found.push({
           url: ref.url,
           resource: `${intern(resource.resourceType)}/${resource.id ?? ""}`.normalize(),
           path: intern(ref.path),
@@ -244,10 +251,11 @@ export const collector = (): {
       }
     },
     refs: () => {
-      const all = [...byUrl.values()]
-      byUrl = new Map()
+      const all = found
+      found = []
       return all
     },
+    pending: () => found.length,
   }
 }
 
@@ -302,19 +310,19 @@ const COMMIT_EVERY = 256
 
 export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   client: FhirClient,
-  archive: ArchiveDir,
+  archive: Pick<ArchiveDir, "root">,
   options: AttachmentOptions,
 ) {
   const store = yield* ArchiveAttachments.store(archive.root)
-  const index = store.index
   /**
-   * URL → whether it ended in the archive (in the index = done by an earlier run), or the Deferred of the
-   * fetch in flight. A settled URL keeps only its boolean (one per attachment for the whole run).
+   * What became of each URL met so far: in the archive (`stored`: the store's URLs, from an earlier run's index
+   * or stored in this one), failed (`failedUrls`, recorded once), or being fetched (the Deferred in
+   * `inFlight`). The settled ones are 16-byte digests of the URL outside the JS heap (`DigestSet`): one per
+   * attachment for the whole run; as strings in a Map they made a 1M export's heap grow with its attachments.
    */
-  const settled = new Map<string, boolean | Deferred.Deferred<boolean>>()
-  for (const line of index.values()) {
-    for (const url of line.sourceUrls) settled.set(url, true)
-  }
+  const stored = store.storedUrls
+  const failedUrls = new DigestSet(16, 16)
+  const inFlight = new Map<string, Deferred.Deferred<boolean>>()
   const gates: Gates = {
     http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)),
     write: yield* Effect.makeSemaphore(WRITES_IN_FLIGHT),
@@ -356,7 +364,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       }),
       Effect.tap((size) =>
         Effect.suspend(() => {
-          settled.set(ref.url, size !== undefined)
+          if (size === undefined) failedUrls.add(digest16(ref.url))
+          inFlight.delete(ref.url)
           return Deferred.succeed(mine, size !== undefined)
         }),
       ),
@@ -371,17 +380,18 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       let mineBytes = 0
       let mineFailed = 0
       const one = (ref: AttachmentRef) => {
-        const earlier = settled.get(ref.url)
-        if (typeof earlier === "boolean") {
-          return Effect.sync(() => (earlier ? mineSkipped++ : mineFailed++))
-        }
-        if (earlier !== undefined) {
-          return Effect.flatMap(Deferred.await(earlier), (ok) =>
+        const pending = inFlight.get(ref.url)
+        if (pending !== undefined) {
+          return Effect.flatMap(Deferred.await(pending), (ok) =>
             Effect.sync(() => (ok ? mineSkipped++ : mineFailed++)),
           )
         }
+        const digest = digest16(ref.url)
+        // failed first: a body that did not match its Attachment was stored before it was checked
+        if (failedUrls.has(digest)) return Effect.sync(() => mineFailed++)
+        if (stored.has(digest)) return Effect.sync(() => mineSkipped++)
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)
-        settled.set(ref.url, mine)
+        inFlight.set(ref.url, mine)
         return Effect.flatMap(fetchRef(ref, mine), (size) =>
           Effect.sync(() => {
             if (size === undefined) mineFailed++

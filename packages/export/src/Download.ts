@@ -14,6 +14,7 @@ import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import { type Duplex, pipeline as pipelineCb, Readable } from "node:stream"
 import * as Zlib from "node:zlib"
+import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { discardBody, redactUrl } from "@ferry/core/Http"
@@ -66,6 +67,12 @@ export interface DownloadOptions {
   readonly onResume?: (offset: number, reason: string) => Effect.Effect<void>
   /** How often a broken transfer is resumed before giving up (default 5). */
   readonly resumes?: number
+  /**
+   * Run after each chunk received was written and its lines checked (`onResource` has seen them), before the
+   * next one is read: the export fetches the attachments found so far here, so a file's references are not
+   * all held until its end. The transfer waits for it (the server's send waits on the connection meanwhile).
+   */
+  readonly onChunk?: () => Effect.Effect<void, ExportError | ArchiveError>
 }
 
 const ioError = (label: string, what: string) => (cause: unknown) =>
@@ -248,6 +255,7 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
       )
       yield* fsTry(target.label, "write the download", () => written)
       if (options.onBytes) yield* options.onBytes(chunk.length)
+      if (options.onChunk) yield* options.onChunk()
     }
     yield* parseChunk(target, lines.end)
     if (scan.lastByte !== 10) {
@@ -467,7 +475,7 @@ export const download = Effect.fn("Download.download")(function* (
   client: FhirClient,
   target: DownloadTarget,
   options?: DownloadOptions,
-) => Effect.Effect<DownloadResult, ExportError | FhirError | AuthError>
+) => Effect.Effect<DownloadResult, ExportError | FhirError | AuthError | ArchiveError>
 
 /** Deletes the partial and finished files of a target (before a fresh download). */
 export const discard = (target: DownloadTarget): Effect.Effect<void, ExportError> =>

@@ -83,6 +83,8 @@ export interface ExportOptions {
    * The archive lists its files in manifest order either way.
    */
   readonly downloadRank?: (type: string) => number
+  /** A file's attachments are fetched while it downloads, whenever this many are found (default 1000). */
+  readonly attachmentBatch?: number
 }
 
 export interface TypeSummary {
@@ -230,6 +232,19 @@ export const manifestTypes = (
 
 /** At most one `file-progress` event per file per this many milliseconds. */
 const FILE_PROGRESS_EVERY_MS = 250
+/**
+ * A file's attachments are fetched in batches of this many while it downloads (`attachmentBatch`), so about
+ * this many of its references are held at once (at 1M resources four 10k-line DocumentReference files held
+ * 40k of them, ≈ 9 MB of the heap; docs/benchmarks.md).
+ */
+const ATTACHMENT_BATCH = 1000
+const noAttachments: Attachments.BatchResult = { fetched: 0, skipped: 0, bytes: 0, failed: 0 }
+const sumBatches = (a: Attachments.BatchResult, b: Attachments.BatchResult): Attachments.BatchResult => ({
+  fetched: a.fetched + b.fetched,
+  skipped: a.skipped + b.skipped,
+  bytes: a.bytes + b.bytes,
+  failed: a.failed + b.failed,
+})
 
 const isExpired = (e: unknown): e is FhirError =>
   e instanceof FhirError && e.reason === "Status" && (e.status === 410 || e.status === 403)
@@ -492,16 +507,17 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     key: string,
     file: ArchiveFile,
     refs: ReadonlyArray<Attachments.AttachmentRef> | undefined,
+    earlier: Attachments.BatchResult = noAttachments,
   ) =>
     Effect.gen(function* () {
       if (ready.has(key)) return
       const attachmentsKey = `attachments:${key}`
       if (file.kind === "output" && fetcher !== undefined && !journal.isDone(attachmentsKey)) {
         const found = refs ?? (yield* Attachments.refsOfFile(archive.path(file.path), file.path))
-        const result = yield* fetcher.forRefs(found)
+        const result = sumBatches(earlier, yield* fetcher.forRefs(found))
         if (result.failed > 0) return
         yield* journal.append(attachmentsKey, result)
-        if (found.length > 0) yield* emit("attachments", { path: file.path, ...result })
+        if (result.fetched + result.skipped > 0) yield* emit("attachments", { path: file.path, ...result })
       }
       ready.add(key)
       const { kind, type, path, count, bytes, sha256, compression } = file
@@ -528,6 +544,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         f.kind === "output" && f.organized === undefined && fetcher !== undefined
           ? Attachments.collector()
           : undefined
+      // what the batches fetched while the file downloaded
+      let fetchedEarly = noAttachments
       const target: Download.DownloadTarget = {
         url: f.url,
         type: f.type,
@@ -545,6 +563,16 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       let reportedAt = yield* Clock.currentTimeMillis
       const downloadOptions: Download.DownloadOptions = {
         onResume: (offset, reason) => emit("resume", { file: f.path, offset, reason }).pipe(Effect.orDie),
+        ...(collected !== undefined && fetcher !== undefined
+          ? {
+              onChunk: () =>
+                collected.pending() < Math.max(1, options.attachmentBatch ?? ATTACHMENT_BATCH)
+                  ? Effect.void
+                  : Effect.map(fetcher.forRefs(collected.refs()), (r) => {
+                      fetchedEarly = sumBatches(fetchedEarly, r)
+                    }),
+            }
+          : {}),
         ...(options.onEvent !== undefined
           ? {
               onBytes: (n: number) =>
@@ -611,7 +639,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           detail: `the server reported ${file.count} problem(s) in the manifest's error[] file ${redactUrl(f.url)} (kept as ${f.path}); read it before relying on this archive, some data may be missing`,
         })
       }
-      yield* finishFile(f.key, file, collected?.refs())
+      yield* finishFile(f.key, file, collected?.refs(), fetchedEarly)
       return file
     })
 

@@ -56,7 +56,7 @@ describe("Attachments.refsOf / isSourceBinary", () => {
     assert.isFalse(Attachments.isSourceBinary("https://h/fhir", "https://h/files/a.pdf"))
   })
 
-  it("collector: once per URL, every field kept, handed over once and then forgotten", () => {
+  it("collector: once per URL (also across batches), every field kept, handed over once and then forgotten", () => {
     const c = Attachments.collector()
     const doc = (id: string, url: string) => ({
       resourceType: "DocumentReference",
@@ -66,6 +66,7 @@ describe("Attachments.refsOf / isSourceBinary", () => {
     c.onResource(doc("d1", "Binary/a"))
     c.onResource(doc("d2", "Binary/b"))
     c.onResource(doc("d3", "Binary/a"))
+    assert.strictEqual(c.pending(), 2)
     const refs = c.refs()
     assert.deepStrictEqual(
       refs.map((r) => [r.url, r.resource, r.path, r.contentType, r.size, r.hash]),
@@ -75,6 +76,14 @@ describe("Attachments.refsOf / isSourceBinary", () => {
       ],
     )
     assert.deepStrictEqual(c.refs(), [])
+    // handed over in batches: a URL met after its batch went out is not handed over again
+    c.onResource(doc("d4", "Binary/a"))
+    c.onResource(doc("d5", "Binary/c"))
+    assert.strictEqual(c.pending(), 1)
+    assert.deepStrictEqual(
+      c.refs().map((r) => r.url),
+      ["Binary/c"],
+    )
   })
 })
 
@@ -228,5 +237,79 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAft
         assert.strictEqual(blobs.length, 3)
         assert.isFalse((yield* Archive.readManifest(out2)).complete)
       }),
+  )
+
+  it.scoped(
+    "a URL is fetched once per archive: met again in the run or in a resumed run it is skipped, a failed one is not asked for again",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const root = Path.join(dir, "once")
+        NFS.mkdirSync(root, { recursive: true })
+        const ref = (url: string, resource: string): Attachments.AttachmentRef => ({
+          url,
+          resource,
+          path: "content[0].attachment",
+          contentType: undefined,
+          size: undefined,
+          hash: undefined,
+        })
+        const refs = [
+          ref("Binary/document.pdf", "DocumentReference/a"),
+          ref("Binary/DICOM.jpg", "DocumentReference/b"),
+          ref("Binary/no-such-binary", "DocumentReference/c"),
+        ]
+        const first = yield* Attachments.fetcher(client, { root }, { concurrency: 2 })
+        const one = yield* first.forRefs(refs)
+        assert.deepInclude(one, { fetched: 2, skipped: 0, failed: 1 })
+        // the same URLs from other resources, later in the same run
+        const again = yield* first.forRefs(refs.map((r) => ({ ...r, resource: "DocumentReference/z" })))
+        assert.deepInclude(again, { fetched: 0, skipped: 2, failed: 1 })
+        assert.strictEqual((yield* first.summary).failed.length, 1, "the failed URL was asked for once")
+        // a resumed run knows the stored URLs from the index alone
+        const resumed = yield* Attachments.fetcher(client, { root }, { concurrency: 2 })
+        assert.deepInclude(yield* resumed.forRefs(refs.slice(0, 2)), { fetched: 0, skipped: 2, failed: 0 })
+        const index = yield* ArchiveAttachments.readIndex(root)
+        assert.strictEqual(index.size, 2)
+      }),
+  )
+})
+
+layer(Sandbox.Sandbox.layer({ generate: 30, bulk: { retryAfterSeconds: 0 } } as never), {
+  timeout: 60_000,
+  excludeTestServices: true,
+})("Attachments (30 generated patients, one attachment each)", (it) => {
+  it.scoped("a file's attachments are fetched in batches while it downloads, not all after it", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const client = yield* clientFor(sandbox.baseUrl)
+      /** Events of one export: the attachments stored before the DocumentReference file was complete. */
+      const storedBeforeFile = (out: string, attachmentBatch: number | undefined) =>
+        Effect.gen(function* () {
+          const events: Array<{ event: string; path?: unknown }> = []
+          const summary = yield* Export.run({
+            client,
+            out: Path.join(dir, out),
+            params: { level: "system", types: ["DocumentReference"] },
+            onEvent: (e) => Effect.sync(() => void events.push(e)),
+            ...(attachmentBatch !== undefined ? { attachmentBatch } : {}),
+            ...fast,
+          })
+          assert.strictEqual(summary.attachments.fetched, 30)
+          const file = events.findIndex((e) => e.event === "file")
+          assert.isAbove(file, -1)
+          const ready = events.find((e) => e.event === "attachments") as { fetched?: number } | undefined
+          assert.strictEqual(ready?.fetched, 30, "the file's attachment count sums its batches")
+          return events.slice(0, file).filter((e) => e.event === "attachment").length
+        })
+      // batches of 4: after each chunk received that brings the references found to 4 or more, they are
+      // fetched; only a last chunk's fewer than 4 wait for the file's end
+      assert.isAtLeast(yield* storedBeforeFile("batched", 4), 27)
+      // the default batch (1000) is never reached here: every attachment comes after the file
+      assert.strictEqual(yield* storedBeforeFile("whole", undefined), 0)
+    }),
   )
 })

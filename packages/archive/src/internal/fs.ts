@@ -85,12 +85,19 @@ export const syncDir: (path: string) => Effect.Effect<void, ArchiveError> = sync
 
 /** Write a whole file atomically: `<path>.tmp` (0600) + fsync + rename + fsync of the directory. */
 export const writeAtomic = (path: string, data: string | Uint8Array): Effect.Effect<void, ArchiveError> =>
+  writeAtomicChunks(path, [data])
+
+/** `writeAtomic` for content made piece by piece (never all of it in memory at once). */
+export const writeAtomicChunks = (
+  path: string,
+  chunks: Iterable<string | Uint8Array>,
+): Effect.Effect<void, ArchiveError> =>
   wrap(path, async () => {
     const tmp = `${path}.tmp`
     const h = await P.open(tmp, "w", FILE_MODE)
     try {
       await h.chmod(FILE_MODE)
-      await h.writeFile(data)
+      for (const chunk of chunks) await h.writeFile(chunk)
       await h.sync()
     } finally {
       await h.close()
