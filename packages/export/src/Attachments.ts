@@ -20,6 +20,7 @@ import type { FhirClient } from "@ferry/core/FhirClient"
 import { discardBody, isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { forEachPooled } from "@ferry/core/Pool"
 import * as Walker from "@ferry/core/Walker"
 import { Deferred, Effect, FiberId, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
@@ -402,20 +403,13 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
           }),
         )
       }
-      // A fixed pool of workers taking the next reference: `Effect.forEach` with a concurrency keeps every
-      // finished element's Exit until the whole call ends (≈ 33k of them, 4 files of 10k references in
-      // flight, at 1M resources). Enough workers that every request permit stays busy while earlier bodies
-      // are being stored; the first archive failure interrupts the others, as forEach would.
-      let next = 0
-      const worker = Effect.whileLoop({
-        while: () => next < refs.length,
-        body: () => one(refs[next++]!),
-        step: () => {},
-      })
-      const workers = Math.min(refs.length, Math.max(1, options.concurrency) + WRITES_IN_FLIGHT)
-      yield* Effect.all(
-        Array.from({ length: workers }, () => worker),
-        { concurrency: "unbounded", discard: true },
+      // A fixed pool of workers taking the next reference (`forEachPooled`): enough that every request
+      // permit stays busy while earlier bodies are being stored; the first archive failure interrupts the
+      // others, as forEach would.
+      yield* forEachPooled(
+        refs,
+        Math.min(refs.length, Math.max(1, options.concurrency) + WRITES_IN_FLIGHT),
+        one,
       )
       yield* store.commit
       skipped += mineSkipped

@@ -72,6 +72,7 @@ import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { forEachPooled } from "@ferry/core/Pool"
 import * as Chunk from "@ferry/transform/Chunk"
 import {
   type Components,
@@ -586,39 +587,38 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
       const isSourceBinary = (u: string) => sourceBinaryId(u, sourceBase) !== undefined
       let binaries = 0
-      const limiter = yield* makeLimiter(Math.max(1, options.parallel ?? 4))
-      yield* Effect.forEach(
-        index.values(),
-        (blob) =>
-          Effect.gen(function* () {
-            // a blob fetched from a source `Binary/<id>` that the archive also holds as a resource: that
-            // Binary is loaded with the resources, and references to it follow the id map
-            const ownBinary = blob.sourceUrls.every((u) => {
-              const id = sourceBinaryId(u, sourceBase)
-              return id !== undefined && (idMap.isKnown(`Binary/${id}`) || otherBinaries.has(`Binary/${id}`))
-            })
-            if (ownBinary && blob.sourceUrls.length > 0) return
-            if (
-              options.binariesPending === true &&
-              blob.sourceUrls.length > 0 &&
-              blob.sourceUrls.every(isSourceBinary)
+      const parallel = Math.max(1, options.parallel ?? 4)
+      const limiter = yield* makeLimiter(parallel)
+      // a pool of `parallel` fibers (the limiter may lower the concurrency below it, never above)
+      yield* forEachPooled(index.values(), parallel, (blob) =>
+        Effect.gen(function* () {
+          // a blob fetched from a source `Binary/<id>` that the archive also holds as a resource: that
+          // Binary is loaded with the resources, and references to it follow the id map
+          const ownBinary = blob.sourceUrls.every((u) => {
+            const id = sourceBinaryId(u, sourceBase)
+            return id !== undefined && (idMap.isKnown(`Binary/${id}`) || otherBinaries.has(`Binary/${id}`))
+          })
+          if (ownBinary && blob.sourceUrls.length > 0) return
+          if (
+            options.binariesPending === true &&
+            blob.sourceUrls.length > 0 &&
+            blob.sourceUrls.every(isSourceBinary)
+          )
+            return
+          let id = uploaded.get(blob.sha256)
+          if (id === undefined) {
+            const bytes = yield* Stream.runFold(
+              Attachments.read(archive, blob.sha256),
+              Buffer.alloc(0),
+              (acc, b: Uint8Array) => Buffer.concat([acc, b]),
             )
-              return
-            let id = uploaded.get(blob.sha256)
-            if (id === undefined) {
-              const bytes = yield* Stream.runFold(
-                Attachments.read(archive, blob.sha256),
-                Buffer.alloc(0),
-                (acc, b: Uint8Array) => Buffer.concat([acc, b]),
-              )
-              id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
-              yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
-              binaries++
-            }
-            for (const u of blob.sourceUrls) attachmentUrls.set(u, `Binary/${id}`)
-            attachmentUrls.set(Attachments.relativePath(blob.sha256), `Binary/${id}`)
-          }).pipe(limiter.run),
-        { concurrency: "unbounded", discard: true },
+            id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
+            yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
+            binaries++
+          }
+          for (const u of blob.sourceUrls) attachmentUrls.set(u, `Binary/${id}`)
+          attachmentUrls.set(Attachments.relativePath(blob.sha256), `Binary/${id}`)
+        }).pipe(limiter.run),
       )
       if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
 
@@ -1153,31 +1153,30 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         readonly preloaded: ReadonlyMap<number, Located>
       }) =>
         Effect.gen(function* () {
-          yield* Effect.forEach(
-            pending,
-            (c) =>
-              Effect.gen(function* () {
-                yield* landChunk(c, nodesOf(c.keys), preloaded)
-                yield* journal.append("import.chunk", `import.chunk:${chunkKey(c.keys)}`, {
-                  index: c.index,
-                  entries: c.keys.length,
-                  mode,
-                })
-                chunksDone++
-                const byType: Record<string, number> = {}
-                for (const k of c.keys) byType[typeOf(k)] = (byType[typeOf(k)] ?? 0) + 1
-                yield* emit({
-                  event: "chunk",
-                  index: c.index,
-                  level: c.level,
-                  entries: c.keys.length,
-                  types: byType,
-                  total: Object.values(counts).reduce((a, b) => a + b, 0),
-                  quarantined,
-                  parallel: limiter.current(),
-                })
-              }).pipe(limiter.run),
-            { concurrency: "unbounded", discard: true },
+          // `parallel` fibers taking the next chunk (not one fiber per chunk waiting on the limiter: at 1M
+          // resources a level holds hundreds of chunks, each fiber with its continuation)
+          yield* forEachPooled(pending, parallel, (c) =>
+            Effect.gen(function* () {
+              yield* landChunk(c, nodesOf(c.keys), preloaded)
+              yield* journal.append("import.chunk", `import.chunk:${chunkKey(c.keys)}`, {
+                index: c.index,
+                entries: c.keys.length,
+                mode,
+              })
+              chunksDone++
+              const byType: Record<string, number> = {}
+              for (const k of c.keys) byType[typeOf(k)] = (byType[typeOf(k)] ?? 0) + 1
+              yield* emit({
+                event: "chunk",
+                index: c.index,
+                level: c.level,
+                entries: c.keys.length,
+                types: byType,
+                total: Object.values(counts).reduce((a, b) => a + b, 0),
+                quarantined,
+                parallel: limiter.current(),
+              })
+            }).pipe(limiter.run),
           )
         })
 
