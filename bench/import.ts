@@ -2,9 +2,8 @@
  * Import throughput: `ferry import` (dependency-ordered transaction Bundles) against a naive loop that PUTs
  * one resource per request, same archive, a fresh target sandbox for each, in one run.
  *
- *   npm run build && npx vite-node bench/import.ts                 # ≈ 1 minute on 2 cores
- *   npx vite-node bench/import.ts -- --naive 5000                  # resources for the naive side (default 3000)
- *   npx vite-node bench/import.ts -- --naive all                   # the naive side PUTs the whole archive
+ *   npm run build && npx vite-node bench/import.ts                 # ≈ 2 minutes on 2 cores
+ *   npx vite-node bench/import.ts -- --naive 3000                  # the naive side PUTs a sample (default: all)
  *   npx vite-node bench/import.ts -- --strategy post               # Ferry with POST + conditional create
  *   npx vite-node bench/import.ts -- --repeat 5                    # 5 alternating rounds (default 3)
  *
@@ -17,10 +16,10 @@
  *    CapabilityStatement and probe, graph building and attachment upload included). Checked afterwards:
  *    per-type counts on the target (`_summary=count`) equal the archive's.
  * 3. Naive: another fresh target; the archive's data files read in manifest order in this process, one
- *    `PUT [base]/Type/id` per resource with `fetch` (keep-alive), sequential, for `--naive` resources
- *    spread evenly over the whole archive (every k-th line, so the sample has the archive's mix of types and
- *    sizes: the first 3,000 in manifest order are mostly small AllergyIntolerance/CarePlan lines), or for all of
- *    them with `--naive all`; the rate is scaled to resources/s.
+ *    `PUT [base]/Type/id` per resource with `fetch` (keep-alive), sequential, for the whole archive (the
+ *    default), or for `--naive N` resources spread evenly over it (every k-th line: the archive's mix of types
+ *    and sizes). A sample of 3,000 was ≈ 25 % slower per resource than the whole archive (the server is not
+ *    warmed up yet), which flattered Ferry's ratio, so the whole archive is the baseline.
  * `--rtt <ms>` puts a proxy in this process in front of each target that holds every request `ms` before
  * forwarding it (a network round trip; loopback has none), for both sides alike.
  * Steps 2 and 3 run `--repeat` times (default 3), alternating, each against a fresh target: on a shared
@@ -45,7 +44,7 @@ const option = (name: string): string | undefined => {
   return i >= 0 ? process.argv[i + 1] : undefined
 }
 /** `--naive N|all`: how many resources the naive loop PUTs (spread evenly over the archive), or all of them. */
-const NAIVE = option("naive") === "all" ? Number.POSITIVE_INFINITY : Number(option("naive") ?? "3000")
+const NAIVE = (option("naive") ?? "all") === "all" ? Number.POSITIVE_INFINITY : Number(option("naive"))
 /** `--repeat N`: Ferry and the naive loop N times each, alternating; the goals are judged on the medians. */
 const REPEAT = Math.max(1, Number(option("repeat") ?? "3"))
 const STRATEGY = option("strategy") ?? "put"
