@@ -12,7 +12,7 @@ import * as Path from "node:path"
 import { promisify } from "node:util"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 import * as Ndjson from "@ferry/core/Ndjson"
-import { Effect, Schema, Stream } from "effect"
+import { Effect, Schema, type Scope, Stream } from "effect"
 import { ArchiveError, ioError } from "./ArchiveError.js"
 import * as Fs from "./internal/fs.js"
 
@@ -104,7 +104,7 @@ const SYNC_CONCURRENCY = 16
 /** Blobs up to this size are held in memory while they arrive (one write instead of a stream of them). */
 const IN_MEMORY = 1024 * 1024
 
-export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
+export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Scope> =>
   Effect.gen(function* () {
     const base = Path.join(dir, "attachments")
     yield* Fs.makeDir(base)
@@ -173,6 +173,21 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError> =>
 
     /** Blob files `storeBytes` wrote since the last commit, still open for `commit`'s fsync. */
     let unsynced: Array<number> = []
+    // Blobs never committed (the run failed or was interrupted first) are not in the index, so nothing
+    // trusts them and the next run writes them again: their descriptors are only closed. A failing close
+    // has nothing left to report to (the scope is closing on an earlier outcome).
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const fd of unsynced) {
+          try {
+            NFS.closeSync(fd)
+          } catch {
+            // see above
+          }
+        }
+        unsynced = []
+      }),
+    )
 
     /** Writes a new blob to a temp file and renames it to its content address; durable at the next commit. */
     const writeBlob = (sha256: string, bytes: Uint8Array): void => {
@@ -284,12 +299,14 @@ export const put = <E, R>(
   bytes: Stream.Stream<Uint8Array, E, R>,
   meta: Meta = {},
 ): Effect.Effect<Stored, ArchiveError | E, R> =>
-  Effect.gen(function* () {
-    const s = yield* store(dir)
-    const stored = yield* s.store(bytes, meta)
-    yield* s.commit
-    return stored
-  })
+  Effect.scoped(
+    Effect.gen(function* () {
+      const s = yield* store(dir)
+      const stored = yield* s.store(bytes, meta)
+      yield* s.commit
+      return stored
+    }),
+  )
 
 /** Is this blob in the archive? */
 export const has = (dir: string, sha256: string): Effect.Effect<boolean, ArchiveError> =>

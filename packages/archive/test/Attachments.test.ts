@@ -146,4 +146,23 @@ describe("Attachments", () => {
       expect((yield* Effect.flip(Attachments.has(dir, "../../etc"))).reason).toBe("Corrupt")
     }),
   )
+
+  it.scoped(
+    "blobs stored and never committed: not indexed, and their descriptors closed with the store's scope",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const openFds = () => NFS.readdirSync("/proc/self/fd").length
+        const before = openFds()
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const s = yield* Attachments.store(dir)
+            for (let i = 0; i < 20; i++) yield* s.storeBytes(enc.encode(`uncommitted ${i}`))
+            expect(openFds()).toBeGreaterThanOrEqual(before + 20)
+          }),
+        )
+        expect(openFds()).toBe(before)
+        expect((yield* Attachments.readIndex(dir)).size).toBe(0)
+      }),
+  )
 })
