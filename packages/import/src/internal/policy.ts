@@ -95,31 +95,32 @@ export const searchesTag = (
 export const isSystemic = (e: FhirError): boolean =>
   (e.outcome?.issue ?? []).some((i) => i.code === "not-supported")
 
-/** An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. */
+/**
+ * An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. The
+ * semaphore is resized rather than having permits taken away: a waiting `take` of several permits only
+ * gets them when that many are free at once, and workers that hand a permit back and take the next one in the
+ * same step (`forEachPooled`) never leave them free, so a throttle used to wait for the end of the level.
+ */
 export const makeLimiter = (max: number) =>
   Effect.gen(function* () {
     const sem = yield* Effect.makeSemaphore(max)
     let limit = max
-    let held = 0
     let successes = 0
     return {
       run: <A, E>(eff: Effect.Effect<A, E>) => sem.withPermits(1)(eff),
       throttled: Effect.suspend(() => {
         successes = 0
         const next = Math.max(1, Math.floor(limit / 2))
-        const drop = limit - next
-        if (drop === 0) return Effect.void
+        if (next === limit) return Effect.void
         limit = next
-        held += drop
-        return Effect.asVoid(Effect.forkDaemon(sem.take(drop)))
+        return sem.resize(limit)
       }),
       succeeded: Effect.suspend(() => {
         successes++
-        if (successes < SUCCESSES_TO_GROW || held === 0) return Effect.void
+        if (successes < SUCCESSES_TO_GROW || limit >= max) return Effect.void
         successes = 0
-        held--
         limit++
-        return Effect.asVoid(sem.release(1))
+        return sem.resize(limit)
       }),
       current: () => limit,
     }

@@ -3,6 +3,7 @@ import { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Option, Ref } from "effect"
+import { forEachPooled } from "@ferry/core/Pool"
 import { ImportError } from "../../src/ImportError.js"
 import {
   chooseStrategy,
@@ -271,5 +272,48 @@ describe("makeLimiter", () => {
       for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
       assert.strictEqual(yield* concurrentUnder(limiter, 8), 4)
     }),
+  )
+
+  it.live(
+    "with a pool of workers that take the next task at once, a throttle lowers the concurrency at once",
+    () =>
+      Effect.gen(function* () {
+        const limiter = yield* makeLimiter(4)
+        let running = 0
+        let mostLater = 0
+        yield* forEachPooled(
+          Array.from({ length: 40 }, (_, i) => i),
+          4,
+          (i) =>
+            limiter.run(
+              Effect.gen(function* () {
+                running++
+                // well after the throttle (task 6): the tasks running when it came have finished
+                if (i >= 16) mostLater = Math.max(mostLater, running)
+                if (i === 6) yield* limiter.throttled
+                yield* Effect.sleep("3 millis")
+                running--
+              }),
+            ),
+        )
+        assert.strictEqual(limiter.current(), 2)
+        assert.strictEqual(mostLater, 2)
+        let laterMost = 0
+        running = 0
+        yield* forEachPooled(
+          Array.from({ length: 20 }, (_, i) => i),
+          4,
+          () =>
+            limiter.run(
+              Effect.gen(function* () {
+                running++
+                laterMost = Math.max(laterMost, running)
+                yield* Effect.sleep("2 millis")
+                running--
+              }),
+            ),
+        )
+        assert.strictEqual(laterMost, 2)
+      }),
   )
 })
