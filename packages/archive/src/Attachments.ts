@@ -30,6 +30,12 @@ export interface Meta {
   readonly contentType?: string
   /** Where the bytes were fetched from (recorded in the index). */
   readonly sourceUrl?: string
+  /**
+   * What the bytes must be (an Attachment's `size`, and `hash`: base64 SHA-1). Bytes that are not are neither
+   * kept nor indexed (`Stored.matches` false): the index records only URLs whose blob is what the resource
+   * says, so a resumed run that finds a URL there can skip it.
+   */
+  readonly expected?: { readonly size?: number; readonly sha1?: string }
 }
 
 export interface Stored {
@@ -38,7 +44,13 @@ export interface Stored {
   readonly size: number
   /** False when an identical blob was already in the archive (nothing new was written). */
   readonly created: boolean
+  /** False when the bytes are not what `Meta.expected` says (then nothing was written or indexed). */
+  readonly matches: boolean
 }
+
+const matchesExpected = (meta: Meta, size: number, sha1: string): boolean =>
+  (meta.expected?.size === undefined || meta.expected.size === size) &&
+  (meta.expected?.sha1 === undefined || meta.expected.sha1 === sha1)
 
 const SHA256 = /^[0-9a-f]{64}$/
 
@@ -144,6 +156,10 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         ).pipe(Effect.tapError(() => spill.discard))
         const sha256 = s256.digest("hex")
         const sha1 = s1.digest("base64")
+        if (!matchesExpected(meta, size, sha1)) {
+          yield* spill.discard
+          return { sha256, sha1, size, created: false, matches: false }
+        }
         const final = Path.join(dir, relativePath(sha256))
         const created = !known.hasHex(sha256)
         if (created) {
@@ -168,7 +184,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
             if (meta.sourceUrl !== undefined) storedUrls.add(digest16(meta.sourceUrl))
           })
         }
-        return { sha256, sha1, size, created }
+        return { sha256, sha1, size, created, matches: true }
       })
 
     /** Blob files `storeBytes` wrote since the last commit, still open for `commit`'s fsync. */
@@ -218,6 +234,8 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         try: (): Stored => {
           const sha256 = createHash("sha256").update(bytes).digest("hex")
           const sha1 = createHash("sha1").update(bytes).digest("base64")
+          if (!matchesExpected(meta, bytes.length, sha1))
+            return { sha256, sha1, size: bytes.length, created: false, matches: false }
           const created = !known.hasHex(sha256)
           if (created) {
             writeBlob(sha256, bytes)
@@ -233,7 +251,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
             })
             if (meta.sourceUrl !== undefined) storedUrls.add(digest16(meta.sourceUrl))
           }
-          return { sha256, sha1, size: bytes.length, created }
+          return { sha256, sha1, size: bytes.length, created, matches: true }
         },
         catch: ioError(base),
       })

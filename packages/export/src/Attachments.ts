@@ -178,7 +178,15 @@ const fetchBody = (
     const responseType = response.headers["content-type"]
     let contentType =
       binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
-    const meta = () => ({ ...(contentType !== undefined ? { contentType } : {}), sourceUrl: ref.url })
+    const meta = (): ArchiveAttachments.Meta => ({
+      ...(contentType !== undefined ? { contentType } : {}),
+      sourceUrl: ref.url,
+      // a body that is not what the Attachment says is not stored under its URL (see the check in fetchOne)
+      expected: {
+        ...(ref.size !== undefined ? { size: ref.size } : {}),
+        ...(ref.hash !== undefined ? { sha1: ref.hash } : {}),
+      },
+    })
     const length = Number(response.headers["content-length"] ?? Number.NaN)
     if (binary && isFhirJson(responseType)) {
       // The server ignored Accept and sent the Binary resource: its content is in `data` (base64).

@@ -236,6 +236,19 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAft
         const blobs = NFS.readdirSync(Path.join(out2, "attachments")).filter((d) => d.length === 2)
         assert.strictEqual(blobs.length, 3)
         assert.isFalse((yield* Archive.readManifest(out2)).complete)
+        // the body that did not match is not indexed under its URL, so a rerun fetches it again and fails the
+        // same way (it used to find the URL in the index, skip it, and finish the archive)
+        const badUrl = `${sandbox.baseUrl}/Binary/DICOM.jpg?copy=1`
+        assert.isFalse([...index2.values()].some((l) => l.sourceUrls.includes(badUrl)))
+        const again = yield* Export.run({
+          client,
+          out: out2,
+          params: { level: "system", types: ["DocumentReference"] },
+          ...fast,
+        }).pipe(Effect.flip)
+        assert.strictEqual((again as ExportError).reason, "Attachment")
+        assert.include((again as ExportError).message, "DocumentReference/bad-hash")
+        assert.isFalse((yield* Archive.readManifest(out2)).complete)
       }),
   )
 
