@@ -16,7 +16,7 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
-import { Clock, Duration, Effect, Exit, Option } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Option } from "effect"
 import * as Attachments from "./Attachments.js"
 import * as Crawl from "./Crawl.js"
 import * as Download from "./Download.js"
@@ -544,8 +544,24 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         f.kind === "output" && f.organized === undefined && fetcher !== undefined
           ? Attachments.collector()
           : undefined
-      // what the batches fetched while the file downloaded
+      // What the batches fetched while the file downloaded. One batch at a time runs beside the download (a
+      // fiber of its own: the transfer does not wait on it, so a server's idle timeout is not met while
+      // attachments are fetched); the download waits only when a second batch's worth has piled up behind it.
+      // Its blobs are in the store before the file is checked: if the file is then refused, they are blobs
+      // no archived file points to (listed in the checksums, skipped by a rerun that meets their URLs).
       let fetchedEarly = noAttachments
+      let batch: Fiber.RuntimeFiber<Attachments.BatchResult, ExportError | ArchiveError> | undefined
+      const batchSize = Math.max(1, options.attachmentBatch ?? ATTACHMENT_BATCH)
+      const settleBatch = Effect.suspend(() => {
+        const running = batch
+        if (running === undefined) return Effect.void
+        batch = undefined
+        return Effect.flatMap(Fiber.join(running), (r) =>
+          Effect.sync(() => {
+            fetchedEarly = sumBatches(fetchedEarly, r)
+          }),
+        )
+      })
       const target: Download.DownloadTarget = {
         url: f.url,
         type: f.type,
@@ -566,11 +582,22 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         ...(collected !== undefined && fetcher !== undefined
           ? {
               onChunk: () =>
-                collected.pending() < Math.max(1, options.attachmentBatch ?? ATTACHMENT_BATCH)
-                  ? Effect.void
-                  : Effect.map(fetcher.forRefs(collected.refs()), (r) => {
-                      fetchedEarly = sumBatches(fetchedEarly, r)
-                    }),
+                Effect.suspend(() => {
+                  const pending = collected.pending()
+                  if (pending < batchSize) return Effect.void
+                  if (batch !== undefined && batch.unsafePoll() === null && pending < 2 * batchSize)
+                    return Effect.void
+                  return Effect.zipRight(
+                    settleBatch,
+                    Effect.suspend(() => Effect.fork(fetcher.forRefs(collected.refs()))).pipe(
+                      Effect.flatMap((fiber) =>
+                        Effect.sync(() => {
+                          batch = fiber
+                        }),
+                      ),
+                    ),
+                  )
+                }),
             }
           : {}),
         ...(options.onEvent !== undefined
@@ -609,7 +636,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               )
             }),
         ),
+        // a batch still running when the download failed is stopped with it
+        Effect.tapErrorCause(() => (batch === undefined ? Effect.void : Fiber.interrupt(batch))),
       )
+      yield* settleBatch
       if (f.organized !== undefined) {
         // staged, checked against the manifest count (headers included); distributed once all are here
         yield* journal.append(f.key, { count: result.count, bytes: result.bytes, sha256: result.sha256 })
