@@ -237,17 +237,20 @@ const main = async () => {
       open.push(naive)
       // every `stride`-th line of the archive, so the sample is spread over all files and types; a sample is
       // read before the clock starts (skipping lines is not the naive loop's work), the whole archive streams
-      const stride = Math.max(1, Math.floor(total / Math.min(NAIVE, total)))
+      const wanted = Math.max(1, Math.min(NAIVE, total))
+      const stride = total / wanted
       const sample: Array<string> = []
-      if (stride > 1) {
+      if (wanted < total) {
+        // line ⌊k × total / wanted⌋ for k = 0 … wanted − 1: evenly spread up to the last file
         let seen = 0
         for await (const line of lines(archive)) {
-          if (seen++ % stride === 0 && sample.length < NAIVE) sample.push(line)
+          if (sample.length < wanted && seen === Math.floor(sample.length * stride)) sample.push(line)
+          seen++
         }
       }
       let sent = 0
       const n0 = now()
-      for await (const line of stride > 1 ? sample : lines(archive)) {
+      for await (const line of wanted < total ? sample : lines(archive)) {
         const r = JSON.parse(line) as { resourceType: string; id: string; meta?: unknown }
         const { meta: _meta, ...body } = r
         const res = await fetch(`${naiveVia.baseUrl}/${r.resourceType}/${r.id}`, {
@@ -262,7 +265,7 @@ const main = async () => {
       const naiveSecs = secs(n0)
       const naiveRate = sent / naiveSecs
       console.log(
-        `naive loop (one PUT per resource, sequential): ${fmt(sent)} resources (${stride === 1 ? "all" : `every ${stride}th line`}) in ${fmt(naiveSecs, 1)} s = ${fmt(naiveRate)} resources/s (whole archive ≈ ${fmt(total / naiveRate)} s)`,
+        `naive loop (one PUT per resource, sequential): ${fmt(sent)} resources (${wanted < total ? `every ${fmt(stride, 1)}th line` : "all"}) in ${fmt(naiveSecs, 1)} s = ${fmt(naiveRate)} resources/s (whole archive ≈ ${fmt(total / naiveRate)} s)`,
       )
       const ratio = ferryRate / naiveRate
       console.log(`run ${rep + 1} of ${REPEAT}: ratio ${fmt(ratio, 1)}×, ferry ${fmt(ferryRate)} resources/s`)

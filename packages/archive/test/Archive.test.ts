@@ -220,7 +220,7 @@ describe("Archive", () => {
   )
 
   it.scoped(
-    "checksums.sha256 lists every data file and each distinct blob once, in path order, written in pieces",
+    "checksums.sha256 lists every data file and each distinct blob once, in path order (thousands of blobs)",
     () =>
       Effect.gen(function* () {
         const dir = yield* newArchive

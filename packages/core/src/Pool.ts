@@ -10,8 +10,9 @@
 import { Effect } from "effect"
 
 /**
- * Runs `f` over `items` in order of taking, at most `workers` at a time. The first failure interrupts the
- * other workers (as `forEach` does) and is the result.
+ * Runs `f` over `items` in order of taking, at most `workers` at a time (a count below 1, or not a finite
+ * number, is 1). The first failure interrupts the other workers (as `forEach` does) and is the result; the
+ * iterator is closed (`return`) however the run ends.
  */
 export const forEachPooled = <A, E, R>(
   items: Iterable<A>,
@@ -30,8 +31,9 @@ export const forEachPooled = <A, E, R>(
       },
       step: () => {},
     })
+    const n = Number.isFinite(workers) ? Math.max(1, Math.floor(workers)) : 1
     return Effect.all(
-      Array.from({ length: Math.max(1, Math.floor(workers)) }, () => worker),
+      Array.from({ length: n }, () => worker),
       { concurrency: "unbounded", discard: true },
-    )
+    ).pipe(Effect.ensuring(Effect.sync(() => iterator.return?.())))
   })

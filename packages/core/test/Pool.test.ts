@@ -37,12 +37,29 @@ describe("forEachPooled", () => {
         Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : "succeeded",
       ).toBe("item 3")
       expect(done.every((i) => i < 5)).toBe(true)
+      // a generator is closed when the run fails
+      let closed = false
+      function* numbers() {
+        try {
+          for (let i = 0; ; i++) yield i
+        } finally {
+          closed = true
+        }
+      }
+      yield* forEachPooled(numbers(), 2, (i) => (i === 4 ? Effect.fail("stop") : Effect.void)).pipe(
+        Effect.exit,
+      )
+      expect(closed).toBe(true)
     }),
   )
 
-  it.effect("an empty list and a generator are fine", () =>
+  it.effect("an empty list, a generator and a worker count that is not a number are fine", () =>
     Effect.gen(function* () {
       yield* forEachPooled([], 4, () => Effect.die("never called"))
+      // a worker count that is not a number still runs everything (one at a time)
+      const one: Array<number> = []
+      yield* forEachPooled([1, 2, 3], Number.NaN, (i) => Effect.sync(() => one.push(i)))
+      expect(one).toEqual([1, 2, 3])
       const seen: Array<string> = []
       function* letters() {
         yield "a"

@@ -97,6 +97,7 @@ export const writeAtomicChunks = (
     const h = await P.open(tmp, "w", FILE_MODE)
     try {
       await h.chmod(FILE_MODE)
+      // FileHandle.writeFile writes from the handle's current position, so the pieces follow one another
       for (const chunk of chunks) await h.writeFile(chunk)
       await h.sync()
     } finally {
