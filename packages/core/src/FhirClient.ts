@@ -47,6 +47,7 @@ export interface FhirClientOptions {
   /**
    * How long a refused connection (or an unknown host) is retried before the server has ever answered
    * (default 3 s: a server still starting); after that it ends the request at once (a wrong URL or port).
+   * Kept per origin: attachments on another host that is down fail fast too, each after the first.
    */
   readonly unreachableGrace?: Duration.DurationInput
 }
@@ -231,20 +232,32 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const timeoutMs = Duration.isFinite(timeout) ? Duration.toMillis(timeout) : Number.POSITIVE_INFINITY
   const maxRedirects = options.maxRedirects ?? 5
   const userAgent = options.userAgent ?? "ferry"
-  /** Whether the server has answered anything yet (see NOTHING_THERE). */
-  let answered = false
   const graceMs = Duration.toMillis(Duration.decode(options.unreachableGrace ?? Duration.seconds(3)))
-  /** When the first refused connection was seen, while the server had not answered yet. */
-  let refusedSince: number | undefined
-  const unlessNeverAnswered = (a: Attempt): Attempt => {
-    if (answered || a.permanent === true || a.error.reason !== "Transport") return a
-    if (!NOTHING_THERE.has(a.error.detail ?? "")) return a
-    const now = Date.now()
-    refusedSince ??= now
-    return now - refusedSince >= graceMs
-      ? new Attempt({ error: a.error, retryAfter: a.retryAfter, permanent: true })
-      : a
+  /**
+   * Per origin (see NOTHING_THERE): `true` once it has answered anything, else when the first refused
+   * connection was seen. An export meets other origins than the base (attachments on a document store):
+   * one that is down must not cost every attachment on it the whole retry schedule (minutes each).
+   */
+  const reached = new Map<string, true | number>()
+  const originOf = (url: string): string =>
+    Option.getOrElse(Option.liftThrowable(() => new URL(url).origin)(), () => url)
+  const answeredBy = (url: string): void => {
+    reached.set(originOf(url), true)
   }
+  const unlessNeverAnswered =
+    (url: string) =>
+    (a: Attempt): Attempt => {
+      if (a.permanent === true || a.error.reason !== "Transport") return a
+      if (!NOTHING_THERE.has(a.error.detail ?? "")) return a
+      const origin = originOf(url)
+      const seen = reached.get(origin)
+      if (seen === true) return a
+      const now = Date.now()
+      if (seen === undefined) reached.set(origin, now)
+      return now - (seen ?? now) >= graceMs
+        ? new Attempt({ error: a.error, retryAfter: a.retryAfter, permanent: true })
+        : a
+    }
 
   const withTimeout =
     (sent: HttpClientRequest.HttpClientRequest) =>
@@ -280,10 +293,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         const response = yield* http.execute(toSend).pipe(
           // fetch would follow redirects itself, carrying Authorization along; Ferry follows them here.
           manualRedirects,
-          Effect.mapError((e) => unlessNeverAnswered(fhirErrorFromTransport(toSend, e))),
+          Effect.mapError((e) => unlessNeverAnswered(toSend.url)(fhirErrorFromTransport(toSend, e))),
           withTimeout(toSend),
         )
-        answered = true
+        answeredBy(toSend.url)
         const location = response.headers.location
         const target =
           isRedirect(response.status) && location !== undefined && hop < maxRedirects
@@ -399,7 +412,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         }
         const response = yield* RawHttp.send(url, toSend, timeoutMs).pipe(
           Effect.mapError((e) =>
-            unlessNeverAnswered(
+            unlessNeverAnswered(url)(
               new Attempt({
                 error: new FhirError({
                   reason: "Transport",
@@ -414,7 +427,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             ),
           ),
         )
-        answered = true
+        answeredBy(url)
         const status = response.statusCode
         const responseHeaders = RawHttp.flatHeaders(response.headers)
         const location = responseHeaders.location

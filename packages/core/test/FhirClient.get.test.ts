@@ -245,4 +245,28 @@ describe("FhirClient.get against loopback servers", () => {
         assert.isAtLeast(Date.now() - t1, 750, "retried once the server had answered (0.8–1.2 s, jittered)")
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
+
+  it.scopedLive(
+    "an attachment host that never answered fails fast although the base server did (per origin)",
+    () =>
+      Effect.gen(function* () {
+        const base = yield* loopback((_req, res) => {
+          res.writeHead(200, { "content-type": "application/octet-stream" })
+          res.end("ok")
+        })
+        // a whole second before the first retry: "fast" is far from the retry schedule
+        const { client } = yield* clientFor(`${base.origin}/fhir`, {
+          retry: { times: 4, base: Duration.millis(1000) },
+          unreachableGrace: Duration.millis(300),
+        })
+        assert.strictEqual(yield* Effect.flatMap(client.get("Binary/1"), bodyOf), "ok")
+        const t0 = Date.now()
+        const first = yield* Effect.flip(client.get("http://127.0.0.1:9/documents/1"))
+        assert.include((first as FhirError).message, "ECONNREFUSED")
+        assert.isBelow(Date.now() - t0, 2500, "one grace period, not four retries of a second and more")
+        const t1 = Date.now()
+        yield* Effect.flip(client.get("http://127.0.0.1:9/documents/2"))
+        assert.isBelow(Date.now() - t1, 500, "the next one on that host at once")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
 })
