@@ -45,21 +45,25 @@ export class IdentifierIndex {
     return index
   }
 
-  /** Index the identifiers of one resource (ignored when its type is not indexed or it has no id). */
-  add(resource: Resource): void {
+  /**
+   * Index the identifiers of one resource (ignored when its type is not indexed or it has no id). `key` is its
+   * `Type/id` when the caller already holds that string (an import keeps one per resource: sharing it saves
+   * a copy per identified resource).
+   */
+  add(resource: Resource, key?: string): void {
     const type = resource.resourceType
     const id = resource.id
     if (typeof id !== "string" || (this.only !== undefined && !this.only.has(type))) return
     const identifiers = resource.identifier
     if (!Array.isArray(identifiers)) return
-    const key = `${type}/${id}`
+    const k = key ?? `${type}/${id}`
     for (const ident of identifiers) {
       if (typeof ident !== "object" || ident === null) continue
       const { system, value } = ident as { system?: unknown; value?: unknown }
       if (typeof value !== "string") continue
       const sys = typeof system === "string" ? system : ""
-      push(this.exact, type + SEP + sys + SEP + value, key)
-      push(this.anySystem, type + SEP + SEP + value, key)
+      push(this.exact, type + SEP + sys + SEP + value, k)
+      push(this.anySystem, type + SEP + SEP + value, k)
       this.count++
     }
   }
