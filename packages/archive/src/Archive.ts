@@ -446,19 +446,24 @@ const checkAll = (
   rows: ReadonlyArray<readonly [string, string]>,
   concurrency = 2,
 ): Effect.Effect<Array<Mismatch>, ArchiveError> =>
-  Effect.forEach(
-    rows,
-    ([expected, rel]) =>
-      Effect.gen(function* () {
-        const file = Path.join(dir, rel)
-        const missing: Mismatch = { path: rel, problem: "Missing", expected }
-        if (!(yield* Fs.exists(file))) return missing
-        const { sha256 } = yield* Fs.hashFile(file)
-        const changed: Mismatch = { path: rel, problem: "Changed", expected, actual: sha256 }
-        return sha256 === expected ? undefined : changed
-      }),
-    { concurrency },
-  ).pipe(Effect.map((rs) => rs.filter((r): r is Mismatch => r !== undefined)))
+  Effect.forEach(rows, ([expected, rel]) => checkOne(dir, expected, rel), { concurrency }).pipe(
+    Effect.map((rs) => rs.filter((r): r is Mismatch => r !== undefined)),
+  )
+
+/** Re-hash one file: missing, changed, or undefined when it holds the recorded bytes. */
+const checkOne = (
+  dir: string,
+  expected: string,
+  rel: string,
+): Effect.Effect<Mismatch | undefined, ArchiveError> =>
+  Effect.gen(function* () {
+    const file = Path.join(dir, rel)
+    const missing: Mismatch = { path: rel, problem: "Missing", expected }
+    if (!(yield* Fs.exists(file))) return missing
+    const { sha256 } = yield* Fs.hashFile(file)
+    const changed: Mismatch = { path: rel, problem: "Changed", expected, actual: sha256 }
+    return sha256 === expected ? undefined : changed
+  })
 
 /** One sentence for the first of `mismatches` (and how many more), saying what to do. */
 export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string => {
@@ -485,6 +490,10 @@ export interface Mismatch {
 /**
  * Re-hash every file listed in `checksums.sha256` and compare; also report manifest entries and attachment
  * blobs the checksum file does not cover. An empty result means the archive is intact.
+ *
+ * The checksum file is read line by line and merged with what it should list (`listed`, in path order, as
+ * `writeChecksums` writes it): an archive with a million blobs is checked without its rows in memory. A file
+ * not in path order (edited by hand) is compared through a map of its rows instead.
  */
 export const verifyChecksums = (
   dir: string,
@@ -493,42 +502,87 @@ export const verifyChecksums = (
   Effect.gen(function* () {
     const manifest = yield* readManifest(dir)
     const path = Path.join(dir, layout.checksums)
-    const text = yield* Fs.readTextIfExists(path)
-    if (text === undefined) {
+    if (!(yield* Fs.exists(path))) {
       return yield* new ArchiveError({ reason: "Corrupt", path, detail: "checksums.sha256 is missing" })
     }
-    const rows: Array<[string, string]> = []
-    const lines = text.split("\n")
-    for (let i = 0; i < lines.length; i++) {
-      const l = lines[i]!
-      if (l.length === 0) continue
-      const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l)
-      if (!m)
-        return yield* new ArchiveError({
-          reason: "Corrupt",
-          path,
-          line: i + 1,
-          detail: "not `<sha256>  <path>`",
-        })
-      const rel = m[2]!
-      if (Path.isAbsolute(rel) || rel.split("/").includes("..")) {
-        return yield* new ArchiveError({
-          reason: "Corrupt",
-          path,
-          line: i + 1,
-          detail: `path ${rel} leaves the archive`,
-        })
-      }
-      rows.push([m[1]!, rel])
+    const rows = checksumRows(path)
+    const checked = yield* rows.pipe(
+      Stream.mapEffect(([expected, rel]) => checkOne(dir, expected, rel), {
+        concurrency: options.concurrency ?? 2,
+      }),
+      Stream.filter((m): m is Mismatch => m !== undefined),
+      Stream.runCollect,
+    )
+    const out = [...Chunk.toReadonlyArray(checked)]
+    // what should be listed, merged with the rows (both in path order)
+    const should = (yield* listed(dir, manifest))[Symbol.iterator]()
+    let want = should.next()
+    const unlisted: Array<Mismatch> = []
+    const missingRow = (h: string, p: string, have?: string): Mismatch => ({
+      path: p,
+      problem: "Unlisted",
+      expected: h,
+      ...(have !== undefined ? { actual: have } : {}),
+    })
+    let previous: string | undefined
+    let ordered = true
+    yield* rows.pipe(
+      Stream.runForEach(([h, p]) =>
+        Effect.sync(() => {
+          if (!ordered) return
+          if (previous !== undefined && p < previous) {
+            ordered = false
+            return
+          }
+          previous = p
+          while (want.done !== true && want.value[1] < p) {
+            unlisted.push(missingRow(want.value[0], want.value[1]))
+            want = should.next()
+          }
+          if (want.done !== true && want.value[1] === p) {
+            if (want.value[0] !== h) unlisted.push(missingRow(want.value[0], p, h))
+            want = should.next()
+          }
+        }),
+      ),
+    )
+    if (ordered) {
+      for (; want.done !== true; want = should.next()) unlisted.push(missingRow(want.value[0], want.value[1]))
+      return [...out, ...unlisted]
     }
-    const out = yield* checkAll(dir, rows, options.concurrency)
-    const byPath = new Map(rows.map(([h, p]) => [p, h]))
+    // rows out of path order: compare through a map of them
+    const byPath = new Map<string, string>()
+    yield* rows.pipe(Stream.runForEach(([h, p]) => Effect.sync(() => void byPath.set(p, h))))
+    const again: Array<Mismatch> = []
     for (const [h, p] of yield* listed(dir, manifest)) {
       const have = byPath.get(p)
-      if (have !== h)
-        out.push({ path: p, problem: "Unlisted", expected: h, ...(have ? { actual: have } : {}) })
+      if (have !== h) again.push(missingRow(h, p, have))
     }
-    return out
+    return [...out, ...again]
   })
+
+/** The `[sha256, path]` rows of a checksum file, in file order; a malformed line or an escaping path fails. */
+const checksumRows = (path: string): Stream.Stream<[string, string], ArchiveError> =>
+  Ndjson.readFileSplit(path, { label: layout.checksums }).pipe(
+    Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
+    Stream.mapEffect((l) => {
+      const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l.text)
+      if (!m)
+        return Effect.fail(
+          new ArchiveError({ reason: "Corrupt", path, line: l.line, detail: "not `<sha256>  <path>`" }),
+        )
+      const rel = m[2]!
+      if (Path.isAbsolute(rel) || rel.split("/").includes(".."))
+        return Effect.fail(
+          new ArchiveError({
+            reason: "Corrupt",
+            path,
+            line: l.line,
+            detail: `path ${rel} leaves the archive`,
+          }),
+        )
+      return Effect.succeed<[string, string]>([m[1]!, rel])
+    }),
+  )
 
 export { ArchiveError, FileEntry, Manifest }

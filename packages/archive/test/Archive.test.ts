@@ -244,6 +244,26 @@ describe("Archive", () => {
         expect(rows.map(([, path]) => path)).toEqual([...expected.keys()].sort())
         for (const [sha256, path] of rows) expect(expected.get(path)).toBe(sha256)
         expect(yield* Archive.verifyChecksums(dir)).toEqual([])
+        // rows checked as they are read, merged with what should be listed: one row dropped is reported
+        const file = Path.join(dir, "checksums.sha256")
+        const dropped = lines[1500]!.split("  ")[1]!
+        NFS.writeFileSync(file, `${lines.filter((_, i) => i !== 1500).join("\n")}\n`)
+        expect((yield* Archive.verifyChecksums(dir)).map((m) => [m.path, m.problem])).toEqual([
+          [dropped, "Unlisted"],
+        ])
+        // a file edited out of path order is compared through a map of its rows: the same answers
+        NFS.writeFileSync(file, `${[...lines].reverse().join("\n")}\n`)
+        expect(yield* Archive.verifyChecksums(dir)).toEqual([])
+        NFS.writeFileSync(
+          file,
+          `${[...lines]
+            .reverse()
+            .filter((l) => !l.endsWith(dropped))
+            .join("\n")}\n`,
+        )
+        expect((yield* Archive.verifyChecksums(dir)).map((m) => [m.path, m.problem])).toEqual([
+          [dropped, "Unlisted"],
+        ])
       }),
   )
 
