@@ -505,16 +505,7 @@ export const verifyChecksums = (
     if (!(yield* Fs.exists(path))) {
       return yield* new ArchiveError({ reason: "Corrupt", path, detail: "checksums.sha256 is missing" })
     }
-    const rows = checksumRows(path)
-    const checked = yield* rows.pipe(
-      Stream.mapEffect(([expected, rel]) => checkOne(dir, expected, rel), {
-        concurrency: options.concurrency ?? 2,
-      }),
-      Stream.filter((m): m is Mismatch => m !== undefined),
-      Stream.runCollect,
-    )
-    const out = [...Chunk.toReadonlyArray(checked)]
-    // what should be listed, merged with the rows (both in path order)
+    // what should be listed, merged with the rows as they are read (both in path order)
     const should = (yield* listed(dir, manifest))[Symbol.iterator]()
     let want = should.next()
     const unlisted: Array<Mismatch> = []
@@ -526,33 +517,38 @@ export const verifyChecksums = (
     })
     let previous: string | undefined
     let ordered = true
-    yield* rows.pipe(
-      Stream.runForEach(([h, p]) =>
-        Effect.sync(() => {
-          if (!ordered) return
-          if (previous !== undefined && p < previous) {
-            ordered = false
-            return
-          }
-          previous = p
-          while (want.done !== true && want.value[1] < p) {
-            unlisted.push(missingRow(want.value[0], want.value[1]))
-            want = should.next()
-          }
-          if (want.done !== true && want.value[1] === p) {
-            if (want.value[0] !== h) unlisted.push(missingRow(want.value[0], p, h))
-            want = should.next()
-          }
-        }),
-      ),
+    const merge = (h: string, p: string): void => {
+      if (!ordered) return
+      if (previous !== undefined && p < previous) {
+        ordered = false
+        return
+      }
+      previous = p
+      while (want.done !== true && want.value[1] < p) {
+        unlisted.push(missingRow(want.value[0], want.value[1]))
+        want = should.next()
+      }
+      if (want.done !== true && want.value[1] === p) {
+        if (want.value[0] !== h) unlisted.push(missingRow(want.value[0], p, h))
+        want = should.next()
+      }
+    }
+    const checked = yield* checksumRows(path).pipe(
+      Stream.tap(([h, p]) => Effect.sync(() => merge(h, p))),
+      Stream.mapEffect(([expected, rel]) => checkOne(dir, expected, rel), {
+        concurrency: options.concurrency ?? 2,
+      }),
+      Stream.filter((m): m is Mismatch => m !== undefined),
+      Stream.runCollect,
     )
+    const out = [...Chunk.toReadonlyArray(checked)]
     if (ordered) {
       for (; want.done !== true; want = should.next()) unlisted.push(missingRow(want.value[0], want.value[1]))
       return [...out, ...unlisted]
     }
-    // rows out of path order: compare through a map of them
+    // rows out of path order (a file edited by hand): compared through a map of them, read again
     const byPath = new Map<string, string>()
-    yield* rows.pipe(Stream.runForEach(([h, p]) => Effect.sync(() => void byPath.set(p, h))))
+    yield* checksumRows(path).pipe(Stream.runForEach(([h, p]) => Effect.sync(() => void byPath.set(p, h))))
     const again: Array<Mismatch> = []
     for (const [h, p] of yield* listed(dir, manifest)) {
       const have = byPath.get(p)
@@ -564,7 +560,16 @@ export const verifyChecksums = (
 /** The `[sha256, path]` rows of a checksum file, in file order; a malformed line or an escaping path fails. */
 const checksumRows = (path: string): Stream.Stream<[string, string], ArchiveError> =>
   Ndjson.readFileSplit(path, { label: layout.checksums }).pipe(
-    Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
+    Stream.mapError(
+      (e) =>
+        new ArchiveError({
+          reason: e.reason === "Io" ? "Io" : "Corrupt",
+          path,
+          ...(e.line > 0 ? { line: e.line } : {}),
+          detail: e.detail,
+          cause: e,
+        }),
+    ),
     Stream.mapEffect((l) => {
       const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l.text)
       if (!m)

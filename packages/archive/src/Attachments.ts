@@ -153,7 +153,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
             size += b.length
             return spill.write(b)
           }),
-        ).pipe(Effect.tapError(() => spill.discard))
+        ).pipe(Effect.onError(() => spill.discard))
         const sha256 = s256.digest("hex")
         const sha1 = s1.digest("base64")
         if (!matchesExpected(meta, size, sha1)) {

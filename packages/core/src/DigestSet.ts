@@ -5,15 +5,16 @@
  * Why: an export remembers every blob and every attachment URL it has met, for the whole run. As strings in a
  * `Set`/`Map` that is ≈ 100–150 B of JS heap per member, and V8 sizes its heap as a multiple of what is live,
  * so at 43k attachments (1M resources) the export's resident memory settled ≈ 20 MB above the 100k run's
- * (docs/benchmarks.md). Here a member costs `width / load` bytes of one `Uint8Array` (≈ 1.7–3.3 × width at
- * the load kept, twice that for a moment while the table doubles) that the garbage collector never traces.
+ * (docs/benchmarks.md). Here a member costs `width / load` bytes of one `Uint8Array` (≈ 1.3–2.7 × width at
+ * the load kept, up to 3/4 full; twice that for a moment while the table doubles) that the garbage collector
+ * never traces.
  *
  * Open addressing with linear probing; digests are uniform, so their first four bytes are the hash. A slot
  * whose bytes are all zero is empty: an all-zero digest is stored as a flag of its own.
  */
 import { createHash } from "node:crypto"
 
-const MAX_LOAD = 0.6
+const MAX_LOAD = 0.75
 
 export class DigestSet {
   private slots: Uint8Array

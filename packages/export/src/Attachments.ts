@@ -22,7 +22,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Walker from "@ferry/core/Walker"
-import { Deferred, Effect, FiberId, Stream } from "effect"
+import { Deferred, Effect, Exit, FiberId, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 import type { ArchiveDir } from "./internal/ArchiveDir.js"
 
@@ -379,7 +379,14 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
         }),
       ),
       Effect.tap(() => commitIfFull),
-      Effect.onInterrupt(() => Deferred.interrupt(mine)),
+      // an interrupted fetch (its file's batch stopped with a failed download) settles nothing: the URL is
+      // fetched again by the next reference that meets it
+      Effect.onInterrupt(() =>
+        Effect.suspend(() => {
+          if (inFlight.get(ref.url) === mine) inFlight.delete(ref.url)
+          return Deferred.interrupt(mine)
+        }),
+      ),
     )
 
   const forRefs = (refs: ReadonlyArray<AttachmentRef>) =>
@@ -391,12 +398,17 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       const one = (ref: AttachmentRef) => {
         const pending = inFlight.get(ref.url)
         if (pending !== undefined) {
-          return Effect.flatMap(Deferred.await(pending), (ok) =>
-            Effect.sync(() => (ok ? mineSkipped++ : mineFailed++)),
+          // the fetch in flight elsewhere; if it is interrupted instead, this reference fetches the URL itself
+          return Effect.flatMap(
+            Effect.exit(Deferred.await(pending)),
+            (exit): Effect.Effect<unknown, ExportError | ArchiveError> =>
+              Exit.isSuccess(exit)
+                ? Effect.sync(() => (exit.value ? mineSkipped++ : mineFailed++))
+                : Effect.suspend(() => one(ref)),
           )
         }
         const digest = digest16(ref.url)
-        // failed first: a body that did not match its Attachment was stored before it was checked
+        // failed first (an older archive may have indexed a body that did not match its Attachment)
         if (failedUrls.has(digest)) return Effect.sync(() => mineFailed++)
         if (stored.has(digest)) return Effect.sync(() => mineSkipped++)
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)

@@ -584,18 +584,22 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               onChunk: () =>
                 Effect.suspend(() => {
                   const pending = collected.pending()
-                  if (pending < batchSize) return Effect.void
-                  if (batch !== undefined && batch.unsafePoll() === null && pending < 2 * batchSize)
+                  const finished = batch !== undefined && batch.unsafePoll() !== null
+                  if (batch === undefined ? pending < batchSize : !finished && pending < 2 * batchSize)
                     return Effect.void
+                  // a finished batch is settled at once (its failure stops the download), a running one
+                  // is waited for; then the next batch starts if there is one
                   return Effect.zipRight(
                     settleBatch,
-                    Effect.suspend(() => Effect.fork(fetcher.forRefs(collected.refs()))).pipe(
-                      Effect.flatMap((fiber) =>
-                        Effect.sync(() => {
-                          batch = fiber
-                        }),
-                      ),
-                    ),
+                    pending < batchSize
+                      ? Effect.void
+                      : Effect.suspend(() => Effect.fork(fetcher.forRefs(collected.refs()))).pipe(
+                          Effect.flatMap((fiber) =>
+                            Effect.sync(() => {
+                              batch = fiber
+                            }),
+                          ),
+                        ),
                   )
                 }),
             }

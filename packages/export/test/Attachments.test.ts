@@ -1,9 +1,11 @@
 import { createHash } from "node:crypto"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
-import { Cause, Effect, Exit, Option } from "effect"
+import { Cause, Effect, Exit, Fiber, Option } from "effect"
 import * as Archive from "@ferry/archive/Archive"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import * as Attachments from "../src/Attachments.js"
@@ -249,6 +251,55 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAft
         assert.strictEqual((again as ExportError).reason, "Attachment")
         assert.include((again as ExportError).message, "DocumentReference/bad-hash")
         assert.isFalse((yield* Archive.readManifest(out2)).complete)
+      }),
+  )
+
+  it.scoped(
+    "a fetch interrupted with its batch settles nothing: the next reference to the URL fetches it",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const root = Path.join(dir, "interrupted")
+        NFS.mkdirSync(root, { recursive: true })
+        // an attachment host that answers after 300 ms
+        const server = yield* Effect.acquireRelease(
+          Effect.async<Http.Server>((resume) => {
+            const s = Http.createServer((_req, res) =>
+              setTimeout(() => {
+                res.writeHead(200, { "content-type": "text/plain" })
+                res.end("slow attachment")
+              }, 300),
+            )
+            s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+          }),
+          (s) =>
+            Effect.async<void>((resume) => {
+              s.closeAllConnections()
+              s.close(() => resume(Effect.void))
+            }),
+        )
+        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/doc/1`
+        const ref = (resource: string): Attachments.AttachmentRef => ({
+          url,
+          resource,
+          path: "content[0].attachment",
+          contentType: "text/plain",
+          size: undefined,
+          hash: undefined,
+        })
+        const fetcher = yield* Attachments.fetcher(client, { root }, { concurrency: 2 })
+        const first = yield* Effect.fork(fetcher.forRefs([ref("DocumentReference/a")]))
+        yield* Effect.sleep("50 millis")
+        // a second reference waits on the first fetch, which is then interrupted
+        const waiting = yield* Effect.fork(fetcher.forRefs([ref("DocumentReference/b")]))
+        yield* Effect.sleep("50 millis")
+        yield* Fiber.interrupt(first)
+        const waited = yield* Fiber.join(waiting)
+        assert.deepInclude(waited, { fetched: 1, failed: 0 })
+        // and later references find it stored
+        assert.deepInclude(yield* fetcher.forRefs([ref("DocumentReference/c")]), { skipped: 1 })
       }),
   )
 

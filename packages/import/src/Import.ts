@@ -462,7 +462,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 seg.nodes[local] = node
                 locations.set(node, i, item.line, item.offset, item.bytes)
                 idMap.register(key)
-                identifiers.add(r, key)
+                identifiers.add(r, nodeKeys[node]!)
                 referenceCandidates(r, (raw, attachment) => seg.deferred.add(local, raw, attachment))
               }
             }),
