@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, generateKeyPairSync, randomUUID, sign } from "node:crypto"
 import * as NFS from "node:fs"
+import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -383,5 +384,47 @@ describe("ferry export with SMART Backend Services", () => {
     const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "noauth"), "--mode", "bulk"])
     expect(run.code).toBe(3)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: /)
+  }, 60_000)
+})
+
+describe("ferry export with attachments on a host that is down", () => {
+  it("fails within seconds (one grace period, not each attachment's retry schedule), exit 4, naming the host", async () => {
+    const sandbox = await start({})
+    // a port that was free a moment ago: nothing listens there
+    const port = await new Promise<number>((resolve) => {
+      const s = Net.createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as Net.AddressInfo).port
+        s.close(() => resolve(p))
+      })
+    })
+    for (let i = 0; i < 20; i++) {
+      const r = await fetch(`${sandbox.baseUrl}/DocumentReference/down-${i}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({
+          resourceType: "DocumentReference",
+          id: `down-${i}`,
+          status: "current",
+          content: [{ attachment: { contentType: "text/plain", url: `http://127.0.0.1:${port}/doc/${i}` } }],
+        }),
+      })
+      expect(r.status).toBeLessThan(300)
+    }
+    const t0 = Date.now()
+    const run = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "down"),
+      "--type",
+      "DocumentReference",
+    ])
+    expect(run.code).toBe(4)
+    // 20 attachments × the retry schedule was minutes; one 3 s grace period and the rest at once
+    expect(Date.now() - t0).toBeLessThan(20_000)
+    const last = run.stderr.trim().split("\n").at(-1) ?? ""
+    expect(last).toMatch(/^ferry: .*20 attachment\(s\) could not be fetched/)
+    expect(last).toContain(`127.0.0.1:${port}`)
+    expect(last).toContain("ECONNREFUSED")
   }, 60_000)
 })
