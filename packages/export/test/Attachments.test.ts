@@ -376,4 +376,41 @@ layer(Sandbox.Sandbox.layer({ generate: 30, bulk: { retryAfterSeconds: 0 } } as 
       assert.strictEqual(yield* storedBeforeFile("whole", undefined), 0)
     }),
   )
+
+  it.scoped(
+    "batches beside a download that breaks off twice and is resumed: every attachment once, summed per file",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const setFaults = (faults: unknown) =>
+          Effect.promise(() =>
+            fetch(`${sandbox.baseUrl}/_sandbox/faults`, { method: "PUT", body: JSON.stringify(faults) }),
+          )
+        // the first two downloads of the DocumentReference file are cut after 6 kB each (resumed with Range),
+        // while a batch of the references found so far is being fetched
+        yield* setFaults({ resetDownload: { afterBytes: 6000, attempts: 2, type: "DocumentReference" } })
+        yield* Effect.addFinalizer(() => Effect.asVoid(setFaults({})))
+        const events: Array<{ event: string; fetched?: number; skipped?: number; reason?: string }> = []
+        const summary = yield* Export.run({
+          client,
+          out: Path.join(dir, "faulty"),
+          params: { level: "system", types: ["DocumentReference"] },
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+          attachmentBatch: 4,
+          ...fast,
+        })
+        assert.isAtLeast(
+          events.filter((e) => e.event === "resume").length,
+          2,
+          "the transfer was resumed twice",
+        )
+        assert.strictEqual(summary.attachments.fetched, 30)
+        const ready = events.filter((e) => e.event === "attachments")
+        assert.strictEqual(ready.length, 1)
+        assert.strictEqual((ready[0]?.fetched ?? 0) + (ready[0]?.skipped ?? 0), 30)
+        assert.strictEqual(ready[0]?.fetched, 30)
+      }),
+  )
 })
