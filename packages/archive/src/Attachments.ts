@@ -450,26 +450,26 @@ export interface BlobTable {
  */
 export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =>
   Effect.suspend(() => {
-    const seen = new DigestSet(32)
+    // every line's digest and size (a blob indexed again under another URL has several lines), then
+    // sorted, each digest kept once
     let digests = Buffer.alloc(32 * 1024)
-    let count = 0
-    let bytes = 0
+    let sizes = new Float64Array(1024)
+    let lines = 0
     return forEachIndexLine(dir, leanLine, (l) => {
-      if (!seen.addHex(l.sha256)) return
-      if ((count + 1) * 32 > digests.length) {
-        const grown = Buffer.alloc(digests.length * 2)
-        digests.copy(grown)
-        digests = grown
+      if (lines === sizes.length) {
+        const d = Buffer.alloc(digests.length * 2)
+        digests.copy(d)
+        digests = d
+        const z = new Float64Array(sizes.length * 2)
+        z.set(sizes)
+        sizes = z
       }
-      digests.write(l.sha256, count * 32, 32, "hex")
-      count++
-      bytes += l.size
+      digests.write(l.sha256, lines * 32, 32, "hex")
+      sizes[lines++] = l.size
     }).pipe(
       Effect.map((): BlobTable => {
         const d = digests
-        const order = new Int32Array(count)
-        for (let i = 0; i < count; i++) order[i] = i
-        order.sort((a, b) => {
+        const compare = (a: number, b: number): number => {
           const x = a * 32
           const y = b * 32
           for (let k = 0; k < 32; k++) {
@@ -477,7 +477,18 @@ export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =
             if (diff !== 0) return diff
           }
           return 0
-        })
+        }
+        const all = new Int32Array(lines)
+        for (let i = 0; i < lines; i++) all[i] = i
+        all.sort(compare)
+        const order = new Int32Array(lines)
+        let count = 0
+        let bytes = 0
+        for (let i = 0; i < lines; i++) {
+          if (count > 0 && compare(order[count - 1]!, all[i]!) === 0) continue
+          order[count++] = all[i]!
+          bytes += sizes[all[i]!]!
+        }
         return {
           count,
           bytes,
