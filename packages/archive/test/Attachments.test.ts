@@ -165,4 +165,31 @@ describe("Attachments", () => {
         expect((yield* Attachments.readIndex(dir)).size).toBe(0)
       }),
   )
+  it.scoped(
+    "a blob file a crashed run left half written at its content address is written again in full and indexed",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const bytes = enc.encode("the whole attachment, 38 bytes of it..")
+        const sha256 = createHash("sha256").update(bytes).digest("hex")
+        const path = Path.join(dir, Attachments.relativePath(sha256))
+        // what a crash before the commit leaves: the name, bytes that are not the blob's, no index line
+        // (longer than the blob, so a write that did not truncate would show)
+        NFS.mkdirSync(Path.dirname(path), { recursive: true, mode: 0o700 })
+        NFS.writeFileSync(path, "x".repeat(100), { mode: 0o600 })
+        const s = yield* Attachments.store(dir)
+        const stored = yield* s.storeBytes(bytes, { sourceUrl: "http://src/Binary/torn" })
+        expect(stored.created).toBe(true)
+        expect(yield* s.commit).toBe(1)
+        expect(NFS.readFileSync(path).equals(Buffer.from(bytes))).toBe(true)
+        expect(mode(path)).toBe(0o600)
+        expect((yield* Attachments.readIndex(dir)).get(sha256)?.sourceUrls).toEqual([
+          "http://src/Binary/torn",
+        ])
+        const read = yield* Stream.runCollect(Attachments.read(dir, sha256))
+        expect(Buffer.concat([...read]).equals(Buffer.from(bytes))).toBe(true)
+        // and no temp file is left beside the blobs
+        expect(NFS.readdirSync(Path.join(dir, "attachments")).filter((n) => n.endsWith(".part"))).toEqual([])
+      }),
+  )
 })
