@@ -160,6 +160,20 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect((JSON.parse(group.stdout) as { resources: number }).resources).toBe(100)
   }, 120_000)
 
+  it("--allow-partial-manifests: the manifest's parts (link next, 10 files each) are followed, the same data as one manifest", async () => {
+    const out = Path.join(tmp, "parts")
+    const run = await ferry(["export", sandbox.baseUrl, "--out", out, "--allow-partial-manifests", "--json"])
+    expect(run.code).toBe(0)
+    const summary = JSON.parse(run.stdout) as { resources: number; files: Array<{ path: string }> }
+    // more files than one part holds (the sandbox's manifestPartSize is 10): every part was read
+    expect(summary.files.filter((f) => f.path.startsWith("data/")).length).toBeGreaterThan(20)
+    expect(summary.resources).toBe(38_479)
+    expect(dataLines(out)).toEqual(dataLines(full))
+    expect(NFS.readdirSync(Path.join(out, "data")).sort()).toEqual(
+      NFS.readdirSync(Path.join(full, "data")).sort(),
+    )
+  }, 120_000)
+
   it("usage errors: one line and exit code 2", async () => {
     const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "usage"), "--level", "group"])
     expect(run.code).toBe(2)

@@ -4,6 +4,7 @@
  * Routes (below the FHIR base):
  *   GET|POST /$export, /Patient/$export, /Group/:id/$export   kick-off (needs `Prefer: respond-async`)
  *   GET      /bulk/status/:job                                202 + X-Progress + Retry-After, then 200 manifest
+ *   GET      /bulk/status/:job?part=N                         [STU3] part N of a partial manifest (`link` next)
  *   DELETE   /bulk/status/:job                                cancel / release (202), then 404
  *   GET      /bulk/files/:job/:name                           NDJSON (Range → 206, Accept-Encoding: gzip)
  *
@@ -29,6 +30,12 @@
  * its compartment, the Provenance of the block. `count` is the file's line count, headers included.
  * A block split at `resourcesPerFile` repeats its header in the next file and the item names that file in
  * `continuesInFile`. Resources in no Patient's compartment are left out (a warning in `error` says so).
+ *
+ * [STU3] `allowPartialManifests=true`: the manifest comes in parts of `manifestPartSize` output items, each
+ * linking to the next (`?part=N+1`); a part is published as soon as it is full (a type's files are listed
+ * once the type is written), the last one when the job is done, with the `deleted` and `error` items. While
+ * the job runs, the status URL's 202 carries part 1 once it is published, and a part whose successor is not
+ * published yet answers 202 with what it holds so far; a published part's files can be downloaded at once.
  */
 import { closeSync, openSync, rmSync, writeSync } from "node:fs"
 import { join } from "node:path"
@@ -79,6 +86,8 @@ export interface Manifest {
   readonly output: ReadonlyArray<ManifestItem>
   readonly deleted?: ReadonlyArray<ManifestItem>
   readonly error: ReadonlyArray<ManifestItem>
+  /** [STU3] partial manifests: the next part. */
+  readonly link?: ReadonlyArray<{ readonly relation: "next"; readonly url: string }>
 }
 
 /** What a validated kick-off asks for. */
@@ -101,6 +110,8 @@ export interface ExportPlan {
   readonly warnings: ReadonlyArray<string>
   /** [STU3] `organizeOutputBy` (only `Patient` is supported). */
   readonly organizeBy: "Patient" | undefined
+  /** [STU3] `allowPartialManifests=true`: the manifest comes in parts linked by `link` next (see `register`). */
+  readonly partialManifests: boolean
 }
 
 interface FileEntry {
@@ -116,6 +127,8 @@ interface Job {
   readonly since: string | undefined
   readonly requiresAccessToken: boolean
   readonly organizeBy: string | undefined
+  /** Output items per manifest part, when the kick-off allowed partial manifests. */
+  readonly partSize: number | undefined
   state: "running" | "done" | "failed"
   cancelled: boolean
   polls: number
@@ -213,6 +226,10 @@ export const planExport = (options: {
     )
   }
   const organizeBy = organizeRaw === undefined ? undefined : ("Patient" as const)
+  const partialRaw = single(raw, "allowPartialManifests")
+  if (partialRaw !== undefined && partialRaw !== "true" && partialRaw !== "false") {
+    throw bad(`allowPartialManifests must be true or false, not ${partialRaw}.`)
+  }
   for (const v of list(raw, "includeAssociatedData") ?? []) {
     if (!ASSOCIATED.has(v))
       skip(`includeAssociatedData ${v} is not supported (LatestProvenanceResources is).`)
@@ -300,6 +317,7 @@ export const planExport = (options: {
     elements,
     warnings,
     organizeBy,
+    partialManifests: partialRaw === "true",
   }
 }
 
@@ -689,6 +707,7 @@ export const register = (
       since: plan.since,
       requiresAccessToken: smartOf(router) !== undefined,
       organizeBy: plan.organizeBy,
+      partSize: plan.partialManifests ? settings.manifestPartSize : undefined,
       state: "running",
       cancelled: false,
       polls: 0,
@@ -742,39 +761,80 @@ export const register = (
     router.on("POST", pattern, kickoff(level))
   }
 
+  /**
+   * Manifest part `n` (1-based) as far as it is known, or undefined while it is not published (or when the
+   * job has no such part). Without partial manifests there is one part, published when the job is done.
+   * With them, part n holds output items (n-1)·K … n·K-1 (K = `manifestPartSize`) and is published once it
+   * is full or the job is done; it gains its `link` next once part n+1 is published, and the last part
+   * carries the `deleted` and `error` items. `final`: neither its items nor its link can change any more.
+   */
+  const partOf = (
+    job: Job,
+    n: number,
+    baseUrl: string,
+    link: <T extends { readonly url: string }>(items: ReadonlyArray<T>) => ReadonlyArray<T>,
+  ): { readonly manifest: Manifest; readonly final: boolean } | undefined => {
+    const done = job.state === "done"
+    const size = job.partSize ?? Number.POSITIVE_INFINITY
+    const published = done
+      ? Math.max(1, Math.ceil(job.output.length / size))
+      : job.partSize === undefined
+        ? 0
+        : Math.floor(job.output.length / size)
+    if (!Number.isInteger(n) || n < 1 || n > published) return undefined
+    const last = done && n === published
+    const manifest: Manifest = {
+      transactionTime: job.transactionTime,
+      request: job.request,
+      requiresAccessToken: job.requiresAccessToken,
+      ...(job.organizeBy !== undefined ? { outputOrganizedBy: job.organizeBy } : {}),
+      output: link(job.partSize === undefined ? job.output : job.output.slice((n - 1) * size, n * size)),
+      ...(job.since !== undefined ? { deleted: last ? link(job.deleted) : [] } : {}),
+      error: last ? link(job.error) : [],
+      ...(n < published
+        ? { link: [{ relation: "next", url: `${baseUrl}/bulk/status/${job.id}?part=${n + 1}` }] }
+        : {}),
+    }
+    return { manifest, final: done || n < published }
+  }
+
   router.on("GET", "/bulk/status/:job", (ctx) => {
     const job = jobOf(ctx)
     if (job.state === "failed") {
       throw new FhirHttpError(500, "exception", `Export job ${job.id} failed: ${job.failure}`)
     }
-    if (job.state === "running" || job.polls < settings.pollsBeforeDone) {
-      job.polls++
+    const partParam = ctx.url.searchParams.get("part")
+    const n = partParam === null ? 1 : Number(partParam)
+    const waiting = (body: Manifest | undefined) => {
       const pct = job.total === 0 ? 0 : Math.min(99, Math.floor((100 * job.written) / job.total))
       ctx.res.writeHead(202, {
         "X-Progress": `${job.state === "running" ? "exporting" : "finishing"}: ${job.written} of ${job.total} resources (${pct}%)`,
         "Retry-After": String(settings.retryAfterSeconds),
+        ...(body !== undefined ? { "Content-Type": "application/json" } : {}),
       })
-      ctx.res.end()
-      return
+      ctx.res.end(body !== undefined ? JSON.stringify(body) : undefined)
     }
+    if (n === 1 && (job.state === "running" || job.polls < settings.pollsBeforeDone)) {
+      job.polls++
+      // [STU3] a 202 may carry the part of the manifest that is published so far
+      return waiting(partOf(job, 1, ctx.baseUrl, (items) => items)?.manifest)
+    }
+    const known = partOf(job, n, ctx.baseUrl, (items) => items)
+    if (known === undefined) {
+      if (job.state === "done")
+        throw new FhirHttpError(404, "not-found", `Export job ${job.id} has no manifest part ${partParam}.`)
+      return waiting(undefined)
+    }
+    if (!known.final) return waiting(known.manifest)
     // Renewable URLs (fault switch): this manifest's links are new ones, valid from now.
     const renew = faults?.renewableUrls() === true
     if (renew) job.issued.push(Date.now())
     const gen = job.issued.length
     const link = <T extends { readonly url: string }>(items: ReadonlyArray<T>): ReadonlyArray<T> =>
       renew ? items.map((i) => ({ ...i, url: `${i.url}?gen=${gen}` })) : items
-    const manifest: Manifest = {
-      transactionTime: job.transactionTime,
-      request: job.request,
-      requiresAccessToken: job.requiresAccessToken,
-      ...(job.organizeBy !== undefined ? { outputOrganizedBy: job.organizeBy } : {}),
-      output: link(job.output),
-      ...(job.since !== undefined ? { deleted: link(job.deleted) } : {}),
-      error: link(job.error),
-    }
-    sendJson(ctx, 200, manifest, {
+    sendJson(ctx, 200, partOf(job, n, ctx.baseUrl, link)!.manifest, {
       "Content-Type": "application/json",
-      Expires: new Date(job.completedAt + settings.fileLifetimeSeconds * 1000).toUTCString(),
+      Expires: new Date((job.completedAt || Date.now()) + settings.fileLifetimeSeconds * 1000).toUTCString(),
     })
   })
 
@@ -787,12 +847,13 @@ export const register = (
 
   router.on("GET", "/bulk/files/:job/:name", async (ctx) => {
     const job = jobOf(ctx)
-    const file = job.state === "done" ? job.files.get(ctx.params.name ?? "") : undefined
+    // a file is listed (and served) once it is written: before the job is done only in a partial manifest
+    const file = job.files.get(ctx.params.name ?? "")
     if (file === undefined)
       throw new FhirHttpError(404, "not-found", `No file ${ctx.params.name} in job ${job.id}.`)
     // `?gen=N`: a renewable URL of the N-th manifest, expiring from when that manifest was sent
     const gen = ctx.url.searchParams.get("gen")
-    const issued = gen === null ? job.completedAt : job.issued[Number(gen) - 1]
+    const issued = gen === null ? job.completedAt || Date.now() : job.issued[Number(gen) - 1]
     if (issued === undefined)
       throw new FhirHttpError(404, "not-found", `No link generation ${gen} for job ${job.id}.`)
     await serveFile(

@@ -341,4 +341,53 @@ describe("BulkExport", () => {
       assert.strictEqual(head.body.length, 0)
     }),
   )
+  it.scopedLive(
+    "allowPartialManifests=true: the manifest in parts linked by link next, part 1 already in the 202s; together the same files",
+    () =>
+      Effect.gen(function* () {
+        const kit = yield* startKit(gen, {
+          resourcesPerFile: 10,
+          pollsBeforeDone: 2,
+          retryAfterSeconds: 0,
+          manifestPartSize: 3,
+        })
+        const whole = yield* poll(yield* kickoff(`${kit.baseUrl}/$export`))
+        const status = yield* kickoff(`${kit.baseUrl}/$export?allowPartialManifests=true`)
+        const { manifest: first, pending } = yield* poll(status)
+        // the finished job's first two polls are 202 (pollsBeforeDone), each with part 1 published
+        assert.strictEqual(pending.length, 2)
+        for (const p of pending) {
+          assert.strictEqual(p.headers["content-type"], "application/json")
+          assert.deepStrictEqual(json(p), first as unknown as Record<string, unknown>)
+        }
+        const parts: Array<Record<string, unknown>> = [first as unknown as Record<string, unknown>]
+        for (;;) {
+          const next = (parts.at(-1)!.link as Array<{ relation: string; url: string }> | undefined)?.[0]
+          if (next === undefined) break
+          assert.strictEqual(next.relation, "next")
+          const r = yield* http(next.url)
+          assert.strictEqual(r.status, 200)
+          parts.push(json(r))
+        }
+        const outputs = parts.flatMap((p) => p.output as Array<{ type: string; url: string; count: number }>)
+        assert.strictEqual(parts.length, Math.ceil(whole.manifest.output.length / 3))
+        assert.isTrue(parts.length > 2)
+        for (const p of parts.slice(0, -1)) {
+          assert.strictEqual((p.output as unknown[]).length, 3)
+          assert.deepStrictEqual(p.error, [])
+        }
+        for (const p of parts) assert.strictEqual(p.transactionTime, first.transactionTime)
+        const shape = (items: ReadonlyArray<{ type: string; url: string; count: number }>) =>
+          items.map((o) => `${o.type} ${o.url.slice(o.url.lastIndexOf("/") + 1)} ${o.count}`)
+        assert.deepStrictEqual(shape(outputs), shape(whole.manifest.output))
+        for (const o of outputs) assert.strictEqual((yield* http(o.url)).status, 200)
+        // past the last part: 404; a part that is not a number: 404; a bad value at kick-off: 400
+        const past = yield* http(`${status}?part=${parts.length + 1}`)
+        assert.strictEqual(past.status, 404)
+        assert.strictEqual((yield* http(`${status}?part=x`)).status, 404)
+        const bad = yield* http(`${kit.baseUrl}/$export?allowPartialManifests=maybe`, { headers: ASYNC })
+        assert.strictEqual(bad.status, 400)
+        assert.match(bad.body.toString(), /allowPartialManifests must be true or false/)
+      }),
+  )
 })

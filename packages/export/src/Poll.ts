@@ -109,6 +109,12 @@ const pollOnce = (client: FhirClient, url: string, options: PollOptions) =>
     }
   })
 
+/** `a` then the items of `b` whose URL `a` does not have. */
+const union = <T extends { readonly url: string }>(a: ReadonlyArray<T>, b: ReadonlyArray<T>): Array<T> => {
+  const urls = new Set(a.map((i) => i.url))
+  return [...a, ...b.filter((i) => !urls.has(i.url))]
+}
+
 /**
  * Polls the status URL until the job completes and returns its manifest; `link` next parts are fetched
  * (each polled the same way) and their `output`, `deleted` and `error` appended.
@@ -127,11 +133,12 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
       const url = new URL(next.value, statusUrl).toString()
       seen.add(next.value)
       const part = yield* pollOnce(client, url, options)
+      // an item a server repeats in a later part (the IG only says which fields repeat) is listed once
       manifest = {
         ...manifest,
-        output: [...manifest.output, ...part.output],
-        deleted: [...manifest.deleted, ...part.deleted],
-        error: [...manifest.error, ...part.error],
+        output: union(manifest.output, part.output),
+        deleted: union(manifest.deleted, part.deleted),
+        error: union(manifest.error, part.error),
       }
       next = nextManifest(part)
     }

@@ -133,32 +133,37 @@ describe("Poll.waitForManifest", () => {
     }),
   )
 
-  it.effect("follows partial manifests (link next) and merges their files", () =>
-    Effect.gen(function* () {
-      const second = {
-        ...manifest,
-        output: [{ type: "Observation", url: "https://files.example.org/o1.ndjson" }],
-        error: [{ type: "OperationOutcome", url: "https://files.example.org/e1.ndjson" }],
-      }
-      const { client, seen } = yield* fake([
-        {
-          status: 200,
-          body: {
-            ...manifest,
-            link: [{ relation: "next", url: "https://fhir.example.org/r4/bulk/status/1/part/2" }],
+  it.effect(
+    "follows partial manifests (link next) and merges their files, an item repeated by a later part once",
+    () =>
+      Effect.gen(function* () {
+        const second = {
+          ...manifest,
+          output: [
+            { type: "Patient", url: "https://files.example.org/p1.ndjson", count: 2 },
+            { type: "Observation", url: "https://files.example.org/o1.ndjson" },
+          ],
+          error: [{ type: "OperationOutcome", url: "https://files.example.org/e1.ndjson" }],
+        }
+        const { client, seen } = yield* fake([
+          {
+            status: 200,
+            body: {
+              ...manifest,
+              link: [{ relation: "next", url: "https://fhir.example.org/r4/bulk/status/1/part/2" }],
+            },
           },
-        },
-        { status: 200, body: second },
-      ])
-      const result = yield* Poll.waitForManifest(client, status)
-      assert.deepStrictEqual(
-        result.output.map((o) => o.type),
-        ["Patient", "Observation"],
-      )
-      assert.strictEqual(result.error.length, 1)
-      assert.strictEqual((yield* Ref.get(seen))[1], "https://fhir.example.org/r4/bulk/status/1/part/2")
-      assert.isTrue(Option.isNone(Option.fromNullable((result as { link?: unknown }).link)))
-    }),
+          { status: 200, body: second },
+        ])
+        const result = yield* Poll.waitForManifest(client, status)
+        assert.deepStrictEqual(
+          result.output.map((o) => o.type),
+          ["Patient", "Observation"],
+        )
+        assert.strictEqual(result.error.length, 1)
+        assert.strictEqual((yield* Ref.get(seen))[1], "https://fhir.example.org/r4/bulk/status/1/part/2")
+        assert.isTrue(Option.isNone(Option.fromNullable((result as { link?: unknown }).link)))
+      }),
   )
 
   it.effect("a 404 on the status URL is reported as a vanished job", () =>

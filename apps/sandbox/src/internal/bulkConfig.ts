@@ -17,6 +17,13 @@ export const BulkConfig = Schema.Struct({
   retryAfterSeconds: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.nonNegative()), {
     default: () => 1,
   }),
+  /**
+   * [STU3] Exports kicked off with `allowPartialManifests=true`: output items per manifest part. A part is
+   * published (in the 202 answers while the job runs, for part 1) as soon as it is full, and links to the next.
+   */
+  manifestPartSize: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {
+    default: () => 10,
+  }),
   /** `Expires` on manifests: files stay downloadable this long (they stay until DELETE or close anyway). */
   fileLifetimeSeconds: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {
     default: () => 3600,
