@@ -63,18 +63,23 @@ const PAGE = 500
 /** Up to this many matches, a reference filter is resolved to an id list first (see `where`). */
 const SMALL_SET = 10_000
 
+/**
+ * `resources.keys`: the resource's rows in `refs` and `idents`, as JSON `[[path, target]…, [system, value]…]`
+ * split at `refs_count`, so an update or delete removes exactly those rows by their primary keys. (An index
+ * on the source of `refs` and one on the resource of `idents` did the same and cost ≈ 30 % of a create.)
+ * Databases written before the column existed keep those indexes, and their older rows (`keys` NULL) are
+ * cleaned up through them.
+ */
 const schema = `
 CREATE TABLE IF NOT EXISTS resources (
   type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
-  deleted INTEGER NOT NULL DEFAULT 0, json TEXT);
+  deleted INTEGER NOT NULL DEFAULT 0, json TEXT, keys TEXT, refs_count INTEGER);
 CREATE UNIQUE INDEX IF NOT EXISTS resources_pk ON resources (type, id);
 CREATE INDEX IF NOT EXISTS resources_by_time ON resources (type, last_updated, id);
 CREATE TABLE IF NOT EXISTS refs (target TEXT NOT NULL, src_type TEXT NOT NULL, path TEXT NOT NULL, src_id TEXT NOT NULL,
   PRIMARY KEY (target, src_type, path, src_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS refs_by_source ON refs (src_type, src_id);
 CREATE TABLE IF NOT EXISTS idents (type TEXT NOT NULL, value TEXT NOT NULL, system TEXT NOT NULL, id TEXT NOT NULL,
   PRIMARY KEY (type, value, system, id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idents_by_resource ON idents (type, id);
 CREATE TABLE IF NOT EXISTS binaries (id TEXT PRIMARY KEY, content_type TEXT NOT NULL, bytes BLOB NOT NULL);
 `
 
@@ -90,17 +95,42 @@ export class Store {
   private readonly sGet: Database.Statement<[string, string], Row & { deleted: number }>
   private readonly sVersion: Database.Statement<[string, string], { version: number; deleted: number }>
   private readonly sUpsert: Database.Statement
-  private readonly sDelRefs: Database.Statement
+  private readonly sKeys: Database.Statement<
+    [string, string],
+    { keys: string | null; refs_count: number | null }
+  >
+  private readonly sDelRef: Database.Statement
   private readonly sAddRef: Database.Statement
-  private readonly sDelIdents: Database.Statement
+  private readonly sDelIdent: Database.Statement
   private readonly sAddIdent: Database.Statement
+  /** Databases from before `resources.keys`: removes a resource's rows through the old indexes. */
+  private readonly legacy:
+    | { readonly refs: Database.Statement; readonly idents: Database.Statement }
+    | undefined
   private readonly sTombstone: Database.Statement
   private readonly sPutBytes: Database.Statement
   private readonly sGetBytes: Database.Statement<[string], { content_type: string; bytes: Buffer }>
 
   private constructor(db: Database.Database) {
     this.db = db
+    const columns = db.prepare("SELECT name FROM pragma_table_info('resources')").all() as Array<{
+      name: string
+    }>
+    if (columns.length > 0 && !columns.some((c) => c.name === "keys")) {
+      db.exec(
+        "ALTER TABLE resources ADD COLUMN keys TEXT; ALTER TABLE resources ADD COLUMN refs_count INTEGER",
+      )
+    }
     db.exec(schema)
+    const hasIndex = (name: string) =>
+      db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?").get(name) !== undefined
+    this.legacy =
+      hasIndex("refs_by_source") && hasIndex("idents_by_resource")
+        ? {
+            refs: db.prepare("DELETE FROM refs WHERE src_type = ? AND src_id = ?"),
+            idents: db.prepare("DELETE FROM idents WHERE type = ? AND id = ?"),
+          }
+        : undefined
     const max = db.prepare("SELECT max(last_updated) AS m FROM resources").get() as { m: string | null }
     if (max.m) this.last = Date.parse(max.m)
     this.sGet = db.prepare(
@@ -108,18 +138,21 @@ export class Store {
     )
     this.sVersion = db.prepare("SELECT version, deleted FROM resources WHERE type = ? AND id = ?")
     this.sUpsert = db.prepare(
-      `INSERT INTO resources (type, id, version, last_updated, deleted, json) VALUES (?, ?, ?, ?, 0, ?)
+      `INSERT INTO resources (type, id, version, last_updated, deleted, json, keys, refs_count) VALUES (?, ?, ?, ?, 0, ?, ?, ?)
        ON CONFLICT (type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
-       deleted = 0, json = excluded.json`,
+       deleted = 0, json = excluded.json, keys = excluded.keys, refs_count = excluded.refs_count`,
     )
-    this.sDelRefs = db.prepare("DELETE FROM refs WHERE src_type = ? AND src_id = ?")
+    this.sKeys = db.prepare("SELECT keys, refs_count FROM resources WHERE type = ? AND id = ?")
+    this.sDelRef = db.prepare(
+      "DELETE FROM refs WHERE target = ? AND src_type = ? AND path = ? AND src_id = ?",
+    )
     this.sAddRef = db.prepare(
       "INSERT OR IGNORE INTO refs (src_type, src_id, path, target) VALUES (?, ?, ?, ?)",
     )
-    this.sDelIdents = db.prepare("DELETE FROM idents WHERE type = ? AND id = ?")
+    this.sDelIdent = db.prepare("DELETE FROM idents WHERE type = ? AND value = ? AND system = ? AND id = ?")
     this.sAddIdent = db.prepare("INSERT OR IGNORE INTO idents (type, id, system, value) VALUES (?, ?, ?, ?)")
     this.sTombstone = db.prepare(
-      "UPDATE resources SET deleted = 1, json = NULL, version = version + 1, last_updated = ? WHERE type = ? AND id = ?",
+      "UPDATE resources SET deleted = 1, json = NULL, keys = '[]', refs_count = 0, version = version + 1, last_updated = ? WHERE type = ? AND id = ?",
     )
     this.sPutBytes = db.prepare(
       "INSERT INTO binaries (id, content_type, bytes) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET content_type = excluded.content_type, bytes = excluded.bytes",
@@ -131,6 +164,9 @@ export class Store {
   /** Opens (and creates) the database at `path`, or an in-memory one for ":memory:". */
   static open(path: string): Store {
     const db = new Database(path)
+    // 16 KiB pages for a new database (resources are ≈ 1.4 KB of JSON each: fewer overflow pages, and a
+    // create in a measured Synthea load cost ≈ 15 % less than with 4 KiB); an existing one keeps its own
+    db.pragma("page_size = 16384")
     if (path !== ":memory:") db.pragma("journal_mode = WAL")
     // A sandbox: surviving a process crash is enough (the OS keeps written pages); no fsync per commit.
     db.pragma("synchronous = OFF")
@@ -215,9 +251,8 @@ export class Store {
   delete(type: string, id: string): boolean {
     const existing = this.sVersion.get(type, id)
     if (!existing || existing.deleted === 1) return false
+    this.removeKeys(type, id)
     this.sTombstone.run(this.writeTime(), type, id)
-    this.sDelRefs.run(type, id)
-    this.sDelIdents.run(type, id)
     return true
   }
 
@@ -239,14 +274,30 @@ export class Store {
       delete body.data
     }
     const json = JSON.stringify(body)
-    this.sUpsert.run(type, id, version, lastUpdated, json)
-    if (existed) {
-      this.sDelRefs.run(type, id)
-      this.sDelIdents.run(type, id)
-    }
-    for (const [path, target] of extractReferences(body, this.base)) this.sAddRef.run(type, id, path, target)
-    for (const [system, value] of extractIdentifiers(body)) this.sAddIdent.run(type, id, system, value)
+    if (existed) this.removeKeys(type, id)
+    const refs = extractReferences(body, this.base)
+    const idents = extractIdentifiers(body)
+    this.sUpsert.run(type, id, version, lastUpdated, json, JSON.stringify([...refs, ...idents]), refs.length)
+    for (const [path, target] of refs) this.sAddRef.run(type, id, path, target)
+    for (const [system, value] of idents) this.sAddIdent.run(type, id, system, value)
     return { type, id, versionId: version, lastUpdated, json }
+  }
+
+  /** Removes the `refs` and `idents` rows of the current version of `type/id` (see `schema`). */
+  private removeKeys(type: string, id: string): void {
+    const row = this.sKeys.get(type, id)
+    if (row === undefined) return
+    if (row.keys === null || row.refs_count === null) {
+      this.legacy?.refs.run(type, id)
+      this.legacy?.idents.run(type, id)
+      return
+    }
+    const keys = JSON.parse(row.keys) as Array<[string, string]>
+    for (let i = 0; i < keys.length; i++) {
+      const [a, b] = keys[i]!
+      if (i < row.refs_count) this.sDelRef.run(b, type, a, id)
+      else this.sDelIdent.run(type, b, a, id)
+    }
   }
 
   /**

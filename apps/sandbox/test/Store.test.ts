@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
+import Database from "better-sqlite3"
 import { Effect } from "effect"
 import { Sandbox } from "../src/Sandbox.js"
 import { Store } from "../src/Store.js"
@@ -119,6 +120,79 @@ describe("Store", () => {
     s.update({ resourceType: "Patient", id: "during" })
     assert.strictEqual(ids(it).length, 1200)
     s.close()
+  })
+
+  it("an update or a delete removes exactly the resource's earlier reference and identifier rows", () => {
+    const s = Store.open(":memory:")
+    const obs = (id: string, patient: string, value: string) => ({
+      resourceType: "Observation",
+      id,
+      subject: { reference: `Patient/${patient}` },
+      performer: [{ reference: `Patient/${patient}` }, { reference: "Practitioner/x" }],
+      identifier: [{ system: "urn:s", value }, { value }],
+    })
+    s.update(obs("o1", "a", "v1"))
+    s.update(obs("o2", "a", "v2"))
+    const referencing = (target: string, paths?: Array<string>) =>
+      ids(
+        s.iterate("Observation", { referencing: { targets: [target], ...(paths ? { paths } : {}) } }),
+      ).sort()
+    const identified = (value: string) => ids(s.iterate("Observation", { identifier: { value } })).sort()
+    assert.deepStrictEqual(referencing("Patient/a"), ["o1", "o2"])
+    s.update(obs("o1", "b", "v9"))
+    assert.deepStrictEqual(referencing("Patient/a"), ["o2"])
+    assert.deepStrictEqual(referencing("Patient/b", ["performer"]), ["o1"])
+    assert.deepStrictEqual(referencing("Practitioner/x"), ["o1", "o2"])
+    assert.deepStrictEqual(identified("v1"), [])
+    assert.deepStrictEqual(identified("v9"), ["o1"])
+    assert.isTrue(s.delete("Observation", "o2"))
+    assert.deepStrictEqual(referencing("Patient/a"), [])
+    assert.deepStrictEqual(referencing("Practitioner/x"), ["o1"])
+    assert.deepStrictEqual(identified("v2"), [])
+    // back from the tombstone: its rows again, once
+    s.update(obs("o2", "c", "v2"))
+    assert.deepStrictEqual(referencing("Patient/c"), ["o2"])
+    assert.deepStrictEqual(identified("v2"), ["o2"])
+    s.close()
+  })
+
+  it("a database written before resources.keys: its older rows are cleaned up through the old indexes", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ferry-store-legacy-"))
+    try {
+      const path = join(dir, "old.sqlite")
+      const old = new Database(path)
+      old.exec(`
+        CREATE TABLE resources (type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+          last_updated TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, json TEXT);
+        CREATE UNIQUE INDEX resources_pk ON resources (type, id);
+        CREATE INDEX resources_by_time ON resources (type, last_updated, id);
+        CREATE TABLE refs (target TEXT NOT NULL, src_type TEXT NOT NULL, path TEXT NOT NULL, src_id TEXT NOT NULL,
+          PRIMARY KEY (target, src_type, path, src_id)) WITHOUT ROWID;
+        CREATE INDEX refs_by_source ON refs (src_type, src_id);
+        CREATE TABLE idents (type TEXT NOT NULL, value TEXT NOT NULL, system TEXT NOT NULL, id TEXT NOT NULL,
+          PRIMARY KEY (type, value, system, id)) WITHOUT ROWID;
+        CREATE INDEX idents_by_resource ON idents (type, id);
+        CREATE TABLE binaries (id TEXT PRIMARY KEY, content_type TEXT NOT NULL, bytes BLOB NOT NULL);
+        INSERT INTO resources VALUES ('Observation', 'o1', 1, '2026-01-01T00:00:00.000Z', 0,
+          '{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/a"},"identifier":[{"value":"v1"}]}');
+        INSERT INTO refs VALUES ('Patient/a', 'Observation', 'subject', 'o1');
+        INSERT INTO idents VALUES ('Observation', 'v1', '', 'o1');`)
+      old.close()
+      const s = Store.open(path)
+      const referencing = (target: string) =>
+        ids(s.iterate("Observation", { referencing: { targets: [target] } }))
+      assert.deepStrictEqual(referencing("Patient/a"), ["o1"])
+      s.update({ resourceType: "Observation", id: "o1", subject: { reference: "Patient/b" } })
+      assert.deepStrictEqual(referencing("Patient/a"), [])
+      assert.deepStrictEqual(referencing("Patient/b"), ["o1"])
+      assert.deepStrictEqual(ids(s.iterate("Observation", { identifier: { value: "v1" } })), [])
+      s.update({ resourceType: "Observation", id: "o1", subject: { reference: "Patient/c" } })
+      assert.deepStrictEqual(referencing("Patient/b"), [])
+      assert.strictEqual(s.read("Observation", "o1")?.versionId, 3)
+      s.close()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it("reference filters give the same answers above and below the id-list threshold", () => {
