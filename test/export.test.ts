@@ -172,6 +172,35 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(NFS.readdirSync(Path.join(out, "data")).sort()).toEqual(
       NFS.readdirSync(Path.join(full, "data")).sort(),
     )
+    // the files of part 1 (in the first 202, while Ferry waits out its Retry-After) were downloaded before
+    // the manifest was complete, and the later parts' files joined them
+    const events = eventsOf(out).map((e) => e.event)
+    const complete = events.indexOf("manifest")
+    expect(events.indexOf("manifest-part")).toBeGreaterThanOrEqual(0)
+    expect(events.indexOf("file")).toBeGreaterThan(events.indexOf("manifest-part"))
+    expect(events.indexOf("file")).toBeLessThan(complete)
+    expect(events.filter((e) => e === "manifest-part").length).toBeGreaterThan(1)
+    expect(events.filter((e) => e === "file").length).toBe(summary.files.length)
+  }, 120_000)
+
+  it("--allow-partial-manifests: kill -9 while the first part's files download, then a rerun: the same data, one kick-off", async () => {
+    const out = Path.join(tmp, "parts-killed")
+    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2", "--allow-partial-manifests"]
+    const killed = await ferry(args, (text, child) => {
+      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+    })
+    expect(killed.signal).toBe("SIGKILL")
+    // killed before the manifest was complete: only the partial manifest's downloads had started
+    expect(eventsOf(out).some((e) => e.event === "manifest")).toBe(false)
+    await setFaults(sandbox.baseUrl, {})
+    const rerun = await ferry(args)
+    expect(rerun.code).toBe(0)
+    expect(dataLines(out)).toEqual(dataLines(full))
+    const events = eventsOf(out)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
+    expect(events.some((e) => e.event === "reattach")).toBe(true)
+    expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
   }, 120_000)
 
   it("usage errors: one line and exit code 2", async () => {

@@ -16,7 +16,7 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
-import { Clock, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import * as Attachments from "./Attachments.js"
 import * as Crawl from "./Crawl.js"
 import * as Download from "./Download.js"
@@ -46,6 +46,9 @@ export type Mode = "auto" | "bulk" | "crawl"
  * organizeOutputBy output (Organized.ts) adds `organized-file` `{ path, count, bytes }` (a file of blocks is
  * staged and checked) and `distributed` `{ path, files, headers, duplicates }` (it was split by type; `file`
  * follows for each data file it gave).
+ * `manifest-part` `{ output, deleted, error, started }`: a partial manifest (`allowPartialManifests`) listed
+ * `started` more files, whose downloads start before the job is done (their `file` events may come before
+ * `manifest`).
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
@@ -462,7 +465,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     return url
   })
 
-  const pollOptions: Poll.PollOptions = {
+  let pollOptions: Poll.PollOptions = {
     ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
     ...(options.pollInterval !== undefined ? { interval: options.pollInterval } : {}),
     onProgress: (progress) => emit("progress", { progress: progress ?? null }).pipe(Effect.orDie),
@@ -479,6 +482,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         (e) => Poll.isJobGone(e),
         () =>
           Effect.gen(function* () {
+            // files of the vanished job's partial manifests stay what they are; the new job's come in the
+            // usual download (see `early`)
+            earlyOpen = false
             yield* emit("job-gone", { statusUrl: redactUrl(url) })
             statusUrl = yield* doKickoff
             return yield* Poll.waitForManifest(client, statusUrl, pollOptions)
@@ -530,6 +536,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       if (Option.isSome(done) && f.organized !== undefined) return undefined // distributed later
       if (Option.isSome(done)) {
         const earlier = done.value as ArchiveFile
+        // downloaded by this run while the job was still running (see `early`): already counted
+        if (earlyFinished.has(f.key)) return earlier
         yield* notify("file-resumed", {
           kind: f.kind,
           type: f.type ?? null,
@@ -768,6 +776,83 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       return out
     })
 
+  /**
+   * [STU3] Downloads started from partial manifests (`allowPartialManifests`, not for organizeOutputBy
+   * output): every file a 202 or a `link` next part lists joins one pool of `parallel` downloads while the
+   * job still runs. Files are planned (keys, paths) as the complete manifest plans them: parts only grow by
+   * appending, so a file's place per type does not change. Once the complete manifest is in, the pool takes
+   * no more, finishes what it has, and the usual download of the manifest's files finds those done in the
+   * journal. A download of the pool that fails stops the pool; the usual download then meets that file
+   * again, with its own handling of expired URLs and its own errors.
+   */
+  const earlyFinished = new Set<string>()
+  const runScope = yield* Effect.scope
+  let early:
+    | {
+        readonly queue: Queue.Queue<Option.Option<PlannedFile>>
+        readonly keys: Set<string>
+        readonly fiber: Fiber.RuntimeFiber<void, unknown>
+      }
+    | undefined
+  let earlyOpen = params.allowPartialManifests === true && params.organizeOutputBy === undefined
+  const onPartial = (soFar: ExportManifest) =>
+    Effect.gen(function* () {
+      if (!earlyOpen || soFar.outputOrganizedBy !== undefined) return
+      if (early === undefined) {
+        const queue = yield* Queue.unbounded<Option.Option<PlannedFile>>()
+        const download = downloadOne(soFar)
+        const fiber = yield* Stream.fromQueue(queue).pipe(
+          Stream.takeWhile(Option.isSome),
+          Stream.mapEffect(
+            (p) =>
+              download(p.value).pipe(
+                Effect.zipRight(
+                  Effect.sync(() => {
+                    if (journal.isDone(p.value.key)) earlyFinished.add(p.value.key)
+                  }),
+                ),
+              ),
+            { concurrency: parallel, unordered: true },
+          ),
+          Stream.runDrain,
+          // in the export's scope: the poll that reports a part may run in a fiber of its own (its timeout)
+          Effect.forkIn(runScope),
+        )
+        early = { queue, keys: new Set(), fiber }
+      }
+      const started = early
+      const fresh = planFiles(soFar, options.gzip === true).filter((p) => !started.keys.has(p.key))
+      if (fresh.length === 0) return
+      for (const p of fresh) started.keys.add(p.key)
+      yield* Queue.offerAll(
+        started.queue,
+        fresh.map((p) => Option.some(p)),
+      )
+      yield* emit("manifest-part", {
+        output: soFar.output.length,
+        deleted: soFar.deleted.length,
+        error: soFar.error.length,
+        started: fresh.length,
+      })
+    }).pipe(Effect.orDie)
+  /** The complete manifest is in: the early pool takes no more and finishes what it has. */
+  const closeEarly = Effect.gen(function* () {
+    earlyOpen = false
+    const started = early
+    if (started === undefined) return
+    early = undefined
+    yield* Queue.offer(started.queue, Option.none())
+    const exit = yield* Fiber.await(started.fiber)
+    if (Exit.isFailure(exit)) {
+      if (Cause.isInterruptedOnly(exit.cause)) return yield* Effect.interrupt
+      const failure = Cause.squash(exit.cause)
+      yield* emit("warning", {
+        detail: `a download started from a partial manifest stopped (${failure instanceof Error ? failure.message : String(failure)}); its file is downloaded again from the complete manifest`,
+      })
+    }
+  })
+  if (earlyOpen) pollOptions = { ...pollOptions, onPartial }
+
   if (mode === "bulk") {
     const job = journal.result("job")
     const manifestRecord = journal.result("manifest")
@@ -812,6 +897,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               }),
           ),
         )
+        yield* closeEarly
+        pollOptions = { ...pollOptions, onPartial: undefined }
         yield* journal.append("manifest", manifest)
         const known = manifest.transactionTime
         yield* Archive.updateManifest(archive.root, (m) => ({ ...m, transactionTime: known }))

@@ -1,7 +1,9 @@
 /**
  * Status polling: 202 (wait, honouring Retry-After, logging X-Progress), 200 (the manifest), transient
  * failures and 429 storms (wait and ask again), everything else fails the export. Partial manifests
- * (`link` next) are followed and merged. All waiting goes through `Clock` (TestClock-able).
+ * (`link` next) are followed and merged. With `onPartial`, a 202 that carries a manifest (STU3
+ * `allowPartialManifests`: the files ready so far) is reported too, merged with the parts before it, so the
+ * caller can download those files while the job runs. All waiting goes through `Clock` (TestClock-able).
  */
 import { HttpClientRequest } from "@effect/platform"
 import { ExportManifest, nextManifest } from "@ferry/core/BulkManifest"
@@ -24,6 +26,11 @@ export interface PollOptions {
   readonly onProgress?: (progress: string | undefined) => Effect.Effect<void>
   /** Called before waiting after a failed poll that will be retried. */
   readonly onRetry?: (error: FhirError, wait: Duration.Duration) => Effect.Effect<void>
+  /**
+   * Called whenever more of the manifest is known before it is complete: a 202 carrying a (partial)
+   * manifest, or a part reached through `link` next. Gets everything known so far (parts merged, no `link`).
+   */
+  readonly onPartial?: (soFar: ExportManifest) => Effect.Effect<void>
 }
 
 /** A 404 (or 410) on the status URL: the job is gone (deleted, expired or never existed). */
@@ -36,8 +43,13 @@ export const isTransientPollFailure = (e: FhirError): boolean =>
 
 const decodeManifest = Schema.decodeUnknown(ExportManifest)
 
-/** Polls one URL until it answers 200 with a manifest. */
-const pollOnce = (client: FhirClient, url: string, options: PollOptions) =>
+/** Polls one URL until it answers 200 with a manifest; `onBody` gets a manifest a 202 carries. */
+const pollOnce = (
+  client: FhirClient,
+  url: string,
+  options: PollOptions,
+  onBody?: (part: ExportManifest) => Effect.Effect<void>,
+) =>
   Effect.gen(function* () {
     const maxInterval = Duration.decode(options.maxInterval ?? Duration.seconds(60))
     let interval = Duration.decode(options.interval ?? Duration.seconds(1))
@@ -91,8 +103,13 @@ const pollOnce = (client: FhirClient, url: string, options: PollOptions) =>
           ),
         )
       }
-      // 202 (or another 2xx): still running.
-      yield* Effect.ignore(response.text)
+      // 202 (or another 2xx): still running. Its body is at most the manifest so far (anything else, or
+      // one that does not read as a manifest, is the server's business: the 200 is what counts).
+      if (onBody === undefined) yield* Effect.ignore(response.text)
+      else {
+        const part = yield* response.json.pipe(Effect.flatMap(decodeManifest), Effect.option)
+        if (Option.isSome(part)) yield* onBody(part.value)
+      }
       const progress = response.headers["x-progress"]
       if (options.onProgress) yield* options.onProgress(progress)
       const now = yield* Clock.currentTimeMillis
@@ -125,25 +142,36 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
   options: PollOptions = {},
 ) {
   const timeout = Duration.decode(options.timeout ?? Duration.hours(24))
+  const onPartial = options.onPartial
+  // an item a server repeats in a later part (the IG only says which fields repeat) is listed once
+  const merge = (a: ExportManifest, b: ExportManifest): ExportManifest => ({
+    ...a,
+    output: union(a.output, b.output),
+    deleted: union(a.deleted, b.deleted),
+    error: union(a.error, b.error),
+  })
+  const withoutLink = (m: ExportManifest): ExportManifest => {
+    const { link: _link, ...rest } = m
+    return rest as ExportManifest
+  }
+  /** What the parts before this one gave, merged with what this one says so far, to `onPartial`. */
+  const reporter = (before: ExportManifest | undefined) =>
+    onPartial === undefined
+      ? undefined
+      : (part: ExportManifest) => onPartial(withoutLink(before === undefined ? part : merge(before, part)))
   const all = Effect.gen(function* () {
-    let manifest = yield* pollOnce(client, statusUrl, options)
+    let manifest = yield* pollOnce(client, statusUrl, options, reporter(undefined))
     let next = nextManifest(manifest)
     const seen = new Set<string>([statusUrl])
     while (Option.isSome(next) && !seen.has(next.value)) {
+      if (onPartial !== undefined) yield* onPartial(withoutLink(manifest))
       const url = new URL(next.value, statusUrl).toString()
       seen.add(next.value)
-      const part = yield* pollOnce(client, url, options)
-      // an item a server repeats in a later part (the IG only says which fields repeat) is listed once
-      manifest = {
-        ...manifest,
-        output: union(manifest.output, part.output),
-        deleted: union(manifest.deleted, part.deleted),
-        error: union(manifest.error, part.error),
-      }
+      const part = yield* pollOnce(client, url, options, reporter(manifest))
+      manifest = merge(manifest, part)
       next = nextManifest(part)
     }
-    const { link: _link, ...rest } = manifest
-    return rest as ExportManifest
+    return withoutLink(manifest)
   })
   return yield* all.pipe(
     Effect.timeoutFail({

@@ -166,6 +166,36 @@ describe("Poll.waitForManifest", () => {
       }),
   )
 
+  it.live("onPartial: a 202 that carries a manifest, then each part, merged with the parts before it", () =>
+    Effect.gen(function* () {
+      const part2 = "https://fhir.example.org/r4/bulk/status/1?part=2"
+      const first = { ...manifest, link: [{ relation: "next", url: part2 }] }
+      const o1 = { type: "Observation", url: "https://files.example.org/o1.ndjson" }
+      const o2 = { type: "Observation", url: "https://files.example.org/o2.ndjson" }
+      const { client } = yield* fake([
+        { status: 202, headers: { "retry-after": "0" }, body: outcome("informational") },
+        { status: 202, headers: { "retry-after": "0" }, body: manifest },
+        { status: 200, body: first },
+        // part 2 still growing (no link yet), then final
+        { status: 202, headers: { "retry-after": "0" }, body: { ...manifest, output: [o1] } },
+        { status: 200, body: { ...manifest, output: [o1, o2] } },
+      ])
+      const seen: Array<ReadonlyArray<string>> = []
+      const result = yield* Poll.waitForManifest(client, status, {
+        onPartial: (m) =>
+          Effect.sync(() => {
+            assert.isUndefined((m as { link?: unknown }).link)
+            seen.push(m.output.map((o) => o.url.slice(o.url.lastIndexOf("/") + 1)))
+          }),
+      })
+      assert.deepStrictEqual(seen, [["p1.ndjson"], ["p1.ndjson"], ["p1.ndjson", "o1.ndjson"]])
+      assert.deepStrictEqual(
+        result.output.map((o) => o.url.slice(o.url.lastIndexOf("/") + 1)),
+        ["p1.ndjson", "o1.ndjson", "o2.ndjson"],
+      )
+    }),
+  )
+
   it.effect("a 404 on the status URL is reported as a vanished job", () =>
     Effect.gen(function* () {
       const { client } = yield* fake([{ status: 404, body: outcome("not-found") }])

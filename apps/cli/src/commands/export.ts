@@ -95,7 +95,9 @@ const flags = {
     Options.withDescription("[STU3] organizeOutputBy (e.g. Patient)."),
   ),
   allowPartialManifests: Options.boolean("allow-partial-manifests").pipe(
-    Options.withDescription("[STU3] allowPartialManifests=true."),
+    Options.withDescription(
+      "[STU3] allowPartialManifests=true: the files of each part of the manifest download while the job still runs.",
+    ),
   ),
   param: Options.text("param").pipe(
     Options.repeated,
