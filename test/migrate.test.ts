@@ -359,6 +359,25 @@ describe("ferry migrate", () => {
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
   }, 60_000)
 
+  it("--allow-partial-manifests: files of the manifest's parts download while the job runs, and import in waves; verify clean", async () => {
+    const source = await start({ generate: 30, bulk: { resourcesPerFile: 100, manifestPartSize: 4 } })
+    const target = await start({})
+    const archive = Path.join(tmp, "parts")
+    const run = await migrate(source, target, archive, "--allow-partial-manifests")
+    expect(run.code, run.stderr).toBe(0)
+    const s = summaryOf(run.stdout)
+    expect(s.import.total).toBe(s.export.resources)
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    const events = NFS.readFileSync(Path.join(archive, "events.ndjson"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => (JSON.parse(l) as { event: string }).event)
+    expect(events.indexOf("manifest-part")).toBeGreaterThanOrEqual(0)
+    expect(events.indexOf("file")).toBeLessThan(events.indexOf("manifest"))
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 60_000)
+
   it("settings from a YAML config file, FERRY_TO overriding it: the migration lands where the environment says", async () => {
     const source = await start({ generate: 10 })
     const target = await start({})

@@ -85,6 +85,11 @@ const flags = {
     Options.repeated,
     Options.withDescription("A _typeFilter query, e.g. 'Observation?status=final'; repeatable."),
   ),
+  allowPartialManifests: Options.boolean("allow-partial-manifests").pipe(
+    Options.withDescription(
+      "[STU3] allowPartialManifests=true: the files of each part of the manifest download while the job still runs.",
+    ),
+  ),
   mode: Options.choice("mode", ["auto", "bulk", "crawl"]).pipe(
     Options.optional,
     Options.withDescription(
@@ -380,6 +385,7 @@ export const runMigrate = (f: Flags) =>
         types: list(f.type),
         ...(since !== undefined ? { since } : {}),
         typeFilters: filters.filters,
+        ...(f.allowPartialManifests ? { allowPartialManifests: true } : {}),
       },
       mode: settings.mode,
       parallel: settings.parallel,
