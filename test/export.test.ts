@@ -203,6 +203,34 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
   }, 120_000)
 
+  it("--allow-partial-manifests: a killed run's job vanishes before the rerun: a new job, its unfinished files afresh, the first job's transactionTime kept", async () => {
+    const out = Path.join(tmp, "parts-gone")
+    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2", "--allow-partial-manifests"]
+    const killed = await ferry(args, (text, child) => {
+      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+    })
+    expect(killed.signal).toBe("SIGKILL")
+    const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as { key: string; data: unknown })
+    const first = journal.find((l) => l.key === "transactionTime")?.data
+    expect(typeof first).toBe("string")
+    const statusUrl = String(eventsOf(out).find((e) => e.event === "kickoff")?.statusUrl)
+    expect((await fetch(statusUrl, { method: "DELETE" })).status).toBe(202)
+    await setFaults(sandbox.baseUrl, {})
+    const rerun = await ferry(args)
+    expect(rerun.code, rerun.stderr).toBe(0)
+    expect(dataLines(out)).toEqual(dataLines(full))
+    const events = eventsOf(out)
+    expect(events.some((e) => e.event === "job-gone")).toBe(true)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
+    // files the first job gave were kept, so the archive says what the earlier job's data is as of
+    expect(JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")).transactionTime).toBe(first)
+    expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
+  }, 120_000)
+
   it("usage errors: one line and exit code 2", async () => {
     const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "usage"), "--level", "group"])
     expect(run.code).toBe(2)

@@ -400,6 +400,61 @@ class TypeWriter {
   }
 }
 
+/** What `manifestPart` needs of a job. */
+export interface PartSource {
+  readonly id: string
+  readonly state: "running" | "done" | "failed"
+  readonly transactionTime: string
+  readonly request: string
+  readonly requiresAccessToken: boolean
+  readonly organizeBy: string | undefined
+  readonly since: string | undefined
+  readonly partSize: number | undefined
+  readonly output: ReadonlyArray<ManifestItem>
+  readonly deleted: ReadonlyArray<ManifestItem>
+  readonly error: ReadonlyArray<ManifestItem>
+}
+
+/**
+ * Manifest part `n` (1-based) of a job as far as it is known, or undefined while it is not published (or when
+ * the job has no such part). Without partial manifests there is one part, published when the job is done.
+ * With them (K = `partSize`), part n holds output items (n-1)·K … n·K-1 and is published once it is full;
+ * once the job is done the rest are published, the last part carrying the `deleted` and `error` items (a part
+ * of their own when the output filled its last part, which may have been served already). A published part
+ * changes only by gaining its `link` next, when part n+1 is published. `final`: it can no longer change.
+ */
+export const manifestPart = (
+  job: PartSource,
+  n: number,
+  baseUrl: string,
+  link: <T extends { readonly url: string }>(items: ReadonlyArray<T>) => ReadonlyArray<T>,
+): { readonly manifest: Manifest; readonly final: boolean } | undefined => {
+  const done = job.state === "done"
+  const size = job.partSize ?? Number.POSITIVE_INFINITY
+  const outputParts = Math.ceil(job.output.length / size)
+  const tail = job.deleted.length + job.error.length > 0
+  const published = done
+    ? Math.max(1, outputParts + (tail && job.output.length > 0 && job.output.length % size === 0 ? 1 : 0))
+    : job.partSize === undefined
+      ? 0
+      : Math.floor(job.output.length / size)
+  if (!Number.isInteger(n) || n < 1 || n > published) return undefined
+  const last = done && n === published
+  const manifest: Manifest = {
+    transactionTime: job.transactionTime,
+    request: job.request,
+    requiresAccessToken: job.requiresAccessToken,
+    ...(job.organizeBy !== undefined ? { outputOrganizedBy: job.organizeBy } : {}),
+    output: link(job.partSize === undefined ? job.output : job.output.slice((n - 1) * size, n * size)),
+    ...(job.since !== undefined ? { deleted: last ? link(job.deleted) : [] } : {}),
+    error: last ? link(job.error) : [],
+    ...(n < published
+      ? { link: [{ relation: "next" as const, url: `${baseUrl}/bulk/status/${job.id}?part=${n + 1}` }] }
+      : {}),
+  }
+  return { manifest, final: done || n < published }
+}
+
 const yieldNow = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 export interface BulkExport {
@@ -761,43 +816,6 @@ export const register = (
     router.on("POST", pattern, kickoff(level))
   }
 
-  /**
-   * Manifest part `n` (1-based) as far as it is known, or undefined while it is not published (or when the
-   * job has no such part). Without partial manifests there is one part, published when the job is done.
-   * With them, part n holds output items (n-1)·K … n·K-1 (K = `manifestPartSize`) and is published once it
-   * is full or the job is done; it gains its `link` next once part n+1 is published, and the last part
-   * carries the `deleted` and `error` items. `final`: neither its items nor its link can change any more.
-   */
-  const partOf = (
-    job: Job,
-    n: number,
-    baseUrl: string,
-    link: <T extends { readonly url: string }>(items: ReadonlyArray<T>) => ReadonlyArray<T>,
-  ): { readonly manifest: Manifest; readonly final: boolean } | undefined => {
-    const done = job.state === "done"
-    const size = job.partSize ?? Number.POSITIVE_INFINITY
-    const published = done
-      ? Math.max(1, Math.ceil(job.output.length / size))
-      : job.partSize === undefined
-        ? 0
-        : Math.floor(job.output.length / size)
-    if (!Number.isInteger(n) || n < 1 || n > published) return undefined
-    const last = done && n === published
-    const manifest: Manifest = {
-      transactionTime: job.transactionTime,
-      request: job.request,
-      requiresAccessToken: job.requiresAccessToken,
-      ...(job.organizeBy !== undefined ? { outputOrganizedBy: job.organizeBy } : {}),
-      output: link(job.partSize === undefined ? job.output : job.output.slice((n - 1) * size, n * size)),
-      ...(job.since !== undefined ? { deleted: last ? link(job.deleted) : [] } : {}),
-      error: last ? link(job.error) : [],
-      ...(n < published
-        ? { link: [{ relation: "next", url: `${baseUrl}/bulk/status/${job.id}?part=${n + 1}` }] }
-        : {}),
-    }
-    return { manifest, final: done || n < published }
-  }
-
   router.on("GET", "/bulk/status/:job", (ctx) => {
     const job = jobOf(ctx)
     if (job.state === "failed") {
@@ -817,9 +835,9 @@ export const register = (
     if (n === 1 && (job.state === "running" || job.polls < settings.pollsBeforeDone)) {
       job.polls++
       // [STU3] a 202 may carry the part of the manifest that is published so far
-      return waiting(partOf(job, 1, ctx.baseUrl, (items) => items)?.manifest)
+      return waiting(manifestPart(job, 1, ctx.baseUrl, (items) => items)?.manifest)
     }
-    const known = partOf(job, n, ctx.baseUrl, (items) => items)
+    const known = manifestPart(job, n, ctx.baseUrl, (items) => items)
     if (known === undefined) {
       if (job.state === "done")
         throw new FhirHttpError(404, "not-found", `Export job ${job.id} has no manifest part ${partParam}.`)
@@ -832,7 +850,7 @@ export const register = (
     const gen = job.issued.length
     const link = <T extends { readonly url: string }>(items: ReadonlyArray<T>): ReadonlyArray<T> =>
       renew ? items.map((i) => ({ ...i, url: `${i.url}?gen=${gen}` })) : items
-    sendJson(ctx, 200, partOf(job, n, ctx.baseUrl, link)!.manifest, {
+    sendJson(ctx, 200, manifestPart(job, n, ctx.baseUrl, link)!.manifest, {
       "Content-Type": "application/json",
       Expires: new Date((job.completedAt || Date.now()) + settings.fileLifetimeSeconds * 1000).toUTCString(),
     })

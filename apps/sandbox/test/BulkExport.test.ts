@@ -1,6 +1,7 @@
 import { gunzipSync } from "node:zlib"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { manifestPart, type PartSource } from "../src/BulkExport.js"
 import { inCompartment } from "../src/Compartment.js"
 import { ASYNC, exportAll, http, json, kickoff, lines, poll, startKit } from "./internal/bulkKit.js"
 
@@ -390,4 +391,67 @@ describe("BulkExport", () => {
         assert.match(bad.body.toString(), /allowPartialManifests must be true or false/)
       }),
   )
+  it("manifest parts: a part once served changes only by gaining its link; deleted and error come last, in a part of their own after a full one", () => {
+    const item = (i: number) => ({ type: "Observation", url: `http://x/f/${i}`, count: 1 })
+    const job = (state: "running" | "done", outputs: number, errors: number, partSize: number | undefined) =>
+      ({
+        id: "j",
+        state,
+        transactionTime: "2026-01-01T00:00:00.000Z",
+        request: "http://x/$export",
+        requiresAccessToken: false,
+        organizeBy: undefined,
+        since: "2025-01-01T00:00:00.000Z",
+        partSize,
+        output: Array.from({ length: outputs }, (_, i) => item(i)),
+        deleted: [],
+        error: Array.from({ length: errors }, (_, i) => ({
+          type: "OperationOutcome",
+          url: `http://x/e/${i}`,
+        })),
+      }) satisfies PartSource
+    const same = <T>(items: ReadonlyArray<T>) => items
+    const part = (j: PartSource, n: number) => manifestPart(j, n, "http://x", same)
+    const withoutLink = (m: { readonly link?: unknown } | undefined) => {
+      const { link: _link, ...rest } = m ?? {}
+      return rest
+    }
+    for (const [outputs, errors] of [
+      [4, 1],
+      [4, 0],
+      [5, 1],
+      [6, 2],
+    ] as const) {
+      const running = job("running", outputs, errors, 2)
+      const done = job("done", outputs, errors, 2)
+      const servedEarly = Math.floor(outputs / 2)
+      for (let n = 1; n <= servedEarly; n++) {
+        const before = part(running, n)!
+        assert.strictEqual(before.final, n < servedEarly, `${outputs}/${errors} part ${n}`)
+        assert.deepStrictEqual(withoutLink(part(done, n)?.manifest), withoutLink(before.manifest))
+      }
+      assert.isUndefined(part(running, servedEarly + 1))
+      const parts: Array<Record<string, unknown>> = []
+      for (let n = 1; part(done, n) !== undefined; n++) parts.push(part(done, n)!.manifest as never)
+      assert.deepStrictEqual(
+        parts.flatMap((p) => p.output as unknown[]),
+        done.output,
+      )
+      assert.deepStrictEqual(
+        parts.flatMap((p) => p.error as unknown[]),
+        done.error,
+      )
+      assert.isTrue(parts.slice(0, -1).every((p) => p.link !== undefined) && parts.at(-1)!.link === undefined)
+      assert.deepStrictEqual(parts.at(-1)!.deleted, [])
+    }
+    // 4 outputs and an error: parts 1–2 were full (served while running), the error is part 3 alone
+    assert.deepStrictEqual(part(job("done", 4, 1, 2), 3)!.manifest.output, [])
+    // no outputs, one error: one part
+    assert.strictEqual(part(job("done", 0, 1, 2), 1)!.manifest.error.length, 1)
+    assert.isUndefined(part(job("done", 0, 1, 2), 2))
+    // without partial manifests: nothing before the job is done, then one part with everything
+    assert.isUndefined(part(job("running", 4, 1, undefined), 1))
+    assert.strictEqual(part(job("done", 4, 1, undefined), 1)!.manifest.output.length, 4)
+    assert.isUndefined(part(job("done", 4, 1, undefined), 2))
+  })
 })

@@ -108,12 +108,27 @@ export interface Store {
   readonly storedUrls: DigestSet
 }
 
-/**
- * A blob file opened at its content address, write-only, created or truncated (made durable by `commit`:
- * fsync of the open descriptor). Never through a symlink.
- */
-const CREATE =
-  NFS.constants.O_WRONLY | NFS.constants.O_CREAT | NFS.constants.O_TRUNC | NFS.constants.O_NOFOLLOW
+/** A new blob file at its content address, write-only (made durable by `commit`: fsync of the descriptor). */
+const CREATE = NFS.constants.O_WRONLY | NFS.constants.O_CREAT | NFS.constants.O_EXCL
+/** The same name left by a run that crashed before its commit: truncated, never through a symlink. */
+const REWRITE = NFS.constants.O_WRONLY | NFS.constants.O_TRUNC | NFS.constants.O_NOFOLLOW
+
+/** Opens a blob file to write: created (0600), or an unindexed leftover truncated and set to 0600. */
+const openBlob = (path: string): number => {
+  try {
+    return NFS.openSync(path, CREATE, Fs.FILE_MODE)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+  }
+  const fd = NFS.openSync(path, REWRITE)
+  try {
+    NFS.fchmodSync(fd, Fs.FILE_MODE)
+  } catch (e) {
+    NFS.closeSync(fd)
+    throw e
+  }
+  return fd
+}
 const fsyncP = promisify(NFS.fsync)
 
 /** Parallel directory fsyncs per commit. */
@@ -224,7 +239,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         NFS.chmodSync(parent, Fs.DIR_MODE)
         dirs.add(parent)
       }
-      const fd = NFS.openSync(final, CREATE, Fs.FILE_MODE)
+      const fd = openBlob(final)
       try {
         let off = 0
         while (off < bytes.length) off += NFS.writeSync(fd, bytes, off, bytes.length - off)

@@ -176,7 +176,8 @@ describe("Attachments", () => {
         // what a crash before the commit leaves: the name, bytes that are not the blob's, no index line
         // (longer than the blob, so a write that did not truncate would show)
         NFS.mkdirSync(Path.dirname(path), { recursive: true, mode: 0o700 })
-        NFS.writeFileSync(path, "x".repeat(100), { mode: 0o600 })
+        NFS.writeFileSync(path, "x".repeat(100), { mode: 0o644 })
+        NFS.chmodSync(path, 0o644)
         const s = yield* Attachments.store(dir)
         const stored = yield* s.storeBytes(bytes, { sourceUrl: "http://src/Binary/torn" })
         expect(stored.created).toBe(true)

@@ -482,9 +482,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         (e) => Poll.isJobGone(e),
         () =>
           Effect.gen(function* () {
-            // files of the vanished job's partial manifests stay what they are; the new job's come in the
-            // usual download (see `early`)
-            earlyOpen = false
+            yield* leaveJob
             yield* emit("job-gone", { statusUrl: redactUrl(url) })
             statusUrl = yield* doKickoff
             return yield* Poll.waitForManifest(client, statusUrl, pollOptions)
@@ -799,6 +797,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     Effect.gen(function* () {
       if (!earlyOpen || soFar.outputOrganizedBy !== undefined) return
       if (early === undefined) {
+        // this job's files are about to land: its transactionTime is the archive's unless an earlier job's
+        // files were kept (the earliest one is, as after a new kick-off for expired files)
+        if (Option.isNone(journal.result("transactionTime")))
+          yield* journal.append("transactionTime", soFar.transactionTime)
         const queue = yield* Queue.unbounded<Option.Option<PlannedFile>>()
         const download = downloadOne(soFar)
         const fiber = yield* Stream.fromQueue(queue).pipe(
@@ -821,8 +823,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         early = { queue, keys: new Set(), fiber }
       }
       const started = early
+      const rank = options.downloadRank
       const fresh = planFiles(soFar, options.gzip === true).filter((p) => !started.keys.has(p.key))
       if (fresh.length === 0) return
+      // what a part adds goes in the order the usual download would take (migrate ranks by dependencies)
+      if (rank !== undefined) fresh.sort((a, b) => rank(a.type ?? "") - rank(b.type ?? ""))
       for (const p of fresh) started.keys.add(p.key)
       yield* Queue.offerAll(
         started.queue,
@@ -849,6 +854,32 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       yield* emit("warning", {
         detail: `a download started from a partial manifest stopped (${failure instanceof Error ? failure.message : String(failure)}); its file is downloaded again from the complete manifest`,
       })
+    }
+  })
+  /**
+   * The job is gone (404 on its status URL) or failed, and a new one is about to start. Its early downloads
+   * stop; files they finished stay (as files kept after a new kick-off for expired URLs do, with the earlier
+   * job's transactionTime); unfinished ones, this run's or a killed run's, are removed so that none is resumed
+   * with Range against another job's file. The new job's files come in the usual download.
+   */
+  const leaveJob = Effect.gen(function* () {
+    earlyOpen = false
+    const started = early
+    early = undefined
+    if (started !== undefined) yield* Fiber.interrupt(started.fiber)
+    for (const dir of ["data", "deleted", "errors"]) {
+      const names = yield* ArchiveDir.fsTry(dir, "list", () =>
+        NFS.promises.readdir(archive.path(dir)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code === "ENOENT") return []
+          throw e
+        }),
+      )
+      for (const name of names) {
+        if (!name.endsWith(".partial") && !name.endsWith(".tmp")) continue
+        yield* ArchiveDir.fsTry(`${dir}/${name}`, "remove the unfinished download", () =>
+          NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
+        )
+      }
     }
   })
   if (earlyOpen) pollOptions = { ...pollOptions, onPartial }
@@ -892,6 +923,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             (e) =>
               Effect.gen(function* () {
                 yield* emit("warning", { detail: `the earlier job failed (${e.detail}); starting a new one` })
+                yield* leaveJob
                 statusUrl = yield* doKickoff
                 return yield* awaitManifest(statusUrl)
               }),

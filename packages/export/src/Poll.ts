@@ -3,7 +3,8 @@
  * failures and 429 storms (wait and ask again), everything else fails the export. Partial manifests
  * (`link` next) are followed and merged. With `onPartial`, a 202 that carries a manifest (STU3
  * `allowPartialManifests`: the files ready so far) is reported too, merged with the parts before it, so the
- * caller can download those files while the job runs. All waiting goes through `Clock` (TestClock-able).
+ * caller can download those files while the job runs; a 202's part that already links to the next one is
+ * complete, so the next part is polled at once. All waiting goes through `Clock` (TestClock-able).
  */
 import { HttpClientRequest } from "@effect/platform"
 import { ExportManifest, nextManifest } from "@ferry/core/BulkManifest"
@@ -108,7 +109,12 @@ const pollOnce = (
       if (onBody === undefined) yield* Effect.ignore(response.text)
       else {
         const part = yield* response.json.pipe(Effect.flatMap(decodeManifest), Effect.option)
-        if (Option.isSome(part)) yield* onBody(part.value)
+        if (Option.isSome(part)) {
+          // a part with its `link` next can no longer change but for refreshed URLs (STU3): it is done,
+          // and the next part is asked for now, while the job still runs
+          if (Option.isSome(nextManifest(part.value))) return part.value
+          yield* onBody(part.value)
+        }
       }
       const progress = response.headers["x-progress"]
       if (options.onProgress) yield* options.onProgress(progress)

@@ -196,6 +196,37 @@ describe("Poll.waitForManifest", () => {
     }),
   )
 
+  it.live(
+    "onPartial: a 202's part that links to the next is complete: the next part is polled while the job runs",
+    () =>
+      Effect.gen(function* () {
+        const part2 = "https://fhir.example.org/r4/bulk/status/1?part=2"
+        const o1 = { type: "Observation", url: "https://files.example.org/o1.ndjson" }
+        const o2 = { type: "Observation", url: "https://files.example.org/o2.ndjson" }
+        const { client, seen } = yield* fake([
+          { status: 202, headers: { "retry-after": "0" }, body: outcome("informational") },
+          {
+            status: 202,
+            headers: { "retry-after": "0" },
+            body: { ...manifest, link: [{ relation: "next", url: part2 }] },
+          },
+          { status: 202, headers: { "retry-after": "0" }, body: { ...manifest, output: [o1] } },
+          { status: 200, body: { ...manifest, output: [o1, o2] } },
+        ])
+        const reported: Array<ReadonlyArray<string>> = []
+        const result = yield* Poll.waitForManifest(client, status, {
+          onPartial: (m) => Effect.sync(() => void reported.push(m.output.map((o) => o.url))),
+        })
+        // the status URL was not asked again once its part linked to part 2
+        assert.deepStrictEqual(yield* Ref.get(seen), [status, status, part2, part2])
+        assert.deepStrictEqual(reported, [[manifest.output[0]!.url], [manifest.output[0]!.url, o1.url]])
+        assert.deepStrictEqual(
+          result.output.map((o) => o.url),
+          [manifest.output[0]!.url, o1.url, o2.url],
+        )
+      }),
+  )
+
   it.effect("a 404 on the status URL is reported as a vanished job", () =>
     Effect.gen(function* () {
       const { client } = yield* fake([{ status: 404, body: outcome("not-found") }])
