@@ -14,11 +14,14 @@
  *    RSS the same way; the migrate summary gives the waves, how many files were imported while the export
  *    ran, and the migrate's own export phase.
  * 4. A check that the target holds what was exported: `_summary=count` per type on both servers.
+ * 5. The CPU time of every process during the migrate (Ferry from `time -v`, the two sandboxes from
+ *    /proc/<pid>/stat before and after): their sum ÷ the machine's cores is a lower bound on the migrate's
+ *    wall time on this machine, whatever the overlap, printed against the goal.
  * The goal (issue): migrate wall time ≤ 1.5 × the export's. Sandboxes' CPU and memory are not Ferry's.
  */
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 
@@ -40,7 +43,17 @@ const fmt = (n: number, digits = 0) =>
 interface Sandbox {
   readonly baseUrl: string
   readonly startSecs: number
+  /** CPU seconds (user + system) the process has used so far. */
+  readonly cpuSecs: () => number
   readonly stop: () => Promise<void>
+}
+
+/** utime + stime of a process, from /proc (clock ticks of 1/100 s on Linux). */
+const processCpuSecs = (pid: number | undefined): number => {
+  if (pid === undefined) return Number.NaN
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 const startSandbox = (args: ReadonlyArray<string>): Promise<Sandbox> =>
@@ -61,6 +74,7 @@ const startSandbox = (args: ReadonlyArray<string>): Promise<Sandbox> =>
       resolve({
         baseUrl: line.trim(),
         startSecs: secs(t0),
+        cpuSecs: () => processCpuSecs(child.pid),
         stop: () => {
           child.kill("SIGTERM")
           return exited
@@ -129,6 +143,9 @@ interface Row {
   readonly migrateSecs: number
   readonly migrateRss: number | undefined
   readonly migrateCpu: number | undefined
+  /** CPU seconds the source and the target sandbox used during the migrate. */
+  readonly sourceCpu: number
+  readonly targetCpu: number
   readonly migrateExportSecs: number
   readonly waves: number
   readonly overlapped: number
@@ -166,6 +183,7 @@ const runSet = async (set: string): Promise<Row> => {
       const target = await startSandbox(["--db", join(tmp, "target.sqlite")])
       try {
         console.error(`[${set}] ferry migrate…`)
+        const cpu0 = [source.cpuSecs(), target.cpuSecs()] as const
         const mig = await timed([
           "migrate",
           "--from",
@@ -178,6 +196,7 @@ const runSet = async (set: string): Promise<Row> => {
           "4",
           "--json",
         ])
+        const cpu1 = [source.cpuSecs(), target.cpuSecs()] as const
         if (mig.code !== 0) throw new Error(`ferry migrate failed (${mig.code}): ${mig.stderr.slice(-2000)}`)
         const m = JSON.parse(mig.stdout) as {
           waves: number
@@ -201,6 +220,8 @@ const runSet = async (set: string): Promise<Row> => {
           migrateSecs: mig.wallSecs,
           migrateRss: mig.peakRssMb,
           migrateCpu: mig.cpuSecs,
+          sourceCpu: cpu1[0] - cpu0[0],
+          targetCpu: cpu1[1] - cpu0[1],
           migrateExportSecs: m.timings.exportMs / 1000,
           waves: m.waves,
           overlapped: m.overlapped,
@@ -235,6 +256,20 @@ const main = async () => {
     const ratio = r.migrateSecs / r.exportSecs
     console.log(
       `| ${r.set === "synthea" ? "Synthea" : `generated ${fmt(Number(r.set))}`} | ${fmt(r.resources)} (+${fmt(r.attachments)} attachments) | ${r.exportSecs.toFixed(1)} s / ${mb(r.exportRss)} | ${r.migrateSecs.toFixed(1)} s / ${mb(r.migrateRss)} / ${r.migrateCpu?.toFixed(1) ?? "—"} s | ${ratio.toFixed(2)}× ${ratio <= 1.5 ? "✔" : "✗"} (goal ≤ 1.5×) | ${r.waves} (${r.overlapped} of ${r.files}); migrate's export phase ${r.migrateExportSecs.toFixed(1)} s | ${r.countsEqual ? "yes" : "NO"} |`,
+    )
+  }
+  const cores = cpus().length
+  console.log("")
+  console.log(
+    `CPU during the migrate, all processes (Ferry + source sandbox + target sandbox), and the wall time it needs at least on ${cores} cores:`,
+  )
+  console.log("| Data set | Ferry CPU | Source CPU | Target CPU | Sum | Sum ÷ cores | That ÷ export wall |")
+  console.log("|---|---|---|---|---|---|---|")
+  for (const r of rows) {
+    const sum = (r.migrateCpu ?? Number.NaN) + r.sourceCpu + r.targetCpu
+    const floor = sum / cores
+    console.log(
+      `| ${r.set === "synthea" ? "Synthea" : `generated ${fmt(Number(r.set))}`} | ${r.migrateCpu?.toFixed(1) ?? "—"} s | ${r.sourceCpu.toFixed(1)} s | ${r.targetCpu.toFixed(1)} s | ${sum.toFixed(1)} s | ${floor.toFixed(1)} s | ${(floor / r.exportSecs).toFixed(2)}× ${floor / r.exportSecs > 1.5 ? "(above the 1.5× goal even with perfect overlap)" : ""} |`,
     )
   }
 }
