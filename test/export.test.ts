@@ -183,16 +183,8 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(events.filter((e) => e === "file").length).toBe(summary.files.length)
   }, 120_000)
 
-  it("--allow-partial-manifests: kill -9 while the first part's files download, then a rerun: the same data, one kick-off", async () => {
-    const out = Path.join(tmp, "parts-killed")
-    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
-    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2", "--allow-partial-manifests"]
-    const killed = await ferry(args, (text, child) => {
-      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
-    })
-    expect(killed.signal).toBe("SIGKILL")
-    // killed before the manifest was complete: only the partial manifest's downloads had started
-    expect(eventsOf(out).some((e) => e.event === "manifest")).toBe(false)
+  /** Faults off, the same export again: it re-attaches to the one job and ends with the uninterrupted data. */
+  const rerunResumes = async (out: string, args: ReadonlyArray<string>) => {
     await setFaults(sandbox.baseUrl, {})
     const rerun = await ferry(args)
     expect(rerun.code).toBe(0)
@@ -201,16 +193,30 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
     expect(events.some((e) => e.event === "reattach")).toBe(true)
     expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
-  }, 120_000)
+  }
 
-  it("--allow-partial-manifests: a killed run's job vanishes before the rerun: a new job, its unfinished files afresh, the first job's transactionTime kept", async () => {
-    const out = Path.join(tmp, "parts-gone")
+  /** `ferry export --allow-partial-manifests` with slow downloads, killed (-9) once its first file is in. */
+  const killAfterFirstPartialFile = async (out: string) => {
     await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
     const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2", "--allow-partial-manifests"]
     const killed = await ferry(args, (text, child) => {
       if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
     })
     expect(killed.signal).toBe("SIGKILL")
+    return args
+  }
+
+  it("--allow-partial-manifests: kill -9 while the first part's files download, then a rerun: the same data, one kick-off", async () => {
+    const out = Path.join(tmp, "parts-killed")
+    const args = await killAfterFirstPartialFile(out)
+    // killed before the manifest was complete: only the partial manifest's downloads had started
+    expect(eventsOf(out).some((e) => e.event === "manifest")).toBe(false)
+    await rerunResumes(out, args)
+  }, 120_000)
+
+  it("--allow-partial-manifests: a killed run's job vanishes before the rerun: a new job, its unfinished files afresh, the first job's transactionTime kept", async () => {
+    const out = Path.join(tmp, "parts-gone")
+    const args = await killAfterFirstPartialFile(out)
     const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
       .split("\n")
       .filter((l) => l !== "")
@@ -290,14 +296,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     )
     expect(killed.signal).toBe("SIGKILL")
     expect(JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")).complete).toBe(false)
-    await setFaults(sandbox.baseUrl, {})
-    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out])
-    expect(rerun.code).toBe(0)
-    expect(dataLines(out)).toEqual(dataLines(full))
-    const events = eventsOf(out)
-    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
-    expect(events.some((e) => e.event === "reattach")).toBe(true)
-    expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
+    await rerunResumes(out, ["export", sandbox.baseUrl, "--out", out])
   }, 120_000)
 
   it("Ctrl-C (SIGINT): exit code 130, the job is kept, and the rerun finishes it", async () => {
