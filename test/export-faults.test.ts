@@ -253,6 +253,26 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
   })
 
+  it("--allow-partial-manifests, 410 on a file the first part lists: the early download stops with a warning, the usual download gets it under the manifest's URL", async ({
+    expect,
+  }) => {
+    const x = await exportWith(
+      "partial-expired",
+      { expireFiles: { firstAttempt: true, type: "Patient", renewable: true } },
+      { args: ["--allow-partial-manifests"] },
+    )
+    await expectComplete(expect, x)
+    const events = exportEvents(x.out)
+    expect(events.some((e) => e.event === "manifest-part")).toBe(true)
+    const warnings = events.filter((e) => e.event === "warning").map((e) => String(e.detail))
+    expect(warnings.some((w) => w.includes("started from a partial manifest stopped"))).toBe(true)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
+    // the Patient file: 410 in the early pool, 200 for the usual download; every file counted once
+    const patient = ofRoute(x, "download").filter((r) => r.path.endsWith("/Patient.000.ndjson"))
+    expect(patient.map((r) => r.status)).toEqual([410, 200])
+    expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
+  })
+
   it("one type's files answered 1.5 s late (slowDownload): the other types' files land first, then completes", async ({
     expect,
   }) => {
