@@ -214,7 +214,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     await rerunResumes(out, args)
   }, 120_000)
 
-  it("--allow-partial-manifests: a killed run's job vanishes before the rerun: a new job, its unfinished files afresh, the first job's transactionTime kept", async () => {
+  it("--allow-partial-manifests: a killed run's job vanishes before the rerun: a new job, and none of the old job's files stands in for the new job's", async () => {
     const out = Path.join(tmp, "parts-gone")
     const args = await killAfterFirstPartialFile(out)
     const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
@@ -223,17 +223,28 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       .map((l) => JSON.parse(l) as { key: string; data: unknown })
     const first = journal.find((l) => l.key === "transactionTime")?.data
     expect(typeof first).toBe("string")
+    const before = journal.filter((l) => l.key.startsWith("file:")).length
+    expect(before).toBeGreaterThan(0)
     const statusUrl = String(eventsOf(out).find((e) => e.event === "kickoff")?.statusUrl)
     expect((await fetch(statusUrl, { method: "DELETE" })).status).toBe(202)
     await setFaults(sandbox.baseUrl, {})
-    const rerun = await ferry(args)
+    const rerun = await ferry([...args, "--json"])
     expect(rerun.code, rerun.stderr).toBe(0)
     expect(dataLines(out)).toEqual(dataLines(full))
     const events = eventsOf(out)
-    expect(events.some((e) => e.event === "job-gone")).toBe(true)
+    const gone = events.findIndex((e) => e.event === "job-gone")
+    expect(gone).toBeGreaterThan(0)
     expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
-    // files the first job gave were kept, so the archive says what the earlier job's data is as of
-    expect(JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")).transactionTime).toBe(first)
+    // the first job's files were dropped: every file of the archive was downloaded from the new job
+    expect(events.find((e) => e.event === "early-dropped")?.files).toBe(before)
+    // the stale lock of the killed run is taken over with a warning, on stderr: stdout is the JSON summary
+    expect(rerun.stderr).toContain("taking over the stale lock")
+    const summary = JSON.parse(rerun.stdout) as { files: Array<unknown> }
+    expect(events.slice(gone).filter((e) => e.event === "file")).toHaveLength(summary.files.length)
+    const transactionTime = JSON.parse(
+      NFS.readFileSync(Path.join(out, "manifest.json"), "utf8"),
+    ).transactionTime
+    expect(transactionTime > String(first)).toBe(true)
     expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
   }, 120_000)
 

@@ -485,7 +485,11 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
               paths.map((p) => (p === placeholder ? path : p)),
             )
           }
-          if (!landed.has(path)) landed.set(path, { entry, deps: undefined })
+          // a path announced again with other bytes (files of a partial manifest whose job vanished, replaced
+          // by the new job's before any wave ran) is taken as it is now
+          const before = landed.get(path)
+          if (before === undefined || (!imported.has(path) && before.entry.sha256 !== entry.sha256))
+            landed.set(path, { entry, deps: undefined })
           if (imported.has(path)) return
           peakStaged = Math.max(peakStaged, staged())
           yield* signal

@@ -49,6 +49,8 @@ export type Mode = "auto" | "bulk" | "crawl"
  * `manifest-part` `{ output, deleted, error, started }`: a partial manifest (`allowPartialManifests`) listed
  * `started` more files, whose downloads start before the job is done (their `file` events may come before
  * `manifest`).
+ * `early-dropped` `{ files }`: the job of those partial manifests vanished or failed before its manifest was
+ * complete; the files it gave were dropped (a new job's files take their places).
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
@@ -857,16 +859,19 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     }
   })
   /**
-   * The job is gone (404 on its status URL) or failed, and a new one is about to start. Its early downloads
-   * stop; files they finished stay (as files kept after a new kick-off for expired URLs do, with the earlier
-   * job's transactionTime); unfinished ones, this run's or a killed run's, are removed so that none is resumed
-   * with Range against another job's file. The new job's files come in the usual download.
+   * The job is gone (404 on its status URL) or failed, and a new one is about to start (only before a
+   * complete manifest was journaled: every file the journal holds then came from a partial manifest of the
+   * old job, in this run or a killed one). Its early downloads stop, and what they gave is dropped: finished
+   * files are forgotten by the journal (with their attachment steps and the old job's transactionTime) and
+   * removed, unfinished ones removed too. Another job may split or order its files otherwise, so none of them
+   * may stand in for the new job's file at the same place. The new job's files come in the usual download.
    */
   const leaveJob = Effect.gen(function* () {
     earlyOpen = false
     const started = early
     early = undefined
     if (started !== undefined) yield* Fiber.interrupt(started.fiber)
+    earlyFinished.clear()
     for (const dir of ["data", "deleted", "errors"]) {
       const names = yield* ArchiveDir.fsTry(dir, "list", () =>
         NFS.promises.readdir(archive.path(dir)).catch((e: NodeJS.ErrnoException) => {
@@ -875,12 +880,19 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         }),
       )
       for (const name of names) {
-        if (!name.endsWith(".partial") && !name.endsWith(".tmp")) continue
-        yield* ArchiveDir.fsTry(`${dir}/${name}`, "remove the unfinished download", () =>
+        yield* ArchiveDir.fsTry(`${dir}/${name}`, "remove a file of the old job", () =>
           NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
         )
       }
     }
+    let dropped = 0
+    for (const key of journal.keys()) {
+      if (key.startsWith("file:")) dropped++
+      if (key.startsWith("file:") || key.startsWith("attachments:file:") || key === "transactionTime")
+        yield* journal.forget(key)
+    }
+    ready.clear()
+    if (dropped > 0) yield* emit("early-dropped", { files: dropped })
   })
   if (earlyOpen) pollOptions = { ...pollOptions, onPartial }
 

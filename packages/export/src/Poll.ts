@@ -44,7 +44,10 @@ export const isTransientPollFailure = (e: FhirError): boolean =>
 
 const decodeManifest = Schema.decodeUnknown(ExportManifest)
 
-/** Polls one URL until it answers 200 with a manifest; `onBody` gets a manifest a 202 carries. */
+/**
+ * Polls one URL until it answers 200 with a manifest; `onBody` gets a manifest a 202 carries. `running`: the
+ * manifest came in a 202 (with `onBody`, a part that already links to the next one), the job is not done.
+ */
 const pollOnce = (
   client: FhirClient,
   url: string,
@@ -94,6 +97,7 @@ const pollOnce = (
           ),
         )
         return yield* decodeManifest(json).pipe(
+          Effect.map((manifest) => ({ manifest, running: false })),
           Effect.mapError(
             (e) =>
               new ExportError({
@@ -112,7 +116,7 @@ const pollOnce = (
         if (Option.isSome(part)) {
           // a part with its `link` next can no longer change but for refreshed URLs (STU3): it is done,
           // and the next part is asked for now, while the job still runs
-          if (Option.isSome(nextManifest(part.value))) return part.value
+          if (Option.isSome(nextManifest(part.value))) return { manifest: part.value, running: true }
           yield* onBody(part.value)
         }
       }
@@ -165,19 +169,58 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
     onPartial === undefined
       ? undefined
       : (part: ExportManifest) => onPartial(withoutLink(before === undefined ? part : merge(before, part)))
+  const retryWait = Duration.decode(options.interval ?? Duration.seconds(1))
+  /**
+   * The parts in order from the status URL. A link is resolved against the part that holds it. While the
+   * job runs (the part came in a 202), a next part that answers 404 may just not be there yet: the chain is
+   * asked for again from the status URL (which says whether the job is gone), keeping what was merged; a
+   * link back to a part already read is an error then (the manifest could not be complete), and after the
+   * job is done it ends the chain.
+   */
   const all = Effect.gen(function* () {
-    let manifest = yield* pollOnce(client, statusUrl, options, reporter(undefined))
-    let next = nextManifest(manifest)
-    const seen = new Set<string>([statusUrl])
-    while (Option.isSome(next) && !seen.has(next.value)) {
-      if (onPartial !== undefined) yield* onPartial(withoutLink(manifest))
-      const url = new URL(next.value, statusUrl).toString()
-      seen.add(next.value)
-      const part = yield* pollOnce(client, url, options, reporter(manifest))
-      manifest = merge(manifest, part)
-      next = nextManifest(part)
+    let known: ExportManifest | undefined
+    for (;;) {
+      const first = yield* pollOnce(client, statusUrl, options, reporter(known))
+      let manifest = known === undefined ? first.manifest : merge(known, first.manifest)
+      let running = first.running
+      let next = nextManifest(first.manifest)
+      let here = statusUrl
+      const seen = new Set<string>([statusUrl])
+      let again = false
+      while (Option.isSome(next)) {
+        const url = new URL(next.value, here).toString()
+        if (seen.has(url)) {
+          if (!running) break
+          return yield* new ExportError({
+            reason: "Manifest",
+            url: redactUrl(url),
+            detail:
+              "the parts of the export's manifest link back to one already read while the job still runs; the server's partial manifests are broken, export without --allow-partial-manifests",
+          })
+        }
+        seen.add(url)
+        if (onPartial !== undefined) yield* onPartial(withoutLink(manifest))
+        const partRunning = running
+        const part = yield* pollOnce(client, url, options, reporter(manifest)).pipe(
+          Effect.map(Option.some),
+          Effect.catchIf(
+            (e) => partRunning && isJobGone(e),
+            () => Effect.succeed(Option.none()),
+          ),
+        )
+        if (Option.isNone(part)) {
+          again = true
+          break
+        }
+        manifest = merge(manifest, part.value.manifest)
+        running = part.value.running
+        next = nextManifest(part.value.manifest)
+        here = url
+      }
+      if (!again) return withoutLink(manifest)
+      known = withoutLink(manifest)
+      yield* Effect.sleep(retryWait)
     }
-    return withoutLink(manifest)
   })
   return yield* all.pipe(
     Effect.timeoutFail({

@@ -227,6 +227,53 @@ describe("Poll.waitForManifest", () => {
       }),
   )
 
+  it.live(
+    "onPartial: a next part that answers 404 while the job runs is not there yet: the chain is asked for again from the status URL",
+    () =>
+      Effect.gen(function* () {
+        const part2 = "https://fhir.example.org/r4/bulk/status/1?part=2"
+        const linked = { ...manifest, link: [{ relation: "next", url: "?part=2" }] }
+        const o1 = { type: "Observation", url: "https://files.example.org/o1.ndjson" }
+        const { client, seen } = yield* fake([
+          { status: 202, headers: { "retry-after": "0" }, body: linked },
+          { status: 404, body: outcome("not-found") },
+          { status: 202, headers: { "retry-after": "0" }, body: linked },
+          { status: 200, body: { ...manifest, output: [o1] } },
+        ])
+        const reported: Array<number> = []
+        const result = yield* Poll.waitForManifest(client, status, {
+          interval: "10 millis",
+          onPartial: (m) => Effect.sync(() => void reported.push(m.output.length)),
+        })
+        // the relative link is resolved against the part that holds it
+        assert.deepStrictEqual(yield* Ref.get(seen), [status, part2, status, part2])
+        assert.deepStrictEqual(
+          result.output.map((o) => o.url),
+          [manifest.output[0]!.url, o1.url],
+        )
+        assert.deepStrictEqual(reported, [1, 1])
+      }),
+  )
+
+  it.live(
+    "onPartial: parts that link back to one already read while the job runs: a Manifest error, not a short manifest",
+    () =>
+      Effect.gen(function* () {
+        const { client } = yield* fake([
+          {
+            status: 202,
+            headers: { "retry-after": "0" },
+            body: { ...manifest, link: [{ relation: "next", url: status }] },
+          },
+        ])
+        const error = yield* Effect.flip(
+          Poll.waitForManifest(client, status, { onPartial: () => Effect.void }),
+        )
+        assert.strictEqual((error as { reason?: string }).reason, "Manifest")
+        assert.include(error.message, "link back")
+      }),
+  )
+
   it.effect("a 404 on the status URL is reported as a vanished job", () =>
     Effect.gen(function* () {
       const { client } = yield* fake([{ status: 404, body: outcome("not-found") }])

@@ -31,8 +31,12 @@ export const fsTry = <A>(path: string, what: string, f: () => Promise<A>): Effec
 /** The finished steps, readable without an effect. */
 export interface Journal {
   readonly append: (key: string, result: unknown) => Effect.Effect<void, ArchiveError>
+  /** Undo a step: a `null` line for `key`, after which (also for later runs) the step is not done. */
+  readonly forget: (key: string) => Effect.Effect<void, ArchiveError>
   readonly isDone: (key: string) => boolean
   readonly result: (key: string) => Option.Option<unknown>
+  /** The keys of the steps done, in the order they were first done. */
+  readonly keys: () => ReadonlyArray<string>
 }
 
 export interface ArchiveDir {
@@ -97,7 +101,10 @@ export const open = (
     const manifest = exists ? yield* Archive.readManifest(abs) : yield* Archive.create(abs, init)
     const journal = yield* ArchiveJournal.make(Path.join(abs, Archive.layout.journal))
     const mirror = new Map<string, unknown>()
-    for (const e of yield* journal.entries("export.")) mirror.set(e.key, e.data)
+    for (const e of yield* journal.entries("export.")) {
+      if (e.data === null) mirror.delete(e.key)
+      else mirror.set(e.key, e.data)
+    }
     const appendEvent = yield* appender(Path.join(abs, Archive.layout.events))
     return {
       root: abs,
@@ -108,7 +115,14 @@ export const open = (
           journal
             .append(kindOf(key), key, result)
             .pipe(Effect.zipRight(Effect.sync(() => mirror.set(key, result)))),
+        forget: (key) =>
+          mirror.has(key)
+            ? journal
+                .append(kindOf(key), key, null)
+                .pipe(Effect.zipRight(Effect.sync(() => mirror.delete(key))))
+            : Effect.void,
         isDone: (key) => mirror.has(key),
+        keys: () => [...mirror.keys()],
         result: (key) => (mirror.has(key) ? Option.some(mirror.get(key)) : Option.none()),
       },
       event: (name, fields = {}) =>
