@@ -454,6 +454,12 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             plannedKnown = true
             return yield* signal
           }
+          if (e.event === "early-dropped") {
+            // the files of a vanished job's partial manifests are gone from the archive (none was imported:
+            // no wave runs before the manifest is complete)
+            for (const [path, l] of [...landed]) if (!imported.has(l.entry.path)) landed.delete(path)
+            return
+          }
           if (e.event === "file-empty" && typeof e.type === "string") {
             const t = e.type
             plannedByType.set(
@@ -633,8 +639,10 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       const step = Effect.gen(function* () {
         runnerBusy = true
         pending = false
-        for (const l of landed.values()) if (!imported.has(l.entry.path)) yield* scan(l)
+        // nothing is read before the manifest is complete: until then a file may still be dropped (partial
+        // manifests of a job that vanished)
         if (!plannedKnown) return
+        for (const l of landed.values()) if (!imported.has(l.entry.path)) yield* scan(l)
         const candidates = Array.from(landed.values()).flatMap((l) =>
           imported.has(l.entry.path) || l.deps === undefined ? [] : [{ path: l.entry.path, deps: l.deps }],
         )

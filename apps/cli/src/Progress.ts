@@ -249,6 +249,18 @@ const applyEvent = (state: State, e: Event, now: number): State => {
         : withPhase(state, "waiting", now)
     case "manifest":
       return withPhase(applyManifest(state, e), "downloading", now)
+    case "early-dropped":
+      // the files of a vanished job's partial manifests are gone: the new job's count from zero (the bytes
+      // received stay in the rate)
+      return {
+        ...state,
+        types: {},
+        order: [],
+        deleted: initial.deleted,
+        errors: initial.errors,
+        inFlight: {},
+        doneNet: initial.doneNet,
+      }
     case "manifest-renewed":
       // the same job's files under new URLs: the totals stand, the download goes on
       return withPhase(state, "downloading", now)
@@ -647,6 +659,8 @@ export const notice = (e: Event): string | undefined => {
       return "ferry export: the output files expired (410/403); asking the server for the manifest again"
     case "manifest-renewed":
       return "ferry export: the same job's files have new URLs; downloading the rest"
+    case "early-dropped":
+      return "ferry export: the files of the vanished job's partial manifests were dropped; downloading the new job's"
     case "count-mismatch":
       return `ferry export: ${detail ?? "count mismatch"}; downloading the file again`
     case "resume":

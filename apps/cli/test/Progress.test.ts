@@ -107,6 +107,20 @@ describe("Progress", () => {
     assert.deepStrictEqual(t, { files: 2, filesTotal: 3, resources: 60, resourcesTotal: 110, bytes: 520_000 })
   })
 
+  it("early-dropped: the files of a vanished job's partial manifests no longer count; the new job's do", () => {
+    // files of partial manifests land before any manifest; the job vanishes; the new job's manifest and files
+    const state = play([
+      ...kickoff,
+      ...downloads,
+      [7000, { event: "early-dropped", files: 2 }],
+      [7500, manifest(100)],
+      ...downloads.map(([at, e]) => [at + 5000, e] as const),
+    ])
+    const t = Progress.totals(state)
+    assert.deepStrictEqual(t, { files: 2, filesTotal: 3, resources: 60, resourcesTotal: 110, bytes: 520_000 })
+    assert.include(Progress.notice({ event: "early-dropped", files: 2 }) ?? "", "dropped")
+  })
+
   it("adds the bytes of files in flight to their type's row", () => {
     const state = play(
       [

@@ -871,7 +871,18 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     const started = early
     early = undefined
     if (started !== undefined) yield* Fiber.interrupt(started.fiber)
+    // after a complete manifest (a new kick-off for expired files whose job is gone in turn): the files
+    // kept then stay, as that path keeps them
+    if (journal.isDone("manifest")) return
     earlyFinished.clear()
+    // first forgotten, then removed: a kill in between leaves files the next run overwrites
+    let dropped = 0
+    for (const key of journal.keys()) {
+      if (key.startsWith("file:")) dropped++
+      if (key.startsWith("file:") || key.startsWith("attachments:file:") || key === "transactionTime")
+        yield* journal.forget(key)
+    }
+    ready.clear()
     for (const dir of ["data", "deleted", "errors"]) {
       const names = yield* ArchiveDir.fsTry(dir, "list", () =>
         NFS.promises.readdir(archive.path(dir)).catch((e: NodeJS.ErrnoException) => {
@@ -885,13 +896,6 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         )
       }
     }
-    let dropped = 0
-    for (const key of journal.keys()) {
-      if (key.startsWith("file:")) dropped++
-      if (key.startsWith("file:") || key.startsWith("attachments:file:") || key === "transactionTime")
-        yield* journal.forget(key)
-    }
-    ready.clear()
     if (dropped > 0) yield* emit("early-dropped", { files: dropped })
   })
   if (earlyOpen) pollOptions = { ...pollOptions, onPartial }

@@ -46,7 +46,8 @@ const decodeManifest = Schema.decodeUnknown(ExportManifest)
 
 /**
  * Polls one URL until it answers 200 with a manifest; `onBody` gets a manifest a 202 carries. `running`: the
- * manifest came in a 202 (with `onBody`, a part that already links to the next one), the job is not done.
+ * manifest came in a 202 (with `onBody`, a part that already links to the next one), the job is not done;
+ * `retryAfter` is then that 202's wait.
  */
 const pollOnce = (
   client: FhirClient,
@@ -97,7 +98,11 @@ const pollOnce = (
           ),
         )
         return yield* decodeManifest(json).pipe(
-          Effect.map((manifest) => ({ manifest, running: false })),
+          Effect.map((manifest) => ({
+            manifest,
+            running: false,
+            retryAfter: Option.none<Duration.Duration>(),
+          })),
           Effect.mapError(
             (e) =>
               new ExportError({
@@ -116,7 +121,11 @@ const pollOnce = (
         if (Option.isSome(part)) {
           // a part with its `link` next can no longer change but for refreshed URLs (STU3): it is done,
           // and the next part is asked for now, while the job still runs
-          if (Option.isSome(nextManifest(part.value))) return { manifest: part.value, running: true }
+          if (Option.isSome(nextManifest(part.value))) {
+            const now = yield* Clock.currentTimeMillis
+            const wait = retryAfter(response.headers["retry-after"], now, Duration.minutes(10))
+            return { manifest: part.value, running: true, retryAfter: wait }
+          }
           yield* onBody(part.value)
         }
       }
@@ -169,20 +178,21 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
     onPartial === undefined
       ? undefined
       : (part: ExportManifest) => onPartial(withoutLink(before === undefined ? part : merge(before, part)))
-  const retryWait = Duration.decode(options.interval ?? Duration.seconds(1))
+  const maxInterval = Duration.decode(options.maxInterval ?? Duration.seconds(60))
   /**
    * The parts in order from the status URL. A link is resolved against the part that holds it. While the
-   * job runs (the part came in a 202), a next part that answers 404 may just not be there yet: the chain is
-   * asked for again from the status URL (which says whether the job is gone), keeping what was merged; a
-   * link back to a part already read is an error then (the manifest could not be complete), and after the
-   * job is done it ends the chain.
+   * job runs (the status URL answered 202 with a part that links on), a next part that answers 404 may just
+   * not be published yet: the chain is read again from the status URL (which says whether the job is gone),
+   * after the 202's Retry-After or a wait that grows as polling does; a link back to a part already read is
+   * an error then (the manifest could not be complete). Once the job is done, such a link ends the chain.
    */
   const all = Effect.gen(function* () {
-    let known: ExportManifest | undefined
+    let wait = Duration.decode(options.interval ?? Duration.seconds(1))
     for (;;) {
-      const first = yield* pollOnce(client, statusUrl, options, reporter(known))
-      let manifest = known === undefined ? first.manifest : merge(known, first.manifest)
-      let running = first.running
+      const first = yield* pollOnce(client, statusUrl, options, reporter(undefined))
+      // the status URL's answer says whether the job runs, for every part of this pass
+      const running = first.running
+      let manifest = first.manifest
       let next = nextManifest(first.manifest)
       let here = statusUrl
       const seen = new Set<string>([statusUrl])
@@ -200,11 +210,10 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
         }
         seen.add(url)
         if (onPartial !== undefined) yield* onPartial(withoutLink(manifest))
-        const partRunning = running
         const part = yield* pollOnce(client, url, options, reporter(manifest)).pipe(
           Effect.map(Option.some),
           Effect.catchIf(
-            (e) => partRunning && isJobGone(e),
+            (e) => running && isJobGone(e),
             () => Effect.succeed(Option.none()),
           ),
         )
@@ -213,13 +222,16 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
           break
         }
         manifest = merge(manifest, part.value.manifest)
-        running = part.value.running
         next = nextManifest(part.value.manifest)
         here = url
       }
       if (!again) return withoutLink(manifest)
-      known = withoutLink(manifest)
-      yield* Effect.sleep(retryWait)
+      const pause = Option.match(first.retryAfter, {
+        onNone: () => wait,
+        onSome: (d) => Duration.max(d, Duration.millis(100)),
+      })
+      wait = Duration.min(Duration.times(wait, 1.5), maxInterval)
+      yield* Effect.sleep(pause)
     }
   })
   return yield* all.pipe(

@@ -256,6 +256,36 @@ describe("Poll.waitForManifest", () => {
   )
 
   it.live(
+    "onPartial: while the job runs, a later part answered 200 still counts as running: a 404 past it is re-asked, links resolve against their own part",
+    () =>
+      Effect.gen(function* () {
+        const part2 = "https://fhir.example.org/r4/bulk/parts/2"
+        const part3 = "https://fhir.example.org/r4/bulk/parts/3"
+        const o1 = { type: "Observation", url: "https://files.example.org/o1.ndjson" }
+        const o2 = { type: "Observation", url: "https://files.example.org/o2.ndjson" }
+        const first = { ...manifest, link: [{ relation: "next", url: part2 }] }
+        const second = { ...manifest, output: [o1], link: [{ relation: "next", url: "3" }] }
+        const { client, seen } = yield* fake([
+          { status: 202, headers: { "retry-after": "0" }, body: first },
+          { status: 200, body: second },
+          { status: 404, body: outcome("not-found") },
+          { status: 202, headers: { "retry-after": "0" }, body: first },
+          { status: 200, body: second },
+          { status: 200, body: { ...manifest, output: [o2] } },
+        ])
+        const result = yield* Poll.waitForManifest(client, status, {
+          interval: "10 millis",
+          onPartial: () => Effect.void,
+        })
+        assert.deepStrictEqual(yield* Ref.get(seen), [status, part2, part3, status, part2, part3])
+        assert.deepStrictEqual(
+          result.output.map((o) => o.url),
+          [manifest.output[0]!.url, o1.url, o2.url],
+        )
+      }),
+  )
+
+  it.live(
     "onPartial: parts that link back to one already read while the job runs: a Manifest error, not a short manifest",
     () =>
       Effect.gen(function* () {

@@ -111,15 +111,20 @@ export const open = (
       path: (...parts) => Path.join(abs, ...parts),
       manifest,
       journal: {
+        // whole or not at all: a line on disk that the mirror does not know could not be forgotten
         append: (key, result) =>
-          journal
-            .append(kindOf(key), key, result)
-            .pipe(Effect.zipRight(Effect.sync(() => mirror.set(key, result)))),
+          Effect.uninterruptible(
+            journal
+              .append(kindOf(key), key, result)
+              .pipe(Effect.zipRight(Effect.sync(() => mirror.set(key, result)))),
+          ),
         forget: (key) =>
           mirror.has(key)
-            ? journal
-                .append(kindOf(key), key, null)
-                .pipe(Effect.zipRight(Effect.sync(() => mirror.delete(key))))
+            ? Effect.uninterruptible(
+                journal
+                  .append(kindOf(key), key, null)
+                  .pipe(Effect.zipRight(Effect.sync(() => mirror.delete(key)))),
+              )
             : Effect.void,
         isDone: (key) => mirror.has(key),
         keys: () => [...mirror.keys()],
