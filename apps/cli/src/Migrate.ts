@@ -458,6 +458,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             // the files of a vanished job's partial manifests are gone from the archive (none was imported:
             // no wave runs before the manifest is complete)
             for (const [path, l] of [...landed]) if (!imported.has(l.entry.path)) landed.delete(path)
+            deletedLanded.clear()
             return
           }
           if (e.event === "file-empty" && typeof e.type === "string") {

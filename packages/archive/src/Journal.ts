@@ -137,39 +137,43 @@ export class Journal extends Context.Tag("@ferry/archive/Journal")<Journal, Jour
     let size = state.validBytes
     const lock = yield* Effect.makeSemaphore(1)
 
+    // the write and its bookkeeping whole or not at all (an interrupted write could reach the disk while
+    // `seq`, `size` and the entries did not move); waiting for the lock stays interruptible
     const append = (kind: string, key: string, data?: unknown): Effect.Effect<Entry, ArchiveError> =>
       lock.withPermits(1)(
-        Effect.gen(function* () {
-          const now = yield* Clock.currentTimeMillis
-          const entry: Entry = {
-            seq,
-            at: new Date(now).toISOString(),
-            kind,
-            key,
-            ...(data !== undefined ? { data } : {}),
-          }
-          const line = Buffer.from(`${JSON.stringify(entry)}\n`)
-          yield* Effect.tryPromise({
-            try: async () => {
-              try {
-                let off = 0
-                while (off < line.length)
-                  off += (await handle.write(line, off, line.length - off)).bytesWritten
-                await handle.sync()
-              } catch (e) {
-                // don't leave half a line for the next append to be glued to
-                await handle.truncate(size).catch(() => undefined)
-                throw e
-              }
-            },
-            catch: ioError(path),
-          })
-          seq++
-          size += line.length
-          entries.push(entry)
-          byKey.set(key, entry)
-          return entry
-        }),
+        Effect.uninterruptible(
+          Effect.gen(function* () {
+            const now = yield* Clock.currentTimeMillis
+            const entry: Entry = {
+              seq,
+              at: new Date(now).toISOString(),
+              kind,
+              key,
+              ...(data !== undefined ? { data } : {}),
+            }
+            const line = Buffer.from(`${JSON.stringify(entry)}\n`)
+            yield* Effect.tryPromise({
+              try: async () => {
+                try {
+                  let off = 0
+                  while (off < line.length)
+                    off += (await handle.write(line, off, line.length - off)).bytesWritten
+                  await handle.sync()
+                } catch (e) {
+                  // don't leave half a line for the next append to be glued to
+                  await handle.truncate(size).catch(() => undefined)
+                  throw e
+                }
+              },
+              catch: ioError(path),
+            })
+            seq++
+            size += line.length
+            entries.push(entry)
+            byKey.set(key, entry)
+            return entry
+          }),
+        ),
       )
 
     return Journal.of({

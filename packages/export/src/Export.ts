@@ -905,6 +905,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     const manifestRecord = journal.result("manifest")
     let manifest: ExportManifest
     if (Option.isSome(manifestRecord)) {
+      // the manifest is complete: no early downloads (nor from the polls of a renewal or a new kick-off)
+      earlyOpen = false
+      pollOptions = { ...pollOptions, onPartial: undefined }
       manifest = manifestRecord.value as ExportManifest
       statusUrl = Option.isSome(job) ? (job.value as JobRecord).statusUrl : undefined
       yield* emit("reattach", {

@@ -183,8 +183,9 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
    * The parts in order from the status URL. A link is resolved against the part that holds it. While the
    * job runs (the status URL answered 202 with a part that links on), a next part that answers 404 may just
    * not be published yet: the chain is read again from the status URL (which says whether the job is gone),
-   * after the 202's Retry-After or a wait that grows as polling does; a link back to a part already read is
-   * an error then (the manifest could not be complete). Once the job is done, such a link ends the chain.
+   * after the longer of the 202's Retry-After and a wait that grows as polling does; a link back to a part
+   * already read is an error then (the manifest could not be complete). Once the job is done, such a link
+   * ends the chain.
    */
   const all = Effect.gen(function* () {
     let wait = Duration.decode(options.interval ?? Duration.seconds(1))
@@ -228,7 +229,7 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
       if (!again) return withoutLink(manifest)
       const pause = Option.match(first.retryAfter, {
         onNone: () => wait,
-        onSome: (d) => Duration.max(d, Duration.millis(100)),
+        onSome: (d) => Duration.max(d, wait),
       })
       wait = Duration.min(Duration.times(wait, 1.5), maxInterval)
       yield* Effect.sleep(pause)

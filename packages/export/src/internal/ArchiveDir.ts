@@ -15,7 +15,7 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { Journal as ArchiveJournal } from "@ferry/archive/Journal"
 import * as Events from "@ferry/archive/Events"
 import type { FileEntry, Init, Manifest } from "@ferry/archive/Manifest"
-import { Clock, Effect, Option, type Scope } from "effect"
+import { Clock, Effect, Exit, Option, type Scope } from "effect"
 import { ExportError } from "../ExportError.js"
 
 export const ioError = (path: string, what: string) => (cause: unknown) =>
@@ -111,20 +111,25 @@ export const open = (
       path: (...parts) => Path.join(abs, ...parts),
       manifest,
       journal: {
-        // whole or not at all: a line on disk that the mirror does not know could not be forgotten
+        // a line that reached the journal is in the mirror too, even if the fiber is interrupted right after
+        // (a line the mirror did not know could not be forgotten)
         append: (key, result) =>
-          Effect.uninterruptible(
-            journal
-              .append(kindOf(key), key, result)
-              .pipe(Effect.zipRight(Effect.sync(() => mirror.set(key, result)))),
-          ),
+          journal
+            .append(kindOf(key), key, result)
+            .pipe(
+              Effect.onExit((exit) =>
+                Exit.isSuccess(exit) ? Effect.sync(() => mirror.set(key, result)) : Effect.void,
+              ),
+            ),
         forget: (key) =>
           mirror.has(key)
-            ? Effect.uninterruptible(
-                journal
-                  .append(kindOf(key), key, null)
-                  .pipe(Effect.zipRight(Effect.sync(() => mirror.delete(key)))),
-              )
+            ? journal
+                .append(kindOf(key), key, null)
+                .pipe(
+                  Effect.onExit((exit) =>
+                    Exit.isSuccess(exit) ? Effect.sync(() => mirror.delete(key)) : Effect.void,
+                  ),
+                )
             : Effect.void,
         isDone: (key) => mirror.has(key),
         keys: () => [...mirror.keys()],
