@@ -458,6 +458,68 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10] } as never, { plugins: [] }), {
   )
 })
 
+layer(
+  Sandbox.Sandbox.layer({
+    seed: [sample10],
+    bulk: { retryAfterSeconds: 0, pollsBeforeDone: 0, manifestPartSize: 1, resourcesPerFile: 100 },
+  } as never),
+  { timeout: 60_000, excludeTestServices: true },
+)("Export.run with partial manifests (10-patient sandbox, one file per part)", (it) => {
+  const types = ["Patient", "Condition", "Encounter", "Procedure"]
+
+  it.scoped(
+    "a rerun whose manifest is journaled starts no early downloads, also when its files expire and the manifest is read again",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const out = Path.join(dir, "a")
+        const client = yield* clientFor(sandbox.baseUrl)
+        const options = {
+          client,
+          out,
+          params: { level: "system" as const, types, allowPartialManifests: true },
+          parallel: 1,
+          attachments: false,
+          ...fast,
+        }
+        // first run: stopped as soon as the complete manifest is journaled, files still to come
+        yield* setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+        const manifested = yield* Deferred.make<void>()
+        const fiber = yield* Effect.fork(
+          Export.run({
+            ...options,
+            onEvent: (e) => (e.event === "manifest" ? Deferred.succeed(manifested, undefined) : Effect.void),
+          }),
+        )
+        yield* Deferred.await(manifested)
+        yield* Fiber.interrupt(fiber)
+        // the rerun: every file's first download answers 410 and the manifest, read again, renews the URLs
+        yield* setFaults(sandbox.baseUrl, { expireFiles: { firstAttempt: true, renewable: true } })
+        const summary = yield* Export.run(options)
+        yield* setFaults(sandbox.baseUrl, {})
+        const log = events(out)
+        const manifest = log.findIndex((e) => e.event === "manifest")
+        assert.isAtLeast(manifest, 0)
+        assert.deepStrictEqual(
+          log.slice(manifest).filter((e) => e.event === "manifest-part"),
+          [],
+        )
+        assert.isTrue(log.some((e) => e.event === "manifest-renewed"))
+        // every file once
+        const files = log.filter((e) => e.event === "file").map((e) => String(e.path))
+        assert.deepStrictEqual([...new Set(files)].sort(), [...files].sort())
+        const clean = yield* Export.run({
+          ...options,
+          out: Path.join(dir, "clean"),
+          params: { level: "system", types },
+        })
+        assert.deepStrictEqual(dataLines(out), dataLines(Path.join(dir, "clean")))
+        assert.deepStrictEqual(typeCounts(summary), typeCounts(clean))
+      }),
+  )
+})
+
 describe("renewsUrls", () => {
   const manifest = (tag: string, extra: Partial<{ transactionTime: string; count: number }> = {}) => ({
     transactionTime: extra.transactionTime ?? "2026-01-01T00:00:00Z",
