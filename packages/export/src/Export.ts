@@ -799,8 +799,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     Effect.gen(function* () {
       if (!earlyOpen || soFar.outputOrganizedBy !== undefined) return
       if (early === undefined) {
-        // this job's files are about to land: its transactionTime is the archive's unless an earlier job's
-        // files were kept (the earliest one is, as after a new kick-off for expired files)
+        // this job's files are about to land: its transactionTime is the archive's (a rerun of the same job
+        // finds it journaled; `leaveJob` forgets it with the files of a job that vanished)
         if (Option.isNone(journal.result("transactionTime")))
           yield* journal.append("transactionTime", soFar.transactionTime)
         const queue = yield* Queue.unbounded<Option.Option<PlannedFile>>()
