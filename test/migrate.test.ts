@@ -378,6 +378,51 @@ describe("ferry migrate", () => {
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
   }, 60_000)
 
+  it("--allow-partial-manifests, the source's job deleted while its first part's files download: they are dropped, a new job lands, verify clean", async () => {
+    const source = await start({
+      generate: 30,
+      bulk: { resourcesPerFile: 100, manifestPartSize: 4 },
+      // slow parts and files: the job is deleted between part 1 (in the first 202) and part 2
+      faults: {
+        delay: [
+          { route: "status", ms: 400 },
+          { route: "download", ms: 200 },
+        ],
+      },
+    })
+    const target = await start({})
+    const archive = Path.join(tmp, "parts-deleted")
+    const eventsNow = () =>
+      NFS.existsSync(Path.join(archive, "events.ndjson"))
+        ? NFS.readFileSync(Path.join(archive, "events.ndjson"), "utf8")
+            .split("\n")
+            .filter((l) => l !== "")
+            .map((l) => JSON.parse(l) as { event: string; statusUrl?: string })
+        : []
+    let deleted = false
+    const watcher = setInterval(() => {
+      if (deleted) return
+      const now = eventsNow()
+      const kickoff = now.find((e) => e.event === "kickoff")
+      if (kickoff?.statusUrl === undefined || !now.some((e) => e.event === "manifest-part")) return
+      deleted = true
+      void fetch(kickoff.statusUrl, { method: "DELETE" })
+    }, 10)
+    const run = await migrate(source, target, archive, "--allow-partial-manifests").finally(() =>
+      clearInterval(watcher),
+    )
+    expect(run.code, run.stderr).toBe(0)
+    const events = eventsNow().map((e) => e.event)
+    expect(events).toContain("job-gone")
+    expect(events).toContain("early-dropped")
+    expect(events.filter((e) => e === "kickoff")).toHaveLength(2)
+    const s = summaryOf(run.stdout)
+    expect(s.import.total).toBe(s.export.resources)
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 60_000)
+
   it("settings from a YAML config file, FERRY_TO overriding it: the migration lands where the environment says", async () => {
     const source = await start({ generate: 10 })
     const target = await start({})
