@@ -108,6 +108,16 @@ const verify = async (target: Server, against: { archive: string } | { source: S
   return { run, report: json }
 }
 
+/** A migrate that exited 0: every resource it exported imported, the target's counts the archive's, verify clean. */
+const expectMigrated = async (run: Awaited<ReturnType<typeof migrate>>, target: Server, archive: string) => {
+  expect(run.code, run.stderr).toBe(0)
+  const s = summaryOf(run.stdout)
+  expect(s.import.total).toBe(s.export.resources)
+  expect(counts(target)).toEqual(archiveCounts(archive))
+  const v = await verify(target, { archive })
+  expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+}
+
 describe("ferry migrate", () => {
   it("Synthea (38k resources, attachments) into an empty target: counts equal, verify clean", async () => {
     const source = await start({ seed: [sharedData("synthea-bundles"), sharedData("attachments")] })
@@ -350,13 +360,7 @@ describe("ferry migrate", () => {
     const source = await start({ generate: 20 })
     const target = await start({})
     const archive = Path.join(tmp, "crawled")
-    const run = await migrate(source, target, archive, "--mode", "crawl")
-    expect(run.code, run.stderr).toBe(0)
-    const s = summaryOf(run.stdout)
-    expect(s.import.total).toBe(s.export.resources)
-    expect(counts(target)).toEqual(archiveCounts(archive))
-    const v = await verify(target, { archive })
-    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    await expectMigrated(await migrate(source, target, archive, "--mode", "crawl"), target, archive)
   }, 60_000)
 
   it("--allow-partial-manifests: files of the manifest's parts download while the job runs, and import in waves; verify clean", async () => {
@@ -416,11 +420,7 @@ describe("ferry migrate", () => {
     expect(events).toContain("job-gone")
     expect(events).toContain("early-dropped")
     expect(events.filter((e) => e === "kickoff")).toHaveLength(2)
-    const s = summaryOf(run.stdout)
-    expect(s.import.total).toBe(s.export.resources)
-    expect(counts(target)).toEqual(archiveCounts(archive))
-    const v = await verify(target, { archive })
-    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    await expectMigrated(run, target, archive)
   }, 60_000)
 
   it("settings from a YAML config file, FERRY_TO overriding it: the migration lands where the environment says", async () => {
