@@ -42,6 +42,7 @@ import type { FileEntry } from "@ferry/archive/Manifest"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
+import { type ParsedReference, parse as parseReference } from "@ferry/core/Reference"
 import { attachments, references } from "@ferry/core/Walker"
 import * as Export from "@ferry/export/Export"
 import type { ExportError } from "@ferry/export/ExportError"
@@ -147,30 +148,76 @@ interface Landed {
 export const addDependencies = (resource: unknown, sourceBase: string, deps: Deps): void => {
   for (const site of references(resource, { sourceBase })) {
     if (site.canonical) continue
-    const p = site.parsed
-    switch (p._tag) {
-      case "Relative":
-        deps.types.add(p.type)
-        break
-      case "Versioned":
-        if (p.sameServer) deps.types.add(p.type)
-        break
-      case "Absolute":
-        if (p.sameServer && p.type !== undefined) deps.types.add(p.type)
-        break
-      case "Conditional":
-        deps.conditional.add(p.type)
-        break
-      case "UrnUuid":
-        deps.any = true
-        break
-      default:
-        break
-    }
+    addReference(site.parsed, deps)
   }
   for (const a of attachments(resource)) {
     const url = a.attachment.url
     if (typeof url === "string" && sourceBinaryId(url, sourceBase) !== undefined) deps.types.add("Binary")
+  }
+}
+
+/**
+ * `addDependencies` read off a resource's NDJSON line without parsing it (a migration scans every data
+ * file it has not imported; parsing them all again cost ≈ a tenth of a 1M migration's CPU). Every
+ * `"reference": "…"` in the line is a key `reference` with a string value (in valid JSON a quoted word
+ * followed by `:` is a key, and a quote inside a string is escaped), which is what the walker reports as a
+ * Reference site; every `"url": "…"` naming a Binary of the source counts as an attachment on it (a URL
+ * that is not an Attachment's only holds the file back until the Binary files are in: a superset is safe).
+ * A string with an escape is decoded with JSON.parse. Same result as `addDependencies` on the parsed line
+ * for the shared data (tested), at most more `Binary`.
+ */
+export const addDependenciesOfText = (text: string, sourceBase: string, deps: Deps): void => {
+  forEachStringOf(text, '"reference"', (raw) => addReference(parseReference(raw, { sourceBase }), deps))
+  forEachStringOf(text, '"url"', (url) => {
+    if (sourceBinaryId(url, sourceBase) !== undefined) deps.types.add("Binary")
+  })
+}
+
+const isSpace = (c: number) => c === 32 || c === 9 || c === 10 || c === 13
+
+/** Calls `f` with the string value of every `key` (quoted, as in `'"reference"'`) in a JSON text. */
+const forEachStringOf = (text: string, key: string, f: (value: string) => void): void => {
+  for (let i = text.indexOf(key); i >= 0; i = text.indexOf(key, i + 1)) {
+    let j = i + key.length
+    while (isSpace(text.charCodeAt(j))) j++
+    if (text.charCodeAt(j) !== 58) continue // not a key
+    j++
+    while (isSpace(text.charCodeAt(j))) j++
+    if (text.charCodeAt(j) !== 34) continue // not a string value
+    let k = j + 1
+    let escaped = false
+    while (k < text.length) {
+      const c = text.charCodeAt(k)
+      if (c === 92) {
+        escaped = true
+        k += 2
+      } else if (c === 34) break
+      else k++
+    }
+    f(escaped ? (JSON.parse(text.slice(j, k + 1)) as string) : text.slice(j + 1, k))
+    i = k
+  }
+}
+
+const addReference = (p: ParsedReference, deps: Deps): void => {
+  switch (p._tag) {
+    case "Relative":
+      deps.types.add(p.type)
+      break
+    case "Versioned":
+      if (p.sameServer) deps.types.add(p.type)
+      break
+    case "Absolute":
+      if (p.sameServer && p.type !== undefined) deps.types.add(p.type)
+      break
+    case "Conditional":
+      deps.conditional.add(p.type)
+      break
+    case "UrnUuid":
+      deps.any = true
+      break
+    default:
+      break
   }
 }
 
@@ -522,8 +569,10 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         Effect.gen(function* () {
           if (l.deps !== undefined) return
           const deps = emptyDeps()
-          yield* Stream.runForEach(Archive.resources(archive, l.entry), (line) =>
-            Effect.sync(() => addDependencies(line.value, sourceBase, deps)),
+          yield* Stream.runForEachChunk(Archive.lines(archive, l.entry), (texts) =>
+            Effect.sync(() => {
+              for (const text of texts) addDependenciesOfText(text, sourceBase, deps)
+            }),
           )
           l.deps = deps
         })

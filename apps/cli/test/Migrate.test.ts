@@ -2,8 +2,12 @@
  * The migration scheduler's pure parts: which landed files a wave may take, and which types a file depends on.
  * (The migration itself runs end to end in test/migrate.test.ts.)
  */
+import * as NFS from "node:fs"
+import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { addDependencies, importable } from "../src/Migrate.js"
+import { addDependencies, addDependenciesOfText, importable } from "../src/Migrate.js"
+
+const shared = (name: string) => new URL(`../../../../shared/data/${name}`, import.meta.url).pathname
 
 describe("Migrate scheduler (pure)", () => {
   const deps = (types: Array<string>, extra: { conditional?: Array<string>; any?: boolean } = {}) => ({
@@ -98,5 +102,60 @@ describe("Migrate scheduler (pure)", () => {
       a,
     )
     expect(Array.from(a.types)).toEqual(["Binary"])
+  })
+  it("dependencies read off the line's text: those of the parsed resource (escapes, spaces, contained, extensions)", () => {
+    const base = "http://src.example/fhir"
+    const resource = {
+      resourceType: "Observation",
+      id: "o1",
+      subject: { reference: "Patient/p1", display: 'a "reference": "Group/g" in a string' },
+      encounter: { reference: `${base}/Encounter/e1` },
+      performer: [{ reference: 'Practitioner?identifier=http://npi|1"23' }],
+      extension: [{ url: "http://x/ext", valueReference: { reference: "Location/l1" } }],
+      contained: [{ resourceType: "Device", id: "d", owner: { reference: "Organization/o" } }],
+      note: [{ text: "see reference: Medication/m" }],
+      derivedFrom: [{ reference: "urn:uuid:6f2b7c4e-0d7a-4c1e-9a57-2f1b0c3d4e5f" }],
+      focus: [{ reference: "Basic/b1" }],
+    }
+    const parsed = deps([])
+    addDependencies(resource, base, parsed)
+    for (const text of [JSON.stringify(resource), JSON.stringify(resource, null, 2)]) {
+      const scanned = deps([])
+      addDependenciesOfText(text, base, scanned)
+      expect(scanned).toEqual(parsed)
+    }
+    expect(Array.from(parsed.types).sort()).toEqual([
+      "Basic",
+      "Encounter",
+      "Location",
+      "Organization",
+      "Patient",
+    ])
+  })
+
+  it("dependencies read off the text equal the parsed ones for every resource of the shared data", () => {
+    const lines: Array<string> = []
+    const sample = shared("sample-bulk-10-patients")
+    for (const f of NFS.readdirSync(sample).filter((n) => n.endsWith(".ndjson")))
+      for (const l of NFS.readFileSync(Path.join(sample, f), "utf8").split("\n")) if (l !== "") lines.push(l)
+    const bundles = shared("synthea-bundles")
+    for (const f of NFS.readdirSync(bundles).filter((n) => n.endsWith(".json"))) {
+      const b = JSON.parse(NFS.readFileSync(Path.join(bundles, f), "utf8")) as {
+        entry?: Array<{ resource?: unknown }>
+      }
+      for (const e of b.entry ?? []) if (e.resource !== undefined) lines.push(JSON.stringify(e.resource))
+    }
+    expect(lines.length).toBeGreaterThan(38_000)
+    const base = "http://src.example/fhir"
+    let withRefs = 0
+    for (const line of lines) {
+      const parsed = deps([])
+      const scanned = deps([])
+      addDependencies(JSON.parse(line), base, parsed)
+      addDependenciesOfText(line, base, scanned)
+      expect(scanned).toEqual(parsed)
+      if (parsed.types.size + parsed.conditional.size > 0 || parsed.any) withRefs++
+    }
+    expect(withRefs).toBeGreaterThan(30_000)
   })
 })

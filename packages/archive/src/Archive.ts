@@ -370,6 +370,37 @@ export const resources = (
     )
   })
 
+/**
+ * The raw lines of one file entry (gunzipped as needed, blank lines skipped), not parsed: for a reader that
+ * only looks for something in the text. The number of lines must equal `entry.count`, as for `resources`.
+ */
+export const lines = (dir: string, entry: FileEntry): Stream.Stream<string, ArchiveError> =>
+  Stream.suspend(() => {
+    let seen = 0
+    const check = Effect.suspend(() =>
+      seen === entry.count
+        ? Effect.void
+        : Effect.fail(
+            new ArchiveError({
+              reason: "Corrupt",
+              path: entry.path,
+              detail: `holds ${seen} resources but the manifest says ${entry.count}`,
+            }),
+          ),
+    )
+    return Ndjson.readFileLines(Path.join(dir, entry.path), {
+      gzip: entry.compression === "gzip",
+      label: entry.path,
+    }).pipe(
+      Stream.mapChunks((items) => {
+        seen += items.length
+        return items
+      }),
+      Stream.mapError(fromNdjson),
+      Stream.concat(Stream.drain(Stream.fromEffect(check))),
+    )
+  })
+
 // ---------------------------------------------------------------------------------------------------------
 // Checksums
 
