@@ -333,15 +333,13 @@ export interface Located {
 }
 
 /**
- * Stream the resources of one file entry (gunzipped as needed). Each line must be a resource of the entry's
- * type, and at the end the number of resources must equal `entry.count` (a truncated or padded file is
- * Corrupt even before checksums are verified).
+ * `items` of one file entry (gunzipped as needed) and, at its end, the check that there were `entry.count`
+ * of them (a truncated or padded file is Corrupt even before checksums are verified).
  */
-export const resources = (
-  dir: string,
+const counted = <A>(
   entry: FileEntry,
-  options: { readonly maxLineBytes?: number } = {},
-): Stream.Stream<Located, ArchiveError> =>
+  items: Stream.Stream<A, Ndjson.NdjsonError>,
+): Stream.Stream<A, ArchiveError> =>
   Stream.suspend(() => {
     let seen = 0
     const check = Effect.suspend(() =>
@@ -355,15 +353,10 @@ export const resources = (
             }),
           ),
     )
-    return Ndjson.readFile(Path.join(dir, entry.path), {
-      gzip: entry.compression === "gzip",
-      label: entry.path,
-      resourceType: entry.type,
-      ...(options.maxLineBytes !== undefined ? { maxLineBytes: options.maxLineBytes } : {}),
-    }).pipe(
-      Stream.mapChunks((items) => {
-        seen += items.length
-        return Chunk.map(items, (i): Located => ({ file: entry.path, line: i.line, value: i.value }))
+    return items.pipe(
+      Stream.mapChunks((chunk) => {
+        seen += chunk.length
+        return chunk
       }),
       Stream.mapError(fromNdjson),
       Stream.concat(Stream.drain(Stream.fromEffect(check))),
@@ -371,35 +364,36 @@ export const resources = (
   })
 
 /**
+ * Stream the resources of one file entry (gunzipped as needed). Each line must be a resource of the entry's
+ * type, and at the end the number of resources must equal `entry.count`.
+ */
+export const resources = (
+  dir: string,
+  entry: FileEntry,
+  options: { readonly maxLineBytes?: number } = {},
+): Stream.Stream<Located, ArchiveError> =>
+  counted(
+    entry,
+    Ndjson.readFile(Path.join(dir, entry.path), {
+      gzip: entry.compression === "gzip",
+      label: entry.path,
+      resourceType: entry.type,
+      ...(options.maxLineBytes !== undefined ? { maxLineBytes: options.maxLineBytes } : {}),
+    }).pipe(Stream.map((i): Located => ({ file: entry.path, line: i.line, value: i.value }))),
+  )
+
+/**
  * The raw lines of one file entry (gunzipped as needed, blank lines skipped), not parsed: for a reader that
  * only looks for something in the text. The number of lines must equal `entry.count`, as for `resources`.
  */
 export const lines = (dir: string, entry: FileEntry): Stream.Stream<string, ArchiveError> =>
-  Stream.suspend(() => {
-    let seen = 0
-    const check = Effect.suspend(() =>
-      seen === entry.count
-        ? Effect.void
-        : Effect.fail(
-            new ArchiveError({
-              reason: "Corrupt",
-              path: entry.path,
-              detail: `holds ${seen} resources but the manifest says ${entry.count}`,
-            }),
-          ),
-    )
-    return Ndjson.readFileLines(Path.join(dir, entry.path), {
+  counted(
+    entry,
+    Ndjson.readFileLines(Path.join(dir, entry.path), {
       gzip: entry.compression === "gzip",
       label: entry.path,
-    }).pipe(
-      Stream.mapChunks((items) => {
-        seen += items.length
-        return items
-      }),
-      Stream.mapError(fromNdjson),
-      Stream.concat(Stream.drain(Stream.fromEffect(check))),
-    )
-  })
+    }),
+  )
 
 // ---------------------------------------------------------------------------------------------------------
 // Checksums

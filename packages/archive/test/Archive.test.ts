@@ -168,6 +168,12 @@ describe("Archive", () => {
       const e = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(2))
       const short = yield* Effect.flip(Stream.runDrain(Archive.resources(dir, { ...e, count: 3 })))
       expect(short.message).toContain("data/Patient.000.ndjson: holds 2 resources but the manifest says 3")
+      // the raw lines, counted the same way
+      expect(Chunk.toReadonlyArray(yield* Stream.runCollect(Archive.lines(dir, e)))).toHaveLength(2)
+      const shortLines = yield* Effect.flip(Stream.runDrain(Archive.lines(dir, { ...e, count: 3 })))
+      expect(shortLines.message).toContain(
+        "data/Patient.000.ndjson: holds 2 resources but the manifest says 3",
+      )
       NFS.appendFileSync(Path.join(dir, e.path), '{"resourceType":"Observation"}\n')
       const err = yield* Effect.flip(Stream.runDrain(Archive.resources(dir, { ...e, count: 3 })))
       expect([err.reason, err.path, err.line]).toEqual(["Corrupt", "data/Patient.000.ndjson", 3])
