@@ -131,6 +131,10 @@ describe("Migrate scheduler (pure)", () => {
       "Organization",
       "Patient",
     ])
+    // a string whose escape does not decode (not in a checked archive): the final wave, not a crash
+    const broken = deps([])
+    addDependenciesOfText('{"subject":{"reference":"Patient/\\x"}}', base, broken)
+    expect(broken.any).toBe(true)
   })
 
   it("dependencies read off the text equal the parsed ones for every resource of the shared data", () => {
