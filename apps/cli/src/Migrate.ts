@@ -6,7 +6,8 @@
  * - learns the planned files from the export's `files-planned` event, and each finished file (data file
  *   plus its attachments) from `file-ready` (without those events, e.g. an older export, everything is
  *   imported in the final wave from the export's summary);
- * - scans each finished data file once for the resource types it references (`@ferry/core/Walker`);
+ * - scans each finished data file once for the resource types it references (its lines' text:
+ *   `addDependenciesOfText`, the walker's Reference sites read without parsing);
  * - imports, in waves (one `Import.run` at a time, concurrent with the export), the largest set of
  *   finished files whose referenced types are all imported or in the same wave: the greatest fixed point
  *   of "every planned file of every type I reference is imported or in the wave", so files in a cycle of
@@ -169,6 +170,17 @@ export const addDependencies = (resource: unknown, sourceBase: string, deps: Dep
  * the shared data (tested), at most more `Binary`.
  */
 export const addDependenciesOfText = (text: string, sourceBase: string, deps: Deps): void => {
+  // a `\u` escape could spell a key (`"refer\u0065nce"` is `reference` too): such a line is parsed
+  if (text.includes("\\u")) {
+    let value: unknown
+    try {
+      value = JSON.parse(text)
+    } catch {
+      deps.any = true
+      return
+    }
+    return addDependencies(value, sourceBase, deps)
+  }
   forEachStringOf(
     text,
     '"reference"',

@@ -131,6 +131,14 @@ describe("Migrate scheduler (pure)", () => {
       "Organization",
       "Patient",
     ])
+    // a key spelled with an escape is still a key: such a line is parsed
+    const spelled = deps([])
+    addDependenciesOfText(
+      '{"resourceType":"Observation","subject":{"refer\\u0065nce":"Patient/1"}}',
+      base,
+      spelled,
+    )
+    expect(Array.from(spelled.types)).toEqual(["Patient"])
     // a string whose escape does not decode (not in a checked archive): the final wave, not a crash
     const broken = deps([])
     addDependenciesOfText('{"subject":{"reference":"Patient/\\x"}}', base, broken)
