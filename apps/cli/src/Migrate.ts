@@ -179,7 +179,8 @@ export const addDependenciesOfText = (text: string, sourceBase: string, deps: De
       deps.any = true
       return
     }
-    return addDependencies(value, sourceBase, deps)
+    addDependencies(value, sourceBase, deps)
+    return
   }
   forEachStringOf(
     text,
