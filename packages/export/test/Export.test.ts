@@ -356,6 +356,49 @@ layer(
     }),
   )
 
+  it.scoped(
+    "a new kick-off for expired files whose job then vanishes: the files kept from the first job stay (nothing dropped)",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const out = Path.join(dir, "kept")
+        const client = yield* clientFor(sandbox.baseUrl)
+        // the first job's Procedure file (the last one, one download at a time) answers 410: the same URLs
+        // again, so a new kick-off; that second job is deleted as soon as it is started (its status URL
+        // answers 404), and a third one finishes the export
+        yield* setFaults(sandbox.baseUrl, { expireFiles: { firstAttempt: true, type: "Procedure" } })
+        let kickoffs = 0
+        const options = { client, out, params: { level: "system" as const, types }, parallel: 1, ...fast }
+        const summary = yield* Export.run({
+          ...options,
+          attachments: false,
+          onEvent: (e) => {
+            if (e.event !== "kickoff" || ++kickoffs !== 2) return Effect.void
+            return Effect.zipRight(
+              setFaults(sandbox.baseUrl, {}),
+              Effect.promise(() => fetch(String(e.statusUrl), { method: "DELETE" })),
+            )
+          },
+        })
+        const log = events(out)
+        assert.strictEqual(log.filter((e) => e.event === "kickoff").length, 3)
+        assert.strictEqual(log.filter((e) => e.event === "job-gone").length, 1)
+        assert.isFalse(log.some((e) => e.event === "early-dropped"))
+        // every file downloaded once: the first job's finished files were kept through the vanished job
+        const files = log.filter((e) => e.event === "file").map((e) => String(e.path))
+        assert.deepStrictEqual([...new Set(files)].sort(), [...files].sort())
+        assert.strictEqual(files.length, types.length)
+        // the premise: files of the first job were finished before its successor vanished
+        const gone = log.findIndex((e) => e.event === "job-gone")
+        assert.isAbove(log.slice(0, gone).filter((e) => e.event === "file").length, 0)
+        assert.deepStrictEqual(
+          typeCounts(summary),
+          Object.fromEntries(types.map((t) => [t, sandbox.store.count(t)])),
+        )
+      }),
+  )
+
   it.scoped("gzip: data files are stored as .ndjson.gz, checksummed and readable through the archive", () =>
     Effect.gen(function* () {
       const sandbox = yield* Sandbox.Sandbox
