@@ -160,8 +160,7 @@ export const addDependencies = (resource: unknown, sourceBase: string, deps: Dep
 /**
  * `addDependencies` read off a resource's NDJSON line without parsing it (a migration scans every data
  * file it has not imported; parsing and walking them all again cost ≈ 1.7 s of walking in a 1M migration's
- * profile, plus the parse). Every
- * `"reference": "…"` in the line is a key `reference` with a string value (in valid JSON a quoted word
+ * profile, plus the parse). Every `"reference": "…"` in the line is a key `reference` with a string value (in valid JSON a quoted word
  * followed by `:` is a key, and a quote inside a string is escaped), which is what the walker reports as a
  * Reference site; every `"url": "…"` naming a Binary of the source counts as an attachment on it (a URL
  * that is not an Attachment's only holds the file back until the Binary files are in: a superset is safe).
@@ -182,13 +181,14 @@ export const addDependenciesOfText = (text: string, sourceBase: string, deps: De
     addDependencies(value, sourceBase, deps)
     return
   }
+  const finalWave = () => {
+    deps.any = true
+  }
   forEachStringOf(
     text,
     '"reference"',
     (raw) => addReference(parseReference(raw, { sourceBase }), deps),
-    () => {
-      deps.any = true
-    },
+    finalWave,
   )
   forEachStringOf(
     text,
@@ -196,9 +196,7 @@ export const addDependenciesOfText = (text: string, sourceBase: string, deps: De
     (url) => {
       if (sourceBinaryId(url, sourceBase) !== undefined) deps.types.add("Binary")
     },
-    () => {
-      deps.any = true
-    },
+    finalWave,
   )
 }
 
@@ -580,11 +578,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
               paths.map((p) => (p === placeholder ? path : p)),
             )
           }
-          // a path announced again with other bytes (files of a partial manifest whose job vanished, replaced
-          // by the new job's before any wave ran) is taken as it is now
-          const before = landed.get(path)
-          if (before === undefined || (!imported.has(path) && before.entry.sha256 !== entry.sha256))
-            landed.set(path, { entry, deps: undefined })
+          if (!landed.has(path)) landed.set(path, { entry, deps: undefined })
           if (imported.has(path)) return
           peakStaged = Math.max(peakStaged, staged())
           yield* signal

@@ -842,9 +842,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         started: fresh.length,
       })
     }).pipe(Effect.orDie)
+  /** No more early downloads: none started, and the polls no longer look for partial manifests. */
+  const endEarly = Effect.sync(() => {
+    earlyOpen = false
+    pollOptions = { ...pollOptions, onPartial: undefined }
+  })
   /** The complete manifest is in: the early pool takes no more and finishes what it has. */
   const closeEarly = Effect.gen(function* () {
-    earlyOpen = false
+    yield* endEarly
     const started = early
     if (started === undefined) return
     early = undefined
@@ -867,7 +872,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
    * may stand in for the new job's file at the same place. The new job's files come in the usual download.
    */
   const leaveJob = Effect.gen(function* () {
-    earlyOpen = false
+    yield* endEarly
     const started = early
     early = undefined
     if (started !== undefined) yield* Fiber.interrupt(started.fiber)
@@ -906,8 +911,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     let manifest: ExportManifest
     if (Option.isSome(manifestRecord)) {
       // the manifest is complete: no early downloads (nor from the polls of a renewal or a new kick-off)
-      earlyOpen = false
-      pollOptions = { ...pollOptions, onPartial: undefined }
+      yield* endEarly
       manifest = manifestRecord.value as ExportManifest
       statusUrl = Option.isSome(job) ? (job.value as JobRecord).statusUrl : undefined
       yield* emit("reattach", {
@@ -949,7 +953,6 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           ),
         )
         yield* closeEarly
-        pollOptions = { ...pollOptions, onPartial: undefined }
         yield* journal.append("manifest", manifest)
         const known = manifest.transactionTime
         yield* Archive.updateManifest(archive.root, (m) => ({ ...m, transactionTime: known }))
