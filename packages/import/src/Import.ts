@@ -20,8 +20,8 @@
  *    the types it names are complete: `Graph.DeferredEdges`). Files are read by type, the usual dependencies
  *    first (`policy.readingOrder`); whenever the files read since the last segment refer only to types whose
  *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference waits for the end) and hold at
- *    least `2 × bundle size × parallel` resources and as many as all earlier segments together, they become
- *    a segment: its Tarjan components and the chunk
+ *    least `2 × bundle size × parallel` resources and as many as all earlier segments together (or
+ *    `SEGMENT_MAX`, whichever is less), they become a segment: its Tarjan components and the chunk
  *    planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level, sent while the next files are
  *    read. Nothing read later can be a dependency of a segment (cycles never span two), and segments go to
  *    the target one after the other. A chunk's bodies are read back just before it is sent, with a few
@@ -32,10 +32,11 @@
  *    (`Rewrite.applyMetaText`), the others are parsed and rewritten one at a time. The answer is checked only
  *    for what the id map needs (`Chunk.readResponse`). Hot loops are plain TypeScript inside one Effect per
  *    chunk of lines or per Bundle (profiled: an Effect per resource cost about as much as parsing it).
- *    Memory: per resource a key → node entry (≈ 100 B) and its line position (20 B), the id registry and
- *    identifier index; the graph of the segment being sent (≈ 130 B per resource, 8 B per reference) and
- *    the text of each distinct reference string of the segment being read; the bodies of the chunks in
- *    flight (as text); never the whole archive.
+ *    Memory: per resource its key (`KeyTable`: its characters and ≈ 25 B, outside the JS heap), its line
+ *    position (20 B), its id in the id registry (the same, outside the heap) and its identifiers in the
+ *    identifier index; per segment (at most `SEGMENT_MAX` resources, as file boundaries allow; one being
+ *    read, one waiting, one being sent) its graph (≈ 130 B per resource, 8 B per reference) and the text of
+ *    each distinct reference string; the bodies of the chunks in flight (as text); never the whole archive.
  * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
  *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
  *    `urn:uuid` links cannot be cut); a refused transaction (4xx) is replayed as a batch (put) or as single-entry transactions
@@ -71,6 +72,7 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { isResource, type Resource } from "@ferry/core/Ids"
+import { KeyTable } from "@ferry/core/KeyTable"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Chunk from "@ferry/transform/Chunk"
@@ -157,6 +159,11 @@ export interface ImportOptions {
   readonly maxBundleBytes?: number
   /** Concurrent Bundles at most (default 4); adaptive below that. */
   readonly parallel?: number
+  /**
+   * Resources of a segment (see the module doc) beyond which it is closed at the next file that allows it
+   * (default SEGMENT_MAX; tests make it small to see many segments).
+   */
+  readonly segmentMax?: number
   /** Replay `quarantine/*.ndjson` instead of the archive's data (after fixing the cause). */
   readonly retryQuarantine?: boolean
   readonly onEvent?: (event: ImportEvent) => Effect.Effect<void>
@@ -177,6 +184,11 @@ export interface ImportSummary {
 }
 
 const THROTTLE_RETRIES = 8
+/**
+ * Resources of a segment, at most (as far as file boundaries allow). Its graph, keys and reference strings
+ * are what an import holds beyond ≈ 100 bytes per resource (docs/benchmarks.md, Import memory).
+ */
+const SEGMENT_MAX = 100_000
 
 const io = (path: string) => (cause: unknown) =>
   new ImportError({
@@ -392,9 +404,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const identifiers = new IdentifierIndex()
       const locations = new Locations()
       /** Source key → node, over every segment (the node numbers `locations` uses). */
-      const nodeIndex = new Map<string, number>()
-      const nodeKeys: Array<string> = []
-      const nodeOf = (key: string): number | undefined => nodeIndex.get(key)
+      const nodeKeys = new KeyTable()
+      const nodeOf = (key: string): number | undefined => {
+        const n = nodeKeys.get(key)
+        return n < 0 ? undefined : n
+      }
       interface Segment {
         readonly builder: GraphBuilder
         readonly deferred: DeferredEdges
@@ -452,17 +466,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 const r = item.value
                 if (typeof r.id !== "string") continue
                 const key = `${r.resourceType}/${r.id}`
-                let node = nodeIndex.get(key)
-                if (node === undefined) {
-                  node = nodeKeys.length
-                  nodeKeys.push(key)
-                  nodeIndex.set(key, node)
-                }
+                const node = nodeKeys.add(key)
                 const local = seg.builder.addNode(key, item.bytes)
                 seg.nodes[local] = node
                 locations.set(node, i, item.line, item.offset, item.bytes)
                 idMap.register(key)
-                identifiers.add(r, nodeKeys[node]!)
+                identifiers.add(r, key)
                 referenceCandidates(r, (raw, attachment) => seg.deferred.add(local, raw, attachment))
               }
             }),
@@ -507,17 +516,21 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const otherFiles = firstOthers === -1 ? [] : order.slice(firstOthers)
       for (const f of options.contextFiles ?? []) yield* readContextFile(f)
       for (const i of binaryFiles) yield* readDataFile(i)
-      const segments = yield* Queue.unbounded<Either.Either<Planned | null, ImportFailure>>()
+      // one planned segment waits while the next is read: the reader never runs further ahead than that
+      const segments = yield* Queue.bounded<Either.Either<Planned | null, ImportFailure>>(1)
       const reader = Effect.gen(function* () {
-        // each segment at least as large as all before it: the first goes out early, and there are only
-        // about log2(archive / first) of them (every segment ends with a wait for its last Bundle)
+        // each segment at least as large as all before it, up to SEGMENT_MAX: the first goes out early, there
+        // are few of them (every segment ends with a wait for its last Bundle), and a segment's graph, keys and
+        // reference strings (the import's memory beyond a few dozen bytes per resource) stay bounded
         let before = 0
+        const most = Math.max(segmentSize, options.segmentMax ?? SEGMENT_MAX)
         for (let k = 0; k < otherFiles.length; k++) {
           yield* readDataFile(otherFiles[k]!)
           const size = reading.builder.size
           if (
             k < otherFiles.length - 1 &&
-            (size < Math.max(segmentSize, before) || !reading.deferred.closedOver(complete, sourceBase))
+            (size < Math.min(Math.max(segmentSize, before), most) ||
+              !reading.deferred.closedOver(complete, sourceBase))
           )
             continue
           before += size
@@ -1012,7 +1025,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       /** The body of node `n` from its line's text. */
       const bodyAt = (n: number, text: string): Resource | ImportError =>
-        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, nodeKeys[n]!)
+        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, nodeKeys.key(n))
 
       /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
       const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
@@ -1051,7 +1064,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
           const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
           const writer = new Chunk.TransactionWriter(
-            nodes.map((n) => nodeKeys[n]!),
+            nodes.map((n) => nodeKeys.key(n)),
             mode,
             rctx(),
             txOptions,
@@ -1112,7 +1125,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               ),
               (l) => {
                 const n = wanted.get(l.line)!
-                const value = parseBody(entry, l.line, l.text, nodeKeys[n]!)
+                const value = parseBody(entry, l.line, l.text, nodeKeys.key(n))
                 if (value instanceof ImportError) return Effect.fail(value)
                 out.set(n, { file: entry.path, line: l.line, value })
                 return Effect.void

@@ -71,6 +71,23 @@ const countsOf = (s: Sandbox.SandboxHandle): Record<string, number> => {
 
 const sum = (r: Readonly<Record<string, number>>) => Object.values(r).reduce((a, b) => a + b, 0)
 
+/**
+ * Asserts that every plain `Type/id` reference stored in the sandbox names a stored resource (in post mode every
+ * id is new: a reference written before its target landed would still name the source id); returns how many.
+ */
+const referencesResolved = (sandbox: Sandbox.SandboxHandle): number => {
+  let checked = 0
+  for (const t of sandbox.store.types())
+    for (const r of sandbox.store.iterate(t))
+      for (const site of references(JSON.parse(r.json))) {
+        const m = /^([A-Z][A-Za-z]+)\/([^/]+)$/.exec(site.raw ?? "")
+        if (site.canonical || m === null) continue
+        assert.isDefined(sandbox.store.read(m[1]!, m[2]!), `${t}/${r.id} → ${site.raw}`)
+        checked++
+      }
+  return checked
+}
+
 const failure = <A, E>(exit: Exit.Exit<A, E>): Option.Option<E> =>
   Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
 
@@ -225,17 +242,39 @@ describe("Import.run", () => {
           graphs.reduce((n, e) => n + Number(e.resources), 0),
           sum(expected),
         )
-        // new ids everywhere: a reference written before its target landed would still name the source id
-        let checked = 0
-        for (const t of sandbox.store.types())
-          for (const r of sandbox.store.iterate(t))
-            for (const site of references(JSON.parse(r.json))) {
-              const m = /^([A-Z][A-Za-z]+)\/([^/]+)$/.exec(site.raw ?? "")
-              if (site.canonical || m === null) continue
-              assert.isDefined(sandbox.store.read(m[1]!, m[2]!), `${t}/${r.id} → ${site.raw}`)
-              checked++
-            }
-        assert.isAbove(checked, 1000)
+        assert.isAbove(referencesResolved(sandbox), 1000)
+      }),
+  )
+
+  it.scopedLive(
+    "a segment stops growing at segmentMax: more, smaller segments, the same resources, every reference sent after its target",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const graphSizes = (events: ReadonlyArray<Import.ImportEvent>) =>
+          events.filter((e) => e.event === "graph").map((e) => Number(e.resources))
+        const runWith = (segmentMax: number | undefined) =>
+          Effect.gen(function* () {
+            const sandbox = yield* target({ refuseClientIds: true })
+            const events: Array<Import.ImportEvent> = []
+            yield* Import.run({
+              client: yield* clientFor(sandbox.baseUrl),
+              archive: dir,
+              bundleSize: 20,
+              parallel: 2,
+              ...(segmentMax !== undefined ? { segmentMax } : {}),
+              onEvent: (e) => Effect.sync(() => void events.push(e)),
+            })
+            NFS.rmSync(Path.join(dir, "imports"), { recursive: true, force: true })
+            return { sandbox, sizes: graphSizes(events) }
+          })
+        const free = yield* runWith(undefined)
+        const capped = yield* runWith(80)
+        assert.deepStrictEqual(countsOf(capped.sandbox), expected)
+        assert.strictEqual(sum(Object.fromEntries(capped.sizes.entries())), sum(expected))
+        assert.isAbove(capped.sizes.length, free.sizes.length)
+        assert.isBelow(Math.max(...capped.sizes), Math.max(...free.sizes))
+        assert.isAbove(referencesResolved(capped.sandbox), 1000)
       }),
   )
 

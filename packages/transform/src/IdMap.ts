@@ -13,11 +13,13 @@
  *   `fromNdjson`); later lines win, so an append-only journal replays correctly.
  *
  * Encapsulated and mutable (it grows by millions of entries during an import; an immutable structure
- * would copy). Memory: about 150–200 bytes per mapped resource (two strings and a Map entry) plus about
- * 60 bytes per registered resource (its id string and a Map entry; type names are interned).
+ * would copy). Memory: about 150–200 bytes per mapped resource (two strings and a Map entry); a registered
+ * resource costs its id's characters and ≈ 30 bytes more in typed arrays outside the JS heap (`KeyTable`;
+ * the type is a number).
  */
-import { Either } from "effect"
+import { KeyTable } from "@ferry/core/KeyTable"
 import { isId, isTypeLike } from "@ferry/core/Reference"
+import { Either } from "effect"
 import { TransformError } from "./TransformError.js"
 
 export type UrnLookup =
@@ -40,18 +42,19 @@ export const parseKey = (key: string): { readonly type: string; readonly id: str
 /** Is `key` a well-formed `Type/id`? */
 export const isKey = (key: string): boolean => parseKey(key) !== undefined
 
-const interned = new Map<string, string>()
-const intern = (type: string): string => {
-  const hit = interned.get(type)
-  if (hit !== undefined) return hit
-  interned.set(type, type)
-  return type
-}
+/** `IdMap.typeOfId`: the id is shared by resources of several types (listed in `several`). */
+const SEVERAL = -1
 
 export class IdMap {
   private readonly targets = new Map<string, string>()
-  /** id → type (or types, when several registered resources share the id). */
-  private readonly types = new Map<string, string | Array<string>>()
+  /** The ids of registered resources. */
+  private readonly ids = new KeyTable()
+  /** Per id (its number in `ids`): the number of its type in `typeNames`, or SEVERAL. */
+  private typeOfId = new Int32Array(1024)
+  /** The types of the ids that several registered resources share. */
+  private readonly several = new Map<number, Array<string>>()
+  private readonly typeNames: Array<string> = []
+  private readonly typeNumbers = new Map<string, number>()
   private registered = 0
   private renames = 0
 
@@ -143,19 +146,41 @@ export class IdMap {
   register(key: string): boolean {
     const k = parseKey(key)
     if (k === undefined) return false
-    const type = intern(k.type)
-    const cur = this.types.get(k.id)
-    if (cur === undefined) {
-      this.types.set(k.id, type)
-    } else if (typeof cur === "string") {
-      if (cur === type) return false
-      this.types.set(k.id, [cur, type])
+    let type = this.typeNumbers.get(k.type)
+    if (type === undefined) {
+      type = this.typeNames.length
+      this.typeNames.push(k.type)
+      this.typeNumbers.set(k.type, type)
+    }
+    const before = this.ids.size
+    const id = this.ids.add(key, k.type.length + 1)
+    if (id === before) {
+      if (id >= this.typeOfId.length) {
+        const bigger = new Int32Array(this.typeOfId.length * 2)
+        bigger.set(this.typeOfId)
+        this.typeOfId = bigger
+      }
+      this.typeOfId[id] = type
     } else {
-      if (cur.includes(type)) return false
-      cur.push(type)
+      const cur = this.typeOfId[id]!
+      if (cur === type) return false
+      if (cur !== SEVERAL) {
+        this.typeOfId[id] = SEVERAL
+        this.several.set(id, [this.typeNames[cur]!, k.type])
+      } else {
+        const all = this.several.get(id)!
+        if (all.includes(k.type)) return false
+        all.push(k.type)
+      }
     }
     this.registered++
     return true
+  }
+
+  /** The types registered with the id numbered `id` in `ids`. */
+  private typesOf(id: number): ReadonlyArray<string> {
+    const t = this.typeOfId[id]!
+    return t === SEVERAL ? this.several.get(id)! : [this.typeNames[t]!]
   }
 
   /** Record that source `source` is `target` on the target server (registers `source`). */
@@ -201,24 +226,25 @@ export class IdMap {
   isKnown(key: string): boolean {
     const k = parseKey(key)
     if (k === undefined) return false
-    const cur = this.types.get(k.id)
-    return cur === undefined ? false : typeof cur === "string" ? cur === k.type : cur.includes(k.type)
+    const id = this.ids.get(key, k.type.length + 1)
+    return id >= 0 && this.typesOf(id).includes(k.type)
   }
 
   /** The registered resource whose id is `uuid` (exact id first, then lower-cased: UUIDs ignore case). */
   resolveUrn(uuid: string): UrnLookup {
-    let cur = this.types.get(uuid)
+    let n = this.ids.get(uuid)
     let id = uuid
-    if (cur === undefined) {
+    if (n < 0) {
       const lower = uuid.toLowerCase()
       if (lower !== uuid) {
-        cur = this.types.get(lower)
+        n = this.ids.get(lower)
         id = lower
       }
     }
-    if (cur === undefined) return { _tag: "NotFound" }
-    if (typeof cur === "string") return { _tag: "Found", key: `${cur}/${id}` }
-    return { _tag: "Ambiguous", keys: cur.map((t) => `${t}/${id}`) }
+    if (n < 0) return { _tag: "NotFound" }
+    const types = this.typesOf(n)
+    if (types.length === 1) return { _tag: "Found", key: `${types[0]}/${id}` }
+    return { _tag: "Ambiguous", keys: types.map((t) => `${t}/${id}`) }
   }
 
   /**
