@@ -19,7 +19,8 @@
  *    reference strings (`Graph.referenceCandidates`; each distinct string is parsed and resolved once, when
  *    the types it names are complete: `Graph.DeferredEdges`). Files are read by type, the usual dependencies
  *    first (`policy.readingOrder`); whenever the files read since the last segment refer only to types whose
- *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference waits for the end) and hold at
+ *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference, which names no type, waits until
+ *    the ids of the files not read yet are read ahead from their lines' text, once, when a segment is due) and hold at
  *    least `2 × bundle size × parallel` resources and as many as all earlier segments together (or
  *    `SEGMENT_MAX`, whichever is less), they become a segment: its Tarjan components and the chunk
  *    planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level, sent while the next files are
@@ -189,6 +190,26 @@ const THROTTLE_RETRIES = 8
  * are what an import holds beyond ≈ 100 bytes per resource (docs/benchmarks.md, Import memory).
  */
 const SEGMENT_MAX = 100_000
+
+/** The usual head of an NDJSON line: `{"resourceType":"<Type>","id":"<id>"`. */
+const LINE_HEAD = /^\{"resourceType":"([A-Za-z]{1,64})","id":"([A-Za-z0-9\-.]{1,64})"/
+
+/**
+ * The `Type/id` of an NDJSON line: from its head when it starts the usual way, else parsed. `undefined` for a
+ * line that does not parse or holds no resource with an id: the pass that reads the file for real reports it
+ * with its file:line.
+ */
+const keyOfLine = (text: string): string | undefined => {
+  const m = LINE_HEAD.exec(text)
+  if (m !== null) return `${m[1]}/${m[2]}`
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  return isResource(value) && typeof value.id === "string" ? `${value.resourceType}/${value.id}` : undefined
+}
 
 const io = (path: string) => (cause: unknown) =>
   new ImportError({
@@ -496,6 +517,41 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           }),
         )
 
+      /**
+       * Read ahead for `urn:uuid:` references: registers the id of every resource of these files (not read yet)
+       * from the lines' text, so that such a reference resolves before its file's turn (`closedOver` with the
+       * id registry) instead of holding every later file in one segment. A line that does not start with
+       * `{"resourceType":…,"id":…}` is parsed; one that does not parse is left to `readDataFile` (which names
+       * its file:line).
+       */
+      const registerIds = (files: ReadonlyArray<number>) =>
+        Effect.forEach(
+          files,
+          (i) => {
+            const entry = dataFiles[i]!
+            return Archive.lines(archive, entry).pipe(
+              Stream.runForEachChunk((texts) =>
+                Effect.sync(() => {
+                  for (const text of texts) {
+                    const key = keyOfLine(text)
+                    if (key !== undefined) idMap.register(key)
+                  }
+                }),
+              ),
+              Effect.mapError(
+                (e) =>
+                  new ImportError({
+                    reason: "Archive",
+                    url: entry.path,
+                    detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
+                    cause: e,
+                  }),
+              ),
+            )
+          },
+          { discard: true },
+        )
+
       interface Planned {
         readonly graph: Graph
         readonly comps: Components
@@ -524,15 +580,20 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         // reference strings (the import's memory beyond a few dozen bytes per resource) stay bounded
         let before = 0
         const most = Math.max(segmentSize, options.segmentMax ?? SEGMENT_MAX)
+        /** Every resource of the load is in the id registry (read ahead): `urn:uuid:` references resolve. */
+        let allIds = false
         for (let k = 0; k < otherFiles.length; k++) {
           yield* readDataFile(otherFiles[k]!)
           const size = reading.builder.size
-          if (
-            k < otherFiles.length - 1 &&
-            (size < Math.min(Math.max(segmentSize, before), most) ||
-              !reading.deferred.closedOver(complete, sourceBase))
-          )
-            continue
+          if (k === otherFiles.length - 1 || size < Math.min(Math.max(segmentSize, before), most)) continue
+          if (!allIds && reading.deferred.waitsOnUrns()) {
+            // the segment is due but a urn:uuid reference would hold it to the end: read the ids ahead, once
+            const rest = otherFiles.slice(k + 1)
+            yield* registerIds(rest)
+            allIds = true
+            yield* emit({ event: "ids-read-ahead", files: rest.length, known: idMap.known })
+          }
+          if (!reading.deferred.closedOver(complete, sourceBase, allIds ? idMap : undefined)) continue
           before += size
           yield* Queue.offer(segments, Either.right(closeSegment()))
         }

@@ -30,7 +30,11 @@ const tempDir = Effect.acquireRelease(
 )
 
 /** The 10-patient sample as an archive (`complete` as asked; the files `gzip` picks are compressed). */
-const sampleArchive = (complete = true, gzip: (name: string) => boolean = () => false) =>
+const sampleArchive = (
+  complete = true,
+  gzip: (name: string) => boolean = () => false,
+  edit: (name: string, line: string) => string = (_, line) => line,
+) =>
   Effect.gen(function* () {
     const dir = Path.join(yield* tempDir, "archive")
     const init = yield* Archive.create(dir, {
@@ -44,7 +48,7 @@ const sampleArchive = (complete = true, gzip: (name: string) => boolean = () => 
         yield* Archive.writeFile(
           dir,
           { section: "files", type: name.split(".")[0]!, compression: gzip(name) ? "gzip" : "none" },
-          Ndjson.readFileLines(Path.join(sample10, name)),
+          Ndjson.readFileLines(Path.join(sample10, name)).pipe(Stream.map((line) => edit(name, line))),
         ),
       )
     const manifest = Manifest.addFiles({ ...init, complete }, "files", entries)
@@ -275,6 +279,49 @@ describe("Import.run", () => {
         assert.isAbove(capped.sizes.length, free.sizes.length)
         assert.isBelow(Math.max(...capped.sizes), Math.max(...free.sizes))
         assert.isAbove(referencesResolved(capped.sandbox), 1000)
+      }),
+  )
+
+  it.scopedLive(
+    "urn:uuid references in a file read early: the ids are read ahead once, later files are not held to the end, every urn lands as the new id",
+    () =>
+      Effect.gen(function* () {
+        // the sample's MedicationRequests name their Encounters by urn:uuid (as exports of transaction-loaded
+        // data do); Procedure is read after them
+        const { dir, expected } = yield* sampleArchive(
+          true,
+          () => false,
+          (name, line) =>
+            name.startsWith("MedicationRequest")
+              ? line.replaceAll('"reference":"Encounter/', '"reference":"urn:uuid:')
+              : line,
+        )
+        const urnLines = NFS.readFileSync(Path.join(sample10, "MedicationRequest.000.ndjson"), "utf8")
+          .split("\n")
+          .filter((l) => l.includes('"reference":"Encounter/')).length
+        assert.isAbove(urnLines, 100)
+        const sandbox = yield* target({ refuseClientIds: true })
+        const events: Array<Import.ImportEvent> = []
+        yield* Import.run({
+          client: yield* clientFor(sandbox.baseUrl),
+          archive: dir,
+          bundleSize: 20,
+          parallel: 2,
+          segmentMax: 80,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        const readAhead = events.filter((e) => e.event === "ids-read-ahead")
+        assert.strictEqual(readAhead.length, 1)
+        assert.strictEqual(readAhead[0]!.files, 1)
+        // without the read-ahead, MedicationRequest and Procedure would go as one last segment
+        const sizes = events.filter((e) => e.event === "graph").map((e) => Number(e.resources))
+        assert.deepStrictEqual(sizes.slice(-2), [expected.MedicationRequest, expected.Procedure])
+        let urns = 0
+        for (const t of sandbox.store.types())
+          for (const r of sandbox.store.iterate(t)) if (r.json.includes('"reference":"urn:uuid:')) urns++
+        assert.strictEqual(urns, 0)
+        assert.isAbove(referencesResolved(sandbox), 1000)
       }),
   )
 

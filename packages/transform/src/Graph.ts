@@ -20,6 +20,7 @@
 import type { Resource } from "@ferry/core/Ids"
 import { parse, type ParseOptions } from "@ferry/core/Reference"
 import { rewrite } from "@ferry/core/Walker"
+import type { IdMap } from "./IdMap.js"
 import { type ResolveContext, resolve } from "./Resolve.js"
 
 const grow = (a: Int32Array<ArrayBuffer>, need: number): Int32Array<ArrayBuffer> => {
@@ -381,11 +382,18 @@ export class DeferredEdges {
    * Can these candidates be resolved now, with only the resources of the `complete` types known? True when
    * every candidate either designates a resource by its type (relative, same-server absolute or versioned,
    * conditional: the type is in the string) of a complete type, or designates no source resource at all
-   * (external, unparseable). A `urn:uuid:` needs every resource known (its type is not in the string), so
-   * it makes the answer false. An importer reading its files a type at a time can plan and send what it
-   * read so far when this holds: nothing read later can be a dependency of it.
+   * (external, unparseable). A `urn:uuid:` needs every resource known (its type is not in the string): it
+   * makes the answer false unless `urns` is given, a registry that already knows every resource of the load
+   * (an importer that read ahead for them; `IdMap.resolveUrn`), by which it counts as its resource's type
+   * (none when the registry resolves it to nothing, which is then final). An importer reading its files a
+   * type at a time can plan and send what it read so far when this holds: nothing read later can be a
+   * dependency of it.
    */
-  closedOver(complete: (type: string) => boolean, sourceBase?: ParseOptions["sourceBase"]): boolean {
+  closedOver(
+    complete: (type: string) => boolean,
+    sourceBase?: ParseOptions["sourceBase"],
+    urns?: Pick<IdMap, "resolveUrn">,
+  ): boolean {
     const parseOptions: ParseOptions | undefined = sourceBase !== undefined ? { sourceBase } : undefined
     for (const raw of this.strings) {
       const p = parse(raw, parseOptions)
@@ -400,13 +408,24 @@ export class DeferredEdges {
         case "Absolute":
           if (p.sameServer && p.type !== undefined && !complete(p.type)) return false
           break
-        case "UrnUuid":
-          return false
+        case "UrnUuid": {
+          if (urns === undefined) return false
+          const hit = urns.resolveUrn(p.uuid)
+          if (hit._tag === "Found" && !complete(hit.key.slice(0, hit.key.indexOf("/")))) return false
+          break
+        }
         default:
           break
       }
     }
     return true
+  }
+
+  /** Is any candidate a `urn:uuid:` reference (which `closedOver` resolves only with a complete registry)? */
+  waitsOnUrns(): boolean {
+    for (const raw of this.strings)
+      if (raw.length > 9 && raw.slice(0, 9).toLowerCase() === "urn:uuid:") return true
+    return false
   }
 
   /** Distinct candidate strings collected. */

@@ -238,7 +238,25 @@ describe("Graph", () => {
       ),
     ).toBe(true)
     // urn:uuid names no type: only when everything is known
-    expect(of("urn:uuid:0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f").closedOver(() => true)).toBe(false)
+    const urn = "urn:uuid:0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f"
+    expect(of(urn).closedOver(() => true)).toBe(false)
+    expect(of(urn).waitsOnUrns()).toBe(true)
+    expect(of("URN:UUID:0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f").waitsOnUrns()).toBe(true)
+    expect(of("Patient/p", "urn:oid:1.2").waitsOnUrns()).toBe(false)
+    // …or with a registry that knows every resource: the urn then counts as its resource's type
+    const everything = IdMap.empty()
+    everything.register("Encounter/0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f")
+    everything.register("Patient/11111111-2222-3333-4444-555555555555")
+    everything.register("Encounter/11111111-2222-3333-4444-555555555555")
+    expect(of(urn).closedOver(done("Encounter"), undefined, everything)).toBe(true)
+    expect(of(urn).closedOver(done("Patient"), undefined, everything)).toBe(false)
+    // resolved to nothing (no such id, or ambiguous) is final once everything is known: no dependency
+    expect(
+      of("urn:uuid:99999999-2222-3333-4444-555555555555").closedOver(done(), undefined, everything),
+    ).toBe(true)
+    expect(
+      of("urn:uuid:11111111-2222-3333-4444-555555555555").closedOver(done(), undefined, everything),
+    ).toBe(true)
   })
 
   it("DeferredEdges, resolved after the nodes, gives the graph of dependenciesOf", () => {
