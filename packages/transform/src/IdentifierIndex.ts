@@ -8,11 +8,16 @@
  * `identifier=|val` matches identifiers without a system; `identifier=val` matches the value in any system.
  * A match must be unique: two resources of the type carrying the same identifier make it ambiguous.
  *
- * Memory: one Map entry per identifier of an indexed resource (two per identifier, for the any-system
- * lookup). Index only the types that conditional references point at (`types` option) when the
- * archive is large — Observations carry identifiers too.
+ * Memory: every identifier twice (`Type|system|value`, and `Type||value` for the any-system lookup) and the
+ * `Type/id` of every identified resource, as characters in `KeyTable`s outside the JS heap (≈ 25 bytes of
+ * bookkeeping each), plus 4 bytes per identifier for its resource. An import indexes every resource it reads,
+ * and exports carry identifiers on whole types (every Encounter, Claim or ExplanationOfBenefit): as strings in
+ * `Map`s that was ≈ 300 bytes of JS heap per identifier, which V8's heap limit turns into a crash at some
+ * millions of resources. Index only the types that conditional references point at (`types` option) when
+ * that is known.
  */
 import type { Resource } from "@ferry/core/Ids"
+import { KeyTable } from "@ferry/core/KeyTable"
 
 export type IdentifierLookup =
   | { readonly _tag: "Found"; readonly key: string }
@@ -26,11 +31,49 @@ export interface IdentifierIndexOptions {
 
 const SEP = "|"
 
+/** One lookup table: identifier strings, numbered, each with its resource (a key number) or several. */
+class Lookup {
+  readonly identifiers = new KeyTable()
+  /** Per identifier: its resource's number in the keys table, or `-1 - i` for `several[i]`. */
+  private resource = new Int32Array(1024)
+  private readonly several: Array<Set<number>> = []
+
+  add(identifier: string, key: number): void {
+    const before = this.identifiers.size
+    const n = this.identifiers.add(identifier)
+    if (n === before) {
+      if (n >= this.resource.length) {
+        const bigger = new Int32Array(this.resource.length * 2)
+        bigger.set(this.resource)
+        this.resource = bigger
+      }
+      this.resource[n] = key
+      return
+    }
+    const cur = this.resource[n]!
+    if (cur >= 0) {
+      if (cur === key) return
+      this.several.push(new Set([cur, key]))
+      this.resource[n] = -this.several.length
+    } else this.several[-1 - cur]!.add(key)
+  }
+
+  /** The key numbers of the resources carrying `identifier` (none, one, or several). */
+  find(identifier: string): ReadonlyArray<number> {
+    const n = this.identifiers.get(identifier)
+    if (n < 0) return []
+    const cur = this.resource[n]!
+    return cur >= 0 ? [cur] : [...this.several[-1 - cur]!]
+  }
+}
+
 export class IdentifierIndex {
-  /** `Type|system|value` (system "" when absent) → key(s). */
-  private readonly exact = new Map<string, string | Set<string>>()
-  /** `Type||value` ignoring the system → key(s). */
-  private readonly anySystem = new Map<string, string | Set<string>>()
+  /** `Type|system|value` (system "" when absent) → resource(s). */
+  private readonly exact = new Lookup()
+  /** `Type||value` ignoring the system → resource(s). */
+  private readonly anySystem = new Lookup()
+  /** The `Type/id` of every indexed resource, numbered. */
+  private readonly keys = new KeyTable()
   private readonly only: ReadonlySet<string> | undefined
   private count = 0
 
@@ -47,8 +90,7 @@ export class IdentifierIndex {
 
   /**
    * Index the identifiers of one resource (ignored when its type is not indexed or it has no id). `key` is its
-   * `Type/id` when the caller already holds that string (an import keeps one per resource: sharing it saves
-   * a copy per identified resource).
+   * `Type/id` when the caller already holds that string (saves building it).
    */
   add(resource: Resource, key?: string): void {
     const type = resource.resourceType
@@ -56,14 +98,15 @@ export class IdentifierIndex {
     if (typeof id !== "string" || (this.only !== undefined && !this.only.has(type))) return
     const identifiers = resource.identifier
     if (!Array.isArray(identifiers)) return
-    const k = key ?? `${type}/${id}`
+    let k = -1
     for (const ident of identifiers) {
       if (typeof ident !== "object" || ident === null) continue
       const { system, value } = ident as { system?: unknown; value?: unknown }
       if (typeof value !== "string") continue
+      if (k < 0) k = this.keys.add(key ?? `${type}/${id}`)
       const sys = typeof system === "string" ? system : ""
-      push(this.exact, type + SEP + sys + SEP + value, k)
-      push(this.anySystem, type + SEP + SEP + value, k)
+      this.exact.add(type + SEP + sys + SEP + value, k)
+      this.anySystem.add(type + SEP + SEP + value, k)
       this.count++
     }
   }
@@ -78,21 +121,12 @@ export class IdentifierIndex {
    * `system` "" = no system (`identifier=|val`).
    */
   resolve(type: string, system: string | undefined, value: string): IdentifierLookup {
-    const hit =
+    const hits =
       system === undefined
-        ? this.anySystem.get(type + SEP + SEP + value)
-        : this.exact.get(type + SEP + system + SEP + value)
-    if (hit === undefined) return { _tag: "NotFound" }
-    if (typeof hit === "string") return { _tag: "Found", key: hit }
-    return { _tag: "Ambiguous", keys: [...hit] }
+        ? this.anySystem.find(type + SEP + SEP + value)
+        : this.exact.find(type + SEP + system + SEP + value)
+    if (hits.length === 0) return { _tag: "NotFound" }
+    if (hits.length === 1) return { _tag: "Found", key: this.keys.key(hits[0]!) }
+    return { _tag: "Ambiguous", keys: hits.map((k) => this.keys.key(k)) }
   }
-}
-
-/** One key, or a set of them once an identifier is shared (thousands of resources may share one). */
-const push = (map: Map<string, string | Set<string>>, k: string, key: string): void => {
-  const cur = map.get(k)
-  if (cur === undefined) map.set(k, key)
-  else if (typeof cur === "string") {
-    if (cur !== key) map.set(k, new Set([cur, key]))
-  } else cur.add(key)
 }
