@@ -50,6 +50,11 @@ export interface FhirClientOptions {
    * Kept per origin: attachments on another host that is down fail fast too, each after the first.
    */
   readonly unreachableGrace?: Duration.DurationInput
+  /**
+   * Past that grace, a request to such an origin is not even sent while its last try is more recent than
+   * this (default 10 s): it fails at once with the last error. One then goes through, in case the host is back.
+   */
+  readonly unreachableProbe?: Duration.DurationInput
 }
 
 export interface RequestOptions {
@@ -181,7 +186,22 @@ const fhirErrorFromTransport = (
  * Connection failures that mean nothing answers at that address (a wrong host or port) rather than a hiccup:
  * before the server has answered once, they end the request at once instead of after minutes of retries.
  */
-const NOTHING_THERE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"])
+const NOTHING_THERE = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  // a host that drops connection attempts (a firewall): each try would wait for the connect timeout
+  "UND_ERR_CONNECT_TIMEOUT",
+  "ETIMEDOUT",
+])
+
+/** An origin that has not answered yet (see `make`'s `reached`). */
+interface Unanswered {
+  readonly since: number
+  readonly lastTry: number
+  readonly error: FhirError
+}
 
 const transportDetail = (cause: unknown): string => {
   const inner =
@@ -233,12 +253,15 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const maxRedirects = options.maxRedirects ?? 5
   const userAgent = options.userAgent ?? "ferry"
   const graceMs = Duration.toMillis(Duration.decode(options.unreachableGrace ?? Duration.seconds(3)))
+  const probeMs = Duration.toMillis(Duration.decode(options.unreachableProbe ?? Duration.seconds(10)))
   /**
-   * Per origin (see NOTHING_THERE): `true` once it has answered anything, else when the first refused
-   * connection was seen. An export meets other origins than the base (attachments on a document store):
-   * one that is down must not cost every attachment on it the whole retry schedule (minutes each).
+   * Per origin (see NOTHING_THERE): `true` once it has answered anything; else, from its first refused
+   * connection on, when that was, when it was last tried and what that try met. An export meets other origins
+   * than the base (attachments on a document store): one that is down must not cost every attachment on it
+   * the whole retry schedule (minutes each), nor a connection attempt each (a connect timeout each, when a
+   * firewall drops them: days for a few hundred thousand attachments).
    */
-  const reached = new Map<string, true | number>()
+  const reached = new Map<string, true | Unanswered>()
   const originOf = (url: string): string =>
     Option.getOrElse(Option.liftThrowable(() => new URL(url).origin)(), () => url)
   const answeredBy = (url: string): void => {
@@ -253,11 +276,38 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
       const seen = reached.get(origin)
       if (seen === true) return a
       const now = Date.now()
-      if (seen === undefined) reached.set(origin, now)
-      return now - (seen ?? now) >= graceMs
+      const since = seen?.since ?? now
+      reached.set(origin, { since, lastTry: now, error: a.error })
+      return now - since >= graceMs
         ? new Attempt({ error: a.error, retryAfter: a.retryAfter, permanent: true })
         : a
     }
+  /**
+   * A request to an origin that never answered and kept refusing past the grace period ends here, unsent, with
+   * that origin's last error, until `probeMs` after its last try: then this one is sent (and the others wait
+   * for what it meets).
+   */
+  const unsentTo = (url: string, method: string): Attempt | undefined => {
+    const origin = originOf(url)
+    const seen = reached.get(origin)
+    if (seen === undefined || seen === true) return undefined
+    const now = Date.now()
+    if (now - seen.since < graceMs) return undefined
+    if (now - seen.lastTry >= probeMs) {
+      reached.set(origin, { ...seen, lastTry: now })
+      return undefined
+    }
+    return new Attempt({
+      error: new FhirError({
+        reason: "Transport",
+        method,
+        url: redactUrl(url),
+        detail: `${seen.error.detail ?? "connection failed"}; not sent: nothing at ${origin} has answered since ${new Date(seen.since).toISOString()}, it is tried again every ${Duration.format(Duration.millis(probeMs))}`,
+      }),
+      retryAfter: undefined,
+      permanent: true,
+    })
+  }
 
   const withTimeout =
     (sent: HttpClientRequest.HttpClientRequest) =>
@@ -286,6 +336,8 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     Effect.gen(function* () {
       let request = initial
       for (let hop = 0; ; hop++) {
+        const unsent = unsentTo(request.url, request.method)
+        if (unsent !== undefined) return yield* unsent
         const own = sameOrigin(request.url, baseUrl)
         // Authorization is only ever sent to the base's own origin, and never when auth is off.
         let toSend = own && auth ? request : stripAuthorization(request)
@@ -403,6 +455,8 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     Effect.gen(function* () {
       let url = initial
       for (let hop = 0; ; hop++) {
+        const unsent = unsentTo(url, "GET")
+        if (unsent !== undefined) return yield* unsent
         const own = sameOrigin(url, baseUrl)
         let toSend = headers
         // Authorization is only ever sent to the base's own origin, and never when auth is off.

@@ -269,4 +269,61 @@ describe("FhirClient.get against loopback servers", () => {
         assert.isBelow(Date.now() - t1, 500, "the next one on that host at once")
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
+  it.scopedLive(
+    "past the grace period, requests to an origin that never answered are not sent until the probe interval passes; then one finds it back",
+    () =>
+      Effect.gen(function* () {
+        const base = yield* loopback((_req, res) => {
+          res.writeHead(200, { "content-type": "application/octet-stream" })
+          res.end("base")
+        })
+        // a port with nothing listening (taken from the OS, then released)
+        const probe = createServer()
+        yield* Effect.async<void>((resume) => {
+          probe.listen(0, "127.0.0.1", () => resume(Effect.void))
+        })
+        const port = (probe.address() as AddressInfo).port
+        yield* Effect.async<void>((resume) => {
+          probe.close(() => resume(Effect.void))
+        })
+        const { client } = yield* clientFor(`${base.origin}/fhir`, {
+          retry: { times: 0 },
+          unreachableGrace: 0,
+          unreachableProbe: Duration.seconds(2),
+        })
+        const docs = `http://127.0.0.1:${port}/documents`
+        const first = (yield* Effect.flip(client.get(`${docs}/1`))) as FhirError
+        assert.include(first.message, "ECONNREFUSED")
+        assert.notInclude(first.message, "not sent")
+        const second = (yield* Effect.flip(client.get(`${docs}/2`))) as FhirError
+        assert.strictEqual(second.reason, "Transport")
+        assert.include(second.message, "ECONNREFUSED; not sent: nothing at http://127.0.0.1:")
+        const viaRequest = (yield* Effect.flip(
+          client.request(HttpClientRequest.get(`${docs}/3`)),
+        )) as FhirError
+        assert.include(viaRequest.message, "not sent")
+        // the base's own origin answered: never held back
+        assert.strictEqual(yield* Effect.flatMap(client.get("Binary/1"), bodyOf), "base")
+
+        // the host comes back: held back until the probe interval has passed, then found
+        const back = createServer((_req, res) => {
+          res.writeHead(200, { "content-type": "application/octet-stream" })
+          res.end("back")
+        })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => {
+            back.listen(port, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () =>
+            Effect.async<void>((resume) => {
+              back.closeAllConnections()
+              back.close(() => resume(Effect.void))
+            }),
+        )
+        assert.include(((yield* Effect.flip(client.get(`${docs}/4`))) as FhirError).message, "not sent")
+        yield* Effect.sleep(Duration.millis(2100))
+        assert.strictEqual(yield* Effect.flatMap(client.get(`${docs}/5`), bodyOf), "back")
+        assert.strictEqual(yield* Effect.flatMap(client.get(`${docs}/6`), bodyOf), "back")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
 })
