@@ -478,7 +478,7 @@ describe("ferry export with attachments on a host that is down", () => {
         s.close(() => resolve(p))
       })
     })
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 30; i++) {
       const r = await fetch(`${sandbox.baseUrl}/DocumentReference/down-${i}`, {
         method: "PUT",
         headers: { "content-type": "application/fhir+json" },
@@ -501,11 +501,23 @@ describe("ferry export with attachments on a host that is down", () => {
       "DocumentReference",
     ])
     expect(run.code).toBe(4)
-    // 20 attachments × the retry schedule was minutes; one 3 s grace period and the rest at once
+    // 30 attachments × the retry schedule was minutes; one 3 s grace period and the rest at once
     expect(Date.now() - t0).toBeLessThan(20_000)
-    const last = run.stderr.trim().split("\n").at(-1) ?? ""
-    expect(last).toMatch(/^ferry: .*20 attachment\(s\) could not be fetched/)
+    const stderr = run.stderr.trim().split("\n")
+    const last = stderr.at(-1) ?? ""
+    expect(last).toMatch(/^ferry: .*30 attachment\(s\) could not be fetched/)
     expect(last).toContain(`127.0.0.1:${port}`)
     expect(last).toContain("ECONNREFUSED")
+    // the first 20 failures one line each, then one line for the rest
+    expect(stderr.filter((l) => l.startsWith("ferry export: attachment-failed ")).length).toBe(20)
+    expect(stderr.filter((l) => l.includes("more attachments failed: not shown one by one")).length).toBe(1)
+    // every failure is in the event log; past the grace period the host is not even asked
+    const failed = NFS.readFileSync(Path.join(tmp, "down", "events.ndjson"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; detail?: string })
+      .filter((e) => e.event === "attachment-failed")
+    expect(failed.length).toBe(30)
+    expect(failed.some((e) => e.detail?.includes("ECONNREFUSED; not sent: nothing at") === true)).toBe(true)
   }, 60_000)
 })

@@ -638,6 +638,28 @@ export const paint = (drawn: number, lines: ReadonlyArray<string>): string => {
 export const above = (drawn: number, line: string): string =>
   `${drawn > 0 ? `\r\x1b[${drawn}A\x1b[J` : ""}${line}\n`
 
+/** Lines of one per-item failure kind (a failed attachment, a quarantined resource) shown one by one. */
+export const SHOWN_PER_KIND = 20
+
+/**
+ * A filter for the lines of per-item failures (`attachment-failed`, `quarantined`): the first SHOWN_PER_KIND of
+ * each kind pass, then one line says the rest are not shown; other lines pass unchanged. A source whose
+ * attachment host is down fails every attachment: one line each would bury the terminal. Every item stays in
+ * the event log, and the final summary counts them.
+ */
+export const repeatsCapped = (prefix: string) => {
+  const shown = new Map<string, number>()
+  return (kind: string, line: string | undefined): string | undefined => {
+    if (line === undefined || (kind !== "attachment-failed" && kind !== "quarantined")) return line
+    const n = (shown.get(kind) ?? 0) + 1
+    shown.set(kind, n)
+    if (n <= SHOWN_PER_KIND) return line
+    if (n > SHOWN_PER_KIND + 1) return undefined
+    const what = kind === "quarantined" ? "resources were quarantined" : "attachments failed"
+    return `${prefix} more ${what}: not shown one by one (each is in events.ndjson; the summary counts them)`
+  }
+}
+
 /**
  * A line worth keeping above the live frame (warnings and changes of course), or undefined.
  * Reads only Ferry's own `detail` texts and numbers.

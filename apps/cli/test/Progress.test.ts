@@ -472,4 +472,20 @@ describe("Progress", () => {
     assert.strictEqual(Progress.formatDuration(185_000), "3m 05s")
     assert.strictEqual(Progress.formatDuration(7_380_000), "2h 03m")
   })
+  it("repeatsCapped: the first 20 lines of each per-item failure kind, then one line for the rest; others pass", () => {
+    const capped = Progress.repeatsCapped("ferry export:")
+    const failed = Array.from({ length: 25 }, (_, i) => capped("attachment-failed", `failed ${i}`))
+    assert.deepStrictEqual(failed.slice(0, 20), Array.from({ length: 20 }, (_, i) => `failed ${i}`))
+    assert.strictEqual(
+      failed[20],
+      "ferry export: more attachments failed: not shown one by one (each is in events.ndjson; the summary counts them)",
+    )
+    assert.deepStrictEqual(failed.slice(21), [undefined, undefined, undefined, undefined])
+    // each kind counts on its own; other events and absent lines are untouched
+    assert.strictEqual(capped("quarantined", "q 0"), "q 0")
+    assert.strictEqual(capped("file", "a file"), "a file")
+    assert.strictEqual(capped("attachment-failed", undefined), undefined)
+    for (let i = 1; i < 20; i++) capped("quarantined", `q ${i}`)
+    assert.include(capped("quarantined", "q 20") ?? "", "more resources were quarantined")
+  })
 })

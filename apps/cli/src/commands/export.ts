@@ -136,6 +136,7 @@ const plainLines = (started: number) => {
   let resources = 0
   let bytes = 0
   let lastProgress: string | undefined
+  const capped = Progress.repeatsCapped("ferry export:")
   return (e: Export.ExportEvent): Effect.Effect<void> =>
     Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
@@ -178,7 +179,9 @@ const plainLines = (started: number) => {
         default: {
           // `types` (per-type totals of a manifest) is for the live display; the line stays short.
           const { event, types: _types, ...rest } = e
-          return yield* Console.error(`ferry export: ${event} ${JSON.stringify(rest)}`)
+          const line = capped(event, `ferry export: ${event} ${JSON.stringify(rest)}`)
+          if (line !== undefined) yield* Console.error(line)
+          return
         }
       }
     })
@@ -192,6 +195,7 @@ const doneLine = (e: Export.ExportEvent, secs: number): string =>
 const liveDisplay = (started: number, color: boolean) =>
   Effect.gen(function* () {
     let state = Progress.initial
+    const capped = Progress.repeatsCapped("ferry export:")
     const screen = yield* Screen.make((now, size) =>
       Progress.render(state, now, { width: size.width, color, maxTypes: Screen.maxTypes(size, 8) }),
     )
@@ -205,7 +209,7 @@ const liveDisplay = (started: number, color: boolean) =>
           yield* screen.stop
           return yield* Console.error(doneLine(e, Math.max(0.001, (now - started) / 1000)))
         }
-        const notice = Progress.notice(e)
+        const notice = capped(e.event, Progress.notice(e))
         if (notice !== undefined) return yield* screen.notice(notice, now)
         yield* screen.draw(now, state.phase !== before)
       })

@@ -17,6 +17,7 @@ import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
+import * as Progress from "../Progress.js"
 
 const flags = {
   archive: Args.directory({ name: "archive", exists: "yes" }).pipe(
@@ -55,9 +56,9 @@ type Flags = FlagValues<typeof flags>
 const usage = (detail: string) => new ImportError({ reason: "Config", detail })
 
 /** One stderr line per interesting event. */
-const lines =
-  (started: number) =>
-  (e: Import.ImportEvent): Effect.Effect<void> =>
+const lines = (started: number) => {
+  const capped = Progress.repeatsCapped("ferry import:")
+  return (e: Import.ImportEvent): Effect.Effect<void> =>
     Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       const secs = Math.max(0.001, (now - started) / 1000)
@@ -89,10 +90,14 @@ const lines =
           return yield* Console.error(
             `ferry import: the target is throttling; parallel ${String(e.parallel)}`,
           )
-        case "quarantined":
-          return yield* Console.error(
+        case "quarantined": {
+          const line = capped(
+            e.event,
             `ferry import: quarantined ${String(e.key)} (${String(e.source)}): ${String(e.reason)}`,
           )
+          if (line !== undefined) yield* Console.error(line)
+          return
+        }
         case "done":
           return yield* Console.error(
             `ferry import: done: ${String(e.total)} resources, ${String(e.binaries)} binaries, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted, ${secs.toFixed(1)} s`,
@@ -101,6 +106,7 @@ const lines =
           return
       }
     })
+}
 
 export const runImport = (f: Flags) =>
   Effect.gen(function* () {

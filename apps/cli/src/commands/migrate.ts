@@ -187,12 +187,13 @@ const fmtCount = Progress.formatCount
 /** A line for the events worth a line (plain output), or undefined; `strategy` only once. */
 const lines = () => {
   let strategy: unknown
+  const capped = Progress.repeatsCapped("ferry migrate:")
   return (e: Migrate.MigrateEvent): string | undefined => {
     if (e.from === "import" && e.event === "strategy") {
       if (e.strategy === strategy) return undefined
       strategy = e.strategy
     }
-    return lineOf(e)
+    return capped(e.event, lineOf(e))
   }
 }
 
@@ -213,6 +214,8 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
         return `${p} downloaded ${String(e.path)}: ${fmtCount(Number(e.count ?? 0))} ${String(e.type ?? "")} (${fmtBytes(Number(e.bytes ?? 0))})`
       case "already-complete":
         return `${p} the export is already complete`
+      case "attachment-failed":
+        return `${p} attachment failed: ${String(e.detail)}`
       case "done":
         return `${p} export done: ${fmtCount(Number(e.resources ?? 0))} resources, ${String(e.files)} files, ${String(e.attachments)} attachments`
       default:
@@ -271,6 +274,7 @@ const liveDisplay = (color: boolean) =>
       Progress.truncate(importLine, size.width),
     ])
     let written = 0
+    const capped = Progress.repeatsCapped("ferry migrate:")
     const onEvent = (e: Migrate.MigrateEvent): Effect.Effect<void> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
@@ -283,7 +287,8 @@ const liveDisplay = (color: boolean) =>
         if (e.from === "migrate" && e.event === "wave-done")
           importLine = `  import: wave ${String(e.wave)} done · ${String(e.importedFiles)} files imported · staged ${fmtBytes(Number(e.staged ?? 0))}`
         if (screen.stopped()) return
-        const notice =
+        const notice = capped(
+          e.event,
           e.from === "export"
             ? Progress.notice(e)
             : e.event === "warning" ||
@@ -291,7 +296,8 @@ const liveDisplay = (color: boolean) =>
                 e.event === "paused" ||
                 e.event === "continues"
               ? lineOf(e)
-              : undefined
+              : undefined,
+        )
         if (notice !== undefined) return yield* screen.notice(notice, now)
         if (e.from === "import" && e.event === "chunk")
           importLine = `${importLine.replace(/ \u00b7 \d[\d,]* written$/, "")} · ${fmtCount(written)} written`
