@@ -51,8 +51,9 @@ export interface FhirClientOptions {
    */
   readonly unreachableGrace?: Duration.DurationInput
   /**
-   * Past that grace, a request to such an origin is not even sent while its last try is more recent than
-   * this (default 10 s): it fails at once with the last error. One then goes through, in case the host is back.
+   * Past that grace, a `get` with `holdBack` to such an origin is not even sent while its last try is more
+   * recent than this (default 10 s): it fails at once with the last error. One then goes through, in case the
+   * host is back.
    */
   readonly unreachableProbe?: Duration.DurationInput
 }
@@ -93,6 +94,13 @@ export type SearchParams = UrlParams.Input
 export interface GetOptions extends RequestOptions {
   /** Extra request headers (`accept` defaults to `*\/*`). Never pass Authorization here: `auth` decides. */
   readonly headers?: Readonly<Record<string, string>>
+  /**
+   * One of many requests to origins that may be down (attachments, possibly on another host): past the
+   * unreachable grace period, while the origin has never answered, it fails unsent until `unreachableProbe`
+   * after the origin's last try, instead of costing a connection attempt (or a connect timeout) each. Off for
+   * requests that must reach their server (kick-off, polling, the data files), whose retries go out as usual.
+   */
+  readonly holdBack?: boolean
 }
 
 /** A 2xx answer of `get`: the caller reads `body` to its end (or calls `body.dump()`) to free the connection. */
@@ -186,15 +194,7 @@ const fhirErrorFromTransport = (
  * Connection failures that mean nothing answers at that address (a wrong host or port) rather than a hiccup:
  * before the server has answered once, they end the request at once instead of after minutes of retries.
  */
-const NOTHING_THERE = new Set([
-  "ECONNREFUSED",
-  "ENOTFOUND",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  // a host that drops connection attempts (a firewall): each try would wait for the connect timeout
-  "UND_ERR_CONNECT_TIMEOUT",
-  "ETIMEDOUT",
-])
+const NOTHING_THERE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"])
 
 /** An origin that has not answered yet (see `make`'s `reached`). */
 interface Unanswered {
@@ -258,8 +258,8 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
    * Per origin (see NOTHING_THERE): `true` once it has answered anything; else, from its first refused
    * connection on, when that was, when it was last tried and what that try met. An export meets other origins
    * than the base (attachments on a document store): one that is down must not cost every attachment on it
-   * the whole retry schedule (minutes each), nor a connection attempt each (a connect timeout each, when a
-   * firewall drops them: days for a few hundred thousand attachments).
+   * the whole retry schedule (minutes each), nor, once it has kept refusing, a connection attempt each
+   * (`holdBack`).
    */
   const reached = new Map<string, true | Unanswered>()
   const originOf = (url: string): string =>
@@ -283,9 +283,9 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         : a
     }
   /**
-   * A request to an origin that never answered and kept refusing past the grace period ends here, unsent, with
-   * that origin's last error, until `probeMs` after its last try: then this one is sent (and the others wait
-   * for what it meets).
+   * A `holdBack` request to an origin that never answered and kept refusing past the grace period ends here,
+   * unsent, with that origin's last error, until `probeMs` after its last try: then this one is sent (the
+   * others still end unsent while it is under way).
    */
   const unsentTo = (url: string, method: string): Attempt | undefined => {
     const origin = originOf(url)
@@ -336,8 +336,6 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     Effect.gen(function* () {
       let request = initial
       for (let hop = 0; ; hop++) {
-        const unsent = unsentTo(request.url, request.method)
-        if (unsent !== undefined) return yield* unsent
         const own = sameOrigin(request.url, baseUrl)
         // Authorization is only ever sent to the base's own origin, and never when auth is off.
         let toSend = own && auth ? request : stripAuthorization(request)
@@ -451,11 +449,12 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     initial: string,
     headers: Readonly<Record<string, string>>,
     auth: boolean,
+    holdBack: boolean,
   ): Effect.Effect<RawResponse, Attempt | AuthError> =>
     Effect.gen(function* () {
       let url = initial
       for (let hop = 0; ; hop++) {
-        const unsent = unsentTo(url, "GET")
+        const unsent = holdBack ? unsentTo(url, "GET") : undefined
         if (unsent !== undefined) return yield* unsent
         const own = sameOrigin(url, baseUrl)
         let toSend = headers
@@ -530,7 +529,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
       // credentials come from `authorize` only, so that they never reach another origin
       if (name !== "authorization") headers[name] = v
     }
-    return withPolicy(attemptRaw(resolveUrl(baseUrl, url), headers, getOptions?.auth ?? true), getOptions)
+    return withPolicy(
+      attemptRaw(resolveUrl(baseUrl, url), headers, getOptions?.auth ?? true, getOptions?.holdBack === true),
+      getOptions,
+    )
   }
 
   const decode =

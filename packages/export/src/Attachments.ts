@@ -172,7 +172,8 @@ const fetchBody = (
   Effect.gen(function* () {
     const binary = isSourceBinary(client.baseUrl, ref.url)
     const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
-    const response = yield* client.get(resolved, { headers: { accept } })
+    // an attachment host that is down is not asked again for each of its attachments (FhirClient holdBack)
+    const response = yield* client.get(resolved, { headers: { accept }, holdBack: true })
     const broke = (detail: string) => (cause: unknown) =>
       new ExportError({ reason: "Attachment", url: redactUrl(resolved), detail, cause })
     const responseType = response.headers["content-type"]

@@ -424,7 +424,8 @@ export class DeferredEdges {
   /** Is any candidate a `urn:uuid:` reference (which `closedOver` resolves only with a complete registry)? */
   waitsOnUrns(): boolean {
     for (const raw of this.strings)
-      if (raw.length > 9 && raw.slice(0, 9).toLowerCase() === "urn:uuid:") return true
+      if (raw.length > 9 && raw.slice(0, 9).toLowerCase() === "urn:uuid:" && parse(raw)._tag === "UrnUuid")
+        return true
     return false
   }
 

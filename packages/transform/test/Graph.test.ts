@@ -243,6 +243,9 @@ describe("Graph", () => {
     expect(of(urn).waitsOnUrns()).toBe(true)
     expect(of("URN:UUID:0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f").waitsOnUrns()).toBe(true)
     expect(of("Patient/p", "urn:oid:1.2").waitsOnUrns()).toBe(false)
+    // not a UUID: designates nothing (closedOver lets it through), so nothing to read ahead for
+    expect(of("urn:uuid:not-a-uuid").waitsOnUrns()).toBe(false)
+    expect(of("urn:uuid:not-a-uuid").closedOver(done())).toBe(true)
     // …or with a registry that knows every resource: the urn then counts as its resource's type
     const everything = IdMap.empty()
     everything.register("Encounter/0b3c5a6e-4b1b-4cf5-9a4c-1e5f1c2d3e4f")
