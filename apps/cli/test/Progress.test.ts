@@ -475,7 +475,10 @@ describe("Progress", () => {
   it("repeatsCapped: the first 20 lines of each per-item failure kind, then one line for the rest; others pass", () => {
     const capped = Progress.repeatsCapped("ferry export:")
     const failed = Array.from({ length: 25 }, (_, i) => capped("attachment-failed", `failed ${i}`))
-    assert.deepStrictEqual(failed.slice(0, 20), Array.from({ length: 20 }, (_, i) => `failed ${i}`))
+    assert.deepStrictEqual(
+      failed.slice(0, 20),
+      Array.from({ length: 20 }, (_, i) => `failed ${i}`),
+    )
     assert.strictEqual(
       failed[20],
       "ferry export: more attachments failed: not shown one by one (each is in events.ndjson; the summary counts them)",
