@@ -33,6 +33,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
+import { processCpuSecs } from "./proc.js"
 import { fileURLToPath } from "node:url"
 import { createGunzip } from "node:zlib"
 
@@ -60,6 +61,8 @@ const fmt = (n: number, digits = 0) =>
 
 interface RunningSandbox {
   readonly baseUrl: string
+  /** CPU seconds (user + system) the process has used so far. */
+  readonly cpuSecs: () => number
   readonly close: () => Promise<void>
 }
 
@@ -81,6 +84,7 @@ const startSandbox = (args: ReadonlyArray<string>): Promise<RunningSandbox> =>
       child.off("exit", onEarlyExit)
       resolve({
         baseUrl: line.trim(),
+        cpuSecs: () => processCpuSecs(child.pid),
         close: () => {
           child.kill("SIGTERM")
           return exited
@@ -207,12 +211,14 @@ const main = async () => {
       const targetVia = await delayed(target.baseUrl)
       open.push(targetVia)
       open.push(target)
+      const targetCpu0 = target.cpuSecs()
       const t0 = now()
       const run = await ferry(
         ["import", "--to", targetVia.baseUrl, "--strategy", STRATEGY, "--json", archive],
         CPU_PROF !== undefined ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : [],
       )
       const ferrySecs = secs(t0)
+      const targetCpu = target.cpuSecs() - targetCpu0
       if (run.code !== 0) throw new Error(`ferry import failed: ${run.stderr}`)
       const summary = JSON.parse(run.stdout) as { total: number; chunks: number; binaries: number }
       const got = await counts(target.baseUrl, Object.keys(expected))
@@ -249,6 +255,7 @@ const main = async () => {
         }
       }
       let sent = 0
+      const naiveCpu0 = naive.cpuSecs()
       const n0 = now()
       for await (const line of wanted < total ? sample : lines(archive)) {
         const r = JSON.parse(line) as { resourceType: string; id: string; meta?: unknown }
@@ -263,11 +270,18 @@ const main = async () => {
         sent++
       }
       const naiveSecs = secs(n0)
+      const naiveTargetCpu = naive.cpuSecs() - naiveCpu0
       const naiveRate = sent / naiveSecs
       console.log(
         `naive loop (one PUT per resource, sequential): ${fmt(sent)} resources (${wanted < total ? `every ${fmt(stride, 1)}th line` : "all"}) in ${fmt(naiveSecs, 1)} s = ${fmt(naiveRate)} resources/s (whole archive ≈ ${fmt(total / naiveRate)} s)`,
       )
       const ratio = ferryRate / naiveRate
+      // The target is one Node process: Ferry's import cannot take less wall time than the CPU the target
+      // spends on it, so naive time ÷ that CPU is the most this target lets any client reach.
+      const ceiling = total / naiveRate / targetCpu
+      console.log(
+        `target CPU: ${fmt(targetCpu, 2)} s during ferry's import (${fmt((targetCpu * 1e6) / total)} µs per resource), ${fmt(naiveTargetCpu, 2)} s during the naive loop's ${fmt(sent)} PUTs (${fmt((naiveTargetCpu * 1e6) / sent)} µs per resource); ceiling with this target: ${fmt(ceiling, 1)}× (naive whole-archive time ÷ the target's CPU for ferry's import)`,
+      )
       console.log(`run ${rep + 1} of ${REPEAT}: ratio ${fmt(ratio, 1)}×, ferry ${fmt(ferryRate)} resources/s`)
       runs.push({ ratio, ferryRate })
     }

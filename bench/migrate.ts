@@ -24,6 +24,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
+import { processCpuSecs } from "./proc.js"
 
 const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const DATA = new URL("../../shared/data/", import.meta.url).pathname
@@ -46,14 +47,6 @@ interface Sandbox {
   /** CPU seconds (user + system) the process has used so far. */
   readonly cpuSecs: () => number
   readonly stop: () => Promise<void>
-}
-
-/** utime + stime of a process, from /proc (clock ticks of 1/100 s on Linux). */
-const processCpuSecs = (pid: number | undefined): number => {
-  if (pid === undefined) return Number.NaN
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 const startSandbox = (args: ReadonlyArray<string>): Promise<Sandbox> =>
