@@ -450,6 +450,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const complete = (type: string) => (filesLeft.get(type) ?? 0) === 0
       const segmentSize = Math.max(1, options.bundleSize ?? 500) * Math.max(1, options.parallel ?? 4) * 2
 
+      /** An archive data file that could not be read (I/O, a bad line, a count unlike its manifest entry's). */
+      const unreadable = (entry: FileEntry) => (e: { readonly message: string }) =>
+        new ImportError({
+          reason: "Archive",
+          url: entry.path,
+          detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
+          cause: e,
+        })
+
       /** The resources of an archive data file, a chunk of lines at a time. */
       const archiveItems = (entry: FileEntry) =>
         Ndjson.readFile(Path.join(archive, entry.path), {
@@ -459,17 +468,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           label: entry.path,
           // reads of 256 KiB: the sending fibers get their turn between them
           chunkSize: 256 * 1024,
-        }).pipe(
-          Stream.mapError(
-            (e) =>
-              new ImportError({
-                reason: "Archive",
-                url: entry.path,
-                detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
-                cause: e,
-              }),
-          ),
-        )
+        }).pipe(Stream.mapError(unreadable(entry)))
 
       /** Read one data file into the segment being read. */
       const readDataFile = (i: number) =>
@@ -538,15 +537,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   }
                 }),
               ),
-              Effect.mapError(
-                (e) =>
-                  new ImportError({
-                    reason: "Archive",
-                    url: entry.path,
-                    detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
-                    cause: e,
-                  }),
-              ),
+              Effect.mapError(unreadable(entry)),
             )
           },
           { discard: true },
