@@ -24,6 +24,9 @@
  * forwarding it (a network round trip; loopback has none), for both sides alike.
  * Steps 2 and 3 run `--repeat` times (default 3), alternating, each against a fresh target: on a shared
  * 2-core machine one round's ratio moves by ±10 %, so the goals are judged on the medians (every round printed).
+ * Per round, the CPU of each target's main thread (/proc/<pid>/task/<pid>/stat) during the import and during the
+ * naive loop: the naive time ÷ the target's CPU for Ferry's Bundles is the ratio a client sending those Bundles
+ * could reach at most with this target (its work cannot take less wall time than its serving thread's CPU).
  * Goals: Ferry ≥ 10× the naive rate and ≥ 5,000 resources/s.
  */
 import { spawn } from "node:child_process"
@@ -33,7 +36,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
-import { processCpuSecs } from "./proc.js"
+import { mainThreadCpuSecs } from "./proc.js"
 import { fileURLToPath } from "node:url"
 import { createGunzip } from "node:zlib"
 
@@ -61,7 +64,7 @@ const fmt = (n: number, digits = 0) =>
 
 interface RunningSandbox {
   readonly baseUrl: string
-  /** CPU seconds (user + system) the process has used so far. */
+  /** CPU seconds (user + system) the process's main thread has used so far. */
   readonly cpuSecs: () => number
   readonly close: () => Promise<void>
 }
@@ -84,7 +87,7 @@ const startSandbox = (args: ReadonlyArray<string>): Promise<RunningSandbox> =>
       child.off("exit", onEarlyExit)
       resolve({
         baseUrl: line.trim(),
-        cpuSecs: () => processCpuSecs(child.pid),
+        cpuSecs: () => mainThreadCpuSecs(child.pid),
         close: () => {
           child.kill("SIGTERM")
           return exited
@@ -276,11 +279,11 @@ const main = async () => {
         `naive loop (one PUT per resource, sequential): ${fmt(sent)} resources (${wanted < total ? `every ${fmt(stride, 1)}th line` : "all"}) in ${fmt(naiveSecs, 1)} s = ${fmt(naiveRate)} resources/s (whole archive ≈ ${fmt(total / naiveRate)} s)`,
       )
       const ratio = ferryRate / naiveRate
-      // The target is one Node process: Ferry's import cannot take less wall time than the CPU the target
-      // spends on it, so naive time ÷ that CPU is the most this target lets any client reach.
+      // The target serves from one thread: Ferry's import cannot take less wall time than that thread's CPU for
+      // it, so the naive time ÷ that CPU is the most a client sending these Bundles can reach with this target.
       const ceiling = total / naiveRate / targetCpu
       console.log(
-        `target CPU: ${fmt(targetCpu, 2)} s during ferry's import (${fmt((targetCpu * 1e6) / total)} µs per resource), ${fmt(naiveTargetCpu, 2)} s during the naive loop's ${fmt(sent)} PUTs (${fmt((naiveTargetCpu * 1e6) / sent)} µs per resource); ceiling with this target: ${fmt(ceiling, 1)}× (naive whole-archive time ÷ the target's CPU for ferry's import)`,
+        `target main thread CPU: ${fmt(targetCpu, 2)} s during ferry's import (${fmt((targetCpu * 1e6) / total)} µs per resource), ${fmt(naiveTargetCpu, 2)} s during the naive loop's ${fmt(sent)} PUTs (${fmt((naiveTargetCpu * 1e6) / sent)} µs per resource); ceiling for Bundles of 500 with this target: ${fmt(ceiling, 1)}× (naive whole-archive time ÷ that CPU for ferry's import)`,
       )
       console.log(`run ${rep + 1} of ${REPEAT}: ratio ${fmt(ratio, 1)}×, ferry ${fmt(ferryRate)} resources/s`)
       runs.push({ ratio, ferryRate })

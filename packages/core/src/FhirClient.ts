@@ -63,6 +63,14 @@ export interface RequestOptions {
   readonly auth?: boolean
   /** `false`: one attempt only, no retry schedule. Default true. */
   readonly retry?: boolean
+  /**
+   * One of many requests to origins that may be down (attachments, possibly on another host): past the
+   * unreachable grace period, while the origin has never answered and refused its last try, it fails unsent
+   * until `unreachableProbe` after that try, instead of a connection attempt each. Off for requests that must
+   * reach their server (kick-off, polling, the data files): those are sent every time (a refusal past the
+   * grace period still ends each of them at once, without the retry schedule).
+   */
+  readonly holdBack?: boolean
 }
 
 export interface WriteResult {
@@ -94,13 +102,6 @@ export type SearchParams = UrlParams.Input
 export interface GetOptions extends RequestOptions {
   /** Extra request headers (`accept` defaults to `*\/*`). Never pass Authorization here: `auth` decides. */
   readonly headers?: Readonly<Record<string, string>>
-  /**
-   * One of many requests to origins that may be down (attachments, possibly on another host): past the
-   * unreachable grace period, while the origin has never answered, it fails unsent until `unreachableProbe`
-   * after the origin's last try, instead of costing a connection attempt (or a connect timeout) each. Off for
-   * requests that must reach their server (kick-off, polling, the data files), whose retries go out as usual.
-   */
-  readonly holdBack?: boolean
 }
 
 /** A 2xx answer of `get`: the caller reads `body` to its end (or calls `body.dump()`) to free the connection. */
@@ -332,10 +333,13 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const attempt = (
     initial: HttpClientRequest.HttpClientRequest,
     auth: boolean,
+    holdBack: boolean,
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, Attempt | AuthError> =>
     Effect.gen(function* () {
       let request = initial
       for (let hop = 0; ; hop++) {
+        const unsent = holdBack ? unsentTo(request.url, request.method) : undefined
+        if (unsent !== undefined) return yield* unsent
         const own = sameOrigin(request.url, baseUrl)
         // Authorization is only ever sent to the base's own origin, and never when auth is off.
         let toSend = own && auth ? request : stripAuthorization(request)
@@ -442,7 +446,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   }
 
   const request: FhirClient["request"] = (req, requestOptions) =>
-    withPolicy(attempt(prepare(req), requestOptions?.auth ?? true), requestOptions)
+    withPolicy(
+      attempt(prepare(req), requestOptions?.auth ?? true, requestOptions?.holdBack === true),
+      requestOptions,
+    )
 
   /** One attempt of `get`: like `attempt`, on undici directly. */
   const attemptRaw = (

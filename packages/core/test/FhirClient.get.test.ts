@@ -7,7 +7,7 @@ import { createServer, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { FetchHttpClient, HttpClientRequest } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Stream } from "effect"
 import { AuthError, FhirError } from "../src/Errors.js"
 import * as FhirClient from "../src/FhirClient.js"
 import { loopback } from "./helpers/loopback.js"
@@ -299,32 +299,44 @@ describe("FhirClient.get against loopback servers", () => {
         const second = (yield* Effect.flip(client.get(`${docs}/2`, held))) as FhirError
         assert.strictEqual(second.reason, "Transport")
         assert.include(second.message, "ECONNREFUSED; not sent: nothing at http://127.0.0.1:")
-        // without holdBack (a data file, a kick-off) the request goes out: its own retries must reach the host
+        // holdBack through request and stream too (verify hashes attachments with stream)
+        const viaRequest = (yield* Effect.flip(
+          client.request(HttpClientRequest.get(`${docs}/3`), held),
+        )) as FhirError
+        assert.include(viaRequest.message, "not sent")
+        const viaStream = (yield* Effect.flip(Stream.runDrain(client.stream(`${docs}/3`, held)))) as FhirError
+        assert.include(viaStream.message, "not sent")
+        // without holdBack (a data file, a kick-off) the request is sent every time
         const plain = (yield* Effect.flip(client.get(`${docs}/3`))) as FhirError
         assert.include(plain.message, "ECONNREFUSED")
         assert.notInclude(plain.message, "not sent")
-        const viaRequest = (yield* Effect.flip(
+        const plainRequest = (yield* Effect.flip(
           client.request(HttpClientRequest.get(`${docs}/3`)),
         )) as FhirError
-        assert.notInclude(viaRequest.message, "not sent")
+        assert.notInclude(plainRequest.message, "not sent")
 
         // the host comes back: held back until the probe interval has passed, then found
         const back = createServer((_req, res) => {
           res.writeHead(200, { "content-type": "application/octet-stream" })
           res.end("back")
         })
-        yield* Effect.async<void>((resume) => {
-          back.listen(port, "127.0.0.1", () => resume(Effect.void))
+        const closeBack = Effect.async<void>((resume) => {
+          if (!back.listening) return resume(Effect.void)
+          back.closeAllConnections()
+          back.close(() => resume(Effect.void))
         })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => {
+            back.listen(port, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () => closeBack,
+        )
         assert.include(((yield* Effect.flip(client.get(`${docs}/4`, held))) as FhirError).message, "not sent")
         yield* Effect.sleep(Duration.millis(2100))
         assert.strictEqual(yield* Effect.flatMap(client.get(`${docs}/5`, held), bodyOf), "back")
         assert.strictEqual(yield* Effect.flatMap(client.get(`${docs}/6`, held), bodyOf), "back")
         // an origin that has answered is never held back: down again, it is asked each time
-        yield* Effect.async<void>((resume) => {
-          back.closeAllConnections()
-          back.close(() => resume(Effect.void))
-        })
+        yield* closeBack
         for (const n of [7, 8]) {
           const again = (yield* Effect.flip(client.get(`${docs}/${n}`, held))) as FhirError
           assert.strictEqual(again.reason, "Transport")

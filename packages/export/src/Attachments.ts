@@ -172,7 +172,7 @@ const fetchBody = (
   Effect.gen(function* () {
     const binary = isSourceBinary(client.baseUrl, ref.url)
     const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
-    // an attachment host that is down is not asked again for each of its attachments (FhirClient holdBack)
+    // an attachment host that refuses connections is not asked again for each attachment (holdBack)
     const response = yield* client.get(resolved, { headers: { accept }, holdBack: true })
     const broke = (detail: string) => (cause: unknown) =>
       new ExportError({ reason: "Attachment", url: redactUrl(resolved), detail, cause })

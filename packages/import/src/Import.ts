@@ -35,8 +35,8 @@
  *    chunk of lines or per Bundle (profiled: an Effect per resource cost about as much as parsing it).
  *    Memory: per resource its key (`KeyTable`: its characters and ≈ 25 B, outside the JS heap), its line
  *    position (20 B), its id in the id registry (the same, outside the heap) and its identifiers in the
- *    identifier index; per segment (at most `SEGMENT_MAX` resources, as file boundaries allow; one being
- *    sent, two planned and waiting, one being read) its graph (≈ 130 B per resource, 8 B per reference) and the text of
+ *    identifier index; per segment (at most `SEGMENT_MAX` resources, as file boundaries allow; three at once:
+ *    one being sent, one waiting, one being read or waiting) its graph (≈ 130 B per resource, 8 B per reference) and the text of
  *    each distinct reference string; the bodies of the chunks in flight (as text); never the whole archive.
  * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
  *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
@@ -563,8 +563,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const otherFiles = firstOthers === -1 ? [] : order.slice(firstOthers)
       for (const f of options.contextFiles ?? []) yield* readContextFile(f)
       for (const i of binaryFiles) yield* readDataFile(i)
-      // the reader runs ahead of the sender by two planned segments at most: one in the queue, one closed and
-      // waiting to be offered (while a third is read)
+      // the reader runs ahead of the sender by two segments at most: one planned in the queue, and one being
+      // read or, closed and planned, waiting to be offered
       const segments = yield* Queue.bounded<Either.Either<Planned | null, ImportFailure>>(1)
       const reader = Effect.gen(function* () {
         // each segment at least as large as all before it, up to SEGMENT_MAX: the first goes out early, there

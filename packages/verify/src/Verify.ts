@@ -120,7 +120,8 @@ type AttHash = Either.Either<string, string> // right: sha256, left: why it coul
 
 /** Hash the bytes behind an attachment URL on a server (streamed). */
 const fetchHash = (client: FhirClient, url: string): Effect.Effect<AttHash> =>
-  client.stream(url).pipe(
+  // an attachment host that refuses connections is not asked again for each attachment (holdBack)
+  client.stream(url, { holdBack: true }).pipe(
     Stream.runFold(createHash("sha256"), (h, chunk) => h.update(chunk)),
     Effect.map((h) => Either.right(h.digest("hex"))),
     Effect.catchAll((e) => Effect.succeed(Either.left(`could not fetch the attachment: ${e.message}`))),
