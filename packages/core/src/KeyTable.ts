@@ -182,3 +182,16 @@ const hash = (text: string, from: number, to: number): number => {
   for (let c = from; c < to; c++) h = Math.imul(h ^ text.charCodeAt(c), 0x01000193)
   return h
 }
+
+/**
+ * `a` when index `i` is inside it, else a copy at least twice as long: a per-key value array beside a
+ * `KeyTable`, grown as keys are added.
+ */
+export const withRoom = (a: Int32Array<ArrayBuffer>, i: number): Int32Array<ArrayBuffer> => {
+  if (i < a.length) return a
+  let n = Math.max(16, a.length * 2)
+  while (n <= i) n *= 2
+  const b = new Int32Array(n)
+  b.set(a)
+  return b
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { KeyTable } from "../src/KeyTable.js"
+import { KeyTable, withRoom } from "../src/KeyTable.js"
 
 describe("KeyTable", () => {
   it("numbers keys in the order they were added and finds them again, like a Map, through many growths", () => {
@@ -74,5 +74,13 @@ describe("KeyTable", () => {
     table.add("a")
     expect(() => table.key(1)).toThrow(RangeError)
     expect(() => table.key(-1)).toThrow(RangeError)
+  })
+  it("withRoom: the same array while the index fits, else a longer copy with the same values", () => {
+    const a = Int32Array.from([1, 2, 3])
+    expect(withRoom(a, 2)).toBe(a)
+    const b = withRoom(a, 3)
+    expect(b.length).toBeGreaterThan(3)
+    expect(Array.from(b.subarray(0, 3))).toEqual([1, 2, 3])
+    expect(withRoom(new Int32Array(0), 100).length).toBeGreaterThan(100)
   })
 })

@@ -17,7 +17,7 @@
  * resource costs its id's characters and ≈ 30 bytes more in typed arrays outside the JS heap (`KeyTable`;
  * the type is a number).
  */
-import { KeyTable } from "@ferry/core/KeyTable"
+import { KeyTable, withRoom } from "@ferry/core/KeyTable"
 import { isId, isTypeLike } from "@ferry/core/Reference"
 import { Either } from "effect"
 import { TransformError } from "./TransformError.js"
@@ -155,11 +155,7 @@ export class IdMap {
     const before = this.ids.size
     const id = this.ids.add(key, k.type.length + 1)
     if (id === before) {
-      if (id >= this.typeOfId.length) {
-        const bigger = new Int32Array(this.typeOfId.length * 2)
-        bigger.set(this.typeOfId)
-        this.typeOfId = bigger
-      }
+      this.typeOfId = withRoom(this.typeOfId, id)
       this.typeOfId[id] = type
     } else {
       const cur = this.typeOfId[id]!

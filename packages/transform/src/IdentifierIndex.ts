@@ -17,7 +17,7 @@
  * that is known.
  */
 import type { Resource } from "@ferry/core/Ids"
-import { KeyTable } from "@ferry/core/KeyTable"
+import { KeyTable, withRoom } from "@ferry/core/KeyTable"
 
 export type IdentifierLookup =
   | { readonly _tag: "Found"; readonly key: string }
@@ -42,11 +42,7 @@ class Lookup {
     const before = this.identifiers.size
     const n = this.identifiers.add(identifier)
     if (n === before) {
-      if (n >= this.resource.length) {
-        const bigger = new Int32Array(this.resource.length * 2)
-        bigger.set(this.resource)
-        this.resource = bigger
-      }
+      this.resource = withRoom(this.resource, n)
       this.resource[n] = key
       return
     }

@@ -120,6 +120,24 @@ describe("IdMap", () => {
     expect(map.lookup("urn:uuid:shared")).toBeUndefined()
   })
 
+  it("keeps every registration through the growth of its tables (thousands of ids, some shared by types)", () => {
+    const map = IdMap.empty()
+    for (let i = 0; i < 5000; i++) expect(map.register(`Observation/o-${i}`)).toBe(true)
+    for (let i = 0; i < 5000; i += 7) expect(map.register(`Condition/o-${i}`)).toBe(true)
+    for (let i = 0; i < 5000; i += 7) expect(map.register(`Condition/o-${i}`)).toBe(false)
+    expect(map.known).toBe(5000 + Math.ceil(5000 / 7))
+    for (let i = 0; i < 5000; i++) {
+      expect(map.isKnown(`Observation/o-${i}`)).toBe(true)
+      expect(map.isKnown(`Condition/o-${i}`)).toBe(i % 7 === 0)
+      expect(map.resolveUrn(`o-${i}`)).toEqual(
+        i % 7 === 0
+          ? { _tag: "Ambiguous", keys: [`Observation/o-${i}`, `Condition/o-${i}`] }
+          : { _tag: "Found", key: `Observation/o-${i}` },
+      )
+    }
+    expect(map.isKnown("Patient/o-1")).toBe(false)
+  })
+
   it("resolves every urn:uuid reference of a real Synthea patient to a registered resource", () => {
     const resources = syntheaPatientSet()
     const map = IdMap.empty()
