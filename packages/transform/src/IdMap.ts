@@ -13,9 +13,9 @@
  *   `fromNdjson`); later lines win, so an append-only journal replays correctly.
  *
  * Encapsulated and mutable (it grows by millions of entries during an import; an immutable structure
- * would copy). Memory: about 150–200 bytes per mapped resource (two strings and a Map entry); a registered
- * resource costs its id's characters and ≈ 30 bytes more in typed arrays outside the JS heap (`KeyTable`;
- * the type is a number).
+ * would copy). Memory, all in typed arrays outside the JS heap (`KeyTable`): a registered resource costs its
+ * id's characters and ≈ 30 bytes more (the type is a number); an explicit mapping its source's and target's
+ * characters and ≈ 60 bytes more. `get` builds the target's string on each call.
  */
 import { KeyTable, withRoom } from "@ferry/core/KeyTable"
 import { isId, isTypeLike } from "@ferry/core/Reference"
@@ -46,7 +46,12 @@ export const isKey = (key: string): boolean => parseKey(key) !== undefined
 const SEVERAL = -1
 
 export class IdMap {
-  private readonly targets = new Map<string, string>()
+  /** The sources of the explicit mappings, numbered in insertion order. */
+  private readonly sources = new KeyTable()
+  /** The targets of the explicit mappings (a target shared by several sources is stored once). */
+  private readonly targetKeys = new KeyTable()
+  /** Per source (its number in `sources`): its target's number in `targetKeys`. */
+  private targetOf = new Int32Array(1024)
   /** The ids of registered resources. */
   private readonly ids = new KeyTable()
   /** Per id (its number in `ids`): the number of its type in `typeNames`, or SEVERAL. */
@@ -139,7 +144,7 @@ export class IdMap {
 
   /** The persisted form, one line per explicit mapping, in insertion order. */
   *toNdjson(): Generator<string> {
-    for (const [s, t] of this.targets) yield IdMap.line(s, t)
+    for (const [s, t] of this.entries()) yield IdMap.line(s, t)
   }
 
   /** Declare that the source export holds `key`. Returns false when it was known already or malformed. */
@@ -182,17 +187,19 @@ export class IdMap {
   /** Record that source `source` is `target` on the target server (registers `source`). */
   set(source: string, target: string): this {
     this.register(source)
-    const before = this.targets.get(source)
-    if (before !== undefined && before !== source) this.renames--
+    const known = this.sources.size
+    const n = this.sources.add(source)
+    if (n < known && this.targetKeys.key(this.targetOf[n]!) !== source) this.renames--
     if (target !== source) this.renames++
-    this.targets.set(source, target)
+    this.targetOf = withRoom(this.targetOf, n)
+    this.targetOf[n] = this.targetKeys.add(target)
     return this
   }
 
   /** The target `Type/id` of a source `Type/id`, if known (in identity mode: the key itself). */
   get(source: string): string | undefined {
-    const t = this.targets.get(source)
-    if (t !== undefined) return t
+    const n = this.sources.size === 0 ? -1 : this.sources.get(source)
+    if (n >= 0) return this.targetKeys.key(this.targetOf[n]!)
     return this.isIdentity && isKey(source) ? source : undefined
   }
 
@@ -202,7 +209,7 @@ export class IdMap {
 
   /** Number of explicit mappings (what `toNdjson` writes). */
   get size(): number {
-    return this.targets.size
+    return this.sources.size
   }
 
   /**
@@ -255,8 +262,9 @@ export class IdMap {
     return this.get(reference)
   }
 
-  /** The explicit mappings, in insertion order. */
-  entries(): IterableIterator<[string, string]> {
-    return this.targets.entries()
+  /** The explicit mappings, in insertion order (of their sources). */
+  *entries(): Generator<[string, string]> {
+    for (let n = 0; n < this.sources.size; n++)
+      yield [this.sources.key(n), this.targetKeys.key(this.targetOf[n]!)]
   }
 }
