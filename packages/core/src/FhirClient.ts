@@ -51,7 +51,7 @@ export interface FhirClientOptions {
    */
   readonly unreachableGrace?: Duration.DurationInput
   /**
-   * Past that grace, a `get` with `holdBack` to such an origin is not even sent while its last try is more
+   * Past that grace, a request with `holdBack` to such an origin is not even sent while its last try is more
    * recent than this (default 10 s): it fails at once with the last error. One then goes through, in case the
    * host is back.
    */

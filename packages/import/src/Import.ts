@@ -19,10 +19,10 @@
  *    reference strings (`Graph.referenceCandidates`; each distinct string is parsed and resolved once, when
  *    the types it names are complete: `Graph.DeferredEdges`). Files are read by type, the usual dependencies
  *    first (`policy.readingOrder`); whenever the files read since the last segment refer only to types whose
- *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference, which names no type, waits until
- *    the ids of the files not read yet are read ahead from their lines' text, once, when a segment is due) and hold at
- *    least `2 × bundle size × parallel` resources and as many as all earlier segments together (or
- *    `SEGMENT_MAX`, whichever is less), they become a segment: its Tarjan components and the chunk
+ *    every file is read (`DeferredEdges.closedOver`; a `urn:uuid:` reference, which names no type, waits
+ *    until the ids of the files not read yet are read ahead from their lines' text, once, when a segment is
+ *    due) and hold at least `2 × bundle size × parallel` resources and as many as all earlier segments
+ *    together (or `SEGMENT_MAX`, whichever is less), they become a segment: its Tarjan components and the chunk
  *    planner (`--bundle-size`, `--max-bundle-bytes`) give chunks by level, sent while the next files are
  *    read. Nothing read later can be a dependency of a segment (cycles never span two), and segments go to
  *    the target one after the other. A chunk's bodies are read back just before it is sent, with a few
@@ -34,10 +34,11 @@
  *    for what the id map needs (`Chunk.readResponse`). Hot loops are plain TypeScript inside one Effect per
  *    chunk of lines or per Bundle (profiled: an Effect per resource cost about as much as parsing it).
  *    Memory: per resource its key (`KeyTable`: its characters and ≈ 25 B, outside the JS heap), its line
- *    position (20 B), its id in the id registry (the same, outside the heap) and its identifiers in the
- *    identifier index; per segment (at most `SEGMENT_MAX` resources, as file boundaries allow; three at once:
- *    one being sent, one waiting, one being read or waiting) its graph (≈ 130 B per resource, 8 B per reference) and the text of
- *    each distinct reference string; the bodies of the chunks in flight (as text); never the whole archive.
+ *    position (20 B), its id in the id registry (the same, outside the heap), its identifiers in the
+ *    identifier index (outside the heap too) and, in post mode, its id map entry (likewise); per segment (at
+ *    most `SEGMENT_MAX` resources, as file boundaries allow; three at once: one being sent, one waiting, one
+ *    being read or waiting) its graph (≈ 130 B per resource, 8 B per reference) and the text of each
+ *    distinct reference string; the bodies of the chunks in flight (as text); never the whole archive.
  * 4. Failures: 413 splits a chunk in halves (in dependency order) down to one resource, which is then
  *    quarantined (in post mode a reference cycle that alone exceeds the limit is quarantined whole: its
  *    `urn:uuid` links cannot be cut); a refused transaction (4xx) is replayed as a batch (put) or as single-entry transactions
@@ -187,7 +188,8 @@ export interface ImportSummary {
 const THROTTLE_RETRIES = 8
 /**
  * Resources of a segment, at most (as far as file boundaries allow). Its graph, keys and reference strings
- * are what an import holds beyond ≈ 100 bytes per resource (docs/benchmarks.md, Import memory).
+ * are what an import holds in the JS heap beyond a few hundred bytes per resource kept outside it
+ * (docs/benchmarks.md, Import memory).
  */
 const SEGMENT_MAX = 100_000
 

@@ -230,7 +230,9 @@ export class IdMap {
     const k = parseKey(key)
     if (k === undefined) return false
     const id = this.ids.get(key, k.type.length + 1)
-    return id >= 0 && this.typesOf(id).includes(k.type)
+    if (id < 0) return false
+    const t = this.typeOfId[id]!
+    return t === SEVERAL ? this.several.get(id)!.includes(k.type) : this.typeNames[t] === k.type
   }
 
   /** The registered resource whose id is `uuid` (exact id first, then lower-cased: UUIDs ignore case). */
