@@ -195,3 +195,53 @@ export const withRoom = (a: Int32Array<ArrayBuffer>, i: number): Int32Array<Arra
   b.set(a)
   return b
 }
+
+/**
+ * Strings (in a `KeyTable`) each with one number or several: the id registry's types per id, the identifier
+ * index's resources per identifier. One number is held in a typed array; a string given a second one gets a
+ * `Set` (rare: an id shared by two types, an identifier shared by resources).
+ */
+export class NumberMultimap {
+  private readonly keys = new KeyTable()
+  /** Per key: its number, or `-1 - i` for `several[i]`. */
+  private value = new Int32Array(1024)
+  private readonly several: Array<Set<number>> = []
+
+  /** Adds `n` (≥ 0) under `text.slice(from, to)`; false when it was there already. */
+  add(n: number, text: string, from = 0, to = text.length): boolean {
+    const before = this.keys.size
+    const k = this.keys.add(text, from, to)
+    if (k === before) {
+      this.value = withRoom(this.value, k)
+      this.value[k] = n
+      return true
+    }
+    const cur = this.value[k]!
+    if (cur >= 0) {
+      if (cur === n) return false
+      this.several.push(new Set([cur, n]))
+      this.value[k] = -this.several.length
+      return true
+    }
+    const all = this.several[-1 - cur]!
+    if (all.has(n)) return false
+    all.add(n)
+    return true
+  }
+
+  /** The numbers under `text.slice(from, to)`, in the order they were added (none when absent). */
+  get(text: string, from = 0, to = text.length): ReadonlyArray<number> {
+    const k = this.keys.get(text, from, to)
+    if (k < 0) return []
+    const cur = this.value[k]!
+    return cur >= 0 ? [cur] : [...this.several[-1 - cur]!]
+  }
+
+  /** Whether `n` is under `text.slice(from, to)` (without building the list). */
+  has(n: number, text: string, from = 0, to = text.length): boolean {
+    const k = this.keys.get(text, from, to)
+    if (k < 0) return false
+    const cur = this.value[k]!
+    return cur >= 0 ? cur === n : this.several[-1 - cur]!.has(n)
+  }
+}

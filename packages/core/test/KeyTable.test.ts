@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { KeyTable, withRoom } from "../src/KeyTable.js"
+import { KeyTable, NumberMultimap, withRoom } from "../src/KeyTable.js"
 
 describe("KeyTable", () => {
   it("numbers keys in the order they were added and finds them again, like a Map, through many growths", () => {
@@ -82,5 +82,21 @@ describe("KeyTable", () => {
     expect(b.length).toBeGreaterThan(3)
     expect(Array.from(b.subarray(0, 3))).toEqual([1, 2, 3])
     expect(withRoom(new Int32Array(0), 100).length).toBeGreaterThan(100)
+  })
+  it("NumberMultimap: one number per string, or several in the order added; add says whether it was new", () => {
+    const m = new NumberMultimap()
+    expect(m.add(3, "Patient/p1", 8)).toBe(true)
+    expect(m.add(3, "p1")).toBe(false)
+    expect(m.get("p1")).toEqual([3])
+    expect(m.add(5, "p1")).toBe(true)
+    expect(m.add(4, "p1")).toBe(true)
+    expect(m.add(5, "p1")).toBe(false)
+    expect(m.get("xp1x", 1, 3)).toEqual([3, 5, 4])
+    expect(m.has(4, "p1")).toBe(true)
+    expect(m.has(6, "p1")).toBe(false)
+    expect(m.has(3, "p2")).toBe(false)
+    expect(m.get("p2")).toEqual([])
+    for (let i = 0; i < 3000; i++) expect(m.add(i % 7, `k${i}`)).toBe(true)
+    for (let i = 0; i < 3000; i++) expect(m.get(`k${i}`)).toEqual([i % 7])
   })
 })

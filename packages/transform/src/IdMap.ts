@@ -17,7 +17,7 @@
  * id's characters and ≈ 30 bytes more (the type is a number); an explicit mapping its source's and target's
  * characters and ≈ 60 bytes more. `get` builds the target's string on each call.
  */
-import { KeyTable, withRoom } from "@ferry/core/KeyTable"
+import { KeyTable, NumberMultimap, withRoom } from "@ferry/core/KeyTable"
 import { isId, isTypeLike } from "@ferry/core/Reference"
 import { Either } from "effect"
 import { TransformError } from "./TransformError.js"
@@ -42,9 +42,6 @@ export const parseKey = (key: string): { readonly type: string; readonly id: str
 /** Is `key` a well-formed `Type/id`? */
 export const isKey = (key: string): boolean => parseKey(key) !== undefined
 
-/** `IdMap.typeOfId`: the id is shared by resources of several types (listed in `several`). */
-const SEVERAL = -1
-
 export class IdMap {
   /** The sources of the explicit mappings, numbered in insertion order. */
   private readonly sources = new KeyTable()
@@ -52,12 +49,8 @@ export class IdMap {
   private readonly targetKeys = new KeyTable()
   /** Per source (its number in `sources`): its target's number in `targetKeys`. */
   private targetOf = new Int32Array(1024)
-  /** The ids of registered resources. */
-  private readonly ids = new KeyTable()
-  /** Per id (its number in `ids`): the number of its type in `typeNames`, or SEVERAL. */
-  private typeOfId = new Int32Array(1024)
-  /** The types of the ids that several registered resources share. */
-  private readonly several = new Map<number, Array<string>>()
+  /** The ids of registered resources, each with the number of its type in `typeNames` (or several). */
+  private readonly ids = new NumberMultimap()
   private readonly typeNames: Array<string> = []
   private readonly typeNumbers = new Map<string, number>()
   private registered = 0
@@ -157,31 +150,9 @@ export class IdMap {
       this.typeNames.push(k.type)
       this.typeNumbers.set(k.type, type)
     }
-    const before = this.ids.size
-    const id = this.ids.add(key, k.type.length + 1)
-    if (id === before) {
-      this.typeOfId = withRoom(this.typeOfId, id)
-      this.typeOfId[id] = type
-    } else {
-      const cur = this.typeOfId[id]!
-      if (cur === type) return false
-      if (cur !== SEVERAL) {
-        this.typeOfId[id] = SEVERAL
-        this.several.set(id, [this.typeNames[cur]!, k.type])
-      } else {
-        const all = this.several.get(id)!
-        if (all.includes(k.type)) return false
-        all.push(k.type)
-      }
-    }
+    if (!this.ids.add(type, key, k.type.length + 1)) return false
     this.registered++
     return true
-  }
-
-  /** The types registered with the id numbered `id` in `ids`. */
-  private typesOf(id: number): ReadonlyArray<string> {
-    const t = this.typeOfId[id]!
-    return t === SEVERAL ? this.several.get(id)! : [this.typeNames[t]!]
   }
 
   /** Record that source `source` is `target` on the target server (registers `source`). */
@@ -229,25 +200,23 @@ export class IdMap {
   isKnown(key: string): boolean {
     const k = parseKey(key)
     if (k === undefined) return false
-    const id = this.ids.get(key, k.type.length + 1)
-    if (id < 0) return false
-    const t = this.typeOfId[id]!
-    return t === SEVERAL ? this.several.get(id)!.includes(k.type) : this.typeNames[t] === k.type
+    const type = this.typeNumbers.get(k.type)
+    return type !== undefined && this.ids.has(type, key, k.type.length + 1)
   }
 
   /** The registered resource whose id is `uuid` (exact id first, then lower-cased: UUIDs ignore case). */
   resolveUrn(uuid: string): UrnLookup {
-    let n = this.ids.get(uuid)
+    let found = this.ids.get(uuid)
     let id = uuid
-    if (n < 0) {
+    if (found.length === 0) {
       const lower = uuid.toLowerCase()
       if (lower !== uuid) {
-        n = this.ids.get(lower)
+        found = this.ids.get(lower)
         id = lower
       }
     }
-    if (n < 0) return { _tag: "NotFound" }
-    const types = this.typesOf(n)
+    if (found.length === 0) return { _tag: "NotFound" }
+    const types = found.map((t) => this.typeNames[t]!)
     if (types.length === 1) return { _tag: "Found", key: `${types[0]}/${id}` }
     return { _tag: "Ambiguous", keys: types.map((t) => `${t}/${id}`) }
   }

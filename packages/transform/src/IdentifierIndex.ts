@@ -17,7 +17,7 @@
  * that is known.
  */
 import type { Resource } from "@ferry/core/Ids"
-import { KeyTable, withRoom } from "@ferry/core/KeyTable"
+import { KeyTable, NumberMultimap } from "@ferry/core/KeyTable"
 
 export type IdentifierLookup =
   | { readonly _tag: "Found"; readonly key: string }
@@ -31,43 +31,11 @@ export interface IdentifierIndexOptions {
 
 const SEP = "|"
 
-/** One lookup table: identifier strings, numbered, each with its resource (a key number) or several. */
-class Lookup {
-  readonly identifiers = new KeyTable()
-  /** Per identifier: its resource's number in the keys table, or `-1 - i` for `several[i]`. */
-  private resource = new Int32Array(1024)
-  private readonly several: Array<Set<number>> = []
-
-  add(identifier: string, key: number): void {
-    const before = this.identifiers.size
-    const n = this.identifiers.add(identifier)
-    if (n === before) {
-      this.resource = withRoom(this.resource, n)
-      this.resource[n] = key
-      return
-    }
-    const cur = this.resource[n]!
-    if (cur >= 0) {
-      if (cur === key) return
-      this.several.push(new Set([cur, key]))
-      this.resource[n] = -this.several.length
-    } else this.several[-1 - cur]!.add(key)
-  }
-
-  /** The key numbers of the resources carrying `identifier` (none, one, or several). */
-  find(identifier: string): ReadonlyArray<number> {
-    const n = this.identifiers.get(identifier)
-    if (n < 0) return []
-    const cur = this.resource[n]!
-    return cur >= 0 ? [cur] : [...this.several[-1 - cur]!]
-  }
-}
-
 export class IdentifierIndex {
   /** `Type|system|value` (system "" when absent) → resource(s). */
-  private readonly exact = new Lookup()
+  private readonly exact = new NumberMultimap()
   /** `Type||value` ignoring the system → resource(s). */
-  private readonly anySystem = new Lookup()
+  private readonly anySystem = new NumberMultimap()
   /** The `Type/id` of every indexed resource, numbered. */
   private readonly keys = new KeyTable()
   private readonly only: ReadonlySet<string> | undefined
@@ -101,8 +69,8 @@ export class IdentifierIndex {
       if (typeof value !== "string") continue
       if (k < 0) k = this.keys.add(key ?? `${type}/${id}`)
       const sys = typeof system === "string" ? system : ""
-      this.exact.add(type + SEP + sys + SEP + value, k)
-      this.anySystem.add(type + SEP + SEP + value, k)
+      this.exact.add(k, type + SEP + sys + SEP + value)
+      this.anySystem.add(k, type + SEP + SEP + value)
       this.count++
     }
   }
@@ -119,8 +87,8 @@ export class IdentifierIndex {
   resolve(type: string, system: string | undefined, value: string): IdentifierLookup {
     const hits =
       system === undefined
-        ? this.anySystem.find(type + SEP + SEP + value)
-        : this.exact.find(type + SEP + system + SEP + value)
+        ? this.anySystem.get(type + SEP + SEP + value)
+        : this.exact.get(type + SEP + system + SEP + value)
     if (hits.length === 0) return { _tag: "NotFound" }
     if (hits.length === 1) return { _tag: "Found", key: this.keys.key(hits[0]!) }
     return { _tag: "Ambiguous", keys: hits.map((k) => this.keys.key(k)) }
