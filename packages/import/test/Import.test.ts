@@ -75,6 +75,10 @@ const countsOf = (s: Sandbox.SandboxHandle): Record<string, number> => {
 
 const sum = (r: Readonly<Record<string, number>>) => Object.values(r).reduce((a, b) => a + b, 0)
 
+/** The resources of each segment an import planned (its `graph` events), in order. */
+const graphSizes = (events: ReadonlyArray<Import.ImportEvent>): Array<number> =>
+  events.filter((e) => e.event === "graph").map((e) => Number(e.resources))
+
 /**
  * Asserts that every plain `Type/id` reference stored in the sandbox names a stored resource (in post mode every
  * id is new: a reference written before its target landed would still name the source id); returns how many.
@@ -255,8 +259,6 @@ describe("Import.run", () => {
     () =>
       Effect.gen(function* () {
         const { dir, expected } = yield* sampleArchive()
-        const graphSizes = (events: ReadonlyArray<Import.ImportEvent>) =>
-          events.filter((e) => e.event === "graph").map((e) => Number(e.resources))
         const runWith = (segmentMax: number | undefined) =>
           Effect.gen(function* () {
             const sandbox = yield* target({ refuseClientIds: true })
@@ -315,7 +317,7 @@ describe("Import.run", () => {
         assert.strictEqual(readAhead.length, 1)
         assert.strictEqual(readAhead[0]!.files, 1)
         // without the read-ahead, MedicationRequest and Procedure would go as one last segment
-        const sizes = events.filter((e) => e.event === "graph").map((e) => Number(e.resources))
+        const sizes = graphSizes(events)
         assert.deepStrictEqual(sizes.slice(-2), [expected.MedicationRequest, expected.Procedure])
         let urns = 0
         for (const t of sandbox.store.types())
