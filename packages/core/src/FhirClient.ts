@@ -65,7 +65,8 @@ export interface RequestOptions {
   readonly retry?: boolean
   /**
    * One of many requests to origins that may be down (attachments, possibly on another host): past the
-   * unreachable grace period, while the origin has never answered and refused its last try, it fails unsent
+   * unreachable grace period, while the origin has never answered and refused its last try (or let the
+   * connection attempt time out: a host behind a firewall that drops it), it fails unsent
    * until `unreachableProbe` after that try, instead of a connection attempt each. Off for requests that must
    * reach their server (kick-off, polling, the data files): those are sent every time (a refusal past the
    * grace period still ends each of them at once, without the retry schedule).
@@ -197,6 +198,13 @@ const fhirErrorFromTransport = (
  */
 const NOTHING_THERE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"])
 
+/**
+ * A connection attempt that timed out: a host behind a firewall that drops it, or a busy server. Counted as
+ * "nothing there" only for `holdBack` requests (attachments on another host): a request that must reach its
+ * server keeps its retry schedule, since a busy server drops connection attempts too.
+ */
+const CONNECT_TIMED_OUT = new Set(["UND_ERR_CONNECT_TIMEOUT", "ETIMEDOUT"])
+
 /** An origin that has not answered yet (see `make`'s `reached`). */
 interface Unanswered {
   readonly since: number
@@ -256,8 +264,8 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const graceMs = Duration.toMillis(Duration.decode(options.unreachableGrace ?? Duration.seconds(3)))
   const probeMs = Duration.toMillis(Duration.decode(options.unreachableProbe ?? Duration.seconds(10)))
   /**
-   * Per origin (see NOTHING_THERE): `true` once it has answered anything; else, from its first refused
-   * connection on, when that was, when it was last tried and what that try met. An export meets other origins
+   * Per origin (see NOTHING_THERE, CONNECT_TIMED_OUT): `true` once it has answered anything; else, from its
+   * first refused connection on, when that was, when it was last tried and what that try met. An export meets other origins
    * than the base (attachments on a document store): one that is down must not cost every attachment on it
    * the whole retry schedule (minutes each), nor, once it has kept refusing, a connection attempt each
    * (`holdBack`).
@@ -269,10 +277,11 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     reached.set(originOf(url), true)
   }
   const unlessNeverAnswered =
-    (url: string) =>
+    (url: string, holdBack: boolean) =>
     (a: Attempt): Attempt => {
       if (a.permanent === true || a.error.reason !== "Transport") return a
-      if (!NOTHING_THERE.has(a.error.detail ?? "")) return a
+      const code = a.error.detail ?? ""
+      if (!NOTHING_THERE.has(code) && !(holdBack && CONNECT_TIMED_OUT.has(code))) return a
       const origin = originOf(url)
       const seen = reached.get(origin)
       if (seen === true) return a
@@ -347,7 +356,9 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         const response = yield* http.execute(toSend).pipe(
           // fetch would follow redirects itself, carrying Authorization along; Ferry follows them here.
           manualRedirects,
-          Effect.mapError((e) => unlessNeverAnswered(toSend.url)(fhirErrorFromTransport(toSend, e))),
+          Effect.mapError((e) =>
+            unlessNeverAnswered(toSend.url, holdBack)(fhirErrorFromTransport(toSend, e)),
+          ),
           withTimeout(toSend),
         )
         answeredBy(toSend.url)
@@ -472,7 +483,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         }
         const response = yield* RawHttp.send(url, toSend, timeoutMs).pipe(
           Effect.mapError((e) =>
-            unlessNeverAnswered(url)(
+            unlessNeverAnswered(
+              url,
+              holdBack,
+            )(
               new Attempt({
                 error: new FhirError({
                   reason: "Transport",

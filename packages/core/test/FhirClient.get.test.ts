@@ -3,11 +3,13 @@
  * rules as `request` — auth only to the base's origin, never across a redirect to another host, one refresh
  * after a 401, the retry schedule with Retry-After, the per-attempt timeout, redacted URLs.
  */
+import { spawn } from "node:child_process"
 import { createServer, type ServerResponse } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, connect, type Socket } from "node:net"
 import { FetchHttpClient, HttpClientRequest } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Stream } from "effect"
+import { Agent, type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from "undici"
 import { AuthError, FhirError } from "../src/Errors.js"
 import * as FhirClient from "../src/FhirClient.js"
 import { loopback } from "./helpers/loopback.js"
@@ -344,4 +346,85 @@ describe("FhirClient.get against loopback servers", () => {
         }
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
+
+  it.scopedLive(
+    "holdBack: a host that lets connection attempts time out (a firewall) is held back like one that refuses; other requests keep their retries",
+    () =>
+      Effect.gen(function* () {
+        const base = yield* loopback((_req, res) => text(res, 200, "base"))
+        const port = yield* silentHost
+        // connection attempts time out after 300 ms (≈ 1 s: see below) instead of undici's 10 s
+        yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const before = getGlobalDispatcher()
+            setGlobalDispatcher(new Agent({ connect: { timeout: 300 } }))
+            return before
+          }),
+          (before: Dispatcher) => Effect.sync(() => setGlobalDispatcher(before)),
+        )
+        const { client } = yield* clientFor(`${base.origin}/fhir`, {
+          retry: { times: 1, base: Duration.millis(10) },
+          unreachableGrace: 0,
+          unreachableProbe: Duration.seconds(30),
+        })
+        assert.strictEqual(yield* Effect.flatMap(client.get("Binary/1"), bodyOf), "base")
+        const docs = `http://127.0.0.1:${port}/documents`
+        const held = { holdBack: true }
+        const t0 = Date.now()
+        const first = (yield* Effect.flip(client.get(`${docs}/1`, held))) as FhirError
+        assert.include(first.message, "UND_ERR_CONNECT_TIMEOUT")
+        assert.notInclude(first.message, "not sent")
+        // undici checks its connect timeouts about once a second: one attempt took ≈ 1 s, a second would double it
+        const t1 = Date.now()
+        const one = t1 - t0
+        assert.isAtLeast(one, 250, "one connection attempt, timed out")
+        assert.isBelow(one, 1800, "past the grace period: no second try")
+        const second = (yield* Effect.flip(client.get(`${docs}/2`, held))) as FhirError
+        assert.include(second.message, "UND_ERR_CONNECT_TIMEOUT; not sent: nothing at http://127.0.0.1:")
+        assert.isBelow(Date.now() - t1, 200, "not sent at all")
+        // a request that must reach its server: a timed-out connection is tried again (a busy server drops them)
+        const t2 = Date.now()
+        const plain = (yield* Effect.flip(client.get(`${docs}/3`))) as FhirError
+        assert.include(plain.message, "UND_ERR_CONNECT_TIMEOUT")
+        assert.notInclude(plain.message, "not sent")
+        assert.isAtLeast(Date.now() - t2, one * 1.5, "two attempts")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+    20_000,
+  )
+})
+
+/**
+ * A port whose connection attempts time out, as behind a firewall that drops them: a child process listens with
+ * a backlog of 1 and blocks its event loop, two connections fill the accept queue, and the kernel drops every
+ * later SYN.
+ */
+const silentHost = Effect.gen(function* () {
+  const child = yield* Effect.acquireRelease(
+    Effect.sync(() =>
+      spawn(
+        process.execPath,
+        [
+          "-e",
+          `const s = require("node:net").createServer()
+s.listen({ port: 0, host: "127.0.0.1", backlog: 1 }, () => {
+  process.stdout.write(String(s.address().port) + "\\n", () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0))
+})`,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      ),
+    ),
+    (c) => Effect.sync(() => c.kill("SIGKILL")),
+  )
+  const port = yield* Effect.async<number>((resume) => {
+    child.stdout.once("data", (d: Buffer) => resume(Effect.succeed(Number(String(d).trim()))))
+  })
+  const fillers: Socket[] = []
+  yield* Effect.addFinalizer(() => Effect.sync(() => fillers.forEach((f) => f.destroy())))
+  for (let i = 0; i < 2; i++) {
+    yield* Effect.async<void>((resume) => {
+      const socket = connect(port, "127.0.0.1", () => resume(Effect.void))
+      fillers.push(socket)
+    })
+  }
+  return port
 })
