@@ -419,7 +419,11 @@ s.listen({ port: 0, host: "127.0.0.1", backlog: 1 }, () => {
     child.stdout.once("data", (d: Buffer) => resume(Effect.succeed(Number(String(d).trim()))))
   })
   const fillers: Socket[] = []
-  yield* Effect.addFinalizer(() => Effect.sync(() => fillers.forEach((f) => f.destroy())))
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      for (const f of fillers) f.destroy()
+    }),
+  )
   for (let i = 0; i < 2; i++) {
     yield* Effect.async<void>((resume) => {
       const socket = connect(port, "127.0.0.1", () => resume(Effect.void))
