@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, generateKeyPairSync, randomUUID, sign } from "node:crypto"
 import * as NFS from "node:fs"
+import * as Http from "node:http"
 import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -520,4 +521,87 @@ describe("ferry export with attachments on a host that is down", () => {
     expect(failed.length).toBe(30)
     expect(failed.some((e) => e.detail?.includes("ECONNREFUSED; not sent: nothing at") === true)).toBe(true)
   }, 60_000)
+})
+
+describe("ferry export through an HTTP proxy (http_proxy, no_proxy)", () => {
+  /** A forwarding proxy on loopback: requests for `proxied.invalid:<port>` go to 127.0.0.1:<port>. */
+  const startProxy = async () => {
+    const seen: Array<{ method: string; url: string }> = []
+    const server = Http.createServer((req, res) => {
+      seen.push({ method: req.method ?? "", url: req.url ?? "" })
+      const url = new URL(req.url ?? "")
+      if (url.hostname !== "proxied.invalid") {
+        res.writeHead(502).end()
+        return
+      }
+      const upstream = Http.request(
+        {
+          host: "127.0.0.1",
+          port: url.port,
+          path: `${url.pathname}${url.search}`,
+          method: req.method,
+          headers: { ...req.headers, host: `127.0.0.1:${url.port}` },
+        },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers)
+          answer.pipe(res)
+        },
+      )
+      upstream.on("error", () => res.destroy())
+      req.pipe(upstream)
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    return { url: `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}`, seen, server }
+  }
+
+  it("goes through the proxy to a named host, never for loopback, and a bad proxy URL is one line, exit 2", async () => {
+    const sandbox = await start({ seed: [data("sample-bulk-10-patients")] })
+    const proxy = await startProxy()
+    try {
+      const port = new URL(sandbox.baseUrl).port
+      const viaName = `http://proxied.invalid:${port}/fhir`
+      const run = await ferry(
+        ["export", viaName, "--out", Path.join(tmp, "proxied"), "--type", "Patient", "--json"],
+        undefined,
+        { http_proxy: proxy.url, HTTP_PROXY: "", no_proxy: "", NO_PROXY: "" },
+      )
+      expect(run.stderr).not.toContain("ENOTFOUND")
+      expect(run.code).toBe(0)
+      expect((JSON.parse(run.stdout) as { resources: number }).resources).toBe(13)
+      // the CapabilityStatement and the kick-off went through the proxy, by name
+      expect(proxy.seen.some((r) => r.method === "GET" && r.url.startsWith(`${viaName}/metadata`))).toBe(true)
+      expect(proxy.seen.some((r) => r.url.startsWith(`${viaName}/$export`))).toBe(true)
+
+      // the same source by its loopback address: straight there
+      const before = proxy.seen.length
+      const direct = await ferry(
+        ["export", sandbox.baseUrl, "--out", Path.join(tmp, "unproxied"), "--type", "Patient"],
+        undefined,
+        { http_proxy: proxy.url, HTTP_PROXY: "" },
+      )
+      expect(direct.code).toBe(0)
+      expect(proxy.seen.length).toBe(before)
+
+      // no_proxy names the host: not through the proxy (and the name resolves nowhere)
+      const excluded = await ferry(
+        ["export", viaName, "--out", Path.join(tmp, "excluded"), "--type", "Patient"],
+        undefined,
+        { http_proxy: proxy.url, HTTP_PROXY: "", no_proxy: ".invalid", NO_PROXY: "" },
+      )
+      expect(excluded.code).toBe(4)
+      expect(excluded.stderr).toContain("ENOTFOUND")
+      expect(proxy.seen.length).toBe(before)
+
+      const bad = await ferry(["export", viaName, "--out", Path.join(tmp, "badproxy")], undefined, {
+        HTTPS_PROXY: "socks5://127.0.0.1:1080",
+        https_proxy: "",
+      })
+      expect(bad.code).toBe(2)
+      expect(bad.stderr.trim()).toBe(
+        "ferry: HTTPS_PROXY: Ferry speaks to http and https proxies, not socks5; set an http:// proxy URL",
+      )
+    } finally {
+      await new Promise<void>((resolve) => proxy.server.close(() => resolve()))
+    }
+  }, 120_000)
 })
