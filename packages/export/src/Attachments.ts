@@ -22,7 +22,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Walker from "@ferry/core/Walker"
-import { Deferred, Effect, Exit, FiberId, Stream } from "effect"
+import { Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 import type { ArchiveDir } from "./internal/ArchiveDir.js"
 
@@ -190,16 +190,36 @@ const fetchBody = (
     })
     const length = Number(response.headers["content-length"] ?? Number.NaN)
     if (binary && isFhirJson(responseType)) {
-      // The server ignored Accept and sent the Binary resource: its content is in `data` (base64).
-      const json = yield* Effect.tryPromise({
-        try: () => response.body.json(),
-        catch: broke("the Binary answer is not readable JSON"),
-      })
-      const data = (json as { data?: unknown }).data
-      const ct = (json as { contentType?: unknown }).contentType
+      // Either the server ignored Accept and sent the Binary resource (content in `data`, base64), or the
+      // Binary's own content is JSON (a FHIR document, application/json) and came raw, as asked.
+      const raw = new Uint8Array(
+        yield* Effect.tryPromise({
+          try: () => response.body.arrayBuffer(),
+          catch: broke("the download broke off"),
+        }),
+      )
+      const parsed = Option.liftThrowable(() => JSON.parse(Buffer.from(raw).toString("utf8")) as unknown)()
+      const resource = Option.getOrUndefined(parsed)
+      if (
+        typeof resource !== "object" ||
+        resource === null ||
+        (resource as { resourceType?: unknown }).resourceType !== "Binary"
+      ) {
+        contentType = responseType ?? ref.contentType
+        return { kind: "bytes", bytes: raw, meta: meta() } satisfies Fetched
+      }
+      const data = (resource as { data?: unknown }).data
+      if (typeof data !== "string") {
+        return yield* new ExportError({
+          reason: "Attachment",
+          url: redactUrl(resolved),
+          detail:
+            "the server answered with the Binary resource without its content (no `data`), and not with the raw content that was asked for (Accept: */*); ask the server's operators how to read its binaries raw",
+        })
+      }
+      const ct = (resource as { contentType?: unknown }).contentType
       if (typeof ct === "string") contentType = ct
-      const bytes = typeof data === "string" ? Buffer.from(data, "base64") : new Uint8Array()
-      return { kind: "bytes", bytes, meta: meta() } satisfies Fetched
+      return { kind: "bytes", bytes: Buffer.from(data, "base64"), meta: meta() } satisfies Fetched
     }
     if (length >= 0 && length <= WHOLE) {
       const bytes = yield* Effect.tryPromise({

@@ -89,6 +89,67 @@ describe("Attachments.refsOf / isSourceBinary", () => {
   })
 })
 
+describe("Attachments: a Binary read raw whose answer is JSON", () => {
+  it.scoped(
+    "raw JSON content is stored as sent; a Binary resource's data is decoded; one without data fails the attachment",
+    () =>
+      Effect.gen(function* () {
+        const document = '{"resourceType":"Composition","status":"final"}'
+        const server = Http.createServer((req, res) => {
+          if (req.url === "/fhir/Binary/doc") {
+            // the Binary's own content is JSON (here a FHIR resource of another type), served raw as asked
+            res.writeHead(200, { "content-type": "application/fhir+json" }).end(document)
+          } else if (req.url === "/fhir/Binary/res") {
+            res
+              .writeHead(200, { "content-type": "application/fhir+json" })
+              .end(JSON.stringify({ resourceType: "Binary", contentType: "text/plain", data: "aGVsbG8=" }))
+          } else if (req.url === "/fhir/Binary/nodata") {
+            res
+              .writeHead(200, { "content-type": "application/json" })
+              .end(JSON.stringify({ resourceType: "Binary", contentType: "text/plain" }))
+          } else res.writeHead(404).end()
+        })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => {
+            server.listen(0, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () =>
+            Effect.async<void>((resume) => {
+              server.close(() => resume(Effect.void))
+            }),
+        )
+        const client = yield* clientFor(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`)
+        const root = Path.join(yield* tempDir, "json")
+        NFS.mkdirSync(root, { recursive: true })
+        const ref = (url: string): Attachments.AttachmentRef => ({
+          url,
+          resource: "DocumentReference/a",
+          path: "content[0].attachment",
+          contentType: undefined,
+          size: undefined,
+          hash: undefined,
+        })
+        const fetcher = yield* Attachments.fetcher(client, { root }, { concurrency: 1 })
+        const result = yield* fetcher.forRefs([ref("Binary/doc"), ref("Binary/res"), ref("Binary/nodata")])
+        assert.deepInclude(result, { fetched: 2, failed: 1 })
+        const index = [...(yield* ArchiveAttachments.readIndex(root)).values()]
+        const bySource = new Map(index.map((l) => [l.sourceUrls[0], l]))
+        assert.deepInclude(bySource.get("Binary/doc"), {
+          sha256: sha256(Buffer.from(document)),
+          size: document.length,
+          contentType: "application/fhir+json",
+        })
+        assert.deepInclude(bySource.get("Binary/res"), {
+          sha256: sha256(Buffer.from("hello")),
+          size: 5,
+          contentType: "text/plain",
+        })
+        const failure = (yield* fetcher.summary).failed[0]
+        assert.include(failure?.detail, "the Binary resource without its content")
+      }),
+  )
+})
+
 layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAfterSeconds: 0 } } as never), {
   timeout: 60_000,
   excludeTestServices: true,
