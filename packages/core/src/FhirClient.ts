@@ -36,7 +36,10 @@ export interface FhirClientOptions {
   readonly authorize?: (
     request: HttpClientRequest.HttpClientRequest,
   ) => Effect.Effect<HttpClientRequest.HttpClientRequest, AuthError>
-  /** Run once after a 401 (e.g. drop the cached token); the request is then tried once more. */
+  /**
+   * Run once after a 401 to a hop that carried Authorization (e.g. drop the cached token); the request is then
+   * tried once more. A 401 from a hop sent no credentials (another origin) does not run it.
+   */
   readonly onUnauthorized?: Effect.Effect<void, AuthError>
   readonly retry?: Partial<RetryOptions>
   readonly userAgent?: string
@@ -224,16 +227,20 @@ const transportDetail = (cause: unknown): string => {
   return code !== "" ? code : "connection failed"
 }
 
-const finalError = (attempt: Attempt, sentCredentials: boolean, retried: boolean): FhirError | AuthError => {
+const finalError = (attempt: Attempt, retried: boolean, baseUrl: string): FhirError | AuthError => {
   const e = attempt.error
   if (e.reason === "Status" && e.status === 401) {
     const said = e.outcome ? `: ${summary(e.outcome)}` : e.detail ? `: ${e.detail}` : ""
     return new AuthError({
       reason: "Unauthorized",
       url: e.url,
-      detail: sentCredentials
-        ? `the server refused the credentials (401)${said}; check the client id, key and scopes`
-        : `the server requires authorization (401)${said}; configure authentication for this server`,
+      detail:
+        attempt.sentAuthorization === true
+          ? `the server refused the credentials (401)${said}; check the client id, key and scopes`
+          : sameOrigin(e.url, baseUrl)
+            ? `the server requires authorization (401)${said}; configure authentication for this server`
+            : // No credentials went there (they go to the base's origin only), so none can be "wrong".
+              `this host requires authorization (401)${said}; Ferry sent it no credentials, since it sends them only to ${originOf(baseUrl)}: the host must allow access without them (e.g. signed URLs)`,
     })
   }
   if (retried && e.reason === "Status" && isThrottleStatus(e.status)) {
@@ -248,6 +255,9 @@ const finalError = (attempt: Attempt, sentCredentials: boolean, retried: boolean
   }
   return e
 }
+
+const originOf = (url: string): string =>
+  Option.getOrElse(Option.liftThrowable(() => new URL(url).origin)(), () => url)
 
 /** Builds a client for one server from the ambient `HttpClient`. */
 export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientOptions) {
@@ -271,8 +281,6 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
    * (`holdBack`).
    */
   const reached = new Map<string, true | Unanswered>()
-  const originOf = (url: string): string =>
-    Option.getOrElse(Option.liftThrowable(() => new URL(url).origin)(), () => url)
   const answeredBy = (url: string): void => {
     reached.set(originOf(url), true)
   }
@@ -412,6 +420,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             ...described,
           }),
           retryAfter: response.headers["retry-after"],
+          sentAuthorization: toSend.headers.authorization !== undefined,
         })
       }
     }).pipe(
@@ -441,18 +450,20 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     const auth = requestOptions?.auth ?? true
     const tries = requestOptions?.retry === false ? once : Effect.retry(once, schedule)
     const onUnauthorized = options.onUnauthorized
-    // A 401 refreshes the credentials once, then the request (with its retries) runs once more.
+    // A 401 to a request that carried credentials refreshes them once, then the request (with its retries)
+    // runs once more. A 401 on a hop that carried none (another origin: an attachment host, or a redirect
+    // there) says nothing about the token: refreshing would drop a good one, and trying again gets the same.
     const refreshed =
       onUnauthorized === undefined || !auth
         ? tries
         : Effect.catchIf(
             tries,
-            (e): e is Attempt => e instanceof Attempt && e.error.status === 401,
+            (e): e is Attempt =>
+              e instanceof Attempt && e.error.status === 401 && e.sentAuthorization === true,
             () => Effect.zipRight(onUnauthorized, tries),
           )
-    const sentCredentials = auth && options.authorize !== undefined
     return Effect.mapError(refreshed, (e) =>
-      e instanceof Attempt ? finalError(e, sentCredentials, requestOptions?.retry !== false) : e,
+      e instanceof Attempt ? finalError(e, requestOptions?.retry !== false, baseUrl) : e,
     )
   }
 
@@ -531,6 +542,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             ...described,
           }),
           retryAfter: responseHeaders["retry-after"],
+          sentAuthorization: toSend.authorization !== undefined,
         })
       }
     }).pipe(

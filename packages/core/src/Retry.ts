@@ -26,6 +26,11 @@ export class Attempt extends Data.TaggedError("@ferry/core/Retry/Attempt")<{
   readonly retryAfter: string | undefined
   /** Set for failures that must not be retried whatever their reason (e.g. an unusable URL). */
   readonly permanent?: boolean
+  /**
+   * Whether the hop that got this answer carried `Authorization`. After redirects that is the last hop, not
+   * the first: a 401 from a host that was sent no credentials says nothing about the credentials.
+   */
+  readonly sentAuthorization?: boolean
 }> {}
 
 const epochSecondsThreshold = 1e9

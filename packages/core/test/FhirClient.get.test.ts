@@ -142,6 +142,65 @@ describe("FhirClient.get against loopback servers", () => {
     }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 
+  it.scopedLive(
+    "a 401 from a hop that carried no Authorization (another origin, or a redirect there) refreshes nothing",
+    () =>
+      Effect.gen(function* () {
+        const own = yield* loopback((req, res, origin) => {
+          if (req.url === "/fhir/away") {
+            res.writeHead(302, { location: `${attachments.origin}/private/b` })
+            return res.end()
+          }
+          if (req.headers.authorization !== "Bearer token-1") return text(res, 401, "expired")
+          text(res, 200, `own ${req.url} from ${origin}`)
+        })
+        const attachments = yield* loopback((req, res) => {
+          if (req.url === "/back") {
+            res.writeHead(302, { location: `${own.origin}/fhir/Binary/9` })
+            return res.end()
+          }
+          text(res, 401, "sign in first")
+        })
+        const { client, refreshes } = yield* clientFor(`${own.origin}/fhir`)
+
+        // directly on the attachment host: no credentials went there, so none are dropped or blamed
+        const direct = yield* Effect.flip(client.get(`${attachments.origin}/private/a`))
+        assert.instanceOf(direct, AuthError)
+        assert.strictEqual((direct as AuthError).reason, "Unauthorized")
+        assert.notInclude(direct.message, "refused the credentials")
+        assert.notInclude(direct.message, "client id")
+        assert.include(direct.message, `sends them only to ${own.origin}`)
+        assert.strictEqual(refreshes(), 0)
+        assert.deepStrictEqual(
+          attachments.seen.map((s) => [s.url, s.authorization]),
+          [["/private/a", undefined]],
+        )
+
+        // own origin (credentials sent) → redirect → the attachment host's 401: the hop that got it decides
+        const redirected = yield* Effect.flip(client.get("away"))
+        assert.instanceOf(redirected, AuthError)
+        assert.notInclude(redirected.message, "refused the credentials")
+        assert.strictEqual(refreshes(), 0)
+        assert.strictEqual(own.seen.at(-1)?.authorization, "Bearer token-0")
+        assert.deepStrictEqual(attachments.seen.at(-1), {
+          url: "/private/b",
+          authorization: undefined,
+          accept: "*/*",
+        })
+
+        // the other way round: a redirect into the own origin, whose 401 did meet the credentials
+        assert.strictEqual(
+          yield* Effect.flatMap(client.get(`${attachments.origin}/back`), bodyOf),
+          `own /fhir/Binary/9 from ${own.origin}`,
+        )
+        assert.strictEqual(refreshes(), 1)
+        assert.deepStrictEqual(
+          own.seen.slice(-2).map((s) => s.authorization),
+          ["Bearer token-0", "Bearer token-1"],
+        )
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
   it.scopedLive("retries 503 after the Retry-After delay; gives up as Throttled with a redacted URL", () =>
     Effect.gen(function* () {
       let busy = 1

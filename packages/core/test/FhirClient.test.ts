@@ -603,6 +603,53 @@ describe("FhirClient against loopback servers", () => {
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 
+  it.scopedLive(
+    "a 401 from another origin (no Authorization sent on that hop) neither refreshes nor blames the credentials",
+    () =>
+      Effect.gen(function* () {
+        const attachments = yield* loopback((_req, res) => {
+          res.writeHead(401, { "content-type": "text/plain" })
+          res.end("sign in first")
+        })
+        const own = yield* loopback((req, res) => {
+          if (req.url === "/fhir/away") {
+            res.writeHead(302, { location: `${attachments.origin}/private/b` })
+            return res.end()
+          }
+          res.writeHead(200, { "content-type": "application/fhir+ndjson" })
+          res.end("own bytes")
+        })
+        let refreshes = 0
+        const client = yield* FhirClient.make({
+          baseUrl: `${own.origin}/fhir`,
+          authorize: (req) => Effect.succeed(HttpClientRequest.bearerToken(req, "good-token")),
+          onUnauthorized: Effect.sync(() => {
+            refreshes++
+          }),
+        })
+        const direct = yield* Effect.flip(collectText(client.stream(`${attachments.origin}/private/a`)))
+        const viaRequest = yield* Effect.flip(
+          client.request(HttpClientRequest.get(`${attachments.origin}/private/c`)),
+        )
+        const redirected = yield* Effect.flip(collectText(client.stream("away")))
+        for (const e of [direct, viaRequest, redirected]) {
+          assert.instanceOf(e, AuthError)
+          assert.strictEqual((e as AuthError).reason, "Unauthorized")
+          assert.notInclude(e.message, "refused the credentials")
+          assert.include(e.message, "Ferry sent it no credentials")
+        }
+        assert.strictEqual(refreshes, 0, "the good token is kept")
+        assert.deepStrictEqual(
+          attachments.seen.map(urlAndAuth),
+          ["/private/a", "/private/c", "/private/b"].map((url) => ({ url, authorization: undefined })),
+          "each tried once, without credentials",
+        )
+        assert.deepStrictEqual(own.seen.map(urlAndAuth), [
+          { url: "/fhir/away", authorization: "Bearer good-token" },
+        ])
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
   it.scopedLive("an error answer that echoes the access token has it removed from the error", () =>
     Effect.gen(function* () {
       const own = yield* loopback((req, res) => {
