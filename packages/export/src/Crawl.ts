@@ -33,7 +33,20 @@ export interface CrawlOptions {
   readonly onEmpty?: (type: string) => Effect.Effect<void, ExportError | ArchiveError>
   /** gzip the data files. */
   readonly gzip?: boolean
+  /** The transactionTime an earlier run of this crawl recorded: a resumed crawl's data starts there. */
+  readonly transactionTime?: string
+  /** The crawl's transactionTime, before the first type is crawled (to be journaled for a resumed run). */
+  readonly onTransactionTime?: (transactionTime: string) => Effect.Effect<void, ExportError | ArchiveError>
 }
+
+/**
+ * The time an archive's data reaches: the server's `time`, or `until` when that is earlier (a later
+ * `--since auto` must start where this data ends, not at the time of the export).
+ */
+export const untilClamped = (time: string, until: string | undefined): string =>
+  until !== undefined && Date.parse(until) < Date.parse(time)
+    ? new Date(Date.parse(until)).toISOString()
+    : time
 
 export interface CrawlResult {
   readonly transactionTime: string
@@ -168,13 +181,11 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       detail: `a search crawl (the source has no $export, or --mode crawl) cannot honour ${cannot}; leave it out, or export from a source with $export`,
     })
   }
-  // The archive holds changes up to here: the server's clock, or `_until` when that is earlier (a later
-  // `--since auto` must start where this data ends, not at the time of the crawl).
-  const now = yield* serverTime(client)
-  const transactionTime =
-    p.until !== undefined && Date.parse(p.until) < Date.parse(now)
-      ? new Date(Date.parse(p.until)).toISOString()
-      : now
+  // The archive holds changes up to here: the server's clock when the crawl first started (a resumed crawl
+  // keeps it: the types crawled before the interruption reach no further), or `_until` when that is earlier.
+  const transactionTime = options.transactionTime ?? untilClamped(yield* serverTime(client), p.until)
+  if (options.transactionTime === undefined)
+    yield* options.onTransactionTime?.(transactionTime) ?? Effect.void
   const cs = yield* client.capabilities()
   const searchable = CapabilityStatement.types(cs).filter((t) =>
     CapabilityStatement.supportsInteraction(cs, "search-type", t),

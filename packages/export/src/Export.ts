@@ -972,7 +972,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       // After a re-kick-off, files of the first job are older: the earliest transactionTime is the safe `_since`.
       const first = journal.result("transactionTime")
       if (Option.isNone(first)) yield* journal.append("transactionTime", manifest.transactionTime)
-      transactionTime = Option.isSome(first) ? String(first.value) : manifest.transactionTime
+      // A server that honours `_until` still reports the time of the export: the data ends at `_until`.
+      transactionTime = Crawl.untilClamped(
+        Option.isSome(first) ? String(first.value) : manifest.transactionTime,
+        params.until,
+      )
       for (;;) {
         const planned = planFiles(manifest, options.gzip === true)
         const organizing = planned.some((p) => p.organized !== undefined)
@@ -1075,6 +1079,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           Effect.zipRight(finishFile(Crawl.fileKey(f.type), f, undefined)),
         ),
       onEmpty: (type) => emit("file-empty", { type }),
+      transactionTime: Option.getOrUndefined(
+        Option.filter(journal.result("transactionTime"), (t): t is string => typeof t === "string"),
+      ),
+      onTransactionTime: (t) => journal.append("transactionTime", t),
     })
     transactionTime = crawled.transactionTime
     files.push(...crawled.files)

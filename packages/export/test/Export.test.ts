@@ -204,6 +204,45 @@ layer(
       }),
     120_000,
   )
+
+  it.scoped(
+    "the archive's transactionTime: a resumed crawl keeps the first run's; a bulk export with _until ends there",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const out = Path.join(dir, "resumed")
+        const params = { level: "system", types: ["Patient", "Organization"] } as const
+        const first = yield* Export.run({ client, out, params, mode: "crawl" })
+        // as if killed before Organization's file was done: the journal forgets it and the completion
+        yield* Archive.updateManifest(out, (m) => ({ ...m, complete: false }))
+        const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8").split("\n")
+        NFS.writeFileSync(
+          Path.join(out, "journal.ndjson"),
+          journal
+            .filter((l) => !l.includes('"key":"complete"') && !l.includes('"file:output:Organization:0"'))
+            .join("\n"),
+        )
+        NFS.rmSync(Path.join(out, "data", "Organization.000.ndjson"))
+        // the crawl's time is the server's Date header (whole seconds)
+        yield* Effect.sleep("1100 millis")
+        const resumed = yield* Export.run({ client, out, params, mode: "crawl" })
+        assert.strictEqual(resumed.resources, first.resources)
+        // Patient's file is from the first run: the data reaches no further than its start
+        assert.strictEqual(resumed.transactionTime, first.transactionTime)
+
+        const until = yield* Export.run({
+          client,
+          out: Path.join(dir, "until"),
+          params: { level: "system", types: ["Patient"], until: "2000-01-01T00:00:00Z" },
+          ...fast,
+        })
+        assert.strictEqual(until.mode, "bulk")
+        assert.strictEqual(until.transactionTime, "2000-01-01T00:00:00.000Z")
+      }),
+    120_000,
+  )
 })
 
 describe("crawl parameters", () => {
