@@ -477,7 +477,10 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
 
       // `--since auto` on a fresh archive: the migration it continues must have finished its import.
       if (options.params.since === "auto" && !NFS.existsSync(Path.join(archive, "manifest.json"))) {
-        const since = yield* Export.previousTransactionTime(archive)
+        const since = yield* Export.previousTransactionTime(archive, {
+          baseUrl: sourceBase,
+          params: options.params,
+        })
         if (Option.isSome(since)) yield* unfinishedCheck(archive, since.value, target.baseUrl)
       }
 

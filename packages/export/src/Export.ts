@@ -254,9 +254,62 @@ const sumBatches = (a: Attachments.BatchResult, b: Attachments.BatchResult): Att
 const isExpired = (e: unknown): e is FhirError =>
   e instanceof FhirError && e.reason === "Status" && (e.status === 410 || e.status === 403)
 
-/** The newest `transactionTime` among finished archives next to `out` (for `--since auto`). */
-export const previousTransactionTime = (out: string): Effect.Effect<Option.Option<string>, ExportError> =>
+/** What a finished archive must share with an export for `--since auto` to continue from it. */
+export interface Continues {
+  /** The source's base URL. */
+  readonly baseUrl: string
+  /** The export's parameters (`since` aside). */
+  readonly params: Kickoff.ExportParamsInput
+}
+
+/** Parameters that do not change which resources an archive holds up to its transactionTime. */
+const NOT_SELECTING = new Set([
+  "_since",
+  "_until",
+  "_outputFormat",
+  "allowPartialManifests",
+  "organizeOutputBy",
+])
+
+const valuesOf = (v: string | ReadonlyArray<string> | undefined): ReadonlyArray<string> =>
+  v === undefined ? [] : typeof v === "string" ? [v] : v
+
+/**
+ * Whether the finished archive `m` holds everything `like` asks for up to its transactionTime: the same source,
+ * level and Group, every requested type (an archive of all types covers any), and the same filters. An archive
+ * of other types, another Group or another server beside it must not move the delta's start.
+ */
+const continuesFrom = (m: Manifest, like: Continues, wanted: Kickoff.ExportParams): boolean => {
+  const trim = (u: string) => u.replace(/\/+$/, "")
+  if (trim(m.source.baseUrl) !== trim(redactUrl(like.baseUrl))) return false
+  if (m.request.level !== wanted.level || m.request.groupId !== wanted.groupId) return false
+  const mine = requestParameters(wanted)
+  const theirs = m.request.parameters
+  for (const key of new Set([...Object.keys(mine), ...Object.keys(theirs)])) {
+    if (NOT_SELECTING.has(key)) continue
+    if (key === "_type") {
+      const had = valuesOf(theirs._type).flatMap((t) => t.split(","))
+      const want = valuesOf(mine._type).flatMap((t) => t.split(","))
+      if (had.length > 0 && (want.length === 0 || want.some((t) => !had.includes(t)))) return false
+      continue
+    }
+    const a = [...valuesOf(mine[key])].sort()
+    const b = [...valuesOf(theirs[key])].sort()
+    if (a.length !== b.length || a.some((v, i) => v !== b[i])) return false
+  }
+  return true
+}
+
+/**
+ * The newest `transactionTime` among the finished archives next to `out` that `like` continues (for
+ * `--since auto`; see `continuesFrom`).
+ */
+export const previousTransactionTime = (
+  out: string,
+  like: Continues,
+): Effect.Effect<Option.Option<string>, ExportError> =>
   Effect.gen(function* () {
+    const wanted = yield* Kickoff.validate(Kickoff.params({ ...like.params, since: undefined }))
     const abs = Path.resolve(out)
     const parent = Path.dirname(abs)
     const entries = yield* ArchiveDir.fsTry(parent, "list", async () => {
@@ -273,7 +326,7 @@ export const previousTransactionTime = (out: string): Effect.Effect<Option.Optio
       const dir = Path.join(parent, entry.name)
       if (dir === abs) continue
       const manifest = yield* ArchiveDir.finishedManifest(dir)
-      if (Option.isNone(manifest)) continue
+      if (Option.isNone(manifest) || !continuesFrom(manifest.value, like, wanted)) continue
       const t = manifest.value.transactionTime
       if (typeof t === "string" && (best === undefined || Date.parse(t) > Date.parse(best))) best = t
     }
@@ -340,7 +393,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const parallel = Math.max(1, options.parallel ?? 4)
   // `--since auto` is resolved before the archive is opened; a resumed run keeps what its first run chose.
   let since = options.params.since
-  if (since === "auto") since = Option.getOrUndefined(yield* previousTransactionTime(options.out))
+  if (since === "auto")
+    since = Option.getOrUndefined(
+      yield* previousTransactionTime(options.out, { baseUrl: client.baseUrl, params: options.params }),
+    )
   const requested = JSON.stringify(options.params)
   const tentative = yield* Kickoff.validate(Kickoff.params({ ...options.params, since }))
   const archive = yield* ArchiveDir.open(options.out, {
@@ -398,7 +454,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         since: since ?? null,
         detail:
           since === undefined
-            ? "no finished archive next to --out: full export"
+            ? "no finished archive of the same source and request next to --out: full export"
             : "from the previous archive",
       })
     }

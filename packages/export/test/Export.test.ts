@@ -503,6 +503,40 @@ layer(
       const error = failureOf(other)
       assert.instanceOf(error, ExportError)
       assert.strictEqual((error as ExportError).reason, "Config")
+
+      // Beside them, newer finished archives that do not hold everything the next delta asks for: another
+      // server's and a Group's; and one of Condition only. A delta of Patient continues run2, one of Patient and
+      // Condition has no archive holding both (full).
+      const copyAs = (name: string, edit: (m: Record<string, unknown>) => Record<string, unknown>) => {
+        NFS.cpSync(Path.join(dir, "run2"), Path.join(dir, name), { recursive: true })
+        const file = Path.join(dir, name, "manifest.json")
+        const m = JSON.parse(NFS.readFileSync(file, "utf8")) as Record<string, unknown>
+        NFS.writeFileSync(file, JSON.stringify(edit({ ...m, transactionTime: "2999-01-01T00:00:00.000Z" })))
+      }
+      copyAs("other-server", (m) => ({ ...m, source: { baseUrl: "http://elsewhere.invalid/fhir" } }))
+      copyAs("a-group", (m) => ({
+        ...m,
+        request: { ...(m.request as object), level: "group", groupId: "g1" },
+      }))
+      const conditions = yield* Export.run({
+        client,
+        out: Path.join(dir, "conditions"),
+        params: { level: "system", types: ["Condition"] },
+        ...fast,
+      })
+      const delta = (name: string, types: ReadonlyArray<string>) =>
+        Export.run({
+          client,
+          out: Path.join(dir, name),
+          params: { level: "system", types, since: "auto" },
+          ...fast,
+        })
+      assert.strictEqual((yield* delta("run3", ["Patient"])).since, next.transactionTime)
+      const both = yield* delta("run4", ["Patient", "Condition"])
+      assert.strictEqual(both.since, undefined)
+      // Condition alone: the newest archive that holds it (run4, which has it besides Patient)
+      assert.isAbove(Date.parse(both.transactionTime), Date.parse(conditions.transactionTime))
+      assert.strictEqual((yield* delta("run5", ["Condition"])).since, both.transactionTime)
     }),
   )
 })

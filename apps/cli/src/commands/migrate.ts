@@ -346,7 +346,15 @@ export const runMigrate = (f: Flags) =>
     else if (since === "auto") {
       // the newest finished sibling decides the delta's directory: a rerun after a kill finds it again
       const root = Path.dirname(defaultArchive(from, to, undefined))
-      const previous = yield* Export.previousTransactionTime(Path.join(root, "next"))
+      const previous = yield* Export.previousTransactionTime(Path.join(root, "next"), {
+        baseUrl: from,
+        params: {
+          level: settings.level,
+          ...(Option.isSome(settings.group) ? { groupId: settings.group.value } : {}),
+          types: list(f.type),
+          typeFilters: filters.filters,
+        },
+      })
       archive = defaultArchive(
         from,
         to,
