@@ -6,7 +6,9 @@
  * - the resource's own `id` and its references normalised: same-server absolute → relative, version dropped, `urn:uuid:` resolved when the
  *   context can, conditional references (`Practitioner?identifier=sys|val`, as bulk exports hold them)
  *   resolved to the resource carrying the identifier when the context can, then mapped through `mapKey`
- *   (the source side maps source `Type/id` → target `Type/id`);
+ *   (the source side maps source `Type/id` → target `Type/id`); on a side whose stored references must work
+ *   as they are (`transactionOnly: "unresolvable"`, the target), conditional and `urn:uuid:` references
+ *   become `unresolvable:<reference>`;
  * - Attachment `url`s replaced by a placeholder and returned in `attachments` (path + url) so the caller
  *   compares their payloads by sha256 separately; inline `data` stays part of the content.
  */
@@ -19,6 +21,12 @@ export const provenanceSystem = "urn:ferry:source"
 
 /** What an attachment `url` becomes in the canonical form. */
 export const attachmentPlaceholder = "ferry:attachment"
+
+/**
+ * Prefix of a stored reference that only works inside a transaction Bundle (`Type?…`, `urn:uuid:`): no
+ * reference the other side renders starts with it, so such a reference never compares equal.
+ */
+export const unresolvablePrefix = "unresolvable:"
 
 export interface CanonicalContext {
   /** The base URL(s) of the server the resource was read from (absolute URLs under it are same-server). */
@@ -36,6 +44,14 @@ export interface CanonicalContext {
     system: string | undefined,
     value: string,
   ) => string | undefined
+  /**
+   * Conditional (`Type?…`) and `urn:uuid:` references are for transactions only (references.md): the server
+   * resolves them while it processes the Bundle, and one stored as is points at nothing a FHIR client can
+   * read. `"resolve"` (default, the source side: what an import resolves) goes through `resolveUrn` /
+   * `resolveConditional`; `"unresolvable"` (the target side: what is stored there must work as it is)
+   * renders them `unresolvable:<reference>`.
+   */
+  readonly transactionOnly?: "resolve" | "unresolvable"
 }
 
 export interface AttachmentRef {
@@ -98,10 +114,12 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
             ? map(`${p.type}/${p.id}`)
             : undefined
         case "UrnUuid": {
+          if (ctx.transactionOnly === "unresolvable") return `${unresolvablePrefix}${site.raw ?? ""}`
           const key = ctx.resolveUrn?.(p.uuid)
           return key === undefined ? undefined : map(key)
         }
         case "Conditional": {
+          if (ctx.transactionOnly === "unresolvable") return `${unresolvablePrefix}${site.raw ?? ""}`
           const key =
             p.identifier === undefined
               ? undefined

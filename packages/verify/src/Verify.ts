@@ -11,9 +11,11 @@
  *
  * With an id map (`imports/<target>/idmap.ndjson` of the archive, or `idMapPath`) source ids are
  * translated; without one, ids are expected to be kept. Conditional references (`Type?identifier=…`, as bulk
- * exports hold them and as an import resolves them) are compared as the resource they designate: an archive's
- * through the identifiers of its resources of that type, a server's by one `identifier` search per distinct
- * reference on that server (exactly one match; otherwise, or when the server cannot search it, as written).
+ * exports hold them and as an import resolves them) on the source side are compared as the resource they
+ * designate: an archive's through the identifiers of its resources of that type, a source server's by one
+ * `identifier` search per distinct reference (exactly one match; otherwise, or when the server cannot search
+ * it, as written). On the target they are never resolved: a conditional or `urn:uuid:` reference is for
+ * transactions only, and one stored on the target is no working reference, so it compares as different.
  * `samplePercent` compares a deterministic sample chosen by the sha256 of the source `Type/id`.
  */
 import { createHash } from "node:crypto"
@@ -333,13 +335,13 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     notes.push(
       `conditional references resolved through the archive's identifiers (${identifiers.size} indexed)`,
     )
-  // Conditional references (`Practitioner?identifier=…`, as bulk exports hold them) on a server: each
-  // distinct one is resolved once by a search on that server (exactly one match → that resource, else it is
-  // compared as written). On the source side they are what the import resolved to literal references; on the
-  // target side, references a loader left conditional.
+  // Conditional references (`Practitioner?identifier=…`, as bulk exports hold them) on a source server: each
+  // distinct one is resolved once by a search there (exactly one match → that resource, else it is compared
+  // as written); they are what the import resolved to literal references. The target is not searched: a
+  // conditional reference stored there is one a loader left unresolved, and FHIR clients cannot follow it
+  // (references.md: conditional references are for transactions only), so `targetCtx` marks it unresolvable.
   const sourceConditionals =
     source._tag === "Server" ? serverConditionals(source.client, sourceError) : undefined
-  const targetConditionals = serverConditionals(target, targetError)
   const sourceCtx: CanonicalContext = {
     ...(sourceBase !== undefined ? { base: sourceBase } : {}),
     mapKey,
@@ -355,7 +357,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         ? { resolveConditional: sourceConditionals.resolve }
         : {}),
   }
-  const targetCtx: CanonicalContext = { base: target.baseUrl, resolveConditional: targetConditionals.resolve }
+  const targetCtx: CanonicalContext = { base: target.baseUrl, transactionOnly: "unresolvable" }
 
   let types: ReadonlyArray<string>
   const manifestCounts = manifest ? Manifest.counts(manifest) : new Map<string, number>()
@@ -452,7 +454,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     yield* target.searchAll(type).pipe(
       Stream.mapError(targetError),
       Stream.runForEach((r) =>
-        Effect.gen(function* () {
+        Effect.sync(() => {
           crawledTarget++
           if (!hasId(r)) return
           const tk = `${type}/${r.id}`
@@ -465,7 +467,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           entries.delete(tk)
           compared++
-          const c = yield* targetConditionals.canonical(r, targetCtx)
+          const c = canonicalize(r, targetCtx)
           for (const a of c.attachments) targetAtts.set(`${tk} ${a.path}`, a.url)
           if (hash(c.value) === entry.h) {
             matching++
@@ -577,15 +579,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     attachments: sum((r) => r.attachments),
     attachmentMismatches: sum((r) => r.attachmentMismatches),
   }
-  for (const [side, c] of [
-    ["source", sourceConditionals],
-    ["target", targetConditionals],
-  ] as const) {
-    if (c === undefined || c.distinct() === 0) continue
+  if (sourceConditionals !== undefined && sourceConditionals.distinct() > 0)
     notes.push(
-      `conditional references resolved by searching the ${side}: ${c.resolved()} of ${c.distinct()} distinct (the others compared as written)`,
+      `conditional references resolved by searching the source: ${sourceConditionals.resolved()} of ${sourceConditionals.distinct()} distinct (the others compared as written)`,
     )
-  }
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)
   const clean =

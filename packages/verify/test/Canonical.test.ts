@@ -6,6 +6,7 @@ import {
   inSample,
   provenanceSystem,
   stringify,
+  unresolvablePrefix,
 } from "../src/Canonical.js"
 import { diff, preview } from "../src/Diff.js"
 
@@ -75,6 +76,33 @@ describe("Canonical", () => {
       v.participant[1]!.individual.reference,
       "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|000",
     )
+  })
+
+  it("transactionOnly unresolvable (the target side): conditional and urn:uuid references are never resolved", () => {
+    const ref = "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|999"
+    const urn = "urn:uuid:6f1d3c7e-4b8a-4f7e-9c1a-2b3c4d5e6f70"
+    const c = canonicalize(
+      {
+        resourceType: "Encounter",
+        id: "e1",
+        participant: [{ individual: { reference: ref } }],
+        subject: { reference: urn },
+        serviceProvider: { reference: "Organization/o1" },
+      },
+      {
+        transactionOnly: "unresolvable",
+        resolveConditional: () => "Practitioner/p1",
+        resolveUrn: () => "Patient/1",
+      },
+    )
+    const v = c.value as {
+      participant: Array<{ individual: { reference: string } }>
+      subject: { reference: string }
+      serviceProvider: { reference: string }
+    }
+    assert.strictEqual(v.participant[0]!.individual.reference, `${unresolvablePrefix}${ref}`)
+    assert.strictEqual(v.subject.reference, `${unresolvablePrefix}${urn}`)
+    assert.strictEqual(v.serviceProvider.reference, "Organization/o1")
   })
 
   it("normalises references: same-server absolute → relative, version dropped, mapped, urn:uuid resolved", () => {

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url"
 import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import * as FhirClient from "@ferry/core/FhirClient"
+import { rewrite } from "@ferry/core/Walker"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Effect } from "effect"
 import * as Report from "../src/Report.js"
@@ -19,12 +20,49 @@ const clientFor = (baseUrl: string) =>
     Effect.provide(FetchHttpClient.layer),
   )
 
-/** Two sandboxes seeded from the same folders (identical content), and clients on them. */
-const pair = Effect.gen(function* () {
-  const a = yield* Sandbox.start({ seed } as never, { plugins: [] })
-  const b = yield* Sandbox.start({ seed } as never, { plugins: [] })
-  return { a, b, source: yield* clientFor(a.baseUrl), target: yield* clientFor(b.baseUrl) }
-})
+type Store = Sandbox.SandboxHandle["store"]
+
+/**
+ * What an import leaves on a target: the seed's conditional references (`Practitioner?identifier=…`, as the
+ * bulk sample holds them) replaced by the literal `Type/id` of the one resource carrying that identifier.
+ */
+const resolveConditionals = (store: Store) => {
+  const byIdentifier = new Map<string, string>()
+  const bodies: Array<{ readonly id: string; readonly body: Record<string, unknown> }> = []
+  for (const type of store.types()) {
+    for (const r of store.iterate(type)) {
+      const body = JSON.parse(r.json) as Record<string, unknown>
+      bodies.push({ id: r.id, body })
+      const identifiers = Array.isArray(body.identifier)
+        ? (body.identifier as Array<Record<string, unknown>>)
+        : []
+      for (const i of identifiers)
+        byIdentifier.set(`${type}?${String(i.system)}|${String(i.value)}`, `${type}/${r.id}`)
+    }
+  }
+  for (const { id, body } of bodies) {
+    const out = rewrite(body, {
+      reference: (site) => {
+        const p = site.parsed
+        return p._tag === "Conditional" && p.identifier !== undefined
+          ? byIdentifier.get(`${p.type}?${String(p.identifier.system)}|${p.identifier.value}`)
+          : undefined
+      },
+    })
+    if (out.changed > 0) store.update({ ...out.resource, id })
+  }
+}
+
+/** Two sandboxes seeded from the same folders, and clients on them. */
+const pairOf = (folders: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const a = yield* Sandbox.start({ seed: folders } as never, { plugins: [] })
+    const b = yield* Sandbox.start({ seed: folders } as never, { plugins: [] })
+    return { a, b, source: yield* clientFor(a.baseUrl), target: yield* clientFor(b.baseUrl) }
+  })
+
+/** A source seeded from the sample and a target holding what a correct import of it holds. */
+const pair = Effect.tap(pairOf(seed), ({ b }) => Effect.sync(() => resolveConditionals(b.store)))
 
 const firstId = (store: Sandbox.SandboxHandle["store"], type: string): string => {
   for (const r of store.iterate(type, { limit: 1 })) return r.id
@@ -119,6 +157,48 @@ describe("Verify.run against sandboxes", () => {
         assert.deepStrictEqual(r.differences, [
           { kind: "extra", type: "Patient", target: "Patient/only-on-target" },
         ])
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "conditional and urn:uuid references stored on the target are not resolved there: they compare as different",
+    () =>
+      Effect.gen(function* () {
+        // the target holds the seed as is: its Encounters keep `Practitioner?identifier=…` references
+        const { source, target, a, b } = yield* pairOf(seed)
+        const patient = firstId(b.store, "Patient")
+        const urn = "urn:uuid:6f1d3c7e-4b8a-4f7e-9c1a-2b3c4d5e6f70"
+        for (const store of [a.store, b.store]) {
+          const body = JSON.parse(store.read("Patient", patient)?.json ?? "{}") as Record<string, unknown>
+          store.update({ ...body, id: patient, managingOrganization: { reference: urn } })
+        }
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: source },
+          target,
+          types: ["Patient", "Encounter"],
+        })
+        assert.strictEqual(r.verdict, "differences")
+        const encounters = a.store.count("Encounter")
+        assert.isAbove(encounters, 0)
+        assert.strictEqual(r.types.find((t) => t.type === "Encounter")?.differing, encounters)
+        const encounter = r.differences.find((d) => d.type === "Encounter")
+        assert.isTrue(
+          encounter?.fields?.some(
+            (f) => f.target?.includes("unresolvable:Practitioner?identifier=") === true,
+          ),
+          JSON.stringify(encounter?.fields),
+        )
+        assert.deepStrictEqual(
+          r.differences.filter((d) => d.type === "Patient").map((d) => [d.kind, d.source]),
+          [["differing", `Patient/${patient}`]],
+        )
+        const fields = r.differences.find((d) => d.type === "Patient")?.fields
+        assert.deepStrictEqual(
+          fields?.map((f) => [f.path, f.source, f.target]),
+          [["managingOrganization.reference", JSON.stringify(urn), JSON.stringify(`unresolvable:${urn}`)]],
+        )
+        assert.isFalse(r.notes.some((n) => n.includes("searching the target")))
       }),
     60_000,
   )
