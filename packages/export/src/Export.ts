@@ -51,6 +51,8 @@ export type Mode = "auto" | "bulk" | "crawl"
  * `manifest`).
  * `early-dropped` `{ files }`: the job of those partial manifests vanished or failed before its manifest was
  * complete; the files it gave were dropped (a new job's files take their places).
+ * `rekickoff-dropped` `{ files, detail }`: before a new kick-off for expired files, the finished files of the
+ * types that still had unfinished ones were dropped: the new job's files of those types replace them all.
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
@@ -1097,7 +1099,28 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           })
         }
         rekickoffs++
-        // Files not finished yet came from the old job: start them afresh from the new one.
+        // Files not finished yet came from the old job: start them afresh from the new one. Another job may
+        // split or order a type's resources otherwise (one deleted in between shifts every boundary): the
+        // finished files of a type stand in for the new job's only when all of that type's files are finished;
+        // the others are forgotten (first, then removed: a kill in between leaves files the next run
+        // overwrites) and come from the new job too.
+        const groupOf = (f: PlannedFile) => `${f.kind}:${f.type ?? ""}`
+        const partial = new Set(planned.filter((f) => !journal.isDone(f.key)).map(groupOf))
+        const dropped: Array<string> = []
+        for (const f of planned) {
+          if (f.organized === undefined && journal.isDone(f.key) && partial.has(groupOf(f))) {
+            yield* journal.forget(f.key)
+            yield* journal.forget(`attachments:${f.key}`)
+            ready.delete(f.key)
+            dropped.push(f.path)
+          }
+        }
+        if (dropped.length > 0)
+          yield* emit("rekickoff-dropped", {
+            files: dropped.length,
+            detail:
+              "finished files of types with unfinished files: the new job's files of those types replace them",
+          })
         for (const f of planned) {
           if (!journal.isDone(f.key)) {
             yield* Download.discard({

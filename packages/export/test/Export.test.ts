@@ -575,6 +575,56 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10] } as never, { plugins: [] }), {
 })
 
 layer(
+  Sandbox.Sandbox.layer({ seed: [sample10], bulk: { retryAfterSeconds: 0, resourcesPerFile: 5 } } as never),
+  { timeout: 60_000, excludeTestServices: true },
+)("Export.run: a new kick-off for expired files (13 patients in files of 5)", (it) => {
+  it.scoped(
+    "a type with unfinished files takes all its files from the new job: a resource deleted in between shifts every boundary, and nothing goes missing or stays",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const out = Path.join(yield* tempDir, "shifted")
+        const client = yield* clientFor(sandbox.baseUrl)
+        let kickoffs = 0
+        let deleted = ""
+        const summary = yield* Export.run({
+          client,
+          out,
+          params: { level: "system", types: ["Patient"] },
+          parallel: 1,
+          attachments: false,
+          ...fast,
+          onEvent: (e) => {
+            if (e.event === "file" && e.path === "data/Patient.000.ndjson" && kickoffs === 1) {
+              // the first file is finished; the rest of this job expires, and its first patient is deleted
+              deleted = String(readNdjson(Path.join(out, "data", "Patient.000.ndjson"))[0]?.id)
+              return Effect.zipRight(
+                setFaults(sandbox.baseUrl, { expireFiles: { afterSeconds: 0 } }),
+                Effect.promise(() => fetch(`${sandbox.baseUrl}/Patient/${deleted}`, { method: "DELETE" })),
+              )
+            }
+            if (e.event === "kickoff" && ++kickoffs === 2) return setFaults(sandbox.baseUrl, {})
+            return Effect.void
+          },
+        })
+        assert.strictEqual(summary.rekickoffs, 1)
+        const ids = [...dataKeys(out).keys()].sort()
+        const current = readNdjson(Path.join(sample10, "Patient.000.ndjson"))
+          .map((r) => `Patient/${r.id}`)
+          .filter((k) => k !== `Patient/${deleted}`)
+          .sort()
+        assert.strictEqual(current.length, 12)
+        assert.deepStrictEqual(ids, current)
+        assert.deepStrictEqual(
+          [...dataKeys(out).values()].every((n) => n === 1),
+          true,
+        )
+        assert.isTrue(events(out).some((e) => e.event === "rekickoff-dropped" && e.files === 1))
+      }),
+  )
+})
+
+layer(
   Sandbox.Sandbox.layer({
     seed: [sample10],
     bulk: { retryAfterSeconds: 0, pollsBeforeDone: 0, manifestPartSize: 1, resourcesPerFile: 100 },
