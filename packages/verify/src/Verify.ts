@@ -7,7 +7,9 @@
  * type at a time); the target side is then streamed and each resource checked off against it. Nothing
  * holds a whole dataset. Differing resources get a field-level diff for the first `diffLimit` (the source
  * resource is read a second time for those only). Attachment `url`s are compared by the sha256 of the
- * bytes they designate (archive: the attachment index; servers: the Binary is fetched and hashed).
+ * bytes they designate (archive: the attachment index; servers: the Binary is fetched and hashed). A target
+ * URL that still designates the source server (under its base, or on its host when the target is elsewhere)
+ * is a mismatch without being fetched: it hashes alike only as long as the source stays up.
  *
  * With an id map (`imports/<target>/idmap.ndjson` of the archive, or `idMapPath`) source ids are
  * translated; without one, ids are expected to be kept. Conditional references (`Type?identifier=…`, as bulk
@@ -26,6 +28,7 @@ import * as Imports from "@ferry/archive/Imports"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as Capabilities from "@ferry/core/CapabilityStatement"
 import type { FhirClient } from "@ferry/core/FhirClient"
+import { redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
@@ -128,6 +131,36 @@ const fetchHash = (client: FhirClient, url: string): Effect.Effect<AttHash> =>
     Effect.map((h) => Either.right(h.digest("hex"))),
     Effect.catchAll((e) => Effect.succeed(Either.left(`could not fetch the attachment: ${e.message}`))),
   )
+
+/** Is absolute `url` on `base`'s origin and under its path? */
+const under = (url: string, base: string): boolean => {
+  if (!sameOrigin(url, base)) return false
+  const path = new URL(base).pathname.replace(/\/+$/, "")
+  const at = new URL(url).pathname
+  return path === "" || at === path || at.startsWith(`${path}/`)
+}
+
+/**
+ * Why a target attachment URL is not the target's own copy, or undefined when it may be: it still
+ * designates the source server (under the source base, or elsewhere on the source's host when the target is
+ * on another one). Such a URL hashes like the source's only while the source is up; the migration is not
+ * done. A relative URL resolves against the target (the server holding the resource), other hosts are
+ * external stores an attachment may legitimately keep (attachments.md §5, 4c).
+ */
+const stillOnSource = (
+  url: string,
+  targetBase: string,
+  sourceBase: string | undefined,
+): string | undefined => {
+  if (sourceBase === undefined) return undefined
+  const abs = resolveUrl(targetBase, url)
+  if (under(abs, targetBase)) return undefined
+  const onSource =
+    under(abs, sourceBase) || (sameOrigin(abs, sourceBase) && !sameOrigin(sourceBase, targetBase))
+  return onSource
+    ? `target: still points at the source server (${redactUrl(url)}), not at a copy on the target`
+    : undefined
+}
 
 /** `"reference": "Type?` in a line of NDJSON: a conditional reference to a resource of `Type`. */
 const conditionalPattern = /"reference"\s*:\s*"([A-Z][A-Za-z]+)\?/g
@@ -529,10 +562,17 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       ([k, sourceUrl]) =>
         Effect.gen(function* () {
           const targetUrl = targetAtts.get(k) ?? ""
+          const space = k.indexOf(" ")
+          // not fetched: whatever it answers comes from the source, and says nothing about the target
+          const onSource = stillOnSource(targetUrl, target.baseUrl, sourceBase)
+          if (onSource !== undefined) {
+            attMismatches++
+            mismatches.push({ resource: k.slice(0, space), path: k.slice(space + 1), detail: onSource })
+            return
+          }
           const [s, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])
           if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) return
           attMismatches++
-          const space = k.indexOf(" ")
           mismatches.push({
             resource: k.slice(0, space),
             path: k.slice(space + 1),

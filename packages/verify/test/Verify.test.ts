@@ -4,10 +4,13 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
+import * as Archive from "@ferry/archive/Archive"
+import * as Attachments from "@ferry/archive/Attachments"
+import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { rewrite } from "@ferry/core/Walker"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
-import { Effect } from "effect"
+import { Effect, Stream } from "effect"
 import * as Report from "../src/Report.js"
 import * as Verify from "../src/Verify.js"
 
@@ -63,6 +66,55 @@ const pairOf = (folders: ReadonlyArray<string>) =>
 
 /** A source seeded from the sample and a target holding what a correct import of it holds. */
 const pair = Effect.tap(pairOf(seed), ({ b }) => Effect.sync(() => resolveConditionals(b.store)))
+
+/**
+ * A complete archive exported from `from` (a sandbox): its resources of `types` and the Binary payloads
+ * their attachments point at, indexed by the URLs they were fetched from; checksums written.
+ */
+const archiveOf = (dir: string, from: Sandbox.SandboxHandle, types: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    let manifest = yield* Archive.create(dir, {
+      tool: { name: "ferry", version: "test" },
+      source: { baseUrl: from.baseUrl },
+      request: { level: "system", url: `${from.baseUrl}/$export`, parameters: {} },
+    })
+    for (const type of types) {
+      const resources = [...from.store.iterate(type)].map(
+        (r) => JSON.parse(r.json) as { resourceType: string; id: string },
+      )
+      const entry = yield* Archive.writeFile(dir, { section: "files", type }, Stream.fromIterable(resources))
+      manifest = Manifest.addFiles(manifest, "files", [entry])
+    }
+    let count = 0
+    let bytes = 0
+    for (const binary of from.store.iterate("Binary")) {
+      const blob = from.store.getBinary(binary.id)
+      if (blob === undefined) continue
+      yield* Attachments.put(dir, Stream.make(new Uint8Array(blob.bytes)), {
+        contentType: blob.contentType,
+        sourceUrl: `${from.baseUrl}/Binary/${binary.id}`,
+      })
+      count++
+      bytes += blob.bytes.length
+    }
+    manifest = { ...manifest, complete: true, attachments: { count, bytes } }
+    yield* Archive.writeManifest(dir, manifest)
+    yield* Archive.writeChecksums(dir, manifest)
+  })
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-verify-"))),
+  (dir) => Effect.sync(() => NFS.rmSync(dir, { recursive: true, force: true })),
+)
+
+/** Point the attachment of a stored DocumentReference at `url`. */
+const pointAttachment = (store: Store, doc: string, url: string) => {
+  const body = JSON.parse(store.read("DocumentReference", doc)?.json ?? "{}") as {
+    content: Array<{ attachment: Record<string, unknown> }>
+  }
+  const content = body.content.map((c) => ({ ...c, attachment: { ...c.attachment, url } }))
+  store.update({ ...body, id: doc, content })
+}
 
 const firstId = (store: Sandbox.SandboxHandle["store"], type: string): string => {
   for (const r of store.iterate(type, { limit: 1 })) return r.id
@@ -199,6 +251,54 @@ describe("Verify.run against sandboxes", () => {
           [["managingOrganization.reference", JSON.stringify(urn), JSON.stringify(`unresolvable:${urn}`)]],
         )
         assert.isFalse(r.notes.some((n) => n.includes("searching the target")))
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "a target attachment URL still on the source server is a mismatch even while the source serves it",
+    () =>
+      Effect.gen(function* () {
+        // each seeded attachment: DocumentReference doc-<file> → Binary <file> on the server's own base
+        const { source, target, a, b } = yield* pairOf([data("attachments")])
+        // what `migrate --no-attachments` leaves: the target's document still at the source's Binary
+        pointAttachment(b.store, "doc-document.pdf", `${a.baseUrl}/Binary/document.pdf`)
+        // relative: the target's own Binary (resolved against the server holding the resource), fine
+        pointAttachment(b.store, "doc-DICOM.jpg", "Binary/DICOM.jpg")
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: source },
+          target,
+          types: ["DocumentReference"],
+        })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.differing, 0)
+        assert.strictEqual(r.totals.attachments, 3)
+        assert.strictEqual(r.totals.attachmentMismatches, 1)
+        assert.strictEqual(r.attachments[0]?.resource, "DocumentReference/doc-document.pdf")
+        assert.include(r.attachments[0]?.detail ?? "", "still points at the source server")
+        assert.include(r.attachments[0]?.detail ?? "", `${a.baseUrl}/Binary/document.pdf`)
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "archive source: a target attachment URL under the archive's source base is a mismatch",
+    () =>
+      Effect.gen(function* () {
+        const { target, a, b } = yield* pairOf([data("attachments")])
+        const dir = yield* tempDir
+        yield* archiveOf(dir, a, ["DocumentReference"])
+        const clean = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.attachments))
+        assert.strictEqual(clean.totals.attachments, 3)
+
+        // the source server still answers: the payload hashes alike, but the target holds no copy
+        pointAttachment(b.store, "doc-portrait-1.jpg", `${a.baseUrl}/Binary/portrait-1.jpg`)
+        const r = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.attachmentMismatches, 1)
+        assert.strictEqual(r.attachments[0]?.resource, "DocumentReference/doc-portrait-1.jpg")
+        assert.include(r.attachments[0]?.detail ?? "", "still points at the source server")
       }),
     60_000,
   )
