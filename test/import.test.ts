@@ -245,11 +245,31 @@ describe("ferry import", () => {
     expect((JSON.parse(first.stdout) as { quarantined: number }).quarantined).toBe(expected.Immunization)
     const fixed = await start({ port, db })
     expect(fixed.store.count("Immunization")).toBe(0)
+    // as a --retry-quarantine stopped mid-replay (a kill, a server error) leaves it: half the lines in the
+    // replaying file, the rest (quarantined again, say) in the type's file; both still count as pending
+    // same port and database: the same target, so the same import folder
+    const qdir = Path.join(
+      archive,
+      "imports",
+      NFS.readdirSync(Path.join(archive, "imports"))[0]!,
+      "quarantine",
+    )
+    const qfile = Path.join(qdir, "Immunization.ndjson")
+    const lines = NFS.readFileSync(qfile, "utf8").trim().split("\n")
+    const half = Math.floor(lines.length / 2)
+    NFS.writeFileSync(`${qfile}.replaying`, `${lines.slice(0, half).join("\n")}\n`, { mode: 0o600 })
+    NFS.writeFileSync(qfile, `${lines.slice(half).join("\n")}\n`, { mode: 0o600 })
+    const plain = await importInto(archive, fixed)
+    expect(plain.code, plain.stderr).toBe(7)
+    expect(plain.stderr).toContain(`the target refused ${lines.length} resources`)
     const second = await importInto(archive, fixed, ["--retry-quarantine"])
     expect(second.code, second.stderr).toBe(0)
     expect((JSON.parse(second.stdout) as { quarantined: number; resumedChunks: number }).quarantined).toBe(0)
     expect(targetCounts(fixed)).toEqual(expected)
     expect(danglingIn(fixed).dangling).toEqual([])
+    const left = NFS.readdirSync(qdir)
+    expect(left.filter((n) => n.endsWith(".ndjson") || n.endsWith(".replaying"))).toEqual([])
+    expect(left.filter((n) => n.startsWith("Immunization.ndjson.replayed-")).length).toBe(1)
   })
 
   it("deleted/ of an incremental archive: DELETEs on the target through the id map", async () => {

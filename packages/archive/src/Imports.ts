@@ -54,12 +54,18 @@ export const quarantineDir = (archiveDir: string, targetBaseUrl: string): string
  * Resources still waiting in `quarantine/` (lines of its `<Type>.ndjson` files; a `--retry-quarantine` run
  * sets the files it replays aside and quarantines anew only what fails again). 0 when there is no folder.
  */
+/**
+ * Suffix of a type's quarantine file while `--retry-quarantine` replays it (`<Type>.ndjson.replaying`); one
+ * left behind by a run that stopped mid-replay is still pending.
+ */
+export const REPLAYING = ".replaying"
+
 export const pendingQuarantine = (archiveDir: string, targetBaseUrl: string): number => {
   const q = quarantineDir(archiveDir, targetBaseUrl)
   if (!NFS.existsSync(q)) return 0
   let n = 0
   for (const name of NFS.readdirSync(q)) {
-    if (!name.endsWith(".ndjson")) continue
+    if (!name.endsWith(".ndjson") && !name.endsWith(`.ndjson${REPLAYING}`)) continue
     for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n")) if (line.trim() !== "") n++
   }
   return n

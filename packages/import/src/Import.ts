@@ -1288,21 +1288,43 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
       sending = undefined
 
-      // quarantined resources, replayed after a fix (the files are renamed first: what fails again is
-      // quarantined anew)
+      // quarantined resources, replayed after a fix. A type's quarantine file is first moved into its
+      // `.replaying` file (appended, then removed), which is replayed and then set aside as `.replayed-<ms>`:
+      // what fails again is quarantined anew in the type's file. A run that stops mid-replay (a kill, a server
+      // error) leaves the `.replaying` file, which counts as pending (`Imports.pendingQuarantine`) and is replayed
+      // first by the next --retry-quarantine; resources it lands twice land once (PUT by id, or POST's
+      // conditional create on the provenance tag).
       if (options.retryQuarantine === true) {
         const names = yield* Effect.try({
           try: () => (NFS.existsSync(quarantineDir) ? NFS.readdirSync(quarantineDir) : []),
           catch: io(quarantineDir),
         })
-        for (const name of names.filter((n) => n.endsWith(".ndjson"))) {
+        const bases = [
+          ...new Set(
+            names.flatMap((n) =>
+              n.endsWith(".ndjson")
+                ? [n]
+                : n.endsWith(Imports.REPLAYING)
+                  ? [n.slice(0, -Imports.REPLAYING.length)]
+                  : [],
+            ),
+          ),
+        ].sort()
+        for (const name of bases) {
           const from = Path.join(quarantineDir, name)
-          const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}`
-          yield* Effect.try({ try: () => NFS.renameSync(from, aside), catch: io(from) })
+          const replaying = `${from}${Imports.REPLAYING}`
+          const waiting = yield* Effect.try({
+            try: () => (NFS.existsSync(from) ? NFS.readFileSync(from, "utf8") : ""),
+            catch: io(from),
+          })
+          if (waiting !== "")
+            yield* appendDurable(replaying, waiting.endsWith("\n") ? waiting : `${waiting}\n`)
+          yield* Effect.try({ try: () => NFS.rmSync(from, { force: true }), catch: io(from) })
           const locs: Array<Located> = []
-          const qLines = yield* readLines(aside)
+          // a line moved twice (a kill between the append and the removal) is replayed once
+          const qLines = [...new Set(yield* readLines(replaying))]
           for (let i = 0; i < qLines.length; i++) {
-            const q = yield* decodeLine(QuarantineLine, aside, i + 1, qLines[i]!)
+            const q = yield* decodeLine(QuarantineLine, replaying, i + 1, qLines[i]!)
             if (q.resource === null || !isResource(q.resource)) {
               // $import rejections carry no body: replay those with --strategy import
               yield* appendDurable(from, `${qLines[i]!}\n`)
@@ -1318,6 +1340,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           yield* emit({ event: "retry-quarantine", file: name, resources: locs.length })
           const size = Math.max(1, options.bundleSize ?? 500)
           for (let i = 0; i < locs.length; i += size) yield* land(locs.slice(i, i + size))
+          const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}`
+          yield* Effect.try({ try: () => NFS.renameSync(replaying, aside), catch: io(replaying) })
         }
       }
 
