@@ -48,7 +48,7 @@ export const html = (r: Report): string => {
                   `<tr><td><code>${e(f.path)}</code></td><td><code>${e(f.source)}</code></td><td><code>${e(f.target)}</code></td></tr>`,
               )
               .join("")}</table>`
-      return `<li><span class="kind ${e(d.kind)}">${e(d.kind)}</span> <code>${e(d.source ?? "")}</code>${d.target !== undefined && d.target !== d.source ? ` → <code>${e(d.target)}</code>` : ""}${fields}</li>`
+      return `<li><span class="kind ${e(d.kind)}">${e(d.kind)}</span> <code>${e(d.source ?? "")}</code>${d.target !== undefined && d.target !== d.source ? ` → <code>${e(d.target)}</code>` : ""}${d.detail !== undefined ? ` (${e(d.detail)})` : ""}${fields}</li>`
     })
     .join("\n")
   const atts = r.attachments

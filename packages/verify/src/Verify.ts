@@ -12,7 +12,9 @@
  * is a mismatch without being fetched: it hashes alike only as long as the source stays up.
  *
  * With an id map (`imports/<target>/idmap.ndjson` of the archive, or `idMapPath`) source ids are
- * translated; without one, ids are expected to be kept. Conditional references (`Type?identifier=…`, as bulk
+ * translated; without one, ids are expected to be kept. When the map changes ids, a source `Type/id` it does
+ * not hold is `unmapped:Type/id` (equal to nothing on the target), and two source resources mapped to one
+ * target resource leave the second one missing. Conditional references (`Type?identifier=…`, as bulk
  * exports hold them and as an import resolves them) on the source side are compared as the resource they
  * designate: an archive's through the identifiers of its resources of that type, a source server's by one
  * `identifier` search per distinct reference (exactly one match; otherwise, or when the server cannot search
@@ -75,7 +77,15 @@ export interface Difference {
   readonly source?: string
   readonly target?: string
   readonly fields?: ReadonlyArray<FieldDiff>
+  /** Why, when the kind alone does not say (a source resource the id map does not map, or maps twice). */
+  readonly detail?: string
 }
+
+/**
+ * What a source `Type/id` the id map does not hold maps to when the map is not the identity (the target
+ * assigned new ids): that resource was not migrated, so it has no counterpart on the target.
+ */
+export const unmappedPrefix = "unmapped:"
 
 export interface AttachmentMismatch {
   /** The target `Type/id` holding the attachment. */
@@ -357,7 +367,17 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     const id = s.slice(s.indexOf("/") + 1)
     byId.set(id, byId.has(id) ? null : s)
   }
-  const mapKey = (k: string) => forward.get(k) ?? k
+  // With ids kept (no map, or an identity one) a source key stands for itself. When the target assigned new
+  // ids, a key the map does not hold was not migrated: falling back to the same `Type/id` would compare a
+  // reference to it with an unrelated target resource that happens to carry that id, and its entry would
+  // take the place of the resource mapped there.
+  let identityMap = true
+  for (const [s, t] of forward) {
+    if (s === t) continue
+    identityMap = false
+    break
+  }
+  const mapKey = (k: string) => forward.get(k) ?? (identityMap ? k : `${unmappedPrefix}${k}`)
   // Conditional references (`Practitioner?identifier=…`) are compared as the resource they designate, on
   // each side where it can be found: in the archive through its identifiers, on a server by a search there
   const identifiers =
@@ -455,6 +475,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
 
     // source pass
     const entries = new Map<string, SourceEntry>()
+    const collided: Array<Difference> = [] // a second source resource for the same target key
     const sourceAtts = new Map<string, string>() // "<target key> <path>" → url
     let crawledSource = 0
     yield* sourceStream(type).pipe(
@@ -465,6 +486,19 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const sk = `${type}/${r.id}`
           if (!sampled(sk)) return
           const tk = mapKey(sk)
+          const taken = entries.get(tk)
+          // (the same source resource twice, as a source may list it, still counts once: the last one wins)
+          if (taken !== undefined && taken.s !== sk) {
+            // one target resource cannot be the copy of both: this one is not on the target
+            collided.push({
+              kind: "missing",
+              type,
+              source: sk,
+              target: tk,
+              detail: `the id map gives ${tk} to ${taken.s} as well`,
+            })
+            return
+          }
           const c =
             sourceConditionals !== undefined
               ? yield* sourceConditionals.canonical(r, sourceCtx)
@@ -516,9 +550,14 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       ),
     )
     if (targetCount === null) targetCount = crawledTarget
-    const missing = entries.size
+    const missing = entries.size + collided.length
+    differences.push(...collided)
     for (const [tk, e] of entries) {
-      differences.push({ kind: "missing", type, source: e.s, ...(tk !== e.s ? { target: tk } : {}) })
+      differences.push(
+        tk.startsWith(unmappedPrefix)
+          ? { kind: "missing", type, source: e.s, detail: "not in the id map: not migrated" }
+          : { kind: "missing", type, source: e.s, ...(tk !== e.s ? { target: tk } : {}) },
+      )
     }
     entries.clear()
 

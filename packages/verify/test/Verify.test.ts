@@ -304,6 +304,77 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "a non-identity id map: a reference to a resource it does not map is not equal to the target's same Type/id",
+    () =>
+      Effect.gen(function* () {
+        const a = yield* Sandbox.start({}, { plugins: [] })
+        const b = yield* Sandbox.start({}, { plugins: [] })
+        // source: Patient/2 was not migrated; the target gave the migrated Patient/1 the id 2
+        a.store.update({ resourceType: "Patient", id: "1", gender: "male" })
+        a.store.update({ resourceType: "Patient", id: "2", gender: "female" })
+        const observation = { resourceType: "Observation", status: "final", code: { text: "x" } }
+        a.store.update({ ...observation, id: "o1", subject: { reference: "Patient/2" } })
+        b.store.update({ resourceType: "Patient", id: "2", gender: "male" })
+        // the reference to the resource not migrated stayed as written: it points at the wrong patient
+        b.store.update({ ...observation, id: "n1", subject: { reference: "Patient/2" } })
+        const dir = yield* tempDir
+        const idMapPath = Path.join(dir, "idmap.ndjson")
+        NFS.writeFileSync(
+          idMapPath,
+          '{"s":"Patient/1","t":"Patient/2"}\n{"s":"Observation/o1","t":"Observation/n1"}\n',
+        )
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: yield* clientFor(a.baseUrl) },
+          target: yield* clientFor(b.baseUrl),
+          types: ["Observation"],
+          idMapPath,
+        })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.differing, 1)
+        assert.deepStrictEqual(
+          r.differences[0]?.fields?.map((f) => [f.path, f.source, f.target]),
+          [["subject.reference", '"unmapped:Patient/2"', '"Patient/2"']],
+        )
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "a non-identity id map: a source resource whose key collides with a mapped one is reported missing",
+    () =>
+      Effect.gen(function* () {
+        const a = yield* Sandbox.start({}, { plugins: [] })
+        const b = yield* Sandbox.start({}, { plugins: [] })
+        a.store.update({ resourceType: "Patient", id: "1", gender: "male" })
+        a.store.update({ resourceType: "Patient", id: "2", gender: "female" }) // not migrated
+        a.store.update({ resourceType: "Patient", id: "3", gender: "other" }) // mapped onto Patient/2 as well
+        b.store.update({ resourceType: "Patient", id: "2", gender: "male" })
+        const dir = yield* tempDir
+        const idMapPath = Path.join(dir, "idmap.ndjson")
+        NFS.writeFileSync(idMapPath, '{"s":"Patient/1","t":"Patient/2"}\n{"s":"Patient/3","t":"Patient/2"}\n')
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: yield* clientFor(a.baseUrl) },
+          target: yield* clientFor(b.baseUrl),
+          types: ["Patient"],
+          idMapPath,
+        })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.matching, 1)
+        assert.strictEqual(r.totals.differing, 0)
+        assert.strictEqual(r.totals.missing, 2)
+        assert.deepStrictEqual(
+          r.differences.map((d) => [d.kind, d.source, d.target, d.detail]),
+          [
+            ["missing", "Patient/3", "Patient/2", "the id map gives Patient/2 to Patient/1 as well"],
+            ["missing", "Patient/2", undefined, "not in the id map: not migrated"],
+          ],
+        )
+        assert.include(Report.html(r), "not in the id map")
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "--sample compares a deterministic subset and says so",
     () =>
       Effect.gen(function* () {
