@@ -4,7 +4,8 @@
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
-import { Effect, Option, Schema } from "effect"
+import { Duration, Effect, Option, Schema } from "effect"
+import { defaultTimeout } from "./internal/tokenEndpoint.js"
 
 export const SmartConfiguration = Schema.Struct({
   token_endpoint: Schema.optional(Schema.String),
@@ -57,11 +58,13 @@ const absolute = (url: string, baseUrl: string): Option.Option<string> => {
   }
 }
 
+/** A GET of JSON, given `timeout` until its whole answer is read: a server that never answers must not stall. */
 const getJson = <A, I>(
   http: HttpClient.HttpClient,
   url: string,
   accept: string,
   schema: Schema.Schema<A, I>,
+  timeout: Duration.Duration,
 ): Effect.Effect<A, string> =>
   http.execute(HttpClientRequest.get(url, { acceptJson: false }).pipe(HttpClientRequest.accept(accept))).pipe(
     Effect.mapError((e) => `could not be fetched (${e.message})`),
@@ -73,18 +76,24 @@ const getJson = <A, I>(
         : Effect.fail(`answered HTTP ${response.status}`),
     ),
     Effect.scoped,
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () => `did not answer within ${Duration.format(timeout)}`,
+    }),
   )
 
 /** `[base]/.well-known/smart-configuration` → token endpoint (resolved against the base if relative). */
 export const fromSmartConfiguration = (
   http: HttpClient.HttpClient,
   baseUrl: string,
+  timeout: Duration.DurationInput = defaultTimeout,
 ): Effect.Effect<TokenEndpoint, string> =>
   getJson(
     http,
     `${trimSlash(baseUrl)}/.well-known/smart-configuration`,
     "application/json",
     SmartConfiguration,
+    Duration.decode(timeout),
   ).pipe(
     Effect.flatMap((config) =>
       Option.fromNullable(config.token_endpoint).pipe(
@@ -107,8 +116,15 @@ export const fromSmartConfiguration = (
 export const fromCapabilityStatement = (
   http: HttpClient.HttpClient,
   baseUrl: string,
+  timeout: Duration.DurationInput = defaultTimeout,
 ): Effect.Effect<TokenEndpoint, string> =>
-  getJson(http, `${trimSlash(baseUrl)}/metadata`, "application/fhir+json", CapabilitySecurity).pipe(
+  getJson(
+    http,
+    `${trimSlash(baseUrl)}/metadata`,
+    "application/fhir+json",
+    CapabilitySecurity,
+    Duration.decode(timeout),
+  ).pipe(
     Effect.flatMap((cs) => {
       const token = (cs.rest ?? [])
         .flatMap((rest) => rest.security?.extension ?? [])
@@ -133,11 +149,12 @@ export const fromCapabilityStatement = (
 
 /**
  * The token endpoint for a FHIR server. A configured `tokenUrl` wins (no network);
- * otherwise `.well-known/smart-configuration`, then the CapabilityStatement.
+ * otherwise `.well-known/smart-configuration`, then the CapabilityStatement, each given `timeout` (default 30 s).
  */
 export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
   baseUrl: string,
   tokenUrl?: string | undefined,
+  timeout: Duration.DurationInput = defaultTimeout,
 ) {
   if (tokenUrl !== undefined) {
     return yield* Option.match(absolute(tokenUrl, baseUrl), {
@@ -159,9 +176,9 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
     })
   }
   const http = yield* HttpClient.HttpClient
-  const found = yield* fromSmartConfiguration(http, baseUrl).pipe(
+  const found = yield* fromSmartConfiguration(http, baseUrl, timeout).pipe(
     Effect.catchAll((wellKnown) =>
-      fromCapabilityStatement(http, baseUrl).pipe(
+      fromCapabilityStatement(http, baseUrl, timeout).pipe(
         Effect.mapError(
           (metadata) =>
             new AuthError({

@@ -40,7 +40,61 @@ describe("TokenCache", () => {
       expect(value(yield* cache.get)).toBe("token-1")
       expect(yield* Ref.get(source.calls)).toBe(1)
       yield* TestClock.adjust("2 seconds") // 271 s: inside the 30 s margin
+      // Still valid: handed out while its replacement is fetched, rather than making the caller wait.
+      expect(value(yield* cache.get)).toBe("token-1")
+      yield* Effect.yieldNow().pipe(Effect.repeatN(20))
+      expect(yield* Ref.get(source.calls)).toBe(2)
       expect(value(yield* cache.get)).toBe("token-2")
+      expect(yield* Ref.get(source.calls)).toBe(2)
+    }),
+  )
+
+  it.scoped(
+    "a refresh ahead of expiry that fails keeps the current token until it expires, and is tried again later",
+    () =>
+      Effect.gen(function* () {
+        const source = yield* fakeSource(Option.some(Duration.seconds(300)))
+        const cache = yield* TokenCache.make(source.fetch)
+        expect(value(yield* cache.get)).toBe("token-1")
+        yield* TestClock.adjust("271 seconds")
+        yield* Ref.set(source.failNext, true)
+        expect(value(yield* cache.get)).toBe("token-1")
+        yield* Effect.yieldNow().pipe(Effect.repeatN(20))
+        expect(yield* Ref.get(source.calls)).toBe(2) // the refresh ran, and failed
+        // Not a token request per get: the next try waits a little (5 s here).
+        expect(value(yield* cache.get)).toBe("token-1")
+        yield* TestClock.adjust("4 seconds")
+        expect(value(yield* cache.get)).toBe("token-1")
+        expect(yield* Ref.get(source.calls)).toBe(2)
+        yield* TestClock.adjust("1 second") // 276 s
+        yield* Ref.set(source.failNext, true)
+        expect(value(yield* cache.get)).toBe("token-1")
+        yield* Effect.yieldNow().pipe(Effect.repeatN(20))
+        expect(yield* Ref.get(source.calls)).toBe(3)
+        // Expired (300 s): no longer handed out; the caller waits for a token request and sees its error.
+        yield* TestClock.adjust("24 seconds")
+        yield* Ref.set(source.failNext, true)
+        const error = yield* Effect.flip(cache.get)
+        expect(error.message).toBe("fetch 4 failed")
+        expect(value(yield* cache.get)).toBe("token-5")
+      }),
+  )
+
+  it.scoped("a token refused (401) while its replacement is fetched is not handed out again", () =>
+    Effect.gen(function* () {
+      const source = yield* fakeSource(Option.some(Duration.seconds(300)))
+      const cache = yield* TokenCache.make(source.fetch)
+      expect(value(yield* cache.get)).toBe("token-1")
+      yield* TestClock.adjust("271 seconds")
+      const open = yield* Deferred.make<void>()
+      yield* Ref.set(source.gate, Option.some(open))
+      expect(value(yield* cache.get)).toBe("token-1") // starts the refresh, held at the gate
+      yield* cache.invalidate
+      const waiting = yield* Effect.fork(cache.get)
+      yield* Effect.yieldNow().pipe(Effect.repeatN(20))
+      expect(Option.isNone(yield* Fiber.poll(waiting))).toBe(true)
+      yield* Deferred.succeed(open, undefined)
+      expect(value(yield* Fiber.join(waiting))).toBe("token-2")
       expect(yield* Ref.get(source.calls)).toBe(2)
     }),
   )

@@ -24,6 +24,8 @@ export interface ClientSecretOptions {
   /** Skip discovery and use this token endpoint. */
   readonly tokenUrl?: string | undefined
   readonly skew?: Duration.DurationInput | undefined
+  /** Timeout of discovery and token requests, and retries of transient token failures (30 s; 5 retries). */
+  readonly requestPolicy?: TokenEndpoint.RequestPolicy | undefined
 }
 
 export const make = Effect.fn("ClientSecret.make")(function* (options: ClientSecretOptions) {
@@ -35,9 +37,11 @@ export const make = Effect.fn("ClientSecret.make")(function* (options: ClientSec
   const tokenUrl = Effect.gen(function* () {
     const known = yield* Ref.get(endpoint)
     if (Option.isSome(known)) return known.value
-    const found = yield* Discovery.tokenEndpoint(options.baseUrl, options.tokenUrl).pipe(
-      Effect.provideService(HttpClient.HttpClient, http),
-    )
+    const found = yield* Discovery.tokenEndpoint(
+      options.baseUrl,
+      options.tokenUrl,
+      options.requestPolicy?.timeout,
+    ).pipe(Effect.provideService(HttpClient.HttpClient, http))
     yield* Ref.set(endpoint, Option.some(found.tokenUrl))
     return found.tokenUrl
   })
@@ -53,11 +57,18 @@ export const make = Effect.fn("ClientSecret.make")(function* (options: ClientSec
       form.client_id = options.clientId
       form.client_secret = options.clientSecret
     }
-    return yield* TokenEndpoint.request(http, {
-      tokenUrl: url,
-      form,
-      basic: method === "basic" ? { clientId: options.clientId, secret: options.clientSecret } : undefined,
-    }).pipe(Effect.catchTag("InvalidScope", (e) => Effect.fail(e.error)))
+    const once = TokenEndpoint.request(
+      http,
+      {
+        tokenUrl: url,
+        form,
+        basic: method === "basic" ? { clientId: options.clientId, secret: options.clientSecret } : undefined,
+      },
+      options.requestPolicy,
+    )
+    return yield* TokenEndpoint.retrying(once, options.requestPolicy).pipe(
+      Effect.catchTag("InvalidScope", (e) => Effect.fail(e.error)),
+    )
   })
 
   const cache = yield* TokenCache.make(fetch, { skew: options.skew })

@@ -36,6 +36,8 @@ export interface SmartBackendOptions {
   readonly assertionLifetime?: Duration.DurationInput | undefined
   /** Refresh this long before the token expires at most (default 30 s). */
   readonly skew?: Duration.DurationInput | undefined
+  /** Timeout of discovery and token requests, and retries of transient token failures (30 s; 5 retries). */
+  readonly requestPolicy?: TokenEndpoint.RequestPolicy | undefined
 }
 
 const V2 = /^(system|user|patient)\/([A-Za-z]+|\*)\.(c?r?u?d?s?)$/
@@ -64,9 +66,11 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
   const tokenEndpoint = Effect.gen(function* () {
     const known = yield* Ref.get(endpoint)
     if (Option.isSome(known)) return known.value
-    const found = yield* Discovery.tokenEndpoint(options.baseUrl, options.tokenUrl).pipe(
-      Effect.provideService(HttpClient.HttpClient, http),
-    )
+    const found = yield* Discovery.tokenEndpoint(
+      options.baseUrl,
+      options.tokenUrl,
+      options.requestPolicy?.timeout,
+    ).pipe(Effect.provideService(HttpClient.HttpClient, http))
     if (Option.isSome(found.signingAlgs) && !found.signingAlgs.value.includes(options.key.alg)) {
       yield* Effect.logWarning(
         `the server lists signing algorithms ${found.signingAlgs.value.join(", ")}, not ${options.key.alg}; the token request may be refused`,
@@ -81,6 +85,7 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
     return found
   })
 
+  // Each try signs a new assertion: one the server saw (and whose jti it recorded) is never sent again.
   const requestWith = (tokenUrl: string, scope: string) =>
     Effect.gen(function* () {
       const assertion = yield* Assertion.sign(options.key, {
@@ -91,16 +96,20 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
       yield* Effect.logDebug("requesting an access token").pipe(
         Effect.annotateLogs({ tokenUrl, clientId: options.clientId, scope, kid: options.key.kid }),
       )
-      return yield* TokenEndpoint.request(http, {
-        tokenUrl,
-        form: {
-          grant_type: "client_credentials",
-          scope,
-          client_assertion_type: CLIENT_ASSERTION_TYPE,
-          client_assertion: assertion,
+      return yield* TokenEndpoint.request(
+        http,
+        {
+          tokenUrl,
+          form: {
+            grant_type: "client_credentials",
+            scope,
+            client_assertion_type: CLIENT_ASSERTION_TYPE,
+            client_assertion: assertion,
+          },
         },
-      })
-    })
+        options.requestPolicy,
+      )
+    }).pipe((once) => TokenEndpoint.retrying(once, options.requestPolicy))
 
   const fetch: Effect.Effect<TokenCache.AccessToken, AuthError> = Effect.gen(function* () {
     const { tokenUrl } = yield* tokenEndpoint

@@ -2,10 +2,15 @@
  * One OAuth 2.0 token request (client_credentials) and its answer, shared by the SMART and
  * client-secret authenticators. Secrets are `Redacted` up to the line that builds the request, and
  * scrubbed from anything the server echoes back before it goes into an error message.
+ *
+ * Each attempt has a timeout, and `retrying` tries transient failures again (5xx, 408, 429 with its
+ * Retry-After, no answer at all): a token is fetched in the middle of multi-hour exports, where one
+ * identity-provider hiccup must not end the run. Refusals (400, 401: invalid_client, …) fail at once.
  */
 import { type HttpClient, HttpClientRequest } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
-import { Data, Duration, Effect, Option, ParseResult, Redacted, Schema } from "effect"
+import { retryAfter } from "@ferry/core/Retry"
+import { Clock, Data, Duration, Effect, Option, ParseResult, Redacted, Schedule, Schema } from "effect"
 import type { AccessToken } from "../TokenCache.js"
 
 /** RFC 6749 §5.1 (+ SMART): `expires_in` as a number, or a numeric string (some Azure endpoints). */
@@ -25,6 +30,35 @@ export const OAuthError = Schema.Struct({
 
 /** The server answered `invalid_scope`: the caller may retry with other scopes. */
 export class InvalidScope extends Data.TaggedError("InvalidScope")<{ readonly error: AuthError }> {}
+
+/**
+ * A failure that may pass (no answer, a timeout, 5xx, 408, 429): `retrying` tries again, and fails with
+ * `error` once the retries are used up.
+ */
+export class Transient extends Data.TaggedError("Transient")<{
+  readonly error: AuthError
+  /** The answer's `Retry-After`, when it had one. */
+  readonly retryAfter: string | undefined
+}> {}
+
+/** How long and how often a token endpoint (and discovery) is given. */
+export interface RequestPolicy {
+  /** Per attempt, until the whole answer is read (default 30 s). */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Retries of a transient failure after the first attempt (default 5). */
+  readonly retries?: number | undefined
+  /** First backoff delay, doubled per retry with jitter and capped at 30 s (default 1 s). */
+  readonly backoff?: Duration.DurationInput | undefined
+}
+
+export const defaultTimeout = Duration.seconds(30)
+const defaultRetries = 5
+const defaultBackoff = Duration.seconds(1)
+const backoffCap = Duration.seconds(30)
+/** A Retry-After beyond this is not waited for in full: the next attempt goes out then. */
+const maxRetryAfter = Duration.seconds(120)
+
+const transientStatus = (status: number) => status >= 500 || status === 408 || status === 429
 
 export type FormValue = string | Redacted.Redacted<string>
 
@@ -72,11 +106,16 @@ const failedFields = (error: ParseResult.ParseError): string =>
     ...new Set(ParseResult.ArrayFormatter.formatErrorSync(error).map((i) => i.path.join(".") || "(body)")),
   ].join(", ")
 
+/**
+ * One attempt. Fails with `Transient` for what may pass, `InvalidScope` for `invalid_scope`, else `AuthError`.
+ */
 export const request = (
   http: HttpClient.HttpClient,
   request: TokenRequest,
-): Effect.Effect<AccessToken, AuthError | InvalidScope> => {
+  policy: RequestPolicy = {},
+): Effect.Effect<AccessToken, AuthError | InvalidScope | Transient> => {
   const scrub = scrubber(request)
+  const timeout = Duration.decode(policy.timeout ?? defaultTimeout)
   const params = Object.entries(request.form).map(
     ([k, v]) => [k, Redacted.isRedacted(v) ? Redacted.value(v) : v] as const,
   )
@@ -87,79 +126,143 @@ export const request = (
   if (request.basic) {
     req = HttpClientRequest.setHeader(req, "authorization", `Basic ${basicCredentials(request.basic)}`)
   }
+  const transient = (detail: string, retryAfterHeader?: string) =>
+    new Transient({ error: fail(request, detail), retryAfter: retryAfterHeader })
   return http.execute(req).pipe(
     // The request (and its secret-bearing body) is not kept as a cause.
     Effect.mapError((e) =>
-      fail(
-        request,
-        `could not reach the token endpoint (${e.message}); check the URL and that the server is up`,
-      ),
+      transient(`could not reach the token endpoint (${e.message}); check the URL and that the server is up`),
     ),
     Effect.flatMap((response) =>
       response.text.pipe(
-        Effect.mapError((e) => fail(request, `the token endpoint's answer could not be read (${e.message})`)),
-        Effect.map((body) => ({ status: response.status, body })),
+        Effect.mapError((e) => transient(`the token endpoint's answer could not be read (${e.message})`)),
+        Effect.map((body) => ({
+          status: response.status,
+          body,
+          retryAfter: response.headers["retry-after"],
+        })),
       ),
     ),
     Effect.scoped,
-    Effect.flatMap(({ status, body }): Effect.Effect<AccessToken, AuthError | InvalidScope> => {
-      let json: unknown
-      try {
-        json = JSON.parse(body)
-      } catch {
-        json = undefined
-      }
-      if (status !== 200) {
-        return Option.match(Schema.decodeUnknownOption(OAuthError)(json), {
-          onNone: () => {
-            const snippet = scrub(body.replace(/\s+/g, " ").trim()).slice(0, 200)
-            return Effect.fail(
-              fail(request, `the token endpoint answered HTTP ${status}${snippet ? `: ${snippet}` : ""}`),
-            )
-          },
-          onSome: (oauth) => {
-            const what = `${oauth.error}${oauth.error_description ? ` (${scrub(oauth.error_description)})` : ""}`
-            const hint =
-              oauth.error === "invalid_client" || oauth.error === "invalid_grant"
-                ? "; the client assertion or credentials were rejected: check the client id, the key/secret registered for it, and the server clock"
-                : oauth.error === "invalid_scope"
-                  ? "; request scopes this client is allowed (auth.scope)"
-                  : ""
-            const error = fail(
-              request,
-              `the token endpoint refused the request: HTTP ${status} ${what}${hint}`,
-            )
-            return Effect.fail(oauth.error === "invalid_scope" ? new InvalidScope({ error }) : error)
-          },
-        })
-      }
-      return Schema.decodeUnknown(TokenResponse)(json).pipe(
-        Effect.mapError((e) =>
-          fail(
-            request,
-            json === undefined
-              ? "the token endpoint answered 200 but not with JSON"
-              : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)})`,
-          ),
+    // An endpoint that takes the connection and never answers would otherwise hold every request waiting
+    // for a token; the timeout interrupts (and so aborts) the attempt.
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () =>
+        transient(
+          `the token endpoint did not answer within ${Duration.format(timeout)}; check that it is up`,
         ),
-        Effect.flatMap((token) =>
-          token.token_type.toLowerCase() === "bearer"
-            ? Effect.succeed<AccessToken>({
-                token: token.access_token,
-                expiresIn: Option.fromNullable(token.expires_in).pipe(
-                  Option.filter((s) => Number.isFinite(s) && s > 0),
-                  Option.map(Duration.seconds),
-                ),
-                scope: Option.fromNullable(token.scope),
-              })
-            : Effect.fail(
-                fail(
-                  request,
-                  `the token endpoint issued a "${token.token_type}" token; Ferry can only send bearer tokens`,
-                ),
-              ),
-        ),
-      )
     }),
+    Effect.flatMap(
+      ({ status, body, retryAfter }): Effect.Effect<AccessToken, AuthError | InvalidScope | Transient> => {
+        let json: unknown
+        try {
+          json = JSON.parse(body)
+        } catch {
+          json = undefined
+        }
+        if (status !== 200) {
+          // Said only of answers that may pass: a refusal keeps its own words and hint.
+          const busy = "; the identity provider is unavailable or overloaded: try again later"
+          const failure = (detail: string) =>
+            transientStatus(status) ? transient(`${detail}${busy}`, retryAfter) : fail(request, detail)
+          return Option.match(Schema.decodeUnknownOption(OAuthError)(json), {
+            onNone: () => {
+              const snippet = scrub(body.replace(/\s+/g, " ").trim()).slice(0, 200)
+              return Effect.fail(
+                failure(`the token endpoint answered HTTP ${status}${snippet ? `: ${snippet}` : ""}`),
+              )
+            },
+            onSome: (oauth) => {
+              const what = `${oauth.error}${oauth.error_description ? ` (${scrub(oauth.error_description)})` : ""}`
+              const hint =
+                oauth.error === "invalid_client" || oauth.error === "invalid_grant"
+                  ? "; the client assertion or credentials were rejected: check the client id, the key/secret registered for it, and the server clock"
+                  : oauth.error === "invalid_scope"
+                    ? "; request scopes this client is allowed (auth.scope)"
+                    : ""
+              const detail = `the token endpoint refused the request: HTTP ${status} ${what}${hint}`
+              if (transientStatus(status)) return Effect.fail(transient(detail, retryAfter))
+              const error = fail(request, detail)
+              return Effect.fail(oauth.error === "invalid_scope" ? new InvalidScope({ error }) : error)
+            },
+          })
+        }
+        return Schema.decodeUnknown(TokenResponse)(json).pipe(
+          Effect.mapError((e) =>
+            fail(
+              request,
+              json === undefined
+                ? "the token endpoint answered 200 but not with JSON"
+                : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)})`,
+            ),
+          ),
+          Effect.flatMap((token) =>
+            token.token_type.toLowerCase() === "bearer"
+              ? Effect.succeed<AccessToken>({
+                  token: token.access_token,
+                  expiresIn: Option.fromNullable(token.expires_in).pipe(
+                    Option.filter((s) => Number.isFinite(s) && s > 0),
+                    Option.map(Duration.seconds),
+                  ),
+                  scope: Option.fromNullable(token.scope),
+                })
+              : Effect.fail(
+                  fail(
+                    request,
+                    `the token endpoint issued a "${token.token_type}" token; Ferry can only send bearer tokens`,
+                  ),
+                ),
+          ),
+        )
+      },
+    ),
+  )
+}
+
+/**
+ * Runs `once` (one whole token request: a SMART client signs a new assertion each time) again while it
+ * fails with `Transient`: exponential backoff with jitter, or the server's Retry-After (capped at 2 minutes),
+ * at most `policy.retries` times; then its AuthError, saying how often it was tried.
+ */
+export const retrying = <A, E>(
+  once: Effect.Effect<A, E | Transient>,
+  policy: RequestPolicy = {},
+): Effect.Effect<A, Exclude<E, Transient> | AuthError> => {
+  const retries = Math.max(0, policy.retries ?? defaultRetries)
+  const schedule = Schedule.exponential(policy.backoff ?? defaultBackoff, 2).pipe(
+    Schedule.jittered,
+    Schedule.modifyDelay((_, d) => Duration.min(d, backoffCap)),
+    Schedule.intersect(Schedule.recurs(retries)),
+    Schedule.intersect(Schedule.identity<unknown>()),
+    Schedule.modifyDelayEffect(([, e], delay) =>
+      e instanceof Transient
+        ? Effect.map(Clock.currentTimeMillis, (now) =>
+            Option.getOrElse(retryAfter(e.retryAfter, now, maxRetryAfter), () => delay),
+          )
+        : Effect.succeed(delay),
+    ),
+    Schedule.whileInput((e: unknown) => e instanceof Transient),
+  )
+  return once.pipe(
+    Effect.tapError((e) =>
+      e instanceof Transient
+        ? Effect.logDebug("token request failed; it may be tried again").pipe(
+            Effect.annotateLogs({ reason: e.error.detail }),
+          )
+        : Effect.void,
+    ),
+    Effect.retry(schedule),
+    Effect.catchIf(
+      (e): e is Transient => e instanceof Transient,
+      (e) =>
+        Effect.fail(
+          new AuthError({
+            reason: e.error.reason,
+            url: e.error.url,
+            detail: `${e.error.detail} (tried ${retries + 1} ${retries === 0 ? "time" : "times"})`,
+          }),
+        ),
+    ),
   )
 }

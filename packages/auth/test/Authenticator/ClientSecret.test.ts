@@ -68,6 +68,33 @@ describe("ClientSecret", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
+  it.scopedLive("retries a token endpoint's 5xx; a refusal (401) is not retried", () =>
+    Effect.gen(function* () {
+      const srv = yield* TokenServer.make({
+        clientId: CLIENT,
+        secret: SECRET,
+        faults: [{ status: 500, body: `oops ${SECRET}` }, { status: 504 }],
+      })
+      const make = (secret: string) =>
+        ClientSecret.make({
+          baseUrl: srv.baseUrl,
+          clientId: CLIENT,
+          clientSecret: Redacted.make(secret),
+          tokenUrl: srv.tokenUrl,
+          requestPolicy: { backoff: "10 millis" },
+        })
+      const auth = yield* make(SECRET)
+      expect(yield* header(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+      expect(srv.tokenRequests.map((r) => r.answer)).toEqual([500, 504, 200])
+
+      const wrong = yield* make("not-it")
+      const error = yield* Effect.flip(header(wrong, `${srv.baseUrl}/Patient`))
+      expect(error.message).toContain("HTTP 401 invalid_client")
+      expect(error.message).not.toContain("tried")
+      expect(srv.tokenRequests.map((r) => r.answer)).toEqual([500, 504, 200, 401])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
   it.scopedLive(
     "a wrong secret is a TokenRequest error with the server's description and without the secret",
     () =>

@@ -2,7 +2,7 @@ import { HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { AuthError } from "@ferry/core/Errors"
-import { Effect, Fiber, Schedule, TestClock } from "effect"
+import { Duration, Effect, Fiber, Schedule, TestClock, TestServices } from "effect"
 import type { Authenticator } from "../../src/Authenticator.js"
 import * as SmartBackend from "../../src/Authenticator/SmartBackend.js"
 import * as Keys from "../../src/Keys.js"
@@ -135,13 +135,82 @@ describe("SmartBackend", () => {
       expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(first)
       expect(srv.tokenRequests).toHaveLength(1)
       yield* TestClock.adjust("1500 millis")
-      const second = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      // Still valid: served while the new token is fetched (real I/O), until it arrives.
+      let second = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      expect(second).toBe(first)
+      for (let i = 0; i < 2_000 && second === first; i++) {
+        yield* TestServices.provideLive(Effect.sleep("5 millis"))
+        second = yield* authHeader(auth, `${srv.baseUrl}/Patient`)
+      }
       expect(second).toBe(`Bearer ${srv.issued[1]}`)
       expect(srv.tokenRequests).toHaveLength(2)
       // Each request carried its own assertion (jti unique, checked by the server).
       expect(srv.tokenRequests[0]!.assertion!.claims.jti).not.toBe(
         srv.tokenRequests[1]!.assertion!.claims.jti,
       )
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive(
+    "retries a 503, a reset connection and a 429 (after its Retry-After), signing a new assertion each time",
+    () =>
+      Effect.gen(function* () {
+        const { srv, auth } = yield* setup(
+          { faults: [{ status: 503 }, "reset", { status: 429, headers: { "retry-after": "1" } }] },
+          () => ({ requestPolicy: { backoff: "10 millis" } }),
+        )
+        const started = Date.now()
+        expect(yield* authHeader(auth, `${srv.baseUrl}/Patient`)).toBe(`Bearer ${srv.issued[0]}`)
+        // the backoff alone would be tens of milliseconds: the server's Retry-After of 1 s was honoured
+        expect(Date.now() - started).toBeGreaterThanOrEqual(950)
+        expect(srv.tokenRequests.map((r) => r.answer)).toEqual([503, 0, 429, 200])
+        const assertions = srv.tokenRequests.map((r) => r.form.get("client_assertion"))
+        expect(new Set(assertions).size).toBe(4)
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("gives up on a token endpoint that stays unavailable, saying how often it tried", () =>
+    Effect.gen(function* () {
+      const busy = { status: 502, body: "bad gateway" }
+      const { srv, auth } = yield* setup({ faults: [busy, busy, busy] }, () => ({
+        requestPolicy: { retries: 2, backoff: "10 millis" },
+      }))
+      const error = yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
+      assert.instanceOf(error, AuthError)
+      expect(error.reason).toBe("TokenRequest")
+      expect(error.message).toBe(
+        `${srv.tokenUrl}: the token endpoint answered HTTP 502: bad gateway; the identity provider is unavailable or overloaded: try again later (tried 3 times)`,
+      )
+      expect(srv.tokenRequests).toHaveLength(3)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("a token endpoint that never answers is given up on per attempt, then tried again", () =>
+    Effect.gen(function* () {
+      const policy = { timeout: Duration.millis(300), retries: 1, backoff: Duration.millis(10) }
+      const once = yield* setup({ faults: ["hang"] }, () => ({ requestPolicy: policy }))
+      expect(yield* authHeader(once.auth, `${once.srv.baseUrl}/Patient`)).toBe(`Bearer ${once.srv.issued[0]}`)
+      expect(once.srv.tokenRequests).toHaveLength(2)
+
+      const never = yield* setup({ faults: ["hang", "hang"] }, () => ({ requestPolicy: policy }))
+      const error = yield* Effect.flip(authHeader(never.auth, `${never.srv.baseUrl}/Patient`))
+      assert.instanceOf(error, AuthError)
+      expect(error.message).toContain("did not answer within 300ms")
+      expect(error.message).toContain("tried 2 times")
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("discovery gives up on a server that never answers", () =>
+    Effect.gen(function* () {
+      const { auth, srv } = yield* setup(
+        { silentPaths: ["/fhir/.well-known/smart-configuration", "/fhir/metadata"] },
+        () => ({ requestPolicy: { timeout: "200 millis" } }),
+      )
+      const error = yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
+      assert.instanceOf(error, AuthError)
+      expect(error.reason).toBe("Discovery")
+      expect(error.message).toContain(".well-known/smart-configuration did not answer within 200ms")
+      expect(error.message).toContain("/metadata did not answer within 200ms")
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 

@@ -27,7 +27,19 @@ export interface TokenServerOptions {
   readonly acceptScope?: (scope: string) => boolean
   /** Answer every token request with this OAuth error. */
   readonly failWith?: { readonly status: number; readonly error: string; readonly description: string }
+  /**
+   * How to answer the first token requests, one fault each, before answering normally: an HTTP answer,
+   * "reset" (the connection is destroyed unanswered) or "hang" (never answered).
+   */
+  readonly faults?: ReadonlyArray<TokenFault>
+  /** Paths (e.g. `/fhir/.well-known/smart-configuration`) whose requests are never answered. */
+  readonly silentPaths?: ReadonlyArray<string>
 }
+
+export type TokenFault =
+  | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string }
+  | "reset"
+  | "hang"
 
 export interface TokenRequestRecord {
   readonly headers: Http.IncomingHttpHeaders
@@ -77,6 +89,7 @@ export const make = (options: TokenServerOptions) =>
     let gate: Promise<void> | undefined
     let waiters: Array<{ n: number; resolve: () => void }> = []
     let origin = ""
+    const faults = [...(options.faults ?? [])]
     const keySet = options.jwks ? jose.createLocalJWKSet(options.jwks) : undefined
 
     const verifyClient = async (
@@ -126,6 +139,7 @@ export const make = (options: TokenServerOptions) =>
       const path = new URL(req.url ?? "/", origin).pathname
       paths.push(path)
       const body = await readBody(req)
+      if (options.silentPaths?.includes(path)) return
       if (path === "/fhir/.well-known/smart-configuration" && options.wellKnown !== false) {
         return json(res, 200, {
           token_endpoint: options.advertisedTokenEndpoint ?? `${origin}${TOKEN_PATH}`,
@@ -167,6 +181,17 @@ export const make = (options: TokenServerOptions) =>
       waiters = waiters.filter((w) => tokenRequests.length < w.n)
       if (gate) await gate
 
+      const fault = faults.shift()
+      if (fault === "hang") return
+      if (fault === "reset") {
+        record(0)
+        return req.socket.destroy()
+      }
+      if (fault !== undefined) {
+        record(fault.status)
+        res.writeHead(fault.status, { "content-type": "text/plain", ...fault.headers })
+        return res.end(fault.body ?? "")
+      }
       if (req.headers["content-type"] !== "application/x-www-form-urlencoded") {
         record(400)
         return json(res, 400, { error: "invalid_request", error_description: "form body expected" })
