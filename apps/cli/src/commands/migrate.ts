@@ -9,6 +9,7 @@
  * earlier ones. Progress on stderr (a live display on a TTY, plain lines otherwise or with `--json`, which
  * prints a summary on stdout). After the migration nothing else runs: check it with `ferry verify`.
  */
+import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { Command, Options } from "@effect/cli"
 import * as Authenticator from "@ferry/auth/Authenticator"
@@ -256,6 +257,45 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
   }
 }
 
+/** A shell word: kept as is when it is plain, else single-quoted. */
+const shellWord = (word: string): string =>
+  /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`
+
+/**
+ * The `ferry verify` command that checks this migration (printed at the end). Against the archive, verify
+ * finds the id map and the types by itself. With data files pruned it has to compare with the source
+ * server, which tells it neither: the command names the id map when the import wrote one (a POST import
+ * gave new ids, and without the map no resource matches) and the migration's `--type` (the source holds
+ * the other types too). What verify cannot narrow the same way (`--level patient|group`, `--type-filter`,
+ * given in `narrowed`) is said in words, since the resources outside it then show as missing.
+ */
+export const verifySuggestion = (options: {
+  readonly from: string
+  readonly to: string
+  readonly archive: string
+  readonly pruned: boolean
+  readonly types: ReadonlyArray<string>
+  readonly narrowed: ReadonlyArray<string>
+}): string => {
+  const { from, to, archive } = options
+  if (!options.pruned)
+    return `ferry migrate: check it with: ferry verify --archive ${shellWord(archive)} --target ${shellWord(to)}`
+  const idMap = Imports.idMapPath(archive, to)
+  const words = [
+    "ferry verify --source",
+    shellWord(from),
+    "--target",
+    shellWord(to),
+    ...(options.types.length > 0 ? ["--type", shellWord(options.types.join(","))] : []),
+    ...(NFS.existsSync(idMap) ? ["--id-map", shellWord(idMap)] : []),
+  ]
+  const partial =
+    options.narrowed.length > 0
+      ? `; the migration took only part of the source (${options.narrowed.join(", ")}), so the source's other resources show as missing`
+      : ""
+  return `ferry migrate: check it with: ${words.join(" ")} (data files were pruned from the archive${partial})`
+}
+
 const doneLine = (s: Migrate.MigrateSummary): string =>
   `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written in ${s.waves} waves (${s.overlapped} files while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
 
@@ -418,9 +458,17 @@ export const runMigrate = (f: Flags) =>
     }).pipe(Effect.ensuring(display.stop))
     yield* Console.error(doneLine(summary))
     yield* Console.error(
-      summary.pruned.files > 0
-        ? `ferry migrate: check it with: ferry verify --source ${from} --target ${to} (data files were pruned from the archive)`
-        : `ferry migrate: check it with: ferry verify --archive ${archive} --target ${to}`,
+      verifySuggestion({
+        from,
+        to,
+        archive,
+        pruned: summary.pruned.files > 0,
+        types: list(f.type),
+        narrowed: [
+          ...(settings.level !== "system" ? [`--level ${settings.level}`] : []),
+          ...(filters.filters.length > 0 ? ["--type-filter"] : []),
+        ],
+      }),
     )
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
     const pending = Imports.pendingQuarantine(archive, to)
