@@ -272,6 +272,43 @@ describe("ferry import", () => {
     expect(left.filter((n) => n.startsWith("Immunization.ndjson.replayed-")).length).toBe(1)
   })
 
+  it("post: what refers to a quarantined resource is quarantined too, never sent with the source id; --retry-quarantine lands both, pass after pass", async () => {
+    const archive = copy(sample, "post-waiting")
+    const db = Path.join(tmp, "post-waiting.sqlite")
+    const port = await freePort()
+    const refusing = await startSandbox({
+      port,
+      db,
+      refuseClientIds: true,
+      rejectRule: { type: "Patient", path: "gender", equals: "female" },
+    })
+    const first = await importInto(archive, refusing.handle, ["--strategy", "post"])
+    const left = danglingIn(refusing.handle)
+    await refusing.close()
+    expect(first.code, first.stderr).toBe(7)
+    // nothing on the target points at a patient that is not there (or at another one under that id)
+    expect(left.dangling).toEqual([])
+    expect(left.checked).toBeGreaterThan(1000)
+    const qdir = Path.join(
+      archive,
+      "imports",
+      NFS.readdirSync(Path.join(archive, "imports"))[0]!,
+      "quarantine",
+    )
+    const reasons = NFS.readdirSync(qdir)
+      .filter((n) => n !== "Patient.ndjson")
+      .flatMap((n) => NFS.readFileSync(Path.join(qdir, n), "utf8").trim().split("\n"))
+      .map((l) => (JSON.parse(l) as { reason: string }).reason)
+    expect(reasons.length).toBeGreaterThan(0)
+    for (const r of reasons)
+      expect(r).toMatch(/^it refers to [A-Za-z]+\/.* which is in the archive but has no id on the target yet/)
+    const fixed = await start({ port, db, refuseClientIds: true })
+    const second = await importInto(archive, fixed, ["--strategy", "post", "--retry-quarantine"])
+    expect(second.code, second.stderr).toBe(0)
+    expect(targetCounts(fixed)).toEqual(archiveCounts(archive))
+    expect(danglingIn(fixed).dangling).toEqual([])
+  })
+
   it("deleted/ of an incremental archive: DELETEs on the target through the id map", async () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
     const full = Path.join(tmp, "del-full")

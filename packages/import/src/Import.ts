@@ -88,7 +88,7 @@ import {
 } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
-import type { RewriteContext } from "@ferry/transform/Rewrite"
+import type { RewriteContext, Unresolved } from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import { Clock, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
@@ -872,15 +872,30 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        * earlier run or wave created) are updated in place with `PUT Type/<target id>`, in one batch (the
        * entries are independent); refused ones are quarantined.
        */
-      const update = (known: ReadonlyArray<Located>): Effect.Effect<void, ImportFailure> =>
+      const update = (all: ReadonlyArray<Located>): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
+          let known = all
           if (known.length === 0) return
-          const tx = Chunk.toTransaction(
+          let tx = Chunk.toTransaction(
             known.map((l) => l.value),
             "put",
             rctx(),
             { type: "batch" },
           )
+          // as in landNew: no update goes out with a reference that has no target id (the entries of a batch
+          // do not refer to each other: once is enough)
+          const waiting = notMappedIn(tx)
+          if (waiting.size > 0) {
+            yield* quarantine(Array.from(waiting, ([position, u]) => waitingOn(known[position]!, u)))
+            known = known.filter((_, i) => !waiting.has(i))
+            if (known.length === 0) return
+            tx = Chunk.toTransaction(
+              known.map((l) => l.value),
+              "put",
+              rctx(),
+              { type: "batch" },
+            )
+          }
           const response = yield* send(JSON.stringify(tx.bundle))
           const m = yield* decodeResponse(tx, response)
           yield* record(m.mapped)
@@ -893,16 +908,50 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
+      /** Entries (by position) with a reference to an archive resource that has no target id, one such each. */
+      const notMappedIn = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) => {
+        const out = new Map<number, Unresolved>()
+        for (const r of tx.reports) {
+          const u = r.unresolved.find((x) => x.reason === "NotMapped")
+          if (u !== undefined) out.set(r.position, u)
+        }
+        return out
+      }
+
+      const waitingOn = (loc: Located, u: Unresolved) => ({
+        loc,
+        outcome: undefined,
+        reason: `it refers to ${u.key ?? u.reference} (at ${u.path}), which is in the archive but has no id on the target yet (quarantined or refused); once that one has landed, run the import again with --retry-quarantine`,
+      })
+
       /** Create these resources (dependency order); splits, batches and quarantines as needed. */
-      const landNew = (locs: ReadonlyArray<Located>, cycle: boolean): Effect.Effect<void, ImportFailure> =>
+      const landNew = (all: ReadonlyArray<Located>, cycle: boolean): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
+          let locs = all
           if (locs.length === 0) return
-          const tx = Chunk.toTransaction(
+          let tx = Chunk.toTransaction(
             locs.map((l) => l.value),
             mode,
             rctx(),
             txOptions,
           )
+          // Post mode: a reference to a resource of the archive that has no id on the target (it was
+          // quarantined or refused, or a split cut it off) would go out with its source id, which on the
+          // target is nothing or another resource. Such entries are quarantined instead (and then what
+          // referred to them in this Bundle, in turn), to land with --retry-quarantine once it has.
+          for (;;) {
+            const waiting = mode === "post" ? notMappedIn(tx) : new Map<number, Unresolved>()
+            if (waiting.size === 0) break
+            yield* quarantine(Array.from(waiting, ([position, u]) => waitingOn(locs[position]!, u)))
+            locs = locs.filter((_, i) => !waiting.has(i))
+            if (locs.length === 0) return
+            tx = Chunk.toTransaction(
+              locs.map((l) => l.value),
+              mode,
+              rctx(),
+              txOptions,
+            )
+          }
           const result = yield* Effect.either(send(JSON.stringify(tx.bundle)))
           if (Either.isRight(result)) {
             const m = yield* decodeResponse(tx, result.right)
@@ -1135,6 +1184,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (Either.isLeft(added)) return yield* Effect.die(added.left)
           }
           const tx = writer.finish()
+          // a post-mode entry left with a reference that has no target id: landNew sets it aside
+          if (mode === "post" && notMappedIn(tx).size > 0)
+            return yield* land(yield* readBodies(nodes, preloaded), cycle)
           const result = yield* Effect.either(send(tx.body))
           if (Either.isRight(result)) {
             const m = yield* decodeResponse(tx, result.right)
@@ -1295,53 +1347,64 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // first by the next --retry-quarantine; resources it lands twice land once (PUT by id, or POST's
       // conditional create on the provenance tag).
       if (options.retryQuarantine === true) {
-        const names = yield* Effect.try({
-          try: () => (NFS.existsSync(quarantineDir) ? NFS.readdirSync(quarantineDir) : []),
-          catch: io(quarantineDir),
-        })
-        const bases = [
-          ...new Set(
-            names.flatMap((n) =>
-              n.endsWith(".ndjson")
-                ? [n]
-                : n.endsWith(Imports.REPLAYING)
-                  ? [n.slice(0, -Imports.REPLAYING.length)]
-                  : [],
-            ),
-          ),
-        ].sort()
-        for (const name of bases) {
-          const from = Path.join(quarantineDir, name)
-          const replaying = `${from}${Imports.REPLAYING}`
-          const waiting = yield* Effect.try({
-            try: () => (NFS.existsSync(from) ? NFS.readFileSync(from, "utf8") : ""),
-            catch: io(from),
+        // Pass after pass while a pass lands some and sets some aside again: a resource set aside because
+        // what it refers to had not landed (see landNew) lands in the pass after that one has.
+        for (let pass = 0; pass < 20; pass++) {
+          const before = quarantined
+          let replayed = 0
+          const names = yield* Effect.try({
+            try: () => (NFS.existsSync(quarantineDir) ? NFS.readdirSync(quarantineDir) : []),
+            catch: io(quarantineDir),
           })
-          if (waiting !== "")
-            yield* appendDurable(replaying, waiting.endsWith("\n") ? waiting : `${waiting}\n`)
-          yield* Effect.try({ try: () => NFS.rmSync(from, { force: true }), catch: io(from) })
-          const locs: Array<Located> = []
-          // a line moved twice (a kill between the append and the removal) is replayed once
-          const qLines = [...new Set(yield* readLines(replaying))]
-          for (let i = 0; i < qLines.length; i++) {
-            const q = yield* decodeLine(QuarantineLine, replaying, i + 1, qLines[i]!)
-            if (q.resource === null || !isResource(q.resource)) {
-              // $import rejections carry no body: replay those with --strategy import
-              yield* appendDurable(from, `${qLines[i]!}\n`)
-              continue
-            }
-            const at = q.source?.lastIndexOf(":") ?? -1
-            locs.push({
-              file: at > 0 ? q.source!.slice(0, at) : name,
-              line: at > 0 ? Number(q.source!.slice(at + 1)) : 0,
-              value: q.resource,
+          const bases = [
+            ...new Set(
+              names.flatMap((n) =>
+                n.endsWith(".ndjson")
+                  ? [n]
+                  : n.endsWith(Imports.REPLAYING)
+                    ? [n.slice(0, -Imports.REPLAYING.length)]
+                    : [],
+              ),
+            ),
+          ].sort()
+          for (const name of bases) {
+            const from = Path.join(quarantineDir, name)
+            const replaying = `${from}${Imports.REPLAYING}`
+            const waiting = yield* Effect.try({
+              try: () => (NFS.existsSync(from) ? NFS.readFileSync(from, "utf8") : ""),
+              catch: io(from),
             })
+            if (waiting !== "")
+              yield* appendDurable(replaying, waiting.endsWith("\n") ? waiting : `${waiting}\n`)
+            yield* Effect.try({ try: () => NFS.rmSync(from, { force: true }), catch: io(from) })
+            const locs: Array<Located> = []
+            // a line moved twice (a kill between the append and the removal) is replayed once
+            const qLines = [...new Set(yield* readLines(replaying))]
+            for (let i = 0; i < qLines.length; i++) {
+              const q = yield* decodeLine(QuarantineLine, replaying, i + 1, qLines[i]!)
+              if (q.resource === null || !isResource(q.resource)) {
+                // $import rejections carry no body: replay those with --strategy import
+                yield* appendDurable(from, `${qLines[i]!}\n`)
+                continue
+              }
+              const at = q.source?.lastIndexOf(":") ?? -1
+              locs.push({
+                file: at > 0 ? q.source!.slice(0, at) : name,
+                line: at > 0 ? Number(q.source!.slice(at + 1)) : 0,
+                value: q.resource,
+              })
+            }
+            yield* emit({ event: "retry-quarantine", file: name, resources: locs.length, pass: pass + 1 })
+            replayed += locs.length
+            const size = Math.max(1, options.bundleSize ?? 500)
+            for (let i = 0; i < locs.length; i += size) yield* land(locs.slice(i, i + size))
+            const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}-${pass + 1}`
+            yield* Effect.try({ try: () => NFS.renameSync(replaying, aside), catch: io(replaying) })
           }
-          yield* emit({ event: "retry-quarantine", file: name, resources: locs.length })
-          const size = Math.max(1, options.bundleSize ?? 500)
-          for (let i = 0; i < locs.length; i += size) yield* land(locs.slice(i, i + size))
-          const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}`
-          yield* Effect.try({ try: () => NFS.renameSync(replaying, aside), catch: io(replaying) })
+          const again = quarantined - before
+          if (again === 0 || again >= replayed) break
+          // what the next pass sets aside again is what is still quarantined
+          quarantined = before
         }
       }
 
