@@ -33,6 +33,8 @@ export interface CrawlOptions {
   readonly onEmpty?: (type: string) => Effect.Effect<void, ExportError | ArchiveError>
   /** gzip the data files. */
   readonly gzip?: boolean
+  /** Something the user should know about the archive (one sentence). */
+  readonly onWarning?: (detail: string) => Effect.Effect<void, ExportError | ArchiveError>
   /** The transactionTime an earlier run of this crawl recorded: a resumed crawl's data starts there. */
   readonly transactionTime?: string
   /** The crawl's transactionTime, before the first type is crawled (to be journaled for a resumed run). */
@@ -190,7 +192,13 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   const searchable = CapabilityStatement.types(cs).filter((t) =>
     CapabilityStatement.supportsInteraction(cs, "search-type", t),
   )
-  const wanted = p.types.length > 0 ? p.types.filter((t) => searchable.includes(t)) : searchable
+  // Types asked for by name are searched even when the CapabilityStatement does not list them (a search the
+  // server refuses fails the export, naming it); never dropped without a word.
+  const wanted = p.types.length > 0 ? p.types : searchable
+  if (p.since !== undefined)
+    yield* options.onWarning?.(
+      `a search crawl cannot see deletions: what was deleted at the source since ${p.since} is not in this archive's deleted/ and stays on a target it is imported into`,
+    ) ?? Effect.void
   const compartment = p.level !== "system"
   const types = compartment ? wanted.filter(isMember) : wanted
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []

@@ -1162,6 +1162,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         Option.filter(journal.result("transactionTime"), (t): t is string => typeof t === "string"),
       ),
       onTransactionTime: (t) => journal.append("transactionTime", t),
+      onWarning: (detail) => emit("warning", { detail }),
     })
     transactionTime = crawled.transactionTime
     files.push(...crawled.files)

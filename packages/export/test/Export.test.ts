@@ -182,6 +182,18 @@ layer(
         assert.strictEqual(none.resources, 0)
         // the archive's data ends at _until: a later --since auto starts there, not at the time of the crawl
         assert.strictEqual(none.transactionTime, "1970-01-01T00:00:00.000Z")
+        // a crawl delta cannot see deletions: it says so
+        yield* Export.run({
+          client,
+          out: Path.join(dir, "s"),
+          params: { level: "system", types: ["Patient"], since: "2000-01-01T00:00:00Z" },
+          mode: "crawl",
+        })
+        assert.isTrue(
+          events(Path.join(dir, "s")).some(
+            (e) => e.event === "warning" && String(e.detail).includes("a search crawl cannot see deletions"),
+          ),
+        )
         yield* Export.run({
           client,
           out: Path.join(dir, "e"),
