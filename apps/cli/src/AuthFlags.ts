@@ -7,24 +7,32 @@
  *   gives `--source-auth`, `--source-client-id`, … under the keys `sourceAuth`, `sourceClientId`, …
  *   Every prefixed flag is `Options.optional`: its default is applied after the `FERRY_*` environment and
  *   the config file had their say (Config.ts), because an option with a default cannot tell "given" from
- *   "default".
+ *   "default". Each server's secret variable defaults to its own (`FERRY_SOURCE_CLIENT_SECRET`,
+ *   `FERRY_TARGET_CLIENT_SECRET`): one shared default sent the source's secret to the target.
  * Secrets are never flag values: only the name of an environment variable or a file is.
  */
 import { Options } from "@effect/cli"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import { AuthError } from "@ferry/core/Errors"
-import { Effect, Option, Redacted } from "effect"
+import { Config, Effect, Option, Redacted } from "effect"
 
 export const authKinds = ["none", "smart", "client-secret", "bearer"] as const
 export type AuthKind = (typeof authKinds)[number]
 export const algs = ["ES384", "RS384"] as const
 export type Alg = (typeof algs)[number]
 
-/** The default environment variable holding a client secret (`--auth client-secret`). */
+/** The default environment variable holding a client secret (`--auth client-secret`) of a one-server command. */
 export const defaultClientSecretEnv = "FERRY_CLIENT_SECRET"
 
-/** The one definition of the auth flags; `flag` names them (adds a prefix), `server` is for help texts. */
-const definitions = (flag: (name: string) => string, server: string) => ({
+/** The default of each server of a two-server command: its own, so that neither gets the other's secret. */
+export const defaultClientSecretEnvFor = (server: Server): string =>
+  `FERRY_${server.toUpperCase()}_CLIENT_SECRET`
+
+/**
+ * The one definition of the auth flags; `flag` names them (adds a prefix), `server` and `secretEnv` (the
+ * default secret variable) are for help texts.
+ */
+const definitions = (flag: (name: string) => string, server: string, secretEnv: string) => ({
   auth: Options.choice(flag("auth"), authKinds).pipe(
     Options.withDescription(
       `How to authenticate${server}: none, smart (SMART Backend Services, --${flag("client-id")} + --${flag("key")}), client-secret (--${flag("client-id")} + a secret in the environment) or bearer (a static token). Default none.`,
@@ -55,7 +63,7 @@ const definitions = (flag: (name: string) => string, server: string) => ({
   ),
   clientSecretEnv: Options.text(flag("client-secret-env")).pipe(
     Options.withDescription(
-      `Environment variable holding the client secret${server} (--${flag("auth")} client-secret; default ${defaultClientSecretEnv}).`,
+      `Environment variable holding the client secret${server} (--${flag("auth")} client-secret; default ${secretEnv}).`,
     ),
   ),
 })
@@ -83,7 +91,7 @@ const optionalAll = (defs: Definitions): OptionalAuthFlags => ({
   clientSecretEnv: Options.optional(defs.clientSecretEnv),
 })
 
-const unprefixed = definitions((name) => name, "")
+const unprefixed = definitions((name) => name, "", defaultClientSecretEnv)
 
 /** `--auth …`, `--client-id …`, …: the flags of the one-server commands, with their defaults. */
 export const authFlags = {
@@ -127,7 +135,13 @@ const authKeys: ReadonlyArray<keyof OptionalAuthFlags> = [
  * environment and the config file), keyed `sourceAuth`, `sourceClientId`, …
  */
 export const authFlagsFor = <P extends Server>(prefix: P): PrefixedAuthFlags<P> => {
-  const defs = optionalAll(definitions((name) => `${prefix}-${name}`, ` for the ${prefix} server`))
+  const defs = optionalAll(
+    definitions(
+      (name) => `${prefix}-${name}`,
+      ` for the ${prefix} server`,
+      defaultClientSecretEnvFor(prefix),
+    ),
+  )
   return Object.fromEntries(
     authKeys.map((k) => [`${prefix}${capitalize(k)}`, defs[k]]),
   ) as PrefixedAuthFlags<P>
@@ -154,20 +168,29 @@ export interface AuthFlagValues {
   readonly clientSecretEnv: string
 }
 
-/** Reads a secret from an environment variable (only the name is on the command line or in a file). */
-const envSecret = (name: string, kindFlag: string, envFlag: string) =>
-  Effect.sync(() => process.env[name]).pipe(
-    Effect.flatMap((v) =>
-      v === undefined || v === ""
-        ? Effect.fail(
-            new AuthError({
-              reason: "Config",
-              detail: `${kindFlag} client-secret reads the secret from $${name}, which is not set; export it or name another variable with ${envFlag}`,
-            }),
-          )
-        : Effect.succeed(Redacted.make(v)),
-    ),
-  )
+/**
+ * Reads a secret from an environment variable (only the name is on the command line or in a file), through
+ * the ambient ConfigProvider (the process environment; tests swap it).
+ */
+const envSecret = (name: string, kindFlag: string, envFlag: string, prefix: Server | undefined) =>
+  Effect.gen(function* () {
+    const read = (n: string) =>
+      Config.option(Config.redacted(n)).pipe(
+        Effect.orElseSucceed(() => Option.none<Redacted.Redacted<string>>()),
+        Effect.map(Option.filter((v) => Redacted.value(v) !== "")),
+      )
+    const value = yield* read(name)
+    if (Option.isSome(value)) return value.value
+    // Someone used to the one-server commands (or to older versions) may have exported only this one.
+    const oneServer =
+      prefix !== undefined && name === defaultClientSecretEnvFor(prefix)
+        ? yield* read(defaultClientSecretEnv)
+        : Option.none()
+    return yield* new AuthError({
+      reason: "Config",
+      detail: `${kindFlag} client-secret reads the secret from $${name}, which is not set; export it or name another variable with ${envFlag}${Option.isSome(oneServer) ? ` ($${defaultClientSecretEnv} is read by the one-server commands only)` : ""}`,
+    })
+  })
 
 /**
  * The `Authenticator.AuthSettings` the values describe; the client secret is read from its environment
@@ -192,7 +215,7 @@ export const authSettings = (f: AuthFlagValues, prefix?: Server) =>
       })
     const clientSecret =
       f.auth === "client-secret"
-        ? Option.some(yield* envSecret(f.clientSecretEnv, flag("auth"), flag("client-secret-env")))
+        ? Option.some(yield* envSecret(f.clientSecretEnv, flag("auth"), flag("client-secret-env"), prefix))
         : Option.none()
     return {
       ...Authenticator.emptySettings(f.auth),

@@ -23,6 +23,9 @@
  *   `FERRY_SOURCE_SCOPE`, `FERRY_SOURCE_TOKEN_URL`, `FERRY_SOURCE_BEARER_ENV`, `FERRY_SOURCE_BEARER_FILE`,
  *   `FERRY_SOURCE_CLIENT_SECRET_ENV` (and `FERRY_TARGET_…`). Read through Effect's `Config` (the ambient
  *   ConfigProvider), so tests swap it with `ConfigProvider.fromMap`.
+ * - Each server's client secret is read, unless its variable is named, from its own variable
+ *   (`FERRY_SOURCE_CLIENT_SECRET`, `FERRY_TARGET_CLIENT_SECRET`; the one-server commands read
+ *   `FERRY_CLIENT_SECRET`). Both servers reading one variable or file is refused unless it was named for both.
  * - Every layer (flags, environment, file) is decoded with the same Schema; a bad value fails with a
  *   `ConfigError` naming where it came from (`ferry.yaml:7`, `FERRY_PARALLEL`, `--parallel`).
  */
@@ -38,7 +41,7 @@ import {
   authFlagsFor,
   authKinds,
   authSettings,
-  defaultClientSecretEnv,
+  defaultClientSecretEnvFor,
   type OptionalAuthValues,
   type Server,
 } from "./AuthFlags.js"
@@ -503,8 +506,10 @@ export const readFile = (path: string): Effect.Effect<Layer, ConfigError, FileSy
 
 export interface ServerSettings {
   readonly url: Option.Option<string>
-  /** Defaults applied: `auth` none, `clientSecretEnv` FERRY_CLIENT_SECRET. */
+  /** Defaults applied: `auth` none, `clientSecretEnv` FERRY_SOURCE_CLIENT_SECRET / FERRY_TARGET_CLIENT_SECRET. */
   readonly auth: AuthFlagValues
+  /** Whether `auth.clientSecretEnv` was named (flag, environment or file) rather than the default. */
+  readonly clientSecretEnvNamed: boolean
 }
 
 export interface Settings {
@@ -550,6 +555,7 @@ export const merge = (
   }
   const server = (s: Server): ServerSettings => {
     const a = (l: Layer) => authOf(l, s)
+    const clientSecretEnv = pick((l) => a(l)?.clientSecretEnv)
     return {
       url: pick((l) => l[s]?.url),
       auth: {
@@ -564,11 +570,9 @@ export const merge = (
         tokenUrl: pick((l) => a(l)?.tokenUrl),
         bearerEnv: pick((l) => a(l)?.bearerEnv),
         bearerFile: pick((l) => a(l)?.bearerFile),
-        clientSecretEnv: Option.getOrElse(
-          pick((l) => a(l)?.clientSecretEnv),
-          () => defaultClientSecretEnv,
-        ),
+        clientSecretEnv: Option.getOrElse(clientSecretEnv, () => defaultClientSecretEnvFor(s)),
       },
+      clientSecretEnvNamed: Option.isSome(clientSecretEnv),
     }
   }
   return {
@@ -620,8 +624,63 @@ export const resolve = (
     )
     const file = Option.orElse(configFile, () => Option.filter(fromEnvFile, (f) => f.trim() !== ""))
     const fileLayer = Option.isSome(file) ? yield* readFile(file.value) : {}
-    return merge([flagLayer, envLayer, fileLayer], file)
+    const settings = merge([flagLayer, envLayer, fileLayer], file)
+    yield* separateCredentials(settings)
+    return settings
   })
+
+/** Where a server's credential comes from: an environment variable or a file, and the flag naming it. */
+interface CredentialSource {
+  readonly id: string
+  readonly shown: string
+  readonly flag: string
+  /** Named by the user for this server (not a default). */
+  readonly named: boolean
+}
+
+const credentialSources = (settings: Settings, server: Server): ReadonlyArray<CredentialSource> => {
+  const { auth, clientSecretEnvNamed } = settings[server]
+  const env = (name: string, key: "clientSecretEnv" | "bearerEnv", named: boolean): CredentialSource => ({
+    id: `env:${name}`,
+    shown: `$${name}`,
+    flag: flagName([server, "auth", key]),
+    named,
+  })
+  if (auth.auth === "client-secret")
+    return [env(auth.clientSecretEnv, "clientSecretEnv", clientSecretEnvNamed)]
+  if (auth.auth !== "bearer") return []
+  return [
+    ...Option.toArray(auth.bearerEnv).map((name) => env(name, "bearerEnv", true)),
+    ...Option.toArray(auth.bearerFile).map(
+      (file): CredentialSource => ({
+        id: `file:${Path.resolve(file)}`,
+        shown: `the file ${file}`,
+        flag: flagName([server, "auth", "bearerFile"]),
+        named: true,
+      }),
+    ),
+  ]
+}
+
+/**
+ * Refuses source and target reading their credentials from the same variable or file, which would send one
+ * server's secret to the other, unless the user named it for both (one client registered on both servers).
+ */
+export const separateCredentials = (settings: Settings): Effect.Effect<void, ConfigError> => {
+  const target = credentialSources(settings, "target")
+  for (const s of credentialSources(settings, "source")) {
+    const t = target.find((c) => c.id === s.id)
+    if (t === undefined || (s.named && t.named)) continue
+    const defaulted = !s.named ? "the source's default" : "the target's default"
+    return Effect.fail(
+      new ConfigError({
+        reason: "Invalid",
+        detail: `the source and the target would both read their credentials from ${s.shown} (${defaulted}), sending one server's secret to the other; give each its own with ${s.flag} and ${t.flag}, or name ${s.shown} with both to share it on purpose`,
+      }),
+    )
+  }
+  return Effect.void
+}
 
 /** The base URL of a server, or a ConfigError saying the three ways to give it. */
 export const requireUrl = (settings: Settings, server: Server): Effect.Effect<string, ConfigError> =>

@@ -3,9 +3,10 @@ import * as OS from "node:os"
 import * as Path from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either, Option } from "effect"
-import type { OptionalAuthValues } from "../src/AuthFlags.js"
+import { Cause, ConfigProvider, Effect, Either, Option, Redacted } from "effect"
+import type { AuthKind, OptionalAuthValues } from "../src/AuthFlags.js"
 import * as Config from "../src/Config.js"
+import * as Render from "../src/Render.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-config-test-"))
 const write = (name: string, text: string): string => {
@@ -80,7 +81,7 @@ describe("Config", () => {
       // defaults for what nothing gave
       assert.strictEqual(s.maxBundleBytes, 10 * 1024 * 1024)
       assert.strictEqual(s.strategy, "auto")
-      assert.strictEqual(s.target.auth.clientSecretEnv, "FERRY_CLIENT_SECRET")
+      assert.strictEqual(s.target.auth.clientSecretEnv, "FERRY_TARGET_CLIENT_SECRET")
     }),
   )
 
@@ -241,6 +242,97 @@ describe("Config", () => {
       const missing = yield* failure(Config.readFile(Path.join(tmp, "nope.yaml")))
       assert.strictEqual(missing.reason, "Read")
       assert.include(missing.message, "nope.yaml")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.effect(
+    "each server reads its client secret from its own variable; the source's never goes to the target",
+    () =>
+      Effect.gen(function* () {
+        const secretAuth: OptionalAuthValues = {
+          ...noAuthFlags,
+          auth: Option.some("client-secret"),
+          clientId: Option.some("c"),
+        }
+        const flags: Config.FlagInput = {
+          from: Option.some("http://source.example/fhir"),
+          to: Option.some("http://target.example/fhir"),
+          source: secretAuth,
+          target: secretAuth,
+        }
+        const secretOf = (settings: Config.Settings, server: "source" | "target") =>
+          Config.serverAuthSettings(settings, server).pipe(
+            Effect.map((a) => Option.map(a.clientSecret, Redacted.value)),
+          )
+        const both = yield* Config.resolve(Option.none(), flags).pipe(withEnv({}))
+        assert.strictEqual(both.source.auth.clientSecretEnv, "FERRY_SOURCE_CLIENT_SECRET")
+        assert.strictEqual(both.target.auth.clientSecretEnv, "FERRY_TARGET_CLIENT_SECRET")
+        const env = {
+          FERRY_SOURCE_CLIENT_SECRET: "source-secret",
+          FERRY_TARGET_CLIENT_SECRET: "target-secret",
+          FERRY_CLIENT_SECRET: "one-server-secret",
+        }
+        assert.deepStrictEqual(
+          yield* secretOf(both, "source").pipe(withEnv(env)),
+          Option.some("source-secret"),
+        )
+        assert.deepStrictEqual(
+          yield* secretOf(both, "target").pipe(withEnv(env)),
+          Option.some("target-secret"),
+        )
+
+        // only the one-server variable exported: neither server takes it, and the message says why
+        const onlyOne = { FERRY_CLIENT_SECRET: "one-server-secret" }
+        const missing = yield* Effect.flip(secretOf(both, "target").pipe(withEnv(onlyOne)))
+        assert.strictEqual(
+          missing.message,
+          "--target-auth client-secret reads the secret from $FERRY_TARGET_CLIENT_SECRET, which is not set; export it or name another variable with --target-client-secret-env ($FERRY_CLIENT_SECRET is read by the one-server commands only)",
+        )
+        assert.notInclude(JSON.stringify(missing), "one-server-secret")
+      }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.effect("source and target reading one variable is refused (exit 2) unless it is named for both", () =>
+    Effect.gen(function* () {
+      const auth = (kind: AuthKind, more: Partial<OptionalAuthValues> = {}): OptionalAuthValues => ({
+        ...noAuthFlags,
+        auth: Option.some(kind),
+        ...(kind === "client-secret" ? { clientId: Option.some("c") } : {}),
+        ...more,
+      })
+      const resolve = (source: OptionalAuthValues, target: OptionalAuthValues, env = {}) =>
+        Config.resolve(Option.none(), { source, target }).pipe(withEnv(env))
+
+      // the source named the target's default variable
+      const clash = yield* failure(
+        resolve(
+          auth("client-secret", { clientSecretEnv: Option.some("FERRY_TARGET_CLIENT_SECRET") }),
+          auth("client-secret"),
+        ),
+      )
+      assert.strictEqual(clash._tag, "ConfigError")
+      assert.strictEqual(
+        clash.message,
+        "the source and the target would both read their credentials from $FERRY_TARGET_CLIENT_SECRET (the target's default), sending one server's secret to the other; give each its own with --source-client-secret-env and --target-client-secret-env, or name $FERRY_TARGET_CLIENT_SECRET with both to share it on purpose",
+      )
+      assert.strictEqual(Render.exitCode(Cause.fail(clash)), 2)
+
+      // a bearer token read from the variable the other server's secret defaults to
+      const viaBearer = yield* failure(
+        resolve(auth("client-secret"), auth("bearer"), {
+          FERRY_TARGET_BEARER_ENV: "FERRY_SOURCE_CLIENT_SECRET",
+        }),
+      )
+      assert.include(viaBearer.message, "$FERRY_SOURCE_CLIENT_SECRET (the source's default)")
+      assert.include(viaBearer.message, "--target-bearer-env")
+
+      // named for both (one client registered on both servers): on purpose, allowed
+      const shared = { clientSecretEnv: Option.some("SHARED_SECRET") }
+      yield* resolve(auth("client-secret", shared), auth("client-secret"), {
+        FERRY_TARGET_CLIENT_SECRET_ENV: "SHARED_SECRET",
+      })
+      const token = { bearerEnv: Option.some("ONE_TOKEN") }
+      yield* resolve(auth("bearer", token), auth("bearer", token))
     }).pipe(Effect.provide(NodeContext.layer)),
   )
 
