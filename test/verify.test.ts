@@ -5,6 +5,7 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type InProcessSandbox, lastLine, runFerry, sharedData, startSandbox } from "./helpers/ferry.js"
 
@@ -41,9 +42,11 @@ afterAll(async () => {
   NFS.rmSync(tmp, { recursive: true, force: true })
 })
 
+/** A target holding the seed as a correct import leaves it (conditional references made literal), or nothing. */
 const target = async (withSeed = true) => {
   const s = await startSandbox(withSeed ? { seed } : {})
   sandboxes.push(s)
+  if (withSeed) resolveConditionalReferences(s.handle.store)
   return s
 }
 
@@ -195,6 +198,8 @@ describe("ferry verify", () => {
         }),
       )
     }
+    // as an import leaves them: conditional references made literal (to the new ids)
+    resolveConditionalReferences(store)
     const slug = t.handle.baseUrl.replace(/^https?:\/\//, "").replace(/[^A-Za-z0-9.-]/g, "_")
     NFS.mkdirSync(Path.join(archive, "imports", slug), { recursive: true })
     NFS.writeFileSync(Path.join(archive, "imports", slug, "idmap.ndjson"), `${lines.join("\n")}\n`)

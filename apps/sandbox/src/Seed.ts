@@ -16,6 +16,7 @@
 import { createHash } from "node:crypto"
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs"
 import { basename, extname, join } from "node:path"
+import { rewrite as rewriteReferences } from "@ferry/core/Walker"
 import { forEachBundleEntry } from "./internal/BundleStream.js"
 import type { Store } from "./Store.js"
 import { rewrite } from "./Transaction.js"
@@ -313,4 +314,38 @@ const seedAttachments = (store: Store, baseUrl: string, path: string, files: str
     })
   })
   return { path, kind: "attachments", files: files.length, resources }
+}
+
+/**
+ * What a correct import of seeded bulk data holds: every conditional reference by identifier
+ * (`Practitioner?identifier=sys|v`, as the bulk sample's references are) replaced by the literal `Type/id` of
+ * the resource of `store` carrying that identifier. A server stores references as given, and a stored
+ * conditional reference is not one a FHIR client can follow; tests use this to build a target that holds the
+ * seed as Ferry's import leaves it.
+ */
+export const resolveConditionalReferences = (store: Store): void => {
+  const byIdentifier = new Map<string, string>()
+  const bodies: Array<{ readonly id: string; readonly body: Record<string, unknown> }> = []
+  for (const type of store.types()) {
+    for (const r of store.iterate(type)) {
+      const body = JSON.parse(r.json) as Record<string, unknown>
+      bodies.push({ id: r.id, body })
+      const identifiers = Array.isArray(body.identifier)
+        ? (body.identifier as Array<Record<string, unknown>>)
+        : []
+      for (const i of identifiers)
+        byIdentifier.set(`${type}?${String(i.system)}|${String(i.value)}`, `${type}/${r.id}`)
+    }
+  }
+  for (const { id, body } of bodies) {
+    const out = rewriteReferences(body, {
+      reference: (site) => {
+        const p = site.parsed
+        return p._tag === "Conditional" && p.identifier !== undefined
+          ? byIdentifier.get(`${p.type}?${String(p.identifier.system)}|${p.identifier.value}`)
+          : undefined
+      },
+    })
+    if (out.changed > 0) store.update({ ...out.resource, id })
+  }
 }

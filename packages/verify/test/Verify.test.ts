@@ -8,8 +8,8 @@ import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
-import { rewrite } from "@ferry/core/Walker"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
+import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
 import { Effect, Stream } from "effect"
 import * as Report from "../src/Report.js"
 import * as Verify from "../src/Verify.js"
@@ -25,37 +25,6 @@ const clientFor = (baseUrl: string) =>
 
 type Store = Sandbox.SandboxHandle["store"]
 
-/**
- * What an import leaves on a target: the seed's conditional references (`Practitioner?identifier=…`, as the
- * bulk sample holds them) replaced by the literal `Type/id` of the one resource carrying that identifier.
- */
-const resolveConditionals = (store: Store) => {
-  const byIdentifier = new Map<string, string>()
-  const bodies: Array<{ readonly id: string; readonly body: Record<string, unknown> }> = []
-  for (const type of store.types()) {
-    for (const r of store.iterate(type)) {
-      const body = JSON.parse(r.json) as Record<string, unknown>
-      bodies.push({ id: r.id, body })
-      const identifiers = Array.isArray(body.identifier)
-        ? (body.identifier as Array<Record<string, unknown>>)
-        : []
-      for (const i of identifiers)
-        byIdentifier.set(`${type}?${String(i.system)}|${String(i.value)}`, `${type}/${r.id}`)
-    }
-  }
-  for (const { id, body } of bodies) {
-    const out = rewrite(body, {
-      reference: (site) => {
-        const p = site.parsed
-        return p._tag === "Conditional" && p.identifier !== undefined
-          ? byIdentifier.get(`${p.type}?${String(p.identifier.system)}|${p.identifier.value}`)
-          : undefined
-      },
-    })
-    if (out.changed > 0) store.update({ ...out.resource, id })
-  }
-}
-
 /** Two sandboxes seeded from the same folders, and clients on them. */
 const pairOf = (folders: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -65,7 +34,7 @@ const pairOf = (folders: ReadonlyArray<string>) =>
   })
 
 /** A source seeded from the sample and a target holding what a correct import of it holds. */
-const pair = Effect.tap(pairOf(seed), ({ b }) => Effect.sync(() => resolveConditionals(b.store)))
+const pair = Effect.tap(pairOf(seed), ({ b }) => Effect.sync(() => resolveConditionalReferences(b.store)))
 
 /**
  * A complete archive exported from `from` (a sandbox): its resources of `types` and the Binary payloads
