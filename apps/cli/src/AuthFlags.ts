@@ -47,7 +47,11 @@ const definitions = (flag: (name: string) => string, server: string, secretEnv: 
   alg: Options.choice(flag("alg"), algs).pipe(
     Options.withDescription(`Signing algorithm${server} when the key does not say (ES384 or RS384).`),
   ),
-  scope: Options.text(flag("scope")).pipe(Options.withDescription(`Scopes to request${server}.`)),
+  scope: Options.text(flag("scope")).pipe(
+    Options.withDescription(
+      `Scopes to request${server} (SMART default: system/*.rs where Ferry reads, system/*.cruds where it writes: import, migrate's target).`,
+    ),
+  ),
   tokenUrl: Options.text(flag("token-url")).pipe(
     Options.withDescription(
       `Token endpoint${server} (default: discovered from .well-known/smart-configuration).`,

@@ -108,10 +108,15 @@ const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Eff
     },
   })
 
-/** Build the authenticator the settings describe for the FHIR server at `baseUrl`. */
+/**
+ * Build the authenticator the settings describe for the FHIR server at `baseUrl`. `access` is what Ferry
+ * does there (default read; write for a target): it picks SMART's default scope and what the granted
+ * scopes must allow.
+ */
 export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
   settings: AuthSettings,
   baseUrl: string,
+  access: SmartBackend.Access = "read",
 ) {
   const optional = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
   switch (settings.kind) {
@@ -157,6 +162,7 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
         clientId,
         key,
         scope: optional(settings.scope),
+        access,
         scopeVersion: settings.scopeVersion,
         tokenUrl: optional(settings.tokenUrl),
       })
@@ -165,4 +171,5 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
 }) satisfies (
   settings: AuthSettings,
   baseUrl: string,
+  access?: SmartBackend.Access,
 ) => Effect.Effect<Authenticator, AuthError, HttpClient.HttpClient | FileSystem.FileSystem | Scope.Scope>

@@ -31,10 +31,11 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
 }
 
 /**
- * Authorization failures: discovery, key loading, token requests, refused tokens.
+ * Authorization failures: discovery, key loading, token requests, refused tokens, and tokens granted
+ * scopes that do not allow what Ferry must do on that server (`Scope`).
  */
 export class AuthError extends Schema.TaggedError<AuthError>("@ferry/core/AuthError")("AuthError", {
-  reason: Schema.Literal("Discovery", "KeyInvalid", "TokenRequest", "Unauthorized", "Config"),
+  reason: Schema.Literal("Discovery", "KeyInvalid", "TokenRequest", "Unauthorized", "Scope", "Config"),
   url: Schema.optional(Schema.String),
   detail: Schema.String,
   cause: Schema.optional(Schema.Defect),

@@ -116,7 +116,8 @@ export const runImport = (f: Flags) =>
     if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
     if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
     const settings = yield* authSettings(f)
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    // Ferry writes here: the token must allow writes (SMART's default scope follows).
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, "write")
     const client = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,

@@ -153,9 +153,16 @@ export const defaultArchive = (from: string, to: string, since: string | undefin
     : Path.join(root, `since-${since.replace(/[^A-Za-z0-9.-]/g, "_")}`)
 }
 
-const client = (baseUrl: string, settings: Authenticator.AuthSettings, retries: number) =>
+const client = (
+  baseUrl: string,
+  settings: Authenticator.AuthSettings,
+  retries: number,
+  role: "source" | "target",
+) =>
   Effect.gen(function* () {
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    // The target is written to: its token must allow writes (SMART's default scope follows).
+    const access = role === "target" ? "write" : "read"
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, access)
     const c = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,
@@ -404,15 +411,19 @@ export const runMigrate = (f: Flags) =>
 
     const sourceAuth = yield* Config.serverAuthSettings(settings, "source")
     const targetAuth = yield* Config.serverAuthSettings(settings, "target")
-    const source = yield* client(from, sourceAuth, 8)
-    const target = yield* client(to, targetAuth, 8)
+    const source = yield* client(from, sourceAuth, 8, "source")
+    const target = yield* client(to, targetAuth, 8, "target")
     yield* Console.error(
       `ferry migrate: ${from} (${source.describe}) → ${to} (${target.describe}), archive ${archive}`,
     )
     yield* Effect.all(
       [
-        client(from, sourceAuth, 1).pipe(Effect.flatMap((c) => preflight("source", "--from", c.client))),
-        client(to, targetAuth, 1).pipe(Effect.flatMap((c) => preflight("target", "--to", c.client))),
+        client(from, sourceAuth, 1, "source").pipe(
+          Effect.flatMap((c) => preflight("source", "--from", c.client)),
+        ),
+        client(to, targetAuth, 1, "target").pipe(
+          Effect.flatMap((c) => preflight("target", "--to", c.client)),
+        ),
       ],
       { concurrency: 2 },
     )

@@ -80,7 +80,9 @@ export interface PlanReport {
 const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
   Effect.gen(function* () {
     const auth = yield* Config.serverAuthSettings(settings, role)
-    const authenticator = yield* Authenticator.fromSettings(auth, url)
+    // The token migrate would get (write access on the target), so that a missing grant shows here; plan
+    // itself still only reads.
+    const authenticator = yield* Authenticator.fromSettings(auth, url, role === "target" ? "write" : "read")
     const client = yield* FhirClient.make({
       baseUrl: url,
       authorize: authenticator.authorize,

@@ -3,7 +3,7 @@
  * (`private_key_jwt`, RS384 or ES384). A new assertion (fresh `jti`) is signed for every token request.
  */
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import type { AuthError } from "@ferry/core/Errors"
+import { AuthError } from "@ferry/core/Errors"
 import { type Duration, Effect, Option, Ref } from "effect"
 import * as Assertion from "../Assertion.js"
 import type { Authenticator } from "../Authenticator.js"
@@ -13,17 +13,37 @@ import type { SigningKey } from "../Keys.js"
 import * as TokenCache from "../TokenCache.js"
 
 export const CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+/** The default scope of a server Ferry only reads (a source). */
 export const DEFAULT_SCOPE = "system/*.rs"
+/**
+ * The default scope of a server Ferry writes to (a target): create and update, and read as well (the
+ * import reads back what it needs, and `migrate` verifies the target). In v1: `system/*.*`.
+ */
+export const DEFAULT_WRITE_SCOPE = "system/*.cruds"
 
 export type ScopeVersion = "v1" | "v2"
+
+/** What Ferry does on the server: only reads (a source), or writes (a target). */
+export type Access = "read" | "write"
+
+export const defaultScope = (access: Access): string =>
+  access === "write" ? DEFAULT_WRITE_SCOPE : DEFAULT_SCOPE
 
 export interface SmartBackendOptions {
   /** The FHIR base URL (discovery starts here). */
   readonly baseUrl: string
   readonly clientId: string
   readonly key: SigningKey
-  /** Space-separated scopes in SMART v2 syntax (default `system/*.rs`); v1 scopes are sent as given. */
+  /**
+   * Space-separated scopes in SMART v2 syntax (default by `access`: `system/*.rs` to read, `system/*.cruds`
+   * to write); v1 scopes are sent as given.
+   */
   readonly scope?: string | undefined
+  /**
+   * What the token is for (default read). It picks the default scope, and the granted scopes must allow
+   * it: a token that cannot write to a target fails here, once, instead of as a 403 per request.
+   */
+  readonly access?: Access | undefined
   /**
    * v2 (default): send `scope`; if the server answers `invalid_scope`, retry once with the v1 equivalent
    * (`.rs` → `.read`, `.cud` → `.write`, `.cruds` → `.*`) and keep using v1.
@@ -56,9 +76,36 @@ export const toV1Scope = (scope: string): string => {
 export const toV1Scopes = (scopes: string): string =>
   scopes.split(/\s+/).filter(Boolean).map(toV1Scope).join(" ")
 
+/** A SMART resource scope, v1 or v2, with or without v2 `?param=value` filters. */
+const RESOURCE_SCOPE = /^(?:system|user|patient)\/(?:[A-Za-z]+|\*)\.([a-z*]+)(?:\?.*)?$/
+
+/**
+ * Whether granted scopes (the token response's `scope`) allow `access` on some resource type: read is v2
+ * `r`/`s` or v1 `read`/`*`; write is v2 `c`/`u` or v1 `write`/`*`. `undefined` when Ferry cannot judge: the
+ * text holds no SMART resource scope (opaque or vendor scopes), though it is not empty.
+ */
+export const grants = (granted: string, access: Access): boolean | undefined => {
+  const perms = granted
+    .split(/\s+/)
+    .filter(Boolean)
+    .flatMap((scope) => {
+      const m = RESOURCE_SCOPE.exec(scope)
+      return m === null ? [] : [m[1]!]
+    })
+  if (perms.length === 0) return granted.trim() === "" ? false : undefined
+  return perms.some((p) =>
+    p === "*"
+      ? true
+      : p === "read" || p === "write"
+        ? p === access
+        : /^c?r?u?d?s?$/.test(p) && (access === "read" ? /[rs]/ : /[cu]/).test(p),
+  )
+}
+
 export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBackendOptions) {
   const http = yield* HttpClient.HttpClient
-  const scopeV2 = options.scope?.trim() || DEFAULT_SCOPE
+  const access = options.access ?? "read"
+  const scopeV2 = options.scope?.trim() || defaultScope(access)
   const scopeV1 = toV1Scopes(scopeV2)
   const version = yield* Ref.make<ScopeVersion>(options.scopeVersion ?? "v2")
   const endpoint = yield* Ref.make(Option.none<Discovery.TokenEndpoint>())
@@ -111,25 +158,49 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
       )
     }).pipe((once) => TokenEndpoint.retrying(once, options.requestPolicy))
 
+  /** A token, and the scopes it was asked for. */
+  const obtain = (tokenUrl: string): Effect.Effect<readonly [TokenCache.AccessToken, string], AuthError> =>
+    Effect.gen(function* () {
+      const current = yield* Ref.get(version)
+      const asked = (scope: string) => Effect.map((t: TokenCache.AccessToken) => [t, scope] as const)
+      if (current === "v1" || scopeV1 === scopeV2) {
+        const scope = current === "v1" ? scopeV1 : scopeV2
+        return yield* requestWith(tokenUrl, scope).pipe(
+          asked(scope),
+          Effect.catchTag("InvalidScope", (e) => Effect.fail(e.error)),
+        )
+      }
+      return yield* requestWith(tokenUrl, scopeV2).pipe(
+        asked(scopeV2),
+        Effect.catchTag("InvalidScope", () =>
+          Effect.logInfo(
+            `the server refused SMART v2 scopes (${scopeV2}); retrying with v1 scopes (${scopeV1})`,
+          ).pipe(
+            Effect.zipRight(requestWith(tokenUrl, scopeV1)),
+            asked(scopeV1),
+            Effect.tap(() => Ref.set(version, "v1")),
+            Effect.catchTag("InvalidScope", (e) => Effect.fail(e.error)),
+          ),
+        ),
+      )
+    })
+
   const fetch: Effect.Effect<TokenCache.AccessToken, AuthError> = Effect.gen(function* () {
     const { tokenUrl } = yield* tokenEndpoint
-    const current = yield* Ref.get(version)
-    if (current === "v1" || scopeV1 === scopeV2) {
-      return yield* requestWith(tokenUrl, current === "v1" ? scopeV1 : scopeV2).pipe(
-        Effect.catchTag("InvalidScope", (e) => Effect.fail(e.error)),
-      )
+    const [token, asked] = yield* obtain(tokenUrl)
+    // The server may grant less than asked (spec §5): one clear error now, not a 403 per request later.
+    if (Option.isSome(token.scope) && grants(token.scope.value, access) === false) {
+      const needed =
+        access === "write"
+          ? `write access (${DEFAULT_WRITE_SCOPE}, or system/*.write in SMART v1)`
+          : `read access (${DEFAULT_SCOPE}, or system/*.read in SMART v1)`
+      return yield* new AuthError({
+        reason: "Scope",
+        url: tokenUrl,
+        detail: `the server granted the scopes "${token.scope.value}" for the requested "${asked}", which do not allow ${access === "write" ? "writing" : "reading"} resources; allow client ${options.clientId} ${needed} at the server, or request scopes it is allowed (auth.scope)`,
+      })
     }
-    return yield* requestWith(tokenUrl, scopeV2).pipe(
-      Effect.catchTag("InvalidScope", () =>
-        Effect.logInfo(
-          `the server refused SMART v2 scopes (${scopeV2}); retrying with v1 scopes (${scopeV1})`,
-        ).pipe(
-          Effect.zipRight(requestWith(tokenUrl, scopeV1)),
-          Effect.tap(() => Ref.set(version, "v1")),
-          Effect.catchTag("InvalidScope", (e) => Effect.fail(e.error)),
-        ),
-      ),
-    )
+    return token
   })
 
   const cache = yield* TokenCache.make(fetch, { skew: options.skew })

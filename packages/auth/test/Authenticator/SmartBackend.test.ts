@@ -303,6 +303,69 @@ describe("SmartBackend", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
+  it.scopedLive("a target (write access) asks for system/*.cruds by default, system/*.* in SMART v1", () =>
+    Effect.gen(function* () {
+      const v2 = yield* setup({}, () => ({ access: "write" }))
+      yield* authHeader(v2.auth, `${v2.srv.baseUrl}/Patient`)
+      const v1 = yield* setup({}, () => ({ access: "write", scopeVersion: "v1" }))
+      yield* authHeader(v1.auth, `${v1.srv.baseUrl}/Patient`)
+      const fallback = yield* setup({ acceptScope: (s) => !s.includes(".cruds") }, () => ({
+        access: "write",
+      }))
+      yield* authHeader(fallback.auth, `${fallback.srv.baseUrl}/Patient`)
+      const source = yield* setup({}, () => ({ access: "read" }))
+      yield* authHeader(source.auth, `${source.srv.baseUrl}/Patient`)
+      const asked = (srv: TokenServer.TokenServer) => srv.tokenRequests.map((r) => r.form.get("scope"))
+      expect(asked(v2.srv)).toEqual(["system/*.cruds"])
+      expect(asked(v1.srv)).toEqual(["system/*.*"])
+      expect(asked(fallback.srv)).toEqual(["system/*.cruds", "system/*.*"])
+      expect(asked(source.srv)).toEqual(["system/*.rs"])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive(
+    "a token whose granted scopes do not allow what the server is for fails once, before any request",
+    () =>
+      Effect.gen(function* () {
+        const readOnly = yield* setup({ grantScope: () => "system/*.rs" }, () => ({ access: "write" }))
+        const error = yield* Effect.flip(authHeader(readOnly.auth, `${readOnly.srv.baseUrl}/Patient`))
+        assert.instanceOf(error, AuthError)
+        expect(error.reason).toBe("Scope")
+        expect(error.message).toBe(
+          `${readOnly.srv.tokenUrl}: the server granted the scopes "system/*.rs" for the requested "system/*.cruds", which do not allow writing resources; allow client ${CLIENT} write access (system/*.cruds, or system/*.write in SMART v1) at the server, or request scopes it is allowed (auth.scope)`,
+        )
+        expect(error.message).not.toContain(readOnly.srv.issued[0]!)
+
+        const writeOnly = yield* setup({ grantScope: () => "system/*.cud" })
+        const noRead = yield* Effect.flip(authHeader(writeOnly.auth, `${writeOnly.srv.baseUrl}/Patient`))
+        expect(noRead.reason).toBe("Scope")
+        expect(noRead.message).toContain("do not allow reading resources")
+
+        // less than asked, but enough: a few types, v1 spelling, or scopes Ferry cannot judge
+        for (const [granted, access] of [
+          ["system/Patient.rs system/Observation.read", "read"],
+          ["system/*.write", "write"],
+          ["system/Patient.cu", "write"],
+          ["https://fhir.example.org/.default", "write"],
+        ] as const) {
+          const ok = yield* setup({ grantScope: () => granted }, () => ({ access }))
+          expect(yield* authHeader(ok.auth, `${ok.srv.baseUrl}/Patient`)).toBe(`Bearer ${ok.srv.issued[0]}`)
+        }
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it("reads granted scopes: what allows reading, what allows writing", () => {
+    expect(SmartBackend.grants("system/*.rs", "read")).toBe(true)
+    expect(SmartBackend.grants("system/*.rs", "write")).toBe(false)
+    expect(SmartBackend.grants("system/*.cruds", "write")).toBe(true)
+    expect(SmartBackend.grants("system/*.d", "write")).toBe(false)
+    expect(SmartBackend.grants("system/*.*", "write")).toBe(true)
+    expect(SmartBackend.grants("system/*.read", "write")).toBe(false)
+    expect(SmartBackend.grants("system/Observation.rs?category=laboratory", "read")).toBe(true)
+    expect(SmartBackend.grants("", "read")).toBe(false)
+    expect(SmartBackend.grants("openid https://x/.default", "read")).toBeUndefined()
+  })
+
   it("converts SMART v2 scopes to v1", () => {
     expect(SmartBackend.toV1Scopes("system/*.rs system/Group.rs")).toBe("system/*.read system/Group.read")
     expect(SmartBackend.toV1Scopes("system/*.cud system/*.cruds patient/Observation.r")).toBe(

@@ -25,6 +25,8 @@ export interface TokenServerOptions {
   readonly tokenType?: string
   /** Scopes the server accepts; others get `invalid_scope` (default: all). */
   readonly acceptScope?: (scope: string) => boolean
+  /** The `scope` of the token response for the requested one (default: as requested). */
+  readonly grantScope?: (requested: string) => string
   /** Answer every token request with this OAuth error. */
   readonly failWith?: { readonly status: number; readonly error: string; readonly description: string }
   /**
@@ -224,7 +226,7 @@ export const make = (options: TokenServerOptions) =>
         access_token: token,
         token_type: options.tokenType ?? "Bearer",
         expires_in: options.expiresIn ?? 300,
-        scope,
+        scope: options.grantScope ? options.grantScope(scope) : scope,
       })
     }
 
