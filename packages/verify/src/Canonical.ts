@@ -8,7 +8,7 @@
  *   resolved to the resource carrying the identifier when the context can, then mapped through `mapKey`
  *   (the source side maps source `Type/id` → target `Type/id`); on a side whose stored references must work
  *   as they are (`transactionOnly: "unresolvable"`, the target), conditional and `urn:uuid:` references
- *   become `unresolvable:<reference>`;
+ *   become `unresolvable:<reference>`, as do those the other side cannot resolve;
  * - Attachment `url`s replaced by a placeholder and returned in `attachments` (path + url) so the caller
  *   compares their payloads by sha256 separately; inline `data` stays part of the content.
  */
@@ -23,8 +23,11 @@ export const provenanceSystem = "urn:ferry:source"
 export const attachmentPlaceholder = "ferry:attachment"
 
 /**
- * Prefix of a stored reference that only works inside a transaction Bundle (`Type?…`, `urn:uuid:`): no
- * reference the other side renders starts with it, so such a reference never compares equal.
+ * Prefix of a reference that designates nothing a client can follow: on the target every stored conditional or
+ * `urn:uuid:` reference (they only work inside a transaction Bundle), on the source side one that the context
+ * cannot resolve either. The two compare equal only as the same text: a target holding a conditional reference
+ * where the source's designated a resource differs, one that copied a source reference that resolves nowhere
+ * (its target was not exported) does not.
  */
 export const unresolvablePrefix = "unresolvable:"
 
@@ -116,7 +119,7 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
         case "UrnUuid": {
           if (ctx.transactionOnly === "unresolvable") return `${unresolvablePrefix}${site.raw ?? ""}`
           const key = ctx.resolveUrn?.(p.uuid)
-          return key === undefined ? undefined : map(key)
+          return key === undefined ? `${unresolvablePrefix}${site.raw ?? ""}` : map(key)
         }
         case "Conditional": {
           if (ctx.transactionOnly === "unresolvable") return `${unresolvablePrefix}${site.raw ?? ""}`
@@ -124,7 +127,7 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
             p.identifier === undefined
               ? undefined
               : ctx.resolveConditional?.(p.type, p.identifier.system, p.identifier.value)
-          return key === undefined ? undefined : map(key)
+          return key === undefined ? `${unresolvablePrefix}${site.raw ?? ""}` : map(key)
         }
         default:
           return undefined

@@ -54,7 +54,7 @@ describe("Canonical", () => {
     })
   })
 
-  it("resolves a conditional reference through the context, then maps it; unknown ones stay as they are", () => {
+  it("resolves a conditional reference through the context, then maps it; unknown ones are unresolvable", () => {
     const encounter = {
       resourceType: "Encounter",
       id: "e1",
@@ -72,9 +72,10 @@ describe("Canonical", () => {
     })
     const v = c.value as { participant: Array<{ individual: { reference: string } }> }
     assert.strictEqual(v.participant[0]!.individual.reference, "Practitioner/t1")
+    // one the context cannot resolve designates nothing a client can follow, as a stored one on the target
     assert.strictEqual(
       v.participant[1]!.individual.reference,
-      "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|000",
+      "unresolvable:Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|000",
     )
   })
 
@@ -103,6 +104,17 @@ describe("Canonical", () => {
     assert.strictEqual(v.participant[0]!.individual.reference, `${unresolvablePrefix}${ref}`)
     assert.strictEqual(v.subject.reference, `${unresolvablePrefix}${urn}`)
     assert.strictEqual(v.serviceProvider.reference, "Organization/o1")
+    // the same references on a source side that cannot resolve them either (their resources were not
+    // exported): a faithful copy, equal; resolved there, they differ
+    const resource = {
+      resourceType: "Encounter",
+      id: "e1",
+      participant: [{ individual: { reference: ref } }],
+      subject: { reference: urn },
+    }
+    const target = hash(canonicalize(resource, { transactionOnly: "unresolvable" }).value)
+    assert.strictEqual(hash(canonicalize(resource, {}).value), target)
+    assert.notStrictEqual(hash(canonicalize(resource, { resolveUrn: () => "Patient/1" }).value), target)
   })
 
   it("normalises references: same-server absolute → relative, version dropped, mapped, urn:uuid resolved", () => {

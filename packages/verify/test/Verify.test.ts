@@ -189,10 +189,15 @@ describe("Verify.run against sandboxes", () => {
         // the target holds the seed as is: its Encounters keep `Practitioner?identifier=…` references
         const { source, target, a, b } = yield* pairOf(seed)
         const patient = firstId(b.store, "Patient")
+        // the source's Patient designates an Organization; the target's holds a urn:uuid: in its place
         const urn = "urn:uuid:6f1d3c7e-4b8a-4f7e-9c1a-2b3c4d5e6f70"
-        for (const store of [a.store, b.store]) {
+        const organization = `Organization/${firstId(a.store, "Organization")}`
+        for (const [store, reference] of [
+          [a.store, organization],
+          [b.store, urn],
+        ] as const) {
           const body = JSON.parse(store.read("Patient", patient)?.json ?? "{}") as Record<string, unknown>
-          store.update({ ...body, id: patient, managingOrganization: { reference: urn } })
+          store.update({ ...body, id: patient, managingOrganization: { reference } })
         }
         const r = yield* Verify.run({
           source: { _tag: "Server", client: source },
@@ -217,7 +222,13 @@ describe("Verify.run against sandboxes", () => {
         const fields = r.differences.find((d) => d.type === "Patient")?.fields
         assert.deepStrictEqual(
           fields?.map((f) => [f.path, f.source, f.target]),
-          [["managingOrganization.reference", JSON.stringify(urn), JSON.stringify(`unresolvable:${urn}`)]],
+          [
+            [
+              "managingOrganization.reference",
+              JSON.stringify(organization),
+              JSON.stringify(`unresolvable:${urn}`),
+            ],
+          ],
         )
         assert.isFalse(r.notes.some((n) => n.includes("searching the target")))
       }),
