@@ -17,6 +17,8 @@ import * as FhirClient from "@ferry/core/FhirClient"
 import { attachments, references } from "@ferry/core/Walker"
 import * as Import from "@ferry/import/Import"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
+import { sendOutcome } from "@ferry/sandbox/Http"
+import { defaultPlugins } from "@ferry/sandbox/Sandbox"
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -338,6 +340,40 @@ describe("ferry import", () => {
     expect(second.code, second.stderr).toBe(0)
     expect((JSON.parse(second.stdout) as { deleted: number }).deleted).toBe(2)
     expect(target.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
+
+    // A target that keeps referential integrity refuses (409) a delete while something still refers to
+    // it; deleted/ comes in no useful order. Here the first DELETE it gets is refused so: it waits for a
+    // second pass, after the other one, and both land.
+    let refusals = 0
+    const strict = await startSandbox({ refuseClientIds: true }, [
+      (router) =>
+        router.use(async (ctx, next) => {
+          if (ctx.req.method === "DELETE" && refusals === 0) {
+            refusals++
+            sendOutcome(ctx, 409, "error", "conflict", "still referred to by another resource")
+            return
+          }
+          await next()
+        }),
+      ...defaultPlugins,
+    ])
+    sandboxes.push(strict)
+    const again = copy(full, "del-full-strict")
+    NFS.rmSync(Path.join(again, "imports"), { recursive: true, force: true })
+    expect((await importInto(again, strict.handle)).code).toBe(0)
+    const slug2 = NFS.readdirSync(Path.join(again, "imports"))[0]!
+    const delta2 = copy(delta, "del-delta-strict")
+    NFS.rmSync(Path.join(delta2, "imports"), { recursive: true, force: true })
+    NFS.mkdirSync(Path.join(delta2, "imports", slug2), { recursive: true })
+    NFS.copyFileSync(
+      Path.join(again, "imports", slug2, "idmap.ndjson"),
+      Path.join(delta2, "imports", slug2, "idmap.ndjson"),
+    )
+    const third = await importInto(delta2, strict.handle, ["--strategy", "post"])
+    expect(third.code, third.stderr).toBe(0)
+    expect(refusals).toBe(1)
+    expect((JSON.parse(third.stdout) as { deleted: number }).deleted).toBe(2)
+    expect(strict.handle.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
   })
 
   it("--strategy import: the target's $import job loads the archive (BulkImport.ts)", async () => {

@@ -1410,6 +1410,24 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       // 5. deletes
       let deleted = 0
+      // A target that keeps referential integrity refuses (409) to delete what is still referred to, and
+      // deleted/ comes in no useful order (a Patient's file before its Observations'): such deletes wait for
+      // a later pass, after the others; a pass that deletes nothing ends it. The files are journaled done only
+      // after the last pass (a rerun repeats them all; 404/410 count as done).
+      const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
+      const deleteOne = (type: string, id: string) =>
+        client.delete(type, id).pipe(
+          Effect.as(true),
+          Effect.catchIf(
+            (x) => x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410),
+            () => Effect.succeed(true),
+          ),
+          Effect.catchIf(
+            (x): x is FhirError => x._tag === "FhirError" && x.reason === "Status" && x.status === 409,
+            (error) => Effect.sync(() => deferred.push({ type, id, error })).pipe(Effect.as(false)),
+          ),
+        )
+      const doneDeletes: Array<{ readonly key: string; readonly path: string }> = []
       for (const entry of deletedFiles) {
         const key = `import.deleted:${entry.path}`
         if (yield* journal.isDone(key)) continue
@@ -1422,25 +1440,33 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 if (e.request?.method !== "DELETE" || e.request.url === undefined) return
                 const source = e.request.url.replace(/^.*?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/, "$1")
                 const target = idMap.get(source)
-                if (target === undefined) return
+                if (target === undefined) {
+                  // never loaded into this target (by this archive or the runs it continues): nothing to delete
+                  yield* emit({ event: "delete-skipped", source, reason: "not in the id map of this target" })
+                  return
+                }
                 const slash = target.indexOf("/")
-                yield* client.delete(target.slice(0, slash), target.slice(slash + 1)).pipe(
-                  Effect.catchIf(
-                    (x) =>
-                      x._tag === "FhirError" &&
-                      x.reason === "Status" &&
-                      (x.status === 404 || x.status === 410),
-                    () => Effect.void,
-                  ),
-                )
-                deleted++
+                if (yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))) deleted++
               }),
             { discard: true },
           ),
         )
-        yield* journal.append("import.deleted", key, { path: entry.path })
+        doneDeletes.push({ key, path: entry.path })
       }
-
+      while (deferred.length > 0) {
+        const pass = deferred.splice(0)
+        for (const d of pass) if (yield* deleteOne(d.type, d.id)) deleted++
+        if (deferred.length === pass.length) {
+          const first = deferred[0]!
+          return yield* new ImportError({
+            reason: "Refused",
+            url: first.error.url,
+            detail: `the target refuses to delete ${deferred.length} resource(s) still referred to by others (409; first: ${first.type}/${first.id}: ${first.error.message}); delete or change what refers to them on the target, then run the same command again`,
+            cause: first.error,
+          })
+        }
+      }
+      for (const d of doneDeletes) yield* journal.append("import.deleted", d.key, { path: d.path })
       const total = Object.values(counts).reduce((a, b) => a + b, 0)
       const summary: ImportSummary = {
         target: client.baseUrl,
