@@ -520,7 +520,33 @@ describe("ferry export with attachments on a host that is down", () => {
       .filter((e) => e.event === "attachment-failed")
     expect(failed.length).toBe(30)
     expect(failed.some((e) => e.detail?.includes("ECONNREFUSED; not sent: nothing at") === true)).toBe(true)
-  }, 60_000)
+    expect(last).toContain("--allow-missing-attachments")
+
+    // dead links for good: the same command with --allow-missing-attachments finishes the archive without them
+    const allowed = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "down"),
+      "--type",
+      "DocumentReference",
+      "--allow-missing-attachments",
+      "--json",
+    ])
+    expect(allowed.code, allowed.stderr).toBe(0)
+    const summary = JSON.parse(allowed.stdout) as { resources: number; attachments: { failed: number } }
+    expect(summary.resources).toBe(30)
+    expect(summary.attachments.failed).toBe(30)
+    expect(allowed.stderr).toMatch(
+      /30 attachment\(s\) could not be fetched or verified and are not in the archive/,
+    )
+    const manifest = JSON.parse(NFS.readFileSync(Path.join(tmp, "down", "manifest.json"), "utf8")) as {
+      complete: boolean
+      attachments: { count: number }
+    }
+    expect(manifest.complete).toBe(true)
+    expect(manifest.attachments.count).toBe(0)
+  }, 90_000)
 })
 
 describe("ferry export through an HTTP proxy (http_proxy, no_proxy)", () => {

@@ -78,6 +78,12 @@ export interface ExportOptions {
   readonly gzip?: boolean
   /** Fetch attachments (default true). */
   readonly attachments?: boolean
+  /**
+   * Finish the archive although some attachments could not be fetched or verified (a dead link at the source:
+   * without this, every run fails on it): they are left out, each in `events.ndjson`, their resources keep
+   * the source URL, and the summary counts them (`attachments.failed`).
+   */
+  readonly allowMissingAttachments?: boolean
   /** First status-poll interval without Retry-After (default 1 s). */
   readonly pollInterval?: Duration.DurationInput
   /** Called for every event (the CLI prints them), including the display-only ones above. */
@@ -114,7 +120,13 @@ export interface ExportSummary {
   readonly types: Readonly<Record<string, TypeSummary>>
   readonly deleted: number
   readonly errors: number
-  readonly attachments: { readonly fetched: number; readonly skipped: number; readonly bytes: number }
+  readonly attachments: {
+    readonly fetched: number
+    readonly skipped: number
+    readonly bytes: number
+    /** Left out (`allowMissingAttachments`); 0 otherwise (the export fails instead). */
+    readonly failed: number
+  }
   /** The run continued an earlier, interrupted one. */
   readonly resumed: boolean
   /** Re-kick-offs after expired files. */
@@ -377,7 +389,12 @@ const summaryOf = (
     types,
     deleted: manifest.deleted.reduce((n, f) => n + f.count, 0),
     errors: manifest.errors.reduce((n, f) => n + f.count, 0),
-    attachments: { fetched: manifest.attachments.count, skipped: 0, bytes: manifest.attachments.bytes },
+    attachments: {
+      fetched: manifest.attachments.count,
+      skipped: 0,
+      bytes: manifest.attachments.bytes,
+      failed: 0,
+    },
     resumed: run.resumed,
     rekickoffs: run.rekickoffs,
     released: run.released,
@@ -579,7 +596,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       if (file.kind === "output" && fetcher !== undefined && !journal.isDone(attachmentsKey)) {
         const found = refs ?? (yield* Attachments.refsOfFile(archive.path(file.path), file.path))
         const result = sumBatches(earlier, yield* fetcher.forRefs(found))
-        if (result.failed > 0) return
+        if (result.failed > 0 && options.allowMissingAttachments !== true) return
         yield* journal.append(attachmentsKey, result)
         if (result.fetched + result.skipped > 0) yield* emit("attachments", { path: file.path, ...result })
       }
@@ -1174,12 +1191,17 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
 
   const attachmentSummary =
     fetcher === undefined ? { fetched: 0, skipped: 0, bytes: 0, failed: [] } : yield* fetcher.summary
-  if (attachmentSummary.failed.length > 0) {
+  if (attachmentSummary.failed.length > 0 && options.allowMissingAttachments === true) {
+    const first = attachmentSummary.failed[0]!
+    yield* emit("warning", {
+      detail: `${attachmentSummary.failed.length} attachment(s) could not be fetched or verified and are not in the archive (first: ${first.resource} ${first.path}: ${first.detail}); their resources keep the source URL (--allow-missing-attachments)`,
+    })
+  } else if (attachmentSummary.failed.length > 0) {
     const first = attachmentSummary.failed[0]!
     return yield* new ExportError({
       reason: "Attachment",
       url: first.url,
-      detail: `${attachmentSummary.failed.length} attachment(s) could not be fetched or verified (first: ${first.resource} ${first.path}: ${first.detail}); see events.ndjson, fix the cause and run the same command again (the job is kept for that)`,
+      detail: `${attachmentSummary.failed.length} attachment(s) could not be fetched or verified (first: ${first.resource} ${first.path}: ${first.detail}); see events.ndjson, fix the cause and run the same command again (the job is kept for that), or leave them out with --allow-missing-attachments`,
     })
   }
 
@@ -1222,6 +1244,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       fetched: attachmentSummary.fetched,
       skipped: attachmentSummary.skipped,
       bytes: attachmentSummary.bytes,
+      failed: attachmentSummary.failed.length,
     },
   }
 }, Effect.scoped) satisfies (

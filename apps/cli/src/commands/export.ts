@@ -125,6 +125,11 @@ const flags = {
     Options.withDescription("Store data files gzip-compressed (.ndjson.gz)."),
   ),
   noAttachments: Options.boolean("no-attachments").pipe(Options.withDescription("Do not fetch attachments.")),
+  allowMissingAttachments: Options.boolean("allow-missing-attachments").pipe(
+    Options.withDescription(
+      "Finish the archive although some attachments cannot be fetched or verified (dead links at the source): they are left out, listed in events.ndjson, and their resources keep the source URL.",
+    ),
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...authFlags,
 }
@@ -284,6 +289,7 @@ export const runExport = (f: Flags) =>
       ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
       keepJob: f.keepJob,
       attachments: !f.noAttachments,
+      allowMissingAttachments: f.allowMissingAttachments,
       gzip: f.gzip,
       tool: { name: "ferry", version },
       onEvent: display.onEvent,
