@@ -201,9 +201,21 @@ const fromPem = (pem: string, source: string, options: LoadOptions): Effect.Effe
           `is not a readable PEM private key (${cause instanceof Error ? cause.message : "unknown error"}); encrypted keys are not supported, use PKCS#8 (openssl pkcs8 -topk8 -nocrypt)`,
         ),
     })
-    const publicJwk = Crypto.createPublicKey(keyObject).export({ format: "jwk" }) as Jose.JWK
+    // a key node reads but cannot express as a JWK (DSA, an EC curve other than the NIST ones) is the user's
+    // key file, not a bug: one sentence, like every other unusable key
+    const exported = yield* Effect.try({
+      try: () => ({
+        publicJwk: Crypto.createPublicKey(keyObject).export({ format: "jwk" }) as Jose.JWK,
+        pkcs8: keyObject.export({ format: "pem", type: "pkcs8" }).toString(),
+      }),
+      catch: () =>
+        invalid(
+          source,
+          `holds a ${keyObject.asymmetricKeyType ?? "unknown"} key that cannot be used to sign client assertions; use an RSA key (RS384) or an EC P-384 key (ES384)`,
+        ),
+    })
+    const { publicJwk, pkcs8 } = exported
     const alg = yield* inferAlg(publicJwk, source, options.alg)
-    const pkcs8 = keyObject.export({ format: "pem", type: "pkcs8" }).toString()
     const key = yield* Jose.importPkcs8(pkcs8, alg, `Key file ${source}`)
     const kid = options.kid ?? (yield* Jose.thumbprint(publicJwk, `Key file ${source}`))
     return { alg, kid, key, source } satisfies SigningKey

@@ -126,6 +126,16 @@ describe("Keys", () => {
           )
           keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(badPem)), badPem)
 
+          // a key node reads but JWK cannot express (DSA): the same one sentence, not a defect
+          const dsa = Crypto.generateKeyPairSync("dsa", { modulusLength: 2048, divisorLength: 256 })
+          const dsaPem = yield* writeTemp(
+            "dsa.pem",
+            dsa.privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+          )
+          const dsaError = yield* Effect.flip(Keys.loadPrivateKey(dsaPem))
+          keyInvalid(dsaError, dsaPem)
+          expect(dsaError.message).toContain("holds a dsa key that cannot be used to sign client assertions")
+
           const { publicJwks } = yield* Keys.generate("ES384")
           const pubOnly = yield* writeTemp("public.jwk", JSON.stringify(publicJwks.keys[0]))
           const pubError = yield* Effect.flip(Keys.loadPrivateKey(pubOnly))
