@@ -205,15 +205,28 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     )
     const scan = new Scan()
     if (answer.unsatisfiable || answer.response === undefined) {
-      // Everything up to the end was already received.
+      if (target.count === undefined) {
+        // "Nothing at that offset" is only proof of a complete file when its lines can be counted against
+        // the manifest: a server whose ranges are of another representation (a pre-compressed file) says
+        // the same about a short part file. Start over.
+        yield* fsTry(target.label, "reset the partial download", () => NFS.promises.rm(part, { force: true }))
+        return yield* broken(target.url, `the server answered Range bytes=${offset}- with 416`)
+      }
+      // Everything up to the end was already received (the line count is checked).
       yield* scanPart(target, part, scan)
       return yield* complete(target, part, scan, offset)
     }
     const response = answer.response
     // The body is read to its end below; on any failure before that it is dropped with its connection.
     yield* Effect.addFinalizer(() => Effect.sync(() => discardBody(response.body)))
+    // A range of an encoded body (a pre-compressed file served as is) is a slice of the compressed bytes,
+    // which neither decodes on its own nor lines up with the decoded bytes of the part file.
+    const encoding = (response.headers["content-encoding"] ?? "identity").trim().toLowerCase()
     const append =
-      offset > 0 && response.status === 206 && contentRangeStart(response.headers["content-range"]) === offset
+      offset > 0 &&
+      response.status === 206 &&
+      encoding === "identity" &&
+      contentRangeStart(response.headers["content-range"]) === offset
     if (response.status === 206 && !append) {
       // A range that does not start where the part file ends cannot be appended: start over without Range.
       yield* fsTry(target.label, "reset the partial download", () => NFS.promises.rm(part, { force: true }))

@@ -183,6 +183,24 @@ describe("Download content encodings", () => {
     Effect.async<Http.Server>((resume) => {
       const s = Http.createServer((req, res) => {
         const encoding = (req.url ?? "").slice(1)
+        const range = /^bytes=(\d+)-$/.exec(String(req.headers.range ?? ""))
+        if (encoding === "stored-gzip") {
+          // object storage serving a pre-compressed file whatever Accept-Encoding says, Range on its bytes
+          const stored = Zlib.gzipSync(Buffer.from(body))
+          const start = range === null ? 0 : Number(range[1])
+          res.writeHead(range === null ? 200 : 206, {
+            "content-encoding": "gzip",
+            ...(range === null
+              ? {}
+              : { "content-range": `bytes ${start}-${stored.length - 1}/${stored.length}` }),
+          })
+          return void res.end(stored.subarray(start))
+        }
+        if (encoding === "gone416" && range !== null) {
+          // "nothing there at that offset": without a count to check, the part file may well be short
+          res.writeHead(416, { "content-range": `bytes */${body.length + 1}` })
+          return void res.end()
+        }
         if (encoding === "badrange" && req.headers.range !== undefined) {
           // A 206 for the wrong range: must not be appended.
           res.writeHead(206, { "content-range": `bytes 0-9/${body.length}` })
@@ -229,6 +247,36 @@ describe("Download content encodings", () => {
             hashes.add(result.sha256)
           }
         assert.strictEqual(hashes.size, 1)
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive(
+    "a part file is not resumed from an encoded 206 (a slice of a compressed file) nor taken as complete on a 416 without a count: the file starts over",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* server
+        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const client = yield* FhirClient.make({
+          baseUrl: `${base}/fhir`,
+          retry: { base: "10 millis", times: 3 },
+        })
+        const dir = yield* tempDir
+        const firstLines = `${body.split("\n").slice(0, 10).join("\n")}\n`
+        for (const route of ["stored-gzip", "gone416"]) {
+          const path = Path.join(dir, `${route}.ndjson`)
+          // what an interrupted transfer left: the first 10 lines, decoded
+          NFS.writeFileSync(`${path}.partial`, firstLines)
+          const result = yield* Download.download(client, {
+            url: `${base}/${route}`,
+            type: "Patient",
+            count: undefined,
+            path,
+            label: route,
+            auth: false,
+          })
+          assert.strictEqual(result.count, 50, route)
+          assert.strictEqual(NFS.readFileSync(path, "utf8"), `${body}\n`, route)
+        }
       }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
