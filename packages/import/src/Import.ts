@@ -90,7 +90,7 @@ import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import type { RewriteContext, Unresolved } from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
-import { Clock, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
 import { lineText, Locations, type Span, spans } from "./internal/bodies.js"
@@ -675,11 +675,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             return
           let id = uploaded.get(blob.sha256)
           if (id === undefined) {
-            const bytes = yield* Stream.runFold(
-              Attachments.read(archive, blob.sha256),
-              Buffer.alloc(0),
-              (acc, b: Uint8Array) => Buffer.concat([acc, b]),
-            )
+            // the pieces gathered, then joined once (joining as they came copied a big blob over and over)
+            const pieces = yield* Stream.runCollect(Attachments.read(archive, blob.sha256))
+            const bytes = Buffer.concat(EffectChunk.toReadonlyArray(pieces))
             id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
             yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
             binaries++
