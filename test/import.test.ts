@@ -311,6 +311,30 @@ describe("ferry import", () => {
     expect(danglingIn(fixed).dangling).toEqual([])
   })
 
+  it("an attachment blob the target refuses (413): everything else lands, then one sentence naming it", async () => {
+    // without the Binary resources, the attachments travel as blobs (uploaded before the resources)
+    const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
+    const archive = Path.join(tmp, "blob-refused")
+    const exported = await runFerry([
+      "export",
+      source.baseUrl,
+      "--out",
+      archive,
+      "--type",
+      "Patient,DocumentReference",
+    ])
+    expect(exported.code, exported.stderr).toBe(0)
+    // document.pdf (1,084,656 bytes) is over the limit; Bundles over it are split as usual
+    const target = await start({ maxBodyBytes: 1_000_000 })
+    const run = await importInto(archive, target)
+    expect(run.code, run.stderr).toBe(4)
+    expect(run.stderr.trim().split("\n").at(-1)).toMatch(
+      /^ferry: .*the target refused 1 attachment blob\(s\) \(first: [0-9a-f]{64}, 1084656 bytes: .*413.*everything else landed/,
+    )
+    // every resource, and the two other blobs as Binaries
+    expect(targetCounts(target)).toEqual({ ...archiveCounts(archive), Binary: 2 })
+  })
+
   it("deleted/ of an incremental archive: DELETEs on the target through the id map", async () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
     const full = Path.join(tmp, "del-full")

@@ -182,16 +182,18 @@ export const makeCtx = (
     body ??= new Promise<Buffer>((resolve, reject) => {
       const chunks: Buffer[] = []
       let size = 0
+      // Past the limit the rest is read and dropped, then 413 answered: destroying the connection mid-body
+      // made clients see a reset (and retry it as a network failure) instead of the 413 that says what is wrong.
       req.on("data", (c: Buffer) => {
         size += c.length
-        if (size > maxBodyBytes) {
-          reject(new FhirHttpError(413, "too-costly", `Request body larger than ${maxBodyBytes} bytes`))
-          req.destroy()
-          return
-        }
-        chunks.push(c)
+        if (size <= maxBodyBytes) chunks.push(c)
+        else chunks.length = 0
       })
-      req.on("end", () => resolve(Buffer.concat(chunks)))
+      req.on("end", () =>
+        size > maxBodyBytes
+          ? reject(new FhirHttpError(413, "too-costly", `Request body larger than ${maxBodyBytes} bytes`))
+          : resolve(Buffer.concat(chunks)),
+      )
       req.on("error", reject)
     })
     return body

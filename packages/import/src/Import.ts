@@ -655,6 +655,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
       const isSourceBinary = (u: string) => sourceBinaryId(u, sourceBase) !== undefined
       let binaries = 0
+      const refusedBlobs: Array<{
+        readonly sha256: string
+        readonly size: number
+        readonly error: FhirError
+      }> = []
       const parallel = Math.max(1, options.parallel ?? 4)
       const limiter = yield* makeLimiter(parallel)
       // a pool of `parallel` fibers (the limiter may lower the concurrency below it, never above)
@@ -678,7 +683,35 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             // the pieces gathered, then joined once (joining as they came copied a big blob over and over)
             const pieces = yield* Stream.runCollect(Attachments.read(archive, blob.sha256))
             const bytes = Buffer.concat(EffectChunk.toReadonlyArray(pieces))
-            id = yield* uploadBinary(blob.sha256, blob.contentType ?? "application/octet-stream", bytes)
+            const sent = yield* uploadBinary(
+              blob.sha256,
+              blob.contentType ?? "application/octet-stream",
+              bytes,
+            ).pipe(
+              // a blob the target will not take (too large, a content type it refuses) must not stop the
+              // rest: its resources keep their attachment URL, and the import ends with one sentence about it
+              Effect.map(Option.some),
+              Effect.catchIf(
+                (e): e is FhirError => isEntryRefusal(e) || isTooLarge(e),
+                (e) =>
+                  Effect.as(
+                    Effect.zipRight(
+                      Effect.sync(() =>
+                        refusedBlobs.push({ sha256: blob.sha256, size: blob.size, error: e }),
+                      ),
+                      emit({
+                        event: "binary-refused",
+                        sha256: blob.sha256,
+                        size: blob.size,
+                        detail: e.message,
+                      }),
+                    ),
+                    Option.none(),
+                  ),
+              ),
+            )
+            if (Option.isNone(sent)) return
+            id = sent.value
             yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
             binaries++
           }
@@ -1465,6 +1498,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         }
       }
       for (const d of doneDeletes) yield* journal.append("import.deleted", d.key, { path: d.path })
+      if (refusedBlobs.length > 0) {
+        const first = refusedBlobs[0]!
+        return yield* new ImportError({
+          reason: "Refused",
+          url: first.error.url,
+          detail: `the target refused ${refusedBlobs.length} attachment blob(s) (first: ${first.sha256}, ${first.size} bytes: ${first.error.message}); everything else landed, and the resources with those attachments keep their source URL; raise the target's limit (or allow the content type) and run the same command again`,
+          cause: first.error,
+        })
+      }
+
       const total = Object.values(counts).reduce((a, b) => a + b, 0)
       const summary: ImportSummary = {
         target: client.baseUrl,
