@@ -52,7 +52,7 @@ import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
-import { Clock, type Duration, Effect, Option, Queue, Schedule, Stream } from "effect"
+import { Clock, type Duration, Effect, Option, Queue, Schedule, Scope, Stream } from "effect"
 
 export interface MigrateOptions {
   readonly source: FhirClient
@@ -372,6 +372,9 @@ const readLedger = (text: string) => {
     if (parsed.kind === "migrate.wave") {
       waves++
       if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.add(f)
+    } else if (parsed.kind === "migrate.replaced") {
+      // the export replaced these files with a new job's (after a re-kick-off): to be imported again
+      if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.delete(f)
     } else if (parsed.kind === "migrate.pruned" && typeof data.path === "string") {
       pruned.set(data.path, typeof data.bytes === "number" ? data.bytes : 0)
     } else if (parsed.kind === "migrate.done") done = true
@@ -502,6 +505,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
 
       // The ledger is opened once the archive exists (the export creates it in an empty directory).
       const ledger = yield* Effect.cached(Journal.make(ledgerFile))
+      /** This run's scope (the ledger's file lives in it), for the export's event callback. */
+      const runScope = yield* Effect.scope
 
       const wake = yield* Queue.sliding<void>(1)
       const signal = Effect.suspend(() => {
@@ -541,6 +546,31 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
               for (const t of e.types) if (typeof t === "string") add(t, crawlPlaceholder(t))
             }
             plannedKnown = true
+            return yield* signal
+          }
+          if (e.event === "rekickoff-dropped" && Array.isArray(e.paths)) {
+            // the new job's files of those types take the same paths: what a wave imported from the old
+            // ones is on the target (imported again where the new files hold it), and the new files are
+            // imported as they come (`file-ready` again); the ledger forgets them too, for a resumed run
+            const paths = (e.paths as ReadonlyArray<unknown>).filter(
+              (p): p is string => typeof p === "string",
+            )
+            const again = paths.filter((p) => imported.has(p))
+            for (const p of paths) {
+              landed.delete(p)
+              imported.delete(p)
+            }
+            if (again.length > 0)
+              yield* Effect.flatMap(ledger, (journal) =>
+                journal.append("migrate.replaced", `migrate.replaced:${Date.now()}`, { files: again }),
+              ).pipe(
+                Scope.extend(runScope),
+                Effect.catchAll((err) =>
+                  Effect.sync(() => {
+                    eventLogFailure ??= err
+                  }),
+                ),
+              )
             return yield* signal
           }
           if (e.event === "early-dropped") {

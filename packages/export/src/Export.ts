@@ -51,8 +51,9 @@ export type Mode = "auto" | "bulk" | "crawl"
  * `manifest`).
  * `early-dropped` `{ files }`: the job of those partial manifests vanished or failed before its manifest was
  * complete; the files it gave were dropped (a new job's files take their places).
- * `rekickoff-dropped` `{ files, detail }`: before a new kick-off for expired files, the finished files of the
- * types that still had unfinished ones were dropped: the new job's files of those types replace them all.
+ * `rekickoff-dropped` `{ files, paths, detail }`: before a new kick-off for expired files, the finished files of
+ * the types that still had unfinished ones were dropped: the new job's files of those types replace them all,
+ * at the same paths (a pipeline that used them must take the new ones: `file-ready` comes again).
  * `manifest` (and `reattach` with a stored manifest) carry `types`: per resource type of the output
  * files `{ files, resources }`, `resources` null when a file of that type has no manifest `count`.
  */
@@ -1135,6 +1136,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         if (dropped.length > 0)
           yield* emit("rekickoff-dropped", {
             files: dropped.length,
+            paths: dropped,
             detail:
               "finished files of types with unfinished files: the new job's files of those types replace them",
           })
