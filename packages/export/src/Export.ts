@@ -1123,23 +1123,33 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         // the others are forgotten (first, then removed: a kill in between leaves files the next run
         // overwrites) and come from the new job too.
         const groupOf = (f: PlannedFile) => `${f.kind}:${f.type ?? ""}`
-        const partial = new Set(planned.filter((f) => !journal.isDone(f.key)).map(groupOf))
-        const dropped: Array<string> = []
-        for (const f of planned) {
-          if (f.organized === undefined && journal.isDone(f.key) && partial.has(groupOf(f))) {
-            yield* journal.forget(f.key)
-            yield* journal.forget(`attachments:${f.key}`)
-            ready.delete(f.key)
-            dropped.push(f.path)
-          }
-        }
-        if (dropped.length > 0)
-          yield* emit("rekickoff-dropped", {
-            files: dropped.length,
-            paths: dropped,
-            detail:
-              "finished files of types with unfinished files: the new job's files of those types replace them",
+        /** Finished files forgotten: their types come from the new job (the same paths, `file-ready` again). */
+        const drop = (files: ReadonlyArray<PlannedFile>, detail: string) =>
+          Effect.gen(function* () {
+            const dropped: Array<string> = []
+            for (const f of files) {
+              if (f.organized !== undefined || !journal.isDone(f.key)) continue
+              yield* journal.forget(f.key)
+              yield* journal.forget(`attachments:${f.key}`)
+              ready.delete(f.key)
+              dropped.push(f.path)
+              yield* Download.discard({
+                url: f.url,
+                type: f.type,
+                count: f.count,
+                path: archive.path(f.path),
+                label: f.path,
+                auth: false,
+              })
+            }
+            if (dropped.length > 0)
+              yield* emit("rekickoff-dropped", { files: dropped.length, paths: dropped, detail })
           })
+        const partial = new Set(planned.filter((f) => !journal.isDone(f.key)).map(groupOf))
+        yield* drop(
+          planned.filter((f) => partial.has(groupOf(f))),
+          "finished files of types with unfinished files: the new job's files of those types replace them",
+        )
         for (const f of planned) {
           if (!journal.isDone(f.key)) {
             yield* Download.discard({
@@ -1154,6 +1164,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         }
         statusUrl = yield* doKickoff
         manifest = yield* awaitManifest(statusUrl)
+        // A type all of whose files were finished stands in for the new job's only where the new job splits
+        // it the same way (as many files, the same counts): else its files come from the new job as well.
+        const next = planFiles(manifest, options.gzip === true)
+        const layout = (files: ReadonlyArray<PlannedFile>, group: string) =>
+          files
+            .filter((f) => f.organized === undefined && groupOf(f) === group)
+            .map((f) => String(f.count ?? "?"))
+            .join(",")
+        const moved = new Set(
+          planned.map(groupOf).filter((g) => !partial.has(g) && layout(planned, g) !== layout(next, g)),
+        )
+        yield* drop(
+          planned.filter((f) => moved.has(groupOf(f))),
+          "finished files of types the new job splits otherwise: its files of those types replace them",
+        )
         yield* journal.append("manifest", manifest)
         yield* emit("manifest", {
           transactionTime: manifest.transactionTime,

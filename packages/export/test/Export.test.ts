@@ -599,20 +599,27 @@ layer(
         const client = yield* clientFor(sandbox.baseUrl)
         let kickoffs = 0
         let deleted = ""
+        let allergy = ""
         const summary = yield* Export.run({
           client,
           out,
-          params: { level: "system", types: ["Patient"] },
+          // AllergyIntolerance's files all finish first (one download at a time, in the manifest's order)
+          params: { level: "system", types: ["AllergyIntolerance", "Patient"] },
           parallel: 1,
           attachments: false,
           ...fast,
           onEvent: (e) => {
             if (e.event === "file" && e.path === "data/Patient.000.ndjson" && kickoffs === 1) {
-              // the first file is finished; the rest of this job expires, and its first patient is deleted
+              // the first file is finished; the rest of this job expires, and its first patient is deleted,
+              // and an AllergyIntolerance: the new job splits that type otherwise too
               deleted = String(readNdjson(Path.join(out, "data", "Patient.000.ndjson"))[0]?.id)
+              allergy = String(readNdjson(Path.join(out, "data", "AllergyIntolerance.000.ndjson"))[0]?.id)
               return Effect.zipRight(
                 setFaults(sandbox.baseUrl, { expireFiles: { afterSeconds: 0 } }),
-                Effect.promise(() => fetch(`${sandbox.baseUrl}/Patient/${deleted}`, { method: "DELETE" })),
+                Effect.promise(async () => {
+                  await fetch(`${sandbox.baseUrl}/Patient/${deleted}`, { method: "DELETE" })
+                  await fetch(`${sandbox.baseUrl}/AllergyIntolerance/${allergy}`, { method: "DELETE" })
+                }),
               )
             }
             if (e.event === "kickoff" && ++kickoffs === 2) return setFaults(sandbox.baseUrl, {})
@@ -621,17 +628,28 @@ layer(
         })
         assert.strictEqual(summary.rekickoffs, 1)
         const ids = [...dataKeys(out).keys()].sort()
-        const current = readNdjson(Path.join(sample10, "Patient.000.ndjson"))
-          .map((r) => `Patient/${r.id}`)
-          .filter((k) => k !== `Patient/${deleted}`)
+        const current = ["Patient", "AllergyIntolerance"]
+          .flatMap((t) => readNdjson(Path.join(sample10, `${t}.000.ndjson`)).map((r) => `${t}/${r.id}`))
+          .filter((k) => k !== `Patient/${deleted}` && k !== `AllergyIntolerance/${allergy}`)
           .sort()
-        assert.strictEqual(current.length, 12)
+        assert.strictEqual(current.length, 12 + 10)
         assert.deepStrictEqual(ids, current)
         assert.deepStrictEqual(
           [...dataKeys(out).values()].every((n) => n === 1),
           true,
         )
-        assert.isTrue(events(out).some((e) => e.event === "rekickoff-dropped" && e.files === 1))
+        const drops = events(out).filter((e) => e.event === "rekickoff-dropped")
+        assert.deepStrictEqual(
+          drops.map((e) => e.paths),
+          [
+            ["data/Patient.000.ndjson"],
+            [
+              "data/AllergyIntolerance.000.ndjson",
+              "data/AllergyIntolerance.001.ndjson",
+              "data/AllergyIntolerance.002.ndjson",
+            ],
+          ],
+        )
       }),
   )
 })
