@@ -82,14 +82,17 @@ import {
   type Components,
   components,
   DeferredEdges,
+  fromResources,
   type Graph,
   GraphBuilder,
+  members,
   referenceCandidates,
 } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import type { RewriteContext, Unresolved } from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
+import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
 import { ImportError } from "./ImportError.js"
@@ -253,6 +256,9 @@ const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportErr
         : [],
     catch: io(path),
   })
+
+/** `--retry-quarantine` passes at most (each lands what waited on the one before). */
+const MAX_REPLAY_PASSES = 20
 
 const BinaryLine = Schema.Struct({ sha256: Schema.String, id: Schema.String })
 const QuarantineLine = Schema.Struct({
@@ -939,6 +945,26 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
         })
 
+      /**
+       * `locs` in groups that must be sent together (strongly connected by their references to each other: a
+       * cycle), the groups in dependency order.
+       */
+      const togetherGroups = (locs: ReadonlyArray<Located>): ReadonlyArray<ReadonlyArray<Located>> => {
+        const byKey = new Map(locs.map((l) => [`${l.value.resourceType}/${l.value.id ?? ""}`, l]))
+        const graph = fromResources(
+          locs.map((l) => l.value),
+          { idMap, identifiers, sourceBase },
+          () => 0,
+        )
+        const comps = components(graph)
+        const out: Array<ReadonlyArray<Located>> = []
+        for (let c = 0; c < comps.count; c++) {
+          const group = Array.from(members(comps, c), (n) => byKey.get(graph.keys[n]!))
+          out.push(group.filter((l): l is Located => l !== undefined))
+        }
+        return out.filter((g) => g.length > 0)
+      }
+
       /** Entries (by position) with a reference to an archive resource that has no target id, one such each. */
       const notMappedIn = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) => {
         const out = new Map<number, Unresolved>()
@@ -1043,8 +1069,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           if (locs.length === 1)
             return yield* quarantine([{ loc: locs[0]!, outcome: e.outcome, reason: e.message }])
           if (mode === "post") {
-            // entries refer to each other by urn:uuid: one transaction per resource, in dependency order
-            for (const l of locs) yield* land([l])
+            // entries refer to each other by urn:uuid: one transaction per group that must go together (a
+            // reference cycle; a resource alone otherwise), in dependency order. A cycle refused as a whole
+            // cannot be narrowed down: it is quarantined whole.
+            const groups = togetherGroups(locs)
+            if (groups.length === 1)
+              return yield* quarantine(locs.map((loc) => ({ loc, outcome: e.outcome, reason: e.message })))
+            for (const g of groups) yield* land(g)
             return
           }
           const btx = Chunk.toTransaction(
@@ -1380,7 +1411,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       if (options.retryQuarantine === true) {
         // Pass after pass while a pass lands some and sets some aside again: a resource set aside because
         // what it refers to had not landed (see landNew) lands in the pass after that one has.
-        for (let pass = 0; pass < 20; pass++) {
+        for (let pass = 0; pass < MAX_REPLAY_PASSES; pass++) {
           const before = quarantined
           let replayed = 0
           const names = yield* Effect.try({
@@ -1398,6 +1429,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               ),
             ),
           ].sort()
+          // every type's pending lines first, then sent together, dependencies first: a cycle across types
+          // (Encounter ↔ Condition) goes in one Bundle, as it did in the first import
+          const all: Array<Located> = []
+          const replayingFiles: Array<{ readonly from: string; readonly replaying: string }> = []
           for (const name of bases) {
             const from = Path.join(quarantineDir, name)
             const replaying = `${from}${Imports.REPLAYING}`
@@ -1408,6 +1443,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (waiting !== "")
               yield* appendDurable(replaying, waiting.endsWith("\n") ? waiting : `${waiting}\n`)
             yield* Effect.try({ try: () => NFS.rmSync(from, { force: true }), catch: io(from) })
+            if (!NFS.existsSync(replaying)) continue
+            replayingFiles.push({ from, replaying })
             const locs: Array<Located> = []
             // a line moved twice (a kill between the append and the removal) is replayed once
             const qLines = [...new Set(yield* readLines(replaying))]
@@ -1426,14 +1463,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               })
             }
             yield* emit({ event: "retry-quarantine", file: name, resources: locs.length, pass: pass + 1 })
-            replayed += locs.length
-            const size = Math.max(1, options.bundleSize ?? 500)
-            for (let i = 0; i < locs.length; i += size) yield* land(locs.slice(i, i + size))
+            all.push(...locs)
+          }
+          replayed = all.length
+          all.sort((a, b) => TypeOrder.rank(a.value.resourceType) - TypeOrder.rank(b.value.resourceType))
+          const size = Math.max(1, options.bundleSize ?? 500)
+          for (let i = 0; i < all.length; i += size) yield* land(all.slice(i, i + size))
+          for (const { from, replaying } of replayingFiles) {
             const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}-${pass + 1}`
             yield* Effect.try({ try: () => NFS.renameSync(replaying, aside), catch: io(replaying) })
           }
           const again = quarantined - before
-          if (again === 0 || again >= replayed) break
+          if (again === 0 || again >= replayed || pass === MAX_REPLAY_PASSES - 1) break
           // what the next pass sets aside again is what is still quarantined
           quarantined = before
         }

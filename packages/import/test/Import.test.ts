@@ -4,6 +4,8 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -426,6 +428,102 @@ describe("Import.run", () => {
           yield* Import.run({ client, archive: dir })
           assert.strictEqual(sandbox.store.count("Binary"), 1)
         }
+      }),
+  )
+
+  it.scopedLive(
+    "post: a Bundle refused for one entry is retried group by group: a reference cycle goes whole and lands, only the refused entry is quarantined; --retry-quarantine lands a cycle across types in one Bundle",
+    () =>
+      Effect.gen(function* () {
+        const patient = { resourceType: "Patient", id: "p1" }
+        const encounter = {
+          resourceType: "Encounter",
+          id: "e1",
+          status: "finished",
+          subject: { reference: "Patient/p1" },
+          diagnosis: [{ condition: { reference: "Condition/c1" } }],
+        }
+        const condition = {
+          resourceType: "Condition",
+          id: "c1",
+          subject: { reference: "Patient/p1" },
+          encounter: { reference: "Encounter/e1" },
+        }
+        const observation = {
+          resourceType: "Observation",
+          id: "o1",
+          status: "final",
+          subject: { reference: "Patient/p1" },
+        }
+        const dir = Path.join(yield* tempDir, "cycle")
+        const init = yield* Archive.create(dir, {
+          tool: { name: "ferry-test", version: "0" },
+          source: { baseUrl: source },
+          request: { level: "system", url: `${source}/$export`, parameters: {} },
+        })
+        const entries: Array<Manifest.FileEntry> = []
+        for (const r of [patient, encounter, condition, observation])
+          entries.push(
+            yield* Archive.writeFile(
+              dir,
+              { section: "files", type: r.resourceType, compression: "none" },
+              Stream.make(JSON.stringify(r)),
+            ),
+          )
+        yield* Archive.writeManifest(dir, Manifest.addFiles({ ...init, complete: true }, "files", entries))
+
+        // 1. the Observation is refused: the Bundle of all four fails, then each group goes alone
+        const refusing = yield* target({ refuseClientIds: true, rejectRule: { type: "Observation" } })
+        const first = yield* Import.run({
+          client: yield* clientFor(refusing.baseUrl),
+          archive: dir,
+          strategy: "post",
+        })
+        assert.strictEqual(first.quarantined, 1)
+        assert.deepStrictEqual(countsOf(refusing), { Patient: 1, Encounter: 1, Condition: 1 })
+
+        // 2. the same archive into a target that refuses Encounters: the cycle is quarantined whole; the same
+        // target (its port and database) without that rule: one --retry-quarantine lands Encounter and
+        // Condition together (one type's file at a time, each waited on the other)
+        const port = yield* Effect.async<number>((resume) => {
+          const probe = Http.createServer()
+          probe.listen(0, "127.0.0.1", () => {
+            const p = (probe.address() as AddressInfo).port
+            probe.close(() => resume(Effect.succeed(p)))
+          })
+        })
+        const db = Path.join(yield* tempDir, "strict.sqlite")
+        const second = yield* Effect.scoped(
+          Effect.gen(function* () {
+            const strict = yield* Sandbox.start({
+              port,
+              db,
+              refuseClientIds: true,
+              rejectRule: { type: "Encounter" },
+            })
+            const summary = yield* Import.run({
+              client: yield* clientFor(strict.baseUrl),
+              archive: dir,
+              strategy: "post",
+            })
+            assert.deepStrictEqual(countsOf(strict), { Patient: 1, Observation: 1 })
+            return summary
+          }),
+        )
+        assert.strictEqual(second.quarantined, 2)
+        const fixed = yield* Sandbox.start({ port, db, refuseClientIds: true })
+        const retried = yield* Import.run({
+          client: yield* clientFor(fixed.baseUrl),
+          archive: dir,
+          strategy: "post",
+          retryQuarantine: true,
+        })
+        assert.strictEqual(retried.quarantined, 0)
+        assert.deepStrictEqual(countsOf(fixed), { Patient: 1, Observation: 1, Encounter: 1, Condition: 1 })
+        // the cycle's references point at each other's new ids
+        const e = JSON.parse([...fixed.store.iterate("Encounter")][0]!.json) as typeof encounter
+        const c = [...fixed.store.iterate("Condition")][0]!
+        assert.strictEqual(e.diagnosis[0]!.condition.reference, `Condition/${c.id}`)
       }),
   )
 })
