@@ -82,7 +82,7 @@ const RESOURCE_SCOPE = /^(?:system|user|patient)\/(?:[A-Za-z]+|\*)\.([a-z*]+)(?:
 /**
  * Whether granted scopes (the token response's `scope`) allow `access` on some resource type: read is v2
  * `r`/`s` or v1 `read`/`*`; write is v2 `c`/`u` or v1 `write`/`*`. `undefined` when Ferry cannot judge: the
- * text holds no SMART resource scope (opaque or vendor scopes), though it is not empty.
+ * text holds no SMART resource scope (opaque or vendor scopes, or nothing at all).
  */
 export const grants = (granted: string, access: Access): boolean | undefined => {
   const perms = granted
@@ -92,7 +92,8 @@ export const grants = (granted: string, access: Access): boolean | undefined => 
       const m = RESOURCE_SCOPE.exec(scope)
       return m === null ? [] : [m[1]!]
     })
-  if (perms.length === 0) return granted.trim() === "" ? false : undefined
+  // an empty `scope` (some identity providers send "" for "as asked") cannot be judged either
+  if (perms.length === 0) return undefined
   return perms.some((p) =>
     p === "*"
       ? true

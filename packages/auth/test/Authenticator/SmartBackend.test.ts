@@ -362,7 +362,7 @@ describe("SmartBackend", () => {
     expect(SmartBackend.grants("system/*.*", "write")).toBe(true)
     expect(SmartBackend.grants("system/*.read", "write")).toBe(false)
     expect(SmartBackend.grants("system/Observation.rs?category=laboratory", "read")).toBe(true)
-    expect(SmartBackend.grants("", "read")).toBe(false)
+    expect(SmartBackend.grants("", "read")).toBe(undefined)
     expect(SmartBackend.grants("openid https://x/.default", "read")).toBeUndefined()
   })
 
