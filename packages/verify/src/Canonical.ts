@@ -135,8 +135,10 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
     },
     attachment: (site) => {
       const url = site.attachment.url
-      if (typeof url !== "string" || url === "" || site.attachment.data !== undefined) return undefined
-      attachments.push({ path: site.path, url })
+      if (typeof url !== "string" || url === "") return undefined
+      // inline `data` is the content, compared as part of the resource; its `url` (which the import re-points
+      // like any other) becomes the placeholder, with no payload to fetch
+      if (site.attachment.data === undefined) attachments.push({ path: site.path, url })
       return { ...site.attachment, url: attachmentPlaceholder }
     },
   }).resource

@@ -196,6 +196,16 @@ describe("Canonical", () => {
       ["http://src/fhir/Binary/b1"],
     )
     assert.match(c.attachments[0]?.path ?? "", /content/)
+    // data and url both: the data is the content; the url (re-pointed by an import) is not compared
+    const both = (url: string) =>
+      hash(
+        canonicalize({
+          resourceType: "DocumentReference",
+          id: "d",
+          content: [{ attachment: { contentType: "text/plain", data: "aGk=", url } }],
+        }).value,
+      )
+    assert.strictEqual(both("http://src/fhir/Binary/b2"), both("Binary/ferry-1234"))
   })
 
   it("samples deterministically", () => {
