@@ -94,6 +94,13 @@ const flagOf: Readonly<Record<string, string>> = {
   clientSecret: "client-secret-env",
 }
 
+/** The same setting in a config file's `auth` section (`migrate` and `plan`; secrets only by the name of their variable). */
+const fieldOf: Readonly<Record<string, string>> = {
+  clientId: "clientId",
+  keyFile: "key",
+  clientSecret: "clientSecretEnv",
+}
+
 const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Effect.Effect<A, AuthError> =>
   Option.match(value, {
     onSome: Effect.succeed,
@@ -102,7 +109,7 @@ const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Eff
       return Effect.fail(
         new AuthError({
           reason: "Config",
-          detail: `--auth ${kind} needs --${flag} (--source-${flag} / --target-${flag} where a command talks to two servers), or auth.${name} in a config file`,
+          detail: `--auth ${kind} needs --${flag} (--source-${flag} / --target-${flag} for migrate and plan, which also read auth.${fieldOf[name] ?? name} in a config file)`,
         }),
       )
     },

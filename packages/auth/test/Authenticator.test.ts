@@ -95,7 +95,8 @@ describe("Authenticator", () => {
           base,
         ),
       )
-      expect(secret.message).toContain("or auth.clientSecret in a config file")
+      // the config file holds the name of the variable, never the secret: auth.clientSecretEnv
+      expect(secret.message).toContain("also read auth.clientSecretEnv in a config file")
       const none = yield* Authenticator.fromSettings(Authenticator.emptySettings("none"), base)
       expect(none.describe).toBe("no authentication")
       expect(yield* header(none, base)).toBeUndefined()
