@@ -20,6 +20,7 @@ export const authKinds = ["none", "smart", "client-secret", "bearer"] as const
 export type AuthKind = (typeof authKinds)[number]
 export const algs = ["ES384", "RS384"] as const
 export type Alg = (typeof algs)[number]
+export const secretMethods = ["basic", "post"] as const
 
 /** The default environment variable holding a client secret (`--auth client-secret`) of a one-server command. */
 export const defaultClientSecretEnv = "FERRY_CLIENT_SECRET"
@@ -46,6 +47,16 @@ const definitions = (flag: (name: string) => string, server: string, secretEnv: 
   ),
   alg: Options.choice(flag("alg"), algs).pipe(
     Options.withDescription(`Signing algorithm${server} when the key does not say (ES384 or RS384).`),
+  ),
+  keyId: Options.text(flag("key-id")).pipe(
+    Options.withDescription(
+      `The kid${server} the server knows the key by (default: the key's own kid; the RFC 7638 thumbprint for a PEM key); picks the key of a JWKS holding several.`,
+    ),
+  ),
+  clientSecretMethod: Options.choice(flag("client-secret-method"), secretMethods).pipe(
+    Options.withDescription(
+      `How the client secret goes to the token endpoint${server}: basic (HTTP Basic, the default) or post (form fields).`,
+    ),
   ),
   scope: Options.text(flag("scope")).pipe(
     Options.withDescription(
@@ -88,6 +99,8 @@ const optionalAll = (defs: Definitions): OptionalAuthFlags => ({
   clientId: Options.optional(defs.clientId),
   key: Options.optional(defs.key),
   alg: Options.optional(defs.alg),
+  keyId: Options.optional(defs.keyId),
+  clientSecretMethod: Options.optional(defs.clientSecretMethod),
   scope: Options.optional(defs.scope),
   tokenUrl: Options.optional(defs.tokenUrl),
   bearerEnv: Options.optional(defs.bearerEnv),
@@ -127,6 +140,8 @@ const authKeys: ReadonlyArray<keyof OptionalAuthFlags> = [
   "clientId",
   "key",
   "alg",
+  "keyId",
+  "clientSecretMethod",
   "scope",
   "tokenUrl",
   "bearerEnv",
@@ -165,6 +180,8 @@ export interface AuthFlagValues {
   readonly clientId: Option.Option<string>
   readonly key: Option.Option<string>
   readonly alg: Option.Option<Alg>
+  readonly keyId: Option.Option<string>
+  readonly clientSecretMethod: Option.Option<(typeof secretMethods)[number]>
   readonly scope: Option.Option<string>
   readonly tokenUrl: Option.Option<string>
   readonly bearerEnv: Option.Option<string>
@@ -207,7 +224,9 @@ export const authSettings = (f: AuthFlagValues, prefix?: Server) =>
     const stray = (
       [
         ["key", f.key, ["smart"]],
+        ["key-id", f.keyId, ["smart"]],
         ["client-id", f.clientId, ["smart", "client-secret"]],
+        ["client-secret-method", f.clientSecretMethod, ["client-secret"]],
         ["bearer-env", f.bearerEnv, ["bearer"]],
         ["bearer-file", f.bearerFile, ["bearer"]],
       ] as const
@@ -226,6 +245,8 @@ export const authSettings = (f: AuthFlagValues, prefix?: Server) =>
       clientId: f.clientId,
       keyFile: f.key,
       alg: f.alg,
+      kid: f.keyId,
+      secretMethod: Option.getOrElse(f.clientSecretMethod, () => "basic" as const),
       scope: f.scope,
       tokenUrl: f.tokenUrl,
       bearerEnv: f.bearerEnv,

@@ -44,6 +44,7 @@ import {
   defaultClientSecretEnvFor,
   type OptionalAuthValues,
   type Server,
+  secretMethods,
 } from "./AuthFlags.js"
 
 // ---------------------------------------------------------------------------------------------------
@@ -84,6 +85,10 @@ export const AuthSection = Schema.Struct({
   /** A private JWK/PEM file (SMART). */
   key: Schema.optional(NonEmpty),
   alg: Schema.optional(Schema.Literal(...algs)),
+  /** The kid the server knows the key by (SMART). */
+  keyId: Schema.optional(NonEmpty),
+  /** basic (default) or post (client-secret). */
+  clientSecretMethod: Schema.optional(Schema.Literal(...secretMethods)),
   scope: Schema.optional(NonEmpty),
   tokenUrl: Schema.optional(NonEmpty),
   /** The name of the environment variable holding a bearer token. */
@@ -276,6 +281,8 @@ const authFromFlags = (v: OptionalAuthValues | undefined): Record<string, unknow
   put("clientId", v.clientId)
   put("key", v.key)
   put("alg", v.alg)
+  put("keyId", v.keyId)
+  put("clientSecretMethod", v.clientSecretMethod)
   put("scope", v.scope)
   put("tokenUrl", v.tokenUrl)
   put("bearerEnv", v.bearerEnv)
@@ -566,6 +573,8 @@ export const merge = (
         clientId: pick((l) => a(l)?.clientId),
         key: pick((l) => a(l)?.key),
         alg: pick((l) => a(l)?.alg),
+        keyId: pick((l) => a(l)?.keyId),
+        clientSecretMethod: pick((l) => a(l)?.clientSecretMethod),
         scope: pick((l) => a(l)?.scope),
         tokenUrl: pick((l) => a(l)?.tokenUrl),
         bearerEnv: pick((l) => a(l)?.bearerEnv),

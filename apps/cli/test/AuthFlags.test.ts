@@ -23,7 +23,9 @@ describe("AuthFlags", () => {
       "sourceBearerFile",
       "sourceClientId",
       "sourceClientSecretEnv",
+      "sourceClientSecretMethod",
       "sourceKey",
+      "sourceKeyId",
       "sourceScope",
       "sourceTokenUrl",
     ])
@@ -38,7 +40,9 @@ describe("AuthFlags", () => {
       "bearerFile",
       "clientId",
       "clientSecretEnv",
+      "clientSecretMethod",
       "key",
+      "keyId",
       "scope",
       "tokenUrl",
     ])
@@ -103,6 +107,8 @@ describe("AuthFlags", () => {
         clientId: Option.some("c"),
         key: Option.none(),
         alg: Option.none(),
+        keyId: Option.none(),
+        clientSecretMethod: Option.none(),
         scope: Option.none(),
         tokenUrl: Option.none(),
         bearerEnv: Option.none(),
@@ -129,6 +135,8 @@ describe("AuthFlags", () => {
         clientId: Option.none(),
         key: Option.some("key.jwk"),
         alg: Option.none(),
+        keyId: Option.none(),
+        clientSecretMethod: Option.none(),
         scope: Option.none(),
         tokenUrl: Option.none(),
         bearerEnv: Option.none(),
@@ -146,6 +154,30 @@ describe("AuthFlags", () => {
       assert.include(bearer.message, "--source-client-id is not used with --source-auth bearer")
       const smart = yield* AuthFlags.authSettings({ ...values, auth: "smart", clientId: Option.some("c") })
       assert.isTrue(Option.isSome(smart.keyFile))
+      assert.strictEqual(smart.secretMethod, "basic")
+      // --key-id: the kid the server knows the key by; --client-secret-method: basic or post
+      const withKid = yield* AuthFlags.authSettings({
+        ...values,
+        auth: "smart",
+        clientId: Option.some("c"),
+        keyId: Option.some("registered-kid"),
+      })
+      assert.deepStrictEqual(withKid.kid, Option.some("registered-kid"))
+      const stray = yield* Effect.flip(
+        AuthFlags.authSettings({ ...values, key: Option.none(), keyId: Option.some("k") }),
+      )
+      assert.include(stray.message, "--key-id is not used with --auth none; pass --auth smart")
+      process.env.FERRY_TEST_POST_SECRET = "s3cret-value"
+      const post = yield* AuthFlags.authSettings({
+        ...values,
+        auth: "client-secret",
+        key: Option.none(),
+        clientId: Option.some("c"),
+        clientSecretMethod: Option.some("post"),
+        clientSecretEnv: "FERRY_TEST_POST_SECRET",
+      })
+      delete process.env.FERRY_TEST_POST_SECRET
+      assert.strictEqual(post.secretMethod, "post")
     }),
   )
 })

@@ -26,6 +26,8 @@ const noAuthFlags: OptionalAuthValues = {
   clientId: Option.none(),
   key: Option.none(),
   alg: Option.none(),
+  keyId: Option.none(),
+  clientSecretMethod: Option.none(),
   scope: Option.none(),
   tokenUrl: Option.none(),
   bearerEnv: Option.none(),
@@ -103,6 +105,8 @@ describe("Config", () => {
           FERRY_PARALLEL: "7",
           FERRY_SOURCE_CLIENT_ID: "env-client",
           FERRY_SOURCE_SCOPE: "system/Patient.rs",
+          FERRY_SOURCE_KEY_ID: "registered-kid",
+          FERRY_TARGET_CLIENT_SECRET_METHOD: "post",
           FERRY_TARGET_AUTH: "bearer",
           FERRY_TARGET_BEARER_ENV: "TARGET_TOKEN",
         }),
@@ -115,6 +119,8 @@ describe("Config", () => {
       assert.strictEqual(s.maxBundleBytes, Config.defaults.maxBundleBytes) // default
       assert.deepStrictEqual(s.source.auth.clientId, Option.some("flag-client"))
       assert.deepStrictEqual(s.source.auth.scope, Option.some("system/Patient.rs"))
+      assert.deepStrictEqual(s.source.auth.keyId, Option.some("registered-kid"))
+      assert.deepStrictEqual(s.target.auth.clientSecretMethod, Option.some("post"))
       assert.strictEqual(s.source.auth.auth, "smart") // file
       assert.strictEqual(s.target.auth.auth, "bearer") // env over the file's `auth: none`
       assert.deepStrictEqual(s.target.auth.bearerEnv, Option.some("TARGET_TOKEN"))
