@@ -561,7 +561,16 @@ export const merge = (
     return Option.none()
   }
   const server = (s: Server): ServerSettings => {
-    const a = (l: Layer) => authOf(l, s)
+    // A layer that names another kind of authentication than the one chosen holds that kind's settings (a
+    // file's SMART key under the environment's `bearer`): it is not read. Layers that name no kind add to
+    // the chosen one.
+    const kind = pick((l) => authOf(l, s)?.kind)
+    const a = (l: Layer) => {
+      const section = authOf(l, s)
+      return section?.kind !== undefined && Option.isSome(kind) && section.kind !== kind.value
+        ? undefined
+        : section
+    }
     const clientSecretEnv = pick((l) => a(l)?.clientSecretEnv)
     return {
       url: pick((l) => l[s]?.url),
