@@ -1,6 +1,7 @@
 import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
+import { assertNone, assertSome } from "@effect/vitest/utils"
 import { Effect, Either, Option, Ref } from "effect"
 import * as AuthFlags from "../src/AuthFlags.js"
 
@@ -67,15 +68,15 @@ describe("AuthFlags", () => {
       ])) as AuthFlags.PrefixedAuthValues<"source"> & AuthFlags.PrefixedAuthValues<"target">
       const source = AuthFlags.unprefix("source", values)
       const target = AuthFlags.unprefix("target", values)
-      assert.deepStrictEqual(source.auth, Option.some("smart"))
-      assert.deepStrictEqual(source.clientId, Option.some("src-client"))
-      assert.deepStrictEqual(source.key, Option.some("/keys/src.jwk"))
-      assert.deepStrictEqual(source.alg, Option.some("RS384"))
-      assert.deepStrictEqual(source.bearerEnv, Option.none())
-      assert.deepStrictEqual(source.clientSecretEnv, Option.none())
-      assert.deepStrictEqual(target.auth, Option.some("bearer"))
-      assert.deepStrictEqual(target.bearerEnv, Option.some("TARGET_TOKEN"))
-      assert.deepStrictEqual(target.clientId, Option.none())
+      assertSome(source.auth, "smart")
+      assertSome(source.clientId, "src-client")
+      assertSome(source.key, "/keys/src.jwk")
+      assertSome(source.alg, "RS384")
+      assertNone(source.bearerEnv)
+      assertNone(source.clientSecretEnv)
+      assertSome(target.auth, "bearer")
+      assertSome(target.bearerEnv, "TARGET_TOKEN")
+      assertNone(target.clientId)
     }),
   )
 
@@ -84,7 +85,7 @@ describe("AuthFlags", () => {
       const values = (yield* parse(AuthFlags.authFlags, [])) as AuthFlags.AuthFlagValues
       assert.strictEqual(values.auth, "none")
       assert.strictEqual(values.clientSecretEnv, "FERRY_CLIENT_SECRET")
-      assert.deepStrictEqual(values.clientId, Option.none())
+      assertNone(values.clientId)
       const given = (yield* parse(AuthFlags.authFlags, [
         "--auth",
         "client-secret",
@@ -162,7 +163,7 @@ describe("AuthFlags", () => {
         clientId: Option.some("c"),
         keyId: Option.some("registered-kid"),
       })
-      assert.deepStrictEqual(withKid.kid, Option.some("registered-kid"))
+      assertSome(withKid.kid, "registered-kid")
       const stray = yield* Effect.flip(
         AuthFlags.authSettings({ ...values, key: Option.none(), keyId: Option.some("k") }),
       )

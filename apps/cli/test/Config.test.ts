@@ -3,6 +3,7 @@ import * as OS from "node:os"
 import * as Path from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
+import { assertNone, assertSome } from "@effect/vitest/utils"
 import { Cause, ConfigProvider, Effect, Either, Option, Redacted } from "effect"
 import type { AuthKind, OptionalAuthValues } from "../src/AuthFlags.js"
 import * as Config from "../src/Config.js"
@@ -73,10 +74,10 @@ describe("Config", () => {
       const fromJson = yield* Config.parseFile(Path.join(tmp, "ferry.json"), JSON.stringify(json, null, 2))
       assert.deepStrictEqual(fromYaml, fromJson)
       const s = Config.merge([fromYaml])
-      assert.deepStrictEqual(s.source.url, Option.some("https://source.example.org/fhir"))
+      assertSome(s.source.url, "https://source.example.org/fhir")
       assert.strictEqual(s.source.auth.auth, "smart")
-      assert.deepStrictEqual(s.source.auth.key, Option.some(Path.join(tmp, "keys/source.jwk")))
-      assert.deepStrictEqual(s.archive, Option.some(Path.join(tmp, "archive")))
+      assertSome(s.source.auth.key, Path.join(tmp, "keys/source.jwk"))
+      assertSome(s.archive, Path.join(tmp, "archive"))
       assert.strictEqual(s.target.auth.auth, "none")
       assert.strictEqual(s.parallel, 3)
       assert.strictEqual(s.bundleSize, 200)
@@ -111,26 +112,49 @@ describe("Config", () => {
           FERRY_TARGET_BEARER_ENV: "TARGET_TOKEN",
         }),
       )
-      assert.deepStrictEqual(s.configFile, Option.some(file))
-      assert.deepStrictEqual(s.target.url, Option.some("http://flag-target/fhir")) // flag over env and file
-      assert.deepStrictEqual(s.source.url, Option.some("http://env-source/fhir")) // env over file
+      assertSome(s.configFile, file)
+      assertSome(s.target.url, "http://flag-target/fhir") // flag over env and file
+      assertSome(s.source.url, "http://env-source/fhir") // env over file
       assert.strictEqual(s.parallel, 9) // flag
       assert.strictEqual(s.bundleSize, 200) // file
       assert.strictEqual(s.maxBundleBytes, Config.defaults.maxBundleBytes) // default
-      assert.deepStrictEqual(s.source.auth.clientId, Option.some("flag-client"))
-      assert.deepStrictEqual(s.source.auth.scope, Option.some("system/Patient.rs"))
-      assert.deepStrictEqual(s.source.auth.keyId, Option.some("registered-kid"))
-      assert.deepStrictEqual(s.target.auth.clientSecretMethod, Option.some("post"))
+      assertSome(s.source.auth.clientId, "flag-client")
+      assertSome(s.source.auth.scope, "system/Patient.rs")
+      assertSome(s.source.auth.keyId, "registered-kid")
+      assertSome(s.target.auth.clientSecretMethod, "post")
       assert.strictEqual(s.source.auth.auth, "smart") // file
       assert.strictEqual(s.target.auth.auth, "bearer") // env over the file's `auth: none`
-      assert.deepStrictEqual(s.target.auth.bearerEnv, Option.some("TARGET_TOKEN"))
+      assertSome(s.target.auth.bearerEnv, "TARGET_TOKEN")
     }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.effect(
+    "a layer that sets the auth kind brings its own credentials: the file's SMART key does not ride along under the environment's bearer",
+    () =>
+      Effect.gen(function* () {
+        const file = write("kinds.yaml", yamlFile)
+        const s = yield* Config.resolve(Option.some(file), {}).pipe(
+          withEnv({ FERRY_SOURCE_AUTH: "bearer", FERRY_SOURCE_BEARER_ENV: "TOKEN_VAR" }),
+        )
+        assert.strictEqual(s.source.auth.auth, "bearer")
+        assertSome(s.source.auth.bearerEnv, "TOKEN_VAR")
+        assert.isTrue(Option.isNone(s.source.auth.key), "the file's key")
+        assert.isTrue(Option.isNone(s.source.auth.clientId), "the file's client id")
+        assert.isTrue(Option.isNone(s.source.auth.scope), "the file's scope")
+        // a higher layer without a kind still adds to the kind's layer
+        const added = yield* Config.resolve(Option.some(file), {}).pipe(
+          withEnv({ FERRY_SOURCE_SCOPE: "system/Patient.rs" }),
+        )
+        assert.strictEqual(added.source.auth.auth, "smart")
+        assertSome(added.source.auth.scope, "system/Patient.rs")
+        assert.isTrue(Option.isSome(added.source.auth.key))
+      }).pipe(Effect.provide(NodeContext.layer)),
   )
 
   it.effect("no file, no environment: the defaults; FERRY_CONFIG names a file", () =>
     Effect.gen(function* () {
       const none = yield* Config.resolve(Option.none(), {}).pipe(withEnv({}))
-      assert.deepStrictEqual(none.source.url, Option.none())
+      assertNone(none.source.url)
       assert.strictEqual(none.source.auth.auth, "none")
       assert.strictEqual(none.parallel, 4)
       assert.strictEqual(none.level, "system")
@@ -278,14 +302,8 @@ describe("Config", () => {
           FERRY_TARGET_CLIENT_SECRET: "target-secret",
           FERRY_CLIENT_SECRET: "one-server-secret",
         }
-        assert.deepStrictEqual(
-          yield* secretOf(both, "source").pipe(withEnv(env)),
-          Option.some("source-secret"),
-        )
-        assert.deepStrictEqual(
-          yield* secretOf(both, "target").pipe(withEnv(env)),
-          Option.some("target-secret"),
-        )
+        assertSome(yield* secretOf(both, "source").pipe(withEnv(env)), "source-secret")
+        assertSome(yield* secretOf(both, "target").pipe(withEnv(env)), "target-secret")
 
         // only the one-server variable exported: neither server takes it, and the message says why
         const onlyOne = { FERRY_CLIENT_SECRET: "one-server-secret" }

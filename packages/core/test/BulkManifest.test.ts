@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import { Effect, Option, Schema } from "effect"
 import * as BulkManifest from "../src/BulkManifest.js"
 
@@ -31,7 +32,7 @@ describe("BulkManifest", () => {
         assert.strictEqual(m.output[0]?.count, 10)
         assert.deepStrictEqual(m.output[1]?.extension, { "https://vendor/key": "abc" })
         assert.deepStrictEqual(m.vendorField, { kept: true })
-        assert.deepStrictEqual(BulkManifest.nextManifest(m), Option.some("https://h/fhir/manifest/2"))
+        assertSome(BulkManifest.nextManifest(m), "https://h/fhir/manifest/2")
         assert.deepStrictEqual(
           BulkManifest.allFiles(m).map((f) => `${f.kind}:${f.file.type}`),
           ["output:Patient", "output:Observation", "deleted:Bundle", "error:OperationOutcome"],
@@ -87,10 +88,7 @@ describe("BulkManifest", () => {
           ],
           error: [],
         })
-        assert.deepStrictEqual(
-          BulkManifest.importInputUrl(draft.output[0]!),
-          Option.some("https://s/Patient.ndjson"),
-        )
+        assertSome(BulkManifest.importInputUrl(draft.output[0]!), "https://s/Patient.ndjson")
         const azure = yield* Schema.decodeUnknown(BulkManifest.ImportManifest)({
           transactionTime: "2024-05-01T10:00:00Z",
           request: "https://t/$import",
@@ -104,10 +102,7 @@ describe("BulkManifest", () => {
             },
           ],
         })
-        assert.deepStrictEqual(
-          BulkManifest.importInputUrl(azure.error[0]!),
-          Option.some("https://blob/Patient.ndjson"),
-        )
+        assertSome(BulkManifest.importInputUrl(azure.error[0]!), "https://blob/Patient.ndjson")
         const pnp = yield* Schema.decodeUnknown(BulkManifest.PingAndPullManifest)({
           transactionTime: "2024-05-01T10:00:00Z",
           requiresAccessToken: true,
@@ -129,7 +124,7 @@ describe("BulkManifest", () => {
         })
         assert.strictEqual(submit.outcome[0]?.countSeverity?.[0]?.count, 2)
         assert.deepStrictEqual(submit.output, [])
-        assert.deepStrictEqual(BulkManifest.nextManifest(submit), Option.some("https://c/status/2"))
+        assertSome(BulkManifest.nextManifest(submit), "https://c/status/2")
       }),
   )
 })

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import { Effect, Option, Schema } from "effect"
 import * as Bundle from "../src/Bundle.js"
 
@@ -55,12 +56,9 @@ describe("Bundle", () => {
   it.effect("reads next link, total and the data resources of a searchset", () =>
     Effect.gen(function* () {
       const bundle = yield* Schema.decodeUnknown(Bundle.Bundle)(searchset)
-      assert.deepStrictEqual(
-        Bundle.nextLink(bundle),
-        Option.some("https://h/fhir?_getpages=abc&_getpagesoffset=2"),
-      )
-      assert.deepStrictEqual(Bundle.link(bundle, "self"), Option.some("https://h/fhir/Patient?_count=2"))
-      assert.deepStrictEqual(Bundle.total(bundle), Option.some(3))
+      assertSome(Bundle.nextLink(bundle), "https://h/fhir?_getpages=abc&_getpagesoffset=2")
+      assertSome(Bundle.link(bundle, "self"), "https://h/fhir/Patient?_count=2")
+      assertSome(Bundle.total(bundle), 3)
       assert.deepStrictEqual(
         Bundle.resources(bundle).map((r) => `${r.resourceType}/${r.id}`),
         ["Patient/1", "Organization/o"],
@@ -99,17 +97,19 @@ describe("Bundle", () => {
         ],
       })
       const [first, second] = Bundle.entries(bundle)
-      assert.deepStrictEqual(Bundle.statusCode(first!.response!), Option.some(201))
-      assert.deepStrictEqual(Bundle.statusCode(second!.response!), Option.some(200))
-      assert.deepStrictEqual(
-        Bundle.parseLocation(first!.response!.location!),
-        Option.some({ type: "Patient", id: "123", versionId: "1" }),
-      )
-      assert.deepStrictEqual(
-        Bundle.parseLocation(second!.response!.location!),
-        Option.some({ type: "Observation", id: "a-b.c", versionId: "7" }),
-      )
-      assert.deepStrictEqual(Bundle.parseLocation("Patient/9"), Option.some({ type: "Patient", id: "9" }))
+      assertSome(Bundle.statusCode(first!.response!), 201)
+      assertSome(Bundle.statusCode(second!.response!), 200)
+      assertSome(Bundle.parseLocation(first!.response!.location!), {
+        type: "Patient",
+        id: "123",
+        versionId: "1",
+      })
+      assertSome(Bundle.parseLocation(second!.response!.location!), {
+        type: "Observation",
+        id: "a-b.c",
+        versionId: "7",
+      })
+      assertSome(Bundle.parseLocation("Patient/9"), { type: "Patient", id: "9" })
       assert.isTrue(Option.isNone(Bundle.parseLocation("nonsense")))
       assert.strictEqual(second?.response?.outcome?.resourceType, "OperationOutcome")
     }),

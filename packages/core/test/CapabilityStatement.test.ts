@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import { Effect, Option, Schema } from "effect"
 import * as CapabilityStatement from "../src/CapabilityStatement.js"
 
@@ -108,11 +109,8 @@ describe("CapabilityStatement", () => {
       assert.deepStrictEqual(cs.software, { name: "HAPI FHIR Server", version: "7.0.0" })
       assert.deepStrictEqual<unknown>(Schema.encodeSync(CapabilityStatement.CapabilityStatement)(cs), hapi)
       assert.deepStrictEqual(CapabilityStatement.types(cs), ["Patient", "Group", "Observation"])
-      assert.deepStrictEqual(CapabilityStatement.tokenUrl(cs), Option.some("https://auth.example.org/token"))
-      assert.deepStrictEqual(
-        CapabilityStatement.authorizeUrl(cs),
-        Option.some("https://auth.example.org/authorize"),
-      )
+      assertSome(CapabilityStatement.tokenUrl(cs), "https://auth.example.org/token")
+      assertSome(CapabilityStatement.authorizeUrl(cs), "https://auth.example.org/authorize")
       assert.isTrue(CapabilityStatement.supportsInteraction(cs, "transaction"))
       assert.isTrue(CapabilityStatement.supportsInteraction(cs, "update", "Patient"))
       assert.isFalse(CapabilityStatement.supportsInteraction(cs, "update", "Observation"))
@@ -130,7 +128,7 @@ describe("CapabilityStatement", () => {
     assert.isFalse(CapabilityStatement.supportsOperation(cs, "export", "Observation"))
     assert.isFalse(CapabilityStatement.supportsOperation(cs, "everything"))
     assert.isTrue(CapabilityStatement.supportsImport(cs))
-    assert.deepStrictEqual(CapabilityStatement.importOperation(cs), Option.some("import"))
+    assertSome(CapabilityStatement.importOperation(cs), "import")
   })
 
   it("understands Bulk Data style names (patient-export, group-export) and ignores client-mode rests", () => {
@@ -154,7 +152,7 @@ describe("CapabilityStatement", () => {
         },
       ],
     })
-    assert.deepStrictEqual(CapabilityStatement.importOperation(cs), Option.some("bulk-submit"))
+    assertSome(CapabilityStatement.importOperation(cs), "bulk-submit")
     const bare = Schema.decodeUnknownSync(CapabilityStatement.CapabilityStatement)({
       resourceType: "CapabilityStatement",
     })

@@ -7,6 +7,7 @@ import {
   HttpClientResponse,
 } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import { Chunk, Duration, Effect, Exit, Fiber, Option, Ref, Stream, TestClock, TestServices } from "effect"
 import * as FhirClient from "../src/FhirClient.js"
 import { AuthError, FhirError } from "../src/Errors.js"
@@ -403,13 +404,10 @@ describe("FhirClient retry schedule (fake server, TestClock)", () => {
       ])
       const created = yield* client.create({ resourceType: "Patient" }, { ifNoneExist: "identifier=a|b" })
       assert.strictEqual(created.status, 201)
-      assert.deepStrictEqual(
-        created.location,
-        Option.some("https://fhir.example.org/r4/Patient/9/_history/1"),
-      )
+      assertSome(created.location, "https://fhir.example.org/r4/Patient/9/_history/1")
       assert.isTrue(Option.isNone(created.resource))
       const updated = yield* client.update({ ...patient, id: "1" }, { ifMatch: 'W/"1"' })
-      assert.deepStrictEqual(updated.etag, Option.some('W/"2"'))
+      assertSome(updated.etag, 'W/"2"')
       assert.isTrue(Option.isSome(updated.resource))
       const [post, put] = yield* Ref.get(seen)
       assert.strictEqual(post?.method, "POST")

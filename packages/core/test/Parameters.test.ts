@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import { Effect, Option, Schema } from "effect"
 import * as Parameters from "../src/Parameters.js"
 
@@ -15,8 +16,8 @@ describe("Parameters", () => {
         ],
       }
       const p = yield* Schema.decodeUnknown(Parameters.Parameters)(raw)
-      assert.deepStrictEqual(Parameters.getString(p, "_type"), Option.some("Patient,Observation"))
-      assert.deepStrictEqual(Parameters.getString(p, "_since"), Option.some("2024-01-01T00:00:00Z"))
+      assertSome(Parameters.getString(p, "_type"), "Patient,Observation")
+      assertSome(Parameters.getString(p, "_since"), "2024-01-01T00:00:00Z")
       assert.deepStrictEqual(
         Parameters.getAll(p, "patient").map((x) => Parameters.valueReference(x)),
         [Option.some("Patient/123"), Option.some("Patient/456")],
@@ -51,14 +52,8 @@ describe("Parameters", () => {
       ["https://stage/Patient.ndjson", "https://stage/Encounter.ndjson"],
     )
     const storage = Option.getOrThrow(Parameters.get(decoded, "storageDetail"))
-    assert.deepStrictEqual(
-      Option.flatMap(Parameters.get(storage, "maxBatchResourceCount"), Parameters.valueInteger),
-      Option.some(500),
-    )
-    assert.deepStrictEqual(
-      Parameters.valueX(inputs[0]!.part![0]!),
-      Option.some(["valueCode", "Patient"] as const),
-    )
+    assertSome(Option.flatMap(Parameters.get(storage, "maxBatchResourceCount"), Parameters.valueInteger), 500)
+    assertSome(Parameters.valueX(inputs[0]!.part![0]!), ["valueCode", "Patient"] as const)
   })
 
   it("carries resources and booleans, and rejects a parameter without a name", () => {
@@ -68,9 +63,9 @@ describe("Parameters", () => {
     ])
     const decoded = Schema.decodeUnknownSync(Parameters.Parameters)(p)
     assert.strictEqual(Option.getOrThrow(Parameters.get(decoded, "return")).resource?.id, "1")
-    assert.deepStrictEqual(
+    assertSome(
       Option.flatMap(Parameters.get(decoded, "allowPartialManifests"), Parameters.valueBoolean),
-      Option.some(true),
+      true,
     )
     assert.isTrue(Option.isNone(Option.flatMap(Parameters.get(decoded, "return"), Parameters.valueX)))
     assert.throws(() =>

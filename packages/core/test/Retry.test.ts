@@ -1,5 +1,6 @@
 import { HttpClientError, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import { Duration, Option } from "effect"
 import { AuthError, FhirError } from "../src/Errors.js"
 import * as OperationOutcome from "../src/OperationOutcome.js"
@@ -11,31 +12,31 @@ describe("retryAfter", () => {
   const now = Date.parse("2026-10-21T07:26:00Z")
 
   it("reads delta seconds", () => {
-    assert.deepStrictEqual(seconds(retryAfter("45", now)), Option.some(45))
-    assert.deepStrictEqual(seconds(retryAfter(" 0 ", now)), Option.some(0))
-    assert.deepStrictEqual(seconds(retryAfter("1.5", now)), Option.some(1.5))
+    assertSome(seconds(retryAfter("45", now)), 45)
+    assertSome(seconds(retryAfter(" 0 ", now)), 0)
+    assertSome(seconds(retryAfter("1.5", now)), 1.5)
   })
 
   it("reads an HTTP-date relative to now", () => {
-    assert.deepStrictEqual(seconds(retryAfter("Wed, 21 Oct 2026 07:27:30 GMT", now)), Option.some(90))
+    assertSome(seconds(retryAfter("Wed, 21 Oct 2026 07:27:30 GMT", now)), 90)
   })
 
   it("reads a huge number as an absolute epoch timestamp (seconds or milliseconds)", () => {
     const at = now / 1000 + 60
-    assert.deepStrictEqual(seconds(retryAfter(String(at), now)), Option.some(60))
-    assert.deepStrictEqual(seconds(retryAfter(String(now + 30_000), now)), Option.some(30))
+    assertSome(seconds(retryAfter(String(at), now)), 60)
+    assertSome(seconds(retryAfter(String(now + 30_000), now)), 30)
   })
 
   it("turns past dates and negative delays into zero", () => {
-    assert.deepStrictEqual(seconds(retryAfter("Wed, 21 Oct 2026 07:00:00 GMT", now)), Option.some(0))
-    assert.deepStrictEqual(seconds(retryAfter(String(now / 1000 - 10), now)), Option.some(0))
-    assert.deepStrictEqual(seconds(retryAfter("-5", now)), Option.some(0))
+    assertSome(seconds(retryAfter("Wed, 21 Oct 2026 07:00:00 GMT", now)), 0)
+    assertSome(seconds(retryAfter(String(now / 1000 - 10), now)), 0)
+    assertSome(seconds(retryAfter("-5", now)), 0)
   })
 
   it("caps at 120 s by default, or at the given maximum", () => {
-    assert.deepStrictEqual(seconds(retryAfter("3600", now)), Option.some(120))
-    assert.deepStrictEqual(seconds(retryAfter("3600", now, "10 seconds")), Option.some(10))
-    assert.deepStrictEqual(seconds(retryAfter("Thu, 22 Oct 2026 07:26:00 GMT", now)), Option.some(120))
+    assertSome(seconds(retryAfter("3600", now)), 120)
+    assertSome(seconds(retryAfter("3600", now, "10 seconds")), 10)
+    assertSome(seconds(retryAfter("Thu, 22 Oct 2026 07:26:00 GMT", now)), 120)
   })
 
   it("ignores a missing or unreadable header", () => {

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { assertSome } from "@effect/vitest/utils"
 import * as Parameters from "@ferry/core/Parameters"
 import { Effect, Exit, Option } from "effect"
 import * as Kickoff from "../src/Kickoff.js"
@@ -42,13 +43,10 @@ describe("Kickoff", () => {
       Parameters.getAll(body, "patient").map((x) => Option.getOrUndefined(Parameters.valueReference(x))),
       ["Patient/123", "Patient/456"],
     )
-    assert.deepStrictEqual(
-      Parameters.get(body, "_since").pipe(Option.map((x) => x.valueInstant)),
-      Option.some("2024-01-01T00:00:00Z"),
-    )
-    assert.deepStrictEqual(
+    assertSome(Parameters.get(body, "_since").pipe(Option.map((x) => x.valueInstant)), "2024-01-01T00:00:00Z")
+    assertSome(
       Parameters.get(body, "allowPartialManifests").pipe(Option.flatMap(Parameters.valueBoolean)),
-      Option.some(true),
+      true,
     )
     assert.deepStrictEqual(Option.getOrUndefined(Parameters.getString(body, "_container")), "exports")
     assert.strictEqual(Parameters.getAll(body, "_typeFilter").length, 2)

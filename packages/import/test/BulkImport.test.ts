@@ -13,6 +13,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { assert, describe, it } from "@effect/vitest"
+import { assertNone, assertSome } from "@effect/vitest/utils"
 import { Cause, Effect, Exit, Option, Stream } from "effect"
 import * as BulkImport from "../src/BulkImport.js"
 import { ImportError } from "../src/ImportError.js"
@@ -511,24 +512,15 @@ describe("BulkImport", () => {
         ...(software !== undefined ? { software: { name: software } } : {}),
       }) as CapabilityStatement
     const smart = "https://github.com/smart-on-fhir/bulk-import/blob/master/import-manifest.md"
-    assert.deepStrictEqual(
-      BulkImport.detectFlavour(cs([{ name: "import", definition: smart }])),
-      Option.some("smart"),
-    )
-    assert.deepStrictEqual(
+    assertSome(BulkImport.detectFlavour(cs([{ name: "import", definition: smart }])), "smart")
+    assertSome(
       BulkImport.detectFlavour(
         cs([{ name: "import", definition: "http://h/fhir/OperationDefinition/-s-import" }]),
       ),
-      Option.some("hapi"),
+      "hapi",
     )
-    assert.deepStrictEqual(
-      BulkImport.detectFlavour(cs([{ name: "$import" }], "HAPI FHIR Server")),
-      Option.some("hapi"),
-    )
-    assert.deepStrictEqual(BulkImport.detectFlavour(cs([{ name: "import" }])), Option.none())
-    assert.deepStrictEqual(
-      BulkImport.detectFlavour(cs([{ name: "export" }], "HAPI FHIR Server")),
-      Option.none(),
-    )
+    assertSome(BulkImport.detectFlavour(cs([{ name: "$import" }], "HAPI FHIR Server")), "hapi")
+    assertNone(BulkImport.detectFlavour(cs([{ name: "import" }])))
+    assertNone(BulkImport.detectFlavour(cs([{ name: "export" }], "HAPI FHIR Server")))
   })
 })
