@@ -311,7 +311,7 @@ describe("ferry import", () => {
     expect(danglingIn(fixed).dangling).toEqual([])
   })
 
-  it("an attachment blob the target refuses (413): everything else lands, then one sentence naming it", async () => {
+  it("an attachment blob the target refuses (413): the others are uploaded, then one sentence naming it, no resource sent; a rerun after the fix lands everything", async () => {
     // without the Binary resources, the attachments travel as blobs (uploaded before the resources)
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
     const archive = Path.join(tmp, "blob-refused")
@@ -324,15 +324,36 @@ describe("ferry import", () => {
       "Patient,DocumentReference",
     ])
     expect(exported.code, exported.stderr).toBe(0)
-    // document.pdf (1,084,656 bytes) is over the limit; Bundles over it are split as usual
-    const target = await start({ maxBodyBytes: 1_000_000 })
-    const run = await importInto(archive, target)
+    // document.pdf (1,084,656 bytes) is over the limit
+    const db = Path.join(tmp, "blob-refused.sqlite")
+    const port = await freePort()
+    const limited = await startSandbox({ port, db, maxBodyBytes: 1_000_000 })
+    const run = await importInto(archive, limited.handle)
+    const after = targetCounts(limited.handle)
+    await limited.close()
     expect(run.code, run.stderr).toBe(4)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(
-      /^ferry: .*the target refused 1 attachment blob\(s\) \(first: [0-9a-f]{64}, 1084656 bytes: .*413.*everything else landed/,
+      /^ferry: .*the target refused 1 attachment blob\(s\) \(first: [0-9a-f]{64}, 1084656 bytes: .*413.*no resource was sent/,
     )
-    // every resource, and the two other blobs as Binaries
-    expect(targetCounts(target)).toEqual({ ...archiveCounts(archive), Binary: 2 })
+    // the two other blobs as Binaries, nothing else yet
+    expect(after).toEqual({ Binary: 2 })
+    // the limit raised: the same command lands everything, every attachment on a Binary of the target
+    const fixed = await start({ port, db })
+    const again = await importInto(archive, fixed)
+    expect(again.code, again.stderr).toBe(0)
+    expect(targetCounts(fixed)).toEqual({ ...archiveCounts(archive), Binary: 3 })
+    // (references to the types left out of this export dangle by design: only attachments are checked)
+    const check = danglingIn(fixed)
+    expect(check.dangling.filter((d) => d.includes("→ Binary/"))).toEqual([])
+    const urls = Array.from(fixed.store.iterate("DocumentReference")).flatMap((r) =>
+      (JSON.parse(r.json) as { content: Array<{ attachment: { url?: string } }> }).content.map(
+        (c) => c.attachment.url ?? "",
+      ),
+    )
+    // (most hold their text inline: no url)
+    const linked = urls.filter((u) => u !== "")
+    expect(linked.length).toBe(3)
+    for (const u of linked) expect(u).toMatch(/^Binary\//)
   })
 
   it("deleted/ of an incremental archive: DELETEs on the target through the id map", async () => {

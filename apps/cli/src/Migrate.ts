@@ -559,6 +559,9 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             for (const p of paths) {
               landed.delete(p)
               imported.delete(p)
+              pruned.delete(p)
+              // a wave under way may be reading the old file: it must not count it (nor prune the new one)
+              replacedDuringWave.add(p)
             }
             if (again.length > 0)
               yield* Effect.flatMap(ledger, (journal) =>
@@ -668,8 +671,11 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       })
       const seedOnce = yield* Effect.cached(seedIds)
 
+      /** Paths the export replaced (rekickoff-dropped) since the current wave started. */
+      const replacedDuringWave = new Set<string>()
       const runWave = (files: ReadonlyArray<FileEntry>, final: boolean, context: ReadonlyArray<FileEntry>) =>
         Effect.gen(function* () {
+          replacedDuringWave.clear()
           yield* seedOnce
           const journal = yield* ledger
           waves++
@@ -719,7 +725,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           totals.deleted += summary.deleted
           totals.chunks += summary.chunks
           totals.resumedChunks += summary.resumedChunks
-          const paths = files.map((f) => f.path)
+          // a file the export replaced while this wave read it is imported again from the new job
+          const paths = files.map((f) => f.path).filter((p) => !replacedDuringWave.has(p))
           yield* journal.append("migrate.wave", `migrate.wave:${wave}`, {
             files: paths,
             final,
@@ -738,7 +745,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           if (options.pruneStaged === true) {
             const before = prunedFiles
             for (const f of files) {
-              if (f.type === "Binary" || pruned.has(f.path)) continue
+              if (f.type === "Binary" || pruned.has(f.path) || replacedDuringWave.has(f.path)) continue
               const abs = Path.join(archive, f.path)
               yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
               yield* journal.append("migrate.pruned", `migrate.pruned:${f.path}`, {

@@ -1126,13 +1126,19 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         /** Finished files forgotten: their types come from the new job (the same paths, `file-ready` again). */
         const drop = (files: ReadonlyArray<PlannedFile>, detail: string) =>
           Effect.gen(function* () {
-            const dropped: Array<string> = []
-            for (const f of files) {
-              if (f.organized !== undefined || !journal.isDone(f.key)) continue
+            const dropped = files.filter((f) => f.organized === undefined && journal.isDone(f.key))
+            if (dropped.length === 0) return
+            // said first (a pipeline records it durably: `ferry migrate`'s ledger), then forgotten: a kill in
+            // between makes a pipeline import a file again that is still the old one, never skip a new one
+            yield* emit("rekickoff-dropped", {
+              files: dropped.length,
+              paths: dropped.map((f) => f.path),
+              detail,
+            })
+            for (const f of dropped) {
               yield* journal.forget(f.key)
               yield* journal.forget(`attachments:${f.key}`)
               ready.delete(f.key)
-              dropped.push(f.path)
               yield* Download.discard({
                 url: f.url,
                 type: f.type,
@@ -1142,8 +1148,6 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
                 auth: false,
               })
             }
-            if (dropped.length > 0)
-              yield* emit("rekickoff-dropped", { files: dropped.length, paths: dropped, detail })
           })
         const partial = new Set(planned.filter((f) => !journal.isDone(f.key)).map(groupOf))
         yield* drop(
@@ -1168,12 +1172,12 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         // it the same way (as many files, the same counts): else its files come from the new job as well.
         const next = planFiles(manifest, options.gzip === true)
         const layout = (files: ReadonlyArray<PlannedFile>, group: string) =>
-          files
-            .filter((f) => f.organized === undefined && groupOf(f) === group)
-            .map((f) => String(f.count ?? "?"))
-            .join(",")
+          files.filter((f) => f.organized === undefined && groupOf(f) === group).map((f) => f.count)
+        const same = (a: ReadonlyArray<number | undefined>, b: ReadonlyArray<number | undefined>) =>
+          a.length === b.length && a.every((n, i) => n !== undefined && n === b[i])
+        // without counts nothing shows how the new job splits a type: its files are taken, not trusted
         const moved = new Set(
-          planned.map(groupOf).filter((g) => !partial.has(g) && layout(planned, g) !== layout(next, g)),
+          planned.map(groupOf).filter((g) => !partial.has(g) && !same(layout(planned, g), layout(next, g))),
         )
         yield* drop(
           planned.filter((f) => moved.has(groupOf(f))),

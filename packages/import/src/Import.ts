@@ -694,8 +694,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               blob.contentType ?? "application/octet-stream",
               bytes,
             ).pipe(
-              // a blob the target will not take (too large, a content type it refuses) must not stop the
-              // rest: its resources keep their attachment URL, and the import ends with one sentence about it
+              // a blob the target will not take (too large, a content type it refuses): the others are still
+              // tried, then the import stops before any resource, with one sentence naming them
               Effect.map(Option.some),
               Effect.catchIf(
                 (e): e is FhirError => isEntryRefusal(e) || isTooLarge(e),
@@ -726,6 +726,17 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         }).pipe(limiter.run),
       )
       if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
+      // The resources come after their blobs: a resource sent while its blob is refused would point at a
+      // Binary that is not there, and its chunk, once journaled, would not be sent again after a fix.
+      if (refusedBlobs.length > 0) {
+        const first = refusedBlobs[0]!
+        return yield* new ImportError({
+          reason: "Refused",
+          url: first.error.url,
+          detail: `the target refused ${refusedBlobs.length} attachment blob(s) (first: ${first.sha256}, ${first.size} bytes: ${first.error.message}); no resource was sent; raise the target's limit (or allow the content type) and run the same command again`,
+          cause: first.error,
+        })
+      }
 
       // the rest of the archive is read from here on, alongside the sending
       yield* Effect.forkScoped(reader)
@@ -1075,7 +1086,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             const groups = togetherGroups(locs)
             if (groups.length === 1)
               return yield* quarantine(locs.map((loc) => ({ loc, outcome: e.outcome, reason: e.message })))
-            for (const g of groups) yield* land(g)
+            // a cycle that is then too large alone (413) gets the cycle's reason, not halves
+            for (const g of groups) yield* land(g, g.length > 1)
             return
           }
           const btx = Chunk.toTransaction(
@@ -1467,8 +1479,19 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           }
           replayed = all.length
           all.sort((a, b) => TypeOrder.rank(a.value.resourceType) - TypeOrder.rank(b.value.resourceType))
+          // packed in dependency order, a reference cycle never split across Bundles (one larger than a
+          // Bundle goes alone)
           const size = Math.max(1, options.bundleSize ?? 500)
-          for (let i = 0; i < all.length; i += size) yield* land(all.slice(i, i + size))
+          let batch: Array<Located> = []
+          for (const group of togetherGroups(all)) {
+            if (batch.length > 0 && batch.length + group.length > size) {
+              yield* land(batch)
+              batch = []
+            }
+            if (group.length > size) yield* land(group, true)
+            else batch.push(...group)
+          }
+          if (batch.length > 0) yield* land(batch)
           for (const { from, replaying } of replayingFiles) {
             const aside = `${from}.replayed-${yield* Clock.currentTimeMillis}-${pass + 1}`
             yield* Effect.try({ try: () => NFS.renameSync(replaying, aside), catch: io(replaying) })
@@ -1539,16 +1562,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         }
       }
       for (const d of doneDeletes) yield* journal.append("import.deleted", d.key, { path: d.path })
-      if (refusedBlobs.length > 0) {
-        const first = refusedBlobs[0]!
-        return yield* new ImportError({
-          reason: "Refused",
-          url: first.error.url,
-          detail: `the target refused ${refusedBlobs.length} attachment blob(s) (first: ${first.sha256}, ${first.size} bytes: ${first.error.message}); everything else landed, and the resources with those attachments keep their source URL; raise the target's limit (or allow the content type) and run the same command again`,
-          cause: first.error,
-        })
-      }
-
       const total = Object.values(counts).reduce((a, b) => a + b, 0)
       const summary: ImportSummary = {
         target: client.baseUrl,

@@ -517,6 +517,8 @@ describe("Import.run", () => {
           archive: dir,
           strategy: "post",
           retryQuarantine: true,
+          // Bundles of one: the cycle goes as one group larger than a Bundle
+          bundleSize: 1,
         })
         assert.strictEqual(retried.quarantined, 0)
         assert.deepStrictEqual(countsOf(fixed), { Patient: 1, Observation: 1, Encounter: 1, Condition: 1 })
