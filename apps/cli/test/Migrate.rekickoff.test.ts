@@ -7,34 +7,16 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
-import { NodeContext } from "@effect/platform-node"
 import { sendOutcome } from "@ferry/sandbox/Http"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { type Console, Effect, Exit } from "effect"
-import { run } from "../src/Cli.js"
-import * as Render from "../src/Render.js"
+import { Effect } from "effect"
+import { ferry } from "./helpers/inProcess.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-migrate-rekickoff-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
 
 const ids = Array.from({ length: 12 }, (_, i) => `p${String(i).padStart(2, "0")}`)
-
-const ferry = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const out: Array<string> = []
-    const base = yield* Effect.console
-    const capture: Console.Console = {
-      ...base,
-      log: (...xs: ReadonlyArray<unknown>) => Effect.sync(() => void out.push(xs.join(" "))),
-      error: (...xs: ReadonlyArray<unknown>) => Effect.sync(() => void out.push(xs.join(" "))),
-    }
-    const exit = yield* Effect.exit(run(["node", "ferry", ...args]).pipe(Effect.withConsole(capture)))
-    return {
-      code: Exit.isSuccess(exit) ? 0 : Render.exitCode(exit.cause),
-      output: `${out.join("\n")}\n${Exit.isFailure(exit) ? Render.line(exit.cause) : ""}`,
-    }
-  }).pipe(Effect.provide(NodeContext.layer))
 
 describe("ferry migrate across a new kick-off for expired files", () => {
   it.scopedLive(

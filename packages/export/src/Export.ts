@@ -1123,6 +1123,16 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         // the others are forgotten (first, then removed: a kill in between leaves files the next run
         // overwrites) and come from the new job too.
         const groupOf = (f: PlannedFile) => `${f.kind}:${f.type ?? ""}`
+        /** A file of the old job removed from the archive (finished or not). */
+        const discard = (f: PlannedFile) =>
+          Download.discard({
+            url: f.url,
+            type: f.type,
+            count: f.count,
+            path: archive.path(f.path),
+            label: f.path,
+            auth: false,
+          })
         /** Finished files forgotten: their types come from the new job (the same paths, `file-ready` again). */
         const drop = (files: ReadonlyArray<PlannedFile>, detail: string) =>
           Effect.gen(function* () {
@@ -1139,14 +1149,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               yield* journal.forget(f.key)
               yield* journal.forget(`attachments:${f.key}`)
               ready.delete(f.key)
-              yield* Download.discard({
-                url: f.url,
-                type: f.type,
-                count: f.count,
-                path: archive.path(f.path),
-                label: f.path,
-                auth: false,
-              })
+              yield* discard(f)
             }
           })
         const partial = new Set(planned.filter((f) => !journal.isDone(f.key)).map(groupOf))
@@ -1154,18 +1157,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           planned.filter((f) => partial.has(groupOf(f))),
           "finished files of types with unfinished files: the new job's files of those types replace them",
         )
-        for (const f of planned) {
-          if (!journal.isDone(f.key)) {
-            yield* Download.discard({
-              url: f.url,
-              type: f.type,
-              count: f.count,
-              path: archive.path(f.path),
-              label: f.path,
-              auth: false,
-            })
-          }
-        }
+        for (const f of planned) if (!journal.isDone(f.key)) yield* discard(f)
         statusUrl = yield* doKickoff
         manifest = yield* awaitManifest(statusUrl)
         // A type all of whose files were finished stands in for the new job's only where the new job splits

@@ -5,13 +5,11 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
-import { NodeContext } from "@effect/platform-node"
 import * as Keys from "@ferry/auth/Keys"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { type Console, Effect, Exit } from "effect"
-import { run } from "../../src/Cli.js"
-import * as Render from "../../src/Render.js"
+import { Effect } from "effect"
+import { ferry } from "../helpers/inProcess.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-migrate-auth-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
@@ -19,23 +17,6 @@ afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
 const patients = ["p1", "p2"].map((id) =>
   JSON.stringify({ resourceType: "Patient", id, name: [{ family: `Doe-${id}` }] }),
 )
-
-/** Runs `ferry …` in this process with stdout and stderr captured; the exit code as the CLI gives it. */
-const ferry = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const out: Array<string> = []
-    const base = yield* Effect.console
-    const capture: Console.Console = {
-      ...base,
-      log: (...xs: ReadonlyArray<unknown>) => Effect.sync(() => void out.push(xs.join(" "))),
-      error: (...xs: ReadonlyArray<unknown>) => Effect.sync(() => void out.push(xs.join(" "))),
-    }
-    const exit = yield* Effect.exit(run(["node", "ferry", ...args]).pipe(Effect.withConsole(capture)))
-    return {
-      code: Exit.isSuccess(exit) ? 0 : Render.exitCode(exit.cause),
-      output: `${out.join("\n")}\n${Exit.isFailure(exit) ? Render.line(exit.cause) : ""}`,
-    }
-  }).pipe(Effect.provide(NodeContext.layer))
 
 /** A source holding two Patients, and a SMART target whose client may be granted `scopes`. */
 const servers = (name: string, scopes: ReadonlyArray<string>) =>
