@@ -944,8 +944,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               { type: "batch" },
             )
           }
-          const response = yield* send(JSON.stringify(tx.bundle))
-          const m = yield* decodeResponse(tx, response)
+          const sent = yield* Effect.either(send(JSON.stringify(tx.bundle)))
+          if (Either.isLeft(sent)) {
+            // the batch as a whole refused (too large, or a Bundle the target will not read): halves, down to
+            // the entry that is refused alone, which is quarantined (its entries are independent)
+            const e = sent.left
+            if (e._tag !== "FhirError" || !(isTooLarge(e) || isEntryRefusal(e)) || isSystemic(e))
+              return yield* e
+            if (known.length === 1)
+              return yield* quarantine([
+                {
+                  loc: known[0]!,
+                  outcome: e.outcome,
+                  reason: isTooLarge(e) ? "too large for the target even alone (413)" : e.message,
+                },
+              ])
+            yield* emit({ event: "split", entries: known.length })
+            const half = Math.ceil(known.length / 2)
+            yield* update(known.slice(0, half))
+            return yield* update(known.slice(half))
+          }
+          const m = yield* decodeResponse(tx, sent.right)
           yield* record(m.mapped)
           yield* quarantine(
             m.failed.map((f) => ({

@@ -395,6 +395,32 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "post, 60-entry limit: updates of resources the id map holds (a run killed before its chunks were journaled) are split too, not fatal",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ maxBundleEntries: 60, refuseClientIds: true })
+        const client = yield* clientFor(sandbox.baseUrl)
+        const first = yield* Import.run({ client, archive: dir, bundleSize: 200, strategy: "post" })
+        assert.strictEqual(first.quarantined, 0)
+        // the id map stays, the chunks' journal lines are gone: every resource is known, each chunk an update
+        NFS.rmSync(Imports.journalPath(dir, sandbox.baseUrl))
+        const events: Array<Import.ImportEvent> = []
+        const again = yield* Import.run({
+          client,
+          archive: dir,
+          bundleSize: 200,
+          strategy: "post",
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        assert.strictEqual(again.quarantined, 0)
+        assert.isTrue(events.some((e) => e.event === "split"))
+        // updated in place: no duplicates
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+      }),
+  )
+
+  it.scopedLive(
     "attachment blobs: put uploads to the deterministic Binary/ferry-<sha256>, post a tagged JSON Binary",
     () =>
       Effect.gen(function* () {
