@@ -258,8 +258,10 @@ export const probe = (options: {
       return {
         report: {
           ...report,
-          reachable: report.reachable || e._tag === "AuthError" || e.reason !== "Transport",
-          problem: `${role} ${client.baseUrl}: ${e._tag === "AuthError" ? "not authorised" : e.reason === "Transport" ? "unreachable" : "failed"}: ${e.message}`,
+          reachable:
+            report.reachable ||
+            (e._tag === "AuthError" ? e.reason !== "Unreachable" : e.reason !== "Transport"),
+          problem: `${role} ${client.baseUrl}: ${(e._tag === "AuthError" ? e.reason === "Unreachable" : e.reason === "Transport") ? "unreachable" : e._tag === "AuthError" ? "not authorised" : "failed"}: ${e.message}`,
         },
         cs: Option.none(),
         failure: Option.some(e),

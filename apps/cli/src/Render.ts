@@ -32,7 +32,8 @@ export const codeOf = (error: unknown): number => {
   if (!isTagged(error)) return 1
   switch (error._tag) {
     case "AuthError":
-      return error.reason === "Config" ? 2 : 3
+      // a server that could not be reached is exit 4 whatever asked for it (here: token discovery)
+      return error.reason === "Config" ? 2 : error.reason === "Unreachable" ? 4 : 3
     case "FhirError":
       return 4
     case "ImportError":

@@ -14,6 +14,7 @@ describe("Render", () => {
     assert.strictEqual(code(new AuthError({ reason: "Config", detail: "x" })), 2)
     assert.strictEqual(code(ValidationError.missingValue(HelpDoc.p("x"))), 2)
     assert.strictEqual(code(new AuthError({ reason: "TokenRequest", detail: "x" })), 3)
+    assert.strictEqual(code(new AuthError({ reason: "Unreachable", detail: "x" })), 4)
     assert.strictEqual(code(new FhirError({ reason: "Status", method: "GET", url: "u", status: 500 })), 4)
     assert.strictEqual(code(new ExportError({ reason: "CountMismatch", detail: "x" })), 4)
     assert.strictEqual(code(new ExportError({ reason: "Archive", detail: "x" })), 5)

@@ -58,6 +58,18 @@ const absolute = (url: string, baseUrl: string): Option.Option<string> => {
   }
 }
 
+/** How a fetch that reached no server starts (both discovery fetches so: the server is unreachable). */
+const UNREACHABLE = "could not reach the server ("
+
+/** The network error's code (ECONNREFUSED, ENOTFOUND, …) under the platform's and fetch's wrappers. */
+const transportCode = (cause: unknown): string => {
+  for (let c = cause, depth = 0; c !== undefined && c !== null && depth < 4; depth++) {
+    if (typeof c === "object" && "code" in c && typeof c.code === "string") return c.code
+    c = typeof c === "object" && "cause" in c ? (c as { cause: unknown }).cause : undefined
+  }
+  return "no connection"
+}
+
 /** A GET of JSON, given `timeout` until its whole answer is read: a server that never answers must not stall. */
 const getJson = <A, I>(
   http: HttpClient.HttpClient,
@@ -67,7 +79,11 @@ const getJson = <A, I>(
   timeout: Duration.Duration,
 ): Effect.Effect<A, string> =>
   http.execute(HttpClientRequest.get(url, { acceptJson: false }).pipe(HttpClientRequest.accept(accept))).pipe(
-    Effect.mapError((e) => `could not be fetched (${e.message})`),
+    Effect.mapError((e) =>
+      e._tag === "RequestError" && e.reason === "Transport"
+        ? `${UNREACHABLE}${transportCode(e.cause)})`
+        : `could not be fetched (${e.message})`,
+    ),
     Effect.flatMap((response) =>
       response.status >= 200 && response.status < 300
         ? HttpClientResponse.schemaBodyJson(schema)(response).pipe(
@@ -182,9 +198,18 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
         Effect.mapError(
           (metadata) =>
             new AuthError({
-              reason: "Discovery",
-              url: baseUrl,
-              detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
+              // nothing answered at all: the server is down or the URL wrong, not an auth problem (exit 4)
+              ...(wellKnown.startsWith(UNREACHABLE) && metadata.startsWith(UNREACHABLE)
+                ? {
+                    reason: "Unreachable" as const,
+                    url: baseUrl,
+                    detail: `${metadata}; check the URL and that the server is running`,
+                  }
+                : {
+                    reason: "Discovery" as const,
+                    url: baseUrl,
+                    detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
+                  }),
             }),
         ),
       ),

@@ -35,7 +35,16 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
  * scopes that do not allow what Ferry must do on that server (`Scope`).
  */
 export class AuthError extends Schema.TaggedError<AuthError>("@ferry/core/AuthError")("AuthError", {
-  reason: Schema.Literal("Discovery", "KeyInvalid", "TokenRequest", "Unauthorized", "Scope", "Config"),
+  /** `Unreachable`: nothing answered where the token endpoint was to be discovered (the server is down). */
+  reason: Schema.Literal(
+    "Discovery",
+    "Unreachable",
+    "KeyInvalid",
+    "TokenRequest",
+    "Unauthorized",
+    "Scope",
+    "Config",
+  ),
   url: Schema.optional(Schema.String),
   detail: Schema.String,
   cause: Schema.optional(Schema.Defect),

@@ -1,3 +1,4 @@
+import * as Net from "node:net"
 import { HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, expect, it } from "@effect/vitest"
@@ -197,6 +198,27 @@ describe("SmartBackend", () => {
       assert.instanceOf(error, AuthError)
       expect(error.message).toContain("did not answer within 300ms")
       expect(error.message).toContain("tried 2 times")
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("a server where nothing listens is unreachable (exit 4), not a discovery failure", () =>
+    Effect.gen(function* () {
+      const { key } = yield* keyPair("ES384")
+      // a port that was free a moment ago
+      const port = yield* Effect.async<number>((resume) => {
+        const probe = Net.createServer().listen(0, "127.0.0.1", () => {
+          const p = (probe.address() as Net.AddressInfo).port
+          probe.close(() => resume(Effect.succeed(p)))
+        })
+      })
+      const base = `http://127.0.0.1:${port}/fhir`
+      const auth = yield* SmartBackend.make({ baseUrl: base, clientId: CLIENT, key })
+      const error = yield* Effect.flip(authHeader(auth, `${base}/Patient`))
+      assert.instanceOf(error, AuthError)
+      expect(error.reason).toBe("Unreachable")
+      expect(error.message).toBe(
+        `${base}: could not reach the server (ECONNREFUSED); check the URL and that the server is running`,
+      )
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
