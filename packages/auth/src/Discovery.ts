@@ -6,6 +6,7 @@ import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platf
 import { AuthError } from "@ferry/core/Errors"
 import { Duration, Effect, Option, Schema } from "effect"
 import { defaultTimeout } from "./internal/tokenEndpoint.js"
+import { redactUrl } from "@ferry/core/Http"
 
 export const SmartConfiguration = Schema.Struct({
   token_endpoint: Schema.optional(Schema.String),
@@ -178,7 +179,7 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
         Effect.fail(
           new AuthError({
             reason: "Config",
-            url: tokenUrl,
+            url: redactUrl(tokenUrl),
             detail: "the configured token URL is not a valid URL",
           }),
         ),
@@ -202,12 +203,12 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
               ...(wellKnown.startsWith(UNREACHABLE) && metadata.startsWith(UNREACHABLE)
                 ? {
                     reason: "Unreachable" as const,
-                    url: baseUrl,
+                    url: redactUrl(baseUrl),
                     detail: `${metadata}; check the URL and that the server is running`,
                   }
                 : {
                     reason: "Discovery" as const,
-                    url: baseUrl,
+                    url: redactUrl(baseUrl),
                     detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
                   }),
             }),

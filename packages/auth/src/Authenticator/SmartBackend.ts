@@ -11,6 +11,7 @@ import * as Discovery from "../Discovery.js"
 import * as TokenEndpoint from "../internal/tokenEndpoint.js"
 import type { SigningKey } from "../Keys.js"
 import * as TokenCache from "../TokenCache.js"
+import { redactUrl } from "@ferry/core/Http"
 
 export const CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 /** The default scope of a server Ferry only reads (a source). */
@@ -197,7 +198,7 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
           : `read access (${DEFAULT_SCOPE}, or system/*.read in SMART v1)`
       return yield* new AuthError({
         reason: "Scope",
-        url: tokenUrl,
+        url: redactUrl(tokenUrl),
         detail: `the server granted the scopes "${token.scope.value}" for the requested "${asked}", which do not allow ${access === "write" ? "writing" : "reading"} resources; allow client ${options.clientId} ${needed} at the server, or request scopes it is allowed (auth.scope)`,
       })
     }

@@ -12,6 +12,7 @@ import { AuthError } from "@ferry/core/Errors"
 import { retryAfter } from "@ferry/core/Retry"
 import { Clock, Data, Duration, Effect, Option, ParseResult, Redacted, Schedule, Schema } from "effect"
 import type { AccessToken } from "../TokenCache.js"
+import { redactUrl } from "@ferry/core/Http"
 
 /** RFC 6749 §5.1 (+ SMART): `expires_in` as a number, or a numeric string (some Azure endpoints). */
 export const TokenResponse = Schema.Struct({
@@ -98,7 +99,7 @@ export const scrubber = (request: TokenRequest) => {
 }
 
 const fail = (request: TokenRequest, detail: string) =>
-  new AuthError({ reason: "TokenRequest", url: request.tokenUrl, detail })
+  new AuthError({ reason: "TokenRequest", url: redactUrl(request.tokenUrl), detail })
 
 /** Names of the fields that failed to decode (never their values: they may hold the token). */
 const failedFields = (error: ParseResult.ParseError): string =>

@@ -92,6 +92,18 @@ describe("ClientSecret", () => {
       expect(error.message).toContain("HTTP 401 invalid_client")
       expect(error.message).not.toContain("tried")
       expect(srv.tokenRequests.map((r) => r.answer)).toEqual([500, 504, 200, 401])
+
+      // a token URL with a credential in its query (as some gateways hand out) is redacted in the error
+      const keyed = yield* ClientSecret.make({
+        baseUrl: srv.baseUrl,
+        clientId: CLIENT,
+        clientSecret: Redacted.make("not-it"),
+        tokenUrl: `${srv.tokenUrl}?code=gateway-key-123`,
+        requestPolicy: { backoff: "10 millis" },
+      })
+      const redacted = yield* Effect.flip(header(keyed, `${srv.baseUrl}/Patient`))
+      expect(redacted.message).not.toContain("gateway-key-123")
+      expect(redacted.message).toContain("code=REDACTED")
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
