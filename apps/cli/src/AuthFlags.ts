@@ -13,6 +13,7 @@
  */
 import { Options } from "@effect/cli"
 import * as Authenticator from "@ferry/auth/Authenticator"
+import * as EnvName from "@ferry/auth/EnvName"
 import { AuthError } from "@ferry/core/Errors"
 import { Config, Effect, Option, Redacted } from "effect"
 
@@ -207,6 +208,11 @@ const envSecret = (name: string, kindFlag: string, envFlag: string, prefix: Serv
       prefix !== undefined && name === defaultClientSecretEnvFor(prefix)
         ? yield* read(defaultClientSecretEnv)
         : Option.none()
+    if (!EnvName.isEnvName(name))
+      return yield* new AuthError({
+        reason: "Config",
+        detail: `${envFlag} is ${EnvName.shown(name)}; give the NAME of the environment variable that holds the client secret`,
+      })
     return yield* new AuthError({
       reason: "Config",
       detail: `${kindFlag} client-secret reads the secret from $${name}, which is not set; export it or name another variable with ${envFlag}${Option.isSome(oneServer) ? ` ($${defaultClientSecretEnv} is read by the one-server commands only)` : ""}`,

@@ -126,6 +126,12 @@ describe("AuthFlags", () => {
       const unprefixed = yield* Effect.either(AuthFlags.authSettings(values))
       if (Either.isLeft(unprefixed)) assert.include(unprefixed.left.message, "--client-secret-env")
       else assert.fail("expected a failure")
+      // the secret itself typed where its variable's name goes: never echoed
+      const typed = yield* Effect.flip(
+        AuthFlags.authSettings({ ...values, clientSecretEnv: "s3cr3t-value!" }),
+      )
+      assert.notInclude(typed.message, "s3cr3t-value!")
+      assert.include(typed.message, "give the NAME of the environment variable")
     }),
   )
 

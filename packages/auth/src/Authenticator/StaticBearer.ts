@@ -8,6 +8,7 @@ import { AuthError } from "@ferry/core/Errors"
 import { Config, ConfigProvider, Effect, Option, Redacted } from "effect"
 import type { Authenticator } from "../Authenticator.js"
 import * as TokenCache from "../TokenCache.js"
+import * as EnvName from "../EnvName.js"
 
 export type StaticBearerSource =
   | { readonly env: string; readonly file?: undefined }
@@ -34,7 +35,7 @@ export const make = Effect.fn("StaticBearer.make")(function* (
             () =>
               new AuthError({
                 reason: "Config",
-                detail: `The environment variable ${source.env} could not be read as a bearer token`,
+                detail: `The environment variable ${EnvName.shown(source.env)} could not be read as a bearer token`,
               }),
           ),
           Effect.map(Option.map((r) => Redacted.value(r).trim())),
@@ -44,7 +45,9 @@ export const make = Effect.fn("StaticBearer.make")(function* (
               : Effect.fail(
                   new AuthError({
                     reason: "Config",
-                    detail: `The environment variable ${source.env} is not set or empty; export it with the access token, or use a token file instead`,
+                    detail: EnvName.isEnvName(source.env)
+                      ? `The environment variable ${EnvName.shown(source.env)} is not set or empty; export it with the access token, or use a token file instead`
+                      : `The bearer token's variable is ${EnvName.shown(source.env)}; give the NAME of the environment variable that holds the token`,
                   }),
                 ),
           ),

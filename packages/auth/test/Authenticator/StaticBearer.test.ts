@@ -65,8 +65,13 @@ describe("StaticBearer", () => {
       const empty = ConfigProvider.fromMap(new Map([["EMPTY", "   "]]))
       configError(
         yield* Effect.flip(StaticBearer.make({ env: "FERRY_NO_SUCH_VARIABLE" }, { environment: empty })),
-        "The environment variable FERRY_NO_SUCH_VARIABLE is not set or empty",
+        "The environment variable $FERRY_NO_SUCH_VARIABLE is not set or empty",
       )
+      // the token itself typed where its variable's name goes: never echoed
+      const token = "eyJhbGciOiJSUzM4NCJ9.eyJzdWIiOiJmZXJyeSJ9.c2lnbmF0dXJl"
+      const typed = yield* Effect.flip(StaticBearer.make({ env: token }, { environment: empty }))
+      configError(typed, "give the NAME of the environment variable")
+      expect(typed.message).not.toContain(token)
       configError(yield* Effect.flip(StaticBearer.make({ env: "EMPTY" }, { environment: empty })), "EMPTY")
 
       const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
