@@ -284,6 +284,66 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "an incremental archive: its resources are compared and its deletions checked gone; the rest of the target is not extra",
+    () =>
+      Effect.gen(function* () {
+        const a = yield* Sandbox.start({}, { plugins: [] })
+        const b = yield* Sandbox.start({}, { plugins: [] })
+        // both servers after the full migration and the change: p2 changed, c1 deleted
+        for (const store of [a.store, b.store]) {
+          for (const id of ["p1", "p2", "p3"]) store.update({ resourceType: "Patient", id, gender: "male" })
+          store.update({ resourceType: "Patient", id: "p2", gender: "female" })
+        }
+        b.store.update({ resourceType: "Condition", id: "c0", subject: { reference: "Patient/p1" } })
+        const dir = yield* tempDir
+        let manifest = yield* Archive.create(dir, {
+          tool: { name: "ferry", version: "test" },
+          source: { baseUrl: a.baseUrl },
+          request: { level: "system", url: `${a.baseUrl}/$export`, parameters: {} },
+          previous: { transactionTime: "2026-01-01T00:00:00.000Z" },
+        })
+        const changed = yield* Archive.writeFile(
+          dir,
+          { section: "files", type: "Patient" },
+          Stream.make({ resourceType: "Patient", id: "p2", gender: "female" }),
+        )
+        const gone = yield* Archive.writeFile(
+          dir,
+          { section: "deleted", type: "Bundle" },
+          Stream.make({
+            resourceType: "Bundle",
+            type: "transaction",
+            entry: [{ request: { method: "DELETE", url: "Condition/c1" } }],
+          }),
+        )
+        manifest = Manifest.addFiles(Manifest.addFiles(manifest, "files", [changed]), "deleted", [gone])
+        manifest = { ...manifest, complete: true }
+        yield* Archive.writeManifest(dir, manifest)
+        yield* Archive.writeChecksums(dir, manifest)
+        const target = yield* clientFor(b.baseUrl)
+
+        const clean = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.differences))
+        assert.strictEqual(clean.totals.compared, 1)
+        assert.isTrue(clean.notes.some((n) => n.includes("an incremental archive")))
+
+        // the deletion not applied, the change lost: both reported
+        b.store.update({ resourceType: "Condition", id: "c1", subject: { reference: "Patient/p1" } })
+        b.store.update({ resourceType: "Patient", id: "p2", gender: "male" })
+        const r = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(r.verdict, "differences")
+        assert.deepStrictEqual(
+          r.differences.map((d) => [d.kind, d.source ?? d.target, d.detail ?? ""]),
+          [
+            ["extra", "Condition/c1", "deleted at the source (this archive's deleted/), still on the target"],
+            ["differing", "Patient/p2", ""],
+          ],
+        )
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "a non-identity id map: a reference to a resource it does not map is not equal to the target's same Type/id",
     () =>
       Effect.gen(function* () {
