@@ -246,14 +246,23 @@ const appendDurable = (path: string, text: string): Effect.Effect<void, ImportEr
     catch: io(path),
   })
 
+/**
+ * The lines of an import-state file (id map, binaries, quarantine). A last line without its newline is what a
+ * kill in the middle of an append leaves: it is cut off (from the file too, so that the next append does not
+ * run on from it), like the journal's torn tail; every line before it was written whole.
+ */
 const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportError> =>
   Effect.try({
-    try: () =>
-      NFS.existsSync(path)
-        ? NFS.readFileSync(path, "utf8")
-            .split("\n")
-            .filter((l) => l.trim() !== "")
-        : [],
+    try: () => {
+      if (!NFS.existsSync(path)) return []
+      const text = NFS.readFileSync(path, "utf8")
+      const end = text.lastIndexOf("\n") + 1
+      if (end < text.length) NFS.truncateSync(path, Buffer.byteLength(text.slice(0, end)))
+      return text
+        .slice(0, end)
+        .split("\n")
+        .filter((l) => l.trim() !== "")
+    },
     catch: io(path),
   })
 
@@ -1471,8 +1480,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               try: () => (NFS.existsSync(from) ? NFS.readFileSync(from, "utf8") : ""),
               catch: io(from),
             })
-            if (waiting !== "")
-              yield* appendDurable(replaying, waiting.endsWith("\n") ? waiting : `${waiting}\n`)
+            // whole lines only (a torn last line is what a kill mid-append left: see readLines)
+            const whole = waiting.slice(0, waiting.lastIndexOf("\n") + 1)
+            if (whole !== "") yield* appendDurable(replaying, whole)
             yield* Effect.try({ try: () => NFS.rmSync(from, { force: true }), catch: io(from) })
             if (!NFS.existsSync(replaying)) continue
             replayingFiles.push({ from, replaying })

@@ -132,6 +132,22 @@ describe("Import.run", () => {
       }),
   )
 
+  it.scopedLive("a torn last line in the id map (a kill mid-append) is cut off, and the rerun goes on", () =>
+    Effect.gen(function* () {
+      const { dir, expected } = yield* sampleArchive()
+      const sandbox = yield* target({ refuseClientIds: true })
+      const client = yield* clientFor(sandbox.baseUrl)
+      yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
+      const idmap = Imports.idMapPath(dir, sandbox.baseUrl)
+      const whole = NFS.readFileSync(idmap, "utf8")
+      NFS.appendFileSync(idmap, '{"s":"Patient/torn","t":"Pat')
+      const again = yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
+      assert.strictEqual(again.total, 0)
+      assert.strictEqual(NFS.readFileSync(idmap, "utf8"), whole)
+      assert.deepStrictEqual(countsOf(sandbox), expected)
+    }),
+  )
+
   it.scopedLive("an incomplete archive is refused, unless files are given (a migrate wave)", () =>
     Effect.gen(function* () {
       const { dir, manifest, expected } = yield* sampleArchive(false)
