@@ -127,6 +127,12 @@ export interface ImportOptions {
   /** The archive directory (a complete export, unless `files` is given). */
   readonly archive: string
   /**
+   * Other bases the source server's own absolute references use (a proxy's address, an internal host name the
+   * server writes into its data): references under them are the source's, like those under the archive's
+   * source base, and become relative on the target.
+   */
+  readonly sourceBases?: ReadonlyArray<string>
+  /**
    * Import only these data files (archive-relative paths, as in the manifest) instead of `manifest.files`;
    * the archive may then be incomplete (its export still running). Repeated runs with different subsets
    * share the journal, id map and binaries record of `imports/<target>/`.
@@ -438,7 +444,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // files are read, so the target does not idle through the whole pass. Nothing read later can be a
       // dependency of a segment, reference cycles stay within one, and segments go to the target in order.
       // Each file is counted against the manifest, as Archive.resources does.
-      const sourceBase = manifest.source.baseUrl
+      const sourceBase: string | ReadonlyArray<string> =
+        (options.sourceBases ?? []).length > 0
+          ? [manifest.source.baseUrl, ...(options.sourceBases ?? [])]
+          : manifest.source.baseUrl
       const identifiers = new IdentifierIndex()
       const locations = new Locations()
       /** Source key → node, over every segment (the node numbers `locations` uses). */

@@ -148,6 +148,30 @@ describe("Import.run", () => {
     }),
   )
 
+  it.scopedLive(
+    "sourceBases: absolute references under another base of the source server become relative on the target",
+    () =>
+      Effect.gen(function* () {
+        const alias = "http://internal.example/fhir"
+        // the source wrote its Encounters' patient references with an internal host name
+        const { dir, expected } = yield* sampleArchive(
+          true,
+          () => false,
+          (name, line) =>
+            name.startsWith("Encounter") ? line.replace(/"Patient\//g, `"${alias}/Patient/`) : line,
+        )
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        yield* Import.run({ client, archive: dir, sourceBases: [alias] })
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        const subjects = Array.from(sandbox.store.iterate("Encounter")).map(
+          (r) => (JSON.parse(r.json) as { subject?: { reference?: string } }).subject?.reference ?? "",
+        )
+        assert.isAbove(subjects.length, 0)
+        for (const ref of subjects) assert.match(ref, /^Patient\/[A-Za-z0-9\-.]+$/)
+      }),
+  )
+
   it.scopedLive("an incomplete archive is refused, unless files are given (a migrate wave)", () =>
     Effect.gen(function* () {
       const { dir, manifest, expected } = yield* sampleArchive(false)

@@ -112,9 +112,14 @@ const BINARY_URL = /(?:^|\/)Binary\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?
  * `sourceBase`, version-specific allowed); undefined for any other URL. The export fetched such a URL as an
  * attachment blob, and the archive may hold the same Binary as a resource.
  */
-export const sourceBinaryId = (url: string, sourceBase: string): string | undefined => {
+export const sourceBinaryId = (
+  url: string,
+  sourceBase: string | ReadonlyArray<string>,
+): string | undefined => {
   const m = BINARY_URL.exec(url)
-  return m !== null && (url.startsWith("Binary/") || url.startsWith(`${sourceBase.replace(/\/+$/, "")}/`))
+  const bases = typeof sourceBase === "string" ? [sourceBase] : sourceBase
+  return m !== null &&
+    (url.startsWith("Binary/") || bases.some((b) => url.startsWith(`${b.replace(/\/+$/, "")}/`)))
     ? m[1]
     : undefined
 }

@@ -54,6 +54,11 @@ export interface Options {
   readonly diffLimit?: number
   /** An id map file (`{"s","t"}` lines); default: the archive's `imports/<target>/idmap.ndjson` if present. */
   readonly idMapPath?: string
+  /**
+   * Other bases the source server's own absolute references use (as given to the import): references under
+   * them are the source's, compared as relative ones.
+   */
+  readonly sourceBases?: ReadonlyArray<string>
   /** Parallel attachment downloads (default 4). */
   readonly concurrency?: number
 }
@@ -396,7 +401,14 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const sourceConditionals =
     source._tag === "Server" ? serverConditionals(source.client, sourceError) : undefined
   const sourceCtx: CanonicalContext = {
-    ...(sourceBase !== undefined ? { base: sourceBase } : {}),
+    ...(sourceBase !== undefined
+      ? {
+          base:
+            (options.sourceBases ?? []).length > 0
+              ? [sourceBase, ...(options.sourceBases ?? [])]
+              : sourceBase,
+        }
+      : {}),
     mapKey,
     resolveUrn: (uuid) => byId.get(uuid) ?? byId.get(uuid.toLowerCase()) ?? undefined,
     ...(identifiers !== undefined

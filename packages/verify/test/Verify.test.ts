@@ -344,6 +344,32 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "sourceBases: a source reference under another base of the source server equals the target's relative one",
+    () =>
+      Effect.gen(function* () {
+        const a = yield* Sandbox.start({}, { plugins: [] })
+        const b = yield* Sandbox.start({}, { plugins: [] })
+        const alias = "http://internal.example/fhir"
+        const observation = { resourceType: "Observation", id: "o1", status: "final", code: { text: "x" } }
+        a.store.update({ ...observation, subject: { reference: `${alias}/Patient/p1` } })
+        b.store.update({ ...observation, subject: { reference: "Patient/p1" } })
+        const run = (sourceBases?: ReadonlyArray<string>) =>
+          Effect.gen(function* () {
+            return yield* Verify.run({
+              source: { _tag: "Server", client: yield* clientFor(a.baseUrl) },
+              target: yield* clientFor(b.baseUrl),
+              types: ["Observation"],
+              ...(sourceBases !== undefined ? { sourceBases } : {}),
+            })
+          })
+        assert.strictEqual((yield* run()).totals.differing, 1)
+        const r = yield* run([alias])
+        assert.strictEqual(r.verdict, "clean", JSON.stringify(r.differences))
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "a non-identity id map: a reference to a resource it does not map is not equal to the target's same Type/id",
     () =>
       Effect.gen(function* () {

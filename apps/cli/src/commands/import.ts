@@ -47,6 +47,12 @@ const flags = {
       "Also replay the resources quarantined by earlier runs (after fixing the cause).",
     ),
   ),
+  sourceBase: Options.text("source-base").pipe(
+    Options.repeated,
+    Options.withDescription(
+      "Another base URL the source server's own absolute references use (a proxy address, an internal host name in its data); references under it are made relative like those under the archive's source base. Repeat for several.",
+    ),
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...authFlags,
 }
@@ -115,6 +121,12 @@ export const runImport = (f: Flags) =>
     const baseUrl = parsed.right
     if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
     if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const sourceBases: Array<string> = []
+    for (const raw of f.sourceBase) {
+      const base = BaseUrl.parse(raw, "a source")
+      if (Either.isLeft(base)) return yield* usage(`--source-base ${BaseUrl.shown(raw)} ${base.left}`)
+      sourceBases.push(base.right)
+    }
     const settings = yield* authSettings(f)
     // Ferry writes here: the token must allow writes (SMART's default scope follows).
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, "write")
@@ -134,6 +146,7 @@ export const runImport = (f: Flags) =>
       maxBundleBytes: f.maxBundleBytes,
       parallel: f.parallel,
       retryQuarantine: f.retryQuarantine,
+      ...(sourceBases.length > 0 ? { sourceBases } : {}),
       onEvent: lines(started),
     })
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))

@@ -56,6 +56,12 @@ const flags = {
     Options.withDefault(4),
     Options.withDescription("Parallel attachment downloads."),
   ),
+  sourceBase: Options.text("source-base").pipe(
+    Options.repeated,
+    Options.withDescription(
+      "Another base URL the source server's own absolute references use (as given to the import with --source-base). Repeat for several.",
+    ),
+  ),
   sourceAuth: Options.choice("source-auth", ["none", "bearer"]).pipe(Options.withDefault("none" as const)),
   sourceBearerEnv: Options.text("source-bearer-env").pipe(
     Options.optional,
@@ -110,6 +116,12 @@ const runVerify = (f: Flags) =>
           })
     if (f.diffLimit < 0) return yield* usage("--diff-limit must be 0 or more")
     if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const sourceBases: Array<string> = []
+    for (const raw of f.sourceBase) {
+      const base = BaseUrl.parse(raw, "a source")
+      if (Either.isLeft(base)) return yield* usage(`--source-base ${BaseUrl.shown(raw)} ${base.left}`)
+      sourceBases.push(base.right)
+    }
     const target = yield* clientFor("target", f.target, yield* authSettings(f))
     const source: Verify.Source = Option.isSome(f.archive)
       ? { _tag: "Archive", dir: f.archive.value }
@@ -135,6 +147,7 @@ const runVerify = (f: Flags) =>
       ...(types.length > 0 ? { types } : {}),
       ...(samplePercent !== undefined ? { samplePercent } : {}),
       ...(Option.isSome(f.idMap) ? { idMapPath: f.idMap.value } : {}),
+      ...(sourceBases.length > 0 ? { sourceBases } : {}),
     })
     const dir = Option.getOrElse(f.report, () => Option.getOrElse(f.archive, () => process.cwd()))
     const paths = yield* Report.write(dir, report)
