@@ -6,7 +6,7 @@ import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platf
 import { AuthError } from "@ferry/core/Errors"
 import { Duration, Effect, Option, Schema } from "effect"
 import { defaultTimeout } from "./internal/tokenEndpoint.js"
-import { redactUrl } from "@ferry/core/Http"
+import { networkCode, nothingThereCodes, redactUrl } from "@ferry/core/Http"
 
 export const SmartConfiguration = Schema.Struct({
   token_endpoint: Schema.optional(Schema.String),
@@ -59,17 +59,8 @@ const absolute = (url: string, baseUrl: string): Option.Option<string> => {
   }
 }
 
-/** How a fetch that reached no server starts (both discovery fetches so: the server is unreachable). */
+/** How a fetch that found nothing at the address starts (both discovery fetches so: the server is unreachable). */
 const UNREACHABLE = "could not reach the server ("
-
-/** The network error's code (ECONNREFUSED, ENOTFOUND, …) under the platform's and fetch's wrappers. */
-const transportCode = (cause: unknown): string => {
-  for (let c = cause, depth = 0; c !== undefined && c !== null && depth < 4; depth++) {
-    if (typeof c === "object" && "code" in c && typeof c.code === "string") return c.code
-    c = typeof c === "object" && "cause" in c ? (c as { cause: unknown }).cause : undefined
-  }
-  return "no connection"
-}
 
 /** A GET of JSON, given `timeout` until its whole answer is read: a server that never answers must not stall. */
 const getJson = <A, I>(
@@ -80,11 +71,16 @@ const getJson = <A, I>(
   timeout: Duration.Duration,
 ): Effect.Effect<A, string> =>
   http.execute(HttpClientRequest.get(url, { acceptJson: false }).pipe(HttpClientRequest.accept(accept))).pipe(
-    Effect.mapError((e) =>
-      e._tag === "RequestError" && e.reason === "Transport"
-        ? `${UNREACHABLE}${transportCode(e.cause)})`
-        : `could not be fetched (${e.message})`,
-    ),
+    Effect.mapError((e) => {
+      // only "nothing there" (refused, unknown host): a TLS failure or a reset means a server answered
+      const code = e._tag === "RequestError" && e.reason === "Transport" ? networkCode(e.cause) : undefined
+      if (code !== undefined && nothingThereCodes.has(code)) return `${UNREACHABLE}${code})`
+      const what =
+        e._tag === "RequestError"
+          ? `${e.reason} error${code !== undefined ? `: ${code}` : ""}`
+          : `HTTP ${e.response.status}`
+      return `could not be fetched (${what})`
+    }),
     Effect.flatMap((response) =>
       response.status >= 200 && response.status < 300
         ? HttpClientResponse.schemaBodyJson(schema)(response).pipe(
@@ -217,7 +213,7 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
     ),
   )
   yield* Effect.logDebug("token endpoint discovered").pipe(
-    Effect.annotateLogs({ tokenUrl: found.tokenUrl, from: found.source }),
+    Effect.annotateLogs({ tokenUrl: redactUrl(found.tokenUrl), from: found.source }),
   )
   return found
 })

@@ -4,8 +4,11 @@
  * a support ticket.
  */
 
-/** A plausible environment variable name (POSIX: letters, digits and `_`, not starting with a digit). */
-export const isEnvName = (s: string): boolean => /^[A-Za-z_][A-Za-z0-9_]{0,254}$/.test(s)
+/**
+ * A conventional environment variable name: upper case letters, digits and `_` (many generated secrets are
+ * letters and digits only, so POSIX's looser rule would let one through and show it).
+ */
+export const isEnvName = (s: string): boolean => /^[A-Z_][A-Z0-9_]{0,127}$/.test(s)
 
 /** `$NAME` for a name; for anything else (a secret typed in its place?) a description that does not show it. */
 export const shown = (s: string): string =>

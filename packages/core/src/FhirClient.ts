@@ -19,6 +19,7 @@ import {
   fhirJson,
   isAbsolute,
   isRedirect,
+  nothingThereCodes,
   readTextPrefix,
   redactUrl,
   resolveUrl,
@@ -199,7 +200,7 @@ const fhirErrorFromTransport = (
  * Connection failures that mean nothing answers at that address (a wrong host or port) rather than a hiccup:
  * before the server has answered once, they end the request at once instead of after minutes of retries.
  */
-const NOTHING_THERE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"])
+const NOTHING_THERE = nothingThereCodes
 
 /**
  * A connection attempt that timed out: a host behind a firewall that drops it, or a busy server. Counted as

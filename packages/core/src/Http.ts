@@ -160,3 +160,24 @@ export const describeParseError = (what: string, error: ParseResult.ParseError):
   )
   return `expected ${what}; invalid at ${paths.join(", ")}`
 }
+
+/**
+ * Network error codes that mean nothing answers at that address (a wrong host or port, a host that is down)
+ * rather than a hiccup.
+ */
+export const nothingThereCodes: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+])
+
+/** The network error's code (ECONNREFUSED, UND_ERR_SOCKET, …) under the platform's and fetch's wrappers. */
+export const networkCode = (cause: unknown): string | undefined => {
+  let c = cause
+  for (let depth = 0; depth < 5 && typeof c === "object" && c !== null; depth++) {
+    if ("code" in c && typeof c.code === "string") return c.code
+    c = "cause" in c ? (c as { cause: unknown }).cause : undefined
+  }
+  return undefined
+}

@@ -263,7 +263,14 @@ const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportErr
       if (!NFS.existsSync(path)) return []
       const text = NFS.readFileSync(path, "utf8")
       const end = text.lastIndexOf("\n") + 1
-      if (end < text.length) NFS.truncateSync(path, Buffer.byteLength(text.slice(0, end)))
+      const tail = text.slice(end)
+      if (tail.trim() !== "") {
+        // a whole line that lacks only its newline (an editor saved it so) is kept, and its newline added
+        const whole = Option.isSome(Option.liftThrowable(() => JSON.parse(tail) as unknown)())
+        if (whole) NFS.appendFileSync(path, "\n")
+        else NFS.truncateSync(path, Buffer.byteLength(text.slice(0, end)))
+        if (whole) return `${text}\n`.split("\n").filter((l) => l.trim() !== "")
+      }
       return text
         .slice(0, end)
         .split("\n")
@@ -1485,11 +1492,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           for (const name of bases) {
             const from = Path.join(quarantineDir, name)
             const replaying = `${from}${Imports.REPLAYING}`
+            // both files mended first: a torn last line cut off, a whole one given its newline (readLines)
+            yield* readLines(from)
             const waiting = yield* Effect.try({
               try: () => (NFS.existsSync(from) ? NFS.readFileSync(from, "utf8") : ""),
               catch: io(from),
             })
-            // whole lines only (a torn last line is what a kill mid-append left: see readLines)
+            yield* readLines(replaying)
             const whole = waiting.slice(0, waiting.lastIndexOf("\n") + 1)
             if (whole !== "") yield* appendDurable(replaying, whole)
             yield* Effect.try({ try: () => NFS.rmSync(from, { force: true }), catch: io(from) })

@@ -145,6 +145,11 @@ describe("Import.run", () => {
       assert.strictEqual(again.total, 0)
       assert.strictEqual(NFS.readFileSync(idmap, "utf8"), whole)
       assert.deepStrictEqual(countsOf(sandbox), expected)
+      // a whole last line that lacks only its newline (a hand edit) is kept, and given its newline
+      const extra = '{"s":"Patient/not-in-archive","t":"Patient/elsewhere"}'
+      NFS.appendFileSync(idmap, extra)
+      yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
+      assert.strictEqual(NFS.readFileSync(idmap, "utf8"), `${whole}${extra}\n`)
     }),
   )
 

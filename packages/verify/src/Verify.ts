@@ -561,7 +561,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     const toDetail = new Map<string, { readonly source: string; readonly target: unknown }>() // source key →
     // a delta's resources are read one by one (the rest of the target is the earlier migration's)
     const targetStream: Stream.Stream<Resource, VerifyError> = delta
-      ? Stream.fromIterable([...entries.keys()]).pipe(
+      ? // (an unmapped key has no target id to read: it stays in `entries`, reported missing)
+        Stream.fromIterable([...entries.keys()].filter((tk) => !tk.startsWith(unmappedPrefix))).pipe(
           Stream.mapEffect(
             (tk) =>
               target.read(type, tk.slice(type.length + 1)).pipe(

@@ -12,7 +12,7 @@ import { AuthError } from "@ferry/core/Errors"
 import { retryAfter } from "@ferry/core/Retry"
 import { Clock, Data, Duration, Effect, Option, ParseResult, Redacted, Schedule, Schema } from "effect"
 import type { AccessToken } from "../TokenCache.js"
-import { redactUrl } from "@ferry/core/Http"
+import { networkCode, redactUrl } from "@ferry/core/Http"
 
 /** RFC 6749 §5.1 (+ SMART): `expires_in` as a number, or a numeric string (some Azure endpoints). */
 export const TokenResponse = Schema.Struct({
@@ -131,8 +131,11 @@ export const request = (
     new Transient({ error: fail(request, detail), retryAfter: retryAfterHeader })
   return http.execute(req).pipe(
     // The request (and its secret-bearing body) is not kept as a cause.
+    // the platform's message names the request URL as given (a credential in its query): the code only
     Effect.mapError((e) =>
-      transient(`could not reach the token endpoint (${e.message}); check the URL and that the server is up`),
+      transient(
+        `could not reach the token endpoint (${e._tag === "RequestError" ? (networkCode(e.cause) ?? `${e.reason} error`) : `HTTP ${e.response.status}`}); check the URL and that the server is up`,
+      ),
     ),
     Effect.flatMap((response) =>
       response.text.pipe(

@@ -104,6 +104,17 @@ describe("ClientSecret", () => {
       const redacted = yield* Effect.flip(header(keyed, `${srv.baseUrl}/Patient`))
       expect(redacted.message).not.toContain("gateway-key-123")
       expect(redacted.message).toContain("code=REDACTED")
+      // and when nothing answers there (the platform's own message would name the URL as given)
+      const dead = yield* ClientSecret.make({
+        baseUrl: srv.baseUrl,
+        clientId: CLIENT,
+        clientSecret: Redacted.make("not-it"),
+        tokenUrl: "http://127.0.0.1:9/token?code=gateway-key-123",
+        requestPolicy: { backoff: "10 millis", retries: 1 },
+      })
+      const unreachable = yield* Effect.flip(header(dead, `${srv.baseUrl}/Patient`))
+      expect(unreachable.message).not.toContain("gateway-key-123")
+      expect(unreachable.message).toContain("ECONNREFUSED")
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 

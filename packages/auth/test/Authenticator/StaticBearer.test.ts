@@ -72,6 +72,10 @@ describe("StaticBearer", () => {
       const typed = yield* Effect.flip(StaticBearer.make({ env: token }, { environment: empty }))
       configError(typed, "give the NAME of the environment variable")
       expect(typed.message).not.toContain(token)
+      // a generated secret of letters and digits only is not taken for a name either
+      const generated = "mK3Jp7Xq9LwZ2vB8nR4tY6uI1oP5aS0d"
+      const opaque = yield* Effect.flip(StaticBearer.make({ env: generated }, { environment: empty }))
+      expect(opaque.message).not.toContain(generated)
       configError(yield* Effect.flip(StaticBearer.make({ env: "EMPTY" }, { environment: empty })), "EMPTY")
 
       const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
