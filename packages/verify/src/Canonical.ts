@@ -2,7 +2,8 @@
  * The canonical form of a resource for comparison (pure, no I/O):
  * - keys sorted at every level (`stringify`);
  * - `meta.versionId`, `meta.lastUpdated`, `meta.source` (and their `_` extensions) removed, Ferry's
- *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped;
+ *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped,
+ *   `meta.tag`, `meta.security` and `meta.profile` in one order (sets: servers keep their own);
  * - the resource's own `id` and its references normalised: same-server absolute → relative, version dropped, `urn:uuid:` resolved when the
  *   context can, conditional references (`Practitioner?identifier=sys|val`, as bulk exports hold them)
  *   resolved to the resource carrying the identifier when the context can, then mapped through `mapKey`
@@ -71,6 +72,13 @@ export interface Canonical {
 type Json = Record<string, unknown>
 const isObject = (u: unknown): u is Json => typeof u === "object" && u !== null && !Array.isArray(u)
 
+/** The members of a set-valued element in one order (by their canonical text). */
+const inAnyOrder = (items: ReadonlyArray<unknown>): ReadonlyArray<unknown> =>
+  items
+    .map((item) => ({ item, key: stringify(item) }))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    .map((x) => x.item)
+
 const stripMeta = (resource: Json): Json => {
   const meta = resource.meta
   if (!isObject(meta)) return resource
@@ -87,10 +95,11 @@ const stripMeta = (resource: Json): Json => {
       continue
     if (k === "tag" && Array.isArray(meta.tag)) {
       const tags = meta.tag.filter((t) => !(isObject(t) && t.system === provenanceSystem))
-      if (tags.length > 0) next.tag = tags
+      if (tags.length > 0) next.tag = inAnyOrder(tags)
       continue
     }
-    next[k] = meta[k]
+    // tags, security labels and profiles are sets: a server may keep them in its own order
+    next[k] = (k === "security" || k === "profile") && Array.isArray(meta[k]) ? inAnyOrder(meta[k]) : meta[k]
   }
   const out: Json = { ...resource }
   if (Object.keys(next).length === 0) delete out.meta

@@ -54,6 +54,28 @@ describe("Canonical", () => {
     })
   })
 
+  it("tags, security labels and profiles compare in any order (sets); other arrays keep theirs", () => {
+    const patient = (order: 1 | -1) => {
+      const two = <A>(a: A, b: A) => (order === 1 ? [a, b] : [b, a])
+      return {
+        resourceType: "Patient",
+        id: "1",
+        meta: {
+          tag: two({ system: "http://t", code: "a" }, { system: "http://t", code: "b" }),
+          security: two({ system: "http://s", code: "R" }, { system: "http://s", code: "N" }),
+          profile: two("http://x/p1", "http://x/p2"),
+        },
+        name: two({ family: "A" }, { family: "B" }),
+      }
+    }
+    const [a, b] = [canonicalize(patient(1)).value, canonicalize(patient(-1)).value] as Array<{
+      meta: unknown
+      name: unknown
+    }>
+    assert.deepStrictEqual(a.meta, b.meta)
+    assert.notDeepEqual(a.name, b.name)
+  })
+
   it("resolves a conditional reference through the context, then maps it; unknown ones are unresolvable", () => {
     const encounter = {
       resourceType: "Encounter",
