@@ -18,6 +18,7 @@ import { ExportError } from "./ExportError.js"
 import type { ExportParams } from "./Kickoff.js"
 import { type ArchiveDir, type ArchiveFile, fsTry } from "./internal/ArchiveDir.js"
 import { isMember, patientCompartment } from "./internal/compartment.js"
+import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 
 export type CrawledFile = ArchiveFile & { readonly kind: "output" }
 
@@ -169,6 +170,17 @@ const writeType = (
 /** The journal key of a crawled type's file. */
 export const fileKey = (type: string): string => `file:output:${type}:0`
 
+/**
+ * Each resource once: a resource can come twice (through two compartment parameters of one patient, or on two
+ * pages of a search paged by offset while an update moves it). Its id's digest is kept (16 bytes, outside the
+ * JS heap), not its id.
+ */
+const onceEach = <E>(resources: Stream.Stream<Resource, E>): Stream.Stream<Resource, E> =>
+  Stream.suspend(() => {
+    const seen = new DigestSet(16)
+    return Stream.filter(resources, (r) => seen.add(digest16(r.id ?? "")))
+  })
+
 export const crawl = Effect.fn("Crawl.crawl")(function* (
   client: FhirClient,
   archive: ArchiveDir,
@@ -206,13 +218,12 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     // Repeated names are kept side by side (searches AND them): the time bounds, a filter's own values and
     // the compartment's patient never replace one another.
     const base = merged({ _count: [String(pageSize)] }, timeParams(p), typeParams(p, type) ?? {})
-    if (!compartment) return client.searchAll(type, base)
+    if (!compartment) return onceEach(client.searchAll(type, base))
     if (type === "Patient") {
       return Stream.fromIterable(ids).pipe(
         Stream.flatMap((id) => client.searchAll("Patient", merged(base, { _id: [id] })), { concurrency: 1 }),
       )
     }
-    const seen = new Set<string>()
     return Stream.fromIterable(ids).pipe(
       Stream.flatMap(
         (id) =>
@@ -223,12 +234,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
           ),
         { concurrency: 1 },
       ),
-      Stream.filter((r) => {
-        const key = r.id ?? ""
-        if (seen.has(key)) return false
-        seen.add(key)
-        return true
-      }),
+      onceEach,
     )
   }
 

@@ -1,4 +1,6 @@
 import * as NFS from "node:fs"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import * as Path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Archive from "@ferry/archive/Archive"
@@ -254,6 +256,67 @@ layer(
         assert.strictEqual(until.transactionTime, "2000-01-01T00:00:00.000Z")
       }),
     120_000,
+  )
+})
+
+describe("crawl against a server paging by offset", () => {
+  it.scopedLive("a resource an update moved onto the next page is written once", () =>
+    Effect.gen(function* () {
+      const patient = (id: string) => ({ resourceType: "Patient", id })
+      const server = Http.createServer((req, res) => {
+        const url = new URL(req.url ?? "/", "http://x")
+        const json = (body: unknown) => {
+          res.writeHead(200, { "content-type": "application/fhir+json", date: new Date().toUTCString() })
+          res.end(JSON.stringify(body))
+        }
+        if (url.pathname === "/fhir/metadata")
+          return json({
+            resourceType: "CapabilityStatement",
+            status: "active",
+            kind: "instance",
+            fhirVersion: "4.0.1",
+            format: ["json"],
+            rest: [
+              { mode: "server", resource: [{ type: "Patient", interaction: [{ code: "search-type" }] }] },
+            ],
+          })
+        if (url.pathname === "/fhir/Patient") {
+          const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+          // page 2 repeats p2: an update moved it while the crawl paged (offset paging)
+          const second = url.searchParams.get("page") === "2"
+          return json({
+            resourceType: "Bundle",
+            type: "searchset",
+            entry: (second ? ["p2", "p3"] : ["p1", "p2"]).map((id) => ({ resource: patient(id) })),
+            link: second ? [] : [{ relation: "next", url: `${base}/Patient?page=2` }],
+          })
+        }
+        res.writeHead(404).end()
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+          }),
+      )
+      const client = yield* clientFor(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`)
+      const out = Path.join(yield* tempDir, "paged")
+      const summary = yield* Export.run({
+        client,
+        out,
+        params: { level: "system", types: ["Patient"] },
+        mode: "crawl",
+      })
+      assert.strictEqual(summary.resources, 3)
+      assert.deepStrictEqual([...dataKeys(out).entries()].sort(), [
+        ["Patient/p1", 1],
+        ["Patient/p2", 1],
+        ["Patient/p3", 1],
+      ])
+    }),
   )
 })
 
