@@ -11,7 +11,7 @@ import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import * as Attachments from "../src/Attachments.js"
 import * as Export from "../src/Export.js"
 import { ExportError } from "../src/ExportError.js"
-import { attachmentsDir, clientFor, sample10, tempDir } from "./helpers/sandbox.js"
+import { attachmentsDir, clientFor, loopbackServer, sample10, tempDir } from "./helpers/sandbox.js"
 
 const fast = { pollInterval: "50 millis" } as const
 const seedFiles = ["DICOM.jpg", "document.pdf", "portrait-1.jpg"]
@@ -95,7 +95,7 @@ describe("Attachments: a Binary read raw whose answer is JSON", () => {
     () =>
       Effect.gen(function* () {
         const document = '{"resourceType":"Composition","status":"final"}'
-        const server = Http.createServer((req, res) => {
+        const origin = yield* loopbackServer((req, res) => {
           if (req.url === "/fhir/Binary/doc") {
             // the Binary's own content is JSON (here a FHIR resource of another type), served raw as asked
             res.writeHead(200, { "content-type": "application/fhir+json" }).end(document)
@@ -109,16 +109,7 @@ describe("Attachments: a Binary read raw whose answer is JSON", () => {
               .end(JSON.stringify({ resourceType: "Binary", contentType: "text/plain" }))
           } else res.writeHead(404).end()
         })
-        yield* Effect.acquireRelease(
-          Effect.async<void>((resume) => {
-            server.listen(0, "127.0.0.1", () => resume(Effect.void))
-          }),
-          () =>
-            Effect.async<void>((resume) => {
-              server.close(() => resume(Effect.void))
-            }),
-        )
-        const client = yield* clientFor(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`)
+        const client = yield* clientFor(`${origin}/fhir`)
         const root = Path.join(yield* tempDir, "json")
         NFS.mkdirSync(root, { recursive: true })
         const ref = (url: string): Attachments.AttachmentRef => ({

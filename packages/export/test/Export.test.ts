@@ -1,6 +1,4 @@
 import * as NFS from "node:fs"
-import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import * as Path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Archive from "@ferry/archive/Archive"
@@ -12,6 +10,7 @@ import * as Export from "../src/Export.js"
 import {
   clientFor,
   dataKeys,
+  loopbackServer,
   dataLines,
   events,
   readNdjson,
@@ -263,7 +262,7 @@ describe("crawl against a server paging by offset", () => {
   it.scopedLive("a resource an update moved onto the next page is written once", () =>
     Effect.gen(function* () {
       const patient = (id: string) => ({ resourceType: "Patient", id })
-      const server = Http.createServer((req, res) => {
+      const origin = yield* loopbackServer((req, res) => {
         const url = new URL(req.url ?? "/", "http://x")
         const json = (body: unknown) => {
           res.writeHead(200, { "content-type": "application/fhir+json", date: new Date().toUTCString() })
@@ -281,7 +280,7 @@ describe("crawl against a server paging by offset", () => {
             ],
           })
         if (url.pathname === "/fhir/Patient") {
-          const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+          const base = `http://${req.headers.host}/fhir`
           // page 2 repeats p2: an update moved it while the crawl paged (offset paging)
           const second = url.searchParams.get("page") === "2"
           return json({
@@ -293,16 +292,7 @@ describe("crawl against a server paging by offset", () => {
         }
         res.writeHead(404).end()
       })
-      yield* Effect.acquireRelease(
-        Effect.async<void>((resume) => {
-          server.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        () =>
-          Effect.async<void>((resume) => {
-            server.close(() => resume(Effect.void))
-          }),
-      )
-      const client = yield* clientFor(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`)
+      const client = yield* clientFor(`${origin}/fhir`)
       const out = Path.join(yield* tempDir, "paged")
       const summary = yield* Export.run({
         client,

@@ -1,5 +1,7 @@
 /** Shared helpers for the export integration tests: a client on a sandbox, temp dirs, archive reading. */
 import { createHash } from "node:crypto"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -94,3 +96,19 @@ export const storeCounts = (store: {
 
 export const typeCounts = (summary: Export.ExportSummary): Record<string, number> =>
   Object.fromEntries(Object.entries(summary.types).map(([t, s]) => [t, s.resources]))
+
+/** A plain HTTP server on loopback for the scope (a source that behaves in one particular way); its origin. */
+export const loopbackServer = (handler: Http.RequestListener) =>
+  Effect.gen(function* () {
+    const server = Http.createServer(handler)
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        }),
+    )
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  })
