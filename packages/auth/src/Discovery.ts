@@ -4,7 +4,7 @@
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
-import { Duration, Effect, Option, Schema } from "effect"
+import { Duration, Effect, Option, Schedule, Schema } from "effect"
 import { defaultTimeout } from "./internal/tokenEndpoint.js"
 import { networkCode, nothingThereCodes, redactUrl } from "@ferry/core/Http"
 
@@ -58,6 +58,9 @@ const absolute = (url: string, baseUrl: string): Option.Option<string> => {
     return Option.none()
   }
 }
+
+/** Discovery is asked again this many times while the server answers 5xx or 429. */
+const discoveryRetries = 3
 
 /** How a fetch that found nothing at the address starts (both discovery fetches so: the server is unreachable). */
 const UNREACHABLE = "could not reach the server ("
@@ -192,24 +195,35 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
   const found = yield* fromSmartConfiguration(http, baseUrl, timeout).pipe(
     Effect.catchAll((wellKnown) =>
       fromCapabilityStatement(http, baseUrl, timeout).pipe(
-        Effect.mapError(
-          (metadata) =>
-            new AuthError({
-              // nothing answered at all: the server is down or the URL wrong, not an auth problem (exit 4)
-              ...(wellKnown.startsWith(UNREACHABLE) && metadata.startsWith(UNREACHABLE)
-                ? {
-                    reason: "Unreachable" as const,
-                    url: redactUrl(baseUrl),
-                    detail: `${metadata}; check the URL and that the server is running`,
-                  }
-                : {
-                    reason: "Discovery" as const,
-                    url: redactUrl(baseUrl),
-                    detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
-                  }),
-            }),
+        Effect.mapError((metadata) => ({ wellKnown, metadata })),
+      ),
+    ),
+    // a server that answers 5xx or 429 (starting, overloaded) is asked again a few times before giving up
+    Effect.retry(
+      Schedule.exponential(Duration.seconds(1), 2).pipe(
+        Schedule.jittered,
+        Schedule.intersect(Schedule.recurs(discoveryRetries)),
+        Schedule.whileInput((e: { readonly metadata: string }) =>
+          /^answered HTTP (5\d\d|429)$/.test(e.metadata),
         ),
       ),
+    ),
+    Effect.mapError(
+      ({ wellKnown, metadata }) =>
+        new AuthError({
+          // nothing answered at all: the server is down or the URL wrong, not an auth problem (exit 4)
+          ...(wellKnown.startsWith(UNREACHABLE) && metadata.startsWith(UNREACHABLE)
+            ? {
+                reason: "Unreachable" as const,
+                url: redactUrl(baseUrl),
+                detail: `${metadata}; check the URL and that the server is running`,
+              }
+            : {
+                reason: "Discovery" as const,
+                url: redactUrl(baseUrl),
+                detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
+              }),
+        }),
     ),
   )
   yield* Effect.logDebug("token endpoint discovered").pipe(

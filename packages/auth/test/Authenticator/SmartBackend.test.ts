@@ -1,3 +1,4 @@
+import * as NodeHttp from "node:http"
 import * as Net from "node:net"
 import { HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
@@ -6,6 +7,7 @@ import { AuthError } from "@ferry/core/Errors"
 import { Duration, Effect, Fiber, Schedule, TestClock, TestServices } from "effect"
 import type { Authenticator } from "../../src/Authenticator.js"
 import * as SmartBackend from "../../src/Authenticator/SmartBackend.js"
+import * as Discovery from "../../src/Discovery.js"
 import * as Keys from "../../src/Keys.js"
 import * as TokenServer from "../helpers/TokenServer.js"
 
@@ -219,6 +221,35 @@ describe("SmartBackend", () => {
       expect(error.message).toBe(
         `${base}: could not reach the server (ECONNREFUSED); check the URL and that the server is running`,
       )
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
+  it.scopedLive("discovery asks a server that answers 503 (starting up) again, and finds the endpoint", () =>
+    Effect.gen(function* () {
+      let asked = 0
+      const server = NodeHttp.createServer((req, res) => {
+        asked++
+        // both discovery fetches answer 503 twice: two rounds of discovery fail, the third finds it
+        if (asked <= 4) return void res.writeHead(503).end()
+        if (req.url === "/fhir/.well-known/smart-configuration")
+          return void res
+            .writeHead(200, { "content-type": "application/json" })
+            .end(JSON.stringify({ token_endpoint: "http://127.0.0.1:9/token" }))
+        res.writeHead(404).end()
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+          }),
+      )
+      const base = `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
+      const found = yield* Discovery.tokenEndpoint(base)
+      expect(found.tokenUrl).toBe("http://127.0.0.1:9/token")
+      expect(asked).toBe(5)
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
