@@ -691,7 +691,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             deleted: final ? deletedFiles.length : 0,
             staged: staged(),
           })
-          const summary = yield* Import.run({
+          const result = yield* Import.run({
             client: target,
             archive,
             files,
@@ -715,7 +715,25 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             ...(options.maxBundleBytes !== undefined ? { maxBundleBytes: options.maxBundleBytes } : {}),
             ...(options.importParallel !== undefined ? { parallel: options.importParallel } : {}),
             onEvent: (e) => notify({ ...e, from: "import" }),
-          })
+          }).pipe(
+            // the export replaced one of this wave's files under it (a new kick-off for expired files): the
+            // wave may have met the file gone or changed; what it sent stands (PUTs and conditional creates
+            // land once), and its files are taken again by a later wave, the new ones as they land
+            Effect.catchAll((e) =>
+              files.some((f) => replacedDuringWave.has(f.path))
+                ? Effect.as(
+                    say("wave-restarted", {
+                      wave,
+                      files: files.filter((f) => replacedDuringWave.has(f.path)).map((f) => f.path),
+                      detail: e.message,
+                    }),
+                    undefined,
+                  )
+                : Effect.fail(e),
+            ),
+          )
+          if (result === undefined) return
+          const summary = result
           totals.strategy = summary.strategy
           for (const [t, n] of Object.entries(summary.resources))
             totals.resources[t] = (totals.resources[t] ?? 0) + n

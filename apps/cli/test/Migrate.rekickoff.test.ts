@@ -78,4 +78,64 @@ describe("ferry migrate across a new kick-off for expired files", () => {
       }),
     60_000,
   )
+  it.scopedLive(
+    "a file replaced while a wave is importing it is imported again from the new job (the wave does not count it)",
+    () =>
+      Effect.gen(function* () {
+        const seed = Path.join(tmp, "Patient-race.ndjson")
+        NFS.writeFileSync(
+          seed,
+          `${ids.map((id) => JSON.stringify({ resourceType: "Patient", id })).join("\n")}\n`,
+        )
+        // the second Patient file expires at once (and p00 is deleted), while the target holds the wave that
+        // imports the first file for 2 s: the export replaces that file under the running wave
+        let expired = false
+        let sourceStore: Sandbox.SandboxHandle["store"] | undefined
+        const expiring: Sandbox.Plugin = (router) =>
+          router.use(async (ctx, next) => {
+            if (!expired && /\/bulk\/files\/[^/]+\/Patient\.001\.ndjson$/.test(ctx.url.pathname)) {
+              expired = true
+              sourceStore?.delete("Patient", "p00")
+              sendOutcome(ctx, 410, "error", "expired", "this file has expired")
+              return
+            }
+            await next()
+          })
+        let held = 0
+        const slow: Sandbox.Plugin = (router) =>
+          router.use(async (ctx, next) => {
+            if (ctx.req.method === "POST" && held === 0) {
+              held++
+              await new Promise((resolve) => setTimeout(resolve, 2000))
+            }
+            await next()
+          })
+        const source = yield* Sandbox.start(
+          { port: 0, seed: [seed], bulk: { resourcesPerFile: 4, retryAfterSeconds: 0 } } as never,
+          { plugins: [expiring, ...Sandbox.defaultPlugins] },
+        )
+        sourceStore = source.store
+        const target = yield* Sandbox.start({ port: 0 } as never, {
+          plugins: [slow, ...Sandbox.defaultPlugins],
+        })
+        const archive = Path.join(tmp, "archive-race")
+        const { code, output } = yield* ferry([
+          "migrate",
+          "--from",
+          source.baseUrl,
+          "--to",
+          target.baseUrl,
+          "--archive",
+          archive,
+          "--parallel",
+          "1",
+        ])
+        assert.strictEqual(code, 0, output)
+        assert.isTrue(expired, "the premise: a file expired")
+        assert.strictEqual(held, 1, "the premise: the first wave was held")
+        for (const id of ids.slice(1))
+          assert.isDefined(target.store.read("Patient", id), `Patient/${id} on the target`)
+      }),
+    60_000,
+  )
 })
