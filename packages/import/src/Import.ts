@@ -360,6 +360,21 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         try: () => NFS.mkdirSync(importDir, { recursive: true, mode: 0o700 }),
         catch: io(importDir),
       })
+      // one import into a target from an archive at a time (its journal, id map and quarantine are shared)
+      yield* Archive.lock(importDir).pipe(
+        Effect.mapError(
+          (e) =>
+            new ImportError({
+              reason: "Archive",
+              url: importDir,
+              detail:
+                e.reason === "Locked"
+                  ? `another import into this target from this archive is running (${e.detail}); wait for it to end, or remove ${Path.join(importDir, ".lock")} if none is`
+                  : e.message,
+              cause: e,
+            }),
+        ),
+      )
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
       const dataFiles: ReadonlyArray<FileEntry> = options.files ?? manifest.files
       const deletedFiles: ReadonlyArray<FileEntry> =

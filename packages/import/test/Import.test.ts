@@ -20,7 +20,7 @@ import { references } from "@ferry/core/Walker"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Option, Stream } from "effect"
+import { Cause, Effect, Either, Exit, Option, Stream } from "effect"
 import * as Import from "../src/Import.js"
 
 const sample10 = fileURLToPath(new URL("../../../../shared/data/sample-bulk-10-patients", import.meta.url))
@@ -174,6 +174,29 @@ describe("Import.run", () => {
         )
         assert.isAbove(subjects.length, 0)
         for (const ref of subjects) assert.match(ref, /^Patient\/[A-Za-z0-9\-.]+$/)
+      }),
+  )
+
+  it.scopedLive(
+    "two imports into one target from one archive at once: one runs, the other is refused in one sentence",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const both = yield* Effect.all(
+          [Import.run({ client, archive: dir }), Import.run({ client, archive: dir })].map(Effect.either),
+          { concurrency: 2 },
+        )
+        const refused = both.filter(Either.isLeft).map((e) => e.left)
+        assert.strictEqual(refused.length, 1)
+        assert.include(
+          String(refused[0]?.message),
+          "another import into this target from this archive is running",
+        )
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        // the lock is gone with the run that held it
+        assert.strictEqual((yield* Import.run({ client, archive: dir })).total, 0)
       }),
   )
 
