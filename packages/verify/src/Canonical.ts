@@ -4,6 +4,7 @@
  * - `meta.versionId`, `meta.lastUpdated`, `meta.source` (and their `_` extensions) removed, Ferry's
  *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped,
  *   `meta.tag`, `meta.security` and `meta.profile` in one order (sets: servers keep their own);
+ * - a narrative (`text`) with status `generated` removed: a server makes it from the data compared;
  * - the resource's own `id` and its references normalised: same-server absolute → relative, version dropped, `urn:uuid:` resolved when the
  *   context can, conditional references (`Practitioner?identifier=sys|val`, as bulk exports hold them)
  *   resolved to the resource carrying the identifier when the context can, then mapped through `mapKey`
@@ -152,6 +153,9 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
     },
   }).resource
   const value = isObject(walked) ? { ...stripMeta(walked) } : walked
+  // A narrative with status `generated` is made by a server from the resource's data (which is compared): a
+  // target that generates its own, or words it otherwise, holds the same resource.
+  if (isObject(value) && isObject(value.text) && value.text.status === "generated") delete value.text
   // The resource's own id is compared as its counterpart's id.
   if (isObject(value) && typeof resource.id === "string" && ctx.mapKey !== undefined) {
     const mapped = ctx.mapKey(`${resource.resourceType}/${resource.id}`)

@@ -54,6 +54,17 @@ describe("Canonical", () => {
     })
   })
 
+  it("a generated narrative is left out (a server makes it from the data); another narrative is compared", () => {
+    const withText = (text: unknown) =>
+      hash(
+        canonicalize({ resourceType: "Patient", id: "1", gender: "male", ...(text ? { text } : {}) }).value,
+      )
+    const generated = { status: "generated", div: '<div xmlns="http://www.w3.org/1999/xhtml">male</div>' }
+    assert.strictEqual(withText(generated), withText(undefined))
+    const written = { status: "additional", div: '<div xmlns="http://www.w3.org/1999/xhtml">notes</div>' }
+    assert.notStrictEqual(withText(written), withText(undefined))
+  })
+
   it("tags, security labels and profiles compare in any order (sets); other arrays keep theirs", () => {
     const patient = (order: 1 | -1) => {
       const two = <A>(a: A, b: A) => (order === 1 ? [a, b] : [b, a])
