@@ -226,6 +226,9 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
   return Effect.acquireRelease(acquire, release).pipe(Effect.zipLeft(removeLeftovers(dir)), Effect.asVoid)
 }
 
+/** fsync of the directory holding `path`: a rename or a new file in it then survives a power loss. */
+export const syncParent = (path: string): Effect.Effect<void, ArchiveError> => Fs.syncDir(Path.dirname(path))
+
 /** Delete `*.part` and `*.tmp` files left by a crashed writer. Only the lock holder may call it. */
 export const removeLeftovers = (dir: string): Effect.Effect<void, ArchiveError> =>
   Effect.gen(function* () {

@@ -19,6 +19,7 @@ import {
   fhirJson,
   isAbsolute,
   isRedirect,
+  networkCode,
   nothingThereCodes,
   readTextPrefix,
   redactUrl,
@@ -216,17 +217,7 @@ interface Unanswered {
   readonly error: FhirError
 }
 
-const transportDetail = (cause: unknown): string => {
-  const inner =
-    typeof cause === "object" && cause !== null && "cause" in cause
-      ? (cause as { cause: unknown }).cause
-      : cause
-  const code =
-    typeof inner === "object" && inner !== null && "code" in inner
-      ? String((inner as { code: unknown }).code)
-      : ""
-  return code !== "" ? code : "connection failed"
-}
+const transportDetail = (cause: unknown): string => networkCode(cause) ?? "connection failed"
 
 const finalError = (attempt: Attempt, retried: boolean, baseUrl: string): FhirError | AuthError => {
   const e = attempt.error

@@ -5,7 +5,7 @@
  * - `https_proxy` / `HTTPS_PROXY` for https URLs, `http_proxy` / `HTTP_PROXY` for http URLs (and for https
  *   ones when no https proxy is set), lower case first; `proxy:3128` means `http://proxy:3128`. An https
  *   request goes through the proxy as a `CONNECT` tunnel: the proxy sees the host name, never the request (nor
- *   its Authorization); an http request is sent to the proxy as such, as any HTTP proxy client does.
+ *   its Authorization); an http request is sent to the proxy as such, as every HTTP proxy client does.
  * - `no_proxy` / `NO_PROXY`: host names (a leading `.` or `*.` matches subdomains), `host:port`, or `*`.
  * - Loopback (`localhost`, `127.0.0.1`, `::1`) is always reached directly: a proxy elsewhere cannot reach this
  *   machine's loopback (a sandbox, the import's file server for `$import` is the target's business).

@@ -12,9 +12,9 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
-import * as Path from "node:path"
 import { type Duplex, pipeline as pipelineCb, Readable } from "node:stream"
 import * as Zlib from "node:zlib"
+import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
@@ -427,26 +427,17 @@ const contentRangeStart = (header: string | undefined): number | undefined => {
   return m === null ? undefined : Number(m[1])
 }
 
-/** fsync of the directory holding `path` (a rename in it then survives a power loss). */
-const syncDirOf = async (path: string): Promise<void> => {
-  const h = await NFS.promises.open(Path.dirname(path), "r")
-  try {
-    await h.sync()
-  } finally {
-    await h.close()
-  }
-}
-
 /** Moves the checked part file to its final name; with `gzip`, writes it compressed (a second pass). */
 const finish = (target: DownloadTarget, part: string, checked: Transfer) =>
   Effect.gen(function* () {
     // the directory is synced after the rename: the journal line that says the file is finished comes next,
     // and must not survive a power loss that the rename does not
+    const synced = Archive.syncParent(target.path).pipe(
+      Effect.mapError((e) => ioError(target.label, "sync the data directory")(e)),
+    )
     if (target.gzip !== true) {
-      yield* fsTry(target.label, "rename the finished file", async () => {
-        await NFS.promises.rename(part, target.path)
-        await syncDirOf(target.path)
-      })
+      yield* fsTry(target.label, "rename the finished file", () => NFS.promises.rename(part, target.path))
+      yield* synced
       return { count: checked.count, bytes: checked.bytes, sha256: checked.sha256 }
     }
     const written = yield* Ndjson.writeFile(
@@ -454,11 +445,11 @@ const finish = (target: DownloadTarget, part: string, checked: Transfer) =>
       Ndjson.readFileLines(part, { gzip: false, label: target.label }),
       { gzip: true, label: target.label },
     ).pipe(Effect.catchTag("NdjsonError", invalid(target)))
-    yield* fsTry(target.label, "rename the finished file", async () => {
-      await NFS.promises.rename(`${target.path}.tmp`, target.path)
-      await syncDirOf(target.path)
-      await NFS.promises.rm(part, { force: true })
-    })
+    yield* fsTry(target.label, "rename the finished file", () =>
+      NFS.promises.rename(`${target.path}.tmp`, target.path),
+    )
+    yield* synced
+    yield* fsTry(target.label, "remove the part file", () => NFS.promises.rm(part, { force: true }))
     return { count: written.count, bytes: written.bytes, sha256: written.sha256 }
   })
 

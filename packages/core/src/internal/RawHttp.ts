@@ -4,7 +4,7 @@
  */
 import { Data, Effect } from "effect"
 import { type Dispatcher, request } from "undici"
-import { discardBody } from "../Http.js"
+import { discardBody, networkCode } from "../Http.js"
 
 /** No HTTP answer: connection refused or reset, DNS, TLS, an unusable URL. */
 export class SendError extends Data.TaggedError("@ferry/core/RawHttp/SendError")<{
@@ -17,12 +17,8 @@ export class SendError extends Data.TaggedError("@ferry/core/RawHttp/SendError")
   readonly cause: unknown
 }> {}
 
-const codeOf = (u: unknown): string | undefined =>
-  typeof u === "object" && u !== null && "code" in u && typeof u.code === "string" ? u.code : undefined
-
 const sendError = (cause: unknown): SendError => {
-  const inner = typeof cause === "object" && cause !== null && "cause" in cause ? cause.cause : undefined
-  const code = codeOf(cause) ?? codeOf(inner)
+  const code = networkCode(cause)
   return new SendError({
     detail: code ?? "connection failed",
     permanent: code === "UND_ERR_INVALID_ARG" || code === "ERR_INVALID_URL",
