@@ -264,17 +264,12 @@ const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportErr
       const text = NFS.readFileSync(path, "utf8")
       const end = text.lastIndexOf("\n") + 1
       const tail = text.slice(end)
-      if (tail.trim() !== "") {
-        // a whole line that lacks only its newline (an editor saved it so) is kept, and its newline added
-        const whole = Option.isSome(Option.liftThrowable(() => JSON.parse(tail) as unknown)())
-        if (whole) NFS.appendFileSync(path, "\n")
-        else NFS.truncateSync(path, Buffer.byteLength(text.slice(0, end)))
-        if (whole) return `${text}\n`.split("\n").filter((l) => l.trim() !== "")
-      }
-      return text
-        .slice(0, end)
-        .split("\n")
-        .filter((l) => l.trim() !== "")
+      // a whole line that lacks only its newline (an editor saved it so) is kept, and its newline added
+      const whole =
+        tail.trim() !== "" && Option.isSome(Option.liftThrowable(() => JSON.parse(tail) as unknown)())
+      if (whole) NFS.appendFileSync(path, "\n")
+      else if (tail !== "") NFS.truncateSync(path, Buffer.byteLength(text.slice(0, end)))
+      return (whole ? text : text.slice(0, end)).split("\n").filter((l) => l.trim() !== "")
     },
     catch: io(path),
   })
@@ -740,20 +735,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               Effect.catchIf(
                 (e): e is FhirError => isEntryRefusal(e) || isTooLarge(e),
                 (e) =>
-                  Effect.as(
-                    Effect.zipRight(
-                      Effect.sync(() =>
-                        refusedBlobs.push({ sha256: blob.sha256, size: blob.size, error: e }),
-                      ),
-                      emit({
-                        event: "binary-refused",
-                        sha256: blob.sha256,
-                        size: blob.size,
-                        detail: e.message,
-                      }),
-                    ),
-                    Option.none(),
-                  ),
+                  Effect.gen(function* () {
+                    refusedBlobs.push({ sha256: blob.sha256, size: blob.size, error: e })
+                    yield* emit({
+                      event: "binary-refused",
+                      sha256: blob.sha256,
+                      size: blob.size,
+                      detail: e.message,
+                    })
+                    return Option.none<string>()
+                  }),
               ),
             )
             if (Option.isNone(sent)) return
