@@ -2,7 +2,8 @@
  * `ferry import` end to end: the bundled CLI as a process, a source archive made with `ferry export` from a
  * seeded in-process sandbox, and fresh in-process target sandboxes (client ids refused, a 5-entry Bundle
  * limit, entry rejections, throttling storms, a kill -9 mid-import). Every target is checked by reading its
- * store back: per-type counts, and every relative reference and `Binary/…` attachment URL resolving.
+ * store back: per-type counts, and every relative reference and `Binary/…` attachment URL resolving (an
+ * absolute attachment URL, the source's, counts as dangling).
  * Needs `npm run build` first.
  */
 import { createHash } from "node:crypto"
@@ -103,8 +104,14 @@ const danglingIn = (t: Target) => {
           dangling.push(`${type}/${stored.id} → ${site.raw}`)
       }
       for (const a of attachments(r)) {
-        const m =
-          typeof a.attachment.url === "string" ? /^Binary\/([A-Za-z0-9\-.]+)$/.exec(a.attachment.url) : null
+        const url = a.attachment.url
+        // an absolute URL is the source's (the target's own Binaries are relative): it goes away with the source
+        if (typeof url === "string" && /^https?:\/\//.test(url)) {
+          checked++
+          dangling.push(`${type}/${stored.id} → ${url}`)
+          continue
+        }
+        const m = typeof url === "string" ? /^Binary\/([A-Za-z0-9\-.]+)$/.exec(url) : null
         if (m === null) continue
         checked++
         if (t.store.read("Binary", m[1]!) === undefined)
@@ -421,13 +428,77 @@ describe("ferry import", () => {
     expect(strict.handle.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
   })
 
-  it("--strategy import: the target's $import job loads the archive (BulkImport.ts)", async () => {
+  it("--strategy import: the target's $import job loads the archive rewritten as the Bundles would be (conditional references resolved, attachments re-pointed); every reference resolves", async () => {
     const archive = copy(sample, "bulk")
     const target = await start({})
     const run = await importInto(archive, target, ["--strategy", "import"])
     expect(run.code, run.stderr).toBe(0)
-    expect((JSON.parse(run.stdout) as { strategy: string }).strategy).toBe("import")
+    const summary = JSON.parse(run.stdout) as { strategy: string; total: number; quarantined: number }
+    expect(summary.strategy).toBe("import")
+    expect(summary.quarantined).toBe(0)
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
+    const check = danglingIn(target)
+    expect(check.dangling).toEqual([])
+    // the sample's Practitioner/Organization references are conditional: the target got them resolved
+    expect(check.conditionals).toBe(0)
+    expect(check.checked).toBeGreaterThan(10_000)
+    // the rewritten files were staged for the job only
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    expect(NFS.existsSync(Path.join(archive, "imports", slug, "bulk"))).toBe(false)
+  })
+
+  it("--strategy import with lines the target rejects: each quarantined with its file:line once, however often the job runs", async () => {
+    const archive = copy(sample, "bulk-reject")
+    const target = await start({ rejectRule: { type: "Immunization", message: "no immunizations here" } })
+    const expected = archiveCounts(archive)
+    const quarantined = () => {
+      const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+      return NFS.readFileSync(
+        Path.join(archive, "imports", slug, "quarantine", "Immunization.ndjson"),
+        "utf8",
+      )
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { source: string; outcome: unknown })
+    }
+    for (let run = 1; run <= 2; run++) {
+      const r = await importInto(archive, target, ["--strategy", "import"])
+      expect(r.code, r.stderr).toBe(7)
+      const q = quarantined()
+      expect(q).toHaveLength(expected.Immunization!)
+      expect(new Set(q.map((x) => x.source)).size).toBe(expected.Immunization!)
+      for (const x of q) {
+        expect(x.source).toMatch(/^data\/Immunization\.\d+\.ndjson(\.gz)?:\d+$/)
+        expect(JSON.stringify(x.outcome)).toContain("no immunizations here")
+      }
+    }
+    const { Immunization: _gone, ...rest } = expected
+    expect(targetCounts(target)).toEqual(rest)
+  })
+
+  it("--strategy import --file-base-url with an archive whose references need rewriting: exit 2, one line saying why, nothing sent", async () => {
+    const archive = copy(sample, "bulk-published")
+    const target = await start({})
+    const run = await importInto(archive, target, [
+      "--strategy",
+      "import",
+      "--file-base-url",
+      "https://files.example.org/archive",
+    ])
+    expect(run.code, run.stderr).toBe(2)
+    expect(lastLine(run.stderr)).toMatch(
+      /^ferry: .*: \d+ resource\(s\) of the archive need their references or attachment URLs rewritten for the target .*; leave out --file-base-url so that Ferry serves the rewritten files, or use --strategy put or post$/,
+    )
+    expect(target.store.countAll()).toBe(0)
+  })
+
+  it("--serve-host without --strategy import: exit 2, one line", async () => {
+    const archive = copy(sample, "serve-flag")
+    const target = await start({})
+    const run = await importInto(archive, target, ["--serve-host", "0.0.0.0"])
+    expect(run.code, run.stderr).toBe(2)
+    expect(lastLine(run.stderr)).toContain("go with --strategy import")
+    expect(target.store.countAll()).toBe(0)
   })
 
   it("--strategy put against a target that refuses client ids: exit 4 and one line saying what to do", async () => {
@@ -663,6 +734,17 @@ describe("ferry import (Synthea)", () => {
     const archive = copy(synthea, "synthea-put")
     const target = await start({})
     const run = await importInto(archive, target)
+    expect(run.code, run.stderr).toBe(0)
+    expect(targetCounts(target)).toEqual(archiveCounts(archive))
+    const check = danglingIn(target)
+    expect(check.dangling).toEqual([])
+    expect(check.checked).toBeGreaterThan(100_000)
+  }, 300_000)
+
+  it("the same through the target's $import (--strategy import): counts equal, every reference and attachment resolves on the target", async () => {
+    const archive = copy(synthea, "synthea-bulk")
+    const target = await start({})
+    const run = await importInto(archive, target, ["--strategy", "import"])
     expect(run.code, run.stderr).toBe(0)
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
     const check = danglingIn(target)

@@ -6,7 +6,9 @@
  *    says `updateCreate` for the archive's types and a throwaway probe PUT (`Basic/ferry-probe-…`, deleted
  *    again) is accepted; `post` (POST + `ifNoneExist` on Ferry's provenance tag, new ids read from
  *    `response.location`) when client ids are refused. `import` ($import, only when asked for with
- *    `strategy: "import"`) is delegated to BulkImport.ts. The chosen strategy is journaled, so a rerun keeps it.
+ *    `strategy: "import"`): the blobs as for put, then every data file rewritten line for line as put's
+ *    Bundles would be into `imports/<target>/bulk/` (removed after the job), loaded by the target's job
+ *    (BulkImport.ts), then the deletes. The chosen strategy is journaled, so a rerun keeps it.
  * 2. Binaries: every attachment blob goes to the target as a `Binary`, recorded in `binaries.ndjson`
  *    (`{sha256, id}`), and every exported `Attachment.url` is re-pointed to `Binary/<id>`. The upload is
  *    idempotent, so a crash between the upload and its `binaries.ndjson` line never makes a second copy:
@@ -90,7 +92,7 @@ import {
 } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
-import type { RewriteContext, Unresolved } from "@ferry/transform/Rewrite"
+import { type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
@@ -175,6 +177,8 @@ export interface ImportOptions {
    * (default SEGMENT_MAX; tests make it small to see many segments).
    */
   readonly segmentMax?: number
+  /** `strategy: "import"`: where the target fetches the files from (default: a local file server). */
+  readonly serve?: BulkImport.ServeOptions
   /** Replay `quarantine/*.ndjson` instead of the archive's data (after fixing the cause). */
   readonly retryQuarantine?: boolean
   readonly onEvent?: (event: ImportEvent) => Effect.Effect<void>
@@ -273,6 +277,36 @@ const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportErr
     },
     catch: io(path),
   })
+
+/**
+ * Removes what earlier `$import` jobs rejected (quarantine lines without a body) from `quarantine/`: a new job
+ * sends every line again, and what it rejects is quarantined anew. Each file is rewritten whole (a temporary
+ * file renamed over it) or removed when nothing else is in it.
+ */
+const dropBulkRejections = (dir: string): Effect.Effect<void, ImportError> =>
+  Effect.try({
+    try: () => {
+      if (!NFS.existsSync(dir)) return
+      for (const name of NFS.readdirSync(dir)) {
+        if (!name.endsWith(".ndjson")) continue
+        const path = Path.join(dir, name)
+        const lines = NFS.readFileSync(path, "utf8").split("\n")
+        const kept = lines.filter((l) => l.trim() !== "" && !l.startsWith(BULK_REJECTION))
+        if (kept.length === lines.filter((l) => l.trim() !== "").length) continue
+        if (kept.length === 0) {
+          NFS.rmSync(path, { force: true })
+          continue
+        }
+        const temp = `${path}.tmp`
+        NFS.writeFileSync(temp, `${kept.join("\n")}\n`, { mode: 0o600 })
+        NFS.renameSync(temp, path)
+      }
+    },
+    catch: io(dir),
+  })
+
+/** How a quarantine line of a `$import` rejection starts (`quarantineLine(null, …)`). */
+const BULK_REJECTION = '{"resource":null,'
 
 /** `--retry-quarantine` passes at most (each lands what waited on the one before). */
 const MAX_REPLAY_PASSES = 20
@@ -381,55 +415,24 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const previous = yield* journal.result("import.strategy")
       let strategy: Strategy
       if (options.strategy !== undefined) strategy = options.strategy
-      else if (Option.isSome(previous) && (previous.value === "put" || previous.value === "post"))
+      else if (
+        Option.isSome(previous) &&
+        (previous.value === "put" || previous.value === "post" || previous.value === "import")
+      )
         strategy = previous.value
       else strategy = yield* chooseStrategy(client, cs, types)
       yield* emit({ event: "strategy", strategy, target: client.baseUrl })
 
-      if (strategy === "import") {
-        // THE $import HOOK: BulkImport.ts serves the archive's files and runs the target's $import job
-        if (!CapabilityStatement.supportsOperation(cs, "import")) {
-          return yield* new ImportError({
-            reason: "NotSupported",
-            url: client.baseUrl,
-            detail: "the target's CapabilityStatement declares no $import; use --strategy put or post",
-          })
-        }
-        let rejected = 0
-        const result = yield* BulkImport.run({
-          client,
-          archiveDir: archive,
-          files: dataFiles,
-          capabilities: cs,
-          onEvent: (e) => emit({ ...e }),
-          onRejected: (r) =>
-            appendDurable(
-              Path.join(Imports.quarantineDir(archive, client.baseUrl), `${r.type}.ndjson`),
-              `${quarantineLine(null, r.outcome, "rejected by $import", r.source)}\n`,
-            ).pipe(Effect.tap(() => Effect.sync(() => rejected++))),
+      if (strategy === "import" && !CapabilityStatement.supportsOperation(cs, "import")) {
+        return yield* new ImportError({
+          reason: "NotSupported",
+          url: client.baseUrl,
+          detail: "the target's CapabilityStatement declares no $import; use --strategy put or post",
         })
-        if (result.idMap.length > 0)
-          yield* appendDurable(
-            Imports.idMapPath(archive, client.baseUrl),
-            result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""),
-          )
-        const total = Object.values(result.loaded).reduce((a, b) => a + b, 0)
-        const summary: ImportSummary = {
-          target: client.baseUrl,
-          strategy,
-          resources: result.loaded,
-          total,
-          chunks: 0,
-          resumedChunks: 0,
-          binaries: 0,
-          quarantined: rejected,
-          deleted: 0,
-        }
-        yield* emit({ event: "done", ...summary })
-        return summary
       }
       yield* journal.append("import.strategy", "import.strategy", strategy)
-      const mode: Chunk.Mode = strategy
+      // $import keeps the source ids as put does: the same identity id map, blob upload and rewriting
+      const mode: Chunk.Mode = strategy === "import" ? "put" : strategy
       // post without `_tag` search: no conditional create; resources already in the id map are not sent
       // again, so only a crash between a commit and its id-map append can duplicate (that one chunk)
       const conditionalCreate = mode === "post" && searchesTag(cs, types)
@@ -451,6 +454,76 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           detail: `${loaded.left.message}; fix or remove that line`,
         })
       }
+
+      /**
+       * 5. `deleted/` as DELETEs through the id map. A target that keeps referential integrity refuses (409) to
+       * delete what is still referred to, and deleted/ comes in no useful order (a Patient's file before its
+       * Observations'): such deletes wait for a later pass, after the others; a pass that deletes nothing ends
+       * it. The files are journaled done only after the last pass (a rerun repeats them all; 404/410 count as
+       * done). The number of resources deleted.
+       */
+      const applyDeletes = Effect.gen(function* () {
+        let deleted = 0
+        const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
+        const deleteOne = (type: string, id: string) =>
+          client.delete(type, id).pipe(
+            Effect.as(true),
+            Effect.catchIf(
+              (x) =>
+                x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410),
+              () => Effect.succeed(true),
+            ),
+            Effect.catchIf(
+              (x): x is FhirError => x._tag === "FhirError" && x.reason === "Status" && x.status === 409,
+              (error) => Effect.sync(() => deferred.push({ type, id, error })).pipe(Effect.as(false)),
+            ),
+          )
+        const doneDeletes: Array<{ readonly key: string; readonly path: string }> = []
+        for (const entry of deletedFiles) {
+          const key = `import.deleted:${entry.path}`
+          if (yield* journal.isDone(key)) continue
+          yield* Stream.runForEach(Archive.resources(archive, entry), (l) =>
+            Effect.forEach(
+              (l.value.entry as ReadonlyArray<{ request?: { method?: string; url?: string } }> | undefined) ??
+                [],
+              (e) =>
+                Effect.gen(function* () {
+                  if (e.request?.method !== "DELETE" || e.request.url === undefined) return
+                  const source = e.request.url.replace(/^.*?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/, "$1")
+                  const target = idMap.get(source)
+                  if (target === undefined) {
+                    // never loaded into this target (by this archive or the runs it continues): nothing to delete
+                    yield* emit({
+                      event: "delete-skipped",
+                      source,
+                      reason: "not in the id map of this target",
+                    })
+                    return
+                  }
+                  const slash = target.indexOf("/")
+                  if (yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))) deleted++
+                }),
+              { discard: true },
+            ),
+          )
+          doneDeletes.push({ key, path: entry.path })
+        }
+        while (deferred.length > 0) {
+          const pass = deferred.splice(0)
+          for (const d of pass) if (yield* deleteOne(d.type, d.id)) deleted++
+          if (deferred.length === pass.length) {
+            const first = deferred[0]!
+            return yield* new ImportError({
+              reason: "Refused",
+              url: first.error.url,
+              detail: `the target refuses to delete ${deferred.length} resource(s) still referred to by others (409; first: ${first.type}/${first.id}: ${first.error.message}); delete or change what refers to them on the target, then run the same command again`,
+              cause: first.error,
+            })
+          }
+        }
+        for (const d of doneDeletes) yield* journal.append("import.deleted", d.key, { path: d.path })
+        return deleted
+      })
 
       // 3. graph, in segments. One pass over the data: the nodes with their byte sizes (the chunk planner's
       // estimate; no re-serialising) and lines' positions (to read the bodies back), the id registry, the
@@ -769,11 +842,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         })
       }
 
-      // the rest of the archive is read from here on, alongside the sending
-      yield* Effect.forkScoped(reader)
-      /** The segment being sent. */
-      let sending: Planned | undefined
-
       const rctx = (): RewriteContext => ({
         idMap,
         identifiers,
@@ -782,6 +850,110 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         conditionals: "resolveOrLeave",
         meta: { provenanceTag: true },
       })
+
+      if (strategy === "import") {
+        // $import: the target loads whole files, so they go to it rewritten as the put strategy's Bundles would
+        // be (references, attachment URLs, meta), line for line, staged under imports/<target>/bulk/
+        for (const i of otherFiles) yield* readContextFile(dataFiles[i]!)
+        const published = options.serve !== undefined && "fileBaseUrl" in options.serve
+        const stageDir = Path.join(importDir, "bulk")
+        if (!published)
+          yield* Effect.try({
+            try: () => {
+              NFS.rmSync(stageDir, { recursive: true, force: true })
+              NFS.mkdirSync(Path.join(stageDir, "data"), { recursive: true, mode: 0o700 })
+            },
+            catch: io(stageDir),
+          })
+        const staged: Array<FileEntry> = []
+        let rewritten = 0
+        for (const entry of dataFiles) {
+          const ctx = rctx()
+          const lines = archiveItems(entry).pipe(
+            Stream.mapChunks(
+              EffectChunk.map((item) => {
+                const out = rewriteResource(item.value, ctx)
+                if (out.changes > 0) rewritten++
+                return JSON.stringify(out.resource)
+              }),
+            ),
+          )
+          const path = Path.join(stageDir, entry.path)
+          const written = yield* (
+            published
+              ? Stream.runCount(lines).pipe(
+                  Effect.map((count) => ({ count, bytes: entry.bytes, sha256: entry.sha256 })),
+                )
+              : Ndjson.writeFile(path, lines, { gzip: entry.compression === "gzip", label: entry.path })
+          ).pipe(Effect.mapError((e) => (e instanceof Ndjson.NdjsonError ? io(path)(e) : e)))
+          if (written.count !== entry.count)
+            return yield* new ImportError({
+              reason: "Archive",
+              url: entry.path,
+              detail: `holds ${written.count} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
+            })
+          staged.push({ ...entry, bytes: written.bytes, sha256: written.sha256 })
+        }
+        if (published && rewritten > 0)
+          return yield* new ImportError({
+            reason: "Config",
+            url: options.archive,
+            detail: `${rewritten} resource(s) of the archive need their references or attachment URLs rewritten for the target (urn:uuid, conditional or absolute source references, attachments), which files published as they are cannot carry; leave out --file-base-url so that Ferry serves the rewritten files, or use --strategy put or post`,
+          })
+        // this job sends every line again: what earlier jobs rejected is superseded by what this one rejects
+        yield* dropBulkRejections(Imports.quarantineDir(archive, client.baseUrl))
+        let rejected = 0
+        const result = yield* BulkImport.run({
+          client,
+          archiveDir: published ? archive : stageDir,
+          files: staged,
+          inputSource: manifest.source.baseUrl,
+          capabilities: cs,
+          ...(options.serve !== undefined ? { serve: options.serve } : {}),
+          onEvent: (e) => emit({ ...e }),
+          onRejected: (r) =>
+            appendDurable(
+              Path.join(Imports.quarantineDir(archive, client.baseUrl), `${r.type}.ndjson`),
+              `${quarantineLine(null, r.outcome, "rejected by $import", r.source)}\n`,
+            ).pipe(Effect.tap(() => Effect.sync(() => rejected++))),
+        }).pipe(
+          Effect.ensuring(
+            published
+              ? Effect.void
+              : Effect.sync(() => NFS.rmSync(stageDir, { recursive: true, force: true })),
+          ),
+        )
+        if (result.idMap.length > 0) {
+          // a target that assigned its own ids: references to those resources in the other files still name the
+          // source ids (the files were sent whole); the pairs are kept for verify and deletes
+          yield* appendDurable(idMapPath, result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""))
+          for (const [s, t] of result.idMap) idMap.set(s, t)
+          yield* emit({
+            event: "warning",
+            detail: `the target stored ${result.idMap.length} resource(s) under ids of its own, so references to them from other resources do not resolve; use --strategy post for a target that assigns ids`,
+          })
+        }
+        const deleted = yield* applyDeletes
+        const total = Object.values(result.loaded).reduce((a, b) => a + b, 0)
+        const summary: ImportSummary = {
+          target: client.baseUrl,
+          strategy,
+          resources: result.loaded,
+          total,
+          chunks: 0,
+          resumedChunks: 0,
+          binaries,
+          quarantined: rejected,
+          deleted,
+        }
+        yield* emit({ event: "done", ...summary })
+        return summary
+      }
+
+      // the rest of the archive is read from here on, alongside the sending
+      yield* Effect.forkScoped(reader)
+      /** The segment being sent. */
+      let sending: Planned | undefined
 
       const counts: Record<string, number> = {}
       let quarantined = 0
@@ -1557,64 +1729,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
 
       // 5. deletes
-      let deleted = 0
-      // A target that keeps referential integrity refuses (409) to delete what is still referred to, and
-      // deleted/ comes in no useful order (a Patient's file before its Observations'): such deletes wait for
-      // a later pass, after the others; a pass that deletes nothing ends it. The files are journaled done only
-      // after the last pass (a rerun repeats them all; 404/410 count as done).
-      const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
-      const deleteOne = (type: string, id: string) =>
-        client.delete(type, id).pipe(
-          Effect.as(true),
-          Effect.catchIf(
-            (x) => x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410),
-            () => Effect.succeed(true),
-          ),
-          Effect.catchIf(
-            (x): x is FhirError => x._tag === "FhirError" && x.reason === "Status" && x.status === 409,
-            (error) => Effect.sync(() => deferred.push({ type, id, error })).pipe(Effect.as(false)),
-          ),
-        )
-      const doneDeletes: Array<{ readonly key: string; readonly path: string }> = []
-      for (const entry of deletedFiles) {
-        const key = `import.deleted:${entry.path}`
-        if (yield* journal.isDone(key)) continue
-        yield* Stream.runForEach(Archive.resources(archive, entry), (l) =>
-          Effect.forEach(
-            (l.value.entry as ReadonlyArray<{ request?: { method?: string; url?: string } }> | undefined) ??
-              [],
-            (e) =>
-              Effect.gen(function* () {
-                if (e.request?.method !== "DELETE" || e.request.url === undefined) return
-                const source = e.request.url.replace(/^.*?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/, "$1")
-                const target = idMap.get(source)
-                if (target === undefined) {
-                  // never loaded into this target (by this archive or the runs it continues): nothing to delete
-                  yield* emit({ event: "delete-skipped", source, reason: "not in the id map of this target" })
-                  return
-                }
-                const slash = target.indexOf("/")
-                if (yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))) deleted++
-              }),
-            { discard: true },
-          ),
-        )
-        doneDeletes.push({ key, path: entry.path })
-      }
-      while (deferred.length > 0) {
-        const pass = deferred.splice(0)
-        for (const d of pass) if (yield* deleteOne(d.type, d.id)) deleted++
-        if (deferred.length === pass.length) {
-          const first = deferred[0]!
-          return yield* new ImportError({
-            reason: "Refused",
-            url: first.error.url,
-            detail: `the target refuses to delete ${deferred.length} resource(s) still referred to by others (409; first: ${first.type}/${first.id}: ${first.error.message}); delete or change what refers to them on the target, then run the same command again`,
-            cause: first.error,
-          })
-        }
-      }
-      for (const d of doneDeletes) yield* journal.append("import.deleted", d.key, { path: d.path })
+      const deleted = yield* applyDeletes
       const total = Object.values(counts).reduce((a, b) => a + b, 0)
       const summary: ImportSummary = {
         target: client.baseUrl,
