@@ -356,6 +356,15 @@ describe("ferry migrate", () => {
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
   }, 60_000)
 
+  it("--strategy import: each wave through the target's $import, the files rewritten (conditional references, attachments); verify clean", async () => {
+    const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
+    const target = await start({})
+    const archive = Path.join(tmp, "bulk-import")
+    const run = await migrate(source, target, archive, "--strategy", "import")
+    expect(summaryOf(run.stdout).import.strategy).toBe("import")
+    await expectMigrated(run, target, archive)
+  }, 60_000)
+
   it("--mode crawl (a source searched page by page): the same migration, waves from the crawled files", async () => {
     const source = await start({ generate: 20 })
     const target = await start({})
