@@ -57,8 +57,16 @@ const secretParam =
   /sig|signature|token|key|credential|secret|password|pass|auth|code|jwt|session|hmac|policy|^sid$|^x-amz-|^x-goog-|^se$|^sp$|^sv$/i
 
 /**
+ * Search parameters whose values are a person's data (an MRN, a name, a birth date, free text) or may hold it
+ * (`_typeFilter`, `_filter`, `_query`), with any modifier (`identifier:of-type`, `name:contains`).
+ */
+const personalParam =
+  /^(identifier|name|family|given|phonetic|birthdate|death-date|address(-[a-z]+)?|phone|email|telecom|_text|_content|_filter|_query|_typeFilter|value-[a-z-]+)(:[A-Za-z-]+)?$/i
+
+/**
  * A URL safe to put in errors and logs: query values whose names look like credentials (pre-signed and SAS
- * URLs, tokens, codes) are replaced with `REDACTED`; user info is dropped.
+ * URLs, tokens, codes) or like a person's data (`identifier=`, `name=`, `birthdate=`, …: a verify's
+ * identifier search, a crawl's filters) are replaced with `REDACTED`; user info is dropped.
  */
 export const redactUrl = (url: string): string => {
   try {
@@ -66,7 +74,7 @@ export const redactUrl = (url: string): string => {
     u.username = ""
     u.password = ""
     for (const name of [...new Set(u.searchParams.keys())]) {
-      if (secretParam.test(name)) u.searchParams.set(name, "REDACTED")
+      if (secretParam.test(name) || personalParam.test(name)) u.searchParams.set(name, "REDACTED")
     }
     return u.toString()
   } catch {

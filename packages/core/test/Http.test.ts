@@ -33,6 +33,17 @@ describe("Http", () => {
     assert.include(more, "type=Patient")
   })
 
+  it("redacts search values that are a person's data, keeps the others", () => {
+    const url = redactUrl(
+      "https://h/fhir/Patient?identifier=urn%3Amrn%7CMRN-4711&name:contains=Medhurst&birthdate=1970-01-01&_typeFilter=Patient%3Ffamily%3DX&_count=2&_since=2024-01-01T00%3A00%3A00Z&patient=Patient%2F1",
+    )
+    for (const personal of ["MRN-4711", "Medhurst", "1970-01-01", "family"]) assert.notInclude(url, personal)
+    assert.include(url, "identifier=REDACTED")
+    assert.include(url, "_count=2")
+    assert.include(url, "_since=2024-01-01")
+    assert.include(url, "patient=Patient%2F1")
+  })
+
   it("describes failed bodies without carrying resources", () => {
     const oo = describeBody(
       JSON.stringify({ resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invalid" }] }),
