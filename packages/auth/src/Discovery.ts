@@ -163,9 +163,29 @@ export const fromCapabilityStatement = (
     }),
   )
 
+const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i
+
+/**
+ * The client's credentials (a secret, a signed assertion) go to the token endpoint: over TLS, unless it is on
+ * this machine. A discovery document or a configuration that names a plain-http endpoint elsewhere is refused.
+ */
+const secure = (found: TokenEndpoint): Effect.Effect<TokenEndpoint, AuthError> => {
+  const u = new URL(found.tokenUrl)
+  return u.protocol === "https:" || (u.protocol === "http:" && loopbackHost.test(u.hostname))
+    ? Effect.succeed(found)
+    : Effect.fail(
+        new AuthError({
+          reason: found.source === "configured" ? "Config" : "Discovery",
+          url: redactUrl(found.tokenUrl),
+          detail: `the token endpoint ${found.source === "configured" ? "configured" : `named by the server's ${found.source}`} is not https: the client's credentials would cross the network unencrypted; use the endpoint's https address${found.source === "configured" ? "" : " (set auth.tokenUrl / --token-url)"}`,
+        }),
+      )
+}
+
 /**
  * The token endpoint for a FHIR server. A configured `tokenUrl` wins (no network);
  * otherwise `.well-known/smart-configuration`, then the CapabilityStatement, each given `timeout` (default 30 s).
+ * It must be https, or plain http on a loopback address (`secure`).
  */
 export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
   baseUrl: string,
@@ -183,7 +203,7 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
           }),
         ),
       onSome: (url) =>
-        Effect.succeed<TokenEndpoint>({
+        secure({
           tokenUrl: url,
           source: "configured",
           authMethods: Option.none(),
@@ -229,5 +249,5 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
   yield* Effect.logDebug("token endpoint discovered").pipe(
     Effect.annotateLogs({ tokenUrl: redactUrl(found.tokenUrl), from: found.source }),
   )
-  return found
+  return yield* secure(found)
 })

@@ -253,6 +253,43 @@ describe("SmartBackend", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
+  it.scopedLive(
+    "a plain-http token endpoint off this machine is refused, discovered or configured; https and loopback http are taken",
+    () =>
+      Effect.gen(function* () {
+        const server = NodeHttp.createServer((req, res) => {
+          if (req.url === "/fhir/.well-known/smart-configuration")
+            return void res
+              .writeHead(200, { "content-type": "application/json" })
+              .end(JSON.stringify({ token_endpoint: "http://auth.example.org/token" }))
+          res.writeHead(404).end()
+        })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => {
+            server.listen(0, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () =>
+            Effect.async<void>((resume) => {
+              server.close(() => resume(Effect.void))
+            }),
+        )
+        const base = `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
+        const discovered = yield* Effect.flip(Discovery.tokenEndpoint(base))
+        expect(discovered.reason).toBe("Discovery")
+        expect(discovered.message).toContain(
+          "is not https: the client's credentials would cross the network unencrypted",
+        )
+        const configured = yield* Effect.flip(Discovery.tokenEndpoint(base, "http://auth.example.org/token"))
+        expect(configured.reason).toBe("Config")
+        expect((yield* Discovery.tokenEndpoint(base, "https://auth.example.org/token")).tokenUrl).toBe(
+          "https://auth.example.org/token",
+        )
+        expect((yield* Discovery.tokenEndpoint(base, "http://localhost:9/token")).tokenUrl).toBe(
+          "http://localhost:9/token",
+        )
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
   it.scopedLive("discovery gives up on a server that never answers", () =>
     Effect.gen(function* () {
       const { auth, srv } = yield* setup(
