@@ -33,6 +33,7 @@ import * as Path from "node:path"
 import { Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
 import { Config, Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as Ndjson from "@ferry/core/Ndjson"
 import * as BaseUrl from "./BaseUrl.js"
 import * as YAML from "yaml"
 import {
@@ -429,7 +430,7 @@ export const parseFile = (path: string, text: string): Effect.Effect<Layer, Conf
           reason: "Syntax",
           where: path,
           ...(line !== undefined ? { line } : {}),
-          detail: `this is not valid JSON (${msg.replace(/\s*\n[\s\S]*$/, "")}); fix the syntax`,
+          detail: `this is not valid JSON (${Ndjson.jsonErrorText(msg).replace(/\s*\n[\s\S]*$/, "")}); fix the syntax`,
           cause: parsed.left,
         })
       }

@@ -189,6 +189,12 @@ describe("Config", () => {
       assert.match(e.message, /^ferry\.json:4: this is not valid JSON \(.+\); fix the syntax$/)
       const cut = yield* failure(Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive":'))
       assert.strictEqual(cut.line, 3)
+      // V8 quotes the text around the error: none of it reaches the message (a secret typed unquoted)
+      const typed = yield* failure(
+        Config.parseFile("ferry.json", '{\n  "clientSecret": s3cr3t-VALUE-123\n}\n'),
+      )
+      assert.notInclude(typed.message, "s3cr3t")
+      assert.match(typed.message, /^ferry\.json(:\d+)?: this is not valid JSON \(.+\); fix the syntax$/)
     }),
   )
 

@@ -347,7 +347,11 @@ const shorten = (s: string): string => (s.length > 80 ? `${s.slice(0, 77)}...` :
  * V8's JSON.parse messages quote the input (`Unexpected token 'o', "{"name": oops}" is not valid JSON`);
  * lines may hold patient data, which must not reach logs, so the quote is cut off.
  */
-const jsonErrorText = (e: unknown): string => errorText(e).replace(/, (?:\.\.\.)?".*$/s, "")
+/**
+ * `JSON.parse`'s message without the piece of the input V8 quotes in it (`Unexpected token 'S', ..."value":SSN-12"...
+ * is not valid JSON` → `Unexpected token 'S'`): a line of a resource, or a config file's secret, stays out of errors.
+ */
+export const jsonErrorText = (e: unknown): string => errorText(e).replace(/, (?:\.\.\.)?".*$/s, "")
 
 const kindOf = (u: unknown): string =>
   Array.isArray(u)

@@ -260,7 +260,16 @@ export const remember = (
               const id = (JSON.parse(text) as { id?: unknown }).id
               if (typeof id === "string") seen.add(`${f.type}/${id}`)
             },
-            catch: archiveError(f.path, "read a line of"),
+            // V8's message quotes the line: only its gist goes into the error
+            catch: (cause) =>
+              archiveError(
+                f.path,
+                "read a line of",
+              )(
+                cause instanceof SyntaxError
+                  ? new Error(`a line is not JSON: ${Ndjson.jsonErrorText(cause)}`)
+                  : cause,
+              ),
           }),
         ),
       ),

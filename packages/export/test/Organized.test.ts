@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
+import * as OS from "node:os"
 import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import { assert, describe, it } from "@effect/vitest"
@@ -139,6 +140,38 @@ describe("Organized", () => {
         assert.strictEqual(redone.duplicates, 3)
         assert.deepStrictEqual(redone.files, second.files)
       }),
+  )
+
+  it.effect("remember: a line that is not JSON fails naming the file, never quoting the line", () =>
+    Effect.gen(function* () {
+      const dir = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-organized-bad-"))
+      NFS.mkdirSync(Path.join(dir, "data"))
+      NFS.writeFileSync(
+        Path.join(dir, "data", "Patient.000.ndjson"),
+        '{"resourceType":"Patient","id":"a","identifier":[{"value":SSN-123-45-6789}]}\n',
+      )
+      const e = yield* Effect.flip(
+        Organized.remember(
+          dir,
+          [
+            {
+              type: "Patient",
+              path: "data/Patient.000.ndjson",
+              count: 1,
+              bytes: 1,
+              sha256: "x",
+              compression: "none",
+            },
+          ],
+          "Patient",
+          new Set(),
+        ),
+      )
+      assert.include(e.message, "data/Patient.000.ndjson")
+      assert.include(e.message, "is not JSON")
+      assert.notInclude(e.message, "SSN-123")
+      NFS.rmSync(dir, { recursive: true, force: true })
+    }),
   )
 
   it.scoped("distribute with gzip writes .ndjson.gz files whose sha256 is of the compressed bytes", () =>
