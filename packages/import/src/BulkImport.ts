@@ -42,7 +42,7 @@ export type Flavour = "smart" | "hapi"
  * Where the target fetches the files from.
  * - A local server (default): `host` (default 127.0.0.1: use an address the target can reach), `port`
  *   (default 0), `publicUrl` (`scheme://host:port` the target must use, e.g. behind NAT; default the bound
- *   address), `tokenIn` (`"header"`, default: Bearer / Basic credentials in the kick-off; `"path"`: an
+ *   address; a host other than loopback needs an https `publicUrl`, a TLS proxy in front of the server), `tokenIn` (`"header"`, default: Bearer / Basic credentials in the kick-off; `"path"`: an
  *   unguessable URL segment, for targets that send no credentials).
  * - `fileBaseUrl`: no server; the archive's files are already published at `<fileBaseUrl>/<path>`.
  */
@@ -182,6 +182,9 @@ export const detectFlavour = (cs: Capability.CapabilityStatement): Option.Option
   return Option.none()
 }
 
+/** Addresses of this machine: the file server's plain http does not leave it. */
+const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i
+
 /** Replaces every occurrence of the token in target-provided text. */
 const scrubber =
   (token: string | undefined) =>
@@ -250,6 +253,18 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
       ),
     )).source.baseUrl
   const serve = options.serve ?? {}
+  // the file server speaks plain http: off this machine, the archive and the token need TLS in front of it
+  if (
+    !("fileBaseUrl" in serve) &&
+    serve.host !== undefined &&
+    !loopbackHost.test(serve.host) &&
+    !(serve.publicUrl ?? "").startsWith("https://")
+  ) {
+    return yield* new ImportError({
+      reason: "Config",
+      detail: `Ferry's file server on ${serve.host} would send the archive and its access token over plain http; put a TLS-terminating proxy in front of it and pass its https address as --serve-public-url, or publish the files yourself and pass --file-base-url`,
+    })
+  }
   const token = "fileBaseUrl" in serve ? undefined : randomBytes(32).toString("base64url")
   const scrub = scrubber(token)
   const files = [...options.files].sort((a, b) => rank(a.type) - rank(b.type))

@@ -366,6 +366,37 @@ describe("BulkImport", () => {
     }),
   )
 
+  it.scopedLive(
+    "a file server bound off loopback without an https public URL is refused before any job (plain http)",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* makeArchive([
+          { type: "Patient", lines: [JSON.stringify({ resourceType: "Patient", id: "x" })] },
+        ])
+        const sandbox = yield* Sandbox.start({})
+        const run = (serve: BulkImport.ServeOptions) =>
+          Effect.gen(function* () {
+            return BulkImport.run({
+              client: yield* clientFor(sandbox.baseUrl),
+              archiveDir: dir,
+              files: manifest.files,
+              flavour: "smart",
+              serve,
+            })
+          }).pipe(Effect.flatten, Effect.exit)
+        const e = failure(yield* run({ host: "0.0.0.0" }))
+        assert.isTrue(Option.isSome(e) && e.value instanceof ImportError && e.value.reason === "Config")
+        assert.include(String(Option.getOrUndefined(e)), "over plain http")
+        assert.strictEqual(sandbox.store.count("Patient"), 0)
+        // the same with an https public URL (a TLS proxy in front) goes ahead; loopback needs none
+        const behindTls = failure(yield* run({ host: "0.0.0.0", publicUrl: "https://127.0.0.1:1" }))
+        assert.isFalse(Option.isSome(behindTls) && String(behindTls.value).includes("over plain http"))
+        const local = yield* run({ host: "127.0.0.1" })
+        assert.isTrue(Exit.isSuccess(local), String(local))
+        assert.strictEqual(sandbox.store.count("Patient"), 1)
+      }),
+  )
+
   it.scopedLive("fileBaseUrl: no server, the target fetches <base>/<path> itself", () =>
     Effect.gen(function* () {
       const { dir, manifest } = yield* makeArchive([

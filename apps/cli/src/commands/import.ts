@@ -57,7 +57,7 @@ const flags = {
   serveHost: Options.text("serve-host").pipe(
     Options.optional,
     Options.withDescription(
-      "--strategy import: the address Ferry's file server binds, one the target can reach (default 127.0.0.1).",
+      "--strategy import: the address Ferry's file server binds, one the target can reach (default 127.0.0.1); it speaks plain http, so another host needs a TLS proxy in front and --serve-public-url https://….",
     ),
   ),
   servePort: Options.integer("serve-port").pipe(
