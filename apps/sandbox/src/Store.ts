@@ -11,6 +11,7 @@
  * requests can use the connection while an export streams.
  */
 import { randomUUID } from "node:crypto"
+import * as NFS from "node:fs"
 import Database from "better-sqlite3"
 import { extractIdentifiers, extractReferences } from "./internal/References.js"
 
@@ -163,6 +164,12 @@ export class Store {
 
   /** Opens (and creates) the database at `path`, or an in-memory one for ":memory:". */
   static open(path: string): Store {
+    // the data is patients' (seeded or loaded): the file only for its owner; SQLite gives the WAL and shared
+    // memory files the database file's mode
+    if (path !== ":memory:") {
+      NFS.closeSync(NFS.openSync(path, "a", 0o600))
+      NFS.chmodSync(path, 0o600)
+    }
     const db = new Database(path)
     // 16 KiB pages for a new database (resources are ≈ 1.4 KB of JSON each: fewer overflow pages, and a
     // create in a measured Synthea load cost ≈ 15 % less than with 4 KiB); an existing one keeps its own

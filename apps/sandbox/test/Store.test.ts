@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
@@ -11,6 +11,22 @@ import { at, call, fhirJson } from "./http.js"
 const ids = (it: Iterable<{ id: string }>) => [...it].map((r) => r.id)
 
 describe("Store", () => {
+  it("a database file and its WAL files are the owner's only (0600), whatever the umask", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ferry-store-mode-"))
+    const before = process.umask(0)
+    try {
+      const path = join(dir, "sandbox.db")
+      const s = Store.open(path)
+      s.create({ resourceType: "Patient" })
+      for (const f of [path, `${path}-wal`, `${path}-shm`])
+        assert.strictEqual((statSync(f).mode & 0o777).toString(8), "600", f)
+      s.close()
+    } finally {
+      process.umask(before)
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it("now() is strictly increasing", () => {
     const s = Store.open(":memory:")
     let prev = ""
