@@ -51,22 +51,46 @@ export const quarantineDir = (archiveDir: string, targetBaseUrl: string): string
   Path.join(dir(archiveDir, targetBaseUrl), layout.quarantine)
 
 /**
- * Resources still waiting in `quarantine/` (lines of its `<Type>.ndjson` files; a `--retry-quarantine` run
- * sets the files it replays aside and quarantines anew only what fails again). 0 when there is no folder.
- */
-/**
  * Suffix of a type's quarantine file while `--retry-quarantine` replays it (`<Type>.ndjson.replaying`); one
  * left behind by a run that stopped mid-replay is still pending.
  */
 export const REPLAYING = ".replaying"
 
+/**
+ * What a quarantine line is about: the resource's `Type/id`, or (a `$import` rejection, which carries no body)
+ * its `source` file:line. A kill can leave the same resource quarantined twice (its chunk sent again by the
+ * rerun, with an outcome worded anew; a replay stopped between its two files): it counts, and is replayed, once.
+ */
+export const quarantineKey = (line: string): string => {
+  try {
+    const q = JSON.parse(line) as {
+      resource?: { resourceType?: unknown; id?: unknown } | null
+      source?: unknown
+    }
+    const r = q.resource
+    if (typeof r === "object" && r !== null && typeof r.resourceType === "string" && typeof r.id === "string")
+      return `${r.resourceType}/${r.id}`
+    if (typeof q.source === "string") return `source:${q.source}`
+  } catch {
+    // a line that does not parse is counted as itself (the import that reads it names it)
+  }
+  return `line:${line}`
+}
+
+/**
+ * Resources still waiting in `quarantine/`: the distinct `quarantineKey`s of its `<Type>.ndjson` files and of
+ * the `.replaying` files a stopped `--retry-quarantine` left (a run sets the files it replays aside and
+ * quarantines anew only what fails again). 0 when there is no folder.
+ */
 export const pendingQuarantine = (archiveDir: string, targetBaseUrl: string): number => {
   const q = quarantineDir(archiveDir, targetBaseUrl)
   if (!NFS.existsSync(q)) return 0
-  let n = 0
+  const keys = new Set<string>()
   for (const name of NFS.readdirSync(q)) {
     if (!name.endsWith(".ndjson") && !name.endsWith(`.ndjson${REPLAYING}`)) continue
-    for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n")) if (line.trim() !== "") n++
+    const file = name.endsWith(REPLAYING) ? name.slice(0, -REPLAYING.length) : name
+    for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n"))
+      if (line.trim() !== "") keys.add(`${file} ${quarantineKey(line)}`)
   }
-  return n
+  return keys.size
 }

@@ -279,6 +279,20 @@ const readLines = (path: string): Effect.Effect<ReadonlyArray<string>, ImportErr
   })
 
 /**
+ * Cuts the line a kill tore off at the end of each quarantine file (a whole resource spans pages), before
+ * this run appends after it: glued to the next line it would make both unreadable (`readLines`).
+ */
+const mendQuarantine = (dir: string): Effect.Effect<void, ImportError> =>
+  Effect.gen(function* () {
+    const names = yield* Effect.try({
+      try: () => (NFS.existsSync(dir) ? NFS.readdirSync(dir) : []),
+      catch: io(dir),
+    })
+    for (const name of names)
+      if (name.endsWith(".ndjson") || name.endsWith(Imports.REPLAYING)) yield* readLines(Path.join(dir, name))
+  })
+
+/**
  * Removes what earlier `$import` jobs rejected (quarantine lines without a body) from `quarantine/`: a new job
  * sends every line again, and what it rejects is quarantined anew. Each file is rewritten whole (a temporary
  * file renamed over it) or removed when nothing else is in it.
@@ -298,8 +312,21 @@ const dropBulkRejections = (dir: string): Effect.Effect<void, ImportError> =>
           continue
         }
         const temp = `${path}.tmp`
-        NFS.writeFileSync(temp, `${kept.join("\n")}\n`, { mode: 0o600 })
+        const fd = NFS.openSync(temp, "w", 0o600)
+        try {
+          NFS.writeFileSync(fd, `${kept.join("\n")}\n`)
+          NFS.fsyncSync(fd)
+        } finally {
+          NFS.closeSync(fd)
+        }
+        // durable before it replaces the file: the other lines in it are resources put or post set aside
         NFS.renameSync(temp, path)
+        const dirFd = NFS.openSync(dir, "r")
+        try {
+          NFS.fsyncSync(dirFd)
+        } finally {
+          NFS.closeSync(dirFd)
+        }
       }
     },
     catch: io(dir),
@@ -405,6 +432,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         ),
       )
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
+      yield* mendQuarantine(Imports.quarantineDir(archive, client.baseUrl))
       const dataFiles: ReadonlyArray<FileEntry> = options.files ?? manifest.files
       const deletedFiles: ReadonlyArray<FileEntry> =
         options.deletes === false ? [] : (options.deletedFiles ?? manifest.deleted)
@@ -1683,8 +1711,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (!NFS.existsSync(replaying)) continue
             replayingFiles.push({ from, replaying })
             const locs: Array<Located> = []
-            // a line moved twice (a kill between the append and the removal) is replayed once
-            const qLines = [...new Set(yield* readLines(replaying))]
+            // a resource quarantined twice (a line moved twice by a kill between the append and the removal, or
+            // its chunk sent again after a kill) is replayed once, with its latest line
+            const byKey = new Map<string, string>()
+            for (const l of yield* readLines(replaying)) {
+              const key = Imports.quarantineKey(l)
+              byKey.delete(key)
+              byKey.set(key, l)
+            }
+            const qLines = [...byKey.values()]
             for (let i = 0; i < qLines.length; i++) {
               const q = yield* decodeLine(QuarantineLine, replaying, i + 1, qLines[i]!)
               if (q.resource === null || !isResource(q.resource)) {

@@ -426,6 +426,36 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "what kills leave in quarantine (a torn last line, a resource set aside twice, a stopped replay) counts once and replays once",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ rejectRule: { type: "Device", message: "no devices" } })
+        const client = yield* clientFor(sandbox.baseUrl)
+        yield* Import.run({ client, archive: dir })
+        const file = Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Device.ndjson")
+        const first = NFS.readFileSync(file, "utf8").split("\n")[0]!
+        // a replay stopped between its two files, and a kill mid-append (a resource spans pages)
+        NFS.writeFileSync(`${file}${Imports.REPLAYING}`, `${first}\n`)
+        NFS.appendFileSync(file, first.slice(0, 40))
+        // chunks the kill kept from the journal are sent again: their refusals are set aside again
+        NFS.rmSync(Imports.journalPath(dir, sandbox.baseUrl))
+        yield* Import.run({ client, archive: dir })
+        assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), expected.Device)
+        // the replay reads every line (none glued to a torn one) and sets each Device aside once
+        const retried = yield* Import.run({ client, archive: dir, retryQuarantine: true })
+        assert.strictEqual(retried.quarantined, expected.Device)
+        const keys = NFS.readFileSync(file, "utf8")
+          .trim()
+          .split("\n")
+          .map((l) => Imports.quarantineKey(l))
+        assert.strictEqual(keys.length, expected.Device)
+        assert.strictEqual(new Set(keys).size, expected.Device)
+        assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), expected.Device)
+      }),
+  )
+
+  it.scopedLive(
     "a data file holding fewer resources than its manifest entry says: ImportError (Archive), nothing sent",
     () =>
       Effect.gen(function* () {
