@@ -319,7 +319,20 @@ const copyIfAbsent = (from: string, to: string) =>
       const tmp = `${to}.tmp`
       NFS.copyFileSync(from, tmp)
       NFS.chmodSync(tmp, 0o600)
+      // durable before it is named: an empty id map after a power loss would lose the earlier run's mappings
+      const fd = NFS.openSync(tmp, "r+")
+      try {
+        NFS.fsyncSync(fd)
+      } finally {
+        NFS.closeSync(fd)
+      }
       NFS.renameSync(tmp, to)
+      const dir = NFS.openSync(Path.dirname(to), "r")
+      try {
+        NFS.fsyncSync(dir)
+      } finally {
+        NFS.closeSync(dir)
+      }
       return true
     },
     catch: io(to),
@@ -374,7 +387,13 @@ const readLedger = (text: string) => {
       if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.add(f)
     } else if (parsed.kind === "migrate.replaced") {
       // the export replaced these files with a new job's (after a re-kick-off): to be imported again
-      if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.delete(f)
+      // (a pruned one among them is back: the new job's file, not pruned yet)
+      if (Array.isArray(data.files))
+        for (const f of data.files)
+          if (typeof f === "string") {
+            imported.delete(f)
+            pruned.delete(f)
+          }
     } else if (parsed.kind === "migrate.pruned" && typeof data.path === "string") {
       pruned.set(data.path, typeof data.bytes === "number" ? data.bytes : 0)
     } else if (parsed.kind === "migrate.done") done = true
@@ -499,6 +518,9 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       for (const [p, bytes] of earlier.pruned) {
         pruned.add(p)
         prunedBytes += bytes
+        // a kill between the ledger line and the removal left it
+        const abs = Path.join(archive, p)
+        yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
       }
       if (imported.size > 0 || alreadyDone)
         yield* say("resume", { importedFiles: imported.size, waves: previousWaves, done: alreadyDone })
@@ -765,11 +787,13 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             for (const f of files) {
               if (f.type === "Binary" || pruned.has(f.path) || replacedDuringWave.has(f.path)) continue
               const abs = Path.join(archive, f.path)
-              yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
+              // recorded first: a kill between the two leaves a file the ledger calls pruned (removed on the
+              // next run), never a removed file a later wave would read as context
               yield* journal.append("migrate.pruned", `migrate.pruned:${f.path}`, {
                 path: f.path,
                 bytes: f.bytes,
               })
+              yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
               pruned.add(f.path)
               prunedFiles++
               prunedBytes += f.bytes
