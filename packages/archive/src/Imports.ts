@@ -3,7 +3,7 @@
  *
  * ```
  * imports/<target>/              0700, one folder per target server (an archive may be replayed into several)
- *   journal.ndjson               the import's crash-safe journal (chunk intents and results)
+ *   journal.ndjson               the import's crash-safe journal (strategy, each chunk once it landed, deletes done)
  *   idmap.ndjson                 source Type/id → target Type/id, append-only ({"s":"Patient/1","t":"Patient/abc"})
  *   binaries.ndjson              attachment sha256 → target Binary id, append-only
  *   quarantine/<Type>.ndjson     resources the target refused, each with its OperationOutcome and source file:line
