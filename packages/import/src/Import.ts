@@ -748,6 +748,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
       const index = yield* Attachments.readIndex(archive)
       const binaryConditional = mode === "post" && searchesTag(cs, ["Binary"])
+      if (mode === "post" && !binaryConditional && index.size > 0)
+        yield* emit({
+          event: "warning",
+          detail:
+            "the target cannot search _tag on Binary, so attachment uploads are not conditional: a crash right after an upload may leave a second copy of that blob on rerun",
+        })
       /** One blob to the target, idempotently (see the module doc); its target Binary id. */
       const uploadBinary = (sha256: string, contentType: string, bytes: Uint8Array) =>
         Effect.gen(function* () {
