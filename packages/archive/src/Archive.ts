@@ -3,6 +3,7 @@
  * checksums and the advisory lock. Plain functions over a directory; the Journal and attachments have
  * their own modules.
  */
+import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -91,16 +92,26 @@ export const updateManifest = (
 // ---------------------------------------------------------------------------------------------------------
 // Create / open
 
+/** The subdirectories `create` makes, before it writes the manifest. */
+const subdirs: ReadonlyArray<string> = [layout.data, layout.deleted, layout.errors, layout.attachments]
+
 /**
- * Create a new archive in `dir` (created 0700 if missing; it must be empty) with an empty, incomplete
- * manifest. Take the lock first (`lock`) when other processes might race.
+ * Create a new archive in `dir` (created 0700 if missing) with an empty, incomplete manifest. The directory
+ * must be empty, or hold only some of the archive's own subdirectories, empty: what a `create` killed before
+ * it wrote the manifest leaves (the manifest is what makes the directory an archive). Take the lock first
+ * (`lock`) when other processes might race.
  */
 export const create = (dir: string, init: Init): Effect.Effect<Manifest, ArchiveError> =>
   Effect.gen(function* () {
     if (yield* Fs.exists(Path.join(dir, layout.manifest))) {
       return yield* new ArchiveError({ reason: "Exists", path: dir, detail: "already holds an archive" })
     }
-    const present = (yield* Fs.readDir(dir)).filter((n) => n !== layout.lock)
+    const present: Array<string> = []
+    for (const name of yield* Fs.readDir(dir)) {
+      if (name === layout.lock) continue
+      if (subdirs.includes(name) && (yield* Fs.isEmptyDir(Path.join(dir, name)))) continue
+      present.push(name)
+    }
     if (present.length > 0) {
       return yield* new ArchiveError({
         reason: "Exists",
@@ -109,9 +120,7 @@ export const create = (dir: string, init: Init): Effect.Effect<Manifest, Archive
       })
     }
     yield* Fs.makeDir(dir)
-    for (const sub of [layout.data, layout.deleted, layout.errors, layout.attachments]) {
-      yield* Fs.makeDir(Path.join(dir, sub))
-    }
+    for (const sub of subdirs) yield* Fs.makeDir(Path.join(dir, sub))
     const now = yield* Clock.currentTimeMillis
     const manifest: Manifest = {
       format: FORMAT,
@@ -141,7 +150,14 @@ interface LockInfo {
   readonly pid: number
   readonly host: string
   readonly startedAt: string
+  /** The kernel's boot id when the lock was taken (older locks have none). */
+  readonly bootId?: string
+  /** The holder's start time in clock ticks after boot, `/proc/<pid>/stat` field 22 (older locks: none). */
+  readonly processStart?: number
 }
+
+/** An empty or unreadable lock file older than this was left by a process killed while creating it. */
+const TORN_LOCK_MS = 5_000
 
 const isAlive = (pid: number): boolean => {
   try {
@@ -149,6 +165,32 @@ const isAlive = (pid: number): boolean => {
     return true
   } catch (e) {
     return Fs.isNodeError(e, "EPERM")
+  }
+}
+
+/** This boot of the machine (`/proc/sys/kernel/random/boot_id`), or undefined where there is no /proc. */
+const bootId = (): string | undefined => {
+  try {
+    const id = NFS.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+    return id.length > 0 ? id : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * When process `pid` started, in clock ticks after boot (`/proc/<pid>/stat` field 22), or undefined when there
+ * is no such process or no /proc. A pid reused by another process has another start time.
+ */
+const processStart = (pid: number): number | undefined => {
+  try {
+    const stat = NFS.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // the command name (field 2) is in parentheses and may hold spaces and parentheses: count after the last
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    const start = Number(fields[22 - 3])
+    return Number.isSafeInteger(start) ? start : undefined
+  } catch {
+    return undefined
   }
 }
 
@@ -163,7 +205,15 @@ const parseLock = (text: string): LockInfo | undefined => {
       "host" in u &&
       typeof u.host === "string"
     ) {
-      return { pid: u.pid, host: u.host, startedAt: "startedAt" in u ? String(u.startedAt) : "?" }
+      return {
+        pid: u.pid,
+        host: u.host,
+        startedAt: "startedAt" in u ? String(u.startedAt) : "?",
+        ...("bootId" in u && typeof u.bootId === "string" ? { bootId: u.bootId } : {}),
+        ...("processStart" in u && typeof u.processStart === "number"
+          ? { processStart: u.processStart }
+          : {}),
+      }
     }
     return undefined
   } catch {
@@ -172,19 +222,47 @@ const parseLock = (text: string): LockInfo | undefined => {
 }
 
 /**
- * Take the archive's advisory lock (`.lock`, O_EXCL, holding pid/host) for the scope's lifetime. A lock left
- * by a dead process on this host is taken over. Once held, leftovers of a crashed writer (`*.part`, `*.tmp`)
- * are removed. Every process that writes to an archive must hold it.
+ * Why a lock on this host is stale (its holder is gone), or undefined when its holder may still run. A lock
+ * without a boot id and start time (written by an older ferry) is judged by its pid alone, as is every lock
+ * where /proc cannot be read.
+ */
+const staleness = (held: LockInfo): string | undefined => {
+  const boot = bootId()
+  if (held.bootId !== undefined && boot !== undefined && held.bootId !== boot) {
+    return `it was taken by pid ${held.pid} before the machine restarted`
+  }
+  if (held.processStart !== undefined) {
+    // the pid may have been given to another process since (after a reboot, or in a restarted container)
+    const start = processStart(held.pid)
+    if (start !== undefined && start !== held.processStart) {
+      return `pid ${held.pid} that took it has exited (the pid now belongs to another process)`
+    }
+  }
+  if (held.pid === process.pid) return undefined
+  return isAlive(held.pid) ? undefined : `pid ${held.pid} that took it has exited`
+}
+
+/**
+ * Take the archive's advisory lock (`.lock`, O_EXCL, holding pid/host, and where /proc has them the boot id
+ * and the process's start time) for the scope's lifetime. A lock on this host whose holder is gone is taken
+ * over: its process has exited, the machine restarted since (another boot id), or its pid now belongs to
+ * another process (another start time); so is an empty or unreadable lock file older than a few seconds (a
+ * process killed between creating and writing it). Once held, leftovers of a crashed writer (`*.part`,
+ * `*.tmp`) are removed. Every process that writes to an archive must hold it.
  */
 export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope> => {
   const path = Path.join(dir, layout.lock)
   const acquire = Effect.gen(function* () {
     yield* Fs.makeDir(dir)
     const now = yield* Clock.currentTimeMillis
+    const boot = bootId()
+    const start = processStart(process.pid)
     const mine = JSON.stringify({
       pid: process.pid,
       host: OS.hostname(),
       startedAt: new Date(now).toISOString(),
+      ...(boot !== undefined ? { bootId: boot } : {}),
+      ...(start !== undefined ? { processStart: start } : {}),
     })
     for (let attempt = 0; attempt < 3; attempt++) {
       if (yield* Fs.createExclusive(path, mine)) return mine
@@ -192,6 +270,16 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
       if (text === undefined) continue // released meanwhile
       const held = parseLock(text)
       if (held === undefined) {
+        const modified = yield* Fs.modifiedAt(path)
+        if (modified === undefined) continue // released meanwhile
+        // the file system's clock (the lock's mtime), not the Effect Clock
+        if (Date.now() - modified > TORN_LOCK_MS) {
+          yield* Effect.logWarning(
+            `taking over a lock file that has been empty or unreadable for more than ${TORN_LOCK_MS / 1000} s (a process was killed while creating it)`,
+          ).pipe(Effect.annotateLogs({ archive: dir }))
+          yield* Fs.remove(path)
+          continue
+        }
         return yield* new ArchiveError({
           reason: "Locked",
           path,
@@ -199,8 +287,9 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
             "the lock file is unreadable (another process may be creating it); delete it if no ferry is running",
         })
       }
-      if (held.host === OS.hostname() && held.pid !== process.pid && !isAlive(held.pid)) {
-        yield* Effect.logWarning(`taking over the stale lock of dead process ${held.pid}`).pipe(
+      const stale = held.host === OS.hostname() ? staleness(held) : undefined
+      if (stale !== undefined) {
+        yield* Effect.logWarning(`taking over a stale lock: ${stale}`).pipe(
           Effect.annotateLogs({ archive: dir }),
         )
         yield* Fs.remove(path)
@@ -232,10 +321,7 @@ export const syncParent = (path: string): Effect.Effect<void, ArchiveError> => F
 /** Delete `*.part` and `*.tmp` files left by a crashed writer. Only the lock holder may call it. */
 export const removeLeftovers = (dir: string): Effect.Effect<void, ArchiveError> =>
   Effect.gen(function* () {
-    const dirs = [
-      dir,
-      ...[layout.data, layout.deleted, layout.errors, layout.attachments].map((d) => Path.join(dir, d)),
-    ]
+    const dirs = [dir, ...subdirs.map((d) => Path.join(dir, d))]
     for (const d of dirs) {
       for (const name of yield* Fs.readDir(d)) {
         if (name.endsWith(".part") || name.endsWith(".tmp")) yield* Fs.remove(Path.join(d, name))

@@ -4,7 +4,9 @@
  * contentType, sourceUrls).
  *
  * The index is append-only: a line is added when a blob is new, or when a known blob arrives from another
- * URL. Readers merge lines by sha256 (`readIndex`). A torn last line (crash mid-append) is ignored.
+ * URL. Readers merge lines by sha256 (`readIndex`). A torn last line (no newline: a crash mid-append, never
+ * acknowledged) is ignored by readers and cut off when a `store` opens the index, so the next append starts a
+ * line of its own instead of running on from the fragment.
  */
 import { createHash, randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
@@ -79,7 +81,8 @@ const indexPath = (dir: string) => Path.join(dir, "attachments", "index.ndjson")
  *   what a crashed run may have left there), and leaves the fsync to the next `commit` (the file stays open
  *   until then).
  * - `commit` fsyncs the blobs `storeBytes` wrote since the last commit and the directories of every blob
- *   stored since then, then appends their index lines in one fsynced write. A blob is in the index only once
+ *   stored since then (and `attachments/` itself when one of those directories may be new, or the index is),
+ *   then appends their index lines in one fsynced write. A blob is in the index only once
  *   it is durable, so the index is the record of finished blobs a resumed run can trust; a blob file not in
  *   the index (a crash before its commit) is written again by the next run that meets it.
  * An index line is written when the blob is new or `meta.sourceUrl` is given.
@@ -144,17 +147,41 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     // index's objects: the store lives as long as the export)
     const known = new DigestSet(32)
     const storedUrls = new DigestSet(16)
-    yield* forEachIndexLine(dir, leanLine, (line) => {
+    const index = indexPath(dir)
+    const torn = yield* forEachIndexLine(dir, leanLine, (line) => {
       known.addHex(line.sha256)
       for (const url of line.sourceUrls) storedUrls.add(digest16(url))
     })
+    if (torn !== undefined) {
+      // the next commit appends: glued to the fragment, its first line would be invalid, and every later read
+      // of the index would call the archive damaged
+      yield* Effect.logWarning(
+        "attachment index had a torn last line (crash mid-write); it was ignored and removed",
+      ).pipe(Effect.annotateLogs({ index }))
+      yield* Fs.truncate(index, torn)
+      yield* Fs.syncFile(index)
+    }
+    /**
+     * The index's entry in `attachments/` is fsynced by this store's first append (the index may be new, or
+     * made by a run that crashed before that fsync).
+     */
+    let indexSynced = false
     const dirs = new Set<string>()
+    /** A blob directory was met for the first time since the last commit (it may be new in `attachments/`). */
+    let newDirs = false
     let touched = new Set<string>()
     let lines: Array<IndexLine> = []
     const lock = yield* Effect.makeSemaphore(1)
 
     const ensureDir = (path: string) =>
-      dirs.has(path) ? Effect.void : Effect.tap(Fs.makeDir(path), () => Effect.sync(() => dirs.add(path)))
+      dirs.has(path)
+        ? Effect.void
+        : Effect.tap(Fs.makeDir(path), () =>
+            Effect.sync(() => {
+              dirs.add(path)
+              newDirs = true
+            }),
+          )
 
     const storeOne = <E, R>(
       bytes: Stream.Stream<Uint8Array, E, R>,
@@ -238,6 +265,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         NFS.mkdirSync(parent, { recursive: true, mode: Fs.DIR_MODE })
         NFS.chmodSync(parent, Fs.DIR_MODE)
         dirs.add(parent)
+        newDirs = true
       }
       const fd = openBlob(final)
       try {
@@ -311,13 +339,22 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         const toSync = touched
         const toIndex = lines
         const blobs = unsynced
+        const syncBase = newDirs
         touched = new Set()
         lines = []
         unsynced = []
+        newDirs = false
         if (blobs.length > 0) yield* syncBlobs(blobs)
         if (toIndex.length === 0) return 0
         yield* Effect.forEach(toSync, Fs.syncDir, { concurrency: SYNC_CONCURRENCY, discard: true })
-        yield* Fs.appendSync(indexPath(dir), toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
+        // a blob directory made since the last commit is an entry of `attachments/`: durable before the index
+        // names a blob in it
+        if (syncBase) yield* Fs.syncDir(base)
+        yield* Fs.appendSync(index, toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
+        if (!indexSynced) {
+          yield* Fs.syncDir(base)
+          indexSynced = true
+        }
         return toIndex.length
       }),
     )
@@ -381,25 +418,33 @@ export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, Arc
 
 /**
  * Every line of the index, as `decode` reads it (undefined: not a valid line), to `onLine`. A torn last line
- * (a crashed append) is skipped; any other invalid line fails the read. A missing index has no lines.
+ * (no newline: a crashed append, never acknowledged, even when it parses) is skipped, and its byte offset
+ * returned (undefined when there is none: where a writer cuts the index); any other invalid line fails the
+ * read. A missing index has no lines.
  */
 const forEachIndexLine = <A>(
   dir: string,
   decode: (text: string) => A | undefined,
   onLine: (a: A) => void,
-): Effect.Effect<void, ArchiveError> =>
+): Effect.Effect<number | undefined, ArchiveError> =>
   Effect.gen(function* () {
     const path = indexPath(dir)
-    if (!(yield* Fs.exists(path))) return
-    yield* Ndjson.readFileSplit(path, { label: "attachments/index.ndjson" }).pipe(
+    if (!(yield* Fs.exists(path))) return undefined
+    let torn: number | undefined
+    yield* Ndjson.readFileSplit(path, { label: "attachments/index.ndjson", keepBlank: true }).pipe(
       Stream.mapError((e) => new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })),
       Stream.runForEach((l) => {
+        if (!l.terminated) {
+          // the torn tail of a crashed append (blank or not: the next append must not run on from it)
+          torn = l.offset
+          return Effect.void
+        }
+        if (l.text.trim().length === 0) return Effect.void
         const a = decode(l.text)
         if (a !== undefined) {
           onLine(a)
           return Effect.void
         }
-        if (!l.terminated) return Effect.void // torn tail of a crashed append
         return Effect.fail(
           new ArchiveError({
             reason: "Corrupt",
@@ -410,6 +455,7 @@ const forEachIndexLine = <A>(
         )
       }),
     )
+    return torn
   })
 
 /** The index, merged by sha256 (sourceUrls unioned, the last contentType wins). Missing index → empty. */

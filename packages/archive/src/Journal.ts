@@ -106,8 +106,9 @@ export interface JournalService {
 
 export class Journal extends Context.Tag("@ferry/archive/Journal")<Journal, JournalService>() {
   /**
-   * Open (or create, 0600) the journal at `path`: load it, cut off a torn tail, and keep the file open for
-   * appends until the scope closes. Appends from many fibers are serialised.
+   * Open (or create, 0600) the journal at `path`: load it, cut off a torn tail, fsync the file and its
+   * directory, and keep the file open for appends until the scope closes. Appends from many fibers are
+   * serialised.
    */
   static readonly make = Effect.fn("Journal.make")(function* (path: string) {
     const state = yield* load(path)
@@ -130,7 +131,9 @@ export class Journal extends Context.Tag("@ferry/archive/Journal")<Journal, Jour
       }),
       (h) => Effect.promise(() => h.close().catch(() => undefined)),
     )
-    if (state.torn) yield* Fs.syncDir(Path.dirname(path))
+    // the journal's entry in its directory (the file may be new, or made by a run that crashed before this
+    // fsync): without it, a power loss could take the file and every step recorded in it
+    yield* Fs.syncDir(Path.dirname(path))
     const entries: Array<Entry> = [...state.entries]
     const byKey = new Map(state.byKey)
     let seq = state.nextSeq

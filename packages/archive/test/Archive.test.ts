@@ -313,4 +313,113 @@ describe("Archive", () => {
         expect((yield* Effect.flip(Effect.scoped(Archive.lock(dir)))).reason).toBe("Locked")
       }),
   )
+
+  it.scoped(
+    "create in a directory a killed create left (some of its subdirectories, empty, no manifest) goes on; anything else stays refused",
+    () =>
+      Effect.gen(function* () {
+        const dir = Path.join(yield* tempDir, "archive")
+        // killed after two of the subdirectories, before the manifest (the lock was held)
+        for (const d of ["", "data", "deleted"])
+          NFS.mkdirSync(Path.join(dir, d), { recursive: true, mode: 0o700 })
+        NFS.writeFileSync(Path.join(dir, ".lock"), "{}")
+        const m = yield* Archive.create(dir, init)
+        expect(m.complete).toBe(false)
+        expect(yield* Archive.open(dir)).toEqual(m)
+
+        // an own subdirectory that holds something, or a name of another's, is not what a killed create leaves
+        for (const [what, make] of [
+          ["data/x", (d: string) => NFS.writeFileSync(Path.join(d, "data", "x"), "")],
+          ["notes", (d: string) => NFS.mkdirSync(Path.join(d, "notes"))],
+          ["errors (a file)", (d: string) => NFS.writeFileSync(Path.join(d, "errors"), "")],
+        ] as const) {
+          const other = Path.join(yield* tempDir, "other")
+          NFS.mkdirSync(Path.join(other, "data"), { recursive: true })
+          make(other)
+          const e = yield* Effect.flip(Archive.create(other, init))
+          expect([what, e.reason]).toEqual([what, "Exists"])
+          expect(e.message).toContain("is not empty")
+        }
+      }),
+  )
+
+  // where there is no /proc (not Linux) the lock holds pid and host only, and is judged by the pid as before
+  it.scoped.skipIf(!NFS.existsSync("/proc/self/stat") || !NFS.existsSync("/proc/sys/kernel/random/boot_id"))(
+    "the lock records the boot id and the holder's start time: a lock from another boot, or whose pid now belongs to another process, is taken over",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const lockPath = Path.join(dir, ".lock")
+        const bootId = NFS.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+        const startOf = (pid: number) => {
+          const stat = NFS.readFileSync(`/proc/${pid}/stat`, "utf8")
+          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19])
+        }
+        // a live process that is not ferry (what a reused pid looks like)
+        const child = ChildProcess.spawn(process.execPath, ["-e", "setTimeout(() => {}, 60_000)"], {
+          stdio: "ignore",
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => void child.kill()))
+        const pid = child.pid!
+        const host = OS.hostname()
+        const takes = (lock: object) =>
+          Effect.gen(function* () {
+            NFS.writeFileSync(lockPath, JSON.stringify({ host, startedAt: "then", ...lock }))
+            const exit = yield* Effect.exit(Effect.scoped(Archive.lock(dir)))
+            return Exit.isSuccess(exit)
+          })
+        // its own start time: held
+        expect(yield* takes({ pid, bootId, processStart: startOf(pid) })).toBe(false)
+        // the pid was given to another process since the lock was taken
+        expect(yield* takes({ pid, bootId, processStart: startOf(pid) - 1 })).toBe(true)
+        // a lock from before a restart names a pid that runs something else now
+        expect(
+          yield* takes({ pid, bootId: "3f1c0000-0000-4000-8000-000000000000", processStart: startOf(pid) }),
+        ).toBe(true)
+        // pid 1, as in a restarted container
+        expect(yield* takes({ pid: 1, bootId, processStart: startOf(1) + 1 })).toBe(true)
+        // this very process's pid, recorded by another process before a container restart
+        expect(yield* takes({ pid: process.pid, bootId, processStart: startOf(process.pid) - 1 })).toBe(true)
+        // a lock an older ferry wrote (pid only): as before, a live pid holds it
+        expect(yield* takes({ pid })).toBe(false)
+        expect(yield* takes({ pid: 1 })).toBe(false)
+        // what this ferry records
+        NFS.rmSync(lockPath)
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* Archive.lock(dir)
+            expect(JSON.parse(NFS.readFileSync(lockPath, "utf8"))).toMatchObject({
+              pid: process.pid,
+              bootId,
+              processStart: startOf(process.pid),
+            })
+          }),
+        )
+      }),
+  )
+
+  it.scoped(
+    "an empty lock file (a process killed between creating and writing it) is taken over once it is a few seconds old",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const lockPath = Path.join(dir, ".lock")
+        NFS.writeFileSync(lockPath, "")
+        const fresh = yield* Effect.flip(Effect.scoped(Archive.lock(dir)))
+        expect(fresh.reason).toBe("Locked")
+        expect(fresh.message).toContain("unreadable (another process may be creating it)")
+        const old = new Date(Date.now() - 60_000)
+        NFS.utimesSync(lockPath, old, old)
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* Archive.lock(dir)
+            expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
+          }),
+        )
+        expect(NFS.existsSync(lockPath)).toBe(false)
+        NFS.writeFileSync(lockPath, '{"pid":')
+        NFS.utimesSync(lockPath, old, old)
+        yield* Effect.scoped(Archive.lock(dir))
+      }),
+  )
 })

@@ -4,7 +4,7 @@ import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Stream } from "effect"
 import * as Attachments from "../src/Attachments.js"
-import { mode, tempDir } from "./helpers.js"
+import { fsyncLog, mode, tempDir } from "./helpers.js"
 
 const enc = new TextEncoder()
 const data = new URL("../../../../shared/data/attachments/", import.meta.url)
@@ -191,6 +191,85 @@ describe("Attachments", () => {
         expect(Buffer.concat([...read]).equals(Buffer.from(bytes))).toBe(true)
         // and no temp file is left beside the blobs
         expect(NFS.readdirSync(Path.join(dir, "attachments")).filter((n) => n.endsWith(".part"))).toEqual([])
+      }),
+  )
+
+  it.scoped(
+    "a torn index tail (a multi-line commit cut by a crash) is cut off when a store opens the index: the next commit's lines read back whole",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const index = Path.join(dir, "attachments", "index.ndjson")
+        const first = yield* Attachments.put(dir, Stream.make(enc.encode("first")), {
+          sourceUrl: "http://src/1",
+        })
+        const whole = NFS.readFileSync(index, "utf8")
+        // a commit of two lines cut by a power loss: a whole line, then half of the next (its blob is durable)
+        const torn = yield* Attachments.put(dir, Stream.make(enc.encode("torn")), {
+          sourceUrl: "http://src/2",
+        })
+        const two = NFS.readFileSync(index, "utf8").slice(whole.length)
+        NFS.writeFileSync(index, `${whole}${two}${two.slice(0, 40)}`)
+        expect([...(yield* Attachments.readIndex(dir)).keys()]).toEqual([first.sha256, torn.sha256])
+
+        // the next run: its first commit must not run on from the fragment (that read as "index.ndjson:3: not a
+        // valid attachment index line; the archive is damaged" ever after)
+        const s = yield* Attachments.store(dir)
+        const third = yield* s.storeBytes(enc.encode("third"), { sourceUrl: "http://src/3" })
+        expect(yield* s.commit).toBe(1)
+        expect([...(yield* Attachments.readIndex(dir)).keys()]).toEqual([
+          first.sha256,
+          torn.sha256,
+          third.sha256,
+        ])
+        expect(
+          NFS.readFileSync(index, "utf8")
+            .split("\n")
+            .map((l) => l.length > 0 && JSON.parse(l).sha256),
+        ).toEqual([first.sha256, torn.sha256, third.sha256, false])
+
+        // a last line that is whole but for its newline was never acknowledged either: cut, and its blob is
+        // stored and indexed again by the run that meets it
+        NFS.appendFileSync(index, two.trimEnd().replace(torn.sha256, first.sha256))
+        const again = yield* Attachments.store(dir)
+        expect(NFS.readFileSync(index, "utf8").endsWith("\n")).toBe(true)
+        yield* again.storeBytes(enc.encode("fourth"))
+        yield* again.commit
+        expect((yield* Attachments.readIndex(dir)).size).toBe(4)
+        expect((yield* Attachments.totals(dir)).count).toBe(4)
+      }),
+  )
+
+  it.scoped(
+    "commit fsyncs attachments/ when it made a blob directory (before the index names the blob) and once the index is new",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const base = Path.join(dir, "attachments")
+        const index = Path.join(base, "index.ndjson")
+        const log = yield* fsyncLog
+        const s = yield* Attachments.store(dir)
+        const a = yield* s.storeBytes(enc.encode("in memory"), { sourceUrl: "http://src/a" })
+        const b = yield* s.store(Stream.make(enc.encode("streamed")), { sourceUrl: "http://src/b" })
+        yield* s.commit
+        const blobDirs = [a, b].map(
+          (x) => `sync ${Path.dirname(Path.join(dir, Attachments.relativePath(x.sha256)))}`,
+        )
+        for (const d of blobDirs) expect(log).toContain(d)
+        const at = (line: string) => log.indexOf(line)
+        const baseSyncs = log.flatMap((l, i) => (l === `sync ${base}` ? [i] : []))
+        // the blob directories are entries of attachments/: durable before the index line that names them
+        expect(baseSyncs.length).toBeGreaterThanOrEqual(2)
+        expect(baseSyncs[0]!).toBeGreaterThan(Math.max(...blobDirs.map(at)))
+        expect(baseSyncs[0]!).toBeLessThan(at(`sync ${index}`))
+        // the new index's own entry in attachments/
+        expect(baseSyncs.at(-1)!).toBeGreaterThan(at(`sync ${index}`))
+
+        // a later commit into directories already met fsyncs only those
+        log.length = 0
+        yield* s.storeBytes(enc.encode("in memory"), { sourceUrl: "http://src/c" })
+        yield* s.commit
+        expect(log).not.toContain(`sync ${base}`)
       }),
   )
 })

@@ -3,7 +3,7 @@ import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import * as Journal from "../src/Journal.js"
-import { mode, tempDir } from "./helpers.js"
+import { fsyncLog, mode, tempDir } from "./helpers.js"
 
 const open = (path: string) => Journal.Journal.make(path)
 
@@ -135,5 +135,29 @@ describe("Journal", () => {
       expect((yield* Journal.load(path)).byKey.has("x")).toBe(true)
       expect(mode(Path.dirname(path))).toBe(0o700)
     }),
+  )
+
+  it.scoped(
+    "a new journal's directory is fsynced before its first step is recorded (and again by a run that finds it)",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const path = Path.join(dir, "journal.ndjson")
+        const log = yield* fsyncLog
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const j = yield* open(path)
+            expect(log).toContain(`sync ${dir}`)
+            log.length = 0
+            yield* j.append("step", "a")
+            // an append fsyncs the journal only
+            expect(log).toEqual([`sync ${path}`])
+          }),
+        )
+        // a run that crashed between creating the journal and that fsync: the next run makes up for it
+        log.length = 0
+        yield* open(path)
+        expect(log).toContain(`sync ${dir}`)
+      }),
   )
 })

@@ -57,6 +57,28 @@ export const readDir = (path: string): Effect.Effect<ReadonlyArray<string>, Arch
     }),
   )
 
+/** True when `path` is a directory with nothing in it (false when it is missing, a file, or holds anything). */
+export const isEmptyDir = (path: string): Effect.Effect<boolean, ArchiveError> =>
+  wrap(path, async () => {
+    const stat = await P.lstat(path).catch((e: unknown) => {
+      if (code(e) === "ENOENT") return undefined
+      throw e
+    })
+    return stat?.isDirectory() === true && (await P.readdir(path)).length === 0
+  })
+
+/** The file's mtime (ms since the epoch), or undefined when it does not exist. */
+export const modifiedAt = (path: string): Effect.Effect<number | undefined, ArchiveError> =>
+  wrap(path, () =>
+    P.stat(path).then(
+      (s) => s.mtimeMs as number | undefined,
+      (e: unknown) => {
+        if (code(e) === "ENOENT") return undefined
+        throw e
+      },
+    ),
+  )
+
 export const remove = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, () => P.rm(path, { force: true }))
 
