@@ -7,7 +7,10 @@
  *   part is already complete);
  * - in the same pass as the bytes arrive, every line is checked to be a resource of the announced type,
  *   counted (against the manifest `count`) and hashed (sha256); a resumed transfer first scans the part it
- *   keeps. Once complete the file is renamed (or gzip-written, a second pass) to its final name.
+ *   keeps, before it asks for the rest: a part that does not check out is local damage (a page a power loss
+ *   zeroed), not the server's doing, so it is deleted and the file downloaded from the start. Once complete
+ *   the file is fsynced and renamed (or gzip-written, a second pass) to its final name, and its directory
+ *   fsynced.
  * Content-Encoding gzip/deflate/br is decoded here (the HTTP client hands over the bytes as sent).
  */
 import { createHash } from "node:crypto"
@@ -40,7 +43,7 @@ export interface DownloadTarget {
   readonly auth: boolean
   /**
    * Called with every resource of the file as it is checked (a resumed or retried transfer calls it again for
-   * the part it keeps: callers dedupe).
+   * the part it keeps, also when the server then ignores the Range and the file starts over: callers dedupe).
    */
   readonly onResource?: (resource: Resource) => void
   /**
@@ -64,7 +67,10 @@ export interface DownloadResult {
 export interface DownloadOptions {
   /** Called with the number of bytes received, as they arrive. */
   readonly onBytes?: (n: number) => Effect.Effect<void>
-  /** Called when an attempt resumes from a non-zero offset or restarts after a broken transfer. */
+  /**
+   * Called when an attempt resumes from a non-zero offset, restarts after a broken transfer, or starts over
+   * (offset 0) because the part file an earlier attempt left is damaged.
+   */
   readonly onResume?: (offset: number, reason: string) => Effect.Effect<void>
   /** How often a broken transfer is resumed before giving up (default 5). */
   readonly resumes?: number
@@ -171,6 +177,44 @@ const scanned = <E>(
 const scanPart = (target: DownloadTarget, part: string, scan: Scan) =>
   scanned(target, scan, Ndjson.fileBytes(part, { gzip: false, label: target.label }))
 
+/**
+ * Scans the part file a resumed transfer keeps into `scan`. A line that does not check out is taken for damage
+ * on this disk (a page a power loss zeroed), which every resume from that part would meet again: the part is
+ * deleted and false returned, and the file is downloaded from the start. (A bad line the server sent, which
+ * an earlier attempt may have written before checking it, comes again with the new download and is reported
+ * then, as the server's.)
+ */
+const checkPart = (target: DownloadTarget, part: string, scan: Scan, options: DownloadOptions) =>
+  scanPart(target, part, scan).pipe(
+    Effect.as(true),
+    Effect.catchIf(
+      (e) => e.reason !== "Io",
+      (e) =>
+        Effect.gen(function* () {
+          const what = e.message.replace(/;.*$/, "")
+          yield* Effect.logWarning(
+            `the partial download an earlier attempt left is damaged (${what}); it was deleted and the file is downloaded again from the start`,
+          ).pipe(Effect.annotateLogs({ file: target.label }))
+          yield* fsTry(target.label, "delete the damaged partial download", () =>
+            NFS.promises.rm(part, { force: true }),
+          )
+          if (options.onResume)
+            yield* options.onResume(0, `the partial download is damaged (${what}), restarting`)
+          return false
+        }),
+    ),
+  )
+
+/** fsync of a file written earlier (by an earlier run, or closed since). */
+const syncFile = async (path: string): Promise<void> => {
+  const handle = await NFS.promises.open(path, "r")
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
 const broken = (url: string, cause: unknown) =>
   new FhirError({
     reason: "Transport",
@@ -184,10 +228,16 @@ const broken = (url: string, cause: unknown) =>
 const transfer = (client: FhirClient, target: DownloadTarget, part: string, options: DownloadOptions) =>
   Effect.gen(function* () {
     const existing = yield* fsTry(target.label, "read the partial download", () => sizeOf(part))
-    const offset =
+    let offset =
       existing > 0
         ? yield* fsTry(target.label, "trim the partial download", () => truncateToLastLine(part, existing))
         : 0
+    // the part kept is checked before the rest is asked for (no connection waits meanwhile)
+    let scan = new Scan()
+    if (offset > 0 && !(yield* checkPart(target, part, scan, options))) {
+      offset = 0
+      scan = new Scan()
+    }
     const headers: Record<string, string> =
       offset === 0
         ? { accept: "application/fhir+ndjson", "accept-encoding": "gzip, deflate, br" }
@@ -204,7 +254,6 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
         () => Effect.succeed({ response: undefined, unsatisfiable: true as const }),
       ),
     )
-    const scan = new Scan()
     if (answer.unsatisfiable || answer.response === undefined) {
       if (target.count === undefined) {
         // "Nothing at that offset" is only proof of a complete file when its lines can be counted against
@@ -213,9 +262,11 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
         yield* fsTry(target.label, "reset the partial download", () => NFS.promises.rm(part, { force: true }))
         return yield* broken(target.url, `the server answered Range bytes=${offset}- with 416`)
       }
-      // Everything up to the end was already received (the line count is checked).
-      yield* scanPart(target, part, scan)
-      return yield* complete(target, part, scan, offset)
+      // Everything up to the end was already received (the line count is checked). Those bytes were written
+      // by an earlier attempt, perhaps an earlier run: fsynced before `finish` renames them into place.
+      const done = yield* complete(target, part, scan, offset)
+      yield* fsTry(target.label, "flush the download", () => syncFile(part))
+      return done
     }
     const response = answer.response
     // The body is read to its end below; on any failure before that it is dropped with its connection.
@@ -239,7 +290,8 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     if (offset > 0 && options.onResume) {
       yield* options.onResume(append ? offset : 0, append ? "range" : "server ignored Range, restarting")
     }
-    if (append) yield* scanPart(target, part, scan)
+    // the part was scanned above: kept, the rest is added to its scan; otherwise the file starts over
+    if (!append) scan = new Scan()
     const handle = yield* Effect.acquireRelease(
       fsTry(target.label, "open the partial download", async () => {
         const h = await NFS.promises.open(part, append ? "a" : "w", 0o600)

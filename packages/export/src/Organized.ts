@@ -277,7 +277,11 @@ export const remember = (
   )
 }
 
-/** Creates the staging directory (0700). */
+/**
+ * Creates the staging directory (0700) and fsyncs the archive directory (also when an earlier run made the
+ * staging directory and crashed before that fsync): the journal records the files staged in it, and a power
+ * loss must not take the directory's entry with them.
+ */
 export const makeStaging = (root: string): Effect.Effect<void, ExportError> =>
   Effect.tryPromise({
     try: async () => {
@@ -286,7 +290,7 @@ export const makeStaging = (root: string): Effect.Effect<void, ExportError> =>
       await NFS.promises.chmod(dir, 0o700)
     },
     catch: archiveError(STAGING, "create"),
-  })
+  }).pipe(Effect.zipRight(syncDir(root)))
 
 /** Removes the staging directory (everything in it is distributed). */
 export const removeStaging = (root: string): Effect.Effect<void, ExportError> =>

@@ -13,6 +13,7 @@ import * as Export from "../src/Export.js"
 import { ExportError } from "../src/ExportError.js"
 import * as Kickoff from "../src/Kickoff.js"
 import * as Poll from "../src/Poll.js"
+import { fsyncLog } from "./helpers/fsync.js"
 import { clientFor, dataLines, events, sample10, setFaults, sha256File, tempDir } from "./helpers/sandbox.js"
 
 const fast = { pollInterval: "50 millis" } as const
@@ -196,6 +197,19 @@ describe("Download content encodings", () => {
           })
           return void res.end(stored.subarray(start))
         }
+        if (encoding === "ranged" && range !== null) {
+          // a server that serves ranges of the identity representation, as asked
+          const start = Number(range[1])
+          if (start >= body.length) {
+            res.writeHead(416, { "content-range": `bytes */${body.length}` })
+            return void res.end()
+          }
+          res.writeHead(206, {
+            "content-type": "application/fhir+ndjson",
+            "content-range": `bytes ${start}-${body.length - 1}/${body.length}`,
+          })
+          return void res.end(body.slice(start))
+        }
         if (encoding === "gone416" && range !== null) {
           // "nothing there at that offset": without a count to check, the part file may well be short
           res.writeHead(416, { "content-range": `bytes */${body.length + 1}` })
@@ -344,6 +358,84 @@ describe("Download content encodings", () => {
           assert.strictEqual(NFS.readFileSync(path, "utf8"), `${body}\n`)
           assert.isAtLeast(resumes.length, 1)
         }
+      }),
+  )
+
+  it.scoped(
+    "a .partial an earlier run left damaged on this disk (a page a power loss zeroed) is deleted and the file downloaded from the start, not blamed on the server",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* server
+        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const client = yield* clientFor(`${base}/fhir`)
+        const dir = yield* tempDir
+        const firstLines = Buffer.from(`${body.split("\n").slice(0, 10).join("\n")}\n`)
+        // the server answers the resumed request with the rest (206), or says it is all there (416)
+        for (const route of ["ranged", "gone416"]) {
+          const path = Path.join(dir, `${route}.ndjson`)
+          const damaged = Buffer.from(firstLines)
+          damaged.fill(0, 100, 160)
+          NFS.writeFileSync(
+            `${path}.partial`,
+            route === "gone416"
+              ? Buffer.concat([damaged, Buffer.from(body.slice(firstLines.length)), Buffer.from("\n")])
+              : damaged,
+          )
+          const resumes: Array<[number, string]> = []
+          const target = {
+            url: `${base}/${route}`,
+            type: "Patient",
+            count: 50,
+            path,
+            label: route,
+            auth: false,
+          }
+          const options = {
+            onResume: (offset: number, reason: string) =>
+              Effect.sync(() => void resumes.push([offset, reason])),
+          }
+          const result = yield* Download.download(client, target, options)
+          assert.strictEqual(result.resumedFrom, 0, route)
+          assert.strictEqual(result.count, 50, route)
+          assert.strictEqual(NFS.readFileSync(path, "utf8"), `${body}\n`, route)
+          assert.isFalse(NFS.existsSync(`${path}.partial`), route)
+          assert.deepStrictEqual(
+            resumes.map(([offset]) => offset),
+            [0],
+            route,
+          )
+          assert.include(resumes[0]![1], "the partial download is damaged", route)
+          assert.include(resumes[0]![1], `${route}:3`, route)
+        }
+      }),
+  )
+
+  it.scoped(
+    "a .partial that was already complete (416) is fsynced before it is renamed into place, and its directory after",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* server
+        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const client = yield* clientFor(`${base}/fhir`)
+        const dir = yield* tempDir
+        const path = Path.join(dir, "complete.ndjson")
+        // everything an earlier run received, never fsynced by it (it was killed before its rename)
+        NFS.writeFileSync(`${path}.partial`, `${body}\n`)
+        const log = yield* fsyncLog
+        const result = yield* Download.download(client, {
+          url: `${base}/ranged`,
+          type: "Patient",
+          count: 50,
+          path,
+          label: "complete",
+          auth: false,
+        })
+        assert.strictEqual(result.resumedFrom, Buffer.byteLength(`${body}\n`))
+        assert.strictEqual(NFS.readFileSync(path, "utf8"), `${body}\n`)
+        const at = (line: string) => log.indexOf(line)
+        assert.isAtLeast(at(`sync ${path}.partial`), 0, log.join(", "))
+        assert.isBelow(at(`sync ${path}.partial`), at(`rename ${path}`), log.join(", "))
+        assert.isAbove(at(`sync ${dir}`), at(`rename ${path}`), log.join(", "))
       }),
   )
 })

@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import { ExportError } from "../src/ExportError.js"
 import * as Organized from "../src/Organized.js"
+import { fsyncLog } from "./helpers/fsync.js"
 import { tempDir } from "./helpers/sandbox.js"
 
 const header = (ref: string) =>
@@ -221,5 +222,20 @@ describe("Organized", () => {
       } else assert.fail("expected a typed failure")
       assert.deepStrictEqual(NFS.readdirSync(Path.join(dir, "data")), [])
     }),
+  )
+
+  it.scoped(
+    "makeStaging fsyncs the archive directory, also when the staging directory is there already (a run that crashed before that fsync)",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const log = yield* fsyncLog
+        for (let run = 0; run < 2; run++) {
+          log.length = 0
+          yield* Organized.makeStaging(dir)
+          assert.isTrue(NFS.statSync(Path.join(dir, Organized.STAGING)).isDirectory())
+          assert.deepStrictEqual(log, [`sync ${dir}`], `run ${run}`)
+        }
+      }),
   )
 })
