@@ -239,7 +239,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     // the first job's files were dropped: every file of the archive was downloaded from the new job
     expect(events.find((e) => e.event === "early-dropped")?.files).toBe(before)
     // the stale lock of the killed run is taken over with a warning, on stderr: stdout is the JSON summary
-    expect(rerun.stderr).toContain("taking over the stale lock")
+    expect(rerun.stderr).toContain("taking over a stale lock: pid")
     const summary = JSON.parse(rerun.stdout) as { files: Array<unknown> }
     expect(events.slice(gone).filter((e) => e.event === "file")).toHaveLength(summary.files.length)
     const transactionTime = JSON.parse(
