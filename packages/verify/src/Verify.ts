@@ -20,6 +20,8 @@
  * `identifier` search per distinct reference (exactly one match; otherwise, or when the server cannot search
  * it, as written). On the target they are never resolved: a conditional or `urn:uuid:` reference is for
  * transactions only, and one stored on the target is no working reference, so it compares as different.
+ * Without `types`, every type the target's CapabilityStatement lists is counted there too: resources of a type
+ * the source has none of are extra (Binary aside, compared through the attachments).
  * `samplePercent` compares a deterministic sample chosen by the sha256 of the source `Type/id`.
  */
 import { createHash } from "node:crypto"
@@ -464,6 +466,17 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     )
   }
 
+  // Types only the target holds: what no source resource accounts for is extra, whatever its type (a full
+  // comparison only; Binary goes through the attachments). Each type the target's CapabilityStatement lists
+  // is counted; those it holds none of are left out of the report.
+  const targetOnly = new Set<string>()
+  if (!delta && (options.types === undefined || options.types.length === 0)) {
+    const cs = yield* target.capabilities().pipe(Effect.mapError(targetError))
+    const known = new Set(types)
+    for (const t of Capabilities.types(cs)) if (t !== "Binary" && !known.has(t)) targetOnly.add(t)
+    types = [...types, ...[...targetOnly].sort()]
+  }
+
   // --- attachment hashing (cached per URL and side)
   const sourceHashes = new Map<string, AttHash>()
   const targetHashes = new Map<string, AttHash>()
@@ -511,7 +524,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     let targetCount: number | null = delta
       ? null
       : Option.getOrNull(yield* countOf(target, type).pipe(Effect.mapError(targetError)))
-    if (source._tag === "Server" && options.types === undefined && sourceCount === 0 && targetCount === 0)
+    if (
+      ((source._tag === "Server" && options.types === undefined) || targetOnly.has(type)) &&
+      sourceCount === 0 &&
+      targetCount === 0
+    )
       continue
 
     // source pass

@@ -284,6 +284,39 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "archive source: a resource of a type the archive has none of, on the target, is extra (unless --type leaves that type out)",
+    () =>
+      Effect.gen(function* () {
+        const { target, a, b } = yield* pairOf([data("attachments")])
+        const dir = yield* tempDir
+        yield* archiveOf(dir, a, ["DocumentReference"])
+        // what a kill between the import's probe PUT and its DELETE leaves
+        b.store.update({ resourceType: "Basic", id: "ferry-probe-1", code: { text: "probe" } })
+        const r = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.extra, 1)
+        assert.deepStrictEqual(
+          r.differences.filter((d) => d.kind === "extra"),
+          [{ kind: "extra", type: "Basic", target: "Basic/ferry-probe-1" }],
+        )
+        const row = r.types.find((t) => t.type === "Basic")
+        assert.deepStrictEqual([row?.sourceCount, row?.targetCount], [0, 1])
+        // types the target holds nothing of are not in the report
+        assert.deepStrictEqual(
+          r.types.map((t) => t.type),
+          ["DocumentReference", "Basic"],
+        )
+        const only = yield* Verify.run({
+          source: { _tag: "Archive", dir },
+          target,
+          types: ["DocumentReference"],
+        })
+        assert.strictEqual(only.verdict, "clean")
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "an incremental archive: its resources are compared and its deletions checked gone; the rest of the target is not extra",
     () =>
       Effect.gen(function* () {
