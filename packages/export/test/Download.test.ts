@@ -13,7 +13,7 @@ import * as Export from "../src/Export.js"
 import { ExportError } from "../src/ExportError.js"
 import * as Kickoff from "../src/Kickoff.js"
 import * as Poll from "../src/Poll.js"
-import { fsyncLog } from "./helpers/fsync.js"
+import { fsyncLog } from "@ferry/archive/test/helpers"
 import { clientFor, dataLines, events, sample10, setFaults, sha256File, tempDir } from "./helpers/sandbox.js"
 
 const fast = { pollInterval: "50 millis" } as const

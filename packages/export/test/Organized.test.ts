@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import { ExportError } from "../src/ExportError.js"
 import * as Organized from "../src/Organized.js"
-import { fsyncLog } from "./helpers/fsync.js"
+import { fsyncLog } from "@ferry/archive/test/helpers"
 import { tempDir } from "./helpers/sandbox.js"
 
 const header = (ref: string) =>
