@@ -43,6 +43,32 @@ const allSuspended = (fibers: ReadonlyArray<Fiber.RuntimeFiber<unknown, unknown>
     Effect.repeat({ until: (done) => done, schedule: Schedule.spaced("5 millis") }),
   )
 
+/**
+ * A server on loopback for the scope whose `.well-known/smart-configuration` names `tokenEndpoint` (every other
+ * path 404); `busy()` true answers 503 instead. Its FHIR base.
+ */
+const smartConfigServer = (tokenEndpoint: string, busy: () => boolean = () => false) =>
+  Effect.gen(function* () {
+    const server = NodeHttp.createServer((req, res) => {
+      if (busy()) return void res.writeHead(503).end()
+      if (req.url === "/fhir/.well-known/smart-configuration")
+        return void res
+          .writeHead(200, { "content-type": "application/json" })
+          .end(JSON.stringify({ token_endpoint: tokenEndpoint }))
+      res.writeHead(404).end()
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        }),
+    )
+    return `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
+  })
+
 describe("SmartBackend", () => {
   for (const alg of ["ES384", "RS384"] as const) {
     it.scopedLive(
@@ -227,26 +253,11 @@ describe("SmartBackend", () => {
   it.scopedLive("discovery asks a server that answers 503 (starting up) again, and finds the endpoint", () =>
     Effect.gen(function* () {
       let asked = 0
-      const server = NodeHttp.createServer((req, res) => {
+      const base = yield* smartConfigServer("http://127.0.0.1:9/token", () => {
         asked++
         // both discovery fetches answer 503 twice: two rounds of discovery fail, the third finds it
-        if (asked <= 4) return void res.writeHead(503).end()
-        if (req.url === "/fhir/.well-known/smart-configuration")
-          return void res
-            .writeHead(200, { "content-type": "application/json" })
-            .end(JSON.stringify({ token_endpoint: "http://127.0.0.1:9/token" }))
-        res.writeHead(404).end()
+        return asked <= 4
       })
-      yield* Effect.acquireRelease(
-        Effect.async<void>((resume) => {
-          server.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        () =>
-          Effect.async<void>((resume) => {
-            server.close(() => resume(Effect.void))
-          }),
-      )
-      const base = `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
       const found = yield* Discovery.tokenEndpoint(base)
       expect(found.tokenUrl).toBe("http://127.0.0.1:9/token")
       expect(asked).toBe(5)
@@ -257,23 +268,7 @@ describe("SmartBackend", () => {
     "a plain-http token endpoint off this machine is refused, discovered or configured; https and loopback http are taken",
     () =>
       Effect.gen(function* () {
-        const server = NodeHttp.createServer((req, res) => {
-          if (req.url === "/fhir/.well-known/smart-configuration")
-            return void res
-              .writeHead(200, { "content-type": "application/json" })
-              .end(JSON.stringify({ token_endpoint: "http://auth.example.org/token" }))
-          res.writeHead(404).end()
-        })
-        yield* Effect.acquireRelease(
-          Effect.async<void>((resume) => {
-            server.listen(0, "127.0.0.1", () => resume(Effect.void))
-          }),
-          () =>
-            Effect.async<void>((resume) => {
-              server.close(() => resume(Effect.void))
-            }),
-        )
-        const base = `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
+        const base = yield* smartConfigServer("http://auth.example.org/token")
         const discovered = yield* Effect.flip(Discovery.tokenEndpoint(base))
         expect(discovered.reason).toBe("Discovery")
         expect(discovered.message).toContain(
