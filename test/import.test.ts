@@ -730,27 +730,23 @@ describe("ferry import (Synthea)", () => {
     synthea = await exportArchive("synthea", [sharedData("synthea-bundles"), sharedData("attachments")])
   }, 120_000)
 
-  it("38k Synthea resources with urn:uuid references across files, put: counts equal, every reference resolves", async () => {
-    const archive = copy(synthea, "synthea-put")
-    const target = await start({})
-    const run = await importInto(archive, target)
-    expect(run.code, run.stderr).toBe(0)
-    expect(targetCounts(target)).toEqual(archiveCounts(archive))
-    const check = danglingIn(target)
-    expect(check.dangling).toEqual([])
-    expect(check.checked).toBeGreaterThan(100_000)
-  }, 300_000)
-
-  it("the same through the target's $import (--strategy import): counts equal, every reference and attachment resolves on the target", async () => {
-    const archive = copy(synthea, "synthea-bulk")
-    const target = await start({})
-    const run = await importInto(archive, target, ["--strategy", "import"])
-    expect(run.code, run.stderr).toBe(0)
-    expect(targetCounts(target)).toEqual(archiveCounts(archive))
-    const check = danglingIn(target)
-    expect(check.dangling).toEqual([])
-    expect(check.checked).toBeGreaterThan(100_000)
-  }, 300_000)
+  it.each([
+    ["put (PUT Bundles, ids kept)", "synthea-put", []],
+    ["import (the target's $import, the files rewritten)", "synthea-bulk", ["--strategy", "import"]],
+  ] as const)(
+    "38k Synthea resources with urn:uuid references across files, %s: counts equal, every reference and attachment resolves on the target",
+    async (_how, name, args) => {
+      const archive = copy(synthea, name)
+      const target = await start({})
+      const run = await importInto(archive, target, args)
+      expect(run.code, run.stderr).toBe(0)
+      expect(targetCounts(target)).toEqual(archiveCounts(archive))
+      const check = danglingIn(target)
+      expect(check.dangling).toEqual([])
+      expect(check.checked).toBeGreaterThan(100_000)
+    },
+    300_000,
+  )
 })
 
 describe("Import.run with files subsets (ferry migrate waves)", () => {
