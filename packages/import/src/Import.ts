@@ -1329,7 +1329,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             return yield* new ImportError({
               reason: "NotSupported",
               url: client.baseUrl,
-              detail: `the target refused a whole Bundle for a reason no entry caused (${e.message}); check the target supports what the ${mode} strategy needs, or try the other --strategy`,
+              detail:
+                e.outcome === undefined
+                  ? `the target refused a whole Bundle with ${e.status ?? "an error"} and no OperationOutcome, which a FHIR server gives about an entry (${e.message}); check --to is the target's FHIR base and that nothing in between (a proxy, a login page) answers for it`
+                  : `the target refused a whole Bundle for a reason no entry caused (${e.message}); check the target supports what the ${mode} strategy needs, or try the other --strategy`,
               cause: e,
             })
           }

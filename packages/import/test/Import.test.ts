@@ -426,6 +426,46 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "post into something that answers every Bundle with an HTML 404 (a proxy, a wrong URL): one ImportError, nothing quarantined",
+    () =>
+      Effect.gen(function* () {
+        const { dir } = yield* sampleArchive()
+        const server = Http.createServer((req, res) => {
+          if (req.method === "GET" && req.url?.startsWith("/fhir/metadata"))
+            return void res.writeHead(200, { "content-type": "application/fhir+json" }).end(
+              JSON.stringify({
+                resourceType: "CapabilityStatement",
+                status: "active",
+                kind: "instance",
+                fhirVersion: "4.0.1",
+                format: ["json"],
+                rest: [{ mode: "server" }],
+              }),
+            )
+          req.resume()
+          res.writeHead(404, { "content-type": "text/html" }).end("<html><body>Not Found</body></html>")
+        })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => {
+            server.listen(0, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () =>
+            Effect.async<void>((resume) => {
+              server.close(() => resume(Effect.void))
+            }),
+        )
+        const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+        const e = failure(
+          yield* Effect.exit(Import.run({ client: yield* clientFor(base), archive: dir, strategy: "post" })),
+        ).pipe(Option.getOrThrow)
+        assert.strictEqual(e._tag, "ImportError")
+        assert.include(e.message, "no OperationOutcome")
+        assert.include(e.message, "check --to is the target's FHIR base")
+        assert.strictEqual(Imports.pendingQuarantine(dir, base), 0)
+      }),
+  )
+
+  it.scopedLive(
     "what kills leave in quarantine (a torn last line, a resource set aside twice, a stopped replay) counts once and replays once",
     () =>
       Effect.gen(function* () {

@@ -91,9 +91,14 @@ export const searchesTag = (
     }),
   )
 
-/** A refusal that no entry caused (the server lacks something the Bundle needs). */
+/**
+ * A refusal that no entry caused: the server lacks something the Bundle needs (`not-supported`), or it answered
+ * without an OperationOutcome (an HTML or text 4xx of a proxy or a wrong URL): a FHIR server that refuses an
+ * entry says which, and retrying entry by entry would only set every resource aside. (A 413 is never: a proxy's
+ * bare 413 is about the Bundle's size, which splitting mends.)
+ */
 export const isSystemic = (e: FhirError): boolean =>
-  (e.outcome?.issue ?? []).some((i) => i.code === "not-supported")
+  e.status !== 413 && (e.outcome === undefined || e.outcome.issue.some((i) => i.code === "not-supported"))
 
 /**
  * An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. The

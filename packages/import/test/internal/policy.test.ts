@@ -150,7 +150,7 @@ describe("error classification", () => {
     assert.isFalse(isTooLarge(status(400)))
   })
 
-  it("a systemic refusal carries a not-supported issue", () => {
+  it("a systemic refusal carries a not-supported issue, or no OperationOutcome at all (not a 413)", () => {
     assert.isTrue(
       isSystemic(
         status(400, {
@@ -164,7 +164,10 @@ describe("error classification", () => {
         status(422, { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invariant" }] }),
       ),
     )
-    assert.isFalse(isSystemic(status(400)))
+    // an HTML or text 4xx (a proxy, a wrong URL) is about no entry; a bare 413 is about the size
+    assert.isTrue(isSystemic(status(400)))
+    assert.isTrue(isSystemic(status(404)))
+    assert.isFalse(isSystemic(status(413)))
   })
 })
 
