@@ -615,6 +615,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         }).pipe(Stream.mapError(unreadable(entry)))
 
       /** Read one data file into the segment being read. */
+      /** Resources of the data files without a string `id` (quarantined after the others landed). */
+      const idless: Array<Located> = []
       const readDataFile = (i: number) =>
         Effect.gen(function* () {
           const entry = dataFiles[i]!
@@ -628,7 +630,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               const seg = reading
               for (const item of items) {
                 const r = item.value
-                if (typeof r.id !== "string") continue
+                if (typeof r.id !== "string") {
+                  // set aside at the end of the run: it cannot be sent under a stable identity
+                  idless.push({ file: entry.path, line: item.line, value: r })
+                  continue
+                }
                 const key = `${r.resourceType}/${r.id}`
                 const node = nodeKeys.add(key)
                 const local = seg.builder.addNode(key, item.bytes)
@@ -1731,8 +1737,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             const qLines = [...byKey.values()]
             for (let i = 0; i < qLines.length; i++) {
               const q = yield* decodeLine(QuarantineLine, replaying, i + 1, qLines[i]!)
-              if (q.resource === null || !isResource(q.resource)) {
-                // $import rejections carry no body: replay those with --strategy import
+              if (q.resource === null || !isResource(q.resource) || typeof q.resource.id !== "string") {
+                // $import rejections carry no body: replay those with --strategy import; a resource without an
+                // id stays until the archive holds it with one
                 yield* appendDurable(from, `${qLines[i]!}\n`)
                 continue
               }
@@ -1771,6 +1778,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           quarantined = before
         }
       }
+
+      if (idless.length > 0)
+        yield* quarantine(
+          idless.map((loc) => ({
+            loc,
+            outcome: undefined,
+            reason:
+              "the resource has no id (every resource of a Bulk Data export has one), so it cannot be sent under a stable identity or referred to; fix it at the source and export again",
+          })),
+        )
 
       // 5. deletes
       const deleted = yield* applyDeletes

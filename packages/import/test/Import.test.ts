@@ -426,6 +426,40 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "a resource without an id is quarantined with its file:line and why, never dropped silently; the rest lands",
+    () =>
+      Effect.gen(function* () {
+        let dropped = 0
+        const { dir, expected } = yield* sampleArchive(
+          true,
+          () => false,
+          (name, line) => {
+            if (!name.startsWith("Device") || dropped > 0) return line
+            dropped++
+            return line.replace(/"id":"[^"]*",?/, "")
+          },
+        )
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const summary = yield* Import.run({ client, archive: dir })
+        assert.strictEqual(summary.quarantined, 1)
+        assert.deepStrictEqual(countsOf(sandbox), { ...expected, Device: expected.Device! - 1 })
+        const q = JSON.parse(
+          NFS.readFileSync(
+            Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Device.ndjson"),
+            "utf8",
+          ).trim(),
+        ) as { source: string; reason: string }
+        assert.match(q.source, /^data\/Device\.000\.ndjson:1$/)
+        assert.include(q.reason, "has no id")
+        // a replay keeps it aside (it still has no id), and the rest stays as it was
+        const again = yield* Import.run({ client, archive: dir, retryQuarantine: true })
+        assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), 1)
+        assert.strictEqual(again.total, 0)
+      }),
+  )
+
+  it.scopedLive(
     "post into something that answers every Bundle with an HTML 404 (a proxy, a wrong URL): one ImportError, nothing quarantined",
     () =>
       Effect.gen(function* () {
