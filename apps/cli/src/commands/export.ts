@@ -223,6 +223,7 @@ const liveDisplay = (started: number, color: boolean) =>
 
 export const runExport = (f: Flags) =>
   Effect.gen(function* () {
+    if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
     const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
     if (Option.isSome(f.timeout) && Option.isNone(timeout)) {
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)

@@ -1,0 +1,49 @@
+/** `ferry export` (in process): what it refuses before it touches the source or the archive, and its exit codes. */
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { afterAll, assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { ferry } from "./helpers/inProcess.js"
+
+const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-export-cli-"))
+afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
+
+/** A loopback server answering 404 to everything, for the scope; its base URL and the requests it saw. */
+const nothingServer = Effect.gen(function* () {
+  const seen: Array<string> = []
+  const server = Http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`)
+    res.writeHead(404).end()
+  })
+  yield* Effect.acquireRelease(
+    Effect.async<void>((resume) => {
+      server.listen(0, "127.0.0.1", () => resume(Effect.void))
+    }),
+    () =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+      }),
+  )
+  return { baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`, seen }
+})
+
+describe("ferry export", () => {
+  it.scopedLive(
+    "--parallel below 1 is a usage error (exit 2): the source is not asked, no archive is made",
+    () =>
+      Effect.gen(function* () {
+        const { baseUrl, seen } = yield* nothingServer
+        for (const n of ["0", "-3"]) {
+          const out = Path.join(tmp, `parallel${n}`)
+          const { code, output } = yield* ferry(["export", baseUrl, "--out", out, "--parallel", n])
+          assert.strictEqual(code, 2, output)
+          assert.include(output, "--parallel must be at least 1")
+          assert.isFalse(NFS.existsSync(out))
+        }
+        assert.deepStrictEqual(seen, [])
+      }),
+  )
+})
