@@ -6,9 +6,10 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import { describeParseError } from "@ferry/core/Http"
 import * as Ndjson from "@ferry/core/Ndjson"
 import type { Resource } from "@ferry/core/Ids"
-import { Chunk, Clock, Effect, Either, ParseResult, Schema, Stream } from "effect"
+import { Chunk, Clock, Effect, Either, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Attachments from "./Attachments.js"
 import { ArchiveError, errorText } from "./ArchiveError.js"
@@ -41,7 +42,23 @@ const sectionDir: Record<Section, string> = {
 const encodeManifest = Schema.encodeSync(Manifest)
 const decodeManifest = Schema.decodeUnknownEither(Manifest)
 
-/** Read and validate `manifest.json`. */
+/** Whether an archive-relative path (a manifest entry's, a checksum row's) points outside the archive. */
+const leavesArchive = (rel: string): boolean => Path.isAbsolute(rel) || rel.split(/[\\/]/).includes("..")
+
+/**
+ * Why a manifest entry's path is not one the archive can hold (undefined: it is): every reader opens
+ * `<archive>/<path>`, so a path edited to leave the archive, or into another section, is refused here.
+ */
+const entryPathProblem = (section: Section, rel: string): string | undefined => {
+  if (leavesArchive(rel)) return "leaves the archive"
+  if (!rel.startsWith(`${sectionDir[section]}/`)) return `is not in ${sectionDir[section]}/`
+  return undefined
+}
+
+/**
+ * Read and validate `manifest.json`: its shape, and that every file entry's path stays in its section's
+ * directory of the archive.
+ */
 export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError> =>
   Effect.gen(function* () {
     const path = Path.join(dir, layout.manifest)
@@ -68,8 +85,20 @@ export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError>
       return yield* new ArchiveError({
         reason: "Corrupt",
         path,
-        detail: `not a valid manifest: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`,
+        detail: describeParseError("a Ferry archive manifest", decoded.left),
       })
+    }
+    for (const section of ["files", "deleted", "errors"] as const) {
+      for (const [i, entry] of decoded.right[section].entries()) {
+        const problem = entryPathProblem(section, entry.path)
+        if (problem !== undefined) {
+          return yield* new ArchiveError({
+            reason: "Corrupt",
+            path,
+            detail: `the path of ${section}.${i} (${entry.path}) ${problem}`,
+          })
+        }
+      }
     }
     return decoded.right
   })
@@ -339,7 +368,12 @@ const fromNdjson = (e: Ndjson.NdjsonError): ArchiveError =>
     reason: e.reason === "Io" ? "Io" : "Corrupt",
     path: e.file,
     ...(e.line > 0 ? { line: e.line } : {}),
-    detail: e.reason === "Io" ? e.detail : e.message.slice(e.message.indexOf(": ") + 2),
+    detail:
+      e.reason === "Io"
+        ? e.detail
+        : e.reason === "InvalidGzip"
+          ? `the file is not valid gzip (${e.detail})`
+          : e.message.slice(e.message.indexOf(": ") + 2),
     cause: e,
   })
 
@@ -691,7 +725,7 @@ const checksumRows = (path: string): Stream.Stream<[string, string], ArchiveErro
           new ArchiveError({ reason: "Corrupt", path, line: l.line, detail: "not `<sha256>  <path>`" }),
         )
       const rel = m[2]!
-      if (Path.isAbsolute(rel) || rel.split("/").includes(".."))
+      if (leavesArchive(rel))
         return Effect.fail(
           new ArchiveError({
             reason: "Corrupt",

@@ -5,6 +5,7 @@ import * as OS from "node:os"
 import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import { describe, expect, it } from "@effect/vitest"
+import * as Ndjson from "@ferry/core/Ndjson"
 import { Chunk, Effect, Exit, Scope, Stream } from "effect"
 import * as Archive from "../src/Archive.js"
 import * as Attachments from "../src/Attachments.js"
@@ -75,6 +76,95 @@ describe("Archive", () => {
       expect((yield* Effect.flip(Archive.open(dir))).reason).toBe("Corrupt")
       NFS.writeFileSync(Path.join(dir, "manifest.json"), "{")
       expect((yield* Effect.flip(Archive.open(dir))).reason).toBe("Corrupt")
+    }),
+  )
+
+  it.scoped("a manifest with a wrong-typed field is one sentence naming the field, not a schema tree", () =>
+    Effect.gen(function* () {
+      const dir = yield* newArchive
+      const e = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(2))
+      yield* Archive.updateManifest(dir, (m) => Manifest.addFiles(m, "files", [e]))
+      const path = Path.join(dir, "manifest.json")
+      const json = JSON.parse(NFS.readFileSync(path, "utf8"))
+      json.files[0].count = "2"
+      NFS.writeFileSync(path, JSON.stringify(json))
+      const bad = yield* Effect.flip(Archive.readManifest(dir))
+      expect(bad.reason).toBe("Corrupt")
+      expect(bad.message).toBe(
+        `${path}: expected a Ferry archive manifest; invalid at files.0.count; the archive is damaged, restore that file or export again`,
+      )
+    }),
+  )
+
+  it.scoped(
+    "a manifest entry whose path leaves the archive, or its section's directory, is refused when the manifest is read",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const e = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(2))
+        const d = yield* Archive.writeFile(
+          dir,
+          { section: "deleted", type: "Bundle" },
+          Stream.make({ resourceType: "Bundle", type: "transaction", entry: [] }),
+        )
+        yield* Archive.updateManifest(dir, (m) =>
+          Manifest.addFiles(Manifest.addFiles(m, "files", [e]), "deleted", [d]),
+        )
+        expect((yield* Archive.readManifest(dir)).files).toHaveLength(1)
+        const path = Path.join(dir, "manifest.json")
+        const good = NFS.readFileSync(path, "utf8")
+        // the same bytes outside the archive, checksums matching: a reader must never open it
+        NFS.copyFileSync(Path.join(dir, e.path), Path.join(dir, "..", "outside.ndjson"))
+        for (const [section, rel, problem] of [
+          ["files", "../outside.ndjson", "leaves the archive"],
+          ["files", "data/../../outside.ndjson", "leaves the archive"],
+          ["files", Path.join(dir, "..", "outside.ndjson"), "leaves the archive"],
+          ["files", "deleted/Bundle.000.ndjson", "is not in data/"],
+          ["deleted", "data/Patient.000.ndjson", "is not in deleted/"],
+        ] as const) {
+          const json = JSON.parse(good)
+          json[section][0].path = rel
+          NFS.writeFileSync(path, JSON.stringify(json))
+          const bad = yield* Effect.flip(Archive.readManifest(dir))
+          expect([rel, bad.reason]).toEqual([rel, "Corrupt"])
+          expect(bad.message).toBe(
+            `${path}: the path of ${section}.0 (${rel}) ${problem}; the archive is damaged, restore that file or export again`,
+          )
+        }
+      }),
+  )
+
+  it.scoped("a data file that is not valid gzip is damage, not an I/O problem", () =>
+    Effect.gen(function* () {
+      const dir = yield* newArchive
+      const e = yield* Archive.writeFile(
+        dir,
+        { section: "files", type: "Patient", compression: "gzip" },
+        patients(500),
+      )
+      const file = Path.join(dir, e.path)
+      const whole = NFS.readFileSync(file)
+      for (const [bytes, zlib] of [
+        [whole.subarray(0, whole.length - 20), "unexpected end of file"],
+        [Buffer.from('{"resourceType":"Patient"}\n'), "incorrect header check"],
+      ] as const) {
+        NFS.writeFileSync(file, bytes)
+        const entry = { ...e, bytes: bytes.length, sha256: sha256(bytes) }
+        for (const read of [Archive.resources(dir, entry), Archive.lines(dir, entry)] as const) {
+          const bad = yield* Effect.flip(
+            Stream.runDrain(read as Stream.Stream<unknown, Archive.ArchiveError>),
+          )
+          expect(bad.reason).toBe("Corrupt")
+          expect(bad.message).toBe(
+            `data/Patient.000.ndjson.gz: the file is not valid gzip (${zlib}); the archive is damaged, restore that file or export again`,
+          )
+        }
+        // a reader of the file itself (import reads the archive's files so) says the same
+        const direct = yield* Effect.flip(Stream.runDrain(Ndjson.readFile(file, { label: e.path })))
+        expect(direct.message).toBe(
+          `data/Patient.000.ndjson.gz: the file is not valid gzip (${zlib}); the file is damaged, restore it or export again`,
+        )
+      }
     }),
   )
 

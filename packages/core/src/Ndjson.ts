@@ -32,9 +32,18 @@ import { isResource, type Resource } from "./Ids.js"
  * - LineTooLong: a line exceeds the configured maximum length
  * - InvalidLine: a pre-serialised line handed to the writer contains a newline
  * - Io: the file could not be read or written
+ * - InvalidGzip: a gzip file does not gunzip (cut short, or not gzip at all): damage, not an I/O problem
  */
 export class NdjsonError extends Schema.TaggedError<NdjsonError>("@ferry/core/NdjsonError")("NdjsonError", {
-  reason: Schema.Literal("InvalidJson", "NotAResource", "UnexpectedType", "LineTooLong", "InvalidLine", "Io"),
+  reason: Schema.Literal(
+    "InvalidJson",
+    "NotAResource",
+    "UnexpectedType",
+    "LineTooLong",
+    "InvalidLine",
+    "Io",
+    "InvalidGzip",
+  ),
   file: Schema.String,
   line: Schema.Number,
   detail: Schema.String,
@@ -49,6 +58,7 @@ export class NdjsonError extends Schema.TaggedError<NdjsonError>("@ferry/core/Nd
       LineTooLong: `line longer than ${this.detail}; raise the maximum line length or check that the file really is NDJSON`,
       InvalidLine: `${this.detail}; a pre-serialised line must not contain a newline`,
       Io: `${this.detail}; check the path, permissions and free disk space`,
+      InvalidGzip: `the file is not valid gzip (${this.detail}); the file is damaged, restore it or export again`,
     }
     return `${where}: ${what[this.reason]}`
   }
@@ -61,6 +71,21 @@ const ioError =
   (file: string, line = 0) =>
   (cause: unknown) =>
     new NdjsonError({ reason: "Io", file, line, detail: errorText(cause), cause })
+
+/** zlib's errors (`Z_BUF_ERROR`: cut short, `Z_DATA_ERROR`: not gzip) say the bytes are damaged, not the disk. */
+const isZlibError = (cause: unknown): boolean =>
+  typeof cause === "object" &&
+  cause !== null &&
+  "code" in cause &&
+  typeof cause.code === "string" &&
+  cause.code.startsWith("Z_")
+
+const readError =
+  (file: string) =>
+  (cause: unknown): NdjsonError =>
+    isZlibError(cause)
+      ? new NdjsonError({ reason: "InvalidGzip", file, line: 0, detail: errorText(cause), cause })
+      : ioError(file)(cause)
 
 // ---------------------------------------------------------------------------------------------------------
 // Reading
@@ -642,7 +667,7 @@ export const fileBytes = (
         return gunzip[Symbol.asyncIterator]()
       },
     },
-    ioError(label),
+    readError(label),
   )
 }
 
