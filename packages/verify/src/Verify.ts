@@ -215,7 +215,11 @@ const readIdMap = (path: string) =>
     const forward = new Map<string, string>()
     yield* Ndjson.readFileSplit(path, { label: path }).pipe(
       Stream.mapError(
-        (e) => new VerifyError({ reason: "Config", detail: `cannot read the id map ${path}: ${e.detail}` }),
+        (e) =>
+          new VerifyError({
+            reason: "Config",
+            detail: `cannot read the id map ${path}: ${e.detail}; check --id-map`,
+          }),
       ),
       Stream.runForEach((l) => {
         if (l.text.trim() === "") return Effect.void
@@ -230,7 +234,10 @@ const readIdMap = (path: string) =>
         }
         if (!l.terminated) return Effect.void // torn tail of an append
         return Effect.fail(
-          new VerifyError({ reason: "Config", detail: `${path}:${l.line}: not an id map line {"s","t"}` }),
+          new VerifyError({
+            reason: "Config",
+            detail: `${path}:${l.line}: not an id map line {"s","t"}; fix or remove that line`,
+          }),
         )
       }),
     )
@@ -323,7 +330,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   if (percent !== undefined && !(percent > 0 && percent <= 100)) {
     return yield* new VerifyError({
       reason: "Config",
-      detail: `--sample must be in (0, 100]%, got ${percent}`,
+      detail: `--sample must be in (0, 100]%, got ${percent}; e.g. --sample 5%`,
     })
   }
   const sampled = (key: string) => percent === undefined || inSample(key, percent)
@@ -337,8 +344,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   let index: ReadonlyMap<string, string> = new Map() // attachment URL → sha256 (archive)
   if (source._tag === "Archive") {
     manifest = yield* Archive.readManifest(source.dir).pipe(
-      Effect.mapError(
-        (e) => new VerifyError({ reason: "Config", detail: `--archive: ${e.message}`, cause: e }),
+      Effect.mapError((e) =>
+        // a folder that is no archive is a wrong flag; a damaged manifest is an archive that proves nothing
+        e.reason === "NotAnArchive"
+          ? new VerifyError({ reason: "Config", detail: `--archive: ${e.message}`, cause: e })
+          : new VerifyError({ reason: "Source", detail: e.message, cause: e }),
       ),
     )
     if (!manifest.complete)

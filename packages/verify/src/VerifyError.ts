@@ -2,7 +2,7 @@ import { Schema } from "effect"
 
 /**
  * Verification failures. `Diff`: the comparison ran and found differences (exit 6, reports written);
- * `Config`: bad flags or inputs (exit 2); `Source` / `Target` / `Report`: a side could not be read or the
+ * `Config`: bad flags or inputs, the detail saying which and what to give instead (exit 2); `Source` / `Target` / `Report`: a side could not be read or the
  * report not written (exit 4).
  */
 export class VerifyError extends Schema.TaggedError<VerifyError>("@ferry/verify/VerifyError")("VerifyError", {
@@ -15,7 +15,7 @@ export class VerifyError extends Schema.TaggedError<VerifyError>("@ferry/verify/
       case "Diff":
         return `verify: ${this.detail}`
       case "Config":
-        return `verify: ${this.detail}; check the flags`
+        return `verify: ${this.detail}`
       default:
         return `verify: ${this.reason.toLowerCase()}: ${this.detail}`
     }

@@ -284,6 +284,26 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "archive source: a damaged manifest is the archive's failure (Source, exit 4), a folder without one a wrong flag (Config)",
+    () =>
+      Effect.gen(function* () {
+        const { target, a } = yield* pairOf([data("attachments")])
+        const dir = yield* tempDir
+        yield* archiveOf(dir, a, ["DocumentReference"])
+        const manifest = Path.join(dir, "manifest.json")
+        NFS.writeFileSync(manifest, NFS.readFileSync(manifest, "utf8").slice(0, 200))
+        const damaged = yield* Effect.flip(Verify.run({ source: { _tag: "Archive", dir }, target }))
+        assert.strictEqual(damaged.reason, "Source")
+        assert.notInclude(damaged.message, "check the flags")
+        NFS.rmSync(manifest)
+        const none = yield* Effect.flip(Verify.run({ source: { _tag: "Archive", dir }, target }))
+        assert.strictEqual(none.reason, "Config")
+        assert.include(none.message, "--archive")
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "archive source: a resource of a type the archive has none of, on the target, is extra (unless --type leaves that type out)",
     () =>
       Effect.gen(function* () {
