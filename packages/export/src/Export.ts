@@ -290,13 +290,21 @@ const valuesOf = (v: string | ReadonlyArray<string> | undefined): ReadonlyArray<
   v === undefined ? [] : typeof v === "string" ? [v] : v
 
 /**
+ * Whether two base URLs name the same source as archives record it (`redactUrl`: no credentials, secret
+ * parameters masked), trailing slashes aside.
+ */
+const sameSource = (a: string, b: string): boolean => {
+  const recorded = (u: string) => redactUrl(u).replace(/\/+$/, "")
+  return recorded(a) === recorded(b)
+}
+
+/**
  * Whether the finished archive `m` holds everything `like` asks for up to its transactionTime: the same source,
  * level and Group, every requested type (an archive of all types covers any), and the same filters. An archive
  * of other types, another Group or another server beside it must not move the delta's start.
  */
 const continuesFrom = (m: Manifest, like: Continues, wanted: Kickoff.ExportParams): boolean => {
-  const trim = (u: string) => u.replace(/\/+$/, "")
-  if (trim(m.source.baseUrl) !== trim(redactUrl(like.baseUrl))) return false
+  if (!sameSource(m.source.baseUrl, like.baseUrl)) return false
   if (m.request.level !== wanted.level || m.request.groupId !== wanted.groupId) return false
   const mine = requestParameters(wanted)
   const theirs = m.request.parameters
@@ -439,11 +447,19 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const notify = (event: string, fields: Record<string, unknown>): Effect.Effect<void> =>
     options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void
 
-  // What was asked; a rerun on the same archive must ask the same thing.
+  // What was asked; a rerun on the same archive must ask the same thing, of the same source.
   // Until a job was started (or a crawl begun), a failed first attempt may be retried with other options.
   const started = journal.isDone("job") || journal.isDone("mode") || archive.manifest.complete
   const recorded = journal.result("request")
   const previousRequest = started ? recorded : Option.none()
+  const otherSource = !sameSource(archive.manifest.source.baseUrl, client.baseUrl)
+  if (started && otherSource) {
+    const theirs = archive.manifest.source.baseUrl
+    return yield* new ExportError({
+      reason: "Config",
+      detail: `${archive.root} holds an export of ${theirs}, not of ${redactUrl(client.baseUrl)}; use another --out directory for this source, or give ${theirs} as the source`,
+    })
+  }
   if (
     (Option.isSome(previousRequest) && (previousRequest.value as { raw?: unknown }).raw !== requested) ||
     (started && Option.isNone(previousRequest))
@@ -479,10 +495,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       })
     }
     yield* journal.append("request", { raw: requested, since })
-    if (Option.isSome(recorded)) {
-      // An earlier attempt failed before starting anything: the archive now records this request.
+    if (Option.isSome(recorded) || otherSource) {
+      // An earlier attempt failed before starting anything: the archive now records this request and source.
       yield* Archive.updateManifest(archive.root, (m) => ({
         ...m,
+        source: otherSource ? { baseUrl: redactUrl(client.baseUrl) } : m.source,
         request: {
           level: tentative.level,
           ...(tentative.groupId !== undefined ? { groupId: tentative.groupId } : {}),

@@ -807,3 +807,160 @@ describe("renewsUrls", () => {
     assert.isFalse(Export.renewsUrls(before, fewer, observation))
   })
 })
+
+/**
+ * A source on loopback that behaves in one particular way: its CapabilityStatement (`metadata`), a `$export`
+ * whose job never finishes (or, with `refuseKickoff`, a kick-off answered 200 without a status URL), and a
+ * search of one Patient; the requests it saw (`METHOD path`).
+ */
+const stubSource = (
+  options: { readonly metadata?: Record<string, unknown>; readonly refuseKickoff?: boolean } = {},
+) =>
+  Effect.gen(function* () {
+    const seen: Array<string> = []
+    const origin = yield* loopbackServer((req, res) => {
+      const url = new URL(req.url ?? "/", "http://x")
+      seen.push(`${req.method} ${url.pathname}`)
+      const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+        res.writeHead(status, {
+          "content-type": "application/fhir+json",
+          date: new Date().toUTCString(),
+          ...headers,
+        })
+        res.end(JSON.stringify(body))
+      }
+      const base = `http://${req.headers.host}/fhir`
+      if (url.pathname === "/fhir/metadata")
+        return json(
+          200,
+          options.metadata ?? {
+            resourceType: "CapabilityStatement",
+            status: "active",
+            kind: "instance",
+            fhirVersion: "4.0.1",
+            format: ["json"],
+            rest: [
+              {
+                mode: "server",
+                resource: [{ type: "Patient", interaction: [{ code: "search-type" }] }],
+                operation: [
+                  {
+                    name: "export",
+                    definition: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                  },
+                ],
+              },
+            ],
+          },
+        )
+      if (url.pathname === "/fhir/$export")
+        return options.refuseKickoff === true
+          ? json(200, { resourceType: "OperationOutcome", issue: [] })
+          : json(202, {}, { "content-location": `${base}/status/1` })
+      if (url.pathname === "/fhir/status/1")
+        return req.method === "DELETE" ? json(202, {}) : json(202, {}, { "x-progress": "running" })
+      if (url.pathname === "/fhir/Patient")
+        return json(200, {
+          resourceType: "Bundle",
+          type: "searchset",
+          entry: [{ resource: { resourceType: "Patient", id: "p1" } }],
+        })
+      res.writeHead(404).end()
+    })
+    return { baseUrl: `${origin}/fhir`, seen }
+  })
+
+describe("a rerun on an archive of another source", () => {
+  const params = { level: "system" as const, types: ["Patient"] }
+  const other = (root: string, theirs: string, mine: string) =>
+    `${root} holds an export of ${theirs}, not of ${mine}; use another --out directory for this source, or give ${theirs} as the source`
+
+  it.scopedLive(
+    "a finished archive: refused (Config, exit 2), the archive untouched, the other source never asked",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* stubSource()
+        const d = yield* stubSource()
+        const out = Path.join(yield* tempDir, "a")
+        yield* Export.run({ client: yield* clientFor(s.baseUrl), out, params, mode: "crawl", ...fast })
+        const before = NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")
+        const refused = yield* Export.run({
+          client: yield* clientFor(d.baseUrl),
+          out,
+          params,
+          mode: "crawl",
+          ...fast,
+        }).pipe(Effect.exit)
+        const error = failureOf(refused)
+        assert.instanceOf(error, ExportError)
+        assert.strictEqual((error as ExportError).reason, "Config")
+        assert.strictEqual((error as ExportError).message, other(out, s.baseUrl, d.baseUrl))
+        assert.deepStrictEqual(d.seen, [])
+        assert.strictEqual(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8"), before)
+        // the same source written with a trailing slash is the same source
+        const again = yield* Export.run({
+          client: yield* clientFor(`${s.baseUrl}/`),
+          out,
+          params,
+          mode: "crawl",
+          ...fast,
+        })
+        assert.strictEqual(again.resources, 1)
+        assert.isTrue(events(out).some((e) => e.event === "already-complete"))
+      }),
+  )
+
+  it.scopedLive("an unfinished archive: refused, not re-attached to the first source's job", () =>
+    Effect.gen(function* () {
+      const s = yield* stubSource()
+      const d = yield* stubSource()
+      const out = Path.join(yield* tempDir, "b")
+      const first = yield* Export.run({
+        client: yield* clientFor(s.baseUrl),
+        out,
+        params,
+        mode: "bulk",
+        timeout: "300 millis",
+        ...fast,
+      }).pipe(Effect.exit)
+      assert.strictEqual((failureOf(first) as ExportError).reason, "Timeout")
+      const polls = s.seen.length
+      const refused = yield* Export.run({
+        client: yield* clientFor(d.baseUrl),
+        out,
+        params,
+        mode: "bulk",
+        timeout: "300 millis",
+        ...fast,
+      }).pipe(Effect.exit)
+      assert.strictEqual((failureOf(refused) as ExportError).message, other(out, s.baseUrl, d.baseUrl))
+      assert.strictEqual(s.seen.length, polls)
+      assert.deepStrictEqual(d.seen, [])
+    }),
+  )
+
+  it.scopedLive("an archive whose first attempt started nothing: taken over by the other source", () =>
+    Effect.gen(function* () {
+      const s = yield* stubSource({ refuseKickoff: true })
+      const d = yield* stubSource()
+      const out = Path.join(yield* tempDir, "c")
+      const first = yield* Export.run({
+        client: yield* clientFor(s.baseUrl),
+        out,
+        params,
+        mode: "bulk",
+        ...fast,
+      }).pipe(Effect.exit)
+      assert.strictEqual((failureOf(first) as ExportError).reason, "Kickoff")
+      const summary = yield* Export.run({
+        client: yield* clientFor(d.baseUrl),
+        out,
+        params,
+        mode: "crawl",
+        ...fast,
+      })
+      assert.strictEqual(summary.resources, 1)
+      assert.strictEqual((yield* Archive.readManifest(out)).source.baseUrl, d.baseUrl)
+    }),
+  )
+})
