@@ -61,7 +61,33 @@ export const exitCode = (cause: Cause.Cause<unknown>): number => {
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) return codeOf(failure.value)
   if (Cause.isInterruptedOnly(cause)) return 130
+  if (Option.isSome(Option.flatMap(Cause.dieOption(cause), badPath))) return 2
   return 1
+}
+
+/** File system codes that say a path given to Ferry cannot be used as it is (not a failure of Ferry). */
+const pathCodes = /\b(ENOTDIR|EACCES|EPERM|ENAMETOOLONG|ELOOP|EISDIR)\b/
+
+/**
+ * A path flag @effect/cli could not check (it checks that a path exists, and dies on any other answer of the
+ * file system: a part of the path that is a file, a folder Ferry may not read): the sentence to print.
+ */
+const badPath = (defect: unknown): Option.Option<string> => {
+  if (!isTagged(defect) || defect._tag !== "SystemError") return Option.none()
+  const e = defect as Tagged & { readonly module?: unknown; readonly pathOrDescriptor?: unknown }
+  const code = typeof e.message === "string" ? pathCodes.exec(e.message)?.[1] : undefined
+  if (e.module !== "FileSystem" || code === undefined) return Option.none()
+  const what: Record<string, string> = {
+    ENOTDIR: "a part of it is a file, not a folder",
+    EISDIR: "it is a folder, not a file",
+    EACCES: "a folder on the way may not be read",
+    EPERM: "a folder on the way may not be read",
+    ENAMETOOLONG: "it is too long",
+    ELOOP: "its symbolic links loop",
+  }
+  return Option.some(
+    `the path ${String(e.pathOrDescriptor)} cannot be used (${code}: ${what[code]}); give another path`,
+  )
 }
 
 /** One line (no stack) describing a failure. */
@@ -74,6 +100,8 @@ export const line = (cause: Cause.Cause<unknown>): string => {
   }
   if (Cause.isInterruptedOnly(cause)) return "ferry: interrupted; run the same command again to resume"
   const defect = Cause.dieOption(cause)
+  const path = Option.flatMap(defect, badPath)
+  if (Option.isSome(path)) return `ferry: ${path.value}`
   const text = Option.match(defect, {
     onNone: () => "unknown failure",
     onSome: (d) => (d instanceof Error ? d.message : String(d)),

@@ -1,5 +1,6 @@
 import { ValidationError } from "@effect/cli"
 import { HelpDoc } from "@effect/cli"
+import { Error as PlatformError } from "@effect/platform"
 import { ArchiveError } from "@ferry/archive/ArchiveError"
 import { AuthError, FhirError } from "@ferry/core/Errors"
 import { ExportError } from "@ferry/export/ExportError"
@@ -8,6 +9,26 @@ import { Cause, FiberId } from "effect"
 import * as Render from "../src/Render.js"
 
 describe("Render", () => {
+  it("a path flag @effect/cli died on (a part of it a file): exit 2 and a sentence, not a bug report", () => {
+    const died = Cause.die(
+      new PlatformError.SystemError({
+        reason: "BadResource",
+        module: "FileSystem",
+        method: "access",
+        pathOrDescriptor: "/tmp/afile/sub",
+        description: "ENOTDIR: not a directory, access '/tmp/afile/sub'",
+      }),
+    )
+    assert.strictEqual(Render.exitCode(died), 2)
+    assert.strictEqual(
+      Render.line(died),
+      "ferry: the path /tmp/afile/sub cannot be used (ENOTDIR: a part of it is a file, not a folder); give another path",
+    )
+    // any other defect is still a bug
+    assert.strictEqual(Render.exitCode(Cause.die(new Error("boom"))), 1)
+    assert.include(Render.line(Cause.die(new Error("boom"))), "a bug in ferry")
+  })
+
   it("maps failure families to the documented exit codes", () => {
     const code = (e: unknown) => Render.exitCode(Cause.fail(e))
     assert.strictEqual(code(new ExportError({ reason: "Config", detail: "x" })), 2)
