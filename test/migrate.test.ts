@@ -460,6 +460,21 @@ describe("ferry migrate", () => {
     expect(counts(target)).toEqual(archiveCounts(archive))
   }, 60_000)
 
+  it("the archive of another source: exit 2, one sentence, nothing sent (its ledger said finished)", async () => {
+    const first = await start({ generate: 3 })
+    const other = await start({ generate: 2 })
+    const target = await start({})
+    const archive = Path.join(tmp, "other-source")
+    expect((await migrate(first, target, archive)).code).toBe(0)
+    const before = counts(target)
+    const run = await migrate(other, target, archive)
+    expect(run.code, run.stderr).toBe(2)
+    expect(lastLine(run.stderr)).toContain(
+      `this archive holds an export of ${first.baseUrl}, not of ${other.baseUrl}; give this migration another --archive directory`,
+    )
+    expect(counts(target)).toEqual(before)
+  }, 60_000)
+
   it("an unreachable target: one clear sentence, non-zero exit, nothing exported", async () => {
     const source = await start(generated)
     const archive = Path.join(tmp, "unreachable")

@@ -438,6 +438,22 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             "_elements exports partial resources, which must never be imported into a server; drop --elements for a migration",
         })
       }
+      // an archive of another source is not this migration's (its ledger would say "finished, nothing to do")
+      const manifestPath = Path.join(archive, "manifest.json")
+      if (NFS.existsSync(manifestPath)) {
+        const held = yield* Archive.readManifest(archive).pipe(
+          Effect.mapError(
+            (e) => new ImportError({ reason: "Archive", url: manifestPath, detail: e.message, cause: e }),
+          ),
+        )
+        const trim = (u: string) => u.replace(/\/+$/, "")
+        if (trim(held.source.baseUrl) !== trim(redactUrl(sourceBase)))
+          return yield* new ImportError({
+            reason: "Config",
+            url: archive,
+            detail: `this archive holds an export of ${held.source.baseUrl}, not of ${redactUrl(sourceBase)}; give this migration another --archive directory (or --from ${held.source.baseUrl} to go on with that one)`,
+          })
+      }
       const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
       /** A scheduler event: to `onEvent`, and to `imports/<target>/events.ndjson` once the archive exists. */
       const eventsDir = Imports.dir(archive, target.baseUrl)
