@@ -492,7 +492,10 @@ export const parseFile = (path: string, text: string): Effect.Effect<Layer, Conf
   })
 
 /** Reads and decodes a config file. */
-export const readFile = (path: string): Effect.Effect<Layer, ConfigError, FileSystem.FileSystem> =>
+export const readFile = (
+  path: string,
+  givenBy = "--config",
+): Effect.Effect<Layer, ConfigError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const text = yield* fs.readFileString(path).pipe(
@@ -501,7 +504,7 @@ export const readFile = (path: string): Effect.Effect<Layer, ConfigError, FileSy
           new ConfigError({
             reason: "Read",
             where: path,
-            detail: `the config file could not be read (${cause.message}); check the path given to --config`,
+            detail: `the config file could not be read (${cause.message}); check the path given to ${givenBy}`,
             cause,
           }),
       ),
@@ -642,7 +645,9 @@ export const resolve = (
       Effect.orElseSucceed(() => Option.none()),
     )
     const file = Option.orElse(configFile, () => Option.filter(fromEnvFile, (f) => f.trim() !== ""))
-    const fileLayer = Option.isSome(file) ? yield* readFile(file.value) : {}
+    const fileLayer = Option.isSome(file)
+      ? yield* readFile(file.value, Option.isSome(configFile) ? "--config" : "FERRY_CONFIG")
+      : {}
     const settings = merge([flagLayer, envLayer, fileLayer], file)
     yield* separateCredentials(settings)
     return settings

@@ -161,6 +161,11 @@ describe("Config", () => {
       const file = write("via-env.yml", "parallel: 2\n")
       const viaEnv = yield* Config.resolve(Option.none(), {}).pipe(withEnv({ FERRY_CONFIG: file }))
       assert.strictEqual(viaEnv.parallel, 2)
+      // a FERRY_CONFIG naming nothing says so (not "--config", which was not given)
+      const gone = yield* failure(
+        Config.resolve(Option.none(), {}).pipe(withEnv({ FERRY_CONFIG: `${file}.missing` })),
+      )
+      assert.include(gone.message, "check the path given to FERRY_CONFIG")
       const missing = yield* failure(Config.requireUrl(none, "source"))
       assert.strictEqual(missing.reason, "Missing")
       assert.include(missing.message, "--from")
