@@ -3,7 +3,8 @@
  * for every searchable type of the CapabilityStatement, or, at Patient/Group level, through the patient
  * compartment (`[type]?<param>=Patient/<id>` for each member type and linking parameter, de-duplicated by
  * id). Writes the same archive files as a bulk export (`data/<Type>.<n>.ndjson`); finished types are
- * journaled and skipped on a rerun.
+ * journaled and skipped on a rerun. A crawl with no type to search fails rather than write an empty archive;
+ * a CapabilityStatement of another FHIR version than R4 gives a warning.
  */
 import * as NFS from "node:fs"
 import { HttpClientRequest } from "@effect/platform"
@@ -12,6 +13,7 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
+import { redactUrl } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import { Clock, Effect, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
@@ -40,7 +42,21 @@ export interface CrawlOptions {
   readonly transactionTime?: string
   /** The crawl's transactionTime, before the first type is crawled (to be journaled for a resumed run). */
   readonly onTransactionTime?: (transactionTime: string) => Effect.Effect<void, ExportError | ArchiveError>
+  /**
+   * The crawl can run (it has types to search): called once, before anything is journaled or written, so a
+   * crawl refused before it (no type to search) leaves nothing a rerun with other options would trip over.
+   */
+  readonly onStart?: Effect.Effect<void, ExportError | ArchiveError>
 }
+
+/**
+ * A warning when the CapabilityStatement declares a FHIR version other than R4 (4.0.x), as `ferry plan` warns;
+ * undefined when it declares R4 or no version.
+ */
+export const versionWarning = (cs: CapabilityStatement.CapabilityStatement): string | undefined =>
+  cs.fhirVersion !== undefined && !cs.fhirVersion.startsWith("4.0")
+    ? `the source declares FHIR ${cs.fhirVersion}; Ferry moves FHIR R4 (4.0.x) data, and resources of another version may not load into an R4 server`
+    : undefined
 
 /**
  * The time an archive's data reaches: the server's `time`, or `until` when that is earlier (a later
@@ -195,24 +211,44 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       detail: `a search crawl (the source has no $export, or --mode crawl) cannot honour ${cannot}; leave it out, or export from a source with $export`,
     })
   }
-  // The archive holds changes up to here: the server's clock when the crawl first started (a resumed crawl
-  // keeps it: the types crawled before the interruption reach no further), or `_until` when that is earlier.
-  const transactionTime = options.transactionTime ?? untilClamped(yield* serverTime(client), p.until)
-  if (options.transactionTime === undefined)
-    yield* options.onTransactionTime?.(transactionTime) ?? Effect.void
   const cs = yield* client.capabilities()
+  const version = versionWarning(cs)
+  if (version !== undefined) yield* options.onWarning?.(version) ?? Effect.void
   const searchable = CapabilityStatement.types(cs).filter((t) =>
     CapabilityStatement.supportsInteraction(cs, "search-type", t),
   )
   // Types asked for by name are searched even when the CapabilityStatement does not list them (a search the
   // server refuses fails the export, naming it); never dropped without a word.
   const wanted = p.types.length > 0 ? p.types : searchable
+  const compartment = p.level !== "system"
+  const types = compartment ? wanted.filter(isMember) : wanted
+  // Nothing to search would make an empty archive that says it is complete.
+  if (types.length === 0) {
+    const metadata = `${redactUrl(client.baseUrl).replace(/\/+$/, "")}/metadata`
+    return yield* p.types.length > 0
+      ? new ExportError({
+          reason: "Config",
+          detail: `none of the types asked for (--type ${p.types.join(",")}) is in the Patient compartment, which a ${p.level}-level crawl searches; pass types of the compartment with --type, or crawl at --level system`,
+        })
+      : new ExportError({
+          reason: "NotSupported",
+          url: metadata,
+          detail:
+            searchable.length === 0
+              ? "the server's CapabilityStatement lists no resource type it can search (no rest.resource with the search-type interaction), so a crawl would find nothing; pass the types to crawl with --type"
+              : `the server's CapabilityStatement lists no searchable type of the Patient compartment, which a ${p.level}-level crawl searches; pass the types to crawl with --type, or crawl at --level system`,
+        })
+  }
+  yield* options.onStart ?? Effect.void
+  // The archive holds changes up to here: the server's clock when the crawl first started (a resumed crawl
+  // keeps it: the types crawled before the interruption reach no further), or `_until` when that is earlier.
+  const transactionTime = options.transactionTime ?? untilClamped(yield* serverTime(client), p.until)
+  if (options.transactionTime === undefined)
+    yield* options.onTransactionTime?.(transactionTime) ?? Effect.void
   if (p.since !== undefined)
     yield* options.onWarning?.(
       `a search crawl cannot see deletions: what was deleted at the source since ${p.since} is not in this archive's deleted/ and stays on a target it is imported into`,
     ) ?? Effect.void
-  const compartment = p.level !== "system"
-  const types = compartment ? wanted.filter(isMember) : wanted
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []
   const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
     // Repeated names are kept side by side (searches AND them): the time bounds, a filter's own values and

@@ -544,6 +544,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       })
       mode = "crawl"
     }
+    // (a crawl reads the CapabilityStatement again and warns itself)
+    const version = Option.isSome(cs) && mode === "bulk" ? Crawl.versionWarning(cs.value) : undefined
+    if (version !== undefined) yield* emit("warning", { detail: version })
   }
 
   const files: Array<ArchiveFile> = []
@@ -1205,9 +1208,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     }
   }
   if (mode === "crawl") {
-    yield* journal.append("mode", "crawl")
     const crawled = yield* Crawl.crawl(client, archive, params, {
       concurrency: parallel,
+      // journaled once the crawl can run: a crawl refused before (no type to search) may be retried otherwise
+      onStart: journal.append("mode", "crawl"),
       gzip: options.gzip === true,
       onPlan: (types) => emit("files-planned", { mode: "crawl", types }),
       onFile: (f) =>

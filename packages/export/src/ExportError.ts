@@ -3,7 +3,8 @@ import { Schema } from "effect"
 /**
  * Everything that can make an export fail after the request reached the server (HTTP failures stay
  * `FhirError`, credentials `AuthError`, disk `ArchiveError`).
- * - NotSupported: the server has no `$export` at this level (kick-off 404/405/501) and crawling is off
+ * - NotSupported: the server has no `$export` at this level (kick-off 404/405/501) and crawling is off, or a
+ *   crawl has no type to search (the CapabilityStatement declares none, and none was asked for)
  * - Kickoff: the kick-off was refused or its answer is unusable (no Content-Location)
  * - JobFailed: the status URL reported a failed job
  * - Timeout: the job did not finish within `--timeout`

@@ -964,3 +964,92 @@ describe("a rerun on an archive of another source", () => {
     }),
   )
 })
+
+describe("a crawl with no type to search", () => {
+  /** An STU3 server's CapabilityStatement: no rest.resource, no $export. */
+  const stu3 = {
+    resourceType: "CapabilityStatement",
+    status: "active",
+    kind: "instance",
+    fhirVersion: "3.0.2",
+    format: ["json"],
+    rest: [{ mode: "server" }],
+  }
+  const warned = (out: string, text: string) =>
+    events(out).some((e) => e.event === "warning" && String(e.detail).includes(text))
+
+  it.scopedLive(
+    "fails naming --type (no empty 'complete' archive), warns of the FHIR version, and a rerun with --type goes on",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* stubSource({ metadata: stu3 })
+        const client = yield* clientFor(s.baseUrl)
+        const out = Path.join(yield* tempDir, "stu3")
+        const refused = yield* Export.run({ client, out, params: { level: "system" }, ...fast }).pipe(
+          Effect.exit,
+        )
+        const error = failureOf(refused)
+        assert.instanceOf(error, ExportError)
+        assert.strictEqual((error as ExportError).reason, "NotSupported")
+        assert.strictEqual(
+          (error as ExportError).message,
+          `${s.baseUrl}/metadata: the server's CapabilityStatement lists no resource type it can search (no rest.resource with the search-type interaction), so a crawl would find nothing; pass the types to crawl with --type`,
+        )
+        assert.isFalse((yield* Archive.readManifest(out)).complete)
+        assert.isTrue(warned(out, "the source declares FHIR 3.0.2; Ferry moves FHIR R4 (4.0.x) data"))
+        assert.isFalse(s.seen.includes("GET /fhir/Patient"))
+        // the same archive, the types named: the crawl runs
+        const summary = yield* Export.run({
+          client,
+          out,
+          params: { level: "system", types: ["Patient"] },
+          ...fast,
+        })
+        assert.strictEqual(summary.resources, 1)
+        assert.strictEqual(summary.mode, "crawl")
+      }),
+  )
+
+  it.scopedLive("a patient-level crawl of types outside the Patient compartment is a usage error", () =>
+    Effect.gen(function* () {
+      const s = yield* stubSource()
+      const out = Path.join(yield* tempDir, "outside")
+      const refused = yield* Export.run({
+        client: yield* clientFor(s.baseUrl),
+        out,
+        params: { level: "patient", types: ["Organization"] },
+        mode: "crawl",
+        ...fast,
+      }).pipe(Effect.exit)
+      const error = failureOf(refused) as ExportError
+      assert.strictEqual(error.reason, "Config")
+      assert.include(
+        error.message,
+        "none of the types asked for (--type Organization) is in the Patient compartment",
+      )
+    }),
+  )
+
+  it.scopedLive("a bulk export of a source declaring another FHIR version than R4 warns once", () =>
+    Effect.gen(function* () {
+      const r4 = yield* stubSource()
+      const cs = yield* Effect.promise(() => fetch(`${r4.baseUrl}/metadata`).then((r) => r.json()))
+      const s = yield* stubSource({ metadata: { ...(cs as object), fhirVersion: "4.3.0" } })
+      const out = Path.join(yield* tempDir, "r4b")
+      // the job never finishes: what matters is what was said before
+      yield* Export.run({
+        client: yield* clientFor(s.baseUrl),
+        out,
+        params: { level: "system" },
+        timeout: "200 millis",
+        ...fast,
+      }).pipe(Effect.exit)
+      assert.isTrue(s.seen.includes("GET /fhir/$export"))
+      assert.strictEqual(
+        events(out).filter((e) => e.event === "warning" && String(e.detail).includes("declares FHIR 4.3.0"))
+          .length,
+        1,
+      )
+    }),
+  )
+})
