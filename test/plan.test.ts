@@ -4,6 +4,7 @@
  * unauthorised, bad config) and that plan writes nothing on either server.
  */
 import * as NFS from "node:fs"
+import * as Http from "node:http"
 import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -205,6 +206,24 @@ describe("ferry plan", () => {
     expect(lastLine(run.stderr)).toContain("check the URL and that the server is running")
     expect(run.stdout).toContain(`target ${url}: unreachable`)
     expect(run.stdout).toMatch(/resources\s+38,473/)
+  }, 60_000)
+
+  it("a target that answers HTML: its problem on a line of its own, not 'NOT authorised'; exit 4", async () => {
+    const html = Http.createServer((req, res) => {
+      req.resume()
+      res.writeHead(200, { "content-type": "text/html" }).end("<html><body>Welcome</body></html>")
+    })
+    await new Promise<void>((resolve) => html.listen(0, "127.0.0.1", resolve))
+    try {
+      const address = html.address()
+      const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/fhir`
+      const run = await plan(["--from", source.handle.baseUrl, "--to", url])
+      expect(run.code).toBe(4)
+      expect(run.stdout).not.toContain("NOT authorised")
+      expect(run.stdout).toMatch(new RegExp(`problem\\s+target ${url.replace(/[.]/g, "\\.")}: failed: `))
+    } finally {
+      await new Promise<void>((resolve) => html.close(() => resolve()))
+    }
   }, 60_000)
 
   it("a config file gives both servers; flags win over it", async () => {

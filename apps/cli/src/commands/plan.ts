@@ -124,9 +124,12 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
   lines.push(
     `${pad("reachable")}yes: FHIR ${s.fhirVersion ?? "version not declared"}${s.software ? `, ${s.software}` : ""}`,
   )
+  // a probe that failed for another reason than authorization (an answer that is no FHIR) is not "NOT authorised"
+  const refused = !s.authorized && typeof s.problem === "string" && s.problem.includes(": not authorised: ")
   lines.push(
-    `${pad("auth")}${s.auth}${s.token === true ? ": token obtained" : s.token === false ? ": NO token" : ""}${!s.authorized && s.problem ? `; NOT authorised: ${s.problem}` : ""}`,
+    `${pad("auth")}${s.auth}${s.token === true ? ": token obtained" : s.token === false ? ": NO token" : ""}${refused ? `; NOT authorised: ${s.problem}` : ""}`,
   )
+  if (!s.authorized && typeof s.problem === "string" && !refused) lines.push(`${pad("problem")}${s.problem}`)
   if (s.role === "source") {
     const levels = [
       s.export.system && "system",
