@@ -856,6 +856,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         const summary = yield* Export.run({
           client: source,
           out: archive,
+          outFlag: "--archive",
           params: options.params,
           ...(options.mode !== undefined ? { mode: options.mode } : {}),
           ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),

@@ -66,6 +66,8 @@ export interface ExportOptions {
   readonly client: FhirClient
   /** The archive directory. */
   readonly out: string
+  /** How the user named `out`, for messages (default `--out`; `ferry migrate` says `--archive`). */
+  readonly outFlag?: string
   /** What to export. `since: "auto"` takes the `transactionTime` of the newest finished sibling archive. */
   readonly params: Kickoff.ExportParamsInput
   readonly mode?: Mode
@@ -457,7 +459,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     const theirs = archive.manifest.source.baseUrl
     return yield* new ExportError({
       reason: "Config",
-      detail: `${archive.root} holds an export of ${theirs}, not of ${redactUrl(client.baseUrl)}; use another --out directory for this source, or give ${theirs} as the source`,
+      detail: `${archive.root} holds an export of ${theirs}, not of ${redactUrl(client.baseUrl)}; use another ${options.outFlag ?? "--out"} directory for this source, or give ${theirs} as the source`,
     })
   }
   if (
@@ -466,7 +468,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   ) {
     return yield* new ExportError({
       reason: "Config",
-      detail: `${archive.root} already holds a different export; use another --out directory, or repeat the original options to resume it`,
+      detail: `${archive.root} already holds a different export; use another ${options.outFlag ?? "--out"} directory, or repeat the original options to resume it`,
     })
   }
   if (archive.manifest.complete) {

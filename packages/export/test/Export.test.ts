@@ -897,6 +897,18 @@ describe("a rerun on an archive of another source", () => {
         assert.strictEqual((error as ExportError).message, other(out, s.baseUrl, d.baseUrl))
         assert.deepStrictEqual(d.seen, [])
         assert.strictEqual(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8"), before)
+        // ferry migrate names its archive --archive: so does the sentence
+        const viaMigrate = failureOf(
+          yield* Export.run({
+            client: yield* clientFor(d.baseUrl),
+            out,
+            outFlag: "--archive",
+            params,
+            mode: "crawl",
+            ...fast,
+          }).pipe(Effect.exit),
+        )
+        assert.include((viaMigrate as ExportError).message, "use another --archive directory for this source")
         // the same source written with a trailing slash is the same source
         const again = yield* Export.run({
           client: yield* clientFor(`${s.baseUrl}/`),
