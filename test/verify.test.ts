@@ -7,7 +7,14 @@ import * as OS from "node:os"
 import * as Path from "node:path"
 import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type InProcessSandbox, lastLine, runFerry, sharedData, startSandbox } from "./helpers/ferry.js"
+import {
+  type InProcessSandbox,
+  lastLine,
+  runFerry,
+  sharedData,
+  smartTestClient,
+  startSandbox,
+} from "./helpers/ferry.js"
 
 const seed = [sharedData("sample-bulk-10-patients"), sharedData("attachments")]
 const types = "Condition,DocumentReference,Encounter,Patient,Procedure"
@@ -310,6 +317,33 @@ describe("ferry verify", () => {
     expect(run2.code, run2.stderr).toBe(4)
     expect(run2.stdout).not.toContain("CLEAN")
     expect(lastLine(run2.stderr)).toContain("is not a complete archive (its export did not finish)")
+  }, 60_000)
+
+  it("a SMART-protected source: --source-auth smart with its client and key, clean; without them exit 3", async () => {
+    const client = smartTestClient(tmp, "ferry-verify-source")
+    const protectedSource = await startSandbox({ seed, auth: { clients: [client.registration] } })
+    sandboxes.push(protectedSource)
+    const t = await target()
+    const args = ["verify", "--source", protectedSource.handle.baseUrl, "--target", t.handle.baseUrl]
+    const report = Path.join(tmp, "r-smart")
+    const run = await runFerry([
+      ...args,
+      "--type",
+      types,
+      "--report",
+      report,
+      "--source-auth",
+      "smart",
+      "--source-client-id",
+      client.clientId,
+      "--source-key",
+      client.keyFile,
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    expect(readReport(report).verdict).toBe("clean")
+    expect(readReport(report).totals.compared).toBeGreaterThan(1000)
+    const refused = await runFerry([...args, "--type", "Patient", "--report", Path.join(tmp, "r-smart-none")])
+    expect(refused.code).toBe(3)
   }, 60_000)
 
   it("usage errors exit 2", async () => {

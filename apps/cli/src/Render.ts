@@ -46,7 +46,13 @@ export const codeOf = (error: unknown): number => {
     case "TransformError":
       return 5
     case "VerifyError":
-      return error.reason === "Config" ? 2 : error.reason === "Diff" || error.reason === "Mismatch" ? 6 : 4
+      return error.reason === "Config"
+        ? 2
+        : error.reason === "Auth"
+          ? 3
+          : error.reason === "Diff" || error.reason === "Mismatch"
+            ? 6
+            : 4
     case "SandboxError":
       return error.reason === "Config" ? 2 : 1
     case "ConfigError":

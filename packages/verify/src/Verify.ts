@@ -244,10 +244,15 @@ const readIdMap = (path: string) =>
     return forward
   })
 
+/** Refused credentials (or none where the server wants some), as opposed to a server that failed. */
+const isAuthFailure = (e: { readonly message: string }): boolean => {
+  const tagged = e as { readonly _tag?: unknown; readonly reason?: unknown }
+  return tagged._tag === "AuthError" && tagged.reason !== "Unreachable"
+}
 const sourceError = (e: { readonly message: string }) =>
-  new VerifyError({ reason: "Source", detail: e.message, cause: e })
+  new VerifyError({ reason: isAuthFailure(e) ? "Auth" : "Source", detail: e.message, cause: e })
 const targetError = (e: { readonly message: string }) =>
-  new VerifyError({ reason: "Target", detail: e.message, cause: e })
+  new VerifyError({ reason: isAuthFailure(e) ? "Auth" : "Target", detail: e.message, cause: e })
 
 /** `_summary=count`; none when the server gives no total or refuses the parameter (the crawl counts then). */
 const countOf = (client: FhirClient, type: string) =>

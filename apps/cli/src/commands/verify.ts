@@ -7,7 +7,8 @@
  * directory), prints a short summary, and exits 0 only when clean (6 on differences).
  *
  * Auth: the target takes the shared `--auth …` flags (AuthFlags.ts: none, smart, client-secret, bearer); a
- * source server takes a minimal `--source-auth none|bearer` with `--source-bearer-env` (the variable name).
+ * source server the same set prefixed `--source-` (`--source-auth smart --source-client-id … --source-key …`,
+ * its secret by default in `FERRY_SOURCE_CLIENT_SECRET`), as `ferry migrate` and `ferry plan` name them.
  */
 import { Command, Options } from "@effect/cli"
 import * as HttpLayer from "../HttpLayer.js"
@@ -19,7 +20,7 @@ import { VerifyError } from "@ferry/verify/VerifyError"
 import { Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import * as Params from "../Params.js"
-import { authFlags, authSettings } from "../AuthFlags.js"
+import { authFlags, authFlagsFor, authSettings, defaultClientSecretEnvFor, unprefix } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
 
 const flags = {
@@ -62,11 +63,7 @@ const flags = {
       "Another base URL the source server's own absolute references use (as given to the import with --source-base). Repeat for several.",
     ),
   ),
-  sourceAuth: Options.choice("source-auth", ["none", "bearer"]).pipe(Options.withDefault("none" as const)),
-  sourceBearerEnv: Options.text("source-bearer-env").pipe(
-    Options.optional,
-    Options.withDescription("Environment variable holding the source's bearer token."),
-  ),
+  ...authFlagsFor("source"),
   ...authFlags,
 }
 
@@ -87,6 +84,19 @@ const checkUrl = (flag: string, url: string) =>
     onLeft: (problem) => Effect.fail(usage(`--${flag} ${BaseUrl.shown(url)} ${problem}`)),
     onRight: (base) => Effect.succeed(base),
   })
+
+/** The source server's `--source-…` auth flags as settings (none unless given; its own secret variable). */
+const sourceSettings = (f: Flags) => {
+  const given = unprefix("source", f)
+  return authSettings(
+    {
+      ...given,
+      auth: Option.getOrElse(given.auth, () => "none" as const),
+      clientSecretEnv: Option.getOrElse(given.clientSecretEnv, () => defaultClientSecretEnvFor("source")),
+    },
+    "source",
+  )
+}
 
 const clientFor = (flag: string, url: string, settings: Authenticator.AuthSettings) =>
   Effect.gen(function* () {
@@ -130,7 +140,7 @@ const runVerify = (f: Flags) =>
           client: yield* clientFor(
             "source",
             Option.getOrElse(f.source, () => ""),
-            { ...Authenticator.emptySettings(f.sourceAuth), bearerEnv: f.sourceBearerEnv },
+            yield* sourceSettings(f),
           ),
         }
     const types = Params.list(f.type)
