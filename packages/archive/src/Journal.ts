@@ -91,7 +91,8 @@ const corrupt = (path: string, line: number, detail: string) =>
     reason: "Corrupt",
     path,
     line,
-    detail: `${detail}; a journal line in the middle can't be skipped safely (fix or delete that line to redo the step)`,
+    // the action comes from ArchiveError (restore or export again); deleting the line is the lighter way out
+    detail: `${detail}, in the middle of the journal, where a line cannot be skipped safely (deleting it makes its step run again)`,
   })
 
 export interface JournalService {
