@@ -33,6 +33,7 @@ import * as Path from "node:path"
 import { Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
 import { Config, Effect, Either, Option, ParseResult, Schema } from "effect"
+import * as EnvName from "@ferry/auth/EnvName"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as BaseUrl from "./BaseUrl.js"
 import * as YAML from "yaml"
@@ -78,6 +79,18 @@ export class ConfigError extends Schema.TaggedError<ConfigError>("@ferry/cli/Con
 const Count = Schema.Number.pipe(Schema.int(), Schema.greaterThanOrEqualTo(1))
 const NonEmpty = Schema.String.pipe(Schema.minLength(1))
 
+/**
+ * The NAME of an environment variable (upper-case letters, digits, `_`): a secret typed here instead is refused
+ * without being shown.
+ */
+const EnvVarName = NonEmpty.pipe(
+  Schema.filter((s) =>
+    EnvName.isEnvName(s)
+      ? true
+      : "is not the name of an environment variable (upper-case letters, digits and _; the value is not shown: the secret itself?); give the NAME of the variable that holds the secret",
+  ),
+)
+
 export const AuthKind = Schema.Literal(...authKinds)
 
 export const AuthSection = Schema.Struct({
@@ -93,11 +106,11 @@ export const AuthSection = Schema.Struct({
   scope: Schema.optional(NonEmpty),
   tokenUrl: Schema.optional(NonEmpty),
   /** The name of the environment variable holding a bearer token. */
-  bearerEnv: Schema.optional(NonEmpty),
+  bearerEnv: Schema.optional(EnvVarName),
   /** A file holding a bearer token. */
   bearerFile: Schema.optional(NonEmpty),
   /** The name of the environment variable holding the client secret. */
-  clientSecretEnv: Schema.optional(NonEmpty),
+  clientSecretEnv: Schema.optional(EnvVarName),
 })
 export type AuthSection = typeof AuthSection.Type
 
