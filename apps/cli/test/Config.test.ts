@@ -186,31 +186,35 @@ describe("Config", () => {
     }),
   )
 
-  it.effect("a JSON syntax error names the file and line", () =>
-    Effect.gen(function* () {
-      const e = yield* failure(Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive": "a",\n}\n'))
-      assert.strictEqual(e.reason, "Syntax")
-      assert.strictEqual(e.line, 4)
-      assert.match(e.message, /^ferry\.json:4: this is not valid JSON \(.+\); fix the syntax$/)
-      const cut = yield* failure(Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive":'))
-      assert.strictEqual(cut.line, 3)
-      // a secret typed where a variable NAME goes: refused at its line, never shown
-      const named = yield* failure(
-        Config.parseFile(
-          "ferry.yaml",
-          "source:\n  auth:\n    kind: bearer\n    bearerEnv: s3cr3t-token-value\n",
-        ),
-      )
-      assert.strictEqual(named.line, 4)
-      assert.include(named.message, "source.auth.bearerEnv: is not the name of an environment variable")
-      assert.notInclude(named.message, "s3cr3t")
-      // V8 quotes the text around the error: none of it reaches the message (a secret typed unquoted)
-      const typed = yield* failure(
-        Config.parseFile("ferry.json", '{\n  "clientSecret": s3cr3t-VALUE-123\n}\n'),
-      )
-      assert.notInclude(typed.message, "s3cr3t")
-      assert.match(typed.message, /^ferry\.json(:\d+)?: this is not valid JSON \(.+\); fix the syntax$/)
-    }),
+  it.effect(
+    "a JSON syntax error names the file and line; a secret typed where it does not go is never echoed",
+    () =>
+      Effect.gen(function* () {
+        const e = yield* failure(
+          Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive": "a",\n}\n'),
+        )
+        assert.strictEqual(e.reason, "Syntax")
+        assert.strictEqual(e.line, 4)
+        assert.match(e.message, /^ferry\.json:4: this is not valid JSON \(.+\); fix the syntax$/)
+        const cut = yield* failure(Config.parseFile("ferry.json", '{\n  "parallel": 2,\n  "archive":'))
+        assert.strictEqual(cut.line, 3)
+        // a secret typed where a variable NAME goes: refused at its line, never shown
+        const named = yield* failure(
+          Config.parseFile(
+            "ferry.yaml",
+            "source:\n  auth:\n    kind: bearer\n    bearerEnv: s3cr3t-token-value\n",
+          ),
+        )
+        assert.strictEqual(named.line, 4)
+        assert.include(named.message, "source.auth.bearerEnv: is not the name of an environment variable")
+        assert.notInclude(named.message, "s3cr3t")
+        // V8 quotes the text around the error: none of it reaches the message (a secret typed unquoted)
+        const typed = yield* failure(
+          Config.parseFile("ferry.json", '{\n  "clientSecret": s3cr3t-VALUE-123\n}\n'),
+        )
+        assert.notInclude(typed.message, "s3cr3t")
+        assert.match(typed.message, /^ferry\.json(:\d+)?: this is not valid JSON \(.+\); fix the syntax$/)
+      }),
   )
 
   it.effect("a wrong value names file, line, field and what is expected", () =>
