@@ -1,12 +1,17 @@
 import { Schema } from "effect"
+import { transportSentence } from "./Http.js"
 import { OperationOutcome, summary } from "./OperationOutcome.js"
 
 /**
  * Anything that went wrong talking to a FHIR server.
- * - Transport: no HTTP answer (refused, reset, DNS, TLS, timeout)
+ * - Transport: no HTTP answer (refused, reset, DNS, TLS, not HTTP, timeout); `detail` is the network error's
+ *   code (or `no answer within …`), and the message says what it means (`transportSentence`)
  * - Status: a non-2xx answer (outcome kept when the body was an OperationOutcome)
  * - Throttled: 429 / 503 after retries were exhausted
  * - Decode: a 2xx answer whose body is not what the FHIR spec says it should be
+ *
+ * `hint` is what to do, when the client knows better than the generic advice (a 404 on the FHIR base: check
+ * the base URL).
  */
 export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirError")("FhirError", {
   reason: Schema.Literal("Transport", "Status", "Throttled", "Decode"),
@@ -15,17 +20,18 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
   status: Schema.optional(Schema.Number),
   outcome: Schema.optional(OperationOutcome),
   detail: Schema.optional(Schema.String),
+  hint: Schema.optional(Schema.String),
   cause: Schema.optional(Schema.Defect),
 }) {
   override get message(): string {
     const what =
       this.reason === "Transport"
-        ? `could not reach the server${this.detail ? ` (${this.detail})` : ""}; check the URL and that the server is running`
+        ? transportSentence(this.detail)
         : this.reason === "Throttled"
           ? `the server kept answering ${this.status ?? 429} (throttled) after every retry; try again later or lower --parallel`
           : this.reason === "Decode"
-            ? `the answer could not be read${this.detail ? `: ${this.detail}` : ""}`
-            : `the server answered ${this.status ?? "an error"}${this.outcome ? `: ${summary(this.outcome)}` : this.detail ? `: ${this.detail}` : ""}`
+            ? `the answer could not be read${this.detail ? `: ${this.detail}` : ""}; ${this.hint ?? "check that the URL points at a FHIR R4 server (not a web page or a proxy's login page)"}`
+            : `the server answered ${this.status ?? "an error"}${this.outcome ? `: ${summary(this.outcome)}` : this.detail ? `: ${this.detail}` : ""}${this.hint ? `; ${this.hint}` : ""}`
     return `${this.method} ${this.url}: ${what}`
   }
 }
@@ -35,7 +41,10 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
  * scopes that do not allow what Ferry must do on that server (`Scope`).
  */
 export class AuthError extends Schema.TaggedError<AuthError>("@ferry/core/AuthError")("AuthError", {
-  /** `Unreachable`: nothing answered where the token endpoint was to be discovered (the server is down). */
+  /**
+   * `Unreachable`: no HTTP answer from the server where the token endpoint was to be discovered, or from the
+   * token endpoint (nothing there, a TLS certificate not trusted, no answer in time): a server problem, exit 4.
+   */
   reason: Schema.Literal(
     "Discovery",
     "Unreachable",

@@ -18,18 +18,21 @@ import {
   describeParseError,
   fhirJson,
   isAbsolute,
+  isPermanentTransport,
   isRedirect,
   networkCode,
+  noAnswerWithin,
   nothingThereCodes,
   readTextPrefix,
   redactUrl,
   resolveUrl,
   sameOrigin,
+  transportProblem,
 } from "./Http.js"
 import { FhirResource, type Resource } from "./Ids.js"
 import * as RawHttp from "./internal/RawHttp.js"
 import { summary } from "./OperationOutcome.js"
-import { Attempt, fhirRetry, isThrottleStatus, type RetryOptions } from "./Retry.js"
+import { Attempt, defaultRetryOptions, fhirRetry, isThrottleStatus, type RetryOptions } from "./Retry.js"
 
 export interface FhirClientOptions {
   /** The server's FHIR base, e.g. `https://fhir.example.org/r4`. */
@@ -47,6 +50,17 @@ export interface FhirClientOptions {
   readonly userAgent?: string
   /** Per attempt, until the response headers arrive (default 5 minutes; `Duration.infinity`: none). */
   readonly timeout?: Duration.DurationInput
+  /**
+   * Of the retries (`retry.times`), how many may follow an attempt that got no answer within `timeout`
+   * (default 2): a server that takes connections and never answers fails after three timeouts, not after
+   * `times` of them (eight five-minute waits would be the better part of an hour).
+   */
+  readonly timeoutRetries?: number
+  /**
+   * What to check when the server refuses the credentials sent (401 after the refresh), e.g. "check the
+   * client id, key and scopes" for SMART; default "check the credentials configured for this server".
+   */
+  readonly refusedHint?: string
   /** Redirects followed per attempt (default 5). */
   readonly maxRedirects?: number
   /**
@@ -183,19 +197,22 @@ const urlOf = (request: HttpClientRequest.HttpClientRequest): string =>
 const fhirErrorFromTransport = (
   request: HttpClientRequest.HttpClientRequest,
   error: HttpClientError.HttpClientError,
-): Attempt =>
-  new Attempt({
+): Attempt => {
+  const detail = error.reason === "Transport" ? transportDetail(error.cause) : `${error.reason} error`
+  return new Attempt({
     error: new FhirError({
       reason: "Transport",
       method: request.method,
       url: redactUrl(urlOf(request)),
-      detail: error.reason === "Transport" ? transportDetail(error.cause) : `${error.reason} error`,
+      detail,
       cause: error.cause,
     }),
     retryAfter: undefined,
-    // A malformed URL or an unencodable body will not get better by trying again.
-    permanent: error.reason !== "Transport",
+    // A malformed URL, an unencodable body, a header HTTP does not allow (UND_ERR_INVALID_ARG), an untrusted
+    // certificate or a port that does not speak TLS or HTTP will not get better by trying again.
+    permanent: error.reason !== "Transport" || isPermanentTransport(detail),
   })
+}
 
 /**
  * Connection failures that mean nothing answers at that address (a wrong host or port) rather than a hiccup:
@@ -219,7 +236,38 @@ interface Unanswered {
 
 const transportDetail = (cause: unknown): string => networkCode(cause) ?? "connection failed"
 
-const finalError = (attempt: Attempt, retried: boolean, baseUrl: string): FhirError | AuthError => {
+/**
+ * What to do about a 404 from the FHIR base itself, a resource type (`Patient`) or a kick-off (`$export`,
+ * `$import`): a wrong base URL is the likely cause. None for anything else: a resource (`Patient/1`) may just
+ * be gone, a status or output URL belongs to a job that ended.
+ */
+const notFoundHint = (url: string, baseUrl: string): string | undefined => {
+  const at = Option.liftThrowable(() => new URL(url))()
+  const base = Option.liftThrowable(() => new URL(baseUrl))()
+  if (Option.isNone(at) || Option.isNone(base) || at.value.origin !== base.value.origin) return undefined
+  const basePath = base.value.pathname.replace(/\/+$/, "")
+  const path = at.value.pathname.replace(/\/+$/, "")
+  if (path !== basePath && !path.startsWith(`${basePath}/`)) return undefined
+  const segments = path
+    .slice(basePath.length)
+    .split("/")
+    .filter((s) => s !== "")
+  const shown = redactUrl(baseUrl).replace(/\/+$/, "")
+  const last = segments.at(-1) ?? ""
+  if (/^\$(export|import)$/.test(last)) {
+    return `the server does not offer ${last} there, or ${shown} is not its FHIR base URL; check it`
+  }
+  return segments.length === 0 || (segments.length === 1 && /^[A-Z][A-Za-z]+$/.test(last))
+    ? `is ${shown} the server's FHIR base URL (often ending in /fhir or /r4)? check it`
+    : undefined
+}
+
+const finalError = (
+  attempt: Attempt,
+  retried: boolean,
+  baseUrl: string,
+  refusedHint: string,
+): FhirError | AuthError => {
   const e = attempt.error
   if (e.reason === "Status" && e.status === 401) {
     const said = e.outcome ? `: ${summary(e.outcome)}` : e.detail ? `: ${e.detail}` : ""
@@ -228,7 +276,7 @@ const finalError = (attempt: Attempt, retried: boolean, baseUrl: string): FhirEr
       url: e.url,
       detail:
         attempt.sentAuthorization === true
-          ? `the server refused the credentials (401)${said}; check the client id, key and scopes`
+          ? `the server refused the credentials (401)${said}; ${refusedHint}`
           : sameOrigin(e.url, baseUrl)
             ? `the server requires authorization (401)${said}; configure authentication for this server`
             : // No credentials went there (they go to the base's origin only), so none can be "wrong".
@@ -244,6 +292,20 @@ const finalError = (attempt: Attempt, retried: boolean, baseUrl: string): FhirEr
       outcome: e.outcome,
       detail: e.detail,
     })
+  }
+  if (e.reason === "Status" && e.status === 404 && e.hint === undefined) {
+    const hint = notFoundHint(e.url, baseUrl)
+    if (hint !== undefined) {
+      return new FhirError({
+        reason: "Status",
+        method: e.method,
+        url: e.url,
+        status: 404,
+        outcome: e.outcome,
+        detail: e.detail,
+        hint,
+      })
+    }
   }
   return e
 }
@@ -261,6 +323,9 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const schedule = fhirRetry(options.retry)
   const timeout = Duration.decode(options.timeout ?? Duration.minutes(5))
   const timeoutMs = Duration.isFinite(timeout) ? Duration.toMillis(timeout) : Number.POSITIVE_INFINITY
+  const retries = Math.max(0, options.retry?.times ?? defaultRetryOptions.times)
+  const timeoutRetries = Math.max(0, options.timeoutRetries ?? 2)
+  const refusedHint = options.refusedHint ?? "check the credentials configured for this server"
   const maxRedirects = options.maxRedirects ?? 5
   const userAgent = options.userAgent ?? "ferry"
   const graceMs = Duration.toMillis(Duration.decode(options.unreachableGrace ?? Duration.seconds(3)))
@@ -331,7 +396,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                   reason: "Transport",
                   method: sent.method,
                   url: redactUrl(urlOf(sent)),
-                  detail: `no answer within ${Duration.format(timeout)}`,
+                  detail: noAnswerWithin(timeout),
                 }),
                 retryAfter: undefined,
               }),
@@ -433,6 +498,36 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   }
 
   /**
+   * `once` on the retry schedule, where a timed-out attempt past the `timeoutRetries`-th is final; one that will
+   * be tried again is logged as a warning, so that a server that takes the connection and never answers does
+   * not leave the command silent for many minutes.
+   */
+  const retried = <A>(once: Effect.Effect<A, Attempt | AuthError>): Effect.Effect<A, Attempt | AuthError> =>
+    Effect.suspend(() => {
+      let attempts = 0
+      let timeouts = 0
+      const counted = Effect.suspend(() => {
+        attempts++
+        return once
+      }).pipe(
+        Effect.catchIf(
+          (e): e is Attempt =>
+            e instanceof Attempt && e.permanent !== true && transportProblem(e.error.detail) === "NoAnswer",
+          (e) => {
+            timeouts++
+            if (timeouts > timeoutRetries || attempts > retries) {
+              return Effect.fail(new Attempt({ error: e.error, retryAfter: e.retryAfter, permanent: true }))
+            }
+            return Effect.logWarning(
+              `${e.error.method} ${e.error.url}: the server accepted the connection but gave ${e.error.detail}; trying again (${timeouts} of at most ${timeoutRetries} ${timeoutRetries === 1 ? "retry" : "retries"} after a timeout)`,
+            ).pipe(Effect.zipRight(Effect.fail(e)))
+          },
+        ),
+      )
+      return Effect.retry(counted, schedule)
+    })
+
+  /**
    * Retry schedule, one credential refresh after a 401, and the final error: shared by `request` and `get`.
    */
   const withPolicy = <A>(
@@ -440,7 +535,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     requestOptions: RequestOptions | undefined,
   ): Effect.Effect<A, FhirError | AuthError> => {
     const auth = requestOptions?.auth ?? true
-    const tries = requestOptions?.retry === false ? once : Effect.retry(once, schedule)
+    const tries = requestOptions?.retry === false ? once : retried(once)
     const onUnauthorized = options.onUnauthorized
     // A 401 to a request that carried credentials refreshes them once, then the request (with its retries)
     // runs once more. A 401 on a hop that carried none (another origin: an attachment host, or a redirect
@@ -455,7 +550,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             () => Effect.zipRight(onUnauthorized, tries),
           )
     return Effect.mapError(refreshed, (e) =>
-      e instanceof Attempt ? finalError(e, requestOptions?.retry !== false, baseUrl) : e,
+      e instanceof Attempt ? finalError(e, requestOptions?.retry !== false, baseUrl, refusedHint) : e,
     )
   }
 
@@ -495,7 +590,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                   reason: "Transport",
                   method: "GET",
                   url: redactUrl(url),
-                  detail: e.timedOut ? `no answer within ${Duration.format(timeout)}` : e.detail,
+                  detail: e.timedOut ? noAnswerWithin(timeout) : e.detail,
                   cause: e.cause,
                 }),
                 retryAfter: undefined,
@@ -565,16 +660,26 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     (response: HttpClientResponse.HttpClientResponse): Effect.Effect<A, FhirError> =>
       response.json.pipe(
         Effect.flatMap(Schema.decodeUnknown(schema)),
-        Effect.mapError(
-          (e: HttpClientError.ResponseError | ParseResult.ParseError) =>
-            new FhirError({
+        Effect.mapError((e: HttpClientError.ResponseError | ParseResult.ParseError) => {
+          if (e._tag === "ParseError") {
+            return new FhirError({
               reason: "Decode",
               method: response.request.method,
               url: redactUrl(urlOf(response.request)),
               status: response.status,
-              detail: e._tag === "ParseError" ? describeParseError(what, e) : `the body is not JSON`,
-            }),
-        ),
+              detail: describeParseError(what, e),
+            })
+          }
+          const html = /html/i.test(response.headers["content-type"] ?? "")
+          return new FhirError({
+            reason: "Decode",
+            method: response.request.method,
+            url: redactUrl(urlOf(response.request)),
+            status: response.status,
+            detail: html ? "the body is an HTML page, not JSON" : "the body is not JSON",
+            hint: `${redactUrl(baseUrl)} may not be a FHIR server's base URL${html ? " (a web site or a login page answered)" : ""}; check the URL`,
+          })
+        }),
       )
 
   const getJson = <A, I>(url: string, schema: Schema.Schema<A, I>, what: string, params?: SearchParams) =>
@@ -676,6 +781,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                       method: "GET",
                       url: redactUrl(current),
                       detail: "the next link points back to the same page",
+                      hint: "the server's paging is broken; report it to the server's operators",
                     }),
                   )
                 : Effect.succeed([

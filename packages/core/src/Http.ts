@@ -1,5 +1,5 @@
 import type { HttpClientResponse } from "@effect/platform"
-import { Chunk, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
+import { Chunk, Duration, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
 import { OperationOutcome } from "./OperationOutcome.js"
 
 export const fhirJson = "application/fhir+json"
@@ -180,12 +180,158 @@ export const nothingThereCodes: ReadonlySet<string> = new Set([
   "ENETUNREACH",
 ])
 
-/** The network error's code (ECONNREFUSED, UND_ERR_SOCKET, …) under the platform's and fetch's wrappers. */
+/**
+ * The network error's code (ECONNREFUSED, UND_ERR_SOCKET, …) under the platform's and fetch's wrappers. undici's
+ * parser error (an answer that is not HTTP) may have no code: it is then `HTTPParserError`.
+ */
 export const networkCode = (cause: unknown): string | undefined => {
   let c = cause
+  let parser = false
   for (let depth = 0; depth < 5 && typeof c === "object" && c !== null; depth++) {
     if ("code" in c && typeof c.code === "string") return c.code
+    if ((c as { name?: unknown }).name === "HTTPParserError") parser = true
     c = "cause" in c ? (c as { cause: unknown }).cause : undefined
   }
-  return undefined
+  return parser ? "HTTPParserError" : undefined
+}
+
+/** How a per-attempt timeout is reported in a Transport error's `detail` (and recognised there). */
+export const noAnswerWithin = (timeout: Duration.DurationInput): string =>
+  `no answer within ${Duration.format(Duration.decode(timeout))}`
+
+const noAnswer = /^no answer within (.+)$/
+
+/** TLS certificate checks that fail because no trusted CA vouches for the certificate (a private CA). */
+const untrustedCertificateCodes: ReadonlySet<string> = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_UNTRUSTED",
+  "INVALID_CA",
+])
+
+const expiredCertificateCodes: ReadonlySet<string> = new Set([
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERROR_IN_CERT_NOT_BEFORE_FIELD",
+  "ERROR_IN_CERT_NOT_AFTER_FIELD",
+])
+
+const wrongHostCertificateCodes: ReadonlySet<string> = new Set([
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "HOSTNAME_MISMATCH",
+])
+
+/** Other certificate checks that failed (a broken signature, a revoked certificate, …). */
+const badCertificateCodes: ReadonlySet<string> = new Set([
+  "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
+  "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_REVOKED",
+  "CERT_REJECTED",
+  "CERT_CHAIN_TOO_LONG",
+  "PATH_LENGTH_EXCEEDED",
+  "INVALID_PURPOSE",
+])
+
+/** An https request to a port that does not speak TLS (a plain-http port answers with HTTP, not a handshake). */
+const notTlsCodes: ReadonlySet<string> = new Set([
+  "ERR_SSL_WRONG_VERSION_NUMBER",
+  "ERR_SSL_PACKET_LENGTH_TOO_LONG",
+  "ERR_SSL_UNKNOWN_PROTOCOL",
+  "EPROTO",
+])
+
+/** A request Ferry could not even send (a header value or URL HTTP does not allow). */
+const unsendableCodes: ReadonlySet<string> = new Set([
+  "UND_ERR_INVALID_ARG",
+  "ERR_INVALID_URL",
+  "ERR_INVALID_CHAR",
+  "ERR_INVALID_HTTP_TOKEN",
+])
+
+/**
+ * What a failure without an HTTP answer was, from a Transport error's `detail` (a network error's code, the
+ * per-attempt timeout, or a sentence): nothing at the address, a TLS certificate that is not trusted (expired,
+ * for another host, otherwise refused), a port that does not speak TLS or not HTTP, a request that could not be
+ * sent, no answer in time, or something else (a reset, a connection that broke off).
+ */
+export type TransportProblem =
+  | "NothingThere"
+  | "UntrustedCertificate"
+  | "ExpiredCertificate"
+  | "WrongHostCertificate"
+  | "BadCertificate"
+  | "NotTls"
+  | "NotHttp"
+  | "Unsendable"
+  | "NoAnswer"
+  | "Other"
+
+/** The code a Transport error's `detail` starts with (`ECONNREFUSED; not sent: …` → `ECONNREFUSED`). */
+const leadingCode = (detail: string): string => /^[A-Za-z][A-Za-z0-9_]*/.exec(detail)?.[0] ?? ""
+
+export const transportProblem = (detail: string | undefined): TransportProblem => {
+  if (detail === undefined) return "Other"
+  if (noAnswer.test(detail)) return "NoAnswer"
+  const code = leadingCode(detail)
+  if (nothingThereCodes.has(code)) return "NothingThere"
+  if (untrustedCertificateCodes.has(code)) return "UntrustedCertificate"
+  if (expiredCertificateCodes.has(code)) return "ExpiredCertificate"
+  if (wrongHostCertificateCodes.has(code)) return "WrongHostCertificate"
+  if (badCertificateCodes.has(code)) return "BadCertificate"
+  if (notTlsCodes.has(code)) return "NotTls"
+  if (code === "HTTPParserError" || code.startsWith("HPE_")) return "NotHttp"
+  if (unsendableCodes.has(code)) return "Unsendable"
+  return "Other"
+}
+
+/**
+ * Failures another try cannot cure: the same certificate, the same port and the same request meet the same
+ * failure again. Not retried (a refused connection is: a server may be starting; the client's grace period
+ * decides how long).
+ */
+export const isPermanentTransport = (detail: string | undefined): boolean => {
+  switch (transportProblem(detail)) {
+    case "UntrustedCertificate":
+    case "ExpiredCertificate":
+    case "WrongHostCertificate":
+    case "BadCertificate":
+    case "NotTls":
+    case "NotHttp":
+    case "Unsendable":
+      return true
+    default:
+      return false
+  }
+}
+
+/**
+ * One sentence for a failure without an HTTP answer (a Transport error's `detail`): what it is and what to do.
+ * TLS verification stays on: an untrusted certificate is made trusted (NODE_EXTRA_CA_CERTS), never skipped.
+ */
+export const transportSentence = (detail: string | undefined): string => {
+  const code = detail === undefined ? "" : leadingCode(detail)
+  switch (transportProblem(detail)) {
+    case "UntrustedCertificate":
+      return `the server's TLS certificate is not trusted (${code}); if it comes from your own CA, point NODE_EXTRA_CA_CERTS at that CA's certificate (PEM file)`
+    case "ExpiredCertificate":
+      return `the server's TLS certificate has expired or is not valid yet (${code}); the server's certificate must be renewed (or this machine's clock is wrong)`
+    case "WrongHostCertificate":
+      return `the server's TLS certificate is not for this host name (${code}); use the host name the certificate was issued for`
+    case "BadCertificate":
+      return `the server's TLS certificate was refused (${code}); the server's certificate must be fixed`
+    case "NotTls":
+      return `the server does not speak TLS on that port (${code}; https to an http port?); check the URL's scheme and port`
+    case "NotHttp":
+      return `the server's answer is not HTTP (${code}); check the URL's port: is a FHIR server listening there?`
+    case "Unsendable":
+      return `the request could not be sent (${code}): a header or the URL holds characters HTTP does not allow; check the credentials (a token with a line break?) and the URL`
+    case "NoAnswer":
+      return `the server accepted the connection but did not answer within ${noAnswer.exec(detail ?? "")?.[1] ?? "the time limit"}; check that it is up and not overloaded, then run the command again`
+    default:
+      return `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
+  }
 }

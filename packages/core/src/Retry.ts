@@ -1,6 +1,7 @@
 import { HttpClientError } from "@effect/platform"
 import { Clock, Data, Duration, Effect, Option, Predicate, Schedule } from "effect"
 import { AuthError, FhirError } from "./Errors.js"
+import { isPermanentTransport, networkCode } from "./Http.js"
 
 /**
  * Issue codes that mean "the request failed, try it again later": `transient` and its children in the
@@ -65,8 +66,10 @@ export const retryAfter = (
 /**
  * Whether a failure is worth another try: transport errors, 408/429/502/503/504, a 500 whose
  * OperationOutcome is transient, and a FhirError already marked Throttled. Never other 4xx, never an
- * AuthError, never a decode failure. Accepts FhirError, the schedule's `Attempt`, and platform
- * HttpClientErrors (so the schedule also works with `HttpClient.retry`).
+ * AuthError, never a decode failure, never a transport failure that trying again cannot cure (a TLS
+ * certificate that is not trusted, a port that does not speak TLS or HTTP, a request that cannot be sent:
+ * `isPermanentTransport`). Accepts FhirError, the schedule's `Attempt`, and platform HttpClientErrors (so the
+ * schedule also works with `HttpClient.retry`).
  */
 export const isRetryable = (error: unknown): boolean => {
   if (error instanceof AuthError) return false
@@ -75,6 +78,7 @@ export const isRetryable = (error: unknown): boolean => {
   if (fhir !== undefined) {
     switch (fhir.reason) {
       case "Transport":
+        return !isPermanentTransport(fhir.detail)
       case "Throttled":
         return true
       case "Decode":
@@ -87,7 +91,9 @@ export const isRetryable = (error: unknown): boolean => {
     }
   }
   if (HttpClientError.isHttpClientError(error)) {
-    if (error._tag === "RequestError") return error.reason === "Transport"
+    if (error._tag === "RequestError") {
+      return error.reason === "Transport" && !isPermanentTransport(networkCode(error.cause))
+    }
     return error.reason === "StatusCode" && retryableStatuses.has(error.response.status)
   }
   return false

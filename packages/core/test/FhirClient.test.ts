@@ -8,7 +8,19 @@ import {
 } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { assertSome } from "@effect/vitest/utils"
-import { Chunk, Duration, Effect, Exit, Fiber, Option, Ref, Stream, TestClock, TestServices } from "effect"
+import {
+  Chunk,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Logger,
+  Option,
+  Ref,
+  Stream,
+  TestClock,
+  TestServices,
+} from "effect"
 import * as FhirClient from "../src/FhirClient.js"
 import { AuthError, FhirError } from "../src/Errors.js"
 import type { RetryOptions } from "../src/Retry.js"
@@ -18,6 +30,8 @@ import { loopback } from "./helpers/loopback.js"
 type Answer =
   | { readonly status: number; readonly headers?: Record<string, string>; readonly body?: unknown }
   | "reset"
+  /** No answer: the platform's transport error with this network error code as its cause. */
+  | { readonly code: string }
 
 const patient = { resourceType: "Patient", id: "1", name: [{ family: "Doe", given: ["Jane"] }] }
 const ok: Answer = { status: 200, body: patient }
@@ -36,6 +50,7 @@ const fake = (
     readonly retry?: Partial<RetryOptions>
     readonly onUnauthorized?: Effect.Effect<void, AuthError>
     readonly token?: Ref.Ref<string>
+    readonly client?: Partial<FhirClient.FhirClientOptions>
   } = {},
 ) =>
   Effect.gen(function* () {
@@ -53,6 +68,10 @@ const fake = (
             reason: "Transport",
             cause: "ECONNRESET",
           })
+        }
+        if ("code" in next) {
+          const cause = Object.assign(new Error(next.code), { code: next.code })
+          return yield* new HttpClientError.RequestError({ request, reason: "Transport", cause })
         }
         const body =
           next.body === undefined
@@ -78,6 +97,7 @@ const fake = (
               Effect.map(Ref.get(token), (t) => HttpClientRequest.bearerToken(req, t)),
           }
         : {}),
+      ...options.client,
     }).pipe(Effect.provideService(HttpClient.HttpClient, http))
     return { client, requests: Effect.map(Ref.get(seen), (s) => s.length), seen }
   })
@@ -447,6 +467,174 @@ describe("FhirClient retry schedule (fake server, TestClock)", () => {
       const [req] = yield* Ref.get(seen)
       assert.strictEqual(req?.url, "https://fhir.example.org/r4")
       assert.strictEqual(req?.method, "POST")
+    }),
+  )
+})
+
+describe("FhirClient failures that say what to do (fake server)", () => {
+  it.effect(
+    "a request undici refuses to send (UND_ERR_INVALID_ARG: a header with a line break) is not retried",
+    () =>
+      Effect.gen(function* () {
+        const { client, requests } = yield* fake([{ code: "UND_ERR_INVALID_ARG" }, ok])
+        const error = yield* failsAtOnce(client.read("Patient", "1"))
+        assert.instanceOf(error, FhirError)
+        assert.strictEqual(
+          error.message,
+          "GET https://fhir.example.org/r4/Patient/1: the request could not be sent (UND_ERR_INVALID_ARG): a header or the URL holds characters HTTP does not allow; check the credentials (a token with a line break?) and the URL",
+        )
+        assert.strictEqual(yield* requests, 1)
+      }),
+  )
+
+  it.effect("a TLS certificate that is not trusted is not retried, and the error says so", () =>
+    Effect.gen(function* () {
+      const { client, requests } = yield* fake([{ code: "SELF_SIGNED_CERT_IN_CHAIN" }, ok])
+      const error = yield* failsAtOnce(client.read("Patient", "1"))
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual((error as FhirError).reason, "Transport")
+      assert.include(error.message, "the server's TLS certificate is not trusted (SELF_SIGNED_CERT_IN_CHAIN)")
+      assert.strictEqual(yield* requests, 1)
+    }),
+  )
+
+  it.effect(
+    "a server that takes the connection and never answers: a timed-out request is retried at most twice, each retry a warning",
+    () =>
+      Effect.gen(function* () {
+        let sent = 0
+        const http = HttpClient.make(() =>
+          Effect.suspend(() => {
+            sent++
+            return Effect.never
+          }),
+        )
+        const warnings: Array<string> = []
+        const logger = Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning")
+            warnings.push(String(Array.isArray(message) ? message[0] : message))
+        })
+        const client = yield* FhirClient.make({
+          baseUrl: "https://fhir.example.org/r4",
+          timeout: "5 minutes",
+          retry: { times: 8 },
+        }).pipe(Effect.provideService(HttpClient.HttpClient, http))
+        const fiber = yield* Effect.fork(
+          client
+            .transaction({ resourceType: "Bundle", type: "transaction" })
+            .pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger))),
+        )
+        for (let i = 0; i < 200 && Option.isNone(yield* Fiber.poll(fiber)); i++) {
+          yield* TestServices.provideLive(Effect.sleep("2 millis"))
+          yield* TestClock.adjust("1 minute")
+        }
+        const exit = yield* joinSoon(fiber)
+        assert.strictEqual(sent, 3, "the first attempt and two retries, not nine attempts")
+        if (Exit.isSuccess(exit) || exit.cause._tag !== "Fail") return assert.fail("the call did not fail")
+        const error = exit.cause.error
+        assert.instanceOf(error, FhirError)
+        assert.strictEqual((error as FhirError).detail, "no answer within 5m")
+        assert.strictEqual(
+          error.message,
+          "POST https://fhir.example.org/r4: the server accepted the connection but did not answer within 5m; check that it is up and not overloaded, then run the command again",
+        )
+        assert.deepStrictEqual(warnings, [
+          "POST https://fhir.example.org/r4: the server accepted the connection but gave no answer within 5m; trying again (1 of at most 2 retries after a timeout)",
+          "POST https://fhir.example.org/r4: the server accepted the connection but gave no answer within 5m; trying again (2 of at most 2 retries after a timeout)",
+        ])
+      }),
+  )
+
+  it.effect("a 401 to credentials sent gives neutral advice, or the client's own", () =>
+    Effect.gen(function* () {
+      const token = yield* Ref.make("t")
+      const refusal: Answer = {
+        status: 401,
+        body: "invalid token",
+        headers: { "content-type": "text/plain" },
+      }
+      const neutral = yield* fake([refusal, refusal], { token, onUnauthorized: Effect.void })
+      const refused = yield* failsAtOnce(neutral.client.read("Patient", "1"))
+      assert.instanceOf(refused, AuthError)
+      assert.strictEqual(
+        refused.message,
+        "https://fhir.example.org/r4/Patient/1: the server refused the credentials (401): invalid token; check the credentials configured for this server",
+      )
+      const bearer = yield* fake([refusal, refusal], {
+        token,
+        onUnauthorized: Effect.void,
+        client: { refusedHint: "the token may have expired: put a fresh one in /run/token" },
+      })
+      const expired = yield* failsAtOnce(bearer.client.read("Patient", "1"))
+      assert.include(
+        expired.message,
+        "(401): invalid token; the token may have expired: put a fresh one in /run/token",
+      )
+      assert.notInclude(expired.message, "client id")
+    }),
+  )
+
+  it.effect(
+    "a 404 from the FHIR base, a type or an operation asks to check the base URL; one for a resource does not",
+    () =>
+      Effect.gen(function* () {
+        const notFound: Answer = { status: 404, body: "Not Found", headers: { "content-type": "text/plain" } }
+        const { client } = yield* fake([notFound, notFound, notFound, notFound, notFound])
+        const transaction = yield* Effect.flip(
+          client.transaction({ resourceType: "Bundle", type: "transaction" }),
+        )
+        assert.strictEqual(
+          transaction.message,
+          "POST https://fhir.example.org/r4: the server answered 404: Not Found; is https://fhir.example.org/r4 the server's FHIR base URL (often ending in /fhir or /r4)? check it",
+        )
+        const create = yield* Effect.flip(client.create({ resourceType: "Patient" }))
+        assert.include(
+          create.message,
+          "404: Not Found; is https://fhir.example.org/r4 the server's FHIR base URL",
+        )
+        const kickOff = yield* Effect.flip(client.operation("$export", { method: "GET" }))
+        assert.strictEqual(
+          kickOff.message,
+          "GET https://fhir.example.org/r4/$export: the server answered 404: Not Found; the server does not offer $export there, or https://fhir.example.org/r4 is not its FHIR base URL; check it",
+        )
+        const poll = yield* Effect.flip(
+          client.operation("$export-poll-status", { method: "GET", urlParams: { _jobId: "1" } }),
+        )
+        assert.strictEqual(
+          poll.message,
+          "GET https://fhir.example.org/r4/$export-poll-status?_jobId=1: the server answered 404: Not Found",
+        )
+        const read = yield* Effect.flip(client.read("Patient", "1"))
+        assert.strictEqual(
+          read.message,
+          "GET https://fhir.example.org/r4/Patient/1: the server answered 404: Not Found",
+        )
+      }),
+  )
+
+  it.effect("an HTML page where FHIR JSON was expected says the URL may not be a FHIR base", () =>
+    Effect.gen(function* () {
+      const { client } = yield* fake([
+        { status: 200, body: "<html><body>Sign in</body></html>", headers: { "content-type": "text/html" } },
+      ])
+      const error = yield* Effect.flip(client.search("Patient"))
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual((error as FhirError).reason, "Decode")
+      assert.strictEqual(
+        error.message,
+        "GET https://fhir.example.org/r4/Patient: the answer could not be read: the body is an HTML page, not JSON; https://fhir.example.org/r4 may not be a FHIR server's base URL (a web site or a login page answered); check the URL",
+      )
+      // a Decode failure without a hint of its own gets the generic one
+      const bundle = new FhirError({
+        reason: "Decode",
+        method: "POST",
+        url: "https://h/fhir",
+        detail: "the answer is not a Bundle",
+      })
+      assert.strictEqual(
+        bundle.message,
+        "POST https://h/fhir: the answer could not be read: the answer is not a Bundle; check that the URL points at a FHIR R4 server (not a web page or a proxy's login page)",
+      )
     }),
   )
 })

@@ -1,6 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ParseResult, Schema } from "effect"
-import { describeBody, describeParseError, redactUrl, resolveUrl, sameOrigin } from "../src/Http.js"
+import { FhirError } from "../src/Errors.js"
+import {
+  describeBody,
+  describeParseError,
+  isPermanentTransport,
+  networkCode,
+  redactUrl,
+  resolveUrl,
+  sameOrigin,
+  transportProblem,
+} from "../src/Http.js"
 
 describe("Http", () => {
   it("resolves relative URLs against the FHIR base and keeps absolute ones", () => {
@@ -77,5 +87,78 @@ describe("Http", () => {
       assert.include(text, "name")
       assert.notInclude(text, "Jane")
     }
+  })
+
+  it("tells what a failure without an HTTP answer was, and which ones another try cannot cure", () => {
+    const cases: ReadonlyArray<readonly [string, ReturnType<typeof transportProblem>, boolean]> = [
+      ["ECONNREFUSED", "NothingThere", false],
+      ["ENOTFOUND; not sent: nothing at https://h has answered since …", "NothingThere", false],
+      ["ECONNRESET", "Other", false],
+      ["UND_ERR_SOCKET", "Other", false],
+      ["connection failed", "Other", false],
+      ["no answer within 5m", "NoAnswer", false],
+      ["DEPTH_ZERO_SELF_SIGNED_CERT", "UntrustedCertificate", true],
+      ["SELF_SIGNED_CERT_IN_CHAIN", "UntrustedCertificate", true],
+      ["UNABLE_TO_VERIFY_LEAF_SIGNATURE", "UntrustedCertificate", true],
+      ["UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "UntrustedCertificate", true],
+      ["CERT_HAS_EXPIRED", "ExpiredCertificate", true],
+      ["ERR_TLS_CERT_ALTNAME_INVALID", "WrongHostCertificate", true],
+      ["CERT_REVOKED", "BadCertificate", true],
+      ["ERR_SSL_WRONG_VERSION_NUMBER", "NotTls", true],
+      ["EPROTO", "NotTls", true],
+      ["HTTPParserError", "NotHttp", true],
+      ["HPE_INVALID_CONSTANT", "NotHttp", true],
+      ["UND_ERR_INVALID_ARG", "Unsendable", true],
+    ]
+    for (const [detail, problem, permanent] of cases) {
+      assert.strictEqual(transportProblem(detail), problem, detail)
+      assert.strictEqual(isPermanentTransport(detail), permanent, detail)
+    }
+    // undici's parser error has no code: it is named
+    const parser = Object.assign(new Error("Response does not match the HTTP/1.1 protocol"), {
+      name: "HTTPParserError",
+    })
+    assert.strictEqual(networkCode(new TypeError("fetch failed", { cause: parser })), "HTTPParserError")
+    assert.strictEqual(
+      networkCode({ cause: Object.assign(new Error("x"), { code: "CERT_HAS_EXPIRED" }) }),
+      "CERT_HAS_EXPIRED",
+    )
+  })
+
+  it("says in one sentence what each transport failure is and what to do", () => {
+    const message = (detail: string) =>
+      new FhirError({ reason: "Transport", method: "GET", url: "https://h/fhir/metadata", detail }).message
+    assert.strictEqual(
+      message("DEPTH_ZERO_SELF_SIGNED_CERT"),
+      "GET https://h/fhir/metadata: the server's TLS certificate is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT); if it comes from your own CA, point NODE_EXTRA_CA_CERTS at that CA's certificate (PEM file)",
+    )
+    assert.strictEqual(
+      message("CERT_HAS_EXPIRED"),
+      "GET https://h/fhir/metadata: the server's TLS certificate has expired or is not valid yet (CERT_HAS_EXPIRED); the server's certificate must be renewed (or this machine's clock is wrong)",
+    )
+    assert.strictEqual(
+      message("ERR_TLS_CERT_ALTNAME_INVALID"),
+      "GET https://h/fhir/metadata: the server's TLS certificate is not for this host name (ERR_TLS_CERT_ALTNAME_INVALID); use the host name the certificate was issued for",
+    )
+    assert.strictEqual(
+      message("ERR_SSL_WRONG_VERSION_NUMBER"),
+      "GET https://h/fhir/metadata: the server does not speak TLS on that port (ERR_SSL_WRONG_VERSION_NUMBER; https to an http port?); check the URL's scheme and port",
+    )
+    assert.strictEqual(
+      message("HTTPParserError"),
+      "GET https://h/fhir/metadata: the server's answer is not HTTP (HTTPParserError); check the URL's port: is a FHIR server listening there?",
+    )
+    assert.strictEqual(
+      message("UND_ERR_INVALID_ARG"),
+      "GET https://h/fhir/metadata: the request could not be sent (UND_ERR_INVALID_ARG): a header or the URL holds characters HTTP does not allow; check the credentials (a token with a line break?) and the URL",
+    )
+    assert.strictEqual(
+      message("no answer within 5m"),
+      "GET https://h/fhir/metadata: the server accepted the connection but did not answer within 5m; check that it is up and not overloaded, then run the command again",
+    )
+    assert.strictEqual(
+      message("ECONNREFUSED"),
+      "GET https://h/fhir/metadata: could not reach the server (ECONNREFUSED); check the URL and that the server is running",
+    )
   })
 })

@@ -54,6 +54,26 @@ describe("isRetryable", () => {
     for (const s of [408, 429, 502, 503, 504]) assert.isTrue(isRetryable(status(s)), `${s}`)
     assert.isTrue(isRetryable(new FhirError({ reason: "Transport", method: "GET", url: "http://x" })))
     assert.isTrue(isRetryable(new Attempt({ error: status(429), retryAfter: "1" })))
+    assert.isTrue(
+      isRetryable(
+        new FhirError({ reason: "Transport", method: "GET", url: "http://x", detail: "ECONNRESET" }),
+      ),
+    )
+  })
+
+  it("never retries a transport failure another try cannot cure (TLS, not HTTP, a request undici refuses)", () => {
+    for (const detail of [
+      "DEPTH_ZERO_SELF_SIGNED_CERT",
+      "CERT_HAS_EXPIRED",
+      "ERR_TLS_CERT_ALTNAME_INVALID",
+      "ERR_SSL_WRONG_VERSION_NUMBER",
+      "HTTPParserError",
+      "UND_ERR_INVALID_ARG",
+    ]) {
+      const error = new FhirError({ reason: "Transport", method: "GET", url: "https://x", detail })
+      assert.isFalse(isRetryable(error), detail)
+      assert.isFalse(isRetryable(new Attempt({ error, retryAfter: undefined })), detail)
+    }
   })
 
   it("never retries other 4xx, decode failures, auth failures or permanent attempts", () => {
@@ -112,5 +132,21 @@ describe("isRetryable", () => {
     assert.isFalse(isRetryable(response(404)))
     assert.isTrue(isRetryable(new HttpClientError.RequestError({ request, reason: "Transport" })))
     assert.isFalse(isRetryable(new HttpClientError.RequestError({ request, reason: "InvalidUrl" })))
+    // a request undici refuses to send (a header value with a line break) or a certificate not trusted
+    for (const code of [
+      "UND_ERR_INVALID_ARG",
+      "DEPTH_ZERO_SELF_SIGNED_CERT",
+      "ERR_SSL_WRONG_VERSION_NUMBER",
+    ]) {
+      const cause = Object.assign(new Error(code), { code })
+      assert.isFalse(
+        isRetryable(new HttpClientError.RequestError({ request, reason: "Transport", cause })),
+        code,
+      )
+    }
+    const reset = Object.assign(new Error("reset"), { code: "ECONNRESET" })
+    assert.isTrue(
+      isRetryable(new HttpClientError.RequestError({ request, reason: "Transport", cause: reset })),
+    )
   })
 })
