@@ -23,6 +23,12 @@ export interface Authenticator {
   readonly invalidate: Effect.Effect<void>
   /** e.g. "SMART Backend Services (ES384, kid …, client ferry-demo)"; never secrets. */
   readonly describe: string
+  /**
+   * What to check when the server refuses the credentials sent (a 401 after the refresh), for
+   * `FhirClient.make`'s `refusedHint`: e.g. "check the client id, its registered key and the scopes" (SMART).
+   * None when no credentials are sent.
+   */
+  readonly refusedHint?: string
 }
 
 /**

@@ -6,7 +6,13 @@ import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platf
 import { AuthError } from "@ferry/core/Errors"
 import { Duration, Effect, Option, Schedule, Schema } from "effect"
 import { defaultTimeout } from "./internal/tokenEndpoint.js"
-import { networkCode, nothingThereCodes, redactUrl } from "@ferry/core/Http"
+import {
+  isPermanentTransport,
+  networkCode,
+  nothingThereCodes,
+  redactUrl,
+  transportSentence,
+} from "@ferry/core/Http"
 
 export const SmartConfiguration = Schema.Struct({
   token_endpoint: Schema.optional(Schema.String),
@@ -65,6 +71,13 @@ const discoveryRetries = 3
 /** How a fetch that found nothing at the address starts (both discovery fetches so: the server is unreachable). */
 const UNREACHABLE = "could not reach the server ("
 
+/**
+ * How a fetch starts that met a server Ferry cannot talk to (a TLS certificate that is not trusted, a port that
+ * does not speak TLS or HTTP); the rest is the sentence saying what to do. The FHIR requests would meet the
+ * same: the server is unreachable for Ferry, and no token URL set by hand would help.
+ */
+const CANNOT_TALK = "cannot talk to the server: "
+
 /** A GET of JSON, given `timeout` until its whole answer is read: a server that never answers must not stall. */
 const getJson = <A, I>(
   http: HttpClient.HttpClient,
@@ -78,6 +91,7 @@ const getJson = <A, I>(
       // only "nothing there" (refused, unknown host): a TLS failure or a reset means a server answered
       const code = e._tag === "RequestError" && e.reason === "Transport" ? networkCode(e.cause) : undefined
       if (code !== undefined && nothingThereCodes.has(code)) return `${UNREACHABLE}${code})`
+      if (code !== undefined && isPermanentTransport(code)) return `${CANNOT_TALK}${transportSentence(code)}`
       const what =
         e._tag === "RequestError"
           ? `${e.reason} error${code !== undefined ? `: ${code}` : ""}`
@@ -183,9 +197,10 @@ const secure = (found: TokenEndpoint): Effect.Effect<TokenEndpoint, AuthError> =
 }
 
 /**
- * The token endpoint for a FHIR server. A configured `tokenUrl` wins (no network);
- * otherwise `.well-known/smart-configuration`, then the CapabilityStatement, each given `timeout` (default 30 s).
- * It must be https, or plain http on a loopback address (`secure`).
+ * The token endpoint for a FHIR server. A configured `tokenUrl` wins (no network; it must be an absolute
+ * http(s) URL); otherwise `.well-known/smart-configuration`, then the CapabilityStatement, each given `timeout`
+ * (default 30 s). It must be https, or plain http on a loopback address (`secure`). A server where nothing
+ * answers, or that Ferry cannot talk to (a TLS certificate not trusted), is `Unreachable` (exit 4).
  */
 export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
   baseUrl: string,
@@ -193,13 +208,16 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
   timeout: Duration.DurationInput = defaultTimeout,
 ) {
   if (tokenUrl !== undefined) {
-    return yield* Option.match(absolute(tokenUrl, baseUrl), {
+    // a configured URL is taken as written: a relative one would silently become a path under the FHIR base
+    const given = /^https?:\/\//i.test(tokenUrl.trim()) ? absolute(tokenUrl.trim(), baseUrl) : Option.none()
+    return yield* Option.match(given, {
       onNone: () =>
         Effect.fail(
           new AuthError({
             reason: "Config",
             url: redactUrl(tokenUrl),
-            detail: "the configured token URL is not a valid URL",
+            detail:
+              "the configured token URL is not an absolute http(s) URL; give the token endpoint's full address (auth.tokenUrl / --token-url), e.g. https://auth.example.org/oauth2/token",
           }),
         ),
       onSome: (url) =>
@@ -228,23 +246,29 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
         ),
       ),
     ),
-    Effect.mapError(
-      ({ wellKnown, metadata }) =>
-        new AuthError({
-          // nothing answered at all: the server is down or the URL wrong, not an auth problem (exit 4)
-          ...(wellKnown.startsWith(UNREACHABLE) && metadata.startsWith(UNREACHABLE)
-            ? {
-                reason: "Unreachable" as const,
-                url: redactUrl(baseUrl),
-                detail: `${metadata}; check the URL and that the server is running`,
-              }
-            : {
-                reason: "Discovery" as const,
-                url: redactUrl(baseUrl),
-                detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
-              }),
-        }),
-    ),
+    Effect.mapError(({ wellKnown, metadata }) => {
+      const cannotTalk = [wellKnown, metadata].find((e) => e.startsWith(CANNOT_TALK))
+      return cannotTalk !== undefined
+        ? new AuthError({
+            reason: "Unreachable",
+            url: redactUrl(baseUrl),
+            detail: cannotTalk.slice(CANNOT_TALK.length),
+          })
+        : new AuthError({
+            // nothing answered at all: the server is down or the URL wrong, not an auth problem (exit 4)
+            ...(wellKnown.startsWith(UNREACHABLE) && metadata.startsWith(UNREACHABLE)
+              ? {
+                  reason: "Unreachable" as const,
+                  url: redactUrl(baseUrl),
+                  detail: `${metadata}; check the URL and that the server is running`,
+                }
+              : {
+                  reason: "Discovery" as const,
+                  url: redactUrl(baseUrl),
+                  detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
+                }),
+          })
+    }),
   )
   yield* Effect.logDebug("token endpoint discovered").pipe(
     Effect.annotateLogs({ tokenUrl: redactUrl(found.tokenUrl), from: found.source }),

@@ -7,6 +7,7 @@
 import * as Crypto from "node:crypto"
 import { FileSystem } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
+import { networkCode } from "@ferry/core/Http"
 import { Effect, Schema } from "effect"
 import * as Jose from "./internal/jose.js"
 
@@ -61,6 +62,30 @@ export interface LoadOptions {
 const invalid = (source: string, what: string) =>
   new AuthError({ reason: "KeyInvalid", detail: `Key file ${source}: ${what}` })
 
+/** RS384 with a shorter modulus is refused by jose when signing (and by NIST SP 800-131A). */
+const minRsaBits = 2048
+
+/** A key too short to sign with, found when it is loaded rather than at the first signature mid-run. */
+const checkRsaBits = (bits: number | undefined, source: string): Effect.Effect<void, AuthError> =>
+  bits !== undefined && bits < minRsaBits
+    ? Effect.fail(
+        new AuthError({
+          reason: "KeyInvalid",
+          detail: `the RSA key in ${source} has ${bits} bits; RS384 needs ${minRsaBits} or more: generate one with ferry keys generate`,
+        }),
+      )
+    : Effect.void
+
+/** The bit length of a JWK's RSA modulus `n` (base64url, big-endian), when it has one. */
+const modulusBits = (jwk: Jose.JWK): number | undefined => {
+  if (jwk.kty !== "RSA" || typeof jwk.n !== "string") return undefined
+  const bytes = Buffer.from(jwk.n, "base64url")
+  let i = 0
+  while (i < bytes.length && bytes[i] === 0) i++
+  if (i === bytes.length) return 0
+  return (bytes.length - i - 1) * 8 + (32 - Math.clz32(bytes[i]!))
+}
+
 /** Read and import a private signing key from a file (JWK, JWKS or PEM). */
 export const loadPrivateKey = Effect.fn("Keys.loadPrivateKey")(function* (
   path: string,
@@ -68,13 +93,18 @@ export const loadPrivateKey = Effect.fn("Keys.loadPrivateKey")(function* (
 ) {
   const fs = yield* FileSystem.FileSystem
   const text = yield* fs.readFileString(path).pipe(
-    Effect.mapError(
-      (error) =>
-        new AuthError({
-          reason: "KeyInvalid",
-          detail: `Key file ${path} could not be read (${error.message}); check the path and its permissions`,
-        }),
-    ),
+    // the platform's message repeats the path and the syscall: the error's code says enough
+    Effect.mapError((error) => {
+      const missing = error._tag === "SystemError" && error.reason === "NotFound"
+      const code =
+        error._tag === "SystemError" ? (networkCode(error.cause) ?? error.reason) : "not a usable path"
+      return new AuthError({
+        reason: "KeyInvalid",
+        detail: missing
+          ? `${path}: the key file does not exist; check auth.key / --key`
+          : `${path}: the key file cannot be read (${code}); check its permissions, and auth.key / --key`,
+      })
+    }),
   )
   return yield* parsePrivateKey(text, path, options)
 })
@@ -139,6 +169,7 @@ const fromJwk = (jwk: Jose.JWK, source: string, options: LoadOptions): Effect.Ef
       return yield* invalid(source, `holds key ${jwk.kid}, but kid ${options.kid} was asked for`)
     }
     const alg = yield* inferAlg(jwk, source, options.alg)
+    yield* checkRsaBits(modulusBits(jwk), source)
     const kid = jwk.kid ?? options.kid ?? (yield* Jose.thumbprint(jwk, `Key file ${source}`))
     // Import without use/key_ops restrictions that some exporters set inconsistently.
     const { key_ops: _ops, use: _use, ext: _ext, ...material } = jwk
@@ -216,6 +247,10 @@ const fromPem = (pem: string, source: string, options: LoadOptions): Effect.Effe
     })
     const { publicJwk, pkcs8 } = exported
     const alg = yield* inferAlg(publicJwk, source, options.alg)
+    yield* checkRsaBits(
+      keyObject.asymmetricKeyType === "rsa" ? keyObject.asymmetricKeyDetails?.modulusLength : undefined,
+      source,
+    )
     const key = yield* Jose.importPkcs8(pkcs8, alg, `Key file ${source}`)
     const kid = options.kid ?? (yield* Jose.thumbprint(publicJwk, `Key file ${source}`))
     return { alg, kid, key, source } satisfies SigningKey

@@ -153,7 +153,16 @@ describe("Keys", () => {
           expect(curveError.message).toContain("P-256")
 
           const missing = `${garbage}.missing`
-          keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(missing)), missing)
+          const missingError = yield* Effect.flip(Keys.loadPrivateKey(missing))
+          keyInvalid(missingError, missing)
+          expect(missingError.message).toBe(`${missing}: the key file does not exist; check auth.key / --key`)
+          // a directory where the file should be: its code, not the platform's sentence
+          const dir = garbage.replace(/garbage\.jwk$/, "")
+          const unreadable = yield* Effect.flip(Keys.loadPrivateKey(dir))
+          keyInvalid(unreadable, dir)
+          expect(unreadable.message).toBe(
+            `${dir}: the key file cannot be read (EISDIR); check its permissions, and auth.key / --key`,
+          )
         }),
       ),
   )
@@ -166,5 +175,26 @@ describe("Keys", () => {
       expect(error.message).not.toContain(privateJwk.d!)
       expect(error.message).toContain("k.jwk")
     }),
+  )
+
+  it.scoped("an RSA key shorter than 2048 bits is refused when loaded (PEM or JWK), naming the file", () =>
+    run(
+      Effect.gen(function* () {
+        const short = Crypto.generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey
+        const pem = yield* writeTemp("short.pem", short.export({ format: "pem", type: "pkcs8" }).toString())
+        const jwk = yield* writeTemp("short.jwk", JSON.stringify(short.export({ format: "jwk" })))
+        for (const file of [pem, jwk]) {
+          const error = yield* Effect.flip(Keys.loadPrivateKey(file))
+          keyInvalid(error, file)
+          expect(error.message).toBe(
+            `the RSA key in ${file} has 1024 bits; RS384 needs 2048 or more: generate one with ferry keys generate`,
+          )
+        }
+        // 2048 bits and more load (a modulus with its top bit set counts every bit)
+        const long = Crypto.generateKeyPairSync("rsa", { modulusLength: 3072 }).privateKey
+        const longJwk = yield* writeTemp("long.jwk", JSON.stringify(long.export({ format: "jwk" })))
+        expect(yield* Keys.loadPrivateKey(longJwk)).toMatchObject({ alg: "RS384" })
+      }),
+    ),
   )
 })

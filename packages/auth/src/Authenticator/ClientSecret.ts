@@ -76,5 +76,6 @@ export const make = Effect.fn("ClientSecret.make")(function* (options: ClientSec
     authorize: (req) => Effect.map(cache.get, (token) => HttpClientRequest.bearerToken(req, token)),
     invalidate: cache.invalidate,
     describe: `OAuth client credentials (client_secret_${method}, client ${options.clientId})`,
+    refusedHint: `check client ${options.clientId}, its secret, and the scopes it is granted at the authorization server`,
   } satisfies Authenticator
 })

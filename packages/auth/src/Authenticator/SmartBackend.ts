@@ -210,5 +210,6 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
     authorize: (req) => Effect.map(cache.get, (token) => HttpClientRequest.bearerToken(req, token)),
     invalidate: cache.invalidate,
     describe: `SMART Backend Services (${options.key.alg}, kid ${options.key.kid}, client ${options.clientId})`,
+    refusedHint: `check client ${options.clientId}, the key registered for it (kid ${options.key.kid}), and the scopes it is granted`,
   } satisfies Authenticator
 })

@@ -1,7 +1,9 @@
 /**
  * A bearer token obtained elsewhere, read from an environment variable or a file (never a literal on the
  * command line). It is read once, trimmed, and read again after `invalidate` (a rotated token file is
- * picked up on the next 401).
+ * picked up on the next 401). A token with characters no bearer token has (a line break: a file of two
+ * lines; a space, a control character, a typographic quote pasted along) is refused when read: sent, it
+ * would never get an answer (undici refuses such a header).
  */
 import { FileSystem, HttpClientRequest } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
@@ -41,7 +43,11 @@ export const make = Effect.fn("StaticBearer.make")(function* (
           Effect.map(Option.map((r) => Redacted.value(r).trim())),
           Effect.flatMap((value) =>
             Option.isSome(value) && value.value.length > 0
-              ? Effect.succeed(value.value)
+              ? checked(
+                  value.value,
+                  (what) =>
+                    `The environment variable ${EnvName.shown(source.env)} holds characters a bearer token cannot contain (${what}); set it to the token alone`,
+                )
               : Effect.fail(
                   new AuthError({
                     reason: "Config",
@@ -64,7 +70,14 @@ export const make = Effect.fn("StaticBearer.make")(function* (
           Effect.map((text) => text.trim()),
           Effect.flatMap((value) =>
             value.length > 0
-              ? Effect.succeed(token(value))
+              ? Effect.map(
+                  checked(
+                    value,
+                    (what) =>
+                      `The token in ${source.file} holds characters a bearer token cannot contain (${what}); put the token alone on one line`,
+                  ),
+                  token,
+                )
               : Effect.fail(
                   new AuthError({
                     reason: "Config",
@@ -81,8 +94,30 @@ export const make = Effect.fn("StaticBearer.make")(function* (
     authorize: (req) => Effect.map(cache.get, (t) => HttpClientRequest.bearerToken(req, t)),
     invalidate: cache.invalidate,
     describe: `static bearer token (from ${source.env !== undefined ? `environment variable ${source.env}` : `file ${source.file}`})`,
+    refusedHint: `the token may have expired or be meant for another server: ${source.env !== undefined ? `set ${EnvName.shown(source.env)} to` : `put in ${source.file}`} a token this server accepts`,
   } satisfies Authenticator
 })
+
+/** What in `value` no bearer token has, for the message (never the character itself: it is part of a secret). */
+const unfit = (value: string): string | undefined => {
+  // RFC 6750 b64token, and what opaque tokens use besides: visible ASCII, nothing else
+  const bad = /[^\x21-\x7e]/.exec(value)?.[0]
+  if (bad === undefined) return undefined
+  if (bad === "\n" || bad === "\r") return "a line break"
+  if (bad === " " || bad === "\t") return "a space"
+  const code = bad.codePointAt(0) ?? 0
+  return code < 0x20 || code === 0x7f
+    ? "a control character"
+    : "a character outside ASCII, such as a typographic quote"
+}
+
+/** `value` when it can be a bearer token, else a Config error saying what is in it. */
+const checked = (value: string, sentence: (what: string) => string): Effect.Effect<string, AuthError> => {
+  const what = unfit(value)
+  return what === undefined
+    ? Effect.succeed(value)
+    : Effect.fail(new AuthError({ reason: "Config", detail: sentence(what) }))
+}
 
 const token = (value: string): TokenCache.AccessToken => ({
   token: Redacted.make(value),

@@ -5,14 +5,26 @@
  *
  * Each attempt has a timeout, and `retrying` tries transient failures again (5xx, 408, 429 with its
  * Retry-After, no answer at all): a token is fetched in the middle of multi-hour exports, where one
- * identity-provider hiccup must not end the run. Refusals (400, 401: invalid_client, …) fail at once.
+ * identity-provider hiccup must not end the run. Refusals (400, 401: invalid_client, …) fail at once, and so
+ * do a TLS certificate that is not trusted and a port that does not speak TLS or HTTP.
+ *
+ * No HTTP answer at all (nothing there, TLS, a timeout) is `Unreachable`, like a FHIR server that cannot be
+ * reached (exit 4); an answer that refuses is `TokenRequest` (exit 3).
  */
 import { type HttpClient, HttpClientRequest } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
 import { retryAfter } from "@ferry/core/Retry"
 import { Clock, Data, Duration, Effect, Option, ParseResult, Redacted, Schedule, Schema } from "effect"
 import type { AccessToken } from "../TokenCache.js"
-import { networkCode, redactUrl } from "@ferry/core/Http"
+import {
+  describeBody,
+  isPermanentTransport,
+  networkCode,
+  redactUrl,
+  transportProblem,
+  transportSentence,
+} from "@ferry/core/Http"
+import { summary } from "@ferry/core/OperationOutcome"
 
 /** RFC 6749 §5.1 (+ SMART): `expires_in` as a number, or a numeric string (some Azure endpoints). */
 export const TokenResponse = Schema.Struct({
@@ -98,8 +110,39 @@ export const scrubber = (request: TokenRequest) => {
   return (text: string): string => secrets.reduce((acc, s) => acc.split(s).join("[redacted]"), text)
 }
 
-const fail = (request: TokenRequest, detail: string) =>
-  new AuthError({ reason: "TokenRequest", url: redactUrl(request.tokenUrl), detail })
+const fail = (
+  request: TokenRequest,
+  detail: string,
+  reason: "TokenRequest" | "Unreachable" = "TokenRequest",
+) => new AuthError({ reason, url: redactUrl(request.tokenUrl), detail })
+
+/** Where the token URL is set, for the sentences that ask to check it. */
+const checkTokenUrl = "check the token URL (auth.tokenUrl / --token-url)"
+
+/** What to do about a refusal that is not a known OAuth error, by status. */
+const statusHint = (status: number): string =>
+  status === 404 || status === 405 || status === 410
+    ? `; is this the token endpoint? ${checkTokenUrl}`
+    : status === 400 || status === 401 || status === 403
+      ? "; check the client's registration at the authorization server (client id, key or secret)"
+      : `; ${checkTokenUrl} and the client's registration at the authorization server`
+
+/** What to do about an OAuth error (RFC 6749 §5.2) the token endpoint answered. */
+const oauthHint = (error: string): string => {
+  switch (error) {
+    case "invalid_client":
+    case "invalid_grant":
+      return "; the client assertion or credentials were rejected: check the client id, the key/secret registered for it, and the server clock"
+    case "invalid_scope":
+      return "; request scopes this client is allowed (auth.scope)"
+    case "unauthorized_client":
+      return "; the client may not use the client_credentials grant: check its registration at the authorization server"
+    case "unsupported_grant_type":
+      return `; this endpoint does not offer the client_credentials grant: ${checkTokenUrl} and the client's registration`
+    default:
+      return `; ${checkTokenUrl} and the client's registration at the authorization server`
+  }
+}
 
 /** Names of the fields that failed to decode (never their values: they may hold the token). */
 const failedFields = (error: ParseResult.ParseError): string =>
@@ -127,16 +170,33 @@ export const request = (
   if (request.basic) {
     req = HttpClientRequest.setHeader(req, "authorization", `Basic ${basicCredentials(request.basic)}`)
   }
-  const transient = (detail: string, retryAfterHeader?: string) =>
-    new Transient({ error: fail(request, detail), retryAfter: retryAfterHeader })
+  const transient = (
+    detail: string,
+    retryAfterHeader?: string,
+    reason: "TokenRequest" | "Unreachable" = "TokenRequest",
+  ) => new Transient({ error: fail(request, detail, reason), retryAfter: retryAfterHeader })
   return http.execute(req).pipe(
     // The request (and its secret-bearing body) is not kept as a cause.
     // the platform's message names the request URL as given (a credential in its query): the code only
-    Effect.mapError((e) =>
-      transient(
-        `could not reach the token endpoint (${e._tag === "RequestError" ? (networkCode(e.cause) ?? `${e.reason} error`) : `HTTP ${e.response.status}`}); check the URL and that the server is up`,
-      ),
-    ),
+    Effect.mapError((e): AuthError | Transient => {
+      const code =
+        e._tag === "RequestError"
+          ? (networkCode(e.cause) ?? `${e.reason} error`)
+          : `HTTP ${e.response.status}`
+      // an untrusted certificate, a port that does not speak TLS or HTTP: another try meets the same
+      if (isPermanentTransport(code)) {
+        return fail(
+          request,
+          transportSentence(code),
+          transportProblem(code) === "Unsendable" ? "TokenRequest" : "Unreachable",
+        )
+      }
+      return transient(
+        `could not reach the token endpoint (${code}); ${checkTokenUrl} and that the server is running`,
+        undefined,
+        "Unreachable",
+      )
+    }),
     Effect.flatMap((response) =>
       response.text.pipe(
         Effect.mapError((e) => transient(`the token endpoint's answer could not be read (${e.message})`)),
@@ -144,6 +204,7 @@ export const request = (
           status: response.status,
           body,
           retryAfter: response.headers["retry-after"],
+          contentType: response.headers["content-type"],
         })),
       ),
     ),
@@ -155,10 +216,17 @@ export const request = (
       onTimeout: () =>
         transient(
           `the token endpoint did not answer within ${Duration.format(timeout)}; check that it is up`,
+          undefined,
+          "Unreachable",
         ),
     }),
     Effect.flatMap(
-      ({ status, body, retryAfter }): Effect.Effect<AccessToken, AuthError | InvalidScope | Transient> => {
+      ({
+        status,
+        body,
+        retryAfter,
+        contentType,
+      }): Effect.Effect<AccessToken, AuthError | InvalidScope | Transient> => {
         let json: unknown
         try {
           json = JSON.parse(body)
@@ -169,22 +237,30 @@ export const request = (
           // Said only of answers that may pass: a refusal keeps its own words and hint.
           const busy = "; the identity provider is unavailable or overloaded: try again later"
           const failure = (detail: string) =>
-            transientStatus(status) ? transient(`${detail}${busy}`, retryAfter) : fail(request, detail)
+            transientStatus(status)
+              ? transient(`${detail}${busy}`, retryAfter)
+              : fail(request, `${detail}${statusHint(status)}`)
           return Option.match(Schema.decodeUnknownOption(OAuthError)(json), {
             onNone: () => {
-              const snippet = scrub(body.replace(/\s+/g, " ").trim()).slice(0, 200)
+              // an OperationOutcome (a FHIR server's own 404) is summed up, an HTML page reduced to its text;
+              // other JSON is shown as sent (an identity provider's own error format), shortened. Secrets go
+              // first, before anything is cut.
+              const scrubbed = scrub(body)
+              const described = describeBody(scrubbed, contentType)
+              const said =
+                described.outcome !== undefined
+                  ? summary(described.outcome)
+                  : json !== undefined
+                    ? scrubbed.replace(/\s+/g, " ").trim()
+                    : (described.detail ?? "")
+              const snippet = said.slice(0, 200)
               return Effect.fail(
                 failure(`the token endpoint answered HTTP ${status}${snippet ? `: ${snippet}` : ""}`),
               )
             },
             onSome: (oauth) => {
               const what = `${oauth.error}${oauth.error_description ? ` (${scrub(oauth.error_description)})` : ""}`
-              const hint =
-                oauth.error === "invalid_client" || oauth.error === "invalid_grant"
-                  ? "; the client assertion or credentials were rejected: check the client id, the key/secret registered for it, and the server clock"
-                  : oauth.error === "invalid_scope"
-                    ? "; request scopes this client is allowed (auth.scope)"
-                    : ""
+              const hint = transientStatus(status) ? "" : oauthHint(oauth.error)
               const detail = `the token endpoint refused the request: HTTP ${status} ${what}${hint}`
               if (transientStatus(status)) return Effect.fail(transient(detail, retryAfter))
               const error = fail(request, detail)

@@ -86,4 +86,51 @@ describe("StaticBearer", () => {
       configError(yield* Effect.flip(StaticBearer.make({ file: blank })), blank, "is empty")
     }).pipe(Effect.provide(NodeContext.layer)),
   )
+
+  it.scoped(
+    "a token with characters no bearer token has (two lines, a space, a control character) is a Config error naming where it is",
+    () =>
+      Effect.gen(function* () {
+        const fs = yield* FileSystem.FileSystem
+        const path = yield* Path.Path
+        const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
+        const twoLines = path.join(dir, "two-lines")
+        yield* fs.writeFileString(twoLines, "eyJhbGciOi.first-line\nsecond-line\n")
+        const error = yield* Effect.flip(StaticBearer.make({ file: twoLines }))
+        configError(error)
+        expect(error.message).toBe(
+          `The token in ${twoLines} holds characters a bearer token cannot contain (a line break); put the token alone on one line`,
+        )
+        expect(error.message).not.toContain("second-line")
+
+        const environment = ConfigProvider.fromMap(
+          new Map([
+            ["SPACED", "abc def"],
+            ["CONTROL", "abc\u0001def"],
+            ["QUOTED", "\u201cabcdef\u201d"],
+          ]),
+        )
+        const spaced = yield* Effect.flip(StaticBearer.make({ env: "SPACED" }, { environment }))
+        configError(spaced)
+        expect(spaced.message).toBe(
+          "The environment variable $SPACED holds characters a bearer token cannot contain (a space); set it to the token alone",
+        )
+        configError(
+          yield* Effect.flip(StaticBearer.make({ env: "CONTROL" }, { environment })),
+          "a control character",
+        )
+        configError(
+          yield* Effect.flip(StaticBearer.make({ env: "QUOTED" }, { environment })),
+          "outside ASCII",
+        )
+
+        // what tokens are made of passes: a JWT, base64 with padding, opaque tokens with other visible ASCII
+        const ok = ConfigProvider.fromMap(new Map([["OK", "eyJ0.eyJz-_~.c2ln+/==|a:b"]]))
+        const auth = yield* StaticBearer.make({ env: "OK" }, { environment: ok })
+        expect(yield* header(auth)).toBe("Bearer eyJ0.eyJz-_~.c2ln+/==|a:b")
+        expect(auth.refusedHint).toBe(
+          "the token may have expired or be meant for another server: set $OK to a token this server accepts",
+        )
+      }).pipe(Effect.provide(NodeContext.layer)),
+  )
 })
