@@ -46,6 +46,7 @@
  * - tokenExpiresAfterSeconds: SMART access tokens stop working after this many seconds, whatever
  *   `expires_in` said (needs the `auth` section).
  */
+import { describeParseError } from "@ferry/core/Http"
 import { Either, Schema } from "effect"
 import { type Ctx, type Router, sendOutcome } from "./Http.js"
 
@@ -110,7 +111,9 @@ export type FaultsConfigInput = typeof FaultsConfig.Encoded
 export const decodeFaultsConfig = (input: unknown): FaultsConfig => {
   const decoded = Schema.decodeUnknownEither(FaultsConfig)(input ?? {}, { onExcessProperty: "error" })
   if (Either.isLeft(decoded)) {
-    throw new Error(`sandbox config "faults" is invalid: ${decoded.left.message}`)
+    throw new Error(
+      `sandbox config "faults" is invalid: ${describeParseError("a faults section", decoded.left)}`,
+    )
   }
   return decoded.right
 }

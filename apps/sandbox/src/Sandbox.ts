@@ -5,6 +5,7 @@
  *
  * The FHIR base is `http://host:port${basePath}` (basePath defaults to `/fhir`).
  */
+import { describeParseError } from "@ferry/core/Http"
 import { Context, Effect, Layer, Schema } from "effect"
 import { type SandboxConfig, type SandboxConfigInput, decodeConfig } from "./Config.js"
 import * as BulkExport from "./BulkExport.js"
@@ -83,9 +84,23 @@ export const start = Effect.fn("Sandbox.start")(function* (
   input: SandboxConfigInput = {},
   options: SandboxOptions = {},
 ) {
-  const config = yield* decodeConfig(input).pipe(
-    Effect.mapError((e) => new SandboxError({ reason: "Config", detail: e.message })),
+  const config = yield* decodeConfig(input, { onExcessProperty: "error" }).pipe(
+    Effect.mapError(
+      (e) =>
+        new SandboxError({
+          reason: "Config",
+          detail: `${describeParseError("a sandbox configuration", e)}; see ferry sandbox --help for the settings`,
+        }),
+    ),
   )
+  // the faults and auth sections are read by their plugins: checked here, before anything starts
+  yield* Effect.try({
+    try: () => {
+      Faults.decodeFaultsConfig(config.faults)
+      Smart.decodeAuthConfig(config.auth)
+    },
+    catch: (e) => new SandboxError({ reason: "Config", detail: errorDetail(e) }),
+  })
   const store = yield* Effect.acquireRelease(
     Effect.try({
       try: () => Store.open(config.db),

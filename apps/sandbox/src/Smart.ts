@@ -22,6 +22,7 @@
  * `scopes` lists what a client may be granted (default `system/*.*`); requested scopes outside it,
  * scopes with `?` filters, and `user/`/`patient/` scopes are not granted.
  */
+import { describeParseError } from "@ferry/core/Http"
 import { randomBytes } from "node:crypto"
 import type { IncomingMessage } from "node:http"
 import { Either, Schema } from "effect"
@@ -52,7 +53,10 @@ export type AuthConfigInput = typeof AuthConfig.Encoded
 export const decodeAuthConfig = (input: unknown): AuthConfig | undefined => {
   if (input === undefined || input === null) return undefined
   const decoded = Schema.decodeUnknownEither(AuthConfig)(input, { onExcessProperty: "error" })
-  if (Either.isLeft(decoded)) throw new Error(`sandbox config "auth" is invalid: ${decoded.left.message}`)
+  if (Either.isLeft(decoded))
+    throw new Error(
+      `sandbox config "auth" is invalid: ${describeParseError("an auth section", decoded.left)}`,
+    )
   for (const c of decoded.right.clients) {
     if ((c.jwks === undefined) === (c.jwksUrl === undefined)) {
       throw new Error(`sandbox config "auth": client ${c.clientId} needs exactly one of jwks or jwksUrl`)

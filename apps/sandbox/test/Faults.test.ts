@@ -1,11 +1,31 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { decodeFaultsConfig, routeKind } from "../src/Faults.js"
+import * as Sandbox from "../src/Sandbox.js"
 import { ASYNC, exportAll, http, json, kickoff, lines, poll, startKit } from "./internal/bulkKit.js"
 
 const gen = { generate: 2 }
 
 describe("Faults", () => {
+  it.scoped(
+    "a bad sandbox configuration fails to start as a Config error in one line (faults, auth, unknown keys)",
+    () =>
+      Effect.gen(function* () {
+        for (const [input, expected] of [
+          [{ faults: { throttle: [{ route: "nowhere" }] } }, "invalid at throttle.0.route"],
+          [{ auth: { clients: "none" } }, 'sandbox config "auth" is invalid'],
+          [{ unknownKey: 1 }, "invalid at unknownKey"],
+          [{ port: 99999 }, "invalid at port"],
+        ] as const) {
+          const e = yield* Effect.flip(Sandbox.start(input as never, { plugins: [] }))
+          assert.strictEqual(e._tag, "SandboxError")
+          assert.strictEqual(e.reason, "Config")
+          assert.include(e.message, expected)
+          assert.notInclude(e.message, "\n")
+        }
+      }),
+  )
+
   it("classifies routes and rejects unknown config fields", () => {
     assert.strictEqual(routeKind("GET", "/$export"), "kickoff")
     assert.strictEqual(routeKind("POST", "/Group/1/$export"), "kickoff")
