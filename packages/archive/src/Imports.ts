@@ -70,7 +70,8 @@ export const quarantineKey = (line: string): string => {
     const r = q.resource
     if (typeof r === "object" && r !== null && typeof r.resourceType === "string" && typeof r.id === "string")
       return `${r.resourceType}/${r.id}`
-    if (typeof q.source === "string") return `source:${q.source}`
+    // a source with its line names one resource; one without (the target named no line) does not
+    if (typeof q.source === "string" && /:\d+$/.test(q.source)) return `source:${q.source}`
   } catch {
     // a line that does not parse is counted as itself (the import that reads it names it)
   }

@@ -10,3 +10,29 @@ describe("Imports layout", () => {
     expect(Imports.quarantineDir("/a", "http://h:1/fhir")).toBe("/a/imports/h_1_fhir/quarantine")
   })
 })
+
+describe("quarantineKey", () => {
+  it("a resource by Type/id, a bodiless line by its file:line, one without a line by itself", () => {
+    const line = (o: unknown) => JSON.stringify(o)
+    const a = line({
+      resource: { resourceType: "Patient", id: "1" },
+      outcome: 1,
+      reason: "x",
+      source: "data/P.ndjson:3",
+    })
+    const b = line({
+      resource: { resourceType: "Patient", id: "1" },
+      outcome: 2,
+      reason: "y",
+      source: "data/P.ndjson:3",
+    })
+    expect(Imports.quarantineKey(a)).toBe(Imports.quarantineKey(b))
+    const c = line({ resource: null, outcome: 1, reason: "r", source: "data/P.ndjson:7" })
+    const d = line({ resource: null, outcome: 2, reason: "r", source: "data/P.ndjson:7" })
+    expect(Imports.quarantineKey(c)).toBe(Imports.quarantineKey(d))
+    // the target named no line: each rejection is its own
+    const e = line({ resource: null, outcome: 1, reason: "r", source: "data/P.ndjson" })
+    const f = line({ resource: null, outcome: 2, reason: "r", source: "data/P.ndjson" })
+    expect(Imports.quarantineKey(e)).not.toBe(Imports.quarantineKey(f))
+  })
+})

@@ -293,19 +293,32 @@ const mendQuarantine = (dir: string): Effect.Effect<void, ImportError> =>
   })
 
 /**
- * Removes what earlier `$import` jobs rejected (quarantine lines without a body) from `quarantine/`: a new job
- * sends every line again, and what it rejects is quarantined anew. Each file is rewritten whole (a temporary
+ * Removes what earlier `$import` jobs rejected (quarantine lines without a body) from `quarantine/` where this
+ * job sends those files again (`resent`: every file, or a migrate wave's own): what it rejects is quarantined
+ * anew. Each file is rewritten whole (a temporary
  * file renamed over it) or removed when nothing else is in it.
  */
-const dropBulkRejections = (dir: string): Effect.Effect<void, ImportError> =>
+const dropBulkRejections = (
+  dir: string,
+  resent: ReadonlySet<string> | "all",
+): Effect.Effect<void, ImportError> =>
   Effect.try({
     try: () => {
       if (!NFS.existsSync(dir)) return
+      /** A rejection of a file this job sends again (a migrate wave sends only its own files). */
+      const superseded = (line: string): boolean => {
+        if (!line.startsWith(BULK_REJECTION)) return false
+        if (resent === "all") return true
+        const source = Option.getOrUndefined(
+          Option.liftThrowable(() => (JSON.parse(line) as { source?: unknown }).source)(),
+        )
+        return typeof source === "string" && resent.has(source.replace(/:\d+$/, ""))
+      }
       for (const name of NFS.readdirSync(dir)) {
         if (!name.endsWith(".ndjson")) continue
         const path = Path.join(dir, name)
         const lines = NFS.readFileSync(path, "utf8").split("\n")
-        const kept = lines.filter((l) => l.trim() !== "" && !l.startsWith(BULK_REJECTION))
+        const kept = lines.filter((l) => l.trim() !== "" && !superseded(l))
         if (kept.length === lines.filter((l) => l.trim() !== "").length) continue
         if (kept.length === 0) {
           NFS.rmSync(path, { force: true })
@@ -941,7 +954,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             detail: `${rewritten} resource(s) of the archive need their references or attachment URLs rewritten for the target (urn:uuid, conditional or absolute source references, attachments), which files published as they are cannot carry; leave out --file-base-url so that Ferry serves the rewritten files, or use --strategy put or post`,
           })
         // this job sends every line again: what earlier jobs rejected is superseded by what this one rejects
-        yield* dropBulkRejections(Imports.quarantineDir(archive, client.baseUrl))
+        yield* dropBulkRejections(
+          Imports.quarantineDir(archive, client.baseUrl),
+          options.files === undefined ? "all" : new Set(dataFiles.map((f) => f.path)),
+        )
         let rejected = 0
         const result = yield* BulkImport.run({
           client,

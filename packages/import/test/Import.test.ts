@@ -500,6 +500,32 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "$import in waves (files subsets): a later wave keeps what the target rejected in an earlier one",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest, expected } = yield* sampleArchive(false)
+        const sandbox = yield* target({ rejectRule: { type: "Immunization" } })
+        const client = yield* clientFor(sandbox.baseUrl)
+        const first = manifest.files.filter((f) => f.type === "Patient" || f.type === "Immunization")
+        const rest = manifest.files.filter((f) => !first.includes(f))
+        yield* Import.run({ client, archive: dir, strategy: "import", files: first })
+        assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), expected.Immunization)
+        yield* Import.run({ client, archive: dir, strategy: "import", files: rest })
+        assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), expected.Immunization)
+        // the wave that sends those files again replaces their rejections (none twice)
+        yield* Import.run({ client, archive: dir, strategy: "import", files: first })
+        assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), expected.Immunization)
+        const lines = NFS.readFileSync(
+          Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Immunization.ndjson"),
+          "utf8",
+        )
+          .trim()
+          .split("\n")
+        assert.strictEqual(lines.length, expected.Immunization)
+      }),
+  )
+
+  it.scopedLive(
     "what kills leave in quarantine (a torn last line, a resource set aside twice, a stopped replay) counts once and replays once",
     () =>
       Effect.gen(function* () {
