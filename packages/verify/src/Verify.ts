@@ -244,15 +244,20 @@ const readIdMap = (path: string) =>
     return forward
   })
 
-/** Refused credentials (or none where the server wants some), as opposed to a server that failed. */
-const isAuthFailure = (e: { readonly message: string }): boolean => {
+/**
+ * How an AuthError counts: a setting Ferry cannot use is a Config error (exit 2, as in the other commands),
+ * credentials refused (or none where the server wants some) an Auth one (exit 3); a server that could not be
+ * reached is the side's failure.
+ */
+const authReason = (e: { readonly message: string }): "Config" | "Auth" | undefined => {
   const tagged = e as { readonly _tag?: unknown; readonly reason?: unknown }
-  return tagged._tag === "AuthError" && tagged.reason !== "Unreachable"
+  if (tagged._tag !== "AuthError" || tagged.reason === "Unreachable") return undefined
+  return tagged.reason === "Config" ? "Config" : "Auth"
 }
 const sourceError = (e: { readonly message: string }) =>
-  new VerifyError({ reason: isAuthFailure(e) ? "Auth" : "Source", detail: e.message, cause: e })
+  new VerifyError({ reason: authReason(e) ?? "Source", detail: e.message, cause: e })
 const targetError = (e: { readonly message: string }) =>
-  new VerifyError({ reason: isAuthFailure(e) ? "Auth" : "Target", detail: e.message, cause: e })
+  new VerifyError({ reason: authReason(e) ?? "Target", detail: e.message, cause: e })
 
 /** `_summary=count`; none when the server gives no total or refuses the parameter (the crawl counts then). */
 const countOf = (client: FhirClient, type: string) =>
@@ -488,9 +493,14 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   if (!delta && (options.types === undefined || options.types.length === 0)) {
     const cs = yield* target.capabilities().pipe(Effect.mapError(targetError))
     const known = new Set(types)
-    for (const t of Capabilities.types(cs)) if (t !== "Binary" && !known.has(t)) targetOnly.add(t)
+    // only types the target says it can search: the others cannot be listed anyway
+    for (const t of Capabilities.types(cs))
+      if (t !== "Binary" && !known.has(t) && Capabilities.supportsInteraction(cs, "search-type", t))
+        targetOnly.add(t)
     types = [...types, ...[...targetOnly].sort()]
   }
+  /** Types counted on the target that may not be searched after all (403, or a search it does not support). */
+  const unsearchable: Array<string> = []
 
   // --- attachment hashing (cached per URL and side)
   const sourceHashes = new Map<string, AttHash>()
@@ -517,12 +527,14 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   }
 
   const sourceStream = (type: string): Stream.Stream<Resource, VerifyError> =>
-    source._tag === "Archive"
-      ? Stream.fromIterable(manifest?.files.filter((f) => f.type === type) ?? []).pipe(
-          Stream.flatMap((entry) => Archive.resources(source.dir, entry).pipe(Stream.map((l) => l.value))),
-          Stream.mapError(sourceError),
-        )
-      : source.client.searchAll(type).pipe(Stream.mapError(sourceError))
+    targetOnly.has(type)
+      ? Stream.empty
+      : source._tag === "Archive"
+        ? Stream.fromIterable(manifest?.files.filter((f) => f.type === type) ?? []).pipe(
+            Stream.flatMap((entry) => Archive.resources(source.dir, entry).pipe(Stream.map((l) => l.value))),
+            Stream.mapError(sourceError),
+          )
+        : source.client.searchAll(type).pipe(Stream.mapError(sourceError))
 
   const rows: Array<TypeRow> = []
   const differences: Array<Difference> = []
@@ -532,13 +544,32 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   for (const type of types) {
     // counts
     let sourceCount: number | null = null
-    if (source._tag === "Archive") sourceCount = manifestCounts.get(type) ?? 0
+    // a type only the target lists: the source has none (a source server is not asked about it)
+    if (source._tag === "Archive" || targetOnly.has(type)) sourceCount = manifestCounts.get(type) ?? 0
     else
       sourceCount = Option.getOrNull(yield* countOf(source.client, type).pipe(Effect.mapError(sourceError)))
     // (a delta: the target's count is of the delta's resources found there, set after the target pass)
-    let targetCount: number | null = delta
-      ? null
-      : Option.getOrNull(yield* countOf(target, type).pipe(Effect.mapError(targetError)))
+    let targetCount: number | null = null
+    if (!delta && targetOnly.has(type)) {
+      // what the target lists but Ferry may not read (a token scoped to the migrated types) is noted, not fatal
+      const counted = yield* countOf(target, type).pipe(
+        Effect.map(Option.some),
+        Effect.catchIf(
+          (e) =>
+            e._tag === "FhirError" &&
+            e.reason === "Status" &&
+            (e.status === 403 || CANNOT_SEARCH.has(e.status ?? 0)),
+          () => Effect.succeed(Option.none<Option.Option<number>>()),
+        ),
+        Effect.mapError(targetError),
+      )
+      if (Option.isNone(counted)) {
+        unsearchable.push(type)
+        continue
+      }
+      targetCount = Option.getOrNull(counted.value)
+    } else if (!delta)
+      targetCount = Option.getOrNull(yield* countOf(target, type).pipe(Effect.mapError(targetError)))
     if (
       ((source._tag === "Server" && options.types === undefined) || targetOnly.has(type)) &&
       sourceCount === 0 &&
@@ -783,6 +814,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     )
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)
+  if (unsearchable.length > 0)
+    notes.push(
+      `not looked at: ${unsearchable.join(", ")} (types the target lists but does not let Ferry search; resources there of no source are not reported)`,
+    )
   const clean =
     totals.differing + totals.missing + totals.extra + totals.attachmentMismatches + countMismatches === 0
   const report: Report = {

@@ -1,4 +1,6 @@
 import * as NFS from "node:fs"
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -90,7 +92,74 @@ const firstId = (store: Sandbox.SandboxHandle["store"], type: string): string =>
   throw new Error(`no ${type}`)
 }
 
+/**
+ * A minimal FHIR server for the scope: its CapabilityStatement lists `types` (all searchable), each holding no
+ * resource, except those in `forbidden`, whose searches are answered 403. Its base URL.
+ */
+const minimalServer = (types: ReadonlyArray<string>, forbidden: ReadonlyArray<string> = []) =>
+  Effect.gen(function* () {
+    const server = Http.createServer((req, res) => {
+      const url = new URL(req.url ?? "/", "http://x")
+      const json = (status: number, body: unknown) =>
+        res.writeHead(status, { "content-type": "application/fhir+json" }).end(JSON.stringify(body))
+      if (url.pathname === "/fhir/metadata")
+        return json(200, {
+          resourceType: "CapabilityStatement",
+          status: "active",
+          kind: "instance",
+          fhirVersion: "4.0.1",
+          format: ["json"],
+          rest: [
+            {
+              mode: "server",
+              resource: types.map((type) => ({ type, interaction: [{ code: "search-type" }] })),
+            },
+          ],
+        })
+      const type = url.pathname.replace(/^\/fhir\//, "")
+      if (forbidden.includes(type))
+        return json(403, {
+          resourceType: "OperationOutcome",
+          issue: [{ severity: "error", code: "forbidden" }],
+        })
+      if (!types.includes(type))
+        return json(404, {
+          resourceType: "OperationOutcome",
+          issue: [{ severity: "error", code: "not-found" }],
+        })
+      return json(200, { resourceType: "Bundle", type: "searchset", total: 0, entry: [] })
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        }),
+    )
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+  })
+
 describe("Verify.run against sandboxes", () => {
+  it.scoped(
+    "a source server listing fewer types than the target is not asked about the others; a type the target lists but forbids is noted, not fatal",
+    () =>
+      Effect.gen(function* () {
+        const source = yield* clientFor(yield* minimalServer(["Patient"]))
+        const target = yield* clientFor(
+          yield* minimalServer(["Patient", "Observation", "AuditEvent"], ["AuditEvent"]),
+        )
+        const r = yield* Verify.run({ source: { _tag: "Server", client: source }, target })
+        assert.strictEqual(r.verdict, "clean")
+        assert.isTrue(
+          r.notes.some((n) => n.startsWith("not looked at: AuditEvent")),
+          JSON.stringify(r.notes),
+        )
+      }),
+    60_000,
+  )
+
   it.scoped(
     "identical source and target: clean, every resource compared, attachments compared by payload",
     () =>
