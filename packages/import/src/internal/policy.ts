@@ -92,13 +92,21 @@ export const searchesTag = (
   )
 
 /**
- * A refusal that no entry caused: the server lacks something the Bundle needs (`not-supported`), or it answered
- * without an OperationOutcome (an HTML or text 4xx of a proxy or a wrong URL): a FHIR server that refuses an
- * entry says which, and retrying entry by entry would only set every resource aside. (A 413 is never: a proxy's
- * bare 413 is about the Bundle's size, which splitting mends.)
+ * A refusal that no entry caused: the server lacks something the Bundle needs (`not-supported`), or something
+ * that is no FHIR server answered (an HTML or text page of a proxy or a wrong URL: a body that is not an
+ * OperationOutcome): a FHIR server that refuses an entry says which, and retrying entry by entry would only set
+ * every resource aside. An empty body, and the statuses only FHIR gives an entry (409, 412, 422), stay entry
+ * refusals; a 413 is the Bundle's size, which splitting mends.
  */
-export const isSystemic = (e: FhirError): boolean =>
-  e.status !== 413 && (e.outcome === undefined || e.outcome.issue.some((i) => i.code === "not-supported"))
+export const isSystemic = (e: FhirError): boolean => {
+  if (e.outcome !== undefined) return e.outcome.issue.some((i) => i.code === "not-supported")
+  return (
+    e.status !== undefined &&
+    ![409, 412, 413, 422].includes(e.status) &&
+    e.detail !== undefined &&
+    !e.detail.includes("OperationOutcome")
+  )
+}
 
 /**
  * An adaptive concurrency limit below `max`: halve on throttling, one more slot per 20 successes. The

@@ -31,8 +31,15 @@ const cs = (
   rest: [{ mode: "server", resource: resources }],
 })
 
-const status = (s: number, outcome?: FhirError["outcome"]) =>
-  new FhirError({ reason: "Status", method: "POST", url: "http://t/fhir", status: s, outcome })
+const status = (s: number, outcome?: FhirError["outcome"], detail?: string) =>
+  new FhirError({
+    reason: "Status",
+    method: "POST",
+    url: "http://t/fhir",
+    status: s,
+    outcome,
+    ...(detail !== undefined ? { detail } : {}),
+  })
 
 /** A client whose `update` (the probe PUT) answers `probe`; records updates and deletes. */
 const fakeClient = (probe: Effect.Effect<void, FhirError | AuthError>) =>
@@ -150,7 +157,7 @@ describe("error classification", () => {
     assert.isFalse(isTooLarge(status(400)))
   })
 
-  it("a systemic refusal carries a not-supported issue, or no OperationOutcome at all (not a 413)", () => {
+  it("a systemic refusal carries a not-supported issue, or a body that is no OperationOutcome (not 409/412/413/422)", () => {
     assert.isTrue(
       isSystemic(
         status(400, {
@@ -164,10 +171,13 @@ describe("error classification", () => {
         status(422, { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invariant" }] }),
       ),
     )
-    // an HTML or text 4xx (a proxy, a wrong URL) is about no entry; a bare 413 is about the size
-    assert.isTrue(isSystemic(status(400)))
-    assert.isTrue(isSystemic(status(404)))
-    assert.isFalse(isSystemic(status(413)))
+    // an HTML or text 4xx (a proxy, a wrong URL) is about no entry
+    assert.isTrue(isSystemic(status(400, undefined, "Bad Request")))
+    assert.isTrue(isSystemic(status(404, undefined, "Not Found")))
+    // an empty body, an OperationOutcome Ferry could not read, the statuses FHIR gives entries, a bare 413: not
+    assert.isFalse(isSystemic(status(400)))
+    assert.isFalse(isSystemic(status(400, undefined, "the body was a OperationOutcome resource")))
+    for (const s of [409, 412, 422, 413]) assert.isFalse(isSystemic(status(s, undefined, "text")), String(s))
   })
 })
 
