@@ -438,7 +438,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             "_elements exports partial resources, which must never be imported into a server; drop --elements for a migration",
         })
       }
-      // an archive of another source is not this migration's (its ledger would say "finished, nothing to do")
+      // a finished archive of another source is not this migration's (its ledger would say "finished, nothing
+      // to do"); an unfinished one is judged by the export (one whose first attempt started nothing is taken)
       const manifestPath = Path.join(archive, "manifest.json")
       if (NFS.existsSync(manifestPath)) {
         const held = yield* Archive.readManifest(archive).pipe(
@@ -447,7 +448,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           ),
         )
         const trim = (u: string) => u.replace(/\/+$/, "")
-        if (trim(held.source.baseUrl) !== trim(redactUrl(sourceBase)))
+        if (held.complete && trim(held.source.baseUrl) !== trim(redactUrl(sourceBase)))
           return yield* new ImportError({
             reason: "Config",
             url: archive,
@@ -534,9 +535,10 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       for (const [p, bytes] of earlier.pruned) {
         pruned.add(p)
         prunedBytes += bytes
-        // a kill between the ledger line and the removal left it
-        const abs = Path.join(archive, p)
-        yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
+        // a kill between the ledger line and the removal left it (a data file of this archive, nothing else)
+        const abs = Path.resolve(archive, p)
+        if (abs.startsWith(`${Path.join(archive, "data")}${Path.sep}`))
+          yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
       }
       if (imported.size > 0 || alreadyDone)
         yield* say("resume", { importedFiles: imported.size, waves: previousWaves, done: alreadyDone })

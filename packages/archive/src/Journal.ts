@@ -91,8 +91,8 @@ const corrupt = (path: string, line: number, detail: string) =>
     reason: "Corrupt",
     path,
     line,
-    // the action comes from ArchiveError (restore or export again); deleting the line is the lighter way out
-    detail: `${detail}, in the middle of the journal, where a line cannot be skipped safely (deleting it makes its step run again)`,
+    // the action comes from ArchiveError (restore the file or export again): not every line can be deleted safely
+    detail: `${detail}, in the middle of the journal, where a line cannot be skipped safely`,
   })
 
 export interface JournalService {
