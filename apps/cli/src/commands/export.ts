@@ -256,6 +256,7 @@ export const runExport = (f: Flags) =>
       baseUrl,
       authorize: authenticator.authorize,
       onUnauthorized: authenticator.invalidate,
+      refusedHint: authenticator.refusedHint,
       retry: { times: 8 },
     })
     const started = yield* Clock.currentTimeMillis

@@ -204,6 +204,7 @@ export const runImport = (f: Flags) =>
       baseUrl,
       authorize: authenticator.authorize,
       onUnauthorized: authenticator.invalidate,
+      refusedHint: authenticator.refusedHint,
       retry: { times: 8 },
     })
     const started = yield* Clock.currentTimeMillis

@@ -167,6 +167,7 @@ const client = (
       baseUrl,
       authorize: authenticator.authorize,
       onUnauthorized: authenticator.invalidate,
+      refusedHint: authenticator.refusedHint,
       retry: { times: retries },
     })
     return { client: c, describe: authenticator.describe }

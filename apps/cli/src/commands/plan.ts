@@ -87,6 +87,7 @@ const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
       baseUrl: url,
       authorize: authenticator.authorize,
       onUnauthorized: authenticator.invalidate,
+      refusedHint: authenticator.refusedHint,
       // A preflight answers quickly: few retries, a short timeout.
       retry: { times: 2, cap: "5 seconds", maxRetryAfter: "10 seconds" },
       timeout: "30 seconds",

@@ -106,6 +106,7 @@ const clientFor = (flag: string, url: string, settings: Authenticator.AuthSettin
       baseUrl,
       authorize: authenticator.authorize,
       onUnauthorized: authenticator.invalidate,
+      refusedHint: authenticator.refusedHint,
       retry: { times: 8 },
     })
   })
