@@ -1795,9 +1795,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         }
       }
 
-      if (idless.length > 0)
+      // (once: a rerun reads them again, and finds them set aside already)
+      const setAside = new Set<string>()
+      for (const type of new Set(idless.map((l) => l.value.resourceType)))
+        for (const l of yield* readLines(Path.join(quarantineDir, `${type}.ndjson`)))
+          setAside.add(Imports.quarantineKey(l))
+      const freshIdless = idless.filter((l) => !setAside.has(`source:${l.file}:${l.line}`))
+      if (freshIdless.length > 0)
         yield* quarantine(
-          idless.map((loc) => ({
+          freshIdless.map((loc) => ({
             loc,
             outcome: undefined,
             reason:

@@ -452,10 +452,16 @@ describe("Import.run", () => {
         ) as { source: string; reason: string }
         assert.match(q.source, /^data\/Device\.000\.ndjson:1$/)
         assert.include(q.reason, "has no id")
-        // a replay keeps it aside (it still has no id), and the rest stays as it was
+        // a replay keeps it aside (it still has no id), and the rest stays as it was; reruns set it aside once
         const again = yield* Import.run({ client, archive: dir, retryQuarantine: true })
         assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), 1)
         assert.strictEqual(again.total, 0)
+        yield* Import.run({ client, archive: dir })
+        const lines = NFS.readFileSync(
+          Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Device.ndjson"),
+          "utf8",
+        )
+        assert.strictEqual(lines.trim().split("\n").length, 1)
       }),
   )
 
