@@ -7,6 +7,7 @@ import * as Path from "node:path"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { ferry } from "./helpers/inProcess.js"
+import { listening } from "@ferry/core/test/helpers/loopback"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-export-cli-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
@@ -18,15 +19,7 @@ const nothingServer = Effect.gen(function* () {
     seen.push(`${req.method} ${req.url}`)
     res.writeHead(404).end()
   })
-  yield* Effect.acquireRelease(
-    Effect.async<void>((resume) => {
-      server.listen(0, "127.0.0.1", () => resume(Effect.void))
-    }),
-    () =>
-      Effect.async<void>((resume) => {
-        server.close(() => resume(Effect.void))
-      }),
-  )
+  yield* listening(server)
   return { baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`, seen }
 })
 

@@ -19,6 +19,7 @@ import type { Authenticator } from "../src/Authenticator.js"
 import * as ClientSecret from "../src/Authenticator/ClientSecret.js"
 import * as Discovery from "../src/Discovery.js"
 import * as TokenServer from "./helpers/TokenServer.js"
+import { listening } from "@ferry/core/test/helpers/loopback"
 
 const CLIENT = "ferry-client"
 
@@ -36,21 +37,13 @@ const secretClient = (baseUrl: string, tokenUrl: string | undefined) =>
   })
 
 /** `server` on 127.0.0.1 for the scope, counting its connections; its port. */
-const listening = (server: Net.Server) =>
+const listeningCounted = (server: Net.Server) =>
   Effect.gen(function* () {
     let connections = 0
     server.on("connection", () => {
       connections++
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-        }),
-    )
+    yield* listening(server)
     return { port: (server.address() as Net.AddressInfo).port, connections: () => connections }
   })
 
@@ -122,7 +115,7 @@ describe("token endpoint problems", () => {
     () =>
       Effect.gen(function* () {
         let posts = 0
-        const server = yield* listening(
+        const server = yield* listeningCounted(
           NodeHttp.createServer((_req, res) => {
             posts++
             res.writeHead(404, { "content-type": "application/fhir+json" })
@@ -169,7 +162,7 @@ describe("token endpoint problems", () => {
     "a token endpoint or a FHIR server whose TLS certificate is not trusted: unreachable at once, saying how to trust it",
     () =>
       Effect.gen(function* () {
-        const server = yield* listening(
+        const server = yield* listeningCounted(
           NodeHttps.createServer(selfSigned(), (_req, res) => {
             res.writeHead(200, { "content-type": "application/json" })
             res.end("{}")

@@ -22,6 +22,7 @@ import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Either, Exit, Option, Stream } from "effect"
 import * as Import from "../src/Import.js"
+import { listening } from "@ferry/core/test/helpers/loopback"
 
 const sample10 = fileURLToPath(new URL("../../../../shared/data/sample-bulk-10-patients", import.meta.url))
 const source = "https://source.example/fhir"
@@ -485,15 +486,7 @@ describe("Import.run", () => {
           req.resume()
           res.writeHead(404, { "content-type": "text/html" }).end("<html><body>Not Found</body></html>")
         })
-        yield* Effect.acquireRelease(
-          Effect.async<void>((resume) => {
-            server.listen(0, "127.0.0.1", () => resume(Effect.void))
-          }),
-          () =>
-            Effect.async<void>((resume) => {
-              server.close(() => resume(Effect.void))
-            }),
-        )
+        yield* listening(server)
         const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
         const e = failure(
           yield* Effect.exit(Import.run({ client: yield* clientFor(base), archive: dir, strategy: "post" })),

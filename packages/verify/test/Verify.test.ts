@@ -15,6 +15,7 @@ import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
 import { Effect, Stream } from "effect"
 import * as Report from "../src/Report.js"
 import * as Verify from "../src/Verify.js"
+import { listening } from "@ferry/core/test/helpers/loopback"
 
 const data = (name: string) => fileURLToPath(new URL(`../../../../shared/data/${name}`, import.meta.url))
 const seed = [data("sample-bulk-10-patients"), data("attachments")]
@@ -129,15 +130,7 @@ const minimalServer = (types: ReadonlyArray<string>, forbidden: ReadonlyArray<st
         })
       return json(200, { resourceType: "Bundle", type: "searchset", total: 0, entry: [] })
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-        }),
-    )
+    yield* listening(server)
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
   })
 

@@ -10,6 +10,7 @@ import * as SmartBackend from "../../src/Authenticator/SmartBackend.js"
 import * as Discovery from "../../src/Discovery.js"
 import * as Keys from "../../src/Keys.js"
 import * as TokenServer from "../helpers/TokenServer.js"
+import { listening } from "@ferry/core/test/helpers/loopback"
 
 const CLIENT = "ferry-demo"
 
@@ -57,15 +58,7 @@ const smartConfigServer = (tokenEndpoint: string, busy: () => boolean = () => fa
           .end(JSON.stringify({ token_endpoint: tokenEndpoint }))
       res.writeHead(404).end()
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-        }),
-    )
+    yield* listening(server)
     return `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
   })
 

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
-import type { AddressInfo } from "node:net"
+import type { AddressInfo, Server as NetServer } from "node:net"
 import { Effect } from "effect"
 
 export interface Seen {
@@ -32,3 +32,18 @@ export const loopback = (handler: (req: IncomingMessage, res: ServerResponse, or
     )
     return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen }
   })
+
+/**
+ * Listens with any server (http, https, net) on 127.0.0.1, a port the system picks, for the scope, and closes it
+ * with the scope; its port.
+ */
+export const listening = (server: NetServer) =>
+  Effect.acquireRelease(
+    Effect.async<number>((resume) => {
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as AddressInfo).port)))
+    }),
+    () =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+      }),
+  )

@@ -10,6 +10,7 @@ import { FetchHttpClient } from "@effect/platform"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { Effect } from "effect"
 import type * as Export from "../../src/Export.js"
+import { listening } from "@ferry/core/test/helpers/loopback"
 
 export const dataPath = (name: string): string =>
   fileURLToPath(new URL(`../../../../../shared/data/${name}`, import.meta.url))
@@ -101,14 +102,6 @@ export const typeCounts = (summary: Export.ExportSummary): Record<string, number
 export const loopbackServer = (handler: Http.RequestListener) =>
   Effect.gen(function* () {
     const server = Http.createServer(handler)
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.close(() => resume(Effect.void))
-        }),
-    )
+    yield* listening(server)
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   })
