@@ -183,8 +183,6 @@ interface LockInfo {
   readonly bootId?: string
   /** The holder's start time in clock ticks after boot, `/proc/<pid>/stat` field 22 (older locks: none). */
   readonly processStart?: number
-  /** The holder's pid namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`; older locks: none). */
-  readonly pidNamespace?: string
 }
 
 /** An empty or unreadable lock file older than this was left by a process killed while creating it. */
@@ -204,15 +202,6 @@ const bootId = (): string | undefined => {
   try {
     const id = NFS.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
     return id.length > 0 ? id : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** This process's pid namespace (`/proc/self/ns/pid`), or undefined where there is no /proc. */
-const pidNamespace = (): string | undefined => {
-  try {
-    return NFS.readlinkSync("/proc/self/ns/pid")
   } catch {
     return undefined
   }
@@ -253,9 +242,6 @@ const parseLock = (text: string): LockInfo | undefined => {
         ...("processStart" in u && typeof u.processStart === "number"
           ? { processStart: u.processStart }
           : {}),
-        ...("pidNamespace" in u && typeof u.pidNamespace === "string"
-          ? { pidNamespace: u.pidNamespace }
-          : {}),
       }
     }
     return undefined
@@ -274,10 +260,6 @@ const staleness = (held: LockInfo): string | undefined => {
   if (held.bootId !== undefined && boot !== undefined && held.bootId !== boot) {
     return `it was taken by pid ${held.pid} before the machine restarted`
   }
-  // a holder in another pid namespace (another container with this host name and this volume) is out of sight:
-  // its pid means another process here, so nothing here can tell whether it still runs
-  const ns = pidNamespace()
-  if (held.pidNamespace !== undefined && ns !== undefined && held.pidNamespace !== ns) return undefined
   if (held.processStart !== undefined) {
     // the pid may have been given to another process since (after a reboot, or in a restarted container)
     const start = processStart(held.pid)
@@ -304,14 +286,12 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
     const now = yield* Clock.currentTimeMillis
     const boot = bootId()
     const start = processStart(process.pid)
-    const ns = pidNamespace()
     const mine = JSON.stringify({
       pid: process.pid,
       host: OS.hostname(),
       startedAt: new Date(now).toISOString(),
       ...(boot !== undefined ? { bootId: boot } : {}),
       ...(start !== undefined ? { processStart: start } : {}),
-      ...(ns !== undefined ? { pidNamespace: ns } : {}),
     })
     for (let attempt = 0; attempt < 3; attempt++) {
       if (yield* Fs.createExclusive(path, mine)) return mine
