@@ -241,7 +241,6 @@ const notTlsCodes: ReadonlySet<string> = new Set([
   "ERR_SSL_WRONG_VERSION_NUMBER",
   "ERR_SSL_PACKET_LENGTH_TOO_LONG",
   "ERR_SSL_UNKNOWN_PROTOCOL",
-  "EPROTO",
 ])
 
 /** A request Ferry could not even send (a header value or URL HTTP does not allow). */

@@ -105,7 +105,7 @@ describe("Http", () => {
       ["ERR_TLS_CERT_ALTNAME_INVALID", "WrongHostCertificate", true],
       ["CERT_REVOKED", "BadCertificate", true],
       ["ERR_SSL_WRONG_VERSION_NUMBER", "NotTls", true],
-      ["EPROTO", "NotTls", true],
+      ["EPROTO", "Other", false], // a generic errno (a proxy's handshake failure under load): retried
       ["HTTPParserError", "NotHttp", true],
       ["HPE_INVALID_CONSTANT", "NotHttp", true],
       ["UND_ERR_INVALID_ARG", "Unsendable", true],

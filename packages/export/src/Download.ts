@@ -21,7 +21,7 @@ import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { discardBody, redactUrl } from "@ferry/core/Http"
+import { discardBody, isPermanentTransport, redactUrl, transportProblem } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Duration, Effect, Schedule, Stream } from "effect"
@@ -505,7 +505,15 @@ const finish = (target: DownloadTarget, part: string, checked: Transfer) =>
     return { count: written.count, bytes: written.bytes, sha256: written.sha256 }
   })
 
-const isBroken = (e: unknown): boolean => e instanceof FhirError && e.reason === "Transport"
+/**
+ * A transfer that broke off, worth resuming: not a failure no retry cures (an untrusted certificate, a port that
+ * speaks no TLS or HTTP) nor a server that gave no answer through the client's own retries.
+ */
+const isBroken = (e: unknown): boolean =>
+  e instanceof FhirError &&
+  e.reason === "Transport" &&
+  !isPermanentTransport(e.detail) &&
+  transportProblem(e.detail) !== "NoAnswer"
 
 /**
  * Downloads one file (resuming a `.partial` left by an earlier run) and checks it; a transfer that breaks

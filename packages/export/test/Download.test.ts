@@ -1,5 +1,6 @@
 import * as NFS from "node:fs"
 import * as Http from "node:http"
+import * as Net from "node:net"
 import type { AddressInfo } from "node:net"
 import * as Zlib from "node:zlib"
 import * as Path from "node:path"
@@ -14,6 +15,7 @@ import { ExportError } from "../src/ExportError.js"
 import * as Kickoff from "../src/Kickoff.js"
 import * as Poll from "../src/Poll.js"
 import { fsyncLog } from "@ferry/archive/test/helpers"
+import { listening } from "@ferry/core/test/helpers/loopback"
 import { clientFor, dataLines, events, sample10, setFaults, sha256File, tempDir } from "./helpers/sandbox.js"
 
 const fast = { pollInterval: "50 millis" } as const
@@ -437,5 +439,37 @@ describe("Download content encodings", () => {
         assert.isBelow(at(`sync ${path}.partial`), at(`rename ${path}`), log.join(", "))
         assert.isAbove(at(`sync ${dir}`), at(`rename ${path}`), log.join(", "))
       }),
+  )
+})
+
+describe("Download: failures no resume cures", () => {
+  it.scoped("a port that answers no HTTP fails at once, without a resume (one connection, not six)", () =>
+    Effect.gen(function* () {
+      let connections = 0
+      const server = Net.createServer((socket) => {
+        connections++
+        socket.on("data", () => socket.end("SSH-2.0-OpenSSH_9.6\r\nProtocol mismatch.\r\n"))
+        socket.on("error", () => undefined)
+      })
+      const port = yield* listening(server)
+      const dir = yield* tempDir
+      const client = yield* clientFor(`http://127.0.0.1:${port}/fhir`)
+      const resumes: Array<string> = []
+      const exit = yield* Download.download(
+        client,
+        {
+          url: `http://127.0.0.1:${port}/files/Patient.ndjson`,
+          type: "Patient",
+          count: undefined,
+          path: Path.join(dir, "Patient.ndjson"),
+          label: "Patient",
+          auth: false,
+        },
+        { onResume: (_, reason) => Effect.sync(() => void resumes.push(reason)) },
+      ).pipe(Effect.exit)
+      assert.isTrue(Exit.isFailure(exit))
+      assert.deepStrictEqual(resumes, [])
+      assert.strictEqual(connections, 1)
+    }),
   )
 })
