@@ -308,7 +308,8 @@ const dropBulkRejections = (
       /** A rejection of a file this job sends again (a migrate wave sends only its own files). */
       const superseded = (line: string): boolean => {
         if (!line.startsWith(BULK_REJECTION)) return false
-        if (resent === "all") return true
+        // a rejection the target tied to no file cannot be told apart: every job drops it (it comes back if due)
+        if (resent === "all" || line.includes('"source":"(unknown file)"')) return true
         const source = Option.getOrUndefined(
           Option.liftThrowable(() => (JSON.parse(line) as { source?: unknown }).source)(),
         )

@@ -104,7 +104,9 @@ export const isSystemic = (e: FhirError): boolean => {
     e.status !== undefined &&
     ![409, 412, 413, 422].includes(e.status) &&
     e.detail !== undefined &&
-    !e.detail.includes("OperationOutcome")
+    // describeBody's words for a JSON body it could not use (cut at the read limit, a JSON document, unreadable):
+    // a FHIR server's answer all the same; only a page's own text is not
+    !e.detail.startsWith("the body ")
   )
 }
 

@@ -177,6 +177,13 @@ describe("error classification", () => {
     // an empty body, an OperationOutcome Ferry could not read, the statuses FHIR gives entries, a bare 413: not
     assert.isFalse(isSystemic(status(400)))
     assert.isFalse(isSystemic(status(400, undefined, "the body was a OperationOutcome resource")))
+    // an OperationOutcome cut at the read limit, a JSON document, a body that broke off: a FHIR answer still
+    for (const d of [
+      "the body was malformed or truncated JSON",
+      "the body was a JSON document",
+      "the body could not be read",
+    ])
+      assert.isFalse(isSystemic(status(400, undefined, d)), d)
     for (const s of [409, 412, 422, 413]) assert.isFalse(isSystemic(status(s, undefined, "text")), String(s))
   })
 })
