@@ -501,6 +501,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   }
   /** Types counted on the target that may not be searched after all (403, or a search it does not support). */
   const unsearchable: Array<string> = []
+  /** Types a source server does not list, taken to have none there, of which the target holds some. */
+  const assumedNone: Array<string> = []
 
   // --- attachment hashing (cached per URL and side)
   const sourceHashes = new Map<string, AttHash>()
@@ -568,6 +570,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         continue
       }
       targetCount = Option.getOrNull(counted.value)
+      if (source._tag === "Server" && targetCount !== 0) assumedNone.push(type)
     } else if (!delta)
       targetCount = Option.getOrNull(yield* countOf(target, type).pipe(Effect.mapError(targetError)))
     if (
@@ -814,6 +817,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     )
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)
+  if (assumedNone.length > 0)
+    notes.push(
+      `${assumedNone.join(", ")}: not in the source server's CapabilityStatement, so taken to have none there; if it does hold some, compare them with --type`,
+    )
   if (unsearchable.length > 0)
     notes.push(
       `not looked at: ${unsearchable.join(", ")} (types the target lists but does not let Ferry search; resources there of no source are not reported)`,

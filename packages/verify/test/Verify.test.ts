@@ -97,7 +97,11 @@ const firstId = (store: Sandbox.SandboxHandle["store"], type: string): string =>
  * A minimal FHIR server for the scope: its CapabilityStatement lists `types` (all searchable), each holding no
  * resource, except those in `forbidden`, whose searches are answered 403. Its base URL.
  */
-const minimalServer = (types: ReadonlyArray<string>, forbidden: ReadonlyArray<string> = []) =>
+const minimalServer = (
+  types: ReadonlyArray<string>,
+  forbidden: ReadonlyArray<string> = [],
+  held: Readonly<Record<string, number>> = {},
+) =>
   Effect.gen(function* () {
     const server = Http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://x")
@@ -128,7 +132,18 @@ const minimalServer = (types: ReadonlyArray<string>, forbidden: ReadonlyArray<st
           resourceType: "OperationOutcome",
           issue: [{ severity: "error", code: "not-found" }],
         })
-      return json(200, { resourceType: "Bundle", type: "searchset", total: 0, entry: [] })
+      const n = held[type] ?? 0
+      return json(200, {
+        resourceType: "Bundle",
+        type: "searchset",
+        total: n,
+        entry:
+          url.searchParams.get("_summary") === "count"
+            ? []
+            : Array.from({ length: n }, (_, i) => ({
+                resource: { resourceType: type, id: `${type.toLowerCase()}-${i}` },
+              })),
+      })
     })
     yield* listening(server)
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
@@ -148,6 +163,16 @@ describe("Verify.run against sandboxes", () => {
         assert.isTrue(
           r.notes.some((n) => n.startsWith("not looked at: AuditEvent")),
           JSON.stringify(r.notes),
+        )
+        // what the target holds of a type the source does not list is extra, and the report says what it assumed
+        const holding = yield* clientFor(
+          yield* minimalServer(["Patient", "Observation"], [], { Observation: 1 }),
+        )
+        const r2 = yield* Verify.run({ source: { _tag: "Server", client: source }, target: holding })
+        assert.strictEqual(r2.totals.extra, 1)
+        assert.isTrue(
+          r2.notes.some((n) => n.startsWith("Observation: not in the source server's CapabilityStatement")),
+          JSON.stringify(r2.notes),
         )
       }),
     60_000,
