@@ -3,13 +3,9 @@
  * client's: no answer at all (nothing there, a TLS certificate not trusted) is `Unreachable` (exit 4), an
  * answer that refuses is `TokenRequest` (exit 3), a token URL that is not one is `Config` (exit 2).
  */
-import { execFileSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as NodeHttp from "node:http"
 import * as NodeHttps from "node:https"
 import type * as Net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, expect, it } from "@effect/vitest"
@@ -20,6 +16,7 @@ import * as ClientSecret from "../src/Authenticator/ClientSecret.js"
 import * as Discovery from "../src/Discovery.js"
 import * as TokenServer from "./helpers/TokenServer.js"
 import { listening } from "@ferry/core/test/helpers/loopback"
+import { hasOpenssl, selfSigned } from "@ferry/core/test/helpers/tls"
 
 const CLIENT = "ferry-client"
 
@@ -46,36 +43,6 @@ const listeningCounted = (server: Net.Server) =>
     yield* listening(server)
     return { port: (server.address() as Net.AddressInfo).port, connections: () => connections }
   })
-
-const hasOpenssl = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" })
-    return true
-  } catch {
-    return false
-  }
-})()
-
-/** A fresh self-signed certificate for localhost, made with openssl (node:crypto cannot make X.509 ones). */
-const selfSigned = (): { readonly key: string; readonly cert: string } => {
-  const dir = mkdtempSync(join(tmpdir(), "ferry-tls-"))
-  try {
-    execFileSync(
-      "openssl",
-      [
-        ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"],
-        ...["-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-      ],
-      { stdio: "ignore" },
-    )
-    return {
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
-}
 
 describe("token endpoint problems", () => {
   it.scopedLive("a configured token URL where nothing listens is unreachable (exit 4), like discovery", () =>

@@ -6,48 +6,15 @@
  * certificates): without `openssl` on the machine the https server tests are skipped, the classification of
  * the codes is tested in Http.test.ts either way.
  */
-import { execFileSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer as createHttpServer } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, createServer as createNetServer, type Server, type Socket } from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect } from "effect"
 import { FhirError } from "../src/Errors.js"
 import * as FhirClient from "../src/FhirClient.js"
-
-const hasOpenssl = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" })
-    return true
-  } catch {
-    return false
-  }
-})()
-
-/** A fresh self-signed certificate for localhost (key and certificate as PEM). */
-const selfSigned = (): { readonly key: string; readonly cert: string } => {
-  const dir = mkdtempSync(join(tmpdir(), "ferry-tls-"))
-  try {
-    execFileSync(
-      "openssl",
-      [
-        ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"],
-        ...["-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
-      ],
-      { stdio: "ignore" },
-    )
-    return {
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-      cert: readFileSync(join(dir, "cert.pem"), "utf8"),
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
-}
+import { hasOpenssl, selfSigned } from "./helpers/tls.js"
 
 /** `server` listening on 127.0.0.1 for the scope; its port, and how many connections it took. */
 const listening = (server: Server) =>
