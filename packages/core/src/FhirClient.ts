@@ -34,6 +34,9 @@ import * as RawHttp from "./internal/RawHttp.js"
 import { summary } from "./OperationOutcome.js"
 import { Attempt, defaultRetryOptions, fhirRetry, isThrottleStatus, type RetryOptions } from "./Retry.js"
 
+/** The detail of a body that broke off while it was read (a GET so failing is asked again). */
+const BROKE_OFF = "the answer broke off"
+
 export interface FhirClientOptions {
   /** The server's FHIR base, e.g. `https://fhir.example.org/r4`. */
   readonly baseUrl: string
@@ -670,6 +673,14 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
               detail: describeParseError(what, e),
             })
           }
+          // the body broke off while it was read (a reset, a closed connection): no answer to judge the URL by
+          if (!(e.cause instanceof SyntaxError))
+            return new FhirError({
+              reason: "Transport",
+              method: response.request.method,
+              url: redactUrl(urlOf(response.request)),
+              detail: BROKE_OFF,
+            })
           const html = /html/i.test(response.headers["content-type"] ?? "")
           return new FhirError({
             reason: "Decode",
@@ -682,9 +693,20 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         }),
       )
 
+  /** A GET and the reading of its body, asked again (twice at most) when the body broke off on the way. */
+  const getDecoded = <A>(send: Effect.Effect<A, FhirError | AuthError>) =>
+    send.pipe(
+      Effect.retry({
+        times: 2,
+        while: (e) => e instanceof FhirError && e.reason === "Transport" && e.detail === BROKE_OFF,
+      }),
+    )
+
   const getJson = <A, I>(url: string, schema: Schema.Schema<A, I>, what: string, params?: SearchParams) =>
-    request(HttpClientRequest.get(url, params === undefined ? {} : { urlParams: params })).pipe(
-      Effect.flatMap(decode(schema, what)),
+    getDecoded(
+      request(HttpClientRequest.get(url, params === undefined ? {} : { urlParams: params })).pipe(
+        Effect.flatMap(decode(schema, what)),
+      ),
     )
 
   const bodyOf = (body: unknown, contentType = fhirJson) =>
@@ -768,8 +790,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
       Stream.paginateChunkEffect(
         HttpClientRequest.get(type, params === undefined ? {} : { urlParams: params }),
         (req) =>
-          request(req).pipe(
-            Effect.flatMap(decode(Bundle.Bundle, "a searchset Bundle")),
+          getDecoded(request(req).pipe(Effect.flatMap(decode(Bundle.Bundle, "a searchset Bundle")))).pipe(
             Effect.flatMap((bundle) => {
               const next = Bundle.nextLink(bundle)
               const current = urlOf(prepare(req))

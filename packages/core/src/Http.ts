@@ -331,6 +331,8 @@ export const transportSentence = (detail: string | undefined): string => {
     case "NoAnswer":
       return `the server accepted the connection but did not answer within ${noAnswer.exec(detail ?? "")?.[1] ?? "the time limit"}; check that it is up and not overloaded, then run the command again`
     default:
-      return `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
+      return detail === "the answer broke off"
+        ? "the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again"
+        : `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
   }
 }

@@ -653,6 +653,42 @@ const collectText = <E>(stream: Stream.Stream<Uint8Array, E>) =>
   Stream.decodeText(stream).pipe(Stream.mkString)
 
 describe("FhirClient against loopback servers", () => {
+  it.scopedLive(
+    "a search page whose body breaks off is asked again; one that always does is a Transport failure",
+    () =>
+      Effect.gen(function* () {
+        let asked = 0
+        let breaks = 1
+        const bundle = JSON.stringify({
+          resourceType: "Bundle",
+          type: "searchset",
+          entry: [{ resource: { resourceType: "Patient", id: "p1" } }],
+        })
+        const server = yield* loopback((_req, res) => {
+          asked++
+          res.writeHead(200, {
+            "content-type": "application/fhir+json",
+            "content-length": String(bundle.length),
+          })
+          if (asked > breaks) return void res.end(bundle)
+          // half the body, then the connection goes (a reset mid-answer)
+          res.write(bundle.slice(0, 20))
+          setTimeout(() => res.socket?.destroy(), 20)
+        })
+        const client = yield* FhirClient.make({ baseUrl: `${server.origin}/fhir` })
+        const page = yield* client.search("Patient")
+        assert.strictEqual(page.entry?.[0]?.resource?.id, "p1")
+        assert.strictEqual(asked, 2)
+        asked = 0
+        breaks = 99
+        const error = yield* Effect.flip(client.search("Patient"))
+        assert.strictEqual(error._tag, "FhirError")
+        assert.strictEqual((error as FhirError).reason, "Transport")
+        assert.include(error.message, "the server's answer broke off while it was read")
+        assert.strictEqual(asked, 3)
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
   it.scopedLive("follows next links, and sends Authorization only to its own origin", () =>
     Effect.gen(function* () {
       const other = yield* loopback((req, res) => {
