@@ -66,7 +66,16 @@ export const chooseStrategy = (
       // a type the server does not know (404): trust the CapabilityStatement
       return "put"
     }
-    yield* client.delete("Basic", id).pipe(Effect.ignore)
+    // a probe the target keeps would be a stray resource there (verify reports it as extra): say so
+    yield* client
+      .delete("Basic", id)
+      .pipe(
+        Effect.catchAll((e) =>
+          Effect.logWarning(
+            `the target kept the client-id probe Basic/${id}: deleting it failed (${e.message}); delete it on the target`,
+          ),
+        ),
+      )
     return "put"
   })
 

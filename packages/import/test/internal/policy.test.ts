@@ -2,7 +2,7 @@ import type { CapabilityStatement } from "@ferry/core/CapabilityStatement"
 import { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Option, Ref } from "effect"
+import { Deferred, Effect, Exit, Fiber, Logger, Option, Ref } from "effect"
 import { forEachPooled } from "@ferry/core/Pool"
 import { ImportError } from "../../src/ImportError.js"
 import {
@@ -42,7 +42,10 @@ const status = (s: number, outcome?: FhirError["outcome"], detail?: string) =>
   })
 
 /** A client whose `update` (the probe PUT) answers `probe`; records updates and deletes. */
-const fakeClient = (probe: Effect.Effect<void, FhirError | AuthError>) =>
+const fakeClient = (
+  probe: Effect.Effect<void, FhirError | AuthError>,
+  deleted: Effect.Effect<void, FhirError | AuthError> = Effect.void,
+) =>
   Effect.gen(function* () {
     const calls = yield* Ref.make<ReadonlyArray<string>>([])
     const record = (c: string) => Ref.update(calls, (a) => [...a, c])
@@ -71,7 +74,7 @@ const fakeClient = (probe: Effect.Effect<void, FhirError | AuthError>) =>
             resource: Option.none(),
           }),
         ),
-      delete: (type, id) => record(`DELETE ${type}/${id}`),
+      delete: (type, id) => Effect.zipRight(record(`DELETE ${type}/${id}`), deleted),
       operation: die,
       stream: () => {
         throw new Error("not used")
@@ -94,6 +97,23 @@ describe("chooseStrategy", () => {
       assert.strictEqual(c.length, 2)
       assert.match(c[0]!, /^PUT Basic\/ferry-probe-/)
       assert.strictEqual(c[1], c[0]!.replace("PUT", "DELETE"))
+    }),
+  )
+
+  it.effect("a probe the target will not delete: put all the same, and a warning naming it", () =>
+    Effect.gen(function* () {
+      const { client, calls } = yield* fakeClient(Effect.void, Effect.fail(status(405)))
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
+      })
+      const chosen = yield* chooseStrategy(client, all, ["Patient"]).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+      )
+      assert.strictEqual(chosen, "put")
+      const probe = (yield* Ref.get(calls))[0]!.replace("PUT ", "")
+      assert.strictEqual(warnings.length, 1)
+      assert.include(warnings[0]!, `the target kept the client-id probe ${probe}`)
     }),
   )
 
