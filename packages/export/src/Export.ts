@@ -528,6 +528,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   // Bulk or crawl?
   const mode0 = options.mode ?? "auto"
   let mode: "bulk" | "crawl" = mode0 === "crawl" ? "crawl" : "bulk"
+  /** The FHIR-version warning given already (a kick-off that falls back to a crawl would give it again). */
+  let versionWarned: string | undefined
   if (journal.isDone("mode")) {
     mode = (journal.result("mode").pipe(Option.getOrElse(() => "bulk")) as "bulk" | "crawl") ?? mode
   } else if (mode0 === "auto") {
@@ -548,7 +550,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     }
     // (a crawl reads the CapabilityStatement again and warns itself)
     const version = Option.isSome(cs) && mode === "bulk" ? Crawl.versionWarning(cs.value) : undefined
-    if (version !== undefined) yield* emit("warning", { detail: version })
+    if (version !== undefined) {
+      versionWarned = version
+      yield* emit("warning", { detail: version })
+    }
   }
 
   const files: Array<ArchiveFile> = []
@@ -1225,7 +1230,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         Option.filter(journal.result("transactionTime"), (t): t is string => typeof t === "string"),
       ),
       onTransactionTime: (t) => journal.append("transactionTime", t),
-      onWarning: (detail) => emit("warning", { detail }),
+      onWarning: (detail) => (detail === versionWarned ? Effect.void : emit("warning", { detail })),
     })
     transactionTime = crawled.transactionTime
     files.push(...crawled.files)

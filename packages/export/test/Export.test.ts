@@ -814,7 +814,12 @@ describe("renewsUrls", () => {
  * search of one Patient; the requests it saw (`METHOD path`).
  */
 const stubSource = (
-  options: { readonly metadata?: Record<string, unknown>; readonly refuseKickoff?: boolean } = {},
+  options: {
+    readonly metadata?: Record<string, unknown>
+    readonly refuseKickoff?: boolean
+    /** The kick-off answers this status (with an OperationOutcome), as a server without $export does. */
+    readonly kickoffStatus?: number
+  } = {},
 ) =>
   Effect.gen(function* () {
     const seen: Array<string> = []
@@ -853,6 +858,11 @@ const stubSource = (
             ],
           },
         )
+      if (url.pathname === "/fhir/$export" && options.kickoffStatus !== undefined)
+        return json(options.kickoffStatus, {
+          resourceType: "OperationOutcome",
+          issue: [{ severity: "error", code: "not-supported" }],
+        })
       if (url.pathname === "/fhir/$export")
         return options.refuseKickoff === true
           ? json(200, { resourceType: "OperationOutcome", issue: [] })
@@ -1059,6 +1069,24 @@ describe("a crawl with no type to search", () => {
       assert.isTrue(s.seen.includes("GET /fhir/$export"))
       assert.strictEqual(
         events(out).filter((e) => e.event === "warning" && String(e.detail).includes("declares FHIR 4.3.0"))
+          .length,
+        1,
+      )
+      // the same when the kick-off is refused and the export falls back to a crawl (which reads it again)
+      const crawled = yield* stubSource({
+        metadata: { ...(cs as object), fhirVersion: "4.3.0" },
+        kickoffStatus: 405,
+      })
+      const out2 = Path.join(yield* tempDir, "r4b-crawl")
+      yield* Export.run({
+        client: yield* clientFor(crawled.baseUrl),
+        out: out2,
+        params: { level: "system" },
+        ...fast,
+      })
+      assert.isTrue(events(out2).some((e) => e.event === "fallback"))
+      assert.strictEqual(
+        events(out2).filter((e) => e.event === "warning" && String(e.detail).includes("declares FHIR 4.3.0"))
           .length,
         1,
       )
