@@ -234,13 +234,14 @@ describe("Download content encodings", () => {
     }),
     (s) => Effect.async<void>((resume) => void s.close(() => resume(Effect.void))),
   )
+  /** The server's origin, for the scope. */
+  const serverBase = Effect.map(server, (s) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`)
 
   it.scopedLive(
     "gzip, deflate and br answers are decoded, through fetch (which decodes) and undici (which does not); a missing last newline is added",
     () =>
       Effect.gen(function* () {
-        const s = yield* server
-        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const base = yield* serverBase
         const dir = yield* tempDir
         const hashes = new Set<string>()
         const clients = {
@@ -270,8 +271,7 @@ describe("Download content encodings", () => {
     "a part file is not resumed from an encoded 206 (a slice of a compressed file) nor taken as complete on a 416 without a count: the file starts over",
     () =>
       Effect.gen(function* () {
-        const s = yield* server
-        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const base = yield* serverBase
         const client = yield* FhirClient.make({
           baseUrl: `${base}/fhir`,
           retry: { base: "10 millis", times: 3 },
@@ -298,8 +298,7 @@ describe("Download content encodings", () => {
 
   it.scopedLive("an encoding Ferry did not ask for fails with InvalidFile naming it", () =>
     Effect.gen(function* () {
-      const s = yield* server
-      const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+      const base = yield* serverBase
       const client = yield* FhirClient.make({ baseUrl: `${base}/fhir` })
       const dir = yield* tempDir
       const exit = yield* Download.download(client, {
@@ -319,8 +318,7 @@ describe("Download content encodings", () => {
 
   it.scoped("a line of another type fails with InvalidFile naming file:line", () =>
     Effect.gen(function* () {
-      const s = yield* server
-      const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+      const base = yield* serverBase
       const client = yield* clientFor(`${base}/fhir`)
       const dir = yield* tempDir
       const exit = yield* Download.download(client, {
@@ -343,8 +341,7 @@ describe("Download content encodings", () => {
     "a server that ignores Range (200) or answers the wrong range (206) makes the download start over",
     () =>
       Effect.gen(function* () {
-        const s = yield* server
-        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const base = yield* serverBase
         const client = yield* clientFor(`${base}/fhir`)
         const dir = yield* tempDir
         for (const route of ["identity", "badrange"]) {
@@ -367,8 +364,7 @@ describe("Download content encodings", () => {
     "a .partial an earlier run left damaged on this disk (a page a power loss zeroed) is deleted and the file downloaded from the start, not blamed on the server",
     () =>
       Effect.gen(function* () {
-        const s = yield* server
-        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const base = yield* serverBase
         const client = yield* clientFor(`${base}/fhir`)
         const dir = yield* tempDir
         const firstLines = Buffer.from(`${body.split("\n").slice(0, 10).join("\n")}\n`)
@@ -416,8 +412,7 @@ describe("Download content encodings", () => {
     "a .partial that was already complete (416) is fsynced before it is renamed into place, and its directory after",
     () =>
       Effect.gen(function* () {
-        const s = yield* server
-        const base = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+        const base = yield* serverBase
         const client = yield* clientFor(`${base}/fhir`)
         const dir = yield* tempDir
         const path = Path.join(dir, "complete.ndjson")

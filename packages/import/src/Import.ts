@@ -234,6 +234,14 @@ const io = (path: string) => (cause: unknown) =>
     cause,
   })
 
+/** A data file that holds another number of resources than its manifest entry says. */
+const countMismatch = (entry: FileEntry, seen: number) =>
+  new ImportError({
+    reason: "Archive",
+    url: entry.path,
+    detail: `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
+  })
+
 /** Append text to a file (0600) and fsync it before returning (its directory is made when missing). */
 const appendDurable = (path: string, text: string): Effect.Effect<void, ImportError> =>
   Effect.tryPromise({
@@ -634,8 +642,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const readDataFile = (i: number) =>
         Effect.gen(function* () {
           const entry = dataFiles[i]!
-          const corrupt = (detail: string, cause?: unknown) =>
-            new ImportError({ reason: "Archive", url: entry.path, detail, cause })
           let seen = 0
           // a chunk of lines at a time: one Effect per chunk, not per resource
           yield* Stream.runForEachChunk(archiveItems(entry), (items) =>
@@ -660,10 +666,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               }
             }),
           )
-          if (seen !== entry.count)
-            return yield* corrupt(
-              `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
-            )
+          if (seen !== entry.count) return yield* countMismatch(entry, seen)
           filesLeft.set(entry.type, filesLeft.get(entry.type)! - 1)
         })
 
@@ -940,12 +943,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 )
               : Ndjson.writeFile(path, lines, { gzip: entry.compression === "gzip", label: entry.path })
           ).pipe(Effect.mapError((e) => (e instanceof Ndjson.NdjsonError ? io(path)(e) : e)))
-          if (written.count !== entry.count)
-            return yield* new ImportError({
-              reason: "Archive",
-              url: entry.path,
-              detail: `holds ${written.count} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
-            })
+          if (written.count !== entry.count) return yield* countMismatch(entry, written.count)
           staged.push({ ...entry, bytes: written.bytes, sha256: written.sha256 })
         }
         if (published && rewritten > 0)
