@@ -882,6 +882,11 @@ const stubSource = (
 
 describe("a rerun on an archive of another source", () => {
   const params = { level: "system" as const, types: ["Patient"] }
+  /** An export of `base` into `out` (crawl unless `more` says otherwise). */
+  const exportOf = (base: string, out: string, more: Partial<Export.ExportOptions> = {}) =>
+    Effect.flatMap(clientFor(base), (client) =>
+      Export.run({ client, out, params, mode: "crawl", ...fast, ...more }),
+    )
   const other = (root: string, theirs: string, mine: string) =>
     `${root} holds an export of ${theirs}, not of ${mine}; use another --out directory for this source, or give ${theirs} as the source`
 
@@ -892,15 +897,9 @@ describe("a rerun on an archive of another source", () => {
         const s = yield* stubSource()
         const d = yield* stubSource()
         const out = Path.join(yield* tempDir, "a")
-        yield* Export.run({ client: yield* clientFor(s.baseUrl), out, params, mode: "crawl", ...fast })
+        yield* exportOf(s.baseUrl, out)
         const before = NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")
-        const refused = yield* Export.run({
-          client: yield* clientFor(d.baseUrl),
-          out,
-          params,
-          mode: "crawl",
-          ...fast,
-        }).pipe(Effect.exit)
+        const refused = yield* exportOf(d.baseUrl, out).pipe(Effect.exit)
         const error = failureOf(refused)
         assert.instanceOf(error, ExportError)
         assert.strictEqual((error as ExportError).reason, "Config")
@@ -909,24 +908,11 @@ describe("a rerun on an archive of another source", () => {
         assert.strictEqual(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8"), before)
         // ferry migrate names its archive --archive: so does the sentence
         const viaMigrate = failureOf(
-          yield* Export.run({
-            client: yield* clientFor(d.baseUrl),
-            out,
-            outFlag: "--archive",
-            params,
-            mode: "crawl",
-            ...fast,
-          }).pipe(Effect.exit),
+          yield* exportOf(d.baseUrl, out, { outFlag: "--archive" }).pipe(Effect.exit),
         )
         assert.include((viaMigrate as ExportError).message, "use another --archive directory for this source")
         // the same source written with a trailing slash is the same source
-        const again = yield* Export.run({
-          client: yield* clientFor(`${s.baseUrl}/`),
-          out,
-          params,
-          mode: "crawl",
-          ...fast,
-        })
+        const again = yield* exportOf(`${s.baseUrl}/`, out)
         assert.strictEqual(again.resources, 1)
         assert.isTrue(events(out).some((e) => e.event === "already-complete"))
       }),
@@ -937,24 +923,12 @@ describe("a rerun on an archive of another source", () => {
       const s = yield* stubSource()
       const d = yield* stubSource()
       const out = Path.join(yield* tempDir, "b")
-      const first = yield* Export.run({
-        client: yield* clientFor(s.baseUrl),
-        out,
-        params,
-        mode: "bulk",
-        timeout: "300 millis",
-        ...fast,
-      }).pipe(Effect.exit)
+      const first = yield* exportOf(s.baseUrl, out, { mode: "bulk", timeout: "300 millis" }).pipe(Effect.exit)
       assert.strictEqual((failureOf(first) as ExportError).reason, "Timeout")
       const polls = s.seen.length
-      const refused = yield* Export.run({
-        client: yield* clientFor(d.baseUrl),
-        out,
-        params,
-        mode: "bulk",
-        timeout: "300 millis",
-        ...fast,
-      }).pipe(Effect.exit)
+      const refused = yield* exportOf(d.baseUrl, out, { mode: "bulk", timeout: "300 millis" }).pipe(
+        Effect.exit,
+      )
       assert.strictEqual((failureOf(refused) as ExportError).message, other(out, s.baseUrl, d.baseUrl))
       assert.strictEqual(s.seen.length, polls)
       assert.deepStrictEqual(d.seen, [])
@@ -966,21 +940,9 @@ describe("a rerun on an archive of another source", () => {
       const s = yield* stubSource({ refuseKickoff: true })
       const d = yield* stubSource()
       const out = Path.join(yield* tempDir, "c")
-      const first = yield* Export.run({
-        client: yield* clientFor(s.baseUrl),
-        out,
-        params,
-        mode: "bulk",
-        ...fast,
-      }).pipe(Effect.exit)
+      const first = yield* exportOf(s.baseUrl, out, { mode: "bulk" }).pipe(Effect.exit)
       assert.strictEqual((failureOf(first) as ExportError).reason, "Kickoff")
-      const summary = yield* Export.run({
-        client: yield* clientFor(d.baseUrl),
-        out,
-        params,
-        mode: "crawl",
-        ...fast,
-      })
+      const summary = yield* exportOf(d.baseUrl, out)
       assert.strictEqual(summary.resources, 1)
       assert.strictEqual((yield* Archive.readManifest(out)).source.baseUrl, d.baseUrl)
     }),
