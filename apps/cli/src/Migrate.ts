@@ -327,16 +327,13 @@ const copyIfAbsent = (from: string, to: string) =>
         NFS.closeSync(fd)
       }
       NFS.renameSync(tmp, to)
-      const dir = NFS.openSync(Path.dirname(to), "r")
-      try {
-        NFS.fsyncSync(dir)
-      } finally {
-        NFS.closeSync(dir)
-      }
       return true
     },
     catch: io(to),
-  })
+  }).pipe(
+    // its directory entry durable too
+    Effect.tap((copied) => (copied ? Archive.syncParent(to).pipe(Effect.mapError(io(to))) : Effect.void)),
+  )
 
 /**
  * The finished sibling archive an incremental export continues (same parent directory, `transactionTime`

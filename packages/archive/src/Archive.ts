@@ -344,6 +344,10 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
   return Effect.acquireRelease(acquire, release).pipe(Effect.zipLeft(removeLeftovers(dir)), Effect.asVoid)
 }
 
+/** Writes a file whole or not at all (0600): a temporary file, fsynced, renamed over it, its directory fsynced. */
+export const writeAtomic = (path: string, data: string | Uint8Array): Effect.Effect<void, ArchiveError> =>
+  Fs.writeAtomic(path, data)
+
 /** fsync of the directory holding `path`: a rename or a new file in it then survives a power loss. */
 export const syncParent = (path: string): Effect.Effect<void, ArchiveError> => Fs.syncDir(Path.dirname(path))
 

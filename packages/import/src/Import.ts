@@ -303,55 +303,38 @@ const mendQuarantine = (dir: string): Effect.Effect<void, ImportError> =>
 /**
  * Removes what earlier `$import` jobs rejected (quarantine lines without a body) from `quarantine/` where this
  * job sends those files again (`resent`: every file, or a migrate wave's own): what it rejects is quarantined
- * anew. Each file is rewritten whole (a temporary
- * file renamed over it) or removed when nothing else is in it.
+ * anew. Each file is rewritten whole (`Archive.writeAtomic`) or removed when nothing else is in it.
  */
 const dropBulkRejections = (
   dir: string,
   resent: ReadonlySet<string> | "all",
 ): Effect.Effect<void, ImportError> =>
-  Effect.try({
-    try: () => {
-      if (!NFS.existsSync(dir)) return
-      /** A rejection of a file this job sends again (a migrate wave sends only its own files). */
-      const superseded = (line: string): boolean => {
-        if (!line.startsWith(BULK_REJECTION)) return false
-        // a rejection the target tied to no file cannot be told apart: every job drops it (it comes back if due)
-        if (resent === "all" || line.includes('"source":"(unknown file)"')) return true
-        const source = Option.getOrUndefined(
-          Option.liftThrowable(() => (JSON.parse(line) as { source?: unknown }).source)(),
-        )
-        return typeof source === "string" && resent.has(source.replace(/:\d+$/, ""))
-      }
-      for (const name of NFS.readdirSync(dir)) {
-        if (!name.endsWith(".ndjson")) continue
-        const path = Path.join(dir, name)
-        const lines = NFS.readFileSync(path, "utf8").split("\n")
-        const kept = lines.filter((l) => l.trim() !== "" && !superseded(l))
-        if (kept.length === lines.filter((l) => l.trim() !== "").length) continue
-        if (kept.length === 0) {
-          NFS.rmSync(path, { force: true })
-          continue
-        }
-        const temp = `${path}.tmp`
-        const fd = NFS.openSync(temp, "w", 0o600)
-        try {
-          NFS.writeFileSync(fd, `${kept.join("\n")}\n`)
-          NFS.fsyncSync(fd)
-        } finally {
-          NFS.closeSync(fd)
-        }
-        // durable before it replaces the file: the other lines in it are resources put or post set aside
-        NFS.renameSync(temp, path)
-        const dirFd = NFS.openSync(dir, "r")
-        try {
-          NFS.fsyncSync(dirFd)
-        } finally {
-          NFS.closeSync(dirFd)
-        }
-      }
-    },
-    catch: io(dir),
+  Effect.gen(function* () {
+    /** A rejection of a file this job sends again (a migrate wave sends only its own files). */
+    const superseded = (line: string): boolean => {
+      if (!line.startsWith(BULK_REJECTION)) return false
+      // a rejection the target tied to no file cannot be told apart: every job drops it (it comes back if due)
+      if (resent === "all" || line.includes('"source":"(unknown file)"')) return true
+      const source = Option.getOrUndefined(
+        Option.liftThrowable(() => (JSON.parse(line) as { source?: unknown }).source)(),
+      )
+      return typeof source === "string" && resent.has(source.replace(/:\d+$/, ""))
+    }
+    const names = yield* Effect.try({
+      try: () => (NFS.existsSync(dir) ? NFS.readdirSync(dir) : []),
+      catch: io(dir),
+    })
+    for (const name of names) {
+      if (!name.endsWith(".ndjson")) continue
+      const path = Path.join(dir, name)
+      const lines = (yield* readLines(path)).filter((l) => l.trim() !== "")
+      const kept = lines.filter((l) => !superseded(l))
+      if (kept.length === lines.length) continue
+      // durable before it replaces the file: the other lines in it are resources put or post set aside
+      if (kept.length === 0)
+        yield* Effect.try({ try: () => NFS.rmSync(path, { force: true }), catch: io(path) })
+      else yield* Archive.writeAtomic(path, `${kept.join("\n")}\n`).pipe(Effect.mapError(io(path)))
+    }
   })
 
 /** How a quarantine line of a `$import` rejection starts (`quarantineLine(null, …)`). */
