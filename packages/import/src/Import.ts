@@ -92,7 +92,7 @@ import {
 } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
-import { type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
+import { originKey, type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
@@ -463,6 +463,23 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           detail: "the target's CapabilityStatement declares no $import; use --strategy put or post",
         })
       }
+      // The provenance tag names the source server (`originKey`), so that a second source's `Patient/1` is not
+      // taken for the first one's by a conditional create. Journaled before the strategy: an import begun by
+      // a Ferry whose tags did not name it (a strategy and no origin in the journal) goes on with those tags,
+      // or its creates would no longer find the resources it already made.
+      const recordedOrigin = yield* journal.result("import.provenance")
+      const origin: string | undefined = Option.isSome(recordedOrigin)
+        ? typeof recordedOrigin.value === "object" &&
+          recordedOrigin.value !== null &&
+          "origin" in recordedOrigin.value &&
+          typeof recordedOrigin.value.origin === "string"
+          ? recordedOrigin.value.origin
+          : undefined
+        : Option.isSome(previous)
+          ? undefined
+          : originKey(manifest.source.baseUrl)
+      if (Option.isNone(recordedOrigin) && origin !== undefined)
+        yield* journal.append("import.provenance", "import.provenance", { origin })
       yield* journal.append("import.strategy", "import.strategy", strategy)
       // $import keeps the source ids as put does: the same identity id map, blob upload and rewriting
       const mode: Chunk.Mode = strategy === "import" ? "put" : strategy
@@ -888,7 +905,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         sourceBase,
         attachmentUrls,
         conditionals: "resolveOrLeave",
-        meta: { provenanceTag: true },
+        meta: { provenanceTag: true, ...(origin !== undefined ? { provenanceOrigin: origin } : {}) },
       })
 
       if (strategy === "import") {

@@ -13,6 +13,7 @@ import { FetchHttpClient } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Imports from "@ferry/archive/Imports"
+import { Journal } from "@ferry/archive/Journal"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -37,13 +38,14 @@ const sampleArchive = (
   complete = true,
   gzip: (name: string) => boolean = () => false,
   edit: (name: string, line: string) => string = (_, line) => line,
+  base: string = source,
 ) =>
   Effect.gen(function* () {
     const dir = Path.join(yield* tempDir, "archive")
     const init = yield* Archive.create(dir, {
       tool: { name: "ferry-test", version: "0" },
-      source: { baseUrl: source },
-      request: { level: "system", url: `${source}/$export`, parameters: {} },
+      source: { baseUrl: base },
+      request: { level: "system", url: `${base}/$export`, parameters: {} },
     })
     const entries: Array<Manifest.FileEntry> = []
     for (const name of NFS.readdirSync(sample10).filter((n) => n.endsWith(".ndjson")))
@@ -250,6 +252,70 @@ describe("Import.run", () => {
           assert.match(ref, /^Patient\//)
           assert.isDefined(sandbox.store.read("Patient", ref.slice("Patient/".length)), ref)
           assert.isTrue(e.meta?.tag?.some((t) => t.system === "urn:ferry:source") ?? false)
+        }
+      }),
+  )
+
+  it.scopedLive(
+    "post: a second source with the same ids lands beside the first (the provenance tag names the source server); each source's rerun from scratch adds nothing",
+    () =>
+      Effect.gen(function* () {
+        const first = yield* sampleArchive()
+        const second = yield* sampleArchive(
+          true,
+          () => false,
+          (_, line) => line,
+          "https://other-source.example/r4",
+        )
+        const sandbox = yield* target({ refuseClientIds: true })
+        const client = yield* clientFor(sandbox.baseUrl)
+        const twice = Object.fromEntries(Object.entries(first.expected).map(([t, n]) => [t, 2 * n]))
+        yield* Import.run({ client, archive: first.dir })
+        yield* Import.run({ client, archive: second.dir })
+        // before the tag named its source, the second archive's conditional creates found the first one's
+        // resources (same `Type/id`) and took them for its own: one set on the target, the second's references
+        // pointing at the first source's patients
+        assert.deepStrictEqual(countsOf(sandbox), twice)
+        const targetsOf = (dir: string) =>
+          new Set(
+            NFS.readFileSync(Imports.idMapPath(dir, sandbox.baseUrl), "utf8")
+              .trim()
+              .split("\n")
+              .map((l) => (JSON.parse(l) as { t: string }).t),
+          )
+        const mine = targetsOf(first.dir)
+        for (const t of targetsOf(second.dir)) assert.isFalse(mine.has(t), t)
+        // a run that starts over (its id map and journal gone: a crash before either was written) finds what
+        // its own source's earlier run made, and only that
+        for (const archive of [first.dir, second.dir]) {
+          NFS.rmSync(Imports.dir(archive, sandbox.baseUrl), { recursive: true, force: true })
+          yield* Import.run({ client, archive })
+          assert.deepStrictEqual(countsOf(sandbox), twice)
+        }
+      }),
+  )
+
+  it.scopedLive(
+    "post: an import begun by a Ferry whose provenance tags did not name the source goes on with those tags",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ refuseClientIds: true })
+        const client = yield* clientFor(sandbox.baseUrl)
+        // what such a run leaves: its strategy journaled, no origin
+        yield* Effect.scoped(
+          Effect.flatMap(Journal.make(Imports.journalPath(dir, sandbox.baseUrl)), (journal) =>
+            journal.append("import.strategy", "import.strategy", "post"),
+          ),
+        )
+        yield* Import.run({ client, archive: dir })
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        for (const stored of sandbox.store.iterate("Patient")) {
+          const p = JSON.parse(stored.json) as {
+            meta?: { tag?: ReadonlyArray<{ system?: string; code?: string }> }
+          }
+          const tag = p.meta?.tag?.find((t) => t.system === "urn:ferry:source")
+          assert.match(tag?.code ?? "", /^Patient\/[A-Za-z0-9\-.]+$/)
         }
       }),
   )

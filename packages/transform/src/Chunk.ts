@@ -32,6 +32,7 @@ import {
   applyMeta,
   applyMetaText,
   type Note,
+  provenanceCode,
   provenanceSystem,
   type RewriteContext,
   rewriteResource,
@@ -212,8 +213,12 @@ export interface TransactionText extends Sent {
 
 const defaultUuid = (): string => globalThis.crypto.randomUUID()
 
-/** `_tag=urn:ferry:source|<Type/id>`: the conditional-create criterion for a source resource. */
-export const ifNoneExistFor = (sourceKey: string): string => `_tag=${provenanceSystem}|${sourceKey}`
+/**
+ * `_tag=urn:ferry:source|<Type/id>@<origin>`: the conditional-create criterion for a source resource (see
+ * `provenanceCode`; hex digits, `Type/id` and `@`: nothing to escape).
+ */
+export const ifNoneExistFor = (sourceKey: string, origin?: string): string =>
+  `_tag=${provenanceSystem}|${provenanceCode(sourceKey, origin)}`
 
 /**
  * The entries of one Bundle, one resource at a time (see module doc). `keys` are the source keys of all
@@ -251,7 +256,9 @@ const entries = (
           request: {
             method: "POST",
             url: r.resourceType,
-            ...(key !== undefined && conditional ? { ifNoneExist: ifNoneExistFor(key) } : {}),
+            ...(key !== undefined && conditional
+              ? { ifNoneExist: ifNoneExistFor(key, ctx.meta?.provenanceOrigin) }
+              : {}),
           },
         }
       },

@@ -22,18 +22,44 @@
  *
  * Meta: `versionId` and `lastUpdated` are always dropped (the target assigns them; a stale versionId
  * makes PUTs fail); `source`, `tag` and `security` are kept unless told; `provenanceTag` adds
- * `{system: "urn:ferry:source", code: "<Type>/<source id>"}` to `meta.tag` (replacing an older one).
+ * `{system: "urn:ferry:source", code: "<Type>/<source id>@<origin>"}` to `meta.tag` (replacing an older one),
+ * where the origin names the source server (`originKey`), so that two sources' `Patient/1` stay apart.
  *
  * The input is never mutated; untouched subtrees are shared with it (copy-on-write, see core Walker).
  * `changes` counts rewritten reference and attachment sites (meta edits are not counted).
  */
+import { createHash } from "node:crypto"
 import type { Resource } from "@ferry/core/Ids"
 import { format, parse, type ParseOptions, type ParsedReference } from "@ferry/core/Reference"
 import { type Attachment, type AttachmentSite, type ReferenceSite, rewrite } from "@ferry/core/Walker"
 import { type Resolution, type ResolveContext, resolve, type UnresolvedReason } from "./Resolve.js"
 
-/** The `meta.tag` system of Ferry's provenance tag; the code is the source `Type/id`. */
+/** The `meta.tag` system of Ferry's provenance tag; the code is `provenanceCode`. */
 export const provenanceSystem = "urn:ferry:source"
+
+/**
+ * A source server's name in provenance codes: the first 16 hex digits of the sha256 of its FHIR base, with
+ * the scheme and host in lower case, the scheme's default port, credentials, query, fragment and trailing
+ * slashes left out. Short and fixed (a target indexes tag codes, some only up to 200 characters), and the
+ * same for every archive of that server (a delta continues the full load's tags).
+ */
+export const originKey = (baseUrl: string): string => {
+  let normalized = baseUrl
+  try {
+    const url = new URL(baseUrl)
+    normalized = `${url.protocol}//${url.host}${url.pathname}`
+  } catch {
+    // not a URL: named as written
+  }
+  return createHash("sha256").update(normalized.replace(/\/+$/, "")).digest("hex").slice(0, 16)
+}
+
+/**
+ * The provenance tag's code for the source resource `key` (`Type/id`): `<Type>/<id>@<origin>`, or `key` alone
+ * without an origin (imports begun by a Ferry whose codes did not name the source, resumed as they began).
+ */
+export const provenanceCode = (key: string, origin: string | undefined): string =>
+  origin === undefined ? key : `${key}@${origin}`
 
 export interface MetaOptions {
   /** `meta.source` (default "keep"). */
@@ -42,8 +68,10 @@ export interface MetaOptions {
   readonly tag?: "keep" | "drop"
   /** `meta.security` (default "keep"). */
   readonly security?: "keep" | "drop"
-  /** Add `{system: "urn:ferry:source", code: "<Type>/<id>"}` to `meta.tag` (default false). */
+  /** Add `{system: "urn:ferry:source", code: provenanceCode(<Type>/<id>, provenanceOrigin)}` to `meta.tag` (default false). */
   readonly provenanceTag?: boolean
+  /** The source server's `originKey` for the provenance tag's code (absent: the code is `<Type>/<id>`). */
+  readonly provenanceOrigin?: string
 }
 
 export interface RewriteContext extends ResolveContext {
@@ -222,7 +250,8 @@ export const rewriteResource = <A extends Resource>(resource: A, ctx: RewriteCon
 /** Meta handling only (see module doc); returns `resource` itself when nothing changes. */
 export const applyMeta = <A extends Resource>(resource: A, options: MetaOptions | undefined): A => {
   const meta = resource.meta
-  const provenance = options?.provenanceTag === true ? sourceKeyOf(resource) : undefined
+  const key = options?.provenanceTag === true ? sourceKeyOf(resource) : undefined
+  const provenance = key === undefined ? undefined : provenanceCode(key, options?.provenanceOrigin)
   if (!isObject(meta) && provenance === undefined) return resource
   const dropSource = options?.source === "drop"
   const dropTag = options?.tag === "drop"

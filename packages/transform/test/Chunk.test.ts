@@ -139,6 +139,17 @@ describe("toTransaction", () => {
       ifNoneExist: "_tag=urn:ferry:source|Encounter/e",
     })
     expect(cond!.request!.ifNoneExist).toBe(ifNoneExistFor("Condition/c"))
+    // with the source's origin, the criterion and the tag both name it
+    const named = toTransaction(chunkResources, "post", {
+      idMap,
+      meta: { provenanceOrigin: "0123456789abcdef" },
+    })
+    expect(named.bundle.entry![0]!.request!.ifNoneExist).toBe(
+      "_tag=urn:ferry:source|Encounter/e@0123456789abcdef",
+    )
+    expect(named.bundle.entry![0]!.resource!.meta).toEqual({
+      tag: [{ system: provenanceSystem, code: "Encounter/e@0123456789abcdef" }],
+    })
     expect(enc!.resource!.id).toBeUndefined()
     expect(enc!.resource!.meta).toEqual({ tag: [{ system: provenanceSystem, code: "Encounter/e" }] })
     expect(enc!.resource!.diagnosis).toEqual([{ condition: { reference: cond!.fullUrl } }])

@@ -7,6 +7,8 @@ import {
   applyMeta,
   applyMetaText,
   type MetaOptions,
+  originKey,
+  provenanceCode,
   provenanceSystem,
   rewriteResource,
 } from "../src/Rewrite.js"
@@ -231,6 +233,28 @@ describe("rewriteResource, site by site", () => {
     expect(r.imagingStudy).toBe(input.imagingStudy)
   })
 
+  it("names a source server by 16 hex digits of its normalised base (originKey)", () => {
+    const key = originKey("https://source.example/fhir")
+    expect(key).toMatch(/^[0-9a-f]{16}$/)
+    // the same server however its base is written
+    for (const same of [
+      "https://source.example/fhir/",
+      "HTTPS://Source.Example:443/fhir",
+      "https://user:secret@source.example/fhir?x=1#y",
+    ])
+      expect(originKey(same), same).toBe(key)
+    // another server, another path, another scheme: another origin
+    for (const other of [
+      "https://other.example/fhir",
+      "https://source.example/fhir/r4",
+      "http://source.example/fhir",
+      "https://source.example:8443/fhir",
+    ])
+      expect(originKey(other), other).not.toBe(key)
+    expect(provenanceCode("Patient/1", key)).toBe(`Patient/1@${key}`)
+    expect(provenanceCode("Patient/1", undefined)).toBe("Patient/1")
+  })
+
   it("applies the metadata options", () => {
     const dropped = applyMeta(input, { source: "drop", tag: "drop", security: "drop" })
     expect(dropped.meta).toEqual({ profile: ["http://hl7.org/fhir/StructureDefinition/DiagnosticReport"] })
@@ -255,6 +279,16 @@ describe("rewriteResource, site by site", () => {
       id: "1",
       meta: { tag: [{ system: provenanceSystem, code: "Patient/1" }] },
     })
+    // with the source server's origin, the code names it too; a tag of another origin is replaced
+    const origin = originKey("https://source.example/fhir")
+    const fromSource = applyMeta(frozen<Resource>({ resourceType: "Patient", id: "1" }), {
+      provenanceTag: true,
+      provenanceOrigin: origin,
+    })
+    expect(fromSource.meta).toEqual({ tag: [{ system: provenanceSystem, code: `Patient/1@${origin}` }] })
+    expect(applyMeta(frozen<Resource>(onlyTag), { provenanceTag: true, provenanceOrigin: origin })).toEqual(
+      fromSource,
+    )
     // a meta left empty disappears; a resource with nothing to change is returned as is
     const bare = frozen({ resourceType: "Patient", id: "1", meta: { versionId: "1", lastUpdated: "x" } })
     expect(applyMeta(bare, undefined)).toEqual({ resourceType: "Patient", id: "1" })
@@ -321,6 +355,7 @@ describe("applyMetaText (applyMeta on the JSON text)", () => {
     undefined,
     { source: "drop", tag: "drop", security: "drop" },
     { tag: "drop", provenanceTag: true },
+    { provenanceTag: true, provenanceOrigin: "0123456789abcdef" },
   ]
   const keyOf = (r: Resource) => `${r.resourceType}/${r.id}`
   const check = (text: string, key: string, o: MetaOptions | undefined) => {
