@@ -4,6 +4,7 @@
  * `npm run build` first. The scheduler's pure parts are tested in apps/cli/test/Migrate.test.ts.
  */
 import * as NFS from "node:fs"
+import * as Net from "node:net"
 import * as Imports from "@ferry/archive/Imports"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -79,6 +80,17 @@ const migrate = (source: Server, target: Server, archive: string, ...extra: Arra
   ])
 
 const summaryOf = (stdout: string): Summary => JSON.parse(stdout) as Summary
+
+/** A port nothing listens on now (the system's pick, closed again). */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = Net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as Net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
 
 /** `ferry verify` of the target against the archive (through its id map) or the source server. */
 const verify = async (target: Server, against: { archive: string } | { source: Server; idMap?: string }) => {
@@ -363,6 +375,44 @@ describe("ferry migrate", () => {
     const run = await migrate(source, target, archive, "--strategy", "import")
     expect(summaryOf(run.stdout).import.strategy).toBe("import")
     await expectMigrated(run, target, archive)
+  }, 60_000)
+
+  it("--strategy import --serve-port/--serve-token-in path: each wave's files served where asked, the token in the URL path; verify clean", async () => {
+    const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
+    const target = await start({})
+    const archive = Path.join(tmp, "bulk-import-served")
+    const port = await freePort()
+    const run = await migrate(
+      source,
+      target,
+      archive,
+      "--strategy",
+      "import",
+      "--serve-host",
+      "127.0.0.1",
+      "--serve-port",
+      String(port),
+      "--serve-token-in",
+      "path",
+    )
+    await expectMigrated(run, target, archive)
+    const served = NFS.readFileSync(Path.join(Imports.dir(archive, target.baseUrl), "events.ndjson"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as { event: string; url?: string })
+      .filter((e) => e.event === "import.bulk.serve")
+    expect(served.length).toBe(summaryOf(run.stdout).waves)
+    for (const e of served) expect(e.url).toBe(`http://127.0.0.1:${port}`)
+  }, 60_000)
+
+  it("--serve-port without --strategy import: exit 2, one line, nothing exported", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const archive = Path.join(tmp, "serve-without-import")
+    const run = await migrate(source, target, archive, "--serve-port", "8080")
+    expect(run.code).toBe(2)
+    expect(lastLine(run.stderr)).toContain("go with --strategy import")
+    expect(NFS.existsSync(archive)).toBe(false)
   }, 60_000)
 
   it("--mode crawl (a source searched page by page): the same migration, waves from the crawled files", async () => {

@@ -48,6 +48,7 @@ import { attachments, references } from "@ferry/core/Walker"
 import * as Export from "@ferry/export/Export"
 import type { ExportError } from "@ferry/export/ExportError"
 import type * as Kickoff from "@ferry/export/Kickoff"
+import type * as BulkImport from "@ferry/import/BulkImport"
 import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
@@ -73,6 +74,8 @@ export interface MigrateOptions {
   readonly strategy?: Import.Strategy
   readonly bundleSize?: number
   readonly maxBundleBytes?: number
+  /** `--strategy import`: where Ferry's file server binds and how the target reaches it (each wave's job). */
+  readonly serve?: BulkImport.ServeOptions
   /** Bundles in flight at most (default 4). */
   readonly importParallel?: number
   /** Hold back downloads while finished-but-not-imported data files exceed this many bytes. */
@@ -750,6 +753,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
             ...(options.bundleSize !== undefined ? { bundleSize: options.bundleSize } : {}),
             ...(options.maxBundleBytes !== undefined ? { maxBundleBytes: options.maxBundleBytes } : {}),
+            ...(options.serve !== undefined ? { serve: options.serve } : {}),
             ...(options.importParallel !== undefined ? { parallel: options.importParallel } : {}),
             onEvent: (e) => notify({ ...e, from: "import" }),
           }).pipe(

@@ -10,7 +10,6 @@ import { Args, Command, Options } from "@effect/cli"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
-import type * as BulkImport from "@ferry/import/BulkImport"
 import * as Import from "@ferry/import/Import"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
 import * as Imports from "@ferry/archive/Imports"
@@ -18,6 +17,7 @@ import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
+import { serveFlags, serveOptions } from "../Serve.js"
 import * as Progress from "../Progress.js"
 
 const flags = {
@@ -54,28 +54,7 @@ const flags = {
       "Another base URL the source server's own absolute references use (a proxy address, an internal host name in its data); references under it are made relative like those under the archive's source base. Repeat for several.",
     ),
   ),
-  serveHost: Options.text("serve-host").pipe(
-    Options.optional,
-    Options.withDescription(
-      "--strategy import: the address Ferry's file server binds, one the target can reach (default 127.0.0.1); it speaks plain http, so another host needs a TLS proxy in front and --serve-public-url https://….",
-    ),
-  ),
-  servePort: Options.integer("serve-port").pipe(
-    Options.optional,
-    Options.withDescription("--strategy import: the file server's port (default: one the system picks)."),
-  ),
-  servePublicUrl: Options.text("serve-public-url").pipe(
-    Options.optional,
-    Options.withDescription(
-      "--strategy import: scheme://host:port the target must use to reach the file server (behind NAT or a proxy).",
-    ),
-  ),
-  serveTokenIn: Options.choice("serve-token-in", ["header", "path"]).pipe(
-    Options.optional,
-    Options.withDescription(
-      "--strategy import: how the target proves it may fetch the files: header (credentials in the kick-off, default) or path (an unguessable URL segment, for targets that send none).",
-    ),
-  ),
+  ...serveFlags,
   fileBaseUrl: Options.text("file-base-url").pipe(
     Options.optional,
     Options.withDescription(
@@ -143,46 +122,6 @@ const lines = (started: number) => {
     })
 }
 
-/** Where a `$import` target fetches the files (`--serve-*`, `--file-base-url`); undefined: the defaults. */
-const serveOptions = (f: Flags): Effect.Effect<BulkImport.ServeOptions | undefined, ImportError> =>
-  Effect.gen(function* () {
-    const host = Option.getOrUndefined(f.serveHost)
-    const port = Option.getOrUndefined(f.servePort)
-    const publicUrl = Option.getOrUndefined(f.servePublicUrl)
-    const tokenIn = Option.getOrUndefined(f.serveTokenIn)
-    const fileBaseUrl = Option.getOrUndefined(f.fileBaseUrl)
-    const serving = [host, port, publicUrl, tokenIn].some((v) => v !== undefined)
-    if ((serving || fileBaseUrl !== undefined) && f.strategy !== "import")
-      return yield* usage(
-        "--serve-host, --serve-port, --serve-public-url, --serve-token-in and --file-base-url go with --strategy import",
-      )
-    if (fileBaseUrl !== undefined) {
-      if (serving)
-        return yield* usage(
-          "--file-base-url means Ferry serves no files: leave out the --serve-* flags, or --file-base-url",
-        )
-      const parsed = BaseUrl.parse(fileBaseUrl)
-      if (Either.isLeft(parsed))
-        return yield* usage(
-          `--file-base-url ${BaseUrl.shown(fileBaseUrl)} is not an absolute http(s) URL without credentials; pass where the archive's files are published, e.g. https://files.example.org/archive`,
-        )
-      return { fileBaseUrl: parsed.right }
-    }
-    if (port !== undefined && (port < 0 || port > 65535))
-      return yield* usage(`--serve-port ${port} is not a port number (0–65535; 0 lets the system pick)`)
-    if (publicUrl !== undefined && Either.isLeft(BaseUrl.parse(publicUrl)))
-      return yield* usage(
-        `--serve-public-url ${BaseUrl.shown(publicUrl)} is not an http(s) URL such as http://10.0.0.5:8080`,
-      )
-    if (!serving) return undefined
-    return {
-      ...(host !== undefined ? { host } : {}),
-      ...(port !== undefined ? { port } : {}),
-      ...(publicUrl !== undefined ? { publicUrl } : {}),
-      ...(tokenIn !== undefined ? { tokenIn } : {}),
-    }
-  })
-
 export const runImport = (f: Flags) =>
   Effect.gen(function* () {
     const parsed = BaseUrl.parse(f.to, "the target's")
@@ -196,7 +135,7 @@ export const runImport = (f: Flags) =>
       if (Either.isLeft(base)) return yield* usage(`--source-base ${BaseUrl.shown(raw)} ${base.left}`)
       sourceBases.push(base.right)
     }
-    const serve = yield* serveOptions(f)
+    const serve = yield* serveOptions(f, f.strategy, { value: Option.getOrUndefined(f.fileBaseUrl) })
     const settings = yield* authSettings(f)
     // Ferry writes here: the token must allow writes (SMART's default scope follows).
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, "write")

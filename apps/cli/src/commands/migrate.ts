@@ -20,6 +20,7 @@ import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
 import { unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
+import { serveFlags, serveOptions } from "../Serve.js"
 import type { FlagValues } from "../Flags.js"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Migrate from "../Migrate.js"
@@ -105,6 +106,7 @@ const flags = {
     Options.optional,
     Options.withDescription("Import strategy (see `ferry import --help`; default auto)."),
   ),
+  ...serveFlags,
   bundleSize: Options.integer("bundle-size").pipe(
     Options.optional,
     Options.withDescription("Entries per transaction Bundle (default 500)."),
@@ -382,6 +384,7 @@ export const runMigrate = (f: Flags) =>
       return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
     if (settings.parallel < 1) return yield* usage("--parallel must be at least 1")
     if (settings.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
+    const serve = yield* serveOptions(f, settings.strategy)
     const since = Option.getOrUndefined(Option.map(f.since, (v) => (v === "auto" ? v : Params.instant(v))))
     const problem =
       Params.typesProblem("--type", list(f.type)) ??
@@ -459,6 +462,7 @@ export const runMigrate = (f: Flags) =>
       bundleSize: settings.bundleSize,
       maxBundleBytes: settings.maxBundleBytes,
       ...(settings.strategy !== "auto" ? { strategy: settings.strategy } : {}),
+      ...(serve !== undefined ? { serve } : {}),
       ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
       ...(Option.isSome(maxStaged) ? { maxStaged: maxStaged.value } : {}),
       pruneStaged: f.pruneStaged,
