@@ -183,7 +183,14 @@ interface LockInfo {
   readonly bootId?: string
   /** The holder's start time in clock ticks after boot, `/proc/<pid>/stat` field 22 (older locks: none). */
   readonly processStart?: number
+  /** How often the holder renews the lock file's mtime, ms (older locks: never). */
+  readonly renewEvery?: number
 }
+
+/** How often a holder renews its lock (the lock file's mtime). */
+const RENEW_MS = 10_000
+/** A lock of another host not renewed for this long (by this host's clock) is stale without watching it. */
+const LONG_STALE_MS = 5 * 60_000
 
 /** An empty or unreadable lock file older than this was left by a process killed while creating it. */
 const TORN_LOCK_MS = 5_000
@@ -242,6 +249,9 @@ const parseLock = (text: string): LockInfo | undefined => {
         ...("processStart" in u && typeof u.processStart === "number"
           ? { processStart: u.processStart }
           : {}),
+        ...("renewEvery" in u && typeof u.renewEvery === "number" && u.renewEvery > 0
+          ? { renewEvery: u.renewEvery }
+          : {}),
       }
     }
     return undefined
@@ -278,9 +288,36 @@ const staleness = (held: LockInfo): string | undefined => {
  * another process (another start time); so is an empty or unreadable lock file older than a few seconds (a
  * process killed between creating and writing it). Once held, leftovers of a crashed writer (`*.part`,
  * `*.tmp`) are removed. Every process that writes to an archive must hold it.
+ *
+ * Another host's lock cannot be judged by its pid (a job rescheduled in a new container has a new host
+ * name, with the archive on the same volume): the holder renews the lock file's mtime every `renewEvery`
+ * (10 s), and a lock of another host that says so is watched for three of those periods; left unrenewed, its
+ * holder is gone and the lock is taken over. (Its mtime is compared with itself, not with this host's clock,
+ * unless it is older than five minutes by this clock.) A lock of another host that does not renew (an older
+ * ferry) is never taken over. A holder that finds its lock taken stops renewing it and logs an error.
  */
-export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope> => {
+export const lock = (
+  dir: string,
+  options?: { readonly renewMillis?: number },
+): Effect.Effect<void, ArchiveError, Scope.Scope> => {
   const path = Path.join(dir, layout.lock)
+  const renewMs = Math.max(1, options?.renewMillis ?? RENEW_MS)
+  /** Whether another host's lock goes unrenewed (its holder gone): watched for three renewal periods. */
+  const unrenewed = (held: LockInfo, text: string) =>
+    Effect.gen(function* () {
+      const renewEvery = held.renewEvery
+      if (renewEvery === undefined) return false
+      const before = yield* Fs.modifiedAt(path)
+      if (before === undefined) return true // released meanwhile: try again
+      if (Date.now() - before > LONG_STALE_MS) return true
+      yield* Effect.logWarning(
+        `the archive is locked by pid ${held.pid} on ${held.host}; watching for ${(3 * renewEvery) / 1000} s whether that ferry still renews the lock`,
+      ).pipe(Effect.annotateLogs({ archive: dir }))
+      yield* Effect.sleep(3 * renewEvery)
+      const after = yield* Fs.modifiedAt(path)
+      if (after === undefined) return true
+      return after === before && (yield* Fs.readTextIfExists(path)) === text
+    })
   const acquire = Effect.gen(function* () {
     yield* Fs.makeDir(dir)
     const now = yield* Clock.currentTimeMillis
@@ -292,6 +329,7 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
       startedAt: new Date(now).toISOString(),
       ...(boot !== undefined ? { bootId: boot } : {}),
       ...(start !== undefined ? { processStart: start } : {}),
+      renewEvery: renewMs,
     })
     for (let attempt = 0; attempt < 3; attempt++) {
       if (yield* Fs.createExclusive(path, mine)) return mine
@@ -316,7 +354,12 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
             "the lock file is unreadable (another process may be creating it); delete it if no ferry is running",
         })
       }
-      const stale = held.host === OS.hostname() ? staleness(held) : undefined
+      const stale =
+        held.host === OS.hostname()
+          ? staleness(held)
+          : (yield* unrenewed(held, text))
+            ? `pid ${held.pid} on ${held.host} that took it no longer renews it (its host or container is gone)`
+            : undefined
       if (stale !== undefined) {
         yield* Effect.logWarning(`taking over a stale lock: ${stale}`).pipe(
           Effect.annotateLogs({ archive: dir }),
@@ -327,7 +370,7 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
       return yield* new ArchiveError({
         reason: "Locked",
         path,
-        detail: `locked by pid ${held.pid} on ${held.host} since ${held.startedAt}`,
+        detail: `locked by pid ${held.pid} on ${held.host} since ${held.startedAt}${held.host !== OS.hostname() && held.renewEvery !== undefined ? ", and renewed while watched" : ""}`,
       })
     }
     return yield* new ArchiveError({
@@ -341,7 +384,29 @@ export const lock = (dir: string): Effect.Effect<void, ArchiveError, Scope.Scope
       Effect.flatMap((text) => (text === mine ? Fs.remove(path) : Effect.void)),
       Effect.catchAll((e) => Effect.logWarning(`could not release the archive lock: ${e.message}`)),
     )
-  return Effect.acquireRelease(acquire, release).pipe(Effect.zipLeft(removeLeftovers(dir)), Effect.asVoid)
+  /** Renews the lock every `renewMs` while it is this process's; stops (with an error logged) once it is not. */
+  const renew = (mine: string) =>
+    Effect.gen(function* () {
+      for (;;) {
+        yield* Effect.sleep(renewMs)
+        const text = yield* Fs.readTextIfExists(path).pipe(Effect.orElseSucceed(() => mine))
+        if (text !== mine) {
+          yield* Effect.logError(
+            "the archive's lock is no longer this process's (removed, or taken over by another ferry): stop this run and check that only one ferry writes to this archive",
+          ).pipe(Effect.annotateLogs({ archive: dir }))
+          return
+        }
+        // a failed renewal is tried again at the next period (the lock goes stale only after three)
+        yield* Fs.touch(path).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`could not renew the archive lock: ${e.message}`)),
+        )
+      }
+    })
+  return Effect.acquireRelease(acquire, release).pipe(
+    Effect.tap((mine) => Effect.forkScoped(renew(mine))),
+    Effect.zipLeft(removeLeftovers(dir)),
+    Effect.asVoid,
+  )
 }
 
 /** Writes a file whole or not at all (0600): a temporary file, fsynced, renamed over it, its directory fsynced. */

@@ -404,6 +404,61 @@ describe("Archive", () => {
       }),
   )
 
+  it.scopedLive(
+    "the holder renews its lock; another host's lock is taken over once it goes unrenewed for three periods, kept while renewed (a job rescheduled in a new container)",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const lockPath = Path.join(dir, ".lock")
+        const renewMillis = 40
+        // the holder renews the file's mtime
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* Archive.lock(dir, { renewMillis })
+            expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).renewEvery).toBe(renewMillis)
+            const past = new Date(Date.now() - 60_000)
+            NFS.utimesSync(lockPath, past, past)
+            yield* Effect.sleep(3 * renewMillis)
+            expect(Date.now() - NFS.statSync(lockPath).mtimeMs).toBeLessThan(30_000)
+          }),
+        )
+        // a lock of a ferry on another host (a container since rescheduled) that no longer renews it
+        const elsewhere = JSON.stringify({
+          pid: 1,
+          host: "pod-7f9c",
+          startedAt: "then",
+          renewEvery: renewMillis,
+        })
+        NFS.writeFileSync(lockPath, elsewhere)
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* Archive.lock(dir, { renewMillis })
+            expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
+          }),
+        )
+        // one that is renewed while watched stays
+        NFS.writeFileSync(lockPath, elsewhere)
+        const renewing = setInterval(() => {
+          const now = new Date()
+          NFS.utimesSync(lockPath, now, now)
+        }, renewMillis / 2)
+        const kept = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))).pipe(
+          Effect.ensuring(Effect.sync(() => clearInterval(renewing))),
+        )
+        expect(kept.reason).toBe("Locked")
+        expect(kept.message).toContain("renewed while watched")
+        expect(NFS.readFileSync(lockPath, "utf8")).toBe(elsewhere)
+        // one not renewed for more than five minutes by this clock is not watched at all
+        const old = new Date(Date.now() - 6 * 60_000)
+        NFS.writeFileSync(
+          lockPath,
+          JSON.stringify({ pid: 1, host: "pod-7f9c", startedAt: "then", renewEvery: 60_000 }),
+        )
+        NFS.utimesSync(lockPath, old, old)
+        yield* Effect.scoped(Archive.lock(dir)).pipe(Effect.timeout("5 seconds"))
+      }),
+  )
+
   it.scoped(
     "create in a directory a killed create left (some of its subdirectories, empty, no manifest) goes on; anything else stays refused",
     () =>

@@ -79,6 +79,13 @@ export const modifiedAt = (path: string): Effect.Effect<number | undefined, Arch
     ),
   )
 
+/** Set the file's access and modification times to now (it must exist). */
+export const touch = (path: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, () => {
+    const now = new Date()
+    return P.utimes(path, now, now)
+  })
+
 export const remove = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, () => P.rm(path, { force: true }))
 
