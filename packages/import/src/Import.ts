@@ -399,6 +399,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
         })
       }
+      // An `_elements` export holds parts of resources (the server tags them SUBSETTED): each would replace the
+      // whole resource on the target
+      const elements = manifest.request.parameters._elements
+      if (elements !== undefined && elements.length > 0) {
+        return yield* new ImportError({
+          reason: "Config",
+          url: archive,
+          detail: `the archive was exported with _elements=${String(elements)}: it holds parts of resources, and importing them would replace whole resources on the target with those parts; export again without --elements, then import that archive`,
+        })
+      }
       // A changed or damaged archive is not imported: every file is checked against the sha256 the export
       // recorded (a migrate's waves import files its own run wrote and checked: `files` given).
       if (options.files === undefined) {

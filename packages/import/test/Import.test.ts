@@ -225,6 +225,27 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "an archive exported with _elements (parts of resources) is refused before anything is sent",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* sampleArchive()
+        yield* Archive.writeManifest(dir, {
+          ...manifest,
+          request: { ...manifest.request, parameters: { _type: "Patient", _elements: "gender" } },
+        })
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const refused = failure(yield* Effect.exit(Import.run({ client, archive: dir }))).pipe(
+          Option.getOrThrow,
+        )
+        assert.strictEqual(refused._tag, "ImportError")
+        assert.strictEqual((refused as { reason?: string }).reason, "Config")
+        assert.match(refused.message, /_elements=gender.*export again without --elements/)
+        assert.strictEqual(sandbox.store.countAll(), 0)
+      }),
+  )
+
+  it.scopedLive(
     "post (client ids refused): new ids, one id-map line per resource, references follow the map",
     () =>
       Effect.gen(function* () {
