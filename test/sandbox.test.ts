@@ -6,7 +6,7 @@ import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
-import { sharedData, startSandboxProcess } from "./helpers/ferry.js"
+import { lastLine, runFerry, sharedData, startSandboxProcess } from "./helpers/ferry.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-sandbox-e2e-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
@@ -84,5 +84,21 @@ describe("ferry sandbox (process)", () => {
     await expect(startSandboxProcess(["--config", bad])).rejects.toThrow(
       /exited \(2\).*ferry: .*bad\.json is not valid JSON/,
     )
+  })
+
+  it("a --seed path that is not there, and a port already in use: exit 2 (input), one sentence each", async () => {
+    const missing = Path.join(tmp, "no-such-data")
+    const seeded = await runFerry(["sandbox", "--port", "0", "--seed", missing])
+    expect(seeded.code).toBe(2)
+    expect(lastLine(seeded.stderr)).toMatch(/^ferry: .*could not load the seed data: .*no-such-data/)
+    const first = await startSandboxProcess([])
+    try {
+      const port = new URL(first.baseUrl).port
+      const taken = await runFerry(["sandbox", "--port", port])
+      expect(taken.code).toBe(2)
+      expect(lastLine(taken.stderr)).toMatch(new RegExp(`^ferry: .*could not listen.*:${port}`))
+    } finally {
+      await first.stop()
+    }
   })
 })

@@ -54,7 +54,8 @@ export const codeOf = (error: unknown): number => {
             ? 6
             : 4
     case "SandboxError":
-      return error.reason === "Config" ? 2 : 1
+      // a bad setting, a --db that cannot be opened, a port in use, a --seed path that is not there: all input
+      return 2
     case "ConfigError":
       return 2
     default:
