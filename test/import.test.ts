@@ -8,7 +8,6 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
-import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { FetchHttpClient } from "@effect/platform"
@@ -24,6 +23,7 @@ import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   archiveCounts,
+  freePort,
   type InProcessSandbox,
   lastLine,
   runFerry,
@@ -31,17 +31,6 @@ import {
   sharedData,
   startSandbox,
 } from "./helpers/ferry.js"
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = Net.createServer()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-import-"))
 const sandboxes: Array<InProcessSandbox> = []

@@ -4,7 +4,6 @@
  * `npm run build` first. The scheduler's pure parts are tested in apps/cli/test/Migrate.test.ts.
  */
 import * as NFS from "node:fs"
-import * as Net from "node:net"
 import * as Imports from "@ferry/archive/Imports"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -12,6 +11,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import {
   archiveCounts,
   archiveManifest,
+  freePort,
   type InProcessSandbox,
   lastLine,
   runFerry,
@@ -80,17 +80,6 @@ const migrate = (source: Server, target: Server, archive: string, ...extra: Arra
   ])
 
 const summaryOf = (stdout: string): Summary => JSON.parse(stdout) as Summary
-
-/** A port nothing listens on now (the system's pick, closed again). */
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = Net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as Net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 /** `ferry verify` of the target against the archive (through its id map) or the source server. */
 const verify = async (target: Server, against: { archive: string } | { source: Server; idMap?: string }) => {

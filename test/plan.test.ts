@@ -5,18 +5,18 @@
  */
 import * as NFS from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
+  freePort,
   type InProcessSandbox,
   lastLine,
   type RecordedRequest,
-  type RunningSandbox,
   requestRecorder,
   runFerry,
+  type RunningSandbox,
   sharedData,
   smartTestClient,
   startSandbox,
@@ -90,16 +90,6 @@ const plan = async (args: ReadonlyArray<string>, env?: Record<string, string>) =
   return { ...run, json: (): PlanJson => JSON.parse(run.stdout) as PlanJson }
 }
 
-/** A port nothing listens on. */
-const closedPort = async (): Promise<number> => {
-  const server = Net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  const address = server.address()
-  const port = typeof address === "object" && address !== null ? address.port : 0
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
-
 describe("ferry plan", () => {
   const sourceRecorder = requestRecorder()
   const targetRecorder = requestRecorder()
@@ -170,12 +160,12 @@ describe("ferry plan", () => {
     expect(p.strategy?.import.why).toContain("does not accept client ids")
     expect(p.target.clientIds.updateCreateTypes).toBe(0)
     expect(p.target.clientIds.sourceTypesWithout).toHaveLength(18)
-    // the source as the target: not empty
-    const self = (
-      await plan(["--from", source.handle.baseUrl, "--to", source.handle.baseUrl, "--json"])
-    ).json()
-    expect(self.target.counts.total).toBe(38_473)
-    expect(self.warnings.some((w) => w.includes("the target is not empty: it holds 38473 resources"))).toBe(
+    // a target that already holds data: counted (over the source's types) and warned about
+    const full = await start({ seed: [sharedData("sample-bulk-10-patients")] })
+    const self = (await plan(["--from", source.handle.baseUrl, "--to", full.handle.baseUrl, "--json"])).json()
+    const held = self.target.counts.total
+    expect(held).toBeGreaterThan(1000)
+    expect(self.warnings.some((w) => w.includes(`the target is not empty: it holds ${held} resources`))).toBe(
       true,
     )
     expect(writes(sourceRecorder.requests)).toEqual([])
@@ -196,8 +186,15 @@ describe("ferry plan", () => {
     expect(p.source.counts.byType).toEqual(storeCounts(noExport))
   }, 60_000)
 
+  it("--from and --to the same server: exit 2, one sentence, nothing probed (migrate refuses it too)", async () => {
+    const run = await plan(["--from", source.handle.baseUrl, "--to", `${source.handle.baseUrl}/`])
+    expect(run.code).toBe(2)
+    expect(lastLine(run.stderr)).toMatch(/^ferry: --to: --from and --to are the same server/)
+    expect(run.stdout).toBe("")
+  }, 60_000)
+
   it("an unreachable target: a clear sentence and exit 4, after reporting the source", async () => {
-    const url = `http://127.0.0.1:${await closedPort()}/fhir`
+    const url = `http://127.0.0.1:${await freePort()}/fhir`
     const run = await plan(["--from", source.handle.baseUrl, "--to", url])
     expect(run.code).toBe(4)
     expect(lastLine(run.stderr)).toMatch(

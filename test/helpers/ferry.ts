@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, generateKeyPairSync, randomUUID, sign } from "node:crypto"
 import { once } from "node:events"
 import * as NFS from "node:fs"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
@@ -97,6 +98,18 @@ export const runFerry = (args: ReadonlyArray<string>, options: FerryRunOptions =
 
 /** The last non-empty stderr line (where `ferry` reports a failure). */
 export const lastLine = (text: string): string => text.trim().split("\n").at(-1) ?? ""
+
+/** A port nothing listens on now (the system's pick on 127.0.0.1, closed again). */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = Net.createServer()
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
 
 export interface InProcessSandbox {
   readonly handle: Sandbox.SandboxHandle
