@@ -4,6 +4,7 @@
  * `npm run build` first. The scheduler's pure parts are tested in apps/cli/test/Migrate.test.ts.
  */
 import * as NFS from "node:fs"
+import * as Net from "node:net"
 import * as Imports from "@ferry/archive/Imports"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -11,7 +12,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import {
   archiveCounts,
   archiveManifest,
-  freePort,
+  freeFixedPort,
   type InProcessSandbox,
   lastLine,
   runFerry,
@@ -370,7 +371,7 @@ describe("ferry migrate", () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
     const target = await start({})
     const archive = Path.join(tmp, "bulk-import-served")
-    const port = await freePort()
+    const port = await freeFixedPort()
     const run = await migrate(
       source,
       target,
@@ -392,6 +393,36 @@ describe("ferry migrate", () => {
       .filter((e) => e.event === "import.bulk.serve")
     expect(served.length).toBe(summaryOf(run.stdout).waves)
     for (const e of served) expect(e.url).toBe(`http://127.0.0.1:${port}`)
+  }, 60_000)
+
+  it("--strategy import with a file server that cannot work: exit 2, one line, before anything is exported", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const busy = Net.createServer()
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve))
+    const busyPort = (busy.address() as Net.AddressInfo).port
+    try {
+      const cases: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
+        [["--serve-host", "0.0.0.0"], /serving on all interfaces/],
+        [["--serve-host", "10.0.0.5", "--serve-public-url", "http://10.0.0.5:8080"], /over plain http/],
+        [
+          ["--serve-port", String(busyPort)],
+          new RegExp(`--serve-port ${busyPort}: the file server cannot listen there \\(EADDRINUSE\\)`),
+        ],
+        [["--serve-public-url", "https://user:pw@files.example.org"], /holds a user name or password/],
+        [["--serve-public-url", "http://127.0.0.1:8080/?a=1"], /has a query or fragment/],
+      ]
+      for (const [flags, said] of cases) {
+        const archive = Path.join(tmp, `serve-bad-${Math.random().toString(36).slice(2)}`)
+        const run = await migrate(source, target, archive, "--strategy", "import", ...flags)
+        expect(run.code, run.stderr).toBe(2)
+        expect(lastLine(run.stderr)).toMatch(said)
+        expect(NFS.existsSync(archive), flags.join(" ")).toBe(false)
+      }
+    } finally {
+      busy.close()
+    }
+    expect(counts(target)).toEqual({})
   }, 60_000)
 
   it("--serve-port without --strategy import: exit 2, one line, nothing exported", async () => {

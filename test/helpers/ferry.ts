@@ -99,6 +99,23 @@ export const runFerry = (args: ReadonlyArray<string>, options: FerryRunOptions =
 /** The last non-empty stderr line (where `ferry` reports a failure). */
 export const lastLine = (text: string): string => text.trim().split("\n").at(-1) ?? ""
 
+/**
+ * A port below the range the system gives outgoing connections (often 32768–60999) that nothing listens on
+ * now: for a server a test starts later, which an outgoing connection of the process under test could
+ * otherwise hold by then.
+ */
+export const freeFixedPort = async (): Promise<number> => {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const free = await new Promise<boolean>((resolve) => {
+      const server = Net.createServer()
+      server.once("error", () => resolve(false))
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
+    })
+    if (free) return port
+  }
+}
+
 /** A port nothing listens on now (the system's pick on 127.0.0.1, closed again). */
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {

@@ -3,10 +3,12 @@
  * binds and how the target reaches it and proves it may fetch the files. `ferry import` adds `--file-base-url`
  * (files published elsewhere), which a migration cannot use: its files are always rewritten for the target.
  */
+import * as NFS from "node:fs"
+import * as Net from "node:net"
 import { Options } from "@effect/cli"
-import type * as BulkImport from "@ferry/import/BulkImport"
+import * as BulkImport from "@ferry/import/BulkImport"
 import { ImportError } from "@ferry/import/ImportError"
-import { Effect, Either, Option } from "effect"
+import { Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "./BaseUrl.js"
 
 export const serveFlags = {
@@ -78,15 +80,79 @@ export const serveOptions = (
     }
     if (port !== undefined && (port < 0 || port > 65535))
       return yield* usage(`--serve-port ${port} is not a port number (0–65535; 0 lets the system pick)`)
-    if (publicUrl !== undefined && Either.isLeft(BaseUrl.parse(publicUrl)))
-      return yield* usage(
-        `--serve-public-url ${BaseUrl.shown(publicUrl)} is not an http(s) URL such as http://10.0.0.5:8080`,
-      )
+    if (publicUrl !== undefined) {
+      const parsed = BaseUrl.parse(publicUrl, "the file server's public")
+      if (Either.isLeft(parsed))
+        return yield* usage(`--serve-public-url ${BaseUrl.shown(publicUrl)} ${parsed.left}`)
+      const url = new URL(publicUrl)
+      if (url.search !== "" || url.hash !== "")
+        return yield* usage(
+          `--serve-public-url ${BaseUrl.shown(publicUrl)} has a query or fragment, which the files' URLs cannot follow; pass scheme://host:port (and a path, if a proxy serves under one)`,
+        )
+    }
     if (!serving) return undefined
-    return {
+    const serve = {
       ...(host !== undefined ? { host } : {}),
       ...(port !== undefined ? { port } : {}),
       ...(publicUrl !== undefined ? { publicUrl } : {}),
       ...(tokenIn !== undefined ? { tokenIn } : {}),
     }
+    // what would stop the $import job only once its files are ready: refused now, before anything is sent
+    const problem = BulkImport.serveProblem(serve)
+    if (problem !== undefined) return yield* usage(problem)
+    if (port !== undefined && port !== 0) yield* portFree(host ?? "127.0.0.1", port)
+    return serve
   })
+
+/**
+ * A fixed `--serve-port` is tried now (bound and let go), so a port in use fails before the export starts. One
+ * in the system's range for outgoing connections can still be taken by one of Ferry's own connections before
+ * a later wave binds it: said so.
+ */
+const portFree = (host: string, port: number): Effect.Effect<void, ImportError> =>
+  Effect.async<void, ImportError>((resume) => {
+    const server = Net.createServer()
+    server.once("error", (cause: NodeJS.ErrnoException) =>
+      resume(
+        Effect.fail(
+          new ImportError({
+            reason: "Config",
+            detail: `--serve-host ${host} --serve-port ${port}: the file server cannot listen there (${cause.code ?? cause.message}); choose another port, one outside the system's range for outgoing connections (${ephemeralRange()})`,
+            cause,
+          }),
+        ),
+      ),
+    )
+    server.listen(port, host, () => server.close(() => resume(Effect.void)))
+  }).pipe(
+    Effect.zipRight(
+      Effect.suspend(() => {
+        const [low, high] = ephemeralBounds()
+        return port >= low && port <= high
+          ? Console.error(
+              `ferry: warning: --serve-port ${port} is in the system's range for outgoing connections (${low}–${high}): one of Ferry's own connections may hold it when the file server starts; a port outside it is safer`,
+            )
+          : Effect.void
+      }),
+    ),
+  )
+
+/** The kernel's range of ports for outgoing connections (Linux default where it cannot be read). */
+const ephemeralBounds = (): readonly [number, number] => {
+  try {
+    const [low, high] = NFS.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number)
+    if (low !== undefined && high !== undefined && Number.isInteger(low) && Number.isInteger(high))
+      return [low, high]
+  } catch {
+    // not Linux: the default below
+  }
+  return [32768, 60999]
+}
+
+const ephemeralRange = (): string => {
+  const [low, high] = ephemeralBounds()
+  return `${low}–${high}`
+}

@@ -232,6 +232,21 @@ const fromClientError =
         })
 
 /** Loads `files` into the target with `$import`; see the module comment. */
+/**
+ * Why Ferry's file server cannot be set up so (the CLI asks before it starts anything), or undefined: it speaks
+ * plain http, so off this machine the archive and its token need TLS in front of it (an https public URL); on
+ * all interfaces it needs a public URL to give the target.
+ */
+export const serveProblem = (serve: ServeOptions): string | undefined => {
+  if ("fileBaseUrl" in serve) return undefined
+  const host = serve.host ?? "127.0.0.1"
+  if ((host === "0.0.0.0" || host === "::") && serve.publicUrl === undefined)
+    return `serving on all interfaces (${host}) gives the target no address to fetch from; also pass the public URL it must use (--serve-public-url), e.g. https://ferry-host.example.org`
+  if (!loopbackHost.test(host) && !/^https:\/\//i.test(serve.publicUrl ?? ""))
+    return `Ferry's file server on ${host} would send the archive and its access token over plain http; put a TLS-terminating proxy in front of it and pass its https address as --serve-public-url, or publish the files yourself (ferry import --file-base-url)`
+  return undefined
+}
+
 export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOptions) {
   const client = options.client
   const emit = (e: BulkImportEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
@@ -253,18 +268,8 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
       ),
     )).source.baseUrl
   const serve = options.serve ?? {}
-  // the file server speaks plain http: off this machine, the archive and the token need TLS in front of it
-  if (
-    !("fileBaseUrl" in serve) &&
-    serve.host !== undefined &&
-    !loopbackHost.test(serve.host) &&
-    !(serve.publicUrl ?? "").startsWith("https://")
-  ) {
-    return yield* new ImportError({
-      reason: "Config",
-      detail: `Ferry's file server on ${serve.host} would send the archive and its access token over plain http; put a TLS-terminating proxy in front of it and pass its https address as --serve-public-url, or publish the files yourself and pass --file-base-url`,
-    })
-  }
+  const problem = serveProblem(serve)
+  if (problem !== undefined) return yield* new ImportError({ reason: "Config", detail: problem })
   const token = "fileBaseUrl" in serve ? undefined : randomBytes(32).toString("base64url")
   const scrub = scrubber(token)
   const files = [...options.files].sort((a, b) => rank(a.type) - rank(b.type))
@@ -391,7 +396,7 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
           reason: "Target",
           url: redactUrl(importUrl),
           detail:
-            "the target never fetched the archive files from Ferry's file server; bind it to an address the target can reach (--serve-host, --serve-public-url) or publish the files yourself and pass --file-base-url",
+            "the target never fetched the archive files from Ferry's file server; bind it to an address the target can reach (--serve-host, --serve-public-url) or publish the files yourself (ferry import --file-base-url)",
         })
       }
       yield* emit({

@@ -205,7 +205,7 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
               new ImportError({
                 reason: "Config",
                 url: `http://${host}:${port}`,
-                detail: `could not serve the archive files on ${host}:${port} (${"code" in cause ? String(cause.code) : cause.message}); choose another --serve-host/--serve-port, or publish the files yourself and pass --file-base-url`,
+                detail: `could not serve the archive files on ${host}:${port} (${"code" in cause ? String(cause.code) : cause.message}); choose another --serve-host/--serve-port (one outside the system's range for outgoing connections, often 32768–60999), or publish the files yourself (ferry import --file-base-url)`,
                 cause,
               }),
             ),
