@@ -6,14 +6,14 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, generateKeyPairSync, randomUUID, sign } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
+import type * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { ferryBin } from "./helpers/ferry.js"
+import { ferryBin, freePort } from "./helpers/ferry.js"
 
 const data = (name: string) => fileURLToPath(new URL(`../../shared/data/${name}`, import.meta.url))
 
@@ -473,12 +473,7 @@ describe("ferry export with attachments on a host that is down", () => {
   it("fails within seconds (one grace period, not each attachment's retry schedule), exit 4, naming the host", async () => {
     const sandbox = await start({})
     // a port that was free a moment ago: nothing listens there
-    const port = await new Promise<number>((resolve) => {
-      const s = Net.createServer().listen(0, "127.0.0.1", () => {
-        const p = (s.address() as Net.AddressInfo).port
-        s.close(() => resolve(p))
-      })
-    })
+    const port = await freePort()
     for (let i = 0; i < 30; i++) {
       const r = await fetch(`${sandbox.baseUrl}/DocumentReference/down-${i}`, {
         method: "PUT",

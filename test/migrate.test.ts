@@ -13,6 +13,7 @@ import {
   archiveCounts,
   archiveManifest,
   freeFixedPort,
+  freePort,
   type InProcessSandbox,
   lastLine,
   runFerry,
@@ -423,6 +424,41 @@ describe("ferry migrate", () => {
       busy.close()
     }
     expect(counts(target)).toEqual({})
+  }, 60_000)
+
+  it("attachments on a host that is down: exit 4 naming --allow-missing-attachments; with it the migration finishes without them", async () => {
+    const source = await start({ generate: 3 })
+    const port = await freePort()
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${source.baseUrl}/DocumentReference/down-${i}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({
+          resourceType: "DocumentReference",
+          id: `down-${i}`,
+          status: "current",
+          content: [{ attachment: { contentType: "text/plain", url: `http://127.0.0.1:${port}/doc/${i}` } }],
+        }),
+      })
+      expect(r.status).toBeLessThan(300)
+    }
+    const target = await start({})
+    const archive = Path.join(tmp, "dead-links")
+    const failed = await migrate(source, target, archive)
+    expect(failed.code).toBe(4)
+    expect(lastLine(failed.stderr)).toMatch(
+      /3 attachment\(s\) could not be fetched.*--allow-missing-attachments/,
+    )
+    const run = await migrate(source, target, archive, "--allow-missing-attachments")
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toMatch(
+      /3 attachment\(s\) could not be fetched or verified and are not in the archive/,
+    )
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    const doc = JSON.parse(target.store.read("DocumentReference", "down-0")?.json ?? "{}") as {
+      content?: ReadonlyArray<{ attachment?: { url?: string } }>
+    }
+    expect(doc.content?.[0]?.attachment?.url).toBe(`http://127.0.0.1:${port}/doc/0`)
   }, 60_000)
 
   it("--serve-port without --strategy import: exit 2, one line, nothing exported", async () => {

@@ -70,6 +70,8 @@ export interface MigrateOptions {
   readonly keepJob?: boolean
   readonly gzip?: boolean
   readonly attachments?: boolean
+  /** Finish without the attachments that could not be fetched or verified (see `Export.ExportOptions`). */
+  readonly allowMissingAttachments?: boolean
   /** Import strategy (default: chosen by the import from the target). */
   readonly strategy?: Import.Strategy
   readonly bundleSize?: number
@@ -868,6 +870,9 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           ...(options.keepJob !== undefined ? { keepJob: options.keepJob } : {}),
           ...(options.gzip !== undefined ? { gzip: options.gzip } : {}),
           ...(options.attachments !== undefined ? { attachments: options.attachments } : {}),
+          ...(options.allowMissingAttachments !== undefined
+            ? { allowMissingAttachments: options.allowMissingAttachments }
+            : {}),
           ...(options.tool !== undefined ? { tool: options.tool } : {}),
           // referenced types first, so that waves can import while the rest downloads
           downloadRank: TypeOrder.rank,

@@ -137,6 +137,11 @@ const flags = {
   ),
   gzip: Options.boolean("gzip").pipe(Options.withDescription("Store data files gzip-compressed.")),
   noAttachments: Options.boolean("no-attachments").pipe(Options.withDescription("Do not carry attachments.")),
+  allowMissingAttachments: Options.boolean("allow-missing-attachments").pipe(
+    Options.withDescription(
+      "Finish without the attachments that could not be fetched or verified (dead links at the source): their resources keep the source URL, which verify reports.",
+    ),
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...Config.configFlags,
 }
@@ -469,6 +474,7 @@ export const runMigrate = (f: Flags) =>
       keepJob: f.keepJob,
       gzip: f.gzip,
       attachments: !f.noAttachments,
+      allowMissingAttachments: f.allowMissingAttachments,
       tool: { name: "ferry", version },
       onEvent: display.onEvent,
     }).pipe(Effect.ensuring(display.stop))
