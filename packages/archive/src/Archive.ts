@@ -9,7 +9,7 @@ import * as Path from "node:path"
 import { describeParseError } from "@ferry/core/Http"
 import * as Ndjson from "@ferry/core/Ndjson"
 import type { Resource } from "@ferry/core/Ids"
-import { Chunk, Clock, Effect, Either, Schema, Stream } from "effect"
+import { Chunk, Clock, Effect, Either, Fiber, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Attachments from "./Attachments.js"
 import { ArchiveError, errorText } from "./ArchiveError.js"
@@ -185,12 +185,23 @@ interface LockInfo {
   readonly processStart?: number
   /** How often the holder renews the lock file's mtime, ms (older locks: never). */
   readonly renewEvery?: number
+  /** The holder's pid namespace (`/proc/self/ns/pid`): its pid means nothing in another one. */
+  readonly pidNs?: string
 }
 
 /** How often a holder renews its lock (the lock file's mtime). */
 const RENEW_MS = 10_000
-/** A lock of another host not renewed for this long (by this host's clock) is stale without watching it. */
-const LONG_STALE_MS = 5 * 60_000
+/** The longest renewal period a lock may declare (a watcher waits three of them). */
+const MAX_RENEW_MS = 60_000
+
+/** This process's pid namespace, or undefined where there is no /proc. */
+const pidNamespace = (): string | undefined => {
+  try {
+    return NFS.readlinkSync("/proc/self/ns/pid")
+  } catch {
+    return undefined
+  }
+}
 
 /** An empty or unreadable lock file older than this was left by a process killed while creating it. */
 const TORN_LOCK_MS = 5_000
@@ -250,8 +261,9 @@ const parseLock = (text: string): LockInfo | undefined => {
           ? { processStart: u.processStart }
           : {}),
         ...("renewEvery" in u && typeof u.renewEvery === "number" && u.renewEvery > 0
-          ? { renewEvery: u.renewEvery }
+          ? { renewEvery: Math.min(u.renewEvery, MAX_RENEW_MS) }
           : {}),
+        ...("pidNs" in u && typeof u.pidNs === "string" ? { pidNs: u.pidNs } : {}),
       }
     }
     return undefined
@@ -289,34 +301,44 @@ const staleness = (held: LockInfo): string | undefined => {
  * process killed between creating and writing it). Once held, leftovers of a crashed writer (`*.part`,
  * `*.tmp`) are removed. Every process that writes to an archive must hold it.
  *
- * Another host's lock cannot be judged by its pid (a job rescheduled in a new container has a new host
- * name, with the archive on the same volume): the holder renews the lock file's mtime every `renewEvery`
- * (10 s), and a lock of another host that says so is watched for three of those periods; left unrenewed, its
- * holder is gone and the lock is taken over. (Its mtime is compared with itself, not with this host's clock,
- * unless it is older than five minutes by this clock.) A lock of another host that does not renew (an older
- * ferry) is never taken over. A holder that finds its lock taken stops renewing it and logs an error.
+ * A lock of another host, or of this host name in another pid namespace (another container), cannot be
+ * judged by its pid (a job rescheduled in a new container has a new host name, with the archive on the same
+ * volume): the holder renews the lock file's mtime every `renewEvery` (10 s), and such a lock that says so is
+ * watched for three of those periods (interruptibly); left unrenewed, its holder is gone and the lock is
+ * taken over. Its mtime is compared with itself, never with this host's clock. One that does not renew (an
+ * older ferry) is never taken over. A lock is removed only while it still holds what was judged stale.
+ *
+ * A holder that finds its lock no longer its own (taken over while it was stalled longer than three periods,
+ * or removed by hand) logs an error and interrupts the fiber that took it: it must not write on.
  */
 export const lock = (
   dir: string,
   options?: { readonly renewMillis?: number },
 ): Effect.Effect<void, ArchiveError, Scope.Scope> => {
   const path = Path.join(dir, layout.lock)
-  const renewMs = Math.max(1, options?.renewMillis ?? RENEW_MS)
-  /** Whether another host's lock goes unrenewed (its holder gone): watched for three renewal periods. */
-  const unrenewed = (held: LockInfo, text: string) =>
+  const renewMs = Math.min(MAX_RENEW_MS, Math.max(1, options?.renewMillis ?? RENEW_MS))
+  const ns = pidNamespace()
+  /**
+   * A lock its pid cannot speak for, watched for three renewal periods: "stale" (unrenewed), "held" (renewed,
+   * or it does not renew), or "gone" (released or replaced meanwhile: look again). The file is read before
+   * each stat (an open revalidates NFS's cached attributes).
+   */
+  const watch = (held: LockInfo, text: string) =>
     Effect.gen(function* () {
       const renewEvery = held.renewEvery
-      if (renewEvery === undefined) return false
+      if (renewEvery === undefined) return "held" as const
+      if ((yield* Fs.readTextIfExists(path)) !== text) return "gone" as const
       const before = yield* Fs.modifiedAt(path)
-      if (before === undefined) return true // released meanwhile: try again
-      if (Date.now() - before > LONG_STALE_MS) return true
+      if (before === undefined) return "gone" as const
       yield* Effect.logWarning(
         `the archive is locked by pid ${held.pid} on ${held.host}; watching for ${(3 * renewEvery) / 1000} s whether that ferry still renews the lock`,
       ).pipe(Effect.annotateLogs({ archive: dir }))
-      yield* Effect.sleep(3 * renewEvery)
+      // acquireRelease runs this uninterruptibly: a Ctrl-C while watching must still end the run
+      yield* Effect.interruptible(Effect.sleep(3 * renewEvery))
+      if ((yield* Fs.readTextIfExists(path)) !== text) return "gone" as const
       const after = yield* Fs.modifiedAt(path)
-      if (after === undefined) return true
-      return after === before && (yield* Fs.readTextIfExists(path)) === text
+      if (after === undefined) return "gone" as const
+      return after === before ? ("stale" as const) : ("held" as const)
     })
   const acquire = Effect.gen(function* () {
     yield* Fs.makeDir(dir)
@@ -329,6 +351,7 @@ export const lock = (
       startedAt: new Date(now).toISOString(),
       ...(boot !== undefined ? { bootId: boot } : {}),
       ...(start !== undefined ? { processStart: start } : {}),
+      ...(ns !== undefined ? { pidNs: ns } : {}),
       renewEvery: renewMs,
     })
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -354,13 +377,22 @@ export const lock = (
             "the lock file is unreadable (another process may be creating it); delete it if no ferry is running",
         })
       }
-      const stale =
-        held.host === OS.hostname()
-          ? staleness(held)
-          : (yield* unrenewed(held, text))
-            ? `pid ${held.pid} on ${held.host} that took it no longer renews it (its host or container is gone)`
-            : undefined
+      // its pid speaks for it only on this host, in this pid namespace (or where either is unknown)
+      const pidTells =
+        held.host === OS.hostname() && (held.pidNs === undefined || ns === undefined || held.pidNs === ns)
+      let stale: string | undefined
+      let watched = false
+      if (pidTells) stale = staleness(held)
+      else {
+        const seen = yield* watch(held, text)
+        if (seen === "gone") continue
+        watched = held.renewEvery !== undefined
+        if (seen === "stale")
+          stale = `pid ${held.pid} on ${held.host} that took it no longer renews it (its host or container is gone)`
+      }
       if (stale !== undefined) {
+        // only the lock that was judged: another process may have replaced it meanwhile
+        if ((yield* Fs.readTextIfExists(path)) !== text) continue
         yield* Effect.logWarning(`taking over a stale lock: ${stale}`).pipe(
           Effect.annotateLogs({ archive: dir }),
         )
@@ -370,7 +402,7 @@ export const lock = (
       return yield* new ArchiveError({
         reason: "Locked",
         path,
-        detail: `locked by pid ${held.pid} on ${held.host} since ${held.startedAt}${held.host !== OS.hostname() && held.renewEvery !== undefined ? ", and renewed while watched" : ""}`,
+        detail: `locked by pid ${held.pid} on ${held.host} since ${held.startedAt}${watched ? ", and renewed while watched" : ""}`,
       })
     }
     return yield* new ArchiveError({
@@ -384,16 +416,20 @@ export const lock = (
       Effect.flatMap((text) => (text === mine ? Fs.remove(path) : Effect.void)),
       Effect.catchAll((e) => Effect.logWarning(`could not release the archive lock: ${e.message}`)),
     )
-  /** Renews the lock every `renewMs` while it is this process's; stops (with an error logged) once it is not. */
-  const renew = (mine: string) =>
+  /**
+   * Renews the lock every `renewMs` while it is this process's. Once it is not, `owner` (the fiber that took
+   * it) is interrupted: another ferry may be writing the archive now.
+   */
+  const renew = (mine: string, owner: Fiber.RuntimeFiber<unknown, unknown>) =>
     Effect.gen(function* () {
       for (;;) {
         yield* Effect.sleep(renewMs)
         const text = yield* Fs.readTextIfExists(path).pipe(Effect.orElseSucceed(() => mine))
         if (text !== mine) {
           yield* Effect.logError(
-            "the archive's lock is no longer this process's (removed, or taken over by another ferry): stop this run and check that only one ferry writes to this archive",
+            "the archive's lock is no longer this process's (removed, or taken over by another ferry while this one was stalled): this run stops; check that only one ferry writes to this archive, then run the command again",
           ).pipe(Effect.annotateLogs({ archive: dir }))
+          yield* Fiber.interruptFork(owner)
           return
         }
         // a failed renewal is tried again at the next period (the lock goes stale only after three)
@@ -403,7 +439,7 @@ export const lock = (
       }
     })
   return Effect.acquireRelease(acquire, release).pipe(
-    Effect.tap((mine) => Effect.forkScoped(renew(mine))),
+    Effect.tap((mine) => Effect.withFiberRuntime((owner) => Effect.forkScoped(renew(mine, owner)))),
     Effect.zipLeft(removeLeftovers(dir)),
     Effect.asVoid,
   )

@@ -6,7 +6,7 @@ import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import { describe, expect, it } from "@effect/vitest"
 import * as Ndjson from "@ferry/core/Ndjson"
-import { Chunk, Effect, Exit, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, Fiber, Scope, Stream } from "effect"
 import * as Archive from "../src/Archive.js"
 import * as Attachments from "../src/Attachments.js"
 import * as Manifest from "../src/Manifest.js"
@@ -448,14 +448,47 @@ describe("Archive", () => {
         expect(kept.reason).toBe("Locked")
         expect(kept.message).toContain("renewed while watched")
         expect(NFS.readFileSync(lockPath, "utf8")).toBe(elsewhere)
-        // one not renewed for more than five minutes by this clock is not watched at all
-        const old = new Date(Date.now() - 6 * 60_000)
+        // a lock of this host name in another pid namespace (another container) is watched too, not judged by
+        // its pid (which in that namespace may be this very process's)
         NFS.writeFileSync(
           lockPath,
-          JSON.stringify({ pid: 1, host: "pod-7f9c", startedAt: "then", renewEvery: 60_000 }),
+          JSON.stringify({
+            pid: process.pid,
+            host: OS.hostname(),
+            startedAt: "then",
+            pidNs: "pid:[1]",
+            renewEvery: renewMillis,
+          }),
         )
-        NFS.utimesSync(lockPath, old, old)
-        yield* Effect.scoped(Archive.lock(dir)).pipe(Effect.timeout("5 seconds"))
+        const renewingToo = setInterval(() => {
+          const now = new Date()
+          NFS.utimesSync(lockPath, now, now)
+        }, renewMillis / 2)
+        const keptToo = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))).pipe(
+          Effect.ensuring(Effect.sync(() => clearInterval(renewingToo))),
+        )
+        expect(keptToo.message).toContain("renewed while watched")
+        NFS.rmSync(lockPath)
+      }),
+  )
+
+  it.scopedLive(
+    "a holder whose lock is taken from it (stalled past three periods, removed by hand) is interrupted: it must not write on",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const lockPath = Path.join(dir, ".lock")
+        const renewMillis = 30
+        const owner = yield* Effect.fork(
+          Effect.scoped(Effect.zipRight(Archive.lock(dir, { renewMillis }), Effect.never)),
+        )
+        yield* Effect.sleep(2 * renewMillis)
+        const other = JSON.stringify({ pid: 1, host: "pod-other", startedAt: "now", renewEvery: 10_000 })
+        NFS.writeFileSync(lockPath, other)
+        const exit = yield* Fiber.await(owner).pipe(Effect.timeout("3 seconds"))
+        expect(Exit.isInterrupted(exit)).toBe(true)
+        // the other ferry's lock stays
+        expect(NFS.readFileSync(lockPath, "utf8")).toBe(other)
       }),
   )
 
