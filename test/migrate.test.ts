@@ -368,7 +368,7 @@ describe("ferry migrate", () => {
     await expectMigrated(run, target, archive)
   }, 60_000)
 
-  it("--strategy import --serve-port/--serve-token-in path: each wave's files served where asked, the token in the URL path; verify clean", async () => {
+  it("--strategy import --serve-port/--serve-token-in path: each wave's files served on the port asked for; verify clean", async () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
     const target = await start({})
     const archive = Path.join(tmp, "bulk-import-served")
@@ -411,6 +411,10 @@ describe("ferry migrate", () => {
           new RegExp(`--serve-port ${busyPort}: the file server cannot listen there \\(EADDRINUSE\\)`),
         ],
         [["--serve-public-url", "https://user:pw@files.example.org"], /holds a user name or password/],
+        [
+          ["--serve-host", "10.9.9.9", "--serve-public-url", "https://files.example.org"],
+          /cannot listen there \(EADDRNOTAVAIL\); 10\.9\.9\.9 is not an address of this machine/,
+        ],
         [["--serve-public-url", "http://127.0.0.1:8080/?a=1"], /has a query or fragment/],
       ]
       for (const [flags, said] of cases) {

@@ -189,7 +189,7 @@ describe("ferry plan", () => {
   it("--from and --to the same server: exit 2, one sentence, nothing probed (migrate refuses it too)", async () => {
     const run = await plan(["--from", source.handle.baseUrl, "--to", `${source.handle.baseUrl}/`])
     expect(run.code).toBe(2)
-    expect(lastLine(run.stderr)).toMatch(/^ferry: --to: --from and --to are the same server/)
+    expect(lastLine(run.stderr)).toMatch(/^ferry: --to: the source and the target are the same server/)
     expect(run.stdout).toBe("")
   }, 60_000)
 

@@ -720,6 +720,22 @@ export const separateCredentials = (settings: Settings): Effect.Effect<void, Con
 }
 
 /** The base URL of a server, or a ConfigError saying the three ways to give it. */
+/** Both servers' base URLs (see `requireUrl`); the same server as source and target is refused. */
+export const requireUrls = (
+  settings: Settings,
+): Effect.Effect<{ readonly source: string; readonly target: string }, ConfigError> =>
+  Effect.gen(function* () {
+    const source = yield* requireUrl(settings, "source")
+    const target = yield* requireUrl(settings, "target")
+    if (source === target)
+      return yield* new ConfigError({
+        reason: "Invalid",
+        where: flagName(["target", "url"]),
+        detail: `the source and the target are the same server (${BaseUrl.shown(source)}); a migration moves data between two servers`,
+      })
+    return { source, target }
+  })
+
 export const requireUrl = (settings: Settings, server: Server): Effect.Effect<string, ConfigError> =>
   Option.match(settings[server].url, {
     onSome: (url) =>

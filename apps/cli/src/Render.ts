@@ -54,8 +54,9 @@ export const codeOf = (error: unknown): number => {
             ? 6
             : 4
     case "SandboxError":
-      // a bad setting, a --db that cannot be opened, a port in use, a --seed path that is not there: all input
-      return 2
+      // a bad setting, a --db that cannot be opened, a port in use, --seed data that is not there or not FHIR:
+      // input; the generator failing is a bug
+      return error.reason === "Generate" ? 1 : 2
     case "ConfigError":
       return 2
     default:

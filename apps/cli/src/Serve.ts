@@ -3,7 +3,6 @@
  * binds and how the target reaches it and proves it may fetch the files. `ferry import` adds `--file-base-url`
  * (files published elsewhere), which a migration cannot use: its files are always rewritten for the target.
  */
-import * as NFS from "node:fs"
 import * as Net from "node:net"
 import { Options } from "@effect/cli"
 import * as BulkImport from "@ferry/import/BulkImport"
@@ -81,10 +80,15 @@ export const serveOptions = (
     if (port !== undefined && (port < 0 || port > 65535))
       return yield* usage(`--serve-port ${port} is not a port number (0–65535; 0 lets the system pick)`)
     if (publicUrl !== undefined) {
-      const parsed = BaseUrl.parse(publicUrl, "the file server's public")
-      if (Either.isLeft(parsed))
-        return yield* usage(`--serve-public-url ${BaseUrl.shown(publicUrl)} ${parsed.left}`)
-      const url = new URL(publicUrl)
+      const url = Option.getOrUndefined(Option.liftThrowable(() => new URL(publicUrl))())
+      if (url === undefined || !/^https?:$/.test(url.protocol))
+        return yield* usage(
+          `--serve-public-url ${BaseUrl.shown(publicUrl)} is not an http(s) URL; pass the address the target reaches the file server by, e.g. https://files.example.org`,
+        )
+      if (url.username !== "" || url.password !== "")
+        return yield* usage(
+          `--serve-public-url ${BaseUrl.shown(publicUrl)} holds a user name or password, which Ferry would hand to the target and print; leave them out (the target proves itself with the token: --serve-token-in)`,
+        )
       if (url.search !== "" || url.hash !== "")
         return yield* usage(
           `--serve-public-url ${BaseUrl.shown(publicUrl)} has a query or fragment, which the files' URLs cannot follow; pass scheme://host:port (and a path, if a proxy serves under one)`,
@@ -100,59 +104,44 @@ export const serveOptions = (
     // what would stop the $import job only once its files are ready: refused now, before anything is sent
     const problem = BulkImport.serveProblem(serve)
     if (problem !== undefined) return yield* usage(problem)
-    if (port !== undefined && port !== 0) yield* portFree(host ?? "127.0.0.1", port)
+    yield* tryListen(host, port)
     return serve
   })
 
 /**
- * A fixed `--serve-port` is tried now (bound and let go), so a port in use fails before the export starts. One
- * in the system's range for outgoing connections can still be taken by one of Ferry's own connections before
- * a later wave binds it: said so.
+ * The file server's address is tried now (bound and let go), so an address that is not this machine's, or a
+ * port in use, fails before the export starts. A fixed port in the system's range for outgoing connections can
+ * still be taken by one of Ferry's own connections before a later wave binds it: said so.
  */
-const portFree = (host: string, port: number): Effect.Effect<void, ImportError> =>
+const tryListen = (host: string | undefined, port: number | undefined): Effect.Effect<void, ImportError> =>
   Effect.async<void, ImportError>((resume) => {
     const server = Net.createServer()
+    const at = host ?? "127.0.0.1"
+    const flags = [
+      ...(host !== undefined ? [`--serve-host ${host}`] : []),
+      ...(port !== undefined ? [`--serve-port ${port}`] : []),
+    ].join(" ")
     server.once("error", (cause: NodeJS.ErrnoException) =>
       resume(
         Effect.fail(
           new ImportError({
             reason: "Config",
-            detail: `--serve-host ${host} --serve-port ${port}: the file server cannot listen there (${cause.code ?? cause.message}); choose another port, one outside the system's range for outgoing connections (${ephemeralRange()})`,
+            detail: `${flags}: the file server cannot listen there (${cause.code ?? cause.message}); ${BulkImport.listenAdvice(cause.code, at)}`,
             cause,
           }),
         ),
       ),
     )
-    server.listen(port, host, () => server.close(() => resume(Effect.void)))
+    server.listen(port ?? 0, at, () => server.close(() => resume(Effect.void)))
   }).pipe(
     Effect.zipRight(
       Effect.suspend(() => {
-        const [low, high] = ephemeralBounds()
-        return port >= low && port <= high
+        const range = BulkImport.ephemeralPorts()
+        return port !== undefined && port !== 0 && range !== undefined && port >= range[0] && port <= range[1]
           ? Console.error(
-              `ferry: warning: --serve-port ${port} is in the system's range for outgoing connections (${low}–${high}): one of Ferry's own connections may hold it when the file server starts; a port outside it is safer`,
+              `ferry: warning: --serve-port ${port} is in the system's range for outgoing connections (${range[0]}–${range[1]}): one of Ferry's own connections may hold it when the file server starts; a port outside it is safer`,
             )
           : Effect.void
       }),
     ),
   )
-
-/** The kernel's range of ports for outgoing connections (Linux default where it cannot be read). */
-const ephemeralBounds = (): readonly [number, number] => {
-  try {
-    const [low, high] = NFS.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
-      .trim()
-      .split(/\s+/)
-      .map(Number)
-    if (low !== undefined && high !== undefined && Number.isInteger(low) && Number.isInteger(high))
-      return [low, high]
-  } catch {
-    // not Linux: the default below
-  }
-  return [32768, 60999]
-}
-
-const ephemeralRange = (): string => {
-  const [low, high] = ephemeralBounds()
-  return `${low}–${high}`
-}

@@ -22,7 +22,8 @@ import { Store } from "./Store.js"
 export class SandboxError extends Schema.TaggedError<SandboxError>("@ferry/sandbox/SandboxError")(
   "SandboxError",
   {
-    reason: Schema.Literal("Config", "Store", "Listen", "Seed"),
+    /** Generate: the sandbox's own data generator failed (a bug, not the input). */
+    reason: Schema.Literal("Config", "Store", "Listen", "Seed", "Generate"),
     detail: Schema.String,
     cause: Schema.optional(Schema.Defect),
   },
@@ -35,7 +36,9 @@ export class SandboxError extends Schema.TaggedError<SandboxError>("@ferry/sandb
           ? "could not open the sandbox database"
           : this.reason === "Listen"
             ? "could not listen (is the port free?)"
-            : "could not load the seed data"
+            : this.reason === "Generate"
+              ? "could not generate data"
+              : "could not load the seed data"
     return `Sandbox: ${what}: ${this.detail}`
   }
 }
@@ -155,7 +158,7 @@ export const start = Effect.fn("Sandbox.start")(function* (
       ? yield* Effect.try({
           try: () => Generate.generate(store, running.baseUrl, { patients: config.generate ?? 0 }),
           catch: (cause) =>
-            new SandboxError({ reason: "Seed", detail: `--generate: ${errorDetail(cause)}`, cause }),
+            new SandboxError({ reason: "Generate", detail: `--generate: ${errorDetail(cause)}`, cause }),
         })
       : undefined
   let closed: Promise<void> | undefined

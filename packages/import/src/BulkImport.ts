@@ -231,7 +231,8 @@ const fromClientError =
           detail: scrub(`${what}: ${e.message}`),
         })
 
-/** Loads `files` into the target with `$import`; see the module comment. */
+export { ephemeralPorts, listenAdvice } from "./internal/fileServer.js"
+
 /**
  * Why Ferry's file server cannot be set up so (the CLI asks before it starts anything), or undefined: it speaks
  * plain http, so off this machine the archive and its token need TLS in front of it (an https public URL); on
@@ -240,13 +241,14 @@ const fromClientError =
 export const serveProblem = (serve: ServeOptions): string | undefined => {
   if ("fileBaseUrl" in serve) return undefined
   const host = serve.host ?? "127.0.0.1"
-  if ((host === "0.0.0.0" || host === "::") && serve.publicUrl === undefined)
-    return `serving on all interfaces (${host}) gives the target no address to fetch from; also pass the public URL it must use (--serve-public-url), e.g. https://ferry-host.example.org`
+  const nowhere = FileServer.wildcardProblem(host, serve.publicUrl)
+  if (nowhere !== undefined) return nowhere
   if (!loopbackHost.test(host) && !/^https:\/\//i.test(serve.publicUrl ?? ""))
     return `Ferry's file server on ${host} would send the archive and its access token over plain http; put a TLS-terminating proxy in front of it and pass its https address as --serve-public-url, or publish the files yourself (ferry import --file-base-url)`
   return undefined
 }
 
+/** Loads `files` into the target with `$import`; see the module comment. */
 export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOptions) {
   const client = options.client
   const emit = (e: BulkImportEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)

@@ -384,9 +384,12 @@ describe("BulkImport", () => {
               serve,
             })
           }).pipe(Effect.flatten, Effect.exit)
-        const e = failure(yield* run({ host: "0.0.0.0" }))
+        const e = failure(yield* run({ host: "0.0.0.0", publicUrl: "http://10.0.0.5:8080" }))
         assert.isTrue(Option.isSome(e) && e.value instanceof ImportError && e.value.reason === "Config")
         assert.include(String(Option.getOrUndefined(e)), "over plain http")
+        // on all interfaces without a public URL the target has no address to fetch from
+        const nowhere = failure(yield* run({ host: "0.0.0.0" }))
+        assert.include(String(Option.getOrUndefined(nowhere)), "serving on all interfaces")
         assert.strictEqual(sandbox.store.count("Patient"), 0)
         // the same with an https public URL (a TLS proxy in front) goes ahead; loopback needs none
         const behindTls = failure(yield* run({ host: "0.0.0.0", publicUrl: "https://127.0.0.1:1" }))

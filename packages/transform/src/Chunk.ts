@@ -13,7 +13,7 @@
  * `toTransaction` turns the resources of a chunk into a transaction (or batch) Bundle:
  * - `put`: `PUT Type/id` with the id kept (or the id map's target id when it renames); references
  *   rewritten through the id map (`Rewrite.rewriteResource`).
- * - `post`: `fullUrl: urn:uuid:<fresh>`, `POST Type` with `ifNoneExist: _tag=urn:ferry:source|Type/id`
+ * - `post`: `fullUrl: urn:uuid:<fresh>`, `POST Type` with `ifNoneExist: _tag=urn:ferry:source|Type/id@<origin>`
  *   (a conditional create on Ferry's provenance tag, which is always added, so a retried chunk never
  *   duplicates); the resource's `id` is removed; references between entries of the Bundle (including
  *   `Attachment.url` to a Binary in the Bundle) become those `urn:uuid`s, the rest go through the id map.

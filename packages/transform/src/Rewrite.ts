@@ -41,7 +41,8 @@ export const provenanceSystem = "urn:ferry:source"
  * A source server's name in provenance codes: the first 16 hex digits of the sha256 of its FHIR base, with
  * the scheme and host in lower case, the scheme's default port, credentials, query, fragment and trailing
  * slashes left out. Short and fixed (a target indexes tag codes, some only up to 200 characters), and the
- * same for every archive of that server (a delta continues the full load's tags).
+ * same for every archive of that server exported under the same base URL (a delta continues the full load's
+ * tags); another spelling of its URL (an alias host, http for https) is another origin.
  */
 export const originKey = (baseUrl: string): string => {
   let normalized = baseUrl

@@ -377,10 +377,7 @@ export const runMigrate = (f: Flags) =>
       source: unprefix("source", f),
       target: unprefix("target", f),
     })
-    const from = yield* Config.requireUrl(settings, "source")
-    const to = yield* Config.requireUrl(settings, "target")
-    if (from === to)
-      return yield* usage(`--from and --to are the same server (${from}); migrate between two servers`)
+    const { source: from, target: to } = yield* Config.requireUrls(settings)
     const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
     if (Option.isSome(f.timeout) && Option.isNone(timeout))
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)

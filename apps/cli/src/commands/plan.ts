@@ -220,15 +220,8 @@ export const runPlan = (f: Flags) =>
       source: unprefix("source", f),
       target: unprefix("target", f),
     })
-    const sourceUrl = yield* Config.requireUrl(settings, "source")
-    const targetUrl = yield* Config.requireUrl(settings, "target")
-    // migrate refuses it: no plan should call it possible
-    if (sourceUrl === targetUrl)
-      return yield* new Config.ConfigError({
-        reason: "Invalid",
-        where: "--to",
-        detail: `--from and --to are the same server (${sourceUrl}); a migration moves data between two servers`,
-      })
+    // the same server twice is refused, as migrate refuses it: no plan should call it possible
+    const { source: sourceUrl, target: targetUrl } = yield* Config.requireUrls(settings)
     const source = yield* clientFor(settings, "source", sourceUrl)
     const target = yield* clientFor(settings, "target", targetUrl)
     if (!f.json) yield* Console.error(`ferry plan: probing ${sourceUrl} and ${targetUrl} (read only)…`)

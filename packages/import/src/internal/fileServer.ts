@@ -15,7 +15,7 @@
  * - The scope owns the server: closing it closes the listener and every open connection.
  */
 import { createHash, timingSafeEqual } from "node:crypto"
-import { createReadStream, promises as FSP } from "node:fs"
+import { createReadStream, promises as FSP, readFileSync } from "node:fs"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Path from "node:path"
@@ -189,13 +189,13 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
 
     const host = options.host ?? "127.0.0.1"
     const port = options.port ?? 0
-    if ((host === "0.0.0.0" || host === "::") && options.publicUrl === undefined) {
+    const nowhere = wildcardProblem(host, options.publicUrl)
+    if (nowhere !== undefined)
       return yield* new ImportError({
         reason: "Config",
         url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
-        detail: `serving on all interfaces (${host}) gives the target no address to fetch from; also pass the public URL it must use (--serve-public-url), e.g. http://ferry-host:${port === 0 ? 8787 : port}`,
+        detail: nowhere,
       })
-    }
     const server = createServer(handle)
     yield* Effect.acquireRelease(
       Effect.async<void, ImportError>((resume) => {
@@ -205,7 +205,7 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
               new ImportError({
                 reason: "Config",
                 url: `http://${host}:${port}`,
-                detail: `could not serve the archive files on ${host}:${port} (${"code" in cause ? String(cause.code) : cause.message}); choose another --serve-host/--serve-port (one outside the system's range for outgoing connections, often 32768–60999), or publish the files yourself (ferry import --file-base-url)`,
+                detail: `could not serve the archive files on ${host}:${port} (${code(cause) ?? cause.message}): ${listenAdvice(code(cause), host)}`,
                 cause,
               }),
             ),
@@ -231,3 +231,39 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
       stats: () => ({ served, refused }),
     } satisfies FileServer
   })
+
+const code = (cause: Error): string | undefined =>
+  "code" in cause && typeof cause.code === "string" ? cause.code : undefined
+
+/** The kernel's range of ports for outgoing connections, or undefined where it cannot be read (not Linux). */
+export const ephemeralPorts = (): readonly [number, number] | undefined => {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number)
+    return low !== undefined && high !== undefined && Number.isInteger(low) && Number.isInteger(high)
+      ? [low, high]
+      : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** What to do when the file server cannot listen on `host:port`, by the error's code. */
+export const listenAdvice = (errorCode: string | undefined, host: string): string => {
+  if (errorCode === "EADDRNOTAVAIL" || errorCode === "ENOTFOUND" || errorCode === "EAI_AGAIN")
+    return `${host} is not an address of this machine; pass one of its own as --serve-host (and the address the target reaches it by as --serve-public-url)`
+  if (errorCode === "EACCES") return `ports below 1024 need privileges; choose another --serve-port`
+  if (errorCode === "EADDRINUSE") {
+    const range = ephemeralPorts()
+    return `the port is in use; choose another --serve-port${range === undefined ? "" : `, one outside the system's range for outgoing connections (${range[0]}–${range[1]}), which Ferry's own connections may hold`}`
+  }
+  return "choose another --serve-host or --serve-port, or publish the files yourself (ferry import --file-base-url)"
+}
+
+/** Why a server on all interfaces cannot work without a public URL (the target gets no address), or undefined. */
+export const wildcardProblem = (host: string, publicUrl: string | undefined): string | undefined =>
+  (host === "0.0.0.0" || host === "::") && publicUrl === undefined
+    ? `serving on all interfaces (${host}) gives the target no address to fetch from; also pass the public URL it must use (--serve-public-url), e.g. https://ferry-host.example.org`
+    : undefined
