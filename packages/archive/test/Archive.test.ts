@@ -448,6 +448,24 @@ describe("Archive", () => {
         expect(kept.reason).toBe("Locked")
         expect(kept.message).toContain("renewed while watched")
         expect(NFS.readFileSync(lockPath, "utf8")).toBe(elsewhere)
+        // a lock replaced while it was watched (another ferry took it over first) is judged anew, never removed
+        NFS.writeFileSync(lockPath, elsewhere)
+        const newer = JSON.stringify({ pid: 2, host: "pod-8a1d", startedAt: "now", renewEvery: renewMillis })
+        const replacing = setTimeout(() => NFS.writeFileSync(lockPath, newer), renewMillis)
+        const renewingNewer = setInterval(() => {
+          const now = new Date()
+          if (NFS.readFileSync(lockPath, "utf8") === newer) NFS.utimesSync(lockPath, now, now)
+        }, renewMillis / 2)
+        const replaced = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))).pipe(
+          Effect.ensuring(
+            Effect.sync(() => {
+              clearTimeout(replacing)
+              clearInterval(renewingNewer)
+            }),
+          ),
+        )
+        expect(replaced.message).toContain("locked by pid 2 on pod-8a1d")
+        expect(NFS.readFileSync(lockPath, "utf8")).toBe(newer)
         // a lock of this host name in another pid namespace (another container) is watched too, not judged by
         // its pid (which in that namespace may be this very process's)
         NFS.writeFileSync(
