@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { ferryBin, freePort } from "./helpers/ferry.js"
+import { ferryBin, freePort, putDeadLinkDocuments } from "./helpers/ferry.js"
 
 const data = (name: string) => fileURLToPath(new URL(`../../shared/data/${name}`, import.meta.url))
 
@@ -474,19 +474,7 @@ describe("ferry export with attachments on a host that is down", () => {
     const sandbox = await start({})
     // a port that was free a moment ago: nothing listens there
     const port = await freePort()
-    for (let i = 0; i < 30; i++) {
-      const r = await fetch(`${sandbox.baseUrl}/DocumentReference/down-${i}`, {
-        method: "PUT",
-        headers: { "content-type": "application/fhir+json" },
-        body: JSON.stringify({
-          resourceType: "DocumentReference",
-          id: `down-${i}`,
-          status: "current",
-          content: [{ attachment: { contentType: "text/plain", url: `http://127.0.0.1:${port}/doc/${i}` } }],
-        }),
-      })
-      expect(r.status).toBeLessThan(300)
-    }
+    await putDeadLinkDocuments(sandbox.baseUrl, port, 30)
     const t0 = Date.now()
     const run = await ferry([
       "export",

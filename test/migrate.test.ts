@@ -16,6 +16,7 @@ import {
   freePort,
   type InProcessSandbox,
   lastLine,
+  putDeadLinkDocuments,
   runFerry,
   sharedData,
   startSandbox,
@@ -433,19 +434,7 @@ describe("ferry migrate", () => {
   it("attachments on a host that is down: exit 4 naming --allow-missing-attachments; with it the migration finishes without them", async () => {
     const source = await start({ generate: 3 })
     const port = await freePort()
-    for (let i = 0; i < 3; i++) {
-      const r = await fetch(`${source.baseUrl}/DocumentReference/down-${i}`, {
-        method: "PUT",
-        headers: { "content-type": "application/fhir+json" },
-        body: JSON.stringify({
-          resourceType: "DocumentReference",
-          id: `down-${i}`,
-          status: "current",
-          content: [{ attachment: { contentType: "text/plain", url: `http://127.0.0.1:${port}/doc/${i}` } }],
-        }),
-      })
-      expect(r.status).toBeLessThan(300)
-    }
+    await putDeadLinkDocuments(source.baseUrl, port, 3)
     const target = await start({})
     const archive = Path.join(tmp, "dead-links")
     const failed = await migrate(source, target, archive)

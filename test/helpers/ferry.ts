@@ -116,6 +116,26 @@ export const freeFixedPort = async (): Promise<number> => {
   }
 }
 
+/**
+ * Writes `count` DocumentReferences `down-<i>` to a sandbox, each with an attachment on 127.0.0.1:`port`
+ * (a port where nothing listens: a dead link).
+ */
+export const putDeadLinkDocuments = async (baseUrl: string, port: number, count: number): Promise<void> => {
+  for (let i = 0; i < count; i++) {
+    const r = await fetch(`${baseUrl}/DocumentReference/down-${i}`, {
+      method: "PUT",
+      headers: { "content-type": "application/fhir+json" },
+      body: JSON.stringify({
+        resourceType: "DocumentReference",
+        id: `down-${i}`,
+        status: "current",
+        content: [{ attachment: { contentType: "text/plain", url: `http://127.0.0.1:${port}/doc/${i}` } }],
+      }),
+    })
+    if (r.status >= 300) throw new Error(`PUT DocumentReference/down-${i}: ${r.status}`)
+  }
+}
+
 /** A port nothing listens on now (the system's pick on 127.0.0.1, closed again). */
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {

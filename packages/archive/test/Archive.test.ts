@@ -436,55 +436,52 @@ describe("Archive", () => {
             expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
           }),
         )
+        /**
+         * Tries to take the lock while another ferry renews `renewed` every half period (`replaceWith`: that
+         * lock is written after one period, instead of being there from the start); the failure.
+         */
+        const lockWhileRenewed = (renewed: string, replaceWith = false) =>
+          Effect.acquireUseRelease(
+            Effect.sync(() => {
+              const replacing = replaceWith
+                ? setTimeout(() => NFS.writeFileSync(lockPath, renewed), renewMillis)
+                : undefined
+              const renewing = setInterval(() => {
+                const now = new Date()
+                if (NFS.readFileSync(lockPath, "utf8") === renewed) NFS.utimesSync(lockPath, now, now)
+              }, renewMillis / 2)
+              return { replacing, renewing }
+            }),
+            () => Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))),
+            ({ replacing, renewing }) =>
+              Effect.sync(() => {
+                clearTimeout(replacing)
+                clearInterval(renewing)
+              }),
+          )
         // one that is renewed while watched stays
         NFS.writeFileSync(lockPath, elsewhere)
-        const renewing = setInterval(() => {
-          const now = new Date()
-          NFS.utimesSync(lockPath, now, now)
-        }, renewMillis / 2)
-        const kept = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))).pipe(
-          Effect.ensuring(Effect.sync(() => clearInterval(renewing))),
-        )
+        const kept = yield* lockWhileRenewed(elsewhere)
         expect(kept.reason).toBe("Locked")
         expect(kept.message).toContain("renewed while watched")
         expect(NFS.readFileSync(lockPath, "utf8")).toBe(elsewhere)
         // a lock replaced while it was watched (another ferry took it over first) is judged anew, never removed
         NFS.writeFileSync(lockPath, elsewhere)
         const newer = JSON.stringify({ pid: 2, host: "pod-8a1d", startedAt: "now", renewEvery: renewMillis })
-        const replacing = setTimeout(() => NFS.writeFileSync(lockPath, newer), renewMillis)
-        const renewingNewer = setInterval(() => {
-          const now = new Date()
-          if (NFS.readFileSync(lockPath, "utf8") === newer) NFS.utimesSync(lockPath, now, now)
-        }, renewMillis / 2)
-        const replaced = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))).pipe(
-          Effect.ensuring(
-            Effect.sync(() => {
-              clearTimeout(replacing)
-              clearInterval(renewingNewer)
-            }),
-          ),
-        )
+        const replaced = yield* lockWhileRenewed(newer, true)
         expect(replaced.message).toContain("locked by pid 2 on pod-8a1d")
         expect(NFS.readFileSync(lockPath, "utf8")).toBe(newer)
         // a lock of this host name in another pid namespace (another container) is watched too, not judged by
         // its pid (which in that namespace may be this very process's)
-        NFS.writeFileSync(
-          lockPath,
-          JSON.stringify({
-            pid: process.pid,
-            host: OS.hostname(),
-            startedAt: "then",
-            pidNs: "pid:[1]",
-            renewEvery: renewMillis,
-          }),
-        )
-        const renewingToo = setInterval(() => {
-          const now = new Date()
-          NFS.utimesSync(lockPath, now, now)
-        }, renewMillis / 2)
-        const keptToo = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { renewMillis }))).pipe(
-          Effect.ensuring(Effect.sync(() => clearInterval(renewingToo))),
-        )
+        const container = JSON.stringify({
+          pid: process.pid,
+          host: OS.hostname(),
+          startedAt: "then",
+          pidNs: "pid:[1]",
+          renewEvery: renewMillis,
+        })
+        NFS.writeFileSync(lockPath, container)
+        const keptToo = yield* lockWhileRenewed(container)
         expect(keptToo.message).toContain("renewed while watched")
         NFS.rmSync(lockPath)
       }),
