@@ -719,7 +719,6 @@ export const separateCredentials = (settings: Settings): Effect.Effect<void, Con
   return Effect.void
 }
 
-/** The base URL of a server, or a ConfigError saying the three ways to give it. */
 /** Both servers' base URLs (see `requireUrl`); the same server as source and target is refused. */
 export const requireUrls = (
   settings: Settings,
@@ -736,6 +735,7 @@ export const requireUrls = (
     return { source, target }
   })
 
+/** The base URL of a server, or a ConfigError saying the three ways to give it. */
 export const requireUrl = (settings: Settings, server: Server): Effect.Effect<string, ConfigError> =>
   Option.match(settings[server].url, {
     onSome: (url) =>
