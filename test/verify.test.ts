@@ -26,6 +26,13 @@ interface Report {
   readonly totals: Record<string, number>
   readonly differences: ReadonlyArray<{ kind: string; source?: string; target?: string }>
   readonly attachments: ReadonlyArray<{ resource: string }>
+  readonly notes: ReadonlyArray<string>
+  readonly types: ReadonlyArray<{
+    readonly type: string
+    readonly sourceCount: number | null
+    readonly targetCount: number | null
+    readonly otherSources: number
+  }>
 }
 const readReport = (dir: string): Report =>
   JSON.parse(NFS.readFileSync(Path.join(dir, "verify.json"), "utf8")) as Report
@@ -272,6 +279,32 @@ describe("ferry verify", () => {
       const r = readReport(report)
       expect(run.code, `${run.stderr}\n${JSON.stringify(r.differences.slice(0, 3))}`).toBe(0)
       expect(r.verdict).toBe("clean")
+    }
+  }, 180_000)
+
+  it("two sources with the same ids in one target (post): each archive verifies clean, the other's resources left out and counted apart", async () => {
+    const second = await startSandbox({ seed })
+    sandboxes.push(second)
+    const secondArchive = Path.join(tmp, "archive-second-source")
+    const exported = await runFerry(["export", second.handle.baseUrl, "--out", secondArchive])
+    expect(exported.code, exported.stderr).toBe(0)
+    const t = await startSandbox({ refuseClientIds: true })
+    sandboxes.push(t)
+    for (const a of [archive, secondArchive]) {
+      const imported = await runFerry(["import", a, "--to", t.handle.baseUrl])
+      expect(imported.code, imported.stderr).toBe(0)
+    }
+    for (const a of [archive, secondArchive]) {
+      const report = Path.join(tmp, `r-shared-${Path.basename(a)}`)
+      const run = await runFerry(["verify", "--archive", a, "--target", t.handle.baseUrl, "--report", report])
+      const r = readReport(report)
+      // before, the other source's copy of every resource was an extra one: exit 6
+      expect(run.code, `${run.stderr}\n${JSON.stringify(r.differences.slice(0, 3))}`).toBe(0)
+      expect(r.totals.extra).toBe(0)
+      expect(r.notes.some((n) => /carry Ferry's provenance tag of another source/.test(n))).toBe(true)
+      const patients = r.types.find((x) => x.type === "Patient")
+      expect(patients?.targetCount).toBe(patients?.sourceCount)
+      expect(patients?.otherSources).toBe(patients?.sourceCount)
     }
   }, 180_000)
 

@@ -23,6 +23,9 @@
  * Without `types`, every type the target's CapabilityStatement lists is counted there too: resources of a type
  * the source has none of are extra (Binary aside, compared through the attachments).
  * `samplePercent` compares a deterministic sample chosen by the sha256 of the source `Type/id`.
+ * A target resource no source resource accounts for, but which carries Ferry's provenance tag of another
+ * source (`<Type>/<id>@<origin>`, another origin than this source base's: another migration into the same
+ * target), is no extra: it is left out of the comparison and of the type's target count, and counted apart.
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
@@ -36,8 +39,9 @@ import { redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
+import { originKey } from "@ferry/transform/Rewrite"
 import { Chunk, DateTime, Effect, Either, Option, Stream } from "effect"
-import { type CanonicalContext, canonicalize, hash, inSample } from "./Canonical.js"
+import { type CanonicalContext, canonicalize, hash, inSample, provenanceSystem } from "./Canonical.js"
 import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
 
@@ -74,6 +78,8 @@ export interface TypeRow {
   readonly differing: number
   readonly missing: number
   readonly extra: number
+  /** Target resources tagged by Ferry as another source's (not in `targetCount`, not compared). */
+  readonly otherSources: number
   readonly attachments: number
   readonly attachmentMismatches: number
 }
@@ -379,6 +385,21 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     index = byUrl
   }
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
+  const origin = sourceBase !== undefined ? originKey(sourceBase) : undefined
+  /** Whether a target resource carries Ferry's provenance tag of another source than this one. */
+  const fromOtherSource = (r: Resource): boolean => {
+    if (origin === undefined) return false
+    const tags = (r.meta as { tag?: unknown } | undefined)?.tag
+    if (!Array.isArray(tags)) return false
+    return tags.some((t: unknown) => {
+      if (typeof t !== "object" || t === null) return false
+      const { system, code } = t as { system?: unknown; code?: unknown }
+      if (system !== provenanceSystem || typeof code !== "string") return false
+      const at = /@([0-9a-f]{16})$/.exec(code)
+      return at !== null && at[1] !== origin
+    })
+  }
+  let otherSourcesTotal = 0
 
   // --- id map
   const idMapPath =
@@ -622,6 +643,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     let matching = 0
     let differing = 0
     let extra = 0
+    let otherSources = 0
     let crawledTarget = 0
     const targetAtts = new Map<string, string>()
     const toDetail = new Map<string, { readonly source: string; readonly target: unknown }>() // source key →
@@ -653,6 +675,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const tk = `${type}/${r.id}`
           const entry = entries.get(tk)
           if (entry === undefined) {
+            if (fromOtherSource(r)) {
+              otherSources++
+              return
+            }
             if (!sampled(reverse.get(tk) ?? tk)) return
             extra++
             differences.push({ kind: "extra", type, target: tk })
@@ -676,6 +702,9 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       ),
     )
     if (targetCount === null) targetCount = crawledTarget
+    // another migration's resources in the same target are not this one's to count
+    targetCount -= otherSources
+    otherSourcesTotal += otherSources
     // a delta's deletions: gone from the target (through the id map), or an extra resource there
     const stillThere = yield* Effect.forEach(
       deletedKeys.get(type) ?? [],
@@ -789,6 +818,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       differing,
       missing,
       extra,
+      otherSources,
       attachments: pairs.length,
       attachmentMismatches: attMismatches,
     })
@@ -820,6 +850,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   if (assumedNone.length > 0)
     notes.push(
       `${assumedNone.join(", ")}: not in the source server's CapabilityStatement, so taken to have none there; if it does hold some, compare them with --type`,
+    )
+  if (otherSourcesTotal > 0)
+    notes.push(
+      `${otherSourcesTotal} resource(s) on the target carry Ferry's provenance tag of another source (another migration into the same target): left out of the comparison and of the target counts`,
     )
   if (unsearchable.length > 0)
     notes.push(
