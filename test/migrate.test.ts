@@ -18,6 +18,7 @@ import {
   lastLine,
   putDeadLinkDocuments,
   runFerry,
+  setSandboxFaults,
   sharedData,
   startSandbox,
 } from "./helpers/ferry.js"
@@ -329,14 +330,72 @@ describe("ferry migrate", () => {
     const second = await migrate(source, target, archive, ...args)
     expect(second.code, second.stderr).toBe(0)
     const expected = archiveCounts(archive)
-    expect(partial).toBeLessThan(Object.values(expected).reduce((a, b) => a + b, 0))
+    const all = Object.values(expected).reduce((a, b) => a + b, 0)
+    expect(partial).toBeLessThan(all)
     expect(counts(target)).toEqual(expected)
+    // what had landed is not sent again, but for the one Bundle in flight at the kill (20 entries, 1 in
+    // flight): the rerun plans the same Bundles, and the import's journal skips those that landed
+    expect(summaryOf(second.stdout).import.total).toBeLessThanOrEqual(all - partial + 20)
     const v = await verify(target, { archive })
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
     // a third run finds the migration finished and sends nothing
     const third = await migrate(source, target, archive, ...args)
     expect(third.code, third.stderr).toBe(0)
     expect(summaryOf(third.stdout).alreadyComplete).toBe(true)
+  }, 90_000)
+
+  it("kill -9 in a wave that started while the export ran, then the same command: only the Bundle in flight at the kill is sent again", async () => {
+    const source = await start({ ...generated, faults: { slowDownload: { type: "Observation", ms: 3000 } } })
+    const target = await start({})
+    const archive = Path.join(tmp, "killed-mid-wave")
+    const args = ["--bundle-size", "20", "--parallel", "1"]
+    /** The migrate events of the import into the target (its event log under imports/). */
+    const events = () => {
+      const dir = Path.join(archive, "imports")
+      if (!NFS.existsSync(dir)) return []
+      const [slug] = NFS.readdirSync(dir)
+      const file = Path.join(dir, slug ?? "", "events.ndjson")
+      return NFS.existsSync(file)
+        ? NFS.readFileSync(file, "utf8")
+            .split("\n")
+            .filter((l) => l.endsWith("}"))
+            .map((l) => JSON.parse(l) as { event: string; files?: number })
+            .filter((e) => e.event.startsWith("migrate."))
+        : []
+    }
+    let atStart: number | undefined
+    let poll: NodeJS.Timeout | undefined
+    const first = await runFerry(
+      ["migrate", "--from", source.baseUrl, "--to", target.baseUrl, "--archive", archive, ...args],
+      {
+        onStderr: (_text, child) => {
+          // kill in the middle of a wave of several files that started before the Observations landed
+          poll ??= setInterval(() => {
+            // a wave of several files under way (the Observations land 3 s later, in a later wave)
+            const last = events().at(-1)
+            if (last?.event !== "migrate.wave" || (last.files ?? 0) < 2) return
+            atStart ??= target.store.countAll()
+            if (
+              target.store.countAll() >= atStart + 60 &&
+              child.exitCode === null &&
+              child.signalCode === null
+            )
+              child.kill("SIGKILL")
+          }, 5)
+        },
+      },
+    )
+    clearInterval(poll)
+    expect(first.signal, first.stderr).toBe("SIGKILL")
+    const partial = target.store.countAll()
+    await setSandboxFaults(source.baseUrl, {})
+    const second = await migrate(source, target, archive, ...args)
+    expect(second.code, second.stderr).toBe(0)
+    const expected = archiveCounts(archive)
+    const all = Object.values(expected).reduce((a, b) => a + b, 0)
+    expect(counts(target)).toEqual(expected)
+    // everything that had landed stays landed: only the Bundle in flight at the kill (20 entries) goes again
+    expect(summaryOf(second.stdout).import.total).toBeLessThanOrEqual(all - partial + 20)
   }, 90_000)
 
   it("--max-staged and --prune-staged: imported data files are removed, verify against the source is clean", async () => {
