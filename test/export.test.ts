@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { ferryBin, freePort, putDeadLinkDocuments } from "./helpers/ferry.js"
+import { ferryBin, freePort, lastLine, putDeadLinkDocuments } from "./helpers/ferry.js"
 
 const data = (name: string) => fileURLToPath(new URL(`../../shared/data/${name}`, import.meta.url))
 
@@ -466,6 +466,33 @@ describe("ferry export with SMART Backend Services", () => {
     const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "noauth"), "--mode", "bulk"])
     expect(run.code).toBe(3)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: /)
+  }, 60_000)
+})
+
+describe("ferry export whose archive lock another ferry takes", () => {
+  it("stops within a renewal period, exit 5, saying the lock is no longer its own (not 'interrupted, run again')", async () => {
+    const sandbox = await start({ generate: 5, faults: { delay: [{ route: "download", ms: 20_000 }] } })
+    const out = Path.join(tmp, "lock-taken")
+    const lockPath = Path.join(out, ".lock")
+    const other = JSON.stringify({ pid: 1, host: "pod-elsewhere", startedAt: "now", renewEvery: 10_000 })
+    let taken = false
+    const t0 = Date.now()
+    const run = await ferry(["export", sandbox.baseUrl, "--out", out], () => {
+      // once the export holds the lock (its files are downloading), another ferry's lock replaces it
+      if (!taken && NFS.existsSync(lockPath)) {
+        taken = true
+        setTimeout(() => NFS.writeFileSync(lockPath, other), 500)
+      }
+    })
+    expect(taken).toBe(true)
+    expect(run.code, run.stderr).toBe(5)
+    expect(lastLine(run.stderr)).toMatch(
+      /the archive's lock at .*\.lock is no longer this process's.*run the command again/,
+    )
+    expect(run.stderr).not.toContain("run the same command again to resume")
+    // one renewal period (10 s), not the 20 s the downloads were held
+    expect(Date.now() - t0).toBeLessThan(19_000)
+    expect(NFS.readFileSync(lockPath, "utf8")).toBe(other)
   }, 60_000)
 })
 

@@ -359,7 +359,7 @@ describe("ferry migrate", () => {
         ? NFS.readFileSync(file, "utf8")
             .split("\n")
             .filter((l) => l.endsWith("}"))
-            .map((l) => JSON.parse(l) as { event: string; files?: number })
+            .map((l) => JSON.parse(l) as { event: string; files?: number; final?: boolean })
             .filter((e) => e.event.startsWith("migrate."))
         : []
     }
@@ -373,7 +373,7 @@ describe("ferry migrate", () => {
           poll ??= setInterval(() => {
             // a wave of several files under way (the Observations land 3 s later, in a later wave)
             const last = events().at(-1)
-            if (last?.event !== "migrate.wave" || (last.files ?? 0) < 2) return
+            if (last?.event !== "migrate.wave" || last.final !== false || (last.files ?? 0) < 2) return
             atStart ??= target.store.countAll()
             if (
               target.store.countAll() >= atStart + 60 &&

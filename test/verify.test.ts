@@ -306,6 +306,32 @@ describe("ferry verify", () => {
       expect(patients?.targetCount).toBe(patients?.sourceCount)
       expect(patients?.otherSources).toBe(patients?.sourceCount)
     }
+    // what no source accounts for is still extra: a Patient without Ferry's tag, and one with this source's
+    const origin = JSON.parse(
+      NFS.readFileSync(
+        Path.join(archive, "imports", NFS.readdirSync(Path.join(archive, "imports"))[0]!, "journal.ndjson"),
+        "utf8",
+      )
+        .split("\n")
+        .find((l) => l.includes('"import.provenance"'))!,
+    ).data.origin as string
+    t.handle.store.create({ resourceType: "Patient", gender: "other" })
+    t.handle.store.create({
+      resourceType: "Patient",
+      meta: { tag: [{ system: "urn:ferry:source", code: `Patient/stray@${origin}` }] },
+    })
+    const report = Path.join(tmp, "r-shared-strays")
+    const run = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      t.handle.baseUrl,
+      "--report",
+      report,
+    ])
+    expect(run.code).toBe(6)
+    expect(readReport(report).totals.extra).toBe(2)
   }, 180_000)
 
   it("--sample says so in the reports and on stdout", async () => {

@@ -14,6 +14,7 @@
  *
  * Errors are recognised by `_tag` (and `reason`) so this module does not depend on every package.
  */
+import * as Archive from "@ferry/archive/Archive"
 import { ValidationError } from "@effect/cli"
 import { Cause, Console, Effect, Option } from "effect"
 
@@ -68,7 +69,8 @@ export const codeOf = (error: unknown): number => {
 export const exitCode = (cause: Cause.Cause<unknown>): number => {
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) return codeOf(failure.value)
-  if (Cause.isInterruptedOnly(cause)) return 130
+  // stopped because another ferry took the archive's lock: an archive problem, not a Ctrl-C
+  if (Cause.isInterruptedOnly(cause)) return Archive.lockLost() !== undefined ? 5 : 130
   if (Option.isSome(Option.flatMap(Cause.dieOption(cause), badPath))) return 2
   return 1
 }
@@ -106,7 +108,10 @@ export const line = (cause: Cause.Cause<unknown>): string => {
     const message = isTagged(e) && typeof e.message === "string" ? e.message : String(e)
     return `ferry: ${message.replace(/\s*\n\s*/g, " ")}`
   }
-  if (Cause.isInterruptedOnly(cause)) return "ferry: interrupted; run the same command again to resume"
+  if (Cause.isInterruptedOnly(cause)) {
+    const lost = Archive.lockLost()
+    return lost !== undefined ? `ferry: ${lost}` : "ferry: interrupted; run the same command again to resume"
+  }
   const defect = Cause.dieOption(cause)
   const path = Option.flatMap(defect, badPath)
   if (Option.isSome(path)) return `ferry: ${path.value}`

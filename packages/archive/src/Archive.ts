@@ -194,6 +194,10 @@ const RENEW_MS = 10_000
 /** The longest renewal period a lock may declare (a watcher waits three of them). */
 const MAX_RENEW_MS = 60_000
 
+/** Why this process lost an archive lock it held (see `lock`), once it did: the CLI's last word then. */
+let lockLostBecause: string | undefined
+export const lockLost = (): string | undefined => lockLostBecause
+
 /** This process's pid namespace, or undefined where there is no /proc. */
 const pidNamespace = (): string | undefined => {
   try {
@@ -203,7 +207,7 @@ const pidNamespace = (): string | undefined => {
   }
 }
 
-/** An empty or unreadable lock file older than this was left by a process killed while creating it. */
+/** An empty or unreadable lock file unchanged for this long was left by a process killed while creating it. */
 const TORN_LOCK_MS = 5_000
 
 const isAlive = (pid: number): boolean => {
@@ -313,10 +317,11 @@ const staleness = (held: LockInfo): string | undefined => {
  */
 export const lock = (
   dir: string,
-  options?: { readonly renewMillis?: number },
+  options?: { readonly renewMillis?: number; readonly tornMillis?: number },
 ): Effect.Effect<void, ArchiveError, Scope.Scope> => {
   const path = Path.join(dir, layout.lock)
   const renewMs = Math.min(MAX_RENEW_MS, Math.max(1, options?.renewMillis ?? RENEW_MS))
+  const tornMs = Math.max(1, options?.tornMillis ?? TORN_LOCK_MS)
   const ns = pidNamespace()
   /**
    * A lock its pid cannot speak for, watched for three renewal periods: "stale" (unrenewed), "held" (renewed,
@@ -340,6 +345,24 @@ export const lock = (
       if (after === undefined) return "gone" as const
       return after === before ? ("stale" as const) : ("held" as const)
     })
+  /**
+   * Removes the lock file only if it still holds `judged`: it is renamed aside first (atomic, also on NFS) and
+   * put back when it turns out to be another lock, taken meanwhile. Whether the judged lock is gone.
+   */
+  const removeJudged = (judged: string) =>
+    Effect.gen(function* () {
+      const aside = `${path}.stale-${process.pid}-${Math.random().toString(36).slice(2)}`
+      if (!(yield* Fs.renameIfExists(path, aside))) return false
+      const moved = yield* Fs.readTextIfExists(aside)
+      if (moved !== judged) {
+        // another ferry's lock, made after the judgement: back in place unless yet another one is there
+        yield* Fs.linkIfAbsent(aside, path)
+        yield* Fs.remove(aside)
+        return false
+      }
+      yield* Fs.remove(aside)
+      return true
+    })
   const acquire = Effect.gen(function* () {
     yield* Fs.makeDir(dir)
     const now = yield* Clock.currentTimeMillis
@@ -362,12 +385,13 @@ export const lock = (
       if (held === undefined) {
         const modified = yield* Fs.modifiedAt(path)
         if (modified === undefined) continue // released meanwhile
-        // the file system's clock (the lock's mtime), not the Effect Clock
-        if (Date.now() - modified > TORN_LOCK_MS) {
+        // unchanged for a while (its mtime compared with itself, not with this clock): its writer is gone
+        yield* Effect.interruptible(Effect.sleep(tornMs))
+        if ((yield* Fs.modifiedAt(path)) === modified && (yield* Fs.readTextIfExists(path)) === text) {
+          if (!(yield* removeJudged(text))) continue
           yield* Effect.logWarning(
-            `taking over a lock file that has been empty or unreadable for more than ${TORN_LOCK_MS / 1000} s (a process was killed while creating it)`,
+            `taking over a lock file that stayed empty or unreadable for ${tornMs / 1000} s (a process was killed while creating it)`,
           ).pipe(Effect.annotateLogs({ archive: dir }))
-          yield* Fs.remove(path)
           continue
         }
         return yield* new ArchiveError({
@@ -377,9 +401,14 @@ export const lock = (
             "the lock file is unreadable (another process may be creating it); delete it if no ferry is running",
         })
       }
-      // its pid speaks for it only on this host, in this pid namespace (or where either is unknown)
-      const pidTells =
-        held.host === OS.hostname() && (held.pidNs === undefined || ns === undefined || held.pidNs === ns)
+      // its pid speaks for it only on this machine (the same boot id: another one may be another machine of
+      // that host name, or this one rebooted), in this pid namespace; one that renews is watched otherwise
+      const boot = bootId()
+      const sameMachine =
+        held.host === OS.hostname() &&
+        (held.renewEvery === undefined ||
+          (held.bootId !== undefined && boot !== undefined && held.bootId === boot))
+      const pidTells = sameMachine && (held.pidNs === undefined || ns === undefined || held.pidNs === ns)
       let stale: string | undefined
       let watched = false
       if (pidTells) stale = staleness(held)
@@ -392,11 +421,10 @@ export const lock = (
       }
       if (stale !== undefined) {
         // only the lock that was judged: another process may have replaced it meanwhile
-        if ((yield* Fs.readTextIfExists(path)) !== text) continue
+        if (!(yield* removeJudged(text))) continue
         yield* Effect.logWarning(`taking over a stale lock: ${stale}`).pipe(
           Effect.annotateLogs({ archive: dir }),
         )
-        yield* Fs.remove(path)
         continue
       }
       return yield* new ArchiveError({
@@ -420,26 +448,46 @@ export const lock = (
    * Renews the lock every `renewMs` while it is this process's. Once it is not, `owner` (the fiber that took
    * it) is interrupted: another ferry may be writing the archive now.
    */
-  const renew = (mine: string, owner: Fiber.RuntimeFiber<unknown, unknown>) =>
+  const renew = (mine: string, owner: Fiber.RuntimeFiber<unknown, unknown>, closing: { done: boolean }) =>
     Effect.gen(function* () {
+      const stop = (why: string) =>
+        Effect.gen(function* () {
+          // the scope is closing already: the run is over, nothing is left to stop
+          if (closing.done) return
+          lockLostBecause = `the archive's lock at ${path} ${why}: this run stopped so that two ferries do not write one archive; check that only one ferry runs on it, then run the command again`
+          yield* Effect.logError(lockLostBecause)
+          yield* Fiber.interruptFork(owner)
+        })
+      let failed = 0
       for (;;) {
         yield* Effect.sleep(renewMs)
         const text = yield* Fs.readTextIfExists(path).pipe(Effect.orElseSucceed(() => mine))
-        if (text !== mine) {
-          yield* Effect.logError(
-            "the archive's lock is no longer this process's (removed, or taken over by another ferry while this one was stalled): this run stops; check that only one ferry writes to this archive, then run the command again",
-          ).pipe(Effect.annotateLogs({ archive: dir }))
-          yield* Fiber.interruptFork(owner)
-          return
-        }
-        // a failed renewal is tried again at the next period (the lock goes stale only after three)
-        yield* Fs.touch(path).pipe(
-          Effect.catchAll((e) => Effect.logWarning(`could not renew the archive lock: ${e.message}`)),
+        if (text !== mine)
+          return yield* stop(
+            "is no longer this process's (removed, or taken over by another ferry while this one was stalled)",
+          )
+        // a failed renewal is tried again; after two in a row another ferry may take the lock any moment
+        const renewed = yield* Fs.touch(path).pipe(
+          Effect.as(true),
+          Effect.catchAll((e) =>
+            Effect.as(Effect.logWarning(`could not renew the archive lock: ${e.message}`), false),
+          ),
         )
+        failed = renewed ? 0 : failed + 1
+        if (failed >= 2) return yield* stop("could not be renewed twice in a row")
       }
     })
   return Effect.acquireRelease(acquire, release).pipe(
-    Effect.tap((mine) => Effect.withFiberRuntime((owner) => Effect.forkScoped(renew(mine, owner)))),
+    Effect.tap((mine) =>
+      Effect.withFiberRuntime((owner) =>
+        Effect.gen(function* () {
+          const closing = { done: false }
+          yield* Effect.forkScoped(renew(mine, owner, closing))
+          // finalizers run last-added first: this one before the renewal is interrupted
+          yield* Effect.addFinalizer(() => Effect.sync(() => (closing.done = true)))
+        }),
+      ),
+    ),
     Effect.zipLeft(removeLeftovers(dir)),
     Effect.asVoid,
   )

@@ -591,28 +591,32 @@ describe("Archive", () => {
       }),
   )
 
-  it.scoped(
-    "an empty lock file (a process killed between creating and writing it) is taken over once it is a few seconds old",
+  it.scopedLive(
+    "an empty or unreadable lock file (a process killed between creating and writing it) is taken over once it stays so a while; one written meanwhile is judged by what it says",
     () =>
       Effect.gen(function* () {
         const dir = yield* newArchive
         const lockPath = Path.join(dir, ".lock")
+        const tornMillis = 60
+        for (const torn of ["", '{"pid":']) {
+          NFS.writeFileSync(lockPath, torn)
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              yield* Archive.lock(dir, { tornMillis })
+              expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
+            }),
+          )
+          expect(NFS.existsSync(lockPath)).toBe(false)
+        }
+        // being created: it holds another host's lock before the wait is over, which is kept
         NFS.writeFileSync(lockPath, "")
-        const fresh = yield* Effect.flip(Effect.scoped(Archive.lock(dir)))
-        expect(fresh.reason).toBe("Locked")
-        expect(fresh.message).toContain("unreadable (another process may be creating it)")
-        const old = new Date(Date.now() - 60_000)
-        NFS.utimesSync(lockPath, old, old)
-        yield* Effect.scoped(
-          Effect.gen(function* () {
-            yield* Archive.lock(dir)
-            expect(JSON.parse(NFS.readFileSync(lockPath, "utf8")).pid).toBe(process.pid)
-          }),
+        const other = JSON.stringify({ pid: 1, host: "elsewhere", startedAt: "now" })
+        const writing = setTimeout(() => NFS.writeFileSync(lockPath, other), tornMillis / 3)
+        const kept = yield* Effect.flip(Effect.scoped(Archive.lock(dir, { tornMillis }))).pipe(
+          Effect.ensuring(Effect.sync(() => clearTimeout(writing))),
         )
-        expect(NFS.existsSync(lockPath)).toBe(false)
-        NFS.writeFileSync(lockPath, '{"pid":')
-        NFS.utimesSync(lockPath, old, old)
-        yield* Effect.scoped(Archive.lock(dir))
+        expect(kept.reason).toBe("Locked")
+        expect(NFS.readFileSync(lockPath, "utf8")).toBe(other)
       }),
   )
 })

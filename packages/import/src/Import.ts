@@ -63,6 +63,7 @@
  * subset runs never duplicate. Every blob of the attachment index not uploaded yet is uploaded before the
  * subset's resources (an incomplete archive's index holds at least the blobs its finished files point to).
  */
+import { randomBytes } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { HttpClientRequest } from "@effect/platform"
@@ -920,14 +921,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       if (strategy === "import") {
         // $import: the target loads whole files, so they go to it rewritten as the put strategy's Bundles would
-        // be (references, attachment URLs, meta), line for line, staged under imports/<target>/bulk/
+        // be (references, attachment URLs, meta), line for line, staged under imports/<target>/bulk-…/
         for (const i of otherFiles) yield* readContextFile(dataFiles[i]!)
         const published = options.serve !== undefined && "fileBaseUrl" in options.serve
-        const stageDir = Path.join(importDir, "bulk")
+        // one folder per run (`bulk-<pid>-<nonce>`): a run that lost the lock to another (see Archive.lock) and is
+        // stopped removes its own, never the one the other run's target is reading; a crashed run's are removed here
+        const stageDir = Path.join(importDir, `bulk-${process.pid}-${randomBytes(4).toString("hex")}`)
         if (!published)
           yield* Effect.try({
             try: () => {
-              NFS.rmSync(stageDir, { recursive: true, force: true })
+              for (const name of NFS.readdirSync(importDir))
+                if (name === "bulk" || name.startsWith("bulk-"))
+                  NFS.rmSync(Path.join(importDir, name), { recursive: true, force: true })
               NFS.mkdirSync(Path.join(stageDir, "data"), { recursive: true, mode: 0o700 })
             },
             catch: io(stageDir),

@@ -120,6 +120,8 @@ export interface Totals {
   readonly countMismatches: number
   readonly attachments: number
   readonly attachmentMismatches: number
+  /** Target resources tagged by Ferry as another source's: left out (see `TypeRow.otherSources`). */
+  readonly otherSources: number
 }
 
 export interface Report {
@@ -215,6 +217,20 @@ const conditionalIndex = (dir: string, manifest: Manifest.Manifest) =>
     )
     return index
   })
+
+/** The provenance origin the import into `targetBase` journaled in `archive` (`import.provenance`), if any. */
+const recordedOrigin = (archive: string, targetBase: string): string | undefined => {
+  const path = Imports.journalPath(archive, targetBase)
+  if (!NFS.existsSync(path)) return undefined
+  for (const line of NFS.readFileSync(path, "utf8").split("\n")) {
+    if (!line.includes('"import.provenance"')) continue
+    const parsed = Option.getOrUndefined(
+      Option.liftThrowable(() => JSON.parse(line) as { kind?: unknown; data?: { origin?: unknown } })(),
+    )
+    if (parsed?.kind === "import.provenance" && typeof parsed.data?.origin === "string") return parsed.data.origin
+  }
+  return undefined
+}
 
 const readIdMap = (path: string) =>
   Effect.gen(function* () {
@@ -385,7 +401,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     index = byUrl
   }
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
-  const origin = sourceBase !== undefined ? originKey(sourceBase) : undefined
+  // this migration's origin: as the import into this target recorded it, else from the source's base
+  const origin =
+    (source._tag === "Archive" ? recordedOrigin(source.dir, target.baseUrl) : undefined) ??
+    (sourceBase !== undefined ? originKey(sourceBase) : undefined)
   /** Whether a target resource carries Ferry's provenance tag of another source than this one. */
   const fromOtherSource = (r: Resource): boolean => {
     if (origin === undefined) return false
@@ -675,7 +694,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const tk = `${type}/${r.id}`
           const entry = entries.get(tk)
           if (entry === undefined) {
-            if (fromOtherSource(r)) {
+            // (one the id map gives this migration is its own, whatever its tag)
+            if (!reverse.has(tk) && fromOtherSource(r)) {
               otherSources++
               return
             }
@@ -840,6 +860,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     countMismatches,
     attachments: sum((r) => r.attachments),
     attachmentMismatches: sum((r) => r.attachmentMismatches),
+    otherSources: sum((r) => r.otherSources),
   }
   if (sourceConditionals !== undefined && sourceConditionals.distinct() > 0)
     notes.push(

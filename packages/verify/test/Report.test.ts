@@ -24,6 +24,7 @@ const base: Report = {
     countMismatches: 0,
     attachments: 0,
     attachmentMismatches: 0,
+    otherSources: 0,
   },
   differences: Array.from({ length: htmlListLimit + 5 }, (_, i) => ({
     kind: "missing" as const,

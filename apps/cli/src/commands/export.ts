@@ -7,6 +7,7 @@
  * `--out` resumes an interrupted export.
  */
 import { Args, Command, Options } from "@effect/cli"
+import * as Archive from "@ferry/archive/Archive"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
@@ -305,9 +306,12 @@ export const runExport = (f: Flags) =>
     Effect.provide(HttpLayer.layer),
     // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see.
     Effect.onInterrupt(() =>
-      Console.error(
-        "ferry: export interrupted; run the same command again to resume (an export job already started on the server is kept for that)",
-      ),
+      // (stopped because another ferry took the archive: the last line says so)
+      Archive.lockLost() !== undefined
+        ? Effect.void
+        : Console.error(
+            "ferry: export interrupted; run the same command again to resume (an export job already started on the server is kept for that)",
+          ),
     ),
   )
 

@@ -7,6 +7,7 @@
  * again resumes. Progress lines go to stderr; `--json` prints a summary on stdout.
  */
 import { Args, Command, Options } from "@effect/cli"
+import * as Archive from "@ferry/archive/Archive"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
@@ -174,7 +175,10 @@ export const runImport = (f: Flags) =>
     Effect.scoped,
     Effect.provide(HttpLayer.layer),
     Effect.onInterrupt(() =>
-      Console.error("ferry: import interrupted; run the same command again to resume"),
+      // (stopped because another ferry took the archive: the last line says so)
+      Archive.lockLost() !== undefined
+        ? Effect.void
+        : Console.error("ferry: import interrupted; run the same command again to resume"),
     ),
   )
 

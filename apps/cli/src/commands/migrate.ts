@@ -12,6 +12,7 @@
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { Command, Options } from "@effect/cli"
+import * as Archive from "@ferry/archive/Archive"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as Imports from "@ferry/archive/Imports"
 import * as FhirClient from "@ferry/core/FhirClient"
@@ -503,7 +504,10 @@ export const runMigrate = (f: Flags) =>
     Effect.scoped,
     Effect.provide(HttpLayer.layer),
     Effect.onInterrupt(() =>
-      Console.error("ferry: migrate interrupted; run the same command again to resume"),
+      // (stopped because another ferry took the archive: the last line says so)
+      Archive.lockLost() !== undefined
+        ? Effect.void
+        : Console.error("ferry: migrate interrupted; run the same command again to resume"),
     ),
   )
 

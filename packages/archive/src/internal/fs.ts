@@ -86,6 +86,30 @@ export const touch = (path: string): Effect.Effect<void, ArchiveError> =>
     return P.utimes(path, now, now)
   })
 
+/** Rename `from` to `to`; false when `from` does not exist. */
+export const renameIfExists = (from: string, to: string): Effect.Effect<boolean, ArchiveError> =>
+  wrap(from, () =>
+    P.rename(from, to).then(
+      () => true,
+      (e: unknown) => {
+        if (code(e) === "ENOENT") return false
+        throw e
+      },
+    ),
+  )
+
+/** A hard link `to` of `from`, unless `to` exists; whether it was made. */
+export const linkIfAbsent = (from: string, to: string): Effect.Effect<boolean, ArchiveError> =>
+  wrap(to, () =>
+    P.link(from, to).then(
+      () => true,
+      (e: unknown) => {
+        if (code(e) === "EEXIST") return false
+        throw e
+      },
+    ),
+  )
+
 export const remove = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, () => P.rm(path, { force: true }))
 
