@@ -120,19 +120,20 @@ const tryListen = (host: string | undefined, port: number | undefined): Effect.E
     const flags = [
       ...(host !== undefined ? [`--serve-host ${host}`] : []),
       ...(port !== undefined ? [`--serve-port ${port}`] : []),
-    ].join(" ")
+    ]
+    const where = flags.length > 0 ? flags.join(" ") : `the file server (on ${at})`
     server.once("error", (cause: NodeJS.ErrnoException) =>
       resume(
         Effect.fail(
           new ImportError({
             reason: "Config",
-            detail: `${flags}: the file server cannot listen there (${cause.code ?? cause.message}); ${BulkImport.listenAdvice(cause.code, at)}`,
+            detail: `${where}: the file server cannot listen there (${cause.code ?? cause.message}); ${BulkImport.listenAdvice(cause.code, at)}`,
             cause,
           }),
         ),
       ),
     )
-    server.listen(port ?? 0, at, () => server.close(() => resume(Effect.void)))
+    server.listen(port ?? 0, BulkImport.listenHost(at), () => server.close(() => resume(Effect.void)))
   }).pipe(
     Effect.zipRight(
       Effect.suspend(() => {

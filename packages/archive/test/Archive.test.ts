@@ -472,7 +472,9 @@ describe("Archive", () => {
         expect(replaced.message).toContain("locked by pid 2 on pod-8a1d")
         expect(NFS.readFileSync(lockPath, "utf8")).toBe(newer)
         // a lock of this host name in another pid namespace (another container) is watched too, not judged by
-        // its pid (which in that namespace may be this very process's)
+        // its pid (which in that namespace may be this very process's); where there is no /proc to tell
+        // namespaces and boots apart, the pid judges as before
+        if (!NFS.existsSync("/proc/self/ns/pid")) return
         const container = JSON.stringify({
           pid: process.pid,
           host: OS.hostname(),

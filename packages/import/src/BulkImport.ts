@@ -183,7 +183,7 @@ export const detectFlavour = (cs: Capability.CapabilityStatement): Option.Option
 }
 
 /** Addresses of this machine: the file server's plain http does not leave it. */
-const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i
+const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\]|\[?::ffff:127(\.\d{1,3}){3}\]?)$/i
 
 /** Replaces every occurrence of the token in target-provided text. */
 const scrubber =
@@ -231,7 +231,7 @@ const fromClientError =
           detail: scrub(`${what}: ${e.message}`),
         })
 
-export { ephemeralPorts, listenAdvice } from "./internal/fileServer.js"
+export { ephemeralPorts, listenAdvice, listenHost } from "./internal/fileServer.js"
 
 /**
  * Why Ferry's file server cannot be set up so (the CLI asks before it starts anything), or undefined: it speaks

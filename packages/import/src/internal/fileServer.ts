@@ -17,7 +17,7 @@
 import { createHash, timingSafeEqual } from "node:crypto"
 import { createReadStream, promises as FSP, readFileSync } from "node:fs"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, isIP } from "node:net"
 import * as Path from "node:path"
 import { pipeline } from "node:stream"
 import { createGunzip } from "node:zlib"
@@ -193,7 +193,7 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
     if (nowhere !== undefined)
       return yield* new ImportError({
         reason: "Config",
-        url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+        url: `http://${urlHost(host)}:${port}`,
         detail: nowhere,
       })
     const server = createServer(handle)
@@ -204,14 +204,14 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
             Effect.fail(
               new ImportError({
                 reason: "Config",
-                url: `http://${host}:${port}`,
-                detail: `could not serve the archive files on ${host}:${port} (${code(cause) ?? cause.message}): ${listenAdvice(code(cause), host)}`,
+                url: `http://${urlHost(host)}:${port}`,
+                detail: `could not serve the archive files on ${urlHost(host)}:${port} (${code(cause) ?? cause.message}): ${listenAdvice(code(cause), host)}`,
                 cause,
               }),
             ),
           )
         server.once("error", onError)
-        server.listen(port, host, () => {
+        server.listen(port, listenHost(host), () => {
           server.off("error", onError)
           resume(Effect.void)
         })
@@ -252,9 +252,12 @@ export const ephemeralPorts = (): readonly [number, number] | undefined => {
 
 /** What to do when the file server cannot listen on `host:port`, by the error's code. */
 export const listenAdvice = (errorCode: string | undefined, host: string): string => {
-  if (errorCode === "EADDRNOTAVAIL" || errorCode === "ENOTFOUND" || errorCode === "EAI_AGAIN")
+  if (errorCode === "EADDRNOTAVAIL")
     return `${host} is not an address of this machine; pass one of its own as --serve-host (and the address the target reaches it by as --serve-public-url)`
-  if (errorCode === "EACCES") return `ports below 1024 need privileges; choose another --serve-port`
+  if (errorCode === "ENOTFOUND" || errorCode === "EAI_AGAIN")
+    return `the name ${host} could not be resolved (${errorCode === "EAI_AGAIN" ? "the name service did not answer" : "no such name"}); pass an address of this machine as --serve-host`
+  if (errorCode === "EACCES")
+    return "this process may not listen there (a port below 1024 needs privileges); choose another --serve-port"
   if (errorCode === "EADDRINUSE") {
     const range = ephemeralPorts()
     return `the port is in use; choose another --serve-port${range === undefined ? "" : `, one outside the system's range for outgoing connections (${range[0]}–${range[1]}), which Ferry's own connections may hold`}`
@@ -262,8 +265,24 @@ export const listenAdvice = (errorCode: string | undefined, host: string): strin
   return "choose another --serve-host or --serve-port, or publish the files yourself (ferry import --file-base-url)"
 }
 
+/** The host as a URL writes it: an IPv6 address in brackets. */
+const urlHost = (host: string): string => {
+  const h = listenHost(host)
+  return isIP(h) === 6 ? `[${h}]` : h
+}
+
+/** The host as `listen` takes it: an IPv6 address without its URL brackets. */
+export const listenHost = (host: string): string =>
+  host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host
+
+/** Whether the host means every interface of this machine (`0.0.0.0`, `::`, `::0`, …). */
+export const allInterfaces = (host: string): boolean => {
+  const h = listenHost(host)
+  return h === "" || h === "0" || (isIP(h) !== 0 && !/[1-9a-f]/i.test(h))
+}
+
 /** Why a server on all interfaces cannot work without a public URL (the target gets no address), or undefined. */
 export const wildcardProblem = (host: string, publicUrl: string | undefined): string | undefined =>
-  (host === "0.0.0.0" || host === "::") && publicUrl === undefined
+  allInterfaces(host) && publicUrl === undefined
     ? `serving on all interfaces (${host}) gives the target no address to fetch from; also pass the public URL it must use (--serve-public-url), e.g. https://ferry-host.example.org`
     : undefined

@@ -209,6 +209,28 @@ describe("fileServer", () => {
   )
 
   it.scopedLive(
+    "every spelling of all interfaces needs a public URL; IPv6 hosts are listened on without their brackets",
+    () =>
+      Effect.gen(function* () {
+        for (const host of ["0.0.0.0", "::", "::0", "[::]", "0", "0:0:0:0:0:0:0:0"])
+          assert.isDefined(FileServer.wildcardProblem(host, undefined), host)
+        for (const host of ["127.0.0.1", "::1", "[::1]", "10.0.0.5", "files.example.org"])
+          assert.isUndefined(FileServer.wildcardProblem(host, undefined), host)
+        assert.strictEqual(FileServer.listenHost("[::1]"), "::1")
+        const dir = yield* archive
+        const server = yield* FileServer.start({
+          archiveDir: dir,
+          files,
+          token: Redacted.make(token),
+          host: "[::1]",
+        }).pipe(Effect.either)
+        // where the machine has IPv6 loopback, it serves there; elsewhere the advice names the address
+        if (server._tag === "Right") assert.match(server.right.baseUrl, /^http:\/\/\[::1\]:\d+$/)
+        else assert.include(server.left.message, "[::1]")
+      }),
+  )
+
+  it.scoped(
     "a missing or unsafe listed path fails (Archive); a wildcard host needs a public URL (Config)",
     () =>
       Effect.gen(function* () {
