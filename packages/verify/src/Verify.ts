@@ -227,7 +227,8 @@ const recordedOrigin = (archive: string, targetBase: string): string | undefined
     const parsed = Option.getOrUndefined(
       Option.liftThrowable(() => JSON.parse(line) as { kind?: unknown; data?: { origin?: unknown } })(),
     )
-    if (parsed?.kind === "import.provenance" && typeof parsed.data?.origin === "string") return parsed.data.origin
+    if (parsed?.kind === "import.provenance" && typeof parsed.data?.origin === "string")
+      return parsed.data.origin
   }
   return undefined
 }
