@@ -79,6 +79,13 @@ const verifyServers = (t: { handle: { baseUrl: string } }, report: string, ...ex
     report,
   ])
 
+/** `ferry verify` of the target `targetBase` against the archive `a`, reports into `tmp/<name>`. */
+const verifyArchive = async (a: string, targetBase: string, name: string) => {
+  const report = Path.join(tmp, name)
+  const run = await runFerry(["verify", "--archive", a, "--target", targetBase, "--report", report])
+  return { run, report: readReport(report) }
+}
+
 describe("ferry verify", () => {
   it("identical source and target: exit 0, clean, both reports written 0600", async () => {
     const t = await target()
@@ -266,17 +273,11 @@ describe("ferry verify", () => {
       expect((JSON.parse(imported.stdout) as { strategy: string }).strategy).toBe(
         refuseClientIds ? "post" : "put",
       )
-      const report = Path.join(tmp, `r-imported-${refuseClientIds}`)
-      const run = await runFerry([
-        "verify",
-        "--archive",
+      const { run, report: r } = await verifyArchive(
         archive,
-        "--target",
         t.handle.baseUrl,
-        "--report",
-        report,
-      ])
-      const r = readReport(report)
+        `r-imported-${refuseClientIds}`,
+      )
       expect(run.code, `${run.stderr}\n${JSON.stringify(r.differences.slice(0, 3))}`).toBe(0)
       expect(r.verdict).toBe("clean")
     }
@@ -295,9 +296,7 @@ describe("ferry verify", () => {
       expect(imported.code, imported.stderr).toBe(0)
     }
     for (const a of [archive, secondArchive]) {
-      const report = Path.join(tmp, `r-shared-${Path.basename(a)}`)
-      const run = await runFerry(["verify", "--archive", a, "--target", t.handle.baseUrl, "--report", report])
-      const r = readReport(report)
+      const { run, report: r } = await verifyArchive(a, t.handle.baseUrl, `r-shared-${Path.basename(a)}`)
       // before, the other source's copy of every resource was an extra one: exit 6
       expect(run.code, `${run.stderr}\n${JSON.stringify(r.differences.slice(0, 3))}`).toBe(0)
       expect(r.totals.extra).toBe(0)
@@ -320,18 +319,9 @@ describe("ferry verify", () => {
       resourceType: "Patient",
       meta: { tag: [{ system: "urn:ferry:source", code: `Patient/stray@${origin}` }] },
     })
-    const report = Path.join(tmp, "r-shared-strays")
-    const run = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      t.handle.baseUrl,
-      "--report",
-      report,
-    ])
-    expect(run.code).toBe(6)
-    expect(readReport(report).totals.extra).toBe(2)
+    const strays = await verifyArchive(archive, t.handle.baseUrl, "r-shared-strays")
+    expect(strays.run.code).toBe(6)
+    expect(strays.report.totals.extra).toBe(2)
   }, 180_000)
 
   it("--sample says so in the reports and on stdout", async () => {
