@@ -398,6 +398,21 @@ describe("ferry migrate", () => {
     expect(summaryOf(second.stdout).import.total).toBeLessThanOrEqual(all - partial + 20)
   }, 90_000)
 
+  it("a second migrate of an archive in use stops at once (exit 5, one line), and the first one finishes", async () => {
+    const source = await start({ ...generated, faults: { delay: [{ route: "download", ms: 1500 }] } })
+    const target = await start({})
+    const archive = Path.join(tmp, "in-use")
+    const first = migrate(source, target, archive)
+    // once the first run holds the archive
+    const lock = Path.join(archive, ".lock")
+    for (let i = 0; i < 200 && !NFS.existsSync(lock); i++) await new Promise((r) => setTimeout(r, 25))
+    expect(NFS.existsSync(lock)).toBe(true)
+    const second = await migrate(source, target, archive)
+    expect(second.code, second.stderr).toBe(5)
+    expect(lastLine(second.stderr)).toMatch(/another ferry is using this archive \(locked by pid \d+/)
+    await expectMigrated(await first, target, archive)
+  }, 90_000)
+
   it("--max-staged and --prune-staged: imported data files are removed, verify against the source is clean", async () => {
     const source = await start(generated)
     const target = await start({})

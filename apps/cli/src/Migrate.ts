@@ -440,6 +440,22 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             "_elements exports partial resources, which must never be imported into a server; drop --elements for a migration",
         })
       }
+      // The archive is this run's for the whole migration, not only while the export writes it (its waves, the
+      // ledger and the pruning come after): a second migrate of it stops here. The export does not take it again.
+      yield* Archive.lock(archive).pipe(
+        Effect.mapError(
+          (e) =>
+            new ImportError({
+              reason: "Archive",
+              url: archive,
+              detail:
+                e.reason === "Locked"
+                  ? `another ferry is using this archive (${e.detail}); wait for it to end, or remove ${Path.join(archive, ".lock")} if none runs`
+                  : e.message,
+              cause: e,
+            }),
+        ),
+      )
       // a finished archive of another source is not this migration's (its ledger would say "finished, nothing
       // to do"); an unfinished one is judged by the export (one whose first attempt started nothing is taken)
       const manifestPath = Path.join(archive, "manifest.json")
@@ -862,6 +878,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           client: source,
           out: archive,
           outFlag: "--archive",
+          lockHeld: true,
           params: options.params,
           ...(options.mode !== undefined ? { mode: options.mode } : {}),
           ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),

@@ -68,6 +68,11 @@ export interface ExportOptions {
   readonly out: string
   /** How the user named `out`, for messages (default `--out`; `ferry migrate` says `--archive`). */
   readonly outFlag?: string
+  /**
+   * The caller holds the archive's lock already (`Archive.lock`, for longer than the export: `ferry migrate`
+   * holds it for the whole migration); the export then does not take it again.
+   */
+  readonly lockHeld?: boolean
   /** What to export. `since: "auto"` takes the `transactionTime` of the newest finished sibling archive. */
   readonly params: Kickoff.ExportParamsInput
   readonly mode?: Mode
@@ -429,17 +434,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     )
   const requested = JSON.stringify(options.params)
   const tentative = yield* Kickoff.validate(Kickoff.params({ ...options.params, since }))
-  const archive = yield* ArchiveDir.open(options.out, {
-    tool: options.tool ?? { name: "ferry", version: "dev" },
-    source: { baseUrl: redactUrl(client.baseUrl) },
-    request: {
-      level: tentative.level,
-      ...(tentative.groupId !== undefined ? { groupId: tentative.groupId } : {}),
-      url: `${client.baseUrl}/${Kickoff.path(tentative)}`,
-      parameters: requestParameters(tentative),
+  const archive = yield* ArchiveDir.open(
+    options.out,
+    {
+      tool: options.tool ?? { name: "ferry", version: "dev" },
+      source: { baseUrl: redactUrl(client.baseUrl) },
+      request: {
+        level: tentative.level,
+        ...(tentative.groupId !== undefined ? { groupId: tentative.groupId } : {}),
+        url: `${client.baseUrl}/${Kickoff.path(tentative)}`,
+        parameters: requestParameters(tentative),
+      },
+      ...(since !== undefined ? { previous: { transactionTime: since } } : {}),
     },
-    ...(since !== undefined ? { previous: { transactionTime: since } } : {}),
-  })
+    options.lockHeld === true,
+  )
   const journal = archive.journal
   const emit = (event: string, fields: Record<string, unknown> = {}) =>
     archive

@@ -82,16 +82,18 @@ const appender = (file: string) =>
   })
 
 /**
- * Takes the archive's lock, creates the archive (empty manifest, `complete: false`) unless it exists, and
+ * Takes the archive's lock (unless the caller holds it), creates the archive (empty manifest, `complete: false`) unless it exists, and
  * opens its journal and event log.
  */
 export const open = (
   root: string,
   init: Init,
+  lockHeld = false,
 ): Effect.Effect<ArchiveDir, ArchiveError | ExportError, Scope.Scope> =>
   Effect.gen(function* () {
     const abs = Path.resolve(root)
-    yield* Archive.lock(abs)
+    // (a caller that holds it for longer, `ferry migrate`, took it and cleared the leftovers already)
+    if (!lockHeld) yield* Archive.lock(abs)
     const exists = yield* fsTry(abs, "read", () =>
       NFS.promises.access(Path.join(abs, Archive.layout.manifest)).then(
         () => true,
