@@ -403,7 +403,6 @@ export const lock = (
       }
       // its pid speaks for it only on this machine (the same boot id: another one may be another machine of
       // that host name, or this one rebooted), in this pid namespace; one that renews is watched otherwise
-      const boot = bootId()
       const sameMachine =
         held.host === OS.hostname() &&
         (held.renewEvery === undefined ||

@@ -86,29 +86,23 @@ export const touch = (path: string): Effect.Effect<void, ArchiveError> =>
     return P.utimes(path, now, now)
   })
 
+/** Whether `attempt` succeeded; false when it failed with `expected` (any other failure stays one). */
+const succeededUnless = (attempt: Promise<unknown>, expected: string): Promise<boolean> =>
+  attempt.then(
+    () => true,
+    (e: unknown) => {
+      if (code(e) === expected) return false
+      throw e
+    },
+  )
+
 /** Rename `from` to `to`; false when `from` does not exist. */
 export const renameIfExists = (from: string, to: string): Effect.Effect<boolean, ArchiveError> =>
-  wrap(from, () =>
-    P.rename(from, to).then(
-      () => true,
-      (e: unknown) => {
-        if (code(e) === "ENOENT") return false
-        throw e
-      },
-    ),
-  )
+  wrap(from, () => succeededUnless(P.rename(from, to), "ENOENT"))
 
 /** A hard link `to` of `from`, unless `to` exists; whether it was made. */
 export const linkIfAbsent = (from: string, to: string): Effect.Effect<boolean, ArchiveError> =>
-  wrap(to, () =>
-    P.link(from, to).then(
-      () => true,
-      (e: unknown) => {
-        if (code(e) === "EEXIST") return false
-        throw e
-      },
-    ),
-  )
+  wrap(to, () => succeededUnless(P.link(from, to), "EEXIST"))
 
 export const remove = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, () => P.rm(path, { force: true }))
