@@ -48,14 +48,29 @@ export const isTransient = (outcome: OperationOutcome): boolean => {
   return issues.length > 0 && issues.every((i) => transientCodes.has(i.code))
 }
 
-/** A one-line human summary of the issues (diagnostics, else details.text, else code). */
-export const summary = (outcome: OperationOutcome): string =>
-  outcome.issue
-    .map(
-      (i) =>
-        `${i.severity} ${i.code}${i.diagnostics ? `: ${i.diagnostics}` : i.details?.text ? `: ${i.details.text}` : ""}`,
-    )
-    .join("; ")
+/** How many characters of one issue's words, and how many issues, a summary repeats. */
+const wordsCap = 300
+const issuesCap = 5
+
+/** One line of at most `wordsCap` characters: a server's words can be a stack trace or echo a resource's values. */
+const oneLine = (text: string): string => {
+  const flat = text.replace(/\s+/g, " ").trim()
+  return flat.length <= wordsCap ? flat : `${flat.slice(0, wordsCap - 1)}…`
+}
+
+/**
+ * A one-line human summary of the issues (diagnostics, else details.text, else code), for messages and
+ * logs: each issue's words on one line and cut at 300 characters, the first 5 issues and how many more.
+ * The whole outcome stays where it is kept on purpose (beside a quarantined resource).
+ */
+export const summary = (outcome: OperationOutcome): string => {
+  const shown = outcome.issue.slice(0, issuesCap).map((i) => {
+    const words = i.diagnostics || i.details?.text
+    return `${i.severity} ${i.code}${words ? `: ${oneLine(words)}` : ""}`
+  })
+  const more = outcome.issue.length - shown.length
+  return more > 0 ? `${shown.join("; ")}; and ${more} more issue${more === 1 ? "" : "s"}` : shown.join("; ")
+}
 
 export const make = (
   severity: "fatal" | "error" | "warning" | "information",

@@ -17,6 +17,28 @@ describe("OperationOutcome", () => {
     }),
   )
 
+  it("summarises on one line, each issue's words cut at 300 characters, at most 5 issues", () => {
+    const trace = `java.lang.NullPointerException\n\tat ca.uhn.fhir.Parser.parse(Parser.java:1)${"\n\tat x.y.Z.f(Z.java:2)".repeat(40)}`
+    const oo: OperationOutcome.OperationOutcome = {
+      resourceType: "OperationOutcome",
+      issue: [
+        { severity: "error", code: "exception", diagnostics: trace },
+        { severity: "error", code: "invalid", details: { text: "Observation.status: required" } },
+        ...Array.from({ length: 5 }, () => ({ severity: "warning" as const, code: "informational" })),
+      ],
+    }
+    const text = OperationOutcome.summary(oo)
+    expect(text).not.toContain("\n")
+    const first = text.split("; ")[0] ?? ""
+    expect(
+      first.startsWith("error exception: java.lang.NullPointerException at ca.uhn.fhir.Parser.parse"),
+    ).toBe(true)
+    expect(first.length).toBe("error exception: ".length + 300)
+    expect(first.endsWith("…")).toBe(true)
+    expect(text).toContain("; error invalid: Observation.status: required; ")
+    expect(text.endsWith("; warning informational; and 2 more issues")).toBe(true)
+  })
+
   it("is not transient when any issue is a hard failure", () => {
     const oo: OperationOutcome.OperationOutcome = {
       resourceType: "OperationOutcome",
