@@ -9,6 +9,7 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import * as zlib from "node:zlib"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   archiveCounts,
@@ -117,6 +118,27 @@ describe("ferry export --organize-output-by Patient", () => {
     expect(verified.code, verified.stderr).toBe(0)
     expect(verified.stdout).toContain("verify: CLEAN")
   }, 180_000)
+
+  it("with --gzip: gzip per-type data files holding the same resources", async () => {
+    const out = Path.join(tmp, "organized-gzip")
+    const run = await runFerry([...organizedArgs(out), "--gzip"])
+    expect(run.code, run.stderr).toBe(0)
+    const files = archiveManifest(out).files
+    expect(files.length).toBeGreaterThan(0)
+    expect(files.every((f) => f.path.endsWith(".ndjson.gz"))).toBe(true)
+    const lines = files
+      .flatMap((f) =>
+        zlib
+          .gunzipSync(NFS.readFileSync(Path.join(out, f.path)))
+          .toString("utf8")
+          .split("\n"),
+      )
+      .filter((l) => l !== "")
+      .sort()
+    expect(lines).toEqual(dataLines(plain))
+    expect(archiveMismatches(out)).toEqual([])
+    expect(NFS.existsSync(Path.join(out, "staging"))).toBe(false)
+  }, 120_000)
 
   it("a server whose manifest count leaves the headers out: the count check accepts it, same data", async () => {
     const other = await startSandbox({

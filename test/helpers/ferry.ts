@@ -5,6 +5,7 @@ import * as NFS from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
+import { gunzipSync } from "node:zlib"
 import type { SandboxConfigInput } from "@ferry/sandbox/Config"
 import { routeKind } from "@ferry/sandbox/Faults"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
@@ -262,7 +263,7 @@ export const archiveMismatches = (out: string): Array<string> => {
   for (const f of [...m.files, ...m.deleted, ...m.errors]) {
     const bytes = NFS.readFileSync(Path.join(out, f.path))
     const sha = createHash("sha256").update(bytes).digest("hex")
-    const lines = bytes
+    const lines = (f.path.endsWith(".gz") ? gunzipSync(bytes) : bytes)
       .toString("utf8")
       .split("\n")
       .filter((l) => l !== "").length

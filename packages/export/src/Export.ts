@@ -689,7 +689,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         path: archive.path(f.path),
         label: f.path,
         auth: manifest.requiresAccessToken,
-        gzip: options.gzip === true,
+        // an organizeOutputBy file is staged plain: its distribution writes the compressed per-type files
+        gzip: options.gzip === true && f.organized === undefined,
         ...(collected !== undefined ? { onResource: collected.onResource } : {}),
         // organizeOutputBy: servers differ on whether `count` includes the block headers
         ...(f.organized !== undefined ? { uncounted: Organized.isHeader } : {}),
