@@ -109,7 +109,20 @@ export interface Store {
    * export, and an export meets tens of thousands of attachments.
    */
   readonly storedUrls: DigestSet
+  /**
+   * Whether the blob stored for `url` (one of `storedUrls`) has the `size` and SHA-1 (base64, as FHIR's
+   * `Attachment.hash`) given; an unset field is not checked. Another Attachment pointing at a URL already in
+   * the store is checked against it this way, without reading the blob.
+   */
+  readonly matchesStored: (
+    url: string,
+    expected: { readonly size?: number; readonly sha1?: string },
+  ) => boolean
 }
+
+/** A stored URL's size and SHA-1, as members of one digest set (`Store.matchesStored`). */
+const sizeFact = (url: string, size: number): Uint8Array => digest16(`size\u0000${size}\u0000${url}`)
+const sha1Fact = (url: string, sha1: string): Uint8Array => digest16(`sha1\u0000${sha1}\u0000${url}`)
 
 /** A new blob file at its content address, write-only (made durable by `commit`: fsync of the descriptor). */
 const CREATE = NFS.constants.O_WRONLY | NFS.constants.O_CREAT | NFS.constants.O_EXCL
@@ -147,10 +160,20 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     // index's objects: the store lives as long as the export)
     const known = new DigestSet(32)
     const storedUrls = new DigestSet(16)
+    const facts = new DigestSet(16)
+    /** `url` is stored, as a blob of `size` bytes with this SHA-1. */
+    const rememberUrl = (url: string, size: number, sha1: string): void => {
+      storedUrls.add(digest16(url))
+      facts.add(sizeFact(url, size))
+      facts.add(sha1Fact(url, sha1))
+    }
+    const matchesStored: Store["matchesStored"] = (url, expected) =>
+      (expected.size === undefined || facts.has(sizeFact(url, expected.size))) &&
+      (expected.sha1 === undefined || facts.has(sha1Fact(url, expected.sha1)))
     const index = indexPath(dir)
     const torn = yield* forEachIndexLine(dir, leanLine, (line) => {
       known.addHex(line.sha256)
-      for (const url of line.sourceUrls) storedUrls.add(digest16(url))
+      for (const url of line.sourceUrls) rememberUrl(url, line.size, line.sha1)
     })
     if (torn !== undefined) {
       // the next commit appends: glued to the fragment, its first line would be invalid, and every later read
@@ -228,7 +251,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
           yield* Effect.sync(() => {
             if (created) touched.add(Path.dirname(final))
             lines.push(line)
-            if (meta.sourceUrl !== undefined) storedUrls.add(digest16(meta.sourceUrl))
+            if (meta.sourceUrl !== undefined) rememberUrl(meta.sourceUrl, size, sha1)
           })
         }
         return { sha256, sha1, size, created, matches: true }
@@ -299,7 +322,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
               ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
               sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
             })
-            if (meta.sourceUrl !== undefined) storedUrls.add(digest16(meta.sourceUrl))
+            if (meta.sourceUrl !== undefined) rememberUrl(meta.sourceUrl, bytes.length, sha1)
           }
           return { sha256, sha1, size: bytes.length, created, matches: true }
         },
@@ -365,6 +388,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
       commit,
       pending: Effect.sync(() => lines.length),
       storedUrls,
+      matchesStored,
     } satisfies Store
   })
 

@@ -239,7 +239,17 @@ const fetchBody = (
   })
 
 /**
- * Collects the attachment references of resources as they stream by, once per URL. `refs` hands them over
+ * A reference's URL with what its Attachment says of the body (`size`, `hash`): two Attachments pointing at
+ * one URL are one fetch, but each one's claims are checked.
+ */
+const claimKey = (ref: {
+  readonly url: string
+  readonly size?: number | undefined
+  readonly hash?: string | undefined
+}) => `${ref.url}\u0000${ref.size ?? ""}\u0000${ref.hash ?? ""}`
+
+/**
+ * Collects the attachment references of resources as they stream by, once per URL and claims. `refs` hands them over
  * and forgets them (the caller holds them while they are fetched).
  *
  * Kept small: a file's references wait here until the file is in the archive and then until their fetches
@@ -250,7 +260,10 @@ const fetchBody = (
  */
 export const collector = (): {
   readonly onResource: (resource: Resource) => void
-  /** The references found since the last call (each URL once per collector), handed over and forgotten. */
+  /**
+   * The references found since the last call (each URL once per collector, or more often when Attachments
+   * disagree on its size or hash), handed over and forgotten.
+   */
   readonly refs: () => ReadonlyArray<AttachmentRef>
   /** How many references `refs` would hand over now. */
   readonly pending: () => number
@@ -269,7 +282,7 @@ export const collector = (): {
   return {
     onResource: (resource) => {
       for (const ref of refsOf(resource)) {
-        if (!seen.add(digest16(ref.url))) continue
+        if (!seen.add(digest16(claimKey(ref)))) continue
         found.push({
           url: ref.url,
           resource: `${intern(resource.resourceType)}/${resource.id ?? ""}`.normalize(),
@@ -309,6 +322,12 @@ export const refsOfFile = (
       Effect.map(() => c.refs()),
     )
   })
+
+const describeClaims = (ref: AttachmentRef): string =>
+  [
+    ...(ref.size !== undefined ? [`size (${ref.size} bytes)`] : []),
+    ...(ref.hash !== undefined ? [`hash (${ref.hash})`] : []),
+  ].join(" or ")
 
 /** What one `forRefs` call did. */
 export interface BatchResult {
@@ -351,7 +370,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
    * attachment for the whole run; as strings in a Map they made a 1M export's heap grow with its attachments.
    */
   const stored = store.storedUrls
-  const failedUrls = new DigestSet(16, 16)
+  /** References that failed: URL and claims (`claimKey`), so an Attachment that is right is not failed with one that is wrong. */
+  const failedRefs = new DigestSet(16, 16)
+  /** Fetches under way, by `claimKey`. */
   const inFlight = new Map<string, Deferred.Deferred<boolean>>()
   const gates: Gates = {
     http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)),
@@ -365,6 +386,17 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   const commitIfFull = Effect.flatMap(store.pending, (n) =>
     n >= COMMIT_EVERY ? Effect.asVoid(store.commit) : Effect.void,
   )
+  const recordFailure = (ref: AttachmentRef, detail: string): Effect.Effect<void, ExportError> =>
+    Effect.suspend(() => {
+      const failure: AttachmentFailure = {
+        url: redactUrl(resolveUrl(client.baseUrl, ref.url)),
+        resource: ref.resource,
+        path: ref.path,
+        detail,
+      }
+      failed.push(failure)
+      return options.onFailed ? options.onFailed(failure) : Effect.void
+    })
 
   /** Fetches one attachment; its size, or undefined when it failed (the failure is recorded). */
   const fetchRef = (
@@ -383,19 +415,12 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       Effect.catchAll((e) => {
         if (e._tag === "ArchiveError" || (e._tag === "ExportError" && e.reason === "Archive"))
           return Effect.fail(e)
-        const failure: AttachmentFailure = {
-          url: redactUrl(resolveUrl(client.baseUrl, ref.url)),
-          resource: ref.resource,
-          path: ref.path,
-          detail: e.message,
-        }
-        failed.push(failure)
-        return (options.onFailed ? options.onFailed(failure) : Effect.void).pipe(Effect.as(undefined))
+        return recordFailure(ref, e.message).pipe(Effect.as(undefined))
       }),
       Effect.tap((size) =>
         Effect.suspend(() => {
-          if (size === undefined) failedUrls.add(digest16(ref.url))
-          inFlight.delete(ref.url)
+          if (size === undefined) failedRefs.add(digest16(claimKey(ref)))
+          inFlight.delete(claimKey(ref))
           return Deferred.succeed(mine, size !== undefined)
         }),
       ),
@@ -404,7 +429,7 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       // fetched again by the next reference that meets it
       Effect.onInterrupt(() =>
         Effect.suspend(() => {
-          if (inFlight.get(ref.url) === mine) inFlight.delete(ref.url)
+          if (inFlight.get(claimKey(ref)) === mine) inFlight.delete(claimKey(ref))
           return Deferred.interrupt(mine)
         }),
       ),
@@ -417,7 +442,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       let mineBytes = 0
       let mineFailed = 0
       const one = (ref: AttachmentRef) => {
-        const pending = inFlight.get(ref.url)
+        const key = claimKey(ref)
+        const pending = inFlight.get(key)
         if (pending !== undefined) {
           // the fetch in flight elsewhere; if it is interrupted instead, this reference fetches the URL itself
           return Effect.flatMap(
@@ -428,12 +454,22 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
                 : Effect.suspend(() => one(ref)),
           )
         }
-        const digest = digest16(ref.url)
+        const digest = digest16(key)
         // failed first (an older archive may have indexed a body that did not match its Attachment)
-        if (failedUrls.has(digest)) return Effect.sync(() => mineFailed++)
-        if (stored.has(digest)) return Effect.sync(() => mineSkipped++)
+        if (failedRefs.has(digest)) return Effect.sync(() => mineFailed++)
+        if (stored.has(digest16(ref.url))) {
+          // in the archive for another Attachment (or an earlier run): this one's size and hash must fit it too
+          if (store.matchesStored(ref.url, { size: ref.size, sha1: ref.hash }))
+            return Effect.sync(() => mineSkipped++)
+          failedRefs.add(digest)
+          mineFailed++
+          return recordFailure(
+            ref,
+            `${redactUrl(resolveUrl(client.baseUrl, ref.url))}: the attachment of ${ref.resource} (${ref.path}) does not match: the body this URL returned (stored for another Attachment) differs from this Attachment's ${describeClaims(ref)}; the source data is inconsistent, check it at the source`,
+          )
+        }
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)
-        inFlight.set(ref.url, mine)
+        inFlight.set(key, mine)
         return Effect.flatMap(fetchRef(ref, mine), (size) =>
           Effect.sync(() => {
             if (size === undefined) mineFailed++

@@ -5,7 +5,7 @@ import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
-import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import { Cause, Effect, Exit, Fiber, Option, TestServices } from "effect"
 import * as Archive from "@ferry/archive/Archive"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import * as Attachments from "../src/Attachments.js"
@@ -63,7 +63,7 @@ describe("Attachments.refsOf / isSourceBinary", () => {
     const doc = (id: string, url: string) => ({
       resourceType: "DocumentReference",
       id,
-      content: [{ attachment: { contentType: "text/plain", url, size: 2, hash: `h-${id}` } }],
+      content: [{ attachment: { contentType: "text/plain", url, size: 2, hash: `h-${url}` } }],
     })
     c.onResource(doc("d1", "Binary/a"))
     c.onResource(doc("d2", "Binary/b"))
@@ -73,9 +73,19 @@ describe("Attachments.refsOf / isSourceBinary", () => {
     assert.deepStrictEqual(
       refs.map((r) => [r.url, r.resource, r.path, r.contentType, r.size, r.hash]),
       [
-        ["Binary/a", "DocumentReference/d1", "content[0].attachment", "text/plain", 2, "h-d1"],
-        ["Binary/b", "DocumentReference/d2", "content[0].attachment", "text/plain", 2, "h-d2"],
+        ["Binary/a", "DocumentReference/d1", "content[0].attachment", "text/plain", 2, "h-Binary/a"],
+        ["Binary/b", "DocumentReference/d2", "content[0].attachment", "text/plain", 2, "h-Binary/b"],
       ],
+    )
+    // an Attachment that says something else of the same URL's body is handed over too (its claims are checked)
+    c.onResource({
+      resourceType: "DocumentReference",
+      id: "d3b",
+      content: [{ attachment: { contentType: "text/plain", url: "Binary/a", size: 3 } }],
+    })
+    assert.deepStrictEqual(
+      c.refs().map((r) => [r.url, r.resource, r.size, r.hash]),
+      [["Binary/a", "DocumentReference/d3b", 3, undefined]],
     )
     assert.deepStrictEqual(c.refs(), [])
     // handed over in batches: a URL met after its batch went out is not handed over again
@@ -464,5 +474,78 @@ layer(Sandbox.Sandbox.layer({ generate: 30, bulk: { retryAfterSeconds: 0 } } as 
         assert.strictEqual((ready[0]?.fetched ?? 0) + (ready[0]?.skipped ?? 0), 30)
         assert.strictEqual(ready[0]?.fetched, 30)
       }),
+  )
+})
+
+layer(Sandbox.Sandbox.layer({ seed: [attachmentsDir], bulk: { retryAfterSeconds: 0 } } as never), {
+  timeout: 60_000,
+})("Attachments sharing a URL", (it) => {
+  it.scoped("each Attachment's size and hash are checked, also when another fetched its URL first", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const client = yield* clientFor(sandbox.baseUrl)
+      const dicom = seeded[0]!
+      const doc = (id: string, url: string, size: number) =>
+        put(sandbox.baseUrl, {
+          resourceType: "DocumentReference",
+          id,
+          status: "current",
+          content: [{ attachment: { contentType: "image/jpeg", url, size } }],
+        } as never)
+      // one pair with the right Attachment first, one with the wrong one first (ids order the export file)
+      const first = `${sandbox.baseUrl}/Binary/DICOM.jpg?pair=1`
+      const second = `${sandbox.baseUrl}/Binary/DICOM.jpg?pair=2`
+      yield* doc("p1-a-right", first, dicom.length)
+      yield* doc("p1-b-wrong", first, 12)
+      yield* doc("p2-a-wrong", second, 12)
+      yield* doc("p2-b-right", second, dicom.length)
+      const events: Array<{ event: string; resource?: unknown }> = []
+      const out = Path.join(dir, "shared-url")
+      // the live clock: the job may still run at the first poll, and the test clock would never wake the next
+      const summary = yield* TestServices.provideLive(
+        Export.run({
+          client,
+          out,
+          params: { level: "system", types: ["DocumentReference"] },
+          allowMissingAttachments: true,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+          ...fast,
+        }),
+      )
+      const failed = events
+        .filter((e) => e.event === "attachment-failed")
+        .map((e) => String(e.resource))
+        .sort()
+      assert.deepStrictEqual(failed, ["DocumentReference/p1-b-wrong", "DocumentReference/p2-a-wrong"])
+      assert.strictEqual(summary.attachments.failed, 2)
+      // the right Attachments' body is in the archive under both URLs
+      const index = yield* ArchiveAttachments.readIndex(out)
+      assert.includeMembers([...(index.get(sha256(dicom))?.sourceUrls ?? [])], [first, second])
+    }),
+  )
+
+  it.scoped("a resumed run's store knows each stored URL's size and hash from the index", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const bytes = seeded[2]!
+      const sha1 = createHash("sha1").update(bytes).digest("base64")
+      const url = "http://source.example/fhir/Binary/portrait"
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const store = yield* ArchiveAttachments.store(dir)
+          yield* store.storeBytes(bytes, { sourceUrl: url })
+          assert.isTrue(store.matchesStored(url, { size: bytes.length, sha1 }))
+          yield* store.commit
+        }),
+      )
+      const reopened = yield* ArchiveAttachments.store(dir)
+      assert.isTrue(reopened.matchesStored(url, {}))
+      assert.isTrue(reopened.matchesStored(url, { size: bytes.length }))
+      assert.isTrue(reopened.matchesStored(url, { size: bytes.length, sha1 }))
+      assert.isFalse(reopened.matchesStored(url, { size: 12 }))
+      assert.isFalse(reopened.matchesStored(url, { size: bytes.length, sha1: "AAAA" }))
+      assert.isFalse(reopened.matchesStored(`${url}?other`, { size: bytes.length }))
+    }),
   )
 })
