@@ -23,6 +23,7 @@ import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   archiveCounts,
+  archiveManifest,
   freePort,
   type InProcessSandbox,
   lastLine,
@@ -362,25 +363,52 @@ describe("ferry import", () => {
     const gone = Array.from(source.store.iterate("AllergyIntolerance"))
       .slice(0, 2)
       .map((r) => r.id)
-    const since = new Date(Date.now() - 1000).toISOString()
     for (const id of gone) {
       const r = await fetch(`${source.baseUrl}/AllergyIntolerance/${id}`, { method: "DELETE" })
       expect(r.status).toBeLessThan(300)
     }
+    const changed = Array.from(source.store.iterate("Patient"))[0]!
+    const patient = JSON.parse(changed.json) as { gender?: string }
+    const gender = patient.gender === "female" ? "male" : "female"
+    const put = await fetch(`${source.baseUrl}/Patient/${changed.id}`, {
+      method: "PUT",
+      headers: { "content-type": "application/fhir+json" },
+      body: JSON.stringify({ ...patient, gender }),
+    })
+    expect(put.status).toBeLessThan(300)
     const delta = Path.join(tmp, "del-delta")
-    const exported = await runFerry(["export", source.baseUrl, "--out", delta, "--since", since])
+    const exported = await runFerry(["export", source.baseUrl, "--out", delta, "--since", "auto"])
     expect(exported.code, exported.stderr).toBe(0)
-    // the delta archive goes to the same target: its id map is the full import's
-    const slug = NFS.readdirSync(Path.join(full, "imports"))[0]!
-    NFS.mkdirSync(Path.join(delta, "imports", slug), { recursive: true })
-    NFS.copyFileSync(
-      Path.join(full, "imports", slug, "idmap.ndjson"),
-      Path.join(delta, "imports", slug, "idmap.ndjson"),
+    expect(archiveManifest(delta).files.length).toBeGreaterThan(0)
+    // elsewhere, without the archive it continues: the target assigned its own ids, so neither the update nor
+    // the deletes could find their resources; refused before anything is sent (it used to say "0 deleted", exit 0)
+    const elsewhere = Path.join(tmp, "elsewhere", "del-delta")
+    NFS.cpSync(delta, elsewhere, { recursive: true })
+    const before = targetCounts(target)
+    const alone = await importInto(elsewhere, target)
+    expect(alone.code, alone.stderr).toBe(2)
+    expect(alone.stderr.trim().split("\n").at(-1)).toMatch(
+      /^ferry: .*del-delta: the archive is an incremental export \(changes since .*\) and no id map of an earlier import into .* was found/,
     )
-    const second = await importInto(delta, target, ["--strategy", "post"])
+    expect(targetCounts(target)).toEqual(before)
+    // beside the full archive: that import's id map is carried over, the update and the deletes land
+    const second = await importInto(delta, target)
     expect(second.code, second.stderr).toBe(0)
-    expect((JSON.parse(second.stdout) as { deleted: number }).deleted).toBe(2)
+    expect(second.stderr).toContain(`ferry import: continues ${full}`)
+    const summary = JSON.parse(second.stdout) as { strategy: string; deleted: number; deletesSkipped: number }
+    expect(summary.strategy).toBe("post")
+    expect(summary.deleted).toBe(2)
+    expect(summary.deletesSkipped).toBe(0)
     expect(target.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
+    expect(target.store.count("Patient")).toBe(source.store.count("Patient"))
+    const genders = Array.from(target.store.iterate("Patient")).filter(
+      (r) => (JSON.parse(r.json) as { gender?: string }).gender === gender,
+    ).length
+    expect(genders).toBe(
+      Array.from(source.store.iterate("Patient")).filter(
+        (r) => (JSON.parse(r.json) as { gender?: string }).gender === gender,
+      ).length,
+    )
 
     // A target that keeps referential integrity refuses (409) a delete while something still refers to
     // it; deleted/ comes in no useful order. Here the first DELETE it gets is refused so: it waits for a

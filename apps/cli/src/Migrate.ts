@@ -49,6 +49,7 @@ import * as Export from "@ferry/export/Export"
 import type { ExportError } from "@ferry/export/ExportError"
 import type * as Kickoff from "@ferry/export/Kickoff"
 import type * as BulkImport from "@ferry/import/BulkImport"
+import * as Continues from "@ferry/import/Continues"
 import * as Import from "@ferry/import/Import"
 import { ImportError } from "@ferry/import/ImportError"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
@@ -295,14 +296,6 @@ export const importable = (
   return Array.from(wave.keys())
 }
 
-const io = (path: string) => (cause: unknown) =>
-  new ImportError({
-    reason: "Archive",
-    url: path,
-    detail: `could not write the migration state (${cause instanceof Error ? cause.message : String(cause)}); check the archive directory is writable`,
-    cause,
-  })
-
 const LEDGER = "migrate.ndjson"
 
 /** The planned path of a crawled type's file until it is ready. */
@@ -314,49 +307,6 @@ interface WaveRecord {
   readonly files: ReadonlyArray<string>
   readonly final: boolean
 }
-
-/** Copies `from` to `to` (via a temp file and rename) unless `to` exists. */
-const copyIfAbsent = (from: string, to: string) =>
-  Effect.try({
-    try: () => {
-      if (!NFS.existsSync(from) || NFS.existsSync(to)) return false
-      NFS.mkdirSync(Path.dirname(to), { recursive: true, mode: 0o700 })
-      const tmp = `${to}.tmp`
-      NFS.copyFileSync(from, tmp)
-      NFS.chmodSync(tmp, 0o600)
-      // durable before it is named: an empty id map after a power loss would lose the earlier run's mappings
-      const fd = NFS.openSync(tmp, "r+")
-      try {
-        NFS.fsyncSync(fd)
-      } finally {
-        NFS.closeSync(fd)
-      }
-      NFS.renameSync(tmp, to)
-      return true
-    },
-    catch: io(to),
-  }).pipe(
-    // its directory entry durable too
-    Effect.tap((copied) => (copied ? Archive.syncParent(to).pipe(Effect.mapError(io(to))) : Effect.void)),
-  )
-
-/**
- * The finished sibling archive an incremental export continues (same parent directory, `transactionTime`
- * equal to this archive's `previous.transactionTime`), if any.
- */
-const previousArchive = (archive: string, since: string) =>
-  Effect.gen(function* () {
-    const abs = Path.resolve(archive)
-    const parent = Path.dirname(abs)
-    const names = yield* Effect.try({ try: () => NFS.readdirSync(parent), catch: io(parent) })
-    for (const name of names.sort().reverse()) {
-      const dir = Path.join(parent, name)
-      if (dir === abs || !NFS.existsSync(Path.join(dir, "manifest.json"))) continue
-      const m = yield* Archive.readManifest(dir).pipe(Effect.option)
-      if (Option.isSome(m) && m.value.complete && m.value.transactionTime === since) return Option.some(dir)
-    }
-    return Option.none<string>()
-  })
 
 /** Whether the migration ledger in `dir` (for `target`) says it finished; none when there is no ledger. */
 const ledgerDone = (dir: string, target: string): Option.Option<boolean> => {
@@ -406,7 +356,7 @@ const readLedger = (text: string) => {
 /** Fails when the earlier archive an incremental migration continues holds an unfinished migration. */
 const unfinishedCheck = (archive: string, since: string, target: string) =>
   Effect.gen(function* () {
-    const prev = yield* previousArchive(archive, since)
+    const prev = yield* Continues.previousArchive(archive, since)
     if (Option.isNone(prev)) return
     const done = ledgerDone(prev.value, target)
     if (Option.isSome(done) && !done.value) {
@@ -489,7 +439,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
                         NFS.mkdirSync(eventsDir, { recursive: true, mode: 0o700 })
                         eventsDirMade = true
                       },
-                      catch: io(eventsDir),
+                      catch: Continues.io(eventsDir),
                     }),
                 Events.append(eventsDir, `migrate.${event}`, fields),
               )
@@ -545,7 +495,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       const ledgerFile = ledgerPath(archive, target.baseUrl)
       const earlier = yield* Effect.try({
         try: () => readLedger(NFS.existsSync(ledgerFile) ? NFS.readFileSync(ledgerFile, "utf8") : ""),
-        catch: io(ledgerFile),
+        catch: Continues.io(ledgerFile),
       })
       const previousWaves = earlier.waves
       const alreadyDone = earlier.done
@@ -556,7 +506,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         // a kill between the ledger line and the removal left it (a data file of this archive, nothing else)
         const abs = Path.resolve(archive, p)
         if (abs.startsWith(`${Path.join(archive, "data")}${Path.sep}`))
-          yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
+          yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: Continues.io(abs) })
       }
       if (imported.size > 0 || alreadyDone)
         yield* say("resume", { importedFiles: imported.size, waves: previousWaves, done: alreadyDone })
@@ -710,22 +660,16 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         const manifest = yield* Archive.readManifest(archive)
         const since = manifest.previous?.transactionTime
         if (since === undefined) return
-        const prev = yield* previousArchive(archive, since)
-        if (Option.isNone(prev)) {
+        yield* unfinishedCheck(archive, since, target.baseUrl)
+        const seeded = yield* Continues.seed(archive, since, target.baseUrl)
+        if (Option.isNone(seeded.previous)) {
           yield* say("warning", {
             detail: `no finished archive next to ${archive} has transactionTime ${since}: this incremental migration has no id map from the earlier one (fine when the target keeps the source ids)`,
           })
           return
         }
-        yield* unfinishedCheck(archive, since, target.baseUrl)
-        continues = prev.value
-        let copied = 0
-        for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {
-          const from = Path.join(Imports.dir(prev.value, target.baseUrl), name)
-          const to = Path.join(Imports.dir(archive, target.baseUrl), name)
-          if (yield* copyIfAbsent(from, to)) copied++
-        }
-        yield* say("continues", { archive: prev.value, copied })
+        continues = seeded.previous.value
+        yield* say("continues", { archive: seeded.previous.value, copied: seeded.copied })
       })
       const seedOnce = yield* Effect.cached(seedIds)
 
@@ -752,6 +696,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           const result = yield* Import.run({
             client: target,
             archive,
+            // seeded above (`seedOnce`), after checking the earlier migration finished
+            continues: false,
             files,
             contextFiles: context,
             // The archive's Binary resources own their blobs (never uploaded as second copies): while the
@@ -830,7 +776,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
                 path: f.path,
                 bytes: f.bytes,
               })
-              yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: io(abs) })
+              yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: Continues.io(abs) })
               pruned.add(f.path)
               prunedFiles++
               prunedBytes += f.bytes

@@ -76,6 +76,7 @@ import { Journal } from "@ferry/archive/Journal"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
+import { redactUrl } from "@ferry/core/Http"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import { KeyTable } from "@ferry/core/KeyTable"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -98,6 +99,7 @@ import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
 import * as BulkImport from "./BulkImport.js"
+import * as Continues from "./Continues.js"
 import { ImportError } from "./ImportError.js"
 import { lineText, Locations, type Span, spans } from "./internal/bodies.js"
 import {
@@ -161,6 +163,11 @@ export interface ImportOptions {
    * runs; `ferry migrate` passes the Binary files landed so far.
    */
   readonly otherBinaryFiles?: ReadonlyArray<FileEntry>
+  /**
+   * For an incremental archive, copy the id map (and Binaries record) of this target from the archive it
+   * continues, beside it (`Continues.seed`; default true; `ferry migrate` does it itself before its waves).
+   */
+  readonly continues?: boolean
   /** Process the archive's `deleted/` files in this run (default true). */
   readonly deletes?: boolean
   /** The `deleted/` files to process instead of `manifest.deleted` (when the manifest is incomplete). */
@@ -197,6 +204,8 @@ export interface ImportSummary {
   readonly binaries: number
   readonly quarantined: number
   readonly deleted: number
+  /** `deleted/` entries not applied: the resource is not in this target's id map (never loaded into it). */
+  readonly deletesSkipped: number
 }
 
 const THROTTLE_RETRIES = 8
@@ -449,6 +458,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       )
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
       yield* mendQuarantine(Imports.quarantineDir(archive, client.baseUrl))
+      const since = manifest.previous?.transactionTime
+      if (since !== undefined && options.continues !== false) {
+        const seeded = yield* Continues.seed(archive, since, client.baseUrl)
+        if (Option.isSome(seeded.previous))
+          yield* emit({ event: "continues", archive: seeded.previous.value, copied: seeded.copied })
+      }
       const dataFiles: ReadonlyArray<FileEntry> = options.files ?? manifest.files
       const deletedFiles: ReadonlyArray<FileEntry> =
         options.deletes === false ? [] : (options.deletedFiles ?? manifest.deleted)
@@ -515,6 +530,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           detail: `${loaded.left.message}; fix or remove that line`,
         })
       }
+      // A delta's changed and deleted resources are found on a target that assigns its own ids only through
+      // the id map of the import that created them: without it, updates would match the old copies by their
+      // provenance tag and change nothing, and deletes would find nothing to delete.
+      if (mode === "post" && since !== undefined && idMap.size === 0) {
+        return yield* new ImportError({
+          reason: "Config",
+          url: archive,
+          detail: `the archive is an incremental export (changes since ${since}) and no id map of an earlier import into ${redactUrl(client.baseUrl)} was found, so its updates and deletes could not reach the resources that import created (the target assigns its own ids); put the archive it continues (transactionTime ${since}) in the same folder as this one, with that import's imports/ folder, and run the same command again`,
+        })
+      }
 
       /**
        * 5. `deleted/` as DELETEs through the id map. A target that keeps referential integrity refuses (409) to
@@ -523,6 +548,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        * it. The files are journaled done only after the last pass (a rerun repeats them all; 404/410 count as
        * done). The number of resources deleted.
        */
+      let deletesSkipped = 0
       const applyDeletes = Effect.gen(function* () {
         let deleted = 0
         const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
@@ -554,6 +580,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   const target = idMap.get(source)
                   if (target === undefined) {
                     // never loaded into this target (by this archive or the runs it continues): nothing to delete
+                    deletesSkipped++
                     yield* emit({
                       event: "delete-skipped",
                       source,
@@ -1015,6 +1042,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           binaries,
           quarantined: rejected,
           deleted,
+          deletesSkipped,
         }
         yield* emit({ event: "done", ...summary })
         return summary
@@ -1838,6 +1866,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         binaries,
         quarantined,
         deleted,
+        deletesSkipped,
       }
       yield* emit({ event: "done", ...summary, chunksDone })
       return summary

@@ -80,6 +80,28 @@ const lines = (started: number) => {
       switch (e.event) {
         case "strategy":
           return yield* Console.error(`ferry import: strategy ${String(e.strategy)}`)
+        case "warning":
+          return yield* Console.error(`ferry import: WARNING: ${String(e.detail)}`)
+        case "continues":
+          return yield* Console.error(
+            `ferry import: continues ${String(e.archive)} (an incremental archive: ${Number(e.copied) > 0 ? "that import's id map for this target copied in" : "its id map for this target already here"})`,
+          )
+        case "delete-skipped": {
+          const line = capped(
+            e.event,
+            `ferry import: delete of ${String(e.source)} skipped: ${String(e.reason)}`,
+          )
+          if (line !== undefined) yield* Console.error(line)
+          return
+        }
+        case "import.bulk.kickoff":
+          return yield* Console.error(`ferry import: $import job started`)
+        case "import.bulk.progress":
+          return e.progress === undefined
+            ? undefined
+            : yield* Console.error(`ferry import: $import: ${String(e.progress)}`)
+        case "import.bulk.retry":
+          return yield* Console.error(`ferry import: $import: ${String(e.detail)}`)
         case "binaries":
           return yield* Console.error(
             `ferry import: ${String(e.count)} attachments as Binary (${String(e.uploaded)} uploaded now)`,
@@ -115,7 +137,7 @@ const lines = (started: number) => {
         }
         case "done":
           return yield* Console.error(
-            `ferry import: done: ${String(e.total)} resources, ${String(e.binaries)} binaries, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted, ${secs.toFixed(1)} s`,
+            `ferry import: done: ${String(e.total)} resources, ${String(e.binaries)} attachment blobs uploaded, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted${Number(e.deletesSkipped ?? 0) > 0 ? ` (${String(e.deletesSkipped)} deletes skipped: never loaded into this target)` : ""}, ${secs.toFixed(1)} s`,
           )
         default:
           return

@@ -247,6 +247,8 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
         return `${p} quarantined ${String(e.key)} (${String(e.source)}): ${String(e.reason)}`
       case "throttled":
         return `${p} the target is throttling; parallel ${String(e.parallel)}`
+      case "delete-skipped":
+        return `${p} delete of ${String(e.source)} skipped: ${String(e.reason)}`
       default:
         return undefined
     }

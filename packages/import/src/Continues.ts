@@ -1,0 +1,94 @@
+/**
+ * An incremental archive (`manifest.previous`: exported `--since` an earlier archive's `transactionTime`) goes
+ * into a target that an earlier import filled from that earlier archive. With `post` the target's ids are its
+ * own, so the delta's updates and deletes reach the right resources only through that import's id map: it is
+ * copied in from the earlier archive beside this one (same parent directory, finished, `transactionTime`
+ * equal to this archive's `previous.transactionTime`), with its record of uploaded attachment Binaries.
+ * `ferry import` and `ferry migrate --since auto` both do this before their first chunk.
+ */
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import * as Archive from "@ferry/archive/Archive"
+import * as Imports from "@ferry/archive/Imports"
+import { Effect, Option } from "effect"
+import { ImportError } from "./ImportError.js"
+
+/** An I/O failure on the archive's import state at `path`. */
+export const io = (path: string) => (cause: unknown) =>
+  new ImportError({
+    reason: "Archive",
+    url: path,
+    detail: `could not write the migration state (${cause instanceof Error ? cause.message : String(cause)}); check the archive directory is writable`,
+    cause,
+  })
+
+/** Copies `from` to `to` (via a temp file, fsynced, and rename) unless `to` exists; whether it copied. */
+export const copyIfAbsent = (from: string, to: string): Effect.Effect<boolean, ImportError> =>
+  Effect.try({
+    try: () => {
+      if (!NFS.existsSync(from) || NFS.existsSync(to)) return false
+      NFS.mkdirSync(Path.dirname(to), { recursive: true, mode: 0o700 })
+      const tmp = `${to}.tmp`
+      NFS.copyFileSync(from, tmp)
+      NFS.chmodSync(tmp, 0o600)
+      // durable before it is named: an empty id map after a power loss would lose the earlier run's mappings
+      const fd = NFS.openSync(tmp, "r+")
+      try {
+        NFS.fsyncSync(fd)
+      } finally {
+        NFS.closeSync(fd)
+      }
+      NFS.renameSync(tmp, to)
+      return true
+    },
+    catch: io(to),
+  }).pipe(
+    // its directory entry durable too
+    Effect.tap((copied) => (copied ? Archive.syncParent(to).pipe(Effect.mapError(io(to))) : Effect.void)),
+  )
+
+/**
+ * The finished sibling archive an incremental export continues (same parent directory, `transactionTime`
+ * equal to `since`), if any.
+ */
+export const previousArchive = (
+  archive: string,
+  since: string,
+): Effect.Effect<Option.Option<string>, ImportError> =>
+  Effect.gen(function* () {
+    const abs = Path.resolve(archive)
+    const parent = Path.dirname(abs)
+    const names = yield* Effect.try({ try: () => NFS.readdirSync(parent), catch: io(parent) })
+    for (const name of names.sort().reverse()) {
+      const dir = Path.join(parent, name)
+      if (dir === abs || !NFS.existsSync(Path.join(dir, "manifest.json"))) continue
+      const m = yield* Archive.readManifest(dir).pipe(Effect.option)
+      if (Option.isSome(m) && m.value.complete && m.value.transactionTime === since) return Option.some(dir)
+    }
+    return Option.none<string>()
+  })
+
+/** What `seed` found. */
+export interface Seeded {
+  /** The earlier archive this one continues, when found beside it. */
+  readonly previous: Option.Option<string>
+  /** Files copied from it (the id map, the Binaries record); 0 when this archive had them already. */
+  readonly copied: number
+}
+
+/**
+ * For an incremental archive: copies the id map and the Binaries record of `target` from the archive it
+ * continues, unless this archive has them already (a rerun, or a copy made before). Nothing for a full one.
+ */
+export const seed = (archive: string, since: string, target: string): Effect.Effect<Seeded, ImportError> =>
+  Effect.gen(function* () {
+    const previous = yield* previousArchive(archive, since)
+    if (Option.isNone(previous)) return { previous, copied: 0 }
+    let copied = 0
+    for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {
+      const from = Path.join(Imports.dir(previous.value, target), name)
+      const to = Path.join(Imports.dir(archive, target), name)
+      if (yield* copyIfAbsent(from, to)) copied++
+    }
+    return { previous, copied }
+  })
