@@ -304,6 +304,38 @@ describe("ferry migrate", () => {
     90_000,
   )
 
+  it("--since auto continues the newest migration into the same target, not another target's newer one", async () => {
+    const source = await start(generated)
+    const one = await start({})
+    const two = await start({})
+    const runs = Path.join(tmp, "two-targets")
+    expect((await migrate(source, one, Path.join(runs, "a1"))).code).toBe(0)
+    expect((await migrate(source, two, Path.join(runs, "b1"))).code).toBe(0)
+    const amend = async (r: { id: string; json: string }, status: string) => {
+      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({ ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status }),
+      })
+      expect(res.status).toBeLessThan(300)
+    }
+    const [x, y] = Array.from(source.store.iterate("Observation", { limit: 2 }))
+    await amend(x!, "amended")
+    // the first target gets that change (a newer archive beside the others)
+    const a2 = await migrate(source, one, Path.join(runs, "a2"), "--since", "auto")
+    expect(a2.code, a2.stderr).toBe(0)
+    expect(summaryOf(a2.stdout).continues).toBe(Path.join(runs, "a1"))
+    await amend(y!, "corrected")
+    // the second target's delta starts where its own last migration ended: both changes reach it
+    const b2 = await migrate(source, two, Path.join(runs, "b2"), "--since", "auto")
+    expect(b2.code, b2.stderr).toBe(0)
+    expect(summaryOf(b2.stdout).continues).toBe(Path.join(runs, "b1"))
+    expect(JSON.parse(two.store.read("Observation", x!.id)!.json).status).toBe("amended")
+    expect(JSON.parse(two.store.read("Observation", y!.id)!.json).status).toBe("corrected")
+    const v = await verify(two, { source })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 90_000)
+
   it("kill -9 mid-migrate, then the same command: finishes, nothing lost or duplicated, verify clean", async () => {
     const source = await start(generated)
     const target = await start({})

@@ -356,7 +356,7 @@ const readLedger = (text: string) => {
 /** Fails when the earlier archive an incremental migration continues holds an unfinished migration. */
 const unfinishedCheck = (archive: string, since: string, target: string) =>
   Effect.gen(function* () {
-    const prev = yield* Continues.previousArchive(archive, since)
+    const prev = yield* Continues.previousArchive(archive, since, target)
     if (Option.isNone(prev)) return
     const done = ledgerDone(prev.value, target)
     if (Option.isSome(done) && !done.value) {
@@ -482,14 +482,10 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       const staged = () =>
         sum(Array.from(landed.values(), (l) => (imported.has(l.entry.path) ? 0 : l.entry.bytes)))
 
-      // `--since auto` on a fresh archive: the migration it continues must have finished its import.
-      if (options.params.since === "auto" && !NFS.existsSync(Path.join(archive, "manifest.json"))) {
-        const since = yield* Export.previousTransactionTime(archive, {
-          baseUrl: sourceBase,
-          params: options.params,
-        })
-        if (Option.isSome(since)) yield* unfinishedCheck(archive, since.value, target.baseUrl)
-      }
+      // `--since auto` continues only an archive whose migration into this target finished: the newest
+      // archive beside this one may belong to another target's migration, or to one whose import failed, and
+      // starting after its transactionTime would skip changes this target never got.
+      const finishedHere = (dir: string) => Option.getOrElse(ledgerDone(dir, target.baseUrl), () => false)
 
       // Earlier runs of this migration.
       const ledgerFile = ledgerPath(archive, target.baseUrl)
@@ -826,6 +822,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           outFlag: "--archive",
           lockHeld: true,
           params: options.params,
+          sinceAccepts: finishedHere,
           ...(options.mode !== undefined ? { mode: options.mode } : {}),
           ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
           ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),

@@ -73,6 +73,8 @@ export interface ExportOptions {
    * holds it for the whole migration); the export then does not take it again.
    */
   readonly lockHeld?: boolean
+  /** `since: "auto"`: which finished sibling archives may be continued (see `Continues.accepts`). */
+  readonly sinceAccepts?: (dir: string) => boolean
   /** What to export. `since: "auto"` takes the `transactionTime` of the newest finished sibling archive. */
   readonly params: Kickoff.ExportParamsInput
   readonly mode?: Mode
@@ -282,6 +284,12 @@ export interface Continues {
   readonly baseUrl: string
   /** The export's parameters (`since` aside). */
   readonly params: Kickoff.ExportParamsInput
+  /**
+   * Which finished archives may be continued besides (`ferry migrate`: those whose migration into the same
+   * target finished; an archive of another target's migration, or of a migration whose import failed, must not
+   * move the delta's start past changes this target never got). Default: every one.
+   */
+  readonly accepts?: (dir: string) => boolean
 }
 
 /** Parameters that do not change which resources an archive holds up to its transactionTime. */
@@ -357,6 +365,7 @@ export const previousTransactionTime = (
       if (dir === abs) continue
       const manifest = yield* ArchiveDir.finishedManifest(dir)
       if (Option.isNone(manifest) || !continuesFrom(manifest.value, like, wanted)) continue
+      if (like.accepts !== undefined && !like.accepts(dir)) continue
       const t = manifest.value.transactionTime
       if (typeof t === "string" && (best === undefined || Date.parse(t) > Date.parse(best))) best = t
     }
@@ -430,7 +439,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let since = options.params.since
   if (since === "auto")
     since = Option.getOrUndefined(
-      yield* previousTransactionTime(options.out, { baseUrl: client.baseUrl, params: options.params }),
+      yield* previousTransactionTime(options.out, {
+        baseUrl: client.baseUrl,
+        params: options.params,
+        ...(options.sinceAccepts !== undefined ? { accepts: options.sinceAccepts } : {}),
+      }),
     )
   const requested = JSON.stringify(options.params)
   const tentative = yield* Kickoff.validate(Kickoff.params({ ...options.params, since }))

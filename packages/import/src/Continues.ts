@@ -49,11 +49,13 @@ export const copyIfAbsent = (from: string, to: string): Effect.Effect<boolean, I
 
 /**
  * The finished sibling archive an incremental export continues (same parent directory, `transactionTime`
- * equal to `since`), if any.
+ * equal to `since`), if any; with `target`, only one that was imported into it (copies of one export imported
+ * into different targets share their `transactionTime`).
  */
 export const previousArchive = (
   archive: string,
   since: string,
+  target?: string,
 ): Effect.Effect<Option.Option<string>, ImportError> =>
   Effect.gen(function* () {
     const abs = Path.resolve(archive)
@@ -62,6 +64,7 @@ export const previousArchive = (
     for (const name of names.sort().reverse()) {
       const dir = Path.join(parent, name)
       if (dir === abs || !NFS.existsSync(Path.join(dir, "manifest.json"))) continue
+      if (target !== undefined && !NFS.existsSync(Imports.dir(dir, target))) continue
       const m = yield* Archive.readManifest(dir).pipe(Effect.option)
       if (Option.isSome(m) && m.value.complete && m.value.transactionTime === since) return Option.some(dir)
     }
@@ -82,7 +85,7 @@ export interface Seeded {
  */
 export const seed = (archive: string, since: string, target: string): Effect.Effect<Seeded, ImportError> =>
   Effect.gen(function* () {
-    const previous = yield* previousArchive(archive, since)
+    const previous = yield* previousArchive(archive, since, target)
     if (Option.isNone(previous)) return { previous, copied: 0 }
     let copied = 0
     for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {
