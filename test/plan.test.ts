@@ -191,6 +191,14 @@ describe("ferry plan", () => {
     expect(run.code).toBe(2)
     expect(lastLine(run.stderr)).toMatch(/^ferry: --to: the source and the target are the same server/)
     expect(run.stdout).toBe("")
+    // the same server under another name (it used to say "a migration looks possible", and migrate wrote the
+    // source's data back into the source)
+    const alias = source.handle.baseUrl.replace("127.0.0.1", "localhost")
+    const other = await plan(["--from", source.handle.baseUrl, "--to", alias])
+    expect(other.code).toBe(2)
+    expect(lastLine(other.stderr)).toMatch(
+      /^ferry: --to: the source and the target are the same server \(http:\/\/127\.0\.0\.1:\d+\/fhir and http:\/\/localhost:\d+\/fhir reach the same address\)/,
+    )
   }, 60_000)
 
   it("an unreachable target: a clear sentence and exit 4, after reporting the source", async () => {

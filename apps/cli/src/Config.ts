@@ -726,11 +726,11 @@ export const requireUrls = (
   Effect.gen(function* () {
     const source = yield* requireUrl(settings, "source")
     const target = yield* requireUrl(settings, "target")
-    if (source === target)
+    if (source === target || (yield* BaseUrl.sameServer(source, target)))
       return yield* new ConfigError({
         reason: "Invalid",
         where: flagName(["target", "url"]),
-        detail: `the source and the target are the same server (${BaseUrl.shown(source)}); a migration moves data between two servers`,
+        detail: `the source and the target are the same server (${BaseUrl.shown(source)}${source === target ? "" : ` and ${BaseUrl.shown(target)} reach the same address`}); a migration moves data between two servers`,
       })
     return { source, target }
   })

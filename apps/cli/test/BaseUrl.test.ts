@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Either, Option } from "effect"
+import { Effect, Either, Option } from "effect"
 import * as BaseUrl from "../src/BaseUrl.js"
 
 describe("BaseUrl", () => {
@@ -30,4 +30,22 @@ describe("BaseUrl", () => {
     )
     assert.strictEqual(BaseUrl.shown("https://alice:pw@fhir.example.org/r4"), "https://fhir.example.org/r4")
   })
+
+  it.effect(
+    "sameServer: equal host names, or names that resolve to a common address, on the same port and path",
+    () =>
+      Effect.gen(function* () {
+        const same = (a: string, b: string) => BaseUrl.sameServer(a, b)
+        assert.isTrue(yield* same("http://127.0.0.1:8080/fhir", "http://localhost:8080/fhir"))
+        assert.isTrue(yield* same("http://LOCALHOST:8080/fhir", "http://localhost:8080/fhir/"))
+        assert.isTrue(yield* same("http://[::ffff:127.0.0.1]:8080/fhir", "http://127.0.0.1:8080/fhir"))
+        assert.isTrue(yield* same("https://fhir.example.org/r4", "https://FHIR.example.org:443/r4"))
+        assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "http://localhost:8081/fhir"))
+        assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "http://localhost:8080/r4"))
+        assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "https://127.0.0.1:8080/fhir"))
+        assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "http://127.0.0.2:8080/fhir"))
+        // a name that does not resolve is another server (reaching it fails later, saying so)
+        assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "http://no-such-host.invalid:8080/fhir"))
+      }),
+  )
 })
