@@ -16,7 +16,7 @@
  */
 import * as Archive from "@ferry/archive/Archive"
 import { ValidationError } from "@effect/cli"
-import { Cause, Console, Effect, Option } from "effect"
+import { Cause, Console, Effect, HashMap, Logger, Option } from "effect"
 
 interface Tagged {
   readonly _tag: string
@@ -66,6 +66,23 @@ export const codeOf = (error: unknown): number => {
 }
 
 /** The exit code for a whole failure cause (the first typed failure decides; interruption is 130). */
+/**
+ * A log line of the libraries (a stale lock taken over, a request tried again, …) as the CLI's own lines are:
+ * `ferry: warning: <what>` on stderr, one line, its annotations (a path, a URL) in parentheses.
+ */
+export const logLine = Logger.make(({ logLevel, message, annotations }) => {
+  const parts = (Array.isArray(message) ? message : [message]).map((m) =>
+    typeof m === "string" ? m : m instanceof Error ? m.message : JSON.stringify(m),
+  )
+  const notes = Array.from(HashMap.toEntries(annotations), ([k, v]) => `${k}: ${String(v)}`)
+  const text = `${parts.join(" ")}${notes.length > 0 ? ` (${notes.join(", ")})` : ""}`.replace(
+    /\s*\n\s*/g,
+    " ",
+  )
+  const level = logLevel._tag === "Warning" ? "warning" : logLevel.label.toLowerCase()
+  process.stderr.write(`ferry: ${level}: ${text}\n`)
+})
+
 export const exitCode = (cause: Cause.Cause<unknown>): number => {
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) return codeOf(failure.value)

@@ -12,12 +12,7 @@ import * as Render from "./Render.js"
 run(process.argv).pipe(
   Effect.tapErrorCause((cause) => Render.report(cause, process.argv[2])),
   Effect.provide(NodeContext.layer),
-  Effect.provide(
-    Logger.replace(
-      Logger.defaultLogger,
-      Logger.prettyLogger({ stderr: true, colors: process.stderr.isTTY === true }),
-    ),
-  ),
+  Effect.provide(Logger.replace(Logger.defaultLogger, Render.logLine)),
   (main) =>
     NodeRuntime.runMain(main, {
       disableErrorReporting: true,

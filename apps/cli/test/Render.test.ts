@@ -5,10 +5,36 @@ import { ArchiveError } from "@ferry/archive/ArchiveError"
 import { AuthError, FhirError } from "@ferry/core/Errors"
 import { ExportError } from "@ferry/export/ExportError"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, FiberId } from "effect"
+import { Cause, Effect, FiberId, Logger } from "effect"
 import * as Render from "../src/Render.js"
 
 describe("Render", () => {
+  it.effect("a library's log line: `ferry: warning: …` on stderr, one line, annotations in parentheses", () =>
+    Effect.gen(function* () {
+      const written: Array<string> = []
+      const write = process.stderr.write
+      process.stderr.write = ((chunk: string) => {
+        written.push(chunk)
+        return true
+      }) as typeof process.stderr.write
+      try {
+        yield* Effect.logWarning("taking over a stale lock\nleft by pid 7").pipe(
+          Effect.annotateLogs({ lock: "/a/.lock" }),
+          Effect.provide(Logger.replace(Logger.defaultLogger, Render.logLine)),
+        )
+        yield* Effect.logInfo("retrying with v1 scopes").pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, Render.logLine)),
+        )
+      } finally {
+        process.stderr.write = write
+      }
+      assert.deepStrictEqual(written, [
+        "ferry: warning: taking over a stale lock left by pid 7 (lock: /a/.lock)\n",
+        "ferry: info: retrying with v1 scopes\n",
+      ])
+    }),
+  )
+
   it("a path flag @effect/cli died on (a part of it a file): exit 2 and a sentence, not a bug report", () => {
     const died = Cause.die(
       new PlatformError.SystemError({

@@ -32,7 +32,14 @@ import {
 import { FhirResource, type Resource } from "./Ids.js"
 import * as RawHttp from "./internal/RawHttp.js"
 import { summary } from "./OperationOutcome.js"
-import { Attempt, defaultRetryOptions, fhirRetry, isThrottleStatus, type RetryOptions } from "./Retry.js"
+import {
+  Attempt,
+  defaultRetryOptions,
+  fhirRetry,
+  isRetryable,
+  isThrottleStatus,
+  type RetryOptions,
+} from "./Retry.js"
 
 /** The detail of a body that broke off while it was read (a GET so failing is asked again). */
 const BROKE_OFF = "the answer broke off"
@@ -525,6 +532,17 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
               `${e.error.method} ${e.error.url}: the server accepted the connection but gave ${e.error.detail}; trying again (${timeouts} of at most ${timeoutRetries} ${timeoutRetries === 1 ? "retry" : "retries"} after a timeout)`,
             ).pipe(Effect.zipRight(Effect.fail(e)))
           },
+        ),
+        // From the second retry on, each is said (a 5xx, a 429 or a refused connection that lasts): a server
+        // in trouble otherwise leaves the command silent through the whole schedule (a minute and more).
+        Effect.tapError((e) =>
+          e instanceof Attempt &&
+          attempts >= 2 &&
+          attempts <= retries &&
+          isRetryable(e) &&
+          transportProblem(e.error.detail) !== "NoAnswer"
+            ? Effect.logWarning(`${e.error.message}; trying again (retry ${attempts} of at most ${retries})`)
+            : Effect.void,
         ),
       )
       return Effect.retry(counted, schedule)

@@ -545,6 +545,32 @@ describe("FhirClient failures that say what to do (fake server)", () => {
       }),
   )
 
+  it.effect("a 503 that lasts: each retry from the second on is a warning naming the failure", () =>
+    Effect.gen(function* () {
+      const busy: Answer = { status: 503, body: "busy", headers: { "content-type": "text/plain" } }
+      const { client, requests } = yield* fake([busy, busy, busy, ok], { retry: { times: 3 } })
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
+      })
+      const fiber = yield* Effect.fork(
+        client.read("Patient", "1").pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger))),
+      )
+      for (let i = 0; i < 200 && Option.isNone(yield* Fiber.poll(fiber)); i++) {
+        yield* TestServices.provideLive(Effect.sleep("2 millis"))
+        yield* TestClock.adjust("1 minute")
+      }
+      const exit = yield* joinSoon(fiber)
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.strictEqual(yield* requests, 4)
+      assert.deepStrictEqual(
+        warnings.map((w) => w.replace(/^.*; trying again/, "trying again")),
+        ["trying again (retry 2 of at most 3)", "trying again (retry 3 of at most 3)"],
+      )
+      assert.match(warnings[0] ?? "", /^GET https:\/\/fhir\.example\.org\/r4\/Patient\/1: .*503/)
+    }),
+  )
+
   it.effect("a 401 to credentials sent gives neutral advice, or the client's own", () =>
     Effect.gen(function* () {
       const token = yield* Ref.make("t")

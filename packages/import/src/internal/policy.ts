@@ -6,6 +6,7 @@ import { createHash } from "node:crypto"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
+import { transportProblem } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import { Effect, Either, Option } from "effect"
 import type { ImportError } from "../ImportError.js"
@@ -25,10 +26,16 @@ export const chunkKey = (keys: ReadonlyArray<string>): string =>
 
 export const typeOf = (key: string): string => key.slice(0, key.indexOf("/"))
 
+/**
+ * A failure that says the target is overloaded (429, 503, 504, no answer in time, a connection cut): the
+ * import halves its concurrency and tries again. A target that is not there at all (connection refused, no
+ * route, no such host) is not overloaded: the client's own retries (its grace period) have passed, and the
+ * import stops saying so (it used to report "throttling" for as long as the target was down).
+ */
 export const isThrottle = (e: ImportFailure): boolean =>
   e._tag === "FhirError" &&
   (e.reason === "Throttled" ||
-    e.reason === "Transport" ||
+    (e.reason === "Transport" && transportProblem(e.detail) !== "NothingThere") ||
     (e.reason === "Status" && (e.status === 429 || e.status === 503 || e.status === 504)))
 
 export const isEntryRefusal = (e: ImportFailure): e is FhirError =>

@@ -161,10 +161,17 @@ describe("searchesTag", () => {
 })
 
 describe("error classification", () => {
-  it("throttling: 429/503/504, Throttled and Transport; not 500 or 400", () => {
+  it("throttling: 429/503/504, Throttled and Transport (not a refused connection); not 500 or 400", () => {
     for (const s of [429, 503, 504]) assert.isTrue(isThrottle(status(s)), String(s))
     assert.isTrue(isThrottle(new FhirError({ reason: "Throttled", method: "POST", url: "u", status: 429 })))
     assert.isTrue(isThrottle(new FhirError({ reason: "Transport", method: "POST", url: "u" })))
+    const transport = (detail: string) =>
+      new FhirError({ reason: "Transport", method: "POST", url: "u", detail })
+    assert.isTrue(isThrottle(transport("no answer within 60s")))
+    assert.isTrue(isThrottle(transport("ECONNRESET")))
+    // a target that is not there is not throttling: the import stops (exit 4) instead of waiting for ever
+    assert.isFalse(isThrottle(transport("ECONNREFUSED")))
+    assert.isFalse(isThrottle(transport("ENOTFOUND")))
     assert.isFalse(isThrottle(status(500)))
     assert.isFalse(isThrottle(status(400)))
     assert.isFalse(isThrottle(new ImportError({ reason: "Target", url: "u", detail: "x" })))
