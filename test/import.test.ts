@@ -175,12 +175,17 @@ describe("ferry import", () => {
     expect(danglingIn(target).dangling).toEqual([])
   })
 
-  it("a 5-entry Bundle limit: 413 splits the chunks until they fit", async () => {
+  it("a 5-entry Bundle limit: 413 splits the chunks until they fit, and the size that fits is kept", async () => {
     const archive = copy(sample, "small")
     const target = await start({ maxBundleEntries: 5 })
     const run = await importInto(archive, target, ["--bundle-size", "40"])
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toContain("too large; splitting")
+    // the size that lands is learned: a few refused Bundles in all, not a cascade of halvings per chunk
+    // (1,259 refused Bundles here before)
+    const refused = run.stderr.split("\n").filter((l) => l.includes("too large; splitting")).length
+    expect(refused).toBeLessThan(30)
+    expect(run.stderr).toContain("sending at most 5 a Bundle from now on")
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
     expect(danglingIn(target).dangling).toEqual([])
   })

@@ -110,6 +110,7 @@ import {
   isThrottle,
   isTooLarge,
   makeLimiter,
+  makeSizer,
   quarantineLine,
   readingOrder,
   searchesTag,
@@ -871,6 +872,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }> = []
       const parallel = Math.max(1, options.parallel ?? 4)
       const limiter = yield* makeLimiter(parallel)
+      const sizer = makeSizer(Math.max(1, options.bundleSize ?? 500))
+      /** A Bundle of `entries` was refused as too large: what is sent from now on is smaller. */
+      const refusedAsTooLarge = (entries: number) =>
+        sizer.tooLarge(entries)
+          ? emit({ event: "bundle-size", refused: entries, entries: sizer.current() })
+          : Effect.void
       // a pool of `parallel` fibers (the limiter may lower the concurrency below it, never above)
       yield* forEachPooled(index.values(), parallel, (blob) =>
         Effect.gen(function* () {
@@ -1207,6 +1214,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       /** `cycle`: the resources are one reference cycle (an oversize component of the plan). */
       const land = (all: ReadonlyArray<Located>, cycle = false): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
+          // the size the target has been taking (see makeSizer); a cycle of new ids is never cut
+          const size = sizer.current()
+          if (all.length > size && !(cycle && mode === "post")) {
+            for (let i = 0; i < all.length; i += size) yield* land(all.slice(i, i + size), cycle)
+            return
+          }
           const mapped = (l: Located) =>
             typeof l.value.id === "string" && idMap.has(`${l.value.resourceType}/${l.value.id}`)
           // decided before anything is sent: what landNew creates is in the id map afterwards
@@ -1260,11 +1273,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   reason: isTooLarge(e) ? "too large for the target even alone (413)" : e.message,
                 },
               ])
+            if (isTooLarge(e)) yield* refusedAsTooLarge(known.length)
             yield* emit({ event: "split", entries: known.length })
             const half = Math.ceil(known.length / 2)
             yield* update(known.slice(0, half))
             return yield* update(known.slice(half))
           }
+          sizer.succeeded(known.length)
           const m = yield* decodeResponse(tx, sent.right)
           yield* record(m.mapped)
           yield* quarantine(
@@ -1342,6 +1357,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           }
           const result = yield* Effect.either(send(JSON.stringify(tx.bundle)))
           if (Either.isRight(result)) {
+            sizer.succeeded(locs.length)
             const m = yield* decodeResponse(tx, result.right)
             return yield* record(m.mapped)
           }
@@ -1375,6 +1391,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 })),
               )
             }
+            yield* refusedAsTooLarge(locs.length)
             yield* emit({ event: "split", entries: locs.length })
             const half = Math.ceil(locs.length / 2)
             yield* land(locs.slice(0, half))
@@ -1563,6 +1580,22 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           const cycle = c.oversize && c.cyclic
           if (mode === "post" && c.keys.some((k) => idMap.has(k)))
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
+          return yield* landNodes(nodes, preloaded, cycle)
+        })
+
+      /** `landChunk`'s Bundle of `nodes`, in pieces of the size the target has been taking (`makeSizer`). */
+      const landNodes = (
+        nodes: ReadonlyArray<number>,
+        preloaded: ReadonlyMap<number, Located>,
+        cycle: boolean,
+      ): Effect.Effect<void, ImportFailure> =>
+        Effect.gen(function* () {
+          const size = sizer.current()
+          if (nodes.length > size && !(cycle && mode === "post")) {
+            for (let i = 0; i < nodes.length; i += size)
+              yield* landNodes(nodes.slice(i, i + size), preloaded, cycle)
+            return
+          }
           const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
           const writer = new Chunk.TransactionWriter(
             nodes.map((n) => nodeKeys.key(n)),
@@ -1586,6 +1619,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
           const result = yield* Effect.either(send(tx.body))
           if (Either.isRight(result)) {
+            sizer.succeeded(nodes.length)
             const m = yield* decodeResponse(tx, result.right)
             return yield* record(m.mapped)
           }

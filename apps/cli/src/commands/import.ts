@@ -123,6 +123,10 @@ const lines = (started: number) => {
           return yield* Console.error(
             `ferry import: the target refused ${String(e.entries)} entries as too large; splitting`,
           )
+        case "bundle-size":
+          return yield* Console.error(
+            `ferry import: the target refused a Bundle of ${String(e.refused)} entries as too large; sending at most ${String(e.entries)} a Bundle from now on (growing back while they land)`,
+          )
         case "throttled":
           return yield* Console.error(
             `ferry import: the target is throttling; parallel ${String(e.parallel)}`,

@@ -247,6 +247,8 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
         return `${p} quarantined ${String(e.key)} (${String(e.source)}): ${String(e.reason)}`
       case "throttled":
         return `${p} the target is throttling; parallel ${String(e.parallel)}`
+      case "bundle-size":
+        return `${p} the target refused a Bundle of ${String(e.refused)} entries as too large; sending at most ${String(e.entries)} a Bundle from now on`
       case "delete-skipped":
         return `${p} delete of ${String(e.source)} skipped: ${String(e.reason)}`
       default:

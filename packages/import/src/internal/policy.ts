@@ -157,6 +157,59 @@ export const makeLimiter = (max: number) =>
     }
   })
 
+/**
+ * Entries per Bundle as the target allows them (a 413): the planned size until the target refuses one as too
+ * large, then at most half the refused size, growing back (by a quarter, at least one entry) after
+ * `SUCCESSES_TO_GROW` Bundles of that size landed. A size reached by growing and refused goes back one step;
+ * refused so twice, it is the ceiling for the rest of the run. So a target with an entry limit costs a few
+ * refused Bundles in all instead of a cascade of halvings for every chunk (a 5-entry limit: 127 refused
+ * Bundles per chunk of 500), and one oversized resource (refused alone) does not shrink the rest of the run.
+ * A refused Bundle larger than the current size (sent before the last reduction) changes nothing.
+ */
+export const makeSizer = (planned: number) => {
+  const max = Math.max(1, planned)
+  let target = max
+  let successes = 0
+  /** The size before the last growth, and the size grown to (while it is the current one). */
+  let previous = max
+  let grownTo: number | undefined
+  const strikes = new Map<number, number>()
+  let ceiling = Number.POSITIVE_INFINITY
+  return {
+    /** Entries to send in one Bundle now. */
+    current: () => target,
+    /** A Bundle of `entries` was refused as too large; true when the size to send went down. */
+    tooLarge: (entries: number): boolean => {
+      if (entries <= 1 || entries > target) return false
+      successes = 0
+      if (grownTo !== undefined && entries === grownTo) {
+        const n = (strikes.get(entries) ?? 0) + 1
+        strikes.set(entries, n)
+        if (n >= 2) ceiling = Math.min(ceiling, entries)
+        target = previous
+        grownTo = undefined
+        return true
+      }
+      grownTo = undefined
+      const next = Math.max(1, Math.floor(entries / 2))
+      if (next >= target) return false
+      target = next
+      return true
+    },
+    /** A Bundle of `entries` landed. */
+    succeeded: (entries: number): void => {
+      const top = Math.min(max, ceiling - 1)
+      if (entries < target || target >= top) return
+      successes++
+      if (successes < SUCCESSES_TO_GROW) return
+      successes = 0
+      previous = target
+      target = Math.min(top, target + Math.max(1, Math.floor(target / 4)))
+      grownTo = target
+    },
+  }
+}
+
 /** One `quarantine/<Type>.ndjson` line (without newline): the resource, the target's outcome, why, and where it came from. */
 export const quarantineLine = (
   resource: Resource | null,

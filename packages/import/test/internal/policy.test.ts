@@ -13,6 +13,7 @@ import {
   isThrottle,
   isTooLarge,
   makeLimiter,
+  makeSizer,
   quarantineLine,
   readingOrder,
   SUCCESSES_TO_GROW,
@@ -363,4 +364,47 @@ describe("makeLimiter", () => {
         assert.strictEqual(laterMost, 2)
       }),
   )
+})
+
+describe("makeSizer", () => {
+  it("halves to what lands, grows back, and keeps a size refused twice at the top as the ceiling", () => {
+    const sizer = makeSizer(40)
+    assert.isTrue(sizer.tooLarge(40))
+    assert.strictEqual(sizer.current(), 20)
+    // a Bundle sent before the reduction changes nothing
+    assert.isFalse(sizer.tooLarge(40))
+    assert.isTrue(sizer.tooLarge(20))
+    assert.isTrue(sizer.tooLarge(10))
+    assert.strictEqual(sizer.current(), 5)
+    const land = (n: number) => {
+      for (let i = 0; i < SUCCESSES_TO_GROW; i++) sizer.succeeded(sizer.current())
+      return n
+    }
+    land(5)
+    assert.strictEqual(sizer.current(), 6)
+    // the grown size refused: one step back, not half
+    assert.isTrue(sizer.tooLarge(6))
+    assert.strictEqual(sizer.current(), 5)
+    land(5)
+    assert.strictEqual(sizer.current(), 6)
+    assert.isTrue(sizer.tooLarge(6))
+    // refused twice at the top: 5 for good
+    land(5)
+    land(5)
+    assert.strictEqual(sizer.current(), 5)
+  })
+
+  it("one resource too large alone, or smaller Bundles landing, change nothing; growth stops at the plan", () => {
+    const sizer = makeSizer(8)
+    assert.isFalse(sizer.tooLarge(1))
+    assert.strictEqual(sizer.current(), 8)
+    for (let i = 0; i < 100; i++) sizer.succeeded(8)
+    assert.strictEqual(sizer.current(), 8)
+    assert.isTrue(sizer.tooLarge(8))
+    assert.strictEqual(sizer.current(), 4)
+    for (let i = 0; i < 100; i++) sizer.succeeded(2)
+    assert.strictEqual(sizer.current(), 4)
+    for (let i = 0; i < 10 * SUCCESSES_TO_GROW; i++) sizer.succeeded(sizer.current())
+    assert.strictEqual(sizer.current(), 8)
+  })
 })
