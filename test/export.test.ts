@@ -159,6 +159,29 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     ])
     expect(group.code).toBe(0)
     expect((JSON.parse(group.stdout) as { resources: number }).resources).toBe(100)
+
+    // a Group the source does not have: a usage error naming it (not "no group-level export", and no crawl),
+    // and the same directory takes the corrected command
+    const typo = Path.join(tmp, "grp-typo")
+    const groupArgs = (id: string) => [
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      typo,
+      "--level",
+      "group",
+      "--group",
+      id,
+    ]
+    for (const mode of [[], ["--mode", "bulk"], ["--mode", "crawl"]]) {
+      const wrong = await ferry([...groupArgs("nope"), ...mode])
+      expect(wrong.code, wrong.stderr).toBe(2)
+      expect(wrong.stderr.trim().split("\n").at(-1)).toMatch(
+        /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/Group\/nope: the source has no Group\/nope \(404\); give the id of one of its Groups with --group$/,
+      )
+    }
+    const fixed = await ferry([...groupArgs("d9f31445-f448-48c0-af57-295c005e07df"), "--type", "Patient"])
+    expect(fixed.code, fixed.stderr).toBe(0)
   }, 120_000)
 
   it("--allow-partial-manifests: the manifest's parts (link next, 10 files each) are followed, the same data as one manifest", async () => {

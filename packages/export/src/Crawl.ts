@@ -17,7 +17,7 @@ import { redactUrl } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import { Clock, Effect, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
-import type { ExportParams } from "./Kickoff.js"
+import { type ExportParams, isGone, noSuchGroup } from "./Kickoff.js"
 import { type ArchiveDir, type ArchiveFile, fsTry } from "./internal/ArchiveDir.js"
 import { isMember, patientCompartment } from "./internal/compartment.js"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
@@ -138,6 +138,10 @@ export const unsupported = (p: ExportParams): string | undefined => {
   return undefined
 }
 
+/** The Group of a Group-level crawl; one the source does not have is a usage error naming it. */
+const groupOf = (client: FhirClient, id: string) =>
+  client.read("Group", id).pipe(Effect.catchIf(isGone, (e) => Effect.fail(noSuchGroup(client, id, e))))
+
 /** Patient ids of the export: every Patient (patient level), the Group's members, or `patients`. */
 const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
   Effect.gen(function* () {
@@ -148,7 +152,7 @@ const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
       })
     }
     if (p.level === "group") {
-      const group = yield* client.read("Group", p.groupId ?? "")
+      const group = yield* groupOf(client, p.groupId ?? "")
       const members = Array.isArray(group.member) ? (group.member as ReadonlyArray<unknown>) : []
       return members.flatMap((m) => {
         const ref = (m as { entity?: { reference?: unknown } }).entity?.reference
@@ -239,6 +243,9 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
               : `the server's CapabilityStatement lists no searchable type of the Patient compartment, which a ${p.level}-level crawl searches; pass the types to crawl with --type, or crawl at --level system`,
         })
   }
+  // a Group the source does not have is a usage error before the crawl counts as begun (the same directory then
+  // takes the corrected command)
+  if (p.level === "group" && p.patients.length === 0) yield* groupOf(client, p.groupId ?? "")
   yield* options.onStart ?? Effect.void
   // The archive holds changes up to here: the server's clock when the crawl first started (a resumed crawl
   // keeps it: the types crawled before the interruption reach no further), or `_until` when that is earlier.

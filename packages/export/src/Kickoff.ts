@@ -4,7 +4,7 @@
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import * as Parameters from "@ferry/core/Parameters"
-import { Effect, Schema } from "effect"
+import { Effect, Either, Schema } from "effect"
 import { ExportError } from "./ExportError.js"
 
 export const Level = Schema.Literal("system", "patient", "group")
@@ -110,9 +110,23 @@ export const usesPost = (p: ExportParams): boolean => p.post || p.patients.lengt
 /** Statuses of a kick-off that mean "this server has no $export here". */
 export const notSupportedStatuses: ReadonlySet<number> = new Set([404, 405, 501])
 
+/** A Group-level export of a Group the source does not have: a usage error naming it (exit 2), not "no $export". */
+export const noSuchGroup = (client: FhirClient, groupId: string, cause?: unknown): ExportError =>
+  new ExportError({
+    reason: "Config",
+    url: `${client.baseUrl}/Group/${groupId}`,
+    detail: `the source has no Group/${groupId} (404); give the id of one of its Groups with --group`,
+    cause,
+  })
+
+/** Whether `e` says the resource read does not exist (404, 410). */
+export const isGone = (e: unknown): e is FhirError =>
+  e instanceof FhirError && e.reason === "Status" && (e.status === 404 || e.status === 410)
+
 /**
  * Sends the kick-off and returns the absolute status (polling) URL from `Content-Location`.
- * A 404/405/501 becomes `ExportError` NotSupported (the caller may fall back to a crawl).
+ * A 404/405/501 becomes `ExportError` NotSupported (the caller may fall back to a crawl), except a 404 at
+ * Group level for a Group the source does not have (read to tell the two apart): a usage error.
  */
 export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClient, p: ExportParams) {
   const post = usesPost(p)
@@ -129,14 +143,18 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClien
         (e): e is FhirError =>
           e instanceof FhirError && e.reason === "Status" && notSupportedStatuses.has(e.status ?? 0),
         (e) =>
-          Effect.fail(
-            new ExportError({
+          Effect.gen(function* () {
+            if (e.status === 404 && p.level === "group" && p.groupId !== undefined) {
+              const group = yield* Effect.either(client.read("Group", p.groupId))
+              if (Either.isLeft(group) && isGone(group.left)) return yield* noSuchGroup(client, p.groupId, e)
+            }
+            return yield* new ExportError({
               reason: "NotSupported",
               url,
               detail: `the server answered ${e.status} to the $export kick-off; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
               cause: e,
-            }),
-          ),
+            })
+          }),
       ),
     )
   // The body (an optional OperationOutcome) is not needed; read it so the connection is released.
