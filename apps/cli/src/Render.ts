@@ -36,7 +36,8 @@ export const codeOf = (error: unknown): number => {
       // a server that could not be reached is exit 4 whatever asked for it (here: token discovery)
       return error.reason === "Config" ? 2 : error.reason === "Unreachable" ? 4 : 3
     case "FhirError":
-      return 4
+      // 403 Forbidden: an authorization failure, like a refused token
+      return error.reason === "Status" && (error as { status?: unknown }).status === 403 ? 3 : 4
     case "ImportError":
       if (error.reason === "Quarantined") return 7
       return error.reason === "Config" ? 2 : error.reason === "Archive" ? 5 : error.reason === "Auth" ? 3 : 4

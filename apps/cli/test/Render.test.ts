@@ -9,6 +9,13 @@ import { Cause, Effect, FiberId, Logger } from "effect"
 import * as Render from "../src/Render.js"
 
 describe("Render", () => {
+  it("a 403 Forbidden is an authorization failure, exit 3; other server answers exit 4", () => {
+    const status = (n: number) => new FhirError({ reason: "Status", method: "GET", url: "u", status: n })
+    assert.strictEqual(Render.codeOf(status(403)), 3)
+    assert.strictEqual(Render.codeOf(status(404)), 4)
+    assert.strictEqual(Render.codeOf(status(500)), 4)
+  })
+
   it.effect("a library's log line: `ferry: warning: …` on stderr, one line, annotations in parentheses", () =>
     Effect.gen(function* () {
       const written: Array<string> = []

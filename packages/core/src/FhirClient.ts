@@ -303,6 +303,23 @@ const finalError = (
       detail: e.detail,
     })
   }
+  if (e.reason === "Status" && e.status === 403 && e.hint === undefined) {
+    // an authorization failure (the CLI's exit 3): say what to ask for
+    return new FhirError({
+      reason: "Status",
+      method: e.method,
+      url: e.url,
+      status: 403,
+      outcome: e.outcome,
+      detail: e.detail,
+      hint:
+        attempt.sentAuthorization === true
+          ? "the credentials sent are not allowed this request: ask for the access it needs (a wider scope, e.g. system/*.rs to export or system/*.cruds to import, or more rights for this client on the server)"
+          : sameOrigin(e.url, baseUrl)
+            ? "configure credentials that allow it"
+            : `Ferry sends credentials only to ${originOf(baseUrl)}: this host must allow access without them`,
+    })
+  }
   if (e.reason === "Status" && e.status === 404 && e.hint === undefined) {
     const hint = notFoundHint(e.url, baseUrl)
     if (hint !== undefined) {

@@ -368,6 +368,24 @@ describe("FhirClient retry schedule (fake server, TestClock)", () => {
     }),
   )
 
+  it.effect("a 403 says what to ask for: more access for the credentials sent, or credentials at all", () =>
+    Effect.gen(function* () {
+      const forbidden: Answer = { status: 403, body: outcome("forbidden") }
+      const token = yield* Ref.make("t")
+      const withToken = yield* fake([forbidden], { token })
+      const refused = yield* Effect.flip(withToken.client.read("Condition", "1"))
+      assert.instanceOf(refused, FhirError)
+      assert.strictEqual((refused as FhirError).status, 403)
+      assert.strictEqual(
+        refused.message,
+        "GET https://fhir.example.org/r4/Condition/1: the server answered 403: error forbidden: issue forbidden; the credentials sent are not allowed this request: ask for the access it needs (a wider scope, e.g. system/*.rs to export or system/*.cruds to import, or more rights for this client on the server)",
+      )
+      const without = yield* fake([forbidden])
+      const bare = yield* Effect.flip(without.client.read("Condition", "1"))
+      assert.match(bare.message, /; configure credentials that allow it$/)
+    }),
+  )
+
   it.effect("on 401 calls onUnauthorized once and retries with the new credentials", () =>
     Effect.gen(function* () {
       const token = yield* Ref.make("old-token")
