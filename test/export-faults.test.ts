@@ -227,6 +227,9 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(events.filter((e) => e.event === "expired")).toHaveLength(1)
     expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
     expect((JSON.parse(x.run.stdout) as { rekickoffs: number }).rekickoffs).toBe(1)
+    // both jobs released: the replaced one too (its files used to stay on the server)
+    const released = ofRoute(x, "status").filter((r) => r.method === "DELETE" && r.status === 202)
+    expect(new Set(released.map((r) => r.path)).size).toBe(2)
     // Files finished from the first job were not fetched again: one "file" event per file.
     expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
   })

@@ -1208,6 +1208,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           "finished files of types with unfinished files: the new job's files of those types replace them",
         )
         for (const f of planned) if (!journal.isDone(f.key)) yield* discard(f)
+        // the old job is done with: released, as the last one is at the end, or its files stay on the server
+        if (statusUrl !== undefined && options.keepJob !== true) {
+          const old = statusUrl
+          const result = yield* Poll.release(client, old).pipe(Effect.either)
+          yield* result._tag === "Right"
+            ? emit("replaced-job-released", { statusUrl: redactUrl(old) })
+            : emit("warning", { detail: `could not release the replaced job: ${result.left.message}` })
+        }
         statusUrl = yield* doKickoff
         manifest = yield* awaitManifest(statusUrl)
         // A type all of whose files were finished stands in for the new job's only where the new job splits
