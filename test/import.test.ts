@@ -358,6 +358,29 @@ describe("ferry import", () => {
     for (const u of linked) expect(u).toMatch(/^Binary\//)
   })
 
+  it("a Binary resource of the archive the target refuses as too large even alone (413): the import stops naming it, nothing left pointing at nothing; a rerun after the fix lands everything", async () => {
+    const archive = copy(sample, "binary-refused")
+    expect(archiveCounts(archive).Binary).toBe(3)
+    const db = Path.join(tmp, "binary-refused.sqlite")
+    const port = await freePort()
+    // Binary/document.pdf (1,084,656 bytes, base64 in the resource) is over the limit
+    const limited = await startSandbox({ port, db, maxBodyBytes: 1_000_000 })
+    const run = await importInto(archive, limited.handle)
+    const dangling = danglingIn(limited.handle).dangling.filter((d) => d.includes("→ Binary/"))
+    await limited.close()
+    expect(run.code, run.stderr).toBe(4)
+    expect(run.stderr.trim().split("\n").at(-1)).toMatch(
+      /^ferry: .*the target refused Binary\/document\.pdf \(data\/Binary\.000\.ndjson:\d+\) as too large even alone \(413: .*\); what refers to it would point at nothing, so the import stops here/,
+    )
+    // (it used to be quarantined while the DocumentReference landed with a link to nothing, exit 7)
+    expect(dangling).toEqual([])
+    const fixed = await start({ port, db })
+    const again = await importInto(archive, fixed)
+    expect(again.code, again.stderr).toBe(0)
+    expect(targetCounts(fixed)).toEqual(archiveCounts(archive))
+    expect(danglingIn(fixed).dangling).toEqual([])
+  })
+
   it("deleted/ of an incremental archive: DELETEs on the target through the id map", async () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
     const full = Path.join(tmp, "del-full")

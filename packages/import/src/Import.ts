@@ -1265,7 +1265,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             const e = sent.left
             if (e._tag !== "FhirError" || !(isTooLarge(e) || isEntryRefusal(e)) || isSystemic(e))
               return yield* e
-            if (known.length === 1)
+            if (known.length === 1) {
+              if (isTooLarge(e)) return yield* binaryTooLarge(known[0]!, e)
               return yield* quarantine([
                 {
                   loc: known[0]!,
@@ -1273,6 +1274,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   reason: isTooLarge(e) ? "too large for the target even alone (413)" : e.message,
                 },
               ])
+            }
             if (isTooLarge(e)) yield* refusedAsTooLarge(known.length)
             yield* emit({ event: "split", entries: known.length })
             const half = Math.ceil(known.length / 2)
@@ -1364,6 +1366,23 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           return yield* recover(locs, cycle, result.left)
         })
 
+      /**
+       * A Binary of the archive too large for the target even alone (413) stops the import, as a refused
+       * attachment blob does: quarantined, it would leave every Attachment that points at it dangling on the
+       * target while the run says the rest landed. Anything else too large alone is quarantined (the caller).
+       */
+      const binaryTooLarge = (loc: Located, e: FhirError | AuthError): Effect.Effect<void, ImportError> =>
+        loc.value.resourceType !== "Binary"
+          ? Effect.void
+          : Effect.fail(
+              new ImportError({
+                reason: "Refused",
+                url: client.baseUrl,
+                detail: `the target refused Binary/${loc.value.id ?? "?"} (${loc.file}:${loc.line}) as too large even alone (413: ${e.message}); what refers to it would point at nothing, so the import stops here; raise the target's request size limit and run the same command again (what landed stays)`,
+                cause: e,
+              }),
+            )
+
       /** The transaction of `locs` failed with `e`: split (413), batch or quarantine, or give up. */
       const recover = (
         locs: ReadonlyArray<Located>,
@@ -1372,6 +1391,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       ): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
           if (isTooLarge(e)) {
+            if (locs.length === 1) yield* binaryTooLarge(locs[0]!, e)
             if (locs.length === 1)
               return yield* quarantine([
                 {
