@@ -306,6 +306,11 @@ describe("ferry import", () => {
     expect(reasons.length).toBeGreaterThan(0)
     for (const r of reasons)
       expect(r).toMatch(/^it refers to [A-Za-z]+\/.* which is in the archive but has no id on the target yet/)
+    // the last line tells what the target refused from what waits on it (it called them all refused)
+    const patients = NFS.readFileSync(Path.join(qdir, "Patient.ndjson"), "utf8").trim().split("\n").length
+    expect(first.stderr.trim().split("\n").at(-1)).toContain(
+      `the target refused ${patients} resource${patients === 1 ? "" : "s"}, and ${reasons.length} that refer to ${patients === 1 ? "it" : "them"} wait with ${patients === 1 ? "it" : "them"}, set aside here`,
+    )
     const fixed = await start({ port, db, refuseClientIds: true })
     const second = await importInto(archive, fixed, ["--strategy", "post", "--retry-quarantine"])
     expect(second.code, second.stderr).toBe(0)

@@ -83,15 +83,31 @@ export const quarantineKey = (line: string): string => {
  * the `.replaying` files a stopped `--retry-quarantine` left (a run sets the files it replays aside and
  * quarantines anew only what fails again). 0 when there is no folder.
  */
-export const pendingQuarantine = (archiveDir: string, targetBaseUrl: string): number => {
+export const pendingQuarantine = (archiveDir: string, targetBaseUrl: string): number =>
+  quarantineCounts(archiveDir, targetBaseUrl).total
+
+/**
+ * `pendingQuarantine`, and how many of those the import held back itself because they refer to a resource
+ * that has no id on the target (`waitingOn` in the line): the target refused only the rest.
+ */
+export const quarantineCounts = (
+  archiveDir: string,
+  targetBaseUrl: string,
+): { readonly total: number; readonly waiting: number } => {
   const q = quarantineDir(archiveDir, targetBaseUrl)
-  if (!NFS.existsSync(q)) return 0
-  const keys = new Set<string>()
+  if (!NFS.existsSync(q)) return { total: 0, waiting: 0 }
+  const keys = new Map<string, boolean>()
   for (const name of NFS.readdirSync(q)) {
     if (!name.endsWith(".ndjson") && !name.endsWith(`.ndjson${REPLAYING}`)) continue
     const file = name.endsWith(REPLAYING) ? name.slice(0, -REPLAYING.length) : name
-    for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n"))
-      if (line.trim() !== "") keys.add(`${file} ${quarantineKey(line)}`)
+    for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n")) {
+      if (line.trim() === "") continue
+      const key = `${file} ${quarantineKey(line)}`
+      // the line quarantined last says why it waits (a retry may have turned a hold into a refusal)
+      keys.set(key, line.includes('"waitingOn":'))
+    }
   }
-  return keys.size
+  let waiting = 0
+  for (const w of keys.values()) if (w) waiting++
+  return { total: keys.size, waiting }
 }

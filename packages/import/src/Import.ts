@@ -1067,14 +1067,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const writeLock = yield* Effect.makeSemaphore(1)
       const quarantineDir = Imports.quarantineDir(archive, client.baseUrl)
 
-      const quarantine = (items: ReadonlyArray<{ loc: Located; outcome: unknown; reason: string }>) =>
+      const quarantine = (
+        items: ReadonlyArray<{ loc: Located; outcome: unknown; reason: string; waitingOn?: string }>,
+      ) =>
         writeLock.withPermits(1)(
           Effect.forEach(
             items,
-            ({ loc, outcome, reason }) =>
+            ({ loc, outcome, reason, waitingOn }) =>
               appendDurable(
                 Path.join(quarantineDir, `${loc.value.resourceType}.ndjson`),
-                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`)}\n`,
+                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`, waitingOn)}\n`,
               ).pipe(
                 Effect.tap(() => {
                   quarantined++
@@ -1326,6 +1328,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const waitingOn = (loc: Located, u: Unresolved) => ({
         loc,
         outcome: undefined,
+        waitingOn: u.key ?? u.reference,
         reason: `it refers to ${u.key ?? u.reference} (at ${u.path}), which is in the archive but has no id on the target yet (quarantined or refused); once that one has landed, run the import again with --retry-quarantine`,
       })
 

@@ -36,9 +36,20 @@ export class ImportError extends Schema.TaggedError<ImportError>("@ferry/import/
  * The failure that ends a finished import (or migration) whose target refused `count` resources: they are in
  * `quarantineDir`, everything else landed.
  */
-export const quarantined = (count: number, quarantineDir: string, retry: string): ImportError =>
-  new ImportError({
+export const quarantined = (
+  count: number,
+  quarantineDir: string,
+  retry: string,
+  waiting = 0,
+): ImportError => {
+  const refused = count - waiting
+  const what =
+    waiting > 0
+      ? `the target refused ${refused} resource${refused === 1 ? "" : "s"}, and ${waiting} that refer to ${refused === 1 ? "it" : "them"} wait with ${refused === 1 ? "it" : "them"}, set aside here with each one's file:line and the reason`
+      : `the target refused ${count} resource${count === 1 ? "" : "s"}, set aside here with each one's file:line and the target's answer`
+  return new ImportError({
     reason: "Quarantined",
     url: quarantineDir,
-    detail: `the target refused ${count} resource${count === 1 ? "" : "s"}, set aside here with each one's file:line and the target's answer (everything else landed); fix the cause, then run ${retry}`,
+    detail: `${what} (everything else landed); fix the cause, then run ${retry}`,
   })
+}

@@ -189,12 +189,13 @@ export const runImport = (f: Flags) =>
     })
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
     // what waits in quarantine/, from this run or an earlier one, keeps the import unfinished
-    const pending = Imports.pendingQuarantine(f.archive, baseUrl)
-    if (pending > 0)
+    const pending = Imports.quarantineCounts(f.archive, baseUrl)
+    if (pending.total > 0)
       return yield* quarantined(
-        pending,
+        pending.total,
         Imports.quarantineDir(f.archive, baseUrl),
         "the same command with --retry-quarantine",
+        pending.waiting,
       )
     return Option.none()
   }).pipe(

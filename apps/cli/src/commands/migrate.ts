@@ -495,14 +495,15 @@ export const runMigrate = (f: Flags) =>
       }),
     )
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
-    const pending = Imports.pendingQuarantine(archive, to)
-    if (pending > 0)
+    const pending = Imports.quarantineCounts(archive, to)
+    if (pending.total > 0)
       return yield* quarantined(
-        pending,
+        pending.total,
         Imports.quarantineDir(archive, to),
         summary.pruned.files > 0
           ? "a new migration (another --archive) into the same target: data files were pruned from this archive, so ferry import --retry-quarantine cannot replay them, and resources already there are matched, not duplicated"
           : `ferry import ${archive} --to ${to} --retry-quarantine`,
+        pending.waiting,
       )
   }).pipe(
     Effect.scoped,

@@ -216,7 +216,15 @@ export const quarantineLine = (
   outcome: unknown,
   reason: string,
   source: string,
-): string => JSON.stringify({ resource, outcome: outcome ?? null, reason, source })
+  waitingOn?: string,
+): string =>
+  JSON.stringify({
+    resource,
+    outcome: outcome ?? null,
+    reason,
+    source,
+    ...(waitingOn !== undefined ? { waitingOn } : {}),
+  })
 
 /**
  * The graph pass's reading rank of a type (lower first): Binary first (the attachment step needs every
