@@ -579,6 +579,35 @@ describe("ferry import", () => {
     expect(target.store.countAll()).toBe(0)
   })
 
+  it("a line that is not JSON in an archive whose checksums were made to match: exit 5 naming file:line, advice that mends it (not 'fix that line')", async () => {
+    const archive = copy(sample, "bad-line")
+    const rel = "data/Procedure.000.ndjson"
+    const file = Path.join(archive, rel)
+    const lines = NFS.readFileSync(file, "utf8").split("\n")
+    lines[4] = `${lines[4]!.slice(0, 40)}`
+    const text = lines.join("\n")
+    NFS.writeFileSync(file, text)
+    // the checksums say this is what the export wrote (a source that served a cut line, say)
+    const sha = createHash("sha256").update(text).digest("hex")
+    const manifestPath = Path.join(archive, "manifest.json")
+    const manifest = JSON.parse(NFS.readFileSync(manifestPath, "utf8")) as {
+      files: Array<{ path: string; sha256: string; bytes: number }>
+    }
+    const entry = manifest.files.find((f) => f.path === rel)!
+    const old = entry.sha256
+    entry.sha256 = sha
+    entry.bytes = Buffer.byteLength(text)
+    NFS.writeFileSync(manifestPath, JSON.stringify(manifest))
+    const sums = Path.join(archive, "checksums.sha256")
+    NFS.writeFileSync(sums, NFS.readFileSync(sums, "utf8").replace(old, sha))
+    const target = await start({})
+    const run = await importInto(archive, target)
+    expect(run.code, run.stderr).toBe(5)
+    expect(lastLine(run.stderr)).toMatch(
+      /^ferry: data\/Procedure\.000\.ndjson:5: not valid JSON \(.*\); the archive is damaged: restore it from a copy, or export again$/,
+    )
+  })
+
   it("kill -9 mid-import (put) then rerun: no duplicates, no gaps", async () => {
     const archive = copy(sample, "kill")
     const target = await start({})

@@ -23,7 +23,7 @@ export class ArchiveError extends Schema.TaggedError<ArchiveError>("@ferry/archi
     const where = this.line !== undefined ? `${this.path}:${this.line}` : this.path
     const what: Record<ArchiveError["reason"], string> = {
       Io: "check the path, permissions and free disk space",
-      Corrupt: "the archive is damaged, restore that file or export again",
+      Corrupt: "the archive is damaged: restore that file from a copy, or export again",
       Checksum: "the file changed after it was written, restore it or export again",
       NotAnArchive: "point ferry at a directory created by `ferry export`",
       Exists: "choose an empty or new directory, or resume the existing archive",

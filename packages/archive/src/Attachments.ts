@@ -428,7 +428,7 @@ export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, Arc
               new ArchiveError({
                 reason: "Corrupt",
                 path: Path.join(dir, rel),
-                detail: `the blob does not hold the bytes its name says (sha256 ${actual.slice(0, 12)}…): the archive was changed or damaged; restore the archive from a copy, or export again`,
+                detail: `the blob does not hold the bytes its name says (sha256 ${actual.slice(0, 12)}…): the archive was changed or damaged`,
               }),
             )
       })

@@ -91,7 +91,7 @@ describe("Archive", () => {
       const bad = yield* Effect.flip(Archive.readManifest(dir))
       expect(bad.reason).toBe("Corrupt")
       expect(bad.message).toBe(
-        `${path}: expected a Ferry archive manifest; invalid at files.0.count; the archive is damaged, restore that file or export again`,
+        `${path}: expected a Ferry archive manifest; invalid at files.0.count; the archive is damaged: restore that file from a copy, or export again`,
       )
     }),
   )
@@ -128,7 +128,7 @@ describe("Archive", () => {
           const bad = yield* Effect.flip(Archive.readManifest(dir))
           expect([rel, bad.reason]).toEqual([rel, "Corrupt"])
           expect(bad.message).toBe(
-            `${path}: the path of ${section}.0 (${rel}) ${problem}; the archive is damaged, restore that file or export again`,
+            `${path}: the path of ${section}.0 (${rel}) ${problem}; the archive is damaged: restore that file from a copy, or export again`,
           )
         }
       }),
@@ -156,7 +156,7 @@ describe("Archive", () => {
           )
           expect(bad.reason).toBe("Corrupt")
           expect(bad.message).toBe(
-            `data/Patient.000.ndjson.gz: the file is not valid gzip (${zlib}); the archive is damaged, restore that file or export again`,
+            `data/Patient.000.ndjson.gz: the file is not valid gzip (${zlib}); the archive is damaged: restore that file from a copy, or export again`,
           )
         }
         // a reader of the file itself (import reads the archive's files so) says the same

@@ -92,7 +92,7 @@ describe("Journal", () => {
       expect(e.line).toBe(2)
       expect(e.message).toContain(`${path}:2: not valid JSON`)
       // one way out said once (deleting a line is not always safe: a request, a transactionTime)
-      expect(e.message).toContain("restore that file or export again")
+      expect(e.message).toContain("restore that file from a copy, or export again")
       expect(e.message).not.toContain("delete")
       NFS.writeFileSync(path, '{"seq":1,"at":"x","kind":"k","key":"a"}\n{"seq":"two"}\n')
       const e2 = yield* Effect.flip(Journal.load(path))

@@ -49,18 +49,36 @@ export class NdjsonError extends Schema.TaggedError<NdjsonError>("@ferry/core/Nd
   detail: Schema.String,
   cause: Schema.optional(Schema.Defect),
 }) {
-  override get message(): string {
-    const where = this.line > 0 ? `${this.file}:${this.line}` : this.file
+  /** `file:line` (or the file). */
+  get where(): string {
+    return this.line > 0 ? `${this.file}:${this.line}` : this.file
+  }
+
+  /** What is wrong, without the advice (a caller that knows the file better gives its own). */
+  get problem(): string {
     const what: Record<NdjsonError["reason"], string> = {
-      InvalidJson: `not valid JSON (${this.detail}); fix or remove that line`,
-      NotAResource: `not a FHIR resource (${this.detail}); every line must be a JSON object with a "resourceType"`,
-      UnexpectedType: `${this.detail}; each NDJSON file holds one resource type, move the line to the right file`,
-      LineTooLong: `line longer than ${this.detail}; raise the maximum line length or check that the file really is NDJSON`,
-      InvalidLine: `${this.detail}; a pre-serialised line must not contain a newline`,
-      Io: `${this.detail}; check the path, permissions and free disk space`,
-      InvalidGzip: `the file is not valid gzip (${this.detail}); the file is damaged, restore it or export again`,
+      InvalidJson: `not valid JSON (${this.detail})`,
+      NotAResource: `not a FHIR resource (${this.detail})`,
+      UnexpectedType: this.detail,
+      LineTooLong: `line longer than ${this.detail}`,
+      InvalidLine: this.detail,
+      Io: this.detail,
+      InvalidGzip: `the file is not valid gzip (${this.detail})`,
     }
-    return `${where}: ${what[this.reason]}`
+    return what[this.reason]
+  }
+
+  override get message(): string {
+    const advice: Record<NdjsonError["reason"], string> = {
+      InvalidJson: "fix or remove that line",
+      NotAResource: 'every line must be a JSON object with a "resourceType"',
+      UnexpectedType: "each NDJSON file holds one resource type, move the line to the right file",
+      LineTooLong: "raise the maximum line length or check that the file really is NDJSON",
+      InvalidLine: "a pre-serialised line must not contain a newline",
+      Io: "check the path, permissions and free disk space",
+      InvalidGzip: "the file is damaged, restore it or export again",
+    }
+    return `${this.where}: ${this.problem}; ${advice[this.reason]}`
   }
 }
 

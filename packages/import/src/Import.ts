@@ -217,6 +217,26 @@ const THROTTLE_RETRIES = 8
  */
 const SEGMENT_MAX = 100_000
 
+/**
+ * An archive data file that could not be read. A line that is not what the export wrote (the files' sha256 was
+ * checked before, so the export wrote it so, or the file changed since): the archive is damaged, and editing
+ * the line would not mend it (the checksums would no longer match); the disk's errors keep their own advice.
+ */
+const archiveUnreadable = (path: string, e: { readonly message: string }): ImportError =>
+  e instanceof Ndjson.NdjsonError && e.reason !== "Io"
+    ? new ImportError({
+        reason: "Archive",
+        url: e.where,
+        detail: `${e.problem}; the archive is damaged: restore it from a copy, or export again`,
+        cause: e,
+      })
+    : new ImportError({
+        reason: "Archive",
+        url: path,
+        detail: `could not read the archive (${e.message})`,
+        cause: e,
+      })
+
 /** The usual head of an NDJSON line: `{"resourceType":"<Type>","id":"<id>"`. */
 const LINE_HEAD = /^\{"resourceType":"([A-Za-z]{1,64})","id":"([A-Za-z0-9\-.]{1,64})"/
 
@@ -657,12 +677,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       /** An archive data file that could not be read (I/O, a bad line, a count unlike its manifest entry's). */
       const unreadable = (entry: FileEntry) => (e: { readonly message: string }) =>
-        new ImportError({
-          reason: "Archive",
-          url: entry.path,
-          detail: `could not read the archive (${e.message}); check the archive with ferry verify`,
-          cause: e,
-        })
+        archiveUnreadable(entry.path, e)
 
       /** The resources of an archive data file, a chunk of lines at a time. */
       const archiveItems = (entry: FileEntry) =>
@@ -1673,15 +1688,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 gzip: true,
                 label: entry.path,
               }).pipe(
-                Stream.mapError(
-                  (cause) =>
-                    new ImportError({
-                      reason: "Archive",
-                      url: `${entry.path}:${cause.line}`,
-                      detail: `could not read the archive (${cause.message}); check the archive with ferry verify`,
-                      cause,
-                    }),
-                ),
+                Stream.mapError((cause) => archiveUnreadable(entry.path, cause)),
                 Stream.filter((l) => wanted.has(l.line)),
               ),
               (l) => {
