@@ -366,6 +366,14 @@ describe("ferry verify", () => {
     expect(run2.code, run2.stderr).toBe(4)
     expect(run2.stdout).not.toContain("CLEAN")
     expect(lastLine(run2.stderr)).toContain("is not a complete archive (its export did not finish)")
+    expect(lastLine(run2.stderr)).toContain("run the same ferry export again to finish it")
+    // a migration's archive (its ledger beside the import): the command to run again is the migrate
+    const ledger = Path.join(unfinished, "imports", "127.0.0.1_1_fhir")
+    NFS.mkdirSync(ledger, { recursive: true })
+    NFS.writeFileSync(Path.join(ledger, "migrate.ndjson"), "")
+    const run3 = await verifyArchive(unfinished, "r-unfinished-migrate")
+    expect(run3.code, run3.stderr).toBe(4)
+    expect(lastLine(run3.stderr)).toContain("run the same ferry migrate again to finish it")
   }, 60_000)
 
   it("a SMART-protected source: --source-auth smart with its client and key, clean; without them exit 3", async () => {

@@ -29,6 +29,7 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
+import * as Path from "node:path"
 import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Imports from "@ferry/archive/Imports"
@@ -44,6 +45,15 @@ import { Chunk, DateTime, Effect, Either, Option, Stream } from "effect"
 import { type CanonicalContext, canonicalize, hash, inSample, provenanceSystem } from "./Canonical.js"
 import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
+
+/** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */
+const madeByMigrate = (dir: string): boolean => {
+  const imports = Path.join(dir, "imports")
+  return (
+    NFS.existsSync(imports) &&
+    NFS.readdirSync(imports).some((t) => NFS.existsSync(Path.join(imports, t, "migrate.ndjson")))
+  )
+}
 
 export type Source =
   | { readonly _tag: "Server"; readonly client: FhirClient }
@@ -387,7 +397,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     if (!manifest.complete)
       return yield* new VerifyError({
         reason: "Source",
-        detail: `${source.dir} is not a complete archive (its export did not finish); run the same ferry export again to finish it, then verify`,
+        detail: `${source.dir} is not a complete archive (its export did not finish); run the same ferry ${madeByMigrate(source.dir) ? "migrate" : "export"} again to finish it, then verify`,
       })
     // An archive that does not hold what its export recorded proves nothing: every file and blob is re-hashed.
     const mismatches = yield* Archive.verifyChecksums(source.dir).pipe(Effect.mapError(sourceError))
