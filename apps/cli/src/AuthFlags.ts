@@ -191,6 +191,32 @@ export interface AuthFlagValues {
 }
 
 /**
+ * The flags that give these settings again (`--auth smart --client-id … --key …`, or prefixed
+ * `--source-auth …`), for a command Ferry suggests running next; none for `none`. Names only: a secret is
+ * never a flag value (its variable or file is).
+ */
+export const authFlagWords = (f: AuthFlagValues, prefix?: Server): ReadonlyArray<string> => {
+  if (f.auth === "none") return []
+  const flag = (name: string) => (prefix === undefined ? `--${name}` : `--${prefix}-${name}`)
+  const given = (name: string, value: Option.Option<string>) =>
+    Option.match(value, { onNone: () => [], onSome: (v) => [flag(name), v] })
+  return [
+    flag("auth"),
+    f.auth,
+    ...given("client-id", f.clientId),
+    ...given("key", f.key),
+    ...given("alg", f.alg),
+    ...given("key-id", f.keyId),
+    ...given("client-secret-method", f.clientSecretMethod),
+    ...given("scope", f.scope),
+    ...given("token-url", f.tokenUrl),
+    ...given("bearer-env", f.bearerEnv),
+    ...given("bearer-file", f.bearerFile),
+    ...(f.auth === "client-secret" ? [flag("client-secret-env"), f.clientSecretEnv] : []),
+  ]
+}
+
+/**
  * Reads a secret from an environment variable (only the name is on the command line or in a file), through
  * the ambient ConfigProvider (the process environment; tests swap it).
  */

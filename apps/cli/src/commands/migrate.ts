@@ -19,7 +19,7 @@ import * as FhirClient from "@ferry/core/FhirClient"
 import * as Export from "@ferry/export/Export"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
-import { unprefix } from "../AuthFlags.js"
+import { type AuthFlagValues, authFlagWords, unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import { serveFlags, serveOptions } from "../Serve.js"
 import type { FlagValues } from "../Flags.js"
@@ -296,16 +296,22 @@ export const verifySuggestion = (options: {
   readonly pruned: boolean
   readonly types: ReadonlyArray<string>
   readonly narrowed: ReadonlyArray<string>
+  /** The migration's credentials: verify reads both servers (the target's as `--auth …`). */
+  readonly sourceAuth?: AuthFlagValues
+  readonly targetAuth?: AuthFlagValues
 }): string => {
   const { from, to, archive } = options
+  const targetAuth = options.targetAuth === undefined ? [] : authFlagWords(options.targetAuth).map(shellWord)
   if (!options.pruned)
-    return `ferry migrate: check it with: ferry verify --archive ${shellWord(archive)} --target ${shellWord(to)}`
+    return `ferry migrate: check it with: ${["ferry verify --archive", shellWord(archive), "--target", shellWord(to), ...targetAuth].join(" ")}`
   const idMap = Imports.idMapPath(archive, to)
   const words = [
     "ferry verify --source",
     shellWord(from),
+    ...(options.sourceAuth === undefined ? [] : authFlagWords(options.sourceAuth, "source").map(shellWord)),
     "--target",
     shellWord(to),
+    ...targetAuth,
     ...(options.types.length > 0 ? ["--type", shellWord(options.types.join(","))] : []),
     ...(NFS.existsSync(idMap) ? ["--id-map", shellWord(idMap)] : []),
   ]
@@ -492,6 +498,8 @@ export const runMigrate = (f: Flags) =>
           ...(settings.level !== "system" ? [`--level ${settings.level}`] : []),
           ...(filters.filters.length > 0 ? ["--type-filter"] : []),
         ],
+        sourceAuth: settings.source.auth,
+        targetAuth: settings.target.auth,
       }),
     )
     if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))

@@ -2,7 +2,9 @@ import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import * as Imports from "@ferry/archive/Imports"
+import { Option } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
+import type { AuthFlagValues } from "../../src/AuthFlags.js"
 import { verifySuggestion } from "../../src/commands/migrate.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-migrate-suggest-"))
@@ -55,6 +57,44 @@ describe("migrate: the verify command it suggests", () => {
     expect(line).toContain(`--id-map '${idMap.replace("'", "'\\''")}'`)
     expect(line).toContain(
       "the migration took only part of the source (--level patient, --type-filter), so the source's other resources show as missing",
+    )
+  })
+
+  it("with the migration's credentials: the target's as --auth …, the source's as --source-auth …, names only", () => {
+    const none = {
+      clientId: Option.none(),
+      key: Option.none(),
+      alg: Option.none(),
+      keyId: Option.none(),
+      clientSecretMethod: Option.none(),
+      scope: Option.none(),
+      tokenUrl: Option.none(),
+      bearerEnv: Option.none(),
+      bearerFile: Option.none(),
+    }
+    const smart: AuthFlagValues = {
+      ...none,
+      auth: "smart",
+      clientId: Option.some("ferry-target"),
+      key: Option.some("keys/target key.jwk"),
+      clientSecretEnv: "FERRY_TARGET_CLIENT_SECRET",
+    }
+    const secret: AuthFlagValues = {
+      ...none,
+      auth: "client-secret",
+      clientId: Option.some("ferry-source"),
+      clientSecretEnv: "SRC_SECRET",
+    }
+    const archive = Path.join(tmp, "with-auth")
+    const base = { from, to, archive, types: [], narrowed: [], sourceAuth: secret, targetAuth: smart }
+    expect(verifySuggestion({ ...base, pruned: false })).toBe(
+      `${prefix}ferry verify --archive ${archive} --target ${to} --auth smart --client-id ferry-target --key 'keys/target key.jwk'`,
+    )
+    expect(verifySuggestion({ ...base, pruned: true })).toBe(
+      `${prefix}ferry verify --source ${from} --source-auth client-secret --source-client-id ferry-source --source-client-secret-env SRC_SECRET --target ${to} --auth smart --client-id ferry-target --key 'keys/target key.jwk' (data files were pruned from the archive)`,
+    )
+    expect(verifySuggestion({ ...base, pruned: false, targetAuth: { ...smart, auth: "none" } })).toBe(
+      `${prefix}ferry verify --archive ${archive} --target ${to}`,
     )
   })
 })
