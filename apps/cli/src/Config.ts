@@ -329,36 +329,54 @@ export const fromFlags = (f: FlagInput): Effect.Effect<Layer, ConfigError> => {
   })
 }
 
-/** The `FERRY_*` layer, read through the ambient ConfigProvider. */
-export const fromEnv: Effect.Effect<Layer, ConfigError> = Effect.gen(function* () {
-  const raw: Record<string, unknown> = {}
-  for (const leaf of leaves) {
-    const name = envName(leaf)
-    const value = yield* Config.option(Config.string(name)).pipe(Effect.orElseSucceed(() => Option.none()))
-    if (Option.isNone(value) || value.value.trim() === "") continue
-    const text = value.value.trim()
-    const last = leaf[leaf.length - 1]!
-    if (leaf.length === 1 && intLeaves.has(last)) {
-      if (!/^\d+$/.test(text))
-        return yield* new ConfigError({
-          reason: "Invalid",
-          where: name,
-          detail: `${JSON.stringify(text)} is not a whole number; fix or unset ${name}`,
-        })
-      setIn(raw, leaf, Number(text))
-    } else setIn(raw, leaf, text)
+/** Whether `layer` sets `path`. */
+const hasIn = (layer: unknown, path: ReadonlyArray<string>): boolean => {
+  let node = layer
+  for (const key of path) {
+    if (typeof node !== "object" || node === null) return false
+    node = (node as Record<string, unknown>)[key]
   }
-  return yield* Either.match(decodeLayer(raw), {
-    onRight: Effect.succeed,
-    onLeft: (e) => {
-      const { path, message } = firstIssue(e)
-      const name = envName(path)
-      return Effect.fail(
-        new ConfigError({ reason: "Invalid", where: name, detail: `${message}; fix or unset ${name}` }),
-      )
-    },
+  return node !== undefined
+}
+
+/**
+ * The `FERRY_*` layer, read through the ambient ConfigProvider; a variable whose setting `given` (the
+ * flags) sets is not read at all, so that a flag wins over a bad value too.
+ */
+export const fromEnvExcept = (given: Layer): Effect.Effect<Layer, ConfigError> =>
+  Effect.gen(function* () {
+    const raw: Record<string, unknown> = {}
+    for (const leaf of leaves) {
+      if (hasIn(given, leaf)) continue
+      const name = envName(leaf)
+      const value = yield* Config.option(Config.string(name)).pipe(Effect.orElseSucceed(() => Option.none()))
+      if (Option.isNone(value) || value.value.trim() === "") continue
+      const text = value.value.trim()
+      const last = leaf[leaf.length - 1]!
+      if (leaf.length === 1 && intLeaves.has(last)) {
+        if (!/^\d+$/.test(text))
+          return yield* new ConfigError({
+            reason: "Invalid",
+            where: name,
+            detail: `${JSON.stringify(text)} is not a whole number; fix or unset ${name}`,
+          })
+        setIn(raw, leaf, Number(text))
+      } else setIn(raw, leaf, text)
+    }
+    return yield* Either.match(decodeLayer(raw), {
+      onRight: Effect.succeed,
+      onLeft: (e) => {
+        const { path, message } = firstIssue(e)
+        const name = envName(path)
+        return Effect.fail(
+          new ConfigError({ reason: "Invalid", where: name, detail: `${message}; fix or unset ${name}` }),
+        )
+      },
+    })
   })
-})
+
+/** The whole `FERRY_*` layer. */
+export const fromEnv: Effect.Effect<Layer, ConfigError> = fromEnvExcept({})
 
 /** Field names that would hold a secret, and what to write instead. */
 const secretField = (key: string): string | undefined => {
@@ -653,7 +671,7 @@ export const resolve = (
 ): Effect.Effect<Settings, ConfigError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
     const flagLayer = yield* fromFlags(flags)
-    const envLayer = yield* fromEnv
+    const envLayer = yield* fromEnvExcept(flagLayer)
     const fromEnvFile = yield* Config.option(Config.string("FERRY_CONFIG")).pipe(
       Effect.orElseSucceed(() => Option.none()),
     )

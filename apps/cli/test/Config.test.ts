@@ -283,6 +283,28 @@ describe("Config", () => {
     }),
   )
 
+  it.effect("a flag wins over a bad environment value too (the variable is not read)", () =>
+    Effect.gen(function* () {
+      const flags: Config.FlagInput = {
+        from: Option.some("http://source/fhir"),
+        to: Option.some("http://target/fhir"),
+        parallel: Option.some(2),
+        bundleSize: Option.none(),
+        source: noAuthFlags,
+        target: noAuthFlags,
+      }
+      const s = yield* Config.resolve(Option.none(), flags).pipe(withEnv({ FERRY_PARALLEL: "abc" }))
+      assert.strictEqual(s.parallel, 2)
+      // without the flag the variable is read, and refused
+      const e = yield* failure(
+        Config.resolve(Option.none(), { ...flags, parallel: Option.none() }).pipe(
+          withEnv({ FERRY_PARALLEL: "abc" }),
+        ),
+      )
+      assert.strictEqual(e.where, "FERRY_PARALLEL")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
   it.effect("a bad flag value names the flag", () =>
     Effect.gen(function* () {
       const e = yield* failure(Config.fromFlags({ bundleSize: Option.some(0) }))
