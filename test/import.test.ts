@@ -318,6 +318,31 @@ describe("ferry import", () => {
     expect(danglingIn(fixed).dangling).toEqual([])
   })
 
+  it("post: a reference to a resource not in the archive (deleted at the source) is sent as written, with a WARNING naming the first and the count", async () => {
+    const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
+    const conditions = Array.from(source.store.iterate("Condition")).map(
+      (r) => JSON.parse(r.json) as { id: string; encounter?: { reference?: string } },
+    )
+    const encounter = conditions.find((c) => c.encounter?.reference !== undefined)!.encounter!.reference!
+    const referring = conditions.filter((c) => c.encounter?.reference === encounter).length
+    const gone = await fetch(`${source.baseUrl}/${encounter}`, { method: "DELETE" })
+    expect(gone.status).toBeLessThan(300)
+    const archive = Path.join(tmp, "dangling-source")
+    expect((await runFerry(["export", source.baseUrl, "--out", archive])).code).toBe(0)
+    const target = await start({ refuseClientIds: true })
+    const run = await importInto(archive, target)
+    expect(run.code, run.stderr).toBe(0)
+    const warning = run.stderr
+      .split("\n")
+      .find((l) => l.startsWith("ferry import: WARNING: ") && l.includes("not in the archive"))
+    expect(warning).toBeDefined()
+    // (the Procedures and others of that Encounter refer to it too)
+    expect(Number(/WARNING: (\d+) reference/.exec(warning!)?.[1])).toBeGreaterThanOrEqual(referring)
+    expect(warning).toMatch(
+      new RegExp(`\\(first: [A-Za-z]+/[^ ]+ \\([^)]+\\) → ${encounter.replace(/[.]/g, "\\.")};`),
+    )
+  })
+
   it("an attachment blob the target refuses (413): the others are uploaded, then one sentence naming it, no resource sent; a rerun after the fix lands everything", async () => {
     // without the Binary resources, the attachments travel as blobs (uploaded before the resources)
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })

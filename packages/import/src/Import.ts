@@ -888,6 +888,30 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const parallel = Math.max(1, options.parallel ?? 4)
       const limiter = yield* makeLimiter(parallel)
       const sizer = makeSizer(Math.max(1, options.bundleSize ?? 500))
+      /**
+       * Post: references sent as written because they designate nothing the archive holds (a resource deleted
+       * at the source, or never exported; a `urn:uuid` no exported id matches). On the target they name a
+       * source id, which is nothing there (or another resource): counted, the first named, and said at the end.
+       */
+      let dangling = 0
+      let firstDangling: string | undefined
+      const noteDangling = (reports: ReadonlyArray<Chunk.EntryReport>) => {
+        if (mode !== "post") return
+        for (const r of reports)
+          for (const u of r.unresolved)
+            if (u.reason === "NotInExport" || u.reason === "UrnNotFound" || u.reason === "UrnAmbiguous") {
+              dangling++
+              firstDangling ??= `${r.source} (${u.path}) → ${u.reference}`
+            }
+      }
+      const danglingWarning = Effect.suspend(() =>
+        dangling === 0
+          ? Effect.void
+          : emit({
+              event: "warning",
+              detail: `${dangling} reference${dangling === 1 ? "" : "s"} name${dangling === 1 ? "s" : ""} a resource that is not in the archive (first: ${firstDangling}; deleted at the source, or outside what was exported): sent as written, ${dangling === 1 ? "it points" : "they point"} at nothing on the target, or at whatever has that id there`,
+            }),
+      )
       /** A Bundle of `entries` was refused as too large: what is sent from now on is smaller. */
       const refusedAsTooLarge = (entries: number) =>
         sizer.tooLarge(entries)
@@ -1299,6 +1323,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             return yield* update(known.slice(half))
           }
           sizer.succeeded(known.length)
+          noteDangling(tx.reports)
           const m = yield* decodeResponse(tx, sent.right)
           yield* record(m.mapped)
           yield* quarantine(
@@ -1378,6 +1403,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           const result = yield* Effect.either(send(JSON.stringify(tx.bundle)))
           if (Either.isRight(result)) {
             sizer.succeeded(locs.length)
+            noteDangling(tx.reports)
             const m = yield* decodeResponse(tx, result.right)
             return yield* record(m.mapped)
           }
@@ -1658,6 +1684,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           const result = yield* Effect.either(send(tx.body))
           if (Either.isRight(result)) {
             sizer.succeeded(nodes.length)
+            noteDangling(tx.reports)
             const m = yield* decodeResponse(tx, result.right)
             return yield* record(m.mapped)
           }
@@ -1917,6 +1944,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           })),
         )
 
+      yield* danglingWarning
       // 5. deletes
       const deleted = yield* applyDeletes
       const total = Object.values(counts).reduce((a, b) => a + b, 0)
