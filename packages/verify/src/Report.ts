@@ -72,7 +72,7 @@ code{font-size:12px;word-break:break-all}table.fields{margin:.3em 0 .8em 1em}
 <h1>ferry verify: <span class="v ${clean ? "clean" : "differences"}">${clean ? "clean" : "differences found"}</span></h1>
 <p>Source (${e(r.source.kind)}): <code>${e(r.source.location)}</code><br>Target: <code>${e(r.target.url)}</code><br>
 ${e(r.startedAt)} – ${e(r.finishedAt)}${r.idMap !== null ? `<br>Id map: <code>${e(r.idMap.path)}</code> (${e(r.idMap.entries)} entries)` : ""}</p>
-${r.sample !== null ? `<p class="sample"><strong>Sampled: ${e(r.sample.percent)}% of resources were compared</strong> (chosen by the sha256 of the source Type/id).</p>` : "<p>Full comparison: every resource of the types below was compared (the types the source lists; resources of other types on the target are not counted).</p>"}
+${r.sample !== null ? `<p class="sample"><strong>Sampled: ${e(r.sample.percent)}% of resources were compared</strong> (chosen by the sha256 of the source Type/id).</p>` : "<p>Full comparison: every resource of the types below was compared, on both sides (the notes below say what was left out, if anything).</p>"}
 ${r.notes.length > 0 ? `<ul>${r.notes.map((n) => `<li>${e(n)}</li>`).join("")}</ul>` : ""}
 <h2>Totals</h2>
 <table><tr><th>source</th><th>target</th><th>compared</th><th>matching</th><th>differing</th><th>missing</th><th>extra</th><th>count mismatches</th><th>attachments</th><th>attachment mismatches</th></tr>

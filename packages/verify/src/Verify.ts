@@ -891,6 +891,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     notes.push(
       `not looked at: ${unsearchable.join(", ")} (types the target lists but does not let Ferry search; resources there of no source are not reported)`,
     )
+  if (options.types !== undefined && options.types.length > 0)
+    notes.push(
+      `only the types asked for (--type ${options.types.join(",")}) were compared; the target's resources of other types were not counted`,
+    )
   const clean =
     totals.differing + totals.missing + totals.extra + totals.attachmentMismatches + countMismatches === 0
   const report: Report = {

@@ -265,6 +265,11 @@ describe("Verify.run against sandboxes", () => {
         assert.deepStrictEqual(r.differences, [
           { kind: "extra", type: "Patient", target: "Patient/only-on-target" },
         ])
+        // the report says the other types were not looked at
+        assert.include(
+          r.notes,
+          "only the types asked for (--type Patient) were compared; the target's resources of other types were not counted",
+        )
       }),
     60_000,
   )
