@@ -336,18 +336,40 @@ describe("ferry export with SMART auth on", () => {
 })
 
 describe.concurrent("ferry export stops on faults it cannot recover from", () => {
-  it("a permanently short file: exit 4 and one line naming the file's URL; the archive stays incomplete", async ({
+  it("a short file on the first job only: downloaded again, then a new job, which completes", async ({
     expect,
   }) => {
-    const x = await exportWith("short", { shortFile: { type: "Condition", missing: 2 } })
+    let cleared: Promise<void> | undefined
+    const x = await exportWith(
+      "short-once",
+      { shortFile: { type: "Condition", missing: 2 } },
+      {
+        onStderr: (text, baseUrl) => {
+          if (cleared === undefined && text.includes("ferry export: inconsistent "))
+            cleared = setSandboxFaults(baseUrl, {})
+        },
+      },
+    )
+    await cleared
+    await expectComplete(expect, x)
+    const events = exportEvents(x.out)
+    expect(events.filter((e) => e.event === "inconsistent")).toHaveLength(1)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
+  })
+
+  it("a permanently short file: a new job up to 3 times, then exit 4 and one line naming the file's URL; the archive stays incomplete", async ({
+    expect,
+  }) => {
+    const x = await exportWith("short", { shortFile: { type: "Condition", missing: 2, everyJob: true } })
     expect(x.run.code, x.run.stderr).toBe(4)
     expect(lastLine(x.run.stderr)).toMatch(
-      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/Condition\.000\.ndjson: data\/Condition\.000\.ndjson holds 98 resources but the manifest announced 100, also after downloading it again; [^\n]+$/,
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/Condition\.000\.ndjson: data\/Condition\.000\.ndjson holds 98 resources but the manifest announced 100, also after downloading it again, in 4 export jobs; the server's export is inconsistent, report it to the server's operators$/,
     )
-    expect(exportEvents(x.out).filter((e) => e.event === "count-mismatch")).toHaveLength(1)
-    // Downloaded twice, then given up: never a silently short archive.
+    expect(exportEvents(x.out).filter((e) => e.event === "count-mismatch")).toHaveLength(4)
+    expect(exportEvents(x.out).filter((e) => e.event === "kickoff")).toHaveLength(4)
+    // Downloaded twice per job, then given up: never a silently short archive.
     const condition000 = ofRoute(x, "download").filter((r) => r.path.endsWith("/Condition.000.ndjson"))
-    expect(condition000).toHaveLength(2)
+    expect(condition000).toHaveLength(8)
     const manifest = archiveManifest(x.out)
     expect(manifest.complete).toBe(false)
     expect(manifest.files.some((f) => f.path === "data/Condition.000.ndjson")).toBe(false)

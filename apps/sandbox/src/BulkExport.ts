@@ -372,7 +372,8 @@ class TypeWriter {
     this.fd = openSync(path, "w", 0o600)
     this.current = { name, path }
     this.inFile = 0
-    this.skip = this.faultType === undefined ? 0 : (this.faults?.shortFileMissing(this.faultType) ?? 0)
+    this.skip =
+      this.faultType === undefined ? 0 : (this.faults?.shortFileMissing(this.faultType, this.dir) ?? 0)
   }
 
   private flush(): void {

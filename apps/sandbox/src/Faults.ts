@@ -35,7 +35,7 @@
  * - slowDownload: every download of a file of `type` (every file without it) waits `ms` before its
  *   answer, so that its other files land first.
  * - shortFile: the first export output file of `type` (or the first file) holds `missing` fewer lines
- *   than the `count` its manifest entry announces.
+ *   than the `count` its manifest entry announces; with `everyJob`, the first such file of every job.
  * - expireFiles: downloads answer 410 Gone once `afterSeconds` have passed since the job completed,
  *   or (firstAttempt) on the first download attempt of each matching file only. `renewable`: the URLs
  *   work like signed links: every status request of a finished job hands out the files under new URLs
@@ -91,6 +91,7 @@ export const FaultsConfig = Schema.Struct({
     Schema.Struct({
       type: Schema.optional(Schema.String),
       missing: Schema.optionalWith(Count, { default: () => 1 }),
+      everyJob: Schema.optional(Schema.Boolean),
     }),
   ),
   expireFiles: Schema.optional(
@@ -155,6 +156,8 @@ export class Faults {
   private readonly counters = new Map<RouteKind, number>()
   private readonly downloadAttempts = new Map<string, number>()
   private shortFileUsed = false
+  /** The jobs (their directories) that had their short file (`shortFile.everyJob`). */
+  private readonly shortFileJobs = new Set<string>()
 
   constructor(config: FaultsConfig) {
     this.config = config
@@ -166,6 +169,7 @@ export class Faults {
     this.counters.clear()
     this.downloadAttempts.clear()
     this.shortFileUsed = false
+    this.shortFileJobs.clear()
   }
 
   get current(): FaultsConfig {
@@ -253,11 +257,13 @@ export class Faults {
   }
 
   /** How many lines to leave out of the next export file of `type` (0 for all but one file). */
-  shortFileMissing(type: string): number {
+  shortFileMissing(type: string, job: string): number {
     const rule = this.config.shortFile
-    if (rule === undefined || this.shortFileUsed) return 0
+    if (rule === undefined) return 0
+    if (rule.everyJob === true ? this.shortFileJobs.has(job) : this.shortFileUsed) return 0
     if (rule.type !== undefined && rule.type !== type) return 0
     this.shortFileUsed = true
+    this.shortFileJobs.add(job)
     return rule.missing
   }
 

@@ -581,6 +581,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const files: Array<ArchiveFile> = []
   let transactionTime = ""
   let rekickoffs = 0
+  /** Why the last attempt at the job's files stopped, when it was a file inconsistent with its manifest. */
+  let inconsistent: ExportError | undefined
   let renewals = 0
   let released = false
   let statusUrl: string | undefined
@@ -762,16 +764,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             Effect.gen(function* () {
               yield* emit("count-mismatch", { file: f.path, detail: e.detail })
               yield* Download.discard(target)
-              return yield* Download.download(client, target, downloadOptions).pipe(
-                Effect.mapError((again) =>
-                  again instanceof ExportError && again.reason === "CountMismatch"
-                    ? new ExportError({
-                        ...again,
-                        detail: `${again.detail}, also after downloading it again; the server's export is inconsistent, report it to the server's operators`,
-                      })
-                    : again,
-                ),
-              )
+              return yield* Download.download(client, target, downloadOptions)
             }),
         ),
         // a batch still running when the download failed is stopped with it
@@ -1131,7 +1124,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           // back to manifest order
           Effect.map((done) => Option.some(done.sort((a, b) => a.i - b.i).map((d) => d.result))),
           Effect.catchIf(isExpired, (e) =>
-            emit("expired", { status: e.status ?? null, url: e.url }).pipe(Effect.as(Option.none())),
+            Effect.sync(() => {
+              inconsistent = undefined
+            }).pipe(
+              Effect.zipRight(emit("expired", { status: e.status ?? null, url: e.url })),
+              Effect.as(Option.none()),
+            ),
+          ),
+          // a file whose lines still differ from its manifest count after a re-download: this job's output is
+          // inconsistent (a resource deleted while it was written, say); a new job, as for expired files
+          Effect.catchIf(
+            (e): e is ExportError => e instanceof ExportError && e.reason === "CountMismatch",
+            (e) =>
+              Effect.sync(() => {
+                inconsistent = e
+              }).pipe(Effect.zipRight(emit("inconsistent", { detail: e.detail })), Effect.as(Option.none())),
           ),
         )
         if (Option.isSome(attempt)) {
@@ -1148,7 +1155,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         // The manifest fetched again may carry new URLs for the same job's files (re-signed links: the
         // spec's STU3 advice). Then finished files stay, partial ones resume with Range, and no new job is
         // started; the same URLs again mean the files are gone for good: a new kick-off.
-        if (!organizing && statusUrl !== undefined && renewals < MAX_RENEWALS) {
+        if (inconsistent === undefined && !organizing && statusUrl !== undefined && renewals < MAX_RENEWALS) {
           const again = yield* Poll.waitForManifest(client, statusUrl, pollOptions).pipe(Effect.option)
           const unfinished = planned.filter((f) => !journal.isDone(f.key))
           if (Option.isSome(again) && renewsUrls(manifest, again.value, unfinished, options.gzip === true)) {
@@ -1160,6 +1167,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           }
         }
         if (rekickoffs >= 3) {
+          if (inconsistent !== undefined)
+            return yield* new ExportError({
+              ...inconsistent,
+              detail: `${inconsistent.detail}, also after downloading it again, in ${rekickoffs + 1} export jobs; the server's export is inconsistent, report it to the server's operators`,
+            })
           return yield* new ExportError({
             reason: "Expired",
             url: statusUrl === undefined ? undefined : redactUrl(statusUrl),

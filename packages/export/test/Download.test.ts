@@ -92,28 +92,33 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10], bulk: { retryAfterSeconds: 0 } }
     }),
   )
 
-  it.scoped("a short file (count mismatch) is downloaded once more, then fails with a clear error", () =>
-    Effect.gen(function* () {
-      const sandbox = yield* Sandbox.Sandbox
-      const dir = yield* tempDir
-      const client = yield* clientFor(sandbox.baseUrl)
-      yield* setFaults(sandbox.baseUrl, { shortFile: { type: "Condition", missing: 1 } })
-      const out = Path.join(dir, "short")
-      const exit = yield* Export.run({ client, out, params: { level: "system", types }, ...fast }).pipe(
-        Effect.exit,
-      )
-      assert.isTrue(Exit.isFailure(exit))
-      const error = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
-      assert.instanceOf(error, ExportError)
-      assert.strictEqual((error as ExportError).reason, "CountMismatch")
-      assert.match(
-        (error as ExportError).message,
-        /Condition\.000\.ndjson holds \d+ resources but the manifest announced \d+, also after downloading it again/,
-      )
-      assert.strictEqual(events(out).filter((e) => e.event === "count-mismatch").length, 1)
-      // Not released after a failure: the job is kept for a rerun.
-      assert.isFalse(events(out).some((e) => e.event === "released"))
-    }),
+  it.scoped(
+    "a short file (count mismatch, every job) is downloaded once more and asked of new jobs, then fails with a clear error",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        yield* setFaults(sandbox.baseUrl, { shortFile: { type: "Condition", missing: 1, everyJob: true } })
+        const out = Path.join(dir, "short")
+        const exit = yield* Export.run({ client, out, params: { level: "system", types }, ...fast }).pipe(
+          Effect.exit,
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Exit.isFailure(exit)
+          ? Option.getOrUndefined(Cause.failureOption(exit.cause))
+          : undefined
+        assert.instanceOf(error, ExportError)
+        assert.strictEqual((error as ExportError).reason, "CountMismatch")
+        assert.match(
+          (error as ExportError).message,
+          /Condition\.000\.ndjson holds \d+ resources but the manifest announced \d+, also after downloading it again/,
+        )
+        assert.strictEqual(events(out).filter((e) => e.event === "count-mismatch").length, 4)
+        // Not released after a failure: the last job is kept for a rerun (the replaced ones are released).
+        assert.isFalse(events(out).some((e) => e.event === "released"))
+        assert.strictEqual(events(out).filter((e) => e.event === "replaced-job-released").length, 3)
+      }),
   )
 
   it.scoped("429/503 storms on kick-off, status and download are ridden out", () =>
