@@ -464,6 +464,14 @@ describe("ferry migrate", () => {
     expect(s.pruned.files).toBeGreaterThan(5)
     const v = await verify(target, { source })
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+    // against the pruned archive: a usage error pointing at the source form, not "the archive is damaged"
+    const against = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl])
+    expect(against.code, against.stderr).toBe(2)
+    expect(lastLine(against.stderr)).toMatch(
+      new RegExp(
+        `^ferry: .*pruned: ${s.pruned.files} of its data files were pruned by ferry migrate --prune-staged after they were imported, .*compare with the source server instead: ferry verify --source ${source.baseUrl.replace(/[.]/g, "\\.")} --target `,
+      ),
+    )
   }, 60_000)
 
   it("--strategy import: each wave through the target's $import, the files rewritten (conditional references, attachments); verify clean", async () => {

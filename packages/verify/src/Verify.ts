@@ -46,6 +46,23 @@ import { type CanonicalContext, canonicalize, hash, inSample, provenanceSystem }
 import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
 
+/** The data files `ferry migrate --prune-staged` removed from the archive for `target` (its ledger's lines). */
+const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> => {
+  const ledger = Path.join(Imports.dir(dir, target), "migrate.ndjson")
+  const out = new Set<string>()
+  if (!NFS.existsSync(ledger)) return out
+  for (const line of NFS.readFileSync(ledger, "utf8").split("\n")) {
+    if (!line.includes('"migrate.pruned"')) continue
+    try {
+      const e = JSON.parse(line) as { kind?: unknown; data?: { path?: unknown } }
+      if (e.kind === "migrate.pruned" && typeof e.data?.path === "string") out.add(e.data.path)
+    } catch {
+      // a torn last line (a kill mid-write): the ledger's reader skips it too
+    }
+  }
+  return out
+}
+
 /** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */
 const madeByMigrate = (dir: string): boolean => {
   const imports = Path.join(dir, "imports")
@@ -401,6 +418,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       })
     // An archive that does not hold what its export recorded proves nothing: every file and blob is re-hashed.
     const mismatches = yield* Archive.verifyChecksums(source.dir).pipe(Effect.mapError(sourceError))
+    // data files `ferry migrate --prune-staged` removed on purpose: this archive cannot stand for the source
+    const pruned = prunedByMigrate(source.dir, target.baseUrl)
+    if (mismatches.length > 0 && mismatches.every((m) => m.problem === "Missing" && pruned.has(m.path))) {
+      const idMap = Imports.idMapPath(source.dir, target.baseUrl)
+      return yield* new VerifyError({
+        reason: "Config",
+        detail: `${source.dir}: ${mismatches.length} of its data files were pruned by ferry migrate --prune-staged after they were imported, so the archive cannot be compared with the target; compare with the source server instead: ferry verify --source ${manifest.source.baseUrl} --target ${redactUrl(target.baseUrl)}${NFS.existsSync(idMap) ? ` --id-map ${idMap}` : ""} (with the migration's --type, if it had one)`,
+      })
+    }
     if (mismatches.length > 0)
       return yield* new VerifyError({
         reason: "Source",
