@@ -276,6 +276,12 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "usage"), "--level", "group"])
     expect(run.code).toBe(2)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*--group/)
+    // a flag @effect/cli cannot read: its message again on the last line
+    const noOut = await ferry(["export", sandbox.baseUrl])
+    expect(noOut.code).toBe(2)
+    expect(noOut.stderr.trim().split("\n").at(-1)).toBe(
+      "ferry: the command line could not be read (Expected to find option: '--out'); ferry export --help lists the flags and the values they take",
+    )
     const bad = await ferry([
       "export",
       sandbox.baseUrl,

@@ -15,7 +15,7 @@
  * Errors are recognised by `_tag` (and `reason`) so this module does not depend on every package.
  */
 import * as Archive from "@ferry/archive/Archive"
-import { ValidationError } from "@effect/cli"
+import { HelpDoc, ValidationError } from "@effect/cli"
 import { Cause, Console, Effect, HashMap, Logger, Option } from "effect"
 
 interface Tagged {
@@ -162,17 +162,33 @@ export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Ef
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) {
     // @effect/cli has printed what it could not parse; say where the flags are described
-    return ValidationError.isHelpRequested(failure.value) ? Effect.void : Console.error(usageHint(command))
+    return ValidationError.isHelpRequested(failure.value)
+      ? Effect.void
+      : Console.error(usageHint(command, validationText(failure.value)))
   }
   return Console.error(lineFor(cause, command))
 }
 
 const commands = new Set(["demo", "export", "import", "keys", "migrate", "plan", "sandbox", "verify"])
 
-/** The line after @effect/cli's own parse message (which names no command and no fix). */
-export const usageHint = (command: string | undefined): string => {
+/** @effect/cli's parse message on one line, without its colours ("Expected to find option: '--out'"). */
+const validationText = (e: ValidationError.ValidationError): string | undefined => {
+  if (!("error" in e)) return undefined
+  const text = HelpDoc.toAnsiText(e.error)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI escapes
+    .replace(/\u001b\[[0-9;]*m/g, "")
+    .replace(/\s+/g, " ")
+    .trim()
+  return text === "" ? undefined : text
+}
+
+/**
+ * The last line after @effect/cli's own parse message (above it, naming no command and no fix): what it
+ * said, again, so that the last line says what went wrong, and where the flags are described.
+ */
+export const usageHint = (command: string | undefined, problem?: string): string => {
   const known = command !== undefined && commands.has(command) ? `ferry ${command} --help` : "ferry --help"
-  return `ferry: the command line could not be read (above); ${known} lists the flags and the values they take`
+  return `ferry: the command line could not be read${problem !== undefined ? ` (${problem})` : " (above)"}; ${known} lists the flags and the values they take`
 }
 
 /** `line`, plus what a rerun of a resumable `command` does when it gave up on a server. */

@@ -105,5 +105,10 @@ describe("Render", () => {
     )
     assert.include(Render.usageHint("nosuch"), "; ferry --help lists")
     assert.include(Render.usageHint(undefined), "; ferry --help lists")
+    // the parse message again on the last line, so that it says what went wrong
+    assert.strictEqual(
+      Render.usageHint("export", "Expected to find option: '--out'"),
+      "ferry: the command line could not be read (Expected to find option: '--out'); ferry export --help lists the flags and the values they take",
+    )
   })
 })

@@ -1295,7 +1295,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     return yield* new ExportError({
       reason: "Attachment",
       url: first.url,
-      detail: `${attachmentSummary.failed.length} attachment(s) could not be fetched or verified (first: ${first.resource} ${first.path}: ${first.detail}); see events.ndjson, fix the cause and run the same command again (the job is kept for that), or leave them out with --allow-missing-attachments`,
+      detail: `${attachmentSummary.failed.length} attachment(s) could not be fetched or verified (first: ${first.resource} ${first.path}: ${first.detail}); see events.ndjson, fix the cause and run the same command again${mode === "bulk" ? " (the job is kept for that)" : ""}, or leave them out with --allow-missing-attachments`,
     })
   }
 
