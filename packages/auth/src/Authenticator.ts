@@ -142,7 +142,7 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
         return yield* new AuthError({
           reason: "Config",
           detail:
-            'Auth kind "bearer" needs exactly one of auth.bearerEnv (an environment variable name) or auth.bearerFile (a file holding the token)',
+            "--auth bearer needs exactly one of --bearer-env (an environment variable holding the token) or --bearer-file (a file holding it) (--source-… / --target-… for migrate and plan, which also read auth.bearerEnv or auth.bearerFile in a config file)",
         })
       }
       return yield* StaticBearer.make(env !== undefined ? { env } : { file: file! })

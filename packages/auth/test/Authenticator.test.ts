@@ -88,7 +88,7 @@ describe("Authenticator", () => {
       const bearer = yield* Effect.flip(
         Authenticator.fromSettings(Authenticator.emptySettings("bearer"), base),
       )
-      expect(bearer.message).toContain("exactly one of auth.bearerEnv")
+      expect(bearer.message).toContain("exactly one of --bearer-env")
       const secret = yield* Effect.flip(
         Authenticator.fromSettings(
           { ...Authenticator.emptySettings("client-secret"), clientId: Option.some("c") },

@@ -199,7 +199,7 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
       return yield* new AuthError({
         reason: "Scope",
         url: redactUrl(tokenUrl),
-        detail: `the server granted the scopes "${token.scope.value}" for the requested "${asked}", which do not allow ${access === "write" ? "writing" : "reading"} resources; allow client ${options.clientId} ${needed} at the server, or request scopes it is allowed (auth.scope)`,
+        detail: `the server granted the scopes "${token.scope.value}" for the requested "${asked}", which do not allow ${access === "write" ? "writing" : "reading"} resources; allow client ${options.clientId} ${needed} at the server, or request scopes it is allowed (--scope; --source-scope / --target-scope for migrate and plan)`,
       })
     }
     return token

@@ -134,7 +134,7 @@ const oauthHint = (error: string): string => {
     case "invalid_grant":
       return "; the client assertion or credentials were rejected: check the client id, the key/secret registered for it, and the server clock"
     case "invalid_scope":
-      return "; request scopes this client is allowed (auth.scope)"
+      return "; request scopes this client is allowed (--scope; --source-scope / --target-scope for migrate and plan)"
     case "unauthorized_client":
       return "; the client may not use the client_credentials grant: check its registration at the authorization server"
     case "unsupported_grant_type":

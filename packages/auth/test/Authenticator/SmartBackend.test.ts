@@ -410,7 +410,7 @@ describe("SmartBackend", () => {
         assert.instanceOf(error, AuthError)
         expect(error.reason).toBe("Scope")
         expect(error.message).toBe(
-          `${readOnly.srv.tokenUrl}: the server granted the scopes "system/*.rs" for the requested "system/*.cruds", which do not allow writing resources; allow client ${CLIENT} write access (system/*.cruds, or system/*.write in SMART v1) at the server, or request scopes it is allowed (auth.scope)`,
+          `${readOnly.srv.tokenUrl}: the server granted the scopes "system/*.rs" for the requested "system/*.cruds", which do not allow writing resources; allow client ${CLIENT} write access (system/*.cruds, or system/*.write in SMART v1) at the server, or request scopes it is allowed (--scope; --source-scope / --target-scope for migrate and plan)`,
         )
         expect(error.message).not.toContain(readOnly.srv.issued[0]!)
 
