@@ -234,6 +234,9 @@ describe("ferry import", () => {
     const run = await importInto(archive, target)
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toContain("the target is throttling")
+    // each line says the parallelism after its halving (the first said the 4 it had before)
+    const first = run.stderr.split("\n").find((l) => l.includes("the target is throttling"))
+    expect(first).toBe("ferry import: the target is throttling; parallel 2")
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
   }, 180_000)
 

@@ -1239,7 +1239,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 Effect.zipRight(
                   limiter.throttled,
                   Effect.zipRight(
-                    emit({ event: "throttled", parallel: limiter.current() }),
+                    // after the halving: the parallelism from now on
+                    Effect.suspend(() => emit({ event: "throttled", parallel: limiter.current() })),
                     Effect.zipRight(
                       Effect.sleep(Duration.millis(Math.min(30_000, 500 * 2 ** attempt))),
                       loop(attempt + 1),
