@@ -67,6 +67,7 @@ interface Summary {
     readonly total: number
     readonly deleted: number
     readonly quarantined: number
+    readonly resumedChunks: number
   }
 }
 
@@ -368,6 +369,12 @@ describe("ferry migrate", () => {
     // what had landed is not sent again, but for the one Bundle in flight at the kill (20 entries, 1 in
     // flight): the rerun plans the same Bundles, and the import's journal skips those that landed
     expect(summaryOf(second.stdout).import.total).toBeLessThanOrEqual(all - partial + 20)
+    // the done line says its count is this run's, and what the earlier run had landed
+    const resumed = summaryOf(second.stdout).import.resumedChunks
+    expect(resumed).toBeGreaterThan(0)
+    expect(second.stderr).toMatch(
+      new RegExp(`written \\(this run; ${resumed} Bundles? an earlier run landed are not sent again\\) in `),
+    )
     const v = await verify(target, { archive })
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
     // a third run finds the migration finished and sends nothing

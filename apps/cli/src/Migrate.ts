@@ -758,6 +758,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             total: summary.total,
             quarantined: summary.quarantined,
             deleted: summary.deleted,
+            resumedChunks: summary.resumedChunks,
             importedFiles: imported.size,
             staged: staged(),
           })

@@ -263,7 +263,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
     case "wave":
       return `${p} import wave ${String(e.wave)}${e.final === true ? " (final)" : ""}: ${String(e.files)} files, ${fmtCount(Number(e.resources ?? 0))} resources${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} delete files` : ""} (staged ${fmtBytes(Number(e.staged ?? 0))})`
     case "wave-done":
-      return `${p} wave ${String(e.wave)} done: ${fmtCount(Number(e.total ?? 0))} written, ${String(e.quarantined)} quarantined${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} deleted` : ""}`
+      return `${p} wave ${String(e.wave)} done: ${fmtCount(Number(e.total ?? 0))} written${earlierBundles(Number(e.resumedChunks ?? 0))}, ${String(e.quarantined)} quarantined${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} deleted` : ""}`
     case "paused":
       return `${p} downloads held back: ${fmtBytes(Number(e.staged ?? 0))} staged > --max-staged ${fmtBytes(Number(e.maxStaged ?? 0))}`
     case "unpaused":
@@ -322,8 +322,14 @@ export const verifySuggestion = (options: {
   return `ferry migrate: check it with: ${words.join(" ")} (data files were pruned from the archive${partial})`
 }
 
+/** After a resume: the Bundles an earlier run landed, which this run's "written" leaves out. */
+const earlierBundles = (n: number): string =>
+  n > 0
+    ? ` (this run; ${fmtCount(n)} Bundle${n === 1 ? "" : "s"} an earlier run landed are not sent again)`
+    : ""
+
 const doneLine = (s: Migrate.MigrateSummary): string =>
-  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written in ${s.waves} waves (${s.overlapped} files while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
+  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written${earlierBundles(s.import.resumedChunks)} in ${s.waves} waves (${s.overlapped} files while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
 
 /** The live display on a TTY (Screen.ts): the export's frame (Progress.ts) plus one line for the import. */
 const liveDisplay = (color: boolean) =>
