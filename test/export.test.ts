@@ -442,6 +442,29 @@ describe("ferry export with SMART Backend Services", () => {
     const secrets = [...seen, String(privateJwk.d)]
     for (const text of texts) for (const secret of secrets) expect(text.includes(secret)).toBe(false)
     expect(secrets.every((s) => s.length >= 20)).toBe(true)
+    expect(run.stderr).not.toContain("allow reading only")
+
+    // a token for one type: the server leaves the others out without an error, so Ferry says so
+    const narrow = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "smart-narrow"),
+      "--auth",
+      "smart",
+      "--client-id",
+      "ferry-e2e",
+      "--key",
+      keyFile,
+      "--scope",
+      "system/Patient.rs",
+      "--type",
+      "Patient",
+    ])
+    expect(narrow.code, narrow.stderr).toBe(0)
+    expect(narrow.stderr).toMatch(
+      /^ferry: warning: the token's scopes \("system\/Patient\.rs", asked "system\/Patient\.rs"\) allow reading only Patient: a bulk export leaves every other type out without an error/m,
+    )
   }, 120_000)
 
   it("--auth bearer with a token from the environment; the token never reaches the outputs", async () => {

@@ -104,12 +104,34 @@ export const grants = (granted: string, access: Access): boolean | undefined => 
   )
 }
 
+/**
+ * The resource types granted scopes allow `access` on, when they name types rather than every type
+ * (`system/*.…`), asked so or not: a bulk export with such a token holds only those types, and the server
+ * says nothing of the rest. Undefined when every type is allowed (or the scopes cannot be judged).
+ */
+export const narrowedTypes = (granted: string, access: Access): ReadonlyArray<string> | undefined => {
+  const allows = (p: string) =>
+    p === "*" || p === access || (/^c?r?u?d?s?$/.test(p) && (access === "read" ? /[rs]/ : /[cu]/).test(p))
+  const parse = (scopes: string) =>
+    scopes
+      .split(/\s+/)
+      .filter(Boolean)
+      .flatMap((scope) => {
+        const m = /^(?:system|user|patient)\/([A-Za-z]+|\*)\.([a-z*]+)(?:\?.*)?$/.exec(scope)
+        return m === null || !allows(m[2]!) ? [] : [m[1]!]
+      })
+  const types = parse(granted)
+  if (types.length === 0 || types.includes("*")) return undefined
+  return Array.from(new Set(types)).sort()
+}
+
 export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBackendOptions) {
   const http = yield* HttpClient.HttpClient
   const access = options.access ?? "read"
   const scopeV2 = options.scope?.trim() || defaultScope(access)
   const scopeV1 = toV1Scopes(scopeV2)
   const version = yield* Ref.make<ScopeVersion>(options.scopeVersion ?? "v2")
+  const warnedNarrowed = yield* Ref.make(false)
   const endpoint = yield* Ref.make(Option.none<Discovery.TokenEndpoint>())
 
   const tokenEndpoint = Effect.gen(function* () {
@@ -202,6 +224,12 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
         detail: `the server granted the scopes "${token.scope.value}" for the requested "${asked}", which do not allow ${access === "write" ? "writing" : "reading"} resources; allow client ${options.clientId} ${needed} at the server, or request scopes it is allowed (--scope; --source-scope / --target-scope for migrate and plan)`,
       })
     }
+    // fewer types than asked: said once (a bulk export then holds only those, and nothing says so)
+    const narrowed = Option.isSome(token.scope) ? narrowedTypes(token.scope.value, access) : undefined
+    if (narrowed !== undefined && !(yield* Ref.getAndSet(warnedNarrowed, true)))
+      yield* Effect.logWarning(
+        `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow ${access === "write" ? "writing" : "reading"} only ${narrowed.join(", ")}: a bulk export leaves every other type out without an error; if the job needs more, ask for it (--scope, or allow client ${options.clientId} more at the server)`,
+      )
     return token
   })
 

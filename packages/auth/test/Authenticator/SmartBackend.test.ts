@@ -444,6 +444,24 @@ describe("SmartBackend", () => {
     expect(SmartBackend.grants("openid https://x/.default", "read")).toBeUndefined()
   })
 
+  it("tells when the granted scopes narrow every type asked for to some types", () => {
+    expect(SmartBackend.narrowedTypes("system/Patient.rs", "read")).toEqual(["Patient"])
+    expect(SmartBackend.narrowedTypes("system/Patient.read system/Condition.read", "read")).toEqual([
+      "Condition",
+      "Patient",
+    ])
+    expect(SmartBackend.narrowedTypes("system/*.rs", "read")).toBeUndefined()
+    // asked so: still only those (an export of every type would hold only them)
+    expect(SmartBackend.narrowedTypes("system/Patient.rs", "read")).toEqual(["Patient"])
+    // a grant that says nothing judgeable
+    expect(SmartBackend.narrowedTypes("", "read")).toBeUndefined()
+    expect(SmartBackend.narrowedTypes("openid", "read")).toBeUndefined()
+    // write access: only the types that may be written count
+    expect(SmartBackend.narrowedTypes("system/Patient.cruds system/Observation.rs", "write")).toEqual([
+      "Patient",
+    ])
+  })
+
   it("converts SMART v2 scopes to v1", () => {
     expect(SmartBackend.toV1Scopes("system/*.rs system/Group.rs")).toBe("system/*.read system/Group.read")
     expect(SmartBackend.toV1Scopes("system/*.cud system/*.cruds patient/Observation.r")).toBe(
