@@ -98,6 +98,10 @@ describe("ferry export --organize-output-by Patient", () => {
 
     expect(dataLines(organized)).toEqual(dataLines(plain))
     expect(mixedFiles(organized)).toEqual([])
+    // the plain line after the split says what the files are (it said "N files to download" when all were in)
+    expect(run.stderr).toContain(
+      `ferry export: the server's blocks split into ${archiveManifest(organized).files.length} per-type data files`,
+    )
     expect(archiveMismatches(organized)).toEqual([])
     expect(NFS.existsSync(Path.join(organized, "staging"))).toBe(false)
     const summary = JSON.parse(run.stdout) as {

@@ -205,6 +205,10 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(events.indexOf("file")).toBeLessThan(complete)
     expect(events.filter((e) => e === "manifest-part").length).toBeGreaterThan(1)
     expect(events.filter((e) => e === "file").length).toBe(summary.files.length)
+    // the plain line at the complete manifest counts the files already downloaded
+    expect(run.stderr).toMatch(
+      new RegExp(`ferry export: ${summary.files.length} files in the manifest, \\d+ downloaded already`),
+    )
   }, 120_000)
 
   /** Faults off, the same export again: it re-attaches to the one job and ends with the uninterrupted data. */

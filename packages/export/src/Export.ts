@@ -1108,6 +1108,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               path: p.path,
               count: p.count ?? null,
             })),
+            // downloaded already (a resumed run, or early from partial manifests)
+            done: planned.filter((p) => journal.isDone(p.key)).length,
           })
         } else {
           // the data files are known only once distributed: `files-planned` comes after that
@@ -1148,6 +1150,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             yield* emit("files-planned", {
               mode: "bulk",
               files: files.map((p) => ({ kind: p.kind, type: p.type, path: p.path, count: p.count })),
+              // the blocks of organizeOutputBy files, downloaded and split: these are the per-type files
+              distributed: true,
             })
           }
           break

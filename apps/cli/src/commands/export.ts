@@ -168,9 +168,13 @@ const plainLines = (started: number) => {
           )
         case "files-planned":
           return yield* Console.error(
-            Array.isArray(e.files)
-              ? `ferry export: ${e.files.length} files to download`
-              : `ferry export: crawling ${Array.isArray(e.types) ? e.types.length : 0} resource types`,
+            !Array.isArray(e.files)
+              ? `ferry export: crawling ${Array.isArray(e.types) ? e.types.length : 0} resource types`
+              : e.distributed === true
+                ? `ferry export: the server's blocks split into ${e.files.length} per-type data files`
+                : Number(e.done ?? 0) > 0
+                  ? `ferry export: ${e.files.length} files in the manifest, ${String(e.done)} downloaded already`
+                  : `ferry export: ${e.files.length} files to download`,
           )
         case "done":
           return yield* Console.error(doneLine(e, secs))
