@@ -713,5 +713,19 @@ describe("ferry migrate", () => {
       /^ferry: http:\/\/127\.0\.0\.1:1\/fhir: the target server is unreachable .*; check --to and that the server is running$/,
     )
     expect(NFS.existsSync(archive)).toBe(false)
+    expect(run.stdout).toBe("")
+    // with --json, the failure is a result on stdout too (it printed nothing there)
+    const json = await runFerry([
+      "migrate",
+      "--from",
+      source.baseUrl,
+      "--to",
+      "http://127.0.0.1:1/fhir",
+      "--archive",
+      archive,
+      "--json",
+    ])
+    expect(json.code).toBe(4)
+    expect(JSON.parse(json.stdout)).toEqual({ ok: false, exitCode: 4, error: line.replace(/^ferry: /, "") })
   }, 60_000)
 })

@@ -191,6 +191,20 @@ export const usageHint = (command: string | undefined, problem?: string): string
   return `ferry: the command line could not be read${problem !== undefined ? ` (${problem})` : " (above)"}; ${known} lists the flags and the values they take`
 }
 
+/**
+ * The `--json` result of a failed command, on stdout: `{ "ok": false, "exitCode", "error" }` with the last
+ * stderr line's sentence (nothing for a `--help` or a command line @effect/cli could not read and printed).
+ */
+export const jsonFailure = (
+  cause: Cause.Cause<unknown>,
+  command: string | undefined,
+): Effect.Effect<void> => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
+  const error = lineFor(cause, command).replace(/^ferry: /, "")
+  return Console.log(JSON.stringify({ ok: false, exitCode: exitCode(cause), error }, null, 2))
+}
+
 /** `line`, plus what a rerun of a resumable `command` does when it gave up on a server. */
 export const lineFor = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
   const failure = Cause.failureOption(cause)

@@ -9,8 +9,20 @@ import * as Render from "./Render.js"
 // Failures become one line on stderr and a documented exit code (Render.ts); never a stack trace.
 // Log lines (warnings of the libraries: a stale archive lock taken over, …) go to stderr: stdout carries only
 // what a command prints there, the `--json` summary among it.
+/** Whether the command printed anything on stdout (a `--json` failure result goes only where none was). */
+let printed = false
+const write = process.stdout.write.bind(process.stdout)
+process.stdout.write = ((...args: Parameters<typeof write>) => {
+  printed = true
+  return write(...args)
+}) as typeof process.stdout.write
+
 run(process.argv).pipe(
   Effect.tapErrorCause((cause) => Render.report(cause, process.argv[2])),
+  // `--json` asks for a machine-readable result on stdout: a failure that printed none gets one too
+  Effect.tapErrorCause((cause) =>
+    process.argv.includes("--json") && !printed ? Render.jsonFailure(cause, process.argv[2]) : Effect.void,
+  ),
   Effect.provide(NodeContext.layer),
   Effect.provide(Logger.replace(Logger.defaultLogger, Render.logLine)),
   (main) =>
