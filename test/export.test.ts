@@ -182,6 +182,22 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     }
     const fixed = await ferry([...groupArgs("d9f31445-f448-48c0-af57-295c005e07df"), "--type", "Patient"])
     expect(fixed.code, fixed.stderr).toBe(0)
+
+    // a patient the source does not have: a usage error naming the ids (it was the server's 400, exit 4)
+    const nobody = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      Path.join(tmp, "pat-nobody"),
+      "--level",
+      "patient",
+      "--patient",
+      "nobody-here",
+    ])
+    expect(nobody.code, nobody.stderr).toBe(2)
+    expect(nobody.stderr.trim().split("\n").at(-1)).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/Patient\/\$export: the server refused the kick-off \(400: .*\); check the --patient ids \(nobody-here\): each must name a Patient on the source$/,
+    )
   }, 120_000)
 
   it("--allow-partial-manifests: the manifest's parts (link next, 10 files each) are followed, the same data as one manifest", async () => {

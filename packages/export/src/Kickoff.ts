@@ -141,9 +141,19 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClien
     .pipe(
       Effect.catchIf(
         (e): e is FhirError =>
-          e instanceof FhirError && e.reason === "Status" && notSupportedStatuses.has(e.status ?? 0),
+          e instanceof FhirError &&
+          e.reason === "Status" &&
+          (notSupportedStatuses.has(e.status ?? 0) || (e.status === 400 && p.patients.length > 0)),
         (e) =>
           Effect.gen(function* () {
+            // a kick-off naming patients the server does not have is refused (400)
+            if (e.status === 400)
+              return yield* new ExportError({
+                reason: "Config",
+                url,
+                detail: `the server refused the kick-off (${e.message.replace(/^.*?: the server answered /, "")}); check the --patient ids (${p.patients.join(", ")}): each must name a Patient on the source`,
+                cause: e,
+              })
             if (e.status === 404 && p.level === "group" && p.groupId !== undefined) {
               const group = yield* Effect.either(client.read("Group", p.groupId))
               if (Either.isLeft(group) && isGone(group.left)) return yield* noSuchGroup(client, p.groupId, e)
