@@ -650,7 +650,10 @@ describe("ferry import", () => {
     expect(partial).toBeLessThan(Object.values(expected).reduce((a, b) => a + b, 0))
     const second = await importInto(archive, target, ["--bundle-size", "100"])
     expect(second.code, second.stderr).toBe(0)
-    expect((JSON.parse(second.stdout) as { resumedChunks: number }).resumedChunks).toBeGreaterThan(0)
+    const resumed = (JSON.parse(second.stdout) as { resumedChunks: number }).resumedChunks
+    expect(resumed).toBeGreaterThan(0)
+    // its done line says the count is this run's
+    expect(second.stderr).toContain(`(this run; ${resumed} Bundles an earlier run landed are not sent again)`)
     expect(targetCounts(target)).toEqual(expected)
     expect(danglingIn(target).dangling).toEqual([])
   })
