@@ -335,6 +335,18 @@ describe("ferry migrate", () => {
     expect(JSON.parse(two.store.read("Observation", y!.id)!.json).status).toBe("corrected")
     const v = await verify(two, { source })
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+
+    // the newest migration into a target did not finish (here: its ledger without its last line): the next
+    // delta into that target stops and says to rerun it (its id map holds what it created), not skip past it
+    const ledger = Path.join(Imports.dir(Path.join(runs, "b2"), two.baseUrl), "migrate.ndjson")
+    const lines = NFS.readFileSync(ledger, "utf8").trim().split("\n")
+    expect(lines.at(-1)).toContain('"migrate.done"')
+    NFS.writeFileSync(ledger, `${lines.slice(0, -1).join("\n")}\n`)
+    const b3 = await migrate(source, two, Path.join(runs, "b3"), "--since", "auto")
+    expect(b3.code, b3.stderr).toBe(2)
+    expect(lastLine(b3.stderr)).toMatch(
+      /b2: the earlier migration this one continues did not finish its import; rerun that migration first/,
+    )
   }, 90_000)
 
   it("kill -9 mid-migrate, then the same command: finishes, nothing lost or duplicated, verify clean", async () => {

@@ -482,10 +482,19 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       const staged = () =>
         sum(Array.from(landed.values(), (l) => (imported.has(l.entry.path) ? 0 : l.entry.bytes)))
 
-      // `--since auto` continues only an archive whose migration into this target finished: the newest
-      // archive beside this one may belong to another target's migration, or to one whose import failed, and
-      // starting after its transactionTime would skip changes this target never got.
-      const finishedHere = (dir: string) => Option.getOrElse(ledgerDone(dir, target.baseUrl), () => false)
+      // `--since auto` continues only an archive migrated into this target: the newest archive beside this one
+      // may belong to another target's migration, and starting after its transactionTime would skip changes
+      // this target never got. The newest one of this target must have finished (its id map holds what it
+      // created): an unfinished one is refused, as its delta would match its resources and not update them.
+      const migratedHere = (dir: string) => Option.isSome(ledgerDone(dir, target.baseUrl))
+      if (options.params.since === "auto" && !NFS.existsSync(Path.join(archive, "manifest.json"))) {
+        const since = yield* Export.previousTransactionTime(archive, {
+          baseUrl: sourceBase,
+          params: options.params,
+          accepts: migratedHere,
+        })
+        if (Option.isSome(since)) yield* unfinishedCheck(archive, since.value, target.baseUrl)
+      }
 
       // Earlier runs of this migration.
       const ledgerFile = ledgerPath(archive, target.baseUrl)
@@ -823,7 +832,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           outFlag: "--archive",
           lockHeld: true,
           params: options.params,
-          sinceAccepts: finishedHere,
+          sinceAccepts: migratedHere,
           ...(options.mode !== undefined ? { mode: options.mode } : {}),
           ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
           ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),

@@ -285,9 +285,9 @@ export interface Continues {
   /** The export's parameters (`since` aside). */
   readonly params: Kickoff.ExportParamsInput
   /**
-   * Which finished archives may be continued besides (`ferry migrate`: those whose migration into the same
-   * target finished; an archive of another target's migration, or of a migration whose import failed, must not
-   * move the delta's start past changes this target never got). Default: every one.
+   * Which finished archives may be continued besides (`ferry migrate`: those migrated into the same target; an
+   * archive of another target's migration must not move the delta's start past changes this target never
+   * got). Default: every one.
    */
   readonly accepts?: (dir: string) => boolean
 }
