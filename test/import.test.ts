@@ -452,6 +452,23 @@ describe("ferry import", () => {
       /^ferry: .*del-delta: the archive is an incremental export \(changes since .*\) and no id map of an earlier import into .* was found/,
     )
     expect(targetCounts(target)).toEqual(before)
+    // beside a full archive whose import did not run to its end (its journal's last line gone, as in a crash):
+    // its id map may lack what it created, so the delta is refused until that import is run again
+    const journal = Path.join(
+      full,
+      "imports",
+      NFS.readdirSync(Path.join(full, "imports"))[0]!,
+      "journal.ndjson",
+    )
+    const whole = NFS.readFileSync(journal, "utf8")
+    expect(whole.trim().split("\n").at(-1)).toContain('"kind":"import.done"')
+    NFS.writeFileSync(journal, `${whole.trim().split("\n").slice(0, -1).join("\n")}\n`)
+    const early = await importInto(delta, target)
+    expect(early.code, early.stderr).toBe(2)
+    expect(lastLine(early.stderr)).toMatch(
+      /del-full: the import of this archive into .* did not finish \(its journal has no end\)/,
+    )
+    NFS.writeFileSync(journal, whole)
     // beside the full archive: that import's id map is carried over, the update and the deletes land
     const second = await importInto(delta, target)
     expect(second.code, second.stderr).toBe(0)

@@ -666,7 +666,10 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         const since = manifest.previous?.transactionTime
         if (since === undefined) return
         yield* unfinishedCheck(archive, since, target.baseUrl)
-        const seeded = yield* Continues.seed(archive, since, target.baseUrl)
+        // (the earlier migration finished: checked above, by its ledger)
+        const seeded = yield* Continues.seed(archive, since, target.baseUrl, (dir) =>
+          Option.getOrElse(ledgerDone(dir, target.baseUrl), () => false),
+        )
         if (Option.isNone(seeded.previous)) {
           yield* say("warning", {
             detail: `no finished archive next to ${archive} has transactionTime ${since}: this incremental migration has no id map from the earlier one (fine when the target keeps the source ids)`,
@@ -674,7 +677,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           return
         }
         continues = seeded.previous.value
-        yield* say("continues", { archive: seeded.previous.value, copied: seeded.copied })
+        yield* say("continues", { archive: seeded.previous.value, idMap: seeded.idMap })
       })
       const seedOnce = yield* Effect.cached(seedIds)
 

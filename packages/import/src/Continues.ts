@@ -71,27 +71,49 @@ export const previousArchive = (
     return Option.none<string>()
   })
 
+/** Whether an import journal records the end of its run (`import.done`). */
+const journalEnded = (path: string): boolean =>
+  NFS.existsSync(path) && NFS.readFileSync(path, "utf8").includes('"kind":"import.done"')
+
 /** What `seed` found. */
 export interface Seeded {
   /** The earlier archive this one continues, when found beside it. */
   readonly previous: Option.Option<string>
-  /** Files copied from it (the id map, the Binaries record); 0 when this archive had them already. */
-  readonly copied: number
+  /** Its id map for the target: copied now, here already (a rerun), or none there. */
+  readonly idMap: "copied" | "here" | "none"
+  /** Whether its import into the target ran to its end (`import.done` in its journal). */
+  readonly finished: boolean
 }
 
 /**
  * For an incremental archive: copies the id map and the Binaries record of `target` from the archive it
- * continues, unless this archive has them already (a rerun, or a copy made before). Nothing for a full one.
+ * continues, unless this archive has them already (a rerun, or a copy made before), and only when that
+ * archive's import ran to its end. Nothing for a full one.
  */
-export const seed = (archive: string, since: string, target: string): Effect.Effect<Seeded, ImportError> =>
+export const seed = (
+  archive: string,
+  since: string,
+  target: string,
+  /** Whether the earlier archive's import into `target` ran to its end (default: its journal says so). */
+  finishedIn: (dir: string) => boolean = (dir) => journalEnded(Imports.journalPath(dir, target)),
+): Effect.Effect<Seeded, ImportError> =>
   Effect.gen(function* () {
     const previous = yield* previousArchive(archive, since, target)
-    if (Option.isNone(previous)) return { previous, copied: 0 }
-    let copied = 0
+    if (Option.isNone(previous)) return { previous, idMap: "none", finished: false }
+    // an import that did not run to its end may still add mappings: nothing is copied from it (a copy would
+    // never see them)
+    const finished = finishedIn(previous.value)
+    if (!finished) return { previous, idMap: "none", finished }
+    const copied: Array<string> = []
     for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {
       const from = Path.join(Imports.dir(previous.value, target), name)
       const to = Path.join(Imports.dir(archive, target), name)
-      if (yield* copyIfAbsent(from, to)) copied++
+      if (yield* copyIfAbsent(from, to)) copied.push(name)
     }
-    return { previous, copied }
+    const idMap = copied.includes(Imports.layout.idMap)
+      ? "copied"
+      : NFS.existsSync(Path.join(Imports.dir(archive, target), Imports.layout.idMap))
+        ? "here"
+        : "none"
+    return { previous, idMap, finished }
   })

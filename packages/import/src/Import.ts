@@ -480,10 +480,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
       yield* mendQuarantine(Imports.quarantineDir(archive, client.baseUrl))
       const since = manifest.previous?.transactionTime
+      let continued: Continues.Seeded | undefined
       if (since !== undefined && options.continues !== false) {
-        const seeded = yield* Continues.seed(archive, since, client.baseUrl)
-        if (Option.isSome(seeded.previous))
-          yield* emit({ event: "continues", archive: seeded.previous.value, copied: seeded.copied })
+        continued = yield* Continues.seed(archive, since, client.baseUrl)
+        if (Option.isSome(continued.previous))
+          yield* emit({
+            event: "continues",
+            archive: continued.previous.value,
+            idMap: continued.idMap,
+            finished: continued.finished,
+          })
       }
       const dataFiles: ReadonlyArray<FileEntry> = options.files ?? manifest.files
       const deletedFiles: ReadonlyArray<FileEntry> =
@@ -554,6 +560,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // A delta's changed and deleted resources are found on a target that assigns its own ids only through
       // the id map of the import that created them: without it, updates would match the old copies by their
       // provenance tag and change nothing, and deletes would find nothing to delete.
+      if (
+        mode === "post" &&
+        continued !== undefined &&
+        Option.isSome(continued.previous) &&
+        continued.finished === false
+      ) {
+        return yield* new ImportError({
+          reason: "Config",
+          url: continued.previous.value,
+          detail: `the import of this archive into ${redactUrl(client.baseUrl)} did not finish (its journal has no end), so its id map may lack resources it created, whose updates would then change nothing; run that import again to its end, then this one`,
+        })
+      }
       if (mode === "post" && since !== undefined && idMap.size === 0) {
         return yield* new ImportError({
           reason: "Config",
@@ -1090,6 +1108,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           deleted,
           deletesSkipped,
         }
+        yield* journal.append("import.done", "import.done", { total })
         yield* emit({ event: "done", ...summary })
         return summary
       }
@@ -1961,6 +1980,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         deleted,
         deletesSkipped,
       }
+      // the end of the run: an incremental archive's import that continues this one may rely on its id map
+      yield* journal.append("import.done", "import.done", { total })
       yield* emit({ event: "done", ...summary, chunksDone })
       return summary
     }),

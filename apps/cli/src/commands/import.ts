@@ -84,7 +84,7 @@ const lines = (started: number) => {
           return yield* Console.error(`ferry import: WARNING: ${String(e.detail)}`)
         case "continues":
           return yield* Console.error(
-            `ferry import: continues ${String(e.archive)} (an incremental archive: ${Number(e.copied) > 0 ? "that import's id map for this target copied in" : "its id map for this target already here"})`,
+            `ferry import: continues ${String(e.archive)} (an incremental archive: ${e.idMap === "copied" ? "the id map of its import into this target copied in" : e.idMap === "here" ? "that import's id map already here" : "its import into this target wrote no id map"})`,
           )
         case "delete-skipped": {
           const line = capped(

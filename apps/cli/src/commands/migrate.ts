@@ -259,7 +259,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
     case "resume":
       return `${p} resuming: ${String(e.importedFiles)} files imported by earlier runs${e.done === true ? " (the migration had finished)" : ""}`
     case "continues":
-      return `${p} continues ${String(e.archive)} (its id map carried over)`
+      return `${p} continues ${String(e.archive)}${e.idMap === "none" ? "" : " (its id map carried over)"}`
     case "wave":
       return `${p} import wave ${String(e.wave)}${e.final === true ? " (final)" : ""}: ${String(e.files)} files, ${fmtCount(Number(e.resources ?? 0))} resources${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} delete files` : ""} (staged ${fmtBytes(Number(e.staged ?? 0))})`
     case "wave-done":
