@@ -1275,10 +1275,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       /** `cycle`: the resources are one reference cycle (an oversize component of the plan). */
       const land = (all: ReadonlyArray<Located>, cycle = false): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
-          // the size the target has been taking (see makeSizer); a cycle of new ids is never cut
+          // larger than the target has been taking (see makeSizer): in pieces of that size, each reference
+          // cycle whole (a cycle of new ids too large for one Bundle goes whole, as planned)
           const size = sizer.current()
-          if (all.length > size && !(cycle && mode === "post")) {
-            for (let i = 0; i < all.length; i += size) yield* land(all.slice(i, i + size), cycle)
+          const pieces = all.length > size && !cycle ? inPieces(all, size) : [all]
+          if (pieces.length > 1) {
+            for (const piece of pieces) yield* land(piece)
             return
           }
           const mapped = (l: Located) =>
@@ -1327,6 +1329,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (e._tag !== "FhirError" || !(isTooLarge(e) || isEntryRefusal(e)) || isSystemic(e))
               return yield* e
             if (known.length === 1) {
+              if (isTooLarge(e)) sizer.tooLarge(1)
               if (isTooLarge(e)) return yield* binaryTooLarge(known[0]!, e)
               return yield* quarantine([
                 {
@@ -1373,6 +1376,30 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           out.push(group.filter((l): l is Located => l !== undefined))
         }
         return out.filter((g) => g.length > 0)
+      }
+
+      /**
+       * `locs` in pieces of at most `size`, dependencies first, no reference cycle cut, except one larger than
+       * `size` in put mode (its ids are known: cut, as the target's refusal would have it halved anyway; with
+       * new ids it goes whole, its entries referring to each other by urn:uuid).
+       */
+      const inPieces = (
+        locs: ReadonlyArray<Located>,
+        size: number,
+      ): ReadonlyArray<ReadonlyArray<Located>> => {
+        const pieces: Array<Array<Located>> = []
+        let piece: Array<Located> = []
+        for (const group of togetherGroups(locs)) {
+          if (piece.length > 0 && piece.length + group.length > size) {
+            pieces.push(piece)
+            piece = []
+          }
+          if (group.length > size && mode === "put")
+            for (let i = 0; i < group.length; i += size) pieces.push(group.slice(i, i + size))
+          else piece.push(...group)
+        }
+        if (piece.length > 0) pieces.push(piece)
+        return pieces
       }
 
       /** Entries (by position) with a reference to an archive resource that has no target id, one such each. */
@@ -1455,6 +1482,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       ): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
           if (isTooLarge(e)) {
+            // one resource refused alone: the halvings that led here were its doing
+            if (locs.length === 1) sizer.tooLarge(1)
             if (locs.length === 1) yield* binaryTooLarge(locs[0]!, e)
             if (locs.length === 1)
               return yield* quarantine([
@@ -1662,24 +1691,50 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       ): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
           const cycle = c.oversize && c.cyclic
+          // larger than the target has been taking (see makeSizer): in pieces of that size, each reference
+          // cycle whole (an oversize cycle of new ids goes whole, as planned)
+          const size = sizer.current()
+          if (nodes.length > size && !cycle) {
+            if (!c.cyclic) {
+              // no cycle: the keys are in dependency order, so are the slices
+              for (let i = 0; i < nodes.length; i += size)
+                yield* landNodes(nodes.slice(i, i + size), preloaded)
+              return
+            }
+            // with cycles: pieces of whole components (the plan's `groupSizes`), one larger than the size in
+            // put mode cut (its ids are known; a 413 would have it halved anyway)
+            let start = 0
+            let length = 0
+            const send = (from: number, to: number) => landNodes(nodesOf(c.keys.slice(from, to)), preloaded)
+            for (const g of c.groupSizes ?? [c.keys.length]) {
+              const now = sizer.current()
+              if (length > 0 && length + g > now) {
+                yield* send(start, start + length)
+                start += length
+                length = 0
+              }
+              if (g > now && mode === "put") {
+                for (let i = 0; i < g; i += now) yield* send(start + i, start + Math.min(g, i + now))
+                start += g
+              } else length += g
+            }
+            if (length > 0) yield* send(start, start + length)
+            return
+          }
           if (mode === "post" && c.keys.some((k) => idMap.has(k)))
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
           return yield* landNodes(nodes, preloaded, cycle)
         })
 
-      /** `landChunk`'s Bundle of `nodes`, in pieces of the size the target has been taking (`makeSizer`). */
+      /** `landChunk`'s Bundle of `nodes` (no reference cycle cut by a piece: see landChunk). */
       const landNodes = (
         nodes: ReadonlyArray<number>,
         preloaded: ReadonlyMap<number, Located>,
-        cycle: boolean,
+        cycle = false,
       ): Effect.Effect<void, ImportFailure> =>
         Effect.gen(function* () {
-          const size = sizer.current()
-          if (nodes.length > size && !(cycle && mode === "post")) {
-            for (let i = 0; i < nodes.length; i += size)
-              yield* landNodes(nodes.slice(i, i + size), preloaded, cycle)
-            return
-          }
+          if (mode === "post" && nodes.some((n) => idMap.has(nodeKeys.key(n))))
+            return yield* land(yield* readBodies(nodes, preloaded), cycle)
           const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
           const writer = new Chunk.TransactionWriter(
             nodes.map((n) => nodeKeys.key(n)),

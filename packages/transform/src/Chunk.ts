@@ -66,6 +66,11 @@ export interface Chunk {
   readonly oversize: boolean
   /** Holds at least one reference cycle (a component of more than one resource). */
   readonly cyclic: boolean
+  /**
+   * When `cyclic`: the sizes of its components in `keys` order (each a run of `keys`), so that it can be sent
+   * in smaller Bundles without cutting a cycle.
+   */
+  readonly groupSizes?: ReadonlyArray<number>
 }
 
 /** Plan the chunks (lazily: chunks are produced as they are read). */
@@ -109,9 +114,11 @@ export function* plan(graph: Graph, comps: Components, options: PlanOptions): Ge
     const keys: Array<string> = []
     const deps = new Set<number>()
     let cyclic = false
+    const groupSizes: Array<number> = []
     for (const c of compsIn) chunkOf[c] = me
     for (const c of compsIn) {
       if (isCyclic(comps, c)) cyclic = true
+      groupSizes.push(comps.offsets[c + 1]! - comps.offsets[c]!)
       for (let i = comps.offsets[c]!; i < comps.offsets[c + 1]!; i++) {
         const v = comps.nodes[i]!
         keys.push(graph.keys[v]!)
@@ -125,7 +132,16 @@ export function* plan(graph: Graph, comps: Components, options: PlanOptions): Ge
     let lvl = 0
     for (const d of dependsOn) if (chunkLevels[d]! + 1 > lvl) lvl = chunkLevels[d]! + 1
     chunkLevels.push(lvl)
-    return { index: me, level: lvl, keys, bytes: bytesIn, dependsOn, oversize, cyclic }
+    return {
+      index: me,
+      level: lvl,
+      keys,
+      bytes: bytesIn,
+      dependsOn,
+      oversize,
+      cyclic,
+      ...(cyclic ? { groupSizes } : {}),
+    }
   }
 
   for (let i = 0; i < count; i++) {

@@ -158,13 +158,15 @@ export const makeLimiter = (max: number) =>
   })
 
 /**
- * Entries per Bundle as the target allows them (a 413): the planned size until the target refuses one as too
- * large, then at most half the refused size, growing back (by a quarter, at least one entry) after
- * `SUCCESSES_TO_GROW` Bundles of that size landed. A size reached by growing and refused goes back one step;
- * refused so twice, it is the ceiling for the rest of the run. So a target with an entry limit costs a few
- * refused Bundles in all instead of a cascade of halvings for every chunk (a 5-entry limit: 127 refused
- * Bundles per chunk of 500), and one oversized resource (refused alone) does not shrink the rest of the run.
- * A refused Bundle larger than the current size (sent before the last reduction) changes nothing.
+ * Entries per Bundle as the target allows them (a 413), for the chunks to come: the planned size until the
+ * target refuses one as too large, then at most half the refused size; growing back (by a quarter, at least one
+ * entry) after `SUCCESSES_TO_GROW` Bundles of that size landed, and at once to the size of any larger Bundle
+ * that lands. A grown size is tried by one Bundle first (the other senders keep the size before until it
+ * lands); refused, it goes back one step, and refused so twice, it is the ceiling for the rest of the run. So a target with an entry limit costs a few refused Bundles in all instead of a cascade
+ * of halvings for every chunk (a 5-entry limit: 127 refused Bundles per chunk of 500). A refused Bundle larger
+ * than the current size (sent before the last reduction) changes nothing; one resource refused alone ends its
+ * halving cascade and puts the size back to what it was before that cascade (it was that resource, not the
+ * number of entries).
  */
 export const makeSizer = (planned: number) => {
   const max = Math.max(1, planned)
@@ -175,12 +177,27 @@ export const makeSizer = (planned: number) => {
   let grownTo: number | undefined
   const strikes = new Map<number, number>()
   let ceiling = Number.POSITIVE_INFINITY
+  const top = () => Math.min(max, ceiling - 1)
+  /** The size before the halvings since the last Bundle of the current size landed. */
+  let seriesStart: number | undefined
+  /** A grown size is tried by one Bundle at a time (the first to ask); the others keep the size before. */
+  let probeOut = false
   return {
     /** Entries to send in one Bundle now. */
-    current: () => target,
+    current: (): number => {
+      if (grownTo === undefined) return target
+      if (probeOut) return previous
+      probeOut = true
+      return target
+    },
     /** A Bundle of `entries` was refused as too large; true when the size to send went down. */
     tooLarge: (entries: number): boolean => {
-      if (entries <= 1 || entries > target) return false
+      if (entries <= 1) {
+        if (seriesStart !== undefined) target = Math.max(target, seriesStart)
+        seriesStart = undefined
+        return false
+      }
+      if (entries > target) return false
       successes = 0
       if (grownTo !== undefined && entries === grownTo) {
         const n = (strikes.get(entries) ?? 0) + 1
@@ -188,24 +205,40 @@ export const makeSizer = (planned: number) => {
         if (n >= 2) ceiling = Math.min(ceiling, entries)
         target = previous
         grownTo = undefined
+        probeOut = false
         return true
       }
       grownTo = undefined
+      probeOut = false
       const next = Math.max(1, Math.floor(entries / 2))
       if (next >= target) return false
+      seriesStart ??= target
       target = next
       return true
     },
     /** A Bundle of `entries` landed. */
     succeeded: (entries: number): void => {
-      const top = Math.min(max, ceiling - 1)
-      if (entries < target || target >= top) return
+      if (entries >= target) seriesStart = undefined
+      // the grown size landed: every sender takes it from now on
+      if (grownTo !== undefined && entries >= grownTo) {
+        grownTo = undefined
+        probeOut = false
+      }
+      if (entries > target) {
+        target = Math.max(target, Math.min(entries, top()))
+        successes = 0
+        grownTo = undefined
+        probeOut = false
+        return
+      }
+      if (entries < target || target >= top()) return
       successes++
       if (successes < SUCCESSES_TO_GROW) return
       successes = 0
       previous = target
-      target = Math.min(top, target + Math.max(1, Math.floor(target / 4)))
+      target = Math.min(top(), target + Math.max(1, Math.floor(target / 4)))
       grownTo = target
+      probeOut = false
     },
   }
 }

@@ -394,10 +394,47 @@ describe("makeSizer", () => {
     assert.strictEqual(sizer.current(), 5)
   })
 
-  it("one resource too large alone, or smaller Bundles landing, change nothing; growth stops at the plan", () => {
-    const sizer = makeSizer(8)
+  it("one resource too large alone: its halving cascade ends there, and the size is back to before it", () => {
+    const sizer = makeSizer(500)
     assert.isFalse(sizer.tooLarge(1))
-    assert.strictEqual(sizer.current(), 8)
+    assert.strictEqual(sizer.current(), 500)
+    // 500 refused, then each half holding the big resource, down to it alone
+    for (const n of [500, 250, 125, 63, 32, 16, 8, 4, 2]) sizer.tooLarge(n)
+    assert.strictEqual(sizer.current(), 1)
+    assert.isFalse(sizer.tooLarge(1))
+    assert.strictEqual(sizer.current(), 500)
+    // an entry limit learned first is not undone by a later oversized resource's cascade
+    const limited = makeSizer(40)
+    for (const n of [40, 20, 10]) limited.tooLarge(n)
+    limited.succeeded(5)
+    assert.strictEqual(limited.current(), 5)
+    limited.tooLarge(1)
+    assert.strictEqual(limited.current(), 5)
+  })
+
+  it("a grown size is tried by one sender first; the others keep the size before until it lands", () => {
+    const sizer = makeSizer(40)
+    sizer.tooLarge(10)
+    assert.strictEqual(sizer.current(), 5)
+    for (let i = 0; i < SUCCESSES_TO_GROW; i++) sizer.succeeded(5)
+    assert.strictEqual(sizer.current(), 6) // the probe
+    assert.strictEqual(sizer.current(), 5) // another sender meanwhile
+    sizer.succeeded(6)
+    assert.strictEqual(sizer.current(), 6)
+    assert.strictEqual(sizer.current(), 6)
+  })
+
+  it("a larger Bundle that lands (a half of a refused one) puts the size up to it", () => {
+    const sizer = makeSizer(500)
+    sizer.tooLarge(500)
+    sizer.tooLarge(250)
+    assert.strictEqual(sizer.current(), 125)
+    sizer.succeeded(250)
+    assert.strictEqual(sizer.current(), 250)
+  })
+
+  it("smaller Bundles landing change nothing; growth stops at the plan", () => {
+    const sizer = makeSizer(8)
     for (let i = 0; i < 100; i++) sizer.succeeded(8)
     assert.strictEqual(sizer.current(), 8)
     assert.isTrue(sizer.tooLarge(8))
