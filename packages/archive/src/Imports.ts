@@ -97,7 +97,11 @@ export const quarantineCounts = (
   const q = quarantineDir(archiveDir, targetBaseUrl)
   if (!NFS.existsSync(q)) return { total: 0, waiting: 0 }
   const keys = new Map<string, boolean>()
-  for (const name of NFS.readdirSync(q)) {
+  // the `.replaying` files first: what a retry set aside is older than what it (or a later run) quarantined
+  const names = NFS.readdirSync(q).sort(
+    (a, b) => Number(!a.endsWith(REPLAYING)) - Number(!b.endsWith(REPLAYING)),
+  )
+  for (const name of names) {
     if (!name.endsWith(".ndjson") && !name.endsWith(`.ndjson${REPLAYING}`)) continue
     const file = name.endsWith(REPLAYING) ? name.slice(0, -REPLAYING.length) : name
     for (const line of NFS.readFileSync(Path.join(q, name), "utf8").split("\n")) {

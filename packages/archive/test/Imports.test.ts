@@ -1,3 +1,6 @@
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import * as Imports from "../src/Imports.js"
 
@@ -34,5 +37,30 @@ describe("quarantineKey", () => {
     const e = line({ resource: null, outcome: 1, reason: "r", source: "data/P.ndjson" })
     const f = line({ resource: null, outcome: 2, reason: "r", source: "data/P.ndjson" })
     expect(Imports.quarantineKey(e)).not.toBe(Imports.quarantineKey(f))
+  })
+})
+
+describe("quarantineCounts", () => {
+  it("counts each resource once, as waiting when its newest line waits (a .replaying line is older)", () => {
+    const dir = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-quarantine-"))
+    try {
+      const q = Imports.quarantineDir(dir, "http://h:1/fhir")
+      NFS.mkdirSync(q, { recursive: true })
+      const line = (id: string, waitingOn?: string) =>
+        JSON.stringify({
+          resource: { resourceType: "Observation", id },
+          outcome: null,
+          reason: "x",
+          source: "data/Observation.000.ndjson:1",
+          ...(waitingOn !== undefined ? { waitingOn } : {}),
+        })
+      // set aside by a retry: o1 waited; quarantined again since: o1 refused now, o2 waiting
+      NFS.writeFileSync(Path.join(q, "Observation.ndjson.replaying"), `${line("o1", "Patient/p")}\n`)
+      NFS.writeFileSync(Path.join(q, "Observation.ndjson"), `${line("o1")}\n${line("o2", "Patient/p")}\n`)
+      expect(Imports.quarantineCounts(dir, "http://h:1/fhir")).toEqual({ total: 2, waiting: 1 })
+      expect(Imports.pendingQuarantine(dir, "http://h:1/fhir")).toBe(2)
+    } finally {
+      NFS.rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -44,9 +44,11 @@ export const quarantined = (
 ): ImportError => {
   const refused = count - waiting
   const what =
-    waiting > 0
-      ? `the target refused ${refused} resource${refused === 1 ? "" : "s"}, and ${waiting} that refer to ${refused === 1 ? "it" : "them"} wait with ${refused === 1 ? "it" : "them"}, set aside here with each one's file:line and the reason`
-      : `the target refused ${count} resource${count === 1 ? "" : "s"}, set aside here with each one's file:line and the target's answer`
+    waiting === 0
+      ? `the target refused ${count} resource${count === 1 ? "" : "s"}, set aside here with each one's file:line and the target's answer`
+      : refused === 0
+        ? `${waiting} resource${waiting === 1 ? "" : "s"} refer${waiting === 1 ? "s" : ""} to resources that have no id on the target yet, set aside here with each one's file:line and the reason`
+        : `the target refused ${refused} resource${refused === 1 ? "" : "s"}, and ${waiting} that refer to ${refused === 1 ? "it" : "them"} wait with ${refused === 1 ? "it" : "them"}, set aside here with each one's file:line and the reason`
   return new ImportError({
     reason: "Quarantined",
     url: quarantineDir,

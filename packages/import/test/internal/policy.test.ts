@@ -4,7 +4,7 @@ import type { FhirClient } from "@ferry/core/FhirClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Logger, Option, Ref } from "effect"
 import { forEachPooled } from "@ferry/core/Pool"
-import { ImportError } from "../../src/ImportError.js"
+import { ImportError, quarantined } from "../../src/ImportError.js"
 import {
   chooseStrategy,
   chunkKey,
@@ -443,5 +443,20 @@ describe("makeSizer", () => {
     assert.strictEqual(sizer.current(), 4)
     for (let i = 0; i < 10 * SUCCESSES_TO_GROW; i++) sizer.succeeded(sizer.current())
     assert.strictEqual(sizer.current(), 8)
+  })
+})
+
+describe("quarantined", () => {
+  it("tells what the target refused from what waits on it, and says so when nothing was refused", () => {
+    const retry = "the same command with --retry-quarantine"
+    assert.match(quarantined(3, "/q", retry).message, /^\/q: the target refused 3 resources, set aside here/)
+    assert.match(
+      quarantined(10, "/q", retry, 7).message,
+      /^\/q: the target refused 3 resources, and 7 that refer to them wait with them, set aside here/,
+    )
+    assert.match(
+      quarantined(2, "/q", retry, 2).message,
+      /^\/q: 2 resources refer to resources that have no id on the target yet, set aside here/,
+    )
   })
 })
