@@ -50,14 +50,22 @@ const addressesOf = (host: string): Effect.Effect<ReadonlySet<string>> => {
       (found) => new Set(found.map((a) => hostKey(a.address))),
       () => new Set<string>(),
     ),
-  )
+  ).pipe(Effect.timeoutTo({ duration: "2 seconds", onTimeout: () => new Set<string>(), onSuccess: (s) => s }))
+}
+
+/** A host given as an address, or `localhost`: what is reached there is the one process on that port. */
+export const direct = (host: string): boolean => {
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase()
+  return Net.isIP(bare) !== 0 || bare === "localhost" || bare.endsWith(".localhost")
 }
 
 /**
  * Whether two (parsed) bases name the same server: the same scheme, port and path, on host names that are
- * equal or resolve to a common address (`localhost` and `127.0.0.1` are one server; a migration between
- * them would write the source's data back into the source). A name that does not resolve is taken as
- * another server (the run then fails to reach it, saying so).
+ * equal, or, when either is an address or `localhost`, that resolve to a common address (`localhost` and
+ * `127.0.0.1` are one server; a migration between them would write the source's data back into the
+ * source). Two other names on one address are not compared that way: a load balancer or ingress serves
+ * many servers by name on one address. A name that does not resolve (within 2 s) is taken as another
+ * server (the run then fails to reach it, saying so).
  */
 export const sameServer = (a: string, b: string): Effect.Effect<boolean> =>
   Effect.gen(function* () {
@@ -67,6 +75,7 @@ export const sameServer = (a: string, b: string): Effect.Effect<boolean> =>
     const port = (u: URL) => u.port || (u.protocol === "https:" ? "443" : "80")
     if (x.protocol !== y.protocol || port(x) !== port(y) || path(x) !== path(y)) return false
     if (x.hostname.toLowerCase() === y.hostname.toLowerCase()) return true
+    if (!direct(x.hostname) && !direct(y.hostname)) return false
     const [ax, ay] = yield* Effect.all([addressesOf(x.hostname), addressesOf(y.hostname)], {
       concurrency: 2,
     })

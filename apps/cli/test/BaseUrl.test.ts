@@ -40,6 +40,14 @@ describe("BaseUrl", () => {
         assert.isTrue(yield* same("http://LOCALHOST:8080/fhir", "http://localhost:8080/fhir/"))
         assert.isTrue(yield* same("http://[::ffff:127.0.0.1]:8080/fhir", "http://127.0.0.1:8080/fhir"))
         assert.isTrue(yield* same("https://fhir.example.org/r4", "https://FHIR.example.org:443/r4"))
+        // addresses are compared only when one host is given directly (an address, localhost): two other names
+        // on one address are often two servers behind one ingress
+        assert.isTrue(BaseUrl.direct("127.0.0.1"))
+        assert.isTrue(BaseUrl.direct("[::1]"))
+        assert.isTrue(BaseUrl.direct("localhost"))
+        assert.isTrue(BaseUrl.direct("api.localhost"))
+        assert.isFalse(BaseUrl.direct("fhir.example.org"))
+        assert.isFalse(BaseUrl.direct("workspace-a.fhir.azurehealthcareapis.com"))
         assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "http://localhost:8081/fhir"))
         assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "http://localhost:8080/r4"))
         assert.isFalse(yield* same("http://127.0.0.1:8080/fhir", "https://127.0.0.1:8080/fhir"))
