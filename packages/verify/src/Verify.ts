@@ -296,11 +296,14 @@ const readIdMap = (path: string) =>
 
 /**
  * How an AuthError counts: a setting Ferry cannot use is a Config error (exit 2, as in the other commands),
- * credentials refused (or none where the server wants some) an Auth one (exit 3); a server that could not be
- * reached is the side's failure.
+ * credentials refused (or none where the server wants some, or a 403) an Auth one (exit 3); a server that could
+ * not be reached is the side's failure.
  */
 const authReason = (e: { readonly message: string }): "Config" | "Auth" | undefined => {
-  const tagged = e as { readonly _tag?: unknown; readonly reason?: unknown }
+  const tagged = e as { readonly _tag?: unknown; readonly reason?: unknown; readonly status?: unknown }
+  // a 403 Forbidden: the credentials are not allowed the request, an authorization failure (exit 3)
+  if (tagged._tag === "FhirError")
+    return tagged.reason === "Status" && tagged.status === 403 ? "Auth" : undefined
   if (tagged._tag !== "AuthError" || tagged.reason === "Unreachable") return undefined
   return tagged.reason === "Config" ? "Config" : "Auth"
 }

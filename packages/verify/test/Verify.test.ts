@@ -179,6 +179,21 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "a source that forbids a search of a type asked for (403): an authorization failure (exit 3)",
+    () =>
+      Effect.gen(function* () {
+        const source = yield* clientFor(yield* minimalServer(["Patient"], ["Patient"]))
+        const target = yield* clientFor(yield* minimalServer(["Patient"]))
+        const e = yield* Effect.flip(
+          Verify.run({ source: { _tag: "Server", client: source }, target, types: ["Patient"] }),
+        )
+        assert.strictEqual(e._tag, "VerifyError")
+        assert.strictEqual((e as { reason?: unknown }).reason, "Auth")
+        assert.include(e.message, "403")
+      }),
+  )
+
+  it.scoped(
     "identical source and target: clean, every resource compared, attachments compared by payload",
     () =>
       Effect.gen(function* () {
