@@ -583,6 +583,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let rekickoffs = 0
   /** Why the last attempt at the job's files stopped, when it was a file inconsistent with its manifest. */
   let inconsistent: ExportError | undefined
+  /** Jobs (of this run) in which a file stayed inconsistent with its manifest. */
+  let inconsistentJobs = 0
   let renewals = 0
   let released = false
   let statusUrl: string | undefined
@@ -1140,6 +1142,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             (e) =>
               Effect.sync(() => {
                 inconsistent = e
+                inconsistentJobs++
               }).pipe(Effect.zipRight(emit("inconsistent", { detail: e.detail })), Effect.as(Option.none())),
           ),
         )
@@ -1170,11 +1173,17 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             continue
           }
         }
+        // a file inconsistent with its manifest in a second job too: the server's export is, not one job
+        if (inconsistent !== undefined && inconsistentJobs >= 2)
+          return yield* new ExportError({
+            ...inconsistent,
+            detail: `${inconsistent.detail}, also after downloading it again, in ${inconsistentJobs} export jobs; the server's export is inconsistent, report it to the server's operators`,
+          })
         if (rekickoffs >= 3) {
           if (inconsistent !== undefined)
             return yield* new ExportError({
               ...inconsistent,
-              detail: `${inconsistent.detail}, also after downloading it again, in ${rekickoffs + 1} export jobs; the server's export is inconsistent, report it to the server's operators`,
+              detail: `${inconsistent.detail}, also after downloading it again; the server's export is inconsistent, report it to the server's operators`,
             })
           return yield* new ExportError({
             reason: "Expired",
@@ -1228,7 +1237,13 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         if (statusUrl !== undefined && options.keepJob !== true) {
           const old = statusUrl
           const result = yield* Poll.release(client, old).pipe(Effect.either)
-          yield* result._tag === "Right"
+          // a job whose files expired may be gone already (404/410): nothing left to release
+          const gone =
+            result._tag === "Left" &&
+            result.left._tag === "FhirError" &&
+            result.left.reason === "Status" &&
+            (result.left.status === 404 || result.left.status === 410)
+          yield* result._tag === "Right" || gone
             ? emit("replaced-job-released", { statusUrl: redactUrl(old) })
             : emit("warning", { detail: `could not release the replaced job: ${result.left.message}` })
         }
