@@ -228,7 +228,7 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
     const narrowed = Option.isSome(token.scope) ? narrowedTypes(token.scope.value, access) : undefined
     if (narrowed !== undefined && !(yield* Ref.getAndSet(warnedNarrowed, true)))
       yield* Effect.logWarning(
-        `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow ${access === "write" ? "writing" : "reading"} only ${narrowed.join(", ")}: a bulk export leaves every other type out without an error; if the job needs more, ask for it (--scope, or allow client ${options.clientId} more at the server)`,
+        `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow ${access === "write" ? "writing" : "reading"} only ${narrowed.join(", ")}: ${access === "write" ? "writing any other type will be refused (403)" : "a bulk export leaves every other type out without an error (a search of one is refused)"}; if the job needs more, ask for it (--scope, or allow client ${options.clientId} more at the server)`,
       )
     return token
   })

@@ -451,8 +451,10 @@ describe("SmartBackend", () => {
       "Patient",
     ])
     expect(SmartBackend.narrowedTypes("system/*.rs", "read")).toBeUndefined()
-    // asked so: still only those (an export of every type would hold only them)
-    expect(SmartBackend.narrowedTypes("system/Patient.rs", "read")).toEqual(["Patient"])
+    expect(SmartBackend.narrowedTypes("patient/Observation.rs system/Patient.r", "read")).toEqual([
+      "Observation",
+      "Patient",
+    ])
     // a grant that says nothing judgeable
     expect(SmartBackend.narrowedTypes("", "read")).toBeUndefined()
     expect(SmartBackend.narrowedTypes("openid", "read")).toBeUndefined()
