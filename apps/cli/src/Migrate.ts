@@ -296,12 +296,10 @@ export const importable = (
   return Array.from(wave.keys())
 }
 
-const LEDGER = "migrate.ndjson"
-
 /** The planned path of a crawled type's file until it is ready. */
 const crawlPlaceholder = (type: string) => `crawl:${type}`
 
-const ledgerPath = (archive: string, target: string) => Path.join(Imports.dir(archive, target), LEDGER)
+const ledgerPath = Imports.migrateLedgerPath
 
 interface WaveRecord {
   readonly files: ReadonlyArray<string>

@@ -22,6 +22,8 @@ export const layout = {
   binaries: "binaries.ndjson",
   quarantine: "quarantine",
   events: "events.ndjson",
+  /** `ferry migrate`'s ledger of waves and pruned files. */
+  migrateLedger: "migrate.ndjson",
 } as const
 
 /**
@@ -40,6 +42,10 @@ export const dir = (archiveDir: string, targetBaseUrl: string): string =>
 
 export const idMapPath = (archiveDir: string, targetBaseUrl: string): string =>
   Path.join(dir(archiveDir, targetBaseUrl), layout.idMap)
+
+/** `ferry migrate`'s ledger of waves and pruned files for one target (`imports/<target>/migrate.ndjson`). */
+export const migrateLedgerPath = (archiveDir: string, targetBaseUrl: string): string =>
+  Path.join(dir(archiveDir, targetBaseUrl), layout.migrateLedger)
 
 export const journalPath = (archiveDir: string, targetBaseUrl: string): string =>
   Path.join(dir(archiveDir, targetBaseUrl), layout.journal)

@@ -39,6 +39,7 @@ import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { shellWord } from "@ferry/core/Shell"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { originKey } from "@ferry/transform/Rewrite"
 import { Chunk, DateTime, Effect, Either, Option, Stream } from "effect"
@@ -48,7 +49,7 @@ import { VerifyError } from "./VerifyError.js"
 
 /** The data files `ferry migrate --prune-staged` removed from the archive for `target` (its ledger's lines). */
 const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> => {
-  const ledger = Path.join(Imports.dir(dir, target), "migrate.ndjson")
+  const ledger = Imports.migrateLedgerPath(dir, target)
   const out = new Set<string>()
   if (!NFS.existsSync(ledger)) return out
   for (const line of NFS.readFileSync(ledger, "utf8").split("\n")) {
@@ -65,10 +66,10 @@ const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> => {
 
 /** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */
 const madeByMigrate = (dir: string): boolean => {
-  const imports = Path.join(dir, "imports")
+  const imports = Path.join(dir, Imports.layout.root)
   return (
     NFS.existsSync(imports) &&
-    NFS.readdirSync(imports).some((t) => NFS.existsSync(Path.join(imports, t, "migrate.ndjson")))
+    NFS.readdirSync(imports).some((t) => NFS.existsSync(Path.join(imports, t, Imports.layout.migrateLedger)))
   )
 }
 
@@ -427,7 +428,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       const idMap = Imports.idMapPath(source.dir, target.baseUrl)
       return yield* new VerifyError({
         reason: "Config",
-        detail: `${source.dir}: ${mismatches.length} of its data files were pruned by ferry migrate --prune-staged after they were imported, so the archive cannot be compared with the target; compare with the source server instead: ferry verify --source ${manifest.source.baseUrl} --target ${redactUrl(target.baseUrl)}${NFS.existsSync(idMap) ? ` --id-map ${idMap}` : ""} (with the migration's --type, if it had one)`,
+        detail: `${source.dir}: ${mismatches.length} of its data files were pruned by ferry migrate --prune-staged after they were imported, so the archive cannot be compared with the target; compare with the source server instead: ${["ferry verify --source", shellWord(manifest.source.baseUrl), "--target", shellWord(redactUrl(target.baseUrl)), ...(NFS.existsSync(idMap) ? ["--id-map", shellWord(idMap)] : [])].join(" ")} (with the migration's --type, if it had one, and both servers' credentials flags: --source-auth … and --auth …)`,
       })
     }
     if (mismatches.length > 0)

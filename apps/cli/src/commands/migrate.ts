@@ -19,6 +19,7 @@ import * as FhirClient from "@ferry/core/FhirClient"
 import * as Export from "@ferry/export/Export"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
+import { shellWord } from "@ferry/core/Shell"
 import { type AuthFlagValues, authFlagWords, unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import { serveFlags, serveOptions } from "../Serve.js"
@@ -276,10 +277,6 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
       return undefined
   }
 }
-
-/** A shell word: kept as is when it is plain, else single-quoted. */
-const shellWord = (word: string): string =>
-  /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`
 
 /**
  * The `ferry verify` command that checks this migration (printed at the end). Against the archive, verify
