@@ -66,6 +66,10 @@ const copy = (archive: string, name: string): string => {
   return to
 }
 
+/** The archive's import folder (it was imported into one target). */
+const importDir = (archive: string): string =>
+  Path.join(archive, "imports", NFS.readdirSync(Path.join(archive, "imports"))[0]!)
+
 type Target = Awaited<ReturnType<typeof start>>
 
 const targetCounts = (t: Target): Record<string, number> => {
@@ -255,12 +259,7 @@ describe("ferry import", () => {
     // as a --retry-quarantine stopped mid-replay (a kill, a server error) leaves it: half the lines in the
     // replaying file, the rest (quarantined again, say) in the type's file; both still count as pending
     // same port and database: the same target, so the same import folder
-    const qdir = Path.join(
-      archive,
-      "imports",
-      NFS.readdirSync(Path.join(archive, "imports"))[0]!,
-      "quarantine",
-    )
+    const qdir = Path.join(importDir(archive), "quarantine")
     const qfile = Path.join(qdir, "Immunization.ndjson")
     const lines = NFS.readFileSync(qfile, "utf8").trim().split("\n")
     const half = Math.floor(lines.length / 2)
@@ -296,12 +295,7 @@ describe("ferry import", () => {
     // nothing on the target points at a patient that is not there (or at another one under that id)
     expect(left.dangling).toEqual([])
     expect(left.checked).toBeGreaterThan(1000)
-    const qdir = Path.join(
-      archive,
-      "imports",
-      NFS.readdirSync(Path.join(archive, "imports"))[0]!,
-      "quarantine",
-    )
+    const qdir = Path.join(importDir(archive), "quarantine")
     const reasons = NFS.readdirSync(qdir)
       .filter((n) => n !== "Patient.ndjson")
       .flatMap((n) => NFS.readFileSync(Path.join(qdir, n), "utf8").trim().split("\n"))
@@ -454,12 +448,7 @@ describe("ferry import", () => {
     expect(targetCounts(target)).toEqual(before)
     // beside a full archive whose import did not run to its end (its journal's last line gone, as in a crash):
     // its id map may lack what it created, so the delta is refused until that import is run again
-    const journal = Path.join(
-      full,
-      "imports",
-      NFS.readdirSync(Path.join(full, "imports"))[0]!,
-      "journal.ndjson",
-    )
+    const journal = Path.join(importDir(full), "journal.ndjson")
     const whole = NFS.readFileSync(journal, "utf8")
     expect(whole.trim().split("\n").at(-1)).toContain('"kind":"import.done"')
     NFS.writeFileSync(journal, `${whole.trim().split("\n").slice(0, -1).join("\n")}\n`)

@@ -710,7 +710,7 @@ describe("ferry migrate", () => {
   it("an unreachable target: one clear sentence, non-zero exit, nothing exported", async () => {
     const source = await start(generated)
     const archive = Path.join(tmp, "unreachable")
-    const run = await runFerry([
+    const args = [
       "migrate",
       "--from",
       source.baseUrl,
@@ -718,7 +718,8 @@ describe("ferry migrate", () => {
       "http://127.0.0.1:1/fhir",
       "--archive",
       archive,
-    ])
+    ]
+    const run = await runFerry(args)
     expect(run.code).toBe(4)
     const line = lastLine(run.stderr)
     expect(line).toMatch(
@@ -727,16 +728,7 @@ describe("ferry migrate", () => {
     expect(NFS.existsSync(archive)).toBe(false)
     expect(run.stdout).toBe("")
     // with --json, the failure is a result on stdout too (it printed nothing there)
-    const json = await runFerry([
-      "migrate",
-      "--from",
-      source.baseUrl,
-      "--to",
-      "http://127.0.0.1:1/fhir",
-      "--archive",
-      archive,
-      "--json",
-    ])
+    const json = await runFerry([...args, "--json"])
     expect(json.code).toBe(4)
     expect(JSON.parse(json.stdout)).toEqual({ ok: false, exitCode: 4, error: line.replace(/^ferry: /, "") })
   }, 60_000)

@@ -4,6 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { assertNone, assertSome } from "@effect/vitest/utils"
 import { Effect, Either, Option, Ref } from "effect"
 import * as AuthFlags from "../src/AuthFlags.js"
+import { authValues } from "./helpers/authValues.js"
 
 /** Parses `args` with a command made of `flags` and returns the parsed values. */
 const parse = <F extends Command.Command.Config>(flags: F, args: ReadonlyArray<string>) =>
@@ -103,19 +104,7 @@ describe("AuthFlags", () => {
     Effect.gen(function* () {
       const name = "FERRY_TEST_SECRET_THAT_IS_NOT_SET"
       delete process.env[name]
-      const values: AuthFlags.AuthFlagValues = {
-        auth: "client-secret",
-        clientId: Option.some("c"),
-        key: Option.none(),
-        alg: Option.none(),
-        keyId: Option.none(),
-        clientSecretMethod: Option.none(),
-        scope: Option.none(),
-        tokenUrl: Option.none(),
-        bearerEnv: Option.none(),
-        bearerFile: Option.none(),
-        clientSecretEnv: name,
-      }
+      const values = authValues("client-secret", { clientId: Option.some("c") }, name)
       const result = yield* Effect.either(AuthFlags.authSettings(values, "target"))
       assert.isTrue(Either.isLeft(result))
       if (Either.isLeft(result)) {

@@ -4,8 +4,8 @@ import * as Path from "node:path"
 import * as Imports from "@ferry/archive/Imports"
 import { Option } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import type { AuthFlagValues } from "../../src/AuthFlags.js"
 import { verifySuggestion } from "../../src/commands/migrate.js"
+import { authValues } from "../helpers/authValues.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-migrate-suggest-"))
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
@@ -61,30 +61,11 @@ describe("migrate: the verify command it suggests", () => {
   })
 
   it("with the migration's credentials: the target's as --auth …, the source's as --source-auth …, names only", () => {
-    const none = {
-      clientId: Option.none(),
-      key: Option.none(),
-      alg: Option.none(),
-      keyId: Option.none(),
-      clientSecretMethod: Option.none(),
-      scope: Option.none(),
-      tokenUrl: Option.none(),
-      bearerEnv: Option.none(),
-      bearerFile: Option.none(),
-    }
-    const smart: AuthFlagValues = {
-      ...none,
-      auth: "smart",
+    const smart = authValues("smart", {
       clientId: Option.some("ferry-target"),
       key: Option.some("keys/target key.jwk"),
-      clientSecretEnv: "FERRY_TARGET_CLIENT_SECRET",
-    }
-    const secret: AuthFlagValues = {
-      ...none,
-      auth: "client-secret",
-      clientId: Option.some("ferry-source"),
-      clientSecretEnv: "SRC_SECRET",
-    }
+    })
+    const secret = authValues("client-secret", { clientId: Option.some("ferry-source") }, "SRC_SECRET")
     const archive = Path.join(tmp, "with-auth")
     const base = { from, to, archive, types: [], narrowed: [], sourceAuth: secret, targetAuth: smart }
     expect(verifySuggestion({ ...base, pruned: false })).toBe(
