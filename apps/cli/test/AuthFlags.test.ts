@@ -126,19 +126,7 @@ describe("AuthFlags", () => {
 
   it.effect("a credential flag the chosen --auth does not read is refused, not ignored", () =>
     Effect.gen(function* () {
-      const values: AuthFlags.AuthFlagValues = {
-        auth: "none",
-        clientId: Option.none(),
-        key: Option.some("key.jwk"),
-        alg: Option.none(),
-        keyId: Option.none(),
-        clientSecretMethod: Option.none(),
-        scope: Option.none(),
-        tokenUrl: Option.none(),
-        bearerEnv: Option.none(),
-        bearerFile: Option.none(),
-        clientSecretEnv: "FERRY_CLIENT_SECRET",
-      }
+      const values = authValues("none", { key: Option.some("key.jwk") })
       const none = yield* Effect.flip(AuthFlags.authSettings(values))
       assert.strictEqual(none.message, "--key is not used with --auth none; pass --auth smart, or drop --key")
       const bearer = yield* Effect.flip(
