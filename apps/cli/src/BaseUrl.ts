@@ -56,7 +56,7 @@ const addressesOf = (host: string): Effect.Effect<ReadonlySet<string>> => {
 /** A host given as an address, or `localhost`: what is reached there is the one process on that port. */
 export const direct = (host: string): boolean => {
   const bare = host.replace(/^\[|\]$/g, "").toLowerCase()
-  return Net.isIP(bare) !== 0 || bare === "localhost" || bare.endsWith(".localhost")
+  return Net.isIP(bare) !== 0 || bare === "localhost"
 }
 
 /**

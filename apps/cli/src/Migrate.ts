@@ -310,45 +310,7 @@ interface WaveRecord {
 const ledgerDone = (dir: string, target: string): Option.Option<boolean> => {
   const path = ledgerPath(dir, target)
   if (!NFS.existsSync(path)) return Option.none()
-  return Option.some(readLedger(NFS.readFileSync(path, "utf8")).done)
-}
-
-/** What a ledger's lines say (a torn last line, which the Journal cuts off on open, is skipped). */
-const readLedger = (text: string) => {
-  const imported = new Set<string>()
-  const pruned = new Map<string, number>()
-  let waves = 0
-  let done = false
-  for (const line of text.split("\n")) {
-    if (line.trim() === "") continue
-    let parsed: { kind?: unknown; data?: unknown }
-    try {
-      parsed = JSON.parse(line) as { kind?: unknown; data?: unknown }
-    } catch {
-      continue
-    }
-    const data = (typeof parsed.data === "object" && parsed.data !== null ? parsed.data : {}) as {
-      files?: unknown
-      path?: unknown
-      bytes?: unknown
-    }
-    if (parsed.kind === "migrate.wave") {
-      waves++
-      if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.add(f)
-    } else if (parsed.kind === "migrate.replaced") {
-      // the export replaced these files with a new job's (after a re-kick-off): to be imported again
-      // (a pruned one among them is back: the new job's file, not pruned yet)
-      if (Array.isArray(data.files))
-        for (const f of data.files)
-          if (typeof f === "string") {
-            imported.delete(f)
-            pruned.delete(f)
-          }
-    } else if (parsed.kind === "migrate.pruned" && typeof data.path === "string") {
-      pruned.set(data.path, typeof data.bytes === "number" ? data.bytes : 0)
-    } else if (parsed.kind === "migrate.done") done = true
-  }
-  return { imported, pruned, waves, done }
+  return Option.some(Imports.parseMigrateLedger(NFS.readFileSync(path, "utf8")).done)
 }
 
 /** Fails when the earlier archive an incremental migration continues holds an unfinished migration. */
@@ -497,7 +459,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       // Earlier runs of this migration.
       const ledgerFile = ledgerPath(archive, target.baseUrl)
       const earlier = yield* Effect.try({
-        try: () => readLedger(NFS.existsSync(ledgerFile) ? NFS.readFileSync(ledgerFile, "utf8") : ""),
+        try: () =>
+          Imports.parseMigrateLedger(NFS.existsSync(ledgerFile) ? NFS.readFileSync(ledgerFile, "utf8") : ""),
         catch: Continues.io(ledgerFile),
       })
       const previousWaves = earlier.waves
@@ -664,10 +627,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         const since = manifest.previous?.transactionTime
         if (since === undefined) return
         yield* unfinishedCheck(archive, since, target.baseUrl)
-        // (the earlier migration finished: checked above, by its ledger)
-        const seeded = yield* Continues.seed(archive, since, target.baseUrl, (dir) =>
-          Option.getOrElse(ledgerDone(dir, target.baseUrl), () => false),
-        )
+        const seeded = yield* Continues.seed(archive, since, target.baseUrl)
         if (Option.isNone(seeded.previous)) {
           yield* say("warning", {
             detail: `no finished archive next to ${archive} has transactionTime ${since}: this incremental migration has no id map from the earlier one (fine when the target keeps the source ids)`,

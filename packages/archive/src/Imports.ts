@@ -121,3 +121,51 @@ export const quarantineCounts = (
   for (const w of keys.values()) if (w) waiting++
   return { total: keys.size, waiting }
 }
+
+/**
+ * What `ferry migrate`'s ledger says (a torn last line, which the Journal cuts off on open, is skipped): the
+ * data files its waves imported, those it pruned (with their bytes), how many waves ran, whether it finished.
+ */
+export const parseMigrateLedger = (
+  text: string,
+): {
+  readonly imported: Set<string>
+  readonly pruned: Map<string, number>
+  readonly waves: number
+  readonly done: boolean
+} => {
+  const imported = new Set<string>()
+  const pruned = new Map<string, number>()
+  let waves = 0
+  let done = false
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue
+    let parsed: { kind?: unknown; data?: unknown }
+    try {
+      parsed = JSON.parse(line) as { kind?: unknown; data?: unknown }
+    } catch {
+      continue
+    }
+    const data = (typeof parsed.data === "object" && parsed.data !== null ? parsed.data : {}) as {
+      files?: unknown
+      path?: unknown
+      bytes?: unknown
+    }
+    if (parsed.kind === "migrate.wave") {
+      waves++
+      if (Array.isArray(data.files)) for (const f of data.files) if (typeof f === "string") imported.add(f)
+    } else if (parsed.kind === "migrate.replaced") {
+      // the export replaced these files with a new job's (after a re-kick-off): to be imported again
+      // (a pruned one among them is back: the new job's file, not pruned yet)
+      if (Array.isArray(data.files))
+        for (const f of data.files)
+          if (typeof f === "string") {
+            imported.delete(f)
+            pruned.delete(f)
+          }
+    } else if (parsed.kind === "migrate.pruned" && typeof data.path === "string") {
+      pruned.set(data.path, typeof data.bytes === "number" ? data.bytes : 0)
+    } else if (parsed.kind === "migrate.done") done = true
+  }
+  return { imported, pruned, waves, done }
+}

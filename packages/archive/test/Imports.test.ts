@@ -55,8 +55,9 @@ describe("quarantineCounts", () => {
           ...(waitingOn !== undefined ? { waitingOn } : {}),
         })
       // set aside by a retry: o1 waited; quarantined again since: o1 refused now, o2 waiting
-      NFS.writeFileSync(Path.join(q, "Observation.ndjson.replaying"), `${line("o1", "Patient/p")}\n`)
+      // (written in the other order than a listing by name gives them, whatever the file system lists first)
       NFS.writeFileSync(Path.join(q, "Observation.ndjson"), `${line("o1")}\n${line("o2", "Patient/p")}\n`)
+      NFS.writeFileSync(Path.join(q, "Observation.ndjson.replaying"), `${line("o1", "Patient/p")}\n`)
       expect(Imports.quarantineCounts(dir, "http://h:1/fhir")).toEqual({ total: 2, waiting: 1 })
       expect(Imports.pendingQuarantine(dir, "http://h:1/fhir")).toBe(2)
     } finally {

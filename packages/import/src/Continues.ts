@@ -71,9 +71,16 @@ export const previousArchive = (
     return Option.none<string>()
   })
 
-/** Whether an import journal records the end of its run (`import.done`). */
-const journalEnded = (path: string): boolean =>
-  NFS.existsSync(path) && NFS.readFileSync(path, "utf8").includes('"kind":"import.done"')
+/**
+ * Whether the import of `dir` into `target` ran to its end: a `ferry migrate`'s by its ledger (`migrate.done`:
+ * its waves are imports of parts), a `ferry import`'s by its journal (`import.done`).
+ */
+export const importFinished = (dir: string, target: string): boolean => {
+  const ledger = Imports.migrateLedgerPath(dir, target)
+  if (NFS.existsSync(ledger)) return Imports.parseMigrateLedger(NFS.readFileSync(ledger, "utf8")).done
+  const journal = Imports.journalPath(dir, target)
+  return NFS.existsSync(journal) && NFS.readFileSync(journal, "utf8").includes('"kind":"import.done"')
+}
 
 /** What `seed` found. */
 export interface Seeded {
@@ -81,7 +88,7 @@ export interface Seeded {
   readonly previous: Option.Option<string>
   /** Its id map for the target: copied now, here already (a rerun), or none there. */
   readonly idMap: "copied" | "here" | "none"
-  /** Whether its import into the target ran to its end (`import.done` in its journal). */
+  /** Whether its import into the target ran to its end (`importFinished`). */
   readonly finished: boolean
 }
 
@@ -90,19 +97,13 @@ export interface Seeded {
  * continues, unless this archive has them already (a rerun, or a copy made before), and only when that
  * archive's import ran to its end. Nothing for a full one.
  */
-export const seed = (
-  archive: string,
-  since: string,
-  target: string,
-  /** Whether the earlier archive's import into `target` ran to its end (default: its journal says so). */
-  finishedIn: (dir: string) => boolean = (dir) => journalEnded(Imports.journalPath(dir, target)),
-): Effect.Effect<Seeded, ImportError> =>
+export const seed = (archive: string, since: string, target: string): Effect.Effect<Seeded, ImportError> =>
   Effect.gen(function* () {
     const previous = yield* previousArchive(archive, since, target)
     if (Option.isNone(previous)) return { previous, idMap: "none", finished: false }
     // an import that did not run to its end may still add mappings: nothing is copied from it (a copy would
     // never see them)
-    const finished = finishedIn(previous.value)
+    const finished = importFinished(previous.value, target)
     if (!finished) return { previous, idMap: "none", finished }
     const copied: Array<string> = []
     for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {

@@ -1108,7 +1108,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           deleted,
           deletesSkipped,
         }
-        yield* journal.append("import.done", "import.done", { total })
+        if (options.files === undefined) yield* journal.append("import.done", "import.done", { total })
         yield* emit({ event: "done", ...summary })
         return summary
       }
@@ -1278,7 +1278,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           // larger than the target has been taking (see makeSizer): in pieces of that size, each reference
           // cycle whole (a cycle of new ids too large for one Bundle goes whole, as planned)
           const size = sizer.current()
-          const pieces = all.length > size && !cycle ? inPieces(all, size) : [all]
+          const pieces = all.length > size && (!cycle || mode === "put") ? inPieces(all, size) : [all]
           if (pieces.length > 1) {
             for (const piece of pieces) yield* land(piece)
             return
@@ -1692,20 +1692,23 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         Effect.gen(function* () {
           const cycle = c.oversize && c.cyclic
           // larger than the target has been taking (see makeSizer): in pieces of that size, each reference
-          // cycle whole (an oversize cycle of new ids goes whole, as planned)
-          const size = sizer.current()
-          if (nodes.length > size && !cycle) {
+          // cycle whole; in put mode a cycle larger than the size is cut (its ids are known: a 413 would have
+          // it halved anyway), with new ids (post) it goes whole, as one (a 413 then quarantines it, saying why)
+          if (nodes.length > sizer.current() && (!cycle || mode === "put")) {
             if (!c.cyclic) {
-              // no cycle: the keys are in dependency order, so are the slices
-              for (let i = 0; i < nodes.length; i += size)
-                yield* landNodes(nodes.slice(i, i + size), preloaded)
+              // no cycle: the keys are in dependency order, so are the slices (each at the size of the moment)
+              for (let i = 0; i < nodes.length; ) {
+                const now = sizer.current()
+                yield* landNodes(nodes.slice(i, i + now), preloaded)
+                i += now
+              }
               return
             }
-            // with cycles: pieces of whole components (the plan's `groupSizes`), one larger than the size in
-            // put mode cut (its ids are known; a 413 would have it halved anyway)
+            // with cycles: pieces of whole components (the plan's `groupSizes`)
             let start = 0
             let length = 0
-            const send = (from: number, to: number) => landNodes(nodesOf(c.keys.slice(from, to)), preloaded)
+            const send = (from: number, to: number, whole = false) =>
+              landNodes(nodesOf(c.keys.slice(from, to)), preloaded, whole)
             for (const g of c.groupSizes ?? [c.keys.length]) {
               const now = sizer.current()
               if (length > 0 && length + g > now) {
@@ -1713,10 +1716,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 start += length
                 length = 0
               }
-              if (g > now && mode === "put") {
+              if (g <= now) {
+                length += g
+                continue
+              }
+              if (mode === "put")
                 for (let i = 0; i < g; i += now) yield* send(start + i, start + Math.min(g, i + now))
-                start += g
-              } else length += g
+              else yield* send(start, start + g, true)
+              start += g
             }
             if (length > 0) yield* send(start, start + length)
             return
@@ -2035,8 +2042,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         deleted,
         deletesSkipped,
       }
-      // the end of the run: an incremental archive's import that continues this one may rely on its id map
-      yield* journal.append("import.done", "import.done", { total })
+      // the end of the import (of the whole archive: a migrate wave's is a part, its ledger says when all are
+      // in): an incremental archive's import that continues this one may rely on its id map
+      if (options.files === undefined) yield* journal.append("import.done", "import.done", { total })
       yield* emit({ event: "done", ...summary, chunksDone })
       return summary
     }),

@@ -99,6 +99,18 @@ describe("plan", () => {
     expect(tooMany[1]!.cyclic).toBe(true)
     const tooBig = planOf(cycleResources, 100, 400).chunks
     expect(tooBig.find((c) => c.cyclic)!.oversize).toBe(true)
+    // a cyclic chunk says where its components lie in its keys (to be sent in smaller Bundles, none cut)
+    const together = planOf(cycleResources, 100, 1_000_000, false).chunks
+    const cyclic = together.find((c) => c.cyclic)!
+    expect(cyclic.groupSizes!.reduce((a, b) => a + b, 0)).toBe(cyclic.keys.length)
+    let at = 0
+    for (const g of cyclic.groupSizes!) {
+      const keys = cyclic.keys.slice(at, at + g)
+      if (keys.includes("Encounter/e") || keys.includes("Condition/c"))
+        expect([...keys].sort()).toEqual(["Condition/c", "Encounter/e"])
+      at += g
+    }
+    expect(fits.find((c) => !c.cyclic)!.groupSizes).toBeUndefined()
   })
 
   it("packs independent components together up to the limits", () => {

@@ -47,21 +47,11 @@ import { type CanonicalContext, canonicalize, hash, inSample, provenanceSystem }
 import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
 
-/** The data files `ferry migrate --prune-staged` removed from the archive for `target` (its ledger's lines). */
+/** The data files `ferry migrate --prune-staged` removed from the archive for `target` (its ledger). */
 const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> => {
   const ledger = Imports.migrateLedgerPath(dir, target)
-  const out = new Set<string>()
-  if (!NFS.existsSync(ledger)) return out
-  for (const line of NFS.readFileSync(ledger, "utf8").split("\n")) {
-    if (!line.includes('"migrate.pruned"')) continue
-    try {
-      const e = JSON.parse(line) as { kind?: unknown; data?: { path?: unknown } }
-      if (e.kind === "migrate.pruned" && typeof e.data?.path === "string") out.add(e.data.path)
-    } catch {
-      // a torn last line (a kill mid-write): the ledger's reader skips it too
-    }
-  }
-  return out
+  if (!NFS.existsSync(ledger)) return new Set()
+  return new Set(Imports.parseMigrateLedger(NFS.readFileSync(ledger, "utf8")).pruned.keys())
 }
 
 /** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */

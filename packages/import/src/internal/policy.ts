@@ -161,8 +161,8 @@ export const makeLimiter = (max: number) =>
  * Entries per Bundle as the target allows them (a 413), for the chunks to come: the planned size until the
  * target refuses one as too large, then at most half the refused size; growing back (by a quarter, at least one
  * entry) after `SUCCESSES_TO_GROW` Bundles of that size landed, and at once to the size of any larger Bundle
- * that lands. A grown size is tried by one Bundle first (the other senders keep the size before until it
- * lands); refused, it goes back one step, and refused so twice, it is the ceiling for the rest of the run. So a target with an entry limit costs a few refused Bundles in all instead of a cascade
+ * that lands. A grown size refused goes back one step; refused so twice, it is the ceiling for the rest of the
+ * run. So a target with an entry limit costs a few refused Bundles in all instead of a cascade
  * of halvings for every chunk (a 5-entry limit: 127 refused Bundles per chunk of 500). A refused Bundle larger
  * than the current size (sent before the last reduction) changes nothing; one resource refused alone ends its
  * halving cascade and puts the size back to what it was before that cascade (it was that resource, not the
@@ -180,16 +180,9 @@ export const makeSizer = (planned: number) => {
   const top = () => Math.min(max, ceiling - 1)
   /** The size before the halvings since the last Bundle of the current size landed. */
   let seriesStart: number | undefined
-  /** A grown size is tried by one Bundle at a time (the first to ask); the others keep the size before. */
-  let probeOut = false
   return {
     /** Entries to send in one Bundle now. */
-    current: (): number => {
-      if (grownTo === undefined) return target
-      if (probeOut) return previous
-      probeOut = true
-      return target
-    },
+    current: (): number => target,
     /** A Bundle of `entries` was refused as too large; true when the size to send went down. */
     tooLarge: (entries: number): boolean => {
       if (entries <= 1) {
@@ -205,11 +198,9 @@ export const makeSizer = (planned: number) => {
         if (n >= 2) ceiling = Math.min(ceiling, entries)
         target = previous
         grownTo = undefined
-        probeOut = false
         return true
       }
       grownTo = undefined
-      probeOut = false
       const next = Math.max(1, Math.floor(entries / 2))
       if (next >= target) return false
       seriesStart ??= target
@@ -219,16 +210,12 @@ export const makeSizer = (planned: number) => {
     /** A Bundle of `entries` landed. */
     succeeded: (entries: number): void => {
       if (entries >= target) seriesStart = undefined
-      // the grown size landed: every sender takes it from now on
-      if (grownTo !== undefined && entries >= grownTo) {
-        grownTo = undefined
-        probeOut = false
-      }
+      // the grown size landed: it stands
+      if (grownTo !== undefined && entries >= grownTo) grownTo = undefined
       if (entries > target) {
         target = Math.max(target, Math.min(entries, top()))
         successes = 0
         grownTo = undefined
-        probeOut = false
         return
       }
       if (entries < target || target >= top()) return
@@ -238,7 +225,6 @@ export const makeSizer = (planned: number) => {
       previous = target
       target = Math.min(top(), target + Math.max(1, Math.floor(target / 4)))
       grownTo = target
-      probeOut = false
     },
   }
 }

@@ -412,18 +412,6 @@ describe("makeSizer", () => {
     assert.strictEqual(limited.current(), 5)
   })
 
-  it("a grown size is tried by one sender first; the others keep the size before until it lands", () => {
-    const sizer = makeSizer(40)
-    sizer.tooLarge(10)
-    assert.strictEqual(sizer.current(), 5)
-    for (let i = 0; i < SUCCESSES_TO_GROW; i++) sizer.succeeded(5)
-    assert.strictEqual(sizer.current(), 6) // the probe
-    assert.strictEqual(sizer.current(), 5) // another sender meanwhile
-    sizer.succeeded(6)
-    assert.strictEqual(sizer.current(), 6)
-    assert.strictEqual(sizer.current(), 6)
-  })
-
   it("a larger Bundle that lands (a half of a refused one) puts the size up to it", () => {
     const sizer = makeSizer(500)
     sizer.tooLarge(500)
