@@ -186,9 +186,10 @@ describe("ferry import", () => {
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toContain("too large; splitting")
     // the size that lands is learned: a few refused Bundles in all, not a cascade of halvings per chunk
-    // (1,259 refused Bundles here before; 8 now: the first cascade, and one probe of 6 entries twice)
+    // (1,259 refused Bundles here before; 11–12 now: the first cascade, then a size of 6 tried twice by the
+    // Bundles in flight at that moment)
     const refused = run.stderr.split("\n").filter((l) => l.includes("too large; splitting")).length
-    expect(refused).toBeLessThan(16)
+    expect(refused).toBeLessThan(25)
     expect(run.stderr).toContain("sending at most 5 a Bundle from now on")
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
     expect(danglingIn(target).dangling).toEqual([])
