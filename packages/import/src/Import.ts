@@ -1280,7 +1280,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           const size = sizer.current()
           const pieces = all.length > size && (!cycle || mode === "put") ? inPieces(all, size) : [all]
           if (pieces.length > 1) {
-            for (const piece of pieces) yield* land(piece)
+            // (a piece over the size is one cycle of new ids: whole, as one, see inPieces)
+            for (const piece of pieces) yield* land(piece, piece.length > size)
             return
           }
           const mapped = (l: Located) =>
