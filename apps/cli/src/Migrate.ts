@@ -307,27 +307,27 @@ interface WaveRecord {
 }
 
 /** Whether the migration ledger in `dir` (for `target`) says it finished; none when there is no ledger. */
-const ledgerDone = (dir: string, target: string): Option.Option<boolean> => {
-  const path = ledgerPath(dir, target)
-  if (!NFS.existsSync(path)) return Option.none()
-  return Option.some(Imports.parseMigrateLedger(NFS.readFileSync(path, "utf8")).done)
-}
+const ledgerDone = (dir: string, target: string): Option.Option<boolean> =>
+  Option.map(Option.fromNullable(Imports.readMigrateLedger(dir, target)), (l) => l.done)
 
-/** Fails when the earlier archive an incremental migration continues holds an unfinished migration. */
+/** Fails when `previous`, the earlier archive an incremental migration continues, holds an unfinished migration. */
+const refuseUnfinished = (previous: string, target: string) =>
+  Option.getOrElse(ledgerDone(previous, target), () => true)
+    ? Effect.void
+    : Effect.fail(
+        new ImportError({
+          reason: "Config",
+          url: previous,
+          detail:
+            "the earlier migration this one continues did not finish its import; rerun that migration first, then this one",
+        }),
+      )
+
+/** `refuseUnfinished` for the earlier archive beside `archive` with this `since`, if any. */
 const unfinishedCheck = (archive: string, since: string, target: string) =>
-  Effect.gen(function* () {
-    const prev = yield* Continues.previousArchive(archive, since, target)
-    if (Option.isNone(prev)) return
-    const done = ledgerDone(prev.value, target)
-    if (Option.isSome(done) && !done.value) {
-      return yield* new ImportError({
-        reason: "Config",
-        url: prev.value,
-        detail:
-          "the earlier migration this one continues did not finish its import; rerun that migration first, then this one",
-      })
-    }
-  })
+  Effect.flatMap(Continues.previousArchive(archive, since, target), (prev) =>
+    Option.isNone(prev) ? Effect.void : refuseUnfinished(prev.value, target),
+  )
 
 const sum = (xs: Iterable<number>) => {
   let n = 0
@@ -459,8 +459,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       // Earlier runs of this migration.
       const ledgerFile = ledgerPath(archive, target.baseUrl)
       const earlier = yield* Effect.try({
-        try: () =>
-          Imports.parseMigrateLedger(NFS.existsSync(ledgerFile) ? NFS.readFileSync(ledgerFile, "utf8") : ""),
+        try: () => Imports.readMigrateLedger(archive, target.baseUrl) ?? Imports.parseMigrateLedger(""),
         catch: Continues.io(ledgerFile),
       })
       const previousWaves = earlier.waves
@@ -626,8 +625,9 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         const manifest = yield* Archive.readManifest(archive)
         const since = manifest.previous?.transactionTime
         if (since === undefined) return
-        yield* unfinishedCheck(archive, since, target.baseUrl)
+        // (nothing is copied from an unfinished one: `seed` takes only a finished import's id map)
         const seeded = yield* Continues.seed(archive, since, target.baseUrl)
+        if (Option.isSome(seeded.previous)) yield* refuseUnfinished(seeded.previous.value, target.baseUrl)
         if (Option.isNone(seeded.previous)) {
           yield* say("warning", {
             detail: `no finished archive next to ${archive} has transactionTime ${since}: this incremental migration has no id map from the earlier one (fine when the target keeps the source ids)`,

@@ -169,3 +169,12 @@ export const parseMigrateLedger = (
   }
   return { imported, pruned, waves, done }
 }
+
+/** `ferry migrate`'s ledger of `archiveDir` for a target, read (`parseMigrateLedger`); none when there is none. */
+export const readMigrateLedger = (
+  archiveDir: string,
+  targetBaseUrl: string,
+): ReturnType<typeof parseMigrateLedger> | undefined => {
+  const path = migrateLedgerPath(archiveDir, targetBaseUrl)
+  return NFS.existsSync(path) ? parseMigrateLedger(NFS.readFileSync(path, "utf8")) : undefined
+}

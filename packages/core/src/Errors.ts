@@ -31,8 +31,13 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
           ? `the server kept answering ${this.status ?? 429} (throttled) after every retry; try again later or lower --parallel`
           : this.reason === "Decode"
             ? `the answer could not be read${this.detail ? `: ${this.detail}` : ""}; ${this.hint ?? "check that the URL points at a FHIR R4 server (not a web page or a proxy's login page)"}`
-            : `the server answered ${this.status ?? "an error"}${this.outcome ? `: ${summary(this.outcome)}` : this.detail ? `: ${this.detail}` : ""}${this.hint ? `; ${this.hint}` : ""}`
+            : `the server answered ${this.answer}${this.hint ? `; ${this.hint}` : ""}`
     return `${this.method} ${this.url}: ${what}`
+  }
+
+  /** A Status failure's answer: the status and the server's words (`400: error invalid: …`). */
+  get answer(): string {
+    return `${this.status ?? "an error"}${this.outcome ? `: ${summary(this.outcome)}` : this.detail ? `: ${this.detail}` : ""}`
   }
 }
 

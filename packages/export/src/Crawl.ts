@@ -17,7 +17,7 @@ import { redactUrl } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import { Clock, Effect, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
-import { type ExportParams, isGone, noSuchGroup } from "./Kickoff.js"
+import { type ExportParams, groupOf } from "./Kickoff.js"
 import { type ArchiveDir, type ArchiveFile, fsTry } from "./internal/ArchiveDir.js"
 import { isMember, patientCompartment } from "./internal/compartment.js"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
@@ -137,10 +137,6 @@ export const unsupported = (p: ExportParams): string | undefined => {
   if (many !== undefined) return `more than one --type-filter for ${many} (a crawl runs one search per type)`
   return undefined
 }
-
-/** The Group of a Group-level crawl; one the source does not have is a usage error naming it. */
-const groupOf = (client: FhirClient, id: string) =>
-  client.read("Group", id).pipe(Effect.catchIf(isGone, (e) => Effect.fail(noSuchGroup(client, id, e))))
 
 /** Patient ids of the export: every Patient (patient level), the Group's members, or `patients`. */
 const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>

@@ -4,7 +4,7 @@
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import * as Parameters from "@ferry/core/Parameters"
-import { Effect, Either, Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { ExportError } from "./ExportError.js"
 
 export const Level = Schema.Literal("system", "patient", "group")
@@ -120,8 +120,12 @@ export const noSuchGroup = (client: FhirClient, groupId: string, cause?: unknown
   })
 
 /** Whether `e` says the resource read does not exist (404, 410). */
-export const isGone = (e: unknown): e is FhirError =>
+const isGone = (e: unknown): e is FhirError =>
   e instanceof FhirError && e.reason === "Status" && (e.status === 404 || e.status === 410)
+
+/** The Group of a Group-level export; one the source does not have is a usage error naming it. */
+export const groupOf = (client: FhirClient, id: string) =>
+  client.read("Group", id).pipe(Effect.catchIf(isGone, (e) => Effect.fail(noSuchGroup(client, id, e))))
 
 /**
  * Sends the kick-off and returns the absolute status (polling) URL from `Content-Location`.
@@ -151,13 +155,17 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClien
               return yield* new ExportError({
                 reason: "Config",
                 url,
-                detail: `the server refused the kick-off (${e.message.replace(/^.*?: the server answered /, "")}); check the --patient ids (${p.patients.join(", ")}): each must name a Patient on the source`,
+                detail: `the server refused the kick-off (${e.answer}); check the --patient ids (${p.patients.join(", ")}): each must name a Patient on the source`,
                 cause: e,
               })
-            if (e.status === 404 && p.level === "group" && p.groupId !== undefined) {
-              const group = yield* Effect.either(client.read("Group", p.groupId))
-              if (Either.isLeft(group) && isGone(group.left)) return yield* noSuchGroup(client, p.groupId, e)
-            }
+            // a Group the source does not have (else: no group-level $export here)
+            if (e.status === 404 && p.level === "group" && p.groupId !== undefined)
+              yield* groupOf(client, p.groupId).pipe(
+                Effect.catchIf(
+                  (x) => !(x instanceof ExportError),
+                  () => Effect.void,
+                ),
+              )
             return yield* new ExportError({
               reason: "NotSupported",
               url,

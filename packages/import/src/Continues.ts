@@ -13,12 +13,12 @@ import * as Imports from "@ferry/archive/Imports"
 import { Effect, Option } from "effect"
 import { ImportError } from "./ImportError.js"
 
-/** An I/O failure on the archive's import state at `path`. */
+/** An I/O failure on the archive's import (or migration) state at `path`. */
 export const io = (path: string) => (cause: unknown) =>
   new ImportError({
     reason: "Archive",
     url: path,
-    detail: `could not write the migration state (${cause instanceof Error ? cause.message : String(cause)}); check the archive directory is writable`,
+    detail: `could not read or write the archive's import state (${cause instanceof Error ? cause.message : String(cause)}); check the archive directory is writable`,
     cause,
   })
 
@@ -76,8 +76,8 @@ export const previousArchive = (
  * its waves are imports of parts), a `ferry import`'s by its journal (`import.done`).
  */
 export const importFinished = (dir: string, target: string): boolean => {
-  const ledger = Imports.migrateLedgerPath(dir, target)
-  if (NFS.existsSync(ledger)) return Imports.parseMigrateLedger(NFS.readFileSync(ledger, "utf8")).done
+  const ledger = Imports.readMigrateLedger(dir, target)
+  if (ledger !== undefined) return ledger.done
   const journal = Imports.journalPath(dir, target)
   return NFS.existsSync(journal) && NFS.readFileSync(journal, "utf8").includes('"kind":"import.done"')
 }

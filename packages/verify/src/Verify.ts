@@ -48,11 +48,8 @@ import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
 
 /** The data files `ferry migrate --prune-staged` removed from the archive for `target` (its ledger). */
-const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> => {
-  const ledger = Imports.migrateLedgerPath(dir, target)
-  if (!NFS.existsSync(ledger)) return new Set()
-  return new Set(Imports.parseMigrateLedger(NFS.readFileSync(ledger, "utf8")).pruned.keys())
-}
+const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> =>
+  new Set(Imports.readMigrateLedger(dir, target)?.pruned.keys() ?? [])
 
 /** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */
 const madeByMigrate = (dir: string): boolean => {
