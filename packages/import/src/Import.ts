@@ -1199,11 +1199,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        * checked only for what `mapFromResponse` reads (`Chunk.readResponse`), not decoded whole, and
        * `Prefer: return=minimal` asks the target not to echo the resources.
        */
-      const send = (body: string) => {
+      const send = (body: string | Uint8Array) => {
         const once = client
           .request(
             HttpClientRequest.post("").pipe(
-              HttpClientRequest.bodyText(body, "application/fhir+json"),
+              typeof body === "string"
+                ? HttpClientRequest.bodyText(body, "application/fhir+json")
+                : HttpClientRequest.bodyUint8Array(body, "application/fhir+json"),
               HttpClientRequest.setHeader("prefer", "return=minimal"),
             ),
           )

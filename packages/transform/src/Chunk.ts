@@ -222,8 +222,8 @@ export interface Transaction extends Sent {
 /** A transaction (or batch) Bundle already serialised (see `TransactionWriter`). */
 export interface TransactionText extends Sent {
   readonly mode: Mode
-  /** The Bundle as JSON text. */
-  readonly body: string
+  /** The Bundle as JSON, UTF-8. */
+  readonly body: Uint8Array
   readonly reports: ReadonlyArray<EntryReport>
 }
 
@@ -330,15 +330,23 @@ export const toTransaction = (
   return { mode, bundle, sources, requests: out.map((e) => e.request!), reports: build.reports }
 }
 
+const comma = Buffer.from(",")
+const closing = Buffer.from("]}")
+
 /**
  * `toTransaction` serialised as it goes: each resource is rewritten and its entry turned into JSON text when
  * it is added, so the parsed resources need not outlive the call (a chunk of 500 resources is parsed,
- * rewritten and serialised one resource at a time). Same entries, same order, same JSON as
+ * rewritten and serialised one resource at a time). Same entries, same order, same JSON (UTF-8) as
  * `JSON.stringify(toTransaction(...).bundle)` for the same keys and uuids.
  */
 export class TransactionWriter {
   private readonly build: ReturnType<typeof entries>
-  private readonly parts: Array<string> = []
+  /**
+   * Each entry's JSON, UTF-8 encoded as it is added: encoding 500 entries one by one and copying them
+   * together costs a sixth of joining them into one string and encoding that (measured on the Synthea
+   * archive: 51 against 339 ms; a line with one non-ASCII character makes the joined string two-byte).
+   */
+  private readonly parts: Array<Uint8Array> = []
   private readonly sources: Array<string> = []
   private readonly requests: Array<BundleEntryRequest> = []
 
@@ -368,7 +376,7 @@ export class TransactionWriter {
       )
     }
     const entry = this.build.entry(resource, i, source)
-    this.parts.push(JSON.stringify(entry))
+    this.parts.push(Buffer.from(JSON.stringify(entry)))
     this.sources.push(source)
     this.requests.push(entry.request!)
     return Either.void
@@ -385,18 +393,24 @@ export class TransactionWriter {
     if (key === undefined) return false
     const out = this.build.text(text, key)
     if (out === undefined) return false
-    this.parts.push(out.entry)
+    this.parts.push(Buffer.from(out.entry))
     this.sources.push(key)
     this.requests.push(out.request)
     return true
   }
 
-  /** The Bundle text and what the response is matched against. */
+  /** The Bundle (UTF-8 JSON) and what the response is matched against. */
   finish(): TransactionText {
     const type = this.options?.type ?? "transaction"
+    const pieces: Array<Uint8Array> = [Buffer.from(`{"resourceType":"Bundle","type":"${type}","entry":[`)]
+    this.parts.forEach((part, i) => {
+      if (i > 0) pieces.push(comma)
+      pieces.push(part)
+    })
+    pieces.push(closing)
     return {
       mode: this.mode,
-      body: `{"resourceType":"Bundle","type":"${type}","entry":[${this.parts.join(",")}]}`,
+      body: Buffer.concat(pieces),
       sources: this.sources,
       requests: this.requests,
       reports: this.build.reports,

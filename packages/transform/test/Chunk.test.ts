@@ -23,6 +23,7 @@ const registered = (rs: ReadonlyArray<Resource>): IdMap => {
   for (const r of rs) map.register(keyOf(r))
   return map
 }
+const utf8 = (bytes: Uint8Array) => new TextDecoder("utf-8", { fatal: true }).decode(bytes)
 const size = (r: Resource) => Buffer.byteLength(JSON.stringify(r))
 
 const planOf = (rs: ReadonlyArray<Resource>, maxEntries: number, maxBytes: number, byLevel = true) => {
@@ -222,7 +223,7 @@ describe("TransactionWriter", () => {
       const writer = new TransactionWriter(slice.map(keyOf), mode, ctx, { uuid: uuidB })
       for (const r of slice) assert(Either.isRight(writer.add(r)))
       const text = writer.finish()
-      expect(text.body).toBe(JSON.stringify(tx.bundle))
+      expect(utf8(text.body)).toBe(JSON.stringify(tx.bundle))
       expect(text.sources).toEqual(tx.sources)
       expect(text.requests).toEqual(tx.requests)
       expect(text.reports).toEqual(tx.reports)
@@ -246,14 +247,14 @@ describe("TransactionWriter", () => {
     }
     expect(taken).toEqual([true, false, true, true])
     const text = writer.finish()
-    expect(text.body).toContain('"valueDecimal":1.50')
+    expect(utf8(text.body)).toContain('"valueDecimal":1.50')
     const withDecimal = toTransaction(
       plain.map((r) => ({ ...r, valueDecimal: 1.5 })),
       "put",
       ctx,
       options,
     )
-    expect(JSON.parse(text.body)).toEqual(withDecimal.bundle)
+    expect(JSON.parse(utf8(text.body))).toEqual(withDecimal.bundle)
     expect(text.requests).toEqual(tx.requests)
     // not for post mode, a renamed key, text of another resource, or without the verbatim option
     const renamed = IdMap.identity()
@@ -281,12 +282,30 @@ describe("TransactionWriter", () => {
     expect(wrong.left.message).toContain("got Encounter/e, expected Patient/p")
   })
 
+  it("the body is UTF-8: non-ASCII text, added parsed or as text, comes out as JSON.stringify gives it", () => {
+    const people: ReadonlyArray<Resource> = [
+      { resourceType: "Patient", id: "a", name: [{ family: "Núñez", given: ["Zoë"] }] },
+      { resourceType: "Patient", id: "b", name: [{ text: "漢字 😀" }], meta: { versionId: "3" } },
+    ]
+    const keys = people.map(keyOf)
+    const options = { verbatim: () => true }
+    const expected = JSON.stringify(toTransaction(people, "put", { idMap: IdMap.identity() }, options).bundle)
+    const parsed = new TransactionWriter(keys, "put", { idMap: IdMap.identity() }, options)
+    for (const r of people) assert(Either.isRight(parsed.add(r)))
+    const asText = new TransactionWriter(keys, "put", { idMap: IdMap.identity() }, options)
+    for (const r of people) assert(asText.addText(JSON.stringify(r)))
+    for (const body of [parsed.finish().body, asText.finish().body]) {
+      expect(utf8(body)).toBe(expected)
+      expect(body.length).toBe(Buffer.byteLength(expected))
+    }
+  })
+
   it("post mode without conditional creates: no ifNoneExist", () => {
     const writer = new TransactionWriter(["Patient/p"], "post", { idMap }, { conditionalCreate: false })
     assert(Either.isRight(writer.add(cycleResources[3]!)))
     const text = writer.finish()
     expect(text.requests).toEqual([{ method: "POST", url: "Patient" }])
-    expect(text.body).not.toContain("ifNoneExist")
+    expect(utf8(text.body)).not.toContain("ifNoneExist")
     const tx = toTransaction([cycleResources[3]!], "post", { idMap }, { conditionalCreate: false })
     expect(tx.bundle.entry![0]!.request).toEqual({ method: "POST", url: "Patient" })
   })
