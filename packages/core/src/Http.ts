@@ -1,6 +1,6 @@
 import type { HttpClientResponse } from "@effect/platform"
 import { Chunk, Duration, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
-import { OperationOutcome } from "./OperationOutcome.js"
+import { OperationOutcome, withoutQuotedJson } from "./OperationOutcome.js"
 
 export const fhirJson = "application/fhir+json"
 export const fhirNdjson = "application/fhir+ndjson"
@@ -151,11 +151,14 @@ export const describeBody = (
   }
   const type = (contentType ?? "").toLowerCase()
   if (type.includes("json") || trimmed.startsWith("[")) return { detail: "the body was a JSON document" }
-  const plain = trimmed
-    .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
-    .replace(/<[^>]*>/g, " ")
-    .replace(/\s+/g, " ")
-    .trim()
+  // a text body can quote the request it answers (a resource): not past the first JSON it quotes
+  const plain = withoutQuotedJson(
+    trimmed
+      .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
+      .replace(/<[^>]*>/g, " ")
+      .replace(/\s+/g, " ")
+      .trim(),
+  )
   return plain === "" ? {} : { detail: plain.length > 200 ? `${plain.slice(0, 200)}…` : plain }
 }
 

@@ -52,15 +52,32 @@ export const isTransient = (outcome: OperationOutcome): boolean => {
 const wordsCap = 300
 const issuesCap = 5
 
-/** One line of at most `wordsCap` characters: a server's words can be a stack trace or echo a resource's values. */
+/** Where a server's words start quoting JSON: an object or array whose first member is a string (`{"…`, `["…`). */
+const quotedJson = /[{[]\s*"/
+
+/**
+ * A server's words without the JSON they quote: cut where a JSON object or array begins (`{…}` marks it). A
+ * target that cannot take a request often answers with the part of the body it choked on (HAPI's "Failed to
+ * parse request body"), and that is a resource's content, which must not reach logs, events or messages.
+ */
+export const withoutQuotedJson = (text: string): string => {
+  const at = text.search(quotedJson)
+  return at === -1 ? text : `${text.slice(0, at).trimEnd()} {…}`
+}
+
+/**
+ * One line of at most `wordsCap` characters, without quoted JSON: a server's words can be a stack trace or
+ * echo the resource it was sent.
+ */
 const oneLine = (text: string): string => {
-  const flat = text.replace(/\s+/g, " ").trim()
+  const flat = withoutQuotedJson(text.replace(/\s+/g, " ").trim())
   return flat.length <= wordsCap ? flat : `${flat.slice(0, wordsCap - 1)}…`
 }
 
 /**
  * A one-line human summary of the issues (diagnostics, else details.text, else code), for messages and
- * logs: each issue's words on one line and cut at 300 characters, the first 5 issues and how many more.
+ * logs: each issue's words on one line, cut where they quote JSON and at 300 characters, the first 5 issues
+ * and how many more.
  * The whole outcome stays where it is kept on purpose (beside a quarantined resource).
  */
 export const summary = (outcome: OperationOutcome): string => {

@@ -75,6 +75,10 @@ describe("Http", () => {
         detail: "502 Bad Gateway",
       },
     )
+    assert.deepStrictEqual(
+      describeBody('Bad request: could not parse {"resourceType":"Patient","name":"Secret"}', "text/plain"),
+      { detail: "Bad request: could not parse {…}" },
+    )
     assert.deepStrictEqual(describeBody("", undefined), {})
     assert.isTrue((describeBody("x".repeat(1000), "text/plain").detail?.length ?? 0) <= 201)
   })

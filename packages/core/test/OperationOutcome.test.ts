@@ -39,6 +39,22 @@ describe("OperationOutcome", () => {
     expect(text.endsWith("; warning informational; and 2 more issues")).toBe(true)
   })
 
+  it("leaves out the JSON a server's words quote (the resource it was sent)", () => {
+    const echo =
+      'HAPI-0450: Failed to parse request body as JSON resource. Body: {"resourceType":"Patient","name":[{"family":"Secretfamilyname"}]}'
+    const oo: OperationOutcome.OperationOutcome = {
+      resourceType: "OperationOutcome",
+      issue: [
+        { severity: "error", code: "processing", diagnostics: echo },
+        { severity: "error", code: "invalid", details: { text: 'entries: [ "Patient/1", "Patient/2" ]' } },
+        { severity: "error", code: "invalid", diagnostics: "Observation.status: required {no JSON here}" },
+      ],
+    }
+    expect(OperationOutcome.summary(oo)).toBe(
+      "error processing: HAPI-0450: Failed to parse request body as JSON resource. Body: {…}; error invalid: entries: {…}; error invalid: Observation.status: required {no JSON here}",
+    )
+  })
+
   it("is not transient when any issue is a hard failure", () => {
     const oo: OperationOutcome.OperationOutcome = {
       resourceType: "OperationOutcome",
