@@ -91,7 +91,8 @@ const basicCredentials = (basic: NonNullable<TokenRequest["basic"]>): string =>
 
 /**
  * Removes the secrets from text a server sent back: each as written, as sent in the form body (form- and
- * percent-encoded: `~` → `%7E`, `+` → `%2B`), and the Basic credentials as sent (base64).
+ * percent-encoded: `~` → `%7E`, `+` → `%2B`), as a JSON string would quote it (`"` → `\"`, `\` → `\\`),
+ * and the Basic credentials as sent (base64).
  */
 export const scrubber = (request: TokenRequest) => {
   const raw = [
@@ -100,7 +101,7 @@ export const scrubber = (request: TokenRequest) => {
   ].map((r) => Redacted.value(r))
   const secrets = [
     ...new Set([
-      ...raw.flatMap((s) => [s, formEncode(s), encodeURIComponent(s)]),
+      ...raw.flatMap((s) => [s, formEncode(s), encodeURIComponent(s), JSON.stringify(s).slice(1, -1)]),
       ...(request.basic ? [basicCredentials(request.basic)] : []),
     ]),
   ]

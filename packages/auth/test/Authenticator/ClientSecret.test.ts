@@ -178,4 +178,14 @@ describe("ClientSecret", () => {
       "got myclient:[redacted] (header Basic [redacted]), body client_secret=[redacted], raw [redacted]",
     )
   })
+
+  it("scrubs a secret with quotes or backslashes as a JSON answer quotes it", () => {
+    const secret = 'cs-"Sup3r\\secret'
+    const scrub = TokenEndpoint.scrubber({
+      tokenUrl: "http://t.example/token",
+      form: { client_secret: Redacted.make(secret) },
+    })
+    const echoed = JSON.stringify({ message: "denied", yourSecret: secret })
+    assert.strictEqual(scrub(echoed), '{"message":"denied","yourSecret":"[redacted]"}')
+  })
 })
