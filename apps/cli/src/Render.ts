@@ -16,6 +16,7 @@
  */
 import * as Archive from "@ferry/archive/Archive"
 import { HelpDoc, ValidationError } from "@effect/cli"
+import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Cause, Console, Effect, HashMap, Logger, Option } from "effect"
 
 interface Tagged {
@@ -113,9 +114,12 @@ const badPath = (defect: unknown): Option.Option<string> => {
     ENAMETOOLONG: "it is too long",
     ELOOP: "its symbolic links loop",
   }
-  return Option.some(
-    `the path ${String(e.pathOrDescriptor)} cannot be used (${code}: ${what[code]}); give another path`,
-  )
+  const path = String(e.pathOrDescriptor)
+  if (isPastedSecret(path))
+    return Option.some(
+      "a value given as a file path is not one (not shown: the key or token itself?); give the path of the file that holds it",
+    )
+  return Option.some(`the path ${path} cannot be used (${code}: ${what[code]}); give another path`)
 }
 
 /** One line (no stack) describing a failure. */

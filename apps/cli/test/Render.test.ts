@@ -57,6 +57,21 @@ describe("Render", () => {
       Render.line(died),
       "ferry: the path /tmp/afile/sub cannot be used (ENOTDIR: a part of it is a file, not a folder); give another path",
     )
+    // a key pasted where its path goes (too long a name): said, not shown
+    const jwk = `{ "kty": "EC", "crv": "P-384", "d": "${"S".repeat(300)}" }`
+    const pasted = Cause.die(
+      new PlatformError.SystemError({
+        reason: "Unknown",
+        module: "FileSystem",
+        method: "access",
+        pathOrDescriptor: jwk,
+        description: `ENAMETOOLONG: name too long, access '${jwk}'`,
+      }),
+    )
+    assert.strictEqual(
+      Render.line(pasted),
+      "ferry: a value given as a file path is not one (not shown: the key or token itself?); give the path of the file that holds it",
+    )
     // any other defect is still a bug
     assert.strictEqual(Render.exitCode(Cause.die(new Error("boom"))), 1)
     assert.include(Render.line(Cause.die(new Error("boom"))), "a bug in ferry")

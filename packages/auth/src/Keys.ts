@@ -8,6 +8,7 @@ import * as Crypto from "node:crypto"
 import { FileSystem } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
 import { networkCode } from "@ferry/core/Http"
+import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Effect, Schema } from "effect"
 import * as Jose from "./internal/jose.js"
 
@@ -92,6 +93,12 @@ export const loadPrivateKey = Effect.fn("Keys.loadPrivateKey")(function* (
   options: LoadOptions = {},
 ) {
   const fs = yield* FileSystem.FileSystem
+  if (isPastedSecret(path))
+    return yield* new AuthError({
+      reason: "KeyInvalid",
+      detail:
+        "auth.key / --key holds something that is not a file path (not shown: the key itself?); give the path of the key file",
+    })
   const text = yield* fs.readFileString(path).pipe(
     // the platform's message repeats the path and the syscall: the error's code says enough
     Effect.mapError((error) => {

@@ -170,9 +170,23 @@ describe("Keys", () => {
   it.effect("error messages never quote the file's contents", () =>
     Effect.gen(function* () {
       const { privateJwk } = yield* Keys.generate("ES384")
+      const pem = Crypto.generateKeyPairSync("ec", { namedCurve: "P-384" })
+        .privateKey.export({ format: "pem", type: "pkcs8" })
+        .toString()
       const broken = `${JSON.stringify(privateJwk)}trailing`
       const error = yield* Effect.flip(Keys.parsePrivateKey(broken, "k.jwk"))
       expect(error.message).not.toContain(privateJwk.d!)
+      // the key itself pasted where its file's path goes (a JWK, a PEM): not echoed as a path
+      for (const pasted of [JSON.stringify(privateJwk, null, 2), pem]) {
+        const notAPath = yield* Effect.flip(
+          Keys.loadPrivateKey(pasted).pipe(Effect.provide(NodeContext.layer)),
+        )
+        expect(notAPath.message).toContain(
+          "holds something that is not a file path (not shown: the key itself?)",
+        )
+        expect(notAPath.message).not.toContain(privateJwk.d!)
+        expect(notAPath.message).not.toContain("PRIVATE KEY")
+      }
       expect(error.message).toContain("k.jwk")
     }),
   )

@@ -8,6 +8,7 @@ import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
 import * as Keys from "@ferry/auth/Keys"
 import { AuthError } from "@ferry/core/Errors"
+import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Console, Effect } from "effect"
 
 export interface GenerateOptions {
@@ -26,6 +27,12 @@ const writeFailed = (out: string, why: string) =>
 export const generateKey = Effect.fn("keys.generate")(function* (options: GenerateOptions) {
   const fs = yield* FileSystem.FileSystem
   const { out } = options
+  if (isPastedSecret(out))
+    return yield* new AuthError({
+      reason: "Config",
+      detail:
+        "--out is not a file path (not shown: a key pasted there?); give the path to write the private key to",
+    })
   const exists = yield* fs.exists(out).pipe(Effect.mapError((e) => writeFailed(out, e.message)))
   if (exists && !options.force) {
     return yield* new AuthError({

@@ -75,4 +75,20 @@ describe("ferry keys generate", () => {
       expect((yield* Keys.loadPrivateKey(out)).alg).toBe("ES384")
     }).pipe(Effect.provide(NodeContext.layer)),
   )
+
+  it.effect("a key pasted where --out goes is refused without being shown", () =>
+    Effect.gen(function* () {
+      const pasted =
+        "-----BEGIN PRIVATE KEY-----\nMIG2AgEAMBAGByqGSM49AgEGBSuBBAAi/secretpart\n-----END PRIVATE KEY-----"
+      const { exit, stdout, stderr } = yield* runKeys(["generate", "--out", pasted])
+      assert.isTrue(exit._tag === "Failure")
+      if (exit._tag === "Failure") {
+        const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+        assert.instanceOf(error, AuthError)
+        expect(error.message).toContain("--out is not a file path (not shown: a key pasted there?)")
+        expect(error.message).not.toContain("secretpart")
+      }
+      expect(`${stdout}${stderr}`).not.toContain("secretpart")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
 })

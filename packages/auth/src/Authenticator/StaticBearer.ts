@@ -7,6 +7,7 @@
  */
 import { FileSystem, HttpClientRequest } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
+import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Config, ConfigProvider, Effect, Option, Redacted } from "effect"
 import type { Authenticator } from "../Authenticator.js"
 import * as TokenCache from "../TokenCache.js"
@@ -59,33 +60,41 @@ export const make = Effect.fn("StaticBearer.make")(function* (
           ),
           Effect.map(token),
         )
-      : fs.readFileString(source.file).pipe(
-          Effect.mapError(
-            (error) =>
-              new AuthError({
-                reason: "Config",
-                detail: `The bearer token file ${source.file} could not be read (${error._tag === "SystemError" && error.reason === "NotFound" ? "it does not exist" : error.message}); check the path`,
-              }),
-          ),
-          Effect.map((text) => text.trim()),
-          Effect.flatMap((value) =>
-            value.length > 0
-              ? Effect.map(
-                  checked(
-                    value,
-                    (what) =>
-                      `The token in ${source.file} holds characters a bearer token cannot contain (${what}); put the token alone on one line`,
+      : isPastedSecret(source.file)
+        ? Effect.fail(
+            new AuthError({
+              reason: "Config",
+              detail:
+                "The bearer token file's path is not a file path (not shown: the token itself?); give the path of a file that holds the token",
+            }),
+          )
+        : fs.readFileString(source.file).pipe(
+            Effect.mapError(
+              (error) =>
+                new AuthError({
+                  reason: "Config",
+                  detail: `The bearer token file ${source.file} could not be read (${error._tag === "SystemError" && error.reason === "NotFound" ? "it does not exist" : error.message}); check the path`,
+                }),
+            ),
+            Effect.map((text) => text.trim()),
+            Effect.flatMap((value) =>
+              value.length > 0
+                ? Effect.map(
+                    checked(
+                      value,
+                      (what) =>
+                        `The token in ${source.file} holds characters a bearer token cannot contain (${what}); put the token alone on one line`,
+                    ),
+                    token,
+                  )
+                : Effect.fail(
+                    new AuthError({
+                      reason: "Config",
+                      detail: `The bearer token file ${source.file} is empty; write the access token into it`,
+                    }),
                   ),
-                  token,
-                )
-              : Effect.fail(
-                  new AuthError({
-                    reason: "Config",
-                    detail: `The bearer token file ${source.file} is empty; write the access token into it`,
-                  }),
-                ),
-          ),
-        )
+            ),
+          )
 
   // Fail early on a missing token, then serve it from the cache.
   const cache = yield* TokenCache.make(read)

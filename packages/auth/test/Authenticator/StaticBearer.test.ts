@@ -81,6 +81,10 @@ describe("StaticBearer", () => {
       const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
       const missing = path.join(dir, "missing")
       configError(yield* Effect.flip(StaticBearer.make({ file: missing })), missing, "does not exist")
+      // the token itself pasted where its file's path goes: never echoed
+      const pasted = yield* Effect.flip(StaticBearer.make({ file: token }))
+      configError(pasted, "is not a file path (not shown: the token itself?)")
+      expect(pasted.message).not.toContain(token)
       const blank = path.join(dir, "blank")
       yield* fs.writeFileString(blank, "\n\n")
       configError(yield* Effect.flip(StaticBearer.make({ file: blank })), blank, "is empty")
