@@ -185,6 +185,14 @@ export const detectFlavour = (cs: Capability.CapabilityStatement): Option.Option
 /** Addresses of this machine: the file server's plain http does not leave it. */
 const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\]|\[?::ffff:127(\.\d{1,3}){3}\]?)$/i
 
+const parsedUrl = (text: string): URL | undefined => {
+  try {
+    return new URL(text)
+  } catch {
+    return undefined
+  }
+}
+
 /** Replaces every occurrence of the token in target-provided text. */
 const scrubber =
   (token: string | undefined) =>
@@ -245,6 +253,10 @@ export const serveProblem = (serve: ServeOptions): string | undefined => {
   if (nowhere !== undefined) return nowhere
   if (!loopbackHost.test(host) && !/^https:\/\//i.test(serve.publicUrl ?? ""))
     return `Ferry's file server on ${host} would send the archive and its access token over plain http; put a TLS-terminating proxy in front of it and pass its https address as --serve-public-url, or publish the files yourself (ferry import --file-base-url)`
+  // bound to loopback but published elsewhere (a port forward): the target still fetches over plain http
+  const published = serve.publicUrl === undefined ? undefined : parsedUrl(serve.publicUrl)
+  if (published !== undefined && published.protocol === "http:" && !loopbackHost.test(published.hostname))
+    return `--serve-public-url ${published.origin} would have the target fetch the archive and its access token over plain http from another host; give the https address of a TLS-terminating proxy in front of Ferry's file server, or publish the files yourself (ferry import --file-base-url)`
   return undefined
 }
 

@@ -387,6 +387,9 @@ describe("BulkImport", () => {
         const e = failure(yield* run({ host: "0.0.0.0", publicUrl: "http://10.0.0.5:8080" }))
         assert.isTrue(Option.isSome(e) && e.value instanceof ImportError && e.value.reason === "Config")
         assert.include(String(Option.getOrUndefined(e)), "over plain http")
+        // bound to loopback but published over plain http at another host (a port forward): refused too
+        const forwarded = failure(yield* run({ host: "127.0.0.1", publicUrl: "http://10.0.0.5:8080" }))
+        assert.include(String(Option.getOrUndefined(forwarded)), "over plain http from another host")
         // on all interfaces without a public URL the target has no address to fetch from
         const nowhere = failure(yield* run({ host: "0.0.0.0" }))
         assert.include(String(Option.getOrUndefined(nowhere)), "serving on all interfaces")
