@@ -60,6 +60,25 @@ const proxyUrl = (
       detail: `Ferry speaks to http and https proxies, not ${url.value.protocol.slice(0, -1)}; set an http:// proxy URL`,
     })
   }
+  if (
+    (url.value.pathname !== "/" && url.value.pathname !== "") ||
+    url.value.search !== "" ||
+    url.value.hash !== ""
+  ) {
+    return Either.left({
+      variable: found.name,
+      detail:
+        "the proxy URL has a path or a query, which a proxy address has not; set it like http://proxy.example.org:3128",
+    })
+  }
+  const decodes = (part: string) => Option.isSome(Option.liftThrowable(() => decodeURIComponent(part))())
+  if (!decodes(url.value.username) || !decodes(url.value.password)) {
+    return Either.left({
+      variable: found.name,
+      detail:
+        "the proxy's user name or password is not percent-encoded right (a % not followed by two hex digits); encode a literal % as %25",
+    })
+  }
   return Either.right(value)
 }
 

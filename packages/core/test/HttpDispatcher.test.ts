@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { Either } from "effect"
+import { Either, Option } from "effect"
 import * as HttpDispatcher from "../src/HttpDispatcher.js"
 
 const settings = (env: Record<string, string>) => HttpDispatcher.proxySettings(env)
@@ -38,5 +38,19 @@ describe("HttpDispatcher.proxySettings", () => {
       }),
     )
     expect(Either.getLeft(settings({ http_proxy: "http://" })).pipe((o) => o._tag)).toBe("Some")
+  })
+
+  it("a proxy URL undici would refuse (a path, a query, a broken %-escape in its credentials) is a problem, not a crash", () => {
+    for (const value of ["http://u:p@127.0.0.1:1/%zz", "http://proxy:3128/x", "http://proxy:3128/?a=b"]) {
+      const problem = Either.getLeft(settings({ https_proxy: value }))
+      expect(Option.getOrUndefined(problem)?.detail).toContain("has a path or a query")
+      // and the pool is made without a throw for every URL that passes
+      expect(() =>
+        HttpDispatcher.make(Either.getOrThrow(settings({ https_proxy: "http://u:p@proxy:3128/" }))),
+      ).not.toThrow()
+    }
+    const badEscape = Either.getLeft(settings({ http_proxy: "http://u:%zz@127.0.0.1:1" }))
+    expect(Option.getOrUndefined(badEscape)?.detail).toContain("not percent-encoded right")
+    expect(Option.getOrUndefined(badEscape)?.detail).not.toContain("%zz")
   })
 })
