@@ -308,6 +308,34 @@ const valuesOf = (v: string | ReadonlyArray<string> | undefined): ReadonlyArray<
  * Whether two base URLs name the same source as archives record it (`redactUrl`: no credentials, secret
  * parameters masked), trailing slashes aside.
  */
+/**
+ * What an export asked for, in a form two runs can compare: keys sorted, and what asks for nothing left out
+ * (undefined, false, empty lists and strings). `ferry migrate` and `ferry export` spell the same selection
+ * with different fields (migrate leaves out the parameters it has no flags for), and an archive one of them
+ * started must be resumable by the other.
+ */
+const canonicalRequest = (value: unknown): string =>
+  JSON.stringify(value, (_key, v: unknown) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return v
+    const out: Record<string, unknown> = {}
+    for (const k of Object.keys(v).sort()) {
+      const x = (v as Record<string, unknown>)[k]
+      if (x === undefined || x === false || x === "" || (Array.isArray(x) && x.length === 0)) continue
+      out[k] = x
+    }
+    return out
+  })
+
+/** The canonical form of a journaled request (`raw`: the JSON text an earlier run recorded). */
+const recordedRequest = (raw: unknown): string | undefined => {
+  if (typeof raw !== "string") return undefined
+  try {
+    return canonicalRequest(JSON.parse(raw))
+  } catch {
+    return undefined
+  }
+}
+
 const sameSource = (a: string, b: string): boolean => {
   const recorded = (u: string) => redactUrl(u).replace(/\/+$/, "")
   return recorded(a) === recorded(b)
@@ -485,7 +513,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     })
   }
   if (
-    (Option.isSome(previousRequest) && (previousRequest.value as { raw?: unknown }).raw !== requested) ||
+    (Option.isSome(previousRequest) &&
+      recordedRequest((previousRequest.value as { raw?: unknown }).raw) !==
+        canonicalRequest(options.params)) ||
     (started && Option.isNone(previousRequest))
   ) {
     return yield* new ExportError({

@@ -918,6 +918,35 @@ describe("a rerun on an archive of another source", () => {
       }),
   )
 
+  it.scopedLive(
+    "the same selection spelled with other fields (migrate's against export's) resumes; another selection is refused",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* stubSource()
+        const out = Path.join(yield* tempDir, "spelled")
+        // what ferry migrate asks: only the fields it has flags for
+        yield* exportOf(s.baseUrl, out, { params: { level: "system", types: ["Patient"], typeFilters: [] } })
+        // what ferry export asks for the same selection: every field, empty
+        const same = {
+          level: "system" as const,
+          types: ["Patient"],
+          typeFilters: [],
+          elements: [],
+          patients: [],
+          includeAssociatedData: [],
+          custom: [],
+          post: false,
+        }
+        const again = yield* exportOf(s.baseUrl, out, { params: same })
+        assert.strictEqual(again.resources, 1)
+        assert.isTrue(events(out).some((e) => e.event === "already-complete"))
+        const otherTypes = failureOf(
+          yield* exportOf(s.baseUrl, out, { params: { ...same, types: ["Observation"] } }).pipe(Effect.exit),
+        )
+        assert.include((otherTypes as ExportError).message, "already holds a different export")
+      }),
+  )
+
   it.scopedLive("an unfinished archive: refused, not re-attached to the first source's job", () =>
     Effect.gen(function* () {
       const s = yield* stubSource()
