@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, generateKeyPairSync, randomUUID, sign } from "node:crypto"
 import * as NFS from "node:fs"
+import { gunzipSync } from "node:zlib"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import * as OS from "node:os"
@@ -358,6 +359,42 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(killed.signal).toBe("SIGKILL")
     expect(JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")).complete).toBe(false)
     await rerunResumes(out, ["export", sandbox.baseUrl, "--out", out])
+  }, 120_000)
+
+  it("kill -9 after the attachments, then a rerun with --gzip: no plain partial download left behind, the archive's attachments counted", async () => {
+    const out = Path.join(tmp, "killed-regzipped")
+    // the Claim files break off after 100 kB, four times each: a partial download of one is on disk for a while
+    await setFaults(sandbox.baseUrl, { resetDownload: { afterBytes: 100_000, attempts: 4, type: "Claim" } })
+    const partials = () =>
+      NFS.existsSync(Path.join(out, "data"))
+        ? NFS.readdirSync(Path.join(out, "data")).filter((f) => f.endsWith(".partial"))
+        : []
+    let fetched = false
+    const killed = await ferry(
+      ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"],
+      (text, child) => {
+        fetched ||= /DocumentReference\.000\.ndjson: 3 attachments fetched/.test(text)
+        if (fetched && child.exitCode === null && partials().length > 0) child.kill("SIGKILL")
+      },
+    )
+    expect(killed.signal).toBe("SIGKILL")
+    expect(partials().length).toBeGreaterThan(0)
+    await setFaults(sandbox.baseUrl, {})
+    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out, "--gzip"])
+    expect(rerun.code, rerun.stderr).toBe(0)
+    // the killed run's plain downloads were not continued (their names end in .ndjson, not .ndjson.gz)
+    expect(partials()).toEqual([])
+    const lines = NFS.readdirSync(Path.join(out, "data"))
+      .filter((f) => f.endsWith(".ndjson") || f.endsWith(".ndjson.gz"))
+      .flatMap((f) => {
+        const bytes = NFS.readFileSync(Path.join(out, "data", f))
+        return (f.endsWith(".gz") ? gunzipSync(bytes) : bytes).toString("utf8").split("\n")
+      })
+      .filter((l) => l !== "")
+      .sort()
+    expect(lines).toEqual(dataLines(full))
+    // the killed run fetched the 3 attachments: the rerun's summary counts the archive's, as it does its resources
+    expect(rerun.stderr).toMatch(/done: 38479 resources in \d+ files, [\d.]+ MB, 3 attachments/)
   }, 120_000)
 
   it("Ctrl-C (SIGINT): exit code 130, the job is kept, and the rerun finishes it", async () => {

@@ -491,6 +491,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     options.lockHeld === true,
   )
   const journal = archive.journal
+  /** The names in a folder of the archive (none when it is not there). */
+  const namesIn = (dir: string) =>
+    ArchiveDir.fsTry(dir, "list", () =>
+      NFS.promises.readdir(archive.path(dir)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") return []
+        throw e
+      }),
+    )
   const emit = (event: string, fields: Record<string, unknown> = {}) =>
     archive
       .event(event, fields)
@@ -1040,12 +1048,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     }
     ready.clear()
     for (const dir of ["data", "deleted", "errors"]) {
-      const names = yield* ArchiveDir.fsTry(dir, "list", () =>
-        NFS.promises.readdir(archive.path(dir)).catch((e: NodeJS.ErrnoException) => {
-          if (e.code === "ENOENT") return []
-          throw e
-        }),
-      )
+      const names = yield* namesIn(dir)
       for (const name of names) {
         yield* ArchiveDir.fsTry(`${dir}/${name}`, "remove a file of the old job", () =>
           NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
@@ -1351,6 +1354,15 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   // The archive is complete: the manifest's file lists, then the checksums, then `complete: true` (each written
   // atomically), then the journal; then the job is released. A kill between any two steps leaves an archive
   // that is not complete yet, which the next run finishes: never a complete one without its checksums.
+  // Every file is finished: a `.partial` left now is of a file this run does not write (an earlier run's
+  // under another name: `--gzip` changed between the runs), and holds resources the manifest does not list.
+  for (const dir of ["data", "deleted", "errors"]) {
+    const names = yield* namesIn(dir)
+    for (const name of names.filter((n) => n.endsWith(".partial")))
+      yield* ArchiveDir.fsTry(`${dir}/${name}`, "remove a download no file of this run continues", () =>
+        NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
+      )
+  }
   const attachmentTotals = yield* ArchiveAttachments.totals(archive.root)
   const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
   const listed = yield* Archive.updateManifest(archive.root, (m) => ({
@@ -1375,11 +1387,13 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     }
   }
   const summary = summaryOf(archive.root, final, { resumed, rekickoffs, released, mode })
+  // like the resources, files and bytes: the archive's, not this run's (a resumed run may fetch none)
   yield* emit("done", {
     resources: summary.resources,
     bytes: summary.bytes,
     files: summary.files.length,
-    attachments: attachmentSummary.fetched,
+    attachments: attachmentTotals.count,
+    attachmentsFetched: attachmentSummary.fetched,
   })
   return {
     ...summary,
