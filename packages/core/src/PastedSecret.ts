@@ -6,11 +6,11 @@
 
 /**
  * True when `value` cannot be a file path and looks like a secret: several lines, a PEM block, a JSON
- * document (a JWK), a JWT (`eyJ…`), or a name longer than any file system allows (255 bytes).
+ * object (a JWK: `{` and a quoted name), a JWT (`eyJ…`), or a name longer than any file system allows (255 bytes).
  */
 export const isPastedSecret = (value: string): boolean =>
   /[\r\n]/.test(value) ||
   value.includes("-----BEGIN") ||
-  /^\s*[{[]/.test(value) ||
+  /^\s*\{[\s\S]*"/.test(value) ||
   /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(value) ||
   value.split(/[\\/]/).some((part) => Buffer.byteLength(part) > 255)

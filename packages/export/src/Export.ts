@@ -305,10 +305,6 @@ const valuesOf = (v: string | ReadonlyArray<string> | undefined): ReadonlyArray<
   v === undefined ? [] : typeof v === "string" ? [v] : v
 
 /**
- * Whether two base URLs name the same source as archives record it (`redactUrl`: no credentials, secret
- * parameters masked), trailing slashes aside.
- */
-/**
  * What an export asked for, in a form two runs can compare: keys sorted, and what asks for nothing left out
  * (undefined, false, empty lists and strings). `ferry migrate` and `ferry export` spell the same selection
  * with different fields (migrate leaves out the parameters it has no flags for), and an archive one of them
@@ -336,6 +332,10 @@ const recordedRequest = (raw: unknown): string | undefined => {
   }
 }
 
+/**
+ * Whether two base URLs name the same source as archives record it (`redactUrl`: no credentials, secret
+ * parameters masked), trailing slashes aside.
+ */
 const sameSource = (a: string, b: string): boolean => {
   const recorded = (u: string) => redactUrl(u).replace(/\/+$/, "")
   return recorded(a) === recorded(b)
