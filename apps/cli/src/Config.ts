@@ -215,7 +215,20 @@ const setIn = (target: Record<string, unknown>, path: ReadonlyArray<string>, val
  * The first schema issue of a layer as `{ path, message }`; the members of a union of literals, reported
  * one by one, are put back together (`Expected "none" | "smart", actual "x"`).
  */
+/**
+ * A value the schema quotes, as a message may show it: a mapping or a list is named, not shown (a private key
+ * written into `auth.key` as a mapping is the JWK itself).
+ */
+const shownValue = (actual: string): string =>
+  actual.startsWith("{") ? "a mapping" : actual.startsWith("[") ? "a list" : actual
+
 const firstIssue = (error: ParseResult.ParseError) => {
+  const { path, message } = firstIssueRaw(error)
+  const quoted = /^([\s\S]*?(?:, actual|, got) )([\s\S]+)$/.exec(message)
+  return { path, message: quoted === null ? message : `${quoted[1]}${shownValue(quoted[2]!)}` }
+}
+
+const firstIssueRaw = (error: ParseResult.ParseError) => {
   const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
   const issue = issues[0]
   if (issue === undefined) return { path: [], message: error.message }

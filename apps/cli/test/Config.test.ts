@@ -217,6 +217,20 @@ describe("Config", () => {
       }),
   )
 
+  it.effect("a private key written into auth.key as a mapping is named, not shown", () =>
+    Effect.gen(function* () {
+      const e = yield* failure(
+        Config.parseFile(
+          "ferry.yaml",
+          'source:\n  url: http://a\n  auth:\n    kind: smart\n    key: {"kty": "EC", "crv": "P-384", "d": "SECRETd"}\n',
+        ),
+      )
+      assert.include(e.message, "source.auth.key")
+      assert.include(e.message, "actual a mapping")
+      assert.notInclude(e.message, "SECRETd")
+    }),
+  )
+
   it.effect("a wrong value names file, line, field and what is expected", () =>
     Effect.gen(function* () {
       const e = yield* failure(

@@ -52,8 +52,12 @@ export const isTransient = (outcome: OperationOutcome): boolean => {
 const wordsCap = 300
 const issuesCap = 5
 
-/** Where a server's words start quoting JSON: an object or array whose first member is a string (`{"…`, `["…`). */
-const quotedJson = /[{[]\s*"/
+/**
+ * Where a server's words start quoting JSON: an object or array whose first member is a string (`{"…`, `["…`),
+ * also with the quote escaped as a string or an HTML page writes it (`{\"`, `{&quot;`, `{&#34;`, `{&#x22;`) or
+ * single-quoted (`{'…`, as a Python dict prints).
+ */
+const quotedJson = /[{[]\s*(?:\\?"|&quot;|&#0*34;|&#x0*22;|')/i
 
 /**
  * A server's words without the JSON they quote: cut where a JSON object or array begins (`{…}` marks it). A

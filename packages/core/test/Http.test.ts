@@ -79,6 +79,18 @@ describe("Http", () => {
       describeBody('Bad request: could not parse {"resourceType":"Patient","name":"Secret"}', "text/plain"),
       { detail: "Bad request: could not parse {…}" },
     )
+    // an HTML error page writes the quotes as entities; JSON inside a string escapes them
+    for (const quoted of [
+      "{&quot;resourceType&quot;:&quot;Patient&quot;,&quot;name&quot;:&quot;Secret&quot;}",
+      "{&#34;resourceType&#34;:&#34;Patient&#34;,&#34;name&#34;:&#34;Secret&#34;}",
+      '{\\"resourceType\\":\\"Patient\\",\\"name\\":\\"Secret\\"}',
+      "{'resourceType': 'Patient', 'name': 'Secret'}",
+    ])
+      assert.deepStrictEqual(
+        describeBody(`<html><body><h1>400</h1><p>Bad body ${quoted}</p></body></html>`, "text/html"),
+        { detail: "400 Bad body {…}" },
+        quoted,
+      )
     assert.deepStrictEqual(describeBody("", undefined), {})
     assert.isTrue((describeBody("x".repeat(1000), "text/plain").detail?.length ?? 0) <= 201)
   })

@@ -9,6 +9,11 @@ describe("isPastedSecret", () => {
       "line one\nline two",
       "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJmZXJyeSJ9.c2ln",
       `keys/${"a".repeat(256)}`,
+      // a config file's value resolved against its folder
+      '/etc/ferry/{"kty":"EC","crv":"P-384","d":"x"}',
+      "/etc/ferry/eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJmZXJyeSJ9.c2ln",
+      "Bearer abc.def",
+      "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d",
     ])
       expect(isPastedSecret(secret), secret).toBe(true)
     for (const path of [

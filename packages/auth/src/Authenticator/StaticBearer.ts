@@ -7,7 +7,7 @@
  */
 import { FileSystem, HttpClientRequest } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
-import { isPastedSecret } from "@ferry/core/PastedSecret"
+import { isPastedSecret, mayBeToken } from "@ferry/core/PastedSecret"
 import { Config, ConfigProvider, Effect, Option, Redacted } from "effect"
 import type { Authenticator } from "../Authenticator.js"
 import * as TokenCache from "../TokenCache.js"
@@ -65,7 +65,7 @@ export const make = Effect.fn("StaticBearer.make")(function* (
             new AuthError({
               reason: "Config",
               detail:
-                "The bearer token file's path is not a file path (not shown: the token itself?); give the path of a file that holds the token",
+                "--bearer-file / auth.bearerFile holds something that is not a file path (not shown: the token itself?); give the path of a file that holds the token",
             }),
           )
         : fs.readFileString(source.file).pipe(
@@ -73,7 +73,10 @@ export const make = Effect.fn("StaticBearer.make")(function* (
               (error) =>
                 new AuthError({
                   reason: "Config",
-                  detail: `The bearer token file ${source.file} could not be read (${error._tag === "SystemError" && error.reason === "NotFound" ? "it does not exist" : error.message}); check the path`,
+                  detail:
+                    error._tag === "SystemError" && error.reason === "NotFound" && mayBeToken(source.file)
+                      ? `--bearer-file / auth.bearerFile names no file (a value of ${source.file.length} characters, not shown: the token itself?); give the path of a file that holds the token`
+                      : `The bearer token file ${source.file} could not be read (${error._tag === "SystemError" && error.reason === "NotFound" ? "it does not exist" : error.message}); check the path`,
                 }),
             ),
             Effect.map((text) => text.trim()),

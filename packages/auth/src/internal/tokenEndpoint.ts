@@ -244,15 +244,21 @@ export const request = (
           return Option.match(Schema.decodeUnknownOption(OAuthError)(json), {
             onNone: () => {
               // an OperationOutcome (a FHIR server's own 404) is summed up, an HTML page reduced to its text;
-              // other JSON is shown as sent (an identity provider's own error format), shortened. Secrets go
-              // first, before anything is cut.
-              const scrubbed = scrub(body)
+              // other JSON is shown (an identity provider's own error format), shortened, each of its strings
+              // scrubbed as decoded (a server may escape a secret's characters any way JSON allows: `\/`,
+              // `\u002B`). Secrets go first, before anything is cut.
+              const scrubbed =
+                json !== undefined
+                  ? JSON.stringify(json, (_key, value: unknown) =>
+                      typeof value === "string" ? scrub(value) : value,
+                    )
+                  : scrub(body)
               const described = describeBody(scrubbed, contentType)
               const said =
                 described.outcome !== undefined
                   ? summary(described.outcome)
                   : json !== undefined
-                    ? scrubbed.replace(/\s+/g, " ").trim()
+                    ? scrubbed
                     : (described.detail ?? "")
               const snippet = said.slice(0, 200)
               return Effect.fail(

@@ -1,3 +1,5 @@
+import * as Http from "node:http"
+import type * as Net from "node:net"
 import { HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, expect, it } from "@effect/vitest"
@@ -178,6 +180,36 @@ describe("ClientSecret", () => {
       "got myclient:[redacted] (header Basic [redacted]), body client_secret=[redacted], raw [redacted]",
     )
   })
+
+  it.scopedLive(
+    "a token endpoint's own JSON error that echoes the secret with other escapes (\\/, \\u002B) has it scrubbed",
+    () =>
+      Effect.gen(function* () {
+        const secret = "c2VjcmV0+Zm9v/YmFy=="
+        const escaped = secret.replace(/\//g, "\\/").replace(/\+/g, "\\u002B")
+        const server = Http.createServer((_req, res) => {
+          res.writeHead(400, { "content-type": "application/json" })
+          res.end(`{"message":"denied","yourSecret":"${escaped}"}`)
+        })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => {
+            server.listen(0, "127.0.0.1", () => resume(Effect.void))
+          }),
+          () => Effect.sync(() => server.close()),
+        )
+        const port = (server.address() as Net.AddressInfo).port
+        const auth = yield* ClientSecret.make({
+          baseUrl: `http://127.0.0.1:${port}/fhir`,
+          tokenUrl: `http://127.0.0.1:${port}/token`,
+          clientId: CLIENT,
+          clientSecret: Redacted.make(secret),
+          method: "post",
+        })
+        const error = yield* Effect.flip(header(auth, `http://127.0.0.1:${port}/fhir/Patient`))
+        expect(error.message).toContain('"yourSecret":"[redacted]"')
+        for (const leak of [secret, escaped, "Zm9v"]) expect(error.message).not.toContain(leak)
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
 
   it("scrubs a secret with quotes or backslashes as a JSON answer quotes it", () => {
     const secret = 'cs-"Sup3r\\secret'

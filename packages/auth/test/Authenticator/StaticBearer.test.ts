@@ -85,6 +85,11 @@ describe("StaticBearer", () => {
       const pasted = yield* Effect.flip(StaticBearer.make({ file: token }))
       configError(pasted, "is not a file path (not shown: the token itself?)")
       expect(pasted.message).not.toContain(token)
+      // an opaque token (Google's ya29.…) names no file: its length is said, not the token
+      const google = `ya29.${"a0AfH6SMBx".repeat(20)}`
+      const named = yield* Effect.flip(StaticBearer.make({ file: google }))
+      configError(named, `names no file (a value of ${google.length} characters, not shown`)
+      expect(named.message).not.toContain(google)
       const blank = path.join(dir, "blank")
       yield* fs.writeFileString(blank, "\n\n")
       configError(yield* Effect.flip(StaticBearer.make({ file: blank })), blank, "is empty")
