@@ -395,6 +395,14 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(lines).toEqual(dataLines(full))
     // the killed run fetched the 3 attachments: the rerun's summary counts the archive's, as it does its resources
     expect(rerun.stderr).toMatch(/done: 38479 resources in \d+ files, [\d.]+ MB, 3 attachments/)
+    // an archive found complete (an earlier version left a partial in it): the partial goes; the JSON summary
+    // counts the archive's attachments apart from this run's
+    NFS.writeFileSync(Path.join(out, "data", "Patient.000.ndjson.partial"), '{"resourceType":"Patient"}\n')
+    const again = await ferry(["export", sandbox.baseUrl, "--out", out, "--gzip", "--json"])
+    expect(again.code, again.stderr).toBe(0)
+    expect(partials()).toEqual([])
+    const summary = JSON.parse(again.stdout) as { attachments: { total: number; fetched: number } }
+    expect(summary.attachments).toMatchObject({ total: 3, fetched: 0 })
   }, 120_000)
 
   it("Ctrl-C (SIGINT): exit code 130, the job is kept, and the rerun finishes it", async () => {

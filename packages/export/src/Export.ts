@@ -131,6 +131,9 @@ export interface ExportSummary {
   readonly deleted: number
   readonly errors: number
   readonly attachments: {
+    /** The archive's attachment blobs (like `resources`, whatever run fetched them). */
+    readonly total: number
+    /** Fetched, already stored (`skipped`) and their bytes: this run's. */
     readonly fetched: number
     readonly skipped: number
     readonly bytes: number
@@ -442,12 +445,8 @@ const summaryOf = (
     types,
     deleted: manifest.deleted.reduce((n, f) => n + f.count, 0),
     errors: manifest.errors.reduce((n, f) => n + f.count, 0),
-    attachments: {
-      fetched: manifest.attachments.count,
-      skipped: 0,
-      bytes: manifest.attachments.bytes,
-      failed: 0,
-    },
+    // an archive found complete: this run fetched nothing
+    attachments: { total: manifest.attachments.count, fetched: 0, skipped: 0, bytes: 0, failed: 0 },
     resumed: run.resumed,
     rekickoffs: run.rekickoffs,
     released: run.released,
@@ -499,6 +498,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         throw e
       }),
     )
+  /**
+   * Once every file is finished, a `.partial` left is of a file no run will write (an earlier run's under
+   * another name: `--gzip` changed between the runs), holding resources the manifest does not list.
+   */
+  const removeStrayPartials = Effect.forEach(["data", "deleted", "errors"], (dir) =>
+    Effect.flatMap(namesIn(dir), (names) =>
+      Effect.forEach(
+        names.filter((n) => n.endsWith(".partial")),
+        (name) =>
+          ArchiveDir.fsTry(`${dir}/${name}`, "remove a download no file continues", () =>
+            NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
+          ),
+      ),
+    ),
+  )
   const emit = (event: string, fields: Record<string, unknown> = {}) =>
     archive
       .event(event, fields)
@@ -535,6 +549,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     // An archive an older Ferry completed and was killed before it wrote the checksums: write them now.
     if (!NFS.existsSync(Path.join(archive.root, Archive.layout.checksums)))
       yield* Archive.writeChecksums(archive.root, archive.manifest)
+    // (an archive an earlier version completed may still hold them)
+    yield* removeStrayPartials
     yield* emit("already-complete", {})
     return summaryOf(archive.root, archive.manifest, {
       resumed: true,
@@ -1354,15 +1370,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   // The archive is complete: the manifest's file lists, then the checksums, then `complete: true` (each written
   // atomically), then the journal; then the job is released. A kill between any two steps leaves an archive
   // that is not complete yet, which the next run finishes: never a complete one without its checksums.
-  // Every file is finished: a `.partial` left now is of a file this run does not write (an earlier run's
-  // under another name: `--gzip` changed between the runs), and holds resources the manifest does not list.
-  for (const dir of ["data", "deleted", "errors"]) {
-    const names = yield* namesIn(dir)
-    for (const name of names.filter((n) => n.endsWith(".partial")))
-      yield* ArchiveDir.fsTry(`${dir}/${name}`, "remove a download no file of this run continues", () =>
-        NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
-      )
-  }
+  yield* removeStrayPartials
   const attachmentTotals = yield* ArchiveAttachments.totals(archive.root)
   const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
   const listed = yield* Archive.updateManifest(archive.root, (m) => ({
@@ -1398,6 +1406,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   return {
     ...summary,
     attachments: {
+      total: attachmentTotals.count,
       fetched: attachmentSummary.fetched,
       skipped: attachmentSummary.skipped,
       bytes: attachmentSummary.bytes,

@@ -253,10 +253,17 @@ export const serveProblem = (serve: ServeOptions): string | undefined => {
   if (nowhere !== undefined) return nowhere
   if (!loopbackHost.test(host) && !/^https:\/\//i.test(serve.publicUrl ?? ""))
     return `Ferry's file server on ${host} would send the archive and its access token over plain http; put a TLS-terminating proxy in front of it and pass its https address as --serve-public-url, or publish the files yourself (ferry import --file-base-url)`
-  // bound to loopback but published elsewhere (a port forward): the target still fetches over plain http
+  // bound to loopback but published elsewhere (a port forward): the target still fetches over plain http. A
+  // container's name for this machine (Docker's host.docker.internal) stays on it.
   const published = serve.publicUrl === undefined ? undefined : parsedUrl(serve.publicUrl)
-  if (published !== undefined && published.protocol === "http:" && !loopbackHost.test(published.hostname))
-    return `--serve-public-url ${published.origin} would have the target fetch the archive and its access token over plain http from another host; give the https address of a TLS-terminating proxy in front of Ferry's file server, or publish the files yourself (ferry import --file-base-url)`
+  if (
+    published !== undefined &&
+    published.protocol === "http:" &&
+    !loopbackHost.test(published.hostname) &&
+    !/^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/i.test(published.hostname) &&
+    published.hostname !== "host.docker.internal"
+  )
+    return `--serve-public-url ${published.origin} would have the target fetch the archive and its access token over plain http from an address that is not this machine's loopback; give the https address of a TLS-terminating proxy in front of Ferry's file server, or publish the files yourself (ferry import --file-base-url)`
   return undefined
 }
 

@@ -389,7 +389,13 @@ describe("BulkImport", () => {
         assert.include(String(Option.getOrUndefined(e)), "over plain http")
         // bound to loopback but published over plain http at another host (a port forward): refused too
         const forwarded = failure(yield* run({ host: "127.0.0.1", publicUrl: "http://10.0.0.5:8080" }))
-        assert.include(String(Option.getOrUndefined(forwarded)), "over plain http from another host")
+        assert.include(
+          String(Option.getOrUndefined(forwarded)),
+          "over plain http from an address that is not",
+        )
+        // a container's name for this machine, and loopback written as an IPv4-mapped address, are this machine
+        for (const publicUrl of ["http://host.docker.internal:8787", "http://[::ffff:127.0.0.1]:8787"])
+          assert.isUndefined(BulkImport.serveProblem({ host: "127.0.0.1", publicUrl }), publicUrl)
         // on all interfaces without a public URL the target has no address to fetch from
         const nowhere = failure(yield* run({ host: "0.0.0.0" }))
         assert.include(String(Option.getOrUndefined(nowhere)), "serving on all interfaces")
