@@ -54,6 +54,6 @@ describe("ferry demo (process)", () => {
       (e: { code: number; stderr: string }) => e,
     )
     expect(failure?.code).toBe(2)
-    expect(failure?.stderr).toMatch(/^ferry: .*does not hold synthea-bundles\/ and attachments\/; .*--data/m)
+    expect(failure?.stderr).toMatch(/^ferry: .*has no synthea-bundles\/ and attachments\/ folders: .*--data/m)
   })
 })

@@ -125,8 +125,12 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
         .digest("hex")
       expect(NFS.existsSync(Path.join(full, "attachments", sha.slice(0, 2), sha))).toBe(true)
     }
-    // Plain progress lines on stderr (not a TTY), a JSON summary on stdout.
+    // Plain progress lines on stderr (not a TTY), a JSON summary on stdout: sentences, not event records
     expect(run.stderr).toMatch(/data\/Observation\.000\.ndjson: 5000 Observation resources/)
+    expect(run.stderr).toContain("ferry export: export job started")
+    expect(run.stderr).toMatch(/ferry export: the job is done: \d+ files to fetch \(transactionTime /)
+    expect(run.stderr).toContain("ferry export: the job is released on the server")
+    expect(run.stderr).not.toMatch(/ferry export: [a-z-]+ \{/)
   }, 120_000)
 
   it("patient and group levels", async () => {

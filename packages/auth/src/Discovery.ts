@@ -265,7 +265,7 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
               : {
                   reason: "Discovery" as const,
                   url: redactUrl(baseUrl),
-                  detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; set the token URL (auth.tokenUrl) explicitly`,
+                  detail: `no token endpoint found: .well-known/smart-configuration ${wellKnown}, and /metadata ${metadata}; give the token URL yourself (--token-url; --source-token-url or --target-token-url in migrate and plan; auth.tokenUrl in a config file)`,
                 }),
           })
     }),

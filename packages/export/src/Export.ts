@@ -568,7 +568,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         since: since ?? null,
         detail:
           since === undefined
-            ? "no finished archive of the same source and request next to --out: full export"
+            ? `no finished archive of the same source and request next to ${options.outFlag ?? "--out"}: full export`
             : "from the previous archive",
       })
     }

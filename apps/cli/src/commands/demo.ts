@@ -58,7 +58,7 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
   const attachments = Path.join(input.data, "attachments")
   if (!NFS.existsSync(bundles) || !NFS.existsSync(attachments)) {
     return yield* demoError(
-      `${Path.resolve(input.data)} does not hold synthea-bundles/ and attachments/; run the demo from the repository root with ../shared beside it, or pass --data <dir>`,
+      `${Path.resolve(input.data)} has no synthea-bundles/ and attachments/ folders: the demo's data is laid out like ../shared/data (run it from the repository root with ../shared beside it, or give --data a folder laid out so)`,
     )
   }
   const out = Path.resolve(input.out)
@@ -67,7 +67,7 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
   NFS.mkdirSync(out, { recursive: true, mode: 0o700 })
 
   yield* Console.error(
-    "ferry demo: starting the sandbox source (seeding 38,473 Synthea resources and 3 attachments)…",
+    `ferry demo: starting the sandbox source (seeding the Synthea Bundles and attachments of ${Path.resolve(input.data)})…`,
   )
   const source = yield* start({ port: 0, db: ":memory:", seed: [bundles, attachments] })
   const target = yield* start({ port: 0, db: ":memory:" })

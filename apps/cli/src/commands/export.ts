@@ -186,15 +186,37 @@ const plainLines = (started: number) => {
         case "attachment":
         case "file-ready":
           return
+        // a type the crawl found empty: the summary's counts say so, a line each would bury the rest
+        case "file-empty":
+          return
         default: {
-          // `types` (per-type totals of a manifest) is for the live display; the line stays short.
-          const { event, types: _types, ...rest } = e
-          const line = capped(event, `ferry export: ${event} ${JSON.stringify(rest)}`)
+          const line = capped(e.event, plainLine(e))
           if (line !== undefined) yield* Console.error(line)
           return
         }
       }
     })
+}
+
+/** A plain line for an event without one of its own above: the live display's notice, a sentence, or the event. */
+const plainLine = (e: Export.ExportEvent): string => {
+  const notice = Progress.notice(e)
+  if (notice !== undefined) return notice
+  switch (e.event) {
+    case "start":
+      return `ferry export: ${e.resumed === true ? "resuming the export" : "exporting"} (${String(e.exportLevel)} level)`
+    case "kickoff":
+      return `ferry export: export job started${e.post === true ? " (POST kick-off)" : ""}`
+    case "manifest":
+      return `ferry export: the job is done: ${String(e.output)} files to fetch${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} of deletions` : ""}${Number(e.error ?? 0) > 0 ? `, ${String(e.error)} of errors` : ""} (transactionTime ${String(e.transactionTime)})`
+    case "released":
+      return "ferry export: the job is released on the server"
+    default: {
+      // `types` (per-type totals of a manifest) is for the live display; the line stays short.
+      const { event, types: _types, ...rest } = e
+      return `ferry export: ${event} ${JSON.stringify(rest)}`
+    }
+  }
 }
 
 /** The summary line printed when the export is done. */
