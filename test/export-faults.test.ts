@@ -212,7 +212,7 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
       {
         // The sandbox expires the first attempt of every job's files: only the first job's do here.
         onStderr: (text, baseUrl) => {
-          if (cleared === undefined && text.includes("ferry export: expired ")) {
+          if (cleared === undefined && text.includes("ferry export: the output files expired")) {
             cleared = setSandboxFaults(baseUrl, {})
           }
         },

@@ -126,7 +126,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       expect(NFS.existsSync(Path.join(full, "attachments", sha.slice(0, 2), sha))).toBe(true)
     }
     // Plain progress lines on stderr (not a TTY), a JSON summary on stdout: sentences, not event records
-    expect(run.stderr).toMatch(/data\/Observation\.000\.ndjson: 5000 Observation resources/)
+    expect(run.stderr).toMatch(/data\/Observation\.000\.ndjson: 5,000 Observation resources/)
     expect(run.stderr).toContain("ferry export: export job started")
     expect(run.stderr).toMatch(/ferry export: the job is done: \d+ files to fetch \(transactionTime /)
     expect(run.stderr).toContain("ferry export: the job is released on the server")
@@ -398,7 +398,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       .sort()
     expect(lines).toEqual(dataLines(full))
     // the killed run fetched the 3 attachments: the rerun's summary counts the archive's, as it does its resources
-    expect(rerun.stderr).toMatch(/done: 38479 resources in \d+ files, [\d.]+ MB, 3 attachments/)
+    expect(rerun.stderr).toMatch(/done: 38,479 resources in \d+ files, [\d.]+ MB, 3 attachments/)
     // an archive found complete (an earlier version left a partial in it): the partial goes; the JSON summary
     // counts the archive's attachments apart from this run's
     NFS.writeFileSync(Path.join(out, "data", "Patient.000.ndjson.partial"), '{"resourceType":"Patient"}\n')
@@ -583,6 +583,27 @@ describe("ferry export with SMART Backend Services", () => {
     }
   }, 60_000)
 
+  it("a key the server does not know: exit 3 at once, no 'could not read the CapabilityStatement' warning first", async () => {
+    const wrongKey = Path.join(tmp, "unregistered.jwk")
+    expect((await ferry(["keys", "generate", "--out", wrongKey])).code).toBe(0)
+    const out = Path.join(tmp, "wrong-key")
+    const run = await ferry([
+      "export",
+      sandbox.baseUrl,
+      "--out",
+      out,
+      "--auth",
+      "smart",
+      "--client-id",
+      "ferry-e2e",
+      "--key",
+      wrongKey,
+    ])
+    expect(run.code, run.stderr).toBe(3)
+    expect(run.stderr).not.toContain("could not read the CapabilityStatement")
+    expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*token endpoint/)
+  }, 60_000)
+
   it("without credentials: one line and exit code 3", async () => {
     const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "noauth"), "--mode", "bulk"])
     expect(run.code).toBe(3)
@@ -641,7 +662,7 @@ describe("ferry export with attachments on a host that is down", () => {
     expect(last).toContain(`127.0.0.1:${port}`)
     expect(last).toContain("ECONNREFUSED")
     // the first 20 failures one line each, then one line for the rest
-    expect(stderr.filter((l) => l.startsWith("ferry export: attachment-failed ")).length).toBe(20)
+    expect(stderr.filter((l) => l.startsWith("ferry export: attachment failed: ")).length).toBe(20)
     expect(stderr.filter((l) => l.includes("more attachments failed: not shown one by one")).length).toBe(1)
     // every failure is in the event log; past the grace period the host is not even asked
     const failed = NFS.readFileSync(Path.join(tmp, "down", "events.ndjson"), "utf8")

@@ -660,7 +660,11 @@ describe("ferry import", () => {
     const resumed = (JSON.parse(second.stdout) as { resumedChunks: number }).resumedChunks
     expect(resumed).toBeGreaterThan(0)
     // its done line says the count is this run's
-    expect(second.stderr).toContain(`(this run; ${resumed} Bundles an earlier run landed are not sent again)`)
+    expect(second.stderr).toContain(
+      resumed === 1
+        ? "(this run; 1 Bundle an earlier run landed is not sent again)"
+        : `(this run; ${resumed} Bundles an earlier run landed are not sent again)`,
+    )
     expect(targetCounts(target)).toEqual(expected)
     expect(danglingIn(target).dangling).toEqual([])
   })

@@ -440,6 +440,10 @@ export const formatBytes = (n: number): string =>
 /** 1234567 → "1,234,567" (locale-independent). */
 export const formatCount = (n: number): string => String(Math.round(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ",")
 
+/** `1 file`, `2 files`, `6,083 resources`: a count and its noun, singular for one. */
+export const counted = (n: number, noun: string, nouns = `${noun}s`): string =>
+  `${formatCount(n)} ${n === 1 ? noun : nouns}`
+
 /** 42s, 3m 05s, 2h 03m. */
 export const formatDuration = (ms: number): string => {
   const s = Math.max(0, Math.round(ms / 1000))

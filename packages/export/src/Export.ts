@@ -609,11 +609,22 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   if (journal.isDone("mode")) {
     mode = (journal.result("mode").pipe(Option.getOrElse(() => "bulk")) as "bulk" | "crawl") ?? mode
   } else if (mode0 === "auto") {
+    // credentials the source refuses fail the export here: the kick-off would only be refused the same way
     const cs = yield* client.capabilities().pipe(
-      Effect.tapError((e) =>
-        emit("warning", { detail: `could not read the CapabilityStatement (${e.message}); trying $export` }),
+      Effect.map(Option.some),
+      Effect.catchAll(
+        (
+          e,
+        ): Effect.Effect<Option.Option<CapabilityStatement.CapabilityStatement>, AuthError | ExportError> =>
+          e._tag === "AuthError"
+            ? Effect.fail(e)
+            : Effect.as(
+                emit("warning", {
+                  detail: `could not read the CapabilityStatement (${e.message}); trying $export`,
+                }),
+                Option.none(),
+              ),
       ),
-      Effect.option,
     )
     if (
       Option.isSome(cs) &&

@@ -152,7 +152,7 @@ const plainLines = (started: number) => {
           resources += Number(e.count ?? 0)
           bytes += Number(e.bytes ?? 0)
           return yield* Console.error(
-            `ferry export: ${String(e.path)}: ${String(e.count)} ${String(e.type ?? "")} resources, ${formatBytes(Number(e.bytes ?? 0))} (total ${resources} resources, ${formatBytes(bytes)}, ${formatBytes(bytes / secs)}/s)`,
+            `ferry export: ${String(e.path)}: ${Progress.counted(Number(e.count ?? 0), `${String(e.type ?? "")} resource`)}, ${formatBytes(Number(e.bytes ?? 0))} (total ${Progress.counted(resources, "resource")}, ${formatBytes(bytes)}, ${formatBytes(bytes / secs)}/s)`,
           )
         }
         case "progress": {
@@ -221,7 +221,7 @@ const plainLine = (e: Export.ExportEvent): string => {
 
 /** The summary line printed when the export is done. */
 const doneLine = (e: Export.ExportEvent, secs: number): string =>
-  `ferry export: done: ${String(e.resources)} resources in ${String(e.files)} files, ${formatBytes(Number(e.bytes ?? 0))}, ${String(e.attachments)} attachments, ${secs.toFixed(1)} s`
+  `ferry export: done: ${Progress.counted(Number(e.resources ?? 0), "resource")} in ${Progress.counted(Number(e.files ?? 0), "file")}, ${formatBytes(Number(e.bytes ?? 0))}, ${Progress.counted(Number(e.attachments ?? 0), "attachment")}, ${secs.toFixed(1)} s`
 
 /** The live display on a TTY (Screen.ts): the frame of `Progress.render`; notices above it. */
 const liveDisplay = (started: number, color: boolean) =>

@@ -322,11 +322,11 @@ export const verifySuggestion = (options: {
 /** After a resume: the Bundles an earlier run landed, which this run's "written" leaves out. */
 const earlierBundles = (n: number): string =>
   n > 0
-    ? ` (this run; ${fmtCount(n)} Bundle${n === 1 ? "" : "s"} an earlier run landed are not sent again)`
+    ? ` (this run; ${Progress.counted(n, "Bundle")} an earlier run landed ${n === 1 ? "is" : "are"} not sent again)`
     : ""
 
 const doneLine = (s: Migrate.MigrateSummary): string =>
-  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written${earlierBundles(s.import.resumedChunks)} in ${s.waves} waves (${s.overlapped} files while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
+  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written${earlierBundles(s.import.resumedChunks)} in ${Progress.counted(s.waves, "wave")} (${Progress.counted(s.overlapped, "file")} while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
 
 /** The live display on a TTY (Screen.ts): the export's frame (Progress.ts) plus one line for the import. */
 const liveDisplay = (color: boolean) =>
