@@ -476,21 +476,23 @@ describe("ferry export with SMART Backend Services", () => {
     )
   }, 120_000)
 
+  /** `ferry export` of the sandbox with SMART Backend Services as client ferry-e2e, signing with `key`. */
+  const smartExport = (out: string, key: string) => [
+    "export",
+    sandbox.baseUrl,
+    "--out",
+    out,
+    "--auth",
+    "smart",
+    "--client-id",
+    "ferry-e2e",
+    "--key",
+    key,
+  ]
+
   it("exports with a token; no token and no private key in stdout, stderr, events or journal", async () => {
     const out = Path.join(tmp, "smart")
-    const run = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      out,
-      "--auth",
-      "smart",
-      "--client-id",
-      "ferry-e2e",
-      "--key",
-      keyFile,
-      "--json",
-    ])
+    const run = await ferry([...smartExport(out, keyFile), "--json"])
     expect(run.stderr).toContain("SMART Backend Services")
     expect(run.code).toBe(0)
     const summary = JSON.parse(run.stdout) as { resources: number; attachments: { fetched: number } }
@@ -587,18 +589,7 @@ describe("ferry export with SMART Backend Services", () => {
     const wrongKey = Path.join(tmp, "unregistered.jwk")
     expect((await ferry(["keys", "generate", "--out", wrongKey])).code).toBe(0)
     const out = Path.join(tmp, "wrong-key")
-    const run = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      out,
-      "--auth",
-      "smart",
-      "--client-id",
-      "ferry-e2e",
-      "--key",
-      wrongKey,
-    ])
+    const run = await ferry(smartExport(out, wrongKey))
     expect(run.code, run.stderr).toBe(3)
     expect(run.stderr).not.toContain("could not read the CapabilityStatement")
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*token endpoint/)
