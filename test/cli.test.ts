@@ -16,3 +16,31 @@ describe("ferry binary", () => {
     expect(stdout).toContain("FHIR R4")
   })
 })
+
+describe("sizes on the command line", () => {
+  it("--max-bundle-bytes takes a unit (1MiB) and refuses what is not a size, exit 2", async () => {
+    // a size that parses gets as far as the archive, which is not there
+    const missing = await run(process.execPath, [
+      ferryBin,
+      "import",
+      "/nonexistent-archive",
+      "--to",
+      "http://127.0.0.1:9/fhir",
+      "--max-bundle-bytes",
+      "1MiB",
+    ]).catch((e: { code: number; stderr: string }) => e)
+    expect("code" in missing ? missing.code : 0).not.toBe(0)
+    expect("stderr" in missing ? missing.stderr : "").not.toContain("max-bundle-bytes")
+    const refused = await run(process.execPath, [
+      ferryBin,
+      "import",
+      "/nonexistent-archive",
+      "--to",
+      "http://127.0.0.1:9/fhir",
+      "--max-bundle-bytes",
+      "lots",
+    ]).catch((e: { code: number; stderr: string }) => e)
+    expect("code" in refused ? refused.code : 0).toBe(2)
+    expect("stderr" in refused ? refused.stderr : "").toContain("--max-bundle-bytes lots is not a size")
+  })
+})

@@ -19,6 +19,7 @@ import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import type { FlagValues } from "../Flags.js"
 import { serveFlags, serveOptions } from "../Serve.js"
+import * as Bytes from "../Bytes.js"
 import * as Progress from "../Progress.js"
 
 const flags = {
@@ -36,9 +37,9 @@ const flags = {
     Options.withDefault(500),
     Options.withDescription("Entries per transaction Bundle."),
   ),
-  maxBundleBytes: Options.integer("max-bundle-bytes").pipe(
+  maxBundleBytes: Bytes.option("max-bundle-bytes").pipe(
     Options.withDefault(10 * 1024 * 1024),
-    Options.withDescription("Estimated bytes per transaction Bundle."),
+    Options.withDescription("Estimated bytes per transaction Bundle, e.g. 5MiB or 5242880 (default 10 MiB)."),
   ),
   parallel: Options.integer("parallel").pipe(
     Options.withDefault(4),

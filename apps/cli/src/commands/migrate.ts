@@ -32,25 +32,7 @@ import { version } from "../Version.js"
 import { parseTimeout } from "./export.js"
 import * as Params from "../Params.js"
 import { list } from "../Params.js"
-
-/** `2GB`, `500 MB`, `512MiB`, `1048576` → bytes. */
-export const parseBytes = (text: string): Option.Option<number> => {
-  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?$/i.exec(text.trim())
-  if (m === null) return Option.none()
-  const unit = (m[2] ?? "b").toLowerCase()
-  const factor: Record<string, number> = {
-    b: 1,
-    kb: 1e3,
-    mb: 1e6,
-    gb: 1e9,
-    tb: 1e12,
-    kib: 1024,
-    mib: 1024 ** 2,
-    gib: 1024 ** 3,
-    tib: 1024 ** 4,
-  }
-  return Option.some(Math.floor(Number(m[1]) * factor[unit]!))
-}
+import * as Bytes from "../Bytes.js"
 
 const flags = {
   from: Options.text("from").pipe(
@@ -113,9 +95,9 @@ const flags = {
     Options.optional,
     Options.withDescription("Entries per transaction Bundle (default 500)."),
   ),
-  maxBundleBytes: Options.integer("max-bundle-bytes").pipe(
+  maxBundleBytes: Bytes.option("max-bundle-bytes").pipe(
     Options.optional,
-    Options.withDescription("Estimated bytes per transaction Bundle (default 10 MiB)."),
+    Options.withDescription("Estimated bytes per transaction Bundle, e.g. 5MiB or 5242880 (default 10 MiB)."),
   ),
   maxStaged: Options.text("max-staged").pipe(
     Options.optional,
@@ -395,7 +377,7 @@ export const runMigrate = (f: Flags) =>
     const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
     if (Option.isSome(f.timeout) && Option.isNone(timeout))
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)
-    const maxStaged = Option.isSome(f.maxStaged) ? parseBytes(f.maxStaged.value) : Option.none()
+    const maxStaged = Option.isSome(f.maxStaged) ? Bytes.parseBytes(f.maxStaged.value) : Option.none()
     if (Option.isSome(f.maxStaged) && Option.isNone(maxStaged))
       return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
     if (settings.parallel < 1) return yield* usage("--parallel must be at least 1")

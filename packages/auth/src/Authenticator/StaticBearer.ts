@@ -102,6 +102,14 @@ export const make = Effect.fn("StaticBearer.make")(function* (
   // Fail early on a missing token, then serve it from the cache.
   const cache = yield* TokenCache.make(read)
   yield* cache.get
+  // a token file others may read: said once (the token works, so it is not refused)
+  if (source.file !== undefined) {
+    const info = yield* Effect.option(fs.stat(source.file))
+    if (Option.isSome(info) && (info.value.mode & 0o077) !== 0)
+      yield* Effect.logWarning(
+        `the bearer token file ${source.file} may be read by other users (mode ${(info.value.mode & 0o777).toString(8).padStart(4, "0")}); chmod 600 it`,
+      )
+  }
   return {
     authorize: (req) => Effect.map(cache.get, (t) => HttpClientRequest.bearerToken(req, t)),
     invalidate: cache.invalidate,

@@ -2,7 +2,7 @@ import { FileSystem, HttpClientRequest, Path } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { AuthError } from "@ferry/core/Errors"
-import { ConfigProvider, Effect } from "effect"
+import { ConfigProvider, Effect, Logger } from "effect"
 import type { Authenticator } from "../../src/Authenticator.js"
 import * as StaticBearer from "../../src/Authenticator/StaticBearer.js"
 
@@ -55,6 +55,32 @@ describe("StaticBearer", () => {
       yield* auth.invalidate
       expect(yield* header(auth)).toBe("Bearer file-token-2")
       expect(auth.describe).toBe(`static bearer token (from file ${file})`)
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
+  it.scoped("a token file others may read is used, with one warning that says to chmod 600 it", () =>
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      const dir = yield* fs.makeTempDirectoryScoped({ prefix: "ferry-bearer-" })
+      const warnings: Array<string> = []
+      const capture = Logger.make<unknown, void>(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(message))
+      })
+      const withLogs = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        effect.pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+      const open = path.join(dir, "open-token")
+      yield* fs.writeFileString(open, "file-token\n")
+      yield* fs.chmod(open, 0o644)
+      expect(yield* header(yield* withLogs(StaticBearer.make({ file: open })))).toBe("Bearer file-token")
+      expect(warnings).toEqual([
+        `the bearer token file ${open} may be read by other users (mode 0644); chmod 600 it`,
+      ])
+      const closed = path.join(dir, "closed-token")
+      yield* fs.writeFileString(closed, "file-token\n", { mode: 0o600 })
+      yield* fs.chmod(closed, 0o600)
+      yield* withLogs(StaticBearer.make({ file: closed }))
+      expect(warnings).toHaveLength(1)
     }).pipe(Effect.provide(NodeContext.layer)),
   )
 
