@@ -18,29 +18,28 @@ describe("ferry binary", () => {
 })
 
 describe("sizes on the command line", () => {
+  /** `ferry import` of an archive that is not there with this `--max-bundle-bytes`: its exit code and stderr. */
+  const importWith = (size: string) =>
+    run(process.execPath, [
+      ferryBin,
+      "import",
+      "/nonexistent-archive",
+      "--to",
+      "http://127.0.0.1:9/fhir",
+      "--max-bundle-bytes",
+      size,
+    ]).then(
+      () => ({ code: 0, stderr: "" }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    )
+
   it("--max-bundle-bytes takes a unit (1MiB) and refuses what is not a size, exit 2", async () => {
     // a size that parses gets as far as the archive, which is not there
-    const missing = await run(process.execPath, [
-      ferryBin,
-      "import",
-      "/nonexistent-archive",
-      "--to",
-      "http://127.0.0.1:9/fhir",
-      "--max-bundle-bytes",
-      "1MiB",
-    ]).catch((e: { code: number; stderr: string }) => e)
-    expect("code" in missing ? missing.code : 0).not.toBe(0)
-    expect("stderr" in missing ? missing.stderr : "").not.toContain("max-bundle-bytes")
-    const refused = await run(process.execPath, [
-      ferryBin,
-      "import",
-      "/nonexistent-archive",
-      "--to",
-      "http://127.0.0.1:9/fhir",
-      "--max-bundle-bytes",
-      "lots",
-    ]).catch((e: { code: number; stderr: string }) => e)
-    expect("code" in refused ? refused.code : 0).toBe(2)
-    expect("stderr" in refused ? refused.stderr : "").toContain("--max-bundle-bytes lots is not a size")
+    const missing = await importWith("1MiB")
+    expect(missing.code).not.toBe(0)
+    expect(missing.stderr).not.toContain("max-bundle-bytes")
+    const refused = await importWith("lots")
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain("--max-bundle-bytes lots is not a size")
   })
 })
