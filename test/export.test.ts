@@ -71,6 +71,15 @@ const dataLines = (out: string): Array<string> =>
     .filter((l) => l !== "")
     .sort()
 
+/** `ferry export <base> --out <out> …more`. */
+const exportOf = (base: string, out: string, ...more: ReadonlyArray<string>) => [
+  "export",
+  base,
+  "--out",
+  out,
+  ...more,
+]
+
 const eventsOf = (out: string): Array<{ event: string; [k: string]: unknown }> =>
   NFS.readFileSync(Path.join(out, "events.ndjson"), "utf8")
     .split("\n")
@@ -93,7 +102,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
   }, 120_000)
 
   it("system level: every resource, counts per type equal the sandbox's, sha256 match, attachments verified", async () => {
-    const run = await ferry(["export", sandbox.baseUrl, "--out", full, "--json"])
+    const run = await ferry(exportOf(sandbox.baseUrl, full, "--json"))
     expect(run.stderr).toContain("done:")
     expect(run.code).toBe(0)
     const summary = JSON.parse(run.stdout) as {
@@ -134,34 +143,34 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
   }, 120_000)
 
   it("patient and group levels", async () => {
-    const patient = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "pat"),
-      "--level",
-      "patient",
-      "--type",
-      "Patient,Immunization",
-      "--json",
-    ])
+    const patient = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "pat"),
+        "--level",
+        "patient",
+        "--type",
+        "Patient,Immunization",
+        "--json",
+      ),
+    )
     expect(patient.code).toBe(0)
     const p = JSON.parse(patient.stdout) as { types: Record<string, { resources: number }> }
     expect(p.types.Patient?.resources).toBe(100)
     expect(p.types.Immunization?.resources).toBe(sandbox.store.count("Immunization"))
-    const group = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "grp"),
-      "--level",
-      "group",
-      "--group",
-      "d9f31445-f448-48c0-af57-295c005e07df",
-      "--type",
-      "Patient",
-      "--json",
-    ])
+    const group = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "grp"),
+        "--level",
+        "group",
+        "--group",
+        "d9f31445-f448-48c0-af57-295c005e07df",
+        "--type",
+        "Patient",
+        "--json",
+      ),
+    )
     expect(group.code).toBe(0)
     expect((JSON.parse(group.stdout) as { resources: number }).resources).toBe(100)
 
@@ -189,16 +198,16 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(fixed.code, fixed.stderr).toBe(0)
 
     // a patient the source does not have: a usage error naming the ids (it was the server's 400, exit 4)
-    const nobody = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "pat-nobody"),
-      "--level",
-      "patient",
-      "--patient",
-      "nobody-here",
-    ])
+    const nobody = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "pat-nobody"),
+        "--level",
+        "patient",
+        "--patient",
+        "nobody-here",
+      ),
+    )
     expect(nobody.code, nobody.stderr).toBe(2)
     expect(nobody.stderr.trim().split("\n").at(-1)).toMatch(
       /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/Patient\/\$export: the server refused the kick-off \(400: .*\); check the --patient ids \(nobody-here\): each must name a Patient on the source$/,
@@ -207,7 +216,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
 
   it("--allow-partial-manifests: the manifest's parts (link next, 10 files each) are followed, the same data as one manifest", async () => {
     const out = Path.join(tmp, "parts")
-    const run = await ferry(["export", sandbox.baseUrl, "--out", out, "--allow-partial-manifests", "--json"])
+    const run = await ferry(exportOf(sandbox.baseUrl, out, "--allow-partial-manifests", "--json"))
     expect(run.code).toBe(0)
     const summary = JSON.parse(run.stdout) as { resources: number; files: Array<{ path: string }> }
     // more files than one part holds (the sandbox's manifestPartSize is 10): every part was read
@@ -298,7 +307,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
   }, 120_000)
 
   it("usage errors: one line and exit code 2", async () => {
-    const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "usage"), "--level", "group"])
+    const run = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "usage"), "--level", "group"))
     expect(run.code).toBe(2)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*--group/)
     // a flag @effect/cli cannot read: its message again on the last line
@@ -307,14 +316,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(noOut.stderr.trim().split("\n").at(-1)).toBe(
       "ferry: the command line could not be read (Expected to find option: '--out'); ferry export --help lists the flags and the values they take",
     )
-    const bad = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "usage2"),
-      "--timeout",
-      "soon",
-    ])
+    const bad = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "usage2"), "--timeout", "soon"))
     expect(bad.code).toBe(2)
     // Parameters the server would only have answered with an empty archive or a 400: refused before kick-off.
     for (const [flag, value, said] of [
@@ -324,14 +326,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       ["--type-filter", "status=final", "--type-filter status=final is not a search of an R4 resource type"],
       ["--group", "g1", "--group is for --level group (this is --level system)"],
     ] as const) {
-      const refused = await ferry([
-        "export",
-        sandbox.baseUrl,
-        "--out",
-        Path.join(tmp, "usage-params"),
-        flag,
-        value,
-      ])
+      const refused = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "usage-params"), flag, value))
       expect(refused.code, refused.stderr).toBe(2)
       expect(refused.stderr.trim().split("\n").at(-1)).toContain(said)
     }
@@ -384,7 +379,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(killed.signal).toBe("SIGKILL")
     expect(partials().length).toBeGreaterThan(0)
     await setFaults(sandbox.baseUrl, {})
-    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out, "--gzip"])
+    const rerun = await ferry(exportOf(sandbox.baseUrl, out, "--gzip"))
     expect(rerun.code, rerun.stderr).toBe(0)
     // the killed run's plain downloads were not continued (their names end in .ndjson, not .ndjson.gz)
     expect(partials()).toEqual([])
@@ -402,7 +397,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     // an archive found complete (an earlier version left a partial in it): the partial goes; the JSON summary
     // counts the archive's attachments apart from this run's
     NFS.writeFileSync(Path.join(out, "data", "Patient.000.ndjson.partial"), '{"resourceType":"Patient"}\n')
-    const again = await ferry(["export", sandbox.baseUrl, "--out", out, "--gzip", "--json"])
+    const again = await ferry(exportOf(sandbox.baseUrl, out, "--gzip", "--json"))
     expect(again.code, again.stderr).toBe(0)
     expect(partials()).toEqual([])
     const summary = JSON.parse(again.stdout) as { attachments: { total: number; fetched: number } }
@@ -430,7 +425,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     )
     expect(eventsOf(out).some((e) => e.event === "interrupted")).toBe(true)
     expect(eventsOf(out).some((e) => e.event === "released")).toBe(false)
-    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out, "--type", types.join(","), "--json"])
+    const rerun = await ferry(exportOf(sandbox.baseUrl, out, "--type", types.join(","), "--json"))
     expect(rerun.code).toBe(0)
     const summary = JSON.parse(rerun.stdout) as {
       types: Record<string, { resources: number }>
@@ -442,7 +437,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     // A complete archive without its checksums (an older Ferry killed between the two): the next run writes them.
     const checksums = NFS.readFileSync(Path.join(out, "checksums.sha256"), "utf8")
     NFS.rmSync(Path.join(out, "checksums.sha256"))
-    const again = await ferry(["export", sandbox.baseUrl, "--out", out, "--type", types.join(",")])
+    const again = await ferry(exportOf(sandbox.baseUrl, out, "--type", types.join(",")))
     expect(again.code, again.stderr).toBe(0)
     expect(NFS.readFileSync(Path.join(out, "checksums.sha256"), "utf8")).toBe(checksums)
   }, 120_000)
@@ -477,18 +472,8 @@ describe("ferry export with SMART Backend Services", () => {
   }, 120_000)
 
   /** `ferry export` of the sandbox with SMART Backend Services as client ferry-e2e, signing with `key`. */
-  const smartExport = (out: string, key: string) => [
-    "export",
-    sandbox.baseUrl,
-    "--out",
-    out,
-    "--auth",
-    "smart",
-    "--client-id",
-    "ferry-e2e",
-    "--key",
-    key,
-  ]
+  const smartExport = (out: string, key: string) =>
+    exportOf(sandbox.baseUrl, out, "--auth", "smart", "--client-id", "ferry-e2e", "--key", key)
 
   it("exports with a token; no token and no private key in stdout, stderr, events or journal", async () => {
     const out = Path.join(tmp, "smart")
@@ -516,22 +501,22 @@ describe("ferry export with SMART Backend Services", () => {
     expect(run.stderr).not.toContain("allow reading only")
 
     // a token for one type: the server leaves the others out without an error, so Ferry says so
-    const narrow = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "smart-narrow"),
-      "--auth",
-      "smart",
-      "--client-id",
-      "ferry-e2e",
-      "--key",
-      keyFile,
-      "--scope",
-      "system/Patient.rs",
-      "--type",
-      "Patient",
-    ])
+    const narrow = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "smart-narrow"),
+        "--auth",
+        "smart",
+        "--client-id",
+        "ferry-e2e",
+        "--key",
+        keyFile,
+        "--scope",
+        "system/Patient.rs",
+        "--type",
+        "Patient",
+      ),
+    )
     expect(narrow.code, narrow.stderr).toBe(0)
     expect(narrow.stderr).toMatch(
       /^ferry: warning: the token's scopes \("system\/Patient\.rs", asked "system\/Patient\.rs"\) allow reading only Patient: a bulk export leaves every other type out without an error/m,
@@ -596,7 +581,7 @@ describe("ferry export with SMART Backend Services", () => {
   }, 60_000)
 
   it("without credentials: one line and exit code 3", async () => {
-    const run = await ferry(["export", sandbox.baseUrl, "--out", Path.join(tmp, "noauth"), "--mode", "bulk"])
+    const run = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "noauth"), "--mode", "bulk"))
     expect(run.code).toBe(3)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: /)
   }, 60_000)
@@ -610,7 +595,7 @@ describe("ferry export whose archive lock another ferry takes", () => {
     const other = JSON.stringify({ pid: 1, host: "pod-elsewhere", startedAt: "now", renewEvery: 10_000 })
     let taken = false
     const t0 = Date.now()
-    const run = await ferry(["export", sandbox.baseUrl, "--out", out], () => {
+    const run = await ferry(exportOf(sandbox.baseUrl, out), () => {
       // once the export holds the lock (its files are downloading), another ferry's lock replaces it
       if (!taken && NFS.existsSync(lockPath)) {
         taken = true
@@ -636,14 +621,7 @@ describe("ferry export with attachments on a host that is down", () => {
     const port = await freePort()
     await putDeadLinkDocuments(sandbox.baseUrl, port, 30)
     const t0 = Date.now()
-    const run = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "down"),
-      "--type",
-      "DocumentReference",
-    ])
+    const run = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "down"), "--type", "DocumentReference"))
     expect(run.code).toBe(4)
     // 30 attachments × the retry schedule was minutes; one 3 s grace period and the rest at once
     expect(Date.now() - t0).toBeLessThan(20_000)
@@ -666,16 +644,16 @@ describe("ferry export with attachments on a host that is down", () => {
     expect(last).toContain("--allow-missing-attachments")
 
     // dead links for good: the same command with --allow-missing-attachments finishes the archive without them
-    const allowed = await ferry([
-      "export",
-      sandbox.baseUrl,
-      "--out",
-      Path.join(tmp, "down"),
-      "--type",
-      "DocumentReference",
-      "--allow-missing-attachments",
-      "--json",
-    ])
+    const allowed = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "down"),
+        "--type",
+        "DocumentReference",
+        "--allow-missing-attachments",
+        "--json",
+      ),
+    )
     expect(allowed.code, allowed.stderr).toBe(0)
     const summary = JSON.parse(allowed.stdout) as { resources: number; attachments: { failed: number } }
     expect(summary.resources).toBe(30)

@@ -8,6 +8,7 @@ import { Cause, ConfigProvider, Effect, Either, Option, Redacted } from "effect"
 import type { AuthKind, OptionalAuthValues } from "../src/AuthFlags.js"
 import * as Config from "../src/Config.js"
 import * as Render from "../src/Render.js"
+import { unsetAuthFlags } from "./helpers/authValues.js"
 
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-config-test-"))
 const write = (name: string, text: string): string => {
@@ -24,15 +25,7 @@ const withEnv =
 
 const noAuthFlags: OptionalAuthValues = {
   auth: Option.none(),
-  clientId: Option.none(),
-  key: Option.none(),
-  alg: Option.none(),
-  keyId: Option.none(),
-  clientSecretMethod: Option.none(),
-  scope: Option.none(),
-  tokenUrl: Option.none(),
-  bearerEnv: Option.none(),
-  bearerFile: Option.none(),
+  ...unsetAuthFlags,
   clientSecretEnv: Option.none(),
 }
 

@@ -1,13 +1,8 @@
 import { Option } from "effect"
 import type { AuthFlagValues } from "../../src/AuthFlags.js"
 
-/** Auth flag values of `auth` with nothing else given (the secret variable named `clientSecretEnv`), then `more`. */
-export const authValues = (
-  auth: AuthFlagValues["auth"],
-  more: Partial<AuthFlagValues> = {},
-  clientSecretEnv = "FERRY_CLIENT_SECRET",
-): AuthFlagValues => ({
-  auth,
+/** The auth flags that take a value, none given. */
+export const unsetAuthFlags = {
   clientId: Option.none(),
   key: Option.none(),
   alg: Option.none(),
@@ -17,6 +12,16 @@ export const authValues = (
   tokenUrl: Option.none(),
   bearerEnv: Option.none(),
   bearerFile: Option.none(),
+} satisfies Partial<AuthFlagValues>
+
+/** Auth flag values of `auth` with nothing else given (the secret variable named `clientSecretEnv`), then `more`. */
+export const authValues = (
+  auth: AuthFlagValues["auth"],
+  more: Partial<AuthFlagValues> = {},
+  clientSecretEnv = "FERRY_CLIENT_SECRET",
+): AuthFlagValues => ({
+  auth,
+  ...unsetAuthFlags,
   clientSecretEnv,
   ...more,
 })
