@@ -32,7 +32,7 @@
  *    decompressed once per group of `4 × parallel` chunks and only the wanted lines parsed), and its Bundle
  *    is written entry by entry (`Chunk.TransactionWriter`): a put-mode resource whose references are all
  *    plain `Type/id` (`DeferredEdges.verbatim`) goes in as its line with only `meta` patched
- *    (`Rewrite.applyMetaText`), the others are parsed and rewritten one at a time. The answer is checked only
+ *    (`Rewrite.applyMetaBytes`), the others are parsed and rewritten one at a time. The answer is checked only
  *    for what the id map needs (`Chunk.readResponse`). Hot loops are plain TypeScript inside one Effect per
  *    chunk of lines or per Bundle (profiled: an Effect per resource cost about as much as parsing it).
  *    Memory: per resource its key (`KeyTable`: its characters and ≈ 25 B, outside the JS heap), its line
@@ -101,7 +101,7 @@ import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, S
 import * as BulkImport from "./BulkImport.js"
 import * as Continues from "./Continues.js"
 import { ImportError } from "./ImportError.js"
-import { lineText, Locations, type Span, spans } from "./internal/bodies.js"
+import { lineBytes, Locations, type Span, spans } from "./internal/bodies.js"
 import {
   chooseStrategy,
   chunkKey,
@@ -238,6 +238,8 @@ const archiveUnreadable = (path: string, e: { readonly message: string }): Impor
       })
 
 /** The usual head of an NDJSON line: `{"resourceType":"<Type>","id":"<id>"`. */
+const empty = Buffer.alloc(0)
+
 const LINE_HEAD = /^\{"resourceType":"([A-Za-z]{1,64})","id":"([A-Za-z0-9\-.]{1,64})"/
 
 /**
@@ -1646,25 +1648,25 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        * The lines of these graph nodes (in uncompressed files), read back with a few positioned reads (the
        * graph pass recorded each line's offset and size).
        */
-      const readTexts = (nodes: ReadonlyArray<number>) =>
+      const readBack = (nodes: ReadonlyArray<number>) =>
         Effect.gen(function* () {
-          const out = new Map<number, string>()
+          const out = new Map<number, Buffer>()
           for (const span of spans(nodes, locations)) {
             const buf = yield* readSpan(span)
             for (const n of span.nodes)
-              out.set(n, lineText(buf, locations.offset(n) - span.start, locations.bytes(n)))
+              out.set(n, lineBytes(buf, locations.offset(n) - span.start, locations.bytes(n)))
           }
           return out
         })
 
-      /** The body of node `n` from its line's text. */
-      const bodyAt = (n: number, text: string): Resource | ImportError =>
-        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, nodeKeys.key(n))
+      /** The body of node `n` from its line (UTF-8). */
+      const bodyAt = (n: number, line: Buffer): Resource | ImportError =>
+        parseBody(dataFiles[locations.file(n)]!, locations.line(n), line.toString("utf8"), nodeKeys.key(n))
 
       /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
       const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
         Effect.gen(function* () {
-          const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const lines = yield* readBack(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
           const out: Array<Located> = []
           for (const n of nodes) {
             const pre = preloaded.get(n)
@@ -1672,9 +1674,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               out.push(pre)
               continue
             }
-            const text = texts.get(n)
-            if (text === undefined) continue
-            const value = bodyAt(n, text)
+            const line = lines.get(n)
+            if (line === undefined) continue
+            const value = bodyAt(n, line)
             if (value instanceof ImportError) return yield* value
             out.push({ file: dataFiles[locations.file(n)]!.path, line: locations.line(n), value })
           }
@@ -1745,7 +1747,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         Effect.gen(function* () {
           if (mode === "post" && nodes.some((n) => idMap.has(nodeKeys.key(n))))
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
-          const texts = yield* readTexts(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const lines = yield* readBack(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
           const writer = new Chunk.TransactionWriter(
             nodes.map((n) => nodeKeys.key(n)),
             mode,
@@ -1754,10 +1756,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           )
           for (const n of nodes) {
             const pre = preloaded.get(n)
-            const text = texts.get(n) ?? ""
+            const line = lines.get(n) ?? empty
             // a verbatim resource goes in as its text, only its meta patched (put mode)
-            if (pre === undefined && writer.addText(text)) continue
-            const value = pre?.value ?? bodyAt(n, text)
+            if (pre === undefined && writer.addBytes(line)) continue
+            const value = pre?.value ?? bodyAt(n, line)
             if (value instanceof ImportError) return yield* value
             const added = writer.add(value)
             if (Either.isLeft(added)) return yield* Effect.die(added.left)

@@ -30,7 +30,7 @@ import { type Components, type Graph, isCyclic } from "./Graph.js"
 import { parseKey } from "./IdMap.js"
 import {
   applyMeta,
-  applyMetaText,
+  applyMetaBytes,
   type Note,
   provenanceCode,
   provenanceSystem,
@@ -259,8 +259,10 @@ const entries = (
     const rctx: RewriteContext = { ...ctx, pending, meta: { ...ctx.meta, provenanceTag: true } }
     return {
       reports,
-      text: (_text: string, _key: string): { entry: string; request: BundleEntryRequest } | undefined =>
-        undefined,
+      bytes: (
+        _bytes: Uint8Array,
+        _key: string,
+      ): { pieces: ReadonlyArray<Uint8Array>; request: BundleEntryRequest } | undefined => undefined,
       entry: (r: Resource, i: number, source: string): BundleEntry => {
         const out = rewriteResource(r, rctx)
         report(reports, i, source, out.unresolved, out.notes)
@@ -284,14 +286,27 @@ const entries = (
   const verbatim = options?.verbatim
   return {
     reports,
-    /** The entry of a verbatim resource from its JSON text (meta patched in the text), when possible. */
-    text: (text: string, key: string): { entry: string; request: BundleEntryRequest } | undefined => {
+    /**
+     * The entry of a verbatim resource from its JSON text (UTF-8; meta patched in the text), when possible:
+     * its pieces, views of `bytes` among them.
+     */
+    bytes: (
+      bytes: Uint8Array,
+      key: string,
+    ): { pieces: ReadonlyArray<Uint8Array>; request: BundleEntryRequest } | undefined => {
       if (verbatim?.(key) !== true || ctx.idMap.get(key) !== key) return undefined
-      const body = applyMetaText(text, key, ctx.meta)
+      const body = applyMetaBytes(bytes, key, ctx.meta)
       if (body === undefined) return undefined
       const request: BundleEntryRequest = { method: "PUT", url: key }
       const fullUrl = base !== undefined ? `"fullUrl":${JSON.stringify(`${base}/${key}`)},` : ""
-      return { entry: `{${fullUrl}"resource":${body},"request":${JSON.stringify(request)}}`, request }
+      return {
+        pieces: [
+          Buffer.from(`{${fullUrl}"resource":`),
+          ...body,
+          Buffer.from(`,"request":${JSON.stringify(request)}}`),
+        ],
+        request,
+      }
     },
     entry: (r: Resource, i: number, source: string): BundleEntry => {
       const key = sourceKeyOf(r)
@@ -342,9 +357,10 @@ const closing = Buffer.from("]}")
 export class TransactionWriter {
   private readonly build: ReturnType<typeof entries>
   /**
-   * Each entry's JSON, UTF-8 encoded as it is added: encoding 500 entries one by one and copying them
-   * together costs a sixth of joining them into one string and encoding that (measured on the Synthea
-   * archive: 51 against 339 ms; a line with one non-ASCII character makes the joined string two-byte).
+   * The entries' JSON, UTF-8 encoded as they are added, with the commas between them: encoding 500 entries
+   * one by one and copying them together costs a sixth of joining them into one string and encoding that
+   * (measured on the Synthea archive: 51 against 339 ms; a line with one non-ASCII character makes the
+   * joined string two-byte). A verbatim entry is pieces of its line's bytes (`addBytes`).
    */
   private readonly parts: Array<Uint8Array> = []
   private readonly sources: Array<string> = []
@@ -376,6 +392,7 @@ export class TransactionWriter {
       )
     }
     const entry = this.build.entry(resource, i, source)
+    if (i > 0) this.parts.push(comma)
     this.parts.push(Buffer.from(JSON.stringify(entry)))
     this.sources.push(source)
     this.requests.push(entry.request!)
@@ -383,17 +400,19 @@ export class TransactionWriter {
   }
 
   /**
-   * Add the next resource as its JSON text, unparsed, when that is enough: put mode, `verbatim` vouches for
-   * its key, the id map keeps the key, and its meta can be patched in the text (`applyMetaText`). Returns
-   * false, having added nothing, otherwise (or when the text is not the resource the keys name here): parse
-   * it and `add` it. The entry then holds the resource's text as given, not re-serialised.
+   * Add the next resource as its JSON text (UTF-8), unparsed, when that is enough: put mode, `verbatim`
+   * vouches for its key, the id map keeps the key, and its meta can be patched in the text
+   * (`applyMetaBytes`). Returns false, having added nothing, otherwise (or when the text is not the resource
+   * the keys name here): parse it and `add` it. The entry then holds the resource's text as given, not
+   * re-serialised; `bytes` must stay unchanged until `finish` (the entry holds views of it).
    */
-  addText(text: string): boolean {
+  addBytes(bytes: Uint8Array): boolean {
     const key = this.keys[this.sources.length]
     if (key === undefined) return false
-    const out = this.build.text(text, key)
+    const out = this.build.bytes(bytes, key)
     if (out === undefined) return false
-    this.parts.push(Buffer.from(out.entry))
+    if (this.sources.length > 0) this.parts.push(comma)
+    for (const piece of out.pieces) this.parts.push(piece)
     this.sources.push(key)
     this.requests.push(out.request)
     return true
@@ -402,15 +421,10 @@ export class TransactionWriter {
   /** The Bundle (UTF-8 JSON) and what the response is matched against. */
   finish(): TransactionText {
     const type = this.options?.type ?? "transaction"
-    const pieces: Array<Uint8Array> = [Buffer.from(`{"resourceType":"Bundle","type":"${type}","entry":[`)]
-    this.parts.forEach((part, i) => {
-      if (i > 0) pieces.push(comma)
-      pieces.push(part)
-    })
-    pieces.push(closing)
+    const head = Buffer.from(`{"resourceType":"Bundle","type":"${type}","entry":[`)
     return {
       mode: this.mode,
-      body: Buffer.concat(pieces),
+      body: Buffer.concat([head, ...this.parts, closing]),
       sources: this.sources,
       requests: this.requests,
       reports: this.build.reports,

@@ -299,32 +299,33 @@ export const applyMeta = <A extends Resource>(resource: A, options: MetaOptions 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// meta on JSON text
+// meta on JSON text (UTF-8 bytes)
 
 const isSpace = (c: number): boolean => c === 32 || c === 10 || c === 13 || c === 9
 
-/** Index just past the string whose opening quote is at `i`, or -1. */
-const stringEnd = (text: string, i: number): number => {
-  let j = i
-  for (;;) {
-    j = text.indexOf('"', j + 1)
-    if (j === -1) return -1
-    let backslashes = 0
-    for (let k = j - 1; text.charCodeAt(k) === 92; k--) backslashes++
-    if (backslashes % 2 === 0) return j + 1
+/**
+ * Index just past the string whose opening quote is at `i`, or -1. (UTF-8: every byte of a multi-byte
+ * character is ≥ 0x80, so a quote or a backslash byte is always that character.)
+ */
+const stringEnd = (b: Uint8Array, i: number): number => {
+  for (let j = i + 1; j < b.length; j++) {
+    const c = b[j]!
+    if (c === 92) j++
+    else if (c === 34) return j + 1
   }
+  return -1
 }
 
 /** Index just past the JSON value starting at `i` (strings and nesting skipped, not validated), or -1. */
-const valueEnd = (text: string, i: number): number => {
-  const c = text.charCodeAt(i)
-  if (c === 34) return stringEnd(text, i)
+const valueEnd = (b: Uint8Array, i: number): number => {
+  const c = b[i]
+  if (c === 34) return stringEnd(b, i)
   if (c === 123 || c === 91) {
     let depth = 0
-    for (let k = i; k < text.length; k++) {
-      const d = text.charCodeAt(k)
+    for (let k = i; k < b.length; k++) {
+      const d = b[k]!
       if (d === 34) {
-        k = stringEnd(text, k)
+        k = stringEnd(b, k)
         if (k === -1) return -1
         k--
       } else if (d === 123 || d === 91) depth++
@@ -336,46 +337,78 @@ const valueEnd = (text: string, i: number): number => {
     return -1
   }
   let k = i
-  while (k < text.length) {
-    const d = text.charCodeAt(k)
+  while (k < b.length) {
+    const d = b[k]!
     if (d === 44 || d === 125 || d === 93 || isSpace(d)) break
     k++
   }
   return k > i ? k : -1
 }
 
-const parseJson = (text: string): { readonly ok: true; readonly value: unknown } | { readonly ok: false } => {
+const utf8 = new TextDecoder()
+const parseJson = (
+  b: Uint8Array,
+  from: number,
+  to: number,
+): { readonly ok: true; readonly value: unknown } | { readonly ok: false } => {
   try {
-    return { ok: true, value: JSON.parse(text) }
+    return { ok: true, value: JSON.parse(utf8.decode(b.subarray(from, to))) }
   } catch {
     return { ok: false }
   }
 }
 
+const hasBackslash = (b: Uint8Array, from: number, to: number): boolean => {
+  for (let k = from; k < to; k++) if (b[k] === 92) return true
+  return false
+}
+
 /**
- * `applyMeta` on a resource's JSON text, without parsing the resource: the top-level members are scanned
- * (strings and nested values skipped over), only `resourceType`, `id` and `meta` are parsed, and the new
- * `meta` is spliced into the text (in its place; appended when there was none; removed when it ends up
- * empty). Everything else stays byte for byte as it was. For a resource with nothing else to rewrite
- * (see `Graph.DeferredEdges.verbatim`) this replaces parsing and re-serialising it.
- *
- * `undefined` when the text is not one JSON object whose `resourceType` and `id` make `key` (`Type/id`), or
- * when `resourceType`, `id` or `meta` occurs twice: the caller then parses the resource. The text is not
- * validated beyond that structure (it is expected to be a line the caller parsed before). For text that
- * `JSON.parse` reads, `JSON.parse(applyMetaText(text, key, o))` deep-equals `applyMeta(JSON.parse(text), o)`.
+ * Whether the member name whose string spans `b[keyStart, keyEnd)` (quotes included) is `wanted` (ASCII):
+ * compared as bytes, or as `decoded` when the name has escapes.
  */
-export const applyMetaText = (
-  text: string,
+const isName = (
+  b: Uint8Array,
+  keyStart: number,
+  keyEnd: number,
+  decoded: string | undefined,
+  wanted: string,
+): boolean => {
+  if (decoded !== undefined) return decoded === wanted
+  if (keyEnd - keyStart - 2 !== wanted.length) return false
+  for (let k = 0; k < wanted.length; k++) if (b[keyStart + 1 + k] !== wanted.charCodeAt(k)) return false
+  return true
+}
+
+const encode = (text: string): Uint8Array => Buffer.from(text)
+
+/**
+ * `applyMeta` on a resource's JSON text (UTF-8), without parsing the resource: the top-level members are
+ * scanned (strings and nested values skipped over), only `resourceType`, `id` and `meta` are parsed, and the
+ * new `meta` is spliced into the text (in its place; appended when there was none; removed when it ends up
+ * empty). Everything else stays byte for byte as it was. For a resource with nothing else to rewrite (see
+ * `Graph.DeferredEdges.verbatim`) this replaces decoding, parsing, re-serialising and encoding it.
+ *
+ * The result is pieces whose concatenation is the new text: views of `bytes` and the new `meta` member (the
+ * caller copies them once, into the Bundle). `undefined` when the text is not one JSON object whose
+ * `resourceType` and `id` make `key` (`Type/id`), or when `resourceType`, `id` or `meta` occurs twice: the
+ * caller then parses the resource. The text is not validated beyond that structure (it is expected to be a
+ * line the caller parsed before). For text that `JSON.parse` reads, the parse of the pieces joined
+ * deep-equals `applyMeta(JSON.parse(text), o)`.
+ */
+export const applyMetaBytes = (
+  bytes: Uint8Array,
   key: string,
   options: MetaOptions | undefined,
-): string | undefined => {
+): ReadonlyArray<Uint8Array> | undefined => {
+  const b = bytes
   let i = 0
-  const n = text.length
+  const n = b.length
   const skipSpace = () => {
-    while (i < n && isSpace(text.charCodeAt(i))) i++
+    while (i < n && isSpace(b[i]!)) i++
   }
   skipSpace()
-  if (text.charCodeAt(i) !== 123) return undefined
+  if (b[i] !== 123) return undefined
   const open = i
   i++
   let type: [number, number] | undefined
@@ -385,36 +418,36 @@ export const applyMetaText = (
   let members = 0
   let lastEnd = open + 1
   skipSpace()
-  if (text.charCodeAt(i) === 125) i++
+  if (b[i] === 125) i++
   else
     for (;;) {
       skipSpace()
-      if (text.charCodeAt(i) !== 34) return undefined
+      if (b[i] !== 34) return undefined
       const keyStart = i
-      const keyEnd = stringEnd(text, i)
+      const keyEnd = stringEnd(b, i)
       if (keyEnd === -1) return undefined
       // member names Ferry looks for have no escapes; an escaped name is compared decoded
-      let name = text.slice(keyStart + 1, keyEnd - 1)
-      if (name.indexOf("\\") !== -1) {
-        const decoded = parseJson(text.slice(keyStart, keyEnd))
+      let name: string | undefined
+      if (hasBackslash(b, keyStart + 1, keyEnd - 1)) {
+        const decoded = parseJson(b, keyStart, keyEnd)
         if (!decoded.ok || typeof decoded.value !== "string") return undefined
         name = decoded.value
       }
       i = keyEnd
       skipSpace()
-      if (text.charCodeAt(i) !== 58) return undefined
+      if (b[i] !== 58) return undefined
       i++
       skipSpace()
       const valueStart = i
-      const end = valueEnd(text, i)
+      const end = valueEnd(b, i)
       if (end === -1) return undefined
-      if (name === "resourceType") {
+      if (isName(b, keyStart, keyEnd, name, "resourceType")) {
         if (type !== undefined) return undefined
         type = [valueStart, end]
-      } else if (name === "id") {
+      } else if (isName(b, keyStart, keyEnd, name, "id")) {
         if (id !== undefined) return undefined
         id = [valueStart, end]
-      } else if (name === "meta") {
+      } else if (isName(b, keyStart, keyEnd, name, "meta")) {
         if (meta !== undefined) return undefined
         meta = { member: keyStart, start: valueStart, end }
       }
@@ -422,15 +455,15 @@ export const applyMetaText = (
       i = end
       lastEnd = end
       skipSpace()
-      const c = text.charCodeAt(i)
+      const c = b[i]
       i++
       if (c === 125) break
       if (c !== 44) return undefined
     }
   skipSpace()
   if (i !== n || type === undefined || id === undefined) return undefined
-  const typeValue = parseJson(text.slice(type[0], type[1]))
-  const idValue = parseJson(text.slice(id[0], id[1]))
+  const typeValue = parseJson(b, type[0], type[1])
+  const idValue = parseJson(b, id[0], id[1])
   if (
     !typeValue.ok ||
     !idValue.ok ||
@@ -439,7 +472,7 @@ export const applyMetaText = (
   )
     return undefined
   if (`${typeValue.value}/${idValue.value}` !== key) return undefined
-  const metaValue = meta === undefined ? undefined : parseJson(text.slice(meta.start, meta.end))
+  const metaValue = meta === undefined ? undefined : parseJson(b, meta.start, meta.end)
   if (metaValue !== undefined && !metaValue.ok) return undefined
   const stub: Resource = {
     resourceType: typeValue.value,
@@ -447,24 +480,25 @@ export const applyMetaText = (
     ...(metaValue !== undefined ? { meta: metaValue.value } : {}),
   }
   const out = applyMeta(stub, options)
-  if (out === stub) return text
+  if (out === stub) return [b]
   const next = out.meta
   if (meta === undefined) {
-    if (next === undefined) return text
-    const member = `"meta":${JSON.stringify(next)}`
-    return `${text.slice(0, lastEnd)}${members > 0 ? "," : ""}${member}${text.slice(lastEnd)}`
+    if (next === undefined) return [b]
+    const member = `${members > 0 ? "," : ""}"meta":${JSON.stringify(next)}`
+    return [b.subarray(0, lastEnd), encode(member), b.subarray(lastEnd)]
   }
-  if (next !== undefined) return `${text.slice(0, meta.start)}${JSON.stringify(next)}${text.slice(meta.end)}`
+  if (next !== undefined)
+    return [b.subarray(0, meta.start), encode(JSON.stringify(next)), b.subarray(meta.end)]
   // the member goes, with one comma: the one after it, or else the one before it
   let from = meta.member
   let to = meta.end
   let k = to
-  while (k < n && isSpace(text.charCodeAt(k))) k++
-  if (text.charCodeAt(k) === 44) to = k + 1
+  while (k < n && isSpace(b[k]!)) k++
+  if (b[k] === 44) to = k + 1
   else {
-    let b = from - 1
-    while (b > open && isSpace(text.charCodeAt(b))) b--
-    if (text.charCodeAt(b) === 44) from = b
+    let p = from - 1
+    while (p > open && isSpace(b[p]!)) p--
+    if (b[p] === 44) from = p
   }
-  return `${text.slice(0, from)}${text.slice(to)}`
+  return [b.subarray(0, from), b.subarray(to)]
 }

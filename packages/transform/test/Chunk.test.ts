@@ -241,7 +241,7 @@ describe("TransactionWriter", () => {
     for (const r of plain) {
       // a number written 1.50 stays 1.50: the text is not re-serialised
       const text = JSON.stringify(r).replace(/}$/, ',"valueDecimal":1.50}')
-      const t = writer.addText(text)
+      const t = writer.addBytes(Buffer.from(text))
       taken.push(t)
       if (!t) assert(Either.isRight(writer.add({ ...r, valueDecimal: 1.5 })))
     }
@@ -260,18 +260,26 @@ describe("TransactionWriter", () => {
     const renamed = IdMap.identity()
     renamed.set("Observation/o", "Observation/o2")
     expect(
-      new TransactionWriter(["Observation/o"], "put", { idMap: renamed }, options).addText(
-        JSON.stringify(plain[0]),
+      new TransactionWriter(["Observation/o"], "put", { idMap: renamed }, options).addBytes(
+        Buffer.from(JSON.stringify(plain[0])),
       ),
     ).toBe(false)
     expect(
-      new TransactionWriter(["Observation/o"], "post", ctx, options).addText(JSON.stringify(plain[0])),
+      new TransactionWriter(["Observation/o"], "post", ctx, options).addBytes(
+        Buffer.from(JSON.stringify(plain[0])),
+      ),
     ).toBe(false)
     expect(
-      new TransactionWriter(["Observation/o"], "put", ctx, options).addText(JSON.stringify(plain[3])),
+      new TransactionWriter(["Observation/o"], "put", ctx, options).addBytes(
+        Buffer.from(JSON.stringify(plain[3])),
+      ),
     ).toBe(false)
-    expect(new TransactionWriter(["Observation/o"], "put", ctx).addText(JSON.stringify(plain[0]))).toBe(false)
-    expect(new TransactionWriter([], "put", ctx, options).addText(JSON.stringify(plain[0]))).toBe(false)
+    expect(
+      new TransactionWriter(["Observation/o"], "put", ctx).addBytes(Buffer.from(JSON.stringify(plain[0]))),
+    ).toBe(false)
+    expect(
+      new TransactionWriter([], "put", ctx, options).addBytes(Buffer.from(JSON.stringify(plain[0]))),
+    ).toBe(false)
   })
 
   it("refuses a resource out of the order of its keys", () => {
@@ -282,7 +290,7 @@ describe("TransactionWriter", () => {
     expect(wrong.left.message).toContain("got Encounter/e, expected Patient/p")
   })
 
-  it("the body is UTF-8: non-ASCII text, added parsed or as text, comes out as JSON.stringify gives it", () => {
+  it("the body is UTF-8: non-ASCII text, added parsed or as bytes, comes out as JSON.stringify gives it", () => {
     const people: ReadonlyArray<Resource> = [
       { resourceType: "Patient", id: "a", name: [{ family: "Núñez", given: ["Zoë"] }] },
       { resourceType: "Patient", id: "b", name: [{ text: "漢字 😀" }], meta: { versionId: "3" } },
@@ -293,7 +301,7 @@ describe("TransactionWriter", () => {
     const parsed = new TransactionWriter(keys, "put", { idMap: IdMap.identity() }, options)
     for (const r of people) assert(Either.isRight(parsed.add(r)))
     const asText = new TransactionWriter(keys, "put", { idMap: IdMap.identity() }, options)
-    for (const r of people) assert(asText.addText(JSON.stringify(r)))
+    for (const r of people) assert(asText.addBytes(Buffer.from(JSON.stringify(r))))
     for (const body of [parsed.finish().body, asText.finish().body]) {
       expect(utf8(body)).toBe(expected)
       expect(body.length).toBe(Buffer.byteLength(expected))

@@ -5,7 +5,7 @@ import { IdentifierIndex } from "../src/IdentifierIndex.js"
 import { IdMap } from "../src/IdMap.js"
 import {
   applyMeta,
-  applyMetaText,
+  applyMetaBytes,
   type MetaOptions,
   originKey,
   provenanceCode,
@@ -349,7 +349,13 @@ describe("rewriteResource, site by site", () => {
   })
 })
 
-describe("applyMetaText (applyMeta on the JSON text)", () => {
+/** `applyMetaBytes` on a string: its pieces joined and decoded. */
+const applyMetaText = (text: string, key: string, o: MetaOptions | undefined): string | undefined => {
+  const pieces = applyMetaBytes(Buffer.from(text), key, o)
+  return pieces === undefined ? undefined : Buffer.concat(pieces).toString("utf8")
+}
+
+describe("applyMetaBytes (applyMeta on the JSON text, as UTF-8)", () => {
   const options: ReadonlyArray<MetaOptions | undefined> = [
     { provenanceTag: true },
     undefined,
@@ -424,6 +430,10 @@ describe("applyMetaText (applyMeta on the JSON text)", () => {
     const tricky = String.raw`{"resourceType":"Basic","id":"b","x":"a\\\"}{[","y":[{"z":"\\"},{}],"meta":{"versionId":"1"}}`
     expect(JSON.parse(tricky).x).toBe('a\\"}{[')
     check(tricky, "Basic/b", { provenanceTag: true })
+    // multi-byte characters (their bytes are all ≥ 0x80: never taken for a quote or a brace)
+    const wide =
+      '{"resourceType":"Patient","id":"p","name":[{"family":"Núñez \\"漢字\\" 😀 }"}],"meta":{"versionId":"1"}}'
+    expect(check(wide, "Patient/p", { provenanceTag: true })).toContain('"family":"Núñez \\"漢字\\" 😀 }"')
     // escaped member names are read decoded
     check(String.raw`{"resourceType":"Basic","id":"b","\u006deta":{"versionId":"1"}}`, "Basic/b", undefined)
   })

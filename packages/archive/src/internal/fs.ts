@@ -196,15 +196,26 @@ export const isNodeError = (u: unknown, c: string): boolean => code(u) === c
 
 export { ArchiveError }
 
-/** SHA-256 (hex) and size of a file, streamed. */
+/**
+ * SHA-256 (hex) and size of a file, read in pieces of 1 MiB into one reused buffer. (A read stream of
+ * 256 KiB pieces took 2–3× the time and CPU for the 21 files of the Synthea archive, 53 MB: 72–148 ms against
+ * 39–47 ms, most of it the stream's machinery and fresh buffers.)
+ */
 export const hashFile = (path: string): Effect.Effect<{ sha256: string; bytes: number }, ArchiveError> =>
   wrap(path, async () => {
     const hash = createHash("sha256")
+    const buf = Buffer.allocUnsafeSlow(1024 * 1024)
     let bytes = 0
-    for await (const chunk of NFS.createReadStream(path, { highWaterMark: 256 * 1024 })) {
-      const b = chunk as Buffer
-      hash.update(b)
-      bytes += b.length
+    const handle = await NFS.promises.open(path, "r")
+    try {
+      for (;;) {
+        const { bytesRead } = await handle.read(buf, 0, buf.length, null)
+        if (bytesRead === 0) break
+        hash.update(buf.subarray(0, bytesRead))
+        bytes += bytesRead
+      }
+    } finally {
+      await handle.close()
     }
     return { sha256: hash.digest("hex"), bytes }
   })

@@ -112,10 +112,10 @@ export const spans = (
   return out
 }
 
-/** The text of a line read back: `bytes` bytes at `at` in `buf`, without its LF or CRLF terminator. */
-export const lineText = (buf: Buffer, at: number, bytes: number): string => {
+/** A line read back: `bytes` bytes at `at` in `buf`, without its LF or CRLF terminator (a view, not a copy). */
+export const lineBytes = (buf: Buffer, at: number, bytes: number): Buffer => {
   let stop = at + bytes
   if (stop > at && buf[stop - 1] === 10) stop--
   if (stop > at && buf[stop - 1] === 13) stop--
-  return buf.toString("utf8", at, stop)
+  return buf.subarray(at, stop)
 }

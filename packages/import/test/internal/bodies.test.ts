@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { lineText, Locations, spans } from "../../src/internal/bodies.js"
+import { lineBytes, Locations, spans } from "../../src/internal/bodies.js"
 
 describe("Locations", () => {
   it("keeps each node's file, line, offset and size, the last one given winning; unknown nodes have file -1", () => {
@@ -66,12 +66,12 @@ describe("spans (the positioned reads that fetch a chunk's lines)", () => {
   })
 })
 
-describe("lineText", () => {
+describe("lineBytes", () => {
   it("gives the line without LF or CRLF, multi-byte text intact, an unterminated last line whole", () => {
     const buf = Buffer.from('{"a":"é"}\r\n{"b":1}\n{"c":2}')
     const first = Buffer.byteLength('{"a":"é"}\r\n')
-    assert.strictEqual(lineText(buf, 0, first), '{"a":"é"}')
-    assert.strictEqual(lineText(buf, first, 8), '{"b":1}')
-    assert.strictEqual(lineText(buf, first + 8, 7), '{"c":2}')
+    assert.strictEqual(lineBytes(buf, 0, first).toString(), '{"a":"é"}')
+    assert.strictEqual(lineBytes(buf, first, 8).toString(), '{"b":1}')
+    assert.strictEqual(lineBytes(buf, first + 8, 7).toString(), '{"c":2}')
   })
 })
