@@ -4,7 +4,7 @@
  * replaced by "[redacted]". Not fsynced: nothing resumes from it.
  */
 import * as Path from "node:path"
-import { Clock, Effect } from "effect"
+import { Clock, Effect, type Scope } from "effect"
 import type { ArchiveError } from "./ArchiveError.js"
 import * as Fs from "./internal/fs.js"
 
@@ -19,6 +19,13 @@ export const redact = (fields: Readonly<Record<string, unknown>>): Record<string
   return out
 }
 
+/** One event's line. */
+const lineOf = (event: string, fields: Readonly<Record<string, unknown>>, level: Level) =>
+  Effect.map(
+    Clock.currentTimeMillis,
+    (now) => `${JSON.stringify({ ...redact(fields), at: new Date(now).toISOString(), level, event })}\n`,
+  )
+
 /** Append one event to `<dir>/events.ndjson`. */
 export const append = (
   dir: string,
@@ -26,8 +33,26 @@ export const append = (
   fields: Readonly<Record<string, unknown>> = {},
   level: Level = "info",
 ): Effect.Effect<void, ArchiveError> =>
-  Effect.gen(function* () {
-    const now = yield* Clock.currentTimeMillis
-    const line = JSON.stringify({ ...redact(fields), at: new Date(now).toISOString(), level, event })
-    yield* Fs.append(Path.join(dir, "events.ndjson"), `${line}\n`)
-  })
+  Effect.flatMap(lineOf(event, fields, level), (line) => Fs.append(Path.join(dir, "events.ndjson"), line))
+
+/**
+ * `append` for many events into one `<dir>/events.ndjson`: the file stays open until the scope closes
+ * (see `Fs.appender`).
+ */
+export const appender = (
+  dir: string,
+): Effect.Effect<
+  (
+    event: string,
+    fields?: Readonly<Record<string, unknown>>,
+    level?: Level,
+  ) => Effect.Effect<void, ArchiveError>,
+  never,
+  Scope.Scope
+> =>
+  Effect.map(
+    Fs.appender(Path.join(dir, "events.ndjson"), { durable: false }),
+    (write) =>
+      (event, fields = {}, level = "info") =>
+        Effect.flatMap(lineOf(event, fields, level), write),
+  )

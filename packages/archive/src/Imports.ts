@@ -14,6 +14,9 @@
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import type { Effect, Scope } from "effect"
+import type { ArchiveError } from "./ArchiveError.js"
+import * as Fs from "./internal/fs.js"
 
 export const layout = {
   root: "imports",
@@ -39,6 +42,16 @@ export const targetSlug = (targetBaseUrl: string): string =>
 /** The folder of the import of `archiveDir` into `targetBaseUrl`. */
 export const dir = (archiveDir: string, targetBaseUrl: string): string =>
   Path.join(archiveDir, layout.root, targetSlug(targetBaseUrl))
+
+/**
+ * Durable appends (each fsynced before it returns) to an import-state file that stays open until the scope
+ * closes (see `Fs.appender`): for the id map, appended once per Bundle. Not for quarantine files (renamed
+ * while a retry replays them).
+ */
+export const durableAppender = (
+  path: string,
+): Effect.Effect<(text: string) => Effect.Effect<void, ArchiveError>, never, Scope.Scope> =>
+  Fs.appender(path, { durable: true })
 
 export const idMapPath = (archiveDir: string, targetBaseUrl: string): string =>
   Path.join(dir(archiveDir, targetBaseUrl), layout.idMap)

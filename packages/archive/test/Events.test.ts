@@ -1,7 +1,7 @@
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import * as Events from "../src/Events.js"
 import { mode, tempDir } from "./helpers.js"
 
@@ -29,5 +29,40 @@ describe("Events", () => {
       expect(NFS.readFileSync(path, "utf8")).not.toContain("eyJ.secret")
       expect(mode(path)).toBe(0o600)
     }),
+  )
+
+  it.scoped(
+    "an appender keeps the file open for its scope: the same lines, after earlier ones, 0600 however it was",
+    () =>
+      Effect.gen(function* () {
+        const dir = Path.join(yield* tempDir, "imports", "t")
+        const path = Path.join(dir, "events.ndjson")
+        NFS.mkdirSync(dir, { recursive: true })
+        NFS.writeFileSync(path, '{"event":"earlier"}\n', { mode: 0o644 })
+        NFS.chmodSync(path, 0o644)
+        const scope = yield* Scope.make()
+        const append = yield* Events.appender(dir).pipe(Scope.extend(scope))
+        // nothing opened before the first append
+        expect(mode(path)).toBe(0o644)
+        yield* Effect.all(
+          [append("a", { n: 1 }), append("b", { n: 2 }, "warning"), append("c", { secret: "s3" })],
+          { concurrency: "unbounded" },
+        )
+        expect(mode(path)).toBe(0o600)
+        yield* Scope.close(scope, Exit.void)
+        const lines = NFS.readFileSync(path, "utf8").split("\n")
+        expect(lines[0]).toBe('{"event":"earlier"}')
+        expect(lines.at(-1)).toBe("")
+        const events = lines.slice(1, -1).map((l) => JSON.parse(l) as { event: string; secret?: string })
+        expect(events.map((e) => e.event).sort()).toEqual(["a", "b", "c"])
+        expect(events.find((e) => e.event === "c")?.secret).toBe("[redacted]")
+        // a folder that is not there yet is made (0700) at the first append
+        const fresh = Path.join(dir, "new")
+        const scope2 = yield* Scope.make()
+        yield* Effect.flatMap(Events.appender(fresh).pipe(Scope.extend(scope2)), (a) => a("x"))
+        yield* Scope.close(scope2, Exit.void)
+        expect(mode(fresh)).toBe(0o700)
+        expect(NFS.readFileSync(Path.join(fresh, "events.ndjson"), "utf8")).toContain('"event":"x"')
+      }),
   )
 })

@@ -458,8 +458,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           })
       }
       const importDir = Imports.dir(archive, client.baseUrl)
+      const appendEvent = yield* Events.appender(importDir)
       const emit = (e: ImportEvent) =>
-        Effect.zipRight(Events.append(importDir, e.event, { ...e }).pipe(Effect.orDie), emitRaw(e))
+        Effect.zipRight(appendEvent(e.event, { ...e }).pipe(Effect.orDie), emitRaw(e))
       yield* Effect.try({
         try: () => NFS.mkdirSync(importDir, { recursive: true, mode: 0o700 }),
         catch: io(importDir),
@@ -552,6 +553,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const idMapPath = Imports.idMapPath(archive, client.baseUrl)
       const idMap = mode === "put" ? IdMap.identity() : IdMap.empty()
       const loaded = idMap.load(yield* readLines(idMapPath))
+      // (after readLines, which cuts a torn last line off the file)
+      const appendToIdMap = yield* Imports.durableAppender(idMapPath).pipe(
+        Effect.map((append) => (text: string) => append(text).pipe(Effect.mapError(io(idMapPath)))),
+      )
       if (Either.isLeft(loaded)) {
         return yield* new ImportError({
           reason: "Archive",
@@ -1089,7 +1094,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         if (result.idMap.length > 0) {
           // a target that assigned its own ids: references to those resources in the other files still name the
           // source ids (the files were sent whole); the pairs are kept for verify and deletes
-          yield* appendDurable(idMapPath, result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""))
+          yield* appendToIdMap(result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""))
           for (const [s, t] of result.idMap) idMap.set(s, t)
           yield* emit({
             event: "warning",
@@ -1159,7 +1164,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             // every mapping, identities included: a later run (a migrate wave, a `--since auto` delta) learns
             // from these lines which resources earlier runs loaded (urn:uuid resolution, Binaries the archive
             // owns), and verify resolves the archive's urn:uuid references through them
-            yield* appendDurable(idMapPath, mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
+            yield* appendToIdMap(mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
             for (const m of mapped) {
               // put mode: a resource that kept its id is mapped already (identity), no entry needed
               if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)
@@ -1748,11 +1753,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           if (mode === "post" && nodes.some((n) => idMap.has(nodeKeys.key(n))))
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
           const lines = yield* readBack(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          let bytes = 0
+          for (const n of nodes) bytes += locations.bytes(n)
           const writer = new Chunk.TransactionWriter(
             nodes.map((n) => nodeKeys.key(n)),
             mode,
             rctx(),
             txOptions,
+            bytes,
           )
           for (const n of nodes) {
             const pre = preloaded.get(n)

@@ -31,6 +31,7 @@ import { parseKey } from "./IdMap.js"
 import {
   applyMeta,
   applyMetaBytes,
+  type MetaEdit,
   type Note,
   provenanceCode,
   provenanceSystem,
@@ -262,7 +263,7 @@ const entries = (
       bytes: (
         _bytes: Uint8Array,
         _key: string,
-      ): { pieces: ReadonlyArray<Uint8Array>; request: BundleEntryRequest } | undefined => undefined,
+      ): { head: string; edit: MetaEdit; tail: string; request: BundleEntryRequest } | undefined => undefined,
       entry: (r: Resource, i: number, source: string): BundleEntry => {
         const out = rewriteResource(r, rctx)
         report(reports, i, source, out.unresolved, out.notes)
@@ -293,20 +294,13 @@ const entries = (
     bytes: (
       bytes: Uint8Array,
       key: string,
-    ): { pieces: ReadonlyArray<Uint8Array>; request: BundleEntryRequest } | undefined => {
+    ): { head: string; edit: MetaEdit; tail: string; request: BundleEntryRequest } | undefined => {
       if (verbatim?.(key) !== true || ctx.idMap.get(key) !== key) return undefined
-      const body = applyMetaBytes(bytes, key, ctx.meta)
-      if (body === undefined) return undefined
+      const edit = applyMetaBytes(bytes, key, ctx.meta)
+      if (edit === undefined) return undefined
       const request: BundleEntryRequest = { method: "PUT", url: key }
       const fullUrl = base !== undefined ? `"fullUrl":${JSON.stringify(`${base}/${key}`)},` : ""
-      return {
-        pieces: [
-          Buffer.from(`{${fullUrl}"resource":`),
-          ...body,
-          Buffer.from(`,"request":${JSON.stringify(request)}}`),
-        ],
-        request,
-      }
+      return { head: `{${fullUrl}"resource":`, edit, tail: `,"request":${JSON.stringify(request)}}`, request }
     },
     entry: (r: Resource, i: number, source: string): BundleEntry => {
       const key = sourceKeyOf(r)
@@ -345,8 +339,43 @@ export const toTransaction = (
   return { mode, bundle, sources, requests: out.map((e) => e.request!), reports: build.reports }
 }
 
-const comma = Buffer.from(",")
-const closing = Buffer.from("]}")
+/**
+ * A Bundle's UTF-8 text, written into one buffer that grows by doubling: strings are encoded straight into
+ * it and a line's bytes copied in by range, so an entry costs no buffer of its own and the body no final
+ * join.
+ */
+class ByteSink {
+  private buf: Buffer
+  private length = 0
+
+  /** `expected`: the bytes the text will likely take (a fresh buffer is costly to grow into: page faults). */
+  constructor(expected: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(4096, Math.ceil(expected)))
+  }
+
+  private room(bytes: number): void {
+    if (this.length + bytes <= this.buf.length) return
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + bytes))
+    this.buf.copy(next, 0, 0, this.length)
+    this.buf = next
+  }
+
+  string(text: string): void {
+    // at most 3 UTF-8 bytes per UTF-16 code unit
+    this.room(text.length * 3)
+    this.length += this.buf.write(text, this.length)
+  }
+
+  bytes(from: Buffer, start: number, end: number): void {
+    this.room(end - start)
+    this.length += from.copy(this.buf, this.length, start, end)
+  }
+
+  /** The text written (a view of the buffer). */
+  done(): Buffer {
+    return this.buf.subarray(0, this.length)
+  }
+}
 
 /**
  * `toTransaction` serialised as it goes: each resource is rewritten and its entry turned into JSON text when
@@ -357,23 +386,30 @@ const closing = Buffer.from("]}")
 export class TransactionWriter {
   private readonly build: ReturnType<typeof entries>
   /**
-   * The entries' JSON, UTF-8 encoded as they are added, with the commas between them: encoding 500 entries
-   * one by one and copying them together costs a sixth of joining them into one string and encoding that
-   * (measured on the Synthea archive: 51 against 339 ms; a line with one non-ASCII character makes the
-   * joined string two-byte). A verbatim entry is pieces of its line's bytes (`addBytes`).
+   * The Bundle's JSON, UTF-8 encoded entry by entry as they are added: encoding 500 entries one by one costs
+   * a sixth of joining them into one string and encoding that (measured on the Synthea archive: 51 against
+   * 339 ms; a line with one non-ASCII character makes the joined string two-byte). A verbatim entry is its
+   * line's bytes copied in, its meta edited on the way (`addBytes`).
    */
-  private readonly parts: Array<Uint8Array> = []
+  private readonly sink: ByteSink
   private readonly sources: Array<string> = []
   private readonly requests: Array<BundleEntryRequest> = []
 
-  /** `keys`: the source keys of the resources to come, in the order they will be added. */
+  /**
+   * `keys`: the source keys of the resources to come, in the order they will be added. `bytes`: their
+   * lines' size in all, when known (the Bundle's buffer is made that size and some, not grown into).
+   */
   constructor(
     private readonly keys: ReadonlyArray<string>,
     private readonly mode: Mode,
     ctx: RewriteContext,
-    private readonly options?: TransactionOptions,
+    options?: TransactionOptions,
+    bytes?: number,
   ) {
     this.build = entries(keys, mode, ctx, options)
+    // each entry's request, fullUrl and meta: a few hundred bytes
+    this.sink = new ByteSink(bytes === undefined ? 64 * 1024 : bytes + keys.length * 400 + 128)
+    this.sink.string(`{"resourceType":"Bundle","type":"${options?.type ?? "transaction"}","entry":[`)
   }
 
   /** Add the next resource; it must be the one `keys` names at this position. */
@@ -392,8 +428,7 @@ export class TransactionWriter {
       )
     }
     const entry = this.build.entry(resource, i, source)
-    if (i > 0) this.parts.push(comma)
-    this.parts.push(Buffer.from(JSON.stringify(entry)))
+    this.sink.string(i > 0 ? `,${JSON.stringify(entry)}` : JSON.stringify(entry))
     this.sources.push(source)
     this.requests.push(entry.request!)
     return Either.void
@@ -404,27 +439,30 @@ export class TransactionWriter {
    * vouches for its key, the id map keeps the key, and its meta can be patched in the text
    * (`applyMetaBytes`). Returns false, having added nothing, otherwise (or when the text is not the resource
    * the keys name here): parse it and `add` it. The entry then holds the resource's text as given, not
-   * re-serialised; `bytes` must stay unchanged until `finish` (the entry holds views of it).
+   * re-serialised.
    */
-  addBytes(bytes: Uint8Array): boolean {
+  addBytes(bytes: Buffer): boolean {
     const key = this.keys[this.sources.length]
     if (key === undefined) return false
     const out = this.build.bytes(bytes, key)
     if (out === undefined) return false
-    if (this.sources.length > 0) this.parts.push(comma)
-    for (const piece of out.pieces) this.parts.push(piece)
+    const { edit } = out
+    this.sink.string(this.sources.length > 0 ? `,${out.head}` : out.head)
+    this.sink.bytes(bytes, 0, edit.from)
+    this.sink.string(edit.insert)
+    this.sink.bytes(bytes, edit.to, bytes.length)
+    this.sink.string(out.tail)
     this.sources.push(key)
     this.requests.push(out.request)
     return true
   }
 
-  /** The Bundle (UTF-8 JSON) and what the response is matched against. */
+  /** The Bundle (UTF-8 JSON) and what the response is matched against; once, after the last entry. */
   finish(): TransactionText {
-    const type = this.options?.type ?? "transaction"
-    const head = Buffer.from(`{"resourceType":"Bundle","type":"${type}","entry":[`)
+    this.sink.string("]}")
     return {
       mode: this.mode,
-      body: Buffer.concat([head, ...this.parts, closing]),
+      body: this.sink.done(),
       sources: this.sources,
       requests: this.requests,
       reports: this.build.reports,

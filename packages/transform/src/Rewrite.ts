@@ -308,12 +308,14 @@ const isSpace = (c: number): boolean => c === 32 || c === 10 || c === 13 || c ==
  * character is ≥ 0x80, so a quote or a backslash byte is always that character.)
  */
 const stringEnd = (b: Uint8Array, i: number): number => {
-  for (let j = i + 1; j < b.length; j++) {
-    const c = b[j]!
-    if (c === 92) j++
-    else if (c === 34) return j + 1
+  let j = i
+  for (;;) {
+    j = b.indexOf(34, j + 1)
+    if (j === -1) return -1
+    let backslashes = 0
+    for (let k = j - 1; b[k] === 92; k--) backslashes++
+    if (backslashes % 2 === 0) return j + 1
   }
-  return -1
 }
 
 /** Index just past the JSON value starting at `i` (strings and nesting skipped, not validated), or -1. */
@@ -346,16 +348,47 @@ const valueEnd = (b: Uint8Array, i: number): number => {
 }
 
 const utf8 = new TextDecoder()
+const decode = (b: Uint8Array, from: number, to: number): string =>
+  Buffer.isBuffer(b) ? b.toString("utf8", from, to) : utf8.decode(b.subarray(from, to))
+
 const parseJson = (
   b: Uint8Array,
   from: number,
   to: number,
 ): { readonly ok: true; readonly value: unknown } | { readonly ok: false } => {
   try {
-    return { ok: true, value: JSON.parse(utf8.decode(b.subarray(from, to))) }
+    return { ok: true, value: JSON.parse(decode(b, from, to)) }
   } catch {
     return { ok: false }
   }
+}
+
+/**
+ * Whether the JSON value at `b[from, to)` is the string `s.slice(sFrom, sTo)`: its bytes compared when it is
+ * a plain ASCII string (the usual `resourceType` and `id`), else decoded.
+ */
+const isString = (
+  b: Uint8Array,
+  from: number,
+  to: number,
+  s: string,
+  sFrom: number,
+  sTo: number,
+): boolean => {
+  if (b[from] === 34 && b[to - 1] === 34 && to - from - 2 === sTo - sFrom) {
+    let plain = true
+    for (let k = 0; k < sTo - sFrom; k++) {
+      const c = b[from + 1 + k]!
+      if (c === 92 || c >= 128) {
+        plain = false
+        break
+      }
+      if (c !== s.charCodeAt(sFrom + k)) return false
+    }
+    if (plain) return true
+  }
+  const v = parseJson(b, from, to)
+  return v.ok && v.value === s.slice(sFrom, sTo)
 }
 
 const hasBackslash = (b: Uint8Array, from: number, to: number): boolean => {
@@ -380,7 +413,14 @@ const isName = (
   return true
 }
 
-const encode = (text: string): Uint8Array => Buffer.from(text)
+/** An edit of a JSON text: the bytes `[from, to)` replaced by `insert` (nothing to change: `from = to`, ""). */
+export interface MetaEdit {
+  readonly from: number
+  readonly to: number
+  readonly insert: string
+}
+
+const unchanged: MetaEdit = { from: 0, to: 0, insert: "" }
 
 /**
  * `applyMeta` on a resource's JSON text (UTF-8), without parsing the resource: the top-level members are
@@ -389,18 +429,19 @@ const encode = (text: string): Uint8Array => Buffer.from(text)
  * empty). Everything else stays byte for byte as it was. For a resource with nothing else to rewrite (see
  * `Graph.DeferredEdges.verbatim`) this replaces decoding, parsing, re-serialising and encoding it.
  *
- * The result is pieces whose concatenation is the new text: views of `bytes` and the new `meta` member (the
- * caller copies them once, into the Bundle). `undefined` when the text is not one JSON object whose
+ * The result is an edit (`MetaEdit`) for the caller to apply as it copies the text on (see
+ * `Chunk.TransactionWriter.addBytes`). `undefined` when the text is not one JSON object whose
  * `resourceType` and `id` make `key` (`Type/id`), or when `resourceType`, `id` or `meta` occurs twice: the
  * caller then parses the resource. The text is not validated beyond that structure (it is expected to be a
- * line the caller parsed before). For text that `JSON.parse` reads, the parse of the pieces joined
- * deep-equals `applyMeta(JSON.parse(text), o)`.
+ * line the caller parsed before).
+ * For text that `JSON.parse` reads, `JSON.parse` of the edited text deep-equals
+ * `applyMeta(JSON.parse(text), o)`.
  */
 export const applyMetaBytes = (
   bytes: Uint8Array,
   key: string,
   options: MetaOptions | undefined,
-): ReadonlyArray<Uint8Array> | undefined => {
+): MetaEdit | undefined => {
   const b = bytes
   let i = 0
   const n = b.length
@@ -462,33 +503,28 @@ export const applyMetaBytes = (
     }
   skipSpace()
   if (i !== n || type === undefined || id === undefined) return undefined
-  const typeValue = parseJson(b, type[0], type[1])
-  const idValue = parseJson(b, id[0], id[1])
+  const slash = key.indexOf("/")
   if (
-    !typeValue.ok ||
-    !idValue.ok ||
-    typeof typeValue.value !== "string" ||
-    typeof idValue.value !== "string"
+    slash < 0 ||
+    !isString(b, type[0], type[1], key, 0, slash) ||
+    !isString(b, id[0], id[1], key, slash + 1, key.length)
   )
     return undefined
-  if (`${typeValue.value}/${idValue.value}` !== key) return undefined
   const metaValue = meta === undefined ? undefined : parseJson(b, meta.start, meta.end)
   if (metaValue !== undefined && !metaValue.ok) return undefined
   const stub: Resource = {
-    resourceType: typeValue.value,
-    id: idValue.value,
+    resourceType: key.slice(0, slash),
+    id: key.slice(slash + 1),
     ...(metaValue !== undefined ? { meta: metaValue.value } : {}),
   }
   const out = applyMeta(stub, options)
-  if (out === stub) return [b]
+  if (out === stub) return unchanged
   const next = out.meta
   if (meta === undefined) {
-    if (next === undefined) return [b]
-    const member = `${members > 0 ? "," : ""}"meta":${JSON.stringify(next)}`
-    return [b.subarray(0, lastEnd), encode(member), b.subarray(lastEnd)]
+    if (next === undefined) return unchanged
+    return { from: lastEnd, to: lastEnd, insert: `${members > 0 ? "," : ""}"meta":${JSON.stringify(next)}` }
   }
-  if (next !== undefined)
-    return [b.subarray(0, meta.start), encode(JSON.stringify(next)), b.subarray(meta.end)]
+  if (next !== undefined) return { from: meta.start, to: meta.end, insert: JSON.stringify(next) }
   // the member goes, with one comma: the one after it, or else the one before it
   let from = meta.member
   let to = meta.end
@@ -500,5 +536,5 @@ export const applyMetaBytes = (
     while (p > open && isSpace(b[p]!)) p--
     if (b[p] === 44) from = p
   }
-  return [b.subarray(0, from), b.subarray(to)]
+  return { from, to, insert: "" }
 }

@@ -349,10 +349,12 @@ describe("rewriteResource, site by site", () => {
   })
 })
 
-/** `applyMetaBytes` on a string: its pieces joined and decoded. */
+/** `applyMetaBytes` on a string: the edited text, decoded. */
 const applyMetaText = (text: string, key: string, o: MetaOptions | undefined): string | undefined => {
-  const pieces = applyMetaBytes(Buffer.from(text), key, o)
-  return pieces === undefined ? undefined : Buffer.concat(pieces).toString("utf8")
+  const bytes = Buffer.from(text)
+  const edit = applyMetaBytes(bytes, key, o)
+  if (edit === undefined) return undefined
+  return `${bytes.toString("utf8", 0, edit.from)}${edit.insert}${bytes.toString("utf8", edit.to)}`
 }
 
 describe("applyMetaBytes (applyMeta on the JSON text, as UTF-8)", () => {

@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
-import { Effect } from "effect"
+import { Effect, type Scope } from "effect"
 import { ArchiveError, ioError } from "../ArchiveError.js"
 
 export const DIR_MODE = 0o700
@@ -281,6 +281,54 @@ export const spillFile = (path: string, limit: number): Effect.Effect<Spill> =>
   })
 
 /** Append to a file (created 0600) without fsync: for logs that are not needed to resume. */
+/**
+ * Appends to one file through a handle kept open until the scope closes (opened, its folder made and the
+ * file narrowed to 0600 at the first append): `append`/`appendSync` without an open, a chmod and a close per
+ * call (≈ 1 ms of the main thread each in an import's profile, three per Bundle). With `durable`, each append
+ * is fsynced before it returns. Appends are serialised, each written whole (a torn last line that a crash
+ * leaves is its readers' to cut off, as with `append`). Only for a file that nothing renames, removes or
+ * truncates while the scope is open.
+ */
+export const appender = (
+  path: string,
+  options: { readonly durable: boolean },
+): Effect.Effect<(data: string) => Effect.Effect<void, ArchiveError>, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    let handle: Promise<NFS.promises.FileHandle> | undefined
+    yield* Effect.addFinalizer(() =>
+      handle === undefined
+        ? Effect.void
+        : Effect.promise(() =>
+            handle!.then(
+              (h) => h.close().catch(() => undefined),
+              () => undefined,
+            ),
+          ),
+    )
+    const open = async () => {
+      await P.mkdir(Path.dirname(path), { recursive: true, mode: DIR_MODE })
+      const h = await P.open(path, "a", FILE_MODE)
+      await h.chmod(FILE_MODE)
+      return h
+    }
+    const lock = yield* Effect.makeSemaphore(1)
+    return (data: string) =>
+      lock.withPermits(1)(
+        wrap(path, async () => {
+          // a failed open is tried again by the next append
+          handle ??= open().catch((e: unknown) => {
+            handle = undefined
+            throw e
+          })
+          const h = await handle
+          const bytes = Buffer.from(data)
+          let off = 0
+          while (off < bytes.length) off += (await h.write(bytes, off, bytes.length - off)).bytesWritten
+          if (options.durable) await h.sync()
+        }),
+      )
+  })
+
 export const append = (path: string, data: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, async () => {
     const h = await P.open(path, "a", FILE_MODE)
