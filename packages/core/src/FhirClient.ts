@@ -829,21 +829,37 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             Effect.flatMap((bundle) => {
               const next = Bundle.nextLink(bundle)
               const current = urlOf(prepare(req))
+              const nextUrl = Option.map(next, (n) => resolveUrl(baseUrl, n))
               // A server answering with a link to the page just read would loop forever.
-              return Option.isSome(next) && resolveUrl(baseUrl, next.value) === current
-                ? Effect.fail(
-                    new FhirError({
-                      reason: "Decode",
-                      method: "GET",
-                      url: redactUrl(current),
-                      detail: "the next link points back to the same page",
-                      hint: "the server's paging is broken; report it to the server's operators",
-                    }),
-                  )
-                : Effect.succeed([
-                    Chunk.fromIterable(Bundle.resources(bundle)),
-                    Option.map(next, (url) => HttpClientRequest.get(url)),
-                  ] as const)
+              if (Option.isSome(nextUrl) && nextUrl.value === current)
+                return Effect.fail(
+                  new FhirError({
+                    reason: "Decode",
+                    method: "GET",
+                    url: redactUrl(current),
+                    detail: "the next link points back to the same page",
+                    hint: "the server's paging is broken; report it to the server's operators",
+                  }),
+                )
+              // A link to another server would page through that server's data (without the credentials,
+              // which go to the base's origin only): typically a server behind a proxy that advertises
+              // its internal address.
+              const nextOrigin = Option.map(nextUrl, originOf)
+              const own = originOf(baseUrl)
+              if (Option.isSome(nextOrigin) && nextOrigin.value !== own)
+                return Effect.fail(
+                  new FhirError({
+                    reason: "Decode",
+                    method: "GET",
+                    url: redactUrl(current),
+                    detail: `the next link of this search page points to another server (${nextOrigin.value}), not to ${own}`,
+                    hint: "a server behind a proxy often does this when its own base URL setting names its internal address (HAPI: server_address); set it to the address Ferry uses, or give Ferry the address the server advertises",
+                  }),
+                )
+              return Effect.succeed([
+                Chunk.fromIterable(Bundle.resources(bundle)),
+                Option.map(next, (url) => HttpClientRequest.get(url)),
+              ] as const)
             }),
           ),
       ),

@@ -206,6 +206,31 @@ describe("FhirClient requests (fake server)", () => {
     }),
   )
 
+  it.effect("stops a search whose next link points to another server, saying which", () =>
+    Effect.gen(function* () {
+      const page = (next: string) => ({
+        resourceType: "Bundle",
+        type: "searchset",
+        link: [{ relation: "next", url: next }],
+        entry: [{ resource: patient }],
+      })
+      // a relative link and one to the same origin outside the base are followed
+      const { client, requests } = yield* fake([
+        { status: 200, body: page("?_getpages=a&_getpagesoffset=1") },
+        { status: 200, body: page("https://fhir.example.org/paging?_getpages=a&_getpagesoffset=2") },
+        { status: 200, body: page("http://10.0.0.5:8080/fhir?_getpages=a&_getpagesoffset=3") },
+      ])
+      const error = yield* Effect.flip(Stream.runCollect(client.searchAll("Patient", { _count: "1" })))
+      assert.instanceOf(error, FhirError)
+      assert.strictEqual(yield* requests, 3)
+      assert.include(
+        error.message,
+        "points to another server (http://10.0.0.5:8080), not to https://fhir.example.org",
+      )
+      assert.include(error.message, "server_address")
+    }),
+  )
+
   it.effect("gives up on a server that never answers after the per-attempt timeout", () =>
     Effect.gen(function* () {
       const http = HttpClient.make(() => Effect.never)
