@@ -436,6 +436,11 @@ describe("ferry import", () => {
     const exported = await runFerry(["export", source.baseUrl, "--out", delta, "--since", "auto"])
     expect(exported.code, exported.stderr).toBe(0)
     expect(archiveManifest(delta).files.length).toBeGreaterThan(0)
+    // a deleted/ file's lines are Bundles of deletions, not resources of the export (nor in its total)
+    expect(exported.stderr).toMatch(
+      /ferry export: deleted\/\S+: \d+ Bundles? of deletions, .* \(total 1 resource,/,
+    )
+    expect(exported.stderr).not.toContain("Bundle resource")
     // elsewhere, without the archive it continues: the target assigned its own ids, so neither the update nor
     // the deletes could find their resources; refused before anything is sent (it used to say "0 deleted", exit 0)
     const elsewhere = Path.join(tmp, "elsewhere", "del-delta")

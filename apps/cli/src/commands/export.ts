@@ -149,10 +149,23 @@ const plainLines = (started: number) => {
       const secs = Math.max(0.001, (now - started) / 1000)
       switch (e.event) {
         case "file": {
-          resources += Number(e.count ?? 0)
+          const count = Number(e.count ?? 0)
           bytes += Number(e.bytes ?? 0)
+          // a deleted/ file's lines are Bundles of deletions, an error/ file's the server's OperationOutcomes:
+          // neither counts as exported resources
+          const what =
+            e.kind === "deleted"
+              ? Progress.counted(count, "Bundle of deletions", "Bundles of deletions")
+              : e.kind === "error"
+                ? Progress.counted(
+                    count,
+                    "OperationOutcome from the server",
+                    "OperationOutcomes from the server",
+                  )
+                : Progress.counted(count, `${String(e.type ?? "")} resource`)
+          if (e.kind !== "deleted" && e.kind !== "error") resources += count
           return yield* Console.error(
-            `ferry export: ${String(e.path)}: ${Progress.counted(Number(e.count ?? 0), `${String(e.type ?? "")} resource`)}, ${formatBytes(Number(e.bytes ?? 0))} (total ${Progress.counted(resources, "resource")}, ${formatBytes(bytes)}, ${formatBytes(bytes / secs)}/s)`,
+            `ferry export: ${String(e.path)}: ${what}, ${formatBytes(Number(e.bytes ?? 0))} (total ${Progress.counted(resources, "resource")}, ${formatBytes(bytes)}, ${formatBytes(bytes / secs)}/s)`,
           )
         }
         case "progress": {
