@@ -139,6 +139,26 @@ describe("ferry verify", () => {
     expect(html).toContain(`Condition/${condition}`)
     expect(html).toContain(r.attachments[0]?.resource ?? "none")
     expect(html).toContain("the payloads differ")
+
+    // --json: the report alone on stdout (as verify.json holds it), the summary on stderr, the same exit
+    const report = Path.join(tmp, "r-json")
+    const json = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      types,
+      "--report",
+      report,
+      "--json",
+    ])
+    expect(json.code, json.stderr).toBe(6)
+    expect(JSON.parse(json.stdout)).toEqual(readReport(report))
+    expect(readReport(report).totals).toEqual(r.totals)
+    expect(json.stderr).toContain("verify: DIFFERENCES")
+    expect(json.stderr).toContain(Path.join(report, "verify.html"))
   }, 60_000)
 
   it("an extra resource on the target: 1 extra, exit 6", async () => {

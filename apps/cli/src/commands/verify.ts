@@ -1,5 +1,5 @@
 /**
- * `ferry verify --target <url> (--source <url> | --archive <dir>) [--report <dir>] [--sample 5%] [--diff-limit 20]`
+ * `ferry verify --target <url> (--source <url> | --archive <dir>) [--report <dir>] [--sample 5%] [--diff-limit 20] [--json]`
  *
  * Compares a source (server or archive) with a target server: per-type counts, every resource's
  * canonical content (through the archive's id map when the import changed ids), attachment payloads by
@@ -56,6 +56,11 @@ const flags = {
   parallel: Options.integer("parallel").pipe(
     Options.withDefault(4),
     Options.withDescription("Parallel attachment downloads."),
+  ),
+  json: Options.boolean("json").pipe(
+    Options.withDescription(
+      "Print the report (what verify.json holds, field values of differences included) as one JSON object on stdout; the summary lines go to stderr.",
+    ),
   ),
   sourceBase: Options.text("source-base").pipe(
     Options.repeated,
@@ -162,9 +167,12 @@ const runVerify = (f: Flags) =>
     })
     const dir = Option.getOrElse(f.report, () => Option.getOrElse(f.archive, () => process.cwd()))
     const paths = yield* Report.write(dir, report)
-    for (const line of Report.summary(report)) yield* Console.log(line)
-    yield* Console.log(`verify: report ${paths.json}`)
-    yield* Console.log(`verify: report ${paths.html}`)
+    // with --json, stdout is the report alone
+    const say = f.json ? Console.error : Console.log
+    for (const line of Report.summary(report)) yield* say(line)
+    yield* say(`verify: report ${paths.json}`)
+    yield* say(`verify: report ${paths.html}`)
+    if (f.json) yield* Console.log(JSON.stringify(report))
     if (report.verdict !== "clean") {
       const t = report.totals
       return yield* new VerifyError({
