@@ -145,6 +145,21 @@ describe("ferry import", () => {
       NFS.readFileSync(Path.join(archive, "data", "Patient.000.ndjson"), "utf8").split("\n")[0]!,
     ) as { id: string }
     expect(target.store.read("Patient", patient.id)).toBeDefined()
+    // decimals as written: the sample's `1.0`s crossed the export and the import (its MedicationRequests have
+    // conditional references, so they are parsed and rewritten, not sent as their lines)
+    const ones = (text: string) => (text.match(/"value":1\.0[,}]/g) ?? []).length
+    const inArchive = ones(
+      NFS.readFileSync(Path.join(archive, "data", "MedicationRequest.000.ndjson"), "utf8"),
+    )
+    expect(inArchive).toBe(
+      ones(NFS.readFileSync(sharedData("sample-bulk-10-patients/MedicationRequest.000.ndjson"), "utf8")),
+    )
+    expect(inArchive).toBeGreaterThan(300)
+    const onTarget = Array.from(target.store.iterate("MedicationRequest")).reduce(
+      (n, r) => n + ones(r.json),
+      0,
+    )
+    expect(onTarget).toBe(inArchive)
     // verify of the archive against the target is clean
     const report = Path.join(tmp, "put-verify")
     const verified = await runFerry([

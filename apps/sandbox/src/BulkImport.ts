@@ -36,6 +36,7 @@ import { JobDirs, serveFile } from "./internal/bulkFiles.js"
 import { parsePrefer } from "./BulkExport.js"
 import { requestAllows, smartOf } from "./Smart.js"
 import type { Store } from "./Store.js"
+import { parseKeepingNumbers } from "./internal/Numbers.js"
 
 export interface ImportInput {
   readonly type: string
@@ -336,7 +337,7 @@ export const register = (
       const at = `${input.url} line ${lineNo}`
       let parsed: unknown
       try {
-        parsed = JSON.parse(text)
+        parsed = parseKeepingNumbers(text)
       } catch (e) {
         errors.add(issueLine("error", "structure", `${at}: not valid JSON (${(e as Error).message}).`, at))
         return

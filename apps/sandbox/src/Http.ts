@@ -16,6 +16,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Store } from "./Store.js"
+import { parseKeepingNumbers } from "./internal/Numbers.js"
 
 export interface Ctx {
   readonly req: IncomingMessage
@@ -211,7 +212,7 @@ export const makeCtx = (
     json: async () => {
       const buf = await readBody()
       try {
-        return JSON.parse(buf.toString("utf8")) as unknown
+        return parseKeepingNumbers(buf.toString("utf8"))
       } catch (e) {
         throw new FhirHttpError(400, "structure", `Request body is not valid JSON: ${(e as Error).message}`)
       }

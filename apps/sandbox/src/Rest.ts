@@ -19,6 +19,7 @@ import { normalizeReference } from "./internal/References.js"
 import { isR4ResourceType, r4ResourceTypes } from "./internal/ResourceTypes.js"
 import type { IterateOptions, LastUpdatedOp, Store, StoredResource } from "./Store.js"
 import * as Transaction from "./Transaction.js"
+import { carryNumbers } from "./internal/Numbers.js"
 
 const typePattern = /^[A-Z][A-Za-z]{1,63}$/
 const idPattern = /^[A-Za-z0-9\-.]{1,64}$/
@@ -168,7 +169,10 @@ export const updateResource = (
       `${type}/${id} does not exist and this server does not accept client-assigned ids (update-as-create is refused); use POST`,
     )
   // write() copies the resource anyway; the URL id is added here only when the body has none.
-  return o.store.update(r.id === id ? (r as Record<string, unknown> & { id: string }) : { ...r, id }, current)
+  return o.store.update(
+    r.id === id ? (r as Record<string, unknown> & { id: string }) : carryNumbers(r, { ...r, id }),
+    current,
+  )
 }
 
 // ---------------------------------------------------------------------------------------------------

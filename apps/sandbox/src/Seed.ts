@@ -20,6 +20,7 @@ import { rewrite as rewriteReferences } from "@ferry/core/Walker"
 import { forEachBundleEntry } from "./internal/BundleStream.js"
 import type { Store } from "./Store.js"
 import { rewrite } from "./Transaction.js"
+import { carryNumbers, parseKeepingNumbers } from "./internal/Numbers.js"
 
 export interface SeedReport {
   readonly path: string
@@ -109,7 +110,7 @@ const forEachItem = (file: string, streamAbove: number, f: (item: Item) => void)
     })
     if (type === "Bundle") return
   }
-  for (const item of resourcesOf(JSON.parse(readFileSync(file, "utf8")), file)) f(item)
+  for (const item of resourcesOf(parseKeepingNumbers(readFileSync(file, "utf8")), file)) f(item)
 }
 
 const identity = (r: Obj, fullUrl: string | undefined): string | undefined => {
@@ -197,7 +198,7 @@ const seedBundles = (
         if (ident === undefined) store.create(resource)
         else {
           written.add(ident)
-          store.update({ ...resource, id: ident.slice(ident.indexOf("/") + 1) })
+          store.update(carryNumbers(resource, { ...resource, id: ident.slice(ident.indexOf("/") + 1) }))
         }
         resources++
       }),
@@ -239,14 +240,14 @@ const seedNdjson = (store: Store, path: string, files: string[]): SeedReport => 
       batch = []
       store.tx(() => {
         for (const r of b) {
-          if (typeof r.id === "string") store.update({ ...r, id: r.id })
+          if (typeof r.id === "string") store.update(carryNumbers(r, { ...r, id: r.id }))
           else store.create(r)
         }
       })
       resources += b.length
     }
     forEachLine(file, (line, lineNo) => {
-      const r: unknown = JSON.parse(line)
+      const r: unknown = parseKeepingNumbers(line)
       if (!isObj(r) || typeof r.resourceType !== "string")
         throw new Error(`${file}:${lineNo} is not a FHIR resource`)
       batch.push(r)
@@ -328,7 +329,7 @@ export const resolveConditionalReferences = (store: Store): void => {
   const bodies: Array<{ readonly id: string; readonly body: Record<string, unknown> }> = []
   for (const type of store.types()) {
     for (const r of store.iterate(type)) {
-      const body = JSON.parse(r.json) as Record<string, unknown>
+      const body = parseKeepingNumbers(r.json) as Record<string, unknown>
       bodies.push({ id: r.id, body })
       const identifiers = Array.isArray(body.identifier)
         ? (body.identifier as Array<Record<string, unknown>>)
@@ -346,6 +347,6 @@ export const resolveConditionalReferences = (store: Store): void => {
           : undefined
       },
     })
-    if (out.changed > 0) store.update({ ...out.resource, id })
+    if (out.changed > 0) store.update(carryNumbers(body, { ...out.resource, id }))
   }
 }

@@ -13,6 +13,8 @@
 import { randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import Database from "better-sqlite3"
+import { withNumbers } from "@ferry/core/NumberText"
+import { writtenNumbers } from "./internal/Numbers.js"
 import { extractIdentifiers, extractReferences } from "./internal/References.js"
 
 export interface StoredResource {
@@ -280,7 +282,9 @@ export class Store {
       this.sPutBytes.run(id, contentType, Buffer.from(body.data, "base64"))
       delete body.data
     }
-    const json = JSON.stringify(body)
+    // decimals as the client wrote them (`1.0` stays `1.0`: see internal/Numbers.ts)
+    const numbers = writtenNumbers(r)
+    const json = numbers === undefined ? JSON.stringify(body) : withNumbers(JSON.stringify(body), numbers)
     if (existed) this.removeKeys(type, id)
     const refs = extractReferences(body, this.base)
     const idents = extractIdentifiers(body)

@@ -72,6 +72,61 @@ layer(Sandbox.layer({ pageSize: 3 }, { plugins: [] }))("REST", (it) => {
     }),
   )
 
+  it.effect(
+    "decimals are kept as written (1.0 stays 1.0): update, create, and each entry of a transaction",
+    () =>
+      Effect.gen(function* () {
+        const { baseUrl } = yield* Sandbox
+        const raw = (method: string, body: string): RequestInit => ({
+          method,
+          headers: { "Content-Type": "application/fhir+json" },
+          body,
+        })
+        const put = yield* call(
+          `${baseUrl}/Observation/dec1`,
+          raw(
+            "PUT",
+            '{"resourceType":"Observation","id":"dec1","status":"final","valueQuantity":{"value":1.0},"component":[{"valueQuantity":{"value":16942.30}},{"valueInteger":7}]}',
+          ),
+        )
+        assert.strictEqual(put.status, 201)
+        const read = yield* call(`${baseUrl}/Observation/dec1`)
+        assert.include(read.text, '"valueQuantity":{"value":1.0}')
+        assert.include(read.text, '{"value":16942.30}')
+        assert.include(read.text, '"valueInteger":7')
+        // a body without the id in it (the URL's) and a create
+        yield* call(
+          `${baseUrl}/Observation/dec2`,
+          raw("PUT", '{"resourceType":"Observation","status":"final","valueQuantity":{"value":2.50}}'),
+        )
+        assert.include((yield* call(`${baseUrl}/Observation/dec2`)).text, '"value":2.50')
+        const created = yield* call(
+          `${baseUrl}/Observation`,
+          raw("POST", '{"resourceType":"Observation","status":"final","valueQuantity":{"value":0.0}}'),
+        )
+        assert.strictEqual(created.status, 201)
+        const location = created.headers.get("location") ?? ""
+        assert.include((yield* call(location.replace(/\/_history\/\d+$/, ""))).text, '"value":0.0')
+        // a transaction: each entry's resource with its own numbers, whatever order they are processed in
+        const tx = yield* call(
+          baseUrl,
+          raw(
+            "POST",
+            `{"resourceType":"Bundle","type":"transaction","entry":[
+            {"resource":{"resourceType":"Observation","id":"dec3","status":"final","valueQuantity":{"value":3.10}},"request":{"method":"PUT","url":"Observation/dec3"}},
+            {"fullUrl":"urn:uuid:0b7c6f1e-8a43-4d4e-9a2b-6f0f0b4c1d2e","resource":{"resourceType":"Observation","status":"final","valueQuantity":{"value":4.0},"hasMember":[{"reference":"Observation/dec3"}]},"request":{"method":"POST","url":"Observation"}},
+            {"resource":{"resourceType":"Observation","id":"dec5","status":"final","valueQuantity":{"value":5}},"request":{"method":"PUT","url":"Observation/dec5"}}
+          ]}`,
+          ),
+        )
+        assert.strictEqual(tx.status, 200, tx.text)
+        assert.include((yield* call(`${baseUrl}/Observation/dec3`)).text, '"value":3.10')
+        const posted = str(tx.body, "entry.1.response.location").replace(/\/_history\/\d+$/, "")
+        assert.include((yield* call(`${baseUrl}/${posted}`)).text, '"value":4.0')
+        assert.include((yield* call(`${baseUrl}/Observation/dec5`)).text, '"value":5}')
+      }),
+  )
+
   it.effect("update-as-create answers 201; a mismatched id or type is a 400", () =>
     Effect.gen(function* () {
       const { baseUrl } = yield* Sandbox

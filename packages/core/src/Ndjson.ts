@@ -118,6 +118,8 @@ export interface ReadOptions {
   readonly maxLineBytes?: number
   /** When set, every line's `resourceType` must equal this. */
   readonly resourceType?: string
+  /** Give each item its line's text too (`Item.text`). */
+  readonly keepText?: boolean
 }
 
 /** One line of a file, undecoded. */
@@ -141,6 +143,8 @@ export interface Item<A = Resource> {
   readonly bytes: number
   /** Byte offset of the line in the (decompressed) input (see `Line.offset`). */
   readonly offset: number
+  /** The line's text, with `keepText`. */
+  readonly text?: string
 }
 
 const openP = promisify(NFS.open)
@@ -429,7 +433,7 @@ const parseText = (options: ReadOptions, line: number, text: string, bytes: numb
       detail: `expected ${options.resourceType}, found ${shorten(value.resourceType)}`,
     })
   }
-  return { line, value, bytes, offset }
+  return options.keepText === true ? { line, value, bytes, offset, text } : { line, value, bytes, offset }
 }
 
 /**

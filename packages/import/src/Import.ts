@@ -95,6 +95,7 @@ import {
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import { originKey, type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
+import { restoreNumbers } from "@ferry/core/NumberText"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
@@ -416,6 +417,18 @@ interface Located {
   readonly file: string
   readonly line: number
   readonly value: Resource
+  /** The line the value was parsed from, when at hand: its numbers are sent as written (`restoreNumbers`). */
+  readonly text?: string
+}
+
+/**
+ * A Bundle of these resources as JSON, each number written as in the resource's line (see
+ * `NumberText.restoreNumbers`: the Bundle's numbers are its resources' numbers, in order).
+ */
+const bundleJson = (bundle: unknown, locs: ReadonlyArray<Located>): string => {
+  const json = JSON.stringify(bundle)
+  if (!locs.some((l) => l.text !== undefined)) return json
+  return restoreNumbers(locs.map((l) => l.text ?? JSON.stringify(l.value)).join("\n"), json)
 }
 
 export const run = (options: ImportOptions): Effect.Effect<ImportSummary, ImportFailure> =>
@@ -704,13 +717,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const unreadable = (entry: FileEntry) => (e: { readonly message: string }) =>
         archiveUnreadable(entry.path, e)
 
-      /** The resources of an archive data file, a chunk of lines at a time. */
-      const archiveItems = (entry: FileEntry) =>
+      /** The resources of an archive data file, a chunk of lines at a time (`keepText`: with their lines). */
+      const archiveItems = (entry: FileEntry, keepText = false) =>
         Ndjson.readFile(Path.join(archive, entry.path), {
           file: entry.path,
           resourceType: entry.type,
           gzip: entry.compression === "gzip",
           label: entry.path,
+          keepText,
           // reads of 256 KiB: the sending fibers get their turn between them
           chunkSize: 256 * 1024,
         }).pipe(Stream.mapError(unreadable(entry)))
@@ -1039,12 +1053,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         let rewritten = 0
         for (const entry of dataFiles) {
           const ctx = rctx()
-          const lines = archiveItems(entry).pipe(
+          const lines = archiveItems(entry, true).pipe(
             Stream.mapChunks(
               EffectChunk.map((item) => {
                 const out = rewriteResource(item.value, ctx)
                 if (out.changes > 0) rewritten++
-                return JSON.stringify(out.resource)
+                const json = JSON.stringify(out.resource)
+                // numbers as the line wrote them (`1.0` stays `1.0`)
+                return item.text === undefined ? json : restoreNumbers(item.text, json)
               }),
             ),
           )
@@ -1141,7 +1157,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             ({ loc, outcome, reason, waitingOn }) =>
               appendDurable(
                 Path.join(quarantineDir, `${loc.value.resourceType}.ndjson`),
-                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`, waitingOn)}\n`,
+                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`, waitingOn, loc.text)}\n`,
               ).pipe(
                 Effect.tap(() => {
                   quarantined++
@@ -1331,7 +1347,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               { type: "batch" },
             )
           }
-          const sent = yield* Effect.either(send(JSON.stringify(tx.bundle)))
+          const sent = yield* Effect.either(send(bundleJson(tx.bundle, known)))
           if (Either.isLeft(sent)) {
             // the batch as a whole refused (too large, or a Bundle the target will not read): halves, down to
             // the entry that is refused alone, which is quarantined (its entries are independent)
@@ -1457,7 +1473,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               txOptions,
             )
           }
-          const result = yield* Effect.either(send(JSON.stringify(tx.bundle)))
+          const result = yield* Effect.either(send(bundleJson(tx.bundle, locs)))
           if (Either.isRight(result)) {
             sizer.succeeded(locs.length)
             noteDangling(tx.reports)
@@ -1559,7 +1575,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             rctx(),
             { ...txOptions, type: "batch" },
           )
-          const response = yield* send(JSON.stringify(btx.bundle))
+          const response = yield* send(bundleJson(btx.bundle, locs))
           const m = yield* decodeResponse(btx, response)
           yield* record(m.mapped)
           yield* quarantine(
@@ -1664,9 +1680,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           return out
         })
 
-      /** The body of node `n` from its line (UTF-8). */
-      const bodyAt = (n: number, line: Buffer): Resource | ImportError =>
-        parseBody(dataFiles[locations.file(n)]!, locations.line(n), line.toString("utf8"), nodeKeys.key(n))
+      /** The body of node `n` from its line (UTF-8, decoded). */
+      const bodyAt = (n: number, text: string): Resource | ImportError =>
+        parseBody(dataFiles[locations.file(n)]!, locations.line(n), text, nodeKeys.key(n))
 
       /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
       const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
@@ -1681,9 +1697,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             }
             const line = lines.get(n)
             if (line === undefined) continue
-            const value = bodyAt(n, line)
+            const text = line.toString("utf8")
+            const value = bodyAt(n, text)
             if (value instanceof ImportError) return yield* value
-            out.push({ file: dataFiles[locations.file(n)]!.path, line: locations.line(n), value })
+            out.push({ file: dataFiles[locations.file(n)]!.path, line: locations.line(n), value, text })
           }
           return out
         })
@@ -1767,9 +1784,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             const line = lines.get(n) ?? empty
             // a verbatim resource goes in as its text, only its meta patched (put mode)
             if (pre === undefined && writer.addBytes(line)) continue
-            const value = pre?.value ?? bodyAt(n, line)
+            const text = pre?.text ?? line.toString("utf8")
+            const value = pre?.value ?? bodyAt(n, text)
             if (value instanceof ImportError) return yield* value
-            const added = writer.add(value)
+            const added = writer.add(value, text)
             if (Either.isLeft(added)) return yield* Effect.die(added.left)
           }
           const tx = writer.finish()
@@ -1817,7 +1835,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 const n = wanted.get(l.line)!
                 const value = parseBody(entry, l.line, l.text, nodeKeys.key(n))
                 if (value instanceof ImportError) return Effect.fail(value)
-                out.set(n, { file: entry.path, line: l.line, value })
+                out.set(n, { file: entry.path, line: l.line, value, text: l.text })
                 return Effect.void
               },
             )
@@ -1992,6 +2010,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 file: at > 0 ? q.source!.slice(0, at) : name,
                 line: at > 0 ? Number(q.source!.slice(at + 1)) : 0,
                 value: q.resource,
+                // its numbers as the line wrote them (the resource comes first in a quarantine line)
+                text: restoreNumbers(qLines[i]!, JSON.stringify(q.resource), { prefix: true }),
               })
             }
             yield* emit({ event: "retry-quarantine", file: name, resources: locs.length, pass: pass + 1 })

@@ -40,6 +40,7 @@ import {
   sourceKeyOf,
   type Unresolved,
 } from "./Rewrite.js"
+import { restoreNumbers } from "@ferry/core/NumberText"
 import { TransformError } from "./TransformError.js"
 
 export interface PlanOptions {
@@ -412,8 +413,11 @@ export class TransactionWriter {
     this.sink.string(`{"resourceType":"Bundle","type":"${options?.type ?? "transaction"}","entry":[`)
   }
 
-  /** Add the next resource; it must be the one `keys` names at this position. */
-  add(resource: Resource): Either.Either<void, TransformError> {
+  /**
+   * Add the next resource; it must be the one `keys` names at this position. `original`: the JSON text it was
+   * parsed from, whose numbers are then written as it wrote them (`1.0` stays `1.0`; see NumberText).
+   */
+  add(resource: Resource, original?: string): Either.Either<void, TransformError> {
     const i = this.sources.length
     const expected = this.keys[i]
     const source = sourceKeyOf(resource) ?? resource.resourceType
@@ -428,7 +432,10 @@ export class TransactionWriter {
       )
     }
     const entry = this.build.entry(resource, i, source)
-    this.sink.string(i > 0 ? `,${JSON.stringify(entry)}` : JSON.stringify(entry))
+    // the entry's numbers are its resource's (fullUrl and request hold none)
+    const json =
+      original === undefined ? JSON.stringify(entry) : restoreNumbers(original, JSON.stringify(entry))
+    this.sink.string(i > 0 ? `,${json}` : json)
     this.sources.push(source)
     this.requests.push(entry.request!)
     return Either.void

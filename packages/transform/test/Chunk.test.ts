@@ -282,6 +282,19 @@ describe("TransactionWriter", () => {
     ).toBe(false)
   })
 
+  it("a parsed resource added with its line keeps that line's numbers as written (1.0 stays 1.0)", () => {
+    const line =
+      '{"resourceType":"Observation","id":"o","valueQuantity":{"value":1.0},"subject":{"reference":"Patient/p"}}'
+    const keys = ["Observation/o"]
+    const ctx = { idMap: IdMap.identity() }
+    const withLine = new TransactionWriter(keys, "put", ctx)
+    assert(Either.isRight(withLine.add(JSON.parse(line) as Resource, line)))
+    expect(utf8(withLine.finish().body)).toContain('"valueQuantity":{"value":1.0}')
+    const without = new TransactionWriter(keys, "put", ctx)
+    assert(Either.isRight(without.add(JSON.parse(line) as Resource)))
+    expect(utf8(without.finish().body)).toContain('"valueQuantity":{"value":1}')
+  })
+
   it("refuses a resource out of the order of its keys", () => {
     const writer = new TransactionWriter(["Patient/p", "Encounter/e"], "put", { idMap: IdMap.identity() })
     const wrong = writer.add(cycleResources[1]!)

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Resource } from "@ferry/core/Ids"
+import { numbersOf, restoreNumbers } from "@ferry/core/NumberText"
 import { references } from "@ferry/core/Walker"
 import { IdentifierIndex } from "../src/IdentifierIndex.js"
 import { IdMap } from "../src/IdMap.js"
@@ -457,5 +458,22 @@ describe("applyMetaBytes (applyMeta on the JSON text, as UTF-8)", () => {
       "",
     ])
       expect(applyMetaText(text, k, { provenanceTag: true }), text).toBeUndefined()
+  })
+})
+
+describe("numbers across rewriteResource", () => {
+  it("a rewritten resource of the bulk sample gets its line's numbers back (restoreNumbers)", () => {
+    for (const type of sampleTypes())
+      for (const line of sampleText(type)
+        .split("\n")
+        .filter((l) => l.trim() !== "")) {
+        const out = rewriteResource(JSON.parse(line) as Resource, {
+          idMap: IdMap.identity(),
+          meta: { provenanceTag: true },
+        })
+        const json = restoreNumbers(line, JSON.stringify(out.resource))
+        expect(JSON.parse(json)).toEqual(out.resource)
+        expect(numbersOf(json)).toEqual(numbersOf(line))
+      }
   })
 })

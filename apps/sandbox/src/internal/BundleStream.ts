@@ -6,6 +6,7 @@
  */
 import { closeSync, openSync, readSync } from "node:fs"
 import { StringDecoder } from "node:string_decoder"
+import { parseKeepingNumbers } from "./Numbers.js"
 
 const OPEN_OBJ = 123 // {
 const CLOSE_OBJ = 125 // }
@@ -82,7 +83,7 @@ export const forEachBundleEntry = (
           depth--
           if (depth === 2 && capturing) {
             parts.push(text.slice(captureStart, i + 1))
-            onEntry(JSON.parse(parts.join("")), index++)
+            onEntry(parseKeepingNumbers(parts.join("")), index++)
             capturing = false
             parts = []
           } else if (depth === 1 && inEntries) inEntries = false

@@ -11,6 +11,7 @@ import type { Resource } from "@ferry/core/Ids"
 import { Effect, Either, Option } from "effect"
 import type { ImportError } from "../ImportError.js"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
+import { restoreNumbers } from "@ferry/core/NumberText"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 
 export type Strategy = "put" | "post" | "import"
@@ -236,14 +237,18 @@ export const quarantineLine = (
   reason: string,
   source: string,
   waitingOn?: string,
-): string =>
-  JSON.stringify({
-    resource,
+  text?: string,
+): string => {
+  const rest = JSON.stringify({
     outcome: outcome ?? null,
     reason,
     source,
     ...(waitingOn !== undefined ? { waitingOn } : {}),
   })
+  // the resource as its line wrote its numbers (`1.0` stays `1.0`: see NumberText)
+  const json = JSON.stringify(resource)
+  return `{"resource":${text === undefined ? json : restoreNumbers(text, json)},${rest.slice(1)}`
+}
 
 /**
  * The graph pass's reading rank of a type (lower first): Binary first (the attachment step needs every

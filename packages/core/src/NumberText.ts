@@ -1,0 +1,129 @@
+/**
+ * Decimal precision across a parse and re-serialisation. FHIR gives a decimal's written precision meaning
+ * (`1.0` is not `1`, `0.010` is not `0.01`), but `JSON.parse` turns both into the same JavaScript number and
+ * `JSON.stringify` writes its shortest form: a resource that is rewritten (parsed, references changed,
+ * serialised) would lose it. Real exports carry such numbers (the bulk sample's MedicationRequests hold
+ * 663 `1.0`s; Synthea's claims `16942.30`).
+ *
+ * A rewrite changes strings (references, URLs, meta) and never adds, drops or reorders numbers, so the
+ * numbers of the serialised text are those of the original, in the same order: `restoreNumbers` puts each
+ * one's original text back where the two differ in writing only.
+ */
+
+const isDigit = (c: number): boolean => c >= 48 && c <= 57
+
+/** Whether `c` can continue a number token (digits, sign, point, exponent). */
+const inNumber = (c: number): boolean =>
+  isDigit(c) || c === 43 || c === 45 || c === 46 || c === 69 || c === 101
+
+/**
+ * Calls `f(from, to)` for each number token of a JSON text (outside strings), in order, until `f` returns
+ * true; whether it did.
+ */
+const someNumber = (text: string, f: (from: number, to: number) => boolean): boolean => {
+  const n = text.length
+  let i = 0
+  while (i < n) {
+    // the structural text up to the next string holds the numbers
+    const quote = text.indexOf('"', i)
+    const stop = quote === -1 ? n : quote
+    for (; i < stop; i++) {
+      const c = text.charCodeAt(i)
+      if (c !== 45 && !isDigit(c)) continue
+      let j = i + 1
+      while (j < stop && inNumber(text.charCodeAt(j))) j++
+      if (f(i, j)) return true
+      i = j - 1
+    }
+    if (quote === -1) break
+    // then the string, skipped: its closing quote is the first one not escaped
+    let close = quote
+    for (;;) {
+      close = text.indexOf('"', close + 1)
+      if (close === -1) return false
+      let backslashes = 0
+      for (let k = close - 1; text.charCodeAt(k) === 92; k--) backslashes++
+      if (backslashes % 2 === 0) break
+    }
+    i = close + 1
+  }
+  return false
+}
+
+/** The number tokens of a JSON text as `[start, end)` pairs, flat. */
+const numberTokens = (text: string): Array<number> => {
+  const out: Array<number> = []
+  someNumber(text, (from, to) => {
+    out.push(from, to)
+    return false
+  })
+  return out
+}
+
+/** Whether the number written `text.slice(from, to)` would be written otherwise by `JSON.stringify`. */
+const odd = (text: string, from: number, to: number): boolean => {
+  const start = text.charCodeAt(from) === 45 ? from + 1 : from
+  // the common case, an integer of up to 15 digits with no leading zero (nor -0), stays as it was
+  if (to - start <= 15) {
+    let digits = true
+    for (let k = start; k < to && digits; k++) digits = isDigit(text.charCodeAt(k))
+    const zero = text.charCodeAt(start) === 48
+    if (digits && (!zero || (to - start === 1 && start === from))) return false
+  }
+  const written = text.slice(from, to)
+  return JSON.stringify(Number(written)) !== written
+}
+
+/** Whether some number of this JSON text would not survive `JSON.parse` + `JSON.stringify` as written. */
+export const hasOddNumbers = (text: string): boolean => someNumber(text, (from, to) => odd(text, from, to))
+
+/** The number tokens of a JSON text (outside strings) as written, in order. */
+export const numbersOf = (text: string): Array<string> => {
+  const out: Array<string> = []
+  someNumber(text, (from, to) => {
+    out.push(text.slice(from, to))
+    return false
+  })
+  return out
+}
+
+/**
+ * `serialized` with its numbers written as `numbers` has them (`numbers[k]` for its k-th number), where
+ * the two differ in writing only. Unchanged when the counts differ (`prefix`: when `numbers` has fewer) or a
+ * pair holds different values: then nothing is guessed.
+ */
+export const withNumbers = (
+  serialized: string,
+  numbers: ReadonlyArray<string>,
+  options?: { readonly prefix?: boolean },
+): string => {
+  const to = numberTokens(serialized)
+  const count = to.length / 2
+  if (options?.prefix === true ? numbers.length < count : numbers.length !== count) return serialized
+  const parts: Array<string> = []
+  let last = 0
+  for (let k = 0; k < count; k++) {
+    const was = numbers[k]!
+    const now = serialized.slice(to[2 * k]!, to[2 * k + 1]!)
+    if (was === now) continue
+    if (Number(was) !== Number(now)) return serialized
+    parts.push(serialized.slice(last, to[2 * k]!), was)
+    last = to[2 * k + 1]!
+  }
+  if (parts.length === 0) return serialized
+  parts.push(serialized.slice(last))
+  return parts.join("")
+}
+
+/**
+ * `serialized` (the JSON `JSON.stringify` made of what was parsed from `original`, rewritten) with each
+ * number written as `original` wrote it. Unchanged when nothing differs, or when the two texts' numbers do
+ * not pair up one to one, in order, with equal values (then the rewrite did more than Ferry's do, and
+ * nothing is guessed). `prefix`: `serialized` holds what `original` begins with (a quarantine line's
+ * resource, which comes before its outcome): its numbers pair up with the first ones of `original`.
+ */
+export const restoreNumbers = (
+  original: string,
+  serialized: string,
+  options?: { readonly prefix?: boolean },
+): string => (hasOddNumbers(original) ? withNumbers(serialized, numbersOf(original), options) : serialized)
