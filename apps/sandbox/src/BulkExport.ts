@@ -561,7 +561,8 @@ export const register = (
         const filters = plan.filters.get(type)
         if (filters !== undefined && !filters.some((f) => f.test(resource, stored))) return undefined
         const keep = plan.elements === undefined ? undefined : elementsFor(plan.elements, type)
-        return { line: JSON.stringify(keep === undefined ? resource : subset(resource, keep)), resource }
+        // the stored text when nothing is left out (its numbers as written: see internal/Numbers.ts)
+        return { line: keep === undefined ? stored.json : JSON.stringify(subset(resource, keep)), resource }
       }
       for (const patient of patientIds) {
         const owner = `Patient/${patient}`
@@ -670,12 +671,15 @@ export const register = (
           continue
         if (filters !== undefined && !filters.some((f) => f.test(resource, stored))) continue
         exportedRefs?.add(`${type}/${stored.id}`)
+        let changed = false
         if (type === "Binary" && resource.data === undefined) {
           const bin = store.getBinary(stored.id)
           if (bin !== undefined && bin.bytes.length > 0) resource.data = bin.bytes.toString("base64")
+          changed = resource.data !== undefined
         }
         if (keep !== undefined) resource = subset(resource, keep)
-        writer.add(JSON.stringify(resource))
+        // the stored text when nothing changed (its numbers as written: see internal/Numbers.ts)
+        writer.add(keep === undefined && !changed ? stored.json : JSON.stringify(resource))
       }
       writer.finish()
       const toError = faults.outputToError(type)
