@@ -80,6 +80,7 @@ import { redactUrl } from "@ferry/core/Http"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import { KeyTable } from "@ferry/core/KeyTable"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { restoreNumbers } from "@ferry/core/NumberText"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Chunk from "@ferry/transform/Chunk"
 import {
@@ -95,7 +96,6 @@ import {
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
 import { originKey, type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
-import { restoreNumbers } from "@ferry/core/NumberText"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
@@ -238,9 +238,9 @@ const archiveUnreadable = (path: string, e: { readonly message: string }): Impor
         cause: e,
       })
 
-/** The usual head of an NDJSON line: `{"resourceType":"<Type>","id":"<id>"`. */
 const empty = Buffer.alloc(0)
 
+/** The usual head of an NDJSON line: `{"resourceType":"<Type>","id":"<id>"`. */
 const LINE_HEAD = /^\{"resourceType":"([A-Za-z]{1,64})","id":"([A-Za-z0-9\-.]{1,64})"/
 
 /**

@@ -289,8 +289,8 @@ const entries = (
   return {
     reports,
     /**
-     * The entry of a verbatim resource from its JSON text (UTF-8; meta patched in the text), when possible:
-     * its pieces, views of `bytes` among them.
+     * The entry of a verbatim resource from its JSON text (UTF-8), when possible: the text before it, the
+     * edit of its meta, and the text after it (`TransactionWriter.addBytes` copies the line in between).
      */
     bytes: (
       bytes: Uint8Array,
