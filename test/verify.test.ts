@@ -79,6 +79,10 @@ const verifyServers = (t: { handle: { baseUrl: string } }, report: string, ...ex
     report,
   ])
 
+/** `ferry verify --archive a --target targetBase --type only …extra`. */
+const verifyTypes = (a: string, targetBase: string, only: string, ...extra: Array<string>) =>
+  runFerry(["verify", "--archive", a, "--target", targetBase, "--type", only, ...extra])
+
 /** `ferry verify` of the target `targetBase` against the archive `a`, reports into `tmp/<name>`. */
 const verifyArchive = async (a: string, targetBase: string, name: string) => {
   const report = Path.join(tmp, name)
@@ -115,15 +119,7 @@ describe("ferry verify", () => {
     const binary = first("Binary").id
     store.putBinary(binary, "application/pdf", Buffer.from("not the original bytes"))
 
-    const run = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      t.handle.baseUrl,
-      "--type",
-      types,
-    ])
+    const run = await verifyTypes(archive, t.handle.baseUrl, types)
     expect(run.code, run.stderr).toBe(6)
     expect(lastLine(run.stderr)).toContain("1 differing, 1 missing, 0 extra")
     // Reports default to the archive directory.
@@ -142,18 +138,7 @@ describe("ferry verify", () => {
 
     // --json: the report alone on stdout (as verify.json holds it), the summary on stderr, the same exit
     const report = Path.join(tmp, "r-json")
-    const json = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      t.handle.baseUrl,
-      "--type",
-      types,
-      "--report",
-      report,
-      "--json",
-    ])
+    const json = await verifyTypes(archive, t.handle.baseUrl, types, "--report", report, "--json")
     expect(json.code, json.stderr).toBe(6)
     expect(JSON.parse(json.stdout)).toEqual(readReport(report))
     expect(readReport(report).totals).toEqual(r.totals)
@@ -246,17 +231,7 @@ describe("ferry verify", () => {
     NFS.writeFileSync(Path.join(archive, "imports", slug, "idmap.ndjson"), `${lines.join("\n")}\n`)
 
     const report = Path.join(tmp, "r-idmap")
-    const run = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      t.handle.baseUrl,
-      "--type",
-      types,
-      "--report",
-      report,
-    ])
+    const run = await verifyTypes(archive, t.handle.baseUrl, types, "--report", report)
     const r = readReport(report)
     expect(run.code, JSON.stringify(r.differences.slice(0, 2))).toBe(0)
     expect(r.verdict).toBe("clean")
@@ -266,17 +241,7 @@ describe("ferry verify", () => {
 
     // Without the id map, nothing matches.
     NFS.rmSync(Path.join(archive, "imports"), { recursive: true, force: true })
-    const bare = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      t.handle.baseUrl,
-      "--type",
-      "Patient",
-      "--report",
-      report,
-    ])
+    const bare = await verifyTypes(archive, t.handle.baseUrl, "Patient", "--report", report)
     expect(bare.code).toBe(6)
     const bareReport = readReport(report)
     expect(bareReport.totals.sourceCount).toBeGreaterThan(0)
