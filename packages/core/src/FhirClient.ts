@@ -828,10 +828,12 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           getDecoded(request(req).pipe(Effect.flatMap(decode(Bundle.Bundle, "a searchset Bundle")))).pipe(
             Effect.flatMap((bundle) => {
               const next = Bundle.nextLink(bundle)
+              const page = Chunk.fromIterable(Bundle.resources(bundle))
+              if (Option.isNone(next)) return Effect.succeed([page, Option.none()] as const)
               const current = urlOf(prepare(req))
-              const nextUrl = Option.map(next, (n) => resolveUrl(baseUrl, n))
+              const nextUrl = resolveUrl(baseUrl, next.value)
               // A server answering with a link to the page just read would loop forever.
-              if (Option.isSome(nextUrl) && nextUrl.value === current)
+              if (nextUrl === current)
                 return Effect.fail(
                   new FhirError({
                     reason: "Decode",
@@ -844,9 +846,20 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
               // A link to another server would page through that server's data (without the credentials,
               // which go to the base's origin only): typically a server behind a proxy that advertises
               // its internal address.
-              const nextOrigin = Option.map(nextUrl, originOf)
+              const nextOrigin = Option.liftThrowable(() => new URL(nextUrl).origin)()
+              // (not echoed: a link may carry a token)
+              if (Option.isNone(nextOrigin))
+                return Effect.fail(
+                  new FhirError({
+                    reason: "Decode",
+                    method: "GET",
+                    url: redactUrl(current),
+                    detail: "the next link of this search page is not a URL",
+                    hint: "the server's paging is broken; report it to the server's operators",
+                  }),
+                )
               const own = originOf(baseUrl)
-              if (Option.isSome(nextOrigin) && nextOrigin.value !== own)
+              if (nextOrigin.value !== own)
                 return Effect.fail(
                   new FhirError({
                     reason: "Decode",
@@ -856,10 +869,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                     hint: "a server behind a proxy often does this when its own base URL setting names its internal address (HAPI: server_address); set it to the address Ferry uses, or give Ferry the address the server advertises",
                   }),
                 )
-              return Effect.succeed([
-                Chunk.fromIterable(Bundle.resources(bundle)),
-                Option.map(next, (url) => HttpClientRequest.get(url)),
-              ] as const)
+              return Effect.succeed([page, Option.some(HttpClientRequest.get(next.value))] as const)
             }),
           ),
       ),

@@ -228,6 +228,11 @@ describe("FhirClient requests (fake server)", () => {
         "points to another server (http://10.0.0.5:8080), not to https://fhir.example.org",
       )
       assert.include(error.message, "server_address")
+      // a link that is no URL is not followed, nor echoed (it may carry a token)
+      const broken = yield* fake([{ status: 200, body: page("http://10.0.0.5:99999/fhir?_getpages=s3cr3t") }])
+      const bad = yield* Effect.flip(Stream.runCollect(broken.client.searchAll("Patient")))
+      assert.include(bad.message, "the next link of this search page is not a URL")
+      assert.notInclude(bad.message, "s3cr3t")
     }),
   )
 

@@ -362,8 +362,9 @@ class ByteSink {
   }
 
   string(text: string): void {
-    // at most 3 UTF-8 bytes per UTF-16 code unit
-    this.room(text.length * 3)
+    // at most 3 UTF-8 bytes per UTF-16 code unit; when that much is not free, the exact size (a large entry,
+    // such as a Binary's data, does not reserve three times itself)
+    if (this.buf.length - this.length < text.length * 3) this.room(Buffer.byteLength(text))
     this.length += this.buf.write(text, this.length)
   }
 

@@ -23,19 +23,23 @@ export const parseKeepingNumbers = (text: string): unknown => {
   // the numbers, when the entry's numbers are all its resource's and nothing before the entries has any
   const entries = value.resourceType === "Bundle" && Array.isArray(value.entry) ? value.entry : undefined
   if (entries === undefined) {
-    if (isObject(value.resource) && numbersOf(JSON.stringify(value)).length === all.length)
+    if (isObject(value.resource) && numbersOf(JSON.stringify(value.resource)).length === all.length)
       written.set(value.resource, all)
     return value
   }
   const { entry: _entry, ...rest } = value
   if (numbersOf(JSON.stringify(rest)).length > 0) return value
+  // each entry's count as serialised; they must add up to the text's, or the runs would not line up (a
+  // duplicate key or a number out of range makes the text hold more than the value): then none is kept
+  const counts = entries.map((e) => numbersOf(JSON.stringify(e)).length)
+  if (counts.reduce((a, b) => a + b, 0) !== all.length) return value
   let k = 0
-  for (const e of entries) {
-    const n = numbersOf(JSON.stringify(e)).length
+  entries.forEach((e, i) => {
+    const n = counts[i]!
     if (isObject(e) && isObject(e.resource) && numbersOf(JSON.stringify(e.resource)).length === n)
       written.set(e.resource, all.slice(k, k + n))
     k += n
-  }
+  })
   return value
 }
 
