@@ -80,6 +80,7 @@ import { redactUrl } from "@ferry/core/Http"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import { KeyTable } from "@ferry/core/KeyTable"
 import * as Ndjson from "@ferry/core/Ndjson"
+import type { Bundle as FhirBundle } from "@ferry/core/Bundle"
 import { restoreNumbers } from "@ferry/core/NumberText"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Chunk from "@ferry/transform/Chunk"
@@ -422,13 +423,19 @@ interface Located {
 }
 
 /**
- * A Bundle of these resources as JSON, each number written as in the resource's line (see
- * `NumberText.restoreNumbers`: the Bundle's numbers are its resources' numbers, in order).
+ * A Bundle of these resources (its i-th entry `locs[i]`'s) as JSON, each entry's numbers written as in its
+ * resource's line (`NumberText.restoreNumbers`, entry by entry: one whose rewrite dropped a number keeps the
+ * others' precision).
  */
-const bundleJson = (bundle: unknown, locs: ReadonlyArray<Located>): string => {
-  const json = JSON.stringify(bundle)
-  if (!locs.some((l) => l.text !== undefined)) return json
-  return restoreNumbers(locs.map((l) => l.text ?? JSON.stringify(l.value)).join("\n"), json)
+const bundleJson = (bundle: FhirBundle, locs: ReadonlyArray<Located>): string => {
+  const { entry = [], ...rest } = bundle
+  if (entry.length !== locs.length || !locs.some((l) => l.text !== undefined)) return JSON.stringify(bundle)
+  const entries = entry.map((e, i) => {
+    const json = JSON.stringify(e)
+    const text = locs[i]!.text
+    return text === undefined ? json : restoreNumbers(text, json)
+  })
+  return `${JSON.stringify(rest).slice(0, -1)},"entry":[${entries.join(",")}]}`
 }
 
 export const run = (options: ImportOptions): Effect.Effect<ImportSummary, ImportFailure> =>
