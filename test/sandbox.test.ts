@@ -27,6 +27,10 @@ describe("ferry sandbox (process)", () => {
       expect(first.baseUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/fhir$/)
       const meta = await json(`${first.baseUrl}/metadata`)
       expect(meta.body.resourceType).toBe("CapabilityStatement")
+      // the sandbox says the version of the ferry that runs it
+      const version = (await runFerry(["--version"])).stdout.trim()
+      expect(version).toMatch(/^\d+\.\d+\.\d+/)
+      expect(meta.body.software).toEqual({ name: "Ferry sandbox", version })
       const patients = await json(`${first.baseUrl}/Patient?_summary=count`)
       expect(patients.body.total).toBe(13)
       const created = await json(`${first.baseUrl}/Patient`, {

@@ -7,7 +7,7 @@ import { migrateCommand } from "./commands/migrate.js"
 import { planCommand } from "./commands/plan.js"
 import { sandbox } from "./commands/sandbox.js"
 import { verifyCommand } from "./commands/verify.js"
-import { version } from "./Version.js"
+import { version } from "@ferry/core/Version"
 
 export const ferry = Command.make("ferry").pipe(
   Command.withDescription(

@@ -20,6 +20,7 @@ import { isR4ResourceType, r4ResourceTypes } from "./internal/ResourceTypes.js"
 import type { IterateOptions, LastUpdatedOp, Store, StoredResource } from "./Store.js"
 import * as Transaction from "./Transaction.js"
 import { carryNumbers } from "./internal/Numbers.js"
+import { version } from "@ferry/core/Version"
 
 const typePattern = /^[A-Z][A-Za-z]{1,63}$/
 const idPattern = /^[A-Za-z0-9\-.]{1,64}$/
@@ -86,7 +87,7 @@ export const capabilityStatement = (
     status: "active",
     date: new Date().toISOString(),
     kind: "instance",
-    software: { name: "Ferry sandbox", version: "0.1.0" },
+    software: { name: "Ferry sandbox", version },
     implementation: { description: "Ferry sandbox FHIR R4 server", url: baseUrl },
     fhirVersion: "4.0.1",
     format: ["application/fhir+json", "json"],

@@ -20,7 +20,7 @@ import { list } from "../Params.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
-import { version } from "../Version.js"
+import { version } from "@ferry/core/Version"
 import type { FlagValues } from "../Flags.js"
 
 /** `90`, `90s`, `15m`, `2h`, `1d` → Duration. */

@@ -1,4 +1,4 @@
 declare const FERRY_VERSION: string | undefined
 
-/** The CLI's version, injected by the bundler; "dev" when running from sources. */
+/** Ferry's version (the CLI's and the sandbox's), injected by the bundler; "dev" when running from sources. */
 export const version: string = typeof FERRY_VERSION === "string" ? FERRY_VERSION : "dev"
