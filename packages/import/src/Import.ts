@@ -81,7 +81,7 @@ import { isResource, type Resource } from "@ferry/core/Ids"
 import { KeyTable } from "@ferry/core/KeyTable"
 import * as Ndjson from "@ferry/core/Ndjson"
 import type { Bundle as FhirBundle } from "@ferry/core/Bundle"
-import { restoreNumbers } from "@ferry/core/NumberText"
+import { hasOddNumbers, restoreNumbers } from "@ferry/core/NumberText"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Chunk from "@ferry/transform/Chunk"
 import {
@@ -418,9 +418,18 @@ interface Located {
   readonly file: string
   readonly line: number
   readonly value: Resource
-  /** The line the value was parsed from, when at hand: its numbers are sent as written (`restoreNumbers`). */
+  /**
+   * The line the value was parsed from, when it holds a number JSON.stringify would write otherwise (see
+   * `numbered`): its numbers are sent as written (`restoreNumbers`).
+   */
   readonly text?: string
 }
+
+/**
+ * `Located.text` for a line, kept only when some number of it would be written otherwise by JSON.stringify
+ * (otherwise the parsed value says it all, and the line need not be held beside it).
+ */
+const numbered = (text: string): { readonly text?: string } => (hasOddNumbers(text) ? { text } : {})
 
 /**
  * A Bundle of these resources (its i-th entry `locs[i]`'s) as JSON, each entry's numbers written as in its
@@ -1707,7 +1716,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             const text = line.toString("utf8")
             const value = bodyAt(n, text)
             if (value instanceof ImportError) return yield* value
-            out.push({ file: dataFiles[locations.file(n)]!.path, line: locations.line(n), value, text })
+            out.push({
+              file: dataFiles[locations.file(n)]!.path,
+              line: locations.line(n),
+              value,
+              ...numbered(text),
+            })
           }
           return out
         })
@@ -1791,8 +1805,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             const line = lines.get(n) ?? empty
             // a verbatim resource goes in as its text, only its meta patched (put mode)
             if (pre === undefined && writer.addBytes(line)) continue
-            const text = pre?.text ?? line.toString("utf8")
-            const value = pre?.value ?? bodyAt(n, text)
+            const text = pre === undefined ? line.toString("utf8") : pre.text
+            const value = pre?.value ?? bodyAt(n, text ?? "")
             if (value instanceof ImportError) return yield* value
             const added = writer.add(value, text)
             if (Either.isLeft(added)) return yield* Effect.die(added.left)
@@ -1842,7 +1856,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 const n = wanted.get(l.line)!
                 const value = parseBody(entry, l.line, l.text, nodeKeys.key(n))
                 if (value instanceof ImportError) return Effect.fail(value)
-                out.set(n, { file: entry.path, line: l.line, value, text: l.text })
+                out.set(n, { file: entry.path, line: l.line, value, ...numbered(l.text) })
                 return Effect.void
               },
             )
@@ -2018,7 +2032,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 line: at > 0 ? Number(q.source!.slice(at + 1)) : 0,
                 value: q.resource,
                 // its numbers as the line wrote them (the resource comes first in a quarantine line)
-                text: restoreNumbers(qLines[i]!, JSON.stringify(q.resource), { prefix: true }),
+                ...numbered(restoreNumbers(qLines[i]!, JSON.stringify(q.resource), { prefix: true })),
               })
             }
             yield* emit({ event: "retry-quarantine", file: name, resources: locs.length, pass: pass + 1 })
