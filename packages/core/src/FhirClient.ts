@@ -854,7 +854,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                     reason: "Decode",
                     method: "GET",
                     url: redactUrl(current),
-                    detail: "the next link of this search page is not a URL",
+                    detail: "its next link is not a URL",
                     hint: "the server's paging is broken; report it to the server's operators",
                   }),
                 )
@@ -865,7 +865,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                     reason: "Decode",
                     method: "GET",
                     url: redactUrl(current),
-                    detail: `the next link of this search page points to another server (${nextOrigin.value}), not to ${own}`,
+                    detail: `its next link points to another server (${nextOrigin.value}), not to ${own}`,
                     hint: "a server behind a proxy often does this when its own base URL setting names its internal address (HAPI: server_address); set it to the address Ferry uses, or give Ferry the address the server advertises",
                   }),
                 )

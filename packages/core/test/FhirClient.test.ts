@@ -231,7 +231,7 @@ describe("FhirClient requests (fake server)", () => {
       // a link that is no URL is not followed, nor echoed (it may carry a token)
       const broken = yield* fake([{ status: 200, body: page("http://10.0.0.5:99999/fhir?_getpages=s3cr3t") }])
       const bad = yield* Effect.flip(Stream.runCollect(broken.client.searchAll("Patient")))
-      assert.include(bad.message, "the next link of this search page is not a URL")
+      assert.include(bad.message, "its next link is not a URL")
       assert.notInclude(bad.message, "s3cr3t")
     }),
   )
