@@ -19,8 +19,9 @@ export const parseKeepingNumbers = (text: string): unknown => {
   if (!isObject(value) || !hasOddNumbers(text)) return value
   const all = numbersOf(text)
   written.set(value, all)
-  // a Bundle entry (as a seed Bundle is read, entry by entry) or a Bundle: each entry's resource gets its run of
-  // the numbers, when the entry's numbers are all its resource's and nothing before the entries has any
+  // a Bundle entry (as a seed Bundle is read, entry by entry) or a whole Bundle: each entry's resource gets its
+  // own run of the numbers, but only where that run is certain (an entry whose numbers are all in its
+  // resource, in a Bundle with no numbers outside its entries)
   const entries = value.resourceType === "Bundle" && Array.isArray(value.entry) ? value.entry : undefined
   if (entries === undefined) {
     if (isObject(value.resource) && numbersOf(JSON.stringify(value.resource)).length === all.length)
