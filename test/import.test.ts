@@ -172,6 +172,19 @@ describe("ferry import", () => {
       report,
     ])
     expect(verified.code, verified.stderr).toBe(0)
+    // a target that stores a `1.0` as `1` (as one keeping decimals as doubles would) holds a different resource
+    const lossy = Array.from(target.store.iterate("MedicationRequest")).find((r) => ones(r.json) > 0)
+    if (lossy === undefined) throw new Error("no MedicationRequest with a 1.0 on the target")
+    target.store.update(JSON.parse(lossy.json) as { id: string })
+    const lost = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl, "--json"])
+    expect(lost.code, lost.stderr).toBe(6)
+    const found = JSON.parse(lost.stdout) as {
+      totals: { differing: number }
+      differences: Array<{ target?: string; fields?: Array<{ source?: string; target?: string }> }>
+    }
+    expect(found.totals.differing).toBe(1)
+    expect(found.differences[0]?.target).toBe(`MedicationRequest/${lossy.id}`)
+    expect(found.differences[0]?.fields?.[0]).toMatchObject({ source: "1.0", target: "1" })
   })
 
   it("client ids refused: post strategy, id map written, references point at the new ids", async () => {

@@ -5,6 +5,7 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import { carryNumbers, parseKeepingNumbers } from "@ferry/core/NumberText"
 import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -181,7 +182,8 @@ describe("ferry verify", () => {
     for (const f of manifest.files) {
       for (const line of NFS.readFileSync(Path.join(archive, f.path), "utf8").split("\n")) {
         if (line.trim() === "") continue
-        const r = JSON.parse(line) as Record<string, unknown>
+        // (its decimals as written, as an import keeps them)
+        const r = parseKeepingNumbers(line) as Record<string, unknown>
         keys.add(`${String(r.resourceType)}/${String(r.id)}`)
         resources.push(r)
       }
@@ -216,7 +218,7 @@ describe("ferry verify", () => {
     for (const r of resources) {
       if (r.resourceType === "Binary") continue
       const id = newId(String(r.id))
-      store.update({ ...(rewrite(r) as Record<string, unknown>), id })
+      store.update(carryNumbers(r, { ...(rewrite(r) as Record<string, unknown>), id }))
       lines.push(
         JSON.stringify({
           s: `${String(r.resourceType)}/${String(r.id)}`,

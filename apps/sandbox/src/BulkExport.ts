@@ -561,7 +561,7 @@ export const register = (
         const filters = plan.filters.get(type)
         if (filters !== undefined && !filters.some((f) => f.test(resource, stored))) return undefined
         const keep = plan.elements === undefined ? undefined : elementsFor(plan.elements, type)
-        // the stored text when nothing is left out (its numbers as written: see internal/Numbers.ts)
+        // the stored text when nothing is left out (its numbers as written: see core's NumberText.parseKeepingNumbers)
         return { line: keep === undefined ? stored.json : JSON.stringify(subset(resource, keep)), resource }
       }
       for (const patient of patientIds) {
@@ -678,7 +678,7 @@ export const register = (
           changed = resource.data !== undefined
         }
         if (keep !== undefined) resource = subset(resource, keep)
-        // the stored text when nothing changed (its numbers as written: see internal/Numbers.ts)
+        // the stored text when nothing changed (its numbers as written: see core's NumberText.parseKeepingNumbers)
         writer.add(keep === undefined && !changed ? stored.json : JSON.stringify(resource))
       }
       writer.finish()

@@ -36,7 +36,7 @@ import { JobDirs, serveFile } from "./internal/bulkFiles.js"
 import { parsePrefer } from "./BulkExport.js"
 import { requestAllows, smartOf } from "./Smart.js"
 import type { Store } from "./Store.js"
-import { parseKeepingNumbers } from "./internal/Numbers.js"
+import { parseKeepingNumbers } from "@ferry/core/NumberText"
 
 export interface ImportInput {
   readonly type: string

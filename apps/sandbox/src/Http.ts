@@ -16,7 +16,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Store } from "./Store.js"
-import { parseKeepingNumbers } from "./internal/Numbers.js"
+import { parseKeepingNumbers } from "@ferry/core/NumberText"
 
 export interface Ctx {
   readonly req: IncomingMessage

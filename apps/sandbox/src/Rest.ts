@@ -19,7 +19,7 @@ import { normalizeReference } from "./internal/References.js"
 import { isR4ResourceType, r4ResourceTypes } from "./internal/ResourceTypes.js"
 import type { IterateOptions, LastUpdatedOp, Store, StoredResource } from "./Store.js"
 import * as Transaction from "./Transaction.js"
-import { carryNumbers } from "./internal/Numbers.js"
+import { carryNumbers } from "@ferry/core/NumberText"
 import { version } from "@ferry/core/Version"
 
 const typePattern = /^[A-Z][A-Za-z]{1,63}$/

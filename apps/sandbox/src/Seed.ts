@@ -20,7 +20,7 @@ import { rewrite as rewriteReferences } from "@ferry/core/Walker"
 import { forEachBundleEntry } from "./internal/BundleStream.js"
 import type { Store } from "./Store.js"
 import { rewrite } from "./Transaction.js"
-import { carryNumbers, parseKeepingNumbers } from "./internal/Numbers.js"
+import { carryNumbers, parseKeepingNumbers } from "@ferry/core/NumberText"
 
 export interface SeedReport {
   readonly path: string

@@ -13,8 +13,7 @@
 import { randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import Database from "better-sqlite3"
-import { withNumbers } from "@ferry/core/NumberText"
-import { writtenNumbers } from "./internal/Numbers.js"
+import { withNumbers, writtenNumbers } from "@ferry/core/NumberText"
 import { extractIdentifiers, extractReferences } from "./internal/References.js"
 
 export interface StoredResource {
@@ -282,7 +281,7 @@ export class Store {
       this.sPutBytes.run(id, contentType, Buffer.from(body.data, "base64"))
       delete body.data
     }
-    // decimals as the client wrote them (`1.0` stays `1.0`: see internal/Numbers.ts)
+    // decimals as the client wrote them (`1.0` stays `1.0`: see core's NumberText.parseKeepingNumbers)
     const numbers = writtenNumbers(r)
     const json = numbers === undefined ? JSON.stringify(body) : withNumbers(JSON.stringify(body), numbers)
     if (existed) this.removeKeys(type, id)

@@ -640,12 +640,13 @@ const counted = <A>(
 
 /**
  * Stream the resources of one file entry (gunzipped as needed). Each line must be a resource of the entry's
- * type, and at the end the number of resources must equal `entry.count`.
+ * type, and at the end the number of resources must equal `entry.count`. `keepNumbers`: each resource
+ * remembers how its numbers were written (`NumberText.writtenNumbers`).
  */
 export const resources = (
   dir: string,
   entry: FileEntry,
-  options: { readonly maxLineBytes?: number } = {},
+  options: { readonly maxLineBytes?: number; readonly keepNumbers?: boolean } = {},
 ): Stream.Stream<Located, ArchiveError> =>
   counted(
     entry,
@@ -654,6 +655,7 @@ export const resources = (
       label: entry.path,
       resourceType: entry.type,
       ...(options.maxLineBytes !== undefined ? { maxLineBytes: options.maxLineBytes } : {}),
+      ...(options.keepNumbers === true ? { keepNumbers: true } : {}),
     }).pipe(Stream.map((i): Located => ({ file: entry.path, line: i.line, value: i.value }))),
   )
 

@@ -2,7 +2,7 @@ import {
   FetchHttpClient,
   Headers,
   HttpClient,
-  type HttpClientError,
+  HttpClientError,
   HttpClientRequest,
   type HttpClientResponse,
   type UrlParams,
@@ -30,6 +30,7 @@ import {
   transportProblem,
 } from "./Http.js"
 import { FhirResource, type Resource } from "./Ids.js"
+import { carryNumbers, parseKeepingNumbers } from "./NumberText.js"
 import * as RawHttp from "./internal/RawHttp.js"
 import { summary } from "./OperationOutcome.js"
 import {
@@ -42,6 +43,27 @@ import {
 } from "./Retry.js"
 
 /** The detail of a body that broke off while it was read (a GET so failing is asked again). */
+/**
+ * What `Schema` decoding made of a parsed answer keeps how its resources' numbers were written
+ * (`NumberText.parseKeepingNumbers`): the resource itself, or each Bundle entry's (decoding copies them).
+ */
+const carryResources = (raw: unknown, decoded: unknown): void => {
+  if (!isRecord(raw) || !isRecord(decoded)) return
+  carryNumbers(raw, decoded)
+  const from = raw.entry
+  const to = decoded.entry
+  if (!Array.isArray(from) || !Array.isArray(to)) return
+  for (let i = 0; i < from.length && i < to.length; i++) {
+    const a: unknown = from[i]
+    const b: unknown = to[i]
+    if (isRecord(a) && isRecord(b) && isRecord(a.resource) && isRecord(b.resource))
+      carryNumbers(a.resource, b.resource)
+  }
+}
+
+const isRecord = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
 const BROKE_OFF = "the answer broke off"
 
 export interface FhirClientOptions {
@@ -696,8 +718,23 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   const decode =
     <A, I>(schema: Schema.Schema<A, I>, what: string) =>
     (response: HttpClientResponse.HttpClientResponse): Effect.Effect<A, FhirError> =>
-      response.json.pipe(
-        Effect.flatMap(Schema.decodeUnknown(schema)),
+      response.text.pipe(
+        // (as `response.json`, but each resource read keeps how its numbers were written: `1.0` is not `1`)
+        Effect.flatMap((text) =>
+          Effect.try({
+            try: () => parseKeepingNumbers(text),
+            catch: (cause) =>
+              new HttpClientError.ResponseError({
+                request: response.request,
+                response,
+                reason: "Decode",
+                cause,
+              }),
+          }),
+        ),
+        Effect.flatMap((raw) =>
+          Effect.tap(Schema.decodeUnknown(schema)(raw), (decoded) => carryResources(raw, decoded)),
+        ),
         Effect.mapError((e: HttpClientError.ResponseError | ParseResult.ParseError) => {
           if (e._tag === "ParseError") {
             return new FhirError({

@@ -20,6 +20,7 @@ import * as Zlib from "node:zlib"
 import { type Cause, Channel, Chunk, Effect, Option, Schema, Sink, Stream } from "effect"
 import type { Scope } from "effect"
 import { isResource, type Resource } from "./Ids.js"
+import { parseKeepingNumbers, stringifyKeepingNumbers } from "./NumberText.js"
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors
@@ -120,6 +121,11 @@ export interface ReadOptions {
   readonly resourceType?: string
   /** Give each item its line's text too (`Item.text`). */
   readonly keepText?: boolean
+  /**
+   * Remember how each resource's numbers were written (`NumberText.writtenNumbers`), when one would be written
+   * otherwise: a scan of the line.
+   */
+  readonly keepNumbers?: boolean
 }
 
 /** One line of a file, undecoded. */
@@ -413,7 +419,7 @@ const kindOf = (u: unknown): string =>
 const parseText = (options: ReadOptions, line: number, text: string, bytes: number, offset: number): Item => {
   let value: unknown
   try {
-    value = JSON.parse(text)
+    value = options.keepNumbers === true ? parseKeepingNumbers(text) : JSON.parse(text)
   } catch (e) {
     throw new NdjsonError({ reason: "InvalidJson", file: options.file, line, detail: jsonErrorText(e) })
   }
@@ -802,7 +808,8 @@ const serialise = (label: string, firstLine: number, values: Iterable<unknown>):
       }
       s += v
     } else {
-      s += JSON.stringify(v)
+      // (numbers as they were read, when a reader kept them: `1.0` stays `1.0`)
+      s += stringifyKeepingNumbers(v)
     }
     s += "\n"
     n++

@@ -1,6 +1,16 @@
 import { readdirSync, readFileSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import { hasOddNumbers, numbersOf, restoreNumbers, withNumbers } from "../src/NumberText.js"
+import {
+  carryNumbers,
+  hasOddNumbers,
+  keepNumbersOf,
+  numbersOf,
+  parseKeepingNumbers,
+  restoreNumbers,
+  stringifyKeepingNumbers,
+  withNumbers,
+  writtenNumbers,
+} from "../src/NumberText.js"
 
 const sample = new URL("../../../../shared/data/sample-bulk-10-patients/", import.meta.url)
 
@@ -63,5 +73,51 @@ describe("restoreNumbers (decimal precision across a rewrite)", () => {
       }
     // the sample's MedicationRequests hold `1.0`s: the case this exists for
     expect(odd).toBeGreaterThan(300)
+  })
+})
+
+const entries = (u: unknown) => (u as { entry: Array<{ resource: object }> }).entry.map((e) => e.resource)
+
+describe("parseKeepingNumbers (numbers as written, remembered per parsed resource)", () => {
+  it("gives each Bundle entry's resource its own run of the numbers as written", () => {
+    const bundle = parseKeepingNumbers(
+      '{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Basic","v":1.0,"w":[2]}},{"resource":{"resourceType":"Basic","v":3}},{"resource":{"resourceType":"Basic","v":4.50}}]}',
+    )
+    // (an entry whose numbers are all written as JSON.stringify writes them keeps nothing)
+    expect(entries(bundle).map((r) => writtenNumbers(r))).toEqual([["1.0", "2"], undefined, ["4.50"]])
+    expect(entries(bundle).map((r) => stringifyKeepingNumbers(r))).toEqual([
+      '{"resourceType":"Basic","v":1.0,"w":[2]}',
+      '{"resourceType":"Basic","v":3}',
+      '{"resourceType":"Basic","v":4.50}',
+    ])
+  })
+
+  it("finds the runs of a searchset page whatever stands before its entries (total, scores)", () => {
+    const page = parseKeepingNumbers(
+      '{"resourceType":"Bundle","type":"searchset","total":2,"entry":[{"resource":{"resourceType":"Observation","valueQuantity":{"value":7.0}},"search":{"mode":"match","score":1.0}},{"resource":{"resourceType":"Observation","valueQuantity":{"value":7.25}}}]}',
+    )
+    expect(entries(page).map((r) => writtenNumbers(r))).toEqual([["7.0"], undefined])
+    expect(stringifyKeepingNumbers(entries(page)[0])).toBe(
+      '{"resourceType":"Observation","valueQuantity":{"value":7.0}}',
+    )
+  })
+
+  it("keeps none when a number of the text has no counterpart of the same value (a duplicate key)", () => {
+    const bundle = parseKeepingNumbers(
+      '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Basic","v":5,"v":1}},{"resource":{"resourceType":"Basic","v":1.0}}]}',
+    )
+    expect(entries(bundle).map((r) => writtenNumbers(r))).toEqual([undefined, undefined])
+  })
+
+  it("keeps nothing for text whose numbers JSON.stringify writes the same; carries a run to a copy", () => {
+    const plain = parseKeepingNumbers('{"resourceType":"Patient","a":1,"b":2.5}') as object
+    expect(writtenNumbers(plain)).toBeUndefined()
+    expect(stringifyKeepingNumbers(plain)).toBe('{"resourceType":"Patient","a":1,"b":2.5}')
+    const line = '{"resourceType":"Basic","id":"a","v":0.10}'
+    const r = keepNumbersOf(JSON.parse(line) as Record<string, unknown>, line)
+    expect(stringifyKeepingNumbers(carryNumbers(r, { ...r, id: "b" }))).toBe(
+      '{"resourceType":"Basic","id":"b","v":0.10}',
+    )
+    expect(stringifyKeepingNumbers({ ...r })).toBe('{"resourceType":"Basic","id":"a","v":0.1}')
   })
 })

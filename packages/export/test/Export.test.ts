@@ -363,6 +363,27 @@ layer(
 )("Export.run: resume and incremental (10-patient sandbox)", (it) => {
   const types = ["Patient", "Condition", "Encounter", "Procedure"]
 
+  it.scoped("crawl: decimals as the server wrote them (the sample's MedicationRequests' 1.0s stay 1.0)", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const out = Path.join(yield* tempDir, "decimals")
+      const client = yield* clientFor(sandbox.baseUrl)
+      yield* Export.run({
+        client,
+        out,
+        params: { level: "system", types: ["MedicationRequest"] },
+        mode: "crawl",
+      })
+      const ones = (text: string) => (text.match(/"value":1\.0[,}]/g) ?? []).length
+      const written = ones(NFS.readFileSync(Path.join(sample10, "MedicationRequest.000.ndjson"), "utf8"))
+      assert.isAbove(written, 300)
+      assert.strictEqual(
+        ones(NFS.readFileSync(Path.join(out, "data", "MedicationRequest.000.ndjson"), "utf8")),
+        written,
+      )
+    }),
+  )
+
   it.scoped("downloadRank: ranked types download first; the archive lists files in manifest order", () =>
     Effect.gen(function* () {
       const sandbox = yield* Sandbox.Sandbox

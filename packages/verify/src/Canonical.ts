@@ -12,10 +12,15 @@
  *   as they are (`transactionOnly: "unresolvable"`, the target), conditional and `urn:uuid:` references
  *   become `unresolvable:<reference>`, as do those the other side cannot resolve;
  * - Attachment `url`s replaced by a placeholder and returned in `attachments` (path + url) so the caller
- *   compares their payloads by sha256 separately; inline `data` stays part of the content.
+ *   compares their payloads by sha256 separately; inline `data` stays part of the content;
+ * - a number written otherwise than `JSON.stringify` writes it (`1.0`, `0.010`, `16942.30`: FHIR counts a
+ *   decimal's written precision) as `{"ferry:decimal": "<as written>"}`, when the reader kept how it was written
+ *   (`NumberText.writtenNumbers`: a FHIR client's answers, an archive read with `keepNumbers`), so that a
+ *   server that stored `1.0` as `1` holds a different resource.
  */
 import { createHash } from "node:crypto"
 import type { Resource } from "@ferry/core/Ids"
+import { writtenNumbers } from "@ferry/core/NumberText"
 import { rewrite } from "@ferry/core/Walker"
 
 /** The `meta.tag` system of Ferry's provenance tag (the same value as `@ferry/transform/Rewrite`). */
@@ -108,11 +113,40 @@ const stripMeta = (resource: Json): Json => {
   return out
 }
 
+/** The key of the stand-in for a number written otherwise than `JSON.stringify` writes it (see the module doc). */
+export const decimalKey = "ferry:decimal"
+
+/**
+ * `resource` with each number that was written otherwise than `JSON.stringify` writes it replaced by
+ * `{ [decimalKey]: <as written> }`; as it is when how its numbers were written is not known, or when the
+ * written numbers do not pair up with its own one to one, in order, with equal values (nothing is guessed).
+ */
+const withWrittenNumbers = (resource: Resource): unknown => {
+  const numbers = writtenNumbers(resource)
+  if (numbers === undefined) return resource
+  let k = 0
+  let paired = true
+  const copy = (v: unknown): unknown => {
+    if (typeof v === "number") {
+      const text = numbers[k++]
+      if (text === undefined || Number(text) !== v) paired = false
+      return text === undefined || JSON.stringify(v) === text ? v : { [decimalKey]: text }
+    }
+    if (Array.isArray(v)) return v.map(copy)
+    if (!isObject(v)) return v
+    const out: Json = {}
+    for (const key in v) out[key] = copy(v[key])
+    return out
+  }
+  const out = copy(resource)
+  return paired && k === numbers.length ? out : resource
+}
+
 /** The canonical form of one resource. */
 export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Canonical => {
   const attachments: Array<AttachmentRef> = []
   const map = ctx.mapKey ?? ((k: string) => k)
-  const walked = rewrite(resource as unknown, {
+  const walked = rewrite(withWrittenNumbers(resource), {
     ...(ctx.base !== undefined ? { sourceBase: ctx.base } : {}),
     reference: (site) => {
       if (site.canonical) return undefined

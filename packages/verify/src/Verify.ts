@@ -601,7 +601,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       ? Stream.empty
       : source._tag === "Archive"
         ? Stream.fromIterable(manifest?.files.filter((f) => f.type === type) ?? []).pipe(
-            Stream.flatMap((entry) => Archive.resources(source.dir, entry).pipe(Stream.map((l) => l.value))),
+            // (numbers as written: a target that stored `1.0` as `1` differs)
+            Stream.flatMap((entry) =>
+              Archive.resources(source.dir, entry, { keepNumbers: true }).pipe(Stream.map((l) => l.value)),
+            ),
             Stream.mapError(sourceError),
           )
         : source.client.searchAll(type).pipe(Stream.mapError(sourceError))

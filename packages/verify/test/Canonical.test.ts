@@ -9,6 +9,11 @@ import {
   unresolvablePrefix,
 } from "../src/Canonical.js"
 import { diff, preview } from "../src/Diff.js"
+import { keepNumbersOf } from "@ferry/core/NumberText"
+import type { Resource } from "@ferry/core/Ids"
+
+/** A resource parsed from `text`, remembering how its numbers were written (as verify reads both sides). */
+const read = (text: string): Resource => keepNumbersOf(JSON.parse(text) as Resource, text)
 
 describe("Canonical", () => {
   it("sorts keys at every level, keeps array order", () => {
@@ -239,6 +244,28 @@ describe("Canonical", () => {
         }).value,
       )
     assert.strictEqual(both("http://src/fhir/Binary/b2"), both("Binary/ferry-1234"))
+  })
+
+  it("compares decimals as written: 1.0 is not 1 (FHIR counts written precision), 1.0 is 1.0", () => {
+    const written =
+      '{"resourceType":"Observation","id":"o","valueQuantity":{"value":1.0,"unit":"mg"},"n":[2,0.50]}'
+    const kept = canonicalize(read(written)).value
+    const lost = canonicalize(read(JSON.stringify(JSON.parse(written)))).value
+    assert.strictEqual(hash(kept), hash(canonicalize(read(written.replace('"id":"o"', '"id": "o"'))).value))
+    assert.notStrictEqual(hash(kept), hash(lost))
+    const fields = diff(kept, lost)
+    assert.deepStrictEqual(fields, [
+      { path: "n[1]", source: "0.50", target: "0.5" },
+      { path: "valueQuantity.value", source: "1.0", target: "1" },
+    ])
+    // 1.00 against 1.0: both written, differing
+    const other = canonicalize(read(written.replace("1.0", "1.00"))).value
+    assert.deepStrictEqual(
+      diff(kept, other).map((f) => [f.path, f.source, f.target]),
+      [["valueQuantity.value", "1.0", "1.00"]],
+    )
+    // a resource whose reader did not keep its numbers compares by value, as before
+    assert.strictEqual(hash(canonicalize(JSON.parse(written) as Resource).value), hash(lost))
   })
 
   it("samples deterministically", () => {

@@ -6,7 +6,7 @@
  */
 import { closeSync, openSync, readSync } from "node:fs"
 import { StringDecoder } from "node:string_decoder"
-import { parseKeepingNumbers } from "./Numbers.js"
+import { parseKeepingNumbers } from "@ferry/core/NumberText"
 
 const OPEN_OBJ = 123 // {
 const CLOSE_OBJ = 125 // }
