@@ -14,6 +14,12 @@ describe("ferry binary", () => {
   it("prints help naming the tool", async () => {
     const { stdout } = await run(process.execPath, [ferryBin, "--help"])
     expect(stdout).toContain("FHIR R4")
+    // piped (not a terminal): plain text, no colour or bold codes
+    expect(stdout).toContain("USAGE")
+    expect(stdout).not.toContain(String.fromCharCode(27))
+    const sub = await run(process.execPath, [ferryBin, "import", "--help"])
+    expect(sub.stdout).toContain("--bundle-size")
+    expect(sub.stdout).not.toContain(String.fromCharCode(27))
   })
 })
 

@@ -141,6 +141,19 @@ describe("ferry import", () => {
     expect(second.resumedChunks).toBe(second.chunks)
     expect(second.total).toBe(0)
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
+    // the first import into an empty target and its rerun warn of nothing; another archive's first import into
+    // this target (now holding data) says so before it sends anything
+    expect(run.stderr).not.toContain("already holds")
+    expect(again.stderr).not.toContain("already holds")
+    const other = await importInto(copy(sample, "put-again"), target)
+    expect(other.code, other.stderr).toBe(0)
+    const total = Object.values(archiveCounts(archive)).reduce((a, b) => a + b, 0)
+    const binaries = archiveCounts(archive).Binary ?? 0
+    expect(other.stderr).toContain(
+      `ferry import: WARNING: the target already holds ${total - binaries} resources of the archive's types (`,
+    )
+    expect(other.stderr).toContain("resources with the same ids are overwritten")
+    expect(targetCounts(target)).toEqual(archiveCounts(archive))
     const patient = JSON.parse(
       NFS.readFileSync(Path.join(archive, "data", "Patient.000.ndjson"), "utf8").split("\n")[0]!,
     ) as { id: string }

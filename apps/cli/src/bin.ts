@@ -11,10 +11,16 @@ import * as Render from "./Render.js"
 // what a command prints there, the `--json` summary among it.
 /** Whether the command printed anything on stdout (a `--json` failure result goes only where none was). */
 let printed = false
+/**
+ * Colour and bold codes (the help text's, made by @effect/cli) only for a terminal: piped into a file, `less` or
+ * `grep`, or with NO_COLOR set, stdout gets plain text.
+ */
+const plain = process.stdout.isTTY !== true || (process.env.NO_COLOR ?? "") !== ""
+const styles = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g")
 const write = process.stdout.write.bind(process.stdout)
-process.stdout.write = ((...args: Parameters<typeof write>) => {
+process.stdout.write = ((chunk: string | Uint8Array, ...rest: Array<never>) => {
   printed = true
-  return write(...args)
+  return write(plain && typeof chunk === "string" ? chunk.replace(styles, "") : chunk, ...rest)
 }) as typeof process.stdout.write
 
 run(process.argv).pipe(

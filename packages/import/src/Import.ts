@@ -116,6 +116,8 @@ import {
   quarantineLine,
   readingOrder,
   searchesTag,
+  heldAlready,
+  nonEmptyTarget,
   typeOf,
 } from "./internal/policy.js"
 import type * as Policy from "./internal/policy.js"
@@ -577,6 +579,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           detail:
             "the target cannot search _tag, so creates are not conditional: a crash right after a commit may duplicate that chunk on rerun",
         })
+      // A first import of this archive into a target that holds data already (another source's, a wrong URL):
+      // said before anything is sent. Not for an incremental archive, whose target holds the earlier import.
+      if (Option.isNone(previous) && since === undefined) {
+        const held = yield* heldAlready(client, types)
+        if (held.length > 0) yield* emit({ event: "warning", detail: nonEmptyTarget(held, mode) })
+      }
 
       // the id map: identity for put (explicit lines win), from idmap.ndjson for post
       const idMapPath = Imports.idMapPath(archive, client.baseUrl)

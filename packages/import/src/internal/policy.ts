@@ -50,6 +50,40 @@ export const isEntryRefusal = (e: ImportFailure): e is FhirError =>
 export const isTooLarge = (e: ImportFailure): boolean =>
   e._tag === "FhirError" && e.reason === "Status" && e.status === 413
 
+/**
+ * How many resources of each of `types` the target holds already (`_summary=count`, 4 at a time; Binary left
+ * out). Only for a warning before a first import: a type the target gives no total for, or refuses to count
+ * (the import's own requests then say what is wrong), is left out.
+ */
+export const heldAlready = (
+  client: FhirClient,
+  types: ReadonlyArray<string>,
+): Effect.Effect<ReadonlyArray<readonly [string, number]>> =>
+  Effect.forEach(
+    types.filter((t) => t !== "Binary"),
+    (type) =>
+      client.search(type, { _summary: "count" }).pipe(
+        Effect.map((bundle) =>
+          bundle.total !== undefined && bundle.total > 0 ? [[type, bundle.total] as const] : [],
+        ),
+        Effect.orElseSucceed(() => []),
+      ),
+    { concurrency: 4 },
+  ).pipe(Effect.map((found) => found.flat().sort((a, b) => b[1] - a[1])))
+
+/** The warning before a first import into a target that holds resources of the archive's types already. */
+export const nonEmptyTarget = (
+  held: ReadonlyArray<readonly [string, number]>,
+  mode: "put" | "post",
+): string => {
+  const total = held.reduce((n, [, k]) => n + k, 0)
+  const top = held
+    .slice(0, 3)
+    .map(([t, n]) => `${n} ${t}`)
+    .join(", ")
+  return `the target already holds ${total} resources of the archive's types (${top}${held.length > 3 ? ", …" : ""}) and this archive was never imported into it: ${mode === "put" ? "resources with the same ids are overwritten and the others stay" : "the imported resources are added beside them"} (a full verify lists those others as extra)`
+}
+
 /** Choose `put` or `post` from the CapabilityStatement and a probe PUT. */
 export const chooseStrategy = (
   client: FhirClient,
