@@ -42,7 +42,6 @@ import {
   type RetryOptions,
 } from "./Retry.js"
 
-/** The detail of a body that broke off while it was read (a GET so failing is asked again). */
 /**
  * What `Schema` decoding made of a parsed answer keeps how its resources' numbers were written
  * (`NumberText.parseKeepingNumbers`): the resource itself, or each Bundle entry's (decoding copies them).
@@ -64,6 +63,7 @@ const carryResources = (raw: unknown, decoded: unknown): void => {
 const isRecord = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
+/** The detail of a body that broke off while it was read (a GET so failing is asked again). */
 const BROKE_OFF = "the answer broke off"
 
 export interface FhirClientOptions {
