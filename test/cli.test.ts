@@ -14,10 +14,25 @@ describe("ferry binary", () => {
   it("prints help naming the tool", async () => {
     const { stdout } = await run(process.execPath, [ferryBin, "--help"])
     expect(stdout).toContain("FHIR R4")
-    // piped (not a terminal): plain text, no colour or bold codes
-    expect(stdout).toContain("USAGE")
-    expect(stdout).not.toContain(String.fromCharCode(27))
+    // an overview a person can read: every command on a line of its own, no line wider than a wide terminal,
+    // the same for `ferry` and `ferry -h`
+    for (const command of [
+      "plan",
+      "migrate",
+      "export",
+      "import",
+      "verify",
+      "keys generate",
+      "sandbox",
+      "demo",
+    ])
+      expect(stdout).toMatch(new RegExp(`^  ${command} +[A-Z]`, "m"))
+    expect(Math.max(...stdout.split("\n").map((l) => l.length))).toBeLessThanOrEqual(120)
+    expect((await run(process.execPath, [ferryBin])).stdout).toBe(stdout)
+    expect((await run(process.execPath, [ferryBin, "-h"])).stdout).toBe(stdout)
+    // a command's own help, piped (not a terminal): plain text, no colour or bold codes
     const sub = await run(process.execPath, [ferryBin, "import", "--help"])
+    expect(sub.stdout).toContain("USAGE")
     expect(sub.stdout).toContain("--bundle-size")
     expect(sub.stdout).not.toContain(String.fromCharCode(27))
   })

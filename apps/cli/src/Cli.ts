@@ -1,4 +1,5 @@
 import { Command } from "@effect/cli"
+import { version } from "@ferry/core/Version"
 import { demo } from "./commands/demo.js"
 import { exportCommand } from "./commands/export.js"
 import { importCommand } from "./commands/import.js"
@@ -7,12 +8,11 @@ import { migrateCommand } from "./commands/migrate.js"
 import { planCommand } from "./commands/plan.js"
 import { sandbox } from "./commands/sandbox.js"
 import { verifyCommand } from "./commands/verify.js"
-import { version } from "@ferry/core/Version"
+
+const about = "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify."
 
 export const ferry = Command.make("ferry").pipe(
-  Command.withDescription(
-    "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify.",
-  ),
+  Command.withDescription(about),
   Command.withSubcommands([
     demo,
     exportCommand,
@@ -26,3 +26,39 @@ export const ferry = Command.make("ferry").pipe(
 )
 
 export const run = Command.run(ferry, { name: "ferry", version })
+
+/**
+ * What `ferry`, `ferry --help` and `ferry -h` print: the commands, one line each, in the order of a job.
+ * (@effect/cli's own top-level help lists every flag of every command on one padded line each, thousands of
+ * characters wide; each command's `--help` is its own.)
+ */
+export const overview = (): string =>
+  [
+    `ferry ${version}: ${about.charAt(0).toLowerCase()}${about.slice(1)}`,
+    "",
+    "Usage: ferry <command> [options]      ferry <command> --help lists a command's options",
+    "",
+    "Commands:",
+    ...[
+      ["plan", "Preflight: probe both servers, count, estimate, show the strategies migrate would choose."],
+      [
+        "migrate",
+        "Export a source and import it into a target in one resumable job (--since auto: a cutover delta).",
+      ],
+      [
+        "export",
+        "Bulk-export a FHIR server (or crawl it) into a checksummed, resumable archive with its attachments.",
+      ],
+      ["import", "Load an archive into a target FHIR server, in dependency order; resumable."],
+      ["verify", "Compare a source (server or archive) with a target: counts, content, attachments."],
+      ["keys generate", "Make a signing key pair for SMART Backend Services."],
+      ["sandbox", "Run the sandbox FHIR R4 server (for trying Ferry out, and for its tests)."],
+      [
+        "demo",
+        "The embedded default: a seeded sandbox source and an empty sandbox target; plan, migrate, verify.",
+      ],
+    ].map(([name, line]) => `  ${name!.padEnd(16)}${line}`),
+    "",
+    "Also: ferry --version; ferry --completions sh|bash|fish|zsh. Examples, the archive format and exit codes: README.md.",
+    "",
+  ].join("\n")

@@ -2,8 +2,8 @@
 // First: V8 heap sizing must be set before the rest of the CLI is loaded.
 import "./internal/Heap.js"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Effect, Exit, Logger } from "effect"
-import { run } from "./Cli.js"
+import { Console, Effect, Exit, Logger } from "effect"
+import * as Cli from "./Cli.js"
 import * as Render from "./Render.js"
 
 // Failures become one line on stderr and a documented exit code (Render.ts); never a stack trace.
@@ -23,7 +23,11 @@ process.stdout.write = ((chunk: string | Uint8Array, ...rest: Array<never>) => {
   return write(plain && typeof chunk === "string" ? chunk.replace(styles, "") : chunk, ...rest)
 }) as typeof process.stdout.write
 
-run(process.argv).pipe(
+// the top-level help is Ferry's own overview (see Cli.overview); a command's `--help` is @effect/cli's
+const args = process.argv.slice(2)
+const overview = args.length === 0 || (args.length === 1 && (args[0] === "--help" || args[0] === "-h"))
+
+;(overview ? Console.log(Cli.overview()) : Cli.run(process.argv)).pipe(
   Effect.tapErrorCause((cause) => Render.report(cause, process.argv[2])),
   // `--json` asks for a machine-readable result on stdout: a failure that printed none gets one too
   Effect.tapErrorCause((cause) =>
