@@ -310,12 +310,18 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     const run = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "usage"), "--level", "group"))
     expect(run.code).toBe(2)
     expect(run.stderr.trim().split("\n").at(-1)).toMatch(/^ferry: .*--group/)
-    // a flag @effect/cli cannot read: its message again on the last line
-    const noOut = await ferry(["export", sandbox.baseUrl])
+    // a flag @effect/cli cannot read: its message in Ferry's one line, said once; with --json, the result too
+    const noOut = await ferry(["export", sandbox.baseUrl, "--json"])
     expect(noOut.code).toBe(2)
-    expect(noOut.stderr.trim().split("\n").at(-1)).toBe(
+    expect(noOut.stderr.trim()).toBe(
       "ferry: the command line could not be read (Expected to find option: '--out'); ferry export --help lists the flags and the values they take",
     )
+    expect(JSON.parse(noOut.stdout)).toEqual({
+      ok: false,
+      exitCode: 2,
+      error:
+        "the command line could not be read (Expected to find option: '--out'); ferry export --help lists the flags and the values they take",
+    })
     const bad = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "usage2"), "--timeout", "soon"))
     expect(bad.code).toBe(2)
     // Parameters the server would only have answered with an empty archive or a 400: refused before kick-off.

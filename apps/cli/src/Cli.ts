@@ -1,4 +1,5 @@
 import { Command } from "@effect/cli"
+import { Effect } from "effect"
 import { version } from "@ferry/core/Version"
 import { demo } from "./commands/demo.js"
 import { exportCommand } from "./commands/export.js"
@@ -10,6 +11,9 @@ import { sandbox } from "./commands/sandbox.js"
 import { verifyCommand } from "./commands/verify.js"
 
 const about = "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify."
+
+/** Whether a command's handler has started (before, only @effect/cli has spoken: see `run`). */
+let started = false
 
 export const ferry = Command.make("ferry").pipe(
   Command.withDescription(about),
@@ -23,9 +27,32 @@ export const ferry = Command.make("ferry").pipe(
     sandbox,
     verifyCommand,
   ]),
+  Command.transformHandler((handler) =>
+    Effect.zipRight(
+      Effect.sync(() => {
+        started = true
+      }),
+      handler,
+    ),
+  ),
 )
 
-export const run = Command.run(ferry, { name: "ferry", version })
+const cli = Command.run(ferry, { name: "ferry", version })
+
+/**
+ * Runs the command line. What @effect/cli prints on stderr about a command line it cannot read (before any
+ * handler starts) is left out: `Render.report` says it in its one sentence, with where the flags are
+ * described (and `--json` gets its result). Help, version and completions go to stdout, as they did.
+ */
+export const run = (argv: ReadonlyArray<string>) =>
+  Effect.consoleWith((console) =>
+    cli(argv).pipe(
+      Effect.withConsole({
+        ...console,
+        error: (...args: ReadonlyArray<unknown>) => (started ? console.error(...args) : Effect.void),
+      }),
+    ),
+  )
 
 /**
  * What `ferry`, `ferry --help` and `ferry -h` print: the commands, one line each, in the order of a job.

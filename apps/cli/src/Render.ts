@@ -159,18 +159,26 @@ const gaveUpOnServer = (e: unknown): boolean => {
 const resumable = new Set(["export", "import", "migrate"])
 
 /**
- * Prints the failure's line on stderr (ValidationErrors are already printed by @effect/cli). When a resumable
+ * Prints the failure's line on stderr (for a command line that could not be read, what @effect/cli said of it). When a resumable
  * `command` gave up on a server (exit 4), the line says that nothing done so far is lost.
  */
 export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Effect<void> => {
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) {
-    // @effect/cli has printed what it could not parse; say where the flags are described
+    // what @effect/cli could not parse (its own message is left out: Cli.run), and where the flags are described
     return ValidationError.isHelpRequested(failure.value)
       ? Effect.void
-      : Console.error(usageHint(command, validationText(failure.value)))
+      : Console.error(sentence(cause, command))
   }
-  return Console.error(lineFor(cause, command))
+  return Console.error(sentence(cause, command))
+}
+
+/** The failure's one sentence (`ferry: …`): a command line that could not be read, or `lineFor`. */
+const sentence = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
+  const failure = Cause.failureOption(cause)
+  return Option.isSome(failure) && ValidationError.isValidationError(failure.value)
+    ? usageHint(command, validationText(failure.value))
+    : lineFor(cause, command)
 }
 
 const commands = new Set(["demo", "export", "import", "keys", "migrate", "plan", "sandbox", "verify"])
@@ -186,26 +194,28 @@ const validationText = (e: ValidationError.ValidationError): string | undefined 
   return text === "" ? undefined : text
 }
 
-/**
- * The last line after @effect/cli's own parse message (above it, naming no command and no fix): what it
- * said, again, so that the last line says what went wrong, and where the flags are described.
- */
+/** A command line @effect/cli could not read: what it said (`problem`), and where the flags are described. */
 export const usageHint = (command: string | undefined, problem?: string): string => {
   const known = command !== undefined && commands.has(command) ? `ferry ${command} --help` : "ferry --help"
-  return `ferry: the command line could not be read${problem !== undefined ? ` (${problem})` : " (above)"}; ${known} lists the flags and the values they take`
+  return `ferry: the command line could not be read${problem !== undefined ? ` (${problem})` : ""}; ${known} lists the flags and the values they take`
 }
 
 /**
  * The `--json` result of a failed command, on stdout: `{ "ok": false, "exitCode", "error" }` with the last
- * stderr line's sentence (nothing for a `--help` or a command line @effect/cli could not read and printed).
+ * stderr line's sentence (nothing for `--help`).
  */
 export const jsonFailure = (
   cause: Cause.Cause<unknown>,
   command: string | undefined,
 ): Effect.Effect<void> => {
   const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.void
-  const error = lineFor(cause, command).replace(/^ferry: /, "")
+  if (
+    Option.isSome(failure) &&
+    ValidationError.isValidationError(failure.value) &&
+    ValidationError.isHelpRequested(failure.value)
+  )
+    return Effect.void
+  const error = sentence(cause, command).replace(/^ferry: /, "")
   return Console.log(JSON.stringify({ ok: false, exitCode: exitCode(cause), error }, null, 2))
 }
 

@@ -116,7 +116,7 @@ describe("Render", () => {
   it("after a command line @effect/cli could not read, points at the command's --help", () => {
     assert.strictEqual(
       Render.usageHint("import"),
-      "ferry: the command line could not be read (above); ferry import --help lists the flags and the values they take",
+      "ferry: the command line could not be read; ferry import --help lists the flags and the values they take",
     )
     assert.include(Render.usageHint("nosuch"), "; ferry --help lists")
     assert.include(Render.usageHint(undefined), "; ferry --help lists")
