@@ -342,6 +342,32 @@ describe("ferry verify", () => {
       ),
     )
 
+    // a manifest with an entry taken out (its file and checksum line still there), and a file added by hand: no
+    // reader would see their resources, so the archive proves nothing either; import refuses it too (exit 5)
+    const dropped = Path.join(tmp, "dropped-archive")
+    NFS.cpSync(archive, dropped, { recursive: true })
+    const droppedManifest = Path.join(dropped, "manifest.json")
+    const m = JSON.parse(NFS.readFileSync(droppedManifest, "utf8")) as { files: Array<{ path: string }> }
+    const gone = m.files.find((f) => f.path.startsWith("data/Condition."))!.path
+    NFS.writeFileSync(
+      droppedManifest,
+      JSON.stringify({ ...m, files: m.files.filter((f) => f.path !== gone) }),
+    )
+    const run4 = await verifyArchive(dropped, "r-dropped")
+    expect(run4.code, run4.stderr).toBe(4)
+    expect(lastLine(run4.stderr)).toContain(
+      `the archive was changed or damaged: ${gone} is not in manifest.json (a file added by hand, or an entry removed from the manifest)`,
+    )
+    const imported = await runFerry(["import", dropped, "--to", t.handle.baseUrl])
+    expect(imported.code, imported.stderr).toBe(5)
+    expect(lastLine(imported.stderr)).toContain(`${gone} is not in manifest.json`)
+    const added = Path.join(tmp, "added-archive")
+    NFS.cpSync(archive, added, { recursive: true })
+    NFS.copyFileSync(file, Path.join(added, "data", "Patient.999.ndjson"))
+    const run5 = await verifyArchive(added, "r-added")
+    expect(run5.code, run5.stderr).toBe(4)
+    expect(lastLine(run5.stderr)).toContain("data/Patient.999.ndjson is not in manifest.json")
+
     const unfinished = Path.join(tmp, "unfinished-archive")
     NFS.cpSync(archive, unfinished, { recursive: true })
     const manifestPath = Path.join(unfinished, "manifest.json")

@@ -729,18 +729,63 @@ export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<n
 
 /**
  * Re-hash the data, deleted and error files a manifest lists (not the attachment blobs) and compare with the
- * sha256 the export recorded for each: what an import checks before it sends anything. Empty = intact.
+ * sha256 the export recorded for each, and find data files it does not list (`unexpectedFiles`): what an
+ * import checks before it sends anything. Empty = intact.
  */
 export const verifyDataFiles = (
   dir: string,
   manifest: Manifest,
   options: { readonly concurrency?: number } = {},
 ): Effect.Effect<ReadonlyArray<Mismatch>, ArchiveError> =>
-  checkAll(
-    dir,
-    [...manifest.files, ...manifest.deleted, ...manifest.errors].map((e) => [e.sha256, e.path] as const),
-    options.concurrency,
+  Effect.zipWith(
+    checkAll(
+      dir,
+      [...manifest.files, ...manifest.deleted, ...manifest.errors].map((e) => [e.sha256, e.path] as const),
+      options.concurrency,
+    ),
+    unexpectedFiles(dir, manifest),
+    (a, b) => [...a, ...b],
   )
+
+/**
+ * NDJSON files in `data/`, `deleted/` or `errors/` that the manifest does not list (a file added by hand, or an
+ * entry removed from the manifest): no reader would see them, so data would be left out without a word. Also
+ * the `checksums.sha256` rows of such files the manifest does not list (an entry removed from the manifest
+ * after the file was gone too). Only for a complete archive: an unfinished one writes files before it lists
+ * them.
+ */
+const unexpectedFiles = (dir: string, manifest: Manifest): Effect.Effect<Array<Mismatch>, ArchiveError> =>
+  Effect.gen(function* () {
+    if (!manifest.complete) return []
+    const known = new Set([...manifest.files, ...manifest.deleted, ...manifest.errors].map((e) => e.path))
+    const out: Array<Mismatch> = []
+    const seen = new Set<string>()
+    const unexpected = (rel: string) => {
+      if (known.has(rel) || seen.has(rel)) return
+      seen.add(rel)
+      out.push({ path: rel, problem: "NotInManifest" })
+    }
+    for (const section of [layout.data, layout.deleted, layout.errors]) {
+      const folder = Path.join(dir, section)
+      const names = yield* Effect.try({
+        try: () => (NFS.existsSync(folder) ? NFS.readdirSync(folder) : []),
+        catch: (cause) =>
+          new ArchiveError({ reason: "Io", path: folder, detail: "the folder could not be listed", cause }),
+      })
+      for (const name of names.sort())
+        if (name.endsWith(".ndjson") || name.endsWith(".ndjson.gz")) unexpected(`${section}/${name}`)
+    }
+    const checksums = Path.join(dir, layout.checksums)
+    if (yield* Fs.exists(checksums))
+      yield* checksumRows(checksums).pipe(
+        Stream.runForEach(([, rel]) =>
+          Effect.sync(() => {
+            if (!rel.startsWith(`${layout.attachments}/`)) unexpected(rel)
+          }),
+        ),
+      )
+    return out
+  })
 
 /** Re-hash each `[sha256, path]` under `dir`: the missing and the changed ones. */
 const checkAll = (
@@ -775,7 +820,9 @@ export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string 
       ? `${first.path} is missing`
       : first.problem === "Changed"
         ? `${first.path} does not hold the bytes the export recorded (sha256 ${first.actual?.slice(0, 12)}…, expected ${first.expected?.slice(0, 12)}…)`
-        : `${first.path} is not covered by checksums.sha256`
+        : first.problem === "NotInManifest"
+          ? `${first.path} is not in manifest.json (a file added by hand, or an entry removed from the manifest)`
+          : `${first.path} is not covered by checksums.sha256`
   const more = mismatches.length > 1 ? ` (and ${mismatches.length - 1} more)` : ""
   return `the archive was changed or damaged: ${what}${more}; restore the archive from a copy, or export again`
 }
@@ -783,15 +830,17 @@ export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string 
 export interface Mismatch {
   readonly path: string
   /** Missing: listed but not on disk. Changed: bytes differ from the recorded hash. Unlisted: in the manifest
-   * or attachments but not in checksums.sha256 (or listed with another hash). */
-  readonly problem: "Missing" | "Changed" | "Unlisted"
+   * or attachments but not in checksums.sha256 (or listed with another hash). NotInManifest: a data, deleted or
+   * errors file (on disk, or a row of checksums.sha256) the manifest does not list. */
+  readonly problem: "Missing" | "Changed" | "Unlisted" | "NotInManifest"
   readonly expected?: string
   readonly actual?: string
 }
 
 /**
  * Re-hash every file listed in `checksums.sha256` and compare; also report manifest entries and attachment
- * blobs the checksum file does not cover. An empty result means the archive is intact.
+ * blobs the checksum file does not cover, and data files the manifest does not list (`unexpectedFiles`). An
+ * empty result means the archive is intact.
  *
  * The checksum file is read line by line and merged with what it should list (`listed`, in path order, as
  * `writeChecksums` writes it): an archive with a million blobs is checked without its rows in memory. A file
@@ -843,7 +892,7 @@ export const verifyChecksums = (
       Stream.filter((m): m is Mismatch => m !== undefined),
       Stream.runCollect,
     )
-    const out = [...Chunk.toReadonlyArray(checked)]
+    const out = [...Chunk.toReadonlyArray(checked), ...(yield* unexpectedFiles(dir, manifest))]
     if (ordered) {
       for (; want.done !== true; want = should.next()) unlisted.push(missingRow(want.value[0], want.value[1]))
       return [...out, ...unlisted]
