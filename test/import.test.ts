@@ -245,6 +245,10 @@ describe("ferry import", () => {
     expect(lastLine(run.stderr)).toMatch(
       /^ferry: .*quarantine: the target refused \d+ resources, set aside here .*; fix the cause, then run the same command with --retry-quarantine$/,
     )
+    // each quarantined line says why, in the target's words
+    expect(run.stderr).toMatch(
+      /ferry import: quarantined Immunization\/\S+ \(data\/Immunization\.\d+\.ndjson:\d+\): refused by the target \(422: error [\w-]+: no immunizations here\)/,
+    )
     const expected = archiveCounts(archive)
     const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
     const q = NFS.readFileSync(

@@ -106,16 +106,17 @@ export const pendingQuarantine = (archiveDir: string, targetBaseUrl: string): nu
   quarantineCounts(archiveDir, targetBaseUrl).total
 
 /**
- * `pendingQuarantine`, and how many of those the import held back itself because they refer to a resource
- * that has no id on the target (`waitingOn` in the line): the target refused only the rest.
+ * `pendingQuarantine`, how many of those the import held back itself because they refer to a resource that
+ * has no id on the target (`waitingOn` in the line), and how many it cannot send as the archive holds them
+ * (`"cause":"archive"`: no id): the target refused only the rest.
  */
 export const quarantineCounts = (
   archiveDir: string,
   targetBaseUrl: string,
-): { readonly total: number; readonly waiting: number } => {
+): { readonly total: number; readonly waiting: number; readonly inArchive: number } => {
   const q = quarantineDir(archiveDir, targetBaseUrl)
-  if (!NFS.existsSync(q)) return { total: 0, waiting: 0 }
-  const keys = new Map<string, boolean>()
+  if (!NFS.existsSync(q)) return { total: 0, waiting: 0, inArchive: 0 }
+  const keys = new Map<string, "refused" | "waiting" | "archive">()
   // the `.replaying` files first: what a retry set aside is older than what it (or a later run) quarantined
   const names = NFS.readdirSync(q).sort(
     (a, b) => Number(!a.endsWith(REPLAYING)) - Number(!b.endsWith(REPLAYING)),
@@ -127,12 +128,19 @@ export const quarantineCounts = (
       if (line.trim() === "") continue
       const key = `${file} ${quarantineKey(line)}`
       // the line quarantined last says why it waits (a retry may have turned a hold into a refusal)
-      keys.set(key, line.includes('"waitingOn":'))
+      keys.set(
+        key,
+        line.includes('"waitingOn":') ? "waiting" : line.includes('"cause":"archive"') ? "archive" : "refused",
+      )
     }
   }
   let waiting = 0
-  for (const w of keys.values()) if (w) waiting++
-  return { total: keys.size, waiting }
+  let inArchive = 0
+  for (const w of keys.values()) {
+    if (w === "waiting") waiting++
+    else if (w === "archive") inArchive++
+  }
+  return { total: keys.size, waiting, inArchive }
 }
 
 /**

@@ -118,6 +118,7 @@ import {
   searchesTag,
   heldAlready,
   nonEmptyTarget,
+  refusal,
   typeOf,
 } from "./internal/policy.js"
 import type * as Policy from "./internal/policy.js"
@@ -1173,15 +1174,21 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const quarantineDir = Imports.quarantineDir(archive, client.baseUrl)
 
       const quarantine = (
-        items: ReadonlyArray<{ loc: Located; outcome: unknown; reason: string; waitingOn?: string }>,
+        items: ReadonlyArray<{
+          loc: Located
+          outcome: unknown
+          reason: string
+          waitingOn?: string
+          cause?: "archive"
+        }>,
       ) =>
         writeLock.withPermits(1)(
           Effect.forEach(
             items,
-            ({ loc, outcome, reason, waitingOn }) =>
+            ({ loc, outcome, reason, waitingOn, cause }) =>
               appendDurable(
                 Path.join(quarantineDir, `${loc.value.resourceType}.ndjson`),
-                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`, waitingOn, loc.text)}\n`,
+                `${quarantineLine(loc.value, outcome, reason, `${loc.file}:${loc.line}`, waitingOn, loc.text, cause)}\n`,
               ).pipe(
                 Effect.tap(() => {
                   quarantined++
@@ -1403,7 +1410,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             m.failed.map((f) => ({
               loc: known[f.position]!,
               outcome: f.outcome,
-              reason: `refused by the target (${f.status ?? "no status"})`,
+              reason: `refused by the target (${f.status ?? "no status"}${refusal(f.outcome)})`,
             })),
           )
         })
@@ -1606,7 +1613,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             m.failed.map((f) => ({
               loc: locs[f.position]!,
               outcome: f.outcome,
-              reason: `refused by the target (${f.status ?? "no status"})`,
+              reason: `refused by the target (${f.status ?? "no status"}${refusal(f.outcome)})`,
             })),
           )
         })
@@ -2083,6 +2090,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           freshIdless.map((loc) => ({
             loc,
             outcome: undefined,
+            cause: "archive" as const,
             reason:
               "the resource has no id (every resource of a Bulk Data export has one), so it cannot be sent under a stable identity or referred to; fix it at the source and export again",
           })),

@@ -41,17 +41,30 @@ export const quarantined = (
   quarantineDir: string,
   retry: string,
   waiting = 0,
+  inArchive = 0,
 ): ImportError => {
-  const refused = count - waiting
-  const what =
-    waiting === 0
-      ? `the target refused ${count} resource${count === 1 ? "" : "s"}, set aside here with each one's file:line and the target's answer`
-      : refused === 0
-        ? `${waiting} resource${waiting === 1 ? "" : "s"} refer${waiting === 1 ? "s" : ""} to resources that have no id on the target yet, set aside here with each one's file:line and the reason`
-        : `the target refused ${refused} resource${refused === 1 ? "" : "s"}, and ${waiting} that refer to ${refused === 1 ? "it" : "them"} wait with ${refused === 1 ? "it" : "them"}, set aside here with each one's file:line and the reason`
+  const refused = count - waiting - inArchive
+  const s = (n: number) => (n === 1 ? "" : "s")
+  const parts: Array<string> = []
+  if (refused > 0) parts.push(`the target refused ${refused} resource${s(refused)}`)
+  if (waiting > 0)
+    parts.push(
+      refused > 0
+        ? `${waiting} that refer to ${refused === 1 ? "it" : "them"} wait with ${refused === 1 ? "it" : "them"}`
+        : `${waiting} resource${s(waiting)} refer${waiting === 1 ? "s" : ""} to resources that have no id on the target yet`,
+    )
+  if (inArchive > 0)
+    parts.push(
+      `${inArchive} resource${s(inArchive)} of the archive cannot be sent as ${inArchive === 1 ? "it is" : "they are"} (no id)`,
+    )
+  const what = `${parts.length > 1 ? `${parts.slice(0, -1).join(", ")}, and ${parts.at(-1)}` : parts[0]}, set aside here with each one's file:line and ${waiting === 0 && inArchive === 0 ? "the target's answer" : "the reason"}`
+  const todo =
+    refused + waiting > 0
+      ? `fix the cause, then run ${retry}${inArchive > 0 ? " (those the archive holds without an id are fixed at the source, then exported again)" : ""}`
+      : "fix them at the source and export again (a retry cannot send them)"
   return new ImportError({
     reason: "Quarantined",
     url: quarantineDir,
-    detail: `${what} (everything else landed); fix the cause, then run ${retry}`,
+    detail: `${what} (everything else landed); ${todo}`,
   })
 }

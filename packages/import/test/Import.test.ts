@@ -540,9 +540,16 @@ describe("Import.run", () => {
         ) as { source: string; reason: string }
         assert.match(q.source, /^data\/Device\.000\.ndjson:1$/)
         assert.include(q.reason, "has no id")
+        // set aside by Ferry, not refused by the target (the CLI's last line tells them apart)
+        assert.deepStrictEqual(Imports.quarantineCounts(dir, sandbox.baseUrl), {
+          total: 1,
+          waiting: 0,
+          inArchive: 1,
+        })
         // a replay keeps it aside (it still has no id), and the rest stays as it was; reruns set it aside once
         const again = yield* Import.run({ client, archive: dir, retryQuarantine: true })
         assert.strictEqual(Imports.pendingQuarantine(dir, sandbox.baseUrl), 1)
+        assert.strictEqual(Imports.quarantineCounts(dir, sandbox.baseUrl).inArchive, 1)
         assert.strictEqual(again.total, 0)
         yield* Import.run({ client, archive: dir })
         const lines = NFS.readFileSync(

@@ -197,6 +197,7 @@ export const runImport = (f: Flags) =>
         Imports.quarantineDir(f.archive, baseUrl),
         "the same command with --retry-quarantine",
         pending.waiting,
+        pending.inArchive,
       )
     return Option.none()
   }).pipe(

@@ -497,6 +497,7 @@ export const runMigrate = (f: Flags) =>
           ? "a new migration (another --archive) into the same target: data files were pruned from this archive, so ferry import --retry-quarantine cannot replay them, and resources already there are matched, not duplicated"
           : `ferry import ${archive} --to ${to} --retry-quarantine`,
         pending.waiting,
+        pending.inArchive,
       )
   }).pipe(
     Effect.scoped,

@@ -8,7 +8,8 @@ import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { transportProblem } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
-import { Effect, Either, Option } from "effect"
+import { Effect, Either, Option, Schema } from "effect"
+import * as OperationOutcome from "@ferry/core/OperationOutcome"
 import type { ImportError } from "../ImportError.js"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { restoreNumbers } from "@ferry/core/NumberText"
@@ -264,7 +265,19 @@ export const makeSizer = (planned: number) => {
   }
 }
 
-/** One `quarantine/<Type>.ndjson` line (without newline): the resource, the target's outcome, why, and where it came from. */
+/** `: <what the target's OperationOutcome says>` (cut at 300 characters), or "" when `outcome` is none. */
+export const refusal = (outcome: unknown): string => {
+  const o = Schema.decodeUnknownOption(OperationOutcome.OperationOutcome)(outcome)
+  if (Option.isNone(o) || o.value.issue.length === 0) return ""
+  const said = OperationOutcome.summary(o.value)
+  return `: ${said.length > 300 ? `${said.slice(0, 299)}…` : said}`
+}
+
+/**
+ * One `quarantine/<Type>.ndjson` line (without newline): the resource, the target's outcome, why, and where it
+ * came from; `waitingOn` for one held back with what it refers to; `cause: "archive"` for one Ferry cannot send
+ * as the archive holds it (no retry helps: it is fixed at the source).
+ */
 export const quarantineLine = (
   resource: Resource | null,
   outcome: unknown,
@@ -272,12 +285,14 @@ export const quarantineLine = (
   source: string,
   waitingOn?: string,
   text?: string,
+  cause?: "archive",
 ): string => {
   const rest = JSON.stringify({
     outcome: outcome ?? null,
     reason,
     source,
     ...(waitingOn !== undefined ? { waitingOn } : {}),
+    ...(cause !== undefined ? { cause } : {}),
   })
   // the resource as its line wrote its numbers (`1.0` stays `1.0`: see NumberText)
   const json = JSON.stringify(resource)

@@ -6,6 +6,7 @@ import { Deferred, Effect, Exit, Fiber, Logger, Option, Ref } from "effect"
 import { forEachPooled } from "@ferry/core/Pool"
 import { ImportError, quarantined } from "../../src/ImportError.js"
 import {
+  refusal,
   chooseStrategy,
   chunkKey,
   isEntryRefusal,
@@ -445,6 +446,35 @@ describe("quarantined", () => {
     assert.match(
       quarantined(2, "/q", retry, 2).message,
       /^\/q: 2 resources refer to resources that have no id on the target yet, set aside here/,
+    )
+
+    // what the archive holds without an id is no refusal, and no retry sends it
+    assert.strictEqual(
+      quarantined(1, "/q", retry, 0, 1).message,
+      "/q: 1 resource of the archive cannot be sent as it is (no id), set aside here with each one's file:line and the reason (everything else landed); fix them at the source and export again (a retry cannot send them)",
+    )
+    assert.match(
+      quarantined(6, "/q", retry, 2, 1).message,
+      /^\/q: the target refused 3 resources, 2 that refer to them wait with them, and 1 resource of the archive cannot be sent as it is \(no id\), set aside here .*; fix the cause, then run the same command with --retry-quarantine \(those the archive holds without an id are fixed at the source, then exported again\)$/,
+    )
+  })
+
+  it("refusal: the target's OperationOutcome in a few words, or nothing", () => {
+    assert.strictEqual(
+      refusal({
+        resourceType: "OperationOutcome",
+        issue: [{ severity: "error", code: "business-rule", diagnostics: "no immunizations here" }],
+      }),
+      ": error business-rule: no immunizations here",
+    )
+    assert.strictEqual(refusal(undefined), "")
+    assert.strictEqual(refusal({ resourceType: "Patient" }), "")
+    assert.isAtMost(
+      refusal({
+        resourceType: "OperationOutcome",
+        issue: [{ severity: "error", code: "x", diagnostics: "y".repeat(999) }],
+      }).length,
+      302,
     )
   })
 })
