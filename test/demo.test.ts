@@ -39,6 +39,8 @@ describe("ferry demo (process)", () => {
     const manifest = JSON.parse(NFS.readFileSync(Path.join(out, "archive", "manifest.json"), "utf8"))
     expect(manifest.complete).toBe(true)
     expect((NFS.statSync(Path.join(out, "archive")).mode & 0o777).toString(8)).toBe("700")
+    // the folder is marked as the demo's own: a rerun replaces its archive and reports
+    expect((NFS.statSync(Path.join(out, ".made-by-ferry-demo")).mode & 0o777).toString(8)).toBe("600")
   }, 180_000)
 
   it("says what to do when the shared data is missing, with exit code 2", async () => {
@@ -55,5 +57,29 @@ describe("ferry demo (process)", () => {
     )
     expect(failure?.code).toBe(2)
     expect(failure?.stderr).toMatch(/^ferry: .*has no synthea-bundles\/ and attachments\/ folders: .*--data/m)
+  })
+
+  it("never replaces an archive or reports it did not write: exit 2, the folder untouched", async () => {
+    const out = Path.join(tmp, "someone-elses")
+    NFS.mkdirSync(Path.join(out, "archive"), { recursive: true })
+    NFS.writeFileSync(Path.join(out, "archive", "manifest.json"), "{}")
+    NFS.writeFileSync(Path.join(out, "verify.json"), "keep")
+    const failure = await run(process.execPath, [
+      ferryBin,
+      "demo",
+      "--data",
+      sharedData(""),
+      "--out",
+      out,
+    ]).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    )
+    expect(failure?.code).toBe(2)
+    expect(failure?.stderr.trim()).toBe(
+      `ferry: ${out} holds archive, verify.json, which the demo did not write and would replace; give --out a new or empty folder`,
+    )
+    expect(NFS.readFileSync(Path.join(out, "verify.json"), "utf8")).toBe("keep")
+    expect(NFS.readFileSync(Path.join(out, "archive", "manifest.json"), "utf8")).toBe("{}")
   })
 })

@@ -23,14 +23,21 @@ import { migrateCommand } from "./migrate.js"
 import { planCommand } from "./plan.js"
 import { verifyCommand } from "./verify.js"
 
+const defaultOut = ".ferry-demo"
+
+/** The file that marks a folder as the demo's own (its archive and reports are replaced on every run). */
+const marker = ".made-by-ferry-demo"
+
 const flags = {
   data: Options.directory("data").pipe(
     Options.withDefault("../shared/data"),
     Options.withDescription("The shared test data (Synthea Bundles and attachments)."),
   ),
   out: Options.text("out").pipe(
-    Options.withDefault(".ferry-demo"),
-    Options.withDescription("Where the demo writes its archive (replaced on every run)."),
+    Options.withDefault(defaultOut),
+    Options.withDescription(
+      "Where the demo writes its archive and reports (replaced on every run; a folder holding another archive or reports is refused).",
+    ),
   ),
 }
 
@@ -63,8 +70,22 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
   }
   const out = Path.resolve(input.out)
   const archiveDir = Path.join(out, "archive")
+  // the demo replaces its own archive and reports, never another's: a folder it did not make (no marker; its
+  // default folder from before the marker excepted) holding an archive or reports is refused
+  const taken = ["archive", "verify.json", "verify.html"].filter((n) => NFS.existsSync(Path.join(out, n)))
+  if (taken.length > 0 && !NFS.existsSync(Path.join(out, marker)) && input.out !== defaultOut)
+    return yield* demoError(
+      `${out} holds ${taken.join(", ")}, which the demo did not write and would replace; give --out a new or empty folder`,
+    )
   NFS.rmSync(archiveDir, { recursive: true, force: true })
   NFS.mkdirSync(out, { recursive: true, mode: 0o700 })
+  NFS.writeFileSync(
+    Path.join(out, marker),
+    "ferry demo replaces the archive and reports in this folder on every run\n",
+    {
+      mode: 0o600,
+    },
+  )
 
   yield* Console.error(
     `ferry demo: starting the sandbox source (seeding the Synthea Bundles and attachments of ${Path.resolve(input.data)})…`,
