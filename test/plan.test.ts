@@ -213,7 +213,7 @@ describe("ferry plan", () => {
     expect(run.stdout).toMatch(/resources\s+38,473/)
   }, 60_000)
 
-  it("a target that answers HTML: its problem on a line of its own, not 'NOT authorised'; exit 4", async () => {
+  it("a target that answers HTML: no FHIR server there, said on its reachable line; no strategy from it; exit 4", async () => {
     const html = Http.createServer((req, res) => {
       req.resume()
       res.writeHead(200, { "content-type": "text/html" }).end("<html><body>Welcome</body></html>")
@@ -225,7 +225,15 @@ describe("ferry plan", () => {
       const run = await plan(["--from", source.handle.baseUrl, "--to", url])
       expect(run.code).toBe(4)
       expect(run.stdout).not.toContain("NOT authorised")
-      expect(run.stdout).toMatch(new RegExp(`problem\\s+target ${url.replace(/[.]/g, "\\.")}: failed: `))
+      expect(run.stdout).toMatch(
+        new RegExp(
+          `reachable\\s+yes, but NO FHIR server answered there: target ${url.replace(/[.]/g, "\\.")}: failed: `,
+        ),
+      )
+      // nothing of what a failed probe would make up: no $import line, no strategy, no verdict but "not possible"
+      expect(run.stdout).not.toContain("$import ")
+      expect(run.stdout).not.toContain("Strategy migrate would choose")
+      expect(run.stdout).toContain("Verdict: not possible")
     } finally {
       await new Promise<void>((resolve) => html.close(() => resolve()))
     }

@@ -47,7 +47,10 @@ export interface ServerReport {
   readonly auth: string
   /** Whether a token was obtained (null: no token-based auth configured). */
   readonly token: boolean | null
+  /** Whether an HTTP answer came back (a web server that is no FHIR server is reachable too). */
   readonly reachable: boolean
+  /** Whether its CapabilityStatement was read: a FHIR server answered at that base. */
+  readonly capabilityStatement: boolean
   readonly authorized: boolean
   /** One sentence when the server could not be probed (unreachable, unauthorised, no CapabilityStatement). */
   readonly problem: string | null
@@ -232,6 +235,7 @@ export const probe = (options: {
       auth: authenticator.describe,
       token: null,
       reachable: false,
+      capabilityStatement: false,
       authorized: false,
       problem: null,
       fhirVersion: null,
@@ -284,6 +288,7 @@ export const probe = (options: {
     report = {
       ...report,
       reachable: true,
+      capabilityStatement: true,
       fhirVersion: cs.fhirVersion ?? null,
       software: software(cs),
       export: {

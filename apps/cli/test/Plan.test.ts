@@ -10,6 +10,7 @@ const server = (over: Partial<Plan.ServerReport> = {}): Plan.ServerReport => ({
   auth: "no authentication",
   token: null,
   reachable: true,
+  capabilityStatement: true,
   authorized: true,
   problem: null,
   fhirVersion: "4.0.1",

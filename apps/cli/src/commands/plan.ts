@@ -122,6 +122,12 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
     lines.push(`${pad("reachable")}NO: ${s.problem ?? "unknown failure"}`)
     return lines
   }
+  // an answer, but no CapabilityStatement in it (a web site, a wrong path): nothing else to say of it
+  const refusedAuth = typeof s.problem === "string" && s.problem.includes(": not authorised: ")
+  if (!s.capabilityStatement && !refusedAuth) {
+    lines.push(`${pad("reachable")}yes, but NO FHIR server answered there: ${s.problem ?? "unknown failure"}`)
+    return lines
+  }
   lines.push(
     `${pad("reachable")}yes: FHIR ${s.fhirVersion ?? "version not declared"}${s.software ? `, ${s.software}` : ""}`,
   )
@@ -259,8 +265,9 @@ export const runPlan = (f: Flags) =>
 
     // The types migrate would load: those with resources, plus those whose count is unknown.
     const sourceTypes = [...Object.keys(src.report.counts.byType), ...src.report.counts.unknown]
+    // (only when both answered as FHIR servers: a choice from a failed probe would read as advice)
     const strategy =
-      src.report.reachable && tgt.report.reachable
+      src.report.capabilityStatement && tgt.report.capabilityStatement
         ? {
             export: Plan.chooseExport(src.report, settings.mode, settings.level),
             import: Plan.chooseImport(tgt.report, sourceTypes, settings.strategy),
