@@ -110,7 +110,18 @@ const forEachItem = (file: string, streamAbove: number, f: (item: Item) => void)
     })
     if (type === "Bundle") return
   }
-  for (const item of resourcesOf(parseKeepingNumbers(readFileSync(file, "utf8")), file)) f(item)
+  for (const item of resourcesOf(parsed(readFileSync(file, "utf8"), file), file)) f(item)
+}
+
+/** `parseKeepingNumbers`, failing with the file (and line) when the text is no JSON. */
+const parsed = (text: string, file: string, line?: number): unknown => {
+  try {
+    return parseKeepingNumbers(text)
+  } catch (e) {
+    throw new Error(
+      `${file}${line !== undefined ? `:${line}` : ""} is not valid JSON (${e instanceof Error ? e.message : String(e)})`,
+    )
+  }
 }
 
 const identity = (r: Obj, fullUrl: string | undefined): string | undefined => {
@@ -133,7 +144,7 @@ const scanFullUrls = (text: string, file: string, map: Map<string, string>): voi
     for (const [fullUrl, ident] of found) map.set(fullUrl, ident)
     return
   }
-  for (const { fullUrl, resource } of resourcesOf(JSON.parse(text), file)) {
+  for (const { fullUrl, resource } of resourcesOf(parsed(text, file), file)) {
     const ident = identity(resource, fullUrl)
     if (fullUrl !== undefined && ident !== undefined) map.set(fullUrl, ident)
   }
@@ -247,7 +258,7 @@ const seedNdjson = (store: Store, path: string, files: string[]): SeedReport => 
       resources += b.length
     }
     forEachLine(file, (line, lineNo) => {
-      const r: unknown = parseKeepingNumbers(line)
+      const r: unknown = parsed(line, file, lineNo)
       if (!isObj(r) || typeof r.resourceType !== "string")
         throw new Error(`${file}:${lineNo} is not a FHIR resource`)
       batch.push(r)

@@ -1,9 +1,13 @@
 import { createHash } from "node:crypto"
-import { readFileSync } from "node:fs"
-import { assert, describe, layer } from "@effect/vitest"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import * as Path from "node:path"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { extractReferences } from "../src/internal/References.js"
 import { Sandbox } from "../src/Sandbox.js"
+import { seedPath } from "../src/Seed.js"
+import { Store } from "../src/Store.js"
 import { at, call, dataPath, str } from "./http.js"
 
 const walkStrings = (node: unknown, f: (s: string) => void): void => {
@@ -113,5 +117,29 @@ describe("seeding", () => {
           assert.strictEqual(at(jpg.body, "entry.0.resource.content.0.attachment.contentType"), "image/jpeg")
         }),
     )
+  })
+
+  it("a seed file that is no JSON: the file (and line) in the error", () => {
+    const dir = mkdtempSync(Path.join(tmpdir(), "ferry-seed-bad-"))
+    const ndjson = Path.join(dir, "nd")
+    mkdirSync(ndjson)
+    writeFileSync(Path.join(ndjson, "x.ndjson"), '{"resourceType":"Patient","id":"a"}\n{bad\n')
+    const bundles = Path.join(dir, "b")
+    mkdirSync(bundles)
+    writeFileSync(Path.join(bundles, "b.json"), '{"resourceType":"Bundle", bad')
+    const store = Store.open(":memory:")
+    try {
+      assert.throws(
+        () => seedPath(store, "http://x/fhir", ndjson),
+        `${Path.join(ndjson, "x.ndjson")}:2 is not valid JSON (`,
+      )
+      assert.throws(
+        () => seedPath(store, "http://x/fhir", bundles),
+        `${Path.join(bundles, "b.json")} is not valid JSON (`,
+      )
+    } finally {
+      store.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
