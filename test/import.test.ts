@@ -644,6 +644,17 @@ describe("ferry import", () => {
     expect(target.store.countAll()).toBe(0)
   })
 
+  it("an unreachable target (a typo in --to): exit 4, one sentence, and the archive left as it was", async () => {
+    const archive = copy(sample, "unreachable")
+    const url = `http://127.0.0.1:${await freePort()}/fhir`
+    const run = await runFerry(["import", "--to", url, archive])
+    expect(run.code, run.stderr).toBe(4)
+    expect(lastLine(run.stderr)).toMatch(
+      /^ferry: GET http:\/\/127\.0\.0\.1:\d+\/fhir\/metadata: could not reach the server/,
+    )
+    expect(NFS.existsSync(Path.join(archive, "imports"))).toBe(false)
+  })
+
   it("--strategy put against a target that refuses client ids: exit 4 and one line saying what to do", async () => {
     const archive = copy(sample, "refused")
     const target = await start({ refuseClientIds: true })

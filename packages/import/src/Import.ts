@@ -489,6 +489,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             detail: Archive.describeMismatches(mismatches),
           })
       }
+      // the target first: one that cannot be reached (a typo in --to) leaves no folder of its own in the archive
+      const cs = yield* client.capabilities()
       const importDir = Imports.dir(archive, client.baseUrl)
       const appendEvent = yield* Events.appender(importDir)
       const emit = (e: ImportEvent) =>
@@ -532,7 +534,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const types = Array.from(new Set(dataFiles.map((f) => f.type)))
 
       // 1. strategy (a rerun keeps the journaled one)
-      const cs = yield* client.capabilities()
       const previous = yield* journal.result("import.strategy")
       let strategy: Strategy
       if (options.strategy !== undefined) strategy = options.strategy
