@@ -117,7 +117,9 @@ const flags = {
   ),
   timeout: Options.text("timeout").pipe(
     Options.optional,
-    Options.withDescription("Give up waiting for the job after this long: 90s, 30m, 6h, 1d (default 24h)."),
+    Options.withDescription(
+      "Give up waiting for the job after this long: 90s, 30m, 6h, 1d; a bare number is seconds (default 24h).",
+    ),
   ),
   keepJob: Options.boolean("keep-job").pipe(
     Options.withDescription("Do not DELETE the job on the server after success."),

@@ -113,7 +113,7 @@ const flags = {
   timeout: Options.text("timeout").pipe(
     Options.optional,
     Options.withDescription(
-      "Give up waiting for the export job after this long: 90s, 30m, 6h, 1d (default 24h).",
+      "Give up waiting for the export job after this long: 90s, 30m, 6h, 1d; a bare number is seconds (default 24h).",
     ),
   ),
   keepJob: Options.boolean("keep-job").pipe(
