@@ -130,7 +130,11 @@ export const quarantineCounts = (
       // the line quarantined last says why it waits (a retry may have turned a hold into a refusal)
       keys.set(
         key,
-        line.includes('"waitingOn":') ? "waiting" : line.includes('"cause":"archive"') ? "archive" : "refused",
+        line.includes('"waitingOn":')
+          ? "waiting"
+          : line.includes('"cause":"archive"')
+            ? "archive"
+            : "refused",
       )
     }
   }
