@@ -7,6 +7,7 @@
  * a CapabilityStatement of another FHIR version than R4 gives a warning.
  */
 import * as NFS from "node:fs"
+import * as Path from "node:path"
 import { HttpClientRequest } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
@@ -183,6 +184,20 @@ const writeType = (
     return { ...entry, kind: "output" } satisfies CrawledFile
   })
 
+/**
+ * A type's files a killed run wrote but never journaled (its file renamed into place, then the kill before the
+ * journal line): the type is crawled again from its first file, and no file the manifest will not list stays
+ * behind (an archive holding one is refused by import and verify).
+ */
+const removeLeftovers = (archive: ArchiveDir, type: string): Effect.Effect<void, ExportError> => {
+  const dir = archive.path(Archive.layout.data)
+  const own = new RegExp(`^${type}\\.\\d{3}\\.ndjson(\\.gz)?$`)
+  return fsTry(dir, "list", async () => {
+    const names = NFS.existsSync(dir) ? await NFS.promises.readdir(dir) : []
+    for (const name of names) if (own.test(name)) await NFS.promises.rm(Path.join(dir, name), { force: true })
+  })
+}
+
 /** The journal key of a crawled type's file. */
 export const fileKey = (type: string): string => `file:output:${type}:0`
 
@@ -284,7 +299,8 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       const key = fileKey(type)
       const done = archive.journal.result(key)
       if (done._tag === "Some") return Effect.succeed(done.value as CrawledFile | null)
-      return writeType(archive, options.gzip === true, type, source(type)).pipe(
+      return removeLeftovers(archive, type).pipe(
+        Effect.zipRight(writeType(archive, options.gzip === true, type, source(type))),
         Effect.map((file) => file ?? null),
         Effect.tap((file) => archive.journal.append(key, file)),
         Effect.tap((file) =>

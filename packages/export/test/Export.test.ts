@@ -363,6 +363,50 @@ layer(
 )("Export.run: resume and incremental (10-patient sandbox)", (it) => {
   const types = ["Patient", "Condition", "Encounter", "Procedure"]
 
+  it.scoped(
+    "crawl resumed after a kill between a file's rename and its journal line: the type is written again, nothing unlisted stays",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const out = Path.join(yield* tempDir, "crawl-leftover")
+        const client = yield* clientFor(sandbox.baseUrl)
+        const options = {
+          client,
+          out,
+          params: { level: "system" as const, types: ["Patient", "Condition"] },
+          mode: "crawl" as const,
+        }
+        // the first run stops once its files are planned (nothing journaled); a file it "wrote" is left behind
+        const planned = yield* Deferred.make<void>()
+        const fiber = yield* Effect.fork(
+          Export.run({
+            ...options,
+            onEvent: (e) =>
+              e.event === "files-planned"
+                ? Effect.zipRight(Deferred.succeed(planned, undefined), Effect.never)
+                : Effect.void,
+          }),
+        )
+        yield* Deferred.await(planned)
+        yield* Fiber.interrupt(fiber)
+        NFS.mkdirSync(Path.join(out, "data"), { recursive: true })
+        NFS.writeFileSync(
+          Path.join(out, "data", "Patient.000.ndjson"),
+          '{"resourceType":"Patient","id":"half"}\n',
+        )
+        const summary = yield* Export.run(options)
+        assert.deepStrictEqual(typeCounts(summary), {
+          Patient: sandbox.store.count("Patient"),
+          Condition: sandbox.store.count("Condition"),
+        })
+        assert.deepStrictEqual(NFS.readdirSync(Path.join(out, "data")).sort(), [
+          "Condition.000.ndjson",
+          "Patient.000.ndjson",
+        ])
+        assert.deepStrictEqual(yield* Archive.verifyChecksums(out), [])
+      }),
+  )
+
   it.scoped("crawl: decimals as the server wrote them (the sample's MedicationRequests' 1.0s stay 1.0)", () =>
     Effect.gen(function* () {
       const sandbox = yield* Sandbox.Sandbox
