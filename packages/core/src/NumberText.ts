@@ -139,15 +139,45 @@ const isObject = (u: unknown): u is Record<string, unknown> =>
  * a contained one, an entry given alone) were written, when one of them would be written otherwise
  * (`writtenNumbers`). Each object gets its own run of the text's numbers; the runs are found by walking the
  * value in its keys' order (which is the text's) and are kept only when every number of the text pairs up
- * with a number of the value of the same value (a duplicate key or other surprise keeps nothing). Costs a
- * scan of the text (≈ 2 ms a MB); a text with no such number keeps nothing.
+ * with a number of the value of the same value and the value holds every key of the text (a duplicate key or
+ * other surprise keeps nothing). Costs a scan of the text (≈ 2 ms a MB); a text with no such number keeps
+ * nothing.
  */
 export const parseKeepingNumbers = (text: string): unknown => keepNumbersOf(JSON.parse(text) as unknown, text)
 
-/** Gives `value` and each resource inside it its run of `numbers` (all of the value's, in order); see above. */
-const keepNumbers = (value: object, numbers: ReadonlyArray<string>): void => {
+/** A key that looks like an array index: JavaScript lists such keys first, not in the text's order. */
+const indexLike = /^(0|[1-9]\d*)$/
+
+/** The keys of a JSON text (strings followed by a colon), duplicates included. */
+const keyCount = (text: string): number => {
+  let n = 0
+  let open = text.indexOf('"')
+  while (open !== -1) {
+    let close = open
+    for (;;) {
+      close = text.indexOf('"', close + 1)
+      if (close === -1) return n
+      let backslashes = 0
+      for (let k = close - 1; text.charCodeAt(k) === 92; k--) backslashes++
+      if (backslashes % 2 === 0) break
+    }
+    let j = close + 1
+    while (j < text.length && text.charCodeAt(j) <= 32) j++
+    if (text.charCodeAt(j) === 58) n++
+    open = text.indexOf('"', j)
+  }
+  return n
+}
+
+/**
+ * Gives `value` and each resource inside it its run of `numbers` (all of the value's, in order); see above.
+ * Nothing when the value's key order cannot be the text's: a duplicate key (the value holds fewer keys than
+ * the text), a key like `"1"` (listed first); nor for a value nested too deep to walk.
+ */
+const keepNumbers = (value: object, numbers: ReadonlyArray<string>, text: string): void => {
   const runs: Array<[object, number, number]> = []
   let k = 0
+  let keys = 0
   const visit = (v: unknown): boolean => {
     if (typeof v === "number") return Number(numbers[k++]) === v
     if (Array.isArray(v)) {
@@ -156,11 +186,19 @@ const keepNumbers = (value: object, numbers: ReadonlyArray<string>): void => {
     }
     if (!isObject(v)) return true
     const start = k
-    for (const key in v) if (!visit(v[key])) return false
+    for (const key in v) {
+      keys++
+      if (indexLike.test(key) || !visit(v[key])) return false
+    }
     if (k > start && (v === value || typeof v.resourceType === "string")) runs.push([v, start, k])
     return true
   }
-  if (!visit(value) || k !== numbers.length) return
+  try {
+    if (!visit(value) || k !== numbers.length || keys !== keyCount(text)) return
+  } catch (e) {
+    if (e instanceof RangeError) return
+    throw e
+  }
   for (const [o, from, to] of runs) {
     const run = numbers.slice(from, to)
     if (run.some((t) => JSON.stringify(Number(t)) !== t)) written.set(o, run)
@@ -179,7 +217,8 @@ export const carryNumbers = <A extends object>(from: object, to: A): A => {
 
 /** `value` (parsed from `text`), remembering as `parseKeepingNumbers` does how its numbers were written. */
 export const keepNumbersOf = <A>(value: A, text: string): A => {
-  if (typeof value === "object" && value !== null && hasOddNumbers(text)) keepNumbers(value, numbersOf(text))
+  if (typeof value === "object" && value !== null && hasOddNumbers(text))
+    keepNumbers(value, numbersOf(text), text)
   return value
 }
 

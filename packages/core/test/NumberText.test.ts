@@ -102,11 +102,21 @@ describe("parseKeepingNumbers (numbers as written, remembered per parsed resourc
     )
   })
 
-  it("keeps none when a number of the text has no counterpart of the same value (a duplicate key)", () => {
+  it("keeps none when the value's key order may not be the text's: a duplicate key, a key like an index", () => {
     const bundle = parseKeepingNumbers(
       '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Basic","v":5,"v":1}},{"resource":{"resourceType":"Basic","v":1.0}}]}',
     )
     expect(entries(bundle).map((r) => writtenNumbers(r))).toEqual([undefined, undefined])
+    // the numbers pair up by count and value, but the first "a" holds none: "1.0" would land on "b"
+    const dup = parseKeepingNumbers('{"resourceType":"Basic","a":"x","b":1,"a":1.0}') as object
+    expect(writtenNumbers(dup)).toBeUndefined()
+    expect(stringifyKeepingNumbers(dup)).toBe('{"resourceType":"Basic","a":1,"b":1}')
+    // a key like "1" is listed first by JavaScript, whatever the text's order
+    const indexed = parseKeepingNumbers('{"resourceType":"Basic","b":1.0,"1":1}') as object
+    expect(writtenNumbers(indexed)).toBeUndefined()
+    // keys inside strings and escaped quotes are no keys; whitespace before the colon is
+    const spaced = parseKeepingNumbers('{"resourceType" : "Basic", "t":"a\\":b", "v" :1.0}') as object
+    expect(stringifyKeepingNumbers(spaced)).toBe('{"resourceType":"Basic","t":"a\\":b","v":1.0}')
   })
 
   it("keeps nothing for text whose numbers JSON.stringify writes the same; carries a run to a copy", () => {
