@@ -14,7 +14,8 @@
  * - Attachment `url`s replaced by a placeholder and returned in `attachments` (path + url) so the caller
  *   compares their payloads by sha256 separately; inline `data` stays part of the content;
  * - a number written otherwise than `JSON.stringify` writes it (`1.0`, `0.010`, `16942.30`: FHIR counts a
- *   decimal's written precision) as `{"ferry:decimal": "<as written>"}`, when the reader kept how it was written
+ *   decimal's written precision) as `{"ferry:decimal": "<as written>"}` (notation aside: `decimalText`), when the
+ *   reader kept how it was written
  *   (`NumberText.writtenNumbers`: a FHIR client's answers, an archive read with `keepNumbers`), so that a
  *   server that stored `1.0` as `1` holds a different resource.
  */
@@ -113,6 +114,23 @@ const stripMeta = (resource: Json): Json => {
   return out
 }
 
+/**
+ * A decimal's value and precision as one text, whatever the notation: its digits and scale, as Java's
+ * BigDecimal (which HAPI FHIR keeps decimals in) has them. `1E-7`, `1e-7` and `0.0000001` give `0.0000001`;
+ * `1.0` stays `1.0` (not `1`), `0.010` stays `0.010`; a negative scale keeps an exponent (`1e2` is not `100`).
+ */
+export const decimalText = (text: string): string => {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text)
+  if (m === null) return text
+  const [, sign = "", int = "", frac = "", exp = "0"] = m
+  const digits = `${int}${frac}`.replace(/^0+(?=\d)/, "")
+  const scale = frac.length - Number(exp)
+  if (scale < 0) return `${sign}${digits}e${-scale}`
+  if (scale === 0) return `${sign}${digits}`
+  const padded = digits.padStart(scale + 1, "0")
+  return `${sign}${padded.slice(0, -scale)}.${padded.slice(-scale)}`
+}
+
 /** The key of the stand-in for a number written otherwise than `JSON.stringify` writes it (see the module doc). */
 export const decimalKey = "ferry:decimal"
 
@@ -130,7 +148,9 @@ const withWrittenNumbers = (resource: Resource): unknown => {
     if (typeof v === "number") {
       const text = numbers[k++]
       if (text === undefined || Number(text) !== v) paired = false
-      return text === undefined || JSON.stringify(v) === text ? v : { [decimalKey]: text }
+      if (text === undefined) return v
+      const written = decimalText(text)
+      return written === decimalText(JSON.stringify(v)) ? v : { [decimalKey]: written }
     }
     if (Array.isArray(v)) return v.map(copy)
     if (!isObject(v)) return v

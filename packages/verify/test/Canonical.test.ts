@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import {
   attachmentPlaceholder,
   canonicalize,
+  decimalText,
   hash,
   inSample,
   provenanceSystem,
@@ -264,8 +265,33 @@ describe("Canonical", () => {
       diff(kept, other).map((f) => [f.path, f.source, f.target]),
       [["valueQuantity.value", "1.0", "1.00"]],
     )
+    // the notation is no difference: 1E-7, 1e-7 and 0.0000001 are one value with one precision
+    const tiny = (v: string) =>
+      hash(canonicalize(read(`{"resourceType":"Observation","id":"o","valueQuantity":{"value":${v}}}`)).value)
+    assert.strictEqual(tiny("1E-7"), tiny("0.0000001"))
+    assert.strictEqual(tiny("1e-7"), tiny("1E-07"))
+    assert.strictEqual(tiny("1.5e2"), tiny("15E1"))
+    assert.notStrictEqual(tiny("1.5e2"), tiny("150"))
+    assert.notStrictEqual(tiny("0.010"), tiny("0.01"))
+    assert.strictEqual(tiny("1e0"), tiny("1"))
     // a resource whose reader did not keep its numbers compares by value, as before
     assert.strictEqual(hash(canonicalize(JSON.parse(written) as Resource).value), hash(lost))
+  })
+
+  it("decimalText: digits and scale, whatever the notation", () => {
+    for (const [text, expected] of [
+      ["1.0", "1.0"],
+      ["0.010", "0.010"],
+      ["16942.30", "16942.30"],
+      ["1E-7", "0.0000001"],
+      ["-2.50e-3", "-0.00250"],
+      ["1e2", "1e2"],
+      ["1E+2", "1e2"],
+      ["007", "7"],
+      ["0", "0"],
+      ["12345678901234567890", "12345678901234567890"],
+    ])
+      assert.strictEqual(decimalText(text!), expected, text)
   })
 
   it("samples deterministically", () => {
