@@ -239,6 +239,32 @@ describe("ferry plan", () => {
     }
   }, 60_000)
 
+  it("a FHIR server refusing its CapabilityStatement (403): not called 'no FHIR server'; exit 3", async () => {
+    const refusing = Http.createServer((req, res) => {
+      req.resume()
+      res.writeHead(403, { "content-type": "application/fhir+json" }).end(
+        JSON.stringify({
+          resourceType: "OperationOutcome",
+          issue: [{ severity: "error", code: "forbidden", diagnostics: "not for you" }],
+        }),
+      )
+    })
+    await new Promise<void>((resolve) => refusing.listen(0, "127.0.0.1", resolve))
+    try {
+      const address = refusing.address()
+      const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/fhir`
+      const run = await plan(["--from", source.handle.baseUrl, "--to", url])
+      expect(run.code).toBe(3)
+      expect(run.stdout).toMatch(
+        /reachable\s+yes, but its CapabilityStatement could not be read: target .*403/,
+      )
+      expect(run.stdout).not.toContain("NO FHIR server")
+      expect(run.stdout).not.toContain("Strategy migrate would choose")
+    } finally {
+      await new Promise<void>((resolve) => refusing.close(() => resolve()))
+    }
+  }, 60_000)
+
   it("a config file gives both servers; flags win over it", async () => {
     const file = Path.join(tmp, "ferry.yaml")
     NFS.writeFileSync(

@@ -51,6 +51,8 @@ export interface ServerReport {
   readonly reachable: boolean
   /** Whether its CapabilityStatement was read: a FHIR server answered at that base. */
   readonly capabilityStatement: boolean
+  /** An answer that is no FHIR server's: no CapabilityStatement at `metadata` (404, HTML, not JSON). */
+  readonly noFhirServer: boolean
   readonly authorized: boolean
   /** One sentence when the server could not be probed (unreachable, unauthorised, no CapabilityStatement). */
   readonly problem: string | null
@@ -236,6 +238,7 @@ export const probe = (options: {
       token: null,
       reachable: false,
       capabilityStatement: false,
+      noFhirServer: false,
       authorized: false,
       problem: null,
       fhirVersion: null,
@@ -281,7 +284,12 @@ export const probe = (options: {
       report = { ...report, token: true }
     }
     const csResult = yield* Effect.either(client.capabilities())
-    if (Either.isLeft(csResult)) return failed(report, csResult.left)
+    if (Either.isLeft(csResult)) {
+      const e = csResult.left
+      const noFhir =
+        e._tag === "FhirError" && (e.reason === "Decode" || (e.reason === "Status" && e.status === 404))
+      return failed({ ...report, noFhirServer: noFhir }, e)
+    }
     const cs = csResult.right
     const declared = CapabilityStatement.types(cs)
     const importOp = CapabilityStatement.importOperation(cs)

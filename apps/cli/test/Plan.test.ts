@@ -11,6 +11,7 @@ const server = (over: Partial<Plan.ServerReport> = {}): Plan.ServerReport => ({
   token: null,
   reachable: true,
   capabilityStatement: true,
+  noFhirServer: false,
   authorized: true,
   problem: null,
   fhirVersion: "4.0.1",

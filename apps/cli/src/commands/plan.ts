@@ -122,10 +122,13 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
     lines.push(`${pad("reachable")}NO: ${s.problem ?? "unknown failure"}`)
     return lines
   }
-  // an answer, but no CapabilityStatement in it (a web site, a wrong path): nothing else to say of it
+  // an answer, but no CapabilityStatement in it: a web site or a wrong path, or a server that failed or refused
+  // to give it; nothing else to say of it
   const refusedAuth = typeof s.problem === "string" && s.problem.includes(": not authorised: ")
   if (!s.capabilityStatement && !refusedAuth) {
-    lines.push(`${pad("reachable")}yes, but NO FHIR server answered there: ${s.problem ?? "unknown failure"}`)
+    lines.push(
+      `${pad("reachable")}yes, but ${s.noFhirServer ? "NO FHIR server answered there" : "its CapabilityStatement could not be read"}: ${s.problem ?? "unknown failure"}`,
+    )
     return lines
   }
   lines.push(
