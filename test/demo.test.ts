@@ -81,5 +81,21 @@ describe("ferry demo (process)", () => {
     )
     expect(NFS.readFileSync(Path.join(out, "verify.json"), "utf8")).toBe("keep")
     expect(NFS.readFileSync(Path.join(out, "archive", "manifest.json"), "utf8")).toBe("{}")
+    // nor into an archive itself
+    const root = Path.join(out, "archive")
+    const into = await run(process.execPath, [
+      ferryBin,
+      "demo",
+      "--data",
+      sharedData(""),
+      "--out",
+      root,
+    ]).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    )
+    expect(into?.code).toBe(2)
+    expect(into?.stderr).toContain(`${root} holds manifest.json, which the demo did not write`)
+    expect(NFS.readdirSync(root)).toEqual(["manifest.json"])
   })
 })

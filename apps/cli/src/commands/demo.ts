@@ -71,9 +71,11 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
   const out = Path.resolve(input.out)
   const archiveDir = Path.join(out, "archive")
   // the demo replaces its own archive and reports, never another's: a folder it did not make (no marker; its
-  // default folder from before the marker excepted) holding an archive or reports is refused
-  const taken = ["archive", "verify.json", "verify.html"].filter((n) => NFS.existsSync(Path.join(out, n)))
-  if (taken.length > 0 && !NFS.existsSync(Path.join(out, marker)) && input.out !== defaultOut)
+  // default folder from before the marker excepted) holding an archive or reports, or being an archive, is refused
+  const taken = ["archive", "verify.json", "verify.html", "manifest.json"].filter((n) =>
+    NFS.existsSync(Path.join(out, n)),
+  )
+  if (taken.length > 0 && !NFS.existsSync(Path.join(out, marker)) && out !== Path.resolve(defaultOut))
     return yield* demoError(
       `${out} holds ${taken.join(", ")}, which the demo did not write and would replace; give --out a new or empty folder`,
     )
