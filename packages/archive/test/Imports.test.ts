@@ -46,20 +46,24 @@ describe("quarantineCounts", () => {
     try {
       const q = Imports.quarantineDir(dir, "http://h:1/fhir")
       NFS.mkdirSync(q, { recursive: true })
-      const line = (id: string, waitingOn?: string) =>
+      const line = (id: string, waitingOn?: string, cause?: "archive") =>
         JSON.stringify({
           resource: { resourceType: "Observation", id },
           outcome: null,
           reason: "x",
           source: "data/Observation.000.ndjson:1",
           ...(waitingOn !== undefined ? { waitingOn } : {}),
+          ...(cause !== undefined ? { cause } : {}),
         })
       // set aside by a retry: o1 waited; quarantined again since: o1 refused now, o2 waiting
       // (written in the other order than a listing by name gives them, whatever the file system lists first)
       NFS.writeFileSync(Path.join(q, "Observation.ndjson"), `${line("o1")}\n${line("o2", "Patient/p")}\n`)
       NFS.writeFileSync(Path.join(q, "Observation.ndjson.replaying"), `${line("o1", "Patient/p")}\n`)
-      expect(Imports.quarantineCounts(dir, "http://h:1/fhir")).toEqual({ total: 2, waiting: 1 })
+      expect(Imports.quarantineCounts(dir, "http://h:1/fhir")).toEqual({ total: 2, waiting: 1, inArchive: 0 })
       expect(Imports.pendingQuarantine(dir, "http://h:1/fhir")).toBe(2)
+      // one Ferry set aside itself (the archive holds it without an id): neither refused nor waiting
+      NFS.appendFileSync(Path.join(q, "Observation.ndjson"), `${line("o3", undefined, "archive")}\n`)
+      expect(Imports.quarantineCounts(dir, "http://h:1/fhir")).toEqual({ total: 3, waiting: 1, inArchive: 1 })
     } finally {
       NFS.rmSync(dir, { recursive: true, force: true })
     }
