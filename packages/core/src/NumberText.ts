@@ -16,6 +16,18 @@ const isDigit = (c: number): boolean => c >= 48 && c <= 57
 const inNumber = (c: number): boolean =>
   isDigit(c) || c === 43 || c === 45 || c === 46 || c === 69 || c === 101
 
+/** Where the string opened at `open` ends: the first quote after it that is not escaped (-1: none). */
+const closingQuote = (text: string, open: number): number => {
+  let close = open
+  for (;;) {
+    close = text.indexOf('"', close + 1)
+    if (close === -1) return -1
+    let backslashes = 0
+    for (let k = close - 1; text.charCodeAt(k) === 92; k--) backslashes++
+    if (backslashes % 2 === 0) return close
+  }
+}
+
 /**
  * Calls `f(from, to)` for each number token of a JSON text (outside strings), in order, until `f` returns
  * true; whether it did.
@@ -36,15 +48,9 @@ const someNumber = (text: string, f: (from: number, to: number) => boolean): boo
       i = j - 1
     }
     if (quote === -1) break
-    // then the string, skipped: its closing quote is the first one not escaped
-    let close = quote
-    for (;;) {
-      close = text.indexOf('"', close + 1)
-      if (close === -1) return false
-      let backslashes = 0
-      for (let k = close - 1; text.charCodeAt(k) === 92; k--) backslashes++
-      if (backslashes % 2 === 0) break
-    }
+    // then the string, skipped
+    const close = closingQuote(text, quote)
+    if (close === -1) return false
     i = close + 1
   }
   return false
@@ -153,14 +159,8 @@ const keyCount = (text: string): number => {
   let n = 0
   let open = text.indexOf('"')
   while (open !== -1) {
-    let close = open
-    for (;;) {
-      close = text.indexOf('"', close + 1)
-      if (close === -1) return n
-      let backslashes = 0
-      for (let k = close - 1; text.charCodeAt(k) === 92; k--) backslashes++
-      if (backslashes % 2 === 0) break
-    }
+    const close = closingQuote(text, open)
+    if (close === -1) return n
     let j = close + 1
     while (j < text.length && text.charCodeAt(j) <= 32) j++
     if (text.charCodeAt(j) === 58) n++
