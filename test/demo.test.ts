@@ -12,6 +12,13 @@ import { ferryBin, sharedData } from "./helpers/ferry.js"
 
 const run = promisify(execFile)
 const tmp = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-demo-e2e-"))
+
+/** `ferry demo --data <data> --out <out>` that is expected to fail: its exit code and stderr (undefined: it did not fail). */
+const demoFailing = (data: string, out: string) =>
+  run(process.execPath, [ferryBin, "demo", "--data", data, "--out", out]).then(
+    () => undefined,
+    (e: { code: number; stderr: string }) => e,
+  )
 afterAll(() => NFS.rmSync(tmp, { recursive: true, force: true }))
 
 describe("ferry demo (process)", () => {
@@ -44,17 +51,7 @@ describe("ferry demo (process)", () => {
   }, 180_000)
 
   it("says what to do when the shared data is missing, with exit code 2", async () => {
-    const failure = await run(process.execPath, [
-      ferryBin,
-      "demo",
-      "--data",
-      tmp,
-      "--out",
-      Path.join(tmp, "x"),
-    ]).then(
-      () => undefined,
-      (e: { code: number; stderr: string }) => e,
-    )
+    const failure = await demoFailing(tmp, Path.join(tmp, "x"))
     expect(failure?.code).toBe(2)
     expect(failure?.stderr).toMatch(/^ferry: .*has no synthea-bundles\/ and attachments\/ folders: .*--data/m)
   })
@@ -64,17 +61,7 @@ describe("ferry demo (process)", () => {
     NFS.mkdirSync(Path.join(out, "archive"), { recursive: true })
     NFS.writeFileSync(Path.join(out, "archive", "manifest.json"), "{}")
     NFS.writeFileSync(Path.join(out, "verify.json"), "keep")
-    const failure = await run(process.execPath, [
-      ferryBin,
-      "demo",
-      "--data",
-      sharedData(""),
-      "--out",
-      out,
-    ]).then(
-      () => undefined,
-      (e: { code: number; stderr: string }) => e,
-    )
+    const failure = await demoFailing(sharedData(""), out)
     expect(failure?.code).toBe(2)
     expect(failure?.stderr.trim()).toBe(
       `ferry: ${out} holds archive, verify.json, which the demo did not write and would replace; give --out a new or empty folder`,
@@ -83,17 +70,7 @@ describe("ferry demo (process)", () => {
     expect(NFS.readFileSync(Path.join(out, "archive", "manifest.json"), "utf8")).toBe("{}")
     // nor into an archive itself
     const root = Path.join(out, "archive")
-    const into = await run(process.execPath, [
-      ferryBin,
-      "demo",
-      "--data",
-      sharedData(""),
-      "--out",
-      root,
-    ]).then(
-      () => undefined,
-      (e: { code: number; stderr: string }) => e,
-    )
+    const into = await demoFailing(sharedData(""), root)
     expect(into?.code).toBe(2)
     expect(into?.stderr).toContain(`${root} holds manifest.json, which the demo did not write`)
     expect(NFS.readdirSync(root)).toEqual(["manifest.json"])

@@ -90,6 +90,26 @@ const plan = async (args: ReadonlyArray<string>, env?: Record<string, string>) =
   return { ...run, json: (): PlanJson => JSON.parse(run.stdout) as PlanJson }
 }
 
+/** Runs `f` with the base URL (`…/fhir`) of a server on 127.0.0.1 that answers every request alike, then stops it. */
+const withServer = async (
+  status: number,
+  contentType: string,
+  body: string,
+  f: (url: string) => Promise<void>,
+): Promise<void> => {
+  const server = Http.createServer((req, res) => {
+    req.resume()
+    res.writeHead(status, { "content-type": contentType }).end(body)
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  try {
+    const address = server.address()
+    await f(`http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/fhir`)
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+}
+
 describe("ferry plan", () => {
   const sourceRecorder = requestRecorder()
   const targetRecorder = requestRecorder()
@@ -214,14 +234,7 @@ describe("ferry plan", () => {
   }, 60_000)
 
   it("a target that answers HTML: no FHIR server there, said on its reachable line; no strategy from it; exit 4", async () => {
-    const html = Http.createServer((req, res) => {
-      req.resume()
-      res.writeHead(200, { "content-type": "text/html" }).end("<html><body>Welcome</body></html>")
-    })
-    await new Promise<void>((resolve) => html.listen(0, "127.0.0.1", resolve))
-    try {
-      const address = html.address()
-      const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/fhir`
+    await withServer(200, "text/html", "<html><body>Welcome</body></html>", async (url) => {
       const run = await plan(["--from", source.handle.baseUrl, "--to", url])
       expect(run.code).toBe(4)
       expect(run.stdout).not.toContain("NOT authorised")
@@ -234,25 +247,15 @@ describe("ferry plan", () => {
       expect(run.stdout).not.toContain("$import ")
       expect(run.stdout).not.toContain("Strategy migrate would choose")
       expect(run.stdout).toContain("Verdict: not possible")
-    } finally {
-      await new Promise<void>((resolve) => html.close(() => resolve()))
-    }
+    })
   }, 60_000)
 
   it("a FHIR server refusing its CapabilityStatement (403): not called 'no FHIR server'; exit 3", async () => {
-    const refusing = Http.createServer((req, res) => {
-      req.resume()
-      res.writeHead(403, { "content-type": "application/fhir+json" }).end(
-        JSON.stringify({
-          resourceType: "OperationOutcome",
-          issue: [{ severity: "error", code: "forbidden", diagnostics: "not for you" }],
-        }),
-      )
+    const outcome = JSON.stringify({
+      resourceType: "OperationOutcome",
+      issue: [{ severity: "error", code: "forbidden", diagnostics: "not for you" }],
     })
-    await new Promise<void>((resolve) => refusing.listen(0, "127.0.0.1", resolve))
-    try {
-      const address = refusing.address()
-      const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/fhir`
+    await withServer(403, "application/fhir+json", outcome, async (url) => {
       const run = await plan(["--from", source.handle.baseUrl, "--to", url])
       expect(run.code).toBe(3)
       expect(run.stdout).toMatch(
@@ -260,9 +263,7 @@ describe("ferry plan", () => {
       )
       expect(run.stdout).not.toContain("NO FHIR server")
       expect(run.stdout).not.toContain("Strategy migrate would choose")
-    } finally {
-      await new Promise<void>((resolve) => refusing.close(() => resolve()))
-    }
+    })
   }, 60_000)
 
   it("a config file gives both servers; flags win over it", async () => {
