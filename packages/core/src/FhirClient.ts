@@ -1003,6 +1003,22 @@ const stripAuthorization = (
   return Option.isSome(request.hash) ? HttpClientRequest.setHash(rebuilt, request.hash.value) : rebuilt
 }
 
+/**
+ * A type's count by `_summary=count`; none when the server gives no total or refuses the parameter (400, 422).
+ * Other failures are the caller's.
+ */
+export const summaryCount = (
+  client: FhirClient,
+  type: string,
+): Effect.Effect<Option.Option<number>, FhirError | AuthError> =>
+  client.search(type, { _summary: "count" }).pipe(
+    Effect.map((b) => Option.fromNullable(b.total)),
+    Effect.catchIf(
+      (e) => e._tag === "FhirError" && e.reason === "Status" && (e.status === 400 || e.status === 422),
+      () => Effect.succeed(Option.none<number>()),
+    ),
+  )
+
 /** The server Ferry reads from. */
 export class SourceFhir extends Context.Tag("@ferry/core/SourceFhir")<SourceFhir, FhirClient>() {}
 

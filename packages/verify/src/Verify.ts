@@ -35,7 +35,7 @@ import * as Attachments from "@ferry/archive/Attachments"
 import * as Imports from "@ferry/archive/Imports"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as Capabilities from "@ferry/core/CapabilityStatement"
-import type { FhirClient } from "@ferry/core/FhirClient"
+import { type FhirClient, summaryCount } from "@ferry/core/FhirClient"
 import { redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -299,16 +299,6 @@ const sourceError = (e: { readonly message: string }) =>
   new VerifyError({ reason: authReason(e) ?? "Source", detail: e.message, cause: e })
 const targetError = (e: { readonly message: string }) =>
   new VerifyError({ reason: authReason(e) ?? "Target", detail: e.message, cause: e })
-
-/** `_summary=count`; none when the server gives no total or refuses the parameter (the crawl counts then). */
-const countOf = (client: FhirClient, type: string) =>
-  client.search(type, { _summary: "count" }).pipe(
-    Effect.map((b) => Option.fromNullable(b.total)),
-    Effect.catchIf(
-      (e) => e._tag === "FhirError" && e.reason === "Status" && (e.status === 400 || e.status === 422),
-      () => Effect.succeed(Option.none<number>()),
-    ),
-  )
 
 const hasId = (r: Resource): r is Resource & { readonly id: string } => typeof r.id === "string"
 
@@ -620,12 +610,14 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     // a type only the target lists: the source has none (a source server is not asked about it)
     if (source._tag === "Archive" || targetOnly.has(type)) sourceCount = manifestCounts.get(type) ?? 0
     else
-      sourceCount = Option.getOrNull(yield* countOf(source.client, type).pipe(Effect.mapError(sourceError)))
+      sourceCount = Option.getOrNull(
+        yield* summaryCount(source.client, type).pipe(Effect.mapError(sourceError)),
+      )
     // (a delta: the target's count is of the delta's resources found there, set after the target pass)
     let targetCount: number | null = null
     if (!delta && targetOnly.has(type)) {
       // what the target lists but Ferry may not read (a token scoped to the migrated types) is noted, not fatal
-      const counted = yield* countOf(target, type).pipe(
+      const counted = yield* summaryCount(target, type).pipe(
         Effect.map(Option.some),
         Effect.catchIf(
           (e) =>
@@ -643,7 +635,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       targetCount = Option.getOrNull(counted.value)
       if (source._tag === "Server" && targetCount !== 0) assumedNone.push(type)
     } else if (!delta)
-      targetCount = Option.getOrNull(yield* countOf(target, type).pipe(Effect.mapError(targetError)))
+      targetCount = Option.getOrNull(yield* summaryCount(target, type).pipe(Effect.mapError(targetError)))
     if (
       ((source._tag === "Server" && options.types === undefined) || targetOnly.has(type)) &&
       sourceCount === 0 &&

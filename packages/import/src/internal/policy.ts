@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
-import type { FhirClient } from "@ferry/core/FhirClient"
+import { type FhirClient, summaryCount } from "@ferry/core/FhirClient"
 import { transportProblem } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import { Effect, Either, Option, Schema } from "effect"
@@ -53,21 +53,23 @@ export const isTooLarge = (e: ImportFailure): boolean =>
 
 /**
  * How many resources of each of `types` the target holds already (`_summary=count`, 4 at a time; Binary left
- * out). Only for a warning before a first import: a type the target gives no total for, or refuses to count
- * (the import's own requests then say what is wrong), is left out.
+ * out). Only for a warning before a first import: a type the target gives no total for, or will not search
+ * (any answer with a status: a target may accept Bundles of a type it does not search), is left out. A target
+ * that cannot be reached, or refuses the credentials, fails here as it would at its first Bundle.
  */
 export const heldAlready = (
   client: FhirClient,
   types: ReadonlyArray<string>,
-): Effect.Effect<ReadonlyArray<readonly [string, number]>> =>
+): Effect.Effect<ReadonlyArray<readonly [string, number]>, FhirError | AuthError> =>
   Effect.forEach(
     types.filter((t) => t !== "Binary"),
     (type) =>
-      client.search(type, { _summary: "count" }).pipe(
-        Effect.map((bundle) =>
-          bundle.total !== undefined && bundle.total > 0 ? [[type, bundle.total] as const] : [],
+      summaryCount(client, type).pipe(
+        Effect.catchIf(
+          (e) => e._tag === "FhirError" && e.reason !== "Transport",
+          () => Effect.succeed(Option.none<number>()),
         ),
-        Effect.orElseSucceed(() => []),
+        Effect.map((n) => (Option.isSome(n) && n.value > 0 ? [[type, n.value] as const] : [])),
       ),
     { concurrency: 4 },
   ).pipe(Effect.map((found) => found.flat().sort((a, b) => b[1] - a[1])))
