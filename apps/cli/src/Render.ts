@@ -162,18 +162,23 @@ const resumable = new Set(["export", "import", "migrate"])
  * Prints the failure's line on stderr (for a command line that could not be read, what @effect/cli said of it). When a resumable
  * `command` gave up on a server (exit 4), the line says that nothing done so far is lost.
  */
-export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Effect<void> => {
+export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Effect<void> =>
+  helpAsked(cause) ? Effect.void : Console.error(sentence(cause, command))
+
+/** `--help` (which @effect/cli answers as a failure): nothing to report. */
+const helpAsked = (cause: Cause.Cause<unknown>): boolean => {
   const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) {
-    // what @effect/cli could not parse (its own message is left out: Cli.run), and where the flags are described
-    return ValidationError.isHelpRequested(failure.value)
-      ? Effect.void
-      : Console.error(sentence(cause, command))
-  }
-  return Console.error(sentence(cause, command))
+  return (
+    Option.isSome(failure) &&
+    ValidationError.isValidationError(failure.value) &&
+    ValidationError.isHelpRequested(failure.value)
+  )
 }
 
-/** The failure's one sentence (`ferry: …`): a command line that could not be read, or `lineFor`. */
+/**
+ * The failure's one sentence (`ferry: …`): for a command line that could not be read, what @effect/cli said of
+ * it (its own message is left out: Cli.run) and where the flags are described; otherwise `lineFor`.
+ */
 const sentence = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
   const failure = Cause.failureOption(cause)
   return Option.isSome(failure) && ValidationError.isValidationError(failure.value)
@@ -208,13 +213,7 @@ export const jsonFailure = (
   cause: Cause.Cause<unknown>,
   command: string | undefined,
 ): Effect.Effect<void> => {
-  const failure = Cause.failureOption(cause)
-  if (
-    Option.isSome(failure) &&
-    ValidationError.isValidationError(failure.value) &&
-    ValidationError.isHelpRequested(failure.value)
-  )
-    return Effect.void
+  if (helpAsked(cause)) return Effect.void
   const error = sentence(cause, command).replace(/^ferry: /, "")
   return Console.log(JSON.stringify({ ok: false, exitCode: exitCode(cause), error }, null, 2))
 }
