@@ -384,6 +384,10 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     )
     expect(killed.signal).toBe("SIGKILL")
     expect(partials().length).toBeGreaterThan(0)
+    // a kill between a file's rename and its journal line leaves a finished file no journal knows: the rerun
+    // writes its resources as .ndjson.gz, and the plain one must not stay unlisted beside it
+    const unjournaled = Path.join(out, "data", partials()[0]!.replace(/\.partial$/, ""))
+    NFS.writeFileSync(unjournaled, '{"resourceType":"Claim","id":"left-by-a-killed-run"}\n')
     await setFaults(sandbox.baseUrl, {})
     const rerun = await ferry(exportOf(sandbox.baseUrl, out, "--gzip"))
     expect(rerun.code, rerun.stderr).toBe(0)
@@ -398,6 +402,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       .filter((l) => l !== "")
       .sort()
     expect(lines).toEqual(dataLines(full))
+    expect(NFS.existsSync(unjournaled)).toBe(false)
     // the killed run fetched the 3 attachments: the rerun's summary counts the archive's, as it does its resources
     expect(rerun.stderr).toMatch(/done: 38,479 resources in \d+ files, [\d.]+ MB, 3 attachments/)
     // an archive found complete (an earlier version left a partial in it): the partial goes; the JSON summary

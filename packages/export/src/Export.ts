@@ -500,19 +500,31 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     )
   /**
    * Once every file is finished, a `.partial` left is of a file no run will write (an earlier run's under
-   * another name: `--gzip` changed between the runs), holding resources the manifest does not list.
+   * another name: `--gzip` changed between the runs), holding resources the manifest does not list. With
+   * `listed` (the paths the manifest is about to list), a finished file of no journal line goes too: an earlier
+   * run renamed it and was killed before journaling it, and this run wrote its resources under another name
+   * (`--gzip` switched). Import and verify refuse an archive holding data the manifest does not list.
    */
-  const removeStrayPartials = Effect.forEach(["data", "deleted", "errors"], (dir) =>
-    Effect.flatMap(namesIn(dir), (names) =>
-      Effect.forEach(
-        names.filter((n) => n.endsWith(".partial")),
-        (name) =>
-          ArchiveDir.fsTry(`${dir}/${name}`, "remove a download no file continues", () =>
-            NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
+  const removeStrays = (listed?: ReadonlySet<string>) =>
+    Effect.forEach(["data", "deleted", "errors"], (dir) =>
+      Effect.flatMap(namesIn(dir), (names) =>
+        Effect.forEach(
+          names.filter(
+            (n) =>
+              n.endsWith(".partial") ||
+              (listed !== undefined &&
+                (n.endsWith(".ndjson") || n.endsWith(".ndjson.gz")) &&
+                !listed.has(`${dir}/${n}`)),
           ),
+          (name) =>
+            ArchiveDir.fsTry(
+              `${dir}/${name}`,
+              "remove a file of an earlier run the manifest will not list",
+              () => NFS.promises.rm(archive.path(`${dir}/${name}`), { force: true }),
+            ),
+        ),
       ),
-    ),
-  )
+    )
   const emit = (event: string, fields: Record<string, unknown> = {}) =>
     archive
       .event(event, fields)
@@ -550,7 +562,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     if (!NFS.existsSync(Path.join(archive.root, Archive.layout.checksums)))
       yield* Archive.writeChecksums(archive.root, archive.manifest)
     // (an archive an earlier version completed may still hold them)
-    yield* removeStrayPartials
+    yield* removeStrays()
     yield* emit("already-complete", {})
     return summaryOf(archive.root, archive.manifest, {
       resumed: true,
@@ -1381,7 +1393,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   // The archive is complete: the manifest's file lists, then the checksums, then `complete: true` (each written
   // atomically), then the journal; then the job is released. A kill between any two steps leaves an archive
   // that is not complete yet, which the next run finishes: never a complete one without its checksums.
-  yield* removeStrayPartials
+  yield* removeStrays(new Set(files.map((f) => f.path)))
   const attachmentTotals = yield* ArchiveAttachments.totals(archive.root)
   const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
   const listed = yield* Archive.updateManifest(archive.root, (m) => ({
