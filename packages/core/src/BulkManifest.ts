@@ -13,7 +13,9 @@ export type ManifestLink = typeof ManifestLink.Type
  */
 export const OutputFile = Schema.Struct(
   {
-    type: Schema.optional(Schema.String),
+    // a resource type name: the archive names its file after it (`data/<type>.000.ndjson`), so a server's
+    // `../../x` must not get that far
+    type: Schema.optional(Schema.String.pipe(Schema.pattern(/^[A-Z][A-Za-z]{1,63}$/))),
     url: Schema.String,
     count: Schema.optional(Schema.Number),
     continuesInFile: Schema.optional(Schema.String),

@@ -304,6 +304,26 @@ describe("Poll.waitForManifest", () => {
       }),
   )
 
+  it.effect("a file whose type is not a resource type name (a path such as ../../x): a Manifest error", () =>
+    Effect.gen(function* () {
+      for (const list of ["output", "deleted", "error"] as const) {
+        const { client } = yield* fake([
+          {
+            status: 200,
+            body: {
+              ...manifest,
+              [list]: [{ type: "../../PWNED", url: "https://files.example.org/x.ndjson" }],
+            },
+          },
+        ])
+        const error = yield* Effect.flip(Poll.waitForManifest(client, status))
+        assert.strictEqual((error as { reason?: string }).reason, "Manifest")
+        assert.include(error.message, `invalid at ${list}.0.type`)
+        assert.notInclude(error.message, "PWNED")
+      }
+    }),
+  )
+
   it.effect("a 404 on the status URL is reported as a vanished job", () =>
     Effect.gen(function* () {
       const { client } = yield* fake([{ status: 404, body: outcome("not-found") }])
