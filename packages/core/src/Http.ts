@@ -1,6 +1,6 @@
 import type { HttpClientResponse } from "@effect/platform"
 import { Chunk, Duration, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
-import { OperationOutcome, withoutQuotedJson } from "./OperationOutcome.js"
+import { OperationOutcome, printable, withoutQuotedJson } from "./OperationOutcome.js"
 
 export const fhirJson = "application/fhir+json"
 export const fhirNdjson = "application/fhir+ndjson"
@@ -123,9 +123,27 @@ export const withoutCredential = <T extends string | undefined>(
   authorization: string | undefined,
 ): T => {
   const credential = authorization?.replace(/^\S+\s+/, "").trim()
-  return text !== undefined && credential !== undefined && credential.length >= 8
-    ? (text.split(credential).join("[redacted]") as T)
-    : text
+  if (text === undefined || credential === undefined || credential.length < 8) return text
+  const scrub = (s: string) => s.split(credential).join("[redacted]")
+  // A JSON body may escape the credential's characters any way JSON allows (`\/`, `\u002B`): each string is
+  // scrubbed as decoded (the body is then the same JSON, re-written).
+  const trimmed = text.trim()
+  if (trimmed.startsWith("{") || trimmed.startsWith("[")) {
+    try {
+      const json: unknown = JSON.parse(trimmed)
+      return JSON.stringify(json, (_key, value: unknown) =>
+        typeof value === "string" ? scrub(value) : value,
+      ) as T
+    } catch {
+      // not JSON after all (or cut at the read limit): scrubbed as text
+    }
+  }
+  // as text, with JSON's string escapes read first (a text body may quote the JSON it meant to send)
+  return scrub(
+    text.replace(/\\u([0-9a-fA-F]{4})|\\\//g, (_m, hex: string | undefined) =>
+      hex === undefined ? "/" : String.fromCharCode(Number.parseInt(hex, 16)),
+    ),
+  ) as T
 }
 
 export const describeBody = (
@@ -152,12 +170,14 @@ export const describeBody = (
   const type = (contentType ?? "").toLowerCase()
   if (type.includes("json") || trimmed.startsWith("[")) return { detail: "the body was a JSON document" }
   // a text body can quote the request it answers (a resource): not past the first JSON it quotes
-  const plain = withoutQuotedJson(
-    trimmed
-      .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
-      .replace(/<[^>]*>/g, " ")
-      .replace(/\s+/g, " ")
-      .trim(),
+  const plain = printable(
+    withoutQuotedJson(
+      trimmed
+        .replace(/<(script|style)[\s\S]*?<\/\1>/gi, " ")
+        .replace(/<[^>]*>/g, " ")
+        .replace(/\s+/g, " ")
+        .trim(),
+    ),
   )
   return plain === "" ? {} : { detail: plain.length > 200 ? `${plain.slice(0, 200)}…` : plain }
 }

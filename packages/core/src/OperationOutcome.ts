@@ -70,11 +70,20 @@ export const withoutQuotedJson = (text: string): string => {
 }
 
 /**
- * One line of at most `wordsCap` characters, without quoted JSON: a server's words can be a stack trace or
- * echo the resource it was sent.
+ * `text` with every control character (C0, DEL, C1) shown as `�`: a server's words reach the operator's
+ * terminal, where an escape sequence could clear the screen, fake a line, set the clipboard (OSC 52) or plant
+ * a link.
+ */
+export const printable = (text: string): string =>
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what it removes
+  text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "\ufffd")
+
+/**
+ * One line of at most `wordsCap` characters, without quoted JSON or control characters: a server's words can
+ * be a stack trace or echo the resource it was sent.
  */
 const oneLine = (text: string): string => {
-  const flat = withoutQuotedJson(text.replace(/\s+/g, " ").trim())
+  const flat = printable(withoutQuotedJson(text.replace(/\s+/g, " ").trim()))
   return flat.length <= wordsCap ? flat : `${flat.slice(0, wordsCap - 1)}…`
 }
 
@@ -87,7 +96,7 @@ const oneLine = (text: string): string => {
 export const summary = (outcome: OperationOutcome): string => {
   const shown = outcome.issue.slice(0, issuesCap).map((i) => {
     const words = i.diagnostics || i.details?.text
-    return `${i.severity} ${i.code}${words ? `: ${oneLine(words)}` : ""}`
+    return `${printable(i.severity)} ${printable(i.code)}${words ? `: ${oneLine(words)}` : ""}`
   })
   const more = outcome.issue.length - shown.length
   return more > 0 ? `${shown.join("; ")}; and ${more} more issue${more === 1 ? "" : "s"}` : shown.join("; ")

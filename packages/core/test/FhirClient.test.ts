@@ -977,6 +977,66 @@ describe("FhirClient against loopback servers", () => {
     }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 
+  it.scopedLive(
+    "an echoed token with its characters escaped as JSON allows (\\/, \\u002B) is removed too, and a server's control characters do not reach the message",
+    () =>
+      Effect.gen(function* () {
+        const token = "abc/def+ghi/jkl0123456789=="
+        const own = yield* loopback((req, res) => {
+          const sent = String(req.headers.authorization)
+          // the way many Java JSON writers escape: `\/` for every slash, and one `+` as `\u002B`
+          const escaped = sent.replaceAll("/", "\\/").replace("+", "\\u002B")
+          if (req.url === "/fhir/Patient/1") {
+            res.writeHead(500, { "content-type": "application/fhir+json" })
+            return res.end(
+              `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception","diagnostics":"auth ${escaped}"}]}`,
+            )
+          }
+          if (req.url === "/fhir/Patient/2") {
+            res.writeHead(400, { "content-type": "application/fhir+json" })
+            return res.end(
+              JSON.stringify({
+                resourceType: "OperationOutcome",
+                issue: [
+                  {
+                    severity: "error",
+                    code: "invalid\u001b[2J",
+                    diagnostics: "bad\u001b]52;c;aGk=\u0007 request",
+                  },
+                ],
+              }),
+            )
+          }
+          if (req.url === "/fhir/Patient/3") {
+            res.writeHead(400, { "content-type": "text/plain" })
+            return res.end("\u001b[2J\u001b[1;1Hferry export: done\u009b31m")
+          }
+          res.writeHead(403, { "content-type": "text/plain" })
+          res.end(`denied for ${escaped}`)
+        })
+        const client = yield* FhirClient.make({
+          baseUrl: `${own.origin}/fhir`,
+          retry: { times: 0 },
+          authorize: (req) => Effect.succeed(HttpClientRequest.bearerToken(req, token)),
+        })
+        for (const e of [
+          yield* Effect.flip(client.read("Patient", "1")),
+          yield* Effect.flip(client.get("Binary/2")),
+        ]) {
+          assert.notInclude(e.message, "jkl0123456789")
+          assert.include(e.message, "[redacted]")
+        }
+        for (const e of [
+          yield* Effect.flip(client.read("Patient", "2")),
+          yield* Effect.flip(client.read("Patient", "3")),
+        ]) {
+          // biome-ignore lint/suspicious/noControlCharactersInRegex: none may be left
+          assert.notMatch(e.message, /[\u0000-\u001f\u007f-\u009f]/)
+          assert.include(e.message, "\ufffd")
+        }
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
   it.scopedLive("a 404 for the CapabilityStatement asks whether the base URL is right", () =>
     Effect.gen(function* () {
       const web = yield* loopback((_req, res) => {

@@ -24,7 +24,7 @@ import {
   transportProblem,
   transportSentence,
 } from "@ferry/core/Http"
-import { summary } from "@ferry/core/OperationOutcome"
+import { printable, summary } from "@ferry/core/OperationOutcome"
 
 /** RFC 6749 §5.1 (+ SMART): `expires_in` as a number, or a numeric string (some Azure endpoints). */
 export const TokenResponse = Schema.Struct({
@@ -266,7 +266,7 @@ export const request = (
               )
             },
             onSome: (oauth) => {
-              const what = `${oauth.error}${oauth.error_description ? ` (${scrub(oauth.error_description)})` : ""}`
+              const what = `${printable(oauth.error)}${oauth.error_description ? ` (${printable(scrub(oauth.error_description))})` : ""}`
               const hint = transientStatus(status) ? "" : oauthHint(oauth.error)
               const detail = `the token endpoint refused the request: HTTP ${status} ${what}${hint}`
               if (transientStatus(status)) return Effect.fail(transient(detail, retryAfter))
