@@ -99,11 +99,21 @@ export const proxySettings = (
     }
   })
 
+/**
+ * TLS certificates are always checked: said outright, so that `NODE_TLS_REJECT_UNAUTHORIZED=0` in the environment
+ * (which Node otherwise obeys, with a warning that `NODE_NO_WARNINGS` silences) cannot turn the check off and send
+ * credentials and patient data to a server nobody vouched for. A private CA is trusted with `NODE_EXTRA_CA_CERTS`.
+ */
+const verified = { rejectUnauthorized: true } as const
+
 /** The dispatcher for `settings`: a plain pool, or one that goes through the proxies. */
 export const make = (settings: ProxySettings | undefined): Dispatcher =>
   settings === undefined
-    ? new Agent()
+    ? new Agent({ connect: verified })
     : new EnvHttpProxyAgent({
+        connect: verified,
+        requestTls: verified,
+        proxyTls: verified,
         // undici reads process.env for a value left undefined: "" means none. An https URL goes through the
         // https proxy, else through the http one (undici's rule).
         httpProxy: settings.http,

@@ -11,9 +11,10 @@ import { createServer as createHttpsServer } from "node:https"
 import { type AddressInfo, createServer as createNetServer, type Server, type Socket } from "node:net"
 import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Either } from "effect"
 import { FhirError } from "../src/Errors.js"
 import * as FhirClient from "../src/FhirClient.js"
+import * as HttpDispatcher from "../src/HttpDispatcher.js"
 import { hasOpenssl, selfSigned } from "./helpers/tls.js"
 
 /** `server` listening on 127.0.0.1 for the scope; its port, and how many connections it took. */
@@ -80,6 +81,41 @@ describe("FhirClient against servers it cannot talk to", () => {
           )
         }
         assert.strictEqual(server.connections(), 2, "one connection per call: not retried")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive.skipIf(!hasOpenssl)(
+    "NODE_TLS_REJECT_UNAUTHORIZED=0 does not turn the check off: Ferry's pools (direct, and the proxy agent's) still refuse the certificate",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* listening(
+          createHttpsServer(selfSigned(), (_req, res) => {
+            res.writeHead(200, { "content-type": "application/fhir+json" })
+            res.end("{}")
+          }),
+        )
+        const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED
+        yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0"
+          }),
+          () =>
+            Effect.sync(() => {
+              if (before === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED
+              else process.env.NODE_TLS_REJECT_UNAUTHORIZED = before
+            }),
+        )
+        // the CLI's pools: a plain one, and the proxy agent (loopback goes direct through its own pool)
+        const proxied = Either.getOrThrow(HttpDispatcher.proxySettings({ https_proxy: "http://127.0.0.1:9" }))
+        for (const pool of [HttpDispatcher.make(undefined), HttpDispatcher.make(proxied)]) {
+          yield* Effect.acquireRelease(
+            Effect.sync(() => HttpDispatcher.setGlobal(pool)),
+            (restore) => Effect.promise(() => pool.close()).pipe(Effect.ensuring(Effect.sync(restore))),
+          )
+          for (const e of yield* bothWays(`https://127.0.0.1:${server.port}/fhir`)) {
+            assert.include(transport(e).message, "the server's TLS certificate is not trusted")
+          }
+        }
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 
