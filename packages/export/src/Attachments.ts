@@ -12,6 +12,7 @@
  * `Store`: parallel fsyncs, then one fsynced index append), so the index is the record of finished
  * attachments: a URL found in it is not fetched again by a resumed run.
  */
+import { pipeline } from "node:stream"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
@@ -24,6 +25,7 @@ import { forEachPooled } from "@ferry/core/Pool"
 import * as Walker from "@ferry/core/Walker"
 import { Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
+import { decoderFor } from "./internal/Encoding.js"
 import type { ArchiveDir } from "./internal/ArchiveDir.js"
 
 /** One attachment to fetch, with where it was found. */
@@ -188,16 +190,37 @@ const fetchBody = (
         ...(ref.hash !== undefined ? { sha1: ref.hash } : {}),
       },
     })
-    const length = Number(response.headers["content-length"] ?? Number.NaN)
+    // A Content-Encoding is undone (an object store may send `gzip` unasked): what is stored is the content.
+    const encoding = response.headers["content-encoding"]
+    const decoder = decoderFor(encoding)
+    if (decoder === "unknown") {
+      discardBody(response.body)
+      return yield* new ExportError({
+        reason: "Attachment",
+        url: redactUrl(resolved),
+        detail: `the server sent Content-Encoding ${JSON.stringify(encoding)}, which Ferry cannot undo (it knows gzip, deflate, br), so the content is not known; report it to the server's operators`,
+      })
+    }
+    const body: AsyncIterable<Uint8Array> =
+      decoder === "none"
+        ? (response.body as AsyncIterable<Uint8Array>)
+        : pipeline(response.body, decoder(), () => undefined)
+    /** The whole (decoded) body. */
+    const whole = Effect.tryPromise({
+      try: async () => {
+        if (decoder === "none") return new Uint8Array(await response.body.arrayBuffer())
+        const chunks: Array<Uint8Array> = []
+        for await (const chunk of body) chunks.push(chunk)
+        return new Uint8Array(Buffer.concat(chunks))
+      },
+      catch: broke("the download broke off, or its Content-Encoding could not be undone"),
+    })
+    // the encoded length: the decoded body may be larger
+    const length = decoder === "none" ? Number(response.headers["content-length"] ?? Number.NaN) : Number.NaN
     if (binary && isFhirJson(responseType)) {
       // Either the server ignored Accept and sent the Binary resource (content in `data`, base64), or the
       // Binary's own content is JSON (a FHIR document, application/json) and came raw, as asked.
-      const raw = new Uint8Array(
-        yield* Effect.tryPromise({
-          try: () => response.body.arrayBuffer(),
-          catch: broke("the download broke off"),
-        }),
-      )
+      const raw = yield* whole
       const parsed = Option.liftThrowable(() => JSON.parse(Buffer.from(raw).toString("utf8")) as unknown)()
       const resource = Option.getOrUndefined(parsed)
       if (
@@ -222,19 +245,17 @@ const fetchBody = (
       return { kind: "bytes", bytes: Buffer.from(data, "base64"), meta: meta() } satisfies Fetched
     }
     if (length >= 0 && length <= WHOLE) {
-      const bytes = yield* Effect.tryPromise({
-        try: () => response.body.arrayBuffer(),
-        catch: broke("the download broke off"),
-      })
-      return { kind: "bytes", bytes: new Uint8Array(bytes), meta: meta() } satisfies Fetched
+      return { kind: "bytes", bytes: yield* whole, meta: meta() } satisfies Fetched
     }
-    const body = response.body
     const stored = yield* store
       .store(
-        Stream.fromAsyncIterable(body as AsyncIterable<Uint8Array>, broke("the download broke off")),
+        Stream.fromAsyncIterable(
+          body,
+          broke("the download broke off, or its Content-Encoding could not be undone"),
+        ),
         meta(),
       )
-      .pipe(Effect.ensuring(Effect.sync(() => discardBody(body))))
+      .pipe(Effect.ensuring(Effect.sync(() => discardBody(response.body))))
     return { kind: "stored", stored, meta: meta() } satisfies Fetched
   })
 

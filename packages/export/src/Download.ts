@@ -15,8 +15,7 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
-import { type Duplex, pipeline as pipelineCb, Readable } from "node:stream"
-import * as Zlib from "node:zlib"
+import { pipeline as pipelineCb, Readable } from "node:stream"
 import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
@@ -26,6 +25,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Duration, Effect, Schedule, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
+import { decoderFor } from "./internal/Encoding.js"
 
 export interface DownloadTarget {
   readonly url: string
@@ -397,14 +397,6 @@ const invalid = (target: DownloadTarget) => (e: Ndjson.NdjsonError) =>
         }),
       )
 
-/** 64 KiB output chunks (zlib's default is 16 KiB): a quarter of the steps through the hot loop. */
-const decoders: Readonly<Record<string, () => Duplex>> = {
-  gzip: () => Zlib.createGunzip({ chunkSize: 64 * 1024 }),
-  "x-gzip": () => Zlib.createGunzip({ chunkSize: 64 * 1024 }),
-  deflate: () => Zlib.createInflate({ chunkSize: 64 * 1024 }),
-  br: () => Zlib.createBrotliDecompress({ chunkSize: 64 * 1024 }),
-}
-
 /**
  * The body's chunks with its Content-Encoding undone (an encoding Ferry did not ask for fails the transfer).
  * A decoder failure, like a broken connection, is `broken`: the transfer is resumed.
@@ -414,9 +406,8 @@ const decoded = (
   encoding: string | undefined,
   body: Readable,
 ): AsyncIterator<Buffer> => {
-  const name = (encoding ?? "").trim().toLowerCase()
-  const make = name === "" || name === "identity" ? undefined : decoders[name]
-  if (make === undefined && name !== "" && name !== "identity") {
+  const found = decoderFor(encoding)
+  if (found === "unknown") {
     discardBody(body)
     return {
       next: () =>
@@ -430,7 +421,8 @@ const decoded = (
     }
   }
   const source = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
-  if (make === undefined) return source
+  if (found === "none") return source
+  const make = found
   let inner: AsyncIterator<Buffer> | undefined
   return {
     next: async () => {

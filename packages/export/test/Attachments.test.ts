@@ -3,6 +3,7 @@ import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import * as Zlib from "node:zlib"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Cause, Effect, Exit, Fiber, Option, TestServices } from "effect"
@@ -147,6 +148,58 @@ describe("Attachments: a Binary read raw whose answer is JSON", () => {
         })
         const failure = (yield* fetcher.summary).failed[0]
         assert.include(failure?.detail, "the Binary resource without its content")
+      }),
+  )
+})
+
+describe("Attachments: a host that sends a Content-Encoding unasked", () => {
+  it.scoped(
+    "gzip, deflate and br bodies are stored decoded (small and streamed); an encoding Ferry cannot undo fails the attachment",
+    () =>
+      Effect.gen(function* () {
+        const small = Buffer.from("%PDF-1.4 a small document\n")
+        // over the 1 MiB read whole: streamed into the store
+        const large = Buffer.alloc(3 * 1024 * 1024 + 17, "0123456789abcdef")
+        const origin = yield* loopbackServer((req, res) => {
+          const body = req.url?.startsWith("/files/large") ? large : small
+          if (req.url?.endsWith(".gz")) {
+            // as an object store serves a file uploaded gzip-encoded: with the encoded length
+            const encoded = Zlib.gzipSync(body)
+            res.writeHead(200, { "content-encoding": "gzip", "content-length": encoded.length }).end(encoded)
+          } else if (req.url?.endsWith(".deflate")) {
+            res.writeHead(200, { "content-encoding": "deflate" }).end(Zlib.deflateSync(body))
+          } else if (req.url?.endsWith(".br")) {
+            res.writeHead(200, { "content-encoding": "br" }).end(Zlib.brotliCompressSync(body))
+          } else if (req.url?.endsWith(".z")) {
+            res.writeHead(200, { "content-encoding": "compress" }).end(body)
+          } else res.writeHead(404).end()
+        })
+        const client = yield* clientFor(`${origin}/fhir`)
+        const root = Path.join(yield* tempDir, "encoded")
+        NFS.mkdirSync(root, { recursive: true })
+        const ref = (url: string): Attachments.AttachmentRef => ({
+          url,
+          resource: "DocumentReference/a",
+          path: "content[0].attachment",
+          contentType: "application/pdf",
+          size: undefined,
+          hash: undefined,
+        })
+        const urls = ["small.gz", "small.deflate", "small.br", "large.gz", "large.br", "small.z"].map(
+          (f) => `${origin}/files/${f}`,
+        )
+        const fetcher = yield* Attachments.fetcher(client, { root }, { concurrency: 2 })
+        const result = yield* fetcher.forRefs(urls.map(ref))
+        assert.deepInclude(result, { fetched: 5, failed: 1 })
+        const index = [...(yield* ArchiveAttachments.readIndex(root)).values()]
+        for (const line of index) {
+          const expected = line.sourceUrls[0]!.includes("/large.") ? large : small
+          assert.strictEqual(line.sha256, sha256(expected), line.sourceUrls[0])
+          assert.strictEqual(line.size, expected.length, line.sourceUrls[0])
+        }
+        assert.strictEqual(index.flatMap((l) => l.sourceUrls).length, 5)
+        const failure = (yield* fetcher.summary).failed[0]
+        assert.include(failure?.detail, 'Content-Encoding "compress", which Ferry cannot undo')
       }),
   )
 })
