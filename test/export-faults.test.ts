@@ -345,7 +345,10 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
       { shortFile: { type: "Condition", missing: 2 } },
       {
         onStderr: (text, baseUrl) => {
-          if (cleared === undefined && text.includes("ferry export: inconsistent "))
+          if (
+            cleared === undefined &&
+            text.includes("the job's files do not add up, so a new export job is started")
+          )
             cleared = setSandboxFaults(baseUrl, {})
         },
       },
@@ -355,6 +358,9 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     const events = exportEvents(x.out)
     expect(events.filter((e) => e.event === "inconsistent")).toHaveLength(1)
     expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
+    // every event the export said has a sentence: none printed as its raw name and JSON fields
+    expect(x.run.stderr).not.toMatch(/^ferry export: [a-z-]+ \{/m)
+    expect(x.run.stderr).toContain("ferry export: the replaced export job is released on the server")
   })
 
   it("a permanently short file: one new job, then exit 4 and one line naming the file's URL; the archive stays incomplete", async ({

@@ -175,7 +175,9 @@ const plainLines = (started: number) => {
           const text = e.progress ? String(e.progress) : ""
           if (text === lastProgress) return
           lastProgress = text
-          return yield* Console.error(`ferry export: job running${text ? `: ${text}` : ""}`)
+          return yield* Console.error(
+            `ferry export: job running${text ? `: ${Progress.sanitize(text)}` : ""}`,
+          )
         }
         case "attachments":
           return yield* Console.error(
@@ -194,7 +196,7 @@ const plainLines = (started: number) => {
         case "done":
           return yield* Console.error(doneLine(e, secs))
         case "warning":
-          return yield* Console.error(`ferry export: WARNING: ${String(e.detail)}`)
+          return yield* Console.error(`ferry export: WARNING: ${Progress.sanitize(e.detail, 1000)}`)
         // Display-only events (no journal line) are for the live display.
         case "file-progress":
         case "file-resumed":
@@ -226,6 +228,24 @@ const plainLine = (e: Export.ExportEvent): string => {
       return `ferry export: the job is done: ${String(e.output)} files to fetch${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} of deletions` : ""}${Number(e.error ?? 0) > 0 ? `, ${String(e.error)} of errors` : ""} (transactionTime ${String(e.transactionTime)})`
     case "released":
       return "ferry export: the job is released on the server"
+    case "reattach":
+      return typeof e.detail === "string"
+        ? `ferry export: ${Progress.sanitize(e.detail, 200)}`
+        : "ferry export: the export job of the earlier run is still known; waiting for it again"
+    case "manifest-part":
+      return `ferry export: a part of the manifest arrived while the job runs: ${Progress.counted(Number(e.started ?? 0), "file")} to download now`
+    case "poll-retry":
+      return `ferry export: the job's status could not be read (${Progress.sanitize(e.status, 40)}); asking again in ${(Number(e.waitMs ?? 0) / 1000).toFixed(0)} s`
+    case "inconsistent":
+      return `ferry export: ${Progress.sanitize(e.detail, 300)}; the job's files do not add up, so a new export job is started`
+    case "rekickoff-dropped":
+      return `ferry export: ${Progress.counted(Number(e.files ?? 0), "finished file")} set aside: ${Progress.sanitize(e.detail, 200)}`
+    case "replaced-job-released":
+      return "ferry export: the replaced export job is released on the server"
+    case "distributed":
+      return `ferry export: ${Progress.sanitize(e.path, 120)}: split into ${Progress.counted(Number(e.files ?? 0), "per-type file")}`
+    case "organized-file":
+      return `ferry export: ${Progress.sanitize(e.path, 120)}: ${Progress.counted(Number(e.count ?? 0), "line")}, ${formatBytes(Number(e.bytes ?? 0))}`
     default: {
       // `types` (per-type totals of a manifest) is for the live display; the line stays short.
       const { event, types: _types, ...rest } = e
