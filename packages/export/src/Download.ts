@@ -320,6 +320,12 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
         Effect.ensuring(Effect.promise(() => written.catch(() => undefined))),
       )
       yield* fsTry(target.label, "write the download", () => written)
+      if (target.count !== undefined && scan.count - scan.uncounted > target.count) {
+        // more lines than the manifest announced: the file cannot check out, and what follows may be endless
+        // (a few kB of gzip inflate to gigabytes): stopped here, not written to the end first
+        yield* fsTry(target.label, "remove the download", () => NFS.promises.rm(part, { force: true }))
+        return yield* overCount(target, scan.count)
+      }
       if (options.onBytes) yield* options.onBytes(chunk.length)
       if (options.onChunk) yield* options.onChunk()
     }
@@ -355,6 +361,14 @@ const lineChecker = (target: DownloadTarget, scan: Scan): Ndjson.Parser => {
     if (item !== undefined) onResource?.(item.value)
   })
 }
+
+/** A file found to hold more lines than its manifest `count`, stopped at `lines`. */
+const overCount = (target: DownloadTarget, lines: number) =>
+  new ExportError({
+    reason: "CountMismatch",
+    url: redactUrl(target.url),
+    detail: `${target.label} holds more than the ${target.count} resources the manifest announced (the download was stopped at ${lines} lines)`,
+  })
 
 /** Runs the (synchronous, throwing) line parser on one chunk. */
 const parseChunk = (target: DownloadTarget, f: () => void): Effect.Effect<void, ExportError> =>

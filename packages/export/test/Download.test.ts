@@ -443,6 +443,49 @@ describe("Download content encodings", () => {
 })
 
 describe("Download: failures no resume cures", () => {
+  it.scoped(
+    "a file with more lines than the manifest's count (here endless) is stopped there: CountMismatch, no partial left",
+    () =>
+      Effect.gen(function* () {
+        let sent = 0
+        const server = Http.createServer((_req, res) => {
+          res.writeHead(200, { "content-type": "application/fhir+ndjson" })
+          // lines as long as the client takes them, and forever: a gzip bomb looks like this after decoding
+          const more = () => {
+            while (res.write(`${JSON.stringify({ resourceType: "Patient", id: `p${sent++}` })}\n`)) {
+              if (sent % 1000 === 0) return void setImmediate(more)
+            }
+            res.once("drain", more)
+          }
+          res.on("error", () => undefined)
+          more()
+        })
+        const port = yield* listening(server)
+        const dir = yield* tempDir
+        const client = yield* clientFor(`http://127.0.0.1:${port}/fhir`)
+        const path = Path.join(dir, "Patient.000.ndjson")
+        const error = yield* Effect.flip(
+          Download.download(client, {
+            url: `http://127.0.0.1:${port}/files/Patient.ndjson`,
+            type: "Patient",
+            count: 3,
+            path,
+            label: "data/Patient.000.ndjson",
+            auth: false,
+          }),
+        )
+        assert.instanceOf(error, ExportError)
+        assert.strictEqual((error as ExportError).reason, "CountMismatch")
+        assert.include(
+          error.message,
+          "data/Patient.000.ndjson holds more than the 3 resources the manifest announced",
+        )
+        assert.isFalse(NFS.existsSync(`${path}.partial`))
+        assert.isFalse(NFS.existsSync(path))
+        assert.isBelow(sent, 1_000_000, "stopped early, not read to a million lines")
+      }),
+  )
+
   it.scoped("a port that answers no HTTP fails at once, without a resume (one connection, not six)", () =>
     Effect.gen(function* () {
       let connections = 0
