@@ -452,6 +452,21 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           })
         : effect
 
+  /** A request still redirected after `maxRedirects` hops: said as such, of the URL asked for, not retried. */
+  const tooManyRedirects = (method: string, asked: string, status: number) =>
+    new Attempt({
+      error: new FhirError({
+        reason: "Status",
+        method,
+        url: redactUrl(asked),
+        status,
+        detail: `still a redirect after ${maxRedirects} (a redirect loop, or a login page in front of the server)`,
+        hint: "open the URL in a browser to see where it leads, and give Ferry the final one",
+      }),
+      retryAfter: undefined,
+      permanent: true,
+    })
+
   /** One attempt: auth per hop (own origin only), send, follow redirects, then check the status. */
   const attempt = (
     initial: HttpClientRequest.HttpClientRequest,
@@ -512,6 +527,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           continue
         }
         if (response.status >= 200 && response.status < 300) return response
+        if (isRedirect(response.status) && location !== undefined) {
+          yield* readTextPrefix(response, errorBodyLimit) // free the connection
+          return yield* tooManyRedirects(initial.method, urlOf(initial), response.status)
+        }
         const text = yield* readTextPrefix(response, errorBodyLimit)
         const described = describeBody(
           withoutCredential(text, toSend.headers.authorization),
@@ -674,6 +693,10 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         }
         if (status >= 200 && status < 300) {
           return { status, headers: responseHeaders, url, body: response.body } satisfies RawResponse
+        }
+        if (isRedirect(status) && location !== undefined) {
+          yield* RawHttp.dump(response.body) // free the connection
+          return yield* tooManyRedirects("GET", initial, status)
         }
         const text = yield* RawHttp.readTextPrefix(response.body, errorBodyLimit)
         const described = describeBody(

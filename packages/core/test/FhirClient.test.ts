@@ -1037,6 +1037,30 @@ describe("FhirClient against loopback servers", () => {
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 
+  it.scopedLive("a redirect loop: said as such, of the URL asked for, after 5 hops, and not retried", () =>
+    Effect.gen(function* () {
+      let requests = 0
+      const own = yield* loopback((req, res) => {
+        requests++
+        res.writeHead(302, { location: `/fhir/loop?hop=${requests}` })
+        res.end()
+      })
+      const client = yield* FhirClient.make({ baseUrl: `${own.origin}/fhir` })
+      const read = yield* Effect.flip(client.read("Patient", "1"))
+      assert.strictEqual(requests, 6, "the request and 5 redirects, once")
+      const raw = yield* Effect.flip(client.get("Binary/2"))
+      assert.strictEqual(requests, 12)
+      assert.strictEqual(
+        read.message,
+        `GET ${own.origin}/fhir/Patient/1: the server answered 302: still a redirect after 5 (a redirect loop, or a login page in front of the server); open the URL in a browser to see where it leads, and give Ferry the final one`,
+      )
+      assert.include(
+        raw.message,
+        `GET ${own.origin}/fhir/Binary/2: the server answered 302: still a redirect after 5`,
+      )
+    }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
   it.scopedLive("a 404 for the CapabilityStatement asks whether the base URL is right", () =>
     Effect.gen(function* () {
       const web = yield* loopback((_req, res) => {
