@@ -1040,7 +1040,7 @@ describe("FhirClient against loopback servers", () => {
   it.scopedLive("a redirect loop: said as such, of the URL asked for, after 5 hops, and not retried", () =>
     Effect.gen(function* () {
       let requests = 0
-      const own = yield* loopback((req, res) => {
+      const own = yield* loopback((_req, res) => {
         requests++
         res.writeHead(302, { location: `/fhir/loop?hop=${requests}` })
         res.end()

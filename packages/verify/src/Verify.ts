@@ -190,13 +190,15 @@ const under = (url: string, base: string): boolean => {
 const stillOnSource = (
   url: string,
   targetBase: string,
-  sourceBase: string | undefined,
+  sourceBases: ReadonlyArray<string>,
 ): string | undefined => {
-  if (sourceBase === undefined) return undefined
   const abs = resolveUrl(targetBase, url)
   if (under(abs, targetBase)) return undefined
-  const onSource =
-    under(abs, sourceBase) || (sameOrigin(abs, sourceBase) && !sameOrigin(sourceBase, targetBase))
+  // the source's base and the other names it goes by (`--source-base`: an internal host name, an IP address)
+  const onSource = sourceBases.some(
+    (sourceBase) =>
+      under(abs, sourceBase) || (sameOrigin(abs, sourceBase) && !sameOrigin(sourceBase, targetBase)),
+  )
   return onSource
     ? `target: still points at the source server (${redactUrl(url)}), not at a copy on the target`
     : undefined
@@ -419,6 +421,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     index = byUrl
   }
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
+  /** Every name of the source server: its base, and the others `--source-base` gives. */
+  const sourceNames = [...(sourceBase !== undefined ? [sourceBase] : []), ...(options.sourceBases ?? [])]
   // this migration's origin: as the import into this target recorded it, else from the source's base
   const origin =
     (source._tag === "Archive" ? recordedOrigin(source.dir, target.baseUrl) : undefined) ??
@@ -828,7 +832,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const targetUrl = targetAtts.get(k) ?? ""
           const space = k.indexOf(" ")
           // not fetched: whatever it answers comes from the source, and says nothing about the target
-          const onSource = stillOnSource(targetUrl, target.baseUrl, sourceBase)
+          const onSource = stillOnSource(targetUrl, target.baseUrl, sourceNames)
           if (onSource !== undefined) {
             attMismatches++
             mismatches.push({ resource: k.slice(0, space), path: k.slice(space + 1), detail: onSource })

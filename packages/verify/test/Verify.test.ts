@@ -386,6 +386,16 @@ describe("Verify.run against sandboxes", () => {
         assert.strictEqual(r.totals.attachmentMismatches, 1)
         assert.strictEqual(r.attachments[0]?.resource, "DocumentReference/doc-portrait-1.jpg")
         assert.include(r.attachments[0]?.detail ?? "", "still points at the source server")
+
+        // the same source server under another name (localhost for 127.0.0.1), given with --source-base
+        pointAttachment(b.store, "doc-portrait-1.jpg", "Binary/portrait-1.jpg")
+        const alias = a.baseUrl.replace("127.0.0.1", "localhost")
+        pointAttachment(b.store, "doc-DICOM.jpg", `${alias}/Binary/DICOM.jpg`)
+        const aliased = yield* Verify.run({ source: { _tag: "Archive", dir }, target, sourceBases: [alias] })
+        assert.strictEqual(aliased.verdict, "differences")
+        assert.strictEqual(aliased.totals.attachmentMismatches, 1)
+        assert.strictEqual(aliased.attachments[0]?.resource, "DocumentReference/doc-DICOM.jpg")
+        assert.include(aliased.attachments[0]?.detail ?? "", "still points at the source server")
       }),
     60_000,
   )
