@@ -21,7 +21,8 @@
  * it, as written). On the target they are never resolved: a conditional or `urn:uuid:` reference is for
  * transactions only, and one stored on the target is no working reference, so it compares as different.
  * Without `types`, every type the target's CapabilityStatement lists is counted there too: resources of a type
- * the source has none of are extra (Binary aside, compared through the attachments).
+ * the source has none of are extra (Binary aside when the source cannot list its own: then compared through the
+ * attachments only).
  * `samplePercent` compares a deterministic sample chosen by the sha256 of the source `Type/id`.
  * A target resource no source resource accounts for, but which carries Ferry's provenance tag of another
  * source (`<Type>/<id>@<origin>`, another origin than this source base's: another migration into the same
@@ -514,10 +515,16 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   else if (source._tag === "Archive") types = [...manifestCounts.keys()].sort()
   else {
     const cs = yield* source.client.capabilities().pipe(Effect.mapError(sourceError))
+    // Binary like any type (its content type, security context, id set and inline data) where the source can
+    // list them; else only through the attachments that point at them
+    const binaries = Capabilities.supportsInteraction(cs, "search-type", "Binary")
     types = Capabilities.types(cs)
-      .filter((t) => t !== "Binary")
+      .filter((t) => t !== "Binary" || binaries)
       .sort()
-    notes.push("Binary resources are compared through the attachments that point at them, not one by one")
+    if (!binaries && Capabilities.types(cs).includes("Binary"))
+      notes.push(
+        "the source cannot list its Binary resources (no search on Binary): they are compared through the attachments that point at them, not one by one",
+      )
   }
 
   // An incremental archive (`--since`) holds what changed after the archive it continues: its resources are

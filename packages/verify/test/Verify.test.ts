@@ -369,6 +369,28 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "server source: Binary resources are compared one by one (a content type changed on the target is a difference)",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, b } = yield* pairOf([data("attachments")])
+        const clean = yield* Verify.run({ source: { _tag: "Server", client: source }, target })
+        assert.strictEqual(clean.verdict, "clean")
+        assert.strictEqual(clean.types.find((t) => t.type === "Binary")?.compared, 3)
+        const stored = b.store.getBinary("DICOM.jpg")
+        assert.isDefined(stored)
+        b.store.putBinary("DICOM.jpg", "image/png", stored!.bytes)
+        const r = yield* Verify.run({ source: { _tag: "Server", client: source }, target })
+        assert.strictEqual(r.verdict, "differences")
+        assert.strictEqual(r.totals.differing, 1)
+        assert.deepStrictEqual(
+          r.differences.map((d) => [d.kind, d.source, d.fields?.map((f) => [f.path, f.source, f.target])]),
+          [["differing", "Binary/DICOM.jpg", [["contentType", '"image/jpeg"', '"image/png"']]]],
+        )
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "archive source: a target attachment URL under the archive's source base is a mismatch",
     () =>
       Effect.gen(function* () {
