@@ -37,3 +37,13 @@ export const isResource = (u: unknown): u is Resource =>
   u !== null &&
   !Array.isArray(u) &&
   typeof (u as { resourceType?: unknown }).resourceType === "string"
+
+/**
+ * `o[key] = value`, also for the key `__proto__`, which plain assignment would take for the object's prototype
+ * (the member lost from the copy). `JSON.parse` makes such a member an own property; copies must too.
+ */
+export const setOwn = (o: Record<string, unknown>, key: string, value: unknown): void => {
+  if (key === "__proto__")
+    Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true })
+  else o[key] = value
+}

@@ -29,6 +29,7 @@
  * caller reads them; `rewrite` copies only the objects/arrays on the way to a changed site.
  */
 import { type ParsedReference, type ParseOptions, parse } from "./Reference.js"
+import { setOwn } from "./Ids.js"
 
 /** A FHIR Attachment (plain JSON; unknown fields are kept). */
 export interface Attachment {
@@ -387,7 +388,7 @@ const walkChildren = (v: Visitor, o: Json, frame: Frame, isResource: boolean): J
         const next = visitCanonical(v, frame, child, k)
         if (next !== undefined) {
           if (out === undefined) out = { ...o }
-          out[k] = next
+          setOwn(out, k, next)
         }
       }
       continue
@@ -405,7 +406,7 @@ const walkChildren = (v: Visitor, o: Json, frame: Frame, isResource: boolean): J
     stack.pop()
     if (next !== child) {
       if (out === undefined) out = { ...o }
-      out[k] = next
+      setOwn(out, k, next)
     }
   }
   return out ?? o

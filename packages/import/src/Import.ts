@@ -83,6 +83,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import type { Bundle as FhirBundle } from "@ferry/core/Bundle"
 import { hasOddNumbers, restoreNumbers } from "@ferry/core/NumberText"
 import { forEachPooled } from "@ferry/core/Pool"
+import { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
 import * as Chunk from "@ferry/transform/Chunk"
 import {
   type Components,
@@ -400,11 +401,7 @@ const decodeLine = <A, I>(schema: Schema.Schema<A, I>, path: string, line: numbe
     ),
   )
 
-/** The tag system marking a Binary Ferry uploaded with the sha256 of its bytes (post strategy). */
-export const sha256TagSystem = "urn:ferry:sha256"
-
-/** The deterministic target id of an attachment blob in put mode (64 characters, never purely numeric). */
-export const binaryIdFor = (sha256: string): string => `ferry-${sha256.slice(0, 58)}`
+export { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
 
 /** The JSON Binary POSTed for a blob in post mode, tagged with its sha256. */
 export const binaryResource = (sha256: string, contentType: string, bytes: Uint8Array): Resource => ({

@@ -1,11 +1,14 @@
 /**
  * The canonical form of a resource for comparison (pure, no I/O):
  * - keys sorted at every level (`stringify`);
- * - `meta.versionId`, `meta.lastUpdated`, `meta.source` (and their `_` extensions) removed, Ferry's
+ * - `meta.versionId`, `meta.lastUpdated` (and their `_` extensions) removed, `meta.source` without the
+ *   `#<request id>` a server may add (HAPI does: the rest is data the import keeps), Ferry's
  *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped,
  *   `meta.tag`, `meta.security` and `meta.profile` in one order (sets: servers keep their own);
  * - a narrative (`text`) with status `generated` removed: a server makes it from the data compared;
- * - the resource's own `id` and its references normalised: same-server absolute → relative, version dropped, `urn:uuid:` resolved when the
+ * - the resource's own `id` and its references normalised: same-server absolute → relative, a version dropped
+ *   on the source side (as an import drops it) and kept as `/_history/*` on the target's (a reference there pinned
+ *   to a version says more than the source's did), `urn:uuid:` resolved when the
  *   context can, conditional references (`Practitioner?identifier=sys|val`, as bulk exports hold them)
  *   resolved to the resource carrying the identifier when the context can, then mapped through `mapKey`
  *   (the source side maps source `Type/id` → target `Type/id`); on a side whose stored references must work
@@ -20,7 +23,7 @@
  *   server that stored `1.0` as `1` holds a different resource.
  */
 import { createHash } from "node:crypto"
-import type { Resource } from "@ferry/core/Ids"
+import { type Resource, setOwn } from "@ferry/core/Ids"
 import { writtenNumbers } from "@ferry/core/NumberText"
 import { rewrite } from "@ferry/core/Walker"
 
@@ -63,6 +66,13 @@ export interface CanonicalContext {
    * renders them `unresolvable:<reference>`.
    */
   readonly transactionOnly?: "resolve" | "unresolvable"
+  /**
+   * A same-server versioned reference (`Type/id/_history/n`): `"drop"` (default, the source side: an import
+   * drops the version, the target's history numbers its own) compares as `Type/id`; `"mark"` (the target
+   * side) as `Type/id/_history/*`, which no source reference equals: a target reference pinned to a version
+   * is not what was migrated.
+   */
+  readonly versions?: "drop" | "mark"
 }
 
 export interface AttachmentRef {
@@ -91,22 +101,24 @@ const stripMeta = (resource: Json): Json => {
   if (!isObject(meta)) return resource
   const next: Json = {}
   for (const k of Object.keys(meta)) {
-    if (
-      k === "versionId" ||
-      k === "lastUpdated" ||
-      k === "source" ||
-      k === "_versionId" ||
-      k === "_lastUpdated" ||
-      k === "_source"
-    )
+    if (k === "versionId" || k === "lastUpdated" || k === "_versionId" || k === "_lastUpdated") continue
+    if (k === "source" && typeof meta.source === "string") {
+      // a server may add `#<request id>` (HAPI), or set only that: the part before is what was migrated
+      const source = meta.source.replace(/#.*$/s, "")
+      if (source !== "") setOwn(next, k, source)
       continue
+    }
     if (k === "tag" && Array.isArray(meta.tag)) {
       const tags = meta.tag.filter((t) => !(isObject(t) && t.system === provenanceSystem))
       if (tags.length > 0) next.tag = inAnyOrder(tags)
       continue
     }
     // tags, security labels and profiles are sets: a server may keep them in its own order
-    next[k] = (k === "security" || k === "profile") && Array.isArray(meta[k]) ? inAnyOrder(meta[k]) : meta[k]
+    setOwn(
+      next,
+      k,
+      (k === "security" || k === "profile") && Array.isArray(meta[k]) ? inAnyOrder(meta[k]) : meta[k],
+    )
   }
   const out: Json = { ...resource }
   if (Object.keys(next).length === 0) delete out.meta
@@ -155,7 +167,7 @@ const withWrittenNumbers = (resource: Resource): unknown => {
     if (Array.isArray(v)) return v.map(copy)
     if (!isObject(v)) return v
     const out: Json = {}
-    for (const key in v) out[key] = copy(v[key])
+    for (const key in v) setOwn(out, key, copy(v[key]))
     return out
   }
   const out = copy(resource)
@@ -175,7 +187,9 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
         case "Relative":
           return map(`${p.type}/${p.id}`)
         case "Versioned":
-          return p.base === undefined || p.sameServer ? map(`${p.type}/${p.id}`) : undefined
+          return p.base === undefined || p.sameServer
+            ? `${map(`${p.type}/${p.id}`)}${ctx.versions === "mark" ? "/_history/*" : ""}`
+            : undefined
         case "Absolute":
           return p.sameServer && p.type !== undefined && p.id !== undefined
             ? map(`${p.type}/${p.id}`)
@@ -225,7 +239,7 @@ const sortKeys = (value: unknown): unknown => {
   if (Array.isArray(value)) return value.map(sortKeys)
   if (!isObject(value)) return value
   const out: Json = {}
-  for (const k of Object.keys(value).sort()) out[k] = sortKeys(value[k])
+  for (const k of Object.keys(value).sort()) setOwn(out, k, sortKeys(value[k]))
   return out
 }
 

@@ -26,7 +26,7 @@ describe("Canonical", () => {
     assert.notStrictEqual(hash({ a: [1, 2] }), hash({ a: [2, 1] }))
   })
 
-  it("strips versionId, lastUpdated, source and Ferry's provenance tag; drops an empty meta", () => {
+  it("strips versionId, lastUpdated, a request-id-only source and Ferry's provenance tag; drops an empty meta", () => {
     const c = canonicalize({
       resourceType: "Patient",
       id: "1",
@@ -38,6 +38,47 @@ describe("Canonical", () => {
       },
     })
     assert.deepStrictEqual(c.value, { resourceType: "Patient", id: "1" })
+  })
+
+  it("meta.source is compared without the #<request id> a server may add (the rest is data the import keeps)", () => {
+    const of = (source?: string) =>
+      hash(
+        canonicalize({
+          resourceType: "Patient",
+          id: "1",
+          ...(source !== undefined ? { meta: { source } } : {}),
+        }).value,
+      )
+    assert.strictEqual(of("http://src.example/ehr"), of("http://src.example/ehr#4f1c9a"))
+    assert.strictEqual(of("http://src.example/ehr#abc"), of("http://src.example/ehr#xyz"))
+    assert.strictEqual(of(undefined), of("#4f1c9a"), "only a request id: the server's own")
+    assert.notStrictEqual(of("http://src.example/ehr"), of(undefined), "dropped on the target")
+    assert.notStrictEqual(of("http://src.example/ehr"), of("http://other.example/x"), "changed on the target")
+  })
+
+  it("a member named __proto__ stays a member of the canonical form (not taken for its prototype)", () => {
+    const of = (text: string) =>
+      canonicalize(JSON.parse(text) as { resourceType: string; id: string; [k: string]: unknown }, {
+        base: "http://src.example/fhir",
+      })
+    const evil = of('{"resourceType":"Patient","id":"1","name":[{"family":"A","__proto__":{"evil":true}}]}')
+    const plain = of('{"resourceType":"Patient","id":"1","name":[{"family":"A"}]}')
+    assert.notStrictEqual(hash(evil.value), hash(plain.value))
+    assert.include(stringify(evil.value), '"__proto__":{"evil":true}')
+    // also through a rewritten reference inside it (the walker's copy)
+    const withRef = of(
+      '{"resourceType":"Patient","id":"1","__proto__":{"subject":{"reference":"http://src.example/fhir/Patient/2"}}}',
+    )
+    assert.include(stringify(withRef.value), '"__proto__":{"subject":{"reference":"Patient/2"}}')
+  })
+
+  it("a versioned reference: the source side drops the version (as an import does), the target side marks it", () => {
+    const obs = (reference: string) => ({ resourceType: "Observation", id: "o", subject: { reference } })
+    const source = (r: string) => hash(canonicalize(obs(r)).value)
+    const target = (r: string) => hash(canonicalize(obs(r), { versions: "mark" }).value)
+    assert.strictEqual(source("Patient/1/_history/3"), target("Patient/1"), "what an import stores")
+    assert.strictEqual(source("Patient/1"), target("Patient/1"))
+    assert.notStrictEqual(source("Patient/1"), target("Patient/1/_history/7"), "pinned on the target")
   })
 
   it("keeps other meta fields and other tags", () => {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -12,6 +13,7 @@ import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
+import { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
 import { Effect, Stream } from "effect"
 import * as Report from "../src/Report.js"
 import * as Verify from "../src/Verify.js"
@@ -385,6 +387,37 @@ describe("Verify.run against sandboxes", () => {
         assert.deepStrictEqual(
           r.differences.map((d) => [d.kind, d.source, d.fields?.map((f) => [f.path, f.source, f.target])]),
           [["differing", "Binary/DICOM.jpg", [["contentType", '"image/jpeg"', '"image/png"']]]],
+        )
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "server source: the Binaries an import made for attachment payloads (put: ferry-<sha256>; post: tagged) are no extra",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, b } = yield* pairOf([data("attachments")])
+        const dicom = b.store.getBinary("DICOM.jpg")!.bytes
+        const sha = createHash("sha256").update(dicom).digest("hex")
+        // put: the copy under its deterministic id, the document re-pointed at it
+        b.store.putBinary(binaryIdFor(sha), "image/jpeg", dicom)
+        pointAttachment(b.store, "doc-DICOM.jpg", `Binary/${binaryIdFor(sha)}`)
+        // post: a server-assigned id, tagged with the sha256 (no attachment points at it here)
+        b.store.create({
+          resourceType: "Binary",
+          meta: { tag: [{ system: sha256TagSystem, code: sha }] },
+          contentType: "text/plain",
+        })
+        const r = yield* Verify.run({ source: { _tag: "Server", client: source }, target })
+        assert.strictEqual(r.verdict, "clean", JSON.stringify(r.differences))
+        assert.strictEqual(r.totals.attachmentMismatches, 0)
+        assert.isTrue(r.notes.some((n) => n.startsWith("2 Binary resource(s) on the target are the copies")))
+        // another Binary the target holds of its own is extra
+        b.store.putBinary("stray", "text/plain", Buffer.from("x"))
+        const extra = yield* Verify.run({ source: { _tag: "Server", client: source }, target })
+        assert.deepStrictEqual(
+          extra.differences.map((d) => [d.kind, d.target]),
+          [["extra", "Binary/stray"]],
         )
       }),
     60_000,

@@ -1,0 +1,32 @@
+/**
+ * The Binary resources an import makes on the target for attachment payloads that were no Binary of the
+ * source (an attachment on a file host, or one whose Binary was not exported): how the import names them, and
+ * how a verify knows them from data the target holds of its own (they are no extra: their bytes are checked
+ * through the attachments that point at them).
+ */
+
+/** The tag system marking a Binary Ferry uploaded with the sha256 of its bytes (post strategy). */
+export const sha256TagSystem = "urn:ferry:sha256"
+
+/** The deterministic target id of an attachment blob in put mode (64 characters, never purely numeric). */
+export const binaryIdFor = (sha256: string): string => `ferry-${sha256.slice(0, 58)}`
+
+const putId = /^ferry-[0-9a-f]{58}$/
+
+/** Whether `resource` is a Binary an import uploaded for an attachment payload (put: its id; post: its tag). */
+export const isAttachmentCopy = (resource: {
+  readonly resourceType: string
+  readonly id?: string | undefined
+  readonly meta?: unknown
+}): boolean => {
+  if (resource.resourceType !== "Binary") return false
+  if (typeof resource.id === "string" && putId.test(resource.id)) return true
+  const tags = (resource.meta as { tag?: unknown } | undefined)?.tag
+  return (
+    Array.isArray(tags) &&
+    tags.some(
+      (t: unknown) =>
+        typeof t === "object" && t !== null && (t as { system?: unknown }).system === sha256TagSystem,
+    )
+  )
+}
