@@ -137,6 +137,13 @@ export const restoreNumbers = (
 /** How the numbers of a parsed object were written, when one of them would be written otherwise. */
 const written = new WeakMap<object, ReadonlyArray<string>>()
 
+/**
+ * Parsed objects (a value and the resources inside it) whose text held a number written otherwise but could
+ * not be paired with the value (a duplicate key elsewhere in the same text, a key like `"1"`): how their
+ * numbers were written is not known, which is not the same as "as `JSON.stringify` writes them".
+ */
+const lost = new WeakSet<object>()
+
 const isObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
@@ -194,10 +201,14 @@ const keepNumbers = (value: object, numbers: ReadonlyArray<string>, text: string
     return true
   }
   try {
-    if (!visit(value) || k !== numbers.length || keys !== keyCount(text)) return
+    if (!visit(value) || k !== numbers.length || keys !== keyCount(text)) {
+      markLost(value)
+      return
+    }
   } catch (e) {
-    if (e instanceof RangeError) return
-    throw e
+    if (!(e instanceof RangeError)) throw e
+    markLost(value)
+    return
   }
   for (const [o, from, to] of runs) {
     const run = numbers.slice(from, to)
@@ -205,13 +216,38 @@ const keepNumbers = (value: object, numbers: ReadonlyArray<string>, text: string
   }
 }
 
+/** `value` and every resource inside it: their numbers' texts are not known (see `lost`). Walked without recursion. */
+const markLost = (value: object): void => {
+  const stack: Array<unknown> = [value]
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (Array.isArray(v)) {
+      for (const x of v) if (typeof x === "object" && x !== null) stack.push(x)
+      continue
+    }
+    if (!isObject(v)) continue
+    if (v === value || typeof v.resourceType === "string") lost.add(v)
+    for (const key in v) {
+      const x = v[key]
+      if (typeof x === "object" && x !== null) stack.push(x)
+    }
+  }
+}
+
 /** How the numbers of this parsed object were written (see `parseKeepingNumbers`), when it matters. */
 export const writtenNumbers = (value: object): ReadonlyArray<string> | undefined => written.get(value)
+
+/**
+ * Whether this parsed object's text held numbers written otherwise that could not be kept (a duplicate key in
+ * the same text, …): its numbers as parsed may not be as written. A comparison then compares values only.
+ */
+export const numbersLost = (value: object): boolean => lost.has(value)
 
 /** `to` (a copy of `from` with other ids or references: the same numbers, in order) keeps how `from`'s were written. */
 export const carryNumbers = <A extends object>(from: object, to: A): A => {
   const numbers = written.get(from)
   if (numbers !== undefined) written.set(to, numbers)
+  if (lost.has(from)) lost.add(to)
   return to
 }
 

@@ -73,6 +73,8 @@ export interface CanonicalContext {
    * is not what was migrated.
    */
   readonly versions?: "drop" | "mark"
+  /** Numbers as parsed, however they were written (to compare with a side whose number texts were lost). */
+  readonly plainNumbers?: boolean
 }
 
 export interface AttachmentRef {
@@ -174,11 +176,18 @@ const withWrittenNumbers = (resource: Resource): unknown => {
   return paired && k === numbers.length ? out : resource
 }
 
+/**
+ * Whether the canonical form of `resource` holds a number as written (`{"ferry:decimal": …}`): then a side
+ * whose number texts were lost (`numbersLost`) is compared with its form with `plainNumbers`.
+ */
+export const hasWrittenDecimals = (resource: Resource): boolean =>
+  writtenNumbers(resource)?.some((t) => decimalText(t) !== decimalText(JSON.stringify(Number(t)))) === true
+
 /** The canonical form of one resource. */
 export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Canonical => {
   const attachments: Array<AttachmentRef> = []
   const map = ctx.mapKey ?? ((k: string) => k)
-  const walked = rewrite(withWrittenNumbers(resource), {
+  const walked = rewrite(ctx.plainNumbers === true ? resource : withWrittenNumbers(resource), {
     ...(ctx.base !== undefined ? { sourceBase: ctx.base } : {}),
     reference: (site) => {
       if (site.canonical) return undefined

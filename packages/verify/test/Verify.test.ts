@@ -151,7 +151,63 @@ const minimalServer = (
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
   })
 
+/**
+ * A target serving `lines` (resource texts, as written) of `type` in one searchset page, the way a server that
+ * stores text serves it: numbers as written, and whatever else the texts hold (a duplicate key). Its base URL.
+ */
+const pageServer = (type: string, lines: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const server = Http.createServer((req, res) => {
+      const url = new URL(req.url ?? "/", "http://x")
+      res.writeHead(200, { "content-type": "application/fhir+json" })
+      if (url.pathname === "/fhir/metadata")
+        return res.end(
+          JSON.stringify({
+            resourceType: "CapabilityStatement",
+            status: "active",
+            kind: "instance",
+            fhirVersion: "4.0.1",
+            format: ["json"],
+            rest: [{ mode: "server", resource: [{ type, interaction: [{ code: "search-type" }] }] }],
+          }),
+        )
+      const entries =
+        url.searchParams.get("_summary") === "count" ? [] : lines.map((l) => `{"resource":${l}}`)
+      res.end(
+        `{"resourceType":"Bundle","type":"searchset","total":${lines.length},"entry":[${entries.join(",")}]}`,
+      )
+    })
+    yield* listening(server)
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+  })
+
 describe("Verify.run against sandboxes", () => {
+  it.scoped(
+    "a target page whose number texts cannot be kept (a duplicate key in one resource) is compared by values: no false precision loss for its neighbours",
+    () =>
+      Effect.gen(function* () {
+        // the target: the sandbox's store after a correct import (conditional references resolved)
+        const { source, b } = yield* pair
+        const lines = [...b.store.iterate("MedicationRequest")].map((r) => r.json)
+        assert.isTrue(
+          lines.some((l) => l.includes(":1.0")),
+          "the sample writes doses as 1.0",
+        )
+        // one resource (holding no decimal itself) with its status given twice: the page cannot keep its texts
+        const odd = lines.findIndex((l) => !l.includes(":1.0") && l.includes('"status":"'))
+        lines[odd] = lines[odd]!.replace(/"status":"([a-z-]+)"/, '"status":"$1","status":"$1"')
+        const target = yield* clientFor(yield* pageServer("MedicationRequest", lines))
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: source },
+          target,
+          types: ["MedicationRequest"],
+        })
+        assert.strictEqual(r.verdict, "clean", JSON.stringify(r.differences.slice(0, 3)))
+        assert.isTrue(r.notes.some((n) => n.includes("compared by their decimals' values")))
+      }),
+    60_000,
+  )
+
   it.scoped(
     "a source server listing fewer types than the target is not asked about the others; a type the target lists but forbids is noted, not fatal",
     () =>
