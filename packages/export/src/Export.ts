@@ -529,6 +529,24 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     archive
       .event(event, fields)
       .pipe(Effect.zipRight(options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void))
+  /**
+   * Releases the finished job (DELETE on its status URL) and journals it, so that a rerun of an archive whose
+   * run was killed between its completion and the release does it then; a job already gone (404/410) counts as
+   * released. Whether the server took the DELETE.
+   */
+  const releaseJob = (statusUrl: string) =>
+    Effect.gen(function* () {
+      const result = yield* Poll.release(client, statusUrl).pipe(Effect.either)
+      const gone =
+        result._tag === "Left" &&
+        result.left._tag === "FhirError" &&
+        result.left.reason === "Status" &&
+        (result.left.status === 404 || result.left.status === 410)
+      if (result._tag === "Right") yield* emit("released", { statusUrl: redactUrl(statusUrl) })
+      else if (!gone) yield* emit("warning", { detail: `could not release the job: ${result.left.message}` })
+      if (result._tag === "Right" || gone) yield* journal.append("released", true)
+      return result._tag === "Right"
+    })
   /** A display-only event: to `onEvent`, not to `events.ndjson`. */
   const notify = (event: string, fields: Record<string, unknown>): Effect.Effect<void> =>
     options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void
@@ -564,10 +582,16 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     // (an archive an earlier version completed may still hold them)
     yield* removeStrays()
     yield* emit("already-complete", {})
+    // a run killed after it completed the archive, before the job was released: released now
+    const job = journal.result("job")
+    const released =
+      Option.isSome(job) && !journal.isDone("released") && options.keepJob !== true
+        ? yield* releaseJob((job.value as JobRecord).statusUrl)
+        : false
     return summaryOf(archive.root, archive.manifest, {
       resumed: true,
       rekickoffs: 0,
-      released: false,
+      released,
       mode: journal.result("mode").pipe(Option.getOrElse(() => "bulk")) === "crawl" ? "crawl" : "bulk",
     })
   }
@@ -1408,15 +1432,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const final = yield* Archive.updateManifest(archive.root, (m) => ({ ...m, complete: true }))
   yield* journal.append("complete", true)
 
-  if (mode === "bulk" && statusUrl !== undefined && options.keepJob !== true) {
-    const result = yield* Poll.release(client, statusUrl).pipe(Effect.either)
-    if (result._tag === "Right") {
-      released = true
-      yield* emit("released", { statusUrl: redactUrl(statusUrl) })
-    } else {
-      yield* emit("warning", { detail: `could not release the job: ${result.left.message}` })
-    }
-  }
+  if (mode === "bulk" && statusUrl !== undefined && options.keepJob !== true)
+    released = yield* releaseJob(statusUrl)
   const summary = summaryOf(archive.root, final, { resumed, rekickoffs, released, mode })
   // like the resources, files and bytes: the archive's, not this run's (a resumed run may fetch none)
   yield* emit("done", {

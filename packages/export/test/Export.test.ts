@@ -364,6 +364,36 @@ layer(
   const types = ["Patient", "Condition", "Encounter", "Procedure"]
 
   it.scoped(
+    "a run that completed the archive but did not release the job (killed, or --keep-job before): the rerun releases it, once",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const out = Path.join(yield* tempDir, "unreleased")
+        const client = yield* clientFor(sandbox.baseUrl)
+        const options = { client, out, params: { level: "system" as const, types: ["Patient"] }, ...fast }
+        // what a kill between the journal's `complete` and the DELETE leaves: a complete archive, the job kept
+        const first = yield* Export.run({ ...options, keepJob: true })
+        assert.isFalse(first.released)
+        const job = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+          .map((l) => JSON.parse(l) as { key: string; data?: { statusUrl?: string } })
+          .find((l) => l.key === "job")
+        const statusUrl = job?.data?.statusUrl ?? ""
+        const status = () => Effect.promise(() => fetch(statusUrl).then((r) => r.status))
+        assert.strictEqual(yield* status(), 200)
+        const again = yield* Export.run(options)
+        assert.isTrue(again.released)
+        assert.strictEqual(yield* status(), 404)
+        assert.strictEqual(events(out).filter((e) => e.event === "released").length, 1)
+        // released once: a third run asks nothing more
+        const third = yield* Export.run(options)
+        assert.isFalse(third.released)
+        assert.strictEqual(events(out).filter((e) => e.event === "released").length, 1)
+      }),
+  )
+
+  it.scoped(
     "crawl resumed after a kill between a file's rename and its journal line: the type is written again, nothing unlisted stays",
     () =>
       Effect.gen(function* () {
