@@ -131,6 +131,7 @@ export const summary = (r: Report): ReadonlyArray<string> => {
   return [
     `verify: ${r.verdict === "clean" ? "CLEAN" : "DIFFERENCES"}: ${t.compared} compared over ${r.types.length} types, ${t.matching} matching, ${t.differing} differing, ${t.missing} missing, ${t.extra} extra, ${t.countMismatches} count mismatches, ${t.attachmentMismatches}/${t.attachments} attachment mismatches`,
     ...(r.sample !== null ? [`verify: sampled ${r.sample.percent}% of resources`] : []),
+    ...(r.hint !== undefined ? [`verify: ${r.hint}`] : []),
     ...((t.otherSources ?? 0) > 0
       ? [
           `verify: ${t.otherSources} resource(s) on the target are another source's (Ferry's provenance tag of another origin): left out`,

@@ -158,6 +158,8 @@ export interface Report {
   readonly target: { readonly url: string }
   readonly sample: { readonly percent: number } | null
   readonly idMap: { readonly path: string; readonly entries: number } | null
+  /** What to do about the differences, when Ferry can tell (an id map that was not given). */
+  readonly hint?: string
   readonly diffLimit: number
   readonly types: ReadonlyArray<TypeRow>
   readonly totals: Totals
@@ -441,19 +443,27 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const origin =
     (source._tag === "Archive" ? recordedOrigin(source.dir, target.baseUrl) : undefined) ??
     (sourceBase !== undefined ? originKey(sourceBase) : undefined)
+  /** The origin in a target resource's Ferry provenance tag (`<Type>/<id>@<origin>`), if it carries one. */
+  const taggedOrigin = (r: Resource): string | undefined => {
+    const tags = (r.meta as { tag?: unknown } | undefined)?.tag
+    if (!Array.isArray(tags)) return undefined
+    for (const t of tags) {
+      if (typeof t !== "object" || t === null) continue
+      const { system, code } = t as { system?: unknown; code?: unknown }
+      if (system !== provenanceSystem || typeof code !== "string") continue
+      const at = /@([0-9a-f]{16})$/.exec(code)
+      if (at !== null) return at[1]
+    }
+    return undefined
+  }
   /** Whether a target resource carries Ferry's provenance tag of another source than this one. */
   const fromOtherSource = (r: Resource): boolean => {
     if (origin === undefined) return false
-    const tags = (r.meta as { tag?: unknown } | undefined)?.tag
-    if (!Array.isArray(tags)) return false
-    return tags.some((t: unknown) => {
-      if (typeof t !== "object" || t === null) return false
-      const { system, code } = t as { system?: unknown; code?: unknown }
-      if (system !== provenanceSystem || typeof code !== "string") return false
-      const at = /@([0-9a-f]{16})$/.exec(code)
-      return at !== null && at[1] !== origin
-    })
+    const tagged = taggedOrigin(r)
+    return tagged !== undefined && tagged !== origin
   }
+  /** Extra target resources an import of this source wrote under new ids (its tag): the id map was not given. */
+  let ownUnmapped = 0
   let otherSourcesTotal = 0
   let attachmentCopiesTotal = 0
   /** Pairs compared by their numbers' values: one side's number texts were lost (see `numbersLost`). */
@@ -769,6 +779,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               return
             }
             if (!sampled(reverse.get(tk) ?? tk)) return
+            if (idMapPath === undefined && origin !== undefined && taggedOrigin(r) === origin) ownUnmapped++
             extra++
             differences.push({ kind: "extra", type, target: tk })
             return
@@ -959,6 +970,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     notes.push(
       `${otherSourcesTotal} resource(s) on the target carry Ferry's provenance tag of another source (another migration into the same target): left out of the comparison and of the target counts`,
     )
+  const hint =
+    ownUnmapped > 0
+      ? `${ownUnmapped} extra target resource(s) carry Ferry's provenance tag of this source: an import gave them new ids (--strategy post), so they cannot be paired without its id map; run again with --id-map <archive>/imports/<target>/idmap.ndjson (the archive that import read)`
+      : undefined
+  if (hint !== undefined) notes.push(hint)
   if (imprecise > 0)
     notes.push(
       `${imprecise} resource(s) were compared by their decimals' values, not as written: one side's answer could not be read with its number texts (a duplicate key in the same page or line, …), so a precision lost there would not show`,
@@ -989,6 +1005,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     target: { url: target.baseUrl },
     sample: percent !== undefined && percent < 100 ? { percent } : null,
     idMap: idMapPath !== undefined ? { path: idMapPath, entries: forward.size } : null,
+    ...(hint !== undefined ? { hint } : {}),
     diffLimit,
     types: rows,
     totals,

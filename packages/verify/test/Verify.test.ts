@@ -14,6 +14,7 @@ import * as FhirClient from "@ferry/core/FhirClient"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
 import { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
+import { originKey } from "@ferry/transform/Rewrite"
 import { Effect, Stream } from "effect"
 import * as Report from "../src/Report.js"
 import * as Verify from "../src/Verify.js"
@@ -444,6 +445,33 @@ describe("Verify.run against sandboxes", () => {
           r.differences.map((d) => [d.kind, d.source, d.fields?.map((f) => [f.path, f.source, f.target])]),
           [["differing", "Binary/DICOM.jpg", [["contentType", '"image/jpeg"', '"image/png"']]]],
         )
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "a post import's resources (new ids, this source's provenance tag) without the id map: the summary says to pass --id-map",
+    () =>
+      Effect.gen(function* () {
+        const a = yield* Sandbox.start({}, { plugins: [] })
+        const b = yield* Sandbox.start({}, { plugins: [] })
+        const origin = originKey(a.baseUrl)
+        for (const id of ["p1", "p2"]) {
+          a.store.update({ resourceType: "Patient", id, gender: "female" })
+          b.store.create({
+            resourceType: "Patient",
+            meta: { tag: [{ system: "urn:ferry:source", code: `Patient/${id}@${origin}` }] },
+            gender: "female",
+          })
+        }
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: yield* clientFor(a.baseUrl) },
+          target: yield* clientFor(b.baseUrl),
+          types: ["Patient"],
+        })
+        assert.deepInclude(r.totals, { missing: 2, extra: 2 })
+        assert.include(r.hint, "2 extra target resource(s) carry Ferry's provenance tag of this source")
+        assert.isTrue(Report.summary(r).some((l) => l.includes("run again with --id-map")))
       }),
     60_000,
   )
