@@ -20,14 +20,58 @@ const isWritten = (u: unknown): u is Record<string, string> =>
 const asWritten = "\u0001as-written:"
 const asWrittenPattern = /"\\u0001as-written:([^"]*)"/g
 
+/** JSON text of a value (a number as it was written: see `Canonical.decimalKey`). */
+const textOf = (value: unknown): string =>
+  JSON.stringify(value, (_k, v: unknown) => (isWritten(v) ? `${asWritten}${v[decimalKey]}` : v))?.replace(
+    asWrittenPattern,
+    "$1",
+  ) ?? "undefined"
+
 /** JSON text of a value (a number as it was written: see `Canonical.decimalKey`), cut to `max` characters. */
-export const preview = (value: unknown, max = 120): string => {
-  const text =
-    JSON.stringify(value, (_k, v: unknown) => (isWritten(v) ? `${asWritten}${v[decimalKey]}` : v))?.replace(
-      asWrittenPattern,
-      "$1",
-    ) ?? "undefined"
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text
+export const preview = (value: unknown, max = 120): string => around(textOf(value), 0, max)
+
+/**
+ * At most `max` characters of `text` around index `at` (where it first differs from the other side's): a
+ * change late in a long narrative or note shows, not just both texts' identical beginnings. `…` marks a cut.
+ */
+const around = (text: string, at: number, max: number): string => {
+  if (text.length <= max) return text
+  const start = Math.max(0, at - Math.floor(max / 3))
+  if (start === 0) return `${text.slice(0, max - 1)}…`
+  // after the leading …, max - 1 characters: the end when it is that close
+  if (start + max - 1 >= text.length) return `…${text.slice(text.length - (max - 1))}`
+  return `…${text.slice(start, start + max - 2)}…`
+}
+
+/** The first index where `a` and `b` differ (the shorter's length when one begins the other). */
+const firstDifference = (a: string, b: string): number => {
+  const n = Math.min(a.length, b.length)
+  let i = 0
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++
+  return i
+}
+
+/** Every character outside printable ASCII as a `\uXXXX` escape. */
+const escaped = (text: string): string =>
+  text.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
+/**
+ * Both sides' texts for the report, cut around their first difference. Two texts that read the same (the
+ * same letters in another Unicode normalisation: `é` as one code point or as `e` and a combining accent) show
+ * their non-ASCII characters escaped, so that the difference can be seen.
+ */
+const previews = (a: unknown, b: unknown, max: number): { source?: string; target?: string } => {
+  let ta = a !== undefined ? textOf(a) : undefined
+  let tb = b !== undefined ? textOf(b) : undefined
+  if (ta !== undefined && tb !== undefined && ta !== tb && ta.normalize("NFC") === tb.normalize("NFC")) {
+    ta = escaped(ta)
+    tb = escaped(tb)
+  }
+  const at = ta !== undefined && tb !== undefined ? firstDifference(ta, tb) : 0
+  return {
+    ...(ta !== undefined ? { source: around(ta, at, max) } : {}),
+    ...(tb !== undefined ? { target: around(tb, at, max) } : {}),
+  }
 }
 
 const join = (path: string, key: string | number): string =>
@@ -48,11 +92,7 @@ export const diff = (source: unknown, target: unknown, limit = 50, max = 120): R
       return
     }
     if (JSON.stringify(a) === JSON.stringify(b)) return
-    out.push({
-      path: path === "" ? "$" : path,
-      ...(a !== undefined ? { source: preview(a, max) } : {}),
-      ...(b !== undefined ? { target: preview(b, max) } : {}),
-    })
+    out.push({ path: path === "" ? "$" : path, ...previews(a, b, max) })
   }
   walk(source, target, "")
   return out

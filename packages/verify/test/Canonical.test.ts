@@ -364,4 +364,17 @@ describe("Diff", () => {
     assert.isAtMost(d[2]?.source?.length ?? 0, 120)
     assert.strictEqual(preview("abc"), '"abc"')
   })
+
+  it("a long text shows where it differs, not its beginning alone; texts that read the same show their escapes", () => {
+    const note = `${"Patient seen for a routine visit. ".repeat(10)}Dose: 5 mg daily.`
+    const [late] = diff({ note }, { note: note.replace("5 mg", "50 mg") })
+    assert.include(late?.source, "Dose: 5 mg daily.")
+    assert.include(late?.target, "Dose: 50 mg daily.")
+    assert.isAtMost(late?.source?.length ?? 0, 120)
+    assert.isTrue(late?.source?.startsWith("…"))
+    // é as one code point (NFC) against e + a combining accent (NFD)
+    const [nfd] = diff({ family: "Rub\u00e9n" }, { family: "Rube\u0301n" })
+    assert.strictEqual(nfd?.source, '"Rub\\u00e9n"')
+    assert.strictEqual(nfd?.target, '"Rube\\u0301n"')
+  })
 })
