@@ -956,6 +956,18 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     attachmentMismatches: sum((r) => r.attachmentMismatches),
     otherSources: sum((r) => r.otherSources),
   }
+  if (
+    percent !== undefined &&
+    percent < 100 &&
+    totals.compared + totals.missing + totals.extra === 0 &&
+    totals.sourceCount > 0
+  ) {
+    // a verify that compared nothing proves nothing: not called clean
+    return yield* new VerifyError({
+      reason: "Config",
+      detail: `--sample ${percent}% chose none of the source's ${totals.sourceCount} resources, so nothing was compared; use a larger --sample (e.g. --sample ${Math.min(100, Math.max(1, Math.ceil((100 * 20) / totals.sourceCount)))}%)`,
+    })
+  }
   if (sourceConditionals !== undefined && sourceConditionals.distinct() > 0)
     notes.push(
       `conditional references resolved by searching the source: ${sourceConditionals.resolved()} of ${sourceConditionals.distinct()} distinct (the others compared as written)`,

@@ -765,6 +765,10 @@ describe("Verify.run against sandboxes", () => {
         assert.strictEqual(again.totals.compared, r.totals.compared)
         assert.isTrue(r.notes.some((n) => n.startsWith("sampled: 30%")))
         assert.include(Report.html(r), "Sampled: 30%")
+        // a sample that holds none of the source's resources proves nothing: refused, not called clean
+        const none = yield* Effect.flip(Verify.run({ ...opts, samplePercent: 0.0001 }))
+        assert.strictEqual(none.reason, "Config")
+        assert.include(none.message, `--sample 0.0001% chose none of the source's ${total} resources`)
       }),
     60_000,
   )
