@@ -169,6 +169,37 @@ describe("ferry verify", () => {
     expect(r.differences).toEqual([{ kind: "extra", type: "Patient", target: "Patient/extra-one" }])
   }, 60_000)
 
+  it("a target that lost a generated narrative: a difference; --ignore-generated-narrative leaves it out", async () => {
+    const t = await target()
+    let patient: { id: string; json: string } | undefined
+    for (const r of t.handle.store.iterate("Patient"))
+      if ((JSON.parse(r.json) as { text?: { status?: string } }).text?.status === "generated") patient = r
+    expect(patient).toBeDefined()
+    const { text: _text, ...rest } = JSON.parse(patient!.json) as { text?: unknown }
+    t.handle.store.update({ ...rest, id: patient!.id })
+    const args = [
+      "verify",
+      "--source",
+      source.handle.baseUrl,
+      "--target",
+      t.handle.baseUrl,
+      "--type",
+      "Patient",
+    ]
+    const strict = await runFerry([...args, "--report", Path.join(tmp, "r-narrative")])
+    expect(strict.code, strict.stderr).toBe(6)
+    expect(readReport(Path.join(tmp, "r-narrative")).differences).toEqual([
+      expect.objectContaining({ kind: "differing", source: `Patient/${patient!.id}` }),
+    ])
+    const lenient = await runFerry([
+      ...args,
+      "--ignore-generated-narrative",
+      "--report",
+      Path.join(tmp, "r-narrative-ignored"),
+    ])
+    expect(lenient.code, lenient.stderr).toBe(0)
+  }, 60_000)
+
   it("a target with other ids and an idmap.ndjson in the archive: clean through the id map", async () => {
     const t = await target(false)
     const store = t.handle.store

@@ -5,7 +5,8 @@
  *   `#<request id>` a server may add (HAPI does: the rest is data the import keeps), Ferry's
  *   provenance tag (`meta.tag` with system `urn:ferry:source`) removed, empty `tag` and empty `meta` dropped,
  *   `meta.tag`, `meta.security` and `meta.profile` in one order (sets: servers keep their own);
- * - a narrative (`text`) with status `generated` removed: a server makes it from the data compared;
+ * - a narrative (`text`) with status `generated` removed when asked (`ignoreGeneratedNarrative`: a target
+ *   that makes its own from the data compared);
  * - the resource's own `id` and its references normalised: same-server absolute → relative, a version dropped
  *   on the source side (as an import drops it) and kept as `/_history/*` on the target's (a reference there pinned
  *   to a version says more than the source's did), `urn:uuid:` resolved when the
@@ -75,6 +76,8 @@ export interface CanonicalContext {
   readonly versions?: "drop" | "mark"
   /** Numbers as parsed, however they were written (to compare with a side whose number texts were lost). */
   readonly plainNumbers?: boolean
+  /** Leave out a narrative with status `generated` (a target that makes its own); default: compared. */
+  readonly ignoreGeneratedNarrative?: boolean
 }
 
 export interface AttachmentRef {
@@ -230,9 +233,15 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
     },
   }).resource
   const value = isObject(walked) ? { ...stripMeta(walked) } : walked
-  // A narrative with status `generated` is made by a server from the resource's data (which is compared): a
-  // target that generates its own, or words it otherwise, holds the same resource.
-  if (isObject(value) && isObject(value.text) && value.text.status === "generated") delete value.text
+  // A narrative with status `generated` is made from the resource's data (which is compared): left out only when
+  // asked, for a target that generates its own; most keep it as sent, and a narrative lost is text a person reads.
+  if (
+    ctx.ignoreGeneratedNarrative === true &&
+    isObject(value) &&
+    isObject(value.text) &&
+    value.text.status === "generated"
+  )
+    delete value.text
   // The resource's own id is compared as its counterpart's id.
   if (isObject(value) && typeof resource.id === "string" && ctx.mapKey !== undefined) {
     const mapped = ctx.mapKey(`${resource.resourceType}/${resource.id}`)

@@ -92,6 +92,11 @@ export interface Options {
   readonly sourceBases?: ReadonlyArray<string>
   /** Parallel attachment downloads (default 4). */
   readonly concurrency?: number
+  /**
+   * Leave narratives with status `generated` out of the comparison, for a target that makes its own from the
+   * data (default false: a narrative is data a person reads, and most servers keep it as sent).
+   */
+  readonly ignoreGeneratedNarrative?: boolean
 }
 
 export interface TypeRow {
@@ -511,7 +516,9 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   // (references.md: conditional references are for transactions only), so `targetCtx` marks it unresolvable.
   const sourceConditionals =
     source._tag === "Server" ? serverConditionals(source.client, sourceError) : undefined
+  const narratives = options.ignoreGeneratedNarrative === true ? { ignoreGeneratedNarrative: true } : {}
   const sourceCtx: CanonicalContext = {
+    ...narratives,
     ...(sourceBase !== undefined
       ? {
           base:
@@ -534,6 +541,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         : {}),
   }
   const targetCtx: CanonicalContext = {
+    ...narratives,
     base: target.baseUrl,
     transactionOnly: "unresolvable",
     versions: "mark",
@@ -971,6 +979,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   if (sourceConditionals !== undefined && sourceConditionals.distinct() > 0)
     notes.push(
       `conditional references resolved by searching the source: ${sourceConditionals.resolved()} of ${sourceConditionals.distinct()} distinct (the others compared as written)`,
+    )
+  if (options.ignoreGeneratedNarrative === true)
+    notes.push(
+      "narratives with status generated were left out of the comparison (--ignore-generated-narrative)",
     )
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)

@@ -101,15 +101,19 @@ describe("Canonical", () => {
     })
   })
 
-  it("a generated narrative is left out (a server makes it from the data); another narrative is compared", () => {
-    const withText = (text: unknown) =>
+  it("a narrative is compared (a lost one is text a person reads); a generated one is left out only when asked", () => {
+    const withText = (text: unknown, ignoreGeneratedNarrative = false) =>
       hash(
-        canonicalize({ resourceType: "Patient", id: "1", gender: "male", ...(text ? { text } : {}) }).value,
+        canonicalize(
+          { resourceType: "Patient", id: "1", gender: "male", ...(text ? { text } : {}) },
+          { ignoreGeneratedNarrative },
+        ).value,
       )
     const generated = { status: "generated", div: '<div xmlns="http://www.w3.org/1999/xhtml">male</div>' }
-    assert.strictEqual(withText(generated), withText(undefined))
+    assert.notStrictEqual(withText(generated), withText(undefined))
+    assert.strictEqual(withText(generated, true), withText(undefined, true))
     const written = { status: "additional", div: '<div xmlns="http://www.w3.org/1999/xhtml">notes</div>' }
-    assert.notStrictEqual(withText(written), withText(undefined))
+    assert.notStrictEqual(withText(written, true), withText(undefined, true))
   })
 
   it("tags, security labels and profiles compare in any order (sets); other arrays keep theirs", () => {

@@ -62,6 +62,11 @@ const flags = {
       "Print the report (what verify.json holds, field values of differences included) as one JSON object on stdout; the summary lines go to stderr.",
     ),
   ),
+  ignoreGeneratedNarrative: Options.boolean("ignore-generated-narrative").pipe(
+    Options.withDescription(
+      "Leave narratives (text) with status generated out of the comparison: for a target that makes its own from the data.",
+    ),
+  ),
   sourceBase: Options.text("source-base").pipe(
     Options.repeated,
     Options.withDescription(
@@ -164,6 +169,7 @@ const runVerify = (f: Flags) =>
       ...(samplePercent !== undefined ? { samplePercent } : {}),
       ...(Option.isSome(f.idMap) ? { idMapPath: f.idMap.value } : {}),
       ...(sourceBases.length > 0 ? { sourceBases } : {}),
+      ...(f.ignoreGeneratedNarrative ? { ignoreGeneratedNarrative: true } : {}),
     })
     const dir = Option.getOrElse(f.report, () => Option.getOrElse(f.archive, () => process.cwd()))
     const paths = yield* Report.write(dir, report)
