@@ -60,17 +60,21 @@ const transport = (error: unknown): FhirError => {
   return error as FhirError
 }
 
+/** An https server with a self-signed certificate (made with openssl) for the scope: its port. */
+const selfSignedServer = () =>
+  listening(
+    createHttpsServer(selfSigned(), (_req, res) => {
+      res.writeHead(200, { "content-type": "application/fhir+json" })
+      res.end("{}")
+    }),
+  )
+
 describe("FhirClient against servers it cannot talk to", () => {
   it.scopedLive.skipIf(!hasOpenssl)(
     "a self-signed certificate is not trusted: one try each, and the sentence says how to trust it",
     () =>
       Effect.gen(function* () {
-        const server = yield* listening(
-          createHttpsServer(selfSigned(), (_req, res) => {
-            res.writeHead(200, { "content-type": "application/fhir+json" })
-            res.end("{}")
-          }),
-        )
+        const server = yield* selfSignedServer()
         const base = `https://127.0.0.1:${server.port}/fhir`
         const errors = yield* bothWays(base)
         assert.strictEqual(errors[0].message.split(": ")[0], `GET ${base}/metadata`)
@@ -88,12 +92,7 @@ describe("FhirClient against servers it cannot talk to", () => {
     "NODE_TLS_REJECT_UNAUTHORIZED=0 does not turn the check off: Ferry's pools (direct, and the proxy agent's) still refuse the certificate",
     () =>
       Effect.gen(function* () {
-        const server = yield* listening(
-          createHttpsServer(selfSigned(), (_req, res) => {
-            res.writeHead(200, { "content-type": "application/fhir+json" })
-            res.end("{}")
-          }),
-        )
+        const server = yield* selfSignedServer()
         const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED
         yield* Effect.acquireRelease(
           Effect.sync(() => {

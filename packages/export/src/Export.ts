@@ -537,11 +537,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const releaseJob = (statusUrl: string) =>
     Effect.gen(function* () {
       const result = yield* Poll.release(client, statusUrl).pipe(Effect.either)
-      const gone =
-        result._tag === "Left" &&
-        result.left._tag === "FhirError" &&
-        result.left.reason === "Status" &&
-        (result.left.status === 404 || result.left.status === 410)
+      const gone = result._tag === "Left" && Poll.isJobGone(result.left)
       if (result._tag === "Right") yield* emit("released", { statusUrl: redactUrl(statusUrl) })
       else if (!gone) yield* emit("warning", { detail: `could not release the job: ${result.left.message}` })
       if (result._tag === "Right" || gone) yield* journal.append("released", true)
@@ -1334,11 +1330,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           const old = statusUrl
           const result = yield* Poll.release(client, old).pipe(Effect.either)
           // a job whose files expired may be gone already (404/410): nothing left to release
-          const gone =
-            result._tag === "Left" &&
-            result.left._tag === "FhirError" &&
-            result.left.reason === "Status" &&
-            (result.left.status === 404 || result.left.status === 410)
+          const gone = result._tag === "Left" && Poll.isJobGone(result.left)
           yield* result._tag === "Right" || gone
             ? emit("replaced-job-released", { statusUrl: redactUrl(old) })
             : emit("warning", { detail: `could not release the replaced job: ${result.left.message}` })
