@@ -170,7 +170,8 @@ describe("ferry export --organize-output-by Patient", () => {
     await setSandboxFaults(source.handle.baseUrl, { delay: [{ route: "download", ms: 400 }] })
     const killed = await runFerry(organizedArgs(out), {
       onStderr: (text, child) => {
-        if (/organized-file/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+        if (/of organized output, to be split by type/.test(text) && child.exitCode === null)
+          child.kill("SIGKILL")
       },
     })
     await setSandboxFaults(source.handle.baseUrl, {})
@@ -191,7 +192,7 @@ describe("ferry export --organize-output-by Patient", () => {
     await setSandboxFaults(source.handle.baseUrl, { delay: [{ route: "fhir", ms: 3000 }] })
     const killed = await runFerry(organizedArgs(out), {
       onStderr: (text, child) => {
-        if (/ferry export: distributed/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+        if (/: split into \d+ per-type files?/.test(text) && child.exitCode === null) child.kill("SIGKILL")
       },
     })
     await setSandboxFaults(source.handle.baseUrl, {})

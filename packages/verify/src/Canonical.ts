@@ -78,6 +78,8 @@ export interface CanonicalContext {
   readonly plainNumbers?: boolean
   /** Leave out a narrative with status `generated` (a target that makes its own); default: compared. */
   readonly ignoreGeneratedNarrative?: boolean
+  /** Leave out `meta.source` (a target that set its own where the source had none: a `$import` job's). */
+  readonly dropMetaSource?: boolean
 }
 
 export interface AttachmentRef {
@@ -101,15 +103,23 @@ const inAnyOrder = (items: ReadonlyArray<unknown>): ReadonlyArray<unknown> =>
     .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     .map((x) => x.item)
 
-const stripMeta = (resource: Json): Json => {
+/** `meta.source` without the `#<request id>` a server may add (HAPI does, or sets only that). */
+const metaSourceOf = (meta: unknown): string =>
+  isObject(meta) && typeof meta.source === "string" ? meta.source.replace(/#.*$/s, "") : ""
+
+/** Whether `resource` says where it came from (`meta.source`, beyond a request id). */
+export const hasMetaSource = (resource: Resource): boolean => metaSourceOf(resource.meta) !== ""
+
+const stripMeta = (resource: Json, dropSource: boolean): Json => {
   const meta = resource.meta
   if (!isObject(meta)) return resource
   const next: Json = {}
   for (const k of Object.keys(meta)) {
     if (k === "versionId" || k === "lastUpdated" || k === "_versionId" || k === "_lastUpdated") continue
-    if (k === "source" && typeof meta.source === "string") {
+    if (k === "source" && (dropSource || typeof meta.source === "string")) {
+      if (dropSource) continue
       // a server may add `#<request id>` (HAPI), or set only that: the part before is what was migrated
-      const source = meta.source.replace(/#.*$/s, "")
+      const source = metaSourceOf(meta)
       if (source !== "") setOwn(next, k, source)
       continue
     }
@@ -232,7 +242,7 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
       return { ...site.attachment, url: attachmentPlaceholder }
     },
   }).resource
-  const value = isObject(walked) ? { ...stripMeta(walked) } : walked
+  const value = isObject(walked) ? { ...stripMeta(walked, ctx.dropMetaSource === true) } : walked
   // A narrative with status `generated` is made from the resource's data (which is compared): left out only when
   // asked, for a target that generates its own; most keep it as sent, and a narrative lost is text a person reads.
   if (

@@ -50,6 +50,7 @@ import {
   type CanonicalContext,
   canonicalize,
   hash,
+  hasMetaSource,
   hasWrittenDecimals,
   inSample,
   provenanceSystem,
@@ -180,6 +181,8 @@ interface SourceEntry {
   readonly p?: string
   /** The source's number texts were lost (`numbersLost`): compared with the target's numbers as parsed. */
   readonly u?: true
+  /** The source resource has no `meta.source`: one the target set (a `$import` job's) is not a difference. */
+  readonly m?: true
 }
 
 type AttHash = Either.Either<string, string> // right: sha256, left: why it could not be hashed
@@ -724,13 +727,19 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               : Effect.succeed(canonicalize(r, ctx))
           const c = yield* canonical(sourceCtx)
           const h = hash(c.value)
+          const noSource = hasMetaSource(r) ? {} : { m: true as const }
           entries.set(
             tk,
             numbersLost(r)
-              ? { s: sk, h, u: true }
+              ? { s: sk, h, u: true, ...noSource }
               : hasWrittenDecimals(r)
-                ? { s: sk, h, p: hash((yield* canonical({ ...sourceCtx, plainNumbers: true })).value) }
-                : { s: sk, h },
+                ? {
+                    s: sk,
+                    h,
+                    p: hash((yield* canonical({ ...sourceCtx, plainNumbers: true })).value),
+                    ...noSource,
+                  }
+                : { s: sk, h, ...noSource },
           )
           for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
         }),
@@ -802,13 +811,18 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           // One side's number texts were lost (its page held a duplicate key, …): how its decimals were
           // written is not known, so the two are compared by the numbers' values, not as a precision loss.
+          // And a `meta.source` the target set where the source had none (a `$import` job records where the
+          // data came from) is the target's own metadata, not a difference.
           const lostHere = numbersLost(r)
-          if (lostHere || entry.u === true) {
-            imprecise++
-            const plain = lostHere
-              ? hash(c.value)
-              : hash(canonicalize(r, { ...targetCtx, plainNumbers: true }).value)
-            if (plain === (lostHere ? (entry.p ?? entry.h) : entry.h)) {
+          const ownSource = entry.m === true && hasMetaSource(r)
+          if (lostHere || entry.u === true || ownSource) {
+            if (lostHere || entry.u === true) imprecise++
+            const again = canonicalize(r, {
+              ...targetCtx,
+              ...(entry.u === true ? { plainNumbers: true } : {}),
+              ...(ownSource ? { dropMetaSource: true } : {}),
+            })
+            if (hash(again.value) === (lostHere ? (entry.p ?? entry.h) : entry.h)) {
               matching++
               return
             }

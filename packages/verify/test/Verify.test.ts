@@ -428,6 +428,39 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "meta.source: one the target set where the source had none (a $import job's) is no difference; one the source had must stay",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, a, b } = yield* pair
+        const [first, second] = [...a.store.iterate("Patient", { limit: 2 })]
+        const on = (store: Store, r: { id: string; json: string }, metaSource: string) => {
+          const body = JSON.parse(r.json) as { meta?: object }
+          store.update({ ...body, id: r.id, meta: { ...body.meta, source: metaSource } })
+        }
+        on(b.store, first!, "http://source.example/fhir")
+        on(a.store, second!, "http://ehr.example/a")
+        on(b.store, second!, "http://ehr.example/a#req-42")
+        const clean = yield* Verify.run({
+          source: { _tag: "Server", client: source },
+          target,
+          types: ["Patient"],
+        })
+        assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.differences))
+        on(b.store, second!, "http://other.example/b")
+        const changed = yield* Verify.run({
+          source: { _tag: "Server", client: source },
+          target,
+          types: ["Patient"],
+        })
+        assert.deepStrictEqual(
+          changed.differences.map((d) => [d.kind, d.source, d.fields?.map((f) => f.path)]),
+          [["differing", `Patient/${second!.id}`, ["meta.source"]]],
+        )
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "server source: Binary resources are compared one by one (a content type changed on the target is a difference)",
     () =>
       Effect.gen(function* () {

@@ -245,7 +245,7 @@ const plainLine = (e: Export.ExportEvent): string => {
     case "distributed":
       return `ferry export: ${Progress.sanitize(e.path, 120)}: split into ${Progress.counted(Number(e.files ?? 0), "per-type file")}`
     case "organized-file":
-      return `ferry export: ${Progress.sanitize(e.path, 120)}: ${Progress.counted(Number(e.count ?? 0), "line")}, ${formatBytes(Number(e.bytes ?? 0))}`
+      return `ferry export: ${Progress.sanitize(e.path, 120)}: ${Progress.counted(Number(e.count ?? 0), "line")}, ${formatBytes(Number(e.bytes ?? 0))} of organized output, to be split by type`
     default: {
       // `types` (per-type totals of a manifest) is for the live display; the line stays short.
       const { event, types: _types, ...rest } = e
