@@ -116,10 +116,9 @@ const stripMeta = (resource: Json, dropSource: boolean): Json => {
   const next: Json = {}
   for (const k of Object.keys(meta)) {
     if (k === "versionId" || k === "lastUpdated" || k === "_versionId" || k === "_lastUpdated") continue
-    if (k === "source" && (dropSource || typeof meta.source === "string")) {
-      if (dropSource) continue
+    if (k === "source") {
       // a server may add `#<request id>` (HAPI), or set only that: the part before is what was migrated
-      const source = metaSourceOf(meta)
+      const source = dropSource ? "" : metaSourceOf(meta)
       if (source !== "") setOwn(next, k, source)
       continue
     }
@@ -191,10 +190,25 @@ const withWrittenNumbers = (resource: Resource): unknown => {
 
 /**
  * Whether the canonical form of `resource` holds a number as written (`{"ferry:decimal": …}`): then a side
- * whose number texts were lost (`numbersLost`) is compared with its form with `plainNumbers`.
+ * whose number texts were lost (`numbersLost`) is compared with its form without them (`withoutWrittenDecimals`).
  */
 export const hasWrittenDecimals = (resource: Resource): boolean =>
   writtenNumbers(resource)?.some((t) => decimalText(t) !== decimalText(JSON.stringify(Number(t)))) === true
+
+/**
+ * A canonical value with each number as written (`{"ferry:decimal": …}`) back to its value: what `canonicalize`
+ * gives with `plainNumbers`, without canonicalizing again (the markers stand only where the text's value was the
+ * parsed number's).
+ */
+export const withoutWrittenDecimals = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(withoutWrittenDecimals)
+  if (!isObject(value)) return value
+  const written = value[decimalKey]
+  if (typeof written === "string" && Object.keys(value).length === 1) return Number(written)
+  const out: Json = {}
+  for (const key in value) setOwn(out, key, withoutWrittenDecimals(value[key]))
+  return out
+}
 
 /** The canonical form of one resource. */
 export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Canonical => {

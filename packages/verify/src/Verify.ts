@@ -54,6 +54,7 @@ import {
   hasWrittenDecimals,
   inSample,
   provenanceSystem,
+  withoutWrittenDecimals,
 } from "./Canonical.js"
 import { diff, type FieldDiff } from "./Diff.js"
 import { VerifyError } from "./VerifyError.js"
@@ -181,8 +182,8 @@ interface SourceEntry {
   readonly p?: string
   /** The source's number texts were lost (`numbersLost`): compared with the target's numbers as parsed. */
   readonly u?: true
-  /** The source resource has no `meta.source`: one the target set (a `$import` job's) is not a difference. */
-  readonly m?: true
+  /** The source resource has a `meta.source`; without one, one the target set (a `$import` job's) is no difference. */
+  readonly x?: true
 }
 
 type AttHash = Either.Either<string, string> // right: sha256, left: why it could not be hashed
@@ -721,25 +722,19 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             })
             return
           }
-          const canonical = (ctx: CanonicalContext) =>
+          const c =
             sourceConditionals !== undefined
-              ? sourceConditionals.canonical(r, ctx)
-              : Effect.succeed(canonicalize(r, ctx))
-          const c = yield* canonical(sourceCtx)
+              ? yield* sourceConditionals.canonical(r, sourceCtx)
+              : canonicalize(r, sourceCtx)
           const h = hash(c.value)
-          const noSource = hasMetaSource(r) ? {} : { m: true as const }
+          const source = hasMetaSource(r) ? { x: true as const } : {}
           entries.set(
             tk,
             numbersLost(r)
-              ? { s: sk, h, u: true, ...noSource }
+              ? { s: sk, h, u: true, ...source }
               : hasWrittenDecimals(r)
-                ? {
-                    s: sk,
-                    h,
-                    p: hash((yield* canonical({ ...sourceCtx, plainNumbers: true })).value),
-                    ...noSource,
-                  }
-                : { s: sk, h, ...noSource },
+                ? { s: sk, h, p: hash(withoutWrittenDecimals(c.value)), ...source }
+                : { s: sk, h, ...source },
           )
           for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
         }),
@@ -814,7 +809,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           // And a `meta.source` the target set where the source had none (a `$import` job records where the
           // data came from) is the target's own metadata, not a difference.
           const lostHere = numbersLost(r)
-          const ownSource = entry.m === true && hasMetaSource(r)
+          const ownSource = entry.x !== true && hasMetaSource(r)
           if (lostHere || entry.u === true || ownSource) {
             if (lostHere || entry.u === true) imprecise++
             const again = canonicalize(r, {

@@ -4,10 +4,12 @@ import {
   canonicalize,
   decimalText,
   hash,
+  hasWrittenDecimals,
   inSample,
   provenanceSystem,
   stringify,
   unresolvablePrefix,
+  withoutWrittenDecimals,
 } from "../src/Canonical.js"
 import { diff, preview } from "../src/Diff.js"
 import { keepNumbersOf } from "@ferry/core/NumberText"
@@ -349,6 +351,19 @@ describe("Canonical", () => {
     assert.isAbove(a.length, 120)
     assert.isBelow(a.length, 280)
     assert.strictEqual(keys.filter((k) => inSample(k, 100)).length, 2000)
+  })
+})
+
+describe("withoutWrittenDecimals", () => {
+  it("gives what canonicalize gives with plainNumbers, from the canonical value", () => {
+    const text =
+      '{"resourceType":"Observation","id":"o","valueQuantity":{"value":1.0},"component":[{"valueQuantity":{"value":0.010}},{"valueInteger":3}]}'
+    const r = keepNumbersOf(JSON.parse(text) as Resource, text)
+    assert.isTrue(hasWrittenDecimals(r))
+    const written = canonicalize(r).value
+    const plain = canonicalize(r, { plainNumbers: true }).value
+    assert.notStrictEqual(hash(written), hash(plain))
+    assert.strictEqual(hash(withoutWrittenDecimals(written)), hash(plain))
   })
 })
 
