@@ -798,7 +798,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           entries.delete(tk)
           compared++
-          const c = canonicalize(r, targetCtx)
+          // A `meta.source` the target set where the source had none (a `$import` job records where the data
+          // came from) is the target's own metadata, not a difference: left out of this side's form at once.
+          const ownSource = entry.x !== true && hasMetaSource(r)
+          const c = canonicalize(r, ownSource ? { ...targetCtx, dropMetaSource: true } : targetCtx)
           for (const a of c.attachments) targetAtts.set(`${tk} ${a.path}`, a.url)
           if (hash(c.value) === entry.h) {
             matching++
@@ -806,18 +809,13 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           // One side's number texts were lost (its page held a duplicate key, …): how its decimals were
           // written is not known, so the two are compared by the numbers' values, not as a precision loss.
-          // And a `meta.source` the target set where the source had none (a `$import` job records where the
-          // data came from) is the target's own metadata, not a difference.
           const lostHere = numbersLost(r)
-          const ownSource = entry.x !== true && hasMetaSource(r)
-          if (lostHere || entry.u === true || ownSource) {
-            if (lostHere || entry.u === true) imprecise++
-            const again = canonicalize(r, {
-              ...targetCtx,
-              ...(entry.u === true ? { plainNumbers: true } : {}),
-              ...(ownSource ? { dropMetaSource: true } : {}),
-            })
-            if (hash(again.value) === (lostHere ? (entry.p ?? entry.h) : entry.h)) {
+          if (lostHere || entry.u === true) {
+            imprecise++
+            const plain = lostHere
+              ? c.value
+              : canonicalize(r, { ...targetCtx, plainNumbers: true, dropMetaSource: ownSource }).value
+            if (hash(plain) === (lostHere ? (entry.p ?? entry.h) : entry.h)) {
               matching++
               return
             }
