@@ -96,6 +96,18 @@ const firstId = (store: Sandbox.SandboxHandle["store"], type: string): string =>
   throw new Error(`no ${type}`)
 }
 
+/** A CapabilityStatement listing `types`, each searchable. */
+const capabilityOf = (types: ReadonlyArray<string>) => ({
+  resourceType: "CapabilityStatement",
+  status: "active",
+  kind: "instance",
+  fhirVersion: "4.0.1",
+  format: ["json"],
+  rest: [
+    { mode: "server", resource: types.map((type) => ({ type, interaction: [{ code: "search-type" }] })) },
+  ],
+})
+
 /**
  * A minimal FHIR server for the scope: its CapabilityStatement lists `types` (all searchable), each holding no
  * resource, except those in `forbidden`, whose searches are answered 403. Its base URL.
@@ -110,20 +122,7 @@ const minimalServer = (
       const url = new URL(req.url ?? "/", "http://x")
       const json = (status: number, body: unknown) =>
         res.writeHead(status, { "content-type": "application/fhir+json" }).end(JSON.stringify(body))
-      if (url.pathname === "/fhir/metadata")
-        return json(200, {
-          resourceType: "CapabilityStatement",
-          status: "active",
-          kind: "instance",
-          fhirVersion: "4.0.1",
-          format: ["json"],
-          rest: [
-            {
-              mode: "server",
-              resource: types.map((type) => ({ type, interaction: [{ code: "search-type" }] })),
-            },
-          ],
-        })
+      if (url.pathname === "/fhir/metadata") return json(200, capabilityOf(types))
       const type = url.pathname.replace(/^\/fhir\//, "")
       if (forbidden.includes(type))
         return json(403, {
@@ -161,17 +160,7 @@ const pageServer = (type: string, lines: ReadonlyArray<string>) =>
     const server = Http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://x")
       res.writeHead(200, { "content-type": "application/fhir+json" })
-      if (url.pathname === "/fhir/metadata")
-        return res.end(
-          JSON.stringify({
-            resourceType: "CapabilityStatement",
-            status: "active",
-            kind: "instance",
-            fhirVersion: "4.0.1",
-            format: ["json"],
-            rest: [{ mode: "server", resource: [{ type, interaction: [{ code: "search-type" }] }] }],
-          }),
-        )
+      if (url.pathname === "/fhir/metadata") return res.end(JSON.stringify(capabilityOf([type])))
       const entries =
         url.searchParams.get("_summary") === "count" ? [] : lines.map((l) => `{"resource":${l}}`)
       res.end(
