@@ -762,4 +762,49 @@ describe("ferry export through an HTTP proxy (http_proxy, no_proxy)", () => {
       await new Promise<void>((resolve) => proxy.server.close(() => resolve()))
     }
   }, 120_000)
+
+  it("a proxy that is down, or that will not open a tunnel, is named in the one-line error (not the server)", async () => {
+    // a port where nothing listens
+    const dead = Http.createServer()
+    await new Promise<void>((resolve) => dead.listen(0, "127.0.0.1", resolve))
+    const deadUrl = `http://127.0.0.1:${(dead.address() as Net.AddressInfo).port}`
+    await new Promise<void>((resolve) => dead.close(() => resolve()))
+    const down = await ferry(
+      ["export", "http://proxied.invalid:8080/fhir", "--out", Path.join(tmp, "deadproxy")],
+      undefined,
+      { http_proxy: deadUrl, HTTP_PROXY: "", no_proxy: "", NO_PROXY: "" },
+    )
+    expect(down.code).toBe(4)
+    expect(down.stderr.trim().split("\n").at(-1)).toBe(
+      `ferry: GET http://proxied.invalid:8080/fhir/$export: could not reach the proxy ${deadUrl} (http_proxy) (ECONNREFUSED); check that setting, or list the server's host in no_proxy if it is reached without a proxy`,
+    )
+
+    // a proxy that wants credentials for a CONNECT tunnel (https): said at once, not retried
+    const connects: Array<string> = []
+    const gate = Http.createServer((_req, res) => res.writeHead(502).end())
+    gate.on("connect", (req: Http.IncomingMessage, socket: Net.Socket) => {
+      connects.push(req.url ?? "")
+      socket.end(
+        'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n',
+      )
+    })
+    await new Promise<void>((resolve) => gate.listen(0, "127.0.0.1", resolve))
+    const gateUrl = `http://127.0.0.1:${(gate.address() as Net.AddressInfo).port}`
+    try {
+      const refused = await ferry(
+        ["export", "https://proxied.invalid/fhir", "--out", Path.join(tmp, "gateproxy")],
+        undefined,
+        { https_proxy: gateUrl, HTTPS_PROXY: "", no_proxy: "", NO_PROXY: "" },
+      )
+      expect(refused.code).toBe(4)
+      expect(refused.stderr.trim().split("\n").at(-1)).toBe(
+        `ferry: GET https://proxied.invalid/fhir/$export: the proxy ${gateUrl} (https_proxy) would not open a tunnel to the server (407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded)`,
+      )
+      expect(refused.stderr).not.toContain("retry")
+      expect(connects.every((u) => u === "proxied.invalid:443")).toBe(true)
+      expect(connects.length).toBeLessThanOrEqual(2)
+    } finally {
+      await new Promise<void>((resolve) => gate.close(() => resolve()))
+    }
+  }, 60_000)
 })

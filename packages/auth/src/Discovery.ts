@@ -1,3 +1,4 @@
+import { proxyTrouble } from "@ferry/core/HttpDispatcher"
 /**
  * Finding a FHIR server's OAuth token endpoint: `.well-known/smart-configuration` first, then the
  * (deprecated, SMART v1) `oauth-uris` extension in the CapabilityStatement's security section.
@@ -90,6 +91,11 @@ const getJson = <A, I>(
     Effect.mapError((e) => {
       // only "nothing there" (refused, unknown host): a TLS failure or a reset means a server answered
       const code = e._tag === "RequestError" && e.reason === "Transport" ? networkCode(e.cause) : undefined
+      const proxy =
+        e._tag === "RequestError" && e.reason === "Transport"
+          ? proxyTrouble(process.env, url, e.cause, code)
+          : undefined
+      if (proxy !== undefined) return `${CANNOT_TALK}${proxy.sentence}`
       if (code !== undefined && nothingThereCodes.has(code)) return `${UNREACHABLE}${code})`
       if (code !== undefined && isPermanentTransport(code)) return `${CANNOT_TALK}${transportSentence(code)}`
       const what =

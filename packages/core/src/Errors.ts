@@ -21,12 +21,14 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
   outcome: Schema.optional(OperationOutcome),
   detail: Schema.optional(Schema.String),
   hint: Schema.optional(Schema.String),
+  /** A Transport failure at the proxy the request went through: the sentence naming it (`proxyTrouble`). */
+  proxy: Schema.optional(Schema.String),
   cause: Schema.optional(Schema.Defect),
 }) {
   override get message(): string {
     const what =
       this.reason === "Transport"
-        ? transportSentence(this.detail)
+        ? (this.proxy ?? transportSentence(this.detail))
         : this.reason === "Throttled"
           ? `the server kept answering ${this.status ?? 429} (throttled) after every retry; try again later or lower --parallel`
           : this.reason === "Decode"

@@ -7,6 +7,7 @@ import {
   type HttpClientResponse,
   type UrlParams,
 } from "@effect/platform"
+import { proxyTrouble } from "./HttpDispatcher.js"
 import { Chunk, Context, Duration, Effect, Layer, Option, type ParseResult, Schema, Stream } from "effect"
 import type { Dispatcher } from "undici"
 import * as Bundle from "./Bundle.js"
@@ -231,18 +232,25 @@ const fhirErrorFromTransport = (
   error: HttpClientError.HttpClientError,
 ): Attempt => {
   const detail = error.reason === "Transport" ? transportDetail(error.cause) : `${error.reason} error`
+  const url = urlOf(request)
+  const proxy =
+    error.reason === "Transport"
+      ? proxyTrouble(process.env, url, error.cause, networkCode(error.cause))
+      : undefined
   return new Attempt({
     error: new FhirError({
       reason: "Transport",
       method: request.method,
-      url: redactUrl(urlOf(request)),
+      url: redactUrl(url),
       detail,
+      ...(proxy !== undefined ? { proxy: proxy.sentence } : {}),
       cause: error.cause,
     }),
     retryAfter: undefined,
     // A malformed URL, an unencodable body, a header HTTP does not allow (UND_ERR_INVALID_ARG), an untrusted
-    // certificate or a port that does not speak TLS or HTTP will not get better by trying again.
-    permanent: error.reason !== "Transport" || isPermanentTransport(detail),
+    // certificate or a port that does not speak TLS or HTTP will not get better by trying again; nor a proxy
+    // that will not open a tunnel to the server (wants credentials, forbids the host).
+    permanent: error.reason !== "Transport" || isPermanentTransport(detail) || proxy?.permanent === true,
   })
 }
 

@@ -133,3 +133,107 @@ export const setGlobal = (pool: Dispatcher): (() => void) => {
   setGlobalDispatcher(pool)
   return () => setGlobalDispatcher(before)
 }
+
+const DEFAULT_PORTS: Readonly<Record<string, number>> = { "http:": 80, "https:": 443 }
+
+/**
+ * The proxy a request to `url` goes through with the proxy settings of `env` (the rules `make`'s pool follows:
+ * undici's, with loopback always direct), and the variable that set it; undefined when it goes direct, or when
+ * a setting does not parse (the CLI refuses to start with such a setting).
+ */
+export const proxyRoute = (
+  env: Readonly<Record<string, string | undefined>>,
+  url: string,
+): { readonly proxy: URL; readonly variable: string } | undefined => {
+  const target = Option.getOrUndefined(Option.liftThrowable(() => new URL(url))())
+  if (target === undefined) return undefined
+  const settings = Either.getOrUndefined(proxySettings(env))
+  if (settings === undefined) return undefined
+  const host = target.hostname.toLowerCase()
+  const port = Number.parseInt(target.port, 10) || DEFAULT_PORTS[target.protocol] || 0
+  if (settings.noProxy === "*") return undefined
+  for (const entry of settings.noProxy.split(",")) {
+    const m = /^(.+):(\d+)$/.exec(entry)
+    const name = (m ? m[1]! : entry).replace(/^\*?\./, "").toLowerCase()
+    if (m !== null && Number(m[2]) !== port) continue
+    if (host === name || host.endsWith(`.${name}`)) return undefined
+  }
+  const https = first(env, ["https_proxy", "HTTPS_PROXY"])
+  const http = first(env, ["http_proxy", "HTTP_PROXY"])
+  const chosen = target.protocol === "https:" && settings.https !== "" ? https : http
+  const value = target.protocol === "https:" && settings.https !== "" ? settings.https : settings.http
+  if (chosen === undefined || value === "") return undefined
+  return { proxy: new URL(value), variable: chosen.name }
+}
+
+/** The host (name or address) and port a failed connection attempt was made to, as the network error says. */
+const peerOf = (cause: unknown): { readonly host?: string; readonly port?: number } | undefined => {
+  let c = cause
+  for (let depth = 0; depth < 5 && typeof c === "object" && c !== null; depth++) {
+    const e = c as { hostname?: unknown; address?: unknown; port?: unknown; cause?: unknown }
+    if (typeof e.hostname === "string" || typeof e.address === "string")
+      return {
+        ...(typeof e.hostname === "string" ? { host: e.hostname.toLowerCase() } : {}),
+        ...(typeof e.address === "string" && typeof e.hostname !== "string" ? { host: e.address } : {}),
+        ...(typeof e.port === "number" ? { port: e.port } : {}),
+      }
+    c = e.cause
+  }
+  return undefined
+}
+
+/** A proxy's refusal to open a tunnel (undici: `Proxy response (407) !== 200 when HTTP Tunneling`): its status. */
+const tunnelRefusal = (cause: unknown): number | undefined => {
+  let c = cause
+  for (let depth = 0; depth < 5 && typeof c === "object" && c !== null; depth++) {
+    const message = (c as { message?: unknown }).message
+    const m = typeof message === "string" ? /^Proxy response \((\d{3})\) !== 200/.exec(message) : null
+    if (m !== null) return Number(m[1])
+    c = (c as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+/**
+ * A request to `url` that failed with `cause` (`code`: its network code) because of the proxy it went through,
+ * said as one sentence naming that proxy (credentials left out) and the variable that set it, and whether
+ * trying again can help: the proxy could not be reached (refused, unknown host, unreachable, timed out), or it
+ * would not open a tunnel to the server (407 wants credentials, 403 forbids that host or port, 5xx could not
+ * reach the server itself). Undefined when the request went direct, or failed beyond the proxy.
+ */
+export const proxyTrouble = (
+  env: Readonly<Record<string, string | undefined>>,
+  url: string,
+  cause: unknown,
+  code: string | undefined,
+): { readonly sentence: string; readonly permanent: boolean } | undefined => {
+  const route = proxyRoute(env, url)
+  if (route === undefined) return undefined
+  const proxyPort = Number.parseInt(route.proxy.port, 10) || DEFAULT_PORTS[route.proxy.protocol] || 0
+  const shown = `${route.proxy.protocol}//${route.proxy.host} (${route.variable})`
+  const status = tunnelRefusal(cause)
+  if (status !== undefined) {
+    const what =
+      status === 407
+        ? "407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded"
+        : status === 403
+          ? "403: it does not allow that host or port; ask its administrators, or list the host in no_proxy if it is reached without a proxy"
+          : status >= 500
+            ? `${status}: it could not reach the server itself; check the URL's host name and port`
+            : `${status}; check the proxy setting`
+    return {
+      sentence: `the proxy ${shown} would not open a tunnel to the server (${what})`,
+      permanent: status < 500,
+    }
+  }
+  const peer = peerOf(cause)
+  const proxyHost = route.proxy.hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1")
+  const atProxy =
+    peer !== undefined &&
+    (peer.host === proxyHost || (peer.host !== undefined && peer.port === proxyPort && peer.port !== 0))
+  if (!atProxy || code === undefined) return undefined
+  return {
+    sentence: `could not reach the proxy ${shown} (${code}); check that setting, or list the server's host in no_proxy if it is reached without a proxy`,
+    permanent: false,
+  }
+}

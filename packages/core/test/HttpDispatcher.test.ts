@@ -54,3 +54,94 @@ describe("HttpDispatcher.proxySettings", () => {
     expect(Option.getOrUndefined(badEscape)?.detail).not.toContain("%zz")
   })
 })
+
+describe("HttpDispatcher.proxyRoute and proxyTrouble", () => {
+  const env = {
+    https_proxy: "http://user:secret@proxy.corp:3128",
+    http_proxy: "proxy2.corp:8080",
+    no_proxy: ".internal,fhir.example.org:8443",
+  }
+
+  it("the proxy a URL goes through and the variable that set it, as the pool routes it", () => {
+    const route = (url: string) => {
+      const r = HttpDispatcher.proxyRoute(env, url)
+      return r === undefined ? undefined : `${r.proxy.host} ${r.variable}`
+    }
+    expect(route("https://fhir.example.org/r4")).toBe("proxy.corp:3128 https_proxy")
+    expect(route("http://fhir.example.org/r4")).toBe("proxy2.corp:8080 http_proxy")
+    // no_proxy: a suffix, a host:port; loopback always direct
+    expect(route("https://ehr.internal/fhir")).toBeUndefined()
+    expect(route("https://fhir.example.org:8443/r4")).toBeUndefined()
+    expect(route("http://127.0.0.1:8080/fhir")).toBeUndefined()
+    // no https proxy: the http one
+    expect(HttpDispatcher.proxyRoute({ HTTP_PROXY: "http://p:1" }, "https://x.org/")?.variable).toBe(
+      "HTTP_PROXY",
+    )
+    expect(
+      HttpDispatcher.proxyRoute({ http_proxy: "http://p:1", no_proxy: "*" }, "https://x.org/"),
+    ).toBeUndefined()
+    expect(HttpDispatcher.proxyRoute({}, "https://x.org/")).toBeUndefined()
+  })
+
+  it("a connection the proxy refused, or a proxy name that resolves nowhere, names the proxy without its credentials", () => {
+    const refused = Object.assign(new Error("connect ECONNREFUSED 10.0.0.5:3128"), {
+      code: "ECONNREFUSED",
+      address: "10.0.0.5",
+      port: 3128,
+    })
+    const trouble = HttpDispatcher.proxyTrouble(
+      env,
+      "https://fhir.example.org/r4/metadata",
+      { cause: refused },
+      "ECONNREFUSED",
+    )
+    expect(trouble).toEqual({
+      sentence:
+        "could not reach the proxy http://proxy.corp:3128 (https_proxy) (ECONNREFUSED); check that setting, or list the server's host in no_proxy if it is reached without a proxy",
+      permanent: false,
+    })
+    const unknown = Object.assign(new Error("getaddrinfo ENOTFOUND proxy.corp"), {
+      code: "ENOTFOUND",
+      hostname: "proxy.corp",
+    })
+    expect(
+      HttpDispatcher.proxyTrouble(env, "https://fhir.example.org/", unknown, "ENOTFOUND")?.sentence,
+    ).toContain("could not reach the proxy http://proxy.corp:3128 (https_proxy) (ENOTFOUND)")
+    // a request that went direct, or a failure elsewhere than at the proxy: not the proxy's
+    expect(
+      HttpDispatcher.proxyTrouble(env, "https://ehr.internal/fhir", refused, "ECONNREFUSED"),
+    ).toBeUndefined()
+    const elsewhere = Object.assign(new Error("getaddrinfo ENOTFOUND other.org"), {
+      code: "ENOTFOUND",
+      hostname: "other.org",
+    })
+    expect(
+      HttpDispatcher.proxyTrouble(env, "https://fhir.example.org/", elsewhere, "ENOTFOUND"),
+    ).toBeUndefined()
+  })
+
+  it("a proxy that will not open a tunnel: what its status means, and whether another try can help", () => {
+    const refusal = (status: number) =>
+      HttpDispatcher.proxyTrouble(
+        env,
+        "https://fhir.example.org/r4",
+        Object.assign(new Error(`Proxy response (${status}) !== 200 when HTTP Tunneling`), {
+          code: "UND_ERR_ABORTED",
+        }),
+        "UND_ERR_ABORTED",
+      )
+    expect(refusal(407)).toEqual({
+      sentence:
+        "the proxy http://proxy.corp:3128 (https_proxy) would not open a tunnel to the server (407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded)",
+      permanent: true,
+    })
+    expect(refusal(403)?.permanent).toBe(true)
+    expect(refusal(403)?.sentence).toContain("403: it does not allow that host or port")
+    expect(refusal(502)).toEqual({
+      sentence:
+        "the proxy http://proxy.corp:3128 (https_proxy) would not open a tunnel to the server (502: it could not reach the server itself; check the URL's host name and port)",
+      permanent: false,
+    })
+    expect(JSON.stringify(refusal(407))).not.toContain("secret")
+  })
+})

@@ -1,3 +1,4 @@
+import { proxyTrouble } from "@ferry/core/HttpDispatcher"
 /**
  * One OAuth 2.0 token request (client_credentials) and its answer, shared by the SMART and
  * client-secret authenticators. Secrets are `Redacted` up to the line that builds the request, and
@@ -184,6 +185,14 @@ export const request = (
         e._tag === "RequestError"
           ? (networkCode(e.cause) ?? `${e.reason} error`)
           : `HTTP ${e.response.status}`
+      const proxy =
+        e._tag === "RequestError" && e.reason === "Transport"
+          ? proxyTrouble(process.env, request.tokenUrl, e.cause, networkCode(e.cause))
+          : undefined
+      if (proxy !== undefined)
+        return proxy.permanent
+          ? fail(request, proxy.sentence, "Unreachable")
+          : transient(proxy.sentence, undefined, "Unreachable")
       // an untrusted certificate, a port that does not speak TLS or HTTP: another try meets the same
       if (isPermanentTransport(code)) {
         return fail(
