@@ -1,10 +1,10 @@
-import { proxyTrouble } from "@ferry/core/HttpDispatcher"
 /**
  * Finding a FHIR server's OAuth token endpoint: `.well-known/smart-configuration` first, then the
  * (deprecated, SMART v1) `oauth-uris` extension in the CapabilityStatement's security section.
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
+import { proxyTrouble } from "@ferry/core/HttpDispatcher"
 import { Duration, Effect, Option, Schedule, Schema } from "effect"
 import { defaultTimeout } from "./internal/tokenEndpoint.js"
 import {
@@ -87,36 +87,40 @@ const getJson = <A, I>(
   schema: Schema.Schema<A, I>,
   timeout: Duration.Duration,
 ): Effect.Effect<A, string> =>
-  http.execute(HttpClientRequest.get(url, { acceptJson: false }).pipe(HttpClientRequest.accept(accept))).pipe(
-    Effect.mapError((e) => {
-      // only "nothing there" (refused, unknown host): a TLS failure or a reset means a server answered
-      const code = e._tag === "RequestError" && e.reason === "Transport" ? networkCode(e.cause) : undefined
-      const proxy =
-        e._tag === "RequestError" && e.reason === "Transport"
-          ? proxyTrouble(process.env, url, e.cause, code)
-          : undefined
-      if (proxy !== undefined) return `${CANNOT_TALK}${proxy.sentence}`
-      if (code !== undefined && nothingThereCodes.has(code)) return `${UNREACHABLE}${code})`
-      if (code !== undefined && isPermanentTransport(code)) return `${CANNOT_TALK}${transportSentence(code)}`
-      const what =
-        e._tag === "RequestError"
-          ? `${e.reason} error${code !== undefined ? `: ${code}` : ""}`
-          : `HTTP ${e.response.status}`
-      return `could not be fetched (${what})`
-    }),
-    Effect.flatMap((response) =>
-      response.status >= 200 && response.status < 300
-        ? HttpClientResponse.schemaBodyJson(schema)(response).pipe(
-            Effect.mapError(() => "answered with JSON Ferry could not read"),
-          )
-        : Effect.fail(`answered HTTP ${response.status}`),
-    ),
-    Effect.scoped,
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () => `did not answer within ${Duration.format(timeout)}`,
-    }),
-  )
+  // a server that moved its discovery documents says so with a redirect (no credentials go with these GETs)
+  HttpClient.followRedirects(http, 5)
+    .execute(HttpClientRequest.get(url, { acceptJson: false }).pipe(HttpClientRequest.accept(accept)))
+    .pipe(
+      Effect.mapError((e) => {
+        // only "nothing there" (refused, unknown host): a TLS failure or a reset means a server answered
+        const code = e._tag === "RequestError" && e.reason === "Transport" ? networkCode(e.cause) : undefined
+        const proxy =
+          e._tag === "RequestError" && e.reason === "Transport"
+            ? proxyTrouble(process.env, url, e.cause, code)
+            : undefined
+        if (proxy !== undefined) return `${CANNOT_TALK}${proxy.sentence}`
+        if (code !== undefined && nothingThereCodes.has(code)) return `${UNREACHABLE}${code})`
+        if (code !== undefined && isPermanentTransport(code))
+          return `${CANNOT_TALK}${transportSentence(code)}`
+        const what =
+          e._tag === "RequestError"
+            ? `${e.reason} error${code !== undefined ? `: ${code}` : ""}`
+            : `HTTP ${e.response.status}`
+        return `could not be fetched (${what})`
+      }),
+      Effect.flatMap((response) =>
+        response.status >= 200 && response.status < 300
+          ? HttpClientResponse.schemaBodyJson(schema)(response).pipe(
+              Effect.mapError(() => "answered with JSON Ferry could not read"),
+            )
+          : Effect.fail(`answered HTTP ${response.status}`),
+      ),
+      Effect.scoped,
+      Effect.timeoutFail({
+        duration: timeout,
+        onTimeout: () => `did not answer within ${Duration.format(timeout)}`,
+      }),
+    )
 
 /** `[base]/.well-known/smart-configuration` → token endpoint (resolved against the base if relative). */
 export const fromSmartConfiguration = (

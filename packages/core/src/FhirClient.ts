@@ -7,12 +7,12 @@ import {
   type HttpClientResponse,
   type UrlParams,
 } from "@effect/platform"
-import { proxyTrouble } from "./HttpDispatcher.js"
 import { Chunk, Context, Duration, Effect, Layer, Option, type ParseResult, Schema, Stream } from "effect"
 import type { Dispatcher } from "undici"
 import * as Bundle from "./Bundle.js"
 import { CapabilityStatement } from "./CapabilityStatement.js"
 import { AuthError, FhirError } from "./Errors.js"
+import { proxyTrouble } from "./HttpDispatcher.js"
 import {
   describeBody,
   withoutCredential,

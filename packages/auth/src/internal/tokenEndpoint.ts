@@ -1,4 +1,3 @@
-import { proxyTrouble } from "@ferry/core/HttpDispatcher"
 /**
  * One OAuth 2.0 token request (client_credentials) and its answer, shared by the SMART and
  * client-secret authenticators. Secrets are `Redacted` up to the line that builds the request, and
@@ -13,6 +12,7 @@ import { proxyTrouble } from "@ferry/core/HttpDispatcher"
  * reached (exit 4); an answer that refuses is `TokenRequest` (exit 3).
  */
 import { type HttpClient, HttpClientRequest } from "@effect/platform"
+import { proxyTrouble } from "@ferry/core/HttpDispatcher"
 import { AuthError } from "@ferry/core/Errors"
 import { retryAfter } from "@ferry/core/Retry"
 import { Clock, Data, Duration, Effect, Option, ParseResult, Redacted, Schedule, Schema } from "effect"

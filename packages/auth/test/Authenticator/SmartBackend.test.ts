@@ -243,6 +243,27 @@ describe("SmartBackend", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
+  it.scopedLive("discovery follows a server's redirects to where its smart-configuration moved", () =>
+    Effect.gen(function* () {
+      const seen: Array<string> = []
+      const server = NodeHttp.createServer((req, res) => {
+        seen.push(req.url ?? "")
+        if (req.url === "/fhir/.well-known/smart-configuration")
+          return void res.writeHead(301, { location: "/auth/.well-known/smart-configuration" }).end()
+        if (req.url === "/auth/.well-known/smart-configuration")
+          return void res
+            .writeHead(200, { "content-type": "application/json" })
+            .end(JSON.stringify({ token_endpoint: "http://127.0.0.1:9/token" }))
+        res.writeHead(404).end()
+      })
+      yield* listening(server)
+      const base = `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
+      const found = yield* Discovery.tokenEndpoint(base)
+      expect(found.tokenUrl).toBe("http://127.0.0.1:9/token")
+      expect(seen).toEqual(["/fhir/.well-known/smart-configuration", "/auth/.well-known/smart-configuration"])
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
   it.scopedLive("discovery asks a server that answers 503 (starting up) again, and finds the endpoint", () =>
     Effect.gen(function* () {
       let asked = 0
