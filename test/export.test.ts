@@ -631,8 +631,30 @@ describe("ferry export with attachments on a host that is down", () => {
     // a port that was free a moment ago: nothing listens there
     const port = await freePort()
     await putDeadLinkDocuments(sandbox.baseUrl, port, 30)
+    // URLs in the data on another origin than the source's (or its manifest's file hosts) are not followed unasked
+    const refused = await ferry(
+      exportOf(sandbox.baseUrl, Path.join(tmp, "refused"), "--type", "DocumentReference"),
+    )
+    expect(refused.code).toBe(4)
+    expect(lastLine(refused.stderr)).toContain(
+      `not fetched: http://127.0.0.1:${port} is neither the source's origin nor one its manifest names its files on, and a URL in the data is not followed to other machines unasked; if the source's attachments are kept there, add --attachment-origin http://127.0.0.1:${port} (or --attachment-origin any)`,
+    )
+    const bad = await ferry(
+      exportOf(sandbox.baseUrl, Path.join(tmp, "refused"), "--attachment-origin", "docs.example.org"),
+    )
+    expect(bad.code).toBe(2)
+    expect(lastLine(bad.stderr)).toContain("--attachment-origin docs.example.org is not an http(s) URL")
     const t0 = Date.now()
-    const run = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "down"), "--type", "DocumentReference"))
+    const run = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "down"),
+        "--type",
+        "DocumentReference",
+        "--attachment-origin",
+        `http://127.0.0.1:${port}/fhir`,
+      ),
+    )
     expect(run.code).toBe(4)
     // 30 attachments × the retry schedule was minutes; one 3 s grace period and the rest at once
     expect(Date.now() - t0).toBeLessThan(20_000)
@@ -662,6 +684,8 @@ describe("ferry export with attachments on a host that is down", () => {
         "--type",
         "DocumentReference",
         "--allow-missing-attachments",
+        "--attachment-origin",
+        "any",
         "--json",
       ),
     )

@@ -73,6 +73,8 @@ export interface MigrateOptions {
   readonly attachments?: boolean
   /** Finish without the attachments that could not be fetched or verified (see `Export.ExportOptions`). */
   readonly allowMissingAttachments?: boolean
+  /** Origins attachments are fetched from besides the source's and its file hosts', or `"any"` (Export's option). */
+  readonly attachmentOrigins?: ReadonlyArray<string> | "any"
   /** Import strategy (default: chosen by the import from the target). */
   readonly strategy?: Import.Strategy
   readonly bundleSize?: number
@@ -803,6 +805,9 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           ...(options.attachments !== undefined ? { attachments: options.attachments } : {}),
           ...(options.allowMissingAttachments !== undefined
             ? { allowMissingAttachments: options.allowMissingAttachments }
+            : {}),
+          ...(options.attachmentOrigins !== undefined
+            ? { attachmentOrigins: options.attachmentOrigins }
             : {}),
           ...(options.tool !== undefined ? { tool: options.tool } : {}),
           // referenced types first, so that waves can import while the rest downloads

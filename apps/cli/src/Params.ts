@@ -94,3 +94,29 @@ export const typeFilters = (
   }
   return { filters }
 }
+
+/**
+ * `--attachment-origin` values: `any` (every origin), or http(s) URLs whose origins attachments are fetched from
+ * besides the source's own (a path is ignored: `https://docs.example.org/files` means `https://docs.example.org`).
+ * A problem sentence for one that is neither.
+ */
+export const attachmentOrigins = (
+  values: ReadonlyArray<string>,
+): { readonly origins: ReadonlyArray<string> | "any" } | { readonly problem: string } => {
+  const origins: Array<string> = []
+  for (const value of list(values)) {
+    if (value === "any" || value === "*") return { origins: "any" }
+    let url: URL | undefined
+    try {
+      url = new URL(value)
+    } catch {
+      url = undefined
+    }
+    if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:"))
+      return {
+        problem: `--attachment-origin ${value} is not an http(s) URL; give the scheme, host and port attachments are on, e.g. https://docs.example.org, or any`,
+      }
+    origins.push(url.origin)
+  }
+  return { origins }
+}

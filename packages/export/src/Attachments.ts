@@ -18,7 +18,7 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { discardBody, isAbsolute, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
+import { discardBody, isAbsolute, originOf, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { forEachPooled } from "@ferry/core/Pool"
@@ -69,7 +69,22 @@ export interface AttachmentOptions {
   readonly concurrency: number
   readonly onStored?: (stored: StoredAttachment) => Effect.Effect<void, ExportError>
   readonly onFailed?: (failure: AttachmentFailure) => Effect.Effect<void, ExportError>
+  /**
+   * Whether attachments are fetched from this origin (`https://host:port`, `null` for a URL that is not
+   * http(s)); default: every origin. One that is not is a failed attachment saying which flag allows it.
+   */
+  readonly allowOrigin?: (origin: string) => boolean
 }
+
+/**
+ * Why an attachment URL on `origin` is not fetched: the URLs in resources are data, written by whoever wrote the
+ * resource, and followed blindly they would make Ferry fetch from machines of the network it runs in (a cloud
+ * metadata address, an internal admin page) into the archive and on into the target.
+ */
+export const originNotAllowed = (origin: string): string =>
+  origin === "null"
+    ? "not fetched: only http(s) attachment URLs are fetched"
+    : `not fetched: ${origin} is neither the source's origin nor one its manifest names its files on, and a URL in the data is not followed to other machines unasked; if the source's attachments are kept there, add --attachment-origin ${origin} (or --attachment-origin any)`
 
 const binaryPath = /(?:^|\/)Binary\/[A-Za-z0-9\-.]{1,64}$/
 
@@ -424,7 +439,19 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     ref: AttachmentRef,
     mine: Deferred.Deferred<boolean>,
   ): Effect.Effect<number | undefined, ExportError | ArchiveError> =>
-    fetchOne(client, store, ref, gates).pipe(
+    Effect.suspend(() => {
+      const resolved = resolveUrl(client.baseUrl, ref.url)
+      const origin = Option.getOrElse(originOf(resolved), () => "null")
+      return options.allowOrigin === undefined || options.allowOrigin(origin)
+        ? fetchOne(client, store, ref, gates)
+        : Effect.fail(
+            new ExportError({
+              reason: "Attachment",
+              url: redactUrl(resolved),
+              detail: originNotAllowed(origin),
+            }),
+          )
+    }).pipe(
       Effect.tap((stored) =>
         Effect.sync(() => {
           fetched++

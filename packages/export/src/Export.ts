@@ -15,7 +15,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { redactUrl } from "@ferry/core/Http"
+import { originOf, redactUrl } from "@ferry/core/Http"
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import * as Attachments from "./Attachments.js"
 import * as Crawl from "./Crawl.js"
@@ -108,6 +108,11 @@ export interface ExportOptions {
   readonly downloadRank?: (type: string) => number
   /** A file's attachments are fetched while it downloads, whenever this many are found (default 1000). */
   readonly attachmentBatch?: number
+  /**
+   * Origins attachments are fetched from besides the source's own and those its manifests name files on
+   * (`https://docs.example.org`), or `"any"`. An attachment URL elsewhere is not fetched (a failed attachment).
+   */
+  readonly attachmentOrigins?: ReadonlyArray<string> | "any"
 }
 
 export interface TypeSummary {
@@ -718,12 +723,18 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       ),
     )
 
-  // Attachments are fetched file by file, as soon as a file is in the archive.
+  // Attachments are fetched file by file, as soon as a file is in the archive, from the source's origin, the
+  // origins its manifests name files on (added as files are met) and those the user named.
+  const attachmentOrigins = new Set<string>(
+    options.attachmentOrigins === "any" ? [] : (options.attachmentOrigins ?? []),
+  )
+  for (const o of Option.toArray(originOf(client.baseUrl))) attachmentOrigins.add(o)
   const fetcher =
     options.attachments === false
       ? undefined
       : yield* Attachments.fetcher(client, archive, {
           concurrency: parallel,
+          ...(options.attachmentOrigins === "any" ? {} : { allowOrigin: (o) => attachmentOrigins.has(o) }),
           onStored: (s) => notify("attachment", { url: redactUrl(s.url), sha256: s.sha256, size: s.size }),
           onFailed: (f) =>
             emit("attachment-failed", { url: f.url, resource: f.resource, path: f.path, detail: f.detail }),
@@ -758,6 +769,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
 
   const downloadOne = (manifest: ExportManifest) => (f: PlannedFile) =>
     Effect.gen(function* () {
+      for (const o of Option.toArray(originOf(f.url))) attachmentOrigins.add(o)
       const done = journal.result(f.key)
       if (Option.isSome(done) && f.organized !== undefined) return undefined // distributed later
       if (Option.isSome(done)) {

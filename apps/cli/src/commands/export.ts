@@ -133,6 +133,12 @@ const flags = {
       "Finish the archive although some attachments cannot be fetched or verified (dead links at the source): they are left out, listed in events.ndjson, and their resources keep the source URL.",
     ),
   ),
+  attachmentOrigin: Options.text("attachment-origin").pipe(
+    Options.repeated,
+    Options.withDescription(
+      "Also fetch attachments from this origin (https://docs.example.org; repeatable), or from anywhere with `any`. By default only URLs on the source's origin and on the hosts its manifest names files on are fetched: a URL in the data is not followed to other machines unasked.",
+    ),
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...authFlags,
 }
@@ -308,6 +314,8 @@ export const runExport = (f: Flags) =>
     if (problem !== undefined) return yield* usage(problem)
     const filters = Params.typeFilters(f.typeFilter)
     if ("problem" in filters) return yield* usage(filters.problem)
+    const origins = Params.attachmentOrigins(f.attachmentOrigin)
+    if ("problem" in origins) return yield* usage(origins.problem)
     if (Option.isSome(f.group) && f.level !== "group")
       return yield* usage(
         `--group is for --level group (this is --level ${f.level}); add --level group, or drop --group`,
@@ -354,6 +362,7 @@ export const runExport = (f: Flags) =>
       keepJob: f.keepJob,
       attachments: !f.noAttachments,
       allowMissingAttachments: f.allowMissingAttachments,
+      attachmentOrigins: origins.origins,
       gzip: f.gzip,
       tool: { name: "ferry", version },
       onEvent: display.onEvent,

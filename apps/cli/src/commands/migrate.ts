@@ -126,6 +126,12 @@ const flags = {
       "Finish without the attachments that could not be fetched or verified (dead links at the source): their resources keep the source URL, which verify reports.",
     ),
   ),
+  attachmentOrigin: Options.text("attachment-origin").pipe(
+    Options.repeated,
+    Options.withDescription(
+      "Also fetch attachments from this origin (https://docs.example.org; repeatable), or from anywhere with `any`. By default only URLs on the source's origin and on the hosts its manifest names files on are fetched: a URL in the data is not followed to other machines unasked.",
+    ),
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...Config.configFlags,
 }
@@ -388,6 +394,8 @@ export const runMigrate = (f: Flags) =>
       Params.typesProblem("--type", list(f.type)) ??
       (since !== undefined && since !== "auto" ? Params.instantProblem("--since", since) : undefined)
     if (problem !== undefined) return yield* usage(problem)
+    const origins = Params.attachmentOrigins(f.attachmentOrigin)
+    if ("problem" in origins) return yield* usage(origins.problem)
     const filters = Params.typeFilters(f.typeFilter)
     if ("problem" in filters) return yield* usage(filters.problem)
     let archive: string
@@ -468,6 +476,7 @@ export const runMigrate = (f: Flags) =>
       gzip: f.gzip,
       attachments: !f.noAttachments,
       allowMissingAttachments: f.allowMissingAttachments,
+      attachmentOrigins: origins.origins,
       tool: { name: "ferry", version },
       onEvent: display.onEvent,
     }).pipe(Effect.ensuring(display.stop))
