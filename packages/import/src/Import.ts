@@ -77,6 +77,7 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
+import { parse as parseReference } from "@ferry/core/Reference"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import { KeyTable } from "@ferry/core/KeyTable"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -1045,11 +1046,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         })
       }
 
+      /**
+       * Conditional references the archive does not resolve, looked up on the target (see `lookUpConditionals`):
+       * what each (as written) designates there, or why it designates no one resource there.
+       */
+      const targetConditionals = new Map<string, string>()
+      const conditionalMisses = new Map<string, string>()
       const rctx = (): RewriteContext => ({
         idMap,
         identifiers,
         sourceBase,
         attachmentUrls,
+        conditionalTargets: targetConditionals,
         conditionals: "resolveOrLeave",
         meta: { provenanceTag: true, ...(origin !== undefined ? { provenanceOrigin: origin } : {}) },
       })
@@ -1376,6 +1384,17 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               { type: "batch" },
             )
           }
+          const batch = yield* batchOf(known, tx, (ls) =>
+            Chunk.toTransaction(
+              ls.map((l) => l.value),
+              "put",
+              rctx(),
+              { type: "batch" },
+            ),
+          )
+          if (batch === undefined) return
+          tx = batch.tx
+          known = batch.locs
           const sent = yield* Effect.either(send(bundleJson(tx.bundle, known)))
           if (Either.isLeft(sent)) {
             // the batch as a whole refused (too large, or a Bundle the target will not read): halves, down to
@@ -1458,6 +1477,87 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }
 
       /** Entries (by position) with a reference to an archive resource that has no target id, one such each. */
+      /**
+       * A batch's entries are processed one by one, and no server resolves a conditional reference in one (only
+       * in a transaction): each conditional the archive left for the target in `tx` is searched for on the
+       * target, once per run. One match is the resource it designates (`targetConditionals`, consulted by the
+       * rewrite); none or several, a miss. How many were looked up.
+       */
+      const lookUpConditionals = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) =>
+        Effect.gen(function* () {
+          const wanted = new Set<string>()
+          for (const r of tx.reports)
+            for (const n of r.notes)
+              if (
+                n.kind === "ConditionalLeft" &&
+                !targetConditionals.has(n.reference) &&
+                !conditionalMisses.has(n.reference)
+              )
+                wanted.add(n.reference)
+          for (const raw of wanted) {
+            const parsed = parseReference(raw, { sourceBase })
+            if (parsed._tag !== "Conditional") {
+              conditionalMisses.set(raw, "it is not a search the target can run")
+              continue
+            }
+            const found = yield* client.search(parsed.type, [
+              ...parsed.params.map((p): [string, string] => [p.name, p.value]),
+              ["_count", "2"],
+            ])
+            const ids = (found.entry ?? []).flatMap((e) =>
+              e.search?.mode !== "include" &&
+              e.search?.mode !== "outcome" &&
+              e.resource?.resourceType === parsed.type &&
+              typeof e.resource.id === "string"
+                ? [e.resource.id]
+                : [],
+            )
+            if (ids.length === 1) targetConditionals.set(raw, `${parsed.type}/${ids[0]}`)
+            else
+              conditionalMisses.set(
+                raw,
+                ids.length === 0
+                  ? "no resource on the target matches it"
+                  : "several resources on the target match it",
+              )
+          }
+          return wanted.size
+        })
+
+      /**
+       * The batch of `locs` (`tx`, made by `build`) with its conditional references resolved on the target
+       * (`lookUpConditionals`): an entry holding one the target does not resolve to one resource is quarantined
+       * (sent, the reference would be stored as written, which no client can follow). The batch of the rest,
+       * undefined when none is left.
+       */
+      const batchOf = (
+        locs: ReadonlyArray<Located>,
+        tx: Chunk.Transaction,
+        build: (ls: ReadonlyArray<Located>) => Chunk.Transaction,
+      ): Effect.Effect<
+        { readonly tx: Chunk.Transaction; readonly locs: ReadonlyArray<Located> } | undefined,
+        ImportFailure
+      > =>
+        Effect.gen(function* () {
+          const built = (yield* lookUpConditionals(tx)) > 0 ? build(locs) : tx
+          const misses = new Map<number, { readonly path: string; readonly reference: string }>()
+          for (const r of built.reports) {
+            const n = r.notes.find((x) => x.kind === "ConditionalLeft" && conditionalMisses.has(x.reference))
+            if (n !== undefined) misses.set(r.position, n)
+          }
+          if (misses.size === 0) return { tx: built, locs }
+          yield* quarantine(
+            Array.from(misses, ([position, n]) => ({
+              loc: locs[position]!,
+              outcome: undefined,
+              waitingOn: n.reference,
+              reason: `it refers to ${n.reference} (at ${n.path}), which neither the archive nor the target resolves to one resource (${conditionalMisses.get(n.reference)}), and it goes in a batch, where the target does not resolve it either; once the target holds that one resource, run the import again with --retry-quarantine`,
+            })),
+          )
+          const rest = locs.filter((_, i) => !misses.has(i))
+          return rest.length === 0 ? undefined : { tx: build(rest), locs: rest }
+        })
+
       const notMappedIn = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) => {
         const out = new Map<number, Unresolved>()
         for (const r of tx.reports) {
@@ -1598,18 +1698,22 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             for (const g of groups) yield* land(g, g.length > 1)
             return
           }
-          const btx = Chunk.toTransaction(
-            locs.map((l) => l.value),
-            mode,
-            rctx(),
-            { ...txOptions, type: "batch" },
-          )
-          const response = yield* send(bundleJson(btx.bundle, locs))
+          const asBatch = (ls: ReadonlyArray<Located>) =>
+            Chunk.toTransaction(
+              ls.map((l) => l.value),
+              mode,
+              rctx(),
+              { ...txOptions, type: "batch" },
+            )
+          const batch = yield* batchOf(locs, asBatch(locs), asBatch)
+          if (batch === undefined) return
+          const btx = batch.tx
+          const response = yield* send(bundleJson(btx.bundle, batch.locs))
           const m = yield* decodeResponse(btx, response)
           yield* record(m.mapped)
           yield* quarantine(
             m.failed.map((f) => ({
-              loc: locs[f.position]!,
+              loc: batch.locs[f.position]!,
               outcome: f.outcome,
               reason: `refused by the target (${f.status ?? "no status"}${refusal(f.outcome)})`,
             })),

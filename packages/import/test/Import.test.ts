@@ -486,6 +486,74 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "a Bundle refused for one entry goes again as a batch: the conditional references it left for the target are resolved on the target first, never stored as written",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* sampleArchive(false)
+        const refused = "00c7f717-4030-5582-2ed8-888ad2bc878e"
+        const sandbox = yield* target({ rejectRule: { type: "Encounter", path: "id", equals: refused } })
+        const client = yield* clientFor(sandbox.baseUrl)
+        // the practitioners, organizations and locations first (as an earlier wave), then the encounters alone:
+        // this run's archive files resolve none of their conditional references, the target does
+        const firstWave = manifest.files.filter((f) =>
+          ["Practitioner", "Organization", "Location"].includes(f.type),
+        )
+        yield* Import.run({ client, archive: dir, files: firstWave })
+        const encounters = manifest.files.filter((f) => f.type === "Encounter" || f.type === "Patient")
+        const summary = yield* Import.run({ client, archive: dir, files: encounters })
+        assert.strictEqual(summary.quarantined, 1)
+        let checked = 0
+        for (const r of sandbox.store.iterate("Encounter")) {
+          assert.notInclude(r.json, "?identifier=", `Encounter/${r.id}`)
+          checked++
+        }
+        assert.strictEqual(checked, 1214)
+        assert.isAbove(referencesResolved(sandbox), 3 * 1214)
+      }),
+  )
+
+  it.scopedLive(
+    "post: resources the id map holds are updated in a batch, their conditional references resolved on the target first",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* sampleArchive(false)
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        yield* Import.run({ client, archive: dir, strategy: "post", files: manifest.files })
+        // the encounters again, as a delta or a rerun without its journal sends them: updates of what the id map
+        // holds, in a batch, with only their own file to resolve conditional references through
+        NFS.rmSync(Imports.journalPath(dir, sandbox.baseUrl))
+        // one practitioner gone from the target meanwhile: what names it by identifier is set aside, not sent
+        const gone = Array.from(sandbox.store.iterate("Practitioner")).find(
+          (r) => r.json.includes("|9999974493") || r.json.includes('"9999974493"'),
+        )
+        assert.isDefined(gone)
+        sandbox.store.delete("Practitioner", gone!.id)
+        const naming = Array.from(sandbox.store.iterate("Encounter")).filter((r) =>
+          r.json.includes(`Practitioner/${gone!.id}`),
+        ).length
+        assert.isAbove(naming, 0)
+        const encounters = manifest.files.filter((f) => f.type === "Encounter")
+        const summary = yield* Import.run({ client, archive: dir, strategy: "post", files: encounters })
+        assert.strictEqual(summary.quarantined, naming)
+        const reasons = NFS.readFileSync(
+          Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Encounter.ndjson"),
+          "utf8",
+        )
+        assert.include(
+          reasons,
+          "which neither the archive nor the target resolves to one resource (no resource on the target matches it)",
+        )
+        let checked = 0
+        for (const r of sandbox.store.iterate("Encounter")) {
+          assert.notInclude(r.json, "?identifier=", `Encounter/${r.id}`)
+          checked++
+        }
+        assert.strictEqual(checked, 1215)
+      }),
+  )
+
+  it.scopedLive(
     "entry refusals are quarantined as {resource, outcome, reason, source: file:line}; the rest lands",
     () =>
       Effect.gen(function* () {

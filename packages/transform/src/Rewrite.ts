@@ -88,6 +88,12 @@ export interface RewriteContext extends ResolveContext {
    * Consulted before the id map (used by `Chunk.toTransaction` in post mode).
    */
   readonly pending?: ReadonlyMap<string, string>
+  /**
+   * Conditional references (as written) the archive does not resolve, already looked up on the target: the
+   * target `Type/id` each designates there. Consulted before leaving such a reference (`resolveOrLeave`): a
+   * batch resolves no conditional reference, only a transaction does.
+   */
+  readonly conditionalTargets?: ReadonlyMap<string, string>
 }
 
 export interface Unresolved {
@@ -183,6 +189,8 @@ export const rewriteResource = <A extends Resource>(resource: A, ctx: RewriteCon
         return undefined
       case "Unresolved":
         if (parsed._tag === "Conditional" && conditionals === "resolveOrLeave") {
+          const found = ctx.conditionalTargets?.get(raw)
+          if (found !== undefined) return found
           note(site.path, "ConditionalLeft", raw)
           return leaveConditional(parsed)
         }
