@@ -149,7 +149,11 @@ export const create = (dir: string, init: Init): Effect.Effect<Manifest, Archive
       })
     }
     yield* Fs.makeDir(dir)
-    for (const sub of subdirs) yield* Fs.makeDir(Path.join(dir, sub))
+    yield* Fs.secureDir(dir)
+    for (const sub of subdirs) {
+      yield* Fs.makeDir(Path.join(dir, sub))
+      yield* Fs.secureDir(Path.join(dir, sub))
+    }
     const now = yield* Clock.currentTimeMillis
     const manifest: Manifest = {
       format: FORMAT,

@@ -51,6 +51,27 @@ describe("Archive", () => {
     }),
   )
 
+  it.scoped(
+    "a folder that was there keeps its mode when it is refused (not empty), and becomes 0700 when the archive goes in it",
+    () =>
+      Effect.gen(function* () {
+        const shared = Path.join(yield* tempDir, "shared")
+        NFS.mkdirSync(shared)
+        NFS.chmodSync(shared, 0o1777)
+        NFS.writeFileSync(Path.join(shared, "someone-elses-file"), "")
+        yield* Archive.lock(shared)
+        expect((yield* Effect.flip(Archive.create(shared, init))).reason).toBe("Exists")
+        expect(NFS.statSync(shared).mode & 0o7777).toBe(0o1777)
+        const empty = Path.join(yield* tempDir, "empty")
+        NFS.mkdirSync(empty)
+        NFS.chmodSync(empty, 0o755)
+        yield* Archive.lock(empty)
+        expect(mode(empty)).toBe(0o755)
+        yield* Archive.create(empty, init)
+        expect(mode(empty)).toBe(0o700)
+      }),
+  )
+
   it.scoped("lock first, then create: the lock may precede the archive in a new directory", () =>
     Effect.gen(function* () {
       const dir = Path.join(yield* tempDir, "new", "archive")

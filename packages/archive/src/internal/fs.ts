@@ -16,12 +16,25 @@ const wrap = <A>(path: string, f: () => Promise<A>): Effect.Effect<A, ArchiveErr
 const code = (u: unknown): string | undefined =>
   typeof u === "object" && u !== null && "code" in u && typeof u.code === "string" ? u.code : undefined
 
-/** mkdir -p, then chmod 0700 on the leaf (explicitly: umask is not trusted). */
+/**
+ * mkdir -p, then chmod 0700 on each folder it made (explicitly: umask is not trusted). A folder that was there is
+ * left as it is: it may be one the user points at (`--out /tmp`), whose mode (a sticky bit, others' access) is
+ * not Ferry's to change; an archive's own folder is made 0700 when the archive is created in it (`secureDir`).
+ */
 export const makeDir = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, async () => {
-    await P.mkdir(path, { recursive: true, mode: DIR_MODE })
-    await P.chmod(path, DIR_MODE)
+    const first = await P.mkdir(path, { recursive: true, mode: DIR_MODE })
+    if (first === undefined) return
+    const top = Path.resolve(first)
+    for (let dir = Path.resolve(path); ; dir = Path.dirname(dir)) {
+      await P.chmod(dir, DIR_MODE)
+      if (dir === top || dir === Path.dirname(dir)) break
+    }
   })
+
+/** chmod 0700: a folder that now holds Ferry's data (an archive created in a folder that was there, empty). */
+export const secureDir = (path: string): Effect.Effect<void, ArchiveError> =>
+  wrap(path, () => P.chmod(path, DIR_MODE))
 
 export const exists = (path: string): Effect.Effect<boolean, ArchiveError> =>
   wrap(path, () =>
