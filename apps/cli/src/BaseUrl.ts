@@ -24,6 +24,10 @@ export const parse = (raw: string, whose = "the server's"): Either.Either<string
     return Either.left(
       "holds a user name or password, which Ferry would print and store; remove it and give the credentials with the auth options (see --help)",
     )
+  if (u.search !== "" || u.hash !== "" || /[?#]/.test(raw))
+    return Either.left(
+      `holds a ${u.hash !== "" || (u.search === "" && raw.includes("#")) ? "fragment (#…)" : "query (?…)"}, which a FHIR base has not (Ferry adds paths to it, and would print and store a credential in it); give the base alone, e.g. https://fhir.example.org/r4, and the credentials with the auth options (see --help)`,
+    )
   return Either.right(u.toString().replace(/\/+$/, ""))
 }
 

@@ -28,6 +28,13 @@ describe("BaseUrl", () => {
       Option.getOrThrow(problem("https://alice@fhir.example.org/r4")),
       /^holds a user name or password/,
     )
+    assert.match(
+      Option.getOrThrow(problem("https://fhir.example.org/r4?access_token=secret")),
+      /^holds a query \(\?…\), which a FHIR base has not/,
+    )
+    assert.notInclude(Option.getOrThrow(problem("https://fhir.example.org/r4?access_token=secret")), "secret")
+    assert.match(Option.getOrThrow(problem("https://fhir.example.org/r4#frag")), /^holds a fragment/)
+    assert.match(Option.getOrThrow(problem("https://fhir.example.org/r4?")), /^holds a query/)
     assert.strictEqual(BaseUrl.shown("https://alice:pw@fhir.example.org/r4"), "https://fhir.example.org/r4")
   })
 
