@@ -34,8 +34,13 @@ export const codeOf = (error: unknown): number => {
   if (!isTagged(error)) return 1
   switch (error._tag) {
     case "AuthError":
-      // a server that could not be reached is exit 4 whatever asked for it (here: token discovery)
-      return error.reason === "Config" ? 2 : error.reason === "Unreachable" ? 4 : 3
+      // a server that could not be reached is exit 4 whatever asked for it (here: token discovery); a private key
+      // file that is missing, unreadable or no usable private key is this machine's configuration, not a refusal
+      return error.reason === "Config" || error.reason === "KeyInvalid"
+        ? 2
+        : error.reason === "Unreachable"
+          ? 4
+          : 3
     case "FhirError":
       // 403 Forbidden: an authorization failure, like a refused token
       return error.reason === "Status" && (error as { status?: unknown }).status === 403 ? 3 : 4

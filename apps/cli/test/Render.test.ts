@@ -16,6 +16,15 @@ describe("Render", () => {
     assert.strictEqual(Render.codeOf(status(500)), 4)
   })
 
+  it("a private key file that cannot be used is configuration (exit 2); a refused credential is exit 3", () => {
+    assert.strictEqual(
+      Render.codeOf(new AuthError({ reason: "KeyInvalid", detail: "Key file k.jwk: missing" })),
+      2,
+    )
+    assert.strictEqual(Render.codeOf(new AuthError({ reason: "Unauthorized", detail: "refused" })), 3)
+    assert.strictEqual(Render.codeOf(new AuthError({ reason: "TokenRequest", detail: "invalid_client" })), 3)
+  })
+
   it.effect("a library's log line: `ferry: warning: …` on stderr, one line, annotations in parentheses", () =>
     Effect.gen(function* () {
       const written: Array<string> = []
