@@ -9,7 +9,7 @@ import { FileSystem } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
 import { networkCode } from "@ferry/core/Http"
 import { isPastedSecret } from "@ferry/core/PastedSecret"
-import { Effect, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import * as Jose from "./internal/jose.js"
 
 export const SigningAlg = Schema.Literal("ES384", "RS384")
@@ -113,7 +113,14 @@ export const loadPrivateKey = Effect.fn("Keys.loadPrivateKey")(function* (
       })
     }),
   )
-  return yield* parsePrivateKey(text, path, options)
+  const key = yield* parsePrivateKey(text, path, options)
+  // a private key others may read: said once (the key works, so it is not refused), as for a bearer token file
+  const info = yield* Effect.option(fs.stat(path))
+  if (Option.isSome(info) && (info.value.mode & 0o077) !== 0)
+    yield* Effect.logWarning(
+      `the private key file ${path} may be read by other users (mode ${(info.value.mode & 0o777).toString(8).padStart(4, "0")}); chmod 600 it`,
+    )
+  return key
 })
 
 /** Import a private signing key from file contents; `source` names the file in messages. */

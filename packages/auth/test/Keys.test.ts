@@ -3,7 +3,7 @@ import { FileSystem, Path } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { AuthError } from "@ferry/core/Errors"
-import { Effect, type Scope } from "effect"
+import { Effect, Logger, type Scope } from "effect"
 import * as jose from "jose"
 import * as Keys from "../src/Keys.js"
 
@@ -28,6 +28,30 @@ const keyInvalid = (error: unknown, file: string) => {
 }
 
 describe("Keys", () => {
+  it.scoped("a private key file others may read is used, with one warning that says to chmod 600 it", () =>
+    run(
+      Effect.gen(function* () {
+        const fs = yield* FileSystem.FileSystem
+        const warnings: Array<string> = []
+        const capture = Logger.make<unknown, void>(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") warnings.push(String(message))
+        })
+        const { privateJwk } = yield* Keys.generate("ES384")
+        const file = yield* writeTemp("key.jwk", JSON.stringify(privateJwk))
+        yield* Keys.loadPrivateKey(file).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+        expect(warnings).toEqual([])
+        yield* fs.chmod(file, 0o644)
+        const key = yield* Keys.loadPrivateKey(file).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+        )
+        expect(key.alg).toBe("ES384")
+        expect(warnings).toEqual([
+          `the private key file ${file} may be read by other users (mode 0644); chmod 600 it`,
+        ])
+      }),
+    ),
+  )
+
   for (const alg of ["ES384", "RS384"] as const) {
     it.scoped(`generates an ${alg} key pair with a thumbprint kid and loads the private JWK back`, () =>
       run(
