@@ -397,12 +397,30 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(archiveManifest(x.out).complete).toBe(false)
   })
 
-  it("outputs moved to error[]: the error file is archived, exit 0 with a WARNING naming its URL, summary.errors set", async ({
+  it("outputs moved to error[]: everything is downloaded, then exit 4 naming the first error, the archive unfinished and the job kept; --allow-export-errors finishes it", async ({
     expect,
   }) => {
     const x = await exportWith("to-error", { outputsToError: { types: ["Condition"] } })
-    // The job finished (200) and the archive holds everything the server delivered, error file included.
-    expect(x.run.code, x.run.stderr).toBe(0)
+    // The job finished (200), but its error file says it did not export the Conditions: not a finished archive.
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /the server's error files report 6 error\(s\) \(first: "Export of Condition\.000\.ndjson \(100 Condition\) failed \(sandbox fault\)\." in errors\/OperationOutcome\.000\.ndjson:1; all in the archive's errors\/ folder\): its job did not export what they cover, so the archive is left unfinished .* and the job is kept; fix the cause at the source and export again, or accept this archive as it is by running the same command again with --allow-export-errors$/,
+    )
+    expect(archiveManifest(x.out).complete).toBe(false)
+    expect(x.requests.filter((r) => r.method === "DELETE")).toHaveLength(0)
+
+    // accepted: the same command with --allow-export-errors finishes the archive from what is there
+    const again = await runFerry([
+      "export",
+      x.baseUrl,
+      "--out",
+      x.out,
+      "--type",
+      TYPES.join(","),
+      "--json",
+      "--allow-export-errors",
+    ])
+    expect(again.code, again.stderr).toBe(0)
     const manifest = archiveManifest(x.out)
     expect(manifest.complete).toBe(true)
     expect(archiveMismatches(x.out)).toEqual([])
@@ -410,17 +428,15 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(manifest.errors.map((f) => [f.path, f.type, f.count])).toEqual([
       ["errors/OperationOutcome.000.ndjson", "OperationOutcome", 6],
     ])
-    const outcomes = NFS.readFileSync(Path.join(x.out, "errors", "OperationOutcome.000.ndjson"), "utf8")
-    expect(outcomes).toMatch(/Condition\.000\.ndjson/)
     const { Condition: _dropped, ...rest } = await serverCounts(x.baseUrl, TYPES)
     expect(archiveCounts(x.out)).toEqual(rest)
-    // Not hidden: one stderr line names the error file's URL, and the JSON summary counts its entries.
-    const warnings = x.run.stderr.split("\n").filter((l) => l.startsWith("ferry export: WARNING: "))
+    // Not hidden: one stderr line says what the errors are, and the JSON summary counts them.
+    const warnings = again.stderr.split("\n").filter((l) => l.startsWith("ferry export: WARNING: "))
     expect(warnings).toHaveLength(1)
-    expect(warnings[0]).toMatch(
-      /error\[\] file http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/OperationOutcome\.000\.ndjson \(kept as errors\/OperationOutcome\.000\.ndjson\)/,
+    expect(warnings[0]).toContain(
+      'the server\'s error files report 6 error(s) (first: "Export of Condition.000.ndjson (100 Condition) failed (sandbox fault)." in errors/OperationOutcome.000.ndjson:1): the archive lacks what they cover (--allow-export-errors)',
     )
-    expect(exportEvents(x.out).filter((e) => e.event === "warning")).toHaveLength(1)
-    expect((JSON.parse(x.run.stdout) as { errors: number }).errors).toBe(6)
+    expect(exportEvents(x.out).filter((e) => e.event === "kickoff")).toHaveLength(1)
+    expect((JSON.parse(again.stdout) as { errors: number }).errors).toBe(6)
   })
 })

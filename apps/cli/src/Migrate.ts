@@ -75,6 +75,8 @@ export interface MigrateOptions {
   readonly allowMissingAttachments?: boolean
   /** Origins attachments are fetched from besides the source's and its file hosts', or `"any"` (Export's option). */
   readonly attachmentOrigins?: ReadonlyArray<string> | "any"
+  /** Finish although the server's error files report errors (Export's option). */
+  readonly allowExportErrors?: boolean
   /** Import strategy (default: chosen by the import from the target). */
   readonly strategy?: Import.Strategy
   readonly bundleSize?: number
@@ -808,6 +810,9 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             : {}),
           ...(options.attachmentOrigins !== undefined
             ? { attachmentOrigins: options.attachmentOrigins }
+            : {}),
+          ...(options.allowExportErrors !== undefined
+            ? { allowExportErrors: options.allowExportErrors }
             : {}),
           ...(options.tool !== undefined ? { tool: options.tool } : {}),
           // referenced types first, so that waves can import while the rest downloads

@@ -16,6 +16,8 @@ import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { originOf, redactUrl } from "@ferry/core/Http"
+import * as Ndjson from "@ferry/core/Ndjson"
+import { printable } from "@ferry/core/OperationOutcome"
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import * as Attachments from "./Attachments.js"
 import * as Crawl from "./Crawl.js"
@@ -94,6 +96,12 @@ export interface ExportOptions {
    * the source URL, and the summary counts them (`attachments.failed`).
    */
   readonly allowMissingAttachments?: boolean
+  /**
+   * Finish the archive although the server's error files report errors (severity `error` or `fatal`: data its job
+   * did not export). Without this such an export fails after downloading everything, the archive left
+   * unfinished (so no `--since auto` continues from it, and no import takes it) and the job kept.
+   */
+  readonly allowExportErrors?: boolean
   /** First status-poll interval without Retry-After (default 1 s). */
   readonly pollInterval?: Duration.DurationInput
   /** Called for every event (the CLI prints them), including the display-only ones above. */
@@ -406,6 +414,84 @@ export const previousTransactionTime = (
       if (typeof t === "string" && (best === undefined || Date.parse(t) > Date.parse(best))) best = t
     }
     return Option.fromNullable(best)
+  })
+
+/**
+ * The OperationOutcomes of the archive's error files: how many report an error (an issue of severity `error` or
+ * `fatal`: something the job did not export) and how many only warnings or information, with the first words of
+ * each kind (the server's, control characters shown as U+FFFD).
+ */
+const tallyErrorFiles = (
+  root: string,
+  errorFiles: ReadonlyArray<ArchiveFile>,
+): Effect.Effect<
+  {
+    readonly errors: number
+    readonly notes: number
+    readonly firstError?: string
+    readonly firstNote?: string
+  },
+  ExportError
+> =>
+  Effect.gen(function* () {
+    let errors = 0
+    let notes = 0
+    let firstError: string | undefined
+    let firstNote: string | undefined
+    for (const file of errorFiles) {
+      if (file.count === 0) continue
+      yield* Ndjson.readFile(Path.join(root, file.path), {
+        label: file.path,
+        gzip: file.compression === "gzip",
+      }).pipe(
+        Stream.runForEach((item) =>
+          Effect.sync(() => {
+            const issues: ReadonlyArray<unknown> = Array.isArray(item.value.issue) ? item.value.issue : []
+            const said = (i: unknown): string => {
+              const o = (typeof i === "object" && i !== null ? i : {}) as Record<string, unknown>
+              const details = o.details as { text?: unknown } | undefined
+              const words =
+                typeof o.diagnostics === "string"
+                  ? o.diagnostics
+                  : typeof details?.text === "string"
+                    ? details.text
+                    : typeof o.code === "string"
+                      ? o.code
+                      : "no diagnostics"
+              return `"${printable(words.length > 200 ? `${words.slice(0, 200)}…` : words)}" in ${file.path}:${item.line}`
+            }
+            const bad = issues.find((i) => {
+              const severity = (i as { severity?: unknown } | null)?.severity
+              return severity === "error" || severity === "fatal"
+            })
+            if (bad !== undefined) {
+              errors++
+              firstError ??= said(bad)
+            } else {
+              notes++
+              firstNote ??=
+                issues.length > 0
+                  ? said(issues[0])
+                  : `an OperationOutcome without issues in ${file.path}:${item.line}`
+            }
+          }),
+        ),
+        Effect.mapError(
+          (e) =>
+            new ExportError({
+              reason: "Archive",
+              detail: `${e.message}; the archive's error file could not be read`,
+              cause: e,
+            }),
+        ),
+      )
+    }
+    return {
+      errors,
+      notes,
+      ...(firstError !== undefined ? { firstError } : {}),
+      ...(firstNote !== undefined ? { firstNote } : {}),
+    }
   })
 
 /** The kick-off parameters as the archive manifest records them. */
@@ -905,12 +991,6 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         count: file.count,
         bytes: file.bytes,
       })
-      if (f.kind === "error" && file.count > 0) {
-        // A finished job may still have lost data: the spec's "a 200 does not mean complete".
-        yield* emit("warning", {
-          detail: `the server reported ${file.count} problem(s) in the manifest's error[] file ${redactUrl(f.url)} (kept as ${f.path}); read it before relying on this archive, some data may be missing`,
-        })
-      }
       yield* finishFile(f.key, file, collected?.refs(), fetchedEarly)
       return file
     })
@@ -1401,6 +1481,27 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       discard: true,
     })
   }
+
+  // A finished job may still have lost data (the spec's "a 200 does not mean complete"): its error files, read
+  // whatever run downloaded them, by severity.
+  const problems = yield* tallyErrorFiles(
+    archive.root,
+    files.filter((f) => f.kind === "error"),
+  )
+  if (problems.errors > 0 && options.allowExportErrors !== true)
+    return yield* new ExportError({
+      reason: "JobFailed",
+      url: redactUrl(client.baseUrl),
+      detail: `the server's error files report ${problems.errors} error(s) (first: ${problems.firstError}${problems.errors > 1 ? "; all in the archive's errors/ folder" : ""}): its job did not export what they cover, so the archive is left unfinished (no import takes it, no --since auto continues from it)${mode === "bulk" ? " and the job is kept" : ""}; fix the cause at the source and export again, or accept this archive as it is by running the same command again with --allow-export-errors`,
+    })
+  if (problems.errors > 0)
+    yield* emit("warning", {
+      detail: `the server's error files report ${problems.errors} error(s) (first: ${problems.firstError}): the archive lacks what they cover (--allow-export-errors)`,
+    })
+  if (problems.notes > 0)
+    yield* emit("warning", {
+      detail: `the server's error files hold ${problems.notes} warning(s) or note(s) (first: ${problems.firstNote}; all in the archive's errors/ folder)`,
+    })
 
   const attachmentSummary =
     fetcher === undefined ? { fetched: 0, skipped: 0, bytes: 0, failed: [] } : yield* fetcher.summary

@@ -133,6 +133,11 @@ const flags = {
       "Finish the archive although some attachments cannot be fetched or verified (dead links at the source): they are left out, listed in events.ndjson, and their resources keep the source URL.",
     ),
   ),
+  allowExportErrors: Options.boolean("allow-export-errors").pipe(
+    Options.withDescription(
+      "Finish the archive although the server's error files report errors (data its job did not export); without it such an export fails after downloading everything, the archive left unfinished and the job kept.",
+    ),
+  ),
   attachmentOrigin: Options.text("attachment-origin").pipe(
     Options.repeated,
     Options.withDescription(
@@ -363,6 +368,7 @@ export const runExport = (f: Flags) =>
       attachments: !f.noAttachments,
       allowMissingAttachments: f.allowMissingAttachments,
       attachmentOrigins: origins.origins,
+      allowExportErrors: f.allowExportErrors,
       gzip: f.gzip,
       tool: { name: "ferry", version },
       onEvent: display.onEvent,

@@ -126,6 +126,11 @@ const flags = {
       "Finish without the attachments that could not be fetched or verified (dead links at the source): their resources keep the source URL, which verify reports.",
     ),
   ),
+  allowExportErrors: Options.boolean("allow-export-errors").pipe(
+    Options.withDescription(
+      "Finish the archive although the server's error files report errors (data its job did not export); without it such an export fails after downloading everything, the archive left unfinished and the job kept.",
+    ),
+  ),
   attachmentOrigin: Options.text("attachment-origin").pipe(
     Options.repeated,
     Options.withDescription(
@@ -477,6 +482,7 @@ export const runMigrate = (f: Flags) =>
       attachments: !f.noAttachments,
       allowMissingAttachments: f.allowMissingAttachments,
       attachmentOrigins: origins.origins,
+      allowExportErrors: f.allowExportErrors,
       tool: { name: "ferry", version },
       onEvent: display.onEvent,
     }).pipe(Effect.ensuring(display.stop))
