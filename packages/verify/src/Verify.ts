@@ -518,8 +518,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   // as written); they are what the import resolved to literal references. The target is not searched: a
   // conditional reference stored there is one a loader left unresolved, and FHIR clients cannot follow it
   // (references.md: conditional references are for transactions only), so `targetCtx` marks it unresolvable.
+  // An archive's conditional reference its own identifiers do not resolve (its resource is outside the archive: a
+  // patient-level export, a delta, a subset of types) is resolved as the import resolved it: by a search on the
+  // target, whose answer is a target resource, named back through the id map.
   const sourceConditionals =
-    source._tag === "Server" ? serverConditionals(source.client, sourceError) : undefined
+    source._tag === "Server"
+      ? serverConditionals(source.client, sourceError)
+      : identifiers !== undefined
+        ? serverConditionals(target, targetError)
+        : undefined
   const narratives = options.ignoreGeneratedNarrative === true ? { ignoreGeneratedNarrative: true } : {}
   const sourceCtx: CanonicalContext = {
     ...narratives,
@@ -537,7 +544,12 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       ? {
           resolveConditional: (type: string, system: string | undefined, value: string) => {
             const found = identifiers.resolve(type, system, value)
-            return found._tag === "Found" ? found.key : undefined
+            if (found._tag === "Found") return found.key
+            if (found._tag === "Ambiguous" || sourceConditionals === undefined) return undefined
+            const onTarget = sourceConditionals.resolve(type, system, value)
+            return onTarget === undefined
+              ? undefined
+              : (reverse.get(onTarget) ?? (identityMap ? onTarget : undefined))
           },
         }
       : sourceConditionals !== undefined
@@ -985,7 +997,9 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   }
   if (sourceConditionals !== undefined && sourceConditionals.distinct() > 0)
     notes.push(
-      `conditional references resolved by searching the source: ${sourceConditionals.resolved()} of ${sourceConditionals.distinct()} distinct (the others compared as written)`,
+      source._tag === "Server"
+        ? `conditional references resolved by searching the source: ${sourceConditionals.resolved()} of ${sourceConditionals.distinct()} distinct (the others compared as written)`
+        : `conditional references the archive holds no resource for resolved by searching the target, as the import did: ${sourceConditionals.resolved()} of ${sourceConditionals.distinct()} distinct (the others compared as written)`,
     )
   if (options.ignoreGeneratedNarrative === true)
     notes.push(
