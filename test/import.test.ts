@@ -388,6 +388,57 @@ describe("ferry import", () => {
     )
   })
 
+  it("the same bytes from a source Binary and from another host: the source's attachment keeps pointing at its migrated Binary, the other one at the copy", async () => {
+    const source = await start({ seed: [sharedData("attachments")] })
+    const other = await start({ seed: [sharedData("attachments")] })
+    const binary = Array.from(source.store.iterate("Binary"))[0]!
+    const bytes = source.store.getBinary(binary.id)!
+    // a document on the source that links the same file kept on another server
+    const put = await fetch(`${source.baseUrl}/DocumentReference/elsewhere`, {
+      method: "PUT",
+      headers: { "content-type": "application/fhir+json" },
+      body: JSON.stringify({
+        resourceType: "DocumentReference",
+        id: "elsewhere",
+        status: "current",
+        content: [
+          { attachment: { contentType: bytes.contentType, url: `${other.baseUrl}/Binary/${binary.id}` } },
+        ],
+      }),
+    })
+    expect(put.status).toBeLessThan(300)
+    const archive = Path.join(tmp, "shared-bytes")
+    const exported = await runFerry([
+      "export",
+      source.baseUrl,
+      "--out",
+      archive,
+      "--attachment-origin",
+      new URL(other.baseUrl).origin,
+    ])
+    expect(exported.code, exported.stderr).toBe(0)
+    const target = await start({})
+    const run = await importInto(archive, target)
+    expect(run.code, run.stderr).toBe(0)
+    const urlOf = (id: string) =>
+      (
+        JSON.parse(target.store.read("DocumentReference", id)!.json) as {
+          content: Array<{ attachment: { url: string } }>
+        }
+      ).content[0]!.attachment.url
+    const own = Array.from(source.store.iterate("DocumentReference")).find(
+      (d) => d.json.includes(`/Binary/${binary.id}"`) && d.id !== "elsewhere",
+    )!
+    expect(urlOf(own.id)).toBe(`Binary/${binary.id}`)
+    expect(urlOf("elsewhere")).toMatch(/^Binary\/ferry-[0-9a-f]+$/)
+    expect(
+      target.store.getBinary(urlOf("elsewhere").slice("Binary/".length))?.bytes.equals(bytes.bytes),
+    ).toBe(true)
+    expect(target.store.getBinary(binary.id)?.bytes.equals(bytes.bytes)).toBe(true)
+    const verified = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl])
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0)
+  })
+
   it("an attachment blob the target refuses (413): the others are uploaded, then one sentence naming it, no resource sent; a rerun after the fix lands everything", async () => {
     // without the Binary resources, the attachments travel as blobs (uploaded before the resources)
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })

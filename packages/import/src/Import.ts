@@ -983,19 +983,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // a pool of `parallel` fibers (the limiter may lower the concurrency below it, never above)
       yield* forEachPooled(index.values(), parallel, (blob) =>
         Effect.gen(function* () {
-          // a blob fetched from a source `Binary/<id>` that the archive also holds as a resource: that
-          // Binary is loaded with the resources, and references to it follow the id map
-          const ownBinary = blob.sourceUrls.every((u) => {
+          // a URL of a source `Binary/<id>` that the archive also holds as a resource: that Binary is loaded
+          // with the resources, and references to it follow the id map (to the Binary with its own security
+          // context and later versions), even when the same bytes also came from another URL
+          const ownBinary = (u: string) => {
             const id = sourceBinaryId(u, sourceBase)
             return id !== undefined && (idMap.isKnown(`Binary/${id}`) || otherBinaries.has(`Binary/${id}`))
-          })
-          if (ownBinary && blob.sourceUrls.length > 0) return
-          if (
-            options.binariesPending === true &&
-            blob.sourceUrls.length > 0 &&
-            blob.sourceUrls.every(isSourceBinary)
-          )
-            return
+          }
+          const foreign = blob.sourceUrls.filter((u) => !ownBinary(u))
+          if (foreign.length === 0 && blob.sourceUrls.length > 0) return
+          if (options.binariesPending === true && foreign.length > 0 && foreign.every(isSourceBinary)) return
           let id = uploaded.get(blob.sha256)
           if (id === undefined) {
             // the pieces gathered, then joined once (joining as they came copied a big blob over and over)
@@ -1029,7 +1026,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             yield* appendDurable(binariesPath, `${JSON.stringify({ sha256: blob.sha256, id })}\n`)
             binaries++
           }
-          for (const u of blob.sourceUrls) attachmentUrls.set(u, `Binary/${id}`)
+          for (const u of foreign) attachmentUrls.set(u, `Binary/${id}`)
           attachmentUrls.set(Attachments.relativePath(blob.sha256), `Binary/${id}`)
         }).pipe(limiter.run),
       )
