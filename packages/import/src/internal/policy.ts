@@ -153,7 +153,15 @@ export const searchesTag = (
  * refusals; a 413 is the Bundle's size, which splitting mends.
  */
 export const isSystemic = (e: FhirError): boolean => {
-  if (e.outcome !== undefined) return e.outcome.issue.some((i) => i.code === "not-supported")
+  // (a `not-supported` issue that names the entry it is about, a resource type the target lacks, is that entry's)
+  if (e.outcome !== undefined)
+    return e.outcome.issue.some(
+      (i) =>
+        i.code === "not-supported" &&
+        ![...(i.expression ?? []), ...(Array.isArray(i.location) ? i.location : [])].some(
+          (x) => typeof x === "string" && /^Bundle\.entry\[\d+\]/.test(x),
+        ),
+    )
   return (
     e.status !== undefined &&
     ![409, 412, 413, 422].includes(e.status) &&

@@ -200,6 +200,22 @@ describe("error classification", () => {
         status(422, { resourceType: "OperationOutcome", issue: [{ severity: "error", code: "invariant" }] }),
       ),
     )
+    // a not-supported issue about one entry (a resource type the target does not store) is that entry's refusal
+    assert.isFalse(
+      isSystemic(
+        status(400, {
+          resourceType: "OperationOutcome",
+          issue: [
+            {
+              severity: "error",
+              code: "not-supported",
+              diagnostics: "Bundle.entry[10] (Parameters/par1): Unknown resource type",
+              expression: ["Bundle.entry[10]"],
+            },
+          ],
+        }),
+      ),
+    )
     // an HTML or text 4xx (a proxy, a wrong URL) is about no entry
     assert.isTrue(isSystemic(status(400, undefined, "Bad Request")))
     assert.isTrue(isSystemic(status(404, undefined, "Not Found")))
