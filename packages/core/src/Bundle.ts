@@ -135,3 +135,29 @@ export const parseLocation = (
     m[3] === undefined ? { type: m[1]!, id: m[2]! } : { type: m[1]!, id: m[2]!, versionId: m[3] },
   )
 }
+
+/**
+ * For a Bundle kept as a resource (a document, a message, a collection): whether a reference string in one of its
+ * entries (`fullUrl`: that entry's) designates another of its entries by the Bundle's own resolution rules: it is
+ * an entry's `fullUrl` (a `urn:uuid:`, an absolute URL), or it is relative and, against the server base of the
+ * holding entry's absolute `fullUrl`, makes one. Such a reference belongs to the Bundle (a signed document's
+ * content among them): a migration keeps it as written, and a comparison compares it so. Undefined for a Bundle
+ * whose entries have no `fullUrl`.
+ */
+export const entryReferences = (
+  bundle: Readonly<Record<string, unknown>>,
+): ((raw: string, fullUrl: string | undefined) => boolean) | undefined => {
+  const entries: ReadonlyArray<unknown> = Array.isArray(bundle.entry) ? bundle.entry : []
+  const urls = new Set<string>()
+  for (const e of entries) {
+    const fullUrl = typeof e === "object" && e !== null ? (e as { fullUrl?: unknown }).fullUrl : undefined
+    if (typeof fullUrl === "string") urls.add(fullUrl)
+  }
+  if (urls.size === 0) return undefined
+  return (raw, fullUrl) => {
+    if (urls.has(raw)) return true
+    if (fullUrl === undefined || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(raw)) return false
+    const base = /^(https?:\/\/.+?)\/[A-Z][A-Za-z]+\/[^/]+(?:\/_history\/[^/]+)?$/.exec(fullUrl)?.[1]
+    return base !== undefined && urls.has(`${base}/${raw}`)
+  }
+}

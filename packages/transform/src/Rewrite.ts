@@ -29,6 +29,7 @@
  * `changes` counts rewritten reference and attachment sites (meta edits are not counted).
  */
 import { createHash } from "node:crypto"
+import { entryReferences } from "@ferry/core/Bundle"
 import type { Resource } from "@ferry/core/Ids"
 import { format, parse, type ParseOptions, type ParsedReference } from "@ferry/core/Reference"
 import { type Attachment, type AttachmentSite, type ReferenceSite, rewrite } from "@ferry/core/Walker"
@@ -213,9 +214,18 @@ export const rewriteResource = <A extends Resource>(resource: A, ctx: RewriteCon
     }
   }
 
+  // a Bundle kept as a resource: references among its own entries stay as written (see `entryReferences`)
+  const ownEntry = resource.resourceType === "Bundle" ? entryReferences(resource) : undefined
   const onReference = (site: ReferenceSite): string | undefined => {
     if (site.canonical) return undefined
     const raw = site.raw
+    if (
+      ownEntry !== undefined &&
+      raw !== undefined &&
+      site.entry !== undefined &&
+      ownEntry(raw, site.fullUrl)
+    )
+      return undefined
     const parsed = site.parsed
     if (raw === undefined) {
       // logical reference: only with resolveLogical (and then `reference` is added next to `identifier`)

@@ -477,3 +477,51 @@ describe("numbers across rewriteResource", () => {
       }
   })
 })
+
+describe("rewriteResource on a Bundle kept as a resource", () => {
+  it("leaves references among its own entries as written; rewrites the others", () => {
+    const uuid = "0c9e5b2e-1111-2222-3333-444455556666"
+    const map = IdMap.empty()
+    // the server holds a Patient whose id is the document's entry uuid, and a Practitioner: both migrated
+    map.set(`Patient/${uuid}`, "Patient/t1")
+    map.set("Practitioner/9", "Practitioner/t9")
+    map.set("Observation/o1", "Observation/t2")
+    const document = {
+      resourceType: "Bundle",
+      id: "doc1",
+      type: "document",
+      entry: [
+        {
+          fullUrl: "urn:uuid:aaaa0000-0000-0000-0000-000000000001",
+          resource: {
+            resourceType: "Composition",
+            subject: { reference: `urn:uuid:${uuid}` },
+            author: [{ reference: "Practitioner/9" }],
+            section: [{ entry: [{ reference: "Observation/o1" }] }],
+          },
+        },
+        { fullUrl: `urn:uuid:${uuid}`, resource: { resourceType: "Patient" } },
+        {
+          fullUrl: "http://source.example.org/fhir/Observation/o1",
+          resource: { resourceType: "Observation", subject: { reference: `urn:uuid:${uuid}` } },
+        },
+      ],
+    } as unknown as Resource
+    const out = rewriteResource(document, { idMap: map })
+    const entries = (out.resource as unknown as { entry: Array<{ resource: Record<string, unknown> }> }).entry
+    const composition = entries[0]!.resource as {
+      subject: { reference: string }
+      author: Array<{ reference: string }>
+      section: Array<{ entry: Array<{ reference: string }> }>
+    }
+    // the document's own Patient entry, not the server's Patient with that id
+    expect(composition.subject.reference).toBe(`urn:uuid:${uuid}`)
+    // not an entry of the document: the migrated Practitioner
+    expect(composition.author[0]!.reference).toBe("Practitioner/t9")
+    // relative: resolves against the holding entry's fullUrl (a urn: none), so it is the server's Observation
+    expect(composition.section[0]!.entry[0]!.reference).toBe("Observation/t2")
+    expect((entries[2]!.resource as { subject: { reference: string } }).subject.reference).toBe(
+      `urn:uuid:${uuid}`,
+    )
+  })
+})

@@ -24,6 +24,7 @@
  *   server that stored `1.0` as `1` holds a different resource.
  */
 import { createHash } from "node:crypto"
+import { entryReferences } from "@ferry/core/Bundle"
 import { type Resource, setOwn } from "@ferry/core/Ids"
 import { writtenNumbers } from "@ferry/core/NumberText"
 import { rewrite } from "@ferry/core/Walker"
@@ -214,10 +215,19 @@ export const withoutWrittenDecimals = (value: unknown): unknown => {
 export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Canonical => {
   const attachments: Array<AttachmentRef> = []
   const map = ctx.mapKey ?? ((k: string) => k)
+  // a Bundle kept as a resource: references among its own entries are compared as written (as the import keeps them)
+  const ownEntry = resource.resourceType === "Bundle" ? entryReferences(resource) : undefined
   const walked = rewrite(ctx.plainNumbers === true ? resource : withWrittenNumbers(resource), {
     ...(ctx.base !== undefined ? { sourceBase: ctx.base } : {}),
     reference: (site) => {
       if (site.canonical) return undefined
+      if (
+        ownEntry !== undefined &&
+        site.raw !== undefined &&
+        site.entry !== undefined &&
+        ownEntry(site.raw, site.fullUrl)
+      )
+        return undefined
       const p = site.parsed
       switch (p._tag) {
         case "Relative":

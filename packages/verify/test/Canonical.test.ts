@@ -397,3 +397,39 @@ describe("Diff", () => {
     assert.strictEqual(nfd?.target, '"Rube\\u0301n"')
   })
 })
+
+describe("canonicalize a Bundle kept as a resource", () => {
+  it("compares references among its own entries as written, on both sides; the others through the id map", () => {
+    const uuid = "0c9e5b2e-1111-2222-3333-444455556666"
+    const bundle = (subject: string, author: string) =>
+      ({
+        resourceType: "Bundle",
+        id: "doc1",
+        type: "document",
+        entry: [
+          {
+            fullUrl: "urn:uuid:aaaa0000-0000-0000-0000-000000000001",
+            resource: {
+              resourceType: "Composition",
+              subject: { reference: subject },
+              author: [{ reference: author }],
+            },
+          },
+          { fullUrl: `urn:uuid:${uuid}`, resource: { resourceType: "Patient" } },
+        ],
+      }) as unknown as Resource
+    const source = canonicalize(bundle(`urn:uuid:${uuid}`, "Practitioner/9"), {
+      mapKey: (k) => (k === "Practitioner/9" ? "Practitioner/t9" : `mapped:${k}`),
+      resolveUrn: (u) => `Patient/${u}`,
+    })
+    const target = canonicalize(bundle(`urn:uuid:${uuid}`, "Practitioner/t9"), {
+      transactionOnly: "unresolvable",
+    })
+    assert.deepStrictEqual(source.value, target.value)
+    // a target that rewrote the document's own reference differs
+    const rewritten = canonicalize(bundle(`Patient/${uuid}`, "Practitioner/t9"), {
+      transactionOnly: "unresolvable",
+    })
+    assert.notDeepEqual(source.value, rewritten.value)
+  })
+})
