@@ -729,6 +729,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let mode: "bulk" | "crawl" = mode0 === "crawl" ? "crawl" : "bulk"
   /** The FHIR-version warning given already (a kick-off that falls back to a crawl would give it again). */
   let versionWarned: string | undefined
+  /** The CapabilityStatement declares no $export at this level: a 400 to the kick-off means none either. */
+  let undeclared = false
   if (journal.isDone("mode")) {
     mode = (journal.result("mode").pipe(Option.getOrElse(() => "bulk")) as "bulk" | "crawl") ?? mode
   } else if (mode0 === "auto") {
@@ -749,14 +751,23 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               ),
       ),
     )
+    // A CapabilityStatement that does not declare $export at this level (many list their operations only
+    // through `instantiates`, or not at all) does not decide: the kick-off does, and a refusal of it (404, 405,
+    // 501, or 400 from a server that does not know the operation) falls back to a crawl. Said when the
+    // statement declares $export at another level, which is then likely what is wanted.
     if (
       Option.isSome(cs) &&
       !CapabilityStatement.supportsOperation(cs.value, "export", levelTarget(params.level))
     ) {
-      yield* emit("fallback", {
-        detail: "the CapabilityStatement declares no $export at this level: crawling",
-      })
-      mode = "crawl"
+      undeclared = true
+      const elsewhere = (["system", "patient", "group"] as const).filter(
+        (l) =>
+          l !== params.level && CapabilityStatement.supportsOperation(cs.value, "export", levelTarget(l)),
+      )
+      if (elsewhere.length > 0)
+        yield* emit("warning", {
+          detail: `the CapabilityStatement declares $export at the ${elsewhere.join(" and ")} level${elsewhere.length > 1 ? "s" : ""}, not at the ${params.level} level asked for (--level ${elsewhere[0]}${elsewhere[0] === "group" ? " --group <id>" : ""}?); trying the kick-off at the ${params.level} level, and a search crawl if it is refused`,
+        })
     }
     // (a crawl reads the CapabilityStatement again and warns itself)
     const version = Option.isSome(cs) && mode === "bulk" ? Crawl.versionWarning(cs.value) : undefined
@@ -778,7 +789,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let statusUrl: string | undefined
 
   const doKickoff = Effect.gen(function* () {
-    const url = yield* Kickoff.kickoff(client, params)
+    const url = yield* Kickoff.kickoff(client, params, { undeclared })
     yield* journal.append("job", { statusUrl: url } satisfies JobRecord)
     yield* emit("kickoff", { statusUrl: redactUrl(url), post: Kickoff.usesPost(params) })
     return url

@@ -130,9 +130,15 @@ export const groupOf = (client: FhirClient, id: string) =>
 /**
  * Sends the kick-off and returns the absolute status (polling) URL from `Content-Location`.
  * A 404/405/501 becomes `ExportError` NotSupported (the caller may fall back to a crawl), except a 404 at
- * Group level for a Group the source does not have (read to tell the two apart): a usage error.
+ * Group level for a Group the source does not have (read to tell the two apart): a usage error. With
+ * `undeclared` (the CapabilityStatement declares no $export at this level) a 400 is NotSupported too: servers
+ * answer an operation they do not know with it (HAPI's "does not know how to handle").
  */
-export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClient, p: ExportParams) {
+export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
+  client: FhirClient,
+  p: ExportParams,
+  options: { readonly undeclared?: boolean } = {},
+) {
   const post = usesPost(p)
   const target = path(p)
   const url = `${client.baseUrl}/${target}`
@@ -147,11 +153,12 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClien
         (e): e is FhirError =>
           e instanceof FhirError &&
           e.reason === "Status" &&
-          (notSupportedStatuses.has(e.status ?? 0) || (e.status === 400 && p.patients.length > 0)),
+          (notSupportedStatuses.has(e.status ?? 0) ||
+            (e.status === 400 && (p.patients.length > 0 || options.undeclared === true))),
         (e) =>
           Effect.gen(function* () {
             // a kick-off naming patients the server does not have is refused (400)
-            if (e.status === 400)
+            if (e.status === 400 && options.undeclared !== true)
               return yield* new ExportError({
                 reason: "Config",
                 url,
@@ -169,7 +176,7 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (client: FhirClien
             return yield* new ExportError({
               reason: "NotSupported",
               url,
-              detail: `the server answered ${e.status} to the $export kick-off; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
+              detail: `the server answered ${e.status} to the $export kick-off${options.undeclared === true ? ", which its CapabilityStatement does not declare at this level" : ""}; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
               cause: e,
             })
           }),

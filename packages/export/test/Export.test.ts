@@ -1090,7 +1090,7 @@ describe("a crawl with no type to search", () => {
     "fails naming --type (no empty 'complete' archive), warns of the FHIR version, and a rerun with --type goes on",
     () =>
       Effect.gen(function* () {
-        const s = yield* stubSource({ metadata: stu3 })
+        const s = yield* stubSource({ metadata: stu3, kickoffStatus: 404 })
         const client = yield* clientFor(s.baseUrl)
         const out = Path.join(yield* tempDir, "stu3")
         const refused = yield* Export.run({ client, out, params: { level: "system" }, ...fast }).pipe(
@@ -1136,6 +1136,81 @@ describe("a crawl with no type to search", () => {
         "none of the types asked for (--type Organization) is in the Patient compartment",
       )
     }),
+  )
+
+  it.scopedLive(
+    "a CapabilityStatement that declares no $export at this level does not decide: the kick-off is tried, a 400 to it falls back to a crawl, and $export declared at another level is said",
+    () =>
+      Effect.gen(function* () {
+        const r4 = yield* stubSource()
+        const cs = (yield* Effect.promise(() => fetch(`${r4.baseUrl}/metadata`).then((r) => r.json()))) as {
+          rest: Array<Record<string, unknown>>
+        }
+        const withOps = (operation: unknown, resourceOps?: unknown) => ({
+          ...cs,
+          rest: [
+            {
+              ...cs.rest[0],
+              operation,
+              resource: [
+                { type: "Patient", interaction: [{ code: "search-type" }] },
+                ...(resourceOps !== undefined ? [{ type: "Group", operation: resourceOps }] : []),
+              ],
+            },
+          ],
+        })
+        // declared nowhere (only through `instantiates`): the kick-off is sent, and the job is the export
+        const quiet = yield* stubSource({ metadata: withOps([]) })
+        const out = Path.join(yield* tempDir, "undeclared")
+        yield* Export.run({
+          client: yield* clientFor(quiet.baseUrl),
+          out,
+          params: { level: "system" },
+          timeout: "200 millis",
+          ...fast,
+        }).pipe(Effect.exit)
+        assert.isTrue(quiet.seen.includes("GET /fhir/$export"))
+        assert.isFalse(events(out).some((e) => e.event === "fallback"))
+        // a server that does not know the operation answers 400: a crawl
+        const unknown = yield* stubSource({ metadata: withOps([]), kickoffStatus: 400 })
+        const out2 = Path.join(yield* tempDir, "unknown-op")
+        yield* Export.run({
+          client: yield* clientFor(unknown.baseUrl),
+          out: out2,
+          params: { level: "system" },
+          ...fast,
+        })
+        const fallback = events(out2).find((e) => e.event === "fallback")
+        assert.include(
+          String(fallback?.detail),
+          "the server answered 400 to the $export kick-off, which its CapabilityStatement does not declare at this level",
+        )
+        assert.isTrue(unknown.seen.includes("GET /fhir/Patient"))
+        // declared at the Group level only: said, with the flags that ask for it
+        const groupOnly = yield* stubSource({
+          metadata: withOps(
+            [],
+            [
+              {
+                name: "export",
+                definition: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+              },
+            ],
+          ),
+          kickoffStatus: 404,
+        })
+        const out3 = Path.join(yield* tempDir, "group-only")
+        yield* Export.run({
+          client: yield* clientFor(groupOnly.baseUrl),
+          out: out3,
+          params: { level: "system" },
+          ...fast,
+        })
+        assert.include(
+          String(events(out3).find((e) => e.event === "warning")?.detail),
+          "the CapabilityStatement declares $export at the group level, not at the system level asked for (--level group --group <id>?)",
+        )
+      }),
   )
 
   it.scopedLive("a bulk export of a source declaring another FHIR version than R4 warns once", () =>
