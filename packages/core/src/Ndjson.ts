@@ -179,6 +179,10 @@ interface SplitState<A> {
  * `map` turns each line into zero or one output; it may throw an NdjsonError (thrown, not returned, to keep
  * the hot loop free of allocation).
  */
+/** Whether `raw[from, to)` starts with the UTF-8 byte order mark (EF BB BF). */
+const hasBom = (raw: Buffer, from: number, to: number): boolean =>
+  to - from >= 3 && raw[from] === 0xef && raw[from + 1] === 0xbb && raw[from + 2] === 0xbf
+
 const splitState = <A>(
   options: ReadOptions & { readonly keepBlank?: boolean },
   map: (line: number, text: string, bytes: number, terminated: boolean, offset: number) => A | undefined,
@@ -200,10 +204,11 @@ const splitState = <A>(
     let stop = raw.length
     if (stop > 0 && raw[stop - 1] === 13) stop--
     if (stop > max) throw tooLong(lineNo)
-    const text = raw.toString("utf8", 0, stop)
-    const at = offset
-    const bytes = raw.length + (terminated ? 1 : 0)
-    offset += bytes
+    const bom = lineNo === 1 && hasBom(raw, 0, stop) ? 3 : 0
+    const text = raw.toString("utf8", bom, stop)
+    const at = offset + bom
+    const bytes = raw.length + (terminated ? 1 : 0) - bom
+    offset += bytes + bom
     if (!keepBlank && isBlank(text)) return
     const mapped = map(lineNo, text, bytes, terminated, at)
     if (mapped !== undefined) out.push(mapped)
@@ -222,10 +227,13 @@ const splitState = <A>(
       const bytes = ascii ? nl - pos + 1 : Buffer.byteLength(line) + (nl - stop) + 1
       if (bytes - 1 - (nl - stop) > max) throw tooLong(lineNo)
       pos = nl + 1
-      const at = offset
+      // a byte order mark before the first line (Windows tools write one): not part of the line
+      const bom = lineNo === 1 && line.charCodeAt(0) === 0xfeff ? 3 : 0
+      const at = offset + bom
       offset += bytes
       if (!keepBlank && isBlank(line)) continue
-      const mapped = map(lineNo, line, bytes, true, at)
+      const mapped =
+        bom === 0 ? map(lineNo, line, bytes, true, at) : map(lineNo, line.slice(1), bytes - 3, true, at)
       if (mapped !== undefined) out.push(mapped)
     }
   }

@@ -133,6 +133,32 @@ describe("Ndjson reader", () => {
     }),
   )
 
+  it.effect("a byte order mark before the first line is not part of it (offsets still count its bytes)", () =>
+    Effect.gen(function* () {
+      const bom = Uint8Array.from([0xef, 0xbb, 0xbf])
+      // the first line whole in one read, and cut across reads
+      for (const parts of [
+        [bom, "a\nb\n"],
+        [bom, "a", "\nb\n"],
+      ] as const) {
+        const ls = yield* collect(bytes(...parts).pipe(Ndjson.splitLines(opts)))
+        expect(ls).toEqual([
+          { line: 1, text: "a", bytes: 2, offset: 3, terminated: true },
+          { line: 2, text: "b", bytes: 2, offset: 5, terminated: true },
+        ])
+      }
+      const parsed = yield* collect(
+        bytes(bom, '{"resourceType":"Patient","id":"1"}\n').pipe(
+          Ndjson.parse({ ...opts, resourceType: "Patient" }),
+        ),
+      )
+      expect(parsed.map((i) => i.value.id)).toEqual(["1"])
+      // only before the first line: elsewhere it is the line's text
+      const later = yield* collect(bytes("a\n", bom, "b\n").pipe(Ndjson.splitLines(opts)))
+      expect(later.map((l) => l.text)).toEqual(["a", "\ufeffb"])
+    }),
+  )
+
   it.effect("agrees with a naive split for long lines, multi-byte text and any chunking", () =>
     Effect.gen(function* () {
       let seed = 7
