@@ -29,13 +29,15 @@ const files = Schema.optionalWith(Schema.Array(OutputFile), { default: () => [] 
 
 /**
  * The Bulk Data `$export` completion manifest (plain JSON, not a FHIR resource). `output` and `error` are
- * required by the IG but default to `[]` when a server leaves them out; unnamed fields are kept.
+ * required by the IG but default to `[]` when a server leaves them out, and `requiresAccessToken` to `true`
+ * (the token goes to the source's own origin only either way: refusing a finished job for it would waste it);
+ * unnamed fields are kept.
  */
 export const ExportManifest = Schema.Struct(
   {
     transactionTime: Schema.String,
     request: Schema.optional(Schema.String),
-    requiresAccessToken: Schema.Boolean,
+    requiresAccessToken: Schema.optionalWith(Schema.Boolean, { default: () => true }),
     outputOrganizedBy: Schema.optional(Schema.String),
     output: files,
     error: files,

@@ -67,12 +67,14 @@ describe("BulkManifest", () => {
     }),
   )
 
-  it("rejects a manifest without transactionTime or requiresAccessToken", () => {
+  it("rejects a manifest without transactionTime; one without requiresAccessToken is taken as requiring it", () => {
     assert.throws(() =>
       Schema.decodeUnknownSync(BulkManifest.ExportManifest)({ requiresAccessToken: true, output: [] }),
     )
-    assert.throws(() =>
-      Schema.decodeUnknownSync(BulkManifest.ExportManifest)({ transactionTime: "x", output: [] }),
+    assert.strictEqual(
+      Schema.decodeUnknownSync(BulkManifest.ExportManifest)({ transactionTime: "x", output: [] })
+        .requiresAccessToken,
+      true,
     )
   })
 
