@@ -397,6 +397,19 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(archiveManifest(x.out).complete).toBe(false)
   })
 
+  it("a kick-off answered 429 after every retry: another job of this client is named as the likely cause, not --parallel", async ({
+    expect,
+  }) => {
+    const x = await exportWith("kickoff-429", {
+      throttle: [{ route: "kickoff", first: 100, retryAfter: "seconds", seconds: 0 }],
+    })
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /the server refused to start the export \(429 after every retry; it said: .*\): it runs one export job per client at a time, and another of this client's is likely still running/,
+    )
+    expect(lastLine(x.run.stderr)).not.toContain("--parallel")
+  })
+
   it("outputs moved to error[]: everything is downloaded, then exit 4 naming the first error, the archive unfinished and the job kept; --allow-export-errors finishes it", async ({
     expect,
   }) => {

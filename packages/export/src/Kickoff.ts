@@ -2,6 +2,7 @@
  * The `$export` kick-off: which URL, GET query or POST Parameters, and the 202 + Content-Location answer.
  */
 import { type AuthError, FhirError } from "@ferry/core/Errors"
+import { summary } from "@ferry/core/OperationOutcome"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import * as Parameters from "@ferry/core/Parameters"
 import { Effect, Schema } from "effect"
@@ -149,6 +150,18 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
       ...(post ? { body: body(p) } : { urlParams: query(p).map(([k, v]) => [k, v] as [string, string]) }),
     })
     .pipe(
+      // a kick-off answered 429 after every retry: the server refuses another job while one of this client's
+      // runs (the spec's "a second concurrent export"), not a request rate that --parallel would lower
+      Effect.catchIf(
+        (e) => e instanceof FhirError && e.reason === "Throttled" && e.status === 429,
+        (e) =>
+          new ExportError({
+            reason: "Kickoff",
+            url,
+            detail: `the server refused to start the export (429 after every retry${e instanceof FhirError && e.outcome !== undefined ? `; it said: ${summary(e.outcome)}` : ""}): it runs one export job per client at a time, and another of this client's is likely still running (a run that was stopped or killed left it; its status URL is in that archive's journal.ndjson); let it finish, or cancel it (DELETE its status URL, or rerun the command that started it, which finishes and releases it), then run this command again`,
+            cause: e,
+          }),
+      ),
       Effect.catchIf(
         (e): e is FhirError =>
           e instanceof FhirError &&
