@@ -866,6 +866,13 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
 
   const downloadOne = (manifest: ExportManifest) => (f: PlannedFile) =>
     Effect.gen(function* () {
+      const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(f.url)?.[1]?.toLowerCase()
+      if (scheme !== undefined && scheme !== "http" && scheme !== "https")
+        return yield* new ExportError({
+          reason: "Manifest",
+          url: redactUrl(f.url),
+          detail: `the manifest lists this ${f.kind} file under a ${scheme}: URL, which Ferry cannot fetch (it downloads over http and https); the server must hand out http(s) links to its files (an object store's signed https URLs)`,
+        })
       for (const o of Option.toArray(originOf(f.url))) attachmentOrigins.add(o)
       const done = journal.result(f.key)
       if (Option.isSome(done) && f.organized !== undefined) return undefined // distributed later

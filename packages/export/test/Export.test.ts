@@ -914,6 +914,8 @@ const stubSource = (
     readonly refuseKickoff?: boolean
     /** The kick-off answers this status (with an OperationOutcome), as a server without $export does. */
     readonly kickoffStatus?: number
+    /** The job is done at once with this manifest (else it never finishes). */
+    readonly manifest?: Record<string, unknown>
   } = {},
 ) =>
   Effect.gen(function* () {
@@ -963,7 +965,11 @@ const stubSource = (
           ? json(200, { resourceType: "OperationOutcome", issue: [] })
           : json(202, {}, { "content-location": `${base}/status/1` })
       if (url.pathname === "/fhir/status/1")
-        return req.method === "DELETE" ? json(202, {}) : json(202, {}, { "x-progress": "running" })
+        return req.method === "DELETE"
+          ? json(202, {})
+          : options.manifest !== undefined
+            ? json(200, options.manifest)
+            : json(202, {}, { "x-progress": "running" })
       if (url.pathname === "/fhir/Patient")
         return json(200, {
           resourceType: "Bundle",
@@ -1210,6 +1216,38 @@ describe("a crawl with no type to search", () => {
           String(events(out3).find((e) => e.event === "warning")?.detail),
           "the CapabilityStatement declares $export at the group level, not at the system level asked for (--level group --group <id>?)",
         )
+      }),
+  )
+
+  it.scopedLive(
+    "a manifest listing a file under a URL that is not http(s) (s3:) fails naming the scheme",
+    () =>
+      Effect.gen(function* () {
+        const s = yield* stubSource({
+          manifest: {
+            transactionTime: "2024-01-01T00:00:00Z",
+            request: "x",
+            requiresAccessToken: true,
+            output: [{ type: "Patient", url: "s3://bucket/export/Patient.ndjson", count: 1 }],
+            error: [],
+          },
+        })
+        const out = Path.join(yield* tempDir, "s3")
+        const error = failureOf(
+          yield* Export.run({
+            client: yield* clientFor(s.baseUrl),
+            out,
+            params: { level: "system" },
+            ...fast,
+          }).pipe(Effect.exit),
+        ) as ExportError
+        assert.strictEqual(error.reason, "Manifest")
+        assert.include(
+          error.message,
+          "the manifest lists this output file under a s3: URL, which Ferry cannot fetch",
+        )
+        // the job is kept (a failed export does not release it)
+        assert.isFalse(s.seen.includes("DELETE /fhir/status/1"))
       }),
   )
 
