@@ -8,11 +8,13 @@
  */
 import type { FileSystem, HttpClient, HttpClientRequest } from "@effect/platform"
 import { AuthError } from "@ferry/core/Errors"
+import { redactUrl } from "@ferry/core/Http"
 import { Config, Effect, Option, type Redacted, type Scope } from "effect"
 import * as ClientSecret from "./Authenticator/ClientSecret.js"
 import * as None from "./Authenticator/None.js"
 import * as SmartBackend from "./Authenticator/SmartBackend.js"
 import * as StaticBearer from "./Authenticator/StaticBearer.js"
+import * as Discovery from "./Discovery.js"
 import * as Keys from "./Keys.js"
 
 export interface Authenticator {
@@ -132,6 +134,12 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
   access: SmartBackend.Access = "read",
 ) {
   const optional = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
+  // a credential for a plain-http server on another machine: said once (the server may be on a network the
+  // user trusts), since the access token goes with every request, unencrypted
+  if (settings.kind !== "none" && Discovery.cleartext(baseUrl))
+    yield* Effect.logWarning(
+      `${redactUrl(baseUrl)} is plain http on another machine: the access token goes with every request unencrypted, as does the data; use the server's https address if it has one`,
+    )
   switch (settings.kind) {
     case "none":
       return None.make()

@@ -189,6 +189,16 @@ export const fromCapabilityStatement = (
 
 const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i
 
+/** Whether what is sent to `url` crosses a network unencrypted: plain http to another machine. */
+export const cleartext = (url: string): boolean => {
+  try {
+    const u = new URL(url)
+    return u.protocol === "http:" && !loopbackHost.test(u.hostname)
+  } catch {
+    return false
+  }
+}
+
 /**
  * The client's credentials (a secret, a signed assertion) go to the token endpoint: over TLS, unless it is on
  * this machine. A discovery document or a configuration that names a plain-http endpoint elsewhere is refused.

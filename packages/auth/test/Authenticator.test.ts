@@ -78,6 +78,35 @@ describe("Authenticator", () => {
     }),
   )
 
+  it.scoped(
+    "a credential for a plain-http server on another machine is used with one warning; https and loopback none",
+    () =>
+      Effect.gen(function* () {
+        const warnings: Array<string> = []
+        const capture = Logger.make<unknown, void>(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") warnings.push(String(message))
+        })
+        const bearer = (base: string) =>
+          Effect.gen(function* () {
+            const fs = yield* FileSystem.FileSystem
+            const file = yield* fs.makeTempFileScoped()
+            yield* fs.writeFileString(file, "tok\n")
+            yield* fs.chmod(file, 0o600)
+            return yield* Authenticator.fromSettings(
+              { ...Authenticator.emptySettings("bearer"), bearerFile: Option.some(file) },
+              base,
+            ).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+          })
+        yield* bearer("https://fhir.example.org/r4")
+        yield* bearer("http://127.0.0.1:8080/fhir")
+        expect(warnings).toEqual([])
+        yield* bearer("http://fhir.internal:8080/fhir")
+        expect(warnings).toEqual([
+          "http://fhir.internal:8080/fhir is plain http on another machine: the access token goes with every request unencrypted, as does the data; use the server's https address if it has one",
+        ])
+      }).pipe(Effect.provide(live)),
+  )
+
   it.scoped("fromSettings validates what each kind needs with a Config error", () =>
     Effect.gen(function* () {
       const base = "https://fhir.example.org"
