@@ -147,6 +147,37 @@ describe("ferry verify", () => {
     expect(json.stderr).toContain(Path.join(report, "verify.html"))
   }, 60_000)
 
+  it("Ctrl-C (SIGINT): exit 130, one line saying so, and with --json the failure object", async () => {
+    const slow = await startSandbox({ seed, faults: { delay: [{ route: "fhir", ms: 300 }] } })
+    sandboxes.push(slow)
+    let sent = false
+    const run = await runFerry(
+      [
+        "verify",
+        "--archive",
+        archive,
+        "--target",
+        slow.handle.baseUrl,
+        "--json",
+        "--report",
+        Path.join(tmp, "sigint"),
+      ],
+      {
+        onStderr: (text, child) => {
+          if (!sent && text.length > 0) {
+            sent = true
+            setTimeout(() => child.kill("SIGINT"), 300)
+          }
+        },
+      },
+    )
+    expect(run.code).toBe(130)
+    expect(lastLine(run.stderr)).toBe(
+      "ferry: verify interrupted; no report was written, run the same command again (it compares from the start)",
+    )
+    expect(JSON.parse(run.stdout)).toMatchObject({ ok: false, exitCode: 130 })
+  })
+
   it("an extra resource on the target: 1 extra, exit 6", async () => {
     const t = await target()
     t.handle.store.update({ resourceType: "Patient", id: "extra-one", gender: "unknown" })

@@ -2,7 +2,7 @@
 // First: V8 heap sizing must be set before the rest of the CLI is loaded.
 import "./internal/Heap.js"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Exit, Logger } from "effect"
+import { Cause, Console, Effect, Exit, FiberId, Logger } from "effect"
 import * as Cli from "./Cli.js"
 import * as Render from "./Render.js"
 
@@ -32,6 +32,12 @@ const overview = args.length === 0 || (args.length === 1 && (args[0] === "--help
   // `--json` asks for a machine-readable result on stdout: a failure that printed none gets one too
   Effect.tapErrorCause((cause) =>
     process.argv.includes("--json") && !printed ? Render.jsonFailure(cause, process.argv[2]) : Effect.void,
+  ),
+  // (interruption, Ctrl-C or SIGTERM, is no error these taps see: its own result)
+  Effect.onInterrupt(() =>
+    process.argv.includes("--json") && !printed
+      ? Render.jsonFailure(Cause.interrupt(FiberId.none), process.argv[2])
+      : Effect.void,
   ),
   Effect.provide(NodeContext.layer),
   Effect.provide(Logger.replace(Logger.defaultLogger, Render.logLine)),

@@ -304,7 +304,14 @@ export const runPlan = (f: Flags) =>
     // The first failure decides the exit code (Render.ts): 3 not authorised, 4 unreachable or failed.
     const failure = Option.orElse(src.failure, () => tgt.failure)
     if (Option.isSome(failure)) return yield* failure.value
-  }).pipe(Effect.scoped, Effect.provide(HttpLayer.layer))
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(HttpLayer.layer),
+    // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see
+    Effect.onInterrupt(() =>
+      Console.error("ferry: plan interrupted; it changes nothing, run it again when you like"),
+    ),
+  )
 
 export const planCommand = Command.make("plan", flags, runPlan).pipe(
   Command.withDescription(

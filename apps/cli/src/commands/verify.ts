@@ -186,7 +186,15 @@ const runVerify = (f: Flags) =>
         detail: `source and target differ (${t.differing} differing, ${t.missing} missing, ${t.extra} extra, ${t.countMismatches} count mismatches, ${t.attachmentMismatches} attachment mismatches); see ${paths.html}`,
       })
     }
-  }).pipe(Effect.provide(HttpLayer.layer))
+  }).pipe(
+    Effect.provide(HttpLayer.layer),
+    // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see
+    Effect.onInterrupt(() =>
+      Console.error(
+        "ferry: verify interrupted; no report was written, run the same command again (it compares from the start)",
+      ),
+    ),
+  )
 
 export const verifyCommand = Command.make("verify", flags, (f) => Effect.scoped(runVerify(f))).pipe(
   Command.withDescription(
