@@ -112,10 +112,16 @@ const readError =
 /** Default maximum line length: 64 MiB. */
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
+/**
+ * Default maximum line length of a Binary file: 448 MiB. A Binary resource carries its content inline (base64
+ * `data`: a scanned document, an image study), and a line is one string, which V8 caps at ≈ 512 MiB.
+ */
+export const BINARY_MAX_LINE_BYTES = 448 * 1024 * 1024
+
 export interface ReadOptions {
   /** How the source is named in errors: a path, an archive-relative path or a URL. */
   readonly file: string
-  /** Fail when a line is longer than this many bytes (default 64 MiB). */
+  /** Fail when a line is longer than this many bytes (default 64 MiB; 448 MiB for `resourceType` Binary). */
   readonly maxLineBytes?: number
   /** When set, every line's `resourceType` must equal this. */
   readonly resourceType?: string
@@ -187,7 +193,9 @@ const splitState = <A>(
   options: ReadOptions & { readonly keepBlank?: boolean },
   map: (line: number, text: string, bytes: number, terminated: boolean, offset: number) => A | undefined,
 ): SplitState<A> => {
-  const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES
+  const max =
+    options.maxLineBytes ??
+    (options.resourceType === "Binary" ? BINARY_MAX_LINE_BYTES : DEFAULT_MAX_LINE_BYTES)
   const keepBlank = options.keepBlank === true
   let pending: Array<Buffer> = []
   let pendingBytes = 0

@@ -133,6 +133,24 @@ describe("Ndjson reader", () => {
     }),
   )
 
+  it.effect("a Binary line may be longer than 64 MiB (its content inline); another type's may not", () =>
+    Effect.gen(function* () {
+      const data = "A".repeat(65 * 1024 * 1024)
+      const line = (type: string) =>
+        `{"resourceType":"${type}","id":"b1","contentType":"image/jpeg","data":"${data}"}\n`
+      const big = yield* collect(
+        bytes(line("Binary")).pipe(Ndjson.parse({ file: "data/Binary.000.ndjson", resourceType: "Binary" })),
+      )
+      expect(big.map((i) => (i.value.data as string).length)).toEqual([data.length])
+      const refused = yield* Effect.flip(
+        collect(
+          bytes(line("Media")).pipe(Ndjson.parse({ file: "data/Media.000.ndjson", resourceType: "Media" })),
+        ),
+      )
+      expect(refused.reason).toBe("LineTooLong")
+    }),
+  )
+
   it.effect("a byte order mark before the first line is not part of it (offsets still count its bytes)", () =>
     Effect.gen(function* () {
       const bom = Uint8Array.from([0xef, 0xbb, 0xbf])
