@@ -406,7 +406,10 @@ const invalid = (target: DownloadTarget) => (e: Ndjson.NdjsonError) =>
         new ExportError({
           reason: "InvalidFile",
           url: redactUrl(target.url),
-          detail: `${e.message.replace(/;.*$/, "")}; the server sent a file that is not NDJSON of ${target.type ?? "FHIR resources"}`,
+          detail:
+            e.reason === "LineTooLong"
+              ? `${e.message.replace(/;.*$/, "")}: one resource larger than Ferry reads as one line (64 MiB; 448 MiB for a Binary), or a file without line breaks; check that resource at the source`
+              : `${e.message.replace(/;.*$/, "")}; the server sent a file that is not NDJSON of ${target.type ?? "FHIR resources"}`,
           cause: e,
         }),
       )
