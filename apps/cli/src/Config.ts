@@ -596,6 +596,14 @@ export const defaults = {
 
 const authOf = (layer: Layer, server: Server): AuthSection | undefined => layer[server]?.auth
 
+/** The settings each kind of authentication reads. */
+const readBy: Readonly<Record<AuthSection["kind"] & string, ReadonlyArray<keyof AuthSection>>> = {
+  none: [],
+  bearer: ["bearerEnv", "bearerFile"],
+  "client-secret": ["clientId", "clientSecretMethod", "scope", "tokenUrl", "clientSecretEnv"],
+  smart: ["clientId", "key", "alg", "keyId", "scope", "tokenUrl"],
+}
+
 /** Merges layers, first wins per field (flags, environment, file), then applies the defaults. */
 export const merge = (
   layers: ReadonlyArray<Layer>,
@@ -612,12 +620,19 @@ export const merge = (
     // A layer that names another kind of authentication than the one chosen holds that kind's settings (a
     // file's SMART key under the environment's `bearer`): it is not read. Layers that name no kind add to
     // the chosen one.
+    // A layer below the one that chose the kind (the environment under a flag's --target-auth) adds only what
+    // that kind reads: its other settings belong to a kind it did not choose (a leftover FERRY_TARGET_CLIENT_ID
+    // under --target-auth bearer), and would be refused as stray credentials of the chosen one.
     const kind = pick((l) => authOf(l, s)?.kind)
+    const chosenAt = layers.findIndex((l) => authOf(l, s)?.kind !== undefined)
     const a = (l: Layer) => {
       const section = authOf(l, s)
-      return section?.kind !== undefined && Option.isSome(kind) && section.kind !== kind.value
-        ? undefined
-        : section
+      if (section === undefined || Option.isNone(kind)) return section
+      if (section.kind !== undefined) return section.kind === kind.value ? section : undefined
+      if (layers.indexOf(l) <= chosenAt) return section
+      const kept: Record<string, unknown> = {}
+      for (const field of readBy[kind.value]) if (section[field] !== undefined) kept[field] = section[field]
+      return kept as AuthSection
     }
     const clientSecretEnv = pick((l) => a(l)?.clientSecretEnv)
     return {

@@ -51,6 +51,30 @@ const failure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   )
 
 describe("Config", () => {
+  it("a layer below the one that chose the kind adds only what that kind reads (a leftover FERRY_TARGET_CLIENT_ID under --target-auth bearer is not a stray flag)", () => {
+    const flags = {
+      target: { auth: { kind: "bearer" as const, bearerEnv: "HAPI_TOKEN" } },
+    } as unknown as Config.Layer
+    const env = { target: { auth: { clientId: "abc", scope: "system/*.rs" } } } as unknown as Config.Layer
+    const s = Config.merge([flags, env])
+    assert.strictEqual(s.target.auth.auth, "bearer")
+    assert.isTrue(Option.isNone(s.target.auth.clientId))
+    assert.isTrue(Option.isNone(s.target.auth.scope))
+    // a setting above (or beside) the kind's layer is kept, and the stray check says so
+    const flagged = Config.merge([
+      { target: { auth: { clientId: "abc" } } } as unknown as Config.Layer,
+      { target: { auth: { kind: "bearer", bearerEnv: "HAPI_TOKEN" } } } as unknown as Config.Layer,
+    ])
+    assert.isTrue(Option.isSome(flagged.target.auth.clientId))
+    // a lower layer's settings the chosen kind reads still add to it
+    const smart = Config.merge([
+      { target: { auth: { kind: "smart", clientId: "c" } } } as unknown as Config.Layer,
+      { target: { auth: { key: "k.jwk", bearerFile: "t" } } } as unknown as Config.Layer,
+    ])
+    assert.isTrue(Option.isSome(smart.target.auth.key))
+    assert.isTrue(Option.isNone(smart.target.auth.bearerFile))
+  })
+
   it.effect("YAML and JSON files give the same settings; relative paths resolve against the file", () =>
     Effect.gen(function* () {
       const fromYaml = yield* Config.parseFile(Path.join(tmp, "ferry.yaml"), yamlFile)
