@@ -36,6 +36,7 @@ import { Config, Effect, Either, Option, ParseResult, Schema } from "effect"
 import * as EnvName from "@ferry/auth/EnvName"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as BaseUrl from "./BaseUrl.js"
+import { parseBytes } from "./Bytes.js"
 import * as YAML from "yaml"
 import {
   type AuthFlagValues,
@@ -77,6 +78,30 @@ export class ConfigError extends Schema.TaggedError<ConfigError>("@ferry/cli/Con
 // The schema (of the file, and of every other layer)
 
 const Count = Schema.Number.pipe(Schema.int(), Schema.greaterThanOrEqualTo(1))
+
+/** A size: a whole number of bytes, or a text with a unit (`10MiB`, `5 MB`), as `--max-bundle-bytes` takes it. */
+const Size = Schema.Union(
+  Schema.transformOrFail(Schema.String, Count, {
+    strict: true,
+    decode: (text, _, ast) =>
+      Option.match(
+        Option.filter(parseBytes(text), (n) => n > 0),
+        {
+          onNone: () =>
+            ParseResult.fail(
+              new ParseResult.Type(
+                ast,
+                text,
+                `${JSON.stringify(text)} is not a size; use e.g. 10MiB, 5MB or 1048576 (bytes)`,
+              ),
+            ),
+          onSome: ParseResult.succeed,
+        },
+      ),
+    encode: (n) => ParseResult.succeed(String(n)),
+  }),
+  Count,
+)
 const NonEmpty = Schema.String.pipe(Schema.minLength(1))
 
 /**
@@ -137,7 +162,7 @@ export const ConfigFile = Schema.Struct({
   archive: Schema.optional(NonEmpty),
   parallel: Schema.optional(Count),
   bundleSize: Schema.optional(Count),
-  maxBundleBytes: Schema.optional(Count),
+  maxBundleBytes: Schema.optional(Size),
   strategy: Schema.optional(Schema.Literal("auto", "put", "post", "import")),
   mode: Schema.optional(Schema.Literal("auto", "bulk", "crawl")),
   level: Schema.optional(Schema.Literal("system", "patient", "group")),
@@ -162,7 +187,7 @@ const topLeaves = [
   "level",
   "group",
 ] as const
-const intLeaves = new Set<string>(["parallel", "bundleSize", "maxBundleBytes"])
+const intLeaves = new Set<string>(["parallel", "bundleSize"])
 const authLeaves = Object.keys(AuthSection.fields) as ReadonlyArray<keyof AuthSection>
 
 const leaves: ReadonlyArray<Leaf> = [

@@ -105,6 +105,31 @@ describe("Config", () => {
     }),
   )
 
+  it.effect("maxBundleBytes takes a size with a unit in the file and the environment, as the flag does", () =>
+    Effect.gen(function* () {
+      const noFlags: Config.FlagInput = {
+        from: Option.none(),
+        to: Option.none(),
+        parallel: Option.none(),
+        bundleSize: Option.none(),
+        source: noAuthFlags,
+        target: noAuthFlags,
+      }
+      const file = write("sizes.yaml", "maxBundleBytes: 5MB\n")
+      const fromFile = yield* Config.resolve(Option.some(file), noFlags)
+      assert.strictEqual(fromFile.maxBundleBytes, 5_000_000)
+      const fromEnv = yield* Config.resolve(Option.some(file), noFlags).pipe(
+        withEnv({ FERRY_MAX_BUNDLE_BYTES: "10MiB" }),
+      )
+      assert.strictEqual(fromEnv.maxBundleBytes, 10 * 1024 * 1024)
+      const bad = yield* Effect.flip(
+        Config.resolve(Option.some(file), noFlags).pipe(withEnv({ FERRY_MAX_BUNDLE_BYTES: "ten" })),
+      )
+      assert.include(bad.message, "FERRY_MAX_BUNDLE_BYTES")
+      assert.include(bad.message, "is not a size")
+    }).pipe(Effect.provide(NodeContext.layer)),
+  )
+
   it.effect("precedence: flag > FERRY_* environment > file > default, field by field", () =>
     Effect.gen(function* () {
       const file = write("precedence.yaml", yamlFile)
