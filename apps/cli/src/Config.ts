@@ -37,6 +37,7 @@ import * as EnvName from "@ferry/auth/EnvName"
 import * as Ndjson from "@ferry/core/Ndjson"
 import * as BaseUrl from "./BaseUrl.js"
 import { parseBytes } from "./Bytes.js"
+import { nearestOf } from "./Params.js"
 import * as YAML from "yaml"
 import {
   type AuthFlagValues,
@@ -734,8 +735,42 @@ export const resolve = (
       : {}
     const settings = merge([flagLayer, envLayer, fileLayer], file)
     yield* separateCredentials(settings)
+    yield* unknownVariables(process.env, settings)
     return settings
   })
+
+/**
+ * `FERRY_*` variables of the environment that are no Ferry setting (a typo: `FERRY_PARALELL`) are ignored,
+ * which is said once each, with the setting meant when one is close. Variables the settings name (a bearer
+ * token's, a client secret's) are Ferry's too.
+ */
+export const unknownVariables = (
+  env: Readonly<Record<string, string | undefined>>,
+  settings: Settings,
+): Effect.Effect<void> => {
+  const known = new Set<string>([
+    ...leaves.map((leaf) => envName(leaf)),
+    "FERRY_CONFIG",
+    "FERRY_CLIENT_SECRET",
+    defaultClientSecretEnvFor("source"),
+    defaultClientSecretEnvFor("target"),
+  ])
+  for (const s of [settings.source, settings.target]) {
+    known.add(s.auth.clientSecretEnv)
+    for (const name of Option.toArray(s.auth.bearerEnv)) known.add(name)
+  }
+  const unknown = Object.keys(env).filter((name) => name.startsWith("FERRY_") && !known.has(name))
+  return Effect.forEach(
+    unknown,
+    (name) => {
+      const meant = nearestOf(name, known, 3)
+      return Effect.logWarning(
+        `${name} is not a Ferry setting${meant !== undefined ? ` (did you mean ${meant}?)` : ""}; it is ignored`,
+      )
+    },
+    { discard: true },
+  )
+}
 
 /** Where a server's credential comes from: an environment variable or a file, and the flag naming it. */
 interface CredentialSource {

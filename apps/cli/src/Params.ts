@@ -26,15 +26,18 @@ const distance = (a: string, b: string): number => {
   return row[b.length]!
 }
 
-/** The R4 type closest to `name` (case-insensitively, at most 2 edits away), if any. */
-const nearest = (name: string): string | undefined => {
-  let best: { type: string; d: number } | undefined
-  for (const type of resourceTypes) {
-    const d = distance(name.toLowerCase(), type.toLowerCase())
-    if (d <= 2 && (best === undefined || d < best.d)) best = { type, d }
+/** The word of `among` closest to `name` (case-insensitively, at most `edits` edits away), if any. */
+export const nearestOf = (name: string, among: Iterable<string>, edits = 2): string | undefined => {
+  let best: { word: string; d: number } | undefined
+  for (const word of among) {
+    const d = distance(name.toLowerCase(), word.toLowerCase())
+    if (d <= edits && (best === undefined || d < best.d)) best = { word, d }
   }
-  return best?.type
+  return best?.word
 }
+
+/** The R4 type closest to `name` (case-insensitively, at most 2 edits away), if any. */
+const nearest = (name: string): string | undefined => nearestOf(name, resourceTypes)
 
 /** What is wrong with the first name in `types` that is not an R4 resource type (undefined: all fine). */
 export const typesProblem = (flag: string, types: ReadonlyArray<string>): string | undefined => {

@@ -4,7 +4,7 @@ import * as Path from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { assertNone, assertSome } from "@effect/vitest/utils"
-import { Cause, ConfigProvider, Effect, Either, Option, Redacted } from "effect"
+import { Cause, ConfigProvider, Effect, Either, Logger, Option, Redacted } from "effect"
 import type { AuthKind, OptionalAuthValues } from "../src/AuthFlags.js"
 import * as Config from "../src/Config.js"
 import * as Render from "../src/Render.js"
@@ -103,6 +103,36 @@ describe("Config", () => {
       assert.strictEqual(s.strategy, "auto")
       assert.strictEqual(s.target.auth.clientSecretEnv, "FERRY_TARGET_CLIENT_SECRET")
     }),
+  )
+
+  it.effect(
+    "FERRY_* variables that are no setting are said once each (with the one meant), the ones settings name are not",
+    () =>
+      Effect.gen(function* () {
+        const warnings: Array<string> = []
+        const capture = Logger.make<unknown, void>(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") warnings.push(String(message))
+        })
+        const settings = Config.merge([
+          { target: { auth: { kind: "bearer", bearerEnv: "FERRY_HAPI_TOKEN" } } } as unknown as Config.Layer,
+        ])
+        yield* Config.unknownVariables(
+          {
+            FERRY_PARALELL: "4",
+            FERRY_PARALLEL: "4",
+            FERRY_HAPI_TOKEN: "t",
+            FERRY_TARGET_CLIENT_SECRET: "s",
+            FERRY_CONFIG: "f.yaml",
+            FERRY_SHINY: "x",
+            PATH: "/bin",
+          },
+          settings,
+        ).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+        assert.deepStrictEqual(warnings, [
+          "FERRY_PARALELL is not a Ferry setting (did you mean FERRY_PARALLEL?); it is ignored",
+          "FERRY_SHINY is not a Ferry setting; it is ignored",
+        ])
+      }),
   )
 
   it.effect("maxBundleBytes takes a size with a unit in the file and the environment, as the flag does", () =>
