@@ -302,6 +302,26 @@ const staleness = (held: LockInfo): string | undefined => {
 }
 
 /**
+ * Who holds the archive's lock, when another process on this machine that is still running does (judged as
+ * `lock` judges it): what a reader of an unfinished archive (an import while its export runs) can tell the user.
+ * Undefined when there is no lock, it is this process's, or it is stale or of another host.
+ */
+export const liveLockHolder = (
+  dir: string,
+): { readonly pid: number; readonly startedAt: string } | undefined => {
+  let text: string
+  try {
+    text = NFS.readFileSync(Path.join(dir, layout.lock), "utf8")
+  } catch {
+    return undefined
+  }
+  const held = parseLock(text)
+  if (held === undefined || held.pid === process.pid || held.host !== OS.hostname()) return undefined
+  if (held.pidNs !== undefined && held.pidNs !== pidNamespace()) return undefined
+  return staleness(held) === undefined ? { pid: held.pid, startedAt: held.startedAt } : undefined
+}
+
+/**
  * Take the archive's advisory lock (`.lock`, O_EXCL, holding pid/host, and where /proc has them the boot id
  * and the process's start time) for the scope's lifetime. A lock on this host whose holder is gone is taken
  * over: its process has exited, the machine restarted since (another boot id), or its pid now belongs to

@@ -455,11 +455,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const emitRaw = options.onEvent ?? (() => Effect.void)
       const manifest = yield* Archive.readManifest(archive)
       if (!manifest.complete && options.files === undefined) {
+        const writer = Archive.liveLockHolder(archive)
         return yield* new ImportError({
           reason: "Archive",
           url: archive,
           detail:
-            "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
+            writer !== undefined
+              ? `the archive is not finished: a ferry (pid ${writer.pid}, since ${writer.startedAt}) is still writing it; wait for that export to end, then import (ferry migrate imports while it exports)`
+              : "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
         })
       }
       // An `_elements` export holds parts of resources (the server tags them SUBSETTED): each would replace the

@@ -213,6 +213,18 @@ describe("Import.run", () => {
       assert.strictEqual(refused.pipe(Option.getOrThrow)._tag, "ImportError")
       assert.match(refused.pipe(Option.getOrThrow).message, /incomplete/)
       assert.strictEqual(sandbox.store.countAll(), 0)
+      // its export still running (another live process holds the archive's lock): said so, not "rerun the export"
+      const lock = Path.join(dir, ".lock")
+      NFS.writeFileSync(
+        lock,
+        JSON.stringify({ pid: process.ppid, host: OS.hostname(), startedAt: "2026-01-01T00:00:00Z" }),
+      )
+      const running = failure(yield* Effect.exit(Import.run({ client, archive: dir })))
+      assert.include(
+        running.pipe(Option.getOrThrow).message,
+        `the archive is not finished: a ferry (pid ${process.ppid}, since 2026-01-01T00:00:00Z) is still writing it; wait for that export to end, then import`,
+      )
+      NFS.rmSync(lock)
       const patients = manifest.files.filter((f) => f.type === "Patient")
       const first = yield* Import.run({ client, archive: dir, files: patients, deletes: false })
       assert.deepStrictEqual(first.resources, { Patient: expected.Patient })
