@@ -31,12 +31,14 @@ const marker = ".made-by-ferry-demo"
 const flags = {
   data: Options.directory("data").pipe(
     Options.withDefault("../shared/data"),
-    Options.withDescription("The shared test data (Synthea Bundles and attachments)."),
+    Options.withDescription(
+      "The shared test data (Synthea Bundles and attachments; default ../shared/data).",
+    ),
   ),
   out: Options.text("out").pipe(
     Options.withDefault(defaultOut),
     Options.withDescription(
-      "Where the demo writes its archive and reports (replaced on every run; a folder holding another archive or reports is refused).",
+      "Where the demo writes its archive and reports (default .ferry-demo; replaced on every run; a folder holding another archive or reports is refused).",
     ),
   ),
 }

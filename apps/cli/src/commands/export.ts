@@ -52,7 +52,7 @@ const flags = {
   level: Options.choice("level", ["system", "patient", "group"]).pipe(
     Options.withDefault("system" as const),
     Options.withDescription(
-      "Export level: system ($export), patient (Patient/$export) or group (Group/<id>/$export).",
+      "Export level: system ($export), patient (Patient/$export) or group (Group/<id>/$export); default system.",
     ),
   ),
   group: Options.text("group").pipe(
@@ -109,11 +109,13 @@ const flags = {
   ),
   parallel: Options.integer("parallel").pipe(
     Options.withDefault(4),
-    Options.withDescription("Parallel downloads."),
+    Options.withDescription("Parallel downloads (default 4)."),
   ),
   mode: Options.choice("mode", ["auto", "bulk", "crawl"]).pipe(
     Options.withDefault("auto" as const),
-    Options.withDescription("bulk: $export only; crawl: page through search; auto: $export, else crawl."),
+    Options.withDescription(
+      "bulk: $export only; crawl: page through search; auto (default): $export, else crawl.",
+    ),
   ),
   timeout: Options.text("timeout").pipe(
     Options.optional,

@@ -30,12 +30,12 @@ const flags = {
   strategy: Options.choice("strategy", ["auto", "put", "post", "import"]).pipe(
     Options.withDefault("auto" as const),
     Options.withDescription(
-      "put: PUT Type/id keeping source ids; post: new ids, conditional create on Ferry's provenance tag; import: $import; auto: from the target's CapabilityStatement and a probe.",
+      "put: PUT Type/id keeping source ids; post: new ids, conditional create on Ferry's provenance tag; import: $import; auto (default): from the target's CapabilityStatement and a probe.",
     ),
   ),
   bundleSize: Options.integer("bundle-size").pipe(
     Options.withDefault(500),
-    Options.withDescription("Entries per transaction Bundle."),
+    Options.withDescription("Entries per transaction Bundle (default 500)."),
   ),
   maxBundleBytes: Bytes.option("max-bundle-bytes").pipe(
     Options.withDefault(10 * 1024 * 1024),
@@ -43,7 +43,7 @@ const flags = {
   ),
   parallel: Options.integer("parallel").pipe(
     Options.withDefault(4),
-    Options.withDescription("Bundles in flight at most (halved while the target throttles)."),
+    Options.withDescription("Bundles in flight at most (default 4; halved while the target throttles)."),
   ),
   retryQuarantine: Options.boolean("retry-quarantine").pipe(
     Options.withDescription(

@@ -61,7 +61,7 @@ const generate = Command.make(
   {
     alg: Options.choice("alg", ["ES384", "RS384"]).pipe(
       Options.withDefault("ES384" as const),
-      Options.withDescription("Signing algorithm: ES384 (EC P-384) or RS384 (RSA 2048)."),
+      Options.withDescription("Signing algorithm: ES384 (EC P-384, the default) or RS384 (RSA 2048)."),
     ),
     out: Options.file("out").pipe(
       Options.withDescription("Where to write the private JWK (created with mode 0600)."),

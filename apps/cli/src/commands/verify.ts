@@ -47,7 +47,7 @@ const flags = {
   ),
   diffLimit: Options.integer("diff-limit").pipe(
     Options.withDefault(20),
-    Options.withDescription("Field-level diffs for at most this many differing resources."),
+    Options.withDescription("Field-level diffs for at most this many differing resources (default 20)."),
   ),
   idMap: Options.file("id-map", { exists: "yes" }).pipe(
     Options.optional,
@@ -55,7 +55,7 @@ const flags = {
   ),
   parallel: Options.integer("parallel").pipe(
     Options.withDefault(4),
-    Options.withDescription("Parallel attachment downloads."),
+    Options.withDescription("Parallel attachment downloads (default 4)."),
   ),
   json: Options.boolean("json").pipe(
     Options.withDescription(
