@@ -195,6 +195,25 @@ export interface AuthFlagValues {
  * `--source-auth …`), for a command Ferry suggests running next; none for `none`. Names only: a secret is
  * never a flag value (its variable or file is).
  */
+/**
+ * `scope` made to read what it covers: a check that follows a load (`ferry verify`) reads and searches, where
+ * the load's scope may only have written (`system/*.write` → `system/*.read`, `system/*.cud` → `system/*.rs`).
+ * Other words of the scope (`launch`, `openid`) are kept.
+ */
+export const readingScope = (scope: string): string =>
+  scope
+    .split(/\s+/)
+    .filter((w) => w !== "")
+    .map((w) => {
+      const m = /^((?:patient|user|system)\/[^.]+)\.(.+)$/.exec(w)
+      if (m === null) return w
+      const [, what, perms] = m as unknown as [string, string, string]
+      if (perms === "write") return `${what}.read`
+      if (/^[cruds]+$/.test(perms) && !(perms.includes("r") && perms.includes("s"))) return `${what}.rs`
+      return w
+    })
+    .join(" ")
+
 export const authFlagWords = (f: AuthFlagValues, prefix?: Server): ReadonlyArray<string> => {
   if (f.auth === "none") return []
   const flag = (name: string) => (prefix === undefined ? `--${name}` : `--${prefix}-${name}`)

@@ -165,3 +165,16 @@ describe("AuthFlags", () => {
     }),
   )
 })
+
+describe("readingScope", () => {
+  it("makes a load's scope read what it covers, for the verify that follows", () => {
+    assert.strictEqual(AuthFlags.readingScope("system/*.write"), "system/*.read")
+    assert.strictEqual(AuthFlags.readingScope("system/*.cud"), "system/*.rs")
+    assert.strictEqual(
+      AuthFlags.readingScope("system/Patient.cruds system/Observation.c"),
+      "system/Patient.cruds system/Observation.rs",
+    )
+    assert.strictEqual(AuthFlags.readingScope("system/*.read launch"), "system/*.read launch")
+    assert.strictEqual(AuthFlags.readingScope("system/*.*"), "system/*.*")
+  })
+})

@@ -20,7 +20,7 @@ import * as Export from "@ferry/export/Export"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
 import { shellWord } from "@ferry/core/Shell"
-import { type AuthFlagValues, authFlagWords, unprefix } from "../AuthFlags.js"
+import { type AuthFlagValues, authFlagWords, readingScope, unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import { serveFlags, serveOptions } from "../Serve.js"
 import type { FlagValues } from "../Flags.js"
@@ -291,7 +291,14 @@ export const verifySuggestion = (options: {
   readonly targetAuth?: AuthFlagValues
 }): string => {
   const { from, to, archive } = options
-  const targetAuth = options.targetAuth === undefined ? [] : authFlagWords(options.targetAuth).map(shellWord)
+  // verify reads the target: the migration's write scope, if that is what it had, made to read
+  const targetAuth =
+    options.targetAuth === undefined
+      ? []
+      : authFlagWords({
+          ...options.targetAuth,
+          scope: Option.map(options.targetAuth.scope, readingScope),
+        }).map(shellWord)
   if (!options.pruned)
     return `ferry migrate: check it with: ${["ferry verify --archive", shellWord(archive), "--target", shellWord(to), ...targetAuth].join(" ")}`
   const idMap = Imports.idMapPath(archive, to)
