@@ -26,6 +26,8 @@ export interface Counts {
   readonly total: number
   /** Types whose count the server would not give (no `total` in either form, or the search failed). */
   readonly unknown: ReadonlyArray<string>
+  /** Of `unknown`, the types whose search the credentials may not make (403): a scope that does not read. */
+  readonly forbidden?: ReadonlyArray<string>
   /** How the counts were obtained. */
   readonly method: "_summary=count" | "_total=accurate" | "mixed" | "none"
   /** How many types were counted: every declared type, or (target) the declared ones the source holds. */
@@ -165,7 +167,7 @@ const countType = (
   client: FhirClient,
   type: string,
 ): Effect.Effect<
-  { readonly count: Option.Option<number>; readonly method: Counts["method"] },
+  { readonly count: Option.Option<number>; readonly method: Counts["method"]; readonly forbidden?: true },
   ProbeFailure
 > =>
   Effect.gen(function* () {
@@ -173,6 +175,8 @@ const countType = (
     if (Either.isLeft(summary) && isTransportOrAuth(summary.left)) return yield* summary.left
     if (Either.isRight(summary) && summary.right.total !== undefined)
       return { count: Option.some(summary.right.total), method: "_summary=count" as const }
+    if (Either.isLeft(summary) && summary.left._tag === "FhirError" && summary.left.status === 403)
+      return { count: Option.none(), method: "none" as const, forbidden: true as const }
     const accurate = yield* Effect.either(client.search(type, { _total: "accurate", _count: "1" }))
     if (Either.isLeft(accurate) && isTransportOrAuth(accurate.left)) return yield* accurate.left
     if (Either.isRight(accurate) && accurate.right.total !== undefined)
@@ -194,8 +198,10 @@ export const countAll = (
     )
     const byType: Record<string, number> = {}
     const unknown: Array<string> = []
+    const forbidden: Array<string> = []
     const methods = new Set<string>()
     for (const r of results) {
+      if (r.forbidden === true) forbidden.push(r.type)
       if (Option.isNone(r.count)) unknown.push(r.type)
       else {
         methods.add(r.method)
@@ -211,7 +217,15 @@ export const countAll = (
           : methods.has("_summary=count")
             ? "_summary=count"
             : "_total=accurate"
-    return { byType, total, unknown, method, typesCounted: types.length, scope }
+    return {
+      byType,
+      total,
+      unknown,
+      ...(forbidden.length > 0 ? { forbidden } : {}),
+      method,
+      typesCounted: types.length,
+      scope,
+    }
   })
 
 /**
@@ -495,9 +509,17 @@ export const warnings = (
   for (const s of [source, target]) {
     if (s.reachable && s.fhirVersion !== null && !s.fhirVersion.startsWith("4.0"))
       out.push(`the ${s.role} declares FHIR ${s.fhirVersion}; Ferry moves FHIR R4 (4.0.x) data`)
-    if (s.counts.unknown.length > 0)
+    const forbidden = s.counts.forbidden ?? []
+    if (forbidden.length > 0)
       out.push(
-        `the ${s.role} gave no count for ${list(s.counts.unknown)} (no total from _summary=count or _total=accurate); migrate still exports them, but counting them takes a full crawl`,
+        s.role === "target"
+          ? `the target's credentials may not search ${list(forbidden)} (403): the target's counts are unknown, so migrate cannot say whether it holds data already, and ferry verify afterwards needs credentials that read it (a scope with read or r/s)`
+          : `the source's credentials may not search ${list(forbidden)} (403): its counts are unknown, and a crawl of them would be refused`,
+      )
+    const unknown = s.counts.unknown.filter((t) => !forbidden.includes(t))
+    if (unknown.length > 0)
+      out.push(
+        `the ${s.role} gave no count for ${list(unknown)} (no total from _summary=count or _total=accurate); migrate still exports them, but counting them takes a full crawl`,
       )
   }
   if (source.authorized && source.counts.total === 0 && source.counts.unknown.length === 0)

@@ -134,6 +134,23 @@ describe("Plan.warnings and bundleLimit", () => {
     assert.deepStrictEqual(Plan.warnings(source, server({ counts: counts({}) }), put, []), [])
   })
 
+  it("a target whose credentials may not search (403) is said so: unknown counts, and verify needs reading", () => {
+    const source = server({ role: "source", counts: counts({ Patient: 5 }) })
+    const target = server({
+      counts: {
+        ...counts({}),
+        unknown: ["Patient", "Observation"],
+        forbidden: ["Patient", "Observation"],
+        method: "none",
+      },
+    })
+    const put: Plan.ImportChoice = { strategy: "put", why: "", confirm: null }
+    const w = Plan.warnings(source, target, put, [])
+    assert.deepStrictEqual(w, [
+      "the target's credentials may not search Patient, Observation (403): the target's counts are unknown, so migrate cannot say whether it holds data already, and ferry verify afterwards needs credentials that read it (a scope with read or r/s)",
+    ])
+  })
+
   it("knows the documented vendor limits only", () => {
     const cs = (name: string) => ({ resourceType: "CapabilityStatement" as const, software: { name } })
     assert.strictEqual(Plan.bundleLimit(cs("Microsoft FHIR Server")).entries, 500)
