@@ -1,4 +1,4 @@
-import type { Args, Options } from "@effect/cli"
+import { type Args, Options } from "@effect/cli"
 
 /** The parsed values of a command's record of `Options` and `Args`. */
 export type FlagValues<F> = {
@@ -8,3 +8,18 @@ export type FlagValues<F> = {
       ? B
       : never
 }
+
+/** `--allow-export-errors` (export, migrate): see `Export.ExportOptions.allowExportErrors`. */
+export const allowExportErrors = Options.boolean("allow-export-errors").pipe(
+  Options.withDescription(
+    "Finish the archive although the server's error files report errors (data its job did not export); without it such an export fails after downloading everything, the archive left unfinished and the job kept.",
+  ),
+)
+
+/** `--attachment-origin` (export, migrate): see `Export.ExportOptions.attachmentOrigins`. */
+export const attachmentOrigin = Options.text("attachment-origin").pipe(
+  Options.repeated,
+  Options.withDescription(
+    "Also fetch attachments from this origin (https://docs.example.org; repeatable), or from anywhere with `any`. By default only URLs on the source's origin and on the hosts its manifest names files on are fetched: a URL in the data is not followed to other machines unasked.",
+  ),
+)

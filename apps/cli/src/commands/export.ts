@@ -21,7 +21,7 @@ import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
 import { version } from "@ferry/core/Version"
-import type { FlagValues } from "../Flags.js"
+import { allowExportErrors, attachmentOrigin, type FlagValues } from "../Flags.js"
 
 /** `90`, `90s`, `15m`, `2h`, `1d` → Duration. */
 export const parseTimeout = (text: string): Option.Option<Duration.Duration> => {
@@ -135,17 +135,8 @@ const flags = {
       "Finish the archive although some attachments cannot be fetched or verified (dead links at the source): they are left out, listed in events.ndjson, and their resources keep the source URL.",
     ),
   ),
-  allowExportErrors: Options.boolean("allow-export-errors").pipe(
-    Options.withDescription(
-      "Finish the archive although the server's error files report errors (data its job did not export); without it such an export fails after downloading everything, the archive left unfinished and the job kept.",
-    ),
-  ),
-  attachmentOrigin: Options.text("attachment-origin").pipe(
-    Options.repeated,
-    Options.withDescription(
-      "Also fetch attachments from this origin (https://docs.example.org; repeatable), or from anywhere with `any`. By default only URLs on the source's origin and on the hosts its manifest names files on are fetched: a URL in the data is not followed to other machines unasked.",
-    ),
-  ),
+  allowExportErrors,
+  attachmentOrigin,
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...authFlags,
 }

@@ -23,7 +23,7 @@ import { shellWord } from "@ferry/core/Shell"
 import { type AuthFlagValues, authFlagWords, readingScope, unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import { serveFlags, serveOptions } from "../Serve.js"
-import type { FlagValues } from "../Flags.js"
+import { allowExportErrors, attachmentOrigin, type FlagValues } from "../Flags.js"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Migrate from "../Migrate.js"
 import * as Progress from "../Progress.js"
@@ -126,17 +126,8 @@ const flags = {
       "Finish without the attachments that could not be fetched or verified (dead links at the source): their resources keep the source URL, which verify reports.",
     ),
   ),
-  allowExportErrors: Options.boolean("allow-export-errors").pipe(
-    Options.withDescription(
-      "Finish the archive although the server's error files report errors (data its job did not export); without it such an export fails after downloading everything, the archive left unfinished and the job kept.",
-    ),
-  ),
-  attachmentOrigin: Options.text("attachment-origin").pipe(
-    Options.repeated,
-    Options.withDescription(
-      "Also fetch attachments from this origin (https://docs.example.org; repeatable), or from anywhere with `any`. By default only URLs on the source's origin and on the hosts its manifest names files on are fetched: a URL in the data is not followed to other machines unasked.",
-    ),
-  ),
+  allowExportErrors,
+  attachmentOrigin,
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...Config.configFlags,
 }
