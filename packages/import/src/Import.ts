@@ -1476,7 +1476,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         return pieces
       }
 
-      /** Entries (by position) with a reference to an archive resource that has no target id, one such each. */
       /**
        * A batch's entries are processed one by one, and no server resolves a conditional reference in one (only
        * in a transaction): each conditional the archive left for the target in `tx` is searched for on the
@@ -1500,11 +1499,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               conditionalMisses.set(raw, "it is not a search the target can run")
               continue
             }
-            const found = yield* client.search(parsed.type, [
-              ...parsed.params.map((p): [string, string] => [p.name, p.value]),
-              ["_count", "2"],
-            ])
-            const ids = (found.entry ?? []).flatMap((e) =>
+            const found = yield* client
+              .search(parsed.type, [
+                ...parsed.params.map((p): [string, string] => [p.name, p.value]),
+                ["_count", "2"],
+              ])
+              .pipe(
+                Effect.map(Option.some),
+                // a search the target does not support (400, 404, 405, 422, 501): that reference is a miss
+                Effect.catchIf(
+                  (e) =>
+                    e._tag === "FhirError" &&
+                    e.reason === "Status" &&
+                    [400, 404, 405, 422, 501].includes(e.status ?? 0),
+                  () => Effect.succeed(Option.none()),
+                ),
+              )
+            if (Option.isNone(found)) {
+              conditionalMisses.set(raw, "the target cannot run that search")
+              continue
+            }
+            const ids = (found.value.entry ?? []).flatMap((e) =>
               e.search?.mode !== "include" &&
               e.search?.mode !== "outcome" &&
               e.resource?.resourceType === parsed.type &&
@@ -1558,6 +1573,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           return rest.length === 0 ? undefined : { tx: build(rest), locs: rest }
         })
 
+      /** Entries (by position) with a reference to an archive resource that has no target id, one such each. */
       const notMappedIn = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) => {
         const out = new Map<number, Unresolved>()
         for (const r of tx.reports) {
