@@ -369,7 +369,7 @@ export const runExport = (f: Flags) =>
       // The last frame stays on screen, above the error or interruption line.
       Effect.ensuring(display.stop),
     )
-    if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
+    if (f.json) yield* Console.log(JSON.stringify({ ok: true, ...summary }, null, 2))
   }).pipe(
     Effect.scoped,
     Effect.provide(HttpLayer.layer),

@@ -188,9 +188,10 @@ export const runImport = (f: Flags) =>
       ...(serve !== undefined ? { serve } : {}),
       onEvent: lines(started),
     })
-    if (f.json) yield* Console.log(JSON.stringify(summary, null, 2))
     // what waits in quarantine/, from this run or an earlier one, keeps the import unfinished
     const pending = Imports.quarantineCounts(f.archive, baseUrl)
+    // `ok`: exit 0 (a failure prints `{ok: false, exitCode, error}`; exit 7 prints this with ok false)
+    if (f.json) yield* Console.log(JSON.stringify({ ok: pending.total === 0, ...summary }, null, 2))
     if (pending.total > 0)
       return yield* quarantined(
         pending.total,

@@ -178,7 +178,8 @@ const runVerify = (f: Flags) =>
     for (const line of Report.summary(report)) yield* say(line)
     yield* say(`verify: report ${paths.json}`)
     yield* say(`verify: report ${paths.html}`)
-    if (f.json) yield* Console.log(JSON.stringify(report))
+    // `ok`: exit 0 (clean), as every command's `--json` result says
+    if (f.json) yield* Console.log(JSON.stringify({ ok: report.verdict === "clean", ...report }))
     if (report.verdict !== "clean") {
       const t = report.totals
       return yield* new VerifyError({
