@@ -961,22 +961,36 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        */
       let dangling = 0
       let firstDangling: string | undefined
+      /** `urn:uuid:` references that name several resources of the archive (one id under two types). */
+      let ambiguous = 0
+      let firstAmbiguous: string | undefined
       const noteDangling = (reports: ReadonlyArray<Chunk.EntryReport>) => {
         if (mode !== "post") return
         for (const r of reports)
           for (const u of r.unresolved)
-            if (u.reason === "NotInExport" || u.reason === "UrnNotFound" || u.reason === "UrnAmbiguous") {
+            if (u.reason === "UrnAmbiguous") {
+              ambiguous++
+              firstAmbiguous ??= `${r.source} (${u.path}) → ${u.reference}`
+            } else if (u.reason === "NotInExport" || u.reason === "UrnNotFound") {
               dangling++
               firstDangling ??= `${r.source} (${u.path}) → ${u.reference}`
             }
       }
       const danglingWarning = Effect.suspend(() =>
-        dangling === 0
-          ? Effect.void
-          : emit({
-              event: "warning",
-              detail: `${dangling} reference${dangling === 1 ? "" : "s"} name${dangling === 1 ? "s" : ""} a resource that is not in the archive (first: ${firstDangling}; deleted at the source, or outside what was exported): sent as written, ${dangling === 1 ? "it points" : "they point"} at nothing on the target, or at whatever has that id there`,
-            }),
+        Effect.zipRight(
+          dangling === 0
+            ? Effect.void
+            : emit({
+                event: "warning",
+                detail: `${dangling} reference${dangling === 1 ? "" : "s"} name${dangling === 1 ? "s" : ""} a resource that is not in the archive (first: ${firstDangling}; deleted at the source, or outside what was exported): sent as written, ${dangling === 1 ? "it points" : "they point"} at nothing on the target, or at whatever has that id there`,
+              }),
+          ambiguous === 0
+            ? Effect.void
+            : emit({
+                event: "warning",
+                detail: `${ambiguous} urn:uuid reference${ambiguous === 1 ? "" : "s"} match${ambiguous === 1 ? "es" : ""} resources of several types with that id in the archive (first: ${firstAmbiguous}): sent as written, since which one is meant cannot be told`,
+              }),
+        ),
       )
       /** A Bundle of `entries` was refused as too large: what is sent from now on is smaller. */
       const refusedAsTooLarge = (entries: number) =>

@@ -566,6 +566,50 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "post: a urn:uuid reference that matches resources of two types is said as such (not as a resource outside the archive)",
+    () =>
+      Effect.gen(function* () {
+        const shared = "048630ac-ba97-3386-9ac5-d8bf6392db50" // an Organization's id, given to a Location too
+        const { dir } = yield* sampleArchive(
+          true,
+          () => false,
+          (name, line) =>
+            name.startsWith("Location") &&
+            line.startsWith('{"resourceType":"Location","id":"0b9875ba-9310-313d-93d4-bf552585d527"')
+              ? line.replace("0b9875ba-9310-313d-93d4-bf552585d527", shared)
+              : name.startsWith("Encounter") && line.includes('"id":"00c7f717-4030-5582-2ed8-888ad2bc878e"')
+                ? line.replace(
+                    /"subject":\{"reference":"Patient\/[^"]+"/,
+                    `"subject":{"reference":"urn:uuid:${shared}"`,
+                  )
+                : line,
+        )
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const events: Array<Import.ImportEvent> = []
+        yield* Import.run({
+          client,
+          archive: dir,
+          strategy: "post",
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        const warnings = events.filter((e) => e.event === "warning").map((e) => String(e.detail))
+        assert.isTrue(
+          warnings.some((w) =>
+            w.startsWith(
+              "1 urn:uuid reference matches resources of several types with that id in the archive (first: Encounter/00c7f717-4030-5582-2ed8-888ad2bc878e (subject)",
+            ),
+          ),
+          warnings.join("\n"),
+        )
+        assert.isFalse(
+          warnings.some((w) => w.includes("not in the archive")),
+          warnings.join("\n"),
+        )
+      }),
+  )
+
+  it.scopedLive(
     "entry refusals are quarantined as {resource, outcome, reason, source: file:line}; the rest lands",
     () =>
       Effect.gen(function* () {
