@@ -440,7 +440,9 @@ describe("ferry import", () => {
   })
 
   it("an attachment blob the target refuses (413): the others are uploaded, then one sentence naming it, no resource sent; a rerun after the fix lands everything", async () => {
-    // without the Binary resources, the attachments travel as blobs (uploaded before the resources)
+    // without the Binary resources, the attachments travel as blobs (uploaded before the resources); with the
+    // practitioners and organizations the documents name by identifier (a reference to one the target does
+    // not hold either would set the document aside: it cannot land as written)
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
     const archive = Path.join(tmp, "blob-refused")
     const exported = await runFerry([
@@ -449,7 +451,7 @@ describe("ferry import", () => {
       "--out",
       archive,
       "--type",
-      "Patient,DocumentReference",
+      "Patient,DocumentReference,Practitioner,Organization",
     ])
     expect(exported.code, exported.stderr).toBe(0)
     // document.pdf (1,084,656 bytes) is over the limit
