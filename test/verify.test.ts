@@ -181,6 +181,40 @@ describe("ferry verify", () => {
     expect(JSON.parse(run.stdout)).toMatchObject({ ok: false, exitCode: 130 })
   })
 
+  it("a patient-level archive imported with post into a target that holds its practitioners already: clean, its conditional references resolved on the target", async () => {
+    const held = await startSandbox({
+      seed: ["Practitioner", "Organization", "Location"].map((t) =>
+        sharedData(`sample-bulk-10-patients/${t}.000.ndjson`),
+      ),
+    })
+    sandboxes.push(held)
+    const patients = Path.join(tmp, "patient-level")
+    const exported = await runFerry([
+      "export",
+      source.handle.baseUrl,
+      "--out",
+      patients,
+      "--level",
+      "patient",
+      "--type",
+      "Patient,Encounter",
+    ])
+    expect(exported.code, exported.stderr).toBe(0)
+    const imported = await runFerry(["import", patients, "--to", held.handle.baseUrl, "--strategy", "post"])
+    expect(imported.code, imported.stderr).toBe(0)
+    const run = await runFerry([
+      "verify",
+      "--archive",
+      patients,
+      "--target",
+      held.handle.baseUrl,
+      "--type",
+      "Patient,Encounter",
+    ])
+    expect(run.code, run.stdout + run.stderr).toBe(0)
+    expect(run.stdout).toContain("verify: CLEAN")
+  })
+
   it("an extra resource on the target: 1 extra, exit 6", async () => {
     const t = await target()
     t.handle.store.update({ resourceType: "Patient", id: "extra-one", gender: "unknown" })

@@ -1519,21 +1519,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 ["_count", "2"],
               ])
               .pipe(
-                Effect.map(Option.some),
-                // a search the target does not support (400, 404, 405, 422, 501): that reference is a miss
+                Effect.map((bundle) => Either.right(bundle)),
+                // a search the target does not support (400, 404, 405, 422, 501), or that the credentials may not
+                // make (403: a scope that writes only): that reference is a miss, said as such
                 Effect.catchIf(
                   (e) =>
                     e._tag === "FhirError" &&
                     e.reason === "Status" &&
-                    [400, 404, 405, 422, 501].includes(e.status ?? 0),
-                  () => Effect.succeed(Option.none()),
+                    [400, 403, 404, 405, 422, 501].includes(e.status ?? 0),
+                  (e) => Effect.succeed(Either.left(e._tag === "FhirError" ? (e.status ?? 0) : 0)),
                 ),
               )
-            if (Option.isNone(found)) {
-              conditionalMisses.set(raw, "the target cannot run that search")
+            if (Either.isLeft(found)) {
+              conditionalMisses.set(
+                raw,
+                found.left === 403
+                  ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
+                  : "the target cannot run that search",
+              )
               continue
             }
-            const ids = (found.value.entry ?? []).flatMap((e) =>
+            const ids = (found.right.entry ?? []).flatMap((e) =>
               e.search?.mode !== "include" &&
               e.search?.mode !== "outcome" &&
               e.resource?.resourceType === parsed.type &&

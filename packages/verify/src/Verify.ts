@@ -502,7 +502,14 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     identityMap = false
     break
   }
-  const mapKey = (k: string) => forward.get(k) ?? (identityMap ? k : `${unmappedPrefix}${k}`)
+  /**
+   * Target keys an archive's conditional reference resolved to by a search on the target that no source key of
+   * the id map names (a resource the target held already, or another archive's import made): they designate
+   * that target resource as they are.
+   */
+  const onTargetOnly = new Set<string>()
+  const mapKey = (k: string) =>
+    forward.get(k) ?? (identityMap || onTargetOnly.has(k) ? k : `${unmappedPrefix}${k}`)
   // Conditional references (`Practitioner?identifier=…`) are compared as the resource they designate, on
   // each side where it can be found: in the archive through its identifiers, on a server by a search there
   const identifiers =
@@ -547,9 +554,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             if (found._tag === "Found") return found.key
             if (found._tag === "Ambiguous" || sourceConditionals === undefined) return undefined
             const onTarget = sourceConditionals.resolve(type, system, value)
-            return onTarget === undefined
-              ? undefined
-              : (reverse.get(onTarget) ?? (identityMap ? onTarget : undefined))
+            if (onTarget === undefined) return undefined
+            const source = reverse.get(onTarget)
+            if (source !== undefined) return source
+            if (!identityMap) onTargetOnly.add(onTarget)
+            return onTarget
           },
         }
       : sourceConditionals !== undefined
