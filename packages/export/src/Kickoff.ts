@@ -170,8 +170,8 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
             (e.status === 400 && (p.patients.length > 0 || options.undeclared === true))),
         (e) =>
           Effect.gen(function* () {
-            // a kick-off naming patients the server does not have is refused (400)
-            if (e.status === 400 && options.undeclared !== true)
+            // a kick-off naming patients the server does not have is refused (400), declared $export or not
+            if (e.status === 400 && p.patients.length > 0)
               return yield* new ExportError({
                 reason: "Config",
                 url,
@@ -189,7 +189,10 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
             return yield* new ExportError({
               reason: "NotSupported",
               url,
-              detail: `the server answered ${e.status} to the $export kick-off${options.undeclared === true ? ", which its CapabilityStatement does not declare at this level" : ""}; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
+              detail:
+                e.status === 400
+                  ? `the server answered ${e.answer} to the $export kick-off, which its CapabilityStatement does not declare at this level: taken as no bulk export at ${p.level} level (if it does offer one, its answer says what it refused: fix that and use --mode bulk)`
+                  : `the server answered ${e.status} to the $export kick-off${options.undeclared === true ? ", which its CapabilityStatement does not declare at this level" : ""}; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
               cause: e,
             })
           }),

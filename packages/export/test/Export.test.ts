@@ -1189,7 +1189,7 @@ describe("a crawl with no type to search", () => {
         const fallback = events(out2).find((e) => e.event === "fallback")
         assert.include(
           String(fallback?.detail),
-          "the server answered 400 to the $export kick-off, which its CapabilityStatement does not declare at this level",
+          "the server answered 400: error not-supported to the $export kick-off, which its CapabilityStatement does not declare at this level: taken as no bulk export at system level",
         )
         assert.isTrue(unknown.seen.includes("GET /fhir/Patient"))
         // declared at the Group level only: said, with the flags that ask for it
