@@ -118,10 +118,16 @@ export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
  */
 export const BINARY_MAX_LINE_BYTES = 448 * 1024 * 1024
 
+/** An archive's Binary data file (`data/Binary.000.ndjson[.gz]`), however a reader names it: Binary's limit. */
+const binaryFile = /(?:^|\/)Binary\.\d{3,}\.ndjson(?:\.gz)?(?:\.part)?$/
+
 export interface ReadOptions {
   /** How the source is named in errors: a path, an archive-relative path or a URL. */
   readonly file: string
-  /** Fail when a line is longer than this many bytes (default 64 MiB; 448 MiB for `resourceType` Binary). */
+  /**
+   * Fail when a line is longer than this many bytes (default 64 MiB; 448 MiB for `resourceType` Binary, or a file
+   * named as an archive's Binary data file, so that every reader of one takes its lines).
+   */
   readonly maxLineBytes?: number
   /** When set, every line's `resourceType` must equal this. */
   readonly resourceType?: string
@@ -195,7 +201,9 @@ const splitState = <A>(
 ): SplitState<A> => {
   const max =
     options.maxLineBytes ??
-    (options.resourceType === "Binary" ? BINARY_MAX_LINE_BYTES : DEFAULT_MAX_LINE_BYTES)
+    (options.resourceType === "Binary" || binaryFile.test(options.file)
+      ? BINARY_MAX_LINE_BYTES
+      : DEFAULT_MAX_LINE_BYTES)
   const keepBlank = options.keepBlank === true
   let pending: Array<Buffer> = []
   let pendingBytes = 0

@@ -148,6 +148,15 @@ describe("Ndjson reader", () => {
         ),
       )
       expect(refused.reason).toBe("LineTooLong")
+      // a reader that names no type, of an archive's Binary file (its name says so): the same limit
+      const lines = yield* collect(
+        bytes(line("Binary")).pipe(Ndjson.lines({ file: "data/Binary.001.ndjson.gz" })),
+      )
+      expect(lines).toHaveLength(1)
+      const other = yield* Effect.flip(
+        collect(bytes(line("Binary")).pipe(Ndjson.lines({ file: "data/Media.000.ndjson" }))),
+      )
+      expect(other.reason).toBe("LineTooLong")
     }),
   )
 
