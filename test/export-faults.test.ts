@@ -417,7 +417,7 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     // The job finished (200), but its error file says it did not export the Conditions: not a finished archive.
     expect(x.run.code, x.run.stderr).toBe(4)
     expect(lastLine(x.run.stderr)).toMatch(
-      /the server's error files report 6 error\(s\) \(first: "Export of Condition\.000\.ndjson \(100 Condition\) failed \(sandbox fault\)\." in errors\/OperationOutcome\.000\.ndjson:1; all in the archive's errors\/ folder\): its job did not export what they cover, so the archive is left unfinished .* and the job is kept; fix the cause at the source and export again, or accept this archive as it is by running the same command again with --allow-export-errors$/,
+      /the server's error files report 6 error\(s\) \(first: "Export of Condition\.000\.ndjson \(100 Condition\) failed \(sandbox fault\)\." in errors\/OperationOutcome\.000\.ndjson:1; all in the archive's errors\/ folder\): its job did not export what they cover, so the archive is left unfinished .* and the job is kept \(its status URL in journal\.ndjson\); accept this archive as it is by running the same command again with --allow-export-errors, or fix the cause at the source and export into another --out \(the same one would take this job's files again\)$/,
     )
     expect(archiveManifest(x.out).complete).toBe(false)
     expect(x.requests.filter((r) => r.method === "DELETE")).toHaveLength(0)

@@ -1510,7 +1510,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     return yield* new ExportError({
       reason: "JobFailed",
       url: redactUrl(client.baseUrl),
-      detail: `the server's error files report ${problems.errors} error(s) (first: ${problems.firstError}${problems.errors > 1 ? "; all in the archive's errors/ folder" : ""}): its job did not export what they cover, so the archive is left unfinished (no import takes it, no --since auto continues from it)${mode === "bulk" ? " and the job is kept" : ""}; fix the cause at the source and export again, or accept this archive as it is by running the same command again with --allow-export-errors`,
+      detail: `the server's error files report ${problems.errors} error(s) (first: ${problems.firstError}${problems.errors > 1 ? "; all in the archive's errors/ folder" : ""}): its job did not export what they cover, so the archive is left unfinished (no import takes it, no --since auto continues from it)${mode === "bulk" ? " and the job is kept (its status URL in journal.ndjson)" : ""}; accept this archive as it is by running the same command again with --allow-export-errors, or fix the cause at the source and export into another --out (the same one would take this job's files again)`,
     })
   if (problems.errors > 0)
     yield* emit("warning", {
