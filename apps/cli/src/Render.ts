@@ -225,6 +225,14 @@ export const jsonFailure = (
 
 /** `line`, plus what a rerun of a resumable `command` does when it gave up on a server. */
 export const lineFor = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
+  // a command that keeps nothing to resume (plan, verify) is just run again
+  if (
+    Cause.isInterruptedOnly(cause) &&
+    command !== undefined &&
+    !resumable.has(command) &&
+    Archive.lockLost() === undefined
+  )
+    return `ferry: ${command} interrupted; run it again`
   const failure = Cause.failureOption(cause)
   const resume =
     command !== undefined && resumable.has(command) && Option.isSome(failure) && gaveUpOnServer(failure.value)
