@@ -431,7 +431,7 @@ export const chooseExport = (
   return {
     mode: "crawl",
     level,
-    why: `the source declares no $export at ${levelName(level)} level, so migrate pages through searches${others.length > 0 ? ` (it declares ${others.map(levelName).join(" and ")}-level $export: --level ${others[0]} would use it)` : ""}`,
+    why: `the source declares no $export at ${levelName(level)} level: migrate tries the kick-off all the same (many servers declare it only through instantiates) and pages through searches if it is refused; plan, which starts no job, counts on the search crawl${others.length > 0 ? ` (it declares ${others.map(levelName).join(" and ")}-level $export: --level ${others[0]} would use it)` : ""}`,
   }
 }
 

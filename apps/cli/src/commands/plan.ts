@@ -146,7 +146,9 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
       s.export.patient && "Patient",
       s.export.group && "Group",
     ].filter((l): l is string => typeof l === "string")
-    lines.push(`${pad("$export")}${levels.length > 0 ? levels.join(", ") : "not declared (migrate crawls)"}`)
+    lines.push(
+      `${pad("$export")}${levels.length > 0 ? levels.join(", ") : "not declared (migrate tries the kick-off, and crawls if it is refused)"}`,
+    )
   } else {
     lines.push(
       `${pad("$import")}${s.import.operation === null ? "not declared" : `${s.import.operation === "import" ? "$import" : "$bulk-submit"} declared${s.import.flavour ? ` (${s.import.flavour} flavour)` : " (flavour not recognised)"}`}`,
