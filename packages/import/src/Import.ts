@@ -352,7 +352,7 @@ const dropBulkRejections = (
   Effect.gen(function* () {
     /** A rejection of a file this job sends again (a migrate wave sends only its own files). */
     const superseded = (line: string): boolean => {
-      if (!line.startsWith(BULK_REJECTION)) return false
+      if (!line.startsWith(BULK_REJECTION) && !line.includes(STAGING_SET_ASIDE)) return false
       // a rejection the target tied to no file cannot be told apart: every job drops it (it comes back if due)
       if (resent === "all" || line.includes('"source":"(unknown file)"')) return true
       const source = Option.getOrUndefined(
@@ -379,6 +379,12 @@ const dropBulkRejections = (
 
 /** How a quarantine line of a `$import` rejection starts (`quarantineLine(null, …)`). */
 const BULK_REJECTION = '{"resource":null,'
+
+/**
+ * What the reason of a resource the `$import` staging set aside says (a conditional reference the target does
+ * not resolve): like a rejection, superseded when a later job stages its file again.
+ */
+const STAGING_SET_ASIDE = "and $import stores it as written"
 
 /** `--retry-quarantine` passes at most (each lands what waited on the one before). */
 const MAX_REPLAY_PASSES = 20
@@ -1076,6 +1082,75 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         meta: { provenanceTag: true, ...(origin !== undefined ? { provenanceOrigin: origin } : {}) },
       })
 
+      /**
+       * A batch's entries are processed one by one, and no server resolves a conditional reference in one (only
+       * in a transaction): each conditional the archive left for the target in `tx` is searched for on the
+       * target, once per run. One match is the resource it designates (`targetConditionals`, consulted by the
+       * rewrite); none or several, a miss. How many were looked up.
+       */
+      const lookUpConditionals = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) =>
+        Effect.gen(function* () {
+          const wanted = new Set<string>()
+          for (const r of tx.reports)
+            for (const n of r.notes)
+              if (
+                n.kind === "ConditionalLeft" &&
+                !targetConditionals.has(n.reference) &&
+                !conditionalMisses.has(n.reference)
+              )
+                wanted.add(n.reference)
+          for (const raw of wanted) {
+            const parsed = parseReference(raw, { sourceBase })
+            if (parsed._tag !== "Conditional") {
+              conditionalMisses.set(raw, "it is not a search the target can run")
+              continue
+            }
+            const found = yield* client
+              .search(parsed.type, [
+                ...parsed.params.map((p): [string, string] => [p.name, p.value]),
+                ["_count", "2"],
+              ])
+              .pipe(
+                Effect.map((bundle) => Either.right(bundle)),
+                // a search the target does not support (400, 404, 405, 422, 501), or that the credentials may not
+                // make (403: a scope that writes only): that reference is a miss, said as such
+                Effect.catchIf(
+                  (e) =>
+                    e._tag === "FhirError" &&
+                    e.reason === "Status" &&
+                    [400, 403, 404, 405, 422, 501].includes(e.status ?? 0),
+                  (e) => Effect.succeed(Either.left(e._tag === "FhirError" ? (e.status ?? 0) : 0)),
+                ),
+              )
+            if (Either.isLeft(found)) {
+              conditionalMisses.set(
+                raw,
+                found.left === 403
+                  ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
+                  : "the target cannot run that search",
+              )
+              continue
+            }
+            const ids = (found.right.entry ?? []).flatMap((e) =>
+              e.search?.mode !== "include" &&
+              e.search?.mode !== "outcome" &&
+              e.resource?.resourceType === parsed.type &&
+              typeof e.resource.id === "string"
+                ? [e.resource.id]
+                : [],
+            )
+            if (ids.length === 1) targetConditionals.set(raw, `${parsed.type}/${ids[0]}`)
+            else
+              conditionalMisses.set(
+                raw,
+                ids.length === 0
+                  ? "no resource on the target matches it"
+                  : "several resources on the target match it",
+              )
+          }
+          return wanted.size
+        })
+
       if (strategy === "import") {
         // $import: the target loads whole files, so they go to it rewritten as the put strategy's Bundles would
         // be (references, attachment URLs, meta), line for line, staged under imports/<target>/bulk-…/
@@ -1096,16 +1171,56 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           })
         const staged: Array<FileEntry> = []
         let rewritten = 0
+        // this job sends every line again: what earlier jobs rejected (or set aside when staging) is superseded
+        // by what this one rejects
+        yield* dropBulkRejections(
+          Imports.quarantineDir(archive, client.baseUrl),
+          options.files === undefined ? "all" : new Set(dataFiles.map((f) => f.path)),
+        )
+        let setAside = 0
         for (const entry of dataFiles) {
-          const ctx = rctx()
+          // a conditional reference the archive does not resolve is one $import stores as written (it resolves
+          // none): searched for on the target first, as for a batch; a resource whose reference matches nothing
+          // or several there is set aside, not staged
+          let dropped = 0
           const lines = archiveItems(entry, true).pipe(
-            Stream.mapChunks(
-              EffectChunk.map((item) => {
-                const out = rewriteResource(item.value, ctx)
-                if (out.changes > 0) rewritten++
-                const json = JSON.stringify(out.resource)
-                // numbers as the line wrote them (`1.0` stays `1.0`)
-                return item.text === undefined ? json : restoreNumbers(item.text, json)
+            Stream.mapChunksEffect((items) =>
+              Effect.gen(function* () {
+                const ctx = rctx()
+                let outs = EffectChunk.toReadonlyArray(items).map((item) => rewriteResource(item.value, ctx))
+                const left = outs.flatMap((o) => o.notes.filter((n) => n.kind === "ConditionalLeft"))
+                if (left.length > 0) {
+                  const looked = yield* lookUpConditionals({
+                    reports: [{ position: 0, source: "", unresolved: [], notes: left }],
+                  })
+                  if (looked > 0) {
+                    const again = rctx()
+                    outs = EffectChunk.toReadonlyArray(items).map((item) =>
+                      rewriteResource(item.value, again),
+                    )
+                  }
+                }
+                const kept: Array<string> = []
+                let i = 0
+                for (const item of items) {
+                  const out = outs[i++]!
+                  const miss = out.notes.find(
+                    (n) => n.kind === "ConditionalLeft" && conditionalMisses.has(n.reference),
+                  )
+                  if (miss !== undefined) {
+                    dropped++
+                    yield* appendDurable(
+                      Path.join(Imports.quarantineDir(archive, client.baseUrl), `${entry.type}.ndjson`),
+                      `${quarantineLine(item.value, undefined, `it refers to ${miss.reference} (at ${miss.path}), which neither the archive nor the target resolves to one resource (${conditionalMisses.get(miss.reference)}), ${STAGING_SET_ASIDE}; once the target holds that one resource, run the import again with --retry-quarantine`, `${entry.path}:${item.line}`, miss.reference, item.text)}\n`,
+                    )
+                    continue
+                  }
+                  if (out.changes > 0) rewritten++
+                  const json = JSON.stringify(out.resource)
+                  // numbers as the line wrote them (`1.0` stays `1.0`)
+                  kept.push(item.text === undefined ? json : restoreNumbers(item.text, json))
+                }
+                return EffectChunk.unsafeFromArray(kept)
               }),
             ),
           )
@@ -1117,20 +1232,17 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 )
               : Ndjson.writeFile(path, lines, { gzip: entry.compression === "gzip", label: entry.path })
           ).pipe(Effect.mapError((e) => (e instanceof Ndjson.NdjsonError ? io(path)(e) : e)))
-          if (written.count !== entry.count) return yield* countMismatch(entry, written.count)
-          staged.push({ ...entry, bytes: written.bytes, sha256: written.sha256 })
+          if (written.count + dropped !== entry.count)
+            return yield* countMismatch(entry, written.count + dropped)
+          setAside += dropped
+          staged.push({ ...entry, count: written.count, bytes: written.bytes, sha256: written.sha256 })
         }
-        if (published && rewritten > 0)
+        if (published && (rewritten > 0 || setAside > 0))
           return yield* new ImportError({
             reason: "Config",
             url: options.archive,
-            detail: `${rewritten} resource(s) of the archive need their references or attachment URLs rewritten for the target (urn:uuid, conditional or absolute source references, attachments), which files published as they are cannot carry; leave out --file-base-url so that Ferry serves the rewritten files, or use --strategy put or post`,
+            detail: `${rewritten + setAside} resource(s) of the archive need their references or attachment URLs rewritten for the target (urn:uuid, conditional or absolute source references, attachments), which files published as they are cannot carry; leave out --file-base-url so that Ferry serves the rewritten files, or use --strategy put or post`,
           })
-        // this job sends every line again: what earlier jobs rejected is superseded by what this one rejects
-        yield* dropBulkRejections(
-          Imports.quarantineDir(archive, client.baseUrl),
-          options.files === undefined ? "all" : new Set(dataFiles.map((f) => f.path)),
-        )
         let rejected = 0
         const result = yield* BulkImport.run({
           client,
@@ -1172,7 +1284,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           chunks: 0,
           resumedChunks: 0,
           binaries,
-          quarantined: rejected,
+          quarantined: rejected + setAside,
           deleted,
           deletesSkipped,
         }
@@ -1489,75 +1601,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         if (piece.length > 0) pieces.push(piece)
         return pieces
       }
-
-      /**
-       * A batch's entries are processed one by one, and no server resolves a conditional reference in one (only
-       * in a transaction): each conditional the archive left for the target in `tx` is searched for on the
-       * target, once per run. One match is the resource it designates (`targetConditionals`, consulted by the
-       * rewrite); none or several, a miss. How many were looked up.
-       */
-      const lookUpConditionals = (tx: { readonly reports: ReadonlyArray<Chunk.EntryReport> }) =>
-        Effect.gen(function* () {
-          const wanted = new Set<string>()
-          for (const r of tx.reports)
-            for (const n of r.notes)
-              if (
-                n.kind === "ConditionalLeft" &&
-                !targetConditionals.has(n.reference) &&
-                !conditionalMisses.has(n.reference)
-              )
-                wanted.add(n.reference)
-          for (const raw of wanted) {
-            const parsed = parseReference(raw, { sourceBase })
-            if (parsed._tag !== "Conditional") {
-              conditionalMisses.set(raw, "it is not a search the target can run")
-              continue
-            }
-            const found = yield* client
-              .search(parsed.type, [
-                ...parsed.params.map((p): [string, string] => [p.name, p.value]),
-                ["_count", "2"],
-              ])
-              .pipe(
-                Effect.map((bundle) => Either.right(bundle)),
-                // a search the target does not support (400, 404, 405, 422, 501), or that the credentials may not
-                // make (403: a scope that writes only): that reference is a miss, said as such
-                Effect.catchIf(
-                  (e) =>
-                    e._tag === "FhirError" &&
-                    e.reason === "Status" &&
-                    [400, 403, 404, 405, 422, 501].includes(e.status ?? 0),
-                  (e) => Effect.succeed(Either.left(e._tag === "FhirError" ? (e.status ?? 0) : 0)),
-                ),
-              )
-            if (Either.isLeft(found)) {
-              conditionalMisses.set(
-                raw,
-                found.left === 403
-                  ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
-                  : "the target cannot run that search",
-              )
-              continue
-            }
-            const ids = (found.right.entry ?? []).flatMap((e) =>
-              e.search?.mode !== "include" &&
-              e.search?.mode !== "outcome" &&
-              e.resource?.resourceType === parsed.type &&
-              typeof e.resource.id === "string"
-                ? [e.resource.id]
-                : [],
-            )
-            if (ids.length === 1) targetConditionals.set(raw, `${parsed.type}/${ids[0]}`)
-            else
-              conditionalMisses.set(
-                raw,
-                ids.length === 0
-                  ? "no resource on the target matches it"
-                  : "several resources on the target match it",
-              )
-          }
-          return wanted.size
-        })
 
       /**
        * The batch of `locs` (`tx`, made by `build`) with its conditional references resolved on the target

@@ -610,6 +610,39 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "$import: conditional references the archive does not resolve are resolved on the target before the files are staged; one that matches nothing there sets its resource aside",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* sampleArchive(false)
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const firstWave = manifest.files.filter((f) =>
+          ["Practitioner", "Organization", "Location"].includes(f.type),
+        )
+        yield* Import.run({ client, archive: dir, files: firstWave })
+        const gone = Array.from(sandbox.store.iterate("Practitioner")).find((r) =>
+          r.json.includes("9999974493"),
+        )!
+        sandbox.store.delete("Practitioner", gone.id)
+        const encounters = manifest.files.filter((f) => f.type === "Encounter" || f.type === "Patient")
+        const summary = yield* Import.run({ client, archive: dir, files: encounters, strategy: "import" })
+        let stored = 0
+        for (const r of sandbox.store.iterate("Encounter")) {
+          assert.notInclude(r.json, "?identifier=", `Encounter/${r.id}`)
+          stored++
+        }
+        assert.isAbove(summary.quarantined, 0)
+        assert.strictEqual(stored + summary.quarantined, 1215)
+        const reasons = NFS.readFileSync(
+          Path.join(Imports.quarantineDir(dir, sandbox.baseUrl), "Encounter.ndjson"),
+          "utf8",
+        )
+        assert.include(reasons, "9999974493")
+        assert.include(reasons, "and $import stores it as written")
+      }),
+  )
+
+  it.scopedLive(
     "entry refusals are quarantined as {resource, outcome, reason, source: file:line}; the rest lands",
     () =>
       Effect.gen(function* () {
