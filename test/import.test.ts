@@ -30,6 +30,7 @@ import {
   runFerry,
   setSandboxFaults,
   sharedData,
+  smartTestClient,
   startSandbox,
 } from "./helpers/ferry.js"
 
@@ -437,6 +438,43 @@ describe("ferry import", () => {
     expect(target.store.getBinary(binary.id)?.bytes.equals(bytes.bytes)).toBe(true)
     const verified = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl])
     expect(verified.code, verified.stdout + verified.stderr).toBe(0)
+  })
+
+  it("a target whose credentials may not search: a conditional reference a batch needs looked up sets its resource aside with the reason, the import goes on (exit 7, not 3)", async () => {
+    const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
+    const archive = Path.join(tmp, "write-only")
+    const exported = await runFerry([
+      "export",
+      source.baseUrl,
+      "--out",
+      archive,
+      "--type",
+      "Patient,Encounter",
+    ])
+    expect(exported.code, exported.stderr).toBe(0)
+    const client = smartTestClient(tmp, "ferry-write-only")
+    const target = await start({
+      seed: ["Practitioner", "Organization", "Location"].map((t) =>
+        sharedData(`sample-bulk-10-patients/${t}.000.ndjson`),
+      ),
+      auth: { clients: [{ ...client.registration, scopes: ["system/*.cud", "system/*.r"] }] },
+      rejectRule: { type: "Encounter", path: "id", equals: "00c7f717-4030-5582-2ed8-888ad2bc878e" },
+    })
+    const run = await runFerry([
+      "import",
+      "--to",
+      target.baseUrl,
+      "--strategy",
+      "put",
+      ...client.args,
+      "--scope",
+      "system/*.cud system/*.r",
+      archive,
+    ])
+    expect(run.code, run.stderr).toBe(7)
+    expect(run.stderr).toContain("the target's credentials may not search Practitioner (403)")
+    // the transactions the target took landed (it resolved their conditional references itself)
+    expect(target.store.count("Encounter")).toBeGreaterThan(0)
   })
 
   it("an attachment blob the target refuses (413): the others are uploaded, then one sentence naming it, no resource sent; a rerun after the fix lands everything", async () => {
