@@ -822,7 +822,7 @@ describe("ferry export through an HTTP proxy (http_proxy, no_proxy)", () => {
       )
       expect(refused.code).toBe(4)
       expect(refused.stderr.trim().split("\n").at(-1)).toBe(
-        `ferry: GET https://proxied.invalid/fhir/$export: the proxy ${gateUrl} (https_proxy) would not open a tunnel to the server (407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded)`,
+        `ferry: GET https://proxied.invalid/fhir/$export: the proxy ${gateUrl} (https_proxy) would not pass requests on to the server (407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded)`,
       )
       expect(refused.stderr).not.toContain("retry")
       expect(connects.every((u) => u === "proxied.invalid:443")).toBe(true)

@@ -182,12 +182,20 @@ const peerOf = (cause: unknown): { readonly host?: string; readonly port?: numbe
   return undefined
 }
 
-/** A proxy's refusal to open a tunnel (undici: `Proxy response (407) !== 200 when HTTP Tunneling`): its status. */
+/**
+ * A proxy's refusal (undici: `Proxy response (407) !== 200 when HTTP Tunneling` for a tunnel, `Proxy Authentication
+ * Required (407)` for a plain-http request): its status.
+ */
 const tunnelRefusal = (cause: unknown): number | undefined => {
   let c = cause
   for (let depth = 0; depth < 5 && typeof c === "object" && c !== null; depth++) {
     const message = (c as { message?: unknown }).message
-    const m = typeof message === "string" ? /^Proxy response \((\d{3})\) !== 200/.exec(message) : null
+    // (a tunnel for https; a plain-http request through the proxy answered 407 says so in its own words)
+    const m =
+      typeof message === "string"
+        ? (/^Proxy response \((\d{3})\) !== 200/.exec(message) ??
+          /^Proxy Authentication Required \((407)\)/.exec(message))
+        : null
     if (m !== null) return Number(m[1])
     c = (c as { cause?: unknown }).cause
   }
@@ -198,7 +206,7 @@ const tunnelRefusal = (cause: unknown): number | undefined => {
  * A request to `url` that failed with `cause` (`code`: its network code) because of the proxy it went through,
  * said as one sentence naming that proxy (credentials left out) and the variable that set it, and whether
  * trying again can help: the proxy could not be reached (refused, unknown host, unreachable, timed out), or it
- * would not open a tunnel to the server (407 wants credentials, 403 forbids that host or port, 5xx could not
+ * would not pass requests on to the server (407 wants credentials, 403 forbids that host or port, 5xx could not
  * reach the server itself). Undefined when the request went direct, or failed beyond the proxy.
  */
 export const proxyTrouble = (
@@ -222,7 +230,7 @@ export const proxyTrouble = (
             ? `${status}: it could not reach the server itself; check the URL's host name and port`
             : `${status}; check the proxy setting`
     return {
-      sentence: `the proxy ${shown} would not open a tunnel to the server (${what})`,
+      sentence: `the proxy ${shown} would not pass requests on to the server (${what})`,
       permanent: status < 500,
     }
   }

@@ -132,16 +132,27 @@ describe("HttpDispatcher.proxyRoute and proxyTrouble", () => {
       )
     expect(refusal(407)).toEqual({
       sentence:
-        "the proxy http://proxy.corp:3128 (https_proxy) would not open a tunnel to the server (407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded)",
+        "the proxy http://proxy.corp:3128 (https_proxy) would not pass requests on to the server (407: it wants credentials; put them in the proxy URL, http://user:password@host:port, percent-encoded)",
       permanent: true,
     })
     expect(refusal(403)?.permanent).toBe(true)
     expect(refusal(403)?.sentence).toContain("403: it does not allow that host or port")
     expect(refusal(502)).toEqual({
       sentence:
-        "the proxy http://proxy.corp:3128 (https_proxy) would not open a tunnel to the server (502: it could not reach the server itself; check the URL's host name and port)",
+        "the proxy http://proxy.corp:3128 (https_proxy) would not pass requests on to the server (502: it could not reach the server itself; check the URL's host name and port)",
       permanent: false,
     })
     expect(JSON.stringify(refusal(407))).not.toContain("secret")
+    // a plain-http request through the http proxy, refused for credentials
+    const plain = HttpDispatcher.proxyTrouble(
+      env,
+      "http://fhir.example.org/r4",
+      Object.assign(new Error("Proxy Authentication Required (407)"), { code: "UND_ERR_INVALID_ARG" }),
+      "UND_ERR_INVALID_ARG",
+    )
+    expect(plain?.permanent).toBe(true)
+    expect(plain?.sentence).toContain(
+      "the proxy http://proxy2.corp:8080 (http_proxy) would not pass requests on to the server (407: it wants credentials",
+    )
   })
 })
