@@ -1050,6 +1050,49 @@ export const summaryCount = (
     ),
   )
 
+/** What a search meant to find one resource found: its id, none, several, or that the server would not run it. */
+export type OneMatch =
+  | { readonly _tag: "One"; readonly id: string }
+  | { readonly _tag: "None" }
+  | { readonly _tag: "Several" }
+  | { readonly _tag: "NotRun"; readonly error: FhirError }
+
+/** Statuses of a search a server does not run: it cannot (400, 404, 405, 422, 501), or the credentials may not (403). */
+const NOT_RUN: ReadonlySet<number> = new Set([400, 403, 404, 405, 422, 501])
+
+/**
+ * The one resource of `type` a search (`params`, such as a conditional reference's `identifier=system|value`)
+ * finds, as a conditional reference designates it: two results are asked for, and only the matches of `type`
+ * count (not `_include`d resources nor OperationOutcomes). A search the server does not run is `NotRun` with its
+ * error, for the caller to treat as a miss or a failure; other failures are the caller's.
+ */
+export const searchOne = (
+  client: FhirClient,
+  type: string,
+  params: ReadonlyArray<readonly [string, string]>,
+): Effect.Effect<OneMatch, FhirError | AuthError> =>
+  client.search(type, [...params, ["_count", "2"]]).pipe(
+    Effect.map((bundle): OneMatch => {
+      const ids = (bundle.entry ?? []).flatMap((e) =>
+        e.search?.mode !== "include" &&
+        e.search?.mode !== "outcome" &&
+        e.resource?.resourceType === type &&
+        typeof e.resource.id === "string"
+          ? [e.resource.id]
+          : [],
+      )
+      return ids.length === 1
+        ? { _tag: "One", id: ids[0]! }
+        : ids.length === 0
+          ? { _tag: "None" }
+          : { _tag: "Several" }
+    }),
+    Effect.catchIf(
+      (e): e is FhirError => e._tag === "FhirError" && e.reason === "Status" && NOT_RUN.has(e.status ?? 0),
+      (error) => Effect.succeed<OneMatch>({ _tag: "NotRun", error }),
+    ),
+  )
+
 /** The server Ferry reads from. */
 export class SourceFhir extends Context.Tag("@ferry/core/SourceFhir")<SourceFhir, FhirClient>() {}
 

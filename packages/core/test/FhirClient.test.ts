@@ -763,6 +763,51 @@ describe("FhirClient against loopback servers", () => {
       }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 
+  it.scopedLive(
+    "searchOne: one match, none, several (an _include'd resource does not count), or not run (403, 400)",
+    () =>
+      Effect.gen(function* () {
+        const entries: Record<string, unknown> = {
+          one: [
+            { resource: { resourceType: "Practitioner", id: "a" }, search: { mode: "match" } },
+            { resource: { resourceType: "Organization", id: "o" }, search: { mode: "include" } },
+          ],
+          none: [{ resource: { resourceType: "OperationOutcome", issue: [] }, search: { mode: "outcome" } }],
+          several: [
+            { resource: { resourceType: "Practitioner", id: "a" } },
+            { resource: { resourceType: "Practitioner", id: "b" } },
+          ],
+        }
+        const seen: Array<string> = []
+        const server = yield* loopback((req, res) => {
+          const url = new URL(req.url ?? "/", "http://x")
+          seen.push(url.search)
+          const value = url.searchParams.get("identifier") ?? ""
+          if (value === "forbidden" || value === "bad")
+            return void res
+              .writeHead(value === "bad" ? 400 : 403, { "content-type": "application/fhir+json" })
+              .end(
+                JSON.stringify({
+                  resourceType: "OperationOutcome",
+                  issue: [{ severity: "error", code: "forbidden" }],
+                }),
+              )
+          res.writeHead(200, { "content-type": "application/fhir+json" })
+          res.end(JSON.stringify({ resourceType: "Bundle", type: "searchset", entry: entries[value] }))
+        })
+        const client = yield* FhirClient.make({ baseUrl: `${server.origin}/fhir`, retry: { times: 0 } })
+        const one = (v: string) => FhirClient.searchOne(client, "Practitioner", [["identifier", v]])
+        assert.deepStrictEqual(yield* one("one"), { _tag: "One", id: "a" })
+        assert.deepStrictEqual(yield* one("none"), { _tag: "None" })
+        assert.deepStrictEqual(yield* one("several"), { _tag: "Several" })
+        const forbidden = yield* one("forbidden")
+        assert.strictEqual(forbidden._tag === "NotRun" ? forbidden.error.status : 0, 403)
+        const bad = yield* one("bad")
+        assert.strictEqual(bad._tag === "NotRun" ? bad.error.status : 0, 400)
+        assert.include(seen[0], "_count=2")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
   it.scopedLive("follows next links, and sends Authorization only to its own origin", () =>
     Effect.gen(function* () {
       const other = yield* loopback((req, res) => {

@@ -75,7 +75,7 @@ import * as Imports from "@ferry/archive/Imports"
 import { Journal } from "@ferry/archive/Journal"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
-import type { FhirClient } from "@ferry/core/FhirClient"
+import { type FhirClient, searchOne } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
 import { parse as parseReference } from "@ferry/core/Reference"
 import { isResource, type Resource } from "@ferry/core/Ids"
@@ -1105,47 +1105,22 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               conditionalMisses.set(raw, "it is not a search the target can run")
               continue
             }
-            const found = yield* client
-              .search(parsed.type, [
-                ...parsed.params.map((p): [string, string] => [p.name, p.value]),
-                ["_count", "2"],
-              ])
-              .pipe(
-                Effect.map((bundle) => Either.right(bundle)),
-                // a search the target does not support (400, 404, 405, 422, 501), or that the credentials may not
-                // make (403: a scope that writes only): that reference is a miss, said as such
-                Effect.catchIf(
-                  (e) =>
-                    e._tag === "FhirError" &&
-                    e.reason === "Status" &&
-                    [400, 403, 404, 405, 422, 501].includes(e.status ?? 0),
-                  (e) => Effect.succeed(Either.left(e._tag === "FhirError" ? (e.status ?? 0) : 0)),
-                ),
-              )
-            if (Either.isLeft(found)) {
-              conditionalMisses.set(
-                raw,
-                found.left === 403
-                  ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
-                  : "the target cannot run that search",
-              )
-              continue
-            }
-            const ids = (found.right.entry ?? []).flatMap((e) =>
-              e.search?.mode !== "include" &&
-              e.search?.mode !== "outcome" &&
-              e.resource?.resourceType === parsed.type &&
-              typeof e.resource.id === "string"
-                ? [e.resource.id]
-                : [],
+            const found = yield* searchOne(
+              client,
+              parsed.type,
+              parsed.params.map((p) => [p.name, p.value] as const),
             )
-            if (ids.length === 1) targetConditionals.set(raw, `${parsed.type}/${ids[0]}`)
+            if (found._tag === "One") targetConditionals.set(raw, `${parsed.type}/${found.id}`)
             else
               conditionalMisses.set(
                 raw,
-                ids.length === 0
+                found._tag === "None"
                   ? "no resource on the target matches it"
-                  : "several resources on the target match it",
+                  : found._tag === "Several"
+                    ? "several resources on the target match it"
+                    : found.error.status === 403
+                      ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
+                      : "the target cannot run that search",
               )
           }
           return wanted.size
@@ -1193,10 +1168,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   const looked = yield* lookUpConditionals({
                     reports: [{ position: 0, source: "", unresolved: [], notes: left }],
                   })
+                  // only the resources that left one are rewritten again, now with what the target resolved
                   if (looked > 0) {
                     const again = rctx()
-                    outs = EffectChunk.toReadonlyArray(items).map((item) =>
-                      rewriteResource(item.value, again),
+                    const values = EffectChunk.toReadonlyArray(items)
+                    outs = outs.map((o, i) =>
+                      o.notes.some((n) => n.kind === "ConditionalLeft")
+                        ? rewriteResource(values[i]!.value, again)
+                        : o,
                     )
                   }
                 }

@@ -36,7 +36,7 @@ import * as Attachments from "@ferry/archive/Attachments"
 import * as Imports from "@ferry/archive/Imports"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as Capabilities from "@ferry/core/CapabilityStatement"
-import { type FhirClient, summaryCount } from "@ferry/core/FhirClient"
+import { type FhirClient, searchOne, summaryCount } from "@ferry/core/FhirClient"
 import { redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
@@ -45,7 +45,7 @@ import { shellWord } from "@ferry/core/Shell"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { isAttachmentCopy } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
-import { Chunk, DateTime, Effect, Either, Option, Stream } from "effect"
+import { DateTime, Effect, Either, Option, Stream } from "effect"
 import {
   type CanonicalContext,
   canonicalize,
@@ -354,22 +354,16 @@ const serverConditionals = (
     return undefined
   }
   const search = (key: string, type: string, identifier: string) =>
-    client.searchAll(type, { identifier, _count: "2" }).pipe(
-      Stream.take(2),
-      Stream.runCollect,
-      // a server that cannot search this identifier (400, 404, 405, 422, 501): the reference is compared
-      // as written (the report's notes say how many were resolved); a refusal (401, 403) is an error
-      Effect.catchIf(
-        (e) => e._tag === "FhirError" && e.reason === "Status" && CANNOT_SEARCH.has(e.status ?? 0),
-        () => Effect.succeed(Chunk.empty<Resource>()),
-      ),
+    searchOne(client, type, [["identifier", identifier]]).pipe(
       Effect.mapError(onError),
       Effect.flatMap((found) =>
-        Effect.sync(() => {
-          const hits = Array.from(found)
-          const only = hits.length === 1 ? hits[0] : undefined
-          cache.set(key, only !== undefined && hasId(only) ? `${type}/${only.id}` : undefined)
-        }),
+        // a server that cannot search this identifier: the reference is compared as written (the report's notes
+        // say how many were resolved); a refusal (403) is an error
+        found._tag === "NotRun" && found.error.status === 403
+          ? Effect.fail(onError(found.error))
+          : Effect.sync(() => {
+              cache.set(key, found._tag === "One" ? `${type}/${found.id}` : undefined)
+            }),
       ),
     )
   const canonical = (r: Resource, ctx: CanonicalContext) =>
