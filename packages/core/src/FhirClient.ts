@@ -395,9 +395,11 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
    * (`holdBack`).
    */
   const reached = new Map<string, true | Unanswered>()
-  const answeredBy = (url: string): void => {
-    reached.set(originOf(url), true)
+  /** `origin` (of a URL just answered, `originOf`) has answered. */
+  const answeredBy = (origin: string): void => {
+    if (reached.get(origin) !== true) reached.set(origin, true)
   }
+  const baseOrigin = originOf(baseUrl)
   const unlessNeverAnswered =
     (url: string, holdBack: boolean) =>
     (a: Attempt): Attempt => {
@@ -419,8 +421,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
    * unsent, with that origin's last error, until `probeMs` after its last try: then this one is sent (the
    * others still end unsent while it is under way).
    */
-  const unsentTo = (url: string, method: string): Attempt | undefined => {
-    const origin = originOf(url)
+  const unsentTo = (url: string, method: string, origin = originOf(url)): Attempt | undefined => {
     const seen = reached.get(origin)
     if (seen === undefined || seen === true) return undefined
     const now = Date.now()
@@ -498,7 +499,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           ),
           withTimeout(toSend),
         )
-        answeredBy(toSend.url)
+        answeredBy(originOf(toSend.url))
         const location = response.headers.location
         const target =
           isRedirect(response.status) && location !== undefined && hop < maxRedirects
@@ -611,7 +612,18 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             : Effect.void,
         ),
       )
-      return Effect.retry(counted, schedule)
+      // The retry schedule is entered only after a first failure (most requests succeed at once, and a schedule
+      // per request was measurable in the export's per-attachment CPU): that failure is replayed as its first
+      // input, so the schedule sees exactly what `Effect.retry(counted, schedule)` would.
+      return Effect.catchAll(counted, (first) => {
+        let replay = true
+        const again = Effect.suspend(() => {
+          if (!replay) return counted
+          replay = false
+          return Effect.fail(first)
+        })
+        return Effect.retry(again, schedule)
+      })
     })
 
   /**
@@ -657,9 +669,12 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     Effect.gen(function* () {
       let url = initial
       for (let hop = 0; ; hop++) {
-        const unsent = holdBack ? unsentTo(url, "GET") : undefined
+        // one parse of the URL per hop (these GETs are the export's hot loop: every attachment is one)
+        const origin = originOf(url)
+        const unsent = holdBack ? unsentTo(url, "GET", origin) : undefined
         if (unsent !== undefined) return yield* unsent
-        const own = sameOrigin(url, baseUrl)
+        // (a URL that does not parse is its own "origin", never the base's: as sameOrigin, not the same)
+        const own = origin === baseOrigin
         let toSend = headers
         // Authorization is only ever sent to the base's own origin, and never when auth is off.
         if (own && auth && options.authorize) {
@@ -686,7 +701,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             ),
           ),
         )
-        answeredBy(url)
+        answeredBy(origin)
         const status = response.statusCode
         const responseHeaders = RawHttp.flatHeaders(response.headers)
         const location = responseHeaders.location

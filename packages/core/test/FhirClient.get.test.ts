@@ -8,7 +8,7 @@ import { createServer, type ServerResponse } from "node:http"
 import { type AddressInfo, connect, type Socket } from "node:net"
 import { FetchHttpClient, HttpClientRequest } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Stream } from "effect"
+import { Duration, Effect, Fiber, Stream } from "effect"
 import { Agent, type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from "undici"
 import { AuthError, FhirError } from "../src/Errors.js"
 import * as FhirClient from "../src/FhirClient.js"
@@ -452,6 +452,31 @@ describe("FhirClient.get against loopback servers", () => {
         assert.isAtLeast(Date.now() - t2, one * 1.5, "two attempts")
       }).pipe(Effect.provide(FetchHttpClient.layer)),
     20_000,
+  )
+
+  it.scopedLive(
+    "interrupting a GET waiting for its answer aborts the request (the connection is closed)",
+    () =>
+      Effect.gen(function* () {
+        let closed = 0
+        const waiting: Array<ServerResponse> = []
+        const own = yield* loopback((req, res) => {
+          // never answers: the request waits for its headers until it is interrupted
+          waiting.push(res)
+          req.socket.on("close", () => {
+            closed++
+          })
+        })
+        const { client } = yield* clientFor(`${own.origin}/fhir`)
+        const fiber = yield* Effect.fork(client.get("Binary/slow"))
+        while (own.seen.length === 0) yield* Effect.sleep("10 millis")
+        yield* Fiber.interrupt(fiber)
+        const t0 = Date.now()
+        while (closed === 0 && Date.now() - t0 < 2000) yield* Effect.sleep("10 millis")
+        assert.strictEqual(closed, 1, "the client closed the connection it was waiting on")
+        assert.strictEqual(own.seen.length, 1, "not tried again")
+        for (const res of waiting) res.destroy()
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
   )
 })
 

@@ -38,7 +38,9 @@ export const send = (
   headers: Readonly<Record<string, string>>,
   timeoutMs: number,
 ): Effect.Effect<Dispatcher.ResponseData, SendError> =>
-  Effect.async<Dispatcher.ResponseData, SendError>((resume, interrupted) => {
+  // `resume` alone (no AbortSignal parameter): Effect then makes no AbortController of its own per request, and
+  // interruption runs the returned canceler, which aborts the one this request already needs for its timer.
+  Effect.async<Dispatcher.ResponseData, SendError>((resume) => {
     let parsed: URL
     try {
       parsed = new URL(url)
@@ -52,6 +54,7 @@ export const send = (
     }
     const abort = new AbortController()
     let timedOut = false
+    let interrupted = false
     const timer =
       Number.isFinite(timeoutMs) && timeoutMs > 0
         ? setTimeout(() => {
@@ -59,11 +62,8 @@ export const send = (
             abort.abort()
           }, timeoutMs)
         : undefined
-    const onInterrupt = () => abort.abort()
-    interrupted.addEventListener("abort", onInterrupt, { once: true })
     const settle = () => {
       if (timer !== undefined) clearTimeout(timer)
-      interrupted.removeEventListener("abort", onInterrupt)
     }
     let pending: Promise<Dispatcher.ResponseData>
     try {
@@ -82,12 +82,12 @@ export const send = (
     pending.then(
       (response) => {
         settle()
-        if (interrupted.aborted) discardBody(response.body)
+        if (interrupted) discardBody(response.body)
         else resume(Effect.succeed(response))
       },
       (cause: unknown) => {
         settle()
-        if (interrupted.aborted) return
+        if (interrupted) return
         resume(
           Effect.fail(
             timedOut
@@ -97,6 +97,10 @@ export const send = (
         )
       },
     )
+    return Effect.sync(() => {
+      interrupted = true
+      abort.abort()
+    })
   })
 
 /** undici's headers with repeated values joined (`set-cookie` is of no use to Ferry). */
