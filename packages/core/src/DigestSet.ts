@@ -12,7 +12,7 @@
  * Open addressing with linear probing; digests are uniform, so their first four bytes are the hash. A slot
  * whose bytes are all zero is empty: an all-zero digest is stored as a flag of its own.
  */
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 
 const MAX_LOAD = 0.75
 
@@ -126,5 +126,4 @@ const isZero = (d: Uint8Array): boolean => {
 }
 
 /** The first 16 bytes of the sha256 of a string (a URL): a set member that stands for the string. */
-export const digest16 = (text: string): Uint8Array =>
-  createHash("sha256").update(text).digest().subarray(0, 16)
+export const digest16 = (text: string): Uint8Array => hash("sha256", text, "buffer").subarray(0, 16)

@@ -69,6 +69,8 @@ const personalParam =
  * identifier search, a crawl's filters) are replaced with `REDACTED`; user info is dropped.
  */
 export const redactUrl = (url: string): string => {
+  // a relative URL (an attachment's `Binary/1`) cannot parse on its own: said the same way without the throw
+  if (!isAbsolute(url)) return url.replace(/\?.*$/, "")
   try {
     const u = new URL(url)
     u.username = ""
