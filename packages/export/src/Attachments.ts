@@ -89,10 +89,11 @@ export const originNotAllowed = (origin: string): string =>
 const binaryPath = /(?:^|\/)Binary\/[A-Za-z0-9\-.]{1,64}$/
 
 /** Whether the URL names a Binary on the source server (read raw, `Accept` any type). */
-export const isSourceBinary = (baseUrl: string, url: string): boolean => {
-  const path = url.replace(/[?#].*$/, "")
-  return binaryPath.test(path) && (!isAbsolute(url) || sameOrigin(url, baseUrl))
-}
+export const isSourceBinary = (baseUrl: string, url: string): boolean =>
+  namesBinary(url) && (!isAbsolute(url) || sameOrigin(url, baseUrl))
+
+/** Whether the URL's path names a Binary (`Binary/[id]`), on whatever server. */
+const namesBinary = (url: string): boolean => binaryPath.test(url.replace(/[?#].*$/, ""))
 
 /** Every Attachment with a fetchable `url` in a resource. */
 export const refsOf = (resource: Resource): ReadonlyArray<AttachmentRef> =>
@@ -120,12 +121,19 @@ const WHOLE = 1024 * 1024
 
 /**
  * Bounds for `fetchOne`: `http` is held while the request is made and the body read (the `--parallel` bound on
- * the server), `write` while a body read whole is stored. Storing costs an fsync'd file per attachment and
- * rarely the server, so more stores than requests are in flight: the requests do not wait on the disk.
+ * the server). A body read whole is stored outside it (synchronously: `Store.storeBytes`), so the next request
+ * does not wait for that.
  */
 export interface Gates {
   readonly http: Effect.Semaphore
-  readonly write: Effect.Semaphore
+}
+
+/** What `fetchOne` knows of a reference before fetching it (the fetcher has worked it out already). */
+export interface Resolved {
+  /** The URL resolved against the source base. */
+  readonly url: string
+  /** Whether it names a Binary on the source (`isSourceBinary`). */
+  readonly binary: boolean
 }
 
 /** Fetches one attachment into the archive's blob store (not yet committed: see `Fetcher`). */
@@ -134,18 +142,16 @@ export const fetchOne = (
   store: ArchiveAttachments.Store,
   ref: AttachmentRef,
   gates?: Gates,
+  known?: Resolved,
 ): Effect.Effect<StoredAttachment, ExportError | ArchiveError | FhirError | AuthError> =>
   Effect.gen(function* () {
-    const resolved = resolveUrl(client.baseUrl, ref.url)
+    const resolved = known?.url ?? resolveUrl(client.baseUrl, ref.url)
+    const binary = known?.binary ?? isSourceBinary(client.baseUrl, ref.url)
     const fetched = yield* gates === undefined
-      ? fetchBody(client, store, ref, resolved)
-      : gates.http.withPermits(1)(fetchBody(client, store, ref, resolved))
+      ? fetchBody(client, store, ref, resolved, binary)
+      : gates.http.withPermits(1)(fetchBody(client, store, ref, resolved, binary))
     const stored =
-      fetched.kind === "stored"
-        ? fetched.stored
-        : yield* gates === undefined
-            ? store.storeBytes(fetched.bytes, fetched.meta)
-            : gates.write.withPermits(1)(store.storeBytes(fetched.bytes, fetched.meta))
+      fetched.kind === "stored" ? fetched.stored : yield* store.storeBytes(fetched.bytes, fetched.meta)
     const contentType = fetched.meta.contentType
     const mismatch =
       ref.size !== undefined && ref.size !== stored.size
@@ -185,9 +191,9 @@ const fetchBody = (
   store: ArchiveAttachments.Store,
   ref: AttachmentRef,
   resolved: string,
+  binary: boolean,
 ): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> =>
   Effect.gen(function* () {
-    const binary = isSourceBinary(client.baseUrl, ref.url)
     const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
     // an attachment host that refuses connections is not asked again for each attachment (holdBack)
     const response = yield* client.get(resolved, { headers: { accept }, holdBack: true })
@@ -387,8 +393,11 @@ export interface Fetcher {
   readonly summary: Effect.Effect<AttachmentSummary>
 }
 
-/** Attachments being stored at once (see `Gates`). */
-const WRITES_IN_FLIGHT = 16
+/**
+ * Workers beyond the request bound: a worker that waits for a URL another batch is fetching, or that stores a
+ * big body streamed to a temp file, does not leave a request permit idle.
+ */
+const SPARE_WORKERS = 16
 
 /** Blobs per commit inside one `forRefs` call (each call also commits at its end). */
 const COMMIT_EVERY = 256
@@ -410,10 +419,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   const failedRefs = new DigestSet(16, 16)
   /** Fetches under way, by `claimKey`. */
   const inFlight = new Map<string, Deferred.Deferred<boolean>>()
-  const gates: Gates = {
-    http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)),
-    write: yield* Effect.makeSemaphore(WRITES_IN_FLIGHT),
-  }
+  const gates: Gates = { http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)) }
+  const baseOrigin = Option.getOrElse(originOf(client.baseUrl), () => "null")
   let fetched = 0
   let skipped = 0
   let bytes = 0
@@ -442,8 +449,10 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     Effect.suspend(() => {
       const resolved = resolveUrl(client.baseUrl, ref.url)
       const origin = Option.getOrElse(originOf(resolved), () => "null")
+      // (a relative URL resolves onto the base: same origin; an absolute one keeps its own)
+      const binary = origin === baseOrigin && namesBinary(ref.url)
       return options.allowOrigin === undefined || options.allowOrigin(origin)
-        ? fetchOne(client, store, ref, gates)
+        ? fetchOne(client, store, ref, gates, { url: resolved, binary })
         : Effect.fail(
             new ExportError({
               reason: "Attachment",
@@ -452,27 +461,25 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
             }),
           )
     }).pipe(
-      Effect.tap((stored) =>
-        Effect.sync(() => {
-          fetched++
-          bytes += stored.size
-        }),
-      ),
-      Effect.tap((stored) => (options.onStored ? options.onStored(stored) : Effect.void)),
-      Effect.map((stored): number | undefined => stored.size),
+      // (one step per outcome rather than a tap each: this runs once per attachment)
+      Effect.flatMap((stored): Effect.Effect<number | undefined, ExportError> => {
+        fetched++
+        bytes += stored.size
+        return options.onStored
+          ? Effect.as(options.onStored(stored), stored.size)
+          : Effect.succeed(stored.size)
+      }),
       Effect.catchAll((e) => {
         if (e._tag === "ArchiveError" || (e._tag === "ExportError" && e.reason === "Archive"))
           return Effect.fail(e)
         return recordFailure(ref, e.message).pipe(Effect.as(undefined))
       }),
-      Effect.tap((size) =>
-        Effect.suspend(() => {
-          if (size === undefined) failedRefs.add(digest16(claimKey(ref)))
-          inFlight.delete(claimKey(ref))
-          return Deferred.succeed(mine, size !== undefined)
-        }),
-      ),
-      Effect.tap(() => commitIfFull),
+      Effect.tap((size) => {
+        const key = claimKey(ref)
+        if (size === undefined) failedRefs.add(digest16(key))
+        inFlight.delete(key)
+        return Effect.zipRight(Deferred.succeed(mine, size !== undefined), commitIfFull)
+      }),
       // an interrupted fetch (its file's batch stopped with a failed download) settles nothing: the URL is
       // fetched again by the next reference that meets it
       Effect.onInterrupt(() =>
@@ -529,13 +536,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
         )
       }
       // A fixed pool of workers taking the next reference (`forEachPooled`): enough that every request
-      // permit stays busy while earlier bodies are being stored; the first archive failure interrupts the
-      // others, as forEach would.
-      yield* forEachPooled(
-        refs,
-        Math.min(refs.length, Math.max(1, options.concurrency) + WRITES_IN_FLIGHT),
-        one,
-      )
+      // permit stays busy (see SPARE_WORKERS); the first archive failure interrupts the others, as forEach
+      // would.
+      yield* forEachPooled(refs, Math.min(refs.length, Math.max(1, options.concurrency) + SPARE_WORKERS), one)
       yield* store.commit
       skipped += mineSkipped
       return {
