@@ -1099,30 +1099,37 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 !conditionalMisses.has(n.reference)
               )
                 wanted.add(n.reference)
-          for (const raw of wanted) {
-            const parsed = parseReference(raw, { sourceBase })
-            if (parsed._tag !== "Conditional") {
-              conditionalMisses.set(raw, "it is not a search the target can run")
-              continue
-            }
-            const found = yield* searchOne(
-              client,
-              parsed.type,
-              parsed.params.map((p) => [p.name, p.value] as const),
-            )
-            if (found._tag === "One") targetConditionals.set(raw, `${parsed.type}/${found.id}`)
-            else
-              conditionalMisses.set(
-                raw,
-                found._tag === "None"
-                  ? "no resource on the target matches it"
-                  : found._tag === "Several"
-                    ? "several resources on the target match it"
-                    : found.error.status === 403
-                      ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
-                      : "the target cannot run that search",
-              )
-          }
+          // `parallel` searches at a time (a post migration of thousands of practitioners met by identifier
+          // would otherwise wait for each search in turn); each settles its own reference
+          yield* Effect.forEach(
+            wanted,
+            (raw) =>
+              Effect.gen(function* () {
+                const parsed = parseReference(raw, { sourceBase })
+                if (parsed._tag !== "Conditional") {
+                  conditionalMisses.set(raw, "it is not a search the target can run")
+                  return
+                }
+                const found = yield* searchOne(
+                  client,
+                  parsed.type,
+                  parsed.params.map((p) => [p.name, p.value] as const),
+                )
+                if (found._tag === "One") targetConditionals.set(raw, `${parsed.type}/${found.id}`)
+                else
+                  conditionalMisses.set(
+                    raw,
+                    found._tag === "None"
+                      ? "no resource on the target matches it"
+                      : found._tag === "Several"
+                        ? "several resources on the target match it"
+                        : found.error.status === 403
+                          ? `the target's credentials may not search ${parsed.type} (403): with a scope that searches it Ferry resolves it there`
+                          : "the target cannot run that search",
+                  )
+              }),
+            { concurrency: Math.max(1, options.parallel ?? 4), discard: true },
+          )
           return wanted.size
         })
 
