@@ -6,6 +6,8 @@ export const fhirJson = "application/fhir+json"
 export const fhirNdjson = "application/fhir+ndjson"
 
 const hasScheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:/
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the characters the URL parser strips or removes
+const spaceOrControl = /[\u0000-\u0020]/
 
 /** Whether `url` is absolute (has a scheme). */
 export const isAbsolute = (url: string): boolean => hasScheme.test(url)
@@ -69,8 +71,10 @@ const personalParam =
  * identifier search, a crawl's filters) are replaced with `REDACTED`; user info is dropped.
  */
 export const redactUrl = (url: string): string => {
-  // a relative URL (an attachment's `Binary/1`) cannot parse on its own: said the same way without the throw
-  if (!isAbsolute(url)) return url.replace(/\?.*$/, "")
+  // A relative URL (an attachment's `Binary/1`) cannot parse on its own: said the same way without the throw.
+  // Only a text without spaces or control characters: the URL parser drops those around a URL (and tabs and
+  // newlines anywhere), so ` https://user:pw@h/` parses, and its user info must go.
+  if (!isAbsolute(url) && !spaceOrControl.test(url)) return url.replace(/\?.*$/, "")
   try {
     const u = new URL(url)
     u.username = ""

@@ -41,6 +41,19 @@ describe("Http", () => {
     for (const secret of ["a1", "a2", "a3", "a4", "a5", "a6"]) assert.notInclude(more, secret)
     assert.include(more, "_count=10")
     assert.include(more, "type=Patient")
+    // the URL parser drops spaces and control characters around a URL (tabs and newlines anywhere): such a
+    // text still parses, and still loses its user info
+    for (const spaced of [
+      " https://user:pw@h/r4?token=abc",
+      "\nhttps://user:pw@h/r4",
+      "ht\ttps://user:pw@h/r4 ",
+    ]) {
+      const said = redactUrl(spaced)
+      assert.notInclude(said, "pw", JSON.stringify(spaced))
+      assert.notInclude(said, "abc", JSON.stringify(spaced))
+    }
+    // a relative URL is said without its query
+    assert.strictEqual(redactUrl("Binary/1?sig=x"), "Binary/1")
   })
 
   it("redacts search values that are a person's data, keeps the others", () => {
