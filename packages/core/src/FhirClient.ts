@@ -317,10 +317,12 @@ const finalError = (
       detail:
         attempt.sentAuthorization === true
           ? `the server refused the credentials (401)${said}; ${refusedHint}`
-          : sameOrigin(e.url, baseUrl)
-            ? `the server requires authorization (401)${said}; configure authentication for this server`
-            : // No credentials went there (they go to the base's origin only), so none can be "wrong".
-              `this host requires authorization (401)${said}; Ferry sent it no credentials, since it sends them only to ${originOf(baseUrl)}: the host must allow access without them (e.g. signed URLs)`,
+          : attempt.detouredVia !== undefined
+            ? `the server requires authorization (401)${said}; Ferry sent no credentials because the request came back to ${originOf(baseUrl)} through a redirect from ${attempt.detouredVia}, and credentials never follow a redirect from another host: give Ferry a URL that does not go through it`
+            : sameOrigin(e.url, baseUrl)
+              ? `the server requires authorization (401)${said}; configure authentication for this server`
+              : // No credentials went there (they go to the base's origin only), so none can be "wrong".
+                `this host requires authorization (401)${said}; Ferry sent it no credentials, since it sends them only to ${originOf(baseUrl)}: the host must allow access without them (e.g. signed URLs)`,
     })
   }
   if (retried && e.reason === "Status" && isThrottleStatus(e.status)) {
@@ -484,11 +486,18 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, Attempt | AuthError> =>
     Effect.gen(function* () {
       let request = initial
+      // every hop so far was on the base's origin (see `own` below); else the first other host met
+      let ownSoFar = true
+      let detour: string | undefined
       for (let hop = 0; ; hop++) {
         const unsent = holdBack ? unsentTo(request.url, request.method) : undefined
         if (unsent !== undefined) return yield* unsent
-        const own = sameOrigin(request.url, baseUrl)
-        // Authorization is only ever sent to the base's own origin, and never when auth is off.
+        // Authorization is only ever sent to the base's own origin, and never when auth is off; nor once the
+        // request has been elsewhere: a redirect back from another host goes where that host chose.
+        const here = sameOrigin(request.url, baseUrl)
+        if (!here && ownSoFar) detour = originOf(request.url)
+        ownSoFar = ownSoFar && here
+        const own = ownSoFar
         let toSend = own && auth ? request : stripAuthorization(request)
         if (own && auth && options.authorize) toSend = yield* options.authorize(toSend)
         const response = yield* http.execute(toSend).pipe(
@@ -555,6 +564,9 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           }),
           retryAfter: response.headers["retry-after"],
           sentAuthorization: toSend.headers.authorization !== undefined,
+          ...(auth && detour !== undefined && sameOrigin(request.url, baseUrl)
+            ? { detouredVia: detour }
+            : {}),
         })
       }
     }).pipe(
@@ -668,13 +680,20 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
   ): Effect.Effect<RawResponse, Attempt | AuthError> =>
     Effect.gen(function* () {
       let url = initial
+      // every hop so far was on the base's origin (see `own` below); else the first other host met
+      let ownSoFar = true
+      let detour: string | undefined
       for (let hop = 0; ; hop++) {
         // one parse of the URL per hop (these GETs are the export's hot loop: every attachment is one)
         const origin = originOf(url)
         const unsent = holdBack ? unsentTo(url, "GET", origin) : undefined
         if (unsent !== undefined) return yield* unsent
         // (a URL that does not parse is its own "origin", never the base's: as sameOrigin, not the same)
-        const own = origin === baseOrigin
+        // Authorization is only ever sent to the base's own origin, and never when auth is off; nor once the
+        // request has been elsewhere: a redirect back from another host goes where that host chose.
+        if (origin !== baseOrigin && ownSoFar) detour = origin
+        ownSoFar = ownSoFar && origin === baseOrigin
+        const own = ownSoFar
         let toSend = headers
         // Authorization is only ever sent to the base's own origin, and never when auth is off.
         if (own && auth && options.authorize) {
@@ -736,6 +755,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
           }),
           retryAfter: responseHeaders["retry-after"],
           sentAuthorization: toSend.authorization !== undefined,
+          ...(auth && detour !== undefined && originOf(url) === baseOrigin ? { detouredVia: detour } : {}),
         })
       }
     }).pipe(

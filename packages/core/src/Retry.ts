@@ -32,6 +32,11 @@ export class Attempt extends Data.TaggedError("@ferry/core/Retry/Attempt")<{
    * the first: a 401 from a host that was sent no credentials says nothing about the credentials.
    */
   readonly sentAuthorization?: boolean
+  /**
+   * The host that redirected this request back to the base's origin, when credentials were withheld for that
+   * reason (they are not sent on a request that has been elsewhere).
+   */
+  readonly detouredVia?: string
 }> {}
 
 const epochSecondsThreshold = 1e9

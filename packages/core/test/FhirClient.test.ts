@@ -811,11 +811,19 @@ describe("FhirClient against loopback servers", () => {
   it.scopedLive("follows next links, and sends Authorization only to its own origin", () =>
     Effect.gen(function* () {
       const other = yield* loopback((req, res) => {
+        if (req.url === "/bounce") {
+          res.writeHead(302, { location: `${own.origin}/fhir/Binary/1` })
+          return res.end()
+        }
         res.writeHead(200, { "content-type": "application/fhir+ndjson" })
         res.end(`bytes from ${req.url}`)
       })
       const own = yield* loopback((req, res, origin) => {
         const url = new URL(req.url ?? "/", origin)
+        if (url.pathname === "/fhir/round-trip") {
+          res.writeHead(302, { location: `${other.origin}/bounce` })
+          return res.end()
+        }
         const page = (n: number, next?: string) =>
           json(res, 200, {
             resourceType: "Bundle",
@@ -888,6 +896,16 @@ describe("FhirClient against loopback servers", () => {
         url: "/files/redirected?X-Amz-Signature=s3cr3t",
         authorization: undefined,
       })
+
+      // own → other → own: the first hop carries them, the one back (where the other host sent it) does not
+      assert.strictEqual(yield* collectText(client.stream("round-trip")), "own bytes")
+      assert.deepStrictEqual(
+        own.seen.slice(-2).map((r) => [r.url, r.authorization]),
+        [
+          ["/fhir/round-trip", "Bearer secret-token"],
+          ["/fhir/Binary/1", undefined],
+        ],
+      )
 
       const missing = yield* Effect.flip(client.read("Patient", "nope"))
       assert.instanceOf(missing, FhirError)
