@@ -34,6 +34,7 @@
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as Events from "@ferry/archive/Events"
@@ -400,7 +401,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
                   ? Effect.void
                   : Effect.try({
                       try: () => {
-                        NFS.mkdirSync(eventsDir, { recursive: true, mode: 0o700 })
+                        makeDirsSync(eventsDir, 0o700)
                         eventsDirMade = true
                       },
                       catch: Continues.io(eventsDir),

@@ -12,6 +12,7 @@ import { createHash, randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { promisify } from "node:util"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Effect, Schema, type Scope, Stream } from "effect"
@@ -285,7 +286,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
       const final = Path.join(dir, relativePath(sha256))
       const parent = Path.dirname(final)
       if (!dirs.has(parent)) {
-        NFS.mkdirSync(parent, { recursive: true, mode: Fs.DIR_MODE })
+        makeDirsSync(parent, Fs.DIR_MODE)
         NFS.chmodSync(parent, Fs.DIR_MODE)
         dirs.add(parent)
         newDirs = true

@@ -8,6 +8,7 @@
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import * as Archive from "@ferry/archive/Archive"
 import * as Imports from "@ferry/archive/Imports"
 import { Effect, Option } from "effect"
@@ -27,7 +28,7 @@ export const copyIfAbsent = (from: string, to: string): Effect.Effect<boolean, I
   Effect.try({
     try: () => {
       if (!NFS.existsSync(from) || NFS.existsSync(to)) return false
-      NFS.mkdirSync(Path.dirname(to), { recursive: true, mode: 0o700 })
+      makeDirsSync(Path.dirname(to), 0o700)
       const tmp = `${to}.tmp`
       NFS.copyFileSync(from, tmp)
       NFS.chmodSync(tmp, 0o600)

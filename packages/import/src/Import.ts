@@ -66,6 +66,7 @@
 import { randomBytes } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { makeDirs, makeDirsSync } from "@ferry/core/Dirs"
 import { HttpClientRequest } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
 import type { FileEntry } from "@ferry/archive/Manifest"
@@ -289,7 +290,7 @@ const appendDurable = (path: string, text: string): Effect.Effect<void, ImportEr
       const open = () => NFS.promises.open(path, "a", 0o600)
       const h = await open().catch(async (e: unknown) => {
         if (!(e instanceof Error && "code" in e && e.code === "ENOENT")) throw e
-        await NFS.promises.mkdir(Path.dirname(path), { recursive: true, mode: 0o700 })
+        await makeDirs(Path.dirname(path), 0o700)
         return open()
       })
       try {
@@ -503,7 +504,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const emit = (e: ImportEvent) =>
         Effect.zipRight(appendEvent(e.event, { ...e }).pipe(Effect.orDie), emitRaw(e))
       yield* Effect.try({
-        try: () => NFS.mkdirSync(importDir, { recursive: true, mode: 0o700 }),
+        try: () => makeDirsSync(importDir, 0o700),
         catch: io(importDir),
       })
       // one import into a target from an archive at a time (its journal, id map and quarantine are shared)
@@ -1147,7 +1148,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               for (const name of NFS.readdirSync(importDir))
                 if (name === "bulk" || name.startsWith("bulk-"))
                   NFS.rmSync(Path.join(importDir, name), { recursive: true, force: true })
-              NFS.mkdirSync(Path.join(stageDir, "data"), { recursive: true, mode: 0o700 })
+              makeDirsSync(Path.join(stageDir, "data"), 0o700)
             },
             catch: io(stageDir),
           })

@@ -10,6 +10,7 @@
  */
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { Command, Options } from "@effect/cli"
 import * as Archive from "@ferry/archive/Archive"
 import * as Bundle from "@ferry/core/Bundle"
@@ -82,7 +83,7 @@ export const runDemo = Effect.fn("demo.run")(function* (input: { data: string; o
       `${out} holds ${taken.join(", ")}, which the demo did not write and would replace; give --out a new or empty folder`,
     )
   NFS.rmSync(archiveDir, { recursive: true, force: true })
-  NFS.mkdirSync(out, { recursive: true, mode: 0o700 })
+  makeDirsSync(out, 0o700)
   NFS.writeFileSync(
     Path.join(out, marker),
     "ferry demo replaces the archive and reports in this folder on every run\n",
