@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { Effect } from "effect"
 import type { Report } from "./Verify.js"
 import { VerifyError } from "./VerifyError.js"
@@ -111,16 +112,24 @@ const writeAtomic = (path: string, text: string) =>
       }),
   })
 
+/** The report as `verify.json` and `--json` give it: `ok` (clean) first, for scripts. */
+export const withOk = (report: Report) => ({ ok: report.verdict === "clean", ...report })
+
 /** Write `verify.json` and `verify.html` into `dir` (created 0700 if missing); returns their paths. */
 export const write = (dir: string, report: Report) =>
   Effect.gen(function* () {
     yield* Effect.try({
-      try: () => NFS.mkdirSync(dir, { recursive: true, mode: 0o700 }),
-      catch: (cause) => new VerifyError({ reason: "Report", detail: `cannot create ${dir}`, cause }),
+      try: () => makeDirsSync(dir, 0o700),
+      catch: (cause) =>
+        new VerifyError({
+          reason: "Report",
+          detail: `cannot create ${dir} (${cause instanceof Error ? cause.message : String(cause)}); give --report a folder Ferry can create or write in`,
+          cause,
+        }),
     })
     const json = Path.join(dir, "verify.json")
     const page = Path.join(dir, "verify.html")
-    yield* writeAtomic(json, `${JSON.stringify(report, null, 2)}\n`)
+    yield* writeAtomic(json, `${JSON.stringify(withOk(report), null, 2)}\n`)
     yield* writeAtomic(page, html(report))
     return { json, html: page }
   })

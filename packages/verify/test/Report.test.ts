@@ -1,5 +1,9 @@
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { escapeHtml, html, htmlListLimit, summary } from "../src/Report.js"
+import { Effect } from "effect"
+import { escapeHtml, html, htmlListLimit, summary, write } from "../src/Report.js"
 import type { Report } from "../src/Verify.js"
 
 const base: Report = {
@@ -51,4 +55,23 @@ describe("Report", () => {
     assert.include(page, "and 5 more: see verify.json")
     assert.match(summary(base)[0] ?? "", /^verify: DIFFERENCES/)
   })
+
+  it.effect(
+    "writes verify.json with ok (as --json prints it), and fails, not spins, where no folder can be made",
+    () =>
+      Effect.gen(function* () {
+        const dir = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-report-"))
+        const paths = yield* write(Path.join(dir, "reports"), base)
+        const written = JSON.parse(NFS.readFileSync(paths.json, "utf8")) as { ok: boolean; verdict: string }
+        assert.strictEqual(written.ok, false)
+        assert.strictEqual(written.verdict, "differences")
+        NFS.rmSync(dir, { recursive: true })
+        if (NFS.existsSync("/proc/self")) {
+          // the kernel refuses new entries in /proc with ENOENT, on which Node's recursive mkdir loops forever
+          const failed = yield* Effect.flip(write("/proc/ferry-nope", base))
+          assert.include(failed.message, "cannot create /proc/ferry-nope")
+          assert.include(failed.message, "--report")
+        }
+      }),
+  )
 })

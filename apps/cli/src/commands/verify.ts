@@ -179,7 +179,7 @@ const runVerify = (f: Flags) =>
     yield* say(`verify: report ${paths.json}`)
     yield* say(`verify: report ${paths.html}`)
     // `ok`: exit 0 (clean), as every command's `--json` result says
-    if (f.json) yield* Console.log(JSON.stringify({ ok: report.verdict === "clean", ...report }))
+    if (f.json) yield* Console.log(JSON.stringify(Report.withOk(report)))
     if (report.verdict !== "clean") {
       const t = report.totals
       return yield* new VerifyError({
