@@ -587,6 +587,28 @@ describe("ferry migrate", () => {
     expect(doc.content?.[0]?.attachment?.url).toBe(`http://127.0.0.1:${port}/doc/0`)
   }, 60_000)
 
+  it("after a migration that quarantined some resources, import --retry-quarantine sends the quarantine only, not what the waves landed", async () => {
+    const source = await start(generated)
+    const db = Path.join(tmp, "retry-after-migrate.sqlite")
+    const port = await freePort()
+    const refusing = await startSandbox({ port, db, rejectRule: { type: "Condition" } })
+    const archive = Path.join(tmp, "retry-after-migrate")
+    const first = await migrate(source, refusing.handle, archive)
+    await refusing.close()
+    expect(first.code, first.stderr).toBe(7)
+    const quarantined = summaryOf(first.stdout).import.quarantined
+    expect(quarantined).toBe(source.store.count("Condition"))
+    // the same port and database: the same target, its rule lifted
+    const fixed = await start({ port, db })
+    const retry = await runFerry(["import", archive, "--to", fixed.baseUrl, "--retry-quarantine", "--json"])
+    expect(retry.code, retry.stderr).toBe(0)
+    const summary = JSON.parse(retry.stdout) as { total: number; quarantined: number }
+    // what landed in this run is what was quarantined: the waves' resources were not sent again
+    expect(summary.total).toBe(quarantined)
+    expect(summary.quarantined).toBe(0)
+    expect(counts(fixed)).toEqual(archiveCounts(archive))
+  }, 120_000)
+
   it("--serve-port without --strategy import: exit 2, one line, nothing exported", async () => {
     const source = await start(generated)
     const target = await start({})

@@ -1289,6 +1289,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       let quarantined = 0
       let chunksDone = 0
       let resumed = 0
+      // A `ferry migrate` of this archive into this target ran to its end: its waves landed every file, in
+      // Bundles cut otherwise than a whole-archive import cuts them, which the chunk journal therefore does not
+      // know. Nothing is sent again (as after a finished `ferry import`); a --retry-quarantine replays only
+      // the quarantine.
+      const migrated =
+        options.files === undefined && Imports.readMigrateLedger(archive, client.baseUrl)?.done === true
       const writeLock = yield* Effect.makeSemaphore(1)
       const quarantineDir = Imports.quarantineDir(archive, client.baseUrl)
 
@@ -2061,7 +2067,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         Effect.gen(function* () {
           const pending: Array<Chunk.Chunk> = []
           for (const c of group) {
-            if (yield* journal.isDone(`import.chunk:${chunkKey(c.keys)}`)) resumed++
+            if (migrated || (yield* journal.isDone(`import.chunk:${chunkKey(c.keys)}`))) resumed++
             else pending.push(c)
           }
           const preloaded = anyGzip
