@@ -587,6 +587,22 @@ describe("ferry migrate", () => {
     expect(doc.content?.[0]?.attachment?.url).toBe(`http://127.0.0.1:${port}/doc/0`)
   }, 60_000)
 
+  it("a target that holds resources of a type the first wave does not carry is warned about before anything is sent", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const posted = await fetch(`${target.baseUrl}/Observation`, {
+      method: "POST",
+      headers: { "content-type": "application/fhir+json" },
+      body: JSON.stringify({ resourceType: "Observation", status: "final", code: { text: "left over" } }),
+    })
+    expect(posted.status).toBe(201)
+    const run = await migrate(source, target, Path.join(tmp, "non-empty-target"))
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toContain(
+      "the target already holds 1 resources of the archive's types (1 Observation)",
+    )
+  }, 120_000)
+
   it("after a migration that quarantined some resources, import --retry-quarantine sends the quarantine only, not what the waves landed", async () => {
     const source = await start(generated)
     const db = Path.join(tmp, "retry-after-migrate.sqlite")

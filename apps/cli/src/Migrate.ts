@@ -670,6 +670,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             // seeded above (`seedOnce`), after checking the earlier migration finished
             continues: false,
             files,
+            expectedTypes: Array.from(plannedByType.keys()),
             contextFiles: context,
             // The archive's Binary resources own their blobs (never uploaded as second copies): while the
             // export runs, those of earlier waves are in the id map, the landed Binary files not imported yet

@@ -153,6 +153,12 @@ export interface ImportOptions {
    */
   readonly files?: ReadonlyArray<FileEntry>
   /**
+   * Every resource type the archive will hold, when it is still being written (a migrate's waves start while
+   * the export runs, and the manifest lists only the files finished so far): a first import's check of what
+   * the target holds already counts all of them. Default: the manifest's types.
+   */
+  readonly expectedTypes?: ReadonlyArray<string>
+  /**
    * Data files an earlier run into this target already loaded: read only so that the conditional
    * (`Type?identifier=…`) and `urn:uuid:` references of `files` resolve to their resources; nothing of them
    * is sent again (`ferry migrate`'s final wave).
@@ -592,7 +598,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // A first import of this archive into a target that holds data already (another source's, a wrong URL):
       // said before anything is sent. Not for an incremental archive, whose target holds the earlier import.
       if (Option.isNone(previous) && since === undefined) {
-        const held = yield* heldAlready(client, types)
+        // every type of the archive, not only this run's files' (a migrate's first wave holds a few types)
+        const held = yield* heldAlready(
+          client,
+          Array.from(new Set([...(options.expectedTypes ?? []), ...manifest.files.map((f) => f.type)])),
+        )
         if (held.length > 0) yield* emit({ event: "warning", detail: nonEmptyTarget(held, mode) })
       }
 
