@@ -195,6 +195,15 @@ export const parseMigrateLedger = (
   return { imported, pruned, waves, done }
 }
 
+/** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */
+export const madeByMigrate = (dir: string): boolean => {
+  const imports = Path.join(dir, layout.root)
+  return (
+    NFS.existsSync(imports) &&
+    NFS.readdirSync(imports).some((t) => NFS.existsSync(Path.join(imports, t, layout.migrateLedger)))
+  )
+}
+
 /** `ferry migrate`'s ledger of `archiveDir` for a target, read (`parseMigrateLedger`); none when there is none. */
 export const readMigrateLedger = (
   archiveDir: string,

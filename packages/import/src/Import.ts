@@ -475,7 +475,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           detail:
             writer !== undefined
               ? `the archive is not finished: a ferry (pid ${writer.pid}, since ${writer.startedAt}) is still writing it; wait for that export to end, then import (ferry migrate imports while it exports)`
-              : "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
+              : Imports.madeByMigrate(archive)
+                ? "the archive is incomplete (its migration did not finish); run the same ferry migrate again to finish it"
+                : "the archive is incomplete (its export did not finish); rerun the export with the same --out, then import",
         })
       }
       // An `_elements` export holds parts of resources (the server tags them SUBSETTED): each would replace the

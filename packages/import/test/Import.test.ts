@@ -211,8 +211,21 @@ describe("Import.run", () => {
       const refused = failure(yield* Effect.exit(Import.run({ client, archive: dir })))
       assert.isTrue(Option.isSome(refused))
       assert.strictEqual(refused.pipe(Option.getOrThrow)._tag, "ImportError")
-      assert.match(refused.pipe(Option.getOrThrow).message, /incomplete/)
+      assert.match(
+        refused.pipe(Option.getOrThrow).message,
+        /incomplete.*rerun the export with the same --out/,
+      )
       assert.strictEqual(sandbox.store.countAll(), 0)
+      // one a ferry migrate was writing (its ledger is there): the migrate is what finishes it
+      const ledger = Imports.migrateLedgerPath(dir, sandbox.baseUrl)
+      NFS.mkdirSync(Path.dirname(ledger), { recursive: true })
+      NFS.writeFileSync(ledger, "")
+      const migrating = failure(yield* Effect.exit(Import.run({ client, archive: dir })))
+      assert.include(
+        migrating.pipe(Option.getOrThrow).message,
+        "run the same ferry migrate again to finish it",
+      )
+      NFS.rmSync(Path.dirname(Path.dirname(ledger)), { recursive: true })
       // its export still running (another live process holds the archive's lock): said so, not "rerun the export"
       const lock = Path.join(dir, ".lock")
       NFS.writeFileSync(

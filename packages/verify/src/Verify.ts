@@ -30,7 +30,6 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
-import * as Path from "node:path"
 import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Imports from "@ferry/archive/Imports"
@@ -62,15 +61,6 @@ import { VerifyError } from "./VerifyError.js"
 /** The data files `ferry migrate --prune-staged` removed from the archive for `target` (its ledger). */
 const prunedByMigrate = (dir: string, target: string): ReadonlySet<string> =>
   new Set(Imports.readMigrateLedger(dir, target)?.pruned.keys() ?? [])
-
-/** Whether `ferry migrate` made the archive (its ledger, `imports/<target>/migrate.ndjson`, is there). */
-const madeByMigrate = (dir: string): boolean => {
-  const imports = Path.join(dir, Imports.layout.root)
-  return (
-    NFS.existsSync(imports) &&
-    NFS.readdirSync(imports).some((t) => NFS.existsSync(Path.join(imports, t, Imports.layout.migrateLedger)))
-  )
-}
 
 export type Source =
   | { readonly _tag: "Server"; readonly client: FhirClient }
@@ -416,7 +406,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     if (!manifest.complete)
       return yield* new VerifyError({
         reason: "Source",
-        detail: `${source.dir} is not a complete archive (its export did not finish); run the same ferry ${madeByMigrate(source.dir) ? "migrate" : "export"} again to finish it, then verify`,
+        detail: `${source.dir} is not a complete archive (its export did not finish); run the same ferry ${Imports.madeByMigrate(source.dir) ? "migrate" : "export"} again to finish it, then verify`,
       })
     // An archive that does not hold what its export recorded proves nothing: every file and blob is re-hashed.
     const mismatches = yield* Archive.verifyChecksums(source.dir).pipe(Effect.mapError(sourceError))
