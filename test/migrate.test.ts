@@ -491,6 +491,13 @@ describe("ferry migrate", () => {
         `^ferry: .*pruned: ${s.pruned.files} of its data files were pruned by ferry migrate --prune-staged after they were imported, .*compare with the source server instead: ferry verify --source ${source.baseUrl.replace(/[.]/g, "\\.")} --target `,
       ),
     )
+    // and import (a --retry-quarantine): the pruning said as such, not "the archive was changed or damaged"
+    const again = await runFerry(["import", archive, "--to", target.baseUrl, "--retry-quarantine"])
+    expect(again.code, again.stderr).toBe(5)
+    expect(lastLine(again.stderr)).toContain(`${s.pruned.files} of the archive's data files (first: data/`)
+    expect(lastLine(again.stderr)).toContain(
+      "were removed by ferry migrate --prune-staged after they were imported into this target",
+    )
   }, 60_000)
 
   it("--strategy import: each wave through the target's $import, the files rewritten (conditional references, attachments); verify clean", async () => {

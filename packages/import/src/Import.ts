@@ -498,6 +498,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             (e) => new ImportError({ reason: "Archive", url: archive, detail: e.message, cause: e }),
           ),
         )
+        // files `ferry migrate --prune-staged` removed once this target had them: on purpose, not damage
+        const pruned = Imports.readMigrateLedger(archive, client.baseUrl)?.pruned ?? new Map<string, number>()
+        if (mismatches.length > 0 && mismatches.every((m) => m.problem === "Missing" && pruned.has(m.path)))
+          return yield* new ImportError({
+            reason: "Archive",
+            url: Path.join(archive, mismatches[0]!.path),
+            detail: `${mismatches.length} of the archive's data files (first: ${mismatches[0]!.path}) were removed by ferry migrate --prune-staged after they were imported into this target, so the archive cannot be imported again, nor its quarantine replayed (--retry-quarantine needs the files too); export again, or run ferry migrate without --prune-staged`,
+          })
         if (mismatches.length > 0)
           return yield* new ImportError({
             reason: "Archive",
