@@ -777,4 +777,24 @@ describe("ferry migrate", () => {
     expect(json.code).toBe(4)
     expect(JSON.parse(json.stdout)).toEqual({ ok: false, exitCode: 4, error: line.replace(/^ferry: /, "") })
   }, 60_000)
+
+  it("a source given as https on an http port is said as such (as plan and export say it), not as unreachable", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const archive = Path.join(tmp, "https-on-http")
+    const run = await runFerry([
+      "migrate",
+      "--from",
+      source.baseUrl.replace(/^http:/, "https:"),
+      "--to",
+      target.baseUrl,
+      "--archive",
+      archive,
+    ])
+    expect(run.code).toBe(4)
+    const line = lastLine(run.stderr)
+    expect(line).toContain("the source server (--from): the server does not speak TLS on that port")
+    expect(line).not.toContain("unreachable")
+    expect(NFS.existsSync(archive)).toBe(false)
+  }, 60_000)
 })

@@ -16,6 +16,7 @@ import * as Archive from "@ferry/archive/Archive"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as Imports from "@ferry/archive/Imports"
 import * as FhirClient from "@ferry/core/FhirClient"
+import * as Http from "@ferry/core/Http"
 import * as Export from "@ferry/export/Export"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
@@ -166,6 +167,26 @@ const client = (
     return { client: c, describe: authenticator.describe }
   })
 
+/**
+ * The preflight's sentence: a server that is not there is unreachable; one that answered something else (TLS
+ * on an http port, not HTTP, a certificate) is said as plan and export say it, with the flag to check.
+ */
+const transportDetail = (role: "source" | "target", flag: string, detail: string | undefined): string => {
+  switch (Http.transportProblem(detail)) {
+    case "NotTls":
+    case "NotHttp":
+    case "UntrustedCertificate":
+    case "ExpiredCertificate":
+    case "WrongHostCertificate":
+    case "BadCertificate":
+    case "Unsendable":
+    case "NoAnswer":
+      return `the ${role} server (${flag}): ${Http.transportSentence(detail)}`
+    default:
+      return `the ${role} server is unreachable (${detail ?? "no answer"}); check ${flag} and that the server is running`
+  }
+}
+
 /** Reads the CapabilityStatement once (few retries) so an unreachable server fails in one sentence. */
 const preflight = (role: "source" | "target", flag: string, c: FhirClient.FhirClient) =>
   c.capabilities().pipe(
@@ -177,7 +198,7 @@ const preflight = (role: "source" | "target", flag: string, c: FhirClient.FhirCl
           new ImportError({
             reason: "Target",
             url: c.baseUrl,
-            detail: `the ${role} server is unreachable (${e._tag === "FhirError" ? (e.detail ?? "no answer") : ""}); check ${flag} and that the server is running`,
+            detail: transportDetail(role, flag, e._tag === "FhirError" ? e.detail : undefined),
           }),
         ),
     ),
