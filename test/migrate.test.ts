@@ -610,17 +610,27 @@ describe("ferry migrate", () => {
     )
   }, 120_000)
 
-  it("after a migration that quarantined some resources, import --retry-quarantine sends the quarantine only, not what the waves landed", async () => {
+  it("after a migration that quarantined some resources: a cutover delta says they are still out, and import --retry-quarantine sends the quarantine only, not what the waves landed", async () => {
     const source = await start(generated)
     const db = Path.join(tmp, "retry-after-migrate.sqlite")
     const port = await freePort()
     const refusing = await startSandbox({ port, db, rejectRule: { type: "Condition" } })
-    const archive = Path.join(tmp, "retry-after-migrate")
+    const runs = Path.join(tmp, "retry-after-migrate")
+    const archive = Path.join(runs, "full")
     const first = await migrate(source, refusing.handle, archive)
-    await refusing.close()
     expect(first.code, first.stderr).toBe(7)
     const quarantined = summaryOf(first.stdout).import.quarantined
     expect(quarantined).toBe(source.store.count("Condition"))
+    // a cutover delta meanwhile: it does not send the earlier quarantine, and says so with the command that does
+    const delta = await migrate(source, refusing.handle, Path.join(runs, "delta"), "--since", "auto")
+    await refusing.close()
+    expect(delta.code, delta.stderr).toBe(0)
+    expect(delta.stderr).toContain(
+      `the earlier migration (${archive}) still holds ${quarantined} quarantined resources for this target`,
+    )
+    expect(delta.stderr).toContain(
+      `ferry import ${archive} --to ${refusing.handle.baseUrl} --retry-quarantine`,
+    )
     // the same port and database: the same target, its rule lifted
     const fixed = await start({ port, db })
     const retry = await runFerry(["import", archive, "--to", fixed.baseUrl, "--retry-quarantine", "--json"])

@@ -44,6 +44,7 @@ import type { FileEntry } from "@ferry/archive/Manifest"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
+import { shellWord } from "@ferry/core/Shell"
 import { type ParsedReference, parse as parseReference } from "@ferry/core/Reference"
 import { attachments, references } from "@ferry/core/Walker"
 import * as Export from "@ferry/export/Export"
@@ -328,12 +329,6 @@ const refuseUnfinished = (previous: string, target: string) =>
         }),
       )
 
-/** `refuseUnfinished` for the earlier archive beside `archive` with this `since`, if any. */
-const unfinishedCheck = (archive: string, since: string, target: string) =>
-  Effect.flatMap(Continues.previousArchive(archive, since, target), (prev) =>
-    Option.isNone(prev) ? Effect.void : refuseUnfinished(prev.value, target),
-  )
-
 const sum = (xs: Iterable<number>) => {
   let n = 0
   for (const x of xs) n += x
@@ -458,7 +453,19 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           params: options.params,
           accepts: migratedHere,
         })
-        if (Option.isSome(since)) yield* unfinishedCheck(archive, since.value, target.baseUrl)
+        if (Option.isSome(since)) {
+          const previous = yield* Continues.previousArchive(archive, since.value, target.baseUrl)
+          if (Option.isSome(previous)) {
+            yield* refuseUnfinished(previous.value, target.baseUrl)
+            // what the earlier migration left in quarantine is not this delta's to send (only what changed since
+            // is): said, so that a cutover does not leave it behind unawares
+            const left = Imports.pendingQuarantine(previous.value, target.baseUrl)
+            if (left > 0)
+              yield* say("warning", {
+                detail: `the earlier migration (${previous.value}) still holds ${left} quarantined resource${left === 1 ? "" : "s"} for this target, which this incremental run does not send (unless they changed at the source); once the cause is fixed: ${["ferry import", shellWord(previous.value), "--to", shellWord(redactUrl(target.baseUrl)), "--retry-quarantine"].join(" ")}`,
+              })
+          }
+        }
       }
 
       // Earlier runs of this migration.
