@@ -65,10 +65,17 @@ export const instantProblem = (flag: string, given: string): string | undefined 
     !Number.isNaN(Date.parse(value)) &&
     // 2021-02-30 parses (as March 2); the day must exist in that month
     Number(m[3]) <= new Date(Date.UTC(Number(m[1]), Number(m[2]), 0)).getUTCDate()
-  return valid
-    ? undefined
-    : `${flag} ${given} is not a FHIR instant; write the date, time and zone, e.g. 2024-01-31T00:00:00Z (a date alone means 00:00 UTC)`
+  if (!valid)
+    return `${flag} ${given} is not a FHIR instant; write the date, time and zone, e.g. 2024-01-31T00:00:00Z (a date alone means 00:00 UTC)`
+  // nothing has changed after a time still to come: a typo of the year, most likely (a day's grace for clocks
+  // and zones)
+  const now = Date.now()
+  if (flag === "--since" && Date.parse(value) > now + DAY_MS)
+    return `${flag} ${given} is in the future (this machine's clock says ${new Date(now).toISOString()}): no resource has changed after it, so nothing would be exported; check the date`
+  return undefined
 }
+
+const DAY_MS = 24 * 60 * 60 * 1000
 
 /**
  * `--type-filter` values as `Type?query`: a value written URL-encoded, as the Bulk Data spec prints them

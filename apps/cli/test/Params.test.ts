@@ -36,6 +36,11 @@ describe("Params", () => {
       "2023-02-29T00:00:00Z",
     ])
       assert.include(Params.instantProblem("--since", bad) ?? "", "is not a FHIR instant", bad)
+    // a --since still to come (a typo of the year) would export nothing: refused; an --until there is fine,
+    // and so is a --since within a day ahead (clocks, zones)
+    assert.include(Params.instantProblem("--since", "2999-01-01") ?? "", "is in the future")
+    assert.isUndefined(Params.instantProblem("--until", "2999-01-01"))
+    assert.isUndefined(Params.instantProblem("--since", new Date(Date.now() + 3_600_000).toISOString()))
   })
   it("takes --type-filter values as Type?query, decoding the URL-encoded form once", () => {
     assert.deepStrictEqual(
