@@ -187,7 +187,7 @@ const helpAsked = (cause: Cause.Cause<unknown>): boolean => {
 const sentence = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
   const failure = Cause.failureOption(cause)
   return Option.isSome(failure) && ValidationError.isValidationError(failure.value)
-    ? usageHint(command, validationText(failure.value))
+    ? usageHint(command, validationText(failure.value), command === "keys" ? process.argv[3] : undefined)
     : lineFor(cause, command)
 }
 
@@ -204,9 +204,20 @@ const validationText = (e: ValidationError.ValidationError): string | undefined 
   return text === "" ? undefined : text
 }
 
-/** A command line @effect/cli could not read: what it said (`problem`), and where the flags are described. */
-export const usageHint = (command: string | undefined, problem?: string): string => {
-  const known = command !== undefined && commands.has(command) ? `ferry ${command} --help` : "ferry --help"
+/**
+ * A command line @effect/cli could not read: what it said (`problem`), and where the flags are described.
+ * `command` is the command as typed (`process.argv[2]`); `subcommand` what followed it (`keys generate`).
+ */
+export const usageHint = (command: string | undefined, problem?: string, subcommand?: string): string => {
+  if (command === "keys" && subcommand !== "generate")
+    // @effect/cli names the top-level commands here; keys has one of its own
+    return `ferry: ferry keys has one command, generate${subcommand !== undefined && !subcommand.startsWith("-") ? ` (not ${JSON.stringify(subcommand)})` : ""}; ferry keys generate --help lists its flags`
+  const known =
+    command === "keys"
+      ? "ferry keys generate --help"
+      : command !== undefined && commands.has(command)
+        ? `ferry ${command} --help`
+        : "ferry --help"
   return `ferry: the command line could not be read${problem !== undefined ? ` (${problem})` : ""}; ${known} lists the flags and the values they take`
 }
 

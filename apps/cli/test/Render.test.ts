@@ -128,6 +128,15 @@ describe("Render", () => {
       "ferry: the command line could not be read; ferry import --help lists the flags and the values they take",
     )
     assert.include(Render.usageHint("nosuch"), "; ferry --help lists")
+    // keys has a command of its own: its flags are under it, and a misspelt one is said as such
+    assert.include(
+      Render.usageHint("keys", "Expected to find option: '--out'", "generate"),
+      "; ferry keys generate --help lists",
+    )
+    assert.strictEqual(
+      Render.usageHint("keys", "Invalid subcommand for ferry - use one of 'demo', 'export'", "genrate"),
+      'ferry: ferry keys has one command, generate (not "genrate"); ferry keys generate --help lists its flags',
+    )
     assert.include(Render.usageHint(undefined), "; ferry --help lists")
     // the parse message again on the last line, so that it says what went wrong
     assert.strictEqual(
