@@ -605,9 +605,7 @@ describe("ferry migrate", () => {
     expect(posted.status).toBe(201)
     const run = await migrate(source, target, Path.join(tmp, "non-empty-target"))
     expect(run.code, run.stderr).toBe(0)
-    expect(run.stderr).toContain(
-      "the target already holds 1 resources of the archive's types (1 Observation)",
-    )
+    expect(run.stderr).toContain("the target already holds 1 resource of the archive's types (1 Observation)")
   }, 120_000)
 
   it("after a migration that quarantined some resources: a cutover delta says they are still out, and import --retry-quarantine sends the quarantine only, not what the waves landed", async () => {

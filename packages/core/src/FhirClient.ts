@@ -310,7 +310,8 @@ const finalError = (
 ): FhirError | AuthError => {
   const e = attempt.error
   if (e.reason === "Status" && e.status === 401) {
-    const said = e.outcome ? `: ${summary(e.outcome)}` : e.detail ? `: ${e.detail}` : ""
+    // (the server's words without their closing period: the sentence goes on after them)
+    const said = (e.outcome ? `: ${summary(e.outcome)}` : e.detail ? `: ${e.detail}` : "").replace(/\.+$/, "")
     return new AuthError({
       reason: "Unauthorized",
       url: e.url,
@@ -320,7 +321,7 @@ const finalError = (
           : attempt.detouredVia !== undefined
             ? `the server requires authorization (401)${said}; Ferry sent no credentials because the request came back to ${originOf(baseUrl)} through a redirect from ${attempt.detouredVia}, and credentials never follow a redirect from another host: give Ferry a URL that does not go through it`
             : sameOrigin(e.url, baseUrl)
-              ? `the server requires authorization (401)${said}; configure authentication for this server`
+              ? `the server requires authorization (401)${said}; configure authentication for this server (the command's --help lists its --auth flags)`
               : // No credentials went there (they go to the base's origin only), so none can be "wrong".
                 `this host requires authorization (401)${said}; Ferry sent it no credentials, since it sends them only to ${originOf(baseUrl)}: the host must allow access without them (e.g. signed URLs)`,
     })

@@ -473,6 +473,22 @@ describe("FhirClient.get against loopback servers", () => {
   )
 
   it.scopedLive(
+    "a 401 to a client without credentials: one sentence (the server's words without their period), pointing at --auth",
+    () =>
+      Effect.gen(function* () {
+        const own = yield* loopback((_req, res) => text(res, 401, "Sign in first."))
+        const client = yield* FhirClient.make({ baseUrl: `${own.origin}/fhir` })
+        const refused = yield* Effect.flip(client.get("Binary/1"))
+        assert.instanceOf(refused, AuthError)
+        assert.notInclude(refused.message, ".;")
+        assert.include(
+          refused.message,
+          "Sign in first; configure authentication for this server (the command's --help lists its --auth flags)",
+        )
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive(
     "interrupting a GET waiting for its answer aborts the request (the connection is closed)",
     () =>
       Effect.gen(function* () {

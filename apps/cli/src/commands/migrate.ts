@@ -232,7 +232,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
       case "fallback":
         return `${p} no bulk $export: ${String(e.detail)}`
       case "manifest":
-        return `${p} export manifest: ${String(e.output)} files (transactionTime ${String(e.transactionTime)})`
+        return `${p} export manifest: ${Progress.counted(Number(e.output ?? 0), "file")} (transactionTime ${String(e.transactionTime)})`
       case "file":
         return `${p} downloaded ${String(e.path)}: ${fmtCount(Number(e.count ?? 0))} ${String(e.type ?? "")} (${fmtBytes(Number(e.bytes ?? 0))})`
       case "already-complete":
