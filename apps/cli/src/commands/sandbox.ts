@@ -7,9 +7,10 @@
  */
 import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
-import type { SandboxConfigInput } from "@ferry/sandbox/Config"
+import { SandboxConfig, type SandboxConfigInput } from "@ferry/sandbox/Config"
 import { SandboxError, start } from "@ferry/sandbox/Sandbox"
-import { Console, Effect, Option } from "effect"
+import { Console, Effect, Either, Option, ParseResult, Schema } from "effect"
+import { nearestOf } from "../Params.js"
 
 export interface SandboxFlags {
   readonly port: Option.Option<number>
@@ -51,8 +52,41 @@ export const sandboxConfig = Effect.fn("sandbox.config")(function* (flags: Sandb
   return merged
 })
 
+/**
+ * The merged configuration's first problem, said where it came from: a flag by its name, a setting of the
+ * config file by the file and the setting (an unknown one with the nearest known name); undefined when none.
+ */
+export const configProblem = (flags: SandboxFlags, merged: SandboxConfigInput): string | undefined => {
+  const decoded = Either.getLeft(
+    Schema.decodeUnknownEither(SandboxConfig, { onExcessProperty: "error" })(merged),
+  )
+  if (Option.isNone(decoded)) return undefined
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(decoded.value)[0]
+  const key = issue?.path[0]
+  if (issue === undefined || typeof key !== "string") return undefined
+  const byFlag: Record<string, Option.Option<unknown>> = {
+    port: flags.port,
+    host: flags.host,
+    db: flags.db,
+    generate: flags.generate,
+    maxBundleEntries: flags.maxBundleEntries,
+  }
+  const flag = byFlag[key]
+  if (flag !== undefined && Option.isSome(flag))
+    return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${String(flag.value)} is not allowed (${key === "port" ? "a port is 0 to 65535, 0 for one the system picks" : issue.message})`
+  const file = Option.getOrElse(flags.config, () => "the configuration")
+  const where = issue.path.join(".")
+  if (issue._tag === "Unexpected" && issue.path.length === 1) {
+    const near = nearestOf(key, Object.keys(SandboxConfig.fields))
+    return `${file}: ${JSON.stringify(key)} is not a sandbox setting${near !== undefined ? ` (did you mean ${JSON.stringify(near)}?)` : ""}; the settings are ${Object.keys(SandboxConfig.fields).join(", ")}`
+  }
+  return `${file}: the setting ${where} is not valid (${issue._tag === "Unexpected" ? "not one the sandbox knows" : "wrong type or value"})`
+}
+
 export const runSandbox = Effect.fn("sandbox.run")(function* (flags: SandboxFlags) {
   const config = yield* sandboxConfig(flags)
+  const problem = configProblem(flags, config)
+  if (problem !== undefined) return yield* new SandboxError({ reason: "Config", detail: problem })
   const sandbox = yield* start(config)
   yield* Console.log(sandbox.baseUrl)
   const loaded = sandbox.loaded
