@@ -109,18 +109,38 @@ const fieldOf: Readonly<Record<string, string>> = {
   clientSecret: "clientSecretEnv",
 }
 
-const required = <A>(value: Option.Option<A>, name: string, kind: AuthKind): Effect.Effect<A, AuthError> =>
+/**
+ * Where a missing setting can be given: for one server of migrate or plan (`role`), its `--source-…` flag, its
+ * `FERRY_SOURCE_…` variable and its place in a config file; else the single-server commands' flag, with a word
+ * on the other commands' forms.
+ */
+const whereToGive = (flags: ReadonlyArray<string>, fields: ReadonlyArray<string>, role?: Role): string => {
+  if (role === undefined)
+    return `${flags.map((f) => `--${f}`).join(" or ")} (${flags.map((f) => `--source-${f} / --target-${f}`).join(", ")} for migrate and plan, which also read ${fields.map((f) => `auth.${f}`).join(" or ")} in a config file)`
+  return `${flags.map((f) => `--${role}-${f}`).join(" or ")} (or ${flags.map((f) => `FERRY_${role.toUpperCase()}_${f.toUpperCase().replace(/-/g, "_")}`).join(" / ")}, or ${fields.map((f) => `${role}.auth.${f}`).join(" / ")} in a config file)`
+}
+
+/** Which server of a two-server command (`migrate`, `plan`) the settings are for. */
+export type Role = "source" | "target"
+
+const authFlag = (kind: AuthKind, role?: Role) =>
+  role === undefined ? `--auth ${kind}` : `--${role}-auth ${kind}`
+
+const required = <A>(
+  value: Option.Option<A>,
+  name: string,
+  kind: AuthKind,
+  role?: Role,
+): Effect.Effect<A, AuthError> =>
   Option.match(value, {
     onSome: Effect.succeed,
-    onNone: () => {
-      const flag = flagOf[name] ?? name
-      return Effect.fail(
+    onNone: () =>
+      Effect.fail(
         new AuthError({
           reason: "Config",
-          detail: `--auth ${kind} needs --${flag} (--source-${flag} / --target-${flag} for migrate and plan, which also read auth.${fieldOf[name] ?? name} in a config file)`,
+          detail: `${authFlag(kind, role)} needs ${whereToGive([flagOf[name] ?? name], [fieldOf[name] ?? name], role)}`,
         }),
-      )
-    },
+      ),
   })
 
 /**
@@ -132,6 +152,8 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
   settings: AuthSettings,
   baseUrl: string,
   access: SmartBackend.Access = "read",
+  /** The server of migrate or plan these settings are for: a missing setting is then named as given there. */
+  role?: Role,
 ) {
   const optional = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
   // a credential for a plain-http server on another machine: said once (the server may be on a network the
@@ -149,18 +171,18 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
       if ((env === undefined) === (file === undefined)) {
         return yield* new AuthError({
           reason: "Config",
-          detail:
-            "--auth bearer needs exactly one of --bearer-env (an environment variable holding the token) or --bearer-file (a file holding it) (--source-… / --target-… for migrate and plan, which also read auth.bearerEnv or auth.bearerFile in a config file)",
+          detail: `${authFlag("bearer", role)} needs exactly one of ${whereToGive(["bearer-env", "bearer-file"], ["bearerEnv", "bearerFile"], role)}: the name of an environment variable holding the token, or a file holding it`,
         })
       }
       return yield* StaticBearer.make(env !== undefined ? { env } : { file: file! })
     }
     case "client-secret": {
-      const clientId = yield* required(settings.clientId, "clientId", settings.kind)
+      const clientId = yield* required(settings.clientId, "clientId", settings.kind, role)
       const clientSecret: Redacted.Redacted<string> = yield* required(
         settings.clientSecret,
         "clientSecret",
         settings.kind,
+        role,
       )
       return yield* ClientSecret.make({
         baseUrl,
@@ -172,8 +194,8 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
       })
     }
     case "smart": {
-      const clientId = yield* required(settings.clientId, "clientId", settings.kind)
-      const keyFile = yield* required(settings.keyFile, "keyFile", settings.kind)
+      const clientId = yield* required(settings.clientId, "clientId", settings.kind, role)
+      const keyFile = yield* required(settings.keyFile, "keyFile", settings.kind, role)
       const key = yield* Keys.loadPrivateKey(keyFile, {
         kid: optional(settings.kid),
         alg: optional(settings.alg),

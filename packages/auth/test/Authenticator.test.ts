@@ -126,6 +126,19 @@ describe("Authenticator", () => {
       )
       // the config file holds the name of the variable, never the secret: auth.clientSecretEnv
       expect(secret.message).toContain("also read auth.clientSecretEnv in a config file")
+      // for one server of migrate or plan: that server's flag, variable and config key
+      const source = yield* Effect.flip(
+        Authenticator.fromSettings(Authenticator.emptySettings("bearer"), base, "read", "source"),
+      )
+      expect(source.message).toContain(
+        "--source-auth bearer needs exactly one of --source-bearer-env or --source-bearer-file (or FERRY_SOURCE_BEARER_ENV / FERRY_SOURCE_BEARER_FILE, or source.auth.bearerEnv / source.auth.bearerFile in a config file)",
+      )
+      const target = yield* Effect.flip(
+        Authenticator.fromSettings(Authenticator.emptySettings("smart"), base, "write", "target"),
+      )
+      expect(target.message).toContain(
+        "--target-auth smart needs --target-client-id (or FERRY_TARGET_CLIENT_ID, or target.auth.clientId in a config file)",
+      )
       const none = yield* Authenticator.fromSettings(Authenticator.emptySettings("none"), base)
       expect(none.describe).toBe("no authentication")
       expect(yield* header(none, base)).toBeUndefined()

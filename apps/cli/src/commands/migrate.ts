@@ -156,7 +156,7 @@ const client = (
   Effect.gen(function* () {
     // The target is written to: its token must allow writes (SMART's default scope follows).
     const access = role === "target" ? "write" : "read"
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, access)
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, access, role)
     const c = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,

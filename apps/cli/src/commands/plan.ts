@@ -82,7 +82,12 @@ const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
     const auth = yield* Config.serverAuthSettings(settings, role)
     // The token migrate would get (write access on the target), so that a missing grant shows here; plan
     // itself still only reads.
-    const authenticator = yield* Authenticator.fromSettings(auth, url, role === "target" ? "write" : "read")
+    const authenticator = yield* Authenticator.fromSettings(
+      auth,
+      url,
+      role === "target" ? "write" : "read",
+      role,
+    )
     const client = yield* FhirClient.make({
       baseUrl: url,
       authorize: authenticator.authorize,
