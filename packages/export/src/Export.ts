@@ -657,9 +657,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         canonicalRequest(options.params)) ||
     (started && Option.isNone(previousRequest))
   ) {
+    const flag = options.outFlag ?? "--out"
     return yield* new ExportError({
       reason: "Config",
-      detail: `${archive.root} already holds a different export; use another ${options.outFlag ?? "--out"} directory, or repeat the original options to resume it`,
+      detail:
+        options.params.since !== undefined && archive.manifest.complete
+          ? // a finished full export given again for a delta (an `archive:` left in a config file)
+            `${archive.root} holds a finished export, and an incremental one (--since) goes into a directory of its own beside it (where it finds the earlier one): use another ${flag} directory${flag === "--archive" ? ", or leave --archive out (of the config file too) and ferry migrate names one" : ""}`
+          : `${archive.root} already holds a different export; use another ${flag} directory, or repeat the original options to resume it`,
     })
   }
   if (archive.manifest.complete) {

@@ -1045,6 +1045,16 @@ describe("a rerun on an archive of another source", () => {
           yield* exportOf(s.baseUrl, out, { params: { ...same, types: ["Observation"] } }).pipe(Effect.exit),
         )
         assert.include((otherTypes as ExportError).message, "already holds a different export")
+        // the finished archive given again for an incremental export: said as such
+        const delta = failureOf(
+          yield* exportOf(s.baseUrl, out, { params: { ...same, since: "2020-01-01T00:00:00Z" } }).pipe(
+            Effect.exit,
+          ),
+        )
+        assert.include(
+          (delta as ExportError).message,
+          "holds a finished export, and an incremental one (--since) goes into a directory of its own beside it",
+        )
       }),
   )
 
