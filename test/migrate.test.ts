@@ -393,6 +393,14 @@ describe("ferry migrate", () => {
     const third = await migrate(source, target, archive, ...args)
     expect(third.code, third.stderr).toBe(0)
     expect(summaryOf(third.stdout).alreadyComplete).toBe(true)
+    expect(third.stderr).toContain("nothing to do (for what changed at the source since: --since auto)")
+    // the finished archive into another target: its snapshot, said as such
+    const other = await start({})
+    const fourth = await migrate(source, other, archive, ...args)
+    expect(fourth.code, fourth.stderr).toBe(0)
+    expect(fourth.stderr).toMatch(
+      /the export is already complete \(the source as of [0-9T:.Z-]+\): what changed there since is not in it; ferry migrate --since auto brings it/,
+    )
   }, 90_000)
 
   it("kill -9 in a wave that started while the export ran, then the same command: only the Bundle in flight at the kill is sent again", async () => {

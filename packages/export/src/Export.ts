@@ -673,7 +673,11 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       yield* Archive.writeChecksums(archive.root, archive.manifest)
     // (an archive an earlier version completed may still hold them)
     yield* removeStrays()
-    yield* emit("already-complete", {})
+    yield* emit("already-complete", {
+      ...(archive.manifest.transactionTime !== undefined
+        ? { transactionTime: archive.manifest.transactionTime }
+        : {}),
+    })
     // a run killed after it completed the archive, before the job was released: released now
     const job = journal.result("job")
     const released =

@@ -236,7 +236,8 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
       case "file":
         return `${p} downloaded ${String(e.path)}: ${fmtCount(Number(e.count ?? 0))} ${String(e.type ?? "")} (${fmtBytes(Number(e.bytes ?? 0))})`
       case "already-complete":
-        return `${p} the export is already complete`
+        // the archive is imported as it is: say when it was taken (another target gets that snapshot)
+        return `${p} the export is already complete${e.transactionTime !== undefined ? ` (the source as of ${String(e.transactionTime)}): what changed there since is not in it; ferry migrate --since auto brings it` : ""}`
       case "attachment-failed":
         return `${p} attachment failed: ${String(e.detail)}`
       case "done":
@@ -277,7 +278,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
     case "pruned":
       return `${p} pruned imported data files: ${String(e.files)} so far (${fmtBytes(Number(e.bytes ?? 0))})`
     case "already-complete":
-      return `${p} this migration had already finished; nothing to do`
+      return `${p} this migration had already finished; nothing to do (for what changed at the source since: --since auto)`
     default:
       return undefined
   }
