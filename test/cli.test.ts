@@ -63,4 +63,22 @@ describe("sizes on the command line", () => {
     expect(refused.code).toBe(2)
     expect(refused.stderr).toContain("--max-bundle-bytes lots is not a size")
   })
+
+  it("a misspelt flag: exit 2, the command's nearest flag named", async () => {
+    const failed = await run(process.execPath, [
+      ferryBin,
+      "migrate",
+      "--form",
+      "http://a/fhir",
+      "--to",
+      "http://b/fhir",
+    ]).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    )
+    expect(failed?.code).toBe(2)
+    expect(failed?.stderr).toContain(
+      "(Received unknown argument: '--form'; did you mean --from?); ferry migrate --help lists",
+    )
+  })
 })

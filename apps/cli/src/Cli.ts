@@ -1,4 +1,4 @@
-import { Command } from "@effect/cli"
+import { CliConfig, Command, HelpDoc } from "@effect/cli"
 import { Effect } from "effect"
 import { version } from "@ferry/core/Version"
 import { demo } from "./commands/demo.js"
@@ -38,6 +38,24 @@ export const ferry = Command.make("ferry").pipe(
 )
 
 const cli = Command.run(ferry, { name: "ferry", version })
+
+const byName: Readonly<Record<string, Command.Command<string, never, unknown, unknown>>> = {
+  demo,
+  export: exportCommand,
+  import: importCommand,
+  migrate: migrateCommand,
+  plan: planCommand,
+  sandbox,
+  verify: verifyCommand,
+} as never
+
+/** The flags a command takes (from its help), for a "did you mean" after a misspelt one. */
+export const flagsOf = (command: string | undefined): ReadonlyArray<string> => {
+  const c = command === undefined ? undefined : byName[command]
+  if (c === undefined) return []
+  const text = HelpDoc.toAnsiText(Command.getHelp(c, CliConfig.defaultConfig))
+  return [...new Set(text.match(/--[a-z][a-z0-9-]*/g) ?? [])]
+}
 
 /**
  * Runs the command line. What @effect/cli prints on stderr about a command line it cannot read (before any

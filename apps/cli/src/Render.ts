@@ -17,6 +17,7 @@
 import * as Archive from "@ferry/archive/Archive"
 import { HelpDoc, ValidationError } from "@effect/cli"
 import { isPastedSecret } from "@ferry/core/PastedSecret"
+import { nearestOf } from "./Params.js"
 import { Cause, Console, Effect, HashMap, Logger, Option } from "effect"
 
 interface Tagged {
@@ -167,8 +168,11 @@ const resumable = new Set(["export", "import", "migrate"])
  * Prints the failure's line on stderr (for a command line that could not be read, what @effect/cli said of it). When a resumable
  * `command` gave up on a server (exit 4), the line says that nothing done so far is lost.
  */
-export const report = (cause: Cause.Cause<unknown>, command?: string): Effect.Effect<void> =>
-  helpAsked(cause) ? Effect.void : Console.error(sentence(cause, command))
+export const report = (
+  cause: Cause.Cause<unknown>,
+  command?: string,
+  flags: ReadonlyArray<string> = [],
+): Effect.Effect<void> => (helpAsked(cause) ? Effect.void : Console.error(sentence(cause, command, flags)))
 
 /** `--help` (which @effect/cli answers as a failure): nothing to report. */
 const helpAsked = (cause: Cause.Cause<unknown>): boolean => {
@@ -184,10 +188,19 @@ const helpAsked = (cause: Cause.Cause<unknown>): boolean => {
  * The failure's one sentence (`ferry: …`): for a command line that could not be read, what @effect/cli said of
  * it (its own message is left out: Cli.run) and where the flags are described; otherwise `lineFor`.
  */
-const sentence = (cause: Cause.Cause<unknown>, command: string | undefined): string => {
+const sentence = (
+  cause: Cause.Cause<unknown>,
+  command: string | undefined,
+  flags: ReadonlyArray<string>,
+): string => {
   const failure = Cause.failureOption(cause)
   return Option.isSome(failure) && ValidationError.isValidationError(failure.value)
-    ? usageHint(command, validationText(failure.value), command === "keys" ? process.argv[3] : undefined)
+    ? usageHint(
+        command,
+        validationText(failure.value),
+        command === "keys" ? process.argv[3] : undefined,
+        flags,
+      )
     : lineFor(cause, command)
 }
 
@@ -208,7 +221,12 @@ const validationText = (e: ValidationError.ValidationError): string | undefined 
  * A command line @effect/cli could not read: what it said (`problem`), and where the flags are described.
  * `command` is the command as typed (`process.argv[2]`); `subcommand` what followed it (`keys generate`).
  */
-export const usageHint = (command: string | undefined, problem?: string, subcommand?: string): string => {
+export const usageHint = (
+  command: string | undefined,
+  problem?: string,
+  subcommand?: string,
+  flags: ReadonlyArray<string> = [],
+): string => {
   if (command === "keys" && subcommand !== "generate")
     // @effect/cli names the top-level commands here; keys has one of its own
     return `ferry: ferry keys has one command, generate${subcommand !== undefined && !subcommand.startsWith("-") ? ` (not ${JSON.stringify(subcommand)})` : ""}; ferry keys generate --help lists its flags`
@@ -218,7 +236,10 @@ export const usageHint = (command: string | undefined, problem?: string, subcomm
       : command !== undefined && commands.has(command)
         ? `ferry ${command} --help`
         : "ferry --help"
-  return `ferry: the command line could not be read${problem !== undefined ? ` (${problem})` : ""}; ${known} lists the flags and the values they take`
+  // a misspelt flag: the command's nearest one
+  const unknown = /Received unknown argument: '(--[^']+)'/.exec(problem ?? "")?.[1]
+  const meant = unknown === undefined ? undefined : nearestOf(unknown, flags, 3)
+  return `ferry: the command line could not be read${problem !== undefined ? ` (${problem}${meant !== undefined ? `; did you mean ${meant}?` : ""})` : ""}; ${known} lists the flags and the values they take`
 }
 
 /**
@@ -228,9 +249,10 @@ export const usageHint = (command: string | undefined, problem?: string, subcomm
 export const jsonFailure = (
   cause: Cause.Cause<unknown>,
   command: string | undefined,
+  flags: ReadonlyArray<string> = [],
 ): Effect.Effect<void> => {
   if (helpAsked(cause)) return Effect.void
-  const error = sentence(cause, command).replace(/^ferry: /, "")
+  const error = sentence(cause, command, flags).replace(/^ferry: /, "")
   return Console.log(JSON.stringify({ ok: false, exitCode: exitCode(cause), error }, null, 2))
 }
 

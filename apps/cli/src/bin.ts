@@ -28,10 +28,12 @@ const args = process.argv.slice(2)
 const overview = args.length === 0 || (args.length === 1 && (args[0] === "--help" || args[0] === "-h"))
 
 ;(overview ? Console.log(Cli.overview()) : Cli.run(process.argv)).pipe(
-  Effect.tapErrorCause((cause) => Render.report(cause, process.argv[2])),
+  Effect.tapErrorCause((cause) => Render.report(cause, process.argv[2], Cli.flagsOf(process.argv[2]))),
   // `--json` asks for a machine-readable result on stdout: a failure that printed none gets one too
   Effect.tapErrorCause((cause) =>
-    process.argv.includes("--json") && !printed ? Render.jsonFailure(cause, process.argv[2]) : Effect.void,
+    process.argv.includes("--json") && !printed
+      ? Render.jsonFailure(cause, process.argv[2], Cli.flagsOf(process.argv[2]))
+      : Effect.void,
   ),
   // (interruption, Ctrl-C or SIGTERM, is no error these taps see: its own result)
   Effect.onInterrupt(() =>

@@ -128,6 +128,19 @@ describe("Render", () => {
       "ferry: the command line could not be read; ferry import --help lists the flags and the values they take",
     )
     assert.include(Render.usageHint("nosuch"), "; ferry --help lists")
+    // a misspelt flag: the command's nearest one
+    assert.include(
+      Render.usageHint("migrate", "Received unknown argument: '--form'", undefined, [
+        "--from",
+        "--to",
+        "--archive",
+      ]),
+      "(Received unknown argument: '--form'; did you mean --from?); ferry migrate --help lists",
+    )
+    assert.notInclude(
+      Render.usageHint("migrate", "Received unknown argument: '--zzzzzz'", undefined, ["--from", "--to"]),
+      "did you mean",
+    )
     // keys has a command of its own: its flags are under it, and a misspelt one is said as such
     assert.include(
       Render.usageHint("keys", "Expected to find option: '--out'", "generate"),
