@@ -97,7 +97,7 @@ export const loadPrivateKey = Effect.fn("Keys.loadPrivateKey")(function* (
     return yield* new AuthError({
       reason: "KeyInvalid",
       detail:
-        "auth.key / --key holds something that is not a file path (not shown: the key itself?); give the path of the key file",
+        "--key (or auth.key in a config file) holds something that is not a file path (not shown: the key itself?); give the path of the key file",
     })
   const text = yield* fs.readFileString(path).pipe(
     // the platform's message repeats the path and the syscall: the error's code says enough
@@ -108,8 +108,8 @@ export const loadPrivateKey = Effect.fn("Keys.loadPrivateKey")(function* (
       return new AuthError({
         reason: "KeyInvalid",
         detail: missing
-          ? `${path}: the key file does not exist; check auth.key / --key`
-          : `${path}: the key file cannot be read (${code}); check its permissions, and auth.key / --key`,
+          ? `${path}: the key file does not exist; check --key (--source-key / --target-key, or auth.key in a migrate or plan config file)`
+          : `${path}: the key file cannot be read (${code}); check its permissions, and --key (--source-key / --target-key, or auth.key in a migrate or plan config file)`,
       })
     }),
   )

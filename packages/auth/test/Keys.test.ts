@@ -179,13 +179,15 @@ describe("Keys", () => {
           const missing = `${garbage}.missing`
           const missingError = yield* Effect.flip(Keys.loadPrivateKey(missing))
           keyInvalid(missingError, missing)
-          expect(missingError.message).toBe(`${missing}: the key file does not exist; check auth.key / --key`)
+          expect(missingError.message).toBe(
+            `${missing}: the key file does not exist; check --key (--source-key / --target-key, or auth.key in a migrate or plan config file)`,
+          )
           // a directory where the file should be: its code, not the platform's sentence
           const dir = garbage.replace(/garbage\.jwk$/, "")
           const unreadable = yield* Effect.flip(Keys.loadPrivateKey(dir))
           keyInvalid(unreadable, dir)
           expect(unreadable.message).toBe(
-            `${dir}: the key file cannot be read (EISDIR); check its permissions, and auth.key / --key`,
+            `${dir}: the key file cannot be read (EISDIR); check its permissions, and --key (--source-key / --target-key, or auth.key in a migrate or plan config file)`,
           )
         }),
       ),
