@@ -55,6 +55,7 @@ const counts = (t: Server): Record<string, number> => {
 
 interface Summary {
   readonly waves: number
+  readonly earlierWaves: number
   readonly overlapped: number
   readonly since: string | undefined
   readonly continues: string | undefined
@@ -384,6 +385,9 @@ describe("ferry migrate", () => {
     // the done line says its count is this run's, and what the earlier run had landed
     const resumed = summaryOf(second.stdout).import.resumedChunks
     expect(resumed).toBeGreaterThan(0)
+    // the waves the killed run finished are counted apart from this run's
+    const earlierWaves = (JSON.parse(second.stdout) as { earlierWaves: number }).earlierWaves
+    expect(second.stderr.includes(" of earlier runs)")).toBe(earlierWaves > 0)
     expect(second.stderr).toMatch(
       new RegExp(`written \\(this run; ${resumed} Bundles? an earlier run landed are not sent again\\) in `),
     )

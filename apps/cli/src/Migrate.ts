@@ -126,6 +126,8 @@ export interface MigrateSummary {
   readonly import: MigrateImportSummary
   /** Import waves run by this process (the last one after the export finished). */
   readonly waves: number
+  /** Import waves earlier runs of this migration ran (a resumed one). */
+  readonly earlierWaves: number
   /** Data files whose import wave started while the export was still running. */
   readonly overlapped: number
   /** Data files imported in total (earlier runs included). */
@@ -882,6 +884,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         export: { ...exportRest, files: exportFiles.length },
         import: totals,
         waves,
+        earlierWaves: previousWaves,
         overlapped,
         importedFiles: imported.size,
         peakStagedBytes: peakStaged,

@@ -339,7 +339,7 @@ const earlierBundles = (n: number): string =>
     : ""
 
 const doneLine = (s: Migrate.MigrateSummary): string =>
-  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written${earlierBundles(s.import.resumedChunks)} in ${Progress.counted(s.waves, "wave")} (${Progress.counted(s.overlapped, "file")} while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
+  `ferry migrate: done: ${fmtCount(s.export.resources)} resources exported, ${fmtCount(s.import.total)} written${earlierBundles(s.import.resumedChunks)} in ${Progress.counted(s.waves, "wave")}${s.earlierWaves > 0 ? ` (after ${Progress.counted(s.earlierWaves, "wave")} of earlier runs)` : ""} (${Progress.counted(s.overlapped, "file")} while the export ran), ${s.import.deleted} deleted, ${s.import.quarantined} quarantined, ${(s.timings.totalMs / 1000).toFixed(1)} s (export ${(s.timings.exportMs / 1000).toFixed(1)} s)`
 
 /** The live display on a TTY (Screen.ts): the export's frame (Progress.ts) plus one line for the import. */
 const liveDisplay = (color: boolean) =>
