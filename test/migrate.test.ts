@@ -313,6 +313,13 @@ describe("ferry migrate", () => {
     const runs = Path.join(tmp, "two-targets")
     expect((await migrate(source, one, Path.join(runs, "a1"))).code).toBe(0)
     expect((await migrate(source, two, Path.join(runs, "b1"))).code).toBe(0)
+    // a third target, new: the two finished archives beside are migrations into other targets, said as such
+    const three = await start({})
+    const c1 = await migrate(source, three, Path.join(runs, "c1"), "--since", "auto")
+    expect(c1.code, c1.stderr).toBe(0)
+    expect(c1.stderr).toContain(
+      "to continue (2 there were not migrated into this target, and an incremental migration continues one into the same target): full export",
+    )
     const amend = async (r: { id: string; json: string }, status: string) => {
       const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
         method: "PUT",

@@ -389,7 +389,16 @@ const continuesFrom = (m: Manifest, like: Continues, wanted: Kickoff.ExportParam
 export const previousTransactionTime = (
   out: string,
   like: Continues,
-): Effect.Effect<Option.Option<string>, ExportError> =>
+): Effect.Effect<Option.Option<string>, ExportError> => Effect.map(siblings(out, like), (s) => s.since)
+
+/**
+ * `previousTransactionTime`, and how many finished archives of the same source and request `like.accepts`
+ * passed over (a migration's into another target): a full export said with why those were not continued.
+ */
+const siblings = (
+  out: string,
+  like: Continues,
+): Effect.Effect<{ readonly since: Option.Option<string>; readonly refused: number }, ExportError> =>
   Effect.gen(function* () {
     const wanted = yield* Kickoff.validate(Kickoff.params({ ...like.params, since: undefined }))
     const abs = Path.resolve(out)
@@ -403,17 +412,21 @@ export const previousTransactionTime = (
       }
     })
     let best: string | undefined
+    let refused = 0
     for (const entry of entries) {
       if (!entry.isDirectory()) continue
       const dir = Path.join(parent, entry.name)
       if (dir === abs) continue
       const manifest = yield* ArchiveDir.finishedManifest(dir)
       if (Option.isNone(manifest) || !continuesFrom(manifest.value, like, wanted)) continue
-      if (like.accepts !== undefined && !like.accepts(dir)) continue
+      if (like.accepts !== undefined && !like.accepts(dir)) {
+        refused++
+        continue
+      }
       const t = manifest.value.transactionTime
       if (typeof t === "string" && (best === undefined || Date.parse(t) > Date.parse(best))) best = t
     }
-    return Option.fromNullable(best)
+    return { since: Option.fromNullable(best), refused }
   })
 
 /**
@@ -555,14 +568,17 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   const parallel = Math.max(1, options.parallel ?? 4)
   // `--since auto` is resolved before the archive is opened; a resumed run keeps what its first run chose.
   let since = options.params.since
-  if (since === "auto")
-    since = Option.getOrUndefined(
-      yield* previousTransactionTime(options.out, {
-        baseUrl: client.baseUrl,
-        params: options.params,
-        ...(options.sinceAccepts !== undefined ? { accepts: options.sinceAccepts } : {}),
-      }),
-    )
+  /** Finished archives of this source and request beside `out` that `sinceAccepts` passed over. */
+  let passedOver = 0
+  if (since === "auto") {
+    const found = yield* siblings(options.out, {
+      baseUrl: client.baseUrl,
+      params: options.params,
+      ...(options.sinceAccepts !== undefined ? { accepts: options.sinceAccepts } : {}),
+    })
+    since = Option.getOrUndefined(found.since)
+    passedOver = found.refused
+  }
   const requested = JSON.stringify(options.params)
   const tentative = yield* Kickoff.validate(Kickoff.params({ ...options.params, since }))
   const archive = yield* ArchiveDir.open(
@@ -700,7 +716,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         since: since ?? null,
         detail:
           since === undefined
-            ? `no finished archive of the same source and request next to ${options.outFlag ?? "--out"}: full export`
+            ? `no finished archive of the same source and request next to ${options.outFlag ?? "--out"}${passedOver > 0 ? ` to continue (${passedOver} there ${passedOver === 1 ? "was" : "were"} not migrated into this target, and an incremental migration continues one into the same target)` : ""}: full export`
             : "from the previous archive",
       })
     }
