@@ -39,22 +39,26 @@ export const ferry = Command.make("ferry").pipe(
 
 const cli = Command.run(ferry, { name: "ferry", version })
 
-const byName: Readonly<Record<string, Command.Command<string, never, unknown, unknown>>> = {
-  demo,
-  export: exportCommand,
-  import: importCommand,
-  migrate: migrateCommand,
-  plan: planCommand,
-  sandbox,
-  verify: verifyCommand,
-} as never
+/** A command's help as text. */
+const helpOf =
+  <N extends string, R, E, A>(command: Command.Command<N, R, E, A>) =>
+  () =>
+    HelpDoc.toAnsiText(Command.getHelp(command, CliConfig.defaultConfig))
+
+const helpByName: Readonly<Record<string, () => string>> = {
+  demo: helpOf(demo),
+  export: helpOf(exportCommand),
+  import: helpOf(importCommand),
+  migrate: helpOf(migrateCommand),
+  plan: helpOf(planCommand),
+  sandbox: helpOf(sandbox),
+  verify: helpOf(verifyCommand),
+}
 
 /** The flags a command takes (from its help), for a "did you mean" after a misspelt one. */
 export const flagsOf = (command: string | undefined): ReadonlyArray<string> => {
-  const c = command === undefined ? undefined : byName[command]
-  if (c === undefined) return []
-  const text = HelpDoc.toAnsiText(Command.getHelp(c, CliConfig.defaultConfig))
-  return [...new Set(text.match(/--[a-z][a-z0-9-]*/g) ?? [])]
+  const help = command === undefined ? undefined : helpByName[command]
+  return help === undefined ? [] : [...new Set(help().match(/--[a-z][a-z0-9-]*/g) ?? [])]
 }
 
 /**

@@ -42,33 +42,3 @@ export const makeDirsSync = (path: string, mode: number): string | undefined => 
   }
   return first
 }
-
-/** `makeDirsSync` off the main thread. */
-export const makeDirs = async (path: string, mode: number): Promise<string | undefined> => {
-  const missing: Array<string> = []
-  for (let dir = Path.resolve(path); ; ) {
-    const there = await NFS.promises.stat(dir).then(
-      () => true,
-      (e: unknown) => {
-        if (codeOf(e) === "ENOENT") return false
-        throw e
-      },
-    )
-    if (there) break
-    missing.push(dir)
-    const parent = Path.dirname(dir)
-    if (parent === dir) break
-    dir = parent
-  }
-  let first: string | undefined
-  for (let k = missing.length - 1; k >= 0; k--) {
-    const dir = missing[k]!
-    try {
-      await NFS.promises.mkdir(dir, { mode })
-      first ??= dir
-    } catch (e) {
-      if (codeOf(e) !== "EEXIST" || !(await NFS.promises.stat(dir)).isDirectory()) throw e
-    }
-  }
-  return first
-}

@@ -30,7 +30,7 @@
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
-import { makeDirs } from "@ferry/core/Dirs"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import type { FileEntry } from "@ferry/archive/Manifest"
 import type { ExportManifest, OutputFile } from "@ferry/core/BulkManifest"
 import type { Resource } from "@ferry/core/Ids"
@@ -287,7 +287,7 @@ export const makeStaging = (root: string): Effect.Effect<void, ExportError> =>
   Effect.tryPromise({
     try: async () => {
       const dir = Path.join(root, STAGING)
-      await makeDirs(dir, 0o700)
+      makeDirsSync(dir, 0o700)
       await NFS.promises.chmod(dir, 0o700)
     },
     catch: archiveError(STAGING, "create"),

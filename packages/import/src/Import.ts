@@ -66,7 +66,7 @@
 import { randomBytes } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
-import { makeDirs, makeDirsSync } from "@ferry/core/Dirs"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { HttpClientRequest } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
 import type { FileEntry } from "@ferry/archive/Manifest"
@@ -296,7 +296,7 @@ const appendDurable = (path: string, text: string): Effect.Effect<void, ImportEr
       const open = () => NFS.promises.open(path, "a", 0o600)
       const h = await open().catch(async (e: unknown) => {
         if (!(e instanceof Error && "code" in e && e.code === "ENOENT")) throw e
-        await makeDirs(Path.dirname(path), 0o700)
+        makeDirsSync(Path.dirname(path), 0o700)
         return open()
       })
       try {

@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
-import { makeDirs } from "@ferry/core/Dirs"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { Effect, type Scope } from "effect"
 import { ArchiveError, ioError } from "../ArchiveError.js"
 
@@ -24,7 +24,7 @@ const code = (u: unknown): string | undefined =>
  */
 export const makeDir = (path: string): Effect.Effect<void, ArchiveError> =>
   wrap(path, async () => {
-    const first = await makeDirs(path, DIR_MODE)
+    const first = makeDirsSync(path, DIR_MODE)
     if (first === undefined) return
     const top = Path.resolve(first)
     for (let dir = Path.resolve(path); ; dir = Path.dirname(dir)) {
@@ -319,7 +319,7 @@ export const appender = (
           ),
     )
     const open = async () => {
-      await makeDirs(Path.dirname(path), DIR_MODE)
+      makeDirsSync(Path.dirname(path), DIR_MODE)
       const h = await P.open(path, "a", FILE_MODE)
       await h.chmod(FILE_MODE)
       return h
