@@ -96,23 +96,10 @@ export const chooseStrategy = (
   Effect.gen(function* () {
     if (!types.every((t) => CapabilityStatement.updateCreate(cs, t))) return "post"
     const id = `ferry-probe-${globalThis.crypto.randomUUID()}`
-    const probe = yield* client
-      .update({ resourceType: "Basic", id, code: { text: "ferry client-id probe" } })
-      .pipe(Effect.either)
-    if (Either.isLeft(probe)) {
-      const e = probe.left
-      if (
-        e._tag === "FhirError" &&
-        e.reason === "Status" &&
-        (e.status === 405 || e.status === 400 || e.status === 422)
-      )
-        return "post"
-      if (e._tag === "AuthError") return yield* e
-      // a type the server does not know (404): trust the CapabilityStatement
-      return "put"
-    }
-    // a probe the target keeps would be a stray resource there (verify reports it as extra): say so
-    yield* client
+    // a probe the target keeps would be a stray resource there (verify reports it as extra): the delete runs
+    // even when the fiber is interrupted (a migrate whose export fails while its first wave chooses, Ctrl-C),
+    // and also after an interrupted PUT, which the target may have carried out
+    const removeProbe = client
       .delete("Basic", id)
       .pipe(
         Effect.catchAll((e) =>
@@ -121,7 +108,30 @@ export const chooseStrategy = (
           ),
         ),
       )
-    return "put"
+    return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function* () {
+        const probe = yield* restore(
+          client.update({ resourceType: "Basic", id, code: { text: "ferry client-id probe" } }),
+        ).pipe(
+          Effect.either,
+          Effect.onInterrupt(() => removeProbe),
+        )
+        if (Either.isLeft(probe)) {
+          const e = probe.left
+          if (
+            e._tag === "FhirError" &&
+            e.reason === "Status" &&
+            (e.status === 405 || e.status === 400 || e.status === 422)
+          )
+            return "post" as const
+          if (e._tag === "AuthError") return yield* e
+          // a type the server does not know (404): trust the CapabilityStatement
+          return "put" as const
+        }
+        yield* removeProbe
+        return "put" as const
+      }),
+    )
   })
 
 /**

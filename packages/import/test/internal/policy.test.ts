@@ -119,6 +119,44 @@ describe("chooseStrategy", () => {
     }),
   )
 
+  it.effect("interrupted while the probe is being deleted: the delete still completes", () =>
+    Effect.gen(function* () {
+      const deleting = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const done = yield* Ref.make(false)
+      const { client } = yield* fakeClient(
+        Effect.void,
+        Deferred.succeed(deleting, undefined).pipe(
+          Effect.zipRight(Deferred.await(release)),
+          Effect.zipRight(Ref.set(done, true)),
+        ),
+      )
+      const fiber = yield* Effect.fork(chooseStrategy(client, all, ["Patient"]))
+      yield* Deferred.await(deleting)
+      const interrupting = yield* Effect.fork(Fiber.interrupt(fiber))
+      yield* Deferred.succeed(release, undefined)
+      const exit = yield* Fiber.join(interrupting)
+      assert.isTrue(Exit.isInterrupted(exit))
+      assert.isTrue(yield* Ref.get(done), "the DELETE ran to its end")
+    }),
+  )
+
+  it.effect("interrupted while the probe PUT is in flight: the probe is deleted all the same", () =>
+    Effect.gen(function* () {
+      const putting = yield* Deferred.make<void>()
+      const { client, calls } = yield* fakeClient(
+        Effect.zipRight(Deferred.succeed(putting, undefined), Effect.never),
+      )
+      const fiber = yield* Effect.fork(chooseStrategy(client, all, ["Patient"]))
+      yield* Deferred.await(putting)
+      const exit = yield* Fiber.interrupt(fiber)
+      assert.isTrue(Exit.isInterrupted(exit))
+      const c = yield* Ref.get(calls)
+      assert.strictEqual(c.length, 2)
+      assert.strictEqual(c[1], c[0]!.replace("PUT", "DELETE"))
+    }),
+  )
+
   it.effect("a type without updateCreate: post, no probe sent", () =>
     Effect.gen(function* () {
       const { client, calls } = yield* fakeClient(Effect.void)
