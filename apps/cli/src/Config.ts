@@ -505,6 +505,22 @@ export const parseFile = (path: string, text: string): Effect.Effect<Layer, Conf
         })
       }
       raw = parsed.right
+      // JSON.parse keeps the last of two equal keys without a word; YAML's parser of the same text finds them
+      const duplicate = doc.errors.find((e) => e.code === "DUPLICATE_KEY")
+      if (duplicate !== undefined) {
+        const line = lineCounter.linePos(duplicate.pos[0]).line || undefined
+        const quoted = /^"(?:[^"\\]|\\.)*"/.exec(text.slice(duplicate.pos[0]))
+        const key =
+          quoted === null
+            ? undefined
+            : Either.getOrUndefined(Either.try(() => JSON.parse(quoted[0]) as unknown))
+        return yield* new ConfigError({
+          reason: "Syntax",
+          where: path,
+          ...(line !== undefined ? { line } : {}),
+          detail: `${typeof key === "string" ? `"${key}"` : "this key"} is given twice in the same object, and JSON would keep only the last; remove one of them`,
+        })
+      }
     } else {
       const error = doc.errors[0]
       if (error !== undefined) {

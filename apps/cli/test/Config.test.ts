@@ -289,6 +289,30 @@ describe("Config", () => {
       }),
   )
 
+  it.effect(
+    "a key given twice in a JSON file is refused at the second one's line (JSON.parse would keep the last)",
+    () =>
+      Effect.gen(function* () {
+        const e = yield* failure(
+          Config.parseFile(
+            "ferry.json",
+            '{\n  "source": {"url": "http://a"},\n  "parallel": 2,\n  "source": {"url": "http://b"}\n}\n',
+          ),
+        )
+        assert.strictEqual(e.reason, "Syntax")
+        assert.strictEqual(e.line, 4)
+        assert.strictEqual(
+          e.message,
+          'ferry.json:4: "source" is given twice in the same object, and JSON would keep only the last; remove one of them',
+        )
+        // nested, too
+        const nested = yield* failure(
+          Config.parseFile("ferry.json", '{"source": {"url": "http://a", "url": "http://b"}}'),
+        )
+        assert.include(nested.message, '"url" is given twice')
+      }),
+  )
+
   it.effect("a private key written into auth.key as a mapping is named, not shown", () =>
     Effect.gen(function* () {
       const e = yield* failure(
