@@ -17,16 +17,19 @@
  * 3. Ferry: the bundled CLI as its own process, `ferry export <base> --out <tmp> --parallel 4 --json`
  *    (attachments on), timed kick-off to exit; peak RSS from `/usr/bin/time -v` (else VmHWM sampled every
  *    100 ms); VmRSS sampled every 100 ms for per-phase peaks; phases from the archive's `events.ndjson`.
+ * 4. CPU: the bare client's and the sandbox's over the timed baseline, Ferry's and the sandbox's over Ferry's run;
+ *    (Ferry + sandbox) ÷ cores is the least wall time Ferry can take on this machine, however well they overlap.
  * MB/s are over the same bytes (NDJSON + attachment bytes) for both. Goals (issue): Ferry ≥ 70 % of the bare
  * download's throughput, peak RSS ≤ 150 MB, RSS at 1M ≤ +10 % of RSS at 100k.
  */
 import { spawn } from "node:child_process"
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { Agent, request } from "node:http"
-import { tmpdir } from "node:os"
+import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { pipeline } from "node:stream/promises"
+import { processCpuSecs } from "./proc.js"
 
 const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const TIME = "/usr/bin/time"
@@ -52,6 +55,8 @@ const fmt = (n: number, digits = 0) =>
 // The sandbox, in its own process
 
 interface Sandbox {
+  /** CPU seconds (all threads) the sandbox process has used so far. */
+  readonly cpuSecs: () => number
   readonly baseUrl: string
   readonly generateSecs: number
   readonly stop: () => Promise<void>
@@ -78,6 +83,7 @@ const startSandbox = (db: string, patients: number): Promise<Sandbox> =>
       resolve({
         baseUrl: line.trim(),
         generateSecs: secs(t0),
+        cpuSecs: () => processCpuSecs(child.pid),
         stop: () => {
           child.kill("SIGTERM")
           return exited
@@ -165,10 +171,20 @@ interface Bare {
   readonly totalSecs: number
   /** The files again with `Accept-Encoding: gzip` (compressed by the sandbox, discarded undecoded). */
   readonly gzipSecs: number
+  /** This process's CPU (the bare client) and the sandbox's CPU (all threads), kick-off → last byte. */
+  readonly clientCpuSecs: number
+  readonly sandboxCpuSecs: number
 }
 
-const bare = async (baseUrl: string, patients: number, dir: string): Promise<Bare> => {
+const bare = async (
+  baseUrl: string,
+  patients: number,
+  dir: string,
+  sandboxCpu: () => number,
+): Promise<Bare> => {
   const t0 = now()
+  const cpu0 = process.cpuUsage()
+  const sandbox0 = sandboxCpu()
   const kick = await call(`${baseUrl}/$export`, "GET", {
     accept: "application/fhir+json",
     prefer: "respond-async",
@@ -197,6 +213,8 @@ const bare = async (baseUrl: string, patients: number, dir: string): Promise<Bar
     attachmentBytes += n
   })
   const tDone = now()
+  const cpu = process.cpuUsage(cpu0)
+  const sandboxSecs = sandboxCpu() - sandbox0
   // Not timed into the baseline: the same files again with `Accept-Encoding: gzip` as Ferry asks (the sandbox
   // then compresses on the fly), compressed bytes discarded: the rate the server can feed a gzip client.
   const tGzip = now()
@@ -217,6 +235,8 @@ const bare = async (baseUrl: string, patients: number, dir: string): Promise<Bar
     attachmentsSecs: secs(tFiles, tDone),
     totalSecs: secs(t0, tDone),
     gzipSecs,
+    clientCpuSecs: (cpu.user + cpu.system) / 1e6,
+    sandboxCpuSecs: sandboxSecs,
   }
 }
 
@@ -375,6 +395,8 @@ interface Run {
   readonly generateSecs: number
   readonly bare: Bare
   readonly ferry: Ferry
+  /** The sandbox's CPU seconds (all threads) while Ferry's export ran. */
+  readonly sandboxCpu: number
 }
 
 const runSize = async (size: number): Promise<Run> => {
@@ -386,11 +408,13 @@ const runSize = async (size: number): Promise<Run> => {
       console.log(
         `[${size}] sandbox ${sandbox.baseUrl}: ${patients} patients generated in ${sandbox.generateSecs.toFixed(1)} s`,
       )
-      const b = await bare(sandbox.baseUrl, patients, mkdtempSync(join(dir, "bare-")))
+      const b = await bare(sandbox.baseUrl, patients, mkdtempSync(join(dir, "bare-")), sandbox.cpuSecs)
+      const c1 = sandbox.cpuSecs()
       console.log(
         `[${size}] bare: ${b.resources} resources, ${b.files} files, ${fmt(mb(b.ndjsonBytes))} MB + ${b.attachments} attachments in ${b.totalSecs.toFixed(1)} s (job ${b.jobSecs.toFixed(1)} s, files ${b.filesSecs.toFixed(1)} s, attachments ${b.attachmentsSecs.toFixed(1)} s; files again with gzip requested ${b.gzipSecs.toFixed(1)} s)`,
       )
       const f = await ferry(sandbox.baseUrl, join(dir, "ferry-out"))
+      const c2 = sandbox.cpuSecs()
       console.log(
         `[${size}] ferry: ${f.resources} resources, ${fmt(mb(f.ndjsonBytes))} MB + ${f.attachments} attachments in ${f.totalSecs.toFixed(1)} s (start-up ${f.startSecs.toFixed(1)} s, job ${f.jobSecs.toFixed(1)} s, files ${f.filesSecs.toFixed(1)} s, attachments ${f.attachmentsSecs.toFixed(1)} s, exit ${f.exitSecs.toFixed(1)} s), peak RSS ${f.peakRssMb.toFixed(0)} MB (highest sampled VmRSS by phase: ${f.rssByPhaseMb.map((x) => x.toFixed(0)).join(" / ")} MB), CPU ${f.cpuSecs?.toFixed(1) ?? "?"} s`,
       )
@@ -398,7 +422,14 @@ const runSize = async (size: number): Promise<Run> => {
         console.log(
           `[${size}] WARNING: Ferry and the bare download did not move the same bytes (${f.ndjsonBytes} vs ${b.ndjsonBytes} NDJSON bytes, ${f.attachments} vs ${b.attachments} attachments)`,
         )
-      return { size, patients, generateSecs: sandbox.generateSecs, bare: b, ferry: f }
+      return {
+        size,
+        patients,
+        generateSecs: sandbox.generateSecs,
+        bare: b,
+        ferry: f,
+        sandboxCpu: c2 - c1,
+      }
     } finally {
       await sandbox.stop()
     }
@@ -458,6 +489,21 @@ const main = async () => {
     console.log("")
     console.log(
       `RSS 1M ÷ RSS 100k: ${growth.toFixed(2)}× (${large.ferry.peakRssMb.toFixed(0)} MB ÷ ${small.ferry.peakRssMb.toFixed(0)} MB) ${mark(growth <= 1.1)} (goal ≤ 1.10×)`,
+    )
+  }
+  console.log("")
+  console.log(
+    "CPU (user + system, all threads) against the goal's time (the bare download's ÷ 0.7): both processes share this machine's cores, so Ferry cannot finish sooner than (Ferry's CPU + the sandbox's CPU meanwhile) ÷ cores, however well the two overlap.",
+  )
+  console.log(
+    `| Resources | Bare: client / sandbox | Ferry / sandbox meanwhile | (Ferry + sandbox) ÷ ${cpus().length} cores | Goal time (bare ÷ 0.7) | Floor ÷ goal time |`,
+  )
+  console.log("|---|---|---|---|---|---|")
+  for (const r of runs) {
+    const floor = ((r.ferry.cpuSecs ?? Number.NaN) + r.sandboxCpu) / cpus().length
+    const goal = r.bare.totalSecs / 0.7
+    console.log(
+      `| ${fmt(r.bare.resources)} | ${r.bare.clientCpuSecs.toFixed(1)} s / ${r.bare.sandboxCpuSecs.toFixed(1)} s | ${r.ferry.cpuSecs?.toFixed(1) ?? "?"} s / ${r.sandboxCpu.toFixed(1)} s | ${floor.toFixed(1)} s | ${goal.toFixed(1)} s | ${(floor / goal).toFixed(2)}${floor > goal ? " (the goal is out of reach even with perfect overlap)" : ""} |`,
     )
   }
   console.log(
