@@ -364,8 +364,10 @@ describe("ferry import", () => {
     expect(danglingIn(fixed).dangling).toEqual([])
   })
 
-  it("post: a reference to a resource not in the archive (deleted at the source) is sent as written, with a WARNING naming the first and the count", async () => {
+  it("post and put: a reference to a resource not in the archive (deleted at the source) is sent as written, with a WARNING naming the first and the count; none for the whole archive", async () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
+    const whole = Path.join(tmp, "dangling-whole")
+    expect((await runFerry(["export", source.baseUrl, "--out", whole])).code).toBe(0)
     const conditions = Array.from(source.store.iterate("Condition")).map(
       (r) => JSON.parse(r.json) as { id: string; encounter?: { reference?: string } },
     )
@@ -375,18 +377,35 @@ describe("ferry import", () => {
     expect(gone.status).toBeLessThan(300)
     const archive = Path.join(tmp, "dangling-source")
     expect((await runFerry(["export", source.baseUrl, "--out", archive])).code).toBe(0)
+    const warningOf = (stderr: string) =>
+      stderr
+        .split("\n")
+        .find((l) => l.startsWith("ferry import: WARNING: ") && l.includes("not in the archive"))
+    const escaped = encounter.replace(/[.]/g, "\\.")
+    // post: the target assigns the ids
     const target = await start({ refuseClientIds: true })
     const run = await importInto(archive, target)
     expect(run.code, run.stderr).toBe(0)
-    const warning = run.stderr
-      .split("\n")
-      .find((l) => l.startsWith("ferry import: WARNING: ") && l.includes("not in the archive"))
+    const warning = warningOf(run.stderr)
     expect(warning).toBeDefined()
     // (the Procedures and others of that Encounter refer to it too)
     expect(Number(/WARNING: (\d+) reference/.exec(warning!)?.[1])).toBeGreaterThanOrEqual(referring)
-    expect(warning).toMatch(
-      new RegExp(`\\(first: [A-Za-z]+/[^ ]+ \\([^)]+\\) → ${encounter.replace(/[.]/g, "\\.")};`),
+    expect(warning).toMatch(new RegExp(`\\(first: [A-Za-z]+/[^ ]+ \\([^)]+\\) → ${escaped};`))
+    // put: the same count, found as the references are resolved (the lines go as written)
+    const putTarget = await start({})
+    const put = await importInto(archive, putTarget)
+    expect(put.code, put.stderr).toBe(0)
+    expect((JSON.parse(put.stdout) as { strategy: string }).strategy).toBe("put")
+    const putWarning = warningOf(put.stderr)
+    expect(putWarning, put.stderr).toBeDefined()
+    expect(Number(/WARNING: (\d+) reference/.exec(putWarning!)?.[1])).toBe(
+      Number(/WARNING: (\d+) reference/.exec(warning!)?.[1]),
     )
+    expect(putWarning).toMatch(new RegExp(`\\(first: [A-Za-z]+/[^ ]+ → ${escaped};`))
+    // the archive of the whole source before the delete: nothing dangles, nothing said
+    const clean = await importInto(whole, await start({}))
+    expect(clean.code, clean.stderr).toBe(0)
+    expect(warningOf(clean.stderr), clean.stderr).toBeUndefined()
   })
 
   it("the same bytes from a source Binary and from another host: the source's attachment keeps pointing at its migrated Binary, the other one at the copy", async () => {

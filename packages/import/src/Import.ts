@@ -863,11 +863,40 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         readonly deferred: DeferredEdges
         readonly nodes: ReadonlyArray<number>
       }
+      /**
+       * References that designate nothing the archive holds (a resource deleted at the source, or never
+       * exported): counted, the first named, and said at the end. Post finds them as it rewrites; put, whose
+       * lines mostly go as written, when a segment's references are resolved, and only for the whole archive of
+       * a whole source: a subset's references may name resources of files it does not read, and a Patient or
+       * Group export, a selection of types or a delta leaves out what its references name by design (such a
+       * target holds those from an earlier load, under the same ids).
+       */
+      let dangling = 0
+      let firstDangling: string | undefined
+      const selective = ["_type", "_since", "_until", "_typeFilter", "patient", "_elements"]
+      const countMissing =
+        mode === "put" &&
+        options.files === undefined &&
+        manifest.request.level === "system" &&
+        manifest.previous === undefined &&
+        !selective.some((p) => p in manifest.request.parameters)
       /** The segment read so far, resolved and frozen; a fresh one is started. */
       const closeSegment = (): Planned => {
         const seg = reading
         reading = newSegment()
-        seg.deferred.addTo(seg.builder, { idMap, identifiers, sourceBase })
+        seg.deferred.addTo(
+          seg.builder,
+          { idMap, identifiers, sourceBase },
+          countMissing
+            ? {
+                isKnown: (key) => idMap.isKnown(key),
+                found: (from, raw) => {
+                  dangling++
+                  firstDangling ??= `${seg.builder.keyOf(from)} → ${raw}`
+                },
+              }
+            : undefined,
+        )
         const graph = seg.builder.build()
         return { graph, comps: components(graph), deferred: seg.deferred, nodes: seg.nodes }
       }
@@ -986,8 +1015,6 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        * at the source, or never exported; a `urn:uuid` no exported id matches). On the target they name a
        * source id, which is nothing there (or another resource): counted, the first named, and said at the end.
        */
-      let dangling = 0
-      let firstDangling: string | undefined
       /** `urn:uuid:` references that name several resources of the archive (one id under two types). */
       let ambiguous = 0
       let firstAmbiguous: string | undefined

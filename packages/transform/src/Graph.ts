@@ -61,6 +61,11 @@ export class GraphBuilder {
     return this.index.get(key)
   }
 
+  /** The key of node `v`. */
+  keyOf(v: number): string {
+    return this.keys[v]!
+  }
+
   /** Nodes added so far. */
   get size(): number {
     return this.keys.length
@@ -437,14 +442,25 @@ export class DeferredEdges {
   /**
    * Resolve every candidate (once per distinct string) against the complete `ctx` and add the edges to
    * `builder`; candidates resolving to a key that is not a node count as dropped edges. Returns the edges added.
+   * With `missing`: each reference (not Attachment URL) resolving to a key that is no node and that `isKnown`
+   * does not know either (a resource outside the whole load) is handed to `found` with its node.
    */
-  addTo(builder: GraphBuilder, ctx: DependencyOptions): number {
+  addTo(
+    builder: GraphBuilder,
+    ctx: DependencyOptions,
+    missing?: {
+      readonly isKnown: (key: string) => boolean
+      readonly found: (from: number, raw: string) => void
+    },
+  ): number {
     const parseOptions: ParseOptions | undefined =
       ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : undefined
     // node of each distinct string: >= 0 a node, -1 no dependency, -2 a key outside the load set
     const target = new Int32Array(this.strings.length)
     // 1 when the string is exactly the relative `Type/id` it resolves to
     const exact = new Uint8Array(this.strings.length)
+    // the key of each string resolving to one outside this builder (for `missing`)
+    const keys: Array<string | undefined> = []
     for (let i = 0; i < this.strings.length; i++) {
       const raw = this.strings[i]!
       const parsed = parse(raw, parseOptions)
@@ -452,6 +468,7 @@ export class DeferredEdges {
       if (r._tag !== "Key") target[i] = -1
       else {
         target[i] = builder.nodeOf(r.key) ?? -2
+        if (target[i] === -2) keys[i] = r.key
         if (parsed._tag === "Relative" && r.key === raw) exact[i] = 1
       }
     }
@@ -463,8 +480,11 @@ export class DeferredEdges {
       if (ref < 0 || exact[id] === 0) this.rewritten[this.from[e]!] = 1
       const to = target[id]!
       if (to === -1) continue
-      if (to === -2) builder.dropEdge()
-      else if (to !== this.from[e]) {
+      if (to === -2) {
+        builder.dropEdge()
+        if (missing !== undefined && ref >= 0 && !missing.isKnown(keys[id]!))
+          missing.found(this.from[e]!, this.strings[id]!)
+      } else if (to !== this.from[e]) {
         builder.addEdge(this.from[e]!, to)
         added++
       }

@@ -177,6 +177,33 @@ describe("Graph", () => {
     expect(verbatim).toEqual(["Patient/p", "Encounter/e", "Binary/b", "Basic/d", "Goal/g"])
   })
 
+  it("DeferredEdges.addTo with `missing`: references to keys neither in this builder nor known elsewhere, attachment URLs never", () => {
+    const earlier: ReadonlyArray<Resource> = [{ resourceType: "Practitioner", id: "dr" }]
+    const resources: ReadonlyArray<Resource> = [
+      { resourceType: "Patient", id: "p", generalPractitioner: [{ reference: "Practitioner/dr" }] },
+      { resourceType: "Encounter", id: "e", subject: { reference: "Patient/p" } },
+      { resourceType: "Condition", id: "c", encounter: { reference: "Encounter/gone" } },
+      { resourceType: "Observation", id: "o", encounter: { reference: "Encounter/gone" } },
+      { resourceType: "Media", id: "m", content: { contentType: "image/png", url: "Binary/absent" } },
+      { resourceType: "Goal", id: "g", subject: { reference: "https://elsewhere.example/fhir/Patient/x" } },
+    ]
+    const b = new GraphBuilder()
+    const deferred = new DeferredEdges()
+    for (const r of resources) {
+      const node = b.addNode(keyOf(r))
+      referenceCandidates(r, (raw, attachment) => deferred.add(node, raw, attachment))
+    }
+    const idMap = registered([...earlier, ...resources])
+    const found: Array<string> = []
+    deferred.addTo(
+      b,
+      { idMap, sourceBase: "https://src.example/fhir" },
+      { isKnown: (k) => idMap.isKnown(k), found: (from, raw) => found.push(`${b.keyOf(from)} → ${raw}`) },
+    )
+    // Practitioner/dr is in an earlier segment (known), the Binary is an attachment URL, the Goal's is external
+    expect(found).toEqual(["Condition/c → Encounter/gone", "Observation/o → Encounter/gone"])
+  })
+
   it("a verbatim resource, rewritten with an identity id map, changes only in meta", () => {
     // the patient set with every reference made relative (as an export of a server gives them)
     const raw = syntheaPatientSet()
