@@ -459,8 +459,8 @@ export class DeferredEdges {
     const target = new Int32Array(this.strings.length)
     // 1 when the string is exactly the relative `Type/id` it resolves to
     const exact = new Uint8Array(this.strings.length)
-    // the key of each string resolving to one outside this builder (for `missing`)
-    const keys: Array<string | undefined> = []
+    // 1 when the string resolves to a key neither in this builder nor known to `missing` (once per string)
+    const unknown = new Uint8Array(missing === undefined ? 0 : this.strings.length)
     for (let i = 0; i < this.strings.length; i++) {
       const raw = this.strings[i]!
       const parsed = parse(raw, parseOptions)
@@ -468,7 +468,7 @@ export class DeferredEdges {
       if (r._tag !== "Key") target[i] = -1
       else {
         target[i] = builder.nodeOf(r.key) ?? -2
-        if (target[i] === -2) keys[i] = r.key
+        if (target[i] === -2 && missing !== undefined && !missing.isKnown(r.key)) unknown[i] = 1
         if (parsed._tag === "Relative" && r.key === raw) exact[i] = 1
       }
     }
@@ -482,7 +482,7 @@ export class DeferredEdges {
       if (to === -1) continue
       if (to === -2) {
         builder.dropEdge()
-        if (missing !== undefined && ref >= 0 && !missing.isKnown(keys[id]!))
+        if (missing !== undefined && ref >= 0 && unknown[id] === 1)
           missing.found(this.from[e]!, this.strings[id]!)
       } else if (to !== this.from[e]) {
         builder.addEdge(this.from[e]!, to)
