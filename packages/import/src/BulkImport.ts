@@ -120,6 +120,8 @@ export interface FileResult {
   readonly loaded?: number
   /** Lines the target reported as errors. */
   readonly rejected: number
+  /** Of `rejected`, those an error entry only counted, without an OperationOutcome file saying which. */
+  readonly unlisted: number
 }
 
 export interface BulkImportResult {
@@ -299,7 +301,7 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
     Effect.gen(function* () {
       let urlOf: (path: string) => string
       let credential: "bearer" | "basic" | undefined
-      let stats: () => FileServer.FileServerStats = () => ({ served: 0, refused: 0 })
+      let stats: () => FileServer.FileServerStats = () => ({ served: 0, refused: 0, unauthorized: 0 })
       if ("fileBaseUrl" in serve) {
         const base = serve.fileBaseUrl.replace(/\/+$/, "")
         urlOf = (path) => `${base}/${path}`
@@ -413,11 +415,14 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
       const { loaded, rejected, rejectedCount, idMap, perFile, report, transactionTime } = collected
       const total = Object.values(loaded).reduce((a, b) => a + b, 0)
       if (!("fileBaseUrl" in serve) && stats().served === 0 && total === 0 && report === undefined) {
+        const refused = stats().unauthorized
         return yield* new ImportError({
           reason: "Target",
           url: redactUrl(importUrl),
           detail:
-            "the target never fetched the archive files from Ferry's file server; bind it to an address the target can reach (--serve-host, --serve-public-url) or publish the files yourself (ferry import --file-base-url)",
+            refused > 0 && serve.tokenIn !== "path"
+              ? `the target reached Ferry's file server but never with the file token (${refused} request${refused === 1 ? "" : "s"} refused): it does not send the credentials the kick-off gave it; run the same ferry import with --serve-token-in path (the token goes in the file URLs instead)`
+              : "the target never fetched the archive files from Ferry's file server; bind it to an address the target can reach (--serve-host, --serve-public-url) or publish the files yourself (ferry import --file-base-url)",
         })
       }
       yield* emit({
@@ -432,13 +437,14 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
         rejected,
         idMap,
         files: files.map((f) => {
-          const r = perFile.get(f.path) ?? { rejected: 0 }
+          const r = perFile.get(f.path) ?? { rejected: 0, unlisted: 0 }
           return {
             path: f.path,
             type: f.type,
             expected: f.count,
             ...(r.loaded !== undefined ? { loaded: r.loaded } : {}),
             rejected: r.rejected,
+            unlisted: r.unlisted,
           }
         }),
         ...(transactionTime !== undefined ? { transactionTime } : {}),
@@ -464,8 +470,8 @@ const collect = (
     let rejectedCount = 0
     const idMap: Array<readonly [string, string]> = []
     const loaded: Record<string, number> = {}
-    const perFile = new Map<string, { loaded?: number; rejected: number }>(
-      files.map((f) => [f.path, { rejected: 0 }]),
+    const perFile = new Map<string, { loaded?: number; rejected: number; unlisted: number }>(
+      files.map((f) => [f.path, { rejected: 0, unlisted: 0 }]),
     )
     let report: string | undefined
     let transactionTime: string | undefined
@@ -501,7 +507,10 @@ const collect = (
         const entry = entryOf(Option.getOrUndefined(importInputUrl(item)))
         const f = entry !== undefined ? perFile.get(entry.path) : undefined
         if (item.url === undefined) {
-          if (f !== undefined) f.rejected += item.count ?? 0
+          if (f !== undefined) {
+            f.rejected += item.count ?? 0
+            f.unlisted += item.count ?? 0
+          }
           continue
         }
         yield* outcomes(client, item.url, scrub, manifest.requiresAccessToken !== false).pipe(

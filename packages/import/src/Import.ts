@@ -1298,6 +1298,36 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               : Effect.sync(() => NFS.rmSync(stageDir, { recursive: true, force: true })),
           ),
         )
+        if (result.report !== undefined)
+          // HAPI answers with a report in words, no counts per file: said as it is
+          yield* emit({
+            event: "warning",
+            detail: `the target's $import reports no counts per file, only this: "${result.report}"; run ferry verify to see what it holds`,
+          })
+        else {
+          // every line of every file loaded, or refused with the OperationOutcome saying which (quarantined);
+          // a file the target's result leaves out, or counts short of its lines, is data that did not land
+          const short = result.files.flatMap((f) => {
+            const missing = Math.max(0, f.expected - (f.loaded ?? 0) - f.rejected) + f.unlisted
+            return missing > 0 ? [{ ...f, missing }] : []
+          })
+          if (short.length > 0) {
+            const missing = short.reduce((n, f) => n + f.missing, 0)
+            const expected = result.files.reduce((n, f) => n + f.expected, 0)
+            const shown = short
+              .slice(0, 3)
+              .map(
+                (f) =>
+                  `${f.path}: ${f.expected} line${f.expected === 1 ? "" : "s"}, ${f.loaded === undefined ? "not in its result" : `${f.loaded} loaded`}${f.unlisted > 0 ? `, ${f.unlisted} refused without saying which` : ""}`,
+              )
+              .join("; ")
+            return yield* new ImportError({
+              reason: "Target",
+              url: client.baseUrl,
+              detail: `the target's $import job accounts for only ${expected - missing} of the ${expected} resources it was given (${shown}${short.length > 3 ? `; ${short.length - 3} more files` : ""}): ${missing} neither loaded nor refused with a reason; see the target's log, then run the same ferry import again (the files are sent again; the target keeps their ids) or use --strategy put`,
+            })
+          }
+        }
         if (result.idMap.length > 0) {
           // a target that assigned its own ids: references to those resources in the other files still name the
           // source ids (the files were sent whole); the pairs are kept for verify and deletes

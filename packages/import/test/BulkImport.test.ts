@@ -535,6 +535,7 @@ describe("BulkImport", () => {
           type: "Patient",
           expected: 1,
           rejected: 0,
+          unlisted: 0,
         })
         const kick = seen[0]!
         assert.strictEqual(kick.headers.prefer, "respond-async")

@@ -656,6 +656,105 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "$import: a job result that accounts for fewer resources than it was given (a file left out, counts short, refusals without an OperationOutcome) fails the import, naming the files",
+    () =>
+      Effect.gen(function* () {
+        /** A proxy in front of the sandbox that rewrites the `$import` job's final manifest with `edit`. */
+        const proxied = (
+          upstream: string,
+          edit: (m: {
+            output: Array<{ count?: number; inputUrl?: string }>
+            error: Array<{ count?: number; inputUrl?: string; type?: string }>
+          }) => void,
+        ) =>
+          Effect.gen(function* () {
+            const up = new URL(upstream)
+            let self = ""
+            const server = Http.createServer((req, res) => {
+              const chunks: Array<Buffer> = []
+              req.on("data", (c: Buffer) => chunks.push(c))
+              req.on("end", () => {
+                const out = Http.request(
+                  {
+                    host: up.hostname,
+                    port: up.port,
+                    method: req.method,
+                    path: req.url,
+                    headers: { ...req.headers, host: up.host },
+                  },
+                  (answer) => {
+                    const body: Array<Buffer> = []
+                    answer.on("data", (c: Buffer) => body.push(c))
+                    answer.on("end", () => {
+                      let text = Buffer.concat(body).toString("utf8")
+                      const headers = { ...answer.headers }
+                      delete headers["content-length"]
+                      delete headers["transfer-encoding"]
+                      if (typeof headers["content-location"] === "string")
+                        headers["content-location"] = headers["content-location"].replace(up.origin, self)
+                      if (req.url?.includes("import-status") && answer.statusCode === 200) {
+                        const m = JSON.parse(text) as Parameters<typeof edit>[0]
+                        edit(m)
+                        text = JSON.stringify(m)
+                      }
+                      res.writeHead(answer.statusCode ?? 502, headers)
+                      res.end(text)
+                    })
+                  },
+                )
+                out.end(Buffer.concat(chunks))
+              })
+            })
+            const port = yield* listening(server)
+            self = `http://127.0.0.1:${port}`
+            return `${self}${up.pathname}`
+          })
+        const cases: ReadonlyArray<readonly [string, Parameters<typeof proxied>[1], RegExp]> = [
+          [
+            "every count 0 (a fatal abort)",
+            (m) => {
+              for (const o of m.output) o.count = 0
+            },
+            /accounts for only 0 of the \d+ resources it was given \(data\/[A-Za-z]+\.\d+\.ndjson: \d+ lines?, 0 loaded/,
+          ],
+          [
+            "a file left out of the result",
+            (m) => {
+              m.output.splice(0, 1)
+            },
+            /, not in its result/,
+          ],
+          [
+            "a refusal counted without an OperationOutcome file",
+            (m) => {
+              const first = m.output[0]!
+              first.count = (first.count ?? 0) - 1
+              m.error.push({ type: "OperationOutcome", inputUrl: first.inputUrl!, count: 1 })
+            },
+            /1 refused without saying which\)?.*: 1 neither loaded nor refused with a reason/,
+          ],
+        ]
+        for (const [what, edit, expected] of cases) {
+          const { dir } = yield* sampleArchive()
+          const sandbox = yield* target()
+          const client = yield* clientFor(yield* proxied(sandbox.baseUrl, edit))
+          const exit = yield* Effect.exit(Import.run({ client, archive: dir, strategy: "import" }))
+          const e = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+          assert.isTrue(
+            Option.isSome(e) && e.value._tag === "ImportError" && e.value.reason === "Target",
+            what,
+          )
+          if (Option.isSome(e)) assert.match(e.value.message, expected, what)
+          // not journaled done: the same import runs the job again
+          assert.isFalse(
+            NFS.readFileSync(Imports.journalPath(dir, client.baseUrl), "utf8").includes('"import.done"'),
+            what,
+          )
+        }
+      }),
+  )
+
+  it.scopedLive(
     "entry refusals are quarantined as {resource, outcome, reason, source: file:line}; the rest lands",
     () =>
       Effect.gen(function* () {

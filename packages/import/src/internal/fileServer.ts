@@ -47,6 +47,8 @@ export interface FileServerStats {
   readonly served: number
   /** Requests refused (no or wrong token: 401; unlisted path: 404; other method: 405). */
   readonly refused: number
+  /** Of `refused`, those without the token (401). */
+  readonly unauthorized: number
 }
 
 export interface FileServer {
@@ -121,6 +123,7 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
     const expected = digest(secret)
     let served = 0
     let refused = 0
+    let unauthorized = 0
 
     const authorized = (header: string | undefined): boolean => {
       if (header === undefined) return false
@@ -152,6 +155,7 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
       }
       if (listed === undefined) {
         refused++
+        unauthorized++
         return end(res, 401, { "www-authenticate": 'Bearer realm="ferry", Basic realm="ferry"' })
       }
       if (req.method !== "GET" && req.method !== "HEAD") {
@@ -228,7 +232,7 @@ export const start = (options: FileServerOptions): Effect.Effect<FileServer, Imp
     return {
       baseUrl,
       urlOf: (path, tokenIn) => (tokenIn === "path" ? `${baseUrl}/${secret}/${path}` : `${baseUrl}/${path}`),
-      stats: () => ({ served, refused }),
+      stats: () => ({ served, refused, unauthorized }),
     } satisfies FileServer
   })
 
