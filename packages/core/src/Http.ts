@@ -9,15 +9,34 @@ const hasScheme = /^[a-zA-Z][a-zA-Z0-9+.-]*:/
 // biome-ignore lint/suspicious/noControlCharactersInRegex: the characters the URL parser strips or removes
 const spaceOrControl = /[\u0000-\u0020]/
 
+const parseUrl = (url: string): URL | undefined => {
+  try {
+    return new URL(url)
+  } catch {
+    return undefined
+  }
+}
+
 /** Whether `url` is absolute (has a scheme). */
 export const isAbsolute = (url: string): boolean => hasScheme.test(url)
 
 /**
  * Resolves `url` against a FHIR base: absolute URLs are kept, relative ones are appended to the base path
- * (`Patient/1` on `https://h/fhir` → `https://h/fhir/Patient/1`; `""` → the base itself).
+ * (`Patient/1` on `https://h/fhir` → `https://h/fhir/Patient/1`; `""` → the base itself). A path on the base's
+ * host that already holds the base's path (`/fhir/Patient?_cursor=…`, as servers write `next` links) and a
+ * scheme-relative `//host/…` resolve as URLs do; another path (`/metadata`) is taken as relative to the base.
  */
 export const resolveUrl = (baseUrl: string, url: string): string => {
   if (isAbsolute(url)) return url
+  if (url.startsWith("/")) {
+    const parsed = parseUrl(baseUrl)
+    if (parsed !== undefined) {
+      if (url.startsWith("//")) return `${parsed.protocol}${url}`
+      const path = parsed.pathname.replace(/\/+$/, "")
+      if (path !== "" && (url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`)))
+        return `${parsed.origin}${url}`
+    }
+  }
   const base = baseUrl.replace(/\/+$/, "")
   const rel = url.replace(/^\/+/, "")
   if (rel === "") return base

@@ -18,6 +18,18 @@ describe("Http", () => {
     assert.strictEqual(resolveUrl("https://h/fhir", "/metadata"), "https://h/fhir/metadata")
     assert.strictEqual(resolveUrl("https://h/fhir", ""), "https://h/fhir")
     assert.strictEqual(resolveUrl("https://h/fhir", "?_getpages=1"), "https://h/fhir?_getpages=1")
+    // a path that already holds the base's path (a `next` link as servers write them): resolved as URLs are
+    assert.strictEqual(
+      resolveUrl("http://h:8/fhir", "/fhir/Binary?_count=500&_cursor=x"),
+      "http://h:8/fhir/Binary?_count=500&_cursor=x",
+    )
+    assert.strictEqual(resolveUrl("http://h:8/fhir/", "/fhir?_getpages=2"), "http://h:8/fhir?_getpages=2")
+    assert.strictEqual(resolveUrl("https://h/r4/fhir", "/r4/fhir/Patient/1"), "https://h/r4/fhir/Patient/1")
+    // not fooled by a longer segment
+    assert.strictEqual(resolveUrl("https://h/fhir", "/fhirx/Patient"), "https://h/fhir/fhirx/Patient")
+    assert.strictEqual(resolveUrl("https://h/fhir", "//cdn.example/Binary/1"), "https://cdn.example/Binary/1")
+    // a base at the root: every path is the base's
+    assert.strictEqual(resolveUrl("https://h", "/Patient/1"), "https://h/Patient/1")
     assert.strictEqual(resolveUrl("https://h/fhir", "https://other/x"), "https://other/x")
   })
 
