@@ -90,10 +90,22 @@ const serverTime = (client: FhirClient) =>
   )
 
 /** `_since` / `_until` as search bounds on `_lastUpdated` (after, and at or before). */
+/**
+ * An instant written to the millisecond at least (`…T10:51:00Z` → `…T10:51:00.000Z`, `.5` → `.500`). A search
+ * compares dates by the precision they are written in: `_lastUpdated=gt…T10:51:00Z` means after the whole
+ * second 10:51:00, where `_since` means after the instant, so every change within that second would be lost.
+ */
+export const toMillisecond = (instant: string): string => {
+  const m = /^(.*T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$/.exec(instant)
+  if (m === null) return instant
+  const fraction = m[2] ?? ""
+  return `${m[1]}.${fraction.length >= 3 ? fraction : fraction.padEnd(3, "0")}${m[3]}`
+}
+
 const timeParams = (p: ExportParams): Record<string, ReadonlyArray<string>> => {
   const bounds = [
-    ...(p.since !== undefined ? [`gt${p.since}`] : []),
-    ...(p.until !== undefined ? [`le${p.until}`] : []),
+    ...(p.since !== undefined ? [`gt${toMillisecond(p.since)}`] : []),
+    ...(p.until !== undefined ? [`le${toMillisecond(p.until)}`] : []),
   ]
   return bounds.length > 0 ? { _lastUpdated: bounds } : {}
 }

@@ -183,6 +183,26 @@ layer(
         assert.strictEqual(none.resources, 0)
         // the archive's data ends at _until: a later --since auto starts there, not at the time of the crawl
         assert.strictEqual(none.transactionTime, "1970-01-01T00:00:00.000Z")
+        // --since to the second: the crawl searches after that instant, as _since means, not after the whole second
+        // (the search's precision), so what changed within that second is not lost
+        const stamps = Array.from(sandbox.store.iterate("Patient")).map(
+          (r) => (JSON.parse(r.json) as { meta: { lastUpdated: string } }).meta.lastUpdated,
+        )
+        // (one whose milliseconds are not .000, which the truncated second would hold)
+        const newest = stamps
+          .filter((t) => !/\.0*Z$/.test(t) && /\.\d+Z$/.test(t))
+          .sort()
+          .at(-1)!
+        const second = `${newest.slice(0, 19)}Z`
+        const changedWithin = stamps.filter((t) => Date.parse(t) > Date.parse(second)).length
+        assert.isAbove(changedWithin, 0)
+        const sinceSecond = yield* Export.run({
+          client,
+          out: Path.join(dir, "ss"),
+          params: { level: "system", types: ["Patient"], since: second },
+          mode: "crawl",
+        })
+        assert.strictEqual(sinceSecond.resources, changedWithin)
         // a crawl delta cannot see deletions: it says so
         yield* Export.run({
           client,
@@ -256,6 +276,15 @@ layer(
       }),
     120_000,
   )
+})
+
+describe("Crawl.toMillisecond", () => {
+  it("writes an instant to the millisecond at least, as a search compares by the precision written", () => {
+    assert.strictEqual(Crawl.toMillisecond("2026-12-06T10:51:00Z"), "2026-12-06T10:51:00.000Z")
+    assert.strictEqual(Crawl.toMillisecond("2026-12-06T10:51:00.5+01:00"), "2026-12-06T10:51:00.500+01:00")
+    assert.strictEqual(Crawl.toMillisecond("2026-12-06T10:51:00.123456Z"), "2026-12-06T10:51:00.123456Z")
+    assert.strictEqual(Crawl.toMillisecond("2026-12-06"), "2026-12-06")
+  })
 })
 
 describe("crawl against a server paging by offset", () => {
