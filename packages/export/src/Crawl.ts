@@ -13,10 +13,10 @@ import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
-import type { FhirClient } from "@ferry/core/FhirClient"
+import { type FhirClient, summaryCount } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
-import { Clock, Effect, Stream } from "effect"
+import { Clock, Effect, Option, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 import { type ExportParams, groupOf } from "./Kickoff.js"
 import { type ArchiveDir, type ArchiveFile, fsTry } from "./internal/ArchiveDir.js"
@@ -224,6 +224,22 @@ const onceEach = <E>(resources: Stream.Stream<Resource, E>): Stream.Stream<Resou
     return Stream.filter(resources, (r) => seen.add(digest16(r.id ?? "")))
   })
 
+/** The search parameters a type's CapabilityStatement entry declares; undefined when it lists none. */
+const declaredParams = (
+  cs: CapabilityStatement.CapabilityStatement,
+  type: string,
+): ReadonlySet<string> | undefined => {
+  const entry = CapabilityStatement.resource(cs, type)
+  if (Option.isNone(entry)) return undefined
+  const params: unknown = entry.value.searchParam
+  if (!Array.isArray(params) || params.length === 0) return undefined
+  return new Set(
+    params.flatMap((p: unknown) =>
+      typeof p === "object" && p !== null && "name" in p && typeof p.name === "string" ? [p.name] : [],
+    ),
+  )
+}
+
 export const crawl = Effect.fn("Crawl.crawl")(function* (
   client: FhirClient,
   archive: ArchiveDir,
@@ -279,13 +295,50 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     yield* options.onWarning?.(
       `a search crawl cannot see deletions: what was deleted at the source since ${p.since} is not in this archive's deleted/ and stays on a target it is imported into`,
     ) ?? Effect.void
+  // The compartment's search parameters of each type that the server declares (all of them when it lists
+  // none): a search by one it does not support is refused (400) and would fail the whole crawl. What only an
+  // undeclared one links to a patient cannot be found: said, with how many of the type the server holds
+  // (a type it holds none of is passed over without a word). The Patient type is read by `_id`, and through
+  // `link` (a Patient linked to one of them) where the server declares it.
+  const linking = new Map<string, ReadonlyArray<string>>()
+  const leftOut: Array<string> = []
+  const partly: Array<string> = []
+  if (compartment)
+    for (const type of types) {
+      const declared = declaredParams(cs, type)
+      if (type === "Patient") {
+        linking.set(type, declared?.has("link") === true ? ["link"] : [])
+        continue
+      }
+      const all = patientCompartment[type] ?? []
+      const usable = declared === undefined ? all : all.filter((param) => declared.has(param))
+      linking.set(type, usable)
+      const missing = all.filter((param) => !usable.includes(param))
+      if (missing.length === 0) continue
+      const held = yield* summaryCount(client, type)
+      if (Option.isSome(held) && held.value === 0) continue
+      const what = `${type} (${missing.join(", ")}${Option.isSome(held) ? `; the server holds ${held.value}` : ""})`
+      if (usable.length === 0) leftOut.push(what)
+      else partly.push(what)
+    }
+  if (leftOut.length > 0)
+    yield* options.onWarning?.(
+      `the server's CapabilityStatement declares none of the search parameters that link these types to a patient, so a crawl cannot tell which of their resources belong to these patients, and leaves them out of this archive: ${leftOut.join(", ")}; export from a source with $export, or crawl at --level system`,
+    ) ?? Effect.void
+  if (partly.length > 0)
+    yield* options.onWarning?.(
+      `the server's CapabilityStatement does not declare these search parameters of the Patient compartment, so what is linked to these patients only through them is not in this archive: ${partly.join(", ")}`,
+    ) ?? Effect.void
+  const crawled = compartment
+    ? types.filter((t) => t === "Patient" || (linking.get(t)?.length ?? 0) > 0)
+    : types
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []
   const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
     // Repeated names are kept side by side (searches AND them): the time bounds, a filter's own values and
     // the compartment's patient never replace one another.
     const base = merged({ _count: [String(pageSize)] }, timeParams(p), typeParams(p, type) ?? {})
     if (!compartment) return onceEach(client.searchAll(type, base))
-    if (type === "Patient") {
+    if (type === "Patient" && (linking.get(type) ?? []).length === 0) {
       return Stream.fromIterable(ids).pipe(
         Stream.flatMap((id) => client.searchAll("Patient", merged(base, { _id: [id] })), { concurrency: 1 }),
       )
@@ -293,10 +346,14 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     return Stream.fromIterable(ids).pipe(
       Stream.flatMap(
         (id) =>
-          Stream.fromIterable(patientCompartment[type] ?? []).pipe(
-            Stream.flatMap((param) => client.searchAll(type, merged(base, { [param]: [`Patient/${id}`] })), {
-              concurrency: 1,
-            }),
+          Stream.concat(
+            type === "Patient" ? client.searchAll("Patient", merged(base, { _id: [id] })) : Stream.empty,
+            Stream.fromIterable(linking.get(type) ?? []).pipe(
+              Stream.flatMap(
+                (param) => client.searchAll(type, merged(base, { [param]: [`Patient/${id}`] })),
+                { concurrency: 1 },
+              ),
+            ),
           ),
         { concurrency: 1 },
       ),
@@ -304,9 +361,9 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     )
   }
 
-  if (options.onPlan) yield* options.onPlan(types)
+  if (options.onPlan) yield* options.onPlan(crawled)
   const files = yield* Effect.forEach(
-    types,
+    crawled,
     (type) => {
       const key = fileKey(type)
       const done = archive.journal.result(key)

@@ -173,6 +173,43 @@ layer(
           Patient: 100,
           Immunization: sandbox.store.count("Immunization"),
         })
+        // a Patient-level crawl of every type: the compartment's parameters the sandbox does not declare
+        // (performer, asserter, …) are not searched (a search by one is refused), and that is said
+        const everything = yield* Export.run({
+          client,
+          out: Path.join(dir, "pa"),
+          params: { level: "patient", types: [] },
+          mode: "crawl",
+        })
+        const bulk = yield* Export.run({
+          client,
+          out: Path.join(dir, "pb"),
+          params: { level: "patient", types: [] },
+        })
+        assert.strictEqual(bulk.mode, "bulk")
+        // the Group (linked by `member`, which the sandbox does not search) is what the crawl cannot find
+        const { Group: groups, ...rest } = typeCounts(bulk)
+        assert.strictEqual(groups, 1)
+        assert.deepStrictEqual(typeCounts(everything), rest)
+        const warned = events(Path.join(dir, "pa"))
+          .filter((e) => e.event === "warning")
+          .map((e) => String(e.detail))
+        assert.isTrue(
+          warned.some((w) =>
+            /declares none of the search parameters that link these types to a patient.*: .*Group \(member; the server holds 1\)/.test(
+              w,
+            ),
+          ),
+          warned.join("\n"),
+        )
+        assert.isTrue(
+          warned.some((w) =>
+            /does not declare these search parameters of the Patient compartment.*: .*Condition \(asserter; the server holds \d+\)/.test(
+              w,
+            ),
+          ),
+          warned.join("\n"),
+        )
         // _until and _elements are the crawl's searches too: before the epoch nothing; ids and genders only
         const none = yield* Export.run({
           client,
