@@ -353,9 +353,59 @@ describe("ferry migrate", () => {
     const b3 = await migrate(source, two, Path.join(runs, "b3"), "--since", "auto")
     expect(b3.code, b3.stderr).toBe(2)
     expect(lastLine(b3.stderr)).toMatch(
-      /b2: the earlier migration this one continues did not finish its import; rerun that migration first/,
+      /b2: the earlier migration this one continues did not finish its import; finish it first \(the same ferry migrate with --archive set to it and --since auto\)/,
     )
+    // as said: it finishes, and then the delta goes on
+    const finished = await migrate(source, two, Path.join(runs, "b2"), "--since", "auto")
+    expect(finished.code, finished.stderr).toBe(0)
+    const b3again = await migrate(source, two, Path.join(runs, "b3"), "--since", "auto")
+    expect(b3again.code, b3again.stderr).toBe(0)
   }, 90_000)
+
+  it("--since auto with the default archives, its delta stopped before its import ended: the same command finishes that delta, then the next one goes on; verify clean", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const cwd = NFS.mkdtempSync(Path.join(tmp, "default-archives-"))
+    const run = (...args: ReadonlyArray<string>) =>
+      runFerry(["migrate", "--from", source.baseUrl, "--to", target.baseUrl, "--json", ...args], { cwd })
+    const full = await run()
+    expect(full.code, full.stderr).toBe(0)
+    const [x, y] = Array.from(source.store.iterate("Observation", { limit: 2 }))
+    const amend = async (r: { id: string; json: string }, status: string) => {
+      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({ ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status }),
+      })
+      expect(res.status).toBeLessThan(300)
+    }
+    await amend(x!, "amended")
+    const delta = await run("--since", "auto")
+    expect(delta.code, delta.stderr).toBe(0)
+    const root = Path.join(cwd, ".ferry-migrate")
+    const [pair] = NFS.readdirSync(root)
+    const deltaDir = NFS.readdirSync(Path.join(root, pair!)).find((n) => n.startsWith("since-"))!
+    // stopped before its import ended (its ledger without its last line), as a kill there leaves it
+    const ledger = Path.join(Imports.dir(Path.join(root, pair!, deltaDir), target.baseUrl), "migrate.ndjson")
+    const lines = NFS.readFileSync(ledger, "utf8").trim().split("\n")
+    expect(lines.at(-1)).toContain('"migrate.done"')
+    NFS.writeFileSync(ledger, `${lines.slice(0, -1).join("\n")}\n`)
+    await amend(y!, "corrected")
+    // the same command: it finishes that delta (not a new one it would refuse to start), and says so
+    const again = await run("--since", "auto")
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stderr).toContain(
+      `the newest migration into this target (${Path.join(root, pair!, deltaDir)}) was stopped before its import ended: this run finishes it; run the same command again afterwards for what changed since`,
+    )
+    // and once more: the next delta brings the later change
+    const next = await run("--since", "auto")
+    expect(next.code, next.stderr).toBe(0)
+    expect(NFS.readdirSync(Path.join(root, pair!)).filter((n) => n.startsWith("since-")).length).toBe(2)
+    expect(JSON.parse(target.store.read("Observation", x!.id)!.json).status).toBe("amended")
+    expect(JSON.parse(target.store.read("Observation", y!.id)!.json).status).toBe("corrected")
+    const v = await verify(target, { source })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 120_000)
 
   it("kill -9 mid-migrate, then the same command: finishes, nothing lost or duplicated, verify clean", async () => {
     const source = await start(generated)

@@ -75,6 +75,8 @@ export interface FerryRunOptions {
   readonly env?: Record<string, string>
   /** Called with all stderr so far on every chunk (may kill the child). */
   readonly onStderr?: (text: string, child: ChildProcess) => void
+  /** The working directory (default: this process's). */
+  readonly cwd?: string
 }
 
 /** Runs the bundled CLI as a process and resolves once it has ended. */
@@ -83,6 +85,7 @@ export const runFerry = (args: ReadonlyArray<string>, options: FerryRunOptions =
     const child = spawn(process.execPath, [ferryBin, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, ...options.env },
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     })
     let stdout = ""
     let stderr = ""

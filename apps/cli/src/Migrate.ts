@@ -327,7 +327,7 @@ const refuseUnfinished = (previous: string, target: string) =>
           reason: "Config",
           url: previous,
           detail:
-            "the earlier migration this one continues did not finish its import; rerun that migration first, then this one",
+            "the earlier migration this one continues did not finish its import; finish it first (the same ferry migrate with --archive set to it and --since auto), then run this one",
         }),
       )
 

@@ -18,6 +18,7 @@ import * as Imports from "@ferry/archive/Imports"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Http from "@ferry/core/Http"
 import * as Export from "@ferry/export/Export"
+import * as Continues from "@ferry/import/Continues"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
 import { Clock, Console, Effect, Option } from "effect"
 import { shellWord } from "@ferry/core/Shell"
@@ -424,11 +425,17 @@ export const runMigrate = (f: Flags) =>
     const filters = Params.typeFilters(f.typeFilter)
     if ("problem" in filters) return yield* usage(filters.problem)
     let archive: string
+    /** The earlier migration this `--since auto` run finishes instead of starting the next delta. */
+    let finishing: string | undefined
     if (Option.isSome(settings.archive)) archive = settings.archive.value
     else if (since === "auto") {
-      // the newest finished sibling decides the delta's directory: a rerun after a kill finds it again
+      // the newest finished sibling migrated into this target decides the delta's directory: a rerun after a
+      // kill finds it again. When that one's import did not finish (killed after its export), it is the one to
+      // run on: its delta is not on the target yet, and the next one cannot start before it (its id map)
       const root = Path.dirname(defaultArchive(from, to, undefined))
-      const previous = yield* Export.previousTransactionTime(Path.join(root, "next"), {
+      const next = Path.join(root, "next")
+      const migratedHere = (dir: string) => Imports.readMigrateLedger(dir, to) !== undefined
+      const previous = yield* Export.previousTransactionTime(next, {
         baseUrl: from,
         params: {
           level: settings.level,
@@ -436,12 +443,15 @@ export const runMigrate = (f: Flags) =>
           types: list(f.type),
           typeFilters: filters.filters,
         },
+        accepts: migratedHere,
       })
-      archive = defaultArchive(
-        from,
-        to,
-        Option.getOrElse(previous, () => undefined),
-      )
+      const earlier = Option.isSome(previous)
+        ? Option.getOrUndefined(yield* Continues.previousArchive(next, previous.value, to))
+        : undefined
+      if (earlier !== undefined && Imports.readMigrateLedger(earlier, to)?.done === false) {
+        archive = earlier
+        finishing = earlier
+      } else archive = defaultArchive(from, to, Option.getOrUndefined(previous))
     } else archive = defaultArchive(from, to, since)
 
     const sourceAuth = yield* Config.serverAuthSettings(settings, "source")
@@ -451,6 +461,10 @@ export const runMigrate = (f: Flags) =>
     yield* Console.error(
       `ferry migrate: ${from} (${source.describe}) → ${to} (${target.describe}), archive ${archive}`,
     )
+    if (finishing !== undefined)
+      yield* Console.error(
+        `ferry migrate: the newest migration into this target (${finishing}) was stopped before its import ended: this run finishes it; run the same command again afterwards for what changed since`,
+      )
     yield* Effect.all(
       [
         client(from, sourceAuth, 1, "source").pipe(
