@@ -50,7 +50,8 @@ export class FhirError extends Schema.TaggedError<FhirError>("@ferry/core/FhirEr
 export class AuthError extends Schema.TaggedError<AuthError>("@ferry/core/AuthError")("AuthError", {
   /**
    * `Unreachable`: no HTTP answer from the server where the token endpoint was to be discovered, or from the
-   * token endpoint (nothing there, a TLS certificate not trusted, no answer in time): a server problem, exit 4.
+   * token endpoint (nothing there, a TLS certificate not trusted, no answer in time), or only answers that may
+   * pass (5xx, 408, 429) until the retries ran out: a server problem, exit 4.
    */
   reason: Schema.Literal(
     "Discovery",

@@ -246,9 +246,10 @@ export const request = (
         if (status !== 200) {
           // Said only of answers that may pass: a refusal keeps its own words and hint.
           const busy = "; the identity provider is unavailable or overloaded: try again later"
+          // (answers that may pass and never did are the server's failure, exit 4, not a refusal)
           const failure = (detail: string) =>
             transientStatus(status)
-              ? transient(`${detail}${busy}`, retryAfter)
+              ? transient(`${detail}${busy}`, retryAfter, "Unreachable")
               : fail(request, `${detail}${statusHint(status)}`)
           return Option.match(Schema.decodeUnknownOption(OAuthError)(json), {
             onNone: () => {
@@ -278,7 +279,8 @@ export const request = (
               const what = `${printable(oauth.error)}${oauth.error_description ? ` (${printable(scrub(oauth.error_description))})` : ""}`
               const hint = transientStatus(status) ? "" : oauthHint(oauth.error)
               const detail = `the token endpoint refused the request: HTTP ${status} ${what}${hint}`
-              if (transientStatus(status)) return Effect.fail(transient(detail, retryAfter))
+              if (transientStatus(status))
+                return Effect.fail(transient(`${detail}${busy}`, retryAfter, "Unreachable"))
               const error = fail(request, detail)
               return Effect.fail(oauth.error === "invalid_scope" ? new InvalidScope({ error }) : error)
             },

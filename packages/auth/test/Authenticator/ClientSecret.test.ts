@@ -117,6 +117,24 @@ describe("ClientSecret", () => {
       const unreachable = yield* Effect.flip(header(dead, `${srv.baseUrl}/Patient`))
       expect(unreachable.message).not.toContain("gateway-key-123")
       expect(unreachable.message).toContain("ECONNREFUSED")
+      // an endpoint that answers only 503 is a server failure (Unreachable: exit 4), not a refused credential
+      const down = yield* TokenServer.make({
+        clientId: CLIENT,
+        secret: SECRET,
+        faults: [{ status: 503 }, { status: 503 }],
+      })
+      const busy = yield* ClientSecret.make({
+        baseUrl: down.baseUrl,
+        clientId: CLIENT,
+        clientSecret: Redacted.make(SECRET),
+        tokenUrl: down.tokenUrl,
+        requestPolicy: { backoff: "10 millis", retries: 1 },
+      })
+      const failed = yield* Effect.flip(header(busy, `${down.baseUrl}/Patient`))
+      expect(failed._tag === "AuthError" && failed.reason).toBe("Unreachable")
+      expect(failed.message).toContain("HTTP 503")
+      expect(failed.message).toContain("the identity provider is unavailable or overloaded: try again later")
+      expect(failed.message).toContain("(tried 2 times)")
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 

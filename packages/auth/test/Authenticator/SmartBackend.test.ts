@@ -199,7 +199,8 @@ describe("SmartBackend", () => {
       }))
       const error = yield* Effect.flip(authHeader(auth, `${srv.baseUrl}/Patient`))
       assert.instanceOf(error, AuthError)
-      expect(error.reason).toBe("TokenRequest")
+      // the server's failure (exit 4), not a refused credential (exit 3)
+      expect(error.reason).toBe("Unreachable")
       expect(error.message).toBe(
         `${srv.tokenUrl}: the token endpoint answered HTTP 502: bad gateway; the identity provider is unavailable or overloaded: try again later (tried 3 times)`,
       )
