@@ -49,7 +49,8 @@ export const toPublicJwk = (jwk: Jose.JWK): Jose.JWK => {
 export const generate = Effect.fn("Keys.generate")(function* (alg: SigningAlg) {
   const { privateJwk: raw } = yield* Jose.generateKeyPair(alg)
   const kid = yield* Jose.thumbprint(raw, "generated key")
-  const privateJwk: Jose.JWK = { ...raw, kid, alg, use: "sig", key_ops: ["sign"] }
+  // `use: "sig"` only: RFC 7517 §4.3 asks for `use` and `key_ops` not to be used together
+  const privateJwk: Jose.JWK = { ...raw, kid, alg, use: "sig" }
   return { privateJwk, publicJwks: { keys: [toPublicJwk(privateJwk)] } } satisfies GeneratedKey
 })
 
@@ -228,7 +229,7 @@ const fromJwks = (
       source,
       signing.length === 0
         ? `is a JWKS without a private signing key (kids: ${kids || "none"}); it must hold the private key ("d")`
-        : `is a JWKS with ${signing.length} private signing keys (kids: ${signing.map((k) => k.kid ?? "(no kid)").join(", ")}); choose one with kid`,
+        : `is a JWKS with ${signing.length} private signing keys (kids: ${signing.map((k) => k.kid ?? "(no kid)").join(", ")}); choose one with --key-id (auth.keyId in a config file)`,
     )
   })
 

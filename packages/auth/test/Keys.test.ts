@@ -58,7 +58,10 @@ describe("Keys", () => {
         Effect.gen(function* () {
           const { privateJwk, publicJwks } = yield* Keys.generate(alg)
           expect(privateJwk.kid).toBe(yield* Effect.promise(() => jose.calculateJwkThumbprint(privateJwk)))
-          expect(privateJwk).toMatchObject({ alg, use: "sig", key_ops: ["sign"] })
+          expect(privateJwk).toMatchObject({ alg, use: "sig" })
+          // not both `use` and `key_ops` (RFC 7517 §4.3), in neither half
+          expect(privateJwk.key_ops).toBeUndefined()
+          expect(publicJwks.keys[0]!.key_ops).toBeUndefined()
           expect(typeof privateJwk.d).toBe("string")
           expect(publicJwks.keys).toHaveLength(1)
           const pub = publicJwks.keys[0]!
@@ -87,7 +90,7 @@ describe("Keys", () => {
         const ambiguous = yield* Effect.flip(Keys.loadPrivateKey(both))
         keyInvalid(ambiguous, both)
         expect(ambiguous.message).toContain(a.privateJwk.kid!)
-        expect(ambiguous.message).toContain("choose one with kid")
+        expect(ambiguous.message).toContain("choose one with --key-id")
 
         const unknown = yield* Effect.flip(Keys.loadPrivateKey(both, { kid: "nope" }))
         keyInvalid(unknown, both)
