@@ -85,6 +85,16 @@ const migrate = (source: Server, target: Server, archive: string, ...extra: Arra
     ...extra,
   ])
 
+/** Changes an Observation's status on the source (a PUT, as a user's edit there). */
+const amendObservation = async (source: Server, r: { id: string; json: string }, status: string) => {
+  const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
+    method: "PUT",
+    headers: { "content-type": "application/fhir+json" },
+    body: JSON.stringify({ ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status }),
+  })
+  expect(res.status).toBeLessThan(300)
+}
+
 const summaryOf = (stdout: string): Summary => JSON.parse(stdout) as Summary
 
 /** `ferry verify` of the target against the archive (through its id map) or the source server. */
@@ -320,14 +330,7 @@ describe("ferry migrate", () => {
     expect(c1.stderr).toContain(
       "to continue (2 there were not migrated into this target, and an incremental migration continues one into the same target): full export",
     )
-    const amend = async (r: { id: string; json: string }, status: string) => {
-      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
-        method: "PUT",
-        headers: { "content-type": "application/fhir+json" },
-        body: JSON.stringify({ ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status }),
-      })
-      expect(res.status).toBeLessThan(300)
-    }
+    const amend = (r: { id: string; json: string }, status: string) => amendObservation(source, r, status)
     const [x, y] = Array.from(source.store.iterate("Observation", { limit: 2 }))
     await amend(x!, "amended")
     // the first target gets that change (a newer archive beside the others)
@@ -371,14 +374,7 @@ describe("ferry migrate", () => {
     const full = await run()
     expect(full.code, full.stderr).toBe(0)
     const [x, y] = Array.from(source.store.iterate("Observation", { limit: 2 }))
-    const amend = async (r: { id: string; json: string }, status: string) => {
-      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
-        method: "PUT",
-        headers: { "content-type": "application/fhir+json" },
-        body: JSON.stringify({ ...(JSON.parse(r.json) as Record<string, unknown>), id: r.id, status }),
-      })
-      expect(res.status).toBeLessThan(300)
-    }
+    const amend = (r: { id: string; json: string }, status: string) => amendObservation(source, r, status)
     await amend(x!, "amended")
     const delta = await run("--since", "auto")
     expect(delta.code, delta.stderr).toBe(0)
