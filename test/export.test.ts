@@ -528,9 +528,28 @@ describe("ferry export with SMART Backend Services", () => {
         "Patient",
       ),
     )
+    // the types exported are the ones the token allows: nothing to say
     expect(narrow.code, narrow.stderr).toBe(0)
-    expect(narrow.stderr).toMatch(
-      /^ferry: warning: the token's scopes \("system\/Patient\.rs", asked "system\/Patient\.rs"\) allow reading only Patient: a bulk export leaves every other type out without an error/m,
+    expect(narrow.stderr).not.toContain("allow reading only")
+    // every type exported with that token: the archive would lack all but Patient, without an error (and a verify
+    // of it would be clean): refused at the token, exit 3, with the way out
+    const all = await ferry(
+      exportOf(
+        sandbox.baseUrl,
+        Path.join(tmp, "smart-narrow-all"),
+        "--auth",
+        "smart",
+        "--client-id",
+        "ferry-e2e",
+        "--key",
+        keyFile,
+        "--scope",
+        "system/Patient.rs",
+      ),
+    )
+    expect(all.code, all.stderr).toBe(3)
+    expect(lastLine(all.stderr)).toMatch(
+      /the token's scopes \("system\/Patient\.rs", asked "system\/Patient\.rs"\) allow reading only Patient: a bulk export would leave every other type out without an error; .*--type Patient\)$/,
     )
   }, 120_000)
 

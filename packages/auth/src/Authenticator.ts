@@ -154,6 +154,8 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
   access: SmartBackend.Access = "read",
   /** The server of migrate or plan these settings are for: a missing setting is then named as given there. */
   role?: Role,
+  /** A bulk export of these types (empty: every type) is what the token is for (see SmartBackend). */
+  exportTypes?: ReadonlyArray<string>,
 ) {
   const optional = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
   // a credential for a plain-http server on another machine: said once (the server may be on a network the
@@ -208,6 +210,7 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
         access,
         scopeVersion: settings.scopeVersion,
         tokenUrl: optional(settings.tokenUrl),
+        exportTypes,
       })
     }
   }

@@ -319,7 +319,14 @@ export const runExport = (f: Flags) =>
         `--group is for --level group (this is --level ${f.level}); add --level group, or drop --group`,
       )
     const settings = yield* authSettings(f)
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    // a bulk export of these types: scopes that allow fewer fail at the token, not as a quietly smaller archive
+    const authenticator = yield* Authenticator.fromSettings(
+      settings,
+      baseUrl,
+      "read",
+      undefined,
+      list(f.type),
+    )
     const client = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,

@@ -153,11 +153,13 @@ const client = (
   settings: Authenticator.AuthSettings,
   retries: number,
   role: "source" | "target",
+  /** The source: the types exported (empty: every type), which its token's scopes must allow reading. */
+  exportTypes?: ReadonlyArray<string>,
 ) =>
   Effect.gen(function* () {
     // The target is written to: its token must allow writes (SMART's default scope follows).
     const access = role === "target" ? "write" : "read"
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, access, role)
+    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, access, role, exportTypes)
     const c = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,
@@ -456,7 +458,7 @@ export const runMigrate = (f: Flags) =>
 
     const sourceAuth = yield* Config.serverAuthSettings(settings, "source")
     const targetAuth = yield* Config.serverAuthSettings(settings, "target")
-    const source = yield* client(from, sourceAuth, 8, "source")
+    const source = yield* client(from, sourceAuth, 8, "source", list(f.type))
     const target = yield* client(to, targetAuth, 8, "target")
     yield* Console.error(
       `ferry migrate: ${from} (${source.describe}) → ${to} (${target.describe}), archive ${archive}`,

@@ -53,6 +53,12 @@ export interface SmartBackendOptions {
   readonly scopeVersion?: ScopeVersion | undefined
   /** Skip discovery and use this token endpoint. */
   readonly tokenUrl?: string | undefined
+  /**
+   * The token is for a bulk export of these types (empty: every type): granted scopes that allow reading
+   * fewer types fail here (a bulk export would leave the others out without an error, and a verify of the
+   * archive would not see it), instead of the warning other reads get.
+   */
+  readonly exportTypes?: ReadonlyArray<string> | undefined
   /** Client assertion lifetime; default 4 minutes, at most 5. */
   readonly assertionLifetime?: Duration.DurationInput | undefined
   /** Refresh this long before the token expires at most (default 30 s). */
@@ -226,7 +232,17 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
     }
     // fewer types than asked: said once (a bulk export then holds only those, and nothing says so)
     const narrowed = Option.isSome(token.scope) ? narrowedTypes(token.scope.value, access) : undefined
-    if (narrowed !== undefined && !(yield* Ref.getAndSet(warnedNarrowed, true)))
+    const exported = options.exportTypes
+    if (narrowed !== undefined && exported !== undefined) {
+      const left = exported.filter((t) => !narrowed.includes(t))
+      if (exported.length === 0 || left.length > 0)
+        return yield* new AuthError({
+          reason: "Scope",
+          url: redactUrl(tokenUrl),
+          detail: `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow reading only ${narrowed.join(", ")}: a bulk export would leave ${exported.length === 0 ? "every other type" : left.join(", ")} out without an error; allow client ${options.clientId} more at the server or ask for it (--scope), or export only what it allows (--type ${narrowed.join(",")})`,
+        })
+    }
+    if (narrowed !== undefined && exported === undefined && !(yield* Ref.getAndSet(warnedNarrowed, true)))
       yield* Effect.logWarning(
         `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow ${access === "write" ? "writing" : "reading"} only ${narrowed.join(", ")}: ${access === "write" ? "writing any other type will be refused (403)" : "a bulk export leaves every other type out without an error (a search of one is refused)"}; if the job needs more, ask for it (--scope, or allow client ${options.clientId} more at the server)`,
       )

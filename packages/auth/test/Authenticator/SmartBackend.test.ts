@@ -344,6 +344,32 @@ describe("SmartBackend", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
+  it.scopedLive(
+    "a token for a bulk export whose scopes allow reading fewer types than exported fails (Scope), naming what would be left out",
+    () =>
+      Effect.gen(function* () {
+        const narrow = { grantScope: () => "system/Patient.rs system/Condition.rs" }
+        // every type exported: the token cannot read them all
+        const all = yield* setup(narrow, () => ({ exportTypes: [] }))
+        const error = yield* Effect.flip(authHeader(all.auth, `${all.srv.baseUrl}/Patient`))
+        assert.instanceOf(error, AuthError)
+        expect(error.reason).toBe("Scope")
+        expect(error.message).toContain(
+          "allow reading only Condition, Patient: a bulk export would leave every other type out without an error; allow client",
+        )
+        expect(error.message).toContain("--type Condition,Patient")
+        // some types: those it cannot read are named
+        const some = yield* setup(narrow, () => ({ exportTypes: ["Patient", "Observation"] }))
+        const named = yield* Effect.flip(authHeader(some.auth, `${some.srv.baseUrl}/Patient`))
+        expect(named.message).toContain("a bulk export would leave Observation out without an error")
+        // the types it can read: the token serves
+        const fits = yield* setup(narrow, () => ({ exportTypes: ["Patient"] }))
+        expect(yield* authHeader(fits.auth, `${fits.srv.baseUrl}/Patient`)).toBe(
+          `Bearer ${fits.srv.issued[0]}`,
+        )
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
   it.scopedLive("scopeVersion v1 sends v1 scopes from the start", () =>
     Effect.gen(function* () {
       const { srv, auth } = yield* setup({}, () => ({ scopeVersion: "v1" }))
