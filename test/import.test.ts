@@ -729,6 +729,38 @@ describe("ferry import", () => {
     expect(targetCounts(target)).toEqual(rest)
   })
 
+  it("--strategy import killed while the target's job runs: the rerun cancels that job (DELETE) before its own kick-off", async () => {
+    const archive = copy(sample, "bulk-killed")
+    const target = await start({ bulk: { retryAfterSeconds: 0, pollsBeforeDone: 1_000_000 } })
+    const first = await runFerry(["import", "--to", target.baseUrl, "--strategy", "import", archive], {
+      onStderr: (text, child) => {
+        if (text.includes("$import job started") && child.exitCode === null && child.signalCode === null)
+          child.kill("SIGKILL")
+      },
+    })
+    expect(first.signal, first.stderr).toBe("SIGKILL")
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    const journaled = NFS.readFileSync(Path.join(archive, "imports", slug, "journal.ndjson"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { key: string; data?: { statusUrl?: string; open?: boolean } })
+      .filter((e) => e.key === "import.bulk.job")
+    expect(journaled.at(-1)?.data?.open).toBe(true)
+    const statusUrl = journaled.at(-1)!.data!.statusUrl!
+    expect((await fetch(statusUrl)).status).toBe(202) // still running on the target
+    // the rerun cancels the orphan before its own kick-off (its own job never finishes here either: killed too)
+    const second = await runFerry(["import", "--to", target.baseUrl, "--strategy", "import", archive], {
+      onStderr: (text, child) => {
+        if (text.includes("$import job started") && child.exitCode === null && child.signalCode === null)
+          child.kill("SIGKILL")
+      },
+    })
+    expect(second.stderr).toContain(
+      "ferry import: cancelled the $import job an earlier run started and could not release",
+    )
+    expect((await fetch(statusUrl)).status).toBe(404)
+  })
+
   it("--strategy import --file-base-url with an archive whose references need rewriting: exit 2, one line saying why, nothing sent", async () => {
     const archive = copy(sample, "bulk-published")
     const target = await start({})

@@ -99,7 +99,22 @@ export interface BulkImportOptions {
    * are NOT collected into the result's `rejected` (memory stays flat however many the target refused).
    */
   readonly onRejected?: (rejected: Rejected) => Effect.Effect<void, ImportError>
+  /**
+   * Called with the job's status URL once the target accepted the kick-off, before any wait (to journal it:
+   * a run killed while the job runs cannot release it, and the next one cancels it with `cancel`).
+   */
+  readonly onJob?: (statusUrl: string) => Effect.Effect<void, ImportError>
 }
+
+/**
+ * Cancels (DELETE on its status URL, as the drafts and HAPI have it) a job an earlier run started and could not
+ * release (killed). What the target answers is not an error: the job may be long gone (404), or done.
+ */
+export const cancel = (client: FhirClient, statusUrl: string): Effect.Effect<void> =>
+  client.request(HttpClientRequest.del(statusUrl)).pipe(
+    Effect.flatMap((r) => Effect.ignore(r.text)),
+    Effect.ignore,
+  )
 
 /** A line (or a whole file, `line` absent) the target refused. */
 export interface Rejected {
@@ -389,6 +404,7 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
         })
       }
       const statusUrl = new URL(location, importUrl).toString()
+      if (options.onJob) yield* options.onJob(statusUrl)
       yield* emit({
         event: "import.bulk.kickoff",
         flavour,

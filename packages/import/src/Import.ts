@@ -395,6 +395,8 @@ const STAGING_SET_ASIDE = "and $import stores it as written"
 
 /** `--retry-quarantine` passes at most (each lands what waited on the one before). */
 const MAX_REPLAY_PASSES = 20
+/** Journal key of the `$import` job under way: `{statusUrl, open}` (open until released). */
+const BULK_JOB = "import.bulk.job"
 
 const BinaryLine = Schema.Struct({ sha256: Schema.String, id: Schema.String })
 const QuarantineLine = Schema.Struct({
@@ -1278,6 +1280,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             detail: `${rewritten + setAside} resource(s) of the archive need their references or attachment URLs rewritten for the target (urn:uuid, conditional or absolute source references, attachments), which files published as they are cannot carry; leave out --file-base-url so that Ferry serves the rewritten files, or use --strategy put or post`,
           })
         let rejected = 0
+        // a job an earlier run started and could not release (killed while it ran) is cancelled first: the
+        // target would otherwise go on loading it beside this run's
+        const earlierJob = yield* journal.result(BULK_JOB)
+        if (Option.isSome(earlierJob)) {
+          const job = earlierJob.value as { readonly statusUrl?: unknown; readonly open?: unknown }
+          if (job.open === true && typeof job.statusUrl === "string") {
+            yield* BulkImport.cancel(client, job.statusUrl)
+            yield* emit({ event: "import.bulk.cancelled", statusUrl: redactUrl(job.statusUrl) })
+            yield* journal.append(BULK_JOB, BULK_JOB, { statusUrl: job.statusUrl, open: false })
+          }
+        }
+        let openJob: string | undefined
         const result = yield* BulkImport.run({
           client,
           archiveDir: published ? archive : stageDir,
@@ -1291,7 +1305,23 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               Path.join(Imports.quarantineDir(archive, client.baseUrl), `${r.type}.ndjson`),
               `${quarantineLine(null, r.outcome, "rejected by $import", r.source)}\n`,
             ).pipe(Effect.tap(() => Effect.sync(() => rejected++))),
+          onJob: (statusUrl) =>
+            journal.append(BULK_JOB, BULK_JOB, { statusUrl, open: true }).pipe(
+              Effect.tap(() => Effect.sync(() => (openJob = statusUrl))),
+              Effect.mapError(
+                (e) => new ImportError({ reason: "Archive", url: archive, detail: e.message, cause: e }),
+              ),
+            ),
         }).pipe(
+          // released by BulkImport whatever the outcome (but a kill): no longer to cancel. A journal that cannot
+          // take the line leaves it open, and the next run's DELETE of a released job is answered 404: harmless
+          Effect.ensuring(
+            Effect.suspend(() =>
+              openJob === undefined
+                ? Effect.void
+                : Effect.ignore(journal.append(BULK_JOB, BULK_JOB, { statusUrl: openJob, open: false })),
+            ),
+          ),
           Effect.ensuring(
             published
               ? Effect.void

@@ -97,6 +97,10 @@ const lines = (started: number) => {
         }
         case "import.bulk.kickoff":
           return yield* Console.error(`ferry import: $import job started`)
+        case "import.bulk.cancelled":
+          return yield* Console.error(
+            `ferry import: cancelled the $import job an earlier run started and could not release (${String(e.statusUrl)})`,
+          )
         case "import.bulk.progress":
           return e.progress === undefined
             ? undefined
