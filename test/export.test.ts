@@ -511,42 +511,30 @@ describe("ferry export with SMART Backend Services", () => {
     expect(secrets.every((s) => s.length >= 20)).toBe(true)
     expect(run.stderr).not.toContain("allow reading only")
 
-    // a token for one type: the server leaves the others out without an error, so Ferry says so
-    const narrow = await ferry(
-      exportOf(
-        sandbox.baseUrl,
-        Path.join(tmp, "smart-narrow"),
-        "--auth",
-        "smart",
-        "--client-id",
-        "ferry-e2e",
-        "--key",
-        keyFile,
-        "--scope",
-        "system/Patient.rs",
-        "--type",
-        "Patient",
-      ),
-    )
+    // a token for one type: the server leaves the others out without an error
+    const narrowTo = (dir: string, ...extra: ReadonlyArray<string>) =>
+      ferry(
+        exportOf(
+          sandbox.baseUrl,
+          Path.join(tmp, dir),
+          "--auth",
+          "smart",
+          "--client-id",
+          "ferry-e2e",
+          "--key",
+          keyFile,
+          "--scope",
+          "system/Patient.rs",
+          ...extra,
+        ),
+      )
+    const narrow = await narrowTo("smart-narrow", "--type", "Patient")
     // the types exported are the ones the token allows: nothing to say
     expect(narrow.code, narrow.stderr).toBe(0)
     expect(narrow.stderr).not.toContain("allow reading only")
     // every type exported with that token: the archive would lack all but Patient, without an error (and a verify
     // of it would be clean): refused at the token, exit 3, with the way out
-    const all = await ferry(
-      exportOf(
-        sandbox.baseUrl,
-        Path.join(tmp, "smart-narrow-all"),
-        "--auth",
-        "smart",
-        "--client-id",
-        "ferry-e2e",
-        "--key",
-        keyFile,
-        "--scope",
-        "system/Patient.rs",
-      ),
-    )
+    const all = await narrowTo("smart-narrow-all")
     expect(all.code, all.stderr).toBe(3)
     expect(lastLine(all.stderr)).toMatch(
       /the token's scopes \("system\/Patient\.rs", asked "system\/Patient\.rs"\) allow reading only Patient: a bulk export would leave every other type out without an error; .*--type Patient\)$/,
