@@ -8,7 +8,7 @@ import type { AuthError, FhirError } from "@ferry/core/Errors"
 import { type FhirClient, summaryCount } from "@ferry/core/FhirClient"
 import { transportProblem } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
-import { Effect, Either, Option, Schema } from "effect"
+import { Duration, Effect, Either, Option, Schema } from "effect"
 import * as OperationOutcome from "@ferry/core/OperationOutcome"
 import type { ImportError } from "../ImportError.js"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
@@ -87,6 +87,9 @@ export const nonEmptyTarget = (
   return `the target already holds ${total} resource${total === 1 ? "" : "s"} of the archive's types (${top}${held.length > 3 ? ", …" : ""}) and the archive records no import into it (at this URL): ${mode === "put" ? "resources with the same ids are overwritten and the others stay" : "the imported resources are added beside them"} (a full verify lists those others as extra)`
 }
 
+/** How long the probe's DELETE may take (it also runs when the import is interrupted). */
+const PROBE_CLEANUP = Duration.seconds(10)
+
 /** Choose `put` or `post` from the CapabilityStatement and a probe PUT. */
 export const chooseStrategy = (
   client: FhirClient,
@@ -99,15 +102,20 @@ export const chooseStrategy = (
     // a probe the target keeps would be a stray resource there (verify reports it as extra): the delete runs
     // even when the fiber is interrupted (a migrate whose export fails while its first wave chooses, Ctrl-C),
     // and also after an interrupted PUT, which the target may have carried out
-    const removeProbe = client
-      .delete("Basic", id)
-      .pipe(
-        Effect.catchAll((e) =>
-          Effect.logWarning(
-            `the target kept the client-id probe Basic/${id}: deleting it failed (${e.message}); delete it on the target`,
-          ),
+    // (at most PROBE_CLEANUP: a stalled target must not hold a Ctrl-C for the client's whole timeout)
+    // (interruptible inside, so that the time limit can end it; the region around it is not)
+    const removeProbe = client.delete("Basic", id).pipe(
+      Effect.interruptible,
+      Effect.timeoutFail({
+        duration: PROBE_CLEANUP,
+        onTimeout: () => ({ message: `no answer within ${Duration.format(PROBE_CLEANUP)}` }),
+      }),
+      Effect.catchAll((e) =>
+        Effect.logWarning(
+          `the target kept the client-id probe Basic/${id}: deleting it failed (${e.message}); delete it on the target`,
         ),
-      )
+      ),
+    )
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.gen(function* () {
         const probe = yield* restore(

@@ -2,7 +2,7 @@ import type { CapabilityStatement } from "@ferry/core/CapabilityStatement"
 import { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Logger, Option, Ref } from "effect"
+import { Deferred, Effect, Exit, Fiber, Logger, Option, Ref, TestClock } from "effect"
 import { forEachPooled } from "@ferry/core/Pool"
 import { ImportError, quarantined } from "../../src/ImportError.js"
 import {
@@ -155,6 +155,36 @@ describe("chooseStrategy", () => {
       assert.strictEqual(c.length, 2)
       assert.strictEqual(c[1], c[0]!.replace("PUT", "DELETE"))
     }),
+  )
+
+  it.effect(
+    "a probe DELETE the target never answers is given up after 10 s (a Ctrl-C is not held for longer), with a warning",
+    () =>
+      Effect.gen(function* () {
+        const deleting = yield* Deferred.make<void>()
+        const { client } = yield* fakeClient(
+          Effect.void,
+          Effect.zipRight(Deferred.succeed(deleting, undefined), Effect.never),
+        )
+        const warnings: Array<string> = []
+        const logger = Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning")
+            warnings.push(String(Array.isArray(message) ? message[0] : message))
+        })
+        const fiber = yield* Effect.fork(
+          chooseStrategy(client, all, ["Patient"]).pipe(
+            Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+          ),
+        )
+        yield* Deferred.await(deleting)
+        for (let i = 0; i < 10; i++) yield* Effect.yieldNow()
+        yield* TestClock.adjust("9 seconds")
+        assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
+        yield* TestClock.adjust("2 seconds")
+        assert.strictEqual(yield* Fiber.join(fiber), "put")
+        assert.strictEqual(warnings.length, 1)
+        assert.include(warnings[0]!, "deleting it failed (no answer within 10s)")
+      }),
   )
 
   it.effect("a type without updateCreate: post, no probe sent", () =>
