@@ -315,7 +315,8 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       linking.set(type, usable)
       const missing = all.filter((param) => !usable.includes(param))
       if (missing.length === 0) continue
-      const held = yield* summaryCount(client, type)
+      // (only to word the warning: a server that will not count, however it says so, leaves it unknown)
+      const held = yield* summaryCount(client, type).pipe(Effect.orElseSucceed(() => Option.none<number>()))
       if (Option.isSome(held) && held.value === 0) continue
       const what = `${type} (${missing.join(", ")}${Option.isSome(held) ? `; the server holds ${held.value}` : ""})`
       if (usable.length === 0) leftOut.push(what)
