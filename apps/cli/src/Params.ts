@@ -47,6 +47,16 @@ export const typesProblem = (flag: string, types: ReadonlyArray<string>): string
   return `${flag} ${bad} is not an R4 resource type${hint !== undefined ? ` (did you mean ${hint}?)` : ""}; give type names as FHIR writes them, e.g. Patient,Observation`
 }
 
+/**
+ * The types a bulk export asks the source for, as a SMART token's scopes must allow reading them (see
+ * `SmartBackend` `exportTypes`): those of `--type`, or every type at the system level (`[]`); at the Patient
+ * and Group levels without `--type` only the compartment's, which the scopes are not checked against (undefined).
+ */
+export const exportedTypes = (
+  types: ReadonlyArray<string>,
+  level: string,
+): ReadonlyArray<string> | undefined => (types.length > 0 ? types : level === "system" ? [] : undefined)
+
 /** A FHIR instant: date, time to the second (fraction optional) and a zone. */
 const INSTANT =
   /^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)$/

@@ -325,7 +325,7 @@ export const runExport = (f: Flags) =>
       baseUrl,
       "read",
       undefined,
-      list(f.type),
+      Params.exportedTypes(list(f.type), f.level),
     )
     const client = yield* FhirClient.make({
       baseUrl,

@@ -458,7 +458,13 @@ export const runMigrate = (f: Flags) =>
 
     const sourceAuth = yield* Config.serverAuthSettings(settings, "source")
     const targetAuth = yield* Config.serverAuthSettings(settings, "target")
-    const source = yield* client(from, sourceAuth, 8, "source", list(f.type))
+    const source = yield* client(
+      from,
+      sourceAuth,
+      8,
+      "source",
+      Params.exportedTypes(list(f.type), settings.level),
+    )
     const target = yield* client(to, targetAuth, 8, "target")
     yield* Console.error(
       `ferry migrate: ${from} (${source.describe}) → ${to} (${target.describe}), archive ${archive}`,

@@ -17,6 +17,7 @@ import { unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import type { FlagValues } from "../Flags.js"
 import * as Plan from "../Plan.js"
+import * as Params from "../Params.js"
 import { formatBytes, formatCount, formatDuration } from "../Progress.js"
 
 const flags = {
@@ -80,13 +81,14 @@ export interface PlanReport {
 const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
   Effect.gen(function* () {
     const auth = yield* Config.serverAuthSettings(settings, role)
-    // The token migrate would get (write access on the target), so that a missing grant shows here; plan
-    // itself still only reads.
+    // The token migrate would get (write access on the target; on the source, reading every type of a
+    // system-level export), so that a missing grant shows here; plan itself still only reads.
     const authenticator = yield* Authenticator.fromSettings(
       auth,
       url,
       role === "target" ? "write" : "read",
       role,
+      role === "source" ? Params.exportedTypes([], settings.level) : undefined,
     )
     const client = yield* FhirClient.make({
       baseUrl: url,
