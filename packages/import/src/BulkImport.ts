@@ -151,6 +151,8 @@ export interface BulkImportResult {
   readonly transactionTime?: string
   /** HAPI: the job report (an OperationOutcome's text) in place of a manifest. */
   readonly report?: string
+  /** Output entries of the result without a count or a type (then `loaded` cannot be judged). */
+  readonly uncounted: number
 }
 
 /** Parents before children; types not listed keep their order after these. */
@@ -291,7 +293,14 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
   const importUrl = resolveUrl(client.baseUrl, "$import")
   const flavour = yield* resolveFlavour(options)
   if (options.files.length === 0) {
-    return { flavour, loaded: {}, rejected: [], idMap: [], files: [] } satisfies BulkImportResult
+    return {
+      flavour,
+      loaded: {},
+      rejected: [],
+      idMap: [],
+      files: [],
+      uncounted: 0,
+    } satisfies BulkImportResult
   }
   const inputSource =
     options.inputSource ??
@@ -404,7 +413,6 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
         })
       }
       const statusUrl = new URL(location, importUrl).toString()
-      if (options.onJob) yield* options.onJob(statusUrl)
       yield* emit({
         event: "import.bulk.kickoff",
         flavour,
@@ -425,10 +433,13 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
 
       // The job is released (DELETE) once its result is read, and cancelled the same way when the run is
       // interrupted, times out or fails (the file server is about to close anyway).
-      const collected = yield* collect(client, statusUrl, options, emit, scrub, files, entryOf).pipe(
-        Effect.ensuring(release),
-      )
-      const { loaded, rejected, rejectedCount, idMap, perFile, report, transactionTime } = collected
+      // (the job journaled inside the release's reach: a journal that fails still has the job released)
+      const collected = yield* Effect.zipRight(
+        options.onJob ? options.onJob(statusUrl) : Effect.void,
+        collect(client, statusUrl, options, emit, scrub, files, entryOf),
+      ).pipe(Effect.ensuring(release))
+      const { loaded, rejected, rejectedCount, idMap, perFile, report, transactionTime, uncounted } =
+        collected
       const total = Object.values(loaded).reduce((a, b) => a + b, 0)
       if (!("fileBaseUrl" in serve) && stats().served === 0 && total === 0 && report === undefined) {
         const refused = stats().unauthorized
@@ -465,6 +476,7 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
         }),
         ...(transactionTime !== undefined ? { transactionTime } : {}),
         ...(report !== undefined ? { report } : {}),
+        uncounted,
       } satisfies BulkImportResult
     }),
   )
@@ -491,6 +503,7 @@ const collect = (
     )
     let report: string | undefined
     let transactionTime: string | undefined
+    let uncounted = 0
 
     if (completion._tag === "Report") {
       report = scrub(summary(completion.outcome))
@@ -501,6 +514,7 @@ const collect = (
         const entry = entryOf(Option.getOrUndefined(importInputUrl(item)))
         const type = entry?.type ?? item.type
         if (type !== undefined && item.count !== undefined) loaded[type] = (loaded[type] ?? 0) + item.count
+        else uncounted++
         if (entry !== undefined) {
           const f = perFile.get(entry.path)
           if (f !== undefined && item.count !== undefined) f.loaded = (f.loaded ?? 0) + item.count
@@ -556,7 +570,7 @@ const collect = (
       }
     }
 
-    return { loaded, rejected, rejectedCount, idMap, perFile, report, transactionTime }
+    return { loaded, rejected, rejectedCount, idMap, perFile, report, transactionTime, uncounted }
   })
 
 const resolveFlavour = (options: BulkImportOptions): Effect.Effect<Flavour, ImportError> =>

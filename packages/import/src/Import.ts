@@ -1292,6 +1292,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           }
         }
         let openJob: string | undefined
+        /** Lines the target refused with an OperationOutcome (quarantined), by type. */
+        const rejectedByType = new Map<string, number>()
         const result = yield* BulkImport.run({
           client,
           archiveDir: published ? archive : stageDir,
@@ -1304,7 +1306,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             appendDurable(
               Path.join(Imports.quarantineDir(archive, client.baseUrl), `${r.type}.ndjson`),
               `${quarantineLine(null, r.outcome, "rejected by $import", r.source)}\n`,
-            ).pipe(Effect.tap(() => Effect.sync(() => rejected++))),
+            ).pipe(
+              Effect.tap(() =>
+                Effect.sync(() => {
+                  rejected++
+                  rejectedByType.set(r.type, (rejectedByType.get(r.type) ?? 0) + 1)
+                }),
+              ),
+            ),
           onJob: (statusUrl) =>
             journal.append(BULK_JOB, BULK_JOB, { statusUrl, open: true }).pipe(
               Effect.tap(() => Effect.sync(() => (openJob = statusUrl))),
@@ -1334,27 +1343,37 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             event: "warning",
             detail: `the target's $import reports no counts per file, only this: "${result.report}"; run ferry verify to see what it holds`,
           })
-        else {
-          // every line of every file loaded, or refused with the OperationOutcome saying which (quarantined);
-          // a file the target's result leaves out, or counts short of its lines, is data that did not land
-          const short = result.files.flatMap((f) => {
-            const missing = Math.max(0, f.expected - (f.loaded ?? 0) - f.rejected) + f.unlisted
-            return missing > 0 ? [{ ...f, missing }] : []
+        else if (result.uncounted > 0)
+          yield* emit({
+            event: "warning",
+            detail: `the target's $import result does not say how many resources of each type it stored (${result.uncounted} output entr${result.uncounted === 1 ? "y" : "ies"} without a count or a type); run ferry verify to see what it holds`,
           })
+        else {
+          // every resource of every type loaded, or refused with the OperationOutcome saying which (quarantined);
+          // counts short of the lines given (a file left out of the result, a fatal abort's zeros, refusals only
+          // counted) are data that did not land. By type: a result need not name the file of each count.
+          const given = new Map<string, number>()
+          for (const f of result.files) given.set(f.type, (given.get(f.type) ?? 0) + f.expected)
+          const short = Array.from(given, ([type, expected]) => {
+            const loaded = result.loaded[type] ?? 0
+            const refused = rejectedByType.get(type) ?? 0
+            return { type, expected, loaded, refused, missing: expected - loaded - refused }
+          }).filter((t) => t.missing > 0)
           if (short.length > 0) {
-            const missing = short.reduce((n, f) => n + f.missing, 0)
+            const missing = short.reduce((n, t) => n + t.missing, 0)
             const expected = result.files.reduce((n, f) => n + f.expected, 0)
+            const unlisted = result.files.reduce((n, f) => n + f.unlisted, 0)
             const shown = short
-              .slice(0, 3)
+              .slice(0, 4)
               .map(
-                (f) =>
-                  `${f.path}: ${f.expected} line${f.expected === 1 ? "" : "s"}, ${f.loaded === undefined ? "not in its result" : `${f.loaded} loaded`}${f.unlisted > 0 ? `, ${f.unlisted} refused without saying which` : ""}`,
+                (t) =>
+                  `${t.type}: ${t.expected} given, ${t.loaded} loaded${t.refused > 0 ? `, ${t.refused} refused` : ""}`,
               )
               .join("; ")
             return yield* new ImportError({
               reason: "Target",
               url: client.baseUrl,
-              detail: `the target's $import job accounts for only ${expected - missing} of the ${expected} resources it was given (${shown}${short.length > 3 ? `; ${short.length - 3} more files` : ""}): ${missing} neither loaded nor refused with a reason; see the target's log, then run the same ferry import again (the files are sent again; the target keeps their ids) or use --strategy put`,
+              detail: `the target's $import job accounts for only ${expected - missing} of the ${expected} resources it was given (${shown}${short.length > 4 ? `; ${short.length - 4} more types` : ""}): ${missing} neither loaded nor refused with a reason${unlisted > 0 ? ` (${unlisted} of them counted as refused without saying which)` : ""}; see the target's log, then run the same ferry import again (the files are sent again; the target keeps their ids) or use --strategy put`,
             })
           }
         }
