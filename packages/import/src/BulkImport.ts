@@ -413,13 +413,6 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
         })
       }
       const statusUrl = new URL(location, importUrl).toString()
-      yield* emit({
-        event: "import.bulk.kickoff",
-        flavour,
-        statusUrl: redactUrl(statusUrl),
-        files: files.length,
-      })
-
       const release = client.request(HttpClientRequest.del(statusUrl)).pipe(
         Effect.flatMap((r) => Effect.ignore(r.text)),
         Effect.catchAll((e) =>
@@ -433,11 +426,20 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
 
       // The job is released (DELETE) once its result is read, and cancelled the same way when the run is
       // interrupted, times out or fails (the file server is about to close anyway).
-      // (the job journaled inside the release's reach: a journal that fails still has the job released)
-      const collected = yield* Effect.zipRight(
-        options.onJob ? options.onJob(statusUrl) : Effect.void,
-        collect(client, statusUrl, options, emit, scrub, files, entryOf),
-      ).pipe(Effect.ensuring(release))
+      // The job is journaled (`onJob`) before it is said to have started, and inside the release's reach (a
+      // journal that fails still has the job released).
+      const collected = yield* (options.onJob ? options.onJob(statusUrl) : Effect.void).pipe(
+        Effect.zipRight(
+          emit({
+            event: "import.bulk.kickoff",
+            flavour,
+            statusUrl: redactUrl(statusUrl),
+            files: files.length,
+          }),
+        ),
+        Effect.zipRight(collect(client, statusUrl, options, emit, scrub, files, entryOf)),
+        Effect.ensuring(release),
+      )
       const { loaded, rejected, rejectedCount, idMap, perFile, report, transactionTime, uncounted } =
         collected
       const total = Object.values(loaded).reduce((a, b) => a + b, 0)
