@@ -83,6 +83,22 @@ export const resource = (cs: CapabilityStatement, type: string): Option.Option<R
   )
 
 /**
+ * The names of the search parameters the declaration of `type` lists; undefined when it lists none or the type
+ * is not declared (then nothing is known of its search parameters).
+ */
+export const searchParams = (cs: CapabilityStatement, type: string): ReadonlySet<string> | undefined => {
+  const entry = resource(cs, type)
+  if (Option.isNone(entry)) return undefined
+  const params: unknown = entry.value.searchParam
+  if (!Array.isArray(params) || params.length === 0) return undefined
+  return new Set(
+    params.flatMap((p: unknown) =>
+      typeof p === "object" && p !== null && "name" in p && typeof p.name === "string" ? [p.name] : [],
+    ),
+  )
+}
+
+/**
  * Whether an interaction is declared: system level (`transaction`, `batch`, `search-system`, …) without a
  * type, type level (`read`, `update`, `create`, …) with one.
  */

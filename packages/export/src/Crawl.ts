@@ -89,7 +89,6 @@ const serverTime = (client: FhirClient) =>
     Effect.map((ms) => new Date(ms).toISOString()),
   )
 
-/** `_since` / `_until` as search bounds on `_lastUpdated` (after, and at or before). */
 /**
  * An instant written to the millisecond at least (`…T10:51:00Z` → `…T10:51:00.000Z`, `.5` → `.500`). A search
  * compares dates by the precision they are written in: `_lastUpdated=gt…T10:51:00Z` means after the whole
@@ -102,6 +101,7 @@ export const toMillisecond = (instant: string): string => {
   return `${m[1]}.${fraction.length >= 3 ? fraction : fraction.padEnd(3, "0")}${m[3]}`
 }
 
+/** `_since` / `_until` as search bounds on `_lastUpdated` (after, and at or before). */
 const timeParams = (p: ExportParams): Record<string, ReadonlyArray<string>> => {
   const bounds = [
     ...(p.since !== undefined ? [`gt${toMillisecond(p.since)}`] : []),
@@ -224,22 +224,6 @@ const onceEach = <E>(resources: Stream.Stream<Resource, E>): Stream.Stream<Resou
     return Stream.filter(resources, (r) => seen.add(digest16(r.id ?? "")))
   })
 
-/** The search parameters a type's CapabilityStatement entry declares; undefined when it lists none. */
-const declaredParams = (
-  cs: CapabilityStatement.CapabilityStatement,
-  type: string,
-): ReadonlySet<string> | undefined => {
-  const entry = CapabilityStatement.resource(cs, type)
-  if (Option.isNone(entry)) return undefined
-  const params: unknown = entry.value.searchParam
-  if (!Array.isArray(params) || params.length === 0) return undefined
-  return new Set(
-    params.flatMap((p: unknown) =>
-      typeof p === "object" && p !== null && "name" in p && typeof p.name === "string" ? [p.name] : [],
-    ),
-  )
-}
-
 export const crawl = Effect.fn("Crawl.crawl")(function* (
   client: FhirClient,
   archive: ArchiveDir,
@@ -305,7 +289,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   const partly: Array<string> = []
   if (compartment)
     for (const type of types) {
-      const declared = declaredParams(cs, type)
+      const declared = CapabilityStatement.searchParams(cs, type)
       if (type === "Patient") {
         linking.set(type, declared?.has("link") === true ? ["link"] : [])
         continue
@@ -339,11 +323,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     // the compartment's patient never replace one another.
     const base = merged({ _count: [String(pageSize)] }, timeParams(p), typeParams(p, type) ?? {})
     if (!compartment) return onceEach(client.searchAll(type, base))
-    if (type === "Patient" && (linking.get(type) ?? []).length === 0) {
-      return Stream.fromIterable(ids).pipe(
-        Stream.flatMap((id) => client.searchAll("Patient", merged(base, { _id: [id] })), { concurrency: 1 }),
-      )
-    }
+    // (a Patient by `_id`, and through `link` where declared: each once)
     return Stream.fromIterable(ids).pipe(
       Stream.flatMap(
         (id) =>

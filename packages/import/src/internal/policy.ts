@@ -149,19 +149,7 @@ export const chooseStrategy = (
 export const searchesTag = (
   cs: CapabilityStatement.CapabilityStatement,
   types: ReadonlyArray<string>,
-): boolean =>
-  types.every((t) =>
-    Option.match(CapabilityStatement.resource(cs, t), {
-      onNone: () => true,
-      onSome: (r) => {
-        const params: unknown = r.searchParam
-        return (
-          !Array.isArray(params) ||
-          params.some((p: unknown) => typeof p === "object" && p !== null && "name" in p && p.name === "_tag")
-        )
-      },
-    }),
-  )
+): boolean => types.every((t) => CapabilityStatement.searchParams(cs, t)?.has("_tag") ?? true)
 
 /**
  * A refusal that no entry caused: the server lacks something the Bundle needs (`not-supported`), or something
