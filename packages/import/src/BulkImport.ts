@@ -111,10 +111,11 @@ export interface BulkImportOptions {
  * release (killed). What the target answers is not an error: the job may be long gone (404), or done.
  */
 export const cancel = (client: FhirClient, statusUrl: string): Effect.Effect<void> =>
-  client.request(HttpClientRequest.del(statusUrl)).pipe(
-    Effect.flatMap((r) => Effect.ignore(r.text)),
-    Effect.ignore,
-  )
+  Effect.ignore(deleteJob(client, statusUrl))
+
+/** DELETE on a job's status URL (its answer read and dropped). */
+const deleteJob = (client: FhirClient, statusUrl: string) =>
+  client.request(HttpClientRequest.del(statusUrl)).pipe(Effect.flatMap((r) => Effect.ignore(r.text)))
 
 /** A line (or a whole file, `line` absent) the target refused. */
 export interface Rejected {
@@ -413,8 +414,7 @@ export const run = Effect.fn("BulkImport.run")(function* (options: BulkImportOpt
         })
       }
       const statusUrl = new URL(location, importUrl).toString()
-      const release = client.request(HttpClientRequest.del(statusUrl)).pipe(
-        Effect.flatMap((r) => Effect.ignore(r.text)),
+      const release = deleteJob(client, statusUrl).pipe(
         Effect.catchAll((e) =>
           emit({
             event: "import.bulk.release-failed",

@@ -397,6 +397,7 @@ const STAGING_SET_ASIDE = "and $import stores it as written"
 const MAX_REPLAY_PASSES = 20
 /** Journal key of the `$import` job under way: `{statusUrl, open}` (open until released). */
 const BULK_JOB = "import.bulk.job"
+const BulkJob = Schema.Struct({ statusUrl: Schema.String, open: Schema.Boolean })
 
 const BinaryLine = Schema.Struct({ sha256: Schema.String, id: Schema.String })
 const QuarantineLine = Schema.Struct({
@@ -1282,14 +1283,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         let rejected = 0
         // a job an earlier run started and could not release (killed while it ran) is cancelled first: the
         // target would otherwise go on loading it beside this run's
-        const earlierJob = yield* journal.result(BULK_JOB)
-        if (Option.isSome(earlierJob)) {
-          const job = earlierJob.value as { readonly statusUrl?: unknown; readonly open?: unknown }
-          if (job.open === true && typeof job.statusUrl === "string") {
-            yield* BulkImport.cancel(client, job.statusUrl)
-            yield* emit({ event: "import.bulk.cancelled", statusUrl: redactUrl(job.statusUrl) })
-            yield* journal.append(BULK_JOB, BULK_JOB, { statusUrl: job.statusUrl, open: false })
-          }
+        const earlierJob = Option.flatMap(
+          yield* journal.result(BULK_JOB),
+          Schema.decodeUnknownOption(BulkJob),
+        )
+        if (Option.isSome(earlierJob) && earlierJob.value.open) {
+          const { statusUrl } = earlierJob.value
+          yield* BulkImport.cancel(client, statusUrl)
+          yield* emit({ event: "import.bulk.cancelled", statusUrl: redactUrl(statusUrl) })
+          yield* journal.append(BULK_JOB, BULK_JOB, { statusUrl, open: false })
         }
         let openJob: string | undefined
         /** Lines the target refused with an OperationOutcome (quarantined), by type. */
