@@ -53,6 +53,37 @@ export interface TokenEndpoint {
   /** From smart-configuration, when it said. */
   readonly authMethods: Option.Option<ReadonlyArray<string>>
   readonly signingAlgs: Option.Option<ReadonlyArray<string>>
+  /** From smart-configuration (`grant_types_supported`, REQUIRED there), when it said. */
+  readonly grantTypes: Option.Option<ReadonlyArray<string>>
+}
+
+/**
+ * What a discovered endpoint says against how this client will ask for a token (`client_credentials`, with
+ * `authMethod`, signing with `alg` for `private_key_jwt`): one sentence per mismatch, for warnings. The
+ * server's lists are advice (they may be incomplete), so the token request is still made.
+ */
+export const mismatches = (
+  found: TokenEndpoint,
+  client: { readonly authMethod: string; readonly alg?: string | undefined },
+): ReadonlyArray<string> => {
+  const out: Array<string> = []
+  if (Option.isSome(found.grantTypes) && !found.grantTypes.value.includes("client_credentials"))
+    out.push(
+      `the server's smart-configuration lists grant types ${found.grantTypes.value.join(", ") || "(none)"}, not client_credentials, which backend services use; the token request may be refused (check that this server offers SMART Backend Services)`,
+    )
+  if (Option.isSome(found.authMethods) && !found.authMethods.value.includes(client.authMethod))
+    out.push(
+      `the server does not list ${client.authMethod} among its token endpoint auth methods (${found.authMethods.value.join(", ") || "none"}); the token request may be refused`,
+    )
+  if (
+    client.alg !== undefined &&
+    Option.isSome(found.signingAlgs) &&
+    !found.signingAlgs.value.includes(client.alg)
+  )
+    out.push(
+      `the server lists signing algorithms ${found.signingAlgs.value.join(", ")}, not ${client.alg}; the token request may be refused`,
+    )
+  return out
 }
 
 const trimSlash = (base: string) => base.replace(/\/+$/, "")
@@ -146,6 +177,7 @@ export const fromSmartConfiguration = (
               source: "smart-configuration",
               authMethods: Option.fromNullable(config.token_endpoint_auth_methods_supported),
               signingAlgs: Option.fromNullable(config.token_endpoint_auth_signing_alg_values_supported),
+              grantTypes: Option.fromNullable(config.grant_types_supported),
             }),
         }),
       ),
@@ -181,6 +213,7 @@ export const fromCapabilityStatement = (
               source: "capability-statement",
               authMethods: Option.none(),
               signingAlgs: Option.none(),
+              grantTypes: Option.none(),
             }),
         }),
       )
@@ -246,6 +279,7 @@ export const tokenEndpoint = Effect.fn("Discovery.tokenEndpoint")(function* (
           source: "configured",
           authMethods: Option.none(),
           signingAlgs: Option.none(),
+          grantTypes: Option.none(),
         }),
     })
   }

@@ -106,6 +106,27 @@ describe("Keys", () => {
     ),
   )
 
+  it.scoped("a single JWK: --key-id must match its own kid, and names a key that has none", () =>
+    run(
+      Effect.gen(function* () {
+        const a = yield* Keys.generate("ES384")
+        const file = yield* writeTemp("one.jwk", JSON.stringify(a.privateJwk))
+        const other = yield* Effect.flip(Keys.loadPrivateKey(file, { kid: "someone-else" }))
+        keyInvalid(other, file)
+        expect(other.message).toContain(`holds key ${a.privateJwk.kid}, but kid someone-else was asked for`)
+        expect(yield* Keys.loadPrivateKey(file, { kid: a.privateJwk.kid })).toMatchObject({
+          kid: a.privateJwk.kid,
+        })
+
+        const { kid: _, ...noKid } = a.privateJwk
+        const bare = yield* writeTemp("bare.jwk", JSON.stringify(noKid))
+        expect(yield* Keys.loadPrivateKey(bare, { kid: "registered-kid" })).toMatchObject({
+          kid: "registered-kid",
+        })
+      }),
+    ),
+  )
+
   it.scoped("loads PKCS#8 PEM (EC and RSA) and PKCS#1 RSA PEM, inferring or checking alg", () =>
     run(
       Effect.gen(function* () {

@@ -42,6 +42,8 @@ export const make = Effect.fn("ClientSecret.make")(function* (options: ClientSec
       options.tokenUrl,
       options.requestPolicy?.timeout,
     ).pipe(Effect.provideService(HttpClient.HttpClient, http))
+    for (const warning of Discovery.mismatches(found, { authMethod: `client_secret_${method}` }))
+      yield* Effect.logWarning(warning)
     yield* Ref.set(endpoint, Option.some(found.tokenUrl))
     return found.tokenUrl
   })

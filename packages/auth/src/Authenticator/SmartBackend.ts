@@ -148,16 +148,11 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
       options.tokenUrl,
       options.requestPolicy?.timeout,
     ).pipe(Effect.provideService(HttpClient.HttpClient, http))
-    if (Option.isSome(found.signingAlgs) && !found.signingAlgs.value.includes(options.key.alg)) {
-      yield* Effect.logWarning(
-        `the server lists signing algorithms ${found.signingAlgs.value.join(", ")}, not ${options.key.alg}; the token request may be refused`,
-      )
-    }
-    if (Option.isSome(found.authMethods) && !found.authMethods.value.includes("private_key_jwt")) {
-      yield* Effect.logWarning(
-        "the server does not list private_key_jwt among its token endpoint auth methods",
-      )
-    }
+    for (const warning of Discovery.mismatches(found, {
+      authMethod: "private_key_jwt",
+      alg: options.key.alg,
+    }))
+      yield* Effect.logWarning(warning)
     yield* Ref.set(endpoint, Option.some(found))
     return found
   })
