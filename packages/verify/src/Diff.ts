@@ -77,6 +77,58 @@ const previews = (a: unknown, b: unknown, max: number): { source?: string; targe
 const join = (path: string, key: string | number): string =>
   typeof key === "number" ? `${path}[${key}]` : path === "" ? key : `${path}.${key}`
 
+/** Beyond this many element pairs (source length × target length), arrays are compared position by position. */
+const ALIGN_MAX = 250_000
+
+/**
+ * The pairs of positions to compare in two arrays: the elements they have in common matched in order (a longest
+ * common subsequence of equal elements), so that one element inserted or removed shows as that element alone,
+ * not as every later position changed; between two matches, the elements left on each side are paired in order
+ * (an element changed in place), and the rest stand alone (`[i, undefined]` removed, `[undefined, j]` added).
+ * Equal pairs are left out.
+ */
+const align = (
+  a: ReadonlyArray<unknown>,
+  b: ReadonlyArray<unknown>,
+): ReadonlyArray<readonly [number | undefined, number | undefined]> => {
+  const n = a.length
+  const m = b.length
+  const pairs: Array<readonly [number | undefined, number | undefined]> = []
+  const ta = a.map(textOf)
+  const tb = b.map(textOf)
+  if (n * m > ALIGN_MAX) {
+    for (let i = 0; i < Math.max(n, m); i++)
+      if (ta[i] !== tb[i]) pairs.push([i < n ? i : undefined, i < m ? i : undefined])
+    return pairs
+  }
+  // lengths of the longest common subsequences of a[i..] and b[j..]
+  const w = m + 1
+  const lcs = new Uint32Array((n + 1) * w)
+  for (let i = n - 1; i >= 0; i--)
+    for (let j = m - 1; j >= 0; j--)
+      lcs[i * w + j] =
+        ta[i] === tb[j] ? lcs[(i + 1) * w + j + 1]! + 1 : Math.max(lcs[(i + 1) * w + j]!, lcs[i * w + j + 1]!)
+  let i = 0
+  let j = 0
+  const gap = (iEnd: number, jEnd: number) => {
+    while (i < iEnd && j < jEnd) pairs.push([i++, j++])
+    while (i < iEnd) pairs.push([i++, undefined])
+    while (j < jEnd) pairs.push([undefined, j++])
+  }
+  let gi = 0
+  let gj = 0
+  while (gi < n && gj < m) {
+    if (ta[gi] === tb[gj]) {
+      gap(gi, gj)
+      i = ++gi
+      j = ++gj
+    } else if (lcs[(gi + 1) * w + gj]! >= lcs[gi * w + gj + 1]!) gi++
+    else gj++
+  }
+  gap(n, m)
+  return pairs
+}
+
 /** The leaf differences between `source` and `target`, at most `limit` of them. */
 export const diff = (source: unknown, target: unknown, limit = 50, max = 120): ReadonlyArray<FieldDiff> => {
   const out: Array<FieldDiff> = []
@@ -88,7 +140,8 @@ export const diff = (source: unknown, target: unknown, limit = 50, max = 120): R
       return
     }
     if (Array.isArray(a) && Array.isArray(b)) {
-      for (let i = 0; i < Math.max(a.length, b.length); i++) walk(a[i], b[i], join(path, i))
+      for (const [i, j] of align(a, b))
+        walk(i === undefined ? undefined : a[i], j === undefined ? undefined : b[j], join(path, i ?? j ?? 0))
       return
     }
     if (JSON.stringify(a) === JSON.stringify(b)) return

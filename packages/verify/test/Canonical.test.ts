@@ -384,6 +384,35 @@ describe("Diff", () => {
     assert.strictEqual(preview("abc"), '"abc"')
   })
 
+  it("an element inserted into or removed from an array is that element alone, not every later position", () => {
+    const codes = ["a", "b", "c", "d", "e"].map((code) => ({ system: "http://loinc.org", code }))
+    const inserted = diff(
+      { coding: codes },
+      { coding: [{ system: "http://snomed.info/sct", code: "z" }, ...codes] },
+    )
+    assert.deepStrictEqual(
+      inserted.map((f) => [f.path, f.source, f.target]),
+      [["coding[0]", undefined, '{"system":"http://snomed.info/sct","code":"z"}']],
+    )
+    const removed = diff({ coding: codes }, { coding: codes.filter((c) => c.code !== "c") })
+    assert.deepStrictEqual(
+      removed.map((f) => [f.path, f.source, f.target]),
+      [["coding[2]", '{"system":"http://loinc.org","code":"c"}', undefined]],
+    )
+    // changed in place, with one removed before it: the change is shown inside the element
+    const changed = diff({ given: ["Ann", "Bo", "Cy"] }, { given: ["Bo", "Cyd"] })
+    assert.deepStrictEqual(
+      changed.map((f) => [f.path, f.source, f.target]),
+      [
+        ["given[0]", '"Ann"', undefined],
+        ["given[2]", '"Cy"', '"Cyd"'],
+      ],
+    )
+    // arrays too large to align are compared position by position
+    const big = Array.from({ length: 600 }, (_, i) => i)
+    assert.strictEqual(diff({ v: big }, { v: [-1, ...big] }, 1000).length, 601)
+  })
+
   it("a long text shows where it differs, not its beginning alone; texts that read the same show their escapes", () => {
     const note = `${"Patient seen for a routine visit. ".repeat(10)}Dose: 5 mg daily.`
     const [late] = diff({ note }, { note: note.replace("5 mg", "50 mg") })
