@@ -383,6 +383,20 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(NFS.existsSync(Path.join(x.out, "data", "Condition.000.ndjson"))).toBe(false)
   })
 
+  it("a job the server reports failed (500, a non-transient code): exit 4 at the first poll, one line naming the status URL", async ({
+    expect,
+  }) => {
+    const x = await exportWith("job-failed", { failJobs: true }, { args: ["--timeout", "10m"] })
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/status\/\S+: the export job failed \(500\): [^\n]*it could not be completed \(the sandbox's failJobs fault\); check the server's logs, then run the export again$/,
+    )
+    // no polling on (a job failure is not a transient error of the status request), no second kick-off
+    expect(ofRoute(x, "status")).toHaveLength(1)
+    expect(ofRoute(x, "kickoff")).toHaveLength(1)
+    expect(archiveManifest(x.out).complete).toBe(false)
+  })
+
   it("files that expire on every job: exit 4 after 3 new kick-offs, one line naming the status URL", async ({
     expect,
   }) => {

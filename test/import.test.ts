@@ -729,6 +729,20 @@ describe("ferry import", () => {
     expect(targetCounts(target)).toEqual(rest)
   })
 
+  it("--strategy import into a target whose $import job fails: exit 4 with the job's failure, nothing journaled done", async () => {
+    const archive = copy(sample, "bulk-job-failed")
+    const target = await start({ faults: { failJobs: true } })
+    const r = await importInto(archive, target, ["--strategy", "import"])
+    expect(r.code, r.stderr).toBe(4)
+    expect(lastLine(r.stderr)).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/import-status\/\S+: .*failed/,
+    )
+    expect(lastLine(r.stderr)).toContain("it could not be completed (the sandbox's failJobs fault)")
+    const slug = NFS.readdirSync(Path.join(archive, "imports"))[0]!
+    const journal = NFS.readFileSync(Path.join(archive, "imports", slug, "journal.ndjson"), "utf8")
+    expect(journal).not.toContain('"kind":"import.done"')
+  })
+
   it("--strategy import killed while the target's job runs: the rerun cancels that job (DELETE) before its own kick-off", async () => {
     const archive = copy(sample, "bulk-killed")
     const target = await start({ bulk: { retryAfterSeconds: 0, pollsBeforeDone: 1_000_000 } })

@@ -823,8 +823,13 @@ export const register = (
 
   router.on("GET", "/bulk/status/:job", (ctx) => {
     const job = jobOf(ctx)
+    if (faults.failJobs && job.state !== "failed") {
+      job.state = "failed"
+      job.failure = "it could not be completed (the sandbox's failJobs fault)"
+    }
+    // a failed job is not a transient failure of the status request: not `exception` (a child of `transient`)
     if (job.state === "failed") {
-      throw new FhirHttpError(500, "exception", `Export job ${job.id} failed: ${job.failure}`)
+      throw new FhirHttpError(500, "processing", `Export job ${job.id} failed: ${job.failure}`)
     }
     const partParam = ctx.url.searchParams.get("part")
     const n = partParam === null ? 1 : Number(partParam)

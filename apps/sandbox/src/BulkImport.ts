@@ -480,8 +480,13 @@ export const register = (
 
   router.on("GET", "/bulk/import-status/:job", (ctx) => {
     const job = jobOf(ctx)
+    if (faults.failJobs && job.state !== "failed") {
+      job.state = "failed"
+      job.failure = "it could not be completed (the sandbox's failJobs fault)"
+    }
+    // a failed job is not a transient failure of the status request: not `exception` (a child of `transient`)
     if (job.state === "failed")
-      throw new FhirHttpError(500, "exception", `Import job ${job.id} failed: ${job.failure}`)
+      throw new FhirHttpError(500, "processing", `Import job ${job.id} failed: ${job.failure}`)
     if (job.state === "running" || job.polls < settings.pollsBeforeDone) {
       job.polls++
       ctx.res.writeHead(202, {

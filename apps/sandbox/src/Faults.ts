@@ -21,7 +21,8 @@
  *   "shortFile":      { "type": "Observation", "missing": 1 },
  *   "expireFiles":    { "afterSeconds": 60 } | { "firstAttempt": true, "type": "Patient" }, (+ "renewable": true)
  *   "outputsToError": { "types": ["Observation"] },
- *   "tokenExpiresAfterSeconds": 2
+ *   "tokenExpiresAfterSeconds": 2,
+ *   "failJobs": true
  * }
  * ```
  * - throttle: requests skip+1 … skip+first of that kind get 429 with `Retry-After` written as delta
@@ -45,6 +46,9 @@
  *   OperationOutcome per dropped file is written to `error[]` instead.
  * - tokenExpiresAfterSeconds: SMART access tokens stop working after this many seconds, whatever
  *   `expires_in` said (needs the `auth` section).
+ * - failJobs: every `$export` and `$import` job fails (a job that cannot finish, as a server's failed job):
+ *   its status requests answer 500 with an OperationOutcome whose issue code is `processing`, which is not a
+ *   transient code, so a client must stop polling.
  */
 import { describeParseError } from "@ferry/core/Http"
 import { Either, Schema } from "effect"
@@ -104,6 +108,7 @@ export const FaultsConfig = Schema.Struct({
   ),
   outputsToError: Schema.optional(Schema.Struct({ types: Schema.Array(Schema.String) })),
   tokenExpiresAfterSeconds: Schema.optional(Schema.Number.pipe(Schema.positive())),
+  failJobs: Schema.optional(Schema.Boolean),
 })
 export type FaultsConfig = typeof FaultsConfig.Type
 export type FaultsConfigInput = typeof FaultsConfig.Encoded
@@ -270,6 +275,11 @@ export class Faults {
   /** Should the output files of `type` be reported in `error[]` instead of `output[]`? */
   outputToError(type: string): boolean {
     return this.config.outputsToError?.types.includes(type) ?? false
+  }
+
+  /** Do bulk jobs fail (see `failJobs`)? */
+  get failJobs(): boolean {
+    return this.config.failJobs === true
   }
 
   /** Access tokens stop working after this many seconds (undefined: their advertised lifetime). */
