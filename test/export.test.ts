@@ -86,6 +86,52 @@ const eventsOf = (out: string): Array<{ event: string; [k: string]: unknown }> =
     .filter((l) => l !== "")
     .map((l) => JSON.parse(l) as { event: string })
 
+/** Every file below `dir` (relative path → bytes). */
+const filesUnder = (dir: string): Map<string, Buffer> => {
+  const found = new Map<string, Buffer>()
+  const walk = (sub: string) => {
+    for (const entry of NFS.readdirSync(Path.join(dir, sub), { withFileTypes: true })) {
+      const rel = Path.join(sub, entry.name)
+      if (entry.isDirectory()) walk(rel)
+      else found.set(rel, NFS.readFileSync(Path.join(dir, rel)))
+    }
+  }
+  if (NFS.existsSync(dir)) walk("")
+  return found
+}
+
+/**
+ * Two archives of the same server hold the same content byte for byte: the same data, deleted and error
+ * files, the same attachment blobs and index, the same file list in the manifest (paths, counts, sha256) and
+ * the same `checksums.sha256` lines for them. (The journal, the event log and the manifest's times differ.)
+ */
+const expectSameArchive = (out: string, reference: string) => {
+  for (const dir of ["data", "deleted", "errors", "attachments"]) {
+    const a = filesUnder(Path.join(out, dir))
+    const b = filesUnder(Path.join(reference, dir))
+    expect([...a.keys()].sort(), dir).toEqual([...b.keys()].sort())
+    for (const [name, bytes] of a) expect(bytes.equals(b.get(name)!), `${dir}/${name}`).toBe(true)
+  }
+  const listed = (dir: string) =>
+    (
+      JSON.parse(NFS.readFileSync(Path.join(dir, "manifest.json"), "utf8")).files as Array<{
+        path: string
+        count: number
+        sha256: string
+      }>
+    )
+      .map((f) => `${f.path} ${f.count} ${f.sha256}`)
+      .sort()
+  expect(listed(out)).toEqual(listed(reference))
+  const sums = (dir: string) =>
+    NFS.readFileSync(Path.join(dir, "checksums.sha256"), "utf8")
+      .split("\n")
+      .filter((l) => / (data|deleted|errors|attachments)\//.test(l))
+      .sort()
+  expect(sums(out).length).toBeGreaterThan(0)
+  expect(sums(out)).toEqual(sums(reference))
+}
+
 const setFaults = async (baseUrl: string, faults: unknown) => {
   const r = await fetch(`${baseUrl}/_sandbox/faults`, { method: "PUT", body: JSON.stringify(faults) })
   expect(r.status).toBe(204)
@@ -352,19 +398,64 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(NFS.existsSync(Path.join(tmp, "usage3"))).toBe(false)
   })
 
-  it("kill -9 during downloads, then a rerun: same data as an uninterrupted export, no second kick-off", async () => {
+  it("kill -9 while a file's body is half written, then a plain rerun: that file resumed by Range, one kick-off, an archive byte-identical to an uninterrupted export", async () => {
+    // an uninterrupted export made here (not another test's), then the killed one
+    await setFaults(sandbox.baseUrl, {})
+    const uninterrupted = Path.join(tmp, "uninterrupted")
+    const whole = await ferry(["export", sandbox.baseUrl, "--out", uninterrupted, "--parallel", "2"])
+    expect(whole.code, whole.stderr).toBe(0)
+
     const out = Path.join(tmp, "killed")
-    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+    const dataDir = Path.join(out, "data")
+    /**
+     * Observation downloads holding 100 kB or more: a body being written, or one the reset below cut off (its
+     * retry held back 400 ms), whose complete lines a rerun must keep.
+     */
+    const halfWritten = () =>
+      NFS.existsSync(dataDir)
+        ? NFS.readdirSync(dataDir).filter(
+            (f) =>
+              /^Observation\.\d+\.ndjson\.partial$/.test(f) &&
+              (NFS.statSync(Path.join(dataDir, f), { throwIfNoEntry: false })?.size ?? 0) >= 100_000,
+          )
+        : []
+    await setFaults(sandbox.baseUrl, {
+      resetDownload: { afterBytes: 200_000, attempts: 1, type: "Observation" },
+      delay: [{ route: "download", ms: 400 }],
+    })
+    let watch: NodeJS.Timeout | undefined
     const killed = await ferry(
       ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"],
-      (text, child) => {
-        if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+      (_text, child) => {
+        watch ??= setInterval(() => {
+          if (child.exitCode === null && child.signalCode === null && halfWritten().length > 0)
+            child.kill("SIGKILL")
+        }, 5)
       },
     )
-    expect(killed.signal).toBe("SIGKILL")
+    clearInterval(watch)
+    expect(killed.signal, killed.stderr).toBe("SIGKILL")
     expect(JSON.parse(NFS.readFileSync(Path.join(out, "manifest.json"), "utf8")).complete).toBe(false)
-    await rerunResumes(out, ["export", sandbox.baseUrl, "--out", out])
-  }, 120_000)
+    const partial = halfWritten()[0]
+    expect(partial).toBeDefined()
+
+    await setFaults(sandbox.baseUrl, {})
+    const started = eventsOf(out).length
+    const rerun = await ferry(["export", sandbox.baseUrl, "--out", out])
+    expect(rerun.code, rerun.stderr).toBe(0)
+    const events = eventsOf(out)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(1)
+    expect(events.some((e) => e.event === "reattach")).toBe(true)
+    // the half-written file went on from its bytes on disk (a Range request), not from the start
+    const resumed = events.slice(started).filter((e) => e.event === "resume") as unknown as Array<{
+      file: string
+      offset: number
+    }>
+    const file = `data/${partial!.replace(/\.partial$/, "")}`
+    expect(resumed.map((r) => r.file)).toContain(file)
+    expect(resumed.find((r) => r.file === file)?.offset).toBeGreaterThan(0)
+    expectSameArchive(out, uninterrupted)
+  }, 180_000)
 
   it("kill -9 after the attachments, then a rerun with --gzip: no plain partial download left behind, the archive's attachments counted", async () => {
     const out = Path.join(tmp, "killed-regzipped")
