@@ -632,6 +632,41 @@ describe("ferry export with SMART Backend Services", () => {
     )
   }, 120_000)
 
+  it("Patient and Group level with a token: the compartments exported, the files fetched with the token, none in the outputs", async () => {
+    const patients = NFS.readFileSync(data("sample-bulk-10-patients/Patient.000.ndjson"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => (JSON.parse(l) as { id: string }).id)
+    expect(patients.length).toBeGreaterThan(4)
+    sandbox.store.update({
+      resourceType: "Group",
+      id: "smart-ten",
+      type: "person",
+      actual: true,
+      member: patients.slice(0, 4).map((id) => ({ entity: { reference: `Patient/${id}` } })),
+    })
+    for (const [dir, level, expected] of [
+      ["smart-patient", ["--level", "patient"], sandbox.store.count("Patient")],
+      ["smart-group", ["--level", "group", "--group", "smart-ten"], 4],
+    ] as const) {
+      const out = Path.join(tmp, dir)
+      const run = await ferry([...smartExport(out, keyFile), ...level, "--json"])
+      expect(run.code, run.stderr).toBe(0)
+      const summary = JSON.parse(run.stdout) as { types: Record<string, { resources: number }> }
+      expect(summary.types.Patient?.resources, dir).toBe(expected)
+      expect(Object.keys(summary.types).length, dir).toBeGreaterThan(3)
+      const texts = [
+        run.stdout,
+        run.stderr,
+        ...["events.ndjson", "journal.ndjson", "manifest.json"].map((f) =>
+          NFS.readFileSync(Path.join(out, f), "utf8"),
+        ),
+      ]
+      for (const text of texts)
+        for (const secret of [...seen, String(privateJwk.d)]) expect(text.includes(secret)).toBe(false)
+    }
+  }, 120_000)
+
   it("--auth bearer with a token from the environment; the token never reaches the outputs", async () => {
     // A token obtained elsewhere: sign a client assertion (ES384, JWS by hand) and ask the token endpoint.
     const b64 = (u: unknown) => Buffer.from(JSON.stringify(u)).toString("base64url")
