@@ -27,6 +27,8 @@ import {
   freePort,
   type InProcessSandbox,
   lastLine,
+  requestRecorder,
+  routeOf,
   runFerry,
   setSandboxFaults,
   sharedData,
@@ -273,15 +275,19 @@ describe("ferry import", () => {
     expect(again.code, again.stderr).toBe(7)
   })
 
-  it("429 and 503 storms on the target: finishes with everything landed", async () => {
+  it("429 and 503 storms on the target: every 429 and 503 answered, each Retry-After waited out, everything landed", async () => {
     const archive = copy(sample, "storm")
-    const target = await start({})
+    const recorder = requestRecorder()
+    const sandbox = await startSandbox({}, [recorder.plugin, ...defaultPlugins])
+    sandboxes.push(sandbox)
+    const target = sandbox.handle
     // the CapabilityStatement, the probe (PUT, DELETE) and the count of each type the archive holds (a first
     // import checks the target is empty) come before the Bundles
     const before = 3 + Object.keys(archiveCounts(archive)).filter((t) => t !== "Binary").length
     await setSandboxFaults(target.baseUrl, {
-      // then 12 throttled requests in a row (more than the client's own 8 retries), later 12 503s in a row
-      throttle: [{ route: "fhir", skip: before, first: 12, seconds: 0 }],
+      // then 12 throttled requests in a row (more than the client's own 8 retries), each asking for 1 s, later
+      // 12 503s in a row (without Retry-After: the client's own backoff)
+      throttle: [{ route: "fhir", skip: before, first: 12, seconds: 1 }],
       transient: [{ route: "fhir", skip: before + 17, first: 12, status: 503 }],
     })
     const run = await importInto(archive, target)
@@ -291,6 +297,14 @@ describe("ferry import", () => {
     const first = run.stderr.split("\n").find((l) => l.includes("the target is throttling"))
     expect(first).toBe("ferry import: the target is throttling; parallel 2")
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
+    const fhir = recorder.requests.filter((r) => routeOf(r) === "fhir" && r.path !== "/_sandbox/faults")
+    const throttled = fhir.filter((r) => r.status === 429)
+    expect(throttled).toHaveLength(12)
+    expect(fhir.filter((r) => r.status === 503)).toHaveLength(12)
+    // Retry-After: 1 honoured: the Bundles in flight when the first 429 came (4 at most) are all the target
+    // saw for the next 950 ms (a client retrying on its own schedule, 400–600 ms at first, would have sent more)
+    const t0 = throttled[0]!.at
+    expect(fhir.filter((r) => r.at >= t0 && r.at < t0 + 950).length).toBeLessThanOrEqual(4)
   }, 180_000)
 
   it("--retry-quarantine replays the quarantined resources once the target accepts them", async () => {
