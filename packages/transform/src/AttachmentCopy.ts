@@ -30,3 +30,24 @@ export const isAttachmentCopy = (resource: {
     )
   )
 }
+
+/**
+ * The sha256 an attachment copy names (see `isAttachmentCopy`): the first 58 hex digits of it for one put by
+ * its id, the whole for one tagged in post mode; undefined for any other resource.
+ */
+export const copiedSha256 = (resource: {
+  readonly resourceType: string
+  readonly id?: string | undefined
+  readonly meta?: unknown
+}): string | undefined => {
+  if (resource.resourceType !== "Binary") return undefined
+  if (typeof resource.id === "string" && putId.test(resource.id)) return resource.id.slice("ferry-".length)
+  const tags = (resource.meta as { tag?: unknown } | undefined)?.tag
+  if (!Array.isArray(tags)) return undefined
+  for (const t of tags as ReadonlyArray<unknown>)
+    if (typeof t === "object" && t !== null) {
+      const { system, code } = t as { system?: unknown; code?: unknown }
+      if (system === sha256TagSystem && typeof code === "string") return code
+    }
+  return undefined
+}

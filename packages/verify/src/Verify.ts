@@ -42,7 +42,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import { numbersLost } from "@ferry/core/NumberText"
 import { shellWord } from "@ferry/core/Shell"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
-import { isAttachmentCopy } from "@ferry/transform/AttachmentCopy"
+import { copiedSha256, isAttachmentCopy } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
 import {
@@ -394,6 +394,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   // --- the source side's description, types and counts
   let manifest: Manifest.Manifest | undefined
   let index: ReadonlyMap<string, string> = new Map() // attachment URL → sha256 (archive)
+  /** The first 58 hex digits of the sha256 of each blob of the archive (undefined: a server source). */
+  let blobPrefixes: ReadonlySet<string> | undefined
   if (source._tag === "Archive") {
     manifest = yield* Archive.readManifest(source.dir).pipe(
       Effect.mapError((e) =>
@@ -428,7 +430,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     const byUrl = new Map<string, string>()
     for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)
     index = byUrl
+    blobPrefixes = new Set([...idx.values()].map((line) => line.sha256.slice(0, 58)))
   }
+  /**
+   * A Binary an import of this source uploaded for an attachment payload (no extra). Against an archive, only
+   * a copy of one of its blobs: a Binary named like one that holds other bytes is the target's own.
+   */
+  const isOwnCopy = (r: { readonly resourceType: string; readonly id?: string; readonly meta?: unknown }) =>
+    isAttachmentCopy(r) &&
+    (blobPrefixes === undefined || blobPrefixes.has(copiedSha256(r)?.slice(0, 58) ?? ""))
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
   /** Every name of the source server: its base, and the others `--source-base` gives. */
   const sourceNames = [...(sourceBase !== undefined ? [sourceBase] : []), ...(options.sourceBases ?? [])]
@@ -603,15 +613,21 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   }
 
   // Types only the target holds: what no source resource accounts for is extra, whatever its type (a full
-  // comparison only; Binary goes through the attachments). Each type the target's CapabilityStatement lists
-  // is counted; those it holds none of are left out of the report.
+  // comparison only). Binary too against an archive, which holds every Binary of its source (an archive of a
+  // source without any has none), not against a source server that cannot list its own: there Binary goes
+  // through the attachments. Each type the target's CapabilityStatement lists is counted; those it holds none
+  // of are left out of the report.
   const targetOnly = new Set<string>()
   if (!delta && (options.types === undefined || options.types.length === 0)) {
     const cs = yield* target.capabilities().pipe(Effect.mapError(targetError))
     const known = new Set(types)
     // only types the target says it can search: the others cannot be listed anyway
     for (const t of Capabilities.types(cs))
-      if (t !== "Binary" && !known.has(t) && Capabilities.supportsInteraction(cs, "search-type", t))
+      if (
+        (t !== "Binary" || source._tag === "Archive") &&
+        !known.has(t) &&
+        Capabilities.supportsInteraction(cs, "search-type", t)
+      )
         targetOnly.add(t)
     types = [...types, ...[...targetOnly].sort()]
   }
@@ -791,7 +807,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               return
             }
             // a Binary the import made for an attachment payload: checked through the attachments pointing at it
-            if (!reverse.has(tk) && isAttachmentCopy(r)) {
+            if (!reverse.has(tk) && isOwnCopy(r)) {
               attachmentCopies++
               return
             }

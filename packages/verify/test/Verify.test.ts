@@ -54,9 +54,12 @@ const archiveOf = (dir: string, from: Sandbox.SandboxHandle, types: ReadonlyArra
       request: { level: "system", url: `${from.baseUrl}/$export`, parameters: {} },
     })
     for (const type of types) {
-      const resources = [...from.store.iterate(type)].map(
-        (r) => JSON.parse(r.json) as { resourceType: string; id: string },
-      )
+      // a Binary as an export writes it: its payload inline (the sandbox stores that apart)
+      const resources = [...from.store.iterate(type)].map((r) => {
+        const resource = JSON.parse(r.json) as { resourceType: string; id: string }
+        const blob = type === "Binary" ? from.store.getBinary(r.id) : undefined
+        return blob === undefined ? resource : { ...resource, data: blob.bytes.toString("base64") }
+      })
       const entry = yield* Archive.writeFile(dir, { section: "files", type }, Stream.fromIterable(resources))
       manifest = Manifest.addFiles(manifest, "files", [entry])
     }
@@ -530,12 +533,58 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "archive source without Binary: a Binary on the target is extra unless it copies one of the archive's blobs",
+    () =>
+      Effect.gen(function* () {
+        const { a, b, target } = yield* pairOf([])
+        for (const store of [a.store, b.store])
+          store.update({ resourceType: "Patient", id: "p1", gender: "female" })
+        const hello = Buffer.from("hello")
+        const sha = createHash("sha256").update(hello).digest("hex")
+        a.store.putBinary("blob1", "text/plain", hello)
+        const dir = yield* tempDir
+        yield* archiveOf(dir, a, ["Patient"])
+        // copies of the archive's blob (put: by id; post: tagged): no extra
+        b.store.putBinary(binaryIdFor(sha), "text/plain", hello)
+        b.store.create({
+          resourceType: "Binary",
+          meta: { tag: [{ system: sha256TagSystem, code: sha }] },
+          contentType: "text/plain",
+        })
+        const clean = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.differences))
+        // the target's own Binaries: a plain one, one named like a copy and one tagged like a copy of bytes the
+        // archive holds no blob of
+        const other = "0".repeat(64)
+        b.store.putBinary("stray-note", "text/plain", Buffer.from("leftover"))
+        b.store.putBinary(binaryIdFor(other), "text/plain", Buffer.from("sneaky"))
+        const tagged = b.store.create({
+          resourceType: "Binary",
+          meta: { tag: [{ system: sha256TagSystem, code: other }] },
+          contentType: "text/plain",
+        })
+        const r = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(r.verdict, "differences")
+        assert.deepStrictEqual(
+          r.differences.map((d) => `${d.kind} ${d.target}`).sort(),
+          [
+            `extra Binary/${binaryIdFor(other)}`,
+            `extra Binary/${tagged.id}`,
+            "extra Binary/stray-note",
+          ].sort(),
+        )
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "archive source: a target attachment URL under the archive's source base is a mismatch",
     () =>
       Effect.gen(function* () {
         const { target, a, b } = yield* pairOf([data("attachments")])
         const dir = yield* tempDir
-        yield* archiveOf(dir, a, ["DocumentReference"])
+        // the target holds the source's Binaries under their own ids, as an import of them leaves it
+        yield* archiveOf(dir, a, ["Binary", "DocumentReference"])
         const clean = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
         assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.attachments))
         assert.strictEqual(clean.totals.attachments, 3)
@@ -587,7 +636,7 @@ describe("Verify.run against sandboxes", () => {
       Effect.gen(function* () {
         const { target, a, b } = yield* pairOf([data("attachments")])
         const dir = yield* tempDir
-        yield* archiveOf(dir, a, ["DocumentReference"])
+        yield* archiveOf(dir, a, ["Binary", "DocumentReference"])
         // what a kill between the import's probe PUT and its DELETE leaves
         b.store.update({ resourceType: "Basic", id: "ferry-probe-1", code: { text: "probe" } })
         const r = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
@@ -602,12 +651,12 @@ describe("Verify.run against sandboxes", () => {
         // types the target holds nothing of are not in the report
         assert.deepStrictEqual(
           r.types.map((t) => t.type),
-          ["DocumentReference", "Basic"],
+          ["Binary", "DocumentReference", "Basic"],
         )
         const only = yield* Verify.run({
           source: { _tag: "Archive", dir },
           target,
-          types: ["DocumentReference"],
+          types: ["Binary", "DocumentReference"],
         })
         assert.strictEqual(only.verdict, "clean")
       }),
