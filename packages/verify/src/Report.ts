@@ -37,19 +37,30 @@ export const html = (r: Report): string => {
         `<tr${x.differing + x.missing + x.extra + x.attachmentMismatches > 0 || x.sourceCount !== x.targetCount ? ' class="bad"' : ""}><td>${e(x.type)}</td><td>${e(x.sourceCount)}</td><td>${e(x.targetCount)}</td><td>${e(x.compared)}</td><td>${e(x.matching)}</td><td>${e(x.differing)}</td><td>${e(x.missing)}</td><td>${e(x.extra)}</td><td>${e(x.attachments)}</td><td>${e(x.attachmentMismatches)}</td></tr>`,
     )
     .join("\n")
-  const diffs = r.differences
+  // what a person must act on first: differing and missing before extras (verify.json keeps the order found)
+  const rank = { differing: 0, missing: 1, extra: 2 } as const
+  const diffs = [...r.differences]
+    .sort((a, b) => rank[a.kind] - rank[b.kind])
     .slice(0, htmlListLimit)
     .map((d) => {
       const fields =
         d.fields === undefined
-          ? ""
+          ? d.kind === "differing"
+            ? ` <small>(no field diff: only the first ${e(r.diffLimit)} differing resources get one, see --diff-limit)</small>`
+            : ""
           : `<table class="fields"><tr><th>path</th><th>source</th><th>target</th></tr>${d.fields
               .map(
                 (f) =>
                   `<tr><td><code>${e(f.path)}</code></td><td><code>${e(f.source)}</code></td><td><code>${e(f.target)}</code></td></tr>`,
               )
-              .join("")}</table>`
-      return `<li><span class="kind ${e(d.kind)}">${e(d.kind)}</span> <code>${e(d.source ?? "")}</code>${d.target !== undefined && d.target !== d.source ? ` → <code>${e(d.target)}</code>` : ""}${d.detail !== undefined ? ` (${e(d.detail)})` : ""}${fields}</li>`
+              .join(
+                "",
+              )}</table>${d.moreFields === true ? `<p><small>More fields differ than these ${e(d.fields.length)}.</small></p>` : ""}`
+      const names =
+        d.source === undefined
+          ? `<code>${e(d.target)}</code>`
+          : `<code>${e(d.source)}</code>${d.target !== undefined && d.target !== d.source ? ` → <code>${e(d.target)}</code>` : ""}`
+      return `<li><span class="kind ${e(d.kind)}">${e(d.kind)}</span> ${names}${d.detail !== undefined ? ` (${e(d.detail)})` : ""}${fields}</li>`
     })
     .join("\n")
   const atts = r.attachments
@@ -83,7 +94,7 @@ ${r.notes.length > 0 ? `<ul>${r.notes.map((n) => `<li>${e(n)}</li>`).join("")}</
 ${rows}
 </table>
 <h2>Differences (${e(r.differences.length)})</h2>
-${r.differences.length === 0 ? "<p>None.</p>" : `<p>Field-level diffs for the first ${e(r.diffLimit)} differing resources.</p><ul>${diffs}</ul>${more(r.differences.length)}`}
+${r.differences.length === 0 ? "<p>None.</p>" : `<p><b>differing</b>: on both sides, with other content; <b>missing</b>: on the source, not on the target; <b>extra</b>: on the target, not on the source. Differing and missing come first. Field-level diffs for the first ${e(r.diffLimit)} differing resources.</p><ul>${diffs}</ul>${more(r.differences.length)}`}
 <h2>Attachment mismatches (${e(r.attachments.length)})</h2>
 ${r.attachments.length === 0 ? "<p>None.</p>" : `<table><tr><th>resource</th><th>path</th><th>source sha256</th><th>target sha256</th><th>detail</th></tr>${atts}</table>${more(r.attachments.length)}`}
 </body></html>

@@ -106,12 +106,17 @@ export interface TypeRow {
   readonly attachmentMismatches: number
 }
 
+/** A differing resource's field-level diff lists at most this many fields (`moreFields` says there are more). */
+export const fieldLimit = 50
+
 export interface Difference {
   readonly kind: "differing" | "missing" | "extra"
   readonly type: string
   readonly source?: string
   readonly target?: string
   readonly fields?: ReadonlyArray<FieldDiff>
+  /** More fields differ than `fields` lists (at most `fieldLimit`). */
+  readonly moreFields?: true
   /** Why, when the kind alone does not say (a source resource the id map does not map, or maps twice). */
   readonly detail?: string
 }
@@ -921,7 +926,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         if (d === undefined || d.kind !== "differing" || d.source === undefined) continue
         const t = toDetail.get(d.source)
         if (t === undefined || !found.has(d.source)) continue
-        differences[i] = { ...d, fields: diff(found.get(d.source), t.target) }
+        const fields = diff(found.get(d.source), t.target, fieldLimit + 1)
+        differences[i] =
+          fields.length > fieldLimit
+            ? { ...d, fields: fields.slice(0, fieldLimit), moreFields: true }
+            : { ...d, fields }
       }
     }
 

@@ -56,6 +56,42 @@ describe("Report", () => {
     assert.match(summary(base)[0] ?? "", /^verify: DIFFERENCES/)
   })
 
+  it("lists differing and missing before extras, says where a field diff is cut or was not made", () => {
+    const page = html({
+      ...base,
+      differences: [
+        ...Array.from({ length: htmlListLimit }, (_, i) => ({
+          kind: "extra" as const,
+          type: "Observation",
+          target: `Observation/pre-${i}`,
+        })),
+        {
+          kind: "differing" as const,
+          type: "Patient",
+          source: "Patient/cut",
+          target: "Patient/cut",
+          fields: [{ path: "gender", source: '"male"', target: '"female"' }],
+          moreFields: true as const,
+        },
+        {
+          kind: "differing" as const,
+          type: "Patient",
+          source: "Patient/undiffed",
+          target: "Patient/undiffed",
+        },
+        { kind: "missing" as const, type: "Patient", source: "Patient/gone" },
+      ],
+    })
+    // the extras fill the cap only after the three a person must act on
+    for (const id of ["Patient/cut", "Patient/undiffed", "Patient/gone"])
+      assert.include(page, `<code>${id}</code>`)
+    assert.include(page, "More fields differ than these 1.")
+    assert.include(page, "(no field diff: only the first 20 differing resources get one, see --diff-limit)")
+    // an extra is named by its target id alone
+    assert.include(page, '<span class="kind extra">extra</span> <code>Observation/pre-0</code>')
+    assert.notInclude(page, "<code></code>")
+  })
+
   it.effect(
     "writes verify.json with ok (as --json prints it), and fails, not spins, where no folder can be made",
     () =>

@@ -533,6 +533,27 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "a resource with more differing fields than a diff lists: the first 50, and moreFields",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, a, b } = yield* pairOf([])
+        const names = (suffix: string) => Array.from({ length: 60 }, (_, i) => ({ family: `F${i}${suffix}` }))
+        a.store.update({ resourceType: "Patient", id: "many", name: names("") })
+        b.store.update({ resourceType: "Patient", id: "many", name: names("x") })
+        a.store.update({ resourceType: "Patient", id: "few", gender: "male" })
+        b.store.update({ resourceType: "Patient", id: "few", gender: "female" })
+        const r = yield* Verify.run({ source: { _tag: "Server", client: source }, target })
+        const many = r.differences.find((d) => d.source === "Patient/many")
+        assert.strictEqual(many?.fields?.length, Verify.fieldLimit)
+        assert.strictEqual(many?.moreFields, true)
+        const few = r.differences.find((d) => d.source === "Patient/few")
+        assert.strictEqual(few?.fields?.length, 1)
+        assert.isUndefined(few?.moreFields)
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "archive source without Binary: a Binary on the target is extra unless it copies one of the archive's blobs",
     () =>
       Effect.gen(function* () {
