@@ -1,4 +1,5 @@
 /** Field-level differences between two canonical values (pure). */
+import { createHash } from "node:crypto"
 import { decimalKey } from "./Canonical.js"
 
 export interface FieldDiff {
@@ -74,6 +75,52 @@ const previews = (a: unknown, b: unknown, max: number): { source?: string; targe
   }
 }
 
+const base64 = /^[A-Za-z0-9+/]*={0,2}$/
+
+/** The bytes a base64Binary value holds (undefined: not base64 text). */
+const decoded = (u: unknown): Buffer | undefined =>
+  typeof u === "string" && u.length % 4 === 0 && base64.test(u) ? Buffer.from(u, "base64") : undefined
+
+/** UTF-8 text a person can read: no control characters but tab and line ends, and no invalid sequences. */
+const readable = (bytes: Buffer): string | undefined => {
+  const text = bytes.toString("utf8")
+  return text.includes("\uFFFD") || /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/.test(text)
+    ? undefined
+    : text
+}
+
+/**
+ * A payload (`Binary.data`, `Attachment.data`) changed: base64 windows say nothing to a reader. Text on both
+ * sides is shown decoded, cut around where it differs; other bytes by their size and sha256.
+ */
+const payloadPreviews = (
+  a: unknown,
+  b: unknown,
+  max: number,
+): { source?: string; target?: string } | undefined => {
+  const da = a === undefined ? undefined : decoded(a)
+  const db = b === undefined ? undefined : decoded(b)
+  if ((a !== undefined && da === undefined) || (b !== undefined && db === undefined)) return undefined
+  const ta = da === undefined ? undefined : readable(da)
+  const tb = db === undefined ? undefined : readable(db)
+  if ((da === undefined || ta !== undefined) && (db === undefined || tb !== undefined)) {
+    const ja = ta === undefined ? undefined : JSON.stringify(ta)
+    const jb = tb === undefined ? undefined : JSON.stringify(tb)
+    const at = ja !== undefined && jb !== undefined ? firstDifference(ja, jb) : 0
+    const shown = (t: string) => `text (decoded): ${around(t, at, max - 16)}`
+    return {
+      ...(ja !== undefined ? { source: shown(ja) } : {}),
+      ...(jb !== undefined ? { target: shown(jb) } : {}),
+    }
+  }
+  const described = (bytes: Buffer) =>
+    `${bytes.length.toLocaleString("en-US")} bytes, sha256 ${createHash("sha256").update(bytes).digest("hex").slice(0, 16)}…`
+  return {
+    ...(da !== undefined ? { source: described(da) } : {}),
+    ...(db !== undefined ? { target: described(db) } : {}),
+  }
+}
+
 const join = (path: string, key: string | number): string =>
   typeof key === "number" ? `${path}[${key}]` : path === "" ? key : `${path}.${key}`
 
@@ -145,7 +192,8 @@ export const diff = (source: unknown, target: unknown, limit = 50, max = 120): R
       return
     }
     if (JSON.stringify(a) === JSON.stringify(b)) return
-    out.push({ path: path === "" ? "$" : path, ...previews(a, b, max) })
+    const payload = path === "data" || path.endsWith(".data") ? payloadPreviews(a, b, max) : undefined
+    out.push({ path: path === "" ? "$" : path, ...(payload ?? previews(a, b, max)) })
   }
   walk(source, target, "")
   return out

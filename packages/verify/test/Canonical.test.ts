@@ -413,6 +413,27 @@ describe("Diff", () => {
     assert.strictEqual(diff({ v: big }, { v: [-1, ...big] }, 1000).length, 601)
   })
 
+  it("a changed payload (base64) shows as decoded text, or as sizes and hashes, not as base64", () => {
+    const b64 = (text: string | Buffer) => Buffer.from(text).toString("base64")
+    const note = `${"Patient seen for a routine visit. ".repeat(5)}Chief complaint: Cough.\nPlan: rest.`
+    const [text] = diff(
+      { content: [{ attachment: { contentType: "text/plain", data: b64(note) } }] },
+      { content: [{ attachment: { contentType: "text/plain", data: b64(note.replace("Cough", "Fever")) } }] },
+    )
+    assert.strictEqual(text?.path, "content[0].attachment.data")
+    assert.include(text?.source, "text (decoded): ")
+    assert.include(text?.source, "Chief complaint: Cough.")
+    assert.include(text?.target, "Chief complaint: Fever.")
+    assert.isAtMost(text?.source?.length ?? 0, 120)
+    const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46, 0, 1])
+    const [bytes] = diff({ data: b64(jpeg) }, { data: b64(Buffer.concat([jpeg, Buffer.from([0])])) })
+    assert.match(bytes?.source ?? "", /^12 bytes, sha256 [0-9a-f]{16}…$/)
+    assert.match(bytes?.target ?? "", /^13 bytes, sha256 [0-9a-f]{16}…$/)
+    // a field named data that is no base64: shown as it is
+    const [plain] = diff({ data: "not base64!" }, { data: "other" })
+    assert.strictEqual(plain?.source, '"not base64!"')
+  })
+
   it("a long text shows where it differs, not its beginning alone; texts that read the same show their escapes", () => {
     const note = `${"Patient seen for a routine visit. ".repeat(10)}Dose: 5 mg daily.`
     const [late] = diff({ note }, { note: note.replace("5 mg", "50 mg") })
