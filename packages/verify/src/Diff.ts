@@ -84,9 +84,12 @@ const decoded = (u: unknown): Buffer | undefined =>
 /** UTF-8 text a person can read: no control characters but tab and line ends, and no invalid sequences. */
 const readable = (bytes: Buffer): string | undefined => {
   const text = bytes.toString("utf8")
-  return text.includes("\uFFFD") || /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/.test(text)
-    ? undefined
-    : text
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    // control characters other than tab, line feed and carriage return; U+FFFD: bytes that are no UTF-8
+    if ((c < 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) || c === 0x7f || c === 0xfffd) return undefined
+  }
+  return text
 }
 
 /**
