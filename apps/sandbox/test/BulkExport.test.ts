@@ -73,6 +73,7 @@ describe("BulkExport", () => {
         ["/$export?_since=yesterday", ASYNC],
         ["/$export?_typeFilter=Patient%3F_include%3DPatient:organization", ASYNC],
         ["/$export?_typeFilter=Patient%3Fname:contains%3Dx", ASYNC],
+        ["/$export?_typeFilter=Condition%3Fonset-date%3Dge2000-01-01", ASYNC], // a comparison: not supported
         ["/$export?_elements=Patient.1bad", ASYNC],
         ["/$export?includeAssociatedData=_custom", { ...ASYNC, prefer: "respond-async, handling=strict" }],
         ["/$export?bogus=1", { ...ASYNC, prefer: "respond-async, handling=strict" }],
@@ -171,6 +172,17 @@ describe("BulkExport", () => {
       const hr = [...store.iterate("Observation")].filter((o) => o.json.includes('"8867-4"')).length
       assert.isAbove(hr, 0)
       assert.strictEqual(r3.byType.get("Observation")!.length, hr)
+      // patient (as the REST search reads it: a reference in patient or subject), with or without its type
+      const patient = [...store.iterate("Patient")][0]!.id
+      const ofPatient = [...store.iterate("Observation")].filter((o) =>
+        o.json.includes(`"Patient/${patient}"`),
+      ).length
+      assert.isAbove(ofPatient, 0)
+      for (const ref of [`Patient/${patient}`, patient]) {
+        const byPatient = encodeURIComponent(`Observation?patient=${ref}`)
+        const r4 = yield* exportAll(`${kit.baseUrl}/$export?_type=Observation&_typeFilter=${byPatient}`)
+        assert.strictEqual(r4.byType.get("Observation")?.length ?? 0, ofPatient, ref)
+      }
     }),
   )
 

@@ -157,7 +157,8 @@ const lastUpdatedTest = (query: string, raw: string): ResourceTest => {
 const camel = (name: string): string => name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase())
 
 /**
- * Parses one `Type?param=value&…` query. Supported: `_lastUpdated` (eq/gt/ge/lt/le), `_id`, and
+ * Parses one `Type?param=value&…` query. Supported: `_lastUpdated` (eq/gt/ge/lt/le), `_id`, `patient` and
+ * `subject` (a reference in `patient` or `subject`), and
  * `name=value` equality on a top-level element (`clinical-status` → `clinicalStatus`): strings,
  * numbers, booleans, codes (`code` or `system|code`, also inside CodeableConcept.coding) and
  * references; comma-separated values are OR-ed, several parameters AND-ed.
@@ -180,8 +181,15 @@ export const parseTypeFilter = (query: string): TypeFilter => {
     } else if (name === "_id") {
       tests.push((_r, s) => values.includes(s.id))
     } else if (/^[a-z][A-Za-z0-9-]*$/.test(name)) {
-      const element = camel(name)
-      tests.push((r) => values.some((v) => matchesToken(r[element], v)))
+      // a comparison (`onset-date=ge2000-01-01`) would silently match nothing as an equality: refused
+      const compared = values.find((v) => /^(eq|ne|gt|lt|ge|le|sa|eb|ap)\d/.test(v))
+      if (compared !== undefined)
+        throw bad(
+          `_typeFilter ${query}: ${name}=${compared} is a comparison, supported on _lastUpdated only (elsewhere: equality on a top-level element).`,
+        )
+      // the compartment parameters as the REST search reads them: a reference in patient or subject
+      const elements = name === "patient" || name === "subject" ? ["patient", "subject"] : [camel(name)]
+      tests.push((r) => values.some((v) => elements.some((element) => matchesToken(r[element], v))))
     } else {
       throw bad(
         `_typeFilter ${query}: ${name} is not supported (use _lastUpdated, _id or a top-level element name).`,
