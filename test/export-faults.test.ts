@@ -59,6 +59,8 @@ const exportWith = async (
   options: {
     readonly client?: SmartTestClient
     readonly args?: ReadonlyArray<string>
+    /** More of the sandbox's `bulk` section. */
+    readonly bulk?: NonNullable<SandboxConfigInput["bulk"]>
     /** Called with stderr so far and the sandbox's base URL. */
     readonly onStderr?: (text: string, baseUrl: string) => void
   } = {},
@@ -67,7 +69,7 @@ const exportWith = async (
   const config: SandboxConfigInput = {
     seed: TYPES.map((t) => sharedData(`sample-bulk-10-patients/${t}.000.ndjson`)),
     // No extra 202 before the manifest: status faults still hit the first polls, and runs stay short.
-    bulk: { resourcesPerFile: PER_FILE, pollsBeforeDone: 0 },
+    bulk: { resourcesPerFile: PER_FILE, pollsBeforeDone: 0, ...options.bulk },
     faults,
     ...(options.client ? { auth: { clients: [options.client.registration] } } : {}),
   }
@@ -332,6 +334,33 @@ describe("ferry export with SMART auth on", () => {
       for (const t of tokens) expect(text.includes(t.replace(/^Bearer\s+/i, ""))).toBe(false)
       expect(text.includes(client.secret)).toBe(false)
     }
+  })
+})
+
+describe("ferry export with signed file links (requiresAccessToken: false)", () => {
+  it("fetches the files without the token (they are capability URLs), and everything else with it", async ({
+    expect,
+  }) => {
+    const client = smartTestClient(tmp, "ferry-signed")
+    const x = await exportWith(
+      "signed-urls",
+      {},
+      { client, bulk: { signedUrls: true }, args: ["--keep-job"] },
+    )
+    await expectComplete(expect, x)
+    const downloads = ofRoute(x, "download")
+    expect(downloads.length).toBeGreaterThanOrEqual(10)
+    for (const d of downloads) {
+      expect(d.search, d.path).toMatch(/^\?sig=[0-9a-f]{32}$/)
+      expect(d.authorization, d.path).toBeUndefined()
+    }
+    // the kick-off and the polls did carry it
+    for (const r of [...ofRoute(x, "kickoff"), ...ofRoute(x, "status")])
+      expect(r.authorization).toMatch(/^Bearer /)
+    // (the job kept) a link without its signature needs the token, one with a wrong signature is refused
+    const unsigned = `${x.baseUrl}${downloads[0]!.path}`
+    expect((await fetch(unsigned)).status).toBe(401)
+    expect((await fetch(`${unsigned}?sig=${"0".repeat(32)}`)).status).toBe(403)
   })
 })
 

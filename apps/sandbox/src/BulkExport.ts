@@ -37,6 +37,7 @@
  * the job runs, the status URL's 202 carries part 1 once it is published, and a part whose successor is not
  * published yet answers 202 with what it holds so far; a published part's files can be downloaded at once.
  */
+import { randomBytes } from "node:crypto"
 import { closeSync, openSync, rmSync, writeSync } from "node:fs"
 import { join } from "node:path"
 import { isMember, memberTypes, inCompartment, r4ResourceTypes, topLevelPaths } from "./Compartment.js"
@@ -137,6 +138,8 @@ interface Job {
   completedAt: number
   /** Renewable URLs (fault switch): when each manifest generation was sent (`?gen=N` is entry N - 1). */
   readonly issued: Array<number>
+  /** `bulk.signedUrls`: the `sig` every file URL of this job carries (undefined: files need the token). */
+  readonly signature: string | undefined
   failure: string | undefined
   readonly output: Array<ManifestItem>
   readonly deleted: Array<ManifestItem>
@@ -482,7 +485,8 @@ export const register = (
   const faults = faultsOf(router)
 
   const run = async (job: Job, plan: ExportPlan, baseUrl: string): Promise<void> => {
-    const fileUrl = (name: string) => `${baseUrl}/bulk/files/${job.id}/${name}`
+    const fileUrl = (name: string) =>
+      `${baseUrl}/bulk/files/${job.id}/${name}${job.signature !== undefined ? `?sig=${job.signature}` : ""}`
     const range = {
       until: plan.until,
       ...(plan.since !== undefined ? { lastUpdated: [{ op: "gt" as const, value: plan.since }] } : {}),
@@ -765,7 +769,8 @@ export const register = (
       request: ctx.url.href,
       transactionTime,
       since: plan.since,
-      requiresAccessToken: smartOf(router) !== undefined,
+      requiresAccessToken: smartOf(router) !== undefined && !settings.signedUrls,
+      signature: settings.signedUrls ? randomBytes(16).toString("hex") : undefined,
       organizeBy: plan.organizeBy,
       partSize: plan.partialManifests ? settings.manifestPartSize : undefined,
       state: "running",
@@ -859,7 +864,9 @@ export const register = (
     if (renew) job.issued.push(Date.now())
     const gen = job.issued.length
     const link = <T extends { readonly url: string }>(items: ReadonlyArray<T>): ReadonlyArray<T> =>
-      renew ? items.map((i) => ({ ...i, url: `${i.url}?gen=${gen}` })) : items
+      renew
+        ? items.map((i) => ({ ...i, url: `${i.url}${i.url.includes("?") ? "&" : "?"}gen=${gen}` }))
+        : items
     sendJson(ctx, 200, manifestPart(job, n, ctx.baseUrl, link)!.manifest, {
       "Content-Type": "application/json",
       Expires: new Date((job.completedAt || Date.now()) + settings.fileLifetimeSeconds * 1000).toUTCString(),
@@ -879,6 +886,14 @@ export const register = (
     const file = job.files.get(ctx.params.name ?? "")
     if (file === undefined)
       throw new FhirHttpError(404, "not-found", `No file ${ctx.params.name} in job ${job.id}.`)
+    // a signed link is its own credential (Smart lets a request with `sig` through without a token)
+    const sig = ctx.url.searchParams.get("sig")
+    if (sig !== null && sig !== job.signature)
+      throw new FhirHttpError(
+        403,
+        "forbidden",
+        `The signature of this link to ${ctx.params.name} is not valid.`,
+      )
     // `?gen=N`: a renewable URL of the N-th manifest, expiring from when that manifest was sent
     const gen = ctx.url.searchParams.get("gen")
     const issued = gen === null ? job.completedAt || Date.now() : job.issued[Number(gen) - 1]

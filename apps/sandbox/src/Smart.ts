@@ -115,9 +115,12 @@ const isOpen = (path: string): boolean =>
   path === "/auth/token" ||
   path.startsWith("/_sandbox/")
 
-/** What a request needs from the token; `path` is below the FHIR base (e.g. `/Patient/1`). */
-export const requiredAccess = (method: string, path: string): Access => {
-  if (isOpen(path)) return { _tag: "open" }
+/**
+ * What a request needs from the token; `path` is below the FHIR base (e.g. `/Patient/1`). `signed`: the
+ * request carries a link signature (`sig`), which an export file's handler checks instead of a token.
+ */
+export const requiredAccess = (method: string, path: string, signed = false): Access => {
+  if (isOpen(path) || (signed && path.startsWith("/bulk/files/"))) return { _tag: "open" }
   if (path.startsWith("/bulk/")) return { _tag: "token" }
   const segments = path.split("/").filter((s) => s !== "")
   const write = method !== "GET" && method !== "HEAD"
@@ -348,7 +351,7 @@ export class Smart {
   /** The Router middleware enforcing bearer tokens and scopes. */
   readonly middleware = async (ctx: Ctx, next: () => Promise<void>): Promise<void> => {
     const method = ctx.req.method ?? "GET"
-    const access = requiredAccess(method, ctx.path)
+    const access = requiredAccess(method, ctx.path, ctx.url.searchParams.has("sig"))
     if (access._tag === "open") return next()
     const header = ctx.req.headers.authorization ?? ""
     const m = /^Bearer\s+(\S+)$/i.exec(header)

@@ -38,6 +38,12 @@ export const BulkConfig = Schema.Struct({
    * IG does not say; servers differ). Default true.
    */
   organizedCountHeaders: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  /**
+   * Export file URLs carry a per-job signature (`?sig=…`, as signed S3 or Azure links do) and are served
+   * without a token to whoever holds them; the manifest then says `requiresAccessToken: false`, so a client
+   * must not send its token there. Default false (with auth on, files need the token).
+   */
+  signedUrls: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** Where job directories go (default: the OS temp dir). */
   tempDir: Schema.optional(Schema.String),
   /** `$import`: bearer token sent when fetching input files (unless the request's storageDetail gives one). */
