@@ -203,38 +203,42 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     ).toBeGreaterThan(0)
   })
 
-  it("410 on a file of the first job: a new kick-off, finished files kept, then completes", async ({
-    expect,
-  }) => {
-    let cleared: Promise<void> | undefined
-    const x = await exportWith(
-      "expired",
-      // The delayed kick-off gives the PUT below time to land before the new job's files are asked for.
-      { expireFiles: { firstAttempt: true, type: "Patient" }, delay: [{ route: "kickoff", ms: 300 }] },
-      {
-        // The sandbox expires the first attempt of every job's files: only the first job's do here.
-        onStderr: (text, baseUrl) => {
-          if (cleared === undefined && text.includes("ferry export: the output files expired")) {
-            cleared = setSandboxFaults(baseUrl, {})
-          }
+  it.for([410, 403] as const)(
+    "%i on a file of the first job (403: an expired signed link's XML): a new kick-off, finished files kept, then completes",
+    async (status, { expect }) => {
+      let cleared: Promise<void> | undefined
+      const x = await exportWith(
+        `expired-${status}`,
+        // The delayed kick-off gives the PUT below time to land before the new job's files are asked for.
+        {
+          expireFiles: { firstAttempt: true, type: "Patient", status },
+          delay: [{ route: "kickoff", ms: 300 }],
         },
-      },
-    )
-    await cleared
-    await expectComplete(expect, x)
-    const gone = ofRoute(x, "download").filter((r) => r.status === 410)
-    expect(gone.length).toBeGreaterThanOrEqual(1)
-    expect(gone.every((r) => /\/Patient\.000\.ndjson$/.test(r.path))).toBe(true)
-    const events = exportEvents(x.out)
-    expect(events.filter((e) => e.event === "expired")).toHaveLength(1)
-    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
-    expect((JSON.parse(x.run.stdout) as { rekickoffs: number }).rekickoffs).toBe(1)
-    // both jobs released: the replaced one too (its files used to stay on the server)
-    const released = ofRoute(x, "status").filter((r) => r.method === "DELETE" && r.status === 202)
-    expect(new Set(released.map((r) => r.path)).size).toBe(2)
-    // Files finished from the first job were not fetched again: one "file" event per file.
-    expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
-  })
+        {
+          // The sandbox expires the first attempt of every job's files: only the first job's do here.
+          onStderr: (text, baseUrl) => {
+            if (cleared === undefined && text.includes("ferry export: the output files expired")) {
+              cleared = setSandboxFaults(baseUrl, {})
+            }
+          },
+        },
+      )
+      await cleared
+      await expectComplete(expect, x)
+      const gone = ofRoute(x, "download").filter((r) => r.status === status)
+      expect(gone.length).toBeGreaterThanOrEqual(1)
+      expect(gone.every((r) => /\/Patient\.000\.ndjson$/.test(r.path))).toBe(true)
+      const events = exportEvents(x.out)
+      expect(events.filter((e) => e.event === "expired")).toHaveLength(1)
+      expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
+      expect((JSON.parse(x.run.stdout) as { rekickoffs: number }).rekickoffs).toBe(1)
+      // both jobs released: the replaced one too (its files used to stay on the server)
+      const released = ofRoute(x, "status").filter((r) => r.method === "DELETE" && r.status === 202)
+      expect(new Set(released.map((r) => r.path)).size).toBe(2)
+      // Files finished from the first job were not fetched again: one "file" event per file.
+      expect(events.filter((e) => e.event === "file")).toHaveLength(archiveManifest(x.out).files.length)
+    },
+  )
 
   it("410 on a file whose manifest, fetched again, holds new URLs (re-signed links): the same job completes, no new kick-off", async ({
     expect,

@@ -41,7 +41,8 @@
  *   or (firstAttempt) on the first download attempt of each matching file only. `renewable`: the URLs
  *   work like signed links: every status request of a finished job hands out the files under new URLs
  *   (`?gen=N`), and `afterSeconds` counts from when that URL was handed out; without it a manifest fetched
- *   again holds the same URLs.
+ *   again holds the same URLs. `status: 403`: an expired file answers as an expired signed S3 link does
+ *   (403, `application/xml`, `<Error><Code>AccessDenied</Code>…`) instead of 410 with an OperationOutcome.
  * - outputsToError: the export's output files of these types are left out of `output[]` and an
  *   OperationOutcome per dropped file is written to `error[]` instead.
  * - tokenExpiresAfterSeconds: SMART access tokens stop working after this many seconds, whatever
@@ -104,6 +105,7 @@ export const FaultsConfig = Schema.Struct({
       firstAttempt: Schema.optional(Schema.Boolean),
       type: Schema.optional(Schema.String),
       renewable: Schema.optional(Schema.Boolean),
+      status: Schema.optional(Schema.Literal(410, 403)),
     }),
   ),
   outputsToError: Schema.optional(Schema.Struct({ types: Schema.Array(Schema.String) })),
@@ -136,8 +138,10 @@ export const routeKind = (method: string, path: string): RouteKind | undefined =
 
 /** What the download handler must do for one attempt at one file. */
 export interface DownloadFault {
-  /** Answer 410 Gone instead of the file. */
+  /** Answer 410 Gone (or `goneStatus`) instead of the file. */
   readonly gone: boolean
+  /** 410 (an OperationOutcome), or 403 with the XML body of an expired signed S3 link. */
+  readonly goneStatus: 410 | 403
   /** Reset the connection after this many body bytes. */
   readonly resetAfterBytes: number | undefined
   /** Wait this long before answering. */
@@ -258,7 +262,7 @@ export class Faults {
         : undefined
     const slow = this.config.slowDownload
     const delayMs = slow !== undefined && (slow.type === undefined || slow.type === file.type) ? slow.ms : 0
-    return { gone, resetAfterBytes, delayMs }
+    return { gone, goneStatus: expire?.status ?? 410, resetAfterBytes, delayMs }
   }
 
   /** How many lines to leave out of the next export file of `type` (0 for all but one file). */

@@ -79,8 +79,20 @@ export const serveFile = async (
   file: { readonly key: string; readonly type: string; readonly completedAt: number },
   faults: Faults | undefined,
 ): Promise<void> => {
-  const fault = faults?.download(file) ?? { gone: false, resetAfterBytes: undefined, delayMs: 0 }
+  const fault = faults?.download(file) ?? {
+    gone: false,
+    goneStatus: 410,
+    resetAfterBytes: undefined,
+    delayMs: 0,
+  }
   if (fault.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, fault.delayMs))
+  if (fault.gone && fault.goneStatus === 403) {
+    ctx.res.writeHead(403, { "Content-Type": "application/xml" })
+    ctx.res.end(
+      '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>',
+    )
+    return
+  }
   if (fault.gone) {
     return sendOutcome(
       ctx,
