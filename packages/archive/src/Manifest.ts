@@ -8,7 +8,8 @@ export type Compression = typeof Compression.Type
 
 /** One NDJSON file of the archive (data, deleted or errors). `path` is relative to the archive root. */
 export const FileEntry = Schema.Struct({
-  type: Schema.String,
+  // a resource type name: paths are made of it (`quarantine/<type>.ndjson`), so nothing like `../x` passes
+  type: Schema.String.pipe(Schema.pattern(/^[A-Z][A-Za-z]{1,63}$/)),
   path: Schema.String,
   count: Schema.Number,
   bytes: Schema.Number,

@@ -114,6 +114,13 @@ describe("Archive", () => {
       expect(bad.message).toBe(
         `${path}: expected a Ferry archive manifest; invalid at files.0.count; the archive is damaged: restore that file from a copy, or export again`,
       )
+      // a file's type is a resource type name (paths are made of it): nothing that climbs out of the archive
+      json.files[0].count = 2
+      json.files[0].type = "../../../escaped"
+      NFS.writeFileSync(path, JSON.stringify(json))
+      const escaping = yield* Effect.flip(Archive.readManifest(dir))
+      expect(escaping.reason).toBe("Corrupt")
+      expect(escaping.message).toContain("invalid at files.0.type")
     }),
   )
 
