@@ -97,8 +97,14 @@ export const exitCode = (cause: Cause.Cause<unknown>): number => {
   // stopped because another ferry took the archive's lock: an archive problem, not a Ctrl-C
   if (Cause.isInterruptedOnly(cause)) return Archive.lockLost() !== undefined ? 5 : 130
   if (Option.isSome(Option.flatMap(Cause.dieOption(cause), badPath))) return 2
+  // data nested too deeply to walk: the data's problem (as a damaged archive is), not Ferry's
+  if (Option.exists(Cause.dieOption(cause), tooDeep)) return 5
   return 1
 }
+
+/** A stack overflow: JSON nested thousands of levels deep, walked recursively. */
+const tooDeep = (defect: unknown): boolean =>
+  defect instanceof RangeError && /call stack size/i.test(defect.message)
 
 /** File system codes that say a path given to Ferry cannot be used as it is (not a failure of Ferry). */
 const pathCodes = /\b(ENOTDIR|EACCES|EPERM|ENAMETOOLONG|ELOOP|EISDIR)\b/
@@ -143,6 +149,10 @@ export const line = (cause: Cause.Cause<unknown>): string => {
   const defect = Cause.dieOption(cause)
   const path = Option.flatMap(defect, badPath)
   if (Option.isSome(path)) return `ferry: ${path.value}`
+  // JSON nested thousands of levels deep parses, then overflows the stack of whatever walks it: data no FHIR
+  // resource is, not a bug to report
+  if (Option.exists(defect, tooDeep))
+    return "ferry: a resource in the data is nested thousands of levels deep, which no FHIR resource is; find it (a line far longer than its neighbours, made of brackets) and remove or repair it at its origin, then run the same command again"
   const text = Option.match(defect, {
     onNone: () => "unknown failure",
     onSome: (d) => (d instanceof Error ? d.message : String(d)),

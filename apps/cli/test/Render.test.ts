@@ -109,6 +109,19 @@ describe("Render", () => {
     )
     assert.strictEqual(line, "ferry: https://h/s: did not finish in time")
     assert.match(Render.line(Cause.die(new Error("boom\n  at x"))), /^ferry: unexpected failure .*: boom$/)
+    // data nested deeper than a recursive walk can go: said as the data's problem, exit 5, not a bug report
+    let overflow: unknown
+    const deep = (n: number): number => (n === 0 ? 0 : 1 + deep(n - 1))
+    try {
+      deep(1e7)
+    } catch (e) {
+      overflow = e
+    }
+    assert.match(
+      Render.line(Cause.die(overflow)),
+      /^ferry: a resource in the data is nested thousands of levels deep/,
+    )
+    assert.strictEqual(Render.exitCode(Cause.die(overflow)), 5)
   })
 
   it("a resumable command that gave up on a failing server says the rerun goes on; other failures do not", () => {

@@ -102,7 +102,18 @@ import { IdMap } from "@ferry/transform/IdMap"
 import { originKey, type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
-import { Clock, Duration, Effect, Either, Chunk as EffectChunk, Option, Queue, Schema, Stream } from "effect"
+import {
+  Clock,
+  Duration,
+  Effect,
+  Either,
+  Chunk as EffectChunk,
+  Exit,
+  Option,
+  Queue,
+  Schema,
+  Stream,
+} from "effect"
 import * as BulkImport from "./BulkImport.js"
 import * as Continues from "./Continues.js"
 import { ImportError } from "./ImportError.js"
@@ -911,7 +922,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       for (const i of binaryFiles) yield* readDataFile(i)
       // the reader runs ahead of the sender by two segments at most: one planned in the queue, and one being
       // read or, closed and planned, waiting to be offered
-      const segments = yield* Queue.bounded<Either.Either<Planned | null, ImportFailure>>(1)
+      // the reader's end, however it ends: a defect in it (a bug, a stack overflow) reaches the sender too,
+      // which would otherwise wait for the next segment forever
+      const segments = yield* Queue.bounded<Exit.Exit<Planned | null, ImportFailure>>(1)
       const reader = Effect.gen(function* () {
         // each segment at least as large as all before it, up to SEGMENT_MAX: the first goes out early, there
         // are few of them (every segment ends with a wait for its last Bundle), and a segment's graph, keys and
@@ -933,11 +946,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           }
           if (!reading.deferred.closedOver(complete, sourceBase, allIds ? idMap : undefined)) continue
           before += size
-          yield* Queue.offer(segments, Either.right(closeSegment()))
+          yield* Queue.offer(segments, Exit.succeed(closeSegment()))
         }
-        if (reading.builder.size > 0) yield* Queue.offer(segments, Either.right(closeSegment()))
-        yield* Queue.offer(segments, Either.right(null))
-      }).pipe(Effect.catchAll((e) => Queue.offer(segments, Either.left(e))))
+        if (reading.builder.size > 0) yield* Queue.offer(segments, Exit.succeed(closeSegment()))
+        yield* Queue.offer(segments, Exit.succeed(null))
+      }).pipe(Effect.catchAllCause((cause) => Queue.offer(segments, Exit.failCause(cause))))
 
       // 2. binaries
       const binariesPath = Imports.binariesPath(archive, client.baseUrl)
@@ -2248,10 +2261,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       let planned = 0
       const next = (g: ReadonlyArray<Chunk.Chunk>) => Effect.flatMap(prepareGroup(g), runGroup)
       for (let segment = 0; ; segment++) {
-        const taken = yield* Queue.take(segments)
-        if (Either.isLeft(taken)) return yield* taken.left
-        if (taken.right === null) break
-        const seg = taken.right
+        const seg = yield* Effect.flatten(Queue.take(segments))
+        if (seg === null) break
         sending = seg
         yield* emit({
           event: "graph",

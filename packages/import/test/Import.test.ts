@@ -135,6 +135,30 @@ describe("Import.run", () => {
       }),
   )
 
+  it.scopedLive(
+    "a line nested deeper than a recursive walk can go ends the import with that defect, not a wait forever",
+    () =>
+      Effect.gen(function* () {
+        const deep = `${"[".repeat(20_000)}${"]".repeat(20_000)}`
+        let edited = false
+        const { dir } = yield* sampleArchive(true, undefined, (name, line) => {
+          if (edited || !name.startsWith("Condition")) return line
+          edited = true
+          return `${line.slice(0, -1)},"_deep":${deep}}`
+        })
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const exit = yield* Effect.exit(
+          Import.run({ client, archive: dir }).pipe(Effect.timeout("60 seconds")),
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        const defect = Exit.isFailure(exit) ? Cause.dieOption(exit.cause) : Option.none()
+        assert.isTrue(Option.isSome(defect), String(exit))
+        assert.instanceOf(Option.getOrThrow(defect), RangeError)
+      }),
+    90_000,
+  )
+
   it.scopedLive("a torn last line in the id map (a kill mid-append) is cut off, and the rerun goes on", () =>
     Effect.gen(function* () {
       const { dir, expected } = yield* sampleArchive()
