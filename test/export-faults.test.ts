@@ -436,7 +436,7 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     const x = await exportWith("expired-always", { expireFiles: { firstAttempt: true, type: "Patient" } })
     expect(x.run.code, x.run.stderr).toBe(4)
     expect(lastLine(x.run.stderr)).toMatch(
-      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/status\/\S+: the output files kept expiring \(410\/403\) after 3 new kick-offs; [^\n]+$/,
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/status\/\S+: the output files kept expiring \(410\/403\/404\) after 3 new kick-offs; [^\n]+$/,
     )
     const events = exportEvents(x.out)
     expect(events.filter((e) => e.event === "kickoff")).toHaveLength(4)

@@ -457,6 +457,27 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expectSameArchive(out, uninterrupted)
   }, 180_000)
 
+  it("kill -9 during downloads, the server's job deleted before the rerun: the rerun starts a new job and completes", async () => {
+    const out = Path.join(tmp, "killed-job-gone")
+    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"]
+    const killed = await ferry(args, (text, child) => {
+      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+    })
+    expect(killed.signal).toBe("SIGKILL")
+    // the manifest came (files were downloading): the rerun goes straight to the files, which are gone now
+    expect(eventsOf(out).some((e) => e.event === "manifest")).toBe(true)
+    const statusUrl = String(eventsOf(out).find((e) => e.event === "kickoff")?.statusUrl)
+    expect((await fetch(statusUrl, { method: "DELETE" })).status).toBe(202)
+    await setFaults(sandbox.baseUrl, {})
+    const rerun = await ferry(args)
+    expect(rerun.code, rerun.stderr).toBe(0)
+    expect(dataLines(out)).toEqual(dataLines(full))
+    const events = eventsOf(out)
+    expect(events.filter((e) => e.event === "kickoff")).toHaveLength(2)
+    expect(events.some((e) => e.event === "expired")).toBe(true)
+  }, 180_000)
+
   it("kill -9 after the attachments, then a rerun with --gzip: no plain partial download left behind, the archive's attachments counted", async () => {
     const out = Path.join(tmp, "killed-regzipped")
     // the Claim files break off after 100 kB, four times each: a partial download of one is on disk for a while

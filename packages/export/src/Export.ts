@@ -291,8 +291,14 @@ const sumBatches = (a: Attachments.BatchResult, b: Attachments.BatchResult): Att
   failed: a.failed + b.failed,
 })
 
+/**
+ * An output file the server no longer serves: expired (410, or 403 from an expired signed link), or gone with
+ * its job (404: the job was deleted or purged, say while a killed run waited for its rerun). A new job follows.
+ */
 const isExpired = (e: unknown): e is FhirError =>
-  e instanceof FhirError && e.reason === "Status" && (e.status === 410 || e.status === 403)
+  e instanceof FhirError &&
+  e.reason === "Status" &&
+  (e.status === 410 || e.status === 403 || e.status === 404)
 
 /** What a finished archive must share with an export for `--since auto` to continue from it. */
 export interface Continues {
@@ -1415,7 +1421,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           return yield* new ExportError({
             reason: "Expired",
             url: statusUrl === undefined ? undefined : redactUrl(statusUrl),
-            detail: `the output files kept expiring (410/403) after ${rekickoffs} new kick-offs; download faster (raise --parallel) or ask the server's operators for a longer file lifetime`,
+            detail: `the output files kept expiring (410/403/404) after ${rekickoffs} new kick-offs; download faster (raise --parallel) or ask the server's operators for a longer file lifetime`,
           })
         }
         rekickoffs++

@@ -9,7 +9,7 @@ import { Schema } from "effect"
  * - JobFailed: the status URL reported a failed job
  * - Timeout: the job did not finish within `--timeout`
  * - Manifest: the completion manifest is malformed
- * - Expired: output files answered 410/403 again after a fresh kick-off
+ * - Expired: output files answered 410/403/404 again after a fresh kick-off
  * - CountMismatch: a file still holds a different number of lines than its manifest `count` after a re-download
  * - InvalidFile: a downloaded line is not a resource of the announced type
  * - Attachment: an attachment could not be fetched or does not match its size/hash
