@@ -38,9 +38,18 @@ export interface PollOptions {
 export const isJobGone = (e: unknown): boolean =>
   e instanceof FhirError && e.reason === "Status" && (e.status === 404 || e.status === 410)
 
+/**
+ * A status answer that reports a crash (`fatal`, `exception`) rather than a passing trouble: `exception` is a
+ * child of `transient` in FHIR's issue types, but a fatal one is how servers report a job that died.
+ */
+const crashed = (e: FhirError): boolean =>
+  e.reason === "Status" &&
+  (e.outcome?.issue.some((i) => i.severity === "fatal" && i.code === "exception") ?? false)
+
 /** Whether a failed status request should simply be asked again later. */
 export const isTransientPollFailure = (e: FhirError): boolean =>
-  isRetryable(e) || (e.reason === "Status" && e.outcome !== undefined && isTransientOutcome(e.outcome))
+  !crashed(e) &&
+  (isRetryable(e) || (e.reason === "Status" && e.outcome !== undefined && isTransientOutcome(e.outcome)))
 
 const decodeManifest = Schema.decodeUnknown(ExportManifest)
 
@@ -161,6 +170,26 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
   options: PollOptions = {},
 ) {
   const timeout = Duration.decode(options.timeout ?? Duration.hours(24))
+  /** The status URL's last answer, when it was a failure asked again (cleared by a 202). */
+  let failing: FhirError | undefined
+  const given = options
+  options = {
+    ...given,
+    onRetry: (e, wait) =>
+      Effect.zipRight(
+        Effect.sync(() => {
+          failing = e
+        }),
+        given.onRetry?.(e, wait) ?? Effect.void,
+      ),
+    onProgress: (progress) =>
+      Effect.zipRight(
+        Effect.sync(() => {
+          failing = undefined
+        }),
+        given.onProgress?.(progress) ?? Effect.void,
+      ),
+  }
   const onPartial = options.onPartial
   // an item a server repeats in a later part (the IG only says which fields repeat) is listed once
   const merge = (a: ExportManifest, b: ExportManifest): ExportManifest => ({
@@ -242,7 +271,10 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
         new ExportError({
           reason: "Timeout",
           url: redactUrl(statusUrl),
-          detail: `the export job did not finish within ${Duration.format(timeout)}; run the same command again to keep waiting for it, or raise --timeout`,
+          detail:
+            failing === undefined
+              ? `the export job did not finish within ${Duration.format(timeout)}; run the same command again to keep waiting for it, or raise --timeout`
+              : `the export job did not finish within ${Duration.format(timeout)}, and the status URL's last answers were failures (${failing.status ?? failing.reason}${failing.outcome !== undefined ? `: ${summary(failing.outcome)}` : ""}): the job may have failed; check the server's logs, then run the same command again (it asks the same job first)`,
         }),
     }),
   )

@@ -120,6 +120,43 @@ describe("Poll.waitForManifest", () => {
     }),
   )
 
+  it.effect("a 500 reporting a crash (fatal, exception) fails the export at once: a job that died", () =>
+    Effect.gen(function* () {
+      const crash = {
+        resourceType: "OperationOutcome",
+        issue: [{ severity: "fatal", code: "exception", diagnostics: "job crashed: disk full" }],
+      }
+      // the client's own retries (2) see the same answer, then the poll gives up instead of asking again
+      const { client, seen } = yield* fake(Array.from({ length: 3 }, () => ({ status: 500, body: crash })))
+      const fiber = yield* Effect.fork(Poll.waitForManifest(client, status, { interval: "1 second" }))
+      yield* TestClock.adjust("1 minute")
+      const exit = yield* Fiber.await(fiber)
+      const error = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
+      assert.instanceOf(error, ExportError)
+      assert.strictEqual((error as ExportError).reason, "JobFailed")
+      assert.include((error as ExportError).message, "job crashed: disk full")
+      assert.isAtMost((yield* Ref.get(seen)).length, 3)
+    }),
+  )
+
+  it.effect("a timeout after failing polls says the job may have failed, not just to keep waiting", () =>
+    Effect.gen(function* () {
+      const failing: Answer = { status: 503, body: outcome("transient") }
+      const { client } = yield* fake(Array.from({ length: 200 }, () => failing))
+      const fiber = yield* Effect.fork(
+        Poll.waitForManifest(client, status, { timeout: "5 minutes", interval: "10 seconds" }),
+      )
+      yield* TestClock.adjust("5 minutes")
+      const exit = yield* Fiber.await(fiber)
+      const failure = Exit.isFailure(exit) ? String(exit.cause) : ""
+      assert.include(
+        failure,
+        "did not finish within 5m, and the status URL's last answers were failures (503",
+      )
+      assert.include(failure, "the job may have failed")
+    }),
+  )
+
   it.effect("gives up after the overall timeout", () =>
     Effect.gen(function* () {
       const running: Answer = { status: 202, headers: { "retry-after": "60" } }
