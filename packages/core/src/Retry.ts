@@ -158,3 +158,17 @@ export const isThrottleStatus = (status: number | undefined): boolean => status 
 
 export const isAttempt: (u: unknown) => u is Attempt = (u): u is Attempt =>
   Predicate.isTagged(u, "@ferry/core/Retry/Attempt")
+
+/**
+ * A failed bulk job status request (`$export` or `$import`) that reports a crash (`fatal`, `exception`) rather
+ * than a passing trouble: `exception` is a child of `transient` in FHIR's issue types, but a fatal one is how
+ * servers report a job that died.
+ */
+const crashed = (e: FhirError): boolean =>
+  e.reason === "Status" &&
+  (e.outcome?.issue.some((i) => i.severity === "fatal" && i.code === "exception") ?? false)
+
+/** Whether a failed bulk job status request should simply be asked again later. */
+export const isTransientPollFailure = (e: FhirError): boolean =>
+  !crashed(e) &&
+  (isRetryable(e) || (e.reason === "Status" && e.outcome !== undefined && isTransientOutcome(e.outcome)))

@@ -12,7 +12,7 @@ import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { describeParseError, redactUrl } from "@ferry/core/Http"
 import { summary } from "@ferry/core/OperationOutcome"
-import { isRetryable, isTransientOutcome, retryAfter } from "@ferry/core/Retry"
+import { isTransientPollFailure, retryAfter } from "@ferry/core/Retry"
 import { Clock, Duration, Effect, Option, Schema } from "effect"
 import { ExportError } from "./ExportError.js"
 
@@ -38,18 +38,8 @@ export interface PollOptions {
 export const isJobGone = (e: unknown): boolean =>
   e instanceof FhirError && e.reason === "Status" && (e.status === 404 || e.status === 410)
 
-/**
- * A status answer that reports a crash (`fatal`, `exception`) rather than a passing trouble: `exception` is a
- * child of `transient` in FHIR's issue types, but a fatal one is how servers report a job that died.
- */
-const crashed = (e: FhirError): boolean =>
-  e.reason === "Status" &&
-  (e.outcome?.issue.some((i) => i.severity === "fatal" && i.code === "exception") ?? false)
-
-/** Whether a failed status request should simply be asked again later. */
-export const isTransientPollFailure = (e: FhirError): boolean =>
-  !crashed(e) &&
-  (isRetryable(e) || (e.reason === "Status" && e.outcome !== undefined && isTransientOutcome(e.outcome)))
+/** Whether a failed status request should simply be asked again later (see core's Retry). */
+export { isTransientPollFailure }
 
 const decodeManifest = Schema.decodeUnknown(ExportManifest)
 

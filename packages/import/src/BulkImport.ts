@@ -31,7 +31,7 @@ import { fhirJson, fhirNdjson, redactUrl, resolveUrl } from "@ferry/core/Http"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { OperationOutcome, summary } from "@ferry/core/OperationOutcome"
 import * as Parameters from "@ferry/core/Parameters"
-import { isRetryable, isTransientOutcome, retryAfter } from "@ferry/core/Retry"
+import { isTransientPollFailure, retryAfter } from "@ferry/core/Retry"
 import { Clock, Duration, Effect, Option, Redacted, Schema, Stream } from "effect"
 import { ImportError } from "./ImportError.js"
 import * as FileServer from "./internal/fileServer.js"
@@ -632,12 +632,7 @@ const waitForCompletion = (
       if (result._tag === "Left") {
         const e = result.left
         const gone = e instanceof FhirError && e.reason === "Status" && (e.status === 404 || e.status === 410)
-        if (
-          e instanceof FhirError &&
-          !gone &&
-          (isRetryable(e) ||
-            (e.reason === "Status" && e.outcome !== undefined && isTransientOutcome(e.outcome)))
-        ) {
+        if (e instanceof FhirError && !gone && isTransientPollFailure(e)) {
           const wait = next()
           yield* emit({
             event: "import.bulk.retry",
