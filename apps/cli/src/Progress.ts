@@ -682,7 +682,7 @@ export const notice = (e: Event): string | undefined => {
     case "job-gone":
       return "ferry export: the server lost the job (404); starting a new one"
     case "expired":
-      return "ferry export: the output files expired (410/403); asking the server for the manifest again"
+      return "ferry export: the output files expired or are gone (410/403/404); asking the server for the manifest again"
     case "manifest-renewed":
       return "ferry export: the same job's files have new URLs; downloading the rest"
     case "early-dropped":
@@ -690,9 +690,11 @@ export const notice = (e: Event): string | undefined => {
     case "count-mismatch":
       return `ferry export: ${detail ?? "count mismatch"}; downloading the file again`
     case "resume":
-      return num(e.offset) > 0 && typeof e.file === "string"
+      // (-1: the connection broke; the resume that follows says where it goes on)
+      if (typeof e.file !== "string" || typeof e.offset !== "number" || e.offset < 0) return undefined
+      return num(e.offset) > 0
         ? `ferry export: ${sanitize(e.file, 120)}: resuming at byte ${formatCount(num(e.offset))}`
-        : undefined
+        : `ferry export: ${sanitize(e.file, 120)}: downloading again from the start${typeof e.reason === "string" ? ` (${sanitize(e.reason, 160)})` : ""}`
     case "attachment-failed":
       return `ferry export: attachment failed: ${detail ?? ""}`
     default:

@@ -451,6 +451,16 @@ describe("Progress", () => {
       "2,048",
     )
     assert.isUndefined(Progress.notice({ event: "resume", file: "x", offset: -1, reason: "broke" }))
+    // a damaged partial download started over: said in words, not as the event's JSON
+    assert.strictEqual(
+      Progress.notice({
+        event: "resume",
+        file: "data/C.000.ndjson",
+        offset: 0,
+        reason: "the partial download is damaged",
+      }),
+      "ferry export: data/C.000.ndjson: downloading again from the start (the partial download is damaged)",
+    )
     for (const event of ["file", "file-progress", "progress", "manifest", "attachment", "done"]) {
       assert.isUndefined(Progress.notice({ event }))
     }

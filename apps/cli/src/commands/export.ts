@@ -210,6 +210,12 @@ const plainLines = (started: number) => {
         // a type the crawl found empty: the summary's counts say so, a line each would bury the rest
         case "file-empty":
           return
+        // a resume says where it goes on; a broken connection's (the resume after it says that) nothing
+        case "resume": {
+          const notice = Progress.notice(e)
+          if (notice !== undefined) yield* Console.error(notice)
+          return
+        }
         default: {
           const line = capped(e.event, plainLine(e))
           if (line !== undefined) yield* Console.error(line)
