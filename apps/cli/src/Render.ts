@@ -246,10 +246,16 @@ export const usageHint = (
       : command !== undefined && commands.has(command)
         ? `ferry ${command} --help`
         : "ferry --help"
-  // a misspelt flag: the command's nearest one
+  // a misspelt flag: the command's nearest one; one of the command's own flags: given twice (the first took it)
   const unknown = /Received unknown argument: '(--[^']+)'/.exec(problem ?? "")?.[1]
   const meant = unknown === undefined ? undefined : nearestOf(unknown, flags, 3)
-  return `ferry: the command line could not be read${problem !== undefined ? ` (${problem}${meant !== undefined ? `; did you mean ${meant}?` : ""})` : ""}; ${known} lists the flags and the values they take`
+  const said =
+    unknown !== undefined && meant === unknown
+      ? `${unknown} is given twice; give it once`
+      : problem !== undefined
+        ? `${problem.replace(/\bis not a integer\b/g, "is not an integer")}${meant !== undefined ? `; did you mean ${meant}?` : ""}`
+        : undefined
+  return `ferry: the command line could not be read${said !== undefined ? ` (${said})` : ""}; ${known} lists the flags and the values they take`
 }
 
 /**

@@ -154,6 +154,12 @@ describe("Render", () => {
       Render.usageHint("migrate", "Received unknown argument: '--zzzzzz'", undefined, ["--from", "--to"]),
       "did you mean",
     )
+    // a flag given twice: said so, not "did you mean" the same flag; @effect/cli's "a integer" mended
+    assert.strictEqual(
+      Render.usageHint("export", "Received unknown argument: '--out'", undefined, ["--out", "--type"]),
+      "ferry: the command line could not be read (--out is given twice; give it once); ferry export --help lists the flags and the values they take",
+    )
+    assert.include(Render.usageHint("export", "'abc' is not a integer"), "'abc' is not an integer")
     // keys has a command of its own: its flags are under it, and a misspelt one is said as such
     assert.include(
       Render.usageHint("keys", "Expected to find option: '--out'", "generate"),
