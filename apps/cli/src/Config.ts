@@ -393,11 +393,17 @@ export const fromEnvExcept = (given: Layer): Effect.Effect<Layer, ConfigError> =
       const text = value.value.trim()
       const last = leaf[leaf.length - 1]!
       if (leaf.length === 1 && intLeaves.has(last)) {
-        if (!/^\d+$/.test(text))
+        if (!/^-?\d+$/.test(text))
           return yield* new ConfigError({
             reason: "Invalid",
             where: name,
             detail: `${JSON.stringify(text)} is not a whole number; fix or unset ${name}`,
+          })
+        if (Number(text) < 1)
+          return yield* new ConfigError({
+            reason: "Invalid",
+            where: name,
+            detail: `${text} must be at least 1; fix or unset ${name}`,
           })
         setIn(raw, leaf, Number(text))
       } else setIn(raw, leaf, text)

@@ -23,3 +23,10 @@ export const attachmentOrigin = Options.text("attachment-origin").pipe(
     "Also fetch attachments from this origin (https://docs.example.org; repeatable), or from anywhere with `any`. By default only URLs on the source's origin and on the hosts its manifest names files on are fetched: a URL in the data is not followed to other machines unasked.",
   ),
 )
+
+/** `--parallel` at most: more requests in flight than any server takes, and a plan that costs CPU for nothing. */
+export const MAX_PARALLEL = 256
+
+/** What `--parallel` must be, when `n` is not that. */
+export const parallelProblem = (n: number): string | undefined =>
+  n >= 1 && n <= MAX_PARALLEL ? undefined : `--parallel must be between 1 and ${MAX_PARALLEL} (it is ${n})`

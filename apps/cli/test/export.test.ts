@@ -25,15 +25,22 @@ const nothingServer = Effect.gen(function* () {
 
 describe("ferry export", () => {
   it.scopedLive(
-    "--parallel below 1 is a usage error (exit 2): the source is not asked, no archive is made",
+    "--parallel outside 1–256, or a --timeout of 0, is a usage error (exit 2): the source is not asked, no archive is made",
     () =>
       Effect.gen(function* () {
         const { baseUrl, seen } = yield* nothingServer
-        for (const n of ["0", "-3"]) {
+        for (const n of ["0", "-3", "100000"]) {
           const out = Path.join(tmp, `parallel${n}`)
           const { code, output } = yield* ferry(["export", baseUrl, "--out", out, "--parallel", n])
           assert.strictEqual(code, 2, output)
-          assert.include(output, "--parallel must be at least 1")
+          assert.include(output, `--parallel must be between 1 and 256 (it is ${n})`)
+          assert.isFalse(NFS.existsSync(out))
+        }
+        for (const t of ["0", "0s", "0m"]) {
+          const out = Path.join(tmp, `timeout${t}`)
+          const { code, output } = yield* ferry(["export", baseUrl, "--out", out, "--timeout", t])
+          assert.strictEqual(code, 2, output)
+          assert.include(output, "--timeout")
           assert.isFalse(NFS.existsSync(out))
         }
         assert.deepStrictEqual(seen, [])

@@ -21,13 +21,15 @@ import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
 import { version } from "@ferry/core/Version"
-import { allowExportErrors, attachmentOrigin, type FlagValues } from "../Flags.js"
+import { allowExportErrors, attachmentOrigin, type FlagValues, parallelProblem } from "../Flags.js"
 
 /** `90`, `90s`, `15m`, `2h`, `1d` → Duration. */
 export const parseTimeout = (text: string): Option.Option<Duration.Duration> => {
   const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$/.exec(text.trim())
   if (m === null) return Option.none()
   const n = Number(m[1])
+  // no time at all to wait: the job would be started on the server for nothing
+  if (n <= 0) return Option.none()
   const unit = m[2] ?? "s"
   return Option.some(
     unit === "s"
@@ -295,7 +297,8 @@ const liveDisplay = (started: number, color: boolean) =>
 
 export const runExport = (f: Flags) =>
   Effect.gen(function* () {
-    if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const tooMany = parallelProblem(f.parallel)
+    if (tooMany !== undefined) return yield* usage(tooMany)
     const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
     if (Option.isSome(f.timeout) && Option.isNone(timeout)) {
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)

@@ -17,7 +17,7 @@ import * as Imports from "@ferry/archive/Imports"
 import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
-import type { FlagValues } from "../Flags.js"
+import { type FlagValues, parallelProblem } from "../Flags.js"
 import { serveFlags, serveOptions } from "../Serve.js"
 import * as Bytes from "../Bytes.js"
 import * as Progress from "../Progress.js"
@@ -160,7 +160,8 @@ export const runImport = (f: Flags) =>
     if (Either.isLeft(parsed)) return yield* usage(`--to ${BaseUrl.shown(f.to)} ${parsed.left}`)
     const baseUrl = parsed.right
     if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
-    if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const tooMany = parallelProblem(f.parallel)
+    if (tooMany !== undefined) return yield* usage(tooMany)
     const sourceBases: Array<string> = []
     for (const raw of f.sourceBase) {
       const base = BaseUrl.parse(raw, "a source")

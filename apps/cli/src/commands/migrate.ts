@@ -25,7 +25,7 @@ import { shellWord } from "@ferry/core/Shell"
 import { type AuthFlagValues, authFlagWords, readingScope, unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import { serveFlags, serveOptions } from "../Serve.js"
-import { allowExportErrors, attachmentOrigin, type FlagValues } from "../Flags.js"
+import { allowExportErrors, attachmentOrigin, type FlagValues, parallelProblem } from "../Flags.js"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Migrate from "../Migrate.js"
 import * as Progress from "../Progress.js"
@@ -414,7 +414,8 @@ export const runMigrate = (f: Flags) =>
     const maxStaged = Option.isSome(f.maxStaged) ? Bytes.parseBytes(f.maxStaged.value) : Option.none()
     if (Option.isSome(f.maxStaged) && Option.isNone(maxStaged))
       return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
-    if (settings.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const tooMany = parallelProblem(settings.parallel)
+    if (tooMany !== undefined) return yield* usage(tooMany)
     if (settings.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
     const serve = yield* serveOptions(f, settings.strategy)
     const since = Option.getOrUndefined(Option.map(f.since, (v) => (v === "auto" ? v : Params.instant(v))))

@@ -21,7 +21,7 @@ import { Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import * as Params from "../Params.js"
 import { authFlags, authFlagsFor, authSettings, defaultClientSecretEnvFor, unprefix } from "../AuthFlags.js"
-import type { FlagValues } from "../Flags.js"
+import { type FlagValues, parallelProblem } from "../Flags.js"
 
 const flags = {
   target: Options.text("target").pipe(Options.withDescription("The target FHIR server's base URL.")),
@@ -136,7 +136,8 @@ const runVerify = (f: Flags) =>
             onSome: Effect.succeed,
           })
     if (f.diffLimit < 0) return yield* usage("--diff-limit must be 0 or more")
-    if (f.parallel < 1) return yield* usage("--parallel must be at least 1")
+    const tooMany = parallelProblem(f.parallel)
+    if (tooMany !== undefined) return yield* usage(tooMany)
     const sourceBases: Array<string> = []
     for (const raw of f.sourceBase) {
       const base = BaseUrl.parse(raw, "a source")
