@@ -127,6 +127,26 @@ const writeAtomic = (path: string, text: string) =>
 export const withOk = (report: Report) => ({ ok: report.verdict === "clean", ...report })
 
 /** Write `verify.json` and `verify.html` into `dir` (created 0700 if missing); returns their paths. */
+/**
+ * Checks, before a comparison that may take long, that the reports can be written in `dir` (made if needed):
+ * a folder that cannot be is a wrong `--report` (Config), said at once rather than after the comparison.
+ */
+export const checkWritable = (dir: string): Effect.Effect<void, VerifyError> =>
+  Effect.try({
+    try: () => {
+      makeDirsSync(dir, 0o700)
+      const probe = Path.join(dir, `.verify-${randomUUID()}.tmp`)
+      NFS.writeFileSync(probe, "", { mode: 0o600 })
+      NFS.rmSync(probe, { force: true })
+    },
+    catch: (cause) =>
+      new VerifyError({
+        reason: "Config",
+        detail: `the reports cannot be written in ${dir} (${cause instanceof Error ? cause.message : String(cause)}); give --report a folder Ferry can create or write in`,
+        cause,
+      }),
+  })
+
 export const write = (dir: string, report: Report) =>
   Effect.gen(function* () {
     yield* Effect.try({

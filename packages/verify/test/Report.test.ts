@@ -3,7 +3,7 @@ import * as OS from "node:os"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { escapeHtml, html, htmlListLimit, summary, write } from "../src/Report.js"
+import { checkWritable, escapeHtml, html, htmlListLimit, summary, write } from "../src/Report.js"
 import type { Report } from "../src/Verify.js"
 
 const base: Report = {
@@ -107,6 +107,10 @@ describe("Report", () => {
           const failed = yield* Effect.flip(write("/proc/ferry-nope", base))
           assert.include(failed.message, "cannot create /proc/ferry-nope")
           assert.include(failed.message, "--report")
+          // said before any comparison, as a wrong --report (exit 2)
+          const early = yield* Effect.flip(checkWritable("/proc/ferry-nope"))
+          assert.strictEqual(early.reason, "Config")
+          assert.include(early.message, "give --report a folder Ferry can create or write in")
         }
       }),
   )

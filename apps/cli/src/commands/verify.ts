@@ -158,6 +158,8 @@ const runVerify = (f: Flags) =>
     const types = Params.list(f.type)
     const badType = Params.typesProblem("--type", types)
     if (badType !== undefined) return yield* usage(badType)
+    const dir = Option.getOrElse(f.report, () => Option.getOrElse(f.archive, () => process.cwd()))
+    yield* Report.checkWritable(dir)
     yield* Console.error(
       `ferry verify: ${source._tag === "Archive" ? source.dir : source.client.baseUrl} ⇄ ${target.baseUrl}${samplePercent !== undefined && samplePercent < 100 ? ` (sample ${samplePercent}%)` : ""}`,
     )
@@ -172,7 +174,6 @@ const runVerify = (f: Flags) =>
       ...(sourceBases.length > 0 ? { sourceBases } : {}),
       ...(f.ignoreGeneratedNarrative ? { ignoreGeneratedNarrative: true } : {}),
     })
-    const dir = Option.getOrElse(f.report, () => Option.getOrElse(f.archive, () => process.cwd()))
     const paths = yield* Report.write(dir, report)
     // with --json, stdout is the report alone
     const say = f.json ? Console.error : Console.log
