@@ -172,6 +172,15 @@ describe("ferry plan", () => {
     expect(run.stdout).toContain("Verdict: a migration looks possible.")
   }, 60_000)
 
+  it("--level group without a Group id (FERRY_LEVEL): the report, a verdict that says why not, exit 2 as migrate", async () => {
+    const run = await plan(["--from", source.handle.baseUrl, "--to", target.handle.baseUrl], {
+      FERRY_LEVEL: "group",
+    })
+    expect(run.code, run.stderr).toBe(2)
+    expect(run.stdout).toContain("Verdict: not possible as configured: --level group needs the Group id")
+    expect(lastLine(run.stderr)).toMatch(/^ferry: --level group needs the Group id: pass --group <id>/)
+  }, 60_000)
+
   it("a target refusing client ids → post; a non-empty target is warned about", async () => {
     const run = await plan(["--from", source.handle.baseUrl, "--to", refusing.baseUrl, "--json"])
     expect(run.code).toBe(0)

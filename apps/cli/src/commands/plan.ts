@@ -73,8 +73,10 @@ export interface PlanReport {
   readonly estimate: Plan.Estimate | null
   readonly strategy: { readonly export: Plan.ExportChoice; readonly import: Plan.ImportChoice } | null
   readonly warnings: ReadonlyArray<string>
-  /** True when both servers were reached and authorised: a migration looks possible. */
+  /** True when both servers were reached and authorised and the settings are whole: a migration looks possible. */
   readonly ok: boolean
+  /** A setting migrate would refuse (it exits 2 on it), when there is one. */
+  readonly settingsProblem?: string
   readonly changedNothing: true
 }
 
@@ -219,7 +221,7 @@ export const render = (r: PlanReport): ReadonlyArray<string> => {
   lines.push(
     r.ok
       ? "Verdict: a migration looks possible."
-      : `Verdict: not possible as configured: ${[r.source.problem, r.target.problem].filter((p) => p !== null).join("; ")}`,
+      : `Verdict: not possible as configured: ${[r.source.problem, r.target.problem, r.settingsProblem ?? null].filter((p) => p !== null).join("; ")}`,
   )
   return lines
 }
@@ -286,8 +288,11 @@ export const runPlan = (f: Flags) =>
           }
         : null
     const extra: Array<string> = []
-    if (settings.level === "group" && Option.isNone(settings.group))
-      extra.push("--level group needs the Group id: pass --group <id> (or group: in the config file)")
+    // what migrate refuses with these settings (a usage error, exit 2): the verdict says so, and so does the exit
+    const settingsProblem =
+      settings.level === "group" && Option.isNone(settings.group)
+        ? "--level group needs the Group id: pass --group <id> (or group: in the config file, or FERRY_GROUP)"
+        : undefined
     if (
       strategy !== null &&
       strategy.import.strategy === "put" &&
@@ -305,7 +310,8 @@ export const runPlan = (f: Flags) =>
         ...(strategy !== null ? Plan.warnings(src.report, tgt.report, strategy.import, samples) : []),
         ...extra,
       ],
-      ok,
+      ok: ok && settingsProblem === undefined,
+      ...(settingsProblem !== undefined ? { settingsProblem } : {}),
       changedNothing: true,
     }
     if (f.json) yield* Console.log(JSON.stringify(toJson(report, sourceTypes), null, 2))
@@ -313,6 +319,8 @@ export const runPlan = (f: Flags) =>
     // The first failure decides the exit code (Render.ts): 3 not authorised, 4 unreachable or failed.
     const failure = Option.orElse(src.failure, () => tgt.failure)
     if (Option.isSome(failure)) return yield* failure.value
+    if (settingsProblem !== undefined)
+      return yield* new Config.ConfigError({ reason: "Missing", detail: settingsProblem })
   }).pipe(
     Effect.scoped,
     Effect.provide(HttpLayer.layer),
