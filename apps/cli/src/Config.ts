@@ -35,6 +35,7 @@ import { FileSystem } from "@effect/platform"
 import { Config, Effect, Either, Option, ParseResult, Schema } from "effect"
 import * as EnvName from "@ferry/auth/EnvName"
 import * as Ndjson from "@ferry/core/Ndjson"
+import { fsProblem } from "@ferry/core/FsProblem"
 import * as BaseUrl from "./BaseUrl.js"
 import { parseBytes } from "./Bytes.js"
 import { nearestOf } from "./Params.js"
@@ -596,7 +597,7 @@ export const readFile = (
           new ConfigError({
             reason: "Read",
             where: path,
-            detail: `the config file could not be read (${cause.message}); check the path given to ${givenBy}`,
+            detail: `the config file could not be read (${fsProblem(cause)}); check the path given to ${givenBy}`,
             cause,
           }),
       ),

@@ -8,6 +8,7 @@ import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
 import * as Keys from "@ferry/auth/Keys"
 import { AuthError } from "@ferry/core/Errors"
+import { fsProblem } from "@ferry/core/FsProblem"
 import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Console, Effect } from "effect"
 
@@ -33,7 +34,7 @@ export const generateKey = Effect.fn("keys.generate")(function* (options: Genera
       detail:
         "--out is not a file path (not shown: a key pasted there?); give the path to write the private key to",
     })
-  const exists = yield* fs.exists(out).pipe(Effect.mapError((e) => writeFailed(out, e.message)))
+  const exists = yield* fs.exists(out).pipe(Effect.mapError((e) => writeFailed(out, fsProblem(e))))
   if (exists && !options.force) {
     return yield* new AuthError({
       reason: "Config",
@@ -42,12 +43,12 @@ export const generateKey = Effect.fn("keys.generate")(function* (options: Genera
   }
   const { privateJwk, publicJwks } = yield* Keys.generate(options.alg)
   // Replace rather than truncate: an existing file may have a looser mode than 0600.
-  if (exists) yield* fs.remove(out).pipe(Effect.mapError((e) => writeFailed(out, e.message)))
+  if (exists) yield* fs.remove(out).pipe(Effect.mapError((e) => writeFailed(out, fsProblem(e))))
   yield* fs
     .writeFileString(out, `${JSON.stringify(privateJwk, null, 2)}\n`, { flag: "wx", mode: 0o600 })
     .pipe(
       Effect.zipRight(fs.chmod(out, 0o600)),
-      Effect.mapError((e) => writeFailed(out, e.message)),
+      Effect.mapError((e) => writeFailed(out, fsProblem(e))),
     )
   yield* Console.log(JSON.stringify(publicJwks, null, 2))
   yield* Console.error(

@@ -7,6 +7,7 @@
  */
 import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
+import { fsProblem } from "@ferry/core/FsProblem"
 import { SandboxConfig, type SandboxConfigInput } from "@ferry/sandbox/Config"
 import { SandboxError, start } from "@ferry/sandbox/Sandbox"
 import { Console, Effect, Either, Option, ParseResult, Schema } from "effect"
@@ -26,9 +27,15 @@ export interface SandboxFlags {
 const readConfigFile = (path: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
-    const text = yield* fs
-      .readFileString(path)
-      .pipe(Effect.mapError((e) => new SandboxError({ reason: "Config", detail: `${path}: ${e.message}` })))
+    const text = yield* fs.readFileString(path).pipe(
+      Effect.mapError(
+        (e) =>
+          new SandboxError({
+            reason: "Config",
+            detail: `${path} could not be read (${fsProblem(e)}); check the path given to --config`,
+          }),
+      ),
+    )
     return yield* Effect.try({
       try: () => JSON.parse(text) as SandboxConfigInput,
       catch: (cause) =>
