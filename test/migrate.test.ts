@@ -713,6 +713,14 @@ describe("ferry migrate", () => {
     expect(run.code).toBe(2)
     expect(lastLine(run.stderr)).toContain("go with --strategy import")
     expect(NFS.existsSync(archive)).toBe(false)
+    // an --archive that is a file: the wrong setting it is (exit 2), not an archive failure
+    const file = Path.join(tmp, "archive-is-a-file")
+    NFS.writeFileSync(file, "")
+    const onFile = await migrate(source, target, file)
+    expect(onFile.code, onFile.stderr).toBe(2)
+    expect(lastLine(onFile.stderr)).toBe(
+      `ferry: --archive ${file} is a file, not a folder; give the folder for the archive (made when missing)`,
+    )
   }, 60_000)
 
   it("--mode crawl (a source searched page by page): the same migration, waves from the crawled files", async () => {

@@ -430,8 +430,15 @@ export const runMigrate = (f: Flags) =>
     let archive: string
     /** The earlier migration this `--since auto` run finishes instead of starting the next delta. */
     let finishing: string | undefined
-    if (Option.isSome(settings.archive)) archive = settings.archive.value
-    else if (since === "auto") {
+    if (Option.isSome(settings.archive)) {
+      archive = settings.archive.value
+      // a file there: said as the wrong setting it is (export's --out is checked the same way)
+      const stat = NFS.statSync(archive, { throwIfNoEntry: false })
+      if (stat !== undefined && !stat.isDirectory())
+        return yield* usage(
+          `--archive ${archive} is a file, not a folder; give the folder for the archive (made when missing)`,
+        )
+    } else if (since === "auto") {
       // the newest finished sibling migrated into this target decides the delta's directory: a rerun after a
       // kill finds it again. When that one's import did not finish (killed after its export), it is the one to
       // run on: its delta is not on the target yet, and the next one cannot start before it (its id map)
