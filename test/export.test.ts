@@ -137,6 +137,27 @@ const setFaults = async (baseUrl: string, faults: unknown) => {
   expect(r.status).toBe(204)
 }
 
+describe("ferry export of a URL where no FHIR server answers", () => {
+  it("a login page (200, HTML) everywhere: the last line says the URL is likely no FHIR server's base, exit 4", async () => {
+    const server = Http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" }).end("<html><body>Please sign in</body></html>")
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const baseUrl = `http://127.0.0.1:${(server.address() as Net.AddressInfo).port}/fhir`
+    try {
+      const run = await ferry(["export", baseUrl, "--out", Path.join(tmp, "login-page")])
+      expect(run.code, run.stderr).toBe(4)
+      const last = lastLine(run.stderr)
+      expect(last).toContain(
+        "the kick-off answered 200 without a Content-Location header, and its CapabilityStatement could not be read either",
+      )
+      expect(last).toContain(`check that ${baseUrl} is the base URL of a FHIR server`)
+    } finally {
+      server.close()
+    }
+  })
+})
+
 describe("ferry export (Synthea + attachments, no auth)", () => {
   let sandbox: Sandbox.SandboxHandle
   const full = Path.join(tmp, "full")

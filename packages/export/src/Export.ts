@@ -762,6 +762,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let versionWarned: string | undefined
   /** The CapabilityStatement declares no $export at this level: a 400 to the kick-off means none either. */
   let undeclared = false
+  /** Why the CapabilityStatement could not be read (an HTML page, no FHIR server there), when it could not. */
+  let capabilityProblem: string | undefined
   if (journal.isDone("mode")) {
     mode = (journal.result("mode").pipe(Option.getOrElse(() => "bulk")) as "bulk" | "crawl") ?? mode
   } else if (mode0 === "auto") {
@@ -775,9 +777,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           e._tag === "AuthError"
             ? Effect.fail(e)
             : Effect.as(
-                emit("warning", {
-                  detail: `could not read the CapabilityStatement (${e.message}); trying $export`,
-                }),
+                Effect.zipRight(
+                  Effect.sync(() => {
+                    capabilityProblem = e.message
+                  }),
+                  emit("warning", {
+                    detail: `could not read the CapabilityStatement (${e.message}); trying $export`,
+                  }),
+                ),
                 Option.none(),
               ),
       ),
@@ -820,7 +827,21 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let statusUrl: string | undefined
 
   const doKickoff = Effect.gen(function* () {
-    const url = yield* Kickoff.kickoff(client, params, { undeclared })
+    const url = yield* Kickoff.kickoff(client, params, { undeclared }).pipe(
+      // a kick-off answered with something else than 202 by a server whose CapabilityStatement could not be
+      // read either: most likely no FHIR server at this URL at all, which is what to say
+      Effect.catchIf(
+        (e): e is ExportError =>
+          e instanceof ExportError && e.reason === "Kickoff" && capabilityProblem !== undefined,
+        (e) =>
+          Effect.fail(
+            new ExportError({
+              ...e,
+              detail: `${e.detail.replace(/; expected 202 .*$/, "")}, and its CapabilityStatement could not be read either (${capabilityProblem}); check that ${redactUrl(client.baseUrl)} is the base URL of a FHIR server`,
+            }),
+          ),
+      ),
+    )
     yield* journal.append("job", { statusUrl: url } satisfies JobRecord)
     yield* emit("kickoff", { statusUrl: redactUrl(url), post: Kickoff.usesPost(params) })
     return url
