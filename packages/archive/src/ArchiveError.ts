@@ -29,7 +29,14 @@ export class ArchiveError extends Schema.TaggedError<ArchiveError>("@ferry/archi
       Exists: "choose an empty or new directory, or resume the existing archive",
       Locked: "wait for that process to finish, or stop it",
     }
-    return `${where}: ${this.detail}; ${what[this.reason]}`
+    // the state an import keeps beside the archive (`imports/<target>/`) is not the export's: exporting again
+    // would not mend it, importing again without it does
+    const state = /^(.*[\\/]imports[\\/][^\\/]+)[\\/]/.exec(this.path)?.[1]
+    const advice =
+      state !== undefined && (this.reason === "Corrupt" || this.reason === "Checksum")
+        ? `this import's own state is damaged: move ${state} aside and run the import again (what landed on the target stays; sending it again makes no duplicates)`
+        : what[this.reason]
+    return `${where}: ${this.detail}; ${advice}`
   }
 }
 

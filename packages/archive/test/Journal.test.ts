@@ -1,3 +1,4 @@
+import { ArchiveError } from "../src/ArchiveError.js"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
@@ -94,6 +95,16 @@ describe("Journal", () => {
       // one way out said once (deleting a line is not always safe: a request, a transactionTime)
       expect(e.message).toContain("restore that file from a copy, or export again")
       expect(e.message).not.toContain("delete")
+      // an import's journal (imports/<target>/): its own state, mended by importing again without it
+      const imported = new ArchiveError({
+        reason: "Corrupt",
+        path: "/a/archive/imports/127.0.0.1_8080_fhir/journal.ndjson",
+        line: 2,
+        detail: "not valid JSON",
+      })
+      expect(imported.message).toBe(
+        "/a/archive/imports/127.0.0.1_8080_fhir/journal.ndjson:2: not valid JSON; this import's own state is damaged: move /a/archive/imports/127.0.0.1_8080_fhir aside and run the import again (what landed on the target stays; sending it again makes no duplicates)",
+      )
       NFS.writeFileSync(path, '{"seq":1,"at":"x","kind":"k","key":"a"}\n{"seq":"two"}\n')
       const e2 = yield* Effect.flip(Journal.load(path))
       expect([e2.reason, e2.line]).toEqual(["Corrupt", 2])
