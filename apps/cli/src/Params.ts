@@ -48,6 +48,20 @@ export const typesProblem = (flag: string, types: ReadonlyArray<string>): string
 }
 
 /**
+ * An `_elements` entry that is no element name (`gender`, or `Patient.gender`): the server would refuse the
+ * kick-off with a 400, or match nothing. Said before anything is asked of it.
+ */
+export const elementsProblem = (flag: string, elements: ReadonlyArray<string>): string | undefined => {
+  for (const e of elements) {
+    const m = /^(?:([A-Z][A-Za-z]+)\.)?[a-z][A-Za-z0-9]*$/.exec(e)
+    if (m === null)
+      return `${flag} ${e} is not an element name; give names as FHIR writes them, e.g. id,gender or Patient.birthDate`
+    if (m[1] !== undefined && !isResourceType(m[1])) return typesProblem(flag, [m[1]])
+  }
+  return undefined
+}
+
+/**
  * The types a bulk export asks the source for, as a SMART token's scopes must allow reading them (see
  * `SmartBackend` `exportTypes`): those of `--type`, or every type at the system level (`[]`); at the Patient
  * and Group levels without `--type` only the compartment's, which the scopes are not checked against (undefined).

@@ -11,6 +11,15 @@ describe("Params", () => {
   })
   it("names the first type that is not an R4 resource type, with the nearest one", () => {
     assert.isUndefined(Params.typesProblem("--type", ["Patient", "Observation"]))
+    assert.isUndefined(Params.elementsProblem("--elements", ["id", "gender", "Patient.birthDate"]))
+    assert.strictEqual(
+      Params.elementsProblem("--elements", ["gender", "bad!"]),
+      "--elements bad! is not an element name; give names as FHIR writes them, e.g. id,gender or Patient.birthDate",
+    )
+    assert.include(
+      Params.elementsProblem("--elements", ["Patinet.gender"]) ?? "",
+      "Patinet is not an R4 resource type",
+    )
     assert.strictEqual(
       Params.typesProblem("--type", ["Patient", "Patinet"]),
       "--type Patinet is not an R4 resource type (did you mean Patient?); give type names as FHIR writes them, e.g. Patient,Observation",

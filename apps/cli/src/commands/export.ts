@@ -317,7 +317,8 @@ export const runExport = (f: Flags) =>
       (Option.isSome(f.since) && f.since.value !== "auto"
         ? Params.instantProblem("--since", f.since.value)
         : undefined) ??
-      (Option.isSome(f.until) ? Params.instantProblem("--until", f.until.value) : undefined)
+      (Option.isSome(f.until) ? Params.instantProblem("--until", f.until.value) : undefined) ??
+      Params.elementsProblem("--elements", list(f.elements))
     if (problem !== undefined) return yield* usage(problem)
     const filters = Params.typeFilters(f.typeFilter)
     if ("problem" in filters) return yield* usage(filters.problem)
