@@ -1,3 +1,5 @@
+import * as NFS from "node:fs"
+import * as Path from "node:path"
 import { Schema } from "effect"
 
 /**
@@ -29,9 +31,12 @@ export class ArchiveError extends Schema.TaggedError<ArchiveError>("@ferry/archi
       Exists: "choose an empty or new directory, or resume the existing archive",
       Locked: "wait for that process to finish, or stop it",
     }
-    // the state an import keeps beside the archive (`imports/<target>/`) is not the export's: exporting again
-    // would not mend it, importing again without it does
-    const state = /^(.*[\\/]imports[\\/][^\\/]+)[\\/]/.exec(this.path)?.[1]
+    // the state an import keeps in the archive (`<archive>/imports/<target>/`) is not the export's: exporting
+    // again would not mend it, importing again without it does (an archive that merely sits in a folder named
+    // imports is no such state: the folder above `imports` must be an archive)
+    const m = /^(.*)[\\/]imports[\\/][^\\/]+[\\/]/.exec(this.path)
+    const state =
+      m !== null && NFS.existsSync(Path.join(m[1]!, "manifest.json")) ? m[0].slice(0, -1) : undefined
     const advice =
       state !== undefined && (this.reason === "Corrupt" || this.reason === "Checksum")
         ? `this import's own state is damaged: move ${state} aside and run the import again (what landed on the target stays; sending it again makes no duplicates)`

@@ -1,3 +1,4 @@
+import * as OS from "node:os"
 import { ArchiveError } from "../src/ArchiveError.js"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
@@ -95,16 +96,28 @@ describe("Journal", () => {
       // one way out said once (deleting a line is not always safe: a request, a transactionTime)
       expect(e.message).toContain("restore that file from a copy, or export again")
       expect(e.message).not.toContain("delete")
-      // an import's journal (imports/<target>/): its own state, mended by importing again without it
+      // an import's journal (<archive>/imports/<target>/): its own state, mended by importing again without it
+      const archive = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-imports-"))
+      NFS.writeFileSync(Path.join(archive, "manifest.json"), "{}")
+      const state = Path.join(archive, "imports", "127.0.0.1_8080_fhir")
       const imported = new ArchiveError({
         reason: "Corrupt",
-        path: "/a/archive/imports/127.0.0.1_8080_fhir/journal.ndjson",
+        path: Path.join(state, "journal.ndjson"),
         line: 2,
         detail: "not valid JSON",
       })
       expect(imported.message).toBe(
-        "/a/archive/imports/127.0.0.1_8080_fhir/journal.ndjson:2: not valid JSON; this import's own state is damaged: move /a/archive/imports/127.0.0.1_8080_fhir aside and run the import again (what landed on the target stays; sending it again makes no duplicates)",
+        `${state}/journal.ndjson:2: not valid JSON; this import's own state is damaged: move ${state} aside and run the import again (what landed on the target stays; sending it again makes no duplicates)`,
       )
+      // an archive that only sits in a folder named imports: its own journal, the archive's advice
+      const elsewhere = new ArchiveError({
+        reason: "Corrupt",
+        path: Path.join(archive, "imports", "mig1", "journal.ndjson"),
+        detail: "not valid JSON",
+      })
+      NFS.rmSync(Path.join(archive, "manifest.json"))
+      expect(elsewhere.message).toContain("restore that file from a copy, or export again")
+      NFS.rmSync(archive, { recursive: true, force: true })
       NFS.writeFileSync(path, '{"seq":1,"at":"x","kind":"k","key":"a"}\n{"seq":"two"}\n')
       const e2 = yield* Effect.flip(Journal.load(path))
       expect([e2.reason, e2.line]).toEqual(["Corrupt", 2])
