@@ -165,7 +165,9 @@ export const isAttempt: (u: unknown) => u is Attempt = (u): u is Attempt =>
  * servers report a job that died.
  */
 const crashed = (e: FhirError): boolean =>
+  // a 500 only: a gateway's 502/504 is retried whatever its body says
   e.reason === "Status" &&
+  e.status === 500 &&
   (e.outcome?.issue.some((i) => i.severity === "fatal" && i.code === "exception") ?? false)
 
 /** Whether a failed bulk job status request should simply be asked again later. */

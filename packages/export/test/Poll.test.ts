@@ -139,6 +139,23 @@ describe("Poll.waitForManifest", () => {
     }),
   )
 
+  it.effect("a gateway's 504 with a fatal exception body is still a passing trouble: polled again", () =>
+    Effect.gen(function* () {
+      const crash = {
+        resourceType: "OperationOutcome",
+        issue: [{ severity: "fatal", code: "exception", diagnostics: "Service temporarily unavailable" }],
+      }
+      const { client } = yield* fake([
+        ...Array.from({ length: 6 }, () => ({ status: 504, body: crash })),
+        { status: 200, body: manifest },
+      ])
+      const fiber = yield* Effect.fork(Poll.waitForManifest(client, status, { interval: "1 second" }))
+      yield* TestClock.adjust("10 minutes")
+      const result = yield* Fiber.join(fiber)
+      assert.strictEqual(result.output.length, 1)
+    }),
+  )
+
   it.effect("a timeout after failing polls says the job may have failed, not just to keep waiting", () =>
     Effect.gen(function* () {
       const failing: Answer = { status: 503, body: outcome("transient") }
