@@ -430,6 +430,19 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(archiveManifest(x.out).complete).toBe(false)
   })
 
+  it("file URLs that answer 404 while the job still lists them: exit 4 at once, no new job, naming the file URL", async ({
+    expect,
+  }) => {
+    const x = await exportWith("files-404", {
+      expireFiles: { afterSeconds: 0, status: 404, type: "Patient" },
+    })
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /^ferry: http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/Patient\.000\.ndjson: the server answers 404 for a file its export job still lists under this URL .*report it to the server's operators$/,
+    )
+    expect(ofRoute(x, "kickoff")).toHaveLength(1)
+  })
+
   it("files that expire on every job: exit 4 after 3 new kick-offs, one line naming the status URL", async ({
     expect,
   }) => {

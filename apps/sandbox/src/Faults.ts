@@ -42,7 +42,8 @@
  *   work like signed links: every status request of a finished job hands out the files under new URLs
  *   (`?gen=N`), and `afterSeconds` counts from when that URL was handed out; without it a manifest fetched
  *   again holds the same URLs. `status: 403`: an expired file answers as an expired signed S3 link does
- *   (403, `application/xml`, `<Error><Code>AccessDenied</Code>…`) instead of 410 with an OperationOutcome.
+ *   (403, `application/xml`, `<Error><Code>AccessDenied</Code>…`) instead of 410 with an OperationOutcome;
+ *   `status: 404`: as a file URL that leads nowhere (while its job still lists it).
  * - outputsToError: the export's output files of these types are left out of `output[]` and an
  *   OperationOutcome per dropped file is written to `error[]` instead.
  * - tokenExpiresAfterSeconds: SMART access tokens stop working after this many seconds, whatever
@@ -105,7 +106,7 @@ export const FaultsConfig = Schema.Struct({
       firstAttempt: Schema.optional(Schema.Boolean),
       type: Schema.optional(Schema.String),
       renewable: Schema.optional(Schema.Boolean),
-      status: Schema.optional(Schema.Literal(410, 403)),
+      status: Schema.optional(Schema.Literal(410, 403, 404)),
     }),
   ),
   outputsToError: Schema.optional(Schema.Struct({ types: Schema.Array(Schema.String) })),
@@ -140,8 +141,8 @@ export const routeKind = (method: string, path: string): RouteKind | undefined =
 export interface DownloadFault {
   /** Answer 410 Gone (or `goneStatus`) instead of the file. */
   readonly gone: boolean
-  /** 410 (an OperationOutcome), or 403 with the XML body of an expired signed S3 link. */
-  readonly goneStatus: 410 | 403
+  /** 410 or 404 (an OperationOutcome), or 403 with the XML body of an expired signed S3 link. */
+  readonly goneStatus: 410 | 403 | 404
   /** Reset the connection after this many body bytes. */
   readonly resetAfterBytes: number | undefined
   /** Wait this long before answering. */

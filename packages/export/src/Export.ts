@@ -823,6 +823,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   /** Jobs (of this run) in which a file stayed inconsistent with its manifest. */
   let inconsistentJobs = 0
   let renewals = 0
+  /** The 404 a file of the last attempt answered (gone with its job, or a URL that leads nowhere). */
+  let missingFile: FhirError | undefined
   let released = false
   let statusUrl: string | undefined
 
@@ -1384,6 +1386,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           Effect.catchIf(isExpired, (e) =>
             Effect.sync(() => {
               inconsistent = undefined
+              missingFile = e.status === 404 ? e : undefined
             }).pipe(
               Effect.zipRight(emit("expired", { status: e.status ?? null, url: e.url })),
               Effect.as(Option.none()),
@@ -1426,6 +1429,15 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             yield* emit("manifest-renewed", { statusUrl: redactUrl(statusUrl), renewal: renewals })
             continue
           }
+          // a file answering 404 while its job still lists it under the same URL: not gone with its job (a new
+          // job would list the same wrong URLs) but a file URL that leads nowhere (a proxy, a base path)
+          if (missingFile !== undefined && Option.isSome(again))
+            return yield* new ExportError({
+              reason: "Manifest",
+              url: missingFile.url,
+              detail: `the server answers 404 for a file its export job still lists under this URL (${missingFile.message}); the manifest's file URLs lead nowhere (a proxy or base path the server does not know it is behind?): report it to the server's operators`,
+              cause: missingFile,
+            })
         }
         // a file inconsistent with its manifest in a second job too: the server's export is, not one job
         if (inconsistent !== undefined && inconsistentJobs >= 2)

@@ -96,10 +96,12 @@ export const serveFile = async (
   if (fault.gone) {
     return sendOutcome(
       ctx,
-      410,
+      fault.goneStatus,
       "error",
       "not-found",
-      `The file ${file.key} has expired; fetch the manifest again.`,
+      fault.goneStatus === 404
+        ? `No file at this URL (${file.key}).`
+        : `The file ${file.key} has expired; fetch the manifest again.`,
     )
   }
   const size = statSync(path).size
