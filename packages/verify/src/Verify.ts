@@ -444,6 +444,23 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const isOwnCopy = (r: { readonly resourceType: string; readonly id?: string; readonly meta?: unknown }) =>
     isAttachmentCopy(r) &&
     (blobPrefixes === undefined || blobPrefixes.has(copiedSha256(r)?.slice(0, 58) ?? ""))
+  /**
+   * Against an archive: an attachment copy of none of its blobs that is a true copy (its bytes hash to the
+   * sha256 its id or tag names; one served without its bytes is given the benefit of the doubt): another
+   * source's, imported into the same target. One named like a copy whose bytes are something else is not.
+   */
+  const isOtherCopy = (r: {
+    readonly resourceType: string
+    readonly id?: string
+    readonly meta?: unknown
+  }) => {
+    if (blobPrefixes === undefined || !isAttachmentCopy(r)) return false
+    const named = copiedSha256(r)
+    const data = (r as { readonly data?: unknown }).data
+    if (named === undefined || blobPrefixes.has(named.slice(0, 58))) return false
+    if (typeof data !== "string") return true
+    return createHash("sha256").update(Buffer.from(data, "base64")).digest("hex").startsWith(named)
+  }
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
   /** Every name of the source server: its base, and the others `--source-base` gives. */
   const sourceNames = [...(sourceBase !== undefined ? [sourceBase] : []), ...(options.sourceBases ?? [])]
@@ -812,6 +829,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               return
             }
             // a Binary the import made for an attachment payload: checked through the attachments pointing at it
+            // another source's attachment copy (two sources migrated into one target): theirs, as its resources
+            if (!reverse.has(tk) && isOtherCopy(r)) {
+              otherSources++
+              return
+            }
             if (!reverse.has(tk) && isOwnCopy(r)) {
               attachmentCopies++
               return

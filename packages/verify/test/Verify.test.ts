@@ -574,8 +574,15 @@ describe("Verify.run against sandboxes", () => {
         })
         const clean = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
         assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.differences))
+        // another source's attachment copy (two sources migrated into one target): its, not an extra
+        const theirs = Buffer.from("another source's payload")
+        const theirSha = createHash("sha256").update(theirs).digest("hex")
+        b.store.putBinary(binaryIdFor(theirSha), "text/plain", theirs)
+        const shared = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(shared.verdict, "clean", JSON.stringify(shared.differences))
+        assert.strictEqual(shared.totals.otherSources, 1)
         // the target's own Binaries: a plain one, one named like a copy and one tagged like a copy of bytes the
-        // archive holds no blob of
+        // archive holds no blob of (and which are not the bytes they name)
         const other = "0".repeat(64)
         b.store.putBinary("stray-note", "text/plain", Buffer.from("leftover"))
         b.store.putBinary(binaryIdFor(other), "text/plain", Buffer.from("sneaky"))
