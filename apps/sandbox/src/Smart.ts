@@ -351,7 +351,9 @@ export class Smart {
   /** The Router middleware enforcing bearer tokens and scopes. */
   readonly middleware = async (ctx: Ctx, next: () => Promise<void>): Promise<void> => {
     const method = ctx.req.method ?? "GET"
-    const access = requiredAccess(method, ctx.path, ctx.url.searchParams.has("sig"))
+    // `sig` opens only the export file route itself (whose handler checks it), whatever the path looks like
+    const signed = ctx.route === "/bulk/files/:job/:name" && ctx.url.searchParams.has("sig")
+    const access = requiredAccess(method, ctx.path, signed)
     if (access._tag === "open") return next()
     const header = ctx.req.headers.authorization ?? ""
     const m = /^Bearer\s+(\S+)$/i.exec(header)

@@ -77,6 +77,10 @@ const previews = (a: unknown, b: unknown, max: number): { source?: string; targe
 
 const base64 = /^[A-Za-z0-9+/]*={0,2}$/
 
+/** Where a payload is: `Binary.data` (the root's `data`), or the `data` of an Attachment-valued element. */
+const payloadPath =
+  /^data$|(?:^|\.)(?:attachment|photo\[\d+\]|presentedForm\[\d+\]|content(?:\[\d+\])?|contentAttachment|valueAttachment|sourceAttachment|image\[\d+\]|payload\[\d+\]\.contentAttachment)\.data$/
+
 /** The bytes a base64Binary value holds (undefined: not base64 text). */
 const decoded = (u: unknown): Buffer | undefined =>
   typeof u === "string" && u.length % 4 === 0 && base64.test(u) ? Buffer.from(u, "base64") : undefined
@@ -195,7 +199,9 @@ export const diff = (source: unknown, target: unknown, limit = 50, max = 120): R
       return
     }
     if (JSON.stringify(a) === JSON.stringify(b)) return
-    const payload = path === "data" || path.endsWith(".data") ? payloadPreviews(a, b, max) : undefined
+    // a Binary's payload, or an Attachment's (`content[0].attachment.data`, `photo[0].data`, …): not
+    // SampledData.data or Signature.data, whose short texts may read as base64 too
+    const payload = payloadPath.test(path) ? payloadPreviews(a, b, max) : undefined
     out.push({ path: path === "" ? "$" : path, ...(payload ?? previews(a, b, max)) })
   }
   walk(source, target, "")

@@ -46,7 +46,7 @@ export const html = (r: Report): string => {
       const fields =
         d.fields === undefined
           ? d.kind === "differing"
-            ? ` <small>(no field diff: only the first ${e(r.diffLimit)} differing resources get one, see --diff-limit)</small>`
+            ? ` <small>(no field diff: only the first ${e(r.diffLimit)} differing resources get one, see --diff-limit; or the source no longer held it)</small>`
             : ""
           : `<table class="fields"><tr><th>path</th><th>source</th><th>target</th></tr>${d.fields
               .map(

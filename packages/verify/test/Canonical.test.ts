@@ -429,9 +429,11 @@ describe("Diff", () => {
     const [bytes] = diff({ data: b64(jpeg) }, { data: b64(Buffer.concat([jpeg, Buffer.from([0])])) })
     assert.match(bytes?.source ?? "", /^12 bytes, sha256 [0-9a-f]{16}…$/)
     assert.match(bytes?.target ?? "", /^13 bytes, sha256 [0-9a-f]{16}…$/)
-    // a field named data that is no base64: shown as it is
+    // a field named data that is no base64: shown as it is; SampledData.data is never taken for a payload
     const [plain] = diff({ data: "not base64!" }, { data: "other" })
     assert.strictEqual(plain?.source, '"not base64!"')
+    const [sampled] = diff({ valueSampledData: { data: "1234" } }, { valueSampledData: { data: "1235" } })
+    assert.deepStrictEqual([sampled?.source, sampled?.target], ['"1234"', '"1235"'])
   })
 
   it("a long text shows where it differs, not its beginning alone; texts that read the same show their escapes", () => {

@@ -86,7 +86,10 @@ describe("Report", () => {
     for (const id of ["Patient/cut", "Patient/undiffed", "Patient/gone"])
       assert.include(page, `<code>${id}</code>`)
     assert.include(page, "More fields differ than these 1.")
-    assert.include(page, "(no field diff: only the first 20 differing resources get one, see --diff-limit)")
+    assert.include(
+      page,
+      "(no field diff: only the first 20 differing resources get one, see --diff-limit; or the source no longer held it)",
+    )
     // an extra is named by its target id alone
     assert.include(page, '<span class="kind extra">extra</span> <code>Observation/pre-0</code>')
     assert.notInclude(page, "<code></code>")
