@@ -81,10 +81,10 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 tr.bad td{background:#fde8e8}.kind{font-weight:bold}.kind.missing{color:#b02a2a}.kind.extra{color:#9a6700}.kind.differing{color:#8250df}
 code{font-size:12px;word-break:break-all}table.fields{margin:.3em 0 .8em 1em}
 </style></head><body>
-<h1>ferry verify: <span class="v ${clean ? "clean" : "differences"}">${clean ? "clean" : "differences found"}</span></h1>
-<p>Source (${e(r.source.kind)}): <code>${e(r.source.location)}</code><br>Target: <code>${e(r.target.url)}</code><br>
-${e(r.startedAt)} – ${e(r.finishedAt)}${r.idMap !== null ? `<br>Id map: <code>${e(r.idMap.path)}</code> (${e(r.idMap.entries)} entries)` : ""}</p>
-${r.sample !== null ? `<p class="sample"><strong>Sampled: ${e(r.sample.percent)}% of resources were compared</strong> (chosen by the sha256 of the source Type/id).</p>` : "<p>Full comparison: every resource of the types below was compared, on both sides (the notes below say what was left out, if anything).</p>"}
+<h1>ferry verify: <span class="v ${clean ? "clean" : "differences"}">${clean ? "clean" : "differences found"}${r.sample !== null ? ` (sample of ${e(r.sample.percent)}%)` : ""}</span></h1>
+<p>Source (${e(r.source.kind)}): <code>${e(r.source.location)}</code>${r.source.server !== undefined ? `, exported from <code>${e(r.source.server)}</code>` : ""}<br>Target: <code>${e(r.target.url)}</code><br>
+${e(r.startedAt)} – ${e(r.finishedAt)}, ${e(r.tool.name)} ${e(r.tool.version)}${r.idMap !== null ? `<br>Id map: <code>${e(r.idMap.path)}</code> (${e(r.idMap.entries)} entries; in the field diffs the source's references are shown as mapped to the target's ids)` : ""}</p>
+${r.sample !== null ? `<p class="sample"><strong>Sampled: ${e(r.sample.percent)}% of resources were compared</strong> (chosen by the sha256 of the source Type/id).</p>` : r.source.delta === true ? "<p>Incremental archive: its changed resources were compared and its deletions checked gone; the rest of the target was not (verify against the source server for that).</p>" : "<p>Full comparison: every resource of the types below was compared, on both sides (the notes below say what was left out, if anything).</p>"}
 ${r.notes.length > 0 ? `<ul>${r.notes.map((n) => `<li>${e(n)}</li>`).join("")}</ul>` : ""}
 <h2>Totals</h2>
 <table><tr><th>source</th><th>target</th><th>compared</th><th>matching</th><th>differing</th><th>missing</th><th>extra</th><th>count mismatches</th><th>attachments</th><th>attachment mismatches</th></tr>

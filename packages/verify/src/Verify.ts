@@ -30,6 +30,7 @@
  */
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
+import * as Path from "node:path"
 import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Imports from "@ferry/archive/Imports"
@@ -42,6 +43,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import { numbersLost } from "@ferry/core/NumberText"
 import { shellWord } from "@ferry/core/Shell"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
+import { version } from "@ferry/core/Version"
 import { copiedSha256, isAttachmentCopy } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
@@ -156,8 +158,17 @@ export interface Report {
   readonly verdict: "clean" | "differences"
   readonly startedAt: string
   readonly finishedAt: string
-  readonly source: { readonly kind: "server" | "archive"; readonly location: string }
+  readonly source: {
+    readonly kind: "server" | "archive"
+    readonly location: string
+    /** An archive's source server (as its manifest records it). */
+    readonly server?: string
+    /** An incremental archive (`--since`): its changes were compared, not the whole target. */
+    readonly delta?: true
+  }
   readonly target: { readonly url: string }
+  /** The Ferry that made the report. */
+  readonly tool: { readonly name: "ferry"; readonly version: string }
   readonly sample: { readonly percent: number } | null
   readonly idMap: { readonly path: string; readonly entries: number } | null
   /** What to do about the differences, when Ferry can tell (an id map that was not given). */
@@ -1085,9 +1096,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     finishedAt: DateTime.formatIso(yield* DateTime.now),
     source:
       source._tag === "Archive"
-        ? { kind: "archive", location: source.dir }
+        ? {
+            kind: "archive",
+            location: Path.resolve(source.dir),
+            ...(manifest !== undefined ? { server: manifest.source.baseUrl } : {}),
+            ...(delta ? { delta: true as const } : {}),
+          }
         : { kind: "server", location: source.client.baseUrl },
     target: { url: target.baseUrl },
+    tool: { name: "ferry", version },
     sample: percent !== undefined && percent < 100 ? { percent } : null,
     idMap: idMapPath !== undefined ? { path: idMapPath, entries: forward.size } : null,
     ...(hint !== undefined ? { hint } : {}),

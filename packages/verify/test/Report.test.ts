@@ -13,6 +13,7 @@ const base: Report = {
   finishedAt: "2026-01-01T00:00:01.000Z",
   source: { kind: "server", location: "http://s/fhir" },
   target: { url: "http://t/fhir?<b>" },
+  tool: { name: "ferry", version: "test" },
   sample: null,
   idMap: null,
   diffLimit: 20,
@@ -46,6 +47,21 @@ describe("Report", () => {
     assert.include(page, "http://t/fhir?&lt;b&gt;")
     assert.include(page, "a &lt;note&gt; &amp; more")
     assert.notInclude(page, "<note>")
+  })
+
+  it("says what made it and what was compared: the Ferry version, an archive's server, a sample, a delta", () => {
+    const page = html({
+      ...base,
+      verdict: "clean",
+      source: { kind: "archive", location: "/a/arch", server: "https://ehr.example.org/fhir", delta: true },
+      sample: { percent: 5 },
+    })
+    assert.include(page, "ferry test")
+    assert.include(page, "exported from <code>https://ehr.example.org/fhir</code>")
+    assert.include(page, '<span class="v clean">clean (sample of 5%)</span>')
+    const delta = html({ ...base, source: { kind: "archive", location: "/a/arch", delta: true } })
+    assert.include(delta, "Incremental archive: its changed resources were compared")
+    assert.notInclude(delta, "Full comparison")
   })
 
   it("caps the listed differences on the page and points at verify.json", () => {
