@@ -15,7 +15,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { originOf, redactUrl } from "@ferry/core/Http"
+import { originOf, redactUrl, transportProblem } from "@ferry/core/Http"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { printable } from "@ferry/core/OperationOutcome"
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
@@ -773,8 +773,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       Effect.catchAll(
         (
           e,
-        ): Effect.Effect<Option.Option<CapabilityStatement.CapabilityStatement>, AuthError | ExportError> =>
-          e._tag === "AuthError"
+        ): Effect.Effect<
+          Option.Option<CapabilityStatement.CapabilityStatement>,
+          AuthError | ExportError | FhirError
+        > =>
+          // refused credentials fail here, as does a server that took the connection and never answered (its
+          // kick-off would wait out the same timeouts again: a quarter of an hour more for nothing)
+          e._tag === "AuthError" ||
+          (e._tag === "FhirError" && e.reason === "Transport" && transportProblem(e.detail) === "NoAnswer")
             ? Effect.fail(e)
             : Effect.as(
                 Effect.zipRight(

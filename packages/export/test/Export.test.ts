@@ -1368,3 +1368,25 @@ describe("a crawl with no type to search", () => {
     }),
   )
 })
+
+describe("Export.run against a source that never answers", () => {
+  it.scopedLive(
+    "a CapabilityStatement that never comes fails the export there: no kick-off waiting out the same timeouts",
+    () =>
+      Effect.gen(function* () {
+        const seen: Array<string> = []
+        // takes every request and never answers (the sockets are left open until the scope closes)
+        const origin = yield* loopbackServer((req) => {
+          seen.push(`${req.method} ${new URL(req.url ?? "/", "http://x").pathname}`)
+        })
+        const client = yield* clientFor(`${origin}/fhir`, { timeout: "200 millis" })
+        const out = Path.join(yield* tempDir, "silent")
+        const exit = yield* Effect.exit(Export.run({ client, out, params: { level: "system" }, ...fast }))
+        const error = failureOf(exit)
+        assert.isDefined(error)
+        assert.include(String((error as { message?: unknown }).message), "did not answer within")
+        assert.isTrue(seen.length > 0 && seen.every((s) => s === "GET /fhir/metadata"), seen.join(", "))
+      }),
+    30_000,
+  )
+})
