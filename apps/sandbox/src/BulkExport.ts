@@ -64,7 +64,7 @@ import {
   TYPE_NAME,
   type TypeFilter,
 } from "./internal/bulkParams.js"
-import { requestAllows, smartOf } from "./Smart.js"
+import { grantOf, requestAllows, smartOf } from "./Smart.js"
 import type { Store, StoredResource } from "./Store.js"
 
 export type ExportLevel = "system" | "patient" | "group"
@@ -140,6 +140,8 @@ interface Job {
   readonly issued: Array<number>
   /** `bulk.signedUrls`: the `sig` every file URL of this job carries (undefined: files need the token). */
   readonly signature: string | undefined
+  /** The client that started the job (auth on), the only one its status and files are for. */
+  readonly owner: string | undefined
   failure: string | undefined
   readonly output: Array<ManifestItem>
   readonly deleted: Array<ManifestItem>
@@ -771,6 +773,7 @@ export const register = (
       since: plan.since,
       requiresAccessToken: smartOf(router) !== undefined && !settings.signedUrls,
       signature: settings.signedUrls ? randomBytes(16).toString("hex") : undefined,
+      owner: grantOf(ctx.req)?.clientId,
       organizeBy: plan.organizeBy,
       partSize: plan.partialManifests ? settings.manifestPartSize : undefined,
       state: "running",
@@ -796,9 +799,14 @@ export const register = (
     })
   }
 
+  /**
+   * The job a status, DELETE or file request names. With auth on, only the client that started it may see it
+   * (another client's token gets the 404 of a job that is not there); a signed file link needs no token.
+   */
   const jobOf = (ctx: Ctx): Job => {
     const job = jobs.get(ctx.params.job ?? "")
-    if (job === undefined || job.cancelled) {
+    const caller = grantOf(ctx.req)?.clientId
+    if (job === undefined || job.cancelled || (caller !== undefined && job.owner !== caller)) {
       throw new FhirHttpError(
         404,
         "not-found",

@@ -34,7 +34,7 @@ import { addOperations } from "./internal/bulkCapability.js"
 import { type BulkConfig, type BulkConfigInput, decodeBulkConfig } from "./internal/bulkConfig.js"
 import { JobDirs, serveFile } from "./internal/bulkFiles.js"
 import { parsePrefer } from "./BulkExport.js"
-import { requestAllows, smartOf } from "./Smart.js"
+import { grantOf, requestAllows, smartOf } from "./Smart.js"
 import type { Store } from "./Store.js"
 import { parseKeepingNumbers } from "@ferry/core/NumberText"
 
@@ -65,6 +65,8 @@ interface Job {
   readonly request: string
   readonly transactionTime: string
   readonly requiresAccessToken: boolean
+  /** The client that started the job (auth on), the only one its status is for. */
+  readonly owner: string | undefined
   state: "running" | "done" | "failed"
   cancelled: boolean
   polls: number
@@ -440,6 +442,7 @@ export const register = (
       request: ctx.url.href,
       transactionTime: store.now(),
       requiresAccessToken: smartOf(router) !== undefined,
+      owner: grantOf(ctx.req)?.clientId,
       state: "running",
       cancelled: false,
       polls: 0,
@@ -466,9 +469,11 @@ export const register = (
     )
   })
 
+  /** The job a status or DELETE names; with auth on, only for the client that started it (else a 404). */
   const jobOf = (ctx: Ctx): Job => {
     const job = jobs.get(ctx.params.job ?? "")
-    if (job === undefined || job.cancelled) {
+    const caller = grantOf(ctx.req)?.clientId
+    if (job === undefined || job.cancelled || (caller !== undefined && job.owner !== caller)) {
       throw new FhirHttpError(
         404,
         "not-found",

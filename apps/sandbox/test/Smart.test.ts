@@ -233,7 +233,7 @@ describe("Smart", () => {
 
   it.scopedLive("scopes are enforced per type and read/write; export limited to readable types", () =>
     Effect.gen(function* () {
-      const { kit, rsa, token } = yield* setup()
+      const { kit, rsa, ec, token } = yield* setup()
       const patientOnly = (yield* token(rsa, "rsa-client", "system/Patient.read")).access_token
       const readAll = (yield* token(rsa, "rsa-client", "system/*.rs")).access_token
       const writeAll = (yield* token(rsa, "rsa-client", "system/*.write")).access_token
@@ -269,6 +269,11 @@ describe("Smart", () => {
       assert.strictEqual(noToken.status, 401)
       const noStatus = yield* http(exp.status)
       assert.strictEqual(noStatus.status, 401)
+      // another client's token: the job and its files are not there for it; its own client's are
+      const other = (yield* token(ec, "ec-client", "system/*.rs")).access_token
+      assert.strictEqual((yield* http(exp.status, { headers: bearer(other) })).status, 404)
+      assert.strictEqual((yield* http(exp.manifest.output[0]!.url, { headers: bearer(other) })).status, 404)
+      assert.strictEqual((yield* http(exp.status, { headers: bearer(readAll) })).status, 200)
     }),
   )
 
