@@ -158,16 +158,19 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
   )
 
   it.for([
-    { status: 500 as const, retryAfterSeconds: undefined },
-    { status: 503 as const, retryAfterSeconds: 1 },
+    { status: 500 as const, retryAfterSeconds: undefined, body: "outcome" as const },
+    { status: 503 as const, retryAfterSeconds: 1, body: "outcome" as const },
+    { status: 502 as const, retryAfterSeconds: undefined, body: "html" as const },
+    { status: 504 as const, retryAfterSeconds: undefined, body: "html" as const },
   ])(
-    "transient $status (OperationOutcome code transient) twice on kick-off, status and download: retried, then completes",
-    async ({ status, retryAfterSeconds }, { expect }) => {
+    "transient $status ($body) twice on kick-off, status and download: retried, then completes",
+    async ({ status, retryAfterSeconds, body }, { expect }) => {
       const x = await exportWith(`transient-${status}`, {
         transient: routes.map((route) => ({
           route,
           first: 2,
           status,
+          body,
           ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
         })),
       })

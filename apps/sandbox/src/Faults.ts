@@ -14,7 +14,7 @@
  * ```json
  * {
  *   "throttle":  [{ "route": "status", "first": 2, "skip": 0, "retryAfter": "seconds" | "http-date" | "epoch", "seconds": 1 }],
- *   "transient": [{ "route": "download", "first": 1, "skip": 0, "status": 500 | 503, "retryAfterSeconds": 1 }],
+ *   "transient": [{ "route": "download", "first": 1, "skip": 0, "status": 500 | 502 | 503 | 504, "retryAfterSeconds": 1, "body": "outcome" | "html" }],
  *   "delay":     [{ "route": "status", "ms": 200 }],
  *   "resetDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
  *   "slowDownload":   { "type": "Binary", "ms": 2000 },
@@ -29,7 +29,8 @@
  *   seconds ("seconds"), an HTTP-date ("http-date") or absolute epoch seconds ("epoch", a non-standard
  *   form some gateways send).
  * - transient: requests skip+1 … skip+first get `status` with an OperationOutcome whose issue code is
- *   `transient` (and `Retry-After` when retryAfterSeconds is given).
+ *   `transient` (and `Retry-After` when retryAfterSeconds is given); `body: "html"`: an HTML page instead, as a
+ *   gateway in front of the server answers (502, 504).
  * - delay: every request of the kind waits `ms` before being handled.
  * - resetDownload: the first `attempts` downloads of each matching file (every file, or files of
  *   `type`) send the headers and `afterBytes` bytes of the body, then the TCP connection is reset.
@@ -75,8 +76,10 @@ const Transient = Schema.Struct({
   route: RouteKind,
   first: Schema.optionalWith(Count, { default: () => 1 }),
   skip: Schema.optionalWith(Count, { default: () => 0 }),
-  status: Schema.optionalWith(Schema.Literal(500, 503), { default: () => 503 as const }),
+  status: Schema.optionalWith(Schema.Literal(500, 502, 503, 504), { default: () => 503 as const }),
   retryAfterSeconds: Schema.optional(Schema.Number.pipe(Schema.nonNegative())),
+  /** `html`: the answer a gateway in front of the server gives (an HTML page), not an OperationOutcome. */
+  body: Schema.optional(Schema.Literal("outcome", "html")),
 })
 
 export const FaultsConfig = Schema.Struct({
@@ -216,6 +219,13 @@ export class Faults {
       if (rule.route === kind && n > rule.skip && n <= rule.skip + rule.first) {
         if (rule.retryAfterSeconds !== undefined) {
           ctx.res.setHeader("Retry-After", retryAfterValue("seconds", rule.retryAfterSeconds))
+        }
+        if (rule.body === "html") {
+          ctx.res.writeHead(rule.status, { "Content-Type": "text/html" })
+          ctx.res.end(
+            `<html><body><h1>${rule.status} Gateway error</h1><p>sandbox fault: ${kind} #${n}</p></body></html>`,
+          )
+          return
         }
         return sendOutcome(
           ctx,
