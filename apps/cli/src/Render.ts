@@ -14,6 +14,7 @@
  *
  * Errors are recognised by `_tag` (and `reason`) so this module does not depend on every package.
  */
+import { fsProblem } from "@ferry/core/FsProblem"
 import * as Archive from "@ferry/archive/Archive"
 import { HelpDoc, ValidationError } from "@effect/cli"
 import { isPastedSecret } from "@ferry/core/PastedSecret"
@@ -118,20 +119,12 @@ const badPath = (defect: unknown): Option.Option<string> => {
   const e = defect as Tagged & { readonly module?: unknown; readonly pathOrDescriptor?: unknown }
   const code = typeof e.message === "string" ? pathCodes.exec(e.message)?.[1] : undefined
   if (e.module !== "FileSystem" || code === undefined) return Option.none()
-  const what: Record<string, string> = {
-    ENOTDIR: "a part of it is a file, not a folder",
-    EISDIR: "it is a folder, not a file",
-    EACCES: "a folder on the way may not be read",
-    EPERM: "a folder on the way may not be read",
-    ENAMETOOLONG: "it is too long",
-    ELOOP: "its symbolic links loop",
-  }
   const path = String(e.pathOrDescriptor)
   if (isPastedSecret(path))
     return Option.some(
       "a value given as a file path is not one (not shown: the key or token itself?); give the path of the file that holds it",
     )
-  return Option.some(`the path ${path} cannot be used (${code}: ${what[code]}); give another path`)
+  return Option.some(`the path ${path} cannot be used (${code}: ${fsProblem(code)}); give another path`)
 }
 
 /** One line (no stack) describing a failure. */

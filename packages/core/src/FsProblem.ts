@@ -6,7 +6,7 @@
 /** The words for the errno codes a user can act on. */
 const words: Readonly<Record<string, string>> = {
   ENOENT: "no such file or folder",
-  ENOTDIR: "a part of the path is a file, not a folder",
+  ENOTDIR: "a part of it is a file, not a folder",
   EISDIR: "it is a folder, not a file",
   EACCES: "permission denied",
   EPERM: "permission denied",

@@ -162,22 +162,21 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
   const timeout = Duration.decode(options.timeout ?? Duration.hours(24))
   /** The status URL's last answer, when it was a failure asked again (cleared by a 202). */
   let failing: FhirError | undefined
-  const given = options
-  options = {
-    ...given,
+  const tracked: PollOptions = {
+    ...options,
     onRetry: (e, wait) =>
       Effect.zipRight(
         Effect.sync(() => {
           failing = e
         }),
-        given.onRetry?.(e, wait) ?? Effect.void,
+        options.onRetry?.(e, wait) ?? Effect.void,
       ),
     onProgress: (progress) =>
       Effect.zipRight(
         Effect.sync(() => {
           failing = undefined
         }),
-        given.onProgress?.(progress) ?? Effect.void,
+        options.onProgress?.(progress) ?? Effect.void,
       ),
   }
   const onPartial = options.onPartial
@@ -209,7 +208,7 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
   const all = Effect.gen(function* () {
     let wait = Duration.decode(options.interval ?? Duration.seconds(1))
     for (;;) {
-      const first = yield* pollOnce(client, statusUrl, options, reporter(undefined))
+      const first = yield* pollOnce(client, statusUrl, tracked, reporter(undefined))
       // the status URL's answer says whether the job runs, for every part of this pass
       const running = first.running
       let manifest = first.manifest
@@ -230,7 +229,7 @@ export const waitForManifest = Effect.fn("Poll.waitForManifest")(function* (
         }
         seen.add(url)
         if (onPartial !== undefined) yield* onPartial(withoutLink(manifest))
-        const part = yield* pollOnce(client, url, options, reporter(manifest)).pipe(
+        const part = yield* pollOnce(client, url, tracked, reporter(manifest)).pipe(
           Effect.map(Option.some),
           Effect.catchIf(
             (e) => running && isJobGone(e),

@@ -13,24 +13,6 @@ export const binaryIdFor = (sha256: string): string => `ferry-${sha256.slice(0, 
 
 const putId = /^ferry-[0-9a-f]{58}$/
 
-/** Whether `resource` is a Binary an import uploaded for an attachment payload (put: its id; post: its tag). */
-export const isAttachmentCopy = (resource: {
-  readonly resourceType: string
-  readonly id?: string | undefined
-  readonly meta?: unknown
-}): boolean => {
-  if (resource.resourceType !== "Binary") return false
-  if (typeof resource.id === "string" && putId.test(resource.id)) return true
-  const tags = (resource.meta as { tag?: unknown } | undefined)?.tag
-  return (
-    Array.isArray(tags) &&
-    tags.some(
-      (t: unknown) =>
-        typeof t === "object" && t !== null && (t as { system?: unknown }).system === sha256TagSystem,
-    )
-  )
-}
-
 /**
  * The sha256 an attachment copy names (see `isAttachmentCopy`): the first 58 hex digits of it for one put by
  * its id, the whole for one tagged in post mode; undefined for any other resource.
@@ -51,3 +33,10 @@ export const copiedSha256 = (resource: {
     }
   return undefined
 }
+
+/** Whether `resource` is a Binary an import uploaded for an attachment payload (put: its id; post: its tag). */
+export const isAttachmentCopy = (resource: {
+  readonly resourceType: string
+  readonly id?: string | undefined
+  readonly meta?: unknown
+}): boolean => copiedSha256(resource) !== undefined

@@ -44,7 +44,7 @@ import { numbersLost } from "@ferry/core/NumberText"
 import { shellWord } from "@ferry/core/Shell"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { version } from "@ferry/core/Version"
-import { copiedSha256, isAttachmentCopy } from "@ferry/transform/AttachmentCopy"
+import { copiedSha256 } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
 import {
@@ -452,9 +452,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
    * A Binary an import of this source uploaded for an attachment payload (no extra). Against an archive, only
    * a copy of one of its blobs: a Binary named like one that holds other bytes is the target's own.
    */
-  const isOwnCopy = (r: { readonly resourceType: string; readonly id?: string; readonly meta?: unknown }) =>
-    isAttachmentCopy(r) &&
-    (blobPrefixes === undefined || blobPrefixes.has(copiedSha256(r)?.slice(0, 58) ?? ""))
+  const isOwnCopy = (r: { readonly resourceType: string; readonly id?: string; readonly meta?: unknown }) => {
+    const named = copiedSha256(r)
+    return named !== undefined && (blobPrefixes === undefined || blobPrefixes.has(named.slice(0, 58)))
+  }
   /**
    * Against an archive: an attachment copy of none of its blobs that is a true copy (its bytes hash to the
    * sha256 its id or tag names; one served without its bytes is given the benefit of the doubt): another
@@ -465,10 +466,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     readonly id?: string
     readonly meta?: unknown
   }) => {
-    if (blobPrefixes === undefined || !isAttachmentCopy(r)) return false
     const named = copiedSha256(r)
+    if (blobPrefixes === undefined || named === undefined || blobPrefixes.has(named.slice(0, 58)))
+      return false
     const data = (r as { readonly data?: unknown }).data
-    if (named === undefined || blobPrefixes.has(named.slice(0, 58))) return false
     if (typeof data !== "string") return true
     return createHash("sha256").update(Buffer.from(data, "base64")).digest("hex").startsWith(named)
   }
