@@ -158,6 +158,9 @@ describe("Attachments", () => {
           Effect.gen(function* () {
             const s = yield* Attachments.store(dir)
             for (let i = 0; i < 20; i++) yield* s.storeBytes(enc.encode(`uncommitted ${i}`))
+            // (the files are created in the thread pool: all 20 open within a moment)
+            for (let waited = 0; openFds() < before + 20 && waited < 5_000; waited += 10)
+              yield* Effect.promise(() => new Promise((r) => setTimeout(r, 10)))
             expect(openFds()).toBeGreaterThanOrEqual(before + 20)
           }),
         )
