@@ -27,6 +27,7 @@ import { Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 import { decoderFor } from "./internal/Encoding.js"
 import type { ArchiveDir } from "./internal/ArchiveDir.js"
+import type { ExportedBinaries } from "./internal/ExportedBinaries.js"
 
 /** One attachment to fetch, with where it was found. */
 export interface AttachmentRef {
@@ -74,6 +75,8 @@ export interface AttachmentOptions {
    * http(s)); default: every origin. One that is not is a failed attachment saying which flag allows it.
    */
   readonly allowOrigin?: (origin: string) => boolean
+  /** The source's Binaries the export holds as resources: one of those is copied, not fetched again. */
+  readonly exported?: Pick<ExportedBinaries, "read">
 }
 
 /**
@@ -87,6 +90,7 @@ export const originNotAllowed = (origin: string): string =>
     : `not fetched: ${origin} is neither the source's origin nor one its manifest names its files on, and a URL in the data is not followed to other machines unasked; if the source's attachments are kept there, add --attachment-origin ${origin} (or --attachment-origin any)`
 
 const binaryPath = /(?:^|\/)Binary\/[A-Za-z0-9\-.]{1,64}$/
+const binaryId = /^[A-Za-z0-9\-.]{1,64}$/
 
 /** Whether the URL names a Binary on the source server (read raw, `Accept` any type). */
 export const isSourceBinary = (baseUrl: string, url: string): boolean =>
@@ -150,6 +154,28 @@ export const fetchOne = (
     const fetched = yield* gates === undefined
       ? fetchBody(client, store, ref, resolved, binary)
       : gates.http.withPermits(1)(fetchBody(client, store, ref, resolved, binary))
+    return yield* keep(store, ref, resolved, fetched)
+  })
+
+/** What the index records of a body for `ref`: its content type, its URL, and what the Attachment says of it. */
+const metaOf = (ref: AttachmentRef, contentType: string | undefined): ArchiveAttachments.Meta => ({
+  ...(contentType !== undefined ? { contentType } : {}),
+  sourceUrl: ref.url,
+  // a body that is not what the Attachment says is not stored under its URL (see the check in `keep`)
+  expected: {
+    ...(ref.size !== undefined ? { size: ref.size } : {}),
+    ...(ref.hash !== undefined ? { sha1: ref.hash } : {}),
+  },
+})
+
+/** A body fetched (or copied) for `ref`: stored, and checked against what its Attachment says. */
+const keep = (
+  store: ArchiveAttachments.Store,
+  ref: AttachmentRef,
+  resolved: string,
+  fetched: Fetched,
+): Effect.Effect<StoredAttachment, ExportError | ArchiveError> =>
+  Effect.gen(function* () {
     const stored =
       fetched.kind === "stored" ? fetched.stored : yield* store.storeBytes(fetched.bytes, fetched.meta)
     const contentType = fetched.meta.contentType
@@ -202,15 +228,7 @@ const fetchBody = (
     const responseType = response.headers["content-type"]
     let contentType =
       binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
-    const meta = (): ArchiveAttachments.Meta => ({
-      ...(contentType !== undefined ? { contentType } : {}),
-      sourceUrl: ref.url,
-      // a body that is not what the Attachment says is not stored under its URL (see the check in fetchOne)
-      expected: {
-        ...(ref.size !== undefined ? { size: ref.size } : {}),
-        ...(ref.hash !== undefined ? { sha1: ref.hash } : {}),
-      },
-    })
+    const meta = () => metaOf(ref, contentType)
     // A Content-Encoding is undone (an object store may send `gzip` unasked): what is stored is the content.
     const encoding = response.headers["content-encoding"]
     const decoder = decoderFor(encoding)
@@ -421,6 +439,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   const inFlight = new Map<string, Deferred.Deferred<boolean>>()
   const gates: Gates = { http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)) }
   const baseOrigin = Option.getOrElse(originOf(client.baseUrl), () => "null")
+  const exported = options.exported
+  /** `<base>/Binary/`: a URL that is this plus an id names a source Binary the export may hold. */
+  const binaryBase = `${client.baseUrl.replace(/\/+$/, "")}/Binary/`
   let fetched = 0
   let skipped = 0
   let bytes = 0
@@ -451,6 +472,20 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       const origin = Option.getOrElse(originOf(resolved), () => "null")
       // (a relative URL resolves onto the base: same origin; an absolute one keeps its own)
       const binary = origin === baseOrigin && namesBinary(ref.url)
+      const exportedId =
+        binary && exported !== undefined && resolved.startsWith(binaryBase)
+          ? resolved.slice(binaryBase.length)
+          : undefined
+      if (exported !== undefined && exportedId !== undefined && binaryId.test(exportedId))
+        return Effect.flatMap(exported.read(exportedId), (copied) =>
+          Option.isSome(copied)
+            ? keep(store, ref, resolved, {
+                kind: "bytes",
+                bytes: copied.value.bytes,
+                meta: metaOf(ref, copied.value.contentType ?? ref.contentType),
+              })
+            : fetchOne(client, store, ref, gates, { url: resolved, binary }),
+        )
       return options.allowOrigin === undefined || options.allowOrigin(origin)
         ? fetchOne(client, store, ref, gates, { url: resolved, binary })
         : Effect.fail(
@@ -539,7 +574,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       // permit stays busy (see SPARE_WORKERS); the first archive failure interrupts the others, as forEach
       // would.
       yield* forEachPooled(refs, Math.min(refs.length, Math.max(1, options.concurrency) + SPARE_WORKERS), one)
-      yield* store.commit
+      // (no references, nothing of this call's to make durable: a file without attachments does not wait for
+      // the blobs other files are committing)
+      if (refs.length > 0) yield* store.commit
       skipped += mineSkipped
       return {
         fetched: mineFetched,

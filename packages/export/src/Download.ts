@@ -51,6 +51,18 @@ export interface DownloadTarget {
    * servers count differently): the count check accepts the file's lines with or without them.
    */
   readonly uncounted?: (resource: Resource) => boolean
+  /** Told where each line of the file is (every line is then parsed): see `LineSink`. */
+  readonly lines?: LineSink
+}
+
+/**
+ * Where each checked line of a file is: its resource, its byte offset in the file and its length (terminator
+ * included). `reset` comes first in every transfer attempt: the lines told before are void (the attempt starts
+ * over or re-reads the part file it keeps, from offset 0). Not for a file written gzip-compressed.
+ */
+export interface LineSink {
+  readonly reset: () => void
+  readonly line: (resource: Resource, offset: number, bytes: number) => void
 }
 
 export interface DownloadResult {
@@ -169,6 +181,7 @@ const scanned = <E>(
         scan.count++
         if (target.uncounted?.(item.value) === true) scan.uncounted++
         target.onResource?.(item.value)
+        target.lines?.line(item.value, item.offset, item.bytes)
       }),
     ),
   )
@@ -234,9 +247,11 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
         : 0
     // the part kept is checked before the rest is asked for (no connection waits meanwhile)
     let scan = new Scan()
+    target.lines?.reset()
     if (offset > 0 && !(yield* checkPart(target, part, scan, options))) {
       offset = 0
       scan = new Scan()
+      target.lines?.reset()
     }
     const headers: Record<string, string> =
       offset === 0
@@ -291,7 +306,10 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
       yield* options.onResume(append ? offset : 0, append ? "range" : "server ignored Range, restarting")
     }
     // the part was scanned above: kept, the rest is added to its scan; otherwise the file starts over
-    if (!append) scan = new Scan()
+    if (!append) {
+      scan = new Scan()
+      target.lines?.reset()
+    }
     const handle = yield* Effect.acquireRelease(
       fsTry(target.label, "open the partial download", async () => {
         const h = await NFS.promises.open(part, append ? "a" : "w", 0o600)
@@ -304,7 +322,7 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
     // instead of an Effect Stream pipeline per chunk and per line (with FhirClient.get, the files phase of
     // bench/export at 100k went from 3–5 s to 1.3–3.6 s on a loaded machine).
     const chunks = decoded(target, response.headers["content-encoding"], response.body)
-    const lines = lineChecker(target, scan)
+    const lines = lineChecker(target, scan, append ? offset : 0)
     const nextChunk = Effect.tryPromise({
       try: () => chunks.next(),
       catch: (e) => (e instanceof ExportError ? e : broken(target.url, e)),
@@ -344,15 +362,18 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
  * The line checker of a download: every line counted and checked to be a resource of the file's type. Only the
  * lines that can hold an attachment URL (`"url"` in them, or a `\u` escape that could spell it) are parsed for
  * `onResource`; the others are checked without building them (`Ndjson.checker`: at 1M resources, parsing every
- * line made garbage collection ≈ 30 % of the export's CPU; docs/benchmarks.md).
+ * line made garbage collection ≈ 30 % of the export's CPU; docs/benchmarks.md). A file whose `lines` are
+ * wanted (the Binary files, `ExportedBinaries`) has every line parsed.
  */
-const lineChecker = (target: DownloadTarget, scan: Scan): Ndjson.Parser => {
+const lineChecker = (target: DownloadTarget, scan: Scan, from: number): Ndjson.Parser => {
   const onResource = target.onResource
-  if (target.type === undefined || target.uncounted !== undefined)
+  const sink = target.lines
+  if (target.type === undefined || target.uncounted !== undefined || sink !== undefined)
     return Ndjson.parser(readOptionsOf(target), (item) => {
       scan.count++
       if (target.uncounted?.(item.value) === true) scan.uncounted++
       onResource?.(item.value)
+      sink?.line(item.value, from + item.offset, item.bytes)
     })
   const wanted =
     onResource === undefined ? () => false : (text: string) => text.includes('"url"') || text.includes("\\u")

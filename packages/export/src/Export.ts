@@ -20,6 +20,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import { printable } from "@ferry/core/OperationOutcome"
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import * as Attachments from "./Attachments.js"
+import * as ExportedBinaries from "./internal/ExportedBinaries.js"
 import * as Crawl from "./Crawl.js"
 import * as Download from "./Download.js"
 import { ExportError } from "./ExportError.js"
@@ -886,6 +887,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     options.attachmentOrigins === "any" ? [] : (options.attachmentOrigins ?? []),
   )
   for (const o of Option.toArray(originOf(client.baseUrl))) attachmentOrigins.add(o)
+  // attachments that are the source's own Binaries are copied from the Binary files (plain files only: a
+  // gzip-written file's offsets are not the download's)
+  const exported =
+    options.attachments === false || options.gzip === true ? undefined : yield* ExportedBinaries.make
   const fetcher =
     options.attachments === false
       ? undefined
@@ -895,8 +900,12 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           onStored: (s) => notify("attachment", { url: redactUrl(s.url), sha256: s.sha256, size: s.size }),
           onFailed: (f) =>
             emit("attachment-failed", { url: f.url, resource: f.resource, path: f.path, detail: f.detail }),
+          ...(exported !== undefined ? { exported } : {}),
         })
   const ready = new Set<string>()
+  /** A Binary data file whose lines `exported` learns while it downloads. */
+  const holdsBinaries = (f: PlannedFile) =>
+    exported !== undefined && f.kind === "output" && f.type === "Binary" && f.organized === undefined
 
   /**
    * A file is in the archive: fetch its attachments (from `refs` collected while downloading, or by reading
@@ -972,6 +981,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           }),
         )
       })
+      const binaries = holdsBinaries(f) ? exported?.file(archive.path(f.path)) : undefined
       const target: Download.DownloadTarget = {
         url: f.url,
         type: f.type,
@@ -984,6 +994,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         ...(collected !== undefined ? { onResource: collected.onResource } : {}),
         // organizeOutputBy: servers differ on whether `count` includes the block headers
         ...(f.organized !== undefined ? { uncounted: Organized.isHeader } : {}),
+        ...(binaries !== undefined ? { lines: binaries.sink } : {}),
       }
       // Network bytes of this file so far, reported at most every FILE_PROGRESS_EVERY_MS.
       let received = 0
@@ -1062,6 +1073,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         compression: options.gzip === true ? "gzip" : "none",
       }
       yield* journal.append(f.key, file)
+      if (binaries !== undefined) yield* binaries.finished
       yield* emit("file", {
         kind: f.kind,
         type: f.type ?? null,
@@ -1380,13 +1392,23 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           yield* Organized.makeStaging(archive.root)
         }
         const rank = options.downloadRank
-        const queue = planned.map((p, i) => ({ p, i, r: rank === undefined ? 0 : rank(p.type ?? "") }))
-        queue.sort((a, b) => a.r - b.r || a.i - b.i)
+        // Binary files first: attachments naming those Binaries wait for them (`ExportedBinaries`), and every
+        // one of them is under way before any other file can wait
+        const queue = planned.map((p, i) => ({
+          p,
+          i,
+          b: holdsBinaries(p) ? 0 : 1,
+          r: rank === undefined ? 0 : rank(p.type ?? ""),
+        }))
+        queue.sort((a, b) => a.b - b.b || a.r - b.r || a.i - b.i)
+        if (exported !== undefined)
+          yield* exported.expect(queue.filter((q) => q.b === 0 && !journal.isDone(q.p.key)).length)
         const attempt = yield* Effect.forEach(
           queue,
           ({ p, i }) => Effect.map(downloadOne(manifest)(p), (result) => ({ i, result })),
           { concurrency: parallel },
         ).pipe(
+          Effect.ensuring(exported === undefined ? Effect.void : exported.settle),
           // back to manifest order
           Effect.map((done) => Option.some(done.sort((a, b) => a.i - b.i).map((d) => d.result))),
           Effect.catchIf(isExpired, (e) =>

@@ -1390,3 +1390,63 @@ describe("Export.run against a source that never answers", () => {
     30_000,
   )
 })
+
+describe("attachments that are the source's own Binaries, exported too", () => {
+  it.scoped(
+    "are copied from the Binary files, not fetched again: the same blobs and index as when they are fetched",
+    () =>
+      Effect.gen(function* () {
+        // raw reads of Binaries the sandbox answers (the export's attachment fetches)
+        let binaryReads = 0
+        const counter: Sandbox.Plugin = (router) =>
+          router.use(async (ctx, next) => {
+            if (ctx.req.method === "GET" && ctx.path.startsWith("/Binary/")) binaryReads++
+            await next()
+          })
+        const sandbox = yield* Sandbox.start(
+          { generate: 30, bulk: { resourcesPerFile: 10, retryAfterSeconds: 0 } } as never,
+          { plugins: [counter, ...Sandbox.defaultPlugins] },
+        )
+        const dir = yield* tempDir
+        const client = yield* clientFor(sandbox.baseUrl)
+        const index = (out: string) =>
+          NFS.readFileSync(Path.join(out, "attachments", "index.ndjson"), "utf8")
+            .trim()
+            .split("\n")
+            .sort()
+        const blobs = (out: string) =>
+          NFS.readdirSync(Path.join(out, "attachments"), { recursive: true, withFileTypes: true })
+            .filter((e) => e.isFile() && e.name !== "index.ndjson")
+            .map((e) => `${e.name} ${sha256File(Path.join(e.parentPath, e.name))}`)
+            .sort()
+
+        // 3 Binary files and 3 DocumentReference files of 10, 2 downloads at a time: the references wait
+        // for Binary files still under way
+        const copied = yield* Export.run({
+          client,
+          out: Path.join(dir, "copied"),
+          params: { level: "system" },
+          parallel: 2,
+          ...fast,
+        })
+        assert.strictEqual(copied.attachments.total, 30)
+        assert.strictEqual(copied.attachments.fetched, 30)
+        assert.strictEqual(binaryReads, 0)
+
+        // without Binary in the export, the same attachments are fetched
+        const fetched = yield* Export.run({
+          client,
+          out: Path.join(dir, "fetched"),
+          params: { level: "system", types: ["Patient", "DocumentReference"] },
+          parallel: 2,
+          ...fast,
+        })
+        assert.strictEqual(fetched.attachments.total, 30)
+        assert.strictEqual(binaryReads, 30)
+        assert.deepStrictEqual(index(Path.join(dir, "copied")), index(Path.join(dir, "fetched")))
+        assert.deepStrictEqual(blobs(Path.join(dir, "copied")), blobs(Path.join(dir, "fetched")))
+        assert.deepStrictEqual(yield* Archive.verifyChecksums(Path.join(dir, "copied")), [])
+      }),
+    60_000,
+  )
+})
