@@ -11,8 +11,9 @@ import type * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as Attachments from "@ferry/archive/Attachments"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Scope, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ferryBin, freePort, lastLine, putDeadLinkDocuments } from "./helpers/ferry.js"
 
@@ -196,11 +197,13 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     }
     expect(summary.attachments.fetched).toBe(3)
     for (const name of ["DICOM.jpg", "document.pdf", "portrait-1.jpg"]) {
-      const sha = createHash("sha256")
-        .update(NFS.readFileSync(Path.join(data("attachments"), name)))
-        .digest("hex")
-      expect(NFS.existsSync(Path.join(full, "attachments", sha.slice(0, 2), sha))).toBe(true)
+      const original = NFS.readFileSync(Path.join(data("attachments"), name))
+      const sha = createHash("sha256").update(original).digest("hex")
+      // (the portrait, 10 kB, is in a pack; the others are files of their own)
+      const stored = await Effect.runPromise(Stream.runCollect(Attachments.read(full, sha)))
+      expect(Buffer.concat([...stored]).equals(original)).toBe(true)
     }
+    expect(NFS.readdirSync(Path.join(full, "attachments", "packs"))).toEqual(["000001.pack"])
     // Plain progress lines on stderr (not a TTY), a JSON summary on stdout: sentences, not event records
     expect(run.stderr).toMatch(/data\/Observation\.000\.ndjson: 5,000 Observation resources/)
     expect(run.stderr).toContain("ferry export: export job started")

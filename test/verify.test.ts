@@ -5,8 +5,10 @@
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import * as Attachments from "@ferry/archive/Attachments"
 import { carryNumbers, parseKeepingNumbers } from "@ferry/core/NumberText"
 import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
+import { Effect, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   type InProcessSandbox,
@@ -300,6 +302,13 @@ describe("ferry verify", () => {
       const l = JSON.parse(line) as { sha256: string; sourceUrls: Array<string> }
       for (const u of l.sourceUrls) index.set(u, l.sha256)
     }
+    // their bytes (a small blob is in a pack)
+    const blobs = new Map<string, Buffer>()
+    for (const sha of new Set(index.values()))
+      blobs.set(
+        sha,
+        Buffer.concat([...(await Effect.runPromise(Stream.runCollect(Attachments.read(archive, sha))))]),
+      )
     const rewrite = (node: unknown): unknown => {
       if (Array.isArray(node)) return node.map(rewrite)
       if (typeof node !== "object" || node === null) return node
@@ -311,7 +320,7 @@ describe("ferry verify", () => {
         } else if (k === "url" && typeof v === "string" && index.has(v)) {
           const sha = index.get(v) ?? ""
           const binaryId = newId(v.slice(v.lastIndexOf("/") + 1))
-          const bytes = NFS.readFileSync(Path.join(archive, "attachments", sha.slice(0, 2), sha))
+          const bytes = blobs.get(sha) ?? Buffer.alloc(0)
           store.putBinary(binaryId, "application/octet-stream", bytes)
           out[k] = `${t.handle.baseUrl}/Binary/${binaryId}`
         } else out[k] = rewrite(v)

@@ -700,21 +700,32 @@ export const lines = (dir: string, entry: FileEntry): Stream.Stream<string, Arch
 // Checksums
 
 /**
- * Every checksummed file: manifest entries (data, deleted, errors) and the attachment blobs the index names
- * (a blob is in the index only once it is durable; a file a crash left torn beside them is not the archive's).
+ * Every checksummed file: manifest entries (data, deleted, errors), the attachment blobs the index names that
+ * are files of their own, and the packs it names (a blob is in the index only once it is durable; a file a
+ * crash left torn beside them, or a pack no line names, is not the archive's). A pack's hash is its bytes'
+ * now (hashed here): each blob in it is checked by its own name when read.
  */
 const listed = (dir: string, manifest: Manifest): Effect.Effect<Iterable<[string, string]>, ArchiveError> =>
-  Effect.map(Attachments.blobTable(dir), (blobs) => {
+  Effect.gen(function* () {
+    const blobs = yield* Attachments.blobTable(dir)
     const byPath = (a: [string, string], b: [string, string]) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
+    const packs = yield* Effect.forEach(blobs.packs, (pack) =>
+      Effect.map(Fs.hashFile(Path.join(dir, Attachments.packPath(pack))), ({ sha256 }): [string, string] => [
+        sha256,
+        Attachments.packPath(pack),
+      ]),
+    )
     const files = [...manifest.files, ...manifest.deleted, ...manifest.errors]
       .map((e): [string, string] => [e.sha256, e.path])
+      .concat(packs)
       .sort(byPath)
     // the blobs come in sha256 order, which is their path order (`attachments/<aa>/<sha256>`): merged with
-    // the manifest's files one row at a time, so the rows are never all in memory
+    // the manifest's files and the packs one row at a time, so the rows are never all in memory
     return {
       *[Symbol.iterator]() {
         let f = 0
         for (let b = 0; b < blobs.count; b++) {
+          if (blobs.packedAt(b)) continue
           const sha256 = blobs.sha256At(b)
           const blob: [string, string] = [sha256, Attachments.relativePath(sha256)]
           while (f < files.length && byPath(files[f]!, blob) < 0) yield files[f++]!
@@ -722,13 +733,13 @@ const listed = (dir: string, manifest: Manifest): Effect.Effect<Iterable<[string
         }
         while (f < files.length) yield files[f++]!
       },
-    }
+    } satisfies Iterable<[string, string]>
   })
 
 /**
- * Write `checksums.sha256` (atomically) from the manifest entries and the attachment blobs, in the format
- * `sha256sum -c` reads: `<hex>  <path relative to the archive>`. Nothing is re-hashed: entries carry the hash
- * computed while writing, and a blob's name is its hash.
+ * Write `checksums.sha256` (atomically) from the manifest entries, the attachment blobs and packs, in the
+ * format `sha256sum -c` reads: `<hex>  <path relative to the archive>`. Only the packs are hashed: entries
+ * carry the hash computed while writing, and a blob's name is its hash.
  */
 export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<number, ArchiveError> =>
   Effect.gen(function* () {

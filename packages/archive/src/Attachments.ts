@@ -1,7 +1,11 @@
 /**
  * Attachment blobs, content-addressed: `attachments/<aa>/<sha256>` (aa = first two hex characters), plus
  * `attachments/index.ndjson` describing them (sha256, sha1 as FHIR `Attachment.hash` writes it, size,
- * contentType, sourceUrls).
+ * contentType, sourceUrls). A small blob (up to `PACK_MAX`, stored from memory) is not a file of its own but
+ * a slice of a pack file, `attachments/packs/<nnnnnn>.pack`, that its index line names (`pack`, `offset`):
+ * creating and fsyncing one file per blob cost the export more than fetching it (thousands of clinical
+ * notes of a few hundred bytes; docs/benchmarks.md). Each store writes a pack of its own, never appended to
+ * by a later run: bytes a crash left after the last commit are named by no index line.
  *
  * The index is append-only: a line is added when a blob is new, or when a known blob arrives from another
  * URL. Readers merge lines by sha256 (`readIndex`). A torn last line (no newline: a crash mid-append, never
@@ -26,8 +30,22 @@ export const IndexLine = Schema.Struct({
   size: Schema.Number,
   contentType: Schema.optional(Schema.String),
   sourceUrls: Schema.Array(Schema.String),
+  /** The pack file (`attachments/packs/<pack>`) holding the blob at `offset`; absent: a file of its own. */
+  pack: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{6}\.pack$/))),
+  offset: Schema.optional(Schema.Number),
 })
 export type IndexLine = typeof IndexLine.Type
+
+/** Where a blob is: its own file, or `size` bytes at `offset` of a pack. */
+export type Location = Pick<IndexLine, "sha256" | "size" | "pack" | "offset">
+
+/** Blobs up to this size, stored from memory (`Store.storeBytes`), go into a pack file. */
+export const PACK_MAX = 64 * 1024
+/** A pack that reached this size is closed at the next commit (the next blob starts a new one). */
+const PACK_ROLL = 256 * 1024 * 1024
+const PACK_NAME = /^\d{6}\.pack$/
+/** Relative path of a pack file inside the archive. */
+export const packPath = (pack: string): string => `attachments/packs/${pack}`
 
 export interface Meta {
   readonly contentType?: string
@@ -221,6 +239,52 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     let lines: Array<IndexLine> = []
     const lock = yield* Effect.makeSemaphore(1)
 
+    /** The pack this store appends its small blobs to (opened at the first one), and whether it has bytes to fsync. */
+    let pack: { readonly name: string; readonly fd: number; offset: number; unsynced: boolean } | undefined
+    /** A pack file was created since the last commit: its entry in `packs/` is fsynced before the index names it. */
+    let newPack = false
+    const packs = Path.join(base, "packs")
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        // bytes not committed are named by no index line: only closed
+        if (pack !== undefined) NFS.close(pack.fd, () => undefined)
+        pack = undefined
+      }),
+    )
+    /** A new pack file, numbered after those in `packs/` (a pack is never appended to by another store). */
+    const openPack = () => {
+      if (!dirs.has(packs)) {
+        makeDirsSync(packs, Fs.DIR_MODE)
+        NFS.chmodSync(packs, Fs.DIR_MODE)
+        dirs.add(packs)
+        newDirs = true
+      }
+      let n = 1
+      for (const name of NFS.readdirSync(packs))
+        if (PACK_NAME.test(name)) n = Math.max(n, Number(name.slice(0, 6)) + 1)
+      for (;;) {
+        const name = `${String(n).padStart(6, "0")}.pack`
+        try {
+          const fd = NFS.openSync(Path.join(packs, name), CREATE, Fs.FILE_MODE)
+          newPack = true
+          return { name, fd, offset: 0, unsynced: false }
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+          n++
+        }
+      }
+    }
+    /** Appends a small blob to the pack: where it is (durable at the next commit). */
+    const appendToPack = (bytes: Uint8Array): { readonly pack: string; readonly offset: number } => {
+      pack ??= openPack()
+      const at = pack.offset
+      let off = 0
+      while (off < bytes.length) off += NFS.writeSync(pack.fd, bytes, off, bytes.length - off, at + off)
+      pack.offset += bytes.length
+      pack.unsynced = true
+      return { pack: pack.name, offset: at }
+    }
+
     const ensureDir = (path: string) =>
       dirs.has(path)
         ? Effect.void
@@ -334,8 +398,10 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
           if (!matchesExpected(meta, bytes.length, sha1))
             return { sha256, sha1, size: bytes.length, created: false, matches: false }
           const created = !known.hasHex(sha256)
+          let packed: { readonly pack: string; readonly offset: number } | undefined
           if (created) {
-            writeBlob(sha256, bytes)
+            if (bytes.length <= PACK_MAX) packed = appendToPack(bytes)
+            else writeBlob(sha256, bytes)
             known.addHex(sha256)
           }
           if (created || meta.sourceUrl !== undefined) {
@@ -345,6 +411,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
               size: bytes.length,
               ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
               sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
+              ...packed,
             })
             if (meta.sourceUrl !== undefined) rememberUrl(meta.sourceUrl, bytes.length, sha1)
           }
@@ -392,12 +459,25 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         const toIndex = lines
         const writes = unsynced
         const syncBase = newDirs
+        const syncPacks = newPack
+        // every blob in this pack so far has its line in `toIndex` or an earlier commit: a full pack is left
+        // for the next blob to start a new one, and closed once fsynced
+        const inPack = pack
+        const full = inPack !== undefined && inPack.offset >= PACK_ROLL
+        if (full) pack = undefined
         touched = new Set()
         lines = []
         unsynced = []
         newDirs = false
+        newPack = false
         // (each write settles as a value: none rejects)
         if (writes.length > 0) yield* syncBlobs(yield* Effect.promise(() => Promise.all(writes)))
+        if (inPack !== undefined && (inPack.unsynced || full)) {
+          inPack.unsynced = false
+          yield* Effect.tryPromise({ try: () => fsyncP(inPack.fd), catch: ioError(packs) })
+        }
+        if (full) yield* Effect.sync(() => NFS.close(inPack.fd, () => undefined))
+        if (syncPacks) yield* Fs.syncDir(packs)
         if (toIndex.length === 0) return 0
         yield* Effect.forEach(toSync, Fs.syncDir, { concurrency: SYNC_CONCURRENCY, discard: true })
         // a blob directory made since the last commit is an entry of `attachments/`: durable before the index
@@ -439,17 +519,58 @@ export const put = <E, R>(
     }),
   )
 
+/** Where the index says a blob is (a blob in no pack, or not in the index: its own file). */
+const locate = (dir: string, sha256: string): Effect.Effect<Location, ArchiveError> =>
+  Effect.gen(function* () {
+    if (yield* Fs.exists(Path.join(dir, relativePath(sha256)))) return { sha256, size: 0 }
+    return (yield* readIndex(dir)).get(sha256) ?? { sha256, size: 0 }
+  })
+
 /** Is this blob in the archive? */
 export const has = (dir: string, sha256: string): Effect.Effect<boolean, ArchiveError> =>
-  Effect.zipRight(checkHash(dir, sha256), Fs.exists(Path.join(dir, relativePath(sha256))))
+  Effect.zipRight(
+    checkHash(dir, sha256),
+    Effect.flatMap(locate(dir, sha256), (at) =>
+      Fs.exists(Path.join(dir, at.pack === undefined ? relativePath(sha256) : packPath(at.pack))),
+    ),
+  )
 
-/** Stream a blob's bytes, checked against its sha256. */
-export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, ArchiveError> =>
+/** The `size` bytes at `offset` of a pack. */
+const packBytes = (
+  dir: string,
+  at: Location & { readonly pack: string },
+): Stream.Stream<Uint8Array, ArchiveError> => {
+  const rel = packPath(at.pack)
+  if (at.size === 0) return Stream.empty
+  return Stream.fromAsyncIterable(
+    NFS.createReadStream(Path.join(dir, rel), {
+      start: at.offset ?? 0,
+      end: (at.offset ?? 0) + at.size - 1,
+      highWaterMark: 64 * 1024,
+    }) as AsyncIterable<Uint8Array>,
+    (cause) =>
+      new ArchiveError({
+        reason: "Io",
+        path: rel,
+        detail: `could not read the pack (${cause instanceof Error ? cause.message : String(cause)})`,
+        cause,
+      }),
+  )
+}
+
+/**
+ * Stream a blob's bytes, checked against its sha256: from its own file or from its pack (where `blob`, an
+ * index line, says; given a sha256 alone, the index is read to find it).
+ */
+export const read = (dir: string, blob: string | Location): Stream.Stream<Uint8Array, ArchiveError> =>
   Stream.unwrap(
-    Effect.map(checkHash(dir, sha256), () => {
-      // the bytes are the blob's name: a file that does not hash to it fails the read at its end
+    Effect.gen(function* () {
+      const sha256 = typeof blob === "string" ? blob : blob.sha256
+      yield* checkHash(dir, sha256)
+      const at = typeof blob === "string" ? yield* locate(dir, sha256) : blob
+      // the bytes are the blob's name: a file (or slice) that does not hash to it fails the read at its end
       const hash = createHash("sha256")
-      const rel = relativePath(sha256)
+      const rel = at.pack === undefined ? relativePath(sha256) : `${packPath(at.pack)}@${at.offset ?? 0}`
       const check = Effect.suspend(() => {
         const actual = hash.digest("hex")
         return actual === sha256
@@ -462,8 +583,15 @@ export const read = (dir: string, sha256: string): Stream.Stream<Uint8Array, Arc
               }),
             )
       })
-      return Ndjson.fileBytes(Path.join(dir, rel), { gzip: false, label: rel }).pipe(
-        Stream.mapError((e) => new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e })),
+      const bytes =
+        at.pack === undefined
+          ? Ndjson.fileBytes(Path.join(dir, rel), { gzip: false, label: rel }).pipe(
+              Stream.mapError(
+                (e) => new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e }),
+              ),
+            )
+          : packBytes(dir, { ...at, pack: at.pack })
+      return bytes.pipe(
         Stream.tap((b) => Effect.sync(() => hash.update(b))),
         Stream.concat(Stream.drain(Stream.fromEffect(check))),
       )
@@ -526,6 +654,9 @@ export const readIndex = (dir: string): Effect.Effect<ReadonlyMap<string, IndexL
               ...prev,
               ...(line.contentType !== undefined ? { contentType: line.contentType } : {}),
               sourceUrls: [...new Set([...prev.sourceUrls, ...line.sourceUrls])],
+              ...(prev.pack === undefined && line.pack !== undefined
+                ? { pack: line.pack, offset: line.offset ?? 0 }
+                : {}),
             },
       )
     }).pipe(Effect.as(out as ReadonlyMap<string, IndexLine>))
@@ -544,15 +675,29 @@ const leanLine = (text: string): IndexLine | undefined => {
     return undefined
   }
   if (typeof v !== "object" || v === null) return undefined
-  const { sha256, sha1, size, contentType, sourceUrls } = v
+  const { sha256, sha1, size, contentType, sourceUrls, pack, offset } = v
   return typeof sha256 === "string" &&
     SHA256.test(sha256) &&
     typeof sha1 === "string" &&
     typeof size === "number" &&
     (contentType === undefined || typeof contentType === "string") &&
     Array.isArray(sourceUrls) &&
-    sourceUrls.every((u) => typeof u === "string")
-    ? { sha256, sha1, size, ...(contentType !== undefined ? { contentType } : {}), sourceUrls }
+    sourceUrls.every((u) => typeof u === "string") &&
+    // a pack is named as the store names them (never a path), with the blob's place in it
+    (pack === undefined
+      ? offset === undefined
+      : typeof pack === "string" &&
+        PACK_NAME.test(pack) &&
+        Number.isSafeInteger(offset) &&
+        (offset as number) >= 0)
+    ? {
+        sha256,
+        sha1,
+        size,
+        ...(contentType !== undefined ? { contentType } : {}),
+        sourceUrls,
+        ...(typeof pack === "string" ? { pack, offset: offset as number } : {}),
+      }
     : undefined
 }
 
@@ -562,6 +707,10 @@ export interface BlobTable {
   readonly bytes: number
   /** The sha256 (hex) of the `i`-th blob in sha256 order. */
   readonly sha256At: (i: number) => string
+  /** Whether the `i`-th blob is in a pack (else it is a file of its own). */
+  readonly packedAt: (i: number) => boolean
+  /** The packs the index names, in name order. */
+  readonly packs: ReadonlyArray<string>
 }
 
 /**
@@ -576,6 +725,8 @@ export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =
     // sorted, each digest kept once
     let digests = Buffer.alloc(32 * 1024)
     let sizes = new Float64Array(1024)
+    let inPack = new Uint8Array(1024)
+    const packs = new Set<string>()
     let lines = 0
     return forEachIndexLine(dir, leanLine, (l) => {
       if (lines === sizes.length) {
@@ -585,8 +736,15 @@ export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =
         const z = new Float64Array(sizes.length * 2)
         z.set(sizes)
         sizes = z
+        const f = new Uint8Array(inPack.length * 2)
+        f.set(inPack)
+        inPack = f
       }
       digests.write(l.sha256, lines * 32, 32, "hex")
+      if (l.pack !== undefined) {
+        inPack[lines] = 1
+        packs.add(l.pack)
+      }
       sizes[lines++] = l.size
     }).pipe(
       Effect.map((): BlobTable => {
@@ -604,10 +762,16 @@ export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =
         for (let i = 0; i < lines; i++) all[i] = i
         all.sort(compare)
         const order = new Int32Array(lines)
+        // a blob's lines (one per URL) say where it is on the first of them only: packed if any says so
+        const packed = new Uint8Array(lines)
         let count = 0
         let bytes = 0
         for (let i = 0; i < lines; i++) {
-          if (count > 0 && compare(order[count - 1]!, all[i]!) === 0) continue
+          if (count > 0 && compare(order[count - 1]!, all[i]!) === 0) {
+            packed[count - 1]! |= inPack[all[i]!]!
+            continue
+          }
+          packed[count] = inPack[all[i]!]!
           order[count++] = all[i]!
           bytes += sizes[all[i]!]!
         }
@@ -615,6 +779,8 @@ export const blobTable = (dir: string): Effect.Effect<BlobTable, ArchiveError> =
           count,
           bytes,
           sha256At: (i) => d.toString("hex", order[i]! * 32, order[i]! * 32 + 32),
+          packedAt: (i) => packed[i] === 1,
+          packs: [...packs].sort(),
         }
       }),
     )

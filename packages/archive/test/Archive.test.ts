@@ -353,9 +353,10 @@ describe("Archive", () => {
         const expected = new Map<string, string>([[a.path, a.sha256]])
         let bytes = 0
         for (let i = 0; i < 3000; i++) {
-          // every 10th blob repeats an earlier one (same bytes, another URL): listed once
+          // every 10th blob repeats an earlier one (same bytes, another URL): listed once; streamed in, so
+          // each is a file of its own (a pack is one row: the test below)
           const body = Buffer.from(`blob ${i % 10 === 9 ? i - 1 : i}`)
-          const stored = yield* store.storeBytes(body, { sourceUrl: `http://src/Binary/${i}` })
+          const stored = yield* store.store(Stream.make(body), { sourceUrl: `http://src/Binary/${i}` })
           if (stored.created) bytes += body.length
           expected.set(Attachments.relativePath(stored.sha256), stored.sha256)
         }
@@ -396,6 +397,82 @@ describe("Archive", () => {
         expect((yield* Archive.verifyChecksums(dir)).map((m) => [m.path, m.problem])).toEqual([
           [dropped, "Unlisted"],
         ])
+      }),
+  )
+
+  it.scoped(
+    "small blobs go into a pack: one checksum row for it, each blob read back from its slice; damage is found",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* newArchive
+        const small = Array.from({ length: 50 }, (_, i) => Buffer.from(`note ${i} `.repeat(i + 1)))
+        const big = Buffer.alloc(Attachments.PACK_MAX + 1, 7)
+        const stored = yield* Effect.scoped(
+          Effect.gen(function* () {
+            const store = yield* Attachments.store(dir)
+            const out = []
+            for (const b of small)
+              out.push(yield* store.storeBytes(b, { sourceUrl: `http://src/${out.length}` }))
+            const loose = yield* store.storeBytes(big, { sourceUrl: "http://src/big" })
+            yield* store.commit
+            return { out, loose }
+          }),
+        )
+        const index = yield* Attachments.readIndex(dir)
+        expect(index.get(stored.out[3]!.sha256)).toMatchObject({
+          pack: "000001.pack",
+          size: small[3]!.length,
+        })
+        expect(index.get(stored.loose.sha256)?.pack).toBeUndefined()
+        expect(NFS.existsSync(Path.join(dir, Attachments.relativePath(stored.loose.sha256)))).toBe(true)
+        expect(NFS.existsSync(Path.join(dir, Attachments.relativePath(stored.out[0]!.sha256)))).toBe(false)
+        const pack = Path.join(dir, Attachments.packPath("000001.pack"))
+        expect(mode(pack)).toBe(0o600)
+        expect(NFS.statSync(pack).size).toBe(small.reduce((n, b) => n + b.length, 0))
+        for (const [i, s] of stored.out.entries()) {
+          expect(yield* Attachments.has(dir, s.sha256)).toBe(true)
+          // by sha256 alone (the index is looked up) and by the index line
+          for (const at of [s.sha256, index.get(s.sha256)!]) {
+            const bytes = Buffer.concat([...(yield* Stream.runCollect(Attachments.read(dir, at)))])
+            expect(bytes.equals(small[i]!)).toBe(true)
+          }
+        }
+        // a second store (a resumed run) starts a pack of its own
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const store = yield* Attachments.store(dir)
+            yield* store.storeBytes(Buffer.from("later"), { sourceUrl: "http://src/later" })
+            yield* store.commit
+            // stored, never committed: bytes in its pack that no index line names
+            yield* store.storeBytes(Buffer.from("never committed"))
+          }),
+        )
+        const later = yield* Attachments.readIndex(dir)
+        expect([...later.values()].filter((l) => l.pack === "000002.pack").map((l) => l.size)).toEqual([5])
+        const m = yield* Archive.updateManifest(dir, (x) => x)
+        expect(yield* Archive.writeChecksums(dir, m)).toBe(3)
+        const rows = NFS.readFileSync(Path.join(dir, "checksums.sha256"), "utf8").trimEnd().split("\n")
+        expect(rows.map((r) => r.split("  ")[1])).toEqual([
+          Attachments.relativePath(stored.loose.sha256),
+          "attachments/packs/000001.pack",
+          "attachments/packs/000002.pack",
+        ])
+        expect(yield* Archive.verifyChecksums(dir)).toEqual([])
+        // one byte of the first pack changed: its row no longer matches, and the blob there fails its read
+        const fd = NFS.openSync(pack, "r+")
+        const at = index.get(stored.out[3]!.sha256)!.offset!
+        NFS.writeSync(fd, Buffer.from("X"), 0, 1, at)
+        NFS.closeSync(fd)
+        expect((yield* Archive.verifyChecksums(dir)).map((x) => [x.path, x.problem])).toContainEqual([
+          "attachments/packs/000001.pack",
+          "Changed",
+        ])
+        const damaged = yield* Effect.exit(Stream.runCollect(Attachments.read(dir, stored.out[3]!.sha256)))
+        expect(Exit.isFailure(damaged) && String(damaged.cause)).toMatch(
+          /does not hold the bytes its name says/,
+        )
+        const intact = yield* Stream.runCollect(Attachments.read(dir, stored.out[4]!.sha256))
+        expect(Buffer.concat([...intact]).equals(small[4]!)).toBe(true)
       }),
   )
 

@@ -157,11 +157,13 @@ describe("Attachments", () => {
         yield* Effect.scoped(
           Effect.gen(function* () {
             const s = yield* Attachments.store(dir)
-            for (let i = 0; i < 20; i++) yield* s.storeBytes(enc.encode(`uncommitted ${i}`))
+            // 20 files of their own (above PACK_MAX) and a pack
+            for (let i = 0; i < 20; i++) yield* s.storeBytes(Buffer.alloc(Attachments.PACK_MAX + 1, i))
+            yield* s.storeBytes(enc.encode("uncommitted, small"))
             // (the files are created in the thread pool: all 20 open within a moment)
-            for (let waited = 0; openFds() < before + 20 && waited < 5_000; waited += 10)
+            for (let waited = 0; openFds() < before + 21 && waited < 5_000; waited += 10)
               yield* Effect.promise(() => new Promise((r) => setTimeout(r, 10)))
-            expect(openFds()).toBeGreaterThanOrEqual(before + 20)
+            expect(openFds()).toBeGreaterThanOrEqual(before + 21)
           }),
         )
         expect(openFds()).toBe(before)
@@ -173,13 +175,17 @@ describe("Attachments", () => {
     () =>
       Effect.gen(function* () {
         const dir = yield* tempDir
-        const bytes = enc.encode("the whole attachment, 38 bytes of it..")
+        // (above PACK_MAX: a file of its own)
+        const bytes = Buffer.concat([
+          enc.encode("the whole attachment"),
+          Buffer.alloc(Attachments.PACK_MAX, 1),
+        ])
         const sha256 = createHash("sha256").update(bytes).digest("hex")
         const path = Path.join(dir, Attachments.relativePath(sha256))
         // what a crash before the commit leaves: the name, bytes that are not the blob's, no index line
         // (longer than the blob, so a write that did not truncate would show)
         NFS.mkdirSync(Path.dirname(path), { recursive: true, mode: 0o700 })
-        NFS.writeFileSync(path, "x".repeat(100), { mode: 0o644 })
+        NFS.writeFileSync(path, "x".repeat(bytes.length + 100), { mode: 0o644 })
         NFS.chmodSync(path, 0o644)
         const s = yield* Attachments.store(dir)
         const stored = yield* s.storeBytes(bytes, { sourceUrl: "http://src/Binary/torn" })
@@ -251,9 +257,14 @@ describe("Attachments", () => {
         const base = Path.join(dir, "attachments")
         const index = Path.join(base, "index.ndjson")
         const log = yield* fsyncLog
+        const packs = Path.join(base, "packs")
         const s = yield* Attachments.store(dir)
-        const a = yield* s.storeBytes(enc.encode("in memory"), { sourceUrl: "http://src/a" })
+        // (a blob in memory above PACK_MAX is a file of its own, as a streamed one; a small one goes into a pack)
+        const a = yield* s.storeBytes(Buffer.alloc(Attachments.PACK_MAX + 1, 1), {
+          sourceUrl: "http://src/a",
+        })
         const b = yield* s.store(Stream.make(enc.encode("streamed")), { sourceUrl: "http://src/b" })
+        yield* s.storeBytes(enc.encode("in memory"), { sourceUrl: "http://src/p" })
         yield* s.commit
         const blobDirs = [a, b].map(
           (x) => `sync ${Path.dirname(Path.join(dir, Attachments.relativePath(x.sha256)))}`,
@@ -261,18 +272,23 @@ describe("Attachments", () => {
         for (const d of blobDirs) expect(log).toContain(d)
         const at = (line: string) => log.indexOf(line)
         const baseSyncs = log.flatMap((l, i) => (l === `sync ${base}` ? [i] : []))
-        // the blob directories are entries of attachments/: durable before the index line that names them
+        // the blob directories and packs/ are entries of attachments/ (and the pack one of packs/): durable
+        // before the index line that names them
         expect(baseSyncs.length).toBeGreaterThanOrEqual(2)
         expect(baseSyncs[0]!).toBeGreaterThan(Math.max(...blobDirs.map(at)))
+        expect(at(`sync ${packs}`)).toBeGreaterThanOrEqual(0)
+        expect(at(`sync ${packs}`)).toBeLessThan(at(`sync ${index}`))
         expect(baseSyncs[0]!).toBeLessThan(at(`sync ${index}`))
         // the new index's own entry in attachments/
         expect(baseSyncs.at(-1)!).toBeGreaterThan(at(`sync ${index}`))
 
-        // a later commit into directories already met fsyncs only those
+        // a later commit into directories and the pack already met fsyncs only those
         log.length = 0
-        yield* s.storeBytes(enc.encode("in memory"), { sourceUrl: "http://src/c" })
+        yield* s.storeBytes(enc.encode("in memory, again"), { sourceUrl: "http://src/c" })
+        yield* s.storeBytes(Buffer.alloc(Attachments.PACK_MAX + 1, 1), { sourceUrl: "http://src/d" })
         yield* s.commit
         expect(log).not.toContain(`sync ${base}`)
+        expect(log).not.toContain(`sync ${packs}`)
       }),
   )
 })

@@ -6,7 +6,7 @@ import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
-import { Cause, Effect, Exit, Fiber, Option, TestServices } from "effect"
+import { Cause, Effect, Exit, Fiber, Option, Stream, TestServices } from "effect"
 import * as Archive from "@ferry/archive/Archive"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import * as Attachments from "../src/Attachments.js"
@@ -289,7 +289,8 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAft
         assert.strictEqual(index.size, 3)
         assert.deepStrictEqual([...index.keys()].sort(), seeded.map(sha256).sort())
         for (const [sha, line] of index) {
-          const blob = NFS.readFileSync(Path.join(out, ArchiveAttachments.relativePath(sha)))
+          // (read where the index says: a file of its own, or a slice of a pack)
+          const blob = Buffer.concat([...(yield* Stream.runCollect(ArchiveAttachments.read(out, line)))])
           assert.strictEqual(sha256(blob), sha)
           assert.strictEqual(blob.length, line.size)
           assert.strictEqual(createHash("sha1").update(blob).digest("base64"), line.sha1)
@@ -350,8 +351,11 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10, attachmentsDir], bulk: { retryAft
         assert.includeMembers([...(pdfLine?.sourceUrls ?? [])], ["Binary/document.pdf"])
         assert.strictEqual(pdfLine?.sourceUrls.length, 2)
         // The PDF is stored once although two URLs lead to it.
+        // (two files of their own, and the portrait in a pack)
         const blobs = NFS.readdirSync(Path.join(out2, "attachments")).filter((d) => d.length === 2)
-        assert.strictEqual(blobs.length, 3)
+        assert.strictEqual(blobs.length, 2)
+        assert.deepStrictEqual(NFS.readdirSync(Path.join(out2, "attachments", "packs")), ["000001.pack"])
+        assert.strictEqual((yield* ArchiveAttachments.totals(out2)).count, 3)
         assert.isFalse((yield* Archive.readManifest(out2)).complete)
         // the body that did not match is not indexed under its URL, so a rerun fetches it again and fails the
         // same way (it used to find the URL in the index, skip it, and finish the archive)

@@ -1083,7 +1083,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           let id = uploaded.get(blob.sha256)
           if (id === undefined) {
             // the pieces gathered, then joined once (joining as they came copied a big blob over and over)
-            const pieces = yield* Stream.runCollect(Attachments.read(archive, blob.sha256))
+            const pieces = yield* Stream.runCollect(Attachments.read(archive, blob))
             const bytes = Buffer.concat(EffectChunk.toReadonlyArray(pieces))
             const sent = yield* uploadBinary(
               blob.sha256,
