@@ -1,5 +1,5 @@
 /**
- * The on-disk archive (`ferry-archive/1`, see docs/archive-format.md): manifest, NDJSON data files,
+ * The on-disk archive (`ferry-archive/2`, see docs/archive-format.md): manifest, NDJSON data files,
  * checksums and the advisory lock. Plain functions over a directory; the Journal and attachments have
  * their own modules.
  */
@@ -14,7 +14,15 @@ import type { Scope } from "effect"
 import * as Attachments from "./Attachments.js"
 import { ArchiveError, errorText } from "./ArchiveError.js"
 import * as Fs from "./internal/fs.js"
-import { FORMAT, FileEntry, Manifest, type Compression, type Init, type Section } from "./Manifest.js"
+import {
+  FORMAT,
+  FORMATS,
+  FileEntry,
+  Manifest,
+  type Compression,
+  type Init,
+  type Section,
+} from "./Manifest.js"
 
 /** Names inside an archive directory. */
 export const layout = {
@@ -73,11 +81,11 @@ export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError>
       return yield* new ArchiveError({ reason: "Corrupt", path, detail: `not valid JSON (${errorText(e)})` })
     }
     const format = typeof json === "object" && json !== null && "format" in json ? json.format : undefined
-    if (format !== FORMAT) {
+    if (!(FORMATS as ReadonlyArray<unknown>).includes(format)) {
       return yield* new ArchiveError({
         reason: "NotAnArchive",
         path,
-        detail: `format is ${JSON.stringify(format)}, this ferry reads ${FORMAT}`,
+        detail: `format is ${JSON.stringify(format)}, this ferry reads ${FORMATS.join(" and ")}`,
       })
     }
     const decoded = decodeManifest(json)
@@ -105,7 +113,11 @@ export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError>
 
 /** Replace `manifest.json` atomically (tmp + fsync + rename + fsync dir). Call it at checkpoints only. */
 export const writeManifest = (dir: string, manifest: Manifest): Effect.Effect<void, ArchiveError> =>
-  Fs.writeAtomic(Path.join(dir, layout.manifest), `${JSON.stringify(encodeManifest(manifest), null, 2)}\n`)
+  Fs.writeAtomic(
+    Path.join(dir, layout.manifest),
+    // an archive written to by this ferry may hold packs: it says so (`FORMAT`) for a ferry that reads only /1
+    `${JSON.stringify(encodeManifest({ ...manifest, format: FORMAT }), null, 2)}\n`,
+  )
 
 /** Read, change and write the manifest (callers serialise their own checkpoints). */
 export const updateManifest = (
@@ -699,25 +711,45 @@ export const lines = (dir: string, entry: FileEntry): Stream.Stream<string, Arch
 // ---------------------------------------------------------------------------------------------------------
 // Checksums
 
+/** The hash of a listed row that any hash in `checksums.sha256` matches (a pack, when verifying). */
+const ANY = ""
+
 /**
  * Every checksummed file: manifest entries (data, deleted, errors), the attachment blobs the index names that
  * are files of their own, and the packs it names (a blob is in the index only once it is durable; a file a
  * crash left torn beside them, or a pack no line names, is not the archive's). A pack's hash is its bytes'
- * now (hashed here): each blob in it is checked by its own name when read.
+ * when the checksums are written (`hashed`); a verification takes the row's (`named`) and re-hashes the pack
+ * against it. Each blob in a pack is checked by its own name when read.
  */
-const listed = (dir: string, manifest: Manifest): Effect.Effect<Iterable<[string, string]>, ArchiveError> =>
+const listed = (
+  dir: string,
+  manifest: Manifest,
+  packs: "hashed" | "named",
+): Effect.Effect<Iterable<[string, string]>, ArchiveError> =>
   Effect.gen(function* () {
     const blobs = yield* Attachments.blobTable(dir)
     const byPath = (a: [string, string], b: [string, string]) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
-    const packs = yield* Effect.forEach(blobs.packs, (pack) =>
-      Effect.map(Fs.hashFile(Path.join(dir, Attachments.packPath(pack))), ({ sha256 }): [string, string] => [
-        sha256,
-        Attachments.packPath(pack),
-      ]),
-    )
+    // "named": a pack's row with any hash (`ANY`): what it holds is checked against the row itself
+    const packRows = yield* Effect.forEach(blobs.packs, (pack) => {
+      const rel = Attachments.packPath(pack)
+      return packs === "named"
+        ? Effect.succeed<[string, string]>([ANY, rel])
+        : Fs.hashFile(Path.join(dir, rel)).pipe(
+            Effect.map(({ sha256 }): [string, string] => [sha256, rel]),
+            Effect.mapError(
+              (cause) =>
+                new ArchiveError({
+                  reason: "Corrupt",
+                  path: Path.join(dir, rel),
+                  detail: `the attachment index places blobs in this pack, which could not be read (${cause.detail}): the archive was changed or damaged`,
+                  cause,
+                }),
+            ),
+          )
+    })
     const files = [...manifest.files, ...manifest.deleted, ...manifest.errors]
       .map((e): [string, string] => [e.sha256, e.path])
-      .concat(packs)
+      .concat(packRows)
       .sort(byPath)
     // the blobs come in sha256 order, which is their path order (`attachments/<aa>/<sha256>`): merged with
     // the manifest's files and the packs one row at a time, so the rows are never all in memory
@@ -743,7 +775,7 @@ const listed = (dir: string, manifest: Manifest): Effect.Effect<Iterable<[string
  */
 export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<number, ArchiveError> =>
   Effect.gen(function* () {
-    const rows = yield* listed(dir, manifest)
+    const rows = yield* listed(dir, manifest, "hashed")
     let count = 0
     // written in pieces of ≈ 64 KiB (a 1M export lists 43k blobs)
     function* pieces() {
@@ -892,13 +924,13 @@ export const verifyChecksums = (
       return yield* new ArchiveError({ reason: "Corrupt", path, detail: "checksums.sha256 is missing" })
     }
     // what should be listed, merged with the rows as they are read (both in path order)
-    const should = (yield* listed(dir, manifest))[Symbol.iterator]()
+    const should = (yield* listed(dir, manifest, "named"))[Symbol.iterator]()
     let want = should.next()
     const unlisted: Array<Mismatch> = []
     const missingRow = (h: string, p: string, have?: string): Mismatch => ({
       path: p,
       problem: "Unlisted",
-      expected: h,
+      ...(h !== ANY ? { expected: h } : {}),
       ...(have !== undefined ? { actual: have } : {}),
     })
     let previous: string | undefined
@@ -915,7 +947,7 @@ export const verifyChecksums = (
         want = should.next()
       }
       if (want.done !== true && want.value[1] === p) {
-        if (want.value[0] !== h) unlisted.push(missingRow(want.value[0], p, h))
+        if (want.value[0] !== h && want.value[0] !== ANY) unlisted.push(missingRow(want.value[0], p, h))
         want = should.next()
       }
     }
@@ -936,9 +968,9 @@ export const verifyChecksums = (
     const byPath = new Map<string, string>()
     yield* checksumRows(path).pipe(Stream.runForEach(([h, p]) => Effect.sync(() => void byPath.set(p, h))))
     const again: Array<Mismatch> = []
-    for (const [h, p] of yield* listed(dir, manifest)) {
+    for (const [h, p] of yield* listed(dir, manifest, "named")) {
       const have = byPath.get(p)
-      if (have !== h) again.push(missingRow(h, p, have))
+      if (have === undefined || (have !== h && h !== ANY)) again.push(missingRow(h, p, have))
     }
     return [...out, ...again]
   })

@@ -27,12 +27,12 @@ export const IndexLine = Schema.Struct({
   sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
   /** base64 SHA-1 of the bytes: what FHIR `Attachment.hash` holds. */
   sha1: Schema.String,
-  size: Schema.Number,
+  size: Schema.Number.pipe(Schema.int(), Schema.nonNegative()),
   contentType: Schema.optional(Schema.String),
   sourceUrls: Schema.Array(Schema.String),
   /** The pack file (`attachments/packs/<pack>`) holding the blob at `offset`; absent: a file of its own. */
   pack: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{6}\.pack$/))),
-  offset: Schema.optional(Schema.Number),
+  offset: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.nonNegative())),
 })
 export type IndexLine = typeof IndexLine.Type
 
@@ -453,43 +453,49 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         catch: ioError(base),
       })
 
+    // Uninterruptible from taking the pending state to the index append: interrupted in between (a download
+    // failing stops its attachment batch), the blobs' lines would be lost while `known` and `storedUrls` keep
+    // them, and a later line for the same bytes from another URL would name a blob no line places.
     const commit = lock.withPermits(1)(
-      Effect.gen(function* () {
-        const toSync = touched
-        const toIndex = lines
-        const writes = unsynced
-        const syncBase = newDirs
-        const syncPacks = newPack
-        // every blob in this pack so far has its line in `toIndex` or an earlier commit: a full pack is left
-        // for the next blob to start a new one, and closed once fsynced
-        const inPack = pack
-        const full = inPack !== undefined && inPack.offset >= PACK_ROLL
-        if (full) pack = undefined
-        touched = new Set()
-        lines = []
-        unsynced = []
-        newDirs = false
-        newPack = false
-        // (each write settles as a value: none rejects)
-        if (writes.length > 0) yield* syncBlobs(yield* Effect.promise(() => Promise.all(writes)))
-        if (inPack !== undefined && (inPack.unsynced || full)) {
-          inPack.unsynced = false
-          yield* Effect.tryPromise({ try: () => fsyncP(inPack.fd), catch: ioError(packs) })
-        }
-        if (full) yield* Effect.sync(() => NFS.close(inPack.fd, () => undefined))
-        if (syncPacks) yield* Fs.syncDir(packs)
-        if (toIndex.length === 0) return 0
-        yield* Effect.forEach(toSync, Fs.syncDir, { concurrency: SYNC_CONCURRENCY, discard: true })
-        // a blob directory made since the last commit is an entry of `attachments/`: durable before the index
-        // names a blob in it
-        if (syncBase) yield* Fs.syncDir(base)
-        yield* Fs.appendSync(index, toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
-        if (!indexSynced) {
-          yield* Fs.syncDir(base)
-          indexSynced = true
-        }
-        return toIndex.length
-      }),
+      Effect.uninterruptible(
+        Effect.gen(function* () {
+          const toSync = touched
+          const toIndex = lines
+          const writes = unsynced
+          const syncBase = newDirs
+          const syncPacks = newPack
+          // every blob in this pack so far has its line in `toIndex` or an earlier commit: a full pack is left
+          // for the next blob to start a new one, and closed once fsynced
+          const inPack = pack
+          const full = inPack !== undefined && inPack.offset >= PACK_ROLL
+          if (full) pack = undefined
+          touched = new Set()
+          lines = []
+          unsynced = []
+          newDirs = false
+          newPack = false
+          // (each write settles as a value: none rejects)
+          if (writes.length > 0) yield* syncBlobs(yield* Effect.promise(() => Promise.all(writes)))
+          if (inPack !== undefined && (inPack.unsynced || full)) {
+            inPack.unsynced = false
+            yield* Effect.tryPromise({ try: () => fsyncP(inPack.fd), catch: ioError(packs) }).pipe(
+              Effect.ensuring(full ? Effect.sync(() => NFS.close(inPack.fd, () => undefined)) : Effect.void),
+            )
+          }
+          if (syncPacks) yield* Fs.syncDir(packs)
+          if (toIndex.length === 0) return 0
+          yield* Effect.forEach(toSync, Fs.syncDir, { concurrency: SYNC_CONCURRENCY, discard: true })
+          // a blob directory made since the last commit is an entry of `attachments/`: durable before the index
+          // names a blob in it
+          if (syncBase) yield* Fs.syncDir(base)
+          yield* Fs.appendSync(index, toIndex.map((l) => `${JSON.stringify(l)}\n`).join(""))
+          if (!indexSynced) {
+            yield* Fs.syncDir(base)
+            indexSynced = true
+          }
+          return toIndex.length
+        }),
+      ),
     )
 
     return {
@@ -679,7 +685,8 @@ const leanLine = (text: string): IndexLine | undefined => {
   return typeof sha256 === "string" &&
     SHA256.test(sha256) &&
     typeof sha1 === "string" &&
-    typeof size === "number" &&
+    Number.isSafeInteger(size) &&
+    (size as number) >= 0 &&
     (contentType === undefined || typeof contentType === "string") &&
     Array.isArray(sourceUrls) &&
     sourceUrls.every((u) => typeof u === "string") &&
@@ -693,7 +700,7 @@ const leanLine = (text: string): IndexLine | undefined => {
     ? {
         sha256,
         sha1,
-        size,
+        size: size as number,
         ...(contentType !== undefined ? { contentType } : {}),
         sourceUrls,
         ...(typeof pack === "string" ? { pack, offset: offset as number } : {}),

@@ -1,7 +1,13 @@
 /** `manifest.json`: what an archive holds. The contract between export, import and verify. */
 import { Schema } from "effect"
 
-export const FORMAT = "ferry-archive/1" as const
+/**
+ * The format written. `ferry-archive/2` added attachment packs (`attachments/packs/`, index lines with `pack` and
+ * `offset`), which a reader of `/1` does not know: an archive this ferry writes to says `/2`.
+ */
+export const FORMAT = "ferry-archive/2" as const
+/** The formats read: `/1` is `/2` without packs. */
+export const FORMATS = ["ferry-archive/1", FORMAT] as const
 
 export const Compression = Schema.Literal("none", "gzip")
 export type Compression = typeof Compression.Type
@@ -22,7 +28,7 @@ export const Level = Schema.Literal("system", "patient", "group")
 export type Level = typeof Level.Type
 
 export const Manifest = Schema.Struct({
-  format: Schema.Literal(FORMAT),
+  format: Schema.Literal(...FORMATS),
   createdAt: Schema.String,
   tool: Schema.Struct({ name: Schema.String, version: Schema.String }),
   source: Schema.Struct({ baseUrl: Schema.String, fhirVersion: Schema.optional(Schema.String) }),

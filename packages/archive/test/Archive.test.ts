@@ -40,12 +40,19 @@ describe("Archive", () => {
       expect(mode(Path.join(dir, "manifest.json"))).toBe(0o600)
       const m = yield* Archive.open(dir)
       expect(m).toMatchObject({
-        format: "ferry-archive/1",
+        format: "ferry-archive/2",
         complete: false,
         files: [],
         attachments: { count: 0, bytes: 0 },
       })
       expect(m.request.parameters).toEqual({ _type: ["Patient"] })
+      // an archive of the format before packs is read, and says /2 once this ferry writes to it
+      const manifestPath = Path.join(dir, "manifest.json")
+      const v1 = { ...JSON.parse(NFS.readFileSync(manifestPath, "utf8")), format: "ferry-archive/1" }
+      NFS.writeFileSync(manifestPath, JSON.stringify(v1))
+      expect((yield* Archive.open(dir)).format).toBe("ferry-archive/1")
+      yield* Archive.updateManifest(dir, (x) => x)
+      expect(JSON.parse(NFS.readFileSync(manifestPath, "utf8")).format).toBe("ferry-archive/2")
       const again = yield* Effect.flip(Archive.create(dir, init))
       expect(again.reason).toBe("Exists")
     }),
@@ -473,6 +480,15 @@ describe("Archive", () => {
         )
         const intact = yield* Stream.runCollect(Attachments.read(dir, stored.out[4]!.sha256))
         expect(Buffer.concat([...intact]).equals(small[4]!)).toBe(true)
+        // the pack gone: reported as missing (not a failure of the check itself)
+        NFS.rmSync(pack)
+        expect((yield* Archive.verifyChecksums(dir)).map((x) => [x.path, x.problem])).toContainEqual([
+          "attachments/packs/000001.pack",
+          "Missing",
+        ])
+        // and writing the checksums again says which pack is gone
+        const gone = yield* Effect.flip(Archive.writeChecksums(dir, m))
+        expect(gone.message).toMatch(/000001\.pack.*places blobs in this pack/)
       }),
   )
 

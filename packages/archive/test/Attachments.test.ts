@@ -2,7 +2,7 @@ import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Stream } from "effect"
+import { Chunk, Effect, Fiber, Stream } from "effect"
 import * as Attachments from "../src/Attachments.js"
 import { fsyncLog, mode, tempDir } from "./helpers.js"
 
@@ -107,6 +107,55 @@ describe("Attachments", () => {
         expect((yield* Attachments.readIndex(dir)).get(orphan.sha256)?.sourceUrls).toEqual([
           "http://src/Binary/o",
         ])
+      }),
+  )
+
+  it.scoped(
+    "a commit interrupted midway still indexes what it took (a later URL for the same bytes finds its place)",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const s = yield* Attachments.store(dir)
+        const bytes = enc.encode("a small note")
+        yield* s.storeBytes(bytes, { sourceUrl: "http://src/a" })
+        const commit = yield* Effect.fork(s.commit)
+        // (until it waits on the pack's fsync)
+        yield* Effect.promise(() => new Promise((r) => setImmediate(r)))
+        yield* Fiber.interrupt(commit)
+        yield* s.storeBytes(bytes, { sourceUrl: "http://src/b" })
+        yield* s.commit
+        const line = (yield* Attachments.readIndex(dir)).get(createHash("sha256").update(bytes).digest("hex"))
+        expect(line?.sourceUrls).toEqual(["http://src/a", "http://src/b"])
+        expect(line?.pack).toBe("000001.pack")
+        const read = yield* Stream.runCollect(Attachments.read(dir, line!))
+        expect(Buffer.concat([...read]).equals(Buffer.from(bytes))).toBe(true)
+      }),
+  )
+
+  it.scoped(
+    "an index line with a size or pack place that cannot be is damage, not a read outside the pack",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        NFS.mkdirSync(Path.join(dir, "attachments"), { recursive: true })
+        const sha256 = "a".repeat(64)
+        for (const bad of [
+          { size: -5, pack: "000001.pack", offset: 0 },
+          { size: 1.5, pack: "000001.pack", offset: 0 },
+          { size: 3, pack: "../../x", offset: 0 },
+          { size: 3, pack: "000001.pack", offset: -1 },
+          { size: 3, pack: "000001.pack" },
+        ]) {
+          NFS.writeFileSync(
+            Path.join(dir, "attachments", "index.ndjson"),
+            `${JSON.stringify({ sha256, sha1: "x", sourceUrls: [], ...bad })}\n`,
+          )
+          const e = yield* Effect.flip(Attachments.readIndex(dir))
+          expect([e.reason, e.message], JSON.stringify(bad)).toEqual([
+            "Corrupt",
+            expect.stringContaining("not a valid attachment index line"),
+          ])
+        }
       }),
   )
 

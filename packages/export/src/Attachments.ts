@@ -398,6 +398,15 @@ export interface BatchResult {
   readonly failed: number
 }
 
+export interface ForRefsOptions {
+  /**
+   * A source Binary the export holds too is copied once the Binary files under way are in (`ExportedBinaries`):
+   * for a file already downloaded. Without it (a batch while its file still downloads) it is copied if its
+   * Binary file is in already, else fetched.
+   */
+  readonly waitForBinaries?: boolean
+}
+
 export interface Fetcher {
   /**
    * Fetches the attachments not yet in the archive (bounded concurrency, shared by all calls) and commits
@@ -406,6 +415,7 @@ export interface Fetcher {
    */
   readonly forRefs: (
     refs: ReadonlyArray<AttachmentRef>,
+    options?: ForRefsOptions,
   ) => Effect.Effect<BatchResult, ExportError | ArchiveError>
   /** Totals over every call so far, with the failures. */
   readonly summary: Effect.Effect<AttachmentSummary>
@@ -466,6 +476,7 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   const fetchRef = (
     ref: AttachmentRef,
     mine: Deferred.Deferred<boolean>,
+    wait: boolean,
   ): Effect.Effect<number | undefined, ExportError | ArchiveError> =>
     Effect.suspend(() => {
       const resolved = resolveUrl(client.baseUrl, ref.url)
@@ -477,7 +488,7 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
           ? resolved.slice(binaryBase.length)
           : undefined
       if (exported !== undefined && exportedId !== undefined && binaryId.test(exportedId))
-        return Effect.flatMap(exported.read(exportedId), (copied) =>
+        return Effect.flatMap(exported.read(exportedId, wait), (copied) =>
           Option.isSome(copied)
             ? keep(store, ref, resolved, {
                 kind: "bytes",
@@ -525,8 +536,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       ),
     )
 
-  const forRefs = (refs: ReadonlyArray<AttachmentRef>) =>
+  const forRefs = (refs: ReadonlyArray<AttachmentRef>, forOptions: ForRefsOptions = {}) =>
     Effect.gen(function* () {
+      const wait = forOptions.waitForBinaries === true
       let mineFetched = 0
       let mineSkipped = 0
       let mineBytes = 0
@@ -560,7 +572,7 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
         }
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)
         inFlight.set(key, mine)
-        return Effect.flatMap(fetchRef(ref, mine), (size) =>
+        return Effect.flatMap(fetchRef(ref, mine, wait), (size) =>
           Effect.sync(() => {
             if (size === undefined) mineFailed++
             else {

@@ -61,6 +61,8 @@ export interface DownloadTarget {
  * over or re-reads the part file it keeps, from offset 0). Not for a file written gzip-compressed.
  */
 export interface LineSink {
+  /** Longer lines are not told (nor parsed for it). */
+  readonly maxBytes: number
   readonly reset: () => void
   readonly line: (resource: Resource, offset: number, bytes: number) => void
 }
@@ -181,7 +183,8 @@ const scanned = <E>(
         scan.count++
         if (target.uncounted?.(item.value) === true) scan.uncounted++
         target.onResource?.(item.value)
-        target.lines?.line(item.value, item.offset, item.bytes)
+        if (target.lines !== undefined && item.bytes <= target.lines.maxBytes)
+          target.lines.line(item.value, item.offset, item.bytes)
       }),
     ),
   )
@@ -368,18 +371,25 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
 const lineChecker = (target: DownloadTarget, scan: Scan, from: number): Ndjson.Parser => {
   const onResource = target.onResource
   const sink = target.lines
-  if (target.type === undefined || target.uncounted !== undefined || sink !== undefined)
+  if (target.type === undefined || target.uncounted !== undefined)
     return Ndjson.parser(readOptionsOf(target), (item) => {
       scan.count++
       if (target.uncounted?.(item.value) === true) scan.uncounted++
       onResource?.(item.value)
-      sink?.line(item.value, from + item.offset, item.bytes)
+      if (sink !== undefined && item.bytes <= sink.maxBytes)
+        sink.line(item.value, from + item.offset, item.bytes)
     })
-  const wanted =
+  const forResource =
     onResource === undefined ? () => false : (text: string) => text.includes('"url"') || text.includes("\\u")
+  // (a line's UTF-16 length is at most its UTF-8 length: one too long for the sink is not parsed for it)
+  const wanted =
+    sink === undefined ? forResource : (text: string) => text.length <= sink.maxBytes || forResource(text)
   return Ndjson.checker({ file: target.label, resourceType: target.type }, wanted, (item) => {
     scan.count++
-    if (item !== undefined) onResource?.(item.value)
+    if (item === undefined) return
+    onResource?.(item.value)
+    if (sink !== undefined && item.bytes <= sink.maxBytes)
+      sink.line(item.value, from + item.offset, item.bytes)
   })
 }
 

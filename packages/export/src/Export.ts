@@ -923,7 +923,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       const attachmentsKey = `attachments:${key}`
       if (file.kind === "output" && fetcher !== undefined && !journal.isDone(attachmentsKey)) {
         const found = refs ?? (yield* Attachments.refsOfFile(archive.path(file.path), file.path))
-        const result = sumBatches(earlier, yield* fetcher.forRefs(found))
+        // (the file is in: its attachments may wait for the Binary files under way)
+        const result = sumBatches(earlier, yield* fetcher.forRefs(found, { waitForBinaries: true }))
         if (result.failed > 0 && options.allowMissingAttachments !== true) return
         yield* journal.append(attachmentsKey, result)
         if (result.fetched + result.skipped > 0) yield* emit("attachments", { path: file.path, ...result })

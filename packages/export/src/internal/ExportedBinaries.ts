@@ -13,8 +13,6 @@ import { digest16 } from "@ferry/core/DigestSet"
 import type { Resource } from "@ferry/core/Ids"
 import { Deferred, Effect, Option, type Scope } from "effect"
 import type { LineSink } from "../Download.js"
-import type { ExportError } from "../ExportError.js"
-import { ioError } from "./ArchiveDir.js"
 
 /** Lines up to this size are copied (a bigger Binary is fetched: its body is then streamed, not held). */
 export const MAX_LINE = 2 * 1024 * 1024
@@ -37,8 +35,12 @@ export interface ExportedBinaries {
    */
   readonly expect: (files: number) => Effect.Effect<void>
   readonly settle: Effect.Effect<void>
-  /** The Binary with this id, when the export holds it with `data` (after the Binary files under way). */
-  readonly read: (id: string) => Effect.Effect<Option.Option<Copied>, ExportError>
+  /**
+   * The Binary with this id, when the export holds it with `data`; with `wait`, after the Binary files under
+   * way (not while a file downloads: its connection would idle meanwhile). None: fetch it. A line that cannot
+   * be read back is fetched too.
+   */
+  readonly read: (id: string, wait: boolean) => Effect.Effect<Option.Option<Copied>>
 }
 
 interface Place {
@@ -118,10 +120,21 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
   let settled = yield* Deferred.make<void>()
   yield* Deferred.succeed(settled, undefined)
 
+  /** Files downloaded again (a new job after expired links) at a path an earlier place points into. */
+  const stale = new Set<number>()
+
   const file: ExportedBinaries["file"] = (path) => {
+    for (const [n, p] of paths.entries()) {
+      if (p !== path || stale.has(n)) continue
+      stale.add(n)
+      const fd = fds.get(n)
+      if (fd !== undefined) NFS.close(fd, () => undefined)
+      fds.delete(n)
+    }
     let found: Array<readonly [string, number, number]> = []
     return {
       sink: {
+        maxBytes: MAX_LINE,
         reset: () => {
           found = []
         },
@@ -153,56 +166,50 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
     return Deferred.succeed(settled, undefined)
   })
 
-  const copy = (id: string, place: Place) =>
-    Effect.try({
-      try: (): Option.Option<Copied> => {
-        let fd = fds.get(place.file)
-        if (fd === undefined) {
-          fd = NFS.openSync(paths[place.file]!, "r")
-          fds.set(place.file, fd)
-        }
-        const buf = Buffer.allocUnsafe(place.bytes)
-        let got = 0
-        while (got < place.bytes) {
-          const n = NFS.readSync(fd, buf, got, place.bytes - got, place.offset + got)
-          if (n === 0) break
-          got += n
-        }
-        const value: unknown = JSON.parse(buf.toString("utf8", 0, got))
-        const binary = value as {
-          resourceType?: unknown
-          id?: unknown
-          data?: unknown
-          contentType?: unknown
-        }
-        // (the file is the one this run checked line by line; anything else here is fetched instead)
-        if (binary.resourceType !== "Binary" || binary.id !== id || typeof binary.data !== "string")
-          return Option.none()
-        return Option.some({
-          bytes: Buffer.from(binary.data, "base64"),
-          contentType: typeof binary.contentType === "string" ? binary.contentType : undefined,
-        })
-      },
-      catch: (e) =>
-        e instanceof SyntaxError
-          ? e
-          : ioError(paths[place.file] ?? "a Binary data file", "read a Binary back")(e),
-    }).pipe(
-      Effect.catchIf(
-        (e): e is SyntaxError => e instanceof SyntaxError,
-        () => Effect.succeed(Option.none<Copied>()),
-      ),
-    )
-
-  const read: ExportedBinaries["read"] = (id) =>
-    Effect.suspend(() => {
-      const place = places.get(id)
-      if (place !== undefined) return copy(id, place)
-      if (waiting === 0) return Effect.succeed(Option.none())
-      return Effect.flatMap(Deferred.await(settled), () => {
-        const later = places.get(id)
-        return later === undefined ? Effect.succeed(Option.none<Copied>()) : copy(id, later)
+  const copy = (id: string, place: Place): Option.Option<Copied> => {
+    try {
+      let fd = fds.get(place.file)
+      if (fd === undefined) {
+        fd = NFS.openSync(paths[place.file]!, "r")
+        fds.set(place.file, fd)
+      }
+      const buf = Buffer.allocUnsafe(place.bytes)
+      let got = 0
+      while (got < place.bytes) {
+        const n = NFS.readSync(fd, buf, got, place.bytes - got, place.offset + got)
+        if (n === 0) break
+        got += n
+      }
+      const binary = JSON.parse(buf.toString("utf8", 0, got)) as {
+        readonly resourceType?: unknown
+        readonly id?: unknown
+        readonly data?: unknown
+        readonly contentType?: unknown
+      }
+      // (the file is the one this run checked line by line; anything else here is fetched instead)
+      if (binary.resourceType !== "Binary" || binary.id !== id || typeof binary.data !== "string")
+        return Option.none()
+      return Option.some({
+        bytes: Buffer.from(binary.data, "base64"),
+        contentType: typeof binary.contentType === "string" ? binary.contentType : undefined,
       })
+    } catch {
+      // a line that cannot be read back as it was checked (the file replaced since, a read failing): the
+      // attachment is fetched from the source instead, as without the Binary file
+      return Option.none()
+    }
+  }
+
+  const lookUp = (id: string): Option.Option<Copied> => {
+    const place = places.get(id)
+    return place === undefined || stale.has(place.file) ? Option.none() : copy(id, place)
+  }
+
+  const read: ExportedBinaries["read"] = (id, wait) =>
+    Effect.suspend(() => {
+      const now = lookUp(id)
+      if (Option.isSome(now) || !wait || waiting === 0) return Effect.succeed(now)
+      return Effect.map(Deferred.await(settled), () => lookUp(id))
     })
 
   return { file, expect, settle, read } satisfies ExportedBinaries

@@ -1,0 +1,88 @@
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import * as ExportedBinaries from "../src/internal/ExportedBinaries.js"
+import { tempDir } from "./helpers/sandbox.js"
+
+const binary = (id: string, text: string) =>
+  JSON.stringify({
+    resourceType: "Binary",
+    id,
+    contentType: "text/plain",
+    data: Buffer.from(text).toString("base64"),
+  })
+
+/** Writes the lines as a data file and tells the sink where each one is, as a download does. */
+const download = (path: string, lines: ReadonlyArray<string>, sink: ExportedBinaries.ExportedBinaries) =>
+  Effect.gen(function* () {
+    const f = sink.file(path)
+    f.sink.reset()
+    let offset = 0
+    for (const line of lines) {
+      const bytes = Buffer.byteLength(line) + 1
+      f.sink.line(JSON.parse(line), offset, bytes)
+      offset += bytes
+    }
+    NFS.writeFileSync(path, lines.map((l) => `${l}\n`).join(""))
+    yield* f.finished
+  })
+
+const text = (copied: Option.Option<ExportedBinaries.Copied>) =>
+  Option.map(copied, (c) => `${c.contentType} ${Buffer.from(c.bytes).toString()}`)
+
+describe("ExportedBinaries", () => {
+  it.scoped(
+    "copies a Binary from its line; a file downloaded again at the same path voids the old places",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const path = Path.join(dir, "Binary.000.ndjson")
+        const binaries = yield* ExportedBinaries.make
+        yield* binaries.expect(1)
+        yield* download(path, [binary("a", "first a"), binary("b", "first b")], binaries)
+        assert.deepStrictEqual(text(yield* binaries.read("a", true)), Option.some("text/plain first a"))
+        assert.deepStrictEqual(text(yield* binaries.read("b", false)), Option.some("text/plain first b"))
+        assert.isTrue(Option.isNone(yield* binaries.read("c", true)))
+        // a new job's file at the same path (lines in another order): until it is in, nothing is copied from
+        // the old places (the attachment is fetched instead)
+        yield* binaries.expect(1)
+        const again = binaries.file(path)
+        NFS.writeFileSync(path, "")
+        assert.isTrue(Option.isNone(yield* binaries.read("a", false)))
+        again.sink.reset()
+        const lines = [binary("b", "second b"), binary("a", "second a")]
+        let offset = 0
+        for (const line of lines) {
+          again.sink.line(JSON.parse(line), offset, Buffer.byteLength(line) + 1)
+          offset += Buffer.byteLength(line) + 1
+        }
+        NFS.writeFileSync(path, lines.map((l) => `${l}\n`).join(""))
+        yield* again.finished
+        assert.deepStrictEqual(text(yield* binaries.read("a", true)), Option.some("text/plain second a"))
+        // the file gone or changed under it: fetched instead, not an error
+        NFS.writeFileSync(path, "{}\n")
+        assert.isTrue(Option.isNone(yield* binaries.read("b", true)))
+        NFS.rmSync(path)
+        assert.isTrue(Option.isNone(yield* binaries.read("a", true)))
+      }),
+  )
+
+  it.scoped("a Binary without data, or a line longer than MAX_LINE, is not copied", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const binaries = yield* ExportedBinaries.make
+      const path = Path.join(dir, "Binary.000.ndjson")
+      yield* download(
+        path,
+        [JSON.stringify({ resourceType: "Binary", id: "nodata", contentType: "text/plain" })],
+        binaries,
+      )
+      assert.isTrue(Option.isNone(yield* binaries.read("nodata", true)))
+      const f = binaries.file(Path.join(dir, "Binary.001.ndjson"))
+      f.sink.line(JSON.parse(binary("big", "x")), 0, ExportedBinaries.MAX_LINE + 1)
+      yield* f.finished
+      assert.isTrue(Option.isNone(yield* binaries.read("big", true)))
+    }),
+  )
+})
