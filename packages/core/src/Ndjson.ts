@@ -535,12 +535,30 @@ export const parser = (options: ReadOptions, onItem: (item: Item) => void): Pars
  * for the exact error (and a line nested deeper than 512 levels, or whose `resourceType` is escaped or given
  * twice, is simply left to `JSON.parse`).
  */
-export const isResourceOfType = (text: string, type: string): boolean => {
+export const isResourceOfType = (text: string, type: string): boolean =>
+  scanResource(text, type, undefined) !== NOT
+
+/** `scanResource`: not a resource of the type. */
+const NOT = 0
+/** `scanResource`: a resource of the type without the key or a `\u` escape. */
+const PLAIN = 1
+/** `scanResource`: a resource of the type in which the key (or a `\u` escape, which may spell it) occurs. */
+const WITH_KEY = 2
+
+/** A run of string characters that need no look: from space up, but for `"` and `\`. */
+const PLAIN_RUN = /[ !#-[\]-\uffff]*/y
+
+/**
+ * `isResourceOfType`, also telling whether `key` occurs as an object key at any depth, or any `\u` escape
+ * (which could spell it): what the export parses a line for, found in the same pass.
+ */
+const scanResource = (text: string, type: string, key: string | undefined): number => {
   const n = text.length
   let i = 0
   let depth = 0
   let typeOk = false
   let typeSeen = false
+  let keyOrEscape = false
 
   const ws = () => {
     for (;;) {
@@ -553,22 +571,26 @@ export const isResourceOfType = (text: string, type: string): boolean => {
   const str = (): boolean => {
     i++
     for (;;) {
+      // (a sticky regex skips the plain run natively: ≈ 20 % of the check's time on real lines)
+      PLAIN_RUN.lastIndex = i
+      PLAIN_RUN.test(text)
+      i = PLAIN_RUN.lastIndex
       if (i >= n) return false
       const c = text.charCodeAt(i++)
       if (c === 34) return true
       if (c < 32) return false
-      if (c === 92) {
-        const e = text.charCodeAt(i++)
-        if (e === 117) {
-          for (let k = 0; k < 4; k++) {
-            const h = text.charCodeAt(i++)
-            if (!((h >= 48 && h <= 57) || (h >= 65 && h <= 70) || (h >= 97 && h <= 102))) return false
-          }
-        } else if (
-          !(e === 34 || e === 92 || e === 47 || e === 98 || e === 102 || e === 110 || e === 114 || e === 116)
-        )
-          return false
-      }
+      // a backslash
+      const e = text.charCodeAt(i++)
+      if (e === 117) {
+        keyOrEscape = true
+        for (let k = 0; k < 4; k++) {
+          const h = text.charCodeAt(i++)
+          if (!((h >= 48 && h <= 57) || (h >= 65 && h <= 70) || (h >= 97 && h <= 102))) return false
+        }
+      } else if (
+        !(e === 34 || e === 92 || e === 47 || e === 98 || e === 102 || e === 110 || e === 114 || e === 116)
+      )
+        return false
     }
   }
   const digits = (): boolean => {
@@ -643,6 +665,8 @@ export const isResourceOfType = (text: string, type: string): boolean => {
       const keyStart = i
       if (!str()) return false
       const isType = top && i - keyStart === 14 && text.startsWith("resourceType", keyStart + 1)
+      if (key !== undefined && i - keyStart === key.length + 2 && text.startsWith(key, keyStart + 1))
+        keyOrEscape = true
       ws()
       if (text.charCodeAt(i++) !== 58) return false
       ws()
@@ -666,10 +690,10 @@ export const isResourceOfType = (text: string, type: string): boolean => {
   }
 
   ws()
-  if (text.charCodeAt(i) !== 123) return false
-  if (!obj(true)) return false
+  if (text.charCodeAt(i) !== 123) return NOT
+  if (!obj(true)) return NOT
   ws()
-  return i === n && typeOk
+  return i === n && typeOk ? (keyOrEscape ? WITH_KEY : PLAIN) : NOT
 }
 
 /**
@@ -680,13 +704,17 @@ export const isResourceOfType = (text: string, type: string): boolean => {
  */
 export const checker = (
   options: ReadOptions & { readonly resourceType: string },
-  wanted: (text: string) => boolean,
+  wanted: ((text: string) => boolean) | { readonly key: string },
   onLine: (item: Item | undefined) => void,
 ): Parser => {
   const type = options.resourceType
+  const plain =
+    typeof wanted === "function"
+      ? (text: string) => !wanted(text) && isResourceOfType(text, type)
+      : (text: string) => scanResource(text, type, wanted.key) === PLAIN
   return pushParser(
     splitState<Item | null>(options, (line, text, bytes, _terminated, offset) =>
-      !wanted(text) && isResourceOfType(text, type) ? null : parseText(options, line, text, bytes, offset),
+      plain(text) ? null : parseText(options, line, text, bytes, offset),
     ),
     (item) => onLine(item ?? undefined),
   )

@@ -125,4 +125,32 @@ describe("Ndjson.isResourceOfType", () => {
     expect((error as NdjsonError).reason).toBe("UnexpectedType")
     expect((error as NdjsonError).line).toBe(2)
   })
+
+  it("checker with a key: parses the lines where it is an object key at any depth, or any \\u escape is", () => {
+    const seen: Array<string | undefined> = []
+    const c = Ndjson.checker(
+      { file: "data/Patient.000.ndjson", resourceType: "Patient" },
+      { key: "url" },
+      (item) => seen.push(item === undefined ? undefined : String(item.value.id)),
+    )
+    const lines = [
+      { resourceType: "Patient", id: "plain", name: [{ text: "url" }], note: '"url":"x"' },
+      { resourceType: "Patient", id: "deep", photo: [{ contentType: "image/png", url: "Binary/p" }] },
+      { resourceType: "Patient", id: "top", url: "x" },
+      { resourceType: "Patient", id: "urls", urls: "x", uri: "y" },
+    ].map((r) => JSON.stringify(r))
+    // a key spelled with an escape, and an escape in a value
+    lines.push('{"resourceType":"Patient","id":"escaped-key","photo":[{"\\u0075rl":"Binary/q"}]}')
+    lines.push('{"resourceType":"Patient","id":"escaped-value","name":[{"text":"Zo\\u00eb"}]}')
+    c.push(Buffer.from(`${lines.join("\n")}\n`))
+    c.end()
+    expect(seen).toEqual([undefined, "deep", "top", undefined, "escaped-key", "escaped-value"])
+    // the check is the same as without a key: a line of another type is still refused
+    const other = Ndjson.checker(
+      { file: "f.ndjson", resourceType: "Patient" },
+      { key: "url" },
+      () => undefined,
+    )
+    expect(() => other.push(Buffer.from('{"resourceType":"Observation","url":"x"}\n'))).toThrow(NdjsonError)
+  })
 })

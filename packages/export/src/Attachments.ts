@@ -76,7 +76,7 @@ export interface AttachmentOptions {
    */
   readonly allowOrigin?: (origin: string) => boolean
   /** The source's Binaries the export holds as resources: one of those is copied, not fetched again. */
-  readonly exported?: Pick<ExportedBinaries, "read">
+  readonly exported?: Pick<ExportedBinaries, "read" | "peek">
 }
 
 /**
@@ -472,6 +472,27 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       return options.onFailed ? options.onFailed(failure) : Effect.void
     })
 
+  /** A reference to a source Binary whose line is in a Binary file already: its body, copied (no waiting). */
+  const copyNow = (
+    ref: AttachmentRef,
+  ): { readonly resolved: string; readonly fetched: Fetched } | undefined => {
+    if (exported === undefined) return undefined
+    const resolved = resolveUrl(client.baseUrl, ref.url)
+    if (!resolved.startsWith(binaryBase)) return undefined
+    const id = resolved.slice(binaryBase.length)
+    if (!binaryId.test(id)) return undefined
+    const copied = exported.peek(id)
+    if (Option.isNone(copied)) return undefined
+    return {
+      resolved,
+      fetched: {
+        kind: "bytes",
+        bytes: copied.value.bytes,
+        meta: metaOf(ref, copied.value.contentType ?? ref.contentType),
+      },
+    }
+  }
+
   /** Fetches one attachment; its size, or undefined when it failed (the failure is recorded). */
   const fetchRef = (
     ref: AttachmentRef,
@@ -568,6 +589,27 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
           return recordFailure(
             ref,
             `${redactUrl(resolveUrl(client.baseUrl, ref.url))}: the attachment of ${ref.resource} (${ref.path}) does not match: the body this URL returned (stored for another Attachment) differs from this Attachment's ${describeClaims(ref)}; the source data is inconsistent, check it at the source`,
+          )
+        }
+        const copy = copyNow(ref)
+        if (copy !== undefined) {
+          // in a Binary file already: stored at once, without a request or a fetch in flight to wait for
+          return keep(store, ref, copy.resolved, copy.fetched).pipe(
+            Effect.matchEffect({
+              onFailure: (e): Effect.Effect<void, ExportError | ArchiveError> => {
+                if (e._tag === "ArchiveError" || e.reason === "Archive") return Effect.fail(e)
+                failedRefs.add(digest)
+                mineFailed++
+                return recordFailure(ref, e.message)
+              },
+              onSuccess: (s) => {
+                fetched++
+                bytes += s.size
+                mineFetched++
+                mineBytes += s.size
+                return options.onStored ? Effect.zipRight(options.onStored(s), commitIfFull) : commitIfFull
+              },
+            }),
           )
         }
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)

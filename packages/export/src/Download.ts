@@ -363,10 +363,10 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
 
 /**
  * The line checker of a download: every line counted and checked to be a resource of the file's type. Only the
- * lines that can hold an attachment URL (`"url"` in them, or a `\u` escape that could spell it) are parsed for
- * `onResource`; the others are checked without building them (`Ndjson.checker`: at 1M resources, parsing every
- * line made garbage collection ≈ 30 % of the export's CPU; docs/benchmarks.md). A file whose `lines` are
- * wanted (the Binary files, `ExportedBinaries`) has every line parsed.
+ * lines that can hold an attachment URL (a `url` key in them, or a `\u` escape that could spell it, found by the
+ * check itself) are parsed for `onResource`; the others are checked without building them (`Ndjson.checker`: at
+ * 1M resources, parsing every line made garbage collection ≈ 30 % of the export's CPU; docs/benchmarks.md). A
+ * file whose `lines` are wanted (the Binary files, `ExportedBinaries`) has every line up to `maxBytes` parsed.
  */
 const lineChecker = (target: DownloadTarget, scan: Scan, from: number): Ndjson.Parser => {
   const onResource = target.onResource
@@ -381,9 +381,14 @@ const lineChecker = (target: DownloadTarget, scan: Scan, from: number): Ndjson.P
     })
   const forResource =
     onResource === undefined ? () => false : (text: string) => text.includes('"url"') || text.includes("\\u")
-  // (a line's UTF-16 length is at most its UTF-8 length: one too long for the sink is not parsed for it)
+  // (a line's UTF-16 length is at most its UTF-8 length: one too long for the sink is not parsed for it);
+  // without a sink, the check itself finds the lines with a `url` key (or a `\u` escape that may spell one)
   const wanted =
-    sink === undefined ? forResource : (text: string) => text.length <= sink.maxBytes || forResource(text)
+    sink !== undefined
+      ? (text: string) => text.length <= sink.maxBytes || forResource(text)
+      : onResource === undefined
+        ? () => false
+        : { key: "url" }
   return Ndjson.checker({ file: target.label, resourceType: target.type }, wanted, (item) => {
     scan.count++
     if (item === undefined) return

@@ -41,6 +41,8 @@ export interface ExportedBinaries {
    * be read back is fetched too.
    */
   readonly read: (id: string, wait: boolean) => Effect.Effect<Option.Option<Copied>>
+  /** `read` without waiting, synchronously. */
+  readonly peek: (id: string) => Option.Option<Copied>
 }
 
 interface Place {
@@ -212,5 +214,5 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
       return Effect.map(Deferred.await(settled), () => lookUp(id))
     })
 
-  return { file, expect, settle, read } satisfies ExportedBinaries
+  return { file, expect, settle, read, peek: lookUp } satisfies ExportedBinaries
 })
