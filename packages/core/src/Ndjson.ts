@@ -536,29 +536,21 @@ export const parser = (options: ReadOptions, onItem: (item: Item) => void): Pars
  * twice, is simply left to `JSON.parse`).
  */
 export const isResourceOfType = (text: string, type: string): boolean =>
-  scanResource(text, type, undefined) !== NOT
-
-/** `scanResource`: not a resource of the type. */
-const NOT = 0
-/** `scanResource`: a resource of the type without the key or a `\u` escape. */
-const PLAIN = 1
-/** `scanResource`: a resource of the type in which the key (or a `\u` escape, which may spell it) occurs. */
-const WITH_KEY = 2
+  isPlainResource(text, type, undefined)
 
 /** A run of string characters that need no look: from space up, but for `"` and `\`. */
 const PLAIN_RUN = /[ !#-[\]-\uffff]*/y
 
 /**
- * `isResourceOfType`, also telling whether `key` occurs as an object key at any depth, or any `\u` escape
- * (which could spell it): what the export parses a line for, found in the same pass.
+ * `isResourceOfType`; with a `key`, also false as soon as that key occurs as an object key at any depth, or any
+ * `\u` escape (which could spell it): the lines the export parses anyway (`JSON.parse` then checks them whole).
  */
-const scanResource = (text: string, type: string, key: string | undefined): number => {
+const isPlainResource = (text: string, type: string, key: string | undefined): boolean => {
   const n = text.length
   let i = 0
   let depth = 0
   let typeOk = false
   let typeSeen = false
-  let keyOrEscape = false
 
   const ws = () => {
     for (;;) {
@@ -582,7 +574,7 @@ const scanResource = (text: string, type: string, key: string | undefined): numb
       // a backslash
       const e = text.charCodeAt(i++)
       if (e === 117) {
-        keyOrEscape = true
+        if (key !== undefined) return false
         for (let k = 0; k < 4; k++) {
           const h = text.charCodeAt(i++)
           if (!((h >= 48 && h <= 57) || (h >= 65 && h <= 70) || (h >= 97 && h <= 102))) return false
@@ -666,7 +658,7 @@ const scanResource = (text: string, type: string, key: string | undefined): numb
       if (!str()) return false
       const isType = top && i - keyStart === 14 && text.startsWith("resourceType", keyStart + 1)
       if (key !== undefined && i - keyStart === key.length + 2 && text.startsWith(key, keyStart + 1))
-        keyOrEscape = true
+        return false
       ws()
       if (text.charCodeAt(i++) !== 58) return false
       ws()
@@ -690,17 +682,18 @@ const scanResource = (text: string, type: string, key: string | undefined): numb
   }
 
   ws()
-  if (text.charCodeAt(i) !== 123) return NOT
-  if (!obj(true)) return NOT
+  if (text.charCodeAt(i) !== 123) return false
+  if (!obj(true)) return false
   ws()
-  return i === n && typeOk ? (keyOrEscape ? WITH_KEY : PLAIN) : NOT
+  return i === n && typeOk
 }
 
 /**
- * `parser` for hot loops that need the value of only some lines: a line for which `wanted(text)` holds is
- * parsed and handed to `onLine`; any other line is checked with `isResourceOfType` (no value built) and
- * `onLine` gets `undefined`. Lines that fail the check are parsed after all, so errors are `parser`'s.
- * Needs `options.resourceType`.
+ * `parser` for hot loops that need the value of only some lines: a line for which `wanted(text)` holds, or
+ * (`wanted` a `{ key }`) in which that key occurs as an object key or a `\u` escape occurs (found by the check
+ * itself, no other pass over the line), is parsed and handed to `onLine`; any other line is checked with
+ * `isResourceOfType` (no value built) and `onLine` gets `undefined`. Lines that fail the check are parsed after
+ * all, so errors are `parser`'s. Needs `options.resourceType`.
  */
 export const checker = (
   options: ReadOptions & { readonly resourceType: string },
@@ -711,7 +704,7 @@ export const checker = (
   const plain =
     typeof wanted === "function"
       ? (text: string) => !wanted(text) && isResourceOfType(text, type)
-      : (text: string) => scanResource(text, type, wanted.key) === PLAIN
+      : (text: string) => isPlainResource(text, type, wanted.key)
   return pushParser(
     splitState<Item | null>(options, (line, text, bytes, _terminated, offset) =>
       plain(text) ? null : parseText(options, line, text, bytes, offset),

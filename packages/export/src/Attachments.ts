@@ -472,7 +472,7 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       return options.onFailed ? options.onFailed(failure) : Effect.void
     })
 
-  /** A reference to a source Binary whose line is in a Binary file already: its body, copied (no waiting). */
+  /** A reference to a source Binary whose line is in a Binary file already: its body, copied (without waiting). */
   const copyNow = (
     ref: AttachmentRef,
   ): { readonly resolved: string; readonly fetched: Fetched } | undefined => {
@@ -498,8 +498,11 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     ref: AttachmentRef,
     mine: Deferred.Deferred<boolean>,
     wait: boolean,
+    copied: ReturnType<typeof copyNow>,
   ): Effect.Effect<number | undefined, ExportError | ArchiveError> =>
     Effect.suspend(() => {
+      // in a Binary file already: stored at once, without a request
+      if (copied !== undefined) return keep(store, ref, copied.resolved, copied.fetched)
       const resolved = resolveUrl(client.baseUrl, ref.url)
       const origin = Option.getOrElse(originOf(resolved), () => "null")
       // (a relative URL resolves onto the base: same origin; an absolute one keeps its own)
@@ -591,30 +594,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
             `${redactUrl(resolveUrl(client.baseUrl, ref.url))}: the attachment of ${ref.resource} (${ref.path}) does not match: the body this URL returned (stored for another Attachment) differs from this Attachment's ${describeClaims(ref)}; the source data is inconsistent, check it at the source`,
           )
         }
-        const copy = copyNow(ref)
-        if (copy !== undefined) {
-          // in a Binary file already: stored at once, without a request or a fetch in flight to wait for
-          return keep(store, ref, copy.resolved, copy.fetched).pipe(
-            Effect.matchEffect({
-              onFailure: (e): Effect.Effect<void, ExportError | ArchiveError> => {
-                if (e._tag === "ArchiveError" || e.reason === "Archive") return Effect.fail(e)
-                failedRefs.add(digest)
-                mineFailed++
-                return recordFailure(ref, e.message)
-              },
-              onSuccess: (s) => {
-                fetched++
-                bytes += s.size
-                mineFetched++
-                mineBytes += s.size
-                return options.onStored ? Effect.zipRight(options.onStored(s), commitIfFull) : commitIfFull
-              },
-            }),
-          )
-        }
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)
         inFlight.set(key, mine)
-        return Effect.flatMap(fetchRef(ref, mine, wait), (size) =>
+        return Effect.flatMap(fetchRef(ref, mine, wait, copyNow(ref)), (size) =>
           Effect.sync(() => {
             if (size === undefined) mineFailed++
             else {

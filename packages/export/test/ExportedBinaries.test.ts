@@ -44,11 +44,11 @@ describe("ExportedBinaries", () => {
         assert.deepStrictEqual(text(yield* binaries.read("a", true)), Option.some("text/plain first a"))
         assert.deepStrictEqual(text(yield* binaries.read("b", false)), Option.some("text/plain first b"))
         assert.isTrue(Option.isNone(yield* binaries.read("c", true)))
-        // a new job's file at the same path (lines in another order): until it is in, nothing is copied from
-        // the old places (the attachment is fetched instead)
+        // a new job's file at the same path: until it is in, nothing is copied from the old places, even where
+        // a valid line of the same Binary sits at its old offset (the attachment is fetched instead)
         yield* binaries.expect(1)
         const again = binaries.file(path)
-        NFS.writeFileSync(path, "")
+        NFS.writeFileSync(path, [binary("a", "again a"), binary("b", "again b")].map((l) => `${l}\n`).join(""))
         assert.isTrue(Option.isNone(yield* binaries.read("a", false)))
         again.sink.reset()
         const lines = [binary("b", "second b"), binary("a", "second a")]
@@ -60,11 +60,15 @@ describe("ExportedBinaries", () => {
         NFS.writeFileSync(path, lines.map((l) => `${l}\n`).join(""))
         yield* again.finished
         assert.deepStrictEqual(text(yield* binaries.read("a", true)), Option.some("text/plain second a"))
-        // the file gone or changed under it: fetched instead, not an error
+        // the file changed under it: fetched instead, not an error
         NFS.writeFileSync(path, "{}\n")
         assert.isTrue(Option.isNone(yield* binaries.read("b", true)))
-        NFS.rmSync(path)
-        assert.isTrue(Option.isNone(yield* binaries.read("a", true)))
+        // the file gone before its first copy (nothing open yet): the same
+        const fresh = yield* ExportedBinaries.make
+        const other = Path.join(dir, "Binary.001.ndjson")
+        yield* download(other, [binary("c", "c")], fresh)
+        NFS.rmSync(other)
+        assert.isTrue(Option.isNone(yield* fresh.read("c", true)))
       }),
   )
 
