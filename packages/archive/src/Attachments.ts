@@ -118,6 +118,11 @@ export interface Store {
    * thousands of these; measured per-attachment CPU in docs/benchmarks.md).
    */
   readonly storeBytes: (bytes: Uint8Array, meta?: Meta) => Effect.Effect<Stored, ArchiveError>
+  /**
+   * `storeBytes` in the caller's synchronous step (throws the `ArchiveError`): what the caller checked before
+   * (is this URL stored yet?) still holds when it is stored.
+   */
+  readonly storeBytesNow: (bytes: Uint8Array, meta?: Meta) => Stored
   /** Make the stored blobs durable and index them; returns how many index lines were written. */
   readonly commit: Effect.Effect<number, ArchiveError>
   /** Blobs stored and not yet committed. */
@@ -390,35 +395,41 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
       touched.add(parent)
     }
 
+    const storeBytesNow = (bytes: Uint8Array, meta: Meta = {}): Stored => {
+      try {
+        return storeInMemory(bytes, meta)
+      } catch (e) {
+        throw ioError(base)(e)
+      }
+    }
     const storeBytes = (bytes: Uint8Array, meta: Meta = {}): Effect.Effect<Stored, ArchiveError> =>
-      Effect.try({
-        try: (): Stored => {
-          const sha256 = createHash("sha256").update(bytes).digest("hex")
-          const sha1 = createHash("sha1").update(bytes).digest("base64")
-          if (!matchesExpected(meta, bytes.length, sha1))
-            return { sha256, sha1, size: bytes.length, created: false, matches: false }
-          const created = !known.hasHex(sha256)
-          let packed: { readonly pack: string; readonly offset: number } | undefined
-          if (created) {
-            if (bytes.length <= PACK_MAX) packed = appendToPack(bytes)
-            else writeBlob(sha256, bytes)
-            known.addHex(sha256)
-          }
-          if (created || meta.sourceUrl !== undefined) {
-            lines.push({
-              sha256,
-              sha1,
-              size: bytes.length,
-              ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
-              sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
-              ...packed,
-            })
-            if (meta.sourceUrl !== undefined) rememberUrl(meta.sourceUrl, bytes.length, sha1)
-          }
-          return { sha256, sha1, size: bytes.length, created, matches: true }
-        },
-        catch: ioError(base),
-      })
+      Effect.try({ try: () => storeInMemory(bytes, meta), catch: ioError(base) })
+    /** `storeBytes`' work; throws what the file system throws. */
+    const storeInMemory = (bytes: Uint8Array, meta: Meta): Stored => {
+      const sha256 = createHash("sha256").update(bytes).digest("hex")
+      const sha1 = createHash("sha1").update(bytes).digest("base64")
+      if (!matchesExpected(meta, bytes.length, sha1))
+        return { sha256, sha1, size: bytes.length, created: false, matches: false }
+      const created = !known.hasHex(sha256)
+      let packed: { readonly pack: string; readonly offset: number } | undefined
+      if (created) {
+        if (bytes.length <= PACK_MAX) packed = appendToPack(bytes)
+        else writeBlob(sha256, bytes)
+        known.addHex(sha256)
+      }
+      if (created || meta.sourceUrl !== undefined) {
+        lines.push({
+          sha256,
+          sha1,
+          size: bytes.length,
+          ...(meta.contentType !== undefined ? { contentType: meta.contentType } : {}),
+          sourceUrls: meta.sourceUrl !== undefined ? [meta.sourceUrl] : [],
+          ...packed,
+        })
+        if (meta.sourceUrl !== undefined) rememberUrl(meta.sourceUrl, bytes.length, sha1)
+      }
+      return { sha256, sha1, size: bytes.length, created, matches: true }
+    }
 
     /** fsyncs (SYNC_CONCURRENCY at a time) and closes the blob files `storeBytes` left open. */
     const syncBlobs = (written: ReadonlyArray<Written>) =>
@@ -501,6 +512,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     return {
       store: storeOne,
       storeBytes,
+      storeBytesNow,
       commit,
       pending: Effect.sync(() => lines.length),
       storedUrls,

@@ -175,33 +175,45 @@ const keep = (
   resolved: string,
   fetched: Fetched,
 ): Effect.Effect<StoredAttachment, ExportError | ArchiveError> =>
-  Effect.gen(function* () {
-    const stored =
-      fetched.kind === "stored" ? fetched.stored : yield* store.storeBytes(fetched.bytes, fetched.meta)
-    const contentType = fetched.meta.contentType
-    const mismatch =
-      ref.size !== undefined && ref.size !== stored.size
-        ? `its size is ${stored.size} bytes but the Attachment says ${ref.size}`
-        : ref.hash !== undefined && ref.hash !== stored.sha1
-          ? `its SHA-1 is ${stored.sha1} but the Attachment's hash says ${ref.hash}`
-          : undefined
-    if (mismatch !== undefined) {
-      return yield* new ExportError({
-        reason: "Attachment",
-        url: redactUrl(resolved),
-        detail: `the attachment of ${ref.resource} (${ref.path}) does not match: ${mismatch}; the source data is inconsistent, check it at the source`,
-      })
-    }
-    return {
-      url: ref.url,
-      sha256: stored.sha256,
-      size: stored.size,
-      contentType,
-      blob: ArchiveAttachments.relativePath(stored.sha256),
-      resource: ref.resource,
-      path: ref.path,
-    } satisfies StoredAttachment
-  })
+  Effect.flatMap(
+    fetched.kind === "stored"
+      ? Effect.succeed(fetched.stored)
+      : store.storeBytes(fetched.bytes, fetched.meta),
+    (stored) => {
+      const kept = checked(ref, resolved, stored, fetched.meta.contentType)
+      return kept instanceof ExportError ? Effect.fail(kept) : Effect.succeed(kept)
+    },
+  )
+
+/** What the index now has for `ref`, or why it is not kept: the body is not what its Attachment says. */
+const checked = (
+  ref: AttachmentRef,
+  resolved: string,
+  stored: ArchiveAttachments.Stored,
+  contentType: string | undefined,
+): StoredAttachment | ExportError => {
+  const mismatch =
+    ref.size !== undefined && ref.size !== stored.size
+      ? `its size is ${stored.size} bytes but the Attachment says ${ref.size}`
+      : ref.hash !== undefined && ref.hash !== stored.sha1
+        ? `its SHA-1 is ${stored.sha1} but the Attachment's hash says ${ref.hash}`
+        : undefined
+  if (mismatch !== undefined)
+    return new ExportError({
+      reason: "Attachment",
+      url: redactUrl(resolved),
+      detail: `the attachment of ${ref.resource} (${ref.path}) does not match: ${mismatch}; the source data is inconsistent, check it at the source`,
+    })
+  return {
+    url: ref.url,
+    sha256: stored.sha256,
+    size: stored.size,
+    contentType,
+    blob: ArchiveAttachments.relativePath(stored.sha256),
+    resource: ref.resource,
+    path: ref.path,
+  } satisfies StoredAttachment
+}
 
 /** A small body read whole (to be stored), or a big one already streamed into the store. */
 type Fetched =
@@ -475,7 +487,9 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   /** A reference to a source Binary whose line is in a Binary file already: its body, copied (without waiting). */
   const copyNow = (
     ref: AttachmentRef,
-  ): { readonly resolved: string; readonly fetched: Fetched } | undefined => {
+  ):
+    | { readonly resolved: string; readonly bytes: Uint8Array; readonly meta: ArchiveAttachments.Meta }
+    | undefined => {
     if (exported === undefined) return undefined
     const resolved = resolveUrl(client.baseUrl, ref.url)
     if (!resolved.startsWith(binaryBase)) return undefined
@@ -485,11 +499,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     if (Option.isNone(copied)) return undefined
     return {
       resolved,
-      fetched: {
-        kind: "bytes",
-        bytes: copied.value.bytes,
-        meta: metaOf(ref, copied.value.contentType ?? ref.contentType),
-      },
+      bytes: copied.value.bytes,
+      meta: metaOf(ref, copied.value.contentType ?? ref.contentType),
     }
   }
 
@@ -498,11 +509,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     ref: AttachmentRef,
     mine: Deferred.Deferred<boolean>,
     wait: boolean,
-    copied: ReturnType<typeof copyNow>,
   ): Effect.Effect<number | undefined, ExportError | ArchiveError> =>
     Effect.suspend(() => {
-      // in a Binary file already: stored at once, without a request
-      if (copied !== undefined) return keep(store, ref, copied.resolved, copied.fetched)
       const resolved = resolveUrl(client.baseUrl, ref.url)
       const origin = Option.getOrElse(originOf(resolved), () => "null")
       // (a relative URL resolves onto the base: same origin; an absolute one keeps its own)
@@ -594,9 +602,31 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
             `${redactUrl(resolveUrl(client.baseUrl, ref.url))}: the attachment of ${ref.resource} (${ref.path}) does not match: the body this URL returned (stored for another Attachment) differs from this Attachment's ${describeClaims(ref)}; the source data is inconsistent, check it at the source`,
           )
         }
+        const copy = copyNow(ref)
+        if (copy !== undefined) {
+          // in a Binary file already: stored in this same step as the checks above (no other reference to the
+          // URL can pass them meanwhile), without a request, a fiber or an in-flight entry
+          let stored: ArchiveAttachments.Stored
+          try {
+            stored = store.storeBytesNow(copy.bytes, copy.meta)
+          } catch (e) {
+            return Effect.fail(e as ArchiveError)
+          }
+          const kept = checked(ref, copy.resolved, stored, copy.meta.contentType)
+          if (kept instanceof ExportError) {
+            failedRefs.add(digest)
+            mineFailed++
+            return recordFailure(ref, kept.message)
+          }
+          fetched++
+          bytes += kept.size
+          mineFetched++
+          mineBytes += kept.size
+          return options.onStored ? Effect.zipRight(options.onStored(kept), commitIfFull) : commitIfFull
+        }
         const mine = Deferred.unsafeMake<boolean>(FiberId.none)
         inFlight.set(key, mine)
-        return Effect.flatMap(fetchRef(ref, mine, wait, copyNow(ref)), (size) =>
+        return Effect.flatMap(fetchRef(ref, mine, wait), (size) =>
           Effect.sync(() => {
             if (size === undefined) mineFailed++
             else {

@@ -1462,6 +1462,32 @@ describe("attachments that are the source's own Binaries, exported too", () => {
         assert.strictEqual(copiedBlobs.length, 30)
         assert.deepStrictEqual(copiedBlobs, yield* blobs(Path.join(dir, "fetched")))
         assert.deepStrictEqual(yield* Archive.verifyChecksums(Path.join(dir, "copied")), [])
+
+        // an Attachment whose size is not its Binary's: not kept, reported once, the others copied
+        const doc = JSON.parse(sandbox.store.read("DocumentReference", "gen-doc-3")!.json) as {
+          id: string
+          content: Array<{ attachment: { size?: number; hash?: string } }>
+        }
+        doc.content[0]!.attachment.size = 1
+        sandbox.store.update(doc)
+        const reads = binaryReads
+        const bad = yield* Export.run({
+          client,
+          out: Path.join(dir, "bad"),
+          params: { level: "system" },
+          parallel: 2,
+          allowMissingAttachments: true,
+          ...fast,
+        })
+        assert.strictEqual(binaryReads, reads)
+        assert.strictEqual(bad.attachments.failed, 1)
+        assert.strictEqual(bad.attachments.total, 29)
+        const failures = events(Path.join(dir, "bad")).filter((e) => e.event === "attachment-failed")
+        assert.strictEqual(failures.length, 1)
+        assert.match(
+          String(failures[0]?.detail),
+          /gen-doc-3.*its size is \d+ bytes but the Attachment says 1/,
+        )
       }),
     60_000,
   )

@@ -48,7 +48,10 @@ describe("ExportedBinaries", () => {
         // a valid line of the same Binary sits at its old offset (the attachment is fetched instead)
         yield* binaries.expect(1)
         const again = binaries.file(path)
-        NFS.writeFileSync(path, [binary("a", "again a"), binary("b", "again b")].map((l) => `${l}\n`).join(""))
+        NFS.writeFileSync(
+          path,
+          [binary("a", "again a"), binary("b", "again b")].map((l) => `${l}\n`).join(""),
+        )
         assert.isTrue(Option.isNone(yield* binaries.read("a", false)))
         again.sink.reset()
         const lines = [binary("b", "second b"), binary("a", "second a")]
