@@ -484,6 +484,13 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       return options.onFailed ? options.onFailed(failure) : Effect.void
     })
 
+  /** The id of the source Binary a resolved URL names (`<base>/Binary/<id>`, nothing after), if it does. */
+  const exportedIdOf = (resolved: string): string | undefined => {
+    if (!resolved.startsWith(binaryBase)) return undefined
+    const id = resolved.slice(binaryBase.length)
+    return binaryId.test(id) ? id : undefined
+  }
+
   /** A reference to a source Binary whose line is in a Binary file already: its body, copied (without waiting). */
   const copyNow = (
     ref: AttachmentRef,
@@ -492,9 +499,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
     | undefined => {
     if (exported === undefined) return undefined
     const resolved = resolveUrl(client.baseUrl, ref.url)
-    if (!resolved.startsWith(binaryBase)) return undefined
-    const id = resolved.slice(binaryBase.length)
-    if (!binaryId.test(id)) return undefined
+    const id = exportedIdOf(resolved)
+    if (id === undefined) return undefined
     const copied = exported.peek(id)
     if (Option.isNone(copied)) return undefined
     return {
@@ -515,11 +521,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
       const origin = Option.getOrElse(originOf(resolved), () => "null")
       // (a relative URL resolves onto the base: same origin; an absolute one keeps its own)
       const binary = origin === baseOrigin && namesBinary(ref.url)
-      const exportedId =
-        binary && exported !== undefined && resolved.startsWith(binaryBase)
-          ? resolved.slice(binaryBase.length)
-          : undefined
-      if (exported !== undefined && exportedId !== undefined && binaryId.test(exportedId))
+      const exportedId = binary && exported !== undefined ? exportedIdOf(resolved) : undefined
+      if (exported !== undefined && exportedId !== undefined)
         return Effect.flatMap(exported.read(exportedId, wait), (copied) =>
           Option.isSome(copied)
             ? keep(store, ref, resolved, {
