@@ -153,45 +153,30 @@ const CREATE = NFS.constants.O_WRONLY | NFS.constants.O_CREAT | NFS.constants.O_
 /** The same name left by a run that crashed before its commit: truncated, never through a symlink. */
 const REWRITE = NFS.constants.O_WRONLY | NFS.constants.O_TRUNC | NFS.constants.O_NOFOLLOW
 
-const fsyncP = promisify(NFS.fsync)
-const openP = promisify(NFS.open)
-const writeP = promisify(NFS.write)
-const fchmodP = promisify(NFS.fchmod)
-
 /** Opens a blob file to write: created (0600), or an unindexed leftover truncated and set to 0600. */
-const openBlob = async (path: string): Promise<number> => {
+const openBlob = (path: string): number => {
   try {
-    return await openP(path, CREATE, Fs.FILE_MODE)
+    return NFS.openSync(path, CREATE, Fs.FILE_MODE)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
   }
-  const fd = await openP(path, REWRITE)
+  const fd = NFS.openSync(path, REWRITE)
   try {
-    await fchmodP(fd, Fs.FILE_MODE)
+    NFS.fchmodSync(fd, Fs.FILE_MODE)
   } catch (e) {
     NFS.closeSync(fd)
     throw e
   }
   return fd
 }
+const fsyncP = promisify(NFS.fsync)
 
-/** A blob file created and written in the thread pool: its open descriptor, or why it could not be. */
-type Written = { readonly fd: number } | { readonly error: unknown }
-
-const writeBlobFile = async (path: string, bytes: Uint8Array): Promise<Written> => {
-  let fd: number
+/** Closes a descriptor now (a scope's end, a full pack): a failing close has nothing left to report to. */
+const closeQuietly = (fd: number): void => {
   try {
-    fd = await openBlob(path)
-  } catch (error) {
-    return { error }
-  }
-  try {
-    let off = 0
-    while (off < bytes.length) off += (await writeP(fd, bytes, off, bytes.length - off)).bytesWritten
-    return { fd }
-  } catch (error) {
     NFS.closeSync(fd)
-    return { error }
+  } catch {
+    // see above
   }
 }
 
@@ -252,7 +237,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         // bytes not committed are named by no index line: only closed
-        if (pack !== undefined) NFS.close(pack.fd, () => undefined)
+        if (pack !== undefined) closeQuietly(pack.fd)
         pack = undefined
       }),
     )
@@ -351,26 +336,15 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         return { sha256, sha1, size, created, matches: true }
       })
 
-    /**
-     * Blob files `storeBytes` started since the last commit (created and written in the thread pool, beside
-     * the main thread's work), each left open for `commit`'s fsync.
-     */
-    let unsynced: Array<Promise<Written>> = []
+    /** Blob files `storeBytes` wrote since the last commit, still open for `commit`'s fsync. */
+    let unsynced: Array<number> = []
     // Blobs never committed (the run failed or was interrupted first) are not in the index, so nothing
     // trusts them and the next run writes them again: their descriptors are only closed. A failing close
     // has nothing left to report to (the scope is closing on an earlier outcome).
     yield* Effect.addFinalizer(() =>
-      Effect.promise(async () => {
-        const left = unsynced
+      Effect.sync(() => {
+        for (const fd of unsynced) closeQuietly(fd)
         unsynced = []
-        for (const w of await Promise.all(left)) {
-          if (!("fd" in w)) continue
-          try {
-            NFS.closeSync(w.fd)
-          } catch {
-            // see above
-          }
-        }
       }),
     )
 
@@ -378,9 +352,8 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
      * Writes a new blob straight to its content address; durable at the next commit. No temp file and rename
      * (at 43k attachments those were ≈ 6 s of an export's main thread): the index is what says a blob is
      * there, and it lists a blob only after `commit` has fsynced it, so a file a crash left half written is
-     * unknown to every reader and is written again (truncated) by the next run that meets it. The file is
-     * created and written in the thread pool (creating a file costs the kernel 20–300 µs here, which the main
-     * thread then spends on the next line); `commit` waits for it.
+     * unknown to every reader and is written again (truncated) by the next run that meets it. (Only blobs
+     * above `PACK_MAX`: the others go into the pack.)
      */
     const writeBlob = (sha256: string, bytes: Uint8Array): void => {
       const final = Path.join(dir, relativePath(sha256))
@@ -391,7 +364,15 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         dirs.add(parent)
         newDirs = true
       }
-      unsynced.push(writeBlobFile(final, bytes))
+      const fd = openBlob(final)
+      try {
+        let off = 0
+        while (off < bytes.length) off += NFS.writeSync(fd, bytes, off, bytes.length - off)
+      } catch (e) {
+        NFS.closeSync(fd)
+        throw e
+      }
+      unsynced.push(fd)
       touched.add(parent)
     }
 
@@ -432,16 +413,11 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     }
 
     /** fsyncs (SYNC_CONCURRENCY at a time) and closes the blob files `storeBytes` left open. */
-    const syncBlobs = (written: ReadonlyArray<Written>) =>
+    const syncBlobs = (fds: ReadonlyArray<number>) =>
       Effect.tryPromise({
         try: async () => {
           let next = 0
           let failure: { readonly error: unknown } | undefined
-          const fds: Array<number> = []
-          for (const w of written) {
-            if ("fd" in w) fds.push(w.fd)
-            else failure ??= w
-          }
           const worker = async () => {
             while (failure === undefined && next < fds.length) {
               await fsyncP(fds[next++]!).catch((error: unknown) => {
@@ -472,7 +448,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         Effect.gen(function* () {
           const toSync = touched
           const toIndex = lines
-          const writes = unsynced
+          const blobs = unsynced
           const syncBase = newDirs
           const syncPacks = newPack
           // every blob in this pack so far has its line in `toIndex` or an earlier commit: a full pack is left
@@ -485,12 +461,11 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
           unsynced = []
           newDirs = false
           newPack = false
-          // (each write settles as a value: none rejects)
-          if (writes.length > 0) yield* syncBlobs(yield* Effect.promise(() => Promise.all(writes)))
+          if (blobs.length > 0) yield* syncBlobs(blobs)
           if (inPack !== undefined && (inPack.unsynced || full)) {
             inPack.unsynced = false
             yield* Effect.tryPromise({ try: () => fsyncP(inPack.fd), catch: ioError(packs) }).pipe(
-              Effect.ensuring(full ? Effect.sync(() => NFS.close(inPack.fd, () => undefined)) : Effect.void),
+              Effect.ensuring(full ? Effect.sync(() => closeQuietly(inPack.fd)) : Effect.void),
             )
           }
           if (syncPacks) yield* Fs.syncDir(packs)

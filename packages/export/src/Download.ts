@@ -51,7 +51,7 @@ export interface DownloadTarget {
    * servers count differently): the count check accepts the file's lines with or without them.
    */
   readonly uncounted?: (resource: Resource) => boolean
-  /** Told where each line of the file is (every line is then parsed): see `LineSink`. */
+  /** Told where each line of the file is (each line up to its `maxBytes` is then parsed): see `LineSink`. */
   readonly lines?: LineSink
 }
 
@@ -61,7 +61,7 @@ export interface DownloadTarget {
  * over or re-reads the part file it keeps, from offset 0). Not for a file written gzip-compressed.
  */
 export interface LineSink {
-  /** Longer lines are not told (nor parsed for it). */
+  /** Longer lines are not parsed for it (the sink ignores them). */
   readonly maxBytes: number
   readonly reset: () => void
   readonly line: (resource: Resource, offset: number, bytes: number) => void
@@ -183,8 +183,7 @@ const scanned = <E>(
         scan.count++
         if (target.uncounted?.(item.value) === true) scan.uncounted++
         target.onResource?.(item.value)
-        if (target.lines !== undefined && item.bytes <= target.lines.maxBytes)
-          target.lines.line(item.value, item.offset, item.bytes)
+        target.lines?.line(item.value, item.offset, item.bytes)
       }),
     ),
   )
@@ -376,8 +375,7 @@ const lineChecker = (target: DownloadTarget, scan: Scan, from: number): Ndjson.P
       scan.count++
       if (target.uncounted?.(item.value) === true) scan.uncounted++
       onResource?.(item.value)
-      if (sink !== undefined && item.bytes <= sink.maxBytes)
-        sink.line(item.value, from + item.offset, item.bytes)
+      sink?.line(item.value, from + item.offset, item.bytes)
     })
   const forResource =
     onResource === undefined ? () => false : (text: string) => text.includes('"url"') || text.includes("\\u")
@@ -393,8 +391,7 @@ const lineChecker = (target: DownloadTarget, scan: Scan, from: number): Ndjson.P
     scan.count++
     if (item === undefined) return
     onResource?.(item.value)
-    if (sink !== undefined && item.bytes <= sink.maxBytes)
-      sink.line(item.value, from + item.offset, item.bytes)
+    sink?.line(item.value, from + item.offset, item.bytes)
   })
 }
 

@@ -115,7 +115,7 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
   const fds = new Map<number, number>()
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
-      for (const fd of fds.values()) NFS.close(fd, () => undefined)
+      for (const fd of fds.values()) NFS.closeSync(fd)
     }),
   )
   let waiting = 0
@@ -130,7 +130,7 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
       if (p !== path || stale.has(n)) continue
       stale.add(n)
       const fd = fds.get(n)
-      if (fd !== undefined) NFS.close(fd, () => undefined)
+      if (fd !== undefined) NFS.closeSync(fd)
       fds.delete(n)
     }
     let found: Array<readonly [string, number, number]> = []
