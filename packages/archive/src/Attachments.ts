@@ -43,6 +43,8 @@ export type Location = Pick<IndexLine, "sha256" | "size" | "pack" | "offset">
 export const PACK_MAX = 64 * 1024
 /** A pack that reached this size is closed at the next commit (the next blob starts a new one). */
 const PACK_ROLL = 256 * 1024 * 1024
+/** Small blobs are written to their pack in pieces of up to this size (at least `PACK_MAX`). */
+const PACK_BUFFER = 256 * 1024
 const PACK_NAME = /^\d{6}\.pack$/
 /** Relative path of a pack file inside the archive. */
 export const packPath = (pack: string): string => `attachments/packs/${pack}`
@@ -264,12 +266,39 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
         }
       }
     }
-    /** Appends a small blob to the pack: where it is (durable at the next commit). */
+    /**
+     * The pack's last `buffered` bytes, not written yet: small blobs are gathered into writes of up to
+     * `PACK_BUFFER` (one `write` per blob was ≈ 0.5 s of a 43k-attachment export's main thread). Written out by
+     * `commit` before its fsync, and by a blob that would not fit; bytes left at the scope's end were never
+     * committed, so no index line names them.
+     */
+    let buffer: Buffer | undefined
+    let buffered = 0
+    /** Writes the buffered bytes to the pack (synchronously: nothing else touches the pack meanwhile). */
+    const flushPack = (): void => {
+      if (pack === undefined || buffer === undefined || buffered === 0) return
+      const at = pack.offset - buffered
+      let off = 0
+      while (off < buffered) off += NFS.writeSync(pack.fd, buffer, off, buffered - off, at + off)
+      buffered = 0
+    }
+    /** `flushPack`; what it threw, if it did (the buffered bytes stay, to be written again). */
+    const flushFailure = (): unknown => {
+      try {
+        flushPack()
+        return undefined
+      } catch (e) {
+        return e
+      }
+    }
+    /** Appends a small blob to the pack: where it is (written at the next commit, and durable then). */
     const appendToPack = (bytes: Uint8Array): { readonly pack: string; readonly offset: number } => {
       pack ??= openPack()
       const at = pack.offset
-      let off = 0
-      while (off < bytes.length) off += NFS.writeSync(pack.fd, bytes, off, bytes.length - off, at + off)
+      if (buffered + bytes.length > PACK_BUFFER) flushPack()
+      buffer ??= Buffer.allocUnsafeSlow(PACK_BUFFER)
+      buffer.set(bytes, buffered)
+      buffered += bytes.length
       pack.offset += bytes.length
       pack.unsynced = true
       return { pack: pack.name, offset: at }
@@ -446,6 +475,9 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     const commit = lock.withPermits(1)(
       Effect.uninterruptible(
         Effect.gen(function* () {
+          // in the same synchronous stretch as taking the lines below: every line taken names written bytes
+          const unwritten = flushFailure()
+          if (unwritten !== undefined) return yield* Effect.fail(ioError(packs)(unwritten))
           const toSync = touched
           const toIndex = lines
           const blobs = unsynced

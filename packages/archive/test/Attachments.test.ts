@@ -111,6 +111,33 @@ describe("Attachments", () => {
   )
 
   it.scoped(
+    "small blobs reach their pack in gathered writes: written by the commit, each at the place its index line names",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const s = yield* Attachments.store(dir)
+        // 60 kB each: more than one write's worth before the first commit, and more after it
+        const blobs = Array.from({ length: 11 }, (_, i) => Buffer.alloc(60_000 + i, `blob ${i} `))
+        const pack = Path.join(dir, Attachments.packPath("000001.pack"))
+        for (const b of blobs.slice(0, 7)) yield* s.storeBytes(b)
+        // gathered, not yet all written (the part past the last full write waits for the commit)
+        expect(NFS.statSync(pack).size).toBeLessThan(blobs.slice(0, 7).reduce((n, b) => n + b.length, 0))
+        yield* s.commit
+        expect(NFS.statSync(pack).size).toBe(blobs.slice(0, 7).reduce((n, b) => n + b.length, 0))
+        for (const b of blobs.slice(7)) yield* s.storeBytes(b)
+        yield* s.commit
+        const index = yield* Attachments.readIndex(dir)
+        expect(NFS.statSync(pack).size).toBe(blobs.reduce((n, b) => n + b.length, 0))
+        for (const b of blobs) {
+          const line = index.get(createHash("sha256").update(b).digest("hex"))
+          expect(line?.pack).toBe("000001.pack")
+          const read = Buffer.concat([...(yield* Stream.runCollect(Attachments.read(dir, line!)))])
+          expect(read.equals(b)).toBe(true)
+        }
+      }),
+  )
+
+  it.scoped(
     "a commit interrupted midway still indexes what it took (a later URL for the same bytes finds its place)",
     () =>
       Effect.gen(function* () {
