@@ -75,6 +75,38 @@ describe("ExportedBinaries", () => {
       }),
   )
 
+  it.scoped(
+    "copies in the order of the files (read ahead), backwards, across files, and a line longer than the read-ahead",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const binaries = yield* ExportedBinaries.make
+        const body = (i: number) => `body ${i} `.repeat(i === 150 ? 40_000 : 20 + (i % 7))
+        const ids = Array.from({ length: 300 }, (_, i) => `b${i}`)
+        const first = Path.join(dir, "Binary.000.ndjson")
+        const second = Path.join(dir, "Binary.001.ndjson")
+        yield* download(
+          first,
+          ids.slice(0, 200).map((id, i) => binary(id, body(i))),
+          binaries,
+        )
+        yield* download(
+          second,
+          ids.slice(200).map((id, i) => binary(id, body(200 + i))),
+          binaries,
+        )
+        const expected = (i: number) => Option.some(`text/plain ${body(i)}`)
+        // in order (one read serves the lines after it), then backwards, then alternating between the files
+        for (let i = 0; i < 300; i++)
+          assert.deepStrictEqual(text(yield* binaries.read(ids[i]!, true)), expected(i))
+        for (let i = 299; i >= 0; i -= 3) assert.deepStrictEqual(text(binaries.peek(ids[i]!)), expected(i))
+        for (let i = 0; i < 100; i++) {
+          assert.deepStrictEqual(text(binaries.peek(ids[i]!)), expected(i))
+          assert.deepStrictEqual(text(binaries.peek(ids[200 + i]!)), expected(200 + i))
+        }
+      }),
+  )
+
   it.scoped("a Binary without data, or a line longer than MAX_LINE, is not copied", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir

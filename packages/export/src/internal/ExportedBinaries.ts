@@ -109,6 +109,9 @@ class Places {
   }
 }
 
+/** Bytes read at a time from a Binary file whose lines are copied in order. */
+const WINDOW = 256 * 1024
+
 export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.gen(function* () {
   const places = new Places()
   const paths: Array<string> = []
@@ -168,6 +171,38 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
     return Deferred.succeed(settled, undefined)
   })
 
+  /**
+   * The last piece read of a Binary file. A Binary referenced right after the one before it in the same file
+   * (attachments met in the order their Binaries were exported) is read with the lines after it, `WINDOW` bytes
+   * at a time: one read per 43k copies was ≈ 0.5 s of a 1M export's main thread. Any other place is read alone.
+   */
+  const window = { file: -1, start: 0, end: 0, buf: Buffer.alloc(0) }
+  /** The line at `place`, decoded; undefined when the file is shorter than the place says. */
+  const lineText = (place: Place, fd: number): string | undefined => {
+    const { file, offset, bytes } = place
+    const inWindow = window.file === file && offset >= window.start && offset + bytes <= window.end
+    if (!inWindow) {
+      const onward = window.file === file && offset >= window.start && offset - window.end < WINDOW
+      const size = onward ? Math.max(WINDOW, bytes) : bytes
+      if (window.buf.length < size) window.buf = Buffer.allocUnsafeSlow(Math.max(size, onward ? WINDOW : 0))
+      let got = 0
+      while (got < size) {
+        const n = NFS.readSync(fd, window.buf, got, size - got, offset + got)
+        if (n === 0) break
+        got += n
+      }
+      window.file = file
+      window.start = offset
+      window.end = offset + got
+      if (got < bytes) {
+        window.file = -1
+        return undefined
+      }
+    }
+    const at = offset - window.start
+    return window.buf.toString("utf8", at, at + bytes)
+  }
+
   const copy = (id: string, place: Place): Option.Option<Copied> => {
     try {
       let fd = fds.get(place.file)
@@ -175,14 +210,9 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
         fd = NFS.openSync(paths[place.file]!, "r")
         fds.set(place.file, fd)
       }
-      const buf = Buffer.allocUnsafe(place.bytes)
-      let got = 0
-      while (got < place.bytes) {
-        const n = NFS.readSync(fd, buf, got, place.bytes - got, place.offset + got)
-        if (n === 0) break
-        got += n
-      }
-      const binary = JSON.parse(buf.toString("utf8", 0, got)) as {
+      const text = lineText(place, fd)
+      if (text === undefined) return Option.none()
+      const binary = JSON.parse(text) as {
         readonly resourceType?: unknown
         readonly id?: unknown
         readonly data?: unknown
