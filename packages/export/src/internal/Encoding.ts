@@ -6,12 +6,12 @@
 import type { Duplex } from "node:stream"
 import * as Zlib from "node:zlib"
 
-/** 64 KiB output chunks (zlib's default is 16 KiB): a quarter of the steps through the hot loop. */
+/** 256 KiB output chunks (zlib's default is 16 KiB): a sixteenth of the steps through the hot loop. */
 const decoders: Readonly<Record<string, () => Duplex>> = {
-  gzip: () => Zlib.createGunzip({ chunkSize: 64 * 1024 }),
-  "x-gzip": () => Zlib.createGunzip({ chunkSize: 64 * 1024 }),
-  deflate: () => Zlib.createInflate({ chunkSize: 64 * 1024 }),
-  br: () => Zlib.createBrotliDecompress({ chunkSize: 64 * 1024 }),
+  gzip: () => Zlib.createGunzip({ chunkSize: 256 * 1024 }),
+  "x-gzip": () => Zlib.createGunzip({ chunkSize: 256 * 1024 }),
+  deflate: () => Zlib.createInflate({ chunkSize: 256 * 1024 }),
+  br: () => Zlib.createBrotliDecompress({ chunkSize: 256 * 1024 }),
 }
 
 /**
