@@ -19,10 +19,13 @@
  *    100 ms); VmRSS sampled every 100 ms for per-phase peaks; phases from the archive's `events.ndjson`.
  * 4. CPU: the bare client's and the sandbox's over the timed baseline, Ferry's and the sandbox's over Ferry's run;
  *    (Ferry + sandbox) ÷ cores is the least wall time Ferry can take on this machine, however well they overlap.
+ * Before each side, `sync` and a second's rest: the sandbox's generation and the side before leave hundreds of MB
+ * of dirty pages (the bare client's and the job's files, deleted or not), whose writeback otherwise slows the
+ * next side's job and fsyncs (the second side paid for the first's disk writes).
  * MB/s are over the same bytes (NDJSON + attachment bytes) for both. Goals (issue): Ferry ≥ 70 % of the bare
  * download's throughput, peak RSS ≤ 150 MB, RSS at 1M ≤ +10 % of RSS at 100k.
  */
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { Agent, request } from "node:http"
 import { cpus, tmpdir } from "node:os"
@@ -399,6 +402,12 @@ interface Run {
   readonly sandboxCpu: number
 }
 
+/** Dirty pages written back (`sync`) and a second's rest: each side starts on a quiet disk. */
+const settle = async () => {
+  execFileSync("sync")
+  await new Promise((r) => setTimeout(r, 1000))
+}
+
 const runSize = async (size: number): Promise<Run> => {
   const patients = Math.ceil(size / 23)
   const dir = mkdtempSync(join(tmpdir(), "ferry-bench-export-"))
@@ -408,11 +417,13 @@ const runSize = async (size: number): Promise<Run> => {
       console.log(
         `[${size}] sandbox ${sandbox.baseUrl}: ${patients} patients generated in ${sandbox.generateSecs.toFixed(1)} s`,
       )
+      await settle()
       const b = await bare(sandbox.baseUrl, patients, mkdtempSync(join(dir, "bare-")), sandbox.cpuSecs)
-      const c1 = sandbox.cpuSecs()
       console.log(
         `[${size}] bare: ${b.resources} resources, ${b.files} files, ${fmt(mb(b.ndjsonBytes))} MB + ${b.attachments} attachments in ${b.totalSecs.toFixed(1)} s (job ${b.jobSecs.toFixed(1)} s, files ${b.filesSecs.toFixed(1)} s, attachments ${b.attachmentsSecs.toFixed(1)} s; files again with gzip requested ${b.gzipSecs.toFixed(1)} s)`,
       )
+      await settle()
+      const c1 = sandbox.cpuSecs()
       const f = await ferry(sandbox.baseUrl, join(dir, "ferry-out"))
       const c2 = sandbox.cpuSecs()
       console.log(
