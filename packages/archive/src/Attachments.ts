@@ -281,6 +281,9 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
       let off = 0
       while (off < buffered) off += NFS.writeSync(pack.fd, buffer, off, buffered - off, at + off)
       buffered = 0
+      // (set when bytes reach the file, not when they are buffered: a blob buffered while a commit waits on its
+      // fsyncs is written by the next commit, which must then fsync the pack again)
+      pack.unsynced = true
     }
     /** `flushPack`; what it threw, if it did (the buffered bytes stay, to be written again). */
     const flushFailure = (): unknown => {
@@ -300,7 +303,6 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
       buffer.set(bytes, buffered)
       buffered += bytes.length
       pack.offset += bytes.length
-      pack.unsynced = true
       return { pack: pack.name, offset: at }
     }
 

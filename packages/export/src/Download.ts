@@ -365,6 +365,7 @@ const transfer = (client: FhirClient, target: DownloadTarget, part: string, opti
       if (target.count !== undefined && scan.count - scan.uncounted > target.count) {
         // more lines than the manifest announced: the file cannot check out, and what follows may be endless
         // (a few kB of gzip inflate to gigabytes): stopped here, not written to the end first
+        batch = []
         yield* fsTry(target.label, "remove the download", () => NFS.promises.rm(part, { force: true }))
         return yield* overCount(target, scan.count)
       }
