@@ -184,7 +184,7 @@ export const make: Effect.Effect<ExportedBinaries, never, Scope.Scope> = Effect.
     if (!inWindow) {
       const onward = window.file === file && offset >= window.start && offset - window.end < WINDOW
       const size = onward ? Math.max(WINDOW, bytes) : bytes
-      if (window.buf.length < size) window.buf = Buffer.allocUnsafeSlow(Math.max(size, onward ? WINDOW : 0))
+      if (window.buf.length < size) window.buf = Buffer.allocUnsafeSlow(size)
       // (a read that throws midway leaves the buffer changed: it no longer holds the old piece)
       window.file = -1
       let got = 0
