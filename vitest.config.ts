@@ -40,8 +40,10 @@ class LongestFirst extends BaseSequencer {
  * state (the lost-lock flag the CLI's exit code reads is the process's) or of a mocked `node:fs`. They run after
  * the others, in fresh workers; the memory test (it measures the process's RSS) after those, in another.
  */
-const alone = ["packages/archive/test/PackDurability.test.ts", "apps/cli/test/Render.test.ts"]
-const memory = ["packages/core/test/Ndjson.memory.test.ts"]
+const alone = ["packages/archive/test/PackDurability.test.ts", "apps/cli/test/Render.test.ts"].map((f) =>
+  Path.join(root, f),
+)
+const memory = [Path.join(root, "packages/core/test/Ndjson.memory.test.ts")]
 
 export default defineConfig({
   test: {
@@ -51,7 +53,7 @@ export default defineConfig({
     // Test files share their worker's modules: Effect, the platform, the sandbox and Ferry's packages are loaded
     // once per worker, not once per file (≈ 1.3 s of CPU each, ≈ 130 s a run; the run ≈ 100 s shorter on this
     // 2-core machine). The setup file undoes what `@effect/vitest`'s `layer` leaves on the shared `it`.
-    setupFiles: ["./test/setup/effectVitest.ts"],
+    setupFiles: [Path.join(root, "test/setup/effectVitest.ts")],
     poolOptions: { forks: { maxForks: 2, minForks: 1, isolate: false } },
     sequence: { sequencer: LongestFirst },
     projects: [
