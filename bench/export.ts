@@ -5,6 +5,7 @@
  *   npx vite-node bench/export.ts -- --sizes 100000                 # one size
  *   npx vite-node bench/export.ts -- --sizes 100000 --cpu-prof DIR  # also write a CPU profile of the CLI
  *   npx vite-node bench/export.ts -- --no-attachments               # NDJSON files only, both sides
+ *   npx vite-node bench/export.ts -- --node-flags "--flag=1 …"       # Node/V8 flags for Ferry's process
  *
  * Per size N (resources; the sandbox generator makes ≈ 23 per patient, one of them a DocumentReference whose
  * attachment is a `Binary` on the sandbox):
@@ -46,6 +47,8 @@ const SIZES = (option("sizes") ?? "100000,1000000").split(",").map((s) => Number
 const CPU_PROF = option("cpu-prof")
 /** `--no-attachments`: both sides skip attachments (NDJSON files only). */
 const ATTACHMENTS = !process.argv.includes("--no-attachments")
+/** `--node-flags "…"`: Node or V8 flags for Ferry's process (an experiment's knob; none by default). */
+const NODE_FLAGS = (option("node-flags") ?? "").split(" ").filter((f) => f !== "")
 
 const mb = (bytes: number) => bytes / 1e6
 const now = () => process.hrtime.bigint()
@@ -308,6 +311,7 @@ const eventTimes = async (file: string) => {
 const ferry = async (baseUrl: string, out: string): Promise<Ferry> => {
   const useTime = existsSync(TIME)
   const node = [
+    ...NODE_FLAGS,
     ...(CPU_PROF !== undefined ? ["--cpu-prof", "--cpu-prof-dir", CPU_PROF] : []),
     BIN,
     "export",

@@ -186,6 +186,47 @@ describe("Attachments", () => {
       }),
   )
 
+  it.scoped(
+    "an index of several read pieces: lines across their edges and one longer than a piece are read whole, a bad line names its number, a torn tail is cut",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        NFS.mkdirSync(Path.join(dir, "attachments"), { recursive: true, mode: 0o700 })
+        const index = Path.join(dir, "attachments", "index.ndjson")
+        const line = (i: number, urls = 1) =>
+          `${JSON.stringify({
+            sha256: createHash("sha256").update(String(i)).digest("hex"),
+            sha1: "x",
+            size: i,
+            sourceUrls: Array.from({ length: urls }, (_, k) => `http://src/fhir/Binary/b-${i}-${k}`),
+          })}\n`
+        // ≈ 2.6 MB: the index is read 1 MiB at a time; line 5000 alone is ≈ 1.5 MB (more than a piece)
+        const lines = Array.from({ length: 10_000 }, (_, i) => line(i, i === 4999 ? 40_000 : 1))
+        const whole = lines.join("")
+        expect(whole.length).toBeGreaterThan(2 * 1024 * 1024 + 1024)
+        NFS.writeFileSync(index, `${whole}{"sha256":"ab`)
+        const table = yield* Attachments.blobTable(dir)
+        expect([table.count, table.bytes]).toEqual([10_000, (9_999 * 10_000) / 2])
+        expect(
+          (yield* Attachments.readIndex(dir)).get(createHash("sha256").update("4999").digest("hex"))
+            ?.sourceUrls,
+        ).toHaveLength(40_000)
+        // a store opened on it cuts the torn tail where the last whole line ends
+        yield* Effect.scoped(Attachments.store(dir))
+        expect(NFS.readFileSync(index, "utf8")).toBe(whole)
+        // a bad line (the 7,001st) is named by its number
+        NFS.writeFileSync(
+          index,
+          `${lines.slice(0, 7000).join("")}{"sha256":"zz"}\n${lines.slice(7000).join("")}`,
+        )
+        const e = yield* Effect.flip(Attachments.blobTable(dir))
+        expect([e.reason, e.message]).toEqual([
+          "Corrupt",
+          expect.stringContaining("index.ndjson:7001: not a valid"),
+        ])
+      }),
+  )
+
   it.scoped("stores a real attachment from the shared data byte for byte", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
