@@ -652,59 +652,50 @@ const forEachIndexLine = <A>(
       (fd) =>
         Effect.gen(function* () {
           const piece = Buffer.allocUnsafe(INDEX_PIECE)
-          /** The start of a line that began in an earlier piece (copied out of it). */
-          let carry: Buffer | undefined
-          /** File offset of `piece[0]`, and of the line being cut. */
-          let at = 0
-          let lineStart = 0
-          let lineNo = 0
-          for (;;) {
+          let torn: number | undefined
+          /** The first line `decode` refused. */
+          let bad: number | undefined
+          const lines = Ndjson.lineParser(
+            { file: "attachments/index.ndjson" },
+            (line, text, _b, terminated, at) => {
+              if (bad !== undefined) return
+              // the torn tail of a crashed append (blank or not: the next append must not run on from it)
+              if (!terminated) torn = at
+              else if (text.trim().length > 0) {
+                const a = decode(text)
+                if (a === undefined) bad = line
+                else onLine(a)
+              }
+            },
+          )
+          const split = (f: () => void) =>
+            Effect.try({
+              try: f,
+              catch: (e) =>
+                e instanceof Ndjson.NdjsonError
+                  ? new ArchiveError({ reason: "Io", path, detail: e.detail, cause: e })
+                  : ioError(path)(e),
+            })
+          for (let at = 0; ; ) {
             const n = yield* Effect.try({
               try: () => NFS.readSync(fd, piece, 0, INDEX_PIECE, at),
               catch: ioError(path),
             })
             if (n === 0) break
-            let from = 0
-            for (let nl = piece.indexOf(10, 0); nl >= 0 && nl < n; nl = piece.indexOf(10, from)) {
-              lineNo++
-              const raw =
-                carry === undefined
-                  ? piece.subarray(from, nl)
-                  : Buffer.concat([carry, piece.subarray(from, nl)])
-              carry = undefined
-              from = nl + 1
-              lineStart = at + from
-              const stop = raw.length > 0 && raw[raw.length - 1] === 13 ? raw.length - 1 : raw.length
-              const bom =
-                lineNo === 1 && stop >= 3 && raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf ? 3 : 0
-              const text = raw.toString("utf8", bom, stop)
-              if (text.trim().length === 0) continue
-              const a = decode(text)
-              if (a === undefined)
-                return yield* new ArchiveError({
-                  reason: "Corrupt",
-                  path,
-                  line: lineNo,
-                  detail: "not a valid attachment index line",
-                })
-              onLine(a)
-            }
-            if (from < n) {
-              const rest = piece.subarray(from, n)
-              carry = carry === undefined ? Buffer.from(rest) : Buffer.concat([carry, rest])
-              if (carry.length > Ndjson.DEFAULT_MAX_LINE_BYTES)
-                return yield* new ArchiveError({
-                  reason: "Corrupt",
-                  path,
-                  line: lineNo + 1,
-                  detail: `not a valid attachment index line (longer than ${Ndjson.DEFAULT_MAX_LINE_BYTES} bytes)`,
-                })
-            }
+            yield* split(() => lines.push(piece.subarray(0, n)))
+            if (bad !== undefined) break
             at += n
             yield* Effect.yieldNow()
           }
-          // the torn tail of a crashed append (blank or not: the next append must not run on from it)
-          return carry !== undefined && carry.length > 0 ? lineStart : undefined
+          if (bad === undefined) yield* split(lines.end)
+          if (bad !== undefined)
+            return yield* new ArchiveError({
+              reason: "Corrupt",
+              path,
+              line: bad,
+              detail: "not a valid attachment index line",
+            })
+          return torn
         }),
       (fd) => Effect.sync(() => NFS.closeSync(fd)),
     )

@@ -519,6 +519,23 @@ const pushParser = <A>(state: SplitState<A>, onOut: (a: A) => void): Parser => {
   }
 }
 
+/**
+ * A `Parser` that hands each line to `onLine` as it is cut out (numbered, blank lines and a last line without a
+ * newline included as `splitLines` gives them with `keepBlank`), keeping nothing: for a synchronous loop over a
+ * file read into one reused buffer. A line over the limit throws an NdjsonError (LineTooLong).
+ */
+export const lineParser = (
+  options: ReadOptions,
+  onLine: (line: number, text: string, bytes: number, terminated: boolean, offset: number) => void,
+): Parser =>
+  pushParser(
+    splitState<never>({ ...options, keepBlank: true }, (line, text, bytes, terminated, offset) => {
+      onLine(line, text, bytes, terminated, offset)
+      return undefined
+    }),
+    () => undefined,
+  )
+
 export const parser = (options: ReadOptions, onItem: (item: Item) => void): Parser =>
   pushParser(
     splitState<Item>(options, (line, text, bytes, _terminated, offset) =>
