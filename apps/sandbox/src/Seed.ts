@@ -19,7 +19,7 @@ import { basename, extname, join } from "node:path"
 import { rewrite as rewriteReferences } from "@ferry/core/Walker"
 import { forEachBundleEntry } from "./internal/BundleStream.js"
 import type { Store } from "./Store.js"
-import { rewrite } from "./Transaction.js"
+import { rewrite, shortestKey } from "./Transaction.js"
 import { carryNumbers, parseKeepingNumbers } from "@ferry/core/NumberText"
 
 export interface SeedReport {
@@ -173,8 +173,12 @@ export const seedAll = (
   }
   const written = new Set<string>()
   const reports: SeedReport[] = []
+  // once for the whole map (38k fullUrls for the Synthea set): per resource, its scan of every key was ≈ 4.7 s
+  // of a Synthea seeding's 11 s of CPU
+  const minLength = shortestKey(map)
   for (const p of planned) {
-    if (p.kind === "bundles") reports.push(seedBundles(store, p.path, p.files, map, written, streamAbove))
+    if (p.kind === "bundles")
+      reports.push(seedBundles(store, p.path, p.files, { map, minLength }, written, streamAbove))
     else if (p.kind === "ndjson") reports.push(seedNdjson(store, p.path, p.files))
   }
   for (const p of planned)
@@ -194,7 +198,7 @@ const seedBundles = (
   store: Store,
   path: string,
   files: string[],
-  map: ReadonlyMap<string, string>,
+  fullUrls: { readonly map: ReadonlyMap<string, string>; readonly minLength: number },
   written: Set<string>,
   streamAbove: number,
 ): SeedReport => {
@@ -205,7 +209,7 @@ const seedBundles = (
         const ident = identity(resource, fullUrl)
         if (method === "DELETE") return
         if (ident !== undefined && written.has(ident)) return
-        rewrite(resource, map)
+        rewrite(resource, fullUrls.map, undefined, fullUrls.minLength)
         if (ident === undefined) store.create(resource)
         else {
           written.add(ident)

@@ -109,7 +109,8 @@ const urnInText = /urn:uuid:[0-9a-fA-F-]{36}/g
 /**
  * Replaces every string equal to a mapped fullUrl (references, uri/url values such as Attachment.url);
  * narrative `div`s get their urn:uuid links rewritten; `reference` values also go through `resolveRef`
- * (conditional references).
+ * (conditional references). `minLength` is `shortestKey(map)`: left out, it is worked out on each call (a
+ * pass over every key), so a caller rewriting many resources against one map gives it.
  */
 export const rewrite = (
   node: unknown,
