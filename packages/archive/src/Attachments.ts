@@ -12,7 +12,7 @@
  * acknowledged) is ignored by readers and cut off when a `store` opens the index, so the next append starts a
  * line of its own instead of running on from the fragment.
  */
-import { createHash, randomUUID } from "node:crypto"
+import { createHash, hash, randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { promisify } from "node:util"
@@ -418,8 +418,9 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
       Effect.try({ try: () => storeInMemory(bytes, meta), catch: ioError(base) })
     /** `storeBytes`' work; throws what the file system throws. */
     const storeInMemory = (bytes: Uint8Array, meta: Meta): Stored => {
-      const sha256 = createHash("sha256").update(bytes).digest("hex")
-      const sha1 = createHash("sha1").update(bytes).digest("base64")
+      // (one-shot digests: no Hash object, and its native context, per blob)
+      const sha256 = hash("sha256", bytes, "hex")
+      const sha1 = hash("sha1", bytes, "base64")
       if (!matchesExpected(meta, bytes.length, sha1))
         return { sha256, sha1, size: bytes.length, created: false, matches: false }
       const created = !known.hasHex(sha256)
