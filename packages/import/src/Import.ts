@@ -232,6 +232,11 @@ export interface ImportSummary {
   readonly deleted: number
   /** `deleted/` entries not applied: the resource is not in this target's id map (never loaded into it). */
   readonly deletesSkipped: number
+  /**
+   * `deleted/` entries whose resource the target no longer had (404/410): deleted by an earlier run of this
+   * import that stopped before it recorded its deleted/ files as done, or by someone else. Not in `deleted`.
+   */
+  readonly deletesAlreadyGone: number
 }
 
 const THROTTLE_RETRIES = 8
@@ -673,24 +678,33 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        * delete what is still referred to, and deleted/ comes in no useful order (a Patient's file before its
        * Observations'): such deletes wait for a later pass, after the others; a pass that deletes nothing ends
        * it. The files are journaled done only after the last pass (a rerun repeats them all; 404/410 count as
-       * done). The number of resources deleted.
+       * done, in `deletesAlreadyGone`: a rerun does not count again what an earlier run deleted). The number of
+       * resources this run deleted.
        */
       let deletesSkipped = 0
+      let deletesAlreadyGone = 0
       const applyDeletes = Effect.gen(function* () {
         let deleted = 0
         const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
+        /** Deletes one resource; counts it as deleted, or as gone already (404/410), or defers it (409). */
         const deleteOne = (type: string, id: string) =>
           client.delete(type, id).pipe(
-            Effect.as(true),
+            Effect.as("deleted" as const),
             Effect.catchIf(
               (x) =>
                 x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410),
-              () => Effect.succeed(true),
+              () => Effect.succeed("gone" as const),
             ),
             Effect.catchIf(
               (x): x is FhirError => x._tag === "FhirError" && x.reason === "Status" && x.status === 409,
-              (error) => Effect.sync(() => deferred.push({ type, id, error })).pipe(Effect.as(false)),
+              (error) =>
+                Effect.sync(() => deferred.push({ type, id, error })).pipe(Effect.as("deferred" as const)),
             ),
+            Effect.map((outcome) => {
+              if (outcome === "deleted") deleted++
+              else if (outcome === "gone") deletesAlreadyGone++
+              return outcome
+            }),
           )
         const doneDeletes: Array<{ readonly key: string; readonly path: string }> = []
         for (const entry of deletedFiles) {
@@ -716,7 +730,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                     return
                   }
                   const slash = target.indexOf("/")
-                  if (yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))) deleted++
+                  yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))
                 }),
               { discard: true },
             ),
@@ -725,7 +739,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         }
         while (deferred.length > 0) {
           const pass = deferred.splice(0)
-          for (const d of pass) if (yield* deleteOne(d.type, d.id)) deleted++
+          for (const d of pass) yield* deleteOne(d.type, d.id)
           if (deferred.length === pass.length) {
             const first = deferred[0]!
             return yield* new ImportError({
@@ -1415,6 +1429,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           quarantined: rejected + setAside,
           deleted,
           deletesSkipped,
+          deletesAlreadyGone,
         }
         if (options.files === undefined) yield* journal.append("import.done", "import.done", { total })
         yield* emit({ event: "done", ...summary })
@@ -2424,6 +2439,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         quarantined,
         deleted,
         deletesSkipped,
+        deletesAlreadyGone,
       }
       // the end of the import (of the whole archive: a migrate wave's is a part, its ledger says when all are
       // in): an incremental archive's import that continues this one may rely on its id map

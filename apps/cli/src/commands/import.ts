@@ -146,7 +146,7 @@ const lines = (started: number) => {
         }
         case "done":
           return yield* Console.error(
-            `ferry import: done: ${String(e.total)} resources${Number(e.resumedChunks ?? 0) > 0 ? ` (this run; ${Progress.counted(Number(e.resumedChunks), "Bundle")} an earlier run landed ${Number(e.resumedChunks) === 1 ? "is" : "are"} not sent again)` : ""}, ${String(e.binaries)} attachment blobs uploaded, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted${Number(e.deletesSkipped ?? 0) > 0 ? ` (${String(e.deletesSkipped)} deletes skipped: never loaded into this target)` : ""}, ${secs.toFixed(1)} s`,
+            `ferry import: done: ${String(e.total)} resources${Number(e.resumedChunks ?? 0) > 0 ? ` (this run; ${Progress.counted(Number(e.resumedChunks), "Bundle")} an earlier run landed ${Number(e.resumedChunks) === 1 ? "is" : "are"} not sent again)` : ""}, ${String(e.binaries)} attachment blobs uploaded, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted${Number(e.deletesAlreadyGone ?? 0) > 0 ? ` (${String(e.deletesAlreadyGone)} more already gone from the target)` : ""}${Number(e.deletesSkipped ?? 0) > 0 ? ` (${String(e.deletesSkipped)} deletes skipped: never loaded into this target)` : ""}, ${secs.toFixed(1)} s`,
           )
         default:
           return
