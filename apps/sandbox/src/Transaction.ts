@@ -109,14 +109,15 @@ const urnInText = /urn:uuid:[0-9a-fA-F-]{36}/g
 /**
  * Replaces every string equal to a mapped fullUrl (references, uri/url values such as Attachment.url);
  * narrative `div`s get their urn:uuid links rewritten; `reference` values also go through `resolveRef`
- * (conditional references). `minLength` is `shortestKey(map)`: left out, it is worked out on each call (a
- * pass over every key), so a caller rewriting many resources against one map gives it.
+ * (conditional references). `minLength` is `shortestKey(map)`, worked out once by the caller for all the resources
+ * it rewrites against one map (worked out here on each call, it was a pass over every key per resource: 4.7 s of
+ * a Synthea seeding's 11 s of CPU).
  */
 export const rewrite = (
   node: unknown,
   map: ReadonlyMap<string, string>,
-  resolveRef?: (s: string) => string | undefined,
-  minLength: number = shortestKey(map),
+  resolveRef: ((s: string) => string | undefined) | undefined,
+  minLength: number,
 ): void => {
   if (Array.isArray(node)) {
     for (let i = 0; i < node.length; i++) {

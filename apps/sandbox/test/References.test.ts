@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { extractReferences } from "../src/internal/References.js"
-import { rewrite } from "../src/Transaction.js"
+import { rewrite, shortestKey } from "../src/Transaction.js"
 
 const BASE = "http://s.example/fhir"
 
@@ -54,7 +54,7 @@ describe("rewrite", () => {
       note: ["urn:uuid:0b6a3f0e-1c1a-4a4e-9d0a-8f3e2c1b0a99", "short"],
       text: { div: '<div><a href="urn:uuid:0b6a3f0e-1c1a-4a4e-9d0a-8f3e2c1b0a99">p</a></div>' },
     }
-    rewrite(r, map, (s) => (s.startsWith("Location?") ? "Location/l1" : undefined))
+    rewrite(r, map, (s) => (s.startsWith("Location?") ? "Location/l1" : undefined), shortestKey(map))
     assert.deepStrictEqual(r, {
       resourceType: "Encounter",
       status: "finished",
