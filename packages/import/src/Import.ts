@@ -686,25 +686,19 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const applyDeletes = Effect.gen(function* () {
         let deleted = 0
         const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
-        /** Deletes one resource; counts it as deleted, or as gone already (404/410), or defers it (409). */
-        const deleteOne = (type: string, id: string) =>
+        /** Deletes one resource: counted as deleted, or as gone already (404/410), or deferred (409). */
+        const deleteOne = (type: string, id: string): Effect.Effect<void, ImportFailure> =>
           client.delete(type, id).pipe(
-            Effect.as("deleted" as const),
+            Effect.zipRight(Effect.sync(() => void deleted++)),
             Effect.catchIf(
               (x) =>
                 x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410),
-              () => Effect.succeed("gone" as const),
+              () => Effect.sync(() => void deletesAlreadyGone++),
             ),
             Effect.catchIf(
               (x): x is FhirError => x._tag === "FhirError" && x.reason === "Status" && x.status === 409,
-              (error) =>
-                Effect.sync(() => deferred.push({ type, id, error })).pipe(Effect.as("deferred" as const)),
+              (error) => Effect.sync(() => void deferred.push({ type, id, error })),
             ),
-            Effect.map((outcome) => {
-              if (outcome === "deleted") deleted++
-              else if (outcome === "gone") deletesAlreadyGone++
-              return outcome
-            }),
           )
         const doneDeletes: Array<{ readonly key: string; readonly path: string }> = []
         for (const entry of deletedFiles) {
