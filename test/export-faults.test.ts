@@ -206,6 +206,73 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     ).toBeGreaterThan(0)
   })
 
+  it("a server that stops sending in the middle of each Condition file (once): given up on after --request-timeout, resumed with Range, then completes", async ({
+    expect,
+  }) => {
+    const x = await exportWith(
+      "stall",
+      { stallDownload: { afterBytes: 5000, attempts: 1, type: "Condition" } },
+      { args: ["--request-timeout", "1s"] },
+    )
+    await expectComplete(expect, x)
+    const resumes = exportEvents(x.out).filter((e) => e.event === "resume")
+    expect(resumes.some((e) => e.reason === "range" && Number(e.offset) > 0)).toBe(true)
+    const condition = ofRoute(x, "download").filter((r) => /\/Condition\.\d+\.ndjson$/.test(r.path))
+    expect(
+      condition.filter((r) => r.range !== undefined && /^bytes=\d+-$/.test(r.range)).length,
+    ).toBeGreaterThan(0)
+  })
+
+  it("a file whose download stalls on every try: exit 4 naming the file's URL and the stall; the part kept, and a rerun resumes it", async ({
+    expect,
+  }) => {
+    const x = await exportWith(
+      "stall-always",
+      { stallDownload: { afterBytes: 1000, attempts: 99, type: "AllergyIntolerance" } },
+      { args: ["--request-timeout", "1s"] },
+    )
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /^ferry: GET http:\/\/127\.0\.0\.1:\d+\/fhir\/bulk\/files\/\S+\/AllergyIntolerance\.000\.ndjson: the download stalled: the server sent nothing more within the request timeout, on every try \(what had arrived is kept\); [^\n]*--request-timeout[^\n]*resume$/,
+    )
+    // the first try and five resumes, each given up on after a second of silence
+    const tries = ofRoute(x, "download").filter((r) => r.path.endsWith("/AllergyIntolerance.000.ndjson"))
+    expect(tries).toHaveLength(6)
+    expect(archiveManifest(x.out).complete).toBe(false)
+    const part = Path.join(x.out, "data", "AllergyIntolerance.000.ndjson.partial")
+    expect(NFS.statSync(part).size).toBeGreaterThan(0)
+    // the server mended: the same command again resumes the part and finishes
+    await setSandboxFaults(x.baseUrl, {})
+    const again = await runFerry([
+      "export",
+      x.baseUrl,
+      "--out",
+      x.out,
+      "--type",
+      TYPES.join(","),
+      "--json",
+      "--request-timeout",
+      "1s",
+    ])
+    await expectComplete(expect, { ...x, run: again })
+    expect(exportEvents(x.out).some((e) => e.event === "resume" && e.reason === "range")).toBe(true)
+  })
+
+  it("a server that takes the connection and never answers: exit 4 after three tries of --request-timeout, not after 15 minutes", async ({
+    expect,
+  }) => {
+    const x = await exportWith(
+      "no-answer",
+      { delay: [{ route: "fhir", ms: 20_000 }] },
+      { args: ["--request-timeout", "1s"] },
+    )
+    expect(x.run.code, x.run.stderr).toBe(4)
+    expect(lastLine(x.run.stderr)).toMatch(
+      /^ferry: GET http:\/\/127\.0\.0\.1:\d+\/fhir\/metadata: the server accepted the connection but did not answer within 1s; check that it is up and not overloaded, then run the command again \(what was done so far is kept: run the same command again to go on\)$/,
+    )
+    expect(ofRoute(x, "fhir").filter((r) => r.path.endsWith("/metadata")).length).toBe(3)
+  })
+
   it.for([410, 403] as const)(
     "%i on a file of the first job (403: an expired signed link's XML): a new kick-off, finished files kept, then completes",
     async (status, { expect }) => {

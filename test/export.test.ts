@@ -401,6 +401,8 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       ["--until", "2020-13-45T00:00:00Z", "--until 2020-13-45T00:00:00Z is not a FHIR instant"],
       ["--type-filter", "status=final", "--type-filter status=final is not a search of an R4 resource type"],
       ["--group", "g1", "--group is for --level group (this is --level system)"],
+      ["--request-timeout", "soon", "--request-timeout soon is not a duration; use e.g. 30s or 5m"],
+      ["--request-timeout", "0.5", "--request-timeout 0.5 is below one second"],
     ] as const) {
       const refused = await ferry(exportOf(sandbox.baseUrl, Path.join(tmp, "usage-params"), flag, value))
       expect(refused.code, refused.stderr).toBe(2)

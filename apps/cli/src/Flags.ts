@@ -1,4 +1,5 @@
 import { type Args, Options } from "@effect/cli"
+import { Duration, Either, Option } from "effect"
 
 /** The parsed values of a command's record of `Options` and `Args`. */
 export type FlagValues<F> = {
@@ -30,3 +31,49 @@ export const MAX_PARALLEL = 256
 /** What `--parallel` must be, when `n` is not that. */
 export const parallelProblem = (n: number): string | undefined =>
   n >= 1 && n <= MAX_PARALLEL ? undefined : `--parallel must be between 1 and ${MAX_PARALLEL} (it is ${n})`
+
+/** `90`, `90s`, `15m`, `2h`, `1d` → Duration (a bare number is seconds); none when not such a text, or not above zero. */
+export const parseDuration = (text: string): Option.Option<Duration.Duration> => {
+  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$/.exec(text.trim())
+  if (m === null) return Option.none()
+  const n = Number(m[1])
+  // no time at all to wait: nothing could ever be done
+  if (n <= 0) return Option.none()
+  const unit = m[2] ?? "s"
+  return Option.some(
+    unit === "s"
+      ? Duration.seconds(n)
+      : unit === "m"
+        ? Duration.minutes(n)
+        : unit === "h"
+          ? Duration.hours(n)
+          : Duration.days(n),
+  )
+}
+
+/**
+ * `--request-timeout` (every command that talks to a server): `FhirClient`'s per-attempt timeout, which also
+ * bounds each wait for more of a download's body. `otherwise`: the command's default, as said in its help.
+ */
+export const requestTimeout = (otherwise: string) =>
+  Options.text("request-timeout").pipe(
+    Options.optional,
+    Options.withDescription(
+      `Give up on a request when the server has not answered for this long, or, in a download, has sent nothing more for this long: 30s, 5m; a bare number is seconds (default ${otherwise}). A request that timed out is tried twice more, a download resumed where it stopped, before the command fails.`,
+    ),
+  )
+
+/** The `--request-timeout` given (none: not given), or the sentence that says what is wrong with it. */
+export const requestTimeoutOf = (
+  given: Option.Option<string>,
+): Either.Either<Option.Option<Duration.Duration>, string> => {
+  if (Option.isNone(given)) return Either.right(Option.none())
+  const parsed = parseDuration(given.value)
+  if (Option.isNone(parsed))
+    return Either.left(`--request-timeout ${given.value} is not a duration; use e.g. 30s or 5m`)
+  if (Duration.lessThan(parsed.value, Duration.seconds(1)))
+    return Either.left(
+      `--request-timeout ${given.value} is below one second; no server answers reliably that fast`,
+    )
+  return Either.right(parsed)
+}

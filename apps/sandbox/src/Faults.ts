@@ -17,6 +17,7 @@
  *   "transient": [{ "route": "download", "first": 1, "skip": 0, "status": 500 | 502 | 503 | 504, "retryAfterSeconds": 1, "body": "outcome" | "html" }],
  *   "delay":     [{ "route": "status", "ms": 200 }],
  *   "resetDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
+ *   "stallDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
  *   "slowDownload":   { "type": "Binary", "ms": 2000 },
  *   "shortFile":      { "type": "Observation", "missing": 1 },
  *   "expireFiles":    { "afterSeconds": 60 } | { "firstAttempt": true, "type": "Patient" }, (+ "renewable": true)
@@ -34,6 +35,8 @@
  * - delay: every request of the kind waits `ms` before being handled.
  * - resetDownload: the first `attempts` downloads of each matching file (every file, or files of
  *   `type`) send the headers and `afterBytes` bytes of the body, then the TCP connection is reset.
+ * - stallDownload: as resetDownload, but then nothing more is sent and the connection is left open (a server
+ *   or proxy that hangs in the middle of a body) until the client gives up and closes it.
  * - slowDownload: every download of a file of `type` (every file without it) waits `ms` before its
  *   answer, so that its other files land first.
  * - shortFile: the first export output file of `type` (or the first file) holds `missing` fewer lines
@@ -95,6 +98,13 @@ export const FaultsConfig = Schema.Struct({
       type: Schema.optional(Schema.String),
     }),
   ),
+  stallDownload: Schema.optional(
+    Schema.Struct({
+      afterBytes: Count,
+      attempts: Schema.optionalWith(Count, { default: () => 1 }),
+      type: Schema.optional(Schema.String),
+    }),
+  ),
   slowDownload: Schema.optional(Schema.Struct({ type: Schema.optional(Schema.String), ms: Count })),
   shortFile: Schema.optional(
     Schema.Struct({
@@ -148,6 +158,8 @@ export interface DownloadFault {
   readonly goneStatus: 410 | 403 | 404
   /** Reset the connection after this many body bytes. */
   readonly resetAfterBytes: number | undefined
+  /** Send nothing more after this many body bytes, the connection left open. */
+  readonly stallAfterBytes: number | undefined
   /** Wait this long before answering. */
   readonly delayMs: number
 }
@@ -263,17 +275,20 @@ export class Faults {
         gone = true
       }
     }
-    const reset = this.config.resetDownload
-    const resetAfterBytes =
+    const cutAfter = (
+      rule: { afterBytes: number; attempts: number; type?: string | undefined } | undefined,
+    ) =>
       !gone &&
-      reset !== undefined &&
-      (reset.type === undefined || reset.type === file.type) &&
-      attempt <= reset.attempts
-        ? reset.afterBytes
+      rule !== undefined &&
+      (rule.type === undefined || rule.type === file.type) &&
+      attempt <= rule.attempts
+        ? rule.afterBytes
         : undefined
+    const resetAfterBytes = cutAfter(this.config.resetDownload)
+    const stallAfterBytes = resetAfterBytes === undefined ? cutAfter(this.config.stallDownload) : undefined
     const slow = this.config.slowDownload
     const delayMs = slow !== undefined && (slow.type === undefined || slow.type === file.type) ? slow.ms : 0
-    return { gone, goneStatus: expire?.status ?? 410, resetAfterBytes, delayMs }
+    return { gone, goneStatus: expire?.status ?? 410, resetAfterBytes, stallAfterBytes, delayMs }
   }
 
   /** How many lines to leave out of the next export file of `type` (0 for all but one file). */

@@ -229,6 +229,15 @@ export const nothingThereCodes: ReadonlySet<string> = new Set([
 ])
 
 /**
+ * Whether a body broke off because the server sent nothing more within the client's timeout (undici's
+ * `bodyTimeout`, which `FhirClient.get` sets to the request timeout): a stalled transfer, not a reset one.
+ */
+export const isBodyTimeout = (cause: unknown): boolean => networkCode(cause) === "UND_ERR_BODY_TIMEOUT"
+
+/** A Transport error's `detail` for such a download (see `transportSentence`). */
+export const STALLED = "the download stalled"
+
+/**
  * The network error's code (ECONNREFUSED, UND_ERR_SOCKET, …) under the platform's and fetch's wrappers. undici's
  * parser error (an answer that is not HTTP) may have no code: it is then `HTTPParserError`.
  */
@@ -379,8 +388,10 @@ export const transportSentence = (detail: string | undefined): string => {
     case "NoAnswer":
       return `the server accepted the connection but did not answer within ${noAnswer.exec(detail ?? "")?.[1] ?? "the time limit"}; check that it is up and not overloaded, then run the command again`
     default:
-      return detail === "the answer broke off"
-        ? "the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again"
-        : `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
+      if (detail === "the answer broke off" || detail === "the download broke off")
+        return "the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again"
+      if (detail === STALLED)
+        return "the download stalled: the server sent nothing more within the request timeout, on every try (what had arrived is kept); check the server and the network, or allow it longer with --request-timeout, then run the same command again to resume"
+      return `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
   }
 }

@@ -8,6 +8,7 @@ import {
   networkCode,
   redactUrl,
   resolveUrl,
+  STALLED,
   sameOrigin,
   transportProblem,
 } from "../src/Http.js"
@@ -200,6 +201,15 @@ describe("Http", () => {
     assert.strictEqual(
       message("ECONNREFUSED"),
       "GET https://h/fhir/metadata: could not reach the server (ECONNREFUSED); check the URL and that the server is running",
+    )
+    // a download that broke off or stalled reached the server: not said as unreachable
+    assert.strictEqual(
+      message("the download broke off"),
+      "GET https://h/fhir/metadata: the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again",
+    )
+    assert.strictEqual(
+      message(STALLED),
+      "GET https://h/fhir/metadata: the download stalled: the server sent nothing more within the request timeout, on every try (what had arrived is kept); check the server and the network, or allow it longer with --request-timeout, then run the same command again to resume",
     )
   })
 })

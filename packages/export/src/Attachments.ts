@@ -18,7 +18,16 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { DigestSet, digest16 } from "@ferry/core/DigestSet"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { discardBody, isAbsolute, originOf, redactUrl, resolveUrl, sameOrigin } from "@ferry/core/Http"
+import {
+  discardBody,
+  isAbsolute,
+  isBodyTimeout,
+  originOf,
+  redactUrl,
+  resolveUrl,
+  STALLED,
+  sameOrigin,
+} from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { forEachPooled } from "@ferry/core/Pool"
@@ -236,7 +245,12 @@ const fetchBody = (
     // an attachment host that refuses connections is not asked again for each attachment (holdBack)
     const response = yield* client.get(resolved, { headers: { accept }, holdBack: true })
     const broke = (detail: string) => (cause: unknown) =>
-      new ExportError({ reason: "Attachment", url: redactUrl(resolved), detail, cause })
+      new ExportError({
+        reason: "Attachment",
+        url: redactUrl(resolved),
+        detail: isBodyTimeout(cause) ? STALLED : detail,
+        cause,
+      })
     const responseType = response.headers["content-type"]
     let contentType =
       binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType

@@ -20,7 +20,14 @@ import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { discardBody, isPermanentTransport, redactUrl, transportProblem } from "@ferry/core/Http"
+import {
+  discardBody,
+  isBodyTimeout,
+  isPermanentTransport,
+  redactUrl,
+  STALLED,
+  transportProblem,
+} from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Duration, Effect, Schedule, Stream } from "effect"
@@ -235,7 +242,7 @@ const broken = (url: string, cause: unknown) =>
     reason: "Transport",
     method: "GET",
     url: redactUrl(url),
-    detail: "the download broke off",
+    detail: isBodyTimeout(cause) ? STALLED : "the download broke off",
     cause,
   })
 

@@ -13,7 +13,7 @@ import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
 import { ExportError } from "@ferry/export/ExportError"
 import * as Export from "@ferry/export/Export"
-import { Clock, Console, Duration, Effect, Either, Option } from "effect"
+import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import * as Params from "../Params.js"
 import { list } from "../Params.js"
@@ -21,26 +21,15 @@ import { authFlags, authSettings } from "../AuthFlags.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
 import { version } from "@ferry/core/Version"
-import { allowExportErrors, attachmentOrigin, type FlagValues, parallelProblem } from "../Flags.js"
-
-/** `90`, `90s`, `15m`, `2h`, `1d` → Duration. */
-export const parseTimeout = (text: string): Option.Option<Duration.Duration> => {
-  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$/.exec(text.trim())
-  if (m === null) return Option.none()
-  const n = Number(m[1])
-  // no time at all to wait: the job would be started on the server for nothing
-  if (n <= 0) return Option.none()
-  const unit = m[2] ?? "s"
-  return Option.some(
-    unit === "s"
-      ? Duration.seconds(n)
-      : unit === "m"
-        ? Duration.minutes(n)
-        : unit === "h"
-          ? Duration.hours(n)
-          : Duration.days(n),
-  )
-}
+import {
+  allowExportErrors,
+  attachmentOrigin,
+  type FlagValues,
+  parallelProblem,
+  parseDuration,
+  requestTimeout,
+  requestTimeoutOf,
+} from "../Flags.js"
 
 const usage = (detail: string) => new ExportError({ reason: "Config", detail })
 
@@ -125,6 +114,7 @@ const flags = {
       "Give up waiting for the job after this long: 90s, 30m, 6h, 1d; a bare number is seconds (default 24h).",
     ),
   ),
+  requestTimeout: requestTimeout("5m"),
   keepJob: Options.boolean("keep-job").pipe(
     Options.withDescription("Do not DELETE the job on the server after success."),
   ),
@@ -299,10 +289,12 @@ export const runExport = (f: Flags) =>
   Effect.gen(function* () {
     const tooMany = parallelProblem(f.parallel)
     if (tooMany !== undefined) return yield* usage(tooMany)
-    const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
+    const timeout = Option.isSome(f.timeout) ? parseDuration(f.timeout.value) : Option.none()
     if (Option.isSome(f.timeout) && Option.isNone(timeout)) {
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)
     }
+    const perRequest = requestTimeoutOf(f.requestTimeout)
+    if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
     const custom: Array<readonly [string, string]> = []
     for (const p of f.param) {
       const i = p.indexOf("=")
@@ -343,6 +335,7 @@ export const runExport = (f: Flags) =>
       onUnauthorized: authenticator.invalidate,
       refusedHint: authenticator.refusedHint,
       retry: { times: 8 },
+      ...(Option.isSome(perRequest.right) ? { timeout: perRequest.right.value } : {}),
     })
     const started = yield* Clock.currentTimeMillis
     yield* Console.error(`ferry export: ${baseUrl} → ${f.out} (${authenticator.describe})`)

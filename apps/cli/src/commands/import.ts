@@ -17,7 +17,7 @@ import * as Imports from "@ferry/archive/Imports"
 import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
-import { type FlagValues, parallelProblem } from "../Flags.js"
+import { type FlagValues, parallelProblem, requestTimeout, requestTimeoutOf } from "../Flags.js"
 import { serveFlags, serveOptions } from "../Serve.js"
 import * as Bytes from "../Bytes.js"
 import * as Progress from "../Progress.js"
@@ -63,6 +63,7 @@ const flags = {
       "--strategy import: no file server; the archive's files are already published at <url>/<path in the archive> (only for archives whose references need no rewriting).",
     ),
   ),
+  requestTimeout: requestTimeout("5m"),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...authFlags,
 }
@@ -160,6 +161,8 @@ export const runImport = (f: Flags) =>
     if (Either.isLeft(parsed)) return yield* usage(`--to ${BaseUrl.shown(f.to)} ${parsed.left}`)
     const baseUrl = parsed.right
     if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
+    const perRequest = requestTimeoutOf(f.requestTimeout)
+    if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
     const tooMany = parallelProblem(f.parallel)
     if (tooMany !== undefined) return yield* usage(tooMany)
     const sourceBases: Array<string> = []
@@ -178,6 +181,7 @@ export const runImport = (f: Flags) =>
       onUnauthorized: authenticator.invalidate,
       refusedHint: authenticator.refusedHint,
       retry: { times: 8 },
+      ...(Option.isSome(perRequest.right) ? { timeout: perRequest.right.value } : {}),
     })
     const started = yield* Clock.currentTimeMillis
     yield* Console.error(`ferry import: ${f.archive} → ${baseUrl} (${authenticator.describe})`)

@@ -20,18 +20,25 @@ import * as Http from "@ferry/core/Http"
 import * as Export from "@ferry/export/Export"
 import * as Continues from "@ferry/import/Continues"
 import { ImportError, quarantined } from "@ferry/import/ImportError"
-import { Clock, Console, Effect, Option } from "effect"
+import { Clock, Console, type Duration, Effect, Either, Option } from "effect"
 import { shellWord } from "@ferry/core/Shell"
 import { type AuthFlagValues, authFlagWords, readingScope, unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
 import { serveFlags, serveOptions } from "../Serve.js"
-import { allowExportErrors, attachmentOrigin, type FlagValues, parallelProblem } from "../Flags.js"
+import {
+  allowExportErrors,
+  attachmentOrigin,
+  type FlagValues,
+  parallelProblem,
+  parseDuration,
+  requestTimeout,
+  requestTimeoutOf,
+} from "../Flags.js"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Migrate from "../Migrate.js"
 import * as Progress from "../Progress.js"
 import * as Screen from "../Screen.js"
 import { version } from "@ferry/core/Version"
-import { parseTimeout } from "./export.js"
 import * as Params from "../Params.js"
 import { list } from "../Params.js"
 import * as Bytes from "../Bytes.js"
@@ -130,6 +137,7 @@ const flags = {
   ),
   allowExportErrors,
   attachmentOrigin,
+  requestTimeout: requestTimeout("5m"),
   json: Options.boolean("json").pipe(Options.withDescription("Print a JSON summary on stdout.")),
   ...Config.configFlags,
 }
@@ -153,6 +161,7 @@ const client = (
   settings: Authenticator.AuthSettings,
   retries: number,
   role: "source" | "target",
+  perRequest: Option.Option<Duration.Duration>,
   /** The source: the types exported (empty: every type), which its token's scopes must allow reading. */
   exportTypes?: ReadonlyArray<string>,
 ) =>
@@ -166,6 +175,7 @@ const client = (
       onUnauthorized: authenticator.invalidate,
       refusedHint: authenticator.refusedHint,
       retry: { times: retries },
+      ...(Option.isSome(perRequest) ? { timeout: perRequest.value } : {}),
     })
     return { client: c, describe: authenticator.describe }
   })
@@ -408,9 +418,11 @@ export const runMigrate = (f: Flags) =>
       target: unprefix("target", f),
     })
     const { source: from, target: to } = yield* Config.requireUrls(settings)
-    const timeout = Option.isSome(f.timeout) ? parseTimeout(f.timeout.value) : Option.none()
+    const timeout = Option.isSome(f.timeout) ? parseDuration(f.timeout.value) : Option.none()
     if (Option.isSome(f.timeout) && Option.isNone(timeout))
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)
+    const perRequest = requestTimeoutOf(f.requestTimeout)
+    if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
     const maxStaged = Option.isSome(f.maxStaged) ? Bytes.parseBytes(f.maxStaged.value) : Option.none()
     if (Option.isSome(f.maxStaged) && Option.isNone(maxStaged))
       return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
@@ -471,9 +483,10 @@ export const runMigrate = (f: Flags) =>
       sourceAuth,
       8,
       "source",
+      perRequest.right,
       Params.exportedTypes(list(f.type), settings.level),
     )
-    const target = yield* client(to, targetAuth, 8, "target")
+    const target = yield* client(to, targetAuth, 8, "target", perRequest.right)
     yield* Console.error(
       `ferry migrate: ${from} (${source.describe}) → ${to} (${target.describe}), archive ${archive}`,
     )
@@ -483,10 +496,10 @@ export const runMigrate = (f: Flags) =>
       )
     yield* Effect.all(
       [
-        client(from, sourceAuth, 1, "source").pipe(
+        client(from, sourceAuth, 1, "source", perRequest.right).pipe(
           Effect.flatMap((c) => preflight("source", "--from", c.client)),
         ),
-        client(to, targetAuth, 1, "target").pipe(
+        client(to, targetAuth, 1, "target", perRequest.right).pipe(
           Effect.flatMap((c) => preflight("target", "--to", c.client)),
         ),
       ],

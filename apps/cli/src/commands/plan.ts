@@ -12,10 +12,10 @@ import { Command, Options } from "@effect/cli"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Authenticator from "@ferry/auth/Authenticator"
 import * as FhirClient from "@ferry/core/FhirClient"
-import { Console, Effect, Either, Option } from "effect"
+import { Console, Duration, Effect, Either, Option } from "effect"
 import { unprefix } from "../AuthFlags.js"
 import * as Config from "../Config.js"
-import type { FlagValues } from "../Flags.js"
+import { type FlagValues, requestTimeout, requestTimeoutOf } from "../Flags.js"
 import * as Plan from "../Plan.js"
 import * as Params from "../Params.js"
 import { formatBytes, formatCount, formatDuration } from "../Progress.js"
@@ -57,6 +57,7 @@ const flags = {
     Options.optional,
     Options.withDescription("Concurrent count requests per server (default 4)."),
   ),
+  requestTimeout: requestTimeout("30s: a preflight's servers answer quickly or not at all"),
   json: Options.boolean("json").pipe(Options.withDescription("Print the plan as one JSON object on stdout.")),
   ...Config.configFlags,
 }
@@ -80,7 +81,7 @@ export interface PlanReport {
   readonly changedNothing: true
 }
 
-const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
+const clientFor = (settings: Config.Settings, role: Plan.Role, url: string, timeout: Duration.Duration) =>
   Effect.gen(function* () {
     const auth = yield* Config.serverAuthSettings(settings, role)
     // The token migrate would get (write access on the target; on the source, reading every type of a
@@ -97,9 +98,9 @@ const clientFor = (settings: Config.Settings, role: Plan.Role, url: string) =>
       authorize: authenticator.authorize,
       onUnauthorized: authenticator.invalidate,
       refusedHint: authenticator.refusedHint,
-      // A preflight answers quickly: few retries, a short timeout.
+      // A preflight answers quickly: few retries, a short timeout (30 s unless --request-timeout).
       retry: { times: 2, cap: "5 seconds", maxRetryAfter: "10 seconds" },
-      timeout: "30 seconds",
+      timeout,
     })
     return { client, authenticator, kind: auth.kind }
   })
@@ -242,8 +243,12 @@ export const runPlan = (f: Flags) =>
     })
     // the same server twice is refused, as migrate refuses it: no plan should call it possible
     const { source: sourceUrl, target: targetUrl } = yield* Config.requireUrls(settings)
-    const source = yield* clientFor(settings, "source", sourceUrl)
-    const target = yield* clientFor(settings, "target", targetUrl)
+    const perRequest = requestTimeoutOf(f.requestTimeout)
+    if (Either.isLeft(perRequest))
+      return yield* new Config.ConfigError({ reason: "Invalid", detail: perRequest.left })
+    const timeout = Option.getOrElse(perRequest.right, () => Duration.seconds(30))
+    const source = yield* clientFor(settings, "source", sourceUrl, timeout)
+    const target = yield* clientFor(settings, "target", targetUrl, timeout)
     if (!f.json) yield* Console.error(`ferry plan: probing ${sourceUrl} and ${targetUrl} (read only)…`)
     // The target is counted over the types the source holds (when the source gave every count): one
     // request per type the migration touches instead of one per type the target declares.

@@ -17,11 +17,11 @@ import * as FhirClient from "@ferry/core/FhirClient"
 import * as Report from "@ferry/verify/Report"
 import * as Verify from "@ferry/verify/Verify"
 import { VerifyError } from "@ferry/verify/VerifyError"
-import { Console, Effect, Either, Option } from "effect"
+import { Console, type Duration, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import * as Params from "../Params.js"
 import { authFlags, authFlagsFor, authSettings, defaultClientSecretEnvFor, unprefix } from "../AuthFlags.js"
-import { type FlagValues, parallelProblem } from "../Flags.js"
+import { type FlagValues, parallelProblem, requestTimeout, requestTimeoutOf } from "../Flags.js"
 
 const flags = {
   target: Options.text("target").pipe(Options.withDescription("The target FHIR server's base URL.")),
@@ -57,6 +57,7 @@ const flags = {
     Options.withDefault(4),
     Options.withDescription("Parallel attachment downloads (default 4)."),
   ),
+  requestTimeout: requestTimeout("5m"),
   json: Options.boolean("json").pipe(
     Options.withDescription(
       "Print the report (what verify.json holds, field values of differences included) as one JSON object on stdout; the summary lines go to stderr.",
@@ -108,7 +109,12 @@ const sourceSettings = (f: Flags) => {
   )
 }
 
-const clientFor = (flag: string, url: string, settings: Authenticator.AuthSettings) =>
+const clientFor = (
+  flag: string,
+  url: string,
+  settings: Authenticator.AuthSettings,
+  timeout: Option.Option<Duration.Duration>,
+) =>
   Effect.gen(function* () {
     const baseUrl = yield* checkUrl(flag, url)
     const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
@@ -118,6 +124,7 @@ const clientFor = (flag: string, url: string, settings: Authenticator.AuthSettin
       onUnauthorized: authenticator.invalidate,
       refusedHint: authenticator.refusedHint,
       retry: { times: 8 },
+      ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
     })
   })
 
@@ -144,7 +151,9 @@ const runVerify = (f: Flags) =>
       if (Either.isLeft(base)) return yield* usage(`--source-base ${BaseUrl.shown(raw)} ${base.left}`)
       sourceBases.push(base.right)
     }
-    const target = yield* clientFor("target", f.target, yield* authSettings(f))
+    const perRequest = requestTimeoutOf(f.requestTimeout)
+    if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
+    const target = yield* clientFor("target", f.target, yield* authSettings(f), perRequest.right)
     const source: Verify.Source = Option.isSome(f.archive)
       ? { _tag: "Archive", dir: f.archive.value }
       : {
@@ -153,6 +162,7 @@ const runVerify = (f: Flags) =>
             "source",
             Option.getOrElse(f.source, () => ""),
             yield* sourceSettings(f),
+            perRequest.right,
           ),
         }
     const types = Params.list(f.type)

@@ -71,7 +71,7 @@ const parseRange = (header: string, size: number): { start: number; end: number 
 
 /**
  * Serves one NDJSON file: 200 (gzip when accepted), 206 for a single `Range`, 416 for an unsatisfiable
- * one, 410 / connection reset when a download fault says so.
+ * one, 410 / connection reset / a stall when a download fault says so.
  */
 export const serveFile = async (
   ctx: Ctx,
@@ -83,6 +83,7 @@ export const serveFile = async (
     gone: false,
     goneStatus: 410,
     resetAfterBytes: undefined,
+    stallAfterBytes: undefined,
     delayMs: 0,
   }
   if (fault.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, fault.delayMs))
@@ -122,14 +123,15 @@ export const serveFile = async (
       `Range ${rangeHeader} cannot be satisfied (size ${size}).`,
     )
   }
-  if (fault.resetAfterBytes !== undefined) {
+  const cutAfter = fault.resetAfterBytes ?? fault.stallAfterBytes
+  if (cutAfter !== undefined) {
     const start = range?.start ?? 0
     const end = range?.end ?? size - 1
     res.writeHead(range ? 206 : 200, {
       "Content-Length": String(end - start + 1),
       ...(range ? { "Content-Range": `bytes ${start}-${end}/${size}` } : {}),
     })
-    const cut = Math.min(end, start + fault.resetAfterBytes - 1)
+    const cut = Math.min(end, start + cutAfter - 1)
     const socket = res.socket
     if (cut >= start) {
       for await (const chunk of createReadStream(path, { start, end: cut })) {
@@ -137,6 +139,11 @@ export const serveFile = async (
       }
     }
     await new Promise<void>((r) => res.write("", () => r()))
+    if (fault.resetAfterBytes === undefined) {
+      // stalled: nothing more, until the client gives up and closes the connection
+      if (!res.destroyed) await new Promise((r) => res.once("close", r))
+      return
+    }
     // let the peer read what was sent before the RST (an RST can discard unread data on arrival)
     await new Promise((r) => setTimeout(r, 50))
     socket?.resetAndDestroy()

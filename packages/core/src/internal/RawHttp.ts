@@ -30,8 +30,10 @@ const sendError = (cause: unknown): SendError => {
 /**
  * Sends a GET and hands back the answer once its headers arrived (any status). Interrupting the effect
  * aborts the request. `timeoutMs` (finite, > 0) bounds the wait for the headers, connecting included, with a
- * plain timer (an `Effect.timeout` per request costs a fiber and measurably more CPU in the hot loops); no
- * limit while the body streams (as the platform's undici client).
+ * plain timer (an `Effect.timeout` per request costs a fiber and measurably more CPU in the hot loops), and
+ * then each wait for the next piece of the body (undici's `bodyTimeout`: the body stream fails with
+ * `UND_ERR_BODY_TIMEOUT`, see `Http.isBodyTimeout`): a body may take hours, but a server that stops sending in
+ * the middle of one no longer holds the download for ever.
  */
 export const send = (
   url: string,
@@ -72,7 +74,7 @@ export const send = (
         headers,
         signal: abort.signal,
         headersTimeout: 0,
-        bodyTimeout: 0,
+        bodyTimeout: Number.isFinite(timeoutMs) && timeoutMs > 0 ? timeoutMs : 0,
       })
     } catch (cause) {
       settle()
