@@ -307,6 +307,29 @@ describe("ferry import", () => {
     expect(fhir.filter((r) => r.at >= t0 && r.at < t0 + 950).length).toBeLessThanOrEqual(4)
   }, 180_000)
 
+  it("a target that stops in the middle of a Bundle's answer: given up on after --request-timeout, the Bundle sent again, everything landed once", async () => {
+    const archive = copy(sample, "stalled-answer")
+    const recorder = requestRecorder()
+    const sandbox = await startSandbox({}, [recorder.plugin, ...defaultPlugins])
+    sandboxes.push(sandbox)
+    const target = sandbox.handle
+    // the first transaction is committed, its answer sends its headers and 100 bytes, then nothing more
+    await setSandboxFaults(target.baseUrl, {
+      stallAnswer: [{ route: "fhir", method: "POST", first: 1, afterBytes: 100 }],
+    })
+    const started = Date.now()
+    const run = await importInto(archive, target, ["--request-timeout", "1s"])
+    expect(run.code, run.stderr).toBe(0)
+    // (without a limit on the answer's body this import waited for ever)
+    expect(Date.now() - started).toBeLessThan(40_000)
+    expect(targetCounts(target)).toEqual(archiveCounts(archive))
+    expect(danglingIn(target).dangling).toEqual([])
+    const bundles = recorder.requests.filter((r) => r.method === "POST" && routeOf(r) === "fhir")
+    const summary = JSON.parse(run.stdout) as { chunks: number }
+    // every Bundle once, and the one whose answer stalled once more
+    expect(bundles.length).toBe(summary.chunks + 1)
+  })
+
   it("--retry-quarantine replays the quarantined resources once the target accepts them", async () => {
     const archive = copy(sample, "retry")
     const db = Path.join(tmp, "retry.sqlite")

@@ -10,29 +10,51 @@
  */
 import * as HttpDispatcher from "@ferry/core/HttpDispatcher"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Effect, Either, Layer } from "effect"
+import { Duration, Effect, Either, Layer, Option } from "effect"
 import { ConfigError } from "./Config.js"
+import { requestTimeoutOf } from "./Flags.js"
 
-const dispatcher = Layer.scoped(
-  NodeHttpClient.Dispatcher,
-  Effect.gen(function* () {
-    const settings = yield* Either.match(HttpDispatcher.proxySettings(process.env), {
-      onLeft: (problem) =>
-        Effect.fail(new ConfigError({ reason: "Invalid", where: problem.variable, detail: problem.detail })),
-      onRight: (s) => Effect.succeed(s),
-    })
-    return yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const pool = HttpDispatcher.make(settings)
-        return { pool, restore: HttpDispatcher.setGlobal(pool) }
-      }),
-      ({ pool, restore }) =>
-        Effect.promise(() => {
-          restore()
-          return pool.destroy()
+const dispatcher = (bodyTimeoutMs: number) =>
+  Layer.scoped(
+    NodeHttpClient.Dispatcher,
+    Effect.gen(function* () {
+      const settings = yield* Either.match(HttpDispatcher.proxySettings(process.env), {
+        onLeft: (problem) =>
+          Effect.fail(
+            new ConfigError({ reason: "Invalid", where: problem.variable, detail: problem.detail }),
+          ),
+        onRight: (s) => Effect.succeed(s),
+      })
+      return yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const pool = HttpDispatcher.make(settings, bodyTimeoutMs)
+          return { pool, restore: HttpDispatcher.setGlobal(pool) }
         }),
-    ).pipe(Effect.map(({ pool }) => pool))
-  }),
-)
+        ({ pool, restore }) =>
+          Effect.promise(() => {
+            restore()
+            return pool.destroy()
+          }),
+      ).pipe(Effect.map(({ pool }) => pool))
+    }),
+  )
 
-export const layer = NodeHttpClient.layerUndiciWithoutDispatcher.pipe(Layer.provide(dispatcher))
+/**
+ * For a command with `--request-timeout` (`given`, as typed): it also bounds how long a body may send nothing
+ * (FhirClient bounds the wait for the headers itself); not given, or not a valid value (the command itself
+ * refuses that): `otherwise`, 5 minutes unless said.
+ */
+export const layerFor = (
+  given: Option.Option<string>,
+  otherwise: Duration.Duration = Duration.minutes(5),
+) => {
+  const timeout = Option.getOrElse(
+    Either.getOrElse(requestTimeoutOf(given), () => Option.none()),
+    () => otherwise,
+  )
+  return NodeHttpClient.layerUndiciWithoutDispatcher.pipe(
+    Layer.provide(dispatcher(Duration.toMillis(timeout))),
+  )
+}
+
+export const layer = layerFor(Option.none())

@@ -16,6 +16,7 @@
  *   "throttle":  [{ "route": "status", "first": 2, "skip": 0, "retryAfter": "seconds" | "http-date" | "epoch", "seconds": 1 }],
  *   "transient": [{ "route": "download", "first": 1, "skip": 0, "status": 500 | 502 | 503 | 504, "retryAfterSeconds": 1, "body": "outcome" | "html" }],
  *   "delay":     [{ "route": "status", "ms": 200 }],
+ *   "stallAnswer": [{ "route": "fhir", "method": "POST", "first": 1, "skip": 0, "afterBytes": 100 }],
  *   "resetDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
  *   "stallDownload":  { "afterBytes": 1000, "attempts": 1, "type": "Patient" },
  *   "slowDownload":   { "type": "Binary", "ms": 2000 },
@@ -33,6 +34,10 @@
  *   `transient` (and `Retry-After` when retryAfterSeconds is given); `body: "html"`: an HTML page instead, as a
  *   gateway in front of the server answers (502, 504).
  * - delay: every request of the kind waits `ms` before being handled.
+ * - stallAnswer: requests skip+1 … skip+first of that kind (and `method`, when given) are handled as usual, but
+ *   of their answer only the headers and `afterBytes` bytes of the body are sent; then nothing more, the
+ *   connection left open until the client gives up and closes it (what was done is done: a transaction is
+ *   committed).
  * - resetDownload: the first `attempts` downloads of each matching file (every file, or files of
  *   `type`) send the headers and `afterBytes` bytes of the body, then the TCP connection is reset.
  * - stallDownload: as resetDownload, but then nothing more is sent and the connection is left open (a server
@@ -57,6 +62,7 @@
  *   transient code, so a client must stop polling.
  */
 import { describeParseError } from "@ferry/core/Http"
+import type { ServerResponse } from "node:http"
 import { Either, Schema } from "effect"
 import { type Ctx, type Router, sendOutcome } from "./Http.js"
 
@@ -91,6 +97,18 @@ export const FaultsConfig = Schema.Struct({
   delay: Schema.optionalWith(Schema.Array(Schema.Struct({ route: RouteKind, ms: Count })), {
     default: () => [],
   }),
+  stallAnswer: Schema.optionalWith(
+    Schema.Array(
+      Schema.Struct({
+        route: RouteKind,
+        method: Schema.optional(Schema.String),
+        first: Schema.optionalWith(Count, { default: () => 1 }),
+        skip: Schema.optionalWith(Count, { default: () => 0 }),
+        afterBytes: Schema.optionalWith(Count, { default: () => 0 }),
+      }),
+    ),
+    { default: () => [] },
+  ),
   resetDownload: Schema.optional(
     Schema.Struct({
       afterBytes: Count,
@@ -164,6 +182,35 @@ export interface DownloadFault {
   readonly delayMs: number
 }
 
+/**
+ * `res` sends its headers and the first `afterBytes` bytes of its body, then nothing more: the rest is dropped
+ * and the answer never ended (the client waits until it gives up; the connection closes with it).
+ */
+const stallAfter = (res: ServerResponse, afterBytes: number): void => {
+  let left = afterBytes
+  const write = res.write.bind(res)
+  const pass = (chunk: unknown, encoding: unknown): void => {
+    if (chunk === undefined || chunk === null || typeof chunk === "function") return
+    const bytes =
+      typeof chunk === "string"
+        ? Buffer.from(chunk, typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8")
+        : Buffer.from(chunk as Uint8Array)
+    const part = bytes.subarray(0, Math.max(0, left))
+    left -= part.length
+    if (part.length > 0) write(part)
+  }
+  res.write = ((chunk: unknown, encoding?: unknown) => {
+    pass(chunk, encoding)
+    return true
+  }) as typeof res.write
+  res.end = ((chunk?: unknown, encoding?: unknown) => {
+    // the headers go now (with the Content-Length the handler set, if any), the body only in part
+    if (!res.headersSent) res.flushHeaders()
+    pass(chunk, encoding)
+    return res
+  }) as typeof res.end
+}
+
 const retryAfterValue = (format: "seconds" | "http-date" | "epoch", seconds: number): string => {
   switch (format) {
     case "seconds":
@@ -179,6 +226,8 @@ const retryAfterValue = (format: "seconds" | "http-date" | "epoch", seconds: num
 export class Faults {
   private config: FaultsConfig
   private readonly counters = new Map<RouteKind, number>()
+  /** Per `stallAnswer` rule: the requests it matched so far. */
+  private stallSeen: Array<number> = []
   private readonly downloadAttempts = new Map<string, number>()
   private shortFileUsed = false
   /** The jobs (their directories) that had their short file (`shortFile.everyJob`). */
@@ -192,6 +241,7 @@ export class Faults {
   reset(config: FaultsConfig): void {
     this.config = config
     this.counters.clear()
+    this.stallSeen = []
     this.downloadAttempts.clear()
     this.shortFileUsed = false
     this.shortFileJobs.clear()
@@ -248,6 +298,12 @@ export class Faults {
         )
       }
     }
+    this.config.stallAnswer.forEach((rule, i) => {
+      if (rule.route !== kind || (rule.method !== undefined && rule.method !== ctx.req.method)) return
+      const m = (this.stallSeen[i] ?? 0) + 1
+      this.stallSeen[i] = m
+      if (m > rule.skip && m <= rule.skip + rule.first) stallAfter(ctx.res, rule.afterBytes)
+    })
     return next()
   }
 

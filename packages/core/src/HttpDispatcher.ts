@@ -106,9 +106,31 @@ export const proxySettings = (
  */
 const verified = { rejectUnauthorized: true } as const
 
-/** The dispatcher for `settings`: a plain pool, or one that goes through the proxies. */
-export const make = (settings: ProxySettings | undefined): Dispatcher =>
-  settings === undefined
+/**
+ * Every request through the pool gets a body timeout (undici's `bodyTimeout`: the body fails with
+ * `UND_ERR_BODY_TIMEOUT` once the server has sent nothing for that long) when it brings none of its own: the
+ * platform's undici client sets none (0) on every request, leaving timeouts to the caller, and FhirClient bounds
+ * only the wait for the headers, so a server that stopped in the middle of an answer (a transaction's response,
+ * a search page) held the command for ever. `FhirClient.get` brings its own (its per-attempt timeout).
+ */
+const bodyTimeout =
+  (ms: number): Dispatcher.DispatcherComposeInterceptor =>
+  (dispatch) =>
+  (opts, handler) =>
+    dispatch(
+      opts.bodyTimeout !== undefined && opts.bodyTimeout !== null && opts.bodyTimeout > 0
+        ? opts
+        : { ...opts, bodyTimeout: ms },
+      handler,
+    )
+
+/**
+ * The dispatcher for `settings`: a plain pool, or one that goes through the proxies. `bodyTimeoutMs`: how long
+ * an answer's body may send nothing before it fails, for requests that set no limit of their own (see
+ * `bodyTimeout`; default 5 minutes, FhirClient's default per-attempt timeout).
+ */
+export const make = (settings: ProxySettings | undefined, bodyTimeoutMs = 300_000): Dispatcher =>
+  (settings === undefined
     ? new Agent({ connect: verified })
     : new EnvHttpProxyAgent({
         connect: verified,
@@ -123,6 +145,7 @@ export const make = (settings: ProxySettings | undefined): Dispatcher =>
         // allow CONNECT to port 443 only); https URLs always go through a tunnel
         proxyTunnel: false,
       })
+  ).compose(bodyTimeout(bodyTimeoutMs))
 
 /**
  * Makes `pool` undici's global dispatcher (FhirClient's lean GETs use it) and returns what puts the previous one

@@ -382,7 +382,7 @@ export const runExport = (f: Flags) =>
     if (f.json) yield* Console.log(JSON.stringify({ ok: true, ...summary }, null, 2))
   }).pipe(
     Effect.scoped,
-    Effect.provide(HttpLayer.layer),
+    Effect.provide(HttpLayer.layerFor(f.requestTimeout)),
     // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see.
     Effect.onInterrupt(() =>
       // (stopped because another ferry took the archive: the last line says so)

@@ -212,7 +212,7 @@ export const runImport = (f: Flags) =>
     return Option.none()
   }).pipe(
     Effect.scoped,
-    Effect.provide(HttpLayer.layer),
+    Effect.provide(HttpLayer.layerFor(f.requestTimeout)),
     Effect.onInterrupt(() =>
       // (stopped because another ferry took the archive: the last line says so)
       Archive.lockLost() !== undefined

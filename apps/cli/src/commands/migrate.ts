@@ -580,7 +580,7 @@ export const runMigrate = (f: Flags) =>
       )
   }).pipe(
     Effect.scoped,
-    Effect.provide(HttpLayer.layer),
+    Effect.provide(HttpLayer.layerFor(f.requestTimeout)),
     Effect.onInterrupt(() =>
       // (stopped because another ferry took the archive: the last line says so)
       Archive.lockLost() !== undefined

@@ -64,6 +64,9 @@ const flags = {
 
 type Flags = FlagValues<typeof flags>
 
+/** A preflight's per-request timeout unless `--request-timeout` says otherwise: its servers answer quickly or not at all. */
+const PLAN_TIMEOUT = Duration.seconds(30)
+
 /** Resources sampled per type, and how many of the largest types are sampled. */
 const SAMPLE_SIZE = 50
 const SAMPLE_TYPES = 3
@@ -246,7 +249,7 @@ export const runPlan = (f: Flags) =>
     const perRequest = requestTimeoutOf(f.requestTimeout)
     if (Either.isLeft(perRequest))
       return yield* new Config.ConfigError({ reason: "Invalid", detail: perRequest.left })
-    const timeout = Option.getOrElse(perRequest.right, () => Duration.seconds(30))
+    const timeout = Option.getOrElse(perRequest.right, () => PLAN_TIMEOUT)
     const source = yield* clientFor(settings, "source", sourceUrl, timeout)
     const target = yield* clientFor(settings, "target", targetUrl, timeout)
     if (!f.json) yield* Console.error(`ferry plan: probing ${sourceUrl} and ${targetUrl} (read only)…`)
@@ -328,7 +331,7 @@ export const runPlan = (f: Flags) =>
       return yield* new Config.ConfigError({ reason: "Missing", detail: settingsProblem })
   }).pipe(
     Effect.scoped,
-    Effect.provide(HttpLayer.layer),
+    Effect.provide(HttpLayer.layerFor(f.requestTimeout, PLAN_TIMEOUT)),
     // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see
     Effect.onInterrupt(() =>
       Console.error("ferry: plan interrupted; it changes nothing, run it again when you like"),

@@ -200,7 +200,7 @@ const runVerify = (f: Flags) =>
       })
     }
   }).pipe(
-    Effect.provide(HttpLayer.layer),
+    Effect.provide(HttpLayer.layerFor(f.requestTimeout)),
     // runMain turns Ctrl-C into interruption, which bin.ts's error report does not see
     Effect.onInterrupt(() =>
       Console.error(
