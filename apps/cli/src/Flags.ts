@@ -52,14 +52,15 @@ export const parseDuration = (text: string): Option.Option<Duration.Duration> =>
 }
 
 /**
- * `--request-timeout` (every command that talks to a server): `FhirClient`'s per-attempt timeout, which also
- * bounds each wait for more of a download's body. `otherwise`: the command's default, as said in its help.
+ * `--request-timeout` (every command that talks to a server): `FhirClient`'s per-attempt timeout, and how long an
+ * answer's body may send nothing (`HttpLayer.layerFor`, `FhirClient.get`). `otherwise`: the command's default, as
+ * said in its help.
  */
 export const requestTimeout = (otherwise: string) =>
   Options.text("request-timeout").pipe(
     Options.optional,
     Options.withDescription(
-      `Give up on a request when the server has not answered for this long, or, in a download, has sent nothing more for this long: 30s, 5m; a bare number is seconds (default ${otherwise}). A request that timed out is tried twice more, a download resumed where it stopped, before the command fails.`,
+      `Give up on a request when the server has not begun to answer for this long, or has sent nothing more of its answer for this long: 30s, 5m; a bare number is seconds (default ${otherwise}). A request that timed out is tried twice more, a download resumed where it stopped, before the command fails.`,
     ),
   )
 

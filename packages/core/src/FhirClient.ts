@@ -81,7 +81,10 @@ export interface FhirClientOptions {
   readonly onUnauthorized?: Effect.Effect<void, AuthError>
   readonly retry?: Partial<RetryOptions>
   readonly userAgent?: string
-  /** Per attempt, until the response headers arrive (default 5 minutes; `Duration.infinity`: none). */
+  /**
+   * Per attempt, until the response headers arrive (default 5 minutes; `Duration.infinity`: none); for `get`, also
+   * each wait for more of the body. (The bodies of other requests are bounded by the pool: `HttpDispatcher.make`.)
+   */
   readonly timeout?: Duration.DurationInput
   /**
    * Of the retries (`retry.times`), how many may follow an attempt that got no answer within `timeout`
