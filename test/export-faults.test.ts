@@ -258,6 +258,42 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(exportEvents(x.out).some((e) => e.event === "resume" && e.reason === "range")).toBe(true)
   })
 
+  it("an attachment whose body stalls once: fetched again within the run, the export completes", async ({
+    expect,
+  }) => {
+    const recorder = requestRecorder()
+    // 3 generated patients, each with a DocumentReference whose attachment is a Binary on the sandbox; exported
+    // without the Binary type, so each attachment is a GET; the first of them (after the CapabilityStatement)
+    // sends its headers and 10 bytes, then nothing more
+    const sandbox = await startSandbox(
+      {
+        generate: 3,
+        faults: { stallAnswer: [{ route: "fhir", method: "GET", skip: 1, first: 1, afterBytes: 10 }] },
+      },
+      [recorder.plugin, ...defaultPlugins],
+    )
+    sandboxes.push(sandbox)
+    const out = Path.join(tmp, "attachment-stall")
+    const run = await runFerry([
+      "export",
+      sandbox.handle.baseUrl,
+      "--out",
+      out,
+      "--type",
+      "Patient,DocumentReference",
+      "--json",
+      "--request-timeout",
+      "1s",
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const summary = JSON.parse(run.stdout) as { attachments: { fetched: number; failed: number } }
+    expect(summary.attachments).toMatchObject({ fetched: 3, failed: 0 })
+    const binaries = recorder.requests.filter((r) => r.method === "GET" && /\/Binary\//.test(r.path))
+    // three attachments, one of them asked for twice
+    expect(binaries).toHaveLength(4)
+    expect(new Set(binaries.map((r) => r.path)).size).toBe(3)
+  })
+
   it("a server that takes the connection and never answers: exit 4 after three tries of --request-timeout, not after 15 minutes", async ({
     expect,
   }) => {

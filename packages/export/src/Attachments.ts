@@ -32,7 +32,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { forEachPooled } from "@ferry/core/Pool"
 import * as Walker from "@ferry/core/Walker"
-import { Deferred, Effect, Exit, FiberId, Option, Stream } from "effect"
+import { Deferred, Effect, Exit, FiberId, Option, Schedule, Stream } from "effect"
 import { ExportError } from "./ExportError.js"
 import { decoderFor } from "./internal/Encoding.js"
 import type { ArchiveDir } from "./internal/ArchiveDir.js"
@@ -149,6 +149,19 @@ export interface Resolved {
   readonly binary: boolean
 }
 
+const BROKE_OFF = "the download broke off, or its Content-Encoding could not be undone"
+
+/**
+ * A body that broke off (a reset connection) or stalled (nothing more within the request timeout) while it was
+ * read: fetched again, twice, before the attachment counts as not fetched (one flaky moment of the server
+ * would otherwise fail the whole export at its end, to be fetched by a rerun).
+ */
+const brokeOff = (e: unknown): boolean =>
+  e instanceof ExportError &&
+  e.reason === "Attachment" &&
+  e.cause !== undefined &&
+  (e.detail === STALLED || e.detail === BROKE_OFF)
+
 /** Fetches one attachment into the archive's blob store (not yet committed: see `Fetcher`). */
 export const fetchOne = (
   client: FhirClient,
@@ -160,9 +173,10 @@ export const fetchOne = (
   Effect.gen(function* () {
     const resolved = known?.url ?? resolveUrl(client.baseUrl, ref.url)
     const binary = known?.binary ?? isSourceBinary(client.baseUrl, ref.url)
-    const fetched = yield* gates === undefined
-      ? fetchBody(client, store, ref, resolved, binary)
-      : gates.http.withPermits(1)(fetchBody(client, store, ref, resolved, binary))
+    const once = fetchBody(client, store, ref, resolved, binary)
+    const fetched = yield* (gates === undefined ? once : gates.http.withPermits(1)(once)).pipe(
+      Effect.retry({ times: 2, schedule: Schedule.exponential("500 millis"), while: brokeOff }),
+    )
     return yield* keep(store, ref, resolved, fetched)
   })
 
@@ -278,7 +292,7 @@ const fetchBody = (
         for await (const chunk of body) chunks.push(chunk)
         return new Uint8Array(Buffer.concat(chunks))
       },
-      catch: broke("the download broke off, or its Content-Encoding could not be undone"),
+      catch: broke(BROKE_OFF),
     })
     // the encoded length: the decoded body may be larger
     const length = decoder === "none" ? Number(response.headers["content-length"] ?? Number.NaN) : Number.NaN
@@ -313,13 +327,7 @@ const fetchBody = (
       return { kind: "bytes", bytes: yield* whole, meta: meta() } satisfies Fetched
     }
     const stored = yield* store
-      .store(
-        Stream.fromAsyncIterable(
-          body,
-          broke("the download broke off, or its Content-Encoding could not be undone"),
-        ),
-        meta(),
-      )
+      .store(Stream.fromAsyncIterable(body, broke(BROKE_OFF)), meta())
       .pipe(Effect.ensuring(Effect.sync(() => discardBody(response.body))))
     return { kind: "stored", stored, meta: meta() } satisfies Fetched
   })
