@@ -30,9 +30,9 @@ const closingQuote = (text: string, open: number): number => {
 
 /**
  * Calls `f(from, to)` for each number token of a JSON text (outside strings), in order, until `f` returns
- * true; whether it did.
+ * true; whether it did. `onKey`: called for each `:` outside a string (each follows a key).
  */
-const someNumber = (text: string, f: (from: number, to: number) => boolean): boolean => {
+const someNumber = (text: string, f: (from: number, to: number) => boolean, onKey?: () => void): boolean => {
   const n = text.length
   let i = 0
   while (i < n) {
@@ -41,6 +41,10 @@ const someNumber = (text: string, f: (from: number, to: number) => boolean): boo
     const stop = quote === -1 ? n : quote
     for (; i < stop; i++) {
       const c = text.charCodeAt(i)
+      if (c === 58) {
+        onKey?.()
+        continue
+      }
       if (c !== 45 && !isDigit(c)) continue
       let j = i + 1
       while (j < stop && inNumber(text.charCodeAt(j))) j++
@@ -169,28 +173,16 @@ const indexLike = /^(0|[1-9]\d*)$/
 const scan = (text: string): { readonly tokens: Array<number>; readonly keys: number } => {
   const tokens: Array<number> = []
   let keys = 0
-  const n = text.length
-  let i = 0
-  while (i < n) {
-    const quote = text.indexOf('"', i)
-    const stop = quote === -1 ? n : quote
-    for (; i < stop; i++) {
-      const c = text.charCodeAt(i)
-      if (c === 58) {
-        keys++
-        continue
-      }
-      if (c !== 45 && !isDigit(c)) continue
-      let j = i + 1
-      while (j < stop && inNumber(text.charCodeAt(j))) j++
-      tokens.push(i, j)
-      i = j - 1
-    }
-    if (quote === -1) break
-    const close = closingQuote(text, quote)
-    if (close === -1) break
-    i = close + 1
-  }
+  someNumber(
+    text,
+    (from, to) => {
+      tokens.push(from, to)
+      return false
+    },
+    () => {
+      keys++
+    },
+  )
   return { tokens, keys }
 }
 
