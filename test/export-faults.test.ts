@@ -52,6 +52,18 @@ interface Exported {
   readonly headers: Record<string, string>
 }
 
+/** `ferry export` of the seeded types from `baseUrl` into `out`, with a JSON summary, and `extra` flags. */
+const exportArgs = (baseUrl: string, out: string, extra: ReadonlyArray<string>) => [
+  "export",
+  baseUrl,
+  "--out",
+  out,
+  "--type",
+  TYPES.join(","),
+  "--json",
+  ...extra,
+]
+
 /** Starts a seeded sandbox with `faults` (and SMART auth for `client`), then runs `ferry export` on it. */
 const exportWith = async (
   name: string,
@@ -79,17 +91,7 @@ const exportWith = async (
   const out = Path.join(tmp, name)
   const onStderr = options.onStderr
   const run = await runFerry(
-    [
-      "export",
-      baseUrl,
-      "--out",
-      out,
-      "--type",
-      TYPES.join(","),
-      "--json",
-      ...(options.client?.args ?? []),
-      ...(options.args ?? []),
-    ],
+    exportArgs(baseUrl, out, [...(options.client?.args ?? []), ...(options.args ?? [])]),
     onStderr ? { onStderr: (text) => onStderr(text, baseUrl) } : {},
   )
   const headers: Record<string, string> = options.client
@@ -243,17 +245,7 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(NFS.statSync(part).size).toBeGreaterThan(0)
     // the server mended: the same command again resumes the part and finishes
     await setSandboxFaults(x.baseUrl, {})
-    const again = await runFerry([
-      "export",
-      x.baseUrl,
-      "--out",
-      x.out,
-      "--type",
-      TYPES.join(","),
-      "--json",
-      "--request-timeout",
-      "1s",
-    ])
+    const again = await runFerry(exportArgs(x.baseUrl, x.out, ["--request-timeout", "1s"]))
     await expectComplete(expect, { ...x, run: again })
     expect(exportEvents(x.out).some((e) => e.event === "resume" && e.reason === "range")).toBe(true)
   })
@@ -589,16 +581,7 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(x.requests.filter((r) => r.method === "DELETE")).toHaveLength(0)
 
     // accepted: the same command with --allow-export-errors finishes the archive from what is there
-    const again = await runFerry([
-      "export",
-      x.baseUrl,
-      "--out",
-      x.out,
-      "--type",
-      TYPES.join(","),
-      "--json",
-      "--allow-export-errors",
-    ])
+    const again = await runFerry(exportArgs(x.baseUrl, x.out, ["--allow-export-errors"]))
     expect(again.code, again.stderr).toBe(0)
     const manifest = archiveManifest(x.out)
     expect(manifest.complete).toBe(true)
