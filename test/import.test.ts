@@ -320,6 +320,11 @@ describe("ferry import", () => {
     const started = Date.now()
     const run = await importInto(archive, target, ["--request-timeout", "1s"])
     expect(run.code, run.stderr).toBe(0)
+    // said as what it was, not as throttling
+    expect(run.stderr).toContain(
+      "ferry import: the target did not answer in time, or stopped in the middle of an answer; parallel 2",
+    )
+    expect(run.stderr).not.toContain("the target is throttling")
     // (without a limit on the answer's body this import waited for ever)
     expect(Date.now() - started).toBeLessThan(40_000)
     expect(targetCounts(target)).toEqual(archiveCounts(archive))

@@ -643,6 +643,15 @@ export const above = (drawn: number, line: string): string =>
   `${drawn > 0 ? `\r\x1b[${drawn}A\x1b[J` : ""}${line}\n`
 
 /** Lines of one per-item failure kind (a failed attachment, a quarantined resource) shown one by one. */
+/**
+ * What an import's `throttled` event says happened (the parallelism was halved either way): the target asked
+ * for less (429, 503, 504), or its answers did not come in time, broke off or stalled (`transport`).
+ */
+export const throttledWhy = (e: { readonly [field: string]: unknown }): string =>
+  e.transport === true
+    ? "the target did not answer in time, or stopped in the middle of an answer"
+    : "the target is throttling"
+
 export const SHOWN_PER_KIND = 20
 
 /**

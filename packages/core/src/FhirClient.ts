@@ -17,6 +17,7 @@ import {
   describeBody,
   withoutCredential,
   describeParseError,
+  bodyFailure,
   fhirJson,
   isAbsolute,
   isPermanentTransport,
@@ -64,8 +65,9 @@ const carryResources = (raw: unknown, decoded: unknown): void => {
 const isRecord = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
-/** The detail of a body that broke off while it was read (a GET so failing is asked again). */
+/** The details of a body that broke off or stalled while it was read (a GET so failing is asked again). */
 const BROKE_OFF = "the answer broke off"
+const ANSWER_STALLED = "the answer stalled"
 
 export interface FhirClientOptions {
   /** The server's FHIR base, e.g. `https://fhir.example.org/r4`. */
@@ -821,7 +823,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
               reason: "Transport",
               method: response.request.method,
               url: redactUrl(urlOf(response.request)),
-              detail: BROKE_OFF,
+              detail: bodyFailure("the answer", e.cause),
             })
           const html = /html/i.test(response.headers["content-type"] ?? "")
           return new FhirError({
@@ -835,12 +837,15 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
         }),
       )
 
-  /** A GET and the reading of its body, asked again (twice at most) when the body broke off on the way. */
+  /** A GET and the reading of its body, asked again (twice at most) when the body broke off or stalled on the way. */
   const getDecoded = <A>(send: Effect.Effect<A, FhirError | AuthError>) =>
     send.pipe(
       Effect.retry({
         times: 2,
-        while: (e) => e instanceof FhirError && e.reason === "Transport" && e.detail === BROKE_OFF,
+        while: (e) =>
+          e instanceof FhirError &&
+          e.reason === "Transport" &&
+          (e.detail === BROKE_OFF || e.detail === ANSWER_STALLED),
       }),
     )
 
@@ -860,12 +865,12 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     Effect.gen(function* () {
       const text = yield* response.text.pipe(
         Effect.mapError(
-          () =>
+          (e) =>
             new FhirError({
               reason: "Transport",
               method: response.request.method,
               url: redactUrl(urlOf(response.request)),
-              detail: "the answer broke off",
+              detail: bodyFailure("the answer", e.cause),
             }),
         ),
       )
@@ -1037,7 +1042,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                     reason: "Transport",
                     method: "GET",
                     url: redactUrl(urlOf(response.request)),
-                    detail: "the download broke off",
+                    detail: bodyFailure("the download", e.cause),
                     cause: e,
                   }),
               ),

@@ -234,8 +234,20 @@ export const nothingThereCodes: ReadonlySet<string> = new Set([
  */
 export const isBodyTimeout = (cause: unknown): boolean => networkCode(cause) === "UND_ERR_BODY_TIMEOUT"
 
-/** A Transport error's `detail` for such a download (see `transportSentence`). */
+/**
+ * A Transport error's `detail` for a body that failed while it was read: `<what> stalled` (nothing more came
+ * within the timeout: `isBodyTimeout`) or `<what> broke off` (a reset, a closed connection); `transportSentence`
+ * says each.
+ */
+export const bodyFailure = (
+  what: "the answer" | "the answer to a Bundle" | "the download",
+  cause: unknown,
+): string => `${what} ${isBodyTimeout(cause) ? "stalled" : "broke off"}`
+
+/** `bodyFailure`'s detail for a download that stalled. */
 export const STALLED = "the download stalled"
+
+const bodyFailed = /^the (answer|answer to a Bundle|download) (stalled|broke off)$/
 
 /**
  * The network error's code (ECONNREFUSED, UND_ERR_SOCKET, …) under the platform's and fetch's wrappers. undici's
@@ -387,11 +399,15 @@ export const transportSentence = (detail: string | undefined): string => {
       return `the request could not be sent (${code}): a header or the URL holds characters HTTP does not allow; check the credentials (a token with a line break?) and the URL`
     case "NoAnswer":
       return `the server accepted the connection but did not answer within ${noAnswer.exec(detail ?? "")?.[1] ?? "the time limit"}; check that it is up and not overloaded, then run the command again`
-    default:
-      if (detail === "the answer broke off" || detail === "the download broke off")
+    default: {
+      const body = bodyFailed.exec(detail ?? "")
+      if (body?.[2] === "broke off")
         return "the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again"
-      if (detail === STALLED)
+      if (body?.[1] === "download")
         return "the download stalled: the server sent nothing more within the request timeout, on every try (what had arrived is kept); check the server and the network, or allow it longer with --request-timeout, then run the same command again to resume"
+      if (body !== null)
+        return "the server stopped in the middle of its answer: nothing more came within the request timeout, on every try; check the server and the network, or allow it longer with --request-timeout, then run the same command again"
       return `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
+    }
   }
 }

@@ -208,6 +208,15 @@ describe("Http", () => {
       "GET https://h/fhir/metadata: the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again",
     )
     assert.strictEqual(
+      message("the answer to a Bundle broke off"),
+      "GET https://h/fhir/metadata: the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again",
+    )
+    for (const stalled of ["the answer stalled", "the answer to a Bundle stalled"])
+      assert.strictEqual(
+        message(stalled),
+        "GET https://h/fhir/metadata: the server stopped in the middle of its answer: nothing more came within the request timeout, on every try; check the server and the network, or allow it longer with --request-timeout, then run the same command again",
+      )
+    assert.strictEqual(
       message(STALLED),
       "GET https://h/fhir/metadata: the download stalled: the server sent nothing more within the request timeout, on every try (what had arrived is kept); check the server and the network, or allow it longer with --request-timeout, then run the same command again to resume",
     )

@@ -20,14 +20,7 @@ import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import {
-  discardBody,
-  isBodyTimeout,
-  isPermanentTransport,
-  redactUrl,
-  STALLED,
-  transportProblem,
-} from "@ferry/core/Http"
+import { bodyFailure, discardBody, isPermanentTransport, redactUrl, transportProblem } from "@ferry/core/Http"
 import type { Resource } from "@ferry/core/Ids"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { Duration, Effect, Schedule, Stream } from "effect"
@@ -242,7 +235,7 @@ const broken = (url: string, cause: unknown) =>
     reason: "Transport",
     method: "GET",
     url: redactUrl(url),
-    detail: isBodyTimeout(cause) ? STALLED : "the download broke off",
+    detail: bodyFailure("the download", cause),
     cause,
   })
 

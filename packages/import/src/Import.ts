@@ -77,7 +77,7 @@ import { Journal } from "@ferry/archive/Journal"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import { type FhirClient, searchOne } from "@ferry/core/FhirClient"
-import { redactUrl } from "@ferry/core/Http"
+import { bodyFailure, redactUrl } from "@ferry/core/Http"
 import { parse as parseReference } from "@ferry/core/Reference"
 import { isResource, type Resource } from "@ferry/core/Ids"
 import { KeyTable } from "@ferry/core/KeyTable"
@@ -1547,7 +1547,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                     reason: "Transport",
                     method: "POST",
                     url: client.baseUrl,
-                    detail: "the answer to a Bundle broke off",
+                    detail: bodyFailure("the answer to a Bundle", cause),
                     cause,
                   }),
               ),
@@ -1585,12 +1585,19 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             Effect.tap(() => limiter.succeeded),
             Effect.catchIf(
               (e) => isThrottle(e) && attempt < THROTTLE_RETRIES,
-              () =>
+              (e) =>
                 Effect.zipRight(
                   limiter.throttled,
                   Effect.zipRight(
-                    // after the halving: the parallelism from now on
-                    Effect.suspend(() => emit({ event: "throttled", parallel: limiter.current() })),
+                    // after the halving: the parallelism from now on; `transport`: no answer in time, or one
+                    // that broke off or stalled, rather than a 429/503
+                    Effect.suspend(() =>
+                      emit({
+                        event: "throttled",
+                        parallel: limiter.current(),
+                        ...(e._tag === "FhirError" && e.reason === "Transport" ? { transport: true } : {}),
+                      }),
+                    ),
                     Effect.zipRight(
                       Effect.sleep(Duration.millis(Math.min(30_000, 500 * 2 ** attempt))),
                       loop(attempt + 1),

@@ -135,7 +135,7 @@ const lines = (started: number) => {
           )
         case "throttled":
           return yield* Console.error(
-            `ferry import: the target is throttling; parallel ${String(e.parallel)}`,
+            `ferry import: ${Progress.throttledWhy(e)}; parallel ${String(e.parallel)}`,
           )
         case "quarantined": {
           const line = capped(

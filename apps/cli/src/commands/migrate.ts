@@ -266,7 +266,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
       case "quarantined":
         return `${p} quarantined ${String(e.key)} (${String(e.source)}): ${String(e.reason)}`
       case "throttled":
-        return `${p} the target is throttling; parallel ${String(e.parallel)}`
+        return `${p} ${Progress.throttledWhy(e)}; parallel ${String(e.parallel)}`
       case "bundle-size":
         return `${p} the target refused a Bundle of ${String(e.refused)} entries as too large; sending at most ${String(e.entries)} a Bundle from now on`
       case "delete-skipped":
