@@ -1042,7 +1042,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
                     reason: "Transport",
                     method: "GET",
                     url: redactUrl(urlOf(response.request)),
-                    detail: bodyFailure("the download", e.cause),
+                    detail: bodyFailure("the answer", e.cause),
                     cause: e,
                   }),
               ),
