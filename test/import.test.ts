@@ -119,6 +119,14 @@ const danglingIn = (t: Target) => {
   return { dangling, checked, conditionals }
 }
 
+/** An empty in-process target whose requests are recorded (closed after the tests). */
+const recordedTarget = async () => {
+  const recorder = requestRecorder()
+  const sandbox = await startSandbox({}, [recorder.plugin, ...defaultPlugins])
+  sandboxes.push(sandbox)
+  return { target: sandbox.handle, requests: recorder.requests }
+}
+
 const importInto = (archive: string, target: Target, args: ReadonlyArray<string> = []) =>
   runFerry(["import", "--to", target.baseUrl, "--json", ...args, archive])
 
@@ -277,10 +285,7 @@ describe("ferry import", () => {
 
   it("429 and 503 storms on the target: every 429 and 503 answered, each Retry-After waited out, everything landed", async () => {
     const archive = copy(sample, "storm")
-    const recorder = requestRecorder()
-    const sandbox = await startSandbox({}, [recorder.plugin, ...defaultPlugins])
-    sandboxes.push(sandbox)
-    const target = sandbox.handle
+    const { target, requests } = await recordedTarget()
     // the CapabilityStatement, the probe (PUT, DELETE) and the count of each type the archive holds (a first
     // import checks the target is empty) come before the Bundles
     const before = 3 + Object.keys(archiveCounts(archive)).filter((t) => t !== "Binary").length
@@ -297,7 +302,7 @@ describe("ferry import", () => {
     const first = run.stderr.split("\n").find((l) => l.includes("the target is throttling"))
     expect(first).toBe("ferry import: the target is throttling; parallel 2")
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
-    const fhir = recorder.requests.filter((r) => routeOf(r) === "fhir" && r.path !== "/_sandbox/faults")
+    const fhir = requests.filter((r) => routeOf(r) === "fhir" && r.path !== "/_sandbox/faults")
     const throttled = fhir.filter((r) => r.status === 429)
     expect(throttled).toHaveLength(12)
     expect(fhir.filter((r) => r.status === 503)).toHaveLength(6)
@@ -309,10 +314,7 @@ describe("ferry import", () => {
 
   it("a target that stops in the middle of a Bundle's answer: given up on after --request-timeout, the Bundle sent again, everything landed once", async () => {
     const archive = copy(sample, "stalled-answer")
-    const recorder = requestRecorder()
-    const sandbox = await startSandbox({}, [recorder.plugin, ...defaultPlugins])
-    sandboxes.push(sandbox)
-    const target = sandbox.handle
+    const { target, requests } = await recordedTarget()
     // the first transaction is committed, its answer sends its headers and 100 bytes, then nothing more
     await setSandboxFaults(target.baseUrl, {
       stallAnswer: [{ route: "fhir", method: "POST", first: 1, afterBytes: 100 }],
@@ -329,7 +331,7 @@ describe("ferry import", () => {
     expect(Date.now() - started).toBeLessThan(40_000)
     expect(targetCounts(target)).toEqual(archiveCounts(archive))
     expect(danglingIn(target).dangling).toEqual([])
-    const bundles = recorder.requests.filter((r) => r.method === "POST" && routeOf(r) === "fhir")
+    const bundles = requests.filter((r) => r.method === "POST" && routeOf(r) === "fhir")
     const summary = JSON.parse(run.stdout) as { chunks: number }
     // every Bundle once, and the one whose answer stalled once more
     expect(bundles.length).toBe(summary.chunks + 1)
