@@ -677,6 +677,14 @@ describe("ferry export with SMART Backend Services", () => {
     expect(lastLine(all.stderr)).toMatch(
       /the token's scopes \("system\/Patient\.rs", asked "system\/Patient\.rs"\) allow reading only Patient: a bulk export would leave every other type out without an error; .*--type Patient\)$/,
     )
+    // the same at the Patient level: the compartment's other types would be left out of a "complete" archive
+    const compartment = await narrowTo("smart-narrow-patient", "--level", "patient")
+    expect(compartment.code, compartment.stderr).toBe(3)
+    expect(lastLine(compartment.stderr)).toMatch(
+      /allow reading only Patient: a bulk export would leave \d+ of the \d+ types it asks for \(Account, AdverseEvent, AllergyIntolerance, Appointment, …\) out without an error; .*--type Patient\)$/,
+    )
+    // refused before the kick-off: no job started, no data
+    expect(NFS.readdirSync(Path.join(tmp, "smart-narrow-patient", "data"))).toEqual([])
   }, 120_000)
 
   it("Patient and Group level with a token: the compartments exported, the files fetched with the token, none in the outputs", async () => {

@@ -4,6 +4,7 @@
  * the server, with the exit code of a server failure.
  */
 import { isResourceType, resourceTypes } from "@ferry/core/Reference"
+import * as Kickoff from "@ferry/export/Kickoff"
 
 /** Comma-separated flag values (repeatable flags) as one list, blanks dropped. */
 export const list = (values: ReadonlyArray<string>): Array<string> =>
@@ -63,13 +64,12 @@ export const elementsProblem = (flag: string, elements: ReadonlyArray<string>): 
 
 /**
  * The types a bulk export asks the source for, as a SMART token's scopes must allow reading them (see
- * `SmartBackend` `exportTypes`): those of `--type`, or every type at the system level (`[]`); at the Patient
- * and Group levels without `--type` only the compartment's, which the scopes are not checked against (undefined).
+ * `SmartBackend` `exportTypes`): those of `--type`, or every type at the system level (`[]`), or the Patient
+ * compartment's at the Patient and Group levels (a token that allows fewer would leave the others out of a
+ * "complete" archive without an error).
  */
-export const exportedTypes = (
-  types: ReadonlyArray<string>,
-  level: string,
-): ReadonlyArray<string> | undefined => (types.length > 0 ? types : level === "system" ? [] : undefined)
+export const exportedTypes = (types: ReadonlyArray<string>, level: string): ReadonlyArray<string> =>
+  types.length > 0 ? types : level === "system" ? [] : Kickoff.compartmentTypes
 
 /** A FHIR instant: date, time to the second (fraction optional) and a zone. */
 const INSTANT =

@@ -7,9 +7,13 @@ import type { FhirClient } from "@ferry/core/FhirClient"
 import * as Parameters from "@ferry/core/Parameters"
 import { Effect, Schema } from "effect"
 import { ExportError } from "./ExportError.js"
+import { patientCompartment } from "./internal/compartment.js"
 
 export const Level = Schema.Literal("system", "patient", "group")
 export type Level = typeof Level.Type
+
+/** The types a Patient- or Group-level kick-off without `_type` asks for: the Patient compartment's (R4). */
+export const compartmentTypes: ReadonlyArray<string> = Object.keys(patientCompartment)
 
 const Strings = Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] })
 

@@ -110,6 +110,12 @@ export const grants = (granted: string, access: Access): boolean | undefined => 
   )
 }
 
+/** Types left out, named: all of them when few, else how many of how many and the first ones. */
+const typeList = (left: ReadonlyArray<string>, of: number): string =>
+  left.length <= 6
+    ? left.join(", ")
+    : `${left.length} of the ${of} types it asks for (${left.slice(0, 4).join(", ")}, …)`
+
 /**
  * The resource types granted scopes allow `access` on, when they name types rather than every type
  * (`system/*.…`), asked so or not: a bulk export with such a token holds only those types, and the server
@@ -234,7 +240,7 @@ export const make = Effect.fn("SmartBackend.make")(function* (options: SmartBack
         return yield* new AuthError({
           reason: "Scope",
           url: redactUrl(tokenUrl),
-          detail: `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow reading only ${narrowed.join(", ")}: a bulk export would leave ${exported.length === 0 ? "every other type" : left.join(", ")} out without an error; allow client ${options.clientId} more at the server or ask for it (--scope), or export only what it allows (--type ${narrowed.join(",")})`,
+          detail: `the token's scopes ("${Option.getOrElse(token.scope, () => "")}", asked "${asked}") allow reading only ${narrowed.join(", ")}: a bulk export would leave ${exported.length === 0 ? "every other type" : typeList(left, exported.length)} out without an error; allow client ${options.clientId} more at the server or ask for it (--scope), or export only what it allows (--type ${narrowed.join(",")})`,
         })
     }
     if (narrowed !== undefined && exported === undefined && !(yield* Ref.getAndSet(warnedNarrowed, true)))

@@ -362,6 +362,24 @@ describe("SmartBackend", () => {
         const some = yield* setup(narrow, () => ({ exportTypes: ["Patient", "Observation"] }))
         const named = yield* Effect.flip(authHeader(some.auth, `${some.srv.baseUrl}/Patient`))
         expect(named.message).toContain("a bulk export would leave Observation out without an error")
+        // many types (a Patient-level export's compartment): how many, and the first ones
+        const many = yield* setup(narrow, () => ({
+          exportTypes: [
+            "Account",
+            "AdverseEvent",
+            "Condition",
+            "Encounter",
+            "Goal",
+            "Immunization",
+            "Observation",
+            "Patient",
+            "Procedure",
+          ],
+        }))
+        const counted = yield* Effect.flip(authHeader(many.auth, `${many.srv.baseUrl}/Patient`))
+        expect(counted.message).toContain(
+          "a bulk export would leave 7 of the 9 types it asks for (Account, AdverseEvent, Encounter, Goal, …) out without an error",
+        )
         // the types it can read: the token serves
         const fits = yield* setup(narrow, () => ({ exportTypes: ["Patient"] }))
         expect(yield* authHeader(fits.auth, `${fits.srv.baseUrl}/Patient`)).toBe(
