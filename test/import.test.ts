@@ -211,6 +211,69 @@ describe("ferry import", () => {
     expect(found.differences[0]?.fields?.[0]).toMatchObject({ source: "1.0", target: "1" })
   })
 
+  it("--drop-meta tag,security: the target's resources lose their tags (Ferry's provenance tag added) and security labels, keep meta.source; verify is clean only told the same", async () => {
+    const seed = Path.join(tmp, "meta-seed")
+    NFS.mkdirSync(seed, { recursive: true })
+    const labelled = {
+      resourceType: "Patient",
+      id: "meta-1",
+      meta: {
+        source: "urn:ehr:ward-3",
+        tag: [{ system: "urn:example:workflow", code: "reviewed" }],
+        security: [{ system: "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", code: "R" }],
+      },
+      gender: "female",
+    }
+    NFS.writeFileSync(
+      Path.join(seed, "Patient.ndjson"),
+      `${JSON.stringify(labelled)}\n${JSON.stringify({ resourceType: "Patient", id: "meta-2", gender: "male" })}\n`,
+    )
+    const archive = await exportArchive("meta", [seed])
+    const target = await start({})
+    const wrong = await runFerry(["import", archive, "--to", target.baseUrl, "--drop-meta", "tag,profile"])
+    expect(wrong.code, wrong.stderr).toBe(2)
+    expect(lastLine(wrong.stderr)).toMatch(
+      /--drop-meta profile is not a meta member Ferry can drop; give source, tag or security/,
+    )
+    expect(target.store.countAll()).toBe(0)
+    const run = await runFerry([
+      "import",
+      archive,
+      "--to",
+      target.baseUrl,
+      "--drop-meta",
+      "tag",
+      "--drop-meta",
+      "meta.security",
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const landed = JSON.parse(target.store.read("Patient", "meta-1")!.json) as {
+      meta: { source?: string; tag?: Array<{ system: string }>; security?: unknown }
+    }
+    expect(landed.meta.source).toBe("urn:ehr:ward-3")
+    expect(landed.meta.security).toBeUndefined()
+    expect(landed.meta.tag?.map((t) => t.system)).toEqual(["urn:ferry:source"])
+    // verify compares what the source has: the tag and the label are missing on the target ...
+    const strict = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl, "--json"])
+    expect(strict.code, strict.stderr).toBe(6)
+    expect((JSON.parse(strict.stdout) as { totals: { differing: number } }).totals.differing).toBe(1)
+    // ... unless told what the import dropped, which its report says
+    const told = await runFerry([
+      "verify",
+      "--archive",
+      archive,
+      "--target",
+      target.baseUrl,
+      "--drop-meta",
+      "security,tag",
+      "--json",
+    ])
+    expect(told.code, told.stderr).toBe(0)
+    expect((JSON.parse(told.stdout) as { notes: Array<string> }).notes).toContain(
+      "meta.security, meta.tag left out of the comparison, as the import dropped them (--drop-meta)",
+    )
+  })
+
   it("client ids refused: post strategy, id map written, references point at the new ids", async () => {
     const archive = copy(sample, "post")
     const target = await start({ refuseClientIds: true })

@@ -1,4 +1,5 @@
 import { type Args, Options } from "@effect/cli"
+import * as Import from "@ferry/import/Import"
 import { Duration, Either, Option } from "effect"
 
 /** The parsed values of a command's record of `Options` and `Args`. */
@@ -77,4 +78,35 @@ export const requestTimeoutOf = (
       `--request-timeout ${given.value} is below one second; no server answers reliably that fast`,
     )
   return Either.right(parsed)
+}
+
+/**
+ * `--drop-meta` (import, migrate): `meta` members the target does not get; verify takes the same flag to leave
+ * them out of its comparison.
+ */
+export const dropMeta = (verify = false) =>
+  Options.text("drop-meta").pipe(
+    Options.repeated,
+    Options.withDescription(
+      verify
+        ? "The meta members the import dropped (its --drop-meta: source, tag, security; comma-separated or repeated): left out of the comparison on both sides."
+        : "Do not carry these meta members of the source's resources to the target: source, tag, security (comma-separated or repeated; default: all kept). meta.versionId and meta.lastUpdated are never carried; Ferry's provenance tag is added either way. Give ferry verify the same --drop-meta.",
+    ),
+  )
+
+/** The `--drop-meta` values given, or the sentence that says what is wrong with one. */
+export const dropMetaOf = (
+  given: ReadonlyArray<string>,
+): Either.Either<ReadonlyArray<Import.MetaField>, string> => {
+  const out: Array<Import.MetaField> = []
+  for (const raw of given.flatMap((g) => g.split(","))) {
+    const name = raw.trim().replace(/^meta\./, "")
+    const field = Import.metaFields.find((m) => m === name)
+    if (field === undefined)
+      return Either.left(
+        `--drop-meta ${raw.trim() === "" ? '""' : raw.trim()} is not a meta member Ferry can drop; give source, tag or security (comma-separated)`,
+      )
+    if (!out.includes(field)) out.push(field)
+  }
+  return Either.right(out)
 }

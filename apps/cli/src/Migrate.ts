@@ -83,6 +83,8 @@ export interface MigrateOptions {
   readonly strategy?: Import.Strategy
   readonly bundleSize?: number
   readonly maxBundleBytes?: number
+  /** `meta` members not carried to the target (Import's option). */
+  readonly dropMeta?: ReadonlyArray<Import.MetaField>
   /** `--strategy import`: where Ferry's file server binds and how the target reaches it (each wave's job). */
   readonly serve?: BulkImport.ServeOptions
   /** Bundles in flight at most (default 4). */
@@ -698,6 +700,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
             ...(options.bundleSize !== undefined ? { bundleSize: options.bundleSize } : {}),
             ...(options.maxBundleBytes !== undefined ? { maxBundleBytes: options.maxBundleBytes } : {}),
+            ...(options.dropMeta !== undefined ? { dropMeta: options.dropMeta } : {}),
             ...(options.serve !== undefined ? { serve: options.serve } : {}),
             ...(options.importParallel !== undefined ? { parallel: options.importParallel } : {}),
             onEvent: (e) => notify({ ...e, from: "import" }),

@@ -99,7 +99,13 @@ import {
 } from "@ferry/transform/Graph"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { IdMap } from "@ferry/transform/IdMap"
-import { originKey, type RewriteContext, rewriteResource, type Unresolved } from "@ferry/transform/Rewrite"
+import {
+  type MetaOptions,
+  originKey,
+  type RewriteContext,
+  rewriteResource,
+  type Unresolved,
+} from "@ferry/transform/Rewrite"
 import { sourceBinaryId } from "@ferry/transform/Resolve"
 import * as TypeOrder from "@ferry/transform/TypeOrder"
 import {
@@ -146,6 +152,16 @@ export interface ImportEvent {
 }
 
 export type ImportFailure = Policy.ImportFailure
+
+/** The `meta` members an import may drop (`ImportOptions.dropMeta`). */
+export const metaFields = ["source", "tag", "security"] as const
+export type MetaField = (typeof metaFields)[number]
+
+const metaDrops = (fields: ReadonlyArray<MetaField>): Pick<MetaOptions, MetaField> => ({
+  ...(fields.includes("source") ? { source: "drop" } : {}),
+  ...(fields.includes("tag") ? { tag: "drop" } : {}),
+  ...(fields.includes("security") ? { security: "drop" } : {}),
+})
 
 export interface ImportOptions {
   readonly client: FhirClient
@@ -215,6 +231,11 @@ export interface ImportOptions {
   readonly serve?: BulkImport.ServeOptions
   /** Replay `quarantine/*.ndjson` instead of the archive's data (after fixing the cause). */
   readonly retryQuarantine?: boolean
+  /**
+   * `meta` members the source's resources lose on the target (default: all kept; `meta.versionId` and
+   * `meta.lastUpdated` always go). Ferry's provenance tag is added after `tag` is dropped.
+   */
+  readonly dropMeta?: ReadonlyArray<MetaField>
   readonly onEvent?: (event: ImportEvent) => Effect.Effect<void>
 }
 
@@ -1151,7 +1172,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         attachmentUrls,
         conditionalTargets: targetConditionals,
         conditionals: "resolveOrLeave",
-        meta: { provenanceTag: true, ...(origin !== undefined ? { provenanceOrigin: origin } : {}) },
+        meta: {
+          provenanceTag: true,
+          ...(origin !== undefined ? { provenanceOrigin: origin } : {}),
+          ...metaDrops(options.dropMeta ?? []),
+        },
       })
 
       /**

@@ -81,6 +81,8 @@ export interface CanonicalContext {
   readonly ignoreGeneratedNarrative?: boolean
   /** Leave out `meta.source` (a target that set its own where the source had none: a `$import` job's). */
   readonly dropMetaSource?: boolean
+  /** `meta` members left out altogether (those an import was told to drop). */
+  readonly ignoreMeta?: ReadonlyArray<"source" | "tag" | "security">
 }
 
 export interface AttachmentRef {
@@ -111,12 +113,13 @@ const metaSourceOf = (meta: unknown): string =>
 /** Whether `resource` says where it came from (`meta.source`, beyond a request id). */
 export const hasMetaSource = (resource: Resource): boolean => metaSourceOf(resource.meta) !== ""
 
-const stripMeta = (resource: Json, dropSource: boolean): Json => {
+const stripMeta = (resource: Json, dropSource: boolean, ignore: ReadonlyArray<string> | undefined): Json => {
   const meta = resource.meta
   if (!isObject(meta)) return resource
   const next: Json = {}
   for (const k of Object.keys(meta)) {
     if (k === "versionId" || k === "lastUpdated" || k === "_versionId" || k === "_lastUpdated") continue
+    if (ignore?.includes(k.startsWith("_") ? k.slice(1) : k)) continue
     if (k === "source") {
       // a server may add `#<request id>` (HAPI), or set only that: the part before is what was migrated
       const source = dropSource ? "" : metaSourceOf(meta)
@@ -266,7 +269,9 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
       return { ...site.attachment, url: attachmentPlaceholder }
     },
   }).resource
-  const value = isObject(walked) ? { ...stripMeta(walked, ctx.dropMetaSource === true) } : walked
+  const value = isObject(walked)
+    ? { ...stripMeta(walked, ctx.dropMetaSource === true, ctx.ignoreMeta) }
+    : walked
   // A narrative with status `generated` is made from the resource's data (which is compared): left out only when
   // asked, for a target that generates its own; most keep it as sent, and a narrative lost is text a person reads.
   if (

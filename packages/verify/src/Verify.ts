@@ -91,6 +91,8 @@ export interface Options {
    * data (default false: a narrative is data a person reads, and most servers keep it as sent).
    */
   readonly ignoreGeneratedNarrative?: boolean
+  /** `meta` members the import dropped (its `dropMeta`): left out of the comparison on both sides. */
+  readonly ignoreMeta?: ReadonlyArray<"source" | "tag" | "security">
 }
 
 export interface TypeRow {
@@ -562,7 +564,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       : identifiers !== undefined
         ? serverConditionals(target, targetError)
         : undefined
-  const narratives = options.ignoreGeneratedNarrative === true ? { ignoreGeneratedNarrative: true } : {}
+  const narratives = {
+    ...(options.ignoreGeneratedNarrative === true ? { ignoreGeneratedNarrative: true } : {}),
+    ...((options.ignoreMeta ?? []).length > 0 ? { ignoreMeta: options.ignoreMeta } : {}),
+  }
   const sourceCtx: CanonicalContext = {
     ...narratives,
     ...(sourceBase !== undefined
@@ -1056,6 +1061,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   if (options.ignoreGeneratedNarrative === true)
     notes.push(
       "narratives with status generated were left out of the comparison (--ignore-generated-narrative)",
+    )
+  if ((options.ignoreMeta ?? []).length > 0)
+    notes.push(
+      `${options.ignoreMeta!.map((m) => `meta.${m}`).join(", ")} left out of the comparison, as the import dropped ${options.ignoreMeta!.length === 1 ? "it" : "them"} (--drop-meta)`,
     )
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)

@@ -17,7 +17,14 @@ import * as Imports from "@ferry/archive/Imports"
 import { Clock, Console, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import { authFlags, authSettings } from "../AuthFlags.js"
-import { type FlagValues, parallelProblem, requestTimeout, requestTimeoutOf } from "../Flags.js"
+import {
+  dropMeta,
+  dropMetaOf,
+  type FlagValues,
+  parallelProblem,
+  requestTimeout,
+  requestTimeoutOf,
+} from "../Flags.js"
 import { serveFlags, serveOptions } from "../Serve.js"
 import * as Bytes from "../Bytes.js"
 import * as Progress from "../Progress.js"
@@ -56,6 +63,7 @@ const flags = {
       "Another base URL the source server's own absolute references use (a proxy address, an internal host name in its data); references under it are made relative like those under the archive's source base. Repeat for several.",
     ),
   ),
+  dropMeta: dropMeta(),
   ...serveFlags,
   fileBaseUrl: Options.text("file-base-url").pipe(
     Options.optional,
@@ -163,6 +171,8 @@ export const runImport = (f: Flags) =>
     if (f.bundleSize < 1) return yield* usage("--bundle-size must be at least 1")
     const perRequest = requestTimeoutOf(f.requestTimeout)
     if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
+    const drop = dropMetaOf(f.dropMeta)
+    if (Either.isLeft(drop)) return yield* usage(drop.left)
     const tooMany = parallelProblem(f.parallel)
     if (tooMany !== undefined) return yield* usage(tooMany)
     const sourceBases: Array<string> = []
@@ -193,6 +203,7 @@ export const runImport = (f: Flags) =>
       maxBundleBytes: f.maxBundleBytes,
       parallel: f.parallel,
       retryQuarantine: f.retryQuarantine,
+      ...(drop.right.length > 0 ? { dropMeta: drop.right } : {}),
       ...(sourceBases.length > 0 ? { sourceBases } : {}),
       ...(serve !== undefined ? { serve } : {}),
       onEvent: lines(started),

@@ -28,6 +28,8 @@ import { serveFlags, serveOptions } from "../Serve.js"
 import {
   allowExportErrors,
   attachmentOrigin,
+  dropMeta,
+  dropMetaOf,
   type FlagValues,
   parallelProblem,
   parseDuration,
@@ -100,6 +102,7 @@ const flags = {
     Options.withDescription("Import strategy (see `ferry import --help`; default auto)."),
   ),
   ...serveFlags,
+  dropMeta: dropMeta(),
   bundleSize: Options.integer("bundle-size").pipe(
     Options.optional,
     Options.withDescription("Entries per transaction Bundle (default 500)."),
@@ -312,6 +315,8 @@ export const verifySuggestion = (options: {
   readonly pruned: boolean
   readonly types: ReadonlyArray<string>
   readonly narrowed: ReadonlyArray<string>
+  /** The migration's `--drop-meta`: verify leaves those members out. */
+  readonly dropMeta?: ReadonlyArray<string>
   /** The migration's credentials: verify reads both servers (the target's as `--auth …`). */
   readonly sourceAuth?: AuthFlagValues
   readonly targetAuth?: AuthFlagValues
@@ -325,8 +330,12 @@ export const verifySuggestion = (options: {
           ...options.targetAuth,
           scope: Option.map(options.targetAuth.scope, readingScope),
         }).map(shellWord)
+  const dropped =
+    options.dropMeta !== undefined && options.dropMeta.length > 0
+      ? ["--drop-meta", options.dropMeta.join(",")]
+      : []
   if (!options.pruned)
-    return `ferry migrate: check it with: ${["ferry verify --archive", shellWord(archive), "--target", shellWord(to), ...targetAuth].join(" ")}`
+    return `ferry migrate: check it with: ${["ferry verify --archive", shellWord(archive), "--target", shellWord(to), ...targetAuth, ...dropped].join(" ")}`
   const idMap = Imports.idMapPath(archive, to)
   const words = [
     "ferry verify --source",
@@ -337,6 +346,7 @@ export const verifySuggestion = (options: {
     ...targetAuth,
     ...(options.types.length > 0 ? ["--type", shellWord(options.types.join(","))] : []),
     ...(NFS.existsSync(idMap) ? ["--id-map", shellWord(idMap)] : []),
+    ...dropped,
   ]
   const partial =
     options.narrowed.length > 0
@@ -423,6 +433,8 @@ export const runMigrate = (f: Flags) =>
       return yield* usage(`--timeout ${f.timeout.value} is not a duration; use e.g. 90s, 30m, 6h or 1d`)
     const perRequest = requestTimeoutOf(f.requestTimeout)
     if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
+    const drop = dropMetaOf(f.dropMeta)
+    if (Either.isLeft(drop)) return yield* usage(drop.left)
     const maxStaged = Option.isSome(f.maxStaged) ? Bytes.parseBytes(f.maxStaged.value) : Option.none()
     if (Option.isSome(f.maxStaged) && Option.isNone(maxStaged))
       return yield* usage(`--max-staged ${f.maxStaged.value} is not a size; use e.g. 2GB or 500MiB`)
@@ -535,6 +547,7 @@ export const runMigrate = (f: Flags) =>
       importParallel: settings.parallel,
       bundleSize: settings.bundleSize,
       maxBundleBytes: settings.maxBundleBytes,
+      ...(drop.right.length > 0 ? { dropMeta: drop.right } : {}),
       ...(settings.strategy !== "auto" ? { strategy: settings.strategy } : {}),
       ...(serve !== undefined ? { serve } : {}),
       ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
@@ -557,6 +570,7 @@ export const runMigrate = (f: Flags) =>
         archive,
         pruned: summary.pruned.files > 0,
         types: list(f.type),
+        dropMeta: drop.right,
         narrowed: [
           ...(settings.level !== "system" ? [`--level ${settings.level}`] : []),
           ...(filters.filters.length > 0 ? ["--type-filter"] : []),

@@ -21,7 +21,14 @@ import { Console, type Duration, Effect, Either, Option } from "effect"
 import * as BaseUrl from "../BaseUrl.js"
 import * as Params from "../Params.js"
 import { authFlags, authFlagsFor, authSettings, defaultClientSecretEnvFor, unprefix } from "../AuthFlags.js"
-import { type FlagValues, parallelProblem, requestTimeout, requestTimeoutOf } from "../Flags.js"
+import {
+  dropMeta,
+  dropMetaOf,
+  type FlagValues,
+  parallelProblem,
+  requestTimeout,
+  requestTimeoutOf,
+} from "../Flags.js"
 
 const flags = {
   target: Options.text("target").pipe(Options.withDescription("The target FHIR server's base URL.")),
@@ -68,6 +75,7 @@ const flags = {
       "Leave narratives (text) with status generated out of the comparison: for a target that makes its own from the data.",
     ),
   ),
+  dropMeta: dropMeta(true),
   sourceBase: Options.text("source-base").pipe(
     Options.repeated,
     Options.withDescription(
@@ -152,6 +160,8 @@ const runVerify = (f: Flags) =>
       sourceBases.push(base.right)
     }
     const perRequest = requestTimeoutOf(f.requestTimeout)
+    const drop = dropMetaOf(f.dropMeta)
+    if (Either.isLeft(drop)) return yield* usage(drop.left)
     if (Either.isLeft(perRequest)) return yield* usage(perRequest.left)
     const target = yield* clientFor("target", f.target, yield* authSettings(f), perRequest.right)
     const source: Verify.Source = Option.isSome(f.archive)
@@ -183,6 +193,7 @@ const runVerify = (f: Flags) =>
       ...(Option.isSome(f.idMap) ? { idMapPath: f.idMap.value } : {}),
       ...(sourceBases.length > 0 ? { sourceBases } : {}),
       ...(f.ignoreGeneratedNarrative ? { ignoreGeneratedNarrative: true } : {}),
+      ...(drop.right.length > 0 ? { ignoreMeta: drop.right } : {}),
     })
     const paths = yield* Report.write(dir, report)
     // with --json, stdout is the report alone

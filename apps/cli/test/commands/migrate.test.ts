@@ -22,6 +22,26 @@ describe("migrate: the verify command it suggests", () => {
     )
   })
 
+  it("with --drop-meta: verify is told what the import dropped", () => {
+    const archive = Path.join(tmp, "dropped")
+    expect(
+      verifySuggestion({
+        from,
+        to,
+        archive,
+        pruned: false,
+        types: [],
+        narrowed: [],
+        dropMeta: ["tag", "security"],
+      }),
+    ).toBe(`${prefix}ferry verify --archive ${archive} --target ${to} --drop-meta tag,security`)
+    expect(
+      verifySuggestion({ from, to, archive, pruned: true, types: [], narrowed: [], dropMeta: ["source"] }),
+    ).toBe(
+      `${prefix}ferry verify --source ${from} --target ${to} --drop-meta source (data files were pruned from the archive)`,
+    )
+  })
+
   it("pruned: against the source, with the migration's --type and the id map the import wrote", () => {
     const archive = Path.join(tmp, "pruned")
     const args = { from, to, archive, pruned: true, types: ["Patient", "Observation"], narrowed: [] }
