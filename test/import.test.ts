@@ -965,6 +965,39 @@ describe("ferry import", () => {
     expect(target.store.countAll()).toBe(0)
   })
 
+  it("checksums.sha256 that disagrees with the archive (a blob's row changed, a data file's row dropped) is not imported: exit 5, as verify --archive says, nothing sent", async () => {
+    const target = await start({})
+    const rows = NFS.readFileSync(Path.join(sample, "checksums.sha256"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+    const blob = rows.findIndex((r) => / attachments\/[0-9a-f]{2}\//.test(r))
+    const data = rows.findIndex((r) => r.endsWith(" data/Procedure.000.ndjson"))
+    expect(blob).toBeGreaterThanOrEqual(0)
+    expect(data).toBeGreaterThanOrEqual(0)
+    const edited = (name: string, edit: (rows: Array<string>) => Array<string>) => {
+      const archive = copy(sample, name)
+      NFS.writeFileSync(Path.join(archive, "checksums.sha256"), `${edit([...rows]).join("\n")}\n`)
+      return archive
+    }
+    const flipped = edited("checksum-blob", (r) => {
+      const row = r[blob]!
+      r[blob] = `${row[0] === "a" ? "b" : "a"}${row.slice(1)}`
+      return r
+    })
+    const dropped = edited("checksum-dropped", (r) => r.filter((_, i) => i !== data))
+    for (const [archive, named] of [
+      [flipped, rows[blob]!.split("  ")[1]!],
+      [dropped, "data/Procedure.000.ndjson"],
+    ] as const) {
+      const run = await importInto(archive, target)
+      expect(run.code, run.stderr).toBe(5)
+      expect(lastLine(run.stderr)).toContain(
+        `the archive was changed or damaged: ${named} is not covered by checksums.sha256; restore the archive from a copy, or export again`,
+      )
+    }
+    expect(target.store.countAll()).toBe(0)
+  })
+
   it("a line that is not JSON in an archive whose checksums were made to match: exit 5 naming file:line, advice that mends it (not 'fix that line')", async () => {
     const archive = copy(sample, "bad-line")
     const rel = "data/Procedure.000.ndjson"

@@ -533,7 +533,16 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // A changed or damaged archive is not imported: every file is checked against the sha256 the export
       // recorded (a migrate's waves import files its own run wrote and checked: `files` given).
       if (options.files === undefined) {
-        const mismatches = yield* Archive.verifyDataFiles(archive, manifest).pipe(
+        // the data files re-hashed; checksums.sha256 (what `verify --archive` and `sha256sum -c` check), when there
+        // is one, only read, to agree with them and with the blobs' names (each blob is checked against its
+        // sha256 as it is read)
+        const checksums = NFS.existsSync(Path.join(archive, Archive.layout.checksums))
+        const mismatches = yield* Effect.zipWith(
+          Archive.verifyDataFiles(archive, manifest),
+          checksums ? Archive.verifyChecksums(archive, { rehash: false }) : Effect.succeed([]),
+          // (both name a data file the manifest does not list)
+          (files, listed) => [...files, ...listed.filter((m) => !files.some((f) => f.path === m.path))],
+        ).pipe(
           Effect.mapError(
             (e) => new ImportError({ reason: "Archive", url: archive, detail: e.message, cause: e }),
           ),
