@@ -316,6 +316,34 @@ describe("ferry migrate", () => {
     90_000,
   )
 
+  it("post: a cutover delta with nothing to carry still passes the id map on; the next delta's change reaches the target, verify clean", async () => {
+    const source = await start(generated)
+    const target = await start({ refuseClientIds: true })
+    const runs = Path.join(tmp, "empty-delta")
+    const full = await migrate(source, target, Path.join(runs, "full"))
+    expect(full.code, full.stderr).toBe(0)
+    const empty = await migrate(source, target, Path.join(runs, "delta-1"), "--since", "auto")
+    expect(empty.code, empty.stderr).toBe(0)
+    expect(summaryOf(empty.stdout).import.total).toBe(0)
+    expect(NFS.existsSync(Imports.idMapPath(Path.join(runs, "delta-1"), target.baseUrl))).toBe(true)
+
+    const [changed] = Array.from(source.store.iterate("Observation", { limit: 1 }))
+    const body = { ...(JSON.parse(changed!.json) as Record<string, unknown>), status: "amended" }
+    const res = await fetch(`${source.baseUrl}/Observation/${changed!.id}`, {
+      method: "PUT",
+      headers: { "content-type": "application/fhir+json" },
+      body: JSON.stringify(body),
+    })
+    expect(res.status).toBeLessThan(300)
+    const next = await migrate(source, target, Path.join(runs, "delta-2"), "--since", "auto")
+    expect(next.code, next.stderr).toBe(0)
+    expect(summaryOf(next.stdout).continues).toBe(Path.join(runs, "delta-1"))
+    expect(counts(target)).toEqual(counts(source))
+    const idMap = Imports.idMapPath(Path.join(runs, "delta-2"), target.baseUrl)
+    const after = await verify(target, { source, idMap })
+    expect(after.run.code, JSON.stringify(after.report.differences.slice(0, 2))).toBe(0)
+  }, 90_000)
+
   it("--since auto continues the newest migration into the same target, not another target's newer one", async () => {
     const source = await start(generated)
     const one = await start({})

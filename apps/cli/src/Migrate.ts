@@ -868,6 +868,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         peakStaged = Math.max(peakStaged, staged())
         // the last wave: the rest and the deletes (nothing to send when the waves took every file)
         if (rest.length > 0 || deletedLanded.size > 0) yield* runWave(rest, true, context)
+        // a delta with nothing to import still carries the id map on, for the delta that continues it
+        else yield* seedOnce
         const journal = yield* ledger
         yield* journal.append("migrate.done", "migrate.done", {
           transactionTime: exported.transactionTime,
