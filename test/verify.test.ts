@@ -119,12 +119,18 @@ describe("ferry verify", () => {
     store.update({ ...(JSON.parse(patient.json) as object), id: patient.id, birthDate: "1900-01-01" })
     const condition = first("Condition").id
     store.delete("Condition", condition)
-    const binary = first("Binary").id
-    store.putBinary(binary, "application/pdf", Buffer.from("not the original bytes"))
+    // the payload replaced under its Binary's id and content type: one attachment mismatch, not also a
+    // differing Binary (every type compared, Binary too)
+    const original = first("Binary")
+    const contentType = (JSON.parse(original.json) as { contentType: string }).contentType
+    store.putBinary(original.id, contentType, Buffer.from("not the original bytes"))
+    const full = (...extra: Array<string>) =>
+      runFerry(["verify", "--archive", archive, "--target", t.handle.baseUrl, ...extra])
 
-    const run = await verifyTypes(archive, t.handle.baseUrl, types)
+    const run = await full()
     expect(run.code, run.stderr).toBe(6)
     expect(lastLine(run.stderr)).toContain("1 differing, 1 missing, 0 extra")
+    expect(lastLine(run.stderr)).toContain("1 attachment mismatches")
     // Reports default to the archive directory.
     const r = readReport(archive)
     expect(r.verdict).toBe("differences")
@@ -132,6 +138,10 @@ describe("ferry verify", () => {
     expect(r.totals.missing).toBe(1)
     expect(r.totals.extra).toBe(0)
     expect(r.totals.attachmentMismatches).toBe(1)
+    expect(r.types.map((row) => row.type)).toContain("Binary")
+    expect(r.notes).toContain(
+      "1 Binary resource(s) whose bytes differ counted once, as the attachment mismatches of the resources pointing at them, not also as differing resources",
+    )
     const html = NFS.readFileSync(Path.join(archive, "verify.html"), "utf8")
     expect(html).toContain(`Patient/${patient.id}`)
     expect(html).toContain("birthDate")
@@ -141,7 +151,7 @@ describe("ferry verify", () => {
 
     // --json: the report alone on stdout (as verify.json holds it), the summary on stderr, the same exit
     const report = Path.join(tmp, "r-json")
-    const json = await verifyTypes(archive, t.handle.baseUrl, types, "--report", report, "--json")
+    const json = await full("--report", report, "--json")
     expect(json.code, json.stderr).toBe(6)
     // the report, with `ok` (false: differences) as every --json result has, and as verify.json holds it
     const printed = JSON.parse(json.stdout) as { ok: boolean }

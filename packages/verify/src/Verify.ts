@@ -192,6 +192,21 @@ interface SourceEntry {
   readonly u?: true
   /** The source resource has a `meta.source`; without one, one the target set (a `$import` job's) is no difference. */
   readonly x?: true
+  /** A Binary's hash without its `data` (see `payloadOnly`). */
+  readonly b?: string
+}
+
+/** A canonical Binary without its payload: what stays when only its bytes differ. */
+const withoutData = (value: unknown): unknown => {
+  if (typeof value !== "object" || value === null || !("data" in value)) return value
+  const { data: _data, ...rest } = value as Record<string, unknown>
+  return rest
+}
+
+/** The `Binary/<id>` an attachment URL on the target names (relative, or under the target's base), if any. */
+const binaryOn = (url: string, base: string): string | undefined => {
+  const rel = url.startsWith(`${base}/`) ? url.slice(base.length + 1) : url
+  return /^Binary\/[^/?#]+$/.test(rel) ? rel : undefined
 }
 
 type AttHash = Either.Either<string, string> // right: sha256, left: why it could not be hashed
@@ -716,6 +731,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const differences: Array<Difference> = []
   const mismatches: Array<AttachmentMismatch> = []
   let detailed = 0
+  /** Target Binaries whose bytes alone differ from the source's, by target key (see the target pass). */
+  const payloadOnly = new Map<string, { readonly source: string; readonly target: unknown }>()
+  /** Target Binaries an attachment whose payload differs points at. */
+  const mismatchedBinaries = new Set<string>()
 
   for (const type of types) {
     // counts
@@ -787,7 +806,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               ? yield* sourceConditionals.canonical(r, sourceCtx)
               : canonicalize(r, sourceCtx)
           const h = hash(c.value)
-          const source = hasMetaSource(r) ? { x: true as const } : {}
+          const source = {
+            ...(hasMetaSource(r) ? { x: true as const } : {}),
+            ...(type === "Binary" ? { b: hash(withoutData(c.value)) } : {}),
+          }
           entries.set(
             tk,
             numbersLost(r)
@@ -884,6 +906,12 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               matching++
               return
             }
+          }
+          // a Binary whose bytes alone differ: an attachment mismatch when an attachment points at it (counted
+          // there, once), else a differing resource (settled after every type: see `payloadOnly`)
+          if (entry.b !== undefined && hash(withoutData(c.value)) === entry.b) {
+            payloadOnly.set(tk, { source: entry.s, target: c.value })
+            return
           }
           differing++
           if (detailed < diffLimit) {
@@ -991,6 +1019,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           const [s, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])
           if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) return
+          const binary = binaryOn(targetUrl, target.baseUrl)
+          if (binary !== undefined) mismatchedBinaries.add(binary)
           attMismatches++
           mismatches.push({
             resource: k.slice(0, space),
@@ -1023,6 +1053,25 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     yield* Effect.logDebug("verify type done").pipe(
       Effect.annotateLogs({ type, compared, differing, missing, extra }),
     )
+  }
+
+  // Binaries whose bytes alone differ: those an attachment points at were reported as its mismatch; the others
+  // are differing resources
+  let binariesAsAttachments = 0
+  for (const [tk, p] of payloadOnly) {
+    if (mismatchedBinaries.has(tk)) {
+      binariesAsAttachments++
+      continue
+    }
+    const at = rows.findIndex((r) => r.type === "Binary")
+    if (at >= 0) rows[at] = { ...rows[at]!, differing: rows[at]!.differing + 1 }
+    differences.push({
+      kind: "differing",
+      type: "Binary",
+      source: p.source,
+      target: tk,
+      detail: "its bytes (data) differ",
+    })
   }
 
   const sum = (f: (r: TypeRow) => number) => rows.reduce((a, r) => a + f(r), 0)
@@ -1061,6 +1110,10 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   if (options.ignoreGeneratedNarrative === true)
     notes.push(
       "narratives with status generated were left out of the comparison (--ignore-generated-narrative)",
+    )
+  if (binariesAsAttachments > 0)
+    notes.push(
+      `${binariesAsAttachments} Binary resource(s) whose bytes differ counted once, as the attachment mismatches of the resources pointing at them, not also as differing resources`,
     )
   if ((options.ignoreMeta ?? []).length > 0)
     notes.push(
