@@ -344,6 +344,23 @@ describe("ferry migrate", () => {
     expect(after.run.code, JSON.stringify(after.report.differences.slice(0, 2))).toBe(0)
   }, 90_000)
 
+  it("a target with a 25-entry Bundle limit: the size learned in one wave is kept by the next ones, a few refused Bundles in all; verify clean", async () => {
+    const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
+    const target = await start({ maxBundleEntries: 25 })
+    const archive = Path.join(tmp, "bundle-limit")
+    const run = await migrate(source, target, archive)
+    expect(run.code, run.stderr).toBe(0)
+    const lines = run.stderr.split("\n")
+    expect(lines.filter((l) => /wave \d+ done/.test(l)).length).toBeGreaterThan(1)
+    // the first wave learns the size (87 → 43 → 21 here); the next ones start at it (18 refused Bundles before)
+    const refused = lines.filter((l) => /refused a Bundle of \d+ entries as too large/.test(l)).length
+    expect(refused).toBeGreaterThan(0)
+    expect(refused).toBeLessThanOrEqual(4)
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 90_000)
+
   it("--since auto continues the newest migration into the same target, not another target's newer one", async () => {
     const source = await start(generated)
     const one = await start({})

@@ -654,6 +654,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         yield* say("continues", { archive: seeded.previous.value, idMap: seeded.idMap })
       })
       const seedOnce = yield* Effect.cached(seedIds)
+      /** The Bundle size the target's 413s taught the waves so far (see `Import`'s sizer). */
+      let learnedBundleSize: number | undefined
 
       /** Paths the export replaced (rekickoff-dropped) since the current wave started. */
       const replacedDuringWave = new Set<string>()
@@ -698,12 +700,21 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             deletes: final,
             ...(final ? { deletedFiles } : {}),
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
-            ...(options.bundleSize !== undefined ? { bundleSize: options.bundleSize } : {}),
+            // a size the target refused as too large is not sent again by the later waves: they start (and stay) at
+            // the size the earlier ones settled on
+            ...(learnedBundleSize !== undefined
+              ? { bundleSize: learnedBundleSize }
+              : options.bundleSize !== undefined
+                ? { bundleSize: options.bundleSize }
+                : {}),
             ...(options.maxBundleBytes !== undefined ? { maxBundleBytes: options.maxBundleBytes } : {}),
             ...(options.dropMeta !== undefined ? { dropMeta: options.dropMeta } : {}),
             ...(options.serve !== undefined ? { serve: options.serve } : {}),
             ...(options.importParallel !== undefined ? { parallel: options.importParallel } : {}),
-            onEvent: (e) => notify({ ...e, from: "import" }),
+            onEvent: (e) => {
+              if (e.event === "bundle-size" && typeof e.entries === "number") learnedBundleSize = e.entries
+              return notify({ ...e, from: "import" })
+            },
           }).pipe(
             // the export replaced one of this wave's files under it (a new kick-off for expired files): the
             // wave may have met the file gone or changed; what it sent stands (PUTs and conditional creates

@@ -212,9 +212,11 @@ export const makeLimiter = (max: number) =>
 /**
  * Entries per Bundle as the target allows them (a 413), for the chunks to come: the planned size until the
  * target refuses one as too large, then at most half the refused size; growing back (by a quarter, at least one
- * entry) after `SUCCESSES_TO_GROW` Bundles of that size landed, and at once to the size of any larger Bundle
- * that lands. A grown size refused goes back one step; refused so twice, it is the ceiling for the rest of the
- * run. So a target with an entry limit costs a few refused Bundles in all instead of a cascade
+ * entry; once a grown size was refused, by half the way to it) after `SUCCESSES_TO_GROW` Bundles of that size
+ * landed, and at once to the size of any larger Bundle that lands. A grown size refused goes back one step and is
+ * the ceiling for the rest of the run (refused once: a 413 of a Bundle of big resources may so cap the size a
+ * little low, which costs a few more Bundles, where probing each size twice cost two refusals per size between
+ * the limit and the first refused one). So a target with an entry limit costs a few refused Bundles in all instead of a cascade
  * of halvings for every chunk (a 5-entry limit: 127 refused Bundles per chunk of 500). A refused Bundle larger
  * than the current size (sent before the last reduction) changes nothing; one resource refused alone ends its
  * halving cascade and puts the size back to what it was before that cascade (it was that resource, not the
@@ -227,7 +229,6 @@ export const makeSizer = (planned: number) => {
   /** The size before the last growth, and the size grown to (while it is the current one). */
   let previous = max
   let grownTo: number | undefined
-  const strikes = new Map<number, number>()
   let ceiling = Number.POSITIVE_INFINITY
   const top = () => Math.min(max, ceiling - 1)
   /** The size before the halvings since the last Bundle of the current size landed. */
@@ -245,9 +246,7 @@ export const makeSizer = (planned: number) => {
       if (entries > target) return false
       successes = 0
       if (grownTo !== undefined && entries === grownTo) {
-        const n = (strikes.get(entries) ?? 0) + 1
-        strikes.set(entries, n)
-        if (n >= 2) ceiling = Math.min(ceiling, entries)
+        ceiling = Math.min(ceiling, entries)
         target = previous
         grownTo = undefined
         return true
@@ -275,7 +274,8 @@ export const makeSizer = (planned: number) => {
       if (successes < SUCCESSES_TO_GROW) return
       successes = 0
       previous = target
-      target = Math.min(top(), target + Math.max(1, Math.floor(target / 4)))
+      const step = Number.isFinite(ceiling) ? Math.floor((top() - target) / 2) : Math.floor(target / 4)
+      target = Math.min(top(), target + Math.max(1, step))
       grownTo = target
     },
   }

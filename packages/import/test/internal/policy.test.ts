@@ -452,7 +452,7 @@ describe("makeLimiter", () => {
 })
 
 describe("makeSizer", () => {
-  it("halves to what lands, grows back, and keeps a size refused twice at the top as the ceiling", () => {
+  it("halves to what lands, grows back, and keeps a grown size refused as the ceiling", () => {
     const sizer = makeSizer(40)
     assert.isTrue(sizer.tooLarge(40))
     assert.strictEqual(sizer.current(), 20)
@@ -467,16 +467,29 @@ describe("makeSizer", () => {
     }
     land(5)
     assert.strictEqual(sizer.current(), 6)
-    // the grown size refused: one step back, not half
+    // the grown size refused: one step back, not half, and 5 for good
     assert.isTrue(sizer.tooLarge(6))
     assert.strictEqual(sizer.current(), 5)
     land(5)
-    assert.strictEqual(sizer.current(), 6)
-    assert.isTrue(sizer.tooLarge(6))
-    // refused twice at the top: 5 for good
-    land(5)
     land(5)
     assert.strictEqual(sizer.current(), 5)
+  })
+
+  it("a limit between two sizes (25 of 500): found with a few refusals, growing by half the way to the last refused size", () => {
+    const limit = 25
+    const sizer = makeSizer(500)
+    let refused = 0
+    // Bundles of the current size until the sizes settle: refused above the limit, landed at or below it
+    for (let i = 0; i < 40 * SUCCESSES_TO_GROW; i++) {
+      const n = sizer.current()
+      if (n > limit) {
+        refused++
+        sizer.tooLarge(n)
+      } else sizer.succeeded(n)
+    }
+    assert.strictEqual(sizer.current(), limit)
+    // 500, 250, 125, 62, 31 halved to 15; grown 15 → 18 → 22 → 27 refused; 22 → 24 → 25 → 26 refused
+    assert.strictEqual(refused, 7)
   })
 
   it("one resource too large alone: its halving cascade ends there, and the size is back to before it", () => {
