@@ -45,6 +45,36 @@ const listeningCounted = (server: Net.Server) =>
   })
 
 describe("token endpoint problems", () => {
+  it.scopedLive(
+    "a token URL that answers 200 with a page, or JSON that is no token, says what to check",
+    () =>
+      Effect.gen(function* () {
+        let body = "<html>login</html>"
+        const server = NodeHttp.createServer((_req, res) => {
+          res.writeHead(200, { "content-type": body.startsWith("<") ? "text/html" : "application/json" })
+          res.end(body)
+        })
+        const { port } = yield* listeningCounted(server)
+        const tokenUrl = `http://127.0.0.1:${port}/token`
+        const advice =
+          "check the token URL (auth.tokenUrl / --token-url, or the token_endpoint of the server's SMART configuration) is its OAuth token endpoint"
+        for (const [given, said] of [
+          [
+            "<html>login</html>",
+            "the token endpoint answered 200 but not with JSON (a login page or another service at that URL)",
+          ],
+          ['{"status":"up"}', "the token endpoint's answer is not an OAuth token response (bad or missing: "],
+        ] as const) {
+          body = given
+          const auth = yield* secretClient(`http://127.0.0.1:${port}/fhir`, tokenUrl)
+          const error = yield* Effect.flip(header(auth, `http://127.0.0.1:${port}/fhir/Patient`))
+          assert.instanceOf(error, AuthError)
+          expect(error.message).toContain(said)
+          expect(error.message).toContain(advice)
+        }
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
   it.scopedLive("a configured token URL where nothing listens is unreachable (exit 4), like discovery", () =>
     Effect.gen(function* () {
       const tokenUrl = "http://127.0.0.1:9/token"

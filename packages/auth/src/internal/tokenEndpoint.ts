@@ -291,8 +291,8 @@ export const request = (
             fail(
               request,
               json === undefined
-                ? "the token endpoint answered 200 but not with JSON"
-                : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)})`,
+                ? "the token endpoint answered 200 but not with JSON (a login page or another service at that URL); check the token URL (auth.tokenUrl / --token-url, or the token_endpoint of the server's SMART configuration) is its OAuth token endpoint"
+                : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)}); check the token URL (auth.tokenUrl / --token-url, or the token_endpoint of the server's SMART configuration) is its OAuth token endpoint`,
             ),
           ),
           Effect.flatMap((token) =>
