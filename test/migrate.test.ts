@@ -361,6 +361,51 @@ describe("ferry migrate", () => {
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
   }, 90_000)
 
+  it("cutover deltas in order: a new delta while another is unfinished, and an unfinished delta a later one superseded, are refused (exit 2), nothing sent", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const runs = Path.join(tmp, "delta-order")
+    expect((await migrate(source, target, Path.join(runs, "full"))).code).toBe(0)
+    const [observation] = Array.from(source.store.iterate("Observation", { limit: 1 }))
+    const id = observation!.id
+    const change = async (status: string) => {
+      const res = await fetch(`${source.baseUrl}/Observation/${id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({ ...(JSON.parse(observation!.json) as object), status }),
+      })
+      expect(res.status).toBeLessThan(300)
+    }
+    await change("amended")
+    expect((await migrate(source, target, Path.join(runs, "delta-1"), "--since", "auto")).code).toBe(0)
+    await change("corrected")
+    expect((await migrate(source, target, Path.join(runs, "delta-2"), "--since", "auto")).code).toBe(0)
+    const status = () => (JSON.parse(target.store.read("Observation", id)!.json) as { status: string }).status
+    expect(status()).toBe("corrected")
+    // delta-1 as a kill before its end would leave it: its ledger without the last line
+    const ledger = Imports.migrateLedgerPath(Path.join(runs, "delta-1"), target.baseUrl)
+    const lines = NFS.readFileSync(ledger, "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+    expect(lines.at(-1)).toContain("migrate.done")
+    NFS.writeFileSync(ledger, `${lines.slice(0, -1).join("\n")}\n`)
+    const writes = target.store.countAll()
+    // resuming it would put "amended" back over "corrected"
+    const resumed = await migrate(source, target, Path.join(runs, "delta-1"), "--since", "auto")
+    expect(resumed.code, resumed.stderr).toBe(2)
+    expect(lastLine(resumed.stderr)).toContain(
+      `a later migration into this target (${Path.join(runs, "delta-2")}) finished after this one stopped: it carries every change this one would`,
+    )
+    // a new delta with delta-1 unfinished beside it: finish or remove that one first
+    const next = await migrate(source, target, Path.join(runs, "delta-3"), "--since", "auto")
+    expect(next.code, next.stderr).toBe(2)
+    expect(lastLine(next.stderr)).toContain(
+      `another migration into this target (${Path.join(runs, "delta-1")}) did not finish; finish it first (the same ferry migrate with --archive set to it and --since auto), or remove that folder`,
+    )
+    expect(status()).toBe("corrected")
+    expect(target.store.countAll()).toBe(writes)
+  }, 90_000)
+
   it("--since auto continues the newest migration into the same target, not another target's newer one", async () => {
     const source = await start(generated)
     const one = await start({})
@@ -401,7 +446,7 @@ describe("ferry migrate", () => {
     const b3 = await migrate(source, two, Path.join(runs, "b3"), "--since", "auto")
     expect(b3.code, b3.stderr).toBe(2)
     expect(lastLine(b3.stderr)).toMatch(
-      /b2: the earlier migration this one continues did not finish its import; finish it first \(the same ferry migrate with --archive set to it and --since auto\)/,
+      /b2\) did not finish; finish it first \(the same ferry migrate with --archive set to it and --since auto\)/,
     )
     // as said: it finishes, and then the delta goes on
     const finished = await migrate(source, two, Path.join(runs, "b2"), "--since", "auto")

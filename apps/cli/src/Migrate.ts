@@ -333,6 +333,43 @@ const refuseUnfinished = (previous: string, target: string) =>
         }),
       )
 
+/** The other migrations into `target` beside `archive` (same parent folder): whether each finished, and up to when. */
+const siblingMigrations = (
+  archive: string,
+  target: string,
+): Effect.Effect<
+  ReadonlyArray<{
+    readonly dir: string
+    readonly done: boolean
+    readonly delta: boolean
+    readonly until?: number
+  }>
+> =>
+  Effect.gen(function* () {
+    const parent = Path.dirname(archive)
+    const names = yield* Effect.sync(() => {
+      try {
+        return NFS.readdirSync(parent)
+      } catch {
+        // no parent folder to look in: no siblings
+        return []
+      }
+    })
+    const out: Array<{ dir: string; done: boolean; delta: boolean; until?: number }> = []
+    for (const name of names.sort()) {
+      const dir = Path.join(parent, name)
+      if (dir === archive) continue
+      const done = ledgerDone(dir, target)
+      if (Option.isNone(done)) continue
+      const m = yield* Archive.readManifest(dir).pipe(Effect.option)
+      const t =
+        Option.isSome(m) && m.value.transactionTime !== undefined ? Date.parse(m.value.transactionTime) : NaN
+      const delta = Option.isSome(m) && m.value.previous !== undefined
+      out.push({ dir, done: done.value, delta, ...(Number.isNaN(t) ? {} : { until: t }) })
+    }
+    return out
+  })
+
 const sum = (xs: Iterable<number>) => {
   let n = 0
   for (const x of xs) n += x
@@ -385,6 +422,30 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             reason: "Config",
             url: archive,
             detail: `this archive holds an export of ${held.source.baseUrl}, not of ${redactUrl(sourceBase)}; give this migration another --archive directory (or --from ${held.source.baseUrl} to go on with that one)`,
+          })
+      }
+      // Cutover deltas go into a target one after the other. A new delta while another one into this target is
+      // unfinished would leave that one to be finished later, over newer data; and an unfinished delta whose
+      // changes a later finished one carries already would put older versions back: both refused.
+      if (options.params.since !== undefined || NFS.existsSync(manifestPath)) {
+        const siblings = yield* siblingMigrations(archive, target.baseUrl)
+        const held = NFS.existsSync(manifestPath)
+          ? Option.getOrUndefined(yield* Archive.readManifest(archive).pipe(Effect.option))
+          : undefined
+        const until = held?.transactionTime !== undefined ? Date.parse(held.transactionTime) : NaN
+        const newer = siblings.find((m) => m.done && m.until !== undefined && m.until > until)
+        if (held?.previous !== undefined && !Number.isNaN(until) && newer !== undefined)
+          return yield* new ImportError({
+            reason: "Config",
+            url: archive,
+            detail: `a later migration into this target (${newer.dir}) finished after this one stopped: it carries every change this one would, and importing this one now would put older versions back; remove ${archive} (nothing is lost)`,
+          })
+        const unfinished = siblings.find((m) => !m.done)
+        if (held === undefined && options.params.since !== undefined && unfinished !== undefined)
+          return yield* new ImportError({
+            reason: "Config",
+            url: archive,
+            detail: `another migration into this target (${unfinished.dir}) did not finish; finish it first (the same ferry migrate with --archive set to it${unfinished.delta ? " and --since auto" : ""}), or remove that folder to abandon it, then run this one`,
           })
       }
       const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
