@@ -340,10 +340,21 @@ describe("ferry import", () => {
     }
     const { Immunization: _gone, ...rest } = expected
     expect(targetCounts(target)).toEqual(rest)
-    expect((JSON.parse(run.stdout) as { quarantined: number }).quarantined).toBe(expected.Immunization)
-    // a plain rerun sends nothing new, and the quarantined resources still wait: still exit 7
+    type Summary = { ok: boolean; quarantined: number; quarantinePending: number }
+    expect(JSON.parse(run.stdout) as Summary).toMatchObject({
+      ok: false,
+      quarantined: expected.Immunization,
+      quarantinePending: expected.Immunization,
+    })
+    // a plain rerun sends nothing new, and the quarantined resources still wait: still exit 7, which its
+    // summary explains (none quarantined by this run, all still pending)
     const again = await importInto(archive, target)
     expect(again.code, again.stderr).toBe(7)
+    expect(JSON.parse(again.stdout) as Summary).toMatchObject({
+      ok: false,
+      quarantined: 0,
+      quarantinePending: expected.Immunization,
+    })
   })
 
   it("429 and 503 storms on the target: every 429 and 503 answered, each Retry-After waited out, everything landed", async () => {

@@ -210,8 +210,12 @@ export const runImport = (f: Flags) =>
     })
     // what waits in quarantine/, from this run or an earlier one, keeps the import unfinished
     const pending = Imports.quarantineCounts(f.archive, baseUrl)
-    // `ok`: exit 0 (a failure prints `{ok: false, exitCode, error}`; exit 7 prints this with ok false)
-    if (f.json) yield* Console.log(JSON.stringify({ ok: pending.total === 0, ...summary }, null, 2))
+    // `ok`: exit 0 (a failure prints `{ok: false, exitCode, error}`; exit 7 prints this with ok false);
+    // `quarantinePending`: what waits in quarantine/ for this target, this run's or an earlier one's (exit 7 when any)
+    if (f.json)
+      yield* Console.log(
+        JSON.stringify({ ok: pending.total === 0, ...summary, quarantinePending: pending.total }, null, 2),
+      )
     if (pending.total > 0)
       return yield* quarantined(
         pending.total,

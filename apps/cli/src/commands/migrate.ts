@@ -581,7 +581,10 @@ export const runMigrate = (f: Flags) =>
     )
     const pending = Imports.quarantineCounts(archive, to)
     // `ok`: exit 0 (a failure prints `{ok: false, exitCode, error}`; exit 7 prints this with ok false)
-    if (f.json) yield* Console.log(JSON.stringify({ ok: pending.total === 0, ...summary }, null, 2))
+    if (f.json)
+      yield* Console.log(
+        JSON.stringify({ ok: pending.total === 0, ...summary, quarantinePending: pending.total }, null, 2),
+      )
     if (pending.total > 0)
       return yield* quarantined(
         pending.total,
