@@ -197,6 +197,18 @@ describe("ferry plan", () => {
     expect(self.warnings.some((w) => w.includes(`the target is not empty: it holds ${held} resources`))).toBe(
       true,
     )
+    // data of a type the source has none of: the target is not empty either
+    const other = await start({})
+    other.handle.store.update({ resourceType: "Questionnaire", id: "q-1", status: "draft" })
+    const elsewhere = (
+      await plan(["--from", source.handle.baseUrl, "--to", other.handle.baseUrl, "--json"])
+    ).json()
+    expect(elsewhere.target.counts.total).toBe(1)
+    expect(
+      elsewhere.warnings.some((w) =>
+        w.includes("the target is not empty: it holds 1 resources (1 Questionnaire)"),
+      ),
+    ).toBe(true)
     expect(writes(sourceRecorder.requests)).toEqual([])
   }, 90_000)
 
