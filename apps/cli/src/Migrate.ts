@@ -333,7 +333,10 @@ const refuseUnfinished = (previous: string, target: string) =>
         }),
       )
 
-/** The other migrations into `target` beside `archive` (same parent folder): whether each finished, and up to when. */
+/**
+ * The other migrations into `target` beside `archive` (same parent folder): whether each finished, and the
+ * changes each carries (`from` an incremental one's start, `until` its export's transactionTime), as ms.
+ */
 const siblingMigrations = (
   archive: string,
   target: string,
@@ -341,7 +344,7 @@ const siblingMigrations = (
   ReadonlyArray<{
     readonly dir: string
     readonly done: boolean
-    readonly delta: boolean
+    readonly from?: number
     readonly until?: number
   }>
 > =>
@@ -355,17 +358,21 @@ const siblingMigrations = (
         return []
       }
     })
-    const out: Array<{ dir: string; done: boolean; delta: boolean; until?: number }> = []
+    const out: Array<{ dir: string; done: boolean; from?: number; until?: number }> = []
     for (const name of names.sort()) {
       const dir = Path.join(parent, name)
       if (dir === archive) continue
       const done = ledgerDone(dir, target)
       if (Option.isNone(done)) continue
-      const m = yield* Archive.readManifest(dir).pipe(Effect.option)
-      const t =
-        Option.isSome(m) && m.value.transactionTime !== undefined ? Date.parse(m.value.transactionTime) : NaN
-      const delta = Option.isSome(m) && m.value.previous !== undefined
-      out.push({ dir, done: done.value, delta, ...(Number.isNaN(t) ? {} : { until: t }) })
+      const m = Option.getOrUndefined(yield* Archive.readManifest(dir).pipe(Effect.option))
+      const from = m?.previous !== undefined ? Date.parse(m.previous.transactionTime) : NaN
+      const until = m?.transactionTime !== undefined ? Date.parse(m.transactionTime) : NaN
+      out.push({
+        dir,
+        done: done.value,
+        ...(Number.isNaN(from) ? {} : { from }),
+        ...(Number.isNaN(until) ? {} : { until }),
+      })
     }
     return out
   })
@@ -424,29 +431,28 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             detail: `this archive holds an export of ${held.source.baseUrl}, not of ${redactUrl(sourceBase)}; give this migration another --archive directory (or --from ${held.source.baseUrl} to go on with that one)`,
           })
       }
-      // Cutover deltas go into a target one after the other. A new delta while another one into this target is
-      // unfinished would leave that one to be finished later, over newer data; and an unfinished delta whose
-      // changes a later finished one carries already would put older versions back: both refused.
-      if (options.params.since !== undefined || NFS.existsSync(manifestPath)) {
-        const siblings = yield* siblingMigrations(archive, target.baseUrl)
-        const held = NFS.existsSync(manifestPath)
-          ? Option.getOrUndefined(yield* Archive.readManifest(archive).pipe(Effect.option))
-          : undefined
+      // An unfinished delta that a later one into this target, finished since, supersedes (it continues the same
+      // earlier migration or a later one, and so carries every change this one would, in newer versions):
+      // resuming it would put older versions back. Refused, naming the later one.
+      if (NFS.existsSync(manifestPath)) {
+        const held = Option.getOrUndefined(yield* Archive.readManifest(archive).pipe(Effect.option))
+        const from = held?.previous !== undefined ? Date.parse(held.previous.transactionTime) : NaN
         const until = held?.transactionTime !== undefined ? Date.parse(held.transactionTime) : NaN
-        const newer = siblings.find((m) => m.done && m.until !== undefined && m.until > until)
-        if (held?.previous !== undefined && !Number.isNaN(until) && newer !== undefined)
-          return yield* new ImportError({
-            reason: "Config",
-            url: archive,
-            detail: `a later migration into this target (${newer.dir}) finished after this one stopped: it carries every change this one would, and importing this one now would put older versions back; remove ${archive} (nothing is lost)`,
-          })
-        const unfinished = siblings.find((m) => !m.done)
-        if (held === undefined && options.params.since !== undefined && unfinished !== undefined)
-          return yield* new ImportError({
-            reason: "Config",
-            url: archive,
-            detail: `another migration into this target (${unfinished.dir}) did not finish; finish it first (the same ferry migrate with --archive set to it${unfinished.delta ? " and --since auto" : ""}), or remove that folder to abandon it, then run this one`,
-          })
+        if (!Number.isNaN(from) && !Option.getOrElse(ledgerDone(archive, target.baseUrl), () => false)) {
+          const later = (yield* siblingMigrations(archive, target.baseUrl)).find(
+            (m) =>
+              m.done &&
+              (Number.isNaN(until)
+                ? m.from !== undefined && m.from >= from
+                : m.until !== undefined && m.until > until),
+          )
+          if (later !== undefined)
+            return yield* new ImportError({
+              reason: "Config",
+              url: archive,
+              detail: `a later migration into this target (${later.dir}) finished after this one stopped: it carries every change this one would, and importing this one now would put older versions back; remove ${archive} (nothing is lost)`,
+            })
+        }
       }
       const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
       /** A scheduler event: to `onEvent`, and to `imports/<target>/events.ndjson` once the archive exists. */
