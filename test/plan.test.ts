@@ -376,6 +376,29 @@ describe("ferry plan against a SMART-protected source", () => {
     expect(run.json().source.token).toBe(true)
   }, 60_000)
 
+  it("a target whose token is refused: exit 3, and what it declares said as unknown, not as 'no'", async () => {
+    const run = await plan([
+      "--from",
+      target.handle.baseUrl,
+      "--to",
+      smart.handle.baseUrl,
+      "--target-auth",
+      "smart",
+      "--target-client-id",
+      "nobody-registered",
+      "--target-key",
+      client.keyFile,
+    ])
+    expect(run.code, run.stderr).toBe(3)
+    const targetPart = run.stdout.slice(run.stdout.indexOf("Target  "))
+    expect(targetPart).toContain("NO token")
+    expect(targetPart).toMatch(
+      /capabilities\s+unknown \(the CapabilityStatement was not read without credentials\)/,
+    )
+    for (const row of ["$import", "client ids", "transaction", "FHIR version not declared"])
+      expect(targetPart).not.toContain(row)
+  }, 60_000)
+
   it("without credentials: not authorised, exit 3", async () => {
     const run = await plan(["--from", smart.handle.baseUrl, "--to", target.handle.baseUrl])
     expect(run.code).toBe(3)

@@ -145,7 +145,7 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
     return lines
   }
   lines.push(
-    `${pad("reachable")}yes: FHIR ${s.fhirVersion ?? "version not declared"}${s.software ? `, ${s.software}` : ""}`,
+    `${pad("reachable")}yes${s.capabilityStatement ? `: FHIR ${s.fhirVersion ?? "version not declared"}${s.software ? `, ${s.software}` : ""}` : ""}`,
   )
   // a probe that failed for another reason than authorization (an answer that is no FHIR) is not "NOT authorised"
   const refused = !s.authorized && typeof s.problem === "string" && s.problem.includes(": not authorised: ")
@@ -153,6 +153,11 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
     `${pad("auth")}${s.auth}${s.token === true ? ": token obtained" : s.token === false ? ": NO token" : ""}${refused ? `; NOT authorised: ${s.problem}` : ""}`,
   )
   if (!s.authorized && typeof s.problem === "string" && !refused) lines.push(`${pad("problem")}${s.problem}`)
+  // refused before its CapabilityStatement was read (no token): what it declares is not known, not "no"
+  if (!s.capabilityStatement) {
+    lines.push(`${pad("capabilities")}unknown (the CapabilityStatement was not read without credentials)`)
+    return lines
+  }
   if (s.role === "source") {
     const levels = [
       s.export.system && "system",
