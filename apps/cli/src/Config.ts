@@ -472,6 +472,16 @@ const resolvePaths = (layer: Layer, dir: string): Layer => {
   }
 }
 
+/** The last line before `upTo` holding an odd number of `quote` characters (escapes aside): where it opened. */
+const quoteOpenedAt = (text: string, upTo: number, quote: string): number | undefined => {
+  const lines = text.slice(0, upTo).split("\n")
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const bare = quote === '"' ? lines[i]!.replace(/\\./g, "") : lines[i]!.replaceAll("''", "")
+    if (bare.split(quote).length % 2 === 0) return i + 1
+  }
+  return undefined
+}
+
 /**
  * Decodes a config file's text (`path` only names it in errors and picks the format by extension;
  * relative paths inside are resolved against its directory).
@@ -531,12 +541,19 @@ export const parseFile = (path: string, text: string): Effect.Effect<Layer, Conf
     } else {
       const error = doc.errors[0]
       if (error !== undefined) {
-        const line = lineCounter.linePos(error.pos[0]).line || undefined
+        // a quote never closed is found at the end of the text: the line where it opened is the one to fix
+        const quote =
+          error.code === "MISSING_CHAR" ? /Missing closing (["'])quote/.exec(error.message)?.[1] : undefined
+        const opened = quote === undefined ? undefined : quoteOpenedAt(text, error.pos[0], quote)
+        const line = opened ?? (lineCounter.linePos(error.pos[0]).line || undefined)
         return yield* new ConfigError({
           reason: "Syntax",
           where: path,
           ...(line !== undefined ? { line } : {}),
-          detail: `this is not valid YAML (${error.message.split("\n")[0]}); fix the syntax`,
+          detail:
+            opened !== undefined
+              ? `this is not valid YAML (a ${quote} opened on this line is never closed); fix the syntax`
+              : `this is not valid YAML (${error.message.split("\n")[0]}); fix the syntax`,
           cause: error,
         })
       }

@@ -255,6 +255,15 @@ describe("Config", () => {
       assert.strictEqual(e.reason, "Syntax")
       assert.isDefined(e.line)
       assert.match(e.message, /^ferry\.yaml:\d+: this is not valid YAML \(.+\); fix the syntax$/)
+      // a quote never closed: the line where it opened (the parser finds it missing past the last line)
+      const text =
+        'source:\n  url: http://a/fhir\ntarget:\n  url: http://b/fhir\narchive: ./x\nparallel: "4\nbundleSize: 5\n'
+      const open = yield* failure(Config.parseFile("ferry.yaml", text))
+      assert.strictEqual(open.line, 6)
+      assert.strictEqual(
+        open.message,
+        'ferry.yaml:6: this is not valid YAML (a " opened on this line is never closed); fix the syntax',
+      )
     }),
   )
 
