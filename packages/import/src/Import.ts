@@ -588,6 +588,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         ),
       )
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
+      // R4 resources into a server of another FHIR version: most are refused, or stored wrong
+      if (cs.fhirVersion !== undefined && !cs.fhirVersion.startsWith("4.0"))
+        yield* emit({
+          event: "warning",
+          detail: `the target declares FHIR ${cs.fhirVersion}; the archive holds FHIR R4 (4.0.x) resources, which such a server may refuse or store differently (check --to is its R4 endpoint)`,
+        })
       yield* mendQuarantine(Imports.quarantineDir(archive, client.baseUrl))
       const since = manifest.previous?.transactionTime
       let continued: Continues.Seeded | undefined

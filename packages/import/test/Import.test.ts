@@ -896,6 +896,46 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "a target that declares another FHIR version than R4 is warned about before anything is sent",
+    () =>
+      Effect.gen(function* () {
+        const { dir } = yield* sampleArchive()
+        const server = Http.createServer((req, res) => {
+          if (req.method === "GET" && req.url?.startsWith("/fhir/metadata"))
+            return void res.writeHead(200, { "content-type": "application/fhir+json" }).end(
+              JSON.stringify({
+                resourceType: "CapabilityStatement",
+                status: "active",
+                kind: "instance",
+                fhirVersion: "3.0.2",
+                format: ["json"],
+                rest: [{ mode: "server" }],
+              }),
+            )
+          req.resume()
+          res.writeHead(404, { "content-type": "text/html" }).end("<html><body>Not Found</body></html>")
+        })
+        yield* listening(server)
+        const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+        const events: Array<Import.ImportEvent> = []
+        yield* Effect.exit(
+          Import.run({
+            client: yield* clientFor(base),
+            archive: dir,
+            strategy: "post",
+            onEvent: (e) => Effect.sync(() => void events.push(e)),
+          }),
+        )
+        const warning = events.find((e) => e.event === "warning")
+        assert.include(
+          String(warning?.detail),
+          "the target declares FHIR 3.0.2; the archive holds FHIR R4 (4.0.x)",
+        )
+        assert.isFalse(events.some((e) => e.event === "chunk"))
+      }),
+  )
+
+  it.scopedLive(
     "$import in waves (files subsets): a later wave keeps what the target rejected in an earlier one",
     () =>
       Effect.gen(function* () {

@@ -172,7 +172,7 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
       `${pad("$import")}${s.import.operation === null ? "not declared" : `${s.import.operation === "import" ? "$import" : "$bulk-submit"} declared${s.import.flavour ? ` (${s.import.flavour} flavour)` : " (flavour not recognised)"}`}`,
     )
     lines.push(
-      `${pad("client ids")}${s.updateCreateTypes.length === 0 ? "refused (no type declares updateCreate)" : s.updateCreateTypes.length === s.declaredTypes.length ? "accepted (updateCreate on every type); migrate confirms with a probe PUT" : `accepted for ${s.updateCreateTypes.length} of ${s.declaredTypes.length} types (updateCreate); migrate confirms with a probe PUT`}`,
+      `${pad("client ids")}${s.updateCreateTypes.length === 0 ? "refused (no type declares updateCreate)" : s.updateCreateTypes.length === s.declaredTypes.length ? `accepted (updateCreate on all ${s.declaredTypes.length} declared types); migrate confirms with a probe PUT` : `accepted for ${s.updateCreateTypes.length} of ${s.declaredTypes.length} types (updateCreate); migrate confirms with a probe PUT`}`,
     )
     lines.push(`${pad("transaction")}${yesNo(s.transaction)} (batch ${yesNo(s.batch)})`)
     lines.push(`${pad("bundle limit")}${s.bundleLimit.note}`)
