@@ -104,6 +104,31 @@ const referencesResolved = (sandbox: Sandbox.SandboxHandle): number => {
 const failure = <A, E>(exit: Exit.Exit<A, E>): Option.Option<E> =>
   Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
 
+/**
+ * A server on 127.0.0.1 for the scope whose CapabilityStatement declares `fhirVersion` and that answers every
+ * other request with a web server's HTML 404 (a proxy, a wrong URL); its FHIR base.
+ */
+const htmlNotFound = (fhirVersion: string) =>
+  Effect.gen(function* () {
+    const server = Http.createServer((req, res) => {
+      if (req.method === "GET" && req.url?.startsWith("/fhir/metadata"))
+        return void res.writeHead(200, { "content-type": "application/fhir+json" }).end(
+          JSON.stringify({
+            resourceType: "CapabilityStatement",
+            status: "active",
+            kind: "instance",
+            fhirVersion,
+            format: ["json"],
+            rest: [{ mode: "server" }],
+          }),
+        )
+      req.resume()
+      res.writeHead(404, { "content-type": "text/html" }).end("<html><body>Not Found</body></html>")
+    })
+    yield* listening(server)
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+  })
+
 describe("Import.run", () => {
   it.scopedLive(
     "put: everything lands with its ids; a rerun finds every chunk in the journal and sends nothing",
@@ -868,23 +893,7 @@ describe("Import.run", () => {
     () =>
       Effect.gen(function* () {
         const { dir } = yield* sampleArchive()
-        const server = Http.createServer((req, res) => {
-          if (req.method === "GET" && req.url?.startsWith("/fhir/metadata"))
-            return void res.writeHead(200, { "content-type": "application/fhir+json" }).end(
-              JSON.stringify({
-                resourceType: "CapabilityStatement",
-                status: "active",
-                kind: "instance",
-                fhirVersion: "4.0.1",
-                format: ["json"],
-                rest: [{ mode: "server" }],
-              }),
-            )
-          req.resume()
-          res.writeHead(404, { "content-type": "text/html" }).end("<html><body>Not Found</body></html>")
-        })
-        yield* listening(server)
-        const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+        const base = yield* htmlNotFound("4.0.1")
         const e = failure(
           yield* Effect.exit(Import.run({ client: yield* clientFor(base), archive: dir, strategy: "post" })),
         ).pipe(Option.getOrThrow)
@@ -900,23 +909,7 @@ describe("Import.run", () => {
     () =>
       Effect.gen(function* () {
         const { dir } = yield* sampleArchive()
-        const server = Http.createServer((req, res) => {
-          if (req.method === "GET" && req.url?.startsWith("/fhir/metadata"))
-            return void res.writeHead(200, { "content-type": "application/fhir+json" }).end(
-              JSON.stringify({
-                resourceType: "CapabilityStatement",
-                status: "active",
-                kind: "instance",
-                fhirVersion: "3.0.2",
-                format: ["json"],
-                rest: [{ mode: "server" }],
-              }),
-            )
-          req.resume()
-          res.writeHead(404, { "content-type": "text/html" }).end("<html><body>Not Found</body></html>")
-        })
-        yield* listening(server)
-        const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`
+        const base = yield* htmlNotFound("3.0.2")
         const events: Array<Import.ImportEvent> = []
         yield* Effect.exit(
           Import.run({
