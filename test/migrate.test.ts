@@ -394,7 +394,7 @@ describe("ferry migrate", () => {
     const resumed = await migrate(source, target, Path.join(runs, "delta-1"), "--since", "auto")
     expect(resumed.code, resumed.stderr).toBe(2)
     expect(lastLine(resumed.stderr)).toContain(
-      `a later migration into this target (${Path.join(runs, "delta-2")}) finished after this one stopped: it carries every change this one would`,
+      `a later migration of this source into this target (${Path.join(runs, "delta-2")}) finished after this one stopped: it carries every change this one would`,
     )
     expect(status()).toBe("corrected")
     expect(target.store.countAll()).toBe(writes)

@@ -99,12 +99,12 @@ export const dropMetaOf = (
   given: ReadonlyArray<string>,
 ): Either.Either<ReadonlyArray<Import.MetaField>, string> => {
   const out: Array<Import.MetaField> = []
-  for (const raw of given.flatMap((g) => g.split(","))) {
+  for (const raw of given.flatMap((g) => g.split(",")).filter((g) => g.trim() !== "")) {
     const name = raw.trim().replace(/^meta\./, "")
     const field = Import.metaFields.find((m) => m === name)
     if (field === undefined)
       return Either.left(
-        `--drop-meta ${raw.trim() === "" ? '""' : raw.trim()} is not a meta member Ferry can drop; give source, tag or security (comma-separated)`,
+        `--drop-meta ${raw.trim()} is not a meta member Ferry can drop; give source, tag or security (comma-separated)`,
       )
     if (!out.includes(field)) out.push(field)
   }

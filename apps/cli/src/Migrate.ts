@@ -40,7 +40,7 @@ import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
 import { Journal } from "@ferry/archive/Journal"
-import type { FileEntry } from "@ferry/archive/Manifest"
+import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
 import type { AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
 import { redactUrl } from "@ferry/core/Http"
@@ -333,48 +333,44 @@ const refuseUnfinished = (previous: string, target: string) =>
         }),
       )
 
+/** When the export of `dir` began (its journal's first entry), as ms; NaN when that is not known. */
+const exportBegan = (dir: string): number => {
+  try {
+    const text = NFS.readFileSync(Path.join(dir, "journal.ndjson"), "utf8")
+    const end = text.indexOf("\n")
+    const first = JSON.parse(end < 0 ? text : text.slice(0, end)) as { readonly at?: unknown }
+    return typeof first.at === "string" ? Date.parse(first.at) : Number.NaN
+  } catch {
+    // no journal, or a torn first line: not known
+    return Number.NaN
+  }
+}
+
 /**
- * The other migrations into `target` beside `archive` (same parent folder): whether each finished, and the
- * changes each carries (`from` an incremental one's start, `until` its export's transactionTime), as ms.
+ * A finished migration into `target` beside `archive` (same parent folder) of the same source and request
+ * (`Export.holdsRequestOf`) whose changes go further than `until`: the target holds newer versions than those
+ * `archive` would carry.
  */
-const siblingMigrations = (
+const laterMigration = (
   archive: string,
+  held: Manifest,
+  until: number,
   target: string,
-): Effect.Effect<
-  ReadonlyArray<{
-    readonly dir: string
-    readonly done: boolean
-    readonly from?: number
-    readonly until?: number
-  }>
-> =>
+): Effect.Effect<string | undefined, ImportError> =>
   Effect.gen(function* () {
     const parent = Path.dirname(archive)
-    const names = yield* Effect.sync(() => {
-      try {
-        return NFS.readdirSync(parent)
-      } catch {
-        // no parent folder to look in: no siblings
-        return []
-      }
+    const names = yield* Effect.try({
+      try: () => (NFS.existsSync(parent) ? NFS.readdirSync(parent) : []),
+      catch: Continues.io(parent),
     })
-    const out: Array<{ dir: string; done: boolean; from?: number; until?: number }> = []
     for (const name of names.sort()) {
       const dir = Path.join(parent, name)
-      if (dir === archive) continue
-      const done = ledgerDone(dir, target)
-      if (Option.isNone(done)) continue
+      if (dir === archive || !Option.getOrElse(ledgerDone(dir, target), () => false)) continue
       const m = Option.getOrUndefined(yield* Archive.readManifest(dir).pipe(Effect.option))
-      const from = m?.previous !== undefined ? Date.parse(m.previous.transactionTime) : NaN
-      const until = m?.transactionTime !== undefined ? Date.parse(m.transactionTime) : NaN
-      out.push({
-        dir,
-        done: done.value,
-        ...(Number.isNaN(from) ? {} : { from }),
-        ...(Number.isNaN(until) ? {} : { until }),
-      })
+      if (m?.transactionTime === undefined || !Export.holdsRequestOf(m, held)) continue
+      if (Date.parse(m.transactionTime) > until) return dir
     }
-    return out
+    return undefined
   })
 
 const sum = (xs: Iterable<number>) => {
@@ -431,26 +427,26 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             detail: `this archive holds an export of ${held.source.baseUrl}, not of ${redactUrl(sourceBase)}; give this migration another --archive directory (or --from ${held.source.baseUrl} to go on with that one)`,
           })
       }
-      // An unfinished delta that a later one into this target, finished since, supersedes (it continues the same
-      // earlier migration or a later one, and so carries every change this one would, in newer versions):
-      // resuming it would put older versions back. Refused, naming the later one.
-      if (NFS.existsSync(manifestPath)) {
+      // An unfinished delta that a later migration of the same source and request into this target, finished
+      // since, supersedes (its changes go further): resuming it would put older versions back. Refused, naming
+      // the later one. (Up to when this one's changes go: its export's transactionTime, or, its job not answered
+      // yet, when it began, which a re-attached job's transactionTime will be.)
+      if (
+        NFS.existsSync(manifestPath) &&
+        !Option.getOrElse(ledgerDone(archive, target.baseUrl), () => false)
+      ) {
         const held = Option.getOrUndefined(yield* Archive.readManifest(archive).pipe(Effect.option))
-        const from = held?.previous !== undefined ? Date.parse(held.previous.transactionTime) : NaN
-        const until = held?.transactionTime !== undefined ? Date.parse(held.transactionTime) : NaN
-        if (!Number.isNaN(from) && !Option.getOrElse(ledgerDone(archive, target.baseUrl), () => false)) {
-          const later = (yield* siblingMigrations(archive, target.baseUrl)).find(
-            (m) =>
-              m.done &&
-              (Number.isNaN(until)
-                ? m.from !== undefined && m.from >= from
-                : m.until !== undefined && m.until > until),
-          )
+        if (held?.previous !== undefined) {
+          const until =
+            held.transactionTime !== undefined ? Date.parse(held.transactionTime) : exportBegan(archive)
+          const later = Number.isNaN(until)
+            ? undefined
+            : yield* laterMigration(archive, held, until, target.baseUrl)
           if (later !== undefined)
             return yield* new ImportError({
               reason: "Config",
               url: archive,
-              detail: `a later migration into this target (${later.dir}) finished after this one stopped: it carries every change this one would, and importing this one now would put older versions back; remove ${archive} (nothing is lost)`,
+              detail: `a later migration of this source into this target (${later}) finished after this one stopped: it carries every change this one would, in newer versions, and importing this one now would put older ones back; remove ${archive} (nothing is lost)`,
             })
         }
       }
@@ -767,21 +763,15 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             deletes: final,
             ...(final ? { deletedFiles } : {}),
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
-            // a size the target refused as too large is not sent again by the later waves: they start (and stay) at
-            // the size the earlier ones settled on
-            ...(learnedBundleSize !== undefined
-              ? { bundleSize: learnedBundleSize }
-              : options.bundleSize !== undefined
-                ? { bundleSize: options.bundleSize }
-                : {}),
+            ...(options.bundleSize !== undefined ? { bundleSize: options.bundleSize } : {}),
+            // a size the target refused as too large is not sent again by the later waves: they start at the
+            // size the earlier ones ended at (and grow back from it as theirs land)
+            ...(learnedBundleSize !== undefined ? { startBundleSize: learnedBundleSize } : {}),
             ...(options.maxBundleBytes !== undefined ? { maxBundleBytes: options.maxBundleBytes } : {}),
             ...(options.dropMeta !== undefined ? { dropMeta: options.dropMeta } : {}),
             ...(options.serve !== undefined ? { serve: options.serve } : {}),
             ...(options.importParallel !== undefined ? { parallel: options.importParallel } : {}),
-            onEvent: (e) => {
-              if (e.event === "bundle-size" && typeof e.entries === "number") learnedBundleSize = e.entries
-              return notify({ ...e, from: "import" })
-            },
+            onEvent: (e) => notify({ ...e, from: "import" }),
           }).pipe(
             // the export replaced one of this wave's files under it (a new kick-off for expired files): the
             // wave may have met the file gone or changed; what it sent stands (PUTs and conditional creates
@@ -801,6 +791,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           )
           if (result === undefined) return
           const summary = result
+          learnedBundleSize = summary.bundleSize
           totals.strategy = summary.strategy
           for (const [t, n] of Object.entries(summary.resources))
             totals.resources[t] = (totals.resources[t] ?? 0) + n

@@ -230,7 +230,7 @@ export const countAll = (
 
 /**
  * Probes one server: a token (when the authenticator fetches one), the CapabilityStatement, and counts
- * per declared type (or per type of `only`). A failure to reach or to be authorised is returned, not raised, so that both
+ * per declared type. A failure to reach or to be authorised is returned, not raised, so that both
  * servers are reported before the command fails.
  */
 export const probe = (options: {
@@ -240,8 +240,6 @@ export const probe = (options: {
   /** The configured auth kind: `smart` and `client-secret` fetch a token first. */
   readonly kind: AuthKind
   readonly concurrency: number
-  /** Count only these of the declared types (the target: the types the source holds). */
-  readonly only?: ReadonlyArray<string>
 }): Effect.Effect<Probed> =>
   Effect.gen(function* () {
     const { role, client, authenticator } = options
@@ -328,17 +326,7 @@ export const probe = (options: {
       declaredTypes: declared,
       bundleLimit: bundleLimit(cs),
     }
-    const only = options.only
-    const counts = yield* Effect.either(
-      only === undefined
-        ? countAll(client, declared, options.concurrency)
-        : countAll(
-            client,
-            declared.filter((t) => only.includes(t)),
-            options.concurrency,
-            "the source's types",
-          ),
-    )
+    const counts = yield* Effect.either(countAll(client, declared, options.concurrency))
     if (Either.isLeft(counts)) return { ...failed(report, counts.left), cs: Option.some(cs) }
     return {
       report: { ...report, authorized: true, counts: counts.right },

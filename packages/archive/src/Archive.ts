@@ -889,7 +889,9 @@ export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string 
         ? `${first.path} does not hold the bytes the export recorded (sha256 ${first.actual?.slice(0, 12)}…, expected ${first.expected?.slice(0, 12)}…)`
         : first.problem === "NotInManifest"
           ? `${first.path} is not in manifest.json (a file added by hand, or an entry removed from the manifest)`
-          : `${first.path} is not covered by checksums.sha256`
+          : first.actual !== undefined
+            ? `checksums.sha256 lists ${first.path} with another sha256 (${first.actual.slice(0, 12)}…, expected ${first.expected?.slice(0, 12) ?? "?"}…)`
+            : `${first.path} is not covered by checksums.sha256`
   const more = mismatches.length > 1 ? ` (and ${mismatches.length - 1} more)` : ""
   return `the archive was changed or damaged: ${what}${more}; restore the archive from a copy, or export again`
 }

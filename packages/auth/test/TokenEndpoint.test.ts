@@ -57,7 +57,7 @@ describe("token endpoint problems", () => {
         const { port } = yield* listeningCounted(server)
         const tokenUrl = `http://127.0.0.1:${port}/token`
         const advice =
-          "check the token URL (auth.tokenUrl / --token-url, or the token_endpoint of the server's SMART configuration) is its OAuth token endpoint"
+          "check the token URL (auth.tokenUrl / --token-url), or the token_endpoint the server's SMART configuration gives, is its OAuth token endpoint"
         for (const [given, said] of [
           [
             "<html>login</html>",

@@ -369,11 +369,27 @@ const sameSource = (a: string, b: string): boolean => {
  * level and Group, every requested type (an archive of all types covers any), and the same filters. An archive
  * of other types, another Group or another server beside it must not move the delta's start.
  */
-const continuesFrom = (m: Manifest, like: Continues, wanted: Kickoff.ExportParams): boolean => {
-  if (!sameSource(m.source.baseUrl, like.baseUrl)) return false
-  if (m.request.level !== wanted.level || m.request.groupId !== wanted.groupId) return false
-  const mine = requestParameters(wanted)
-  const theirs = m.request.parameters
+const continuesFrom = (m: Manifest, like: Continues, wanted: Kickoff.ExportParams): boolean =>
+  sameSource(m.source.baseUrl, like.baseUrl) &&
+  m.request.level === wanted.level &&
+  m.request.groupId === wanted.groupId &&
+  selectsAll(m.request.parameters, requestParameters(wanted))
+
+/**
+ * Whether the archive `later` asked for everything the archive `earlier` asked for (the same source, level and
+ * Group, every type of it, the same filters): up to its own transactionTime it holds all `earlier` would.
+ */
+export const holdsRequestOf = (later: Manifest, earlier: Manifest): boolean =>
+  sameSource(later.source.baseUrl, earlier.source.baseUrl) &&
+  later.request.level === earlier.request.level &&
+  later.request.groupId === earlier.request.groupId &&
+  selectsAll(later.request.parameters, earlier.request.parameters)
+
+/** Whether the kick-off parameters `theirs` select every resource `mine` select (what does not select aside). */
+const selectsAll = (
+  theirs: Manifest["request"]["parameters"],
+  mine: Manifest["request"]["parameters"],
+): boolean => {
   for (const key of new Set([...Object.keys(mine), ...Object.keys(theirs)])) {
     if (NOT_SELECTING.has(key)) continue
     if (key === "_type") {

@@ -218,6 +218,11 @@ export interface ImportOptions {
   readonly strategy?: Strategy
   /** Entries per Bundle (default 500). */
   readonly bundleSize?: number
+  /**
+   * Entries per Bundle to start with, below `bundleSize` (what an earlier run into this target ended at: a
+   * migrate's earlier wave); grows back towards `bundleSize` as Bundles land. Default: `bundleSize`.
+   */
+  readonly startBundleSize?: number
   /** Bytes per Bundle, estimated (default 10 MB). */
   readonly maxBundleBytes?: number
   /** Concurrent Bundles at most (default 4); adaptive below that. */
@@ -258,6 +263,8 @@ export interface ImportSummary {
    * import that stopped before it recorded its deleted/ files as done, or by someone else. Not in `deleted`.
    */
   readonly deletesAlreadyGone: number
+  /** Entries per Bundle at the end: `bundleSize`, or what the target's 413s left of it. */
+  readonly bundleSize: number
 }
 
 const THROTTLE_RETRIES = 8
@@ -588,8 +595,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         ),
       )
       const journal = yield* Journal.make(Imports.journalPath(archive, client.baseUrl))
-      // R4 resources into a server of another FHIR version: most are refused, or stored wrong
-      if (cs.fhirVersion !== undefined && !cs.fhirVersion.startsWith("4.0"))
+      // R4 resources into a server of another FHIR version: most are refused, or stored wrong (said by the
+      // first run into it, not by each wave of a migrate)
+      const firstRun = Option.isNone(yield* journal.result("import.strategy"))
+      if (firstRun && cs.fhirVersion !== undefined && !cs.fhirVersion.startsWith("4.0"))
         yield* emit({
           event: "warning",
           detail: `the target declares FHIR ${cs.fhirVersion}; the archive holds FHIR R4 (4.0.x) resources, which such a server may refuse or store differently (check --to is its R4 endpoint)`,
@@ -1069,7 +1078,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       }> = []
       const parallel = Math.max(1, options.parallel ?? 4)
       const limiter = yield* makeLimiter(parallel)
-      const sizer = makeSizer(Math.max(1, options.bundleSize ?? 500))
+      const sizer = makeSizer(Math.max(1, options.bundleSize ?? 500), options.startBundleSize)
       /**
        * Post: references sent as written because they designate nothing the archive holds (a resource deleted
        * at the source, or never exported; a `urn:uuid` no exported id matches). On the target they name a
@@ -1464,6 +1473,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           deleted,
           deletesSkipped,
           deletesAlreadyGone,
+          bundleSize: sizer.current(),
         }
         if (options.files === undefined) yield* journal.append("import.done", "import.done", { total })
         yield* emit({ event: "done", ...summary })
@@ -2481,6 +2491,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         deleted,
         deletesSkipped,
         deletesAlreadyGone,
+        bundleSize: sizer.current(),
       }
       // the end of the import (of the whole archive: a migrate wave's is a part, its ledger says when all are
       // in): an incremental archive's import that continues this one may rely on its id map

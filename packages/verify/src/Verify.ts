@@ -1019,8 +1019,9 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           }
           const [s, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])
           if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) return
+          // (a payload not fetched on one side says nothing of the Binary: it stays a differing resource)
           const binary = binaryOn(targetUrl, target.baseUrl)
-          if (binary !== undefined) mismatchedBinaries.add(binary)
+          if (binary !== undefined && Either.isRight(s) && Either.isRight(t)) mismatchedBinaries.add(binary)
           attMismatches++
           mismatches.push({
             resource: k.slice(0, space),

@@ -121,6 +121,9 @@ const fail = (
 /** Where the token URL is set, for the sentences that ask to check it. */
 const checkTokenUrl = "check the token URL (auth.tokenUrl / --token-url)"
 
+/** For an answer that is no token: the URL to check, given or discovered. */
+const notAToken = `${checkTokenUrl}, or the token_endpoint the server's SMART configuration gives, is its OAuth token endpoint`
+
 /** What to do about a refusal that is not a known OAuth error, by status. */
 const statusHint = (status: number): string =>
   status === 404 || status === 405 || status === 410
@@ -291,8 +294,8 @@ export const request = (
             fail(
               request,
               json === undefined
-                ? "the token endpoint answered 200 but not with JSON (a login page or another service at that URL); check the token URL (auth.tokenUrl / --token-url, or the token_endpoint of the server's SMART configuration) is its OAuth token endpoint"
-                : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)}); check the token URL (auth.tokenUrl / --token-url, or the token_endpoint of the server's SMART configuration) is its OAuth token endpoint`,
+                ? `the token endpoint answered 200 but not with JSON (a login page or another service at that URL); ${notAToken}`
+                : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)}); ${notAToken}`,
             ),
           ),
           Effect.flatMap((token) =>

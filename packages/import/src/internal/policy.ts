@@ -222,9 +222,9 @@ export const makeLimiter = (max: number) =>
  * halving cascade and puts the size back to what it was before that cascade (it was that resource, not the
  * number of entries).
  */
-export const makeSizer = (planned: number) => {
+export const makeSizer = (planned: number, start?: number) => {
   const max = Math.max(1, planned)
-  let target = max
+  let target = start === undefined ? max : Math.max(1, Math.min(max, start))
   let successes = 0
   /** The size before the last growth, and the size grown to (while it is the current one). */
   let previous = max

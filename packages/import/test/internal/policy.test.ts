@@ -519,6 +519,20 @@ describe("makeSizer", () => {
     assert.strictEqual(sizer.current(), 250)
   })
 
+  it("a start below the plan (an earlier wave's end): sent first, grown back towards the plan as Bundles land", () => {
+    const sizer = makeSizer(40, 5)
+    assert.strictEqual(sizer.current(), 5)
+    for (let i = 0; i < 20 * SUCCESSES_TO_GROW; i++) sizer.succeeded(sizer.current())
+    assert.strictEqual(sizer.current(), 40)
+    // a start above the plan is the plan
+    assert.strictEqual(makeSizer(40, 80).current(), 40)
+    // one resource too large alone ends its cascade back at the size before it: what a wave ends at
+    const wave = makeSizer(500)
+    for (const n of [500, 250, 125, 63, 32, 16, 8, 4, 2]) wave.tooLarge(n)
+    wave.tooLarge(1)
+    assert.strictEqual(wave.current(), 500)
+  })
+
   it("smaller Bundles landing change nothing; growth stops at the plan", () => {
     const sizer = makeSizer(8)
     for (let i = 0; i < 100; i++) sizer.succeeded(8)
