@@ -4,7 +4,11 @@
  * the server, with the exit code of a server failure.
  */
 import { isResourceType, resourceTypes } from "@ferry/core/Reference"
+import type { HttpClient } from "@effect/platform"
+import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
+import * as FhirClient from "@ferry/core/FhirClient"
 import * as Kickoff from "@ferry/export/Kickoff"
+import { type Duration, Effect, Option } from "effect"
 
 /** Comma-separated flag values (repeatable flags) as one list, blanks dropped. */
 export const list = (values: ReadonlyArray<string>): Array<string> =>
@@ -68,8 +72,44 @@ export const elementsProblem = (flag: string, elements: ReadonlyArray<string>): 
  * compartment's at the Patient and Group levels (a token that allows fewer would leave the others out of a
  * "complete" archive without an error).
  */
-export const exportedTypes = (types: ReadonlyArray<string>, level: string): ReadonlyArray<string> =>
-  types.length > 0 ? types : level === "system" ? [] : Kickoff.compartmentTypes
+export const exportedTypes = (
+  types: ReadonlyArray<string>,
+  level: string,
+  declared?: ReadonlyArray<string>,
+): ReadonlyArray<string> => {
+  if (types.length > 0) return types
+  if (level === "system") return []
+  // of the compartment, the types the server declares (a token needs no scope for types it does not hold)
+  const held = declared === undefined ? [] : Kickoff.compartmentTypes.filter((t) => declared.includes(t))
+  return held.length > 0 ? held : Kickoff.compartmentTypes
+}
+
+/**
+ * `exportedTypes`, with the types the source declares read from its CapabilityStatement first when they matter (a
+ * Patient- or Group-level export without `--type`), asked without credentials as SMART servers answer it; a
+ * source that does not answer it so is taken to hold every compartment type.
+ */
+export const exportedTypesOf = (
+  baseUrl: string,
+  types: ReadonlyArray<string>,
+  level: string,
+  timeout: Option.Option<Duration.Duration>,
+): Effect.Effect<ReadonlyArray<string>, never, HttpClient.HttpClient> =>
+  types.length > 0 || level === "system"
+    ? Effect.succeed(exportedTypes(types, level))
+    : Effect.gen(function* () {
+        const open = yield* FhirClient.make({
+          baseUrl,
+          retry: { times: 0 },
+          ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
+        })
+        const cs = yield* Effect.option(open.capabilities())
+        return exportedTypes(
+          types,
+          level,
+          Option.isSome(cs) ? CapabilityStatement.types(cs.value) : undefined,
+        )
+      })
 
 /** A FHIR instant: date, time to the second (fraction optional) and a zone. */
 const INSTANT =

@@ -9,6 +9,21 @@ describe("Params", () => {
       "Encounter",
     ])
   })
+  it("the types a bulk export asks for, as a token's scopes must allow them", () => {
+    assert.deepStrictEqual(Params.exportedTypes(["Patient"], "patient"), ["Patient"])
+    // every type at the system level
+    assert.deepStrictEqual(Params.exportedTypes([], "system"), [])
+    // the compartment's at the Patient and Group levels: those the server declares, when it said which
+    assert.deepStrictEqual(
+      Params.exportedTypes([], "group", ["Patient", "Observation", "Practitioner", "Condition"]),
+      ["Condition", "Observation", "Patient"],
+    )
+    const all = Params.exportedTypes([], "patient")
+    assert.isAbove(all.length, 60)
+    assert.include(all, "Observation")
+    // a server that declares none of them: every compartment type
+    assert.deepStrictEqual(Params.exportedTypes([], "patient", ["Practitioner"]), all)
+  })
   it("names the first type that is not an R4 resource type, with the nearest one", () => {
     assert.isUndefined(Params.typesProblem("--type", ["Patient", "Observation"]))
     assert.isUndefined(Params.elementsProblem("--elements", ["id", "gender", "Patient.birthDate"]))

@@ -327,7 +327,7 @@ export const runExport = (f: Flags) =>
       baseUrl,
       "read",
       undefined,
-      Params.exportedTypes(list(f.type), f.level),
+      yield* Params.exportedTypesOf(baseUrl, list(f.type), f.level, perRequest.right),
     )
     const client = yield* FhirClient.make({
       baseUrl,

@@ -496,7 +496,7 @@ export const runMigrate = (f: Flags) =>
       8,
       "source",
       perRequest.right,
-      Params.exportedTypes(list(f.type), settings.level),
+      yield* Params.exportedTypesOf(from, list(f.type), settings.level, perRequest.right),
     )
     const target = yield* client(to, targetAuth, 8, "target", perRequest.right)
     yield* Console.error(

@@ -94,7 +94,9 @@ const clientFor = (settings: Config.Settings, role: Plan.Role, url: string, time
       url,
       role === "target" ? "write" : "read",
       role,
-      role === "source" ? Params.exportedTypes([], settings.level) : undefined,
+      role === "source"
+        ? yield* Params.exportedTypesOf(url, [], settings.level, Option.some(timeout))
+        : undefined,
     )
     const client = yield* FhirClient.make({
       baseUrl: url,
