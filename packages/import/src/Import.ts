@@ -658,6 +658,26 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       if (Option.isNone(recordedOrigin) && origin !== undefined)
         yield* journal.append("import.provenance", "import.provenance", { origin })
       yield* journal.append("import.strategy", "import.strategy", strategy)
+      // the meta members dropped: a rerun (a migrate's later wave, a resumed run) without --drop-meta keeps the
+      // journaled ones, so that part of the archive does not land with them and part without
+      const recordedDrops = yield* journal.result("import.dropMeta")
+      const journaledDrops = Option.match(recordedDrops, {
+        onNone: () => undefined,
+        onSome: (v) =>
+          Array.isArray(v) ? metaFields.filter((m) => (v as ReadonlyArray<unknown>).includes(m)) : undefined,
+      })
+      const dropMeta = options.dropMeta ?? journaledDrops ?? []
+      if (
+        journaledDrops !== undefined &&
+        options.dropMeta !== undefined &&
+        [...journaledDrops].sort().join(",") !== [...options.dropMeta].sort().join(",")
+      )
+        yield* emit({
+          event: "warning",
+          detail: `--drop-meta ${options.dropMeta.join(",") || "(none)"} differs from what the earlier run into this target dropped (${journaledDrops.join(",") || "nothing"}): the resources sent from now on follow the new setting, those sent already keep the old one`,
+        })
+      if (Option.isNone(recordedDrops) || options.dropMeta !== undefined)
+        yield* journal.append("import.dropMeta", "import.dropMeta", dropMeta)
       // $import keeps the source ids as put does: the same identity id map, blob upload and rewriting
       const mode: Chunk.Mode = strategy === "import" ? "put" : strategy
       // post without `_tag` search: no conditional create; resources already in the id map are not sent
@@ -1199,7 +1219,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         meta: {
           provenanceTag: true,
           ...(origin !== undefined ? { provenanceOrigin: origin } : {}),
-          ...metaDrops(options.dropMeta ?? []),
+          ...metaDrops(dropMeta),
         },
       })
 

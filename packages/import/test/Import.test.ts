@@ -905,6 +905,67 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "--drop-meta given to the first run holds for the later ones into the same target (a migrate's waves, a resumed run)",
+    () =>
+      Effect.gen(function* () {
+        const tagged = (_: string, line: string) => {
+          const r = JSON.parse(line) as { meta?: Record<string, unknown> }
+          return JSON.stringify({
+            ...r,
+            meta: { ...r.meta, tag: [{ system: "urn:example:ward", code: "3" }] },
+          })
+        }
+        const { dir, manifest } = yield* sampleArchive(true, () => false, tagged)
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const first = manifest.files.filter((f) => f.type === "Patient")
+        const rest = manifest.files.filter((f) => f.type !== "Patient")
+        yield* Import.run({ client, archive: dir, files: first, dropMeta: ["tag"] })
+        const events: Array<Import.ImportEvent> = []
+        yield* Import.run({
+          client,
+          archive: dir,
+          files: rest,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        const systems = (type: string) =>
+          Array.from(sandbox.store.iterate(type), (r) =>
+            ((JSON.parse(r.json) as { meta?: { tag?: Array<{ system: string }> } }).meta?.tag ?? []).map(
+              (t) => t.system,
+            ),
+          )
+        for (const type of ["Patient", "Encounter"]) {
+          const all = systems(type)
+          assert.isAbove(all.length, 0)
+          for (const s of all) assert.deepStrictEqual(s, ["urn:ferry:source"])
+        }
+        assert.isFalse(events.some((e) => e.event === "warning" && String(e.detail).includes("--drop-meta")))
+        // another setting given later: said, and followed from then on
+        const again = yield* sampleArchive(true, () => false, tagged)
+        const other = yield* target()
+        const otherClient = yield* clientFor(other.baseUrl)
+        yield* Import.run({ client: otherClient, archive: again.dir, files: first, dropMeta: ["tag"] })
+        const said: Array<Import.ImportEvent> = []
+        yield* Import.run({
+          client: otherClient,
+          archive: again.dir,
+          files: rest,
+          dropMeta: ["security"],
+          onEvent: (e) => Effect.sync(() => void said.push(e)),
+        })
+        assert.isTrue(
+          said.some(
+            (e) =>
+              e.event === "warning" &&
+              String(e.detail).startsWith(
+                "--drop-meta security differs from what the earlier run into this target dropped (tag)",
+              ),
+          ),
+        )
+      }),
+  )
+
+  it.scopedLive(
     "a target that declares another FHIR version than R4 is warned about before anything is sent",
     () =>
       Effect.gen(function* () {
