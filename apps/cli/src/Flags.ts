@@ -1,5 +1,6 @@
 import { type Args, Options } from "@effect/cli"
 import * as Import from "@ferry/import/Import"
+import { list } from "./Params.js"
 import { Duration, Either, Option } from "effect"
 
 /** The parsed values of a command's record of `Options` and `Args`. */
@@ -99,12 +100,12 @@ export const dropMetaOf = (
   given: ReadonlyArray<string>,
 ): Either.Either<ReadonlyArray<Import.MetaField>, string> => {
   const out: Array<Import.MetaField> = []
-  for (const raw of given.flatMap((g) => g.split(",")).filter((g) => g.trim() !== "")) {
-    const name = raw.trim().replace(/^meta\./, "")
+  for (const raw of list(given)) {
+    const name = raw.replace(/^meta\./, "")
     const field = Import.metaFields.find((m) => m === name)
     if (field === undefined)
       return Either.left(
-        `--drop-meta ${raw.trim()} is not a meta member Ferry can drop; give source, tag or security (comma-separated)`,
+        `--drop-meta ${raw} is not a meta member Ferry can drop; give source, tag or security (comma-separated)`,
       )
     if (!out.includes(field)) out.push(field)
   }

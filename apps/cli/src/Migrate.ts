@@ -336,7 +336,7 @@ const refuseUnfinished = (previous: string, target: string) =>
 /** When the export of `dir` began (its journal's first entry), as ms; NaN when that is not known. */
 const exportBegan = (dir: string): number => {
   try {
-    const text = NFS.readFileSync(Path.join(dir, "journal.ndjson"), "utf8")
+    const text = NFS.readFileSync(Path.join(dir, Archive.layout.journal), "utf8")
     const end = text.indexOf("\n")
     const first = JSON.parse(end < 0 ? text : text.slice(0, end)) as { readonly at?: unknown }
     return typeof first.at === "string" ? Date.parse(first.at) : Number.NaN

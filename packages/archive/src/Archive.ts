@@ -796,23 +796,34 @@ export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<n
 
 /**
  * Re-hash the data, deleted and error files a manifest lists (not the attachment blobs) and compare with the
- * sha256 the export recorded for each, and find data files it does not list (`unexpectedFiles`): what an
- * import checks before it sends anything. Empty = intact.
+ * sha256 the export recorded for each, and find data files it does not list (`unexpectedFiles`); with
+ * `checksums`, the checksum file's agreement too: what an import checks before it sends anything. Empty = intact.
  */
 export const verifyDataFiles = (
   dir: string,
   manifest: Manifest,
-  options: { readonly concurrency?: number } = {},
+  options: {
+    readonly concurrency?: number
+    /**
+     * Also that `checksums.sha256`, when there is one, lists every file and blob with the sha256 the manifest and
+     * the blob names give (read, not re-hashed: blobs are checked as they are read).
+     */
+    readonly checksums?: boolean
+  } = {},
 ): Effect.Effect<ReadonlyArray<Mismatch>, ArchiveError> =>
-  Effect.zipWith(
-    checkAll(
+  Effect.gen(function* () {
+    const files = yield* checkAll(
       dir,
       [...manifest.files, ...manifest.deleted, ...manifest.errors].map((e) => [e.sha256, e.path] as const),
       options.concurrency,
-    ),
-    unexpectedFiles(dir, manifest),
-    (a, b) => [...a, ...b],
-  )
+    )
+    const unexpected = yield* unexpectedFiles(dir, manifest)
+    const listing =
+      options.checksums === true && (yield* Fs.exists(Path.join(dir, layout.checksums)))
+        ? (yield* checksumAgreement(dir, manifest, undefined)).unlisted
+        : []
+    return [...files, ...unexpected, ...listing]
+  })
 
 /**
  * NDJSON files in `data/`, `deleted/` or `errors/` that the manifest does not list (a file added by hand, or an
@@ -917,14 +928,7 @@ export interface Mismatch {
  */
 export const verifyChecksums = (
   dir: string,
-  options: {
-    readonly concurrency?: number
-    /**
-     * false: only that the file lists what it should, with the hashes the manifest and the blob names give (no
-     * file read again: for a caller that checks the bytes itself, as an import does; default true).
-     */
-    readonly rehash?: boolean
-  } = {},
+  options: { readonly concurrency?: number } = {},
 ): Effect.Effect<ReadonlyArray<Mismatch>, ArchiveError> =>
   Effect.gen(function* () {
     const manifest = yield* readManifest(dir)
@@ -932,6 +936,22 @@ export const verifyChecksums = (
     if (!(yield* Fs.exists(path))) {
       return yield* new ArchiveError({ reason: "Corrupt", path, detail: "checksums.sha256 is missing" })
     }
+    const { checked, unlisted } = yield* checksumAgreement(dir, manifest, options.concurrency ?? 2)
+    return [...checked, ...(yield* unexpectedFiles(dir, manifest)), ...unlisted]
+  })
+
+/**
+ * The checksum file against what it should list (`listed`): the files and blobs it misses or lists with another
+ * sha256 (`unlisted`), and, with `concurrency` (files re-hashed at once), the listed files that are missing or
+ * changed (`checked`); without it, nothing is read again (a caller that checks the bytes itself).
+ */
+const checksumAgreement = (
+  dir: string,
+  manifest: Manifest,
+  concurrency: number | undefined,
+): Effect.Effect<{ readonly checked: Array<Mismatch>; readonly unlisted: Array<Mismatch> }, ArchiveError> =>
+  Effect.gen(function* () {
+    const path = Path.join(dir, layout.checksums)
     // what should be listed, merged with the rows as they are read (both in path order)
     const should = (yield* listed(dir, manifest, "named"))[Symbol.iterator]()
     let want = should.next()
@@ -962,19 +982,18 @@ export const verifyChecksums = (
     }
     const rows = checksumRows(path).pipe(Stream.tap(([h, p]) => Effect.sync(() => merge(h, p))))
     const checked =
-      options.rehash === false
-        ? yield* Stream.runDrain(rows).pipe(Effect.as(Chunk.empty<Mismatch>()))
-        : yield* rows.pipe(
-            Stream.mapEffect(([expected, rel]) => checkOne(dir, expected, rel), {
-              concurrency: options.concurrency ?? 2,
-            }),
-            Stream.filter((m): m is Mismatch => m !== undefined),
-            Stream.runCollect,
+      concurrency === undefined
+        ? yield* Stream.runDrain(rows).pipe(Effect.as<Array<Mismatch>>([]))
+        : Chunk.toArray(
+            yield* rows.pipe(
+              Stream.mapEffect(([expected, rel]) => checkOne(dir, expected, rel), { concurrency }),
+              Stream.filter((m): m is Mismatch => m !== undefined),
+              Stream.runCollect,
+            ),
           )
-    const out = [...Chunk.toReadonlyArray(checked), ...(yield* unexpectedFiles(dir, manifest))]
     if (ordered) {
       for (; want.done !== true; want = should.next()) unlisted.push(missingRow(want.value[0], want.value[1]))
-      return [...out, ...unlisted]
+      return { checked, unlisted }
     }
     // rows out of path order (a file edited by hand): compared through a map of them, read again
     const byPath = new Map<string, string>()
@@ -984,7 +1003,7 @@ export const verifyChecksums = (
       const have = byPath.get(p)
       if (have === undefined || (have !== h && h !== ANY)) again.push(missingRow(h, p, have))
     }
-    return [...out, ...again]
+    return { checked, unlisted: again }
   })
 
 /** The `[sha256, path]` rows of a checksum file, in file order; a malformed line or an escaping path fails. */

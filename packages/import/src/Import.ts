@@ -540,16 +540,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // A changed or damaged archive is not imported: every file is checked against the sha256 the export
       // recorded (a migrate's waves import files its own run wrote and checked: `files` given).
       if (options.files === undefined) {
-        // the data files re-hashed; checksums.sha256 (what `verify --archive` and `sha256sum -c` check), when there
-        // is one, only read, to agree with them and with the blobs' names (each blob is checked against its
-        // sha256 as it is read)
-        const checksums = NFS.existsSync(Path.join(archive, Archive.layout.checksums))
-        const mismatches = yield* Effect.zipWith(
-          Archive.verifyDataFiles(archive, manifest),
-          checksums ? Archive.verifyChecksums(archive, { rehash: false }) : Effect.succeed([]),
-          // (both name a data file the manifest does not list)
-          (files, listed) => [...files, ...listed.filter((m) => !files.some((f) => f.path === m.path))],
-        ).pipe(
+        // the data files re-hashed; checksums.sha256 (what `verify --archive` and `sha256sum -c` check) only read,
+        // to agree with them and with the blobs' names (each blob is checked against its sha256 as it is read)
+        const mismatches = yield* Archive.verifyDataFiles(archive, manifest, { checksums: true }).pipe(
           Effect.mapError(
             (e) => new ImportError({ reason: "Archive", url: archive, detail: e.message, cause: e }),
           ),
@@ -678,6 +671,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         })
       if (Option.isNone(recordedDrops) || options.dropMeta !== undefined)
         yield* journal.append("import.dropMeta", "import.dropMeta", dropMeta)
+      const drops = metaDrops(dropMeta)
       // $import keeps the source ids as put does: the same identity id map, blob upload and rewriting
       const mode: Chunk.Mode = strategy === "import" ? "put" : strategy
       // post without `_tag` search: no conditional create; resources already in the id map are not sent
@@ -1219,7 +1213,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         meta: {
           provenanceTag: true,
           ...(origin !== undefined ? { provenanceOrigin: origin } : {}),
-          ...metaDrops(dropMeta),
+          ...drops,
         },
       })
 

@@ -731,8 +731,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const differences: Array<Difference> = []
   const mismatches: Array<AttachmentMismatch> = []
   let detailed = 0
-  /** Target Binaries whose bytes alone differ from the source's, by target key (see the target pass). */
-  const payloadOnly = new Map<string, { readonly source: string; readonly target: unknown }>()
+  /** Target Binaries whose bytes alone differ from the source's: target key → source key (see the target pass). */
+  const payloadOnly = new Map<string, string>()
   /** Target Binaries an attachment whose payload differs points at. */
   const mismatchedBinaries = new Set<string>()
 
@@ -910,7 +910,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           // a Binary whose bytes alone differ: an attachment mismatch when an attachment points at it (counted
           // there, once), else a differing resource (settled after every type: see `payloadOnly`)
           if (entry.b !== undefined && hash(withoutData(c.value)) === entry.b) {
-            payloadOnly.set(tk, { source: entry.s, target: c.value })
+            payloadOnly.set(tk, entry.s)
             return
           }
           differing++
@@ -1059,7 +1059,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   // Binaries whose bytes alone differ: those an attachment points at were reported as its mismatch; the others
   // are differing resources
   let binariesAsAttachments = 0
-  for (const [tk, p] of payloadOnly) {
+  for (const [tk, sk] of payloadOnly) {
     if (mismatchedBinaries.has(tk)) {
       binariesAsAttachments++
       continue
@@ -1069,7 +1069,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     differences.push({
       kind: "differing",
       type: "Binary",
-      source: p.source,
+      source: sk,
       target: tk,
       detail: "its bytes (data) differ",
     })
