@@ -399,6 +399,42 @@ describe("ferry plan against a SMART-protected source", () => {
       expect(targetPart).not.toContain(row)
   }, 60_000)
 
+  it("a token for one type at the Patient level: refused with --type as the way out, which plan takes", async () => {
+    const narrow = (...extra: ReadonlyArray<string>) =>
+      plan([
+        "--from",
+        smart.handle.baseUrl,
+        "--to",
+        target.handle.baseUrl,
+        "--source-auth",
+        "smart",
+        "--source-client-id",
+        client.clientId,
+        "--source-key",
+        client.keyFile,
+        "--source-scope",
+        "system/Patient.rs",
+        "--level",
+        "patient",
+        ...extra,
+      ])
+    const refused = await narrow()
+    expect(refused.code, refused.stderr).toBe(3)
+    expect(lastLine(refused.stderr)).toMatch(/allow reading only Patient: .*--type Patient\)$/)
+    // the advice followed: the source counted (and the token asked) for Patient only
+    const typed = await narrow("--type", "Patient", "--json")
+    expect(typed.code, typed.stderr).toBe(0)
+    const p = typed.json()
+    expect(p.source.counts.byType).toEqual({ Patient: smart.handle.store.count("Patient") })
+    expect(p.source.counts.byType.Patient).toBeGreaterThan(0)
+    const text = await narrow("--type", "Patient")
+    expect(text.stdout).toMatch(/counted with _summary=count over the type of --type/)
+    // a type Ferry does not know: a usage error, nothing probed
+    const unknown = await narrow("--type", "Patinet")
+    expect(unknown.code).toBe(2)
+    expect(lastLine(unknown.stderr)).toContain("Patinet")
+  }, 60_000)
+
   it("without credentials: not authorised, exit 3", async () => {
     const run = await plan(["--from", smart.handle.baseUrl, "--to", target.handle.baseUrl])
     expect(run.code).toBe(3)

@@ -30,9 +30,9 @@ export interface Counts {
   readonly forbidden?: ReadonlyArray<string>
   /** How the counts were obtained. */
   readonly method: "_summary=count" | "_total=accurate" | "mixed" | "none"
-  /** How many types were counted: every declared type, or (target) the declared ones the source holds. */
+  /** How many types were counted: every declared type, or (source, `plan --type`) the types asked for. */
   readonly typesCounted: number
-  readonly scope: "declared types" | "the source's types"
+  readonly scope: "declared types" | "--type"
 }
 
 export interface BundleLimit {
@@ -240,6 +240,8 @@ export const probe = (options: {
   /** The configured auth kind: `smart` and `client-secret` fetch a token first. */
   readonly kind: AuthKind
   readonly concurrency: number
+  /** The types to count (`plan --type`); default every declared type. */
+  readonly types?: ReadonlyArray<string>
 }): Effect.Effect<Probed> =>
   Effect.gen(function* () {
     const { role, client, authenticator } = options
@@ -326,7 +328,11 @@ export const probe = (options: {
       declaredTypes: declared,
       bundleLimit: bundleLimit(cs),
     }
-    const counts = yield* Effect.either(countAll(client, declared, options.concurrency))
+    const counts = yield* Effect.either(
+      options.types === undefined
+        ? countAll(client, declared, options.concurrency)
+        : countAll(client, options.types, options.concurrency, "--type"),
+    )
     if (Either.isLeft(counts)) return { ...failed(report, counts.left), cs: Option.some(cs) }
     return {
       report: { ...report, authorized: true, counts: counts.right },

@@ -43,6 +43,12 @@ const flags = {
     Options.optional,
     Options.withDescription("The Group id (--level group)."),
   ),
+  type: Options.text("type").pipe(
+    Options.repeated,
+    Options.withDescription(
+      "Resource types migrate would export (_type); repeat or comma-separate. The source is counted, sampled and its token checked for these only.",
+    ),
+  ),
   strategy: Options.choice("strategy", ["auto", "put", "post", "import"]).pipe(
     Options.optional,
     Options.withDescription(
@@ -84,7 +90,13 @@ export interface PlanReport {
   readonly changedNothing: true
 }
 
-const clientFor = (settings: Config.Settings, role: Plan.Role, url: string, timeout: Duration.Duration) =>
+const clientFor = (
+  settings: Config.Settings,
+  role: Plan.Role,
+  url: string,
+  timeout: Duration.Duration,
+  types: ReadonlyArray<string>,
+) =>
   Effect.gen(function* () {
     const auth = yield* Config.serverAuthSettings(settings, role)
     // The token migrate would get (write access on the target; on the source, reading every type of a
@@ -95,7 +107,7 @@ const clientFor = (settings: Config.Settings, role: Plan.Role, url: string, time
       role === "target" ? "write" : "read",
       role,
       role === "source"
-        ? yield* Params.exportedTypesOf(url, [], settings.level, Option.some(timeout))
+        ? yield* Params.exportedTypesOf(url, types, settings.level, Option.some(timeout))
         : undefined,
     )
     const client = yield* FhirClient.make({
@@ -179,12 +191,10 @@ const serverLines = (s: Plan.ServerReport, counts: boolean): Array<string> => {
     lines.push(`${pad("transaction")}${yesNo(s.transaction)} (batch ${yesNo(s.batch)})`)
     lines.push(`${pad("bundle limit")}${s.bundleLimit.note}`)
   }
-  if (counts && s.authorized && s.counts.typesCounted === 0 && s.counts.scope === "the source's types") {
-    lines.push(`${pad("resources")}not counted (the source holds no resources)`)
-  } else if (counts && s.authorized) {
+  if (counts && s.authorized) {
     const entries = Object.entries(s.counts.byType).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
     lines.push(
-      `${pad("resources")}${s.counts.total === 0 && s.counts.unknown.length === 0 ? "0 (empty)" : `${formatCount(s.counts.total)} in ${entries.length} types`} (${s.counts.method === "none" ? "no counts" : `counted with ${s.counts.method}`} over ${s.counts.scope === "declared types" ? `${s.counts.typesCounted} declared types` : `the source's ${s.counts.typesCounted} types`})${s.counts.unknown.length > 0 ? `; ${s.counts.unknown.length} types without a count` : ""}`,
+      `${pad("resources")}${s.counts.total === 0 && s.counts.unknown.length === 0 ? "0 (empty)" : `${formatCount(s.counts.total)} in ${entries.length} types`} (${s.counts.method === "none" ? "no counts" : `counted with ${s.counts.method}`} over ${s.counts.scope === "declared types" ? `${s.counts.typesCounted} declared types` : `the ${s.counts.typesCounted === 1 ? "type" : `${s.counts.typesCounted} types`} of --type`})${s.counts.unknown.length > 0 ? `; ${s.counts.unknown.length} types without a count` : ""}`,
     )
     for (const [type, n] of entries)
       lines.push(`${pad("")}  ${type.padEnd(28)}${formatCount(n).padStart(10)}`)
@@ -257,13 +267,22 @@ export const runPlan = (f: Flags) =>
     if (Either.isLeft(perRequest))
       return yield* new Config.ConfigError({ reason: "Invalid", detail: perRequest.left })
     const timeout = Option.getOrElse(perRequest.right, () => PLAN_TIMEOUT)
-    const source = yield* clientFor(settings, "source", sourceUrl, timeout)
-    const target = yield* clientFor(settings, "target", targetUrl, timeout)
+    const types = Params.list(f.type)
+    const typesProblem = Params.typesProblem("--type", types)
+    if (typesProblem !== undefined)
+      return yield* new Config.ConfigError({ reason: "Invalid", detail: typesProblem })
+    const source = yield* clientFor(settings, "source", sourceUrl, timeout, types)
+    const target = yield* clientFor(settings, "target", targetUrl, timeout, [])
     if (!f.json) yield* Console.error(`ferry plan: probing ${sourceUrl} and ${targetUrl} (read only)…`)
     // The target is counted over every type it declares (one request each): data of a type the source has
     // none of is data too, which verify would call extra after the migration (counted over the source's types
     // only, a target holding such data was called empty).
-    const src = yield* Plan.probe({ role: "source", ...source, concurrency: settings.parallel })
+    const src = yield* Plan.probe({
+      role: "source",
+      ...source,
+      concurrency: settings.parallel,
+      ...(types.length > 0 ? { types } : {}),
+    })
     const tgt = yield* Plan.probe({ role: "target", ...target, concurrency: settings.parallel })
     const ok = Option.isNone(src.failure) && Option.isNone(tgt.failure)
 
