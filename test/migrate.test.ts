@@ -69,6 +69,7 @@ interface Summary {
     readonly deleted: number
     readonly quarantined: number
     readonly resumedChunks: number
+    readonly dropMeta?: ReadonlyArray<string>
   }
 }
 
@@ -315,6 +316,58 @@ describe("ferry migrate", () => {
     },
     90_000,
   )
+
+  it("--drop-meta tag given to the full migration is kept by the cutover deltas that do not repeat it (migrate and export + import)", async () => {
+    const source = await start(generated)
+    const target = await start({})
+    const runs = Path.join(tmp, "drop-meta-delta")
+    const full = await migrate(source, target, Path.join(runs, "full"), "--drop-meta", "tag")
+    expect(full.code, full.stderr).toBe(0)
+    const [a, b] = Array.from(source.store.iterate("Observation", { limit: 2 }))
+    /** A source-side tag on an Observation (with a changed status, so a delta carries it). */
+    const tag = async (r: { id: string; json: string }, code: string) => {
+      const body = {
+        ...(JSON.parse(r.json) as Record<string, unknown>),
+        id: r.id,
+        status: "amended",
+        meta: { tag: [{ system: "urn:example:source-tag", code }] },
+      }
+      const res = await fetch(`${source.baseUrl}/Observation/${r.id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify(body),
+      })
+      expect(res.status).toBeLessThan(300)
+    }
+    const tagsOnTarget = (id: string) =>
+      (
+        (
+          JSON.parse(target.store.read("Observation", id)!.json) as {
+            meta?: { tag?: Array<{ system: string }> }
+          }
+        ).meta?.tag ?? []
+      ).map((t) => t.system)
+    await tag(a!, "one")
+    const delta = await migrate(source, target, Path.join(runs, "delta-1"), "--since", "auto")
+    expect(delta.code, delta.stderr).toBe(0)
+    expect(delta.stderr).toContain("--drop-meta tag kept from its import")
+    expect(summaryOf(delta.stdout).import.dropMeta).toEqual(["tag"])
+    // the suggested verify compares as the imports did
+    expect(delta.stderr).toMatch(/ferry verify .*--drop-meta tag/)
+    expect(tagsOnTarget(a!.id)).not.toContain("urn:example:source-tag")
+    expect(JSON.parse(target.store.read("Observation", a!.id)!.json).status).toBe("amended")
+
+    // the same for an incremental archive exported and imported by hand, beside the delta it continues
+    await tag(b!, "two")
+    const out = Path.join(runs, "delta-2")
+    const exported = await runFerry(["export", source.baseUrl, "--out", out, "--since", "auto"])
+    expect(exported.code, exported.stderr).toBe(0)
+    const imported = await runFerry(["import", out, "--to", target.baseUrl])
+    expect(imported.code, imported.stderr).toBe(0)
+    expect(imported.stderr).toContain("--drop-meta tag kept from its import")
+    expect(tagsOnTarget(b!.id)).not.toContain("urn:example:source-tag")
+    expect(JSON.parse(target.store.read("Observation", b!.id)!.json).status).toBe("amended")
+  }, 90_000)
 
   it("post: a cutover delta with nothing to carry still passes the id map on; the next delta's change reaches the target, verify clean", async () => {
     const source = await start(generated)

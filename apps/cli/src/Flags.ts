@@ -111,3 +111,10 @@ export const dropMetaOf = (
   }
   return Either.right(out)
 }
+
+/**
+ * What a `continues` event says of the `--drop-meta` an incremental archive's import keeps from the import of
+ * the archive it continues (the event carries it when no `--drop-meta` was given): nothing when none.
+ */
+export const dropsKept = (fields: unknown): string =>
+  Array.isArray(fields) && fields.length > 0 ? `; --drop-meta ${fields.join(",")} kept from its import` : ""

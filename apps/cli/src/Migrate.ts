@@ -115,6 +115,11 @@ export interface MigrateImportSummary {
   readonly deleted: number
   readonly chunks: number
   readonly resumedChunks: number
+  /**
+   * The `meta` members the imports dropped (given, kept from an earlier run, or from the migration this one
+   * continues); undefined when no import wave ran in this process.
+   */
+  readonly dropMeta: ReadonlyArray<Import.MetaField> | undefined
 }
 
 export interface MigrateSummary {
@@ -496,6 +501,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       /** Download fibers held back by `maxStaged` right now. */
       let waiting = 0
       let continues: string | undefined
+      /** What `Continues.seed` found for an incremental migration (handed to each wave's import). */
+      let seededFrom: Continues.Seeded | undefined
       const totals = {
         strategy: undefined as Import.Strategy | undefined,
         resources: {} as Record<string, number>,
@@ -505,6 +512,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         deleted: 0,
         chunks: 0,
         resumedChunks: 0,
+        dropMeta: undefined as ReadonlyArray<Import.MetaField> | undefined,
       }
       const staged = () =>
         sum(Array.from(landed.values(), (l) => (imported.has(l.entry.path) ? 0 : l.entry.bytes)))
@@ -714,7 +722,13 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           return
         }
         continues = seeded.previous.value
-        yield* say("continues", { archive: seeded.previous.value, idMap: seeded.idMap })
+        seededFrom = seeded
+        yield* say("continues", {
+          archive: seeded.previous.value,
+          idMap: seeded.idMap,
+          // the earlier import's --drop-meta, kept when this run gives none (said here, kept by Import)
+          ...(options.dropMeta === undefined ? { dropMeta: Import.metaFieldsOf(seeded.dropMeta) ?? [] } : {}),
+        })
       })
       const seedOnce = yield* Effect.cached(seedIds)
       /** The Bundle size the target's 413s taught the waves so far (see `Import`'s sizer). */
@@ -744,7 +758,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             client: target,
             archive,
             // seeded above (`seedOnce`), after checking the earlier migration finished
-            continues: false,
+            continues: seededFrom ?? false,
             files,
             expectedTypes: Array.from(plannedByType.keys()),
             contextFiles: context,
@@ -801,6 +815,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           totals.deleted += summary.deleted
           totals.chunks += summary.chunks
           totals.resumedChunks += summary.resumedChunks
+          totals.dropMeta = summary.dropMeta
           // a file the export replaced while this wave read it is imported again from the new job
           const paths = files.map((f) => f.path).filter((p) => !replacedDuringWave.has(p))
           yield* journal.append("migrate.wave", `migrate.wave:${wave}`, {

@@ -3,7 +3,8 @@
  * into a target that an earlier import filled from that earlier archive. With `post` the target's ids are its
  * own, so the delta's updates and deletes reach the right resources only through that import's id map: it is
  * copied in from the earlier archive beside this one (same parent directory, finished, `transactionTime`
- * equal to this archive's `previous.transactionTime`), with its record of uploaded attachment Binaries.
+ * equal to this archive's `previous.transactionTime`), with its record of uploaded attachment Binaries; the
+ * `--drop-meta` that import kept is read too (`Seeded.dropMeta`), for a delta imported without the flag.
  * `ferry import` and `ferry migrate --since auto` both do this before their first chunk.
  */
 import * as NFS from "node:fs"
@@ -11,6 +12,7 @@ import * as Path from "node:path"
 import { makeDirsSync } from "@ferry/core/Dirs"
 import * as Archive from "@ferry/archive/Archive"
 import * as Imports from "@ferry/archive/Imports"
+import * as Journal from "@ferry/archive/Journal"
 import { Effect, Option } from "effect"
 import { ImportError } from "./ImportError.js"
 
@@ -91,6 +93,25 @@ export interface Seeded {
   readonly idMap: "copied" | "here" | "none"
   /** Whether its import into the target ran to its end (`importFinished`). */
   readonly finished: boolean
+  /** What its finished import into the target journaled as `import.dropMeta` (the `--drop-meta` it kept). */
+  readonly dropMeta: unknown
+}
+
+/** The data of the latest `key` entry of the import journal of `dir` into `target` (undefined: none). */
+const journaled = (dir: string, target: string, key: string): Effect.Effect<unknown, ImportError> => {
+  const path = Imports.journalPath(dir, target)
+  return Journal.load(path).pipe(
+    Effect.map((state) => state.byKey.get(key)?.data),
+    Effect.mapError(
+      (e) =>
+        new ImportError({
+          reason: "Archive",
+          url: path,
+          detail: `${e.message}; the earlier archive's import journal cannot be read`,
+          cause: e,
+        }),
+    ),
+  )
 }
 
 /**
@@ -101,11 +122,11 @@ export interface Seeded {
 export const seed = (archive: string, since: string, target: string): Effect.Effect<Seeded, ImportError> =>
   Effect.gen(function* () {
     const previous = yield* previousArchive(archive, since, target)
-    if (Option.isNone(previous)) return { previous, idMap: "none", finished: false }
+    if (Option.isNone(previous)) return { previous, idMap: "none", finished: false, dropMeta: undefined }
     // an import that did not run to its end may still add mappings: nothing is copied from it (a copy would
     // never see them)
     const finished = importFinished(previous.value, target)
-    if (!finished) return { previous, idMap: "none", finished }
+    if (!finished) return { previous, idMap: "none", finished, dropMeta: undefined }
     const copied: Array<string> = []
     for (const name of [Imports.layout.idMap, Imports.layout.binaries]) {
       const from = Path.join(Imports.dir(previous.value, target), name)
@@ -117,5 +138,10 @@ export const seed = (archive: string, since: string, target: string): Effect.Eff
       : NFS.existsSync(Path.join(Imports.dir(archive, target), Imports.layout.idMap))
         ? "here"
         : "none"
-    return { previous, idMap, finished }
+    return {
+      previous,
+      idMap,
+      finished,
+      dropMeta: yield* journaled(previous.value, target, "import.dropMeta"),
+    }
   })

@@ -157,6 +157,10 @@ export type ImportFailure = Policy.ImportFailure
 export const metaFields = ["source", "tag", "security"] as const
 export type MetaField = (typeof metaFields)[number]
 
+/** A journaled `--drop-meta` (`import.dropMeta`): its known fields; undefined when it is not a list. */
+export const metaFieldsOf = (data: unknown): ReadonlyArray<MetaField> | undefined =>
+  Array.isArray(data) ? metaFields.filter((m) => (data as ReadonlyArray<unknown>).includes(m)) : undefined
+
 const metaDrops = (fields: ReadonlyArray<MetaField>): Pick<MetaOptions, MetaField> => ({
   ...(fields.includes("source") ? { source: "drop" } : {}),
   ...(fields.includes("tag") ? { tag: "drop" } : {}),
@@ -207,9 +211,10 @@ export interface ImportOptions {
   readonly otherBinaryFiles?: ReadonlyArray<FileEntry>
   /**
    * For an incremental archive, copy the id map (and Binaries record) of this target from the archive it
-   * continues, beside it (`Continues.seed`; default true; `ferry migrate` does it itself before its waves).
+   * continues, beside it (`Continues.seed`; default true). `ferry migrate` does it itself before its waves
+   * and hands over what it found (a first run of this import then keeps that import's `--drop-meta`).
    */
-  readonly continues?: boolean
+  readonly continues?: boolean | Continues.Seeded
   /** Process the archive's `deleted/` files in this run (default true). */
   readonly deletes?: boolean
   /** The `deleted/` files to process instead of `manifest.deleted` (when the manifest is incomplete). */
@@ -265,6 +270,11 @@ export interface ImportSummary {
   readonly deletesAlreadyGone: number
   /** Entries per Bundle at the end: `bundleSize`, or what the target's 413s left of it. */
   readonly bundleSize: number
+  /**
+   * The `meta` members dropped: `dropMeta`, else what an earlier run into this target journaled, else (an
+   * incremental archive) what the import of the archive it continues dropped.
+   */
+  readonly dropMeta: ReadonlyArray<MetaField>
 }
 
 const THROTTLE_RETRIES = 8
@@ -598,8 +608,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         })
       yield* mendQuarantine(Imports.quarantineDir(archive, client.baseUrl))
       const since = manifest.previous?.transactionTime
-      let continued: Continues.Seeded | undefined
-      if (since !== undefined && options.continues !== false) {
+      let continued = typeof options.continues === "object" ? options.continues : undefined
+      if (since !== undefined && (options.continues === undefined || options.continues === true)) {
         continued = yield* Continues.seed(archive, since, client.baseUrl)
         if (Option.isSome(continued.previous))
           yield* emit({
@@ -607,6 +617,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             archive: continued.previous.value,
             idMap: continued.idMap,
             finished: continued.finished,
+            // kept for this archive (said when no --drop-meta was given; see `dropMeta` below)
+            ...(options.dropMeta === undefined ? { dropMeta: metaFieldsOf(continued.dropMeta) ?? [] } : {}),
           })
       }
       const dataFiles: ReadonlyArray<FileEntry> = options.files ?? manifest.files
@@ -653,13 +665,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       yield* journal.append("import.strategy", "import.strategy", strategy)
       // the meta members dropped: a rerun (a migrate's later wave, a resumed run) without --drop-meta keeps the
       // journaled ones, so that part of the archive does not land with them and part without
+      // (an incremental archive's first run: what the import of the archive it continues kept)
       const recordedDrops = yield* journal.result("import.dropMeta")
-      const journaledDrops = Option.match(recordedDrops, {
-        onNone: () => undefined,
-        onSome: (v) =>
-          Array.isArray(v) ? metaFields.filter((m) => (v as ReadonlyArray<unknown>).includes(m)) : undefined,
-      })
-      const dropMeta = options.dropMeta ?? journaledDrops ?? []
+      const journaledDrops = Option.match(recordedDrops, { onNone: () => undefined, onSome: metaFieldsOf })
+      const dropMeta = options.dropMeta ?? journaledDrops ?? metaFieldsOf(continued?.dropMeta) ?? []
       if (
         journaledDrops !== undefined &&
         options.dropMeta !== undefined &&
@@ -1488,6 +1497,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           deletesSkipped,
           deletesAlreadyGone,
           bundleSize: sizer.current(),
+          dropMeta,
         }
         if (options.files === undefined) yield* journal.append("import.done", "import.done", { total })
         yield* emit({ event: "done", ...summary })
@@ -2506,6 +2516,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         deletesSkipped,
         deletesAlreadyGone,
         bundleSize: sizer.current(),
+        dropMeta,
       }
       // the end of the import (of the whole archive: a migrate wave's is a part, its ledger says when all are
       // in): an incremental archive's import that continues this one may rely on its id map

@@ -20,6 +20,7 @@ import { authFlags, authSettings } from "../AuthFlags.js"
 import {
   dropMeta,
   dropMetaOf,
+  dropsKept,
   type FlagValues,
   parallelProblem,
   requestTimeout,
@@ -94,7 +95,7 @@ const lines = (started: number) => {
           return yield* Console.error(`ferry import: WARNING: ${String(e.detail)}`)
         case "continues":
           return yield* Console.error(
-            `ferry import: continues ${String(e.archive)} (an incremental archive: ${e.finished !== true ? "its import into this target did not run to its end, so nothing is taken from it" : e.idMap === "copied" ? "the id map of its import into this target copied in" : e.idMap === "here" ? "that import's id map already here" : "its import into this target wrote no id map"})`,
+            `ferry import: continues ${String(e.archive)} (an incremental archive: ${e.finished !== true ? "its import into this target did not run to its end, so nothing is taken from it" : e.idMap === "copied" ? "the id map of its import into this target copied in" : e.idMap === "here" ? "that import's id map already here" : "its import into this target wrote no id map"}${dropsKept(e.dropMeta)})`,
           )
         case "delete-skipped": {
           const line = capped(

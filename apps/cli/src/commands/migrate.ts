@@ -30,6 +30,7 @@ import {
   attachmentOrigin,
   dropMeta,
   dropMetaOf,
+  dropsKept,
   type FlagValues,
   parallelProblem,
   parseDuration,
@@ -282,7 +283,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
     case "resume":
       return `${p} resuming: ${String(e.importedFiles)} files imported by earlier runs${e.done === true ? " (the migration had finished)" : ""}`
     case "continues":
-      return `${p} continues ${String(e.archive)}${e.idMap === "none" ? "" : " (its id map carried over)"}`
+      return `${p} continues ${String(e.archive)}${e.idMap === "none" ? "" : " (its id map carried over)"}${dropsKept(e.dropMeta)}`
     case "wave":
       return `${p} import wave ${String(e.wave)}${e.final === true ? " (final)" : ""}: ${String(e.files)} files, ${fmtCount(Number(e.resources ?? 0))} resources${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} delete files` : ""} (staged ${fmtBytes(Number(e.staged ?? 0))})`
     case "wave-done":
@@ -570,7 +571,7 @@ export const runMigrate = (f: Flags) =>
         archive,
         pruned: summary.pruned.files > 0,
         types: list(f.type),
-        dropMeta: drop.right,
+        dropMeta: summary.import.dropMeta ?? drop.right,
         narrowed: [
           ...(settings.level !== "system" ? [`--level ${settings.level}`] : []),
           ...(filters.filters.length > 0 ? ["--type-filter"] : []),
