@@ -539,3 +539,88 @@ export const rewrite = <A>(
   const { value, changed } = run(resource, options, options.reference, options.attachment)
   return { resource: value, changed }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// reference strings only: the same rules, no sites
+
+/**
+ * Every `Reference.reference` string and every string `Attachment.url` in `resource`, in document order, found
+ * by the same rules as `rewrite` (nested resources, contained, Bundle entries, the Narrative left alone) but
+ * without building a site, a path or a frame for each: `attachment` says which of the two it is. Canonical
+ * strings and logical references (no string to give) are not visited. For hot loops that only collect the
+ * strings (an import's graph pass walks every resource of the archive).
+ */
+export const referenceStrings = (
+  resource: unknown,
+  onString: (raw: string, attachment: boolean) => void,
+): void => {
+  if (!isObject(resource)) return
+  stringsOfObject(
+    onString,
+    resource,
+    "",
+    typeof resource.resourceType === "string" ? resource.resourceType : "",
+    false,
+  )
+}
+
+type OnString = (raw: string, attachment: boolean) => void
+
+const stringsOfObject = (
+  f: OnString,
+  o: Json,
+  key: string,
+  resourceType: string,
+  parentIsResourceRoot: boolean,
+): void => {
+  const rt = o.resourceType
+  if (typeof rt === "string") {
+    stringsOfChildren(f, o, rt, true)
+    return
+  }
+  const ref = o.reference
+  if (typeof ref === "string") {
+    f(ref, false)
+    // Reference.extension and Reference.identifier.assigner may hold more (walkObject)
+    if (o.extension !== undefined || o.identifier !== undefined || o._reference !== undefined)
+      stringsOfChildren(f, o, resourceType, false)
+    return
+  }
+  // (a logical reference is never an Attachment: its children are walked either way)
+  if (isAttachmentAt(o, key, parentIsResourceRoot, resourceType)) {
+    if (typeof o.url === "string") f(o.url, true)
+    if (o.extension !== undefined) stringsOfChildren(f, o, resourceType, false)
+    return
+  }
+  stringsOfChildren(f, o, resourceType, false)
+}
+
+const stringsOfChildren = (f: OnString, o: Json, resourceType: string, isResource: boolean): void => {
+  const isBundle = isResource && resourceType === "Bundle"
+  for (const k in o) {
+    const child = o[k]
+    if (typeof child !== "object" || child === null) continue
+    if (isResource && k === "text") continue // Narrative, as walkChildren
+    if (Array.isArray(child)) {
+      if (isResource && k === "contained") {
+        for (const item of child)
+          if (isObject(item)) stringsOfObject(f, item, "contained", resourceType, true)
+      } else if (isBundle && k === "entry") {
+        for (const item of child) if (isObject(item)) stringsOfObject(f, item, "entry", resourceType, false)
+      } else stringsOfArray(f, child, k, resourceType, isResource)
+    } else stringsOfObject(f, child as Json, k, resourceType, isResource)
+  }
+}
+
+const stringsOfArray = (
+  f: OnString,
+  a: ReadonlyArray<unknown>,
+  key: string,
+  resourceType: string,
+  parentIsResourceRoot: boolean,
+): void => {
+  for (const item of a) {
+    if (isObject(item)) stringsOfObject(f, item, key, resourceType, parentIsResourceRoot)
+    else if (Array.isArray(item)) stringsOfArray(f, item, key, resourceType, false)
+  }
+}

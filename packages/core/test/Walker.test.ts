@@ -1,4 +1,4 @@
-import { createReadStream, readFileSync } from "node:fs"
+import { createReadStream, readdirSync, readFileSync } from "node:fs"
 import { createInterface } from "node:readline"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -540,5 +540,137 @@ describe("Walker.rewrite", () => {
     for (const s of left) expect(ids.has(s.raw!)).toBe(false)
     expect(changed).toBe(urns - left.length)
     expect(changed).toBeGreaterThan(500)
+  })
+})
+
+describe("referenceStrings", () => {
+  /** What `rewrite`'s sites give: non-canonical reference strings and string Attachment URLs, in order. */
+  const viaSites = (r: unknown): Array<[string, boolean]> => {
+    const out: Array<[string, boolean]> = []
+    Walker.rewrite(r, {
+      reference: (site) => {
+        if (!site.canonical && site.raw !== undefined) out.push([site.raw, false])
+        return undefined
+      },
+      attachment: (site) => {
+        if (typeof site.attachment.url === "string") out.push([site.attachment.url, true])
+        return undefined
+      },
+    })
+    return out
+  }
+  const strings = (r: unknown): Array<[string, boolean]> => {
+    const out: Array<[string, boolean]> = []
+    Walker.referenceStrings(r, (raw, attachment) => out.push([raw, attachment]))
+    return out
+  }
+
+  it("the same strings as the sites of rewrite, on every resource of the shared data and on the Bundles whole", () => {
+    const resources: Array<unknown> = []
+    const dir = data("synthea-bundles/")
+    const files = readdirSync(dir).filter((f) => f.endsWith(".json"))
+    for (const f of files.slice(0, 25)) {
+      const b = JSON.parse(readFileSync(new URL(f, dir), "utf8")) as Bundle
+      resources.push(b, ...b.entry.map((e) => e.resource))
+    }
+    const sample = data("sample-bulk-10-patients/")
+    for (const f of readdirSync(sample).filter((n) => n.endsWith(".ndjson")))
+      for (const line of readFileSync(new URL(f, sample), "utf8").split("\n"))
+        if (line !== "") resources.push(JSON.parse(line))
+    let found = 0
+    for (const r of resources) {
+      const expected = viaSites(r)
+      expect(strings(r)).toEqual(expected)
+      found += expected.length
+    }
+    expect(resources.length).toBeGreaterThan(5000)
+    expect(found).toBeGreaterThan(20_000)
+  })
+
+  it("contained resources, Bundle entries, the Narrative, logical references, canonicals and odd Attachments alike", () => {
+    const cases: ReadonlyArray<unknown> = [
+      {
+        resourceType: "Observation",
+        id: "o",
+        text: {
+          status: "generated",
+          div: "<div/>",
+          extension: [{ url: "x", valueReference: { reference: "Patient/n" } }],
+        },
+        contained: [
+          { resourceType: "Practitioner", id: "p1", text: { div: "x" }, photo: [{ url: "http://x/p.png" }] },
+        ],
+        subject: {
+          reference: "Patient/1",
+          extension: [{ url: "e", valueReference: { reference: "Group/g" } }],
+        },
+        performer: [{ reference: "#p1" }, { identifier: { system: "s", value: "v" }, type: "Practitioner" }],
+        basedOn: [[{ reference: "ServiceRequest/nested" }]],
+        focus: [{ reference: "Condition/c", foo: { reference: "Condition/hidden" } }],
+        derivedFrom: [
+          { reference: "Observation/d", identifier: { assigner: { reference: "Organization/a" } } },
+        ],
+        instantiatesCanonical: ["http://example.org/Questionnaire/q"],
+        valueAttachment: { contentType: "text/plain", url: "Binary/b1" },
+        note: [{ text: "n", extension: [{ url: "u", valueAttachment: { url: "Binary/b2" } }] }],
+      },
+      {
+        resourceType: "Bundle",
+        type: "collection",
+        entry: [
+          {
+            fullUrl: "urn:uuid:1",
+            resource: {
+              resourceType: "Patient",
+              id: "1",
+              managingOrganization: { reference: "Organization/o" },
+            },
+          },
+          {
+            resource: {
+              resourceType: "Media",
+              id: "m",
+              content: { url: "Binary/m", contentType: "image/png" },
+            },
+          },
+          { link: [{ relation: "self", url: "http://x" }], reference: "not/a-reference-here" },
+        ],
+      },
+      { resourceType: "Library", id: "l", content: [{ url: "Binary/lib" }] },
+      {
+        resourceType: "DocumentReference",
+        id: "d",
+        content: [
+          {
+            attachment: {
+              url: "http://other/doc.pdf",
+              extension: [{ url: "e", valueReference: { reference: "Patient/ext" } }],
+            },
+          },
+        ],
+      },
+      {
+        resourceType: "Patient",
+        id: "x",
+        photo: [{ data: "AAAA" }],
+        link: [{ other: { reference: "Patient/y" } }],
+      },
+      "not an object",
+      [{ reference: "Patient/array-root" }],
+    ]
+    for (const c of cases) expect(strings(c)).toEqual(viaSites(c))
+    // the Narrative's extension and a member a Reference does not have are not walked, as rewrite does not
+    expect(strings(cases[0])).toEqual([
+      ["http://x/p.png", true],
+      ["Patient/1", false],
+      ["Group/g", false],
+      ["#p1", false],
+      ["ServiceRequest/nested", false],
+      ["Condition/c", false],
+      ["Observation/d", false],
+      ["Organization/a", false],
+      ["Binary/b1", true],
+      ["Binary/b2", true],
+    ])
   })
 })

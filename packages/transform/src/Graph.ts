@@ -19,7 +19,7 @@
  */
 import type { Resource } from "@ferry/core/Ids"
 import { parse, type ParseOptions } from "@ferry/core/Reference"
-import { rewrite } from "@ferry/core/Walker"
+import { referenceStrings, rewrite } from "@ferry/core/Walker"
 import type { IdMap } from "./IdMap.js"
 import { type ResolveContext, resolve } from "./Resolve.js"
 
@@ -322,18 +322,9 @@ export const referenceCandidates = (
   resource: Resource,
   onCandidate: (raw: string, attachment: boolean) => void,
 ): void => {
-  rewrite(resource, {
-    reference: (site) => {
-      const raw = site.raw
-      if (site.canonical || raw === undefined || raw.charCodeAt(0) === 35) return undefined
-      onCandidate(raw, false)
-      return undefined
-    },
-    attachment: (site) => {
-      const url = site.attachment.url
-      if (typeof url === "string") onCandidate(url, true)
-      return undefined
-    },
+  // (the walk's strings without its sites: no path or frame built per reference)
+  referenceStrings(resource, (raw, attachment) => {
+    if (attachment || raw.charCodeAt(0) !== 35) onCandidate(raw, attachment)
   })
 }
 
