@@ -81,4 +81,30 @@ describe("sizes on the command line", () => {
       "(Received unknown argument: '--form'; did you mean --from?); ferry migrate --help lists",
     )
   })
+
+  it("--log-level anywhere on the line, also as --log-level=…; a level it does not take named as such", async () => {
+    const failure = (args: ReadonlyArray<string>) =>
+      run(process.execPath, [ferryBin, ...args]).then(
+        () => undefined,
+        (e: { code: number; stderr: string }) => e,
+      )
+    // nothing listens on port 1: the command ran (it reached the network), the line was read
+    for (const level of [["--log-level", "debug"], ["--log-level=debug"]]) {
+      const after = await failure([
+        "plan",
+        "--from",
+        "http://127.0.0.1:1/fhir",
+        "--to",
+        "http://127.0.0.1:2/fhir",
+        ...level,
+      ])
+      expect(after?.code, after?.stderr).toBe(4)
+      expect(after?.stderr).toContain("could not reach the server")
+    }
+    const bogus = await failure(["verify", "--target", "http://127.0.0.1:1/fhir", "--log-level", "loud"])
+    expect(bogus?.code).toBe(2)
+    expect(bogus?.stderr).toContain(
+      "(--log-level takes all, trace, debug, info, warning, error, fatal or none)",
+    )
+  })
 })

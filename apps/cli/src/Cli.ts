@@ -1,4 +1,4 @@
-import { CliConfig, Command, HelpDoc } from "@effect/cli"
+import { CliConfig, Command, HelpDoc, ValidationError } from "@effect/cli"
 import { Effect } from "effect"
 import { version } from "@ferry/core/Version"
 import { demo } from "./commands/demo.js"
@@ -62,13 +62,52 @@ export const flagsOf = (command: string | undefined): ReadonlyArray<string> => {
 }
 
 /**
+ * `argv` with `--log-level <level>` (or `--log-level=<level>`) moved to just after the command: @effect/cli
+ * reads its built-in option there, but after a command's own flags it took it for one of them (`plan --from …
+ * --log-level debug` was refused as "--log-level is given twice", `--log-level=debug` as unknown).
+ */
+export const hoistLogLevel = (argv: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const head = argv.slice(0, 3)
+  const rest = argv.slice(3)
+  const hoisted: Array<string> = []
+  const kept: Array<string> = []
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!
+    if (a === "--") {
+      kept.push(...rest.slice(i))
+      break
+    }
+    if (a.startsWith("--log-level=")) hoisted.push("--log-level", a.slice("--log-level=".length))
+    else if (a === "--log-level" && i + 1 < rest.length) hoisted.push(a, rest[++i]!)
+    else kept.push(a)
+  }
+  return hoisted.length === 0 ? argv : [...head, ...hoisted, ...kept]
+}
+
+const logLevels = new Set(["all", "trace", "debug", "info", "warning", "error", "fatal", "none"])
+
+/** A `--log-level` value @effect/cli does not take, as the usage error it is (its own message named other flags). */
+const logLevelProblem = (argv: ReadonlyArray<string>) => {
+  const at = argv.findIndex((a) => a === "--log-level" || a.startsWith("--log-level="))
+  if (at < 0) return undefined
+  const value = argv[at]!.startsWith("--log-level=") ? argv[at]!.slice("--log-level=".length) : argv[at + 1]
+  return value === undefined || logLevels.has(value)
+    ? undefined
+    : Effect.fail(
+        ValidationError.invalidValue(
+          HelpDoc.p("--log-level takes all, trace, debug, info, warning, error, fatal or none"),
+        ),
+      )
+}
+
+/**
  * Runs the command line. What @effect/cli prints on stderr about a command line it cannot read (before any
  * handler starts) is left out: `Render.report` says it in its one sentence, with where the flags are
  * described (and `--json` gets its result). Help, version and completions go to stdout, as they did.
  */
 export const run = (argv: ReadonlyArray<string>) =>
   Effect.consoleWith((console) =>
-    cli(argv).pipe(
+    (logLevelProblem(argv) ?? cli(hoistLogLevel(argv))).pipe(
       Effect.withConsole({
         ...console,
         error: (...args: ReadonlyArray<unknown>) => (started ? console.error(...args) : Effect.void),
