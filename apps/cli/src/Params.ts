@@ -164,10 +164,33 @@ export const typeFilters = (
       return {
         problem: `--type-filter ${raw} is not a search of an R4 resource type; write it as Type?query, e.g. Observation?status=final`,
       }
+    // (the Bulk Data spec forbids them in _typeFilter; a crawl would store what an _include brought along)
+    const shaping = value
+      .slice(q + 1)
+      .split("&")
+      .map((p) => p.slice(0, p.includes("=") ? p.indexOf("=") : p.length).replace(/:.*$/, ""))
+      .find((name) => resultParameters.has(name))
+    if (shaping !== undefined)
+      return {
+        problem: `--type-filter ${raw} uses ${shaping}, which shapes the result rather than filtering it (the Bulk Data spec forbids such parameters in _typeFilter); keep only search filters, e.g. Observation?status=final`,
+      }
     filters.push(value)
   }
   return { filters }
 }
+
+/** FHIR search's result parameters: they shape the answer, they select nothing. */
+const resultParameters: ReadonlySet<string> = new Set([
+  "_include",
+  "_revinclude",
+  "_sort",
+  "_count",
+  "_elements",
+  "_summary",
+  "_total",
+  "_contained",
+  "_containedType",
+])
 
 /**
  * `--attachment-origin` values: `any` (every origin), or http(s) URLs whose origins attachments are fetched from

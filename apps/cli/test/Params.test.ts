@@ -79,5 +79,19 @@ describe("Params", () => {
         "is not a search of an R4 resource type",
         bad,
       )
+    for (const [shaping, name] of [
+      ["Observation?_include=Observation:subject", "_include"],
+      ["Observation?status=final&_revinclude:iterate=Provenance:target", "_revinclude"],
+      ["Condition%3F_sort%3Ddate", "_sort"],
+      ["Observation?code=1&_count=5", "_count"],
+    ])
+      assert.include(
+        (Params.typeFilters([shaping!]) as { problem: string }).problem,
+        `uses ${name}, which shapes the result rather than filtering it`,
+      )
+    // a filter whose name only starts like one is a filter
+    assert.deepStrictEqual(Params.typeFilters(["Observation?_id=1&_lastUpdated=gt2020"]), {
+      filters: ["Observation?_id=1&_lastUpdated=gt2020"],
+    })
   })
 })

@@ -93,13 +93,15 @@ export const total = (bundle: Bundle): Option.Option<number> => Option.fromNulla
 export const entries = (bundle: Bundle): ReadonlyArray<BundleEntry> => bundle.entry ?? []
 
 /**
- * The resources of a Bundle in order, skipping entries without one and searchset `outcome` entries
- * (the server's OperationOutcome about the search, not data).
+ * The resources of a Bundle in order, skipping entries without one, searchset `outcome` entries (the server's
+ * OperationOutcome about the search, not data) and `include` entries (brought along by an `_include` or
+ * `_revinclude`, or by a server's own choice: not matches of the search).
  */
 export const resources = (bundle: Bundle): ReadonlyArray<Resource> => {
   const out: Array<Resource> = []
   for (const e of bundle.entry ?? []) {
-    if (e.resource !== undefined && e.search?.mode !== "outcome") out.push(e.resource)
+    const mode = e.search?.mode
+    if (e.resource !== undefined && mode !== "outcome" && mode !== "include") out.push(e.resource)
   }
   return out
 }
