@@ -131,6 +131,34 @@ const importInto = (archive: string, target: Target, args: ReadonlyArray<string>
   runFerry(["import", "--to", target.baseUrl, "--json", ...args, archive])
 
 describe("ferry import", () => {
+  it("a target emptied and rebuilt at the same URL: a rerun refuses to call it done (exit 2, --restart named); --restart loads it again, its earlier state set aside", async () => {
+    const archive = copy(sample, "rebuilt-target")
+    const port = await freePort()
+    const first = await startSandbox({ port })
+    const loaded = await importInto(archive, first.handle)
+    expect(loaded.code, loaded.stderr).toBe(0)
+    const expected = targetCounts(first.handle)
+    await first.close()
+    // the same URL, a fresh empty server (a disaster recovery's cold environment)
+    const rebuilt = await start({ port })
+    expect(rebuilt.baseUrl).toBe(first.handle.baseUrl)
+    const rerun = await importInto(archive, rebuilt)
+    expect(rerun.code, rerun.stderr).toBe(2)
+    expect(lastLine(rerun.stderr)).toMatch(
+      /the target holds none of the archive's resources, though earlier runs of this import landed \d+ Bundles? there: it was emptied or replaced at this URL since; to load it again from the start, run the same command with --restart/,
+    )
+    expect(targetCounts(rebuilt)).toEqual({})
+    const again = await importInto(archive, rebuilt, ["--restart"])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stderr).toContain("--restart: the earlier import state for this target was set aside as")
+    expect(targetCounts(rebuilt)).toEqual(expected)
+    const aside = NFS.readdirSync(Path.join(archive, "imports")).filter((d) => d.includes(".set-aside-"))
+    expect(aside).toHaveLength(1)
+    // a rerun now that it holds the data: nothing to send, exit 0 (no false alarm)
+    const done = await importInto(archive, rebuilt)
+    expect(done.code, done.stderr).toBe(0)
+  }, 120_000)
+
   it("10-patient sample, put: per-type counts equal, conditional references resolved, every reference resolves", async () => {
     const archive = copy(sample, "put")
     const target = await start({})

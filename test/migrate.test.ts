@@ -369,6 +369,36 @@ describe("ferry migrate", () => {
     expect(JSON.parse(target.store.read("Observation", b!.id)!.json).status).toBe("amended")
   }, 90_000)
 
+  it("a target rebuilt empty at the same URL after the migration finished: the rerun refuses 'nothing to do' (exit 2); --restart loads it again, verify clean", async () => {
+    const source = await start(generated)
+    const port = await freePort()
+    const first = await startSandbox({ port })
+    const archive = Path.join(tmp, "rebuilt-target")
+    const done = await runFerry([
+      "migrate",
+      "--from",
+      source.baseUrl,
+      "--to",
+      first.handle.baseUrl,
+      "--archive",
+      archive,
+      "--json",
+    ])
+    expect(done.code, done.stderr).toBe(0)
+    await first.close()
+    const target = await start({ port })
+    const rerun = await migrate(source, target, archive)
+    expect(rerun.code, rerun.stderr).toBe(2)
+    expect(lastLine(rerun.stderr)).toMatch(
+      /the target holds none of the archive's resources, though earlier runs of this migration imported \d+ of its files there: .*--restart/,
+    )
+    const again = await migrate(source, target, archive, "--restart")
+    expect(again.code, again.stderr).toBe(0)
+    expect(counts(target)).toEqual(counts(source))
+    const v = await verify(target, { source })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 90_000)
+
   it("post: a cutover delta with nothing to carry still passes the id map on; the next delta's change reaches the target, verify clean", async () => {
     const source = await start(generated)
     const target = await start({ refuseClientIds: true })

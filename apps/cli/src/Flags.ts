@@ -118,3 +118,11 @@ export const dropMetaOf = (
  */
 export const dropsKept = (fields: unknown): string =>
   Array.isArray(fields) && fields.length > 0 ? `; --drop-meta ${fields.join(",")} kept from its import` : ""
+
+/** `--restart` (import, migrate): the target's import state set aside, the import half started over. */
+export const restart = () =>
+  Options.boolean("restart").pipe(
+    Options.withDescription(
+      "Load the target again from the start (it was emptied or rebuilt at the same URL): this target's import state in the archive is set aside (renamed, not deleted) first.",
+    ),
+  )

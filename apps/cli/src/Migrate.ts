@@ -85,6 +85,8 @@ export interface MigrateOptions {
   readonly maxBundleBytes?: number
   /** `meta` members not carried to the target (Import's option). */
   readonly dropMeta?: ReadonlyArray<Import.MetaField>
+  /** Start the import half over: this target's import state (and ledger) set aside (`Import.setAsideState`). */
+  readonly restart?: boolean
   /** `--strategy import`: where Ferry's file server binds and how the target reaches it (each wave's job). */
   readonly serve?: BulkImport.ServeOptions
   /** Bundles in flight at most (default 4). */
@@ -455,6 +457,11 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             })
         }
       }
+      // (before anything writes there: the events below go to the fresh state)
+      const setAside =
+        options.restart === true
+          ? yield* Import.setAsideState(Imports.dir(archive, target.baseUrl))
+          : undefined
       const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
       /** A scheduler event: to `onEvent`, and to `imports/<target>/events.ndjson` once the archive exists. */
       const eventsDir = Imports.dir(archive, target.baseUrl)
@@ -560,8 +567,18 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         if (abs.startsWith(`${Path.join(archive, "data")}${Path.sep}`))
           yield* Effect.try({ try: () => NFS.rmSync(abs, { force: true }), catch: Continues.io(abs) })
       }
-      if (imported.size > 0 || alreadyDone)
+      if (setAside !== undefined) yield* say("warning", { detail: Import.setAsideWarning(setAside) })
+      if (imported.size > 0 || alreadyDone) {
+        // a target emptied or rebuilt at the same URL since: the ledger would send nothing of what it holds
+        yield* Import.refuseEmptied(
+          target,
+          archive,
+          yield* Archive.readManifest(archive),
+          `earlier runs of this migration imported ${imported.size} of its files there`,
+          pruned.size,
+        )
         yield* say("resume", { importedFiles: imported.size, waves: previousWaves, done: alreadyDone })
+      }
 
       // The ledger is opened once the archive exists (the export creates it in an empty directory).
       const ledger = yield* Effect.cached(Journal.make(ledgerFile))

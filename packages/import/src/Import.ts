@@ -69,7 +69,7 @@ import * as Path from "node:path"
 import { makeDirsSync } from "@ferry/core/Dirs"
 import { HttpClientRequest } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
-import type { FileEntry } from "@ferry/archive/Manifest"
+import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
@@ -137,6 +137,7 @@ import {
   readingOrder,
   searchesTag,
   heldAlready,
+  holdsNothingOf,
   nonEmptyTarget,
   refusal,
   typeOf,
@@ -215,6 +216,12 @@ export interface ImportOptions {
    * and hands over what it found (a first run of this import then keeps that import's `--drop-meta`).
    */
   readonly continues?: boolean | Continues.Seeded
+  /**
+   * Start this target's import over: its import state in the archive (journal, id map, quarantine, …) is set
+   * aside first (renamed, not deleted). For a target emptied or rebuilt at the same URL, which a rerun would
+   * otherwise leave empty (its journal says what landed there).
+   */
+  readonly restart?: boolean
   /** Process the archive's `deleted/` files in this run (default true). */
   readonly deletes?: boolean
   /** The `deleted/` files to process instead of `manifest.deleted` (when the manifest is incomplete). */
@@ -518,6 +525,51 @@ const bundleJson = (bundle: FhirBundle, locs: ReadonlyArray<Located>): string =>
   return `${JSON.stringify(rest).slice(0, -1)},"entry":[${entries.join(",")}]}`
 }
 
+/**
+ * `--restart`: this target's import state (journal, id map, Binaries record, quarantine, a migration's ledger)
+ * renamed to `<dir>.set-aside-<time>`, so that the import starts over; refused while another import holds it.
+ * The new name, or undefined when there was none.
+ */
+export const setAsideState = (importDir: string): Effect.Effect<string | undefined, ImportError> =>
+  Effect.gen(function* () {
+    if (!NFS.existsSync(importDir)) return undefined
+    const holder = Archive.liveLockHolder(importDir)
+    if (holder !== undefined)
+      return yield* new ImportError({
+        reason: "Archive",
+        url: importDir,
+        detail: `another import into this target from this archive is running (pid ${holder.pid}, since ${holder.startedAt}); wait for it to end before --restart`,
+      })
+    const aside = `${importDir}.set-aside-${new Date().toISOString().replace(/[:.]/g, "-")}`
+    yield* Effect.try({ try: () => NFS.renameSync(importDir, aside), catch: io(importDir) })
+    return aside
+  })
+
+/**
+ * Fails when the target holds nothing of the archive's types although `earlier` (what earlier runs did there)
+ * says it should: a target emptied or rebuilt at the same URL, which a rerun would otherwise leave empty and
+ * call done. `--restart` is the way on.
+ */
+export const refuseEmptied = (
+  client: FhirClient,
+  archive: string,
+  manifest: Manifest,
+  earlier: string,
+  pruned = 0,
+): Effect.Effect<void, ImportFailure> =>
+  Effect.gen(function* () {
+    if (!(yield* holdsNothingOf(client, Array.from(new Set(manifest.files.map((f) => f.type)))))) return
+    return yield* new ImportError({
+      reason: "Config",
+      url: client.baseUrl,
+      detail: `the target holds none of the archive's resources, though ${earlier}: it was emptied or replaced at this URL since; ${pruned > 0 ? `${pruned} of the archive's data files were pruned after their import, so load it again with a new migration (another --archive)` : `to load it again from the start, run the same command with --restart (this target's import state, ${Imports.dir(archive, client.baseUrl)}, is set aside, not deleted)`}`,
+    })
+  })
+
+/** The warning of a `--restart` that set state aside. */
+export const setAsideWarning = (aside: string): string =>
+  `--restart: the earlier import state for this target was set aside as ${aside}; this import starts over`
+
 export const run = (options: ImportOptions): Effect.Effect<ImportSummary, ImportFailure> =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -575,9 +627,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       // the target first: one that cannot be reached (a typo in --to) leaves no folder of its own in the archive
       const cs = yield* client.capabilities()
       const importDir = Imports.dir(archive, client.baseUrl)
+      // (before anything opens a file there)
+      const aside = options.restart === true ? yield* setAsideState(importDir) : undefined
       const appendEvent = yield* Events.appender(importDir)
       const emit = (e: ImportEvent) =>
         Effect.zipRight(appendEvent(e.event, { ...e }).pipe(Effect.orDie), emitRaw(e))
+      if (aside !== undefined) yield* emit({ event: "warning", detail: setAsideWarning(aside) })
       yield* Effect.try({
         try: () => makeDirsSync(importDir, 0o700),
         catch: io(importDir),
@@ -701,6 +756,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           Array.from(new Set([...(options.expectedTypes ?? []), ...manifest.files.map((f) => f.type)])),
         )
         if (held.length > 0) yield* emit({ event: "warning", detail: nonEmptyTarget(held, mode) })
+      } else if (Option.isSome(previous) && options.files === undefined) {
+        // A rerun whose earlier runs landed Bundles in a target that now holds nothing of the archive's types:
+        // the target was emptied or rebuilt at the same URL (a restore into a fresh environment). The journal
+        // would send nothing again and call it done.
+        const landed = (yield* journal.entries("import.chunk")).length
+        if (landed > 0)
+          yield* refuseEmptied(
+            client,
+            archive,
+            manifest,
+            `earlier runs of this import landed ${landed} Bundle${landed === 1 ? "" : "s"} there`,
+          )
       }
 
       // the id map: identity for put (explicit lines win), from idmap.ndjson for post

@@ -21,6 +21,7 @@ import {
   dropMeta,
   dropMetaOf,
   dropsKept,
+  restart,
   type FlagValues,
   parallelProblem,
   requestTimeout,
@@ -53,6 +54,7 @@ const flags = {
     Options.withDefault(4),
     Options.withDescription("Bundles in flight at most (default 4; halved while the target throttles)."),
   ),
+  restart: restart(),
   retryQuarantine: Options.boolean("retry-quarantine").pipe(
     Options.withDescription(
       "Also replay the resources quarantined by earlier runs (after fixing the cause).",
@@ -204,6 +206,7 @@ export const runImport = (f: Flags) =>
       maxBundleBytes: f.maxBundleBytes,
       parallel: f.parallel,
       retryQuarantine: f.retryQuarantine,
+      ...(f.restart ? { restart: true } : {}),
       ...(drop.right.length > 0 ? { dropMeta: drop.right } : {}),
       ...(sourceBases.length > 0 ? { sourceBases } : {}),
       ...(serve !== undefined ? { serve } : {}),

@@ -31,6 +31,7 @@ import {
   dropMeta,
   dropMetaOf,
   dropsKept,
+  restart,
   type FlagValues,
   parallelProblem,
   parseDuration,
@@ -118,6 +119,7 @@ const flags = {
       "Hold back downloads while downloaded-but-not-imported data files exceed this size (e.g. 2GB, 500MiB).",
     ),
   ),
+  restart: restart(),
   pruneStaged: Options.boolean("prune-staged").pipe(
     Options.withDescription(
       "Delete imported data files from the archive (the manifest still lists them; verify against --source then).",
@@ -554,6 +556,7 @@ export const runMigrate = (f: Flags) =>
       ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}),
       ...(Option.isSome(maxStaged) ? { maxStaged: maxStaged.value } : {}),
       pruneStaged: f.pruneStaged,
+      ...(f.restart ? { restart: true } : {}),
       keepJob: f.keepJob,
       gzip: f.gzip,
       attachments: !f.noAttachments,

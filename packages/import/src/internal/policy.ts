@@ -61,6 +61,17 @@ export const heldAlready = (
   client: FhirClient,
   types: ReadonlyArray<string>,
 ): Effect.Effect<ReadonlyArray<readonly [string, number]>, FhirError | AuthError> =>
+  Effect.map(countsOf(client, types), (counts) =>
+    counts
+      .filter((c): c is readonly [string, number] => c[1] !== undefined && c[1] > 0)
+      .sort((a, b) => b[1] - a[1]),
+  )
+
+/** `heldAlready`'s counts, a type without one (no total, a search refused) undefined. */
+const countsOf = (
+  client: FhirClient,
+  types: ReadonlyArray<string>,
+): Effect.Effect<ReadonlyArray<readonly [string, number | undefined]>, FhirError | AuthError> =>
   Effect.forEach(
     types.filter((t) => t !== "Binary"),
     (type) =>
@@ -69,10 +80,24 @@ export const heldAlready = (
           (e) => e._tag === "FhirError" && e.reason !== "Transport",
           () => Effect.succeed(Option.none<number>()),
         ),
-        Effect.map((n) => (Option.isSome(n) && n.value > 0 ? [[type, n.value] as const] : [])),
+        Effect.map((n) => [type, Option.getOrUndefined(n)] as const),
       ),
     { concurrency: 4 },
-  ).pipe(Effect.map((found) => found.flat().sort((a, b) => b[1] - a[1])))
+  )
+
+/**
+ * Whether the target holds nothing of `types` (Binary left out): at least one type counted, and every count 0.
+ * A rerun whose earlier runs landed Bundles there then meets a target emptied or replaced at the same URL.
+ */
+export const holdsNothingOf = (
+  client: FhirClient,
+  types: ReadonlyArray<string>,
+): Effect.Effect<boolean, FhirError | AuthError> =>
+  Effect.map(
+    countsOf(client, types),
+    (counts) =>
+      counts.some(([, n]) => n !== undefined) && counts.every(([, n]) => n === undefined || n === 0),
+  )
 
 /** The warning before a first import into a target that holds resources of the archive's types already. */
 export const nonEmptyTarget = (
