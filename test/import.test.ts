@@ -131,6 +131,24 @@ const importInto = (archive: string, target: Target, args: ReadonlyArray<string>
   runFerry(["import", "--to", target.baseUrl, "--json", ...args, archive])
 
 describe("ferry import", () => {
+  it("a rerun switching from post to put (other ids) is refused (exit 2): it would create again what was in flight; without --strategy it goes on", async () => {
+    const archive = copy(sample, "strategy-switch")
+    const target = await start({})
+    const post = await importInto(archive, target, ["--strategy", "post", "--bundle-size", "50"])
+    expect(post.code, post.stderr).toBe(0)
+    const landed = targetCounts(target)
+    const put = await importInto(archive, target, ["--strategy", "put"])
+    expect(put.code, put.stderr).toBe(2)
+    expect(lastLine(put.stderr)).toMatch(
+      /--strategy put: this import into the target began with post and landed Bundles that way, .*run it again without --strategy \(it goes on with post\), or with --strategy post$/,
+    )
+    expect(targetCounts(target)).toEqual(landed)
+    const again = await importInto(archive, target)
+    expect(again.code, again.stderr).toBe(0)
+    expect((JSON.parse(again.stdout) as { strategy: string }).strategy).toBe("post")
+    expect(targetCounts(target)).toEqual(landed)
+  }, 120_000)
+
   it("a target emptied and rebuilt at the same URL: a rerun refuses to call it done (exit 2, --restart named); --restart loads it again, its earlier state set aside", async () => {
     const archive = copy(sample, "rebuilt-target")
     const port = await freePort()

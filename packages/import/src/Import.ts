@@ -683,13 +683,28 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
 
       // 1. strategy (a rerun keeps the journaled one)
       const previous = yield* journal.result("import.strategy")
-      let strategy: Strategy
-      if (options.strategy !== undefined) strategy = options.strategy
-      else if (
+      const journaled =
         Option.isSome(previous) &&
         (previous.value === "put" || previous.value === "post" || previous.value === "import")
+          ? previous.value
+          : undefined
+      // Post after put or $import, or either after post: what was in flight when the earlier run stopped would be
+      // created again under other ids (post's new ids, then the source ids). Refused. (put and $import both keep
+      // the source ids: a switch between them lands each resource once.)
+      if (
+        options.strategy !== undefined &&
+        journaled !== undefined &&
+        (options.strategy === "post") !== (journaled === "post") &&
+        (yield* journal.entries("import.chunk")).length > 0
       )
-        strategy = previous.value
+        return yield* new ImportError({
+          reason: "Config",
+          url: client.baseUrl,
+          detail: `--strategy ${options.strategy}: this import into the target began with ${journaled} and landed Bundles that way, and another strategy now would create again, under other ids, what was in flight when it stopped; run it again without --strategy (it goes on with ${journaled}), or with --strategy ${journaled}`,
+        })
+      let strategy: Strategy
+      if (options.strategy !== undefined) strategy = options.strategy
+      else if (journaled !== undefined) strategy = journaled
       else strategy = yield* chooseStrategy(client, cs, types)
       yield* emit({ event: "strategy", strategy, target: client.baseUrl })
 
