@@ -334,6 +334,37 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     return args
   }
 
+  it("a finished file removed between a kill and the rerun is downloaded again; one removed from a finished archive is said, not 'nothing to do'", async () => {
+    const out = Path.join(tmp, "removed-file")
+    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"]
+    const killed = await ferry(args, (text, child) => {
+      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+    })
+    expect(killed.signal).toBe("SIGKILL")
+    const finished = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as { key: string; data?: { path?: string } })
+      .flatMap((l) => (l.key.startsWith("file:") && typeof l.data?.path === "string" ? [l.data.path] : []))
+    expect(finished.length).toBeGreaterThan(0)
+    NFS.rmSync(Path.join(out, finished[0]!))
+    await setFaults(sandbox.baseUrl, {})
+    const rerun = await ferry(args)
+    expect(rerun.code, rerun.stderr).toBe(0)
+    expect(rerun.stderr).toContain(
+      `${finished[0]}, finished by an earlier run, is missing or changed since: downloaded again`,
+    )
+    expect(dataLines(out)).toEqual(dataLines(full))
+    // the finished archive: a file removed now cannot come from the job again
+    NFS.rmSync(Path.join(out, finished[0]!))
+    const after = await ferry(args)
+    expect(after.code).toBe(5)
+    expect(lastLine(after.stderr)).toContain(
+      `this finished archive's ${finished[0]} is missing or changed since (its manifest records`,
+    )
+  }, 120_000)
+
   it("--allow-partial-manifests: kill -9 while the first part's files download, then a rerun: the same data, one kick-off", async () => {
     const out = Path.join(tmp, "parts-killed")
     const args = await killAfterFirstPartialFile(out)

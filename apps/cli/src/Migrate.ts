@@ -913,6 +913,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
           lockHeld: true,
           params: options.params,
           sinceAccepts: migratedHere,
+          // (the ledger's pruned files: imported, then removed on purpose)
+          gone: (path) => pruned.has(path),
           ...(options.mode !== undefined ? { mode: options.mode } : {}),
           ...(options.parallel !== undefined ? { parallel: options.parallel } : {}),
           ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),

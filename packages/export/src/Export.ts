@@ -78,6 +78,11 @@ export interface ExportOptions {
   readonly lockHeld?: boolean
   /** `since: "auto"`: which finished sibling archives may be continued (see `Continues.accepts`). */
   readonly sinceAccepts?: (dir: string) => boolean
+  /**
+   * Finished files the caller removed on purpose (archive-relative paths; `ferry migrate --prune-staged`): not
+   * downloaded again when missing. Any other finished file found missing or changed on a rerun is.
+   */
+  readonly gone?: (path: string) => boolean
   /** What to export. `since: "auto"` takes the `transactionTime` of the newest finished sibling archive. */
   readonly params: Kickoff.ExportParamsInput
   readonly mode?: Mode
@@ -673,6 +678,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       if (result._tag === "Right" || gone) yield* journal.append("released", true)
       return result._tag === "Right"
     })
+  /** Whether the file at `path` is there with `bytes` bytes (a cheap check, not its hash). */
+  const onDisk = (path: string, bytes: number): boolean => {
+    try {
+      return NFS.statSync(path).size === bytes
+    } catch {
+      return false
+    }
+  }
   /** A display-only event: to `onEvent`, not to `events.ndjson`. */
   const notify = (event: string, fields: Record<string, unknown>): Effect.Effect<void> =>
     options.onEvent ? options.onEvent({ event, ...fields }) : Effect.void
@@ -707,6 +720,16 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     })
   }
   if (archive.manifest.complete) {
+    // a finished archive's file removed or changed since is not downloaded again (its job is done with): said,
+    // rather than "nothing to do" over an archive that import and verify then refuse
+    for (const f of [...archive.manifest.files, ...archive.manifest.deleted, ...archive.manifest.errors]) {
+      if (options.gone?.(f.path) === true || onDisk(archive.path(f.path), f.bytes)) continue
+      return yield* new ExportError({
+        reason: "Archive",
+        url: archive.path(f.path),
+        detail: `this finished archive's ${f.path} is missing or changed since (its manifest records ${f.bytes} bytes), and a finished export is not downloaded again; restore the archive from a copy, or export into another ${options.outFlag ?? "--out"} directory`,
+      })
+    }
     // An archive an older Ferry completed and was killed before it wrote the checksums: write them now.
     if (!NFS.existsSync(Path.join(archive.root, Archive.layout.checksums)))
       yield* Archive.writeChecksums(archive.root, archive.manifest)
@@ -1389,8 +1412,26 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         Option.isSome(first) ? String(first.value) : manifest.transactionTime,
         params.until,
       )
+      let checkedOnDisk = false
       for (;;) {
         const planned = planFiles(manifest, options.gzip === true)
+        if (!checkedOnDisk) {
+          checkedOnDisk = true
+          // an earlier run's finished file removed or changed since (by hand, a disk restored from an older
+          // copy): downloaded again, not listed as finished in a manifest its bytes no longer match
+          for (const p of planned) {
+            if (p.organized !== undefined || !journal.isDone(p.key) || options.gone?.(p.path) === true)
+              continue
+            const done = journal.result(p.key)
+            const bytes = Option.isSome(done) ? (done.value as { bytes?: unknown }).bytes : undefined
+            if (typeof bytes === "number" && onDisk(archive.path(p.path), bytes)) continue
+            yield* emit("warning", {
+              detail: `${p.path}, finished by an earlier run, is missing or changed since: downloaded again`,
+            })
+            yield* journal.forget(p.key)
+            yield* journal.forget(`attachments:${p.key}`)
+          }
+        }
         const organizing = planned.some((p) => p.organized !== undefined)
         if (!organizing) {
           yield* emit("files-planned", {
