@@ -229,9 +229,26 @@ const TORN_LOCK_MS = 5_000
 const isAlive = (pid: number): boolean => {
   try {
     process.kill(pid, 0)
-    return true
   } catch (e) {
-    return Fs.isNodeError(e, "EPERM")
+    return Fs.isNodeError(e, "EPERM") && !exited(pid)
+  }
+  return !exited(pid)
+}
+
+/**
+ * Whether `pid` has exited though its parent has not reaped it yet (a zombie, `Z`, or dying, `X`, in
+ * `/proc/<pid>/stat`): `kill(pid, 0)` still finds it. A ferry killed with `timeout -s KILL` stays one until its
+ * parent (a shell, a container without an init) reaps it, and its lock is stale already. False where there is no
+ * /proc.
+ */
+const exited = (pid: number): boolean => {
+  try {
+    const stat = NFS.readFileSync(`/proc/${pid}/stat`, "utf8")
+    // the state follows the command name, which is in parentheses and may hold spaces or parentheses itself
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3)
+    return state === "Z" || state === "X"
+  } catch {
+    return false
   }
 }
 

@@ -519,6 +519,20 @@ describe("Archive", () => {
             expect(NFS.existsSync(Path.join(dir, "data", "Patient.000.ndjson.part"))).toBe(false)
           }),
         )
+        // a holder that exited but is not reaped yet (a zombie: its parent, here a `sleep`, never waits for it)
+        const parent = ChildProcess.spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 5"])
+        const zombie = yield* Effect.promise(
+          () =>
+            new Promise<number>((resolve) =>
+              parent.stdout.once("data", (b: Buffer) => resolve(Number(String(b).trim()))),
+            ),
+        )
+        // (real time: the test's clock is a TestClock)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 300)))
+        expect(NFS.readFileSync(`/proc/${zombie}/stat`, "utf8")).toMatch(/\) Z /)
+        NFS.writeFileSync(lockPath, JSON.stringify({ pid: zombie, host: OS.hostname(), startedAt: "then" }))
+        yield* Effect.scoped(Archive.lock(dir))
+        parent.kill()
         // a live process on another host can't be checked: stay out
         NFS.writeFileSync(lockPath, JSON.stringify({ pid: 1, host: "elsewhere", startedAt: "then" }))
         expect((yield* Effect.flip(Effect.scoped(Archive.lock(dir)))).reason).toBe("Locked")
