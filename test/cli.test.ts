@@ -1,4 +1,8 @@
-import { execFile } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
+import * as NFS from "node:fs"
+import * as Net from "node:net"
+import * as OS from "node:os"
+import * as Path from "node:path"
 import { promisify } from "node:util"
 import { describe, expect, it } from "vitest"
 import { ferryBin } from "./helpers/ferry.js"
@@ -107,4 +111,47 @@ describe("sizes on the command line", () => {
       "(--log-level takes all, trace, debug, info, warning, error, fatal or none)",
     )
   })
+
+  it("SIGTERM while the CLI still loads: exit 130 and a sentence, not a silent 143 (nor a signal lost and the command run on)", async () => {
+    // a server that takes connections and never answers: the export, once started, waits on it
+    const server = Net.createServer(() => undefined)
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const port = (server.address() as Net.AddressInfo).port
+    const out = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-signal-"))
+    try {
+      for (const signal of ["SIGTERM", "SIGINT"] as const) {
+        const child = spawn(process.execPath, [
+          ferryBin,
+          "export",
+          `http://127.0.0.1:${port}/fhir`,
+          "--out",
+          Path.join(out, signal),
+        ])
+        let stderr = ""
+        child.stderr.on("data", (b: Buffer) => {
+          stderr += String(b)
+        })
+        const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+        // once the process has run ≈ 0.2 s of CPU: Node's own start-up (≈ 0.1 s) is behind it (the launcher's handlers are
+        // in), the bundle is still loading or the command just began (both answer with a sentence and 130)
+        for (let i = 0; i < 2000; i++) {
+          const stat = NFS.readFileSync(`/proc/${child.pid}/stat`, "utf8")
+          const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+          if (Number(fields[11]) + Number(fields[12]) >= 20) break
+          await new Promise((resolve) => setTimeout(resolve, 2))
+        }
+        child.kill(signal)
+        const timer = setTimeout(() => child.kill("SIGKILL"), 15_000)
+        const code = await exited
+        clearTimeout(timer)
+        expect(code, `${signal}: ${stderr}`).toBe(130)
+        expect(stderr.trim().split("\n").at(-1)).toMatch(
+          /^ferry: (interrupted while starting, before anything was done; run the same command again|export interrupted; run the same command again to resume)/,
+        )
+      }
+    } finally {
+      server.close()
+      NFS.rmSync(out, { recursive: true, force: true })
+    }
+  }, 60_000)
 })

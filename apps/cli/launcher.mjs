@@ -14,6 +14,21 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import vm from "node:vm"
 
+// Ctrl-C or SIGTERM while the CLI loads (≈ 0.3 s), before its runtime answers them: nothing was done yet.
+// Said, exit 130 as any interruption (a signal's default death was 143, silent). bin.ts removes these.
+const early = () => {
+  process.stderr.write(
+    "ferry: interrupted while starting, before anything was done; run the same command again\n",
+  )
+  process.exit(130)
+}
+process.once("SIGINT", early)
+process.once("SIGTERM", early)
+globalThis[Symbol.for("ferry.releaseEarlySignals")] = () => {
+  process.removeListener("SIGINT", early)
+  process.removeListener("SIGTERM", early)
+}
+
 const BUNDLE_HASH = "__FERRY_BUNDLE_HASH__"
 const here = dirname(fileURLToPath(import.meta.url))
 const bundle = join(here, "ferry.cjs")

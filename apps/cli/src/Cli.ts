@@ -112,6 +112,15 @@ export const run = (argv: ReadonlyArray<string>) =>
         ...console,
         error: (...args: ReadonlyArray<unknown>) => (started ? console.error(...args) : Effect.void),
       }),
+      // Ctrl-C or SIGTERM before a command's handler began (while the line was read): nothing was done. A
+      // handler says its own (`export interrupted; run the same command again to resume …`).
+      Effect.onInterrupt(() =>
+        started
+          ? Effect.void
+          : console.error(
+              "ferry: interrupted while starting, before anything was done; run the same command again",
+            ),
+      ),
     ),
   )
 

@@ -50,3 +50,11 @@ const overview = args.length === 0 || (args.length === 1 && (args[0] === "--help
       teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? 0 : Render.exitCode(exit.cause)),
     }),
 )
+
+// The launcher's signal handlers for the load (launcher.mjs) give way to the runtime's, which runMain has just
+// installed: a signal that arrived while the bundle loaded is dispatched from the event loop, to the runtime's
+// (removed before them, it reached no listener at all and was lost: the command ran on).
+const releaseEarlySignals: unknown = (globalThis as Record<symbol, unknown>)[
+  Symbol.for("ferry.releaseEarlySignals")
+]
+if (typeof releaseEarlySignals === "function") releaseEarlySignals()
