@@ -864,6 +864,19 @@ describe("ferry import", () => {
     expect(strict.handle.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
   })
 
+  it("--strategy import into a target that assigns its own ids: warned before, and a failure (exit 4) when its job stored them so, not a success with references to nothing", async () => {
+    const archive = copy(sample, "bulk-own-ids")
+    const target = await start({ refuseClientIds: true })
+    const run = await importInto(archive, target, ["--strategy", "import"])
+    expect(run.code, run.stderr).toBe(4)
+    expect(run.stderr).toContain(
+      "its $import may store those resources under ids of its own, which --strategy import cannot follow",
+    )
+    expect(lastLine(run.stderr)).toMatch(
+      /the target's \$import stored \d+ resource\(s\) under ids of its own \(first: \w+\/[^ ]+ as \w+\/[^ ]+\), so references to them from other resources do not resolve; .*--strategy post/,
+    )
+  }, 120_000)
+
   it("--strategy import: the target's $import job loads the archive rewritten as the Bundles would be (conditional references resolved, attachments re-pointed); every reference resolves", async () => {
     const archive = copy(sample, "bulk")
     const target = await start({})

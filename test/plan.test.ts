@@ -187,6 +187,9 @@ describe("ferry plan", () => {
     const p = run.json()
     expect(p.strategy?.import.strategy).toBe("post")
     expect(p.strategy?.import.why).toContain("does not accept client ids")
+    // its $import (the sandbox declares one) is not offered: it would store the files under ids of its own
+    expect(p.strategy?.import.why).toContain("its $import is no alternative")
+    expect(p.strategy?.import.why).not.toContain("lets it pull the files itself")
     expect(p.target.clientIds.updateCreateTypes).toBe(0)
     expect(p.target.clientIds.sourceTypesWithout).toHaveLength(18)
     // a target that already holds data: counted (over the source's types) and warned about

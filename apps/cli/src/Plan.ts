@@ -478,7 +478,7 @@ export const chooseImport = (
         : refusing.length === types.length
           ? `the target does not accept client ids (no updateCreate) for any of the ${types.length} source types`
           : `the target does not accept client ids (no updateCreate) for ${list(refusing)}`
-    }, so it assigns new ids (POST) and migrate keeps an id map${alternative(target)}`,
+    }, so it assigns new ids (POST) and migrate keeps an id map${target.import.operation === "import" ? " (its $import is no alternative: Ferry's $import needs a target that keeps the ids of the files, which one refusing client ids may not, leaving references to them unresolved)" : ""}`,
     confirm: null,
   }
 }

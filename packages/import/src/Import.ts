@@ -708,6 +708,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       else strategy = yield* chooseStrategy(client, cs, types)
       yield* emit({ event: "strategy", strategy, target: client.baseUrl })
 
+      // a target that refuses client ids may store the files' resources under ids of its own (said before
+      // anything is sent; the job's result shows it, and the import then fails)
+      const assigning = types.filter((t) => !CapabilityStatement.updateCreate(cs, t))
+      if (strategy === "import" && firstRun && assigning.length > 0)
+        yield* emit({
+          event: "warning",
+          detail: `the target does not accept client ids (no updateCreate) for ${assigning.slice(0, 3).join(", ")}${assigning.length > 3 ? ", …" : ""}: its $import may store those resources under ids of its own, which --strategy import cannot follow (the import fails if it does); --strategy post is made for such a target`,
+        })
       if (strategy === "import" && !CapabilityStatement.supportsOperation(cs, "import")) {
         return yield* new ImportError({
           reason: "NotSupported",
@@ -1559,9 +1567,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           // source ids (the files were sent whole); the pairs are kept for verify and deletes
           yield* appendToIdMap(result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""))
           for (const [s, t] of result.idMap) idMap.set(s, t)
-          yield* emit({
-            event: "warning",
-            detail: `the target stored ${result.idMap.length} resource(s) under ids of its own, so references to them from other resources do not resolve; use --strategy post for a target that assigns ids`,
+          // not a success: the other resources' references to these point at ids the target does not hold
+          return yield* new ImportError({
+            reason: "Target",
+            url: client.baseUrl,
+            detail: `the target's $import stored ${result.idMap.length} resource(s) under ids of its own (first: ${result.idMap[0]![0]} as ${result.idMap[0]![1]}), so references to them from other resources do not resolve; --strategy import needs a target that keeps the ids of the files: load this archive with --strategy post (into an emptied target, with --restart)`,
           })
         }
         const deleted = yield* applyDeletes
