@@ -359,7 +359,13 @@ const finalError = (
     })
   }
   if (e.reason === "Status" && e.status === 404 && e.hint === undefined) {
-    const hint = notFoundHint(e.url, baseUrl)
+    // a transaction or batch a FHIR server read and answered 404 with an OperationOutcome (an entry's
+    // conditional reference that matched nothing): the base is right, the content is not
+    const transactionRead =
+      e.method === "POST" &&
+      e.outcome !== undefined &&
+      e.url.replace(/\/+$/, "") === baseUrl.replace(/\/+$/, "")
+    const hint = transactionRead ? undefined : notFoundHint(e.url, baseUrl)
     if (hint !== undefined) {
       return new FhirError({
         reason: "Status",

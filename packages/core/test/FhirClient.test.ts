@@ -683,6 +683,30 @@ describe("FhirClient failures that say what to do (fake server)", () => {
           read.message,
           "GET https://fhir.example.org/r4/Patient/1: the server answered 404: Not Found",
         )
+        // a transaction the server read and answered with an OperationOutcome (a conditional reference that
+        // matched nothing): the base is right, no hint that it is not
+        const outcome = {
+          resourceType: "OperationOutcome",
+          issue: [
+            {
+              severity: "error",
+              code: "not-found",
+              diagnostics: "Practitioner?identifier=x|1 matched nothing",
+            },
+          ],
+        }
+        const read404 = yield* fake([
+          {
+            status: 404,
+            body: JSON.stringify(outcome),
+            headers: { "content-type": "application/fhir+json" },
+          },
+        ])
+        const content = yield* Effect.flip(
+          read404.client.transaction({ resourceType: "Bundle", type: "transaction" }),
+        )
+        assert.include(content.message, "matched nothing")
+        assert.notInclude(content.message, "base URL")
       }),
   )
 
