@@ -924,6 +924,59 @@ describe("ferry export with attachments on a host that is down", () => {
   }, 90_000)
 })
 
+describe("ferry export with an attachment host that redirects elsewhere", () => {
+  it("a redirect from an allowed attachment origin to another one is not followed (exit 4, the origin named); allowed too, it is", async () => {
+    const sandbox = await start({})
+    const hits: Array<string> = []
+    const elsewhere = Http.createServer((req, res) => {
+      hits.push(req.url ?? "")
+      res.writeHead(200, { "content-type": "text/plain" }).end(`document ${req.url}`)
+    })
+    await new Promise<void>((resolve) => elsewhere.listen(0, "127.0.0.1", resolve))
+    const to = `http://127.0.0.1:${(elsewhere.address() as { port: number }).port}`
+    const allowed = Http.createServer((req, res) => {
+      res.writeHead(302, { location: `${to}${req.url ?? "/"}` }).end()
+    })
+    await new Promise<void>((resolve) => allowed.listen(0, "127.0.0.1", resolve))
+    const from = `http://127.0.0.1:${(allowed.address() as { port: number }).port}`
+    try {
+      await putDeadLinkDocuments(sandbox.baseUrl, Number(new URL(from).port), 2)
+      const refused = await ferry(
+        exportOf(
+          sandbox.baseUrl,
+          Path.join(tmp, "redirected"),
+          "--type",
+          "DocumentReference",
+          "--attachment-origin",
+          from,
+        ),
+      )
+      expect(refused.code, refused.stderr).toBe(4)
+      expect(refused.stderr).toContain(
+        `the server redirected it to ${to}, an origin outside those Ferry fetches from here`,
+      )
+      expect(hits).toEqual([])
+      const both = await ferry(
+        exportOf(
+          sandbox.baseUrl,
+          Path.join(tmp, "redirected-allowed"),
+          "--type",
+          "DocumentReference",
+          "--attachment-origin",
+          `${from},${to}`,
+          "--json",
+        ),
+      )
+      expect(both.code, both.stderr).toBe(0)
+      expect((JSON.parse(both.stdout) as { attachments: { total: number } }).attachments.total).toBe(2)
+      expect(hits.sort()).toEqual(["/doc/0", "/doc/1"])
+    } finally {
+      allowed.close()
+      elsewhere.close()
+    }
+  }, 60_000)
+})
+
 describe("ferry export through an HTTP proxy (http_proxy, no_proxy)", () => {
   /** A forwarding proxy on loopback: requests for `proxied.invalid:<port>` go to 127.0.0.1:<port>. */
   const startProxy = async () => {

@@ -160,6 +160,11 @@ export type SearchParams = UrlParams.Input
 export interface GetOptions extends RequestOptions {
   /** Extra request headers (`accept` defaults to `*\/*`). Never pass Authorization here: `auth` decides. */
   readonly headers?: Readonly<Record<string, string>>
+  /**
+   * The origins a redirect may lead to (the caller's allow-list of attachment hosts); a redirect elsewhere
+   * fails the request, unsent there. Default: any.
+   */
+  readonly followTo?: (origin: string) => boolean
 }
 
 /** A 2xx answer of `get`: the caller reads `body` to its end (or calls `body.dump()`) to free the connection. */
@@ -689,6 +694,7 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
     headers: Readonly<Record<string, string>>,
     auth: boolean,
     holdBack: boolean,
+    followTo?: (origin: string) => boolean,
   ): Effect.Effect<RawResponse, Attempt | AuthError> =>
     Effect.gen(function* () {
       let url = initial
@@ -742,6 +748,18 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
             : Option.none()
         if (Option.isSome(target)) {
           yield* RawHttp.dump(response.body) // free the connection
+          if (followTo !== undefined && !followTo(target.value.origin))
+            return yield* new Attempt({
+              error: new FhirError({
+                reason: "Status",
+                method: "GET",
+                url: redactUrl(initial),
+                status,
+                detail: `the server redirected it to ${target.value.origin}, an origin outside those Ferry fetches from here; not followed (allow that host if it should be: --attachment-origin)`,
+              }),
+              retryAfter: undefined,
+              permanent: true,
+            })
           url = target.value.href
           continue
         }
@@ -788,7 +806,13 @@ export const make = Effect.fn("FhirClient.make")(function* (options: FhirClientO
       if (name !== "authorization") headers[name] = v
     }
     return withPolicy(
-      attemptRaw(resolveUrl(baseUrl, url), headers, getOptions?.auth ?? true, getOptions?.holdBack === true),
+      attemptRaw(
+        resolveUrl(baseUrl, url),
+        headers,
+        getOptions?.auth ?? true,
+        getOptions?.holdBack === true,
+        getOptions?.followTo,
+      ),
       getOptions,
     )
   }

@@ -147,6 +147,8 @@ export interface Resolved {
   readonly url: string
   /** Whether it names a Binary on the source (`isSourceBinary`). */
   readonly binary: boolean
+  /** The origins a redirect may lead to (`FetchOptions.allowOrigin`); default any. */
+  readonly followTo?: (origin: string) => boolean
 }
 
 const BROKE_OFF = "the download broke off, or its Content-Encoding could not be undone"
@@ -173,7 +175,7 @@ export const fetchOne = (
   Effect.gen(function* () {
     const resolved = known?.url ?? resolveUrl(client.baseUrl, ref.url)
     const binary = known?.binary ?? isSourceBinary(client.baseUrl, ref.url)
-    const once = fetchBody(client, store, ref, resolved, binary)
+    const once = fetchBody(client, store, ref, resolved, binary, known?.followTo)
     const fetched = yield* (gates === undefined ? once : gates.http.withPermits(1)(once)).pipe(
       Effect.retry({ times: 2, schedule: Schedule.exponential("500 millis"), while: brokeOff }),
     )
@@ -253,11 +255,17 @@ const fetchBody = (
   ref: AttachmentRef,
   resolved: string,
   binary: boolean,
+  followTo?: (origin: string) => boolean,
 ): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> =>
   Effect.gen(function* () {
     const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
     // an attachment host that refuses connections is not asked again for each attachment (holdBack)
-    const response = yield* client.get(resolved, { headers: { accept }, holdBack: true })
+    // (a redirect keeps to the allowed origins: the first hop's was checked, each next one is here)
+    const response = yield* client.get(resolved, {
+      headers: { accept },
+      holdBack: true,
+      ...(followTo !== undefined ? { followTo } : {}),
+    })
     const broke = (detail: string) => (cause: unknown) =>
       new ExportError({
         reason: "Attachment",
@@ -483,6 +491,10 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   const inFlight = new Map<string, Deferred.Deferred<boolean>>()
   const gates: Gates = { http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)) }
   const baseOrigin = Option.getOrElse(originOf(client.baseUrl), () => "null")
+  // redirects keep to the allowed origins too (the source's own among them)
+  const allowOrigin = options.allowOrigin
+  const follow =
+    allowOrigin === undefined ? {} : { followTo: (o: string) => o === baseOrigin || allowOrigin(o) }
   const exported = options.exported
   /** `<base>/Binary/`: a URL that is this plus an id names a source Binary the export may hold. */
   const binaryBase = `${client.baseUrl.replace(/\/+$/, "")}/Binary/`
@@ -552,10 +564,10 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
                 bytes: copied.value.bytes,
                 meta: metaOf(ref, copied.value.contentType ?? ref.contentType),
               })
-            : fetchOne(client, store, ref, gates, { url: resolved, binary }),
+            : fetchOne(client, store, ref, gates, { url: resolved, binary, ...follow }),
         )
       return options.allowOrigin === undefined || options.allowOrigin(origin)
-        ? fetchOne(client, store, ref, gates, { url: resolved, binary })
+        ? fetchOne(client, store, ref, gates, { url: resolved, binary, ...follow })
         : Effect.fail(
             new ExportError({
               reason: "Attachment",
