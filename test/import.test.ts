@@ -1055,9 +1055,18 @@ describe("ferry import", () => {
       return r
     })
     const dropped = edited("checksum-dropped", (r) => r.filter((_, i) => i !== data))
+    const dataRow = edited("checksum-data-row", (r) => {
+      const row = r[data]!
+      r[data] = `${row[0] === "a" ? "b" : "a"}${row.slice(1)}`
+      return r
+    })
+    const none = copy(sample, "checksum-none")
+    NFS.rmSync(Path.join(none, "checksums.sha256"))
     for (const [archive, said] of [
       [flipped, `checksums.sha256 lists ${rows[blob]!.split("  ")[1]!} with another sha256 (`],
       [dropped, "data/Procedure.000.ndjson is not covered by checksums.sha256"],
+      [dataRow, "checksums.sha256 lists data/Procedure.000.ndjson with another sha256 ("],
+      [none, "checksums.sha256 is missing"],
     ] as const) {
       const run = await importInto(archive, target)
       expect(run.code, run.stderr).toBe(5)
@@ -1065,6 +1074,12 @@ describe("ferry import", () => {
       expect(lastLine(run.stderr)).toMatch(/; restore the archive from a copy, or export again$/)
     }
     expect(target.store.countAll()).toBe(0)
+    // verify --archive names the row that changed, not the data file (whose bytes are the manifest's)
+    const verified = await runFerry(["verify", "--archive", dataRow, "--target", target.baseUrl])
+    expect(verified.code, verified.stderr).toBe(4)
+    expect(lastLine(verified.stderr)).toContain(
+      "checksums.sha256 lists data/Procedure.000.ndjson with another sha256 (",
+    )
   })
 
   it("a line that is not JSON in an archive whose checksums were made to match: exit 5 naming file:line, advice that mends it (not 'fix that line')", async () => {

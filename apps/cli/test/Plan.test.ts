@@ -83,9 +83,18 @@ describe("Plan.chooseImport", () => {
     assert.include(none.why, "for any of the 2 source types")
   })
 
-  it("mentions $import as the alternative; --strategy import without $import is flagged", () => {
-    const withImport = server({ import: { operation: "import", flavour: "smart" } })
-    assert.include(Plan.chooseImport(withImport, types, "auto").why, "--strategy import")
+  it("mentions $import as the alternative where the target keeps client ids; --strategy import without $import is flagged", () => {
+    const withImport = server({
+      import: { operation: "import", flavour: "smart" },
+      updateCreateTypes: ["Patient", "Observation", "Encounter"],
+    })
+    assert.include(
+      Plan.chooseImport(withImport, types, "auto").why,
+      "--strategy import lets it pull the files",
+    )
+    // a target refusing client ids may store the files under ids of its own: not offered
+    const assigning = server({ import: { operation: "import", flavour: "smart" } })
+    assert.include(Plan.chooseImport(assigning, types, "auto").why, "its $import is no alternative")
     const forced = Plan.chooseImport(server(), types, "import")
     assert.strictEqual(forced.strategy, "import")
     assert.include(forced.why, "does not declare it")

@@ -58,6 +58,8 @@ const sampleArchive = (
       )
     const manifest = Manifest.addFiles({ ...init, complete }, "files", entries)
     yield* Archive.writeManifest(dir, manifest)
+    // (an export writes them as it completes the archive; an import checks they agree)
+    if (complete) yield* Archive.writeChecksums(dir, manifest)
     return {
       dir,
       manifest,
@@ -1113,13 +1115,15 @@ describe("Import.run", () => {
     () =>
       Effect.gen(function* () {
         // an archive of one DocumentReference whose attachment blob is in the archive
-        const { dir } = yield* sampleArchive()
+        const { dir, manifest } = yield* sampleArchive()
         const bytes = Buffer.from("ferry attachment bytes")
         const sha = createHash("sha256").update(bytes).digest("hex")
         yield* Attachments.put(dir, Stream.make(new Uint8Array(bytes)), {
           contentType: "text/plain",
           sourceUrl: "https://files.example/doc.txt",
         })
+        // the blob listed, as an export lists each it stores
+        yield* Archive.writeChecksums(dir, manifest)
         for (const refuseClientIds of [false, true]) {
           const sandbox = yield* target({ refuseClientIds })
           const client = yield* clientFor(sandbox.baseUrl)
@@ -1184,7 +1188,9 @@ describe("Import.run", () => {
               Stream.make(JSON.stringify(r)),
             ),
           )
-        yield* Archive.writeManifest(dir, Manifest.addFiles({ ...init, complete: true }, "files", entries))
+        const written = Manifest.addFiles({ ...init, complete: true }, "files", entries)
+        yield* Archive.writeManifest(dir, written)
+        yield* Archive.writeChecksums(dir, written)
 
         // 1. the Observation is refused: the Bundle of all four fails, then each group goes alone
         const refusing = yield* target({ refuseClientIds: true, rejectRule: { type: "Observation" } })
