@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 /**
  * `ferry verify` end to end: the bundled CLI as a process against sandboxes started in this process.
  * Needs `npm run build` first. Sources: a server (`--source`) or an archive made by `ferry export`.
@@ -24,6 +25,7 @@ const types = "Condition,DocumentReference,Encounter,Patient,Procedure"
 
 interface Report {
   readonly verdict: string
+  readonly source: { readonly transactionTime?: string; readonly checksumsSha256?: string }
   readonly sample: { readonly percent: number } | null
   readonly idMap: { readonly entries: number } | null
   readonly totals: Record<string, number>
@@ -160,6 +162,16 @@ describe("ferry verify", () => {
     expect(readReport(report).totals).toEqual(r.totals)
     expect(json.stderr).toContain("verify: DIFFERENCES")
     expect(json.stderr).toContain(Path.join(report, "verify.html"))
+    // the report names the archive it proves things of: its source as of when, and its checksum file's sha256
+    const sums = createHash("sha256")
+      .update(NFS.readFileSync(Path.join(archive, "checksums.sha256")))
+      .digest("hex")
+    const manifest = JSON.parse(NFS.readFileSync(Path.join(archive, "manifest.json"), "utf8")) as {
+      transactionTime: string
+    }
+    expect(r.source.checksumsSha256).toBe(sums)
+    expect(r.source.transactionTime).toBe(manifest.transactionTime)
+    expect(NFS.readFileSync(Path.join(archive, "verify.html"), "utf8")).toContain(sums)
   }, 60_000)
 
   it("Ctrl-C (SIGINT): exit 130, one line saying so, and with --json the failure object", async () => {

@@ -165,6 +165,13 @@ export interface Report {
     readonly location: string
     /** An archive's source server (as its manifest records it). */
     readonly server?: string
+    /** An archive's `transactionTime`: the source as of when. */
+    readonly transactionTime?: string
+    /**
+     * The sha256 of the archive's `checksums.sha256`, which every file and blob was checked against first:
+     * what ties the report to this archive (a backup keeps it: `sha256sum checksums.sha256`).
+     */
+    readonly checksumsSha256?: string
     /** An incremental archive (`--since`): its changes were compared, not the whole target. */
     readonly delta?: true
   }
@@ -426,6 +433,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
 
   // --- the source side's description, types and counts
   let manifest: Manifest.Manifest | undefined
+  /** The sha256 of the archive's checksums.sha256, once it was checked. */
+  let checksumsSha256: string | undefined
   let index: ReadonlyMap<string, string> = new Map() // attachment URL → sha256 (archive)
   /** The first 58 hex digits of the sha256 of each blob of the archive (undefined: a server source). */
   let blobPrefixes: ReadonlySet<string> | undefined
@@ -459,6 +468,18 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         reason: "Source",
         detail: `${source.dir}: ${Archive.describeMismatches(mismatches)}`,
       })
+    // what ties the report to this archive's bytes (`sha256sum checksums.sha256`, as a backup keeps it)
+    checksumsSha256 = yield* Effect.try({
+      try: () =>
+        createHash("sha256")
+          .update(NFS.readFileSync(Path.join(source.dir, Archive.layout.checksums)))
+          .digest("hex"),
+      catch: (cause) =>
+        new VerifyError({
+          reason: "Source",
+          detail: `${source.dir}: checksums.sha256 could not be read again (${String(cause)})`,
+        }),
+    })
     const idx = yield* Attachments.readIndex(source.dir).pipe(Effect.mapError(sourceError))
     const byUrl = new Map<string, string>()
     for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)
@@ -1164,6 +1185,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             kind: "archive",
             location: Path.resolve(source.dir),
             ...(manifest !== undefined ? { server: manifest.source.baseUrl } : {}),
+            ...(manifest?.transactionTime !== undefined ? { transactionTime: manifest.transactionTime } : {}),
+            ...(checksumsSha256 !== undefined ? { checksumsSha256 } : {}),
             ...(delta ? { delta: true as const } : {}),
           }
         : { kind: "server", location: source.client.baseUrl },
