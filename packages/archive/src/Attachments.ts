@@ -577,12 +577,20 @@ const packBytes = (
       highWaterMark: 64 * 1024,
     }) as AsyncIterable<Uint8Array>,
     (cause) =>
-      new ArchiveError({
-        reason: "Io",
-        path: rel,
-        detail: `could not read the pack (${cause instanceof Error ? cause.message : String(cause)})`,
-        cause,
-      }),
+      // a pack the index names that is not there: the archive lost it (not a disk or permission problem)
+      Fs.isNodeError(cause, "ENOENT")
+        ? new ArchiveError({
+            reason: "Corrupt",
+            path: rel,
+            detail: "the pack holding this blob is missing",
+            cause,
+          })
+        : new ArchiveError({
+            reason: "Io",
+            path: rel,
+            detail: `could not read the pack (${cause instanceof Error ? cause.message : String(cause)})`,
+            cause,
+          }),
   )
 }
 
@@ -607,7 +615,7 @@ export const read = (dir: string, blob: string | Location): Stream.Stream<Uint8A
               new ArchiveError({
                 reason: "Corrupt",
                 path: Path.join(dir, rel),
-                detail: `the blob does not hold the bytes its name says (sha256 ${actual.slice(0, 12)}…): the archive was changed or damaged`,
+                detail: `the blob does not hold the bytes its name says (sha256 ${actual.slice(0, 12)}…)`,
               }),
             )
       })

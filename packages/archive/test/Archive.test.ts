@@ -474,10 +474,10 @@ describe("Archive", () => {
           "attachments/packs/000001.pack",
           "Changed",
         ])
-        const damaged = yield* Effect.exit(Stream.runCollect(Attachments.read(dir, stored.out[3]!.sha256)))
-        expect(Exit.isFailure(damaged) && String(damaged.cause)).toMatch(
-          /does not hold the bytes its name says/,
-        )
+        const damaged = yield* Effect.flip(Stream.runCollect(Attachments.read(dir, stored.out[3]!.sha256)))
+        expect(damaged.message).toMatch(/does not hold the bytes its name says/)
+        // "damaged" said once (the detail does not repeat the advice)
+        expect(damaged.message.match(/damaged/g)).toHaveLength(1)
         const intact = yield* Stream.runCollect(Attachments.read(dir, stored.out[4]!.sha256))
         expect(Buffer.concat([...intact]).equals(small[4]!)).toBe(true)
         // the pack gone: reported as missing (not a failure of the check itself)
@@ -486,6 +486,12 @@ describe("Archive", () => {
           "attachments/packs/000001.pack",
           "Missing",
         ])
+        // a blob of it read: the archive is damaged (not a disk or permission problem), said once
+        const lost = yield* Effect.flip(Stream.runCollect(Attachments.read(dir, stored.out[4]!.sha256)))
+        expect(lost.reason).toBe("Corrupt")
+        expect(lost.message).toContain(
+          "the pack holding this blob is missing; the archive is damaged: restore",
+        )
         // and writing the checksums again says which pack is gone
         const gone = yield* Effect.flip(Archive.writeChecksums(dir, m))
         expect(gone.message).toMatch(/000001\.pack.*places blobs in this pack/)
