@@ -243,6 +243,28 @@ describe("ferry verify", () => {
     expect(run.stdout).toContain("verify: CLEAN")
   })
 
+  it("an archive of some types (_type): the target's other types are not counted as extra; clean, and the report says so", async () => {
+    const some = Path.join(tmp, "archive-some-types")
+    const exported = await runFerry([
+      "export",
+      source.handle.baseUrl,
+      "--out",
+      some,
+      "--type",
+      "Patient,Condition",
+    ])
+    expect(exported.code, exported.stderr).toBe(0)
+    // a target loaded with everything (more than the archive holds: Observations, Encounters, …)
+    const t = await target()
+    const v = await verifyArchive(some, t.handle.baseUrl, "r-some-types")
+    expect(v.run.code, JSON.stringify(v.report.totals)).toBe(0)
+    expect(v.report.totals.extra).toBe(0)
+    expect(v.report.types.map((r) => r.type).sort()).toEqual(["Condition", "Patient"])
+    expect(v.report.notes).toContain(
+      "the archive holds the types its export asked for (_type): only its types were compared; the target's resources of other types were not counted",
+    )
+  }, 60_000)
+
   it("an extra resource on the target: 1 extra, exit 6", async () => {
     const t = await target()
     t.handle.store.update({ resourceType: "Patient", id: "extra-one", gender: "unknown" })

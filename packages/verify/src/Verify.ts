@@ -693,7 +693,17 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   // through the attachments. Each type the target's CapabilityStatement lists is counted; those it holds none
   // of are left out of the report.
   const targetOnly = new Set<string>()
-  if (!delta && (options.types === undefined || options.types.length === 0)) {
+  // an archive of some types only (`_type`) or of a Patient or Group compartment: the target's other types are
+  // none of its business (their resources are not the source's missing from it), as with --type
+  const selection =
+    source._tag === "Archive" &&
+    manifest !== undefined &&
+    ("_type" in manifest.request.parameters || manifest.request.level !== "system")
+  if (selection && !delta && (options.types === undefined || options.types.length === 0))
+    notes.push(
+      `the archive holds ${manifest?.request.level !== "system" ? `a ${manifest?.request.level === "group" ? "Group" : "Patient"}-level export` : "the types its export asked for (_type)"}: only its types were compared; the target's resources of other types were not counted`,
+    )
+  if (!delta && !selection && (options.types === undefined || options.types.length === 0)) {
     const cs = yield* target.capabilities().pipe(Effect.mapError(targetError))
     const known = new Set(types)
     // only types the target says it can search: the others cannot be listed anyway
