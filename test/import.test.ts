@@ -147,6 +147,27 @@ describe("ferry import", () => {
     expect(again.code, again.stderr).toBe(0)
     expect((JSON.parse(again.stdout) as { strategy: string }).strategy).toBe("post")
     expect(targetCounts(target)).toEqual(landed)
+    // $import then post: the same (a job's files are journaled, not Bundles)
+    const bulk = copy(sample, "strategy-switch-bulk")
+    const other = await start({})
+    const imported = await importInto(bulk, other, ["--strategy", "import"])
+    expect(imported.code, imported.stderr).toBe(0)
+    const switched = await importInto(bulk, other, ["--strategy", "post"])
+    expect(switched.code, switched.stderr).toBe(2)
+    expect(lastLine(switched.stderr)).toContain(
+      "--strategy post: this import into the target began with import",
+    )
+  }, 120_000)
+
+  it("a target that refused every resource holds none of them: a --retry-quarantine is not taken for a rebuilt target", async () => {
+    const archive = copy(sample, "all-refused")
+    const target = await start({ rejectRule: { message: "nothing is accepted here" } })
+    const first = await importInto(archive, target)
+    expect(first.code, first.stderr).toBe(7)
+    expect(targetCounts(target)).toEqual({})
+    const retry = await importInto(archive, target, ["--retry-quarantine"])
+    expect(retry.code, retry.stderr).toBe(7)
+    expect(retry.stderr).not.toContain("emptied or replaced")
   }, 120_000)
 
   it("a target emptied and rebuilt at the same URL: a rerun refuses to call it done (exit 2, --restart named); --restart loads it again, its earlier state set aside", async () => {
@@ -1066,13 +1087,18 @@ describe("ferry import", () => {
       [flipped, `checksums.sha256 lists ${rows[blob]!.split("  ")[1]!} with another sha256 (`],
       [dropped, "data/Procedure.000.ndjson is not covered by checksums.sha256"],
       [dataRow, "checksums.sha256 lists data/Procedure.000.ndjson with another sha256 ("],
-      [none, "checksums.sha256 is missing"],
     ] as const) {
       const run = await importInto(archive, target)
       expect(run.code, run.stderr).toBe(5)
       expect(lastLine(run.stderr)).toContain(`the archive was changed or damaged: ${said}`)
       expect(lastLine(run.stderr)).toMatch(/; restore the archive from a copy, or export again$/)
     }
+    // no checksum file at all: the export that completed it writes it when run again
+    const missing = await importInto(none, target)
+    expect(missing.code, missing.stderr).toBe(5)
+    expect(lastLine(missing.stderr)).toContain(
+      "checksums.sha256 is missing (a ferry stopped before it wrote it, or the archive was damaged): run the same ferry export again (same --out) to write it",
+    )
     expect(target.store.countAll()).toBe(0)
     // verify --archive names the row that changed, not the data file (whose bytes are the manifest's)
     const verified = await runFerry(["verify", "--archive", dataRow, "--target", target.baseUrl])

@@ -399,6 +399,42 @@ describe("ferry migrate", () => {
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
   }, 90_000)
 
+  it("a migration killed after a wave landed, its target rebuilt empty at the same URL: the rerun is refused too (its export's manifest lists no files yet)", async () => {
+    const source = await start({ ...generated, faults: { slowDownload: { type: "Observation", ms: 3000 } } })
+    const port = await freePort()
+    const first = await startSandbox({ port })
+    const archive = Path.join(tmp, "rebuilt-mid-migration")
+    const ledger = Imports.migrateLedgerPath(archive, first.handle.baseUrl)
+    let poll: NodeJS.Timeout | undefined
+    const killed = await runFerry(
+      ["migrate", "--from", source.baseUrl, "--to", first.handle.baseUrl, "--archive", archive],
+      {
+        onStderr: (_text, child) => {
+          // once a wave's files are in the ledger (the Observations are still downloading)
+          poll ??= setInterval(() => {
+            if (!NFS.existsSync(ledger) || !NFS.readFileSync(ledger, "utf8").includes('"migrate.wave"'))
+              return
+            if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+          }, 5)
+        },
+      },
+    )
+    clearInterval(poll)
+    expect(killed.signal, killed.stderr).toBe("SIGKILL")
+    expect(first.handle.store.countAll()).toBeGreaterThan(0)
+    await first.close()
+    await setSandboxFaults(source.baseUrl, {})
+    const target = await start({ port })
+    const rerun = await migrate(source, target, archive)
+    expect(rerun.code, rerun.stderr).toBe(2)
+    expect(lastLine(rerun.stderr)).toContain(
+      "the target holds none of the archive's resources, though earlier runs",
+    )
+    const again = await migrate(source, target, archive, "--restart")
+    expect(again.code, again.stderr).toBe(0)
+    expect(counts(target)).toEqual(counts(source))
+  }, 90_000)
+
   it("post: a cutover delta with nothing to carry still passes the id map on; the next delta's change reaches the target, verify clean", async () => {
     const source = await start(generated)
     const target = await start({ refuseClientIds: true })
@@ -842,7 +878,9 @@ describe("ferry migrate", () => {
     expect(posted.status).toBe(201)
     const run = await migrate(source, target, Path.join(tmp, "non-empty-target"))
     expect(run.code, run.stderr).toBe(0)
-    expect(run.stderr).toContain("the target already holds 1 resource of the archive's types (1 Observation)")
+    expect(run.stderr).toContain(
+      "the target already holds 1 resource of the archive's types (1 Observation; Binary not counted)",
+    )
   }, 120_000)
 
   it("after a migration that quarantined some resources: a cutover delta says they are still out, and import --retry-quarantine sends the quarantine only, not what the waves landed", async () => {

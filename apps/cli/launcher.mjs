@@ -14,8 +14,10 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import vm from "node:vm"
 
-// Ctrl-C or SIGTERM while the CLI loads (≈ 0.3 s), before its runtime answers them: nothing was done yet.
-// Said, exit 130 as any interruption (a signal's default death was 143, silent). bin.ts removes these.
+// Ctrl-C or SIGTERM while the CLI loads (≈ 0.3 s), before its runtime answers them. With a listener, Node
+// catches the signal instead of dying of it (silently, 143 for SIGTERM): the load is synchronous, so the signal
+// waits for the event loop, where runMain's handlers have replaced these (bin.ts removes them right after
+// runMain) and Cli.run says "interrupted while starting", exit 130. Should the loop turn before that, this says it.
 const early = () => {
   process.stderr.write(
     "ferry: interrupted while starting, before anything was done; run the same command again\n",

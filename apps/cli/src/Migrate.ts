@@ -457,7 +457,18 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             })
         }
       }
-      // (before anything writes there: the events below go to the fresh state)
+      // (before anything writes there: the events below go to the fresh state). Not over pruned data files: the
+      // ledger that says they were pruned on purpose would go with it, and the export would then call them lost.
+      if (
+        options.restart === true &&
+        (Imports.readMigrateLedger(archive, target.baseUrl)?.pruned.size ?? 0) > 0
+      )
+        return yield* new ImportError({
+          reason: "Config",
+          url: archive,
+          detail:
+            "--restart: this migration pruned data files after importing them (--prune-staged), so it cannot load the target again from this archive; run a new migration (another --archive)",
+        })
       const setAside =
         options.restart === true
           ? yield* Import.setAsideState(Imports.dir(archive, target.baseUrl))
@@ -570,10 +581,11 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       if (setAside !== undefined) yield* say("warning", { detail: Import.setAsideWarning(setAside) })
       if (imported.size > 0 || alreadyDone) {
         // a target emptied or rebuilt at the same URL since: the ledger would send nothing of what it holds
+        // (the types of the files imported: an unfinished export's manifest lists none yet)
         yield* Import.refuseEmptied(
           target,
           archive,
-          yield* Archive.readManifest(archive),
+          Array.from(new Set(Array.from(imported, (p) => Path.basename(p).split(".")[0]!))),
           `earlier runs of this migration imported ${imported.size} of its files there`,
           pruned.size,
         )

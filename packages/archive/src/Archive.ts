@@ -913,6 +913,9 @@ const checkOne = (
 /** One sentence for the first of `mismatches` (and how many more), saying what to do. */
 export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string => {
   const first = mismatches[0]!
+  // an archive completed by a ferry killed before it wrote the file (or one damaged): an export rerun writes it
+  if (first.problem === "Missing" && first.path === layout.checksums && mismatches.length === 1)
+    return `${layout.checksums} is missing (a ferry stopped before it wrote it, or the archive was damaged): run the same ferry export again (same --out) to write it, or restore the archive from a copy`
   const what =
     first.problem === "Missing"
       ? `${first.path} is missing`
@@ -965,6 +968,10 @@ export const verifyChecksums = (
     const files = checked.filter((m) => !(m.problem === "Changed" && rowChanged.get(m.path) === m.actual))
     return [...files, ...(yield* unexpectedFiles(dir, manifest)), ...unlisted]
   })
+
+/** The sha256 of the archive's `checksums.sha256` (streamed): what ties a report to this archive's bytes. */
+export const checksumsSha256 = (dir: string): Effect.Effect<string, ArchiveError> =>
+  Effect.map(Fs.hashFile(Path.join(dir, layout.checksums)), (h) => h.sha256)
 
 /**
  * The checksum file against what it should list (`listed`): the files and blobs it misses or lists with another

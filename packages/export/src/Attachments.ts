@@ -491,7 +491,8 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
   const inFlight = new Map<string, Deferred.Deferred<boolean>>()
   const gates: Gates = { http: yield* Effect.makeSemaphore(Math.max(1, options.concurrency)) }
   const baseOrigin = Option.getOrElse(originOf(client.baseUrl), () => "null")
-  // redirects keep to the allowed origins too (the source's own among them)
+  // an attachment on another host than the source: its redirects keep to the allowed origins too (the source's
+  // own URLs may redirect where the source sends them: to its blob store, a CDN, https)
   const allowOrigin = options.allowOrigin
   const follow =
     allowOrigin === undefined ? {} : { followTo: (o: string) => o === baseOrigin || allowOrigin(o) }
@@ -564,10 +565,14 @@ export const fetcher = Effect.fn("Attachments.fetcher")(function* (
                 bytes: copied.value.bytes,
                 meta: metaOf(ref, copied.value.contentType ?? ref.contentType),
               })
-            : fetchOne(client, store, ref, gates, { url: resolved, binary, ...follow }),
+            : fetchOne(client, store, ref, gates, { url: resolved, binary }),
         )
       return options.allowOrigin === undefined || options.allowOrigin(origin)
-        ? fetchOne(client, store, ref, gates, { url: resolved, binary, ...follow })
+        ? fetchOne(client, store, ref, gates, {
+            url: resolved,
+            binary,
+            ...(origin === baseOrigin ? {} : follow),
+          })
         : Effect.fail(
             new ExportError({
               reason: "Attachment",

@@ -527,7 +527,9 @@ const collect = (
               Effect.sync(() => {
                 for (const issue of o.issue) {
                   for (const text of [issue.diagnostics ?? "", issue.details?.text ?? ""]) {
-                    for (const m of text.matchAll(REMAP)) idMap.push([`${m[1]}/${m[2]}`, `${m[3]}/${m[4]}`])
+                    // (a pair naming the same resource twice is no remap: a server that says it kept the id)
+                    for (const m of text.matchAll(REMAP))
+                      if (m[1] !== m[3] || m[2] !== m[4]) idMap.push([`${m[1]}/${m[2]}`, `${m[3]}/${m[4]}`])
                   }
                 }
               }),

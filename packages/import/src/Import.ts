@@ -69,7 +69,7 @@ import * as Path from "node:path"
 import { makeDirsSync } from "@ferry/core/Dirs"
 import { HttpClientRequest } from "@effect/platform"
 import * as Archive from "@ferry/archive/Archive"
-import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
+import type { FileEntry } from "@ferry/archive/Manifest"
 import * as Attachments from "@ferry/archive/Attachments"
 import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
@@ -553,12 +553,14 @@ export const setAsideState = (importDir: string): Effect.Effect<string | undefin
 export const refuseEmptied = (
   client: FhirClient,
   archive: string,
-  manifest: Manifest,
+  types: ReadonlyArray<string>,
   earlier: string,
   pruned = 0,
 ): Effect.Effect<void, ImportFailure> =>
   Effect.gen(function* () {
-    if (!(yield* holdsNothingOf(client, Array.from(new Set(manifest.files.map((f) => f.type)))))) return
+    // (resources the target refused wait in quarantine: a target that took none of them holds none either)
+    if (Imports.pendingQuarantine(archive, client.baseUrl) > 0) return
+    if (!(yield* holdsNothingOf(client, types))) return
     return yield* new ImportError({
       reason: "Config",
       url: client.baseUrl,
@@ -688,6 +690,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         (previous.value === "put" || previous.value === "post" || previous.value === "import")
           ? previous.value
           : undefined
+      // What earlier runs sent: Bundles (put, post) and $import jobs.
+      const chunksBefore = (yield* journal.entries("import.chunk")).length
+      const jobsBefore = (yield* journal.entries(BULK_JOB)).length
+      const landedBefore = chunksBefore + jobsBefore
       // Post after put or $import, or either after post: what was in flight when the earlier run stopped would be
       // created again under other ids (post's new ids, then the source ids). Refused. (put and $import both keep
       // the source ids: a switch between them lands each resource once.)
@@ -695,7 +701,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         options.strategy !== undefined &&
         journaled !== undefined &&
         (options.strategy === "post") !== (journaled === "post") &&
-        (yield* journal.entries("import.chunk")).length > 0
+        landedBefore > 0
       )
         return yield* new ImportError({
           reason: "Config",
@@ -783,13 +789,12 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         // A rerun whose earlier runs landed Bundles in a target that now holds nothing of the archive's types:
         // the target was emptied or rebuilt at the same URL (a restore into a fresh environment). The journal
         // would send nothing again and call it done.
-        const landed = (yield* journal.entries("import.chunk")).length
-        if (landed > 0)
+        if (landedBefore > 0)
           yield* refuseEmptied(
             client,
             archive,
-            manifest,
-            `earlier runs of this import landed ${landed} Bundle${landed === 1 ? "" : "s"} there`,
+            Array.from(new Set(manifest.files.map((f) => f.type))),
+            `earlier runs of this import ${chunksBefore > 0 ? `landed ${chunksBefore} Bundle${chunksBefore === 1 ? "" : "s"}` : `ran its $import job`} there`,
           )
       }
 

@@ -469,17 +469,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         detail: `${source.dir}: ${Archive.describeMismatches(mismatches)}`,
       })
     // what ties the report to this archive's bytes (`sha256sum checksums.sha256`, as a backup keeps it)
-    checksumsSha256 = yield* Effect.try({
-      try: () =>
-        createHash("sha256")
-          .update(NFS.readFileSync(Path.join(source.dir, Archive.layout.checksums)))
-          .digest("hex"),
-      catch: (cause) =>
-        new VerifyError({
-          reason: "Source",
-          detail: `${source.dir}: checksums.sha256 could not be read again (${String(cause)})`,
-        }),
-    })
+    checksumsSha256 = yield* Archive.checksumsSha256(source.dir).pipe(Effect.mapError(sourceError))
     const idx = yield* Attachments.readIndex(source.dir).pipe(Effect.mapError(sourceError))
     const byUrl = new Map<string, string>()
     for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)

@@ -109,7 +109,7 @@ export const nonEmptyTarget = (
     .slice(0, 3)
     .map(([t, n]) => `${n} ${t}`)
     .join(", ")
-  return `the target already holds ${total} resource${total === 1 ? "" : "s"} of the archive's types (${top}${held.length > 3 ? ", …" : ""}) and the archive records no import into it (at this URL): ${mode === "put" ? "resources with the same ids are overwritten and the others stay" : "the imported resources are added beside them"} (a full verify lists those others as extra)`
+  return `the target already holds ${total} resource${total === 1 ? "" : "s"} of the archive's types (${top}${held.length > 3 ? ", …" : ""}; Binary not counted) and the archive records no import into it (at this URL): ${mode === "put" ? "resources with the same ids are overwritten and the others stay" : "the imported resources are added beside them"} (a full verify lists those others as extra)`
 }
 
 /** How long the probe's DELETE may take (it also runs when the import is interrupted). */
