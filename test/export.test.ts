@@ -323,25 +323,21 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(NFS.readdirSync(Path.join(out, "data")).filter((f) => !f.endsWith(".ndjson"))).toEqual([])
   }
 
-  /** `ferry export --allow-partial-manifests` with slow downloads, killed (-9) once its first file is in. */
-  const killAfterFirstPartialFile = async (out: string) => {
+  /** `ferry export` (and `extra` flags) with slow downloads, killed (-9) once its first file is in; its args. */
+  const killAfterFirstFile = async (out: string, ...extra: Array<string>) => {
     await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
-    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2", "--allow-partial-manifests"]
+    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2", ...extra]
     const killed = await ferry(args, (text, child) => {
       if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
     })
     expect(killed.signal).toBe("SIGKILL")
     return args
   }
+  const killAfterFirstPartialFile = (out: string) => killAfterFirstFile(out, "--allow-partial-manifests")
 
   it("a finished file removed between a kill and the rerun is downloaded again; one removed from a finished archive is said, not 'nothing to do'", async () => {
     const out = Path.join(tmp, "removed-file")
-    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
-    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"]
-    const killed = await ferry(args, (text, child) => {
-      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
-    })
-    expect(killed.signal).toBe("SIGKILL")
+    const args = await killAfterFirstFile(out)
     const finished = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
       .split("\n")
       .filter((l) => l !== "")
@@ -516,12 +512,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
 
   it("kill -9 during downloads, the server's job deleted before the rerun: the rerun starts a new job and completes", async () => {
     const out = Path.join(tmp, "killed-job-gone")
-    await setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
-    const args = ["export", sandbox.baseUrl, "--out", out, "--parallel", "2"]
-    const killed = await ferry(args, (text, child) => {
-      if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
-    })
-    expect(killed.signal).toBe("SIGKILL")
+    const args = await killAfterFirstFile(out)
     // the manifest came (files were downloading): the rerun goes straight to the files, which are gone now
     expect(eventsOf(out).some((e) => e.event === "manifest")).toBe(true)
     const statusUrl = String(eventsOf(out).find((e) => e.event === "kickoff")?.statusUrl)

@@ -344,8 +344,9 @@ describe("ferry plan against a SMART-protected source", () => {
     target = await start({})
   }, 120_000)
 
-  it("with --source-auth smart: a token, the counts, no secret in the output", async () => {
-    const run = await plan([
+  /** `ferry plan` from the SMART source (its client and key) to the plain target, then `extra`. */
+  const planSmart = (...extra: ReadonlyArray<string>) =>
+    plan([
       "--from",
       smart.handle.baseUrl,
       "--to",
@@ -356,8 +357,11 @@ describe("ferry plan against a SMART-protected source", () => {
       client.clientId,
       "--source-key",
       client.keyFile,
-      "--json",
+      ...extra,
     ])
+
+  it("with --source-auth smart: a token, the counts, no secret in the output", async () => {
+    const run = await planSmart("--json")
     expect(run.code).toBe(0)
     const p = run.json()
     expect(p.source.token).toBe(true)
@@ -404,23 +408,7 @@ describe("ferry plan against a SMART-protected source", () => {
 
   it("a token for one type at the Patient level: refused with --type as the way out, which plan takes", async () => {
     const narrow = (...extra: ReadonlyArray<string>) =>
-      plan([
-        "--from",
-        smart.handle.baseUrl,
-        "--to",
-        target.handle.baseUrl,
-        "--source-auth",
-        "smart",
-        "--source-client-id",
-        client.clientId,
-        "--source-key",
-        client.keyFile,
-        "--source-scope",
-        "system/Patient.rs",
-        "--level",
-        "patient",
-        ...extra,
-      ])
+      planSmart("--source-scope", "system/Patient.rs", "--level", "patient", ...extra)
     const refused = await narrow()
     expect(refused.code, refused.stderr).toBe(3)
     expect(lastLine(refused.stderr)).toMatch(/allow reading only Patient: .*--type Patient\)$/)
