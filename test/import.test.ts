@@ -896,6 +896,12 @@ describe("ferry import", () => {
     expect(lastLine(run.stderr)).toMatch(
       /the target's \$import stored \d+ resource\(s\) under ids of its own \(first: \w+\/[^ ]+ as \w+\/[^ ]+\), so references to them from other resources do not resolve; .*--strategy post/,
     )
+    // the same command again: the same failure, and no files sent for yet another copy of each resource
+    const held = target.store.countAll()
+    const again = await importInto(archive, target, ["--strategy", "import"])
+    expect(again.code, again.stderr).toBe(4)
+    expect(lastLine(again.stderr)).toContain("under ids of its own")
+    expect(target.store.countAll()).toBe(held)
   }, 120_000)
 
   it("--strategy import: the target's $import job loads the archive rewritten as the Bundles would be (conditional references resolved, attachments re-pointed); every reference resolves", async () => {

@@ -458,6 +458,8 @@ const STAGING_SET_ASIDE = "and $import stores it as written"
 const MAX_REPLAY_PASSES = 20
 /** Journal key of the `$import` job under way: `{statusUrl, open}` (open until released). */
 const BULK_JOB = "import.bulk.job"
+/** Journaled when a `$import` job stored resources under ids of the target's own (`remappedError`). */
+const REMAPPED = "import.bulk.remapped"
 const BulkJob = Schema.Struct({ statusUrl: Schema.String, open: Schema.Boolean })
 
 const BinaryLine = Schema.Struct({ sha256: Schema.String, id: Schema.String })
@@ -566,6 +568,14 @@ export const refuseEmptied = (
       url: client.baseUrl,
       detail: `the target holds none of the archive's resources, though ${earlier}: it was emptied or replaced at this URL since; ${pruned > 0 ? `${pruned} of the archive's data files were pruned after their import, so load it again with a new migration (another --archive)` : `to load it again from the start, run the same command with --restart (this target's import state, ${Imports.dir(archive, client.baseUrl)}, is set aside, not deleted)`}`,
     })
+  })
+
+/** A `$import` job that stored `pairs` resources under ids of the target's own: not a success, now or on a rerun. */
+const remappedError = (url: string, pairs: number, first: readonly [string, string]): ImportError =>
+  new ImportError({
+    reason: "Target",
+    url,
+    detail: `the target's $import stored ${pairs} resource(s) under ids of its own (first: ${first[0]} as ${first[1]}), so references to them from other resources do not resolve; --strategy import needs a target that keeps the ids of the files: load this archive with --strategy post into an emptied target (with --restart)`,
   })
 
 /** The warning of a `--restart` that set state aside. */
@@ -722,6 +732,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           event: "warning",
           detail: `the target does not accept client ids (no updateCreate) for ${assigning.slice(0, 3).join(", ")}${assigning.length > 3 ? ", …" : ""}: its $import may store those resources under ids of its own, which --strategy import cannot follow (the import fails if it does); --strategy post is made for such a target`,
         })
+      const remapped = yield* journal.result(REMAPPED)
+      if (strategy === "import" && Option.isSome(remapped)) {
+        const r = remapped.value as { pairs?: unknown; first?: unknown }
+        return yield* remappedError(
+          client.baseUrl,
+          typeof r.pairs === "number" ? r.pairs : 0,
+          Array.isArray(r.first) ? [String(r.first[0]), String(r.first[1])] : ["?", "?"],
+        )
+      }
       if (strategy === "import" && !CapabilityStatement.supportsOperation(cs, "import")) {
         return yield* new ImportError({
           reason: "NotSupported",
@@ -789,12 +808,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         // A rerun whose earlier runs landed Bundles in a target that now holds nothing of the archive's types:
         // the target was emptied or rebuilt at the same URL (a restore into a fresh environment). The journal
         // would send nothing again and call it done.
-        if (landedBefore > 0)
+        // (Bundles that landed, or a $import that finished: a job killed while it ran may have loaded nothing)
+        if (chunksBefore > 0 || (yield* journal.isDone("import.done")))
           yield* refuseEmptied(
             client,
             archive,
             Array.from(new Set(manifest.files.map((f) => f.type))),
-            `earlier runs of this import ${chunksBefore > 0 ? `landed ${chunksBefore} Bundle${chunksBefore === 1 ? "" : "s"}` : `ran its $import job`} there`,
+            `earlier runs of this import ${chunksBefore > 0 ? `landed ${chunksBefore} Bundle${chunksBefore === 1 ? "" : "s"}` : "finished"} there`,
           )
       }
 
@@ -1572,12 +1592,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           // source ids (the files were sent whole); the pairs are kept for verify and deletes
           yield* appendToIdMap(result.idMap.map(([s, t]) => `${IdMap.line(s, t)}\n`).join(""))
           for (const [s, t] of result.idMap) idMap.set(s, t)
-          // not a success: the other resources' references to these point at ids the target does not hold
-          return yield* new ImportError({
-            reason: "Target",
-            url: client.baseUrl,
-            detail: `the target's $import stored ${result.idMap.length} resource(s) under ids of its own (first: ${result.idMap[0]![0]} as ${result.idMap[0]![1]}), so references to them from other resources do not resolve; --strategy import needs a target that keeps the ids of the files: load this archive with --strategy post (into an emptied target, with --restart)`,
-          })
+          // not a success: the other resources' references to these point at ids the target does not hold (and
+          // journaled: a rerun does not send the files once more, for yet another copy of each)
+          yield* journal.append(REMAPPED, REMAPPED, { pairs: result.idMap.length, first: result.idMap[0] })
+          return yield* remappedError(client.baseUrl, result.idMap.length, result.idMap[0]!)
         }
         const deleted = yield* applyDeletes
         const total = Object.values(result.loaded).reduce((a, b) => a + b, 0)
