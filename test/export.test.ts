@@ -335,14 +335,20 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
   }
   const killAfterFirstPartialFile = (out: string) => killAfterFirstFile(out, "--allow-partial-manifests")
 
+  /** The export's journal entries in `out`. */
+  const journalOf = (out: string) =>
+    NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as { key: string; data?: unknown })
+
   it("a finished file removed between a kill and the rerun is downloaded again; one removed from a finished archive is said, not 'nothing to do'", async () => {
     const out = Path.join(tmp, "removed-file")
     const args = await killAfterFirstFile(out)
-    const finished = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
-      .split("\n")
-      .filter((l) => l !== "")
-      .map((l) => JSON.parse(l) as { key: string; data?: { path?: string } })
-      .flatMap((l) => (l.key.startsWith("file:") && typeof l.data?.path === "string" ? [l.data.path] : []))
+    const finished = journalOf(out).flatMap((l) => {
+      const path = (l.data as { path?: unknown } | undefined)?.path
+      return l.key.startsWith("file:") && typeof path === "string" ? [path] : []
+    })
     expect(finished.length).toBeGreaterThan(0)
     NFS.rmSync(Path.join(out, finished[0]!))
     await setFaults(sandbox.baseUrl, {})
@@ -372,10 +378,7 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
   it("--allow-partial-manifests: a killed run's job vanishes before the rerun: a new job, and none of the old job's files stands in for the new job's", async () => {
     const out = Path.join(tmp, "parts-gone")
     const args = await killAfterFirstPartialFile(out)
-    const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
-      .split("\n")
-      .filter((l) => l !== "")
-      .map((l) => JSON.parse(l) as { key: string; data: unknown })
+    const journal = journalOf(out)
     const first = journal.find((l) => l.key === "transactionTime")?.data
     expect(typeof first).toBe("string")
     const before = journal.filter((l) => l.key.startsWith("file:")).length
