@@ -27,6 +27,9 @@
  * Per round, the CPU of each target's main thread (/proc/<pid>/task/<pid>/stat) during the import and during the
  * naive loop: the naive time ÷ the target's CPU for Ferry's Bundles is the ratio a client sending those Bundles
  * could reach at most with this target (its work cannot take less wall time than its serving thread's CPU).
+ * Also per round, against a third fresh target: **bare Bundles**, the archive's lines as read, in transaction Bundles
+ * of 500 PUTs, 4 in flight, from this process, with none of Ferry's work (no graph, order, rewriting, journal or
+ * checks): its ratio to the naive loop is what a client doing nothing but sending reached in that round.
  * Goals: Ferry ≥ 10× the naive rate and ≥ 5,000 resources/s.
  */
 import { spawn } from "node:child_process"
@@ -139,6 +142,55 @@ async function* lines(archive: string): AsyncGenerator<string> {
   }
 }
 
+/** The `Type/id` a line starts with (`{"resourceType":"T","id":"I"…`, as the sandbox writes), else from a parse. */
+const keyOf = (line: string): { type: string; id: string } => {
+  const m = /^\{"resourceType":"([A-Za-z]+)","id":"([A-Za-z0-9\-.]{1,64})"/.exec(line)
+  if (m !== null) return { type: m[1]!, id: m[2]! }
+  const r = JSON.parse(line) as { resourceType: string; id: string }
+  return { type: r.resourceType, id: r.id }
+}
+
+/**
+ * The bare side: the archive's lines as read, in transaction Bundles of `size` PUT entries, `inFlight` at a
+ * time, keep-alive `fetch`, with none of Ferry's work (no graph or order, no rewriting, no journal, no checks
+ * but the HTTP status). What any client sending these Bundles to this target at least takes on this machine.
+ */
+const bare = async (baseUrl: string, archive: string, size = 500, inFlight = 4): Promise<number> => {
+  let sent = 0
+  const running = new Set<Promise<void>>()
+  const send = (entries: Array<string>) => {
+    const body = `{"resourceType":"Bundle","type":"transaction","entry":[${entries.join(",")}]}`
+    const p: Promise<void> = fetch(baseUrl, {
+      method: "POST",
+      headers: {
+        "content-type": "application/fhir+json",
+        accept: "application/fhir+json",
+        prefer: "return=minimal",
+      },
+      body,
+    }).then(async (res) => {
+      await res.arrayBuffer()
+      if (res.status >= 300) throw new Error(`bare Bundle: ${res.status}`)
+      running.delete(p)
+    })
+    running.add(p)
+  }
+  let entries: Array<string> = []
+  for await (const line of lines(archive)) {
+    const { type, id } = keyOf(line)
+    entries.push(`{"resource":${line},"request":{"method":"PUT","url":"${type}/${id}"}}`)
+    sent++
+    if (entries.length === size) {
+      send(entries)
+      entries = []
+      while (running.size >= inFlight) await Promise.race(running)
+    }
+  }
+  if (entries.length > 0) send(entries)
+  await Promise.all(running)
+  return sent
+}
+
 /** With `--rtt`: a proxy holding each request `RTT` ms before forwarding it to `baseUrl`; its base URL. */
 const delayed = (baseUrl: string): Promise<{ baseUrl: string; close: () => Promise<void> }> => {
   if (RTT <= 0) return Promise.resolve({ baseUrl, close: () => Promise.resolve() })
@@ -207,7 +259,7 @@ const main = async () => {
     if (RTT > 0) console.log(`every request held ${RTT} ms by a proxy (--rtt), both sides`)
 
     // 2 and 3, `--repeat` times: Ferry, then the naive loop, each against a fresh target
-    const runs: Array<{ ratio: number; ferryRate: number }> = []
+    const runs: Array<{ ratio: number; ferryRate: number; bareRatio: number }> = []
     for (let rep = 0; rep < REPEAT; rep++) {
       // 2. Ferry
       const target = await startSandbox([])
@@ -238,6 +290,21 @@ const main = async () => {
       await targetVia.close()
       await target.close()
       open.splice(open.indexOf(target), 2)
+
+      // 2b. bare: the same Bundles with none of Ferry's work, against another fresh target
+      const plain = await startSandbox([])
+      const plainVia = await delayed(plain.baseUrl)
+      open.push(plainVia)
+      open.push(plain)
+      const b0 = now()
+      const bareSent = await bare(plainVia.baseUrl, archive)
+      const bareSecs = secs(b0)
+      await plainVia.close()
+      await plain.close()
+      open.splice(open.indexOf(plain), 2)
+      console.log(
+        `bare Bundles (the archive's lines in Bundles of 500 PUTs, 4 in flight, none of Ferry's work): ${fmt(bareSent)} resources in ${fmt(bareSecs, 1)} s = ${fmt(bareSent / bareSecs)} resources/s`,
+      )
 
       // 3. naive: one PUT per resource, sequential
       const naive = await startSandbox([])
@@ -285,8 +352,11 @@ const main = async () => {
       console.log(
         `target main thread CPU: ${fmt(targetCpu, 2)} s during ferry's import (${fmt((targetCpu * 1e6) / total)} µs per resource), ${fmt(naiveTargetCpu, 2)} s during the naive loop's ${fmt(sent)} PUTs (${fmt((naiveTargetCpu * 1e6) / sent)} µs per resource); ceiling for Bundles of 500 with this target: ${fmt(ceiling, 1)}× (naive whole-archive time ÷ that CPU for ferry's import)`,
       )
-      console.log(`run ${rep + 1} of ${REPEAT}: ratio ${fmt(ratio, 1)}×, ferry ${fmt(ferryRate)} resources/s`)
-      runs.push({ ratio, ferryRate })
+      const bareRatio = bareSent / bareSecs / naiveRate
+      console.log(
+        `run ${rep + 1} of ${REPEAT}: ratio ${fmt(ratio, 1)}×, ferry ${fmt(ferryRate)} resources/s; bare Bundles ${fmt(bareRatio, 1)}× the naive loop (what a client doing none of Ferry's work reached against this target in this round)`,
+      )
+      runs.push({ ratio, ferryRate, bareRatio })
     }
     const median = (xs: ReadonlyArray<number>) => {
       const sorted = [...xs].sort((a, b) => a - b)
@@ -297,6 +367,9 @@ const main = async () => {
     const ferryRate = median(runs.map((r) => r.ferryRate))
     console.log(
       `ratio: ${fmt(ratio, 1)}× median of ${runs.length} (${runs.map((r) => `${fmt(r.ratio, 1)}×`).join(", ")}; goal ≥ 10× ${ratio >= 10 ? "met" : "NOT met"}); ferry ${fmt(ferryRate)} resources/s median (goal ≥ 5,000 ${ferryRate >= 5000 ? "met" : "NOT met"})`,
+    )
+    console.log(
+      `bare Bundles: ${fmt(median(runs.map((r) => r.bareRatio)), 1)}× median (${runs.map((r) => `${fmt(r.bareRatio, 1)}×`).join(", ")}); ferry ÷ bare: ${runs.map((r) => `${fmt((100 * r.ratio) / r.bareRatio)} %`).join(", ")}`,
     )
   } finally {
     for (const o of open.reverse()) await o.close()
