@@ -1125,16 +1125,22 @@ describe("ferry import", () => {
     // the checksums say this is what the export wrote (a source that served a cut line, say)
     const sha = createHash("sha256").update(text).digest("hex")
     const manifestPath = Path.join(archive, "manifest.json")
-    const manifest = JSON.parse(NFS.readFileSync(manifestPath, "utf8")) as {
+    const manifestText = NFS.readFileSync(manifestPath, "utf8")
+    const manifest = JSON.parse(manifestText) as {
       files: Array<{ path: string; sha256: string; bytes: number }>
     }
     const entry = manifest.files.find((f) => f.path === rel)!
     const old = entry.sha256
     entry.sha256 = sha
     entry.bytes = Buffer.byteLength(text)
-    NFS.writeFileSync(manifestPath, JSON.stringify(manifest))
+    const edited = JSON.stringify(manifest)
+    NFS.writeFileSync(manifestPath, edited)
     const sums = Path.join(archive, "checksums.sha256")
-    NFS.writeFileSync(sums, NFS.readFileSync(sums, "utf8").replace(old, sha))
+    const hash = (t: string) => createHash("sha256").update(t).digest("hex")
+    NFS.writeFileSync(
+      sums,
+      NFS.readFileSync(sums, "utf8").replace(old, sha).replace(hash(manifestText), hash(edited)),
+    )
     const target = await start({})
     const run = await importInto(archive, target)
     expect(run.code, run.stderr).toBe(5)

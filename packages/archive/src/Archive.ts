@@ -3,6 +3,7 @@
  * checksums and the advisory lock. Plain functions over a directory; the Journal and attachments have
  * their own modules.
  */
+import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
 import * as OS from "node:os"
 import * as Path from "node:path"
@@ -15,6 +16,7 @@ import * as Attachments from "./Attachments.js"
 import { ArchiveError, errorText } from "./ArchiveError.js"
 import * as Fs from "./internal/fs.js"
 import {
+  checksumsCoverMetadata,
   FORMAT,
   FORMATS,
   FileEntry,
@@ -80,12 +82,18 @@ export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError>
     } catch (e) {
       return yield* new ArchiveError({ reason: "Corrupt", path, detail: `not valid JSON (${errorText(e)})` })
     }
-    const format = typeof json === "object" && json !== null && "format" in json ? json.format : undefined
+    const isObject = typeof json === "object" && json !== null && !Array.isArray(json)
+    const format = isObject ? (json as { format?: unknown }).format : undefined
     if (!(FORMATS as ReadonlyArray<unknown>).includes(format)) {
+      const readable = `this ferry reads ${FORMATS.slice(0, -1).join(", ")} and ${FORMATS[FORMATS.length - 1]}`
       return yield* new ArchiveError({
         reason: "NotAnArchive",
         path,
-        detail: `format is ${JSON.stringify(format)}, this ferry reads ${FORMATS.join(" and ")}`,
+        detail: !isObject
+          ? `is not a JSON object (it holds ${Array.isArray(json) ? "an array" : json === null ? "null" : `a ${typeof json}`}), so not a Ferry archive's manifest`
+          : format === undefined
+            ? `has no "format", so it is not a Ferry archive's manifest (${readable})`
+            : `format is ${JSON.stringify(format)}, ${readable}`,
       })
     }
     const decoded = decodeManifest(json)
@@ -113,11 +121,12 @@ export const readManifest = (dir: string): Effect.Effect<Manifest, ArchiveError>
 
 /** Replace `manifest.json` atomically (tmp + fsync + rename + fsync dir). Call it at checkpoints only. */
 export const writeManifest = (dir: string, manifest: Manifest): Effect.Effect<void, ArchiveError> =>
-  Fs.writeAtomic(
-    Path.join(dir, layout.manifest),
-    // an archive written to by this ferry may hold packs: it says so (`FORMAT`) for a ferry that reads only /1
-    `${JSON.stringify(encodeManifest({ ...manifest, format: FORMAT }), null, 2)}\n`,
-  )
+  Fs.writeAtomic(Path.join(dir, layout.manifest), manifestText(manifest))
+
+/** The text `writeManifest` writes for `manifest` (what `checksums.sha256` records for it). */
+export const manifestText = (manifest: Manifest): string =>
+  // an archive written to by this ferry may hold packs and checksums its manifest: it says so (`FORMAT`)
+  `${JSON.stringify(encodeManifest({ ...manifest, format: FORMAT }), null, 2)}\n`
 
 /** Read, change and write the manifest (callers serialise their own checkpoints). */
 export const updateManifest = (
@@ -731,19 +740,44 @@ export const lines = (dir: string, entry: FileEntry): Stream.Stream<string, Arch
 /** The hash of a listed row that any hash in `checksums.sha256` matches (a pack, when verifying). */
 const ANY = ""
 
+/** The archive's own files `checksums.sha256` lists besides the data (format `/3` on): what maps the rest. */
+const metadataFiles: ReadonlySet<string> = new Set([layout.manifest, layout.attachmentIndex])
+
 /**
  * Every checksummed file: manifest entries (data, deleted, errors), the attachment blobs the index names that
- * are files of their own, and the packs it names (a blob is in the index only once it is durable; a file a
- * crash left torn beside them, or a pack no line names, is not the archive's). A pack's hash is its bytes'
- * when the checksums are written (`hashed`); a verification takes the row's (`named`) and re-hashes the pack
- * against it. Each blob in a pack is checked by its own name when read.
+ * are files of their own, the packs it names (a blob is in the index only once it is durable; a file a crash
+ * left torn beside them, or a pack no line names, is not the archive's), and (`/3`) `manifest.json` and the
+ * attachment index, which say what the data files and blobs are. A pack's hash is its bytes' when the checksums
+ * are written (`hashed`; the manifest's is that of `manifestText`, the text about to be written, when given);
+ * a verification takes the row's (`named`) and re-hashes the pack, the manifest and the index against it. Each
+ * blob in a pack is checked by its own name when read.
  */
 const listed = (
   dir: string,
   manifest: Manifest,
   packs: "hashed" | "named",
+  manifestText?: string,
 ): Effect.Effect<Iterable<[string, string]>, ArchiveError> =>
   Effect.gen(function* () {
+    const metadataRows: Array<[string, string]> = []
+    if (packs === "hashed") {
+      metadataRows.push([
+        manifestText !== undefined
+          ? createHash("sha256").update(manifestText).digest("hex")
+          : (yield* Fs.hashFile(Path.join(dir, layout.manifest))).sha256,
+        layout.manifest,
+      ])
+      if (yield* Fs.exists(Path.join(dir, layout.attachmentIndex)))
+        metadataRows.push([
+          (yield* Fs.hashFile(Path.join(dir, layout.attachmentIndex))).sha256,
+          layout.attachmentIndex,
+        ])
+    } else if (checksumsCoverMetadata(manifest.format)) {
+      metadataRows.push([ANY, layout.manifest])
+      // (an archive without attachments may have no index: then its row is not asked for)
+      if (yield* Fs.exists(Path.join(dir, layout.attachmentIndex)))
+        metadataRows.push([ANY, layout.attachmentIndex])
+    }
     const blobs = yield* Attachments.blobTable(dir)
     const byPath = (a: [string, string], b: [string, string]) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
     // "named": a pack's row with any hash (`ANY`): what it holds is checked against the row itself
@@ -766,7 +800,7 @@ const listed = (
     })
     const files = [...manifest.files, ...manifest.deleted, ...manifest.errors]
       .map((e): [string, string] => [e.sha256, e.path])
-      .concat(packRows)
+      .concat(packRows, metadataRows)
       .sort(byPath)
     // the blobs come in sha256 order, which is their path order (`attachments/<aa>/<sha256>`): merged with
     // the manifest's files and the packs one row at a time, so the rows are never all in memory
@@ -786,13 +820,19 @@ const listed = (
   })
 
 /**
- * Write `checksums.sha256` (atomically) from the manifest entries, the attachment blobs and packs, in the
- * format `sha256sum -c` reads: `<hex>  <path relative to the archive>`. Only the packs are hashed: entries
- * carry the hash computed while writing, and a blob's name is its hash.
+ * Write `checksums.sha256` (atomically) from the manifest entries, the attachment blobs and packs, the manifest
+ * and the attachment index, in the format `sha256sum -c` reads: `<hex>  <path relative to the archive>`. Only
+ * the packs, the index and the manifest are hashed: entries carry the hash computed while writing, and a blob's
+ * name is its hash. `manifestText` (as `manifestText` gives it): the manifest about to be written, listed with
+ * that text's hash (an export writes its final manifest after the checksums); without it, the one on disk.
  */
-export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<number, ArchiveError> =>
+export const writeChecksums = (
+  dir: string,
+  manifest: Manifest,
+  manifestText?: string,
+): Effect.Effect<number, ArchiveError> =>
   Effect.gen(function* () {
-    const rows = yield* listed(dir, manifest, "hashed")
+    const rows = yield* listed(dir, manifest, "hashed", manifestText)
     let count = 0
     // written in pieces of ≈ 64 KiB (a 1M export lists 43k blobs)
     function* pieces() {
@@ -814,7 +854,8 @@ export const writeChecksums = (dir: string, manifest: Manifest): Effect.Effect<n
 /**
  * Re-hash the data, deleted and error files a manifest lists (not the attachment blobs) and compare with the
  * sha256 the export recorded for each, and find data files it does not list (`unexpectedFiles`); with
- * `checksums`, the checksum file's agreement too: what an import checks before it sends anything. Empty = intact.
+ * `checksums`, the checksum file's agreement too, and (`/3`) the manifest and the attachment index re-hashed
+ * against their rows: what an import checks before it sends anything. Empty = intact.
  */
 export const verifyDataFiles = (
   dir: string,
@@ -837,11 +878,13 @@ export const verifyDataFiles = (
     const unexpected = yield* unexpectedFiles(dir, manifest)
     // (a complete archive has one: export writes it as it completes; without it `verify --archive` fails)
     const hasChecksums = options.checksums === true && (yield* Fs.exists(Path.join(dir, layout.checksums)))
-    const listing = hasChecksums
-      ? (yield* checksumAgreement(dir, manifest, undefined)).unlisted
-      : options.checksums === true && manifest.complete
-        ? [{ path: layout.checksums, problem: "Missing" as const }]
-        : []
+    const agreement = hasChecksums ? yield* checksumAgreement(dir, manifest, undefined) : undefined
+    const listing =
+      agreement !== undefined
+        ? [...agreement.unlisted, ...agreement.checked]
+        : options.checksums === true && manifest.complete
+          ? [{ path: layout.checksums, problem: "Missing" as const }]
+          : []
     return [...files, ...unexpected, ...listing]
   })
 
@@ -878,7 +921,7 @@ const unexpectedFiles = (dir: string, manifest: Manifest): Effect.Effect<Array<M
       yield* checksumRows(checksums).pipe(
         Stream.runForEach(([, rel]) =>
           Effect.sync(() => {
-            if (!rel.startsWith(`${layout.attachments}/`)) unexpected(rel)
+            if (!rel.startsWith(`${layout.attachments}/`) && !metadataFiles.has(rel)) unexpected(rel)
           }),
         ),
       )
@@ -966,7 +1009,14 @@ export const verifyChecksums = (
       unlisted.flatMap((m) => (m.actual !== undefined ? [[m.path, m.expected]] : [])),
     )
     const files = checked.filter((m) => !(m.problem === "Changed" && rowChanged.get(m.path) === m.actual))
-    return [...files, ...(yield* unexpectedFiles(dir, manifest)), ...unlisted]
+    // a changed manifest or index said after what it changed (an entry removed: that file is not in the manifest)
+    const isMetadata = (m: Mismatch) => metadataFiles.has(m.path)
+    return [
+      ...files.filter((m) => !isMetadata(m)),
+      ...(yield* unexpectedFiles(dir, manifest)),
+      ...unlisted,
+      ...files.filter(isMetadata),
+    ]
   })
 
 /** The sha256 of the archive's `checksums.sha256` (streamed): what ties a report to this archive's bytes. */
@@ -1016,7 +1066,16 @@ const checksumAgreement = (
     const rows = checksumRows(path).pipe(Stream.tap(([h, p]) => Effect.sync(() => merge(h, p))))
     const checked =
       concurrency === undefined
-        ? yield* Stream.runDrain(rows).pipe(Effect.as<Array<Mismatch>>([]))
+        ? // the manifest and the index are re-hashed all the same: what says which bytes are which
+          Chunk.toArray(
+            yield* rows.pipe(
+              Stream.mapEffect(([expected, rel]) =>
+                metadataFiles.has(rel) ? checkOne(dir, expected, rel) : Effect.succeed(undefined),
+              ),
+              Stream.filter((m): m is Mismatch => m !== undefined),
+              Stream.runCollect,
+            ),
+          )
         : Chunk.toArray(
             yield* rows.pipe(
               Stream.mapEffect(([expected, rel]) => checkOne(dir, expected, rel), { concurrency }),

@@ -622,8 +622,16 @@ export const read = (dir: string, blob: string | Location): Stream.Stream<Uint8A
       const bytes =
         at.pack === undefined
           ? Ndjson.fileBytes(Path.join(dir, rel), { gzip: false, label: rel }).pipe(
-              Stream.mapError(
-                (e) => new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e }),
+              Stream.mapError((e) =>
+                // a blob the index names that is not there: the archive lost it (not a disk or permission problem)
+                NFS.existsSync(Path.join(dir, rel))
+                  ? new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e })
+                  : new ArchiveError({
+                      reason: "Corrupt",
+                      path: rel,
+                      detail: "the blob is missing (the attachment index names it)",
+                      cause: e,
+                    }),
               ),
             )
           : packBytes(dir, { ...at, pack: at.pack })

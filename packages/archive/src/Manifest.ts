@@ -3,11 +3,17 @@ import { Schema } from "effect"
 
 /**
  * The format written. `ferry-archive/2` added attachment packs (`attachments/packs/`, index lines with `pack` and
- * `offset`), which a reader of `/1` does not know: an archive this ferry writes to says `/2`.
+ * `offset`), which a reader of `/1` does not know; `/3` lists `manifest.json` and `attachments/index.ndjson` in
+ * `checksums.sha256` too (which a reader of `/2` would call files the manifest does not list): an archive this
+ * ferry writes to says `/3`.
  */
-export const FORMAT = "ferry-archive/2" as const
-/** The formats read: `/1` is `/2` without packs. */
-export const FORMATS = ["ferry-archive/1", FORMAT] as const
+export const FORMAT = "ferry-archive/3" as const
+/** The formats read: `/1` is `/2` without packs, `/2` is `/3` without the checksums of the manifest and index. */
+export const FORMATS = ["ferry-archive/1", "ferry-archive/2", FORMAT] as const
+
+/** Whether an archive of this format lists its manifest and attachment index in `checksums.sha256` (`/3` on). */
+export const checksumsCoverMetadata = (format: (typeof FORMATS)[number]): boolean =>
+  format !== "ferry-archive/1" && format !== "ferry-archive/2"
 
 export const Compression = Schema.Literal("none", "gzip")
 export type Compression = typeof Compression.Type

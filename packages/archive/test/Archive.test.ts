@@ -40,19 +40,22 @@ describe("Archive", () => {
       expect(mode(Path.join(dir, "manifest.json"))).toBe(0o600)
       const m = yield* Archive.open(dir)
       expect(m).toMatchObject({
-        format: "ferry-archive/2",
+        format: "ferry-archive/3",
         complete: false,
         files: [],
         attachments: { count: 0, bytes: 0 },
       })
       expect(m.request.parameters).toEqual({ _type: ["Patient"] })
-      // an archive of the format before packs is read, and says /2 once this ferry writes to it
+      // an archive of the formats before packs and before the manifest's checksum is read, and says /3 once this
+      // ferry writes to it
       const manifestPath = Path.join(dir, "manifest.json")
-      const v1 = { ...JSON.parse(NFS.readFileSync(manifestPath, "utf8")), format: "ferry-archive/1" }
-      NFS.writeFileSync(manifestPath, JSON.stringify(v1))
-      expect((yield* Archive.open(dir)).format).toBe("ferry-archive/1")
-      yield* Archive.updateManifest(dir, (x) => x)
-      expect(JSON.parse(NFS.readFileSync(manifestPath, "utf8")).format).toBe("ferry-archive/2")
+      for (const format of ["ferry-archive/1", "ferry-archive/2"]) {
+        const older = { ...JSON.parse(NFS.readFileSync(manifestPath, "utf8")), format }
+        NFS.writeFileSync(manifestPath, JSON.stringify(older))
+        expect((yield* Archive.open(dir)).format).toBe(format)
+        yield* Archive.updateManifest(dir, (x) => x)
+        expect(JSON.parse(NFS.readFileSync(manifestPath, "utf8")).format).toBe("ferry-archive/3")
+      }
       const again = yield* Effect.flip(Archive.create(dir, init))
       expect(again.reason).toBe("Exists")
     }),
@@ -96,7 +99,24 @@ describe("Archive", () => {
       NFS.writeFileSync(Path.join(dir, "manifest.json"), JSON.stringify({ format: "other/2" }))
       const foreign = yield* Effect.flip(Archive.open(dir))
       expect(foreign.reason).toBe("NotAnArchive")
-      expect(foreign.message).toContain('format is "other/2"')
+      expect(foreign.message).toContain(
+        'format is "other/2", this ferry reads ferry-archive/1, ferry-archive/2 and ferry-archive/3',
+      )
+      // not an object, or no format: said as such (never "format is undefined")
+      for (const [text, said] of [
+        ["[]", "is not a JSON object (it holds an array)"],
+        ["null", "is not a JSON object (it holds null)"],
+        ['"hi"', "is not a JSON object (it holds a string)"],
+        ["{}", 'has no "format", so it is not a Ferry archive\'s manifest'],
+      ] as const) {
+        NFS.writeFileSync(Path.join(dir, "manifest.json"), text)
+        const e = yield* Effect.flip(Archive.open(dir))
+        expect([e.reason, e.message.includes(said), e.message.includes("undefined")]).toEqual([
+          "NotAnArchive",
+          true,
+          false,
+        ])
+      }
       NFS.writeFileSync(
         Path.join(dir, "manifest.json"),
         JSON.stringify({ format: "ferry-archive/1", complete: "yes" }),
@@ -325,8 +345,22 @@ describe("Archive", () => {
         const m = yield* Archive.updateManifest(dir, (x) =>
           Manifest.addFiles(Manifest.addFiles(x, "files", [a]), "deleted", [b]),
         )
-        expect(yield* Archive.writeChecksums(dir, m)).toBe(3)
+        // the data and deleted files, the blob, and what says which bytes are which: the attachment index and
+        // the manifest
+        expect(yield* Archive.writeChecksums(dir, m)).toBe(5)
         expect(mode(Path.join(dir, "checksums.sha256"))).toBe(0o600)
+        expect(
+          NFS.readFileSync(Path.join(dir, "checksums.sha256"), "utf8")
+            .trimEnd()
+            .split("\n")
+            .map((r) => r.split("  ")[1]),
+        ).toEqual([
+          Attachments.relativePath(blob.sha256),
+          "attachments/index.ndjson",
+          "data/Patient.000.ndjson",
+          "deleted/Bundle.000.ndjson",
+          "manifest.json",
+        ])
         expect(yield* Archive.verifyChecksums(dir)).toEqual([])
         const sum = ChildProcess.spawnSync("sha256sum", ["-c", "checksums.sha256"], {
           cwd: dir,
@@ -335,17 +369,33 @@ describe("Archive", () => {
         if (sum.error === undefined) {
           expect(sum.status).toBe(0)
           expect(sum.stdout).toContain(`${Attachments.relativePath(blob.sha256)}: OK`)
+          expect(sum.stdout).toContain("attachments/index.ndjson: OK")
+          expect(sum.stdout).toContain("manifest.json: OK")
         }
+        // the index edited (which URL is which blob): found, by verifyChecksums and by an import's check
+        const indexPath = Path.join(dir, "attachments/index.ndjson")
+        const indexText = NFS.readFileSync(indexPath, "utf8")
+        NFS.writeFileSync(indexPath, indexText.replace("application/pdf", "application/xml"))
+        expect((yield* Archive.verifyChecksums(dir)).map((p) => [p.path, p.problem])).toEqual([
+          ["attachments/index.ndjson", "Changed"],
+        ])
+        expect(
+          (yield* Archive.verifyDataFiles(dir, m, { checksums: true })).map((p) => [p.path, p.problem]),
+        ).toEqual([["attachments/index.ndjson", "Changed"]])
+        NFS.writeFileSync(indexPath, indexText)
+        expect(yield* Archive.verifyDataFiles(dir, m, { checksums: true })).toEqual([])
 
         NFS.appendFileSync(Path.join(dir, a.path), "\n")
         NFS.rmSync(Path.join(dir, b.path))
         const c = yield* Archive.writeFile(dir, { section: "files", type: "Patient" }, patients(1))
         yield* Archive.updateManifest(dir, (x) => Manifest.addFiles(x, "files", [c]))
         const problems = yield* Archive.verifyChecksums(dir)
+        // (the manifest changed too, by the entry added: said last, after what the change did)
         expect(problems.map((p) => [p.path, p.problem])).toEqual([
           ["data/Patient.000.ndjson", "Changed"],
           ["deleted/Bundle.000.ndjson", "Missing"],
           ["data/Patient.001.ndjson", "Unlisted"],
+          ["manifest.json", "Changed"],
         ])
       }),
   )
@@ -370,7 +420,14 @@ describe("Archive", () => {
         yield* store.commit
         expect(yield* Attachments.totals(dir)).toEqual({ count: 2700, bytes })
         const m = yield* Archive.updateManifest(dir, (x) => Manifest.addFiles(x, "files", [a]))
-        expect(yield* Archive.writeChecksums(dir, m)).toBe(2701)
+        for (const meta of ["attachments/index.ndjson", "manifest.json"])
+          expected.set(
+            meta,
+            createHash("sha256")
+              .update(NFS.readFileSync(Path.join(dir, meta)))
+              .digest("hex"),
+          )
+        expect(yield* Archive.writeChecksums(dir, m)).toBe(2703)
         const lines = NFS.readFileSync(Path.join(dir, "checksums.sha256"), "utf8").trimEnd().split("\n")
         const rows = lines.map((l) => l.split("  ") as [string, string])
         expect(rows.map(([, path]) => path)).toEqual([...expected.keys()].sort())
@@ -457,12 +514,14 @@ describe("Archive", () => {
         const later = yield* Attachments.readIndex(dir)
         expect([...later.values()].filter((l) => l.pack === "000002.pack").map((l) => l.size)).toEqual([5])
         const m = yield* Archive.updateManifest(dir, (x) => x)
-        expect(yield* Archive.writeChecksums(dir, m)).toBe(3)
+        expect(yield* Archive.writeChecksums(dir, m)).toBe(5)
         const rows = NFS.readFileSync(Path.join(dir, "checksums.sha256"), "utf8").trimEnd().split("\n")
         expect(rows.map((r) => r.split("  ")[1])).toEqual([
           Attachments.relativePath(stored.loose.sha256),
+          "attachments/index.ndjson",
           "attachments/packs/000001.pack",
           "attachments/packs/000002.pack",
+          "manifest.json",
         ])
         expect(yield* Archive.verifyChecksums(dir)).toEqual([])
         // one byte of the first pack changed: its row no longer matches, and the blob there fails its read
@@ -495,6 +554,16 @@ describe("Archive", () => {
         // and writing the checksums again says which pack is gone
         const gone = yield* Effect.flip(Archive.writeChecksums(dir, m))
         expect(gone.message).toMatch(/000001\.pack.*places blobs in this pack/)
+        // a blob of its own gone: the archive is damaged too (not "check the path, permissions and disk space")
+        NFS.rmSync(Path.join(dir, Attachments.relativePath(stored.loose.sha256)))
+        const lostBlob = yield* Effect.flip(Stream.runCollect(Attachments.read(dir, stored.loose.sha256)))
+        expect([lostBlob.reason, lostBlob.path]).toEqual([
+          "Corrupt",
+          Attachments.relativePath(stored.loose.sha256),
+        ])
+        expect(lostBlob.message).toContain(
+          "the blob is missing (the attachment index names it); the archive is damaged: restore",
+        )
       }),
   )
 

@@ -1687,9 +1687,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     })
   }
 
-  // The archive is complete: the manifest's file lists, then the checksums, then `complete: true` (each written
-  // atomically), then the journal; then the job is released. A kill between any two steps leaves an archive
-  // that is not complete yet, which the next run finishes: never a complete one without its checksums.
+  // The archive is complete: the manifest's file lists, then the checksums (the manifest's row for the text of the
+  // complete one), then `complete: true` (each written atomically), then the journal; then the job is released. A
+  // kill between any two steps leaves an archive that is not complete yet, which the next run finishes: never a
+  // complete one without its checksums.
   yield* removeStrays(new Set(files.map((f) => f.path)))
   const attachmentTotals = yield* ArchiveAttachments.totals(archive.root)
   const entry = ({ kind: _kind, ...e }: ArchiveFile): FileEntry => e
@@ -1701,8 +1702,9 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     errors: files.filter((f) => f.kind === "error").map(entry),
     attachments: attachmentTotals,
   }))
-  yield* Archive.writeChecksums(archive.root, listed)
-  const final = yield* Archive.updateManifest(archive.root, (m) => ({ ...m, complete: true }))
+  const final: Archive.Manifest = { ...listed, complete: true }
+  yield* Archive.writeChecksums(archive.root, listed, Archive.manifestText(final))
+  yield* Archive.writeManifest(archive.root, final)
   yield* journal.append("complete", true)
 
   if (mode === "bulk" && statusUrl !== undefined && options.keepJob !== true)

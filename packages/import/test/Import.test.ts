@@ -1052,16 +1052,35 @@ describe("Import.run", () => {
     () =>
       Effect.gen(function* () {
         const { dir, manifest } = yield* sampleArchive()
-        yield* Archive.writeManifest(dir, {
+        // an archive whose manifest and checksums say so (written that way): the count is what is wrong
+        const miscounted = {
           ...manifest,
           files: manifest.files.map((f) => (f.type === "Encounter" ? { ...f, count: f.count + 1 } : f)),
-        })
+        }
+        yield* Archive.writeManifest(dir, miscounted)
+        yield* Archive.writeChecksums(dir, miscounted)
         const sandbox = yield* target()
         const client = yield* clientFor(sandbox.baseUrl)
         const e = failure(yield* Effect.exit(Import.run({ client, archive: dir }))).pipe(Option.getOrThrow)
         assert.strictEqual(e._tag, "ImportError")
         assert.match(e.message, /Encounter\.000\.ndjson/)
         assert.match(e.message, /manifest says/)
+        assert.strictEqual(sandbox.store.countAll(), 0)
+      }),
+  )
+
+  it.scopedLive(
+    "a manifest edited after the export (its checksum row not): ImportError (Archive) naming manifest.json, nothing sent",
+    () =>
+      Effect.gen(function* () {
+        const { dir, manifest } = yield* sampleArchive()
+        // the manifest rewritten (another transactionTime), the checksums untouched
+        yield* Archive.writeManifest(dir, { ...manifest, transactionTime: "2020-01-01T00:00:00Z" })
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const e = failure(yield* Effect.exit(Import.run({ client, archive: dir }))).pipe(Option.getOrThrow)
+        assert.strictEqual(e._tag, "ImportError")
+        assert.match(e.message, /manifest\.json does not hold the bytes the export recorded/)
         assert.strictEqual(sandbox.store.countAll(), 0)
       }),
   )
