@@ -290,9 +290,37 @@ const conditionalIndex = (dir: string, manifest: Manifest.Manifest) =>
     return index
   })
 
+/** A loopback host as a URL spells it: `localhost`, `127.x.x.x`, `[::1]`, `[::ffff:7f00:1]` (IPv4-mapped). */
+const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\]|\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\])$/i
+
+/**
+ * `base` and, on a loopback host, the same base on the other loopback names: one server spelled several ways
+ * (a migration run with `127.0.0.1`, a verify given `localhost`). Other aliases (a DNS name and its address)
+ * are the user's to give (`--source-base`).
+ */
+export const loopbackAliases = (base: string): ReadonlyArray<string> => {
+  let url: URL
+  try {
+    url = new URL(base)
+  } catch {
+    return [base]
+  }
+  if (!loopbackHost.test(url.hostname)) return [base]
+  const out = new Set([base])
+  for (const host of ["localhost", "127.0.0.1", "[::1]", "[::ffff:7f00:1]"]) {
+    const alias = new URL(url)
+    alias.hostname = host
+    out.add(alias.toString().replace(/\/+$/, ""))
+  }
+  return [...out]
+}
+
 /** The provenance origin the import into `targetBase` journaled in `archive` (`import.provenance`), if any. */
-const recordedOrigin = (archive: string, targetBase: string): string | undefined => {
-  const path = Imports.journalPath(archive, targetBase)
+const recordedOrigin = (archive: string, targetBase: string): string | undefined =>
+  originIn(Imports.journalPath(archive, targetBase))
+
+/** The provenance origin an import journal (`imports/<target>/journal.ndjson`) records, if any. */
+const originIn = (path: string): string | undefined => {
   if (!NFS.existsSync(path)) return undefined
   for (const line of NFS.readFileSync(path, "utf8").split("\n")) {
     if (!line.includes('"import.provenance"')) continue
@@ -502,12 +530,24 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     return createHash("sha256").update(Buffer.from(data, "base64")).digest("hex").startsWith(named)
   }
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
-  /** Every name of the source server: its base, and the others `--source-base` gives. */
-  const sourceNames = [...(sourceBase !== undefined ? [sourceBase] : []), ...(options.sourceBases ?? [])]
-  // this migration's origin: as the import into this target recorded it, else from the source's base
-  const origin =
+  /** Every name of the source server: its base, the others `--source-base` gives, and their loopback aliases. */
+  const sourceNames = [
+    ...new Set(
+      [...(sourceBase !== undefined ? [sourceBase] : []), ...(options.sourceBases ?? [])].flatMap(
+        loopbackAliases,
+      ),
+    ),
+  ]
+  // this migration's origin: as the import into this target recorded it (in the archive, or beside the id map
+  // given), else from the source's base; its other names' origins are the same source's too
+  const recorded =
     (source._tag === "Archive" ? recordedOrigin(source.dir, target.baseUrl) : undefined) ??
-    (sourceBase !== undefined ? originKey(sourceBase) : undefined)
+    (options.idMapPath !== undefined
+      ? originIn(Path.join(Path.dirname(options.idMapPath), Imports.layout.journal))
+      : undefined)
+  const origin = recorded ?? (sourceBase !== undefined ? originKey(sourceBase) : undefined)
+  /** Provenance origins of this source: the recorded one, and that of each name it goes by. */
+  const origins = new Set([...(recorded !== undefined ? [recorded] : []), ...sourceNames.map(originKey)])
   /** The origin in a target resource's Ferry provenance tag (`<Type>/<id>@<origin>`), if it carries one. */
   const taggedOrigin = (r: Resource): string | undefined => {
     const tags = (r.meta as { tag?: unknown } | undefined)?.tag
@@ -525,7 +565,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   const fromOtherSource = (r: Resource): boolean => {
     if (origin === undefined) return false
     const tagged = taggedOrigin(r)
-    return tagged !== undefined && tagged !== origin
+    return tagged !== undefined && !origins.has(tagged)
   }
   /** Extra target resources an import of this source wrote under new ids (its tag): the id map was not given. */
   let ownUnmapped = 0
@@ -899,7 +939,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
               return
             }
             if (!sampled(reverse.get(tk) ?? tk)) return
-            if (idMapPath === undefined && origin !== undefined && taggedOrigin(r) === origin) ownUnmapped++
+            if (idMapPath === undefined && origins.has(taggedOrigin(r) ?? "")) ownUnmapped++
             extra++
             differences.push({ kind: "extra", type, target: tk })
             return
@@ -1149,7 +1189,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     )
   if (otherSourcesTotal > 0)
     notes.push(
-      `${otherSourcesTotal} resource(s) on the target carry Ferry's provenance tag of another source (another migration into the same target): left out of the comparison and of the target counts`,
+      `${otherSourcesTotal} resource(s) on the target carry Ferry's provenance tag of another source (another migration into the same target): left out of the comparison and of the target counts; if that source is this one under another name (a DNS name and its address, say), give that name with --source-base and verify again`,
     )
   const hint =
     ownUnmapped > 0

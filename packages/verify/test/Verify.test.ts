@@ -502,6 +502,56 @@ describe("Verify.run against sandboxes", () => {
   )
 
   it.scoped(
+    "a copy carrying this source's provenance tag is extra when the source is given under another loopback name; another source's tag is left out",
+    () =>
+      Effect.gen(function* () {
+        const a = yield* Sandbox.start({}, { plugins: [] })
+        const b = yield* Sandbox.start({}, { plugins: [] })
+        // the import ran against 127.0.0.1 (its tags say so); the verify is given localhost
+        const tag = (code: string) => ({ tag: [{ system: "urn:ferry:source", code }] })
+        a.store.update({ resourceType: "Patient", id: "p1", gender: "female" })
+        b.store.update({
+          resourceType: "Patient",
+          id: "p1",
+          meta: tag(`Patient/p1@${originKey(a.baseUrl)}`),
+          gender: "female",
+        })
+        // a duplicate of p1 (a second copy under a new id, this source's tag), and another source's resource
+        b.store.create({
+          resourceType: "Patient",
+          meta: tag(`Patient/p1@${originKey(a.baseUrl)}`),
+          gender: "female",
+        })
+        b.store.create({
+          resourceType: "Patient",
+          meta: tag(`Patient/p1@${originKey("https://other.example.org/fhir")}`),
+          gender: "male",
+        })
+        const r = yield* Verify.run({
+          source: { _tag: "Server", client: yield* clientFor(a.baseUrl.replace("127.0.0.1", "localhost")) },
+          target: yield* clientFor(b.baseUrl),
+          types: ["Patient"],
+        })
+        assert.strictEqual(r.verdict, "differences")
+        assert.deepInclude(r.totals, { missing: 0, extra: 1, otherSources: 1 })
+        // (the sandbox listens on 127.0.0.1 alone: the other loopback names are checked as names)
+        assert.sameMembers(
+          [...Verify.loopbackAliases("http://[::1]:8080/fhir")],
+          [
+            "http://[::1]:8080/fhir",
+            "http://localhost:8080/fhir",
+            "http://127.0.0.1:8080/fhir",
+            "http://[::ffff:7f00:1]:8080/fhir",
+          ],
+        )
+        assert.deepStrictEqual(Verify.loopbackAliases("https://fhir.example.org/r4"), [
+          "https://fhir.example.org/r4",
+        ])
+      }),
+    60_000,
+  )
+
+  it.scoped(
     "server source: the Binaries an import made for attachment payloads (put: ferry-<sha256>; post: tagged) are no extra",
     () =>
       Effect.gen(function* () {
@@ -634,6 +684,17 @@ describe("Verify.run against sandboxes", () => {
         assert.strictEqual(aliased.totals.attachmentMismatches, 1)
         assert.strictEqual(aliased.attachments[0]?.resource, "DocumentReference/doc-DICOM.jpg")
         assert.include(aliased.attachments[0]?.detail ?? "", "still points at the source server")
+        // a loopback name is the same server without being told (as the IPv4-mapped IPv6 address)
+        for (const host of ["localhost", "[::ffff:127.0.0.1]"]) {
+          pointAttachment(
+            b.store,
+            "doc-DICOM.jpg",
+            `${a.baseUrl.replace("127.0.0.1", host)}/Binary/DICOM.jpg`,
+          )
+          const loopback = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+          assert.strictEqual(loopback.totals.attachmentMismatches, 1, host)
+          assert.include(loopback.attachments[0]?.detail ?? "", "still points at the source server")
+        }
       }),
     60_000,
   )
