@@ -55,6 +55,34 @@ describe("OperationOutcome", () => {
     )
   })
 
+  it("leaves out a JSON member quoted from the middle of a body, and bytes that are no text", () => {
+    const near = (quoted: string): OperationOutcome.OperationOutcome => ({
+      resourceType: "OperationOutcome",
+      issue: [
+        {
+          severity: "error",
+          code: "invalid",
+          diagnostics: `HAPI-0450: Failed to parse request body near: ${quoted}`,
+        },
+      ],
+    })
+    for (const quoted of [
+      '"family":"Secretfamilyname","given": ["Ann"]',
+      '\\"family\\": \\"Secretfamilyname\\"',
+      "&quot;family&quot;:&quot;Secretfamilyname&quot;",
+      // a JPEG's first bytes as a UTF-8 decoder gives them
+      "\ufffd\ufffd\ufffd\ufffd\u0000\u0010JFIF\u0000\u0001",
+      "\u0000\u0010JFIF\u0000\u0001",
+      "\ufffd\ufffdJFIF Secretfamilyname",
+    ])
+      expect(OperationOutcome.summary(near(quoted))).toBe(
+        "error invalid: HAPI-0450: Failed to parse request body near: {…}",
+      )
+    // words with quotes that quote no JSON are kept
+    const kept = 'Unknown search parameter "foo" for resource type "Patient"'
+    expect(OperationOutcome.summary(near(kept))).toContain(kept)
+  })
+
   it("is not transient when any issue is a hard failure", () => {
     const oo: OperationOutcome.OperationOutcome = {
       resourceType: "OperationOutcome",
