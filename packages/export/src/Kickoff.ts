@@ -54,6 +54,19 @@ export const validate = (p: ExportParams): Effect.Effect<ExportParams, ExportErr
       }),
     )
   }
+  if (
+    p.since !== undefined &&
+    p.until !== undefined &&
+    !Number.isNaN(Date.parse(p.since)) &&
+    Date.parse(p.until) <= Date.parse(p.since)
+  ) {
+    return Effect.fail(
+      new ExportError({
+        reason: "Config",
+        detail: `--until ${p.until} is not after the export's _since (${p.since}): no resource changed in between, so there is nothing to export; give an --until later than --since (with --since auto: than the previous archive's transactionTime)`,
+      }),
+    )
+  }
   if (p.level === "system" && p.patients.length > 0) {
     return Effect.fail(
       new ExportError({

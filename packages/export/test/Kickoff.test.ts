@@ -64,4 +64,20 @@ describe("Kickoff", () => {
       assert.strictEqual(Kickoff.path(ok), "Group/g%201/$export")
     }),
   )
+
+  it.effect("validate: an _until not after _since is refused here (Config), not sent to the server", () =>
+    Effect.gen(function* () {
+      for (const until of ["2020-01-01T00:00:00Z", "2021-06-01T00:00:00Z"]) {
+        const e = yield* Effect.flip(
+          Kickoff.validate(Kickoff.params({ level: "system", since: "2021-06-01T00:00:00Z", until })),
+        )
+        assert.strictEqual(e.reason, "Config")
+        assert.include(e.message, `--until ${until} is not after the export's _since (2021-06-01T00:00:00Z)`)
+      }
+      const ok = yield* Kickoff.validate(
+        Kickoff.params({ level: "system", since: "2021-06-01T00:00:00Z", until: "2021-06-01T00:00:01Z" }),
+      )
+      assert.strictEqual(ok.until, "2021-06-01T00:00:01Z")
+    }),
+  )
 })
