@@ -153,6 +153,9 @@ export const parsePrivateKey = (
 const isObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
+/** "a" or "an" before a key type as it is written (`EC`, `OKP`, `RSA`, `oct`, `ed25519`, `x448`: "an"; `dsa`, `dh`: "a"). */
+const article = (word: string): string => (/^(?:[aeiou]|rsa|x|okp)/i.test(word) ? "an" : "a")
+
 const inferAlg = (jwk: Jose.JWK, source: string, wanted: SigningAlg | undefined) =>
   Effect.gen(function* () {
     const fromKey: SigningAlg | undefined =
@@ -160,7 +163,7 @@ const inferAlg = (jwk: Jose.JWK, source: string, wanted: SigningAlg | undefined)
     if (fromKey === undefined) {
       return yield* invalid(
         source,
-        `holds a ${jwk.kty}${jwk.crv ? ` ${jwk.crv}` : ""} key; SMART Backend Services needs an RSA key (RS384) or an EC P-384 key (ES384)`,
+        `holds ${article(String(jwk.kty))} ${jwk.kty}${jwk.crv ? ` ${jwk.crv}` : ""} key; SMART Backend Services needs an RSA key (RS384) or an EC P-384 key (ES384)`,
       )
     }
     if (jwk.alg !== undefined && jwk.alg !== fromKey) {
@@ -257,7 +260,7 @@ const fromPem = (pem: string, source: string, options: LoadOptions): Effect.Effe
       catch: () =>
         invalid(
           source,
-          `holds a ${keyObject.asymmetricKeyType ?? "unknown"} key that cannot be used to sign client assertions; use an RSA key (RS384) or an EC P-384 key (ES384)`,
+          `holds ${article(keyObject.asymmetricKeyType ?? "unknown")} ${keyObject.asymmetricKeyType ?? "unknown"} key that cannot be used to sign client assertions; use an RSA key (RS384) or an EC P-384 key (ES384)`,
         ),
     })
     const { publicJwk, pkcs8 } = exported

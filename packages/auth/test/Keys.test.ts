@@ -198,7 +198,7 @@ describe("Keys", () => {
           const wrongCurve = yield* writeTemp("p256.jwk", JSON.stringify(p256))
           const curveError = yield* Effect.flip(Keys.loadPrivateKey(wrongCurve))
           keyInvalid(curveError, wrongCurve)
-          expect(curveError.message).toContain("P-256")
+          expect(curveError.message).toContain("holds an EC P-256 key")
 
           const missing = `${garbage}.missing`
           const missingError = yield* Effect.flip(Keys.loadPrivateKey(missing))
