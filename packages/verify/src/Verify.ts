@@ -319,6 +319,25 @@ export const loopbackAliases = (base: string): ReadonlyArray<string> => {
 const recordedOrigin = (archive: string, targetBase: string): string | undefined =>
   originIn(Imports.journalPath(archive, targetBase))
 
+/**
+ * The `meta` members an import journal says were dropped (`import.dropMeta`, every run's: a rerun may have
+ * changed the setting), or undefined when it records none (no journal, or an import by an older Ferry).
+ */
+const dropsIn = (path: string): ReadonlySet<string> | undefined => {
+  if (!NFS.existsSync(path)) return undefined
+  let out: Set<string> | undefined
+  for (const line of NFS.readFileSync(path, "utf8").split("\n")) {
+    if (!line.includes('"import.dropMeta"')) continue
+    const parsed = Option.getOrUndefined(
+      Option.liftThrowable(() => JSON.parse(line) as { kind?: unknown; data?: unknown })(),
+    )
+    if (parsed?.kind !== "import.dropMeta" || !Array.isArray(parsed.data)) continue
+    out ??= new Set()
+    for (const m of parsed.data) if (typeof m === "string") out.add(m)
+  }
+  return out
+}
+
 /** The provenance origin an import journal (`imports/<target>/journal.ndjson`) records, if any. */
 const originIn = (path: string): string | undefined => {
   if (!NFS.existsSync(path)) return undefined
@@ -630,9 +649,28 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       : identifiers !== undefined
         ? serverConditionals(target, targetError)
         : undefined
+  // What the import into this target dropped (its journal, in the archive or beside --id-map): the comparison
+  // leaves out the same; a --drop-meta leaving out more would hide changes the import never made.
+  const importJournal =
+    source._tag === "Archive"
+      ? Imports.journalPath(source.dir, target.baseUrl)
+      : options.idMapPath !== undefined
+        ? Path.join(Path.dirname(options.idMapPath), Imports.layout.journal)
+        : undefined
+  const recordedDrops = importJournal !== undefined ? dropsIn(importJournal) : undefined
+  const asked = options.ignoreMeta ?? []
+  const notDropped = asked.filter((m) => recordedDrops !== undefined && !recordedDrops.has(m))
+  if (notDropped.length > 0)
+    return yield* new VerifyError({
+      reason: "Config",
+      detail: `--drop-meta ${asked.join(",")} leaves out ${notDropped.map((m) => `meta.${m}`).join(", ")}, which the import into ${redactUrl(target.baseUrl)} kept (its journal ${importJournal}: it dropped ${recordedDrops!.size > 0 ? [...recordedDrops!].join(",") : "nothing"}), so a change there would not show; leave --drop-meta out (verify then leaves out what the import dropped) or give only what it dropped`,
+    })
+  const ignoreMeta = (asked.length > 0 ? asked : [...(recordedDrops ?? [])]) as ReadonlyArray<
+    "source" | "tag" | "security"
+  >
   const narratives = {
     ...(options.ignoreGeneratedNarrative === true ? { ignoreGeneratedNarrative: true } : {}),
-    ...((options.ignoreMeta ?? []).length > 0 ? { ignoreMeta: options.ignoreMeta } : {}),
+    ...(ignoreMeta.length > 0 ? { ignoreMeta } : {}),
   }
   const sourceCtx: CanonicalContext = {
     ...narratives,
@@ -1177,9 +1215,9 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     notes.push(
       `${binariesAsAttachments} Binary resource(s) whose bytes differ counted once, as the attachment mismatches of the resources pointing at them, not also as differing resources`,
     )
-  if ((options.ignoreMeta ?? []).length > 0)
+  if (ignoreMeta.length > 0)
     notes.push(
-      `${options.ignoreMeta!.map((m) => `meta.${m}`).join(", ")} left out of the comparison, as the import dropped ${options.ignoreMeta!.length === 1 ? "it" : "them"} (--drop-meta)`,
+      `${ignoreMeta.map((m) => `meta.${m}`).join(", ")} left out of the comparison, as the import dropped ${ignoreMeta.length === 1 ? "it" : "them"} (${asked.length > 0 ? "--drop-meta" : "its journal says so"})`,
     )
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)

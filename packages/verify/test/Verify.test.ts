@@ -9,6 +9,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
+import * as Imports from "@ferry/archive/Imports"
 import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
@@ -497,6 +498,54 @@ describe("Verify.run against sandboxes", () => {
         assert.deepInclude(r.totals, { missing: 2, extra: 2 })
         assert.include(r.hint, "2 extra target resource(s) carry Ferry's provenance tag of this source")
         assert.isTrue(Report.summary(r).some((l) => l.includes("run again with --id-map")))
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "the import's journaled --drop-meta: left out without the flag; a --drop-meta leaving out what it kept is refused (Config)",
+    () =>
+      Effect.gen(function* () {
+        const { target, a, b } = yield* pairOf([])
+        const labelled = (code: string) => ({
+          resourceType: "Patient",
+          id: "p1",
+          meta: { tag: [{ system: "urn:example", code }] },
+          gender: "female",
+        })
+        a.store.update(labelled("vip"))
+        b.store.update({ resourceType: "Patient", id: "p1", gender: "female" })
+        const dir = yield* tempDir
+        yield* archiveOf(dir, a, ["Patient"])
+        const journal = Imports.journalPath(dir, b.baseUrl)
+        const drops = (data: ReadonlyArray<string>) => {
+          NFS.mkdirSync(Path.dirname(journal), { recursive: true })
+          NFS.writeFileSync(
+            journal,
+            `${JSON.stringify({ seq: 1, at: "2026-12-07T00:00:00Z", kind: "import.dropMeta", key: "import.dropMeta", data })}\n`,
+          )
+        }
+        // the import dropped the tags: the target without them is clean, and the note says why
+        drops(["tag"])
+        const clean = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.differences))
+        assert.isTrue(
+          clean.notes.some((n) =>
+            n.startsWith(
+              "meta.tag left out of the comparison, as the import dropped it (its journal says so)",
+            ),
+          ),
+        )
+        // it kept them: the target without them differs, and --drop-meta tag may not hide that
+        drops([])
+        const kept = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
+        assert.strictEqual(kept.verdict, "differences")
+        const refused = yield* Effect.flip(
+          Verify.run({ source: { _tag: "Archive", dir }, target, ignoreMeta: ["tag"] }),
+        )
+        assert.strictEqual(refused.reason, "Config")
+        assert.include(refused.message, "--drop-meta tag leaves out meta.tag, which the import into")
+        assert.include(refused.message, "it dropped nothing")
       }),
     60_000,
   )
