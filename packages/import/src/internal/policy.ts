@@ -115,14 +115,21 @@ export const nonEmptyTarget = (
 /** How long the probe's DELETE may take (it also runs when the import is interrupted). */
 const PROBE_CLEANUP = Duration.seconds(10)
 
-/** Choose `put` or `post` from the CapabilityStatement and a probe PUT. */
+/**
+ * Choose `put` or `post` from the CapabilityStatement and a probe PUT. Types the statement does not list at all
+ * (which neither way can load) do not decide it, unless it lists none of the archive's: one such type (a damaged
+ * or hand-made manifest, a type this target lacks) would otherwise turn the whole import to `post`, journaled
+ * for every rerun.
+ */
 export const chooseStrategy = (
   client: FhirClient,
   cs: CapabilityStatement.CapabilityStatement,
   types: ReadonlyArray<string>,
 ): Effect.Effect<Strategy, FhirError | AuthError> =>
   Effect.gen(function* () {
-    if (!types.every((t) => CapabilityStatement.updateCreate(cs, t))) return "post"
+    const listed = types.filter((t) => Option.isSome(CapabilityStatement.resource(cs, t)))
+    const deciding = listed.length > 0 ? listed : types
+    if (!deciding.every((t) => CapabilityStatement.updateCreate(cs, t))) return "post"
     const id = `ferry-probe-${globalThis.crypto.randomUUID()}`
     // a probe the target keeps would be a stray resource there (verify reports it as extra): the delete runs
     // even when the fiber is interrupted (a migrate whose export fails while its first wave chooses, Ctrl-C),

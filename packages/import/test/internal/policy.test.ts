@@ -196,6 +196,17 @@ describe("chooseStrategy", () => {
     }),
   )
 
+  it.effect(
+    "a type the statement does not list (a damaged manifest's, one the target lacks) does not decide: put; listing none of them, post",
+    () =>
+      Effect.gen(function* () {
+        const { client, calls } = yield* fakeClient(Effect.void)
+        assert.strictEqual(yield* chooseStrategy(client, all, ["Patient", "Bogus"]), "put")
+        assert.match((yield* Ref.get(calls))[0]!, /^PUT Basic\/ferry-probe-/)
+        assert.strictEqual(yield* chooseStrategy(client, all, ["Bogus"]), "post")
+      }),
+  )
+
   it.effect("a probe refused with 405, 400 or 422: post; 404 (Basic unknown): put; an AuthError fails", () =>
     Effect.gen(function* () {
       for (const s of [405, 400, 422]) {
