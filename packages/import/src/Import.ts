@@ -991,6 +991,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       /** Read one data file into the segment being read. */
       /** Resources of the data files without a string `id` (quarantined after the others landed). */
       const idless: Array<Located> = []
+      /** Lines holding a `Type/id` an earlier line holds (said once the files are read). */
+      const duplicates: { count: number; first: string } = { count: 0, first: "" }
       const readDataFile = (i: number) =>
         Effect.gen(function* () {
           const entry = dataFiles[i]!
@@ -1008,7 +1010,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   continue
                 }
                 const key = `${r.resourceType}/${r.id}`
+                const known = nodeKeys.size
                 const node = nodeKeys.add(key)
+                // the same Type/id on another line (a source that wrote it twice): the last line is loaded
+                if (node < known) {
+                  if (duplicates.count === 0)
+                    duplicates.first = `${key} at ${dataFiles[locations.file(node)]?.path}:${locations.line(node)} and ${entry.path}:${item.line}`
+                  duplicates.count++
+                }
                 const local = seg.builder.addNode(key, item.bytes)
                 seg.nodes[local] = node
                 locations.set(node, i, item.line, item.offset, item.bytes)
@@ -1140,6 +1149,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           yield* Queue.offer(segments, Exit.succeed(closeSegment()))
         }
         if (reading.builder.size > 0) yield* Queue.offer(segments, Exit.succeed(closeSegment()))
+        if (duplicates.count > 0)
+          yield* emit({
+            event: "warning",
+            detail: `${duplicates.count} line(s) of the archive hold a resource an earlier line holds too (the same Type/id; first: ${duplicates.first}): the last line of each is what the target gets; if they differ, check which version the source meant`,
+          })
         yield* Queue.offer(segments, Exit.succeed(null))
       }).pipe(Effect.catchAllCause((cause) => Queue.offer(segments, Exit.failCause(cause))))
 

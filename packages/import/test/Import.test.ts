@@ -630,6 +630,42 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
+    "a Type/id on two lines of the archive (different versions): the last line lands, and a warning names both lines",
+    () =>
+      Effect.gen(function* () {
+        const first = "129c6ac7-8d06-89de-ad63-0204a93e76c3"
+        const second = "3af3708d-41f1-cd80-f3dd-ec5ac76072bf"
+        const { dir } = yield* sampleArchive(
+          true,
+          () => false,
+          (name, line) =>
+            name.startsWith("Patient") && line.includes(`"id":"${second}"`)
+              ? line.replace(second, first)
+              : line,
+        )
+        const sandbox = yield* target()
+        const client = yield* clientFor(sandbox.baseUrl)
+        const events: Array<Import.ImportEvent> = []
+        yield* Import.run({ client, archive: dir, onEvent: (e) => Effect.sync(() => void events.push(e)) })
+        const warnings = events.filter((e) => e.event === "warning").map((e) => String(e.detail))
+        assert.isTrue(
+          warnings.some((w) =>
+            w.startsWith(
+              `1 line(s) of the archive hold a resource an earlier line holds too (the same Type/id; first: Patient/${first} at data/Patient.000.ndjson:1 and data/Patient.000.ndjson:2)`,
+            ),
+          ),
+          warnings.join("\n"),
+        )
+        // the second line's content (another patient's birth date) under the first one's id
+        const lines = NFS.readFileSync(Path.join(sample10, "Patient.000.ndjson"), "utf8").split("\n")
+        const birthDate = (line: string) => (JSON.parse(line) as { birthDate: string }).birthDate
+        assert.notStrictEqual(birthDate(lines[0]!), birthDate(lines[1]!))
+        const stored = JSON.parse(sandbox.store.read("Patient", first)!.json) as { birthDate: string }
+        assert.strictEqual(stored.birthDate, birthDate(lines[1]!))
+      }),
+  )
+
+  it.scopedLive(
     "post: a urn:uuid reference that matches resources of two types is said as such (not as a resource outside the archive)",
     () =>
       Effect.gen(function* () {
