@@ -712,8 +712,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
     const flag = options.outFlag ?? "--out"
     return yield* new ExportError({
       reason: "Config",
-      detail:
-        options.params.since !== undefined && archive.manifest.complete
+      detail: Option.isNone(recorded)
+        ? // the journal lost (deleted, or a copy made without it): whether this is the same export cannot be told
+          `${archive.root} holds an export whose journal.ndjson records no request (the file was removed or damaged), so this run cannot tell whether it continues that export; ${archive.manifest.complete ? "the archive is complete and stays usable as it is (import and verify do not need the journal); " : ""}export into another ${flag} directory, or restore journal.ndjson from a copy`
+        : options.params.since !== undefined && archive.manifest.complete
           ? // a finished full export given again for a delta (an `archive:` left in a config file)
             `${archive.root} holds a finished export, and an incremental one (--since) goes into a directory of its own beside it (where it finds the earlier one): use another ${flag} directory${flag === "--archive" ? ", or leave --archive out (of the config file too) and ferry migrate names one" : ""}`
           : `${archive.root} already holds a different export; use another ${flag} directory, or repeat the original options to resume it`,

@@ -1122,6 +1122,16 @@ describe("a rerun on an archive of another source", () => {
           (delta as ExportError).message,
           "holds a finished export, and an incremental one (--since) goes into a directory of its own beside it",
         )
+        // the journal removed: said as such (not "a different export"), the archive left as it is
+        NFS.rmSync(Path.join(out, "journal.ndjson"))
+        const lost = failureOf(yield* exportOf(s.baseUrl, out, { params: same }).pipe(Effect.exit))
+        assert.strictEqual((lost as ExportError).reason, "Config")
+        assert.include(
+          (lost as ExportError).message,
+          "journal.ndjson records no request (the file was removed or damaged)",
+        )
+        assert.include((lost as ExportError).message, "the archive is complete and stays usable as it is")
+        assert.isEmpty(yield* Archive.verifyChecksums(out))
       }),
   )
 
