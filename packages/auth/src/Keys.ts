@@ -241,6 +241,12 @@ const fromPem = (pem: string, source: string, options: LoadOptions): Effect.Effe
     if (/-----BEGIN (RSA |EC )?PUBLIC KEY-----|-----BEGIN CERTIFICATE-----/.test(pem)) {
       return yield* invalid(source, "holds a public key or certificate; point it at the PEM private key")
     }
+    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,\s*ENCRYPTED/.test(pem)) {
+      return yield* invalid(
+        source,
+        "holds an encrypted (passphrase-protected) private key, which Ferry cannot unlock; write an unencrypted copy with openssl pkcs8 -topk8 -nocrypt -in <this file> -out <new file> (keep it 0600) and point Ferry at that",
+      )
+    }
     // node:crypto reads PKCS#8, PKCS#1 (RSA) and SEC1 (EC); re-export as PKCS#8 for jose.
     const keyObject = yield* Effect.try({
       try: () => Crypto.createPrivateKey({ key: pem, format: "pem" }),

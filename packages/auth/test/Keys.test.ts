@@ -174,6 +174,30 @@ describe("Keys", () => {
           )
           keyInvalid(yield* Effect.flip(Keys.loadPrivateKey(badPem)), badPem)
 
+          // a passphrase-protected key (PKCS#8 and the older PEM header): said so, with the command that mends it
+          const p384 = Crypto.generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey
+          for (const [name, text] of [
+            [
+              "enc8.pem",
+              p384
+                .export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase: "pw" })
+                .toString(),
+            ],
+            [
+              "enc1.pem",
+              p384
+                .export({ format: "pem", type: "sec1", cipher: "aes-256-cbc", passphrase: "pw" })
+                .toString(),
+            ],
+          ] as const) {
+            const encrypted = yield* writeTemp(name, text)
+            const e = yield* Effect.flip(Keys.loadPrivateKey(encrypted))
+            keyInvalid(e, encrypted)
+            expect(e.message).toContain("holds an encrypted (passphrase-protected) private key")
+            expect(e.message).toContain("openssl pkcs8 -topk8 -nocrypt")
+            expect(e.message).not.toContain("libcrypto")
+          }
+
           // a key node reads but JWK cannot express (DSA): the same one sentence, not a defect
           const dsa = Crypto.generateKeyPairSync("dsa", { modulusLength: 2048, divisorLength: 256 })
           const dsaPem = yield* writeTemp(
