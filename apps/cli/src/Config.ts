@@ -595,11 +595,21 @@ export const parseFile = (path: string, text: string): Effect.Effect<Layer, Conf
         reason: "Invalid",
         where: path,
         ...(line !== undefined ? { line } : {}),
-        detail: `${issue.path.length > 0 ? `${dotted(issue.path)}: ` : ""}${issue.message}; fix the config file`,
+        detail: `${issue.path.length > 0 ? `${dotted(issue.path)}: ` : ""}${issue.message}${meantKey(issue)}; fix the config file`,
       })
     }
     return resolvePaths(decoded.right, Path.dirname(Path.resolve(path)))
   })
+
+/** For a key the schema does not know (`paralel: is unexpected, expected: "source" | …`): the one meant, if near. */
+const meantKey = (issue: { readonly path: ReadonlyArray<PropertyKey>; readonly message: string }): string => {
+  const expected = /is unexpected, expected: (.*)$/.exec(issue.message)
+  const key = issue.path.at(-1)
+  if (expected === null || typeof key !== "string") return ""
+  const names = [...expected[1]!.matchAll(/"([^"]+)"/g)].map((m) => m[1]!)
+  const meant = nearestOf(key, names)
+  return meant !== undefined ? ` (did you mean ${meant}?)` : ""
+}
 
 /** Reads and decodes a config file. */
 export const readFile = (

@@ -364,6 +364,13 @@ describe("Config", () => {
       assert.strictEqual(e.reason, "Invalid")
       assert.strictEqual(e.line, 3)
       assert.include(e.message, "target.utl")
+      assert.include(e.message, "(did you mean url?); fix the config file")
+      const top = yield* failure(Config.parseFile("ferry.yml", "source: http://a\nparalel: 2\n"))
+      assert.strictEqual(top.line, 2)
+      assert.include(top.message, "(did you mean parallel?)")
+      // nothing near: no guess
+      const far = yield* failure(Config.parseFile("ferry.yml", "source: http://a\nzzzzzzzz: 2\n"))
+      assert.notInclude(far.message, "did you mean")
     }),
   )
 
