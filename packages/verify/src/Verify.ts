@@ -989,13 +989,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
           const ownSource = entry.x !== true && hasMetaSource(r)
           const c = canonicalize(r, ownSource ? { ...targetCtx, dropMetaSource: true } : targetCtx)
           for (const a of c.attachments) targetAtts.set(`${tk} ${a.path}`, a.url)
+          const lostHere = numbersLost(r)
           if (hash(c.value) === entry.h) {
+            // (both sides' number texts lost: equal by their values, which the note says too)
+            if (lostHere || entry.u === true) imprecise++
             matching++
             return
           }
           // One side's number texts were lost (its page held a duplicate key, …): how its decimals were
           // written is not known, so the two are compared by the numbers' values, not as a precision loss.
-          const lostHere = numbersLost(r)
           if (lostHere || entry.u === true) {
             imprecise++
             const plain = lostHere

@@ -198,6 +198,19 @@ describe("Verify.run against sandboxes", () => {
         })
         assert.strictEqual(r.verdict, "clean", JSON.stringify(r.differences.slice(0, 3)))
         assert.isTrue(r.notes.some((n) => n.includes("compared by their decimals' values")))
+        // both sides' pages so (the target wrote 1.0 as 1): equal by value, and the note still says how
+        const both = yield* Verify.run({
+          source: { _tag: "Server", client: yield* clientFor(yield* pageServer("MedicationRequest", lines)) },
+          target: yield* clientFor(
+            yield* pageServer(
+              "MedicationRequest",
+              lines.map((l) => l.replaceAll(":1.0", ":1")),
+            ),
+          ),
+          types: ["MedicationRequest"],
+        })
+        assert.strictEqual(both.verdict, "clean")
+        assert.isTrue(both.notes.some((n) => n.includes("compared by their decimals' values")))
       }),
     60_000,
   )
