@@ -15,7 +15,7 @@ import type { Resource } from "@ferry/core/Ids"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import type { FhirClient } from "@ferry/core/FhirClient"
-import { originOf, redactUrl, transportProblem } from "@ferry/core/Http"
+import { originOf, redactUrl, sameOrigin, transportProblem } from "@ferry/core/Http"
 import * as Ndjson from "@ferry/core/Ndjson"
 import { printable } from "@ferry/core/OperationOutcome"
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
@@ -873,6 +873,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let renewals = 0
   /** The 404 a file of the last attempt answered (gone with its job, or a URL that leads nowhere). */
   let missingFile: FhirError | undefined
+  /** The last file refusal that started a new job (named when they keep coming). */
+  let lastExpired: FhirError | undefined
   let released = false
   let statusUrl: string | undefined
 
@@ -1475,6 +1477,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             Effect.sync(() => {
               inconsistent = undefined
               missingFile = e.status === 404 ? e : undefined
+              lastExpired = e
             }).pipe(
               Effect.zipRight(emit("expired", { status: e.status ?? null, url: e.url })),
               Effect.as(Option.none()),
@@ -1539,10 +1542,14 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
               ...inconsistent,
               detail: `${inconsistent.detail}, also after downloading it again; the server's export is inconsistent, report it to the server's operators`,
             })
+          // the last refusal named (a 403 from a file host that gets no credentials is not an expiry at all)
+          const last = lastExpired
+          const withheld =
+            last?.status === 403 && last.url !== undefined && !sameOrigin(last.url, client.baseUrl)
           return yield* new ExportError({
             reason: "Expired",
             url: statusUrl === undefined ? undefined : redactUrl(statusUrl),
-            detail: `the output files kept expiring (410/403/404) after ${rekickoffs} new kick-offs; download faster (raise --parallel) or ask the server's operators for a longer file lifetime`,
+            detail: `the output files kept expiring (410/403/404) after ${rekickoffs} new kick-offs${last?.url !== undefined ? ` (last: ${redactUrl(last.url)} answered ${last.status})` : ""}; ${withheld ? `that host is not the source's, and Ferry sends the source's credentials only to ${Option.getOrElse(originOf(client.baseUrl), () => client.baseUrl)}: if the files' host wants them, it must accept signed URLs instead (ask the server's operators); if it refuses for another reason, ` : ""}download faster (raise --parallel) or ask the server's operators for a longer file lifetime`,
           })
         }
         rekickoffs++
