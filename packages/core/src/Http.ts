@@ -242,12 +242,20 @@ export const isBodyTimeout = (cause: unknown): boolean => networkCode(cause) ===
 export const bodyFailure = (
   what: "the answer" | "the answer to a Bundle" | "the download",
   cause: unknown,
-): string => `${what} ${isBodyTimeout(cause) ? "stalled" : "broke off"}`
+): string =>
+  `${what} ${isBodyTimeout(cause) ? "stalled" : isUndecodable(cause) ? "could not be decompressed" : "broke off"}`
+
+/**
+ * Whether a body failed because its bytes are not what its `Content-Encoding` says (zlib's and brotli's errors,
+ * e.g. `Z_DATA_ERROR: incorrect header check`): the server's fault, not the network's.
+ */
+const isUndecodable = (cause: unknown): boolean =>
+  /^(?:Z_DATA_ERROR|Z_BUF_ERROR|Z_STREAM_ERROR|ERR__ERROR_FORMAT|ERR_BROTLI)/.test(networkCode(cause) ?? "")
 
 /** `bodyFailure`'s detail for a download that stalled. */
 export const STALLED = "the download stalled"
 
-const bodyFailed = /^the (answer|answer to a Bundle|download) (stalled|broke off)$/
+const bodyFailed = /^the (answer|answer to a Bundle|download) (stalled|broke off|could not be decompressed)$/
 
 /**
  * The network error's code (ECONNREFUSED, UND_ERR_SOCKET, …) under the platform's and fetch's wrappers. undici's
@@ -401,6 +409,8 @@ export const transportSentence = (detail: string | undefined): string => {
       return `the server accepted the connection but did not answer within ${noAnswer.exec(detail ?? "")?.[1] ?? "the time limit"}; check that it is up and not overloaded, then run the command again`
     default: {
       const body = bodyFailed.exec(detail ?? "")
+      if (body?.[2] === "could not be decompressed")
+        return "the server's answer says it is compressed (Content-Encoding) but its bytes are not valid gzip, deflate or br data, on every try; report it to the server's operators"
       if (body?.[2] === "broke off")
         return "the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again"
       if (body?.[1] === "download")

@@ -788,6 +788,26 @@ describe("FhirClient against loopback servers", () => {
   )
 
   it.scopedLive(
+    "an answer marked gzip whose bytes are not: said as the server's fault (not a broken connection), for a search and a download",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* loopback((_req, res) => {
+          res.writeHead(200, { "content-type": "application/fhir+json", "content-encoding": "gzip" })
+          res.end("not gzip at all")
+        })
+        const client = yield* FhirClient.make({ baseUrl: `${server.origin}/fhir` })
+        const said =
+          "the server's answer says it is compressed (Content-Encoding) but its bytes are not valid gzip, deflate or br data"
+        const search = yield* Effect.flip(client.search("Patient"))
+        assert.strictEqual((search as FhirError).reason, "Transport")
+        assert.include(search.message, said)
+        const download = yield* Effect.flip(collectText(client.stream(`${server.origin}/files/p.ndjson`)))
+        assert.include(download.message, said)
+        assert.notInclude(download.message, "broke off")
+      }).pipe(Effect.provide(FetchHttpClient.layer)),
+  )
+
+  it.scopedLive(
     "searchOne: one match, none, several (an _include'd resource does not count), or not run (403, 400)",
     () =>
       Effect.gen(function* () {
