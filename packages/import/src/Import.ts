@@ -347,7 +347,7 @@ const countMismatch = (entry: FileEntry, seen: number) =>
   new ImportError({
     reason: "Archive",
     url: entry.path,
-    detail: `holds ${seen} resources but the manifest says ${entry.count}; check the archive with ferry verify`,
+    detail: `holds ${seen} resources but the manifest says ${entry.count}; the archive is damaged: restore it from a copy, or export again`,
   })
 
 /** Append text to a file (0600) and fsync it before returning (its directory is made when missing). */
@@ -2156,7 +2156,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         new ImportError({
           reason: "Archive",
           url: `${entry.path}:${line}`,
-          detail: `${detail}; check the archive with ferry verify and rerun`,
+          detail: `${detail}; leave the archive alone while it is imported, or restore it from a copy (or export again), then run the import again`,
         })
 
       /** A body read back (see `readBodies`): parsed, guarded, and still the resource the graph pass saw. */
