@@ -30,6 +30,20 @@ export const FileEntry = Schema.Struct({
 })
 export type FileEntry = typeof FileEntry.Type
 
+/** An absolute http(s) URL (the source's base: relative references and attachment URLs resolve against it). */
+const HttpUrl = Schema.String.pipe(
+  Schema.filter(
+    (s) => {
+      try {
+        return /^https?:$/.test(new URL(s).protocol)
+      } catch {
+        return false
+      }
+    },
+    { message: () => "an absolute http(s) URL" },
+  ),
+)
+
 export const Level = Schema.Literal("system", "patient", "group")
 export type Level = typeof Level.Type
 
@@ -37,7 +51,7 @@ export const Manifest = Schema.Struct({
   format: Schema.Literal(...FORMATS),
   createdAt: Schema.String,
   tool: Schema.Struct({ name: Schema.String, version: Schema.String }),
-  source: Schema.Struct({ baseUrl: Schema.String, fhirVersion: Schema.optional(Schema.String) }),
+  source: Schema.Struct({ baseUrl: HttpUrl, fhirVersion: Schema.optional(Schema.String) }),
   request: Schema.Struct({
     level: Level,
     groupId: Schema.optional(Schema.String),

@@ -148,6 +148,13 @@ describe("Archive", () => {
       const escaping = yield* Effect.flip(Archive.readManifest(dir))
       expect(escaping.reason).toBe("Corrupt")
       expect(escaping.message).toContain("invalid at files.0.type")
+      // the source's base is what references and attachment URLs resolve against: an http(s) URL
+      json.files[0].type = "Patient"
+      for (const baseUrl of ["not a url", "file:///etc", "/fhir"]) {
+        NFS.writeFileSync(path, JSON.stringify({ ...json, source: { baseUrl } }))
+        const base = yield* Effect.flip(Archive.readManifest(dir))
+        expect([base.reason, base.message.includes("invalid at source.baseUrl")]).toEqual(["Corrupt", true])
+      }
     }),
   )
 
