@@ -665,9 +665,12 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       reason: "Config",
       detail: `--drop-meta ${asked.join(",")} leaves out ${notDropped.map((m) => `meta.${m}`).join(", ")}, which the import into ${redactUrl(target.baseUrl)} kept (its journal ${importJournal}: it dropped ${recordedDrops!.size > 0 ? [...recordedDrops!].join(",") : "nothing"}), so a change there would not show; leave --drop-meta out (verify then leaves out what the import dropped) or give only what it dropped`,
     })
-  const ignoreMeta = (asked.length > 0 ? asked : [...(recordedDrops ?? [])]) as ReadonlyArray<
-    "source" | "tag" | "security"
-  >
+  const ignoreMeta: ReadonlyArray<"source" | "tag" | "security"> =
+    asked.length > 0
+      ? asked
+      : [...(recordedDrops ?? [])].filter(
+          (m): m is "source" | "tag" | "security" => m === "source" || m === "tag" || m === "security",
+        )
   const narratives = {
     ...(options.ignoreGeneratedNarrative === true ? { ignoreGeneratedNarrative: true } : {}),
     ...(ignoreMeta.length > 0 ? { ignoreMeta } : {}),
