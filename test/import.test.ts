@@ -321,7 +321,9 @@ describe("ferry import", () => {
     expect(landed.meta.security).toBeUndefined()
     expect(landed.meta.tag?.map((t) => t.system)).toEqual(["urn:ferry:source"])
     // verify compares what the source has, without what the import dropped (its journal says what), saying so ...
-    const journaled = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl, "--json"])
+    const verifyWith = (...extra: ReadonlyArray<string>) =>
+      runFerry(["verify", "--archive", archive, "--target", target.baseUrl, ...extra])
+    const journaled = await verifyWith("--json")
     expect(journaled.code, journaled.stderr).toBe(0)
     expect((JSON.parse(journaled.stdout) as { notes: Array<string> }).notes).toContainEqual(
       expect.stringMatching(
@@ -329,30 +331,13 @@ describe("ferry import", () => {
       ),
     )
     // ... and leaves out no more than that: meta.source, which it kept, may not be hidden
-    const more = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      target.baseUrl,
-      "--drop-meta",
-      "source",
-    ])
+    const more = await verifyWith("--drop-meta", "source")
     expect(more.code, more.stderr).toBe(2)
     expect(lastLine(more.stderr)).toContain(
       "--drop-meta source leaves out meta.source, which the import into",
     )
     // told the same as the import, as migrate's suggested command does: the same
-    const told = await runFerry([
-      "verify",
-      "--archive",
-      archive,
-      "--target",
-      target.baseUrl,
-      "--drop-meta",
-      "security,tag",
-      "--json",
-    ])
+    const told = await verifyWith("--drop-meta", "security,tag", "--json")
     expect(told.code, told.stderr).toBe(0)
     expect((JSON.parse(told.stdout) as { notes: Array<string> }).notes).toContain(
       "meta.security, meta.tag left out of the comparison, as the import dropped them (--drop-meta)",
