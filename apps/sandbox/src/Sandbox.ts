@@ -148,7 +148,11 @@ export const start = Effect.fn("Sandbox.start")(function* (
           catch: (cause) =>
             new SandboxError({
               reason: "Seed",
-              detail: `${config.seed.join(", ")}: ${errorDetail(cause)}`,
+              // a seed path that is not there: said as such (not as the file system's ENOENT line)
+              detail:
+                (cause as { code?: unknown } | null)?.code === "ENOENT"
+                  ? `${String((cause as { path?: unknown }).path ?? config.seed.join(", "))} does not exist; give --seed files or folders of NDJSON or transaction Bundles that do`
+                  : `${config.seed.join(", ")}: ${errorDetail(cause)}`,
               cause,
             }),
         })

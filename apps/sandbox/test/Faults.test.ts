@@ -23,6 +23,14 @@ describe("Faults", () => {
           assert.include(e.message, expected)
           assert.notInclude(e.message, "\n")
         }
+        // a seed path that is not there: said so, with what to give (not the file system's ENOENT line)
+        const seed = yield* Effect.flip(Sandbox.start({ seed: ["/nonexistent-ferry-seed"] }, { plugins: [] }))
+        assert.strictEqual(seed.reason, "Seed")
+        assert.include(
+          seed.message,
+          "/nonexistent-ferry-seed does not exist; give --seed files or folders of NDJSON or transaction Bundles that do",
+        )
+        assert.notInclude(seed.message, "ENOENT")
       }),
   )
 

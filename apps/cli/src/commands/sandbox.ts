@@ -8,6 +8,7 @@
 import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
 import { fsProblem } from "@ferry/core/FsProblem"
+import { jsonErrorText } from "@ferry/core/Ndjson"
 import { SandboxConfig, type SandboxConfigInput } from "@ferry/sandbox/Config"
 import { SandboxError, start } from "@ferry/sandbox/Sandbox"
 import { Console, Effect, Either, Option, ParseResult, Schema } from "effect"
@@ -39,7 +40,11 @@ const readConfigFile = (path: string) =>
     return yield* Effect.try({
       try: () => JSON.parse(text) as SandboxConfigInput,
       catch: (cause) =>
-        new SandboxError({ reason: "Config", detail: `${path} is not valid JSON: ${String(cause)}`, cause }),
+        new SandboxError({
+          reason: "Config",
+          detail: `${path} is not valid JSON (${jsonErrorText(cause)}); fix that file (see ferry sandbox --help for its fields)`,
+          cause,
+        }),
     })
   })
 

@@ -1,6 +1,10 @@
+import * as NFS from "node:fs"
+import * as OS from "node:os"
+import * as Path from "node:path"
+import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Option } from "effect"
-import { configProblem, type SandboxFlags } from "../../src/commands/sandbox.js"
+import { Effect, Option } from "effect"
+import { configProblem, type SandboxFlags, sandboxConfig } from "../../src/commands/sandbox.js"
 
 const flags = (over: Partial<SandboxFlags> = {}): SandboxFlags => ({
   port: Option.none(),
@@ -29,4 +33,20 @@ describe("ferry sandbox configuration problems", () => {
       "sandbox.json: the setting maxBundleEntries is not valid (wrong type or value)",
     )
   })
+
+  it.effect(
+    "a config file that is not valid JSON: one sentence saying so and what to do, not a SyntaxError",
+    () =>
+      Effect.gen(function* () {
+        const dir = NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-sandbox-config-"))
+        const file = Path.join(dir, "bad.json")
+        NFS.writeFileSync(file, '{"port": 0,')
+        const e = yield* Effect.flip(sandboxConfig(flags({ config: Option.some(file) })))
+        NFS.rmSync(dir, { recursive: true, force: true })
+        assert.strictEqual(e.reason, "Config")
+        assert.include(e.message, `${file} is not valid JSON (`)
+        assert.include(e.message, "); fix that file (see ferry sandbox --help for its fields)")
+        assert.notInclude(e.message, "SyntaxError")
+      }).pipe(Effect.provide(NodeContext.layer)),
+  )
 })
