@@ -75,8 +75,6 @@ const exportWith = async (
     readonly bulk?: NonNullable<SandboxConfigInput["bulk"]>
     /** Called with stderr so far and the sandbox's base URL. */
     readonly onStderr?: (text: string, baseUrl: string) => void
-    /** The source URL Ferry is given (default: the sandbox's base URL, which its file URLs are on). */
-    readonly sourceUrl?: (baseUrl: string) => string
   } = {},
 ): Promise<Exported> => {
   const recorder = requestRecorder()
@@ -93,10 +91,7 @@ const exportWith = async (
   const out = Path.join(tmp, name)
   const onStderr = options.onStderr
   const run = await runFerry(
-    exportArgs(options.sourceUrl?.(baseUrl) ?? baseUrl, out, [
-      ...(options.client?.args ?? []),
-      ...(options.args ?? []),
-    ]),
+    exportArgs(baseUrl, out, [...(options.client?.args ?? []), ...(options.args ?? [])]),
     onStderr ? { onStderr: (text) => onStderr(text, baseUrl) } : {},
   )
   const headers: Record<string, string> = options.client
@@ -558,21 +553,6 @@ describe.concurrent("ferry export stops on faults it cannot recover from", () =>
     expect(events.filter((e) => e.event === "kickoff")).toHaveLength(4)
     expect(events.filter((e) => e.event === "expired")).toHaveLength(4)
     expect(archiveManifest(x.out).complete).toBe(false)
-  })
-
-  it("files on another host that answer 403 on every job: the last line says that host gets no credentials from Ferry", async ({
-    expect,
-  }) => {
-    // Ferry is given localhost; the sandbox's manifest names its files on 127.0.0.1: another origin
-    const x = await exportWith(
-      "forbidden-elsewhere",
-      { expireFiles: { firstAttempt: true, type: "Patient", status: 403 } },
-      { sourceUrl: (base) => base.replace("127.0.0.1", "localhost") },
-    )
-    expect(x.run.code, x.run.stderr).toBe(4)
-    expect(lastLine(x.run.stderr)).toMatch(
-      /after 3 new kick-offs \(last: http:\/\/127\.0\.0\.1:\d+\/\S+\/Patient\.000\.ndjson answered 403\); that host is not the source's, and Ferry sends the source's credentials only to http:\/\/localhost:\d+: if the files' host wants them, it must accept signed URLs instead/,
-    )
   })
 
   it("a kick-off answered 429 after every retry: another job of this client is named as the likely cause, not --parallel", async ({

@@ -339,8 +339,10 @@ describe("ferry import", () => {
     // told the same as the import, as migrate's suggested command does: the same
     const told = await verifyWith("--drop-meta", "security,tag", "--json")
     expect(told.code, told.stderr).toBe(0)
-    expect((JSON.parse(told.stdout) as { notes: Array<string> }).notes).toContain(
-      "meta.security, meta.tag left out of the comparison, as the import dropped them (--drop-meta)",
+    expect((JSON.parse(told.stdout) as { notes: Array<string> }).notes).toContainEqual(
+      expect.stringMatching(
+        /^meta\.(tag|security), meta\.(tag|security) left out of the comparison, as the import dropped them \(its journal says so\)$/,
+      ),
     )
   })
 
@@ -1102,11 +1104,12 @@ describe("ferry import", () => {
       expect(lastLine(run.stderr)).toContain(`the archive was changed or damaged: ${said}`)
       expect(lastLine(run.stderr)).toMatch(/; restore the archive from a copy, or export again$/)
     }
-    // no checksum file at all: the export that completed it writes it when run again
+    // no checksum file at all: a /3 archive had one before it was complete, so it was lost (an export rerun
+    // refuses to vouch for the archive as it is now: packages/export's test)
     const missing = await importInto(none, target)
     expect(missing.code, missing.stderr).toBe(5)
     expect(lastLine(missing.stderr)).toContain(
-      "checksums.sha256 is missing (a ferry stopped before it wrote it, or the archive was damaged): run the same ferry export again (same --out) to write it",
+      "checksums.sha256 is missing (it was written before the archive was complete, so it was removed or lost since): restore the archive from a copy, or export again",
     )
     expect(target.store.countAll()).toBe(0)
     // verify --archive names the row that changed, not the data file (whose bytes are the manifest's)

@@ -760,7 +760,9 @@ const listed = (
 ): Effect.Effect<Iterable<[string, string]>, ArchiveError> =>
   Effect.gen(function* () {
     const metadataRows: Array<[string, string]> = []
-    if (packs === "hashed") {
+    // (an older archive's checksums written again, its manifest left as it is: as its format lists them, without
+    // the two rows, which a ferry reading only /2 would call files its manifest does not list)
+    if (packs === "hashed" && (manifestText !== undefined || checksumsCoverMetadata(manifest.format))) {
       metadataRows.push([
         manifestText !== undefined
           ? createHash("sha256").update(manifestText).digest("hex")
@@ -772,7 +774,7 @@ const listed = (
           (yield* Fs.hashFile(Path.join(dir, layout.attachmentIndex))).sha256,
           layout.attachmentIndex,
         ])
-    } else if (checksumsCoverMetadata(manifest.format)) {
+    } else if (packs === "named" && checksumsCoverMetadata(manifest.format)) {
       metadataRows.push([ANY, layout.manifest])
       // (an archive without attachments may have no index: then its row is not asked for)
       if (yield* Fs.exists(Path.join(dir, layout.attachmentIndex)))
@@ -953,12 +955,18 @@ const checkOne = (
     return sha256 === expected ? undefined : changed
   })
 
-/** One sentence for the first of `mismatches` (and how many more), saying what to do. */
-export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>): string => {
+/**
+ * One sentence for the first of `mismatches` (and how many more), saying what to do. `manifest`: the archive's
+ * (its format says whether a missing checksum file can be written again).
+ */
+export const describeMismatches = (mismatches: ReadonlyArray<Mismatch>, manifest?: Manifest): string => {
   const first = mismatches[0]!
-  // an archive completed by a ferry killed before it wrote the file (or one damaged): an export rerun writes it
+  // an archive an older ferry completed and was killed before it wrote the file: an export rerun writes it; a /3
+  // archive had it before it was complete, so it was lost since
   if (first.problem === "Missing" && first.path === layout.checksums && mismatches.length === 1)
-    return `${layout.checksums} is missing (a ferry stopped before it wrote it, or the archive was damaged): run the same ferry export again (same --out) to write it, or restore the archive from a copy`
+    return manifest !== undefined && checksumsCoverMetadata(manifest.format)
+      ? `${layout.checksums} is missing (it was written before the archive was complete, so it was removed or lost since): restore the archive from a copy, or export again`
+      : `${layout.checksums} is missing (a ferry stopped before it wrote it, or the archive was damaged): run the same ferry export again (same --out) to write it, or restore the archive from a copy`
   const what =
     first.problem === "Missing"
       ? `${first.path} is missing`

@@ -598,6 +598,16 @@ const packBytes = (
  * Stream a blob's bytes, checked against its sha256: from its own file or from its pack (where `blob`, an
  * index line, says; given a sha256 alone, the index is read to find it).
  */
+/** Whether nothing is at `path` (ENOENT; a folder that cannot be searched is not "missing"). */
+const isMissing = (path: string): boolean => {
+  try {
+    NFS.lstatSync(path)
+    return false
+  } catch (e) {
+    return Fs.isNodeError(e, "ENOENT")
+  }
+}
+
 export const read = (dir: string, blob: string | Location): Stream.Stream<Uint8Array, ArchiveError> =>
   Stream.unwrap(
     Effect.gen(function* () {
@@ -624,7 +634,7 @@ export const read = (dir: string, blob: string | Location): Stream.Stream<Uint8A
           ? Ndjson.fileBytes(Path.join(dir, rel), { gzip: false, label: rel }).pipe(
               Stream.mapError((e) =>
                 // a blob the index names that is not there: the archive lost it (not a disk or permission problem)
-                NFS.existsSync(Path.join(dir, rel))
+                !isMissing(Path.join(dir, rel))
                   ? new ArchiveError({ reason: "Io", path: e.file, detail: e.detail, cause: e })
                   : new ArchiveError({
                       reason: "Corrupt",

@@ -410,7 +410,7 @@ export const transportSentence = (detail: string | undefined): string => {
     default: {
       const body = bodyFailed.exec(detail ?? "")
       if (body?.[2] === "could not be decompressed")
-        return "the server's answer says it is compressed (Content-Encoding) but its bytes are not valid gzip, deflate or br data, on every try; report it to the server's operators"
+        return "the server's answer says it is compressed (Content-Encoding) but its bytes are not valid gzip, deflate or br data; report it to the server's operators"
       if (body?.[2] === "broke off")
         return "the server's answer broke off while it was read (after every retry); check the server and the network, then run the command again"
       if (body?.[1] === "download")

@@ -56,13 +56,14 @@ const issuesCap = 5
  * Where a server's words start quoting JSON: an object or array whose first member is a string (`{"…`, `["…`),
  * also with the quote escaped as a string or an HTML page writes it (`{\"`, `{&quot;`, `{&#34;`, `{&#x22;`) or
  * single-quoted (`{'…`, as a Python dict prints); or a member quoted from the middle of an object
- * (`"family":"…"`, a quoted name and a colon, also escaped); or bytes that are no text (NUL, or U+FFFD, what
- * undecodable bytes become: the server quoting an uploaded file). Other control characters are shown as `�`
- * (`printable`).
+ * (`"family":"…"`, a quoted name and a colon, also escaped or single-quoted); or bytes that are no text (NUL, or
+ * U+FFFD, what undecodable bytes become: the server quoting an uploaded file). Other control characters are shown
+ * as `�` (`printable`). Known limits: a quote that starts inside a value (`near: Smith","given"…`) keeps that
+ * value's head; words such as `value "2020-13": expected …` are cut too (the safe side).
  */
 const quotedJson =
   // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what it looks for
-  /[{[]\s*(?:\\?"|&quot;|&#0*34;|&#x0*22;|')|(?:\\?"|&quot;)[^"&\\]{1,200}(?:\\?"|&quot;)\s*:|[\u0000\ufffd]/i
+  /[{[]\s*(?:\\?"|&quot;|&#0*34;|&#x0*22;|')|(?:\\?"|&quot;|&#0*34;|&#x0*22;)[^"&\\]{1,200}(?:\\?"|&quot;|&#0*34;|&#x0*22;)\s*:|'[^'\\]{1,200}'\s*:|[\u0000\ufffd]/i
 
 /**
  * A server's words without the JSON or bytes they quote: cut where a JSON object, array or member begins, or

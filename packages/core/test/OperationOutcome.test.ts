@@ -70,6 +70,8 @@ describe("OperationOutcome", () => {
       '"family":"Secretfamilyname","given": ["Ann"]',
       '\\"family\\": \\"Secretfamilyname\\"',
       "&quot;family&quot;:&quot;Secretfamilyname&quot;",
+      "&#34;family&#34;:&#34;Secretfamilyname&#34;",
+      "'family': 'Secretfamilyname'",
       // a JPEG's first bytes as a UTF-8 decoder gives them
       "\ufffd\ufffd\ufffd\ufffd\u0000\u0010JFIF\u0000\u0001",
       "\u0000\u0010JFIF\u0000\u0001",

@@ -9,7 +9,7 @@ import * as Path from "node:path"
 import * as Archive from "@ferry/archive/Archive"
 import type { ArchiveError } from "@ferry/archive/ArchiveError"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
-import type { FileEntry, Manifest } from "@ferry/archive/Manifest"
+import { checksumsCoverMetadata, type FileEntry, type Manifest } from "@ferry/archive/Manifest"
 import type { ExportManifest, OutputFile } from "@ferry/core/BulkManifest"
 import type { Resource } from "@ferry/core/Ids"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
@@ -732,9 +732,18 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         detail: `this finished archive's ${f.path} is missing or changed since (its manifest records ${f.bytes} bytes), and a finished export is not downloaded again; restore the archive from a copy, or export into another ${options.outFlag ?? "--out"} directory`,
       })
     }
-    // An archive an older Ferry completed and was killed before it wrote the checksums: write them now.
-    if (!NFS.existsSync(Path.join(archive.root, Archive.layout.checksums)))
+    // An archive an older Ferry completed and was killed before it wrote the checksums: write them now. A /3
+    // archive always had them before it was complete: gone, they are lost, and writing them again would vouch for
+    // whatever the manifest and the attachment index hold now.
+    if (!NFS.existsSync(Path.join(archive.root, Archive.layout.checksums))) {
+      if (checksumsCoverMetadata(archive.manifest.format))
+        return yield* new ExportError({
+          reason: "Archive",
+          url: Path.join(archive.root, Archive.layout.checksums),
+          detail: `this finished archive's ${Archive.layout.checksums} is missing (it was written before the archive was complete, so it was removed or lost since); restore it from a copy of the archive, or export into another ${options.outFlag ?? "--out"} directory`,
+        })
       yield* Archive.writeChecksums(archive.root, archive.manifest)
+    }
     // (an archive an earlier version completed may still hold them)
     yield* removeStrays()
     yield* emit("already-complete", {
@@ -1544,8 +1553,12 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
             })
           // the last refusal named (a 403 from a file host that gets no credentials is not an expiry at all)
           const last = lastExpired
+          // (only when the manifest asks for the token with the files: else no host gets one, and none is missing)
           const withheld =
-            last?.status === 403 && last.url !== undefined && !sameOrigin(last.url, client.baseUrl)
+            manifest.requiresAccessToken &&
+            last?.status === 403 &&
+            last.url !== undefined &&
+            !sameOrigin(last.url, client.baseUrl)
           return yield* new ExportError({
             reason: "Expired",
             url: statusUrl === undefined ? undefined : redactUrl(statusUrl),

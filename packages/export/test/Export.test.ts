@@ -1,5 +1,6 @@
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { HttpClientRequest } from "@effect/platform"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Archive from "@ferry/archive/Archive"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
@@ -1047,6 +1048,48 @@ const stubSource = (
     })
     return { baseUrl: `${origin}/fhir`, seen }
   })
+
+describe("output files on another host that answer 403 on every job", () => {
+  it.scopedLive(
+    "with the manifest asking for the token: the last line names the refusal and says that host gets no credentials; without: only the refusal",
+    () =>
+      Effect.gen(function* () {
+        const files = yield* loopbackServer((_req, res) => {
+          res.writeHead(403, { "content-type": "text/plain" })
+          res.end("forbidden")
+        })
+        for (const requiresAccessToken of [true, false]) {
+          const s = yield* stubSource({
+            manifest: {
+              transactionTime: "2026-12-07T00:00:00Z",
+              request: "x",
+              requiresAccessToken,
+              output: [{ type: "Patient", url: `${files}/files/Patient.ndjson` }],
+              error: [],
+            },
+          })
+          const client = yield* clientFor(s.baseUrl, {
+            authorize: (req) =>
+              Effect.succeed(HttpClientRequest.bearerToken(req, "t0ken-for-the-source-only")),
+          })
+          const out = Path.join(yield* tempDir, `forbidden-${requiresAccessToken}`)
+          const e = failureOf(
+            yield* Export.run({ client, out, params: { level: "system", types: ["Patient"] }, ...fast }).pipe(
+              Effect.exit,
+            ),
+          ) as ExportError
+          assert.strictEqual(e.reason, "Expired")
+          assert.include(e.message, `(last: ${files}/files/Patient.ndjson answered 403)`)
+          assert.strictEqual(
+            e.message.includes(
+              "that host is not the source's, and Ferry sends the source's credentials only to",
+            ),
+            requiresAccessToken,
+          )
+        }
+      }),
+  )
+})
 
 describe("a rerun on an archive of another source", () => {
   const params = { level: "system" as const, types: ["Patient"] }

@@ -633,7 +633,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           return yield* new ImportError({
             reason: "Archive",
             url: Path.join(archive, mismatches[0]!.path),
-            detail: Archive.describeMismatches(mismatches),
+            detail: Archive.describeMismatches(mismatches, manifest),
           })
       }
       // the target first: one that cannot be reached (a typo in --to) leaves no folder of its own in the archive

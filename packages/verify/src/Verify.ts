@@ -513,7 +513,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     if (mismatches.length > 0)
       return yield* new VerifyError({
         reason: "Source",
-        detail: `${source.dir}: ${Archive.describeMismatches(mismatches)}`,
+        detail: `${source.dir}: ${Archive.describeMismatches(mismatches, manifest)}`,
       })
     // what ties the report to this archive's bytes (`sha256sum checksums.sha256`, as a backup keeps it)
     checksumsSha256 = yield* Archive.checksumsSha256(source.dir).pipe(Effect.mapError(sourceError))
@@ -665,10 +665,11 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       reason: "Config",
       detail: `--drop-meta ${asked.join(",")} leaves out ${notDropped.map((m) => `meta.${m}`).join(", ")}, which the import into ${redactUrl(target.baseUrl)} kept (its journal ${importJournal}: it dropped ${recordedDrops!.size > 0 ? [...recordedDrops!].join(",") : "nothing"}), so a change there would not show; leave --drop-meta out (verify then leaves out what the import dropped) or give only what it dropped`,
     })
+  // (what the import dropped, all of it, whether the flag names it all or part: the flag adds nothing to it)
   const ignoreMeta: ReadonlyArray<"source" | "tag" | "security"> =
-    asked.length > 0
+    recordedDrops === undefined
       ? asked
-      : [...(recordedDrops ?? [])].filter(
+      : [...recordedDrops].filter(
           (m): m is "source" | "tag" | "security" => m === "source" || m === "tag" || m === "security",
         )
   const narratives = {
@@ -1222,7 +1223,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     )
   if (ignoreMeta.length > 0)
     notes.push(
-      `${ignoreMeta.map((m) => `meta.${m}`).join(", ")} left out of the comparison, as the import dropped ${ignoreMeta.length === 1 ? "it" : "them"} (${asked.length > 0 ? "--drop-meta" : "its journal says so"})`,
+      `${ignoreMeta.map((m) => `meta.${m}`).join(", ")} left out of the comparison, as the import dropped ${ignoreMeta.length === 1 ? "it" : "them"} (${recordedDrops === undefined ? "--drop-meta" : "its journal says so"})`,
     )
   if (percent !== undefined && percent < 100)
     notes.push(`sampled: ${percent}% of resources compared (chosen by the sha256 of the source Type/id)`)

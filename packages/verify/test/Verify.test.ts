@@ -549,6 +549,17 @@ describe("Verify.run against sandboxes", () => {
             ),
           ),
         )
+        // the flag naming part of what it dropped: all it dropped is left out all the same
+        drops(["tag", "security"])
+        b.store.update({
+          resourceType: "Patient",
+          id: "p1",
+          meta: { security: [{ system: "urn:example:label", code: "R" }] },
+          gender: "female",
+        })
+        const part = yield* Verify.run({ source: { _tag: "Archive", dir }, target, ignoreMeta: ["tag"] })
+        assert.strictEqual(part.verdict, "clean", JSON.stringify(part.differences))
+        b.store.update({ resourceType: "Patient", id: "p1", gender: "female" })
         // it kept them: the target without them differs, and --drop-meta tag may not hide that
         drops([])
         const kept = yield* Verify.run({ source: { _tag: "Archive", dir }, target })
