@@ -160,7 +160,10 @@ describe("ferry import", () => {
   }, 120_000)
 
   it("a target that refused every resource holds none of them: a --retry-quarantine is not taken for a rebuilt target", async () => {
-    const archive = copy(sample, "all-refused")
+    // (a small archive: every resource is refused one by one)
+    const archive = await exportArchive("all-refused", [
+      sharedData("sample-bulk-10-patients/Organization.000.ndjson"),
+    ])
     const target = await start({ rejectRule: { message: "nothing is accepted here" } })
     const first = await importInto(archive, target)
     expect(first.code, first.stderr).toBe(7)
