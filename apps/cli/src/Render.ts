@@ -52,6 +52,8 @@ export const codeOf = (error: unknown): number => {
     case "ExportError":
       return error.reason === "Config" ? 2 : error.reason === "Archive" ? 5 : error.reason === "Auth" ? 3 : 4
     case "ArchiveError":
+      // a folder that is no Ferry archive where one is expected (a wrong path): a usage error, as verify says it
+      return error.reason === "NotAnArchive" ? 2 : 5
     case "NdjsonError":
     case "TransformError":
       return 5

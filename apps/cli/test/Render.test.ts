@@ -16,6 +16,14 @@ describe("Render", () => {
     assert.strictEqual(Render.codeOf(status(500)), 4)
   })
 
+  it("a folder that is no Ferry archive is a wrong path (exit 2); a damaged or unwritable archive exit 5", () => {
+    const archive = (reason: "NotAnArchive" | "Corrupt" | "Io") =>
+      new ArchiveError({ reason, path: "seed", detail: "no manifest.json" })
+    assert.strictEqual(Render.codeOf(archive("NotAnArchive")), 2)
+    assert.strictEqual(Render.codeOf(archive("Corrupt")), 5)
+    assert.strictEqual(Render.codeOf(archive("Io")), 5)
+  })
+
   it("a private key file that cannot be used is configuration (exit 2); a refused credential is exit 3", () => {
     assert.strictEqual(
       Render.codeOf(new AuthError({ reason: "KeyInvalid", detail: "Key file k.jwk: missing" })),
