@@ -132,9 +132,14 @@ const importInto = (archive: string, target: Target, args: ReadonlyArray<string>
 
 describe("ferry import", () => {
   it("a rerun switching from post to put (other ids) is refused (exit 2): it would create again what was in flight; without --strategy it goes on", async () => {
-    const archive = copy(sample, "strategy-switch")
+    // (a small archive of several Bundles: what is tested is the journal's strategy, not the data)
+    const small = await exportArchive("strategy-switch-source", [
+      sharedData("sample-bulk-10-patients/Organization.000.ndjson"),
+      sharedData("sample-bulk-10-patients/Patient.000.ndjson"),
+    ])
+    const archive = copy(small, "strategy-switch")
     const target = await start({})
-    const post = await importInto(archive, target, ["--strategy", "post", "--bundle-size", "50"])
+    const post = await importInto(archive, target, ["--strategy", "post", "--bundle-size", "5"])
     expect(post.code, post.stderr).toBe(0)
     const landed = targetCounts(target)
     const put = await importInto(archive, target, ["--strategy", "put"])
@@ -148,7 +153,7 @@ describe("ferry import", () => {
     expect((JSON.parse(again.stdout) as { strategy: string }).strategy).toBe("post")
     expect(targetCounts(target)).toEqual(landed)
     // $import then post: the same (a job's files are journaled, not Bundles)
-    const bulk = copy(sample, "strategy-switch-bulk")
+    const bulk = copy(small, "strategy-switch-bulk")
     const other = await start({})
     const imported = await importInto(bulk, other, ["--strategy", "import"])
     expect(imported.code, imported.stderr).toBe(0)
