@@ -315,41 +315,31 @@ export const loopbackAliases = (base: string): ReadonlyArray<string> => {
   return [...out]
 }
 
-/** The provenance origin the import into `targetBase` journaled in `archive` (`import.provenance`), if any. */
-const recordedOrigin = (archive: string, targetBase: string): string | undefined =>
-  originIn(Imports.journalPath(archive, targetBase))
-
 /**
- * The `meta` members an import journal says were dropped (`import.dropMeta`, every run's: a rerun may have
- * changed the setting), or undefined when it records none (no journal, or an import by an older Ferry).
+ * What an import journal (`imports/<target>/journal.ndjson`) records for verify, read in one pass: the
+ * provenance origin (`import.provenance`), and the `meta` members dropped (`import.dropMeta`, every run's: a rerun
+ * may have changed the setting; undefined when none is recorded, as by an older Ferry). Nothing without a journal.
  */
-const dropsIn = (path: string): ReadonlySet<string> | undefined => {
-  if (!NFS.existsSync(path)) return undefined
-  let out: Set<string> | undefined
+const importRecord = (path: string): { readonly origin?: string; readonly drops?: ReadonlySet<string> } => {
+  if (!NFS.existsSync(path)) return {}
+  let origin: string | undefined
+  let drops: Set<string> | undefined
   for (const line of NFS.readFileSync(path, "utf8").split("\n")) {
-    if (!line.includes('"import.dropMeta"')) continue
+    const provenance = origin === undefined && line.includes('"import.provenance"')
+    if (!provenance && !line.includes('"import.dropMeta"')) continue
     const parsed = Option.getOrUndefined(
       Option.liftThrowable(() => JSON.parse(line) as { kind?: unknown; data?: unknown })(),
     )
-    if (parsed?.kind !== "import.dropMeta" || !Array.isArray(parsed.data)) continue
-    out ??= new Set()
-    for (const m of parsed.data) if (typeof m === "string") out.add(m)
+    const data = parsed?.data
+    if (parsed?.kind === "import.provenance" && typeof data === "object" && data !== null) {
+      const o = (data as { origin?: unknown }).origin
+      if (typeof o === "string") origin ??= o
+    } else if (parsed?.kind === "import.dropMeta" && Array.isArray(data)) {
+      drops ??= new Set()
+      for (const m of data) if (typeof m === "string") drops.add(m)
+    }
   }
-  return out
-}
-
-/** The provenance origin an import journal (`imports/<target>/journal.ndjson`) records, if any. */
-const originIn = (path: string): string | undefined => {
-  if (!NFS.existsSync(path)) return undefined
-  for (const line of NFS.readFileSync(path, "utf8").split("\n")) {
-    if (!line.includes('"import.provenance"')) continue
-    const parsed = Option.getOrUndefined(
-      Option.liftThrowable(() => JSON.parse(line) as { kind?: unknown; data?: { origin?: unknown } })(),
-    )
-    if (parsed?.kind === "import.provenance" && typeof parsed.data?.origin === "string")
-      return parsed.data.origin
-  }
-  return undefined
+  return { ...(origin !== undefined ? { origin } : {}), ...(drops !== undefined ? { drops } : {}) }
 }
 
 const readIdMap = (path: string) =>
@@ -557,13 +547,21 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
       ),
     ),
   ]
-  // this migration's origin: as the import into this target recorded it (in the archive, or beside the id map
-  // given), else from the source's base; its other names' origins are the same source's too
-  const recorded =
-    (source._tag === "Archive" ? recordedOrigin(source.dir, target.baseUrl) : undefined) ??
-    (options.idMapPath !== undefined
-      ? originIn(Path.join(Path.dirname(options.idMapPath), Imports.layout.journal))
-      : undefined)
+  // The import into this target, as its journal records it: in the archive, or beside the id map given.
+  const archiveJournal =
+    source._tag === "Archive" ? Imports.journalPath(source.dir, target.baseUrl) : undefined
+  const idMapJournal =
+    options.idMapPath !== undefined
+      ? Path.join(Path.dirname(options.idMapPath), Imports.layout.journal)
+      : undefined
+  const archiveRecord = archiveJournal !== undefined ? importRecord(archiveJournal) : undefined
+  const idMapRecord =
+    idMapJournal !== undefined && (archiveRecord === undefined || archiveRecord.origin === undefined)
+      ? importRecord(idMapJournal)
+      : undefined
+  // this migration's origin: as that import recorded it, else from the source's base; its other names' origins
+  // are the same source's too
+  const recorded = archiveRecord?.origin ?? idMapRecord?.origin
   const origin = recorded ?? (sourceBase !== undefined ? originKey(sourceBase) : undefined)
   /** Provenance origins of this source: the recorded one, and that of each name it goes by. */
   const origins = new Set([...(recorded !== undefined ? [recorded] : []), ...sourceNames.map(originKey)])
@@ -651,13 +649,8 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
         : undefined
   // What the import into this target dropped (its journal, in the archive or beside --id-map): the comparison
   // leaves out the same; a --drop-meta leaving out more would hide changes the import never made.
-  const importJournal =
-    source._tag === "Archive"
-      ? Imports.journalPath(source.dir, target.baseUrl)
-      : options.idMapPath !== undefined
-        ? Path.join(Path.dirname(options.idMapPath), Imports.layout.journal)
-        : undefined
-  const recordedDrops = importJournal !== undefined ? dropsIn(importJournal) : undefined
+  const importJournal = archiveJournal ?? idMapJournal
+  const recordedDrops = archiveRecord !== undefined ? archiveRecord.drops : idMapRecord?.drops
   const asked = options.ignoreMeta ?? []
   const notDropped = asked.filter((m) => recordedDrops !== undefined && !recordedDrops.has(m))
   if (notDropped.length > 0)
