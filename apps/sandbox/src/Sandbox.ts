@@ -5,6 +5,7 @@
  *
  * The FHIR base is `http://host:port${basePath}` (basePath defaults to `/fhir`).
  */
+import { errnoOf } from "@ferry/core/FsProblem"
 import { describeParseError } from "@ferry/core/Http"
 import { Context, Effect, Layer, Schema } from "effect"
 import { type SandboxConfig, type SandboxConfigInput, decodeConfig } from "./Config.js"
@@ -150,7 +151,7 @@ export const start = Effect.fn("Sandbox.start")(function* (
               reason: "Seed",
               // a seed path that is not there: said as such (not as the file system's ENOENT line)
               detail:
-                (cause as { code?: unknown } | null)?.code === "ENOENT"
+                errnoOf(cause) === "ENOENT"
                   ? `${String((cause as { path?: unknown }).path ?? config.seed.join(", "))} does not exist; give --seed files or folders of NDJSON or transaction Bundles that do`
                   : `${config.seed.join(", ")}: ${errorDetail(cause)}`,
               cause,
