@@ -6,18 +6,13 @@ import { randomUUID } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { makeDirsSync } from "@ferry/core/Dirs"
+import { escapeHtml } from "@ferry/core/Html"
 import { Effect } from "effect"
 import type { Report } from "./Verify.js"
 import { VerifyError } from "./VerifyError.js"
 
 /** HTML-escape text (element content and attribute values). */
-export const escapeHtml = (text: string): string =>
-  text
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;")
-    .replace(/'/g, "&#39;")
+export { escapeHtml }
 
 const e = (v: unknown): string => escapeHtml(v === null || v === undefined ? "–" : String(v))
 
