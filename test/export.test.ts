@@ -284,6 +284,82 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     )
   }, 120_000)
 
+  it("one patient's record for that person (GDPR): ferry summary writes README.html, the documents as files, the data, SHA256SUMS", async () => {
+    // the patient the seeder gave DICOM.jpg to
+    const doc = [...sandbox.store.iterate("DocumentReference")]
+      .map((r) => JSON.parse(r.json) as { description?: string; subject?: { reference: string } })
+      .find((d) => d.description === "DICOM.jpg")!
+    const patientId = doc.subject!.reference.replace("Patient/", "")
+    const patient = JSON.parse(sandbox.store.read("Patient", patientId)!.json) as {
+      name: Array<{ given: Array<string>; family: string }>
+    }
+    const name = `${patient.name[0]!.given.join(" ")} ${patient.name[0]!.family}`
+    const archive = Path.join(tmp, "gdpr")
+    const exported = await ferry(
+      exportOf(sandbox.baseUrl, archive, "--level", "patient", "--patient", patientId),
+    )
+    expect(exported.code, exported.stderr).toBe(0)
+    const out = Path.join(tmp, "gdpr-person")
+    const run = await ferry(["summary", archive, "--out", out, "--json"])
+    expect(run.code, run.stderr).toBe(0)
+    const result = JSON.parse(run.stdout) as {
+      people: Array<{ id: string; name: string }>
+      files: number
+      resources: number
+    }
+    expect(result.people).toEqual([{ id: patientId, name }])
+    expect(result.files).toBe(1)
+    // the cohort Group lists the 99 other patients: said before the folder is handed over
+    expect(run.stderr).toMatch(/warning: Group\/[^ ]+ names 99 Patients that are not this record's/)
+    expect(NFS.readdirSync(out).sort()).toEqual(["README.html", "SHA256SUMS", "data", "files"])
+    const original = NFS.readFileSync(Path.join(data("attachments"), "DICOM.jpg"))
+    expect(NFS.readdirSync(Path.join(out, "files"))).toEqual(["01 DICOM.jpg"])
+    expect(NFS.readFileSync(Path.join(out, "files", "01 DICOM.jpg")).equals(original)).toBe(true)
+    const page = NFS.readFileSync(Path.join(out, "README.html"), "utf8")
+    expect(page).toContain(`<h1>Health record of ${name}</h1>`)
+    expect(page).toContain('<a href="files/01%20DICOM.jpg">01 DICOM.jpg</a>')
+    const conditions = dataLines(archive).filter((l) => l.includes('"resourceType":"Condition"')).length
+    expect(conditions).toBeGreaterThan(0)
+    expect(page).toContain(`<h3>Health problems and diagnoses (${conditions})</h3>`)
+    // the data as the archive holds it, every file listed in SHA256SUMS with its sha256, modes 0600 / 0700
+    expect(dataLines(out).sort()).toEqual(dataLines(archive).sort())
+    const rows = NFS.readFileSync(Path.join(out, "SHA256SUMS"), "utf8").trim().split("\n")
+    const listed = rows.map((r) => r.slice(66))
+    const files = NFS.readdirSync(out, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile() && e.name !== "SHA256SUMS")
+      .map((e) => Path.relative(out, Path.join(e.parentPath, e.name)))
+    expect(listed.sort()).toEqual(files.sort())
+    for (const r of rows)
+      expect(
+        createHash("sha256")
+          .update(NFS.readFileSync(Path.join(out, r.slice(66))))
+          .digest("hex"),
+      ).toBe(r.slice(0, 64))
+    for (const e of NFS.readdirSync(out, { recursive: true, withFileTypes: true }))
+      expect(NFS.statSync(Path.join(e.parentPath, e.name)).mode & 0o777).toBe(e.isDirectory() ? 0o700 : 0o600)
+    expect(NFS.statSync(out).mode & 0o777).toBe(0o700)
+
+    // again into the same folder: refused (exit 2), the folder as it was
+    const again = await ferry(["summary", archive, "--out", out])
+    expect(again.code).toBe(2)
+    expect(lastLine(again.stderr)).toBe(
+      `ferry: ${out} already exists; choose another --out (ferry summary does not write over a folder)`,
+    )
+    // an archive of 100 patients is no one person's record (exit 2)
+    const many = await ferry(["summary", full, "--out", Path.join(tmp, "gdpr-many")])
+    expect(many.code).toBe(2)
+    expect(lastLine(many.stderr)).toMatch(/holds 100 Patients, and ferry summary is for one person's record/)
+    // a damaged archive: exit 5, naming the file, and no folder
+    const condition = NFS.readdirSync(Path.join(archive, "data")).find((f) => f.startsWith("Condition"))!
+    NFS.appendFileSync(Path.join(archive, "data", condition), " ")
+    const damaged = await ferry(["summary", archive, "--out", Path.join(tmp, "gdpr-damaged")])
+    expect(damaged.code).toBe(5)
+    expect(lastLine(damaged.stderr)).toContain(
+      `data/${condition} does not hold the bytes the export recorded`,
+    )
+    expect(NFS.existsSync(Path.join(tmp, "gdpr-damaged"))).toBe(false)
+  }, 120_000)
+
   it("--allow-partial-manifests: the manifest's parts (link next, 10 files each) are followed, the same data as one manifest", async () => {
     const out = Path.join(tmp, "parts")
     const run = await ferry(exportOf(sandbox.baseUrl, out, "--allow-partial-manifests", "--json"))

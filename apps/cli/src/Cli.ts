@@ -8,6 +8,7 @@ import { keys } from "./commands/keys.js"
 import { migrateCommand } from "./commands/migrate.js"
 import { planCommand } from "./commands/plan.js"
 import { sandbox } from "./commands/sandbox.js"
+import { summaryCommand } from "./commands/summary.js"
 import { verifyCommand } from "./commands/verify.js"
 
 const about = "Move FHIR R4 data between servers: bulk export into a checksummed archive, import, verify."
@@ -25,6 +26,7 @@ export const ferry = Command.make("ferry").pipe(
     migrateCommand,
     planCommand,
     sandbox,
+    summaryCommand,
     verifyCommand,
   ]),
   Command.transformHandler((handler) =>
@@ -52,6 +54,7 @@ const helpByName: Readonly<Record<string, () => string>> = {
   migrate: helpOf(migrateCommand),
   plan: helpOf(planCommand),
   sandbox: helpOf(sandbox),
+  summary: helpOf(summaryCommand),
   verify: helpOf(verifyCommand),
 }
 

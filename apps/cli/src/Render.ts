@@ -71,6 +71,8 @@ export const codeOf = (error: unknown): number => {
       return error.reason === "Generate" ? 1 : 2
     case "ConfigError":
       return 2
+    case "SummaryError":
+      return error.reason === "Config" ? 2 : 5
     default:
       return 1
   }
