@@ -151,6 +151,7 @@ export const overview = (): string =>
       ],
       ["import", "Load an archive into a target FHIR server, in dependency order; resumable."],
       ["verify", "Compare a source (server or archive) with a target: counts, content, attachments."],
+      ["summary", "One person's record (an archive) as a folder they can open: README.html, files, data."],
       ["keys generate", "Make a signing key pair for SMART Backend Services."],
       ["sandbox", "Run the sandbox FHIR R4 server (for trying Ferry out, and for its tests)."],
       [
