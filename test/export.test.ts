@@ -360,6 +360,58 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(NFS.existsSync(Path.join(tmp, "gdpr-damaged"))).toBe(false)
   }, 120_000)
 
+  it("disaster-recovery copy: ferry seal to an X25519 key, ferry unseal with it: the archive back, checked; another key or a damaged copy refused", async () => {
+    const key = Path.join(tmp, "seal.jwk")
+    const generated = await ferry(["keys", "generate", "--alg", "X25519", "--out", key])
+    expect(generated.code, generated.stderr).toBe(0)
+    const pub = Path.join(tmp, "seal.pub.jwk")
+    NFS.writeFileSync(pub, generated.stdout)
+    expect(JSON.parse(generated.stdout)).not.toHaveProperty("d")
+    const sealed = Path.join(tmp, "full.sealed")
+    const run = await ferry(["seal", full, "--to", pub, "--out", sealed])
+    expect(run.code, run.stderr).toBe(0)
+    expect(NFS.statSync(sealed).mode & 0o777).toBe(0o600)
+    const restored = Path.join(tmp, "full-restored")
+    const back = await ferry(["unseal", sealed, "--key", key, "--out", restored])
+    expect(back.code, back.stderr).toBe(0)
+    const files = (dir: string) =>
+      NFS.readdirSync(dir, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile() && !["journal.ndjson", "events.ndjson", ".lock"].includes(e.name))
+        .map((e) => Path.relative(dir, Path.join(e.parentPath, e.name)))
+        .sort()
+    expect(files(restored)).toEqual(files(full))
+    for (const f of files(full))
+      expect(NFS.readFileSync(Path.join(restored, f)).equals(NFS.readFileSync(Path.join(full, f))), f).toBe(
+        true,
+      )
+    // another key: exit 2; a damaged copy: exit 5, nothing written
+    const other = Path.join(tmp, "other.jwk")
+    expect((await ferry(["keys", "generate", "--alg", "X25519", "--out", other])).code).toBe(0)
+    const wrong = await ferry(["unseal", sealed, "--key", other, "--out", Path.join(tmp, "wrong")])
+    expect(wrong.code).toBe(2)
+    expect(lastLine(wrong.stderr)).toMatch(
+      /: it was sealed to another key \(.+\) than this one \(.+\); give the private key it was sealed to$/,
+    )
+    const bytes = NFS.readFileSync(sealed)
+    bytes[bytes.length >> 1]! ^= 0x40
+    const damagedCopy = Path.join(tmp, "damaged.sealed")
+    NFS.writeFileSync(damagedCopy, bytes)
+    const damaged = await ferry([
+      "unseal",
+      damagedCopy,
+      "--key",
+      key,
+      "--out",
+      Path.join(tmp, "from-damaged"),
+    ])
+    expect(damaged.code).toBe(5)
+    expect(lastLine(damaged.stderr)).toMatch(
+      /does not open: the file was changed, cut short or damaged; restore the sealed file from another copy$/,
+    )
+    expect(NFS.existsSync(Path.join(tmp, "from-damaged"))).toBe(false)
+    expect(NFS.existsSync(Path.join(tmp, "from-damaged.part"))).toBe(false)
+  }, 120_000)
+
   it("--allow-partial-manifests: the manifest's parts (link next, 10 files each) are followed, the same data as one manifest", async () => {
     const out = Path.join(tmp, "parts")
     const run = await ferry(exportOf(sandbox.baseUrl, out, "--allow-partial-manifests", "--json"))

@@ -8,6 +8,7 @@ import { keys } from "./commands/keys.js"
 import { migrateCommand } from "./commands/migrate.js"
 import { planCommand } from "./commands/plan.js"
 import { sandbox } from "./commands/sandbox.js"
+import { sealCommand, unsealCommand } from "./commands/seal.js"
 import { summaryCommand } from "./commands/summary.js"
 import { verifyCommand } from "./commands/verify.js"
 
@@ -26,7 +27,9 @@ export const ferry = Command.make("ferry").pipe(
     migrateCommand,
     planCommand,
     sandbox,
+    sealCommand,
     summaryCommand,
+    unsealCommand,
     verifyCommand,
   ]),
   Command.transformHandler((handler) =>
@@ -54,7 +57,9 @@ const helpByName: Readonly<Record<string, () => string>> = {
   migrate: helpOf(migrateCommand),
   plan: helpOf(planCommand),
   sandbox: helpOf(sandbox),
+  seal: helpOf(sealCommand),
   summary: helpOf(summaryCommand),
+  unseal: helpOf(unsealCommand),
   verify: helpOf(verifyCommand),
 }
 
@@ -152,7 +157,14 @@ export const overview = (): string =>
       ["import", "Load an archive into a target FHIR server, in dependency order; resumable."],
       ["verify", "Compare a source (server or archive) with a target: counts, content, attachments."],
       ["summary", "One person's record (an archive) as a folder they can open: README.html, files, data."],
-      ["keys generate", "Make a signing key pair for SMART Backend Services."],
+      [
+        "seal",
+        "Seal a finished archive into one file encrypted to an X25519 key; unseal restores it, checked.",
+      ],
+      [
+        "keys generate",
+        "Make a key pair: a signing key for SMART Backend Services, or (X25519) one to seal to.",
+      ],
       ["sandbox", "Run the sandbox FHIR R4 server (for trying Ferry out, and for its tests)."],
       [
         "demo",

@@ -1107,7 +1107,7 @@ const checksumAgreement = (
   })
 
 /** The `[sha256, path]` rows of a checksum file, in file order; a malformed line or an escaping path fails. */
-const checksumRows = (path: string): Stream.Stream<[string, string], ArchiveError> =>
+export const checksumRows = (path: string): Stream.Stream<[string, string], ArchiveError> =>
   Ndjson.readFileSplit(path, { label: layout.checksums }).pipe(
     Stream.mapError(
       (e) =>

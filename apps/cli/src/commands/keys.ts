@@ -6,6 +6,7 @@
  */
 import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
+import * as Seal from "@ferry/archive/Seal"
 import * as Keys from "@ferry/auth/Keys"
 import { AuthError } from "@ferry/core/Errors"
 import { fsProblem } from "@ferry/core/FsProblem"
@@ -13,7 +14,7 @@ import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Console, Effect } from "effect"
 
 export interface GenerateOptions {
-  readonly alg: Keys.SigningAlg
+  readonly alg: Keys.SigningAlg | "X25519"
   readonly out: string
   readonly force: boolean
 }
@@ -41,7 +42,12 @@ export const generateKey = Effect.fn("keys.generate")(function* (options: Genera
       detail: `${out} already exists; pass --force to replace it, or choose another --out`,
     })
   }
-  const { privateJwk, publicJwks } = yield* Keys.generate(options.alg)
+  // X25519: a key to seal archives to (`ferry seal --to`), not to sign with
+  const sealing = options.alg === "X25519" ? Seal.generateKey() : undefined
+  const { privateJwk, publicJwks } =
+    sealing !== undefined
+      ? { privateJwk: sealing.privateJwk, publicJwks: sealing.publicJwk }
+      : yield* Keys.generate(options.alg as Keys.SigningAlg)
   // Replace rather than truncate: an existing file may have a looser mode than 0600.
   if (exists) yield* fs.remove(out).pipe(Effect.mapError((e) => writeFailed(out, fsProblem(e))))
   yield* fs
@@ -52,17 +58,21 @@ export const generateKey = Effect.fn("keys.generate")(function* (options: Genera
     )
   yield* Console.log(JSON.stringify(publicJwks, null, 2))
   yield* Console.error(
-    `Wrote the ${options.alg} private key to ${out} (mode 0600, kid ${privateJwk.kid}). ` +
-      "Register the public JWKS printed above with the server; keep the private key out of version control.",
+    sealing !== undefined
+      ? `Wrote the X25519 private key to ${out} (mode 0600, kid ${privateJwk.kid}). Archives are sealed to the public key printed above (save it as a file: ferry seal <archive> --to <that file> --out <file>); unsealing needs this private key: keep it apart from the sealed copies, and out of version control.`
+      : `Wrote the ${options.alg} private key to ${out} (mode 0600, kid ${privateJwk.kid}). ` +
+          "Register the public JWKS printed above with the server; keep the private key out of version control.",
   )
 })
 
 const generate = Command.make(
   "generate",
   {
-    alg: Options.choice("alg", ["ES384", "RS384"]).pipe(
+    alg: Options.choice("alg", ["ES384", "RS384", "X25519"]).pipe(
       Options.withDefault("ES384" as const),
-      Options.withDescription("Signing algorithm: ES384 (EC P-384, the default) or RS384 (RSA 2048)."),
+      Options.withDescription(
+        "ES384 (EC P-384, the default) or RS384 (RSA 2048): a signing key for SMART Backend Services; X25519: a key to seal archives to (ferry seal).",
+      ),
     ),
     out: Options.file("out").pipe(
       Options.withDescription("Where to write the private JWK (created with mode 0600)."),
@@ -72,7 +82,7 @@ const generate = Command.make(
   generateKey,
 ).pipe(
   Command.withDescription(
-    "Generate a signing key pair for SMART Backend Services: writes the private JWK, prints the public JWKS.",
+    "Generate a key pair: writes the private JWK (0600), prints the public key (a JWKS to register for SMART Backend Services; for X25519, the JWK to seal archives to).",
   ),
 )
 

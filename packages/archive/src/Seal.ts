@@ -1,0 +1,592 @@
+/**
+ * A sealed archive: one file holding a finished archive, encrypted to one recipient's X25519 public key, for
+ * disaster-recovery copies kept where others can read them (`ferry seal`, `ferry unseal`).
+ *
+ * Format `ferry-sealed/1`:
+ * - a first line of JSON (the header): `{"format", "chunk", "recipient", "epk", "key"}`: `recipient` the
+ *   recipient key's JWK thumbprint (RFC 7638), `epk` a fresh ephemeral X25519 public key (JWK), `key` the file
+ *   key (32 random bytes) encrypted with AES-256-GCM under `HKDF-SHA256(X25519(epk, recipient), salt = epk.x ‖
+ *   recipient.x, info = "ferry-sealed/1")` (nonce 0: each key-encryption key is used once);
+ * - then the payload in chunks of `chunk` bytes (the last one shorter, possibly empty), each AES-256-GCM under
+ *   the file key with nonce = 11-byte big-endian chunk number ‖ 1 byte (1 for the last chunk, else 0) and the
+ *   header line's sha256 as additional data, followed by its 16-byte tag (age's STREAM construction: a chunk
+ *   changed, moved, dropped or cut off, or a header changed, fails to open);
+ * - the payload: records of `[u32 BE length][JSON {path, size}][size bytes]`, one per file, ended by
+ *   `{"end": true, "files": n}`.
+ *
+ * What is sealed: `manifest.json`, `checksums.sha256` and every file it lists (data, deleted and error files,
+ * blobs, packs, the attachment index), each re-hashed against its row while it is read. Not sealed: the
+ * journal, the event log, the lock and `imports/` (what one run did against one target: a restore starts
+ * afresh). An unsealed archive is the archive as it was: `unseal` writes it as `<out>.part`, checks it with
+ * `verifyChecksums`, and only then renames it to `<out>`. Memory stays flat: one chunk at a time.
+ */
+import {
+  type KeyObject,
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+} from "node:crypto"
+import * as NFS from "node:fs"
+import * as Path from "node:path"
+import { Effect, Stream } from "effect"
+import * as Archive from "./Archive.js"
+import { SealError } from "./SealError.js"
+
+export const FORMAT = "ferry-sealed/1"
+const CHUNK = 64 * 1024
+const TAG = 16
+const INFO = Buffer.from(FORMAT)
+
+export interface SealHeader {
+  readonly format: typeof FORMAT
+  readonly chunk: number
+  readonly recipient: string
+  readonly epk: { readonly kty: "OKP"; readonly crv: "X25519"; readonly x: string }
+  readonly key: string
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Keys
+
+/** An X25519 key's public `x` (32 bytes, from its JWK). */
+const publicX = (key: KeyObject): Buffer => Buffer.from(String(key.export({ format: "jwk" }).x), "base64url")
+
+/** The RFC 7638 thumbprint of an X25519 public key: what a header names its recipient by. */
+export const thumbprint = (key: KeyObject): string =>
+  createHash("sha256")
+    .update(JSON.stringify({ crv: "X25519", kty: "OKP", x: publicX(key).toString("base64url") }))
+    .digest("base64url")
+
+/** A new X25519 key pair: the private JWK (with `kid`, `use: "enc"`) and its public JWK. */
+export const generateKey = (): {
+  readonly privateJwk: Record<string, string>
+  readonly publicJwk: Record<string, string>
+} => {
+  const { privateKey, publicKey } = generateKeyPairSync("x25519")
+  const kid = thumbprint(publicKey)
+  const priv = privateKey.export({ format: "jwk" }) as Record<string, string>
+  const pub = publicKey.export({ format: "jwk" }) as Record<string, string>
+  return {
+    privateJwk: { ...priv, kid, use: "enc" },
+    publicJwk: { kty: String(pub.kty), crv: String(pub.crv), x: String(pub.x), kid, use: "enc" },
+  }
+}
+
+const keyProblem = (
+  path: string,
+  what: string,
+  advice = "make one with ferry keys generate --alg X25519 --out <file>",
+) => new SealError({ reason: "Key", path, detail: `${what}; ${advice}` })
+
+/** What to do with a key file that is not the private key unsealing needs. */
+const privateNeeded =
+  "unsealing needs the private key it was sealed to (the file ferry keys generate --alg X25519 wrote)"
+
+/**
+ * The X25519 key in `path` (a JWK, or PEM): `public` for sealing (a private key file works too: its public
+ * half is taken), `private` for unsealing.
+ */
+export const readKey = (path: string, want: "public" | "private"): Effect.Effect<KeyObject, SealError> =>
+  Effect.suspend(() => {
+    let text: string
+    try {
+      text = NFS.readFileSync(path, "utf8")
+    } catch (cause) {
+      return Effect.fail(
+        new SealError({
+          reason: "Key",
+          path,
+          detail: `the key file could not be read (${(cause as Error).message})`,
+          cause,
+        }),
+      )
+    }
+    let key: KeyObject
+    try {
+      const trimmed = text.trim()
+      if (trimmed.startsWith("{")) {
+        const jwk = JSON.parse(trimmed) as Record<string, unknown>
+        const isPrivate = typeof jwk.d === "string"
+        if (want === "private" && !isPrivate)
+          return Effect.fail(keyProblem(path, "this is a public key", privateNeeded))
+        key = isPrivate
+          ? createPrivateKey({ key: jwk as never, format: "jwk" })
+          : createPublicKey({ key: jwk as never, format: "jwk" })
+      } else {
+        if (want === "private" && !trimmed.includes("PRIVATE KEY"))
+          return Effect.fail(keyProblem(path, "this is no private key", privateNeeded))
+        key = trimmed.includes("PRIVATE KEY") ? createPrivateKey(trimmed) : createPublicKey(trimmed)
+      }
+    } catch {
+      return Effect.fail(
+        keyProblem(path, "this is no X25519 key (neither a JWK nor a PEM one could be read)"),
+      )
+    }
+    if (key.asymmetricKeyType !== "x25519")
+      return Effect.fail(
+        keyProblem(
+          path,
+          `this is ${key.asymmetricKeyType ?? "an unknown"} key, and archives are sealed to X25519 keys`,
+        ),
+      )
+    return Effect.succeed(want === "public" && key.type === "private" ? createPublicKey(key) : key)
+  })
+
+const keyEncryptionKey = (shared: Buffer, epkX: Buffer, recipientX: Buffer): Buffer =>
+  Buffer.from(hkdfSync("sha256", shared, Buffer.concat([epkX, recipientX]), INFO, 32))
+
+const ZERO_NONCE = Buffer.alloc(12)
+
+// ---------------------------------------------------------------------------------------------------------
+// The chunked stream
+
+const nonceOf = (n: number, last: boolean): Buffer => {
+  const nonce = Buffer.alloc(12)
+  nonce.writeUIntBE(n, 5, 6)
+  nonce[11] = last ? 1 : 0
+  return nonce
+}
+
+/** Encrypts pushed bytes into chunks written by `out`; `finish` writes the last one. */
+const sealer = (key: Buffer, aad: Buffer, out: (bytes: Buffer) => void) => {
+  const pending = Buffer.alloc(CHUNK)
+  let filled = 0
+  let held: Buffer | undefined
+  let n = 0
+  const emit = (plain: Buffer, last: boolean) => {
+    const c = createCipheriv("aes-256-gcm", key, nonceOf(n++, last))
+    c.setAAD(aad)
+    out(Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]))
+  }
+  return {
+    push: (bytes: Uint8Array) => {
+      let off = 0
+      while (off < bytes.length) {
+        const take = Math.min(CHUNK - filled, bytes.length - off)
+        pending.set(bytes.subarray(off, off + take), filled)
+        filled += take
+        off += take
+        if (filled === CHUNK) {
+          // a full chunk is written once more bytes are known to follow (the last one carries the flag)
+          if (held !== undefined) emit(held, false)
+          held = Buffer.from(pending)
+          filled = 0
+        }
+      }
+    },
+    finish: () => {
+      if (filled > 0) {
+        if (held !== undefined) emit(held, false)
+        emit(pending.subarray(0, filled), true)
+      } else emit(held ?? Buffer.alloc(0), true)
+    },
+  }
+}
+
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(n)
+  return b
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Seal
+
+const io = (path: string, what: string) => (cause: unknown) =>
+  new SealError({ reason: "Io", path, detail: `${what} (${(cause as Error).message})`, cause })
+
+/** The archive's files to seal, in path order: the manifest, the checksum file, and every row of it. */
+const sealedFiles = (
+  dir: string,
+): Effect.Effect<ReadonlyArray<readonly [string, string | undefined]>, SealError> =>
+  Archive.checksumRows(Path.join(dir, Archive.layout.checksums)).pipe(
+    Stream.runCollect,
+    Effect.map((rows) => {
+      const byPath = new Map<string, string | undefined>([
+        [Archive.layout.manifest, undefined],
+        [Archive.layout.checksums, undefined],
+      ])
+      for (const [h, p] of rows) byPath.set(p, h)
+      if (
+        NFS.existsSync(Path.join(dir, Archive.layout.attachmentIndex)) &&
+        !byPath.has(Archive.layout.attachmentIndex)
+      )
+        byPath.set(Archive.layout.attachmentIndex, undefined)
+      return [...byPath].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    }),
+    Effect.mapError((e) => new SealError({ reason: "Archive", path: dir, detail: e.message, cause: e })),
+  )
+
+export interface SealResult {
+  readonly out: string
+  readonly files: number
+  readonly bytes: number
+  readonly recipient: string
+}
+
+/**
+ * Seal the finished archive `dir` to `recipient` (an X25519 public key) as the file `out` (0600; written as
+ * `<out>.part`, renamed when whole). The archive is verified first (`verifyChecksums`), and each file re-hashed
+ * against its row as it is sealed.
+ */
+export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Effect<SealResult, SealError> =>
+  Effect.gen(function* () {
+    const archiveFailed = (e: { readonly message: string }) =>
+      new SealError({ reason: "Archive", path: dir, detail: e.message, cause: e })
+    const manifest = yield* Effect.mapError(Archive.readManifest(dir), archiveFailed)
+    if (!manifest.complete)
+      return yield* new SealError({
+        reason: "Archive",
+        path: dir,
+        detail:
+          "the archive is unfinished (its export did not complete); run the same ferry export again to finish it, then seal it",
+      })
+    const mismatches = yield* Effect.mapError(Archive.verifyChecksums(dir), archiveFailed)
+    if (mismatches.length > 0)
+      return yield* new SealError({
+        reason: "Archive",
+        path: dir,
+        detail: Archive.describeMismatches(mismatches, manifest),
+      })
+    if (NFS.existsSync(out))
+      return yield* new SealError({
+        reason: "Exists",
+        path: out,
+        detail: "already exists; choose another --out (a sealed archive is never written over)",
+      })
+    const files = yield* sealedFiles(dir)
+    const part = `${out}.part`
+    const fileKey = randomBytes(32)
+    const recipientX = publicX(recipient)
+    const eph = generateKeyPairSync("x25519")
+    const epkX = publicX(eph.publicKey)
+    const kek = keyEncryptionKey(
+      diffieHellman({ privateKey: eph.privateKey, publicKey: recipient }),
+      epkX,
+      recipientX,
+    )
+    const wrap = createCipheriv("aes-256-gcm", kek, ZERO_NONCE)
+    const wrapped = Buffer.concat([wrap.update(fileKey), wrap.final(), wrap.getAuthTag()])
+    const header: SealHeader = {
+      format: FORMAT,
+      chunk: CHUNK,
+      recipient: thumbprint(recipient),
+      epk: { kty: "OKP", crv: "X25519", x: epkX.toString("base64url") },
+      key: wrapped.toString("base64url"),
+    }
+    const headerLine = Buffer.from(`${JSON.stringify(header)}\n`)
+    const fd = yield* Effect.try({
+      try: () => {
+        NFS.rmSync(part, { force: true })
+        return NFS.openSync(part, "wx", 0o600)
+      },
+      catch: io(part, "the sealed file could not be created"),
+    })
+    let written = 0
+    const write = (b: Buffer) => {
+      let off = 0
+      while (off < b.length) off += NFS.writeSync(fd, b, off, b.length - off)
+      written += b.length
+    }
+    const body = Effect.gen(function* () {
+      write(headerLine)
+      const s = sealer(fileKey, createHash("sha256").update(headerLine).digest(), write)
+      const buf = Buffer.allocUnsafe(CHUNK)
+      for (const [rel, expected] of files) {
+        const path = Path.join(dir, rel)
+        yield* Effect.try({
+          try: () => {
+            const rfd = NFS.openSync(path, "r")
+            try {
+              const size = NFS.fstatSync(rfd).size
+              const head = Buffer.from(JSON.stringify({ path: rel, size }))
+              s.push(u32(head.length))
+              s.push(head)
+              const hash = createHash("sha256")
+              let at = 0
+              while (at < size) {
+                const got = NFS.readSync(rfd, buf, 0, Math.min(CHUNK, size - at), at)
+                if (got === 0) throw new Error(`${rel} became shorter while it was sealed`)
+                const piece = buf.subarray(0, got)
+                hash.update(piece)
+                s.push(piece)
+                at += got
+              }
+              if (expected !== undefined && hash.digest("hex") !== expected)
+                throw new Error(
+                  `${rel} changed while it was sealed (its sha256 no longer matches checksums.sha256)`,
+                )
+            } finally {
+              NFS.closeSync(rfd)
+            }
+          },
+          catch: io(path, "could not be sealed"),
+        })
+      }
+      const end = Buffer.from(JSON.stringify({ end: true, files: files.length }))
+      s.push(u32(end.length))
+      s.push(end)
+      s.finish()
+      NFS.fsyncSync(fd)
+    })
+    yield* body.pipe(
+      Effect.catchAllDefect((cause) => Effect.fail(io(part, "the sealed file could not be written")(cause))),
+      Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
+      Effect.tapError(() => Effect.sync(() => NFS.rmSync(part, { force: true }))),
+    )
+    yield* Effect.try({
+      try: () => {
+        NFS.renameSync(part, out)
+        const dfd = NFS.openSync(Path.dirname(Path.resolve(out)), "r")
+        NFS.fsyncSync(dfd)
+        NFS.closeSync(dfd)
+      },
+      catch: io(out, "the sealed file could not be put in place"),
+    })
+    return { out, files: files.length, bytes: written, recipient: header.recipient } satisfies SealResult
+  })
+
+// ---------------------------------------------------------------------------------------------------------
+// Unseal
+
+/** A path a sealed record may name: relative, inside the archive, plain names only. */
+const safePath = (rel: unknown): rel is string =>
+  typeof rel === "string" &&
+  rel.length > 0 &&
+  rel.length < 512 &&
+  rel.split("/").every((seg) => /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(seg)) &&
+  rel !== Archive.layout.lock
+
+const readHeader = (
+  file: string,
+  fd: number,
+): Effect.Effect<{ header: SealHeader; line: Buffer }, SealError> =>
+  Effect.suspend(() => {
+    const head = Buffer.alloc(4096)
+    const got = NFS.readSync(fd, head, 0, head.length, 0)
+    const nl = head.subarray(0, got).indexOf(10)
+    const notSealed = new SealError({
+      reason: "Damaged",
+      path: file,
+      detail: `this is no sealed Ferry archive (its first line is not a ${FORMAT} header)`,
+    })
+    if (nl < 0) return Effect.fail(notSealed)
+    const line = Buffer.from(head.subarray(0, nl + 1))
+    let h: Partial<SealHeader>
+    try {
+      h = JSON.parse(line.toString("utf8")) as Partial<SealHeader>
+    } catch {
+      return Effect.fail(notSealed)
+    }
+    if (
+      h.format !== FORMAT ||
+      h.chunk !== CHUNK ||
+      typeof h.key !== "string" ||
+      typeof h.epk?.x !== "string" ||
+      typeof h.recipient !== "string"
+    )
+      return Effect.fail(
+        typeof h.format === "string" && h.format.startsWith("ferry-sealed/") && h.format !== FORMAT
+          ? new SealError({
+              reason: "Damaged",
+              path: file,
+              detail: `it is sealed as ${h.format}, which this ferry does not read (it reads ${FORMAT}); use a newer ferry`,
+            })
+          : notSealed,
+      )
+    return Effect.succeed({ header: h as SealHeader, line })
+  })
+
+export interface UnsealResult {
+  readonly out: string
+  readonly files: number
+}
+
+/**
+ * Unseal `file` with `key` (the recipient's X25519 private key) into the new folder `out` (written as
+ * `<out>.part`, checked with `verifyChecksums`, then renamed; folders 0700, files 0600).
+ */
+export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect<UnsealResult, SealError> =>
+  Effect.gen(function* () {
+    if (NFS.existsSync(out))
+      return yield* new SealError({
+        reason: "Exists",
+        path: out,
+        detail: "already exists; choose another --out (an archive is unsealed into a new folder)",
+      })
+    const fd = yield* Effect.try({
+      try: () => NFS.openSync(file, "r"),
+      catch: io(file, "the sealed file could not be opened"),
+    })
+    const part = `${out}.part`
+    const run = Effect.gen(function* () {
+      const { header, line } = yield* readHeader(file, fd)
+      const mine = thumbprint(createPublicKey(key))
+      if (mine !== header.recipient)
+        return yield* new SealError({
+          reason: "Key",
+          path: file,
+          detail: `it was sealed to another key (${header.recipient}) than this one (${mine}); give the private key it was sealed to`,
+        })
+      const epk = createPublicKey({
+        key: { kty: "OKP", crv: "X25519", x: header.epk.x } as never,
+        format: "jwk",
+      })
+      const kek = keyEncryptionKey(
+        diffieHellman({ privateKey: key, publicKey: epk }),
+        publicX(epk),
+        publicX(createPublicKey(key)),
+      )
+      let fileKey: Buffer
+      try {
+        const wrapped = Buffer.from(header.key, "base64url")
+        const d = createDecipheriv("aes-256-gcm", kek, ZERO_NONCE)
+        d.setAuthTag(wrapped.subarray(wrapped.length - TAG))
+        fileKey = Buffer.concat([d.update(wrapped.subarray(0, wrapped.length - TAG)), d.final()])
+      } catch {
+        return yield* new SealError({
+          reason: "Damaged",
+          path: file,
+          detail: "its header was changed (the file key does not open with this key)",
+        })
+      }
+      const aad = createHash("sha256").update(line).digest()
+      NFS.rmSync(part, { recursive: true, force: true })
+      NFS.mkdirSync(part, { mode: 0o700 })
+
+      // the payload's records, parsed as the chunks open
+      let state: "length" | "head" | "body" | "done" = "length"
+      let need = 4
+      const acc: Array<Buffer> = []
+      let accLen = 0
+      let current: { fd: number; left: number } | undefined
+      let files = 0
+      const ended = () => state === "done"
+      const damaged = (detail: string) => new SealError({ reason: "Damaged", path: file, detail })
+      const take = (plain: Buffer): SealError | undefined => {
+        let off = 0
+        while (off < plain.length) {
+          if (state === "done") return damaged("it holds more after its last record (the file was changed)")
+          if (state === "body") {
+            const n = Math.min(current!.left, plain.length - off)
+            let w = 0
+            while (w < n) w += NFS.writeSync(current!.fd, plain, off + w, n - w)
+            off += n
+            current!.left -= n
+            if (current!.left === 0) {
+              NFS.fsyncSync(current!.fd)
+              NFS.closeSync(current!.fd)
+              current = undefined
+              state = "length"
+              need = 4
+            }
+            continue
+          }
+          const n = Math.min(need - accLen, plain.length - off)
+          acc.push(plain.subarray(off, off + n))
+          accLen += n
+          off += n
+          if (accLen < need) continue
+          const whole = Buffer.concat(acc)
+          acc.length = 0
+          accLen = 0
+          if (state === "length") {
+            need = whole.readUInt32BE(0)
+            if (need === 0 || need > 4096) return damaged("a record's header has an impossible length")
+            state = "head"
+            continue
+          }
+          let rec: { path?: unknown; size?: unknown; end?: unknown; files?: unknown }
+          try {
+            rec = JSON.parse(whole.toString("utf8")) as typeof rec
+          } catch {
+            return damaged("a record's header is not JSON")
+          }
+          if (rec.end === true) {
+            if (rec.files !== files)
+              return damaged(`it ends after ${files} files where its last record says ${String(rec.files)}`)
+            state = "done"
+            continue
+          }
+          if (
+            !safePath(rec.path) ||
+            typeof rec.size !== "number" ||
+            !Number.isSafeInteger(rec.size) ||
+            rec.size < 0
+          )
+            return damaged(`a record names ${JSON.stringify(rec.path)}, which is no path inside an archive`)
+          const target = Path.join(part, rec.path)
+          NFS.mkdirSync(Path.dirname(target), { recursive: true, mode: 0o700 })
+          const wfd = NFS.openSync(target, "wx", 0o600)
+          files++
+          if (rec.size === 0) {
+            NFS.closeSync(wfd)
+            state = "length"
+            need = 4
+          } else {
+            current = { fd: wfd, left: rec.size }
+            state = "body"
+          }
+        }
+        return undefined
+      }
+
+      const size = NFS.fstatSync(fd).size
+      const sealedChunk = CHUNK + TAG
+      let at = line.length
+      let n = 0
+      const buf = Buffer.allocUnsafe(sealedChunk)
+      for (;;) {
+        const left = size - at
+        const last = left <= sealedChunk
+        const len = last ? left : sealedChunk
+        if (len < TAG)
+          return yield* damaged(
+            `it was cut short (${size.toLocaleString("en-US")} bytes; its last chunk is missing)`,
+          )
+        let got = 0
+        while (got < len) {
+          const r = NFS.readSync(fd, buf, got, len - got, at + got)
+          if (r === 0) return yield* damaged("it became shorter while it was read")
+          got += r
+        }
+        let plain: Buffer
+        try {
+          const d = createDecipheriv("aes-256-gcm", fileKey, nonceOf(n, last))
+          d.setAAD(aad)
+          d.setAuthTag(buf.subarray(len - TAG, len))
+          plain = Buffer.concat([d.update(buf.subarray(0, len - TAG)), d.final()])
+        } catch {
+          return yield* damaged(
+            `chunk ${n + 1} (bytes ${at.toLocaleString("en-US")}–${(at + len).toLocaleString("en-US")}) does not open: the file was changed, cut short or damaged`,
+          )
+        }
+        const problem = take(plain)
+        if (problem !== undefined) return yield* problem
+        at += len
+        n++
+        if (last) break
+      }
+      // (`take` moves the state; read through a function, the compiler does not narrow it to the start value)
+      if (!ended()) return yield* damaged("its records end before their last one (the file was cut short)")
+      const mismatches = yield* Archive.verifyChecksums(part).pipe(
+        Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
+      )
+      if (mismatches.length > 0)
+        return yield* damaged(`the unsealed archive is not whole: ${Archive.describeMismatches(mismatches)}`)
+      NFS.renameSync(part, out)
+      return { out, files } satisfies UnsealResult
+    })
+    return yield* run.pipe(
+      Effect.catchAllDefect((cause) => Effect.fail(io(out, "the archive could not be unsealed")(cause))),
+      Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
+      // (what was written of a damaged or refused file is a partial health record: not left lying about)
+      Effect.tapError(() => Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true }))),
+    )
+  })
