@@ -21,6 +21,7 @@
  * `verifyChecksums`, and only then renames it to `<out>`. Memory stays flat: one chunk at a time.
  */
 import {
+  type Hash,
   type KeyObject,
   createCipheriv,
   createDecipheriv,
@@ -201,24 +202,32 @@ const u32 = (n: number): Buffer => {
 const io = (path: string, what: string) => (cause: unknown) =>
   new SealError({ reason: "Io", path, detail: `${what} (${(cause as Error).message})`, cause })
 
-/** The archive's files to seal, in path order: the manifest, the checksum file, and every row of it. */
+/**
+ * The archive's files to seal with the sha256 their row gives (undefined: not listed, as the manifest and the
+ * index of a `/2` archive): `checksums.sha256` first, so that an unseal knows every later file's hash as it
+ * writes it; then the manifest; then every row, in path order.
+ */
 const sealedFiles = (
   dir: string,
 ): Effect.Effect<ReadonlyArray<readonly [string, string | undefined]>, SealError> =>
   Archive.checksumRows(Path.join(dir, Archive.layout.checksums)).pipe(
     Stream.runCollect,
     Effect.map((rows) => {
-      const byPath = new Map<string, string | undefined>([
-        [Archive.layout.manifest, undefined],
-        [Archive.layout.checksums, undefined],
-      ])
+      const byPath = new Map<string, string | undefined>([[Archive.layout.manifest, undefined]])
       for (const [h, p] of rows) byPath.set(p, h)
       if (
         NFS.existsSync(Path.join(dir, Archive.layout.attachmentIndex)) &&
         !byPath.has(Archive.layout.attachmentIndex)
       )
         byPath.set(Archive.layout.attachmentIndex, undefined)
-      return [...byPath].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      const rest = [...byPath]
+        .filter(([p]) => p !== Archive.layout.manifest && p !== Archive.layout.checksums)
+        .sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
+      return [
+        [Archive.layout.checksums, undefined] as const,
+        [Archive.layout.manifest, byPath.get(Archive.layout.manifest)] as const,
+        ...rest,
+      ]
     }),
     Effect.mapError((e) => new SealError({ reason: "Archive", path: dir, detail: e.message, cause: e })),
   )
@@ -247,7 +256,8 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
         detail:
           "the archive is unfinished (its export did not complete); run the same ferry export again to finish it, then seal it",
       })
-    const mismatches = yield* Effect.mapError(Archive.verifyChecksums(dir), archiveFailed)
+    // the listing here; each file's bytes against its row as it is sealed (one pass over the archive)
+    const mismatches = yield* Effect.mapError(Archive.verifyListing(dir, manifest), archiveFailed)
     if (mismatches.length > 0)
       return yield* new SealError({
         reason: "Archive",
@@ -318,16 +328,22 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
                 s.push(piece)
                 at += got
               }
-              if (expected !== undefined && hash.digest("hex") !== expected)
-                throw new Error(
-                  `${rel} changed while it was sealed (its sha256 no longer matches checksums.sha256)`,
-                )
+              const actual = hash.digest("hex")
+              return expected !== undefined && actual !== expected
+                ? Archive.describeMismatches([{ path: rel, problem: "Changed", expected, actual }], manifest)
+                : undefined
             } finally {
               NFS.closeSync(rfd)
             }
           },
           catch: io(path, "could not be sealed"),
-        })
+        }).pipe(
+          Effect.flatMap((changed) =>
+            changed === undefined
+              ? Effect.void
+              : Effect.fail(new SealError({ reason: "Archive", path: dir, detail: changed })),
+          ),
+        )
       }
       const end = Buffer.from(JSON.stringify({ end: true, files: files.length }))
       s.push(u32(end.length))
@@ -465,8 +481,42 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
       let need = 4
       const acc: Array<Buffer> = []
       let accLen = 0
-      let current: { fd: number; left: number } | undefined
+      let current: { fd: number; left: number; rel: string; hash: Hash } | undefined
       let files = 0
+      /**
+       * The rows of `checksums.sha256` (sealed first): each later file is hashed as it is written and checked
+       * against its row when whole, so the archive is checked in the same pass (`written`: the listed ones met).
+       */
+      let rows: Map<string, string> | undefined
+      let written = 0
+      /** A file written whole: its sha256 against its row; the checksum file's rows read in. */
+      const closeFile = (f: { fd: number; rel: string; hash: Hash }): SealError | undefined => {
+        NFS.fsyncSync(f.fd)
+        NFS.closeSync(f.fd)
+        const actual = f.hash.digest("hex")
+        if (rows === undefined) {
+          if (f.rel !== Archive.layout.checksums)
+            return damaged(
+              `its first file is ${f.rel}, not ${Archive.layout.checksums} (the file was changed)`,
+            )
+          rows = new Map()
+          for (const l of NFS.readFileSync(Path.join(part, f.rel), "utf8").split("\n")) {
+            const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l)
+            if (m !== null) rows.set(m[2]!, m[1]!)
+            else if (l !== "")
+              return damaged(`its ${Archive.layout.checksums} holds a line that is not \`<sha256>  <path>\``)
+          }
+          return undefined
+        }
+        const expected = rows.get(f.rel)
+        if (expected === undefined) return undefined
+        written++
+        return expected === actual
+          ? undefined
+          : damaged(
+              `the unsealed archive is not whole: ${Archive.describeMismatches([{ path: f.rel, problem: "Changed", expected, actual }])}`,
+            )
+      }
       const ended = () => state === "done"
       const damaged = (detail: string) => new SealError({ reason: "Damaged", path: file, detail })
       const take = (plain: Buffer): SealError | undefined => {
@@ -479,10 +529,11 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
             while (w < n) w += NFS.writeSync(current!.fd, plain, off + w, n - w)
             off += n
             current!.left -= n
+            current!.hash.update(plain.subarray(off - n, off))
             if (current!.left === 0) {
-              NFS.fsyncSync(current!.fd)
-              NFS.closeSync(current!.fd)
+              const problem = closeFile(current!)
               current = undefined
+              if (problem !== undefined) return problem
               state = "length"
               need = 4
             }
@@ -525,12 +576,14 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
           NFS.mkdirSync(Path.dirname(target), { recursive: true, mode: 0o700 })
           const wfd = NFS.openSync(target, "wx", 0o600)
           files++
+          const opened = { fd: wfd, left: rec.size, rel: rec.path, hash: createHash("sha256") }
           if (rec.size === 0) {
-            NFS.closeSync(wfd)
+            const problem = closeFile(opened)
+            if (problem !== undefined) return problem
             state = "length"
             need = 4
           } else {
-            current = { fd: wfd, left: rec.size }
+            current = opened
             state = "body"
           }
         }
@@ -575,11 +628,25 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
       }
       // (`take` moves the state; read through a function, the compiler does not narrow it to the start value)
       if (!ended()) return yield* damaged("its records end before their last one (the file was cut short)")
-      const mismatches = yield* Archive.verifyChecksums(part).pipe(
+      // every listed file was written and matched its row (`closeFile`); what is left: none missing, and the
+      // rows agree with the manifest and the attachment index (both re-hashed), as an import checks it
+      if (rows === undefined || written < rows.size) {
+        const missing =
+          rows === undefined
+            ? Archive.layout.checksums
+            : [...rows.keys()].find((p) => !NFS.existsSync(Path.join(part, p)))
+        return yield* damaged(`the unsealed archive is not whole: ${missing ?? "a listed file"} is missing`)
+      }
+      const unsealed = yield* Archive.readManifest(part).pipe(
+        Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
+      )
+      const mismatches = yield* Archive.verifyListing(part, unsealed).pipe(
         Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
       )
       if (mismatches.length > 0)
-        return yield* damaged(`the unsealed archive is not whole: ${Archive.describeMismatches(mismatches)}`)
+        return yield* damaged(
+          `the unsealed archive is not whole: ${Archive.describeMismatches(mismatches, unsealed)}`,
+        )
       NFS.renameSync(part, out)
       return { out, files } satisfies UnsealResult
     })
