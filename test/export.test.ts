@@ -349,6 +349,17 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     const many = await ferry(["summary", full, "--out", Path.join(tmp, "gdpr-many")])
     expect(many.code).toBe(2)
     expect(lastLine(many.stderr)).toMatch(/holds 100 Patients, and ferry summary is for one person's record/)
+    // a blob gone (found as it is read, half-way through the folder): exit 5, and nothing of the folder left
+    const blobless = Path.join(tmp, "gdpr-blobless")
+    NFS.cpSync(archive, blobless, { recursive: true })
+    const sha = createHash("sha256").update(original).digest("hex")
+    NFS.rmSync(Path.join(blobless, "attachments", sha.slice(0, 2), sha))
+    const partial = Path.join(tmp, "gdpr-partial")
+    const noBlob = await ferry(["summary", blobless, "--out", partial])
+    expect(noBlob.code, noBlob.stderr).toBe(5)
+    expect(lastLine(noBlob.stderr)).toContain(sha)
+    expect(NFS.existsSync(partial)).toBe(false)
+    expect(NFS.existsSync(`${partial}.part`)).toBe(false)
     // a damaged archive: exit 5, naming the file, and no folder
     const condition = NFS.readdirSync(Path.join(archive, "data")).find((f) => f.startsWith("Condition"))!
     NFS.appendFileSync(Path.join(archive, "data", condition), " ")

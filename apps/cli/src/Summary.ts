@@ -21,7 +21,7 @@ import * as Attachments from "@ferry/archive/Attachments"
 import { fsProblem } from "@ferry/core/FsProblem"
 import type { Resource } from "@ferry/core/Ids"
 import * as Summary from "@ferry/transform/Summary"
-import { Effect, Schema, Stream } from "effect"
+import { Effect, Exit, Schema, Stream } from "effect"
 
 /**
  * What can stop a summary: Config (exit 2: an archive that is not one person's record, an `--out` that exists),
@@ -66,7 +66,7 @@ export interface SummaryResult {
 const writeFailed = (path: string) => (cause: unknown) =>
   new SummaryError({
     reason: "Write",
-    detail: `${path} could not be written (${fsProblem((cause as { code?: string }).code ?? "")}); check the --out path and the free space`,
+    detail: `${path} could not be written (${fsProblem(cause)}); check the --out path and the free space`,
     cause,
   })
 
@@ -167,70 +167,80 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     },
     catch: writeFailed(part),
   })
-  const rows: Array<readonly [string, string]> = []
-  const w = writer(part, rows)
+  // (what was written of a run that failed or was stopped is a partial health record: not left lying about)
+  const { summary, files, data, missingFiles } = yield* Effect.gen(function* () {
+    const rows: Array<readonly [string, string]> = []
+    const w = writer(part, rows)
 
-  // the blobs by the URL the resources hold
-  const index = yield* Attachments.readIndex(archive)
-  const byUrl = new Map<string, Attachments.IndexLine>()
-  for (const line of index.values()) for (const u of line.sourceUrls) byUrl.set(u, line)
+    // the blobs by the URL the resources hold
+    const index = yield* Attachments.readIndex(archive)
+    const byUrl = new Map<string, Attachments.IndexLine>()
+    for (const line of index.values()) for (const u of line.sourceUrls) byUrl.set(u, line)
 
-  const files: Array<Summary.DocumentFile> = []
-  let missingFiles = 0
-  const documents = (resource: Resource) =>
-    Effect.forEach(Summary.documentsOf(resource), (doc) => {
-      const a = doc.attachment
-      const inline = typeof a.data === "string" && a.data !== "" ? Buffer.from(a.data, "base64") : undefined
-      const stored = typeof a.url === "string" ? byUrl.get(a.url) : undefined
-      if (inline === undefined && stored === undefined) {
-        if (typeof a.url === "string" && a.url !== "") missingFiles++
-        return Effect.void
-      }
-      const contentType = a.contentType ?? stored?.contentType
-      const rel = `files/${Summary.fileName(files.length + 1, doc.date, doc.title, contentType)}`
-      const resourceKey = `${resource.resourceType}/${resource.id ?? ""}`
-      files.push({
-        path: rel,
-        resource: resourceKey,
-        title: doc.title ?? "document",
-        date: doc.date,
-        contentType,
-        size: inline?.length ?? stored?.size ?? 0,
+    const files: Array<Summary.DocumentFile> = []
+    let missingFiles = 0
+    const documents = (resource: Resource) =>
+      Effect.forEach(Summary.documentsOf(resource), (doc) => {
+        const a = doc.attachment
+        const inline = typeof a.data === "string" && a.data !== "" ? Buffer.from(a.data, "base64") : undefined
+        const stored = typeof a.url === "string" ? byUrl.get(a.url) : undefined
+        if (inline === undefined && stored === undefined) {
+          if (typeof a.url === "string" && a.url !== "") missingFiles++
+          return Effect.void
+        }
+        const contentType = a.contentType ?? stored?.contentType
+        const rel = `files/${Summary.fileName(files.length + 1, doc.date, doc.title, contentType)}`
+        const resourceKey = `${resource.resourceType}/${resource.id ?? ""}`
+        files.push({
+          path: rel,
+          resource: resourceKey,
+          title: doc.title ?? "document",
+          date: doc.date,
+          contentType,
+          size: inline?.length ?? stored?.size ?? 0,
+        })
+        return w.file(rel, inline !== undefined ? Stream.make(inline) : Attachments.read(archive, stored!))
       })
-      return w.file(rel, inline !== undefined ? Stream.make(inline) : Attachments.read(archive, stored!))
+
+    // every data file: its resources into the summary and their documents into files/, its lines into data/
+    const data: Array<{ path: string; type: string; resources: number }> = []
+    for (const entry of manifest.files) {
+      yield* Stream.runForEach(Archive.resources(archive, entry), (r) =>
+        Effect.zipRight(
+          Effect.sync(() => collector.add(r.value)),
+          documents(r.value),
+        ),
+      )
+      const rel = `data/${Path.basename(entry.path).replace(/\.gz$/, "")}`
+      yield* w.file(
+        rel,
+        Stream.map(Archive.lines(archive, entry), (line) => `${line}\n`),
+      )
+      data.push({ path: rel, type: entry.type, resources: entry.count })
+    }
+
+    const summary = collector.result()
+    const page = Summary.renderHtml(summary, {
+      source: manifest.source.baseUrl,
+      exportedAt: manifest.transactionTime,
+      files,
+      data,
+      tool: options.tool,
     })
-
-  // every data file: its resources into the summary and their documents into files/, its lines into data/
-  const data: Array<{ path: string; type: string; resources: number }> = []
-  for (const entry of manifest.files) {
-    yield* Stream.runForEach(Archive.resources(archive, entry), (r) =>
-      Effect.zipRight(
-        Effect.sync(() => collector.add(r.value)),
-        documents(r.value),
-      ),
-    )
-    const rel = `data/${Path.basename(entry.path).replace(/\.gz$/, "")}`
-    yield* w.file(
-      rel,
-      Stream.map(Archive.lines(archive, entry), (line) => `${line}\n`),
-    )
-    data.push({ path: rel, type: entry.type, resources: entry.count })
-  }
-
-  const summary = collector.result()
-  const page = Summary.renderHtml(summary, {
-    source: manifest.source.baseUrl,
-    exportedAt: manifest.transactionTime,
-    files,
-    data,
-    tool: options.tool,
-  })
-  yield* w.file("README.html", Stream.make(page))
-  const sums = [...rows]
-    .sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
-    .map(([h, p]) => `${h}  ${p}\n`)
-    .join("")
-  yield* w.file("SHA256SUMS", Stream.make(sums))
+    yield* w.file("README.html", Stream.make(page))
+    const sums = [...rows]
+      .sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+      .map(([h, p]) => `${h}  ${p}\n`)
+      .join("")
+    yield* w.file("SHA256SUMS", Stream.make(sums))
+    return { summary, files, data, missingFiles }
+  }).pipe(
+    Effect.onExit((exit) =>
+      Exit.isSuccess(exit)
+        ? Effect.void
+        : Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true })),
+    ),
+  )
   yield* Effect.try({
     try: () => {
       NFS.renameSync(part, out)

@@ -35,6 +35,7 @@ import {
 } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { fsProblem } from "@ferry/core/FsProblem"
 import { Effect, Stream } from "effect"
 import * as Archive from "./Archive.js"
 import { SealError } from "./SealError.js"
@@ -103,7 +104,7 @@ export const readKey = (path: string, want: "public" | "private"): Effect.Effect
         new SealError({
           reason: "Key",
           path,
-          detail: `the key file could not be read (${(cause as Error).message})`,
+          detail: `the key file could not be read (${fsProblem(cause)})`,
           cause,
         }),
       )
@@ -200,7 +201,7 @@ const u32 = (n: number): Buffer => {
 // Seal
 
 const io = (path: string, what: string) => (cause: unknown) =>
-  new SealError({ reason: "Io", path, detail: `${what} (${(cause as Error).message})`, cause })
+  new SealError({ reason: "Io", path, detail: `${what} (${fsProblem(cause)})`, cause })
 
 /**
  * The archive's files to seal with the sha256 their row gives (undefined: not listed, as the manifest and the
