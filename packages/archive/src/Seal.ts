@@ -295,6 +295,7 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
     const fd = yield* Effect.try({
       try: () => {
         NFS.rmSync(part, { force: true })
+        NFS.mkdirSync(Path.dirname(Path.resolve(part)), { recursive: true, mode: 0o700 })
         return NFS.openSync(part, "wx", 0o600)
       },
       catch: io(part, "the sealed file could not be created"),
@@ -475,7 +476,7 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
       }
       const aad = createHash("sha256").update(line).digest()
       NFS.rmSync(part, { recursive: true, force: true })
-      NFS.mkdirSync(part, { mode: 0o700 })
+      NFS.mkdirSync(part, { recursive: true, mode: 0o700 })
 
       // the payload's records, parsed as the chunks open
       let state: "length" | "head" | "body" | "done" = "length"
@@ -574,8 +575,19 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
           )
             return damaged(`a record names ${JSON.stringify(rec.path)}, which is no path inside an archive`)
           const target = Path.join(part, rec.path)
-          NFS.mkdirSync(Path.dirname(target), { recursive: true, mode: 0o700 })
-          const wfd = NFS.openSync(target, "wx", 0o600)
+          let wfd: number
+          try {
+            NFS.mkdirSync(Path.dirname(target), { recursive: true, mode: 0o700 })
+            wfd = NFS.openSync(target, "wx", 0o600)
+          } catch (e) {
+            // (a file sealed by anyone who has the public key opens: its records are not trusted)
+            const code = (e as NodeJS.ErrnoException).code
+            if (code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR")
+              return damaged(
+                `it names ${rec.path} twice, or as both a file and a folder (it was not made by ferry seal)`,
+              )
+            throw e
+          }
           files++
           const opened = { fd: wfd, left: rec.size, rel: rec.path, hash: createHash("sha256") }
           if (rec.size === 0) {

@@ -1,4 +1,13 @@
-import { generateKeyPairSync, randomBytes } from "node:crypto"
+import {
+  createCipheriv,
+  createHash,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  type KeyObject,
+  randomBytes,
+} from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
@@ -64,6 +73,62 @@ const sealedOf = Effect.gen(function* () {
   const result = yield* Seal.seal(dir, yield* Seal.readKey(keys.pub, "public"), file)
   return { root, dir, keys, file, result }
 })
+
+/**
+ * A sealed file made by hand from docs/archive-format.md, not by `Seal.seal`: anyone holding the public key can
+ * make one that opens, so what its records say must not be trusted. `records`: path and bytes, in order;
+ * `end`: the end record's count (default: the number of records), `after`: bytes after the end record.
+ */
+const craft = (
+  recipient: KeyObject,
+  records: ReadonlyArray<readonly [string, Buffer]>,
+  options: { readonly end?: number; readonly after?: Buffer } = {},
+): Buffer => {
+  const fileKey = randomBytes(32)
+  const eph = generateKeyPairSync("x25519")
+  const x = (k: KeyObject) => Buffer.from(String(k.export({ format: "jwk" }).x), "base64url")
+  const kek = Buffer.from(
+    hkdfSync(
+      "sha256",
+      diffieHellman({ privateKey: eph.privateKey, publicKey: recipient }),
+      Buffer.concat([x(eph.publicKey), x(recipient)]),
+      Buffer.from("ferry-sealed/1"),
+      32,
+    ),
+  )
+  const w = createCipheriv("aes-256-gcm", kek, Buffer.alloc(12))
+  const key = Buffer.concat([w.update(fileKey), w.final(), w.getAuthTag()]).toString("base64url")
+  const kid = createHash("sha256")
+    .update(JSON.stringify({ crv: "X25519", kty: "OKP", x: x(recipient).toString("base64url") }))
+    .digest("base64url")
+  const line = Buffer.from(
+    `${JSON.stringify({ format: "ferry-sealed/1", chunk: 65536, recipient: kid, epk: { kty: "OKP", crv: "X25519", x: x(eph.publicKey).toString("base64url") }, key })}\n`,
+  )
+  const record = (head: object, body: Uint8Array = Buffer.alloc(0)) => {
+    const h = Buffer.from(JSON.stringify(head))
+    const n = Buffer.alloc(4)
+    n.writeUInt32BE(h.length)
+    return Buffer.concat([n, h, body])
+  }
+  const payload = Buffer.concat([
+    ...records.map(([path, body]) => record({ path, size: body.length }, body)),
+    record({ end: true, files: options.end ?? records.length }),
+    options.after ?? Buffer.alloc(0),
+  ])
+  const aad = createHash("sha256").update(line).digest()
+  const chunks: Array<Buffer> = []
+  for (let i = 0, n = 0; i === 0 || i < payload.length; i += 65536, n++) {
+    const last = i + 65536 >= payload.length
+    const nonce = Buffer.alloc(12)
+    nonce.writeUIntBE(n, 5, 6)
+    nonce[11] = last ? 1 : 0
+    const c = createCipheriv("aes-256-gcm", fileKey, nonce)
+    c.setAAD(aad)
+    chunks.push(c.update(payload.subarray(i, i + 65536)), c.final(), c.getAuthTag())
+    if (last) break
+  }
+  return Buffer.concat([line, ...chunks])
+}
 
 describe("Seal", () => {
   it.scoped(
@@ -212,5 +277,67 @@ describe("Seal", () => {
       const e3 = yield* Effect.flip(Seal.seal(dir2, pub, Path.join(root, "y.sealed")))
       expect(e3.message).toContain("the archive is unfinished")
     }),
+  )
+  it.scoped(
+    "a sealed file made by someone else (the public key is enough): its records are not trusted",
+    () =>
+      Effect.gen(function* () {
+        const { root, dir, keys } = yield* sealedOf
+        const key = yield* Seal.readKey(keys.priv, "private")
+        const pub = createPublicKey(key)
+        const archiveFile = (rel: string) => [rel, NFS.readFileSync(Path.join(dir, rel))] as const
+        const all = tree(dir).filter((f) => f !== "journal.ndjson" && f !== "events.ndjson")
+        const genuine = [
+          archiveFile("checksums.sha256"),
+          archiveFile("manifest.json"),
+          ...all.filter((f) => f !== "checksums.sha256" && f !== "manifest.json").map(archiveFile),
+        ]
+        const attempt = (name: string, bytes: Buffer) =>
+          Effect.gen(function* () {
+            const f = Path.join(root, `${name}.sealed`)
+            NFS.writeFileSync(f, bytes)
+            const out = Path.join(root, "in", name)
+            const e = yield* Effect.flip(Seal.unseal(f, key, out))
+            expect(e.reason, e.message).toBe("Damaged")
+            expect(NFS.existsSync(out)).toBe(false)
+            expect(NFS.existsSync(`${out}.part`)).toBe(false)
+            return e.message
+          })
+        // the crafted file itself opens: what follows is refused for what its records say
+        const ok = Path.join(root, "crafted.sealed")
+        NFS.writeFileSync(ok, craft(pub, genuine))
+        expect((yield* Seal.unseal(ok, key, Path.join(root, "crafted"))).files).toBe(genuine.length)
+        expect(
+          yield* attempt("escape", craft(pub, [...genuine, ["../escaped", Buffer.from("x")]])),
+        ).toContain('a record names "../escaped", which is no path inside an archive')
+        expect(NFS.existsSync(Path.join(root, "in", "escaped"))).toBe(false)
+        expect(yield* attempt("twice", craft(pub, [...genuine, genuine[2]!]))).toContain(
+          `it names ${genuine[2]![0]} twice`,
+        )
+        const changed = genuine.map(([p, b]) =>
+          p.startsWith("data/") ? ([p, Buffer.concat([b, Buffer.from(" ")])] as const) : ([p, b] as const),
+        )
+        expect(yield* attempt("changed", craft(pub, changed))).toMatch(
+          /the unsealed archive is not whole: the archive was changed or damaged: data\/Patient\.000\.ndjson does not hold the bytes the export recorded/,
+        )
+        expect(
+          yield* attempt(
+            "missing",
+            craft(
+              pub,
+              genuine.filter(([p]) => !p.startsWith("data/")),
+            ),
+          ),
+        ).toContain("the unsealed archive is not whole: data/Patient.000.ndjson is missing")
+        expect(
+          yield* attempt("order", craft(pub, [genuine[1]!, genuine[0]!, ...genuine.slice(2)])),
+        ).toContain("its first file is manifest.json, not checksums.sha256")
+        expect(yield* attempt("after", craft(pub, genuine, { after: Buffer.from("more") }))).toContain(
+          "it holds more after its last record",
+        )
+        expect(yield* attempt("count", craft(pub, genuine, { end: 99 }))).toContain(
+          `it ends after ${genuine.length} files where its last record says 99`,
+        )
+      }),
   )
 })
