@@ -309,8 +309,10 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     }
     expect(result.people).toEqual([{ id: patientId, name }])
     expect(result.files).toBe(1)
-    // the cohort Group lists the 99 other patients: said before the folder is handed over
-    expect(run.stderr).toMatch(/warning: Group\/[^ ]+ names 99 Patients that are not this record's/)
+    // the cohort Group lists the 99 other patients: someone else's data, left out (and said so)
+    expect(run.stderr).toMatch(
+      /ferry summary: left out 1 resource that also names Patients who are not this record's \(someone else's data\): Group\/[^ ]+ \(99 others\); --include-others keeps them/,
+    )
     expect(NFS.readdirSync(out).sort()).toEqual(["README.html", "SHA256SUMS", "data", "files"])
     const original = NFS.readFileSync(Path.join(data("attachments"), "DICOM.jpg"))
     expect(NFS.readdirSync(Path.join(out, "files"))).toEqual(["01 DICOM.jpg"])
@@ -322,7 +324,30 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(conditions).toBeGreaterThan(0)
     expect(page).toContain(`<h3>Health problems and diagnoses (${conditions})</h3>`)
     // the data as the archive holds it, every file listed in SHA256SUMS with its sha256, modes 0600 / 0700
-    expect(dataLines(out).sort()).toEqual(dataLines(archive).sort())
+    const group = dataLines(archive).filter((l) => l.includes('"resourceType":"Group"'))
+    expect(group).toHaveLength(1)
+    expect(dataLines(out).sort()).toEqual(
+      dataLines(archive)
+        .filter((l) => l !== group[0])
+        .sort(),
+    )
+    expect(page).toContain(
+      "<p>1 record that also concerns other people was left out, to protect their privacy.</p>",
+    )
+    expect(NFS.existsSync(Path.join(out, "data", "Group.000.ndjson"))).toBe(false)
+    // asked for, it is kept, with a warning
+    const withOthers = await ferry([
+      "summary",
+      archive,
+      "--out",
+      Path.join(tmp, "gdpr-others"),
+      "--include-others",
+    ])
+    expect(withOthers.code, withOthers.stderr).toBe(0)
+    expect(withOthers.stderr).toMatch(
+      /warning: 1 resource kept \(--include-others\) also names Patients who are not this record's: Group\//,
+    )
+    expect(dataLines(Path.join(tmp, "gdpr-others")).sort()).toEqual(dataLines(archive).sort())
     const rows = NFS.readFileSync(Path.join(out, "SHA256SUMS"), "utf8").trim().split("\n")
     const listed = rows.map((r) => r.slice(66))
     const files = NFS.readdirSync(out, { recursive: true, withFileTypes: true })
@@ -345,8 +370,23 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(lastLine(again.stderr)).toBe(
       `ferry: ${out} already exists; choose another --out (ferry summary does not write over a folder)`,
     )
-    // an archive of 100 patients is no one person's record (exit 2)
-    const many = await ferry(["summary", full, "--out", Path.join(tmp, "gdpr-many")])
+    // a <out>.part this command did not leave: not removed (exit 2)
+    const mine = Path.join(tmp, "gdpr-mine")
+    NFS.mkdirSync(`${mine}.part`)
+    NFS.writeFileSync(Path.join(`${mine}.part`, "notes.txt"), "mine")
+    const notOurs = await ferry(["summary", archive, "--out", mine])
+    expect(notOurs.code).toBe(2)
+    expect(lastLine(notOurs.stderr)).toBe(
+      `ferry: ${mine}.part exists and was not left by ferry summary; move it away, or choose another --out`,
+    )
+    expect(NFS.readFileSync(Path.join(`${mine}.part`, "notes.txt"), "utf8")).toBe("mine")
+    // a system-level archive, or a patient-level one of 100 patients, is no one person's record (exit 2)
+    const system = await ferry(["summary", full, "--out", Path.join(tmp, "gdpr-system")])
+    expect(system.code).toBe(2)
+    expect(lastLine(system.stderr)).toMatch(
+      /is a system-level export \(resources of every kind, about anyone\), not one person's record; export that person's record with ferry export <url> --level patient --patient <id>/,
+    )
+    const many = await ferry(["summary", Path.join(tmp, "pat"), "--out", Path.join(tmp, "gdpr-many")])
     expect(many.code).toBe(2)
     expect(lastLine(many.stderr)).toMatch(/holds 100 Patients, and ferry summary is for one person's record/)
     // a blob gone (found as it is read, half-way through the folder): exit 5, and nothing of the folder left

@@ -21,7 +21,7 @@ import * as Attachments from "@ferry/archive/Attachments"
 import { fsProblem } from "@ferry/core/FsProblem"
 import type { Resource } from "@ferry/core/Ids"
 import * as Summary from "@ferry/transform/Summary"
-import { Effect, Exit, Schema, Stream } from "effect"
+import { Effect, Exit, Option, Schema, Stream } from "effect"
 
 /**
  * What can stop a summary: Config (exit 2: an archive that is not one person's record, an `--out` that exists),
@@ -48,6 +48,8 @@ export interface SummaryOptions {
   readonly out: string
   /** `ferry 0.2.0`: named at the foot of the page. */
   readonly tool: string
+  /** Keep resources that also name Patients who are not the record's (a cohort Group): left out by default. */
+  readonly includeOthers?: boolean
   /** Said on stderr as the folder is written. */
   readonly onNote?: (line: string) => Effect.Effect<void>
 }
@@ -60,6 +62,11 @@ export interface SummaryResult {
   readonly dataFiles: number
   /** Attachments whose content is not in the archive (not fetched by the export): named on the page, no file. */
   readonly missingFiles: number
+  /** Attachments whose inline `data` is not base64: not written. */
+  readonly unreadableFiles: number
+  /** Resources left out because they also name other Patients (`--include-others` keeps them). */
+  readonly leftOut: ReadonlyArray<{ readonly resource: string; readonly patients: number }>
+  /** With `--include-others`: the kept resources that name other Patients. */
   readonly otherPeople: ReadonlyArray<Summary.OtherPeople>
 }
 
@@ -114,11 +121,27 @@ const writer = (root: string, rows: Array<readonly [string, string]>) => {
       // (closed already when written whole; a failed write's file is left in <out>.part, which a rerun removes)
       (f) => (f.closed ? Effect.void : Effect.sync(() => NFS.closeSync(f.fd))),
     )
-  return { file }
+  /** A file written whole that is not to be kept after all (a data file whose every resource was left out). */
+  const discard = (rel: string) =>
+    Effect.try({
+      try: () => {
+        NFS.rmSync(Path.join(root, rel))
+        const i = rows.findIndex((r) => r[1] === rel)
+        if (i >= 0) rows.splice(i, 1)
+      },
+      catch: writeFailed(Path.join(root, rel)),
+    })
+  return { file, discard }
 }
 
 const archiveProblem = (detail: string, cause?: unknown) =>
   new SummaryError({ reason: "Archive", detail, ...(cause !== undefined ? { cause } : {}) })
+
+/** The marker a `<out>.part` folder of this command holds: one without it is not removed. */
+const PART_MARKER = ".ferry-summary-part"
+
+/** Base64 as FHIR's `data` holds it (whitespace allowed). */
+const isBase64 = (text: string): boolean => /^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(text)
 
 export const write = Effect.fn("Summary.write")(function* (options: SummaryOptions) {
   const { archive, out } = options
@@ -131,44 +154,57 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
   const mismatches = yield* Archive.verifyDataFiles(archive, manifest, { checksums: true })
   if (mismatches.length > 0)
     return yield* archiveProblem(`${archive}: ${Archive.describeMismatches(mismatches, manifest)}`)
+  const usage = (detail: string) => new SummaryError({ reason: "Config", detail })
+  const howTo =
+    "export that person's record with ferry export <url> --level patient --patient <id> --out <dir>, then run ferry summary on it"
+  if (manifest.request.level === "system")
+    return yield* usage(
+      `${archive} is a system-level export (resources of every kind, about anyone), not one person's record; ${howTo}`,
+    )
   if (manifest.request.parameters._elements !== undefined)
-    return yield* new SummaryError({
-      reason: "Config",
-      detail: `${archive} was exported with _elements (--elements): its resources are cut down to some elements, so it is not the whole record a person asked for; export again without --elements`,
-    })
+    return yield* usage(
+      `${archive} was exported with _elements (--elements): its resources are cut down to some elements, so it is not the whole record a person asked for; export again without --elements`,
+    )
+  const resolved = Path.resolve(out)
+  if (resolved === Path.resolve(archive) || resolved.startsWith(`${Path.resolve(archive)}${Path.sep}`))
+    return yield* usage(`--out ${out} is inside the archive ${archive}; choose a folder outside it`)
 
   // whose record: the archive's Patients (read first, so every other resource can be given to one of them)
   const patientFiles = manifest.files.filter((f) => f.type === "Patient")
   const patientCount = patientFiles.reduce((n, f) => n + f.count, 0)
   if (patientCount === 0 || patientCount > MAX_PEOPLE)
-    return yield* new SummaryError({
-      reason: "Config",
-      detail: `${archive} holds ${patientCount === 0 ? "no Patient" : `${patientCount.toLocaleString("en-US")} Patients`}, and ferry summary is for one person's record (at most ${MAX_PEOPLE}); export that person's record with ferry export <url> --level patient --patient <id> --out <dir>, then run ferry summary on it`,
-    })
+    return yield* usage(
+      `${archive} holds ${patientCount === 0 ? "no Patient" : `${patientCount.toLocaleString("en-US")} Patients`}, and ferry summary is for one person's record (at most ${MAX_PEOPLE}); ${howTo}`,
+    )
   const ids: Array<string> = []
   for (const f of patientFiles)
     yield* Stream.runForEach(Archive.resources(archive, f), (r) =>
       Effect.sync(() => ids.push(r.value.id ?? "")),
     )
+  const record = new Set(ids)
   const collector = Summary.collector(ids)
 
-  // the folder: written whole as <out>.part, then renamed
+  // the folder: written whole as <out>.part (marked as this command's), then renamed
   const part = `${out}.part`
-  const outExists = yield* Effect.try({ try: () => NFS.existsSync(out), catch: writeFailed(out) })
-  if (outExists)
-    return yield* new SummaryError({
-      reason: "Config",
-      detail: `${out} already exists; choose another --out (ferry summary does not write over a folder)`,
-    })
+  const exists = (path: string) => Effect.try({ try: () => NFS.existsSync(path), catch: writeFailed(path) })
+  if (yield* exists(out))
+    return yield* usage(
+      `${out} already exists; choose another --out (ferry summary does not write over a folder)`,
+    )
+  if ((yield* exists(part)) && !(yield* exists(Path.join(part, PART_MARKER))))
+    return yield* usage(
+      `${part} exists and was not left by ferry summary; move it away, or choose another --out`,
+    )
   yield* Effect.try({
     try: () => {
       NFS.rmSync(part, { recursive: true, force: true })
       NFS.mkdirSync(part, { recursive: true, mode: 0o700 })
+      NFS.writeFileSync(Path.join(part, PART_MARKER), "", { mode: 0o600 })
     },
     catch: writeFailed(part),
   })
   // (what was written of a run that failed or was stopped is a partial health record: not left lying about)
-  const { summary, files, data, missingFiles } = yield* Effect.gen(function* () {
+  const written = yield* Effect.gen(function* () {
     const rows: Array<readonly [string, string]> = []
     const w = writer(part, rows)
 
@@ -179,10 +215,16 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
 
     const files: Array<Summary.DocumentFile> = []
     let missingFiles = 0
+    let unreadableFiles = 0
     const documents = (resource: Resource) =>
       Effect.forEach(Summary.documentsOf(resource), (doc) => {
         const a = doc.attachment
-        const inline = typeof a.data === "string" && a.data !== "" ? Buffer.from(a.data, "base64") : undefined
+        const data = typeof a.data === "string" && a.data !== "" ? a.data : undefined
+        if (data !== undefined && !isBase64(data)) {
+          unreadableFiles++
+          return Effect.void
+        }
+        const inline = data !== undefined ? Buffer.from(data, "base64") : undefined
         const stored = typeof a.url === "string" ? byUrl.get(a.url) : undefined
         if (inline === undefined && stored === undefined) {
           if (typeof a.url === "string" && a.url !== "") missingFiles++
@@ -190,10 +232,12 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
         }
         const contentType = a.contentType ?? stored?.contentType
         const rel = `files/${Summary.fileName(files.length + 1, doc.date, doc.title, contentType)}`
-        const resourceKey = `${resource.resourceType}/${resource.id ?? ""}`
+        // (the name is made of safe characters; checked all the same: it must stay in files/)
+        if (Path.dirname(Path.resolve(part, rel)) !== Path.resolve(part, "files"))
+          return Effect.die(new Error(`a document's file name left files/: ${rel}`))
         files.push({
           path: rel,
-          resource: resourceKey,
+          resource: `${resource.resourceType}/${resource.id ?? ""}`,
           title: doc.title ?? "document",
           date: doc.date,
           contentType,
@@ -202,21 +246,50 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
         return w.file(rel, inline !== undefined ? Stream.make(inline) : Attachments.read(archive, stored!))
       })
 
-    // every data file: its resources into the summary and their documents into files/, its lines into data/
+    // every data file's lines: each resource into the summary, its documents into files/, its line into data/;
+    // one that also names other Patients is left out (someone else's data) unless asked for
     const data: Array<{ path: string; type: string; resources: number }> = []
+    const leftOut: Array<{ readonly resource: string; readonly patients: number }> = []
+    const related: Array<string> = []
     for (const entry of manifest.files) {
-      yield* Stream.runForEach(Archive.resources(archive, entry), (r) =>
-        Effect.zipRight(
-          Effect.sync(() => collector.add(r.value)),
-          documents(r.value),
-        ),
-      )
       const rel = `data/${Path.basename(entry.path).replace(/\.gz$/, "")}`
-      yield* w.file(
-        rel,
-        Stream.map(Archive.lines(archive, entry), (line) => `${line}\n`),
+      let kept = 0
+      let n = 0
+      const keptLines = Archive.lines(archive, entry).pipe(
+        Stream.mapEffect((line) =>
+          Effect.gen(function* () {
+            n++
+            const resource = yield* Effect.try({
+              try: () => JSON.parse(line) as Resource,
+              catch: (cause) =>
+                archiveProblem(
+                  `${archive}: ${entry.path}:${n} is not JSON; the archive is damaged: restore it from a copy, or export again`,
+                  cause,
+                ),
+            })
+            if (resource?.resourceType !== entry.type)
+              return yield* archiveProblem(
+                `${archive}: ${entry.path}:${n} is not a ${entry.type} resource, as the manifest says the file holds; the archive is damaged: restore it from a copy, or export again`,
+              )
+            const key = `${resource.resourceType}/${resource.id ?? ""}`
+            const others = Summary.otherPatients(resource, record)
+            if (others > 0 && options.includeOthers !== true) {
+              leftOut.push({ resource: key, patients: others })
+              return Option.none<string>()
+            }
+            if (resource.resourceType === "RelatedPerson") related.push(key)
+            collector.add(resource)
+            yield* documents(resource)
+            kept++
+            return Option.some(`${line}\n`)
+          }),
+        ),
+        Stream.filterMap((x) => x),
       )
-      data.push({ path: rel, type: entry.type, resources: entry.count })
+      yield* w.file(rel, keptLines)
+      // (a file whose every resource was left out is not kept)
+      if (kept > 0) data.push({ path: rel, type: entry.type, resources: kept })
+      else yield* w.discard(rel)
     }
 
     const summary = collector.result()
@@ -226,6 +299,9 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
       files,
       data,
       tool: options.tool,
+      leftOut: leftOut.length,
+      missingFiles,
+      unreadableFiles,
     })
     yield* w.file("README.html", Stream.make(page))
     const sums = [...rows]
@@ -233,7 +309,11 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
       .map(([h, p]) => `${h}  ${p}\n`)
       .join("")
     yield* w.file("SHA256SUMS", Stream.make(sums))
-    return { summary, files, data, missingFiles }
+    yield* Effect.try({
+      try: () => NFS.rmSync(Path.join(part, PART_MARKER)),
+      catch: writeFailed(part),
+    })
+    return { summary, files, data, missingFiles, unreadableFiles, leftOut, related }
   }).pipe(
     Effect.onExit((exit) =>
       Exit.isSuccess(exit)
@@ -250,13 +330,28 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     },
     catch: writeFailed(out),
   })
-  for (const o of summary.otherPeople)
+  const { summary, files, data, missingFiles, unreadableFiles, leftOut, related } = written
+  const firstFew = (list: ReadonlyArray<string>) =>
+    `${list.slice(0, 3).join(", ")}${list.length > 3 ? `, and ${list.length - 3} more` : ""}`
+  if (leftOut.length > 0)
     yield* note(
-      `warning: ${o.resource} names ${o.patients === 1 ? "a Patient" : `${o.patients} Patients`} that ${o.patients === 1 ? "is" : "are"} not this record's (someone else's data): look at it before handing the folder over, or export again without its type (--type listing the others)`,
+      `left out ${leftOut.length} resource${leftOut.length === 1 ? "" : "s"} that also name${leftOut.length === 1 ? "s" : ""} Patients who are not this record's (someone else's data): ${firstFew(leftOut.map((o) => `${o.resource} (${o.patients} other${o.patients === 1 ? "" : "s"})`))}; --include-others keeps them`,
+    )
+  if (options.includeOthers === true && summary.otherPeople.length > 0)
+    yield* note(
+      `warning: ${summary.otherPeople.length} resource${summary.otherPeople.length === 1 ? "" : "s"} kept (--include-others) also name${summary.otherPeople.length === 1 ? "s" : ""} Patients who are not this record's: ${firstFew(summary.otherPeople.map((o) => o.resource))}; look at ${summary.otherPeople.length === 1 ? "it" : "them"} before handing the folder over`,
+    )
+  if (related.length > 0)
+    yield* note(
+      `warning: ${related.length} RelatedPerson resource${related.length === 1 ? " is" : "s are"} about other people (relatives or contacts of the patient), kept in the folder: ${firstFew(related)}; look at ${related.length === 1 ? "it" : "them"} before handing the folder over`,
     )
   if (missingFiles > 0)
     yield* note(
-      `warning: ${missingFiles} attachment${missingFiles === 1 ? "" : "s"} of the record ${missingFiles === 1 ? "is" : "are"} not in the archive (the export did not fetch ${missingFiles === 1 ? "it" : "them"}: --no-attachments or --allow-missing-attachments), so ${missingFiles === 1 ? "it is" : "they are"} not in files/`,
+      `warning: ${missingFiles} attachment${missingFiles === 1 ? "" : "s"} of the record ${missingFiles === 1 ? "is" : "are"} not in the archive (the export did not fetch ${missingFiles === 1 ? "it" : "them"}: --no-attachments or --allow-missing-attachments), so ${missingFiles === 1 ? "it is" : "they are"} not in files/; the page says so`,
+    )
+  if (unreadableFiles > 0)
+    yield* note(
+      `warning: ${unreadableFiles} attachment${unreadableFiles === 1 ? "'s" : "s'"} inline data ${unreadableFiles === 1 ? "is" : "are"} not base64, so not written; the page says so`,
     )
   return {
     out,
@@ -265,6 +360,8 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     files: files.length,
     dataFiles: data.length,
     missingFiles,
+    unreadableFiles,
+    leftOut,
     otherPeople: summary.otherPeople,
   } satisfies SummaryResult
 })

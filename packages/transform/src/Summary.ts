@@ -39,6 +39,8 @@ export interface Measurement {
 export interface Person {
   readonly id: string
   readonly name: string
+  /** The other names recorded (a maiden name, a nickname), besides `name`. */
+  readonly otherNames: ReadonlyArray<string>
   readonly birthDate: string | undefined
   readonly gender: string | undefined
   readonly deceased: string | undefined
@@ -284,7 +286,11 @@ export const entryOf = (r: Json, resource: string): Entry => {
       return line(
         dateOf(r, ["billablePeriod", "created"]),
         `${type === "Claim" ? "Claim" : "Settlement"}: ${textOf(r.type) ?? "care"}`,
-        quantity(r.total) ??
+        // a settlement: what was paid; a claim: what was asked
+        (type === "ExplanationOfBenefit" && isObject(r.payment)
+          ? quantity(r.payment.amount) && `paid ${quantity(r.payment.amount)}`
+          : undefined) ??
+          quantity(r.total) ??
           (Array.isArray(r.total) && isObject(r.total[0]) ? quantity(r.total[0].amount) : undefined),
       )
     case "Coverage":
@@ -294,12 +300,29 @@ export const entryOf = (r: Json, resource: string): Entry => {
   }
 }
 
-const nameOf = (p: Json): string => {
-  const n = first(p.name)
-  if (!isObject(n)) return `Patient ${String(p.id ?? "")}`.trim()
+/** A HumanName in words (its text, else given names and family name). */
+const humanName = (n: unknown): string | undefined => {
+  if (!isObject(n)) return undefined
   const given = Array.isArray(n.given) ? n.given.filter((g) => typeof g === "string") : []
   const whole = str(n.text) ?? [...given, str(n.family)].filter(Boolean).join(" ")
-  return whole !== "" ? whole : `Patient ${String(p.id ?? "")}`.trim()
+  return whole !== "" ? whole : undefined
+}
+
+const nameUses = ["official", "usual", undefined, "nickname", "temp", "anonymous", "old", "maiden"]
+
+/** A Patient's names, the one to address them by first: official, then usual, then any not old or maiden. */
+const namesOf = (p: Json): ReadonlyArray<string> => {
+  const names = (Array.isArray(p.name) ? p.name : []).filter(isObject)
+  const rank = (n: Json) => {
+    const i = nameUses.indexOf(str(n.use))
+    return i < 0 ? 2 : i
+  }
+  const ordered = [...names].sort((a, z) => rank(a) - rank(z))
+  const words = ordered.flatMap((n) => {
+    const w = humanName(n)
+    return w === undefined ? [] : [w]
+  })
+  return [...new Set(words)]
 }
 
 const addressOf = (p: Json): string | undefined => {
@@ -329,6 +352,15 @@ const patientRefs = (r: Json): ReadonlyArray<string> => {
     }
   }
   return ids
+}
+
+/**
+ * How many Patients other than `record`'s a resource names (a cohort Group's members, an Observation about
+ * someone else): someone else's data, left out of a person's folder unless asked for.
+ */
+export const otherPatients = (resource: Resource, record: ReadonlySet<string>): number => {
+  const own = resource.resourceType === "Patient" ? resource.id : undefined
+  return patientRefs(resource as unknown as Json).filter((p) => !record.has(p) && p !== own).length
 }
 
 /** The keys that say whom a resource is about, looked at before any other reference. */
@@ -392,7 +424,8 @@ export const collector = (patients: ReadonlyArray<string>): Collector => {
     })
     const owner = bySubject[0] ?? refs.find((p) => known.has(p))
     if (owner === undefined) {
-      bump(shared, type)
+      // (about no one of the record: the care's people and places, unless it is about other patients)
+      if (others.length === 0) bump(shared, type)
       return
     }
     const b = building(owner)
@@ -431,7 +464,8 @@ export const collector = (patients: ReadonlyArray<string>): Collector => {
         (z.date ?? "") < (a.date ?? "") ? -1 : (z.date ?? "") > (a.date ?? "") ? 1 : 0
       return {
         id,
-        name: nameOf(p),
+        name: namesOf(p)[0] ?? `Patient ${id}`,
+        otherNames: namesOf(p).slice(1),
         birthDate: str(p.birthDate),
         gender: str(p.gender),
         deceased,
@@ -504,7 +538,9 @@ export const fileName = (
     .replace(/^[ .]+|[ .]+$/g, "")
     .slice(0, 60)
     .trim()
-  const parts = [String(n).padStart(2, "0"), date?.slice(0, 10), clean === "" ? "document" : clean]
+  // (the date as digits and dashes only: it comes from the data, like the title)
+  const day = /^\d{4}(?:-\d{2}(?:-\d{2})?)?/.exec(date ?? "")?.[0]
+  const parts = [String(n).padStart(2, "0"), day, clean === "" ? "document" : clean]
   return `${parts.filter((p) => p !== undefined).join(" ")}.${ext}`
 }
 
@@ -556,7 +592,21 @@ export interface PageContext {
   /** The data files as copied (`data/…`). */
   readonly data: ReadonlyArray<{ readonly path: string; readonly type: string; readonly resources: number }>
   readonly tool: string
+  /** Records left out because they are also about other people (`otherPatients`). */
+  readonly leftOut?: number
+  /** Documents the record names whose content is not in the archive (not fetched by the export). */
+  readonly missingFiles?: number
+  /** Documents whose inline content is not valid base64: not written. */
+  readonly unreadableFiles?: number
 }
+
+/** A size in words: bytes below 1 kB. */
+const sizeText = (n: number): string =>
+  n < 1000
+    ? plural(n, "byte")
+    : n < 1e6
+      ? `${Math.round(n / 1e3).toLocaleString("en-US")} kB`
+      : `${(n / 1e6).toFixed(1)} MB`
 
 const table = (head: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string =>
   `<table><thead><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr></thead><tbody>${rows
@@ -565,6 +615,7 @@ const table = (head: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<st
 
 const personHtml = (p: Person, files: ReadonlyArray<DocumentFile>): string => {
   const facts = [
+    ...(p.otherNames.length > 0 ? [["Also named", p.otherNames.map(escapeHtml).join("<br>")]] : []),
     ["Born", p.birthDate === undefined ? "not recorded" : escapeHtml(p.birthDate)],
     ["Sex", p.gender === undefined ? "not recorded" : escapeHtml(p.gender)],
     ...(p.deceased !== undefined ? [["Died", escapeHtml(p.deceased)]] : []),
@@ -650,18 +701,32 @@ export const renderHtml = (summary: Summary, context: PageContext): string => {
     `<p>This folder holds ${who.length === 1 ? "the health record" : "the health records"} kept about ${escapeHtml(who.join(", "))} by the system at <code>${escapeHtml(context.source)}</code>, as it was on ${escapeHtml((context.exportedAt ?? "").slice(0, 10) || "the day it was copied")}: ${plural(summary.resources, "record")} in all.</p>`,
     "<p>This page lists what the record says in everyday words. The complete record is in the <code>data</code> folder, in the standard format health systems exchange (FHIR, one record per line): give that folder to another provider to move your record there. Documents and pictures are in the <code>files</code> folder, as files any computer can open.</p>",
   ]
+  const missing = context.missingFiles ?? 0
+  const unreadable = context.unreadableFiles ?? 0
+  const notHere = [
+    ...(missing > 0
+      ? [
+          `${plural(missing, "document")} the record names ${missing === 1 ? "is" : "are"} not included: ${missing === 1 ? "its" : "their"} content was not copied from the system. Ask for ${missing === 1 ? "it" : "them"} if you need ${missing === 1 ? "it" : "them"}.`,
+        ]
+      : []),
+    ...(unreadable > 0
+      ? [
+          `${plural(unreadable, "document")} could not be read (${unreadable === 1 ? "its" : "their"} content in the record is damaged) and ${unreadable === 1 ? "is" : "are"} not included.`,
+        ]
+      : []),
+  ].map((t) => `<p>${t}</p>`)
   const docs =
     context.files.length === 0
-      ? "<p>The record holds no documents or pictures as files.</p>"
-      : table(
+      ? `<p>The record holds no documents or pictures as files.</p>${notHere.join("")}`
+      : `${notHere.join("")}${table(
           ["File", "What", "Date", "Size"],
           context.files.map((f) => [
             `<a href="${encodeURI(f.path)}">${escapeHtml(f.path.slice("files/".length))}</a>`,
             escapeHtml(f.title),
             day(f.date),
-            `${Math.max(1, Math.round(f.size / 1024)).toLocaleString("en-US")} kB`,
+            sizeText(f.size),
           ]),
-        )
+        )}`
   const data = table(
     ["File", "Kind of record", "Records"],
     context.data.map((d) => [
@@ -672,6 +737,7 @@ export const renderHtml = (summary: Summary, context: PageContext): string => {
   )
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>${escapeHtml(title)}</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem;width:100%}th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
@@ -680,13 +746,18 @@ code{background:#f4f4f4;padding:0 .2rem}.person{border-top:3px solid #444;margin
 <body>
 <h1>${escapeHtml(title)}</h1>
 ${intro.join("\n")}
+${
+  (context.leftOut ?? 0) > 0
+    ? `<p>${plural(context.leftOut ?? 0, "record")} that also ${(context.leftOut ?? 0) === 1 ? "concerns" : "concern"} other people ${(context.leftOut ?? 0) === 1 ? "was" : "were"} left out, to protect their privacy.</p>`
+    : ""
+}
 ${summary.people.map((p) => personHtml(p, context.files)).join("\n")}
 <h2>Documents and pictures</h2>
 ${docs}
 <h2>People and places involved in the care</h2>
 <p>${
     sharedTotal === 0
-      ? "None are in this record."
+      ? "The record holds no separate records about them (their names appear in the sections above)."
       : `${plural(sharedTotal, "record")} about the professionals, organizations and places involved: ${Object.entries(
           summary.shared,
         )

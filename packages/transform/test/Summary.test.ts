@@ -91,6 +91,15 @@ describe("Summary entries", () => {
     })
     const team = Summary.entryOf({ resourceType: "CareTeam", status: "active" }, "CareTeam/1")
     expect(team.title).toBe("Care team")
+    const settled = Summary.entryOf(
+      {
+        resourceType: "ExplanationOfBenefit",
+        total: [{ amount: { value: 129.16, currency: "USD" } }],
+        payment: { amount: { value: 100.5, currency: "USD" } },
+      },
+      "ExplanationOfBenefit/1",
+    )
+    expect(settled.detail).toBe("paid 100.5 USD")
     const condition = Summary.entryOf(
       {
         resourceType: "Condition",
@@ -128,6 +137,29 @@ describe("Summary entries", () => {
       { resource: "Observation/o", patients: 1 },
     ])
     expect(s.people[0]!.counts).toEqual({ Patient: 1, Group: 1, Observation: 1 })
+    const record = new Set(["me"])
+    expect(
+      Summary.otherPatients(
+        {
+          resourceType: "Group",
+          id: "cohort",
+          member: [{ entity: { reference: "Patient/a" } }, { entity: { reference: "Patient/me" } }],
+        },
+        record,
+      ),
+    ).toBe(1)
+    expect(
+      Summary.otherPatients(
+        { resourceType: "Patient", id: "me", link: [{ other: { reference: "Patient/me" } }] },
+        record,
+      ),
+    ).toBe(0)
+    expect(
+      Summary.otherPatients(
+        { resourceType: "Observation", id: "o", subject: { reference: "Patient/me" } },
+        record,
+      ),
+    ).toBe(0)
   })
 })
 
@@ -141,9 +173,28 @@ describe("Summary files and page", () => {
       "03 etc passwd.pdf",
     )
     expect(Summary.fileName(4, undefined, undefined, "application/x-unknown")).toBe("04 document.bin")
+    // the date comes from the data too: digits and dashes only
+    expect(Summary.fileName(6, "/../../../", "x", "text/plain")).toBe("06 x.txt")
+    expect(Summary.fileName(7, "2020/05/01", "x", "text/plain")).toBe("07 2020 x.txt")
+    expect(Summary.fileName(8, "2020-05\nab c", "x", "text/plain")).toBe("08 2020-05 x.txt")
     expect(Summary.fileName(5, undefined, "  ...  ", "text/plain; charset=utf-8")).toBe("05 document.txt")
     for (const bad of ["a/b", "a\\b", "a:b", "a*b"])
       expect(Summary.fileName(1, undefined, bad, undefined)).not.toMatch(/[/\\:*]/)
+  })
+
+  it("addresses the person by the official name, and lists the others", () => {
+    const c = Summary.collector(["p"])
+    c.add({
+      resourceType: "Patient",
+      id: "p",
+      name: [
+        { use: "maiden", family: "Old", given: ["Ann"] },
+        { use: "official", family: "New", given: ["Ann", "B."] },
+      ],
+    })
+    const person = c.result().people[0]!
+    expect(person.name).toBe("Ann B. New")
+    expect(person.otherNames).toEqual(["Ann Old"])
   })
 
   it("renders a self-contained page: every value escaped, the files linked, no scripts", () => {
@@ -182,5 +233,9 @@ describe("Summary files and page", () => {
     expect(page).toContain('<a href="files/01%20Letter.pdf">01 Letter.pdf</a>')
     expect(page).toContain("as it was on 2026-12-07")
     expect(page).not.toMatch(/<link|src=|https?:\/\/(?!ehr\.example\.org)/)
+    expect(page).toContain(
+      `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">`,
+    )
+    expect(page).toContain("<td>2 kB</td>")
   })
 })

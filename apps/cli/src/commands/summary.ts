@@ -5,6 +5,7 @@
  * the record's documents and pictures as files, its data as NDJSON, and `SHA256SUMS` (Summary.ts).
  */
 import { Args, Command, Options } from "@effect/cli"
+import { printable } from "@ferry/core/OperationOutcome"
 import { version } from "@ferry/core/Version"
 import { Console, Effect } from "effect"
 import { counted } from "../Progress.js"
@@ -21,6 +22,11 @@ const flags = {
       "The folder to write (must not exist yet): README.html, files/, data/, SHA256SUMS.",
     ),
   ),
+  includeOthers: Options.boolean("include-others").pipe(
+    Options.withDescription(
+      "Keep resources that also name other patients (a cohort Group's members, an Observation about someone else); left out by default.",
+    ),
+  ),
   json: Options.boolean("json").pipe(
     Options.withDescription("Print the result as one JSON object on stdout."),
   ),
@@ -32,11 +38,13 @@ export const summaryCommand = Command.make("summary", flags, (f) =>
       archive: f.archive,
       out: f.out,
       tool: `ferry ${version}`,
-      onNote: (line) => Console.error(`ferry summary: ${line}`),
+      includeOthers: f.includeOthers,
+      // (what the data says is printed as text: no control characters from a name reach the terminal)
+      onNote: (line) => Console.error(`ferry summary: ${printable(line)}`),
     })
-    const who = result.people.map((p) => p.name).join(", ")
+    const who = printable(result.people.map((p) => p.name).join(", "))
     yield* Console.error(
-      `ferry summary: wrote ${result.out}: the record of ${who} (${result.resources.toLocaleString("en-US")} resources) in README.html, ${counted(result.files, "file")} in files/, ${counted(result.dataFiles, "data file")} in data/, SHA256SUMS; open README.html`,
+      `ferry summary: wrote ${result.out}: the record of ${who} (${counted(result.resources, "resource")}) in README.html, ${counted(result.files, "file")} in files/, ${counted(result.dataFiles, "data file")} in data/, SHA256SUMS; open README.html`,
     )
     if (f.json) yield* Console.log(JSON.stringify({ ok: true, ...result }, null, 2))
   }),
