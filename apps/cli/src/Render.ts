@@ -75,7 +75,7 @@ export const codeOf = (error: unknown): number => {
       return error.reason === "Config" ? 2 : 5
     case "SealError":
       // a key that is not the one (or not a usable one), an --out that exists: input; a damaged file or archive: 5
-      return error.reason === "Key" || error.reason === "Exists" ? 2 : 5
+      return error.reason === "Key" || error.reason === "Exists" || error.reason === "NotSealed" ? 2 : 5
     default:
       return 1
   }

@@ -35,12 +35,31 @@ import {
 } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { breathe } from "@ferry/core/Breathe"
 import { fsProblem } from "@ferry/core/FsProblem"
-import { Effect, Stream } from "effect"
+import { isPastedSecret } from "@ferry/core/PastedSecret"
+import { Effect, Exit, Stream } from "effect"
 import * as Archive from "./Archive.js"
 import { SealError } from "./SealError.js"
 
 export const FORMAT = "ferry-sealed/1"
+/** The marker an unseal's `<out>.part` folder holds while it is written: one without it is not removed. */
+const PART_MARKER = ".ferry-unseal-part"
+/** Whether the file at `path` starts as a sealed file does (a seal's own leftover `<out>.part`). */
+const sealedLeftover = (path: string): boolean => {
+  try {
+    const fd = NFS.openSync(path, "r")
+    try {
+      const head = Buffer.alloc(32)
+      const n = NFS.readSync(fd, head, 0, 32, 0)
+      return head.subarray(0, n).toString().startsWith(`{"format":"${FORMAT}"`)
+    } finally {
+      NFS.closeSync(fd)
+    }
+  } catch {
+    return false
+  }
+}
 const CHUNK = 64 * 1024
 const TAG = 16
 const INFO = Buffer.from(FORMAT)
@@ -96,6 +115,16 @@ const privateNeeded =
  */
 export const readKey = (path: string, want: "public" | "private"): Effect.Effect<KeyObject, SealError> =>
   Effect.suspend(() => {
+    // a key pasted where its file's path goes is not repeated in the message (it would reach a terminal or a log)
+    if (isPastedSecret(path))
+      return Effect.fail(
+        new SealError({
+          reason: "Key",
+          path: want === "public" ? "--to" : "--key",
+          detail:
+            "the value is not a file path (not shown: the key itself?); give the path of the file that holds the key",
+        }),
+      )
     let text: string
     try {
       text = NFS.readFileSync(path, "utf8")
@@ -104,7 +133,7 @@ export const readKey = (path: string, want: "public" | "private"): Effect.Effect
         new SealError({
           reason: "Key",
           path,
-          detail: `the key file could not be read (${fsProblem(cause)})`,
+          detail: `the key file could not be read (${fsProblem(cause)}); give the path of the key file (ferry keys generate --alg X25519 writes one)`,
           cause,
         }),
       )
@@ -134,11 +163,34 @@ export const readKey = (path: string, want: "public" | "private"): Effect.Effect
       return Effect.fail(
         keyProblem(
           path,
-          `this is ${key.asymmetricKeyType ?? "an unknown"} key, and archives are sealed to X25519 keys`,
+          `this is ${key.asymmetricKeyType === undefined ? "an unknown" : `an ${key.asymmetricKeyType.toUpperCase()}`} key, and archives are sealed to X25519 keys`,
         ),
       )
     return Effect.succeed(want === "public" && key.type === "private" ? createPublicKey(key) : key)
   })
+
+/**
+ * X25519 between `privateKey` and `publicKey`; undefined for a public key no agreement can be made with (a
+ * low-order point: OpenSSL refuses it, and an all-zero secret is refused here all the same).
+ */
+const agree = (privateKey: KeyObject, publicKey: KeyObject): Buffer | undefined => {
+  try {
+    const shared = diffieHellman({ privateKey, publicKey })
+    return shared.every((b) => b === 0) ? undefined : shared
+  } catch {
+    return undefined
+  }
+}
+
+/** Whether anything is at `path`, a dangling symbolic link included. */
+const taken = (path: string): boolean => {
+  try {
+    NFS.lstatSync(path)
+    return true
+  } catch {
+    return false
+  }
+}
 
 const keyEncryptionKey = (shared: Buffer, epkX: Buffer, recipientX: Buffer): Buffer =>
   Buffer.from(hkdfSync("sha256", shared, Buffer.concat([epkX, recipientX]), INFO, 32))
@@ -265,23 +317,41 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
         path: dir,
         detail: Archive.describeMismatches(mismatches, manifest),
       })
-    if (NFS.existsSync(out))
+    if (taken(out))
       return yield* new SealError({
         reason: "Exists",
         path: out,
         detail: "already exists; choose another --out (a sealed archive is never written over)",
       })
     const files = yield* sealedFiles(dir)
+    const unsafe = files.find(([rel]) => !safePath(rel))
+    if (unsafe !== undefined)
+      return yield* new SealError({
+        reason: "Archive",
+        path: dir,
+        detail: `${unsafe[0]} has a name unseal would refuse (only letters, digits and . _ - in each part): rename it, with its rows in manifest.json and checksums.sha256, or export again`,
+      })
     const part = `${out}.part`
+    // a <out>.part this command did not leave (a sealed file's first line) is not removed
+    if (taken(part) && !sealedLeftover(part))
+      return yield* new SealError({
+        reason: "Exists",
+        path: part,
+        detail: "exists and was not left by ferry seal; move it away, or choose another --out",
+      })
     const fileKey = randomBytes(32)
     const recipientX = publicX(recipient)
     const eph = generateKeyPairSync("x25519")
     const epkX = publicX(eph.publicKey)
-    const kek = keyEncryptionKey(
-      diffieHellman({ privateKey: eph.privateKey, publicKey: recipient }),
-      epkX,
-      recipientX,
-    )
+    const shared = agree(eph.privateKey, recipient)
+    if (shared === undefined)
+      return yield* new SealError({
+        reason: "Key",
+        path: "--to",
+        detail:
+          "the public key is not one a key can be agreed with (a low-order X25519 point); give the public key ferry keys generate --alg X25519 printed",
+      })
+    const kek = keyEncryptionKey(shared, epkX, recipientX)
     const wrap = createCipheriv("aes-256-gcm", kek, ZERO_NONCE)
     const wrapped = Buffer.concat([wrap.update(fileKey), wrap.final(), wrap.getAuthTag()])
     const header: SealHeader = {
@@ -346,6 +416,8 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
               : Effect.fail(new SealError({ reason: "Archive", path: dir, detail: changed })),
           ),
         )
+        // (a Ctrl-C is heard between files, not only at the end)
+        yield* breathe
       }
       const end = Buffer.from(JSON.stringify({ end: true, files: files.length }))
       s.push(u32(end.length))
@@ -356,7 +428,10 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
     yield* body.pipe(
       Effect.catchAllDefect((cause) => Effect.fail(io(part, "the sealed file could not be written")(cause))),
       Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
-      Effect.tapError(() => Effect.sync(() => NFS.rmSync(part, { force: true }))),
+      // (also when stopped: a torn sealed file is no copy)
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => NFS.rmSync(part, { force: true })),
+      ),
     )
     yield* Effect.try({
       try: () => {
@@ -390,9 +465,9 @@ const readHeader = (
     const got = NFS.readSync(fd, head, 0, head.length, 0)
     const nl = head.subarray(0, got).indexOf(10)
     const notSealed = new SealError({
-      reason: "Damaged",
+      reason: "NotSealed",
       path: file,
-      detail: `this is no sealed Ferry archive (its first line is not a ${FORMAT} header)`,
+      detail: `this is no sealed Ferry archive (its first line is not a ${FORMAT} header); give the file ferry seal wrote`,
     })
     if (nl < 0) return Effect.fail(notSealed)
     const line = Buffer.from(head.subarray(0, nl + 1))
@@ -402,6 +477,7 @@ const readHeader = (
     } catch {
       return Effect.fail(notSealed)
     }
+    if (typeof h !== "object" || h === null) return Effect.fail(notSealed)
     if (
       h.format !== FORMAT ||
       h.chunk !== CHUNK ||
@@ -412,7 +488,7 @@ const readHeader = (
       return Effect.fail(
         typeof h.format === "string" && h.format.startsWith("ferry-sealed/") && h.format !== FORMAT
           ? new SealError({
-              reason: "Damaged",
+              reason: "NotSealed",
               path: file,
               detail: `it is sealed as ${h.format}, which this ferry does not read (it reads ${FORMAT}); use a newer ferry`,
             })
@@ -432,17 +508,25 @@ export interface UnsealResult {
  */
 export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect<UnsealResult, SealError> =>
   Effect.gen(function* () {
-    if (NFS.existsSync(out))
+    if (taken(out))
       return yield* new SealError({
         reason: "Exists",
         path: out,
         detail: "already exists; choose another --out (an archive is unsealed into a new folder)",
       })
+    const part = `${out}.part`
+    if (taken(part) && !taken(Path.join(part, PART_MARKER)))
+      return yield* new SealError({
+        reason: "Exists",
+        path: part,
+        detail: "exists and was not left by ferry unseal; move it away, or choose another --out",
+      })
     const fd = yield* Effect.try({
       try: () => NFS.openSync(file, "r"),
       catch: io(file, "the sealed file could not be opened"),
     })
-    const part = `${out}.part`
+    /** Whether this run made `<out>.part` (only then is it removed when the run fails or is stopped). */
+    let made = false
     const run = Effect.gen(function* () {
       const { header, line } = yield* readHeader(file, fd)
       const mine = thumbprint(createPublicKey(key))
@@ -452,31 +536,37 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
           path: file,
           detail: `it was sealed to another key (${header.recipient}) than this one (${mine}); give the private key it was sealed to`,
         })
-      const epk = createPublicKey({
-        key: { kty: "OKP", crv: "X25519", x: header.epk.x } as never,
-        format: "jwk",
+      const headerChanged = new SealError({
+        reason: "Damaged",
+        path: file,
+        detail: "its header was changed (the file key does not open with this key)",
       })
-      const kek = keyEncryptionKey(
-        diffieHellman({ privateKey: key, publicKey: epk }),
-        publicX(epk),
-        publicX(createPublicKey(key)),
-      )
+      let epk: KeyObject
+      try {
+        epk = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: header.epk.x } as never, format: "jwk" })
+      } catch {
+        return yield* headerChanged
+      }
+      const shared = agree(key, epk)
+      if (shared === undefined) return yield* headerChanged
+      const kek = keyEncryptionKey(shared, publicX(epk), publicX(createPublicKey(key)))
       let fileKey: Buffer
       try {
         const wrapped = Buffer.from(header.key, "base64url")
+        // (32 bytes of key and a whole tag: a shorter tag is not taken)
+        if (wrapped.length !== 32 + TAG) throw new Error("not a wrapped key")
         const d = createDecipheriv("aes-256-gcm", kek, ZERO_NONCE)
         d.setAuthTag(wrapped.subarray(wrapped.length - TAG))
         fileKey = Buffer.concat([d.update(wrapped.subarray(0, wrapped.length - TAG)), d.final()])
       } catch {
-        return yield* new SealError({
-          reason: "Damaged",
-          path: file,
-          detail: "its header was changed (the file key does not open with this key)",
-        })
+        return yield* headerChanged
       }
       const aad = createHash("sha256").update(line).digest()
+      // (a leftover of an earlier run, marked as such, is replaced)
       NFS.rmSync(part, { recursive: true, force: true })
       NFS.mkdirSync(part, { recursive: true, mode: 0o700 })
+      made = true
+      NFS.writeFileSync(Path.join(part, PART_MARKER), "", { mode: 0o600 })
 
       // the payload's records, parsed as the chunks open
       let state: "length" | "head" | "body" | "done" = "length"
@@ -563,7 +653,9 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
           }
           if (rec.end === true) {
             if (rec.files !== files)
-              return damaged(`it ends after ${files} files where its last record says ${String(rec.files)}`)
+              return damaged(
+                `it ends after ${files} files where its last record says ${JSON.stringify(rec.files)}`,
+              )
             state = "done"
             continue
           }
@@ -574,6 +666,16 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
             rec.size < 0
           )
             return damaged(`a record names ${JSON.stringify(rec.path)}, which is no path inside an archive`)
+          // after the checksum file, only what it lists, the manifest and the attachment index
+          if (
+            rows !== undefined &&
+            !rows.has(rec.path) &&
+            rec.path !== Archive.layout.manifest &&
+            rec.path !== Archive.layout.attachmentIndex
+          )
+            return damaged(
+              `it holds ${rec.path}, which its ${Archive.layout.checksums} does not list (it was not made by ferry seal)`,
+            )
           const target = Path.join(part, rec.path)
           let wfd: number
           try {
@@ -638,6 +740,8 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
         at += len
         n++
         if (last) break
+        // (a Ctrl-C is heard between chunks, not only at the end)
+        if (n % 64 === 0) yield* breathe
       }
       // (`take` moves the state; read through a function, the compiler does not narrow it to the start value)
       if (!ended()) return yield* damaged("its records end before their last one (the file was cut short)")
@@ -660,13 +764,19 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
         return yield* damaged(
           `the unsealed archive is not whole: ${Archive.describeMismatches(mismatches, unsealed)}`,
         )
+      NFS.rmSync(Path.join(part, PART_MARKER))
       NFS.renameSync(part, out)
       return { out, files } satisfies UnsealResult
     })
     return yield* run.pipe(
       Effect.catchAllDefect((cause) => Effect.fail(io(out, "the archive could not be unsealed")(cause))),
       Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
-      // (what was written of a damaged or refused file is a partial health record: not left lying about)
-      Effect.tapError(() => Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true }))),
+      // (what was written of a damaged or refused file, or of a stopped run, is a partial health record: not
+      // left lying about; a <out>.part this run did not make is not touched)
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) || !made
+          ? Effect.void
+          : Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true })),
+      ),
     )
   })

@@ -209,9 +209,14 @@ describe("Seal", () => {
           Buffer.concat([Buffer.from(header), original.subarray(headerEnd)]),
         )
         expect(e4.message).toMatch(/chunk 1 .* does not open/)
-        expect((yield* attempt("plain", Buffer.from("{}\nhello"))).message).toContain(
-          "this is no sealed Ferry archive",
-        )
+        const plainFile = Path.join(root, "plain.sealed")
+        NFS.writeFileSync(plainFile, "{}\nhello")
+        const plain = yield* Effect.flip(Seal.unseal(plainFile, key, Path.join(root, "out-plain")))
+        expect([plain.reason, plain.message]).toEqual([
+          "NotSealed",
+          `${plainFile}: this is no sealed Ferry archive (its first line is not a ferry-sealed/1 header); give the file ferry seal wrote`,
+        ])
+        expect(NFS.existsSync(Path.join(root, "out-plain.part"))).toBe(false)
       }),
   )
 
@@ -242,7 +247,7 @@ describe("Seal", () => {
         )
         const e3 = yield* Effect.flip(Seal.readKey(ec, "public"))
         expect(e3.message).toContain(
-          "this is ec key, and archives are sealed to X25519 keys; make one with ferry keys generate --alg X25519",
+          "this is an EC key, and archives are sealed to X25519 keys; make one with ferry keys generate --alg X25519",
         )
         const e4 = yield* Effect.flip(Seal.readKey(Path.join(root, "nope.jwk"), "public"))
         expect(e4.message).toMatch(/nope\.jwk: the key file could not be read/)
@@ -338,6 +343,83 @@ describe("Seal", () => {
         expect(yield* attempt("count", craft(pub, genuine, { end: 99 }))).toContain(
           `it ends after ${genuine.length} files where its last record says 99`,
         )
+      }),
+  )
+  it.scoped(
+    "review: a pasted key is not repeated, a <out>.part not ours is kept, a low-order key refused, unlisted or unsafe paths refused",
+    () =>
+      Effect.gen(function* () {
+        const { root, dir, keys, file } = yield* sealedOf
+        const key = yield* Seal.readKey(keys.priv, "private")
+        // a private key pasted where its path goes
+        const pasted = NFS.readFileSync(keys.priv, "utf8")
+        const e1 = yield* Effect.flip(Seal.readKey(pasted, "private"))
+        expect(e1.message).toBe(
+          "--key: the value is not a file path (not shown: the key itself?); give the path of the file that holds the key",
+        )
+        expect(e1.message).not.toContain(JSON.parse(pasted).d)
+        // a <out>.part this command did not leave: kept, and the run refused
+        const out = Path.join(root, "restore")
+        NFS.mkdirSync(`${out}.part`)
+        NFS.writeFileSync(Path.join(`${out}.part`, "mine.txt"), "mine")
+        const e2 = yield* Effect.flip(Seal.unseal(file, key, out))
+        expect([e2.reason, e2.message]).toEqual([
+          "Exists",
+          `${out}.part: exists and was not left by ferry unseal; move it away, or choose another --out`,
+        ])
+        expect(NFS.readFileSync(Path.join(`${out}.part`, "mine.txt"), "utf8")).toBe("mine")
+        NFS.writeFileSync(Path.join(root, "other.sealed.part"), "my notes")
+        const e3 = yield* Effect.flip(Seal.seal(dir, createPublicKey(key), Path.join(root, "other.sealed")))
+        expect(e3.message).toContain("other.sealed.part: exists and was not left by ferry seal")
+        expect(NFS.readFileSync(Path.join(root, "other.sealed.part"), "utf8")).toBe("my notes")
+        // a low-order public key (all zeros): no key agreement, said as a key problem
+        const zero = Path.join(root, "zero.jwk")
+        NFS.writeFileSync(
+          zero,
+          JSON.stringify({ kty: "OKP", crv: "X25519", x: Buffer.alloc(32).toString("base64url") }),
+        )
+        const e4 = yield* Effect.flip(
+          Seal.seal(dir, yield* Seal.readKey(zero, "public"), Path.join(root, "zero.sealed")),
+        )
+        expect([e4.reason, e4.message]).toEqual([
+          "Key",
+          "--to: the public key is not one a key can be agreed with (a low-order X25519 point); give the public key ferry keys generate --alg X25519 printed",
+        ])
+        // a hand-made file with a file its checksums do not list (a journal)
+        const pub = createPublicKey(key)
+        const listed = tree(dir).filter((f) => f !== "journal.ndjson" && f !== "events.ndjson")
+        const records = [
+          ["checksums.sha256", NFS.readFileSync(Path.join(dir, "checksums.sha256"))] as const,
+          ...listed
+            .filter((f) => f !== "checksums.sha256")
+            .map((f) => [f, NFS.readFileSync(Path.join(dir, f))] as const),
+          ["journal.ndjson", Buffer.from("{}\n")] as const,
+        ]
+        const forged = Path.join(root, "journal.sealed")
+        NFS.writeFileSync(forged, craft(pub, records))
+        const e5 = yield* Effect.flip(Seal.unseal(forged, key, Path.join(root, "forged")))
+        expect(e5.message).toContain(
+          "it holds journal.ndjson, which its checksums.sha256 does not list (it was not made by ferry seal)",
+        )
+        // an archive file whose name unseal would refuse is not sealed
+        const { root: root2, dir: odd } = yield* finishedArchive
+        // (renamed consistently: the file, its manifest entry, the checksums)
+        NFS.renameSync(
+          Path.join(odd, "data", "Patient.000.ndjson"),
+          Path.join(odd, "data", "Patient 000.ndjson"),
+        )
+        const manifestPath = Path.join(odd, "manifest.json")
+        NFS.writeFileSync(
+          manifestPath,
+          NFS.readFileSync(manifestPath, "utf8").replace(
+            "data/Patient.000.ndjson",
+            "data/Patient 000.ndjson",
+          ),
+        )
+        yield* Archive.writeChecksums(odd, yield* Archive.readManifest(odd))
+        const e6 = yield* Effect.flip(Seal.seal(odd, pub, Path.join(root2, "odd.sealed")))
+        expect(e6.message).toContain("data/Patient 000.ndjson has a name unseal would refuse")
+        expect(e6.reason).toBe("Archive")
       }),
   )
 })

@@ -14,7 +14,7 @@ export const sealCommand = Command.make(
     archive: Args.directory({ name: "archive", exists: "yes" }).pipe(
       Args.withDescription("A finished archive (ferry export)."),
     ),
-    to: Options.file("to", { exists: "yes" }).pipe(
+    to: Options.file("to").pipe(
       Options.withDescription(
         "The X25519 public key to seal to (a JWK or PEM file; ferry keys generate --alg X25519).",
       ),
@@ -34,7 +34,13 @@ export const sealCommand = Command.make(
         `ferry seal: sealed ${f.archive} (${result.files} files, checked against checksums.sha256) to key ${result.recipient} as ${result.out} (${formatBytes(result.bytes)}); ferry unseal ${result.out} --key <the private key> --out <dir> restores it`,
       )
       if (f.json) yield* Console.log(JSON.stringify({ ok: true, ...result }, null, 2))
-    }),
+    }).pipe(
+      Effect.onInterrupt(() =>
+        Console.error(
+          "ferry: seal interrupted; no sealed file was written (its .part is removed): run it again",
+        ),
+      ),
+    ),
 ).pipe(
   Command.withDescription(
     "Seal a finished archive into one file encrypted to an X25519 public key (a disaster-recovery copy).",
@@ -47,7 +53,7 @@ export const unsealCommand = Command.make(
     file: Args.file({ name: "file", exists: "yes" }).pipe(
       Args.withDescription("A sealed archive (ferry seal)."),
     ),
-    key: Options.file("key", { exists: "yes" }).pipe(
+    key: Options.file("key").pipe(
       Options.withDescription("The X25519 private key it was sealed to (a JWK or PEM file)."),
     ),
     out: Options.directory("out").pipe(
@@ -65,7 +71,11 @@ export const unsealCommand = Command.make(
         `ferry unseal: ${result.out} holds the archive (${result.files} files, every one checked against checksums.sha256); import it with ferry import ${result.out} --to <target>`,
       )
       if (f.json) yield* Console.log(JSON.stringify({ ok: true, ...result }, null, 2))
-    }),
+    }).pipe(
+      Effect.onInterrupt(() =>
+        Console.error("ferry: unseal interrupted; nothing was written (its .part is removed): run it again"),
+      ),
+    ),
 ).pipe(
   Command.withDescription("Unseal a sealed archive with its private key into a new archive folder, checked."),
 )

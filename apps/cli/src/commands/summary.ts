@@ -47,7 +47,11 @@ export const summaryCommand = Command.make("summary", flags, (f) =>
       `ferry summary: wrote ${result.out}: the record of ${who} (${counted(result.resources, "resource")}) in README.html, ${counted(result.files, "file")} in files/, ${counted(result.dataFiles, "data file")} in data/, SHA256SUMS; open README.html`,
     )
     if (f.json) yield* Console.log(JSON.stringify({ ok: true, ...result }, null, 2))
-  }),
+  }).pipe(
+    Effect.onInterrupt(() =>
+      Console.error("ferry: summary interrupted; nothing was written (its .part is removed): run it again"),
+    ),
+  ),
 ).pipe(
   Command.withDescription(
     "Write one person's record as a folder they can open (GDPR access and portability): a plain-language README.html, the documents as files, the data, checksums.",
