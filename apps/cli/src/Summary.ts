@@ -321,15 +321,8 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
         : Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true })),
     ),
   )
-  yield* Effect.try({
-    try: () => {
-      NFS.renameSync(part, out)
-      const fd = NFS.openSync(Path.dirname(Path.resolve(out)), "r")
-      NFS.fsyncSync(fd)
-      NFS.closeSync(fd)
-    },
-    catch: writeFailed(out),
-  })
+  yield* Effect.try({ try: () => NFS.renameSync(part, out), catch: writeFailed(out) })
+  yield* Archive.syncParent(Path.resolve(out))
   const { summary, files, data, missingFiles, unreadableFiles, leftOut, related } = written
   const firstFew = (list: ReadonlyArray<string>) =>
     `${list.slice(0, 3).join(", ")}${list.length > 3 ? `, and ${list.length - 3} more` : ""}`

@@ -192,6 +192,10 @@ const taken = (path: string): boolean => {
   }
 }
 
+/** The folder holding `path` fsynced (a rename into place is durable only then). */
+const putInPlace = (path: string): Effect.Effect<void, SealError> =>
+  Effect.mapError(Archive.syncParent(Path.resolve(path)), (e) => io(path, "could not be made durable")(e))
+
 const keyEncryptionKey = (shared: Buffer, epkX: Buffer, recipientX: Buffer): Buffer =>
   Buffer.from(hkdfSync("sha256", shared, Buffer.concat([epkX, recipientX]), INFO, 32))
 
@@ -434,14 +438,10 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
       ),
     )
     yield* Effect.try({
-      try: () => {
-        NFS.renameSync(part, out)
-        const dfd = NFS.openSync(Path.dirname(Path.resolve(out)), "r")
-        NFS.fsyncSync(dfd)
-        NFS.closeSync(dfd)
-      },
+      try: () => NFS.renameSync(part, out),
       catch: io(out, "the sealed file could not be put in place"),
     })
+    yield* putInPlace(out)
     return { out, files: files.length, bytes: written, recipient: header.recipient } satisfies SealResult
   })
 
@@ -766,6 +766,7 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
         )
       NFS.rmSync(Path.join(part, PART_MARKER))
       NFS.renameSync(part, out)
+      yield* putInPlace(out)
       return { out, files } satisfies UnsealResult
     })
     return yield* run.pipe(
