@@ -8,10 +8,11 @@
  *    counted, and read once so both sides start from the page cache.
  * 2. Baseline, in this process: those files read and appended into one file (64 KiB pieces, the same as a seal's
  *    chunks, fsync at the end) — what any copy of the archive into one file costs: no hashing, no encryption.
- * 3. `ferry seal <archive> --to <key> --out <tmp>` as its own process (spawn to exit; it re-hashes the whole
- *    archive first, then seals while hashing each file again), peak RSS from `/usr/bin/time -v`.
+ * 3. `ferry seal <archive> --to <key> --out <tmp>` as its own process (spawn to exit; it checks the listing, then
+ *    seals each file while hashing it against its row), peak RSS from `/usr/bin/time -v`.
  * 4. Baseline: the baseline file read back and written out as the files again (one pass, fsync per file).
- * 5. `ferry unseal` the same way (it decrypts, writes, then re-hashes the whole archive before it renames it).
+ * 5. `ferry unseal` the same way (it decrypts and writes each file while hashing it against its row, checks the
+ *    listing, then renames the folder into place).
  * Ratios: Ferry's MB/s ÷ the baseline's. `sync` and a second's rest before each side.
  */
 import { execFileSync, spawnSync } from "node:child_process"

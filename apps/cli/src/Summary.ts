@@ -18,6 +18,7 @@ import * as NFS from "node:fs"
 import * as Path from "node:path"
 import * as Archive from "@ferry/archive/Archive"
 import * as Attachments from "@ferry/archive/Attachments"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { fsProblem } from "@ferry/core/FsProblem"
 import type { Resource } from "@ferry/core/Ids"
 import * as Summary from "@ferry/transform/Summary"
@@ -83,7 +84,7 @@ const writer = (root: string, rows: Array<readonly [string, string]>) => {
     Effect.try({
       try: () => {
         const path = Path.join(root, rel)
-        NFS.mkdirSync(Path.dirname(path), { recursive: true, mode: 0o700 })
+        makeDirsSync(Path.dirname(path), 0o700)
         return { fd: NFS.openSync(path, "wx", 0o600), hash: createHash("sha256"), rel, closed: false }
       },
       catch: writeFailed(Path.join(root, rel)),
@@ -141,7 +142,7 @@ const archiveProblem = (detail: string, cause?: unknown) =>
 const PART_MARKER = ".ferry-summary-part"
 
 /** Base64 as FHIR's `data` holds it (whitespace allowed). */
-const isBase64 = (text: string): boolean => /^[A-Za-z0-9+/\s]*={0,2}\s*$/.test(text)
+const isBase64 = (text: string): boolean => /^[A-Za-z0-9+/]*={0,2}$/.test(text.replace(/\s+/g, ""))
 
 export const write = Effect.fn("Summary.write")(function* (options: SummaryOptions) {
   const { archive, out } = options
@@ -151,9 +152,6 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     return yield* archiveProblem(
       `${archive} is an unfinished export (its manifest says it is not complete); run the same ferry export again (same --out) to finish it, then ferry summary`,
     )
-  const mismatches = yield* Archive.verifyDataFiles(archive, manifest, { checksums: true })
-  if (mismatches.length > 0)
-    return yield* archiveProblem(`${archive}: ${Archive.describeMismatches(mismatches, manifest)}`)
   const usage = (detail: string) => new SummaryError({ reason: "Config", detail })
   const howTo =
     "export that person's record with ferry export <url> --level patient --patient <id> --out <dir>, then run ferry summary on it"
@@ -165,24 +163,13 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     return yield* usage(
       `${archive} was exported with _elements (--elements): its resources are cut down to some elements, so it is not the whole record a person asked for; export again without --elements`,
     )
+  if (manifest.request.parameters._since !== undefined)
+    return yield* usage(
+      `${archive} is an incremental export (--since): it holds what changed since then, not the whole record; export again without --since`,
+    )
   const resolved = Path.resolve(out)
   if (resolved === Path.resolve(archive) || resolved.startsWith(`${Path.resolve(archive)}${Path.sep}`))
     return yield* usage(`--out ${out} is inside the archive ${archive}; choose a folder outside it`)
-
-  // whose record: the archive's Patients (read first, so every other resource can be given to one of them)
-  const patientFiles = manifest.files.filter((f) => f.type === "Patient")
-  const patientCount = patientFiles.reduce((n, f) => n + f.count, 0)
-  if (patientCount === 0 || patientCount > MAX_PEOPLE)
-    return yield* usage(
-      `${archive} holds ${patientCount === 0 ? "no Patient" : `${patientCount.toLocaleString("en-US")} Patients`}, and ferry summary is for one person's record (at most ${MAX_PEOPLE}); ${howTo}`,
-    )
-  const ids: Array<string> = []
-  for (const f of patientFiles)
-    yield* Stream.runForEach(Archive.resources(archive, f), (r) =>
-      Effect.sync(() => ids.push(r.value.id ?? "")),
-    )
-  const record = new Set(ids)
-  const collector = Summary.collector(ids)
 
   // the folder: written whole as <out>.part (marked as this command's), then renamed
   const part = `${out}.part`
@@ -195,15 +182,35 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     return yield* usage(
       `${part} exists and was not left by ferry summary; move it away, or choose another --out`,
     )
+  // whose record: the archive's Patients (read first, so every other resource can be given to one of them)
+  const patientFiles = manifest.files.filter((f) => f.type === "Patient")
+  const patientCount = patientFiles.reduce((n, f) => n + f.count, 0)
+  if (patientCount === 0 || patientCount > MAX_PEOPLE)
+    return yield* usage(
+      `${archive} holds ${patientCount === 0 ? "no Patient" : `${patientCount.toLocaleString("en-US")} Patients`}, and ferry summary is for one person's record (at most ${MAX_PEOPLE}); ${howTo}`,
+    )
+  // (the cheap refusals first: the data files are re-hashed only for a record that will be written)
+  const mismatches = yield* Archive.verifyDataFiles(archive, manifest, { checksums: true })
+  if (mismatches.length > 0)
+    return yield* archiveProblem(`${archive}: ${Archive.describeMismatches(mismatches, manifest)}`)
+  const ids: Array<string> = []
+  for (const f of patientFiles)
+    yield* Stream.runForEach(Archive.resources(archive, f), (r) =>
+      Effect.sync(() => ids.push(r.value.id ?? "")),
+    )
+  const record = new Set(ids)
+  const collector = Summary.collector(ids)
+
   yield* Effect.try({
     try: () => {
       NFS.rmSync(part, { recursive: true, force: true })
-      NFS.mkdirSync(part, { recursive: true, mode: 0o700 })
+      makeDirsSync(part, 0o700)
       NFS.writeFileSync(Path.join(part, PART_MARKER), "", { mode: 0o600 })
     },
     catch: writeFailed(part),
   })
   // (what was written of a run that failed or was stopped is a partial health record: not left lying about)
+  let renamed = false
   const written = yield* Effect.gen(function* () {
     const rows: Array<readonly [string, string]> = []
     const w = writer(part, rows)
@@ -309,19 +316,18 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
       .map(([h, p]) => `${h}  ${p}\n`)
       .join("")
     yield* w.file("SHA256SUMS", Stream.make(sums))
-    yield* Effect.try({
-      try: () => NFS.rmSync(Path.join(part, PART_MARKER)),
-      catch: writeFailed(part),
-    })
+    yield* Effect.try({ try: () => NFS.renameSync(part, out), catch: writeFailed(out) })
+    renamed = true
     return { summary, files, data, missingFiles, unreadableFiles, leftOut, related }
   }).pipe(
     Effect.onExit((exit) =>
-      Exit.isSuccess(exit)
+      Exit.isSuccess(exit) || renamed
         ? Effect.void
         : Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true })),
     ),
   )
-  yield* Effect.try({ try: () => NFS.renameSync(part, out), catch: writeFailed(out) })
+  // (the marker goes once the folder is in place: a failed rename leaves a marked <out>.part a rerun replaces)
+  yield* Effect.try({ try: () => NFS.rmSync(Path.join(out, PART_MARKER)), catch: writeFailed(out) })
   yield* Archive.syncParent(Path.resolve(out))
   const { summary, files, data, missingFiles, unreadableFiles, leftOut, related } = written
   const firstFew = (list: ReadonlyArray<string>) =>

@@ -1138,23 +1138,19 @@ export const checksumRows = (path: string): Stream.Stream<[string, string], Arch
         }),
     ),
     Stream.mapEffect((l) => {
-      const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l.text)
-      if (!m)
-        return Effect.fail(
-          new ArchiveError({ reason: "Corrupt", path, line: l.line, detail: "not `<sha256>  <path>`" }),
-        )
-      const rel = m[2]!
-      if (leavesArchive(rel))
-        return Effect.fail(
-          new ArchiveError({
-            reason: "Corrupt",
-            path,
-            line: l.line,
-            detail: `path ${rel} leaves the archive`,
-          }),
-        )
-      return Effect.succeed<[string, string]>([m[1]!, rel])
+      const row = parseChecksumRow(l.text)
+      return typeof row === "string"
+        ? Effect.fail(new ArchiveError({ reason: "Corrupt", path, line: l.line, detail: row }))
+        : Effect.succeed(row)
     }),
   )
+
+/** One line of `checksums.sha256` as `[sha256, path]`, or what is wrong with it. */
+export const parseChecksumRow = (text: string): [string, string] | string => {
+  const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(text)
+  if (!m) return "not `<sha256>  <path>`"
+  const rel = m[2]!
+  return leavesArchive(rel) ? `path ${rel} leaves the archive` : [m[1]!, rel]
+}
 
 export { ArchiveError, FileEntry, Manifest }

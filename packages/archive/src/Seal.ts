@@ -11,14 +11,15 @@
  *   the file key with nonce = 11-byte big-endian chunk number ‖ 1 byte (1 for the last chunk, else 0) and the
  *   header line's sha256 as additional data, followed by its 16-byte tag (age's STREAM construction: a chunk
  *   changed, moved, dropped or cut off, or a header changed, fails to open);
- * - the payload: records of `[u32 BE length][JSON {path, size}][size bytes]`, one per file, ended by
- *   `{"end": true, "files": n}`.
+ * - the payload: records of `[u32 BE length][JSON {path, size}][size bytes]`, one per file (`checksums.sha256`,
+ *   then `manifest.json`, then every row of the checksum file in its order), ended by `{"end": true, "files": n}`.
  *
  * What is sealed: `manifest.json`, `checksums.sha256` and every file it lists (data, deleted and error files,
- * blobs, packs, the attachment index), each re-hashed against its row while it is read. Not sealed: the
- * journal, the event log, the lock and `imports/` (what one run did against one target: a restore starts
- * afresh). An unsealed archive is the archive as it was: `unseal` writes it as `<out>.part`, checks it with
- * `verifyChecksums`, and only then renames it to `<out>`. Memory stays flat: one chunk at a time.
+ * blobs, packs, the attachment index), each hashed against its row while it is read (the listing is checked
+ * first, `verifyListing`). Not sealed: the journal, the event log, the lock and `imports/` (what one run did
+ * against one target: a restore starts afresh). An unsealed archive is the archive as it was: `unseal` writes it
+ * as `<out>.part`, each file checked against the next row of the checksum file as it is written and the listing at
+ * the end, and only then renames it to `<out>`. Memory stays flat: one chunk, and one checksum row, at a time.
  */
 import {
   type Hash,
@@ -35,11 +36,15 @@ import {
 } from "node:crypto"
 import * as NFS from "node:fs"
 import * as Path from "node:path"
+import { StringDecoder } from "node:string_decoder"
 import { breathe } from "@ferry/core/Breathe"
+import { makeDirsSync } from "@ferry/core/Dirs"
 import { fsProblem } from "@ferry/core/FsProblem"
 import { isPastedSecret } from "@ferry/core/PastedSecret"
 import { Effect, Exit, Stream } from "effect"
 import * as Archive from "./Archive.js"
+import type { ArchiveError } from "./ArchiveError.js"
+import * as Fs from "./internal/fs.js"
 import { SealError } from "./SealError.js"
 
 export const FORMAT = "ferry-sealed/1"
@@ -259,35 +264,31 @@ const u32 = (n: number): Buffer => {
 const io = (path: string, what: string) => (cause: unknown) =>
   new SealError({ reason: "Io", path, detail: `${what} (${fsProblem(cause)})`, cause })
 
-/**
- * The archive's files to seal with the sha256 their row gives (undefined: not listed, as the manifest and the
- * index of a `/2` archive): `checksums.sha256` first, so that an unseal knows every later file's hash as it
- * writes it; then the manifest; then every row, in path order.
- */
-const sealedFiles = (
-  dir: string,
-): Effect.Effect<ReadonlyArray<readonly [string, string | undefined]>, SealError> =>
-  Archive.checksumRows(Path.join(dir, Archive.layout.checksums)).pipe(
-    Stream.runCollect,
-    Effect.map((rows) => {
-      const byPath = new Map<string, string | undefined>([[Archive.layout.manifest, undefined]])
-      for (const [h, p] of rows) byPath.set(p, h)
-      if (
-        NFS.existsSync(Path.join(dir, Archive.layout.attachmentIndex)) &&
-        !byPath.has(Archive.layout.attachmentIndex)
-      )
-        byPath.set(Archive.layout.attachmentIndex, undefined)
-      const rest = [...byPath]
-        .filter(([p]) => p !== Archive.layout.manifest && p !== Archive.layout.checksums)
-        .sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
-      return [
-        [Archive.layout.checksums, undefined] as const,
-        [Archive.layout.manifest, byPath.get(Archive.layout.manifest)] as const,
-        ...rest,
-      ]
-    }),
-    Effect.mapError((e) => new SealError({ reason: "Archive", path: dir, detail: e.message, cause: e })),
-  )
+/** What a first pass over `checksums.sha256` says (constant memory: the rows are not kept). */
+interface Listing {
+  /** The manifest's row (`/3`), or undefined (`/2`: not listed). */
+  readonly manifest: string | undefined
+  /** Whether the attachment index has a row (`/3`). */
+  readonly indexListed: boolean
+  /** A listed path unseal would refuse, if any. */
+  readonly unsafe: string | undefined
+}
+
+const listingOf = (
+  rows: Stream.Stream<[string, string], ArchiveError>,
+): Effect.Effect<Listing, ArchiveError> =>
+  Effect.suspend(() => {
+    let manifest: string | undefined
+    let indexListed = false
+    let unsafe: string | undefined
+    return Stream.runForEach(rows, ([h, p]) =>
+      Effect.sync(() => {
+        if (p === Archive.layout.manifest) manifest = h
+        if (p === Archive.layout.attachmentIndex) indexListed = true
+        if (unsafe === undefined && !safePath(p)) unsafe = p
+      }),
+    ).pipe(Effect.map(() => ({ manifest, indexListed, unsafe })))
+  })
 
 export interface SealResult {
   readonly out: string
@@ -296,16 +297,24 @@ export interface SealResult {
   readonly recipient: string
 }
 
+/** A write to the sealed file failed (told apart from a read of the archive). */
+class WriteFailed {
+  constructor(readonly cause: unknown) {}
+}
+
 /**
  * Seal the finished archive `dir` to `recipient` (an X25519 public key) as the file `out` (0600; written as
- * `<out>.part`, renamed when whole). The archive is verified first (`verifyChecksums`), and each file re-hashed
- * against its row as it is sealed.
+ * `<out>.part`, renamed when whole). The listing is checked first (`verifyListing`), then each file is sealed and
+ * hashed against its row in the same read: `checksums.sha256` first, then the manifest, then the rows in the
+ * checksum file's order (and a `/2` archive's unlisted attachment index last), one row at a time.
  */
-export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Effect<SealResult, SealError> =>
+export const seal = (
+  dir: string,
+  recipient: KeyObject,
+  out: string,
+): Effect.Effect<SealResult, SealError | ArchiveError> =>
   Effect.gen(function* () {
-    const archiveFailed = (e: { readonly message: string }) =>
-      new SealError({ reason: "Archive", path: dir, detail: e.message, cause: e })
-    const manifest = yield* Effect.mapError(Archive.readManifest(dir), archiveFailed)
+    const manifest = yield* Archive.readManifest(dir)
     if (!manifest.complete)
       return yield* new SealError({
         reason: "Archive",
@@ -313,27 +322,33 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
         detail:
           "the archive is unfinished (its export did not complete); run the same ferry export again to finish it, then seal it",
       })
-    // the listing here; each file's bytes against its row as it is sealed (one pass over the archive)
-    const mismatches = yield* Effect.mapError(Archive.verifyListing(dir, manifest), archiveFailed)
-    if (mismatches.length > 0)
-      return yield* new SealError({
-        reason: "Archive",
-        path: dir,
-        detail: Archive.describeMismatches(mismatches, manifest),
-      })
     if (taken(out))
       return yield* new SealError({
         reason: "Exists",
         path: out,
         detail: "already exists; choose another --out (a sealed archive is never written over)",
       })
-    const files = yield* sealedFiles(dir)
-    const unsafe = files.find(([rel]) => !safePath(rel))
-    if (unsafe !== undefined)
+    const root = Path.resolve(dir)
+    if (Path.resolve(out).startsWith(`${root}${Path.sep}`))
+      return yield* new SealError({
+        reason: "Exists",
+        path: out,
+        detail: `is inside the archive ${dir}; choose an --out outside it`,
+      })
+    const mismatches = yield* Archive.verifyListing(dir, manifest)
+    if (mismatches.length > 0)
       return yield* new SealError({
         reason: "Archive",
         path: dir,
-        detail: `${unsafe[0]} has a name unseal would refuse (only letters, digits and . _ - in each part): rename it, with its rows in manifest.json and checksums.sha256, or export again`,
+        detail: Archive.describeMismatches(mismatches, manifest),
+      })
+    const checksums = Path.join(dir, Archive.layout.checksums)
+    const listing = yield* listingOf(Archive.checksumRows(checksums))
+    if (listing.unsafe !== undefined)
+      return yield* new SealError({
+        reason: "Archive",
+        path: dir,
+        detail: `${listing.unsafe} has a name unseal would refuse (only letters, digits and . _ - in each part): rename it, with its rows in manifest.json and checksums.sha256, or export again`,
       })
     const part = `${out}.part`
     // a <out>.part this command did not leave (a sealed file's first line) is not removed
@@ -369,25 +384,30 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
     const fd = yield* Effect.try({
       try: () => {
         NFS.rmSync(part, { force: true })
-        NFS.mkdirSync(Path.dirname(Path.resolve(part)), { recursive: true, mode: 0o700 })
+        makeDirsSync(Path.dirname(Path.resolve(part)), 0o700)
         return NFS.openSync(part, "wx", 0o600)
       },
       catch: io(part, "the sealed file could not be created"),
     })
     let written = 0
     const write = (b: Buffer) => {
-      let off = 0
-      while (off < b.length) off += NFS.writeSync(fd, b, off, b.length - off)
+      try {
+        let off = 0
+        while (off < b.length) off += NFS.writeSync(fd, b, off, b.length - off)
+      } catch (cause) {
+        throw new WriteFailed(cause)
+      }
       written += b.length
     }
+    let files = 0
     const body = Effect.gen(function* () {
       write(headerLine)
       const s = sealer(fileKey, createHash("sha256").update(headerLine).digest(), write)
       const buf = Buffer.allocUnsafe(CHUNK)
-      for (const [rel, expected] of files) {
-        const path = Path.join(dir, rel)
-        yield* Effect.try({
+      const sealOne = (rel: string, expected: string | undefined) =>
+        Effect.try({
           try: () => {
+            const path = Path.join(dir, rel)
             const rfd = NFS.openSync(path, "r")
             try {
               const size = NFS.fstatSync(rfd).size
@@ -404,6 +424,7 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
                 s.push(piece)
                 at += got
               }
+              files++
               const actual = hash.digest("hex")
               return expected !== undefined && actual !== expected
                 ? Archive.describeMismatches([{ path: rel, problem: "Changed", expected, actual }], manifest)
@@ -412,25 +433,47 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
               NFS.closeSync(rfd)
             }
           },
-          catch: io(path, "could not be sealed"),
+          catch: (cause): SealError =>
+            cause instanceof WriteFailed
+              ? io(part, "the sealed file could not be written")(cause.cause)
+              : Fs.isNodeError(cause, "ENOENT")
+                ? new SealError({
+                    reason: "Archive",
+                    path: dir,
+                    detail: Archive.describeMismatches([{ path: rel, problem: "Missing" }], manifest),
+                  })
+                : io(Path.join(dir, rel), "could not be read")(cause),
         }).pipe(
           Effect.flatMap((changed) =>
             changed === undefined
               ? Effect.void
               : Effect.fail(new SealError({ reason: "Archive", path: dir, detail: changed })),
           ),
+          // (a Ctrl-C is heard between files, not only at the end)
+          Effect.zipLeft(breathe),
         )
-        // (a Ctrl-C is heard between files, not only at the end)
-        yield* breathe
-      }
-      const end = Buffer.from(JSON.stringify({ end: true, files: files.length }))
+      yield* sealOne(Archive.layout.checksums, undefined)
+      yield* sealOne(Archive.layout.manifest, listing.manifest)
+      yield* Stream.runForEach(Archive.checksumRows(checksums), ([h, p]) =>
+        p === Archive.layout.manifest || p === Archive.layout.checksums ? Effect.void : sealOne(p, h),
+      )
+      if (!listing.indexListed && NFS.existsSync(Path.join(dir, Archive.layout.attachmentIndex)))
+        yield* sealOne(Archive.layout.attachmentIndex, undefined)
+      const end = Buffer.from(JSON.stringify({ end: true, files }))
       s.push(u32(end.length))
       s.push(end)
       s.finish()
       NFS.fsyncSync(fd)
     })
     yield* body.pipe(
-      Effect.catchAllDefect((cause) => Effect.fail(io(part, "the sealed file could not be written")(cause))),
+      Effect.catchAllDefect((cause) =>
+        Effect.fail(
+          io(
+            part,
+            "the sealed file could not be written",
+          )(cause instanceof WriteFailed ? cause.cause : cause),
+        ),
+      ),
       Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
       // (also when stopped: a torn sealed file is no copy)
       Effect.onExit((exit) =>
@@ -442,11 +485,74 @@ export const seal = (dir: string, recipient: KeyObject, out: string): Effect.Eff
       catch: io(out, "the sealed file could not be put in place"),
     })
     yield* putInPlace(out)
-    return { out, files: files.length, bytes: written, recipient: header.recipient } satisfies SealResult
+    return { out, files, bytes: written, recipient: header.recipient } satisfies SealResult
   })
 
 // ---------------------------------------------------------------------------------------------------------
 // Unseal
+
+/** A file being written by an unseal, hashed on the way, and the sha256 its row gives (if listed). */
+interface Opened {
+  readonly fd: number
+  readonly rel: string
+  readonly hash: Hash
+  readonly expected: string | undefined
+}
+
+const closeQuietly = (fd: number): void => {
+  try {
+    NFS.closeSync(fd)
+  } catch {
+    // closed already, or nothing left to report to: the run has failed for its own reason
+  }
+}
+
+/**
+ * The rows of a checksum file, one at a time, read synchronously 64 KiB at a time (an unseal checks its records
+ * against them inside one synchronous step): constant memory, however many files the archive has.
+ */
+class RowReader {
+  private readonly fd: number
+  private readonly buf = Buffer.allocUnsafe(64 * 1024)
+  private readonly decoder = new StringDecoder("utf8")
+  private lines: Array<string> = []
+  private i = 0
+  private carry = ""
+  private at = 0
+  private eof = false
+  private closed = false
+  constructor(path: string) {
+    this.fd = NFS.openSync(path, "r")
+  }
+  /** The next row, undefined at the end, or what is wrong with the line. */
+  next(): [string, string] | string | undefined {
+    for (;;) {
+      if (this.i < this.lines.length) {
+        const text = this.lines[this.i++]!
+        if (text !== "") return Archive.parseChecksumRow(text)
+        continue
+      }
+      if (this.eof) {
+        const text = this.carry
+        this.carry = ""
+        return text === "" ? undefined : Archive.parseChecksumRow(text)
+      }
+      const n = NFS.readSync(this.fd, this.buf, 0, this.buf.length, this.at)
+      this.at += n
+      const text =
+        n === 0 ? this.carry + this.decoder.end() : this.carry + this.decoder.write(this.buf.subarray(0, n))
+      this.lines = text.split("\n")
+      this.carry = n === 0 ? "" : this.lines.pop()!
+      this.i = 0
+      if (n === 0) this.eof = true
+    }
+  }
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    closeQuietly(this.fd)
+  }
+}
 
 /** A path a sealed record may name: relative, inside the archive, plain names only. */
 const safePath = (rel: unknown): rel is string =>
@@ -527,6 +633,9 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
     })
     /** Whether this run made `<out>.part` (only then is it removed when the run fails or is stopped). */
     let made = false
+    /** The file being written and the checksum rows being read, closed however the run ends. */
+    let opened: Opened | undefined
+    let reader: RowReader | undefined
     const run = Effect.gen(function* () {
       const { header, line } = yield* readHeader(file, fd)
       const mine = thumbprint(createPublicKey(key))
@@ -564,7 +673,7 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
       const aad = createHash("sha256").update(line).digest()
       // (a leftover of an earlier run, marked as such, is replaced)
       NFS.rmSync(part, { recursive: true, force: true })
-      NFS.mkdirSync(part, { recursive: true, mode: 0o700 })
+      makeDirsSync(part, 0o700)
       made = true
       NFS.writeFileSync(Path.join(part, PART_MARKER), "", { mode: 0o600 })
 
@@ -573,42 +682,85 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
       let need = 4
       const acc: Array<Buffer> = []
       let accLen = 0
-      let current: { fd: number; left: number; rel: string; hash: Hash } | undefined
+      let current: (Opened & { left: number }) | undefined
       let files = 0
       /**
-       * The rows of `checksums.sha256` (sealed first): each later file is hashed as it is written and checked
-       * against its row when whole, so the archive is checked in the same pass (`written`: the listed ones met).
+       * The rows of `checksums.sha256` (sealed first), read one at a time as the records arrive (constant memory):
+       * after the manifest, each record must be the next row, and each file is hashed as it is written and checked
+       * against that row when whole; the archive is checked in the same pass.
        */
-      let rows: Map<string, string> | undefined
-      let written = 0
-      /** A file written whole: its sha256 against its row; the checksum file's rows read in. */
-      const closeFile = (f: { fd: number; rel: string; hash: Hash }): SealError | undefined => {
+      let listing: { readonly manifest: string | undefined; readonly indexListed: boolean } | undefined
+      /** The next row of the checksum file that is not the manifest's (sealed second) nor its own. */
+      const nextListed = (): [string, string] | string | undefined => {
+        for (;;) {
+          const row = reader!.next()
+          if (row === undefined || typeof row === "string") return row
+          if (row[1] !== Archive.layout.manifest && row[1] !== Archive.layout.checksums) return row
+        }
+      }
+      /** A file written whole: its sha256 against its row; after the checksum file, its rows made ready. */
+      const closeFile = (f: Opened): SealError | undefined => {
         NFS.fsyncSync(f.fd)
         NFS.closeSync(f.fd)
+        opened = undefined
         const actual = f.hash.digest("hex")
-        if (rows === undefined) {
-          if (f.rel !== Archive.layout.checksums)
-            return damaged(
-              `its first file is ${f.rel}, not ${Archive.layout.checksums} (the file was changed)`,
-            )
-          rows = new Map()
-          for (const l of NFS.readFileSync(Path.join(part, f.rel), "utf8").split("\n")) {
-            const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(l)
-            if (m !== null) rows.set(m[2]!, m[1]!)
-            else if (l !== "")
-              return damaged(`its ${Archive.layout.checksums} holds a line that is not \`<sha256>  <path>\``)
+        if (f.rel === Archive.layout.checksums && listing === undefined) {
+          // a first pass for the manifest's row (sealed second), then the rows in order
+          const scan = new RowReader(Path.join(part, f.rel))
+          let manifest: string | undefined
+          let indexListed = false
+          try {
+            for (let row = scan.next(); row !== undefined; row = scan.next()) {
+              if (typeof row === "string") return damaged(`its ${Archive.layout.checksums}: ${row}`)
+              if (row[1] === Archive.layout.manifest) manifest = row[0]
+              if (row[1] === Archive.layout.attachmentIndex) indexListed = true
+            }
+          } finally {
+            scan.close()
           }
+          listing = { manifest, indexListed }
+          reader = new RowReader(Path.join(part, f.rel))
           return undefined
         }
-        const expected = rows.get(f.rel)
-        if (expected === undefined) return undefined
-        written++
-        return expected === actual
+        return f.expected === undefined || f.expected === actual
           ? undefined
           : damaged(
-              `the unsealed archive is not whole: ${Archive.describeMismatches([{ path: f.rel, problem: "Changed", expected, actual }])}`,
+              `the unsealed archive is not whole: ${Archive.describeMismatches([{ path: f.rel, problem: "Changed", expected: f.expected, actual }])}`,
             )
       }
+      /** The sha256 the next record must have (its row), or why it cannot be the next record. */
+      const expectedFor = (rel: string): { readonly expected: string | undefined } | SealError => {
+        if (files === 0)
+          return rel === Archive.layout.checksums
+            ? { expected: undefined }
+            : damaged(
+                `its first file is ${rel}, not ${Archive.layout.checksums} (it was not made by ferry seal)`,
+              )
+        if (files === 1)
+          return rel === Archive.layout.manifest
+            ? { expected: listing?.manifest }
+            : damaged(
+                `its second file is ${rel}, not ${Archive.layout.manifest} (it was not made by ferry seal)`,
+              )
+        const row = nextListed()
+        if (typeof row === "string") return damaged(`its ${Archive.layout.checksums}: ${row}`)
+        if (row === undefined) {
+          // (a /2 archive's index has no row: sealed last)
+          if (rel === Archive.layout.attachmentIndex && listing?.indexListed === false && !unlistedIndex) {
+            unlistedIndex = true
+            return { expected: undefined }
+          }
+          return damaged(
+            `it holds ${rel}, which its ${Archive.layout.checksums} does not list (it was not made by ferry seal)`,
+          )
+        }
+        return row[1] === rel
+          ? { expected: row[0] }
+          : damaged(
+              `it holds ${rel} where its ${Archive.layout.checksums} lists ${row[1]} next (it was not made by ferry seal)`,
+            )
+      }
+      let unlistedIndex = false
       const ended = () => state === "done"
       const damaged = (detail: string) => new SealError({ reason: "Damaged", path: file, detail })
       const take = (plain: Buffer): SealError | undefined => {
@@ -666,20 +818,13 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
             rec.size < 0
           )
             return damaged(`a record names ${JSON.stringify(rec.path)}, which is no path inside an archive`)
-          // after the checksum file, only what it lists, the manifest and the attachment index
-          if (
-            rows !== undefined &&
-            !rows.has(rec.path) &&
-            rec.path !== Archive.layout.manifest &&
-            rec.path !== Archive.layout.attachmentIndex
-          )
-            return damaged(
-              `it holds ${rec.path}, which its ${Archive.layout.checksums} does not list (it was not made by ferry seal)`,
-            )
+          // the checksum file, the manifest, then the checksum file's rows in order: nothing else
+          const next = expectedFor(rec.path)
+          if (next instanceof SealError) return next
           const target = Path.join(part, rec.path)
           let wfd: number
           try {
-            NFS.mkdirSync(Path.dirname(target), { recursive: true, mode: 0o700 })
+            makeDirsSync(Path.dirname(target), 0o700)
             wfd = NFS.openSync(target, "wx", 0o600)
           } catch (e) {
             // (a file sealed by anyone who has the public key opens: its records are not trusted)
@@ -691,14 +836,21 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
             throw e
           }
           files++
-          const opened = { fd: wfd, left: rec.size, rel: rec.path, hash: createHash("sha256") }
+          const file: Opened & { left: number } = {
+            fd: wfd,
+            left: rec.size,
+            rel: rec.path,
+            hash: createHash("sha256"),
+            expected: next.expected,
+          }
+          opened = file
           if (rec.size === 0) {
-            const problem = closeFile(opened)
+            const problem = closeFile(file)
             if (problem !== undefined) return problem
             state = "length"
             need = 4
           } else {
-            current = opened
+            current = file
             state = "body"
           }
         }
@@ -745,15 +897,14 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
       }
       // (`take` moves the state; read through a function, the compiler does not narrow it to the start value)
       if (!ended()) return yield* damaged("its records end before their last one (the file was cut short)")
-      // every listed file was written and matched its row (`closeFile`); what is left: none missing, and the
-      // rows agree with the manifest and the attachment index (both re-hashed), as an import checks it
-      if (rows === undefined || written < rows.size) {
-        const missing =
-          rows === undefined
-            ? Archive.layout.checksums
-            : [...rows.keys()].find((p) => !NFS.existsSync(Path.join(part, p)))
-        return yield* damaged(`the unsealed archive is not whole: ${missing ?? "a listed file"} is missing`)
-      }
+      // every file written matched its row (`closeFile`); what is left: no row without its file, and the rows
+      // agree with the manifest and the attachment index (both re-hashed), as an import checks it
+      if (reader === undefined)
+        return yield* damaged(`the unsealed archive is not whole: ${Archive.layout.checksums} is missing`)
+      const missing = nextListed()
+      if (typeof missing === "string") return yield* damaged(`its ${Archive.layout.checksums}: ${missing}`)
+      if (missing !== undefined)
+        return yield* damaged(`the unsealed archive is not whole: ${missing[1]} is missing`)
       const unsealed = yield* Archive.readManifest(part).pipe(
         Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
       )
@@ -771,7 +922,13 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
     })
     return yield* run.pipe(
       Effect.catchAllDefect((cause) => Effect.fail(io(out, "the archive could not be unsealed")(cause))),
-      Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
+      Effect.ensuring(
+        Effect.sync(() => {
+          NFS.closeSync(fd)
+          reader?.close()
+          if (opened !== undefined) closeQuietly(opened.fd)
+        }),
+      ),
       // (what was written of a damaged or refused file, or of a stopped run, is a partial health record: not
       // left lying about; a <out>.part this run did not make is not touched)
       Effect.onExit((exit) =>

@@ -271,6 +271,7 @@ describe("Seal", () => {
       expect(e1.reason).toBe("Archive")
       expect(e1.message).toContain("data/Patient.000.ndjson does not hold the bytes the export recorded")
       expect(NFS.existsSync(Path.join(root, "x.sealed"))).toBe(false)
+      expect(NFS.existsSync(Path.join(root, "x.sealed.part"))).toBe(false)
       const { dir: dir2 } = yield* finishedArchive
       NFS.writeFileSync(Path.join(root, "there"), "")
       const e2 = yield* Effect.flip(Seal.seal(dir2, pub, Path.join(root, "there")))
@@ -317,7 +318,12 @@ describe("Seal", () => {
         ).toContain('a record names "../escaped", which is no path inside an archive')
         expect(NFS.existsSync(Path.join(root, "in", "escaped"))).toBe(false)
         expect(yield* attempt("twice", craft(pub, [...genuine, genuine[2]!]))).toContain(
-          `it names ${genuine[2]![0]} twice`,
+          `it holds ${genuine[2]![0]}, which its checksums.sha256 does not list (it was not made by ferry seal)`,
+        )
+        const swapped = [...genuine]
+        ;[swapped[2], swapped[3]] = [swapped[3]!, swapped[2]!]
+        expect(yield* attempt("swapped", craft(pub, swapped))).toContain(
+          `it holds ${genuine[3]![0]} where its checksums.sha256 lists ${genuine[2]![0]} next (it was not made by ferry seal)`,
         )
         const changed = genuine.map(([p, b]) =>
           p.startsWith("data/") ? ([p, Buffer.concat([b, Buffer.from(" ")])] as const) : ([p, b] as const),
@@ -390,8 +396,9 @@ describe("Seal", () => {
         const listed = tree(dir).filter((f) => f !== "journal.ndjson" && f !== "events.ndjson")
         const records = [
           ["checksums.sha256", NFS.readFileSync(Path.join(dir, "checksums.sha256"))] as const,
+          ["manifest.json", NFS.readFileSync(Path.join(dir, "manifest.json"))] as const,
           ...listed
-            .filter((f) => f !== "checksums.sha256")
+            .filter((f) => f !== "checksums.sha256" && f !== "manifest.json")
             .map((f) => [f, NFS.readFileSync(Path.join(dir, f))] as const),
           ["journal.ndjson", Buffer.from("{}\n")] as const,
         ]

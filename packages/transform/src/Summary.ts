@@ -359,6 +359,8 @@ const patientRefs = (r: Json): ReadonlyArray<string> => {
  * someone else): someone else's data, left out of a person's folder unless asked for.
  */
 export const otherPatients = (resource: Resource, record: ReadonlySet<string>): number => {
+  // (the person's own Patient is theirs whatever it links to: a merged or replaced record's id is no one else)
+  if (resource.resourceType === "Patient" && resource.id !== undefined && record.has(resource.id)) return 0
   const own = resource.resourceType === "Patient" ? resource.id : undefined
   return patientRefs(resource as unknown as Json).filter((p) => !record.has(p) && p !== own).length
 }

@@ -150,7 +150,7 @@ describe("Summary entries", () => {
     ).toBe(1)
     expect(
       Summary.otherPatients(
-        { resourceType: "Patient", id: "me", link: [{ other: { reference: "Patient/me" } }] },
+        { resourceType: "Patient", id: "me", link: [{ other: { reference: "Patient/old" } }] },
         record,
       ),
     ).toBe(0)

@@ -1,8 +1,9 @@
 /**
- * `ferry keys generate --alg ES384|RS384 --out key.jwk [--force]`
+ * `ferry keys generate --alg ES384|RS384|X25519 --out key.jwk [--force]`
  *
- * Writes a new private signing key (JWK, mode 0600) for SMART Backend Services and prints the public
- * JWKS to stdout, ready to register with the authorization server.
+ * Writes a new private key (JWK, mode 0600) and prints its public half to stdout: for ES384 and RS384 a signing
+ * key for SMART Backend Services (the public JWKS, ready to register with the authorization server); for X25519 a
+ * key to seal archives to (`ferry seal --to` takes the printed public JWK, `ferry unseal --key` the private one).
  */
 import { Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
