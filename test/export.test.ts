@@ -380,6 +380,20 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       `ferry: ${mine}.part exists and was not left by ferry summary; move it away, or choose another --out`,
     )
     expect(NFS.readFileSync(Path.join(`${mine}.part`, "notes.txt"), "utf8")).toBe("mine")
+    // an incremental archive holds what changed, not the whole record (exit 2; refused before any re-hash)
+    const delta = Path.join(tmp, "gdpr-delta")
+    NFS.cpSync(archive, delta, { recursive: true })
+    const deltaManifest = Path.join(delta, "manifest.json")
+    const m = JSON.parse(NFS.readFileSync(deltaManifest, "utf8")) as {
+      request: { parameters: Record<string, unknown> }
+    }
+    m.request.parameters._since = "2020-01-01T00:00:00Z"
+    NFS.writeFileSync(deltaManifest, JSON.stringify(m))
+    const incremental = await ferry(["summary", delta, "--out", Path.join(tmp, "gdpr-delta-out")])
+    expect(incremental.code).toBe(2)
+    expect(lastLine(incremental.stderr)).toMatch(
+      /is an incremental export \(--since\): it holds what changed since then, not the whole record; export again without --since$/,
+    )
     // a system-level archive, or a patient-level one of 100 patients, is no one person's record (exit 2)
     const system = await ferry(["summary", full, "--out", Path.join(tmp, "gdpr-system")])
     expect(system.code).toBe(2)
@@ -435,6 +449,12 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
       expect(NFS.readFileSync(Path.join(restored, f)).equals(NFS.readFileSync(Path.join(full, f))), f).toBe(
         true,
       )
+    // a folder that is no archive: exit 2, said as such
+    const empty = Path.join(tmp, "not-an-archive")
+    NFS.mkdirSync(empty)
+    const noArchive = await ferry(["seal", empty, "--to", pub, "--out", Path.join(tmp, "nothing.sealed")])
+    expect(noArchive.code).toBe(2)
+    expect(lastLine(noArchive.stderr)).toContain("point ferry at a directory created by `ferry export`")
     // another key: exit 2; a damaged copy: exit 5, nothing written
     const other = Path.join(tmp, "other.jwk")
     expect((await ferry(["keys", "generate", "--alg", "X25519", "--out", other])).code).toBe(0)
