@@ -186,6 +186,46 @@ describe("Import.run", () => {
     90_000,
   )
 
+  it.scopedLive(
+    "a rerun whose earlier runs imported only Binaries finds a target rebuilt empty (Binary counted when nothing else can be)",
+    () =>
+      Effect.gen(function* () {
+        const empty = yield* target()
+        const client = yield* clientFor(empty.baseUrl)
+        const dir = yield* Effect.acquireRelease(
+          Effect.sync(() => NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-emptied-"))),
+          (d) => Effect.sync(() => NFS.rmSync(d, { recursive: true, force: true })),
+        )
+        const refused = yield* Effect.flip(
+          Import.refuseEmptied(
+            client,
+            dir,
+            ["Binary"],
+            "earlier runs of this migration imported 1 of its files there",
+          ),
+        )
+        assert.include(
+          refused.message,
+          "the target holds none of the archive's resources, though earlier runs",
+        )
+        // a target that holds Binaries: not refused
+        const holding = yield* target()
+        yield* Effect.promise(() =>
+          fetch(`${holding.baseUrl}/Binary/b1`, {
+            method: "PUT",
+            headers: { "content-type": "application/fhir+json" },
+            body: JSON.stringify({
+              resourceType: "Binary",
+              id: "b1",
+              contentType: "text/plain",
+              data: "aGk=",
+            }),
+          }),
+        )
+        yield* Import.refuseEmptied(yield* clientFor(holding.baseUrl), dir, ["Binary"], "earlier runs")
+      }),
+  )
+
   it.scopedLive("a torn last line in the id map (a kill mid-append) is cut off, and the rerun goes on", () =>
     Effect.gen(function* () {
       const { dir, expected } = yield* sampleArchive()

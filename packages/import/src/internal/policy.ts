@@ -71,9 +71,10 @@ export const heldAlready = (
 const countsOf = (
   client: FhirClient,
   types: ReadonlyArray<string>,
+  binary = false,
 ): Effect.Effect<ReadonlyArray<readonly [string, number | undefined]>, FhirError | AuthError> =>
   Effect.forEach(
-    types.filter((t) => t !== "Binary"),
+    binary ? types : types.filter((t) => t !== "Binary"),
     (type) =>
       summaryCount(client, type).pipe(
         Effect.catchIf(
@@ -88,13 +89,20 @@ const countsOf = (
 /**
  * Whether the target holds nothing of `types` (Binary left out): at least one type counted, and every count 0.
  * A rerun whose earlier runs landed Bundles there then meets a target emptied or replaced at the same URL.
+ * When `types` is Binary alone (a migration killed after a first wave of only the Binary files), Binary is
+ * counted: otherwise nothing would be, and a rebuilt target would go unnoticed (a server that does not search
+ * Binary answers nothing, and nothing is refused, as before).
  */
 export const holdsNothingOf = (
   client: FhirClient,
   types: ReadonlyArray<string>,
 ): Effect.Effect<boolean, FhirError | AuthError> =>
   Effect.map(
-    countsOf(client, types),
+    countsOf(
+      client,
+      types,
+      types.every((t) => t === "Binary"),
+    ),
     (counts) =>
       counts.some(([, n]) => n !== undefined) && counts.every(([, n]) => n === undefined || n === 0),
   )
