@@ -173,15 +173,6 @@ const openBlob = (path: string): number => {
 }
 const fsyncP = promisify(NFS.fsync)
 
-/** Closes a descriptor now (a scope's end, a full pack): a failing close has nothing left to report to. */
-const closeQuietly = (fd: number): void => {
-  try {
-    NFS.closeSync(fd)
-  } catch {
-    // see above
-  }
-}
-
 /** Parallel directory fsyncs per commit. */
 const SYNC_CONCURRENCY = 16
 /** Blobs up to this size are held in memory while they arrive (one write instead of a stream of them). */
@@ -239,7 +230,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         // bytes not committed are named by no index line: only closed
-        if (pack !== undefined) closeQuietly(pack.fd)
+        if (pack !== undefined) Fs.closeQuietly(pack.fd)
         pack = undefined
       }),
     )
@@ -374,7 +365,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
     // has nothing left to report to (the scope is closing on an earlier outcome).
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        for (const fd of unsynced) closeQuietly(fd)
+        for (const fd of unsynced) Fs.closeQuietly(fd)
         unsynced = []
       }),
     )
@@ -500,7 +491,7 @@ export const store = (dir: string): Effect.Effect<Store, ArchiveError, Scope.Sco
           if (inPack !== undefined && (inPack.unsynced || full)) {
             inPack.unsynced = false
             yield* Effect.tryPromise({ try: () => fsyncP(inPack.fd), catch: ioError(packs) }).pipe(
-              Effect.ensuring(full ? Effect.sync(() => closeQuietly(inPack.fd)) : Effect.void),
+              Effect.ensuring(full ? Effect.sync(() => Fs.closeQuietly(inPack.fd)) : Effect.void),
             )
           }
           if (syncPacks) yield* Fs.syncDir(packs)

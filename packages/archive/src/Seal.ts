@@ -499,14 +499,6 @@ interface Opened {
   readonly expected: string | undefined
 }
 
-const closeQuietly = (fd: number): void => {
-  try {
-    NFS.closeSync(fd)
-  } catch {
-    // closed already, or nothing left to report to: the run has failed for its own reason
-  }
-}
-
 /**
  * The rows of a checksum file, one at a time, read synchronously 64 KiB at a time (an unseal checks its records
  * against them inside one synchronous step): constant memory, however many files the archive has.
@@ -550,7 +542,7 @@ class RowReader {
   close(): void {
     if (this.closed) return
     this.closed = true
-    closeQuietly(this.fd)
+    Fs.closeQuietly(this.fd)
   }
 }
 
@@ -926,7 +918,7 @@ export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect
         Effect.sync(() => {
           NFS.closeSync(fd)
           reader?.close()
-          if (opened !== undefined) closeQuietly(opened.fd)
+          if (opened !== undefined) Fs.closeQuietly(opened.fd)
         }),
       ),
       // (what was written of a damaged or refused file, or of a stopped run, is a partial health record: not

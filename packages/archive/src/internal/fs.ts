@@ -6,6 +6,15 @@ import { makeDirsSync } from "@ferry/core/Dirs"
 import { Effect, type Scope } from "effect"
 import { ArchiveError, ioError } from "../ArchiveError.js"
 
+/** Closes a descriptor now (a scope's end, a failed run): a failing close has nothing left to report to. */
+export const closeQuietly = (fd: number): void => {
+  try {
+    NFS.closeSync(fd)
+  } catch {
+    // closed already, or the run has failed for its own reason
+  }
+}
+
 export const DIR_MODE = 0o700
 export const FILE_MODE = 0o600
 
