@@ -216,16 +216,23 @@ const nonceOf = (n: number, last: boolean): Buffer => {
   return nonce
 }
 
-/** Encrypts pushed bytes into chunks written by `out`; `finish` writes the last one. */
-const sealer = (key: Buffer, aad: Buffer, out: (bytes: Buffer) => void) => {
-  const pending = Buffer.alloc(CHUNK)
+/**
+ * Encrypts pushed bytes into chunks written by `out` (each chunk's ciphertext and its tag, written together
+ * without a copy to join them); `finish` writes the last one. Two plaintext buffers take turns: a full chunk is held (not copied) until
+ * more bytes say it is not the last, while the other fills.
+ */
+const sealer = (key: Buffer, aad: Buffer, out: (ciphertext: Buffer, tag: Buffer) => void) => {
+  let pending: Buffer = Buffer.alloc(CHUNK)
+  let spare: Buffer = Buffer.alloc(CHUNK)
   let filled = 0
   let held: Buffer | undefined
   let n = 0
   const emit = (plain: Buffer, last: boolean) => {
     const c = createCipheriv("aes-256-gcm", key, nonceOf(n++, last))
     c.setAAD(aad)
-    out(Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]))
+    const ciphertext = c.update(plain)
+    c.final()
+    out(ciphertext, c.getAuthTag())
   }
   return {
     push: (bytes: Uint8Array) => {
@@ -238,7 +245,9 @@ const sealer = (key: Buffer, aad: Buffer, out: (bytes: Buffer) => void) => {
         if (filled === CHUNK) {
           // a full chunk is written once more bytes are known to follow (the last one carries the flag)
           if (held !== undefined) emit(held, false)
-          held = Buffer.from(pending)
+          held = pending
+          pending = spare
+          spare = held
           filled = 0
         }
       }
@@ -390,14 +399,20 @@ export const seal = (
       catch: io(part, "the sealed file could not be created"),
     })
     let written = 0
-    const write = (b: Buffer) => {
+    /** Writes the pieces in one system call (a chunk's ciphertext and its tag), the rest of a short write after. */
+    const write = (...pieces: ReadonlyArray<Buffer>) => {
+      const total = pieces.reduce((n, b) => n + b.length, 0)
       try {
-        let off = 0
-        while (off < b.length) off += NFS.writeSync(fd, b, off, b.length - off)
+        const done = NFS.writevSync(fd, pieces)
+        if (done < total) {
+          const rest = Buffer.concat(pieces).subarray(done)
+          let off = 0
+          while (off < rest.length) off += NFS.writeSync(fd, rest, off, rest.length - off)
+        }
       } catch (cause) {
         throw new WriteFailed(cause)
       }
-      written += b.length
+      written += total
     }
     let files = 0
     const body = Effect.gen(function* () {
