@@ -198,7 +198,6 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
     yield* Stream.runForEach(Archive.resources(archive, f), (r) =>
       Effect.sync(() => ids.push(r.value.id ?? "")),
     )
-  const record = new Set(ids)
   const collector = Summary.collector(ids)
 
   yield* Effect.try({
@@ -279,13 +278,12 @@ export const write = Effect.fn("Summary.write")(function* (options: SummaryOptio
                 `${archive}: ${entry.path}:${n} is not a ${entry.type} resource, as the manifest says the file holds; the archive is damaged: restore it from a copy, or export again`,
               )
             const key = `${resource.resourceType}/${resource.id ?? ""}`
-            const others = Summary.otherPatients(resource, record)
+            const others = collector.add(resource, options.includeOthers !== true)
             if (others > 0 && options.includeOthers !== true) {
               leftOut.push({ resource: key, patients: others })
               return Option.none<string>()
             }
             if (resource.resourceType === "RelatedPerson") related.push(key)
-            collector.add(resource)
             yield* documents(resource)
             kept++
             return Option.some(`${line}\n`)

@@ -358,11 +358,15 @@ const patientRefs = (r: Json): ReadonlyArray<string> => {
  * How many Patients other than `record`'s a resource names (a cohort Group's members, an Observation about
  * someone else): someone else's data, left out of a person's folder unless asked for.
  */
-export const otherPatients = (resource: Resource, record: ReadonlySet<string>): number => {
+export const otherPatients = (
+  resource: Resource,
+  record: ReadonlySet<string>,
+  refs: ReadonlyArray<string> = patientRefs(resource as unknown as Json),
+): number => {
   // (the person's own Patient is theirs whatever it links to: a merged or replaced record's id is no one else)
   if (resource.resourceType === "Patient" && resource.id !== undefined && record.has(resource.id)) return 0
   const own = resource.resourceType === "Patient" ? resource.id : undefined
-  return patientRefs(resource as unknown as Json).filter((p) => !record.has(p) && p !== own).length
+  return refs.filter((p) => !record.has(p) && p !== own).length
 }
 
 /** The keys that say whom a resource is about, looked at before any other reference. */
@@ -381,7 +385,11 @@ interface Building {
 export interface Collector {
   /** Every Patient of the archive, before `add` (their ids decide whose each resource is). */
   readonly patients: ReadonlySet<string>
-  readonly add: (resource: Resource) => void
+  /**
+   * Adds a resource; how many Patients outside the record it names (`otherPatients`). With `leaveOutOthers`, one
+   * that names any is not added (someone else's data).
+   */
+  readonly add: (resource: Resource, leaveOutOthers?: boolean) => number
   readonly result: () => Summary
 }
 
@@ -403,14 +411,22 @@ export const collector = (patients: ReadonlyArray<string>): Collector => {
   let resources = 0
   const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1)
 
-  const add = (resource: Resource): void => {
-    resources++
+  const add = (resource: Resource, leaveOutOthers = false): number => {
+    // (the references walked once: for the rule and for whose record this is)
+    const refs = patientRefs(resource as unknown as Json)
+    const others = otherPatients(resource, known, refs)
+    if (others > 0 && leaveOutOthers) return others
+    place(resource, refs, others)
+    return others
+  }
+
+  /** Counts a resource in, and gives it to the person it is about (or to the care's people and places). */
+  const place = (resource: Resource, refs: ReadonlyArray<string>, others: number): void => {
     const r = resource as unknown as Json
     const type = resource.resourceType
     const id = resource.id ?? ""
-    const refs = patientRefs(r)
-    const others = refs.filter((p) => !known.has(p) && !(type === "Patient" && p === id))
-    if (others.length > 0) otherPeople.push({ resource: `${type}/${id}`, patients: others.length })
+    resources++
+    if (others > 0) otherPeople.push({ resource: `${type}/${id}`, patients: others })
     if (type === "Patient" && known.has(id)) {
       const b = building(id)
       people.set(id, { ...b, patient: r })
@@ -427,7 +443,7 @@ export const collector = (patients: ReadonlyArray<string>): Collector => {
     const owner = bySubject[0] ?? refs.find((p) => known.has(p))
     if (owner === undefined) {
       // (about no one of the record: the care's people and places, unless it is about other patients)
-      if (others.length === 0) bump(shared, type)
+      if (others === 0) bump(shared, type)
       return
     }
     const b = building(owner)
