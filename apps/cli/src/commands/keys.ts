@@ -44,11 +44,12 @@ export const generateKey = Effect.fn("keys.generate")(function* (options: Genera
     })
   }
   // X25519: a key to seal archives to (`ferry seal --to`), not to sign with
-  const sealing = options.alg === "X25519" ? Seal.generateKey() : undefined
+  const alg = options.alg
+  const sealing = alg === "X25519"
   const { privateJwk, publicJwks } =
-    sealing !== undefined
-      ? { privateJwk: sealing.privateJwk, publicJwks: sealing.publicJwk }
-      : yield* Keys.generate(options.alg as Keys.SigningAlg)
+    alg === "X25519"
+      ? (({ privateJwk, publicJwk }) => ({ privateJwk, publicJwks: publicJwk }))(Seal.generateKey())
+      : yield* Keys.generate(alg)
   // Replace rather than truncate: an existing file may have a looser mode than 0600.
   if (exists) yield* fs.remove(out).pipe(Effect.mapError((e) => writeFailed(out, fsProblem(e))))
   yield* fs
@@ -59,7 +60,7 @@ export const generateKey = Effect.fn("keys.generate")(function* (options: Genera
     )
   yield* Console.log(JSON.stringify(publicJwks, null, 2))
   yield* Console.error(
-    sealing !== undefined
+    sealing
       ? `Wrote the X25519 private key to ${out} (mode 0600, kid ${privateJwk.kid}). Archives are sealed to the public key printed above (save it as a file: ferry seal <archive> --to <that file> --out <file>); unsealing needs this private key: keep it apart from the sealed copies, and out of version control.`
       : `Wrote the ${options.alg} private key to ${out} (mode 0600, kid ${privateJwk.kid}). ` +
           "Register the public JWKS printed above with the server; keep the private key out of version control.",
