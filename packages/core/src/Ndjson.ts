@@ -934,6 +934,9 @@ const serialise = (label: string, firstLine: number, values: Iterable<unknown>):
 }
 
 /** Open a file for NDJSON writing (mode 0600, set explicitly). The scope closes the file. */
+/** A file stream's `close`, for a descriptor its owner closes. */
+const keepOpen = (_fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void => cb(null)
+
 export const writer = (
   path: string,
   options: WriteOptions = {},
@@ -963,13 +966,24 @@ export const writer = (
       },
     })
     const head: Transform = options.gzip === true ? Zlib.createGzip({ level: 6 }) : new PassThrough()
-    const out = NFS.createWriteStream("", { fd, autoClose: false, highWaterMark: 1024 * 1024 })
+    // The descriptor is the scope's to close, once: a destroyed file stream closes its fd itself (autoClose only
+    // stops it closing on finish), and a second close can hit a file opened meanwhile with the same number.
+    const out = NFS.createWriteStream("", {
+      fd,
+      autoClose: false,
+      highWaterMark: 1024 * 1024,
+      fs: { write: NFS.write, writev: NFS.writev, close: keepOpen },
+    })
     const done = pipeline(head, meter, out)
     // the failure is read through `done` by write/finish; this only keeps Node from reporting it as unhandled
     done.catch(() => undefined)
+    // runs before the descriptor's release: the file stream is torn down and its last write landed first
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
+      Effect.async<void>((resume) => {
         if (!finished) head.destroy()
+        if (out.closed) return resume(Effect.void)
+        out.once("close", () => resume(Effect.void))
+        out.destroy()
       }),
     )
 

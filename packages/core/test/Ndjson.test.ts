@@ -310,6 +310,40 @@ describe("Ndjson writer", () => {
     }),
   )
 
+  it.live("a failed write closes its file once: a file opened after it keeps its descriptor", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        // the number a closed descriptor frees is the next open's; a late second close of the failed writer's
+        // shut this file (1 round in 4 before the fix, so 20 rounds all but always catch it)
+        let lost = 0
+        for (let round = 0; round < 20; round++) {
+          const many = Stream.range(1, 20_000).pipe(
+            Stream.map((i) => ({ resourceType: "Patient", id: `p${i}` })),
+          )
+          yield* Effect.flip(
+            Ndjson.writeFile(
+              Path.join(dir, `x${round}.ndjson.gz`),
+              Stream.concat(many, Stream.fail("gone")),
+              {
+                gzip: true,
+              },
+            ),
+          )
+          const fd = NFS.openSync(Path.join(dir, `y${round}`), "w")
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+          try {
+            NFS.fstatSync(fd)
+            NFS.closeSync(fd)
+          } catch {
+            lost++
+          }
+        }
+        expect(lost).toBe(0)
+      }),
+    ),
+  )
+
   it.scoped("a pre-serialised line with a newline is refused", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
