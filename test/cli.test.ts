@@ -132,13 +132,14 @@ describe("sizes on the command line", () => {
           stderr += String(b)
         })
         const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-        // once the process has run ≈ 0.2 s of CPU: Node's own start-up (≈ 0.1 s) is behind it (the launcher's handlers are
-        // in), the bundle is still loading or the command just began (both answer with a sentence and 130)
-        for (let i = 0; i < 2000; i++) {
-          const stat = NFS.readFileSync(`/proc/${child.pid}/stat`, "utf8")
-          const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-          if (Number(fields[11]) + Number(fields[12]) >= 20) break
-          await new Promise((resolve) => setTimeout(resolve, 2))
+        // once the process has read the bundle (3.3 MB; Node's own start-up reads ≈ 0.25 MB): the launcher's
+        // handlers, installed before that read, are in, and the bundle is still being compiled and run (or the
+        // command just began: both answer with a sentence and 130). Not a CPU-time mark: Node's start-up alone
+        // took ≈ 0.1 s of CPU here, and more on a slower machine.
+        for (let i = 0; i < 5000; i++) {
+          const read = /^rchar: (\d+)$/m.exec(NFS.readFileSync(`/proc/${child.pid}/io`, "utf8"))
+          if (Number(read?.[1] ?? 0) >= 3_000_000) break
+          await new Promise((resolve) => setTimeout(resolve, 1))
         }
         child.kill(signal)
         const timer = setTimeout(() => child.kill("SIGKILL"), 15_000)
