@@ -35,6 +35,11 @@ export const SandboxConfig = Schema.Struct({
   maxBundleEntries: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   /** Refuse update-as-create (PUT of an id that does not exist) with 405, in REST and in Bundles. */
   refuseClientIds: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /**
+   * OR comma-separated search values (`_id=a,b`, `patient=Patient/a,Patient/b`), as FHIR search asks; false: a
+   * server that reads `a,b` as one value (and so finds nothing).
+   */
+  searchOr: Schema.optionalWith(Schema.Boolean, { default: () => true }),
   rejectRule: Schema.optional(Schema.Union(RejectRule, Schema.Array(RejectRule))),
   pageSize: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), { default: () => 50 }),
   maxPageSize: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {

@@ -373,7 +373,10 @@ export const searchOptions = (
   params: URLSearchParams,
   baseUrl: string,
   store: Store,
+  /** Comma-separated values OR-ed (false: one value, commas and all; the `searchOr` config). */
+  or = true,
 ): IterateOptions => {
+  const values = (value: string) => (or ? value.split(",") : [value])
   let ids: string[] | undefined
   const lastUpdated: Array<{ op: LastUpdatedOp; value: string }> = []
   let targets: string[] | undefined
@@ -384,7 +387,7 @@ export const searchOptions = (
     if (ignored.has(name)) continue
     switch (name) {
       case "_id": {
-        const list = value.split(",").filter((s) => s !== "")
+        const list = values(value).filter((s) => s !== "")
         ids = ids === undefined ? list : ids.filter((i) => list.includes(i))
         break
       }
@@ -400,7 +403,7 @@ export const searchOptions = (
       case "subject": {
         if (targets !== undefined)
           throw new FhirHttpError(400, "not-supported", "Only one patient/subject parameter is supported")
-        targets = value.split(",").map((v) => referenceTarget(v, "Patient", baseUrl))
+        targets = values(value).map((v) => referenceTarget(v, "Patient", baseUrl))
         paths = name === "patient" ? (type === "Patient" ? ["link"] : ["patient", "subject"]) : ["subject"]
         break
       }
@@ -466,7 +469,7 @@ const searchJson = (ctx: Ctx, r: StoredResource): string => {
 
 const search = (ctx: Ctx, config: SandboxConfig, type: string): void => {
   const params = ctx.url.searchParams
-  const opts = searchOptions(type, params, ctx.baseUrl, ctx.store)
+  const opts = searchOptions(type, params, ctx.baseUrl, ctx.store, config.searchOr)
   const selfUrl = `${ctx.baseUrl}/${type}${ctx.url.search}`
   if (params.get("_summary") === "count") {
     sendJson(ctx, 200, {

@@ -1,7 +1,8 @@
 /**
  * Search crawl for sources without `$export`: pages through `[type]?_count=n` (following `next` links)
  * for every searchable type of the CapabilityStatement, or, at Patient/Group level, through the patient
- * compartment (`[type]?<param>=Patient/<id>` for each member type and linking parameter, de-duplicated by
+ * compartment (`[type]?<param>=Patient/<a>,Patient/<b>,…` for each member type, linking parameter and batch
+ * of up to 50 patients, or per patient where the server does not OR comma-separated values; de-duplicated by
  * id). Writes the same archive files as a bulk export (`data/<Type>.<n>.ndjson`); finished types are
  * journaled and skipped on a rerun. A crawl with no type to search fails rather than write an empty archive;
  * a CapabilityStatement of another FHIR version than R4 gives a warning.
@@ -176,6 +177,58 @@ const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
     return ids
   })
 
+/** Patients per search of a Patient- or Group-level crawl: `param=Patient/a,Patient/b,…` (values OR-ed). */
+export const PATIENTS_PER_SEARCH = 50
+/** …and the batch's value at most this long (≈ 2 KB URLs pass servers and proxies that refuse long ones). */
+const BATCH_CHARS = 2000
+
+/** `ids` cut into batches of at most `size` ids whose `Patient/<id>` references, joined, fit `BATCH_CHARS`. */
+export const patientBatches = (
+  ids: ReadonlyArray<string>,
+  size: number = PATIENTS_PER_SEARCH,
+): ReadonlyArray<ReadonlyArray<string>> => {
+  const out: Array<Array<string>> = []
+  let batch: Array<string> = []
+  let chars = 0
+  for (const id of ids) {
+    const cost = "Patient/".length + id.length + 1
+    if (batch.length > 0 && (batch.length >= size || chars + cost > BATCH_CHARS)) {
+      out.push(batch)
+      batch = []
+      chars = 0
+    }
+    batch.push(id)
+    chars += cost
+  }
+  if (batch.length > 0) out.push(batch)
+  return out
+}
+
+/**
+ * Whether the server ORs comma-separated search values (FHIR search: `_id=a,b` is a or b), tried on two of the
+ * patients: a server that reads `a,b` as one value would find none of them, and a crawl batching patients
+ * would miss every resource. Refused (4xx) or short: no.
+ */
+const orHonoured = (client: FhirClient, ids: ReadonlyArray<string>) =>
+  ids.length < 2
+    ? Effect.succeed(false)
+    : client.searchAll("Patient", { _id: [`${ids[0]},${ids[1]}`], _count: ["2"] }).pipe(
+        Stream.runFold(new Set<string>(), (found, r) => (r.id === undefined ? found : found.add(r.id))),
+        Effect.map((found) => found.has(ids[0]!) && found.has(ids[1]!)),
+        // (credentials refused are the crawl's failure, not an answer to the question)
+        Effect.catchIf(
+          (e): e is FhirError =>
+            e._tag === "FhirError" &&
+            e.reason === "Status" &&
+            e.status !== undefined &&
+            e.status >= 400 &&
+            e.status < 500 &&
+            e.status !== 401 &&
+            e.status !== 403,
+          () => Effect.succeed(false),
+        ),
+      )
+
 /** Writes one type's resources to the next `data/<Type>.<n>.ndjson` (empty types leave no file). */
 const writeType = (
   archive: ArchiveDir,
@@ -318,20 +371,33 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     ? types.filter((t) => t === "Patient" || (linking.get(t)?.length ?? 0) > 0)
     : types
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []
+  // Patients are searched for in batches (one search per type, linking parameter and batch, not per patient:
+  // 50× fewer requests) where the server ORs comma-separated values; one by one where it does not.
+  const batches = !compartment
+    ? []
+    : (yield* orHonoured(client, ids))
+      ? patientBatches(ids)
+      : ids.map((id) => [id])
   const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
     // Repeated names are kept side by side (searches AND them): the time bounds, a filter's own values and
     // the compartment's patient never replace one another.
     const base = merged({ _count: [String(pageSize)] }, timeParams(p), typeParams(p, type) ?? {})
     if (!compartment) return onceEach(client.searchAll(type, base))
     // (a Patient by `_id`, and through `link` where declared: each once)
-    return Stream.fromIterable(ids).pipe(
+    return Stream.fromIterable(batches).pipe(
       Stream.flatMap(
-        (id) =>
+        (batch) =>
           Stream.concat(
-            type === "Patient" ? client.searchAll("Patient", merged(base, { _id: [id] })) : Stream.empty,
+            type === "Patient"
+              ? client.searchAll("Patient", merged(base, { _id: [batch.join(",")] }))
+              : Stream.empty,
             Stream.fromIterable(linking.get(type) ?? []).pipe(
               Stream.flatMap(
-                (param) => client.searchAll(type, merged(base, { [param]: [`Patient/${id}`] })),
+                (param) =>
+                  client.searchAll(
+                    type,
+                    merged(base, { [param]: [batch.map((id) => `Patient/${id}`).join(",")] }),
+                  ),
                 { concurrency: 1 },
               ),
             ),

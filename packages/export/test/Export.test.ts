@@ -165,8 +165,18 @@ layer(
           dataLines(Path.join(dir, "c")).length,
           types.reduce((n, t) => n + sandbox.store.count(t), 0),
         )
+        const searches: Array<string> = []
+        const recording = yield* clientFor(sandbox.baseUrl, {
+          authorize: (request) =>
+            Effect.sync(() => {
+              searches.push(
+                `${request.url}?${new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v])).toString()}`,
+              )
+              return request
+            }),
+        })
         const patient = yield* Export.run({
-          client,
+          client: recording,
           out: Path.join(dir, "p"),
           params: { level: "patient", types: ["Patient", "Immunization"] },
           mode: "crawl",
@@ -175,6 +185,12 @@ layer(
           Patient: 100,
           Immunization: sandbox.store.count("Immunization"),
         })
+        // the 100 patients in three searches (the server ORs `patient=Patient/a,Patient/b,…`; 44 of these ids
+        // fit a batch's 2,000 characters), not one each; their next pages aside
+        const immunizationSearches = searches.filter(
+          (u) => /\/Immunization\?.*patient=/.test(u) && !u.includes("_cursor"),
+        )
+        assert.lengthOf(immunizationSearches, 3, immunizationSearches.join("\n"))
         // a Patient-level crawl of every type: the compartment's parameters the sandbox does not declare
         // (performer, asserter, …) are not searched (a search by one is refused), and that is said
         const everything = yield* Export.run({
@@ -323,6 +339,27 @@ describe("Crawl.toMillisecond", () => {
     assert.strictEqual(Crawl.toMillisecond("2026-12-06T10:51:00.5+01:00"), "2026-12-06T10:51:00.500+01:00")
     assert.strictEqual(Crawl.toMillisecond("2026-12-06T10:51:00.123456Z"), "2026-12-06T10:51:00.123456Z")
     assert.strictEqual(Crawl.toMillisecond("2026-12-06"), "2026-12-06")
+  })
+})
+
+describe("Crawl.patientBatches", () => {
+  it("cuts the patients into batches of at most 50, their references joined at most 2,000 characters", () => {
+    const ids = Array.from({ length: 120 }, (_, i) => `p${i}`)
+    const batches = Crawl.patientBatches(ids)
+    assert.deepStrictEqual(
+      batches.map((b) => b.length),
+      [50, 50, 20],
+    )
+    assert.deepStrictEqual(batches.flat(), ids)
+    // 64-character ids: `Patient/<id>,` is 73 characters, so 27 fit in 2,000
+    const long = Array.from({ length: 60 }, (_, i) => String(i).padStart(64, "x"))
+    const longBatches = Crawl.patientBatches(long)
+    assert.deepStrictEqual(
+      longBatches.map((b) => b.length),
+      [27, 27, 6],
+    )
+    for (const b of longBatches) assert.isAtMost(b.map((id) => `Patient/${id}`).join(",").length, 2000)
+    assert.deepStrictEqual(Crawl.patientBatches([]), [])
   })
 })
 
@@ -765,6 +802,51 @@ layer(
       // Condition alone: the newest archive that holds it (run4, which has it besides Patient)
       assert.isAbove(Date.parse(both.transactionTime), Date.parse(conditions.transactionTime))
       assert.strictEqual((yield* delta("run5", ["Condition"])).since, both.transactionTime)
+    }),
+  )
+})
+
+layer(Sandbox.Sandbox.layer({ seed: [sample10], searchOr: false } as never), {
+  timeout: 60_000,
+  excludeTestServices: true,
+})("a Patient-level crawl of a server that does not OR comma-separated values", (it) => {
+  it.scoped("searches patient by patient, and finds what the bulk export finds", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const dir = yield* tempDir
+      const searches: Array<string> = []
+      const client = yield* clientFor(sandbox.baseUrl, {
+        authorize: (request) =>
+          Effect.sync(() => {
+            searches.push(
+              `${request.url}?${new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v])).toString()}`,
+            )
+            return request
+          }),
+      })
+      const types = ["Patient", "Condition"]
+      const crawled = yield* Export.run({
+        client,
+        out: Path.join(dir, "c"),
+        params: { level: "patient", types },
+        mode: "crawl",
+      })
+      const bulk = yield* Export.run({
+        client,
+        out: Path.join(dir, "b"),
+        params: { level: "patient", types },
+      })
+      assert.strictEqual(bulk.mode, "bulk")
+      assert.deepStrictEqual(typeCounts(crawled), typeCounts(bulk))
+      const patients = sandbox.store.count("Patient")
+      assert.strictEqual(typeCounts(crawled).Patient, patients)
+      assert.isAbove(typeCounts(crawled).Condition ?? 0, 0)
+      // the batch asked of this server would have found none of them: one search per patient instead (their
+      // next pages aside)
+      assert.lengthOf(
+        searches.filter((u) => /\/Condition\?.*patient=/.test(u) && !u.includes("_cursor")),
+        patients,
+      )
     }),
   )
 })
