@@ -209,12 +209,13 @@ export const patientBatches = (
  * patients: a server that reads `a,b` as one value would find none of them, and a crawl batching patients
  * would miss every resource. Refused (4xx) or short: no.
  */
-const orHonoured = (client: FhirClient, ids: ReadonlyArray<string>) =>
-  ids.length < 2
+const orHonoured = (client: FhirClient, ids: ReadonlyArray<string>) => {
+  const [a, b] = new Set(ids)
+  return a === undefined || b === undefined
     ? Effect.succeed(false)
-    : client.searchAll("Patient", { _id: [`${ids[0]},${ids[1]}`], _count: ["2"] }).pipe(
+    : client.searchAll("Patient", { _id: [`${a},${b}`], _count: ["2"] }).pipe(
         Stream.runFold(new Set<string>(), (found, r) => (r.id === undefined ? found : found.add(r.id))),
-        Effect.map((found) => found.has(ids[0]!) && found.has(ids[1]!)),
+        Effect.map((found) => found.has(a) && found.has(b)),
         // (credentials refused are the crawl's failure, not an answer to the question)
         Effect.catchIf(
           (e): e is FhirError =>
@@ -228,6 +229,7 @@ const orHonoured = (client: FhirClient, ids: ReadonlyArray<string>) =>
           () => Effect.succeed(false),
         ),
       )
+}
 
 /** Writes one type's resources to the next `data/<Type>.<n>.ndjson` (empty types leave no file). */
 const writeType = (
