@@ -2,8 +2,8 @@
  * Search crawl for sources without `$export`: pages through `[type]?_count=n` (following `next` links)
  * for every searchable type of the CapabilityStatement, or, at Patient/Group level, through the patient
  * compartment (`[type]?<param>=Patient/<a>,Patient/<b>,…` for each member type, linking parameter and batch
- * of up to 50 patients, or per patient where the server does not OR comma-separated values; de-duplicated by
- * id). Writes the same archive files as a bulk export (`data/<Type>.<n>.ndjson`); finished types are
+ * of up to 50 patients, or per patient where the server does not answer a batch as it answers each of its
+ * patients: `batchedSearch`; de-duplicated by id). Writes the same archive files as a bulk export (`data/<Type>.<n>.ndjson`); finished types are
  * journaled and skipped on a rerun. A crawl with no type to search fails rather than write an empty archive;
  * a CapabilityStatement of another FHIR version than R4 gives a warning.
  */
@@ -179,57 +179,116 @@ const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
 
 /** Patients per search of a Patient- or Group-level crawl: `param=Patient/a,Patient/b,…` (values OR-ed). */
 export const PATIENTS_PER_SEARCH = 50
+/** Patients per batch while a search is not yet known to answer batches right (each is also searched alone). */
+export const PATIENTS_PER_CHECK = 5
 /** …and the batch's value at most this long (≈ 2 KB URLs pass servers and proxies that refuse long ones). */
 const BATCH_CHARS = 2000
 
-/** `ids` cut into batches of at most `size` ids whose `Patient/<id>` references, joined, fit `BATCH_CHARS`. */
+/** The next batch of `ids` from `from`: at most `size` ids whose `Patient/<id>` references, joined, fit `BATCH_CHARS`. */
+const takeBatch = (ids: ReadonlyArray<string>, from: number, size: number): ReadonlyArray<string> => {
+  let to = from
+  let chars = 0
+  while (to < ids.length && to - from < size) {
+    const cost = "Patient/".length + ids[to]!.length + 1
+    if (to > from && chars + cost > BATCH_CHARS) break
+    chars += cost
+    to++
+  }
+  return ids.slice(from, to)
+}
+
+/** `ids` cut into batches as `takeBatch` cuts them. */
 export const patientBatches = (
   ids: ReadonlyArray<string>,
   size: number = PATIENTS_PER_SEARCH,
 ): ReadonlyArray<ReadonlyArray<string>> => {
-  const out: Array<Array<string>> = []
-  let batch: Array<string> = []
-  let chars = 0
-  for (const id of ids) {
-    const cost = "Patient/".length + id.length + 1
-    if (batch.length > 0 && (batch.length >= size || chars + cost > BATCH_CHARS)) {
-      out.push(batch)
-      batch = []
-      chars = 0
-    }
-    batch.push(id)
-    chars += cost
+  const out: Array<ReadonlyArray<string>> = []
+  for (let at = 0; at < ids.length; ) {
+    const batch = takeBatch(ids, at, size)
+    out.push(batch)
+    at += batch.length
   }
-  if (batch.length > 0) out.push(batch)
   return out
 }
 
+/** A search the server refused as a request (4xx other than 401/403): a batch it cannot take. */
+const refusedSearch = (e: FhirError | AuthError): e is FhirError =>
+  e._tag === "FhirError" &&
+  e.reason === "Status" &&
+  e.status !== undefined &&
+  e.status >= 400 &&
+  e.status < 500 &&
+  e.status !== 401 &&
+  e.status !== 403
+
 /**
- * Whether the server ORs comma-separated search values (FHIR search: `_id=a,b` is a or b), tried on two of the
- * patients: a server that reads `a,b` as one value would find none of them, and a crawl batching patients
- * would miss every resource. Refused (4xx) or short: no.
+ * One compartment search (`param` of `type`, or a Patient's `_id`) over the patients `ids`, in batches. A server
+ * may read `a,b` as one value, or use only the first, or refuse the list, and a batch would then miss resources
+ * without a word. So until a batch has found something, batches are small (`check`) and searched both ways:
+ * patient by patient (what is written) and as one search (only the ids kept, 16 bytes each). Once a batch
+ * finds the same resources both ways, the rest go as batches of `batch`; on the first difference or refusal,
+ * patient by patient.
  */
-const orHonoured = (client: FhirClient, ids: ReadonlyArray<string>) => {
-  const [a, b] = new Set(ids)
-  return a === undefined || b === undefined
-    ? Effect.succeed(false)
-    : client.searchAll("Patient", { _id: [`${a},${b}`], _count: ["2"] }).pipe(
-        Stream.runFold(new Set<string>(), (found, r) => (r.id === undefined ? found : found.add(r.id))),
-        Effect.map((found) => found.has(a) && found.has(b)),
-        // (credentials refused are the crawl's failure, not an answer to the question)
-        Effect.catchIf(
-          (e): e is FhirError =>
-            e._tag === "FhirError" &&
-            e.reason === "Status" &&
-            e.status !== undefined &&
-            e.status >= 400 &&
-            e.status < 500 &&
-            e.status !== 401 &&
-            e.status !== 403,
-          () => Effect.succeed(false),
-        ),
+export const batchedSearch = (
+  byValue: (value: string) => Stream.Stream<Resource, FhirError | AuthError>,
+  valueOf: (id: string) => string,
+  ids: ReadonlyArray<string>,
+  sizes: { readonly check: number; readonly batch: number } = {
+    check: PATIENTS_PER_CHECK,
+    batch: PATIENTS_PER_SEARCH,
+  },
+): Stream.Stream<Resource, FhirError | AuthError> =>
+  Stream.suspend(() => {
+    let state: "unknown" | "batched" | "single" = "unknown"
+    const single = (batch: ReadonlyArray<string>) =>
+      Stream.fromIterable(batch).pipe(Stream.flatMap((id) => byValue(valueOf(id)), { concurrency: 1 }))
+    const checked = (batch: ReadonlyArray<string>) =>
+      Stream.unwrap(
+        Effect.gen(function* () {
+          const asBatch = new DigestSet(16)
+          const refused = yield* byValue(batch.map(valueOf).join(",")).pipe(
+            Stream.runForEach((r) => Effect.sync(() => asBatch.add(digest16(r.id ?? "")))),
+            Effect.as(false),
+            Effect.catchIf(refusedSearch, () => Effect.succeed(true)),
+          )
+          if (refused) state = "single"
+          const each = new DigestSet(16)
+          let missed = false
+          return Stream.concat(
+            single(batch).pipe(
+              Stream.tap((r) =>
+                Effect.sync(() => {
+                  const key = digest16(r.id ?? "")
+                  if (each.add(key) && !asBatch.has(key)) missed = true
+                }),
+              ),
+            ),
+            Stream.execute(
+              Effect.sync(() => {
+                if (state !== "unknown") return
+                if (missed || each.size !== asBatch.size) state = "single"
+                else if (each.size > 0) state = "batched"
+              }),
+            ),
+          )
+        }),
       )
-}
+    /** The batches from `at` on, each sized and searched as the state is when its turn comes. */
+    const from = (at: number): Stream.Stream<Resource, FhirError | AuthError> =>
+      Stream.suspend(() => {
+        if (at >= ids.length) return Stream.empty
+        if (state === "single") return single(ids.slice(at))
+        const batch = takeBatch(ids, at, state === "batched" ? sizes.batch : sizes.check)
+        const searched =
+          batch.length === 1
+            ? single(batch)
+            : state === "batched"
+              ? byValue(batch.map(valueOf).join(","))
+              : checked(batch)
+        return Stream.concat(searched, from(at + batch.length))
+      })
+    return from(0)
+  })
 
 /** Writes one type's resources to the next `data/<Type>.<n>.ndjson` (empty types leave no file). */
 const writeType = (
@@ -374,39 +433,39 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     : types
   const ids = compartment ? yield* patientIds(client, p, pageSize) : []
   // Patients are searched for in batches (one search per type, linking parameter and batch, not per patient:
-  // 50× fewer requests) where the server ORs comma-separated values; one by one where it does not.
-  const batches = !compartment
-    ? []
-    : (yield* orHonoured(client, ids))
-      ? patientBatches(ids)
-      : ids.map((id) => [id])
+  // up to 50× fewer requests) where the server answers a batch as it answers its patients one by one
   const source = (type: string): Stream.Stream<Resource, FhirError | AuthError> => {
     // Repeated names are kept side by side (searches AND them): the time bounds, a filter's own values and
     // the compartment's patient never replace one another.
     const base = merged({ _count: [String(pageSize)] }, timeParams(p), typeParams(p, type) ?? {})
     if (!compartment) return onceEach(client.searchAll(type, base))
+    // A type the server holds none of is not searched patient by patient: a batch that finds nothing proves
+    // nothing about the server's batches, so such a type would cost about one search per patient. (A server
+    // that will not count, however it says so, is searched.)
+    const held = summaryCount(client, type).pipe(Effect.orElseSucceed(() => Option.none<number>()))
     // (a Patient by `_id`, and through `link` where declared: each once)
-    return Stream.fromIterable(batches).pipe(
-      Stream.flatMap(
-        (batch) =>
-          Stream.concat(
-            type === "Patient"
-              ? client.searchAll("Patient", merged(base, { _id: [batch.join(",")] }))
-              : Stream.empty,
-            Stream.fromIterable(linking.get(type) ?? []).pipe(
-              Stream.flatMap(
-                (param) =>
-                  client.searchAll(
-                    type,
-                    merged(base, { [param]: [batch.map((id) => `Patient/${id}`).join(",")] }),
-                  ),
-                { concurrency: 1 },
-              ),
+    const searched = Stream.concat(
+      type === "Patient"
+        ? batchedSearch(
+            (value) => client.searchAll("Patient", merged(base, { _id: [value] })),
+            (id) => id,
+            ids,
+          )
+        : Stream.empty,
+      Stream.fromIterable(linking.get(type) ?? []).pipe(
+        Stream.flatMap(
+          (param) =>
+            batchedSearch(
+              (value) => client.searchAll(type, merged(base, { [param]: [value] })),
+              (id) => `Patient/${id}`,
+              ids,
             ),
-          ),
-        { concurrency: 1 },
+          { concurrency: 1 },
+        ),
       ),
-      onceEach,
+    ).pipe(onceEach)
+    return Stream.unwrap(
+      Effect.map(held, (n) => (Option.isSome(n) && n.value === 0 ? Stream.empty : searched)),
     )
   }
 

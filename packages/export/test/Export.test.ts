@@ -3,6 +3,7 @@ import * as Path from "node:path"
 import { HttpClientRequest } from "@effect/platform"
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Archive from "@ferry/archive/Archive"
+import { FhirError } from "@ferry/core/Errors"
 import * as ArchiveAttachments from "@ferry/archive/Attachments"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Stream } from "effect"
@@ -185,12 +186,17 @@ layer(
           Patient: 100,
           Immunization: sandbox.store.count("Immunization"),
         })
-        // the 100 patients in three searches (the server ORs `patient=Patient/a,Patient/b,…`; 44 of these ids
-        // fit a batch's 2,000 characters), not one each; their next pages aside
+        // the 100 patients: a first batch of 5 searched both ways (as one search, and patient by patient), and once
+        // the server answered it alike (it ORs `patient=Patient/a,Patient/b,…`), the other 95 in batches of as many
+        // of these ids as fit 2,000 characters (44, 44, 7): 9 searches, not 100 (next pages aside)
         const immunizationSearches = searches.filter(
           (u) => /\/Immunization\?.*patient=/.test(u) && !u.includes("_cursor"),
         )
-        assert.lengthOf(immunizationSearches, 3, immunizationSearches.join("\n"))
+        assert.lengthOf(
+          immunizationSearches.filter((u) => u.includes("%2C")),
+          4,
+        )
+        assert.lengthOf(immunizationSearches, 9)
         // a Patient-level crawl of every type: the compartment's parameters the sandbox does not declare
         // (performer, asserter, …) are not searched (a search by one is refused), and that is said
         const everything = yield* Export.run({
@@ -361,6 +367,86 @@ describe("Crawl.patientBatches", () => {
     for (const b of longBatches) assert.isAtMost(b.map((id) => `Patient/${id}`).join(",").length, 2000)
     assert.deepStrictEqual(Crawl.patientBatches([]), [])
   })
+})
+
+describe("Crawl.batchedSearch", () => {
+  // patients p0…p7 and the resources that name them (o2 names two); batches of 2 while checking, then of 3
+  const held: Record<string, ReadonlyArray<string>> = {
+    p0: [],
+    p1: [],
+    p2: ["o1", "o2"],
+    p3: ["o2", "o3"],
+    p4: ["o4"],
+    p5: [],
+    p6: ["o5"],
+    p7: ["o6"],
+  }
+  const all = ["o1", "o2", "o3", "o4", "o5", "o6"]
+  type Server = (values: ReadonlyArray<string>) => ReadonlyArray<string> | "refused"
+  const run = (server: Server) =>
+    Effect.gen(function* () {
+      const asked: Array<string> = []
+      const byValue = (value: string) => {
+        asked.push(value)
+        const answer = server(value.split(","))
+        return answer === "refused"
+          ? Stream.fail(
+              new FhirError({
+                reason: "Status",
+                method: "GET",
+                url: `http://h/fhir/X?v=${value}`,
+                status: 400,
+              }),
+            )
+          : Stream.fromIterable(answer.map((id) => ({ resourceType: "Observation", id })))
+      }
+      const found = yield* Stream.runCollect(
+        Crawl.batchedSearch(byValue, (id) => id, Object.keys(held), { check: 2, batch: 3 }),
+      )
+      return { found: [...new Set([...found].map((r) => r.id))].sort(), asked }
+    })
+  const union = (values: ReadonlyArray<string>) => [...new Set(values.flatMap((v) => held[v] ?? []))]
+  const oneByOne = ["p0,p1", "p0", "p1", "p2,p3", "p2", "p3", "p4", "p5", "p6", "p7"]
+
+  it.effect(
+    "a server that ORs the values: small batches both ways until one finds something, then batches",
+    () =>
+      Effect.gen(function* () {
+        const { found, asked } = yield* run(union)
+        assert.deepStrictEqual(found, all)
+        // the first batch found nothing either way, so the second was checked too; then a batch of three, and the
+        // one patient left alone
+        assert.deepStrictEqual(asked, ["p0,p1", "p0", "p1", "p2,p3", "p2", "p3", "p4,p5,p6", "p7"])
+      }),
+  )
+
+  it.effect(
+    "a server that reads only the first value: found out on the first batch that differs, then one by one",
+    () =>
+      Effect.gen(function* () {
+        const { found, asked } = yield* run((values) => held[values[0]!] ?? [])
+        assert.deepStrictEqual(found, all)
+        assert.deepStrictEqual(asked, oneByOne)
+      }),
+  )
+
+  it.effect(
+    "a server that reads `a,b` as one value: found out on the first batch that differs, then one by one",
+    () =>
+      Effect.gen(function* () {
+        const { found, asked } = yield* run((values) => (values.length > 1 ? [] : union(values)))
+        assert.deepStrictEqual(found, all)
+        assert.deepStrictEqual(asked, oneByOne)
+      }),
+  )
+
+  it.effect("a server that refuses a batch (400): one by one from there, nothing missed", () =>
+    Effect.gen(function* () {
+      const { found, asked } = yield* run((values) => (values.length > 1 ? "refused" : union(values)))
+      assert.deepStrictEqual(found, all)
+      assert.deepStrictEqual(asked, ["p0,p1", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"])
+    }),
+  )
 })
 
 describe("crawl against a server paging by offset", () => {
@@ -841,12 +927,16 @@ layer(Sandbox.Sandbox.layer({ seed: [sample10], searchOr: false } as never), {
       const patients = sandbox.store.count("Patient")
       assert.strictEqual(typeCounts(crawled).Patient, patients)
       assert.isAbove(typeCounts(crawled).Condition ?? 0, 0)
-      // the batch asked of this server would have found none of them: one search per patient instead (their
-      // next pages aside)
-      assert.lengthOf(
-        searches.filter((u) => /\/Condition\?.*patient=/.test(u) && !u.includes("_cursor")),
-        patients,
+      // the batch asked of this server found none of what its patients one by one did: one search per patient
+      // from there (next pages aside)
+      const conditionSearches = searches.filter(
+        (u) => /\/Condition\?.*patient=/.test(u) && !u.includes("_cursor"),
       )
+      assert.lengthOf(
+        conditionSearches.filter((u) => u.includes("%2C")),
+        1,
+      )
+      assert.lengthOf(conditionSearches, 1 + patients)
     }),
   )
 })
