@@ -20,19 +20,17 @@
  * files right after deleting thousands costs several times the kernel CPU.
  * The export's bar (bench/export.ts) counts these fetches inside its files and attachments phases.
  */
-import { spawn } from "node:child_process"
 import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync } from "node:fs"
 import { Agent, request } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { createInterface } from "node:readline"
+import { startSandboxProcess } from "./proc.js"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Store from "@ferry/archive/Attachments"
 import * as Attachments from "@ferry/export/Attachments"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Effect } from "effect"
 
-const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const option = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
   return i >= 0 ? Number(process.argv[i + 1]) : fallback
@@ -48,20 +46,7 @@ const cpu = () => {
   return (u.user + u.system) / 1e6
 }
 
-const startSandbox = (db: string) =>
-  new Promise<{ baseUrl: string; stop: () => void }>((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [BIN, "sandbox", "--port", "0", "--db", db, "--generate", String(PATIENTS)],
-      {
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    )
-    child.on("exit", (code) => reject(new Error(`the sandbox exited (${code})`)))
-    createInterface({ input: child.stdout }).once("line", (line) =>
-      resolve({ baseUrl: line.trim(), stop: () => child.kill() }),
-    )
-  })
+const startSandbox = (db: string) => startSandboxProcess(["--db", db, "--generate", String(PATIENTS)])
 
 const agent = new Agent({ keepAlive: true, maxSockets: PARALLEL })
 const get = (url: string) =>
@@ -170,7 +155,7 @@ const main = async () => {
     )
     for (const r of rows) console.log(r)
   } finally {
-    sandbox.stop()
+    await sandbox.stop()
     agent.destroy()
     rmSync(dir, { recursive: true, force: true })
   }

@@ -20,10 +20,8 @@ import { execFileSync, spawn } from "node:child_process"
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { createInterface } from "node:readline"
-import { processCpuSecs } from "./proc.js"
+import { BIN, processCpuSecs, startSandboxProcess } from "./proc.js"
 
-const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const option = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
   return i >= 0 ? Number(process.argv[i + 1]) : fallback
@@ -41,30 +39,10 @@ interface Sandbox {
   readonly stop: () => Promise<void>
 }
 
-const startSandbox = (args: ReadonlyArray<string>): Promise<Sandbox> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, "sandbox", "--port", "0", ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-    })
-    let stderr = ""
-    child.stderr.on("data", (c: Buffer) => {
-      stderr = (stderr + c.toString()).slice(-4000)
-    })
-    const exited = new Promise<void>((r) => child.on("exit", () => r()))
-    const early = (code: number | null) => reject(new Error(`the sandbox exited (${code}): ${stderr}`))
-    child.on("exit", early)
-    createInterface({ input: child.stdout }).once("line", (line) => {
-      child.off("exit", early)
-      resolve({
-        baseUrl: line.trim(),
-        cpuSecs: () => processCpuSecs(child.pid),
-        stop: () => {
-          child.kill("SIGTERM")
-          return exited
-        },
-      })
-    })
-  })
+const startSandbox = async (args: ReadonlyArray<string>): Promise<Sandbox> => {
+  const s = await startSandboxProcess(args)
+  return { baseUrl: s.baseUrl, cpuSecs: () => processCpuSecs(s.pid), stop: s.stop }
+}
 
 interface Crawl {
   readonly wall: number

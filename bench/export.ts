@@ -34,9 +34,8 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { pipeline } from "node:stream/promises"
-import { processCpuSecs } from "./proc.js"
+import { BIN, processCpuSecs, startSandboxProcess } from "./proc.js"
 
-const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const TIME = "/usr/bin/time"
 const PARALLEL = 4
 
@@ -70,35 +69,10 @@ interface Sandbox {
   readonly stop: () => Promise<void>
 }
 
-const startSandbox = (db: string, patients: number): Promise<Sandbox> =>
-  new Promise((resolve, reject) => {
-    const t0 = now()
-    const child = spawn(
-      process.execPath,
-      [BIN, "sandbox", "--port", "0", "--db", db, "--generate", String(patients)],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    )
-    let stderr = ""
-    child.stderr.on("data", (c: Buffer) => {
-      stderr = (stderr + c.toString()).slice(-4000)
-    })
-    const exited = new Promise<void>((r) => child.on("exit", () => r()))
-    const onEarlyExit = (code: number | null) =>
-      reject(new Error(`the sandbox exited (${code}) before printing its URL: ${stderr}`))
-    child.on("exit", onEarlyExit)
-    createInterface({ input: child.stdout }).once("line", (line) => {
-      child.off("exit", onEarlyExit)
-      resolve({
-        baseUrl: line.trim(),
-        generateSecs: secs(t0),
-        cpuSecs: () => processCpuSecs(child.pid),
-        stop: () => {
-          child.kill("SIGTERM")
-          return exited
-        },
-      })
-    })
-  })
+const startSandbox = async (db: string, patients: number): Promise<Sandbox> => {
+  const s = await startSandboxProcess(["--db", db, "--generate", String(patients)])
+  return { baseUrl: s.baseUrl, generateSecs: s.startSecs, cpuSecs: () => processCpuSecs(s.pid), stop: s.stop }
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Bare baseline: node:http, no parsing

@@ -39,11 +39,10 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
-import { mainThreadCpuSecs } from "./proc.js"
+import { BIN, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
 import { fileURLToPath } from "node:url"
 import { createGunzip } from "node:zlib"
 
-const BIN = fileURLToPath(new URL("../apps/cli/dist/bin.js", import.meta.url))
 const DATA = (name: string) => fileURLToPath(new URL(`../../shared/data/${name}`, import.meta.url))
 
 const option = (name: string): string | undefined => {
@@ -73,31 +72,10 @@ interface RunningSandbox {
 }
 
 /** `ferry sandbox --port 0 …` as its own process; resolves once it printed its base URL. */
-const startSandbox = (args: ReadonlyArray<string>): Promise<RunningSandbox> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, "sandbox", "--port", "0", ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-    })
-    let stderr = ""
-    child.stderr.on("data", (c: Buffer) => {
-      stderr = (stderr + c.toString()).slice(-4000)
-    })
-    const exited = new Promise<void>((r) => child.on("exit", () => r()))
-    const onEarlyExit = (code: number | null) =>
-      reject(new Error(`the sandbox exited (${code}) before printing its URL: ${stderr}`))
-    child.on("exit", onEarlyExit)
-    createInterface({ input: child.stdout }).once("line", (line) => {
-      child.off("exit", onEarlyExit)
-      resolve({
-        baseUrl: line.trim(),
-        cpuSecs: () => mainThreadCpuSecs(child.pid),
-        close: () => {
-          child.kill("SIGTERM")
-          return exited
-        },
-      })
-    })
-  })
+const startSandbox = async (args: ReadonlyArray<string>): Promise<RunningSandbox> => {
+  const s = await startSandboxProcess(args)
+  return { baseUrl: s.baseUrl, cpuSecs: () => mainThreadCpuSecs(s.pid), close: s.stop }
+}
 
 const TIME = "/usr/bin/time"
 const TIMED = existsSync(TIME)

@@ -23,10 +23,8 @@ import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
-import { createInterface } from "node:readline"
-import { processCpuSecs } from "./proc.js"
+import { BIN, processCpuSecs, startSandboxProcess } from "./proc.js"
 
-const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const DATA = new URL("../../shared/data/", import.meta.url).pathname
 const TIME = "/usr/bin/time"
 
@@ -49,32 +47,10 @@ interface Sandbox {
   readonly stop: () => Promise<void>
 }
 
-const startSandbox = (args: ReadonlyArray<string>): Promise<Sandbox> =>
-  new Promise((resolve, reject) => {
-    const t0 = now()
-    const child = spawn(process.execPath, [BIN, "sandbox", "--port", "0", ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-    })
-    let stderr = ""
-    child.stderr.on("data", (c: Buffer) => {
-      stderr = (stderr + c.toString()).slice(-4000)
-    })
-    const exited = new Promise<void>((r) => child.on("exit", () => r()))
-    const early = (code: number | null) => reject(new Error(`sandbox exited (${code}): ${stderr}`))
-    child.on("exit", early)
-    createInterface({ input: child.stdout }).once("line", (line) => {
-      child.off("exit", early)
-      resolve({
-        baseUrl: line.trim(),
-        startSecs: secs(t0),
-        cpuSecs: () => processCpuSecs(child.pid),
-        stop: () => {
-          child.kill("SIGTERM")
-          return exited
-        },
-      })
-    })
-  })
+const startSandbox = async (args: ReadonlyArray<string>): Promise<Sandbox> => {
+  const s = await startSandboxProcess(args)
+  return { baseUrl: s.baseUrl, startSecs: s.startSecs, cpuSecs: () => processCpuSecs(s.pid), stop: s.stop }
+}
 
 interface Timed {
   readonly code: number | null

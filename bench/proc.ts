@@ -1,5 +1,7 @@
-/** Process figures the benches read from /proc (Linux). NaN without a pid or once the process is gone. */
+/** Process figures the benches read from /proc (Linux), and the sandbox as a process of its own. */
+import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
+import { createInterface } from "node:readline"
 
 /** utime + stime in seconds from a /proc stat file (clock ticks of 1/100 s on Linux). */
 const cpuOf = (statFile: string): number => {
@@ -25,3 +27,44 @@ export const processCpuSecs = (pid: number | undefined): number =>
  */
 export const mainThreadCpuSecs = (pid: number | undefined): number =>
   pid === undefined ? Number.NaN : cpuOf(`/proc/${pid}/task/${pid}/stat`)
+
+/** The CLI the benches run: the built bundle's launcher. */
+export const BIN: string = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
+
+export interface SandboxProcess {
+  readonly baseUrl: string
+  readonly pid: number | undefined
+  /** Seconds from the spawn to its base URL on stdout (generating or seeding included). */
+  readonly startSecs: number
+  /** SIGTERM, then its exit. */
+  readonly stop: () => Promise<void>
+}
+
+/** `ferry sandbox --port 0 …` as its own process (its CPU and memory are not the bench's); once it printed its base URL. */
+export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<SandboxProcess> =>
+  new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint()
+    const child = spawn(process.execPath, [BIN, "sandbox", "--port", "0", ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    })
+    let stderr = ""
+    child.stderr.on("data", (c: Buffer) => {
+      stderr = (stderr + c.toString()).slice(-4000)
+    })
+    const exited = new Promise<void>((r) => child.on("exit", () => r()))
+    const onEarlyExit = (code: number | null) =>
+      reject(new Error(`the sandbox exited (${code}) before printing its URL: ${stderr}`))
+    child.on("exit", onEarlyExit)
+    createInterface({ input: child.stdout }).once("line", (line) => {
+      child.off("exit", onEarlyExit)
+      resolve({
+        baseUrl: line.trim(),
+        pid: child.pid,
+        startSecs: Number(process.hrtime.bigint() - t0) / 1e9,
+        stop: () => {
+          child.kill("SIGTERM")
+          return exited
+        },
+      })
+    })
+  })
