@@ -37,9 +37,11 @@ export const SandboxConfig = Schema.Struct({
   refuseClientIds: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /**
    * OR comma-separated search values (`_id=a,b`, `patient=Patient/a,Patient/b`), as FHIR search asks; false: a
-   * server that reads `a,b` as one value (and so finds nothing).
+   * server that reads `a,b` as one value (and so finds nothing); "first": one that reads only the first value.
    */
-  searchOr: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  searchOr: Schema.optionalWith(Schema.Union(Schema.Boolean, Schema.Literal("first")), {
+    default: () => true,
+  }),
   rejectRule: Schema.optional(Schema.Union(RejectRule, Schema.Array(RejectRule))),
   pageSize: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), { default: () => 50 }),
   maxPageSize: Schema.optionalWith(Schema.Number.pipe(Schema.int(), Schema.positive()), {

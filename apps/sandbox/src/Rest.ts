@@ -373,10 +373,11 @@ export const searchOptions = (
   params: URLSearchParams,
   baseUrl: string,
   store: Store,
-  /** Comma-separated values OR-ed (false: one value, commas and all; the `searchOr` config). */
-  or = true,
+  /** Comma-separated values OR-ed (false: one value, commas and all; "first": the first alone; the `searchOr` config). */
+  or: boolean | "first" = true,
 ): IterateOptions => {
-  const values = (value: string) => (or ? value.split(",") : [value])
+  const values = (value: string) =>
+    or === true ? value.split(",") : or === "first" ? value.split(",").slice(0, 1) : [value]
   let ids: string[] | undefined
   const lastUpdated: Array<{ op: LastUpdatedOp; value: string }> = []
   let targets: string[] | undefined

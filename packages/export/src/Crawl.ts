@@ -179,17 +179,19 @@ const patientIds = (client: FhirClient, p: ExportParams, pageSize: number) =>
 
 /** Patients per search of a Patient- or Group-level crawl: `param=Patient/a,Patient/b,…` (values OR-ed). */
 export const PATIENTS_PER_SEARCH = 50
-/** Patients per batch while a search is not yet known to answer batches right (each is also searched alone). */
-export const PATIENTS_PER_CHECK = 5
-/** …and the batch's value at most this long (≈ 2 KB URLs pass servers and proxies that refuse long ones). */
-const BATCH_CHARS = 2000
+/**
+ * …and the batch's value, URL-encoded as it is sent (`Patient%2Fa%2CPatient%2Fb`), at most this long: the whole
+ * query stays under 2,048 characters (IIS's default limit, the lowest in common use) with `_count`, the time
+ * bounds and a filter beside it.
+ */
+const BATCH_CHARS = 1500
 
-/** The next batch of `ids` from `from`: at most `size` ids whose `Patient/<id>` references, joined, fit `BATCH_CHARS`. */
+/** The next batch of `ids` from `from`: at most `size` ids whose encoded references, joined, fit `BATCH_CHARS`. */
 const takeBatch = (ids: ReadonlyArray<string>, from: number, size: number): ReadonlyArray<string> => {
   let to = from
   let chars = 0
   while (to < ids.length && to - from < size) {
-    const cost = "Patient/".length + ids[to]!.length + 1
+    const cost = encodeURIComponent(`Patient/${ids[to]!},`).length
     if (to > from && chars + cost > BATCH_CHARS) break
     chars += cost
     to++
@@ -211,80 +213,95 @@ export const patientBatches = (
   return out
 }
 
-/** A search the server refused as a request (4xx other than 401/403): a batch it cannot take. */
-const refusedSearch = (e: FhirError | AuthError): e is FhirError =>
-  e._tag === "FhirError" &&
-  e.reason === "Status" &&
-  e.status !== undefined &&
-  e.status >= 400 &&
-  e.status < 500 &&
-  e.status !== 401 &&
-  e.status !== 403
+/**
+ * A batch the server answered with an error (a 4xx: it will not take the list; a 5xx that outlived the retries:
+ * it fails on it), where each of its patients alone may still be answered. Not credentials refused (401/403:
+ * the crawl's failure), not throttling (`Throttled`), not an unreachable server (`Transport`).
+ */
+const batchRefused = (e: FhirError | AuthError): e is FhirError =>
+  e._tag === "FhirError" && e.reason === "Status" && e.status !== 401 && e.status !== 403
 
 /**
- * One compartment search (`param` of `type`, or a Patient's `_id`) over the patients `ids`, in batches. A server
- * may read `a,b` as one value, or use only the first, or refuse the list, and a batch would then miss resources
- * without a word. So until a batch has found something, batches are small (`check`) and searched both ways:
- * patient by patient (what is written) and as one search (only the ids kept, 16 bytes each). Once a batch
- * finds the same resources both ways, the rest go as batches of `batch`; on the first difference or refusal,
- * patient by patient.
+ * One compartment search (`param` of `type`, or a Patient's `_id`) over the patients `ids`, in batches of
+ * `size`. A server may read `a,b` as one value, use only the first value, or only so many, page a long answer
+ * otherwise, or refuse the list, and a batch would then miss resources without a word. So a batch is trusted
+ * only once one has been searched both ways, patient by patient (what is written) and as one search (only the
+ * ids kept, 16 bytes each), and found the same resources, of at least two of its patients: a server that reads
+ * only the first value answers a batch where only the first patient has resources as it answers that patient.
+ * Until then every batch is searched both ways; on the first difference or error answer, the rest go patient by
+ * patient, as does a trusted batch the server answers with an error.
  */
 export const batchedSearch = (
   byValue: (value: string) => Stream.Stream<Resource, FhirError | AuthError>,
   valueOf: (id: string) => string,
   ids: ReadonlyArray<string>,
-  sizes: { readonly check: number; readonly batch: number } = {
-    check: PATIENTS_PER_CHECK,
-    batch: PATIENTS_PER_SEARCH,
-  },
+  size: number = PATIENTS_PER_SEARCH,
 ): Stream.Stream<Resource, FhirError | AuthError> =>
   Stream.suspend(() => {
     let state: "unknown" | "batched" | "single" = "unknown"
+    const one = (id: string) => byValue(valueOf(id))
     const single = (batch: ReadonlyArray<string>) =>
-      Stream.fromIterable(batch).pipe(Stream.flatMap((id) => byValue(valueOf(id)), { concurrency: 1 }))
+      Stream.fromIterable(batch).pipe(Stream.flatMap(one, { concurrency: 1 }))
+    const asOne = (batch: ReadonlyArray<string>) => byValue(batch.map(valueOf).join(","))
     const checked = (batch: ReadonlyArray<string>) =>
       Stream.unwrap(
         Effect.gen(function* () {
           const asBatch = new DigestSet(16)
-          const refused = yield* byValue(batch.map(valueOf).join(",")).pipe(
+          const refused = yield* asOne(batch).pipe(
             Stream.runForEach((r) => Effect.sync(() => asBatch.add(digest16(r.id ?? "")))),
             Effect.as(false),
-            Effect.catchIf(refusedSearch, () => Effect.succeed(true)),
+            Effect.catchIf(batchRefused, () => Effect.succeed(true)),
           )
           if (refused) state = "single"
           const each = new DigestSet(16)
           let missed = false
+          let patientsFound = 0
           return Stream.concat(
-            single(batch).pipe(
-              Stream.tap((r) =>
-                Effect.sync(() => {
-                  const key = digest16(r.id ?? "")
-                  if (each.add(key) && !asBatch.has(key)) missed = true
-                }),
+            Stream.fromIterable(batch).pipe(
+              Stream.flatMap(
+                (id) => {
+                  let found = false
+                  return one(id).pipe(
+                    Stream.tap((r) =>
+                      Effect.sync(() => {
+                        if (!found) patientsFound++
+                        found = true
+                        const key = digest16(r.id ?? "")
+                        if (each.add(key) && !asBatch.has(key)) missed = true
+                      }),
+                    ),
+                  )
+                },
+                { concurrency: 1 },
               ),
             ),
             Stream.execute(
               Effect.sync(() => {
                 if (state !== "unknown") return
                 if (missed || each.size !== asBatch.size) state = "single"
-                else if (each.size > 0) state = "batched"
+                else if (patientsFound >= 2) state = "batched"
               }),
             ),
           )
         }),
       )
-    /** The batches from `at` on, each sized and searched as the state is when its turn comes. */
+    const trusted = (batch: ReadonlyArray<string>) =>
+      asOne(batch).pipe(
+        // (what the batch gave before the error comes again patient by patient; `onceEach` keeps one of each)
+        Stream.catchAll((e) => {
+          if (!batchRefused(e)) return Stream.fail(e)
+          state = "single"
+          return single(batch)
+        }),
+      )
+    /** The batches from `at` on, each searched as the state is when its turn comes. */
     const from = (at: number): Stream.Stream<Resource, FhirError | AuthError> =>
       Stream.suspend(() => {
         if (at >= ids.length) return Stream.empty
         if (state === "single") return single(ids.slice(at))
-        const batch = takeBatch(ids, at, state === "batched" ? sizes.batch : sizes.check)
+        const batch = takeBatch(ids, at, size)
         const searched =
-          batch.length === 1
-            ? single(batch)
-            : state === "batched"
-              ? byValue(batch.map(valueOf).join(","))
-              : checked(batch)
+          batch.length === 1 ? single(batch) : state === "batched" ? trusted(batch) : checked(batch)
         return Stream.concat(searched, from(at + batch.length))
       })
     return from(0)

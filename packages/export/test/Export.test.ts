@@ -186,9 +186,10 @@ layer(
           Patient: 100,
           Immunization: sandbox.store.count("Immunization"),
         })
-        // the 100 patients: a first batch of 5 searched both ways (as one search, and patient by patient), and once
-        // the server answered it alike (it ORs `patient=Patient/a,Patient/b,…`), the other 95 in batches of as many
-        // of these ids as fit 2,000 characters (44, 44, 7): 9 searches, not 100 (next pages aside)
+        // the 100 patients in batches of as many of these ids as fit 1,500 encoded characters (30, 30, 30, 10): the
+        // first searched both ways (as one search, and patient by patient), and once the server answered it alike
+        // (it ORs `patient=Patient/a,Patient/b,…`), the other three as one search each: 34 searches, not 100 (next
+        // pages aside)
         const immunizationSearches = searches.filter(
           (u) => /\/Immunization\?.*patient=/.test(u) && !u.includes("_cursor"),
         )
@@ -196,7 +197,7 @@ layer(
           immunizationSearches.filter((u) => u.includes("%2C")),
           4,
         )
-        assert.lengthOf(immunizationSearches, 9)
+        assert.lengthOf(immunizationSearches, 34)
         // a Patient-level crawl of every type: the compartment's parameters the sandbox does not declare
         // (performer, asserter, …) are not searched (a search by one is refused), and that is said
         const everything = yield* Export.run({
@@ -349,7 +350,7 @@ describe("Crawl.toMillisecond", () => {
 })
 
 describe("Crawl.patientBatches", () => {
-  it("cuts the patients into batches of at most 50, their references joined at most 2,000 characters", () => {
+  it("cuts the patients into batches of at most 50, their references joined and encoded at most 1,500 characters", () => {
     const ids = Array.from({ length: 120 }, (_, i) => `p${i}`)
     const batches = Crawl.patientBatches(ids)
     assert.deepStrictEqual(
@@ -357,94 +358,119 @@ describe("Crawl.patientBatches", () => {
       [50, 50, 20],
     )
     assert.deepStrictEqual(batches.flat(), ids)
-    // 64-character ids: `Patient/<id>,` is 73 characters, so 27 fit in 2,000
+    // 64-character ids: `Patient%2F<id>%2C` is 77 characters, so 19 fit in 1,500
     const long = Array.from({ length: 60 }, (_, i) => String(i).padStart(64, "x"))
     const longBatches = Crawl.patientBatches(long)
     assert.deepStrictEqual(
       longBatches.map((b) => b.length),
-      [27, 27, 6],
+      [19, 19, 19, 3],
     )
-    for (const b of longBatches) assert.isAtMost(b.map((id) => `Patient/${id}`).join(",").length, 2000)
+    for (const b of longBatches)
+      assert.isAtMost(encodeURIComponent(b.map((id) => `Patient/${id}`).join(",")).length, 1500)
     assert.deepStrictEqual(Crawl.patientBatches([]), [])
   })
 })
 
 describe("Crawl.batchedSearch", () => {
-  // patients p0…p7 and the resources that name them (o2 names two); batches of 2 while checking, then of 3
+  // patients p0…p8 and the resources that name them (o4 names two); batches of three: in the first only its first
+  // patient has resources
   const held: Record<string, ReadonlyArray<string>> = {
-    p0: [],
+    p0: ["o1"],
     p1: [],
-    p2: ["o1", "o2"],
-    p3: ["o2", "o3"],
-    p4: ["o4"],
-    p5: [],
+    p2: [],
+    p3: ["o2"],
+    p4: ["o3", "o4"],
+    p5: ["o4", "o7"],
     p6: ["o5"],
-    p7: ["o6"],
+    p7: [],
+    p8: ["o6"],
   }
-  const all = ["o1", "o2", "o3", "o4", "o5", "o6"]
-  type Server = (values: ReadonlyArray<string>) => ReadonlyArray<string> | "refused"
+  const all = ["o1", "o2", "o3", "o4", "o5", "o6", "o7"]
+  type Server = (values: ReadonlyArray<string>) => ReadonlyArray<string> | number
   const run = (server: Server) =>
     Effect.gen(function* () {
       const asked: Array<string> = []
       const byValue = (value: string) => {
         asked.push(value)
         const answer = server(value.split(","))
-        return answer === "refused"
+        return typeof answer === "number"
           ? Stream.fail(
               new FhirError({
                 reason: "Status",
                 method: "GET",
                 url: `http://h/fhir/X?v=${value}`,
-                status: 400,
+                status: answer,
               }),
             )
           : Stream.fromIterable(answer.map((id) => ({ resourceType: "Observation", id })))
       }
-      const found = yield* Stream.runCollect(
-        Crawl.batchedSearch(byValue, (id) => id, Object.keys(held), { check: 2, batch: 3 }),
-      )
+      const found = yield* Stream.runCollect(Crawl.batchedSearch(byValue, (id) => id, Object.keys(held), 3))
       return { found: [...new Set([...found].map((r) => r.id))].sort(), asked }
     })
   const union = (values: ReadonlyArray<string>) => [...new Set(values.flatMap((v) => held[v] ?? []))]
-  const oneByOne = ["p0,p1", "p0", "p1", "p2,p3", "p2", "p3", "p4", "p5", "p6", "p7"]
+  const checkedTwice = ["p0,p1,p2", "p0", "p1", "p2", "p3,p4,p5", "p3", "p4", "p5"]
+  const oneByOne = ["p0,p1,p2", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"]
 
   it.effect(
-    "a server that ORs the values: small batches both ways until one finds something, then batches",
+    "a server that ORs the values: both ways until a batch's patients found the same, then batches",
     () =>
       Effect.gen(function* () {
         const { found, asked } = yield* run(union)
         assert.deepStrictEqual(found, all)
-        // the first batch found nothing either way, so the second was checked too; then a batch of three, and the
-        // one patient left alone
-        assert.deepStrictEqual(asked, ["p0,p1", "p0", "p1", "p2,p3", "p2", "p3", "p4,p5,p6", "p7"])
+        // the first batch found the same both ways, but of one patient only: the second was checked too
+        assert.deepStrictEqual(asked, [...checkedTwice, "p6,p7,p8"])
       }),
   )
 
   it.effect(
-    "a server that reads only the first value: found out on the first batch that differs, then one by one",
+    "a server that reads only the first value: not trusted on a batch where only the first patient has resources",
     () =>
       Effect.gen(function* () {
         const { found, asked } = yield* run((values) => held[values[0]!] ?? [])
         assert.deepStrictEqual(found, all)
-        assert.deepStrictEqual(asked, oneByOne)
+        assert.deepStrictEqual(asked, [...checkedTwice, "p6", "p7", "p8"])
       }),
+  )
+
+  it.effect("a server that reads only so many values: the difference found on a batch of the size used", () =>
+    Effect.gen(function* () {
+      const { found, asked } = yield* run((values) => union(values.slice(0, 2)))
+      assert.deepStrictEqual(found, all)
+      assert.deepStrictEqual(asked, [...checkedTwice, "p6", "p7", "p8"])
+    }),
+  )
+
+  it.effect("a server that reads `a,b` as one value: one by one from the first batch", () =>
+    Effect.gen(function* () {
+      const { found, asked } = yield* run((values) => (values.length > 1 ? [] : union(values)))
+      assert.deepStrictEqual(found, all)
+      assert.deepStrictEqual(asked, oneByOne)
+    }),
   )
 
   it.effect(
-    "a server that reads `a,b` as one value: found out on the first batch that differs, then one by one",
+    "a server that answers a batch with an error (400, 500): one by one from there, nothing missed",
     () =>
       Effect.gen(function* () {
-        const { found, asked } = yield* run((values) => (values.length > 1 ? [] : union(values)))
-        assert.deepStrictEqual(found, all)
-        assert.deepStrictEqual(asked, oneByOne)
+        for (const status of [400, 500]) {
+          const { found, asked } = yield* run((values) => (values.length > 1 ? status : union(values)))
+          assert.deepStrictEqual(found, all)
+          assert.deepStrictEqual(asked, oneByOne)
+        }
+        // also a batch after the server was trusted
+        const late = yield* run((values) =>
+          values.length > 1 && values.includes("p6") ? 414 : union(values),
+        )
+        assert.deepStrictEqual(late.found, all)
+        assert.deepStrictEqual(late.asked, [...checkedTwice, "p6,p7,p8", "p6", "p7", "p8"])
       }),
   )
 
-  it.effect("a server that refuses a batch (400): one by one from there, nothing missed", () =>
+  it.effect("credentials refused are the crawl's failure, not a batch refused", () =>
     Effect.gen(function* () {
-      const { found, asked } = yield* run((values) => (values.length > 1 ? "refused" : union(values)))
-      assert.deepStrictEqual(found, all)
-      assert.deepStrictEqual(asked, ["p0,p1", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"])
+      const failed = yield* Effect.flip(run(() => 403))
+      assert.strictEqual(failed._tag, "FhirError")
+      assert.strictEqual(failed._tag === "FhirError" ? failed.status : undefined, 403)
     }),
   )
 })
@@ -892,54 +918,58 @@ layer(
   )
 })
 
-layer(Sandbox.Sandbox.layer({ seed: [sample10], searchOr: false } as never), {
-  timeout: 60_000,
-  excludeTestServices: true,
-})("a Patient-level crawl of a server that does not OR comma-separated values", (it) => {
-  it.scoped("searches patient by patient, and finds what the bulk export finds", () =>
-    Effect.gen(function* () {
-      const sandbox = yield* Sandbox.Sandbox
-      const dir = yield* tempDir
-      const searches: Array<string> = []
-      const client = yield* clientFor(sandbox.baseUrl, {
-        authorize: (request) =>
-          Effect.sync(() => {
-            searches.push(
-              `${request.url}?${new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v])).toString()}`,
-            )
-            return request
-          }),
-      })
-      const types = ["Patient", "Condition"]
-      const crawled = yield* Export.run({
-        client,
-        out: Path.join(dir, "c"),
-        params: { level: "patient", types },
-        mode: "crawl",
-      })
-      const bulk = yield* Export.run({
-        client,
-        out: Path.join(dir, "b"),
-        params: { level: "patient", types },
-      })
-      assert.strictEqual(bulk.mode, "bulk")
-      assert.deepStrictEqual(typeCounts(crawled), typeCounts(bulk))
-      const patients = sandbox.store.count("Patient")
-      assert.strictEqual(typeCounts(crawled).Patient, patients)
-      assert.isAbove(typeCounts(crawled).Condition ?? 0, 0)
-      // the batch asked of this server found none of what its patients one by one did: one search per patient
-      // from there (next pages aside)
-      const conditionSearches = searches.filter(
-        (u) => /\/Condition\?.*patient=/.test(u) && !u.includes("_cursor"),
-      )
-      assert.lengthOf(
-        conditionSearches.filter((u) => u.includes("%2C")),
-        1,
-      )
-      assert.lengthOf(conditionSearches, 1 + patients)
-    }),
-  )
-})
+for (const [searchOr, what] of [
+  [false, "reads `a,b` as one value"],
+  ["first", "reads only the first of `a,b`"],
+] as const)
+  layer(Sandbox.Sandbox.layer({ seed: [sample10], searchOr } as never), {
+    timeout: 60_000,
+    excludeTestServices: true,
+  })(`a Patient-level crawl of a server that ${what}`, (it) => {
+    it.scoped("searches patient by patient, and finds what the bulk export finds", () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const searches: Array<string> = []
+        const client = yield* clientFor(sandbox.baseUrl, {
+          authorize: (request) =>
+            Effect.sync(() => {
+              searches.push(
+                `${request.url}?${new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v])).toString()}`,
+              )
+              return request
+            }),
+        })
+        const types = ["Patient", "Condition"]
+        const crawled = yield* Export.run({
+          client,
+          out: Path.join(dir, "c"),
+          params: { level: "patient", types },
+          mode: "crawl",
+        })
+        const bulk = yield* Export.run({
+          client,
+          out: Path.join(dir, "b"),
+          params: { level: "patient", types },
+        })
+        assert.strictEqual(bulk.mode, "bulk")
+        assert.deepStrictEqual(typeCounts(crawled), typeCounts(bulk))
+        const patients = sandbox.store.count("Patient")
+        assert.strictEqual(typeCounts(crawled).Patient, patients)
+        assert.isAbove(typeCounts(crawled).Condition ?? 0, 0)
+        // the batch asked of this server found less than its patients one by one did: one search per patient
+        // from there (next pages aside)
+        const conditionSearches = searches.filter(
+          (u) => /\/Condition\?.*patient=/.test(u) && !u.includes("_cursor"),
+        )
+        assert.lengthOf(
+          conditionSearches.filter((u) => u.includes("%2C")),
+          1,
+        )
+        assert.lengthOf(conditionSearches, 1 + patients)
+      }),
+    )
+  })
 
 layer(Sandbox.Sandbox.layer({ seed: [sample10] } as never, { plugins: [] }), {
   timeout: 60_000,
