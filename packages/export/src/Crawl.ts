@@ -233,16 +233,16 @@ const batchRefused = (e: FhirError | AuthError): e is FhirError =>
  */
 export const batchedSearch = (
   byValue: (value: string) => Stream.Stream<Resource, FhirError | AuthError>,
-  valueOf: (id: string) => string,
+  referenceOf: (id: string) => string,
   ids: ReadonlyArray<string>,
   size: number = PATIENTS_PER_SEARCH,
 ): Stream.Stream<Resource, FhirError | AuthError> =>
   Stream.suspend(() => {
     let state: "unknown" | "batched" | "single" = "unknown"
-    const one = (id: string) => byValue(valueOf(id))
+    const one = (id: string) => byValue(referenceOf(id))
     const single = (batch: ReadonlyArray<string>) =>
       Stream.fromIterable(batch).pipe(Stream.flatMap(one, { concurrency: 1 }))
-    const asOne = (batch: ReadonlyArray<string>) => byValue(batch.map(valueOf).join(","))
+    const asOne = (batch: ReadonlyArray<string>) => byValue(batch.map(referenceOf).join(","))
     const checked = (batch: ReadonlyArray<string>) =>
       Stream.unwrap(
         Effect.gen(function* () {
