@@ -249,6 +249,24 @@ type Fetched =
       readonly meta: ArchiveAttachments.Meta
     }
 
+/**
+ * A body as a Stream, pulled one chunk at a time. Unlike `Stream.fromAsyncIterable`, whose teardown waits for the
+ * iterator's `return()` (which a Node stream queues behind a pending read: a stalled body then holds a stop until
+ * the request timeout), a stop here leaves the pending read to the body's destruction (`fetchBody` destroys it).
+ */
+const pulled = <E>(
+  body: AsyncIterable<Uint8Array>,
+  onError: (e: unknown) => E,
+): Stream.Stream<Uint8Array, E> =>
+  Stream.suspend(() => {
+    const chunks = body[Symbol.asyncIterator]()
+    return Stream.repeatEffectOption(
+      Effect.tryPromise({ try: () => chunks.next(), catch: (e) => Option.some(onError(e)) }).pipe(
+        Effect.flatMap((r) => (r.done === true ? Effect.fail(Option.none()) : Effect.succeed(r.value))),
+      ),
+    )
+  })
+
 const fetchBody = (
   client: FhirClient,
   store: ArchiveAttachments.Store,
@@ -256,8 +274,10 @@ const fetchBody = (
   resolved: string,
   binary: boolean,
   followTo?: (origin: string) => boolean,
-): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> =>
-  Effect.gen(function* () {
+): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> => {
+  /** The answer's body, once there is one. */
+  let answered: Parameters<typeof discardBody>[0] | undefined
+  return Effect.gen(function* () {
     const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
     // an attachment host that refuses connections is not asked again for each attachment (holdBack)
     // (a redirect keeps to the allowed origins: the first hop's was checked, each next one is here)
@@ -266,6 +286,7 @@ const fetchBody = (
       holdBack: true,
       ...(followTo !== undefined ? { followTo } : {}),
     })
+    answered = response.body
     const broke = (detail: string) => (cause: unknown) =>
       new ExportError({
         reason: "Attachment",
@@ -334,11 +355,14 @@ const fetchBody = (
     if (length >= 0 && length <= WHOLE) {
       return { kind: "bytes", bytes: yield* whole, meta: meta() } satisfies Fetched
     }
-    const stored = yield* store
-      .store(Stream.fromAsyncIterable(body, broke(BROKE_OFF)), meta())
-      .pipe(Effect.ensuring(Effect.sync(() => discardBody(response.body))))
+    const stored = yield* store.store(pulled(body, broke(BROKE_OFF)), meta())
     return { kind: "stored", stored, meta: meta() } satisfies Fetched
-  })
+  }).pipe(
+    // however it ends (stopped half-way too), the connection is let go at once: a body that stalls would otherwise
+    // hold it, and a stop, until the request timeout
+    Effect.ensuring(Effect.sync(() => answered !== undefined && discardBody(answered))),
+  )
+}
 
 /**
  * A reference's URL with what its Attachment says of the body (`size`, `hash`): two Attachments pointing at

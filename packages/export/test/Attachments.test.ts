@@ -152,6 +152,55 @@ describe("Attachments: a Binary read raw whose answer is JSON", () => {
   )
 })
 
+describe("Attachments: a body that stalls half-way", () => {
+  it.scopedLive(
+    "stopping the fetch lets the connection go at once (streamed and whole), not at the request timeout",
+    () =>
+      Effect.gen(function* () {
+        // 200 KB of the announced length, then nothing: a host that hangs in the middle of the body
+        let closed = 0
+        const origin = yield* loopbackServer((req, res) => {
+          const length = req.url === "/fhir/Binary/big" ? 5_000_000 : 500_000
+          res.writeHead(200, { "content-type": "application/pdf", "content-length": String(length) })
+          res.write(Buffer.alloc(200_000, 1))
+          res.on("close", () => {
+            closed++
+          })
+        })
+        const client = yield* clientFor(`${origin}/fhir`, { timeout: "30 seconds" })
+        const root = Path.join(yield* tempDir, "stall")
+        NFS.mkdirSync(root, { recursive: true })
+        const fetcher = yield* Attachments.fetcher(client, { root }, { concurrency: 1 })
+        for (const [url, n] of [
+          ["Binary/big", 1],
+          ["Binary/small", 2],
+        ] as const) {
+          const fiber = yield* Effect.fork(
+            fetcher.forRefs([
+              {
+                url,
+                resource: "DocumentReference/a",
+                path: "content[0].attachment",
+                contentType: "application/pdf",
+                size: undefined,
+                hash: undefined,
+              },
+            ]),
+          )
+          yield* Effect.sleep("1 second")
+          const t0 = Date.now()
+          yield* Fiber.interrupt(fiber)
+          // (before: the streamed fetch's stop waited out the 30 s request timeout; the whole one's connection
+          // stayed open as long)
+          assert.isBelow(Date.now() - t0, 5_000, url)
+          for (let i = 0; i < 50 && closed < n; i++) yield* Effect.sleep("100 millis")
+          assert.strictEqual(closed, n, `${url}: the connection was let go`)
+        }
+      }),
+    60_000,
+  )
+})
+
 describe("Attachments: a host that sends a Content-Encoding unasked", () => {
   it.scoped(
     "gzip, deflate and br bodies are stored decoded (small and streamed); an encoding Ferry cannot undo fails the attachment",
