@@ -1,9 +1,11 @@
 import { createHash } from "node:crypto"
 import * as NFS from "node:fs"
+import * as OS from "node:os"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Stream } from "effect"
 import * as Attachments from "../src/Attachments.js"
+import * as Fs from "../src/internal/fs.js"
 import { fsyncLog, mode, tempDir } from "./helpers.js"
 
 const enc = new TextEncoder()
@@ -404,5 +406,39 @@ describe("Attachments", () => {
         expect(log).not.toContain(`sync ${base}`)
         expect(log).not.toContain(`sync ${packs}`)
       }),
+  )
+})
+
+describe("spillFile (a blob too big to hold, written to its part file)", () => {
+  it.live(
+    "a write stopped while its file opens: the discard waits for it, so no descriptor or file stays",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* Effect.acquireRelease(
+          Effect.sync(() => NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-spill-"))),
+          (d) => Effect.sync(() => NFS.rmSync(d, { recursive: true, force: true })),
+        )
+        const path = Path.join(dir, "blob.part")
+        const openOnIt = () =>
+          NFS.readdirSync("/proc/self/fd").filter((fd) => {
+            try {
+              return NFS.readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir)
+            } catch {
+              return false
+            }
+          })
+        for (let round = 0; round < 5; round++) {
+          const spill = yield* Fs.spillFile(path, 16)
+          // as the store does: the stream's writes, the discard on any failure (a stop included)
+          const fiber = yield* Effect.fork(
+            spill.write(Buffer.alloc(1 << 20, 97)).pipe(Effect.onError(() => spill.discard)),
+          )
+          yield* Effect.yieldNow()
+          yield* Fiber.interrupt(fiber)
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+          expect(openOnIt()).toEqual([])
+          expect(NFS.existsSync(path)).toBe(false)
+        }
+      }).pipe(Effect.scoped),
   )
 })

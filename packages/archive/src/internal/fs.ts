@@ -259,6 +259,9 @@ export const spillFile = (path: string, limit: number): Effect.Effect<Spill> =>
     let held: Array<Uint8Array> | undefined = []
     let heldBytes = 0
     let handle: NFS.promises.FileHandle | undefined
+    // The write under way: a stopped write's promise runs on (an open, then writes), and `discard` waits for it
+    // before it closes and removes, so no handle opened after the discard stays open and no file stays behind.
+    let underWay: Promise<unknown> = Promise.resolve()
     const writeAll = async (h: NFS.promises.FileHandle, b: Uint8Array) => {
       let off = 0
       while (off < b.length) off += (await h.write(b, off, b.length - off)).bytesWritten
@@ -270,13 +273,17 @@ export const spillFile = (path: string, limit: number): Effect.Effect<Spill> =>
           heldBytes += chunk.length
           return Effect.void
         }
-        return wrap(path, async () => {
-          if (handle === undefined) {
-            handle = await P.open(path, "wx", FILE_MODE)
-            for (const b of held ?? []) await writeAll(handle, b)
-            held = undefined
-          }
-          await writeAll(handle, chunk)
+        return wrap(path, () => {
+          const op = (async () => {
+            if (handle === undefined) {
+              handle = await P.open(path, "wx", FILE_MODE)
+              for (const b of held ?? []) await writeAll(handle, b)
+              held = undefined
+            }
+            await writeAll(handle, chunk)
+          })()
+          underWay = op.catch(() => undefined)
+          return op
         })
       },
       finish: wrap(path, async () => {
@@ -294,6 +301,7 @@ export const spillFile = (path: string, limit: number): Effect.Effect<Spill> =>
         }
       }),
       discard: Effect.promise(async () => {
+        await underWay
         held = undefined
         const h = handle
         handle = undefined
