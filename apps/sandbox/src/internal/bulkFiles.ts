@@ -2,6 +2,7 @@
 import { createReadStream, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import type { ServerResponse } from "node:http"
 import { pipeline } from "node:stream/promises"
 import { createGzip } from "node:zlib"
 import type { Faults } from "../Faults.js"
@@ -73,6 +74,18 @@ const parseRange = (header: string, size: number): { start: number; end: number 
  * Serves one NDJSON file: 200 (gzip when accepted), 206 for a single `Range`, 416 for an unsatisfiable
  * one, 410 / connection reset / a stall when a download fault says so.
  */
+/** Until `res` can take more, or is closed (a client that went away never drains it). */
+const drainedOrClosed = (res: ServerResponse): Promise<void> =>
+  new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done)
+      res.off("close", done)
+      resolve()
+    }
+    res.on("drain", done)
+    res.on("close", done)
+  })
+
 export const serveFile = async (
   ctx: Ctx,
   path: string,
@@ -135,9 +148,12 @@ export const serveFile = async (
     const socket = res.socket
     if (cut >= start) {
       for await (const chunk of createReadStream(path, { start, end: cut })) {
-        if (!res.write(chunk as Buffer)) await new Promise((r) => res.once("drain", r))
+        // (a client gone away never drains: the file is let go, not waited on for ever)
+        if (res.destroyed) break
+        if (!res.write(chunk as Buffer)) await drainedOrClosed(res)
       }
     }
+    if (res.destroyed) return
     await new Promise<void>((r) => res.write("", () => r()))
     if (fault.resetAfterBytes === undefined) {
       // stalled: nothing more, until the client gives up and closes the connection
