@@ -827,23 +827,35 @@ const reusedBufferBytes = (
 ): Stream.Stream<Uint8Array, NdjsonError> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
+      // the read under way: a stopped stream's read still runs in the thread pool, and the descriptor is closed
+      // only after it (closed before, its number could be another file's by the time the read runs, which would
+      // then take that file's bytes from its position)
+      let reading: Promise<void> = Promise.resolve()
       const fd = yield* Effect.acquireRelease(
         Effect.tryPromise({ try: () => openP(path, "r"), catch: ioError(label) }),
-        (fd) => Effect.async<void>((resume) => NFS.close(fd, () => resume(Effect.void))),
+        (fd) =>
+          Effect.async<void>((resume) => {
+            void reading.then(() => NFS.close(fd, () => resume(Effect.void)))
+          }),
       )
       const buf = Buffer.allocUnsafeSlow(size)
       return Stream.repeatEffectOption(
-        Effect.async<Uint8Array, Option.Option<NdjsonError>>((resume) =>
-          NFS.read(fd, buf, 0, size, null, (err, n) =>
+        Effect.async<Uint8Array, Option.Option<NdjsonError>>((resume) => {
+          let settle = () => {}
+          reading = new Promise((r) => {
+            settle = r
+          })
+          NFS.read(fd, buf, 0, size, null, (err, n) => {
+            settle()
             resume(
               err
                 ? Effect.fail(Option.some(ioError(label)(err)))
                 : n === 0
                   ? Effect.fail(Option.none())
                   : Effect.succeed(buf.subarray(0, n)),
-            ),
-          ),
-        ),
+            )
+          })
+        }),
       )
     }),
   )
