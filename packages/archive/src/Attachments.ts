@@ -561,12 +561,13 @@ const packBytes = (
 ): Stream.Stream<Uint8Array, ArchiveError> => {
   const rel = packPath(at.pack)
   if (at.size === 0) return Stream.empty
-  return Stream.fromAsyncIterable(
-    NFS.createReadStream(Path.join(dir, rel), {
-      start: at.offset ?? 0,
-      end: (at.offset ?? 0) + at.size - 1,
-      highWaterMark: 64 * 1024,
-    }) as AsyncIterable<Uint8Array>,
+  return Ndjson.readableStream(
+    () =>
+      NFS.createReadStream(Path.join(dir, rel), {
+        start: at.offset ?? 0,
+        end: (at.offset ?? 0) + at.size - 1,
+        highWaterMark: 64 * 1024,
+      }),
     (cause) =>
       // a pack the index names that is not there: the archive lost it (not a disk or permission problem)
       Fs.isNodeError(cause, "ENOENT")

@@ -800,20 +800,29 @@ export const fileBytes = (
 ): Stream.Stream<Uint8Array, NdjsonError> => {
   const label = options.label ?? path
   const gzip = options.gzip ?? path.endsWith(".gz")
-  return Stream.fromAsyncIterable<Uint8Array, NdjsonError>(
-    {
-      [Symbol.asyncIterator]: () => {
-        const source = NFS.createReadStream(path, { highWaterMark: options.chunkSize ?? 64 * 1024 })
-        if (!gzip) return source[Symbol.asyncIterator]()
-        const gunzip = Zlib.createGunzip({ chunkSize: 64 * 1024 })
-        // pipeline destroys both streams on error, so the iterator below sees the source's error too
-        pipelineCb(source, gunzip, () => {})
-        return gunzip[Symbol.asyncIterator]()
-      },
-    },
-    readError(label),
-  )
+  return readableStream(() => {
+    const source = NFS.createReadStream(path, { highWaterMark: options.chunkSize ?? 64 * 1024 })
+    if (!gzip) return source
+    const gunzip = Zlib.createGunzip({ chunkSize: 64 * 1024 })
+    // pipeline destroys both streams on error (or when the gunzip is destroyed), so the iterator sees the
+    // source's error too
+    pipelineCb(source, gunzip, () => {})
+    return gunzip
+  }, readError(label))
 }
+
+/**
+ * A Node Readable, made when the Stream runs, as a Stream of its chunks; destroyed however the Stream ends. (An
+ * async iterator of a Readable stopped before its first read never runs the cleanup that destroys it: the
+ * stream, and a file's descriptor, stayed open.)
+ */
+export const readableStream = <E>(
+  make: () => NodeJS.ReadableStream & { destroy(): void },
+  onError: (e: unknown) => E,
+): Stream.Stream<Uint8Array, E> =>
+  Stream.acquireRelease(Effect.sync(make), (readable) => Effect.sync(() => readable.destroy())).pipe(
+    Stream.flatMap((readable) => Stream.fromAsyncIterable(readable as AsyncIterable<Uint8Array>, onError)),
+  )
 
 /**
  * An uncompressed file read into one reused buffer. Only safe for a consumer that is done with a chunk
