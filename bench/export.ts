@@ -15,7 +15,9 @@
  *    file with node:http streaming into a temp file (4 in flight, keep-alive), then GET every attachment
  *    (`Binary/gen-bin-<i>`, the generator's ids; 4 in flight); no parsing, no checksums. Then (not timed into
  *    the baseline) the files again with `Accept-Encoding: gzip`, as Ferry asks. Job released after.
- * 3. Ferry: the bundled CLI as its own process, `ferry export <base> --out <tmp> --parallel 4 --json`
+ * 3. Ferry: the bundled CLI as its own process, `ferry export <base> --out <tmp> --parallel 4 --json`, with the
+ *    environment the `ferry` command gives Node (glibc's malloc settings, apps/cli/bin/ferry; `--launcher-env off`
+ *    runs it without)
  *    (attachments on), timed spawn to exit (its process start and CapabilityStatement included: stricter than the
  *    bare side's kick-off to last byte); peak RSS from `/usr/bin/time -v` (else VmHWM sampled every
  *    100 ms); VmRSS sampled every 100 ms for per-phase peaks; phases from the archive's `events.ndjson`.
@@ -34,7 +36,7 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { pipeline } from "node:stream/promises"
-import { BIN, processCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, launcherEnv, processCpuSecs, startSandboxProcess } from "./proc.js"
 
 const TIME = "/usr/bin/time"
 const PARALLEL = 4
@@ -47,6 +49,8 @@ const SIZES = (option("sizes") ?? "100000,1000000").split(",").map((s) => Number
 const CPU_PROF = option("cpu-prof")
 /** `--no-attachments`: both sides skip attachments (NDJSON files only). */
 const ATTACHMENTS = !process.argv.includes("--no-attachments")
+/** Ferry with the environment the `ferry` command gives it (glibc's malloc settings); `--launcher-env off`: without. */
+const LAUNCHER_ENV = option("launcher-env") !== "off"
 /** `--node-flags "…"`: Node or V8 flags for Ferry's process (none by default). V8 flags also make V8 reject the
  * launcher's code cache (made without them): the bundle is compiled from source, ≈ 25 MB more at start-up. */
 const NODE_FLAGS = (option("node-flags") ?? "").split(" ").filter((f) => f !== "")
@@ -299,11 +303,13 @@ const ferry = async (baseUrl: string, out: string): Promise<Ferry> => {
     "--json",
     ...(ATTACHMENTS ? [] : ["--no-attachments"]),
   ]
+  // as the `ferry` command runs it (glibc's malloc settings; `--launcher-env off`: Node's own)
+  const env = { ...process.env, ...(LAUNCHER_ENV ? launcherEnv() : {}) }
   const t0 = now()
   const spawnedAt = Date.now()
   const child = useTime
-    ? spawn(TIME, ["-v", process.execPath, ...node], { stdio: ["ignore", "pipe", "pipe"] })
-    : spawn(process.execPath, node, { stdio: ["ignore", "pipe", "pipe"] })
+    ? spawn(TIME, ["-v", process.execPath, ...node], { stdio: ["ignore", "pipe", "pipe"], env })
+    : spawn(process.execPath, node, { stdio: ["ignore", "pipe", "pipe"], env })
   let stdout = ""
   let stderr = ""
   child.stdout.on("data", (c: Buffer) => {

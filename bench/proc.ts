@@ -68,3 +68,12 @@ export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<Sandbo
       })
     })
   })
+
+/**
+ * The environment the `ferry` command (apps/cli/bin/ferry, the script npm links) gives Node: its `: "${NAME:=value}"`
+ * defaults (glibc's malloc settings), read from the script so a bench that runs Node itself measures what users run.
+ */
+export const launcherEnv = (): Record<string, string> => {
+  const script = readFileSync(new URL("../apps/cli/bin/ferry", import.meta.url), "utf8")
+  return Object.fromEntries([...script.matchAll(/^: "\$\{(\w+):=([^}]*)\}"$/gm)].map((m) => [m[1]!, m[2]!]))
+}

@@ -3,6 +3,7 @@ import * as NFS from "node:fs"
 import * as Net from "node:net"
 import * as OS from "node:os"
 import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { describe, expect, it } from "vitest"
 import { ferryBin } from "./helpers/ferry.js"
@@ -13,6 +14,38 @@ describe("ferry binary", () => {
   it("prints its version", async () => {
     const { stdout } = await run(process.execPath, [ferryBin, "--version"])
     expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/)
+  })
+
+  it("the `ferry` command npm links: Node itself (no shell left), with glibc's malloc settings, the user's kept", async () => {
+    const launcher = fileURLToPath(new URL("../apps/cli/bin/ferry", import.meta.url))
+    const { stdout } = await run(launcher, ["--version"])
+    expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/)
+    for (const [env, expected] of [
+      [{}, { MALLOC_MMAP_THRESHOLD_: "131072", MALLOC_ARENA_MAX: "2" }],
+      [{ MALLOC_ARENA_MAX: "4" }, { MALLOC_MMAP_THRESHOLD_: "131072", MALLOC_ARENA_MAX: "4" }],
+    ] as const) {
+      const child = spawn(launcher, ["sandbox", "--port", "0"], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_ARENA_MAX: undefined, ...env },
+      })
+      try {
+        // once it serves, the process is the CLI's
+        await new Promise<void>((resolve, reject) => {
+          child.stdout.once("data", () => resolve())
+          child.once("exit", (code) => reject(new Error(`the sandbox exited (${code})`)))
+        })
+        expect(NFS.readFileSync(`/proc/${child.pid}/comm`, "utf8").trim()).toBe("node")
+        const environ = new Map(
+          NFS.readFileSync(`/proc/${child.pid}/environ`, "utf8")
+            .split("\0")
+            .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)] as const),
+        )
+        for (const [name, value] of Object.entries(expected)) expect(environ.get(name), name).toBe(value)
+      } finally {
+        child.kill("SIGTERM")
+        await new Promise((resolve) => child.once("exit", resolve))
+      }
+    }
   })
 
   it("prints help naming the tool", async () => {
