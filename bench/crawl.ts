@@ -20,7 +20,7 @@ import { execFileSync, spawn } from "node:child_process"
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { BIN, processCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, launcherEnv, processCpuSecs, startSandboxProcess } from "./proc.js"
 
 const option = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -70,7 +70,8 @@ const crawl = (sandbox: Sandbox, out: string): Promise<Crawl> =>
         "--no-attachments",
         "--json",
       ],
-      { stdio: ["ignore", "pipe", "pipe"] },
+      // (as the `ferry` command runs it: glibc's malloc settings, apps/cli/bin/ferry)
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...launcherEnv() } },
     )
     let stdout = ""
     let stderr = ""

@@ -39,7 +39,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
-import { BIN, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, launcherEnv, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
 import { fileURLToPath } from "node:url"
 import { createGunzip } from "node:zlib"
 
@@ -81,13 +81,20 @@ const TIME = "/usr/bin/time"
 const TIMED = existsSync(TIME)
 
 /** The CLI as its own process (under `/usr/bin/time` when there is one, for its CPU seconds). */
+/** Ferry runs as the `ferry` command runs it (glibc's malloc settings, apps/cli/bin/ferry). */
+const ferryEnv = { ...process.env, ...launcherEnv() }
+
 const ferry = (args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = []) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
     const child = TIMED
       ? spawn(TIME, ["-f", "FERRY_CPU %U %S %M", process.execPath, ...nodeFlags, BIN, ...args], {
           stdio: ["ignore", "pipe", "pipe"],
+          env: ferryEnv,
         })
-      : spawn(process.execPath, [...nodeFlags, BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      : spawn(process.execPath, [...nodeFlags, BIN, ...args], {
+          stdio: ["ignore", "pipe", "pipe"],
+          env: ferryEnv,
+        })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (d: Buffer) => {

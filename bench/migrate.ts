@@ -23,7 +23,10 @@ import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
-import { BIN, processCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, launcherEnv, processCpuSecs, startSandboxProcess } from "./proc.js"
+
+/** Ferry runs as the `ferry` command runs it (glibc's malloc settings, apps/cli/bin/ferry). */
+const ferryEnv = { ...process.env, ...launcherEnv() }
 
 const DATA = new URL("../../shared/data/", import.meta.url).pathname
 const TIME = "/usr/bin/time"
@@ -67,8 +70,11 @@ const timed = (args: ReadonlyArray<string>): Promise<Timed> =>
     const useTime = existsSync(TIME)
     const t0 = now()
     const child = useTime
-      ? spawn(TIME, ["-v", process.execPath, BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-      : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      ? spawn(TIME, ["-v", process.execPath, BIN, ...args], {
+          stdio: ["ignore", "pipe", "pipe"],
+          env: ferryEnv,
+        })
+      : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env: ferryEnv })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (c: Buffer) => {

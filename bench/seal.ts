@@ -20,8 +20,8 @@ import * as NFS from "node:fs"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
+import { BIN, launcherEnv } from "./proc.js"
 
-const BIN = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
 const TIME = "/usr/bin/time"
 const CHUNK = 64 * 1024
 
@@ -83,7 +83,11 @@ NFS.writeFileSync(
 /** Spawn ferry with `time -v`: wall seconds and peak RSS (MB). */
 const timed = (args: ReadonlyArray<string>): { wall: number; rss: number } => {
   const t0 = now()
-  const run = spawnSync(TIME, ["-v", process.execPath, BIN, ...args], { encoding: "utf8" })
+  // (as the `ferry` command runs it: glibc's malloc settings, apps/cli/bin/ferry)
+  const run = spawnSync(TIME, ["-v", process.execPath, BIN, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, ...launcherEnv() },
+  })
   const wall = secs(t0)
   if (run.status !== 0) throw new Error(`ferry ${args[0]} failed: ${run.stderr}`)
   const kb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(run.stderr)?.[1] ?? Number.NaN)
