@@ -19,6 +19,16 @@ const seedFiles = ["DICOM.jpg", "document.pdf", "portrait-1.jpg"]
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex")
 const seeded = seedFiles.map((f) => NFS.readFileSync(Path.join(attachmentsDir, f)))
 
+/** An Attachment reference of `DocumentReference/a` to `url`, with no size or hash claimed. */
+const docRef = (url: string, contentType?: string): Attachments.AttachmentRef => ({
+  url,
+  resource: "DocumentReference/a",
+  path: "content[0].attachment",
+  contentType,
+  size: undefined,
+  hash: undefined,
+})
+
 const put = (baseUrl: string, resource: { resourceType: string; id: string }) =>
   Effect.promise(async () => {
     const r = await fetch(`${baseUrl}/${resource.resourceType}/${resource.id}`, {
@@ -123,14 +133,7 @@ describe("Attachments: a Binary read raw whose answer is JSON", () => {
         const client = yield* clientFor(`${origin}/fhir`)
         const root = Path.join(yield* tempDir, "json")
         NFS.mkdirSync(root, { recursive: true })
-        const ref = (url: string): Attachments.AttachmentRef => ({
-          url,
-          resource: "DocumentReference/a",
-          path: "content[0].attachment",
-          contentType: undefined,
-          size: undefined,
-          hash: undefined,
-        })
+        const ref = (url: string) => docRef(url)
         const fetcher = yield* Attachments.fetcher(client, { root }, { concurrency: 1 })
         const result = yield* fetcher.forRefs([ref("Binary/doc"), ref("Binary/res"), ref("Binary/nodata")])
         assert.deepInclude(result, { fetched: 2, failed: 1 })
@@ -175,18 +178,7 @@ describe("Attachments: a body that stalls half-way", () => {
           ["Binary/big", 1],
           ["Binary/small", 2],
         ] as const) {
-          const fiber = yield* Effect.fork(
-            fetcher.forRefs([
-              {
-                url,
-                resource: "DocumentReference/a",
-                path: "content[0].attachment",
-                contentType: "application/pdf",
-                size: undefined,
-                hash: undefined,
-              },
-            ]),
-          )
+          const fiber = yield* Effect.fork(fetcher.forRefs([docRef(url, "application/pdf")]))
           yield* Effect.sleep("1 second")
           const t0 = Date.now()
           yield* Fiber.interrupt(fiber)
@@ -226,14 +218,7 @@ describe("Attachments: a host that sends a Content-Encoding unasked", () => {
         const client = yield* clientFor(`${origin}/fhir`)
         const root = Path.join(yield* tempDir, "encoded")
         NFS.mkdirSync(root, { recursive: true })
-        const ref = (url: string): Attachments.AttachmentRef => ({
-          url,
-          resource: "DocumentReference/a",
-          path: "content[0].attachment",
-          contentType: "application/pdf",
-          size: undefined,
-          hash: undefined,
-        })
+        const ref = (url: string) => docRef(url, "application/pdf")
         const urls = ["small.gz", "small.deflate", "small.br", "large.gz", "large.br", "small.z"].map(
           (f) => `${origin}/files/${f}`,
         )

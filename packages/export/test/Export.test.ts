@@ -17,6 +17,7 @@ import {
   dataLines,
   events,
   readNdjson,
+  recordingClient,
   sample10,
   setFaults,
   sha256File,
@@ -166,16 +167,7 @@ layer(
           dataLines(Path.join(dir, "c")).length,
           types.reduce((n, t) => n + sandbox.store.count(t), 0),
         )
-        const searches: Array<string> = []
-        const recording = yield* clientFor(sandbox.baseUrl, {
-          authorize: (request) =>
-            Effect.sync(() => {
-              searches.push(
-                `${request.url}?${new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v])).toString()}`,
-              )
-              return request
-            }),
-        })
+        const { client: recording, searches } = yield* recordingClient(sandbox.baseUrl)
         const patient = yield* Export.run({
           client: recording,
           out: Path.join(dir, "p"),
@@ -930,16 +922,7 @@ for (const [searchOr, what] of [
       Effect.gen(function* () {
         const sandbox = yield* Sandbox.Sandbox
         const dir = yield* tempDir
-        const searches: Array<string> = []
-        const client = yield* clientFor(sandbox.baseUrl, {
-          authorize: (request) =>
-            Effect.sync(() => {
-              searches.push(
-                `${request.url}?${new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v])).toString()}`,
-              )
-              return request
-            }),
-        })
+        const { client, searches } = yield* recordingClient(sandbox.baseUrl)
         const types = ["Patient", "Condition"]
         const crawled = yield* Export.run({
           client,

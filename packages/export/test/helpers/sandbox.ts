@@ -25,6 +25,21 @@ export const clientFor = (baseUrl: string, extra: Partial<FhirClient.FhirClientO
     Effect.provide(FetchHttpClient.layer),
   )
 
+/** `clientFor`, recording every request's URL with its query (`searches`) as it is sent. */
+export const recordingClient = (baseUrl: string) =>
+  Effect.gen(function* () {
+    const searches: Array<string> = []
+    const client = yield* clientFor(baseUrl, {
+      authorize: (request) =>
+        Effect.sync(() => {
+          const query = new URLSearchParams(request.urlParams.map(([k, v]): [string, string] => [k, v]))
+          searches.push(`${request.url}?${query.toString()}`)
+          return request
+        }),
+    })
+    return { client, searches }
+  })
+
 /** A fresh temp directory (removed when the scope closes). */
 export const tempDir = Effect.acquireRelease(
   Effect.sync(() => NFS.mkdtempSync(Path.join(OS.tmpdir(), "ferry-export-test-"))),
