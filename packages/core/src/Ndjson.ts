@@ -954,10 +954,10 @@ const serialise = (label: string, firstLine: number, values: Iterable<unknown>):
   return [s, n]
 }
 
-/** Open a file for NDJSON writing (mode 0600, set explicitly). The scope closes the file. */
 /** A file stream's `close`, for a descriptor its owner closes. */
 const keepOpen = (_fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void => cb(null)
 
+/** Open a file for NDJSON writing (mode 0600, set explicitly). The scope closes the file. */
 export const writer = (
   path: string,
   options: WriteOptions = {},
