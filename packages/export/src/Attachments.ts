@@ -274,95 +274,97 @@ const fetchBody = (
   resolved: string,
   binary: boolean,
   followTo?: (origin: string) => boolean,
-): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> => {
-  /** The answer's body, once there is one. */
-  let answered: Parameters<typeof discardBody>[0] | undefined
-  return Effect.gen(function* () {
-    const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
-    // an attachment host that refuses connections is not asked again for each attachment (holdBack)
-    // (a redirect keeps to the allowed origins: the first hop's was checked, each next one is here)
-    const response = yield* client.get(resolved, {
-      headers: { accept },
-      holdBack: true,
-      ...(followTo !== undefined ? { followTo } : {}),
-    })
-    answered = response.body
-    const broke = (detail: string) => (cause: unknown) =>
-      new ExportError({
-        reason: "Attachment",
-        url: redactUrl(resolved),
-        detail: isBodyTimeout(cause) ? STALLED : detail,
-        cause,
+): Effect.Effect<Fetched, ExportError | ArchiveError | FhirError | AuthError> =>
+  Effect.suspend(() => {
+    /** The answer's body, once there is one (one per run of this Effect). */
+    let answered: Parameters<typeof discardBody>[0] | undefined
+    return Effect.gen(function* () {
+      const accept = binary ? "*/*" : (ref.contentType ?? "*/*")
+      // an attachment host that refuses connections is not asked again for each attachment (holdBack)
+      // (a redirect keeps to the allowed origins: the first hop's was checked, each next one is here)
+      const response = yield* client.get(resolved, {
+        headers: { accept },
+        holdBack: true,
+        ...(followTo !== undefined ? { followTo } : {}),
       })
-    const responseType = response.headers["content-type"]
-    let contentType =
-      binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
-    const meta = () => metaOf(ref, contentType)
-    // A Content-Encoding is undone (an object store may send `gzip` unasked): what is stored is the content.
-    const encoding = response.headers["content-encoding"]
-    const decoder = decoderFor(encoding)
-    if (decoder === "unknown") {
-      discardBody(response.body)
-      return yield* new ExportError({
-        reason: "Attachment",
-        url: redactUrl(resolved),
-        detail: `the server sent Content-Encoding ${JSON.stringify(encoding)}, which Ferry cannot undo (it knows gzip, deflate, br), so the content is not known; report it to the server's operators`,
-      })
-    }
-    const body: AsyncIterable<Uint8Array> =
-      decoder === "none"
-        ? (response.body as AsyncIterable<Uint8Array>)
-        : pipeline(response.body, decoder(), () => undefined)
-    /** The whole (decoded) body. */
-    const whole = Effect.tryPromise({
-      try: async () => {
-        if (decoder === "none") return new Uint8Array(await response.body.arrayBuffer())
-        const chunks: Array<Uint8Array> = []
-        for await (const chunk of body) chunks.push(chunk)
-        return new Uint8Array(Buffer.concat(chunks))
-      },
-      catch: broke(BROKE_OFF),
-    })
-    // the encoded length: the decoded body may be larger
-    const length = decoder === "none" ? Number(response.headers["content-length"] ?? Number.NaN) : Number.NaN
-    if (binary && isFhirJson(responseType)) {
-      // Either the server ignored Accept and sent the Binary resource (content in `data`, base64), or the
-      // Binary's own content is JSON (a FHIR document, application/json) and came raw, as asked.
-      const raw = yield* whole
-      const parsed = Option.liftThrowable(() => JSON.parse(Buffer.from(raw).toString("utf8")) as unknown)()
-      const resource = Option.getOrUndefined(parsed)
-      if (
-        typeof resource !== "object" ||
-        resource === null ||
-        (resource as { resourceType?: unknown }).resourceType !== "Binary"
-      ) {
-        contentType = responseType ?? ref.contentType
-        return { kind: "bytes", bytes: raw, meta: meta() } satisfies Fetched
-      }
-      const data = (resource as { data?: unknown }).data
-      if (typeof data !== "string") {
+      answered = response.body
+      const broke = (detail: string) => (cause: unknown) =>
+        new ExportError({
+          reason: "Attachment",
+          url: redactUrl(resolved),
+          detail: isBodyTimeout(cause) ? STALLED : detail,
+          cause,
+        })
+      const responseType = response.headers["content-type"]
+      let contentType =
+        binary && !isFhirJson(responseType) ? (responseType ?? ref.contentType) : ref.contentType
+      const meta = () => metaOf(ref, contentType)
+      // A Content-Encoding is undone (an object store may send `gzip` unasked): what is stored is the content.
+      const encoding = response.headers["content-encoding"]
+      const decoder = decoderFor(encoding)
+      if (decoder === "unknown") {
+        discardBody(response.body)
         return yield* new ExportError({
           reason: "Attachment",
           url: redactUrl(resolved),
-          detail:
-            "the server answered with the Binary resource without its content (no `data`), and not with the raw content that was asked for (Accept: */*); ask the server's operators how to read its binaries raw",
+          detail: `the server sent Content-Encoding ${JSON.stringify(encoding)}, which Ferry cannot undo (it knows gzip, deflate, br), so the content is not known; report it to the server's operators`,
         })
       }
-      const ct = (resource as { contentType?: unknown }).contentType
-      if (typeof ct === "string") contentType = ct
-      return { kind: "bytes", bytes: Buffer.from(data, "base64"), meta: meta() } satisfies Fetched
-    }
-    if (length >= 0 && length <= WHOLE) {
-      return { kind: "bytes", bytes: yield* whole, meta: meta() } satisfies Fetched
-    }
-    const stored = yield* store.store(pulled(body, broke(BROKE_OFF)), meta())
-    return { kind: "stored", stored, meta: meta() } satisfies Fetched
-  }).pipe(
-    // however it ends (stopped half-way too), the connection is let go at once: a body that stalls would otherwise
-    // hold it, and a stop, until the request timeout
-    Effect.ensuring(Effect.sync(() => answered !== undefined && discardBody(answered))),
-  )
-}
+      const body: AsyncIterable<Uint8Array> =
+        decoder === "none"
+          ? (response.body as AsyncIterable<Uint8Array>)
+          : pipeline(response.body, decoder(), () => undefined)
+      /** The whole (decoded) body. */
+      const whole = Effect.tryPromise({
+        try: async () => {
+          if (decoder === "none") return new Uint8Array(await response.body.arrayBuffer())
+          const chunks: Array<Uint8Array> = []
+          for await (const chunk of body) chunks.push(chunk)
+          return new Uint8Array(Buffer.concat(chunks))
+        },
+        catch: broke(BROKE_OFF),
+      })
+      // the encoded length: the decoded body may be larger
+      const length =
+        decoder === "none" ? Number(response.headers["content-length"] ?? Number.NaN) : Number.NaN
+      if (binary && isFhirJson(responseType)) {
+        // Either the server ignored Accept and sent the Binary resource (content in `data`, base64), or the
+        // Binary's own content is JSON (a FHIR document, application/json) and came raw, as asked.
+        const raw = yield* whole
+        const parsed = Option.liftThrowable(() => JSON.parse(Buffer.from(raw).toString("utf8")) as unknown)()
+        const resource = Option.getOrUndefined(parsed)
+        if (
+          typeof resource !== "object" ||
+          resource === null ||
+          (resource as { resourceType?: unknown }).resourceType !== "Binary"
+        ) {
+          contentType = responseType ?? ref.contentType
+          return { kind: "bytes", bytes: raw, meta: meta() } satisfies Fetched
+        }
+        const data = (resource as { data?: unknown }).data
+        if (typeof data !== "string") {
+          return yield* new ExportError({
+            reason: "Attachment",
+            url: redactUrl(resolved),
+            detail:
+              "the server answered with the Binary resource without its content (no `data`), and not with the raw content that was asked for (Accept: */*); ask the server's operators how to read its binaries raw",
+          })
+        }
+        const ct = (resource as { contentType?: unknown }).contentType
+        if (typeof ct === "string") contentType = ct
+        return { kind: "bytes", bytes: Buffer.from(data, "base64"), meta: meta() } satisfies Fetched
+      }
+      if (length >= 0 && length <= WHOLE) {
+        return { kind: "bytes", bytes: yield* whole, meta: meta() } satisfies Fetched
+      }
+      const stored = yield* store.store(pulled(body, broke(BROKE_OFF)), meta())
+      return { kind: "stored", stored, meta: meta() } satisfies Fetched
+    }).pipe(
+      // however it ends (stopped half-way too), the connection is let go at once: a body that stalls would otherwise
+      // hold it, and a stop, until the request timeout
+      Effect.ensuring(Effect.sync(() => answered !== undefined && discardBody(answered))),
+    )
+  })
 
 /**
  * A reference's URL with what its Attachment says of the body (`size`, `hash`): two Attachments pointing at

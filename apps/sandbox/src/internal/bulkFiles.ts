@@ -70,10 +70,6 @@ const parseRange = (header: string, size: number): { start: number; end: number 
   return { start, end }
 }
 
-/**
- * Serves one NDJSON file: 200 (gzip when accepted), 206 for a single `Range`, 416 for an unsatisfiable
- * one, 410 / connection reset / a stall when a download fault says so.
- */
 /** Until `res` can take more, or is closed (a client that went away never drains it). */
 const drainedOrClosed = (res: ServerResponse): Promise<void> =>
   new Promise((resolve) => {
@@ -86,6 +82,10 @@ const drainedOrClosed = (res: ServerResponse): Promise<void> =>
     res.on("close", done)
   })
 
+/**
+ * Serves one NDJSON file: 200 (gzip when accepted), 206 for a single `Range`, 416 for an unsatisfiable
+ * one, 410 / connection reset / a stall when a download fault says so.
+ */
 export const serveFile = async (
   ctx: Ctx,
   path: string,
