@@ -3,8 +3,8 @@
  * for every searchable type of the CapabilityStatement, or, at Patient/Group level, through the patient
  * compartment (`[type]?<param>=Patient/<a>,Patient/<b>,…` for each member type, linking parameter and batch
  * of up to 50 patients, or per patient where the server does not answer a batch as it answers each of its
- * patients: `batchedSearch`; de-duplicated by id). Writes the same archive files as a bulk export (`data/<Type>.<n>.ndjson`); finished types are
- * journaled and skipped on a rerun. A crawl with no type to search fails rather than write an empty archive;
+ * patients: `batchedSearch`; de-duplicated by id). Writes the same archive files as a bulk export
+ * (`data/<Type>.<n>.ndjson`); finished types are journaled and skipped on a rerun. A crawl with no type to search fails rather than write an empty archive;
  * a CapabilityStatement of another FHIR version than R4 gives a warning.
  */
 import * as NFS from "node:fs"
