@@ -223,13 +223,14 @@ const batchRefused = (e: FhirError | AuthError): e is FhirError =>
 
 /**
  * One compartment search (`param` of `type`, or a Patient's `_id`) over the patients `ids`, in batches of
- * `size`. A server may read `a,b` as one value, use only the first value, or only so many, page a long answer
- * otherwise, or refuse the list, and a batch would then miss resources without a word. So a batch is trusted
- * only once one has been searched both ways, patient by patient (what is written) and as one search (only the
- * ids kept, 16 bytes each), and found the same resources, of at least two of its patients: a server that reads
- * only the first value answers a batch where only the first patient has resources as it answers that patient.
- * Until then every batch is searched both ways; on the first difference or error answer, the rest go patient by
- * patient, as does a trusted batch the server answers with an error.
+ * `size`. A server may read `a,b` as one value, use only the first value, or only the first so many, or refuse
+ * the list, and a batch would then miss resources without a word. So a batch is trusted only once one has been
+ * searched patient by patient (what is written) and then as one search (only the ids kept, 16 bytes each) with
+ * the patients that found resources last (a server reading only the first values then leaves some out), and the
+ * two found the same resources, of at least two patients. Until then every batch is searched patient by patient
+ * (and as one search when two of its patients found something); on the first difference or error answer, the
+ * rest go patient by patient, as does a trusted batch the server answers with an error. Trusted batches are no
+ * longer than the one that was checked.
  */
 export const batchedSearch = (
   byValue: (value: string) => Stream.Stream<Resource, FhirError | AuthError>,
@@ -239,52 +240,55 @@ export const batchedSearch = (
 ): Stream.Stream<Resource, FhirError | AuthError> =>
   Stream.suspend(() => {
     let state: "unknown" | "batched" | "single" = "unknown"
+    let trustedSize = size
     const one = (id: string) => byValue(referenceOf(id))
     const single = (batch: ReadonlyArray<string>) =>
       Stream.fromIterable(batch).pipe(Stream.flatMap(one, { concurrency: 1 }))
     const asOne = (batch: ReadonlyArray<string>) => byValue(batch.map(referenceOf).join(","))
     const checked = (batch: ReadonlyArray<string>) =>
-      Stream.unwrap(
-        Effect.gen(function* () {
+      Stream.suspend(() => {
+        const each = new DigestSet(16)
+        const found = new Set<string>()
+        /** The batch as one search, the patients that found something last; then the verdict. */
+        const verify = Effect.gen(function* () {
+          if (state !== "unknown" || found.size < 2) return
           const asBatch = new DigestSet(16)
-          const refused = yield* asOne(batch).pipe(
-            Stream.runForEach((r) => Effect.sync(() => asBatch.add(digest16(r.id ?? "")))),
+          const order = [...batch.filter((id) => !found.has(id)), ...batch.filter((id) => found.has(id))]
+          let missed = false
+          const refused = yield* asOne(order).pipe(
+            Stream.runForEach((r) =>
+              Effect.sync(() => {
+                const key = digest16(r.id ?? "")
+                if (asBatch.add(key) && !each.has(key)) missed = true
+              }),
+            ),
             Effect.as(false),
             Effect.catchIf(batchRefused, () => Effect.succeed(true)),
           )
-          if (refused) state = "single"
-          const each = new DigestSet(16)
-          let missed = false
-          let patientsFound = 0
-          return Stream.concat(
-            Stream.fromIterable(batch).pipe(
-              Stream.flatMap(
-                (id) => {
-                  let found = false
-                  return one(id).pipe(
-                    Stream.tap((r) =>
-                      Effect.sync(() => {
-                        if (!found) patientsFound++
-                        found = true
-                        const key = digest16(r.id ?? "")
-                        if (each.add(key) && !asBatch.has(key)) missed = true
-                      }),
-                    ),
-                  )
-                },
-                { concurrency: 1 },
-              ),
+          if (refused || missed || asBatch.size !== each.size) state = "single"
+          else {
+            state = "batched"
+            trustedSize = batch.length
+          }
+        })
+        return Stream.concat(
+          Stream.fromIterable(batch).pipe(
+            Stream.flatMap(
+              (id) =>
+                one(id).pipe(
+                  Stream.tap((r) =>
+                    Effect.sync(() => {
+                      found.add(id)
+                      each.add(digest16(r.id ?? ""))
+                    }),
+                  ),
+                ),
+              { concurrency: 1 },
             ),
-            Stream.execute(
-              Effect.sync(() => {
-                if (state !== "unknown") return
-                if (missed || each.size !== asBatch.size) state = "single"
-                else if (patientsFound >= 2) state = "batched"
-              }),
-            ),
-          )
-        }),
-      )
+          ),
+          Stream.execute(verify),
+        )
+      })
     const trusted = (batch: ReadonlyArray<string>) =>
       asOne(batch).pipe(
         // (what the batch gave before the error comes again patient by patient; `onceEach` keeps one of each)
@@ -299,7 +303,7 @@ export const batchedSearch = (
       Stream.suspend(() => {
         if (at >= ids.length) return Stream.empty
         if (state === "single") return single(ids.slice(at))
-        const batch = takeBatch(ids, at, size)
+        const batch = takeBatch(ids, at, state === "batched" ? trustedSize : size)
         const searched =
           batch.length === 1 ? single(batch) : state === "batched" ? trusted(batch) : checked(batch)
         return Stream.concat(searched, from(at + batch.length))

@@ -400,39 +400,104 @@ describe("Crawl.batchedSearch", () => {
       return { found: [...new Set([...found].map((r) => r.id))].sort(), asked }
     })
   const union = (values: ReadonlyArray<string>) => [...new Set(values.flatMap((v) => held[v] ?? []))]
-  const checkedTwice = ["p0,p1,p2", "p0", "p1", "p2", "p3,p4,p5", "p3", "p4", "p5"]
-  const oneByOne = ["p0,p1,p2", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"]
+  // the first batch found resources of one patient only (nothing to check a batch on); the second, of three: then
+  // it goes as one search too
+  const checkedTwice = ["p0", "p1", "p2", "p3", "p4", "p5", "p3,p4,p5"]
+  const oneByOne = [...checkedTwice, "p6", "p7", "p8"]
 
   it.effect(
-    "a server that ORs the values: both ways until a batch's patients found the same, then batches",
+    "a server that ORs the values: patient by patient until a batch's patients found the same as one search, then batches",
     () =>
       Effect.gen(function* () {
         const { found, asked } = yield* run(union)
         assert.deepStrictEqual(found, all)
-        // the first batch found the same both ways, but of one patient only: the second was checked too
         assert.deepStrictEqual(asked, [...checkedTwice, "p6,p7,p8"])
       }),
   )
 
-  it.effect(
-    "a server that reads only the first value: not trusted on a batch where only the first patient has resources",
-    () =>
-      Effect.gen(function* () {
-        const { found, asked } = yield* run((values) => held[values[0]!] ?? [])
-        assert.deepStrictEqual(found, all)
-        assert.deepStrictEqual(asked, [...checkedTwice, "p6", "p7", "p8"])
-      }),
-  )
-
-  it.effect("a server that reads only so many values: the difference found on a batch of the size used", () =>
+  it.effect("a server that reads only the first value: the check's difference, then one by one", () =>
     Effect.gen(function* () {
-      const { found, asked } = yield* run((values) => union(values.slice(0, 2)))
+      const { found, asked } = yield* run((values) => held[values[0]!] ?? [])
       assert.deepStrictEqual(found, all)
-      assert.deepStrictEqual(asked, [...checkedTwice, "p6", "p7", "p8"])
+      assert.deepStrictEqual(asked, oneByOne)
     }),
   )
 
-  it.effect("a server that reads `a,b` as one value: one by one from the first batch", () =>
+  it.effect(
+    "a server that reads only the first so many values: the check puts the patients that found something last",
+    () =>
+      Effect.gen(function* () {
+        const { found, asked } = yield* run((values) => union(values.slice(0, 2)))
+        assert.deepStrictEqual(found, all)
+        assert.deepStrictEqual(asked, oneByOne)
+        // p3 and p4 found something, p5 nothing: the check asks `p5,p3,p4`, so a cut after two values shows
+        const early: Record<string, ReadonlyArray<string>> = {
+          q0: ["r1"],
+          q1: ["r2"],
+          q2: [],
+          q3: ["r3"],
+          q4: [],
+        }
+        const asked2: Array<string> = []
+        const found2 = yield* Stream.runCollect(
+          Crawl.batchedSearch(
+            (value) => {
+              asked2.push(value)
+              const answer = [
+                ...new Set(
+                  value
+                    .split(",")
+                    .slice(0, 2)
+                    .flatMap((v) => early[v] ?? []),
+                ),
+              ]
+              return Stream.fromIterable(answer.map((id) => ({ resourceType: "Observation", id })))
+            },
+            (id) => id,
+            Object.keys(early),
+            3,
+          ),
+        )
+        assert.deepStrictEqual([...new Set([...found2].map((r) => r.id))].sort(), ["r1", "r2", "r3"])
+        assert.deepStrictEqual(asked2, ["q0", "q1", "q2", "q2,q0,q1", "q3", "q4"])
+      }),
+  )
+
+  it.effect("trusted batches are no longer than the checked one (a long id made it short)", () =>
+    Effect.gen(function* () {
+      // two 600-character ids fill a batch's 1,500 characters; the third and the short ones after it would make a
+      // batch of 5, of which a server reading three values drops two
+      const long = (n: number) => `L${n}`.padEnd(600, "x")
+      const ids = [long(0), long(1), long(2), "s0", "s1", "s2", "s3", "s4"]
+      const asked: Array<string> = []
+      const found = yield* Stream.runCollect(
+        Crawl.batchedSearch(
+          (value) => {
+            asked.push(
+              value
+                .split(",")
+                .map((v) => v.slice(0, 2))
+                .join(","),
+            )
+            // a server reading the first three values; every patient has one resource, named after it
+            return Stream.fromIterable(
+              value
+                .split(",")
+                .slice(0, 3)
+                .map((v) => ({ resourceType: "Observation", id: `o-${v.slice(0, 2)}` })),
+            )
+          },
+          (id) => id,
+          ids,
+          5,
+        ),
+      )
+      assert.lengthOf(new Set([...found].map((r) => r.id)), 8)
+      assert.deepStrictEqual(asked, ["L0", "L1", "L0,L1", "L2,s0", "s1,s2", "s3,s4"])
+    }),
+  )
+
+  it.effect("a server that reads `a,b` as one value: the check's difference, then one by one", () =>
     Effect.gen(function* () {
       const { found, asked } = yield* run((values) => (values.length > 1 ? [] : union(values)))
       assert.deepStrictEqual(found, all)
