@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
 
 /** utime + stime in seconds from a /proc stat file (clock ticks of 1/100 s on Linux). */
 const cpuOf = (statFile: string): number => {
@@ -29,7 +30,7 @@ export const mainThreadCpuSecs = (pid: number | undefined): number =>
   pid === undefined ? Number.NaN : cpuOf(`/proc/${pid}/task/${pid}/stat`)
 
 /** The CLI the benches run: the built bundle's launcher. */
-export const BIN: string = new URL("../apps/cli/dist/bin.js", import.meta.url).pathname
+export const BIN: string = fileURLToPath(new URL("../apps/cli/dist/bin.js", import.meta.url))
 
 export interface SandboxProcess {
   readonly baseUrl: string
@@ -70,10 +71,14 @@ export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<Sandbo
   })
 
 /**
- * The environment the `ferry` command (apps/cli/bin/ferry, the script npm links) gives Node: its `: "${NAME:=value}"`
- * defaults (glibc's malloc settings), read from the script so a bench that runs Node itself measures what users run.
+ * The environment the `ferry` command (apps/cli/bin/ferry, the script npm links) gives Node: its `: "${NAME=value}"`
+ * defaults (glibc's malloc settings) for the names not set already, as the script does, read from the script so a
+ * bench that runs Node itself measures what users run.
  */
 export const launcherEnv = (): Record<string, string> => {
   const script = readFileSync(new URL("../apps/cli/bin/ferry", import.meta.url), "utf8")
-  return Object.fromEntries([...script.matchAll(/^: "\$\{(\w+):=([^}]*)\}"$/gm)].map((m) => [m[1]!, m[2]!]))
+  const defaults = [...script.matchAll(/^: "\$\{(\w+)=([^}]*)\}"$/gm)].map((m) => [m[1]!, m[2]!] as const)
+  if (defaults.length === 0)
+    throw new Error('apps/cli/bin/ferry sets no `: "${NAME=value}"` default any more')
+  return Object.fromEntries(defaults.filter(([name]) => process.env[name] === undefined))
 }
