@@ -379,7 +379,8 @@ describe("Crawl.batchedSearch", () => {
   }
   const all = ["o1", "o2", "o3", "o4", "o5", "o6", "o7"]
   type Server = (values: ReadonlyArray<string>) => ReadonlyArray<string> | number
-  const run = (server: Server) =>
+  /** `batchedSearch` over `ids` (p0…p8) against `server`: the resources found (each once, sorted) and the values asked. */
+  const run = (server: Server, ids: ReadonlyArray<string> = Object.keys(held), size = 3) =>
     Effect.gen(function* () {
       const asked: Array<string> = []
       const byValue = (value: string) => {
@@ -396,7 +397,7 @@ describe("Crawl.batchedSearch", () => {
             )
           : Stream.fromIterable(answer.map((id) => ({ resourceType: "Observation", id })))
       }
-      const found = yield* Stream.runCollect(Crawl.batchedSearch(byValue, (id) => id, Object.keys(held), 3))
+      const found = yield* Stream.runCollect(Crawl.batchedSearch(byValue, (id) => id, ids, size))
       return { found: [...new Set([...found].map((r) => r.id))].sort(), asked }
     })
   const union = (values: ReadonlyArray<string>) => [...new Set(values.flatMap((v) => held[v] ?? []))]
@@ -438,28 +439,12 @@ describe("Crawl.batchedSearch", () => {
           q3: ["r3"],
           q4: [],
         }
-        const asked2: Array<string> = []
-        const found2 = yield* Stream.runCollect(
-          Crawl.batchedSearch(
-            (value) => {
-              asked2.push(value)
-              const answer = [
-                ...new Set(
-                  value
-                    .split(",")
-                    .slice(0, 2)
-                    .flatMap((v) => early[v] ?? []),
-                ),
-              ]
-              return Stream.fromIterable(answer.map((id) => ({ resourceType: "Observation", id })))
-            },
-            (id) => id,
-            Object.keys(early),
-            3,
-          ),
+        const cut = yield* run(
+          (values) => [...new Set(values.slice(0, 2).flatMap((v) => early[v] ?? []))],
+          Object.keys(early),
         )
-        assert.deepStrictEqual([...new Set([...found2].map((r) => r.id))].sort(), ["r1", "r2", "r3"])
-        assert.deepStrictEqual(asked2, ["q0", "q1", "q2", "q2,q0,q1", "q3", "q4"])
+        assert.deepStrictEqual(cut.found, ["r1", "r2", "r3"])
+        assert.deepStrictEqual(cut.asked, ["q0", "q1", "q2", "q2,q0,q1", "q3", "q4"])
       }),
   )
 
@@ -469,31 +454,22 @@ describe("Crawl.batchedSearch", () => {
       // batch of 5, of which a server reading three values drops two
       const long = (n: number) => `L${n}`.padEnd(600, "x")
       const ids = [long(0), long(1), long(2), "s0", "s1", "s2", "s3", "s4"]
-      const asked: Array<string> = []
-      const found = yield* Stream.runCollect(
-        Crawl.batchedSearch(
-          (value) => {
-            asked.push(
-              value
-                .split(",")
-                .map((v) => v.slice(0, 2))
-                .join(","),
-            )
-            // a server reading the first three values; every patient has one resource, named after it
-            return Stream.fromIterable(
-              value
-                .split(",")
-                .slice(0, 3)
-                .map((v) => ({ resourceType: "Observation", id: `o-${v.slice(0, 2)}` })),
-            )
-          },
-          (id) => id,
-          ids,
-          5,
-        ),
+      // a server reading the first three values; every patient has one resource, named after it
+      const { found, asked } = yield* run(
+        (values) => values.slice(0, 3).map((v) => `o-${v.slice(0, 2)}`),
+        ids,
+        5,
       )
-      assert.lengthOf(new Set([...found].map((r) => r.id)), 8)
-      assert.deepStrictEqual(asked, ["L0", "L1", "L0,L1", "L2,s0", "s1,s2", "s3,s4"])
+      assert.lengthOf(found, 8)
+      assert.deepStrictEqual(
+        asked.map((a) =>
+          a
+            .split(",")
+            .map((v) => v.slice(0, 2))
+            .join(","),
+        ),
+        ["L0", "L1", "L0,L1", "L2,s0", "s1,s2", "s3,s4"],
+      )
     }),
   )
 
