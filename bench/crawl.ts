@@ -20,7 +20,7 @@ import { execFileSync, spawn } from "node:child_process"
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { BIN, launcherEnv, processCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, ferryEnv, type SandboxProcess, startSandboxProcess } from "./proc.js"
 
 const option = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -33,24 +33,13 @@ const secs = (t0: bigint) => Number(now() - t0) / 1e9
 const fmt = (n: number, digits = 1) =>
   n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
 
-interface Sandbox {
-  readonly baseUrl: string
-  readonly cpuSecs: () => number
-  readonly stop: () => Promise<void>
-}
-
-const startSandbox = async (args: ReadonlyArray<string>): Promise<Sandbox> => {
-  const s = await startSandboxProcess(args)
-  return { baseUrl: s.baseUrl, cpuSecs: () => processCpuSecs(s.pid), stop: s.stop }
-}
-
 interface Crawl {
   readonly wall: number
   readonly sandboxCpu: number
   readonly counts: Record<string, number>
 }
 
-const crawl = (sandbox: Sandbox, out: string): Promise<Crawl> =>
+const crawl = (sandbox: SandboxProcess, out: string): Promise<Crawl> =>
   new Promise((resolve, reject) => {
     execFileSync("sync")
     const cpu0 = sandbox.cpuSecs()
@@ -71,7 +60,7 @@ const crawl = (sandbox: Sandbox, out: string): Promise<Crawl> =>
         "--json",
       ],
       // (as the `ferry` command runs it: glibc's malloc settings, apps/cli/bin/ferry)
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...launcherEnv() } },
+      { stdio: ["ignore", "pipe", "pipe"], env: ferryEnv() },
     )
     let stdout = ""
     let stderr = ""
@@ -99,13 +88,13 @@ const main = async () => {
   try {
     const db = join(work, "source.db")
     const t0 = now()
-    const generated = await startSandbox(["--db", db, "--generate", String(PATIENTS)])
+    const generated = await startSandboxProcess(["--db", db, "--generate", String(PATIENTS)])
     await generated.stop()
     console.log(`${PATIENTS} patients generated in ${fmt(secs(t0))} s`)
     copyFileSync(db, join(work, "copy.db"))
     writeFileSync(join(work, "no-or.json"), JSON.stringify({ searchOr: false }))
-    const batchedServer = await startSandbox(["--db", db])
-    const singleServer = await startSandbox([
+    const batchedServer = await startSandboxProcess(["--db", db])
+    const singleServer = await startSandboxProcess([
       "--db",
       join(work, "copy.db"),
       "--config",

@@ -36,7 +36,7 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { pipeline } from "node:stream/promises"
-import { BIN, launcherEnv, processCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, ferryEnv, startSandboxProcess } from "./proc.js"
 
 const TIME = "/usr/bin/time"
 const PARALLEL = 4
@@ -64,19 +64,6 @@ const fmt = (n: number, digits = 0) =>
 
 // ---------------------------------------------------------------------------------------------------------
 // The sandbox, in its own process
-
-interface Sandbox {
-  /** CPU seconds (all threads) the sandbox process has used so far. */
-  readonly cpuSecs: () => number
-  readonly baseUrl: string
-  readonly generateSecs: number
-  readonly stop: () => Promise<void>
-}
-
-const startSandbox = async (db: string, patients: number): Promise<Sandbox> => {
-  const s = await startSandboxProcess(["--db", db, "--generate", String(patients)])
-  return { baseUrl: s.baseUrl, generateSecs: s.startSecs, cpuSecs: () => processCpuSecs(s.pid), stop: s.stop }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Bare baseline: node:http, no parsing
@@ -304,7 +291,7 @@ const ferry = async (baseUrl: string, out: string): Promise<Ferry> => {
     ...(ATTACHMENTS ? [] : ["--no-attachments"]),
   ]
   // as the `ferry` command runs it (glibc's malloc settings; `--launcher-env off`: Node's own)
-  const env = { ...process.env, ...(LAUNCHER_ENV ? launcherEnv() : {}) }
+  const env = LAUNCHER_ENV ? ferryEnv() : process.env
   const t0 = now()
   const spawnedAt = Date.now()
   const child = useTime
@@ -398,10 +385,15 @@ const runSize = async (size: number): Promise<Run> => {
   const patients = Math.ceil(size / 23)
   const dir = mkdtempSync(join(tmpdir(), "ferry-bench-export-"))
   try {
-    const sandbox = await startSandbox(join(dir, "source.db"), patients)
+    const sandbox = await startSandboxProcess([
+      "--db",
+      join(dir, "source.db"),
+      "--generate",
+      String(patients),
+    ])
     try {
       console.log(
-        `[${size}] sandbox ${sandbox.baseUrl}: ${patients} patients generated in ${sandbox.generateSecs.toFixed(1)} s`,
+        `[${size}] sandbox ${sandbox.baseUrl}: ${patients} patients generated in ${sandbox.startSecs.toFixed(1)} s`,
       )
       await settle()
       const b = await bare(sandbox.baseUrl, patients, mkdtempSync(join(dir, "bare-")), sandbox.cpuSecs)
@@ -422,7 +414,7 @@ const runSize = async (size: number): Promise<Run> => {
       return {
         size,
         patients,
-        generateSecs: sandbox.generateSecs,
+        generateSecs: sandbox.startSecs,
         bare: b,
         ferry: f,
         sandboxCpu: c2 - c1,

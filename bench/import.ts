@@ -39,7 +39,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
-import { BIN, launcherEnv, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, ferryEnv, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
 import { fileURLToPath } from "node:url"
 import { createGunzip } from "node:zlib"
 
@@ -82,18 +82,18 @@ const TIMED = existsSync(TIME)
 
 /** The CLI as its own process (under `/usr/bin/time` when there is one, for its CPU seconds). */
 /** Ferry runs as the `ferry` command runs it (glibc's malloc settings, apps/cli/bin/ferry). */
-const ferryEnv = { ...process.env, ...launcherEnv() }
+const env = ferryEnv()
 
 const ferry = (args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = []) =>
   new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
     const child = TIMED
       ? spawn(TIME, ["-f", "FERRY_CPU %U %S %M", process.execPath, ...nodeFlags, BIN, ...args], {
           stdio: ["ignore", "pipe", "pipe"],
-          env: ferryEnv,
+          env,
         })
       : spawn(process.execPath, [...nodeFlags, BIN, ...args], {
           stdio: ["ignore", "pipe", "pipe"],
-          env: ferryEnv,
+          env,
         })
     let stdout = ""
     let stderr = ""

@@ -23,10 +23,10 @@ import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
-import { BIN, launcherEnv, processCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, ferryEnv, startSandboxProcess } from "./proc.js"
 
 /** Ferry runs as the `ferry` command runs it (glibc's malloc settings, apps/cli/bin/ferry). */
-const ferryEnv = { ...process.env, ...launcherEnv() }
+const env = ferryEnv()
 
 const DATA = new URL("../../shared/data/", import.meta.url).pathname
 const TIME = "/usr/bin/time"
@@ -41,19 +41,6 @@ const now = () => process.hrtime.bigint()
 const secs = (t0: bigint, t1 = now()) => Number(t1 - t0) / 1e9
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
-
-interface Sandbox {
-  readonly baseUrl: string
-  readonly startSecs: number
-  /** CPU seconds (user + system) the process has used so far. */
-  readonly cpuSecs: () => number
-  readonly stop: () => Promise<void>
-}
-
-const startSandbox = async (args: ReadonlyArray<string>): Promise<Sandbox> => {
-  const s = await startSandboxProcess(args)
-  return { baseUrl: s.baseUrl, startSecs: s.startSecs, cpuSecs: () => processCpuSecs(s.pid), stop: s.stop }
-}
 
 interface Timed {
   readonly code: number | null
@@ -72,9 +59,9 @@ const timed = (args: ReadonlyArray<string>): Promise<Timed> =>
     const child = useTime
       ? spawn(TIME, ["-v", process.execPath, BIN, ...args], {
           stdio: ["ignore", "pipe", "pipe"],
-          env: ferryEnv,
+          env,
         })
-      : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env: ferryEnv })
+      : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (c: Buffer) => {
@@ -136,7 +123,7 @@ const runSet = async (set: string): Promise<Row> => {
         ? ["--seed", join(DATA, "synthea-bundles"), "--seed", join(DATA, "attachments")]
         : ["--generate", String(Math.ceil(Number(set) / 23))]
     console.error(`[${set}] starting the source sandbox (${sourceArgs.join(" ")})…`)
-    const source = await startSandbox(["--db", join(tmp, "source.sqlite"), ...sourceArgs])
+    const source = await startSandboxProcess(["--db", join(tmp, "source.sqlite"), ...sourceArgs])
     console.error(`[${set}] source ready in ${source.startSecs.toFixed(1)} s: ${source.baseUrl}`)
     try {
       console.error(`[${set}] ferry export (the source's own export time)…`)
@@ -155,7 +142,7 @@ const runSet = async (set: string): Promise<Row> => {
         types: Record<string, unknown>
         attachments: { fetched: number }
       }
-      const target = await startSandbox(["--db", join(tmp, "target.sqlite")])
+      const target = await startSandboxProcess(["--db", join(tmp, "target.sqlite")])
       try {
         console.error(`[${set}] ferry migrate…`)
         const cpu0 = [source.cpuSecs(), target.cpuSecs()] as const

@@ -37,6 +37,8 @@ export interface SandboxProcess {
   readonly pid: number | undefined
   /** Seconds from the spawn to its base URL on stdout (generating or seeding included). */
   readonly startSecs: number
+  /** CPU seconds (user + system, all threads) the process has used so far. */
+  readonly cpuSecs: () => number
   /** SIGTERM, then its exit. */
   readonly stop: () => Promise<void>
 }
@@ -62,6 +64,7 @@ export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<Sandbo
         baseUrl: line.trim(),
         pid: child.pid,
         startSecs: Number(process.hrtime.bigint() - t0) / 1e9,
+        cpuSecs: () => processCpuSecs(child.pid),
         stop: () => {
           child.kill("SIGTERM")
           return exited
@@ -71,14 +74,14 @@ export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<Sandbo
   })
 
 /**
- * The environment the `ferry` command (apps/cli/bin/ferry, the script npm links) gives Node: its `: "${NAME=value}"`
- * defaults (glibc's malloc settings) for the names not set already, as the script does, read from the script so a
- * bench that runs Node itself measures what users run.
+ * The environment the `ferry` command (apps/cli/bin/ferry, the script npm links) gives Node: this process's, with the
+ * script's `: "${NAME=value}"` defaults (glibc's malloc settings) for the names not set already, as the script does;
+ * read from the script, so a bench that runs Node itself measures what users run.
  */
-export const launcherEnv = (): Record<string, string> => {
+export const ferryEnv = (): NodeJS.ProcessEnv => {
   const script = readFileSync(new URL("../apps/cli/bin/ferry", import.meta.url), "utf8")
   const defaults = [...script.matchAll(/^: "\$\{(\w+)=([^}]*)\}"$/gm)].map((m) => [m[1]!, m[2]!] as const)
   if (defaults.length === 0)
     throw new Error('apps/cli/bin/ferry sets no `: "${NAME=value}"` default any more')
-  return Object.fromEntries(defaults.filter(([name]) => process.env[name] === undefined))
+  return { ...Object.fromEntries(defaults), ...process.env }
 }

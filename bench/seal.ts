@@ -20,7 +20,7 @@ import * as NFS from "node:fs"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as Path from "node:path"
-import { BIN, launcherEnv } from "./proc.js"
+import { BIN, ferryEnv } from "./proc.js"
 
 const TIME = "/usr/bin/time"
 const CHUNK = 64 * 1024
@@ -86,7 +86,7 @@ const timed = (args: ReadonlyArray<string>): { wall: number; rss: number } => {
   // (as the `ferry` command runs it: glibc's malloc settings, apps/cli/bin/ferry)
   const run = spawnSync(TIME, ["-v", process.execPath, BIN, ...args], {
     encoding: "utf8",
-    env: { ...process.env, ...launcherEnv() },
+    env: ferryEnv(),
   })
   const wall = secs(t0)
   if (run.status !== 0) throw new Error(`ferry ${args[0]} failed: ${run.stderr}`)
