@@ -82,6 +82,6 @@ export const ferryEnv = (): NodeJS.ProcessEnv => {
   const script = readFileSync(new URL("../apps/cli/bin/ferry", import.meta.url), "utf8")
   const defaults = [...script.matchAll(/^: "\$\{(\w+)=([^}]*)\}"$/gm)].map((m) => [m[1]!, m[2]!] as const)
   if (defaults.length === 0)
-    throw new Error('apps/cli/bin/ferry sets no `: "${NAME=value}"` default any more')
+    throw new Error(`apps/cli/bin/ferry sets no \`: "\${NAME=value}"\` default any more`)
   return { ...Object.fromEntries(defaults), ...process.env }
 }
