@@ -74,6 +74,7 @@ import * as Attachments from "@ferry/archive/Attachments"
 import * as Events from "@ferry/archive/Events"
 import * as Imports from "@ferry/archive/Imports"
 import { Journal } from "@ferry/archive/Journal"
+import { BufferPool } from "@ferry/core/BufferPool"
 import * as CapabilityStatement from "@ferry/core/CapabilityStatement"
 import { type AuthError, FhirError } from "@ferry/core/Errors"
 import { type FhirClient, searchOne } from "@ferry/core/FhirClient"
@@ -1713,8 +1714,15 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           : Effect.succeed(m.right)
       }
 
+      /**
+       * The buffers the lines are read back into and the Bundles written into, used again once a Bundle
+       * landed (see core's BufferPool): at most 16 MiB kept, a few Bundles' worth.
+       */
+      const buffers = new BufferPool(16 * 1024 * 1024)
+
       /** How this import's Bundles are built (see Chunk.TransactionOptions). */
       const txOptions: Chunk.TransactionOptions = {
+        buffers,
         conditionalCreate,
         // put mode, nothing renamed: a resource whose references are all plain `Type/id` (the graph pass
         // found them) only needs its meta changed. The rewrite context sets no `resolveLogical`, so
@@ -2210,7 +2218,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           (fd) =>
             Effect.async<Buffer, ImportError>((resume) => {
               const length = span.end - span.start
-              const buf = Buffer.allocUnsafe(length)
+              const buf = buffers.take(length)
               NFS.read(fd, buf, 0, length, span.start, (err, n) =>
                 resume(
                   err !== null
@@ -2236,13 +2244,19 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        */
       const readBack = (nodes: ReadonlyArray<number>) =>
         Effect.gen(function* () {
-          const out = new Map<number, Buffer>()
+          const lines = new Map<number, Buffer>()
+          const read: Array<Buffer> = []
           for (const span of spans(nodes, locations)) {
             const buf = yield* readSpan(span)
+            read.push(buf)
             for (const n of span.nodes)
-              out.set(n, lineBytes(buf, locations.offset(n) - span.start, locations.bytes(n)))
+              lines.set(n, lineBytes(buf, locations.offset(n) - span.start, locations.bytes(n)))
           }
-          return out
+          /** Gives the buffers back to `buffers`: call once nothing reads `lines` any more. */
+          const done = () => {
+            for (const buf of read) buffers.give(buf)
+          }
+          return { lines, done }
         })
 
       /** The body of node `n` from its line (UTF-8, decoded). */
@@ -2252,7 +2266,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       /** The bodies of these graph nodes, in their order: from `preloaded` (gzip files), else read back. */
       const readBodies = (nodes: ReadonlyArray<number>, preloaded: ReadonlyMap<number, Located>) =>
         Effect.gen(function* () {
-          const lines = yield* readBack(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const { lines, done } = yield* readBack(
+            nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0),
+          )
           const out: Array<Located> = []
           for (const n of nodes) {
             const pre = preloaded.get(n)
@@ -2272,6 +2288,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
               ...numbered(text),
             })
           }
+          // every body above is a decoded copy
+          done()
           return out
         })
 
@@ -2339,7 +2357,9 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         Effect.gen(function* () {
           if (mode === "post" && nodes.some((n) => idMap.has(nodeKeys.key(n))))
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
-          const lines = yield* readBack(nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0))
+          const { lines, done } = yield* readBack(
+            nodes.filter((n) => !preloaded.has(n) && locations.file(n) >= 0),
+          )
           let bytes = 0
           for (const n of nodes) bytes += locations.bytes(n)
           const writer = new Chunk.TransactionWriter(
@@ -2361,11 +2381,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             if (Either.isLeft(added)) return yield* Effect.die(added.left)
           }
           const tx = writer.finish()
+          // the Bundle holds copies of the lines
+          done()
           // a post-mode entry left with a reference that has no target id: landNew sets it aside
-          if (mode === "post" && notMappedIn(tx).size > 0)
+          if (mode === "post" && notMappedIn(tx).size > 0) {
+            buffers.give(tx.body)
             return yield* land(yield* readBodies(nodes, preloaded), cycle)
+          }
           const result = yield* Effect.either(send(tx.body))
           if (Either.isRight(result)) {
+            // the target answered the transaction, so it has read the whole body: nothing reads it any more
+            // (after a failure it is left to the garbage collector: a server may answer before the body is in)
+            buffers.give(tx.body)
             sizer.succeeded(nodes.length)
             noteDangling(tx.reports)
             const m = yield* decodeResponse(tx, result.right)

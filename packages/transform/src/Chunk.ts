@@ -22,6 +22,7 @@
  *
  * `mapFromResponse` reads `response.location` by position into (source, target) pairs for the id map.
  */
+import type { BufferPool } from "@ferry/core/BufferPool"
 import type { Bundle, BundleEntry, BundleEntryRequest } from "@ferry/core/Bundle"
 import * as CoreBundle from "@ferry/core/Bundle"
 import { isResource, type Resource } from "@ferry/core/Ids"
@@ -196,6 +197,11 @@ export interface TransactionOptions {
    * only `applyMeta` runs, not the walk. Ignored in post mode (every reference gets a new id there).
    */
   readonly verbatim?: (sourceKey: string) => boolean
+  /**
+   * Where `TransactionWriter` takes the Bundle's buffer from (default: a fresh one). The caller gives
+   * `finish().body` back to it once the Bundle has been sent and answered (see core's BufferPool).
+   */
+  readonly buffers?: BufferPool
 }
 
 export interface EntryReport {
@@ -350,14 +356,22 @@ class ByteSink {
   private length = 0
 
   /** `expected`: the bytes the text will likely take (a fresh buffer is costly to grow into: page faults). */
-  constructor(expected: number) {
-    this.buf = Buffer.allocUnsafe(Math.max(4096, Math.ceil(expected)))
+  constructor(
+    expected: number,
+    private readonly pool: BufferPool | undefined,
+  ) {
+    this.buf = this.alloc(Math.max(4096, Math.ceil(expected)))
+  }
+
+  private alloc(bytes: number): Buffer {
+    return this.pool === undefined ? Buffer.allocUnsafe(bytes) : this.pool.take(bytes)
   }
 
   private room(bytes: number): void {
     if (this.length + bytes <= this.buf.length) return
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + bytes))
+    const next = this.alloc(Math.max(this.buf.length * 2, this.length + bytes))
     this.buf.copy(next, 0, 0, this.length)
+    this.pool?.give(this.buf)
     this.buf = next
   }
 
@@ -410,7 +424,10 @@ export class TransactionWriter {
   ) {
     this.build = entries(keys, mode, ctx, options)
     // each entry's request, fullUrl and meta: a few hundred bytes
-    this.sink = new ByteSink(bytes === undefined ? 64 * 1024 : bytes + keys.length * 400 + 128)
+    this.sink = new ByteSink(
+      bytes === undefined ? 64 * 1024 : bytes + keys.length * 400 + 128,
+      options?.buffers,
+    )
     this.sink.string(`{"resourceType":"Bundle","type":"${options?.type ?? "transaction"}","entry":[`)
   }
 

@@ -1,4 +1,5 @@
 import { assert, describe, expect, it } from "@effect/vitest"
+import { BufferPool } from "@ferry/core/BufferPool"
 import type { Bundle, BundleEntry } from "@ferry/core/Bundle"
 import type { Resource } from "@ferry/core/Ids"
 import { references } from "@ferry/core/Walker"
@@ -229,6 +230,27 @@ describe("TransactionWriter", () => {
       expect(text.reports).toEqual(tx.reports)
     })
   }
+
+  it("with a BufferPool: the Bundle grows through pooled buffers left dirty by earlier use, same JSON", () => {
+    const ctx = { idMap: IdMap.identity(), meta: { provenanceTag: true } }
+    const pool = new BufferPool(64 * 1024 * 1024)
+    // buffers of every size the writer may ask for, filled with bytes that would show if not written over
+    for (let kib = 64; kib <= 8192; kib *= 2) pool.give(pool.take(kib * 1024).fill(0x7b))
+    const tx = toTransaction(resources, "put", ctx)
+    const bodies: Array<Uint8Array> = []
+    for (let round = 0; round < 3; round++) {
+      // told 1 byte: the writer starts small and grows (each buffer it leaves is given back)
+      const writer = new TransactionWriter(resources.map(keyOf), "put", ctx, { buffers: pool }, 1)
+      for (const r of resources) assert(Either.isRight(writer.add(r)))
+      const body = writer.finish().body
+      expect(utf8(body)).toBe(JSON.stringify(tx.bundle))
+      bodies.push(body)
+      pool.give(body)
+    }
+    // the same buffer each round: taken from the pool, not allocated
+    expect(bodies[1]!.buffer).toBe(bodies[0]!.buffer)
+    expect(bodies[2]!.buffer).toBe(bodies[0]!.buffer)
+  })
 
   it("put mode: verbatim resources go in as their text (meta patched), the others are parsed; same Bundle", () => {
     const plain = frozen(cycleResources)
