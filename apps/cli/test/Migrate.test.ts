@@ -5,7 +5,13 @@
 import * as NFS from "node:fs"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { addDependencies, addDependenciesOfText, importable } from "../src/Migrate.js"
+import {
+  addDependencies,
+  addDependenciesOfLines,
+  addDependenciesOfText,
+  dependencyScanner,
+  importable,
+} from "../src/Migrate.js"
 
 const shared = (name: string) => new URL(`../../../../shared/data/${name}`, import.meta.url).pathname
 
@@ -145,6 +151,64 @@ describe("Migrate scheduler (pure)", () => {
     expect(broken.any).toBe(true)
   })
 
+  /** `text` fed to a dependencyScanner in chunks of `size` bytes, each chunk's buffer reused (as a file read is). */
+  const scanned = (text: string, size: number, maxLineBytes?: number) => {
+    const out = deps([])
+    const scanner = dependencyScanner("http://src.example/fhir", out, maxLineBytes)
+    const all = Buffer.from(text)
+    const reused = Buffer.alloc(size)
+    for (let i = 0; i < all.length; i += size) {
+      const n = all.copy(reused, 0, i, i + size)
+      scanner.push(reused.subarray(0, n))
+      reused.fill(0x22) // a quote everywhere: what the scanner kept without copying would show
+    }
+    scanner.end()
+    return out
+  }
+
+  it("dependencies read off the bytes of whole lines, cut into chunks anywhere: those of the text", () => {
+    const base = "http://src.example/fhir"
+    const lines = [
+      '{"resourceType":"Observation","subject":{"reference":"Patient/p1"},"note":[{"text":"é ✓ 😀"}]}',
+      '{"resourceType":"Observation","subject":{"refer\\u0065nce":"Encounter/1"}}',
+      '{"resourceType":"DocumentReference","content":[{"attachment":{"url":"Binary/b1"}}]}',
+      `{"resourceType":"Observation","performer":[{"reference":"Practitioner?identifier=x|1"}],"focus":[{"reference" : "${base}/Location/l"}]}`,
+      '{"resourceType":"Observation","derivedFrom":[{"reference":"urn:uuid:6f2b7c4e-0d7a-4c1e-9a57-2f1b0c3d4e5f"}]}',
+      '{"resourceType":"Observation","subject":{"reference":"Group/g\\"1"}}',
+    ]
+    for (let k = 0; k < lines.length; k++) {
+      // each line alone, then with the others (a `\u` line first, in the middle, last)
+      for (const group of [[lines[k]!], [...lines.slice(k), ...lines.slice(0, k)]]) {
+        const expected = deps([])
+        for (const l of group) addDependenciesOfText(l, base, expected)
+        const text = `${group.join("\n")}\n`
+        const whole = deps([])
+        addDependenciesOfLines(Buffer.from(text), base, whole)
+        expect(whole).toEqual(expected)
+        for (const size of [1, 2, 3, 7, 64, 4096]) expect(scanned(text, size)).toEqual(expected)
+        // no newline after the last line, CRLF line ends
+        expect(scanned(group.join("\n"), 5)).toEqual(expected)
+        expect(scanned(`${group.join("\r\n")}\r\n`, 11)).toEqual(expected)
+      }
+    }
+    expect(Array.from(scanned(`${lines.join("\n")}\n`, 13).types).sort()).toEqual([
+      "Binary",
+      "Encounter",
+      "Location",
+      "Patient",
+    ])
+  })
+
+  it("a line longer than the scanner keeps sends its file to the final wave; the lines after it are still read", () => {
+    const long = `{"resourceType":"Binary","data":"${"A".repeat(5000)}","x":{"reference":"Patient/p"}}`
+    const after = '{"resourceType":"Observation","subject":{"reference":"Encounter/e"}}'
+    const out = scanned(`${long}\n${after}\n`, 100, 1000)
+    expect(out.any).toBe(true)
+    expect(Array.from(out.types)).toEqual(["Encounter"])
+    // within the limit: read as usual
+    expect(scanned(`${long}\n${after}\n`, 100, 10_000)).toEqual(deps(["Patient", "Encounter"]))
+  })
+
   it("dependencies read off the text equal the parsed ones for every resource of the shared data", () => {
     const lines: Array<string> = []
     const sample = shared("sample-bulk-10-patients")
@@ -166,6 +230,14 @@ describe("Migrate scheduler (pure)", () => {
       addDependencies(JSON.parse(line), base, parsed)
       addDependenciesOfText(line, base, scanned)
       expect(scanned).toEqual(parsed)
+      // and off its bytes, cut into chunks at a place that moves from line to line
+      const bytes = deps([])
+      const scanner = dependencyScanner(base, bytes)
+      const all = Buffer.from(`${line}\n`)
+      const size = 1 + (withRefs % 997)
+      for (let i = 0; i < all.length; i += size) scanner.push(all.subarray(i, i + size))
+      scanner.end()
+      expect(bytes).toEqual(parsed)
       if (parsed.types.size + parsed.conditional.size > 0 || parsed.any) withRefs++
     }
     expect(withRefs).toBeGreaterThan(30_000)

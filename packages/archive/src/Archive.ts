@@ -734,6 +734,16 @@ export const lines = (dir: string, entry: FileEntry): Stream.Stream<string, Arch
     }),
   )
 
+/**
+ * A data file's bytes (gunzipped), in chunks valid until the next is pulled (see core's `Ndjson.fileChunks`);
+ * unlike `lines`, the manifest's count is not checked.
+ */
+export const bytes = (dir: string, entry: FileEntry): Stream.Stream<Uint8Array, ArchiveError> =>
+  Ndjson.fileChunks(Path.join(dir, entry.path), {
+    gzip: entry.compression === "gzip",
+    label: entry.path,
+  }).pipe(Stream.mapError(fromNdjson))
+
 // ---------------------------------------------------------------------------------------------------------
 // Checksums
 

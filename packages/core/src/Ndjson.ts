@@ -874,6 +874,13 @@ const sourceFor = (path: string, options: FileOptions): Stream.Stream<Uint8Array
     ? fileBytes(path, options)
     : reusedBufferBytes(path, options.label ?? path, options.chunkSize ?? 1024 * 1024)
 
+/**
+ * A file's (decompressed) bytes, for a consumer that is done with each chunk before it pulls the next: a plain
+ * file is read into one reused buffer (see `reusedBufferBytes`), so a chunk kept must be copied.
+ */
+export const fileChunks = (path: string, options: FileOptions = {}): Stream.Stream<Uint8Array, NdjsonError> =>
+  sourceFor(path, options)
+
 /** Read and parse an NDJSON file (gzip if it ends in `.gz`). */
 export const readFile = (
   path: string,
