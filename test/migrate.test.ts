@@ -214,6 +214,34 @@ describe("ferry migrate", () => {
     60_000,
   )
 
+  it("attachments of the final wave whose Binary resources an earlier wave imported: re-pointed to those, no second copies", async () => {
+    // the DocumentReferences download last, so they are the final wave's, after the Binary files' wave
+    const source = await start({
+      ...generated,
+      faults: { slowDownload: { type: "DocumentReference", ms: 3000 } },
+    })
+    const target = await start({})
+    const archive = Path.join(tmp, "binary-first")
+    const run = await migrate(source, target, archive)
+    expect(run.code, run.stderr).toBe(0)
+    const [state] = NFS.readdirSync(Path.join(archive, "imports"))
+    const ledger = NFS.readFileSync(Path.join(archive, "imports", state!, "migrate.ndjson"), "utf8")
+    const waves = ledger
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { kind: string; data?: { files?: Array<string> } })
+      .filter((l) => l.kind === "migrate.wave")
+    const waveOf = (type: string) =>
+      waves.findIndex((w) => (w.data?.files ?? []).some((f) => f.startsWith(`data/${type}.`)))
+    expect(waveOf("Binary"), ledger).toBeGreaterThanOrEqual(0)
+    expect(waveOf("DocumentReference"), ledger).toBe(waves.length - 1)
+    expect(waveOf("Binary"), ledger).toBeLessThan(waves.length - 1)
+    expect(counts(target)).toEqual(archiveCounts(archive))
+    expect(counts(target).Binary).toBe(50)
+    const v = await verify(target, { archive })
+    expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
+  }, 60_000)
+
   it("put: a urn:uuid reference to a resource an earlier wave imported is resolved in the final wave; verify clean", async () => {
     // the referenced Patient lands (and is imported) long before the Observation that names it by urn:uuid
     const seed = Path.join(tmp, "urn-seed")

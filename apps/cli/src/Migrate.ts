@@ -924,18 +924,17 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             files,
             expectedTypes: Array.from(plannedByType.keys()),
             contextFiles: context,
-            // The archive's Binary resources own their blobs (never uploaded as second copies): while the
-            // export runs, those of earlier waves are in the id map, the landed Binary files not imported yet
-            // are read for their ids, and blobs whose Binary file is still downloading wait for it (the final
-            // wave reads the then complete manifest).
+            // The archive's Binary resources own their blobs (never uploaded as second copies): those of
+            // earlier waves are in the id map, the landed Binary files not imported yet are read for their ids
+            // (in the final wave, none: every Binary file left is in it), and while the export runs, blobs whose
+            // Binary file is still downloading wait for it. (The final wave used to read every Binary file of
+            // the manifest again: 2.6 s of a 1M migration's last wave, after the export.)
+            otherBinaryFiles: Array.from(landed.values()).flatMap((l) =>
+              l.entry.type === "Binary" && !imported.has(l.entry.path) ? [l.entry] : [],
+            ),
             ...(final
               ? {}
-              : {
-                  otherBinaryFiles: Array.from(landed.values()).flatMap((l) =>
-                    l.entry.type === "Binary" && !imported.has(l.entry.path) ? [l.entry] : [],
-                  ),
-                  binariesPending: (plannedByType.get("Binary") ?? []).some((p) => !landed.has(p)),
-                }),
+              : { binariesPending: (plannedByType.get("Binary") ?? []).some((p) => !landed.has(p)) }),
             deletes: final,
             ...(final ? { deletedFiles } : {}),
             ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
