@@ -279,7 +279,7 @@ export const request = (
               )
             },
             onSome: (oauth) => {
-              const what = `${printable(oauth.error)}${oauth.error_description ? ` (${printable(scrub(oauth.error_description))})` : ""}`
+              const what = `${printable(scrub(oauth.error))}${oauth.error_description ? ` (${printable(scrub(oauth.error_description))})` : ""}`
               const hint = transientStatus(status) ? "" : oauthHint(oauth.error)
               const detail = `the token endpoint refused the request: HTTP ${status} ${what}${hint}`
               if (transientStatus(status))

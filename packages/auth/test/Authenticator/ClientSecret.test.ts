@@ -181,6 +181,28 @@ describe("ClientSecret", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
+  it.scopedLive("a server that echoes the secret in the error code itself has it scrubbed there too", () =>
+    Effect.gen(function* () {
+      for (const method of ["post", "basic"] as const) {
+        const srv = yield* TokenServer.make({
+          clientId: CLIENT,
+          secret: SECRET,
+          failWith: { status: 400, error: `bad_${SECRET}`, description: "refused" },
+        })
+        const auth = yield* ClientSecret.make({
+          baseUrl: srv.baseUrl,
+          clientId: CLIENT,
+          clientSecret: Redacted.make(SECRET),
+          method,
+        })
+        const error = yield* Effect.flip(header(auth, `${srv.baseUrl}/Patient`))
+        expect(error.message).toContain("HTTP 400 bad_[redacted] (refused)")
+        expect(error.message).not.toContain(SECRET)
+        expect(JSON.stringify(error)).not.toContain(SECRET)
+      }
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  )
+
   it("scrubs the secret as sent too: form-encoded, percent-encoded and inside the Basic credentials", () => {
     const secret = "Abc~Def.Ghi_Jkl+Mno"
     const scrub = TokenEndpoint.scrubber({
