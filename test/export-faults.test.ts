@@ -464,6 +464,58 @@ describe("ferry export with signed file links (requiresAccessToken: false)", () 
     expect((await fetch(unsigned)).status).toBe(401)
     expect((await fetch(`${unsigned}?sig=${"0".repeat(32)}`)).status).toBe(403)
   })
+
+  it("the journal keeps the links without their signatures: a run killed while downloading resumes with the job's links fetched again, or with a new job once that one is gone", async ({
+    expect,
+  }) => {
+    const client = smartTestClient(tmp, "ferry-signed-resume")
+    const sandbox = await startSandbox(
+      {
+        seed: TYPES.map((t) => sharedData(`sample-bulk-10-patients/${t}.000.ndjson`)),
+        bulk: { resourcesPerFile: PER_FILE, pollsBeforeDone: 0, signedUrls: true },
+        faults: { delay: [{ route: "download", ms: 300 }] },
+        auth: { clients: [client.registration] },
+      },
+      defaultPlugins,
+    )
+    sandboxes.push(sandbox)
+    const baseUrl = sandbox.handle.baseUrl
+    for (const jobGone of [false, true]) {
+      const out = Path.join(tmp, `signed-resume-${jobGone}`)
+      const args = exportArgs(baseUrl, out, [...client.args, "--parallel", "2"])
+      const killed = await runFerry(args, {
+        onStderr: (text, child) => {
+          if (/\.ndjson: \d+/.test(text) && child.exitCode === null) child.kill("SIGKILL")
+        },
+      })
+      expect(killed.signal, killed.stderr).toBe("SIGKILL")
+      const journal = NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")
+      expect(journal).toContain('"linksRedacted":true')
+      expect(journal).toContain("sig=REDACTED")
+      expect(journal).not.toMatch(/sig=[0-9a-f]{32}/)
+      const statusUrl = String(exportEvents(out).find((e) => e.event === "kickoff")?.statusUrl)
+      if (jobGone) {
+        const token = await client.token(baseUrl)
+        const deleted = await fetch(statusUrl, {
+          method: "DELETE",
+          headers: { authorization: `Bearer ${token}` },
+        })
+        expect(deleted.status).toBe(202)
+      }
+      const rerun = await runFerry(args)
+      expect(rerun.code, rerun.stderr).toBe(0)
+      expect(archiveManifest(out).complete).toBe(true)
+      expect(archiveMismatches(out)).toEqual([])
+      expect(archiveCounts(out)).toEqual(
+        await serverCounts(baseUrl, TYPES, { authorization: `Bearer ${await client.token(baseUrl)}` }),
+      )
+      const events = exportEvents(out)
+      expect(events.filter((e) => e.event === "kickoff")).toHaveLength(jobGone ? 2 : 1)
+      expect(events.some((e) => e.event === "links-fetched")).toBe(!jobGone)
+      expect(NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")).not.toMatch(/sig=[0-9a-f]{32}/)
+      expect(rerun.stderr).not.toMatch(/^ferry export: [a-z-]+ \{/m)
+    }
+  })
 })
 
 describe.concurrent("ferry export stops on faults it cannot recover from", () => {

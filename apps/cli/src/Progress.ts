@@ -262,6 +262,7 @@ const applyEvent = (state: State, e: Event, now: number): State => {
         doneNet: initial.doneNet,
       }
     case "manifest-renewed":
+    case "links-fetched":
       // the same job's files under new URLs: the totals stand, the download goes on
       return withPhase(state, "downloading", now)
     case "file-progress": {
@@ -694,6 +695,8 @@ export const notice = (e: Event): string | undefined => {
       return "ferry export: the output files expired or are gone (410/403/404); asking the server for the manifest again"
     case "manifest-renewed":
       return "ferry export: the same job's files have new URLs; downloading the rest"
+    case "links-fetched":
+      return "ferry export: the job's file links fetched again (the journal keeps them without their signatures); downloading the rest"
     case "early-dropped":
       return "ferry export: the files of the vanished job's partial manifests were dropped; downloading the new job's"
     case "count-mismatch":

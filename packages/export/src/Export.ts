@@ -306,6 +306,35 @@ const isExpired = (e: unknown): e is FhirError =>
   e.reason === "Status" &&
   (e.status === 410 || e.status === 403 || e.status === 404)
 
+/**
+ * The manifest as the journal keeps it: each file's URL through `redactUrl` (a signed link's signature, any user
+ * info, gone), marked `linksRedacted` when that changed one. Such a URL is a credential for the whole file: the
+ * journal must not hold it. A run that resumes fetches the links again from the job's status URL.
+ */
+export const journalable = (manifest: ExportManifest): ExportManifest & { readonly linksRedacted?: true } => {
+  let changed = false
+  const redact = (files: ExportManifest["output"]) =>
+    files.map((f) => {
+      const url = redactUrl(f.url)
+      if (url === f.url) return f
+      changed = true
+      return { ...f, url }
+    })
+  const out = {
+    ...manifest,
+    output: redact(manifest.output),
+    deleted: redact(manifest.deleted),
+    error: redact(manifest.error),
+  }
+  return changed ? { ...out, linksRedacted: true } : out
+}
+
+/** Whether a journaled manifest's links lost their secrets (`journalable`): they must be fetched again. */
+export const redactedLinks = (journaled: unknown): boolean =>
+  typeof journaled === "object" &&
+  journaled !== null &&
+  (journaled as { linksRedacted?: unknown }).linksRedacted === true
+
 /** What a finished archive must share with an export for `--since auto` to continue from it. */
 export interface Continues {
   /** The source's base URL. */
@@ -884,6 +913,8 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   let missingFile: FhirError | undefined
   /** The last file refusal that started a new job (named when they keep coming). */
   let lastExpired: FhirError | undefined
+  /** A resumed run's journaled links lost their secrets and the job gave no fresh ones (see `journalable`). */
+  let staleLinks = false
   let released = false
   let statusUrl: string | undefined
 
@@ -1369,6 +1400,19 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
         error: manifest.error.length,
         types: manifestTypes(manifest),
       })
+      // signed links, kept without their signatures (`journalable`): the job's manifest again for its links,
+      // else (the job gone, or other files) its files count as expired: a new kick-off
+      const unfinished = planFiles(manifest, options.gzip === true).filter((f) => !journal.isDone(f.key))
+      if (redactedLinks(manifestRecord.value) && unfinished.length > 0) {
+        const again =
+          statusUrl === undefined
+            ? Option.none<ExportManifest>()
+            : yield* Poll.waitForManifest(client, statusUrl, pollOptions).pipe(Effect.option)
+        if (Option.isSome(again) && renewsUrls(manifest, again.value, unfinished, options.gzip === true)) {
+          manifest = again.value
+          yield* emit("links-fetched", { statusUrl: redactUrl(statusUrl!) })
+        } else staleLinks = true
+      }
     } else {
       if (Option.isSome(job)) {
         statusUrl = (job.value as JobRecord).statusUrl
@@ -1401,7 +1445,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           ),
         )
         yield* closeEarly
-        yield* journal.append("manifest", manifest)
+        yield* journal.append("manifest", journalable(manifest))
         const known = manifest.transactionTime
         yield* Archive.updateManifest(archive.root, (m) => ({ ...m, transactionTime: known }))
         yield* emit("manifest", {
@@ -1472,37 +1516,52 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           r: rank === undefined ? 0 : rank(p.type ?? ""),
         }))
         queue.sort((a, b) => a.b - b.b || a.r - b.r || a.i - b.i)
-        if (exported !== undefined)
-          yield* exported.expect(queue.filter((q) => q.b === 0 && !journal.isDone(q.p.key)).length)
-        const attempt = yield* Effect.forEach(
-          queue,
-          ({ p, i }) => Effect.map(downloadOne(manifest)(p), (result) => ({ i, result })),
-          { concurrency: parallel },
-        ).pipe(
-          Effect.ensuring(exported === undefined ? Effect.void : exported.settle),
-          // back to manifest order
-          Effect.map((done) => Option.some(done.sort((a, b) => a.i - b.i).map((d) => d.result))),
-          Effect.catchIf(isExpired, (e) =>
-            Effect.sync(() => {
-              inconsistent = undefined
-              missingFile = e.status === 404 ? e : undefined
-              lastExpired = e
-            }).pipe(
-              Effect.zipRight(emit("expired", { status: e.status ?? null, url: e.url })),
-              Effect.as(Option.none()),
-            ),
-          ),
-          // a file whose lines still differ from its manifest count after a re-download: this job's output is
-          // inconsistent (a resource deleted while it was written, say); a new job, as for expired files
-          Effect.catchIf(
-            (e): e is ExportError => e instanceof ExportError && e.reason === "CountMismatch",
-            (e) =>
+        const downloadAll = Effect.gen(function* () {
+          if (exported !== undefined)
+            yield* exported.expect(queue.filter((q) => q.b === 0 && !journal.isDone(q.p.key)).length)
+          return yield* Effect.forEach(
+            queue,
+            ({ p, i }) => Effect.map(downloadOne(manifest)(p), (result) => ({ i, result })),
+            { concurrency: parallel },
+          ).pipe(
+            Effect.ensuring(exported === undefined ? Effect.void : exported.settle),
+            // back to manifest order
+            Effect.map((done) => Option.some(done.sort((a, b) => a.i - b.i).map((d) => d.result))),
+            Effect.catchIf(isExpired, (e) =>
               Effect.sync(() => {
-                inconsistent = e
-                inconsistentJobs++
-              }).pipe(Effect.zipRight(emit("inconsistent", { detail: e.detail })), Effect.as(Option.none())),
-          ),
-        )
+                inconsistent = undefined
+                missingFile = e.status === 404 ? e : undefined
+                lastExpired = e
+              }).pipe(
+                Effect.zipRight(emit("expired", { status: e.status ?? null, url: e.url })),
+                Effect.as(Option.none()),
+              ),
+            ),
+            // a file whose lines still differ from its manifest count after a re-download: this job's output is
+            // inconsistent (a resource deleted while it was written, say); a new job, as for expired files
+            Effect.catchIf(
+              (e): e is ExportError => e instanceof ExportError && e.reason === "CountMismatch",
+              (e) =>
+                Effect.sync(() => {
+                  inconsistent = e
+                  inconsistentJobs++
+                }).pipe(
+                  Effect.zipRight(emit("inconsistent", { detail: e.detail })),
+                  Effect.as(Option.none()),
+                ),
+            ),
+          )
+        })
+        // links the journal kept without their secrets, and the job gave no fresh ones: as if they expired
+        const attempt = staleLinks
+          ? yield* Effect.sync(() => {
+              staleLinks = false
+              lastExpired = undefined
+              missingFile = undefined
+              inconsistent = undefined
+              return Option.none()
+            })
+          : yield* downloadAll
         if (Option.isSome(attempt)) {
           files.push(...attempt.value.filter((f): f is ArchiveFile => f !== undefined))
           if (organizing) {
@@ -1525,7 +1584,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           if (Option.isSome(again) && renewsUrls(manifest, again.value, unfinished, options.gzip === true)) {
             renewals++
             manifest = again.value
-            yield* journal.append("manifest", manifest)
+            yield* journal.append("manifest", journalable(manifest))
             yield* emit("manifest-renewed", { statusUrl: redactUrl(statusUrl), renewal: renewals })
             continue
           }
@@ -1634,7 +1693,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           planned.filter((f) => moved.has(groupOf(f))),
           "finished files of types the new job splits otherwise: its files of those types replace them",
         )
-        yield* journal.append("manifest", manifest)
+        yield* journal.append("manifest", journalable(manifest))
         yield* emit("manifest", {
           transactionTime: manifest.transactionTime,
           output: manifest.output.length,
