@@ -17,6 +17,18 @@ const SECRET = "s3cr:t+/ é%"
 const header = (auth: Authenticator, url: string) =>
   auth.authorize(HttpClientRequest.get(url)).pipe(Effect.map((r) => r.headers.authorization))
 
+/** The error of a first request with SECRET (sent `method`'s way) to the token server at `baseUrl`. */
+const refusal = (baseUrl: string, method: "basic" | "post") =>
+  Effect.gen(function* () {
+    const auth = yield* ClientSecret.make({
+      baseUrl,
+      clientId: CLIENT,
+      clientSecret: Redacted.make(SECRET),
+      method,
+    })
+    return yield* Effect.flip(header(auth, `${baseUrl}/Patient`))
+  })
+
 describe("ClientSecret", () => {
   it.scopedLive(
     "client_secret_basic sends form-encoded id:secret in HTTP Basic and no secret in the body",
@@ -144,13 +156,7 @@ describe("ClientSecret", () => {
       Effect.gen(function* () {
         const srv = yield* TokenServer.make({ clientId: CLIENT, secret: "the-right-one" })
         for (const method of ["basic", "post"] as const) {
-          const auth = yield* ClientSecret.make({
-            baseUrl: srv.baseUrl,
-            clientId: CLIENT,
-            clientSecret: Redacted.make(SECRET),
-            method,
-          })
-          const error = yield* Effect.flip(header(auth, `${srv.baseUrl}/Patient`))
+          const error = yield* refusal(srv.baseUrl, method)
           assert.instanceOf(error, AuthError)
           expect(error.reason).toBe("TokenRequest")
           expect(error.message).toContain(
@@ -161,46 +167,31 @@ describe("ClientSecret", () => {
       }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
-  it.scopedLive("a server that echoes the secret in error_description has it scrubbed from the message", () =>
-    Effect.gen(function* () {
-      const srv = yield* TokenServer.make({
-        clientId: CLIENT,
-        secret: SECRET,
-        failWith: { status: 400, error: "invalid_client", description: `secret ${SECRET} is revoked` },
-      })
-      const auth = yield* ClientSecret.make({
-        baseUrl: srv.baseUrl,
-        clientId: CLIENT,
-        clientSecret: Redacted.make(SECRET),
-        method: "post",
-      })
-      const error = yield* Effect.flip(header(auth, `${srv.baseUrl}/Patient`))
-      expect(error.message).toContain("invalid_client (secret [redacted] is revoked)")
-      expect(error.message).not.toContain(SECRET)
-      expect(JSON.stringify(error)).not.toContain(SECRET)
-    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
-  )
-
-  it.scopedLive("a server that echoes the secret in the error code itself has it scrubbed there too", () =>
-    Effect.gen(function* () {
-      for (const method of ["post", "basic"] as const) {
-        const srv = yield* TokenServer.make({
-          clientId: CLIENT,
-          secret: SECRET,
-          failWith: { status: 400, error: `bad_${SECRET}`, description: "refused" },
-        })
-        const auth = yield* ClientSecret.make({
-          baseUrl: srv.baseUrl,
-          clientId: CLIENT,
-          clientSecret: Redacted.make(SECRET),
-          method,
-        })
-        const error = yield* Effect.flip(header(auth, `${srv.baseUrl}/Patient`))
-        expect(error.message).toContain("HTTP 400 bad_[redacted] (refused)")
-        expect(error.message).not.toContain(SECRET)
-        expect(JSON.stringify(error)).not.toContain(SECRET)
-      }
-    }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
+  it.scopedLive(
+    "a server that echoes the secret in error_description or in the error code itself has it scrubbed from the message",
+    () =>
+      Effect.gen(function* () {
+        const cases = [
+          [
+            "post",
+            { error: "invalid_client", description: `secret ${SECRET} is revoked` },
+            "invalid_client (secret [redacted] is revoked)",
+          ],
+          ["post", { error: `bad_${SECRET}`, description: "refused" }, "HTTP 400 bad_[redacted] (refused)"],
+          ["basic", { error: `bad_${SECRET}`, description: "refused" }, "HTTP 400 bad_[redacted] (refused)"],
+        ] as const
+        for (const [method, echo, said] of cases) {
+          const srv = yield* TokenServer.make({
+            clientId: CLIENT,
+            secret: SECRET,
+            failWith: { status: 400, ...echo },
+          })
+          const error = yield* refusal(srv.baseUrl, method)
+          expect(error.message).toContain(said)
+          expect(error.message).not.toContain(SECRET)
+          expect(JSON.stringify(error)).not.toContain(SECRET)
+        }
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )
 
   it("scrubs the secret as sent too: form-encoded, percent-encoded and inside the Basic credentials", () => {
