@@ -329,6 +329,26 @@ export const journalable = (manifest: ExportManifest): ExportManifest & { readon
   return changed ? { ...out, linksRedacted: true } : out
 }
 
+/**
+ * Whether `again` (the job's manifest fetched anew) lists the same files as `journaled` (its links redacted): the
+ * same transactionTime, and file by file the same type, count and address once redacted. (Not `renewsUrls`: the
+ * keys of organizeOutputBy files are made from their URLs.)
+ */
+export const sameFiles = (journaled: ExportManifest, again: ExportManifest): boolean => {
+  if (again.transactionTime !== journaled.transactionTime) return false
+  const address = (url: string) => redactUrl(url).replace(/[?#].*$/, "")
+  const same = (a: ExportManifest["output"], b: ExportManifest["output"]) =>
+    a.length === b.length &&
+    a.every(
+      (f, i) => f.type === b[i]!.type && f.count === b[i]!.count && address(f.url) === address(b[i]!.url),
+    )
+  return (
+    same(journaled.output, again.output) &&
+    same(journaled.deleted, again.deleted) &&
+    same(journaled.error, again.error)
+  )
+}
+
 /** Whether a journaled manifest's links lost their secrets (`journalable`): they must be fetched again. */
 export const redactedLinks = (journaled: unknown): boolean =>
   typeof journaled === "object" &&
@@ -1408,7 +1428,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           statusUrl === undefined
             ? Option.none<ExportManifest>()
             : yield* Poll.waitForManifest(client, statusUrl, pollOptions).pipe(Effect.option)
-        if (Option.isSome(again) && renewsUrls(manifest, again.value, unfinished, options.gzip === true)) {
+        if (Option.isSome(again) && sameFiles(manifest, again.value)) {
           manifest = again.value
           yield* emit("links-fetched", { statusUrl: redactUrl(statusUrl!) })
         } else staleLinks = true

@@ -1197,6 +1197,59 @@ describe("renewsUrls", () => {
   })
 })
 
+describe("journalable, sameFiles", () => {
+  const manifest = (query: string, extra: Partial<{ transactionTime: string; count: number }> = {}) => ({
+    transactionTime: extra.transactionTime ?? "2026-01-01T00:00:00Z",
+    requiresAccessToken: false,
+    output: [
+      { type: "Patient", url: `https://s/f/Patient.0${query}`, count: 10 },
+      { type: "Observation", url: `https://s/f/Observation.0${query}`, count: extra.count ?? 20 },
+    ],
+    deleted: [{ type: "Bundle", url: `https://s/f/del.0${query}` }],
+    error: [],
+  })
+
+  it("keeps a manifest's links without their secrets, marked; one without secrets as it is, unmarked", () => {
+    const signed = Export.journalable(manifest("?sig=abc123&gen=1"))
+    assert.deepStrictEqual(
+      [...signed.output, ...signed.deleted].map((f) => f.url),
+      [
+        "https://s/f/Patient.0?sig=REDACTED&gen=1",
+        "https://s/f/Observation.0?sig=REDACTED&gen=1",
+        "https://s/f/del.0?sig=REDACTED&gen=1",
+      ],
+    )
+    assert.isTrue(Export.redactedLinks(signed))
+    assert.notInclude(JSON.stringify(signed), "abc123")
+    const userInfo = manifest("")
+    const withUser = { ...userInfo, output: [{ ...userInfo.output[0]!, url: "https://u:pw@s/f/Patient.0" }] }
+    assert.isTrue(Export.redactedLinks(Export.journalable(withUser)))
+    assert.notInclude(JSON.stringify(Export.journalable(withUser)), "pw@")
+    const plain = manifest("?gen=1")
+    assert.deepStrictEqual(Export.journalable(plain), plain)
+    assert.isFalse(Export.redactedLinks(Export.journalable(plain)))
+    assert.isFalse(Export.redactedLinks(undefined))
+  })
+
+  it("sameFiles: the job's files again under fresh signatures, not another job's", () => {
+    const journaled = Export.journalable(manifest("?sig=abc123"))
+    assert.isTrue(Export.sameFiles(journaled, manifest("?sig=abc123")))
+    assert.isTrue(Export.sameFiles(journaled, manifest("?sig=def456")))
+    assert.isFalse(
+      Export.sameFiles(journaled, manifest("?sig=def456", { transactionTime: "2026-01-02T00:00:00Z" })),
+    )
+    assert.isFalse(Export.sameFiles(journaled, manifest("?sig=def456", { count: 21 })))
+    const moved = manifest("?sig=def456")
+    assert.isFalse(
+      Export.sameFiles(journaled, {
+        ...moved,
+        output: moved.output.map((o) => ({ ...o, url: o.url.replace("/f/", "/g/") })),
+      }),
+    )
+    assert.isFalse(Export.sameFiles(journaled, { ...moved, deleted: [] }))
+  })
+})
+
 /**
  * A source on loopback that behaves in one particular way: its CapabilityStatement (`metadata`), a `$export`
  * whose job never finishes (or, with `refuseKickoff`, a kick-off answered 200 without a status URL), and a
