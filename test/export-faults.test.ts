@@ -519,6 +519,29 @@ describe("ferry export with signed file links (requiresAccessToken: false)", () 
       expect(NFS.readFileSync(Path.join(out, "journal.ndjson"), "utf8")).not.toMatch(/sig=[0-9a-f]{32}/)
       expect(rerun.stderr).not.toMatch(/^ferry export: [a-z-]+ \{/m)
     }
+    // every file finished, one removed from disk since (the journal not told): the job's links fetched again too
+    const out = Path.join(tmp, "signed-resume-removed")
+    const args = exportArgs(baseUrl, out, [...client.args, "--keep-job"])
+    expect((await runFerry(args)).code).toBe(0)
+    const journalPath = Path.join(out, "journal.ndjson")
+    const kept = NFS.readFileSync(journalPath, "utf8")
+      .split("\n")
+      .filter((l) => l !== "" && !l.includes('"key":"complete"') && !l.includes('"key":"released"'))
+    NFS.writeFileSync(journalPath, `${kept.join("\n")}\n`)
+    const manifestPath = Path.join(out, "manifest.json")
+    NFS.writeFileSync(
+      manifestPath,
+      JSON.stringify({ ...JSON.parse(NFS.readFileSync(manifestPath, "utf8")), complete: false }),
+    )
+    NFS.rmSync(Path.join(out, "data", "Patient.000.ndjson"))
+    const before = recorder.requests.length
+    const rerun = await runFerry(args)
+    expect(rerun.code, rerun.stderr).toBe(0)
+    const asked = recorder.requests.slice(before)
+    expect(asked.filter((r) => r.search.includes("REDACTED"))).toEqual([])
+    expect(asked.filter((r) => r.path.endsWith("/Patient.000.ndjson"))).toHaveLength(1)
+    expect(archiveMismatches(out)).toEqual([])
+    expect(exportEvents(out).some((e) => e.event === "links-fetched")).toBe(true)
   })
 })
 

@@ -219,7 +219,8 @@ export const planFiles = (manifest: ExportManifest, gzip = false): ReadonlyArray
     const n = organized++
     // keyed by the URL too: a re-kick-off's files are other files, whatever their index
     return {
-      key: `organized:${n}:${Organized.urlTag(f.url)}`,
+      // (its signature left out: the same file under a re-signed link keeps its key, `journalable`)
+      key: `organized:${n}:${Organized.urlTag(redactUrl(f.url))}`,
       kind: "output",
       type: undefined,
       url: f.url,
@@ -1204,7 +1205,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           offsets.set(p.type, (offsets.get(p.type) ?? 0) + 1)
       }
       const items = planned.filter((p) => p.organized !== undefined)
-      const splitKey = (p: PlannedFile) => `split:${p.organized}:${Organized.urlTag(p.url)}`
+      const splitKey = (p: PlannedFile) => `split:${p.organized}:${Organized.urlTag(redactUrl(p.url))}`
       const seen = new Set<string>()
       const out: Array<ArchiveFile> = []
       if (items.some((p) => !journal.isDone(splitKey(p)))) {
@@ -1404,6 +1405,17 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
   })
   if (earlyOpen) pollOptions = { ...pollOptions, onPartial }
 
+  /**
+   * A file an earlier run finished that is missing or changed on disk since (removed by hand, a disk restored from
+   * an older copy): it is downloaded again.
+   */
+  const changedOnDisk = (p: PlannedFile): boolean => {
+    if (p.organized !== undefined || !journal.isDone(p.key) || options.gone?.(p.path) === true) return false
+    const done = journal.result(p.key)
+    const bytes = Option.isSome(done) ? (done.value as { bytes?: unknown }).bytes : undefined
+    return !(typeof bytes === "number" && onDisk(archive.path(p.path), bytes))
+  }
+
   if (mode === "bulk") {
     const job = journal.result("job")
     const manifestRecord = journal.result("manifest")
@@ -1422,7 +1434,10 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
       })
       // signed links, kept without their signatures (`journalable`): the job's manifest again for its links,
       // else (the job gone, or other files) its files count as expired: a new kick-off
-      const unfinished = planFiles(manifest, options.gzip === true).filter((f) => !journal.isDone(f.key))
+      // (what is on disk counts: a finished file removed since is downloaded again, under a link of the job's)
+      const unfinished = planFiles(manifest, options.gzip === true).filter(
+        (f) => !journal.isDone(f.key) || changedOnDisk(f),
+      )
       if (redactedLinks(manifestRecord.value) && unfinished.length > 0) {
         const again =
           statusUrl === undefined
@@ -1497,11 +1512,7 @@ export const run = Effect.fn("Export.run")(function* (options: ExportOptions) {
           // an earlier run's finished file removed or changed since (by hand, a disk restored from an older
           // copy): downloaded again, not listed as finished in a manifest its bytes no longer match
           for (const p of planned) {
-            if (p.organized !== undefined || !journal.isDone(p.key) || options.gone?.(p.path) === true)
-              continue
-            const done = journal.result(p.key)
-            const bytes = Option.isSome(done) ? (done.value as { bytes?: unknown }).bytes : undefined
-            if (typeof bytes === "number" && onDisk(archive.path(p.path), bytes)) continue
+            if (!changedOnDisk(p)) continue
             yield* emit("warning", {
               detail: `${p.path}, finished by an earlier run, is missing or changed since: downloaded again`,
             })
