@@ -242,6 +242,26 @@ describe("ferry migrate", () => {
     expect(v.run.code, JSON.stringify(v.report.differences.slice(0, 2))).toBe(0)
   }, 60_000)
 
+  it("a Binary resource an earlier wave quarantined: a later wave's attachments wait for it, no copy of its blob uploaded", async () => {
+    const source = await start({
+      ...generated,
+      faults: { slowDownload: { type: "DocumentReference", ms: 3000 } },
+    })
+    // the archive's Binary resources refused (JSON, in Bundles); Ferry's own raw blob uploads would pass
+    const target = await start({ rejectRule: { type: "Binary", message: "no Binary resources here" } })
+    const archive = Path.join(tmp, "binary-quarantined")
+    const run = await migrate(source, target, archive)
+    expect(run.code, run.stderr).toBe(7)
+    const [state] = NFS.readdirSync(Path.join(archive, "imports"))
+    const quarantined = NFS.readFileSync(
+      Path.join(archive, "imports", state!, "quarantine", "Binary.ndjson"),
+      "utf8",
+    )
+    expect(quarantined.trim().split("\n")).toHaveLength(50)
+    expect(counts(target).DocumentReference).toBe(50)
+    expect(counts(target).Binary ?? 0).toBe(0)
+  }, 60_000)
+
   it("put: a urn:uuid reference to a resource an earlier wave imported is resolved in the final wave; verify clean", async () => {
     // the referenced Patient lands (and is imported) long before the Observation that names it by urn:uuid
     const seed = Path.join(tmp, "urn-seed")

@@ -916,6 +916,7 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             deleted: final ? deletedFiles.length : 0,
             staged: staged(),
           })
+          const binaryQuarantined = Imports.quarantines(archive, target.baseUrl, "Binary")
           const result = yield* Import.run({
             client: target,
             archive,
@@ -927,10 +928,13 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
             // The archive's Binary resources own their blobs (never uploaded as second copies): those of
             // earlier waves are in the id map, the landed Binary files not imported yet are read for their ids
             // (in the final wave, none: every Binary file left is in it), and while the export runs, blobs whose
-            // Binary file is still downloading wait for it. (The final wave used to read every Binary file of
-            // the manifest again: 2.6 s of a 1M migration's last wave, after the export.)
+            // Binary file is still downloading wait for it. A Binary an earlier wave quarantined is not in the
+            // id map: then every landed Binary file is read, so its blob waits with it for --retry-quarantine,
+            // as in an import. (The final wave used to read them all anyway: 2.6 s of a 1M migration's last.)
             otherBinaryFiles: Array.from(landed.values()).flatMap((l) =>
-              l.entry.type === "Binary" && !imported.has(l.entry.path) ? [l.entry] : [],
+              l.entry.type === "Binary" && (binaryQuarantined || !imported.has(l.entry.path))
+                ? [l.entry]
+                : [],
             ),
             ...(final
               ? {}

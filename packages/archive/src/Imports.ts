@@ -97,6 +97,14 @@ export const quarantineKey = (line: string): string => {
   return `line:${line}`
 }
 
+/** Whether `quarantine/` holds lines of this type (its `<Type>.ndjson`, or one a stopped retry set aside). */
+export const quarantines = (archiveDir: string, targetBaseUrl: string, type: string): boolean =>
+  [`${type}.ndjson`, `${type}.ndjson${REPLAYING}`].some(
+    (name) =>
+      (NFS.statSync(Path.join(quarantineDir(archiveDir, targetBaseUrl), name), { throwIfNoEntry: false })
+        ?.size ?? 0) > 0,
+  )
+
 /**
  * Resources still waiting in `quarantine/`: the distinct `quarantineKey`s of its `<Type>.ndjson` files and of
  * the `.replaying` files a stopped `--retry-quarantine` left (a run sets the files it replays aside and
