@@ -323,6 +323,18 @@ export const dependencyScanner = (
   let open: Array<Buffer> = []
   let openBytes = 0
   let skipping = false
+  let started = false
+  /** Whole lines; the file's first one without a byte-order mark (as the line reader drops it). */
+  const scan = (lines: Buffer) => {
+    let b = lines
+    if (!started && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) b = b.subarray(3)
+    started = true
+    addDependenciesOfLines(b, sourceBase, deps)
+  }
+  const tooLong = () => {
+    deps.any = true
+    started = true
+  }
   return {
     push: (chunk) => {
       const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
@@ -331,7 +343,7 @@ export const dependencyScanner = (
         if (skipping) return
         openBytes += buf.length
         if (openBytes > maxLineBytes) {
-          deps.any = true
+          tooLong()
           skipping = true
           open = []
           openBytes = 0
@@ -343,15 +355,19 @@ export const dependencyScanner = (
       const first = buf.indexOf(10)
       if (skipping) skipping = false
       else if (open.length > 0) {
-        open.push(buf.subarray(0, first + 1))
-        addDependenciesOfLines(Buffer.concat(open), sourceBase, deps)
-      } else addDependenciesOfLines(buf.subarray(0, first + 1), sourceBase, deps)
-      addDependenciesOfLines(buf.subarray(first + 1, last + 1), sourceBase, deps)
+        // (the line's end in this chunk: its length is known only now)
+        if (openBytes + first > maxLineBytes) tooLong()
+        else {
+          open.push(buf.subarray(0, first + 1))
+          scan(Buffer.concat(open))
+        }
+      } else scan(buf.subarray(0, first + 1))
+      if (last > first) scan(buf.subarray(first + 1, last + 1))
       open = last + 1 < buf.length ? [Buffer.from(buf.subarray(last + 1))] : []
       openBytes = buf.length - last - 1
     },
     end: () => {
-      if (!skipping && open.length > 0) addDependenciesOfLines(Buffer.concat(open), sourceBase, deps)
+      if (!skipping && open.length > 0) scan(Buffer.concat(open))
       open = []
       openBytes = 0
     },
@@ -862,7 +878,12 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
         Effect.gen(function* () {
           if (l.deps !== undefined) return
           const deps = emptyDeps()
-          const scanner = dependencyScanner(sourceBase, deps)
+          // (a Binary's line holds its data: such lines may be longer)
+          const scanner = dependencyScanner(
+            sourceBase,
+            deps,
+            l.entry.type === "Binary" ? Ndjson.BINARY_MAX_LINE_BYTES : Ndjson.DEFAULT_MAX_LINE_BYTES,
+          )
           yield* Stream.runForEach(Archive.bytes(archive, l.entry), (chunk) =>
             Effect.sync(() => scanner.push(chunk)),
           )

@@ -207,6 +207,20 @@ describe("Migrate scheduler (pure)", () => {
     expect(Array.from(out.types)).toEqual(["Encounter"])
     // within the limit: read as usual
     expect(scanned(`${long}\n${after}\n`, 100, 10_000)).toEqual(deps(["Patient", "Encounter"]))
+    // over the limit only once its end arrives (no chunk without a newline went over it)
+    const crossing = scanned(`${long}\n${after}\n`, 4000, 5000)
+    expect(crossing.any).toBe(true)
+    expect(Array.from(crossing.types)).toEqual(["Encounter"])
+  })
+
+  it("a file that starts with a byte-order mark: read as without it (as the line reader drops it)", () => {
+    const escaped = '{"resourceType":"Observation","subject":{"refer\\u0065nce":"Patient/p"}}'
+    const plain = '{"resourceType":"Observation","subject":{"reference":"Encounter/e"}}'
+    for (const first of [escaped, plain]) {
+      const text = `${first}\n${plain}\n`
+      for (const size of [1, 2, 5, 4096]) expect(scanned(`\uFEFF${text}`, size)).toEqual(scanned(text, 4096))
+    }
+    expect(scanned(`\uFEFF${escaped}\n`, 3)).toEqual(deps(["Patient"]))
   })
 
   it("dependencies read off the text equal the parsed ones for every resource of the shared data", () => {
