@@ -1158,17 +1158,23 @@ layer(
   )
 })
 
+/** A manifest of two output files (and a deleted one, if asked) whose URLs end in `tag` (a query string). */
+const twoFiles = (
+  tag: string,
+  extra: Partial<{ transactionTime: string; count: number; deleted: boolean }> = {},
+) => ({
+  transactionTime: extra.transactionTime ?? "2026-01-01T00:00:00Z",
+  requiresAccessToken: false,
+  output: [
+    { type: "Patient", url: `http://s/f/Patient.0${tag}`, count: 10 },
+    { type: "Observation", url: `http://s/f/Observation.0${tag}`, count: extra.count ?? 20 },
+  ],
+  deleted: extra.deleted === true ? [{ type: "Bundle", url: `http://s/f/del.0${tag}` }] : [],
+  error: [],
+})
+
 describe("renewsUrls", () => {
-  const manifest = (tag: string, extra: Partial<{ transactionTime: string; count: number }> = {}) => ({
-    transactionTime: extra.transactionTime ?? "2026-01-01T00:00:00Z",
-    requiresAccessToken: false,
-    output: [
-      { type: "Patient", url: `http://s/f/Patient.0${tag}`, count: 10 },
-      { type: "Observation", url: `http://s/f/Observation.0${tag}`, count: extra.count ?? 20 },
-    ],
-    deleted: [],
-    error: [],
-  })
+  const manifest = twoFiles
   const before = manifest("?gen=1")
   const planned = Export.planFiles(before)
   const observation = planned.filter((f) => f.type === "Observation")
@@ -1198,31 +1204,23 @@ describe("renewsUrls", () => {
 })
 
 describe("journalable, sameFiles", () => {
-  const manifest = (query: string, extra: Partial<{ transactionTime: string; count: number }> = {}) => ({
-    transactionTime: extra.transactionTime ?? "2026-01-01T00:00:00Z",
-    requiresAccessToken: false,
-    output: [
-      { type: "Patient", url: `https://s/f/Patient.0${query}`, count: 10 },
-      { type: "Observation", url: `https://s/f/Observation.0${query}`, count: extra.count ?? 20 },
-    ],
-    deleted: [{ type: "Bundle", url: `https://s/f/del.0${query}` }],
-    error: [],
-  })
+  const manifest = (query: string, extra: Partial<{ transactionTime: string; count: number }> = {}) =>
+    twoFiles(query, { ...extra, deleted: true })
 
   it("keeps a manifest's links without their secrets, marked; one without secrets as it is, unmarked", () => {
     const signed = Export.journalable(manifest("?sig=abc123&gen=1"))
     assert.deepStrictEqual(
       [...signed.output, ...signed.deleted].map((f) => f.url),
       [
-        "https://s/f/Patient.0?sig=REDACTED&gen=1",
-        "https://s/f/Observation.0?sig=REDACTED&gen=1",
-        "https://s/f/del.0?sig=REDACTED&gen=1",
+        "http://s/f/Patient.0?sig=REDACTED&gen=1",
+        "http://s/f/Observation.0?sig=REDACTED&gen=1",
+        "http://s/f/del.0?sig=REDACTED&gen=1",
       ],
     )
     assert.isTrue(Export.redactedLinks(signed))
     assert.notInclude(JSON.stringify(signed), "abc123")
     const userInfo = manifest("")
-    const withUser = { ...userInfo, output: [{ ...userInfo.output[0]!, url: "https://u:pw@s/f/Patient.0" }] }
+    const withUser = { ...userInfo, output: [{ ...userInfo.output[0]!, url: "http://u:pw@s/f/Patient.0" }] }
     assert.isTrue(Export.redactedLinks(Export.journalable(withUser)))
     assert.notInclude(JSON.stringify(Export.journalable(withUser)), "pw@")
     const plain = manifest("?gen=1")
