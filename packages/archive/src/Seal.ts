@@ -35,13 +35,14 @@ import {
   randomBytes,
 } from "node:crypto"
 import * as NFS from "node:fs"
+import * as OS from "node:os"
 import * as Path from "node:path"
 import { StringDecoder } from "node:string_decoder"
 import { breathe } from "@ferry/core/Breathe"
 import { makeDirsSync } from "@ferry/core/Dirs"
 import { fsProblem } from "@ferry/core/FsProblem"
 import { isPastedSecret } from "@ferry/core/PastedSecret"
-import { Effect, Exit, Stream } from "effect"
+import { Effect, Exit, type Scope, Stream } from "effect"
 import * as Archive from "./Archive.js"
 import type { ArchiveError } from "./ArchiveError.js"
 import * as Fs from "./internal/fs.js"
@@ -273,6 +274,91 @@ const u32 = (n: number): Buffer => {
 const io = (path: string, what: string) => (cause: unknown) =>
   new SealError({ reason: "Io", path, detail: `${what} (${fsProblem(cause)})`, cause })
 
+/**
+ * `<out>.lock`, made exclusively and naming this process, for as long as a seal or an unseal writes `<out>`. Two at
+ * once to the same `--out` would each remove the other's `<out>.part`, and one could put the other's unfinished
+ * file in place and call it done. A lock whose process is gone (on this host) is taken over; another one stops the
+ * run, naming it.
+ */
+const holdOut = (out: string): Effect.Effect<void, SealError, Scope.Scope> => {
+  const path = `${out}.lock`
+  const mine = JSON.stringify({ pid: process.pid, host: OS.hostname(), startedAt: new Date().toISOString() })
+  const read = (): string | undefined => {
+    try {
+      return NFS.readFileSync(path, "utf8")
+    } catch (e) {
+      if (Fs.isNodeError(e, "ENOENT")) return undefined
+      throw e
+    }
+  }
+  const take = (): SealError | undefined => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        makeDirsSync(Path.dirname(Path.resolve(path)), 0o700)
+        NFS.writeFileSync(path, mine, { flag: "wx", mode: 0o600 })
+        return undefined
+      } catch (e) {
+        if (!Fs.isNodeError(e, "EEXIST")) throw e
+      }
+      const text = read()
+      if (text === undefined) continue // released meanwhile
+      const held = holderOf(text)
+      if (held !== undefined && held.host === OS.hostname() && !alive(held.pid)) {
+        // its process is gone: taken over (only while it still holds what was judged)
+        if (read() === text) NFS.rmSync(path, { force: true })
+        continue
+      }
+      return new SealError({
+        reason: "Exists",
+        path: out,
+        detail:
+          held === undefined
+            ? `is being written by another ferry (${path} names no process yet); wait for it to finish, or delete ${path} if no ferry seal or unseal is running`
+            : `is being written by another ferry (pid ${held.pid} on ${held.host}, since ${held.startedAt}); wait for it to finish, or choose another --out`,
+      })
+    }
+    return new SealError({
+      reason: "Exists",
+      path: out,
+      detail: `${path} kept changing hands; run the command again`,
+    })
+  }
+  return Effect.acquireRelease(
+    Effect.try({ try: take, catch: io(path, "the lock beside --out could not be made") }).pipe(
+      Effect.flatMap((refused) => (refused === undefined ? Effect.void : Effect.fail(refused))),
+    ),
+    () =>
+      Effect.sync(() => {
+        try {
+          if (read() === mine) NFS.rmSync(path, { force: true })
+        } catch {
+          // (a lock that cannot be read back is left: the next run names it)
+        }
+      }),
+  )
+}
+
+const holderOf = (text: string): { pid: number; host: string; startedAt: string } | undefined => {
+  try {
+    const v = JSON.parse(text) as { pid?: unknown; host?: unknown; startedAt?: unknown }
+    return typeof v.pid === "number" && typeof v.host === "string" && typeof v.startedAt === "string"
+      ? { pid: v.pid, host: v.host, startedAt: v.startedAt }
+      : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Whether a process of this host has this pid (one of another user's counts too). */
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return Fs.isNodeError(e, "EPERM")
+  }
+}
+
 /** What a first pass over `checksums.sha256` says (constant memory: the rows are not kept). */
 interface Listing {
   /** The manifest's row (`/3`), or undefined (`/2`: not listed). */
@@ -322,186 +408,192 @@ export const seal = (
   recipient: KeyObject,
   out: string,
 ): Effect.Effect<SealResult, SealError | ArchiveError> =>
-  Effect.gen(function* () {
-    const manifest = yield* Archive.readManifest(dir)
-    if (!manifest.complete)
-      return yield* new SealError({
-        reason: "Archive",
-        path: dir,
-        detail:
-          "the archive is unfinished (its export did not complete); run the same ferry export again to finish it, then seal it",
-      })
-    if (taken(out))
-      return yield* new SealError({
-        reason: "Exists",
-        path: out,
-        detail: "already exists; choose another --out (a sealed archive is never written over)",
-      })
-    const root = Path.resolve(dir)
-    if (Path.resolve(out).startsWith(`${root}${Path.sep}`))
-      return yield* new SealError({
-        reason: "Exists",
-        path: out,
-        detail: `is inside the archive ${dir}; choose an --out outside it`,
-      })
-    const mismatches = yield* Archive.verifyListing(dir, manifest)
-    if (mismatches.length > 0)
-      return yield* new SealError({
-        reason: "Archive",
-        path: dir,
-        detail: Archive.describeMismatches(mismatches, manifest),
-      })
-    const checksums = Path.join(dir, Archive.layout.checksums)
-    const listing = yield* listingOf(Archive.checksumRows(checksums))
-    if (listing.unsafe !== undefined)
-      return yield* new SealError({
-        reason: "Archive",
-        path: dir,
-        detail: `${listing.unsafe} has a name unseal would refuse (only letters, digits and . _ - in each part): rename it, with its rows in manifest.json and checksums.sha256, or export again`,
-      })
-    const part = `${out}.part`
-    // a <out>.part this command did not leave (a sealed file's first line) is not removed
-    if (taken(part) && !sealedLeftover(part))
-      return yield* new SealError({
-        reason: "Exists",
-        path: part,
-        detail: "exists and was not left by ferry seal; move it away, or choose another --out",
-      })
-    const fileKey = randomBytes(32)
-    const recipientX = publicX(recipient)
-    const eph = generateKeyPairSync("x25519")
-    const epkX = publicX(eph.publicKey)
-    const shared = agree(eph.privateKey, recipient)
-    if (shared === undefined)
-      return yield* new SealError({
-        reason: "Key",
-        path: "--to",
-        detail:
-          "the public key is not one a key can be agreed with (a low-order X25519 point); give the public key ferry keys generate --alg X25519 printed",
-      })
-    const kek = keyEncryptionKey(shared, epkX, recipientX)
-    const wrap = createCipheriv("aes-256-gcm", kek, ZERO_NONCE)
-    const wrapped = Buffer.concat([wrap.update(fileKey), wrap.final(), wrap.getAuthTag()])
-    const header: SealHeader = {
-      format: FORMAT,
-      chunk: CHUNK,
-      recipient: thumbprint(recipient),
-      epk: { kty: "OKP", crv: "X25519", x: epkX.toString("base64url") },
-      key: wrapped.toString("base64url"),
-    }
-    const headerLine = Buffer.from(`${JSON.stringify(header)}\n`)
-    const fd = yield* Effect.try({
-      try: () => {
-        NFS.rmSync(part, { force: true })
-        makeDirsSync(Path.dirname(Path.resolve(part)), 0o700)
-        return NFS.openSync(part, "wx", 0o600)
-      },
-      catch: io(part, "the sealed file could not be created"),
-    })
-    let written = 0
-    /** Writes the pieces in one system call (a chunk's ciphertext and its tag), the rest of a short write after. */
-    const write = (...pieces: ReadonlyArray<Buffer>) => {
-      const total = pieces.reduce((n, b) => n + b.length, 0)
-      try {
-        const done = NFS.writevSync(fd, pieces)
-        if (done < total) {
-          const rest = Buffer.concat(pieces).subarray(done)
-          let off = 0
-          while (off < rest.length) off += NFS.writeSync(fd, rest, off, rest.length - off)
-        }
-      } catch (cause) {
-        throw new WriteFailed(cause)
+  Effect.scoped(
+    Effect.gen(function* () {
+      yield* holdOut(out)
+      const manifest = yield* Archive.readManifest(dir)
+      if (!manifest.complete)
+        return yield* new SealError({
+          reason: "Archive",
+          path: dir,
+          detail:
+            "the archive is unfinished (its export did not complete); run the same ferry export again to finish it, then seal it",
+        })
+      if (taken(out))
+        return yield* new SealError({
+          reason: "Exists",
+          path: out,
+          detail: "already exists; choose another --out (a sealed archive is never written over)",
+        })
+      const root = Path.resolve(dir)
+      if (Path.resolve(out).startsWith(`${root}${Path.sep}`))
+        return yield* new SealError({
+          reason: "Exists",
+          path: out,
+          detail: `is inside the archive ${dir}; choose an --out outside it`,
+        })
+      const mismatches = yield* Archive.verifyListing(dir, manifest)
+      if (mismatches.length > 0)
+        return yield* new SealError({
+          reason: "Archive",
+          path: dir,
+          detail: Archive.describeMismatches(mismatches, manifest),
+        })
+      const checksums = Path.join(dir, Archive.layout.checksums)
+      const listing = yield* listingOf(Archive.checksumRows(checksums))
+      if (listing.unsafe !== undefined)
+        return yield* new SealError({
+          reason: "Archive",
+          path: dir,
+          detail: `${listing.unsafe} has a name unseal would refuse (only letters, digits and . _ - in each part): rename it, with its rows in manifest.json and checksums.sha256, or export again`,
+        })
+      const part = `${out}.part`
+      // a <out>.part this command did not leave (a sealed file's first line) is not removed
+      if (taken(part) && !sealedLeftover(part))
+        return yield* new SealError({
+          reason: "Exists",
+          path: part,
+          detail: "exists and was not left by ferry seal; move it away, or choose another --out",
+        })
+      const fileKey = randomBytes(32)
+      const recipientX = publicX(recipient)
+      const eph = generateKeyPairSync("x25519")
+      const epkX = publicX(eph.publicKey)
+      const shared = agree(eph.privateKey, recipient)
+      if (shared === undefined)
+        return yield* new SealError({
+          reason: "Key",
+          path: "--to",
+          detail:
+            "the public key is not one a key can be agreed with (a low-order X25519 point); give the public key ferry keys generate --alg X25519 printed",
+        })
+      const kek = keyEncryptionKey(shared, epkX, recipientX)
+      const wrap = createCipheriv("aes-256-gcm", kek, ZERO_NONCE)
+      const wrapped = Buffer.concat([wrap.update(fileKey), wrap.final(), wrap.getAuthTag()])
+      const header: SealHeader = {
+        format: FORMAT,
+        chunk: CHUNK,
+        recipient: thumbprint(recipient),
+        epk: { kty: "OKP", crv: "X25519", x: epkX.toString("base64url") },
+        key: wrapped.toString("base64url"),
       }
-      written += total
-    }
-    let files = 0
-    const body = Effect.gen(function* () {
-      write(headerLine)
-      const s = sealer(fileKey, createHash("sha256").update(headerLine).digest(), write)
-      const buf = Buffer.allocUnsafe(CHUNK)
-      const sealOne = (rel: string, expected: string | undefined) =>
-        Effect.try({
-          try: () => {
-            const path = Path.join(dir, rel)
-            const rfd = NFS.openSync(path, "r")
-            try {
-              const size = NFS.fstatSync(rfd).size
-              const head = Buffer.from(JSON.stringify({ path: rel, size }))
-              s.push(u32(head.length))
-              s.push(head)
-              const hash = createHash("sha256")
-              let at = 0
-              while (at < size) {
-                const got = NFS.readSync(rfd, buf, 0, Math.min(CHUNK, size - at), at)
-                if (got === 0) throw new Error(`${rel} became shorter while it was sealed`)
-                const piece = buf.subarray(0, got)
-                hash.update(piece)
-                s.push(piece)
-                at += got
+      const headerLine = Buffer.from(`${JSON.stringify(header)}\n`)
+      const fd = yield* Effect.try({
+        try: () => {
+          NFS.rmSync(part, { force: true })
+          makeDirsSync(Path.dirname(Path.resolve(part)), 0o700)
+          return NFS.openSync(part, "wx", 0o600)
+        },
+        catch: io(part, "the sealed file could not be created"),
+      })
+      let written = 0
+      /** Writes the pieces in one system call (a chunk's ciphertext and its tag), the rest of a short write after. */
+      const write = (...pieces: ReadonlyArray<Buffer>) => {
+        const total = pieces.reduce((n, b) => n + b.length, 0)
+        try {
+          const done = NFS.writevSync(fd, pieces)
+          if (done < total) {
+            const rest = Buffer.concat(pieces).subarray(done)
+            let off = 0
+            while (off < rest.length) off += NFS.writeSync(fd, rest, off, rest.length - off)
+          }
+        } catch (cause) {
+          throw new WriteFailed(cause)
+        }
+        written += total
+      }
+      let files = 0
+      const body = Effect.gen(function* () {
+        write(headerLine)
+        const s = sealer(fileKey, createHash("sha256").update(headerLine).digest(), write)
+        const buf = Buffer.allocUnsafe(CHUNK)
+        const sealOne = (rel: string, expected: string | undefined) =>
+          Effect.try({
+            try: () => {
+              const path = Path.join(dir, rel)
+              const rfd = NFS.openSync(path, "r")
+              try {
+                const size = NFS.fstatSync(rfd).size
+                const head = Buffer.from(JSON.stringify({ path: rel, size }))
+                s.push(u32(head.length))
+                s.push(head)
+                const hash = createHash("sha256")
+                let at = 0
+                while (at < size) {
+                  const got = NFS.readSync(rfd, buf, 0, Math.min(CHUNK, size - at), at)
+                  if (got === 0) throw new Error(`${rel} became shorter while it was sealed`)
+                  const piece = buf.subarray(0, got)
+                  hash.update(piece)
+                  s.push(piece)
+                  at += got
+                }
+                files++
+                const actual = hash.digest("hex")
+                return expected !== undefined && actual !== expected
+                  ? Archive.describeMismatches(
+                      [{ path: rel, problem: "Changed", expected, actual }],
+                      manifest,
+                    )
+                  : undefined
+              } finally {
+                NFS.closeSync(rfd)
               }
-              files++
-              const actual = hash.digest("hex")
-              return expected !== undefined && actual !== expected
-                ? Archive.describeMismatches([{ path: rel, problem: "Changed", expected, actual }], manifest)
-                : undefined
-            } finally {
-              NFS.closeSync(rfd)
-            }
-          },
-          catch: (cause): SealError =>
-            cause instanceof WriteFailed
-              ? io(part, "the sealed file could not be written")(cause.cause)
-              : Fs.isNodeError(cause, "ENOENT")
-                ? new SealError({
-                    reason: "Archive",
-                    path: dir,
-                    detail: Archive.describeMismatches([{ path: rel, problem: "Missing" }], manifest),
-                  })
-                : io(Path.join(dir, rel), "could not be read")(cause),
-        }).pipe(
-          Effect.flatMap((changed) =>
-            changed === undefined
-              ? Effect.void
-              : Effect.fail(new SealError({ reason: "Archive", path: dir, detail: changed })),
-          ),
-          // (a Ctrl-C is heard between files, not only at the end)
-          Effect.zipLeft(breathe),
+            },
+            catch: (cause): SealError =>
+              cause instanceof WriteFailed
+                ? io(part, "the sealed file could not be written")(cause.cause)
+                : Fs.isNodeError(cause, "ENOENT")
+                  ? new SealError({
+                      reason: "Archive",
+                      path: dir,
+                      detail: Archive.describeMismatches([{ path: rel, problem: "Missing" }], manifest),
+                    })
+                  : io(Path.join(dir, rel), "could not be read")(cause),
+          }).pipe(
+            Effect.flatMap((changed) =>
+              changed === undefined
+                ? Effect.void
+                : Effect.fail(new SealError({ reason: "Archive", path: dir, detail: changed })),
+            ),
+            // (a Ctrl-C is heard between files, not only at the end)
+            Effect.zipLeft(breathe),
+          )
+        yield* sealOne(Archive.layout.checksums, undefined)
+        yield* sealOne(Archive.layout.manifest, listing.manifest)
+        yield* Stream.runForEach(Archive.checksumRows(checksums), ([h, p]) =>
+          p === Archive.layout.manifest || p === Archive.layout.checksums ? Effect.void : sealOne(p, h),
         )
-      yield* sealOne(Archive.layout.checksums, undefined)
-      yield* sealOne(Archive.layout.manifest, listing.manifest)
-      yield* Stream.runForEach(Archive.checksumRows(checksums), ([h, p]) =>
-        p === Archive.layout.manifest || p === Archive.layout.checksums ? Effect.void : sealOne(p, h),
-      )
-      if (!listing.indexListed && NFS.existsSync(Path.join(dir, Archive.layout.attachmentIndex)))
-        yield* sealOne(Archive.layout.attachmentIndex, undefined)
-      const end = Buffer.from(JSON.stringify({ end: true, files }))
-      s.push(u32(end.length))
-      s.push(end)
-      s.finish()
-      NFS.fsyncSync(fd)
-    })
-    yield* body.pipe(
-      Effect.catchAllDefect((cause) =>
-        Effect.fail(
-          io(
-            part,
-            "the sealed file could not be written",
-          )(cause instanceof WriteFailed ? cause.cause : cause),
+        if (!listing.indexListed && NFS.existsSync(Path.join(dir, Archive.layout.attachmentIndex)))
+          yield* sealOne(Archive.layout.attachmentIndex, undefined)
+        const end = Buffer.from(JSON.stringify({ end: true, files }))
+        s.push(u32(end.length))
+        s.push(end)
+        s.finish()
+        NFS.fsyncSync(fd)
+      })
+      yield* body.pipe(
+        Effect.catchAllDefect((cause) =>
+          Effect.fail(
+            io(
+              part,
+              "the sealed file could not be written",
+            )(cause instanceof WriteFailed ? cause.cause : cause),
+          ),
         ),
-      ),
-      Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
-      // (also when stopped: a torn sealed file is no copy)
-      Effect.onExit((exit) =>
-        Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => NFS.rmSync(part, { force: true })),
-      ),
-    )
-    yield* Effect.try({
-      try: () => NFS.renameSync(part, out),
-      catch: io(out, "the sealed file could not be put in place"),
-    })
-    yield* putInPlace(out)
-    return { out, files, bytes: written, recipient: header.recipient } satisfies SealResult
-  })
+        Effect.ensuring(Effect.sync(() => NFS.closeSync(fd))),
+        // (also when stopped: a torn sealed file is no copy)
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => NFS.rmSync(part, { force: true })),
+        ),
+      )
+      yield* Effect.try({
+        try: () => NFS.renameSync(part, out),
+        catch: io(out, "the sealed file could not be put in place"),
+      })
+      yield* putInPlace(out)
+      return { out, files, bytes: written, recipient: header.recipient } satisfies SealResult
+    }),
+  )
 
 // ---------------------------------------------------------------------------------------------------------
 // Unseal
@@ -620,328 +712,334 @@ export interface UnsealResult {
  * `<out>.part`, checked with `verifyChecksums`, then renamed; folders 0700, files 0600).
  */
 export const unseal = (file: string, key: KeyObject, out: string): Effect.Effect<UnsealResult, SealError> =>
-  Effect.gen(function* () {
-    if (taken(out))
-      return yield* new SealError({
-        reason: "Exists",
-        path: out,
-        detail: "already exists; choose another --out (an archive is unsealed into a new folder)",
-      })
-    const part = `${out}.part`
-    if (taken(part) && !taken(Path.join(part, PART_MARKER)))
-      return yield* new SealError({
-        reason: "Exists",
-        path: part,
-        detail: "exists and was not left by ferry unseal; move it away, or choose another --out",
-      })
-    const fd = yield* Effect.try({
-      try: () => NFS.openSync(file, "r"),
-      catch: io(file, "the sealed file could not be opened"),
-    })
-    /** Whether this run made `<out>.part` (only then is it removed when the run fails or is stopped). */
-    let made = false
-    /** The file being written and the checksum rows being read, closed however the run ends. */
-    let opened: Opened | undefined
-    let reader: RowReader | undefined
-    const run = Effect.gen(function* () {
-      const { header, line } = yield* readHeader(file, fd)
-      const mine = thumbprint(createPublicKey(key))
-      if (mine !== header.recipient)
+  Effect.scoped(
+    Effect.gen(function* () {
+      yield* holdOut(out)
+      if (taken(out))
         return yield* new SealError({
-          reason: "Key",
-          path: file,
-          detail: `it was sealed to another key (${header.recipient}) than this one (${mine}); give the private key it was sealed to`,
+          reason: "Exists",
+          path: out,
+          detail: "already exists; choose another --out (an archive is unsealed into a new folder)",
         })
-      const headerChanged = new SealError({
-        reason: "Damaged",
-        path: file,
-        detail: "its header was changed (the file key does not open with this key)",
+      const part = `${out}.part`
+      if (taken(part) && !taken(Path.join(part, PART_MARKER)))
+        return yield* new SealError({
+          reason: "Exists",
+          path: part,
+          detail: "exists and was not left by ferry unseal; move it away, or choose another --out",
+        })
+      const fd = yield* Effect.try({
+        try: () => NFS.openSync(file, "r"),
+        catch: io(file, "the sealed file could not be opened"),
       })
-      let epk: KeyObject
-      try {
-        epk = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: header.epk.x } as never, format: "jwk" })
-      } catch {
-        return yield* headerChanged
-      }
-      const shared = agree(key, epk)
-      if (shared === undefined) return yield* headerChanged
-      const kek = keyEncryptionKey(shared, publicX(epk), publicX(createPublicKey(key)))
-      let fileKey: Buffer
-      try {
-        const wrapped = Buffer.from(header.key, "base64url")
-        // (32 bytes of key and a whole tag: a shorter tag is not taken)
-        if (wrapped.length !== 32 + TAG) throw new Error("not a wrapped key")
-        const d = createDecipheriv("aes-256-gcm", kek, ZERO_NONCE)
-        d.setAuthTag(wrapped.subarray(wrapped.length - TAG))
-        fileKey = Buffer.concat([d.update(wrapped.subarray(0, wrapped.length - TAG)), d.final()])
-      } catch {
-        return yield* headerChanged
-      }
-      const aad = createHash("sha256").update(line).digest()
-      // (a leftover of an earlier run, marked as such, is replaced)
-      NFS.rmSync(part, { recursive: true, force: true })
-      makeDirsSync(part, 0o700)
-      made = true
-      NFS.writeFileSync(Path.join(part, PART_MARKER), "", { mode: 0o600 })
+      /** Whether this run made `<out>.part` (only then is it removed when the run fails or is stopped). */
+      let made = false
+      /** The file being written and the checksum rows being read, closed however the run ends. */
+      let opened: Opened | undefined
+      let reader: RowReader | undefined
+      const run = Effect.gen(function* () {
+        const { header, line } = yield* readHeader(file, fd)
+        const mine = thumbprint(createPublicKey(key))
+        if (mine !== header.recipient)
+          return yield* new SealError({
+            reason: "Key",
+            path: file,
+            detail: `it was sealed to another key (${header.recipient}) than this one (${mine}); give the private key it was sealed to`,
+          })
+        const headerChanged = new SealError({
+          reason: "Damaged",
+          path: file,
+          detail: "its header was changed (the file key does not open with this key)",
+        })
+        let epk: KeyObject
+        try {
+          epk = createPublicKey({
+            key: { kty: "OKP", crv: "X25519", x: header.epk.x } as never,
+            format: "jwk",
+          })
+        } catch {
+          return yield* headerChanged
+        }
+        const shared = agree(key, epk)
+        if (shared === undefined) return yield* headerChanged
+        const kek = keyEncryptionKey(shared, publicX(epk), publicX(createPublicKey(key)))
+        let fileKey: Buffer
+        try {
+          const wrapped = Buffer.from(header.key, "base64url")
+          // (32 bytes of key and a whole tag: a shorter tag is not taken)
+          if (wrapped.length !== 32 + TAG) throw new Error("not a wrapped key")
+          const d = createDecipheriv("aes-256-gcm", kek, ZERO_NONCE)
+          d.setAuthTag(wrapped.subarray(wrapped.length - TAG))
+          fileKey = Buffer.concat([d.update(wrapped.subarray(0, wrapped.length - TAG)), d.final()])
+        } catch {
+          return yield* headerChanged
+        }
+        const aad = createHash("sha256").update(line).digest()
+        // (a leftover of an earlier run, marked as such, is replaced)
+        NFS.rmSync(part, { recursive: true, force: true })
+        makeDirsSync(part, 0o700)
+        made = true
+        NFS.writeFileSync(Path.join(part, PART_MARKER), "", { mode: 0o600 })
 
-      // the payload's records, parsed as the chunks open
-      let state: "length" | "head" | "body" | "done" = "length"
-      let need = 4
-      const acc: Array<Buffer> = []
-      let accLen = 0
-      let current: (Opened & { left: number }) | undefined
-      let files = 0
-      /**
-       * The rows of `checksums.sha256` (sealed first), read one at a time as the records arrive (constant memory):
-       * after the manifest, each record must be the next row, and each file is hashed as it is written and checked
-       * against that row when whole; the archive is checked in the same pass.
-       */
-      let listing: { readonly manifest: string | undefined; readonly indexListed: boolean } | undefined
-      /** The next row of the checksum file that is not the manifest's (sealed second) nor its own. */
-      const nextListed = (): [string, string] | string | undefined => {
-        for (;;) {
-          const row = reader!.next()
-          if (row === undefined || typeof row === "string") return row
-          if (row[1] !== Archive.layout.manifest && row[1] !== Archive.layout.checksums) return row
+        // the payload's records, parsed as the chunks open
+        let state: "length" | "head" | "body" | "done" = "length"
+        let need = 4
+        const acc: Array<Buffer> = []
+        let accLen = 0
+        let current: (Opened & { left: number }) | undefined
+        let files = 0
+        /**
+         * The rows of `checksums.sha256` (sealed first), read one at a time as the records arrive (constant memory):
+         * after the manifest, each record must be the next row, and each file is hashed as it is written and checked
+         * against that row when whole; the archive is checked in the same pass.
+         */
+        let listing: { readonly manifest: string | undefined; readonly indexListed: boolean } | undefined
+        /** The next row of the checksum file that is not the manifest's (sealed second) nor its own. */
+        const nextListed = (): [string, string] | string | undefined => {
+          for (;;) {
+            const row = reader!.next()
+            if (row === undefined || typeof row === "string") return row
+            if (row[1] !== Archive.layout.manifest && row[1] !== Archive.layout.checksums) return row
+          }
         }
-      }
-      /** A file written whole: its sha256 against its row; after the checksum file, its rows made ready. */
-      const closeFile = (f: Opened): SealError | undefined => {
-        NFS.fsyncSync(f.fd)
-        NFS.closeSync(f.fd)
-        opened = undefined
-        const actual = f.hash.digest("hex")
-        if (f.rel === Archive.layout.checksums && listing === undefined) {
-          // a first pass for the manifest's row (sealed second), then the rows in order
-          const scan = new RowReader(Path.join(part, f.rel))
-          let manifest: string | undefined
-          let indexListed = false
-          try {
-            for (let row = scan.next(); row !== undefined; row = scan.next()) {
-              if (typeof row === "string") return damaged(`its ${Archive.layout.checksums}: ${row}`)
-              if (row[1] === Archive.layout.manifest) manifest = row[0]
-              if (row[1] === Archive.layout.attachmentIndex) indexListed = true
+        /** A file written whole: its sha256 against its row; after the checksum file, its rows made ready. */
+        const closeFile = (f: Opened): SealError | undefined => {
+          NFS.fsyncSync(f.fd)
+          NFS.closeSync(f.fd)
+          opened = undefined
+          const actual = f.hash.digest("hex")
+          if (f.rel === Archive.layout.checksums && listing === undefined) {
+            // a first pass for the manifest's row (sealed second), then the rows in order
+            const scan = new RowReader(Path.join(part, f.rel))
+            let manifest: string | undefined
+            let indexListed = false
+            try {
+              for (let row = scan.next(); row !== undefined; row = scan.next()) {
+                if (typeof row === "string") return damaged(`its ${Archive.layout.checksums}: ${row}`)
+                if (row[1] === Archive.layout.manifest) manifest = row[0]
+                if (row[1] === Archive.layout.attachmentIndex) indexListed = true
+              }
+            } finally {
+              scan.close()
             }
-          } finally {
-            scan.close()
+            listing = { manifest, indexListed }
+            reader = new RowReader(Path.join(part, f.rel))
+            return undefined
           }
-          listing = { manifest, indexListed }
-          reader = new RowReader(Path.join(part, f.rel))
-          return undefined
+          return f.expected === undefined || f.expected === actual
+            ? undefined
+            : damaged(
+                `the unsealed archive is not whole: ${Archive.describeMismatches([{ path: f.rel, problem: "Changed", expected: f.expected, actual }])}`,
+              )
         }
-        return f.expected === undefined || f.expected === actual
-          ? undefined
-          : damaged(
-              `the unsealed archive is not whole: ${Archive.describeMismatches([{ path: f.rel, problem: "Changed", expected: f.expected, actual }])}`,
+        /** The sha256 the next record must have (its row), or why it cannot be the next record. */
+        const expectedFor = (rel: string): { readonly expected: string | undefined } | SealError => {
+          if (files === 0)
+            return rel === Archive.layout.checksums
+              ? { expected: undefined }
+              : damaged(
+                  `its first file is ${rel}, not ${Archive.layout.checksums} (it was not made by ferry seal)`,
+                )
+          if (files === 1)
+            return rel === Archive.layout.manifest
+              ? { expected: listing?.manifest }
+              : damaged(
+                  `its second file is ${rel}, not ${Archive.layout.manifest} (it was not made by ferry seal)`,
+                )
+          const row = nextListed()
+          if (typeof row === "string") return damaged(`its ${Archive.layout.checksums}: ${row}`)
+          if (row === undefined) {
+            // (a /2 archive's index has no row: sealed last)
+            if (rel === Archive.layout.attachmentIndex && listing?.indexListed === false && !unlistedIndex) {
+              unlistedIndex = true
+              return { expected: undefined }
+            }
+            return damaged(
+              `it holds ${rel}, which its ${Archive.layout.checksums} does not list (it was not made by ferry seal)`,
             )
-      }
-      /** The sha256 the next record must have (its row), or why it cannot be the next record. */
-      const expectedFor = (rel: string): { readonly expected: string | undefined } | SealError => {
-        if (files === 0)
-          return rel === Archive.layout.checksums
-            ? { expected: undefined }
-            : damaged(
-                `its first file is ${rel}, not ${Archive.layout.checksums} (it was not made by ferry seal)`,
-              )
-        if (files === 1)
-          return rel === Archive.layout.manifest
-            ? { expected: listing?.manifest }
-            : damaged(
-                `its second file is ${rel}, not ${Archive.layout.manifest} (it was not made by ferry seal)`,
-              )
-        const row = nextListed()
-        if (typeof row === "string") return damaged(`its ${Archive.layout.checksums}: ${row}`)
-        if (row === undefined) {
-          // (a /2 archive's index has no row: sealed last)
-          if (rel === Archive.layout.attachmentIndex && listing?.indexListed === false && !unlistedIndex) {
-            unlistedIndex = true
-            return { expected: undefined }
           }
-          return damaged(
-            `it holds ${rel}, which its ${Archive.layout.checksums} does not list (it was not made by ferry seal)`,
-          )
+          return row[1] === rel
+            ? { expected: row[0] }
+            : damaged(
+                `it holds ${rel} where its ${Archive.layout.checksums} lists ${row[1]} next (it was not made by ferry seal)`,
+              )
         }
-        return row[1] === rel
-          ? { expected: row[0] }
-          : damaged(
-              `it holds ${rel} where its ${Archive.layout.checksums} lists ${row[1]} next (it was not made by ferry seal)`,
-            )
-      }
-      let unlistedIndex = false
-      const ended = () => state === "done"
-      const damaged = (detail: string) => new SealError({ reason: "Damaged", path: file, detail })
-      const take = (plain: Buffer): SealError | undefined => {
-        let off = 0
-        while (off < plain.length) {
-          if (state === "done") return damaged("it holds more after its last record (the file was changed)")
-          if (state === "body") {
-            const n = Math.min(current!.left, plain.length - off)
-            let w = 0
-            while (w < n) w += NFS.writeSync(current!.fd, plain, off + w, n - w)
+        let unlistedIndex = false
+        const ended = () => state === "done"
+        const damaged = (detail: string) => new SealError({ reason: "Damaged", path: file, detail })
+        const take = (plain: Buffer): SealError | undefined => {
+          let off = 0
+          while (off < plain.length) {
+            if (state === "done") return damaged("it holds more after its last record (the file was changed)")
+            if (state === "body") {
+              const n = Math.min(current!.left, plain.length - off)
+              let w = 0
+              while (w < n) w += NFS.writeSync(current!.fd, plain, off + w, n - w)
+              off += n
+              current!.left -= n
+              current!.hash.update(plain.subarray(off - n, off))
+              if (current!.left === 0) {
+                const problem = closeFile(current!)
+                current = undefined
+                if (problem !== undefined) return problem
+                state = "length"
+                need = 4
+              }
+              continue
+            }
+            const n = Math.min(need - accLen, plain.length - off)
+            acc.push(plain.subarray(off, off + n))
+            accLen += n
             off += n
-            current!.left -= n
-            current!.hash.update(plain.subarray(off - n, off))
-            if (current!.left === 0) {
-              const problem = closeFile(current!)
-              current = undefined
+            if (accLen < need) continue
+            const whole = Buffer.concat(acc)
+            acc.length = 0
+            accLen = 0
+            if (state === "length") {
+              need = whole.readUInt32BE(0)
+              if (need === 0 || need > 4096) return damaged("a record's header has an impossible length")
+              state = "head"
+              continue
+            }
+            let rec: { path?: unknown; size?: unknown; end?: unknown; files?: unknown }
+            try {
+              rec = JSON.parse(whole.toString("utf8")) as typeof rec
+            } catch {
+              return damaged("a record's header is not JSON")
+            }
+            if (rec.end === true) {
+              if (rec.files !== files)
+                return damaged(
+                  `it ends after ${files} files where its last record says ${JSON.stringify(rec.files)}`,
+                )
+              state = "done"
+              continue
+            }
+            if (
+              !safePath(rec.path) ||
+              typeof rec.size !== "number" ||
+              !Number.isSafeInteger(rec.size) ||
+              rec.size < 0
+            )
+              return damaged(`a record names ${JSON.stringify(rec.path)}, which is no path inside an archive`)
+            // the checksum file, the manifest, then the checksum file's rows in order: nothing else
+            const next = expectedFor(rec.path)
+            if (next instanceof SealError) return next
+            const target = Path.join(part, rec.path)
+            let wfd: number
+            try {
+              makeDirsSync(Path.dirname(target), 0o700)
+              wfd = NFS.openSync(target, "wx", 0o600)
+            } catch (e) {
+              // (a file sealed by anyone who has the public key opens: its records are not trusted)
+              const code = (e as NodeJS.ErrnoException).code
+              if (code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR")
+                return damaged(
+                  `it names ${rec.path} twice, or as both a file and a folder (it was not made by ferry seal)`,
+                )
+              throw e
+            }
+            files++
+            const file: Opened & { left: number } = {
+              fd: wfd,
+              left: rec.size,
+              rel: rec.path,
+              hash: createHash("sha256"),
+              expected: next.expected,
+            }
+            opened = file
+            if (rec.size === 0) {
+              const problem = closeFile(file)
               if (problem !== undefined) return problem
               state = "length"
               need = 4
+            } else {
+              current = file
+              state = "body"
             }
-            continue
           }
-          const n = Math.min(need - accLen, plain.length - off)
-          acc.push(plain.subarray(off, off + n))
-          accLen += n
-          off += n
-          if (accLen < need) continue
-          const whole = Buffer.concat(acc)
-          acc.length = 0
-          accLen = 0
-          if (state === "length") {
-            need = whole.readUInt32BE(0)
-            if (need === 0 || need > 4096) return damaged("a record's header has an impossible length")
-            state = "head"
-            continue
-          }
-          let rec: { path?: unknown; size?: unknown; end?: unknown; files?: unknown }
-          try {
-            rec = JSON.parse(whole.toString("utf8")) as typeof rec
-          } catch {
-            return damaged("a record's header is not JSON")
-          }
-          if (rec.end === true) {
-            if (rec.files !== files)
-              return damaged(
-                `it ends after ${files} files where its last record says ${JSON.stringify(rec.files)}`,
-              )
-            state = "done"
-            continue
-          }
-          if (
-            !safePath(rec.path) ||
-            typeof rec.size !== "number" ||
-            !Number.isSafeInteger(rec.size) ||
-            rec.size < 0
-          )
-            return damaged(`a record names ${JSON.stringify(rec.path)}, which is no path inside an archive`)
-          // the checksum file, the manifest, then the checksum file's rows in order: nothing else
-          const next = expectedFor(rec.path)
-          if (next instanceof SealError) return next
-          const target = Path.join(part, rec.path)
-          let wfd: number
-          try {
-            makeDirsSync(Path.dirname(target), 0o700)
-            wfd = NFS.openSync(target, "wx", 0o600)
-          } catch (e) {
-            // (a file sealed by anyone who has the public key opens: its records are not trusted)
-            const code = (e as NodeJS.ErrnoException).code
-            if (code === "EEXIST" || code === "ENOTDIR" || code === "EISDIR")
-              return damaged(
-                `it names ${rec.path} twice, or as both a file and a folder (it was not made by ferry seal)`,
-              )
-            throw e
-          }
-          files++
-          const file: Opened & { left: number } = {
-            fd: wfd,
-            left: rec.size,
-            rel: rec.path,
-            hash: createHash("sha256"),
-            expected: next.expected,
-          }
-          opened = file
-          if (rec.size === 0) {
-            const problem = closeFile(file)
-            if (problem !== undefined) return problem
-            state = "length"
-            need = 4
-          } else {
-            current = file
-            state = "body"
-          }
+          return undefined
         }
-        return undefined
-      }
 
-      const size = NFS.fstatSync(fd).size
-      const sealedChunk = CHUNK + TAG
-      let at = line.length
-      let n = 0
-      const buf = Buffer.allocUnsafe(sealedChunk)
-      for (;;) {
-        const left = size - at
-        const last = left <= sealedChunk
-        const len = last ? left : sealedChunk
-        if (len < TAG)
-          return yield* damaged(
-            `it was cut short (${size.toLocaleString("en-US")} bytes; its last chunk is missing)`,
-          )
-        let got = 0
-        while (got < len) {
-          const r = NFS.readSync(fd, buf, got, len - got, at + got)
-          if (r === 0) return yield* damaged("it became shorter while it was read")
-          got += r
+        const size = NFS.fstatSync(fd).size
+        const sealedChunk = CHUNK + TAG
+        let at = line.length
+        let n = 0
+        const buf = Buffer.allocUnsafe(sealedChunk)
+        for (;;) {
+          const left = size - at
+          const last = left <= sealedChunk
+          const len = last ? left : sealedChunk
+          if (len < TAG)
+            return yield* damaged(
+              `it was cut short (${size.toLocaleString("en-US")} bytes; its last chunk is missing)`,
+            )
+          let got = 0
+          while (got < len) {
+            const r = NFS.readSync(fd, buf, got, len - got, at + got)
+            if (r === 0) return yield* damaged("it became shorter while it was read")
+            got += r
+          }
+          let plain: Buffer
+          try {
+            const d = createDecipheriv("aes-256-gcm", fileKey, nonceOf(n, last))
+            d.setAAD(aad)
+            d.setAuthTag(buf.subarray(len - TAG, len))
+            plain = Buffer.concat([d.update(buf.subarray(0, len - TAG)), d.final()])
+          } catch {
+            return yield* damaged(
+              `chunk ${n + 1} (bytes ${at.toLocaleString("en-US")}–${(at + len).toLocaleString("en-US")}) does not open: the file was changed, cut short or damaged`,
+            )
+          }
+          const problem = take(plain)
+          if (problem !== undefined) return yield* problem
+          at += len
+          n++
+          if (last) break
+          // (a Ctrl-C is heard between chunks, not only at the end)
+          if (n % 64 === 0) yield* breathe
         }
-        let plain: Buffer
-        try {
-          const d = createDecipheriv("aes-256-gcm", fileKey, nonceOf(n, last))
-          d.setAAD(aad)
-          d.setAuthTag(buf.subarray(len - TAG, len))
-          plain = Buffer.concat([d.update(buf.subarray(0, len - TAG)), d.final()])
-        } catch {
-          return yield* damaged(
-            `chunk ${n + 1} (bytes ${at.toLocaleString("en-US")}–${(at + len).toLocaleString("en-US")}) does not open: the file was changed, cut short or damaged`,
-          )
-        }
-        const problem = take(plain)
-        if (problem !== undefined) return yield* problem
-        at += len
-        n++
-        if (last) break
-        // (a Ctrl-C is heard between chunks, not only at the end)
-        if (n % 64 === 0) yield* breathe
-      }
-      // (`take` moves the state; read through a function, the compiler does not narrow it to the start value)
-      if (!ended()) return yield* damaged("its records end before their last one (the file was cut short)")
-      // every file written matched its row (`closeFile`); what is left: no row without its file, and the rows
-      // agree with the manifest and the attachment index (both re-hashed), as an import checks it
-      if (reader === undefined)
-        return yield* damaged(`the unsealed archive is not whole: ${Archive.layout.checksums} is missing`)
-      const missing = nextListed()
-      if (typeof missing === "string") return yield* damaged(`its ${Archive.layout.checksums}: ${missing}`)
-      if (missing !== undefined)
-        return yield* damaged(`the unsealed archive is not whole: ${missing[1]} is missing`)
-      const unsealed = yield* Archive.readManifest(part).pipe(
-        Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
-      )
-      const mismatches = yield* Archive.verifyListing(part, unsealed).pipe(
-        Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
-      )
-      if (mismatches.length > 0)
-        return yield* damaged(
-          `the unsealed archive is not whole: ${Archive.describeMismatches(mismatches, unsealed)}`,
+        // (`take` moves the state; read through a function, the compiler does not narrow it to the start value)
+        if (!ended()) return yield* damaged("its records end before their last one (the file was cut short)")
+        // every file written matched its row (`closeFile`); what is left: no row without its file, and the rows
+        // agree with the manifest and the attachment index (both re-hashed), as an import checks it
+        if (reader === undefined)
+          return yield* damaged(`the unsealed archive is not whole: ${Archive.layout.checksums} is missing`)
+        const missing = nextListed()
+        if (typeof missing === "string") return yield* damaged(`its ${Archive.layout.checksums}: ${missing}`)
+        if (missing !== undefined)
+          return yield* damaged(`the unsealed archive is not whole: ${missing[1]} is missing`)
+        const unsealed = yield* Archive.readManifest(part).pipe(
+          Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
         )
-      NFS.rmSync(Path.join(part, PART_MARKER))
-      NFS.renameSync(part, out)
-      yield* putInPlace(out)
-      return { out, files } satisfies UnsealResult
-    })
-    return yield* run.pipe(
-      Effect.catchAllDefect((cause) => Effect.fail(io(out, "the archive could not be unsealed")(cause))),
-      Effect.ensuring(
-        Effect.sync(() => {
-          NFS.closeSync(fd)
-          reader?.close()
-          if (opened !== undefined) Fs.closeQuietly(opened.fd)
-        }),
-      ),
-      // (what was written of a damaged or refused file, or of a stopped run, is a partial health record: not
-      // left lying about; a <out>.part this run did not make is not touched)
-      Effect.onExit((exit) =>
-        Exit.isSuccess(exit) || !made
-          ? Effect.void
-          : Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true })),
-      ),
-    )
-  })
+        const mismatches = yield* Archive.verifyListing(part, unsealed).pipe(
+          Effect.mapError((e) => damaged(`the unsealed archive is not whole: ${e.message}`)),
+        )
+        if (mismatches.length > 0)
+          return yield* damaged(
+            `the unsealed archive is not whole: ${Archive.describeMismatches(mismatches, unsealed)}`,
+          )
+        NFS.rmSync(Path.join(part, PART_MARKER))
+        NFS.renameSync(part, out)
+        yield* putInPlace(out)
+        return { out, files } satisfies UnsealResult
+      })
+      return yield* run.pipe(
+        Effect.catchAllDefect((cause) => Effect.fail(io(out, "the archive could not be unsealed")(cause))),
+        Effect.ensuring(
+          Effect.sync(() => {
+            NFS.closeSync(fd)
+            reader?.close()
+            if (opened !== undefined) Fs.closeQuietly(opened.fd)
+          }),
+        ),
+        // (what was written of a damaged or refused file, or of a stopped run, is a partial health record: not
+        // left lying about; a <out>.part this run did not make is not touched)
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) || !made
+            ? Effect.void
+            : Effect.sync(() => NFS.rmSync(part, { recursive: true, force: true })),
+        ),
+      )
+    }),
+  )

@@ -8,7 +8,9 @@ import {
   type KeyObject,
   randomBytes,
 } from "node:crypto"
+import { spawnSync } from "node:child_process"
 import * as NFS from "node:fs"
+import * as OS from "node:os"
 import * as Path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
@@ -349,6 +351,49 @@ describe("Seal", () => {
         expect(yield* attempt("count", craft(pub, genuine, { end: 99 }))).toContain(
           `it ends after ${genuine.length} files where its last record says 99`,
         )
+      }),
+  )
+  it.scoped(
+    "a seal or unseal to an --out another one is writing stops at once, naming it; a lock whose process is gone is taken over and released",
+    () =>
+      Effect.gen(function* () {
+        const { root, dir, keys, file } = yield* sealedOf
+        const key = yield* Seal.readKey(keys.priv, "private")
+        const pub = createPublicKey(key)
+        const held = (out: string, pid: number) => {
+          const text = JSON.stringify({ pid, host: OS.hostname(), startedAt: "2026-12-07T00:00:00.000Z" })
+          NFS.writeFileSync(`${out}.lock`, text)
+          return text
+        }
+        // a live process's lock (this one's pid stands for another ferry): refused, nothing written, the lock kept
+        const sealOut = Path.join(root, "busy.sealed")
+        const sealLock = held(sealOut, process.pid)
+        const e1 = yield* Effect.flip(Seal.seal(dir, pub, sealOut))
+        expect([e1.reason, e1.message]).toEqual([
+          "Exists",
+          `${sealOut}: is being written by another ferry (pid ${process.pid} on ${OS.hostname()}, since 2026-12-07T00:00:00.000Z); wait for it to finish, or choose another --out`,
+        ])
+        expect(NFS.existsSync(sealOut) || NFS.existsSync(`${sealOut}.part`)).toBe(false)
+        expect(NFS.readFileSync(`${sealOut}.lock`, "utf8")).toBe(sealLock)
+        const unsealOut = Path.join(root, "busy-restore")
+        held(unsealOut, process.pid)
+        const e2 = yield* Effect.flip(Seal.unseal(file, key, unsealOut))
+        expect(e2.message).toContain(`${unsealOut}: is being written by another ferry (pid ${process.pid}`)
+        expect(NFS.existsSync(unsealOut) || NFS.existsSync(`${unsealOut}.part`)).toBe(false)
+        // a lock that names no process (being made, or torn): refused too, saying what to do
+        NFS.writeFileSync(`${unsealOut}.lock`, "")
+        const e3 = yield* Effect.flip(Seal.unseal(file, key, unsealOut))
+        expect(e3.message).toContain(`delete ${unsealOut}.lock if no ferry seal or unseal is running`)
+        // the lock of a process that is gone: taken over, the run done, the lock removed
+        const gone = spawnSync(process.execPath, ["-e", ""]).pid
+        held(sealOut, gone)
+        yield* Seal.seal(dir, pub, sealOut)
+        expect(NFS.existsSync(sealOut)).toBe(true)
+        expect(NFS.existsSync(`${sealOut}.lock`)).toBe(false)
+        held(unsealOut, gone)
+        yield* Seal.unseal(sealOut, key, unsealOut)
+        expect(tree(unsealOut)).toEqual(tree(dir))
+        expect(NFS.existsSync(`${unsealOut}.lock`)).toBe(false)
       }),
   )
   it.scoped(
