@@ -328,21 +328,23 @@ const holdOut = (out: string): Effect.Effect<void, SealError, Scope.Scope> => {
       Effect.flatMap((refused) => (refused === undefined ? Effect.void : Effect.fail(refused))),
     ),
     () =>
-      Effect.sync(() => {
-        try {
-          if (read() === mine) NFS.rmSync(path, { force: true })
-        } catch {
-          // (a lock that cannot be read back is left: the next run names it)
-        }
-      }),
+      Effect.try(() => {
+        if (read() === mine) NFS.rmSync(path, { force: true })
+      }).pipe(
+        // (left in place, the next run names it)
+        Effect.catchAll((e) => Effect.logWarning(`could not remove ${path}: ${fsProblem(e.error)}`)),
+      ),
   )
 }
 
 const holderOf = (text: string): { pid: number; host: string; startedAt: string } | undefined => {
   try {
     const v = JSON.parse(text) as { pid?: unknown; host?: unknown; startedAt?: unknown }
-    return typeof v.pid === "number" && typeof v.host === "string" && typeof v.startedAt === "string"
-      ? { pid: v.pid, host: v.host, startedAt: v.startedAt }
+    return Number.isSafeInteger(v.pid) &&
+      (v.pid as number) > 0 &&
+      typeof v.host === "string" &&
+      typeof v.startedAt === "string"
+      ? { pid: v.pid as number, host: v.host, startedAt: v.startedAt }
       : undefined
   } catch {
     return undefined
