@@ -20,7 +20,7 @@ import { execFileSync, spawn } from "node:child_process"
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { BIN, ferryEnv, type SandboxProcess, startSandboxProcess } from "./proc.js"
+import { BIN, collect, ferryEnv, type SandboxProcess, startSandboxProcess } from "./proc.js"
 
 const option = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -62,23 +62,15 @@ const crawl = (sandbox: SandboxProcess, out: string): Promise<Crawl> =>
       // (as the `ferry` command runs it: glibc's malloc settings, apps/cli/bin/ferry)
       { stdio: ["ignore", "pipe", "pipe"], env: ferryEnv() },
     )
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (c: Buffer) => {
-      stdout += c.toString()
-    })
-    child.stderr.on("data", (c: Buffer) => {
-      stderr = (stderr + c.toString()).slice(-4000)
-    })
+    const { stderr } = collect(child, 4000)
     child.on("exit", (code) => {
       const wall = secs(t0)
-      if (code !== 0) return reject(new Error(`ferry export exited ${code}: ${stderr}`))
+      if (code !== 0) return reject(new Error(`ferry export exited ${code}: ${stderr()}`))
       const manifest = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8")) as {
         files: ReadonlyArray<{ type: string; count: number }>
       }
       const counts: Record<string, number> = {}
       for (const f of manifest.files) counts[f.type] = (counts[f.type] ?? 0) + f.count
-      void stdout
       resolve({ wall, sandboxCpu: sandbox.cpuSecs() - cpu0, counts })
     })
   })

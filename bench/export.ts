@@ -36,7 +36,7 @@ import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { pipeline } from "node:stream/promises"
-import { BIN, ferryEnv, startSandboxProcess } from "./proc.js"
+import { BIN, collect, ferryEnv, startSandboxProcess } from "./proc.js"
 
 const TIME = "/usr/bin/time"
 const PARALLEL = 4
@@ -297,14 +297,7 @@ const ferry = async (baseUrl: string, out: string): Promise<Ferry> => {
   const child = useTime
     ? spawn(TIME, ["-v", process.execPath, ...node], { stdio: ["ignore", "pipe", "pipe"], env })
     : spawn(process.execPath, node, { stdio: ["ignore", "pipe", "pipe"], env })
-  let stdout = ""
-  let stderr = ""
-  child.stdout.on("data", (c: Buffer) => {
-    stdout += c.toString()
-  })
-  child.stderr.on("data", (c: Buffer) => {
-    stderr = (stderr + c.toString()).slice(-16_000)
-  })
+  const output = collect(child, 16_000)
   let sampledKb = 0
   const samples: Array<readonly [number, number]> = []
   let pid: number | undefined
@@ -319,6 +312,8 @@ const ferry = async (baseUrl: string, out: string): Promise<Ferry> => {
   const totalSecs = secs(t0)
   const exitedAt = Date.now()
   clearInterval(sampler)
+  const stdout = output.stdout()
+  const stderr = output.stderr()
   if (code !== 0) throw new Error(`ferry export exited ${code}: ${stderr.slice(-3000)}`)
   const summary = JSON.parse(stdout) as {
     resources: number

@@ -39,7 +39,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
-import { BIN, ferryEnv, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
+import { BIN, collect, ferryEnv, mainThreadCpuSecs, startSandboxProcess } from "./proc.js"
 import { fileURLToPath } from "node:url"
 import { createGunzip } from "node:zlib"
 
@@ -95,16 +95,9 @@ const ferry = (args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = [
           stdio: ["ignore", "pipe", "pipe"],
           env,
         })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString()
-    })
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString()
-    })
+    const { stdout, stderr } = collect(child)
     child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
+    child.on("close", (code) => resolve({ code, stdout: stdout(), stderr: stderr() }))
   })
 
 interface ManifestFile {

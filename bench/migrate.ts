@@ -23,7 +23,7 @@ import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { cpus, tmpdir } from "node:os"
 import { join } from "node:path"
-import { BIN, ferryEnv, startSandboxProcess } from "./proc.js"
+import { BIN, collect, ferryEnv, startSandboxProcess } from "./proc.js"
 
 /** Ferry runs as the `ferry` command runs it (glibc's malloc settings, apps/cli/bin/ferry). */
 const env = ferryEnv()
@@ -62,17 +62,12 @@ const timed = (args: ReadonlyArray<string>): Promise<Timed> =>
           env,
         })
       : spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (c: Buffer) => {
-      stdout += c.toString()
-    })
-    child.stderr.on("data", (c: Buffer) => {
-      stderr += c.toString()
-    })
+    const output = collect(child)
     child.on("error", reject)
     child.on("close", (code) => {
       const wallSecs = secs(t0)
+      const stdout = output.stdout()
+      const stderr = output.stderr()
       const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)
       const user = /User time \(seconds\): ([\d.]+)/.exec(stderr)
       const sys = /System time \(seconds\): ([\d.]+)/.exec(stderr)

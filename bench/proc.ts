@@ -1,6 +1,7 @@
 /** Process figures the benches read from /proc (Linux), and the sandbox as a process of its own. */
-import { spawn } from "node:child_process"
+import { type ChildProcessByStdio, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
+import type { Readable } from "node:stream"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 
@@ -43,6 +44,25 @@ export interface SandboxProcess {
   readonly stop: () => Promise<void>
 }
 
+/**
+ * What a child process writes, collected as it comes: stdout whole, stderr whole or only its last `stderrTail`
+ * characters (an error message's worth, for a process that logs a lot).
+ */
+export const collect = (
+  child: ChildProcessByStdio<null, Readable, Readable>,
+  stderrTail = Number.POSITIVE_INFINITY,
+): { readonly stdout: () => string; readonly stderr: () => string } => {
+  let stdout = ""
+  let stderr = ""
+  child.stdout.on("data", (c: Buffer) => {
+    stdout += c.toString()
+  })
+  child.stderr.on("data", (c: Buffer) => {
+    stderr = (stderr + c.toString()).slice(-stderrTail)
+  })
+  return { stdout: () => stdout, stderr: () => stderr }
+}
+
 /** `ferry sandbox --port 0 …` as its own process (its CPU and memory are not the bench's); once it printed its base URL. */
 export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<SandboxProcess> =>
   new Promise((resolve, reject) => {
@@ -50,13 +70,10 @@ export const startSandboxProcess = (args: ReadonlyArray<string>): Promise<Sandbo
     const child = spawn(process.execPath, [BIN, "sandbox", "--port", "0", ...args], {
       stdio: ["ignore", "pipe", "pipe"],
     })
-    let stderr = ""
-    child.stderr.on("data", (c: Buffer) => {
-      stderr = (stderr + c.toString()).slice(-4000)
-    })
+    const { stderr } = collect(child, 4000)
     const exited = new Promise<void>((r) => child.on("exit", () => r()))
     const onEarlyExit = (code: number | null) =>
-      reject(new Error(`the sandbox exited (${code}) before printing its URL: ${stderr}`))
+      reject(new Error(`the sandbox exited (${code}) before printing its URL: ${stderr()}`))
     child.on("exit", onEarlyExit)
     createInterface({ input: child.stdout }).once("line", (line) => {
       child.off("exit", onEarlyExit)
