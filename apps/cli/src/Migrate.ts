@@ -193,30 +193,36 @@ export const addDependencies = (resource: unknown, sourceBase: string, deps: Dep
  * the shared data (tested), at most more `Binary`.
  */
 export const addDependenciesOfText = (text: string, sourceBase: string, deps: Deps): void => {
-  // a `\u` escape could spell a key (`"refer\u0065nce"` is `reference` too): such a line is parsed
-  if (text.includes("\\u")) {
-    let value: unknown
-    try {
-      value = JSON.parse(text)
-    } catch {
-      deps.any = true
-      return
-    }
-    addDependencies(value, sourceBase, deps)
+  if (text.includes("\\u")) addDependenciesOfParsed(text, sourceBase, deps)
+  else addDependenciesOfBytes(Buffer.from(text), sourceBase, deps)
+}
+
+/** A line that may spell a key with an escape (`"refer\u0065nce"` is `reference` too): parsed. */
+const addDependenciesOfParsed = (text: string, sourceBase: string, deps: Deps): void => {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    deps.any = true
     return
   }
+  addDependencies(value, sourceBase, deps)
+}
+
+/** Lines without `\u` escapes (UTF-8): the values of their `"reference"` and `"url"` keys. */
+const addDependenciesOfBytes = (region: Buffer, sourceBase: string, deps: Deps): void => {
   const finalWave = () => {
     deps.any = true
   }
-  forEachStringOf(
-    text,
-    '"reference"',
+  forEachStringOfBytes(
+    region,
+    REFERENCE_KEY,
     (raw) => addReference(parseReference(raw, { sourceBase }), deps),
     finalWave,
   )
-  forEachStringOf(
-    text,
-    '"url"',
+  forEachStringOfBytes(
+    region,
+    URL_KEY,
     (url) => {
       if (sourceBinaryId(url, sourceBase) !== undefined) deps.types.add("Binary")
     },
@@ -233,45 +239,27 @@ const ESCAPE_U = Buffer.from("\\u")
 /**
  * `addDependenciesOfText` for every line of `lines` (whole NDJSON lines, UTF-8), read off the bytes: a file's
  * lines are not decoded, only the values of its `"reference"` and `"url"` keys (the keys are ASCII, which in
- * UTF-8 never occurs inside another character). A line holding `\u` goes through `addDependenciesOfText`.
+ * UTF-8 never occurs inside another character). A line holding `\u` is parsed.
  * (Decoding and scanning every line as a string took ≈ 450 ms for the Synthea archive's 53.6 MB, on the
  * migration's main thread between two waves.)
  */
 export const addDependenciesOfLines = (lines: Buffer, sourceBase: string, deps: Deps): void => {
-  const bytes = (from: number, to: number) => {
-    if (to <= from) return
-    const region = lines.subarray(from, to)
-    const finalWave = () => {
-      deps.any = true
-    }
-    forEachStringOfBytes(
-      region,
-      REFERENCE_KEY,
-      (raw) => addReference(parseReference(raw, { sourceBase }), deps),
-      finalWave,
-    )
-    forEachStringOfBytes(
-      region,
-      URL_KEY,
-      (url) => {
-        if (sourceBinaryId(url, sourceBase) !== undefined) deps.types.add("Binary")
-      },
-      finalWave,
-    )
-  }
   let from = 0
   for (let u = lines.indexOf(ESCAPE_U); u >= 0; u = lines.indexOf(ESCAPE_U, from)) {
     const start = u === 0 ? 0 : lines.lastIndexOf(10, u - 1) + 1
     const newline = lines.indexOf(10, u)
     const end = newline < 0 ? lines.length : newline
-    bytes(from, start)
-    addDependenciesOfText(lines.toString("utf8", start, end), sourceBase, deps)
+    if (start > from) addDependenciesOfBytes(lines.subarray(from, start), sourceBase, deps)
+    addDependenciesOfParsed(lines.toString("utf8", start, end), sourceBase, deps)
     from = end
   }
-  bytes(from, lines.length)
+  if (lines.length > from) addDependenciesOfBytes(lines.subarray(from), sourceBase, deps)
 }
 
-/** `forEachStringOf` on UTF-8 bytes: `key` as bytes, values decoded. */
+/**
+ * Calls `f` with the string value of every `key` (quoted, as in `"reference"`, UTF-8) in JSON text (UTF-8); `bad`
+ * for one whose escapes do not decode.
+ */
 const forEachStringOfBytes = (
   buf: Buffer,
   key: Buffer,
@@ -371,42 +359,6 @@ export const dependencyScanner = (
       open = []
       openBytes = 0
     },
-  }
-}
-
-/**
- * Calls `f` with the string value of every `key` (quoted, as in `'"reference"'`) in a JSON text; `bad` for
- * one whose escapes do not decode.
- */
-const forEachStringOf = (text: string, key: string, f: (value: string) => void, bad: () => void): void => {
-  for (let i = text.indexOf(key); i >= 0; i = text.indexOf(key, i + 1)) {
-    let j = i + key.length
-    while (isSpace(text.charCodeAt(j))) j++
-    if (text.charCodeAt(j) !== 58) continue // not a key
-    j++
-    while (isSpace(text.charCodeAt(j))) j++
-    if (text.charCodeAt(j) !== 34) continue // not a string value
-    let k = j + 1
-    let escaped = false
-    while (k < text.length) {
-      const c = text.charCodeAt(k)
-      if (c === 92) {
-        escaped = true
-        k += 2
-      } else if (c === 34) break
-      else k++
-    }
-    if (!escaped) f(text.slice(j + 1, k))
-    else {
-      let value: unknown
-      try {
-        value = JSON.parse(text.slice(j, k + 1))
-      } catch {
-        bad()
-      }
-      if (typeof value === "string") f(value)
-    }
-    i = k
   }
 }
 
