@@ -427,11 +427,17 @@ describe("ferry verify", () => {
   }, 180_000)
 
   it("two sources with the same ids in one target (post): each archive verifies clean, the other's resources left out and counted apart", async () => {
-    const second = await startSandbox({ seed })
-    sandboxes.push(second)
-    const secondArchive = Path.join(tmp, "archive-second-source")
-    const exported = await runFerry(["export", second.handle.baseUrl, "--out", secondArchive])
-    expect(exported.code, exported.stderr).toBe(0)
+    // two sources of the same generated patients (the same ids; what is tested is the provenance tag, not the data)
+    const [archive, secondArchive] = (await Promise.all(
+      ["archive-first-source", "archive-second-source"].map(async (name) => {
+        const s = await startSandbox({ generate: 20 })
+        sandboxes.push(s)
+        const out = Path.join(tmp, name)
+        const exported = await runFerry(["export", s.handle.baseUrl, "--out", out])
+        expect(exported.code, exported.stderr).toBe(0)
+        return out
+      }),
+    )) as [string, string]
     const t = await startSandbox({ refuseClientIds: true })
     sandboxes.push(t)
     for (const a of [archive, secondArchive]) {
