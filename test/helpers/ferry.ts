@@ -157,14 +157,21 @@ export interface InProcessSandbox {
   readonly close: () => Promise<void>
 }
 
-/** Starts a sandbox in this process (port 0); `close` shuts it down. */
+/**
+ * Starts a sandbox in this process (port 0); `close` shuts it down.
+ *
+ * Its `$export` and `$import` status polls answer `Retry-After: 0` unless the test's `bulk` says otherwise (the
+ * sandbox's own default, 1 s, is a real server's pace: each export and each `$import` of a test waited it out,
+ * where the client's floor between polls is 100 ms).
+ */
 export const startSandbox = async (
   config: SandboxConfigInput,
   plugins?: ReadonlyArray<Sandbox.Plugin>,
 ): Promise<InProcessSandbox> => {
   const scope = await Effect.runPromise(Scope.make())
+  const quick = { ...config, bulk: { retryAfterSeconds: 0, ...(config.bulk as object | undefined) } }
   const handle = await Effect.runPromise(
-    Sandbox.start(config, plugins ? { plugins } : {}).pipe(Scope.extend(scope)),
+    Sandbox.start(quick, plugins ? { plugins } : {}).pipe(Scope.extend(scope)),
   )
   return { handle, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
