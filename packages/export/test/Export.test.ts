@@ -1121,8 +1121,9 @@ layer(
           attachments: false,
           ...fast,
         }
-        // first run: stopped as soon as the complete manifest is journaled, files still to come
-        yield* setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 300 }] })
+        // first run: stopped as soon as the complete manifest is journaled, files still to come (the parts' early
+        // downloads, one at a time, come before it: 40 of the 41 files, 50 ms each)
+        yield* setFaults(sandbox.baseUrl, { delay: [{ route: "download", ms: 50 }] })
         const manifested = yield* Deferred.make<void>()
         const fiber = yield* Effect.fork(
           Export.run({
