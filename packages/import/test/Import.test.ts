@@ -475,14 +475,14 @@ describe("Import.run", () => {
             }
           return out
         }
-        // put: small Bundles, so the gzip bodies are read for several groups of chunks
+        // put: Bundles of 100, so the gzip bodies are read for several groups of chunks
         const a = yield* target()
         const b = yield* target()
-        yield* Import.run({ client: yield* clientFor(a.baseUrl), archive: plain.dir, bundleSize: 20 })
+        yield* Import.run({ client: yield* clientFor(a.baseUrl), archive: plain.dir, bundleSize: 100 })
         const summary = yield* Import.run({
           client: yield* clientFor(b.baseUrl),
           archive: mixed.dir,
-          bundleSize: 20,
+          bundleSize: 100,
         })
         assert.isAbove(summary.chunks, 4 * 4 * 2)
         assert.deepStrictEqual(countsOf(b), mixed.expected)
@@ -492,7 +492,7 @@ describe("Import.run", () => {
         for (const [k, v] of got) assert.deepStrictEqual(v, want.get(k), k)
         // post: every Encounter's subject is a Patient on the target
         const c = yield* target({ refuseClientIds: true })
-        yield* Import.run({ client: yield* clientFor(c.baseUrl), archive: mixed.dir, bundleSize: 20 })
+        yield* Import.run({ client: yield* clientFor(c.baseUrl), archive: mixed.dir, bundleSize: 100 })
         assert.deepStrictEqual(countsOf(c), mixed.expected)
         for (const r of c.store.iterate("Encounter")) {
           const ref = (JSON.parse(r.json) as { subject?: { reference?: string } }).subject?.reference ?? ""
