@@ -50,8 +50,12 @@ const start = async (config: SandboxConfigInput) => {
 }
 
 /** Export a seeded sandbox once; each test imports a copy (the import state lives inside the archive). */
-const exportArchive = async (name: string, seed: ReadonlyArray<string>): Promise<string> => {
-  const source = await start({ seed: [...seed] })
+const exportArchive = async (
+  name: string,
+  seed: ReadonlyArray<string>,
+  config: SandboxConfigInput = {},
+): Promise<string> => {
+  const source = await start({ ...config, seed: [...seed] })
   const out = Path.join(tmp, name)
   const run = await runFerry(["export", source.baseUrl, "--out", out, "--json"])
   expect(run.code, run.stderr).toBe(0)
@@ -526,7 +530,8 @@ describe("ferry import", () => {
   })
 
   it("post: what refers to a quarantined resource is quarantined too, never sent with the source id; --retry-quarantine lands both, pass after pass", async () => {
-    const archive = copy(sample, "post-waiting")
+    // (50 generated patients: Encounters, Conditions, Observations, … refer to them and to each other)
+    const archive = await exportArchive("post-waiting", [], { generate: 50 })
     const db = Path.join(tmp, "post-waiting.sqlite")
     const port = await freePort()
     const refusing = await startSandbox({
@@ -765,17 +770,18 @@ describe("ferry import", () => {
   })
 
   it("deleted/ of an incremental archive: DELETEs on the target through the id map", async () => {
-    const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
+    // (50 generated patients: what is tested is the deletes and the id map, not the data)
+    const source = await start({ generate: 50 })
     const full = Path.join(tmp, "del-full")
     expect((await runFerry(["export", source.baseUrl, "--out", full])).code).toBe(0)
     const target = await start({ refuseClientIds: true })
     const first = await importInto(full, target)
     expect(first.code, first.stderr).toBe(0)
-    const gone = Array.from(source.store.iterate("AllergyIntolerance"))
+    const gone = Array.from(source.store.iterate("Observation"))
       .slice(0, 2)
       .map((r) => r.id)
     for (const id of gone) {
-      const r = await fetch(`${source.baseUrl}/AllergyIntolerance/${id}`, { method: "DELETE" })
+      const r = await fetch(`${source.baseUrl}/Observation/${id}`, { method: "DELETE" })
       expect(r.status).toBeLessThan(300)
     }
     const changed = Array.from(source.store.iterate("Patient"))[0]!
@@ -831,7 +837,7 @@ describe("ferry import", () => {
     expect(summary.strategy).toBe("post")
     expect(summary.deleted).toBe(2)
     expect(summary.deletesSkipped).toBe(0)
-    expect(target.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
+    expect(target.store.count("Observation")).toBe(source.store.count("Observation"))
     expect(target.store.count("Patient")).toBe(source.store.count("Patient"))
     const genders = Array.from(target.store.iterate("Patient")).filter(
       (r) => (JSON.parse(r.json) as { gender?: string }).gender === gender,
@@ -881,7 +887,7 @@ describe("ferry import", () => {
     expect(third.code, third.stderr).toBe(0)
     expect(refusals).toBe(1)
     expect((JSON.parse(third.stdout) as { deleted: number }).deleted).toBe(2)
-    expect(strict.handle.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
+    expect(strict.handle.store.count("Observation")).toBe(source.store.count("Observation"))
     // killed after its deletes but before they were journaled done (those journal lines gone): the rerun repeats
     // them, and what the target says is gone already (410) is not counted deleted a second time
     const deltaJournal = Path.join(importDir(delta2), "journal.ndjson")
@@ -895,7 +901,7 @@ describe("ferry import", () => {
     expect(resumed.deleted).toBe(0)
     expect(resumed.deletesAlreadyGone).toBe(2)
     expect(rerun.stderr).toContain("0 deleted (2 more already gone from the target)")
-    expect(strict.handle.store.count("AllergyIntolerance")).toBe(source.store.count("AllergyIntolerance"))
+    expect(strict.handle.store.count("Observation")).toBe(source.store.count("Observation"))
   })
 
   it("--strategy import into a target that assigns its own ids: warned before, and a failure (exit 4) when its job stored them so, not a success with references to nothing", async () => {
