@@ -353,6 +353,27 @@ export const fileKey = (type: string): string => `file:output:${type}:0`
  * pages of a search paged by offset while an update moves it). Its id's digest is kept (16 bytes, outside the
  * JS heap), not its id.
  */
+/**
+ * A type's `_summary=count`, where a count of 0 stands only if one search of the type (`_count=1`) finds none of
+ * it either: a server may count 0 for an unscoped search it does not really run, and the type would be left out.
+ * None: unknown (no count, a refused one, or a 0 the search contradicts). A search that fails leaves the count as
+ * it is (the crawl's own searches say what goes wrong).
+ */
+const heldCount = (client: FhirClient, type: string): Effect.Effect<Option.Option<number>> =>
+  summaryCount(client, type).pipe(
+    Effect.orElseSucceed(() => Option.none<number>()),
+    Effect.flatMap((n) =>
+      Option.isSome(n) && n.value === 0
+        ? client.search(type, { _count: "1" }).pipe(
+            Effect.map((b) =>
+              (b.entry ?? []).some((e) => e.resource?.resourceType === type) ? Option.none<number>() : n,
+            ),
+            Effect.orElseSucceed(() => n),
+          )
+        : Effect.succeed(n),
+    ),
+  )
+
 const onceEach = <E>(resources: Stream.Stream<Resource, E>): Stream.Stream<Resource, E> =>
   Stream.suspend(() => {
     const seen = new DigestSet(16)
@@ -420,6 +441,15 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   // (a type it holds none of is passed over without a word). The Patient type is read by `_id`, and through
   // `link` (a Patient linked to one of them) where the server declares it.
   const linking = new Map<string, ReadonlyArray<string>>()
+  // (each type's count asked for once: for the warning below, then for the type's searches)
+  const counts = new Map<string, Option.Option<number>>()
+  const held = (type: string) =>
+    Effect.suspend(() => {
+      const known = counts.get(type)
+      return known !== undefined
+        ? Effect.succeed(known)
+        : Effect.tap(heldCount(client, type), (n) => Effect.sync(() => counts.set(type, n)))
+    })
   const leftOut: Array<string> = []
   const partly: Array<string> = []
   if (compartment)
@@ -435,9 +465,9 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       const missing = all.filter((param) => !usable.includes(param))
       if (missing.length === 0) continue
       // (only to word the warning: a server that will not count, however it says so, leaves it unknown)
-      const held = yield* summaryCount(client, type).pipe(Effect.orElseSucceed(() => Option.none<number>()))
-      if (Option.isSome(held) && held.value === 0) continue
-      const what = `${type} (${missing.join(", ")}${Option.isSome(held) ? `; the server holds ${held.value}` : ""})`
+      const count = yield* held(type)
+      if (Option.isSome(count) && count.value === 0) continue
+      const what = `${type} (${missing.join(", ")}${Option.isSome(count) ? `; the server holds ${count.value}` : ""})`
       if (usable.length === 0) leftOut.push(what)
       else partly.push(what)
     }
@@ -462,8 +492,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
     if (!compartment) return onceEach(client.searchAll(type, base))
     // A type the server holds none of is not searched patient by patient: a batch that finds nothing proves
     // nothing about the server's batches, so such a type would cost about one search per patient. (A server
-    // that will not count, however it says so, is searched.)
-    const held = summaryCount(client, type).pipe(Effect.orElseSucceed(() => Option.none<number>()))
+    // that will not count, however it says so, or whose 0 a search of the type contradicts, is searched.)
     // (a Patient by `_id`, and through `link` where declared: each once)
     const searched = Stream.concat(
       type === "Patient"
@@ -486,7 +515,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
       ),
     ).pipe(onceEach)
     return Stream.unwrap(
-      Effect.map(held, (n) => (Option.isSome(n) && n.value === 0 ? Stream.empty : searched)),
+      Effect.map(held(type), (n) => (Option.isSome(n) && n.value === 0 ? Stream.empty : searched)),
     )
   }
 

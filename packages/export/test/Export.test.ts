@@ -951,6 +951,55 @@ layer(
   )
 })
 
+/** Answers `GET [base]/Condition?_summary=count` with a total of 0 (as a server that does not really run it may). */
+const conditionsCountedAsNone: Sandbox.Plugin = (router) =>
+  router.use(async (ctx, next) => {
+    if (
+      ctx.req.method === "GET" &&
+      ctx.path === "/Condition" &&
+      ctx.url.searchParams.get("_summary") === "count"
+    ) {
+      ctx.res.writeHead(200, { "content-type": "application/fhir+json" })
+      ctx.res.end(JSON.stringify({ resourceType: "Bundle", type: "searchset", total: 0 }))
+      return
+    }
+    await next()
+  })
+
+layer(
+  Sandbox.Sandbox.layer({ seed: [sample10] } as never, {
+    plugins: [conditionsCountedAsNone, ...Sandbox.defaultPlugins],
+  }),
+  { timeout: 60_000, excludeTestServices: true },
+)("a Patient-level crawl of a server whose _summary=count says 0", (it) => {
+  it.scoped(
+    "a type it holds is searched all the same (one search of the type finds some), one it holds none of is not",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const dir = yield* tempDir
+        const { client, searches } = yield* recordingClient(sandbox.baseUrl)
+        // (the sample holds no Observation: its count of 0 is true)
+        const types = ["Patient", "Condition", "Observation"]
+        const crawled = yield* Export.run({
+          client,
+          out: Path.join(dir, "c"),
+          params: { level: "patient", types },
+          mode: "crawl",
+        })
+        assert.strictEqual(typeCounts(crawled).Condition, sandbox.store.count("Condition"))
+        assert.isAbove(sandbox.store.count("Condition"), 0)
+        assert.isUndefined(typeCounts(crawled).Observation)
+        // the true 0 is checked with one search, and the type is not searched by patient
+        const observations = searches.filter((u) => /\/Observation\?/.test(u))
+        assert.deepStrictEqual(
+          observations.filter((u) => !u.includes("_summary=count")).map((u) => u.replace(/^.*\?/, "")),
+          ["_count=1"],
+        )
+      }),
+  )
+})
+
 for (const [searchOr, what] of [
   [false, "reads `a,b` as one value"],
   ["first", "reads only the first of `a,b`"],
