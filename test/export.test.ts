@@ -309,6 +309,9 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     }
     expect(result.people).toEqual([{ id: patientId, name }])
     expect(result.files).toBe(1)
+    // stderr (logs) names the person by id, never by name
+    expect(run.stderr).toContain(`ferry summary: wrote ${out}: the record of Patient/${patientId} (`)
+    expect(run.stderr).not.toContain(patient.name[0]!.family)
     // the cohort Group lists the 99 other patients: someone else's data, left out (and said so)
     expect(run.stderr).toMatch(
       /ferry summary: left out 1 resource that also names Patients who are not this record's \(someone else's data\): Group\/[^ ]+ \(99 others\); --include-others keeps them/,

@@ -42,7 +42,9 @@ export const summaryCommand = Command.make("summary", flags, (f) =>
       // (what the data says is printed as text: no control characters from a name reach the terminal)
       onNote: (line) => Console.error(`ferry summary: ${printable(line)}`),
     })
-    const who = printable(result.people.map((p) => p.name).join(", "))
+    // the person by their Patient id, not their name: stderr ends up in terminals' scrollback, CI and job logs (the
+    // name is in README.html, and in the --json result asked for on stdout)
+    const who = printable(result.people.map((p) => `Patient/${p.id}`).join(", "))
     yield* Console.error(
       `ferry summary: wrote ${result.out}: the record of ${who} (${counted(result.resources, "resource")}) in README.html, ${counted(result.files, "file")} in files/, ${counted(result.dataFiles, "data file")} in data/, SHA256SUMS; open README.html`,
     )
