@@ -379,14 +379,15 @@ describe("ferry import", () => {
   })
 
   it("a 5-entry Bundle limit: 413 splits the chunks until they fit, and the size that fits is kept", async () => {
-    const archive = copy(sample, "small")
+    // (50 generated patients, 1,154 resources: about 230 Bundles once they fit)
+    const archive = await exportArchive("small", [], { generate: 50 })
     const target = await start({ maxBundleEntries: 5 })
     const run = await importInto(archive, target, ["--bundle-size", "40"])
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toContain("too large; splitting")
     // the size that lands is learned: a few refused Bundles in all, not a cascade of halvings per chunk
-    // (1,259 refused Bundles here before; 11–12 now: the first cascade, then a size of 6 tried twice by the
-    // Bundles in flight at that moment)
+    // (1,259 refused Bundles of the 10-patient sample before; 11–12 after: the first cascade, then a size of 6
+    // tried twice by the Bundles in flight at that moment)
     const refused = run.stderr.split("\n").filter((l) => l.includes("too large; splitting")).length
     expect(refused).toBeLessThan(25)
     expect(run.stderr).toContain("sending at most 5 a Bundle from now on")
@@ -568,7 +569,8 @@ describe("ferry import", () => {
   })
 
   it("post and put: a reference to a resource not in the archive (deleted at the source) is sent as written, with a WARNING naming the first and the count; none for the whole archive", async () => {
-    const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
+    // (50 generated patients: each Encounter's Condition and Observations refer to it)
+    const source = await start({ generate: 50 })
     const whole = Path.join(tmp, "dangling-whole")
     expect((await runFerry(["export", source.baseUrl, "--out", whole])).code).toBe(0)
     const conditions = Array.from(source.store.iterate("Condition")).map(
