@@ -4,23 +4,24 @@ import { defineConfig } from "vitest/config"
 import { BaseSequencer, type TestSpecification } from "vitest/node"
 
 /**
- * Seconds each long test file took in a whole run (2 workers, 2026-12-06), longest first. CI starts from a
- * clean clone, so vitest has no durations of its own and would order the files by size: the demo (short file,
- * ≈ 40 s) then started last and ran alone at the end. A file missing here only starts after these.
+ * Seconds each long test file took in a whole run (2 workers, fresh-clone CI, 2026-12-07), longest first. CI starts
+ * from a clean clone, so vitest has no durations of its own and would order the files by size: the demo (short file,
+ * ≈ 25 s) then started last and ran alone at the end. A file missing here only starts after these.
  */
 const measured: Readonly<Record<string, number>> = {
-  "test/import.test.ts": 290,
-  "test/migrate.test.ts": 260,
-  "test/export.test.ts": 160,
-  "test/verify.test.ts": 110,
-  "packages/import/test/Import.test.ts": 90,
-  "packages/export/test/Export.test.ts": 65,
-  "test/demo.test.ts": 40,
-  "test/export-organized.test.ts": 37,
-  "test/export-faults.test.ts": 35,
-  "test/plan.test.ts": 35,
-  "packages/verify/test/Verify.test.ts": 27,
-  "packages/archive/test/Archive.test.ts": 22,
+  "test/import.test.ts": 250,
+  "test/migrate.test.ts": 250,
+  "test/export.test.ts": 190,
+  "test/verify.test.ts": 90,
+  "packages/import/test/Import.test.ts": 80,
+  "test/export-faults.test.ts": 60,
+  "test/plan.test.ts": 55,
+  "packages/export/test/Export.test.ts": 45,
+  "test/export-organized.test.ts": 43,
+  "packages/verify/test/Verify.test.ts": 33,
+  "test/demo.test.ts": 25,
+  "test/cli.test.ts": 16,
+  "packages/archive/test/Archive.test.ts": 13,
 }
 
 const root = fileURLToPath(new URL(".", import.meta.url))
