@@ -43,6 +43,8 @@ describe("ferry demo (process)", () => {
         stderr,
       )
     expect(done, stderr).not.toBeNull()
+    // counts and their nouns agree (a final wave of one file said "1 files")
+    expect(stderr).not.toMatch(/[^\d,.]1 (files|resources|attachments|waves)\b/)
     expect(Number(done![1])).toBeGreaterThan(1)
     expect(Number(done![2])).toBeGreaterThan(0)
     expect(stdout).toMatch(

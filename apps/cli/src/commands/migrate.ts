@@ -225,6 +225,7 @@ const preflight = (role: "source" | "target", flag: string, c: FhirClient.FhirCl
 
 const fmtBytes = Progress.formatBytes
 const fmtCount = Progress.formatCount
+const counted = Progress.counted
 
 /** A line for the events worth a line (plain output), or undefined; `strategy` only once. */
 const lines = () => {
@@ -260,7 +261,7 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
       case "attachment-failed":
         return `${p} attachment failed: ${String(e.detail)}`
       case "done":
-        return `${p} export done: ${fmtCount(Number(e.resources ?? 0))} resources, ${String(e.files)} files, ${String(e.attachments)} attachments`
+        return `${p} export done: ${counted(Number(e.resources ?? 0), "resource")}, ${counted(Number(e.files ?? 0), "file")}, ${counted(Number(e.attachments ?? 0), "attachment")}`
       default:
         return undefined
     }
@@ -283,11 +284,11 @@ const lineOf = (e: Migrate.MigrateEvent): string | undefined => {
   }
   switch (e.event) {
     case "resume":
-      return `${p} resuming: ${String(e.importedFiles)} files imported by earlier runs${e.done === true ? " (the migration had finished)" : ""}`
+      return `${p} resuming: ${counted(Number(e.importedFiles ?? 0), "file")} imported by earlier runs${e.done === true ? " (the migration had finished)" : ""}`
     case "continues":
       return `${p} continues ${String(e.archive)}${e.idMap === "none" ? "" : " (its id map carried over)"}${dropsKept(e.dropMeta)}`
     case "wave":
-      return `${p} import wave ${String(e.wave)}${e.final === true ? " (final)" : ""}: ${String(e.files)} files, ${fmtCount(Number(e.resources ?? 0))} resources${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} delete files` : ""} (staged ${fmtBytes(Number(e.staged ?? 0))})`
+      return `${p} import wave ${String(e.wave)}${e.final === true ? " (final)" : ""}: ${counted(Number(e.files ?? 0), "file")}, ${counted(Number(e.resources ?? 0), "resource")}${Number(e.deleted ?? 0) > 0 ? `, ${counted(Number(e.deleted), "delete file")}` : ""} (staged ${fmtBytes(Number(e.staged ?? 0))})`
     case "wave-done":
       return `${p} wave ${String(e.wave)} done: ${fmtCount(Number(e.total ?? 0))} written${earlierBundles(Number(e.resumedChunks ?? 0))}, ${String(e.quarantined)} quarantined${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} deleted` : ""}`
     case "paused":
