@@ -349,15 +349,10 @@ const removeLeftovers = (archive: ArchiveDir, type: string): Effect.Effect<void,
 export const fileKey = (type: string): string => `file:output:${type}:0`
 
 /**
- * Each resource once: a resource can come twice (through two compartment parameters of one patient, or on two
- * pages of a search paged by offset while an update moves it). Its id's digest is kept (16 bytes, outside the
- * JS heap), not its id.
- */
-/**
  * A type's `_summary=count`, where a count of 0 stands only if one search of the type (`_count=1`) finds none of
  * it either: a server may count 0 for an unscoped search it does not really run, and the type would be left out.
- * None: unknown (no count, a refused one, or a 0 the search contradicts). A search that fails leaves the count as
- * it is (the crawl's own searches say what goes wrong).
+ * None: unknown (no count, a refused one, a 0 the search contradicts, or a 0 whose search failed or was refused:
+ * such a server may well hold the type, and only its searches by patient can tell).
  */
 const heldCount = (client: FhirClient, type: string): Effect.Effect<Option.Option<number>> =>
   summaryCount(client, type).pipe(
@@ -368,12 +363,17 @@ const heldCount = (client: FhirClient, type: string): Effect.Effect<Option.Optio
             Effect.map((b) =>
               (b.entry ?? []).some((e) => e.resource?.resourceType === type) ? Option.none<number>() : n,
             ),
-            Effect.orElseSucceed(() => n),
+            Effect.orElseSucceed(() => Option.none<number>()),
           )
         : Effect.succeed(n),
     ),
   )
 
+/**
+ * Each resource once: a resource can come twice (through two compartment parameters of one patient, or on two
+ * pages of a search paged by offset while an update moves it). Its id's digest is kept (16 bytes, outside the
+ * JS heap), not its id.
+ */
 const onceEach = <E>(resources: Stream.Stream<Resource, E>): Stream.Stream<Resource, E> =>
   Stream.suspend(() => {
     const seen = new DigestSet(16)

@@ -951,30 +951,46 @@ layer(
   )
 })
 
-/** Answers `GET [base]/Condition?_summary=count` with a total of 0 (as a server that does not really run it may). */
-const conditionsCountedAsNone: Sandbox.Plugin = (router) =>
-  router.use(async (ctx, next) => {
-    if (
-      ctx.req.method === "GET" &&
-      ctx.path === "/Condition" &&
-      ctx.url.searchParams.get("_summary") === "count"
-    ) {
-      ctx.res.writeHead(200, { "content-type": "application/fhir+json" })
-      ctx.res.end(JSON.stringify({ resourceType: "Bundle", type: "searchset", total: 0 }))
-      return
-    }
-    await next()
-  })
+/**
+ * Answers `GET [base]/Condition?_summary=count` with a total of 0 (as a server that does not really run it may),
+ * and, when `refuseUnscoped`, a Condition search without a patient with 403 (as one that asks for a patient does).
+ */
+const conditionsCountedAsNone =
+  (refuseUnscoped: boolean): Sandbox.Plugin =>
+  (router) =>
+    router.use(async (ctx, next) => {
+      if (ctx.req.method === "GET" && ctx.path === "/Condition") {
+        const q = ctx.url.searchParams
+        if (q.get("_summary") === "count") {
+          ctx.res.writeHead(200, { "content-type": "application/fhir+json" })
+          ctx.res.end(JSON.stringify({ resourceType: "Bundle", type: "searchset", total: 0 }))
+          return
+        }
+        if (refuseUnscoped && !q.has("patient") && !q.has("subject") && !q.has("asserter")) {
+          ctx.res.writeHead(403, { "content-type": "application/fhir+json" })
+          ctx.res.end(
+            JSON.stringify({
+              resourceType: "OperationOutcome",
+              issue: [{ severity: "error", code: "forbidden", diagnostics: "a patient is required" }],
+            }),
+          )
+          return
+        }
+      }
+      await next()
+    })
 
-layer(
-  Sandbox.Sandbox.layer({ seed: [sample10] } as never, {
-    plugins: [conditionsCountedAsNone, ...Sandbox.defaultPlugins],
-  }),
-  { timeout: 60_000, excludeTestServices: true },
-)("a Patient-level crawl of a server whose _summary=count says 0", (it) => {
-  it.scoped(
-    "a type it holds is searched all the same (one search of the type finds some), one it holds none of is not",
-    () =>
+for (const [refuseUnscoped, how] of [
+  [false, "one search of the type finds some"],
+  [true, "its search without a patient refused: searched by patient"],
+] as const)
+  layer(
+    Sandbox.Sandbox.layer({ seed: [sample10] } as never, {
+      plugins: [conditionsCountedAsNone(refuseUnscoped), ...Sandbox.defaultPlugins],
+    }),
+    { timeout: 60_000, excludeTestServices: true },
+  )("a Patient-level crawl of a server whose _summary=count says 0", (it) => {
+    it.scoped(`a type it holds is searched all the same (${how}), one it holds none of is not`, () =>
       Effect.gen(function* () {
         const sandbox = yield* Sandbox.Sandbox
         const dir = yield* tempDir
@@ -990,15 +1006,15 @@ layer(
         assert.strictEqual(typeCounts(crawled).Condition, sandbox.store.count("Condition"))
         assert.isAbove(sandbox.store.count("Condition"), 0)
         assert.isUndefined(typeCounts(crawled).Observation)
-        // the true 0 is checked with one search, and the type is not searched by patient
+        // the true 0 is checked with one search (the count asked for once), and the type is not searched by patient
         const observations = searches.filter((u) => /\/Observation\?/.test(u))
         assert.deepStrictEqual(
-          observations.filter((u) => !u.includes("_summary=count")).map((u) => u.replace(/^.*\?/, "")),
-          ["_count=1"],
+          observations.map((u) => u.replace(/^.*\?/, "")),
+          ["_summary=count", "_count=1"],
         )
       }),
-  )
-})
+    )
+  })
 
 for (const [searchOr, what] of [
   [false, "reads `a,b` as one value"],
