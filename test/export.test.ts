@@ -498,8 +498,8 @@ describe("ferry export (Synthea + attachments, no auth)", () => {
     expect(NFS.readdirSync(Path.join(out, "data")).sort()).toEqual(
       NFS.readdirSync(Path.join(full, "data")).sort(),
     )
-    // the files of part 1 (in the first 202, while Ferry waits out its Retry-After) were downloaded before
-    // the manifest was complete, and the later parts' files joined them
+    // the files of part 1 (in the 202 answers, before the job's final manifest) were downloaded before the
+    // manifest was complete, and the later parts' files joined them
     const events = eventsOf(out).map((e) => e.event)
     const complete = events.indexOf("manifest")
     expect(events.indexOf("manifest-part")).toBeGreaterThanOrEqual(0)

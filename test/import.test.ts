@@ -386,8 +386,8 @@ describe("ferry import", () => {
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toContain("too large; splitting")
     // the size that lands is learned: a few refused Bundles in all, not a cascade of halvings per chunk
-    // (1,259 refused Bundles of the 10-patient sample before; 11–12 after: the first cascade, then a size of 6
-    // tried twice by the Bundles in flight at that moment)
+    // (1,259 refused Bundles of the 10-patient sample before, 11–12 after; 7 for these 1,154 resources, where
+    // each of their ≈ 30 chunks halving on its own would be refused ≈ 200 times)
     const refused = run.stderr.split("\n").filter((l) => l.includes("too large; splitting")).length
     expect(refused).toBeLessThan(25)
     expect(run.stderr).toContain("sending at most 5 a Bundle from now on")
@@ -593,7 +593,7 @@ describe("ferry import", () => {
     expect(run.code, run.stderr).toBe(0)
     const warning = warningOf(run.stderr)
     expect(warning).toBeDefined()
-    // (the Procedures and others of that Encounter refer to it too)
+    // (that Encounter's Observations and others refer to it too)
     expect(Number(/WARNING: (\d+) reference/.exec(warning!)?.[1])).toBeGreaterThanOrEqual(referring)
     expect(warning).toMatch(new RegExp(`\\(first: [A-Za-z]+/[^ ]+ \\([^)]+\\) → ${escaped};`))
     // put: the same count, found as the references are resolved (the lines go as written)
@@ -1402,7 +1402,7 @@ describe("ferry import (Synthea)", () => {
 
 describe("Import.run with files subsets (ferry migrate waves)", () => {
   /**
-   * 200 generated patients (4,600 resources in 9 files: Encounter ↔ Condition reference cycles, a Binary per
+   * 200 generated patients (4,612 resources in 9 files: Encounter ↔ Condition reference cycles, a Binary per
    * patient behind a DocumentReference attachment); the 38k Synthea set's subsets took 15-18 s a test.
    */
   let generated = ""

@@ -428,7 +428,7 @@ describe("ferry verify", () => {
 
   it("two sources with the same ids in one target (post): each archive verifies clean, the other's resources left out and counted apart", async () => {
     // two sources of the same generated patients (the same ids; what is tested is the provenance tag, not the data)
-    const [archive, secondArchive] = (await Promise.all(
+    const [firstArchive, secondArchive] = (await Promise.all(
       ["archive-first-source", "archive-second-source"].map(async (name) => {
         const s = await startSandbox({ generate: 20 })
         sandboxes.push(s)
@@ -440,11 +440,11 @@ describe("ferry verify", () => {
     )) as [string, string]
     const t = await startSandbox({ refuseClientIds: true })
     sandboxes.push(t)
-    for (const a of [archive, secondArchive]) {
+    for (const a of [firstArchive, secondArchive]) {
       const imported = await runFerry(["import", a, "--to", t.handle.baseUrl])
       expect(imported.code, imported.stderr).toBe(0)
     }
-    for (const a of [archive, secondArchive]) {
+    for (const a of [firstArchive, secondArchive]) {
       const { run, report: r } = await verifyArchive(a, t.handle.baseUrl, `r-shared-${Path.basename(a)}`)
       // before, the other source's copy of every resource was an extra one: exit 6
       expect(run.code, `${run.stderr}\n${JSON.stringify(r.differences.slice(0, 3))}`).toBe(0)
@@ -457,7 +457,12 @@ describe("ferry verify", () => {
     // what no source accounts for is still extra: a Patient without Ferry's tag, and one with this source's
     const origin = JSON.parse(
       NFS.readFileSync(
-        Path.join(archive, "imports", NFS.readdirSync(Path.join(archive, "imports"))[0]!, "journal.ndjson"),
+        Path.join(
+          firstArchive,
+          "imports",
+          NFS.readdirSync(Path.join(firstArchive, "imports"))[0]!,
+          "journal.ndjson",
+        ),
         "utf8",
       )
         .split("\n")
@@ -468,7 +473,7 @@ describe("ferry verify", () => {
       resourceType: "Patient",
       meta: { tag: [{ system: "urn:ferry:source", code: `Patient/stray@${origin}` }] },
     })
-    const strays = await verifyArchive(archive, t.handle.baseUrl, "r-shared-strays")
+    const strays = await verifyArchive(firstArchive, t.handle.baseUrl, "r-shared-strays")
     expect(strays.run.code).toBe(6)
     expect(strays.report.totals.extra).toBe(2)
   }, 180_000)

@@ -540,7 +540,7 @@ describe("Import.run", () => {
             yield* Import.run({
               client: yield* clientFor(sandbox.baseUrl),
               archive: dir,
-              bundleSize: 50,
+              bundleSize: 20,
               parallel: 2,
               ...(segmentMax !== undefined ? { segmentMax } : {}),
               onEvent: (e) => Effect.sync(() => void events.push(e)),

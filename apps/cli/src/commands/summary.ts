@@ -39,7 +39,7 @@ export const summaryCommand = Command.make("summary", flags, (f) =>
       out: f.out,
       tool: `ferry ${version}`,
       includeOthers: f.includeOthers,
-      // (what the data says is printed as text: no control characters from a name reach the terminal)
+      // (what the data says is printed as text: no control characters from it reach the terminal)
       onNote: (line) => Console.error(`ferry summary: ${printable(line)}`),
     })
     // the person by their Patient id, not their name: stderr ends up in terminals' scrollback, CI and job logs (the
