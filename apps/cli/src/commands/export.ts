@@ -177,7 +177,7 @@ const plainLines = (started: number) => {
         }
         case "attachments":
           return yield* Console.error(
-            `ferry export: ${String(e.path)}: ${String(e.fetched)} attachments fetched, ${formatBytes(Number(e.bytes ?? 0))}${Number(e.skipped) > 0 ? `, ${String(e.skipped)} already in the archive` : ""}`,
+            `ferry export: ${String(e.path)}: ${Progress.counted(Number(e.fetched ?? 0), "attachment")} fetched, ${formatBytes(Number(e.bytes ?? 0))}${Number(e.skipped) > 0 ? `, ${String(e.skipped)} already in the archive` : ""}`,
           )
         case "files-planned":
           return yield* Console.error(
@@ -186,8 +186,8 @@ const plainLines = (started: number) => {
               : e.distributed === true
                 ? `ferry export: the server's blocks split into ${e.files.length} per-type data files`
                 : Number(e.done ?? 0) > 0
-                  ? `ferry export: ${e.files.length} files in the manifest, ${String(e.done)} downloaded already`
-                  : `ferry export: ${e.files.length} files to download`,
+                  ? `ferry export: ${Progress.counted(e.files.length, "file")} in the manifest, ${String(e.done)} downloaded already`
+                  : `ferry export: ${Progress.counted(e.files.length, "file")} to download`,
           )
         case "done":
           return yield* Console.error(doneLine(e, secs))
@@ -227,7 +227,7 @@ const plainLine = (e: Export.ExportEvent): string => {
     case "kickoff":
       return `ferry export: export job started${e.post === true ? " (POST kick-off)" : ""}`
     case "manifest":
-      return `ferry export: the job is done: ${String(e.output)} files to fetch${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} of deletions` : ""}${Number(e.error ?? 0) > 0 ? `, ${String(e.error)} of errors` : ""} (transactionTime ${String(e.transactionTime)})`
+      return `ferry export: the job is done: ${Progress.counted(Number(e.output ?? 0), "file")} to fetch${Number(e.deleted ?? 0) > 0 ? `, ${String(e.deleted)} of deletions` : ""}${Number(e.error ?? 0) > 0 ? `, ${String(e.error)} of errors` : ""} (transactionTime ${String(e.transactionTime)})`
     case "released":
       return "ferry export: the job is released on the server"
     case "reattach":

@@ -121,11 +121,11 @@ const lines = (started: number) => {
           return yield* Console.error(`ferry import: $import: ${String(e.detail)}`)
         case "binaries":
           return yield* Console.error(
-            `ferry import: ${String(e.count)} attachments as Binary (${String(e.uploaded)} uploaded now)`,
+            `ferry import: ${Progress.counted(Number(e.count ?? 0), "attachment")} as Binary (${String(e.uploaded)} uploaded now)`,
           )
         case "graph":
           return yield* Console.error(
-            `ferry import: ${String(e.resources)} resources, ${String(e.edges)} references, ${String(e.components)} components`,
+            `ferry import: ${Progress.counted(Number(e.resources ?? 0), "resource")}, ${Progress.counted(Number(e.edges ?? 0), "reference")}, ${Progress.counted(Number(e.components ?? 0), "component")}`,
           )
         case "chunk": {
           const types = Object.entries((e.types ?? {}) as Record<string, number>)
@@ -158,7 +158,7 @@ const lines = (started: number) => {
         }
         case "done":
           return yield* Console.error(
-            `ferry import: done: ${String(e.total)} resources${Number(e.resumedChunks ?? 0) > 0 ? ` (this run; ${Progress.counted(Number(e.resumedChunks), "Bundle")} an earlier run landed ${Number(e.resumedChunks) === 1 ? "is" : "are"} not sent again)` : ""}, ${String(e.binaries)} attachment blobs uploaded, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted${Number(e.deletesAlreadyGone ?? 0) > 0 ? ` (${String(e.deletesAlreadyGone)} more already gone from the target)` : ""}${Number(e.deletesSkipped ?? 0) > 0 ? ` (${String(e.deletesSkipped)} deletes skipped: never loaded into this target)` : ""}, ${secs.toFixed(1)} s`,
+            `ferry import: done: ${Progress.counted(Number(e.total ?? 0), "resource")}${Number(e.resumedChunks ?? 0) > 0 ? ` (this run; ${Progress.counted(Number(e.resumedChunks), "Bundle")} an earlier run landed ${Number(e.resumedChunks) === 1 ? "is" : "are"} not sent again)` : ""}, ${Progress.counted(Number(e.binaries ?? 0), "attachment blob")} uploaded, ${String(e.quarantined)} quarantined, ${String(e.deleted)} deleted${Number(e.deletesAlreadyGone ?? 0) > 0 ? ` (${String(e.deletesAlreadyGone)} more already gone from the target)` : ""}${Number(e.deletesSkipped ?? 0) > 0 ? ` (${String(e.deletesSkipped)} deletes skipped: never loaded into this target)` : ""}, ${secs.toFixed(1)} s`,
           )
         default:
           return

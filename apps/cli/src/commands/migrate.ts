@@ -391,10 +391,10 @@ const liveDisplay = (color: boolean) =>
         if (e.from === "import" && e.event === "chunk") written = Math.max(written, Number(e.total ?? 0))
         if (e.from === "migrate" && e.event === "wave") {
           written = 0
-          importLine = `  import: wave ${String(e.wave)}${e.final === true ? " (final)" : ""} · ${String(e.files)} files · ${fmtCount(Number(e.resources ?? 0))} resources · staged ${fmtBytes(Number(e.staged ?? 0))}`
+          importLine = `  import: wave ${String(e.wave)}${e.final === true ? " (final)" : ""} · ${counted(Number(e.files ?? 0), "file")} · ${counted(Number(e.resources ?? 0), "resource")} · staged ${fmtBytes(Number(e.staged ?? 0))}`
         }
         if (e.from === "migrate" && e.event === "wave-done")
-          importLine = `  import: wave ${String(e.wave)} done · ${String(e.importedFiles)} files imported · staged ${fmtBytes(Number(e.staged ?? 0))}`
+          importLine = `  import: wave ${String(e.wave)} done · ${counted(Number(e.importedFiles ?? 0), "file")} imported · staged ${fmtBytes(Number(e.staged ?? 0))}`
         if (screen.stopped()) return
         const notice = capped(
           e.event,
