@@ -555,6 +555,12 @@ describe("Import.run", () => {
         assert.isAbove(capped.sizes.length, free.sizes.length)
         assert.isBelow(Math.max(...capped.sizes), Math.max(...free.sizes))
         assert.isAbove(referencesResolved(capped.sandbox), 1000)
+        // a segmentMax above the floor (bundleSize × parallel × 2, 80 here) is what cuts there: segments between the
+        // two runs' (files are read whole, so 1000 closes them later than 80 and sooner than the default)
+        const wider = yield* runWith(1000)
+        assert.strictEqual(sum(Object.fromEntries(wider.sizes.entries())), sum(expected))
+        assert.isAbove(wider.sizes.length, free.sizes.length)
+        assert.isBelow(wider.sizes.length, capped.sizes.length)
       }),
   )
 
