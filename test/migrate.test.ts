@@ -990,7 +990,8 @@ describe("ferry migrate", () => {
   it("--allow-partial-manifests, the source's job deleted while its first part's files download: they are dropped, a new job lands, verify clean", async () => {
     const source = await start({
       generate: 30,
-      bulk: { resourcesPerFile: 100, manifestPartSize: 4 },
+      // (the sandbox's own 1 s between polls, not the tests' 0: the DELETE below must land before the next poll)
+      bulk: { resourcesPerFile: 100, manifestPartSize: 4, retryAfterSeconds: 1 },
       // slow parts and files: the job is deleted between part 1 (in the first 202) and part 2
       faults: {
         delay: [
