@@ -469,6 +469,9 @@ describe("ferry import", () => {
     // saw for the next 950 ms (a client retrying on its own schedule, 400–600 ms at first, would have sent more)
     const t0 = throttled[0]!.at
     expect(fhir.filter((r) => r.at >= t0 && r.at < t0 + 950).length).toBeLessThanOrEqual(4)
+    // and what landed after the retries is what the archive holds, resource by resource
+    const verified = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl, "--json"])
+    expect(verified.code, verified.stdout.slice(0, 2000)).toBe(0)
   }, 180_000)
 
   it("a target that stops in the middle of a Bundle's answer: given up on after --request-timeout, the Bundle sent again, everything landed once", async () => {
