@@ -442,14 +442,7 @@ export const crawl = Effect.fn("Crawl.crawl")(function* (
   // `link` (a Patient linked to one of them) where the server declares it.
   const linking = new Map<string, ReadonlyArray<string>>()
   // (each type's count asked for once: for the warning below, then for the type's searches)
-  const counts = new Map<string, Option.Option<number>>()
-  const held = (type: string) =>
-    Effect.suspend(() => {
-      const known = counts.get(type)
-      return known !== undefined
-        ? Effect.succeed(known)
-        : Effect.tap(heldCount(client, type), (n) => Effect.sync(() => counts.set(type, n)))
-    })
+  const held = yield* Effect.cachedFunction((type: string) => heldCount(client, type))
   const leftOut: Array<string> = []
   const partly: Array<string> = []
   if (compartment)
