@@ -1410,10 +1410,7 @@ describe("Import.run with files subsets (ferry migrate waves)", () => {
    */
   let generated = ""
   beforeAll(async () => {
-    const source = await start({ generate: 200 })
-    generated = Path.join(tmp, "generated-subsets")
-    const run = await runFerry(["export", source.baseUrl, "--out", generated, "--json"])
-    expect(run.code, run.stderr).toBe(0)
+    generated = await exportArchive("generated-subsets", [], { generate: 200 })
   }, 120_000)
 
   it("put: three subsets of an incomplete archive, out of dependency order, then a repeat: counts equal, every reference resolves", async () => {
