@@ -5,9 +5,10 @@
  * serialised) would lose it. Real exports carry such numbers (the bulk sample's MedicationRequests hold
  * 663 `1.0`s; Synthea's claims `16942.30`).
  *
- * A rewrite changes strings (references, URLs, meta) and never adds, drops or reorders numbers, so the
- * numbers of the serialised text are those of the original, in the same order: `restoreNumbers` puts each
- * one's original text back where the two differ in writing only.
+ * A rewrite changes strings (references, URLs, meta) and never adds or reorders numbers, so the numbers of
+ * the serialised text are those of the original, in the same order: `restoreNumbers` puts each one's original
+ * text back where the two differ in writing only. Where a rewrite dropped some (a `meta.tag` with a decimal in
+ * an extension, dropped by `--drop-meta tag`), the numbers are paired by their place in the two values instead.
  */
 
 const isDigit = (c: number): boolean => c >= 48 && c <= 57
@@ -106,17 +107,20 @@ export const withNumbers = (
   serialized: string,
   numbers: ReadonlyArray<string>,
   options?: { readonly prefix?: boolean },
-): string => {
+): string => paired(serialized, numbers, options?.prefix === true) ?? serialized
+
+/** `withNumbers`, undefined where it gives `serialized` unchanged because the numbers do not pair up. */
+const paired = (serialized: string, numbers: ReadonlyArray<string>, prefix: boolean): string | undefined => {
   const to = numberTokens(serialized)
   const count = to.length / 2
-  if (options?.prefix === true ? numbers.length < count : numbers.length !== count) return serialized
+  if (prefix ? numbers.length < count : numbers.length !== count) return undefined
   const parts: Array<string> = []
   let last = 0
   for (let k = 0; k < count; k++) {
     const was = numbers[k]!
     const now = serialized.slice(to[2 * k]!, to[2 * k + 1]!)
     if (was === now) continue
-    if (Number(was) !== Number(now)) return serialized
+    if (Number(was) !== Number(now)) return undefined
     parts.push(serialized.slice(last, to[2 * k]!), was)
     last = to[2 * k + 1]!
   }
@@ -127,16 +131,157 @@ export const withNumbers = (
 
 /**
  * `serialized` (the JSON `JSON.stringify` made of what was parsed from `original`, rewritten) with each
- * number written as `original` wrote it. Unchanged when nothing differs, or when the two texts' numbers do
- * not pair up one to one, in order, with equal values (then the rewrite did more than Ferry's do, and
- * nothing is guessed). `prefix`: `serialized` holds what `original` begins with (a quarantine line's
- * resource, which comes before its outcome): its numbers pair up with the first ones of `original`.
+ * number written as `original` wrote it. The numbers pair up one to one, in order, with equal values; when
+ * they do not (the rewrite dropped some), by their place in the two values (`alignedNumbers`), and a number
+ * found at no place of `original` with its value is left as `serialized` writes it (nothing is guessed).
+ * `prefix`: `serialized` holds what `original` begins with (a quarantine line's resource, which comes before
+ * its outcome): its numbers pair up with the first ones of `original`.
  */
 export const restoreNumbers = (
   original: string,
   serialized: string,
   options?: { readonly prefix?: boolean },
-): string => (hasOddNumbers(original) ? withNumbers(serialized, numbersOf(original), options) : serialized)
+): string => {
+  if (!hasOddNumbers(original)) return serialized
+  const numbers = numbersOf(original)
+  const inOrder = paired(serialized, numbers, options?.prefix === true)
+  if (inOrder !== undefined) return inOrder
+  const aligned = alignedNumbers(original, serialized, numbers)
+  return aligned === undefined ? serialized : withNumbers(serialized, aligned)
+}
+
+const isObject = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+const isResourceObject = (u: unknown): boolean => isObject(u) && typeof u.resourceType === "string"
+
+/**
+ * Where a rewrite dropped numbers (`--drop-meta tag` of a tag with a `valueDecimal`, an older provenance tag
+ * replaced): `serialized`'s numbers, each written as `original` wrote the number at the same place, found by
+ * walking the two values side by side (members by name; array elements by equal elements in order, else by
+ * index when the arrays are as long); a number with no counterpart is written as `serialized` has it. Either text may
+ * hold the resource the other is (a Bundle entry's `resource`, a quarantine line's). Undefined when `original`'s
+ * numbers cannot be placed in its value (a duplicate key, a key like an index).
+ */
+const alignedNumbers = (
+  original: string,
+  serialized: string,
+  numbers: ReadonlyArray<string>,
+): Array<string> | undefined => {
+  let o: unknown
+  let s: unknown
+  try {
+    o = JSON.parse(original)
+    s = JSON.parse(serialized)
+  } catch {
+    return undefined
+  }
+  // the text of each number of `original`, by its container and key
+  const texts = new Map<object, Map<string | number, string>>()
+  let k = 0
+  let placed = true
+  const place = (v: unknown): void => {
+    if (!placed) return
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const x = v[i]
+        if (typeof x === "number") at(v, i, numbers[k++])
+        else place(x)
+      }
+      return
+    }
+    if (!isObject(v)) return
+    for (const key in v) {
+      if (indexLike.test(key)) placed = false
+      const x = v[key]
+      if (typeof x === "number") at(v, key, numbers[k++])
+      else place(x)
+    }
+  }
+  const at = (container: object, key: string | number, text: string | undefined) => {
+    if (text === undefined) {
+      placed = false
+      return
+    }
+    const m = texts.get(container) ?? new Map<string | number, string>()
+    m.set(key, text)
+    texts.set(container, m)
+  }
+  try {
+    place(o)
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e
+    return undefined
+  }
+  if (!placed || k !== numbers.length) return undefined
+  // a quarantine line's resource, a Bundle entry's: the one value that holds the other
+  const holds = (a: unknown, b: unknown) =>
+    isObject(a) && !isResourceObject(a) && isObject(a.resource) && !(isObject(b) && "resource" in b)
+  const oSubject = holds(o, s) ? (o as Record<string, unknown>).resource : o
+  const sSubject = holds(s, o) ? (s as Record<string, unknown>).resource : s
+  const out: Array<string> = []
+  const own = (v: unknown): void => {
+    if (typeof v === "number") out.push(JSON.stringify(v))
+    else if (Array.isArray(v)) for (const x of v) own(x)
+    else if (isObject(v)) for (const key in v) own(v[key])
+  }
+  /** `sv` (at `sk` of `sc` in the serialized value) against what stands at `ok` of `oc` in the original. */
+  const align = (oc: object | undefined, ok: string | number, sv: unknown): void => {
+    const ov = oc === undefined ? undefined : (oc as Record<string | number, unknown>)[ok]
+    if (typeof sv === "number") {
+      const text = typeof ov === "number" && oc !== undefined ? texts.get(oc)?.get(ok) : undefined
+      out.push(text !== undefined && Number(text) === sv ? text : JSON.stringify(sv))
+      return
+    }
+    if (Array.isArray(sv)) {
+      if (!Array.isArray(ov)) return own(sv)
+      // an equal element (after the last one found), else the element at the same index when no element
+      // was added or dropped (one whose references were rewritten)
+      let from = 0
+      for (let i = 0; i < sv.length; i++) {
+        let match = -1
+        for (let j = from; j < ov.length && match < 0; j++) if (deepEqual(ov[j], sv[i])) match = j
+        if (match >= 0) {
+          align(ov, match, sv[i])
+          from = match + 1
+        } else if (ov.length === sv.length) align(ov, i, sv[i])
+        else own(sv[i])
+      }
+      return
+    }
+    if (!isObject(sv)) return
+    const inner = isObject(ov) ? ov : undefined
+    for (const key in sv) align(inner, key, sv[key])
+  }
+  const root = { subject: oSubject }
+  const walk = (v: unknown): void => {
+    if (v === sSubject) return align(root, "subject", v)
+    if (typeof v === "number") out.push(JSON.stringify(v))
+    else if (Array.isArray(v)) for (const x of v) walk(x)
+    else if (isObject(v)) for (const key in v) walk(v[key])
+  }
+  try {
+    walk(s)
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e
+    return undefined
+  }
+  return out
+}
+
+const deepEqual = (a: unknown, b: unknown): boolean => {
+  if (a === b) return true
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!deepEqual(a[i], b[i])) return false
+    return true
+  }
+  if (!isObject(a) || !isObject(b)) return false
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  for (const key of ka) if (!(key in b) || !deepEqual(a[key], b[key])) return false
+  return true
+}
 
 /** How the numbers of a parsed object were written, when one of them would be written otherwise. */
 const written = new WeakMap<object, ReadonlyArray<string>>()
@@ -147,9 +292,6 @@ const written = new WeakMap<object, ReadonlyArray<string>>()
  * numbers were written is not known, which is not the same as "as `JSON.stringify` writes them".
  */
 const lost = new WeakSet<object>()
-
-const isObject = (u: unknown): u is Record<string, unknown> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
 
 /**
  * `JSON.parse`, remembering how the numbers of the value and of every resource inside it (a Bundle entry's,
@@ -193,6 +335,11 @@ const scan = (text: string): { readonly tokens: Array<number>; readonly keys: nu
  * the text), a key like `"1"` (listed first); nor for a value nested too deep to walk.
  */
 const keepNumbers = (value: object, text: string, found: ReturnType<typeof scan>): void => {
+  if (!keepRuns(value, text, found)) keepPerResource(value, text)
+}
+
+/** `keepNumbers` for one value and its text; false (having kept nothing) when they do not pair up. */
+const keepRuns = (value: object, text: string, found: ReturnType<typeof scan>): boolean => {
   const { tokens } = found
   const count = tokens.length / 2
   const runs: Array<[object, number, number]> = []
@@ -218,14 +365,10 @@ const keepNumbers = (value: object, text: string, found: ReturnType<typeof scan>
     return true
   }
   try {
-    if (!visit(value) || k !== count || keys !== found.keys) {
-      markLost(value)
-      return
-    }
+    if (!visit(value) || k !== count || keys !== found.keys) return false
   } catch (e) {
     if (!(e instanceof RangeError)) throw e
-    markLost(value)
-    return
+    return false
   }
   for (const [o, from, to] of runs) {
     let oddRun = false
@@ -235,6 +378,128 @@ const keepNumbers = (value: object, text: string, found: ReturnType<typeof scan>
     for (let t = from; t < to; t++) run[t - from] = text.slice(tokens[2 * t]!, tokens[2 * t + 1]!)
     written.set(o, run)
   }
+  return true
+}
+
+/**
+ * A value whose text does not pair up as a whole (one resource of a Bundle with a duplicate key or a key like
+ * `"1"`): each resource inside it is paired with its own piece of the text instead, so that one malformed
+ * resource costs only itself (and the resources around it, a Bundle) their numbers as written, not its
+ * neighbours theirs. The pieces are found by a scan of the text's structure and matched to the parsed
+ * resources by type and id, in order; a resource whose piece does not pair up either is marked lost.
+ */
+const keepPerResource = (value: object, text: string): void => {
+  const spans = resourceSpans(text)
+  if (spans === undefined) {
+    markLost(value)
+    return
+  }
+  // the parsed resources by type and id, in the value's order
+  const parsed = new Map<string, Array<Record<string, unknown>>>()
+  const stack: Array<unknown> = [value]
+  const order: Array<Record<string, unknown>> = []
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) if (typeof v[i] === "object" && v[i] !== null) stack.push(v[i])
+      continue
+    }
+    if (!isObject(v)) continue
+    if (typeof v.resourceType === "string") order.push(v)
+    const keys = Object.keys(v)
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const x = v[keys[i]!]
+      if (typeof x === "object" && x !== null) stack.push(x)
+    }
+  }
+  for (const r of order) {
+    const key = `${r.resourceType as string}/${typeof r.id === "string" ? r.id : ""}`
+    const list = parsed.get(key)
+    if (list === undefined) parsed.set(key, [r])
+    else list.push(r)
+  }
+  if (!isResourceObject(value)) lost.add(value)
+  let settledTo = -1
+  for (const span of spans) {
+    if (span.start < settledTo) continue // inside a resource whose piece paired up: its runs cover it
+    const r = parsed.get(`${span.type}/${span.id ?? ""}`)?.shift()
+    if (r === undefined) continue
+    const piece = text.slice(span.start, span.end)
+    if (hasOddNumbers(piece) && !keepRuns(r, piece, scan(piece))) lost.add(r)
+    else settledTo = span.end
+  }
+}
+
+/** A resource's place in a JSON text: an object with a string `resourceType` member, and its `id`. */
+interface Span {
+  readonly start: number
+  readonly end: number
+  readonly type: string
+  readonly id: string | undefined
+}
+
+/**
+ * The objects of a JSON text that have a string `resourceType` member, ordered by where they begin (an outer
+ * resource before the ones inside it). Undefined for text that is not well formed.
+ */
+const resourceSpans = (text: string): Array<Span> | undefined => {
+  interface Frame {
+    readonly start: number
+    readonly object: boolean
+    key: string | undefined
+    expectKey: boolean
+    type: string | undefined
+    id: string | undefined
+  }
+  const frames: Array<Frame> = []
+  const spans: Array<Span> = []
+  const n = text.length
+  let i = 0
+  while (i < n) {
+    const c = text.charCodeAt(i)
+    if (c === 34) {
+      const close = closingQuote(text, i)
+      if (close === -1) return undefined
+      const top = frames[frames.length - 1]
+      if (top?.object === true) {
+        const raw = text.slice(i, close + 1)
+        const decoded = raw.includes("\\") ? (JSON.parse(raw) as string) : raw.slice(1, -1)
+        if (top.expectKey) {
+          top.key = decoded
+          top.expectKey = false
+        } else if (top.key === "resourceType") top.type = decoded
+        else if (top.key === "id") top.id = decoded
+      }
+      i = close + 1
+      continue
+    }
+    if (c === 123 || c === 91) {
+      frames.push({
+        start: i,
+        object: c === 123,
+        key: undefined,
+        expectKey: c === 123,
+        type: undefined,
+        id: undefined,
+      })
+    } else if (c === 125 || c === 93) {
+      const f = frames.pop()
+      if (f === undefined) return undefined
+      if (f.type !== undefined) spans.push({ start: f.start, end: i + 1, type: f.type, id: f.id })
+      const top = frames[frames.length - 1]
+      if (top?.object === true) top.key = undefined
+    } else if (c === 44) {
+      const top = frames[frames.length - 1]
+      if (top?.object === true) top.expectKey = true
+    } else if (c !== 58 && c !== 32 && c !== 9 && c !== 10 && c !== 13) {
+      // a number or a literal: the value of the current key, not a string (so no type or id)
+      const top = frames[frames.length - 1]
+      if (top?.object === true && (top.key === "resourceType" || top.key === "id")) top.key = undefined
+    }
+    i++
+  }
+  if (frames.length > 0) return undefined
+  return spans.sort((a, b) => a.start - b.start)
 }
 
 /** `value` and every resource inside it: their numbers' texts are not known (see `lost`). Walked without recursion. */

@@ -4,6 +4,7 @@ import {
   carryNumbers,
   hasOddNumbers,
   keepNumbersOf,
+  numbersLost,
   numbersOf,
   parseKeepingNumbers,
   restoreNumbers,
@@ -41,15 +42,58 @@ describe("restoreNumbers (decimal precision across a rewrite)", () => {
     expect(restoreNumbers(plain, JSON.stringify(JSON.parse(plain)))).toBe(plain)
   })
 
-  it("guesses nothing when the numbers do not pair up: other counts or other values", () => {
-    expect(restoreNumbers('{"a":1.0}', '{"a":1,"b":2}')).toBe('{"a":1,"b":2}')
-    expect(restoreNumbers('{"a":1.0,"b":2}', '{"a":1}')).toBe('{"a":1}')
+  it("guesses nothing when the numbers do not pair up: other values; other counts pair by place", () => {
     expect(restoreNumbers('{"a":1.0}', '{"a":2}')).toBe('{"a":2}')
+    expect(restoreNumbers('{"a":1.0}', '{"a":1,"b":2}')).toBe('{"a":1.0,"b":2}')
+    expect(restoreNumbers('{"a":1.0,"b":2}', '{"a":1}')).toBe('{"a":1.0}')
     // prefix: the serialised text is what the original begins with (a quarantine line's resource)
     expect(restoreNumbers('{"resource":{"v":1.0},"outcome":{"n":3}}', '{"v":1}', { prefix: true })).toBe(
       '{"v":1.0}',
     )
-    expect(restoreNumbers('{"resource":{"v":1.0}}', '{"v":1,"w":2}', { prefix: true })).toBe('{"v":1,"w":2}')
+    expect(restoreNumbers('{"resource":{"v":1.0}}', '{"v":1,"w":2}', { prefix: true })).toBe(
+      '{"v":1.0,"w":2}',
+    )
+  })
+
+  it("pairs the numbers by place when the rewrite dropped some (a meta tag with a decimal, dropped)", () => {
+    const line =
+      '{"resourceType":"Observation","meta":{"tag":[{"extension":[{"valueDecimal":0.5}]}],"security":[{"extension":[{"valueInteger":3}]}]},"valueQuantity":{"value":1.50},"referenceRange":[{"low":{"value":3.0}}]}'
+    const dropTag = { ...JSON.parse(line), meta: { security: JSON.parse(line).meta.security } }
+    expect(restoreNumbers(line, JSON.stringify(dropTag))).toBe(
+      '{"resourceType":"Observation","meta":{"security":[{"extension":[{"valueInteger":3}]}]},"valueQuantity":{"value":1.50},"referenceRange":[{"low":{"value":3.0}}]}',
+    )
+    // the resource inside a Bundle entry, and an array that lost an element (an older tag replaced by a new one)
+    const tagged =
+      '{"resourceType":"Basic","meta":{"tag":[{"code":"old"},{"code":"k","extension":[{"valueDecimal":2.50}]}]},"v":1.0}'
+    const entry = {
+      fullUrl: "Basic/b",
+      resource: {
+        resourceType: "Basic",
+        meta: {
+          tag: [
+            { code: "k", extension: [{ valueDecimal: 2.5 }] },
+            { code: "new", n: 4.5 },
+          ],
+        },
+        v: 1,
+      },
+      request: { method: "PUT", url: "Basic/b" },
+    }
+    expect(restoreNumbers(tagged, JSON.stringify(entry))).toBe(
+      '{"fullUrl":"Basic/b","resource":{"resourceType":"Basic","meta":{"tag":[{"code":"k","extension":[{"valueDecimal":2.50}]},{"code":"new","n":4.5}]},"v":1.0},"request":{"method":"PUT","url":"Basic/b"}}',
+    )
+    // a number whose place holds another value is written as the serialiser has it
+    expect(restoreNumbers('{"a":1.0,"b":{"c":2.50}}', '{"b":{"c":7}}')).toBe('{"b":{"c":7}}')
+    // a quarantine line's resource, a number of its dropped
+    expect(
+      restoreNumbers(
+        '{"resource":{"meta":{"tag":[{"n":0.10}]},"v":1.0},"outcome":{"n":2}}',
+        '{"meta":{},"v":1}',
+        {
+          prefix: true,
+        },
+      ),
+    ).toBe('{"meta":{},"v":1.0}')
   })
 
   it("withNumbers: the numbers given, in order, where they differ in writing only", () => {
@@ -103,10 +147,27 @@ describe("parseKeepingNumbers (numbers as written, remembered per parsed resourc
   })
 
   it("keeps none when the value's key order may not be the text's: a duplicate key, a key like an index", () => {
+    // one entry's duplicate key costs that entry (and the Bundle) its numbers as written, not its neighbours
     const bundle = parseKeepingNumbers(
-      '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Basic","v":5,"v":1}},{"resource":{"resourceType":"Basic","v":1.0}}]}',
+      '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Basic","id":"d","v":5,"w":2.0,"v":1}},{"resource":{"resourceType":"Basic","v":1.0}}]}',
+    ) as object
+    expect(entries(bundle).map((r) => writtenNumbers(r))).toEqual([undefined, ["1.0"]])
+    expect(entries(bundle).map((r) => numbersLost(r))).toEqual([true, false])
+    expect(numbersLost(bundle)).toBe(true)
+    // a search page with a resource holding a key like "1": the other resources keep theirs (contained too)
+    const page = parseKeepingNumbers(
+      '{"resourceType":"Bundle","type":"searchset","total":3,"entry":[{"resource":{"resourceType":"Observation","id":"o1","valueQuantity":{"value":1.50},"component":[{"valueQuantity":{"value":0.0}},{"valueInteger":9007199254740993}]}},{"resource":{"resourceType":"Observation","id":"k1","extension":[{"valueQuantity":{"value":1.50,"1":"x"}}]}},{"resource":{"resourceType":"MedicationRequest","id":"m","contained":[{"resourceType":"Medication","id":"x","amount":{"numerator":{"value":2.0}},"1":3}],"dose":0.50}}]}',
+    ) as object
+    const [o1, k1, m] = entries(page) as Array<{ contained?: Array<object> }>
+    expect(stringifyKeepingNumbers(o1)).toBe(
+      '{"resourceType":"Observation","id":"o1","valueQuantity":{"value":1.50},"component":[{"valueQuantity":{"value":0.0}},{"valueInteger":9007199254740993}]}',
     )
-    expect(entries(bundle).map((r) => writtenNumbers(r))).toEqual([undefined, undefined])
+    expect(numbersLost(k1!)).toBe(true)
+    // the MedicationRequest's contained Medication has the key like "1": the Medication is lost, and so is
+    // the MedicationRequest around it; nothing else
+    expect(numbersLost(m!)).toBe(true)
+    expect(numbersLost(m!.contained![0]!)).toBe(true)
+    expect(numbersLost(o1!)).toBe(false)
     // the numbers pair up by count and value, but the first "a" holds none: "1.0" would land on "b"
     const dup = parseKeepingNumbers('{"resourceType":"Basic","a":"x","b":1,"a":1.0}') as object
     expect(writtenNumbers(dup)).toBeUndefined()

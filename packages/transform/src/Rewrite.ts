@@ -31,6 +31,7 @@
 import { createHash } from "node:crypto"
 import { entryReferences } from "@ferry/core/Bundle"
 import type { Resource } from "@ferry/core/Ids"
+import { hasOddNumbers } from "@ferry/core/NumberText"
 import { format, parse, type ParseOptions, type ParsedReference } from "@ferry/core/Reference"
 import { type Attachment, type AttachmentSite, type ReferenceSite, rewrite } from "@ferry/core/Walker"
 import { type Resolution, type ResolveContext, resolve, type UnresolvedReason } from "./Resolve.js"
@@ -449,8 +450,8 @@ const unchanged: MetaEdit = { from: 0, to: 0, insert: "" }
  *
  * The result is an edit (`MetaEdit`) for the caller to apply as it copies the text on (see
  * `Chunk.TransactionWriter.addBytes`). `undefined` when the text is not one JSON object whose
- * `resourceType` and `id` make `key` (`Type/id`), or when `resourceType`, `id` or `meta` occurs twice: the
- * caller then parses the resource. The text is not validated beyond that structure (it is expected to be a
+ * `resourceType` and `id` make `key` (`Type/id`), when `resourceType`, `id` or `meta` occurs twice, or when
+ * `meta` holds a number `JSON.stringify` would write otherwise: the caller then parses the resource. The text is not validated beyond that structure (it is expected to be a
  * line the caller parsed before).
  * For text that `JSON.parse` reads, `JSON.parse` of the edited text deep-equals
  * `applyMeta(JSON.parse(text), o)`.
@@ -528,12 +529,21 @@ export const applyMetaBytes = (
     !isString(b, id[0], id[1], key, slash + 1, key.length)
   )
     return undefined
-  const metaValue = meta === undefined ? undefined : parseJson(b, meta.start, meta.end)
-  if (metaValue !== undefined && !metaValue.ok) return undefined
+  // a meta holding a number JSON.stringify writes otherwise (a tag's `valueDecimal` 0.10) is not re-serialised
+  // here: the caller parses the resource, whose numbers are then restored as written (core NumberText)
+  const metaText = meta === undefined ? undefined : decode(b, meta.start, meta.end)
+  if (metaText !== undefined && hasOddNumbers(metaText)) return undefined
+  let metaValue: unknown
+  if (metaText !== undefined)
+    try {
+      metaValue = JSON.parse(metaText)
+    } catch {
+      return undefined
+    }
   const stub: Resource = {
     resourceType: key.slice(0, slash),
     id: key.slice(slash + 1),
-    ...(metaValue !== undefined ? { meta: metaValue.value } : {}),
+    ...(metaText !== undefined ? { meta: metaValue } : {}),
   }
   const out = applyMeta(stub, options)
   if (out === stub) return unchanged

@@ -317,6 +317,33 @@ describe("TransactionWriter", () => {
     expect(utf8(without.finish().body)).toContain('"valueQuantity":{"value":1}')
   })
 
+  it("numbers in meta, and numbers beside a meta member the rewrite drops, stay as the line wrote them", () => {
+    const line =
+      '{"resourceType":"Patient","id":"pw","meta":{"tag":[{"system":"http://t","code":"x","extension":[{"url":"http://ex/d","valueDecimal":0.10}]}],"extension":[{"url":"http://ex/i","valueInteger64":9007199254740993}]},"extension":[{"url":"http://ex/d","valueDecimal":7.0}]}'
+    const keys = ["Patient/pw"]
+    const verbatim = { verbatim: () => true }
+    // put mode, verbatim: a meta with such numbers is not patched as text; parsed, the resource keeps them all
+    const put = new TransactionWriter(
+      keys,
+      "put",
+      { idMap: IdMap.identity(), meta: { provenanceTag: true } },
+      verbatim,
+    )
+    expect(put.addBytes(Buffer.from(line))).toBe(false)
+    assert(Either.isRight(put.add(JSON.parse(line) as Resource, line)))
+    const body = utf8(put.finish().body)
+    for (const n of ['"valueDecimal":0.10', '"valueInteger64":9007199254740993', '"valueDecimal":7.0'])
+      expect(body).toContain(n)
+    // --drop-meta tag takes the tag's 0.10 away: the numbers left keep their writing
+    const drop = { idMap: IdMap.identity(), meta: { tag: "drop", provenanceTag: true } } as const
+    const dropped = new TransactionWriter(keys, "put", drop)
+    assert(Either.isRight(dropped.add(JSON.parse(line) as Resource, line)))
+    const b = utf8(dropped.finish().body)
+    expect(b).toContain('"valueInteger64":9007199254740993')
+    expect(b).toContain('"valueDecimal":7.0')
+    expect(b).not.toContain("0.1")
+  })
+
   it("refuses a resource out of the order of its keys", () => {
     const writer = new TransactionWriter(["Patient/p", "Encounter/e"], "put", { idMap: IdMap.identity() })
     const wrong = writer.add(cycleResources[1]!)
