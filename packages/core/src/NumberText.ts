@@ -225,7 +225,7 @@ const alignedNumbers = (
     else if (Array.isArray(v)) for (const x of v) own(x)
     else if (isObject(v)) for (const key in v) own(v[key])
   }
-  /** `sv` (at `sk` of `sc` in the serialized value) against what stands at `ok` of `oc` in the original. */
+  /** `sv` (a value of the serialized text) against what stands at `ok` of `oc` in the original. */
   const align = (oc: object | undefined, ok: string | number, sv: unknown): void => {
     const ov = oc === undefined ? undefined : (oc as Record<string | number, unknown>)[ok]
     if (typeof sv === "number") {
@@ -234,7 +234,10 @@ const alignedNumbers = (
       return
     }
     if (Array.isArray(sv)) {
-      if (!Array.isArray(ov)) return own(sv)
+      if (!Array.isArray(ov)) {
+        own(sv)
+        return
+      }
       // an equal element (after the last one found), else the element at the same index when no element
       // was added or dropped (one whose references were rewritten)
       let from = 0
@@ -255,7 +258,10 @@ const alignedNumbers = (
   }
   const root = { subject: oSubject }
   const walk = (v: unknown): void => {
-    if (v === sSubject) return align(root, "subject", v)
+    if (v === sSubject) {
+      align(root, "subject", v)
+      return
+    }
     if (typeof v === "number") out.push(JSON.stringify(v))
     else if (Array.isArray(v)) for (const x of v) walk(x)
     else if (isObject(v)) for (const key in v) walk(v[key])
