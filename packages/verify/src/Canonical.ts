@@ -89,6 +89,8 @@ export interface AttachmentRef {
   /** JSON path of the Attachment inside the resource. */
   readonly path: string
   readonly url: string
+  /** The content the Attachment carries inline beside its `url` (base64), which the `url` must lead to too. */
+  readonly data?: string
 }
 
 export interface Canonical {
@@ -264,8 +266,10 @@ export const canonicalize = (resource: Resource, ctx: CanonicalContext = {}): Ca
       const url = site.attachment.url
       if (typeof url !== "string" || url === "") return undefined
       // inline `data` is the content, compared as part of the resource; its `url` (which the import re-points
-      // like any other) becomes the placeholder, with no payload to fetch
-      if (site.attachment.data === undefined) attachments.push({ path: site.path, url })
+      // like any other) becomes the placeholder too, and is followed like any other: FHIR has it lead to the
+      // same content as the data
+      const data = site.attachment.data
+      attachments.push({ path: site.path, url, ...(typeof data === "string" ? { data } : {}) })
       return { ...site.attachment, url: attachmentPlaceholder }
     },
   }).resource

@@ -48,6 +48,7 @@ import { copiedSha256 } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
 import {
+  type AttachmentRef,
   type CanonicalContext,
   canonicalize,
   hash,
@@ -247,13 +248,17 @@ const stillOnSource = (
   targetBase: string,
   sourceBases: ReadonlyArray<string>,
 ): string | undefined => {
-  const abs = resolveUrl(targetBase, url)
-  if (under(abs, targetBase)) return undefined
+  // (a loopback host however spelled: a URL on `0.0.0.0` or `127.0.0.2` reaches a source on 127.0.0.1 as well)
+  const abs = oneLoopback(resolveUrl(targetBase, url))
+  const target = oneLoopback(targetBase)
+  if (under(abs, target)) return undefined
   // the source's base and the other names it goes by (`--source-base`: an internal host name, an IP address)
-  const onSource = sourceBases.some(
-    (sourceBase) =>
-      under(abs, sourceBase) || (sameOrigin(abs, sourceBase) && !sameOrigin(sourceBase, targetBase)),
-  )
+  const onSource = sourceBases
+    .map(oneLoopback)
+    .some(
+      (sourceBase) =>
+        under(abs, sourceBase) || (sameOrigin(abs, sourceBase) && !sameOrigin(sourceBase, target)),
+    )
   return onSource
     ? `target: still points at the source server (${redactUrl(url)}), not at a copy on the target`
     : undefined
@@ -290,8 +295,27 @@ const conditionalIndex = (dir: string, manifest: Manifest.Manifest) =>
     return index
   })
 
-/** A loopback host as a URL spells it: `localhost`, `127.x.x.x`, `[::1]`, `[::ffff:7f00:1]` (IPv4-mapped). */
-const loopbackHost = /^(localhost|127(\.\d{1,3}){3}|\[::1\]|\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\])$/i
+/**
+ * A loopback host as a URL spells it: `localhost`, `127.x.x.x`, `[::1]`, `[::ffff:7f00:1]` (IPv4-mapped), and the
+ * unspecified addresses `0.0.0.0` and `[::]`, which a connection takes to the local host.
+ */
+const loopbackHost =
+  /^(localhost|127(\.\d{1,3}){3}|0\.0\.0\.0|\[::1?\]|\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\])$/i
+
+/**
+ * `url` with a loopback host spelled `127.0.0.1`: every name of this machine's own loopback (`0.0.0.0` and
+ * `[::]` reach it too, on Linux) is one server.
+ */
+const oneLoopback = (url: string): string => {
+  try {
+    const u = new URL(url)
+    if (!loopbackHost.test(u.hostname) || u.hostname === "127.0.0.1") return url
+    u.hostname = "127.0.0.1"
+    return u.toString()
+  } catch {
+    return url
+  }
+}
 
 /**
  * `base` and, on a loopback host, the same base on the other loopback names: one server spelled several ways
@@ -514,12 +538,24 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     blobPrefixes = new Set([...idx.values()].map((line) => line.sha256.slice(0, 58)))
   }
   /**
+   * Whether a Binary named like an attachment copy holds the bytes its name says (their sha256 begins with
+   * `named`); one served without its bytes is given the benefit of the doubt.
+   */
+  const trueCopy = (r: object, named: string): boolean => {
+    const data = (r as { readonly data?: unknown }).data
+    if (typeof data !== "string") return true
+    return createHash("sha256").update(Buffer.from(data, "base64")).digest("hex").startsWith(named)
+  }
+  /**
    * A Binary an import of this source uploaded for an attachment payload (no extra). Against an archive, only
-   * a copy of one of its blobs: a Binary named like one that holds other bytes is the target's own.
+   * a copy of one of its blobs: a Binary named like one that holds other bytes is the target's own. Against a
+   * server, one whose bytes are what its name says.
    */
   const isOwnCopy = (r: { readonly resourceType: string; readonly id?: string; readonly meta?: unknown }) => {
     const named = copiedSha256(r)
-    return named !== undefined && (blobPrefixes === undefined || blobPrefixes.has(named.slice(0, 58)))
+    if (named === undefined) return false
+    // against a server, whose blobs are not listed: one whose bytes are what it is named after
+    return blobPrefixes === undefined ? trueCopy(r, named) : blobPrefixes.has(named.slice(0, 58))
   }
   /**
    * Against an archive: an attachment copy of none of its blobs that is a true copy (its bytes hash to the
@@ -534,9 +570,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     const named = copiedSha256(r)
     if (blobPrefixes === undefined || named === undefined || blobPrefixes.has(named.slice(0, 58)))
       return false
-    const data = (r as { readonly data?: unknown }).data
-    if (typeof data !== "string") return true
-    return createHash("sha256").update(Buffer.from(data, "base64")).digest("hex").startsWith(named)
+    return trueCopy(r, named)
   }
   const sourceBase = source._tag === "Archive" ? manifest?.source.baseUrl : source.client.baseUrl
   /** Every name of the source server: its base, the others `--source-base` gives, and their loopback aliases. */
@@ -874,7 +908,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     // source pass
     const entries = new Map<string, SourceEntry>()
     const collided: Array<Difference> = [] // a second source resource for the same target key
-    const sourceAtts = new Map<string, string>() // "<target key> <path>" → url
+    const sourceAtts = new Map<string, AttachmentRef>() // "<target key> <path>" → the attachment
     let crawledSource = 0
     yield* sourceStream(type).pipe(
       Stream.runForEach((r) =>
@@ -914,7 +948,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
                 ? { s: sk, h, p: hash(withoutWrittenDecimals(c.value)), ...source }
                 : { s: sk, h, ...source },
           )
-          for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a.url)
+          for (const a of c.attachments) sourceAtts.set(`${tk} ${a.path}`, a)
         }),
       ),
     )
@@ -1104,7 +1138,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     let attMismatches = 0
     yield* Effect.forEach(
       pairs,
-      ([k, sourceUrl]) =>
+      ([k, { url: sourceUrl, data }]) =>
         Effect.gen(function* () {
           const targetUrl = targetAtts.get(k) ?? ""
           const space = k.indexOf(" ")
@@ -1115,7 +1149,12 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             mismatches.push({ resource: k.slice(0, space), path: k.slice(space + 1), detail: onSource })
             return
           }
-          const [s, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])
+          const [fromUrl, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])
+          // an attachment with its content inline too: that content, where the source's URL gives none
+          const s: AttHash =
+            Either.isLeft(fromUrl) && data !== undefined
+              ? Either.right(createHash("sha256").update(Buffer.from(data, "base64")).digest("hex"))
+              : fromUrl
           if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) return
           // (a payload not fetched on one side says nothing of the Binary: it stays a differing resource)
           const binary = binaryOn(targetUrl, target.baseUrl)
