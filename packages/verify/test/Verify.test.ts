@@ -452,15 +452,24 @@ describe("Verify.run against sandboxes", () => {
         inline(b.store, "Binary/document.pdf")
         const dir = yield* tempDir
         yield* archiveOf(dir, a, ["Binary", "DocumentReference"])
-        const run = () =>
+        const run = (archive = dir) =>
           Effect.all([
             Verify.run({ source: { _tag: "Server", client: source }, target, types: ["DocumentReference"] }),
-            Verify.run({ source: { _tag: "Archive", dir }, target, types: ["DocumentReference"] }),
+            Verify.run({ source: { _tag: "Archive", dir: archive }, target, types: ["DocumentReference"] }),
           ])
         for (const clean of yield* run()) {
           assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.attachments))
           assert.strictEqual(clean.totals.attachments, 3)
         }
+        // a url on a host of neither server, on both sides as the source had it (the import leaves it): not
+        // fetched, no mismatch (the host does not resolve)
+        inline(a.store, "https://files.example.invalid/document.pdf")
+        inline(b.store, "https://files.example.invalid/document.pdf")
+        const external = yield* tempDir
+        yield* archiveOf(external, a, ["Binary", "DocumentReference"])
+        for (const clean of yield* run(external))
+          assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.attachments))
+        inline(a.store, "Binary/document.pdf")
         // the data kept, the url re-pointed at other bytes; then at the source server
         inline(b.store, "Binary/DICOM.jpg")
         for (const r of yield* run()) {
