@@ -658,10 +658,13 @@ describe("ferry import", () => {
       (d) => d.json.includes(`/Binary/${binary.id}"`) && d.id !== "elsewhere",
     )!
     expect(urlOf(own.id)).toBe(`Binary/${binary.id}`)
-    expect(urlOf("elsewhere")).toMatch(/^Binary\/ferry-[0-9a-f]+$/)
-    expect(
-      target.store.getBinary(urlOf("elsewhere").slice("Binary/".length))?.bytes.equals(bytes.bytes),
-    ).toBe(true)
+    // a copy for that document, which names it as its security context
+    expect(urlOf("elsewhere")).toMatch(/^Binary\/ferry-[0-9a-f]{40}-[0-9a-f]{16}$/)
+    const copy = target.store.getBinary(urlOf("elsewhere").slice("Binary/".length))
+    expect(copy?.bytes.equals(bytes.bytes)).toBe(true)
+    expect(JSON.parse(copy!.stored.json).securityContext).toEqual({
+      reference: "DocumentReference/elsewhere",
+    })
     expect(target.store.getBinary(binary.id)?.bytes.equals(bytes.bytes)).toBe(true)
     const verified = await runFerry(["verify", "--archive", archive, "--target", target.baseUrl])
     expect(verified.code, verified.stdout + verified.stderr).toBe(0)
@@ -704,10 +707,10 @@ describe("ferry import", () => {
     expect(target.store.count("Encounter")).toBeGreaterThan(0)
   })
 
-  it("an attachment blob the target refuses (413): the others are uploaded, then one sentence naming it, no resource sent; a rerun after the fix lands everything", async () => {
-    // without the Binary resources, the attachments travel as blobs (uploaded before the resources); with the
-    // practitioners and organizations the documents name by identifier (a reference to one the target does
-    // not hold either would set the document aside: it cannot land as written)
+  it("an attachment copy the target refuses (413): one sentence naming it and the document it was made for; a rerun after the fix lands everything", async () => {
+    // without the Binary resources, the attachments travel as blobs (put: a copy for each document, made once
+    // the document landed); with the practitioners and organizations the documents name by identifier (a
+    // reference to one the target does not hold either would set the document aside: it cannot land as written)
     const source = await start({ seed: [sharedData("sample-bulk-10-patients"), sharedData("attachments")] })
     const archive = Path.join(tmp, "blob-refused")
     const exported = await runFerry([
@@ -724,14 +727,16 @@ describe("ferry import", () => {
     const port = await freePort()
     const limited = await startSandbox({ port, db, maxBodyBytes: 1_000_000 })
     const run = await importInto(archive, limited.handle)
-    const after = targetCounts(limited.handle)
+    const dangling = danglingIn(limited.handle).dangling.filter((d) => d.includes("→ Binary/"))
     await limited.close()
     expect(run.code, run.stderr).toBe(4)
-    expect(run.stderr.trim().split("\n").at(-1)).toMatch(
-      /^ferry: .*the target refused 1 attachment blob\(s\) \(first: [0-9a-f]{64}, 1084656 bytes: .*413.*no resource was sent/,
+    const said = run.stderr.trim().split("\n").at(-1) ?? ""
+    expect(said).toMatch(
+      /^ferry: .*the target refused the copy of attachment blob [0-9a-f]{64} \(1084656 bytes\) for DocumentReference\/\S+: .*413.*points at Binary\/ferry-[0-9a-f]{40}-[0-9a-f]{16}, which is missing until the target takes it: raise the target's limit .*run the same command again/,
     )
-    // the two other blobs as Binaries, nothing else yet
-    expect(after).toEqual({ Binary: 2 })
+    // the document landed before its copy was refused: it, and it alone, points at a Binary not there yet
+    expect(dangling.length, dangling.join("\n")).toBe(1)
+    expect(said).toContain(dangling[0]!.split("→ ")[1]!)
     // the limit raised: the same command lands everything, every attachment on a Binary of the target
     const fixed = await start({ port, db })
     const again = await importInto(archive, fixed)
@@ -1353,25 +1358,34 @@ describe("ferry import, attachment binaries", () => {
         .map((l) => JSON.parse(l) as { sha256: string; id: string })
       expect(uploaded.length).toBeGreaterThan(0)
       const binaries = target.store.count("Binary")
-      // every uploaded Binary holds the blob's bytes
+      // every uploaded Binary holds the blob's bytes; put: one per resource pointing at it, which it names
       for (const u of uploaded) {
         const stored = target.store.getBinary(u.id)
         expect(stored, u.id).toBeDefined()
         expect(createHash("sha256").update(stored!.bytes).digest("hex")).toBe(u.sha256)
+        if (strategy === "put")
+          expect(JSON.parse(stored!.stored.json).securityContext).toEqual({
+            reference: (u as { owner?: string }).owner,
+          })
       }
-      // lose the record of all uploads but the first: the rerun uploads those blobs again
+      // lose the record of all uploads but the first: post uploads those blobs again; put made each copy
+      // after its resource landed and before the chunk was journaled, so with every chunk journaled nothing is
+      // sent again (a crash before that line sends the chunk and its copies again, under the same ids)
       NFS.writeFileSync(record, `${JSON.stringify(uploaded[0])}\n`)
       const second = await importInto(archive, target)
       expect(second.code, second.stderr).toBe(0)
-      expect((JSON.parse(second.stdout) as { binaries: number }).binaries).toBe(uploaded.length - 1)
+      expect((JSON.parse(second.stdout) as { binaries: number }).binaries).toBe(
+        strategy === "put" ? 0 : uploaded.length - 1,
+      )
       expect(target.store.count("Binary")).toBe(binaries)
       const again = NFS.readFileSync(record, "utf8")
         .trim()
         .split("\n")
         .map((l) => JSON.parse(l) as { sha256: string; id: string })
-      expect(new Map(again.map((u) => [u.sha256, u.id]))).toEqual(
-        new Map(uploaded.map((u) => [u.sha256, u.id])),
-      )
+      if (strategy === "post")
+        expect(new Map(again.map((u) => [u.sha256, u.id]))).toEqual(
+          new Map(uploaded.map((u) => [u.sha256, u.id])),
+        )
       expect(targetCounts(target)).toEqual({ ...archiveCounts(archive), Binary: uploaded.length })
       expect(danglingIn(target).dangling).toEqual([])
     })

@@ -9,13 +9,17 @@
  *    `strategy: "import"`): the blobs as for put, then every data file rewritten line for line as put's
  *    Bundles would be into `imports/<target>/bulk/` (removed after the job), loaded by the target's job
  *    (BulkImport.ts), then the deletes. The chosen strategy is journaled, so a rerun keeps it.
- * 2. Binaries: every attachment blob goes to the target as a `Binary`, recorded in `binaries.ndjson`
- *    (`{sha256, id}`), and every exported `Attachment.url` is re-pointed to `Binary/<id>`. The upload is
- *    idempotent, so a crash between the upload and its `binaries.ndjson` line never makes a second copy:
- *    put: raw bytes PUT to the deterministic `Binary/ferry-<first 58 hex of the sha256>` (no search needed,
- *    the bytes travel unencoded); post: a JSON Binary tagged `urn:ferry:sha256|<sha256>` POSTed with
- *    `If-None-Exist: _tag=urn:ferry:sha256|<sha256>` (when the target can search `_tag` on Binary;
- *    otherwise a plain POST, as for resources).
+ * 2. Binaries: every attachment blob that is no Binary of the source in the archive goes to the target as a
+ *    `Binary`, recorded in `binaries.ndjson`, and every exported `Attachment.url` is re-pointed to it. The
+ *    upload is idempotent, so a crash between the upload and its `binaries.ndjson` line never makes a second
+ *    copy: put: a copy per resource that points at the blob, raw bytes PUT to the deterministic
+ *    `Binary/ferry-<first 40 hex of the sha256>-<first 16 hex of the sha256 of the resource's Type/id>` with
+ *    `X-Security-Context: <Type/id>` (its access rules are that resource's), made once the resource landed
+ *    and before its chunk is journaled, recorded `{sha256, id, owner}`; post: one JSON Binary per blob tagged
+ *    `urn:ferry:sha256|<sha256>` POSTed with `If-None-Exist: _tag=urn:ferry:sha256|<sha256>` (when the target
+ *    can search `_tag` on Binary; otherwise a plain POST, as for resources), before the resources (which
+ *    point at its server-assigned id), without a security context; `import`: one raw PUT per blob to
+ *    `Binary/ferry-<first 58 hex of the sha256>`, likewise.
  * 3. Resources in dependency order, from one pass over the data files. Each resource is parsed once: its
  *    node (sized by its NDJSON line), the line's byte offset, the id registry, the identifier index and its
  *    reference strings (`Graph.referenceCandidates`; each distinct string is parsed and resolved once, when
@@ -86,7 +90,7 @@ import * as Ndjson from "@ferry/core/Ndjson"
 import type { Bundle as FhirBundle } from "@ferry/core/Bundle"
 import { hasOddNumbers, restoreNumbers } from "@ferry/core/NumberText"
 import { forEachPooled } from "@ferry/core/Pool"
-import { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
+import { binaryIdFor, ownedBinaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
 import * as Chunk from "@ferry/transform/Chunk"
 import {
   type Components,
@@ -463,7 +467,12 @@ const BULK_JOB = "import.bulk.job"
 const REMAPPED = "import.bulk.remapped"
 const BulkJob = Schema.Struct({ statusUrl: Schema.String, open: Schema.Boolean })
 
-const BinaryLine = Schema.Struct({ sha256: Schema.String, id: Schema.String })
+/** A line of `binaries.ndjson`: a blob's copy on the target, and the resource it was made for (a copy per owner). */
+const BinaryLine = Schema.Struct({
+  sha256: Schema.String,
+  id: Schema.String,
+  owner: Schema.optional(Schema.String),
+})
 const QuarantineLine = Schema.Struct({
   resource: Schema.NullOr(Schema.Unknown),
   source: Schema.optional(Schema.String),
@@ -482,7 +491,7 @@ const decodeLine = <A, I>(schema: Schema.Schema<A, I>, path: string, line: numbe
     ),
   )
 
-export { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
+export { binaryIdFor, ownedBinaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
 
 /** The JSON Binary POSTed for a blob in post mode, tagged with its sha256. */
 export const binaryResource = (sha256: string, contentType: string, bytes: Uint8Array): Resource => ({
@@ -1162,11 +1171,27 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const binariesPath = Imports.binariesPath(archive, client.baseUrl)
       const attachmentUrls = new Map<string, string>()
       const uploaded = new Map<string, string>()
+      /** The copies made per owner so far (their ids; see `ownedCopies`). */
+      const uploadedOwned = new Set<string>()
       const binaryLines = yield* readLines(binariesPath)
       for (let i = 0; i < binaryLines.length; i++) {
         const j = yield* decodeLine(BinaryLine, binariesPath, i + 1, binaryLines[i]!)
-        uploaded.set(j.sha256, j.id)
+        if (j.owner !== undefined) uploadedOwned.add(j.id)
+        else uploaded.set(j.sha256, j.id)
       }
+      /**
+       * Put (transactions): a blob's copy is made for each resource that points at it, under an id of that blob
+       * and that resource (`ownedBinaryIdFor`), with `X-Security-Context` naming the resource, and only once the
+       * resource landed (a target may check that reference): the rewrite points the resource at the copy's id
+       * (`attachmentUrlFor`, which notes what the resource is owed), and `record` makes the copies of what
+       * landed before the chunk is journaled. Post and `$import`: one copy per blob, made here, without a
+       * security context (its owners get their ids only when they land).
+       */
+      const ownedCopies = strategy === "put"
+      /** Exported attachment URL → the blob a copy per owner is made of. */
+      const copyOf = new Map<string, Attachments.IndexLine>()
+      /** Source `Type/id` → the copies it is owed (id → the blob), until it lands. */
+      const owed = new Map<string, Map<string, Attachments.IndexLine>>()
       const index = yield* Attachments.readIndex(archive)
       const binaryConditional = mode === "post" && searchesTag(cs, ["Binary"])
       if (mode === "post" && !binaryConditional && index.size > 0)
@@ -1286,6 +1311,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           const foreign = blob.sourceUrls.filter((u) => !ownBinary(u))
           if (foreign.length === 0 && blob.sourceUrls.length > 0) return
           if (options.binariesPending === true && foreign.length > 0 && foreign.every(isSourceBinary)) return
+          if (ownedCopies) {
+            for (const u of foreign) copyOf.set(u, blob)
+            copyOf.set(Attachments.relativePath(blob.sha256), blob)
+            return
+          }
           let id = uploaded.get(blob.sha256)
           if (id === undefined) {
             // the pieces gathered, then joined once (joining as they came copied a big blob over and over)
@@ -1323,7 +1353,13 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
           attachmentUrls.set(Attachments.relativePath(blob.sha256), `Binary/${id}`)
         }).pipe(limiter.run),
       )
-      if (index.size > 0) yield* emit({ event: "binaries", count: index.size, uploaded: binaries })
+      if (index.size > 0)
+        yield* emit({
+          event: "binaries",
+          count: index.size,
+          uploaded: binaries,
+          ...(ownedCopies ? { perResource: true } : {}),
+        })
       // The resources come after their blobs: a resource sent while its blob is refused would point at a
       // Binary that is not there, and its chunk, once journaled, would not be sent again after a fix.
       if (refusedBlobs.length > 0) {
@@ -1342,11 +1378,21 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
        */
       const targetConditionals = new Map<string, string>()
       const conditionalMisses = new Map<string, string>()
+      /** Put: the copy of a blob for the resource `owner` (source `Type/id`) that points at it (see `ownedCopies`). */
+      const attachmentUrlFor = (url: string, owner: string): string | undefined => {
+        const blob = copyOf.get(url)
+        if (blob === undefined) return undefined
+        const id = ownedBinaryIdFor(blob.sha256, idMap.get(owner) ?? owner)
+        const wanted = owed.get(owner) ?? new Map<string, Attachments.IndexLine>()
+        owed.set(owner, wanted.set(id, blob))
+        return `Binary/${id}`
+      }
       const rctx = (): RewriteContext => ({
         idMap,
         identifiers,
         sourceBase,
         attachmentUrls,
+        ...(ownedCopies ? { attachmentUrlFor } : {}),
         conditionalTargets: targetConditionals,
         conditionals: "resolveOrLeave",
         meta: {
@@ -1684,21 +1730,96 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         )
 
       const record = (mapped: ReadonlyArray<Chunk.Mapped>) =>
-        writeLock.withPermits(1)(
-          Effect.gen(function* () {
-            if (mapped.length === 0) return
-            // every mapping, identities included: a later run (a migrate wave, a `--since auto` delta) learns
-            // from these lines which resources earlier runs loaded (urn:uuid resolution, Binaries the archive
-            // owns), and verify resolves the archive's urn:uuid references through them
-            yield* appendToIdMap(mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
-            for (const m of mapped) {
-              // put mode: a resource that kept its id is mapped already (identity), no entry needed
-              if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)
-              const t = typeOf(m.source)
-              counts[t] = (counts[t] ?? 0) + 1
+        writeLock
+          .withPermits(1)(
+            Effect.gen(function* () {
+              if (mapped.length === 0) return
+              // every mapping, identities included: a later run (a migrate wave, a `--since auto` delta) learns
+              // from these lines which resources earlier runs loaded (urn:uuid resolution, Binaries the archive
+              // owns), and verify resolves the archive's urn:uuid references through them
+              yield* appendToIdMap(mapped.map((m) => `${IdMap.line(m.source, m.target)}\n`).join(""))
+              for (const m of mapped) {
+                // put mode: a resource that kept its id is mapped already (identity), no entry needed
+                if (idMap.get(m.source) !== m.target) idMap.set(m.source, m.target)
+                const t = typeOf(m.source)
+                counts[t] = (counts[t] ?? 0) + 1
+              }
+            }),
+          )
+          .pipe(Effect.zipRight(copiesFor(mapped)))
+
+      /**
+       * The copies of attachment blobs these landed resources are owed (put: see `ownedCopies`), each PUT raw
+       * with `X-Security-Context` naming its resource and recorded in `binaries.ndjson`, before the chunk is
+       * journaled: a run stopped before that sends the chunk and its copies again (both idempotent). A copy the
+       * target refuses (too large, a content type it will not take) ends the import: the resource landed, and
+       * points at it.
+       */
+      const copiesFor = (mapped: ReadonlyArray<Chunk.Mapped>) =>
+        Effect.gen(function* () {
+          const refused: Array<{
+            readonly blob: Attachments.IndexLine
+            readonly owner: string
+            readonly id: string
+            readonly error: FhirError
+          }> = []
+          for (const m of mapped) {
+            const wanted = owed.get(m.source)
+            if (wanted === undefined) continue
+            for (const [id, blob] of wanted) {
+              if (uploadedOwned.has(id)) continue
+              const pieces = yield* Stream.runCollect(Attachments.read(archive, blob))
+              const sent = yield* client
+                .request(
+                  HttpClientRequest.put(`Binary/${id}`).pipe(
+                    HttpClientRequest.bodyUint8Array(
+                      Buffer.concat(EffectChunk.toReadonlyArray(pieces)),
+                      blob.contentType ?? "application/octet-stream",
+                    ),
+                    HttpClientRequest.setHeader("accept", "application/fhir+json"),
+                    HttpClientRequest.setHeader("x-security-context", m.target),
+                  ),
+                )
+                .pipe(
+                  Effect.as(true),
+                  // one the target will not take (too large, a content type it refuses): the others are still
+                  // made, then the import stops with one sentence naming it
+                  Effect.catchIf(
+                    (e): e is FhirError => isEntryRefusal(e) || isTooLarge(e),
+                    (e) =>
+                      Effect.as(
+                        Effect.zipRight(
+                          Effect.sync(() => refused.push({ blob, owner: m.target, id, error: e })),
+                          emit({
+                            event: "binary-refused",
+                            sha256: blob.sha256,
+                            size: blob.size,
+                            detail: e.message,
+                          }),
+                        ),
+                        false,
+                      ),
+                  ),
+                )
+              if (!sent) continue
+              yield* appendDurable(
+                binariesPath,
+                `${JSON.stringify({ sha256: blob.sha256, id, owner: m.target })}\n`,
+              )
+              uploadedOwned.add(id)
+              binaries++
             }
-          }),
-        )
+            owed.delete(m.source)
+          }
+          const first = refused[0]
+          if (first === undefined) return
+          return yield* new ImportError({
+            reason: "Refused",
+            url: first.error.url,
+            detail: `the target refused ${refused.length === 1 ? "the copy" : `${refused.length} copies (first: the copy)`} of attachment blob ${first.blob.sha256} (${first.blob.size} bytes) for ${first.owner}: ${first.error.message}; ${first.owner} landed and points at Binary/${first.id}, which is missing until the target takes it: raise the target's limit (or allow the content type) and run the same command again`,
+            cause: first.error,
+          })
+        })
 
       const decodeResponse = (tx: Chunk.Sent, response: Chunk.ResponseBundle) => {
         const m = Chunk.mapFromResponse(tx, response)

@@ -1212,41 +1212,78 @@ describe("Import.run", () => {
   )
 
   it.scopedLive(
-    "attachment blobs: put uploads to the deterministic Binary/ferry-<sha256>, post a tagged JSON Binary",
+    "attachment blobs: put makes a copy per resource that points at them (its security context), after it lands; post one tagged JSON Binary",
     () =>
       Effect.gen(function* () {
-        // an archive of one DocumentReference whose attachment blob is in the archive
-        const { dir, manifest } = yield* sampleArchive()
+        // an archive whose first two DocumentReferences point at one file-host attachment, whose blob is in it
+        const url = "https://files.example/doc.txt"
+        const owners: Array<string> = []
+        const { dir, manifest } = yield* sampleArchive(true, undefined, (name, line) => {
+          if (!name.startsWith("DocumentReference") || owners.length >= 2) return line
+          owners.push(`DocumentReference/${(JSON.parse(line) as { id: string }).id}`)
+          return line.replace(
+            '"content":[',
+            `"content":[{"attachment":{"contentType":"text/plain","url":"${url}"}},`,
+          )
+        })
         const bytes = Buffer.from("ferry attachment bytes")
         const sha = createHash("sha256").update(bytes).digest("hex")
         yield* Attachments.put(dir, Stream.make(new Uint8Array(bytes)), {
           contentType: "text/plain",
-          sourceUrl: "https://files.example/doc.txt",
+          sourceUrl: url,
         })
         // the blob listed, as an export lists each it stores
         yield* Archive.writeChecksums(dir, manifest)
-        for (const refuseClientIds of [false, true]) {
-          const sandbox = yield* target({ refuseClientIds })
-          const client = yield* clientFor(sandbox.baseUrl)
-          const summary = yield* Import.run({ client, archive: dir })
-          assert.strictEqual(summary.binaries, 1)
-          const line = JSON.parse(
-            NFS.readFileSync(Imports.binariesPath(dir, sandbox.baseUrl), "utf8").trim(),
-          ) as { sha256: string; id: string }
-          assert.strictEqual(line.sha256, sha)
-          if (!refuseClientIds) assert.strictEqual(line.id, Import.binaryIdFor(sha))
-          else {
-            const stored = JSON.parse(sandbox.store.read("Binary", line.id)!.json) as {
-              meta: { tag: ReadonlyArray<{ system: string; code: string }> }
-            }
-            assert.deepStrictEqual(stored.meta.tag, [{ system: "urn:ferry:sha256", code: sha }])
+        const linesOf = (sandbox: Sandbox.SandboxHandle) =>
+          NFS.readFileSync(Imports.binariesPath(dir, sandbox.baseUrl), "utf8")
+            .trim()
+            .split("\n")
+            .map((l) => JSON.parse(l) as { sha256: string; id: string; owner?: string })
+        const attachmentUrl = (sandbox: Sandbox.SandboxHandle, key: string) => {
+          const doc = JSON.parse(sandbox.store.read("DocumentReference", key.split("/")[1]!)!.json) as {
+            content: ReadonlyArray<{ attachment: { url?: string } }>
           }
-          assert.isTrue(sandbox.store.getBinary(line.id)!.bytes.equals(bytes))
-          // the record lost: the rerun uploads again and still finds one Binary
-          NFS.rmSync(Imports.binariesPath(dir, sandbox.baseUrl))
-          yield* Import.run({ client, archive: dir })
-          assert.strictEqual(sandbox.store.count("Binary"), 1)
+          return doc.content[0]!.attachment.url
         }
+
+        // put: one copy per owner, under an id of the blob and the owner, its securityContext the owner
+        const put = yield* target({})
+        const putClient = yield* clientFor(put.baseUrl)
+        const summary = yield* Import.run({ client: putClient, archive: dir })
+        assert.strictEqual(summary.binaries, 2)
+        const lines = linesOf(put)
+        assert.deepStrictEqual(
+          lines.map((l) => [l.sha256, l.owner, l.id]).sort(),
+          owners.map((o) => [sha, o, Import.ownedBinaryIdFor(sha, o)]).sort(),
+        )
+        for (const l of lines) {
+          assert.isTrue(put.store.getBinary(l.id)!.bytes.equals(bytes))
+          const binary = JSON.parse(put.store.read("Binary", l.id)!.json) as { securityContext?: unknown }
+          assert.deepStrictEqual(binary.securityContext, { reference: l.owner })
+          assert.strictEqual(attachmentUrl(put, l.owner!), `Binary/${l.id}`)
+        }
+        assert.strictEqual(put.store.count("Binary"), 2)
+        // the record lost: the rerun sends nothing again (every chunk landed), and makes no other copy
+        NFS.rmSync(Imports.binariesPath(dir, put.baseUrl))
+        yield* Import.run({ client: putClient, archive: dir })
+        assert.strictEqual(put.store.count("Binary"), 2)
+
+        // post: one tagged copy of the blob, made before the resources (their ids are the target's)
+        const post = yield* target({ refuseClientIds: true })
+        const postClient = yield* clientFor(post.baseUrl)
+        assert.strictEqual((yield* Import.run({ client: postClient, archive: dir })).binaries, 1)
+        const [line] = linesOf(post)
+        assert.strictEqual(line!.sha256, sha)
+        assert.isUndefined(line!.owner)
+        const stored = JSON.parse(post.store.read("Binary", line!.id)!.json) as {
+          meta: { tag: ReadonlyArray<{ system: string; code: string }> }
+        }
+        assert.deepStrictEqual(stored.meta.tag, [{ system: "urn:ferry:sha256", code: sha }])
+        assert.isTrue(post.store.getBinary(line!.id)!.bytes.equals(bytes))
+        // the record lost: the rerun uploads again and still finds one Binary
+        NFS.rmSync(Imports.binariesPath(dir, post.baseUrl))
+        yield* Import.run({ client: postClient, archive: dir })
+        assert.strictEqual(post.store.count("Binary"), 1)
       }),
   )
 

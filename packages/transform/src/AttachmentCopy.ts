@@ -4,18 +4,34 @@
  * how a verify knows them from data the target holds of its own (they are no extra: their bytes are checked
  * through the attachments that point at them).
  */
+import { createHash } from "node:crypto"
 
 /** The tag system marking a Binary Ferry uploaded with the sha256 of its bytes (post strategy). */
 export const sha256TagSystem = "urn:ferry:sha256"
 
-/** The deterministic target id of an attachment blob in put mode (64 characters, never purely numeric). */
+/**
+ * The deterministic target id of an attachment blob's one copy (`--strategy import`, and put imports before the
+ * copies were made per owner): 64 characters, never purely numeric.
+ */
 export const binaryIdFor = (sha256: string): string => `ferry-${sha256.slice(0, 58)}`
 
-const putId = /^ferry-[0-9a-f]{58}$/
+/**
+ * The deterministic target id of an attachment blob's copy for the resource that points at it (put mode:
+ * `owner` is that resource's target `Type/id`, which the copy's `securityContext` names): `ferry-`, the first
+ * 40 hex digits of the blob's sha256, `-`, the first 16 of the owner's (63 characters).
+ */
+export const ownedBinaryIdFor = (sha256: string, owner: string): string =>
+  `ferry-${sha256.slice(0, 40)}-${createHash("sha256").update(owner).digest("hex").slice(0, 16)}`
+
+const putId = /^ferry-(?:[0-9a-f]{58}|[0-9a-f]{40}-[0-9a-f]{16})$/
+const ownedId = /^ferry-[0-9a-f]{40}-[0-9a-f]{16}$/
+
+/** Whether `id` is that of a copy made for one resource (`ownedBinaryIdFor`), whose `securityContext` names it. */
+export const isOwnedCopyId = (id: string): boolean => ownedId.test(id)
 
 /**
  * The sha256 an attachment copy names (see `isAttachmentCopy`): the first 58 hex digits of it for one put by
- * its id, the whole for one tagged in post mode; undefined for any other resource.
+ * its id (40 for a copy per owner), the whole for one tagged in post mode; undefined for any other resource.
  */
 export const copiedSha256 = (resource: {
   readonly resourceType: string
@@ -23,7 +39,8 @@ export const copiedSha256 = (resource: {
   readonly meta?: unknown
 }): string | undefined => {
   if (resource.resourceType !== "Binary") return undefined
-  if (typeof resource.id === "string" && putId.test(resource.id)) return resource.id.slice("ferry-".length)
+  if (typeof resource.id === "string" && putId.test(resource.id))
+    return resource.id.slice(6, 6 + 58).split("-")[0]
   const tags = (resource.meta as { tag?: unknown } | undefined)?.tag
   if (!Array.isArray(tags)) return undefined
   for (const t of tags as ReadonlyArray<unknown>)

@@ -84,6 +84,12 @@ export interface RewriteContext extends ResolveContext {
   readonly conditionals?: "resolve" | "leave" | "resolveOrLeave"
   /** Exported attachment URL → target URL (e.g. `Binary/<newid>`), looked up before anything else. */
   readonly attachmentUrls?: ReadonlyMap<string, string>
+  /**
+   * An exported attachment URL's target URL for the resource that holds it (`owner`: that resource's source
+   * `Type/id`, a contained resource's container), consulted before `attachmentUrls`: a copy of the bytes made
+   * for that resource alone (the import's Binary per owner, whose `securityContext` names it).
+   */
+  readonly attachmentUrlFor?: (url: string, owner: string) => string | undefined
   readonly meta?: MetaOptions
   /**
    * Placeholders for resources written in the same Bundle: source `Type/id` → `urn:uuid:…`.
@@ -241,13 +247,16 @@ export const rewriteResource = <A extends Resource>(resource: A, ctx: RewriteCon
   }
 
   const attachmentUrls = ctx.attachmentUrls
+  const attachmentUrlFor = ctx.attachmentUrlFor
+  const owner = attachmentUrlFor === undefined ? undefined : sourceKeyOf(resource)
   const parseOptions: ParseOptions | undefined =
     ctx.sourceBase !== undefined ? { sourceBase: ctx.sourceBase } : undefined
   const onAttachment = (site: AttachmentSite): Attachment | undefined => {
     const att = site.attachment
     const url = att.url
     if (typeof url !== "string") return undefined // inline data (or nothing): untouched
-    const mapped = attachmentUrls?.get(url)
+    const mapped =
+      (owner === undefined ? undefined : attachmentUrlFor?.(url, owner)) ?? attachmentUrls?.get(url)
     if (mapped !== undefined) return mapped === url ? undefined : { ...att, url: mapped }
     const to = target(parse(url, parseOptions), url, site, true)
     return to === undefined ? undefined : { ...att, url: to }

@@ -44,7 +44,7 @@ import { numbersLost } from "@ferry/core/NumberText"
 import { shellWord } from "@ferry/core/Shell"
 import { IdentifierIndex } from "@ferry/transform/IdentifierIndex"
 import { version } from "@ferry/core/Version"
-import { copiedSha256 } from "@ferry/transform/AttachmentCopy"
+import { copiedSha256, isOwnedCopyId } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
 import { DateTime, Effect, Either, Option, Stream } from "effect"
 import {
@@ -227,6 +227,12 @@ const fetchHash = (client: FhirClient, url: string): Effect.Effect<AttHash> =>
     Effect.map((h) => Either.right(h.digest("hex"))),
     Effect.catchAll((e) => Effect.succeed(Either.left(`could not fetch the attachment: ${e.message}`))),
   )
+
+/** Whether a reference (`Type/id`, absolute, or to a version of it) names the resource `key` (`Type/id`). */
+const names = (reference: string, key: string): boolean => {
+  const path = reference.split("/_history/")[0]!
+  return path === key || path.endsWith(`/${key}`)
+}
 
 /** Is absolute `url` on `base`'s origin and under its path? */
 const under = (url: string, base: string): boolean => {
@@ -497,7 +503,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
   /** The sha256 of the archive's checksums.sha256, once it was checked. */
   let checksumsSha256: string | undefined
   let index: ReadonlyMap<string, string> = new Map() // attachment URL → sha256 (archive)
-  /** The first 58 hex digits of the sha256 of each blob of the archive (undefined: a server source). */
+  /** The first 40 hex digits (what a copy per owner names) of the sha256 of each blob of the archive (undefined: a server source). */
   let blobPrefixes: ReadonlySet<string> | undefined
   if (source._tag === "Archive") {
     manifest = yield* Archive.readManifest(source.dir).pipe(
@@ -535,7 +541,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     const byUrl = new Map<string, string>()
     for (const line of idx.values()) for (const u of line.sourceUrls) byUrl.set(u, line.sha256)
     index = byUrl
-    blobPrefixes = new Set([...idx.values()].map((line) => line.sha256.slice(0, 58)))
+    blobPrefixes = new Set([...idx.values()].map((line) => line.sha256.slice(0, 40)))
   }
   /**
    * Whether a Binary named like an attachment copy holds the bytes its name says (their sha256 begins with
@@ -555,7 +561,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     const named = copiedSha256(r)
     if (named === undefined) return false
     // against a server, whose blobs are not listed: one whose bytes are what it is named after
-    return blobPrefixes === undefined ? trueCopy(r, named) : blobPrefixes.has(named.slice(0, 58))
+    return blobPrefixes === undefined ? trueCopy(r, named) : blobPrefixes.has(named.slice(0, 40))
   }
   /**
    * Against an archive: an attachment copy of none of its blobs that is a true copy (its bytes hash to the
@@ -568,7 +574,7 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     readonly meta?: unknown
   }) => {
     const named = copiedSha256(r)
-    if (blobPrefixes === undefined || named === undefined || blobPrefixes.has(named.slice(0, 58)))
+    if (blobPrefixes === undefined || named === undefined || blobPrefixes.has(named.slice(0, 40)))
       return false
     return trueCopy(r, named)
   }
@@ -838,6 +844,20 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     }
     return Effect.tap(fetchHash(source.client, url), (r) => Effect.sync(() => sourceHashes.set(url, r)))
   }
+  /** The `securityContext` reference of a copy made for one resource (read once per copy). */
+  const copyContexts = new Map<string, string | undefined>()
+  const copyContext = (id: string) =>
+    copyContexts.has(id)
+      ? Effect.succeed(copyContexts.get(id))
+      : target.read("Binary", id).pipe(
+          Effect.map((r) => {
+            const ref = (r as { readonly securityContext?: { readonly reference?: unknown } }).securityContext
+              ?.reference
+            const named = typeof ref === "string" ? ref : undefined
+            copyContexts.set(id, named)
+            return named
+          }),
+        )
   const targetAttHash = (url: string): Effect.Effect<AttHash> => {
     const hit = targetHashes.get(url)
     if (hit !== undefined) return Effect.succeed(hit)
@@ -1164,9 +1184,25 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             Either.isLeft(fromUrl) && data !== undefined
               ? Either.right(createHash("sha256").update(Buffer.from(data, "base64")).digest("hex"))
               : fromUrl
-          if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) return
-          // (a payload not fetched on one side says nothing of the Binary: it stays a differing resource)
           const binary = binaryOn(targetUrl, target.baseUrl)
+          if (Either.isRight(s) && Either.isRight(t) && s.right === t.right) {
+            // a copy the import made for this resource alone: who may read it is decided by this resource
+            const owner = k.slice(0, space)
+            const copy = binary?.slice("Binary/".length)
+            if (copy === undefined || !isOwnedCopyId(copy)) return
+            const named = yield* Effect.either(copyContext(copy))
+            if (Either.isRight(named) && named.right !== undefined && names(named.right, owner)) return
+            attMismatches++
+            mismatches.push({
+              resource: owner,
+              path: k.slice(space + 1),
+              detail: Either.isLeft(named)
+                ? `target: could not read ${binary}, the copy of this attachment made for ${owner}: ${named.left.message}`
+                : `target: ${binary}, the copy of this attachment made for ${owner}, has ${named.right === undefined ? "no securityContext" : `securityContext ${named.right}`}: who may read it is not decided by ${owner}`,
+            })
+            return
+          }
+          // (a payload not fetched on one side says nothing of the Binary: it stays a differing resource)
           if (binary !== undefined && Either.isRight(s) && Either.isRight(t)) mismatchedBinaries.add(binary)
           attMismatches++
           mismatches.push({

@@ -14,7 +14,7 @@ import * as Manifest from "@ferry/archive/Manifest"
 import * as FhirClient from "@ferry/core/FhirClient"
 import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { resolveConditionalReferences } from "@ferry/sandbox/Seed"
-import { binaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
+import { binaryIdFor, ownedBinaryIdFor, sha256TagSystem } from "@ferry/transform/AttachmentCopy"
 import { originKey } from "@ferry/transform/Rewrite"
 import { Effect, Stream } from "effect"
 import * as Report from "../src/Report.js"
@@ -729,6 +729,38 @@ describe("Verify.run against sandboxes", () => {
           extra.differences.map((d) => [d.kind, d.target]),
           [["extra", "Binary/stray"]],
         )
+      }),
+    60_000,
+  )
+
+  it.scoped(
+    "a copy of an attachment made for one resource (put) must name it as its securityContext",
+    () =>
+      Effect.gen(function* () {
+        const { source, target, b } = yield* pairOf([data("attachments")])
+        const dicom = b.store.getBinary("DICOM.jpg")!.bytes
+        const sha = createHash("sha256").update(dicom).digest("hex")
+        const owner = "DocumentReference/doc-DICOM.jpg"
+        const id = ownedBinaryIdFor(sha, owner)
+        pointAttachment(b.store, "doc-DICOM.jpg", `Binary/${id}`)
+        const run = () => Verify.run({ source: { _tag: "Server", client: source }, target })
+        b.store.putBinary(id, "image/jpeg", dicom, owner)
+        const clean = yield* run()
+        assert.strictEqual(clean.verdict, "clean", JSON.stringify([clean.differences, clean.attachments]))
+        assert.isTrue(
+          clean.notes.some((n) => n.startsWith("1 Binary resource(s) on the target are the copies")),
+        )
+        for (const [context, says] of [
+          [undefined, "has no securityContext"],
+          ["DocumentReference/doc-document.pdf", "has securityContext DocumentReference/doc-document.pdf"],
+        ] as const) {
+          b.store.putBinary(id, "image/jpeg", dicom, context)
+          const r = yield* run()
+          assert.strictEqual(r.verdict, "differences")
+          assert.strictEqual(r.totals.attachmentMismatches, 1)
+          assert.strictEqual(r.attachments[0]?.resource, owner)
+          assert.include(r.attachments[0]?.detail ?? "", says)
+        }
       }),
     60_000,
   )

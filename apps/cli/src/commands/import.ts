@@ -121,7 +121,9 @@ const lines = (started: number) => {
           return yield* Console.error(`ferry import: $import: ${String(e.detail)}`)
         case "binaries":
           return yield* Console.error(
-            `ferry import: ${Progress.counted(Number(e.count ?? 0), "attachment")} as Binary (${String(e.uploaded)} uploaded now)`,
+            e.perResource === true
+              ? `ferry import: ${Progress.counted(Number(e.count ?? 0), "attachment")}: a Binary copy for each resource that points at one, made once that resource lands`
+              : `ferry import: ${Progress.counted(Number(e.count ?? 0), "attachment")} as Binary (${String(e.uploaded)} uploaded now)`,
           )
         case "graph":
           return yield* Console.error(
