@@ -117,6 +117,21 @@ describe("sizes on the command line", () => {
     expect(failed?.stderr).toContain(
       "(Received unknown argument: '--form'; did you mean --from?); ferry migrate --help lists",
     )
+    // every command's own help, summary, seal and unseal too
+    for (const command of ["summary", "seal", "unseal"]) {
+      const bad = await run(process.execPath, [
+        ferryBin,
+        command,
+        "/nonexistent/ferry-archive",
+        "--out",
+        "x",
+      ]).then(
+        () => undefined,
+        (e: { code: number; stderr: string }) => e,
+      )
+      expect(bad?.code, command).toBe(2)
+      expect(bad?.stderr, command).toContain(`ferry ${command} --help lists`)
+    }
   })
 
   it("--log-level anywhere on the line, also as --log-level=…; a level it does not take named as such", async () => {

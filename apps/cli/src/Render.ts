@@ -214,7 +214,20 @@ const sentence = (
     : lineFor(cause, command)
 }
 
-const commands = new Set(["demo", "export", "import", "keys", "migrate", "plan", "sandbox", "verify"])
+/** The commands whose own `--help` a usage error points to. */
+const commands = new Set([
+  "demo",
+  "export",
+  "import",
+  "keys",
+  "migrate",
+  "plan",
+  "sandbox",
+  "seal",
+  "summary",
+  "unseal",
+  "verify",
+])
 
 /** @effect/cli's parse message on one line, without its colours ("Expected to find option: '--out'"). */
 const validationText = (e: ValidationError.ValidationError): string | undefined => {
