@@ -301,6 +301,31 @@ describe.concurrent("ferry export recovers from export-side faults", () => {
     expect(ofRoute(x, "fhir").filter((r) => r.path.endsWith("/metadata")).length).toBe(3)
   })
 
+  it("a token endpoint that takes the connection and never answers: --request-timeout applies to it too, each retry said", async ({
+    expect,
+  }) => {
+    const client = smartTestClient(tmp, "ferry-token-hang")
+    const started = Date.now()
+    let gaveUp = Number.POSITIVE_INFINITY
+    const x = await exportWith(
+      "token-hang",
+      { delay: [{ route: "token", ms: 20_000 }] },
+      {
+        client,
+        args: ["--request-timeout", "1s"],
+        onStderr: (text) => {
+          if (text.includes("(tried 3 times)")) gaveUp = Math.min(gaveUp, Date.now())
+        },
+      },
+    )
+    expect(x.run.code, x.run.stderr).toBe(4)
+    // three tries of 1 s and their backoff, not six of the token client's own 30 s (the sandbox's delay: 20 s)
+    expect(gaveUp - started).toBeLessThan(15_000)
+    expect(x.run.stderr).toContain("trying again (retry 1 of at most 2)")
+    expect(x.run.stderr).toContain("trying again (retry 2 of at most 2)")
+    expect(lastLine(x.run.stderr)).toMatch(/did not answer within 1s.*\(tried 3 times\)/)
+  })
+
   it.for([410, 403] as const)(
     "%i on a file of the first job (403: an expired signed link's XML): a new kick-off, finished files kept, then completes",
     async (status, { expect }) => {

@@ -66,6 +66,15 @@ export const requestTimeout = (otherwise: string) =>
     ),
   )
 
+/**
+ * How the token endpoint (and its discovery) is given time under `--request-timeout`: that long per attempt,
+ * tried twice more, as every other request; without it, the token client's own (30 s, five retries).
+ */
+export const tokenPolicy = (
+  perRequest: Option.Option<Duration.Duration>,
+): { readonly timeout: Duration.Duration; readonly retries: number } | undefined =>
+  Option.isSome(perRequest) ? { timeout: perRequest.value, retries: 2 } : undefined
+
 /** The `--request-timeout` given (none: not given), or the sentence that says what is wrong with it. */
 export const requestTimeoutOf = (
   given: Option.Option<string>,

@@ -16,6 +16,7 @@ import * as SmartBackend from "./Authenticator/SmartBackend.js"
 import * as StaticBearer from "./Authenticator/StaticBearer.js"
 import * as Discovery from "./Discovery.js"
 import * as Keys from "./Keys.js"
+import type * as TokenEndpoint from "./internal/tokenEndpoint.js"
 
 export interface Authenticator {
   readonly authorize: (
@@ -156,6 +157,8 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
   role?: Role,
   /** A bulk export of these types (empty: every type) is what the token is for (see SmartBackend). */
   exportTypes?: ReadonlyArray<string>,
+  /** How long and how often the token endpoint and discovery are given (`--request-timeout`). */
+  requestPolicy?: TokenEndpoint.RequestPolicy,
 ) {
   const optional = <A>(o: Option.Option<A>) => Option.getOrUndefined(o)
   // a credential for a plain-http server on another machine: said once (the server may be on a network the
@@ -193,6 +196,7 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
         method: settings.secretMethod,
         scope: optional(settings.scope),
         tokenUrl: optional(settings.tokenUrl),
+        requestPolicy,
       })
     }
     case "smart": {
@@ -211,6 +215,7 @@ export const fromSettings = Effect.fn("Authenticator.fromSettings")(function* (
         scopeVersion: settings.scopeVersion,
         tokenUrl: optional(settings.tokenUrl),
         exportTypes,
+        requestPolicy,
       })
     }
   }

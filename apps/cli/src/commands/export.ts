@@ -29,6 +29,7 @@ import {
   parseDuration,
   requestTimeout,
   requestTimeoutOf,
+  tokenPolicy,
 } from "../Flags.js"
 
 const usage = (detail: string) => new ExportError({ reason: "Config", detail })
@@ -328,6 +329,7 @@ export const runExport = (f: Flags) =>
       "read",
       undefined,
       yield* Params.exportedTypesOf(baseUrl, list(f.type), f.level, perRequest.right),
+      tokenPolicy(perRequest.right),
     )
     const client = yield* FhirClient.make({
       baseUrl,

@@ -26,6 +26,7 @@ import {
   parallelProblem,
   requestTimeout,
   requestTimeoutOf,
+  tokenPolicy,
 } from "../Flags.js"
 import { serveFlags, serveOptions } from "../Serve.js"
 import * as Bytes from "../Bytes.js"
@@ -189,7 +190,14 @@ export const runImport = (f: Flags) =>
     const serve = yield* serveOptions(f, f.strategy, { value: Option.getOrUndefined(f.fileBaseUrl) })
     const settings = yield* authSettings(f)
     // Ferry writes here: the token must allow writes (SMART's default scope follows).
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, "write")
+    const authenticator = yield* Authenticator.fromSettings(
+      settings,
+      baseUrl,
+      "write",
+      undefined,
+      undefined,
+      tokenPolicy(perRequest.right),
+    )
     const client = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,

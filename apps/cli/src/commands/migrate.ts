@@ -37,6 +37,7 @@ import {
   parseDuration,
   requestTimeout,
   requestTimeoutOf,
+  tokenPolicy,
 } from "../Flags.js"
 import * as HttpLayer from "../HttpLayer.js"
 import * as Migrate from "../Migrate.js"
@@ -174,7 +175,14 @@ const client = (
   Effect.gen(function* () {
     // The target is written to: its token must allow writes (SMART's default scope follows).
     const access = role === "target" ? "write" : "read"
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl, access, role, exportTypes)
+    const authenticator = yield* Authenticator.fromSettings(
+      settings,
+      baseUrl,
+      access,
+      role,
+      exportTypes,
+      tokenPolicy(perRequest),
+    )
     const c = yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,

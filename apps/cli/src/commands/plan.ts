@@ -109,6 +109,8 @@ const clientFor = (
       role === "source"
         ? yield* Params.exportedTypesOf(url, types, settings.level, Option.some(timeout))
         : undefined,
+      // (a preflight: this timeout, few retries, as its other requests)
+      { timeout, retries: 2 },
     )
     const client = yield* FhirClient.make({
       baseUrl: url,

@@ -28,6 +28,7 @@ import {
   parallelProblem,
   requestTimeout,
   requestTimeoutOf,
+  tokenPolicy,
 } from "../Flags.js"
 
 const flags = {
@@ -125,7 +126,14 @@ const clientFor = (
 ) =>
   Effect.gen(function* () {
     const baseUrl = yield* checkUrl(flag, url)
-    const authenticator = yield* Authenticator.fromSettings(settings, baseUrl)
+    const authenticator = yield* Authenticator.fromSettings(
+      settings,
+      baseUrl,
+      "read",
+      undefined,
+      undefined,
+      tokenPolicy(timeout),
+    )
     return yield* FhirClient.make({
       baseUrl,
       authorize: authenticator.authorize,

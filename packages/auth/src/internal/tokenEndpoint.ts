@@ -345,25 +345,32 @@ export const retrying = <A, E>(
     ),
     Schedule.whileInput((e: unknown) => e instanceof Transient),
   )
-  return once.pipe(
-    Effect.tapError((e) =>
-      e instanceof Transient
-        ? Effect.logDebug("token request failed; it may be tried again").pipe(
-            Effect.annotateLogs({ reason: e.error.detail }),
-          )
-        : Effect.void,
-    ),
-    Effect.retry(schedule),
-    Effect.catchIf(
-      (e): e is Transient => e instanceof Transient,
-      (e) =>
-        Effect.fail(
-          new AuthError({
-            reason: e.error.reason,
-            url: e.error.url,
-            detail: `${e.error.detail} (tried ${retries + 1} ${retries === 0 ? "time" : "times"})`,
-          }),
-        ),
-    ),
-  )
+  // (the count is per run: the Effect returned may be run again, for the next token)
+  return Effect.suspend(() => {
+    let failures = 0
+    return once.pipe(
+      // each retry said, as the FHIR client says its own: a slow or failing token endpoint is not silence
+      Effect.tapError((e) => {
+        if (!(e instanceof Transient)) return Effect.void
+        failures++
+        return failures > retries
+          ? Effect.void
+          : Effect.logWarning(
+              `${e.error.url ?? "the token endpoint"}: ${e.error.detail}; trying again (retry ${failures} of at most ${retries})`,
+            )
+      }),
+      Effect.retry(schedule),
+      Effect.catchIf(
+        (e): e is Transient => e instanceof Transient,
+        (e) =>
+          Effect.fail(
+            new AuthError({
+              reason: e.error.reason,
+              url: e.error.url,
+              detail: `${e.error.detail} (tried ${retries + 1} ${retries === 0 ? "time" : "times"})`,
+            }),
+          ),
+      ),
+    )
+  })
 }
