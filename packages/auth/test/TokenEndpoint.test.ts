@@ -46,7 +46,7 @@ const listeningCounted = (server: Net.Server) =>
 
 describe("token endpoint problems", () => {
   it.scopedLive(
-    "a token URL that answers 200 with a page, or JSON that is no token, says what to check",
+    "a token URL that answers 200 with a page, or JSON that is no token, says what to check (exit 4: no credential was refused)",
     () =>
       Effect.gen(function* () {
         let body = "<html>login</html>"
@@ -71,6 +71,8 @@ describe("token endpoint problems", () => {
           assert.instanceOf(error, AuthError)
           expect(error.message).toContain(said)
           expect(error.message).toContain(advice)
+          // no credential was refused: what answers there is no token endpoint (exit 4, not 3)
+          expect(error.reason).toBe("Unreachable")
         }
       }).pipe(Effect.provide(NodeHttpClient.layerUndici)),
   )

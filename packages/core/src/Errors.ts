@@ -51,7 +51,8 @@ export class AuthError extends Schema.TaggedError<AuthError>("@ferry/core/AuthEr
   /**
    * `Unreachable`: no HTTP answer from the server where the token endpoint was to be discovered, or from the
    * token endpoint (nothing there, a TLS certificate not trusted, no answer in time), or only answers that may
-   * pass (5xx, 408, 429) until the retries ran out: a server problem, exit 4.
+   * pass (5xx, 408, 429) until the retries ran out, or an answer that is no token response (a login page, another
+   * service at that URL): a server problem, exit 4.
    */
   reason: Schema.Literal(
     "Discovery",

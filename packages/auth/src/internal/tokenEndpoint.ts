@@ -291,11 +291,13 @@ export const request = (
         }
         return Schema.decodeUnknown(TokenResponse)(json).pipe(
           Effect.mapError((e) =>
+            // (no credential refused: what answers there is no token endpoint, a server problem: exit 4)
             fail(
               request,
               json === undefined
                 ? `the token endpoint answered 200 but not with JSON (a login page or another service at that URL); ${notAToken}`
                 : `the token endpoint's answer is not an OAuth token response (bad or missing: ${failedFields(e)}); ${notAToken}`,
+              "Unreachable",
             ),
           ),
           Effect.flatMap((token) =>
