@@ -588,6 +588,10 @@ const remappedError = (url: string, pairs: number, first: readonly [string, stri
     detail: `the target's $import stored ${pairs} resource(s) under ids of its own (first: ${first[0]} as ${first[1]}), so references to them from other resources do not resolve; --strategy import needs a target that keeps the ids of the files: load this archive with --strategy post into an emptied target (with --restart)`,
   })
 
+/** What is wrong with a damaged line of the id map (`{"s":"Type/id","t":"Type/id"}`, one per landed resource). */
+export const idMapDamage = (detail: string): string =>
+  `the id map is damaged (this line is ${detail === "not JSON" ? "not JSON" : `not {"s":"Type/id","t":"Type/id"}: ${detail}`})`
+
 /** The warning of a `--restart` that set state aside. */
 export const setAsideWarning = (aside: string): string =>
   `--restart: the earlier import state for this target was set aside as ${aside}; this import starts over`
@@ -839,8 +843,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       if (Either.isLeft(loaded)) {
         return yield* new ImportError({
           reason: "Archive",
-          url: idMapPath,
-          detail: `${loaded.left.message}; fix or remove that line`,
+          url: `${idMapPath}:${loaded.left.position ?? "?"}`,
+          detail: `${idMapDamage(loaded.left.detail)}; run the same command again with --restart: this target's import state is set aside and every resource sent again (put keeps their ids, post finds each one it made by its provenance tag), which writes the id map anew`,
         })
       }
       // A delta's changed and deleted resources are found on a target that assigns its own ids only through

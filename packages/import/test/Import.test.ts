@@ -23,6 +23,7 @@ import * as Sandbox from "@ferry/sandbox/Sandbox"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Either, Exit, Option, Stream } from "effect"
 import * as Import from "../src/Import.js"
+import type { ImportError } from "../src/ImportError.js"
 import { listening } from "@ferry/core/test/helpers/loopback"
 
 const sample10 = fileURLToPath(new URL("../../../../shared/data/sample-bulk-10-patients", import.meta.url))
@@ -245,6 +246,44 @@ describe("Import.run", () => {
       yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
       assert.strictEqual(NFS.readFileSync(idmap, "utf8"), `${whole}${extra}\n`)
     }),
+  )
+
+  it.scopedLive(
+    "a damaged line in the id map: one sentence with file:line and --restart, which writes it anew without duplicates",
+    () =>
+      Effect.gen(function* () {
+        const { dir, expected } = yield* sampleArchive()
+        const sandbox = yield* target({ refuseClientIds: true })
+        const client = yield* clientFor(sandbox.baseUrl)
+        yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
+        const idmap = Imports.idMapPath(dir, sandbox.baseUrl)
+        const lines = NFS.readFileSync(idmap, "utf8").split("\n")
+        NFS.writeFileSync(idmap, [...lines.slice(0, 3), '{"s":"Binary/gen-b', ...lines.slice(4)].join("\n"))
+        const damaged = yield* Effect.flip(
+          Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 }),
+        )
+        assert.strictEqual(damaged._tag, "ImportError")
+        assert.strictEqual((damaged as ImportError).reason, "Archive")
+        assert.strictEqual(
+          damaged.message,
+          `${idmap}:4: the id map is damaged (this line is not JSON); run the same command again with --restart: this target's import state is set aside and every resource sent again (put keeps their ids, post finds each one it made by its provenance tag), which writes the id map anew`,
+        )
+        const restarted = yield* Import.run({
+          client,
+          archive: dir,
+          strategy: "post",
+          bundleSize: 100,
+          restart: true,
+        })
+        assert.strictEqual(restarted.quarantined, 0)
+        assert.deepStrictEqual(countsOf(sandbox), expected)
+        assert.strictEqual(
+          NFS.readFileSync(idmap, "utf8")
+            .split("\n")
+            .filter((l) => l !== "").length,
+          lines.filter((l) => l !== "").length,
+        )
+      }),
   )
 
   it.scopedLive(

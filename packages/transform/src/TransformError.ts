@@ -32,7 +32,7 @@ export class TransformError extends Schema.TaggedError<TransformError>("@ferry/t
             : `transaction response entry ${this.position ?? "?"}${this.source ? ` (${this.source})` : ""}`
     const todo =
       this.reason === "IdMapLine"
-        ? "the id map file is damaged, restore it from the journal or re-run the import"
+        ? "the id map file is damaged: import again with --restart, which writes it anew"
         : this.reason === "ResponseMismatch"
           ? "the target did not answer the Bundle that was sent, check the target server"
           : this.reason === "EntryOrder"

@@ -395,10 +395,11 @@ const readIdMap = (path: string) =>
           }
         }
         if (!l.terminated) return Effect.void // torn tail of an append
+        // (the import's record of what landed where: a damaged one proves nothing, as a damaged archive)
         return Effect.fail(
           new VerifyError({
-            reason: "Config",
-            detail: `${path}:${l.line}: not an id map line {"s","t"}; fix or remove that line`,
+            reason: "Source",
+            detail: `${path}:${l.line}: the id map is damaged (this line is not {"s":"Type/id","t":"Type/id"}); run the import into this target again with --restart, which writes it anew, then verify`,
           }),
         )
       }),

@@ -1089,6 +1089,19 @@ describe("Verify.run against sandboxes", () => {
           ],
         )
         assert.include(Report.html(r), "not in the id map")
+        // a damaged line: the import's record proves nothing, as a damaged archive (Source, exit 4), with what to do
+        NFS.appendFileSync(idMapPath, '{"s":"Patient/4\n')
+        const damaged = yield* Effect.flip(
+          Verify.run({
+            source: { _tag: "Server", client: yield* clientFor(a.baseUrl) },
+            target: yield* clientFor(b.baseUrl),
+            types: ["Patient"],
+            idMapPath,
+          }),
+        )
+        assert.strictEqual(damaged.reason, "Source")
+        assert.include(damaged.message, `${idMapPath}:3: the id map is damaged`)
+        assert.include(damaged.message, "run the import into this target again with --restart")
       }),
     60_000,
   )
