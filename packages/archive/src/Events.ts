@@ -1,7 +1,8 @@
 /**
  * `events.ndjson`: a human-oriented event log, one `{ at, level, event, ...fields }` object per line. Never
  * write tokens or resource bodies into it; as a safety net, fields whose name looks like a secret are
- * replaced by "[redacted]". Not fsynced: nothing resumes from it.
+ * replaced by "[redacted]". Not fsynced: nothing resumes from it; a line a crash left torn is cut off before the
+ * next run appends (`cutTornLine`), so the file stays one JSON object per line.
  */
 import * as Path from "node:path"
 import { Clock, Effect, type Scope } from "effect"
@@ -26,14 +27,20 @@ const lineOf = (event: string, fields: Readonly<Record<string, unknown>>, level:
     (now) => `${JSON.stringify({ ...redact(fields), at: new Date(now).toISOString(), level, event })}\n`,
   )
 
-/** Append one event to `<dir>/events.ndjson`. */
+/** Append one event to `<dir>/events.ndjson` (a torn last line cut off first). */
 export const append = (
   dir: string,
   event: string,
   fields: Readonly<Record<string, unknown>> = {},
   level: Level = "info",
 ): Effect.Effect<void, ArchiveError> =>
-  Effect.flatMap(lineOf(event, fields, level), (line) => Fs.append(Path.join(dir, "events.ndjson"), line))
+  Effect.flatMap(lineOf(event, fields, level), (line) =>
+    Effect.zipRight(cutTornLine(dir), Fs.append(Path.join(dir, "events.ndjson"), line)),
+  )
+
+/** Cuts a torn last line (a crash in the middle of an append) off `<dir>/events.ndjson`; whether there was one. */
+export const cutTornLine = (dir: string): Effect.Effect<boolean, ArchiveError> =>
+  Fs.cutTornLine(Path.join(dir, "events.ndjson"))
 
 /**
  * `append` for many events into one `<dir>/events.ndjson`: the file stays open until the scope closes
@@ -51,7 +58,7 @@ export const appender = (
   Scope.Scope
 > =>
   Effect.map(
-    Fs.appender(Path.join(dir, "events.ndjson"), { durable: false }),
+    Fs.appender(Path.join(dir, "events.ndjson"), { durable: false, cutTorn: true }),
     (write) =>
       (event, fields = {}, level = "info") =>
         Effect.flatMap(lineOf(event, fields, level), write),

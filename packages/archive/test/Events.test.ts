@@ -65,4 +65,36 @@ describe("Events", () => {
         expect(NFS.readFileSync(Path.join(fresh, "events.ndjson"), "utf8")).toContain('"event":"x"')
       }),
   )
+
+  it.scoped(
+    "a torn last line (a kill in the middle of an append) is cut off before the next run's first event",
+    () =>
+      Effect.gen(function* () {
+        const parsed = (path: string) =>
+          NFS.readFileSync(path, "utf8")
+            .trimEnd()
+            .split("\n")
+            .map((l) => (JSON.parse(l) as { event: string }).event)
+        // Events.append, Events.appender: each starts on a line of its own
+        const dir = yield* tempDir
+        const path = Path.join(dir, "events.ndjson")
+        NFS.writeFileSync(path, '{"event":"whole"}\n{"event":"torn","sha256":"b1b18d')
+        yield* Events.append(dir, "resumed")
+        expect(parsed(path)).toEqual(["whole", "resumed"])
+        NFS.appendFileSync(path, '{"event":"torn ag')
+        const scope = yield* Scope.make()
+        const append = yield* Events.appender(dir).pipe(Scope.extend(scope))
+        yield* append("again")
+        yield* Scope.close(scope, Exit.void)
+        expect(parsed(path)).toEqual(["whole", "resumed", "again"])
+        // a torn line longer than one read back from the end, and a file that is one torn line
+        NFS.appendFileSync(path, `{"event":"long","x":"${"y".repeat(200_000)}`)
+        expect(yield* Events.cutTornLine(dir)).toBe(true)
+        expect(parsed(path)).toEqual(["whole", "resumed", "again"])
+        expect(yield* Events.cutTornLine(dir)).toBe(false)
+        NFS.writeFileSync(path, '{"event":"only torn')
+        expect(yield* Events.cutTornLine(dir)).toBe(true)
+        expect(NFS.readFileSync(path, "utf8")).toBe("")
+      }),
+  )
 })

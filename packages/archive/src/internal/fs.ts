@@ -321,7 +321,11 @@ export const spillFile = (path: string, limit: number): Effect.Effect<Spill> =>
  */
 export const appender = (
   path: string,
-  options: { readonly durable: boolean },
+  options: {
+    readonly durable: boolean
+    /** A torn last line left by a crash is cut off before the first append (`cutTornLine`). */
+    readonly cutTorn?: boolean
+  },
 ): Effect.Effect<(data: string) => Effect.Effect<void, ArchiveError>, never, Scope.Scope> =>
   Effect.gen(function* () {
     let handle: Promise<NFS.promises.FileHandle> | undefined
@@ -337,6 +341,7 @@ export const appender = (
     )
     const open = async () => {
       makeDirsSync(Path.dirname(path), DIR_MODE)
+      if (options.cutTorn === true) await cutTornTail(path)
       const h = await P.open(path, "a", FILE_MODE)
       await h.chmod(FILE_MODE)
       return h
@@ -358,6 +363,45 @@ export const appender = (
         }),
       )
   })
+
+/**
+ * Cuts a torn last line (bytes after the last newline: a crash in the middle of an append) off a file of lines,
+ * so that the next line does not run on from it; whether there was one. Nothing for a missing or empty file.
+ */
+const cutTornTail = async (path: string): Promise<boolean> => {
+  let h: NFS.promises.FileHandle
+  try {
+    h = await P.open(path, "r+")
+  } catch (e) {
+    if (code(e) === "ENOENT") return false
+    throw e
+  }
+  try {
+    const { size } = await h.stat()
+    const buf = Buffer.alloc(64 * 1024)
+    let end = size
+    while (end > 0) {
+      const start = Math.max(0, end - buf.length)
+      const { bytesRead } = await h.read(buf, 0, end - start, start)
+      // (a whole file ends with its newline)
+      if (end === size && buf[bytesRead - 1] === 10) return false
+      const newline = buf.subarray(0, bytesRead).lastIndexOf(10)
+      if (newline >= 0) {
+        await h.truncate(start + newline + 1)
+        return true
+      }
+      end = start
+    }
+    if (size > 0) await h.truncate(0)
+    return size > 0
+  } finally {
+    await h.close()
+  }
+}
+
+/** `cutTornTail` as an Effect. */
+export const cutTornLine = (path: string): Effect.Effect<boolean, ArchiveError> =>
+  wrap(path, () => cutTornTail(path))
 
 /** Append to a file (created 0600) without fsync: for logs that are not needed to resume. */
 export const append = (path: string, data: string): Effect.Effect<void, ArchiveError> =>

@@ -107,6 +107,8 @@ export const open = (
       if (e.data === null) mirror.delete(e.key)
       else mirror.set(e.key, e.data)
     }
+    // (a line a killed run left torn is cut off: the next event must not run on from it)
+    yield* Events.cutTornLine(abs)
     const appendEvent = yield* appender(Path.join(abs, Archive.layout.events))
     return {
       root: abs,
