@@ -347,6 +347,9 @@ export type TransportProblem =
   | "Other"
 
 /** The code a Transport error's `detail` starts with (`ECONNREFUSED; not sent: …` → `ECONNREFUSED`). */
+/** Codes of a connection made and then closed or reset before the answer came. */
+const closedCodes = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"])
+
 const leadingCode = (detail: string): string => /^[A-Za-z][A-Za-z0-9_]*/.exec(detail)?.[0] ?? ""
 
 export const transportProblem = (detail: string | undefined): TransportProblem => {
@@ -417,6 +420,9 @@ export const transportSentence = (detail: string | undefined): string => {
         return "the download stalled: the server sent nothing more within the request timeout, on every try (what had arrived is kept); check the server and the network, or allow it longer with --request-timeout, then run the same command again to resume"
       if (body !== null)
         return "the server stopped in the middle of its answer: nothing more came within the request timeout, on every try; check the server and the network, or allow it longer with --request-timeout, then run the same command again"
+      // connected, then the connection closed (or was reset) before an answer: the server was reached
+      if (closedCodes.has(code))
+        return `the server closed the connection without answering (${code}), on every try; check the server (did it stop, or refuse the request?) and the network, then run the command again`
       return `could not reach the server${detail ? ` (${detail})` : ""}; check the URL and that the server is running`
     }
   }

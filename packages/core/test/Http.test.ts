@@ -202,6 +202,12 @@ describe("Http", () => {
       message("ECONNREFUSED"),
       "GET https://h/fhir/metadata: could not reach the server (ECONNREFUSED); check the URL and that the server is running",
     )
+    // connected, then closed before an answer: the server was reached
+    for (const code of ["UND_ERR_SOCKET", "ECONNRESET"])
+      assert.strictEqual(
+        message(code),
+        `GET https://h/fhir/metadata: the server closed the connection without answering (${code}), on every try; check the server (did it stop, or refuse the request?) and the network, then run the command again`,
+      )
     // a download that broke off or stalled reached the server: not said as unreachable
     assert.strictEqual(
       message("the download broke off"),
