@@ -1724,7 +1724,11 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   return emit({
                     event: "quarantined",
                     source: `${loc.file}:${loc.line}`,
-                    key: `${loc.value.resourceType}/${loc.value.id ?? ""}`,
+                    // (one without an id is named by its type and line: `Observation/` names nothing)
+                    key:
+                      typeof loc.value.id === "string" && loc.value.id !== ""
+                        ? `${loc.value.resourceType}/${loc.value.id}`
+                        : `${loc.value.resourceType} without an id`,
                     reason,
                   })
                 }),

@@ -980,8 +980,18 @@ describe("Import.run", () => {
         )
         const sandbox = yield* target()
         const client = yield* clientFor(sandbox.baseUrl)
-        const summary = yield* Import.run({ client, archive: dir })
+        const events: Array<Import.ImportEvent> = []
+        const summary = yield* Import.run({
+          client,
+          archive: dir,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
         assert.strictEqual(summary.quarantined, 1)
+        // named as what it is, not as an empty `Device/`
+        assert.deepStrictEqual(
+          events.filter((e) => e.event === "quarantined").map((e) => e.key),
+          ["Device without an id"],
+        )
         assert.deepStrictEqual(countsOf(sandbox), { ...expected, Device: expected.Device! - 1 })
         const q = JSON.parse(
           NFS.readFileSync(
