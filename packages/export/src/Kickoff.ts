@@ -183,10 +183,20 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
         (e): e is FhirError =>
           e instanceof FhirError &&
           e.reason === "Status" &&
-          (notSupportedStatuses.has(e.status ?? 0) ||
-            (e.status === 400 && (p.patients.length > 0 || options.undeclared === true))),
+          (notSupportedStatuses.has(e.status ?? 0) || e.status === 400 || e.status === 422),
         (e) =>
           Effect.gen(function* () {
+            // the server offers the export and refuses what it was asked: one of the parameters
+            if (
+              (e.status === 400 && p.patients.length === 0 && options.undeclared !== true) ||
+              e.status === 422
+            )
+              return yield* new ExportError({
+                reason: "Config",
+                url,
+                detail: `the server refused the kick-off (${e.answer}); its answer names what it would not take: check the --type, --since, --until, --type-filter, --elements and --param values against what this server supports, then run the command again`,
+                cause: e,
+              })
             // a kick-off naming patients the server does not have is refused (400), declared $export or not
             if (e.status === 400 && p.patients.length > 0)
               return yield* new ExportError({

@@ -1618,6 +1618,31 @@ describe("a crawl with no type to search", () => {
   )
 
   it.scopedLive(
+    "a server that declares $export and refuses the kick-off (400, 422): a usage error naming the parameters to check, no crawl",
+    () =>
+      Effect.gen(function* () {
+        for (const status of [400, 422]) {
+          const refusing = yield* stubSource({ kickoffStatus: status })
+          const error = yield* Effect.flip(
+            Export.run({
+              client: yield* clientFor(refusing.baseUrl),
+              out: Path.join(yield* tempDir, `refused-${status}`),
+              params: { level: "system" },
+              ...fast,
+            }),
+          )
+          assert.strictEqual(error._tag, "ExportError")
+          assert.strictEqual((error as ExportError).reason, "Config")
+          assert.include(
+            error.message,
+            `the server refused the kick-off (${status}: error not-supported); its answer names what it would not take: check the --type, --since`,
+          )
+          assert.isFalse(refusing.seen.includes("GET /fhir/Patient"))
+        }
+      }),
+  )
+
+  it.scopedLive(
     "a CapabilityStatement that declares no $export at this level does not decide: the kick-off is tried, a 400 to it falls back to a crawl, and $export declared at another level is said",
     () =>
       Effect.gen(function* () {
