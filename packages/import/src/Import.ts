@@ -631,9 +631,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
         // the data files re-hashed; checksums.sha256 (what `verify --archive` and `sha256sum -c` check) only read,
         // to agree with them and with the blobs' names (each blob is checked against its sha256 as it is read)
         const mismatches = yield* Archive.verifyDataFiles(archive, manifest, { checksums: true }).pipe(
-          Effect.mapError(
-            (e) => new ImportError({ reason: "Archive", url: archive, detail: e.message, cause: e }),
-          ),
+          // (the archive's error names its file, and line: not said twice)
+          Effect.mapError((e) => new ImportError({ reason: "Archive", detail: e.message, cause: e })),
         )
         // files `ferry migrate --prune-staged` removed once this target had them: on purpose, not damage
         const pruned = Imports.readMigrateLedger(archive, client.baseUrl)?.pruned ?? new Map<string, number>()

@@ -248,6 +248,22 @@ describe("Import.run", () => {
     }),
   )
 
+  it.scopedLive("a damaged line of checksums.sha256: refused naming that file:line once, nothing sent", () =>
+    Effect.gen(function* () {
+      const { dir } = yield* sampleArchive()
+      const sums = Path.join(dir, "checksums.sha256")
+      const lines = NFS.readFileSync(sums, "utf8").split("\n")
+      NFS.writeFileSync(sums, [...lines.slice(0, 2), "not a checksum line", ...lines.slice(3)].join("\n"))
+      const sandbox = yield* target()
+      const error = yield* Effect.flip(
+        Import.run({ client: yield* clientFor(sandbox.baseUrl), archive: dir }),
+      )
+      assert.strictEqual((error as ImportError).reason, "Archive")
+      assert.isTrue(error.message.startsWith(`${sums}:3: not \`<sha256>  <path>\``), error.message)
+      assert.strictEqual(sandbox.store.types().length, 0)
+    }),
+  )
+
   it.scopedLive(
     "a damaged line in the id map: one sentence with file:line and --restart, which writes it anew without duplicates",
     () =>
