@@ -6,9 +6,9 @@
  * 663 `1.0`s; Synthea's claims `16942.30`).
  *
  * A rewrite changes strings (references, URLs, meta) and never adds or reorders numbers, so the numbers of
- * the serialised text are those of the original, in the same order: `restoreNumbers` puts each one's original
- * text back where the two differ in writing only. Where a rewrite dropped some (a `meta.tag` with a decimal in
- * an extension, dropped by `--drop-meta tag`), the numbers are paired by their place in the two values instead.
+ * the serialised text are those of the original (less those of what it dropped from `meta`: a `meta.tag` with
+ * a decimal in an extension, dropped by `--drop-meta tag`), in the same order: `restoreNumbers` puts each one's
+ * original text back where the two differ in writing only.
  */
 
 const isDigit = (c: number): boolean => c >= 48 && c <= 57
@@ -131,11 +131,11 @@ const paired = (serialized: string, numbers: ReadonlyArray<string>, prefix: bool
 
 /**
  * `serialized` (the JSON `JSON.stringify` made of what was parsed from `original`, rewritten) with each
- * number written as `original` wrote it. The numbers pair up one to one, in order, with equal values; when
- * they do not (the rewrite dropped some), by their place in the two values (`alignedNumbers`), and a number
- * found at no place of `original` with its value is left as `serialized` writes it (nothing is guessed).
- * `prefix`: `serialized` holds what `original` begins with (a quarantine line's resource, which comes before
- * its outcome): its numbers pair up with the first ones of `original`.
+ * number written as `original` wrote it. The numbers pair up one to one, in order, with equal values; when a
+ * rewrite dropped some from `meta` (`alignedNumbers`), the others still do. Otherwise (other counts, or a pair
+ * of different values) `serialized` is left as it is: the rewrite did more than Ferry's do, and nothing is
+ * guessed. `prefix`: `serialized` holds what `original` begins with (a quarantine line's resource, which comes
+ * before its outcome): its numbers pair up with the first ones of `original`.
  */
 export const restoreNumbers = (
   original: string,
@@ -147,7 +147,9 @@ export const restoreNumbers = (
   const inOrder = paired(serialized, numbers, options?.prefix === true)
   if (inOrder !== undefined) return inOrder
   const aligned = alignedNumbers(original, serialized, numbers)
-  return aligned === undefined ? serialized : withNumbers(serialized, aligned)
+  return aligned === undefined
+    ? serialized
+    : (paired(serialized, aligned, options?.prefix === true) ?? serialized)
 }
 
 const isObject = (u: unknown): u is Record<string, unknown> =>
@@ -156,12 +158,13 @@ const isObject = (u: unknown): u is Record<string, unknown> =>
 const isResourceObject = (u: unknown): boolean => isObject(u) && typeof u.resourceType === "string"
 
 /**
- * Where a rewrite dropped numbers (`--drop-meta tag` of a tag with a `valueDecimal`, an older provenance tag
- * replaced): `serialized`'s numbers, each written as `original` wrote the number at the same place, found by
- * walking the two values side by side (members by name; array elements by equal elements in order, else by
- * index when the arrays are as long); a number with no counterpart is written as `serialized` has it. Either text may
- * hold the resource the other is (a Bundle entry's `resource`, a quarantine line's). Undefined when `original`'s
- * numbers cannot be placed in its value (a duplicate key, a key like an index).
+ * Where a rewrite dropped numbers (`--drop-meta tag` of a tag with a `valueDecimal` in an extension, an older
+ * provenance tag replaced): `original`'s numbers without those of what was dropped, in order, to pair with
+ * `serialized`'s. A rewrite drops only members of the resource's `meta` and elements of its arrays (`tag`,
+ * `security`), never anything else: so only there are numbers left out (a member `serialized`'s `meta` lacks, an
+ * element it holds no equal of), everywhere else they pair one to one in order as before. Either text may hold the
+ * resource the other is (a Bundle entry's `resource`, a quarantine line's). Undefined when nothing was dropped
+ * there, or `original`'s numbers cannot be placed in its value (a duplicate key, a key like an index).
  */
 const alignedNumbers = (
   original: string,
@@ -176,103 +179,66 @@ const alignedNumbers = (
   } catch {
     return undefined
   }
-  // the text of each number of `original`, by its container and key
-  const texts = new Map<object, Map<string | number, string>>()
-  let k = 0
-  let placed = true
-  const place = (v: unknown): void => {
-    if (!placed) return
-    if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) {
-        const x = v[i]
-        if (typeof x === "number") at(v, i, numbers[k++])
-        else place(x)
-      }
-      return
-    }
-    if (!isObject(v)) return
-    for (const key in v) {
-      if (indexLike.test(key)) placed = false
-      const x = v[key]
-      if (typeof x === "number") at(v, key, numbers[k++])
-      else place(x)
-    }
-  }
-  const at = (container: object, key: string | number, text: string | undefined) => {
-    if (text === undefined) {
-      placed = false
-      return
-    }
-    const m = texts.get(container) ?? new Map<string | number, string>()
-    m.set(key, text)
-    texts.set(container, m)
-  }
-  try {
-    place(o)
-  } catch (e) {
-    if (!(e instanceof RangeError)) throw e
-    return undefined
-  }
-  if (!placed || k !== numbers.length) return undefined
   // a quarantine line's resource, a Bundle entry's: the one value that holds the other
   const holds = (a: unknown, b: unknown) =>
     isObject(a) && !isResourceObject(a) && isObject(a.resource) && !(isObject(b) && "resource" in b)
   const oSubject = holds(o, s) ? (o as Record<string, unknown>).resource : o
   const sSubject = holds(s, o) ? (s as Record<string, unknown>).resource : s
-  const out: Array<string> = []
-  const own = (v: unknown): void => {
-    if (typeof v === "number") out.push(JSON.stringify(v))
-    else if (Array.isArray(v)) for (const x of v) own(x)
-    else if (isObject(v)) for (const key in v) own(v[key])
-  }
-  /** `sv` (a value of the serialized text) against what stands at `ok` of `oc` in the original. */
-  const align = (oc: object | undefined, ok: string | number, sv: unknown): void => {
-    const ov = oc === undefined ? undefined : (oc as Record<string | number, unknown>)[ok]
-    if (typeof sv === "number") {
-      const text = typeof ov === "number" && oc !== undefined ? texts.get(oc)?.get(ok) : undefined
-      out.push(text !== undefined && Number(text) === sv ? text : JSON.stringify(sv))
-      return
-    }
-    if (Array.isArray(sv)) {
-      if (!Array.isArray(ov)) {
-        own(sv)
-        return
-      }
-      // an equal element (after the last one found), else the element at the same index when no element
-      // was added or dropped (one whose references were rewritten)
-      let from = 0
-      for (let i = 0; i < sv.length; i++) {
-        let match = -1
-        for (let j = from; j < ov.length && match < 0; j++) if (deepEqual(ov[j], sv[i])) match = j
-        if (match >= 0) {
-          align(ov, match, sv[i])
-          from = match + 1
-        } else if (ov.length === sv.length) align(ov, i, sv[i])
-        else own(sv[i])
-      }
-      return
-    }
-    if (!isObject(sv)) return
-    const inner = isObject(ov) ? ov : undefined
-    for (const key in sv) align(inner, key, sv[key])
-  }
-  const root = { subject: oSubject }
-  const walk = (v: unknown): void => {
-    if (v === sSubject) {
-      align(root, "subject", v)
-      return
-    }
-    if (typeof v === "number") out.push(JSON.stringify(v))
-    else if (Array.isArray(v)) for (const x of v) walk(x)
-    else if (isObject(v)) for (const key in v) walk(v[key])
-  }
+  if (!isObject(o) || !isObject(oSubject) || !isObject(sSubject)) return undefined
   try {
-    walk(s)
+    if (countNumbers(o) !== numbers.length) return undefined
+    /** [from, to) ranges of `numbers` that were dropped. */
+    const dropped: Array<readonly [number, number]> = []
+    let at = 0
+    // the numbers before the resource in `original` (a quarantine line's resource comes first)
+    if (oSubject !== o)
+      for (const key in o) {
+        if (o[key] === oSubject) break
+        at += countNumbers(o[key])
+      }
+    const kept = isObject(sSubject.meta) ? sSubject.meta : {}
+    for (const key in oSubject) {
+      if (indexLike.test(key)) return undefined
+      const v = oSubject[key]
+      if (key !== "meta" || !isObject(v)) {
+        at += countNumbers(v)
+        continue
+      }
+      for (const member in v) {
+        if (indexLike.test(member)) return undefined
+        const was = v[member]
+        const n = countNumbers(was)
+        const now = kept[member]
+        if (!(member in kept)) dropped.push([at, at + n])
+        else if (Array.isArray(was) && Array.isArray(now)) {
+          const left = [...now]
+          let a = at
+          for (const element of was) {
+            const c = countNumbers(element)
+            const i = left.findIndex((x) => deepEqual(x, element))
+            if (i >= 0) left.splice(i, 1)
+            else dropped.push([a, a + c])
+            a += c
+          }
+        }
+        at += n
+      }
+    }
+    if (dropped.every(([from, to]) => from === to)) return undefined
+    return numbers.filter((_, i) => !dropped.some(([from, to]) => i >= from && i < to))
   } catch (e) {
     if (!(e instanceof RangeError)) throw e
     return undefined
   }
-  return out
+}
+
+/** How many numbers a parsed JSON value holds (with duplicate keys gone, as JSON.parse left it). */
+const countNumbers = (v: unknown): number => {
+  if (typeof v === "number") return 1
+  let n = 0
+  if (Array.isArray(v)) for (const x of v) n += countNumbers(x)
+  else if (isObject(v)) for (const key in v) n += countNumbers(v[key])
+  return n
 }
 
 const deepEqual = (a: unknown, b: unknown): boolean => {
@@ -424,12 +390,26 @@ const keepPerResource = (value: object, text: string): void => {
     if (list === undefined) parsed.set(key, [r])
     else list.push(r)
   }
+  // a type and id with more pieces in the text than resources in the value: a duplicate key dropped one (JSON.parse
+  // keeps the last), so which piece is whose cannot be told: those resources are lost
+  const pieces = new Map<string, number>()
+  for (const span of spans) {
+    const key = `${span.type}/${span.id ?? ""}`
+    pieces.set(key, (pieces.get(key) ?? 0) + 1)
+  }
+  for (const [key, list] of parsed) if (pieces.get(key) !== list.length) for (const r of list) lost.add(r)
   if (!isResourceObject(value)) lost.add(value)
+  const taken = new Map<string, number>()
   let settledTo = -1
   for (const span of spans) {
-    if (span.start < settledTo) continue // inside a resource whose piece paired up: its runs cover it
-    const r = parsed.get(`${span.type}/${span.id ?? ""}`)?.shift()
-    if (r === undefined) continue
+    // each piece takes the next resource of its type and id, in order, whether it is paired or not (a nested one
+    // under a resource whose piece paired up is covered by that one's runs)
+    const key = `${span.type}/${span.id ?? ""}`
+    const list = parsed.get(key)
+    const at = taken.get(key) ?? 0
+    taken.set(key, at + 1)
+    if (list === undefined || list.length !== pieces.get(key) || span.start < settledTo) continue
+    const r = list[at]!
     const piece = text.slice(span.start, span.end)
     if (hasOddNumbers(piece) && !keepRuns(r, piece, scan(piece))) lost.add(r)
     else settledTo = span.end

@@ -42,58 +42,62 @@ describe("restoreNumbers (decimal precision across a rewrite)", () => {
     expect(restoreNumbers(plain, JSON.stringify(JSON.parse(plain)))).toBe(plain)
   })
 
-  it("guesses nothing when the numbers do not pair up: other values; other counts pair by place", () => {
+  it("guesses nothing when the numbers do not pair up: other counts or other values", () => {
+    expect(restoreNumbers('{"a":1.0}', '{"a":1,"b":2}')).toBe('{"a":1,"b":2}')
+    expect(restoreNumbers('{"a":1.0,"b":2}', '{"a":1}')).toBe('{"a":1}')
     expect(restoreNumbers('{"a":1.0}', '{"a":2}')).toBe('{"a":2}')
-    expect(restoreNumbers('{"a":1.0}', '{"a":1,"b":2}')).toBe('{"a":1.0,"b":2}')
-    expect(restoreNumbers('{"a":1.0,"b":2}', '{"a":1}')).toBe('{"a":1.0}')
     // prefix: the serialised text is what the original begins with (a quarantine line's resource)
     expect(restoreNumbers('{"resource":{"v":1.0},"outcome":{"n":3}}', '{"v":1}', { prefix: true })).toBe(
       '{"v":1.0}',
     )
-    expect(restoreNumbers('{"resource":{"v":1.0}}', '{"v":1,"w":2}', { prefix: true })).toBe(
-      '{"v":1.0,"w":2}',
-    )
+    expect(restoreNumbers('{"resource":{"v":1.0}}', '{"v":1,"w":2}', { prefix: true })).toBe('{"v":1,"w":2}')
   })
 
-  it("pairs the numbers by place when the rewrite dropped some (a meta tag with a decimal, dropped)", () => {
+  it("numbers a rewrite dropped from meta (a tag with a decimal, dropped) are left out; the others pair as before", () => {
     const line =
       '{"resourceType":"Observation","meta":{"tag":[{"extension":[{"valueDecimal":0.5}]}],"security":[{"extension":[{"valueInteger":3}]}]},"valueQuantity":{"value":1.50},"referenceRange":[{"low":{"value":3.0}}]}'
     const dropTag = { ...JSON.parse(line), meta: { security: JSON.parse(line).meta.security } }
     expect(restoreNumbers(line, JSON.stringify(dropTag))).toBe(
       '{"resourceType":"Observation","meta":{"security":[{"extension":[{"valueInteger":3}]}]},"valueQuantity":{"value":1.50},"referenceRange":[{"low":{"value":3.0}}]}',
     )
-    // the resource inside a Bundle entry, and an array that lost an element (an older tag replaced by a new one)
+    // the resource inside a Bundle entry; an older tag replaced by a new one (an element dropped)
     const tagged =
-      '{"resourceType":"Basic","meta":{"tag":[{"code":"old"},{"code":"k","extension":[{"valueDecimal":2.50}]}]},"v":1.0}'
+      '{"resourceType":"Basic","meta":{"tag":[{"code":"old","extension":[{"valueDecimal":9.0}]},{"code":"k","extension":[{"valueDecimal":2.50}]}]},"v":1.0}'
     const entry = {
       fullUrl: "Basic/b",
       resource: {
         resourceType: "Basic",
-        meta: {
-          tag: [
-            { code: "k", extension: [{ valueDecimal: 2.5 }] },
-            { code: "new", n: 4.5 },
-          ],
-        },
+        meta: { tag: [{ code: "k", extension: [{ valueDecimal: 2.5 }] }, { code: "new" }] },
         v: 1,
       },
       request: { method: "PUT", url: "Basic/b" },
     }
     expect(restoreNumbers(tagged, JSON.stringify(entry))).toBe(
-      '{"fullUrl":"Basic/b","resource":{"resourceType":"Basic","meta":{"tag":[{"code":"k","extension":[{"valueDecimal":2.50}]},{"code":"new","n":4.5}]},"v":1.0},"request":{"method":"PUT","url":"Basic/b"}}',
+      '{"fullUrl":"Basic/b","resource":{"resourceType":"Basic","meta":{"tag":[{"code":"k","extension":[{"valueDecimal":2.50}]},{"code":"new"}]},"v":1.0},"request":{"method":"PUT","url":"Basic/b"}}',
     )
-    // a number whose place holds another value is written as the serialiser has it
-    expect(restoreNumbers('{"a":1.0,"b":{"c":2.50}}', '{"b":{"c":7}}')).toBe('{"b":{"c":7}}')
-    // a quarantine line's resource, a number of its dropped
+    // elsewhere nothing is matched by content: a rewritten reference that makes one element equal another keeps
+    // each element's own numbers (they pair in order, as always)
+    const components =
+      '{"resourceType":"Observation","meta":{"tag":[{"extension":[{"valueDecimal":0.50}]}]},"component":[{"valueReference":{"reference":"urn:uuid:x"},"valueQuantity":{"value":1.0}},{"valueReference":{"reference":"Patient/9"},"valueQuantity":{"value":1.00}}]}'
+    const rewritten = {
+      resourceType: "Observation",
+      meta: {},
+      component: [
+        { valueReference: { reference: "Patient/9" }, valueQuantity: { value: 1 } },
+        { valueReference: { reference: "Patient/9" }, valueQuantity: { value: 1 } },
+      ],
+    }
+    expect(restoreNumbers(components, JSON.stringify(rewritten))).toBe(
+      '{"resourceType":"Observation","meta":{},"component":[{"valueReference":{"reference":"Patient/9"},"valueQuantity":{"value":1.0}},{"valueReference":{"reference":"Patient/9"},"valueQuantity":{"value":1.00}}]}',
+    )
+    // a quarantine line's resource, a number of its meta dropped
     expect(
       restoreNumbers(
-        '{"resource":{"meta":{"tag":[{"n":0.10}]},"v":1.0},"outcome":{"n":2}}',
-        '{"meta":{},"v":1}',
-        {
-          prefix: true,
-        },
+        '{"resource":{"resourceType":"Basic","meta":{"tag":[{"n":0.10}]},"v":1.0},"outcome":{"n":2}}',
+        '{"resourceType":"Basic","meta":{},"v":1}',
+        { prefix: true },
       ),
-    ).toBe('{"meta":{},"v":1.0}')
+    ).toBe('{"resourceType":"Basic","meta":{},"v":1.0}')
   })
 
   it("withNumbers: the numbers given, in order, where they differ in writing only", () => {
@@ -168,6 +172,25 @@ describe("parseKeepingNumbers (numbers as written, remembered per parsed resourc
     expect(numbersLost(m!)).toBe(true)
     expect(numbersLost(m!.contained![0]!)).toBe(true)
     expect(numbersLost(o1!)).toBe(false)
+    // a contained resource whose Type/id a later top-level resource has too: each keeps its own texts
+    const sameIds = parseKeepingNumbers(
+      '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"MedicationRequest","id":"a","contained":[{"resourceType":"Medication","id":"1","amount":{"numerator":{"value":2.50}}}],"dose":3.0}},{"resource":{"resourceType":"Observation","id":"k","v":{"1":"x"}}},{"resource":{"resourceType":"Medication","id":"1","amount":{"numerator":{"value":1.0}}}}]}',
+    ) as object
+    const [a, , med] = entries(sameIds) as Array<{ contained?: Array<object> }>
+    expect(stringifyKeepingNumbers(med)).toBe(
+      '{"resourceType":"Medication","id":"1","amount":{"numerator":{"value":1.0}}}',
+    )
+    expect(stringifyKeepingNumbers(a!.contained![0])).toBe(
+      '{"resourceType":"Medication","id":"1","amount":{"numerator":{"value":2.50}}}',
+    )
+    // a Bundle entry whose resource is given twice (JSON.parse keeps the last): which text is whose cannot be
+    // told, so it is lost, not given the first one's texts
+    const twice = parseKeepingNumbers(
+      '{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","id":"a","valueQuantity":{"value":1.0}},"resource":{"resourceType":"Observation","id":"a","valueQuantity":{"value":1.00}}}]}',
+    ) as object
+    const [kept] = entries(twice)
+    expect(writtenNumbers(kept!)).toBeUndefined()
+    expect(numbersLost(kept!)).toBe(true)
     // the numbers pair up by count and value, but the first "a" holds none: "1.0" would land on "b"
     const dup = parseKeepingNumbers('{"resourceType":"Basic","a":"x","b":1,"a":1.0}') as object
     expect(writtenNumbers(dup)).toBeUndefined()
