@@ -577,6 +577,8 @@ export const run = (options: MigrateOptions): Effect.Effect<MigrateSummary, Migr
       const notify = (e: MigrateEvent) => (options.onEvent ? options.onEvent(e) : Effect.void)
       /** A scheduler event: to `onEvent`, and to `imports/<target>/events.ndjson` once the archive exists. */
       const eventsDir = Imports.dir(archive, target.baseUrl)
+      // a line a killed run left torn there is cut off, once, before this run's waves and events write there
+      yield* Events.cutTornLine(eventsDir).pipe(Effect.mapError(Continues.io(eventsDir)))
       let eventsDirMade = false
       const say = (event: string, fields: Record<string, unknown> = {}) =>
         Effect.zipRight(

@@ -2,7 +2,8 @@
  * `events.ndjson`: a human-oriented event log, one `{ at, level, event, ...fields }` object per line. Never
  * write tokens or resource bodies into it; as a safety net, fields whose name looks like a secret are
  * replaced by "[redacted]". Not fsynced: nothing resumes from it; a line a crash left torn is cut off before the
- * next run appends (`cutTornLine`), so the file stays one JSON object per line.
+ * next run appends (`cutTornLine`, once, before this process writes there), so the file stays one JSON object
+ * per line.
  */
 import * as Path from "node:path"
 import { Clock, Effect, type Scope } from "effect"
@@ -27,27 +28,30 @@ const lineOf = (event: string, fields: Readonly<Record<string, unknown>>, level:
     (now) => `${JSON.stringify({ ...redact(fields), at: new Date(now).toISOString(), level, event })}\n`,
   )
 
-/** Append one event to `<dir>/events.ndjson` (a torn last line cut off first). */
+/** Append one event to `<dir>/events.ndjson`. */
 export const append = (
   dir: string,
   event: string,
   fields: Readonly<Record<string, unknown>> = {},
   level: Level = "info",
 ): Effect.Effect<void, ArchiveError> =>
-  Effect.flatMap(lineOf(event, fields, level), (line) =>
-    Effect.zipRight(cutTornLine(dir), Fs.append(Path.join(dir, "events.ndjson"), line)),
-  )
+  Effect.flatMap(lineOf(event, fields, level), (line) => Fs.append(Path.join(dir, "events.ndjson"), line))
 
-/** Cuts a torn last line (a crash in the middle of an append) off `<dir>/events.ndjson`; whether there was one. */
+/**
+ * Cuts a torn last line (a crash in the middle of an append) off `<dir>/events.ndjson`; whether there was one.
+ * Only before anything of this process writes there (a line being written would look torn).
+ */
 export const cutTornLine = (dir: string): Effect.Effect<boolean, ArchiveError> =>
   Fs.cutTornLine(Path.join(dir, "events.ndjson"))
 
 /**
  * `append` for many events into one `<dir>/events.ndjson`: the file stays open until the scope closes
- * (see `Fs.appender`).
+ * (see `Fs.appender`). A torn last line is cut off before its first append, unless `cutTorn` is false (another
+ * writer of this process may be appending there already: it cut it).
  */
 export const appender = (
   dir: string,
+  options: { readonly cutTorn?: boolean } = {},
 ): Effect.Effect<
   (
     event: string,
@@ -58,7 +62,7 @@ export const appender = (
   Scope.Scope
 > =>
   Effect.map(
-    Fs.appender(Path.join(dir, "events.ndjson"), { durable: false, cutTorn: true }),
+    Fs.appender(Path.join(dir, "events.ndjson"), { durable: false, cutTorn: options.cutTorn !== false }),
     (write) =>
       (event, fields = {}, level = "info") =>
         Effect.flatMap(lineOf(event, fields, level), write),

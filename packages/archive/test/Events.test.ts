@@ -75,10 +75,11 @@ describe("Events", () => {
             .trimEnd()
             .split("\n")
             .map((l) => (JSON.parse(l) as { event: string }).event)
-        // Events.append, Events.appender: each starts on a line of its own
+        // cutTornLine (before Events.append), Events.appender: each run starts on a line of its own
         const dir = yield* tempDir
         const path = Path.join(dir, "events.ndjson")
         NFS.writeFileSync(path, '{"event":"whole"}\n{"event":"torn","sha256":"b1b18d')
+        expect(yield* Events.cutTornLine(dir)).toBe(true)
         yield* Events.append(dir, "resumed")
         expect(parsed(path)).toEqual(["whole", "resumed"])
         NFS.appendFileSync(path, '{"event":"torn ag')
@@ -87,6 +88,15 @@ describe("Events", () => {
         yield* append("again")
         yield* Scope.close(scope, Exit.void)
         expect(parsed(path)).toEqual(["whole", "resumed", "again"])
+        // an appender told that another writer of this process cut it already leaves the file's end alone
+        const whole = NFS.readFileSync(path, "utf8")
+        NFS.appendFileSync(path, "{")
+        const scope2 = yield* Scope.make()
+        const beside = yield* Events.appender(dir, { cutTorn: false }).pipe(Scope.extend(scope2))
+        yield* beside("beside")
+        yield* Scope.close(scope2, Exit.void)
+        expect(NFS.readFileSync(path, "utf8").startsWith(`${whole}{{`)).toBe(true)
+        NFS.writeFileSync(path, whole)
         // a torn line longer than one read back from the end, and a file that is one torn line
         NFS.appendFileSync(path, `{"event":"long","x":"${"y".repeat(200_000)}`)
         expect(yield* Events.cutTornLine(dir)).toBe(true)

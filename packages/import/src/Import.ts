@@ -654,7 +654,8 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const importDir = Imports.dir(archive, client.baseUrl)
       // (before anything opens a file there)
       const aside = options.restart === true ? yield* setAsideState(importDir) : undefined
-      const appendEvent = yield* Events.appender(importDir)
+      // (a migrate's wave writes beside the migration's own events, which cut a torn line before its first wave)
+      const appendEvent = yield* Events.appender(importDir, { cutTorn: options.files === undefined })
       const emit = (e: ImportEvent) =>
         Effect.zipRight(appendEvent(e.event, { ...e }).pipe(Effect.orDie), emitRaw(e))
       if (aside !== undefined) yield* emit({ event: "warning", detail: setAsideWarning(aside) })
