@@ -1194,6 +1194,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const ownedCopies = strategy === "put"
       /** Exported attachment URL → the blob a copy per owner is made of. */
       const copyOf = new Map<string, Attachments.IndexLine>()
+      /** The target ignores `X-Security-Context` on a raw Binary (it answered one without it): copies go as JSON. */
+      let headerIgnored = false
+      /** The target's answer to a copy showed whether it keeps the header (see `copiesFor`). */
+      let headerChecked = false
       /** Source `Type/id` → the copies it is owed (id → the blob), until it lands. */
       const owed = new Map<string, Map<string, Attachments.IndexLine>>()
       const index = yield* Attachments.readIndex(archive)
@@ -1777,38 +1781,73 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
             for (const [id, blob] of wanted) {
               if (uploadedOwned.has(id)) continue
               const pieces = yield* Stream.runCollect(Attachments.read(archive, blob))
-              const sent = yield* client
-                .request(
-                  HttpClientRequest.put(`Binary/${id}`).pipe(
-                    HttpClientRequest.bodyUint8Array(
-                      Buffer.concat(EffectChunk.toReadonlyArray(pieces)),
-                      blob.contentType ?? "application/octet-stream",
-                    ),
-                    HttpClientRequest.setHeader("accept", "application/fhir+json"),
-                    HttpClientRequest.setHeader("x-security-context", m.target),
-                  ),
-                )
-                .pipe(
-                  Effect.as(true),
-                  // one the target will not take (too large, a content type it refuses): the others are still
-                  // made, then the import stops with one sentence naming it
-                  Effect.catchIf(
-                    (e): e is FhirError => isEntryRefusal(e) || isTooLarge(e),
-                    (e) =>
-                      Effect.as(
-                        Effect.zipRight(
-                          Effect.sync(() => refused.push({ blob, owner: m.target, id, error: e })),
-                          emit({
-                            event: "binary-refused",
-                            sha256: blob.sha256,
-                            size: blob.size,
-                            detail: e.message,
-                          }),
+              const bytes = Buffer.concat(EffectChunk.toReadonlyArray(pieces))
+              const contentType = blob.contentType ?? "application/octet-stream"
+              const asJson = Effect.suspend(() =>
+                client.update({
+                  resourceType: "Binary",
+                  id,
+                  contentType,
+                  securityContext: { reference: m.target },
+                  data: bytes.toString("base64"),
+                }),
+              )
+              const sent = yield* (
+                headerIgnored
+                  ? asJson
+                  : client
+                      .request(
+                        HttpClientRequest.put(`Binary/${id}`).pipe(
+                          HttpClientRequest.bodyUint8Array(bytes, contentType),
+                          HttpClientRequest.setHeader("accept", "application/fhir+json"),
+                          HttpClientRequest.setHeader("x-security-context", m.target),
+                          // the first copy's answer is read (the Binary stored), the others' not sent back
+                          headerChecked ? HttpClientRequest.setHeader("prefer", "return=minimal") : (r) => r,
                         ),
-                        false,
+                      )
+                      .pipe(
+                        Effect.flatMap((response) => Effect.orElseSucceed(response.text, () => "")),
+                        // a target that answers with the Binary it stored and no security context ignored the
+                        // header: this copy again as a JSON Binary that carries it, and the rest so from now on
+                        Effect.flatMap((text) => {
+                          if (headerChecked) return Effect.void
+                          const stored = Option.getOrUndefined(
+                            Option.liftThrowable(() => JSON.parse(text) as Record<string, unknown>)(),
+                          )
+                          if (stored?.resourceType !== "Binary") return Effect.void
+                          headerChecked = true
+                          if (stored.securityContext !== undefined) return Effect.void
+                          headerIgnored = true
+                          return Effect.zipRight(
+                            emit({
+                              event: "warning",
+                              detail: `the target stored Binary/${id} without the security context its X-Security-Context header gave (${m.target}): the copies of attachments go as JSON Binaries that carry it instead (their bytes base64, a third larger)`,
+                            }),
+                            asJson,
+                          )
+                        }),
+                      )
+              ).pipe(
+                Effect.as(true),
+                // one the target will not take (too large, a content type it refuses): the others are still
+                // made, then the import stops with one sentence naming it
+                Effect.catchIf(
+                  (e): e is FhirError => isEntryRefusal(e) || isTooLarge(e),
+                  (e) =>
+                    Effect.as(
+                      Effect.zipRight(
+                        Effect.sync(() => refused.push({ blob, owner: m.target, id, error: e })),
+                        emit({
+                          event: "binary-refused",
+                          sha256: blob.sha256,
+                          size: blob.size,
+                          detail: e.message,
+                        }),
                       ),
-                  ),
-                )
+                      false,
+                    ),
+                ),
+              )
               if (!sent) continue
               yield* appendDurable(
                 binariesPath,

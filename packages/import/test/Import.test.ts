@@ -1333,6 +1333,39 @@ describe("Import.run", () => {
         yield* Import.run({ client: putClient, archive: dir })
         assert.strictEqual(put.store.count("Binary"), 2)
 
+        // a target that ignores X-Security-Context on a raw Binary: the copies go as JSON Binaries carrying it
+        const ignoring = yield* Sandbox.start(
+          {},
+          {
+            plugins: [
+              (router) =>
+                router.use(async (ctx, next) => {
+                  delete ctx.req.headers["x-security-context"]
+                  await next()
+                }),
+              ...Sandbox.defaultPlugins,
+            ],
+          },
+        )
+        const events: Array<Import.ImportEvent> = []
+        yield* Import.run({
+          client: yield* clientFor(ignoring.baseUrl),
+          archive: dir,
+          onEvent: (e) => Effect.sync(() => void events.push(e)),
+        })
+        for (const l of linesOf(ignoring)) {
+          assert.isTrue(ignoring.store.getBinary(l.id)!.bytes.equals(bytes))
+          const binary = JSON.parse(ignoring.store.read("Binary", l.id)!.json) as {
+            securityContext?: unknown
+          }
+          assert.deepStrictEqual(binary.securityContext, { reference: l.owner })
+        }
+        assert.isTrue(
+          events.some(
+            (e) => e.event === "warning" && String(e.detail).includes("without the security context"),
+          ),
+        )
+
         // post: one tagged copy of the blob, made before the resources (their ids are the target's)
         const post = yield* target({ refuseClientIds: true })
         const postClient = yield* clientFor(post.baseUrl)
