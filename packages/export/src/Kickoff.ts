@@ -149,8 +149,9 @@ export const groupOf = (client: FhirClient, id: string) =>
  * Sends the kick-off and returns the absolute status (polling) URL from `Content-Location`.
  * A 404/405/501 becomes `ExportError` NotSupported (the caller may fall back to a crawl), except a 404 at
  * Group level for a Group the source does not have (read to tell the two apart): a usage error. With
- * `undeclared` (the CapabilityStatement declares no $export at this level) a 400 is NotSupported too: servers
- * answer an operation they do not know with it (HAPI's "does not know how to handle").
+ * `undeclared` (the CapabilityStatement declares no $export at this level) a 400 or 422 is NotSupported too:
+ * servers answer an operation they do not know with it (HAPI's "does not know how to handle"); otherwise it
+ * refuses the parameters (`--patient` ids, or the others): a usage error (Config) saying which to check.
  */
 export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
   client: FhirClient,
@@ -186,19 +187,17 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
           (notSupportedStatuses.has(e.status ?? 0) || e.status === 400 || e.status === 422),
         (e) =>
           Effect.gen(function* () {
+            const refused = e.status === 400 || e.status === 422
             // the server offers the export and refuses what it was asked: one of the parameters
-            if (
-              (e.status === 400 && p.patients.length === 0 && options.undeclared !== true) ||
-              e.status === 422
-            )
+            if (refused && p.patients.length === 0 && options.undeclared !== true)
               return yield* new ExportError({
                 reason: "Config",
                 url,
                 detail: `the server refused the kick-off (${e.answer}); its answer names what it would not take: check the --type, --since, --until, --type-filter, --elements and --param values against what this server supports, then run the command again`,
                 cause: e,
               })
-            // a kick-off naming patients the server does not have is refused (400), declared $export or not
-            if (e.status === 400 && p.patients.length > 0)
+            // a kick-off naming patients the server does not have is refused (400, 422), declared $export or not
+            if (refused && p.patients.length > 0)
               return yield* new ExportError({
                 reason: "Config",
                 url,
@@ -216,10 +215,9 @@ export const kickoff = Effect.fn("Kickoff.kickoff")(function* (
             return yield* new ExportError({
               reason: "NotSupported",
               url,
-              detail:
-                e.status === 400
-                  ? `the server answered ${e.answer} to the $export kick-off, which its CapabilityStatement does not declare at this level: taken as no bulk export at ${p.level} level (if it does offer one, its answer says what it refused: fix that and use --mode bulk)`
-                  : `the server answered ${e.status} to the $export kick-off${options.undeclared === true ? ", which its CapabilityStatement does not declare at this level" : ""}; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
+              detail: refused
+                ? `the server answered ${e.answer} to the $export kick-off, which its CapabilityStatement does not declare at this level: taken as no bulk export at ${p.level} level (if it does offer one, its answer says what it refused: fix that and use --mode bulk)`
+                : `the server answered ${e.status} to the $export kick-off${options.undeclared === true ? ", which its CapabilityStatement does not declare at this level" : ""}; it does not offer bulk export at ${p.level} level (use --mode crawl)`,
               cause: e,
             })
           }),
