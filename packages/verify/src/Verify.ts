@@ -1170,13 +1170,15 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
             mismatches.push({ resource: k.slice(0, space), path: k.slice(space + 1), detail: onSource })
             return
           }
-          // content inline, its url on a host of neither server and as the source had it: the import copies no
-          // inline content and left the url, and that content is compared with the resource
+          // a url naming a contained resource (`#id`), as the source had it: that resource is compared with the
+          // resource that contains it; content inline, its url on a host of neither server and as the source had
+          // it: the import copies no inline content and left the url, and that content is compared likewise
           if (
-            data !== undefined &&
             targetUrl === sourceUrl &&
-            /^[a-z][a-z0-9+.-]*:/i.test(targetUrl) &&
-            !under(oneLoopback(targetUrl), oneLoopback(target.baseUrl))
+            (targetUrl.startsWith("#") ||
+              (data !== undefined &&
+                /^[a-z][a-z0-9+.-]*:/i.test(targetUrl) &&
+                !under(oneLoopback(targetUrl), oneLoopback(target.baseUrl))))
           )
             return
           const [fromUrl, t] = yield* Effect.all([sourceAttHash(sourceUrl), targetAttHash(targetUrl)])

@@ -469,6 +469,13 @@ describe("Verify.run against sandboxes", () => {
         yield* archiveOf(external, a, ["Binary", "DocumentReference"])
         for (const clean of yield* run(external))
           assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.attachments))
+        // a url naming a contained resource (`#id`): not fetched
+        inline(a.store, "#pdf")
+        inline(b.store, "#pdf")
+        const contained = yield* tempDir
+        yield* archiveOf(contained, a, ["Binary", "DocumentReference"])
+        for (const clean of yield* run(contained))
+          assert.strictEqual(clean.verdict, "clean", JSON.stringify(clean.attachments))
         inline(a.store, "Binary/document.pdf")
         // the data kept, the url re-pointed at other bytes; then at the source server
         inline(b.store, "Binary/DICOM.jpg")
