@@ -670,6 +670,48 @@ describe("ferry import", () => {
     expect(verified.code, verified.stdout + verified.stderr).toBe(0)
   })
 
+  it("a document deleted at the source: a delta deletes it on the target and the attachment copy made for it", async () => {
+    const source = await start({})
+    const files = await start({ seed: [sharedData("attachments")] })
+    const binary = Array.from(files.store.iterate("Binary"))[0]!
+    const bytes = files.store.getBinary(binary.id)!
+    for (const id of ["kept", "gone"]) {
+      const put = await fetch(`${source.baseUrl}/DocumentReference/${id}`, {
+        method: "PUT",
+        headers: { "content-type": "application/fhir+json" },
+        body: JSON.stringify({
+          resourceType: "DocumentReference",
+          id,
+          status: "current",
+          content: [
+            { attachment: { contentType: bytes.contentType, url: `${files.baseUrl}/Binary/${binary.id}` } },
+          ],
+        }),
+      })
+      expect(put.status).toBeLessThan(300)
+    }
+    const origin = ["--attachment-origin", new URL(files.baseUrl).origin]
+    const full = Path.join(tmp, "copies-full")
+    expect((await runFerry(["export", source.baseUrl, "--out", full, ...origin])).code).toBe(0)
+    const target = await start({})
+    const first = await importInto(full, target)
+    expect(first.code, first.stderr).toBe(0)
+    // one copy per document, each naming its document
+    expect(target.store.count("Binary")).toBe(2)
+    const deleted = await fetch(`${source.baseUrl}/DocumentReference/gone`, { method: "DELETE" })
+    expect(deleted.status).toBeLessThan(300)
+    const delta = Path.join(tmp, "copies-delta")
+    const exported = await runFerry(["export", source.baseUrl, "--out", delta, "--since", "auto", ...origin])
+    expect(exported.code, exported.stderr).toBe(0)
+    const second = await importInto(delta, target)
+    expect(second.code, second.stderr).toBe(0)
+    expect((JSON.parse(second.stdout) as { deleted: number }).deleted).toBe(1)
+    expect(target.store.read("DocumentReference", "gone")).toBeUndefined()
+    // the deleted document's copy went with it (its security context named it); the other one's stays
+    const left = Array.from(target.store.iterate("Binary")).map((r) => JSON.parse(r.json).securityContext)
+    expect(left).toEqual([{ reference: "DocumentReference/kept" }])
+  })
+
   it("a target whose credentials may not search: a conditional reference a batch needs looked up sets its resource aside with the reason, the import goes on (exit 7, not 3)", async () => {
     const source = await start({ seed: [sharedData("sample-bulk-10-patients")] })
     const archive = Path.join(tmp, "write-only")

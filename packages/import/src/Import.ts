@@ -920,6 +920,18 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                     })
                     return
                   }
+                  // the copies of attachments made for it first: each names it (a target that keeps referential
+                  // integrity would refuse to delete it while they do), and nothing else points at them
+                  for (const copy of copiesOf.get(target) ?? [])
+                    yield* client.delete("Binary", copy).pipe(
+                      Effect.catchIf(
+                        (x) =>
+                          x._tag === "FhirError" &&
+                          x.reason === "Status" &&
+                          (x.status === 404 || x.status === 410),
+                        () => Effect.void,
+                      ),
+                    )
                   const slash = target.indexOf("/")
                   yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))
                 }),
@@ -1177,11 +1189,19 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const uploaded = new Map<string, string>()
       /** The copies made per owner so far (their ids; see `ownedCopies`). */
       const uploadedOwned = new Set<string>()
+      /** Target `Type/id` → the ids of the copies made for it (deleted before it: see `applyDeletes`). */
+      const copiesOf = new Map<string, Set<string>>()
+      const noteCopy = (owner: string, id: string) => {
+        const ids = copiesOf.get(owner) ?? new Set<string>()
+        copiesOf.set(owner, ids.add(id))
+      }
       const binaryLines = yield* readLines(binariesPath)
       for (let i = 0; i < binaryLines.length; i++) {
         const j = yield* decodeLine(BinaryLine, binariesPath, i + 1, binaryLines[i]!)
-        if (j.owner !== undefined) uploadedOwned.add(j.id)
-        else uploaded.set(j.sha256, j.id)
+        if (j.owner !== undefined) {
+          uploadedOwned.add(j.id)
+          noteCopy(j.owner, j.id)
+        } else uploaded.set(j.sha256, j.id)
       }
       /**
        * Put (transactions): a blob's copy is made for each resource that points at it, under an id of that blob
@@ -1854,6 +1874,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                 `${JSON.stringify({ sha256: blob.sha256, id, owner: m.target })}\n`,
               )
               uploadedOwned.add(id)
+              noteCopy(m.target, id)
               binaries++
             }
             owed.delete(m.source)
