@@ -1826,7 +1826,10 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                         ),
                       )
                       .pipe(
-                        Effect.flatMap((response) => Effect.orElseSucceed(response.text, () => "")),
+                        // (the answer read once: after that, like the other uploads', it is not)
+                        Effect.flatMap((response) =>
+                          headerChecked ? Effect.succeed("") : Effect.orElseSucceed(response.text, () => ""),
+                        ),
                         // a target that answers with the Binary it stored and no security context ignored the
                         // header: this copy again as a JSON Binary that carries it, and the rest so from now on
                         Effect.flatMap((text) => {
