@@ -845,20 +845,36 @@ export const run = Effect.fn("Verify.run")(function* (options: Options) {
     }
     return Effect.tap(fetchHash(source.client, url), (r) => Effect.sync(() => sourceHashes.set(url, r)))
   }
-  /** The `securityContext` reference of a copy made for one resource (read once per copy). */
+  /**
+   * The `securityContext` reference of a copy made for one resource (asked once per copy): a search of its id for
+   * that element alone (its bytes were fetched already), else a read of it, where the target cannot search so.
+   */
   const copyContexts = new Map<string, string | undefined>()
+  const contextOf = (r: unknown): string | undefined => {
+    const ref = (r as { readonly securityContext?: { readonly reference?: unknown } }).securityContext
+      ?.reference
+    return typeof ref === "string" ? ref : undefined
+  }
   const copyContext = (id: string) =>
     copyContexts.has(id)
       ? Effect.succeed(copyContexts.get(id))
-      : target.read("Binary", id).pipe(
-          Effect.map((r) => {
-            const ref = (r as { readonly securityContext?: { readonly reference?: unknown } }).securityContext
-              ?.reference
-            const named = typeof ref === "string" ? ref : undefined
-            copyContexts.set(id, named)
-            return named
-          }),
-        )
+      : target
+          .search("Binary", [
+            ["_id", id],
+            ["_elements", "securityContext"],
+          ])
+          .pipe(
+            Effect.map((page) => page.entry?.find((e) => e.resource?.id === id)?.resource),
+            Effect.orElseSucceed(() => undefined),
+            Effect.flatMap((found) =>
+              found !== undefined ? Effect.succeed(found) : target.read("Binary", id),
+            ),
+            Effect.map((r) => {
+              const named = contextOf(r)
+              copyContexts.set(id, named)
+              return named
+            }),
+          )
   const targetAttHash = (url: string): Effect.Effect<AttHash> => {
     const hit = targetHashes.get(url)
     if (hit !== undefined) return Effect.succeed(hit)
