@@ -124,8 +124,11 @@ const whereToGive = (flags: ReadonlyArray<string>, fields: ReadonlyArray<string>
 /** Which server of a two-server command (`migrate`, `plan`) the settings are for. */
 export type Role = "source" | "target"
 
+/** Where the kind was given: for one server of migrate or plan, its flag, variable or config key, whichever it was. */
 const authFlag = (kind: AuthKind, role?: Role) =>
-  role === undefined ? `--auth ${kind}` : `--${role}-auth ${kind}`
+  role === undefined
+    ? `--auth ${kind}`
+    : `--${role}-auth ${kind} (or FERRY_${role.toUpperCase()}_AUTH=${kind}, or ${role}.auth.kind: ${kind})`
 
 const required = <A>(
   value: Option.Option<A>,

@@ -131,13 +131,13 @@ describe("Authenticator", () => {
         Authenticator.fromSettings(Authenticator.emptySettings("bearer"), base, "read", "source"),
       )
       expect(source.message).toContain(
-        "--source-auth bearer needs exactly one of --source-bearer-env or --source-bearer-file (or FERRY_SOURCE_BEARER_ENV / FERRY_SOURCE_BEARER_FILE, or source.auth.bearerEnv / source.auth.bearerFile in a config file)",
+        "--source-auth bearer (or FERRY_SOURCE_AUTH=bearer, or source.auth.kind: bearer) needs exactly one of --source-bearer-env or --source-bearer-file (or FERRY_SOURCE_BEARER_ENV / FERRY_SOURCE_BEARER_FILE, or source.auth.bearerEnv / source.auth.bearerFile in a config file)",
       )
       const target = yield* Effect.flip(
         Authenticator.fromSettings(Authenticator.emptySettings("smart"), base, "write", "target"),
       )
       expect(target.message).toContain(
-        "--target-auth smart needs --target-client-id (or FERRY_TARGET_CLIENT_ID, or target.auth.clientId in a config file)",
+        "--target-auth smart (or FERRY_TARGET_AUTH=smart, or target.auth.kind: smart) needs --target-client-id (or FERRY_TARGET_CLIENT_ID, or target.auth.clientId in a config file)",
       )
       const none = yield* Authenticator.fromSettings(Authenticator.emptySettings("none"), base)
       expect(none.describe).toBe("no authentication")
