@@ -16,6 +16,17 @@ import Database from "better-sqlite3"
 import { withNumbers, writtenNumbers } from "@ferry/core/NumberText"
 import { extractIdentifiers, extractReferences } from "./internal/References.js"
 
+/** Whether the file at `path` begins as an SQLite database does ("SQLite format 3\0"). */
+const isSqlite = (path: string): boolean => {
+  const fd = NFS.openSync(path, "r")
+  try {
+    const head = Buffer.alloc(16)
+    return NFS.readSync(fd, head, 0, 16, 0) === 16 && head.toString("latin1") === "SQLite format 3\u0000"
+  } finally {
+    NFS.closeSync(fd)
+  }
+}
+
 export interface StoredResource {
   readonly type: string
   readonly id: string
@@ -168,6 +179,11 @@ export class Store {
     // the data is patients' (seeded or loaded): the file only for its owner; SQLite gives the WAL and shared
     // memory files the database file's mode
     if (path !== ":memory:") {
+      // a file that holds something else is refused as it is (its mode untouched): a wrong --db
+      if (NFS.existsSync(path) && NFS.statSync(path).size > 0 && !isSqlite(path))
+        throw new Error(
+          "this file is not a sandbox database (no SQLite header); give --db a new file name, or one a sandbox made",
+        )
       NFS.closeSync(NFS.openSync(path, "a", 0o600))
       NFS.chmodSync(path, 0o600)
     }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from "node:fs"
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
@@ -23,6 +23,24 @@ describe("Store", () => {
       s.close()
     } finally {
       process.umask(before)
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("a --db that holds something else is refused as it is: its mode and bytes untouched, a next step said", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ferry-store-other-"))
+    try {
+      const path = join(dir, "notes.txt")
+      writeFileSync(path, "not a database\n", { mode: 0o644 })
+      chmodSync(path, 0o644)
+      assert.throws(() => Store.open(path), /not a sandbox database .*give --db a new file name/)
+      assert.strictEqual((statSync(path).mode & 0o777).toString(8), "644")
+      assert.strictEqual(readFileSync(path, "utf8"), "not a database\n")
+      // an empty file is a new database
+      const empty = join(dir, "empty.db")
+      writeFileSync(empty, "")
+      Store.open(empty).close()
+    } finally {
       rmSync(dir, { recursive: true, force: true })
     }
   })
