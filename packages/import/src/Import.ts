@@ -883,15 +883,14 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
       const applyDeletes = Effect.gen(function* () {
         let deleted = 0
         const deferred: Array<{ readonly type: string; readonly id: string; readonly error: FhirError }> = []
+        /** A delete the target answered 404 or 410: what it names is gone already. */
+        const gone = (x: FhirError | AuthError) =>
+          x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410)
         /** Deletes one resource: counted as deleted, or as gone already (404/410), or deferred (409). */
         const deleteOne = (type: string, id: string): Effect.Effect<void, ImportFailure> =>
           client.delete(type, id).pipe(
             Effect.zipRight(Effect.sync(() => void deleted++)),
-            Effect.catchIf(
-              (x) =>
-                x._tag === "FhirError" && x.reason === "Status" && (x.status === 404 || x.status === 410),
-              () => Effect.sync(() => void deletesAlreadyGone++),
-            ),
+            Effect.catchIf(gone, () => Effect.sync(() => void deletesAlreadyGone++)),
             Effect.catchIf(
               (x): x is FhirError => x._tag === "FhirError" && x.reason === "Status" && x.status === 409,
               (error) => Effect.sync(() => void deferred.push({ type, id, error })),
@@ -923,15 +922,7 @@ export const run = (options: ImportOptions): Effect.Effect<ImportSummary, Import
                   // the copies of attachments made for it first: each names it (a target that keeps referential
                   // integrity would refuse to delete it while they do), and nothing else points at them
                   for (const copy of copiesOf.get(target) ?? [])
-                    yield* client.delete("Binary", copy).pipe(
-                      Effect.catchIf(
-                        (x) =>
-                          x._tag === "FhirError" &&
-                          x.reason === "Status" &&
-                          (x.status === 404 || x.status === 410),
-                        () => Effect.void,
-                      ),
-                    )
+                    yield* client.delete("Binary", copy).pipe(Effect.catchIf(gone, () => Effect.void))
                   const slash = target.indexOf("/")
                   yield* deleteOne(target.slice(0, slash), target.slice(slash + 1))
                 }),
