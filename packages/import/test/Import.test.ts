@@ -227,23 +227,30 @@ describe("Import.run", () => {
       }),
   )
 
+  /** The sample archive imported with post (Bundles of 100) into a target that refuses client ids; `rerun` again. */
+  const postImported = Effect.gen(function* () {
+    const { dir, expected } = yield* sampleArchive()
+    const sandbox = yield* target({ refuseClientIds: true })
+    const client = yield* clientFor(sandbox.baseUrl)
+    const rerun = (more: { readonly restart?: boolean } = {}) =>
+      Import.run({ client, archive: dir, strategy: "post", bundleSize: 100, ...more })
+    yield* rerun()
+    return { dir, expected, sandbox, rerun, idmap: Imports.idMapPath(dir, sandbox.baseUrl) }
+  })
+
   it.scopedLive("a torn last line in the id map (a kill mid-append) is cut off, and the rerun goes on", () =>
     Effect.gen(function* () {
-      const { dir, expected } = yield* sampleArchive()
-      const sandbox = yield* target({ refuseClientIds: true })
-      const client = yield* clientFor(sandbox.baseUrl)
-      yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
-      const idmap = Imports.idMapPath(dir, sandbox.baseUrl)
+      const { expected, sandbox, rerun, idmap } = yield* postImported
       const whole = NFS.readFileSync(idmap, "utf8")
       NFS.appendFileSync(idmap, '{"s":"Patient/torn","t":"Pat')
-      const again = yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
+      const again = yield* rerun()
       assert.strictEqual(again.total, 0)
       assert.strictEqual(NFS.readFileSync(idmap, "utf8"), whole)
       assert.deepStrictEqual(countsOf(sandbox), expected)
       // a whole last line that lacks only its newline (a hand edit) is kept, and given its newline
       const extra = '{"s":"Patient/not-in-archive","t":"Patient/elsewhere"}'
       NFS.appendFileSync(idmap, extra)
-      yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
+      yield* rerun()
       assert.strictEqual(NFS.readFileSync(idmap, "utf8"), `${whole}${extra}\n`)
     }),
   )
@@ -268,29 +275,17 @@ describe("Import.run", () => {
     "a damaged line in the id map: one sentence with file:line and --restart, which writes it anew without duplicates",
     () =>
       Effect.gen(function* () {
-        const { dir, expected } = yield* sampleArchive()
-        const sandbox = yield* target({ refuseClientIds: true })
-        const client = yield* clientFor(sandbox.baseUrl)
-        yield* Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 })
-        const idmap = Imports.idMapPath(dir, sandbox.baseUrl)
+        const { expected, sandbox, rerun, idmap } = yield* postImported
         const lines = NFS.readFileSync(idmap, "utf8").split("\n")
         NFS.writeFileSync(idmap, [...lines.slice(0, 3), '{"s":"Binary/gen-b', ...lines.slice(4)].join("\n"))
-        const damaged = yield* Effect.flip(
-          Import.run({ client, archive: dir, strategy: "post", bundleSize: 100 }),
-        )
+        const damaged = yield* Effect.flip(rerun())
         assert.strictEqual(damaged._tag, "ImportError")
         assert.strictEqual((damaged as ImportError).reason, "Archive")
         assert.strictEqual(
           damaged.message,
           `${idmap}:4: the id map is damaged (this line is not JSON); run the same command again with --restart: this target's import state is set aside and every resource sent again (put keeps their ids, post finds each one it made by its provenance tag), which writes the id map anew`,
         )
-        const restarted = yield* Import.run({
-          client,
-          archive: dir,
-          strategy: "post",
-          bundleSize: 100,
-          restart: true,
-        })
+        const restarted = yield* rerun({ restart: true })
         assert.strictEqual(restarted.quarantined, 0)
         assert.deepStrictEqual(countsOf(sandbox), expected)
         assert.strictEqual(
